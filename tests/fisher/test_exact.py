@@ -1,0 +1,151 @@
+"""PEF values against the plain per-example loop and finite differences."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from transformers import GPT2Config, GPT2ForSequenceClassification
+
+from tests.conftest import tiny_bert_inputs
+from workbench import compute_pefs
+from workbench.fisher import PER_EXAMPLE_RULES
+
+
+def _dense(pefs):
+    return pefs.dense()
+
+
+@pytest.mark.parametrize("kind", ["lrm", "d"])
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_hooks_equal_plain_loop(bert3, bert_inputs, kind, batch_size):
+    hooks = compute_pefs(bert3, bert_inputs, kind=kind, n_values=None, batch_size=batch_size, progress=False)
+    loop = compute_pefs(bert3, bert_inputs, kind=kind, n_values=None, method="loop", progress=False)
+    assert hooks.n_parameters == sum(p.numel() for p in bert3.parameters())
+    scale = np.abs(_dense(loop)).max()
+    np.testing.assert_allclose(_dense(hooks), _dense(loop), atol=2e-6 * scale)
+    np.testing.assert_allclose(hooks.frobenius_norms, loop.frobenius_norms, rtol=1e-5)
+    np.testing.assert_allclose(hooks.logits, loop.logits, atol=1e-5)
+
+
+def test_top_k_classes_are_the_most_probable_in_order(bert3, bert_inputs):
+    full = compute_pefs(bert3, bert_inputs, n_values=None, progress=False)
+    top2 = compute_pefs(bert3, bert_inputs, n_values=None, top_k_classes=2, progress=False)
+    order = np.argsort(-full.logits, axis=1)[:, :2]
+    np.testing.assert_array_equal(top2.classes, order)
+    loop = compute_pefs(bert3, bert_inputs, n_values=None, top_k_classes=2, method="loop", progress=False)
+    np.testing.assert_allclose(top2.dense(), loop.dense(), atol=2e-6 * np.abs(loop.dense()).max())
+    # each slot is the same class's column of the all-class PEF, which lists classes by probability too
+    np.testing.assert_allclose(top2.dense(), full.dense()[:, :2], atol=1e-7)
+
+
+def test_lrm_norm_is_frobenius_norm_of_full_pef(bert3, bert_inputs):
+    pefs = compute_pefs(bert3, bert_inputs, n_values=None, progress=False)
+    A = pefs.dense().astype(np.float64)  # (n, c, m)
+    for i in range(pefs.n_examples):
+        F = A[i].T @ A[i]
+        assert pefs.frobenius_norms[i] == pytest.approx(np.linalg.norm(F), rel=1e-5)
+
+
+def test_sparsified_keeps_largest_entries_and_full_norm(bert3, bert_inputs):
+    full = compute_pefs(bert3, bert_inputs, n_values=None, progress=False)
+    kept = compute_pefs(bert3, bert_inputs, n_values=500, progress=False)
+    np.testing.assert_allclose(kept.frobenius_norms, full.frobenius_norms, rtol=1e-6)
+    A_full, A_kept = full.dense(), kept.dense()
+    for i in range(full.n_examples):
+        nz = A_kept[i] != 0
+        assert nz.sum() == 500
+        np.testing.assert_allclose(A_kept[i][nz], A_full[i][nz], rtol=1e-6)
+        smallest_kept = np.abs(A_kept[i][nz]).min()
+        largest_dropped = np.abs(A_full[i][~nz]).max()
+        assert smallest_kept >= largest_dropped
+
+
+def test_d_pef_is_probability_weighted_squared_gradients(bert3, bert_inputs):
+    lrm = compute_pefs(bert3, bert_inputs, n_values=None, progress=False)
+    d = compute_pefs(bert3, bert_inputs, kind="d", n_values=None, progress=False)
+    expected = (lrm.dense().astype(np.float64) ** 2).sum(axis=1)  # Σ_y p_y (∇ log p_y)²
+    np.testing.assert_allclose(d.dense(), expected, rtol=1e-4, atol=1e-12)
+    np.testing.assert_allclose(d.frobenius_norms, np.linalg.norm(expected, axis=1), rtol=1e-5)
+
+
+def test_finite_differences_on_tiny_mlp():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    x = torch.randn(6, 4, dtype=torch.float64)
+    pefs = compute_pefs(model, x, n_values=None, progress=False)
+    theta = torch.nn.utils.parameters_to_vector(model.parameters()).detach().clone()
+
+    def log_probs(vector):
+        torch.nn.utils.vector_to_parameters(vector, model.parameters())
+        with torch.no_grad():
+            return torch.log_softmax(model(x), dim=-1)
+
+    h = 1e-6
+    fd = torch.zeros(6, 3, theta.numel(), dtype=torch.float64)
+    for k in range(theta.numel()):
+        step = torch.zeros_like(theta)
+        step[k] = h
+        fd[:, :, k] = (log_probs(theta + step) - log_probs(theta - step)) / (2 * h)
+    torch.nn.utils.vector_to_parameters(theta, model.parameters())
+    p = log_probs(theta).exp()
+    expected = np.zeros((6, 3, theta.numel()))
+    for i in range(6):
+        for s, y in enumerate(pefs.classes[i]):
+            expected[i, s] = (p[i, y].sqrt() * fd[i, y]).numpy()
+    np.testing.assert_allclose(pefs.dense(), expected, atol=1e-6)
+
+
+def test_parameter_filter_selects_the_named_columns(bert3, bert_inputs):
+    full = compute_pefs(bert3, bert_inputs, n_values=None, progress=False)
+    head = compute_pefs(bert3, bert_inputs, n_values=None, include=r"^classifier\.", progress=False)
+    assert head.layout.names == ("classifier.weight", "classifier.bias")
+    offsets = full.layout.offsets
+    start = offsets[full.layout.names.index("classifier.weight")]
+    np.testing.assert_allclose(head.dense(), full.dense()[:, :, start : start + head.n_parameters], atol=1e-7)
+
+
+def test_exclude_filter(bert3, bert_inputs):
+    pefs = compute_pefs(bert3, bert_inputs, n_values=10, exclude=["embeddings", "encoder"], progress=False)
+    assert all(not n.startswith("bert.embeddings") and "encoder" not in n for n in pefs.layout.names)
+
+
+class _Scale(nn.Module):
+    """A layer with no per-example rule: its parameter takes the fallback loop."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.scale = nn.Parameter(torch.linspace(0.5, 1.5, n))
+
+    def forward(self, x):
+        return x * self.scale
+
+
+def test_layers_without_a_rule_fall_back_to_the_loop(caplog):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), _Scale(5), nn.Tanh(), nn.LayerNorm(5), nn.Linear(5, 3))
+    assert type(model[1]) not in PER_EXAMPLE_RULES
+    x = torch.randn(7, 4)
+    hooks = compute_pefs(model, x, n_values=None, batch_size=3, progress=False)
+    loop = compute_pefs(model, x, n_values=None, method="loop", progress=False)
+    np.testing.assert_allclose(hooks.dense(), loop.dense(), atol=1e-6)
+    assert "no per-example rule" in caplog.text
+
+
+def test_gpt2_conv1d_layers():
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=40, n_positions=16, n_embd=16, n_layer=2, n_head=2, num_labels=2, pad_token_id=0)
+    model = GPT2ForSequenceClassification(config).eval()
+    inputs = tiny_bert_inputs(n=5, length=8)
+    hooks = compute_pefs(model, inputs, n_values=None, batch_size=5, progress=False)
+    loop = compute_pefs(model, inputs, n_values=None, method="loop", progress=False)
+    np.testing.assert_allclose(hooks.dense(), loop.dense(), atol=2e-6 * np.abs(loop.dense()).max())
+
+
+def test_labels_kept_and_predictions_from_logits(bert3, bert_inputs):
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2])
+    pefs = compute_pefs(bert3, dict(bert_inputs, labels=labels), n_values=10, progress=False)
+    np.testing.assert_array_equal(pefs.labels, labels.numpy())
+    np.testing.assert_array_equal(pefs.predictions, pefs.logits.argmax(1))
+    with torch.no_grad():
+        expected = bert3(**bert_inputs).logits.numpy()
+    np.testing.assert_allclose(pefs.logits, expected, atol=1e-5)

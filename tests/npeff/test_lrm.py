@@ -1,0 +1,155 @@
+"""LRM-NPEFF on planted problems with known answers."""
+
+import numpy as np
+import pytest
+
+from workbench.npeff import LrmNpeff, NpeffDivergenceError
+from workbench.planted import match_components, planted_lrm
+from workbench.pefs import LrmPefs
+
+
+def _fit(problem, r, **kw):
+    kw.setdefault("progress", False)
+    return LrmNpeff(r, **kw).fit(problem.pefs)
+
+
+@pytest.mark.parametrize(
+    "n_examples, n_parameters, n_components, seed",
+    [(60, 40, 3, 0), (200, 500, 6, 1), (400, 4000, 10, 2), (150, 20000, 8, 3)],
+)
+def test_recovers_planted_components_with_default_settings(n_examples, n_parameters, n_components, seed):
+    problem = planted_lrm(n_examples, n_parameters, n_components, seed=seed)
+    est = _fit(problem, n_components)
+    _, cos = match_components(est.G_, problem.components[:, est.kept_columns_])
+    assert cos.mean() >= 0.95, cos
+    history = np.concatenate([est.loss_history_["g_only"][:, 1], est.loss_history_["joint"][:, 1]])
+    assert np.all(np.diff(history) <= 1e-6 * history[0]), "the loss must never rise (beyond float32 rounding)"
+    assert history[-1] < 1e-3 * history[0]
+
+
+def test_loss_history_matches_dense_loss():
+    problem = planted_lrm(50, 30, 3, seed=4)
+    est = _fit(problem, 3, n_iters_g_only=20, n_iters_joint=30)
+    A = problem.pefs.dense().astype(np.float64)
+    A = A / np.sqrt(problem.pefs.frobenius_norms)[:, None, None]
+    G = np.zeros((3, 30))
+    G[:, est.kept_columns_] = est.G_
+    dense_loss = sum(
+        np.linalg.norm(A[i].T @ A[i] - sum(est.W_[i, j] * np.outer(G[j], G[j]) for j in range(3))) ** 2
+        for i in range(50)
+    )
+    # float32 products: the loss is exact up to ~1e-7 of its constant term (here 50)
+    assert est.loss_history_["joint"][-1, 1] == pytest.approx(dense_loss, rel=1e-4, abs=1e-7 * 50)
+    assert est.loss(problem.pefs, est.W_) == pytest.approx(dense_loss, rel=1e-4, abs=1e-7 * 50)
+
+
+def test_transform_recovers_planted_coefficients_of_held_out_examples():
+    problem = planted_lrm(300, 400, 5, seed=5)
+    train, held_out = problem.pefs[:200], problem.pefs[200:]
+    est = LrmNpeff(5, progress=False).fit(train)
+    match, _ = match_components(est.G_, problem.components[:, est.kept_columns_])
+    truth = problem.W[200:] / held_out.frobenius_norms[:, None]  # normalisation scales each example
+    found = est.transform(held_out)[:, match]
+    for j in range(5):
+        # g_j is fitted up to a scale, so W's column j is up to 1/scale²
+        assert np.corrcoef(found[:, j], truth[:, j])[0, 1] > 0.99
+
+
+def test_transform_with_planted_components_is_exact():
+    problem = planted_lrm(80, 60, 4, seed=6)
+    est = LrmNpeff(4, n_iters_g_only=1, n_iters_joint=1, progress=False, n_iters_transform=3000).fit(problem.pefs)
+    est.G_ = problem.components[:, est.kept_columns_].astype(np.float32)
+    truth = problem.W / problem.pefs.frobenius_norms[:, None]
+    np.testing.assert_allclose(est.transform(problem.pefs), truth, atol=2e-3)
+
+
+def test_component_is_a_full_parameter_vector():
+    problem = planted_lrm(40, 50, 3, seed=7, density=0.05)
+    est = _fit(problem, 3, n_iters_g_only=5, n_iters_joint=5, min_nonzero_per_col=2)
+    assert est.kept_columns_.size < 50
+    g = est.component(1)
+    assert g.shape == (50,)
+    np.testing.assert_array_equal(g[est.kept_columns_], est.G_[1])
+    dropped = np.setdiff1d(np.arange(50), est.kept_columns_)
+    assert np.all(g[dropped] == 0)
+
+
+def test_seed_makes_fits_reproducible():
+    problem = planted_lrm(50, 40, 3, seed=8)
+    a = _fit(problem, 3, n_iters_g_only=10, n_iters_joint=10, seed=3)
+    b = _fit(problem, 3, n_iters_g_only=10, n_iters_joint=10, seed=3)
+    c = _fit(problem, 3, n_iters_g_only=10, n_iters_joint=10, seed=4)
+    np.testing.assert_array_equal(a.G_, b.G_)
+    assert not np.array_equal(a.G_, c.G_)
+
+
+def test_orthogonal_regularisation_lowers_overlap():
+    problem = planted_lrm(100, 80, 4, seed=9)
+    plain = _fit(problem, 6, n_iters_joint=200)
+    ortho = _fit(problem, 6, n_iters_joint=200, orthogonal_reg=0.1)
+
+    def overlap(G):
+        U = G / np.linalg.norm(G, axis=1, keepdims=True)
+        C = np.abs(U @ U.T)
+        return (C.sum() - np.trace(C)) / (C.size - len(C))
+
+    assert overlap(ortho.G_) < overlap(plain.G_)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    problem = planted_lrm(40, 30, 3, seed=10)
+    est = _fit(problem, 3, n_iters_g_only=5, n_iters_joint=5)
+    est.save(tmp_path / "decomposition.safetensors")
+    back = LrmNpeff.load(tmp_path / "decomposition.safetensors")
+    np.testing.assert_array_equal(back.W_, est.W_)
+    np.testing.assert_array_equal(back.G_, est.G_)
+    np.testing.assert_array_equal(back.kept_columns_, est.kept_columns_)
+    assert back.get_params() == est.get_params()
+    assert back.layout_ == est.layout_
+    for phase in ("g_only", "joint"):
+        np.testing.assert_array_equal(back.loss_history_[phase], est.loss_history_[phase])
+    np.testing.assert_allclose(back.transform(problem.pefs), est.transform(problem.pefs))
+
+
+def test_bad_inputs_give_clear_errors():
+    problem = planted_lrm(10, 20, 2, seed=11)
+    with pytest.raises(ValueError, match="larger than the number of examples"):
+        LrmNpeff(11, progress=False).fit(problem.pefs)
+    with pytest.raises(ValueError, match="n_components=0 is not allowed"):
+        LrmNpeff(0, progress=False).fit(problem.pefs)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        LrmNpeff(2).transform(problem.pefs)
+    A = problem.pefs.dense()
+    A[3] = 0
+    with pytest.raises(ValueError, match="all-zero PEFs"):
+        LrmNpeff(2, progress=False).fit(LrmPefs.from_dense(A))
+    A[3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        LrmNpeff(2, progress=False).fit(LrmPefs.from_dense(A))
+
+
+def test_a_fixed_step_that_diverges_raises_instead_of_returning_nan():
+    problem = planted_lrm(30, 20, 2, seed=12)
+    with pytest.raises(NpeffDivergenceError, match="learning_rate='auto'"):
+        LrmNpeff(2, learning_rate=1e3, progress=False).fit(problem.pefs)
+
+
+@pytest.mark.parametrize("scale", [1e-8, 1.0, 1e6])
+def test_line_search_needs_no_tuning_at_any_scale(scale):
+    """Unnormalised PEFs scaled by many orders of magnitude: the same defaults fit them all."""
+    problem = planted_lrm(120, 300, 4, seed=13)
+    pefs = problem.pefs
+    pefs.X = pefs.X * np.float32(scale)
+    est = LrmNpeff(4, normalize=False, progress=False).fit(pefs)
+    _, cos = match_components(est.G_, problem.components[:, est.kept_columns_])
+    assert cos.mean() >= 0.95
+    assert np.isfinite(est.W_).all() and np.isfinite(est.G_).all()
+
+
+def test_overflowing_pefs_give_a_clear_error():
+    problem = planted_lrm(30, 20, 2, seed=14)
+    pefs = problem.pefs
+    pefs.X.data[:] = np.float32(3e38)  # squares overflow float32
+    pefs.frobenius_norms[:] = 1.0
+    with pytest.raises(NpeffDivergenceError, match="not finite"):
+        LrmNpeff(2, progress=False).fit(pefs)

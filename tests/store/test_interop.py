@@ -1,0 +1,96 @@
+"""The original implementation's HDF5 layouts (method notes, section 8)."""
+
+import h5py
+import numpy as np
+import pytest
+
+from workbench.interop import (
+    read_d_pefs_h5,
+    read_lrm_decomposition_h5,
+    read_lrm_pefs_h5,
+    write_d_pefs_h5,
+    write_lrm_decomposition_h5,
+    write_lrm_pefs_h5,
+)
+from workbench.npeff import LrmNpeff
+from workbench.pefs import DPefs, LrmPefs
+from workbench.planted import planted_d, planted_lrm
+from workbench.store import StoreError
+
+
+def _reference_lrm_file(path):
+    """A file laid out by hand exactly as the method notes describe, two examples, two classes."""
+    with h5py.File(path, "w") as f:
+        data = f.create_group("data")
+        data["values"] = np.array([[0.5, -1.0, 2.0], [3.0, 0.25, -0.75]], dtype=np.float32)
+        data["row_indices"] = np.array([[1, 4, 2], [0, 0, 3]], dtype=np.int32)
+        data["col_offsets"] = np.array([[0, 2, 3], [0, 1, 3]], dtype=np.int32)
+        data["labels"] = np.array([1, 0], dtype=np.int32)
+        data["logits"] = np.array([[0.1, 2.0], [1.0, -1.0]], dtype=np.float32)
+        data["pef_frobenius_norms"] = np.array([5.0, 9.5], dtype=np.float32)
+        data.attrs["n_classes"] = 2
+        data.attrs["n_parameters"] = 5
+
+
+def test_reads_the_reference_lrm_layout(tmp_path):
+    _reference_lrm_file(tmp_path / "ref.h5")
+    pefs = read_lrm_pefs_h5(tmp_path / "ref.h5")
+    A = pefs.dense()  # (2 examples, 2 slots, 5 parameters)
+    expected = np.zeros((2, 2, 5), dtype=np.float32)
+    expected[0, 0, 1], expected[0, 0, 4], expected[0, 1, 2] = 0.5, -1.0, 2.0
+    expected[1, 0, 0], expected[1, 1, 0], expected[1, 1, 3] = 3.0, 0.25, -0.75
+    np.testing.assert_array_equal(A, expected)
+    np.testing.assert_array_equal(pefs.classes, [[1, 0], [0, 1]])  # by descending logit
+    np.testing.assert_array_equal(pefs.labels, [1, 0])
+    np.testing.assert_array_equal(pefs.frobenius_norms, [5.0, 9.5])
+    write_lrm_pefs_h5(pefs, tmp_path / "again.h5")
+    with h5py.File(tmp_path / "ref.h5") as a, h5py.File(tmp_path / "again.h5") as b:
+        for name in ("values", "row_indices", "col_offsets", "labels", "logits", "pef_frobenius_norms"):
+            np.testing.assert_array_equal(a["data"][name][()], b["data"][name][()])
+        assert dict(a["data"].attrs) == dict(b["data"].attrs)
+
+
+def test_lrm_pefs_round_trip_with_uneven_sparsity(tmp_path):
+    A = planted_lrm(20, 30, 3, density=0.2).pefs.dense()
+    A[3] = 0.0
+    A[3, 0, 7] = 1.0  # one example with a single entry
+    pefs = LrmPefs.from_dense(A, labels=np.arange(20) % 2, logits=np.random.default_rng(0).normal(size=(20, 2)))
+    write_lrm_pefs_h5(pefs, tmp_path / "p.h5")
+    back = read_lrm_pefs_h5(tmp_path / "p.h5", layout=pefs.layout)
+    np.testing.assert_array_equal(back.dense(), pefs.dense())
+    np.testing.assert_array_equal(back.labels, pefs.labels)
+    np.testing.assert_array_equal(back.frobenius_norms, pefs.frobenius_norms)
+
+
+def test_d_pefs_round_trip(tmp_path):
+    pefs = planted_d(25, 40, 3, density=0.2).pefs
+    write_d_pefs_h5(pefs, tmp_path / "d.h5")
+    with h5py.File(tmp_path / "d.h5") as f:
+        assert f["data/fisher"].attrs["dense_fisher_size"] == 40
+        assert f["data/fisher/values"].dtype == np.float32 and f["data/fisher/indices"].dtype == np.int32
+    back = read_d_pefs_h5(tmp_path / "d.h5")
+    assert isinstance(back, DPefs)
+    np.testing.assert_array_equal(back.dense(), pefs.dense())
+    np.testing.assert_array_equal(back.frobenius_norms, pefs.frobenius_norms)
+
+
+def test_decomposition_round_trip(tmp_path):
+    problem = planted_lrm(40, 30, 3)
+    est = LrmNpeff(3, n_iters_g_only=10, n_iters_joint=20, log_every=5, progress=False).fit(problem.pefs)
+    write_lrm_decomposition_h5(est, tmp_path / "dec.h5")
+    with h5py.File(tmp_path / "dec.h5") as f:
+        assert set(f["data"]) == {"W", "G", "new_to_old_col_indices"}
+        assert f["losses"].attrs["log_loss_frequency"] == 5
+        np.testing.assert_array_equal(f["losses/joint"][()], est.loss_history_["joint"][:, 1].astype(np.float32))
+    back = read_lrm_decomposition_h5(tmp_path / "dec.h5", layout=est.layout_)
+    np.testing.assert_array_equal(back.W_, est.W_)
+    np.testing.assert_array_equal(back.G_, est.G_)
+    np.testing.assert_array_equal(back.kept_columns_, est.kept_columns_)
+    np.testing.assert_allclose(back.transform(problem.pefs), est.transform(problem.pefs), rtol=1e-6)
+
+
+def test_file_of_another_layout_is_refused(tmp_path):
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_group("data")["something"] = np.zeros(3)
+    with pytest.raises(StoreError, match="not in the original NPEFF layout"):
+        read_lrm_pefs_h5(tmp_path / "x.h5")

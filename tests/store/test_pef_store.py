@@ -1,0 +1,104 @@
+"""PEF stores: streaming, resuming, refusing what does not match, and reading back exactly."""
+
+import json
+
+import numpy as np
+import pytest
+
+import workbench.fisher as fisher
+from workbench import compute_pefs
+from workbench.planted import planted_d, planted_lrm
+from workbench.store import MANIFEST, PefStore, StoreError, load_pefs, save_pefs, write_pefs
+
+
+def _assert_same_pefs(a, b):
+    matrix = (lambda p: p.X) if a.kind == "lrm" else (lambda p: p.F)
+    assert (matrix(a) != matrix(b)).nnz == 0
+    np.testing.assert_array_equal(a.frobenius_norms, b.frobenius_norms)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_array_equal(a.logits, b.logits)
+    assert a.layout == b.layout
+
+
+@pytest.mark.parametrize("kind", ["lrm", "d"])
+def test_streamed_store_equals_in_memory(tmp_path, bert3, bert_inputs, kind):
+    store = write_pefs(tmp_path / "pefs", bert3, bert_inputs, kind=kind, n_values=300, batch_size=4, progress=False)
+    assert store.complete and store.n_chunks == 3
+    in_memory = compute_pefs(bert3, bert_inputs, kind=kind, n_values=300, batch_size=4, progress=False)
+    _assert_same_pefs(store.load(), in_memory)
+
+
+def test_interrupted_run_resumes_to_the_same_store(tmp_path, bert3, bert_inputs, monkeypatch):
+    reference = write_pefs(tmp_path / "ref", bert3, bert_inputs, n_values=200, batch_size=2, progress=False).load()
+
+    real = fisher.batch_pefs
+    calls = []
+
+    def crash_on_third_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fisher, "batch_pefs", crash_on_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        write_pefs(tmp_path / "run", bert3, bert_inputs, n_values=200, batch_size=2, progress=False)
+    store = PefStore(tmp_path / "run")
+    assert not store.complete and store.chunks_on_disk() == [0, 1]
+    with pytest.raises(StoreError, match=r"incomplete \(2 of 5 batches"):
+        store.load()
+
+    calls.clear()
+    monkeypatch.setattr(fisher, "batch_pefs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    resumed = write_pefs(tmp_path / "run", bert3, bert_inputs, n_values=200, batch_size=2, progress=False)
+    assert len(calls) == 3, "only the missing batches are computed"
+    _assert_same_pefs(resumed.load(), reference)
+
+
+def test_store_refuses_other_arguments(tmp_path, bert3, bert_inputs):
+    write_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=100, progress=False)
+    with pytest.raises(StoreError, match="differs: .*n_values"):
+        write_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=200, progress=False)
+    other_inputs = dict(bert_inputs, input_ids=bert_inputs["input_ids"].flip(0))
+    with pytest.raises(StoreError, match="fingerprints"):
+        write_pefs(tmp_path / "pefs", bert3, other_inputs, n_values=100, progress=False)
+    store = write_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=200, progress=False, overwrite=True)
+    assert store.info["n_values"] == 200
+
+
+def test_folder_that_is_not_a_store_is_refused(tmp_path, bert3, bert_inputs):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(StoreError, match="not a PEF store"):
+        write_pefs(tmp_path, bert3, bert_inputs, progress=False)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_truncated_chunk_is_reported(tmp_path):
+    store = save_pefs(planted_lrm(30, 20, 2).pefs, tmp_path / "pefs", examples_per_chunk=10)
+    chunk = tmp_path / "pefs" / "chunks" / "000001.safetensors"
+    chunk.write_bytes(chunk.read_bytes()[:-20])
+    with pytest.raises(StoreError, match="000001.safetensors cannot be read"):
+        store.load()
+
+
+def test_other_format_version_is_refused(tmp_path):
+    save_pefs(planted_lrm(10, 20, 2).pefs, tmp_path / "pefs")
+    manifest = json.loads((tmp_path / "pefs" / MANIFEST).read_text())
+    manifest["format_version"] = 99
+    (tmp_path / "pefs" / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match="format version 99"):
+        load_pefs(tmp_path / "pefs")
+
+
+@pytest.mark.parametrize("make", [planted_lrm, planted_d])
+def test_save_and_load_round_trip(tmp_path, make):
+    pefs = make(45, 30, 3).pefs
+    save_pefs(pefs, tmp_path / "pefs", examples_per_chunk=20)
+    back = load_pefs(tmp_path / "pefs")
+    _assert_same_pefs(back, pefs)
+    assert type(back) is type(pefs)
+
+
+def test_missing_store_is_reported(tmp_path):
+    with pytest.raises(StoreError, match="does not exist"):
+        load_pefs(tmp_path / "nowhere")

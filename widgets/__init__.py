@@ -1,0 +1,1 @@
+"""ipywidgets panels over the workbench library (see the widgets issue)."""

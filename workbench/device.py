@@ -1,0 +1,29 @@
+"""Choosing the device: CUDA when present, the CPU otherwise, and a clear error for one that isn't there."""
+
+from __future__ import annotations
+
+import torch
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None`` picks CUDA when available, else the CPU; a named device must exist."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"{device!r} is not a device name; use 'cpu', 'cuda' or 'cuda:N'") from err
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {str(device)!r} was asked for but this machine has no usable CUDA GPU "
+                "(torch.cuda.is_available() is False); use device='cpu', or device=None to pick automatically"
+            )
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {str(device)!r} does not exist: this machine has {torch.cuda.device_count()} CUDA "
+                "device(s), numbered from 0"
+            )
+    elif resolved.type not in ("cpu", "mps"):
+        raise ValueError(f"device {str(device)!r} is not supported; use 'cpu' or 'cuda'")
+    return resolved

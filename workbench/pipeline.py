@@ -1,0 +1,145 @@
+"""The main job: embedded default → PEFs → NPEFF → component summary, in one run folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import analysis
+from .device import resolve_device
+from .npeff import DNpeff, LrmNpeff
+from .run import COMPONENTS, DECOMPOSITION, EXAMPLES, MODEL, PEFS, Run, RunRecorder
+from .store import read_json, write_pefs
+
+logger = logging.getLogger(__name__)
+
+#: The analysis examples are drawn with this offset from the seed, apart from the
+#: training (seed) and held-out (seed + 1000) sentences the model saw or was scored on.
+ANALYSIS_SEED_OFFSET = 2000
+
+
+def run_embedded(
+    out: str | os.PathLike = "runs/demo",
+    *,
+    n_examples: int = 600,
+    n_components: int = 16,
+    kind: str = "lrm",
+    n_values: int = 8192,
+    n_iters_g_only: int = 100,
+    n_iters_joint: int = 400,
+    n_top: int = 20,
+    seed: int = 0,
+    base: str = "tiny",
+    model_path: str | os.PathLike | None = None,
+    batch_size: int = 32,
+    device: str | None = None,
+    progress: bool = True,
+) -> Run:
+    """Run NPEFF end to end on the embedded task and write everything to ``out``.
+
+    ``model_path`` uses an already trained model folder; otherwise the embedded model
+    (``base="tiny"``, or ``"minilm"`` to fine-tune the packaged MiniLM) is trained once
+    and cached. Returns the opened :class:`~workbench.run.Run`.
+    """
+    from .embedded import default_model, load_default_model, make_examples, tokenize
+
+    out = Path(out)
+    params = {k: v for k, v in locals().items() if k not in ("out", "progress", "default_model", "load_default_model", "make_examples", "tokenize")}
+    params["model_path"] = None if model_path is None else str(model_path)
+    params["out"] = str(out)
+    resolved = resolve_device(device)
+    recorder = RunRecorder(out, params, device=resolved, seeds={"model": seed, "examples": seed + ANALYSIS_SEED_OFFSET, "fit": seed})
+
+    with recorder.stage("model"):
+        source = Path(model_path) if model_path is not None else default_model(base=base, seed=seed, progress=progress)
+        if (out / MODEL).exists():
+            shutil.rmtree(out / MODEL)
+        shutil.copytree(source, out / MODEL)
+        model, tokenizer = load_default_model(out / MODEL)
+        training = source / "training.json"
+        if training.exists():
+            recorder.figure("model_heldout_accuracy", read_json(training).get("accuracy"))
+
+    with recorder.stage("examples"):
+        examples = make_examples(n_examples, seed=seed + ANALYSIS_SEED_OFFSET)
+        inputs = tokenize(tokenizer, list(examples["text"]))
+
+    with recorder.stage("pefs"):
+        store = write_pefs(
+            out / PEFS, model, inputs, examples["label"].to_numpy(),
+            kind=kind, n_values=n_values, batch_size=batch_size, device=resolved, progress=progress, overwrite=True,
+        )
+        pefs = store.load()
+        examples["prediction"] = pefs.predictions
+        examples.to_parquet(out / EXAMPLES)
+        accuracy = float(np.mean(pefs.predictions == pefs.labels))
+        recorder.figure("analysis_accuracy", accuracy)
+
+    with recorder.stage("fit"):
+        if kind == "lrm":
+            estimator = LrmNpeff(
+                n_components, n_iters_g_only=n_iters_g_only, n_iters_joint=n_iters_joint,
+                seed=seed, device=resolved, progress=progress,
+            )
+        else:
+            estimator = DNpeff(n_components, n_iters=n_iters_g_only + n_iters_joint, seed=seed, device=resolved, progress=progress)
+        estimator.fit(pefs)
+        estimator.save(out / DECOMPOSITION)
+        recorder.figure("final_loss", float(estimator.loss_history_["joint"][-1, 1]))
+
+    with recorder.stage("analysis"):
+        table = strategy_table(estimator, pefs, examples, n_top)
+        table.to_csv(out / COMPONENTS)
+        for name, value in strategy_figures(table, examples, n_top).items():
+            recorder.figure(name, value)
+
+    recorder.finish()
+    return Run(out)
+
+
+def strategy_table(estimator, pefs, examples: pd.DataFrame, n_top: int) -> pd.DataFrame:
+    attributes = pd.DataFrame({"strategy": examples["strategies"].map(tuple)})
+    return analysis.component_table(
+        estimator.W_, estimator.components_, labels=pefs.labels, predictions=pefs.predictions,
+        attributes=attributes, n_top=n_top, kind="lrm" if isinstance(estimator, LrmNpeff) else "d",
+    )
+
+
+def strategy_figures(table: pd.DataFrame, examples: pd.DataFrame, n_top: int) -> dict:
+    """How well components line up with the known strategies."""
+    from .embedded import STRATEGIES
+
+    majority = set(table["strategy"].dropna())
+    return {
+        "mean_strategy_purity": float(table["strategy_purity"].mean()),
+        "chance_strategy_purity": analysis.chance_purity(examples["strategies"].map(tuple).tolist(), n_top),
+        "strategies_covered": sorted(s for s in STRATEGIES if s in majority),
+        "n_strategies": len(STRATEGIES),
+    }
+
+
+def summary_text(run: Run) -> str:
+    """The component summary printed at the end of the main job."""
+    table = run.components()
+    figures = run.record["figures"]
+    columns = [c for c in ("n_top", "mass", "strategy", "strategy_purity", "label", "label_purity", "accuracy") if c in table]
+    with pd.option_context("display.width", 120, "display.precision", 3, "display.max_rows", 200):
+        lines = [
+            f"Run folder: {run.path}",
+            f"Model held-out accuracy: {figures.get('model_heldout_accuracy')}, "
+            f"accuracy on the analysed examples: {figures.get('analysis_accuracy'):.3f}",
+            f"Final NPEFF loss: {figures.get('final_loss'):.4g}",
+            "",
+            table[columns].to_string(),
+            "",
+            f"Mean strategy purity of the top {run.params['n_top']} examples: {figures['mean_strategy_purity']:.3f} "
+            f"(chance: {figures['chance_strategy_purity']:.3f})",
+            f"Strategies that are the majority of at least one component: {len(figures['strategies_covered'])} of "
+            f"{figures['n_strategies']} ({', '.join(figures['strategies_covered'])})",
+        ]
+    return "\n".join(lines)
