@@ -47,3 +47,22 @@ def bert3():
 @pytest.fixture
 def bert_inputs():
     return tiny_bert_inputs()
+
+
+@pytest.fixture(scope="session")
+def embedded_run(tmp_path_factory):
+    """The main job's run folder with its default settings (about 15 s once the model is cached)."""
+    from workbench.pipeline import run_embedded
+
+    return run_embedded(tmp_path_factory.mktemp("runs") / "demo", progress=False)
+
+
+@pytest.fixture(scope="session")
+def embedded(embedded_run):
+    """(run, model, tokenizer, examples, inputs, decomposition) of the embedded run."""
+    from workbench.embedded import load_default_model, tokenize
+
+    model, tokenizer = load_default_model(embedded_run.model_path)
+    examples = embedded_run.examples
+    inputs = tokenize(tokenizer, list(examples["text"]))
+    return embedded_run, model, tokenizer, examples, inputs, embedded_run.decomposition()

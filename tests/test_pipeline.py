@@ -7,13 +7,13 @@ import pytest
 
 from workbench.__main__ import main
 from workbench.npeff import LrmNpeff
-from workbench.pipeline import run_embedded, summary_text
+from workbench.pipeline import summary_text
 from workbench.run import Run
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    return run_embedded(tmp_path_factory.mktemp("runs") / "demo", progress=False)
+@pytest.fixture
+def demo_run(embedded_run):
+    return embedded_run
 
 
 def test_components_follow_the_known_strategies(demo_run):

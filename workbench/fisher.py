@@ -379,6 +379,22 @@ def _loop_gradients(model, batch, classes, params, i) -> list[torch.Tensor]:
     return [torch.stack([slot[j] for slot in per_slot]).float() for j in range(len(params))]
 
 
+def output_gradients(log_probs: torch.Tensor, classes: torch.Tensor, outputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """For each layer output (b, ...), the gradients of log p(y_s|x_i) for every slot s: (k, b, ...).
+
+    One backward per slot of Σ_i log p(y_is|x_i); examples do not interact in eval mode,
+    so row i of the result is example i's own gradient.
+    """
+    if not outputs:
+        return []
+    per_slot = []
+    for s in range(classes.shape[1]):
+        objective = log_probs.gather(1, classes[:, s : s + 1]).sum()
+        grads = torch.autograd.grad(objective, outputs, retain_graph=True, allow_unused=True)
+        per_slot.append([torch.zeros_like(o) if g is None else g.detach() for g, o in zip(grads, outputs)])
+    return [torch.stack([slot[j] for slot in per_slot]) for j in range(len(outputs))]
+
+
 class _BatchGradients:
     """Per-example, per-slot gradients of a batch, produced one example at a time.
 
@@ -396,23 +412,12 @@ class _BatchGradients:
         self.classes = _slot_classes(self.log_probs.detach(), top_k)
         self.captures = capture.captures
         self.fallback = plan.fallback + [k for m in plan.rule_modules if id(m) in capture.unbatched for _, k in plan.owned[id(m)]]
-        self.grad_outputs = self._grad_outputs()  # per capture: (k, b, ...)
+        self.grad_outputs = output_gradients(self.log_probs, self.classes, [c.output for c in self.captures])
         for c in self.captures:  # drop the batch's graph; only inputs and output gradients are needed
             c.output = None
         del self.log_probs
         k = self.classes.shape[1]
         self.buffer = torch.empty((k, plan.layout.n_parameters), dtype=torch.float32, device=self.logits.device)
-
-    def _grad_outputs(self) -> list[torch.Tensor]:
-        if not self.captures:
-            return []
-        outputs = [c.output for c in self.captures]
-        per_slot = []
-        for s in range(self.classes.shape[1]):
-            objective = self.log_probs.gather(1, self.classes[:, s : s + 1]).sum()
-            grads = torch.autograd.grad(objective, outputs, retain_graph=True, allow_unused=True)
-            per_slot.append([torch.zeros_like(o) if g is None else g.detach() for g, o in zip(grads, outputs)])
-        return [torch.stack([slot[j] for slot in per_slot]) for j in range(len(outputs))]
 
     def example(self, i: int) -> torch.Tensor:
         """(k, n_parameters): row s is ∇θ log p(y_s|x_i), not yet scaled by √p."""

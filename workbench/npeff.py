@@ -125,13 +125,16 @@ def _to_torch_csr(matrix: sp.csr_matrix, device: torch.device) -> torch.Tensor:
     matrix = sp.csr_matrix(matrix, dtype=np.float32)
     matrix.sort_indices()
     index_dtype = torch.int32 if matrix.nnz < 2**31 and max(matrix.shape) < 2**31 else torch.int64
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(matrix.indptr.astype(np.int64)).to(index_dtype),
-        torch.from_numpy(matrix.indices.astype(np.int64)).to(index_dtype),
-        torch.from_numpy(matrix.data),
-        size=matrix.shape,
-        device=device,
-    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(matrix.indptr.astype(np.int64)).to(index_dtype),
+            torch.from_numpy(matrix.indices.astype(np.int64)).to(index_dtype),
+            torch.from_numpy(matrix.data),
+            size=matrix.shape,
+            device=device,
+            check_invariants=False,  # scipy built it, sorted and canonical
+        )
 
 
 def _prepare(matrix: sp.csr_matrix, squared_norm: float, n_examples: int, device: torch.device) -> _Prepared:
