@@ -33,6 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from . import kernels
 from .device import resolve_device
 from .params import ParameterLayout
 from .pefs import DPefs, LrmPefs
@@ -108,12 +109,19 @@ class _Prepared:
     n_examples: int
     reduce: Callable[[torch.Tensor], torch.Tensor] = _no_reduce
 
+    def _on_cpu_kernels(self) -> bool:
+        return self.matrix_t is not None and self.matrix_t.device.type == "cpu" and kernels.available()
+
     def times_t(self, M: torch.Tensor) -> torch.Tensor:
         """X Mᵀ for M of shape (r, n_kept): (n_rows, r)."""
+        if self._on_cpu_kernels():  # one streaming pass over Xᵀ (see workbench.kernels)
+            return self.reduce(kernels.csr_transposed_times_dense(self.matrix_t, M.T))
         return self.reduce(torch.sparse.mm(self.matrix, M.T.contiguous()))
 
     def t_times(self, M: torch.Tensor) -> torch.Tensor:
         """(Xᵀ M)ᵀ = Mᵀ X for M of shape (n_rows, r): (r, n_kept), this process's columns only."""
+        if self._on_cpu_kernels():
+            return kernels.csr_times_dense(self.matrix_t, M.contiguous()).T
         return torch.sparse.mm(self.matrix_t, M.contiguous()).T
 
     def gram(self, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:

@@ -390,8 +390,12 @@ class _BatchGradients:
     def lrm_grams(self) -> torch.Tensor:
         """(b, k, k) float64: A_iᵀ A_i over the rule-covered parameters (fallback ones not included)."""
         gram = torch.zeros((self.n_examples, self.n_slots, self.n_slots), dtype=torch.float64)
+        dense = [block.values for _, block in self.blocks if isinstance(block, DenseGradient)]
+        if dense:  # small parameters (biases, norms) together, in one product
+            gram += DenseGradient(torch.cat(dense, dim=2)).gram().cpu()
         for _, block in self.blocks:
-            gram += block.gram().cpu()
+            if not isinstance(block, DenseGradient):
+                gram += block.gram().cpu()
         return gram
 
 

@@ -71,11 +71,14 @@ def _gram(values: torch.Tensor) -> torch.Tensor:
 def _ghost_gram(g: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
     """Gram of Σ_t g[s, i, t] ⊗ x[i, t] from the position-by-position inner products of the
     x factors, ``inner`` (e, T, T), without forming the outer products (the "ghost norm"
-    trick of per-example gradient clipping). g: (k, e, T, out)."""
+    trick of per-example gradient clipping). g: (k, e, T, out).
+
+    The inner products over features run in float32 (sums of at most a layer's width);
+    the sum over position pairs in float64."""
     k, e, T, _ = g.shape
-    gg = g.double().transpose(0, 1).reshape(e, k * T, -1)
+    gg = g.transpose(0, 1).reshape(e, k * T, -1)
     gg = (gg @ gg.transpose(1, 2)).reshape(e, k, T, k, T)
-    return torch.einsum("esatb,eab->est", gg, inner.double())
+    return torch.einsum("esatb,eab->est", gg.double(), inner.double())
 
 
 class DenseGradient(BlockGradient):
@@ -123,8 +126,7 @@ class OuterProductGradient(BlockGradient):
     def gram(self) -> torch.Tensor:
         T, n_out, n_in = self.x.shape[1], self.g.shape[3], self.x.shape[2]
         if T * (n_in + n_out) <= n_in * n_out:  # the factors are smaller than the gradient
-            x = self.x.double()
-            return _ghost_gram(self.g, x @ x.transpose(1, 2))
+            return _ghost_gram(self.g, self.x @ self.x.transpose(1, 2))
         return _gram(self.dense())
 
     def norms(self) -> tuple[torch.Tensor, torch.Tensor]:
