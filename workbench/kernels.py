@@ -8,7 +8,8 @@ and scipy's are single-threaded. Both kernels here instead stream once through X
 stored as its own CSR matrix (one row per parameter) and keep the small side (n × r) in
 cache:
 
-- :func:`csr_times_dense` (Xᵀ·B): each parameter's row of the result is a sum of rows of B.
+- :func:`csr_times_dense` (Xᵀ·B): each parameter's row of the result is a sum of rows of B;
+  :func:`csr_times_dense_t` writes it transposed, (r, m), the layout of G.
 - :func:`csr_transposed_times_dense` (X·Mᵀ = (Xᵀ)ᵀ·Mᵀ): each parameter's column of M is
   added into the rows of the examples that use it; each thread adds into its own copy
   of the (n × r) result, and the copies are summed.
@@ -102,6 +103,16 @@ def csr_times_dense(matrix: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     ranges = _ranges(matrix.shape[0], indptr)
     _run(_compiled().csr_times_dense, ranges, *[(indptr, indices, data, B, out)] * len(ranges))
     return torch.from_numpy(out)
+
+
+def csr_times_dense_t(matrix: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """(matrix @ B)ᵀ, contiguous, for a CPU CSR float32 matrix (p, q) and a dense float32 B (q, r): (r, p)."""
+    indptr, indices, data = _csr_arrays(matrix)
+    out_t = np.empty((B.shape[1], matrix.shape[0]), dtype=np.float32)
+    B = np.ascontiguousarray(B.numpy())
+    ranges = _ranges(matrix.shape[0], indptr)
+    _run(_compiled().csr_times_dense_t, ranges, *[(indptr, indices, data, B, out_t)] * len(ranges))
+    return torch.from_numpy(out_t)
 
 
 def csr_transposed_times_dense(matrix: torch.Tensor, B: torch.Tensor) -> torch.Tensor:

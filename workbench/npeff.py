@@ -120,8 +120,8 @@ class _Prepared:
 
     def t_times(self, M: torch.Tensor) -> torch.Tensor:
         """(Xᵀ M)ᵀ = Mᵀ X for M of shape (n_rows, r): (r, n_kept), this process's columns only."""
-        if self._on_cpu_kernels():
-            return kernels.csr_times_dense(self.matrix_t, M.contiguous()).T
+        if self._on_cpu_kernels():  # written as (r, n_kept) rows, so later elementwise work is contiguous
+            return kernels.csr_times_dense_t(self.matrix_t, M.contiguous())
         return torch.sparse.mm(self.matrix_t, M.contiguous()).T
 
     def gram(self, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
@@ -436,7 +436,7 @@ class LrmNpeff(_NpeffBase):
     def _g_gradient(self, data: _Prepared, W, G, AG, GG, n_slots: int) -> torch.Tensor:
         W_rows = W.repeat_interleave(n_slots, dim=0)  # (n * c, r)
         data_term = data.t_times(W_rows * AG)  # (r, m) = (W ⊙ AG)ᵀ X
-        grad = 4 * ((W.T @ W) * GG) @ G - 4 * data_term
+        grad = torch.addmm(data_term, (W.T @ W) * GG, G, beta=-4, alpha=4)  # one pass over G
         if self.orthogonal_reg:
             grad = grad + 4 * self._ortho_weight(data) * (GG - torch.diag(GG.diagonal())) @ G
         return grad
@@ -501,7 +501,8 @@ class LrmNpeff(_NpeffBase):
         W, G, AG, GG = state["W"], state["G"], state["AG"], state["GG"]
         grad = self._g_gradient(data, W, G, AG, GG, n_slots)  # (r, m)
         # A unit direction keeps X Dᵀ and D Dᵀ within float32 range whatever the data's scale.
-        grad_norm = math.sqrt(float(data.reduce(torch.linalg.vector_norm(grad, dtype=torch.float64).square())))
+        # float32 (torch sums in cascades): the norm only scales D, and the line search undoes any scale
+        grad_norm = math.sqrt(float(data.reduce(torch.linalg.vector_norm(grad).double().square())))
         if grad_norm == 0 or not math.isfinite(grad_norm):
             if grad_norm == 0:
                 return  # already stationary
@@ -509,7 +510,7 @@ class LrmNpeff(_NpeffBase):
                 f"the G gradient is not finite at iteration {it} of the {phase} phase: the PEFs hold values whose "
                 "squares overflow float32, or NaN/inf; check pefs.X.data and pefs.frobenius_norms"
             )
-        D = grad / grad_norm
+        D = grad.div_(grad_norm)
         AD = data.times_t(D)  # (n * c, r)
         poly = self._loss_along(data, W, G, D, AG, AD, GG, n_slots)
         step = _quartic_argmin(poly) if self.learning_rate == "auto" else float(self.learning_rate) * grad_norm
@@ -523,7 +524,7 @@ class LrmNpeff(_NpeffBase):
                 else f"the loss is not finite at iteration {it} of the {phase} phase: the PEFs hold values whose "
                 "squares overflow float32, or NaN/inf; check pefs.X.data and pefs.frobenius_norms"
             )
-        G = G - step * D
+        G = torch.add(G, D, alpha=-step)
         state.update(G=G, AG=AG - step * AD, GG=data.gram(G, G), loss=loss)
 
     def _loss_along(self, data: _Prepared, W, G, D, AG, AD, GG, n_slots: int) -> np.ndarray:
