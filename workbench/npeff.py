@@ -315,6 +315,16 @@ def _quartic_argmin(poly: np.ndarray) -> float:
     return min(candidates, key=lambda t: np.polyval(poly[::-1], t))
 
 
+def _squared_norm(t: torch.Tensor) -> torch.Tensor:
+    """‖t‖² as float64. Summed in float32 (torch sums in cascades, so this is accurate, and
+    it scales only the G step's direction, which the line search undoes); float64 only
+    where the float32 squares overflow."""
+    norm = torch.linalg.vector_norm(t)
+    if not torch.isfinite(norm):
+        norm = torch.linalg.vector_norm(t, dtype=torch.float64)
+    return norm.double().square()
+
+
 def _multiplicative_w_steps(W, numer, Q, n_iters: int, tol: float) -> torch.Tensor:
     """Minimise Σ_i (w_i Q w_iᵀ − 2 numer_i · w_i) over W ≥ 0 by multiplicative updates
     (a non-negative least-squares problem); used to fit coefficients with components fixed."""
@@ -501,8 +511,7 @@ class LrmNpeff(_NpeffBase):
         W, G, AG, GG = state["W"], state["G"], state["AG"], state["GG"]
         grad = self._g_gradient(data, W, G, AG, GG, n_slots)  # (r, m)
         # A unit direction keeps X Dᵀ and D Dᵀ within float32 range whatever the data's scale.
-        # float32 (torch sums in cascades): the norm only scales D, and the line search undoes any scale
-        grad_norm = math.sqrt(float(data.reduce(torch.linalg.vector_norm(grad).double().square())))
+        grad_norm = math.sqrt(float(data.reduce(_squared_norm(grad))))
         if grad_norm == 0 or not math.isfinite(grad_norm):
             if grad_norm == 0:
                 return  # already stationary
