@@ -343,14 +343,18 @@ def d_npeff_figure(report: Report, n_rows: int, n_cols: int, nnz_per_row: int, r
 # ---------------------------------------------------------------------------------------
 
 _MEMORY_SCRIPT = """
-import resource, sys, tempfile, torch
+import re, resource, sys, tempfile, torch
 from workbench.bench import embedded_case
 from workbench.store import write_pefs
 torch.set_num_threads({threads})
 model, inputs = embedded_case(torch.device("cpu"), {n})
 with tempfile.TemporaryDirectory() as folder:
     write_pefs(folder + "/pefs", model, inputs, n_values=8192, batch_size=32, progress=False)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM is this process's own peak; ru_maxrss can carry the parent's over fork and exec
+try:
+    print(int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)))
+except (OSError, AttributeError):
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
@@ -359,7 +363,7 @@ def peak_rss_bytes(n_examples: int) -> int:
     script = _MEMORY_SCRIPT.format(n=n_examples, threads=torch.get_num_threads())
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env)
-    return int(out.stdout.strip().splitlines()[-1]) * 1024  # ru_maxrss is in KiB on Linux
+    return int(out.stdout.strip().splitlines()[-1]) * 1024  # KiB on Linux
 
 
 def memory_figure(report: Report, small: int, large: int) -> None:

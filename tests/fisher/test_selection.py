@@ -71,3 +71,4 @@ def test_candidates_never_returns_zeros_or_entries_below_the_floor():
     magnitudes = torch.tensor(np.array([0.0, 0.5, 1.0, 0.0, 2.0], dtype=np.float32))
     assert candidates(magnitudes, 0.0, None).tolist() == [1, 2, 4]
     assert candidates(magnitudes, 1.0, None).tolist() == [2, 4]
+

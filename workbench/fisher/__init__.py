@@ -433,19 +433,21 @@ def _dense_pefs(grads: _BatchGradients, kind: str, n_values: int | None) -> list
         A_t.zero_()  # parameters of layers the forward pass never reached have zero gradients
         for index, block in grads.blocks:
             A_t[:, :, offsets[index] : offsets[index + 1]] = block.dense(rows).transpose(0, 1)
+        norms = []
         for j, i in enumerate(range(rows.start, rows.stop)):
-            gram = None if grams is None else grams[i].clone()
-            for index, block in grads.fallback(i):
+            fallback = grads.fallback(i)
+            for index, block in fallback:
                 A_t[j, :, offsets[index] : offsets[index + 1]] = block.dense()[:, 0]
-                if gram is not None:
-                    gram += block.gram()[0].cpu()
             if kind == "lrm":
-                positions, values = top_entries(A_t[j].reshape(-1), n_values)
-                pefs.append(_ExamplePef(positions, values, float(torch.linalg.matrix_norm(gram))))
-            else:
-                f = A_t[j].square().sum(dim=0)  # (m,)
-                positions, values = top_entries(f, n_values)
-                pefs.append(_ExamplePef(positions, values, float(torch.linalg.vector_norm(f.double()))))
+                gram = grams[i] + sum((block.gram()[0].cpu() for _, block in fallback), torch.zeros_like(grams[i]))
+                norms.append(float(torch.linalg.matrix_norm(gram)))
+        if kind == "lrm":
+            selected = [top_entries(row, n_values) for row in A_t.reshape(e, -1)]
+        else:
+            f = A_t.square().sum(dim=1)  # (e, m)
+            norms = torch.linalg.vector_norm(f.double(), dim=1).tolist()
+            selected = [top_entries(row, n_values) for row in f]
+        pefs += [_ExamplePef(positions, values, norm) for (positions, values), norm in zip(selected, norms)]
     return pefs
 
 

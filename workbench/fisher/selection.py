@@ -82,7 +82,11 @@ def _largest(magnitudes: Array, n: int) -> Array:
     threshold = 0.0
     if n < len(magnitudes) and len(magnitudes) > _SMALL:
         threshold = _sample_threshold(magnitudes, n)
-    index = _flatnonzero(_at_least(magnitudes, threshold))
+    return _largest_above(magnitudes, _flatnonzero(_at_least(magnitudes, threshold)), threshold, n)
+
+
+def _largest_above(magnitudes: Array, index: Array, threshold: float, n: int) -> Array:
+    """The n largest, given ``index``: the ascending positions of every entry ≥ threshold."""
     if len(index) < n and threshold > 0:  # the sample misjudged: rank every non-zero
         index = _flatnonzero(magnitudes > 0)
     if len(index) <= n:
