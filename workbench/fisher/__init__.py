@@ -2,17 +2,20 @@
 
 For example x_i and its k most probable classes y_1..y_k (k = ``top_k_classes``, or all
 classes), the low-rank PEF is A_i with columns √p(y_s|x_i) ∇θ log p(y_s|x_i); the diagonal
-PEF is f_i = Σ_s A_i[:, s]² (method notes, section 1).
+PEF is f_i = Σ_s A_i[:, s]² (method notes, section 1). Each is kept sparse: its
+``n_values`` largest entries, and the Frobenius norm of the full PEF.
 
 Two exact ways to get the per-example gradients:
 
 - ``method="hooks"`` (default): one batched forward, one batched backward per class slot
   to the *outputs* of the layers that own the selected parameters, then each layer's
-  per-example parameter gradient from its stored input and output gradient (the
-  Opacus approach). Layer types with a rule are listed in ``PER_EXAMPLE_RULES``;
-  parameters of any other module fall back to the loop below.
-- ``method="loop"``: one example at a time, one ``torch.autograd.grad`` per class. The
-  plain reference the hooks path is tested against.
+  per-example parameter gradients from its stored input and output gradient (the
+  Opacus approach), mostly kept factored (:mod:`workbench.fisher.rules`) so that the top
+  entries are found without writing every gradient out (:mod:`workbench.fisher.selection`;
+  docs/design.md, "Fast exact PEFs"). Layer types with a rule are listed in
+  ``PER_EXAMPLE_RULES``; parameters of any other module fall back to the loop below.
+- ``method="loop"``: one example at a time, one ``torch.autograd.grad`` per class, then
+  ``torch.topk``. The plain reference the hooks path is tested against.
 
 Batches yield :class:`PefChunk` objects; :func:`compute_pefs` gathers them in memory and
 :func:`workbench.store.write_pefs` streams them to disk.
@@ -34,6 +37,19 @@ from ..params import NameFilter, ParameterLayout, layout_of, select_parameters
 from ..pefs import DPefs, LrmPefs
 from .rules import PER_EXAMPLE_RULES, BlockGradient, DenseGradient, PerExampleRule, register_rule
 from .selection import RunningTop, candidates, top_entries
+
+__all__ = [
+    "PER_EXAMPLE_RULES",
+    "BlockGradient",
+    "NotClassLogitsError",
+    "PefChunk",
+    "PefConfig",
+    "PerExampleRule",
+    "chunks_to_pefs",
+    "compute_pefs",
+    "iter_pef_chunks",
+    "register_rule",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -407,7 +423,7 @@ class _BatchGradients:
 # whole, several examples at a time, and ranked with one selection per example; larger
 # ones are taken block by block with an exact running threshold (docs/design.md).
 DENSE_MAX_ENTRIES = 1 << 20
-_DENSE_GROUP_ENTRIES = 1 << 21  # entries written at a time: a few MB, so they stay in cache
+_DENSE_GROUP_ENTRIES = 1 << 23  # entries written at a time (32 MB): larger groups measured faster
 
 
 @dataclass
@@ -433,15 +449,14 @@ def _dense_pefs(grads: _BatchGradients, kind: str, n_values: int | None) -> list
         A_t.zero_()  # parameters of layers the forward pass never reached have zero gradients
         for index, block in grads.blocks:
             A_t[:, :, offsets[index] : offsets[index + 1]] = block.dense(rows).transpose(0, 1)
-        norms = []
-        for j, i in enumerate(range(rows.start, rows.stop)):
-            fallback = grads.fallback(i)
-            for index, block in fallback:
-                A_t[j, :, offsets[index] : offsets[index + 1]] = block.dense()[:, 0]
-            if kind == "lrm":
-                gram = grams[i] + sum((block.gram()[0].cpu() for _, block in fallback), torch.zeros_like(grams[i]))
-                norms.append(float(torch.linalg.matrix_norm(gram)))
+        if grads.fallback_indices:
+            for j, i in enumerate(range(rows.start, rows.stop)):
+                for index, block in grads.fallback(i):
+                    A_t[j, :, offsets[index] : offsets[index + 1]] = block.dense()[:, 0]
+                    if kind == "lrm":
+                        grams[i] += block.gram()[0].cpu()
         if kind == "lrm":
+            norms = torch.linalg.matrix_norm(grams[rows]).tolist()
             selected = [top_entries(row, n_values) for row in A_t.reshape(e, -1)]
         else:
             f = A_t.square().sum(dim=1)  # (e, m)
