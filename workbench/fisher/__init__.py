@@ -475,8 +475,8 @@ def _blockwise_pefs(grads: _BatchGradients, kind: str, n_values: int | None) -> 
     bounds = torch.stack([block.bounds() for _, block in grads.blocks]).cpu().numpy() if grads.blocks else None
     pefs = []
     for i in range(grads.n_examples):
-        # (bound, parameter index, block, row of the example in the block)
         fallback = grads.fallback(i)
+        # (bound on |entry|, parameter index, block, row of the example in the block)
         queue = [(float(bounds[j, i]), index, block, i) for j, (index, block) in enumerate(grads.blocks)]
         queue += [(float(block.bounds()[0]), index, block, 0) for index, block in fallback]
         top = RunningTop(n_values)
