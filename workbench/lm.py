@@ -52,7 +52,8 @@ def label_token_ids(tokenizer, label_words: Sequence[str], prefix: str = " ") ->
         clashes = [w for w, i in zip(label_words, ids) if ids.count(i) > 1]
         raise ValueError(
             f"the label words {clashes} start with the same token, so the classifier could not tell them "
-            "apart; choose label words whose first tokens differ"
+            f"apart; choose label words whose first tokens differ (or another prefix than {prefix!r}: "
+            "SentencePiece vocabularies may split a leading space into a token of its own)"
         )
     return ids
 
@@ -130,16 +131,19 @@ class ZeroShotClassifier(nn.Module):
     def prompts(self, texts: Sequence[str]) -> list[str]:
         return [self.template.format(text=text) for text in texts]
 
-    def encode(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
+    def encode(
+        self, texts: Sequence[str], max_length: int | None = None, *, add_special_tokens: bool = True
+    ) -> dict[str, torch.Tensor]:
         """Prompts of ``texts`` as left-padded ``input_ids`` and ``attention_mask``.
 
-        Too long prompts lose their *first* tokens, so the end of the template, where the
-        answer is read, is always kept.
+        The tokenizer adds its special tokens as in training (a BOS token for Llama-style
+        models; nothing for GPT-2). Too long prompts lose their *first* tokens, so the end of
+        the template, where the answer is read, is always kept.
         """
         texts = list(texts)
         if not texts:
             raise ValueError("no texts to encode")
-        rows = self.tokenizer(self.prompts(texts), add_special_tokens=False)["input_ids"]
+        rows = self.tokenizer(self.prompts(texts), add_special_tokens=add_special_tokens)["input_ids"]
         if max_length is not None:
             rows = [row[-max_length:] for row in rows]
         if any(len(row) == 0 for row in rows):
