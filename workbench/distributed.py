@@ -419,7 +419,8 @@ def fit_distributed(estimator: LrmNpeff | DNpeff, store: str | os.PathLike | Pef
     _estimator_for(store, estimator)
     estimator._validate_params()
     ranks = current_ranks(estimator.device)
-    check_same_on_all_ranks(json.dumps({"params": repr(estimator), "store": str(store.manifest.get("fingerprints"))}),
+    settings = {k: v for k, v in estimator.get_params().items() if k not in ("device", "progress")}  # may differ
+    check_same_on_all_ranks(json.dumps({"settings": settings, "store": store.manifest.get("fingerprints")}, sort_keys=True),
                             "estimator settings or store")
     shard = load_column_shard(store, min_nonzero_per_col=estimator.min_nonzero_per_col, ranks=ranks)
     local = shard.pefs

@@ -20,9 +20,21 @@ LRM_SETTINGS = dict(n_components=4, n_iters_g_only=15, n_iters_joint=35, log_eve
 D_SETTINGS = dict(n_components=4, n_iters=60, log_every=5, seed=3, progress=False)
 
 
-def mlp() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+class Mlp(nn.Module):
+    """A small classifier; with ``dies_on_rank``, that rank's process vanishes (as if
+    killed) in its second batch."""
+
+    def __init__(self, dies_on_rank: int | None = None):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+        self.dies_on_rank, self.calls = dies_on_rank, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.dies_on_rank == int(os.environ.get("RANK", 0)) and self.calls == 2:
+            os._exit(3)
+        return self.net(x)
 
 
 def mlp_data() -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,24 +42,10 @@ def mlp_data() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(N_PEF_EXAMPLES, 6, generator=g), torch.randint(0, 3, (N_PEF_EXAMPLES,), generator=g)
 
 
-class _DiesOnSecondBatch(nn.Module):
-    """The MLP, except that on rank 1 the process vanishes (as if killed) in its second batch."""
-
-    def __init__(self, rank: int):
-        super().__init__()
-        self.net, self.rank, self.calls = mlp(), rank, 0
-
-    def forward(self, x):
-        self.calls += 1
-        if self.rank == 1 and self.calls == 2:
-            os._exit(3)
-        return self.net(x)
-
-
 def sharded_pefs(folder: Path, rank: int) -> None:
     x, y = mlp_data()
     for kind in ("lrm", "d"):
-        write_pefs_sharded(folder / f"pefs_{kind}", mlp(), x, y, kind=kind, progress=False, **PEF_ARGS)
+        write_pefs_sharded(folder / f"pefs_{kind}", Mlp(), x, y, kind=kind, progress=False, **PEF_ARGS)
 
 
 def fits(folder: Path, rank: int) -> None:
@@ -67,7 +65,7 @@ def pefs_and_fits(folder: Path, rank: int) -> None:
 
 def pefs_rank_1_dies(folder: Path, rank: int) -> None:
     x, y = mlp_data()
-    write_pefs_sharded(folder / "pefs", _DiesOnSecondBatch(rank), x, y, progress=False, **PEF_ARGS)
+    write_pefs_sharded(folder / "pefs", Mlp(dies_on_rank=1), x, y, progress=False, **PEF_ARGS)
 
 
 def fit_rank_1_dies(folder: Path, rank: int) -> None:
@@ -84,3 +82,8 @@ def fit_rank_1_dies(folder: Path, rank: int) -> None:
     fitted = fit_distributed(LrmNpeff(**LRM_SETTINGS), folder / "lrm_store")
     if rank == 0:
         fitted.save(folder / "lrm.safetensors")
+
+
+def pefs_lrm(folder: Path, rank: int) -> None:
+    x, y = mlp_data()
+    write_pefs_sharded(folder / "pefs", Mlp(), x, y, progress=False, **PEF_ARGS)
