@@ -134,8 +134,9 @@ def process_group(device: str | torch.device | None = None, timeout: timedelta =
 # ---------------------------------------------------------------------------------------
 
 
-def _world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+def _in_group() -> bool:
+    """Collectives run whenever a group exists, even of one rank (so one GPU exercises NCCL)."""
+    return dist.is_available() and dist.is_initialized()
 
 
 def _comm_device() -> torch.device:
@@ -162,7 +163,7 @@ def _peers(what: str):
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """Σ over ranks of ``t`` (may overwrite ``t``); ``t`` itself with one process."""
-    if _world_size() == 1:
+    if not _in_group():
         return t
     comm = _comm_device()
     moved = t.to(comm).contiguous()
@@ -172,7 +173,7 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 
 
 def barrier(what: str) -> None:
-    if _world_size() > 1:
+    if _in_group():
         with _peers(what):
             # An all-reduce rather than dist.barrier(): it honours the group's timeout on
             # both backends, and NCCL's barrier guesses the device.
@@ -181,7 +182,7 @@ def barrier(what: str) -> None:
 
 def _all_gather_columns(local: torch.Tensor, bounds: list[tuple[int, int]]) -> torch.Tensor:
     """The (r, n) matrix whose columns bounds[k] are rank k's ``local`` (r, n_k)."""
-    if _world_size() == 1:
+    if not _in_group():
         return local
     widest = max(stop - start for start, stop in bounds)
     comm = _comm_device()
@@ -195,10 +196,10 @@ def _all_gather_columns(local: torch.Tensor, bounds: list[tuple[int, int]]) -> t
 
 def check_same_on_all_ranks(text: str, what: str) -> None:
     """Refuse to go on where the ranks hold different ``text`` (e.g. other model weights)."""
-    if _world_size() == 1:
+    if not _in_group():
         return
     digest = torch.tensor(list(hashlib.sha256(text.encode()).digest()), dtype=torch.uint8, device=_comm_device())
-    digests = [torch.empty_like(digest) for _ in range(_world_size())]
+    digests = [torch.empty_like(digest) for _ in range(dist.get_world_size())]
     with _peers(f"comparing {what} across ranks"):
         dist.all_gather(digests, digest)
     differ = [k for k, d in enumerate(digests) if not torch.equal(d, digests[0])]
