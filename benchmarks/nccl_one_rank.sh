@@ -6,7 +6,7 @@
 #   bash benchmarks/nccl_one_rank.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python}
+PY=${PYTHON:-python3}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1
 "$PY" - <<'PY'
 import torch, torch.distributed as dist
