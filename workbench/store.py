@@ -336,8 +336,17 @@ class PefStore:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.manifest = read_json(self.path / MANIFEST)
-        _check_manifest(self.manifest, self.path)
+        if not self.path.is_dir():
+            raise StoreError(f"there is no PEF store at {self.path} (it does not exist or is not a folder): check the "
+                             "path, or compute the PEFs with write_pefs(...)")
+        if not (self.path / MANIFEST).exists():
+            raise StoreError(f"{self.path} is not a PEF store (it has no {MANIFEST}): check the path, or compute the "
+                             "PEFs with write_pefs(...)")
+        try:
+            self.manifest = read_json(self.path / MANIFEST)
+            _check_manifest(self.manifest, self.path)
+        except StoreError as err:
+            raise StoreError(f"{err}. The store cannot be used: compute it again with write_pefs(..., overwrite=True)") from err
         self.estimate = None  # set by write_pefs: the cost estimate made before the run
 
     @property
@@ -393,7 +402,11 @@ class PefStore:
         from .fisher import PefChunk
 
         where = _chunk_path(self.path, index)
-        arrays, header = read_arrays(where, PEF_FORMAT + "/chunk")
+        try:
+            arrays, header = read_arrays(where, PEF_FORMAT + "/chunk")
+        except StoreError as err:
+            raise StoreError(f"{err}. Delete this chunk file and call write_pefs again with the same arguments: "
+                             "it recomputes the missing batch") from err
         self._check_header(header, index)
         _check_chunk(arrays, self.kind, self.layout.n_parameters, str(where))
         return PefChunk(**{k: arrays[k] for k in PefChunk.arrays_order})
@@ -553,6 +566,8 @@ def write_pefs(
 
         created = existing is None
         _open_store(out, manifest, created)
+        if not created and existing.get("complete") and missing:
+            write_json(out / MANIFEST, manifest)  # chunks are missing: no longer complete until they are back
         try:
             with tqdm(total=n, initial=n - sum(_batch_len(b, config.batch_size, n) for b in missing), desc="PEFs",
                       unit="ex", disable=not progress) as bar:
