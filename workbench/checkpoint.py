@@ -71,7 +71,9 @@ class FitCheckpoint:
         if header.get("estimator") != self.estimator:
             raise StoreError(f"the checkpoint {self.path} is of a {header.get('estimator')} fit, not {self.estimator}; "
                              "use another checkpoint path, or delete it")
-        saved_settings = header.get("settings", {})
+        saved_settings = header.get("settings")
+        if not isinstance(saved_settings, dict):
+            raise StoreError(f"the checkpoint {self.path} has a damaged header (no settings); delete it to start over")
         differ = sorted(k for k in set(saved_settings) | set(self.settings) if saved_settings.get(k) != self.settings.get(k))
         if differ:
             changes = ", ".join(f"{k}: {saved_settings.get(k)!r} → {self.settings.get(k)!r}" for k in differ)
@@ -85,6 +87,9 @@ class FitCheckpoint:
             step, done = int(header["step"]), bool(header["done"])
             scalars = {k: float(v) for k, v in header["scalars"].items()}
             history = {k: [(int(i), float(x)) for i, x in v] for k, v in header["history"].items()}
+            names = {"LrmNpeff": ("W", "G", "AG", "GG"), "DNpeff": ("W", "H")}[self.estimator]
+            if not set(names) <= set(arrays) or not 0 <= step or not all(np.isfinite(a).all() for a in arrays.values()):
+                raise ValueError("its arrays or step do not fit the fit")
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise StoreError(f"the checkpoint {self.path} has a damaged header ({err!r}); delete it to start over") from err
         logger.info("resuming %s from %s after step %d", self.estimator, self.path, step)

@@ -1,0 +1,81 @@
+"""How close the PEF cost estimate comes to a real run: disk, peak memory (RSS) and time.
+
+    python benchmarks/estimate_accuracy.py                 # embedded default and MiniLM
+    python benchmarks/estimate_accuracy.py embedded --n 600
+
+Each case runs in a fresh process, so its peak memory is its own: the process loads the
+model and examples, then calls ``write_pefs`` once. Measured: the store's size on disk,
+the peak RSS from the start of the run (the kernel's high-water mark, reset when the run's
+first batch starts), and the wall time of the whole call. Estimated: what ``store.estimate``
+said before the first chunk was written (time: seconds per example of the first batch × examples).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _case(which: str, n: int, out: Path) -> dict:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from workbench.embedded import default_model, load_default_model, make_examples, tokenize
+    from workbench.estimate import _high_water_mark
+    from workbench.store import write_pefs
+
+    if which == "embedded":
+        model, tokenizer = load_default_model(default_model(progress=False))
+        n_values = 8192
+    else:
+        from workbench.loading import load_classifier
+
+        model, tokenizer = load_classifier("minilm", num_labels=2)
+        n_values = 65536
+    examples = make_examples(n, seed=2000)
+    inputs = tokenize(tokenizer, list(examples["text"]))
+    started = time.perf_counter()
+    store = write_pefs(out, model, inputs, examples["label"].to_numpy(), n_values=n_values, progress=False)
+    seconds = time.perf_counter() - started
+    e = store.estimate
+    return {
+        "case": which, "n_examples": n, "n_parameters": e.n_parameters, "n_values": n_values, "batch_size": e.batch_size,
+        "disk": {"estimated": e.disk_bytes, "measured": sum(p.stat().st_size for p in out.rglob("*") if p.is_file())},
+        "peak_rss": {"estimated": e.peak_memory_bytes, "measured": _high_water_mark()},
+        "seconds": {"estimated": e.seconds_per_example * n, "measured": seconds},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", nargs="*", default=["embedded", "minilm"], help="embedded and/or minilm")
+    parser.add_argument("--n", type=int, default=None, help="examples (default: 600 embedded, 128 MiniLM)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(_case(args.which[0], args.n, Path(args.out))))
+        return
+    print(f"load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    for which in args.which:
+        n = args.n or (600 if which == "embedded" else 128)
+        with tempfile.TemporaryDirectory() as tmp:
+            env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+            done = subprocess.run([sys.executable, __file__, which, "--n", str(n), "--child", "--out", f"{tmp}/pefs"],
+                                  env=env, capture_output=True, text=True, check=True)
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"\n{which}: {result['n_examples']} examples, {result['n_parameters']:,} parameters, "
+              f"n_values={result['n_values']}, batch size {result['batch_size']} (chosen automatically)")
+        for key, unit, scale in (("disk", "MB", 1e6), ("peak_rss", "MB", 1e6), ("seconds", "s", 1)):
+            est, meas = result[key]["estimated"] / scale, result[key]["measured"] / scale
+            print(f"  {key:9s} estimated {est:10.2f} {unit}   measured {meas:10.2f} {unit}   error {100 * (est - meas) / meas:+6.1f}%")
+
+
+if __name__ == "__main__":
+    main()
