@@ -7,8 +7,11 @@ fits, the number of steps done, the loss history and the scalar state. It is rew
 atomically (temporary file + rename), so a fit killed while saving keeps the previous one.
 
 Everything the next step reads is saved exactly (float32 arrays, floats through JSON's
-shortest round-trip repr), so a resumed fit ends bit for bit where an uninterrupted one
-does, on the same device. The device may differ between the run and its resume.
+shortest round-trip repr), so a resumed fit ends where an uninterrupted one does: bit for
+bit where the products are deterministic (measured on the CPU here), and within float32
+rounding where they are not (CUDA's sparse products, or a BLAS whose rounding depends on
+memory alignment), exactly as much as two uninterrupted fits differ there. The device may
+differ between the run and its resume.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ not thrown away but become the run's first chunk. From it:
 - **peak memory**: the resident memory (RSS) before the probe plus the most the probe
   added, scaled to the batch size and to the longest example (activations grow with both;
   the per-example gradient buffer does not), plus the chunks held in memory;
-- **time**: the probe's seconds per example times the examples left (it includes one-off
-  warm-up, so it errs on the long side).
+- **time**: the probe's seconds per example times the examples left (one example is run
+  before the probe is timed, so one-off warm-up costs do not inflate it).
 
 :func:`choose_batch_size` picks the batch size from the memory available when the user
 gives none. The peak is read from the kernel's high-water mark (``VmHWM``, reset through
@@ -224,8 +224,9 @@ def _lengths(inputs) -> np.ndarray | None:
     return None
 
 
-def probe_batch(model, inputs, labels, config, plan, device, batch_index: int) -> Probe:
-    """Compute batch ``batch_index`` of the run (``config.batch_size`` examples) and measure it."""
+def probe_batch(model, inputs, labels, config, plan, device, batch_index: int, warm_up: bool = True) -> Probe:
+    """Compute batch ``batch_index`` of the run (``config.batch_size`` examples) and measure it
+    (after one untimed example, unless ``warm_up`` is False because a probe ran already)."""
     from .fisher import iter_pef_chunks, n_inputs
     from .store import FORMAT_VERSION, PEF_FORMAT
 
@@ -234,6 +235,11 @@ def probe_batch(model, inputs, labels, config, plan, device, batch_index: int) -
     stop = min(start + config.batch_size, n)
     part = inputs[start:stop] if isinstance(inputs, torch.Tensor) else {k: v[start:stop] for k, v in inputs.items()}
     one_batch = dataclasses.replace(config, batch_size=stop - start)
+    # One example first, untimed: a process's first backward pays one-off costs (thread pools,
+    # allocator growth) that would make the first batch look several times slower than the rest.
+    if warm_up:
+        first = inputs[start : start + 1] if isinstance(inputs, torch.Tensor) else {k: v[start : start + 1] for k, v in inputs.items()}
+        next(iter_pef_chunks(model, first, labels[start : start + 1], dataclasses.replace(config, batch_size=1), plan, device))
     with PeakMemory(device) as memory:
         began = time.perf_counter()
         _, size, chunk = next(iter_pef_chunks(model, part, labels[start:stop], one_batch, plan, device))
@@ -353,11 +359,12 @@ def estimate_pef_run(probe: Probe, config, plan, n_examples: int, *, n_done: int
     manifest_bytes = 200 + len(json.dumps(plan.layout.to_dict()))
     left = n_examples - n_done
     b = config.batch_size
+    cuda = device is not None and device.type == "cuda"
     held = 2 * per_example * b  # the chunk being assembled and its contiguous copy for the file
     if in_memory:  # every chunk, then their concatenation and the sparse matrix built from it
         held += 3 * per_example * n_examples
-    peak = probe.baseline_bytes + _work(probe, m, b, probe.max_length) + held
-    cuda = device is not None and device.type == "cuda"
+    # on CUDA the peak is the GPU's; finished chunks live in host memory
+    peak = probe.baseline_bytes + _work(probe, m, b, probe.max_length) + (0 if cuda else held)
     seconds = probe.seconds / probe.size
     return PefEstimate(
         n_examples=n_examples,

@@ -635,7 +635,7 @@ def compute_pefs(
         if batch_size is None:
             config = dataclasses.replace(config, batch_size=est.choose_batch_size(probe, n, device, plan.layout.n_parameters))
             if probe.size != min(config.batch_size, n):
-                probe = est.probe_batch(model, inputs, labels, config, plan, device, 0)
+                probe = est.probe_batch(model, inputs, labels, config, plan, device, 0, warm_up=False)
         est.check_probe(probe, labels)
         estimate = est.estimate_pef_run(probe, config, plan, n, n_done=0, out=None, in_memory=True, device=device)
         if check_resources:

@@ -556,7 +556,8 @@ def write_pefs(
         done = _valid_chunks(out, manifest, existing) if existing is not None else set()
         missing = [b for b in range(manifest["n_chunks"]) if b not in done]
         if probe is None or probe.size != config.batch_size:
-            probe = est.probe_batch(model, inputs, labels, config, plan, device, missing[0]) if missing else None
+            warm = probe is not None  # the automatic batch size's probe warmed up this process already
+            probe = est.probe_batch(model, inputs, labels, config, plan, device, missing[0], warm_up=not warm) if missing else None
         if probe is not None:
             est.check_probe(probe, labels)
         estimate = est.estimate_pef_run(probe, config, plan, n, n_done=sum(_batch_len(b, config.batch_size, n) for b in done),

@@ -153,6 +153,21 @@ def _hub_name_offline(tmp):
     load_classifier("someone/model-that-is-not-here")
 
 
+def _make_checkpoint(tmp):
+    LrmNpeff(2, n_iters_g_only=2, n_iters_joint=2, progress=False).fit(planted_lrm(20, 30, 2, seed=0).pefs,
+                                                                        checkpoint=tmp / "fit.safetensors")
+
+
+def _checkpoint_of_other_data(tmp):
+    LrmNpeff(2, n_iters_g_only=2, n_iters_joint=2, progress=False).fit(planted_lrm(20, 30, 2, seed=1).pefs,
+                                                                        checkpoint=tmp / "fit.safetensors")
+
+
+def _pefs_of_another_model(tmp):
+    decomposition = LrmNpeff.load(tmp / "decomposition.safetensors")
+    decomposition.transform(compute_pefs(tiny_bert(3, seed=1), _inputs(), n_values=200, progress=False))
+
+
 CASES = [
     Case("empty data set", ValueError, r"data set is empty.*pass at least one example", _empty),
     Case("labels out of range", ValueError, r"label 5 of example 3 is out of range for a model with 3 classes.*labels must be in 0\.\.2",
@@ -175,6 +190,10 @@ CASES = [
          _decomposition_of_another_model, _make_decomposition),
     Case("decomposition of another architecture", StoreError, r"over parameters this model does not have.*load that model",
          _decomposition_of_other_architecture, _make_decomposition),
+    Case("PEFs of another model for transform", StoreError, r"these PEFs come from another model .*compute them with the decomposition's model",
+         _pefs_of_another_model, _make_decomposition),
+    Case("fit checkpoint of other data", StoreError, r"checkpoint .* was made by a fit of other data.*delete it",
+         _checkpoint_of_other_data, _make_checkpoint),
     Case("notebook parameter of the wrong type", TypeError, r"n_examples must be an integer, got '600' \(str\).*n_examples = 600, without quotes",
          _notebook_parameter_type),
     Case("notebook parameter of the wrong value", ValueError, r"kind='diagonal' is not one of \('lrm', 'd'\)", _notebook_parameter_kind),

@@ -1,5 +1,6 @@
-"""Fit checkpoints: a fit interrupted after a checkpoint resumes and ends exactly where an
-uninterrupted fit ends; a checkpoint of other data or settings is refused."""
+"""Fit checkpoints: a fit interrupted after a checkpoint resumes and ends where an uninterrupted
+fit ends (to float rounding; bit for bit where the BLAS is deterministic); a checkpoint of other
+data or settings is refused."""
 
 import numpy as np
 import pytest
@@ -35,11 +36,16 @@ def _interrupt_before_saving(monkeypatch, at_step):
 
 
 def _assert_same_fit(a, b, components):
-    np.testing.assert_array_equal(a.W_, b.W_)
-    np.testing.assert_array_equal(getattr(a, components), getattr(b, components))
+    """Equal up to float32 rounding. Measured: bit-identical on this 2-core machine and on a 16-core
+    one in a fresh process; a BLAS whose rounding depends on memory alignment (MKL in a long-lived
+    process) or CUDA's sparse products differ by up to ~5e-6 relative, as two uninterrupted fits there do."""
+    np.testing.assert_allclose(a.W_, b.W_, rtol=1e-4, atol=1e-5 * np.abs(b.W_).max())
+    np.testing.assert_allclose(getattr(a, components), getattr(b, components), rtol=1e-4,
+                               atol=1e-5 * np.abs(getattr(b, components)).max())
     assert a.loss_history_.keys() == b.loss_history_.keys()
     for phase in a.loss_history_:
-        np.testing.assert_array_equal(a.loss_history_[phase], b.loss_history_[phase])
+        np.testing.assert_array_equal(a.loss_history_[phase][:, 0], b.loss_history_[phase][:, 0])
+        np.testing.assert_allclose(a.loss_history_[phase][:, 1], b.loss_history_[phase][:, 1], rtol=1e-5)
 
 
 @pytest.mark.parametrize("make, problem, components", [
