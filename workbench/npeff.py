@@ -69,7 +69,8 @@ def _check_finite_norms(norms: np.ndarray) -> None:
     if zero.size:
         raise ValueError(
             f"{zero.size} examples have all-zero PEFs (first: {zero[:5].tolist()}): the model is certain of them "
-            "(p = 1 in float32) or the parameter filter selects nothing they use. Drop them before fitting, e.g. "
+            "(p = 1 in float32), the parameter filter selects nothing they use, or their entries are so small "
+            "(below ~1e-19) that the norm underflows float32. Drop them before fitting, e.g. "
             "pefs[pefs.frobenius_norms > 0]."
         )
 
@@ -781,7 +782,8 @@ class DNpeff(_NpeffBase):
                     loss = self._loss(data, W, HHt, data.times_t(H))
                     if not math.isfinite(loss):
                         raise NpeffDivergenceError(
-                            f"the D-NPEFF loss became {loss} at iteration {it}: the D-PEFs hold NaN or inf values"
+                            f"the D-NPEFF loss became {loss} at iteration {it}: the D-PEFs hold NaN or inf values, or values "
+                            "whose squares overflow float32; check pefs.F.data and pefs.frobenius_norms"
                         )
                     history.append((it, loss))
                     bar.set_postfix(loss=f"{loss:.4g}")

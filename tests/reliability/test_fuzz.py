@@ -18,7 +18,7 @@ import warnings
 import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import save_file
 
@@ -42,7 +42,7 @@ DOCUMENTED_FIT_ERRORS = [
     (ValueError, r"n_components=\d+ is larger than the number of examples .*use at most"),
     (ValueError, r"no parameter is non-zero in at least min_nonzero_per_col.*lower min_nonzero_per_col"),
     (NpeffDivergenceError, r"(the G gradient is not finite|the loss is not finite|the D-NPEFF loss became|the fit diverged).*"
-                           r"(check pefs|NaN or inf|lower it)"),
+                           r"(check pefs|lower it)"),
 ]
 
 
@@ -88,7 +88,9 @@ def test_fuzz_read_arrays_random_bytes(workdir, data):
     try:
         arrays, header = read_arrays(path)
     except StoreError:
+        event("StoreError")
         return
+    event("read")
     assert isinstance(arrays, dict) and isinstance(header, dict)
 
 
@@ -135,7 +137,9 @@ def test_fuzz_damaged_chunk_file(workdir, valid_store, mutation, which):
     try:
         pefs = load_pefs(store)
     except StoreError:
+        event("StoreError")
         return
+    event("accepted")
     # a mutation the reader accepted left a consistent, finite PEF set
     assert pefs.n_examples == 12 and np.isfinite(pefs.X.data).all() and np.isfinite(pefs.frobenius_norms).all()
 
@@ -167,7 +171,9 @@ def test_fuzz_damaged_manifest(workdir, valid_store, changes, layout_change):
     try:
         pefs = PefStore(store).load()
     except StoreError:
+        event("StoreError")
         return
+    event("accepted")
     assert pefs.n_examples == 12
 
 
@@ -201,7 +207,9 @@ def test_fuzz_chunk_with_wrong_arrays(workdir, valid_store, arrays, keep):
     try:
         pefs = load_pefs(store)
     except StoreError:
+        event("StoreError")
         return
+    event("accepted")
     assert pefs.n_examples == 12 and np.isfinite(pefs.X.data).all()
 
 
@@ -231,7 +239,9 @@ def test_fuzz_damaged_decomposition_file(workdir, valid_decomposition, changes, 
     try:
         loaded = LrmNpeff.load(path)
     except StoreError:
+        event("StoreError")
         return
+    event("accepted")
     assert loaded.W_.shape[1] == loaded.G_.shape[0] == loaded.n_components
 
 
@@ -251,7 +261,9 @@ def test_fuzz_damaged_checkpoint(workdir, changes):
     try:
         fit = LrmNpeff(2, n_iters_g_only=2, n_iters_joint=2, progress=False).fit(pefs, checkpoint=path)
     except StoreError:
+        event("StoreError")
         return
+    event("accepted")
     assert np.isfinite(fit.W_).all()
 
 
@@ -259,9 +271,12 @@ def test_fuzz_damaged_checkpoint(workdir, changes):
 # The decomposition's inputs
 # ---------------------------------------------------------------------------------------
 
-_extreme = st.one_of(
-    st.floats(-1e3, 1e3, width=32),
-    st.sampled_from([0.0, 1e-30, -1e-30, 1e-20, 1e20, -1e20, 3e38, np.nan, np.inf, -np.inf, 1e-45]),
+_ordinary = st.floats(0.015625, 100, width=32) | st.floats(-100, -0.015625, width=32)
+_extreme = st.one_of(  # ordinary values three times as often as extreme ones
+    _ordinary,
+    _ordinary,
+    _ordinary,
+    st.floats(-1e3, 1e3, width=32) | st.sampled_from([0.0, 1e-30, -1e-30, 1e-20, 1e20, -1e20, 3e38, np.nan, np.inf, -np.inf, 1e-45]),
 )
 
 
@@ -286,7 +301,9 @@ def _check_fit(make_estimator, pefs):
             est = make_estimator().fit(pefs)
         except (ValueError, NpeffDivergenceError) as err:
             assert _documented(err), f"undocumented error: {type(err).__name__}: {err}"
+            event(f"{type(err).__name__}: {' '.join(str(err).split()[2:5])}")
             return None
+    event("fitted")
     assert np.isfinite(est.W_).all() and (est.W_ >= 0).all()
     assert np.isfinite(est.components_).all()
     for history in est.loss_history_.values():
@@ -294,12 +311,19 @@ def _check_fit(make_estimator, pefs):
     return est
 
 
+def _drop_zero_examples(pefs, drop: bool):
+    """The fix the all-zero error names: keep the examples with non-zero PEFs (when some are)."""
+    keep = pefs.frobenius_norms > 0
+    return pefs[keep] if drop and keep.any() and not keep.all() else pefs
+
+
 @FUZZ
-@given(A=dense_lrm(), r=st.integers(1, 4), n_values=st.none() | st.integers(1, 12), min_nonzero=st.integers(1, 3))
-def test_fuzz_lrm_fit_inputs(A, r, n_values, min_nonzero):
+@given(A=dense_lrm(), r=st.integers(1, 4), n_values=st.none() | st.integers(1, 12), min_nonzero=st.integers(1, 3),
+       drop_zero=st.booleans())
+def test_fuzz_lrm_fit_inputs(A, r, n_values, min_nonzero, drop_zero):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        pefs = LrmPefs.from_dense(A, n_values=n_values)
+        pefs = _drop_zero_examples(LrmPefs.from_dense(A, n_values=n_values), drop_zero)
     est = _check_fit(lambda: LrmNpeff(r, n_iters_g_only=3, n_iters_joint=4, min_nonzero_per_col=min_nonzero,
                                       progress=False, n_iters_transform=5), pefs)
     if est is not None:
@@ -310,12 +334,12 @@ def test_fuzz_lrm_fit_inputs(A, r, n_values, min_nonzero):
 
 
 @FUZZ
-@given(A=dense_lrm(), r=st.integers(1, 4), n_values=st.none() | st.integers(1, 12))
-def test_fuzz_d_fit_inputs(A, r, n_values):
+@given(A=dense_lrm(), r=st.integers(1, 4), n_values=st.none() | st.integers(1, 12), drop_zero=st.booleans())
+def test_fuzz_d_fit_inputs(A, r, n_values, drop_zero):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         f = np.abs(A.astype(np.float64)).sum(axis=1)  # (n, m), non-negative like a D-PEF
-        pefs = DPefs.from_dense(f, n_values=n_values)
+        pefs = _drop_zero_examples(DPefs.from_dense(f, n_values=n_values), drop_zero)
     est = _check_fit(lambda: DNpeff(r, n_iters=6, progress=False, n_iters_transform=5), pefs)
     if est is not None:
         assert np.isfinite(est.transform(pefs)).all()
