@@ -311,6 +311,7 @@ class PefEstimate:
     available_memory_bytes: int | None
     memory_kind: str  # "RSS" or "CUDA"
     path: str | None  # the store folder; None for a run held in memory
+    made_at: float = dataclasses.field(default_factory=time.perf_counter)  # when (perf_counter), to check seconds_left
 
     def check(self) -> None:
         """Raise InsufficientResourcesError when the disk or memory will not hold the run."""

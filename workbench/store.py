@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -79,13 +80,22 @@ def _fsync(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def remove_temporaries(folder: str | os.PathLike) -> int:
-    """Delete the temporary files a killed writer left in ``folder`` (not recursive); returns how many.
+# Names of temporary files: ours from atomic_path (".NAME.XXXX.tmp"), and safetensors' own, which
+# writes through Rust's tempfile crate (".tmp" + 6 random characters) before it renames.
+_TEMPORARY_NAME = re.compile(r"\..+\.tmp|\.tmp[A-Za-z0-9]{6}")
 
-    Only names :func:`atomic_path` makes (``.NAME.XXXX.tmp``) are touched.
-    """
+
+def is_temporary(name: str) -> bool:
+    """Whether ``name`` is a temporary file a killed writer can leave behind."""
+    return _TEMPORARY_NAME.fullmatch(name) is not None
+
+
+def remove_temporaries(folder: str | os.PathLike) -> int:
+    """Delete the temporary files a killed writer left in ``folder`` (not recursive); returns how many."""
     removed = 0
-    for leftover in Path(folder).glob(".*.tmp"):
+    for leftover in Path(folder).iterdir():
+        if not (leftover.is_file() and is_temporary(leftover.name)):
+            continue
         with contextlib.suppress(FileNotFoundError):
             leftover.unlink()
             removed += 1
@@ -529,11 +539,9 @@ def write_pefs(
         or memory will not hold it (:class:`workbench.estimate.InsufficientResourcesError`).
         The estimate is shown in the progress bar and kept as ``store.estimate``.
     """
-    from tqdm.auto import tqdm
-
     from . import estimate as est
     from .device import resolve_device
-    from .fisher import PefConfig, eval_mode, iter_pef_chunks, make_plan, n_inputs, split_labels
+    from .fisher import PefConfig, eval_mode, make_plan, n_inputs, split_labels
 
     out = Path(out)
     device = resolve_device(device) if device is not None else next(model.parameters()).device
@@ -546,6 +554,7 @@ def write_pefs(
     plan = make_plan(model, config)
     n = n_inputs(inputs)
     with eval_mode(model):
+        # Everything that bad input can make fail happens here, before anything is written.
         probe = None
         if batch_size is None:
             probe = est.probe_batch(model, inputs, labels, config, plan, device, 0)
@@ -555,36 +564,24 @@ def write_pefs(
             _check_resume(out, existing, manifest)
         done = _valid_chunks(out, manifest, existing) if existing is not None else set()
         missing = [b for b in range(manifest["n_chunks"]) if b not in done]
-        if probe is None or probe.size != config.batch_size:
-            warm = probe is not None  # the automatic batch size's probe warmed up this process already
-            probe = est.probe_batch(model, inputs, labels, config, plan, device, missing[0], warm_up=not warm) if missing else None
-        if probe is not None:
+        estimate = None
+        if missing:
+            if probe is None or probe.size != config.batch_size:  # the probe must be a batch of the run
+                probe = est.probe_batch(model, inputs, labels, config, plan, device, missing[0], warm_up=probe is None)
             est.check_probe(probe, labels)
-        estimate = est.estimate_pef_run(probe, config, plan, n, n_done=sum(_batch_len(b, config.batch_size, n) for b in done),
-                                        out=out, in_memory=False, device=device) if probe is not None else None
-        if estimate is not None and check_resources:
-            estimate.check()
+            n_done = sum(_batch_len(b, config.batch_size, n) for b in done)
+            estimate = est.estimate_pef_run(probe, config, plan, n, n_done=n_done, out=out, in_memory=False, device=device)
+            if check_resources:
+                estimate.check()
+        else:
+            probe = None  # the store is complete on disk: nothing to compute
 
         created = existing is None
         _open_store(out, manifest, created)
         if not created and existing.get("complete") and missing:
             write_json(out / MANIFEST, manifest)  # chunks are missing: no longer complete until they are back
         try:
-            with tqdm(total=n, initial=n - sum(_batch_len(b, config.batch_size, n) for b in missing), desc="PEFs",
-                      unit="ex", disable=not progress) as bar:
-                if estimate is not None:
-                    logger.info("PEF run %s: %s", out, estimate)
-                    bar.set_postfix_str(estimate.postfix(), refresh=False)
-                identity = store_id(manifest)
-                if probe is not None:
-                    _write_chunk(out, probe.index, probe.chunk, identity)
-                    bar.update(probe.size)
-                skip = done | ({probe.index} if probe is not None else set())
-                for index, size, chunk in iter_pef_chunks(model, inputs, labels, config, plan, device, skip=skip.__contains__):
-                    if chunk is not None:
-                        est.check_chunk_finite(chunk, index * config.batch_size)
-                        _write_chunk(out, index, chunk, identity)
-                        bar.update(size)
+            _stream(out, manifest, model, inputs, labels, config, plan, device, done, probe, estimate, progress)
         except (ValueError, TypeError):
             if created:  # bad input found mid-run: leave nothing behind that looks like a usable store
                 shutil.rmtree(out, ignore_errors=True)
@@ -593,6 +590,30 @@ def write_pefs(
     store = PefStore(out)
     store.estimate = estimate
     return store
+
+
+def _stream(out, manifest, model, inputs, labels, config, plan, device, done, probe, estimate, progress) -> None:
+    """Write the probe's chunk, then compute and write every other missing one, in order."""
+    from tqdm.auto import tqdm
+
+    from .estimate import check_chunk_finite
+    from .fisher import iter_pef_chunks
+
+    n, identity = manifest["n_examples"], store_id(manifest)
+    with tqdm(total=n, initial=sum(_batch_len(b, config.batch_size, n) for b in done), desc="PEFs", unit="ex",
+              disable=not progress) as bar:
+        if estimate is not None:
+            logger.info("PEF run %s: %s", out, estimate)
+            bar.set_postfix_str(estimate.postfix(), refresh=False)
+        if probe is not None:
+            _write_chunk(out, probe.index, probe.chunk, identity)
+            bar.update(probe.size)
+        skip = done | ({probe.index} if probe is not None else set())
+        for index, size, chunk in iter_pef_chunks(model, inputs, labels, config, plan, device, skip=skip.__contains__):
+            if chunk is not None:
+                check_chunk_finite(chunk, index * config.batch_size)
+                _write_chunk(out, index, chunk, identity)
+                bar.update(size)
 
 
 def _batch_len(index: int, batch_size: int, n: int) -> int:
@@ -632,7 +653,7 @@ def _existing_manifest(out: Path, overwrite: bool) -> dict | None:
         manifest = read_json(out / MANIFEST)
         _check_manifest(manifest, out)
         return manifest
-    leftovers = all((p.name == CHUNKS and p.is_dir()) or (p.name.startswith(".") and p.name.endswith(".tmp"))
+    leftovers = all((p.name == CHUNKS and p.is_dir()) or is_temporary(p.name)
                     for p in out.iterdir())
     if not leftovers:
         raise StoreError(f"{out} exists and is not a PEF store; choose an empty or new folder")

@@ -57,6 +57,23 @@ def test_interrupted_run_resumes_to_the_same_store(tmp_path, bert3, bert_inputs,
     _assert_same_pefs(resumed.load(), reference)
 
 
+def test_resume_removes_the_temporary_files_of_a_killed_writer(tmp_path, bert3, bert_inputs):
+    out = tmp_path / "run"
+    reference = write_pefs(out, bert3, bert_inputs, n_values=200, batch_size=2, progress=False)
+    (out / "chunks" / "000004.safetensors").unlink()
+    # ours (atomic_path) and safetensors' own (Rust's tempfile crate), as a SIGKILL mid-write leaves them
+    leftovers = [out / "chunks" / ".000004.safetensors.k2j4x9.tmp", out / "chunks" / ".tmpV9oUcl", out / ".tmpAb12Cd"]
+    for path in leftovers:
+        path.write_bytes(b"half written")
+    keep = out / "chunks" / ".tmp-notes"  # not a name a writer makes: left alone
+    keep.write_text("mine")
+
+    resumed = write_pefs(out, bert3, bert_inputs, n_values=200, batch_size=2, progress=False)
+    assert not any(path.exists() for path in leftovers)
+    assert keep.read_text() == "mine"
+    _assert_same_pefs(resumed.load(), reference.load())
+
+
 def test_store_refuses_other_arguments(tmp_path, bert3, bert_inputs):
     write_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=100, progress=False)
     with pytest.raises(StoreError, match="differs: .*n_values"):
