@@ -216,62 +216,62 @@ def check_same_on_all_ranks(text: str, what: str) -> None:
 
 
 def write_pefs_sharded(out: str | os.PathLike, model: torch.nn.Module, inputs, labels=None, *,
-                       overwrite: bool = False, progress: bool = True, **pef_args) -> PefStore:
+                       kind: str = "lrm", n_values: int | None = 65536, top_k_classes: int | None = None,
+                       include=None, exclude=None, batch_size: int = 16, method: str = "hooks",
+                       overwrite: bool = False, provenance=None, progress: bool = True) -> PefStore:
     """:func:`workbench.store.write_pefs` with the batches shared out among the ranks.
 
     Called by every rank with the same model, inputs, labels and arguments (checked by
-    fingerprint). ``out`` must be a folder all ranks can write to (a shared file system
-    across nodes). Rank r computes batches r, r + world_size, ...; the store is complete
-    once all are on disk, and reads back as one PEF set in the original order. A rank that
-    fails leaves the store incomplete; the same command again resumes it.
-    Arguments as in :func:`workbench.store.write_pefs` (``device`` None: this rank's device).
+    fingerprint); each rank computes on its own device (:func:`current_ranks`). ``out``
+    must be one folder all ranks write to (a shared file system across nodes). Rank r
+    computes batches r, r + world_size, ...; rank 0 opens (or checks, to resume) the store
+    before and marks it complete after every chunk is on disk, so it reads back as one PEF
+    set in the original order. A rank that fails leaves the store incomplete, and the same
+    call again (with any number of ranks) computes only the missing batches. Arguments as
+    in :func:`workbench.store.write_pefs`; ``batch_size`` is fixed here (no probe), and the
+    resource estimate of a one-process run is not made.
     """
     from tqdm.auto import tqdm
 
     from . import store as pef_store
-    from .fisher import PefConfig, eval_mode, iter_pef_chunks, make_plan, n_inputs, pef_info, split_labels
+    from .estimate import check_chunk_finite
+    from .fisher import PefConfig, eval_mode, iter_pef_chunks, make_plan, n_inputs, split_labels
 
-    ranks = current_ranks(pef_args.pop("device", None))
+    ranks = current_ranks()
     out = Path(out)
-    defaults = dict(kind="lrm", n_values=65536, top_k_classes=None, include=None, exclude=None, batch_size=16,
-                    method="hooks")
-    unknown = set(pef_args) - set(defaults)
-    if unknown:
-        raise TypeError(f"write_pefs_sharded got unexpected arguments {sorted(unknown)}; it takes {sorted(defaults)}")
-    config = PefConfig(**{**defaults, **pef_args})
+    config = PefConfig(kind, n_values, top_k_classes, include, exclude, batch_size, method)
     model.to(ranks.device)
     inputs, labels = split_labels(inputs, labels)
     plan = make_plan(model, config)
     n = n_inputs(inputs)
-    n_chunks = -(-n // config.batch_size)
-    fingerprints = {
-        "model": pef_store.fingerprint_model(model),
-        "inputs": pef_store.fingerprint_tensors(inputs),
-        "labels": pef_store.fingerprint_tensors(labels),
-    }
-    manifest = pef_store._manifest(config.kind, pef_info(model, config, plan, n), plan.layout, n, n_chunks,
-                                   fingerprints, False)
-    check_same_on_all_ranks(json.dumps({k: manifest[k] for k in ("fingerprints", "info", "n_chunks")}, sort_keys=True),
-                            "model weights, data or PEF arguments")
-    if ranks.is_main:
-        pef_store._start_or_resume(out, manifest, overwrite)
+    manifest = pef_store._new_manifest(model, inputs, labels, config, plan, n, provenance)
+    check_same_on_all_ranks(pef_store.store_id(manifest), "model weights, data or PEF arguments")
+    if ranks.is_main:  # one rank alone checks, cleans and opens the folder
+        existing = pef_store._existing_manifest(out, overwrite)
+        if existing is not None:
+            pef_store._check_resume(out, existing, manifest)
+        done = pef_store._valid_chunks(out, manifest, existing) if existing is not None else set()
+        pef_store._open_store(out, manifest, created=existing is None)
+        if existing is not None and existing.get("complete") and len(done) < manifest["n_chunks"]:
+            write_json(out / MANIFEST, manifest)  # chunks are missing: no longer complete until they are back
     barrier("opening the PEF store")
     done = set(PefStore(out).chunks_on_disk())
 
     def not_mine(index: int) -> bool:
         return index in done or index % ranks.world_size != ranks.rank
 
-    mine = [b for b in range(n_chunks) if not not_mine(b)]
-    n_mine = sum(min(config.batch_size, n - b * config.batch_size) for b in mine)
-    with eval_mode(model), tqdm(total=n_mine, desc=f"PEFs (rank {ranks.rank})", unit="ex",
-                                disable=not progress, position=ranks.rank) as bar:
+    identity = pef_store.store_id(manifest)
+    mine = [b for b in range(manifest["n_chunks"]) if not not_mine(b)]
+    with eval_mode(model), tqdm(total=sum(pef_store._batch_len(b, batch_size, n) for b in mine), unit="ex",
+                                desc=f"PEFs (rank {ranks.rank})", disable=not progress) as bar:
         for index, size, chunk in iter_pef_chunks(model, inputs, labels, config, plan, ranks.device, skip=not_mine):
             if chunk is not None:
-                pef_store._write_chunk(out, index, chunk)
+                check_chunk_finite(chunk, index * batch_size)
+                pef_store._write_chunk(out, index, chunk, identity)
                 bar.update(size)
     barrier("waiting for every rank's PEFs")
     if ranks.is_main:
-        missing = sorted(set(range(n_chunks)) - set(PefStore(out).chunks_on_disk()))
+        missing = sorted(set(range(manifest["n_chunks"])) - set(PefStore(out).chunks_on_disk()))
         if missing:
             raise StoreError(
                 f"after every rank finished, chunks {missing[:10]} of {out} are not there: the store folder must be "
@@ -302,6 +302,7 @@ class ColumnShard:
     n_kept: int  # kept columns over all ranks
     layout: ParameterLayout  # the store's
     info: dict
+    store_id: str  # the store's identity (its run), recorded by the fit
 
     @property
     def span(self) -> slice:
@@ -385,7 +386,7 @@ def load_column_shard(store: str | os.PathLike | PefStore, *, min_nonzero_per_co
     matrix = sp.vstack(pieces, format="csr")
     pefs = (LrmPefs(X=matrix, classes=np.concatenate(classes), **common) if store.kind == "lrm"
             else DPefs(F=matrix, **common))
-    return ColumnShard(pefs, mine, bounds, ranks.rank, kept.size, store.layout, store.info)
+    return ColumnShard(pefs, mine, bounds, ranks.rank, kept.size, store.layout, store.info, store.store_id)
 
 
 # ---------------------------------------------------------------------------------------
@@ -451,7 +452,7 @@ def fit_distributed(estimator: LrmNpeff | DNpeff, store: str | os.PathLike | Pef
     ).cpu().numpy()[0].astype(np.int64)
     estimator.n_parameters_ = shard.layout.n_parameters
     estimator.layout_ = shard.layout
-    estimator.pef_info_ = dict(shard.info)
+    estimator.pef_info_ = dict(shard.info, pef_store_id=shard.store_id)
     return estimator
 
 
