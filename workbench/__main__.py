@@ -54,7 +54,7 @@ def _pefs(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         store = write_pefs_sharded(
             args.out, model, inputs, examples["label"].to_numpy(), kind=args.kind, n_values=args.n_values,
-            batch_size=args.batch_size, overwrite=args.overwrite, progress=ranks.is_main,
+            batch_size=args.batch_size, device=ranks.device, overwrite=args.overwrite, progress=ranks.is_main,
             provenance={"model_path": args.model_path, "base": args.base, "seed": args.seed},
         )
         if ranks.is_main:

@@ -96,8 +96,12 @@ def rank_device(device: str | torch.device | None = None) -> torch.device:
 
 
 def current_ranks(device: str | torch.device | None = None) -> Ranks:
-    """This process's place in the initialised process group (rank 0 of 1 without one)."""
+    """This process's place in the initialised process group (rank 0 of 1 without one).
+
+    ``device`` None: the group's kind of device (CUDA for NCCL, the CPU for gloo)."""
     if dist.is_available() and dist.is_initialized():
+        if device is None:
+            device = "cuda" if dist.get_backend() == "nccl" else "cpu"
         return Ranks(dist.get_rank(), dist.get_world_size(), rank_device(device))
     return Ranks(0, 1, resolve_device(device))
 
@@ -218,7 +222,8 @@ def check_same_on_all_ranks(text: str, what: str) -> None:
 def write_pefs_sharded(out: str | os.PathLike, model: torch.nn.Module, inputs, labels=None, *,
                        kind: str = "lrm", n_values: int | None = 65536, top_k_classes: int | None = None,
                        include=None, exclude=None, batch_size: int = 16, method: str = "hooks",
-                       overwrite: bool = False, provenance=None, progress: bool = True) -> PefStore:
+                       device: str | torch.device | None = None, overwrite: bool = False, provenance=None,
+                       progress: bool = True) -> PefStore:
     """:func:`workbench.store.write_pefs` with the batches shared out among the ranks.
 
     Called by every rank with the same model, inputs, labels and arguments (checked by
@@ -237,7 +242,7 @@ def write_pefs_sharded(out: str | os.PathLike, model: torch.nn.Module, inputs, l
     from .estimate import check_chunk_finite
     from .fisher import PefConfig, eval_mode, iter_pef_chunks, make_plan, n_inputs, split_labels
 
-    ranks = current_ranks()
+    ranks = current_ranks(device)
     out = Path(out)
     config = PefConfig(kind, n_values, top_k_classes, include, exclude, batch_size, method)
     model.to(ranks.device)
