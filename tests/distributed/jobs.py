@@ -86,3 +86,10 @@ def fit_rank_1_dies(folder: Path, rank: int) -> None:
 def pefs_lrm(folder: Path, rank: int) -> None:
     x, y = mlp_data()
     write_pefs_sharded(folder / "pefs", Mlp(), x, y, progress=False, **PEF_ARGS)
+
+
+def pefs_rank_1_other_labels(folder: Path, rank: int) -> None:
+    x, y = mlp_data()
+    if rank == 1:
+        y = (y + 1) % 3
+    write_pefs_sharded(folder / "pefs", Mlp(), x, y, progress=False, **PEF_ARGS)

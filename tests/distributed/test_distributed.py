@@ -207,3 +207,11 @@ def test_cli_pefs_under_torchrun_writes_one_store(tmp_path, embedded_run):
     reference = compute_pefs(model, tokenize(tokenizer, list(examples["text"])), examples["label"].to_numpy(),
                              n_values=256, batch_size=6, progress=False)
     np.testing.assert_allclose(store.load().X.toarray(), reference.X.toarray(), rtol=1e-4, atol=1e-7)
+
+
+def test_ranks_with_other_data_are_refused_before_anything_is_written(tmp_path):
+    outcome = run_ranks("pefs_rank_1_other_labels", 2, tmp_path)
+    assert outcome.exit_codes == [1, 1]
+    for rank in (0, 1):
+        assert "ranks [1] hold other model weights, data or PEF arguments than rank 0" in outcome.errors[rank]
+    assert not (tmp_path / "pefs").exists()
