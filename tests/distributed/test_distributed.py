@@ -215,3 +215,10 @@ def test_ranks_with_other_data_are_refused_before_anything_is_written(tmp_path):
     for rank in (0, 1):
         assert "ranks [1] hold other model weights, data or PEF arguments than rank 0" in outcome.errors[rank]
     assert not (tmp_path / "pefs").exists()
+
+
+def test_backend_is_nccl_for_cuda_and_gloo_for_the_cpu():
+    from workbench.distributed import backend_for
+
+    assert backend_for(torch.device("cuda", 1)) == "nccl" and backend_for("cuda") == "nccl"
+    assert backend_for("cpu") == "gloo"
