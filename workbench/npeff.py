@@ -102,7 +102,8 @@ class _Prepared:
 
     Every quantity that sums over columns (parameters) goes through ``reduce``, which is
     the identity here and an all-reduce when the columns are split across processes
-    (method notes, section 3: each process holds its columns of X and G).
+    (method notes, section 3: each process holds its columns of X and G, ``columns`` of
+    all kept columns; see :mod:`workbench.distributed`).
     """
 
     matrix: torch.Tensor  # CSR (n_rows, n_kept)
@@ -110,6 +111,16 @@ class _Prepared:
     squared_norm: float  # the loss's constant term, already summed over all columns
     n_examples: int
     reduce: Callable[[torch.Tensor], torch.Tensor] = _no_reduce
+    columns: slice | None = None  # this process's part of all kept columns; None: all of them
+
+    def own_columns(self, M: torch.Tensor) -> torch.Tensor:
+        """This process's columns of M (r, n_kept over all processes), so a random
+        initialisation drawn whole is the same whatever the number of processes."""
+        return M if self.columns is None else M[:, self.columns].contiguous()
+
+    def total(self, value: float) -> float:
+        """A scalar summed over all columns (all processes)."""
+        return float(self.reduce(torch.tensor(value, dtype=torch.float64, device=self.matrix.device)))
 
     def _on_cpu_kernels(self) -> bool:
         return self.matrix_t is not None and self.matrix_t.device.type == "cpu" and kernels.available()
@@ -153,14 +164,18 @@ def _prepare(matrix: sp.csr_matrix, squared_norm: float, n_examples: int, device
     )
 
 
-def _lrm_squared_norm(X: sp.csr_matrix, n_slots: int) -> float:
-    """Σ_i ‖A_iᵀ A_i‖²_F of the sparse (kept) PEFs: the LRM loss's constant term."""
-    total = 0.0
+def _lrm_squared_norm(X: sp.csr_matrix, n_slots: int, reduce=_no_reduce) -> float:
+    """Σ_i ‖A_iᵀ A_i‖²_F of the sparse (kept) PEFs: the LRM loss's constant term.
+
+    The per-example grams sum over columns, so a column-split fit reduces them before squaring."""
     rows = [X[s::n_slots].astype(np.float64) for s in range(n_slots)]
-    for s in range(n_slots):
-        for t in range(n_slots):
-            gram_st = np.asarray(rows[s].multiply(rows[t]).sum(axis=1)).ravel()  # (n_examples,)
-            total += float((gram_st**2).sum())
+    grams = np.stack([
+        np.asarray(rows[s].multiply(rows[t]).sum(axis=1)).ravel() for s in range(n_slots) for t in range(n_slots)
+    ])  # (n_slots², n_examples)
+    grams = reduce(torch.from_numpy(grams)).numpy()
+    total = 0.0
+    for gram_st in grams:
+        total += float((gram_st**2).sum())
     return total
 
 
@@ -466,9 +481,9 @@ class LrmNpeff(_NpeffBase):
 
     # -- the data ----------------------------------------------------------------------
 
-    def _matrix(self, pefs: LrmPefs, kept_columns: np.ndarray) -> tuple[sp.csr_matrix, float]:
+    def _matrix(self, pefs: LrmPefs, kept_columns: np.ndarray, reduce=_no_reduce) -> tuple[sp.csr_matrix, float]:
         X = _scaled_rows(pefs.X, np.repeat(self._row_scale(pefs), pefs.n_slots))[:, kept_columns]
-        return X, _lrm_squared_norm(X, pefs.n_slots)
+        return X, _lrm_squared_norm(X, pefs.n_slots, reduce)
 
     def _kept_columns(self, pefs: LrmPefs) -> np.ndarray:
         counts = _examples_per_column(pefs.X, pefs.example_of_row(), pefs.n_examples)
@@ -508,7 +523,7 @@ class LrmNpeff(_NpeffBase):
         r = self.n_components
         W = torch.rand((data.n_examples, r), generator=self._generator(0)).to(device)
         sigma = 1.0 / math.sqrt(r * n_kept / 2)
-        G = (sigma * torch.randn((r, n_kept), generator=self._generator(1))).to(device)
+        G = data.own_columns(sigma * torch.randn((r, n_kept), generator=self._generator(1))).to(device)
         AG = data.times_t(G)  # (n * c, r)
         GG = data.gram(G, G)
         loss = self._loss(data, W, AG, GG, n_slots)
@@ -669,13 +684,16 @@ class LrmNpeff(_NpeffBase):
         self._check_pefs(pefs, fitted=True)
         device = self._device()
         X, _ = self._matrix(pefs, self.kept_columns_)
-        G = torch.from_numpy(self.G_).to(device)
         data = _Prepared(_to_torch_csr(X, device), None, 0.0, pefs.n_examples)
+        return self._coefficients(data, torch.from_numpy(self.G_).to(device), pefs.n_slots).cpu().numpy()
+
+    def _coefficients(self, data: _Prepared, G: torch.Tensor, n_slots: int) -> torch.Tensor:
+        """W (n_examples, r) with G fixed: a non-negative least-squares fit by multiplicative steps."""
         AG = data.times_t(G)
-        numer = AG.reshape(pefs.n_examples, pefs.n_slots, -1).square().sum(dim=1)
+        numer = AG.reshape(data.n_examples, n_slots, -1).square().sum(dim=1)
         Q = data.gram(G, G).square()
-        W = torch.rand((pefs.n_examples, self.n_components), generator=self._generator(2)).to(device)
-        return _multiplicative_w_steps(W, numer, Q, self.n_iters_transform, tol=1e-7).cpu().numpy()
+        W = torch.rand((data.n_examples, self.n_components), generator=self._generator(2)).to(G.device)
+        return _multiplicative_w_steps(W, numer, Q, self.n_iters_transform, tol=1e-7)
 
     def fit_transform(self, pefs: LrmPefs) -> np.ndarray:
         return self.fit(pefs).W_
@@ -755,9 +773,10 @@ class DNpeff(_NpeffBase):
             )
         return kept
 
-    def _matrix(self, pefs: DPefs, kept_columns: np.ndarray) -> tuple[sp.csr_matrix, float]:
+    def _matrix(self, pefs: DPefs, kept_columns: np.ndarray, reduce=_no_reduce) -> tuple[sp.csr_matrix, float]:
         D = _scaled_rows(pefs.F, self._row_scale(pefs))[:, kept_columns]
-        return D, float(D.astype(np.float64).power(2).sum())
+        squared_norm = float(D.astype(np.float64).power(2).sum())
+        return D, float(reduce(torch.tensor(squared_norm, dtype=torch.float64)))
 
     @staticmethod
     def _loss(data: _Prepared, W, HHt, DHt) -> float:
@@ -779,11 +798,25 @@ class DNpeff(_NpeffBase):
         D, squared_norm = self._matrix(pefs, kept)
         saver = self._checkpoint(checkpoint, checkpoint_every, D, kept, squared_norm)
         data = _prepare(D, squared_norm, pefs.n_examples, device)
+        W, H, history = self._fit_arrays(data, kept.size, float(D.sum()), device, saver)
+        self.W_ = W.cpu().numpy()
+        self.H_ = H.cpu().numpy()
+        self.kept_columns_ = kept.astype(np.int64)
+        self.n_parameters_ = pefs.n_parameters
+        self.n_classes_ = pefs.n_classes
+        self.layout_ = pefs.layout
+        self.pef_info_ = dict(pefs.info, pefs_fingerprint=fingerprint_pefs(pefs))
+        self.loss_history_ = {"joint": np.asarray(history, dtype=np.float64).reshape(-1, 2)}
+        return self
+
+    def _fit_arrays(self, data: _Prepared, n_kept: int, value_sum: float, device, saver: FitCheckpoint | None = None):
+        """W, H and the loss history; ``n_kept`` and ``value_sum`` (the sum of D's entries)
+        are over all columns, also where ``data`` holds only some of them."""
         r = self.n_components
         # scikit-learn's "random" init scale: entries of W H start near the mean of D.
-        scale = math.sqrt(float(D.sum()) / (D.shape[0] * D.shape[1]) / r)
-        W = (scale * torch.rand((pefs.n_examples, r), generator=self._generator(0))).to(device)
-        H = (scale * torch.rand((r, kept.size), generator=self._generator(1))).to(device)
+        scale = math.sqrt(value_sum / (data.n_examples * n_kept) / r)
+        W = (scale * torch.rand((data.n_examples, r), generator=self._generator(0))).to(device)
+        H = data.own_columns(scale * torch.rand((r, n_kept), generator=self._generator(1))).to(device)
         history = []
         saved = saver.load(device) if saver is not None else None
         if saved is not None:  # resume after saved.step iterations, exactly
@@ -813,15 +846,7 @@ class DNpeff(_NpeffBase):
                     saver.save(it + 1, {"W": W, "H": H}, {}, {"joint": history})
         if saver is not None and not (saved is not None and saved.done):
             saver.save(self.n_iters, {"W": W, "H": H}, {}, {"joint": history}, done=True)
-        self.W_ = W.cpu().numpy()
-        self.H_ = H.cpu().numpy()
-        self.kept_columns_ = kept.astype(np.int64)
-        self.n_parameters_ = pefs.n_parameters
-        self.n_classes_ = pefs.n_classes
-        self.layout_ = pefs.layout
-        self.pef_info_ = dict(pefs.info, pefs_fingerprint=fingerprint_pefs(pefs))
-        self.loss_history_ = {"joint": np.asarray(history, dtype=np.float64).reshape(-1, 2)}
-        return self
+        return W, H, history
 
     def transform(self, pefs: DPefs) -> np.ndarray:
         """Coefficients W of shape (n_examples, n_components) for (new) D-PEFs, H_ fixed."""
@@ -829,10 +854,13 @@ class DNpeff(_NpeffBase):
         self._check_pefs(pefs, fitted=True)
         device = self._device()
         D, _ = self._matrix(pefs, self.kept_columns_)
-        H = torch.from_numpy(self.H_).to(device)
         data = _Prepared(_to_torch_csr(D, device), None, 0.0, pefs.n_examples)
-        W = torch.rand((pefs.n_examples, self.n_components), generator=self._generator(2)).to(device)
-        return _multiplicative_w_steps(W, data.times_t(H), data.gram(H, H), self.n_iters_transform, tol=1e-7).cpu().numpy()
+        return self._coefficients(data, torch.from_numpy(self.H_).to(device)).cpu().numpy()
+
+    def _coefficients(self, data: _Prepared, H: torch.Tensor, n_slots: int = 1) -> torch.Tensor:
+        """W (n_examples, r) with H fixed (n_slots: one row per example, kept for LrmNpeff's signature)."""
+        W = torch.rand((data.n_examples, self.n_components), generator=self._generator(2)).to(H.device)
+        return _multiplicative_w_steps(W, data.times_t(H), data.gram(H, H), self.n_iters_transform, tol=1e-7)
 
     def fit_transform(self, pefs: DPefs) -> np.ndarray:
         return self.fit(pefs).W_

@@ -1,0 +1,95 @@
+"""What each rank runs in the distributed tests (see tests.distributed.ranks), and the
+problems they share with the single-process references the tests compare against."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from workbench.distributed import fit_distributed, transform_distributed, write_pefs_sharded
+from workbench.npeff import DNpeff, LrmNpeff, _Prepared
+from workbench.store import write_arrays
+
+PEF_ARGS = dict(n_values=40, batch_size=3)
+N_PEF_EXAMPLES = 20  # 7 batches: uneven shares for 2 and 3 ranks
+LRM_SETTINGS = dict(n_components=4, n_iters_g_only=15, n_iters_joint=35, log_every=5, seed=3, progress=False)
+D_SETTINGS = dict(n_components=4, n_iters=60, log_every=5, seed=3, progress=False)
+
+
+class Mlp(nn.Module):
+    """A small classifier; with ``dies_on_rank``, that rank's process vanishes (as if
+    killed) in its second batch."""
+
+    def __init__(self, dies_on_rank: int | None = None):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+        self.dies_on_rank, self.calls = dies_on_rank, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.dies_on_rank == int(os.environ.get("RANK", 0)) and self.calls == 2:
+            os._exit(3)
+        return self.net(x)
+
+
+def mlp_data() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(N_PEF_EXAMPLES, 6, generator=g), torch.randint(0, 3, (N_PEF_EXAMPLES,), generator=g)
+
+
+def sharded_pefs(folder: Path, rank: int) -> None:
+    x, y = mlp_data()
+    for kind in ("lrm", "d"):
+        write_pefs_sharded(folder / f"pefs_{kind}", Mlp(), x, y, kind=kind, progress=False, **PEF_ARGS)
+
+
+def fits(folder: Path, rank: int) -> None:
+    for name, estimator in (("lrm", LrmNpeff(**LRM_SETTINGS)), ("d", DNpeff(**D_SETTINGS))):
+        fit_distributed(estimator, folder / f"{name}_store")
+        if rank == 0:
+            estimator.save(folder / f"{name}.safetensors")
+        coefficients = transform_distributed(estimator, folder / f"{name}_new")
+        write_arrays(folder / f"{name}_rank{rank}.safetensors",
+                     {"W": estimator.W_, "components": estimator.components_, "coefficients": coefficients}, {})
+
+
+def pefs_and_fits(folder: Path, rank: int) -> None:
+    sharded_pefs(folder, rank)
+    fits(folder, rank)
+
+
+def pefs_rank_1_dies(folder: Path, rank: int) -> None:
+    x, y = mlp_data()
+    write_pefs_sharded(folder / "pefs", Mlp(dies_on_rank=1), x, y, progress=False, **PEF_ARGS)
+
+
+def fit_rank_1_dies(folder: Path, rank: int) -> None:
+    if rank == 1:
+        real, calls = _Prepared.times_t, []
+
+        def times_t_then_die(self, M):
+            calls.append(1)
+            if len(calls) == 10:  # mid-fit, after the first few G steps
+                os._exit(3)
+            return real(self, M)
+
+        _Prepared.times_t = times_t_then_die
+    fitted = fit_distributed(LrmNpeff(**LRM_SETTINGS), folder / "lrm_store")
+    if rank == 0:
+        fitted.save(folder / "lrm.safetensors")
+
+
+def pefs_lrm(folder: Path, rank: int) -> None:
+    x, y = mlp_data()
+    write_pefs_sharded(folder / "pefs", Mlp(), x, y, progress=False, **PEF_ARGS)
+
+
+def pefs_rank_1_other_labels(folder: Path, rank: int) -> None:
+    x, y = mlp_data()
+    if rank == 1:
+        y = (y + 1) % 3
+    write_pefs_sharded(folder / "pefs", Mlp(), x, y, progress=False, **PEF_ARGS)
