@@ -1,4 +1,9 @@
-"""Command line: ``python -m workbench demo --out runs/demo``."""
+"""Command line.
+
+``python -m workbench run notebooks/quickstart.ipynb --out runs/x -p n_components 16`` runs a
+notebook headless (papermill) into a run folder with its HTML rendering;
+``python -m workbench demo --out runs/demo`` runs the main job without a notebook.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +31,23 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from .notebook import notebook_parameters, parse_value, run_notebook
+
+    declared = notebook_parameters(args.notebook)
+    parameters = {}
+    for name, text in args.parameters:
+        if name not in declared:
+            raise SystemExit(f"error: {args.notebook} has no parameter {name!r}; its parameters are {list(declared)}")
+        try:
+            parameters[name] = parse_value(declared[name], text)
+        except TypeError as error:
+            raise SystemExit(f"error: {error}") from None
+    result = run_notebook(args.notebook, args.out, parameters, kernel_name=args.kernel, progress=not args.quiet)
+    print(f"executed notebook: {result.notebook}\nHTML rendering:    {result.html}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the embedded default never needs the Hub
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -43,6 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--base", choices=["tiny", "minilm"], default="tiny", help="model to train on the task")
     demo.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when present)")
     demo.set_defaults(handler=_demo)
+
+    run = commands.add_parser("run", help="run a notebook headless (papermill) and render it to HTML")
+    run.add_argument("notebook", help="the notebook, e.g. notebooks/quickstart.ipynb")
+    run.add_argument("--out", required=True, help="folder for the executed notebook, its HTML and the run")
+    run.add_argument("-p", "--parameter", dest="parameters", nargs=2, action="append", default=[],
+                     metavar=("NAME", "VALUE"), help="set a notebook parameter (repeatable)")
+    run.add_argument("--kernel", default=None, help="Jupyter kernel (default: the notebook's)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(handler=_run)
 
     args = parser.parse_args(argv)
     return args.handler(args)
