@@ -50,7 +50,7 @@ class PerturbationPanel(StaticFallback, w.VBox):
         self.error: str | None = None
 
         self.title = w.HTML("<b>Perturbation check</b>: select a component first.")
-        self.epsilon = w.FloatLogSlider(1.0, base=10, min=-3, max=2, step=0.1, description="ε",
+        self.epsilon = w.FloatLogSlider(0.1, base=10, min=-3, max=2, step=0.1, description="ε",
                                         readout_format=".3g", continuous_update=False)
         self.direction = w.ToggleButtons(options=[("±", "both"), ("+", "+"), ("−", "-")], value="both",
                                          description="direction", style={"button_width": "40px"})

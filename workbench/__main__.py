@@ -33,6 +33,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from .notebook import notebook_parameters, parse_value, run_notebook
+    from .run import COMPONENTS
 
     declared = notebook_parameters(args.notebook)
     parameters = {}
@@ -44,6 +45,11 @@ def _run(args: argparse.Namespace) -> int:
         except TypeError as error:
             raise SystemExit(f"error: {error}") from None
     result = run_notebook(args.notebook, args.out, parameters, kernel_name=args.kernel, progress=not args.quiet)
+    if (result.folder / COMPONENTS).exists():  # the notebook ran the main job: show what it found
+        from .pipeline import summary_text
+        from .run import Run
+
+        print(summary_text(Run(result.folder)), end="\n\n")
     print(f"executed notebook: {result.notebook}\nHTML rendering:    {result.html}")
     return 0
 

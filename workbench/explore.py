@@ -143,9 +143,11 @@ class TopExamplesPage:
         for e in self.examples:
             lines.append(f"  #{e.rank + 1} example {e.example} (label {self.label_name(e.label)}, prediction "
                          f"{self.label_name(e.prediction)}, coefficient {e.coefficient:.4g}): {e.text}")
-            if e.scores is not None and len(e.scores):
-                best = int(np.argmax(e.scores))
-                lines.append(f"      strongest token: {e.tokens[best]!r} ({e.scores[best]:.0%} of the mass)")
+            if e.scores is not None and not all(e.special):
+                scores = np.where(e.special, -np.inf, e.scores)
+                best = int(np.argmax(scores))
+                lines.append(f"      strongest token: {e.tokens[best]!r} ({e.scores[best]:.0%} of the mass, "
+                             f"{e.head_share:.0%} through the head)")
         if self.note:
             lines.append(self.note)
         return "\n".join(lines)
@@ -392,7 +394,7 @@ class RunExplorer:
         self._check_component(component)
         return self.ranking(component)[: self.n_top]
 
-    def perturb(self, component: int, *, epsilon: float = 1.0, max_sim: float | None = None,
+    def perturb(self, component: int, *, epsilon: float = 0.1, max_sim: float | None = None,
                 n_baseline: int = 100, seed: int = 0, batch_size: int = 64):
         """``workbench.perturb.perturbation_check`` of ``component`` on its top set vs a random baseline."""
         from .perturb import perturbation_check

@@ -103,12 +103,24 @@ def write_notebook(path: Path, source: str) -> Path:
 
 
 def run_notebook_in_lab(page, lab: Lab, notebook: str, *, timeout_ms: float = 180_000) -> float:
-    """Open ``notebook`` in JupyterLab, wait for an idle kernel, run its first cell; returns the
-    time.monotonic() at which the cell was started."""
+    """Open ``notebook`` in JupyterLab, wait for its kernel, run its first cell; returns the
+    time.monotonic() at which the cell started running.
+
+    A cell run before the kernel's session is connected is dropped without a word, so the run
+    is retried until the cell's prompt shows it queued or running.
+    """
     page.goto(lab.url(notebook))
     page.wait_for_selector(".jp-Notebook .jp-Cell .cm-content", timeout=timeout_ms)
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=timeout_ms)
-    page.locator(".jp-Notebook .jp-Cell .cm-content").first.click()
-    started = time.monotonic()
-    page.keyboard.press("Shift+Enter")
-    return started
+    page.locator(".jp-StatusBar-TextItem", has_text="| Idle").first.wait_for(timeout=timeout_ms)
+    prompt = page.locator(".jp-Notebook .jp-Cell").first.locator(".jp-InputPrompt")
+    for _ in range(10):
+        page.locator(".jp-Notebook .jp-Cell .cm-content").first.click()
+        started = time.monotonic()
+        page.keyboard.press("Control+Enter")  # run in place: no new cell to move the focus to
+        try:
+            page.wait_for_function("e => /\\[(\\*|\\d+)\\]/.test(e.textContent)", arg=prompt.element_handle(),
+                                   timeout=5_000)
+            return started
+        except Exception:  # noqa: BLE001 - not taken yet: the kernel was not connected
+            page.wait_for_timeout(1_000)
+    raise RuntimeError(f"JupyterLab did not run the first cell of {notebook}")
