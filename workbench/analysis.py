@@ -52,6 +52,24 @@ def purity(cells: Sequence) -> tuple[object, float]:
     return value, count / len(cells)
 
 
+def entropy(cells: Sequence) -> float:
+    """Shannon entropy (bits) of the values in ``cells``: 0 when all cells hold one value.
+
+    A multi-valued cell splits its unit weight equally over its values, so the weights
+    still sum to the number of cells; empty cells are ignored.
+    """
+    weights: Counter = Counter()
+    for cell in cells:
+        values = set(_values_of(cell))
+        for v in values:
+            weights[v] += 1.0 / len(values)
+    total = sum(weights.values())
+    if total == 0:
+        return float("nan")
+    shares = np.array([w / total for w in weights.values()])
+    return float(max(0.0, -(shares * np.log2(shares)).sum()))
+
+
 def chance_purity(cells: Sequence, n_top: int, n_draws: int = 2000, seed: int = 0) -> float:
     """Mean purity of random sets of n_top examples: the floor a component must beat."""
     rng = np.random.default_rng(seed)
@@ -75,10 +93,12 @@ def component_table(
     Columns: ``n_top`` (size of its top set), ``g_norm``, ``mass`` (share of the
     reconstruction's total Σ_i W_ij ‖g_j‖² that is component j's), ``label`` /
     ``label_purity``, ``prediction`` / ``prediction_purity``, ``accuracy`` (of the model
-    on the top set), and ``<attribute>`` / ``<attribute>_purity`` for every column of
-    ``attributes`` (one row per example; cells may be tuples for multi-valued attributes).
+    on the top set's examples whose label is known, i.e. not -1), and ``<attribute>`` /
+    ``<attribute>_purity`` / ``<attribute>_entropy`` for every column of ``attributes``
+    (one row per example; cells may be tuples for multi-valued attributes).
     """
     W = np.asarray(W, dtype=np.float64)
+    _check_rows(W.shape[0], labels=labels, predictions=predictions, attributes=attributes)
     norms = component_norms(components)
     mass = (W * (norms**2 if kind == "lrm" else norms)[None, :]).sum(axis=0)
     mass = mass / mass.sum() if mass.sum() > 0 else mass
@@ -91,11 +111,28 @@ def component_table(
         if predictions is not None:
             row["prediction"], row["prediction_purity"] = purity(np.asarray(predictions)[top])
         if labels is not None and predictions is not None:
-            row["accuracy"] = float(np.mean(np.asarray(labels)[top] == np.asarray(predictions)[top])) if len(top) else np.nan
+            row["accuracy"] = _accuracy(np.asarray(labels)[top], np.asarray(predictions)[top])
         for name in [] if attributes is None else attributes.columns:
-            row[name], row[f"{name}_purity"] = purity(attributes[name].to_numpy()[top])
+            cells = attributes[name].to_numpy()[top]
+            row[name], row[f"{name}_purity"] = purity(cells)
+            row[f"{name}_entropy"] = entropy(cells)
         rows.append(row)
     return pd.DataFrame(rows).set_index("component")
+
+
+def _accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
+    known = labels != -1  # -1 marks an unknown label (workbench.fisher.split_labels)
+    return float(np.mean(labels[known] == predictions[known])) if known.any() else float("nan")
+
+
+def _check_rows(n_examples: int, **per_example) -> None:
+    """Every per-example argument must have one row per row of W, or rows would be misread."""
+    for name, value in per_example.items():
+        if value is not None and len(value) != n_examples:
+            raise ValueError(
+                f"{name} has {len(value)} rows but W has {n_examples} (one per example); "
+                "pass the examples the decomposition was fitted on, in the same order"
+            )
 
 
 def top_examples_table(
@@ -109,6 +146,7 @@ def top_examples_table(
 ) -> pd.DataFrame:
     """The top examples of one component: their rows of ``examples`` plus label,
     prediction and coefficient, largest coefficient first."""
+    _check_rows(np.shape(W)[0], examples=examples, labels=labels, predictions=predictions)
     top = top_examples(W, component, n_top)
     table = examples.iloc[top].copy()
     table.insert(0, "example", top)

@@ -84,7 +84,7 @@ def token_scores(
     """Token scores of ``component`` for every example (row) of ``inputs``.
 
     ``inputs`` must be a dict with ``input_ids`` (and ``attention_mask`` for padding);
-    each result covers the example's unpadded tokens, in order.
+    each result covers the example's unpadded tokens (those the mask keeps), in order.
     """
     from .device import resolve_device
 
@@ -137,8 +137,8 @@ def _batch_scores(model, batch, owners, params, layout, direction, top_k_classes
     scores = (projection[:, :, None] * per_position).sum(dim=0) / mass.clamp_min(1e-300)[:, None]
     head_share = (projection * head).sum(dim=0) / mass.clamp_min(1e-300)
     mask = batch.get("attention_mask")
-    lengths = mask.sum(dim=1).tolist() if mask is not None else [length] * b
-    return [
-        TokenScores(scores[i, : int(lengths[i])].cpu().numpy(), float(head_share[i]), float(mass[i]))
-        for i in range(b)
-    ]
+    # The mask, not a length, picks each example's tokens: prompts for language models are
+    # padded on the left (workbench.lm), classifier inputs usually on the right.
+    real = mask.bool().cpu() if mask is not None else torch.ones((b, length), dtype=torch.bool)
+    scores, head_share, mass = scores.cpu(), head_share.cpu(), mass.cpu()
+    return [TokenScores(scores[i][real[i]].numpy(), float(head_share[i]), float(mass[i])) for i in range(b)]

@@ -33,6 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from . import kernels
 from .device import resolve_device
 from .params import ParameterLayout
 from .pefs import DPefs, LrmPefs
@@ -108,12 +109,19 @@ class _Prepared:
     n_examples: int
     reduce: Callable[[torch.Tensor], torch.Tensor] = _no_reduce
 
+    def _on_cpu_kernels(self) -> bool:
+        return self.matrix_t is not None and self.matrix_t.device.type == "cpu" and kernels.available()
+
     def times_t(self, M: torch.Tensor) -> torch.Tensor:
         """X Mᵀ for M of shape (r, n_kept): (n_rows, r)."""
+        if self._on_cpu_kernels():  # one streaming pass over Xᵀ (see workbench.kernels)
+            return self.reduce(kernels.csr_transposed_times_dense(self.matrix_t, M.T))
         return self.reduce(torch.sparse.mm(self.matrix, M.T.contiguous()))
 
     def t_times(self, M: torch.Tensor) -> torch.Tensor:
         """(Xᵀ M)ᵀ = Mᵀ X for M of shape (n_rows, r): (r, n_kept), this process's columns only."""
+        if self._on_cpu_kernels():  # written as (r, n_kept) rows, so later elementwise work is contiguous
+            return kernels.csr_times_dense_t(self.matrix_t, M.contiguous())
         return torch.sparse.mm(self.matrix_t, M.contiguous()).T
 
     def gram(self, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
@@ -307,6 +315,16 @@ def _quartic_argmin(poly: np.ndarray) -> float:
     return min(candidates, key=lambda t: np.polyval(poly[::-1], t))
 
 
+def _squared_norm(t: torch.Tensor) -> torch.Tensor:
+    """‖t‖² as float64. Summed in float32 (torch sums in cascades, so this is accurate, and
+    it scales only the G step's direction, which the line search undoes); float64 only
+    where the float32 squares overflow."""
+    norm = torch.linalg.vector_norm(t)
+    if not torch.isfinite(norm):
+        norm = torch.linalg.vector_norm(t, dtype=torch.float64)
+    return norm.double().square()
+
+
 def _multiplicative_w_steps(W, numer, Q, n_iters: int, tol: float) -> torch.Tensor:
     """Minimise Σ_i (w_i Q w_iᵀ − 2 numer_i · w_i) over W ≥ 0 by multiplicative updates
     (a non-negative least-squares problem); used to fit coefficients with components fixed."""
@@ -428,7 +446,7 @@ class LrmNpeff(_NpeffBase):
     def _g_gradient(self, data: _Prepared, W, G, AG, GG, n_slots: int) -> torch.Tensor:
         W_rows = W.repeat_interleave(n_slots, dim=0)  # (n * c, r)
         data_term = data.t_times(W_rows * AG)  # (r, m) = (W ⊙ AG)ᵀ X
-        grad = 4 * ((W.T @ W) * GG) @ G - 4 * data_term
+        grad = torch.addmm(data_term, (W.T @ W) * GG, G, beta=-4, alpha=4)  # one pass over G
         if self.orthogonal_reg:
             grad = grad + 4 * self._ortho_weight(data) * (GG - torch.diag(GG.diagonal())) @ G
         return grad
@@ -493,7 +511,7 @@ class LrmNpeff(_NpeffBase):
         W, G, AG, GG = state["W"], state["G"], state["AG"], state["GG"]
         grad = self._g_gradient(data, W, G, AG, GG, n_slots)  # (r, m)
         # A unit direction keeps X Dᵀ and D Dᵀ within float32 range whatever the data's scale.
-        grad_norm = math.sqrt(float(data.reduce(torch.linalg.vector_norm(grad, dtype=torch.float64).square())))
+        grad_norm = math.sqrt(float(data.reduce(_squared_norm(grad))))
         if grad_norm == 0 or not math.isfinite(grad_norm):
             if grad_norm == 0:
                 return  # already stationary
@@ -501,7 +519,7 @@ class LrmNpeff(_NpeffBase):
                 f"the G gradient is not finite at iteration {it} of the {phase} phase: the PEFs hold values whose "
                 "squares overflow float32, or NaN/inf; check pefs.X.data and pefs.frobenius_norms"
             )
-        D = grad / grad_norm
+        D = grad.div_(grad_norm)
         AD = data.times_t(D)  # (n * c, r)
         poly = self._loss_along(data, W, G, D, AG, AD, GG, n_slots)
         step = _quartic_argmin(poly) if self.learning_rate == "auto" else float(self.learning_rate) * grad_norm
@@ -515,7 +533,7 @@ class LrmNpeff(_NpeffBase):
                 else f"the loss is not finite at iteration {it} of the {phase} phase: the PEFs hold values whose "
                 "squares overflow float32, or NaN/inf; check pefs.X.data and pefs.frobenius_norms"
             )
-        G = G - step * D
+        G = torch.add(G, D, alpha=-step)
         state.update(G=G, AG=AG - step * AD, GG=data.gram(G, G), loss=loss)
 
     def _loss_along(self, data: _Prepared, W, G, D, AG, AD, GG, n_slots: int) -> np.ndarray:

@@ -219,3 +219,44 @@ def epsilon_sweep(model, decomposition, component: int, inputs, labels, top, bas
         result = perturbation_check(model, decomposition, component, inputs, labels, top, baseline, epsilon=epsilon, **kwargs)
         frames.append(result.to_frame().assign(kl_ratio=result.kl_ratio))
     return pd.concat(frames, ignore_index=True)
+
+
+def perturbation_table(
+    model: torch.nn.Module,
+    decomposition,
+    inputs: Inputs,
+    labels,
+    *,
+    components: Sequence[int] | None = None,
+    n_top: int = 20,
+    n_baseline: int = 100,
+    epsilon: float = 0.1,
+    max_sim: float | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """``perturbation_check`` of every component (or of ``components``) on its top ``n_top``
+    examples against ``n_baseline`` random others: one row per component, wide format.
+
+    Columns: ``n_top``, ``kl_top`` / ``kl_baseline`` (of the sign with the larger ratio),
+    ``kl_ratio``, ``sign``, ``accuracy_top`` / ``accuracy_baseline`` (original, unperturbed).
+    """
+    from tqdm.auto import tqdm
+
+    from .analysis import top_examples
+
+    components = range(decomposition.W_.shape[1]) if components is None else components
+    rows = []
+    for j in tqdm(components, desc="perturbation checks", disable=not progress):
+        top = top_examples(decomposition.W_, j, n_top)
+        baseline = baseline_examples(n_inputs(inputs), top, n_baseline, seed=seed)
+        result = perturbation_check(model, decomposition, j, inputs, labels, top, baseline, epsilon=epsilon,
+                                    max_sim=max_sim, batch_size=batch_size, device=device)
+        rows.append({
+            "component": int(j), "n_top": result.n_top, "kl_top": result.kl_top[result.sign],
+            "kl_baseline": result.kl_baseline[result.sign], "kl_ratio": result.kl_ratio, "sign": result.sign,
+            "accuracy_top": result.accuracy_top["original"], "accuracy_baseline": result.accuracy_baseline["original"],
+        })
+    return pd.DataFrame(rows).set_index("component")

@@ -2,17 +2,20 @@
 
 For example x_i and its k most probable classes y_1..y_k (k = ``top_k_classes``, or all
 classes), the low-rank PEF is A_i with columns √p(y_s|x_i) ∇θ log p(y_s|x_i); the diagonal
-PEF is f_i = Σ_s A_i[:, s]² (method notes, section 1).
+PEF is f_i = Σ_s A_i[:, s]² (method notes, section 1). Each is kept sparse: its
+``n_values`` largest entries, and the Frobenius norm of the full PEF.
 
 Two exact ways to get the per-example gradients:
 
 - ``method="hooks"`` (default): one batched forward, one batched backward per class slot
   to the *outputs* of the layers that own the selected parameters, then each layer's
-  per-example parameter gradient from its stored input and output gradient (the
-  Opacus approach). Layer types with a rule are listed in ``PER_EXAMPLE_RULES``;
-  parameters of any other module fall back to the loop below.
-- ``method="loop"``: one example at a time, one ``torch.autograd.grad`` per class. The
-  plain reference the hooks path is tested against.
+  per-example parameter gradients from its stored input and output gradient (the
+  Opacus approach), mostly kept factored (:mod:`workbench.fisher.rules`) so that the top
+  entries are found without writing every gradient out (:mod:`workbench.fisher.selection`;
+  docs/design.md, "Fast exact PEFs"). Layer types with a rule are listed in
+  ``PER_EXAMPLE_RULES``; parameters of any other module fall back to the loop below.
+- ``method="loop"``: one example at a time, one ``torch.autograd.grad`` per class, then
+  ``torch.topk``. The plain reference the hooks path is tested against.
 
 Batches yield :class:`PefChunk` objects; :func:`compute_pefs` gathers them in memory and
 :func:`workbench.store.write_pefs` streams them to disk.
@@ -30,8 +33,23 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from .params import NameFilter, ParameterLayout, layout_of, select_parameters
-from .pefs import DPefs, LrmPefs
+from ..params import NameFilter, ParameterLayout, layout_of, select_parameters
+from ..pefs import DPefs, LrmPefs
+from .rules import PER_EXAMPLE_RULES, BlockGradient, DenseGradient, PerExampleRule, register_rule
+from .selection import RunningTop, candidates, top_entries
+
+__all__ = [
+    "PER_EXAMPLE_RULES",
+    "BlockGradient",
+    "NotClassLogitsError",
+    "PefChunk",
+    "PefConfig",
+    "PerExampleRule",
+    "chunks_to_pefs",
+    "compute_pefs",
+    "iter_pef_chunks",
+    "register_rule",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -136,77 +154,6 @@ def chunks_to_pefs(
     if kind == "lrm":
         return LrmPefs(X=matrix, classes=np.concatenate([c.classes for c in chunks]), **common)
     return DPefs(F=matrix, **common)
-
-
-# ---------------------------------------------------------------------------------------
-# Per-layer rules: per-example parameter gradients from a layer's input and output gradient
-# ---------------------------------------------------------------------------------------
-
-# rule(module, layer_input, grad_output) -> {parameter attribute name: gradient}
-# layer_input: (..., in) for ONE example; grad_output: (k, ..., out) for that example's k
-# class slots. Each gradient has shape (k, *parameter.shape).
-PerExampleRule = Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
-PER_EXAMPLE_RULES: dict[type, PerExampleRule] = {}
-
-
-def register_rule(*module_types: type) -> Callable[[PerExampleRule], PerExampleRule]:
-    def decorate(rule: PerExampleRule) -> PerExampleRule:
-        for t in module_types:
-            PER_EXAMPLE_RULES[t] = rule
-        return rule
-
-    return decorate
-
-
-@register_rule(nn.Linear)
-def _linear_rule(module: nn.Linear, x: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
-    x2 = x.reshape(-1, x.shape[-1])  # (t, in)
-    g3 = g.reshape(g.shape[0], -1, g.shape[-1])  # (k, t, out)
-    grads = {"weight": torch.matmul(g3.transpose(1, 2), x2)}  # (k, out, in)
-    if module.bias is not None:
-        grads["bias"] = g3.sum(dim=1)
-    return grads
-
-
-@register_rule(nn.Embedding)
-def _embedding_rule(module: nn.Embedding, ids: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
-    ids = ids.reshape(-1)
-    g3 = g.reshape(g.shape[0], -1, g.shape[-1])  # (k, t, d)
-    if module.padding_idx is not None:  # torch gives the padding row no gradient
-        keep = ids != module.padding_idx
-        ids, g3 = ids[keep], g3[:, keep]
-    grad = torch.zeros((g.shape[0], *module.weight.shape), dtype=g.dtype, device=g.device)
-    grad.index_add_(1, ids, g3)
-    return {"weight": grad}
-
-
-@register_rule(nn.LayerNorm)
-def _layer_norm_rule(module: nn.LayerNorm, x: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
-    x_hat = nn.functional.layer_norm(x, module.normalized_shape, eps=module.eps)
-    shape = (g.shape[0], -1, *module.normalized_shape)  # (k, positions, *normalised axes)
-    grads = {}
-    if module.weight is not None:
-        grads["weight"] = (g * x_hat).reshape(shape).sum(dim=1)
-    if module.bias is not None:
-        grads["bias"] = g.reshape(shape).sum(dim=1)
-    return grads
-
-
-def _register_transformers_rules() -> None:
-    """GPT-2's Conv1D is a Linear with its weight stored as (in, out)."""
-    try:
-        from transformers.pytorch_utils import Conv1D
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        return
-
-    @register_rule(Conv1D)
-    def _conv1d_rule(module, x, g):
-        x2 = x.reshape(-1, x.shape[-1])
-        g3 = g.reshape(g.shape[0], -1, g.shape[-1])
-        return {"weight": torch.matmul(x2.T, g3), "bias": g3.sum(dim=1)}
-
-
-_register_transformers_rules()
 
 
 # ---------------------------------------------------------------------------------------
@@ -396,11 +343,12 @@ def output_gradients(log_probs: torch.Tensor, classes: torch.Tensor, outputs: li
 
 
 class _BatchGradients:
-    """Per-example, per-slot gradients of a batch, produced one example at a time.
+    """A batch's per-example gradients, scaled by √p: example i's rows of A_iᵀ (method notes, section 1).
 
-    The batch's forward and backward passes run once; :meth:`example` then assembles
-    example i's (k, n_parameters) matrix A_iᵀ (unscaled by √p) in a reused buffer, so
-    memory holds one example's gradients, never the whole batch's.
+    The batch's forward pass and one backward pass per class slot run once. Each selected
+    parameter's gradients are then a :class:`~workbench.fisher.rules.BlockGradient` over
+    the batch, mostly kept factored (layer input × output gradient) rather than written
+    out; parameters no rule covers are computed one example at a time (:meth:`fallback`).
     """
 
     def __init__(self, model: nn.Module, plan: _Plan, batch: Inputs, top_k: int | None):
@@ -408,43 +356,155 @@ class _BatchGradients:
         with _CaptureLayers(plan.rule_modules, n_inputs(batch)) as capture:
             logits = class_logits(model, batch)
         self.logits = logits.detach().float()
-        self.log_probs = torch.log_softmax(logits.float(), dim=-1)
-        self.classes = _slot_classes(self.log_probs.detach(), top_k)
-        self.captures = capture.captures
-        self.fallback = plan.fallback + [k for m in plan.rule_modules if id(m) in capture.unbatched for _, k in plan.owned[id(m)]]
-        self.grad_outputs = output_gradients(self.log_probs, self.classes, [c.output for c in self.captures])
-        for c in self.captures:  # drop the batch's graph; only inputs and output gradients are needed
-            c.output = None
-        del self.log_probs
-        k = self.classes.shape[1]
-        self.buffer = torch.empty((k, plan.layout.n_parameters), dtype=torch.float32, device=self.logits.device)
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        self.classes = _slot_classes(log_probs.detach(), top_k)  # (b, k)
+        self.sqrt_p = torch.exp(0.5 * log_probs.detach().gather(1, self.classes))  # (b, k)
+        grad_outputs = output_gradients(log_probs, self.classes, [c.output for c in capture.captures])
+        del log_probs, logits  # the batch's graph; only layer inputs and output gradients are needed
+        self.blocks = self._rule_blocks(capture.captures, grad_outputs)
+        unbatched = [k for m in plan.rule_modules if id(m) in capture.unbatched for _, k in plan.owned[id(m)]]
+        self.fallback_indices = plan.fallback + unbatched
 
-    def example(self, i: int) -> torch.Tensor:
-        """(k, n_parameters): row s is ∇θ log p(y_s|x_i), not yet scaled by √p."""
-        buffer, offsets = self.buffer, self.plan.layout.offsets
-        buffer.zero_()
-        for capture, g in zip(self.captures, self.grad_outputs):
-            g = g[:, i].to(torch.promote_types(g.dtype, torch.float32))  # half precision loses small gradients
-            x = capture.layer_input[i]
+    @property
+    def n_examples(self) -> int:
+        return int(self.classes.shape[0])
+
+    @property
+    def n_slots(self) -> int:
+        return int(self.classes.shape[1])
+
+    def _rule_blocks(self, captures: list[_Capture], grad_outputs: list[torch.Tensor]) -> list[tuple[int, BlockGradient]]:
+        """[(parameter index, its gradients over the batch)] from the layers' rules."""
+        per_parameter: dict[int, list[BlockGradient]] = {}
+        k, b = self.n_slots, self.n_examples
+        for capture, g in zip(captures, grad_outputs):
+            g = g.to(torch.promote_types(g.dtype, torch.float32))  # half precision loses small gradients
+            g = g * self.sqrt_p.T.reshape(k, b, *[1] * (g.ndim - 2)).to(g.dtype)
+            x = capture.layer_input
             x = x.to(g.dtype) if x.is_floating_point() else x
             grads = PER_EXAMPLE_RULES[type(capture.module)](capture.module, x, g)
-            for attr, k in self.plan.owned[id(capture.module)]:
-                buffer[:, offsets[k] : offsets[k + 1]] += grads[attr].reshape(buffer.shape[0], -1)
-        if self.fallback:
-            params = [self.plan.named[k][1] for k in self.fallback]
-            for k, grad in zip(self.fallback, _loop_gradients(self.model, self.batch, self.classes, params, i)):
-                buffer[:, offsets[k] : offsets[k + 1]] = grad.reshape(buffer.shape[0], -1)
-        return buffer
+            for attr, index in self.plan.owned[id(capture.module)]:
+                block = grads[attr]
+                block = block if isinstance(block, BlockGradient) else DenseGradient(block)
+                per_parameter.setdefault(index, []).append(block)
+            capture.output = None
+        # A layer called more than once in a forward pass adds up its calls' gradients.
+        return [
+            (index, blocks[0] if len(blocks) == 1 else DenseGradient(sum(blk.dense() for blk in blocks)))
+            for index, blocks in per_parameter.items()
+        ]
+
+    def fallback(self, i: int) -> list[tuple[int, BlockGradient]]:
+        """Example i's gradients of the parameters no rule covers, as blocks of one example."""
+        if not self.fallback_indices:
+            return []
+        params = [self.plan.named[k][1] for k in self.fallback_indices]
+        grads = _loop_gradients(self.model, self.batch, self.classes, params, i)
+        scale = self.sqrt_p[i].reshape(-1, 1)
+        return [(k, DenseGradient((g.reshape(g.shape[0], 1, -1) * scale[:, :, None]))) for k, g in zip(self.fallback_indices, grads)]
+
+    def lrm_grams(self) -> torch.Tensor:
+        """(b, k, k) float64: A_iᵀ A_i over the rule-covered parameters (fallback ones not included)."""
+        gram = torch.zeros((self.n_examples, self.n_slots, self.n_slots), dtype=torch.float64)
+        dense = [block.values for _, block in self.blocks if isinstance(block, DenseGradient)]
+        if dense:  # small parameters (biases, norms) together, in one product
+            gram += DenseGradient(torch.cat(dense, dim=2)).gram().cpu()
+        for _, block in self.blocks:
+            if not isinstance(block, DenseGradient):
+                gram += block.gram().cpu()
+        return gram
 
 
 # ---------------------------------------------------------------------------------------
 # From gradients to sparse PEFs
 # ---------------------------------------------------------------------------------------
 
+# Models whose k·m gradient entries per example are at most this many are written out
+# whole, several examples at a time, and ranked with one selection per example; larger
+# ones are taken block by block with an exact running threshold (docs/design.md).
+DENSE_MAX_ENTRIES = 1 << 20
+_DENSE_GROUP_ENTRIES = 1 << 23  # entries written at a time (32 MB): larger groups measured faster
+
+
+@dataclass
+class _ExamplePef:
+    """One example's sparse PEF: flat positions on the (n_rows, m) grid, ascending, and values."""
+
+    positions: torch.Tensor
+    values: torch.Tensor
+    norm: float
+
+
+def _dense_pefs(grads: _BatchGradients, kind: str, n_values: int | None) -> list[_ExamplePef]:
+    """Small models: write groups of examples out whole, then select per example."""
+    offsets, m, k = grads.plan.layout.offsets, grads.plan.layout.n_parameters, grads.n_slots
+    grams = grads.lrm_grams() if kind == "lrm" else None
+    group = max(1, _DENSE_GROUP_ENTRIES // (k * m))
+    buffer = torch.empty((min(group, grads.n_examples), k, m), dtype=torch.float32, device=grads.logits.device)
+    pefs = []
+    for start in range(0, grads.n_examples, group):
+        rows = slice(start, min(start + group, grads.n_examples))
+        e = rows.stop - rows.start
+        A_t = buffer[:e]  # (e, k, m)
+        A_t.zero_()  # parameters of layers the forward pass never reached have zero gradients
+        for index, block in grads.blocks:
+            A_t[:, :, offsets[index] : offsets[index + 1]] = block.dense(rows).transpose(0, 1)
+        if grads.fallback_indices:
+            for j, i in enumerate(range(rows.start, rows.stop)):
+                for index, block in grads.fallback(i):
+                    A_t[j, :, offsets[index] : offsets[index + 1]] = block.dense()[:, 0]
+                    if kind == "lrm":
+                        grams[i] += block.gram()[0].cpu()
+        if kind == "lrm":
+            norms = torch.linalg.matrix_norm(grams[rows]).tolist()
+            selected = [top_entries(row, n_values) for row in A_t.reshape(e, -1)]
+        else:
+            f = A_t.square().sum(dim=1)  # (e, m)
+            norms = torch.linalg.vector_norm(f.double(), dim=1).tolist()
+            selected = [top_entries(row, n_values) for row in f]
+        pefs += [_ExamplePef(positions, values, norm) for (positions, values), norm in zip(selected, norms)]
+    return pefs
+
+
+def _blockwise_pefs(grads: _BatchGradients, kind: str, n_values: int | None) -> list[_ExamplePef]:
+    """Large models: per example, parameter blocks in order of their bound on |entry|;
+    once n_values entries are in, a block whose bound is below the n-th largest so far
+    is skipped, and only rows and columns of a Linear weight that can reach it are computed."""
+    offsets, m = grads.plan.layout.offsets, grads.plan.layout.n_parameters
+    grams = grads.lrm_grams() if kind == "lrm" else None
+    bounds = torch.stack([block.bounds() for _, block in grads.blocks]).cpu().numpy() if grads.blocks else None
+    pefs = []
+    for i in range(grads.n_examples):
+        fallback = grads.fallback(i)
+        # (bound on |entry|, parameter index, block, row of the example in the block)
+        queue = [(float(bounds[j, i]), index, block, i) for j, (index, block) in enumerate(grads.blocks)]
+        queue += [(float(block.bounds()[0]), index, block, 0) for index, block in fallback]
+        top = RunningTop(n_values)
+        if kind == "lrm":
+            gram = grams[i] + sum((block.gram()[0].cpu() for _, block in fallback), torch.zeros_like(grams[i]))
+            for bound, index, block, row in sorted(queue, key=lambda c: -c[0]):
+                if bound < top.floor:
+                    break  # every later block is bounded lower still
+                slots, local, values = block.entries(row, top.floor, n_values)
+                top.add(slots * m + int(offsets[index]) + local, values)
+            positions, values = top.result()
+            pefs.append(_ExamplePef(positions, values, float(torch.linalg.matrix_norm(gram))))
+        else:  # f = Σ_s A_s²: every entry counts towards the norm, so every block is written out
+            squared_norm = torch.zeros((), dtype=torch.float64)
+            for _, index, block, row in queue:
+                local, values = block.example(row)
+                f = values.square().sum(dim=0)
+                squared_norm += f.double().square().sum().cpu()
+                hit = candidates(f, top.floor, n_values)
+                top.add(int(offsets[index]) + (hit if local is None else local[hit]), f[hit])
+            positions, values = top.result()
+            pefs.append(_ExamplePef(positions, values, float(squared_norm.sqrt())))
+    return pefs
+
 
 def _top_entries(matrix: torch.Tensor, n_values: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flat positions and values of the n_values largest |entries|, exact zeros dropped,
-    in ascending position order (row-major, so rows come out grouped and sorted)."""
+    """The plain reference selection: flat positions and values of the n_values largest
+    |entries| by ``torch.topk``, exact zeros dropped, in ascending position order."""
     flat = matrix.reshape(-1)
     if n_values is not None and n_values < flat.numel():
         position = flat.abs().topk(n_values, sorted=False).indices
@@ -454,25 +514,22 @@ def _top_entries(matrix: torch.Tensor, n_values: int | None) -> tuple[torch.Tens
     return position, flat[position]
 
 
-def _sparse_rows(position: torch.Tensor, values: torch.Tensor, n_rows: int, n_cols: int):
-    """Row-major flat positions of an (n_rows, n_cols) matrix -> (values, column, row counts)."""
-    rows = torch.div(position, n_cols, rounding_mode="floor")
-    counts = torch.bincount(rows, minlength=n_rows)
-    return values.cpu().numpy(), (position % n_cols).cpu().numpy(), counts.cpu().numpy()
-
-
-def _pef_of_example(grads: torch.Tensor, sqrt_p: torch.Tensor, kind: str, n_values: int | None):
-    """grads: (k, m) rows ∇ log p(y_s); sqrt_p: (k,). Returns (values, indices, row counts, norm)."""
-    A_t = grads * sqrt_p[:, None]  # (k, m) = A_iᵀ
+def _loop_pef(grads: list[torch.Tensor], sqrt_p: torch.Tensor, kind: str, n_values: int | None) -> _ExamplePef:
+    """The plain per-example PEF: grads [(k, *shape)] of every parameter, sqrt_p (k,)."""
+    A_t = torch.cat([g.reshape(g.shape[0], -1) for g in grads], dim=1) * sqrt_p[:, None]  # (k, m) = A_iᵀ
     if kind == "lrm":
         gram = A_t.double() @ A_t.double().T  # (k, k); ‖A Aᵀ‖_F = ‖Aᵀ A‖_F
-        norm = float(torch.linalg.matrix_norm(gram))
-        position, values = _top_entries(A_t, n_values)
-        return (*_sparse_rows(position, values, A_t.shape[0], A_t.shape[1]), norm)
+        return _ExamplePef(*_top_entries(A_t, n_values), float(torch.linalg.matrix_norm(gram)))
     f = (A_t.double() ** 2).sum(dim=0)  # (m,)
-    norm = float(torch.linalg.vector_norm(f))
-    position, values = _top_entries(f.float(), n_values)
-    return (*_sparse_rows(position, values, 1, f.shape[0]), norm)
+    return _ExamplePef(*_top_entries(f.float(), n_values), float(torch.linalg.vector_norm(f)))
+
+
+def _loop_pefs(grads: _BatchGradients, kind: str, n_values: int | None) -> list[_ExamplePef]:
+    params = [p for _, p in grads.plan.named]
+    return [
+        _loop_pef(_loop_gradients(grads.model, grads.batch, grads.classes, params, i), grads.sqrt_p[i], kind, n_values)
+        for i in range(grads.n_examples)
+    ]
 
 
 def _check_labels(labels: torch.Tensor, n_classes: int, start: int) -> None:
@@ -489,22 +546,21 @@ def batch_pefs(model: nn.Module, plan: _Plan, batch: Inputs, labels: torch.Tenso
     """The PEFs of one batch as a :class:`PefChunk`."""
     grads = _BatchGradients(model, plan, batch, config.top_k_classes)
     _check_labels(labels, grads.logits.shape[1], start)
-    log_p = torch.log_softmax(grads.logits, dim=-1).gather(1, grads.classes)  # (b, k)
-    sqrt_p = torch.exp(0.5 * log_p)
-    values, indices, counts, norms = [], [], [], []
-    for i in range(grads.classes.shape[0]):
-        v, ix, c, norm = _pef_of_example(grads.example(i), sqrt_p[i], config.kind, config.n_values)
-        values.append(v)
-        indices.append(ix)
-        counts.append(c)
-        norms.append(norm)
-    counts = np.concatenate(counts)
+    if config.method == "loop":
+        pefs = _loop_pefs(grads, config.kind, config.n_values)
+    elif grads.n_slots * plan.layout.n_parameters <= DENSE_MAX_ENTRIES:
+        pefs = _dense_pefs(grads, config.kind, config.n_values)
+    else:
+        pefs = _blockwise_pefs(grads, config.kind, config.n_values)
+    n_rows = grads.n_slots if config.kind == "lrm" else 1
+    m = plan.layout.n_parameters
+    counts = [torch.bincount(torch.div(p.positions, m, rounding_mode="floor"), minlength=n_rows) for p in pefs]
     return PefChunk(
-        values=np.concatenate(values).astype(np.float32),
-        indices=np.concatenate(indices).astype(np.int64),
-        row_offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        values=torch.cat([p.values for p in pefs]).cpu().numpy().astype(np.float32),
+        indices=torch.cat([p.positions % m for p in pefs]).cpu().numpy().astype(np.int64),
+        row_offsets=np.concatenate([[0], np.cumsum(torch.cat(counts).cpu().numpy())]).astype(np.int64),
         classes=grads.classes.cpu().numpy().astype(np.int64),
-        frobenius_norms=np.array(norms, dtype=np.float32),
+        frobenius_norms=np.array([p.norm for p in pefs], dtype=np.float32),
         labels=labels.cpu().numpy().astype(np.int64),
         logits=grads.logits.cpu().numpy(),
     )
@@ -575,7 +631,7 @@ def iter_pef_chunks(
 
 def pef_info(model: nn.Module, config: PefConfig, plan: _Plan, n_examples: int) -> dict:
     """Provenance stored with the PEFs."""
-    from . import __version__
+    from .. import __version__
 
     return {
         "model": model_name(model),
@@ -610,7 +666,7 @@ def compute_pefs(
     """
     from tqdm.auto import tqdm
 
-    from .device import resolve_device
+    from ..device import resolve_device
 
     config = PefConfig(kind, n_values, top_k_classes, include, exclude, batch_size, method)
     device = resolve_device(device) if device is not None else next(model.parameters()).device

@@ -1,0 +1,118 @@
+"""Component tables: purity, entropy, mass shares and top examples, on exact small cases and the embedded run."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from workbench.analysis import (
+    chance_purity,
+    component_table,
+    entropy,
+    purity,
+    scaled_coefficients,
+    top_examples,
+    top_examples_table,
+)
+
+
+def test_purity_counts_each_value_of_multi_valued_cells():
+    cells = [("contrast", "negation"), "contrast", ("contrast",), "lexical"]
+    assert purity(cells) == ("contrast", 0.75)
+    assert purity([("contrast", "negation"), ("contrast", "negation")]) == ("negation", 1.0)  # tie: decided by name
+    assert purity([("a", "a"), "b"]) == ("b", 0.5)  # a repeated value counts once per cell
+    value, share = purity([])
+    assert value is None and np.isnan(share)
+
+
+def test_entropy_in_bits_splits_multi_valued_cells():
+    assert entropy(["a", "a", "a"]) == 0.0
+    assert entropy(["a", "b", "c", "d"]) == pytest.approx(2.0)
+    assert entropy([("a", "b")]) == pytest.approx(1.0)
+    assert entropy([("a", "b"), "a"]) == pytest.approx(-(0.75 * np.log2(0.75) + 0.25 * np.log2(0.25)))
+    assert np.isnan(entropy([]))
+
+
+def test_chance_purity_is_the_expected_purity_of_random_sets():
+    # Two a's and two b's, pairs drawn at random: 2 of the 6 pairs are pure (purity 1), the rest 0.5.
+    assert chance_purity(["a", "a", "b", "b"], 2, n_draws=4000) == pytest.approx(4 / 6, abs=0.015)
+    assert chance_purity(["a", "a", "b", "b"], 10) == 0.5  # the whole set, every draw
+
+
+def test_top_examples_are_largest_first_and_exclude_zero_coefficients():
+    W = np.array([[0.0, 1], [3, 1], [0, 1], [1, 1], [2, 1]])
+    np.testing.assert_array_equal(top_examples(W, 0, 10), [1, 4, 3])
+    np.testing.assert_array_equal(top_examples(W, 0, 2), [1, 4])
+    np.testing.assert_array_equal(top_examples(W, 1, 3), [0, 1, 2])  # ties keep example order
+    assert len(top_examples(np.zeros((4, 1)), 0, 3)) == 0
+
+
+def test_mass_shares_sum_to_one_and_weight_by_component_norms():
+    rng = np.random.default_rng(0)
+    W, G = rng.random((30, 4)), rng.normal(size=(4, 50))
+    table = component_table(W, G, n_top=5)
+    assert table["mass"].sum() == pytest.approx(1.0)
+    by_hand = (W * (np.linalg.norm(G, axis=1) ** 2)).sum(axis=0)
+    np.testing.assert_allclose(table["mass"], by_hand / by_hand.sum())
+    np.testing.assert_allclose(scaled_coefficients(W, G, "d"), W * np.linalg.norm(G, axis=1))
+    d_mass = component_table(W, np.abs(G), kind="d")["mass"]
+    np.testing.assert_allclose(d_mass, (W * np.linalg.norm(G, axis=1)).sum(0) / (W * np.linalg.norm(G, axis=1)).sum())
+    assert (table["n_top"] == 5).all()
+
+
+def test_table_accuracy_ignores_unknown_labels():
+    W = np.array([[3.0], [2], [1], [0]])
+    table = component_table(W, np.ones((1, 2)), labels=np.array([1, -1, 0, 1]), predictions=np.array([1, 0, 1, 1]), n_top=3)
+    assert table.loc[0, "accuracy"] == 0.5  # example 1's label is unknown; 0 right, 2 wrong
+    assert table.loc[0, "prediction"] == 1 and table.loc[0, "prediction_purity"] == pytest.approx(2 / 3)
+
+
+def test_rows_that_do_not_match_w_are_refused():
+    W = np.ones((4, 2))
+    with pytest.raises(ValueError, match="labels has 3 rows but W has 4"):
+        component_table(W, np.ones((2, 3)), labels=np.array([0, 1, 0]))
+    with pytest.raises(ValueError, match="attributes has 5 rows"):
+        component_table(W, np.ones((2, 3)), attributes=pd.DataFrame({"tag": list("abcde")}))
+    with pytest.raises(ValueError, match="examples has 2 rows"):
+        top_examples_table(W, 0, pd.DataFrame({"text": ["x", "y"]}))
+
+
+def test_component_table_on_the_embedded_run(embedded):
+    run, _, _, examples, _, decomposition = embedded
+    pefs = run.pefs()
+    attributes = pd.DataFrame({"strategy": examples["strategies"].map(tuple)})
+    table = component_table(
+        decomposition.W_, decomposition.components_, labels=pefs.labels, predictions=pefs.predictions,
+        attributes=attributes, n_top=20,
+    )
+    assert list(table.columns) == [
+        "n_top", "g_norm", "mass", "label", "label_purity", "prediction", "prediction_purity", "accuracy",
+        "strategy", "strategy_purity", "strategy_entropy",
+    ]
+    assert len(table) == decomposition.n_components and (table["n_top"] == 20).all()
+    assert table["mass"].sum() == pytest.approx(1.0)
+    saved = run.components()  # what the main job wrote
+    np.testing.assert_allclose(table["strategy_purity"], saved["strategy_purity"])
+    assert list(table["strategy"]) == list(saved["strategy"])
+
+    j = 3
+    top = top_examples(decomposition.W_, j, 20)
+    assert table.loc[j, "accuracy"] == np.mean(pefs.labels[top] == pefs.predictions[top])
+    assert table.loc[j, "g_norm"] == pytest.approx(np.linalg.norm(decomposition.G_[j]))
+    assert ((table["strategy_entropy"] >= 0) & (table["strategy_entropy"] <= np.log2(4))).all()
+    # Measured on the default run: mean strategy purity 0.83 against 0.42 for random sets of 20.
+    chance = chance_purity(attributes["strategy"].tolist(), 20)
+    assert table["strategy_purity"].mean() >= 0.75 > chance + 0.25
+    # Purer components have lower entropy: the two columns must disagree in order nowhere badly.
+    assert np.corrcoef(table["strategy_purity"], table["strategy_entropy"])[0, 1] < -0.5
+
+
+def test_top_examples_table_lists_text_label_prediction_coefficient(embedded):
+    run, _, _, examples, _, decomposition = embedded
+    pefs = run.pefs()
+    table = top_examples_table(decomposition.W_, 2, examples[["text", "strategy"]], labels=pefs.labels,
+                               predictions=pefs.predictions, n_top=7)
+    top = top_examples(decomposition.W_, 2, 7)
+    assert list(table["example"]) == list(top)
+    assert list(table["text"]) == list(examples["text"].iloc[top])
+    assert list(table.columns) == ["example", "text", "strategy", "label", "prediction", "coefficient"]
+    assert table["coefficient"].is_monotonic_decreasing and (table["coefficient"] > 0).all()

@@ -1,0 +1,74 @@
+"""Exact top-n selection against torch.topk, on the cases that break approximate ones."""
+
+import numpy as np
+import pytest
+import torch
+
+from workbench.fisher.selection import RunningTop, candidates, largest, top_entries
+
+
+def _reference(values: torch.Tensor, n: int | None):
+    """torch.topk of |values|, zeros dropped: the kept magnitudes, sorted."""
+    magnitudes = values.abs()
+    nonzero = magnitudes[magnitudes > 0]
+    kept = nonzero if n is None or n >= nonzero.numel() else nonzero.topk(n).values
+    return kept.sort().values
+
+
+def _cases():
+    g = torch.Generator().manual_seed(0)
+    heavy = torch.randn(200_000, generator=g) ** 5
+    ties = torch.randint(-3, 4, (100_000,), generator=g).float()  # few distinct values, many ties at every cut
+    zeros = torch.zeros(150_000)
+    zeros[::1000] = torch.randn(150, generator=g)  # fewer non-zeros than n
+    blocky = torch.zeros(300_000)
+    blocky[100_000:110_000] = torch.randn(10_000, generator=g) + 10  # all mass in one stretch
+    constant = torch.full((50_000,), 0.5)
+    return {"heavy tails": heavy, "ties": ties, "mostly zeros": zeros, "one dense stretch": blocky, "constant": constant}
+
+
+@pytest.mark.parametrize("name", sorted(_cases()))
+@pytest.mark.parametrize("n", [1, 100, 8192, 65_536, None])
+def test_top_entries_match_topk(name, n):
+    values = _cases()[name]
+    position, kept = top_entries(values, n)
+    assert (position[1:] > position[:-1]).all(), "positions ascend"
+    torch.testing.assert_close(kept, values[position])
+    torch.testing.assert_close(kept.abs().sort().values, _reference(values, n))
+    if n is not None and position.numel() == n:  # nothing dropped is larger than what is kept
+        dropped = torch.ones_like(values, dtype=torch.bool)
+        dropped[position] = False
+        assert values[dropped].abs().max() <= kept.abs().min()
+
+
+def test_ties_at_the_cut_keep_the_first_positions():
+    values = torch.tensor([1.0, 3.0, 2.0, 2.0, 2.0, 0.0, 2.0])
+    assert largest(values, 3).tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("name", sorted(_cases()))
+@pytest.mark.parametrize("n", [50, 8192, None])
+def test_running_top_over_shuffled_blocks_matches_topk(name, n):
+    values = _cases()[name]
+    order = torch.randperm(values.numel(), generator=torch.Generator().manual_seed(1))
+    top = RunningTop(n)
+    for chunk in order.split(7_777):  # blocks in no particular order
+        hit = candidates(values[chunk].abs(), top.floor, n)
+        top.add(chunk[hit], values[chunk][hit])
+    position, kept = top.result()
+    assert (position[1:] > position[:-1]).all()
+    torch.testing.assert_close(kept, values[position])
+    torch.testing.assert_close(kept.abs().sort().values, _reference(values, n))
+
+
+def test_running_top_with_nothing_added():
+    position, kept = RunningTop(10).result()
+    assert position.numel() == kept.numel() == 0
+    assert position.dtype == torch.int64 and kept.dtype == torch.float32
+
+
+def test_candidates_never_returns_zeros_or_entries_below_the_floor():
+    magnitudes = torch.tensor(np.array([0.0, 0.5, 1.0, 0.0, 2.0], dtype=np.float32))
+    assert candidates(magnitudes, 0.0, None).tolist() == [1, 2, 4]
+    assert candidates(magnitudes, 1.0, None).tolist() == [2, 4]
+

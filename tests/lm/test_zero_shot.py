@@ -1,0 +1,146 @@
+"""Causal LMs as zero-shot classifiers: the wrapper's logits, exact PEFs, and NPEFF end to end."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from workbench import compute_pefs
+from workbench.analysis import component_table, top_examples
+from workbench.highlights import token_scores
+from workbench.lm import ZeroShotClassifier, label_token_ids
+from workbench.npeff import LrmNpeff
+from workbench.perturb import perturbation_check, perturbed
+
+from .conftest import LABEL_WORDS, TEMPLATE, prompt_tokenizer
+
+
+def _unpadded_prompt_ids(classifier, text):
+    return torch.tensor([classifier.tokenizer(TEMPLATE.format(text=text), add_special_tokens=False)["input_ids"]])
+
+
+def test_zero_shot_classifier_gives_the_label_words_next_token_logits(prompt_classifier, prompt_examples):
+    texts = list(prompt_examples["text"][:6])
+    encoded = prompt_classifier.encode(texts)
+    assert (encoded["attention_mask"][:, -1] == 1).all() and (encoded["attention_mask"] == 0).any()  # left padded
+    with torch.no_grad():
+        logits = prompt_classifier(**encoded)
+        for text, row in zip(texts, logits):
+            alone = prompt_classifier.lm(input_ids=_unpadded_prompt_ids(prompt_classifier, text)).logits[0, -1]
+            torch.testing.assert_close(row, alone[prompt_classifier.label_ids], rtol=1e-5, atol=1e-5)
+    assert prompt_classifier.label_ids.tolist() == label_token_ids(prompt_classifier.tokenizer, LABEL_WORDS)
+    assert prompt_classifier.n_classes == 2
+
+
+def test_trained_prompt_model_classifies_the_task(prompt_classifier, prompt_examples):
+    """Measured: 97.8% on 600 held-out prompts after 2000 training steps."""
+    with torch.no_grad():
+        predictions = prompt_classifier(**prompt_classifier.encode(prompt_examples["text"])).argmax(-1).numpy()
+    assert np.mean(predictions == prompt_examples["label"].to_numpy()) >= 0.9
+
+
+def test_lm_pefs_equal_a_plain_autograd_loop(prompt_classifier, prompt_examples):
+    """Hooks path through the wrapper (left padding, tied embeddings) vs one unpadded
+    example at a time through the bare LM, one autograd.grad per label word."""
+    texts = list(prompt_examples["text"][:8])
+    pefs = compute_pefs(prompt_classifier, prompt_classifier.encode(texts), n_values=None, progress=False)
+    lm, ids = prompt_classifier.lm, prompt_classifier.label_ids
+    params = [p for _, p in lm.named_parameters()]
+    expected = []
+    for text in texts:
+        log_p = torch.log_softmax(lm(input_ids=_unpadded_prompt_ids(prompt_classifier, text)).logits[0, -1, ids], -1)
+        rows = []
+        for y in log_p.argsort(descending=True):  # slots in order of probability
+            grads = torch.autograd.grad(log_p[y], params, retain_graph=True)
+            rows.append(log_p[y].detach().mul(0.5).exp() * torch.cat([g.reshape(-1) for g in grads]))
+        expected.append(torch.stack(rows))
+    expected = torch.stack(expected).numpy()  # (n, slots, n_parameters)
+    assert pefs.layout.names == tuple(n for n, _ in lm.named_parameters())
+    np.testing.assert_allclose(pefs.dense(), expected, atol=2e-6 * np.abs(expected).max())
+    loop = compute_pefs(prompt_classifier, prompt_classifier.encode(texts), n_values=None, method="loop", progress=False)
+    np.testing.assert_allclose(pefs.dense(), loop.dense(), atol=2e-6 * np.abs(expected).max())
+
+
+def test_vocabulary_classes_keep_the_top_k_tokens(prompt_classifier, prompt_examples):
+    whole_vocabulary = ZeroShotClassifier(prompt_classifier.lm, prompt_classifier.tokenizer, TEMPLATE)
+    assert whole_vocabulary.n_classes == len(prompt_classifier.tokenizer)
+    encoded = whole_vocabulary.encode(prompt_examples["text"][:5])
+    hooks = compute_pefs(whole_vocabulary, encoded, top_k_classes=3, n_values=None, progress=False)
+    loop = compute_pefs(whole_vocabulary, encoded, top_k_classes=3, n_values=None, method="loop", progress=False)
+    assert hooks.classes.shape == (5, 3) and hooks.logits.shape == (5, len(prompt_classifier.tokenizer))
+    np.testing.assert_array_equal(hooks.classes, loop.classes)
+    np.testing.assert_allclose(hooks.dense(), loop.dense(), atol=2e-6 * np.abs(loop.dense()).max())
+    # The trained model answers with a label word: its most probable token is one.
+    assert set(hooks.classes[:, 0]) <= set(prompt_classifier.label_ids.tolist())
+
+
+def test_perturbed_works_through_the_wrapper(prompt_classifier, prompt_examples):
+    encoded = prompt_classifier.encode(prompt_examples["text"][:4])
+    pefs = compute_pefs(prompt_classifier, encoded, n_values=None, progress=False)
+    delta = np.random.default_rng(0).normal(size=pefs.n_parameters) * 0.05
+    before = [p.detach().clone() for p in prompt_classifier.lm.parameters()]
+    with torch.no_grad():
+        original = prompt_classifier(**encoded)
+        with perturbed(prompt_classifier, pefs.layout, delta):
+            through_wrapper = prompt_classifier(**encoded)
+        with perturbed(prompt_classifier.lm, pefs.layout, delta):  # the same layout fits the bare LM
+            through_lm = prompt_classifier(**encoded)
+    assert not torch.allclose(original, through_wrapper)
+    torch.testing.assert_close(through_wrapper, through_lm, rtol=0, atol=0)
+    assert all(torch.equal(p, q) for p, q in zip(prompt_classifier.lm.parameters(), before))
+
+
+def test_npeff_runs_end_to_end_on_the_language_model(prompt_classifier, prompt_examples):
+    encoded = prompt_classifier.encode(prompt_examples["text"])
+    labels = prompt_examples["label"].to_numpy()
+    pefs = compute_pefs(prompt_classifier, encoded, labels, n_values=2048, progress=False)
+    decomposition = LrmNpeff(6, n_iters_g_only=20, n_iters_joint=60, seed=0, progress=False).fit(pefs)
+    losses = decomposition.loss_history_["joint"][:, 1]
+    assert losses[-1] < losses[0]
+    table = component_table(
+        decomposition.W_, decomposition.components_, labels=pefs.labels, predictions=pefs.predictions,
+        attributes=pd.DataFrame({"strategy": prompt_examples["strategies"]}), n_top=10,
+    )
+    assert len(table) == 6 and table["mass"].sum() == pytest.approx(1.0)
+    assert {"label_purity", "strategy", "strategy_purity", "accuracy"} <= set(table.columns)
+
+    top = top_examples(decomposition.W_, 0, 10)
+    result = perturbation_check(prompt_classifier, decomposition, 0, encoded, labels, top, epsilon=0.1)
+    assert result.kl_top["+"] > 0 and np.isfinite(result.kl_ratio)
+
+    rows = {k: v[top[:4]] for k, v in encoded.items()}
+    scores = token_scores(prompt_classifier, decomposition, 0, rows)
+    for s, mask in zip(scores, rows["attention_mask"]):
+        assert len(s.scores) == int(mask.sum())  # the unpadded tokens, padding on the left
+        assert s.scores.sum() + s.head_share == pytest.approx(1.0, abs=1e-6)
+
+
+def test_right_padding_and_bad_settings_are_refused(prompt_classifier):
+    encoded = prompt_classifier.encode(["the movie was good .", "the acting was not very bad for me ."])
+    right = {k: torch.flip(v, dims=[1]) for k, v in encoded.items()}  # padding moved to the right
+    with pytest.raises(ValueError, match="pad on the left"):
+        prompt_classifier(**right)
+    with pytest.raises(ValueError, match="no '\\{text\\}' slot"):
+        ZeroShotClassifier(prompt_classifier.lm, prompt_tokenizer(), "sentiment :", LABEL_WORDS)
+    with pytest.raises(ValueError, match="same token"):
+        ZeroShotClassifier(prompt_classifier.lm, prompt_tokenizer(), TEMPLATE, ("good", "good"))
+    with pytest.raises(ValueError, match="at least two"):
+        ZeroShotClassifier(prompt_classifier.lm, prompt_tokenizer(), TEMPLATE, ("good",))
+
+
+def test_encode_keeps_the_end_of_long_prompts(prompt_classifier):
+    encoded = prompt_classifier.encode(["the movie was good . the acting was bad ."], max_length=4)
+    tokens = prompt_classifier.tokenizer.convert_ids_to_tokens(encoded["input_ids"][0].tolist())
+    assert tokens == ["bad", ".", "sentiment", ":"]
+
+
+def test_wrapper_mode_is_the_language_models(prompt_classifier, prompt_examples):
+    """eval_mode restores ``model.training``; for the wrapper that must be the LM's own mode,
+    or computing PEFs would leave the LM with dropout switched on."""
+    assert not prompt_classifier.training and not prompt_classifier.lm.training
+    compute_pefs(prompt_classifier, prompt_classifier.encode(prompt_examples["text"][:2]), progress=False)
+    assert not prompt_classifier.lm.training and not any(m.training for m in prompt_classifier.lm.modules())
+    prompt_classifier.train()
+    assert prompt_classifier.training and prompt_classifier.lm.training
+    prompt_classifier.eval()
+    assert not prompt_classifier.lm.training

@@ -1,0 +1,284 @@
+"""Per-layer rules: a layer's per-example parameter gradients from its input and output gradient.
+
+For a batch, a rule receives the layer's input ``x`` of shape (e, ...) (one row per
+example) and the gradients of the k class-slot objectives with respect to the layer's
+output, ``g`` of shape (k, e, ...), and returns, for each parameter it owns, the e
+examples' gradients as a :class:`BlockGradient`. A rule may return a plain tensor of
+shape (k, e, *parameter.shape) instead; it is wrapped in :class:`DenseGradient`.
+
+Most gradients are never written out whole: a Linear layer's is a sum over positions of
+outer products, so its Gram matrix over class slots, a bound on its largest entry and the
+entries above a threshold can all be had from the factors (see ``docs/design.md``,
+"Fast exact PEFs"). That is what lets the top-n selection skip most of a large model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .selection import candidates
+
+# Relative slack on the Cauchy-Schwarz bounds: the bound and the entries are rounded
+# differently in float32, and a bound must never fall below an entry it covers.
+BOUND_SLACK = 1.0 + 1e-5
+
+
+class BlockGradient:
+    """One parameter's gradients for the e examples of a batch and their k class slots.
+
+    Entries are indexed (slot s, example i, position j) with j the position in the
+    flattened parameter (``numel`` of them).
+    """
+
+    numel: int
+
+    def dense(self, rows: slice = slice(None)) -> torch.Tensor:
+        """(k, e_rows, numel): every entry of the examples in ``rows``."""
+        raise NotImplementedError
+
+    def gram(self) -> torch.Tensor:
+        """(e, k, k) float64: Σ_j G[s, i, j] G[t, i, j] for each example i."""
+        raise NotImplementedError
+
+    def bounds(self) -> torch.Tensor:
+        """(e,): for each example, a number at least as large as its largest |entry|."""
+        raise NotImplementedError
+
+    def example(self, i: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Example i's non-zero part: (positions (n,) or None for all ``numel``, values (k, n))."""
+        raise NotImplementedError
+
+    def entries(self, i: int, floor: float, n: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Example i's entries that may be among its n largest |values| overall, given that
+        n others are at least ``floor``: (slots, positions, values); never exact zeros."""
+        positions, values = self.example(i)
+        width = values.shape[1]
+        flat = values.reshape(-1)
+        hit = candidates(flat.abs(), floor, n)
+        local = hit % width
+        return hit // width, local if positions is None else positions[local], flat[hit]
+
+
+def _gram(values: torch.Tensor) -> torch.Tensor:
+    """(k, e, n) -> (e, k, k) in float64."""
+    v = values.double().transpose(0, 1)  # (e, k, n)
+    return v @ v.transpose(1, 2)
+
+
+def _ghost_gram(g: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
+    """Gram of Σ_t g[s, i, t] ⊗ x[i, t] from the position-by-position inner products of the
+    x factors, ``inner`` (e, T, T), without forming the outer products (the "ghost norm"
+    trick of per-example gradient clipping). g: (k, e, T, out).
+
+    The inner products over features run in float32 (sums of at most a layer's width);
+    the sum over position pairs in float64."""
+    k, e, T, _ = g.shape
+    gg = g.transpose(0, 1).reshape(e, k * T, -1)
+    gg = (gg @ gg.transpose(1, 2)).reshape(e, k, T, k, T)
+    return torch.einsum("esatb,eab->est", gg.double(), inner.double())
+
+
+class DenseGradient(BlockGradient):
+    """Gradients written out in full: (k, e, numel)."""
+
+    def __init__(self, values: torch.Tensor):
+        self.values = values.reshape(values.shape[0], values.shape[1], -1)
+        self.numel = self.values.shape[2]
+
+    def dense(self, rows: slice = slice(None)) -> torch.Tensor:
+        return self.values[:, rows]
+
+    def gram(self) -> torch.Tensor:
+        return _gram(self.values)
+
+    def bounds(self) -> torch.Tensor:
+        return self.values.abs().amax(dim=(0, 2))
+
+    def example(self, i: int):
+        return None, self.values[:, i]
+
+
+class OuterProductGradient(BlockGradient):
+    """A Linear-type weight: G[s, i] = Σ_t g[s, i, t] ⊗ x[i, t], shape (out, in), or its
+    transpose (in, out) for GPT-2's Conv1D.
+
+    g: (k, e, T, out) output gradients; x: (e, T, in) inputs.
+    """
+
+    def __init__(self, g: torch.Tensor, x: torch.Tensor, transposed: bool = False):
+        self.g, self.x, self.transposed = g, x, transposed
+        self.numel = g.shape[3] * x.shape[2]
+        self._norms = None
+
+    def _outer(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """g (k, ..., T, R), x (..., T, C) -> (k, ..., R, C), or (k, ..., C, R) transposed."""
+        if self.transposed:
+            return torch.matmul(x.transpose(-1, -2), g)
+        return torch.matmul(g.transpose(-1, -2), x)
+
+    def dense(self, rows: slice = slice(None)) -> torch.Tensor:
+        out = self._outer(self.g[:, rows], self.x[rows])
+        return out.reshape(out.shape[0], out.shape[1], -1)
+
+    def gram(self) -> torch.Tensor:
+        T, n_out, n_in = self.x.shape[1], self.g.shape[3], self.x.shape[2]
+        if T * (n_in + n_out) <= n_in * n_out:  # the factors are smaller than the gradient
+            return _ghost_gram(self.g, self.x @ self.x.transpose(1, 2))
+        return _gram(self.dense())
+
+    def norms(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per example, the largest (over slots) norm over positions of each output unit's
+        gradient (e, out), and each input unit's norm over positions (e, in). By
+        Cauchy-Schwarz, |G[s, i, a, b]| ≤ rows[i, a] · cols[i, b]."""
+        if self._norms is None:
+            # Positions with no output gradient (padding) add nothing to G; leaving them out
+            # of the column norms keeps the bounds tight.
+            g_squared = self.g.square().sum(dim=2)  # (k, e, out); not linalg.vector_norm, slow over a middle axis
+            live = (self.g != 0).any(dim=3).any(dim=0)  # (e, T)
+            x_squared = (self.x.square() * live.unsqueeze(-1)).sum(dim=1)  # (e, in)
+            self._norms = g_squared.amax(dim=0).sqrt() * BOUND_SLACK, x_squared.sqrt()
+        return self._norms
+
+    def bounds(self) -> torch.Tensor:
+        rows, cols = self.norms()
+        return rows.amax(dim=1) * cols.amax(dim=1)
+
+    def example(self, i: int):
+        out = self._outer(self.g[:, i], self.x[i])
+        return None, out.reshape(out.shape[0], -1)
+
+    def entries(self, i: int, floor: float, n: int | None):
+        """Only the rows and columns whose bound reaches ``floor`` are computed."""
+        rows, cols = self.norms()
+        rows, cols = rows[i], cols[i]
+        g, x = self.g[:, i], self.x[i]
+        keep_rows = (rows * cols.max() >= floor).nonzero().squeeze(1)
+        keep_cols = (cols * rows.max() >= floor).nonzero().squeeze(1)
+        if keep_rows.numel() < rows.numel():
+            g = g.index_select(2, keep_rows)
+        if keep_cols.numel() < cols.numel():
+            x = x.index_select(1, keep_cols)
+        sub = self._outer(g, x)  # (k, R, C), or (k, C, R) transposed
+        flat = sub.reshape(-1)
+        hit = candidates(flat.abs(), floor, n)
+        n_r, n_c = keep_rows.numel(), keep_cols.numel()
+        slots, rest = hit // (n_r * n_c), hit % (n_r * n_c)
+        if self.transposed:  # parameter (in, out): position b * out + a
+            b, a = keep_cols[rest // n_r], keep_rows[rest % n_r]
+            positions = b * rows.numel() + a
+        else:  # parameter (out, in): position a * in + b
+            a, b = keep_rows[rest // n_c], keep_cols[rest % n_c]
+            positions = a * cols.numel() + b
+        return slots, positions, flat[hit]
+
+
+class EmbeddingGradient(BlockGradient):
+    """An embedding table's gradient: example i's row v is Σ over its tokens t with id v
+    of g[s, i, t]. Only the rows of the tokens an example uses are ever written.
+
+    ids: (e, T); g: (k, e, T, d); tokens with ``padding_idx`` get no gradient (as in torch).
+    """
+
+    def __init__(self, ids: torch.Tensor, g: torch.Tensor, n_rows: int, padding_idx: int | None):
+        if padding_idx is not None:
+            g = g * (ids != padding_idx).unsqueeze(-1).to(g.dtype)
+        self.ids, self.g, self.n_rows = ids, g, n_rows
+        self.numel = n_rows * g.shape[3]
+
+    def dense(self, rows: slice = slice(None)) -> torch.Tensor:
+        ids, g = self.ids[rows], self.g[:, rows]
+        k, e, T, d = g.shape
+        out = torch.zeros((k, e * self.n_rows, d), dtype=g.dtype, device=g.device)
+        index = ids + self.n_rows * torch.arange(e, device=ids.device).unsqueeze(1)
+        out.index_add_(1, index.reshape(-1), g.reshape(k, e * T, d))
+        return out.reshape(k, e, -1)
+
+    def gram(self) -> torch.Tensor:
+        same = self.ids.unsqueeze(2) == self.ids.unsqueeze(1)  # (e, T, T): tokens sharing a row
+        return _ghost_gram(self.g, same)
+
+    def bounds(self) -> torch.Tensor:
+        return self.g.abs().sum(dim=2).amax(dim=(0, 2)) * BOUND_SLACK
+
+    def example(self, i: int):
+        used, token_row = torch.unique(self.ids[i], return_inverse=True)
+        g = self.g[:, i]  # (k, T, d)
+        d = g.shape[2]
+        rows = torch.zeros((g.shape[0], used.numel(), d), dtype=g.dtype, device=g.device)
+        rows.index_add_(1, token_row, g)
+        positions = (used.unsqueeze(1) * d + torch.arange(d, device=used.device)).reshape(-1)
+        return positions, rows.reshape(g.shape[0], -1)
+
+
+# ---------------------------------------------------------------------------------------
+# The registry
+# ---------------------------------------------------------------------------------------
+
+# rule(module, x (e, ...), g (k, e, ...)) -> {parameter attribute name: BlockGradient or (k, e, *shape)}
+PerExampleRule = Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, BlockGradient | torch.Tensor]]
+PER_EXAMPLE_RULES: dict[type, PerExampleRule] = {}
+
+
+def register_rule(*module_types: type) -> Callable[[PerExampleRule], PerExampleRule]:
+    """Register a rule for layer types (exact type match); see the module docs for the contract."""
+
+    def decorate(rule: PerExampleRule) -> PerExampleRule:
+        for t in module_types:
+            PER_EXAMPLE_RULES[t] = rule
+        return rule
+
+    return decorate
+
+
+def _positions(x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (e, ..., in), g (k, e, ..., out) -> (e, T, in), (k, e, T, out): the leading axes
+    between example and features are positions (tokens)."""
+    e = x.shape[0]
+    return x.reshape(e, -1, x.shape[-1]), g.reshape(g.shape[0], e, -1, g.shape[-1])
+
+
+@register_rule(nn.Linear)
+def _linear_rule(module: nn.Linear, x: torch.Tensor, g: torch.Tensor) -> dict:
+    x, g = _positions(x, g)
+    grads = {"weight": OuterProductGradient(g, x)}
+    if module.bias is not None:
+        grads["bias"] = g.sum(dim=2)
+    return grads
+
+
+@register_rule(nn.Embedding)
+def _embedding_rule(module: nn.Embedding, ids: torch.Tensor, g: torch.Tensor) -> dict:
+    e = ids.shape[0]
+    ids, g = ids.reshape(e, -1), g.reshape(g.shape[0], e, -1, g.shape[-1])
+    return {"weight": EmbeddingGradient(ids, g, module.num_embeddings, module.padding_idx)}
+
+
+@register_rule(nn.LayerNorm)
+def _layer_norm_rule(module: nn.LayerNorm, x: torch.Tensor, g: torch.Tensor) -> dict:
+    x_hat = nn.functional.layer_norm(x, module.normalized_shape, eps=module.eps)
+    shape = (g.shape[0], g.shape[1], -1, *module.normalized_shape)  # (k, e, positions, *normalised axes)
+    grads = {}
+    if module.weight is not None:
+        grads["weight"] = (g * x_hat).reshape(shape).sum(dim=2)
+    if module.bias is not None:
+        grads["bias"] = g.reshape(shape).sum(dim=2)
+    return grads
+
+
+def _register_transformers_rules() -> None:
+    """GPT-2's Conv1D is a Linear with its weight stored as (in, out)."""
+    try:
+        from transformers.pytorch_utils import Conv1D
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        return
+
+    @register_rule(Conv1D)
+    def _conv1d_rule(module, x, g):
+        x, g = _positions(x, g)
+        return {"weight": OuterProductGradient(g, x, transposed=True), "bias": g.sum(dim=2)}
+
+
+_register_transformers_rules()

@@ -1,0 +1,175 @@
+"""Exact selection of the n largest |entries| of a PEF, without sorting all of them.
+
+``torch.topk`` over one MiniLM example's 45 M entries takes most of a second; the top
+65,536 are a small fraction, so the functions here find a threshold first and only rank
+the entries above it. They are exact: the result is the n largest magnitudes, exact
+zeros never kept; of entries tied at the cut-off, the first by position are kept (where
+``torch.topk`` keeps arbitrary ones).
+
+On CPU the work is done on numpy views of the tensors: numpy's comparisons and
+``flatnonzero`` ran 4 to 7 times faster than torch's on the small arrays of one example
+(see benchmarks/README.md). On other devices it stays in torch.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+Array = np.ndarray | torch.Tensor
+
+# Below this many entries ranking all is as fast as sampling a threshold first.
+_SMALL = 1 << 15
+_SAMPLE = 4096
+
+
+# -- the few operations numpy and torch spell differently --------------------------------
+
+
+def _array(t: torch.Tensor) -> Array:
+    return t.detach().numpy() if t.device.type == "cpu" else t
+
+
+def _tensor(a: Array) -> torch.Tensor:
+    return torch.from_numpy(a) if isinstance(a, np.ndarray) else a
+
+
+def _flatnonzero(mask: Array) -> Array:
+    return np.flatnonzero(mask) if isinstance(mask, np.ndarray) else mask.nonzero().squeeze(1)
+
+
+def _at_least(magnitudes: Array, floor: float) -> Array:
+    """Mask of the entries that may be among the largest: ≥ floor, and never exact zeros."""
+    return magnitudes >= floor if floor > 0 else magnitudes > 0
+
+
+def _nth_largest(values: Array, n: int) -> float:
+    if isinstance(values, np.ndarray):
+        return float(np.partition(values, values.size - n)[values.size - n])
+    return float(values.topk(n, sorted=False).values.min())
+
+
+def _concatenate(parts: list[Array]) -> Array:
+    return np.concatenate(parts) if isinstance(parts[0], np.ndarray) else torch.cat(parts)
+
+
+@lru_cache(maxsize=64)
+def _sample_of(length: int) -> np.ndarray:
+    # A fixed pseudo-random sample: deterministic runs, and no aliasing with the strides of
+    # a parameter's rows that an evenly spaced sample would have.
+    return np.random.default_rng(length).integers(0, length, _SAMPLE)
+
+
+# -- selection -------------------------------------------------------------------------
+
+
+def _sample_threshold(magnitudes: Array, n: int) -> float:
+    """A value that a little more than n of the magnitudes reach, judged from a sample
+    (six standard errors of the sample's estimate more than n)."""
+    positions = _sample_of(len(magnitudes))
+    sample = magnitudes[positions if isinstance(magnitudes, np.ndarray) else torch.from_numpy(positions).to(magnitudes.device)]
+    share = n / len(magnitudes)
+    share = min(1.0, share + 6 * math.sqrt(share * (1 - share) / _SAMPLE) + 1 / _SAMPLE)
+    return _nth_largest(sample, max(1, int(_SAMPLE * share)))
+
+
+def _largest(magnitudes: Array, n: int) -> Array:
+    """Ascending indices of the n largest magnitudes (≥ 0); exact zeros are never included,
+    so fewer come back when fewer are non-zero."""
+    threshold = 0.0
+    if n < len(magnitudes) and len(magnitudes) > _SMALL:
+        threshold = _sample_threshold(magnitudes, n)
+    return _largest_above(magnitudes, _flatnonzero(_at_least(magnitudes, threshold)), threshold, n)
+
+
+def _largest_above(magnitudes: Array, index: Array, threshold: float, n: int) -> Array:
+    """The n largest, given ``index``: the ascending positions of every entry ≥ threshold."""
+    if len(index) < n and threshold > 0:  # the sample misjudged: rank every non-zero
+        index = _flatnonzero(magnitudes > 0)
+    if len(index) <= n:
+        return index
+    values = magnitudes[index]
+    cut = _nth_largest(values, n)
+    keep = values >= cut
+    surplus = int(keep.sum()) - n
+    if surplus > 0:  # ties at the cut: drop the last ones
+        tied = _flatnonzero(values == cut)
+        keep[tied[len(tied) - surplus :]] = False
+    return index[_flatnonzero(keep)]
+
+
+def largest(magnitudes: torch.Tensor, n: int) -> torch.Tensor:
+    """Ascending indices of the n largest of a 1-D tensor of magnitudes (≥ 0); exact zeros
+    are never included, so fewer come back when fewer are non-zero.
+
+    Only the entries above a sampled threshold are ranked (all of them if fewer than n
+    reach it).
+    """
+    return _tensor(_largest(_array(magnitudes), n))
+
+
+def candidates(magnitudes: torch.Tensor, floor: float, n: int | None) -> torch.Tensor:
+    """Ascending indices of the entries of one block that may be among the n largest
+    overall, when n others are known to be ≥ floor: those ≥ floor, and, when the block
+    alone holds many more than n, only its own n largest."""
+    m = _array(magnitudes)
+    if n is not None and floor == 0 and len(m) > 4 * n:
+        return _tensor(_largest(m, n))
+    return _tensor(_flatnonzero(_at_least(m, floor)))
+
+
+def top_entries(values: torch.Tensor, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions (ascending) and values of the n largest |values| of a 1-D tensor, exact
+    zeros dropped; n None keeps every non-zero."""
+    v = _array(values)
+    magnitudes = abs(v)
+    position = _flatnonzero(magnitudes > 0) if n is None else _largest(magnitudes, n)
+    return _tensor(position), _tensor(v[position])
+
+
+class RunningTop:
+    """The n largest |values| of a stream of (positions, values) blocks.
+
+    ``floor`` is the n-th largest magnitude seen so far (0 until n were seen): an entry
+    below it can never be among the final n, so a block whose largest magnitude is below
+    it can be skipped, and a block only needs to pass on its entries at or above it
+    (:func:`candidates`).
+    """
+
+    def __init__(self, n: int | None):
+        self.n = n
+        self.floor = 0.0
+        self._positions: list[Array] = []
+        self._values: list[Array] = []
+        self._size = 0
+
+    def add(self, positions: torch.Tensor, values: torch.Tensor) -> None:
+        """Offer entries, which the caller has already cut to those ≥ floor and non-zero."""
+        if values.numel() == 0:
+            return
+        self._positions.append(_array(positions))
+        self._values.append(_array(values))
+        self._size += values.numel()
+        # The first time n entries are in, set the floor; after that, shrink when doubled.
+        if self.n is not None and self._size > self.n and (self.floor == 0 or self._size >= 2 * self.n):
+            self._shrink()
+
+    def _shrink(self) -> None:
+        positions, values = _concatenate(self._positions), _concatenate(self._values)
+        kept = _largest(abs(values), self.n)
+        positions, values = positions[kept], values[kept]
+        self._positions, self._values, self._size = [positions], [values], len(values)
+        self.floor = float(abs(values).min())
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Positions (ascending) and values of the n largest."""
+        if not self._values:
+            return torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.float32)
+        if self.n is not None and self._size > self.n:
+            self._shrink()
+        positions, values = _concatenate(self._positions), _concatenate(self._values)
+        order = positions.argsort()
+        return _tensor(positions[order]), _tensor(values[order])

@@ -1,0 +1,128 @@
+"""CPU kernels for the sparse products of the NPEFF fits, compiled with numba.
+
+Each fit iteration multiplies the PEF matrix X (rows: examples × slots, columns:
+parameters) by thin dense matrices both ways: X·Mᵀ with M of shape (r, m), and Xᵀ·B with
+B of shape (n, r). torch's CSR product X·Mᵀ reads M's columns at random across millions
+of parameters (cache misses), its product with a transposed CSR is another 10× slower,
+and scipy's are single-threaded. Both kernels here instead stream once through Xᵀ
+stored as its own CSR matrix (one row per parameter) and keep the small side (n × r) in
+cache:
+
+- :func:`csr_times_dense` (Xᵀ·B): each parameter's row of the result is a sum of rows of B;
+  :func:`csr_times_dense_t` writes it transposed, (r, m), the layout of G.
+- :func:`csr_transposed_times_dense` (X·Mᵀ = (Xᵀ)ᵀ·Mᵀ): each parameter's column of M is
+  added into the rows of the examples that use it; each thread adds into its own copy
+  of the (n × r) result, and the copies are summed.
+
+Rows are split into ranges of equal numbers of entries, one per torch thread.
+
+Hand-written because no maintained library offers these two products multithreaded on
+CPU (docs/design.md, "Fast fits"). numba is imported on first use only; without it, or on
+another device, the products fall back to torch (:class:`workbench.npeff._Prepared`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+
+@lru_cache(maxsize=1)
+def _numba():
+    try:
+        import numba
+    except ImportError:  # an optional speed-up: torch does the products without it
+        return None
+    return numba
+
+
+_enabled = True
+
+
+def available() -> bool:
+    """Whether the numba kernels can run here (and are not switched off by :func:`disabled`)."""
+    return _enabled and _numba() is not None
+
+
+@contextlib.contextmanager
+def disabled():
+    """Within this block the fits use torch's products, e.g. to compare against them."""
+    global _enabled
+    saved, _enabled = _enabled, False
+    try:
+        yield
+    finally:
+        _enabled = saved
+
+
+@lru_cache(maxsize=1)
+def _compiled():
+    from . import _numba_kernels
+
+    return _numba_kernels
+
+
+@lru_cache(maxsize=1)
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="workbench-kernels")
+
+
+def _ranges(n_rows: int, indptr: np.ndarray) -> list[tuple[int, int]]:
+    """Row ranges of about equal numbers of entries, one per torch thread."""
+    n_threads = max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
+    if n_threads == 1 or indptr[-1] < 1 << 16:
+        return [(0, n_rows)]
+    cuts = np.searchsorted(indptr, np.linspace(0, indptr[-1], n_threads + 1)[1:-1])
+    bounds = [0, *cuts.tolist(), n_rows]
+    return [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def _run(kernel, ranges: list[tuple[int, int]], *args) -> None:
+    """kernel(*args(i), start, stop) for each range, on threads (the kernels release the GIL)."""
+    if len(ranges) == 1:
+        kernel(*args[0], *ranges[0])
+        return
+    for future in [_pool().submit(kernel, *a, start, stop) for a, (start, stop) in zip(args, ranges)]:
+        future.result()
+
+
+def _csr_arrays(matrix: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return matrix.crow_indices().numpy(), matrix.col_indices().numpy(), matrix.values().numpy()
+
+
+def csr_times_dense(matrix: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """matrix @ B for a CPU CSR float32 matrix (p, q) and a dense float32 B (q, r): (p, r)."""
+    indptr, indices, data = _csr_arrays(matrix)
+    out = np.empty((matrix.shape[0], B.shape[1]), dtype=np.float32)
+    B = np.ascontiguousarray(B.numpy())
+    ranges = _ranges(matrix.shape[0], indptr)
+    _run(_compiled().csr_times_dense, ranges, *[(indptr, indices, data, B, out)] * len(ranges))
+    return torch.from_numpy(out)
+
+
+def csr_times_dense_t(matrix: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """(matrix @ B)ᵀ, contiguous, for a CPU CSR float32 matrix (p, q) and a dense float32 B (q, r): (r, p)."""
+    indptr, indices, data = _csr_arrays(matrix)
+    out_t = np.empty((B.shape[1], matrix.shape[0]), dtype=np.float32)
+    B = np.ascontiguousarray(B.numpy())
+    ranges = _ranges(matrix.shape[0], indptr)
+    _run(_compiled().csr_times_dense_t, ranges, *[(indptr, indices, data, B, out_t)] * len(ranges))
+    return torch.from_numpy(out_t)
+
+
+def csr_transposed_times_dense(matrix: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """matrixᵀ @ B for a CPU CSR float32 matrix (p, q) and a dense float32 B (p, r): (q, r).
+
+    B may be a transposed view (e.g. Mᵀ of an (r, p) matrix); it is read as it lies. Each
+    thread adds into its own (q, r) result; they are summed at the end."""
+    indptr, indices, data = _csr_arrays(matrix)
+    B = B.numpy()
+    ranges = _ranges(matrix.shape[0], indptr)
+    partial = np.empty((len(ranges), matrix.shape[1], B.shape[1]), dtype=np.float32)
+    _run(_compiled().csr_transposed_times_dense, ranges, *[(indptr, indices, data, B, partial[t]) for t in range(len(ranges))])
+    return torch.from_numpy(partial.sum(axis=0, dtype=np.float32) if len(ranges) > 1 else partial[0])
