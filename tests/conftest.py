@@ -88,9 +88,9 @@ def quickstart_run(tmp_path_factory):
     return run_notebook(QUICKSTART, tmp_path_factory.mktemp("runs") / "quickstart", QUICKSTART_SMALL, progress=False)
 
 
-@pytest.fixture(scope="session")
-def hostile_run(embedded_run, tmp_path_factory):
-    """A copy of the embedded run (without its PEFs) whose components' top examples read as HTML and script."""
+def hostile_copy(run, path: Path):
+    """A copy of ``run``'s folder (without its PEFs) in which the top example of each component
+    that is some component's argmax reads as HTML and script: a Run."""
     import shutil
 
     import numpy as np
@@ -98,11 +98,24 @@ def hostile_run(embedded_run, tmp_path_factory):
 
     from workbench.run import EXAMPLES, Run
 
-    path = tmp_path_factory.mktemp("runs") / "hostile"
-    shutil.copytree(embedded_run.path, path, ignore=shutil.ignore_patterns("pefs"))
+    shutil.copytree(run.path, path, ignore=shutil.ignore_patterns("pefs"))
     examples = pd.read_parquet(path / EXAMPLES)
     column = examples.columns.get_loc("text")
-    for k, i in enumerate(np.unique(embedded_run.decomposition().W_.argmax(axis=0))):
+    for k, i in enumerate(np.unique(run.decomposition().W_.argmax(axis=0))):
         examples.iloc[i, column] = HOSTILE_TEXTS[k % 2]
     examples.to_parquet(path / EXAMPLES)
     return Run(path)
+
+
+@pytest.fixture(scope="session")
+def hostile_run(embedded_run, tmp_path_factory):
+    """The embedded run with hostile top examples (see hostile_copy)."""
+    return hostile_copy(embedded_run, tmp_path_factory.mktemp("runs") / "hostile")
+
+
+@pytest.fixture(scope="session")
+def hostile_quickstart_run(quickstart_run, tmp_path_factory):
+    """The quickstart's run folder with hostile top examples (see hostile_copy)."""
+    from workbench.run import Run
+
+    return hostile_copy(Run(quickstart_run.folder), tmp_path_factory.mktemp("runs") / "hostile-quickstart")

@@ -64,9 +64,10 @@ def open_workbench(page, lab, run_path, name: str) -> float:
     return opened
 
 
-def test_workbench_in_jupyterlab(page, lab, hostile_run):
-    """Click a component, see its examples (HTML in them shown as text), run a perturbation, read the result."""
-    open_workbench(page, lab, hostile_run.path, "workbench.ipynb")
+def test_workbench_in_jupyterlab(page, lab, hostile_quickstart_run):
+    """The quickstart's run (its top examples made hostile) in JupyterLab: click a component, see its
+    examples (the HTML in them shown as text), run a perturbation, read the result."""
+    open_workbench(page, lab, hostile_quickstart_run.path, "workbench.ipynb")
     page.keyboard.press("Control+b")  # hide the file browser: more room for the panels
     browser_panel = page.locator(".npeff-component-browser")
     browser_panel.screenshot(path=SCREENSHOTS / "component-browser.png")
@@ -85,7 +86,8 @@ def test_workbench_in_jupyterlab(page, lab, hostile_run):
     panel.locator("button", has_text="run check").click()
     ratio = panel.locator(".npeff-kl-ratio")
     ratio.wait_for(timeout=120_000)
-    assert float(ratio.inner_text()) > 0
+    expected = RunExplorer.open(hostile_quickstart_run.path).perturb(3, epsilon=0.1)  # the panel's defaults
+    assert ratio.inner_text() == f"{expected.kl_ratio:.3g}"
     assert "Component 3 at ε = 0.1" in panel.locator(".npeff-perturbation-summary").inner_text()
     page.wait_for_function(
         "document.querySelectorAll('.npeff-perturbation-panel .js-plotly-plot .bars path').length >= 8")
