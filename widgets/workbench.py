@@ -12,7 +12,7 @@ from workbench.explore import RunExplorer
 from .browser import ComponentBrowser
 from .examples import ExampleViewer
 from .perturbation import PerturbationPanel
-from .static import StaticFallback
+from .static import StaticFallback, on_click_shown
 
 
 class Workbench(StaticFallback, w.VBox):
@@ -29,6 +29,13 @@ class Workbench(StaticFallback, w.VBox):
         self.examples = ExampleViewer(explorer, page_size=examples_per_page)
         self.perturbation = PerturbationPanel(explorer)
         self.details = w.HTML()
+        self.export_format = w.Dropdown(options=["parquet", "csv"], value="parquet", description="format",
+                                        layout=w.Layout(width="180px"))
+        self.export_button = w.Button(description="export tables", icon="download",
+                                      tooltip="components, coefficients, perturbations and component vectors "
+                                              "into the run's exports/ folder")
+        self.export_button.on_click(on_click_shown(self.export))
+        self.export_status = w.HTML()
         self.browser.observe(self._selected, names="selected")
         header = w.HTML(self._header_html())
         super().__init__([
@@ -36,6 +43,8 @@ class Workbench(StaticFallback, w.VBox):
             w.HTML("<h3>Components</h3>"), self.browser,
             w.HTML("<h3>Selected component</h3>"), self.details, self.examples,
             w.HTML("<h3>Perturbation</h3>"), self.perturbation,
+            w.HTML("<h3>Export</h3>"),
+            w.HBox([self.export_format, self.export_button, self.export_status], layout=w.Layout(align_items="center")),
         ])
         self.add_class("npeff-workbench")
         first = self.browser.current.rows.index
@@ -49,6 +58,21 @@ class Workbench(StaticFallback, w.VBox):
 
     def select(self, component: int) -> None:
         self.browser.select(component)
+
+    def export(self, folder=None) -> dict:
+        """``explorer.export`` of the run's tables and the perturbation panel's last results, in the
+        format chosen; the panel lists the files written (or shows the error), and they are returned."""
+        panel = self.perturbation
+        results = [panel.sweep_frame if panel.sweep_frame is not None else panel.result] if panel.result is not None else []
+        self.export_status.value = "<i>exporting…</i>"
+        try:
+            written = self.explorer.export(folder, format=self.export_format.value, perturbations=results)
+        except Exception as error:
+            self.export_status.value = report.fragment(report.error_html(f"{type(error).__name__}: {error}"))
+            raise
+        self.export_status.value = "wrote " + ", ".join(
+            f"{report.escape(what)} <code>{report.escape(path)}</code>" for what, path in written.items())
+        return written
 
     def _selected(self, change) -> None:
         component = change["new"]

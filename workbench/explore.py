@@ -32,6 +32,9 @@ import pandas as pd
 from . import analysis, report
 from .run import COMPONENTS, MODEL, Run
 
+#: Where :meth:`RunExplorer.export` writes by default, inside the run folder.
+EXPORTS = "exports"
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 25
@@ -433,6 +436,39 @@ class RunExplorer:
         positions = np.arange(len(rows))
         return (model, self.decomposition, int(component), inputs, self.labels[rows],
                 positions[: len(top)], positions[len(top):])
+
+
+    # -- exports -----------------------------------------------------------------------
+
+    def export(self, folder: str | os.PathLike | None = None, *, format: str = "parquet",
+               perturbations: Sequence = ()) -> dict[str, "os.PathLike"]:
+        """Write the run's results as tidy files with ``workbench.export``; returns {what: path}.
+
+        Into ``folder`` (default: the run's ``exports/``): the component table, the per-example
+        coefficients (long format, zeros left out), the perturbation results given (results of
+        :meth:`perturb` or frames of :meth:`sweep`), all as ``format`` ("parquet" or "csv"), and
+        the components as safetensors keyed by parameter name.
+        """
+        from pathlib import Path
+
+        from . import export
+
+        if format not in ("parquet", "csv"):
+            raise ValueError(f"format must be 'parquet' or 'csv', got {format!r}")
+        folder = Path(folder) if folder is not None else self.run.path / EXPORTS
+        folder.mkdir(parents=True, exist_ok=True)
+        written = {
+            "components": export.export_components(self.table, folder / f"components.{format}"),
+            "coefficients": export.export_coefficients(self.W, folder / f"coefficients.{format}", drop_zeros=True),
+            "component vectors": export.export_components_safetensors(self.decomposition,
+                                                                      folder / "components.safetensors"),
+        }
+        frames = [p if isinstance(p, pd.DataFrame) else export.perturbation_frame(p) for p in perturbations]
+        if frames:
+            written["perturbations"] = export.export_perturbations(pd.concat(frames, ignore_index=True),
+                                                                   folder / f"perturbations.{format}")
+        logger.info("exported %s to %s", ", ".join(written), folder)
+        return written
 
 
 def _plain(value):

@@ -1,5 +1,7 @@
 """The panels, driven from Python as a front end would drive them (clicks, values), and their static bundles."""
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from widgets import ComponentBrowser, PerturbationPanel, Workbench
@@ -96,3 +98,36 @@ def test_panels_display_static_snapshots_beside_the_widget(workbench):
     for panel in (workbench.browser, workbench.examples, workbench.perturbation):
         parts = panel._repr_mimebundle_()
         assert parts["text/html"] and parts["text/plain"] and WIDGET_VIEW in parts
+
+
+def test_export_writes_tidy_files_of_what_the_panels_show(workbench, tmp_path):
+    from safetensors.numpy import load_file
+
+    explorer = workbench.explorer
+    workbench.select(2)
+    result = workbench.perturbation.run(epsilon=0.1)
+    written = workbench.export(tmp_path / "exports")
+    assert set(written) == {"components", "coefficients", "component vectors", "perturbations"}
+    components = pd.read_parquet(written["components"])
+    assert components["component"].tolist() == list(explorer.table.index)
+    assert np.allclose(components["mass"], explorer.table["mass"])
+    coefficients = pd.read_parquet(written["coefficients"])
+    W = explorer.W
+    assert len(coefficients) == np.count_nonzero(W)
+    assert np.allclose(coefficients["coefficient"], W[coefficients["example"], coefficients["component"]])
+    perturbations = pd.read_parquet(written["perturbations"])
+    assert np.allclose(perturbations["kl"], result.to_frame()["kl"]) and set(perturbations["component"]) == {2}
+    vectors = load_file(written["component vectors"])
+    assert all(v.shape[0] == explorer.n_components for v in vectors.values())
+    assert "coefficients" in workbench.export_status.value and str(tmp_path) in workbench.export_status.value
+
+    workbench.export_format.value = "csv"
+    assert pd.read_csv(workbench.export(tmp_path / "csv")["components"]).shape == components.shape
+    workbench.export_format.value = "parquet"
+
+
+def test_export_errors_are_shown_in_the_panel(workbench, tmp_path):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    with pytest.raises(FileExistsError):
+        workbench.export(tmp_path / "taken")
+    assert "FileExistsError" in workbench.export_status.value
