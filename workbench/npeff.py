@@ -33,11 +33,12 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .checkpoint import FitCheckpoint, fingerprint_matrix
 from . import kernels
 from .device import resolve_device
 from .params import ParameterLayout
 from .pefs import DPefs, LrmPefs
-from .store import StoreError, producer, read_arrays, write_arrays
+from .store import StoreError, check_same_model, fingerprint_pefs, producer, read_arrays, write_arrays
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ def _check_finite_norms(norms: np.ndarray) -> None:
     if zero.size:
         raise ValueError(
             f"{zero.size} examples have all-zero PEFs (first: {zero[:5].tolist()}): the model is certain of them "
-            "(p = 1 in float32) or the parameter filter selects nothing they use. Drop them before fitting, e.g. "
+            "(p = 1 in float32), the parameter filter selects nothing they use, or their entries are so small "
+            "(below ~1e-19) that the norm underflows float32. Drop them before fitting, e.g. "
             "pefs[pefs.frobenius_norms > 0]."
         )
 
@@ -202,6 +204,15 @@ class _NpeffBase:
         if pefs.n_examples == 0:
             raise ValueError("the PEF set is empty: there are no examples to fit")
         _check_finite_norms(pefs.frobenius_norms)
+        if fitted and self.pef_info_.get("model_fingerprint") and pefs.info.get("model_fingerprint") not in (
+            None, self.pef_info_["model_fingerprint"]
+        ):
+            raise StoreError(
+                f"these PEFs come from another model ({pefs.info.get('model')}, weights "
+                f"{pefs.info['model_fingerprint'][:12]}) than the decomposition's ({self.pef_info_.get('model')}, "
+                f"{self.pef_info_['model_fingerprint'][:12]}); compute them with the decomposition's model. To compare "
+                "two models on purpose, drop the record first: pefs.info.pop('model_fingerprint')"
+            )
         if fitted and (pefs.layout != self.layout_):
             raise ValueError(
                 f"these PEFs were computed over other parameters ({pefs.layout.n_parameters} parameters, "
@@ -220,6 +231,11 @@ class _NpeffBase:
 
     def _generator(self, offset: int = 0) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed + offset)
+
+    def _checkpoint(self, path, every: int, matrix: sp.csr_matrix, kept: np.ndarray, squared_norm: float):
+        if path is None:
+            return None
+        return FitCheckpoint(path, every, self, fingerprint_matrix(matrix, kept, squared_norm))
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "W_"):
@@ -265,22 +281,54 @@ class _NpeffBase:
         write_arrays(path, arrays, header)
 
     @classmethod
-    def load(cls, path: str | os.PathLike):
+    def load(cls, path: str | os.PathLike, *, model: torch.nn.Module | None = None):
+        """Read a decomposition written by :meth:`save`. With ``model``, refuse (StoreError) a
+        decomposition made from another model's PEFs or over parameters it does not have."""
         arrays, header = read_arrays(path, cls._format)
-        params = dict(header["params"])
-        model = cls(**params)
+        try:
+            estimator = cls(**dict(header["params"]))
+            estimator._validate_params()
+            estimator.n_parameters_ = int(header["n_parameters"])
+            estimator.n_classes_ = int(header["n_classes"])
+            estimator.layout_ = ParameterLayout.from_dict(header["layout"])
+            estimator.pef_info_ = dict(header.get("pef_info", {}))
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise StoreError(f"{path} has a damaged header ({err!r}); re-create it with save()") from err
         needed = {"W", cls._components_name, "kept_columns"}
         if not needed <= set(arrays):
             raise StoreError(f"{path} lacks {sorted(needed - set(arrays))}")
-        model.W_ = arrays["W"]
-        setattr(model, cls._components_name + "_", arrays[cls._components_name])
-        model.kept_columns_ = arrays["kept_columns"].astype(np.int64)
-        model.n_parameters_ = int(header["n_parameters"])
-        model.n_classes_ = int(header["n_classes"])
-        model.layout_ = ParameterLayout.from_dict(header["layout"])
-        model.pef_info_ = header.get("pef_info", {})
-        model.loss_history_ = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("losses/")}
-        return model
+        W, components, kept = arrays["W"], arrays[cls._components_name], arrays["kept_columns"]
+        r, m = estimator.n_components, estimator.n_parameters_
+        consistent = (
+            W.ndim == 2 and W.shape[1] == r and components.ndim == 2 and components.shape[0] == r
+            and kept.ndim == 1 and kept.shape[0] == components.shape[1] and m == estimator.layout_.n_parameters
+            and np.issubdtype(kept.dtype, np.integer) and (kept.size == 0 or (kept.min() >= 0 and kept.max() < m))
+            and W.dtype == np.float32 and components.dtype == np.float32
+        )
+        if not consistent:
+            raise StoreError(f"{path} is damaged: its arrays do not fit each other or its header; re-create it with save()")
+        estimator.W_ = W
+        setattr(estimator, cls._components_name + "_", components)
+        estimator.kept_columns_ = kept.astype(np.int64)
+        estimator.loss_history_ = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("losses/")}
+        if model is not None:
+            estimator.check_model(model, what=f"the decomposition {path}")
+        return estimator
+
+    def check_model(self, model: torch.nn.Module, what: str = "this decomposition") -> None:
+        """Refuse (StoreError) a model other than the one whose PEFs were decomposed: other
+        weights (when the PEFs recorded them), or no parameters of the decomposition's names and shapes."""
+        self._check_fitted()
+        params = dict(model.named_parameters())
+        wrong = [n for n, shape in zip(self.layout_.names, self.layout_.shapes)
+                 if n not in params or tuple(params[n].shape) != tuple(shape)]
+        if wrong:
+            raise StoreError(
+                f"{what} was made over parameters this model does not have, or has in other shapes (e.g. {wrong[:3]}): "
+                f"it comes from another model ({self.pef_info_.get('model', 'unnamed')}); load that model, or "
+                "recompute the PEFs and decomposition with this one"
+            )
+        check_same_model(self.pef_info_, model, what)
 
 
 _ALLOWED = {
@@ -301,10 +349,10 @@ _ALLOWED = {
 }
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int, desc: str, enabled: bool, initial: int = 0):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, initial=initial)
 
 
 def _quartic_argmin(poly: np.ndarray) -> float:
@@ -456,7 +504,7 @@ class LrmNpeff(_NpeffBase):
         # orthogonal_reg suits data sets of any size.
         return self.orthogonal_reg * data.squared_norm
 
-    def _fit_arrays(self, data: _Prepared, n_slots: int, n_kept: int, device):
+    def _fit_arrays(self, data: _Prepared, n_slots: int, n_kept: int, device, checkpoint: FitCheckpoint | None = None):
         r = self.n_components
         W = torch.rand((data.n_examples, r), generator=self._generator(0)).to(device)
         sigma = 1.0 / math.sqrt(r * n_kept / 2)
@@ -468,10 +516,20 @@ class LrmNpeff(_NpeffBase):
             raise NpeffDivergenceError("the loss is not finite at the start: the PEFs contain NaN or inf values")
         history = {"g_only": [], "joint": []}
         state = dict(W=W, G=G, AG=AG, GG=GG, loss=loss, first_loss=loss)
+        saved = checkpoint.load(device) if checkpoint is not None else None
+        if saved is not None:  # resume: the state after saved.step steps, exactly
+            state.update(saved.arrays, **saved.scalars)
+            history = saved.history
+            if saved.done:
+                return state, history
         total = self.n_iters_g_only + self.n_iters_joint
-        with _progress(total, "LRM-NPEFF", self.progress) as bar:
+        step = 0
+        with _progress(total, "LRM-NPEFF", self.progress, initial=saved.step if saved else 0) as bar:
             for phase, n_iters in (("g_only", self.n_iters_g_only), ("joint", self.n_iters_joint)):
                 for it in range(n_iters):
+                    step += 1
+                    if saved is not None and step <= saved.step:
+                        continue
                     if phase == "joint":
                         self._w_step(data, state, n_slots)
                     self._g_step(data, state, n_slots, phase, it)
@@ -485,6 +543,10 @@ class LrmNpeff(_NpeffBase):
                             bar.update(n_iters - it)
                             break
                     bar.update(1)
+                    if checkpoint is not None and checkpoint.due(step):
+                        self._save_checkpoint(checkpoint, step, state, history)
+        if checkpoint is not None:
+            self._save_checkpoint(checkpoint, step, state, history, done=True)
         if self.tol and self.n_iters_joint and not self._settled(history["joint"]):
             warnings.warn(
                 f"LRM-NPEFF used all {self.n_iters_joint} joint iterations before the loss settled to tol={self.tol}; "
@@ -493,6 +555,11 @@ class LrmNpeff(_NpeffBase):
                 stacklevel=3,
             )
         return state, history
+
+    @staticmethod
+    def _save_checkpoint(checkpoint: FitCheckpoint, step: int, state: dict, history: dict, done: bool = False) -> None:
+        arrays = {k: state[k] for k in ("W", "G", "AG", "GG")}
+        checkpoint.save(step, arrays, {"loss": state["loss"], "first_loss": state["first_loss"]}, history, done)
 
     def _settled(self, history) -> bool:
         if not self.tol or len(history) < 2:
@@ -564,8 +631,15 @@ class LrmNpeff(_NpeffBase):
 
     # -- the estimator API -------------------------------------------------------------
 
-    def fit(self, pefs: LrmPefs) -> "LrmNpeff":
-        """Fit W_ and G_ to the PEFs; returns self."""
+    def fit(self, pefs: LrmPefs, *, checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 50) -> "LrmNpeff":
+        """Fit W_ and G_ to the PEFs; returns self.
+
+        With ``checkpoint`` (a file path), the fit's state is saved there every
+        ``checkpoint_every`` steps and at the end; calling ``fit`` again with the same PEFs
+        and settings resumes from it (and returns at once if it had finished), ending
+        exactly where an uninterrupted fit ends. A checkpoint of other data or settings is
+        refused (:class:`~workbench.store.StoreError`). See :mod:`workbench.checkpoint`.
+        """
         self._validate_params()
         self._check_pefs(pefs, fitted=False)
         if self.n_components > pefs.n_examples:
@@ -576,15 +650,16 @@ class LrmNpeff(_NpeffBase):
         device = self._device()
         kept = self._kept_columns(pefs)
         X, squared_norm = self._matrix(pefs, kept)
+        saver = self._checkpoint(checkpoint, checkpoint_every, X, kept, squared_norm)
         data = _prepare(X, squared_norm, pefs.n_examples, device)
-        state, history = self._fit_arrays(data, pefs.n_slots, kept.size, device)
+        state, history = self._fit_arrays(data, pefs.n_slots, kept.size, device, saver)
         self.W_ = state["W"].cpu().numpy()
         self.G_ = state["G"].cpu().numpy()
         self.kept_columns_ = kept.astype(np.int64)
         self.n_parameters_ = pefs.n_parameters
         self.n_classes_ = pefs.n_slots
         self.layout_ = pefs.layout
-        self.pef_info_ = dict(pefs.info)
+        self.pef_info_ = dict(pefs.info, pefs_fingerprint=fingerprint_pefs(pefs))
         self.loss_history_ = {k: np.asarray(v, dtype=np.float64).reshape(-1, 2) for k, v in history.items()}
         return self
 
@@ -690,8 +765,8 @@ class DNpeff(_NpeffBase):
         W, HHt, DHt = W.double(), HHt.double(), DHt.double()
         return float(data.squared_norm - 2 * (W * DHt).sum() + ((W.T @ W) * HHt).sum())
 
-    def fit(self, pefs: DPefs) -> "DNpeff":
-        """Fit W_ and H_ to the D-PEFs; returns self."""
+    def fit(self, pefs: DPefs, *, checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 50) -> "DNpeff":
+        """Fit W_ and H_ to the D-PEFs; returns self. ``checkpoint``: as in :meth:`LrmNpeff.fit`."""
         self._validate_params()
         self._check_pefs(pefs, fitted=False)
         if self.n_components > pefs.n_examples:
@@ -702,6 +777,7 @@ class DNpeff(_NpeffBase):
         device = self._device()
         kept = self._kept_columns(pefs)
         D, squared_norm = self._matrix(pefs, kept)
+        saver = self._checkpoint(checkpoint, checkpoint_every, D, kept, squared_norm)
         data = _prepare(D, squared_norm, pefs.n_examples, device)
         r = self.n_components
         # scikit-learn's "random" init scale: entries of W H start near the mean of D.
@@ -709,8 +785,12 @@ class DNpeff(_NpeffBase):
         W = (scale * torch.rand((pefs.n_examples, r), generator=self._generator(0))).to(device)
         H = (scale * torch.rand((r, kept.size), generator=self._generator(1))).to(device)
         history = []
-        with _progress(self.n_iters, "D-NPEFF", self.progress) as bar:
-            for it in range(self.n_iters):
+        saved = saver.load(device) if saver is not None else None
+        if saved is not None:  # resume after saved.step iterations, exactly
+            W, H, history = saved.arrays["W"], saved.arrays["H"], saved.history["joint"]
+        start = 0 if saved is None else self.n_iters if saved.done else saved.step
+        with _progress(self.n_iters, "D-NPEFF", self.progress, initial=start) as bar:
+            for it in range(start, self.n_iters):
                 WtD = data.t_times(W)  # (r, m)
                 H = H * WtD / ((W.T @ W) @ H + EPS)
                 DHt = data.times_t(H)  # (n, r)
@@ -720,7 +800,8 @@ class DNpeff(_NpeffBase):
                     loss = self._loss(data, W, HHt, data.times_t(H))
                     if not math.isfinite(loss):
                         raise NpeffDivergenceError(
-                            f"the D-NPEFF loss became {loss} at iteration {it}: the D-PEFs hold NaN or inf values"
+                            f"the D-NPEFF loss became {loss} at iteration {it}: the D-PEFs hold NaN or inf values, or values "
+                            "whose squares overflow float32; check pefs.F.data and pefs.frobenius_norms"
                         )
                     history.append((it, loss))
                     bar.set_postfix(loss=f"{loss:.4g}")
@@ -728,13 +809,17 @@ class DNpeff(_NpeffBase):
                         bar.update(self.n_iters - it)
                         break
                 bar.update(1)
+                if saver is not None and saver.due(it + 1):
+                    saver.save(it + 1, {"W": W, "H": H}, {}, {"joint": history})
+        if saver is not None and not (saved is not None and saved.done):
+            saver.save(self.n_iters, {"W": W, "H": H}, {}, {"joint": history}, done=True)
         self.W_ = W.cpu().numpy()
         self.H_ = H.cpu().numpy()
         self.kept_columns_ = kept.astype(np.int64)
         self.n_parameters_ = pefs.n_parameters
         self.n_classes_ = pefs.n_classes
         self.layout_ = pefs.layout
-        self.pef_info_ = dict(pefs.info)
+        self.pef_info_ = dict(pefs.info, pefs_fingerprint=fingerprint_pefs(pefs))
         self.loss_history_ = {"joint": np.asarray(history, dtype=np.float64).reshape(-1, 2)}
         return self
 

@@ -149,6 +149,8 @@ class LrmPefs(_PefsBase):
         if A.ndim != 3:
             raise ValueError(f"A must have shape (n_examples, n_slots, n_parameters), got {A.shape}")
         n, c, m = A.shape
+        if 0 in A.shape:
+            raise ValueError(f"A has shape {A.shape}: it needs at least one example, one class slot and one parameter")
         gram = np.einsum("icm,idm->icd", A.astype(np.float64), A.astype(np.float64))
         norms = np.sqrt((gram**2).sum(axis=(1, 2))).astype(np.float32)
         kept = np.stack([np.where(_top_entries_per_row_block(A[i], n_values), A[i], 0) for i in range(n)])
@@ -208,6 +210,8 @@ class DPefs(_PefsBase):
         if (f < 0).any():
             raise ValueError("D-PEFs are non-negative (sums of squared gradients); f has negative entries")
         n, m = f.shape
+        if 0 in f.shape:
+            raise ValueError(f"f has shape {f.shape}: it needs at least one example and one parameter")
         norms = np.linalg.norm(f.astype(np.float64), axis=1).astype(np.float32)
         kept = np.stack([np.where(_top_entries_per_row_block(f[i], n_values), f[i], 0) for i in range(n)])
         return cls(

@@ -14,7 +14,7 @@ from . import analysis
 from .device import resolve_device
 from .npeff import DNpeff, LrmNpeff
 from .run import COMPONENTS, DECOMPOSITION, EXAMPLES, MODEL, PEFS, Run, RunRecorder
-from .store import read_json, write_pefs
+from .store import StoreError, read_json, write_pefs
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def run_embedded(
     seed: int = 0,
     base: str = "tiny",
     model_path: str | os.PathLike | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = 32,
     device: str | None = None,
     progress: bool = True,
 ) -> Run:
@@ -48,6 +48,11 @@ def run_embedded(
     """
     from .embedded import default_model, load_default_model, make_examples, tokenize
 
+    check_arguments(
+        out=out, n_examples=n_examples, n_components=n_components, kind=kind, n_values=n_values,
+        n_iters_g_only=n_iters_g_only, n_iters_joint=n_iters_joint, n_top=n_top, seed=seed, base=base,
+        model_path=model_path, batch_size=batch_size, device=device, progress=progress,
+    )
     out = Path(out)
     params = {k: v for k, v in locals().items() if k not in ("out", "progress", "default_model", "load_default_model", "make_examples", "tokenize")}
     params["model_path"] = None if model_path is None else str(model_path)
@@ -70,9 +75,10 @@ def run_embedded(
         inputs = tokenize(tokenizer, list(examples["text"]))
 
     with recorder.stage("pefs"):
-        store = write_pefs(
+        store = _write_or_resume_pefs(
             out / PEFS, model, inputs, examples["label"].to_numpy(),
-            kind=kind, n_values=n_values, batch_size=batch_size, device=resolved, progress=progress, overwrite=True,
+            kind=kind, n_values=n_values, batch_size=batch_size, device=resolved, progress=progress,
+            provenance={"model_path": str(source), "base": base, "seed": seed, "examples_seed": seed + ANALYSIS_SEED_OFFSET},
         )
         pefs = store.load()
         examples["prediction"] = pefs.predictions
@@ -100,6 +106,74 @@ def run_embedded(
 
     recorder.finish()
     return Run(out)
+
+
+def _write_or_resume_pefs(path: Path, *args, **kwargs):
+    """The same run again resumes its PEF store (a killed run loses nothing); a store made
+    with other arguments is replaced, since the run folder belongs to this run."""
+    try:
+        return write_pefs(path, *args, **kwargs)
+    except StoreError as err:
+        if "made with other arguments" not in str(err):
+            raise
+        logger.info("replacing the PEF store of an earlier run with other arguments: %s", err)
+        return write_pefs(path, *args, overwrite=True, **kwargs)
+
+
+def _integer(name: str, value, minimum: int, none_ok: bool = False) -> None:
+    if value is None and none_ok:
+        return
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        example = {"batch_size": "32 (or None to choose from the memory available)", "n_values": "8192"}.get(name, "600")
+        raise TypeError(
+            f"run_embedded: {name} must be an integer{' or None' if none_ok else ''}, got {value!r} "
+            f"({type(value).__name__}); in a notebook's parameters cell write e.g. {name} = {example}, "
+            f"without quotes (papermill: -p {name} {example.split()[0]})"
+        )
+    if value < minimum:
+        raise ValueError(f"run_embedded: {name} must be at least {minimum}, got {value}")
+
+
+def check_arguments(*, out, n_examples, n_components, kind, n_values, n_iters_g_only, n_iters_joint, n_top, seed,
+                    base, model_path, batch_size, device, progress) -> None:
+    """Every argument of :func:`run_embedded` checked before anything is written: a wrong type
+    (e.g. a notebook parameter given as the string "600") is a TypeError naming the parameter
+    and the fix; a wrong value a ValueError."""
+    from .embedded import RECIPES
+
+    if not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"run_embedded: out must be a folder path (str or pathlib.Path), got {out!r}")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"run_embedded: out={str(out)!r} is a file; give a folder for the run")
+    for name, value, minimum in (("n_examples", n_examples, 1), ("n_components", n_components, 1),
+                                 ("n_iters_g_only", n_iters_g_only, 0), ("n_iters_joint", n_iters_joint, 0),
+                                 ("n_top", n_top, 1), ("seed", seed, 0)):
+        _integer(name, value, minimum)
+    _integer("n_values", n_values, 1, none_ok=True)
+    _integer("batch_size", batch_size, 1, none_ok=True)
+    for name, value, allowed in (("kind", kind, ("lrm", "d")), ("base", base, tuple(RECIPES))):
+        if not isinstance(value, str):
+            raise TypeError(f"run_embedded: {name} must be one of {allowed} (a string), got {value!r}")
+        if value not in allowed:
+            raise ValueError(f"run_embedded: {name}={value!r} is not one of {allowed}")
+    if not isinstance(progress, bool):
+        raise TypeError(f"run_embedded: progress must be True or False, got {progress!r}")
+    if n_components > n_examples:
+        raise ValueError(
+            f"run_embedded: n_components={n_components} is larger than n_examples={n_examples}; "
+            "use at most as many components as examples"
+        )
+    if model_path is not None:
+        if not isinstance(model_path, (str, os.PathLike)):
+            raise TypeError(f"run_embedded: model_path must be a folder path or None, got {model_path!r}")
+        if not (Path(model_path) / "config.json").is_file():
+            raise ValueError(
+                f"run_embedded: model_path={str(model_path)!r} is not a saved model folder (no config.json there); "
+                "pass a folder written by model.save_pretrained(...), or model_path=None to train the embedded model"
+            )
+    if device is not None and not isinstance(device, str):
+        raise TypeError(f"run_embedded: device must be a string such as 'cpu' or 'cuda', or None; got {device!r}")
+    resolve_device(device)
 
 
 def strategy_table(estimator, pefs, examples: pd.DataFrame, n_top: int) -> pd.DataFrame:

@@ -24,6 +24,7 @@ Batches yield :class:`PefChunk` objects; :func:`compute_pefs` gathers them in me
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -78,6 +79,10 @@ class PefConfig:
     method: str = "hooks"  # "hooks" or "loop"
 
     def __post_init__(self):
+        for name in ("n_values", "top_k_classes", "batch_size"):
+            value = getattr(self, name)
+            if not (value is None and name != "batch_size") and (not isinstance(value, (int, np.integer)) or isinstance(value, bool)):
+                raise TypeError(f"{name} must be an integer{'' if name == 'batch_size' else ' or None'}, got {value!r}")
         if self.kind not in ("lrm", "d"):
             raise ValueError(f"kind must be 'lrm' or 'd', got {self.kind!r}")
         if self.method not in ("hooks", "loop"):
@@ -652,10 +657,11 @@ def compute_pefs(
     top_k_classes: int | None = None,
     include: NameFilter = None,
     exclude: NameFilter = None,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     method: str = "hooks",
     device: str | torch.device | None = None,
     progress: bool = True,
+    check_resources: bool = True,
 ) -> LrmPefs | DPefs:
     """PEFs of every example, in memory. See :func:`workbench.store.write_pefs` to stream
     them to disk instead (resumable, memory flat in the number of examples).
@@ -663,19 +669,41 @@ def compute_pefs(
     inputs: a tensor, or a dict of tensors (e.g. a tokenizer's output), one row per example;
         ``inputs["labels"]`` is used as labels when ``labels`` is None.
     labels: (n_examples,) ints, or None when unknown.
+    batch_size: examples per batch; None chooses it from the memory available.
+    check_resources: estimate the peak memory and time from the first batch (shown in the
+        progress bar) and refuse up front when the memory will not hold the run
+        (:mod:`workbench.estimate`).
     """
     from tqdm.auto import tqdm
 
+    from .. import estimate as est
     from ..device import resolve_device
+    from ..store import fingerprint_model
 
-    config = PefConfig(kind, n_values, top_k_classes, include, exclude, batch_size, method)
+    config = PefConfig(kind, n_values, top_k_classes, include, exclude, est.PROBE_BATCH if batch_size is None else batch_size, method)
     device = resolve_device(device) if device is not None else next(model.parameters()).device
     model.to(device)
     inputs, labels = split_labels(inputs, labels)
     plan = make_plan(model, config)
-    chunks = []
-    with eval_mode(model), tqdm(total=n_inputs(inputs), desc="PEFs", unit="ex", disable=not progress) as bar:
-        for _, size, chunk in iter_pef_chunks(model, inputs, labels, config, plan, device):
-            chunks.append(chunk)
-            bar.update(size)
-    return chunks_to_pefs(chunks, kind, plan.layout, pef_info(model, config, plan, n_inputs(inputs)))
+    n = n_inputs(inputs)
+    with eval_mode(model):
+        probe = est.probe_batch(model, inputs, labels, config, plan, device, 0)
+        if batch_size is None:
+            config = dataclasses.replace(config, batch_size=est.choose_batch_size(probe, n, device, plan.layout.n_parameters))
+            if probe.size != min(config.batch_size, n):
+                probe = est.probe_batch(model, inputs, labels, config, plan, device, 0, warm_up=False)
+        est.check_probe(probe, labels)
+        estimate = est.estimate_pef_run(probe, config, plan, n, n_done=0, out=None, in_memory=True, device=device)
+        if check_resources:
+            estimate.check()
+        chunks = [probe.chunk]
+        with tqdm(total=n, desc="PEFs", unit="ex", disable=not progress) as bar:
+            bar.set_postfix_str(estimate.postfix(), refresh=False)
+            bar.update(probe.size)
+            for index, size, chunk in iter_pef_chunks(model, inputs, labels, config, plan, device, skip=lambda b: b == 0):
+                if chunk is not None:
+                    est.check_chunk_finite(chunk, index * config.batch_size)
+                    chunks.append(chunk)
+                    bar.update(size)
+    info = dict(pef_info(model, config, plan, n), model_fingerprint=fingerprint_model(model))
+    return chunks_to_pefs(chunks, kind, plan.layout, info)

@@ -1,0 +1,224 @@
+"""The bad-input table (README, Troubleshooting): every case raises an error that names the
+problem and the fix, and leaves no file behind."""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import tiny_bert, tiny_bert_inputs
+from workbench import compute_pefs
+from workbench import estimate
+from workbench.estimate import InsufficientResourcesError, NonFinitePefsError
+from workbench.fisher import NotClassLogitsError
+from workbench.loading import ModelNotAvailableOfflineError, load_classifier
+from workbench.npeff import LrmNpeff
+from workbench.pipeline import run_embedded
+from workbench.planted import planted_lrm
+from workbench.store import StoreError, load_pefs, save_pefs, write_pefs
+
+
+@dataclass
+class Case:
+    name: str
+    error: type
+    match: str  # the problem ... and the fix
+    run: Callable[[Path], None]  # raises; may prepare files first (returned by prepare)
+    prepare: Callable[[Path], None] = lambda tmp: None
+
+
+def _inputs(n=9):
+    return tiny_bert_inputs(n)
+
+
+def _empty(tmp):
+    empty = {k: v[:0] for k, v in _inputs().items()}
+    write_pefs(tmp / "pefs", tiny_bert(3), empty, progress=False)
+
+
+def _labels_out_of_range(tmp):
+    write_pefs(tmp / "pefs", tiny_bert(3), _inputs(), labels=[0, 1, 2, 5, 0, 1, 2, 0, 1], progress=False)
+
+
+class _Regressor(torch.nn.Module):
+    """A model whose output is one number per example, not class logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = tiny_bert(3)
+        self.head = torch.nn.Linear(3, 1)
+
+    def forward(self, input_ids, attention_mask=None):
+        return self.head(self.inner(input_ids=input_ids, attention_mask=attention_mask).logits)
+
+
+def _not_logits(tmp):
+    write_pefs(tmp / "pefs", _Regressor(), _inputs(), progress=False)
+
+
+def _filter_matches_nothing(tmp):
+    write_pefs(tmp / "pefs", tiny_bert(3), _inputs(), include=r"decoder\.", progress=False)
+
+
+def _too_many_components(tmp):
+    LrmNpeff(20, progress=False).fit(planted_lrm(9, 30, 2).pefs, checkpoint=tmp / "fit.safetensors")
+
+
+def _all_zero_pefs(tmp):
+    model = tiny_bert(3)
+    with torch.no_grad():
+        model.classifier.weight.zero_()  # the encoder no longer changes the output: its PEFs are zero
+    pefs = compute_pefs(model, _inputs(), include=r"encoder\.", progress=False)
+    LrmNpeff(2, progress=False).fit(pefs, checkpoint=tmp / "fit.safetensors")
+
+
+def _nan_weights(tmp):
+    model = tiny_bert(3)
+    with torch.no_grad():
+        model.bert.encoder.layer[0].attention.self.query.weight[0, 0] = float("nan")
+    write_pefs(tmp / "pefs", model, _inputs(), progress=False)
+
+
+def _missing_store(tmp):
+    load_pefs(tmp / "pefs")
+
+
+def _make_store(tmp):
+    save_pefs(planted_lrm(20, 30, 2).pefs, tmp / "pefs", examples_per_chunk=10)
+
+
+def _truncate_chunk(tmp):
+    _make_store(tmp)
+    chunk = tmp / "pefs" / "chunks" / "000001.safetensors"
+    chunk.write_bytes(chunk.read_bytes()[:100])
+
+
+def _truncate_manifest(tmp):
+    _make_store(tmp)
+    manifest = tmp / "pefs" / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes()[:50])
+
+
+def _make_decomposition(tmp):
+    model = tiny_bert(3, seed=0)
+    pefs = compute_pefs(model, _inputs(), n_values=200, progress=False)
+    LrmNpeff(2, n_iters_g_only=2, n_iters_joint=2, progress=False).fit(pefs).save(tmp / "decomposition.safetensors")
+
+
+def _decomposition_of_another_model(tmp):
+    LrmNpeff.load(tmp / "decomposition.safetensors", model=tiny_bert(3, seed=1))
+
+
+def _decomposition_of_other_architecture(tmp):
+    LrmNpeff.load(tmp / "decomposition.safetensors", model=tiny_bert(2, seed=0))
+
+
+def _notebook_parameter_type(tmp):
+    run_embedded(tmp / "run", n_examples="600", progress=False)
+
+
+def _notebook_parameter_kind(tmp):
+    run_embedded(tmp / "run", kind="diagonal", progress=False)
+
+
+def _device_missing(tmp):
+    write_pefs(tmp / "pefs", tiny_bert(3), _inputs(), device=f"cuda:{torch.cuda.device_count() + 7}", progress=False)
+
+
+def _device_unknown(tmp):
+    run_embedded(tmp / "run", device="tpu", progress=False)
+
+
+def _other_arguments(tmp):
+    write_pefs(tmp / "pefs", tiny_bert(3), _inputs(), n_values=200, progress=False)
+
+
+def _store_with_other_arguments(tmp):
+    write_pefs(tmp / "pefs", tiny_bert(3), _inputs(), n_values=100, progress=False)
+
+
+def _disk_full(tmp):
+    write_pefs(tmp / "pefs", tiny_bert(3), _inputs(), progress=False)
+
+
+def _memory_short(tmp):
+    compute_pefs(tiny_bert(3), _inputs(), progress=False)
+
+
+def _hub_name_offline(tmp):
+    load_classifier("someone/model-that-is-not-here")
+
+
+def _make_checkpoint(tmp):
+    LrmNpeff(2, n_iters_g_only=2, n_iters_joint=2, progress=False).fit(planted_lrm(20, 30, 2, seed=0).pefs,
+                                                                        checkpoint=tmp / "fit.safetensors")
+
+
+def _checkpoint_of_other_data(tmp):
+    LrmNpeff(2, n_iters_g_only=2, n_iters_joint=2, progress=False).fit(planted_lrm(20, 30, 2, seed=1).pefs,
+                                                                        checkpoint=tmp / "fit.safetensors")
+
+
+def _pefs_of_another_model(tmp):
+    decomposition = LrmNpeff.load(tmp / "decomposition.safetensors")
+    decomposition.transform(compute_pefs(tiny_bert(3, seed=1), _inputs(), n_values=200, progress=False))
+
+
+CASES = [
+    Case("empty data set", ValueError, r"data set is empty.*pass at least one example", _empty),
+    Case("labels out of range", ValueError, r"label 5 of example 3 is out of range for a model with 3 classes.*labels must be in 0\.\.2",
+         _labels_out_of_range),
+    Case("output is not class logits", NotClassLogitsError, r"should be class logits of shape \(batch=\d+, n_classes>=2\), got \(\d+, 1\).*Wrap the model",
+         _not_logits),
+    Case("parameter filter matches nothing", ValueError, r"matches none of the model's .* parameters.*pass a regular expression",
+         _filter_matches_nothing),
+    Case("n_components > number of examples", ValueError, r"n_components=20 is larger than the number of examples \(9\).*at most",
+         _too_many_components),
+    Case("all-zero PEFs", ValueError, r"9 examples have all-zero PEFs.*parameter filter selects nothing.*Drop them",
+         _all_zero_pefs),
+    Case("NaN PEFs (NaN weights)", NonFinitePefsError, r"NaN or infinite for 9 examples.*Check the model's weights", _nan_weights),
+    Case("missing store", StoreError, r"no PEF store at .*does not exist.*compute the PEFs with write_pefs", _missing_store),
+    Case("truncated chunk file", StoreError, r"000001\.safetensors cannot be read.*truncated.*Delete this chunk file and call write_pefs again",
+         lambda tmp: load_pefs(tmp / "pefs"), _truncate_chunk),
+    Case("truncated manifest", StoreError, r"manifest\.json is not valid JSON \(truncated.*overwrite=True",
+         lambda tmp: load_pefs(tmp / "pefs"), _truncate_manifest),
+    Case("decomposition of another model", StoreError, r"computed from another model .* use the model it was made from",
+         _decomposition_of_another_model, _make_decomposition),
+    Case("decomposition of another architecture", StoreError, r"over parameters this model does not have.*load that model",
+         _decomposition_of_other_architecture, _make_decomposition),
+    Case("PEFs of another model for transform", StoreError, r"these PEFs come from another model .*compute them with the decomposition's model",
+         _pefs_of_another_model, _make_decomposition),
+    Case("fit checkpoint of other data", StoreError, r"checkpoint .* was made by a fit of other data.*delete it",
+         _checkpoint_of_other_data, _make_checkpoint),
+    Case("notebook parameter of the wrong type", TypeError, r"n_examples must be an integer, got '600' \(str\).*n_examples = 600, without quotes",
+         _notebook_parameter_type),
+    Case("notebook parameter of the wrong value", ValueError, r"kind='diagonal' is not one of \('lrm', 'd'\)", _notebook_parameter_kind),
+    Case("device that does not exist", ValueError, r"device 'cuda:\d+' .*(no usable CUDA GPU|does not exist)", _device_missing),
+    Case("device name unknown", ValueError, r"'tpu' is not (a device name|supported); use 'cpu'", _device_unknown),
+    Case("store made with other arguments", StoreError, r"other arguments \(differs: .*n_values.*overwrite=True",
+         _other_arguments, _store_with_other_arguments),
+    Case("disk too small", InsufficientResourcesError, r"needs about .* only 1 KB is free\. Lower n_values", _disk_full),
+    Case("memory too small", InsufficientResourcesError, r"needs about .* only 1 KB is available\. Lower batch_size", _memory_short),
+    Case("Hub name while offline", ModelNotAvailableOfflineError, r"neither a local folder nor in the Hugging Face cache.*load_classifier\('minilm'\)",
+         _hub_name_offline),
+]
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else b"<dir>" for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_names_problem_and_fix_and_leaves_nothing(case, tmp_path, monkeypatch):
+    monkeypatch.setattr(estimate, "free_disk", lambda path: 1000 if case.name == "disk too small" else 10**15)
+    if case.name == "memory too small":
+        monkeypatch.setattr(estimate, "available_memory", lambda device=None: 1000)
+    case.prepare(tmp_path)
+    before = _files(tmp_path)
+    with pytest.raises(case.error, match=case.match):
+        case.run(tmp_path)
+    assert _files(tmp_path) == before, "the failed call left files behind or changed them"

@@ -1,0 +1,118 @@
+"""Tidy exports: long-format tables that read back equal, and components as safetensors that
+plain `safetensors` loads without this package."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from workbench.analysis import top_examples
+from workbench.export import (
+    coefficients_frame,
+    export_coefficients,
+    export_components,
+    export_components_safetensors,
+    export_perturbations,
+    export_top_examples,
+    write_table,
+)
+from workbench.perturb import perturbation_check
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_export_components_round_trip(tmp_path, embedded, suffix):
+    run = embedded[0]
+    table = run.components()
+    back = pd.read_parquet(export_components(table, tmp_path / f"c{suffix}")) if suffix == ".parquet" else pd.read_csv(
+        export_components(table, tmp_path / f"c{suffix}"))
+    assert list(back["component"]) == list(table.index)
+    for column in ("mass", "label_purity", "strategy_purity"):
+        np.testing.assert_allclose(back[column].to_numpy(), table[column].to_numpy(), rtol=1e-12)
+    assert list(back["strategy"]) == list(table["strategy"])
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_export_coefficients_long_format(tmp_path, embedded, suffix):
+    decomposition = embedded[5]
+    path = export_coefficients(decomposition, tmp_path / f"w{suffix}")
+    back = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
+    assert list(back.columns) == ["example", "component", "coefficient"]
+    assert len(back) == decomposition.W_.size
+    wide = back.pivot(index="example", columns="component", values="coefficient").to_numpy()
+    np.testing.assert_allclose(wide, decomposition.W_, rtol=1e-6 if suffix == ".csv" else 0, atol=1e-30 if suffix == ".csv" else 0)
+    sparse = coefficients_frame(decomposition, drop_zeros=True)
+    assert len(sparse) == np.count_nonzero(decomposition.W_) and (sparse["coefficient"] != 0).all()
+
+
+def test_export_top_examples_with_token_scores(tmp_path, embedded):
+    _, model, tokenizer, _, inputs, decomposition = embedded
+    path = export_top_examples(tmp_path / "top.parquet", model, decomposition, inputs, tokenizer, components=[0, 3], n_top=4)
+    back = pd.read_parquet(path)
+    assert list(back.columns) == ["component", "rank", "example", "coefficient", "token_position", "token", "score", "head_share"]
+    assert set(back["component"]) == {0, 3}
+    for j in (0, 3):
+        ranks = back[back["component"] == j].groupby("rank")["example"].first()
+        assert list(ranks) == list(top_examples(decomposition.W_, j, 4))
+    for (j, rank), tokens in back.groupby(["component", "rank"]):
+        i = int(tokens["example"].iloc[0])
+        assert len(tokens) == int(inputs["attention_mask"][i].sum())
+        assert list(tokens["token"]) == tokenizer.convert_ids_to_tokens(inputs["input_ids"][i][: len(tokens)].tolist())
+        assert tokens["score"].sum() + tokens["head_share"].iloc[0] == pytest.approx(1.0, abs=1e-9)
+        assert tokens["coefficient"].iloc[0] == pytest.approx(decomposition.W_[i, j])
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_export_perturbations(tmp_path, embedded, suffix):
+    _, model, _, examples, inputs, decomposition = embedded
+    top = top_examples(decomposition.W_, 1, 10)
+    result = perturbation_check(model, decomposition, 1, inputs, examples["label"].to_numpy(), top, epsilon=0.3)
+    path = export_perturbations([result], tmp_path / f"p{suffix}")
+    back = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
+    expected = result.to_frame().assign(kl_ratio=result.kl_ratio)
+    assert list(back.columns) == list(expected.columns)
+    np.testing.assert_allclose(back["kl"], expected["kl"], rtol=1e-12)
+    assert list(back["set"]) == list(expected["set"]) and list(back["sign"]) == list(expected["sign"])
+
+
+def test_components_safetensors_load_without_this_package(tmp_path, embedded):
+    decomposition = embedded[5]
+    path = export_components_safetensors(decomposition, tmp_path / "components.safetensors")
+    reader = (
+        "import json, sys\n"
+        "sys.modules['workbench'] = None  # this package must not be needed\n"
+        "from safetensors import safe_open\n"
+        "from safetensors.numpy import load_file\n"
+        f"tensors = load_file({str(path)!r})\n"
+        f"with safe_open({str(path)!r}, framework='np') as f: meta = f.metadata()\n"
+        "print(json.dumps({'shapes': {k: list(v.shape) for k, v in tensors.items()}, 'meta': meta,\n"
+        "                  'q': tensors['bert.encoder.layer.0.attention.self.query.weight'][2].ravel()[:50].tolist()}))\n"
+    )
+    out = json.loads(subprocess.run([sys.executable, "-c", reader], capture_output=True, text=True, check=True).stdout)
+    r = decomposition.n_components
+    layout = decomposition.layout_
+    assert out["shapes"] == {name: [r, *shape] for name, shape in zip(layout.names, layout.shapes)}
+    assert out["meta"]["format"] == "npeff-workbench/components" and out["meta"]["kind"] == "lrm"
+    expected = decomposition.component_by_parameter(2)["bert.encoder.layer.0.attention.self.query.weight"]
+    np.testing.assert_array_equal(out["q"], expected.ravel()[:50])
+
+    from safetensors.numpy import load_file
+
+    tensors = load_file(str(path))
+    for j in (0, r - 1):
+        flat = np.concatenate([tensors[name][j].ravel() for name in layout.names])
+        np.testing.assert_array_equal(flat, decomposition.component(j))
+
+
+def test_write_table_refuses_unknown_suffix(tmp_path):
+    with pytest.raises(ValueError, match=r"choose a \.parquet or \.csv"):
+        write_table(pd.DataFrame({"a": [1]}), tmp_path / "x.xlsx")
+    assert not list(tmp_path.iterdir())
+
+
+def test_write_table_multi_valued_cells(tmp_path):
+    frame = pd.DataFrame({"strategy": [("negation", "lexical"), ("marker",)], "n": [1, 2]})
+    assert list(pd.read_parquet(write_table(frame, tmp_path / "t.parquet"))["strategy"].map(list)) == [["negation", "lexical"], ["marker"]]
+    assert list(pd.read_csv(write_table(frame, tmp_path / "t.csv"))["strategy"]) == ["negation|lexical", "marker"]

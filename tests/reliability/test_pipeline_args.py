@@ -1,0 +1,31 @@
+"""run_embedded checks its arguments before writing anything, and resumes its PEF store."""
+
+import pytest
+
+from workbench import pipeline
+from workbench.store import PefStore
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"n_components": 16.0}, TypeError, r"n_components must be an integer, got 16\.0 \(float\)"),
+    ({"batch_size": "32"}, TypeError, r"batch_size must be an integer or None, got '32'"),
+    ({"n_values": True}, TypeError, r"n_values must be an integer or None, got True"),
+    ({"progress": "yes"}, TypeError, r"progress must be True or False"),
+    ({"n_components": 700}, ValueError, r"n_components=700 is larger than n_examples=600"),
+    ({"n_iters_joint": -1}, ValueError, r"n_iters_joint must be at least 0"),
+    ({"base": "gpt2"}, ValueError, r"base='gpt2' is not one of \('tiny', 'minilm'\)"),
+    ({"model_path": "no/such/folder"}, ValueError, r"is not a saved model folder \(no config\.json there\)"),
+    ({"device": 0}, TypeError, r"device must be a string such as 'cpu'"),
+])
+def test_run_embedded_checks_arguments_first(tmp_path, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        pipeline.run_embedded(tmp_path / "run", **{"progress": False, **kwargs})
+    assert not (tmp_path / "run").exists()
+
+
+def test_pipeline_store_resumes_or_replaces(tmp_path, bert3, bert_inputs):
+    first = pipeline._write_or_resume_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=100, progress=False)
+    again = pipeline._write_or_resume_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=100, progress=False)
+    assert again.store_id == first.store_id
+    other = pipeline._write_or_resume_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=150, progress=False)
+    assert PefStore(tmp_path / "pefs").info["n_values"] == 150 and other.complete

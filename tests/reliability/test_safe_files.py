@@ -1,0 +1,58 @@
+"""No pickle anywhere: a repository-wide scan for unsafe ways of reading or writing files."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+THIS = Path(__file__).resolve()
+
+# pattern, why it is unsafe
+UNSAFE = [
+    (r"^\s*(import|from)\s+(c?pickle|dill|cloudpickle|joblib|shelve|marshal)\b", "a pickle-based module (runs code on load)"),
+    (r"\bpickle\.(loads?|dumps?|Unpickler)\b", "pickle"),
+    (r"allow_pickle\s*=\s*True", "np.load with pickles enabled"),
+    (r"\bread_pickle\s*\(|\.to_pickle\s*\(", "pandas pickle files"),
+    (r"\btorch\.load\s*\((?![^)]*weights_only\s*=\s*True)", "torch.load without weights_only=True (unpickles arbitrary objects)"),
+    (r"\bnp\.load\s*\((?![^)]*allow_pickle\s*=\s*False)", "np.load without allow_pickle=False"),
+    (r"\bescape\s*=\s*False", "HTML rendered without escaping"),
+    (r"(?<![\w.])(eval|exec)\s*\(", "eval/exec of text"),
+    (r"yaml\.load\s*\((?![^)]*Loader\s*=\s*yaml\.SafeLoader)", "yaml.load without SafeLoader"),
+]
+
+
+def _sources():
+    for folder in ("workbench", "widgets", "tests", "notebooks", "scripts", "benchmarks", "docs"):
+        base = ROOT / folder
+        if base.exists():
+            yield from (p for p in base.rglob("*") if p.suffix in (".py", ".ipynb") and p.resolve() != THIS)
+
+
+def test_no_unsafe_file_handling_anywhere():
+    found = []
+    for path in _sources():
+        text = path.read_text(errors="replace")
+        for pattern, why in UNSAFE:
+            for match in re.finditer(pattern, text, flags=re.MULTILINE):
+                line = text.count("\n", 0, match.start()) + 1
+                found.append(f"{path.relative_to(ROOT)}:{line}: {why}: {match.group(0).strip()!r}")
+    assert not found, "unsafe patterns:\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize("snippet, unsafe", [
+    ("import pickle", True),
+    ("from joblib import dump", True),
+    ("torch.load(path)", True),
+    ("torch.load(path, weights_only=True)", False),
+    ("np.load(path)", True),
+    ("np.load(path, allow_pickle=False)", False),
+    ("np.load(path, allow_pickle=True)", True),
+    ("frame.to_html(escape=False)", True),
+    ("frame.to_html(escape=True)", False),
+    ("df.to_pickle('x')", True),
+    ("model.eval()", False),
+    ("eval(text)", True),
+])
+def test_scanner_catches_what_it_should(snippet, unsafe):
+    assert any(re.search(p, snippet, flags=re.MULTILINE) for p, _ in UNSAFE) == unsafe

@@ -1,0 +1,118 @@
+"""Every file records its format version and what produced it, and refuses to be mixed with an incompatible one."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from tests.conftest import tiny_bert
+from workbench import __version__, compute_pefs
+from workbench.npeff import LrmNpeff
+from workbench.store import MANIFEST, PefStore, StoreError, read_header, write_pefs
+
+
+def test_manifest_and_chunks_record_their_producer(tmp_path, bert3, bert_inputs):
+    store = write_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=100, include=r"encoder\.", batch_size=4,
+                       progress=False, provenance={"model_path": "/models/tiny", "seed": 7})
+    manifest = json.loads((tmp_path / "pefs" / MANIFEST).read_text())
+    assert manifest["format"] == "npeff-workbench/pefs" and manifest["format_version"] == 1
+    assert manifest["producer"]["package_version"] == __version__
+    info = manifest["info"]
+    assert info["model"] == "BertForSequenceClassification" and len(info["model_fingerprint"]) == 64
+    assert (info["include"], info["exclude"], info["n_values"], info["kind"], info["batch_size"]) == (r"encoder\.", None, 100, "lrm", 4)
+    assert info["provenance"] == {"model_path": "/models/tiny", "seed": 7}
+    header = read_header(tmp_path / "pefs" / "chunks" / "000001.safetensors")
+    assert header["chunk"] == 1 and header["store"] == store.store_id and header["producer"]["package_version"] == __version__
+
+
+def test_chunk_of_another_run_is_refused_then_recomputed(tmp_path, bert3, bert_inputs):
+    a = write_pefs(tmp_path / "a", bert3, bert_inputs, n_values=100, batch_size=4, progress=False)
+    b = write_pefs(tmp_path / "b", bert3, bert_inputs, n_values=120, batch_size=4, progress=False)
+    reference = b.load()
+    shutil.copy(tmp_path / "a" / "chunks" / "000001.safetensors", tmp_path / "b" / "chunks" / "000001.safetensors")
+    with pytest.raises(StoreError, match="belongs to another PEF run"):
+        PefStore(tmp_path / "b").load()
+    repaired = write_pefs(tmp_path / "b", bert3, bert_inputs, n_values=120, batch_size=4, progress=False).load()
+    assert (repaired.X != reference.X).nnz == 0
+    assert a.store_id != b.store_id
+
+
+def test_resume_keeps_the_recorded_batch_size(tmp_path, bert3, bert_inputs, monkeypatch):
+    import workbench.fisher as fisher
+    from workbench import estimate
+
+    real = fisher.iter_pef_chunks
+
+    def die_after_first(*args, **kwargs):
+        for i, item in enumerate(real(*args, **kwargs)):
+            if i == 1:
+                raise KeyboardInterrupt
+            yield item
+
+    auto = write_pefs(tmp_path / "auto", bert3, bert_inputs, n_values=100, progress=False)
+    assert auto.info["batch_size"] == 9, "plenty of memory: one batch of all 9 examples (at most MAX_AUTO_BATCH)"
+    reference = write_pefs(tmp_path / "ref", bert3, bert_inputs, n_values=100, batch_size=3, progress=False).load()
+    # other batch sizes pad and round differently (here 321 of 900 values differ in their last bits
+    # between batches of 9 and of 3): that is why a resume must keep its batch size
+    monkeypatch.setattr(fisher, "iter_pef_chunks", die_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        write_pefs(tmp_path / "run", bert3, bert_inputs, n_values=100, batch_size=3, progress=False)
+    monkeypatch.undo()
+    # with little memory a new run would choose batches of 1; the resume keeps the recorded 3
+    monkeypatch.setattr(estimate, "available_memory", lambda device=None: 1)
+    store = write_pefs(tmp_path / "run", bert3, bert_inputs, n_values=100, progress=False, check_resources=False)
+    assert store.info["batch_size"] == 3 and store.n_chunks == 3
+    assert (store.load().X != reference.X).nnz == 0
+
+
+def test_overwrite_never_replaces_a_folder_that_is_not_a_store(tmp_path, bert3, bert_inputs):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(StoreError, match="not a PEF store"):
+        write_pefs(tmp_path / "mine", bert3, bert_inputs, overwrite=True, progress=False)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+@pytest.fixture
+def decomposition_and_pefs(tmp_path, bert_inputs):
+    pefs = compute_pefs(tiny_bert(3, seed=0), bert_inputs, n_values=200, progress=False)
+    est = LrmNpeff(2, n_iters_g_only=3, n_iters_joint=3, progress=False).fit(pefs)
+    est.save(tmp_path / "d.safetensors")
+    return est, pefs
+
+
+def test_decomposition_records_what_it_was_fitted_to(tmp_path, decomposition_and_pefs):
+    est, pefs = decomposition_and_pefs
+    header = read_header(tmp_path / "d.safetensors")
+    assert header["format"] == "npeff-workbench/lrm-npeff" and header["producer"]["package_version"] == __version__
+    assert header["params"]["seed"] == 0 and header["params"]["n_components"] == 2
+    info = header["pef_info"]
+    assert info["model_fingerprint"] == pefs.info["model_fingerprint"] and len(info["pefs_fingerprint"]) == 64
+    assert (info["model"], info["n_values"], info["kind"]) == ("BertForSequenceClassification", 200, "lrm")
+
+
+def test_coefficients_for_pefs_of_another_model_are_refused(decomposition_and_pefs, bert_inputs):
+    est, _ = decomposition_and_pefs
+    other = compute_pefs(tiny_bert(3, seed=1), bert_inputs, n_values=200, progress=False)
+    with pytest.raises(StoreError, match=r"these PEFs come from another model .* pefs\.info\.pop\('model_fingerprint'\)"):
+        est.transform(other)
+    other.info.pop("model_fingerprint")
+    assert est.transform(other).shape == (9, 2)  # comparing models on purpose
+
+
+def test_decomposition_load_checks_the_model(tmp_path, decomposition_and_pefs):
+    LrmNpeff.load(tmp_path / "d.safetensors", model=tiny_bert(3, seed=0))  # the same model: accepted
+    with pytest.raises(StoreError, match="computed from another model"):
+        LrmNpeff.load(tmp_path / "d.safetensors", model=tiny_bert(3, seed=2))
+
+
+def test_decomposition_of_other_format_version_is_refused(tmp_path, decomposition_and_pefs):
+    from safetensors.numpy import load_file, save_file
+
+    arrays = load_file(str(tmp_path / "d.safetensors"))
+    header = read_header(tmp_path / "d.safetensors")
+    save_file(arrays, str(tmp_path / "v2.safetensors"), metadata={"header": json.dumps(dict(header, format_version=2))})
+    with pytest.raises(StoreError, match="format version 2; this package .* reads version 1. Re-create it"):
+        LrmNpeff.load(tmp_path / "v2.safetensors")
+    np.testing.assert_array_equal(LrmNpeff.load(tmp_path / "d.safetensors").W_, decomposition_and_pefs[0].W_)

