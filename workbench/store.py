@@ -140,13 +140,29 @@ def write_arrays(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], head
 
 def read_arrays(path: str | os.PathLike, expected_format: str | None = None) -> tuple[dict[str, np.ndarray], dict]:
     """The arrays and header written by :func:`write_arrays`, checked for format and version."""
+    with _reading_safetensors(path) as path:
+        arrays = load_file(str(path))
+    return arrays, read_header(path, expected_format)
+
+
+def read_header(path: str | os.PathLike, expected_format: str | None = None) -> dict:
+    """Only the JSON header of a file written by :func:`write_arrays` (cheap: no array is read)."""
+    with _reading_safetensors(path) as path, safe_open(str(path), framework="np") as f:
+        metadata = f.metadata() or {}
+    header = _parse_header(metadata.get("header", "{}"), path)
+    if expected_format is not None:
+        check_format(header, expected_format, path)
+    return header
+
+
+@contextlib.contextmanager
+def _reading_safetensors(path: str | os.PathLike):
+    """Turns whatever safetensors raises on a missing or damaged file into a StoreError that names it."""
     path = Path(path)
     if not path.exists():
         raise StoreError(f"{path} does not exist")
     try:
-        arrays = load_file(str(path))
-        with safe_open(str(path), framework="np") as f:
-            metadata = f.metadata() or {}
+        yield path
     except Exception as err:  # safetensors raises several types for damaged files; all mean the same here
         raise StoreError(
             f"{path} cannot be read as a safetensors file (truncated, or not written by this package): {err}"
@@ -155,10 +171,6 @@ def read_arrays(path: str | os.PathLike, expected_format: str | None = None) -> 
         if type(err).__name__ != "PanicException":
             raise
         raise StoreError(f"{path} is damaged: safetensors could not parse it ({err})") from err
-    header = _parse_header(metadata.get("header", "{}"), path)
-    if expected_format is not None:
-        check_format(header, expected_format, path)
-    return arrays, header
 
 
 def _parse_header(text: str, path) -> dict:
@@ -168,26 +180,6 @@ def _parse_header(text: str, path) -> dict:
         raise StoreError(f"{path} has a damaged header: {err}") from err
     if not isinstance(header, dict):
         raise StoreError(f"{path} has a damaged header: a JSON {type(header).__name__}, not an object")
-    return header
-
-
-def read_header(path: str | os.PathLike, expected_format: str | None = None) -> dict:
-    """Only the JSON header of a file written by :func:`write_arrays` (cheap: no array is read)."""
-    path = Path(path)
-    if not path.exists():
-        raise StoreError(f"{path} does not exist")
-    try:
-        with safe_open(str(path), framework="np") as f:
-            metadata = f.metadata() or {}
-    except Exception as err:
-        raise StoreError(f"{path} cannot be read as a safetensors file (truncated, or not written by this package): {err}") from err
-    except BaseException as err:
-        if type(err).__name__ != "PanicException":
-            raise
-        raise StoreError(f"{path} is damaged: safetensors could not parse it ({err})") from err
-    header = _parse_header(metadata.get("header", "{}"), path)
-    if expected_format is not None:
-        check_format(header, expected_format, path)
     return header
 
 

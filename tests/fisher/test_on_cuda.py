@@ -38,3 +38,23 @@ def test_sparsified_store_written_from_cuda_keeps_the_same_entries(tmp_path):
     same = cpu.X.multiply(gpu.X != 0).nnz / cpu.X.nnz  # entries chosen by both; near-ties may swap
     assert same >= 0.99, same
     np.testing.assert_allclose(gpu.frobenius_norms, cpu.frobenius_norms, rtol=1e-4)
+
+
+def test_gpu_writes_large_models_out_whole_and_selects_what_the_cpu_blockwise_path_does(monkeypatch):
+    import workbench.fisher as fisher
+
+    monkeypatch.setattr(fisher, "DENSE_MAX_ENTRIES", 0)  # every model counts as large
+    assert fisher._writes_out_whole(10**7, torch.device("cuda"))
+    assert not fisher._writes_out_whole(10**7, torch.device("cpu"))
+    model, inputs = tiny_bert(3), tiny_bert_inputs()
+    blockwise = compute_pefs(copy.deepcopy(model), inputs, kind="lrm", n_values=300, batch_size=4,
+                             device="cpu", progress=False)
+    whole = compute_pefs(copy.deepcopy(model), inputs, kind="lrm", n_values=300, batch_size=4,
+                         device="cuda", progress=False)
+    assert whole.X.nnz == blockwise.X.nnz
+    same = blockwise.X.multiply(whole.X != 0).nnz / blockwise.X.nnz  # near-ties at the cut may swap
+    assert same >= 0.99, same
+    both = blockwise.X.multiply(whole.X != 0)
+    np.testing.assert_allclose(whole.X.multiply(blockwise.X != 0).data, both.data, rtol=1e-3,
+                               atol=1e-5 * np.abs(blockwise.X.data).max())
+    np.testing.assert_allclose(whole.frobenius_norms, blockwise.frobenius_norms, rtol=1e-4)
