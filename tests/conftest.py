@@ -66,3 +66,56 @@ def embedded(embedded_run):
     examples = embedded_run.examples
     inputs = tokenize(tokenizer, list(examples["text"]))
     return embedded_run, model, tokenizer, examples, inputs, embedded_run.decomposition()
+
+
+# -- the workbench (widgets, notebooks, browser tests) ------------------------------------
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
+#: Small settings for the headless quickstart runs of the tests (about 15 s of compute each).
+QUICKSTART_SMALL = {"n_examples": 200, "n_components": 6, "n_iters_g_only": 30, "n_iters_joint": 120}
+#: Example texts that would run script if any page showed them as HTML.
+HOSTILE_TEXTS = (
+    '<script>window.__npeffInjected = "script"</script> the movie was great .',
+    '<img src=x onerror="window.__npeffInjected = \'img\'"> the plot was awful .',
+)
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory):
+    """notebooks/quickstart.ipynb run headless (papermill) with QUICKSTART_SMALL: a NotebookRun."""
+    from workbench.notebook import run_notebook
+
+    return run_notebook(QUICKSTART, tmp_path_factory.mktemp("runs") / "quickstart", QUICKSTART_SMALL, progress=False)
+
+
+def hostile_copy(run, path: Path):
+    """A copy of ``run``'s folder (without its PEFs) in which the top example of each component
+    that is some component's argmax reads as HTML and script: a Run."""
+    import shutil
+
+    import numpy as np
+    import pandas as pd
+
+    from workbench.run import EXAMPLES, Run
+
+    shutil.copytree(run.path, path, ignore=shutil.ignore_patterns("pefs"))
+    examples = pd.read_parquet(path / EXAMPLES)
+    column = examples.columns.get_loc("text")
+    for k, i in enumerate(np.unique(run.decomposition().W_.argmax(axis=0))):
+        examples.iloc[i, column] = HOSTILE_TEXTS[k % 2]
+    examples.to_parquet(path / EXAMPLES)
+    return Run(path)
+
+
+@pytest.fixture(scope="session")
+def hostile_run(embedded_run, tmp_path_factory):
+    """The embedded run with hostile top examples (see hostile_copy)."""
+    return hostile_copy(embedded_run, tmp_path_factory.mktemp("runs") / "hostile")
+
+
+@pytest.fixture(scope="session")
+def hostile_quickstart_run(quickstart_run, tmp_path_factory):
+    """The quickstart's run folder with hostile top examples (see hostile_copy)."""
+    from workbench.run import Run
+
+    return hostile_copy(Run(quickstart_run.folder), tmp_path_factory.mktemp("runs") / "hostile-quickstart")

@@ -1,8 +1,10 @@
 """Command line.
 
     python -m workbench demo --out runs/demo              the main job, end to end
+    python -m workbench run notebooks/quickstart.ipynb --out runs/x -p n_components 16
+                                                          a notebook headless (papermill), with its HTML
 
-Each of these runs on one process, or on several with torchrun (README, "Several GPUs or
+These run on one process, or on several with torchrun (README, "Several GPUs or
 nodes"); every rank gets the same arguments:
 
     torchrun --nproc_per_node N -m workbench pefs --out STORE          PEFs of the embedded task, batches shared out
@@ -113,12 +115,36 @@ def _distributed_options(command: argparse.ArgumentParser) -> None:
                          help="how long a rank waits for the others before the job fails")
 
 
+def _run(args: argparse.Namespace) -> int:
+    from .notebook import notebook_parameters, parse_value, run_notebook
+    from .run import COMPONENTS
+
+    declared = notebook_parameters(args.notebook)
+    parameters = {}
+    for name, text in args.parameters:
+        if name not in declared:
+            raise SystemExit(f"error: {args.notebook} has no parameter {name!r}; its parameters are {list(declared)}")
+        try:
+            parameters[name] = parse_value(declared[name], text)
+        except TypeError as error:
+            raise SystemExit(f"error: {error}") from None
+    result = run_notebook(args.notebook, args.out, parameters, kernel_name=args.kernel, progress=not args.quiet)
+    if (result.folder / COMPONENTS).exists():  # the notebook ran the main job: show what it found
+        from .pipeline import summary_text
+        from .run import Run
+
+        print(summary_text(Run(result.folder)), end="\n\n")
+    print(f"executed notebook: {result.notebook}\nHTML rendering:    {result.html}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from .distributed import DistributedError
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the embedded default never needs the Hub
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="python -m workbench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m workbench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="NPEFF end to end on the embedded default task")
@@ -163,6 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     transform.add_argument("--out", required=True, help="coefficients file to write (.safetensors, array W)")
     _distributed_options(transform)
     transform.set_defaults(handler=_transform)
+
+    run = commands.add_parser("run", help="run a notebook headless (papermill) and render it to HTML")
+    run.add_argument("notebook", help="the notebook, e.g. notebooks/quickstart.ipynb")
+    run.add_argument("--out", required=True, help="folder for the executed notebook, its HTML and the run")
+    run.add_argument("-p", "--parameter", dest="parameters", nargs=2, action="append", default=[],
+                     metavar=("NAME", "VALUE"), help="set a notebook parameter (repeatable)")
+    run.add_argument("--kernel", default=None, help="Jupyter kernel (default: the notebook's)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(handler=_run)
 
     args = parser.parse_args(argv)
     try:

@@ -146,10 +146,9 @@ class PerturbationResult:
                 f"kl_ratio={self.kl_ratio:.3g}, kl_top={self.kl_top}, kl_baseline={self.kl_baseline})")
 
     def _repr_html_(self) -> str:
-        frame = self.to_frame()
-        return (f"<div><b>Perturbation of component {int(self.component)}</b> at ε = {self.epsilon:g}: "
-                f"KL ratio top/baseline = {self.kl_ratio:.3g}</div>"
-                + frame.to_html(index=False, escape=True, float_format=lambda v: f"{v:.4g}"))
+        from .report import fragment, perturbation_html
+
+        return fragment(perturbation_html(self))
 
 
 def _ratio(top: float, baseline: float) -> float:

@@ -111,6 +111,14 @@ class RunRecorder:
         self._save()
 
 
+def update_run_record(path: str | os.PathLike, **entries) -> dict:
+    """Set top-level entries of a run's record (atomically) and return the record."""
+    record = read_run_record(path)
+    record.update(entries)
+    write_json(Path(path) / RUN_RECORD, record)
+    return record
+
+
 def read_run_record(path: str | os.PathLike) -> dict:
     record = read_json(Path(path) / RUN_RECORD)
     if record.get("format") != RUN_FORMAT:
@@ -132,13 +140,14 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 def compare_runs(a: str | os.PathLike, b: str | os.PathLike, *, include_timings: bool = False) -> pd.DataFrame:
     """What differs between two runs' records: one row per differing entry, columns a and b.
 
-    Timestamps are left out; stage timings only with ``include_timings``.
+    Timestamps are left out; timings (entries named ``seconds``: stages, notebook runs) only
+    with ``include_timings``.
     """
     ra, rb = (_flatten(read_run_record(p)) for p in (a, b))
+
     def noise(key: str) -> bool:
-        return key in ("started", "finished") or key.endswith(".started") or (
-            key.startswith("stages.") and key.endswith(".seconds") and not include_timings
-        )
+        last = key.rsplit(".", 1)[-1]
+        return last in ("started", "finished") or (last.endswith("seconds") and not include_timings)
 
     keys = sorted(k for k in set(ra) | set(rb) if not noise(k) and ra.get(k) != rb.get(k))
     return pd.DataFrame({"a": [ra.get(k) for k in keys], "b": [rb.get(k) for k in keys]}, index=pd.Index(keys, name="entry"))
@@ -184,3 +193,9 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, status={self.record.get('status')!r})"
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        from . import report
+
+        return {"text/plain": f"{self!r}\n{report.run_section_text(self.record)}",
+                "text/html": report.run_section_html(self.record)}

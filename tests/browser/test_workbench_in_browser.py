@@ -1,0 +1,165 @@
+"""The workbench in a real browser: JupyterLab on localhost driven by headless Chromium, and the
+exported HTML opened from disk. Screenshots of each panel go to test-artifacts/screenshots/."""
+
+import json
+import re
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+
+from workbench import report
+from workbench.explore import RunExplorer
+
+from ..widgets.synthetic import synthetic_run
+from .lab import ARTIFACTS, CHROMIUM, SCREENSHOTS, launch_chromium, run_notebook_in_lab, start_lab, write_notebook
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                       reason=f"no {CHROMIUM}: `make test` installs it (apt-get install chromium)"),
+]
+
+#: Set in the page by the hostile example texts if any of them ran.
+INJECTED = "window.__npeffInjected"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    server = start_lab(tmp_path_factory.mktemp("lab"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        chromium = launch_chromium(playwright)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    page = browser.new_page(viewport={"width": 1500, "height": 2600})
+    yield page
+    page.close()
+
+
+def open_workbench(page, lab, run_path, name: str) -> float:
+    """Run ``Workbench.from_run(run_path)`` in a notebook in JupyterLab; seconds until the table shows."""
+    write_notebook(lab.root / name, f"from widgets import Workbench\nwb = Workbench.from_run({str(run_path)!r})\nwb")
+    started = run_notebook_in_lab(page, lab, name)
+    try:
+        page.wait_for_selector(".npeff-component-grid button:has-text('mass ▼')", timeout=240_000)
+        opened = time.monotonic() - started
+        page.wait_for_selector(".npeff-example-viewer .example", timeout=120_000)
+    except Exception:
+        page.screenshot(path=SCREENSHOTS / f"failed-{name}.png")
+        raise
+    return opened
+
+
+def test_workbench_in_jupyterlab(page, lab, hostile_quickstart_run):
+    """The quickstart's run (its top examples made hostile) in JupyterLab: click a component, see its
+    examples (the HTML in them shown as text), run a perturbation, read the result."""
+    open_workbench(page, lab, hostile_quickstart_run.path, "workbench.ipynb")
+    page.keyboard.press("Control+b")  # hide the file browser: more room for the panels
+    browser_panel = page.locator(".npeff-component-browser")
+    browser_panel.screenshot(path=SCREENSHOTS / "component-browser.png")
+
+    page.locator(".npeff-component-grid button", has_text=re.compile(r"^\s*3\s*$")).click()
+    viewer = page.locator(".npeff-example-viewer")
+    viewer.get_by_text("Component 3", exact=True).wait_for()
+    viewer.get_by_text("component 3: examples 1-5").wait_for()
+    text = viewer.inner_text()
+    assert "<script>" in text or "<img src=x" in text  # the hostile top example, shown as text
+    assert viewer.locator(".example").count() == 5 and viewer.locator(".tok").count() > 10
+    assert page.evaluate(INJECTED) is None
+    viewer.screenshot(path=SCREENSHOTS / "example-viewer.png")
+
+    panel = page.locator(".npeff-perturbation-panel")
+    panel.locator("button", has_text="run check").click()
+    ratio = panel.locator(".npeff-kl-ratio")
+    ratio.wait_for(timeout=120_000)
+    expected = RunExplorer.open(hostile_quickstart_run.path).perturb(3, epsilon=0.1)  # the panel's defaults
+    assert ratio.inner_text() == f"{expected.kl_ratio:.3g}"
+    assert "Component 3 at ε = 0.1" in panel.locator(".npeff-perturbation-summary").inner_text()
+    page.wait_for_function(
+        "document.querySelectorAll('.npeff-perturbation-panel .js-plotly-plot .bars path').length >= 8")
+    panel.screenshot(path=SCREENSHOTS / "perturbation-panel.png")
+    page.locator(".npeff-workbench").screenshot(path=SCREENSHOTS / "workbench.png")
+    assert page.evaluate(INJECTED) is None
+
+
+def test_two_thousand_components_stay_responsive(page, lab, tmp_path_factory):
+    """Open and page through 2,000 components over 50,000 examples; prints the timings (no limits asserted)."""
+    run_path = synthetic_run(tmp_path_factory.mktemp("runs") / "thousands", n_components=2000, n_examples=50_000)
+    opened = open_workbench(page, lab, run_path, "thousands.ipynb")
+    caption = page.locator(".npeff-component-browser").locator("text=/components \\d+-\\d+ of/").first
+    assert "of 2000 matching" in caption.inner_text()
+
+    def timed(action, expected: str) -> float:
+        started = time.monotonic()
+        action()
+        page.wait_for_function(
+            "text => [...document.querySelectorAll('.npeff-component-browser .widget-html-content')]"
+            ".some(e => e.textContent.includes(text))", arg=expected, timeout=60_000)
+        return time.monotonic() - started
+
+    next_button = page.locator(".npeff-component-browser button", has_text="next ▶")
+    pages = [timed(next_button.click, f"components {20 * k + 1}-{20 * k + 20} of 2000") for k in range(1, 6)]
+    search = page.locator(".npeff-component-browser input[placeholder='text in top examples']")
+    searched = timed(lambda: (search.fill("zorp"), search.press("Enter")), "matching (2000 in all), page 1")
+    sorted_ = timed(lambda: page.locator(".npeff-component-grid button", has_text="label_purity").click(),
+                    "sorted by label_purity")
+    page.locator(".npeff-component-browser").screenshot(path=SCREENSHOTS / "component-browser-2000.png")
+    figures = {"components": 2000, "examples": 50_000, "open_s": round(opened, 2),
+               "page_median_s": round(statistics.median(pages), 3), "page_max_s": round(max(pages), 3),
+               "first_search_s": round(searched, 3), "sort_s": round(sorted_, 3)}
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "browser-timings.json").write_text(json.dumps(figures, indent=2))
+    print("\nbrowser timings with 2,000 components:", figures)
+
+
+def test_exported_html_opens_from_disk(page, quickstart_run, hostile_run, tmp_path):
+    """The notebook's HTML rendering and the reports: tables and charts there with no server and no network."""
+    page.goto(quickstart_run.html.as_uri())
+    assert page.locator(".this-run").first.is_visible()
+    assert page.locator(".npeff-table").count() >= 2 and page.locator(".tok").count() > 10
+    page.wait_for_function("document.querySelectorAll('.npeff-plot .main-svg').length >= 2")
+    page.locator(".this-run").first.screenshot(path=SCREENSHOTS / "notebook-html-run-record.png")
+    page.locator(".npeff-plot").first.screenshot(path=SCREENSHOTS / "notebook-html-chart.png")
+
+    page.goto((quickstart_run.folder / "report" / "index.html").as_uri())
+    rows = page.locator(".npeff-table").first.locator("tbody tr")
+    assert rows.count() == 6
+    page.wait_for_function("document.querySelectorAll('.npeff-plot .main-svg').length >= 2")
+    page.screenshot(path=SCREENSHOTS / "report.png")
+
+    hostile = RunExplorer.open(hostile_run.path)
+    index = report.export_html(hostile, tmp_path / "hostile", perturbations=[hostile.perturb(1, n_baseline=30)],
+                               n_examples=2, max_single_page=8, progress=False)
+    page.goto(index.as_uri())
+    assert page.locator(".npeff-table tbody tr").count() == hostile.n_components
+    page.locator(".npeff-table a", has_text=re.compile(r"^1$")).first.click()
+    page.wait_for_function("document.querySelectorAll('.npeff-plot .main-svg').length >= 2")
+    assert "<script>" in page.inner_text("body") or "<img src=x" in page.inner_text("body")
+    assert page.evaluate(INJECTED) is None
+
+
+def test_nbconvert_rendering_without_widget_state(page, quickstart_run, tmp_path):
+    """Plain nbconvert of the executed quickstart (no widget state, no help from the runner)."""
+    from nbconvert import HTMLExporter
+
+    html, _ = HTMLExporter().from_filename(str(quickstart_run.notebook))
+    path = tmp_path / "plain.html"
+    path.write_text(html)
+    page.goto(path.as_uri())
+    assert page.locator(".npeff-table").count() >= 2 and page.locator(".tok").count() > 10
+    page.locator(".npeff-workbench, .jp-OutputArea-output:has(.npeff-table)").first.screenshot(
+        path=SCREENSHOTS / "nbconvert-without-widget-state.png")

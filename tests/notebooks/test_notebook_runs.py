@@ -1,0 +1,144 @@
+"""Headless notebook runs: parameters checked up front, run folders that record themselves, HTML that shows everywhere."""
+
+import json
+import re
+
+import nbformat
+import pytest
+
+from tests.conftest import QUICKSTART, QUICKSTART_SMALL
+from workbench.__main__ import main
+from workbench.notebook import (
+    NotebookParameter,
+    check_parameters,
+    notebook_parameters,
+    parse_value,
+    run_notebook,
+)
+from workbench.run import Run, compare_runs
+
+ANALYSIS = QUICKSTART.with_name("analysis.ipynb")
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def test_parameters_are_declared_with_types_in_the_parameters_cell():
+    declared = notebook_parameters(QUICKSTART)
+    assert list(declared) == ["model_path", "n_examples", "n_components", "n_iters_g_only", "n_iters_joint", "seed",
+                              "device", "output_folder", "epsilon"]
+    assert declared["n_components"] == NotebookParameter("n_components", (int,), 16, "NPEFF components")
+    assert declared["model_path"].types == (str, type(None)) and declared["model_path"].default is None
+    assert set(notebook_parameters(ANALYSIS)) >= {"run_folder", "component", "epsilon", "device", "output_folder"}
+
+
+def test_wrong_or_unknown_parameters_are_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(TypeError, match=r"'n_components' must be int, got '16' \(str\); it is: NPEFF components"):
+        run_notebook(QUICKSTART, tmp_path / "x", {"n_components": "16"})
+    with pytest.raises(TypeError, match="'epsilon' must be float, got True"):
+        run_notebook(QUICKSTART, tmp_path / "x", {"epsilon": True})
+    with pytest.raises(ValueError, match=r"has no parameter\(s\) \['n_comps'\]; its parameters are \['model_path'"):
+        run_notebook(QUICKSTART, tmp_path / "x", {"n_comps": 4})
+    with pytest.raises(SystemExit, match="'seed' must be int, got 'zero'"):
+        main(["run", str(QUICKSTART), "--out", str(tmp_path / "x"), "-p", "seed", "zero"])
+    assert not (tmp_path / "x").exists()
+
+
+def test_command_line_values_take_the_declared_type():
+    declared = notebook_parameters(QUICKSTART)
+    assert parse_value(declared["n_components"], "32") == 32
+    assert parse_value(declared["epsilon"], "0.5") == 0.5
+    assert parse_value(declared["device"], "none") is None and parse_value(declared["device"], "cpu") == "cpu"
+    assert parse_value(NotebookParameter("flag", (bool,), False), "yes") is True
+
+
+def test_check_parameters_reads_the_namespace_annotations():
+    namespace = {"__annotations__": {"n": int, "path": str | None, "eps": float}, "n": 3, "path": None, "eps": 1}
+    check_parameters(namespace)
+    namespace["path"] = 3
+    with pytest.raises(TypeError, match="'path' must be str or None, got 3"):
+        check_parameters(namespace)
+
+
+def test_a_value_papermill_injects_with_the_wrong_type_stops_the_notebook(tmp_path):
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    with pytest.raises(PapermillExecutionError, match="'n_components' must be int, got 'many'"):
+        papermill.execute_notebook(str(QUICKSTART), str(tmp_path / "out.ipynb"), parameters={"n_components": "many"},
+                                   progress_bar=False)
+
+
+@pytest.fixture(scope="module")
+def second_run(tmp_path_factory):
+    """The quickstart again with other parameters."""
+    return run_notebook(QUICKSTART, tmp_path_factory.mktemp("runs") / "second",
+                        dict(QUICKSTART_SMALL, n_components=4, seed=1), progress=False)
+
+
+def test_two_runs_with_different_parameters_give_different_correct_folders(quickstart_run, second_run):
+    for notebook_run, n_components, seed in ((quickstart_run, 6, 0), (second_run, 4, 1)):
+        run = Run.open(notebook_run.folder)
+        assert run.record["status"] == "complete"
+        assert run.decomposition().W_.shape == (QUICKSTART_SMALL["n_examples"], n_components)
+        assert list(run.components().index) == list(range(n_components))
+        assert run.params["seed"] == seed and run.params["out"] == str(notebook_run.folder)
+        entry = run.record["notebooks"]["quickstart"]
+        assert entry["status"] == "complete" and entry["parameters"]["n_components"] == n_components
+        assert set(entry["injected"]) == set(QUICKSTART_SMALL) | {"output_folder"} | ({"seed"} if seed else set())
+        assert (notebook_run.folder / "report" / "index.html").exists()
+    differences = compare_runs(quickstart_run.folder, second_run.folder)
+    assert differences.loc["params.n_components"].tolist() == [6, 4]
+    assert differences.loc["notebooks.quickstart.parameters.seed"].tolist() == [0, 1]
+    assert "params.n_examples" not in differences.index  # the same in both
+    assert not any(k.endswith("seconds") or k.endswith("started") for k in differences.index)
+    assert "stages.fit.seconds" in compare_runs(quickstart_run.folder, second_run.folder, include_timings=True).index
+
+
+def test_executed_notebook_keeps_static_panels_and_no_dead_widgets(quickstart_run):
+    notebook = nbformat.read(quickstart_run.notebook, as_version=4)
+    assert "widgets" not in notebook.metadata
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert not [o for o in outputs if WIDGET_VIEW in o.get("data", {})]
+    html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    assert 'class="npeff-table"' in html and 'class="tok"' in html and "KL ratio top/baseline" in html
+
+
+def test_html_rendering_is_offline_and_starts_with_the_run_record(quickstart_run):
+    html = quickstart_run.html.read_text()
+    assert not re.search(r'<script[^>]*src="https?://', html)  # nothing to fetch
+    assert "plotly.js v" in html  # the charts' library, inline
+    assert html.index("This run") < html.index("NPEFF quickstart")
+    assert "n_components*</b> 6" in html  # injected by papermill, and marked so
+    assert 'class="npeff-table"' in html and 'class="tok"' in html
+
+
+def test_nbconvert_without_widget_state_shows_the_panels(quickstart_run, embedded_run):
+    """Plain nbconvert, no help from the runner: the executed quickstart, and a notebook whose output
+    still holds a live widget view but no widget state (as JupyterLab saves it by default)."""
+    from nbconvert import HTMLExporter
+
+    html, _ = HTMLExporter().from_filename(str(quickstart_run.notebook))
+    assert 'class="npeff-table"' in html and 'class="tok"' in html
+
+    from widgets import Workbench
+
+    bundle = Workbench.from_run(embedded_run.path)._repr_mimebundle_()
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell("wb", outputs=[nbformat.v4.new_output("display_data", data=bundle)])]
+    html, _ = HTMLExporter().from_notebook_node(notebook)
+    assert 'class="npeff-table"' in html and 'class="tok"' in html
+    notebook.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {
+        "state": {bundle[WIDGET_VIEW]["model_id"]: {}}, "version_major": 2, "version_minor": 0}}
+    html, _ = HTMLExporter().from_notebook_node(notebook)
+    assert 'class="npeff-table"' not in html  # with widget state nbconvert shows the widget instead
+
+
+def test_analysis_notebook_opens_an_existing_run(quickstart_run, tmp_path):
+    result = run_notebook(ANALYSIS, tmp_path / "analysis", {"run_folder": str(quickstart_run.folder), "component": 2},
+                          progress=False)
+    record = json.loads((tmp_path / "analysis" / "run.json").read_text())
+    assert record["notebooks"]["analysis"]["parameters"]["component"] == 2
+    html = result.html.read_text()
+    assert "component 2: examples 1-10" in html and "Perturbation of component 2" in html
+    assert (tmp_path / "analysis" / "report" / "index.html").exists()
+    assert "KL against" in html  # the sweep's chart

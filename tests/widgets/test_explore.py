@@ -1,0 +1,112 @@
+"""RunExplorer: the component table's filters and pages, example pages with token scores, perturbations."""
+
+import numpy as np
+import pytest
+
+from workbench import analysis
+from workbench.explore import ComponentFilter, RunExplorer
+from workbench.perturb import baseline_examples, perturbation_check
+
+from .synthetic import synthetic_run
+
+
+@pytest.fixture(scope="module")
+def explorer(embedded_run):
+    return RunExplorer.open(embedded_run.path)
+
+
+@pytest.fixture(scope="module")
+def small_synthetic(tmp_path_factory):
+    return RunExplorer.open(synthetic_run(tmp_path_factory.mktemp("runs") / "synthetic", n_components=60,
+                                          n_examples=3000, density=0.05))
+
+
+def test_components_pages_sorted_by_mass(explorer):
+    first = explorer.components(page_size=5)
+    assert (first.n_matching, first.n_components, first.n_pages) == (16, 16, 4)
+    masses = np.concatenate([explorer.components(page=p, page_size=5).rows["mass"].to_numpy() for p in range(4)])
+    np.testing.assert_array_equal(masses, np.sort(explorer.table["mass"].to_numpy())[::-1])
+    assert explorer.components(page=99, page_size=5).page == 3  # clamped to the last page
+    assert "components 1-5 of 16" in repr(first)
+
+
+def test_components_filters(explorer):
+    table = explorer.table
+    pure = explorer.filter_components(min_purity=0.9, purity="strategy_purity")
+    assert set(pure.index) == set(table.index[table["strategy_purity"] >= 0.9])
+    label = explorer.filter_components(label=1)
+    assert set(label.index) == set(table.index[table["label"] == 1]) and len(label) > 0
+    heavy = explorer.filter_components(min_mass=0.05)
+    assert (heavy["mass"] >= 0.05).all() and len(heavy) < len(table)
+    ascending = explorer.filter_components(ComponentFilter(sort_by="label_purity", descending=False))
+    assert ascending["label_purity"].is_monotonic_increasing
+
+
+def test_search_matches_exactly_the_components_with_the_text_in_their_top_examples(explorer):
+    texts = explorer.examples["text"].to_numpy()
+    expected = {j for j in range(explorer.n_components)
+                if any("zorp" in texts[i] for i in analysis.top_examples(explorer.W, j, explorer.n_top))}
+    found = set(explorer.filter_components(search="ZORP").index)
+    assert found == expected and 0 < len(found) < explorer.n_components
+
+
+def test_top_sets_equal_analysis_top_examples(small_synthetic):
+    W = small_synthetic.W
+    for j in range(small_synthetic.n_components):
+        row = small_synthetic.top_sets[j]
+        np.testing.assert_array_equal(row[row >= 0], analysis.top_examples(W, j, small_synthetic.n_top))
+
+
+def test_bad_requests_name_the_problem(explorer):
+    with pytest.raises(ValueError, match="cannot sort by 'nope'"):
+        explorer.components(sort_by="nope")
+    with pytest.raises(ValueError, match="no purity column 'size_purity'"):
+        explorer.components(min_purity=0.5, purity="size_purity")
+    with pytest.raises(IndexError, match="from 0 to 15"):
+        explorer.top_examples(16)
+
+
+def test_top_examples_pages_follow_the_coefficients_with_exact_token_shares(explorer):
+    j = 3
+    ranking = analysis.top_examples(explorer.W, j, n_top=len(explorer.examples))
+    first, second = explorer.top_examples(j, page_size=4), explorer.top_examples(j, page=1, page_size=4)
+    assert [e.example for e in first.examples + second.examples] == list(ranking[:8])
+    assert [e.rank for e in second.examples] == [4, 5, 6, 7]
+    for e in first.examples:
+        assert e.coefficient == pytest.approx(float(explorer.W[e.example, j]))
+        assert e.label == explorer.examples["label"].iloc[e.example]
+        assert e.scores.sum() + e.head_share == pytest.approx(1.0, abs=1e-6)  # shares of the whole mass
+        words = [e.text[a:b] for (a, b), special in zip(e.spans, e.special) if not special]
+        assert words == e.text.split(" ")  # the spans are the words, in order
+    assert "component 3: examples 1-4" in repr(first)
+
+
+def test_perturb_equals_the_library_check_on_all_inputs(explorer, embedded):
+    _, model, _, examples, inputs, decomposition = embedded
+    j = 5
+    result = explorer.perturb(j, epsilon=0.1, n_baseline=50, seed=3)
+    top = analysis.top_examples(decomposition.W_, j, explorer.n_top)
+    baseline = baseline_examples(len(examples), top, 50, seed=3)
+    direct = perturbation_check(model, decomposition, j, inputs, examples["label"], top, baseline, epsilon=0.1)
+    assert (result.n_top, result.n_baseline) == (len(top), 50)
+    for sign in "+-":
+        assert result.kl_top[sign] == pytest.approx(direct.kl_top[sign], rel=1e-5)
+        assert result.kl_baseline[sign] == pytest.approx(direct.kl_baseline[sign], rel=1e-5)
+    assert result.accuracy_top == direct.accuracy_top
+
+
+def test_sweep_reports_each_epsilon(explorer):
+    seen = []
+    frame = explorer.sweep(2, [0.01, 0.1], n_baseline=20, on_result=lambda r, done, total: seen.append((r.epsilon, done, total)))
+    assert seen == [(0.01, 1, 2), (0.1, 2, 2)]
+    assert len(frame) == 8 and set(frame["epsilon"]) == {0.01, 0.1}
+    kl = frame[(frame["set"] == "top") & (frame["sign"] == "+")].sort_values("epsilon")["kl"].to_numpy()
+    assert kl[1] > kl[0] > 0
+
+
+def test_a_run_without_model_shows_examples_and_explains_the_rest(small_synthetic):
+    page = small_synthetic.top_examples(0, page_size=3)
+    assert len(page.examples) == 3 and page.examples[0].scores is None
+    assert "no model/" in page.note
+    with pytest.raises(FileNotFoundError, match="has no model/ folder"):
+        small_synthetic.perturb(0)

@@ -1,0 +1,133 @@
+"""The panels, driven from Python as a front end would drive them (clicks, values), and their static bundles."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from widgets import ComponentBrowser, PerturbationPanel, Workbench
+from workbench.explore import RunExplorer
+
+from .synthetic import synthetic_run
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+@pytest.fixture(scope="module")
+def workbench(embedded_run):
+    return Workbench.from_run(embedded_run.path, page_size=10)
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory):
+    """250 components without a model."""
+    return RunExplorer.open(synthetic_run(tmp_path_factory.mktemp("runs") / "many", n_components=250,
+                                          n_examples=2000, density=0.05))
+
+
+def test_workbench_opens_on_the_largest_component(workbench):
+    largest = int(workbench.explorer.table["mass"].idxmax())
+    assert workbench.browser.selected == largest
+    assert workbench.examples.current.component == largest
+    assert workbench.perturbation.component == largest and not workbench.perturbation.run_button.disabled
+
+
+def test_clicking_a_component_shows_its_examples(workbench):
+    button = workbench.browser.row_buttons[2]
+    button.click()
+    j = int(button.description)
+    assert workbench.browser.selected == j and button.button_style == "info"
+    assert f"Component {j}" in workbench.examples.title.value
+    assert workbench.examples.body.value.count('class="example"') == 5
+    assert f"<td>{j}</td>" in workbench.details.value
+    workbench.examples.next.click()
+    assert workbench.examples.current.page == 1 and "examples 6-10" in workbench.examples.body.value
+
+
+def test_browser_pages_sorts_and_filters(many):
+    browser = ComponentBrowser(many, page_size=20)
+    assert "page 1 of 13" in browser.caption.value and browser.previous.disabled
+    browser.next.click()
+    shown = [int(b.description) for b in browser.row_buttons]
+    assert shown == list(many.filter_components().index[20:40])
+    browser.headers[browser.columns.index("label_purity")].click()  # sort by it, largest first
+    assert browser.headers[browser.columns.index("label_purity")].description == "label_purity ▼"
+    assert browser.page_number == 0
+    browser.headers[browser.columns.index("label_purity")].click()  # reversed
+    values = [float(c[browser.columns.index("label_purity") - 1].value) for c in browser.cells]
+    assert values == sorted(values)
+    browser.search.value = "zorp"
+    expected = many.filter_components(search="zorp", sort_by="label_purity", descending=False)
+    assert f"of {len(expected)} matching" in browser.caption.value
+    browser.min_purity.value = 1.0  # only components whose top set is all one label
+    visible = [b for b in browser.row_buttons if b.layout.visibility == "visible"]
+    assert len(visible) == min(20, len(many.filter_components(search="zorp", min_purity=1.0)))
+
+
+def test_perturbation_panel_runs_and_charts_the_result(workbench):
+    panel = workbench.perturbation
+    workbench.select(4)
+    result = panel.run(epsilon=0.1)
+    assert result.component == 4 and result.epsilon == pytest.approx(0.1)
+    assert f"{result.kl_ratio:.3g}" in panel.summary.value
+    assert list(panel.kl_chart.data[0].y) == [result.kl_top["+"], result.kl_top["-"]]
+    assert panel.progress.bar_style == "success" and panel.progress.value == panel.progress.max
+    panel.direction.value = "-"
+    assert list(panel.kl_chart.data[1].y) == [result.kl_baseline["-"]]
+    panel.sweep.value = True
+    panel.run()
+    assert len(panel.sweep_frame) == 20 and len(panel.sweep_chart.data) == 2  # (top, baseline) for "-"
+    assert panel.sweep_box.layout.display == "flex"
+    panel.sweep.value, panel.direction.value = False, "both"
+
+
+def test_perturbation_errors_are_shown_in_the_panel(many):
+    panel = PerturbationPanel(many)
+    with pytest.raises(ValueError, match="no component selected"):
+        panel.run()
+    panel.set_component(0)
+    panel.run_button.click()  # a click does not raise: the panel shows the error
+    assert "has no model/ folder" in panel.summary.value and panel.progress.bar_style == "danger"
+    assert "FileNotFoundError" in panel._repr_mimebundle_()["text/plain"]
+
+
+def test_panels_display_static_snapshots_beside_the_widget(workbench):
+    bundle = workbench._repr_mimebundle_()
+    assert set(bundle) == {WIDGET_VIEW, "text/html", "text/plain"}
+    assert 'class="npeff-table"' in bundle["text/html"] and 'class="tok"' in bundle["text/html"]
+    assert "components 1-10 of 16" in bundle["text/plain"]
+    for panel in (workbench.browser, workbench.examples, workbench.perturbation):
+        parts = panel._repr_mimebundle_()
+        assert parts["text/html"] and parts["text/plain"] and WIDGET_VIEW in parts
+
+
+def test_export_writes_tidy_files_of_what_the_panels_show(workbench, tmp_path):
+    from safetensors.numpy import load_file
+
+    explorer = workbench.explorer
+    workbench.select(2)
+    result = workbench.perturbation.run(epsilon=0.1)
+    written = workbench.export(tmp_path / "exports")
+    assert set(written) == {"components", "coefficients", "component vectors", "perturbations"}
+    components = pd.read_parquet(written["components"])
+    assert components["component"].tolist() == list(explorer.table.index)
+    assert np.allclose(components["mass"], explorer.table["mass"])
+    coefficients = pd.read_parquet(written["coefficients"])
+    W = explorer.W
+    assert len(coefficients) == np.count_nonzero(W)
+    assert np.allclose(coefficients["coefficient"], W[coefficients["example"], coefficients["component"]])
+    perturbations = pd.read_parquet(written["perturbations"])
+    assert np.allclose(perturbations["kl"], result.to_frame()["kl"]) and set(perturbations["component"]) == {2}
+    vectors = load_file(written["component vectors"])
+    assert all(v.shape[0] == explorer.n_components for v in vectors.values())
+    assert "coefficients" in workbench.export_status.value and str(tmp_path) in workbench.export_status.value
+
+    workbench.export_format.value = "csv"
+    assert pd.read_csv(workbench.export(tmp_path / "csv")["components"]).shape == components.shape
+    workbench.export_format.value = "parquet"
+
+
+def test_export_errors_are_shown_in_the_panel(workbench, tmp_path):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    with pytest.raises(FileExistsError):
+        workbench.export(tmp_path / "taken")
+    assert "FileExistsError" in workbench.export_status.value

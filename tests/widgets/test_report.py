@@ -1,0 +1,103 @@
+"""Static HTML: escaping, charts that carry the result's numbers, the run section, report folders."""
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import HOSTILE_TEXTS
+from workbench import report
+from workbench.explore import RunExplorer
+
+
+@pytest.fixture(scope="module")
+def hostile(hostile_run):
+    return RunExplorer.open(hostile_run.path)
+
+
+@pytest.fixture(scope="module")
+def perturbation(hostile):
+    return hostile.perturb(1, epsilon=0.1, n_baseline=40)
+
+
+def assert_inert(html: str) -> None:
+    """None of the hostile texts' markup survives as markup (plotly.js itself aside)."""
+    from plotly.offline import get_plotlyjs
+
+    html = html.replace(get_plotlyjs(), "")
+    assert "<script>window.__npeffInjected" not in html
+    assert "<img src=x" not in html and "onerror=" not in html.replace("onerror=&quot;", "")
+
+
+def test_example_text_is_shown_as_text(hostile):
+    page = hostile.top_examples(1, page_size=3)
+    assert page.examples[0].text in HOSTILE_TEXTS
+    html = report.examples_page_html(page)
+    assert_inert(html)
+    assert "&lt;script&gt;" in html or "&lt;img src=x" in html
+    assert len(re.findall('class="tok"', html)) > 5  # the words are still highlighted
+    # The same with the tokenizer's tokens instead of character spans.
+    for e in page.examples:
+        e.spans = None
+    assert_inert(report.examples_page_html(page))
+
+
+def test_tables_and_run_section_escape_everything():
+    frame = pd.DataFrame({"strategy": ["<b>bold</b>"], "x": [0.123456]}, index=pd.Index([3], name="<i>c</i>"))
+    html = report.table_html(frame, index_links={3: 'x" onclick="alert(1)'})
+    assert "<b>bold</b>" not in html and "&lt;b&gt;bold&lt;/b&gt;" in html and "0.123" in html
+    assert 'onclick="alert' not in html
+    record = {"status": "complete", "params": {"out": "<script>x</script>"},
+              "notebooks": {"quickstart": {"parameters": {"n_components": 4, "seed": 0}, "injected": ["n_components"]}}}
+    section = report.run_section_html(record)
+    assert "<script>x" not in section and "&lt;script&gt;x" in section
+    assert "n_components*</b> 4" in section and "seed</b> 0" in section
+
+
+def test_perturbation_charts_carry_the_results_numbers(perturbation):
+    kl = report.kl_figure(perturbation)
+    top, baseline = kl.data
+    assert list(top.y) == [perturbation.kl_top["+"], perturbation.kl_top["-"]]
+    assert list(baseline.y) == [perturbation.kl_baseline["+"], perturbation.kl_baseline["-"]]
+    accuracy = report.accuracy_figure(perturbation, signs=("-",))
+    assert list(accuracy.data[0].y) == [perturbation.accuracy_top["original"], perturbation.accuracy_top["-"]]
+    html = perturbation._repr_html_()
+    assert "KL ratio top/baseline" in html and 'class="npeff-plot"' in html
+    assert "plotly.js v" not in html  # a notebook output does not carry plotly.js
+
+
+def test_single_page_report_has_everything_offline(hostile, perturbation, tmp_path):
+    index = report.export_html(hostile, tmp_path / "report", perturbations=[perturbation], n_examples=3, progress=False)
+    html = index.read_text()
+    assert_inert(html)
+    assert html.count('<section id="component-') == hostile.n_components
+    assert all(f'href="#component-{j}"' in html for j in range(hostile.n_components))
+    assert "plotly.js v" in html and not re.search(r'src="https?://', html)
+    assert "This run" in html and "Perturbation of component 1" in html
+    assert [p.name for p in (tmp_path / "report").iterdir()] == ["index.html"]
+
+
+def test_report_splits_into_linked_pages_above_the_limit(hostile, perturbation, tmp_path):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "stale.html").write_text("from an older report")
+    index = report.export_html(hostile, out, perturbations=[perturbation], n_examples=2, max_single_page=10,
+                               highlight=False, progress=False)
+    pages = sorted((out / "components").iterdir())
+    assert len(pages) == hostile.n_components
+    html = index.read_text()
+    assert all(f'href="components/{j:05d}.html"' in html for j in range(hostile.n_components))
+    assert not (out / "stale.html").exists() and (out / report.PLOTLY_FILE).exists()
+    page = (out / "components" / "00001.html").read_text()
+    assert '<script src="../plotly.min.js">' in page and "Perturbation of component 1" in page
+    assert 'href="../index.html"' in page
+    assert_inert(page)
+    assert not list(tmp_path.glob(".report.*"))  # no staging folder left behind
+
+
+def test_token_colours_scale_with_the_score():
+    assert report.token_colour(0.5, 0.5) == "rgba(255,140,0,0.80)"
+    assert report.token_colour(-0.25, 0.5) == "rgba(40,120,255,0.40)"
+    assert report.token_colour(0.0, 0.0).endswith("0.00)")
+    assert report.format_value(np.float32(0.123456)) == "0.123" and report.format_value(float("nan")) == ""

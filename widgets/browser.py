@@ -1,0 +1,155 @@
+"""The component browser: a sortable, filterable, paged table of a run's components."""
+
+from __future__ import annotations
+
+import ipywidgets as w
+import traitlets
+
+from workbench import report
+from workbench.explore import ComponentFilter, ComponentPage, RunExplorer
+
+from .static import StaticFallback
+
+ANY = "(any)"
+
+
+class ComponentBrowser(StaticFallback, w.VBox):
+    """One page of the component table at a time; click a component's number to select it.
+
+    The row widgets are made once and refilled on every page, so paging through 2,000
+    components sends a few value updates, never new widgets. Click a column header to sort by
+    it (again to reverse). ``selected`` (a traitlet) is the selected component or None:
+    observe it with ``browser.observe(callback, names="selected")``.
+    """
+
+    selected = traitlets.Int(None, allow_none=True)
+
+    def __init__(self, explorer: RunExplorer, *, page_size: int = 20):
+        self.explorer = explorer
+        self.page_size = page_size
+        self.filter = ComponentFilter()
+        self.page_number = 0
+        self.columns = ["component", *explorer.table.columns]
+
+        self.search = w.Text(placeholder="text in top examples", description="search",
+                             continuous_update=False, layout=w.Layout(width="260px"))
+        purity_columns = explorer.purity_columns() or ["label_purity"]
+        self.purity_column = w.Dropdown(options=purity_columns, value=purity_columns[0], description="purity of",
+                                        layout=w.Layout(width="230px"))
+        self.min_purity = w.FloatSlider(0.0, min=0.0, max=1.0, step=0.05, description="≥", continuous_update=False,
+                                        readout_format=".2f", layout=w.Layout(width="220px"))
+        self.min_mass = w.BoundedFloatText(0.0, min=0.0, max=1.0, step=0.001, description="mass ≥",
+                                           layout=w.Layout(width="160px"))
+        labels = sorted({str(v) for v in explorer.table["label"].dropna()}) if "label" in explorer.table else []
+        self.label = w.Dropdown(options=[ANY, *labels], value=ANY, description="label",
+                                layout=w.Layout(width="160px"))
+        for control in (self.search, self.purity_column, self.min_purity, self.min_mass, self.label):
+            control.observe(self._filters_changed, names="value")
+
+        self.previous = w.Button(description="◀ previous", layout=w.Layout(width="110px"))
+        self.next = w.Button(description="next ▶", layout=w.Layout(width="110px"))
+        self.previous.on_click(lambda _: self.show_page(self.page_number - 1))
+        self.next.on_click(lambda _: self.show_page(self.page_number + 1))
+        self.caption = w.HTML()
+
+        self.headers = [w.Button(description=c, tooltip=f"sort by {c}", layout=w.Layout(width="auto"))
+                        for c in self.columns]
+        for column, header in zip(self.columns, self.headers):
+            header.on_click(lambda _, column=column: self.sort_by(column))
+        self.row_buttons = [w.Button(layout=w.Layout(width="auto")) for _ in range(page_size)]
+        for button in self.row_buttons:
+            button.on_click(self._row_clicked)
+        self.cells = [[w.HTML(layout=w.Layout(padding="0 6px")) for _ in self.columns[1:]] for _ in range(page_size)]
+        grid_children = list(self.headers)
+        for button, cells in zip(self.row_buttons, self.cells):
+            grid_children += [button, *cells]
+        self.grid = w.GridBox(grid_children, layout=w.Layout(
+            grid_template_columns=" ".join(["max-content"] * len(self.columns)), grid_gap="1px 2px",
+            align_items="center"))
+        self.grid.add_class("npeff-component-grid")
+        self.message = w.HTML()
+
+        filters = w.HBox([self.search, self.purity_column, self.min_purity, self.min_mass, self.label],
+                         layout=w.Layout(flex_flow="row wrap"))
+        paging = w.HBox([self.previous, self.next, self.caption], layout=w.Layout(align_items="center"))
+        super().__init__([filters, paging, self.message, self.grid])
+        self.add_class("npeff-component-browser")
+        self.show_page(0)
+
+    # -- actions -----------------------------------------------------------------------
+
+    def show_page(self, page: int) -> ComponentPage:
+        """Show page ``page`` (clamped to the pages there are) of the filtered, sorted table."""
+        try:
+            result = self.explorer.components(self.filter, page=page, page_size=self.page_size)
+        except ValueError as error:  # a filter the table cannot apply
+            self.message.value = report.fragment(report.error_html(str(error)))
+            raise
+        self.message.value = ""
+        self.page_number = result.page
+        self.current = result
+        self._fill(result)
+        return result
+
+    def sort_by(self, column: str) -> None:
+        """Sort by ``column``; sorting by the same column again reverses the order."""
+        descending = not self.filter.descending if column == self.filter.sort_by else column != "component"
+        self.filter.sort_by, self.filter.descending = column, descending
+        self.show_page(0)
+
+    def select(self, component: int | None) -> None:
+        if component is not None:
+            self.explorer.component(component)  # a clear error for a component that is not there
+        self.selected = None if component is None else int(component)
+        self._mark_selected()
+
+    # -- rendering ---------------------------------------------------------------------
+
+    def _filters_changed(self, _change) -> None:
+        self.filter.search = self.search.value
+        self.filter.purity = self.purity_column.value
+        self.filter.min_purity = self.min_purity.value
+        self.filter.min_mass = self.min_mass.value
+        self.filter.label = None if self.label.value == ANY else self.label.value
+        self.show_page(0)
+
+    def _fill(self, page: ComponentPage) -> None:
+        arrow = "▼" if self.filter.descending else "▲"
+        for column, header in zip(self.columns, self.headers):
+            header.description = f"{column} {arrow}" if column == self.filter.sort_by else column
+        rows = list(page.rows.itertuples())
+        for k, (button, cells) in enumerate(zip(self.row_buttons, self.cells)):
+            visible = k < len(rows)
+            button.layout.visibility = "visible" if visible else "hidden"
+            for cell in cells:
+                cell.layout.visibility = button.layout.visibility
+            if not visible:
+                button.description, button.tooltip = "", ""
+                for cell in cells:
+                    cell.value = ""
+                continue
+            component, *values = rows[k]
+            button.description = str(component)
+            button.tooltip = f"show component {component}"
+            for cell, value in zip(cells, values):
+                cell.value = report.format_value(value)
+        self.caption.value = report.escape(page.caption())
+        self.previous.disabled = page.page == 0
+        self.next.disabled = page.page >= page.n_pages - 1
+        self._mark_selected()
+
+    def _mark_selected(self) -> None:
+        for button in self.row_buttons:
+            button.button_style = "info" if button.description == str(self.selected) else ""
+
+    def _row_clicked(self, button: w.Button) -> None:
+        if button.description:
+            self.select(int(button.description))
+
+    # -- static display ----------------------------------------------------------------
+
+    def static_html(self) -> str:
+        return report.component_page_html(self.current)
+
+    def static_text(self) -> str:
+        return repr(self.current)

@@ -1,0 +1,69 @@
+"""The example viewer: a component's top examples, tokens shaded by the component's token scores."""
+
+from __future__ import annotations
+
+import traceback
+
+import ipywidgets as w
+
+from workbench import report
+from workbench.explore import RunExplorer, TopExamplesPage
+
+from .static import StaticFallback, on_click_shown
+
+
+class ExampleViewer(StaticFallback, w.VBox):
+    """Pages through one component's examples, largest coefficient first.
+
+    Orange tokens carry the component's Fisher mass, blue ones cancel part of it (hover for
+    the share); label, prediction (red when wrong) and the coefficient head each example.
+    """
+
+    def __init__(self, explorer: RunExplorer, *, page_size: int = 5):
+        self.explorer = explorer
+        self.page_size = page_size
+        self.component: int | None = None
+        self.current: TopExamplesPage | None = None
+        self.title = w.HTML("<b>Select a component to see its examples.</b>")
+        self.previous = w.Button(description="◀ previous", disabled=True, layout=w.Layout(width="110px"))
+        self.next = w.Button(description="next ▶", disabled=True, layout=w.Layout(width="110px"))
+        self.highlight = w.Checkbox(True, description="highlight tokens", indent=False, layout=w.Layout(width="150px"))
+        self.status = w.HTML()
+        self.body = w.HTML()
+        self.previous.on_click(on_click_shown(lambda: self.show(self.component, self.current.page - 1)))
+        self.next.on_click(on_click_shown(lambda: self.show(self.component, self.current.page + 1)))
+        self.highlight.observe(on_click_shown(lambda: self.show(self.component, self.current.page if self.current else 0)), names="value")
+        controls = w.HBox([self.previous, self.next, self.highlight, self.status],
+                          layout=w.Layout(align_items="center"))
+        super().__init__([self.title, controls, self.body])
+        self.add_class("npeff-example-viewer")
+
+    def show(self, component: int | None, page: int = 0) -> TopExamplesPage | None:
+        """Show page ``page`` of ``component``'s examples (token scores are computed for the page only)."""
+        self.component = component
+        if component is None:
+            return None
+        self.status.value = "<i>scoring tokens…</i>" if self.highlight.value else ""
+        try:
+            result = self.explorer.top_examples(component, page=page, page_size=self.page_size,
+                                                highlight=self.highlight.value)
+        except Exception as error:  # shown in the panel: the user sees why, not an empty box
+            self.status.value = ""
+            self.body.value = report.fragment(report.error_html(f"{type(error).__name__}: {error}",
+                                                                traceback.format_exc()))
+            raise
+        self.current = result
+        self.title.value = f"<b>Component {int(component)}</b>: top examples"
+        self.body.value = report.examples_page_html(result)
+        self.previous.disabled = result.page == 0
+        self.next.disabled = result.page >= result.n_pages - 1
+        self.status.value = ""
+        return result
+
+    def static_html(self) -> str:
+        if self.current is None:
+            return report.fragment("<i>No component selected.</i>")
+        return report.examples_page_html(self.current)
+
+    def static_text(self) -> str:
+        return "No component selected." if self.current is None else repr(self.current)

@@ -1,0 +1,35 @@
+"""Static parts of a panel's display bundle, for front ends without a widget manager."""
+
+from __future__ import annotations
+
+
+class StaticFallback:
+    """Mix into an ipywidgets container: its display bundle gains ``text/html`` and a useful
+    ``text/plain``. JupyterLab shows the live widget (the widget view ranks first); nbconvert
+    without widget state, GitHub and VS Code without ipywidgets show the HTML snapshot of what
+    the panel showed when it was displayed."""
+
+    def static_html(self) -> str:
+        raise NotImplementedError
+
+    def static_text(self) -> str:
+        raise NotImplementedError
+
+    def _repr_mimebundle_(self, **kwargs) -> dict:
+        bundle = dict(super()._repr_mimebundle_(**kwargs) or {})
+        bundle["text/plain"] = self.static_text()
+        bundle["text/html"] = self.static_html()
+        return bundle
+
+
+def on_click_shown(action):
+    """A click handler for ``action``, which shows its own errors in its panel: the error is
+    not raised again into the kernel's log, where nobody would look for it."""
+
+    def handler(*_):
+        try:
+            action()
+        except Exception:  # noqa: BLE001 - already shown in the panel by ``action``
+            pass
+
+    return handler
