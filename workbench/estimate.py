@@ -135,8 +135,10 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.baseline = torch.cuda.memory_allocated(self.device)
             return self
-        self.baseline = current_rss()
-        if not _reset_high_water_mark():
+        if _reset_high_water_mark():
+            self.baseline = _high_water_mark()  # the RSS at the reset: both ends read the same counter
+        else:
+            self.baseline = current_rss()
             self._sampler = _RssSampler()
             self._sampler.start()
         return self
