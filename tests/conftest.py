@@ -27,6 +27,17 @@ def tiny_bert(n_classes: int = 3, seed: int = 0) -> BertForSequenceClassificatio
     return BertForSequenceClassification(config).eval()
 
 
+class ScaleLayer(torch.nn.Module):
+    """A layer with no per-example rule: its parameter takes the fallback loop."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.linspace(0.5, 1.5, n))
+
+    def forward(self, x):
+        return x * self.scale
+
+
 def tiny_bert_inputs(n: int = 9, length: int = 10, seed: int = 0) -> dict[str, torch.Tensor]:
     """Token ids with varied padding, so batching and trimming are exercised."""
     g = torch.Generator().manual_seed(seed)

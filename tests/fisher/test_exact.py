@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
-from tests.conftest import tiny_bert_inputs
+from tests.conftest import ScaleLayer, tiny_bert_inputs
 from workbench import compute_pefs
 from workbench.fisher import PER_EXAMPLE_RULES
 
@@ -109,20 +109,9 @@ def test_exclude_filter(bert3, bert_inputs):
     assert all(not n.startswith("bert.embeddings") and "encoder" not in n for n in pefs.layout.names)
 
 
-class _Scale(nn.Module):
-    """A layer with no per-example rule: its parameter takes the fallback loop."""
-
-    def __init__(self, n):
-        super().__init__()
-        self.scale = nn.Parameter(torch.linspace(0.5, 1.5, n))
-
-    def forward(self, x):
-        return x * self.scale
-
-
 def test_layers_without_a_rule_fall_back_to_the_loop(caplog):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 5), _Scale(5), nn.Tanh(), nn.LayerNorm(5), nn.Linear(5, 3))
+    model = nn.Sequential(nn.Linear(4, 5), ScaleLayer(5), nn.Tanh(), nn.LayerNorm(5), nn.Linear(5, 3))
     assert type(model[1]) not in PER_EXAMPLE_RULES
     x = torch.randn(7, 4)
     hooks = compute_pefs(model, x, n_values=None, batch_size=3, progress=False)

@@ -9,7 +9,7 @@ from torch import nn
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
 import workbench.fisher as fisher
-from tests.conftest import tiny_bert, tiny_bert_inputs
+from tests.conftest import ScaleLayer, tiny_bert, tiny_bert_inputs
 from workbench import compute_pefs
 from workbench.fisher.rules import EmbeddingGradient, OuterProductGradient
 
@@ -75,19 +75,10 @@ def test_blockwise_gpt2_conv1d_and_fallback_layers(monkeypatch):
     _assert_selects_top(fast, full, 200)
 
 
-class _Scale(nn.Module):
-    def __init__(self, n):
-        super().__init__()
-        self.scale = nn.Parameter(torch.linspace(0.5, 1.5, n))
-
-    def forward(self, x):
-        return x * self.scale
-
-
 def test_blockwise_fallback_layer_is_ranked_with_the_rest(monkeypatch):
     monkeypatch.setattr(fisher, "DENSE_MAX_ENTRIES", 0)
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 5), _Scale(5), nn.Tanh(), nn.Linear(5, 3))
+    model = nn.Sequential(nn.Linear(4, 5), ScaleLayer(5), nn.Tanh(), nn.Linear(5, 3))
     x = torch.randn(6, 4)
     full = compute_pefs(model, x, n_values=None, method="loop", progress=False)
     for n_values in (None, 7):
