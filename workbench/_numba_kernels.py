@@ -9,18 +9,24 @@ import numba
 import numpy as np
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _row_times_dense(indptr, indices, data, B, i, acc):  # pragma: no cover - compiled
+    """acc = Σ_p data[p] · B[indices[p], :] over row i's entries."""
+    acc[:] = 0
+    for p in range(indptr[i], indptr[i + 1]):
+        j = indices[p]
+        v = data[p]
+        for c in range(acc.shape[0]):
+            acc[c] += v * B[j, c]
+
+
 @numba.njit(cache=True, nogil=True)
 def csr_times_dense(indptr, indices, data, B, out, start, stop):  # pragma: no cover - compiled
     """out[i, :] = Σ_p data[p] · B[indices[p], :] over row i's entries, for rows start..stop."""
     r = out.shape[1]
     acc = np.empty(r, dtype=np.float32)
     for i in range(start, stop):
-        acc[:] = 0
-        for p in range(indptr[i], indptr[i + 1]):
-            j = indices[p]
-            v = data[p]
-            for c in range(r):
-                acc[c] += v * B[j, c]
+        _row_times_dense(indptr, indices, data, B, i, acc)
         for c in range(r):
             out[i, c] = acc[c]
 
@@ -34,13 +40,7 @@ def csr_times_dense_t(indptr, indices, data, B, out_t, start, stop):  # pragma: 
     for first in range(start, stop, 64):
         last = min(stop, first + 64)
         for i in range(first, last):
-            acc = tile[i - first]
-            acc[:] = 0
-            for p in range(indptr[i], indptr[i + 1]):
-                j = indices[p]
-                v = data[p]
-                for c in range(r):
-                    acc[c] += v * B[j, c]
+            _row_times_dense(indptr, indices, data, B, i, tile[i - first])
         for c in range(r):
             for i in range(first, last):
                 out_t[c, i] = tile[i - first, c]

@@ -97,22 +97,23 @@ def _csr_arrays(matrix: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 def csr_times_dense(matrix: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     """matrix @ B for a CPU CSR float32 matrix (p, q) and a dense float32 B (q, r): (p, r)."""
-    indptr, indices, data = _csr_arrays(matrix)
     out = np.empty((matrix.shape[0], B.shape[1]), dtype=np.float32)
-    B = np.ascontiguousarray(B.numpy())
-    ranges = _ranges(matrix.shape[0], indptr)
-    _run(_compiled().csr_times_dense, ranges, *[(indptr, indices, data, B, out)] * len(ranges))
-    return torch.from_numpy(out)
+    return _row_product(_compiled().csr_times_dense, matrix, B, out)
 
 
 def csr_times_dense_t(matrix: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     """(matrix @ B)ᵀ, contiguous, for a CPU CSR float32 matrix (p, q) and a dense float32 B (q, r): (r, p)."""
-    indptr, indices, data = _csr_arrays(matrix)
     out_t = np.empty((B.shape[1], matrix.shape[0]), dtype=np.float32)
+    return _row_product(_compiled().csr_times_dense_t, matrix, B, out_t)
+
+
+def _row_product(kernel, matrix: torch.Tensor, B: torch.Tensor, out: np.ndarray) -> torch.Tensor:
+    """Runs a kernel that fills ``out`` row range by row range of ``matrix`` (threads split the rows)."""
+    indptr, indices, data = _csr_arrays(matrix)
     B = np.ascontiguousarray(B.numpy())
     ranges = _ranges(matrix.shape[0], indptr)
-    _run(_compiled().csr_times_dense_t, ranges, *[(indptr, indices, data, B, out_t)] * len(ranges))
-    return torch.from_numpy(out_t)
+    _run(kernel, ranges, *[(indptr, indices, data, B, out)] * len(ranges))
+    return torch.from_numpy(out)
 
 
 def csr_transposed_times_dense(matrix: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
