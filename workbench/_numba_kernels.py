@@ -60,3 +60,38 @@ def csr_transposed_times_dense(indptr, indices, data, B, out, start, stop):  # p
             v = data[p]
             for c in range(r):
                 out[j, c] += v * b[c]
+
+
+
+@numba.njit(cache=True, nogil=True)
+def row_gram_upper(indptr, indices, data, t_indptr, t_indices, t_data, out, start, stop):  # pragma: no cover - compiled
+    """out[i, k] = Σ_j X[i, j] · X[k, j] for k ≥ i and rows i in start..stop, in float64.
+
+    Row i sums, over its columns j, the column's entries from example i on (row j of Xᵀ,
+    indices sorted), into out[i], which stays in cache. Those rows of Xᵀ lie at random in
+    memory: fetched one after another, each waits on its cache misses (3x slower), so a
+    batch of them is first located and touched in short loops whose loads are independent
+    and overlap, then summed."""
+    batch = 128
+    lo = np.empty(batch, np.int64)
+    hi = np.empty(batch, np.int64)
+    for i in range(start, stop):
+        acc = out[i]
+        for p0 in range(indptr[i], indptr[i + 1], batch):
+            p1 = min(p0 + batch, indptr[i + 1])
+            for p in range(p0, p1):
+                j = indices[p]
+                lo[p - p0] = t_indptr[j]
+                hi[p - p0] = t_indptr[j + 1]
+            touched = 0.0
+            for b in range(p1 - p0):
+                for q in range(lo[b], hi[b], 16):  # one load per 64-byte line
+                    touched += t_data[q] + t_indices[q]
+                if hi[b] > lo[b]:
+                    touched += t_data[hi[b] - 1] + t_indices[hi[b] - 1]
+            for p in range(p0, p1):
+                v = np.float64(data[p])
+                first = lo[p - p0] + np.searchsorted(t_indices[lo[p - p0] : hi[p - p0]], i)
+                for q in range(first, hi[p - p0]):
+                    acc[t_indices[q]] += v * np.float64(t_data[q])
+            acc[i] += 0.0 * touched  # keeps the touching loads (not foldable: touched may be inf)

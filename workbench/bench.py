@@ -288,39 +288,52 @@ def stratified_sparse(n_rows: int, n_cols: int, nnz_per_row: int, seed: int = 0)
 
 def lrm_iteration_figure(report: Report, n_rows: int, n_cols: int, nnz_per_row: int, r: int,
                          bandwidth: float, device: torch.device, repeats: int, plain: bool,
-                         make=random_sparse) -> None:
-    """Seconds per joint LRM-NPEFF iteration (W step + G step with its exact line search)."""
+                         make=random_sparse, solvers=("primal", "dual")) -> None:
+    """Seconds per joint LRM-NPEFF iteration (W step + G step with its exact line search),
+    for each solver (workbench.lrm_solvers); for the dual also its one-off Gram matrix."""
+    from .lrm_solvers import ExampleSpace, make_space
     from .npeff import LrmNpeff, _prepare
 
     X = make(n_rows, n_cols, nnz_per_row)
     X.data *= 1e-3  # PEF-like scale; the line search makes the step size irrelevant
     n_slots = 2
+    data = _prepare(X, float(X.power(2).sum()), n_rows // n_slots, device)
+    G0 = (1e-3 * torch.randn((r, n_cols), generator=torch.Generator().manual_seed(1))).to(device)
 
-    def iteration_time() -> float:
-        data = _prepare(X, float(X.power(2).sum()), n_rows // n_slots, device)
+    def iteration_time(space) -> float:
         model = LrmNpeff(n_components=r, progress=False)
         W = torch.rand((data.n_examples, r), generator=torch.Generator().manual_seed(0)).to(device)
-        G = (1e-3 * torch.randn((r, n_cols), generator=torch.Generator().manual_seed(1))).to(device)
-        AG, GG = data.times_t(G), data.gram(G, G)
-        state = dict(W=W, G=G, AG=AG, GG=GG, loss=math.inf, first_loss=math.inf)
+        G = space.initial(G0)
+        state = dict(W=W, G=G, AG=space.times_t(G), GG=space.gram(G, G).float(), loss=math.inf, first_loss=math.inf)
 
         def step():
             model._w_step(data, state, n_slots)
-            model._g_step(data, state, n_slots, "joint", 0)
+            model._g_step(space, state, n_slots, "joint", 0)
 
         return best_time(step, repeats, device)
 
-    ours = iteration_time()
     plain_time = None
     if plain:
         from . import kernels
 
         with kernels.disabled():
-            plain_time = iteration_time()
+            plain_time = iteration_time(make_space("primal", data, G0))
     bytes_moved = 2 * X.nnz * 8 + 2 * r * n_cols * 4  # X twice (values + indices), G read, gradient written
     floor = bytes_moved / bandwidth
     what = f"X {n_rows} x {n_cols}, {X.nnz / 1e6:.3g} M non-zeros, r = {r}"
-    report.add(Figure("LRM-NPEFF: seconds per iteration", ours, "s", floor, plain_time, higher_is_better=False, note=what))
+    per_iteration = {}
+    for solver in solvers:
+        start = time.perf_counter()
+        space = make_space(solver, data, G0)
+        setup = time.perf_counter() - start
+        per_iteration[solver] = iteration_time(space)
+        report.add(Figure(f"LRM-NPEFF, {solver}: s per iteration", per_iteration[solver], "s", floor, plain_time,
+                          higher_is_better=False, note=what))
+        if isinstance(space, ExampleSpace):
+            as_primal = f", {setup / per_iteration['primal']:.1f} primal iterations" if "primal" in per_iteration else ""
+            report.add(Figure("LRM-NPEFF, dual: its Gram X Xᵀ, once", setup, "s", higher_is_better=False,
+                              note=f"= {setup / per_iteration[solver]:.0f} dual iterations{as_primal}"))
+        del space
 
 
 def d_npeff_figure(report: Report, n_rows: int, n_cols: int, nnz_per_row: int, r: int, n_iters: int, device: torch.device) -> None:

@@ -90,8 +90,10 @@ class FitCheckpoint:
             step, done = int(header["step"]), bool(header["done"])
             scalars = {k: float(v) for k, v in header["scalars"].items()}
             history = {k: [(int(i), float(x)) for i, x in v] for k, v in header["history"].items()}
-            names = {"LrmNpeff": ("W", "G", "AG", "GG"), "DNpeff": ("W", "H")}[self.estimator]
-            if not set(names) <= set(arrays) or not 0 <= step or not all(np.isfinite(a).all() for a in arrays.values()):
+            names = {"LrmNpeff": ("W", "AG", "GG"), "DNpeff": ("W", "H")}[self.estimator]
+            # an LRM fit's G is either G itself (solver "primal") or its coordinates P, H ("dual")
+            g_saved = self.estimator != "LrmNpeff" or "G" in arrays or {"P", "H"} <= set(arrays)
+            if not set(names) <= set(arrays) or not g_saved or not 0 <= step or not all(np.isfinite(a).all() for a in arrays.values()):
                 raise ValueError("its arrays or step do not fit the fit")
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise StoreError(f"the checkpoint {self.path} has a damaged header ({err!r}); delete it to start over") from err

@@ -127,3 +127,20 @@ def csr_transposed_times_dense(matrix: torch.Tensor, B: torch.Tensor) -> torch.T
     partial = np.empty((len(ranges), matrix.shape[1], B.shape[1]), dtype=np.float32)
     _run(_compiled().csr_transposed_times_dense, ranges, *[(indptr, indices, data, B, partial[t]) for t in range(len(ranges))])
     return torch.from_numpy(partial.sum(axis=0, dtype=np.float32) if len(ranges) > 1 else partial[0])
+
+
+def row_gram(matrix: torch.Tensor, matrix_t: torch.Tensor) -> torch.Tensor:
+    """matrix @ matrixᵀ in float64, dense (p, p), for a CPU CSR float32 matrix (p, q) and its
+    transpose stored as its own CSR matrix (q, p) with sorted indices.
+
+    Each thread fills the upper triangle of its own rows; the lower triangle is mirrored."""
+    indptr, indices, data = _csr_arrays(matrix)
+    t_indptr, t_indices, t_data = _csr_arrays(matrix_t)
+    n = matrix.shape[0]
+    out = np.zeros((n, n), dtype=np.float64)
+    # Row i does the work of its columns' entries at or after i: about (n - i) / n of them.
+    work = np.cumsum(np.diff(indptr) * (n - np.arange(n)), dtype=np.float64)
+    ranges = _ranges(n, np.concatenate([[0.0], work]))
+    _run(_compiled().row_gram_upper, ranges, *[(indptr, indices, data, t_indptr, t_indices, t_data, out)] * len(ranges))
+    upper = np.triu(out)
+    return torch.from_numpy(upper + np.triu(out, 1).T)

@@ -36,6 +36,7 @@ import torch
 from .checkpoint import FitCheckpoint, fingerprint_matrix
 from . import kernels
 from .device import resolve_device
+from .lrm_solvers import SOLVERS, choose_solver, make_space
 from .params import ParameterLayout
 from .pefs import DPefs, LrmPefs
 from .store import StoreError, check_same_model, fingerprint_pefs, producer, read_arrays, write_arrays
@@ -286,6 +287,7 @@ class _NpeffBase:
             "n_classes": self.n_classes_,
             "layout": self.layout_.to_dict(),
             "pef_info": self.pef_info_,
+            "solver": getattr(self, "solver_", None),
         }
         arrays = {
             "W": self.W_,
@@ -307,6 +309,8 @@ class _NpeffBase:
             estimator.n_classes_ = int(header["n_classes"])
             estimator.layout_ = ParameterLayout.from_dict(header["layout"])
             estimator.pef_info_ = dict(header.get("pef_info", {}))
+            if header.get("solver"):
+                estimator.solver_ = str(header["solver"])
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise StoreError(f"{path} has a damaged header ({err!r}); re-create it with save()") from err
         needed = {"W", cls._components_name, "kept_columns"}
@@ -361,6 +365,7 @@ _ALLOWED = {
     "learning_rate": "'auto' or a positive number",
     "orthogonal_reg": "a number >= 0",
     "device": "None, 'cpu', 'cuda' or a torch.device",
+    "solver": "'auto', 'primal' or 'dual' (see workbench.lrm_solvers)",
 }
 
 
@@ -378,14 +383,18 @@ def _quartic_argmin(poly: np.ndarray) -> float:
     return min(candidates, key=lambda t: np.polyval(poly[::-1], t))
 
 
-def _squared_norm(t: torch.Tensor) -> torch.Tensor:
-    """‖t‖² as float64. Summed in float32 (torch sums in cascades, so this is accurate, and
-    it scales only the G step's direction, which the line search undoes); float64 only
-    where the float32 squares overflow."""
-    norm = torch.linalg.vector_norm(t)
-    if not torch.isfinite(norm):
-        norm = torch.linalg.vector_norm(t, dtype=torch.float64)
-    return norm.double().square()
+def _gram_after_step(space, G, GG, GD, DD, t: float) -> torch.Tensor:
+    """G Gᵀ (float32) after the step G − t·D.
+
+    The line search's own GG − t·(GDᵀ + DGᵀ) + t²·DDᵀ saves a pass over G (r × m). But when
+    a step shrinks G (early in a fit of data on a small scale), its terms cancel and their
+    float32 rounding swamps the result; then the Gram is computed anew."""
+    terms = (GG.double(), t * (GD + GD.T), t**2 * DD)
+    updated = terms[0] - terms[1] + terms[2]
+    magnitude = sum(float(torch.linalg.matrix_norm(x)) for x in terms)
+    if magnitude > 10 * float(torch.linalg.matrix_norm(updated)):
+        return space.gram(G, G).float()
+    return updated.float()
 
 
 def _multiplicative_w_steps(W, numer, Q, n_iters: int, tol: float) -> torch.Tensor:
@@ -425,6 +434,12 @@ class LrmNpeff(_NpeffBase):
         ``log_every`` steps; 0 runs every iteration.
     n_iters_transform : multiplicative steps when fitting coefficients of new examples.
     device : None (CUDA when available, else CPU), "cpu", "cuda", ...
+    solver : where G lives during the fit (:mod:`workbench.lrm_solvers`): "primal" keeps
+        G (r × parameters) and reads the sparse PEFs twice a step; "dual" keeps G as a
+        combination of its start and the PEFs' rows, with the examples' Gram matrix
+        (n_rows², float64) computed once, and a step then costs n_rows² · r, whatever the
+        number of parameters. The same fit either way (up to rounding); "auto" takes the
+        dual on CPU when its Gram matrix is the smaller work and fits in 1 GiB.
 
     Attributes
     ----------
@@ -432,6 +447,7 @@ class LrmNpeff(_NpeffBase):
     G_ : ndarray of shape (n_components, n_kept_columns), the pseudo-Fisher vectors g_j.
     kept_columns_ : ndarray of shape (n_kept_columns,), old (parameter) index of each column.
     loss_history_ : {"g_only": (k, 2), "joint": (k, 2)} arrays of (iteration, loss).
+    solver_ : "primal" or "dual", the solver the fit used.
     layout_, n_parameters_, n_classes_, pef_info_ : what the PEFs were computed over.
     """
 
@@ -446,6 +462,7 @@ class LrmNpeff(_NpeffBase):
         "orthogonal_reg": lambda v: isinstance(v, (int, float)) and v >= 0,
         "n_iters_transform": lambda v: isinstance(v, int) and v >= 1,
         "device": lambda v: v is None or isinstance(v, (str, torch.device)),
+        "solver": lambda v: v in SOLVERS,
     }
 
     def __init__(
@@ -463,6 +480,7 @@ class LrmNpeff(_NpeffBase):
         tol: float = 0.0,
         n_iters_transform: int = 500,
         device: str | torch.device | None = None,
+        solver: str = "auto",
         progress: bool = True,
     ):
         self.n_components = n_components
@@ -477,6 +495,7 @@ class LrmNpeff(_NpeffBase):
         self.tol = tol
         self.n_iters_transform = n_iters_transform
         self.device = device
+        self.solver = solver
         self.progress = progress
 
     # -- the data ----------------------------------------------------------------------
@@ -506,26 +525,38 @@ class LrmNpeff(_NpeffBase):
             loss = loss + self._ortho_weight(data) * (GG.square().sum() - GG.diagonal().square().sum())
         return float(loss)
 
-    def _g_gradient(self, data: _Prepared, W, G, AG, GG, n_slots: int) -> torch.Tensor:
+    def _g_gradient(self, space, W, G, AG, GG, n_slots: int):
+        """−4 (W ⊙ AG)ᵀ X + C G, in the space's representation (r, m)."""
         W_rows = W.repeat_interleave(n_slots, dim=0)  # (n * c, r)
-        data_term = data.t_times(W_rows * AG)  # (r, m) = (W ⊙ AG)ᵀ X
-        grad = torch.addmm(data_term, (W.T @ W) * GG, G, beta=-4, alpha=4)  # one pass over G
+        data_term = space.data_term(W_rows * AG)  # (r, m) = (W ⊙ AG)ᵀ X
+        C = 4 * (W.T @ W) * GG  # (r, r)
         if self.orthogonal_reg:
-            grad = grad + 4 * self._ortho_weight(data) * (GG - torch.diag(GG.diagonal())) @ G
-        return grad
+            C = C + 4 * self._ortho_weight(space.data) * (GG - torch.diag(GG.diagonal()))
+        return space.combine(-4.0, data_term, C, G)  # one pass over G
 
     def _ortho_weight(self, data: _Prepared) -> float:
         # Scaled by the loss's constant term (= n_examples after normalisation), so one
         # orthogonal_reg suits data sets of any size.
         return self.orthogonal_reg * data.squared_norm
 
+    def _solver(self, data: _Prepared, n_kept: int, device) -> str:
+        return choose_solver(
+            self.solver, n_rows=data.matrix.shape[0], nnz=data.total(float(data.matrix.values().numel())),
+            n_components=self.n_components, n_columns=float(n_kept), n_iterations=self.n_iters_g_only + self.n_iters_joint,
+            device=device,
+        )
+
     def _fit_arrays(self, data: _Prepared, n_slots: int, n_kept: int, device, checkpoint: FitCheckpoint | None = None):
+        """The fitted state {W, G, ...} and loss history; G dense (r, this process's columns)."""
         r = self.n_components
         W = torch.rand((data.n_examples, r), generator=self._generator(0)).to(device)
         sigma = 1.0 / math.sqrt(r * n_kept / 2)
-        G = data.own_columns(sigma * torch.randn((r, n_kept), generator=self._generator(1))).to(device)
-        AG = data.times_t(G)  # (n * c, r)
-        GG = data.gram(G, G)
+        G0 = data.own_columns(sigma * torch.randn((r, n_kept), generator=self._generator(1))).to(device)
+        space = make_space(self._solver(data, n_kept, device), data, G0)
+        self.solver_ = space.name
+        G = space.initial(G0)
+        AG = space.times_t(G)  # (n * c, r)
+        GG = space.gram(G, G).float()
         loss = self._loss(data, W, AG, GG, n_slots)
         if not math.isfinite(loss):
             raise NpeffDivergenceError("the loss is not finite at the start: the PEFs contain NaN or inf values")
@@ -533,10 +564,11 @@ class LrmNpeff(_NpeffBase):
         state = dict(W=W, G=G, AG=AG, GG=GG, loss=loss, first_loss=loss)
         saved = checkpoint.load(device) if checkpoint is not None else None
         if saved is not None:  # resume: the state after saved.step steps, exactly
-            state.update(saved.arrays, **saved.scalars)
+            arrays = dict(saved.arrays)
+            state.update(W=arrays["W"], AG=arrays["AG"], GG=arrays["GG"], G=space.from_arrays(arrays), **saved.scalars)
             history = saved.history
             if saved.done:
-                return state, history
+                return dict(state, G=space.dense(state["G"])), history
         total = self.n_iters_g_only + self.n_iters_joint
         step = 0
         with _progress(total, "LRM-NPEFF", self.progress, initial=saved.step if saved else 0) as bar:
@@ -547,10 +579,12 @@ class LrmNpeff(_NpeffBase):
                         continue
                     if phase == "joint":
                         self._w_step(data, state, n_slots)
-                    self._g_step(data, state, n_slots, phase, it)
+                    self._g_step(space, state, n_slots, phase, it)
                     if it % self.log_every == 0 or it == n_iters - 1:
-                        # AG is updated incrementally; recompute it so the logged loss is exact
-                        state["AG"] = data.times_t(state["G"])
+                        # AG and GG are updated incrementally; recompute them so the logged loss is exact
+                        state["G"] = space.refresh(state["G"])
+                        state["AG"] = space.times_t(state["G"])
+                        state["GG"] = space.gram(state["G"], state["G"]).float()
                         state["loss"] = self._loss(data, state["W"], state["AG"], state["GG"], n_slots)
                         history[phase].append((it, state["loss"]))
                         bar.set_postfix(loss=f"{state['loss']:.4g}", phase=phase)
@@ -559,9 +593,9 @@ class LrmNpeff(_NpeffBase):
                             break
                     bar.update(1)
                     if checkpoint is not None and checkpoint.due(step):
-                        self._save_checkpoint(checkpoint, step, state, history)
+                        self._save_checkpoint(checkpoint, space, step, state, history)
         if checkpoint is not None:
-            self._save_checkpoint(checkpoint, step, state, history, done=True)
+            self._save_checkpoint(checkpoint, space, step, state, history, done=True)
         if self.tol and self.n_iters_joint and not self._settled(history["joint"]):
             warnings.warn(
                 f"LRM-NPEFF used all {self.n_iters_joint} joint iterations before the loss settled to tol={self.tol}; "
@@ -569,11 +603,11 @@ class LrmNpeff(_NpeffBase):
                 NpeffConvergenceWarning,
                 stacklevel=3,
             )
-        return state, history
+        return dict(state, G=space.dense(state["G"])), history
 
     @staticmethod
-    def _save_checkpoint(checkpoint: FitCheckpoint, step: int, state: dict, history: dict, done: bool = False) -> None:
-        arrays = {k: state[k] for k in ("W", "G", "AG", "GG")}
+    def _save_checkpoint(checkpoint: FitCheckpoint, space, step: int, state: dict, history: dict, done: bool = False) -> None:
+        arrays = {k: state[k] for k in ("W", "AG", "GG")} | space.arrays(state["G"])
         checkpoint.save(step, arrays, {"loss": state["loss"], "first_loss": state["first_loss"]}, history, done)
 
     def _settled(self, history) -> bool:
@@ -588,12 +622,12 @@ class LrmNpeff(_NpeffBase):
         state["W"] = W * numer / (W @ state["GG"].square() + EPS)
         state["loss"] = self._loss(data, state["W"], state["AG"], state["GG"], n_slots)
 
-    def _g_step(self, data: _Prepared, state: dict, n_slots: int, phase: str, it: int) -> None:
+    def _g_step(self, space, state: dict, n_slots: int, phase: str, it: int) -> None:
         """One gradient step on G, of the size that minimises the loss along the gradient."""
         W, G, AG, GG = state["W"], state["G"], state["AG"], state["GG"]
-        grad = self._g_gradient(data, W, G, AG, GG, n_slots)  # (r, m)
+        grad = self._g_gradient(space, W, G, AG, GG, n_slots)  # (r, m)
         # A unit direction keeps X Dᵀ and D Dᵀ within float32 range whatever the data's scale.
-        grad_norm = math.sqrt(float(data.reduce(_squared_norm(grad))))
+        grad_norm = math.sqrt(space.squared_norm(grad))
         if grad_norm == 0 or not math.isfinite(grad_norm):
             if grad_norm == 0:
                 return  # already stationary
@@ -601,9 +635,10 @@ class LrmNpeff(_NpeffBase):
                 f"the G gradient is not finite at iteration {it} of the {phase} phase: the PEFs hold values whose "
                 "squares overflow float32, or NaN/inf; check pefs.X.data and pefs.frobenius_norms"
             )
-        D = grad.div_(grad_norm)
-        AD = data.times_t(D)  # (n * c, r)
-        poly = self._loss_along(data, W, G, D, AG, AD, GG, n_slots)
+        D = space.scale(grad, 1 / grad_norm)
+        AD = space.times_t(D)  # (n * c, r)
+        GD, DD = space.gram(G, D).double(), space.gram(D, D).double()
+        poly = self._loss_along(space.data, W, AG, AD, GG, GD, DD, n_slots)
         step = _quartic_argmin(poly) if self.learning_rate == "auto" else float(self.learning_rate) * grad_norm
         loss = float(np.polyval(poly[::-1], step))
         if not math.isfinite(loss) or loss > 10 * state["first_loss"]:
@@ -615,17 +650,16 @@ class LrmNpeff(_NpeffBase):
                 else f"the loss is not finite at iteration {it} of the {phase} phase: the PEFs hold values whose "
                 "squares overflow float32, or NaN/inf; check pefs.X.data and pefs.frobenius_norms"
             )
-        G = torch.add(G, D, alpha=-step)
-        state.update(G=G, AG=AG - step * AD, GG=data.gram(G, G), loss=loss)
+        G = space.step(G, D, step)
+        state.update(G=G, AG=AG - step * AD, GG=_gram_after_step(space, G, GG, GD, DD, step), loss=loss)
 
-    def _loss_along(self, data: _Prepared, W, G, D, AG, AD, GG, n_slots: int) -> np.ndarray:
+    def _loss_along(self, data: _Prepared, W, AG, AD, GG, GD, DD, n_slots: int) -> np.ndarray:
         """Coefficients c0..c4 of the loss at G − t·D, a quartic polynomial in t.
 
         With AG(t) = AG − t·AD and GG(t) = P0 − t·P1 + t²·P2 (P0 = GGᵀ, P1 = GDᵀ + DGᵀ,
         P2 = DDᵀ), the data term is linear in Σ_y AG(t)² and the model term quadratic in
         GG(t), so every coefficient costs O(n·c·r + r²) once AD = X Dᵀ is known.
         """
-        GD, DD = data.gram(G, D).double(), data.gram(D, D).double()
         W, AG, AD, GG = (t.double() for t in (W, AG, AD, GG))
         n = data.n_examples
 

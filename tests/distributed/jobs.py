@@ -17,6 +17,17 @@ PEF_ARGS = dict(n_values=40, batch_size=3)
 N_PEF_EXAMPLES = 20  # 7 batches: uneven shares for 2 and 3 ranks
 LRM_SETTINGS = dict(n_components=4, n_iters_g_only=15, n_iters_joint=35, log_every=5, seed=3, progress=False)
 D_SETTINGS = dict(n_components=4, n_iters=60, log_every=5, seed=3, progress=False)
+# name: (estimator, settings, the planted stores it fits); "lrm" fits by the primal solver here ("auto")
+FITS = {
+    "lrm": (LrmNpeff, LRM_SETTINGS, "lrm"),
+    "lrm_dual": (LrmNpeff, dict(LRM_SETTINGS, solver="dual"), "lrm"),
+    "d": (DNpeff, D_SETTINGS, "d"),
+}
+
+
+def estimator(name: str):
+    cls, settings, _ = FITS[name]
+    return cls(**settings)
 
 
 class Mlp(nn.Module):
@@ -48,13 +59,13 @@ def sharded_pefs(folder: Path, rank: int) -> None:
 
 
 def fits(folder: Path, rank: int) -> None:
-    for name, estimator in (("lrm", LrmNpeff(**LRM_SETTINGS)), ("d", DNpeff(**D_SETTINGS))):
-        fit_distributed(estimator, folder / f"{name}_store")
+    for name, (_, _, store) in FITS.items():
+        fitted = fit_distributed(estimator(name), folder / f"{store}_store")
         if rank == 0:
-            estimator.save(folder / f"{name}.safetensors")
-        coefficients = transform_distributed(estimator, folder / f"{name}_new")
+            fitted.save(folder / f"{name}.safetensors")
+        coefficients = transform_distributed(fitted, folder / f"{store}_new")
         write_arrays(folder / f"{name}_rank{rank}.safetensors",
-                     {"W": estimator.W_, "components": estimator.components_, "coefficients": coefficients}, {})
+                     {"W": fitted.W_, "components": fitted.components_, "coefficients": coefficients}, {})
 
 
 def pefs_and_fits(folder: Path, rank: int) -> None:

@@ -35,8 +35,11 @@ def _planted_stores(folder: Path) -> None:
 
 
 def _single(name: str):
-    cls, settings = (LrmNpeff, jobs.LRM_SETTINGS) if name == "lrm" else (DNpeff, jobs.D_SETTINGS)
-    return cls(**settings)
+    return jobs.estimator(name)
+
+
+def _store(name: str) -> str:
+    return jobs.FITS[name][2]
 
 
 @contextlib.contextmanager
@@ -57,9 +60,9 @@ def single_fits(tmp_path_factory):
     _planted_stores(folder)
     fits = {}
     with _one_thread():
-        for name in ("lrm", "d"):
-            fitted = _single(name).fit(load_pefs(folder / f"{name}_store"))
-            fits[name] = (fitted, fitted.transform(load_pefs(folder / f"{name}_new")))
+        for name in jobs.FITS:
+            fitted = _single(name).fit(load_pefs(folder / f"{_store(name)}_store"))
+            fits[name] = (fitted, fitted.transform(load_pefs(folder / f"{_store(name)}_new")))
     return fits
 
 
@@ -92,7 +95,7 @@ def test_write_pefs_sharded_equals_one_process(job, kind):
     assert sharded.layout == reference.layout
 
 
-@pytest.mark.parametrize("name", ["lrm", "d"])
+@pytest.mark.parametrize("name", list(jobs.FITS))
 def test_fit_distributed_equals_one_process_fit(job, single_fits, name):
     folder, world_size = job
     single, _ = single_fits[name]
@@ -110,7 +113,7 @@ def test_fit_distributed_equals_one_process_fit(job, single_fits, name):
         np.testing.assert_array_equal(arrays["components"], split.components_)
 
 
-@pytest.mark.parametrize("name", ["lrm", "d"])
+@pytest.mark.parametrize("name", list(jobs.FITS))
 def test_transform_distributed_equals_one_process_transform(job, single_fits, name):
     folder, world_size = job
     _, reference = single_fits[name]
@@ -120,17 +123,18 @@ def test_transform_distributed_equals_one_process_transform(job, single_fits, na
         np.testing.assert_allclose(arrays["coefficients"], reference, rtol=0, atol=2e-3 * reference.max())
 
 
-@pytest.mark.parametrize("name", ["lrm", "d"])
+@pytest.mark.parametrize("name", list(jobs.FITS))
 def test_fit_distributed_on_one_process_is_fit(tmp_path, name):
     """Without torchrun the same code runs as a job of one: exactly the plain fit."""
     _planted_stores(tmp_path)
+    store = _store(name)
     with _one_thread():
-        single = _single(name).fit(load_pefs(tmp_path / f"{name}_store"))
-        split = fit_distributed(_single(name), tmp_path / f"{name}_store")
+        single = _single(name).fit(load_pefs(tmp_path / f"{store}_store"))
+        split = fit_distributed(_single(name), tmp_path / f"{store}_store")
         np.testing.assert_array_equal(split.W_, single.W_)
         np.testing.assert_array_equal(split.components_, single.components_)
-        new = load_pefs(tmp_path / f"{name}_new")
-        np.testing.assert_array_equal(transform_distributed(split, tmp_path / f"{name}_new"), single.transform(new))
+        new = load_pefs(tmp_path / f"{store}_new")
+        np.testing.assert_array_equal(transform_distributed(split, tmp_path / f"{store}_new"), single.transform(new))
 
 
 def test_fit_distributed_refuses_the_other_kind(tmp_path):

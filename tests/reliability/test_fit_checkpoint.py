@@ -51,8 +51,13 @@ def _assert_same_fit(a, b, components):
         np.testing.assert_allclose(a.loss_history_[phase][:, 1], b.loss_history_[phase][:, 1], rtol=1e-5, atol=1e-5 * scale)
 
 
+def _lrm_dual(**kw):
+    return _lrm(solver="dual", **kw)
+
+
 @pytest.mark.parametrize("make, problem, components", [
     (_lrm, lambda: planted_lrm(80, 60, 4, seed=1).pefs, "G_"),
+    (_lrm_dual, lambda: planted_lrm(80, 60, 4, seed=1).pefs, "G_"),
     (_d, lambda: planted_d(80, 60, 4, seed=1).pefs, "H_"),
 ])
 def test_fit_checkpoint_resumed_fit_equals_uninterrupted(tmp_path, monkeypatch, make, problem, components):
