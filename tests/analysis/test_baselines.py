@@ -90,10 +90,16 @@ def test_baselines_beside_npeff_on_the_embedded_run(embedded):
     """Measured on the default run (600 examples, 16 components, seed 0):
 
     method                               purity  covered  one found  both found
-    NPEFF                                 0.83     4/4      0.36       0.056
+    NPEFF                                 0.83     4/4      0.36       0
     k-means on gradients                  0.91     4/4      0.80       0
     dictionary learning on activations    0.90     4/4      0.99       0.078
     (chance purity of 20 random examples: 0.42; 90 multi-factor examples)
+
+    NPEFF finding both factors of an example is rare and depends on the fit's seed: over
+    seeds 0-3 "both found" was 0, 0.044, 0.011, 0.011 (the primal solver, whose float32
+    trajectory ends at a slightly higher loss on seed 0, gave 0.056 there; seeds 1-3 are
+    the same fits); "one found" 0.36 to 0.92, purity 0.82 to 0.89. So only the
+    structural facts are asserted: a hard clustering never finds both.
     """
     _, model, _, examples, inputs, decomposition = embedded
     table = baseline_comparison(model, inputs, decomposition, examples["strategies"].map(tuple).tolist(), progress=False)
@@ -107,4 +113,4 @@ def test_baselines_beside_npeff_on_the_embedded_run(embedded):
     assert (table["n_multi_factor"] == (examples["strategy"] == "contrast+negation").sum()).all()
     assert table.loc["k-means on gradients", "multi_factor_both_found"] == 0.0
     assert table.loc["dictionary learning on activations", "multi_factor_both_found"] >= 0.03
-    assert table.loc["NPEFF", "multi_factor_both_found"] >= 0.03
+    assert table.loc["NPEFF", "multi_factor_one_found"] >= 0.3
