@@ -10,11 +10,13 @@ from workbench.planted import match_components, planted_d, planted_lrm
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def test_lrm_fit_and_transform_on_cuda_match_the_cpu(tmp_path):
+@pytest.mark.parametrize("solver", ["primal", "dual"])
+def test_lrm_fit_and_transform_on_cuda_match_the_cpu(tmp_path, solver):
     problem = planted_lrm(240, 1500, 6, seed=11)
     train, held_out = problem.pefs[:200], problem.pefs[200:]
-    on_cpu = LrmNpeff(6, progress=False, device="cpu").fit(train)
-    on_gpu = LrmNpeff(6, progress=False, device="cuda").fit(train)
+    on_cpu = LrmNpeff(6, progress=False, device="cpu", solver=solver).fit(train)
+    on_gpu = LrmNpeff(6, progress=False, device="cuda", solver=solver).fit(train)
+    assert on_gpu.solver_ == on_cpu.solver_ == solver
 
     assert isinstance(on_gpu.W_, np.ndarray) and isinstance(on_gpu.G_, np.ndarray)
     np.testing.assert_array_equal(on_gpu.kept_columns_, on_cpu.kept_columns_)
