@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
@@ -133,18 +134,29 @@ def csr_transposed_times_dense(matrix: torch.Tensor, B: torch.Tensor) -> torch.T
     return torch.from_numpy(partial.sum(axis=0, dtype=np.float32) if len(ranges) > 1 else partial[0])
 
 
-def row_gram(matrix: torch.Tensor, matrix_t: torch.Tensor) -> torch.Tensor:
+def row_gram(matrix: torch.Tensor, matrix_t: torch.Tensor, on_rows_done: Callable[[int], None] | None = None) -> torch.Tensor:
     """matrix @ matrixᵀ in float64, dense (p, p), for a CPU CSR float32 matrix (p, q) and its
     transpose stored as its own CSR matrix (q, p) with sorted indices.
 
-    Each thread fills the upper triangle of its own rows; the lower triangle is mirrored."""
+    Each thread fills the upper triangle of its own rows; the lower triangle is mirrored.
+    With ``on_rows_done``, the rows go in 32 rounds of equal work, and it is called with the
+    number of rows each round finished (for a progress bar)."""
     indptr, indices, data = _csr_arrays(matrix)
     t_indptr, t_indices, t_data = _csr_arrays(matrix_t)
     n = matrix.shape[0]
     out = np.zeros((n, n), dtype=np.float64)
+    n_threads = max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
+    rounds = 32 if on_rows_done is not None else 1
     # Row i does the work of its columns' entries at or after i: about (n - i) / n of them.
-    work = np.cumsum(np.diff(indptr) * (n - np.arange(n)), dtype=np.float64)
-    ranges = _ranges(n, np.concatenate([[0.0], work]))
-    _run(_compiled().row_gram_upper, ranges, *[(indptr, indices, data, t_indptr, t_indices, t_data, out)] * len(ranges))
-    upper = np.triu(out)
-    return torch.from_numpy(upper + np.triu(out, 1).T)
+    work = np.concatenate([[0.0], np.cumsum(np.diff(indptr) * (n - np.arange(n)), dtype=np.float64)])
+    bounds = np.searchsorted(work, np.linspace(0, work[-1], rounds * n_threads + 1), side="left")
+    bounds[0], bounds[-1] = 0, n
+    args = (indptr, indices, data, t_indptr, t_indices, t_data, out)
+    for r in range(rounds):
+        cuts = bounds[r * n_threads : (r + 1) * n_threads + 1].tolist()
+        ranges = [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+        if ranges:
+            _run(_compiled().row_gram_upper, ranges, *[args] * len(ranges))
+        if on_rows_done is not None:
+            on_rows_done(cuts[-1] - cuts[0])
+    return torch.from_numpy(np.triu(out) + np.triu(out, 1).T)

@@ -60,9 +60,9 @@ def choose_solver(solver: str, *, n_rows: int, nnz: float, n_components: int, n_
     return "dual" if fits_in_memory and cheaper_steps and worth_it and on_cpu else "primal"
 
 
-def make_space(solver: str, data: "_Prepared", G0: torch.Tensor):
+def make_space(solver: str, data: "_Prepared", G0: torch.Tensor, progress: bool = False):
     """The space a fit with this (chosen) solver works in, for data and the initial G₀ (r, m)."""
-    return ExampleSpace(data, G0) if solver == "dual" else ParameterSpace(data)
+    return ExampleSpace(data, G0, progress) if solver == "dual" else ParameterSpace(data)
 
 
 def squared_norm(t: torch.Tensor) -> torch.Tensor:
@@ -141,18 +141,19 @@ class ExampleSpace:
 
     name = "dual"
 
-    def __init__(self, data: "_Prepared", G0: torch.Tensor):
+    def __init__(self, data: "_Prepared", G0: torch.Tensor, progress: bool = False):
         self.data = data
         self.G0 = G0  # (r, m) float32, this process's columns
-        self.K = data.reduce(examples_gram(data).to(G0.device))  # (n_rows, n_rows)
+        self.K = data.reduce(examples_gram(data, progress).to(G0.device))  # (n_rows, n_rows)
         self.Z = data.times_t(G0).double()  # (n_rows, r) = X G₀ᵀ
         G0_64 = G0.double()
         self.Q0 = data.reduce(G0_64 @ G0_64.T)  # (r, r)
 
     def initial(self, G0: torch.Tensor) -> Coords:
+        """G₀ itself: P = I, H = 0."""
         r, n_rows = G0.shape[0], self.K.shape[0]
-        zeros = dict(dtype=torch.float64, device=G0.device)
-        return Coords(torch.eye(r, **zeros), torch.zeros((r, n_rows), **zeros), torch.zeros((n_rows, r), **zeros))
+        like = dict(dtype=torch.float64, device=G0.device)
+        return Coords(torch.eye(r, **like), torch.zeros((r, n_rows), **like), torch.zeros((n_rows, r), **like))
 
     def data_term(self, B: torch.Tensor) -> Coords:
         B = B.double()
@@ -195,11 +196,15 @@ class ExampleSpace:
         return self.refresh(Coords(arrays["P"].double(), arrays["H"].double(), None))
 
 
-def examples_gram(data: "_Prepared") -> torch.Tensor:
+def examples_gram(data: "_Prepared", progress: bool = False) -> torch.Tensor:
     """K = X Xᵀ of this process's columns, float64 (n_rows, n_rows), computed on the CPU."""
+    from tqdm.auto import tqdm
+
     matrix, matrix_t = data.matrix.cpu(), data.matrix_t.cpu()
     if kernels.available():
-        return kernels.row_gram(matrix, matrix_t)
+        with tqdm(total=matrix.shape[0], desc="examples' Gram (dual solver)", unit="row", disable=not progress,
+                  leave=False) as bar:
+            return kernels.row_gram(matrix, matrix_t, on_rows_done=bar.update)
     X = sp.csr_matrix(
         (matrix.values().numpy().astype(np.float64), matrix.col_indices().numpy(), matrix.crow_indices().numpy()),
         shape=tuple(matrix.shape),

@@ -552,7 +552,7 @@ class LrmNpeff(_NpeffBase):
         W = torch.rand((data.n_examples, r), generator=self._generator(0)).to(device)
         sigma = 1.0 / math.sqrt(r * n_kept / 2)
         G0 = data.own_columns(sigma * torch.randn((r, n_kept), generator=self._generator(1))).to(device)
-        space = make_space(self._solver(data, n_kept, device), data, G0)
+        space = make_space(self._solver(data, n_kept, device), data, G0, self.progress)
         self.solver_ = space.name
         G = space.initial(G0)
         AG = space.times_t(G)  # (n * c, r)

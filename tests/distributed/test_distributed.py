@@ -16,7 +16,7 @@ import torch
 
 from workbench.distributed import DistributedError, fit_distributed, split_columns, transform_distributed
 from workbench.fisher import compute_pefs
-from workbench.npeff import DNpeff, LrmNpeff
+from workbench.npeff import LrmNpeff
 from workbench.planted import planted_d, planted_lrm
 from workbench.store import PefStore, StoreError, load_pefs, read_arrays, save_pefs
 

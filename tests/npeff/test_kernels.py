@@ -61,10 +61,14 @@ def test_transposed_output_matches(two_threads):
     np.testing.assert_allclose(out.numpy(), (X @ B.numpy()).T, rtol=1e-4, atol=1e-4)
 
 
-def test_row_gram_matches_scipy(two_threads):
+@pytest.mark.parametrize("with_progress", [False, True])
+def test_row_gram_matches_scipy(two_threads, with_progress):
     X = _matrix(seed=4)
-    K = kernels.row_gram(_to_torch_csr(X, torch.device("cpu")), _to_torch_csr(X.T.tocsr(), torch.device("cpu")))
+    rows_done = []
+    K = kernels.row_gram(_to_torch_csr(X, torch.device("cpu")), _to_torch_csr(X.T.tocsr(), torch.device("cpu")),
+                         on_rows_done=rows_done.append if with_progress else None)
     X64 = X.astype(np.float64)
     assert K.dtype == torch.float64 and K.shape == (X.shape[0], X.shape[0])
     np.testing.assert_allclose(K.numpy(), (X64 @ X64.T).toarray(), rtol=1e-12, atol=1e-12)
     assert not K[7].any(), "the empty row"
+    assert sum(rows_done) == (X.shape[0] if with_progress else 0)

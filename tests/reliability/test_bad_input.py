@@ -1,12 +1,10 @@
 """The bad-input table (README, Troubleshooting): every case raises an error that names the
 problem and the fix, and leaves no file behind."""
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import pytest
 import torch
 

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import save_file
 
-from workbench.checkpoint import CHECKPOINT_FORMAT, FitCheckpoint
+from workbench.checkpoint import CHECKPOINT_FORMAT
 from workbench.npeff import DNpeff, LrmNpeff, NpeffDivergenceError
 from workbench.pefs import DPefs, LrmPefs
 from workbench.planted import planted_lrm
