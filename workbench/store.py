@@ -210,7 +210,7 @@ def fingerprint_tensors(tensors: Mapping[str, torch.Tensor] | torch.Tensor) -> s
     for name, t in items.items():
         t = t.detach().cpu().contiguous()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.view(torch.uint8).numpy().reshape(-1).data if t.numel() else b"")  # hashed in place, no copy
     return h.hexdigest()
 
 
