@@ -159,11 +159,12 @@ def test_overflowing_pefs_give_a_clear_error():
         LrmNpeff(2, progress=False).fit(pefs)
 
 
-def test_dual_solver_takes_the_primal_steps():
+@pytest.mark.parametrize("settings", [{}, {"orthogonal_reg": 0.1}, {"learning_rate": 0.002}])
+def test_dual_solver_takes_the_primal_steps(settings):
     """G = P G₀ + H X is the same iterate as G itself: the losses after every step and the
     components agree to float32 rounding (measured: ~2e-6 of the first loss, ~2e-5 of G)."""
     problem = planted_lrm(150, 3000, 5, seed=7)
-    fits = {solver: _fit(problem, 5, n_iters_g_only=15, n_iters_joint=15, log_every=1, solver=solver)
+    fits = {solver: _fit(problem, 5, n_iters_g_only=15, n_iters_joint=15, log_every=1, solver=solver, **settings)
             for solver in ("primal", "dual")}
     primal, dual = fits["primal"], fits["dual"]
     first = primal.loss_history_["g_only"][0, 1]
@@ -195,3 +196,15 @@ def test_solver_is_recorded_and_checked(tmp_path):
     assert LrmNpeff.load(tmp_path / "fit.safetensors").solver_ == "dual"
     with pytest.raises(ValueError, match="solver"):
         _fit(problem, 2, solver="gram")
+
+
+def test_dual_solver_without_the_compiled_kernels():
+    """Without numba the Gram matrix comes from scipy and the products from torch: same fit."""
+    from workbench import kernels
+
+    problem = planted_lrm(100, 800, 4, seed=9)
+    with_kernels = _fit(problem, 4, n_iters_g_only=10, n_iters_joint=10, solver="dual")
+    with kernels.disabled():
+        without = _fit(problem, 4, n_iters_g_only=10, n_iters_joint=10, solver="dual")
+        assert _fit(problem, 4, n_iters_g_only=30, n_iters_joint=0).solver_ == "primal", "auto needs the kernels"
+    np.testing.assert_allclose(without.G_, with_kernels.G_, rtol=0, atol=1e-4 * np.abs(with_kernels.G_).max())
