@@ -121,3 +121,45 @@ def test_save_and_load_round_trip(tmp_path, make):
 def test_missing_store_is_reported(tmp_path):
     with pytest.raises(StoreError, match="does not exist"):
         load_pefs(tmp_path / "nowhere")
+
+
+def test_chunk_writer_raises_a_failed_write_and_writes_nothing_after_it(tmp_path, monkeypatch):
+    """Chunks are written on a background thread, in order: a write that fails (a full disk)
+    stops the ones queued after it, and the error reaches the run."""
+    import time
+
+    from workbench import store
+
+    written = []
+
+    def write_chunk(out, index, chunk, identity):
+        if index == 1:
+            raise OSError("No space left on device")
+        time.sleep(0.01)
+        written.append(index)
+
+    monkeypatch.setattr(store, "_write_chunk", write_chunk)
+    with pytest.raises(OSError, match="No space left"):
+        with store._ChunkWriter(tmp_path, "store-id") as writer:
+            for index in range(6):
+                writer.submit(index, None)
+    assert written == [0]
+
+
+def test_a_disk_error_mid_run_leaves_a_store_that_resumes(tmp_path, bert3, bert_inputs, monkeypatch):
+    from workbench import store
+
+    real, calls = store._write_chunk, []
+
+    def fail_on_third(out, index, chunk, identity):
+        calls.append(index)
+        if len(calls) == 3:
+            raise OSError("No space left on device")
+        real(out, index, chunk, identity)
+
+    monkeypatch.setattr(store, "_write_chunk", fail_on_third)
+    with pytest.raises(OSError, match="No space left"):
+        write_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=64, batch_size=2, progress=False)
+    monkeypatch.undo()
+    resumed = write_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=64, batch_size=2, progress=False)
+    _assert_same_pefs(resumed.load(), compute_pefs(bert3, bert_inputs, n_values=64, batch_size=2, progress=False))
