@@ -303,7 +303,7 @@ def lrm_iteration_figure(report: Report, n_rows: int, n_cols: int, nnz_per_row: 
     def iteration_time(space) -> float:
         model = LrmNpeff(n_components=r, progress=False)
         W = torch.rand((data.n_examples, r), generator=torch.Generator().manual_seed(0)).to(device)
-        G = space.initial(G0)
+        G = space.initial(G0.clone())  # the primal steps its G in place
         state = dict(W=W, G=G, AG=space.times_t(G), GG=space.gram(G, G).float(), loss=math.inf, first_loss=math.inf)
 
         def step():

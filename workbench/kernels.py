@@ -106,10 +106,13 @@ def csr_times_dense(matrix: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     return _row_product(_compiled().csr_times_dense, matrix, B, out)
 
 
-def csr_times_dense_t(matrix: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    """(matrix @ B)ᵀ, contiguous, for a CPU CSR float32 matrix (p, q) and a dense float32 B (q, r): (r, p)."""
-    out_t = np.empty((B.shape[1], matrix.shape[0]), dtype=np.float32)
-    return _row_product(_compiled().csr_times_dense_t, matrix, B, out_t)
+def csr_times_dense_t(matrix: torch.Tensor, B: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """(matrix @ B)ᵀ, contiguous, for a CPU CSR float32 matrix (p, q) and a dense float32 B (q, r): (r, p);
+    written into ``out`` when given (a contiguous float32 (r, p) tensor)."""
+    shape = (B.shape[1], matrix.shape[0])
+    if out is None or tuple(out.shape) != shape or not out.is_contiguous() or out.dtype != torch.float32:
+        out = torch.empty(shape, dtype=torch.float32)
+    return _row_product(_compiled().csr_times_dense_t, matrix, B, out.numpy())
 
 
 def _row_product(kernel, matrix: torch.Tensor, B: torch.Tensor, out: np.ndarray) -> torch.Tensor:

@@ -76,30 +76,37 @@ def squared_norm(t: torch.Tensor) -> torch.Tensor:
 
 
 class ParameterSpace:
-    """G stored as it is, (r, m) float32 over this process's columns (the primal solver)."""
+    """G stored as it is, (r, m) float32 over this process's columns (the primal solver).
+
+    A step works in place on two (r, m) arrays, G and the gradient's: a fresh array of
+    that size each time (a gradient, a new G) costs its page faults, a quarter of a step
+    at m = 2 M. So G is updated in place (the fit owns it) and :meth:`data_term` reuses
+    one buffer, which :meth:`combine` and :meth:`scale` then overwrite."""
 
     name = "primal"
 
     def __init__(self, data: "_Prepared"):
         self.data = data
+        self._buffer: torch.Tensor | None = None
 
     def initial(self, G0: torch.Tensor) -> torch.Tensor:
         return G0
 
     def data_term(self, B: torch.Tensor) -> torch.Tensor:
-        """Bᵀ X for B of shape (n_rows, r)."""
-        return self.data.t_times(B)
+        """Bᵀ X for B of shape (n_rows, r), in the space's buffer (the previous one's is overwritten)."""
+        self._buffer = self.data.t_times(B, out=self._buffer)
+        return self._buffer
 
     def combine(self, a: float, T: torch.Tensor, C: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
-        """a·T + C·G, in one pass over G."""
-        return torch.addmm(T, C, G, beta=a)
+        """a·T + C·G, into T, in one pass over G."""
+        return T.addmm_(C, G, beta=a)
 
     def scale(self, g: torch.Tensor, s: float) -> torch.Tensor:
         return g.mul_(s)
 
     def step(self, G: torch.Tensor, D: torch.Tensor, t: float) -> torch.Tensor:
-        """G − t·D."""
-        return torch.add(G, D, alpha=-t)
+        """G − t·D, in place."""
+        return G.add_(D, alpha=-t)
 
     def times_t(self, g: torch.Tensor) -> torch.Tensor:
         """X gᵀ, (n_rows, r) float32, summed over all processes."""

@@ -132,10 +132,11 @@ class _Prepared:
             return self.reduce(kernels.csr_transposed_times_dense(self.matrix_t, M.T))
         return self.reduce(torch.sparse.mm(self.matrix, M.T.contiguous()))
 
-    def t_times(self, M: torch.Tensor) -> torch.Tensor:
-        """(Xᵀ M)ᵀ = Mᵀ X for M of shape (n_rows, r): (r, n_kept), this process's columns only."""
+    def t_times(self, M: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """(Xᵀ M)ᵀ = Mᵀ X for M of shape (n_rows, r): (r, n_kept), this process's columns only
+        (into ``out``, a buffer of that shape, where the CPU kernels run)."""
         if self._on_cpu_kernels():  # written as (r, n_kept) rows, so later elementwise work is contiguous
-            return kernels.csr_times_dense_t(self.matrix_t, M.contiguous())
+            return kernels.csr_times_dense_t(self.matrix_t, M.contiguous(), out)
         return torch.sparse.mm(self.matrix_t, M.contiguous()).T
 
     def gram(self, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
