@@ -860,7 +860,7 @@ class DNpeff(_NpeffBase):
         with _progress(self.n_iters, "D-NPEFF", self.progress, initial=start) as bar:
             for it in range(start, self.n_iters):
                 WtD = data.t_times(W)  # (r, m)
-                H = H * WtD / ((W.T @ W) @ H + EPS)
+                H = H.mul_(WtD.div_(torch.mm(W.T @ W, H).add_(EPS)))  # in place: one (r, m) temporary, not four
                 DHt = data.times_t(H)  # (n, r)
                 HHt = data.gram(H, H)
                 W = W * DHt / (W @ HHt + EPS)
