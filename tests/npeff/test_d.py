@@ -25,8 +25,9 @@ def test_loss_matches_dense_frobenius():
     H = np.zeros((3, 30))
     H[:, est.kept_columns_] = est.H_
     dense = np.linalg.norm(D - est.W_ @ H) ** 2
-    # float32 products: exact up to ~1e-7 of the constant term ‖D‖² = 40
-    assert est.loss(problem.pefs, est.W_) == pytest.approx(dense, rel=1e-4, abs=1e-7 * 40)
+    # float32 products: exact up to float32 rounding of terms the size of ‖D‖² = 40
+    # (measured over seeds 2-6: 0.3e-7 to 1.3e-7 of it)
+    assert est.loss(problem.pefs, est.W_) == pytest.approx(dense, rel=1e-4, abs=2e-7 * 40)
 
 
 def test_transform_and_save_load(tmp_path):
