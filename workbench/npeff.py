@@ -288,7 +288,7 @@ class _NpeffBase:
             "n_classes": self.n_classes_,
             "layout": self.layout_.to_dict(),
             "pef_info": self.pef_info_,
-            "solver": getattr(self, "solver_", None),
+            **({"solver": self.solver_} if hasattr(self, "solver_") else {}),  # LRM-NPEFF's primal or dual
         }
         arrays = {
             "W": self.W_,
