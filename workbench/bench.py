@@ -336,6 +336,29 @@ def lrm_iteration_figure(report: Report, n_rows: int, n_cols: int, nnz_per_row: 
         del space
 
 
+def lrm_fit_figure(report: Report, n_examples: int, r: int, n_iters_g_only: int, n_iters_joint: int,
+                   device: torch.device) -> None:
+    """Seconds of a whole LRM-NPEFF fit (the demo's settings) of the embedded model's PEFs,
+    solver "auto" against the primal: what the dual's one-off Gram matrix buys end to end."""
+    from .fisher import compute_pefs
+    from .npeff import LrmNpeff
+
+    model, inputs = embedded_case(device, n_examples)
+    pefs = compute_pefs(model, inputs, n_values=8192, batch_size=32, device=device, progress=False)
+    seconds, fits = {}, {}
+    for solver in ("primal", "auto"):
+        estimator = LrmNpeff(r, n_iters_g_only=n_iters_g_only, n_iters_joint=n_iters_joint, solver=solver,
+                             device=device, progress=False)
+        start = time.perf_counter()
+        fits[solver] = estimator.fit(pefs)
+        seconds[solver] = time.perf_counter() - start
+    losses = {k: float(f.loss_history_["joint"][-1, 1]) for k, f in fits.items()}
+    note = (f"{n_examples} examples, r = {r}, {n_iters_g_only} + {n_iters_joint} steps; auto took the "
+            f"{fits['auto'].solver_}; final losses {losses['auto']:.4g} vs primal {losses['primal']:.4g}")
+    report.add(Figure("LRM-NPEFF fit, embedded PEFs (auto vs primal)", seconds["auto"], "s", plain=seconds["primal"],
+                      higher_is_better=False, note=note))
+
+
 def d_npeff_figure(report: Report, n_rows: int, n_cols: int, nnz_per_row: int, r: int, n_iters: int, device: torch.device) -> None:
     """Seconds for D-NPEFF to reach the loss scikit-learn's NMF(solver="mu") reaches in n_iters."""
     import warnings
@@ -450,9 +473,11 @@ def run(quick: bool = False, device: str = "cpu", repeats: int | None = None, se
     if "fit" in sections:
         if quick:
             lrm_iteration_figure(report, 200, 50_000, 1_000, 8, bandwidth, device, repeats, plain=True)
+            lrm_fit_figure(report, 64, 4, 10, 20, device)
             d_npeff_figure(report, 200, 5_000, 200, 8, 30, device)
         else:
             lrm_iteration_figure(report, 4_000, 2_000_000, 12_500, 32, bandwidth, device, repeats, plain=True)
+            lrm_fit_figure(report, 600, 16, 100, 400, device)
             if device.type == "cuda":  # the issue's GPU size: 500 M non-zeros (the numba kernels are CPU-only)
                 lrm_iteration_figure(report, 8_000, 20_000_000, 62_500, 32, bandwidth, device, repeats, plain=False,
                                      make=stratified_sparse, solvers=("primal",))  # K of 500 M entries: a minute on the host
