@@ -66,6 +66,12 @@ class FitCheckpoint:
         self.settings = {k: v for k, v in estimator.get_params().items() if k not in _FREE_SETTINGS}
         self.data_fingerprint = data_fingerprint
 
+    def record_solver(self, solver: str) -> None:
+        """Record the solver the fit runs ("primal" or "dual") instead of the setting that chose
+        it: "auto" and the solver it took are the same fit, and "auto" may take another one
+        on another machine."""
+        self.settings["solver"] = solver
+
     def load(self, device: torch.device) -> Saved | None:
         """The saved state, or None when there is no checkpoint yet; StoreError when it belongs to another fit."""
         if not self.path.exists():
@@ -77,6 +83,8 @@ class FitCheckpoint:
         saved_settings = header.get("settings")
         if not isinstance(saved_settings, dict):
             raise StoreError(f"the checkpoint {self.path} has a damaged header (no settings); delete it to start over")
+        if "solver" in self.settings:  # checkpoints from before the dual solver were made by the primal
+            saved_settings = {"solver": "primal", **saved_settings}
         differ = sorted(k for k in set(saved_settings) | set(self.settings) if saved_settings.get(k) != self.settings.get(k))
         if differ:
             changes = ", ".join(f"{k}: {saved_settings.get(k)!r} → {self.settings.get(k)!r}" for k in differ)

@@ -555,6 +555,8 @@ class LrmNpeff(_NpeffBase):
         G0 = data.own_columns(sigma * torch.randn((r, n_kept), generator=self._generator(1))).to(device)
         space = make_space(self._solver(data, n_kept, device), data, G0, self.progress)
         self.solver_ = space.name
+        if checkpoint is not None:
+            checkpoint.record_solver(space.name)
         G = space.initial(G0)
         AG = space.times_t(G)  # (n * c, r)
         GG = space.gram(G, G).float()

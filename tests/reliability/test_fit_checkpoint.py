@@ -112,3 +112,32 @@ def test_fit_checkpoint_every_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="checkpoint_every must be a positive integer"):
         _lrm().fit(planted_lrm(20, 10, 2).pefs, checkpoint=tmp_path / "c", checkpoint_every=0)
     assert not (tmp_path / "c").exists()
+
+
+def test_fit_checkpoint_records_the_solver_it_ran_and_old_ones_the_primal(tmp_path):
+    """A checkpoint records the solver the fit ran, so "auto" resumes what it chose; one
+    written before the dual solver existed (no such setting) was made by the primal."""
+    import json
+
+    from safetensors import safe_open
+
+    from workbench.store import write_arrays
+
+    pefs = planted_lrm(40, 2000, 3, seed=5).pefs  # 80 rows, many parameters: "auto" takes the dual
+    path = tmp_path / "fit.safetensors"
+    _lrm(solver="dual").fit(pefs, checkpoint=path, checkpoint_every=10)
+    assert _lrm(solver="auto").fit(pefs, checkpoint=path).solver_ == "dual"  # auto takes the dual here
+    with pytest.raises(StoreError, match="solver: 'dual' → 'primal'"):
+        _lrm(solver="primal").fit(pefs, checkpoint=path)
+
+    path = tmp_path / "old.safetensors"
+    _lrm(solver="primal").fit(pefs, checkpoint=path, checkpoint_every=10)
+    with safe_open(str(path), framework="np") as f:
+        header = json.loads(f.metadata()["header"])
+        arrays = {k: f.get_tensor(k) for k in f.keys()}
+    del header["settings"]["solver"]
+    write_arrays(path, arrays, header)
+    resumed = _lrm(solver="primal").fit(pefs, checkpoint=path)
+    assert resumed.solver_ == "primal"
+    with pytest.raises(StoreError, match="solver: 'primal' → 'dual'"):
+        _lrm(solver="dual").fit(pefs, checkpoint=path)
