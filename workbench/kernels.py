@@ -77,9 +77,14 @@ def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="workbench-kernels")
 
 
+def _n_threads() -> int:
+    """Threads the kernels use: torch's, at most one per core."""
+    return max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
+
+
 def _ranges(n_rows: int, indptr: np.ndarray) -> list[tuple[int, int]]:
     """Row ranges of about equal numbers of entries, one per torch thread."""
-    n_threads = max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
+    n_threads = _n_threads()
     if n_threads == 1 or indptr[-1] < 1 << 16:
         return [(0, n_rows)]
     cuts = np.searchsorted(indptr, np.linspace(0, indptr[-1], n_threads + 1)[1:-1])
@@ -148,7 +153,7 @@ def row_gram(matrix: torch.Tensor, matrix_t: torch.Tensor, on_rows_done: Callabl
     t_indptr, t_indices, t_data = _csr_arrays(matrix_t)
     n = matrix.shape[0]
     out = np.zeros((n, n), dtype=np.float64)
-    n_threads = max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
+    n_threads = _n_threads()
     rounds = 32 if on_rows_done is not None else 1
     # Row i does the work of its columns' entries at or after i: about (n - i) / n of them.
     work = np.concatenate([[0.0], np.cumsum(np.diff(indptr) * (n - np.arange(n)), dtype=np.float64)])
@@ -162,4 +167,4 @@ def row_gram(matrix: torch.Tensor, matrix_t: torch.Tensor, on_rows_done: Callabl
             _run(_compiled().row_gram_upper, ranges, *[args] * len(ranges))
         if on_rows_done is not None:
             on_rows_done(cuts[-1] - cuts[0])
-    return torch.from_numpy(np.triu(out) + np.triu(out, 1).T)
+    return torch.from_numpy(out + np.triu(out, 1).T)  # the kernel wrote the upper triangle only

@@ -567,7 +567,7 @@ class LrmNpeff(_NpeffBase):
         state = dict(W=W, G=G, AG=AG, GG=GG, loss=loss, first_loss=loss)
         saved = checkpoint.load(device) if checkpoint is not None else None
         if saved is not None:  # resume: the state after saved.step steps, exactly
-            arrays = dict(saved.arrays)
+            arrays = saved.arrays
             state.update(W=arrays["W"], AG=arrays["AG"], GG=arrays["GG"], G=space.from_arrays(arrays), **saved.scalars)
             history = saved.history
             if saved.done:
