@@ -40,7 +40,13 @@ if TYPE_CHECKING:
 
 SOLVERS = ("auto", "primal", "dual")
 MAX_GRAM_BYTES = 2**30  # "auto" keeps K (float64) within this
-MIN_ITERATIONS_FOR_DUAL = 20  # "auto": fewer steps than this do not repay K
+MIN_ITERATIONS_FOR_DUAL = 20  # "auto" on a CPU: fewer steps than this do not repay K
+# On a GPU (measured on an H200, benchmarks/README.md): K took 15 to 25 primal steps, and
+# both solvers' steps are bound by kernel launches, 2 to 3 ms each, until the primal's
+# work (nnz + r·m) is large: at 11 M the primal's steps were the faster (3.2 ms against
+# the dual's 3.9), at 114 M the dual's (2.3 ms against 10.6), at 660 M by 50×.
+MIN_GPU_ITERATIONS_FOR_DUAL = 40
+MIN_GPU_WORK_FOR_DUAL = 3e7
 
 
 def choose_solver(solver: str, *, n_rows: int, nnz: float, n_components: int, n_columns: float, n_iterations: int,
@@ -48,16 +54,19 @@ def choose_solver(solver: str, *, n_rows: int, nnz: float, n_components: int, n_
     """The solver that "auto" means for this problem ("primal" or "dual"); others pass through.
 
     ``nnz`` and ``n_columns`` are totals over all processes of a column-split fit, so every
-    process decides alike. The dual is chosen on CPU only, with the compiled kernels that
-    make K fast: on a GPU the primal's products are already fast (benchmarks/README.md).
+    process decides alike. On a CPU the dual needs the compiled kernels that make K fast;
+    on a GPU, a problem large enough that the primal's steps are not bound by launches.
     """
     if solver != "auto":
         return solver
+    primal_work = nnz + n_components * n_columns
     fits_in_memory = 8 * n_rows**2 <= MAX_GRAM_BYTES
-    cheaper_steps = n_rows**2 <= nnz + n_components * n_columns
-    worth_it = n_iterations >= MIN_ITERATIONS_FOR_DUAL
-    on_cpu = device.type == "cpu" and kernels.available()
-    return "dual" if fits_in_memory and cheaper_steps and worth_it and on_cpu else "primal"
+    cheaper_steps = n_rows**2 <= primal_work
+    if device.type == "cuda":
+        worth_it = n_iterations >= MIN_GPU_ITERATIONS_FOR_DUAL and primal_work >= MIN_GPU_WORK_FOR_DUAL
+    else:
+        worth_it = n_iterations >= MIN_ITERATIONS_FOR_DUAL and device.type == "cpu" and kernels.available()
+    return "dual" if fits_in_memory and cheaper_steps and worth_it else "primal"
 
 
 def make_space(solver: str, data: "_Prepared", G0: torch.Tensor, progress: bool = False):
@@ -204,9 +213,12 @@ class ExampleSpace:
 
 
 def examples_gram(data: "_Prepared", progress: bool = False) -> torch.Tensor:
-    """K = X Xᵀ of this process's columns, float64 (n_rows, n_rows), computed on the CPU."""
+    """K = X Xᵀ of this process's columns, float64 (n_rows, n_rows): on a GPU by cuSPARSE's
+    sparse-sparse product, on the CPU by the numba kernel (scipy without it)."""
     from tqdm.auto import tqdm
 
+    if data.matrix.device.type == "cuda":
+        return sparse_gram(data.matrix, data.matrix_t)
     matrix, matrix_t = data.matrix.cpu(), data.matrix_t.cpu()
     if kernels.available():
         with tqdm(total=matrix.shape[0], desc="examples' Gram (dual solver)", unit="row", disable=not progress,
@@ -217,3 +229,24 @@ def examples_gram(data: "_Prepared", progress: bool = False) -> torch.Tensor:
         shape=tuple(matrix.shape),
     )
     return torch.from_numpy((X @ X.T).toarray())
+
+
+# Rows of X per sparse-sparse product: bounds the product's workspace (it grows with the
+# row block's non-zeros times their columns' lengths).
+_GRAM_ROW_BLOCK = 256
+
+
+def sparse_gram(matrix: torch.Tensor, matrix_t: torch.Tensor) -> torch.Tensor:
+    """X Xᵀ (n_rows, n_rows) float64 from X and Xᵀ in CSR, by torch's sparse-sparse product,
+    a block of rows of X at a time."""
+    X_t = matrix_t.to(torch.float64)
+    crow, columns, values = matrix.crow_indices(), matrix.col_indices(), matrix.values().to(torch.float64)
+    n_rows = matrix.shape[0]
+    K = torch.empty((n_rows, n_rows), dtype=torch.float64, device=matrix.device)
+    for start in range(0, n_rows, _GRAM_ROW_BLOCK):
+        stop = min(start + _GRAM_ROW_BLOCK, n_rows)
+        first, last = int(crow[start]), int(crow[stop])
+        block = torch.sparse_csr_tensor(crow[start : stop + 1] - first, columns[first:last], values[first:last],
+                                        size=(stop - start, matrix.shape[1]), check_invariants=False)
+        K[start:stop] = (block @ X_t).to_dense()
+    return K

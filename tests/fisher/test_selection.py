@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.fisher.selection import RunningTop, candidates, largest, top_entries
+from workbench.fisher.selection import RunningTop, candidates, largest, top_entries, top_entries_of_rows
 
 
 def _reference(values: torch.Tensor, n: int | None):
@@ -72,3 +72,37 @@ def test_candidates_never_returns_zeros_or_entries_below_the_floor():
     assert candidates(magnitudes, 0.0, None).tolist() == [1, 2, 4]
     assert candidates(magnitudes, 1.0, None).tolist() == [2, 4]
 
+
+
+@pytest.mark.parametrize("n", [1, 100, 8192, 65_536, None])
+def test_top_entries_of_rows_equal_top_entries_of_each_row(n):
+    """The all-rows-at-once selection (GPUs) keeps what the per-row one keeps, ties included."""
+    cases = _cases()
+    width = max(v.numel() for v in cases.values())
+    rows = torch.zeros((len(cases), width))
+    for i, v in enumerate(cases.values()):
+        rows[i, : v.numel()] = v
+    rows[2] = rows[2].roll(12_345)  # the sparse row not at the start
+    for (position, kept), row in zip(top_entries_of_rows(rows, n), rows):
+        expected_position, expected_kept = top_entries(row, n)
+        assert torch.equal(position, expected_position)
+        assert torch.equal(kept, expected_kept)
+
+
+def test_top_entries_of_rows_rank_every_non_zero_when_the_sample_misjudges():
+    """The fixed sample sees only large entries, so fewer than n reach its threshold: every
+    non-zero of that row is ranked (and the other row is not disturbed)."""
+    from workbench.fisher.selection import _sample_of
+
+    N, n = 100_000, 8_000
+    row = torch.full((N,), 1e-3)
+    sampled = torch.zeros(N, dtype=torch.bool)
+    sampled[torch.from_numpy(_sample_of(N))] = True
+    row[sampled] = 2.0
+    row[(~sampled).nonzero().squeeze(1)[:6_000]] = 1.0 + torch.arange(6_000) / 6_000
+    assert int((row >= 2.0).sum()) < n
+    rows = torch.stack([row, torch.randn(N, generator=torch.Generator().manual_seed(0))])
+    for (position, kept), one in zip(top_entries_of_rows(rows, n), rows):
+        assert position.numel() == n
+        torch.testing.assert_close(kept.abs().sort().values, _reference(one, n))
+        assert torch.equal(position, top_entries(one, n)[0])

@@ -72,3 +72,15 @@ def test_row_gram_matches_scipy(two_threads, with_progress):
     np.testing.assert_allclose(K.numpy(), (X64 @ X64.T).toarray(), rtol=1e-12, atol=1e-12)
     assert not K[7].any(), "the empty row"
     assert sum(rows_done) == (X.shape[0] if with_progress else 0)
+
+
+def test_sparse_gram_of_row_blocks_matches_scipy(monkeypatch):
+    """The GPU's Gram (torch's sparse-sparse product, by blocks of rows; here on the CPU)."""
+    from workbench import lrm_solvers
+
+    monkeypatch.setattr(lrm_solvers, "_GRAM_ROW_BLOCK", 7)  # several blocks, the last one short
+    X = _matrix(seed=5)
+    K = lrm_solvers.sparse_gram(_to_torch_csr(X, torch.device("cpu")), _to_torch_csr(X.T.tocsr(), torch.device("cpu")))
+    X64 = X.astype(np.float64)
+    assert K.dtype == torch.float64 and K.shape == (X.shape[0], X.shape[0])
+    np.testing.assert_allclose(K.numpy(), (X64 @ X64.T).toarray(), rtol=1e-12, atol=1e-12)
