@@ -26,6 +26,7 @@ import math
 import os
 import platform
 import subprocess
+import shutil
 import sys
 import tempfile
 import time
@@ -133,11 +134,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def best_time(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
-    """Seconds of the fastest of ``repeats`` calls (after one warm-up call)."""
+def best_time(fn: Callable[[], object], repeats: int, device: torch.device, before: Callable[[], object] = lambda: None) -> float:
+    """Seconds of the fastest of ``repeats`` calls (after one warm-up call), each after an untimed ``before()``."""
+    before()
     fn()
     best = math.inf
     for _ in range(repeats):
+        before()
         _sync(device)
         start = time.perf_counter()
         fn()
@@ -189,8 +192,12 @@ def pef_rate(model, inputs: dict, device: torch.device, repeats: int, **kwargs) 
     from .store import write_pefs
 
     with tempfile.TemporaryDirectory() as folder:
-        run = lambda: write_pefs(Path(folder) / "pefs", model, inputs, device=device, progress=False, overwrite=True, **kwargs)
-        return n_inputs(inputs) / best_time(run, repeats, device)
+        out = Path(folder) / "pefs"
+
+        def run():  # into a new folder each time, as a run would: the previous one is removed untimed
+            write_pefs(out, model, inputs, device=device, progress=False, **kwargs)
+
+        return n_inputs(inputs) / best_time(run, repeats, device, before=lambda: shutil.rmtree(out, ignore_errors=True))
 
 
 def pef_figures(report: Report, label: str, model, inputs: dict, *, n_values: int, batch_size: int,

@@ -17,6 +17,10 @@ cache:
   :mod:`workbench.lrm_solvers`): each example's row of the result sums the columns of Xᵀ
   it uses.
 
+And one for the PEFs of small models, whose gradients are written out whole
+(:mod:`workbench.fisher`): :func:`top_entries_of_examples`, each example's top entries
+and its Gram matrix over class slots in one pass.
+
 Rows are split into ranges of equal numbers of entries, one per torch thread.
 
 Hand-written because no maintained library offers these products multithreaded on CPU
@@ -56,7 +60,7 @@ def available() -> bool:
 
 @contextlib.contextmanager
 def disabled():
-    """Within this block the fits use torch's products, e.g. to compare against them."""
+    """Within this block the fits use torch's products and the PEF selection numpy, e.g. to compare against them."""
     global _enabled
     saved, _enabled = _enabled, False
     try:
@@ -168,3 +172,29 @@ def row_gram(matrix: torch.Tensor, matrix_t: torch.Tensor, on_rows_done: Callabl
         if on_rows_done is not None:
             on_rows_done(cuts[-1] - cuts[0])
     return torch.from_numpy(out + np.triu(out, 1).T)  # the kernel wrote the upper triangle only
+
+
+def top_entries_of_examples(A: torch.Tensor, n: int | None) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+    """For A (e, k, m), float32 on the CPU: each example's n largest |entries| (None: every
+    non-zero) as (flat positions s·m + j ascending, values), exactly what
+    :func:`workbench.fisher.selection.top_entries` keeps of ``A[i].reshape(-1)``; and the
+    examples' Gram matrices A_i A_iᵀ (e, k, k), summed in float64. Examples are split
+    between the torch threads."""
+    from .fisher.selection import threshold_sample
+
+    A_np = np.ascontiguousarray(A.numpy())
+    e, k, m = A_np.shape
+    sample = threshold_sample(k * m, n)
+    at, q = sample if sample is not None else (np.zeros(0, dtype=np.int64), 0)
+    width = k * m if n is None else min(n, k * m)
+    positions = np.empty((e, width + 1), dtype=np.int64)  # + 1: the kernel writes one past what it keeps
+    values = np.empty((e, width + 1), dtype=np.float32)
+    counts = np.empty(e, dtype=np.int64)
+    grams = np.empty((e, k, k), dtype=np.float64)
+    n_threads = min(_n_threads(), e)
+    bounds = np.linspace(0, e, n_threads + 1).astype(int).tolist()
+    ranges = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    args = (A_np, -1 if n is None else n, at, q, positions, values, counts, grams)
+    _run(_compiled().top_entries_of_examples, ranges, *[args] * len(ranges))
+    kept = [(torch.from_numpy(positions[i, : counts[i]]), torch.from_numpy(values[i, : counts[i]])) for i in range(e)]
+    return kept, torch.from_numpy(grams)

@@ -8,14 +8,21 @@ every PEF set and decomposition so a component can be put back into the model.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
 
 NameFilter = str | Sequence[str] | Callable[[str], bool] | None
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
 
 
 @dataclass(frozen=True)
@@ -25,16 +32,17 @@ class ParameterLayout:
     names: tuple[str, ...]
     shapes: tuple[tuple[int, ...], ...]
 
-    @property
+    # Computed once (a PEF batch asks for them per block), and read-only, since shared.
+    @cached_property
     def sizes(self) -> np.ndarray:
-        return np.array([int(np.prod(s)) for s in self.shapes], dtype=np.int64)
+        return _read_only(np.array([math.prod(s) for s in self.shapes], dtype=np.int64))
 
-    @property
+    @cached_property
     def offsets(self) -> np.ndarray:
         """offsets[k] is where parameter k starts; offsets[-1] is n_parameters."""
-        return np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
+        return _read_only(np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64))
 
-    @property
+    @cached_property
     def n_parameters(self) -> int:
         return int(self.sizes.sum())
 

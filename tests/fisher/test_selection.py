@@ -106,3 +106,45 @@ def test_top_entries_of_rows_rank_every_non_zero_when_the_sample_misjudges():
         assert position.numel() == n
         torch.testing.assert_close(kept.abs().sort().values, _reference(one, n))
         assert torch.equal(position, top_entries(one, n)[0])
+
+
+needs_numba = pytest.mark.skipif(not __import__("workbench.kernels").kernels.available(), reason="needs numba")
+
+
+@needs_numba
+@pytest.mark.parametrize("k", [1, 2, 3])
+@pytest.mark.parametrize("n", [1, 100, 8192, 65_536, None])
+def test_compiled_selection_keeps_what_top_entries_keeps(k, n):
+    """The CPU kernel (each example's top entries and Grams in one call) against the numpy
+    selection, example by example, on the cases that break approximate selections."""
+    from workbench import kernels
+
+    cases = list(_cases().values())
+    m = max(v.numel() for v in cases) // k + 1
+    A = torch.zeros((len(cases), k, m))
+    for i, v in enumerate(cases):
+        A[i].view(-1)[: v.numel()] = v
+    kept, grams = kernels.top_entries_of_examples(A, n)
+    for i in range(len(cases)):
+        position, values = top_entries(A[i].reshape(-1), n)
+        assert torch.equal(kept[i][0], position), i
+        assert torch.equal(kept[i][1], values), i
+    A64 = A.double()
+    torch.testing.assert_close(grams, A64 @ A64.transpose(1, 2), rtol=1e-12, atol=0)
+
+
+@needs_numba
+def test_compiled_selection_ranks_every_non_zero_when_the_sample_misjudges():
+    from workbench import kernels
+    from workbench.fisher.selection import _sample_of
+
+    N, n = 100_000, 8_000
+    row = torch.full((N,), 1e-3)
+    sampled = torch.zeros(N, dtype=torch.bool)
+    sampled[torch.from_numpy(_sample_of(N))] = True
+    row[sampled] = 2.0
+    row[(~sampled).nonzero().squeeze(1)[:6_000]] = 1.0 + torch.arange(6_000) / 6_000
+    kept, _ = kernels.top_entries_of_examples(row.reshape(1, 2, N // 2), n)
+    position, values = top_entries(row, n)
+    assert position.numel() == n
+    assert torch.equal(kept[0][0], position) and torch.equal(kept[0][1], values)

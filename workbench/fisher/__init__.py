@@ -34,6 +34,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from .. import kernels
 from ..params import NameFilter, ParameterLayout, layout_of, select_parameters
 from ..pefs import DPefs, LrmPefs
 from .rules import PER_EXAMPLE_RULES, BlockGradient, DenseGradient, PerExampleRule, register_rule
@@ -331,20 +332,33 @@ def _loop_gradients(model, batch, classes, params, i) -> list[torch.Tensor]:
     return [torch.stack([slot[j] for slot in per_slot]).float() for j in range(len(params))]
 
 
-def output_gradients(log_probs: torch.Tensor, classes: torch.Tensor, outputs: list[torch.Tensor]) -> list[torch.Tensor]:
+def output_gradients(log_probs: torch.Tensor, classes: torch.Tensor, outputs: list[torch.Tensor],
+                     scale: torch.Tensor | None = None) -> list[torch.Tensor]:
     """For each layer output (b, ...), the gradients of log p(y_s|x_i) for every slot s: (k, b, ...).
 
     One backward per slot of Σ_i log p(y_is|x_i); examples do not interact in eval mode,
-    so row i of the result is example i's own gradient.
+    so row i of the result is example i's own gradient. ``scale`` (b, k): example i's
+    slot-s gradients are multiplied by scale[i, s] (and kept in at least float32) as
+    they are written into the result, one pass rather than a copy and then a product.
     """
     if not outputs:
         return []
-    per_slot = []
-    for s in range(classes.shape[1]):
+    k = classes.shape[1]
+    stacked: list[torch.Tensor | None] = [None] * len(outputs)
+    for s in range(k):
         objective = log_probs.gather(1, classes[:, s : s + 1]).sum()
         grads = torch.autograd.grad(objective, outputs, retain_graph=True, allow_unused=True)
-        per_slot.append([torch.zeros_like(o) if g is None else g.detach() for g, o in zip(grads, outputs)])
-    return [torch.stack([slot[j] for slot in per_slot]) for j in range(len(outputs))]
+        for j, (g, o) in enumerate(zip(grads, outputs)):
+            if stacked[j] is None:
+                dtype = o.dtype if scale is None else torch.promote_types(o.dtype, torch.float32)
+                stacked[j] = torch.empty((k, *o.shape), dtype=dtype, device=o.device)
+            if g is None:
+                stacked[j][s].zero_()
+            elif scale is None:
+                stacked[j][s].copy_(g)
+            else:
+                torch.mul(g, scale[:, s].reshape(-1, *[1] * (g.ndim - 1)), out=stacked[j][s])
+    return stacked
 
 
 class _BatchGradients:
@@ -364,7 +378,8 @@ class _BatchGradients:
         log_probs = torch.log_softmax(logits.float(), dim=-1)
         self.classes = _slot_classes(log_probs.detach(), top_k)  # (b, k)
         self.sqrt_p = torch.exp(0.5 * log_probs.detach().gather(1, self.classes))  # (b, k)
-        grad_outputs = output_gradients(log_probs, self.classes, [c.output for c in capture.captures])
+        # scaled by √p as they are written; half precision would lose small gradients, so at least float32
+        grad_outputs = output_gradients(log_probs, self.classes, [c.output for c in capture.captures], scale=self.sqrt_p)
         del log_probs, logits  # the batch's graph; only layer inputs and output gradients are needed
         self.blocks = self._rule_blocks(capture.captures, grad_outputs)
         unbatched = [k for m in plan.rule_modules if id(m) in capture.unbatched for _, k in plan.owned[id(m)]]
@@ -381,10 +396,7 @@ class _BatchGradients:
     def _rule_blocks(self, captures: list[_Capture], grad_outputs: list[torch.Tensor]) -> list[tuple[int, BlockGradient]]:
         """[(parameter index, its gradients over the batch)] from the layers' rules."""
         per_parameter: dict[int, list[BlockGradient]] = {}
-        k, b = self.n_slots, self.n_examples
         for capture, g in zip(captures, grad_outputs):
-            g = g.to(torch.promote_types(g.dtype, torch.float32))  # half precision loses small gradients
-            g = g * self.sqrt_p.T.reshape(k, b, *[1] * (g.ndim - 2)).to(g.dtype)
             x = capture.layer_input
             x = x.to(g.dtype) if x.is_floating_point() else x
             grads = PER_EXAMPLE_RULES[type(capture.module)](capture.module, x, g)
@@ -493,9 +505,6 @@ def _dense_pefs(grads: _BatchGradients, kind: str, n_values: int | None) -> list
     buffer = torch.empty((min(group, grads.n_examples), k, m), dtype=torch.float32, device=device)
     written = [index for index, _ in grads.blocks] + list(grads.fallback_indices)
     covers_all = sum(int(offsets[i + 1] - offsets[i]) for i in written) == m
-    # one example at a time on a CPU (numpy, fastest there); all of a group at once elsewhere
-    select = (lambda rows: [top_entries(row, n_values) for row in rows]) if on_cpu else (
-        lambda rows: top_entries_of_rows(rows, n_values))
     grams = grads.lrm_grams() if kind == "lrm" and not on_cpu else None
     pefs = []
     for start in range(0, grads.n_examples, group):
@@ -512,15 +521,32 @@ def _dense_pefs(grads: _BatchGradients, kind: str, n_values: int | None) -> list
                     A_t[j, :, offsets[index] : offsets[index + 1]] = block.dense()[:, 0]
                     if grams is not None:
                         grams[i] += block.gram()[0].cpu()
-        if kind == "lrm":
-            norms = torch.linalg.matrix_norm(_slot_grams(A_t) if on_cpu else grams[rows]).tolist()
-            selected = select(A_t.reshape(e, -1))
-        else:
-            f = A_t.square().sum(dim=1)  # (e, m)
-            norms = torch.linalg.vector_norm(f.double(), dim=1).tolist()
-            selected = select(f)
+        selected, norms = _select(A_t, kind, n_values, None if grams is None else grams[rows])
         pefs += [_ExamplePef(positions, values, norm) for (positions, values), norm in zip(selected, norms)]
     return pefs
+
+
+def _select(A_t: torch.Tensor, kind: str, n_values: int | None, grams: torch.Tensor | None):
+    """Each example's top entries and PEF norm from its written-out gradients A_t (e, k, m).
+
+    The PEF is A_i for LRM (norm ‖A_iᵀ A_i‖_F, from ``grams`` where the GPU had them
+    factored) and f_i = Σ_s A_i[s]² for D (norm ‖f_i‖). On a CPU the compiled kernel takes
+    each example's top entries and Grams in one pass (without numba: numpy, one example at
+    a time); elsewhere the selection takes all examples at once."""
+    e = A_t.shape[0]
+    pef = A_t if kind == "lrm" else A_t.square().sum(dim=1, keepdim=True)  # (e, k, m) or (e, 1, m)
+    if A_t.device.type == "cpu" and kernels.available():
+        selected, own_grams = kernels.top_entries_of_examples(pef, n_values)  # D: its 1 × 1 "Gram" is ‖f_i‖²
+        norms = torch.linalg.matrix_norm(own_grams) if kind == "lrm" else own_grams[:, 0, 0].sqrt()
+        return selected, norms.tolist()
+    if kind == "lrm":
+        norms = torch.linalg.matrix_norm(_slot_grams(A_t) if grams is None else grams)
+    else:
+        norms = torch.linalg.vector_norm(pef[:, 0].double(), dim=1)
+    rows = pef.reshape(e, -1)
+    if A_t.device.type == "cpu":
+        return [top_entries(row, n_values) for row in rows], norms.tolist()
+    return top_entries_of_rows(rows, n_values), norms.tolist()
 
 
 def _blockwise_pefs(grads: _BatchGradients, kind: str, n_values: int | None) -> list[_ExamplePef]:
@@ -611,12 +637,13 @@ def batch_pefs(model: nn.Module, plan: _Plan, batch: Inputs, labels: torch.Tenso
         pefs = _blockwise_pefs(grads, config.kind, config.n_values)
     n_rows = grads.n_slots if config.kind == "lrm" else 1
     m = plan.layout.n_parameters
-    positions = torch.cat([p.positions for p in pefs]).cpu().numpy().astype(np.int64)  # each example's ascending
+    positions = torch.cat([p.positions for p in pefs]).cpu().numpy().astype(np.int64, copy=False)  # each example's ascending
     example = np.repeat(np.arange(len(pefs)), [len(p.positions) for p in pefs])
-    counts = np.bincount(example * n_rows + positions // m, minlength=len(pefs) * n_rows)  # entries per (example, row)
+    row = positions // m
+    counts = np.bincount(example * n_rows + row, minlength=len(pefs) * n_rows)  # entries per (example, row)
     return PefChunk(
-        values=torch.cat([p.values for p in pefs]).cpu().numpy().astype(np.float32),
-        indices=positions % m,
+        values=torch.cat([p.values for p in pefs]).cpu().numpy().astype(np.float32, copy=False),
+        indices=positions - row * m,
         row_offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
         classes=grads.classes.cpu().numpy().astype(np.int64),
         frobenius_norms=np.array([p.norm for p in pefs], dtype=np.float32),
