@@ -222,6 +222,10 @@ def pef_figures(report: Report, label: str, model, inputs: dict, *, n_values: in
             f"of the call, the model's fingerprint {fingerprint:.2g} s")
     report.add(Figure(f"PEFs {label}: examples/s vs combined floor", ours, "ex/s", combined, plain, note=what))
     report.add(Figure(f"PEFs {label}: compute floor (fwd + {n_slots} bwd)", compute, "ex/s", note="batched, no per-example work"))
+    if n_slots == 2:  # two classes: one backward pass serves both slots (fisher._two_class_output_gradients)
+        one = compute_floor(model, inputs, batch_size, 1, device, repeats)
+        report.add(Figure(f"PEFs {label}: examples/s vs combined floor with 1 bwd", ours, "ex/s", 1 / (1 / one + 1 / memory),
+                          note=f"compute fwd + 1 bwd {one:.4g} ex/s: what two classes need"))
     report.add(Figure(f"PEFs {label}: memory floor (k·m written + read)", memory, "ex/s", note=f"at {bandwidth / 1e9:.3g} GB/s"))
 
 

@@ -154,3 +154,54 @@ def test_labels_kept_and_predictions_from_logits(bert3, bert_inputs):
     with torch.no_grad():
         expected = bert3(**bert_inputs).logits.numpy()
     np.testing.assert_allclose(pefs.logits, expected, atol=1e-5)
+
+
+def test_two_class_models_take_one_backward_pass_and_equal_the_loop(bert_inputs):
+    """Two classes: both slots' gradients come from one backward pass (multiples of
+    ∇(z₀ − z₁)). Against the plain loop in float64 they are as close as float32 allows,
+    also for confident examples, where the float32 loop's 1 − p₀ rounds (its slot-0
+    gradients, p₁ ∇(z₀ − z₁) with p₁ near 1e-6, were 2% off)."""
+    import copy
+
+    from tests.conftest import tiny_bert
+
+    model = tiny_bert(2)
+    with torch.no_grad():  # class 0 far more probable for every example
+        model.classifier.bias.copy_(torch.tensor([7.0, -7.0]))
+    backward_passes = []
+    real_grad = torch.autograd.grad
+
+    def counting_grad(*args, **kwargs):
+        backward_passes.append(1)
+        return real_grad(*args, **kwargs)
+
+    torch.autograd.grad = counting_grad
+    try:
+        hooks = compute_pefs(model, bert_inputs, n_values=None, batch_size=9, progress=False)
+    finally:
+        torch.autograd.grad = real_grad
+    assert len(backward_passes) == 2, "one backward pass per batch (the size probe's and the run's)"
+    reference = _float64_lrm_pefs(copy.deepcopy(model).double(), bert_inputs)
+    plain = compute_pefs(model, bert_inputs, n_values=None, method="loop", progress=False).dense()
+    ours = hooks.dense()
+    for slot in range(2):
+        scale = np.abs(reference[:, slot]).max()
+        np.testing.assert_allclose(ours[:, slot], reference[:, slot], atol=1e-5 * scale)
+    assert np.abs(ours[:, 0] - reference[:, 0]).max() < np.abs(plain[:, 0] - reference[:, 0]).max() / 10
+    norms = [np.linalg.norm(a.T @ a) for a in reference.transpose(0, 2, 1)]
+    np.testing.assert_allclose(hooks.frobenius_norms, norms, rtol=1e-5)
+
+
+def _float64_lrm_pefs(model, inputs) -> np.ndarray:
+    """(n, k, m): √p(y|x) ∇ log p(y|x) of every class, most probable first, all in float64."""
+    params = list(model.parameters())
+    rows = []
+    for i in range(inputs["input_ids"].shape[0]):
+        log_p = torch.log_softmax(model(**{k: v[i : i + 1] for k, v in inputs.items()}).logits[0], dim=-1)
+        slots = []
+        for y in log_p.argsort(descending=True):
+            grads = torch.autograd.grad(log_p[y], params, retain_graph=True, allow_unused=True)
+            flat = torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params)])
+            slots.append((log_p[y].detach() / 2).exp() * flat)
+        rows.append(torch.stack(slots))
+    return torch.stack(rows).detach().numpy()
