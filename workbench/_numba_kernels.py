@@ -107,15 +107,14 @@ def _gram_entry(a, b):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _collect(row, floor, found, found_values):  # pragma: no cover - compiled
-    """The positions and values of the entries of ``row`` with |value| ≥ floor, into found
-    and found_values (room for one more than ``row``); returns how many. Every entry is
-    written and the count moves on only past a hit: a branch per entry was 2-3× slower
-    (hits come at random, mispredicted)."""
-    c = 0
+def _collect(row, factor, offset, floor, found, found_values, c):  # pragma: no cover - compiled
+    """Appends the entries of factor · row with |value| ≥ floor, their positions offset + j
+    and values, to found and found_values from c on (room for one more than the row);
+    returns the new end. Every entry is written and the end moves on only past a hit: a
+    branch per entry was 2-3× slower (hits come at random, mispredicted)."""
     for j in range(row.shape[0]):
-        v = row[j]
-        found[c] = j
+        v = factor * row[j]
+        found[c] = offset + j
         found_values[c] = v
         c += abs(v) >= floor
     return c
@@ -157,37 +156,56 @@ def _nth_largest(values, count, n, scratch):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def top_entries_of_examples(A, n, sample, q, positions, values, counts, grams, start, stop):  # pragma: no cover - compiled
-    """For each example i in start..stop of A (e, k, m) float32: its n largest |entries|
-    (n < 0: every non-zero), exact zeros never kept and ties at the cut kept by first
-    position, as flat positions s·m + j (ascending) and values in positions[i, :counts[i]]
-    and values[i, :counts[i]] (rows with room for one more); and grams[i] = A_i A_iᵀ
-    (k, k), summed in float64.
+def top_entries_of_examples(A, slot_scales, n, sample_slot, sample_column, q, positions, values, counts, grams,
+                            start, stop):  # pragma: no cover - compiled
+    """For each example i in start..stop, with k slots over m parameters: its n largest
+    |entries| (n < 0: every non-zero), exact zeros never kept and ties at the cut kept by
+    first position, as flat positions s·m + j (ascending) and values in
+    positions[i, :counts[i]] and values[i, :counts[i]] (rows with room for one more); and
+    grams[i], its (k, k) Gram matrix over slots, summed in float64.
 
-    The threshold is the q-th largest |entry| at the ``sample`` positions (none: 0), as in
-    :mod:`workbench.fisher.selection`; the entries that reach it are collected in one pass,
-    and the n-th largest of those is the cut."""
-    e, k, m = A.shape
+    Slot s of example i is A[i, s] (A of shape (e, k, m) float32, ``slot_scales`` of shape
+    (e, 0)), or, where the slots are multiples of one gradient (two classes),
+    slot_scales[i, s] · A[i, 0] (A of shape (e, 1, m), slot_scales (e, k)).
+
+    The threshold is the q-th largest |entry| at the sample's (slot, column) positions
+    (none: 0), as in :mod:`workbench.fisher.selection`; the entries that reach it are
+    collected in one pass, and the n-th largest of those is the cut."""
+    e, rows, m = A.shape
+    one_row = slot_scales.shape[1] > 0
+    k = slot_scales.shape[1] if one_row else rows
+    factors = np.ones(k, np.float32)
     found = np.empty(k * m + 1, np.int64)
     found_values = np.empty(k * m + 1, np.float32)
     magnitudes = np.empty(k * m + 1, np.float32)
     scratch = np.empty(k * m + 1, np.float32)
-    sampled = np.empty(sample.shape[0], np.float32)
+    sampled = np.empty(sample_slot.shape[0], np.float32)
     tiny = np.nextafter(np.float32(0), np.float32(1))  # "≥ tiny" is "non-zero"
     for i in range(start, stop):
-        Ai = A[i]
-        flat = Ai.reshape(-1)
-        for s in range(k):
-            for t in range(s, k):
-                grams[i, s, t] = grams[i, t, s] = _gram_entry(Ai[s], Ai[t])
+        if one_row:
+            factors[:] = slot_scales[i]
+            squared = _gram_entry(A[i, 0], A[i, 0])
+            for s in range(k):
+                for t in range(k):
+                    grams[i, s, t] = np.float64(factors[s]) * np.float64(factors[t]) * squared
+        else:
+            for s in range(k):
+                for t in range(s, k):
+                    grams[i, s, t] = grams[i, t, s] = _gram_entry(A[i, s], A[i, t])
         threshold = np.float32(0)
-        if sample.shape[0] > 0:
-            for p in range(sample.shape[0]):
-                sampled[p] = abs(flat[sample[p]])
-            threshold = _nth_largest(sampled, sample.shape[0], q, scratch)
-        total = _collect(flat, max(threshold, tiny), found, found_values)
+        if sample_slot.shape[0] > 0:
+            for p in range(sample_slot.shape[0]):
+                s = sample_slot[p]
+                sampled[p] = abs(factors[s] * A[i, 0 if one_row else s, sample_column[p]])
+            threshold = _nth_largest(sampled, sample_slot.shape[0], q, scratch)
+        floor = max(threshold, tiny)
+        total = 0
+        for s in range(k):
+            total = _collect(A[i, 0 if one_row else s], factors[s], s * m, floor, found, found_values, total)
         if n >= 0 and total < n and threshold > 0:  # the sample misjudged: rank every non-zero
-            total = _collect(flat, tiny, found, found_values)
+            total = 0
+            for s in range(k):
+                total = _collect(A[i, 0 if one_row else s], factors[s], s * m, tiny, found, found_values, total)
         for p in range(total):
             magnitudes[p] = abs(found_values[p])
         cut = np.float32(-1)  # -1: every candidate is kept

@@ -174,16 +174,22 @@ def row_gram(matrix: torch.Tensor, matrix_t: torch.Tensor, on_rows_done: Callabl
     return torch.from_numpy(out + np.triu(out, 1).T)  # the kernel wrote the upper triangle only
 
 
-def top_entries_of_examples(A: torch.Tensor, n: int | None) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
-    """For A (e, k, m), float32 on the CPU: each example's n largest |entries| (None: every
-    non-zero) as (flat positions s·m + j ascending, values), exactly what
-    :func:`workbench.fisher.selection.top_entries` keeps of ``A[i].reshape(-1)``; and the
-    examples' Gram matrices A_i A_iᵀ (e, k, k), summed in float64. Examples are split
-    between the torch threads."""
+def top_entries_of_examples(A: torch.Tensor, n: int | None, slot_scales: torch.Tensor | None = None
+                            ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+    """Each example's n largest |entries| (None: every non-zero) as (flat positions s·m + j
+    ascending, values), exactly what :func:`workbench.fisher.selection.top_entries` keeps
+    of its (k, m) slots flattened; and the examples' Gram matrices over slots (e, k, k),
+    summed in float64. Examples are split between the torch threads.
+
+    A (e, k, m), float32 on the CPU, holds the slots; or, with ``slot_scales`` (e, k), A
+    (e, 1, m) holds one gradient per example whose multiples slot_scales[i, s] · A[i, 0]
+    are the slots (two classes: fisher._two_class_output_gradients), never written out."""
     from .fisher.selection import threshold_sample
 
     A_np = np.ascontiguousarray(A.numpy())
-    e, k, m = A_np.shape
+    e, rows, m = A_np.shape
+    scales = np.zeros((e, 0), dtype=np.float32) if slot_scales is None else np.ascontiguousarray(slot_scales.numpy(), dtype=np.float32)
+    k = scales.shape[1] or rows
     sample = threshold_sample(k * m, n)
     at, q = sample if sample is not None else (np.zeros(0, dtype=np.int64), 0)
     width = k * m if n is None else min(n, k * m)
@@ -194,7 +200,7 @@ def top_entries_of_examples(A: torch.Tensor, n: int | None) -> tuple[list[tuple[
     n_threads = min(_n_threads(), e)
     bounds = np.linspace(0, e, n_threads + 1).astype(int).tolist()
     ranges = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-    args = (A_np, -1 if n is None else n, at, q, positions, values, counts, grams)
+    args = (A_np, scales, -1 if n is None else n, at // m, at % m, q, positions, values, counts, grams)
     _run(_compiled().top_entries_of_examples, ranges, *[args] * len(ranges))
     kept = [(torch.from_numpy(positions[i, : counts[i]]), torch.from_numpy(values[i, : counts[i]])) for i in range(e)]
     return kept, torch.from_numpy(grams)

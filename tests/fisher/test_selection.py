@@ -148,3 +148,24 @@ def test_compiled_selection_ranks_every_non_zero_when_the_sample_misjudges():
     position, values = top_entries(row, n)
     assert position.numel() == n
     assert torch.equal(kept[0][0], position) and torch.equal(kept[0][1], values)
+
+
+@needs_numba
+@pytest.mark.parametrize("n", [100, 8192, None])
+def test_compiled_selection_of_slots_given_as_multiples_of_one_gradient(n):
+    """Two classes: slot s of example i is scale[i, s] · v_i, never written out; the kernel
+    keeps what it keeps of the slots written out, ties and exact zeros included."""
+    from workbench import kernels
+
+    cases = list(_cases().values())
+    m = max(v.numel() for v in cases)
+    v = torch.zeros((len(cases), 1, m))
+    for i, case in enumerate(cases):
+        v[i, 0, : case.numel()] = case
+    scales = torch.tensor([[0.5, -2.0], [1.0, -1.0], [3e-4, -0.9], [2.0, 2.0], [-1.0, 0.25]])[: len(cases)]
+    written_out = scales[:, :, None] * v  # (e, 2, m)
+    kept, grams = kernels.top_entries_of_examples(v, n, scales)
+    expected, expected_grams = kernels.top_entries_of_examples(written_out, n)
+    for (position, values), (want_position, want_values) in zip(kept, expected):
+        assert torch.equal(position, want_position) and torch.equal(values, want_values)
+    torch.testing.assert_close(grams, expected_grams, rtol=1e-6, atol=0)

@@ -363,17 +363,23 @@ def output_gradients(log_probs: torch.Tensor, classes: torch.Tensor, outputs: li
     return stacked
 
 
-def _two_class_output_gradients(log_probs, classes, outputs, scale):
-    """:func:`output_gradients` of a two-class model, from one backward pass instead of two.
+def _two_class_gradient(log_probs, classes, outputs) -> tuple[list[torch.Tensor | None], torch.Tensor]:
+    """A two-class model's output gradients from one backward pass instead of two.
 
     With two classes, ∇ log p₀ = p₁ ∇(z₀ − z₁) and ∇ log p₁ = −p₀ ∇(z₀ − z₁) (the
     log-sum-exp's gradients cancel), so both slots' gradients are multiples of one
-    gradient, that of Σ_i log p(0|x_i) − log p(1|x_i). The multiples take the other
-    class's probability from its log-probability: 1 − p computed in float32 would round
-    to 0 for a confident example, as the softmax's own backward does."""
+    gradient, that of Σ_i log p(0|x_i) − log p(1|x_i). Returns that gradient for each
+    output (None where unused) and the multiples (b, 2), which take the other class's
+    probability from its log-probability: 1 − p computed in float32 would round to 0
+    for a confident example, as the softmax's own backward does."""
     w = torch.autograd.grad((log_probs[:, 0] - log_probs[:, 1]).sum(), outputs, retain_graph=True, allow_unused=True)
     p_other = log_probs.detach().flip(1).gather(1, classes).exp()  # (b, 2): p of the class not in the slot
-    multiple = torch.where(classes == 0, p_other, -p_other)  # (b, 2)
+    return list(w), torch.where(classes == 0, p_other, -p_other)
+
+
+def _two_class_output_gradients(log_probs, classes, outputs, scale):
+    """:func:`output_gradients` of a two-class model: :func:`_two_class_gradient`, stacked."""
+    w, multiple = _two_class_gradient(log_probs, classes, outputs)
     if scale is not None:
         multiple = multiple * scale
     stacked = []
@@ -398,7 +404,7 @@ class _BatchGradients:
     out; parameters no rule covers are computed one example at a time (:meth:`fallback`).
     """
 
-    def __init__(self, model: nn.Module, plan: _Plan, batch: Inputs, top_k: int | None):
+    def __init__(self, model: nn.Module, plan: _Plan, batch: Inputs, top_k: int | None, factor_two_classes: bool = False):
         self.model, self.plan, self.batch = model, plan, batch
         with _CaptureLayers(plan.rule_modules, n_inputs(batch)) as capture:
             logits = class_logits(model, batch)
@@ -406,12 +412,22 @@ class _BatchGradients:
         log_probs = torch.log_softmax(logits.float(), dim=-1)
         self.classes = _slot_classes(log_probs.detach(), top_k)  # (b, k)
         self.sqrt_p = torch.exp(0.5 * log_probs.detach().gather(1, self.classes))  # (b, k)
-        # scaled by √p as they are written; half precision would lose small gradients, so at least float32
-        grad_outputs = output_gradients(log_probs, self.classes, [c.output for c in capture.captures], scale=self.sqrt_p)
-        del log_probs, logits  # the batch's graph; only layer inputs and output gradients are needed
-        self.blocks = self._rule_blocks(capture.captures, grad_outputs)
         unbatched = [k for m in plan.rule_modules if id(m) in capture.unbatched for _, k in plan.owned[id(m)]]
         self.fallback_indices = plan.fallback + unbatched
+        outputs = [c.output for c in capture.captures]
+        # With factor_two_classes, a two-class model's blocks hold one gradient per example,
+        # and slot s of example i is slot_scales[i, s] times it: half the writing out.
+        self.slot_scales: torch.Tensor | None = None  # (b, 2)
+        if factor_two_classes and log_probs.shape[1] == 2 and self.n_slots == 2 and not self.fallback_indices:
+            w, multiple = _two_class_gradient(log_probs, self.classes, outputs)
+            self.slot_scales = multiple * self.sqrt_p
+            at_least_float32 = [torch.promote_types(o.dtype, torch.float32) for o in outputs]
+            grad_outputs = [(torch.zeros_like(o) if g is None else g).to(t).unsqueeze(0) for g, o, t in zip(w, outputs, at_least_float32)]
+        else:
+            # scaled by √p as they are written; half precision would lose small gradients, so at least float32
+            grad_outputs = output_gradients(log_probs, self.classes, outputs, scale=self.sqrt_p)
+        del log_probs, logits  # the batch's graph; only layer inputs and output gradients are needed
+        self.blocks = self._rule_blocks(capture.captures, grad_outputs)
 
     @property
     def n_examples(self) -> int:
@@ -526,7 +542,8 @@ def _slot_grams(A_t: torch.Tensor) -> torch.Tensor:
 def _dense_pefs(grads: _BatchGradients, kind: str, n_values: int | None) -> list[_ExamplePef]:
     """Small models (any model on a GPU): write groups of examples out whole, then select
     each example's top entries."""
-    offsets, m, k = grads.plan.layout.offsets, grads.plan.layout.n_parameters, grads.n_slots
+    offsets, m = grads.plan.layout.offsets, grads.plan.layout.n_parameters
+    k = grads.n_slots if grads.slot_scales is None else 1  # rows written out per example
     device = grads.logits.device
     on_cpu = device.type == "cpu"
     group = max(1, (_gpu_group_entries(device) if device.type == "cuda" else _DENSE_GROUP_ENTRIES) // (k * m))
@@ -549,22 +566,26 @@ def _dense_pefs(grads: _BatchGradients, kind: str, n_values: int | None) -> list
                     A_t[j, :, offsets[index] : offsets[index + 1]] = block.dense()[:, 0]
                     if grams is not None:
                         grams[i] += block.gram()[0].cpu()
-        selected, norms = _select(A_t, kind, n_values, None if grams is None else grams[rows])
+        scales = None if grads.slot_scales is None else grads.slot_scales[rows]
+        selected, norms = _select(A_t, kind, n_values, None if grams is None else grams[rows], scales)
         pefs += [_ExamplePef(positions, values, norm) for (positions, values), norm in zip(selected, norms)]
     return pefs
 
 
-def _select(A_t: torch.Tensor, kind: str, n_values: int | None, grams: torch.Tensor | None):
+def _select(A_t: torch.Tensor, kind: str, n_values: int | None, grams: torch.Tensor | None,
+            slot_scales: torch.Tensor | None = None):
     """Each example's top entries and PEF norm from its written-out gradients A_t (e, k, m).
 
     The PEF is A_i for LRM (norm ‖A_iᵀ A_i‖_F, from ``grams`` where the GPU had them
     factored) and f_i = Σ_s A_i[s]² for D (norm ‖f_i‖). On a CPU the compiled kernel takes
     each example's top entries and Grams in one pass (without numba: numpy, one example at
-    a time); elsewhere the selection takes all examples at once."""
+    a time); elsewhere the selection takes all examples at once. With ``slot_scales``
+    (e, k) (two classes, LRM, CPU kernel), A_t (e, 1, m) holds one gradient per example
+    and slot s is slot_scales[i, s] times it."""
     e = A_t.shape[0]
     pef = A_t if kind == "lrm" else A_t.square().sum(dim=1, keepdim=True)  # (e, k, m) or (e, 1, m)
     if A_t.device.type == "cpu" and kernels.available():
-        selected, own_grams = kernels.top_entries_of_examples(pef, n_values)  # D: its 1 × 1 "Gram" is ‖f_i‖²
+        selected, own_grams = kernels.top_entries_of_examples(pef, n_values, slot_scales)  # D: its 1 × 1 "Gram" is ‖f_i‖²
         norms = torch.linalg.matrix_norm(own_grams) if kind == "lrm" else own_grams[:, 0, 0].sqrt()
         return selected, norms.tolist()
     if kind == "lrm":
@@ -655,7 +676,10 @@ def _check_labels(labels: torch.Tensor, n_classes: int, start: int) -> None:
 
 def batch_pefs(model: nn.Module, plan: _Plan, batch: Inputs, labels: torch.Tensor, config: PefConfig, start: int = 0):
     """The PEFs of one batch as a :class:`PefChunk`."""
-    grads = _BatchGradients(model, plan, batch, config.top_k_classes)
+    # A two-class model's slots stay multiples of one gradient where the compiled selection reads them
+    factor = (config.method == "hooks" and config.kind == "lrm" and plan.named[0][1].device.type == "cpu"
+              and kernels.available() and 2 * plan.layout.n_parameters <= DENSE_MAX_ENTRIES)
+    grads = _BatchGradients(model, plan, batch, config.top_k_classes, factor_two_classes=factor)
     _check_labels(labels, grads.logits.shape[1], start)
     if config.method == "loop":
         pefs = _loop_pefs(grads, config.kind, config.n_values)
