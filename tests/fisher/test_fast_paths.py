@@ -118,3 +118,33 @@ def test_embedding_gradient_adds_repeated_tokens_and_skips_padding():
     assert (block.bounds() >= flat.abs().amax(dim=(0, 2))).all()
     positions, values = block.example(0)
     torch.testing.assert_close(values, flat[:, 0, positions])
+
+
+def test_selection_on_a_second_core_beside_the_next_batch_gives_the_same_pefs(bert3, bert_inputs, monkeypatch):
+    """With torch allowed two threads on a CPU, each batch's selection runs on a worker
+    thread while the next batch's passes run (torch on one thread meanwhile): the PEFs are
+    those of the serial run, in order, and torch's setting is restored after."""
+    import threading
+
+    from workbench import kernels
+
+    if not kernels.available():
+        pytest.skip("the selection is deferred only where the compiled kernel runs it")
+    where = []
+    real = fisher._select_groups
+    monkeypatch.setattr(fisher, "_select_groups", lambda *a: where.append(threading.current_thread().name) or real(*a))
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = compute_pefs(bert3, bert_inputs, n_values=300, batch_size=2, progress=False)
+        assert not any(name.startswith("workbench-pefs") for name in where)
+        where.clear()
+        torch.set_num_threads(2)
+        overlapped = compute_pefs(bert3, bert_inputs, n_values=300, batch_size=2, progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(saved)
+    assert sum(name.startswith("workbench-pefs") for name in where) >= 3, where
+    assert (serial.X != overlapped.X).nnz == 0
+    np.testing.assert_array_equal(serial.frobenius_norms, overlapped.frobenius_norms)
+    np.testing.assert_array_equal(serial.logits, overlapped.logits)

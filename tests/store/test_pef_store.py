@@ -31,7 +31,7 @@ def test_streamed_store_equals_in_memory(tmp_path, bert3, bert_inputs, kind):
 def test_interrupted_run_resumes_to_the_same_store(tmp_path, bert3, bert_inputs, monkeypatch):
     reference = write_pefs(tmp_path / "ref", bert3, bert_inputs, n_values=200, batch_size=2, progress=False).load()
 
-    real = fisher.batch_pefs
+    real = fisher._batch_in_two_stages  # each batch's model passes; returns the rest
     calls = []
 
     def crash_on_third_batch(model, plan, batch, labels, config, *rest):
@@ -42,7 +42,7 @@ def test_interrupted_run_resumes_to_the_same_store(tmp_path, bert3, bert_inputs,
             raise KeyboardInterrupt
         return real(model, plan, batch, labels, config, *rest)
 
-    monkeypatch.setattr(fisher, "batch_pefs", crash_on_third_batch)
+    monkeypatch.setattr(fisher, "_batch_in_two_stages", crash_on_third_batch)
     with pytest.raises(KeyboardInterrupt):
         write_pefs(tmp_path / "run", bert3, bert_inputs, n_values=200, batch_size=2, progress=False)
     store = PefStore(tmp_path / "run")
@@ -51,7 +51,7 @@ def test_interrupted_run_resumes_to_the_same_store(tmp_path, bert3, bert_inputs,
         store.load()
 
     calls.clear()
-    monkeypatch.setattr(fisher, "batch_pefs", lambda *a: calls.append(a[4].batch_size) or real(*a))
+    monkeypatch.setattr(fisher, "_batch_in_two_stages", lambda *a: calls.append(a[4].batch_size) or real(*a))
     resumed = write_pefs(tmp_path / "run", bert3, bert_inputs, n_values=200, batch_size=2, progress=False)
     assert [size for size in calls if size != 1] == [2, 2, 2], "only the missing batches are computed"
     _assert_same_pefs(resumed.load(), reference)
