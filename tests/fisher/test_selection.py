@@ -89,17 +89,24 @@ def test_top_entries_of_rows_equal_top_entries_of_each_row(n):
         assert torch.equal(kept, expected_kept)
 
 
-def test_top_entries_of_rows_rank_every_non_zero_when_the_sample_misjudges():
-    """The fixed sample sees only large entries, so fewer than n reach its threshold: every
-    non-zero of that row is ranked (and the other row is not disturbed)."""
+def _row_whose_sample_sees_only_large_entries(N: int) -> torch.Tensor:
+    """N entries: 2.0 at the fixed sample's positions, 6,000 others in [1, 2), the rest 1e-3,
+    so that for n = 8,000 fewer than n entries reach the sample's threshold."""
     from workbench.fisher.selection import _sample_of
 
-    N, n = 100_000, 8_000
     row = torch.full((N,), 1e-3)
     sampled = torch.zeros(N, dtype=torch.bool)
     sampled[torch.from_numpy(_sample_of(N))] = True
     row[sampled] = 2.0
     row[(~sampled).nonzero().squeeze(1)[:6_000]] = 1.0 + torch.arange(6_000) / 6_000
+    return row
+
+
+def test_top_entries_of_rows_rank_every_non_zero_when_the_sample_misjudges():
+    """The fixed sample sees only large entries, so fewer than n reach its threshold: every
+    non-zero of that row is ranked (and the other row is not disturbed)."""
+    N, n = 100_000, 8_000
+    row = _row_whose_sample_sees_only_large_entries(N)
     assert int((row >= 2.0).sum()) < n
     rows = torch.stack([row, torch.randn(N, generator=torch.Generator().manual_seed(0))])
     for (position, kept), one in zip(top_entries_of_rows(rows, n), rows):
@@ -136,14 +143,9 @@ def test_compiled_selection_keeps_what_top_entries_keeps(k, n):
 @needs_numba
 def test_compiled_selection_ranks_every_non_zero_when_the_sample_misjudges():
     from workbench import kernels
-    from workbench.fisher.selection import _sample_of
 
     N, n = 100_000, 8_000
-    row = torch.full((N,), 1e-3)
-    sampled = torch.zeros(N, dtype=torch.bool)
-    sampled[torch.from_numpy(_sample_of(N))] = True
-    row[sampled] = 2.0
-    row[(~sampled).nonzero().squeeze(1)[:6_000]] = 1.0 + torch.arange(6_000) / 6_000
+    row = _row_whose_sample_sees_only_large_entries(N)
     kept, _ = kernels.top_entries_of_examples(row.reshape(1, 2, N // 2), n)
     position, values = top_entries(row, n)
     assert position.numel() == n

@@ -698,11 +698,9 @@ def _batch_in_two_stages(model, plan, batch, labels, config, start) -> Callable[
     """Runs the batch's model passes (and, for small models on a CPU, writes its gradients
     out) now, and returns the rest: a call that selects and makes the chunk, which
     :func:`iter_pef_chunks` may run on another core while the next batch's passes run."""
+    compiled = plan.named[0][1].device.type == "cpu" and _compiled_selection(plan, config)
     # A two-class model's slots stay multiples of one gradient where the compiled selection reads them
-    on_cpu = plan.named[0][1].device.type == "cpu"
-    compiled = config.method == "hooks" and on_cpu and kernels.available()
-    factor = compiled and config.kind == "lrm" and 2 * plan.layout.n_parameters <= DENSE_MAX_ENTRIES
-    grads = _BatchGradients(model, plan, batch, config.top_k_classes, factor_two_classes=factor)
+    grads = _BatchGradients(model, plan, batch, config.top_k_classes, factor_two_classes=compiled and config.kind == "lrm")
     _check_labels(labels, grads.logits.shape[1], start)
     if config.method == "loop":
         pefs = _loop_pefs(grads, config.kind, config.n_values)
@@ -714,6 +712,12 @@ def _batch_in_two_stages(model, plan, batch, labels, config, start) -> Callable[
     else:
         pefs = _blockwise_pefs(grads, config.kind, config.n_values)
     return lambda: _chunk(grads, pefs, labels, config)
+
+
+def _compiled_selection(plan: _Plan, config: PefConfig) -> bool:
+    """Whether a CPU run's batches are written out whole (with two or more slots) and
+    selected by the compiled kernel: the case whose selection is a second stage."""
+    return config.method == "hooks" and kernels.available() and 2 * plan.layout.n_parameters <= DENSE_MAX_ENTRIES
 
 
 def _chunk(grads: _BatchGradients, pefs: list[_ExamplePef], labels: torch.Tensor, config: PefConfig) -> PefChunk:
@@ -790,30 +794,32 @@ def iter_pef_chunks(
     """Yields (batch index, number of examples, chunk) for every batch in order; the chunk is
     None where ``skip(batch_index)`` says it exists already (a resumed run)."""
     n = n_inputs(inputs)
-    # only a small model's selection waits for a second stage (_batch_in_two_stages)
-    small = config.method == "hooks" and kernels.available() and 2 * plan.layout.n_parameters <= DENSE_MAX_ENTRIES
-    with _second_stage_runner(device if small else None) as run_later:
-        pending = None  # (batch index, size, the chunk to come)
+    pending = []  # at most one (batch index, size, call giving its chunk), not yet delivered
+
+    def delivered():
+        b, size, finish = pending.pop()
+        return b, size, finish()
+
+    with _second_stage_runner(device if _compiled_selection(plan, config) else None) as run_later:
         for b, start in enumerate(range(0, n, config.batch_size)):
             stop = min(start + config.batch_size, n)
             if skip(b):
-                if pending is not None:
-                    yield pending[0], pending[1], pending[2]()
-                    pending = None
+                if pending:
+                    yield delivered()
                 yield b, stop - start, None
                 continue
             try:
                 batch = slice_inputs(inputs, start, stop, device)
                 finish = run_later(_batch_in_two_stages(model, plan, batch, labels[start:stop], config, start))
             except BaseException:  # an interrupt or an error: the batch before it is still delivered
-                if pending is not None:
-                    yield pending[0], pending[1], pending[2]()
+                if pending:
+                    yield delivered()
                 raise
-            if pending is not None:
-                yield pending[0], pending[1], pending[2]()
-            pending = (b, stop - start, finish)
-        if pending is not None:
-            yield pending[0], pending[1], pending[2]()
+            if pending:
+                yield delivered()
+            pending.append((b, stop - start, finish))
+        if pending:
+            yield delivered()
 
 
 @contextlib.contextmanager
