@@ -35,7 +35,7 @@ def main() -> None:
 
     from tests.widgets.synthetic import synthetic_run
     from widgets import Workbench
-    from workbench.explore import RunExplorer
+    from workbench.app.explore import RunExplorer
 
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()

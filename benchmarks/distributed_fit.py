@@ -33,8 +33,8 @@ def _load() -> str:
 
 
 def make_store(path: Path, n_examples: int, n_parameters: int, values_per_row: int, seed: int = 0) -> None:
-    from workbench.params import ParameterLayout
-    from workbench.pefs import LrmPefs
+    from workbench.core.params import ParameterLayout
+    from workbench.core.pefs import LrmPefs
     from workbench.store import save_pefs
 
     rng = np.random.default_rng(seed)

@@ -35,8 +35,8 @@ def _minilm_shaped(config_folder: str):
 
 def _case(which: str, n: int, out: Path, device: str | None = None, config_folder: str | None = None) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from workbench.embedded import default_model, load_default_model, make_examples, tokenize
-    from workbench.estimate import _high_water_mark
+    from workbench.models.embedded import default_model, load_default_model, make_examples, tokenize
+    from workbench.runner.estimate import _high_water_mark
     from workbench.store import write_pefs
 
     if which == "embedded":
@@ -46,7 +46,7 @@ def _case(which: str, n: int, out: Path, device: str | None = None, config_folde
         model, tokenizer = _minilm_shaped(config_folder)
         n_values = 65536
     else:
-        from workbench.loading import load_classifier
+        from workbench.models.loading import load_classifier
 
         model, tokenizer = load_classifier("minilm", num_labels=2)
         n_values = 65536

@@ -63,7 +63,7 @@ def bert_inputs():
 @pytest.fixture(scope="session")
 def embedded_run(tmp_path_factory):
     """The main job's run folder with its default settings (about 15 s once the model is cached)."""
-    from workbench.pipeline import run_embedded
+    from workbench.app.pipeline import run_embedded
 
     return run_embedded(tmp_path_factory.mktemp("runs") / "demo", progress=False)
 
@@ -71,7 +71,7 @@ def embedded_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def embedded(embedded_run):
     """(run, model, tokenizer, examples, inputs, decomposition) of the embedded run."""
-    from workbench.embedded import load_default_model, tokenize
+    from workbench.models.embedded import load_default_model, tokenize
 
     model, tokenizer = load_default_model(embedded_run.model_path)
     examples = embedded_run.examples
@@ -94,7 +94,7 @@ HOSTILE_TEXTS = (
 @pytest.fixture(scope="session")
 def quickstart_run(tmp_path_factory):
     """notebooks/quickstart.ipynb run headless (papermill) with QUICKSTART_SMALL: a NotebookRun."""
-    from workbench.notebook import run_notebook
+    from workbench.app.notebook import run_notebook
 
     return run_notebook(QUICKSTART, tmp_path_factory.mktemp("runs") / "quickstart", QUICKSTART_SMALL, progress=False)
 
@@ -107,7 +107,7 @@ def hostile_copy(run, path: Path):
     import numpy as np
     import pandas as pd
 
-    from workbench.run import EXAMPLES, Run
+    from workbench.app.run_folder import EXAMPLES, Run
 
     shutil.copytree(run.path, path, ignore=shutil.ignore_patterns("pefs"))
     examples = pd.read_parquet(path / EXAMPLES)
@@ -127,6 +127,6 @@ def hostile_run(embedded_run, tmp_path_factory):
 @pytest.fixture(scope="session")
 def hostile_quickstart_run(quickstart_run, tmp_path_factory):
     """The quickstart's run folder with hostile top examples (see hostile_copy)."""
-    from workbench.run import Run
+    from workbench.app.run_folder import Run
 
     return hostile_copy(Run(quickstart_run.folder), tmp_path_factory.mktemp("runs") / "hostile-quickstart")

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from workbench.__main__ import main
+from workbench.app.cli import main
 from workbench.npeff import LrmNpeff
-from workbench.pipeline import summary_text
-from workbench.run import Run
+from workbench.app.pipeline import summary_text
+from workbench.app.run_folder import Run
 
 
 @pytest.fixture

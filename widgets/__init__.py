@@ -2,7 +2,7 @@
 
 ``Workbench.from_run("runs/demo")`` assembles the component browser, the example viewer and
 the perturbation panel for one run folder. The panels render what
-:class:`workbench.explore.RunExplorer` returns and hold no analysis code. Every panel also
+:class:`workbench.app.explore.RunExplorer` returns and hold no analysis code. Every panel also
 displays as static HTML (``text/html``) and text, so notebooks rendered without a widget
 manager (nbconvert, GitHub, VS Code without ipywidgets) still show what was on screen.
 """

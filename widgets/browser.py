@@ -6,7 +6,7 @@ import ipywidgets as w
 import traitlets
 
 from workbench import report
-from workbench.explore import ComponentFilter, ComponentPage, RunExplorer
+from workbench.app.explore import ComponentFilter, ComponentPage, RunExplorer
 
 from .static import StaticFallback
 

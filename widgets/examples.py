@@ -7,7 +7,7 @@ import traceback
 import ipywidgets as w
 
 from workbench import report
-from workbench.explore import RunExplorer, TopExamplesPage
+from workbench.app.explore import RunExplorer, TopExamplesPage
 
 from .static import StaticFallback, on_click_shown
 

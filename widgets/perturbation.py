@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from workbench import report
-from workbench.explore import RunExplorer
+from workbench.app.explore import RunExplorer
 
 from .static import StaticFallback, on_click_shown
 

@@ -7,7 +7,7 @@ import os
 import ipywidgets as w
 
 from workbench import report
-from workbench.explore import RunExplorer
+from workbench.app.explore import RunExplorer
 
 from .browser import ComponentBrowser
 from .examples import ExampleViewer
@@ -20,7 +20,7 @@ class Workbench(StaticFallback, w.VBox):
 
     Selecting a component in the browser shows its details and top examples and points the
     perturbation panel at it. ``wb.select(j)`` does the same from code;
-    ``wb.explorer`` is the :class:`~workbench.explore.RunExplorer` the panels read from.
+    ``wb.explorer`` is the :class:`~workbench.app.explore.RunExplorer` the panels read from.
     """
 
     def __init__(self, explorer: RunExplorer, *, page_size: int = 20, examples_per_page: int = 5):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from workbench import compute_pefs
-from workbench.baselines import (
+from workbench.analysis.baselines import (
     baseline_comparison,
     compare_methods,
     component_strategies,

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from workbench.analysis import top_examples
-from workbench.highlights import token_scores
-from workbench.perturb import perturbation_check
+from workbench.analysis.highlights import token_scores
+from workbench.analysis.perturb import perturbation_check
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

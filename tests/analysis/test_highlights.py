@@ -5,8 +5,8 @@ import pytest
 
 from workbench import compute_pefs
 from workbench.analysis import top_examples
-from workbench.embedded import deciding_token_positions
-from workbench.highlights import token_scores
+from workbench.models.embedded import deciding_token_positions
+from workbench.analysis.highlights import token_scores
 
 
 def test_projection_and_shares_are_exact(embedded):

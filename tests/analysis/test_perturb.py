@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-import workbench.perturb as perturb
+import workbench.analysis.perturb as perturb
 from workbench.analysis import top_examples
-from workbench.perturb import epsilon_sweep, perturbation_check, perturbation_direction, perturbation_table, perturbed
+from workbench.analysis.perturb import epsilon_sweep, perturbation_check, perturbation_direction, perturbation_table, perturbed
 
 
 def _weights(model):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from workbench import report
-from workbench.explore import RunExplorer
+from workbench.app.explore import RunExplorer
 
 from ..widgets.synthetic import synthetic_run
 from .lab import ARTIFACTS, CHROMIUM, SCREENSHOTS, launch_chromium, run_notebook_in_lab, start_lab, write_notebook

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from workbench.distributed import fit_distributed, transform_distributed, write_pefs_sharded
-from workbench.npeff import DNpeff, LrmNpeff, _Prepared
+from workbench.npeff import DNpeff, LrmNpeff
+from workbench.npeff.data import FitData
 from workbench.store import write_arrays
 
 PEF_ARGS = dict(n_values=40, batch_size=3)
@@ -80,7 +81,7 @@ def pefs_rank_1_dies(folder: Path, rank: int) -> None:
 
 def fit_rank_1_dies(folder: Path, rank: int) -> None:
     if rank == 1:
-        real, calls = _Prepared.times_t, []
+        real, calls = FitData.times_t, []
 
         def times_t_then_die(self, M):
             calls.append(1)
@@ -88,7 +89,7 @@ def fit_rank_1_dies(folder: Path, rank: int) -> None:
                 os._exit(3)
             return real(self, M)
 
-        _Prepared.times_t = times_t_then_die
+        FitData.times_t = times_t_then_die
     fitted = fit_distributed(LrmNpeff(**LRM_SETTINGS), folder / "lrm_store")
     if rank == 0:
         fitted.save(folder / "lrm.safetensors")

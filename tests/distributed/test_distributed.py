@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from workbench.distributed import DistributedError, fit_distributed, split_columns, transform_distributed
-from workbench.fisher import compute_pefs
+from workbench import compute_pefs
 from workbench.npeff import LrmNpeff
-from workbench.planted import planted_d, planted_lrm
+from workbench.npeff.planted import planted_d, planted_lrm
 from workbench.store import PefStore, StoreError, load_pefs, read_arrays, save_pefs
 
 from . import jobs
@@ -197,9 +197,8 @@ def test_cli_fit_under_torchrun_equals_one_process_fit(tmp_path):
 
 
 def test_cli_pefs_under_torchrun_writes_one_store(tmp_path, embedded_run):
-    from workbench.embedded import load_default_model, make_examples, tokenize
-    from workbench.pipeline import ANALYSIS_SEED_OFFSET
-    from workbench.run import MODEL
+    from workbench.models.embedded import ANALYSIS_SEED_OFFSET, load_default_model, make_examples, tokenize
+    from workbench.app.run_folder import MODEL
 
     done = _torchrun("pefs", "--out", str(tmp_path / "pefs"), "--model-path", str(embedded_run.path / MODEL),
                      "--n-examples", "20", "--batch-size", "6", "--n-values", "256")

@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from workbench.embedded import model as model_module
-from workbench.embedded.model import (
+from workbench.models.embedded import model as model_module
+from workbench.models.embedded.model import (
     build_tokenizer,
     cache_root,
     default_model,
@@ -17,7 +17,7 @@ from workbench.embedded.model import (
     tokenize,
     train_default_model,
 )
-from workbench.embedded.task import STRATEGIES, deciding_token_positions, make_examples, vocabulary
+from workbench.models.embedded.task import STRATEGIES, deciding_token_positions, make_examples, vocabulary
 
 HELDOUT_SEED = 1000
 

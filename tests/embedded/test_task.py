@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from workbench.embedded.task import (
+from workbench.models.embedded.task import (
     DEFAULT_MIX,
     MARKER_WORDS,
     MAX_WORDS,

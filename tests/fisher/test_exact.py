@@ -31,16 +31,16 @@ def test_hooks_equal_plain_loop(bert3, bert_inputs, kind, batch_size):
 def test_compiled_and_numpy_selection_give_the_same_pefs(bert3, bert_inputs, kind):
     """Written-out gradients are ranked by the numba kernel where it is there, by numpy
     otherwise: the same entries, values and norms."""
-    from workbench import kernels
+    from workbench.core import compiled
 
-    if not kernels.available():
+    if not compiled.available():
         pytest.skip("needs numba")
-    compiled = compute_pefs(bert3, bert_inputs, kind=kind, n_values=300, batch_size=4, progress=False)
-    with kernels.disabled():
+    by_kernel = compute_pefs(bert3, bert_inputs, kind=kind, n_values=300, batch_size=4, progress=False)
+    with compiled.disabled():
         plain = compute_pefs(bert3, bert_inputs, kind=kind, n_values=300, batch_size=4, progress=False)
-    a, b = (compiled.X, plain.X) if kind == "lrm" else (compiled.F, plain.F)
+    a, b = by_kernel.matrix, plain.matrix
     assert (a != b).nnz == 0
-    np.testing.assert_allclose(compiled.frobenius_norms, plain.frobenius_norms, rtol=1e-6)
+    np.testing.assert_allclose(by_kernel.frobenius_norms, plain.frobenius_norms, rtol=1e-6)
 
 
 def test_top_k_classes_are_the_most_probable_in_order(bert3, bert_inputs):

@@ -8,9 +8,11 @@ import torch
 from torch import nn
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
-import workbench.fisher as fisher
+import workbench.fisher.batches as batches
+import workbench.fisher.sparsify as sparsify
 from tests.conftest import ScaleLayer, tiny_bert, tiny_bert_inputs
 from workbench import compute_pefs
+from workbench.core import compiled
 from workbench.fisher.rules import EmbeddingGradient, OuterProductGradient
 
 PATHS = {"dense": 1 << 30, "blockwise": 0}
@@ -28,7 +30,7 @@ def _inputs():
 
 @pytest.fixture(params=sorted(PATHS))
 def path(request, monkeypatch):
-    monkeypatch.setattr(fisher, "DENSE_MAX_ENTRIES", PATHS[request.param])
+    monkeypatch.setattr(sparsify, "DENSE_MAX_ENTRIES", PATHS[request.param])
     return request.param
 
 
@@ -50,7 +52,7 @@ def _assert_selects_top(fast, full, n_values):
 
 @pytest.mark.parametrize("kind", ["lrm", "d"])
 def test_blockwise_equals_plain_loop_all_values(bert3, monkeypatch, kind):
-    monkeypatch.setattr(fisher, "DENSE_MAX_ENTRIES", 0)  # the dense path: tests/fisher/test_exact.py
+    monkeypatch.setattr(sparsify, "DENSE_MAX_ENTRIES", 0)  # the dense path: tests/fisher/test_exact.py
     fast = compute_pefs(bert3, _inputs(), kind=kind, n_values=None, batch_size=3, progress=False)
     loop = _loop(kind)
     scale = np.abs(loop.dense()).max()
@@ -65,7 +67,7 @@ def test_fast_paths_select_the_plain_loops_top_values(bert3, path, kind):
 
 
 def test_blockwise_gpt2_conv1d_and_fallback_layers(monkeypatch):
-    monkeypatch.setattr(fisher, "DENSE_MAX_ENTRIES", 0)
+    monkeypatch.setattr(sparsify, "DENSE_MAX_ENTRIES", 0)
     torch.manual_seed(0)
     config = GPT2Config(vocab_size=40, n_positions=16, n_embd=16, n_layer=2, n_head=2, num_labels=2, pad_token_id=0)
     model = GPT2ForSequenceClassification(config).eval()
@@ -76,7 +78,7 @@ def test_blockwise_gpt2_conv1d_and_fallback_layers(monkeypatch):
 
 
 def test_blockwise_fallback_layer_is_ranked_with_the_rest(monkeypatch):
-    monkeypatch.setattr(fisher, "DENSE_MAX_ENTRIES", 0)
+    monkeypatch.setattr(sparsify, "DENSE_MAX_ENTRIES", 0)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 5), ScaleLayer(5), nn.Tanh(), nn.Linear(5, 3))
     x = torch.randn(6, 4)
@@ -126,13 +128,11 @@ def test_selection_on_a_second_core_beside_the_next_batch_gives_the_same_pefs(be
     those of the serial run, in order, and torch's setting is restored after."""
     import threading
 
-    from workbench import kernels
-
-    if not kernels.available():
+    if not compiled.available():
         pytest.skip("the selection is deferred only where the compiled kernel runs it")
     where = []
-    real = fisher._select_groups
-    monkeypatch.setattr(fisher, "_select_groups", lambda *a: where.append(threading.current_thread().name) or real(*a))
+    real = batches.select_groups
+    monkeypatch.setattr(batches, "select_groups", lambda *a: where.append(threading.current_thread().name) or real(*a))
     saved = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

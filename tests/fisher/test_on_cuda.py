@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from tests.conftest import tiny_bert, tiny_bert_inputs
-from workbench import compute_pefs
-from workbench.store import write_pefs
+from workbench import compute_pefs, write_pefs
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -41,11 +40,11 @@ def test_sparsified_store_written_from_cuda_keeps_the_same_entries(tmp_path):
 
 
 def test_gpu_writes_large_models_out_whole_and_selects_what_the_cpu_blockwise_path_does(monkeypatch):
-    import workbench.fisher as fisher
+    import workbench.fisher.sparsify as sparsify
 
-    monkeypatch.setattr(fisher, "DENSE_MAX_ENTRIES", 0)  # every model counts as large
-    assert fisher._writes_out_whole(10**7, torch.device("cuda"))
-    assert not fisher._writes_out_whole(10**7, torch.device("cpu"))
+    monkeypatch.setattr(sparsify, "DENSE_MAX_ENTRIES", 0)  # every model counts as large
+    assert sparsify.writes_out_whole(10**7, torch.device("cuda"))
+    assert not sparsify.writes_out_whole(10**7, torch.device("cpu"))
     model, inputs = tiny_bert(3), tiny_bert_inputs()
     blockwise = compute_pefs(copy.deepcopy(model), inputs, kind="lrm", n_values=300, batch_size=4,
                              device="cpu", progress=False)

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.fisher.selection import RunningTop, candidates, largest, top_entries, top_entries_of_rows
+from workbench.core import compiled
+from workbench.fisher import kernels
+from workbench.fisher.selection import RunningTop, candidates, top_entries, top_entries_of_rows
 
 
 def _reference(values: torch.Tensor, n: int | None):
@@ -43,7 +45,7 @@ def test_top_entries_match_topk(name, n):
 
 def test_ties_at_the_cut_keep_the_first_positions():
     values = torch.tensor([1.0, 3.0, 2.0, 2.0, 2.0, 0.0, 2.0])
-    assert largest(values, 3).tolist() == [1, 2, 3]
+    assert top_entries(values, 3)[0].tolist() == [1, 2, 3]
 
 
 @pytest.mark.parametrize("name", sorted(_cases()))
@@ -115,7 +117,7 @@ def test_top_entries_of_rows_rank_every_non_zero_when_the_sample_misjudges():
         assert torch.equal(position, top_entries(one, n)[0])
 
 
-needs_numba = pytest.mark.skipif(not __import__("workbench.kernels").kernels.available(), reason="needs numba")
+needs_numba = pytest.mark.skipif(not compiled.available(), reason="needs numba")
 
 
 @needs_numba
@@ -124,8 +126,6 @@ needs_numba = pytest.mark.skipif(not __import__("workbench.kernels").kernels.ava
 def test_compiled_selection_keeps_what_top_entries_keeps(k, n):
     """The CPU kernel (each example's top entries and Grams in one call) against the numpy
     selection, example by example, on the cases that break approximate selections."""
-    from workbench import kernels
-
     cases = list(_cases().values())
     m = max(v.numel() for v in cases) // k + 1
     A = torch.zeros((len(cases), k, m))
@@ -142,8 +142,6 @@ def test_compiled_selection_keeps_what_top_entries_keeps(k, n):
 
 @needs_numba
 def test_compiled_selection_ranks_every_non_zero_when_the_sample_misjudges():
-    from workbench import kernels
-
     N, n = 100_000, 8_000
     row = _row_whose_sample_sees_only_large_entries(N)
     kept, _ = kernels.top_entries_of_examples(row.reshape(1, 2, N // 2), n)
@@ -157,8 +155,6 @@ def test_compiled_selection_ranks_every_non_zero_when_the_sample_misjudges():
 def test_compiled_selection_of_slots_given_as_multiples_of_one_gradient(n):
     """Two classes: slot s of example i is scale[i, s] · v_i, never written out; the kernel
     keeps what it keeps of the slots written out, ties and exact zeros included."""
-    from workbench import kernels
-
     cases = list(_cases().values())
     m = max(v.numel() for v in cases)
     v = torch.zeros((len(cases), 1, m))

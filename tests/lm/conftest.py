@@ -15,9 +15,9 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from workbench.embedded import cache_root, make_examples, vocabulary
-from workbench.embedded.task import TASK_VERSION
-from workbench.lm import ZeroShotClassifier
+from workbench.models.embedded import cache_root, make_examples, vocabulary
+from workbench.models.embedded.task import TASK_VERSION
+from workbench.models.lm import ZeroShotClassifier
 
 TEMPLATE = "{text} sentiment :"
 LABEL_WORDS = ("bad", "good")  # class 0 = negative, class 1 = positive, as in the embedded task

@@ -7,10 +7,10 @@ import torch
 
 from workbench import compute_pefs
 from workbench.analysis import component_table, top_examples
-from workbench.highlights import token_scores
-from workbench.lm import ZeroShotClassifier, label_token_ids
+from workbench.analysis.highlights import token_scores
+from workbench.models.lm import ZeroShotClassifier, label_token_ids
 from workbench.npeff import LrmNpeff
-from workbench.perturb import perturbation_check, perturbed
+from workbench.analysis.perturb import perturbation_check, perturbed
 
 from .conftest import LABEL_WORDS, TEMPLATE, prompt_tokenizer
 

@@ -7,15 +7,15 @@ import nbformat
 import pytest
 
 from tests.conftest import QUICKSTART, QUICKSTART_SMALL
-from workbench.__main__ import main
-from workbench.notebook import (
+from workbench.app.cli import main
+from workbench.app.notebook import (
     NotebookParameter,
     check_parameters,
     notebook_parameters,
     parse_value,
     run_notebook,
 )
-from workbench.run import Run, compare_runs
+from workbench.app.run_folder import Run, compare_runs
 
 ANALYSIS = QUICKSTART.with_name("analysis.ipynb")
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from workbench.npeff import DNpeff
-from workbench.planted import match_components, planted_d
+from workbench.npeff.planted import match_components, planted_d
 
 
 @pytest.mark.parametrize("n_examples, n_parameters, n_components, seed", [(100, 80, 4, 0), (300, 2000, 8, 1)])

@@ -5,10 +5,11 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from workbench import kernels
-from workbench.npeff import _prepare, _to_torch_csr
+from workbench.core import compiled
+from workbench.npeff import kernels
+from workbench.npeff.data import prepare, to_torch_csr
 
-pytestmark = pytest.mark.skipif(not kernels.available(), reason="numba is not installed")
+pytestmark = pytest.mark.skipif(not compiled.available(), reason="numba is not installed")
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def test_products_match_scipy(two_threads):
     rng = np.random.default_rng(1)
     B = rng.standard_normal((X.shape[1], 6)).astype(np.float32)
     M = rng.standard_normal((6, X.shape[0])).astype(np.float32)
-    Xt = _to_torch_csr(X, torch.device("cpu"))
+    Xt = to_torch_csr(X, torch.device("cpu"))
     np.testing.assert_allclose(kernels.csr_times_dense(Xt, torch.from_numpy(B)).numpy(), X @ B, rtol=1e-4, atol=1e-4)
     got = kernels.csr_transposed_times_dense(Xt, torch.from_numpy(M).T)  # a transposed view, read as it lies
     np.testing.assert_allclose(got.numpy(), X.T @ M.T, rtol=1e-4, atol=1e-4)
@@ -41,12 +42,12 @@ def test_products_match_scipy(two_threads):
 
 def test_prepared_products_equal_torch_products(two_threads):
     X = _matrix(seed=2)
-    data = _prepare(X, 1.0, X.shape[0], torch.device("cpu"))
+    data = prepare(X, 1.0, X.shape[0], torch.device("cpu"))
     G = torch.randn(5, X.shape[1])
     A = torch.randn(X.shape[0], 5)
     with_kernels = data.times_t(G), data.t_times(A)
-    with kernels.disabled():
-        assert not kernels.available()
+    with compiled.disabled():
+        assert not compiled.available()
         plain = data.times_t(G), data.t_times(A)
     for ours, reference in zip(with_kernels, plain):
         torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4)
@@ -54,7 +55,7 @@ def test_prepared_products_equal_torch_products(two_threads):
 
 def test_transposed_output_matches(two_threads):
     X = _matrix(seed=3)
-    Xt = _to_torch_csr(X, torch.device("cpu"))
+    Xt = to_torch_csr(X, torch.device("cpu"))
     B = torch.randn(X.shape[1], 4)
     out = kernels.csr_times_dense_t(Xt, B)
     assert out.shape == (4, X.shape[0]) and out.is_contiguous()
@@ -65,7 +66,7 @@ def test_transposed_output_matches(two_threads):
 def test_row_gram_matches_scipy(two_threads, with_progress):
     X = _matrix(seed=4)
     rows_done = []
-    K = kernels.row_gram(_to_torch_csr(X, torch.device("cpu")), _to_torch_csr(X.T.tocsr(), torch.device("cpu")),
+    K = kernels.row_gram(to_torch_csr(X, torch.device("cpu")), to_torch_csr(X.T.tocsr(), torch.device("cpu")),
                          on_rows_done=rows_done.append if with_progress else None)
     X64 = X.astype(np.float64)
     assert K.dtype == torch.float64 and K.shape == (X.shape[0], X.shape[0])
@@ -76,11 +77,11 @@ def test_row_gram_matches_scipy(two_threads, with_progress):
 
 def test_sparse_gram_of_row_blocks_matches_scipy(monkeypatch):
     """The GPU's Gram (torch's sparse-sparse product, by blocks of rows; here on the CPU)."""
-    from workbench import lrm_solvers
+    from workbench.npeff import solvers as lrm_solvers
 
     monkeypatch.setattr(lrm_solvers, "_GRAM_ROW_BLOCK", 7)  # several blocks, the last one short
     X = _matrix(seed=5)
-    K = lrm_solvers.sparse_gram(_to_torch_csr(X, torch.device("cpu")), _to_torch_csr(X.T.tocsr(), torch.device("cpu")))
+    K = lrm_solvers.sparse_gram(to_torch_csr(X, torch.device("cpu")), to_torch_csr(X.T.tocsr(), torch.device("cpu")))
     X64 = X.astype(np.float64)
     assert K.dtype == torch.float64 and K.shape == (X.shape[0], X.shape[0])
     np.testing.assert_allclose(K.numpy(), (X64 @ X64.T).toarray(), rtol=1e-12, atol=1e-12)

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import NotFittedError
 
+from workbench.core.pefs import LrmPefs
 from workbench.npeff import LrmNpeff, NpeffDivergenceError
-from workbench.planted import match_components, planted_lrm
-from workbench.pefs import LrmPefs
+from workbench.npeff.planted import match_components, planted_lrm
 
 
 def _fit(problem, r, **kw):
@@ -118,9 +119,9 @@ def test_bad_inputs_give_clear_errors():
     problem = planted_lrm(10, 20, 2, seed=11)
     with pytest.raises(ValueError, match="larger than the number of examples"):
         LrmNpeff(11, progress=False).fit(problem.pefs)
-    with pytest.raises(ValueError, match="n_components=0 is not allowed"):
+    with pytest.raises(ValueError, match="'n_components' parameter of LrmNpeff must be an int in the range"):
         LrmNpeff(0, progress=False).fit(problem.pefs)
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted yet"):
         LrmNpeff(2).transform(problem.pefs)
     A = problem.pefs.dense()
     A[3] = 0
@@ -176,12 +177,12 @@ def test_dual_solver_takes_the_primal_steps(settings):
 
 def test_auto_solver_takes_the_dual_where_its_gram_is_the_smaller_work():
     """The rules of choose_solver, on the sizes benchmarks/README.md measured (no GPU needed)."""
-    from workbench import kernels
-    from workbench.lrm_solvers import choose_solver
+    from workbench.core import compiled
+    from workbench.npeff.solvers import choose_solver
 
     cpu = torch.device("cpu")
     choose = dict(n_components=32, n_iterations=500, device=cpu)
-    dual_if_kernels = "dual" if kernels.available() else "primal"
+    dual_if_kernels = "dual" if compiled.available() else "primal"
     assert choose_solver("auto", n_rows=4_000, nnz=50e6, n_columns=2e6, **choose) == dual_if_kernels
     assert choose_solver("auto", n_rows=40_000, nnz=50e6, n_columns=2e6, **choose) == "primal", "K of 12.8 GB"
     assert choose_solver("auto", n_rows=4_000, nnz=1e5, n_columns=1e3, **choose) == "primal", "K larger than X"
@@ -204,11 +205,11 @@ def test_solver_is_recorded_and_checked(tmp_path):
 
 def test_dual_solver_without_the_compiled_kernels():
     """Without numba the Gram matrix comes from scipy and the products from torch: same fit."""
-    from workbench import kernels
+    from workbench.core import compiled
 
     problem = planted_lrm(100, 800, 4, seed=9)
     with_kernels = _fit(problem, 4, n_iters_g_only=10, n_iters_joint=10, solver="dual")
-    with kernels.disabled():
+    with compiled.disabled():
         without = _fit(problem, 4, n_iters_g_only=10, n_iters_joint=10, solver="dual")
         assert _fit(problem, 4, n_iters_g_only=30, n_iters_joint=0).solver_ == "primal", "auto needs the kernels"
     np.testing.assert_allclose(without.G_, with_kernels.G_, rtol=0, atol=1e-4 * np.abs(with_kernels.G_).max())

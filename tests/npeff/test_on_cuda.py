@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from workbench.npeff import DNpeff, LrmNpeff
-from workbench.planted import match_components, planted_d, planted_lrm
+from workbench.npeff.planted import match_components, planted_d, planted_lrm
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

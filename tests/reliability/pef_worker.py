@@ -32,7 +32,7 @@ def inputs() -> tuple[dict[str, torch.Tensor], torch.Tensor]:
 
 
 def run(out) -> None:
-    from workbench.store import write_pefs
+    from workbench import write_pefs
 
     torch.set_num_threads(1)  # the same reductions in every process: results equal bit for bit
     x, y = inputs()
@@ -40,16 +40,16 @@ def run(out) -> None:
 
 
 def _hang_in_write(index: int) -> None:
-    import workbench.store as store
+    import workbench.store.files as files
 
-    real = store.save_file
+    real = files.save_file
 
     def save_then_hang(arrays, path, metadata=None):
         real(arrays, path, metadata=metadata)
         if '"chunk": %d,' % index in (metadata or {}).get("header", ""):
             time.sleep(60)
 
-    store.save_file = save_then_hang
+    files.save_file = save_then_hang
 
 
 if __name__ == "__main__":

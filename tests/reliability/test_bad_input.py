@@ -9,15 +9,14 @@ import pytest
 import torch
 
 from tests.conftest import tiny_bert, tiny_bert_inputs
-from workbench import compute_pefs
-from workbench import estimate
-from workbench.estimate import InsufficientResourcesError, NonFinitePefsError
+from workbench import compute_pefs, write_pefs
+from workbench.app.pipeline import run_embedded
 from workbench.fisher import NotClassLogitsError
-from workbench.loading import ModelNotAvailableOfflineError, load_classifier
+from workbench.models.loading import ModelNotAvailableOfflineError, load_classifier
 from workbench.npeff import LrmNpeff
-from workbench.pipeline import run_embedded
-from workbench.planted import planted_lrm
-from workbench.store import StoreError, load_pefs, save_pefs, write_pefs
+from workbench.npeff.planted import planted_lrm
+from workbench.runner import InsufficientResourcesError, NonFinitePefsError, estimate
+from workbench.store import StoreError, load_pefs, save_pefs
 
 
 @dataclass

@@ -9,14 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workbench import compute_pefs, estimate
-from workbench.estimate import Probe, choose_batch_size, format_bytes
-from workbench.store import write_pefs
+from workbench import compute_pefs, write_pefs
+from workbench.runner import estimate
+from workbench.runner.estimate import Probe, choose_batch_size
+from workbench.runner.resources import format_bytes
 
 
 _PEAK_OF_50_MB = """
 import numpy as np
-from workbench.estimate import PeakMemory
+from workbench.runner.resources import PeakMemory
 with PeakMemory() as memory:
     block = np.ones(50_000_000 // 8)  # 50 MB, every page touched
     del block

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from workbench.analysis import top_examples
-from workbench.export import (
+from workbench.analysis.export import (
     coefficients_frame,
     export_coefficients,
     export_components,
@@ -19,7 +19,7 @@ from workbench.export import (
     export_top_examples,
     write_table,
 )
-from workbench.perturb import perturbation_check
+from workbench.analysis.perturb import perturbation_check
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])

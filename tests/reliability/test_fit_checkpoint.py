@@ -5,9 +5,9 @@ data or settings is refused."""
 import numpy as np
 import pytest
 
-from workbench import checkpoint as ckpt
+from workbench.store import checkpoint as ckpt
 from workbench.npeff import DNpeff, LrmNpeff
-from workbench.planted import planted_d, planted_lrm
+from workbench.npeff.planted import planted_d, planted_lrm
 from workbench.store import StoreError
 
 

@@ -22,11 +22,11 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import save_file
 
-from workbench.checkpoint import CHECKPOINT_FORMAT
+from workbench.core.pefs import DPefs, LrmPefs
 from workbench.npeff import DNpeff, LrmNpeff, NpeffDivergenceError
-from workbench.pefs import DPefs, LrmPefs
-from workbench.planted import planted_lrm
-from workbench.store import MANIFEST, PefStore, StoreError, load_pefs, read_arrays, read_json, save_pefs
+from workbench.npeff.planted import planted_lrm
+from workbench.store import MANIFEST, PefStore, StoreError, load_pefs, read_arrays, read_header, read_json, save_pefs
+from workbench.store.formats import FIT_CHECKPOINT
 
 FUZZ = settings(
     max_examples=int(os.environ.get("NPEFF_FUZZ_EXAMPLES", 30)),
@@ -193,7 +193,6 @@ def test_fuzz_chunk_with_wrong_arrays(workdir, valid_store, arrays, keep):
     """Chunks holding arrays of wrong dtypes, shapes and values (others kept from a valid chunk)."""
     from safetensors.numpy import load_file
 
-    from workbench.store import read_header
 
     store = _fresh(workdir) / "pefs"
     shutil.copytree(valid_store, store)
@@ -215,7 +214,7 @@ def test_fuzz_chunk_with_wrong_arrays(workdir, valid_store, arrays, keep):
 
 @FUZZ
 @given(
-    changes=st.dictionaries(st.sampled_from(["params", "n_parameters", "n_classes", "layout", "pef_info", "format_version"]),
+    changes=st.dictionaries(st.sampled_from(["params", "n_parameters", "n_slots", "layout", "pef_info", "format_version"]),
                             json_values, min_size=1, max_size=2),
     param_changes=st.dictionaries(st.sampled_from(["n_components", "seed", "tol", "learning_rate", "n_iters_joint", "device", "bogus"]),
                                   json_values, max_size=2),
@@ -225,7 +224,6 @@ def test_fuzz_chunk_with_wrong_arrays(workdir, valid_store, arrays, keep):
 def test_fuzz_damaged_decomposition_file(workdir, valid_decomposition, changes, param_changes, drop, W):
     from safetensors.numpy import load_file
 
-    from workbench.store import read_header
 
     header = read_header(valid_decomposition)
     header.update(changes)
@@ -254,9 +252,8 @@ def test_fuzz_damaged_checkpoint(workdir, changes):
     LrmNpeff(2, n_iters_g_only=2, n_iters_joint=2, progress=False).fit(pefs, checkpoint=path, checkpoint_every=1)
     from safetensors.numpy import load_file
 
-    from workbench.store import read_header
 
-    header = dict(read_header(path, CHECKPOINT_FORMAT), **changes)
+    header = dict(read_header(path, FIT_CHECKPOINT), **changes)
     save_file(load_file(str(path)), str(path), metadata={"header": json.dumps(header)})
     try:
         fit = LrmNpeff(2, n_iters_g_only=2, n_iters_joint=2, progress=False).fit(pefs, checkpoint=path)

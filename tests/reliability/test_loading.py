@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.conftest import tiny_bert
-from workbench.loading import ModelNotAvailableOfflineError, downloads_off, load_classifier
+from workbench.models.loading import ModelNotAvailableOfflineError, downloads_off, load_classifier
 
 
 def test_load_classifier_local_folder(tmp_path):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from workbench import pipeline
+from workbench.app import pipeline
 from workbench.store import PefStore
 
 

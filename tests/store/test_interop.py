@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from workbench.interop import (
+from workbench.npeff.interop import (
     read_d_pefs_h5,
     read_lrm_decomposition_h5,
     read_lrm_pefs_h5,
@@ -13,8 +13,8 @@ from workbench.interop import (
     write_lrm_pefs_h5,
 )
 from workbench.npeff import LrmNpeff
-from workbench.pefs import DPefs, LrmPefs
-from workbench.planted import planted_d, planted_lrm
+from workbench.core.pefs import DPefs, LrmPefs
+from workbench.npeff.planted import planted_d, planted_lrm
 from workbench.store import StoreError
 
 

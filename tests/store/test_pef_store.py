@@ -5,10 +5,11 @@ import json
 import numpy as np
 import pytest
 
-import workbench.fisher as fisher
-from workbench import compute_pefs
-from workbench.planted import planted_d, planted_lrm
-from workbench.store import MANIFEST, PefStore, StoreError, load_pefs, save_pefs, write_pefs
+import workbench.fisher.batches as batches
+from workbench import compute_pefs, write_pefs
+from workbench.npeff.planted import planted_d, planted_lrm
+from workbench.store import MANIFEST, PefStore, StoreError, load_pefs, save_pefs
+from workbench.store import writer as store_writer
 
 
 def _assert_same_pefs(a, b):
@@ -31,7 +32,7 @@ def test_streamed_store_equals_in_memory(tmp_path, bert3, bert_inputs, kind):
 def test_interrupted_run_resumes_to_the_same_store(tmp_path, bert3, bert_inputs, monkeypatch):
     reference = write_pefs(tmp_path / "ref", bert3, bert_inputs, n_values=200, batch_size=2, progress=False).load()
 
-    real = fisher._batch_in_two_stages  # each batch's model passes; returns the rest
+    real = batches.batch_in_two_stages  # each batch's model passes; returns the rest
     calls = []
 
     def crash_on_third_batch(model, plan, batch, labels, config, *rest):
@@ -42,7 +43,7 @@ def test_interrupted_run_resumes_to_the_same_store(tmp_path, bert3, bert_inputs,
             raise KeyboardInterrupt
         return real(model, plan, batch, labels, config, *rest)
 
-    monkeypatch.setattr(fisher, "_batch_in_two_stages", crash_on_third_batch)
+    monkeypatch.setattr(batches, "batch_in_two_stages", crash_on_third_batch)
     with pytest.raises(KeyboardInterrupt):
         write_pefs(tmp_path / "run", bert3, bert_inputs, n_values=200, batch_size=2, progress=False)
     store = PefStore(tmp_path / "run")
@@ -51,7 +52,7 @@ def test_interrupted_run_resumes_to_the_same_store(tmp_path, bert3, bert_inputs,
         store.load()
 
     calls.clear()
-    monkeypatch.setattr(fisher, "_batch_in_two_stages", lambda *a: calls.append(a[4].batch_size) or real(*a))
+    monkeypatch.setattr(batches, "batch_in_two_stages", lambda *a: calls.append(a[4].batch_size) or real(*a))
     resumed = write_pefs(tmp_path / "run", bert3, bert_inputs, n_values=200, batch_size=2, progress=False)
     assert [size for size in calls if size != 1] == [2, 2, 2], "only the missing batches are computed"
     _assert_same_pefs(resumed.load(), reference)
@@ -128,8 +129,6 @@ def test_chunk_writer_raises_a_failed_write_and_writes_nothing_after_it(tmp_path
     stops the ones queued after it, and the error reaches the run."""
     import time
 
-    from workbench import store
-
     written = []
 
     def write_chunk(out, index, chunk, identity):
@@ -138,18 +137,16 @@ def test_chunk_writer_raises_a_failed_write_and_writes_nothing_after_it(tmp_path
         time.sleep(0.01)
         written.append(index)
 
-    monkeypatch.setattr(store, "_write_chunk", write_chunk)
+    monkeypatch.setattr(store_writer, "write_chunk", write_chunk)
     with pytest.raises(OSError, match="No space left"):
-        with store._ChunkWriter(tmp_path, "store-id") as writer:
+        with store_writer.ChunkWriter(tmp_path, "store-id") as writer:
             for index in range(6):
                 writer.submit(index, None)
     assert written == [0]
 
 
 def test_a_disk_error_mid_run_leaves_a_store_that_resumes(tmp_path, bert3, bert_inputs, monkeypatch):
-    from workbench import store
-
-    real, calls = store._write_chunk, []
+    real, calls = store_writer.write_chunk, []
 
     def fail_on_third(out, index, chunk, identity):
         calls.append(index)
@@ -157,7 +154,7 @@ def test_a_disk_error_mid_run_leaves_a_store_that_resumes(tmp_path, bert3, bert_
             raise OSError("No space left on device")
         real(out, index, chunk, identity)
 
-    monkeypatch.setattr(store, "_write_chunk", fail_on_third)
+    monkeypatch.setattr(store_writer, "write_chunk", fail_on_third)
     with pytest.raises(OSError, match="No space left"):
         write_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=64, batch_size=2, progress=False)
     monkeypatch.undo()

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import tiny_bert
-from workbench import __version__, compute_pefs
+from workbench import __version__, compute_pefs, write_pefs
 from workbench.npeff import LrmNpeff
-from workbench.store import MANIFEST, PefStore, StoreError, read_header, write_pefs
+from workbench.store import MANIFEST, PefStore, StoreError, read_header
 
 
 def test_manifest_and_chunks_record_their_producer(tmp_path, bert3, bert_inputs):
@@ -39,10 +39,10 @@ def test_chunk_of_another_run_is_refused_then_recomputed(tmp_path, bert3, bert_i
 
 
 def test_resume_keeps_the_recorded_batch_size(tmp_path, bert3, bert_inputs, monkeypatch):
-    import workbench.fisher as fisher
-    from workbench import estimate
+    import workbench.runner.run as run
+    from workbench.runner import estimate
 
-    real = fisher.iter_pef_chunks
+    real = run.iter_pef_chunks
 
     def die_after_first(*args, **kwargs):
         for i, item in enumerate(real(*args, **kwargs)):
@@ -55,7 +55,7 @@ def test_resume_keeps_the_recorded_batch_size(tmp_path, bert3, bert_inputs, monk
     reference = write_pefs(tmp_path / "ref", bert3, bert_inputs, n_values=100, batch_size=3, progress=False).load()
     # other batch sizes pad and round differently (here 321 of 900 values differ in their last bits
     # between batches of 9 and of 3): that is why a resume must keep its batch size
-    monkeypatch.setattr(fisher, "iter_pef_chunks", die_after_first)
+    monkeypatch.setattr(run, "iter_pef_chunks", die_after_first)
     with pytest.raises(KeyboardInterrupt):
         write_pefs(tmp_path / "run", bert3, bert_inputs, n_values=100, batch_size=3, progress=False)
     monkeypatch.undo()
@@ -112,7 +112,7 @@ def test_decomposition_of_other_format_version_is_refused(tmp_path, decompositio
 
     arrays = load_file(str(tmp_path / "d.safetensors"))
     header = read_header(tmp_path / "d.safetensors")
-    save_file(arrays, str(tmp_path / "v2.safetensors"), metadata={"header": json.dumps(dict(header, format_version=2))})
-    with pytest.raises(StoreError, match="format version 2; this package .* reads version 1. Re-create it"):
-        LrmNpeff.load(tmp_path / "v2.safetensors")
+    save_file(arrays, str(tmp_path / "v3.safetensors"), metadata={"header": json.dumps(dict(header, format_version=3))})
+    with pytest.raises(StoreError, match="format version 3; this package .* reads version 1 or 2. Re-create it"):
+        LrmNpeff.load(tmp_path / "v3.safetensors")
     np.testing.assert_array_equal(LrmNpeff.load(tmp_path / "d.safetensors").W_, decomposition_and_pefs[0].W_)

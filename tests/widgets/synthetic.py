@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 
 from workbench import analysis
-from workbench.embedded import make_examples
+from workbench.models.embedded import make_examples
 from workbench.npeff import LrmNpeff
-from workbench.params import ParameterLayout
-from workbench.run import COMPONENTS, DECOMPOSITION, EXAMPLES, RunRecorder
+from workbench.core.params import ParameterLayout
+from workbench.app.run_folder import COMPONENTS, DECOMPOSITION, EXAMPLES, RunRecorder
 
 
 def synthetic_run(path, *, n_components: int = 2000, n_examples: int = 50_000, n_kept: int = 64,
@@ -33,7 +33,7 @@ def synthetic_run(path, *, n_components: int = 2000, n_examples: int = 50_000, n
     decomposition.G_ = rng.standard_normal((n_components, n_kept)).astype(np.float32)
     decomposition.kept_columns_ = np.arange(n_kept, dtype=np.int64)
     decomposition.n_parameters_ = n_kept
-    decomposition.n_classes_ = 2
+    decomposition.n_slots_ = 2
     decomposition.layout_ = ParameterLayout(("synthetic.weight",), ((n_kept,),))
     decomposition.pef_info_ = {}
     decomposition.loss_history_ = {"joint": np.zeros((1, 2))}

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from workbench import analysis
-from workbench.explore import ComponentFilter, RunExplorer
-from workbench.perturb import baseline_examples, perturbation_check
+from workbench.app.explore import ComponentFilter, RunExplorer
+from workbench.analysis.perturb import baseline_examples, perturbation_check
 
 from .synthetic import synthetic_run
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from widgets import ComponentBrowser, PerturbationPanel, Workbench
-from workbench.explore import RunExplorer
+from workbench.app.explore import RunExplorer
 
 from .synthetic import synthetic_run
 

@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import HOSTILE_TEXTS
 from workbench import report
-from workbench.explore import RunExplorer
+from workbench.app.explore import RunExplorer
 
 
 @pytest.fixture(scope="module")

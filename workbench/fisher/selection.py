@@ -119,16 +119,6 @@ def _largest_above(magnitudes: Array, index: Array, threshold: float, n: int) ->
     return index[_flatnonzero(keep)]
 
 
-def largest(magnitudes: torch.Tensor, n: int) -> torch.Tensor:
-    """Ascending indices of the n largest of a 1-D tensor of magnitudes (≥ 0); exact zeros
-    are never included, so fewer come back when fewer are non-zero.
-
-    Only the entries above a sampled threshold are ranked (all of them if fewer than n
-    reach it).
-    """
-    return _tensor(_largest(_array(magnitudes), n))
-
-
 def candidates(magnitudes: torch.Tensor, floor: float, n: int | None) -> torch.Tensor:
     """Ascending indices of the entries of one block that may be among the n largest
     overall, when n others are known to be ≥ floor: those ≥ floor, and, when the block

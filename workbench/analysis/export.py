@@ -1,0 +1,216 @@
+"""Tidy exports: results as long-format tables (Parquet or CSV), components as safetensors.
+
+One call per result, the file format taken from the suffix (``.parquet`` or ``.csv``):
+
+- :func:`export_components`: the component table (:func:`workbench.analysis.component_table`),
+  one row per component;
+- :func:`export_coefficients`: per-example coefficients, one row per (example, component);
+- :func:`export_top_examples`: each component's top examples with their token scores,
+  one row per (component, rank, token position);
+- :func:`export_perturbations`: perturbation checks (results or an ``epsilon_sweep``
+  frame), one row per (component, ε, set, sign);
+- :func:`export_components_safetensors`: a decomposition's components as full
+  parameter-space tensors keyed by parameter name, ``name -> (n_components, *shape)``,
+  readable with plain ``safetensors`` (no need for this package).
+
+Every file is written atomically (temporary name, then rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from safetensors.numpy import save_file
+from sklearn.utils.validation import check_is_fitted
+
+from ..store.files import atomic_path, producer
+from ..store.formats import COMPONENTS
+from .highlights import token_scores
+from .tables import top_examples
+_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
+
+
+# ---------------------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------------------
+
+
+def _plain_cells(frame: pd.DataFrame, as_text: bool) -> pd.DataFrame:
+    """Multi-valued cells (tuples, lists, arrays) as lists (Parquet) or "a|b" text (CSV)."""
+    frame = frame.copy()
+    for column in frame.columns[frame.dtypes == object]:
+        values = frame[column]
+        if values.map(lambda v: isinstance(v, (tuple, list, np.ndarray))).any():
+            if as_text:
+                frame[column] = values.map(lambda v: "|".join(map(str, v)) if isinstance(v, (tuple, list, np.ndarray)) else v)
+            else:
+                frame[column] = values.map(lambda v: list(v) if isinstance(v, (tuple, list, np.ndarray)) else [v])
+        elif not as_text and values.map(type).nunique() > 1:  # mixed scalars (e.g. str and None): Parquet needs one type
+            frame[column] = values.map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+    return frame
+
+
+def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a DataFrame as Parquet or CSV (by the suffix); a named index becomes a column."""
+    path = Path(path)
+    kind = _SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise ValueError(f"{path.name}: choose a .parquet or .csv file name (the suffix picks the format)")
+    if any(name is not None for name in frame.index.names):
+        frame = frame.reset_index()
+    frame = _plain_cells(frame, as_text=kind == "csv")
+    with atomic_path(path) as tmp:
+        if kind == "parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
+    return path
+
+
+def components_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """The component table with ``component`` as a column."""
+    return table.reset_index() if "component" not in table.columns else table.reset_index(drop=True)
+
+
+def export_components(table: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """The component table (one row per component) to Parquet or CSV."""
+    return write_table(components_frame(table), path)
+
+
+def coefficients_frame(W, *, example_ids: Sequence | None = None, drop_zeros: bool = False) -> pd.DataFrame:
+    """Long format: columns ``example``, ``component``, ``coefficient``; example-major order.
+
+    W: (n_examples, n_components) coefficients, or a fitted decomposition (its ``W_``).
+    example_ids: labels for the examples (default 0..n-1). drop_zeros: leave out exact zeros.
+    """
+    W = np.asarray(getattr(W, "W_", W))
+    if W.ndim != 2:
+        raise ValueError(f"W must be (n_examples, n_components), got shape {W.shape}")
+    n, r = W.shape
+    ids = np.arange(n) if example_ids is None else np.asarray(example_ids)
+    if ids.shape != (n,):
+        raise ValueError(f"example_ids has {ids.shape[0] if ids.ndim else 0} entries; W has {n} examples")
+    frame = pd.DataFrame({
+        "example": np.repeat(ids, r),
+        "component": np.tile(np.arange(r), n),
+        "coefficient": W.reshape(-1),
+    })
+    return frame[frame["coefficient"] != 0].reset_index(drop=True) if drop_zeros else frame
+
+
+def export_coefficients(W, path: str | os.PathLike, **kwargs) -> Path:
+    """Per-example coefficients in long format (see :func:`coefficients_frame`) to Parquet or CSV."""
+    return write_table(coefficients_frame(W, **kwargs), path)
+
+
+def top_examples_frame(
+    model,
+    decomposition,
+    inputs: Mapping,
+    tokenizer=None,
+    *,
+    components: Iterable[int] | None = None,
+    n_top: int = 10,
+    **token_score_kwargs,
+) -> pd.DataFrame:
+    """Each component's top examples with their token scores, one row per token.
+
+    Columns: ``component``, ``rank`` (0 = largest coefficient), ``example`` (row of
+    ``inputs``), ``coefficient``, ``token_position``, ``token`` (from ``tokenizer``, else
+    the token id), ``score`` (the token's share of the example's Fisher mass along the
+    component, :mod:`workbench.analysis.highlights`) and ``head_share`` (the share through layers
+    without a token axis; the same on every row of one example).
+    """
+    rows = []
+    components = range(decomposition.n_components) if components is None else components
+    for j in components:
+        top = top_examples(decomposition.W_, j, n_top)
+        if len(top) == 0:
+            continue
+        selected = {k: v[top] for k, v in inputs.items()}
+        for rank, (i, scores) in enumerate(zip(top, token_scores(model, decomposition, j, selected, **token_score_kwargs))):
+            ids = inputs["input_ids"][i][: len(scores.scores)].tolist()
+            tokens = tokenizer.convert_ids_to_tokens(ids) if tokenizer is not None else [str(t) for t in ids]
+            for position, (token, score) in enumerate(zip(tokens, scores.scores)):
+                rows.append((int(j), rank, int(i), float(decomposition.W_[i, j]), position, token, float(score),
+                             scores.head_share))
+    columns = ["component", "rank", "example", "coefficient", "token_position", "token", "score", "head_share"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def export_top_examples(path: str | os.PathLike, model, decomposition, inputs: Mapping, tokenizer=None, **kwargs) -> Path:
+    """Top examples with token scores in long format (see :func:`top_examples_frame`) to Parquet or CSV."""
+    return write_table(top_examples_frame(model, decomposition, inputs, tokenizer, **kwargs), path)
+
+
+def perturbation_frame(results) -> pd.DataFrame:
+    """Perturbation checks in long format, with ``kl_ratio``: a PerturbationResult, a list of
+    them, or a frame from ``epsilon_sweep`` (returned as it is)."""
+    if isinstance(results, pd.DataFrame):
+        return results.reset_index(drop=True)
+    if hasattr(results, "to_frame"):
+        results = [results]
+    frames = [r.to_frame().assign(kl_ratio=r.kl_ratio) for r in results]
+    if not frames:
+        raise ValueError("no perturbation results to export")
+    return pd.concat(frames, ignore_index=True)
+
+
+def export_perturbations(results, path: str | os.PathLike) -> Path:
+    """Perturbation results (see :func:`perturbation_frame`) to Parquet or CSV."""
+    return write_table(perturbation_frame(results), path)
+
+
+# ---------------------------------------------------------------------------------------
+# Components as tensors
+# ---------------------------------------------------------------------------------------
+
+
+def components_by_parameter(decomposition, components: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+    """{parameter name: (n_components, *parameter shape)} float32, zeros where pruned."""
+    selected = np.arange(decomposition.n_components) if components is None else np.asarray(components, dtype=np.int64)
+    vectors = np.asarray(decomposition.components_, dtype=np.float32)[selected]  # (r, n_kept)
+    kept = np.asarray(decomposition.kept_columns_, dtype=np.int64)
+    if np.any(np.diff(kept) < 0):  # decompositions read from other layouts may list columns unsorted
+        order = np.argsort(kept, kind="stable")
+        kept, vectors = kept[order], vectors[:, order]
+    layout = decomposition.layout_
+    offsets = layout.offsets
+    tensors = {}
+    for k, (name, shape) in enumerate(zip(layout.names, layout.shapes)):
+        lo, hi = np.searchsorted(kept, [offsets[k], offsets[k + 1]])  # kept columns inside this parameter
+        block = np.zeros((len(selected), offsets[k + 1] - offsets[k]), dtype=np.float32)
+        block[:, kept[lo:hi] - offsets[k]] = vectors[:, lo:hi]
+        tensors[name] = block.reshape(len(selected), *shape)
+    return tensors
+
+
+def export_components_safetensors(decomposition, path: str | os.PathLike, components: Sequence[int] | None = None) -> Path:
+    """Components as safetensors keyed by parameter name: ``name -> (n_components, *shape)``.
+
+    Row j of every tensor is component j (g_j for LRM-NPEFF, h_j for D-NPEFF) in that
+    parameter, zeros where the fit pruned the parameter. The metadata (all strings, as
+    safetensors requires) records the format, the kind, the model, the component indices
+    and the producer. Read it anywhere with ``safetensors.numpy.load_file(path)``.
+    """
+    check_is_fitted(decomposition)
+    tensors = components_by_parameter(decomposition, components)
+    selected = list(range(decomposition.n_components)) if components is None else [int(j) for j in components]
+    metadata = {
+        "format": COMPONENTS.name,
+        "format_version": str(COMPONENTS.version),  # safetensors metadata holds text only
+        "kind": decomposition.kind,
+        "model": str(decomposition.pef_info_.get("model", "")),
+        "components": json.dumps(selected),
+        "parameter_order": json.dumps(list(decomposition.layout_.names)),
+        "producer": json.dumps(producer()),
+    }
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return path

@@ -1,0 +1,145 @@
+"""Token highlights: where in an example a component acts.
+
+Definition. For example x, class slot s and component direction g (in parameter space),
+the projection of the example's PEF column on g is
+
+    a_s · g = √p(y_s|x) · d/dε log p(y_s|x; θ + ε g) at ε = 0,
+
+the first-order change of the log-probability when the parameters move along g. That
+derivative is a sum over the places where the perturbed parameters are *used*: a layer
+with parameters W applied at token position t contributes ∂ log p / ∂ out_t · J_W out_t[g_W],
+its output gradient at t times the change of its output at t. So a_s · g = Σ_t c_st + c_s,head,
+with c_st the part flowing through position t and c_s,head the part through layers with
+no token axis (BERT's pooler and classifier).
+
+A component's coefficient for the example is driven by Σ_s (a_s · g)², the example's
+Fisher mass along g, which splits exactly into per-position shares:
+
+    score_t = Σ_s (a_s · g) c_st / Σ_s (a_s · g)²,    Σ_t score_t + head_share = 1.
+
+A token with a large score is one where the component's parameters change the computation
+in the way that moves the prediction. The change of each layer's output is computed with
+``torch.func.jvp`` of the layer alone, so any layer type works; the output gradients come
+from the same batched backward passes as the PEFs (``workbench.fisher``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.func import functional_call, jvp
+
+from ..core.device import resolve_device
+from ..fisher.gradients import output_gradients, slot_classes
+from ..fisher.hooks import CaptureLayers
+from ..fisher.inputs import Inputs, class_logits, eval_mode, n_inputs, slice_inputs
+from .perturb import parameters_of
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TokenScores:
+    """Per-token shares of one example's Fisher mass along a component."""
+
+    scores: np.ndarray  # (n_tokens,) the example's unpadded tokens
+    head_share: float  # share flowing through layers without a token axis
+    projection: float  # Σ_s (a_s · g)², the example's Fisher mass along g (unnormalised g)
+
+
+def _owning_modules(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> list[tuple[torch.nn.Module, dict[str, int]]]:
+    """Modules that directly own selected parameters: (module, {attribute: parameter index})."""
+    index_of = {id(p): k for k, p in enumerate(params)}
+    owners = []
+    for module in model.modules():
+        mine = {a: index_of[id(p)] for a, p in module.named_parameters(recurse=False) if id(p) in index_of}
+        if mine:
+            owners.append((module, mine))
+    return owners
+
+
+def _output_change(module: torch.nn.Module, layer_input: torch.Tensor, tangents: dict[str, torch.Tensor]) -> torch.Tensor:
+    """J_θ module(x) · tangent: how the layer's output moves when its parameters move."""
+    names = list(tangents)
+    primals = tuple(getattr(module, n).detach() for n in names)
+
+    def call(*values):
+        return functional_call(module, dict(zip(names, values)), (layer_input,))
+
+    _, change = jvp(call, primals, tuple(tangents[n] for n in names))
+    return change
+
+
+def token_scores(
+    model: torch.nn.Module,
+    decomposition,
+    component: int,
+    inputs: Inputs,
+    *,
+    top_k_classes: int | None = None,
+    batch_size: int = 16,
+    device: str | torch.device | None = None,
+) -> list[TokenScores]:
+    """Token scores of ``component`` for every example (row) of ``inputs``.
+
+    ``inputs`` must be a dict with ``input_ids`` (and ``attention_mask`` for padding);
+    each result covers the example's unpadded tokens (those the mask keeps), in order.
+    """
+    if not isinstance(inputs, Mapping) or "input_ids" not in inputs:
+        raise TypeError("token_scores needs tokenized inputs: a dict with input_ids (and attention_mask)")
+    device = resolve_device(device) if device is not None else next(model.parameters()).device
+    model.to(device)
+    layout = decomposition.layout_
+    params = parameters_of(model, layout)
+    direction = layout.split(decomposition.component(component))
+    owners = _owning_modules(model, params)
+    results: list[TokenScores] = []
+    with eval_mode(model):
+        for start in range(0, n_inputs(inputs), batch_size):
+            batch = slice_inputs(inputs, start, min(start + batch_size, n_inputs(inputs)), device)
+            results.extend(_batch_scores(model, batch, owners, params, layout, direction, top_k_classes))
+    return results
+
+
+def _batch_scores(model, batch, owners, params, layout, direction, top_k_classes) -> list[TokenScores]:
+    b, length = batch["input_ids"].shape[:2]
+    with CaptureLayers([m for m, _ in owners], b) as capture:
+        logits = class_logits(model, batch)
+    if capture.unbatched:
+        logger.warning("%d layers have no batch axis and are left out of the token scores", len(capture.unbatched))
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    classes = slot_classes(log_probs.detach(), top_k_classes)
+    sqrt_p = torch.exp(0.5 * log_probs.detach().gather(1, classes))  # (b, k)
+    grads = output_gradients(log_probs, classes, [c.output for c in capture.captures])
+    k = classes.shape[1]
+    per_position = torch.zeros((k, b, length), dtype=torch.float64, device=logits.device)
+    head = torch.zeros((k, b), dtype=torch.float64, device=logits.device)
+    owned = dict((id(m), attrs) for m, attrs in owners)
+    for cap, g in zip(capture.captures, grads):
+        attrs = owned[id(cap.module)]
+        tangents = {
+            a: torch.as_tensor(direction[layout.names[i]], dtype=params[i].dtype, device=params[i].device)
+            for a, i in attrs.items()
+        }
+        change = _output_change(cap.module, cap.layer_input, tangents)  # (b, ...)
+        flow = (g.double() * change.double().unsqueeze(0))  # (k, b, ...)
+        if flow.ndim >= 4 and flow.shape[2] == length:  # (k, b, positions, features...)
+            per_position += flow.reshape(k, b, length, -1).sum(dim=-1)
+        else:
+            head += flow.reshape(k, b, -1).sum(dim=-1)
+    per_position *= sqrt_p.T.double()[:, :, None]
+    head *= sqrt_p.T.double()
+    projection = per_position.sum(dim=2) + head  # (k, b): a_s · g
+    mass = (projection**2).sum(dim=0)  # (b,)
+    scores = (projection[:, :, None] * per_position).sum(dim=0) / mass.clamp_min(1e-300)[:, None]
+    head_share = (projection * head).sum(dim=0) / mass.clamp_min(1e-300)
+    mask = batch.get("attention_mask")
+    # The mask, not a length, picks each example's tokens: prompts for language models are
+    # padded on the left (workbench.models.lm), classifier inputs usually on the right.
+    real = mask.bool().cpu() if mask is not None else torch.ones((b, length), dtype=torch.bool)
+    scores, head_share, mass = scores.cpu(), head_share.cpu(), mass.cpu()
+    return [TokenScores(scores[i][real[i]].numpy(), float(head_share[i]), float(mass[i])) for i in range(b)]

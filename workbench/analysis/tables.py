@@ -1,0 +1,160 @@
+"""Reading a decomposition: each component's top examples and how concentrated they are.
+
+Everything here takes plain arrays or DataFrames and returns DataFrames, so notebooks,
+widgets and exports share one source of numbers (method notes, section 6).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..core.kinds import kind as kind_named
+
+
+def component_norms(components: np.ndarray) -> np.ndarray:
+    """(n_components,): ‖g_j‖ (LRM) or ‖h_j‖ (D)."""
+    return np.linalg.norm(np.asarray(components, dtype=np.float64), axis=1)
+
+
+def scaled_coefficients(W: np.ndarray, components: np.ndarray, kind: str = "lrm") -> np.ndarray:
+    """W as if every component had unit norm: W_ij ‖g_j‖² (LRM) or W_ij ‖h_j‖ (D).
+
+    Rankings within one component do not change; comparisons across components do.
+    """
+    norms = component_norms(components)
+    return W * (norms ** kind_named(kind).mass_power)[None, :]
+
+
+def top_examples(W: np.ndarray, component: int, n_top: int = 20) -> np.ndarray:
+    """Indices of the examples with the largest coefficients for ``component``, largest
+    first; examples with a zero coefficient are never among them."""
+    column = W[:, component]
+    order = np.argsort(-column, kind="stable")[:n_top]
+    return order[column[order] > 0]
+
+
+def _values_of(cell) -> tuple:
+    """An attribute cell as a tuple of values: multi-valued cells (tuples, lists, arrays)
+    count for each of their values, so a multi-factor example counts for both strategies."""
+    if isinstance(cell, (tuple, list, np.ndarray)):
+        return tuple(cell)
+    return (cell,)
+
+
+def purity(cells: Sequence) -> tuple[object, float]:
+    """(majority value, share of cells that hold it). Multi-valued cells hold each of their values."""
+    if len(cells) == 0:
+        return None, float("nan")
+    counts = Counter(v for cell in cells for v in set(_values_of(cell)))
+    value, count = max(counts.items(), key=lambda kv: (kv[1], str(kv[0])))
+    return value, count / len(cells)
+
+
+def entropy(cells: Sequence) -> float:
+    """Shannon entropy (bits) of the values in ``cells``: 0 when all cells hold one value.
+
+    A multi-valued cell splits its unit weight equally over its values, so the weights
+    still sum to the number of cells; empty cells are ignored.
+    """
+    weights: Counter = Counter()
+    for cell in cells:
+        values = set(_values_of(cell))
+        for v in values:
+            weights[v] += 1.0 / len(values)
+    total = sum(weights.values())
+    if total == 0:
+        return float("nan")
+    shares = np.array([w / total for w in weights.values()])
+    return float(max(0.0, -(shares * np.log2(shares)).sum()))
+
+
+def chance_purity(cells: Sequence, n_top: int, n_draws: int = 2000, seed: int = 0) -> float:
+    """Mean purity of random sets of n_top examples: the floor a component must beat."""
+    rng = np.random.default_rng(seed)
+    cells = list(cells)
+    n_top = min(n_top, len(cells))
+    return float(np.mean([purity([cells[i] for i in rng.choice(len(cells), n_top, replace=False)])[1] for _ in range(n_draws)]))
+
+
+def component_table(
+    W: np.ndarray,
+    components: np.ndarray,
+    *,
+    labels: np.ndarray | None = None,
+    predictions: np.ndarray | None = None,
+    attributes: pd.DataFrame | None = None,
+    n_top: int = 20,
+    kind: str = "lrm",
+) -> pd.DataFrame:
+    """One row per component.
+
+    Columns: ``n_top`` (size of its top set), ``g_norm``, ``mass`` (share of the
+    reconstruction's total Σ_i W_ij ‖g_j‖² that is component j's), ``label`` /
+    ``label_purity``, ``prediction`` / ``prediction_purity``, ``accuracy`` (of the model
+    on the top set's examples whose label is known, i.e. not -1), and ``<attribute>`` /
+    ``<attribute>_purity`` / ``<attribute>_entropy`` for every column of ``attributes``
+    (one row per example; cells may be tuples for multi-valued attributes).
+    """
+    W = np.asarray(W, dtype=np.float64)
+    _check_rows(W.shape[0], labels=labels, predictions=predictions, attributes=attributes)
+    norms = component_norms(components)
+    mass = (W * (norms ** kind_named(kind).mass_power)[None, :]).sum(axis=0)
+    mass = mass / mass.sum() if mass.sum() > 0 else mass
+    rows = []
+    for j in range(W.shape[1]):
+        top = top_examples(W, j, n_top)
+        row = {"component": j, "n_top": len(top), "g_norm": norms[j], "mass": mass[j]}
+        if labels is not None:
+            row["label"], row["label_purity"] = purity(np.asarray(labels)[top])
+        if predictions is not None:
+            row["prediction"], row["prediction_purity"] = purity(np.asarray(predictions)[top])
+        if labels is not None and predictions is not None:
+            row["accuracy"] = _accuracy(np.asarray(labels)[top], np.asarray(predictions)[top])
+        for name in [] if attributes is None else attributes.columns:
+            cells = attributes[name].to_numpy()[top]
+            row[name], row[f"{name}_purity"] = purity(cells)
+            row[f"{name}_entropy"] = entropy(cells)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("component")
+
+
+def _accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
+    known = labels != -1  # -1 marks an unknown label (workbench.fisher.inputs.split_labels)
+    return float(np.mean(labels[known] == predictions[known])) if known.any() else float("nan")
+
+
+def _check_rows(n_examples: int, **per_example) -> None:
+    """Every per-example argument must have one row per row of W, or rows would be misread."""
+    for name, value in per_example.items():
+        if value is not None and len(value) != n_examples:
+            raise ValueError(
+                f"{name} has {len(value)} rows but W has {n_examples} (one per example); "
+                "pass the examples the decomposition was fitted on, in the same order"
+            )
+
+
+def top_examples_table(
+    W: np.ndarray,
+    component: int,
+    examples: pd.DataFrame,
+    *,
+    labels: np.ndarray | None = None,
+    predictions: np.ndarray | None = None,
+    n_top: int = 20,
+) -> pd.DataFrame:
+    """The top examples of one component: their rows of ``examples`` plus label,
+    prediction and coefficient, largest coefficient first."""
+    _check_rows(np.shape(W)[0], examples=examples, labels=labels, predictions=predictions)
+    top = top_examples(W, component, n_top)
+    table = examples.iloc[top].copy()
+    table.insert(0, "example", top)
+    if labels is not None:
+        table["label"] = np.asarray(labels)[top]
+    if predictions is not None:
+        table["prediction"] = np.asarray(predictions)[top]
+    table["coefficient"] = W[top, component]
+    return table.reset_index(drop=True)

@@ -1,0 +1,206 @@
+"""The command line: ``python -m workbench COMMAND``.
+
+    python -m workbench demo --out runs/demo              the main job, end to end
+    python -m workbench run notebooks/quickstart.ipynb --out runs/x -p n_components 16
+                                                          a notebook headless (papermill), with its HTML
+
+These run on one process, or on several with torchrun (README, "Several GPUs or
+nodes"); every rank gets the same arguments:
+
+    torchrun --nproc_per_node N -m workbench pefs --out STORE          PEFs of the embedded task, batches shared out
+    torchrun --nproc_per_node N -m workbench fit STORE --out FILE      NPEFF with the parameters split across ranks
+    torchrun --nproc_per_node N -m workbench transform FILE STORE --out COEFFS
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from datetime import timedelta
+
+from ..core.kinds import KINDS
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .pipeline import run_embedded, summary_text
+
+    run = run_embedded(
+        args.out,
+        n_examples=args.n_examples,
+        n_components=args.n_components,
+        n_values=args.n_values,
+        n_iters_g_only=args.n_iters_g_only,
+        n_iters_joint=args.n_iters_joint,
+        seed=args.seed,
+        base=args.base,
+        device=args.device,
+    )
+    print(summary_text(run))
+    return 0
+
+
+def _pefs(args: argparse.Namespace) -> int:
+    from ..distributed import barrier, process_group, write_pefs_sharded
+    from ..models.embedded import ANALYSIS_SEED_OFFSET, default_model, load_default_model, make_examples, tokenize
+
+    with process_group(args.device, timedelta(minutes=args.timeout_minutes)) as ranks:
+        if args.model_path is None and ranks.is_main:  # trained (once, then cached) by rank 0 alone
+            default_model(base=args.base, seed=args.seed, progress=False)
+        barrier("waiting for rank 0 to train the embedded model")
+        path = args.model_path or default_model(base=args.base, seed=args.seed, progress=False)
+        model, tokenizer = load_default_model(path)
+        examples = make_examples(args.n_examples, seed=args.seed + ANALYSIS_SEED_OFFSET)
+        inputs = tokenize(tokenizer, list(examples["text"]))
+        started = time.perf_counter()
+        store = write_pefs_sharded(
+            args.out, model, inputs, examples["label"].to_numpy(), kind=args.kind, n_values=args.n_values,
+            batch_size=args.batch_size, device=ranks.device, overwrite=args.overwrite, progress=ranks.is_main,
+            provenance={"model_path": args.model_path, "base": args.base, "seed": args.seed},
+        )
+        if ranks.is_main:
+            print(f"{store!r}: {store.n_chunks} chunks written by {ranks.world_size} rank(s) in "
+                  f"{time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from ..distributed import fit_distributed, process_group
+    from ..npeff import estimator_for
+    from ..store.pef_store import PefStore
+
+    with process_group(args.device, timedelta(minutes=args.timeout_minutes)) as ranks:
+        store = PefStore(args.store)
+        common = dict(seed=args.seed, min_nonzero_per_col=args.min_nonzero_per_col, device=ranks.device,
+                      progress=ranks.is_main)
+        estimator = estimator_for(store.kind).for_iterations(args.n_components, args.n_iters_g_only, args.n_iters_joint,
+                                                             **common)
+        started = time.perf_counter()
+        fit_distributed(estimator, store)
+        seconds = time.perf_counter() - started
+        if ranks.is_main:
+            estimator.save(args.out)
+            print(f"{type(estimator).__name__} of {store.path} ({store.n_examples} examples, "
+                  f"{estimator.kept_columns_.size} kept parameters) on {ranks.world_size} rank(s), {ranks.device}: "
+                  f"fit in {seconds:.2f} s, final loss {estimator.loss_history_['joint'][-1, 1]:.6g}; saved {args.out}")
+    return 0
+
+
+def _transform(args: argparse.Namespace) -> int:
+    from ..distributed import process_group, transform_distributed
+    from ..npeff import estimator_for
+    from ..store.files import producer, write_arrays
+    from ..store.formats import COEFFICIENTS
+    from ..store.pef_store import PefStore
+
+    with process_group(args.device, timedelta(minutes=args.timeout_minutes)) as ranks:
+        store = PefStore(args.store)
+        estimator = estimator_for(store.kind).load(args.decomposition)
+        estimator.device, estimator.progress = ranks.device, False
+        W = transform_distributed(estimator, store)
+        if ranks.is_main:
+            header = {**COEFFICIENTS.header(), "producer": producer(),
+                      "decomposition": str(args.decomposition), "store": str(args.store)}
+            write_arrays(args.out, {"W": W}, header)
+            print(f"coefficients of {W.shape[0]} examples on {W.shape[1]} components: {args.out}")
+    return 0
+
+
+def _distributed_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present); "
+                         "under torchrun, rank r uses cuda:LOCAL_RANK with NCCL, the CPU with gloo")
+    command.add_argument("--timeout-minutes", type=float, default=30.0,
+                         help="how long a rank waits for the others before the job fails")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .notebook import notebook_parameters, parse_value, run_notebook
+    from .run_folder import COMPONENTS
+
+    declared = notebook_parameters(args.notebook)
+    parameters = {}
+    for name, text in args.parameters:
+        if name not in declared:
+            raise SystemExit(f"error: {args.notebook} has no parameter {name!r}; its parameters are {list(declared)}")
+        try:
+            parameters[name] = parse_value(declared[name], text)
+        except TypeError as error:
+            raise SystemExit(f"error: {error}") from None
+    result = run_notebook(args.notebook, args.out, parameters, kernel_name=args.kernel, progress=not args.quiet)
+    if (result.folder / COMPONENTS).exists():  # the notebook ran the main job: show what it found
+        from .pipeline import summary_text
+        from .run_folder import Run
+
+        print(summary_text(Run(result.folder)), end="\n\n")
+    print(f"executed notebook: {result.notebook}\nHTML rendering:    {result.html}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..distributed import DistributedError
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the embedded default never needs the Hub
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="python -m workbench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="NPEFF end to end on the embedded default task")
+    demo.add_argument("--out", default="runs/demo", help="run folder to write")
+    demo.add_argument("--n-examples", type=int, default=600)
+    demo.add_argument("--n-components", type=int, default=16)
+    demo.add_argument("--n-values", type=int, default=8192, help="PEF entries kept per example")
+    demo.add_argument("--n-iters-g-only", type=int, default=100)
+    demo.add_argument("--n-iters-joint", type=int, default=400)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--base", choices=["tiny", "minilm"], default="tiny", help="model to train on the task")
+    demo.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when present)")
+    demo.set_defaults(handler=_demo)
+
+    pefs = commands.add_parser("pefs", help="PEFs of the embedded task into a store (batches shared out among ranks)")
+    pefs.add_argument("--out", required=True, help="PEF store folder (one folder all ranks share)")
+    pefs.add_argument("--model-path", default=None, help="a trained model folder (default: the embedded model)")
+    pefs.add_argument("--base", choices=["tiny", "minilm"], default="tiny")
+    pefs.add_argument("--n-examples", type=int, default=600)
+    pefs.add_argument("--seed", type=int, default=0, help="of the model and the examples, as in demo")
+    pefs.add_argument("--kind", choices=list(KINDS), default="lrm")
+    pefs.add_argument("--n-values", type=int, default=8192, help="PEF entries kept per example")
+    pefs.add_argument("--batch-size", type=int, default=32, help="examples per batch (and per chunk file)")
+    pefs.add_argument("--overwrite", action="store_true", help="replace a store made with other arguments")
+    _distributed_options(pefs)
+    pefs.set_defaults(handler=_pefs)
+
+    fit = commands.add_parser("fit", help="LRM- or D-NPEFF of a PEF store (parameters split among ranks)")
+    fit.add_argument("store", help="PEF store folder")
+    fit.add_argument("--out", required=True, help="decomposition file to write (.safetensors), by rank 0")
+    fit.add_argument("--n-components", type=int, default=16)
+    fit.add_argument("--n-iters-g-only", type=int, default=100, help="D-NPEFF runs g-only + joint iterations")
+    fit.add_argument("--n-iters-joint", type=int, default=400)
+    fit.add_argument("--min-nonzero-per-col", type=int, default=1)
+    fit.add_argument("--seed", type=int, default=0)
+    _distributed_options(fit)
+    fit.set_defaults(handler=_fit)
+
+    transform = commands.add_parser("transform", help="coefficients of a store's examples on fitted components")
+    transform.add_argument("decomposition", help="decomposition file written by fit")
+    transform.add_argument("store", help="PEF store folder")
+    transform.add_argument("--out", required=True, help="coefficients file to write (.safetensors, array W)")
+    _distributed_options(transform)
+    transform.set_defaults(handler=_transform)
+
+    run = commands.add_parser("run", help="run a notebook headless (papermill) and render it to HTML")
+    run.add_argument("notebook", help="the notebook, e.g. notebooks/quickstart.ipynb")
+    run.add_argument("--out", required=True, help="folder for the executed notebook, its HTML and the run")
+    run.add_argument("-p", "--parameter", dest="parameters", nargs=2, action="append", default=[],
+                     metavar=("NAME", "VALUE"), help="set a notebook parameter (repeatable)")
+    run.add_argument("--kernel", default=None, help="Jupyter kernel (default: the notebook's)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(handler=_run)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except DistributedError as err:  # the other ranks' logs say which one failed first
+        logging.getLogger("workbench").error("%s", err)
+        return 1

@@ -1,0 +1,476 @@
+"""Exploring a finished run: the one object that panels, notebooks and HTML reports read from.
+
+``RunExplorer.open("runs/demo")`` opens a run folder and loads what it needs when first
+asked (examples, decomposition, the component table, the model and tokenizer), so opening
+a run with thousands of components is cheap. It answers three questions, each with a
+result object that renders itself in a notebook, with or without widgets:
+
+- which components are there: :meth:`RunExplorer.components` → :class:`ComponentPage`,
+  a filtered, sorted page of the component table (``workbench.analysis.component_table``);
+- what does a component fire on: :meth:`RunExplorer.top_examples` → :class:`TopExamplesPage`,
+  a page of its top examples with per-token scores (``workbench.analysis.highlights.token_scores``);
+- does its direction matter to the model: :meth:`RunExplorer.perturb` →
+  ``workbench.analysis.perturb.PerturbationResult``.
+
+The widgets in ``widgets/`` only render these objects; everything they show is computed here
+or deeper in the library.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import report
+from ..analysis.tables import component_table, top_examples
+from .run_folder import COMPONENTS, MODEL, Run
+
+#: Where :meth:`RunExplorer.export` writes by default, inside the run folder.
+EXPORTS = "exports"
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PAGE_SIZE = 25
+DEFAULT_EXAMPLES_PAGE_SIZE = 10
+#: Tokens scored per example, as in ``workbench.models.embedded.tokenize``.
+TOKEN_MAX_LENGTH = 64
+
+
+# ---------------------------------------------------------------------------------------
+# Result objects
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class ComponentFilter:
+    """Which components to list, and in which order. The defaults list all, largest mass first."""
+
+    min_purity: float = 0.0  # keep components whose ``purity`` column is at least this
+    purity: str = "label_purity"  # the purity column the threshold applies to
+    min_mass: float = 0.0  # size: share of the reconstruction's total mass
+    label: object = None  # majority label of the top examples (None: any)
+    search: str = ""  # case-insensitive text that one of the top examples must contain
+    sort_by: str = "mass"
+    descending: bool = True
+
+
+@dataclass
+class ComponentPage:
+    """One page of the (filtered, sorted) component table."""
+
+    rows: pd.DataFrame  # index: component
+    page: int
+    page_size: int
+    n_matching: int
+    n_components: int
+    filter: ComponentFilter = field(default_factory=ComponentFilter)
+
+    @property
+    def n_pages(self) -> int:
+        return max(1, -(-self.n_matching // self.page_size))
+
+    def caption(self) -> str:
+        first = self.page * self.page_size + 1 if self.n_matching else 0
+        last = min((self.page + 1) * self.page_size, self.n_matching)
+        return (f"components {first}-{last} of {self.n_matching} matching ({self.n_components} in all), "
+                f"page {self.page + 1} of {self.n_pages}, sorted by {self.filter.sort_by}")
+
+    def __repr__(self) -> str:
+        with pd.option_context("display.width", 120, "display.precision", 3):
+            return f"{self.caption()}\n{self.rows.to_string()}"
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        return {"text/plain": repr(self), "text/html": report.component_page_html(self)}
+
+
+@dataclass
+class HighlightedExample:
+    """One top example of a component, with its tokens scored when the run has a model."""
+
+    example: int  # row of the run's examples
+    rank: int  # 0: the largest coefficient
+    text: str
+    label: object
+    prediction: object
+    coefficient: float  # W[example, component]
+    tokens: list[str] | None = None
+    scores: np.ndarray | None = None  # (n_tokens,) shares of the example's Fisher mass along the component
+    head_share: float | None = None  # share through layers without a token axis (pooler, classifier)
+    special: list[bool] | None = None  # tokens the tokenizer added ([CLS], [SEP], ...)
+    spans: list[tuple[int, int]] | None = None  # each token's character span in ``text``
+
+
+@dataclass
+class TopExamplesPage:
+    """One page of a component's examples, largest coefficient first."""
+
+    component: int
+    examples: list[HighlightedExample]
+    page: int
+    page_size: int
+    n_ranked: int  # examples with a positive coefficient for the component
+    label_names: dict = field(default_factory=dict)
+    note: str = ""  # why tokens are not highlighted, when they are not
+
+    @property
+    def n_pages(self) -> int:
+        return max(1, -(-self.n_ranked // self.page_size))
+
+    def caption(self) -> str:
+        first = self.page * self.page_size + 1 if self.examples else 0
+        last = self.page * self.page_size + len(self.examples)
+        return (f"component {self.component}: examples {first}-{last} of {self.n_ranked} with a positive "
+                f"coefficient (page {self.page + 1} of {self.n_pages})")
+
+    def label_name(self, value) -> str:
+        name = self.label_names.get(str(value))
+        return f"{value} ({name})" if name is not None else str(value)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per example: rank, example, text, label, prediction, coefficient, head_share."""
+        return pd.DataFrame([
+            {"rank": e.rank, "example": e.example, "text": e.text, "label": e.label, "prediction": e.prediction,
+             "coefficient": e.coefficient, "head_share": e.head_share}
+            for e in self.examples
+        ])
+
+    def __repr__(self) -> str:
+        lines = [self.caption()]
+        for e in self.examples:
+            lines.append(f"  #{e.rank + 1} example {e.example} (label {self.label_name(e.label)}, prediction "
+                         f"{self.label_name(e.prediction)}, coefficient {e.coefficient:.4g}): {e.text}")
+            if e.scores is not None and not all(e.special):
+                scores = np.where(e.special, -np.inf, e.scores)
+                best = int(np.argmax(scores))
+                lines.append(f"      strongest token: {e.tokens[best]!r} ({e.scores[best]:.0%} of the mass, "
+                             f"{e.head_share:.0%} through the head)")
+        if self.note:
+            lines.append(self.note)
+        return "\n".join(lines)
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        return {"text/plain": repr(self), "text/html": report.examples_page_html(self)}
+
+
+# ---------------------------------------------------------------------------------------
+# The explorer
+# ---------------------------------------------------------------------------------------
+
+
+class RunExplorer:
+    """Read access to one run folder for browsing components, examples and perturbations.
+
+    model, tokenizer: use these instead of the run's ``model/`` folder (for runs whose model
+        lives elsewhere). Without a model, examples are shown without token scores and
+        perturbation checks explain why they cannot run.
+    n_top: size of the top set used for the search and the perturbation checks
+        (default: the run's ``n_top`` parameter, else 20).
+    """
+
+    def __init__(self, run: Run, *, model=None, tokenizer=None, n_top: int | None = None, device=None):
+        self.run = run
+        self.device = device
+        self.n_top = int(n_top if n_top is not None else run.params.get("n_top", 20))
+        self._model = model
+        self._tokenizer = tokenizer
+        self._ranking = lru_cache(maxsize=256)(self._compute_ranking)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, **kwargs) -> "RunExplorer":
+        return cls(Run.open(path), **kwargs)
+
+    def __repr__(self) -> str:
+        return f"RunExplorer({str(self.run.path)!r})"
+
+    # -- what the run holds, loaded on first use ------------------------------------------
+
+    @property
+    def record(self) -> dict:
+        return self.run.record
+
+    @cached_property
+    def examples(self) -> pd.DataFrame:
+        """One row per example: text, label, prediction and any attributes."""
+        examples = self.run.examples
+        if "text" not in examples:
+            raise ValueError(f"{self.run.path}: examples.parquet has no 'text' column; the browser needs the texts")
+        return examples
+
+    @cached_property
+    def decomposition(self):
+        return self.run.decomposition()
+
+    @property
+    def W(self) -> np.ndarray:
+        """(n_examples, n_components): the coefficients."""
+        return self.decomposition.W_
+
+    @property
+    def n_components(self) -> int:
+        return self.W.shape[1]
+
+    @cached_property
+    def labels(self) -> np.ndarray | None:
+        return self.examples["label"].to_numpy() if "label" in self.examples else None
+
+    @cached_property
+    def predictions(self) -> np.ndarray | None:
+        return self.examples["prediction"].to_numpy() if "prediction" in self.examples else None
+
+    @cached_property
+    def table(self) -> pd.DataFrame:
+        """The component table: the run's ``components.csv`` if it has one, else computed now."""
+        path = self.run.path / COMPONENTS
+        if path.exists():
+            table = self.run.components()
+            if len(table) == self.n_components:
+                return table
+            logger.warning("%s has %d rows for %d components; recomputing it", path, len(table), self.n_components)
+        return component_table(
+            self.W, self.decomposition.components_, labels=self.labels, predictions=self.predictions,
+            n_top=self.n_top, kind=self.run.params.get("kind", "lrm"),
+        )
+
+    @cached_property
+    def label_names(self) -> dict:
+        """{str(label id): name} from the model's config, when the run has one."""
+        config = self.run.path / MODEL / "config.json"
+        if self._model is not None:
+            return {str(k): v for k, v in getattr(self._model.config, "id2label", {}).items()}
+        if config.exists():
+            return {str(k): v for k, v in json.loads(config.read_text()).get("id2label", {}).items()}
+        return {}
+
+    @property
+    def has_model(self) -> bool:
+        return self._model is not None or (self.run.path / MODEL / "config.json").exists()
+
+    def model_and_tokenizer(self):
+        """(model, tokenizer), loaded from the run's ``model/`` folder on first use."""
+        if self._model is None:
+            if not self.has_model:
+                raise FileNotFoundError(
+                    f"{self.run.path} has no model/ folder, so tokens cannot be scored and directions cannot be "
+                    "perturbed; open the run with RunExplorer.open(path, model=..., tokenizer=...)"
+                )
+            from ..models.embedded import load_default_model
+
+            self._model, self._tokenizer = load_default_model(self.run.path / MODEL)
+        if self._tokenizer is None:
+            raise ValueError("a model was given without its tokenizer; pass tokenizer= as well")
+        return self._model, self._tokenizer
+
+    # -- components --------------------------------------------------------------------
+
+    def filter_components(self, filter: ComponentFilter | None = None, **changes) -> pd.DataFrame:
+        """The rows of the component table that pass ``filter``, sorted (all of them, not a page)."""
+        filter = dataclasses.replace(filter or ComponentFilter(), **changes)
+        table = self.table
+        keep = np.ones(len(table), dtype=bool)
+        if filter.min_purity > 0:
+            if filter.purity not in table:
+                raise ValueError(f"no purity column {filter.purity!r}; the table has {self.purity_columns()}")
+            keep &= table[filter.purity].fillna(0).to_numpy() >= filter.min_purity
+        if filter.min_mass > 0:
+            keep &= table["mass"].to_numpy() >= filter.min_mass
+        if filter.label is not None:
+            keep &= (table["label"].astype(str) == str(filter.label)).to_numpy()
+        if filter.search.strip():
+            keep &= self._search_text.str.contains(filter.search.strip().lower(), regex=False).to_numpy()
+        if filter.sort_by not in table.columns and filter.sort_by != "component":
+            raise ValueError(f"cannot sort by {filter.sort_by!r}; choose one of {['component', *table.columns]}")
+        rows = table[keep]
+        # Stable sorts of a table in component order: ties stay in component order both ways.
+        if filter.sort_by == "component":
+            return rows.sort_index(ascending=not filter.descending, kind="stable")
+        return rows.sort_values(filter.sort_by, ascending=not filter.descending, kind="stable", na_position="last")
+
+    def components(self, filter: ComponentFilter | None = None, *, page: int = 0,
+                   page_size: int = DEFAULT_PAGE_SIZE, **changes) -> ComponentPage:
+        """A page of the component table; ``changes`` set :class:`ComponentFilter` fields."""
+        filter = dataclasses.replace(filter or ComponentFilter(), **changes)
+        if page_size < 1:
+            raise ValueError(f"page_size must be at least 1, got {page_size}")
+        matching = self.filter_components(filter)
+        n_pages = max(1, -(-len(matching) // page_size))
+        page = min(max(int(page), 0), n_pages - 1)
+        rows = matching.iloc[page * page_size:(page + 1) * page_size]
+        return ComponentPage(rows, page, page_size, len(matching), self.n_components, filter)
+
+    def purity_columns(self) -> list[str]:
+        return [c for c in self.table.columns if c.endswith("_purity")]
+
+    def component(self, component: int) -> pd.Series:
+        """The table row of one component."""
+        self._check_component(component)
+        return self.table.loc[component]
+
+    def _check_component(self, component) -> None:
+        if not isinstance(component, (int, np.integer)) or not 0 <= component < self.n_components:
+            raise IndexError(f"component must be an integer from 0 to {self.n_components - 1}, got {component!r}")
+
+    @cached_property
+    def top_sets(self) -> np.ndarray:
+        """(n_components, n_top) indices of each component's top examples, largest first; -1 pads
+        components with fewer examples of positive coefficient. Vectorised
+        ``analysis.top_examples`` over all components (one partial sort of W)."""
+        W = self.W
+        k = min(self.n_top, W.shape[0])
+        part = np.argpartition(-W, k - 1, axis=0)[:k]  # (k, r), unordered
+        values = np.take_along_axis(W, part, axis=0)
+        order = np.lexsort((part, -values), axis=0)  # by coefficient, ties by example index
+        top = np.take_along_axis(part, order, axis=0)
+        top[np.take_along_axis(values, order, axis=0) <= 0] = -1
+        return top.T
+
+    @cached_property
+    def _search_text(self) -> pd.Series:
+        """Per component, the lower-cased texts of its top examples, for the text search."""
+        texts = self.examples["text"].str.lower().to_numpy()
+        joined = ["\n".join(texts[row[row >= 0]]) for row in self.top_sets]
+        return pd.Series(joined, index=self.table.index)
+
+    # -- examples ----------------------------------------------------------------------
+
+    def _compute_ranking(self, component: int) -> np.ndarray:
+        return top_examples(self.W, component, n_top=self.W.shape[0])
+
+    def ranking(self, component: int) -> np.ndarray:
+        """All examples with a positive coefficient for ``component``, largest first."""
+        self._check_component(component)
+        return self._ranking(int(component))
+
+    def top_examples(self, component: int, *, page: int = 0, page_size: int = DEFAULT_EXAMPLES_PAGE_SIZE,
+                     highlight: bool = True) -> TopExamplesPage:
+        """A page of ``component``'s examples with their token scores (when ``highlight`` and the run has a model)."""
+        ranking = self.ranking(component)
+        n_pages = max(1, -(-len(ranking) // page_size))
+        page = min(max(int(page), 0), n_pages - 1)
+        rows = ranking[page * page_size:(page + 1) * page_size]
+        texts = self.examples["text"].to_numpy()
+        examples = [
+            HighlightedExample(
+                example=int(i), rank=page * page_size + r, text=str(texts[i]),
+                label=None if self.labels is None else _plain(self.labels[i]),
+                prediction=None if self.predictions is None else _plain(self.predictions[i]),
+                coefficient=float(self.W[i, component]),
+            )
+            for r, i in enumerate(rows)
+        ]
+        note = ""
+        if highlight and examples:
+            if self.has_model:
+                self._score_tokens(component, examples)
+            else:
+                note = "Tokens are not highlighted: this run folder has no model/ to score them with."
+        return TopExamplesPage(int(component), examples, page, page_size, len(ranking), self.label_names, note)
+
+    def _score_tokens(self, component: int, examples: list[HighlightedExample]) -> None:
+        from ..analysis.highlights import token_scores  # on use, as the other imports of torch below
+
+        model, tokenizer = self.model_and_tokenizer()
+        texts = [e.text for e in examples]
+        # Character offsets (fast tokenizers only) let the page show the original text, shaded.
+        fast = getattr(tokenizer, "is_fast", False)
+        encoded = dict(tokenizer(texts, padding="longest", truncation=True, max_length=TOKEN_MAX_LENGTH,
+                                 return_tensors="pt", return_offsets_mapping=fast))
+        offsets = encoded.pop("offset_mapping", None)
+        scores = token_scores(model, self.decomposition, component, encoded, device=self.device)
+        specials = set(tokenizer.all_special_tokens)
+        for k, (e, s) in enumerate(zip(examples, scores)):
+            n = len(s.scores)
+            e.tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][k, :n].tolist())
+            e.scores, e.head_share = s.scores, s.head_share
+            e.special = [t in specials for t in e.tokens]
+            e.spans = None if offsets is None else [tuple(map(int, o)) for o in offsets[k, :n].tolist()]
+
+    # -- perturbations -----------------------------------------------------------------
+
+    def _top_set(self, component: int) -> np.ndarray:
+        self._check_component(component)
+        return self.ranking(component)[: self.n_top]
+
+    def perturb(self, component: int, *, epsilon: float = 0.1, max_sim: float | None = None,
+                n_baseline: int = 100, seed: int = 0, batch_size: int = 64):
+        """``workbench.analysis.perturb.perturbation_check`` of ``component`` on its top set vs a random baseline."""
+        from ..analysis.perturb import perturbation_check
+
+        args = self._perturbation_inputs(component, n_baseline, seed)
+        return perturbation_check(*args, epsilon=epsilon, max_sim=max_sim, batch_size=batch_size, device=self.device)
+
+    def sweep(self, component: int, epsilons: Sequence[float] = (0.1, 0.3, 1.0, 3.0, 10.0), *,
+              max_sim: float | None = None, n_baseline: int = 100, seed: int = 0,
+              on_result: Callable | None = None) -> pd.DataFrame:
+        """The frame of ``workbench.analysis.perturb.epsilon_sweep`` (one row per ε, set and sign), computed
+        one ε at a time so that ``on_result(result, done, total)`` can follow progress."""
+        frames = []
+        for done, epsilon in enumerate(epsilons, start=1):
+            result = self.perturb(component, epsilon=epsilon, max_sim=max_sim, n_baseline=n_baseline, seed=seed)
+            frames.append(result.to_frame().assign(kl_ratio=result.kl_ratio))
+            if on_result is not None:
+                on_result(result, done, len(epsilons))
+        return pd.concat(frames, ignore_index=True)
+
+    def _perturbation_inputs(self, component: int, n_baseline: int, seed: int) -> tuple:
+        """(model, decomposition, component, inputs, labels, top, baseline) over only the examples
+        the check reads, so a run with 50,000 examples tokenizes a few hundred."""
+        from ..analysis.perturb import baseline_examples
+        from ..models.embedded import tokenize
+
+        if self.labels is None:
+            raise ValueError(f"{self.run.path}: the examples have no 'label' column, which the check needs")
+        top = self._top_set(component)
+        if len(top) == 0:
+            raise ValueError(f"component {component} has no examples with a positive coefficient to perturb on")
+        model, tokenizer = self.model_and_tokenizer()
+        baseline = baseline_examples(len(self.examples), top, n_baseline, seed)
+        rows = np.concatenate([top, baseline])
+        inputs = tokenize(tokenizer, list(self.examples["text"].to_numpy()[rows]))
+        positions = np.arange(len(rows))
+        return (model, self.decomposition, int(component), inputs, self.labels[rows],
+                positions[: len(top)], positions[len(top):])
+
+
+    # -- exports -----------------------------------------------------------------------
+
+    def export(self, folder: str | os.PathLike | None = None, *, format: str = "parquet",
+               perturbations: Sequence = ()) -> dict[str, "os.PathLike"]:
+        """Write the run's results as tidy files with ``workbench.analysis.export``; returns {what: path}.
+
+        Into ``folder`` (default: the run's ``exports/``): the component table, the per-example
+        coefficients (long format, zeros left out), the perturbation results given (results of
+        :meth:`perturb` or frames of :meth:`sweep`), all as ``format`` ("parquet" or "csv"), and
+        the components as safetensors keyed by parameter name.
+        """
+        from ..analysis import export
+
+        if format not in ("parquet", "csv"):
+            raise ValueError(f"format must be 'parquet' or 'csv', got {format!r}")
+        folder = Path(folder) if folder is not None else self.run.path / EXPORTS
+        folder.mkdir(parents=True, exist_ok=True)
+        written = {
+            "components": export.export_components(self.table, folder / f"components.{format}"),
+            "coefficients": export.export_coefficients(self.W, folder / f"coefficients.{format}", drop_zeros=True),
+            "component vectors": export.export_components_safetensors(self.decomposition,
+                                                                      folder / "components.safetensors"),
+        }
+        frames = [p if isinstance(p, pd.DataFrame) else export.perturbation_frame(p) for p in perturbations]
+        if frames:
+            written["perturbations"] = export.export_perturbations(pd.concat(frames, ignore_index=True),
+                                                                   folder / f"perturbations.{format}")
+        logger.info("exported %s to %s", ", ".join(written), folder)
+        return written
+
+
+def _plain(value):
+    """A numpy scalar as the Python value it holds (for display and JSON)."""
+    return value.item() if isinstance(value, np.generic) else value

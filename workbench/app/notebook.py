@@ -1,0 +1,310 @@
+"""Running a notebook headless: papermill executes it, nbconvert renders it, the run folder records it.
+
+``run_notebook("notebooks/quickstart.ipynb", "runs/x", {"n_components": 16})`` (or
+``python -m workbench run notebooks/quickstart.ipynb --out runs/x -p n_components 16``):
+
+1. reads the notebook's cell tagged ``parameters``, whose annotated assignments
+   (``n_components: int = 16  # help``) declare each parameter's type and default, and
+   checks the given values against them before anything is written;
+2. executes the notebook with papermill, the output folder injected as ``output_folder``;
+3. writes the executed notebook, its widget views replaced by the panels' static snapshots
+   (no kernel is left for them), and an HTML rendering (nbconvert) into the folder. The HTML
+   loads nothing from the network: plotly.js is inlined once when the page has charts,
+   the CDN scripts of nbconvert's template (RequireJS, MathJax) are left out, and the
+   run's record is shown at the top;
+4. records the notebook, its parameters (which were injected) and timings in ``run.json``.
+
+Inside a notebook, :func:`check_parameters` checks the same declarations at run time, for
+values injected by papermill directly.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import os
+import re
+import time
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import report
+from .run_folder import RUN_RECORD, RunRecorder, read_run_record, update_run_record
+
+logger = logging.getLogger(__name__)
+
+PARAMETERS_TAG = "parameters"
+OUTPUT_PARAMETER = "output_folder"
+_TYPE_NAMES = {"int": int, "float": float, "str": str, "bool": bool, "None": type(None)}
+
+
+class NotebookError(RuntimeError):
+    """A notebook run that failed; the message says where and which files show it."""
+
+
+@dataclass(frozen=True)
+class NotebookParameter:
+    """One parameter declared in a notebook's ``parameters`` cell."""
+
+    name: str
+    types: tuple[type, ...]
+    default: object
+    help: str = ""
+
+    def describe(self) -> str:
+        return " or ".join("None" if t is type(None) else t.__name__ for t in self.types)
+
+
+@dataclass(frozen=True)
+class NotebookRun:
+    """What :func:`run_notebook` wrote."""
+
+    folder: Path
+    notebook: Path  # the executed notebook
+    html: Path
+    parameters: dict
+
+
+# ---------------------------------------------------------------------------------------
+# Parameters
+# ---------------------------------------------------------------------------------------
+
+
+def _annotation_types(node: ast.expr, where: str) -> tuple[type, ...]:
+    """``int``, ``str | None`` ... as a tuple of types; anything else is refused."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return _annotation_types(node.left, where) + _annotation_types(node.right, where)
+    if isinstance(node, ast.Constant) and node.value is None:
+        return (type(None),)
+    if isinstance(node, ast.Name) and node.id in _TYPE_NAMES:
+        return (_TYPE_NAMES[node.id],)
+    raise ValueError(f"{where}: annotate parameters with {' | '.join(_TYPE_NAMES)} (or unions of them), "
+                     f"not {ast.unparse(node)!r}")
+
+
+def _parameters_cell(notebook) -> str:
+    for cell in notebook.cells:
+        if cell.cell_type == "code" and PARAMETERS_TAG in cell.metadata.get("tags", []):
+            return cell.source
+    raise ValueError("the notebook has no code cell tagged 'parameters'; tag the cell holding its settings "
+                     "(JupyterLab: property inspector > Cell Tags) so papermill can set them")
+
+
+def notebook_parameters(path: str | os.PathLike) -> dict[str, NotebookParameter]:
+    """The parameters declared in ``path``'s ``parameters`` cell, in order.
+
+    Every assignment there must be annotated (``name: int = 1  # what it is``), so that
+    values can be checked before the notebook runs.
+    """
+    import nbformat
+
+    source = _parameters_cell(nbformat.read(path, as_version=4))
+    lines = source.splitlines()
+    parameters = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign):
+            names = ", ".join(ast.unparse(t) for t in node.targets)
+            raise ValueError(f"{path}: parameter {names} has no type annotation; write e.g. `{names}: int = ...`")
+        if not isinstance(node, ast.AnnAssign) or not isinstance(node.target, ast.Name) or node.value is None:
+            continue
+        name = node.target.id
+        line = lines[node.lineno - 1]
+        help_text = line.split("#", 1)[1].strip() if "#" in line[node.value.end_col_offset:] else ""
+        parameter = NotebookParameter(name, _annotation_types(node.annotation, f"{path}: {name}"),
+                                      ast.literal_eval(node.value), help_text)
+        check_value(parameter, parameter.default)
+        parameters[name] = parameter
+    return parameters
+
+
+def check_value(parameter: NotebookParameter, value) -> None:
+    """Raise TypeError when ``value`` is not of the parameter's declared type (ints pass as floats)."""
+    allowed = parameter.types + ((int,) if float in parameter.types else ())
+    if isinstance(value, bool) and bool not in parameter.types or not isinstance(value, allowed):
+        raise TypeError(f"notebook parameter {parameter.name!r} must be {parameter.describe()}, "
+                        f"got {value!r} ({type(value).__name__})"
+                        + (f"; it is: {parameter.help}" if parameter.help else ""))
+
+
+def check_parameters(namespace: dict) -> None:
+    """In a notebook, right after the parameters cell: ``check_parameters(globals())``.
+
+    Checks each annotated variable of the namespace against its annotation, so a value that
+    papermill injected with the wrong type stops the notebook here, naming the parameter.
+    """
+    for name, annotation in namespace.get("__annotations__", {}).items():
+        if name not in namespace:
+            continue
+        arguments = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+        kinds = tuple(type(None) if a is None else a for a in arguments)
+        if all(isinstance(k, type) for k in kinds):
+            check_value(NotebookParameter(name, kinds, None), namespace[name])
+
+
+def parse_value(parameter: NotebookParameter, text: str):
+    """A command-line string as a value of the parameter's type: ``16``, ``0.5``, ``none``, ``true``."""
+    if type(None) in parameter.types and text.strip().lower() in ("none", "null"):
+        return None
+    for kind in parameter.types:
+        if kind is bool and text.strip().lower() in ("true", "false", "yes", "no", "1", "0"):
+            return text.strip().lower() in ("true", "yes", "1")
+        if kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                continue
+        if kind is str:
+            return text
+    raise TypeError(f"notebook parameter {parameter.name!r} must be {parameter.describe()}, got {text!r}"
+                    + (f"; it is: {parameter.help}" if parameter.help else ""))
+
+
+def resolve_parameters(path: str | os.PathLike, given: dict) -> tuple[dict, dict[str, NotebookParameter]]:
+    """The given values checked against the notebook's declarations: (values, declarations)."""
+    declared = notebook_parameters(path)
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise ValueError(f"{Path(path).name} has no parameter(s) {unknown}; its parameters are {list(declared)}")
+    for name, value in given.items():
+        check_value(declared[name], value)
+    return dict(given), declared
+
+
+# ---------------------------------------------------------------------------------------
+# Running and rendering
+# ---------------------------------------------------------------------------------------
+
+
+def run_notebook(notebook: str | os.PathLike, out: str | os.PathLike, parameters: dict | None = None, *,
+                 kernel_name: str | None = None, progress: bool = True, timeout: int | None = None) -> NotebookRun:
+    """Execute ``notebook`` with ``parameters`` into the folder ``out`` and render it to HTML.
+
+    Raises before writing anything when a parameter is unknown or of the wrong type, and
+    :class:`NotebookError` (after writing the executed notebook and its HTML, which show the
+    failing cell) when the notebook fails.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    notebook, out = Path(notebook), Path(out)
+    if not notebook.is_file() or notebook.suffix != ".ipynb":
+        raise FileNotFoundError(f"{notebook} is not a notebook file (.ipynb)")
+    values, declared = resolve_parameters(notebook, dict(parameters or {}))
+    if OUTPUT_PARAMETER in declared:
+        values.setdefault(OUTPUT_PARAMETER, str(out))
+    injected = sorted(values)
+    out.mkdir(parents=True, exist_ok=True)
+    executed = out / notebook.name
+    html = executed.with_suffix(".html")
+
+    started = time.perf_counter()
+    failure = None
+    papermill_log = logging.getLogger("papermill")
+    papermill_log.addFilter(_known_parameters)
+    try:
+        papermill.execute_notebook(
+            str(notebook), str(executed), parameters=values, kernel_name=kernel_name, progress_bar=progress,
+            cwd=os.getcwd(), execution_timeout=timeout,
+        )
+    except PapermillExecutionError as error:
+        failure = error
+    finally:
+        papermill_log.removeFilter(_known_parameters)
+    seconds = round(time.perf_counter() - started, 3)
+    keep_static_views(executed)
+
+    everything = {name: p.default for name, p in declared.items()} | values
+    entry = {"source": str(notebook), "parameters": everything, "injected": injected,
+             "status": "failed" if failure else "complete", "executed": executed.name, "html": html.name,
+             "seconds": seconds, "papermill": papermill.__version__}
+    record = _record_notebook(out, notebook.stem, entry, everything, failed=failure is not None)
+    started = time.perf_counter()
+    export_notebook_html(executed, html, record)
+    record["notebooks"][notebook.stem]["html_seconds"] = round(time.perf_counter() - started, 3)
+    update_run_record(out, notebooks=record["notebooks"])
+    if failure is not None:
+        raise NotebookError(f"{notebook.name} failed in cell {failure.exec_count}: {failure.ename}: {failure.evalue}; "
+                            f"{executed} and {html} show the cell and its error") from failure
+    logger.info("ran %s in %.1f s: %s, %s", notebook.name, seconds, executed, html)
+    return NotebookRun(out, executed, html, everything)
+
+
+def _known_parameters(record: logging.LogRecord) -> bool:
+    """Papermill's own parser skips annotations such as ``str | None`` and then calls those
+    parameters unknown; they were checked against the declarations above, so the warning is wrong."""
+    return not record.getMessage().startswith("Passed unknown parameter")
+
+
+def _record_notebook(out: Path, name: str, entry: dict, parameters: dict, failed: bool) -> dict:
+    """Add the notebook run to the folder's run.json, creating one when the notebook wrote none
+    (a notebook that only reads another run, or one that failed before writing its run)."""
+    if not (out / RUN_RECORD).exists():
+        recorder = RunRecorder(out, parameters)
+        recorder.finish()
+        if failed:
+            update_run_record(out, status="failed")
+    record = read_run_record(out)
+    notebooks = dict(record.get("notebooks", {}))
+    notebooks[name] = entry
+    return update_run_record(out, notebooks=notebooks)
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def keep_static_views(path: str | os.PathLike) -> None:
+    """Drop the widget views and widget state from an executed notebook, keeping each output's
+    static parts.
+
+    After a headless run no kernel is left for a widget view to talk to: JupyterLab would show
+    "model not found" in its place, and the saved state (plotly's widget code included) adds
+    megabytes. The panels' ``text/html`` snapshots stay, and show everywhere; widgets without
+    one (progress bars) go, since their text would be their first state, "0%".
+    """
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    notebook.metadata.pop("widgets", None)
+    for cell in notebook.cells:
+        kept = []
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if WIDGET_VIEW in data:
+                if "text/html" not in data:
+                    continue  # a widget with no snapshot (a progress bar): its text is its first state
+                del data[WIDGET_VIEW]
+            kept.append(output)
+        if cell.cell_type == "code":
+            cell.outputs = kept
+    nbformat.write(notebook, path)
+
+
+_EXTERNAL_SCRIPT = re.compile(r'<script[^>]*\ssrc="https?://[^"]*"[^>]*>\s*</script>')
+_BODY_OPEN = re.compile(r"<body[^>]*>")
+
+
+def export_notebook_html(executed: str | os.PathLike, html_path: str | os.PathLike, record: dict | None = None) -> Path:
+    """Render an executed notebook to one self-contained HTML file (see the module notes).
+
+    The notebook holds no widget state, so nbconvert shows each panel's static ``text/html``
+    snapshot in place of the live widget.
+    """
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="lab")
+    body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
+    # Nothing in the page needs RequireJS or MathJax, and a <script src> to a CDN that cannot
+    # be reached blocks the page on machines without network.
+    body = _EXTERNAL_SCRIPT.sub("", body)
+    if "npeff-plot" in body:
+        body = body.replace("</head>", report.plotlyjs_script() + "</head>", 1)
+    if record is not None:
+        top = _BODY_OPEN.search(body)
+        if top is not None:
+            section = f'<div style="padding: 8px 24px">{report.run_section_html(record)}</div>'
+            body = body[: top.end()] + section + body[top.end():]
+    Path(html_path).write_text(body, encoding="utf-8")
+    return Path(html_path)

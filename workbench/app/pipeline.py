@@ -1,0 +1,211 @@
+"""The main job: embedded default → PEFs → NPEFF → component summary, in one run folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..analysis.tables import chance_purity, component_table
+from ..core.device import resolve_device
+from ..core.kinds import KINDS
+from ..npeff import estimator_for
+from ..runner import write_pefs
+from ..store.files import StoreError, read_json
+from .run_folder import COMPONENTS, DECOMPOSITION, EXAMPLES, MODEL, PEFS, Run, RunRecorder
+
+logger = logging.getLogger(__name__)
+
+def run_embedded(
+    out: str | os.PathLike = "runs/demo",
+    *,
+    n_examples: int = 600,
+    n_components: int = 16,
+    kind: str = "lrm",
+    n_values: int = 8192,
+    n_iters_g_only: int = 100,
+    n_iters_joint: int = 400,
+    n_top: int = 20,
+    seed: int = 0,
+    base: str = "tiny",
+    model_path: str | os.PathLike | None = None,
+    batch_size: int | None = 32,
+    device: str | None = None,
+    progress: bool = True,
+) -> Run:
+    """Run NPEFF end to end on the embedded task and write everything to ``out``.
+
+    ``model_path`` uses an already trained model folder; otherwise the embedded model
+    (``base="tiny"``, or ``"minilm"`` to fine-tune the packaged MiniLM) is trained once
+    and cached. Returns the opened :class:`~workbench.app.run_folder.Run`.
+    """
+    params = {k: v for k, v in locals().items() if k not in ("out", "progress")}  # the arguments, as run.json records them
+    from ..models.embedded import ANALYSIS_SEED_OFFSET, default_model, load_default_model, make_examples, tokenize
+
+    check_arguments(
+        out=out, n_examples=n_examples, n_components=n_components, kind=kind, n_values=n_values,
+        n_iters_g_only=n_iters_g_only, n_iters_joint=n_iters_joint, n_top=n_top, seed=seed, base=base,
+        model_path=model_path, batch_size=batch_size, device=device, progress=progress,
+    )
+    out = Path(out)
+    params["model_path"] = None if model_path is None else str(model_path)
+    params["out"] = str(out)
+    resolved = resolve_device(device)
+    recorder = RunRecorder(out, params, device=resolved, seeds={"model": seed, "examples": seed + ANALYSIS_SEED_OFFSET, "fit": seed})
+
+    with recorder.stage("model"):
+        source = Path(model_path) if model_path is not None else default_model(base=base, seed=seed, progress=progress)
+        if (out / MODEL).exists():
+            shutil.rmtree(out / MODEL)
+        shutil.copytree(source, out / MODEL)
+        model, tokenizer = load_default_model(out / MODEL)
+        training = source / "training.json"
+        if training.exists():
+            recorder.figure("model_heldout_accuracy", read_json(training).get("accuracy"))
+
+    with recorder.stage("examples"):
+        examples = make_examples(n_examples, seed=seed + ANALYSIS_SEED_OFFSET)
+        inputs = tokenize(tokenizer, list(examples["text"]))
+
+    with recorder.stage("pefs"):
+        store = _write_or_resume_pefs(
+            out / PEFS, model, inputs, examples["label"].to_numpy(),
+            kind=kind, n_values=n_values, batch_size=batch_size, device=resolved, progress=progress,
+            provenance={"model_path": str(source), "base": base, "seed": seed, "examples_seed": seed + ANALYSIS_SEED_OFFSET},
+        )
+        pefs = store.load()
+        examples["prediction"] = pefs.predictions
+        examples.to_parquet(out / EXAMPLES)
+        accuracy = float(np.mean(pefs.predictions == pefs.labels))
+        recorder.figure("analysis_accuracy", accuracy)
+
+    with recorder.stage("fit"):
+        estimator = estimator_for(kind).for_iterations(n_components, n_iters_g_only, n_iters_joint, seed=seed,
+                                                        device=resolved, progress=progress)
+        estimator.fit(pefs)
+        estimator.save(out / DECOMPOSITION)
+        recorder.figure("final_loss", float(estimator.loss_history_["joint"][-1, 1]))
+
+    with recorder.stage("analysis"):
+        table = strategy_table(estimator, pefs, examples, n_top)
+        table.to_csv(out / COMPONENTS)
+        for name, value in strategy_figures(table, examples, n_top).items():
+            recorder.figure(name, value)
+
+    recorder.finish()
+    return Run(out)
+
+
+def _write_or_resume_pefs(path: Path, *args, **kwargs):
+    """The same run again resumes its PEF store (a killed run loses nothing); a store made
+    with other arguments is replaced, since the run folder belongs to this run."""
+    try:
+        return write_pefs(path, *args, **kwargs)
+    except StoreError as err:
+        if "made with other arguments" not in str(err):
+            raise
+        logger.info("replacing the PEF store of an earlier run with other arguments: %s", err)
+        return write_pefs(path, *args, overwrite=True, **kwargs)
+
+
+def _integer(name: str, value, minimum: int, none_ok: bool = False) -> None:
+    if value is None and none_ok:
+        return
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        example = {"batch_size": "32 (or None to choose from the memory available)", "n_values": "8192"}.get(name, "600")
+        raise TypeError(
+            f"run_embedded: {name} must be an integer{' or None' if none_ok else ''}, got {value!r} "
+            f"({type(value).__name__}); in a notebook's parameters cell write e.g. {name} = {example}, "
+            f"without quotes (papermill: -p {name} {example.split()[0]})"
+        )
+    if value < minimum:
+        raise ValueError(f"run_embedded: {name} must be at least {minimum}, got {value}")
+
+
+def check_arguments(*, out, n_examples, n_components, kind, n_values, n_iters_g_only, n_iters_joint, n_top, seed,
+                    base, model_path, batch_size, device, progress) -> None:
+    """Every argument of :func:`run_embedded` checked before anything is written: a wrong type
+    (e.g. a notebook parameter given as the string "600") is a TypeError naming the parameter
+    and the fix; a wrong value a ValueError."""
+    from ..models.embedded import RECIPES
+
+    if not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"run_embedded: out must be a folder path (str or pathlib.Path), got {out!r}")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"run_embedded: out={str(out)!r} is a file; give a folder for the run")
+    for name, value, minimum in (("n_examples", n_examples, 1), ("n_components", n_components, 1),
+                                 ("n_iters_g_only", n_iters_g_only, 0), ("n_iters_joint", n_iters_joint, 0),
+                                 ("n_top", n_top, 1), ("seed", seed, 0)):
+        _integer(name, value, minimum)
+    _integer("n_values", n_values, 1, none_ok=True)
+    _integer("batch_size", batch_size, 1, none_ok=True)
+    for name, value, allowed in (("kind", kind, tuple(KINDS)), ("base", base, tuple(RECIPES))):
+        if not isinstance(value, str):
+            raise TypeError(f"run_embedded: {name} must be one of {allowed} (a string), got {value!r}")
+        if value not in allowed:
+            raise ValueError(f"run_embedded: {name}={value!r} is not one of {allowed}")
+    if not isinstance(progress, bool):
+        raise TypeError(f"run_embedded: progress must be True or False, got {progress!r}")
+    if n_components > n_examples:
+        raise ValueError(
+            f"run_embedded: n_components={n_components} is larger than n_examples={n_examples}; "
+            "use at most as many components as examples"
+        )
+    if model_path is not None:
+        if not isinstance(model_path, (str, os.PathLike)):
+            raise TypeError(f"run_embedded: model_path must be a folder path or None, got {model_path!r}")
+        if not (Path(model_path) / "config.json").is_file():
+            raise ValueError(
+                f"run_embedded: model_path={str(model_path)!r} is not a saved model folder (no config.json there); "
+                "pass a folder written by model.save_pretrained(...), or model_path=None to train the embedded model"
+            )
+    if device is not None and not isinstance(device, str):
+        raise TypeError(f"run_embedded: device must be a string such as 'cpu' or 'cuda', or None; got {device!r}")
+    resolve_device(device)
+
+
+def strategy_table(estimator, pefs, examples: pd.DataFrame, n_top: int) -> pd.DataFrame:
+    attributes = pd.DataFrame({"strategy": examples["strategies"].map(tuple)})
+    return component_table(
+        estimator.W_, estimator.components_, labels=pefs.labels, predictions=pefs.predictions,
+        attributes=attributes, n_top=n_top, kind=estimator.kind,
+    )
+
+
+def strategy_figures(table: pd.DataFrame, examples: pd.DataFrame, n_top: int) -> dict:
+    """How well components line up with the known strategies."""
+    from ..models.embedded import STRATEGIES
+
+    majority = set(table["strategy"].dropna())
+    return {
+        "mean_strategy_purity": float(table["strategy_purity"].mean()),
+        "chance_strategy_purity": chance_purity(examples["strategies"].map(tuple).tolist(), n_top),
+        "strategies_covered": sorted(s for s in STRATEGIES if s in majority),
+        "n_strategies": len(STRATEGIES),
+    }
+
+
+def summary_text(run: Run) -> str:
+    """The component summary printed at the end of the main job."""
+    table = run.components()
+    figures = run.record["figures"]
+    columns = [c for c in ("n_top", "mass", "strategy", "strategy_purity", "label", "label_purity", "accuracy") if c in table]
+    with pd.option_context("display.width", 120, "display.precision", 3, "display.max_rows", 200):
+        lines = [
+            f"Run folder: {run.path}",
+            f"Model held-out accuracy: {figures.get('model_heldout_accuracy')}, "
+            f"accuracy on the analysed examples: {figures.get('analysis_accuracy'):.3f}",
+            f"Final NPEFF loss: {figures.get('final_loss'):.4g}",
+            "",
+            table[columns].to_string(),
+            "",
+            f"Mean strategy purity of the top {run.params['n_top']} examples: {figures['mean_strategy_purity']:.3f} "
+            f"(chance: {figures['chance_strategy_purity']:.3f})",
+            f"Strategies that are the majority of at least one component: {len(figures['strategies_covered'])} of "
+            f"{figures['n_strategies']} ({', '.join(figures['strategies_covered'])})",
+        ]
+    return "\n".join(lines)

@@ -1,0 +1,195 @@
+"""Run folders: everything one analysis produced, and a record of how it was produced.
+
+A run folder holds::
+
+    run.json                    parameters, versions, device, seeds, stage timings, figures
+    model/                      the model (save_pretrained), when the run trained or copied one
+    examples.parquet            one row per example: text, label and any attributes
+    pefs/                       the PEF store (workbench.store)
+    decomposition.safetensors   the fitted NPEFF decomposition
+    components.csv              the component table (workbench.analysis)
+
+:class:`RunRecorder` writes ``run.json`` as the run goes (atomically, after every stage),
+so a run that died says how far it got; :class:`Run` opens a finished folder for reading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from .. import report
+from ..store.files import StoreError, read_json, write_json
+from ..store.formats import RUN_RECORD as RUN_FORMAT
+from ..store.pef_store import load_pefs
+
+RUN_RECORD = "run.json"
+MODEL = "model"
+EXAMPLES = "examples.parquet"
+PEFS = "pefs"
+DECOMPOSITION = "decomposition.safetensors"
+COMPONENTS = "components.csv"
+
+_LIBRARIES = ("npeff-workbench", "torch", "transformers", "numpy", "scipy", "pandas", "h5py", "safetensors",
+              "plotly", "ipywidgets", "papermill", "scikit-learn")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def environment(device=None) -> dict:
+    """Versions and machine, so two runs' differences can be traced to their cause."""
+    import torch
+
+    versions = {}
+    for name in _LIBRARIES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    env = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "versions": versions,
+        "device": str(device) if device is not None else None,
+    }
+    if device is not None and torch.device(device).type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return env
+
+
+class RunRecorder:
+    """Writes a run's record as it goes: ``with recorder.stage("pefs"): ...``."""
+
+    def __init__(self, path: str | os.PathLike, params: dict, *, device=None, seeds: dict | None = None):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.record = {
+            **RUN_FORMAT.header(),
+            "started": _now(),
+            "status": "running",
+            "params": dict(params),
+            "seeds": dict(seeds or {}),
+            "environment": environment(device),
+            "stages": {},
+            "figures": {},
+        }
+        self._save()
+
+    def _save(self) -> None:
+        write_json(self.path / RUN_RECORD, self.record)
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        start = time.perf_counter()
+        self.record["stages"][name] = {"status": "running", "started": _now()}
+        self._save()
+        try:
+            yield
+        except BaseException:
+            self.record["stages"][name].update(status="failed", seconds=round(time.perf_counter() - start, 3))
+            self.record["status"] = "failed"
+            self._save()
+            raise
+        self.record["stages"][name].update(status="done", seconds=round(time.perf_counter() - start, 3))
+        self._save()
+
+    def figure(self, name: str, value) -> None:
+        self.record["figures"][name] = value
+        self._save()
+
+    def finish(self) -> None:
+        self.record.update(status="complete", finished=_now())
+        self._save()
+
+
+def update_run_record(path: str | os.PathLike, **entries) -> dict:
+    """Set top-level entries of a run's record (atomically) and return the record."""
+    record = read_run_record(path)
+    record.update(entries)
+    write_json(Path(path) / RUN_RECORD, record)
+    return record
+
+
+def read_run_record(path: str | os.PathLike) -> dict:
+    record = read_json(Path(path) / RUN_RECORD)
+    if record.get("format") != RUN_FORMAT.name:
+        raise StoreError(f"{path} is not a run folder of this package (no {RUN_RECORD} of format {RUN_FORMAT.name})")
+    return record
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def compare_runs(a: str | os.PathLike, b: str | os.PathLike, *, include_timings: bool = False) -> pd.DataFrame:
+    """What differs between two runs' records: one row per differing entry, columns a and b.
+
+    Timestamps are left out; timings (entries named ``seconds``: stages, notebook runs) only
+    with ``include_timings``.
+    """
+    ra, rb = (_flatten(read_run_record(p)) for p in (a, b))
+
+    def noise(key: str) -> bool:
+        last = key.rsplit(".", 1)[-1]
+        return last in ("started", "finished") or (last.endswith("seconds") and not include_timings)
+
+    keys = sorted(k for k in set(ra) | set(rb) if not noise(k) and ra.get(k) != rb.get(k))
+    return pd.DataFrame({"a": [ra.get(k) for k in keys], "b": [rb.get(k) for k in keys]}, index=pd.Index(keys, name="entry"))
+
+
+class Run:
+    """A finished run folder, opened for reading. Loads lazily: nothing big is read until asked for."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.record = read_run_record(self.path)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "Run":
+        return cls(path)
+
+    @property
+    def params(self) -> dict:
+        return self.record["params"]
+
+    @property
+    def examples(self) -> pd.DataFrame:
+        return pd.read_parquet(self.path / EXAMPLES)
+
+    def pefs(self):
+        return load_pefs(self.path / PEFS)
+
+    def decomposition(self):
+        from ..npeff import estimator_for  # on use: reading a run's record and tables needs no torch
+
+        return estimator_for(self.record["params"].get("kind", "lrm")).load(self.path / DECOMPOSITION)
+
+    def components(self) -> pd.DataFrame:
+        return pd.read_csv(self.path / COMPONENTS, index_col="component")
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, status={self.record.get('status')!r})"
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        return {"text/plain": f"{self!r}\n{report.run_section_text(self.record)}",
+                "text/html": report.run_section_html(self.record)}

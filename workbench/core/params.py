@@ -1,0 +1,119 @@
+"""Which parameters count, and where each one sits in the flat parameter axis.
+
+Every PEF, component and perturbation in this package lives on one flat axis of
+``n_parameters`` entries: the selected parameters, flattened in ``model.named_parameters()``
+order and concatenated. :class:`ParameterLayout` is that axis's map, stored beside
+every PEF set and decomposition so a component can be put back into the model.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # annotations only: the records of this layer are read without torch (workbench.report, widgets)
+    import torch
+
+NameFilter = str | Sequence[str] | Callable[[str], bool] | None
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+@dataclass(frozen=True)
+class ParameterLayout:
+    """Names, shapes and offsets of the selected parameters on the flat axis."""
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+
+    # Computed once (a PEF batch asks for them per block), and read-only, since shared.
+    @cached_property
+    def sizes(self) -> np.ndarray:
+        return _read_only(np.array([math.prod(s) for s in self.shapes], dtype=np.int64))
+
+    @cached_property
+    def offsets(self) -> np.ndarray:
+        """offsets[k] is where parameter k starts; offsets[-1] is n_parameters."""
+        return _read_only(np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64))
+
+    @cached_property
+    def n_parameters(self) -> int:
+        return int(self.sizes.sum())
+
+    def name_of(self, flat_index: np.ndarray | int) -> np.ndarray | str:
+        """The parameter name holding each flat index."""
+        k = np.searchsorted(self.offsets, flat_index, side="right") - 1
+        names = np.array(self.names, dtype=object)
+        return names[k]
+
+    def split(self, vector: np.ndarray | torch.Tensor) -> dict[str, np.ndarray | torch.Tensor]:
+        """A flat vector of n_parameters as {name: array shaped like the parameter}."""
+        if vector.shape[-1] != self.n_parameters:
+            raise ValueError(
+                f"vector has {vector.shape[-1]} entries but the layout has {self.n_parameters} parameters"
+            )
+        offsets = self.offsets
+        return {
+            name: vector[..., offsets[k] : offsets[k + 1]].reshape(*vector.shape[:-1], *shape)
+            for k, (name, shape) in enumerate(zip(self.names, self.shapes))
+        }
+
+    def to_dict(self) -> dict:
+        return {"names": list(self.names), "shapes": [list(s) for s in self.shapes]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ParameterLayout":
+        return cls(tuple(d["names"]), tuple(tuple(int(x) for x in s) for s in d["shapes"]))
+
+    @classmethod
+    def anonymous(cls, n_parameters: int) -> "ParameterLayout":
+        """A layout for data made outside a model (e.g. from a dense array)."""
+        return cls(("theta",), ((int(n_parameters),),))
+
+
+def _as_predicate(spec: NameFilter, default: bool) -> Callable[[str], bool]:
+    if spec is None:
+        return lambda name: default
+    if callable(spec):
+        return spec
+    patterns = [spec] if isinstance(spec, str) else list(spec)
+    compiled = [re.compile(p) for p in patterns]
+    return lambda name: any(p.search(name) for p in compiled)
+
+
+def select_parameters(
+    model: torch.nn.Module, include: NameFilter = None, exclude: NameFilter = None
+) -> list[tuple[str, torch.nn.Parameter]]:
+    """The model's parameters that count, in ``named_parameters()`` order.
+
+    ``include`` / ``exclude`` are regular expressions searched in parameter names
+    (a string or a list of them), or a predicate on the name. ``None`` includes all
+    trainable parameters and excludes none.
+    """
+    keep = _as_predicate(include, True)
+    drop = _as_predicate(exclude, False)
+    all_named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    selected = [(n, p) for n, p in all_named if keep(n) and not drop(n)]
+    if not selected:
+        examples = ", ".join(n for n, _ in all_named[:6])
+        raise ValueError(
+            f"the parameter filter (include={include!r}, exclude={exclude!r}) matches none of the "
+            f"model's {len(all_named)} trainable parameters (e.g. {examples}); "
+            "pass a regular expression that is found in some of these names, or include=None for all."
+        )
+    return selected
+
+
+def layout_of(named: Iterable[tuple[str, torch.Tensor]]) -> ParameterLayout:
+    named = list(named)
+    return ParameterLayout(tuple(n for n, _ in named), tuple(tuple(p.shape) for _, p in named))

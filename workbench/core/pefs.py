@@ -1,0 +1,254 @@
+"""Per-example Fisher matrices (PEFs) held in memory, kept sparse.
+
+Two kinds (method notes, section 1):
+
+- :class:`LrmPefs`, low-rank: example i's Fisher is F_i = A_i A_iᵀ with A_i of shape
+  (n_parameters, n_slots), column s = √p(y_s|x_i) ∇θ log p(y_s|x_i) for the s-th most
+  probable class y_s. All A_iᵀ are stacked as the rows of one sparse matrix
+  ``X`` of shape (n_examples * n_slots, n_parameters): row ``i * n_slots + s``.
+- :class:`DPefs`, diagonal: f_i = Σ_y p(y|x_i) (∇θ log p(y|x_i))², the rows of a sparse
+  ``F`` of shape (n_examples, n_parameters).
+
+Each keeps only its ``n_values`` largest-magnitude entries per example, plus the
+Frobenius norm of the *full* PEF, which normalisation needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from .params import ParameterLayout
+
+
+def _top_entries_per_row_block(dense: np.ndarray, n_values: int | None) -> np.ndarray:
+    """Mask (same shape as ``dense``) of the n_values largest |entries|; exact zeros dropped."""
+    flat = np.abs(dense).ravel()
+    keep = flat > 0
+    if n_values is not None and keep.sum() > n_values:
+        cut = np.argpartition(flat, flat.size - n_values)[flat.size - n_values :]
+        keep = np.zeros_like(keep)
+        keep[cut] = True
+    return keep.reshape(dense.shape)
+
+
+def _as_labels(labels, n: int) -> np.ndarray:
+    if labels is None:
+        return np.full(n, -1, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.shape != (n,):
+        raise ValueError(f"labels has shape {labels.shape}, expected ({n},)")
+    return labels
+
+
+def _as_logits(logits, n: int) -> np.ndarray:
+    if logits is None:
+        return np.zeros((n, 0), dtype=np.float32)
+    logits = np.asarray(logits, dtype=np.float32)
+    if logits.ndim != 2 or logits.shape[0] != n:
+        raise ValueError(f"logits has shape {logits.shape}, expected ({n}, n_classes)")
+    return logits
+
+
+@dataclass(kw_only=True)
+class _PefsBase:
+    frobenius_norms: np.ndarray  # (n_examples,): norm of the full, unsparsified PEF
+    labels: np.ndarray  # (n_examples,) int, -1 where unknown
+    logits: np.ndarray  # (n_examples, n_classes) float32; (n_examples, 0) where unknown
+    layout: ParameterLayout
+    info: dict = field(default_factory=dict)  # provenance: model, parameter filter, n_values, ...
+
+    @property
+    def n_examples(self) -> int:
+        return int(self.frobenius_norms.shape[0])
+
+    @property
+    def n_parameters(self) -> int:
+        return self.layout.n_parameters
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.logits.shape[1])
+
+    @property
+    def predictions(self) -> np.ndarray:
+        if self.n_classes == 0:
+            return np.full(self.n_examples, -1, dtype=np.int64)
+        return self.logits.argmax(axis=1)
+
+    def _check_common(self) -> None:
+        n = self.n_examples
+        if self.labels.shape != (n,) or self.logits.shape[0] != n:
+            raise ValueError("labels, logits and frobenius_norms must all have one entry per example")
+
+
+@dataclass(kw_only=True)
+class LrmPefs(_PefsBase):
+    """Low-rank PEFs. ``X``: csr of shape (n_examples * n_slots, n_parameters)."""
+
+    X: sp.csr_matrix
+    classes: np.ndarray  # (n_examples, n_slots) int: the class of each slot
+
+    kind = "lrm"
+
+    def __post_init__(self):
+        self.X = sp.csr_matrix(self.X, dtype=np.float32)
+        self.classes = np.asarray(self.classes, dtype=np.int64)
+        self._check_common()
+        if self.X.shape != (self.n_examples * self.n_slots, self.n_parameters):
+            raise ValueError(
+                f"X has shape {self.X.shape}, expected (n_examples * n_slots, n_parameters) = "
+                f"({self.n_examples * self.n_slots}, {self.n_parameters})"
+            )
+
+    @property
+    def n_slots(self) -> int:
+        return int(self.classes.shape[1])
+
+    @property
+    def matrix(self) -> sp.csr_matrix:
+        """The sparse PEF matrix, whatever the kind: ``X`` here."""
+        return self.X
+
+    @property
+    def slot_classes(self) -> np.ndarray:
+        """(n_examples, n_slots): the class of each slot."""
+        return self.classes
+
+    @classmethod
+    def from_rows(cls, matrix: sp.csr_matrix, classes: np.ndarray, **common) -> "LrmPefs":
+        """The record of a PEF matrix with one row per (example, slot), as stores hold it."""
+        return cls(X=matrix, classes=classes, **common)
+
+    def example_of_row(self) -> np.ndarray:
+        """(n_examples * n_slots,): the example each row of X belongs to."""
+        return np.repeat(np.arange(self.n_examples), self.n_slots)
+
+    def dense(self) -> np.ndarray:
+        """A of shape (n_examples, n_slots, n_parameters), for small problems and tests."""
+        return self.X.toarray().reshape(self.n_examples, self.n_slots, self.n_parameters)
+
+    def __getitem__(self, index) -> "LrmPefs":
+        idx = np.arange(self.n_examples)[index]
+        rows = (idx[:, None] * self.n_slots + np.arange(self.n_slots)).ravel()
+        return dataclasses.replace(
+            self,
+            X=self.X[rows],
+            classes=self.classes[idx],
+            frobenius_norms=self.frobenius_norms[idx],
+            labels=self.labels[idx],
+            logits=self.logits[idx],
+        )
+
+    @classmethod
+    def from_dense(
+        cls,
+        A,
+        *,
+        labels=None,
+        logits=None,
+        n_values: int | None = None,
+        layout: ParameterLayout | None = None,
+        info: dict | None = None,
+    ) -> "LrmPefs":
+        """LRM-PEFs from A of shape (n_examples, n_slots, n_parameters).
+
+        ``A[i, s]`` is √p ∇θ log p of example i's s-th class. With ``n_values``, each
+        example keeps its n_values largest-magnitude entries (the norms stay those of the
+        full PEFs).
+        """
+        A = np.asarray(A, dtype=np.float32)
+        if A.ndim != 3:
+            raise ValueError(f"A must have shape (n_examples, n_slots, n_parameters), got {A.shape}")
+        n, c, m = A.shape
+        if 0 in A.shape:
+            raise ValueError(f"A has shape {A.shape}: it needs at least one example, one class slot and one parameter")
+        gram = np.einsum("icm,idm->icd", A.astype(np.float64), A.astype(np.float64))
+        norms = np.sqrt((gram**2).sum(axis=(1, 2))).astype(np.float32)
+        kept = np.stack([np.where(_top_entries_per_row_block(A[i], n_values), A[i], 0) for i in range(n)])
+        return cls(
+            X=sp.csr_matrix(kept.reshape(n * c, m)),
+            classes=np.tile(np.arange(c), (n, 1)),
+            frobenius_norms=norms,
+            labels=_as_labels(labels, n),
+            logits=_as_logits(logits, n),
+            layout=layout or ParameterLayout.anonymous(m),
+            info=dict(info or {}, source="dense", n_values=n_values),
+        )
+
+
+@dataclass(kw_only=True)
+class DPefs(_PefsBase):
+    """Diagonal PEFs. ``F``: csr of shape (n_examples, n_parameters), non-negative."""
+
+    F: sp.csr_matrix
+
+    kind = "d"
+
+    def __post_init__(self):
+        self.F = sp.csr_matrix(self.F, dtype=np.float32)
+        self._check_common()
+        if self.F.shape != (self.n_examples, self.n_parameters):
+            raise ValueError(f"F has shape {self.F.shape}, expected ({self.n_examples}, {self.n_parameters})")
+
+    @property
+    def matrix(self) -> sp.csr_matrix:
+        """The sparse PEF matrix, whatever the kind: ``F`` here."""
+        return self.F
+
+    @property
+    def slot_classes(self) -> np.ndarray:
+        """(n_examples, 0): D-PEFs sum their slots, which are not kept."""
+        return np.zeros((self.n_examples, 0), np.int64)
+
+    @classmethod
+    def from_rows(cls, matrix: sp.csr_matrix, classes: np.ndarray, **common) -> "DPefs":
+        """The record of a PEF matrix with one row per example (``classes`` are not kept)."""
+        return cls(F=matrix, **common)
+
+    def dense(self) -> np.ndarray:
+        return self.F.toarray()
+
+    def __getitem__(self, index) -> "DPefs":
+        idx = np.arange(self.n_examples)[index]
+        return dataclasses.replace(
+            self,
+            F=self.F[idx],
+            frobenius_norms=self.frobenius_norms[idx],
+            labels=self.labels[idx],
+            logits=self.logits[idx],
+        )
+
+    @classmethod
+    def from_dense(
+        cls,
+        f,
+        *,
+        labels=None,
+        logits=None,
+        n_values: int | None = None,
+        layout: ParameterLayout | None = None,
+        info: dict | None = None,
+    ) -> "DPefs":
+        """D-PEFs from f of shape (n_examples, n_parameters), non-negative."""
+        f = np.asarray(f, dtype=np.float32)
+        if f.ndim != 2:
+            raise ValueError(f"f must have shape (n_examples, n_parameters), got {f.shape}")
+        if (f < 0).any():
+            raise ValueError("D-PEFs are non-negative (sums of squared gradients); f has negative entries")
+        n, m = f.shape
+        if 0 in f.shape:
+            raise ValueError(f"f has shape {f.shape}: it needs at least one example and one parameter")
+        norms = np.linalg.norm(f.astype(np.float64), axis=1).astype(np.float32)
+        kept = np.stack([np.where(_top_entries_per_row_block(f[i], n_values), f[i], 0) for i in range(n)])
+        return cls(
+            F=sp.csr_matrix(kept),
+            frobenius_norms=norms,
+            labels=_as_labels(labels, n),
+            logits=_as_logits(logits, n),
+            layout=layout or ParameterLayout.anonymous(m),
+            info=dict(info or {}, source="dense", n_values=n_values),
+        )

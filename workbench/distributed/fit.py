@@ -1,0 +1,177 @@
+"""NPEFF with the parameter columns split across the ranks (method notes, section 3).
+
+Each rank reads only its columns of X from the store (:func:`load_column_shard`) and holds
+its columns of G (or H); the products that sum over columns (X Gᵀ, G Gᵀ, norms) are
+all-reduced, and W is replicated. The fit is the single-process fit with the same seed,
+up to float rounding: the random initialisation is drawn whole and sliced. The estimators
+do the fitting (:meth:`~workbench.npeff.NpeffBase.fit_columns`); this module gives them
+their columns and the collectives that join them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.utils.validation import check_is_fitted
+
+from ..core.kinds import kind
+from ..core.params import ParameterLayout
+from ..core.pefs import DPefs, LrmPefs
+from ..npeff import NpeffBase, estimator_for
+from ..npeff.data import Columns, examples_per_column
+from ..store.pef_store import PefStore
+from ..store.files import json_default
+from .group import Ranks, all_gather_columns, all_reduce_sum, check_same_on_all_ranks, current_ranks
+
+
+@dataclass
+class ColumnShard:
+    """This rank's columns of a PEF store: all examples, some kept parameters.
+
+    ``pefs`` is an ordinary LrmPefs/DPefs over just these columns (its layout anonymous);
+    ``columns`` are their indices on the store's flat parameter axis.
+    """
+
+    pefs: LrmPefs | DPefs
+    columns: np.ndarray  # (n_mine,) parameter indices, ascending
+    bounds: list[tuple[int, int]]  # every rank's range within all kept columns
+    rank: int
+    n_kept: int  # kept columns over all ranks
+    layout: ParameterLayout  # the store's
+    info: dict
+    store_id: str  # the store's identity (its run), recorded by the fit
+
+    @property
+    def span(self) -> slice:
+        start, stop = self.bounds[self.rank]
+        return slice(start, stop)
+
+
+    def split(self) -> Columns:
+        """How the fit's columns are split: these, and the collectives that join every rank's."""
+        return Columns(self.columns, self.n_kept, self.layout, self.span, reduce=all_reduce_sum,
+                       gather=partial(all_gather_columns, bounds=self.bounds))
+
+
+def _chunk_matrix(chunk, n_parameters: int) -> sp.csr_matrix:
+    n_rows = chunk.row_offsets.shape[0] - 1
+    return sp.csr_matrix((chunk.values, chunk.indices, chunk.row_offsets), shape=(n_rows, n_parameters))
+
+
+def _examples_per_parameter(store: PefStore, ranks: Ranks) -> np.ndarray:
+    """How many examples use each parameter, counted over the chunks shared out among ranks."""
+    m = store.layout.n_parameters
+    counts = np.zeros(m, dtype=np.int64)
+    for index in range(ranks.rank, store.n_chunks, ranks.world_size):
+        chunk = store.read_chunk(index)
+        matrix = _chunk_matrix(chunk, m)
+        slots = matrix.shape[0] // max(chunk.n_examples, 1)
+        counts += examples_per_column(matrix, np.repeat(np.arange(chunk.n_examples), slots), chunk.n_examples)
+    return all_reduce_sum(torch.from_numpy(counts)).numpy()
+
+
+def split_columns(weights: np.ndarray, world_size: int) -> list[tuple[int, int]]:
+    """Contiguous ranges of about equal total weight, one per rank, none empty."""
+    n = weights.shape[0]
+    if n < world_size:
+        raise ValueError(
+            f"only {n} parameters are kept, fewer than the {world_size} ranks; use fewer ranks (or a lower "
+            "min_nonzero_per_col, or more values per example)"
+        )
+    cumulative = np.cumsum(weights, dtype=np.float64)
+    cuts = np.searchsorted(cumulative, cumulative[-1] * np.arange(1, world_size) / world_size, side="right")
+    # every range at least one column: cut k lies in [k + 1, n - (world_size - 1 - k)]
+    cuts = np.clip(cuts, np.arange(1, world_size), n - np.arange(world_size - 1, 0, -1))
+    cuts = np.maximum.accumulate(cuts)
+    bounds = [0, *cuts.tolist(), n]
+    return [(bounds[k], bounds[k + 1]) for k in range(world_size)]
+
+
+def load_column_shard(store: str | os.PathLike | PefStore, *, min_nonzero_per_col: int = 1,
+                      columns: np.ndarray | None = None, ranks: Ranks | None = None) -> ColumnShard:
+    """This rank's share of a complete store's parameter columns, read chunk by chunk.
+
+    The kept columns are the parameters non-zero in at least ``min_nonzero_per_col``
+    examples (as :class:`~workbench.npeff.LrmNpeff` prunes them), or the given ``columns``
+    (a fitted decomposition's ``kept_columns_``). They are split in contiguous ranges of
+    about equal numbers of non-zeros, so each rank holds about 1/world_size of X.
+    """
+    store = store if isinstance(store, PefStore) else PefStore(store)
+    ranks = ranks or current_ranks()
+    if not store.complete:
+        store.load()  # raises the store's own "incomplete, resume it" error
+    counts = _examples_per_parameter(store, ranks)
+    if columns is None:
+        kept = np.flatnonzero(counts >= min_nonzero_per_col)
+        if kept.size == 0:
+            raise ValueError(
+                f"no parameter is non-zero in at least min_nonzero_per_col={min_nonzero_per_col} examples; "
+                "lower min_nonzero_per_col or keep more values per example (n_values)"
+            )
+    else:
+        kept = np.asarray(columns, dtype=np.int64)
+    bounds = split_columns(counts[kept] + 1, ranks.world_size)
+    start, stop = bounds[ranks.rank]
+    mine = kept[start:stop]
+    m = store.layout.n_parameters
+    pieces, norms, labels, logits, classes = [], [], [], [], []
+    for index in range(store.n_chunks):
+        chunk = store.read_chunk(index)
+        pieces.append(_chunk_matrix(chunk, m)[:, mine])
+        norms.append(chunk.frobenius_norms)
+        labels.append(chunk.labels)
+        logits.append(chunk.logits)
+        classes.append(chunk.classes)
+    common = dict(
+        frobenius_norms=np.concatenate(norms), labels=np.concatenate(labels), logits=np.concatenate(logits),
+        layout=ParameterLayout.anonymous(mine.size), info=store.info,
+    )
+    pefs = kind(store.kind).pefs_type.from_rows(sp.vstack(pieces, format="csr"), np.concatenate(classes), **common)
+    return ColumnShard(pefs, mine, bounds, ranks.rank, kept.size, store.layout, store.info, store.store_id)
+
+
+def _check_kind(store: PefStore, estimator: NpeffBase) -> None:
+    expected = estimator_for(store.kind)
+    if not isinstance(estimator, expected):
+        raise TypeError(f"{store.path} holds {store.kind!r} PEFs, which {expected.__name__} fits, not {type(estimator).__name__}")
+
+
+def fit_distributed(estimator: NpeffBase, store: str | os.PathLike | PefStore) -> NpeffBase:
+    """Fit ``estimator`` to a PEF store with its parameter columns split across the ranks.
+
+    Every rank calls it with the same estimator settings (seed included) and store; every
+    rank returns the whole fitted estimator (W_ is replicated, G_/H_ gathered), equal to
+    ``estimator.fit(load_pefs(store))`` up to float rounding. Only rank 0 need save it.
+    """
+    store = store if isinstance(store, PefStore) else PefStore(store)
+    _check_kind(store, estimator)
+    estimator.check_params()
+    ranks = current_ranks(estimator.device)
+    settings = {k: v for k, v in estimator.get_params().items() if k not in ("device", "progress")}  # may differ
+    check_same_on_all_ranks(json.dumps({"settings": settings, "store": store.manifest.get("fingerprints")}, sort_keys=True,
+                                       default=json_default), "estimator settings or store")
+    shard = load_column_shard(store, min_nonzero_per_col=estimator.min_nonzero_per_col, ranks=ranks)
+    return estimator.fit_columns(shard.pefs, shard.split(), dict(shard.info, pef_store_id=shard.store_id), device=ranks.device)
+
+
+def transform_distributed(estimator: NpeffBase, store: str | os.PathLike | PefStore) -> np.ndarray:
+    """Coefficients W (n_examples, n_components) of a store's examples with the components
+    fixed, the columns split across ranks; equal to ``estimator.transform(load_pefs(store))``
+    up to float rounding. Every rank returns W."""
+    store = store if isinstance(store, PefStore) else PefStore(store)
+    _check_kind(store, estimator)
+    check_is_fitted(estimator)
+    if store.layout != estimator.layout_:
+        raise ValueError(
+            f"{store.path} holds PEFs over other parameters ({store.layout.n_parameters}) than the decomposition "
+            f"({estimator.layout_.n_parameters}); compute them with the same model and parameter filter"
+        )
+    ranks = current_ranks(estimator.device)
+    shard = load_column_shard(store, columns=estimator.kept_columns_, ranks=ranks)
+    return estimator.transform_columns(shard.pefs, shard.split(), device=ranks.device)

@@ -1,0 +1,178 @@
+"""The process group of a job torchrun started, and the few collectives NPEFF needs.
+
+Backends: NCCL when the device is CUDA (each rank uses ``cuda:LOCAL_RANK``), gloo on the
+CPU. Every collective has a timeout, and a failed one (a rank died, the network went)
+raises :class:`DistributedError` on the ranks still alive. Run with one process (no
+torchrun), every collective is the identity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from ..core.device import resolve_device
+
+logger = logging.getLogger(__name__)
+
+#: How long a collective waits for the other ranks before the job fails. Long enough for
+#: the slowest rank's share of the PEFs between two synchronisations; set it lower in
+#: tests so that a dead peer cannot hang them.
+DEFAULT_TIMEOUT = timedelta(minutes=30)
+
+
+class DistributedError(RuntimeError):
+    """Another rank of the job stopped, could not be reached, or disagrees with this one."""
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """Where this process stands in the job."""
+
+    rank: int
+    world_size: int
+    device: torch.device  # this rank's compute device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def backend_for(device: torch.device) -> str:
+    """NCCL for CUDA devices, gloo for the CPU."""
+    return "nccl" if torch.device(device).type == "cuda" else "gloo"
+
+
+def launched_by_torchrun() -> bool:
+    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
+
+
+def rank_device(device: str | torch.device | None = None) -> torch.device:
+    """This rank's device: with CUDA, the GPU of its LOCAL_RANK (as torchrun numbers them)."""
+    resolved = resolve_device(device)
+    if resolved.type == "cuda" and resolved.index is None and launched_by_torchrun():
+        resolved = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        resolve_device(resolved)  # a clear error where this node has fewer GPUs than ranks
+    return resolved
+
+
+def current_ranks(device: str | torch.device | None = None) -> Ranks:
+    """This process's place in the initialised process group (rank 0 of 1 without one).
+
+    ``device`` None: the group's kind of device (CUDA for NCCL, the CPU for gloo)."""
+    if dist.is_available() and dist.is_initialized():
+        if device is None:
+            device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+        return Ranks(dist.get_rank(), dist.get_world_size(), rank_device(device))
+    return Ranks(0, 1, resolve_device(device))
+
+
+@contextlib.contextmanager
+def process_group(device: str | torch.device | None = None, timeout: timedelta = DEFAULT_TIMEOUT) -> Iterator[Ranks]:
+    """Join the job torchrun started (it sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and
+    MASTER_PORT), with NCCL for CUDA and gloo otherwise; leave it on exit.
+
+    Without torchrun's variables this is a job of one process and no group is made. A
+    group that is already initialised is used as it is (and left to its owner).
+    """
+    if dist.is_available() and dist.is_initialized():
+        yield current_ranks(device)
+        return
+    if not launched_by_torchrun():
+        yield Ranks(0, 1, resolve_device(device))
+        return
+    resolved = rank_device(device)
+    if resolved.type == "cuda":
+        torch.cuda.set_device(resolved)
+    backend = backend_for(resolved)
+    dist.init_process_group(backend, timeout=timeout, device_id=resolved if backend == "nccl" else None)
+    ranks = current_ranks(resolved)
+    logger.info("rank %d of %d on %s (%s)", ranks.rank, ranks.world_size, resolved, backend)
+    try:
+        yield ranks
+    finally:
+        dist.destroy_process_group()
+
+
+def _in_group() -> bool:
+    """Collectives run whenever a group exists, even of one rank (so one GPU exercises NCCL)."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def _comm_device() -> torch.device:
+    """NCCL moves only CUDA tensors; gloo CPU ones."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def _peers(what: str):
+    """Turns a failed collective into a DistributedError that says what it means."""
+    try:
+        yield
+    except DistributedError:
+        raise
+    except RuntimeError as err:  # gloo and NCCL raise RuntimeError (or its subclass DistError)
+        raise DistributedError(
+            f"rank {dist.get_rank()} of {dist.get_world_size()}: {what} failed because another rank of the job "
+            f"stopped, timed out or could not be reached ({str(err).splitlines()[0][:300]}). Nothing was marked "
+            "complete or saved; see the other ranks' logs for the first error, then rerun the same command."
+        ) from err
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Σ over ranks of ``t`` (may overwrite ``t``); ``t`` itself with one process."""
+    if not _in_group():
+        return t
+    comm = _comm_device()
+    moved = t.to(comm).contiguous()
+    with _peers("summing over ranks"):
+        dist.all_reduce(moved)
+    return moved.to(t.device)
+
+
+def barrier(what: str) -> None:
+    if _in_group():
+        with _peers(what):
+            # An all-reduce rather than dist.barrier(): it honours the group's timeout on
+            # both backends, and NCCL's barrier guesses the device.
+            dist.all_reduce(torch.zeros(1, device=_comm_device()))
+
+
+def all_gather_columns(local: torch.Tensor, bounds: list[tuple[int, int]]) -> torch.Tensor:
+    """The (r, n) matrix whose columns bounds[k] are rank k's ``local`` (r, n_k)."""
+    if not _in_group():
+        return local
+    widest = max(stop - start for start, stop in bounds)
+    comm = _comm_device()
+    padded = torch.zeros((local.shape[0], widest), dtype=local.dtype, device=comm)
+    padded[:, : local.shape[1]] = local.to(comm)
+    parts = [torch.empty_like(padded) for _ in bounds]
+    with _peers("gathering the components"):
+        dist.all_gather(parts, padded)
+    return torch.cat([p[:, : stop - start] for p, (start, stop) in zip(parts, bounds)], dim=1).to(local.device)
+
+
+def check_same_on_all_ranks(text: str, what: str) -> None:
+    """Refuse to go on where the ranks hold different ``text`` (e.g. other model weights)."""
+    if not _in_group():
+        return
+    digest = torch.tensor(list(hashlib.sha256(text.encode()).digest()), dtype=torch.uint8, device=_comm_device())
+    digests = [torch.empty_like(digest) for _ in range(dist.get_world_size())]
+    with _peers(f"comparing {what} across ranks"):
+        dist.all_gather(digests, digest)
+    differ = [k for k, d in enumerate(digests) if not torch.equal(d, digests[0])]
+    if differ:
+        raise DistributedError(
+            f"ranks {differ} hold other {what} than rank 0: every rank must be started with the same model, "
+            "data, seed and arguments"
+        )

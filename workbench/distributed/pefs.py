@@ -1,0 +1,66 @@
+"""PEFs with the batches shared out among the ranks, into one ordinary store: :func:`write_pefs_sharded`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..fisher import PefConfig, eval_mode, split_labels
+from ..runner import PefRun
+from ..store.files import StoreError
+from ..store.pef_store import PefStore
+from ..store.writer import PefStoreWriter, existing_manifest
+from .group import barrier, check_same_on_all_ranks, current_ranks
+
+
+def write_pefs_sharded(out: str | os.PathLike, model: torch.nn.Module, inputs, labels=None, *,
+                       kind: str = "lrm", n_values: int | None = 65536, top_k_classes: int | None = None,
+                       include=None, exclude=None, batch_size: int = 16, method: str = "hooks",
+                       device: str | torch.device | None = None, overwrite: bool = False, provenance=None,
+                       progress: bool = True) -> PefStore:
+    """:func:`workbench.write_pefs` with the batches shared out among the ranks.
+
+    Called by every rank with the same model, inputs, labels and arguments (checked by
+    fingerprint); each rank computes on its own device (:func:`current_ranks`). ``out``
+    must be one folder all ranks write to (a shared file system across nodes). Rank r
+    computes batches r, r + world_size, ...; rank 0 opens (or checks, to resume) the store
+    before and marks it complete after every chunk is on disk, so it reads back as one PEF
+    set in the original order. A rank that fails leaves the store incomplete, and the same
+    call again (with any number of ranks) computes only the missing batches. Arguments as
+    in :func:`workbench.write_pefs`; ``batch_size`` is fixed here (no probe), and the
+    resource estimate of a one-process run is not made.
+    """
+    ranks = current_ranks(device)
+    out = Path(out)
+    config = PefConfig(kind, n_values, top_k_classes, include, exclude, batch_size, method)
+    inputs, labels = split_labels(inputs, labels)
+    run = PefRun.prepare(model, inputs, labels, config, ranks.device)
+    writer = PefStoreWriter(out, run.manifest(provenance))
+    check_same_on_all_ranks(writer.store_id, "model weights, data or PEF arguments")
+    if ranks.is_main:  # one rank alone checks, cleans and opens the folder
+        existing = existing_manifest(out, overwrite)
+        done = writer.resume(existing) if existing is not None else set()
+        writer.open(existing, done)
+    barrier("opening the PEF store")
+    done = set(PefStore(out).chunks_on_disk())
+
+    def not_mine(index: int) -> bool:
+        return index in done or index % ranks.world_size != ranks.rank
+
+    mine = [b for b in range(run.n_chunks) if not not_mine(b)]
+    with eval_mode(model):
+        run.stream(writer.write_chunk, skip=not_mine, progress=progress, desc=f"PEFs (rank {ranks.rank})",
+                   total=sum(run.batch_len(b) for b in mine))
+    barrier("waiting for every rank's PEFs")
+    if ranks.is_main:
+        missing = sorted(set(range(run.n_chunks)) - set(writer.chunks_on_disk()))
+        if missing:
+            raise StoreError(
+                f"after every rank finished, chunks {missing[:10]} of {out} are not there: the store folder must be "
+                "one folder all ranks share (the same path on a shared file system), not a local folder per node"
+            )
+        writer.complete()
+    barrier("marking the PEF store complete")
+    return PefStore(out)

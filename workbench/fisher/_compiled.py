@@ -1,0 +1,140 @@
+"""The numba-compiled loop behind :mod:`workbench.fisher.kernels` (imported only when used).
+
+Serial loops over a range of examples, releasing the GIL: :mod:`workbench.fisher.kernels` runs
+them on Python threads, as :mod:`workbench.npeff.kernels` runs its products.
+"""
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _gram_entry(a, b):  # pragma: no cover - compiled
+    """Σ_j a[j]·b[j] of two float32 rows, in float64; the sum may be reordered, so the
+    compiler vectorises it (in order, each addition waits for the last: 3× slower)."""
+    acc = 0.0
+    for j in range(a.shape[0]):
+        acc += np.float64(a[j]) * np.float64(b[j])
+    return acc
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _collect(row, factor, offset, floor, found, found_values, c):  # pragma: no cover - compiled
+    """Appends the entries of factor · row with |value| ≥ floor, their positions offset + j
+    and values, to found and found_values from c on (room for one more than the row);
+    returns the new end. Every entry is written and the end moves on only past a hit: a
+    branch per entry was 2-3× slower (hits come at random, mispredicted)."""
+    for j in range(row.shape[0]):
+        v = factor * row[j]
+        found[c] = offset + j
+        found_values[c] = v
+        c += abs(v) >= floor
+    return c
+
+
+@numba.njit(cache=True, nogil=True)
+def _nth_largest(values, count, n, scratch):  # pragma: no cover - compiled
+    """The n-th largest of values[:count] (non-negative float32, 1 ≤ n ≤ count), by radix
+    selection on their bit patterns, which order non-negative floats as the floats: a
+    histogram of the top 12 bits finds the bucket that holds it, then the next 12 and the
+    last 8 within that bucket's values only (copied to ``scratch``, room for ``count``).
+    numpy's and numba's partitions took 2-4× longer on an example's candidates."""
+    rank = count - n  # 0-based, ascending
+    bits = values[:count].view(np.uint32)
+    histogram = np.zeros(4096, np.int64)
+    kept = scratch.view(np.uint32)
+    m = count
+    prefix = np.uint32(0)
+    for shift, width in ((20, 12), (8, 12), (0, 8)):
+        mask = np.uint32((1 << width) - 1)
+        histogram[: 1 << width] = 0
+        source = bits if shift == 20 else kept[:m]
+        for p in range(source.shape[0]):
+            histogram[(source[p] >> shift) & mask] += 1
+        bucket = 0
+        while rank >= histogram[bucket]:
+            rank -= histogram[bucket]
+            bucket += 1
+        prefix |= np.uint32(bucket) << shift
+        if shift == 0:
+            break
+        high = np.uint32(0xFFFFFFFF) << shift
+        c = 0
+        for p in range(source.shape[0]):  # the bucket's values, for the next, finer histogram
+            kept[c] = source[p]
+            c += (source[p] & high) == prefix
+        m = c
+    return np.array([prefix], np.uint32).view(np.float32)[0]
+
+
+@numba.njit(cache=True, nogil=True)
+def top_entries_of_examples(A, slot_scales, n, sample_slot, sample_column, q, positions, values, counts, grams,
+                            start, stop):  # pragma: no cover - compiled
+    """For each example i in start..stop, with k slots over m parameters: its n largest
+    |entries| (n < 0: every non-zero), exact zeros never kept and ties at the cut kept by
+    first position, as flat positions s·m + j (ascending) and values in
+    positions[i, :counts[i]] and values[i, :counts[i]] (rows with room for one more); and
+    grams[i], its (k, k) Gram matrix over slots, summed in float64.
+
+    Slot s of example i is A[i, s] (A of shape (e, k, m) float32, ``slot_scales`` of shape
+    (e, 0)), or, where the slots are multiples of one gradient (two classes),
+    slot_scales[i, s] · A[i, 0] (A of shape (e, 1, m), slot_scales (e, k)).
+
+    The threshold is the q-th largest |entry| at the sample's (slot, column) positions
+    (none: 0), as in :mod:`workbench.fisher.selection`; the entries that reach it are
+    collected in one pass, and the n-th largest of those is the cut."""
+    e, rows, m = A.shape
+    one_row = slot_scales.shape[1] > 0
+    k = slot_scales.shape[1] if one_row else rows
+    factors = np.ones(k, np.float32)
+    found = np.empty(k * m + 1, np.int64)
+    found_values = np.empty(k * m + 1, np.float32)
+    magnitudes = np.empty(k * m + 1, np.float32)
+    scratch = np.empty(k * m + 1, np.float32)
+    sampled = np.empty(sample_slot.shape[0], np.float32)
+    tiny = np.nextafter(np.float32(0), np.float32(1))  # "≥ tiny" is "non-zero"
+    for i in range(start, stop):
+        if one_row:
+            factors[:] = slot_scales[i]
+            squared = _gram_entry(A[i, 0], A[i, 0])
+            for s in range(k):
+                for t in range(k):
+                    grams[i, s, t] = np.float64(factors[s]) * np.float64(factors[t]) * squared
+        else:
+            for s in range(k):
+                for t in range(s, k):
+                    grams[i, s, t] = grams[i, t, s] = _gram_entry(A[i, s], A[i, t])
+        threshold = np.float32(0)
+        if sample_slot.shape[0] > 0:
+            for p in range(sample_slot.shape[0]):
+                s = sample_slot[p]
+                sampled[p] = abs(factors[s] * A[i, 0 if one_row else s, sample_column[p]])
+            threshold = _nth_largest(sampled, sample_slot.shape[0], q, scratch)
+        floor = max(threshold, tiny)
+        total = 0
+        for s in range(k):
+            total = _collect(A[i, 0 if one_row else s], factors[s], s * m, floor, found, found_values, total)
+        if n >= 0 and total < n and threshold > 0:  # the sample misjudged: rank every non-zero
+            total = 0
+            for s in range(k):
+                total = _collect(A[i, 0 if one_row else s], factors[s], s * m, tiny, found, found_values, total)
+        for p in range(total):
+            magnitudes[p] = abs(found_values[p])
+        cut = np.float32(-1)  # -1: every candidate is kept
+        allowed_ties = 0
+        if n >= 0 and total > n:
+            cut = _nth_largest(magnitudes, total, n, scratch)
+            above = 0
+            for p in range(total):
+                above += magnitudes[p] > cut
+            allowed_ties = n - above
+        c = 0
+        for p in range(total):  # written every time, kept by moving on: as in _collect
+            a = magnitudes[p]
+            tie = a == cut
+            keep = (a > cut) | (tie & (allowed_ties > 0))
+            allowed_ties -= tie & keep
+            positions[i, c] = found[p]
+            values[i, c] = found_values[p]
+            c += keep
+        counts[i] = c

@@ -1,0 +1,116 @@
+"""The model's inputs and outputs: batches of examples, class logits, labels.
+
+``inputs`` are a tensor, or a dict of tensors (a tokenizer's output), with one row per
+example; a batch is a slice of them on the device, its padding cut. The model must return
+class logits (or an output whose ``.logits`` are); anything else is refused with a
+message that says how to wrap it (:class:`NotClassLogitsError`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+Inputs = Mapping[str, torch.Tensor] | torch.Tensor
+
+
+class NotClassLogitsError(ValueError):
+    """The model's forward does not return a (batch, n_classes) tensor of logits."""
+
+
+def n_inputs(inputs: Inputs) -> int:
+    if isinstance(inputs, torch.Tensor):
+        return int(inputs.shape[0])
+    if not isinstance(inputs, Mapping) or not inputs:
+        raise TypeError("inputs must be a tensor or a non-empty dict of tensors with one row per example")
+    sizes = {k: int(v.shape[0]) for k, v in inputs.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"every input must have one row per example; got first dimensions {sizes}")
+    return next(iter(sizes.values()))
+
+
+def slice_inputs(inputs: Inputs, start: int, stop: int, device: torch.device) -> Inputs:
+    """Rows start:stop, moved to device; padding columns no row of the slice uses are cut."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs[start:stop].to(device)
+    batch = {k: v[start:stop] for k, v in inputs.items()}
+    mask = batch.get("attention_mask")
+    if mask is not None and mask.ndim == 2:
+        full = mask.shape[1]
+        used = int(mask.sum(dim=1).max()) if mask.shape[0] else full
+        if mask[:, used:].any():  # left padding: keep everything
+            used = full
+        batch = {k: v[:, :used] if v.ndim >= 2 and v.shape[1] == full else v for k, v in batch.items()}
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def class_logits(model: nn.Module, batch: Inputs) -> torch.Tensor:
+    """Run the model and return (batch, n_classes) logits, or say clearly why not."""
+    out = model(**batch) if isinstance(batch, Mapping) else model(batch)
+    logits = getattr(out, "logits", out)
+    if isinstance(logits, (tuple, list)) and logits:
+        logits = logits[0]
+    n = n_inputs(batch)
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != n or logits.shape[1] < 2:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise NotClassLogitsError(
+            f"the model's output should be class logits of shape (batch={n}, n_classes>=2), got {shape}. "
+            "Wrap the model so its forward returns one logit per class (for a language model, see "
+            "workbench.models.lm), or pass a model whose output has a .logits attribute of that shape."
+        )
+    return logits
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Dropout off while PEFs are taken; the model's mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def example_slice(batch: Inputs, i: int) -> Inputs:
+    """Example i alone, without padding (the plain per-example computation)."""
+    if isinstance(batch, torch.Tensor):
+        return batch[i : i + 1]
+    one = {k: v[i : i + 1] for k, v in batch.items()}
+    mask = one.get("attention_mask")
+    if mask is not None and mask.ndim == 2 and not mask[0, int(mask.sum()) :].any():
+        used, full = int(mask.sum()), mask.shape[1]
+        one = {k: v[:, :used] if v.ndim >= 2 and v.shape[1] == full else v for k, v in one.items()}
+    return one
+
+
+def check_batch_labels(labels: torch.Tensor, n_classes: int, start: int) -> None:
+    bad = (labels < -1) | (labels >= n_classes)
+    if bad.any():
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(
+            f"label {int(labels[i])} of example {start + i} is out of range for a model with {n_classes} "
+            f"classes; labels must be in 0..{n_classes - 1} (or -1 for unknown)"
+        )
+
+
+def split_labels(inputs: Inputs, labels) -> tuple[Inputs, torch.Tensor]:
+    """Labels given apart, or as inputs["labels"], or unknown (-1); never passed to the model,
+    so a Hugging Face model returns logits rather than a loss."""
+    if isinstance(inputs, Mapping) and "labels" in inputs:
+        inputs = dict(inputs)
+        from_inputs = inputs.pop("labels")
+        labels = from_inputs if labels is None else labels
+    n = n_inputs(inputs)
+    if n == 0:
+        raise ValueError("the data set is empty: pass at least one example")
+    if labels is None:
+        return inputs, torch.full((n,), -1, dtype=torch.long)
+    labels = torch.tensor(np.asarray(labels), dtype=torch.long)
+    if labels.shape != (n,):
+        raise ValueError(f"labels has shape {tuple(labels.shape)}; expected ({n},), one per example")
+    return inputs, labels

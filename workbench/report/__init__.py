@@ -1,0 +1,64 @@
+"""Static HTML for everything the workbench shows: tables, highlighted examples, charts, run records.
+
+The same functions serve three places: the ``text/html`` part of every result object a
+notebook displays (so a notebook opened without a widget manager, in VS Code, on GitHub or
+through nbconvert, still shows the content), the static snapshots beside the live widgets,
+and :func:`export_html`, a report folder readable offline from disk.
+
+- :mod:`.html`: fragments, with every text from the data escaped in one place (:func:`escape`);
+- :mod:`.charts`: the perturbation charts (plotly);
+- :mod:`.pages`: whole pages and the report folder.
+
+This package renders what it is given and computes nothing; it imports no other part of
+the workbench, and no torch.
+"""
+
+from .charts import SET_COLOURS, SIGN_NAMES, accuracy_figure, figure_html, kl_figure, perturbation_html, sweep_figure
+from .html import (
+    CSS,
+    bar_columns,
+    component_page_html,
+    error_html,
+    escape,
+    example_html,
+    examples_page_html,
+    format_value,
+    fragment,
+    highlighted_text_html,
+    run_section_html,
+    run_section_text,
+    style,
+    table_html,
+    token_colour,
+)
+from .pages import MAX_SINGLE_PAGE_COMPONENTS, PLOTLY_FILE, export_html, html_page, plotlyjs_script
+
+__all__ = [
+    "CSS",
+    "MAX_SINGLE_PAGE_COMPONENTS",
+    "PLOTLY_FILE",
+    "SET_COLOURS",
+    "SIGN_NAMES",
+    "accuracy_figure",
+    "bar_columns",
+    "component_page_html",
+    "error_html",
+    "escape",
+    "example_html",
+    "examples_page_html",
+    "export_html",
+    "figure_html",
+    "format_value",
+    "fragment",
+    "highlighted_text_html",
+    "html_page",
+    "kl_figure",
+    "perturbation_html",
+    "plotlyjs_script",
+    "run_section_html",
+    "run_section_text",
+    "style",
+    "sweep_figure",
+    "table_html",
+    "token_colour",
+]

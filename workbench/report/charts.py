@@ -1,0 +1,109 @@
+"""Perturbation charts as plotly figures, and figures as HTML fragments.
+
+Fragments for notebooks leave plotly.js out (a notebook would otherwise carry 4.8 MB per
+chart) and draw with whatever plotly.js the page has loaded; where there is none the
+placeholder says so, and the numbers are in the table beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+
+import pandas as pd
+
+from .html import escape, table_html
+
+
+SIGN_NAMES = {"+": "θ + εĝ", "-": "θ − εĝ"}
+SET_COLOURS = {"top": "#e8710a", "baseline": "#7f7f7f"}
+
+
+def kl_figure(result=None, signs: Sequence[str] = ("+", "-")):
+    """Bars of the mean KL(p_θ ‖ p_θ') on the top and the baseline examples, per sign (log scale).
+
+    Without a result the figure has the same two traces, empty, for a widget to fill.
+    """
+    import plotly.graph_objects as go
+
+    x = [SIGN_NAMES[s] for s in signs]
+    figure = go.Figure(layout=dict(
+        barmode="group", height=320, margin=dict(l=60, r=10, t=50, b=40), yaxis=dict(type="log", title="mean KL"),
+        title=dict(text="KL on top vs baseline examples", font=dict(size=14)), legend=dict(orientation="h", y=-0.15),
+    ))
+    for name in ("top", "baseline"):
+        values = [] if result is None else [getattr(result, f"kl_{name}")[s] for s in signs]
+        count = "" if result is None else f" ({getattr(result, f'n_{name}')})"
+        figure.add_bar(name=f"{name} examples{count}", x=x if result is not None else [], y=values,
+                       marker_color=SET_COLOURS[name], hovertemplate="%{x}: %{y:.3g}<extra>%{fullData.name}</extra>")
+    if result is not None:
+        figure.update_layout(title_text=f"Component {result.component}, ε = {result.epsilon:g}: "
+                                        f"KL ratio top/baseline {result.kl_ratio:.3g}")
+    return figure
+
+
+def accuracy_figure(result=None, signs: Sequence[str] = ("+", "-")):
+    """Bars of the accuracy on the top and baseline examples: original and perturbed."""
+    import plotly.graph_objects as go
+
+    keys = ["original", *signs]
+    x = ["original"] + [SIGN_NAMES[s] for s in signs]
+    figure = go.Figure(layout=dict(
+        barmode="group", height=320, margin=dict(l=60, r=10, t=50, b=40), yaxis=dict(range=[0, 1.02], title="accuracy"),
+        title=dict(text="Accuracy", font=dict(size=14)), legend=dict(orientation="h", y=-0.15),
+    ))
+    for name in ("top", "baseline"):
+        values = [] if result is None else [getattr(result, f"accuracy_{name}")[k] for k in keys]
+        figure.add_bar(name=f"{name} examples", x=x if result is not None else [], y=values,
+                       marker_color=SET_COLOURS[name], hovertemplate="%{x}: %{y:.3f}<extra>%{fullData.name}</extra>")
+    return figure
+
+
+def sweep_figure(frame: pd.DataFrame):
+    """Mean KL against ε (log-log) from ``epsilon_sweep``'s long frame: one line per (set, sign)."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure(layout=dict(
+        height=320, margin=dict(l=60, r=10, t=50, b=40), xaxis=dict(type="log", title="ε"),
+        yaxis=dict(type="log", title="mean KL"), title=dict(text="KL against ε", font=dict(size=14)),
+        legend=dict(orientation="h", y=-0.2),
+    ))
+    for (subset, sign), rows in frame.groupby(["set", "sign"], sort=False):
+        figure.add_scatter(x=rows["epsilon"], y=rows["kl"], mode="lines+markers", name=f"{subset}, {SIGN_NAMES[sign]}",
+                           line=dict(color=SET_COLOURS[subset], dash="solid" if sign == "+" else "dot"))
+    return figure
+
+
+def figure_html(figure, include_plotlyjs: bool | str = False) -> str:
+    """A plotly figure as an HTML fragment (class ``npeff-plot``).
+
+    With ``include_plotlyjs`` this is plotly's own ``to_html``. Without, the figure is drawn
+    by whatever plotly.js the page has loaded, and where there is none (a notebook opened
+    elsewhere) the placeholder says so instead of failing with a script error.
+    """
+    config = {"displaylogo": False, "responsive": True}
+    if include_plotlyjs:
+        inner = figure.to_html(full_html=False, include_plotlyjs=include_plotlyjs, default_width="100%", config=config)
+        return f'<div class="npeff-plot">{inner}</div>'
+    div = f"npeff-plot-{uuid.uuid4().hex}"
+    spec = figure.to_json().replace("</", "<\\/")  # no "</script>" can end the script early
+    return (f'<div id="{div}" class="npeff-plot"></div><script type="text/javascript">(function () {{'
+            f' var spec = {spec}; var div = document.getElementById("{div}"); if (!div) return;'
+            f" if (window.Plotly) {{ Plotly.newPlot(div, spec.data, spec.layout, {json.dumps(config)}); }}"
+            f' else {{ div.textContent = "(chart not drawn: this page has no plotly.js; the numbers are in the table)"; }}'
+            f" }})();</script>")
+
+
+def perturbation_html(result, *, include_plotlyjs: bool | str = False, signs: Sequence[str] = ("+", "-")) -> str:
+    """A perturbation result: the verdict, the KL and accuracy charts, and the numbers."""
+    frame = result.to_frame()
+    frame = frame[frame["sign"].isin(signs)]
+    summary = (f"<h3>Perturbation of component {int(result.component)}</h3>"
+               f'<div class="caption">ε = {result.epsilon:g}'
+               + (f", semi-orthogonal (max_sim = {result.max_sim:g})" if result.max_sim is not None else "")
+               + f": KL ratio top/baseline = <b>{result.kl_ratio:.3g}</b> (larger sign: {escape(result.sign)}), "
+               f"{result.n_top} top and {result.n_baseline} baseline examples</div>")
+    charts = (f'<div class="charts"><div>{figure_html(kl_figure(result, signs), include_plotlyjs)}</div>'
+              f"<div>{figure_html(accuracy_figure(result, signs), False)}</div></div>")
+    return summary + charts + table_html(frame.set_index("set"))

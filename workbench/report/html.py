@@ -1,0 +1,230 @@
+"""HTML fragments: tables, highlighted examples, errors, run records; every text from the data escaped here.
+
+Every piece of text from the data (example texts, labels, column names, parameters) goes
+through :func:`html.escape` in this module, in one place, so an example reading
+``<script>...`` is shown as text and runs nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+CSS = """
+.npeff { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; font-size: 13px; color: #222; }
+.npeff h2 { font-size: 18px; margin: 14px 0 6px; } .npeff h3 { font-size: 15px; margin: 12px 0 4px; }
+.npeff .caption { color: #555; margin: 4px 0; }
+.npeff table.npeff-table { border-collapse: collapse; margin: 4px 0 10px; }
+.npeff table.npeff-table th { text-align: left; border-bottom: 2px solid #999; padding: 2px 8px; background: #f4f4f4; }
+.npeff table.npeff-table td { border-bottom: 1px solid #e2e2e2; padding: 2px 8px; text-align: right; white-space: nowrap; }
+.npeff table.npeff-table td.text { text-align: left; }
+.npeff .bar { display: inline-block; height: 8px; background: #7aa6d8; margin-left: 4px; vertical-align: middle; }
+.npeff .example { border: 1px solid #ddd; border-radius: 4px; padding: 6px 8px; margin: 6px 0; max-width: 900px; }
+.npeff .example .meta { color: #555; font-size: 12px; margin-bottom: 4px; }
+.npeff .example .meta .wrong { color: #b00020; font-weight: bold; }
+.npeff .tokens { font-family: Menlo, Consolas, monospace; font-size: 13px; line-height: 1.9; white-space: pre-wrap; }
+.npeff .tok { border-radius: 3px; padding: 1px 1px; }
+.npeff .note { color: #8a5a00; background: #fff7e0; padding: 4px 8px; border-radius: 4px; }
+.npeff .error { color: #b00020; background: #fdecee; padding: 6px 8px; border-radius: 4px; white-space: pre-wrap; }
+.npeff .this-run { background: #f7f9fc; border: 1px solid #dde3ec; border-radius: 4px; padding: 4px 10px; }
+.npeff .this-run .run-line { margin: 3px 0; } .npeff .this-run details { margin: 3px 0; color: #333; }
+.npeff .charts { display: flex; flex-wrap: wrap; gap: 12px; }
+.npeff .charts > div { flex: 1 1 380px; min-width: 320px; }
+.npeff nav a { margin-right: 12px; }
+"""
+
+
+def escape(value) -> str:
+    """Text for HTML, quotes included, so it is safe in element content and in attributes."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def style() -> str:
+    return f"<style>{CSS}</style>"
+
+
+def fragment(body: str) -> str:
+    """A self-styled block for a notebook output."""
+    return f'{style()}<div class="npeff">{body}</div>'
+
+
+def format_value(value) -> str:
+    """A table cell: floats to 3 significant digits, missing values empty, everything escaped."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, (float, np.floating)):
+        return escape(f"{value:.3g}")
+    if isinstance(value, np.generic):
+        value = value.item()
+    return escape(value)
+
+
+def table_html(frame: pd.DataFrame, *, index_links: dict | None = None, bars: Sequence[str] = ()) -> str:
+    """A DataFrame as an HTML table, every header and cell escaped.
+
+    index_links: {index value: href} turns index cells into links.
+    bars: columns in [0, 1] drawn with a small bar beside the number.
+    """
+    index_name = frame.index.name or ""
+    head = "".join(f"<th>{escape(c)}</th>" for c in [index_name, *frame.columns])
+    rows = []
+    for key, row in zip(frame.index, frame.itertuples(index=False)):
+        cell = format_value(key)
+        if index_links and key in index_links:
+            cell = f'<a href="{escape(index_links[key])}">{cell}</a>'
+        cells = [f"<td>{cell}</td>"]
+        for column, value in zip(frame.columns, row):
+            text = format_value(value)
+            if column in bars and isinstance(value, (float, np.floating)) and np.isfinite(value):
+                text += f'<span class="bar" style="width:{40 * min(max(float(value), 0.0), 1.0):.0f}px"></span>'
+            kind = "text" if isinstance(value, str) else ""
+            cells.append(f'<td class="{kind}">{text}</td>')
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    return f'<table class="npeff-table"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def bar_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c.endswith("_purity") or c in ("accuracy", "mass")]
+
+
+def component_page_html(page, *, links: dict | None = None) -> str:
+    """A :class:`~workbench.app.explore.ComponentPage` as a captioned table."""
+    return fragment(f'<div class="caption">{escape(page.caption())}</div>'
+                    + table_html(page.rows, index_links=links, bars=bar_columns(page.rows)))
+
+
+def token_colour(score: float, scale: float) -> str:
+    """Orange for tokens that carry the component's Fisher mass, blue for ones that cancel it."""
+    alpha = 0.0 if scale <= 0 else min(abs(score) / scale, 1.0) * 0.8
+    rgb = "255,140,0" if score >= 0 else "40,120,255"
+    return f"rgba({rgb},{alpha:.2f})"
+
+
+def highlighted_text_html(text: str, tokens: Sequence[str] | None, scores, spans=None, special=None) -> str:
+    """The example with each token's span shaded by its score.
+
+    With ``spans`` (character offsets of each token in ``text``, from a fast tokenizer) the
+    original text is shown, so nothing is lost to unknown tokens; otherwise the tokens.
+    Scores are scaled per example by the largest |score|; the exact share is in each token's
+    tooltip.
+    """
+    if tokens is None or scores is None:
+        return f'<div class="tokens">{escape(text)}</div>'
+    scores = np.asarray(scores, dtype=np.float64)
+    special = special or [False] * len(tokens)
+    scale = float(np.max(np.abs(scores))) if len(scores) else 0.0
+
+    def span(piece: str, score: float, token: str) -> str:
+        title = escape(f"{token}: {score:+.1%} of the example's mass along the component")
+        return f'<span class="tok" style="background:{token_colour(score, scale)}" title="{title}">{escape(piece)}</span>'
+
+    if spans is not None:
+        pieces, cursor = [], 0
+        for (start, stop), score, token, is_special in zip(spans, scores, tokens, special):
+            if is_special or stop <= start:
+                continue
+            if start > cursor:
+                pieces.append(escape(text[cursor:start]))
+            pieces.append(span(text[start:stop], score, token))
+            cursor = max(cursor, stop)
+        pieces.append(escape(text[cursor:]))
+        return f'<div class="tokens">{"".join(pieces)}</div>'
+    shown = [span(token, score, token) for token, score, is_special in zip(tokens, scores, special) if not is_special]
+    return f'<div class="tokens">{" ".join(shown)}</div>'
+
+
+def example_html(example, label_name=str) -> str:
+    wrong = example.label is not None and example.prediction is not None and example.label != example.prediction
+    prediction = escape(label_name(example.prediction))
+    meta = [
+        f"#{example.rank + 1}", f"example {example.example}", f"label {escape(label_name(example.label))}",
+        f'prediction <span class="wrong">{prediction}</span>' if wrong else f"prediction {prediction}",
+        f"coefficient {example.coefficient:.4g}",
+    ]
+    if example.head_share is not None:
+        meta.append(f"head share {example.head_share:.0%}")
+    body = highlighted_text_html(example.text, example.tokens, example.scores,
+                                 getattr(example, "spans", None), example.special)
+    return f'<div class="example"><div class="meta">{" · ".join(meta)}</div>{body}</div>'
+
+
+def examples_page_html(page) -> str:
+    """A :class:`~workbench.app.explore.TopExamplesPage`: caption, then one card per example."""
+    parts = [f'<div class="caption">{escape(page.caption())}</div>']
+    parts += [example_html(e, page.label_name) for e in page.examples]
+    if page.note:
+        parts.append(f'<div class="note">{escape(page.note)}</div>')
+    return fragment("".join(parts))
+
+
+def error_html(message: str, details: str = "") -> str:
+    more = f"<details><summary>details</summary>{escape(details)}</details>" if details else ""
+    return f'<div class="error">{escape(message)}{more}</div>'
+
+
+def _plain_value(value) -> str:
+    """A value for a line of prose: lists joined, floats to 3 significant digits, None as None."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def _items(pairs: Iterable[tuple[str, object]], marked: set = frozenset()) -> str:
+    """``name value · name value`` with the marked names starred, all escaped."""
+    return " · ".join(f"<b>{escape(k)}{'*' if k in marked else ''}</b> {escape(_plain_value(v))}" for k, v in pairs)
+
+
+def _duration(record: dict) -> str:
+    try:
+        start = dt.datetime.fromisoformat(record["started"])
+        end = dt.datetime.fromisoformat(record["finished"])
+    except (KeyError, TypeError, ValueError):
+        return ""
+    return f" in {(end - start).total_seconds():.0f} s"
+
+
+def run_section_html(record: dict, *, title: str = "This run") -> str:
+    """A short "this run" section from a run record (run.json): status, device, versions, seeds,
+    the notebooks that ran (their parameters, papermill's injected ones starred), stage timings,
+    figures, and every parameter in a collapsed list."""
+    env = record.get("environment", {})
+    versions = env.get("versions", {})
+    shown_versions = ", ".join(f"{k} {v}" for k, v in versions.items()
+                               if k in ("npeff-workbench", "torch", "transformers", "papermill"))
+    lines = [
+        f"<b>{escape(record.get('status', '?'))}</b>, started {escape(record.get('started', '?'))}"
+        f"{escape(_duration(record))} · device {escape(env.get('device') or 'cpu')} · {escape(shown_versions)} · "
+        f"python {escape(env.get('python', '?'))} · seeds "
+        + escape(", ".join(f"{k} {v}" for k, v in record.get("seeds", {}).items()) or "none"),
+    ]
+    for name, notebook in record.get("notebooks", {}).items():
+        injected = set(notebook.get("injected", []))
+        lines.append(
+            f"notebook <b>{escape(name)}</b> ({escape(notebook.get('source'))}, {escape(notebook.get('status'))} in "
+            f"{escape(notebook.get('seconds', '?'))} s, papermill {escape(notebook.get('papermill', '?'))}): "
+            + _items(notebook.get("parameters", {}).items(), injected) + (" (* injected)" if injected else ""))
+    stages = record.get("stages", {})
+    if stages:
+        lines.append("stages: " + " · ".join(f"<b>{escape(k)}</b> {escape(v.get('seconds', v.get('status')))} s"
+                                             for k, v in stages.items()))
+    figures = record.get("figures", {})
+    if figures:
+        lines.append("figures: " + _items(figures.items()))
+    params = record.get("params", {})
+    details = (f"<details><summary>all {len(params)} parameters</summary>{_items(params.items())}</details>"
+               if params else "")
+    body = "".join(f'<div class="run-line">{line}</div>' for line in lines)
+    return fragment(f'<section class="this-run"><h2>{escape(title)}</h2>{body}{details}</section>')
+
+
+def run_section_text(record: dict) -> str:
+    lines = [f"status {record.get('status')}, started {record.get('started')}",
+             "parameters: " + ", ".join(f"{k}={v!r}" for k, v in record.get("params", {}).items())]
+    lines += [f"figure {k}: {v}" for k, v in record.get("figures", {}).items()]
+    return "\n".join(lines)

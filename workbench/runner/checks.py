@@ -1,0 +1,57 @@
+"""Checks on what the model produced, before anything of it is written."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from ..core.chunks import PefChunk
+
+logger = logging.getLogger(__name__)
+
+
+class NonFinitePefsError(ValueError):
+    """The model produced NaN or infinite outputs or gradients."""
+
+
+def check_labels(labels: torch.Tensor, n_classes: int) -> None:
+    """Every label is a class of the model (or -1, unknown)."""
+    bad = (labels < -1) | (labels >= n_classes)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(
+            f"label {int(labels[i])} of example {i} is out of range for a model with {n_classes} classes "
+            f"({int(bad.sum())} labels are); labels must be in 0..{n_classes - 1}, or -1 for unknown. "
+            "Check the label encoding, or that the model's classifier head has as many outputs as the task has classes."
+        )
+
+
+def check_chunk_finite(chunk: PefChunk, start: int) -> None:
+    """NaN or infinite logits or PEFs stop the run, instead of being written."""
+    bad = ~np.isfinite(chunk.logits).all(axis=1) | ~np.isfinite(chunk.frobenius_norms)
+    if not np.isfinite(chunk.values).all():
+        rows = np.repeat(np.arange(len(chunk.row_offsets) - 1), np.diff(chunk.row_offsets))
+        n_slots = max(1, (len(chunk.row_offsets) - 1) // chunk.n_examples)
+        bad[np.unique(rows[~np.isfinite(chunk.values)] // n_slots)] = True
+    if bad.any():
+        examples = (start + np.flatnonzero(bad))[:5].tolist()
+        raise NonFinitePefsError(
+            f"the model's outputs or gradients are NaN or infinite for {int(bad.sum())} examples (first: {examples}), "
+            "so their PEFs would be NaN. Check the model's weights (all(torch.isfinite(p).all() for p in "
+            "model.parameters())) and inputs; load it in float32 if it overflows in half precision."
+        )
+
+
+def check_probe(probe, labels: torch.Tensor) -> None:
+    """What the first batch tells about the whole data set: labels in range, finite PEFs."""
+    n_classes = int(probe.chunk.logits.shape[1])
+    check_labels(labels, n_classes)
+    check_chunk_finite(probe.chunk, probe.start)
+    zero = int((probe.chunk.frobenius_norms == 0).sum())
+    if zero == probe.size:
+        logger.warning(
+            "every PEF of the first batch is all zero: the selected parameters do not change the model's output "
+            "(check include/exclude), or the model is certain (p = 1) of every example"
+        )

@@ -1,0 +1,67 @@
+"""The PEFs of every example, in memory: :func:`compute_pefs`."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..core.chunks import chunks_to_pefs
+from ..core.device import resolve_device
+from ..core.params import NameFilter
+from ..core.pefs import DPefs, LrmPefs
+from ..fisher import Inputs, PefConfig, eval_mode, split_labels
+from .checks import check_probe
+from .estimate import PROBE_BATCH
+from .run import PefRun
+
+
+def compute_pefs(
+    model: nn.Module,
+    inputs: Inputs,
+    labels=None,
+    *,
+    kind: str = "lrm",
+    n_values: int | None = 65536,
+    top_k_classes: int | None = None,
+    include: NameFilter = None,
+    exclude: NameFilter = None,
+    batch_size: int | None = None,
+    method: str = "hooks",
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    check_resources: bool = True,
+) -> LrmPefs | DPefs:
+    """PEFs of every example, in memory. See :func:`workbench.write_pefs` to stream
+    them to disk instead (resumable, memory flat in the number of examples).
+
+    inputs: a tensor, or a dict of tensors (e.g. a tokenizer's output), one row per example;
+        ``inputs["labels"]`` is used as labels when ``labels`` is None.
+    labels: (n_examples,) ints, or None when unknown.
+    kind: "lrm" (low-rank, :class:`LrmPefs`) or "d" (diagonal, :class:`DPefs`).
+    n_values: entries kept per example (its largest); None keeps every non-zero.
+    top_k_classes: the class slots of each example, its most probable classes; None: all.
+    include, exclude: regular expressions (or lists of them) on parameter names.
+    batch_size: examples per batch; None chooses it from the memory available.
+    method: "hooks" (exact, fast) or "loop" (the plain reference, one example at a time).
+    device: None keeps the model where it is.
+    check_resources: estimate the peak memory and time from the first batch (shown in the
+        progress bar) and refuse up front when the memory will not hold the run
+        (:mod:`workbench.runner.estimate`).
+    """
+    config = PefConfig(kind, n_values, top_k_classes, include, exclude, PROBE_BATCH if batch_size is None else batch_size, method)
+    device = resolve_device(device) if device is not None else next(model.parameters()).device
+    inputs, labels = split_labels(inputs, labels)
+    run = PefRun.prepare(model, inputs, labels, config, device)
+    chunks = []
+    with eval_mode(model):
+        probe = run.probe(0)
+        if batch_size is None:
+            run = run.sized_by(probe)
+            if probe.size != min(run.config.batch_size, run.n_examples):
+                probe = run.probe(0, warm_up=False)
+        check_probe(probe, labels)
+        estimate = run.estimate(probe, n_done=0)
+        if check_resources:
+            estimate.check()
+        run.stream(lambda index, chunk: chunks.append(chunk), probe=probe, estimate=estimate, progress=progress)
+    return chunks_to_pefs(chunks, kind, run.plan.layout, run.info())

@@ -1,0 +1,98 @@
+"""The PEFs of every example, streamed into a store folder batch by batch: :func:`write_pefs`."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from ..core.device import resolve_device
+from ..fisher import PefConfig, eval_mode, split_labels
+from ..store.pef_store import PefStore
+from ..store.writer import PefStoreWriter, existing_manifest
+from .checks import check_probe
+from .estimate import PROBE_BATCH
+from .run import PefRun
+
+logger = logging.getLogger(__name__)
+
+
+def write_pefs(
+    out: str | os.PathLike,
+    model: torch.nn.Module,
+    inputs,
+    labels=None,
+    *,
+    kind: str = "lrm",
+    n_values: int | None = 65536,
+    top_k_classes: int | None = None,
+    include=None,
+    exclude=None,
+    batch_size: int | None = None,
+    method: str = "hooks",
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+    provenance: Mapping | None = None,
+    check_resources: bool = True,
+) -> PefStore:
+    """Compute PEFs batch by batch and stream them to the store folder ``out``.
+
+    Memory holds one batch at a time. If ``out`` holds an unfinished store made with the
+    same model, data and arguments, only the missing batches are computed (resume; also
+    after the process was killed). A store made with anything else is refused unless
+    ``overwrite=True``. Arguments as in :func:`workbench.compute_pefs`, and:
+
+    batch_size: examples per batch and per chunk file; None chooses it from the memory
+        available (recorded in the manifest, so a resume reuses it).
+    provenance: JSON-able facts recorded with the PEFs (e.g. ``{"model_path": ..., "seed": ...}``).
+    check_resources: before anything is written, estimate the disk, peak memory and time
+        of the run (from timing its first batch) and refuse, with the numbers, when the disk
+        or memory will not hold it (:class:`workbench.runner.estimate.InsufficientResourcesError`).
+        The estimate is shown in the progress bar and kept as ``store.estimate``.
+    """
+    out = Path(out)
+    device = resolve_device(device) if device is not None else next(model.parameters()).device
+    inputs, labels = split_labels(inputs, labels)
+    existing = existing_manifest(out, overwrite)
+    if batch_size is None and existing is not None:
+        batch_size = existing["info"].get("batch_size")  # a resume keeps the chunking it started with
+    config = PefConfig(kind, n_values, top_k_classes, include, exclude, PROBE_BATCH if batch_size is None else batch_size, method)
+    run = PefRun.prepare(model, inputs, labels, config, device)
+    with eval_mode(model):
+        # Everything that bad input can make fail happens here, before anything is written.
+        probe = None
+        if batch_size is None:
+            probe = run.probe(0)
+            run = run.sized_by(probe)
+        writer = PefStoreWriter(out, run.manifest(provenance))
+        done = writer.resume(existing) if existing is not None else set()
+        missing = [b for b in range(run.n_chunks) if b not in done]
+        estimate = None
+        if missing:
+            if probe is None or probe.size != run.config.batch_size:  # the probe must be a batch of the run
+                probe = run.probe(missing[0], warm_up=probe is None)
+            check_probe(probe, labels)
+            estimate = run.estimate(probe, n_done=sum(run.batch_len(b) for b in done), out=out)
+            if check_resources:
+                estimate.check()
+        else:
+            probe = None  # the store is complete on disk: nothing to compute
+
+        writer.open(existing, done)
+        try:
+            if estimate is not None:
+                logger.info("PEF run %s: %s", out, estimate)
+            with writer.in_background() as background:
+                run.stream(background.submit, skip=done.__contains__, probe=probe, estimate=estimate, progress=progress,
+                           initial=sum(run.batch_len(b) for b in done))
+        except (ValueError, TypeError):
+            if existing is None:  # bad input found mid-run: leave nothing behind that looks like a usable store
+                writer.remove()
+            raise
+    store = writer.complete()
+    store.estimate = estimate
+    return store

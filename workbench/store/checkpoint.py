@@ -1,0 +1,117 @@
+"""Fit checkpoints: an NPEFF fit saves its state every N steps and resumes from the last one.
+
+A checkpoint is one safetensors file holding the fit's arrays (W, G or H, and the running
+products the next step reads), with a JSON header: format and version, what produced it,
+the estimator's class and the settings that shape the fit, a fingerprint of the data it
+fits, the number of steps done, the loss history and the scalar state. It is rewritten
+atomically (temporary file + rename), so a fit killed while saving keeps the previous one.
+
+Everything the next step reads is saved exactly (float32 arrays, floats through JSON's
+shortest round-trip repr), so a resumed fit ends where an uninterrupted one does: bit for
+bit where the products are deterministic (measured on the CPU here), and within float32
+rounding where they are not (CUDA's sparse products, or a BLAS whose rounding depends on
+memory alignment), exactly as much as two uninterrupted fits differ there. The device may
+differ between the run and its resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .files import StoreError, producer, read_arrays, write_arrays
+from .formats import FIT_CHECKPOINT
+
+logger = logging.getLogger(__name__)
+
+#: settings that do not change the fit's arithmetic, so a resume may change them
+_FREE_SETTINGS = ("progress", "device", "n_iters_transform")
+
+
+@dataclass
+class Saved:
+    """A fit's state as it was after ``step`` steps."""
+
+    step: int
+    done: bool
+    arrays: dict[str, torch.Tensor]
+    scalars: dict[str, float]
+    history: dict[str, list[tuple[int, float]]]
+
+
+class FitCheckpoint:
+    """Where and how often one fit saves itself, and what it must match to resume."""
+
+    def __init__(self, path: str | os.PathLike, every: int, estimator, data_fingerprint: str):
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+            raise ValueError(f"checkpoint_every must be a positive integer (steps between saves), got {every!r}")
+        self.path = Path(path)
+        self.every = every
+        self.estimator = type(estimator).__name__
+        self.settings = {k: v for k, v in estimator.recorded_params().items() if k not in _FREE_SETTINGS}
+        self.data_fingerprint = data_fingerprint
+
+    def record_solver(self, solver: str) -> None:
+        """Record the solver the fit runs ("primal" or "dual") instead of the setting that chose
+        it: "auto" and the solver it took are the same fit, and "auto" may take another one
+        on another machine."""
+        self.settings["solver"] = solver
+
+    def load(self, device: torch.device) -> Saved | None:
+        """The saved state, or None when there is no checkpoint yet; StoreError when it belongs to another fit."""
+        if not self.path.exists():
+            return None
+        arrays, header = read_arrays(self.path, FIT_CHECKPOINT)
+        if header.get("estimator") != self.estimator:
+            raise StoreError(f"the checkpoint {self.path} is of a {header.get('estimator')} fit, not {self.estimator}; "
+                             "use another checkpoint path, or delete it")
+        saved_settings = header.get("settings")
+        if not isinstance(saved_settings, dict):
+            raise StoreError(f"the checkpoint {self.path} has a damaged header (no settings); delete it to start over")
+        if "solver" in self.settings:  # checkpoints from before the dual solver were made by the primal
+            saved_settings = {"solver": "primal", **saved_settings}
+        differ = sorted(k for k in set(saved_settings) | set(self.settings) if saved_settings.get(k) != self.settings.get(k))
+        if differ:
+            changes = ", ".join(f"{k}: {saved_settings.get(k)!r} → {self.settings.get(k)!r}" for k in differ)
+            raise StoreError(f"the checkpoint {self.path} was made by a fit with other settings ({changes}); "
+                             "fit with its settings to resume it, or delete it / pass another checkpoint path to start over")
+        if header.get("data") != self.data_fingerprint:
+            raise StoreError(f"the checkpoint {self.path} was made by a fit of other data (other PEFs, or the same PEFs "
+                             "pruned or normalised differently); resume with the PEFs it was made from, or delete it / "
+                             "pass another checkpoint path to start over")
+        try:
+            step, done = int(header["step"]), bool(header["done"])
+            scalars = {k: float(v) for k, v in header["scalars"].items()}
+            history = {k: [(int(i), float(x)) for i, x in v] for k, v in header["history"].items()}
+            names = {"LrmNpeff": ("W", "AG", "GG"), "DNpeff": ("W", "H")}[self.estimator]
+            # an LRM fit's G is either G itself (solver "primal") or its coordinates P, H ("dual")
+            g_saved = self.estimator != "LrmNpeff" or "G" in arrays or {"P", "H"} <= set(arrays)
+            if not set(names) <= set(arrays) or not g_saved or not 0 <= step or not all(np.isfinite(a).all() for a in arrays.values()):
+                raise ValueError("its arrays or step do not fit the fit")
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise StoreError(f"the checkpoint {self.path} has a damaged header ({err!r}); delete it to start over") from err
+        logger.info("resuming %s from %s after step %d", self.estimator, self.path, step)
+        return Saved(step, done, {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}, scalars, history)
+
+    def due(self, step: int) -> bool:
+        return step % self.every == 0
+
+    def save(self, step: int, arrays: dict[str, torch.Tensor], scalars: dict[str, float],
+             history: dict[str, list], done: bool = False) -> None:
+        header = {
+            **FIT_CHECKPOINT.header(),
+            "producer": producer(),
+            "estimator": self.estimator,
+            "settings": self.settings,
+            "data": self.data_fingerprint,
+            "step": step,
+            "done": done,
+            "scalars": {k: float(v) for k, v in scalars.items()},
+            "history": {k: [(int(i), float(x)) for i, x in v] for k, v in history.items()},
+        }
+        write_arrays(self.path, {k: v.detach().cpu().numpy() for k, v in arrays.items()}, header)

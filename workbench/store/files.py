@@ -1,0 +1,179 @@
+"""Files written whole or not at all, and read back with a clear error when they are not ours.
+
+Every file is written to a temporary name and renamed into place, so a killed process
+leaves either the old state or the new one, never half a file; the data is ``fsync``ed
+before the rename, so a power cut cannot leave an empty file under the real name. Data is
+safetensors (no pickle) with a JSON header as its metadata, or JSON; a file that is
+missing, truncated or not written by this package is a :class:`StoreError` that names it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import load_file, save_file
+
+from .. import __version__
+from .formats import FileFormat
+
+
+class StoreError(ValueError):
+    """A store is missing, incomplete, truncated, of another format, or mixed with an incompatible one."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yields a temporary path beside ``path``; renames it into place only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        _fsync(tmp)  # the data reaches the disk before the name does, so a power cut cannot leave an empty file
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _fsync(path: str | os.PathLike) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# Names of temporary files: ours from atomic_path (".NAME.XXXX.tmp"), and safetensors' own, which
+# writes through Rust's tempfile crate (".tmp" + 6 random characters) before it renames.
+_TEMPORARY_NAME = re.compile(r"\..+\.tmp|\.tmp[A-Za-z0-9]{6}")
+
+
+def is_temporary(name: str) -> bool:
+    """Whether ``name`` is a temporary file a killed writer can leave behind."""
+    return _TEMPORARY_NAME.fullmatch(name) is not None
+
+
+def remove_temporaries(folder: str | os.PathLike) -> int:
+    """Delete the temporary files a killed writer left in ``folder`` (not recursive); returns how many."""
+    removed = 0
+    for leftover in Path(folder).iterdir():
+        if not (leftover.is_file() and is_temporary(leftover.name)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+            removed += 1
+    return removed
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=json_default))
+
+
+def json_default(obj):
+    if isinstance(obj, (np.integer, np.floating)):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} as JSON")
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    """A JSON object written by :func:`write_json`; StoreError if missing, damaged or not an object."""
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"{path} does not exist")
+    try:
+        obj = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise StoreError(f"{path} is not valid JSON (truncated or not written by this package): {err}") from err
+    if not isinstance(obj, dict):
+        raise StoreError(f"{path} holds a JSON {type(obj).__name__}, not the object this package writes; re-create it")
+    return obj
+
+
+def write_arrays(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], header: dict) -> None:
+    """One safetensors file of numpy arrays, with ``header`` (JSON) as its metadata."""
+    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    with atomic_path(path) as tmp:
+        save_file(arrays, str(tmp), metadata={"header": json.dumps(header, default=json_default)})
+
+
+def read_arrays(path: str | os.PathLike, expected_format: FileFormat | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """The arrays and header written by :func:`write_arrays`, checked for format and version."""
+    with _reading_safetensors(path) as path:
+        arrays = load_file(str(path))
+    return arrays, read_header(path, expected_format)
+
+
+def read_header(path: str | os.PathLike, expected_format: FileFormat | None = None) -> dict:
+    """Only the JSON header of a file written by :func:`write_arrays` (cheap: no array is read)."""
+    with _reading_safetensors(path) as path, safe_open(str(path), framework="np") as f:
+        metadata = f.metadata() or {}
+    header = _parse_header(metadata.get("header", "{}"), path)
+    if expected_format is not None:
+        check_format(header, expected_format, path)
+    return header
+
+
+@contextlib.contextmanager
+def _reading_safetensors(path: str | os.PathLike):
+    """Turns whatever safetensors raises on a missing or damaged file into a StoreError that names it."""
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"{path} does not exist")
+    try:
+        yield path
+    except Exception as err:  # safetensors raises several types for damaged files; all mean the same here
+        raise StoreError(
+            f"{path} cannot be read as a safetensors file (truncated, or not written by this package): {err}"
+        ) from err
+    except BaseException as err:  # a Rust panic inside safetensors (pyo3's PanicException) on hostile bytes
+        if type(err).__name__ != "PanicException":
+            raise
+        raise StoreError(f"{path} is damaged: safetensors could not parse it ({err})") from err
+
+
+def _parse_header(text: str, path) -> dict:
+    try:
+        header = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise StoreError(f"{path} has a damaged header: {err}") from err
+    if not isinstance(header, dict):
+        raise StoreError(f"{path} has a damaged header: a JSON {type(header).__name__}, not an object")
+    return header
+
+
+def check_format(header: dict, expected: FileFormat, path) -> None:
+    """Refuse (StoreError) a header of another format, or of a version this package does not read."""
+    found = header.get("format") if isinstance(header, dict) else None
+    if found != expected.name:
+        raise StoreError(f"{path} holds {found or 'an unknown format'!s}, not {expected.name}")
+    version = header.get("format_version")
+    if version not in expected.readable:
+        versions = " or ".join(str(v) for v in expected.readable)
+        raise StoreError(
+            f"{path} has format version {version}; this package (version {__version__}) reads version "
+            f"{versions}. Re-create it with this version of the package."
+        )
+
+
+def producer() -> dict:
+    """What wrote a file: this package and torch, by version."""
+    import torch  # the versions of what computed it; a file written without torch loaded still names it
+
+    return {"package": "npeff-workbench", "package_version": __version__, "torch": torch.__version__}
+
+

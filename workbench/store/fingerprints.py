@@ -1,0 +1,77 @@
+"""Fingerprints: is a resumed run the same run, and do a model, its PEFs and a decomposition belong together?
+
+sha256 over names, dtypes, shapes and bytes. A PEF store records those of the model's
+weights, the inputs and the labels; a decomposition and a fit checkpoint those of the
+PEFs (or the prepared matrix) they were fitted to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from ..core.kinds import kind
+from ..core.provenance import model_name
+from .files import StoreError
+
+
+def fingerprint_tensors(tensors: Mapping[str, torch.Tensor] | torch.Tensor) -> str:
+    h = hashlib.sha256()
+    items = {"": tensors} if isinstance(tensors, torch.Tensor) else dict(sorted(tensors.items()))
+    for name, t in items.items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.view(torch.uint8).numpy().reshape(-1).data if t.numel() else b"")  # hashed in place, no copy
+    return h.hexdigest()
+
+
+def fingerprint_model(model: torch.nn.Module) -> str:
+    return fingerprint_tensors(dict(model.state_dict()))
+
+
+def fingerprint_arrays(arrays: Mapping[str, np.ndarray]) -> str:
+    """sha256 of named numpy arrays (names, dtypes, shapes and bytes)."""
+    h = hashlib.sha256()
+    for name, a in sorted(arrays.items()):
+        a = np.ascontiguousarray(a)
+        h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.view(np.uint8).reshape(-1).data if a.size else b"")
+    return h.hexdigest()
+
+
+
+def fingerprint_pefs(pefs) -> str:
+    """What a decomposition or checkpoint records of the PEFs it was fitted to."""
+    matrix = pefs.matrix
+    arrays = {"data": matrix.data, "indices": matrix.indices.astype(np.int64), "indptr": matrix.indptr.astype(np.int64),
+              "frobenius_norms": pefs.frobenius_norms, "shape": np.array(matrix.shape, dtype=np.int64)}
+    if kind(pefs.kind).one_row_per_slot:
+        arrays["classes"] = pefs.slot_classes
+    return fingerprint_arrays(arrays)
+
+
+def fingerprint_matrix(matrix: sp.csr_matrix, kept_columns: np.ndarray, squared_norm: float) -> str:
+    """The prepared data a fit sees (after pruning and normalising)."""
+    return fingerprint_arrays({
+        "data": matrix.data, "indices": matrix.indices.astype(np.int64), "indptr": matrix.indptr.astype(np.int64),
+        "shape": np.array(matrix.shape, dtype=np.int64), "kept": kept_columns.astype(np.int64),
+        "squared_norm": np.array([squared_norm], dtype=np.float64),
+    })
+
+
+def check_same_model(recorded: Mapping, model: torch.nn.Module, what: str) -> None:
+    """Refuse ``model`` when ``recorded`` (a PEF store's info or a decomposition's pef_info) names another one.
+
+    Records without a model fingerprint (PEFs made outside a model) are accepted.
+    """
+    expected = recorded.get("model_fingerprint")
+    if expected and fingerprint_model(model) != expected:
+        raise StoreError(
+            f"{what} was computed from another model ({recorded.get('model', 'unnamed')!s}, weights fingerprint "
+            f"{expected[:12]}) than the one given ({model_name(model)}, {fingerprint_model(model)[:12]}): "
+            "use the model it was made from, or recompute the PEFs and decomposition with this one"
+        )

@@ -1,0 +1,42 @@
+"""Every file format this package writes, with its version: the one table readers check against.
+
+A file records ``format`` and ``format_version`` in its header (safetensors metadata or
+JSON); :func:`workbench.store.files.check_format` refuses another format, or a version
+this package cannot read, with a message that says so. A format's ``version`` is what is
+written; ``reads`` lists the versions still read (older files keep loading).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FileFormat:
+    name: str  # recorded as "format"
+    version: int  # recorded as "format_version" by this package
+    reads: tuple[int, ...] = ()  # versions read besides ``version``
+    what: str = ""
+
+    @property
+    def readable(self) -> tuple[int, ...]:
+        return tuple(sorted({self.version, *self.reads}))
+
+    def header(self) -> dict:
+        """The keys every file of this format starts its header with."""
+        return {"format": self.name, "format_version": self.version}
+
+
+PEF_STORE = FileFormat("npeff-workbench/pefs", 1, what="a PEF store's manifest.json")
+PEF_CHUNK = FileFormat("npeff-workbench/pefs/chunk", 1, what="one batch's PEFs, chunks/NNNNNN.safetensors")
+# version 2 records the rows per example of X as "n_slots" (version 1 called it "n_classes")
+LRM_DECOMPOSITION = FileFormat("npeff-workbench/lrm-npeff", 2, reads=(1,), what="a fitted LrmNpeff (save/load)")
+D_DECOMPOSITION = FileFormat("npeff-workbench/d-npeff", 1, what="a fitted DNpeff (save/load)")
+FIT_CHECKPOINT = FileFormat("npeff-workbench/fit-checkpoint", 1, what="a fit's state every N steps")
+COMPONENTS = FileFormat("npeff-workbench/components", 1, what="components keyed by parameter name (export)")
+COEFFICIENTS = FileFormat("npeff-workbench/coefficients", 1, what="W of `python -m workbench transform`")
+RUN_RECORD = FileFormat("npeff-workbench/run", 1, what="a run folder's run.json")
+
+FORMATS: dict[str, FileFormat] = {f.name: f for f in (
+    PEF_STORE, PEF_CHUNK, LRM_DECOMPOSITION, D_DECOMPOSITION, FIT_CHECKPOINT, COMPONENTS, COEFFICIENTS, RUN_RECORD,
+)}

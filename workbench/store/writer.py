@@ -1,0 +1,235 @@
+"""Writing a PEF store: a new one, or the resume of an unfinished one, chunk by chunk.
+
+:class:`PefStoreWriter` is the one way chunks reach a store; the PEF runs
+(:func:`workbench.write_pefs`, :func:`workbench.distributed.write_pefs_sharded`) and
+:func:`save_pefs` all write through it:
+
+1. :func:`existing_manifest` reads what is at the folder (nothing, a store to resume, or a
+   folder that is not a store, which is refused);
+2. :meth:`PefStoreWriter.resume` checks a store on disk is the same run (a StoreError names
+   what differs) and keeps its valid chunks; damaged or foreign ones are deleted, to be
+   recomputed;
+3. :meth:`PefStoreWriter.open` creates the folder and its manifest (incomplete), or cleans
+   a resumed one;
+4. :meth:`PefStoreWriter.write_chunk` (or :meth:`PefStoreWriter.in_background`) writes
+   chunks, each atomically;
+5. :meth:`PefStoreWriter.complete` marks the store complete, once every chunk is on disk.
+
+A killed writer can leave a temporary file (never renamed, so never read as a chunk;
+deleted on resume), a new store folder with a manifest and no chunks (the manifest is
+written before the chunks folder, so a resume finds it), or nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save
+
+from .. import __version__
+from ..core.chunks import PefChunk
+from .files import StoreError, is_temporary, read_json, remove_temporaries, write_arrays, write_json
+from .fingerprints import fingerprint_pefs
+from .formats import PEF_CHUNK
+from .pef_store import IDENTITY, CHUNKS, MANIFEST, PefStore, check_manifest, chunk_path, new_manifest, store_id
+
+logger = logging.getLogger(__name__)
+
+
+def chunk_header(index: int, store: str) -> dict:
+    return {**PEF_CHUNK.header(), "chunk": index, "store": store,
+            "producer": {"package": "npeff-workbench", "package_version": __version__}}
+
+
+def write_chunk(root: Path, index: int, chunk: PefChunk, store: str) -> None:
+    """Chunk ``index`` of the store ``store`` (its :func:`~workbench.store.pef_store.store_id`) at ``root``."""
+    write_arrays(chunk_path(root, index), chunk.arrays(), chunk_header(index, store))
+
+
+def chunk_file_size(chunk: PefChunk, index: int) -> int:
+    """Bytes the chunk's file takes on disk (serialised in memory, with a header of its real length)."""
+    header = chunk_header(index, "0" * 16)
+    return len(save({k: np.ascontiguousarray(v) for k, v in chunk.arrays().items()}, metadata={"header": json.dumps(header)}))
+
+
+class ChunkWriter:
+    """Writes a run's chunks in order on one background thread, at most ``depth`` behind the
+    computation, so that serialising and fsync-ing a chunk overlap the next batch (see
+    benchmarks/README.md for what that saves). A failed write stops the writes after it
+    and is raised by the next :meth:`submit` or at the end of the ``with`` block; leaving
+    the block waits for the writes in flight, so every chunk it reports is on disk."""
+
+    def __init__(self, out: Path, identity: str, depth: int = 2):
+        self.out, self.identity, self.depth = out, identity, depth
+        self._pending: deque = deque()
+        self._failed = False
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="workbench-store")
+
+    def __enter__(self) -> "ChunkWriter":
+        return self
+
+    def submit(self, index: int, chunk) -> None:
+        while len(self._pending) >= self.depth:
+            self._pending.popleft().result()
+        self._pending.append(self._thread.submit(self._write, index, chunk))
+
+    def _write(self, index: int, chunk) -> None:
+        if self._failed:
+            return
+        try:
+            write_chunk(self.out, index, chunk, self.identity)
+        except BaseException:
+            self._failed = True
+            raise
+
+    def __exit__(self, exc_type, *exc) -> None:
+        try:
+            while self._pending:
+                future = self._pending.popleft()
+                if exc_type is None:
+                    future.result()
+                else:  # already failing: wait for the write, keep the first error
+                    future.exception()
+        finally:
+            self._thread.shutdown(wait=True)
+
+
+def existing_manifest(out: str | os.PathLike, overwrite: bool) -> dict | None:
+    """The manifest of the unfinished or finished store at ``out``, to resume or to check against.
+
+    None for a new folder, for one holding only what a writer killed before its first
+    manifest left (an empty chunks folder, temporaries), and for any store when
+    ``overwrite``. A folder holding anything else is never written to, not even with
+    ``overwrite``: it might be the user's.
+    """
+    out = Path(out)
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise StoreError(f"{out} is a file, not a folder; choose a new or empty folder for the PEF store")
+    if (out / MANIFEST).exists():
+        if overwrite:
+            return None
+        manifest = read_json(out / MANIFEST)
+        check_manifest(manifest, out)
+        return manifest
+    leftovers = all((p.name == CHUNKS and p.is_dir()) or is_temporary(p.name)
+                    for p in out.iterdir())
+    if not leftovers:
+        raise StoreError(f"{out} exists and is not a PEF store; choose an empty or new folder")
+    return None
+
+
+class PefStoreWriter:
+    """Writes one run's chunks into the store folder ``out``; ``manifest`` is the run's
+    (:func:`~workbench.store.pef_store.new_manifest`), identifying it."""
+
+    def __init__(self, out: str | os.PathLike, manifest: dict):
+        self.path = Path(out)
+        self.manifest = manifest
+        self.store_id = store_id(manifest)
+
+    @property
+    def n_chunks(self) -> int:
+        return int(self.manifest["n_chunks"])
+
+    def resume(self, existing: dict) -> set[int]:
+        """The batches of a store on disk (``existing``, its manifest) that need no recomputing.
+
+        StoreError, naming what differs, when the store is not this run; damaged chunks and
+        chunks of another run are deleted (and the store marked incomplete)."""
+        self._check_same_run(existing)
+        store = PefStore.being_written(self.path, self.manifest)
+        valid, invalid = set(), []
+        for index in store.chunks_on_disk():
+            (valid.add(index) if store.chunk_is_valid(index) else invalid.append(index))
+        if invalid:
+            logger.warning("chunks %s of %s are damaged or from another run; they are recomputed", invalid, self.path)
+            if existing.get("complete"):
+                write_json(self.path / MANIFEST, dict(existing, complete=False))
+            for index in invalid:
+                chunk_path(self.path, index).unlink()
+        return valid
+
+    def _check_same_run(self, existing: dict) -> None:
+        """The store on disk must be the same run; anything else is an error that names what differs."""
+        out, manifest = self.path, self.manifest
+        differ = [k for k in IDENTITY if existing.get(k) != manifest.get(k)]
+        old_info = existing.get("info", {})
+        differ += [f"info.{k}" for k in sorted(set(manifest["info"]) | set(old_info))
+                   if k != "package_version" and old_info.get(k) != manifest["info"].get(k)]
+        if differ:
+            state = "a complete" if existing.get("complete") else "an unfinished"
+            raise StoreError(
+                f"{out} already holds {state} PEF store made with other arguments (differs: {', '.join(differ)}); "
+                "pass overwrite=True to replace it, or choose another folder"
+            )
+
+    def open(self, existing: dict | None, done: set[int]) -> None:
+        """A new store (``existing`` None): folder, then manifest (incomplete), then chunks. A
+        resumed one: stale temporaries removed, and no longer complete while chunks are missing."""
+        out = self.path
+        if existing is None:
+            if out.exists():
+                shutil.rmtree(out)
+            out.mkdir(parents=True)
+            write_json(out / MANIFEST, self.manifest)
+            (out / CHUNKS).mkdir()
+            return
+        removed = remove_temporaries(out) + remove_temporaries(out / CHUNKS)
+        if removed:
+            logger.info("removed %d temporary files a killed run left in %s", removed, out)
+        (out / CHUNKS).mkdir(exist_ok=True)
+        if existing.get("complete") and len(done) < self.n_chunks:
+            write_json(out / MANIFEST, self.manifest)  # chunks are missing: no longer complete until they are back
+
+    def write_chunk(self, index: int, chunk: PefChunk) -> None:
+        write_chunk(self.path, index, chunk, self.store_id)
+
+    def in_background(self, depth: int = 2) -> ChunkWriter:
+        """A context manager whose ``submit(index, chunk)`` writes on a background thread."""
+        return ChunkWriter(self.path, self.store_id, depth)
+
+    def chunks_on_disk(self) -> list[int]:
+        return PefStore.being_written(self.path, self.manifest).chunks_on_disk()
+
+    def complete(self) -> PefStore:
+        """Mark the store complete (every chunk must be on disk) and open it for reading."""
+        write_json(self.path / MANIFEST, dict(self.manifest, complete=True))
+        return PefStore(self.path)
+
+    def remove(self) -> None:
+        """Delete the store this writer created (bad input found mid-run: nothing that looks usable is left)."""
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def save_pefs(pefs, path: str | os.PathLike, examples_per_chunk: int = 1024) -> PefStore:
+    """Write in-memory PEFs (e.g. from ``LrmPefs.from_dense``) as a store, replacing ``path``."""
+    path = Path(path)
+    n = pefs.n_examples
+    if n == 0:
+        raise ValueError("the PEF set is empty: there is nothing to save")
+    starts = list(range(0, n, examples_per_chunk))
+    writer = PefStoreWriter(path, new_manifest(pefs.kind, pefs.info, pefs.layout, n, len(starts), {"pefs": fingerprint_pefs(pefs)}))
+    writer.open(None, set())
+    for index, start in enumerate(starts):
+        part = pefs[start : start + examples_per_chunk]
+        matrix = part.matrix
+        chunk = PefChunk(
+            values=matrix.data.astype(np.float32),
+            indices=matrix.indices.astype(np.int64),
+            row_offsets=matrix.indptr.astype(np.int64),
+            classes=part.slot_classes,
+            frobenius_norms=part.frobenius_norms,
+            labels=part.labels,
+            logits=part.logits,
+        )
+        writer.write_chunk(index, chunk)
+    return writer.complete()
