@@ -1,0 +1,85 @@
+"""LrmNpeff and DNpeff are scikit-learn estimators: clone, get_params/set_params, checked settings,
+NotFittedError, numpy integers, a ConvergenceWarning at the iteration limit; save/load keep it all."""
+
+import inspect
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+
+from workbench import DNpeff, LrmNpeff
+from workbench.npeff import NpeffConvergenceWarning, estimator_for
+from workbench.npeff.planted import planted_d, planted_lrm
+
+PROBLEMS = {LrmNpeff: lambda: planted_lrm(40, 60, 3, seed=4).pefs, DNpeff: lambda: planted_d(40, 60, 3, seed=4).pefs}
+SHORT = {LrmNpeff: dict(n_iters_g_only=5, n_iters_joint=5), DNpeff: dict(n_iters=10)}
+
+
+@pytest.mark.parametrize("cls", [LrmNpeff, DNpeff])
+def test_get_params_is_every_init_argument_and_clone_copies_them(cls):
+    estimator = cls(n_components=4, seed=7, progress=False)
+    arguments = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    assert set(estimator.get_params()) == arguments
+    copy = clone(estimator)
+    assert copy is not estimator and copy.get_params() == estimator.get_params()
+    assert clone(LrmNpeff(n_components=4)).get_params()["n_components"] == 4
+
+
+@pytest.mark.parametrize("cls", [LrmNpeff, DNpeff])
+def test_settings_are_checked_at_fit_against_one_table(cls):
+    pefs = PROBLEMS[cls]()
+    estimator = cls(n_components=3, progress=False, **SHORT[cls]).set_params(n_components=0)  # set_params does not check
+    with pytest.raises(ValueError, match=f"'n_components' parameter of {cls.__name__} must be an int in the range"):
+        estimator.fit(pefs)
+    with pytest.raises(ValueError, match="'tol' parameter"):
+        cls(tol=-1.0, progress=False).fit(pefs)
+    with pytest.raises(TypeError, match="'normalize' parameter"):  # InvalidParameterError is both
+        cls(normalize="yes", progress=False).fit(pefs)
+    assert set(cls._parameter_constraints) == set(cls().get_params()), "one table covers every setting"
+
+
+@pytest.mark.parametrize("cls", [LrmNpeff, DNpeff])
+def test_numpy_integers_are_integers(cls, tmp_path):
+    pefs = PROBLEMS[cls]()
+    settings = {k: np.int64(v) for k, v in SHORT[cls].items()}
+    fitted = cls(n_components=np.int64(3), seed=np.int64(1), progress=False, **settings).fit(pefs)
+    reference = cls(n_components=3, seed=1, progress=False, **SHORT[cls]).fit(pefs)
+    np.testing.assert_array_equal(fitted.W_, reference.W_)
+    fitted.save(tmp_path / "fit.safetensors")
+    assert cls.load(tmp_path / "fit.safetensors").get_params() == reference.get_params()
+
+
+@pytest.mark.parametrize("cls", [LrmNpeff, DNpeff])
+def test_transform_before_fit_raises_not_fitted(cls, tmp_path):
+    with pytest.raises(NotFittedError):
+        cls(3).transform(PROBLEMS[cls]())
+    with pytest.raises(NotFittedError):
+        cls(3).save(tmp_path / "x.safetensors")
+    with pytest.raises(NotFittedError):
+        cls(3).component(0)
+
+
+@pytest.mark.parametrize("cls", [LrmNpeff, DNpeff])
+def test_the_iteration_limit_warns_as_scikit_learn_does(cls):
+    pefs = PROBLEMS[cls]()
+    with pytest.warns(ConvergenceWarning, match="before the loss settled"):
+        cls(3, tol=1e-12, log_every=1, progress=False, **SHORT[cls]).fit(pefs)
+    assert issubclass(NpeffConvergenceWarning, ConvergenceWarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        cls(3, progress=False, **SHORT[cls]).fit(pefs)  # tol=0 runs every iteration by design: no warning
+        cls(3, tol=1.0, log_every=1, progress=False, **SHORT[cls]).fit(pefs)  # settled at once: no warning
+
+
+def test_slots_are_named_n_slots():
+    pefs = PROBLEMS[LrmNpeff]()
+    fitted = LrmNpeff(3, progress=False, **SHORT[LrmNpeff]).fit(pefs)
+    assert fitted.n_slots_ == pefs.n_slots == 2 and not hasattr(fitted, "n_classes_")
+
+
+def test_estimators_are_found_by_kind():
+    assert estimator_for("lrm") is LrmNpeff and estimator_for("d") is DNpeff
+    with pytest.raises(ValueError, match="kind must be 'lrm' or 'd', got 'diagonal'"):
+        estimator_for("diagonal")
