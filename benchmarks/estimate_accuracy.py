@@ -36,8 +36,8 @@ def _minilm_shaped(config_folder: str):
 def _case(which: str, n: int, out: Path, device: str | None = None, config_folder: str | None = None) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from workbench.models.embedded import default_model, load_default_model, make_examples, tokenize
-    from workbench.runner.estimate import _high_water_mark
-    from workbench.store import write_pefs
+    from workbench.runner.resources import high_water_mark
+    from workbench import write_pefs
 
     if which == "embedded":
         model, tokenizer = load_default_model(default_model(progress=False))
@@ -61,7 +61,7 @@ def _case(which: str, n: int, out: Path, device: str | None = None, config_folde
 
         peak = torch.cuda.max_memory_allocated()  # since the first batch reset it, like VmHWM below
     else:
-        peak = _high_water_mark()
+        peak = high_water_mark()
     return {
         "case": which, "n_examples": n, "n_parameters": e.n_parameters, "n_values": n_values, "batch_size": e.batch_size,
         "disk": {"estimated": e.disk_bytes, "measured": sum(p.stat().st_size for p in out.rglob("*") if p.is_file())},

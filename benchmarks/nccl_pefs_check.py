@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from workbench.distributed import process_group, write_pefs_sharded
-from workbench.fisher import compute_pefs
+from workbench import compute_pefs
 
 
 def main() -> None:

@@ -11,7 +11,6 @@ import ast
 from functools import lru_cache
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("workbench", "widgets")

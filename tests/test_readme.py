@@ -5,6 +5,7 @@ The blocks run in order in one namespace (as in a notebook), in a fresh folder h
 """
 
 import re
+import runpy
 import shutil
 from pathlib import Path
 
@@ -28,10 +29,12 @@ def test_the_readme_has_python_blocks_and_no_placeholders():
 def test_every_python_block_of_the_readme_runs(embedded_run, tmp_path, monkeypatch):
     shutil.copytree(embedded_run.path, tmp_path / "runs" / "demo")
     monkeypatch.chdir(tmp_path)
-    namespace = {"__name__": "__readme__"}
+    namespace = {}
     for number, block in enumerate(python_blocks(README.read_text()), start=1):
+        script = tmp_path / f"readme_block_{number}.py"  # tracebacks name the block and its line
+        script.write_text(block)
         try:
-            exec(compile(block, f"README.md, Python block {number}", "exec"), namespace)
+            namespace = runpy.run_path(str(script), init_globals=namespace)
         except Exception as err:
             raise AssertionError(f"README.md's Python block {number} fails: {err!r}\n{block}") from err
     assert (tmp_path / "runs" / "mine" / "pefs" / "manifest.json").exists()

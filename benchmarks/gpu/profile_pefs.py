@@ -15,7 +15,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from workbench.bench import bert_base_case
-from workbench.store import write_pefs
+from workbench import write_pefs
 
 
 def main() -> None:

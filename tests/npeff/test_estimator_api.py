@@ -47,6 +47,7 @@ def test_numpy_integers_are_integers(cls, tmp_path):
     fitted = cls(n_components=np.int64(3), seed=np.int64(1), progress=False, **settings).fit(pefs)
     reference = cls(n_components=3, seed=1, progress=False, **SHORT[cls]).fit(pefs)
     np.testing.assert_array_equal(fitted.W_, reference.W_)
+    np.testing.assert_array_equal(cls(n_components=3, seed=1, progress=False, **SHORT[cls]).fit_transform(pefs), reference.W_)
     fitted.save(tmp_path / "fit.safetensors")
     assert cls.load(tmp_path / "fit.safetensors").get_params() == reference.get_params()
 

@@ -5,7 +5,7 @@ example's top entries, for the PEFs of small models) and :mod:`workbench.npeff.k
 (the sparse products of the fits). Both switch on and off together here, and both run
 their serial loops, which release the GIL, on one pool of Python threads rather than
 numba's OpenMP layer, whose spinning threads slowed torch's own operations between the
-products by 10× on a busy machine.
+products on a busy machine (docs/design.md, "Fast fits").
 
 numba is imported on first use only; without it the callers fall back to torch and numpy.
 """

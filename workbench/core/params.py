@@ -50,12 +50,6 @@ class ParameterLayout:
     def n_parameters(self) -> int:
         return int(self.sizes.sum())
 
-    def name_of(self, flat_index: np.ndarray | int) -> np.ndarray | str:
-        """The parameter name holding each flat index."""
-        k = np.searchsorted(self.offsets, flat_index, side="right") - 1
-        names = np.array(self.names, dtype=object)
-        return names[k]
-
     def split(self, vector: np.ndarray | torch.Tensor) -> dict[str, np.ndarray | torch.Tensor]:
         """A flat vector of n_parameters as {name: array shaped like the parameter}."""
         if vector.shape[-1] != self.n_parameters:

@@ -199,6 +199,10 @@ class DPefs(_PefsBase):
         """The sparse PEF matrix, whatever the kind: ``F`` here."""
         return self.F
 
+    def example_of_row(self) -> np.ndarray:
+        """(n_examples,): the example each row of F belongs to, itself."""
+        return np.arange(self.n_examples)
+
     @property
     def slot_classes(self) -> np.ndarray:
         """(n_examples, 0): D-PEFs sum their slots, which are not kept."""

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core import compiled
+from ..core import compiled, kinds
 from ..core.chunks import PefChunk
 from .config import PefConfig, Plan
 from .gradients import BatchGradients
@@ -29,8 +29,9 @@ def batch_in_two_stages(model, plan, batch, labels, config, start) -> Callable[[
     out) now, and returns the rest: a call that selects and makes the chunk, which
     :func:`iter_pef_chunks` may run on another core while the next batch's passes run."""
     selected_later = plan.named[0][1].device.type == "cpu" and _compiled_selection(plan, config)
-    # A two-class model's slots stay multiples of one gradient where the compiled selection reads them
-    grads = BatchGradients(model, plan, batch, config.top_k_classes, factor_two_classes=selected_later and config.kind == "lrm")
+    # A two-class model's slots stay multiples of one gradient where the compiled selection reads them as rows
+    rows_are_slots = kinds.kind(config.kind).one_row_per_slot
+    grads = BatchGradients(model, plan, batch, config.top_k_classes, factor_two_classes=selected_later and rows_are_slots)
     check_batch_labels(labels, grads.logits.shape[1], start)
     if config.method == "loop":
         pefs = loop_pefs(grads, config.kind, config.n_values)
@@ -52,11 +53,11 @@ def _compiled_selection(plan: Plan, config: PefConfig) -> bool:
 
 def _chunk(grads: BatchGradients, pefs: list[ExamplePef], labels: torch.Tensor, config: PefConfig) -> PefChunk:
     plan = grads.plan
-    n_rows = grads.n_slots if config.kind == "lrm" else 1
+    n_rows = kinds.kind(config.kind).rows_per_example(grads.n_slots)
     m = plan.layout.n_parameters
     positions = torch.cat([p.positions for p in pefs]).cpu().numpy().astype(np.int64, copy=False)  # each example's ascending
     # Example i's positions moved to i·n_rows·m on: the chunk's (example, row) cells in order,
-    # so their boundaries are found by bisection (a division and a bincount took 5× longer).
+    # so their boundaries are found by bisection (faster than a division and a bincount).
     cell_of_chunk = positions + np.repeat(np.arange(len(pefs)) * (n_rows * m), [len(p.positions) for p in pefs])
     row_offsets = np.searchsorted(cell_of_chunk, np.arange(len(pefs) * n_rows + 1) * m).astype(np.int64)
     return PefChunk(
@@ -115,9 +116,9 @@ def _second_stage_runner(device: torch.device | None):
     """Where each batch's second stage (a small model's selection, and the chunk) runs: on
     a worker thread beside the next batch's model passes, when the PEFs are computed on a
     CPU and torch may use more than one thread, torch then using one thread fewer for the
-    duration (so the cores used stay as many as torch's setting: on the embedded model with
-    two cores, 18% more examples/s than torch's two threads for everything, whose small
-    operations gain little from the second); otherwise (device None too) in turn. Yields
+    duration (so the cores used stay as many as torch's setting; torch's second thread gains
+    little on a small model's operations, benchmarks/README.md); otherwise (device None
+    too) in turn. Yields
     ``run_later(stage) -> call returning its result``."""
     threads = torch.get_num_threads()
     if device is None or device.type != "cpu" or threads < 2:

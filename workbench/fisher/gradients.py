@@ -168,7 +168,7 @@ class BatchGradients:
     def lrm_grams(self) -> torch.Tensor:
         """(b, k, k) float64 on the CPU: A_iᵀ A_i over the rule-covered parameters (fallback
         ones not included). Summed where the blocks are and moved once: a move per block
-        waits for the GPU each time (200 waits per batch of bert-base, measured on an H200)."""
+        waits for the GPU each time, hundreds of times per batch of a large model."""
         gram = torch.zeros((self.n_examples, self.n_slots, self.n_slots), dtype=torch.float64, device=self.logits.device)
         dense = [block.values for _, block in self.blocks if isinstance(block, DenseGradient)]
         if dense:  # small parameters (biases, norms) together, in one product

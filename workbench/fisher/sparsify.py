@@ -30,9 +30,9 @@ def writes_out_whole(n_entries: int, device: torch.device) -> bool:
 
     On a CPU only small models are: ranking blocks by their bound skips most of a large
     model's work. On a GPU the blockwise path's Python loop and its synchronisations cost
-    far more than the writing (measured on an H200: MiniLM at 21 examples/s blockwise, 2%
-    of the floor), so every example whose entries, their magnitudes and masks fit in a
-    quarter of the free memory is written out whole.
+    far more than the writing (benchmarks/README.md, "GPU"), so every example whose
+    entries, their magnitudes and masks fit in a quarter of the free memory is written
+    out whole.
     """
     if n_entries <= DENSE_MAX_ENTRIES:
         return True
@@ -65,9 +65,9 @@ def _slot_grams(A_t: torch.Tensor) -> torch.Tensor:
 
     On CPU, where only small models are written out whole: one float32 product over all m
     columns erred by up to 5e-6 (relative) on the embedded model; the products of 4,096
-    columns at a time, added in float64, by 2e-7, in 1.5× the time of the single product
-    and 40% of the factored grams' (rules.py). A GPU writes out models of any size, where
-    that is thousands of small products, so it keeps the factored grams."""
+    columns at a time, added in float64, by 2e-7, and still cost less than the factored
+    grams (rules.py). A GPU writes out models of any size, where that is thousands of small
+    products, so it keeps the factored grams."""
     grams = torch.zeros((A_t.shape[0], A_t.shape[1], A_t.shape[1]), dtype=torch.float64, device=A_t.device)
     for start in range(0, A_t.shape[2], _GRAM_COLUMNS):
         part = A_t[:, :, start : start + _GRAM_COLUMNS]

@@ -29,7 +29,7 @@ from ..store.checkpoint import FitCheckpoint
 from ..store.files import StoreError, producer, read_arrays, write_arrays
 from ..store.fingerprints import check_same_model, fingerprint_matrix, fingerprint_pefs
 from ..store.formats import FileFormat
-from .data import Columns, FitData, check_finite_norms, prepare, to_torch_csr
+from .data import Columns, FitData, check_finite_norms, examples_per_column, prepare, to_torch_csr
 
 EPS = 1e-9  # guards the multiplicative updates' denominators
 
@@ -127,6 +127,17 @@ class NpeffBase(BaseEstimator):
                 f"first {pefs.layout.names[:2]}) than the decomposition ({self.layout_.n_parameters}, first "
                 f"{self.layout_.names[:2]}); compute them with the same model and parameter filter"
             )
+
+    def _kept_columns(self, pefs) -> np.ndarray:
+        """The parameters (columns) non-zero in at least ``min_nonzero_per_col`` examples."""
+        counts = examples_per_column(pefs.matrix, pefs.example_of_row(), pefs.n_examples)
+        kept = np.flatnonzero(counts >= self.min_nonzero_per_col)
+        if kept.size == 0:
+            raise ValueError(
+                f"no parameter is non-zero in at least min_nonzero_per_col={self.min_nonzero_per_col} examples; "
+                "lower min_nonzero_per_col or keep more values per example (n_values)"
+            )
+        return kept
 
     def _row_scale(self, pefs) -> np.ndarray:
         if not self.normalize:

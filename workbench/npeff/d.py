@@ -18,7 +18,7 @@ from ..core.pefs import DPefs
 from ..store.checkpoint import FitCheckpoint
 from ..store.formats import D_DECOMPOSITION
 from .base import EPS, NpeffBase, NpeffConvergenceWarning, NpeffDivergenceError, multiplicative_w_steps, positive_int, progress_bar
-from .data import Columns, FitData, examples_per_column, no_reduce, scaled_rows, to_torch_csr
+from .data import Columns, FitData, no_reduce, scaled_rows, to_torch_csr
 
 
 class DNpeff(NpeffBase):
@@ -80,16 +80,6 @@ class DNpeff(NpeffBase):
     @staticmethod
     def _unit_scale(norms: np.ndarray) -> np.ndarray:
         return 1.0 / norms  # f_i / ‖f_i‖
-
-    def _kept_columns(self, pefs: DPefs) -> np.ndarray:
-        counts = examples_per_column(pefs.F, np.arange(pefs.n_examples), pefs.n_examples)
-        kept = np.flatnonzero(counts >= self.min_nonzero_per_col)
-        if kept.size == 0:
-            raise ValueError(
-                f"no parameter is non-zero in at least min_nonzero_per_col={self.min_nonzero_per_col} examples; "
-                "lower min_nonzero_per_col or keep more values per example (n_values)"
-            )
-        return kept
 
     def _matrix(self, pefs: DPefs, kept_columns: np.ndarray, reduce=no_reduce) -> tuple[sp.csr_matrix, float]:
         D = scaled_rows(pefs.F, self._row_scale(pefs))[:, kept_columns]

@@ -3,7 +3,7 @@
 Each fit iteration multiplies the PEF matrix X (rows: examples × slots, columns:
 parameters) by thin dense matrices both ways: X·Mᵀ with M of shape (r, m), and Xᵀ·B with
 B of shape (n, r). torch's CSR product X·Mᵀ reads M's columns at random across millions
-of parameters (cache misses), its product with a transposed CSR is another 10× slower,
+of parameters (cache misses), its product with a transposed CSR is slower still,
 and scipy's are single-threaded. Both kernels here instead stream once through Xᵀ
 stored as its own CSR matrix (one row per parameter) and keep the small side (n × r) in
 cache:

@@ -28,7 +28,7 @@ from ..core.pefs import LrmPefs
 from ..store.checkpoint import FitCheckpoint
 from ..store.formats import LRM_DECOMPOSITION
 from .base import EPS, NpeffBase, NpeffConvergenceWarning, NpeffDivergenceError, multiplicative_w_steps, positive_int, progress_bar
-from .data import Columns, FitData, examples_per_column, lrm_squared_norm, no_reduce, scaled_rows, to_torch_csr
+from .data import Columns, FitData, lrm_squared_norm, no_reduce, scaled_rows, to_torch_csr
 from .solvers import SOLVERS, choose_solver, make_space
 
 
@@ -153,16 +153,6 @@ class LrmNpeff(NpeffBase):
     def _matrix(self, pefs: LrmPefs, kept_columns: np.ndarray, reduce=no_reduce) -> tuple[sp.csr_matrix, float]:
         X = scaled_rows(pefs.X, np.repeat(self._row_scale(pefs), pefs.n_slots))[:, kept_columns]
         return X, lrm_squared_norm(X, pefs.n_slots, reduce)
-
-    def _kept_columns(self, pefs: LrmPefs) -> np.ndarray:
-        counts = examples_per_column(pefs.X, pefs.example_of_row(), pefs.n_examples)
-        kept = np.flatnonzero(counts >= self.min_nonzero_per_col)
-        if kept.size == 0:
-            raise ValueError(
-                f"no parameter is non-zero in at least min_nonzero_per_col={self.min_nonzero_per_col} examples; "
-                "lower min_nonzero_per_col or keep more values per example (n_values)"
-            )
-        return kept
 
     # -- the loss and its pieces ------------------------------------------------------
 

@@ -39,10 +39,9 @@ from .data import FitData
 SOLVERS = ("auto", "primal", "dual")
 MAX_GRAM_BYTES = 2**30  # "auto" keeps K (float64) within this
 MIN_ITERATIONS_FOR_DUAL = 20  # "auto" on a CPU: fewer steps than this do not repay K
-# On a GPU (measured on an H200, benchmarks/README.md): K took 15 to 25 primal steps, and
-# both solvers' steps are bound by kernel launches, 2 to 3 ms each, until the primal's
-# work (nnz + r·m) is large: at 11 M the primal's steps were the faster (3.2 ms against
-# the dual's 3.9), at 114 M the dual's (2.3 ms against 10.6), at 660 M by 50×.
+# On a GPU K costs tens of primal steps, and both solvers' steps are bound by kernel
+# launches until the primal's work (nnz + r·m) is large; the thresholds below come from
+# the measurements on an H200 in benchmarks/README.md ("GPU").
 MIN_GPU_ITERATIONS_FOR_DUAL = 40
 MIN_GPU_WORK_FOR_DUAL = 3e7
 

@@ -61,8 +61,8 @@ def chunk_file_size(chunk: PefChunk, index: int) -> int:
 
 class ChunkWriter:
     """Writes a run's chunks in order on one background thread, at most ``depth`` behind the
-    computation, so that serialising and fsync-ing a chunk overlap the next batch (see
-    benchmarks/README.md for what that saves). A failed write stops the writes after it
+    computation, so that serialising and fsync-ing a chunk overlap the next batch
+    (docs/design.md, "Reliability"). A failed write stops the writes after it
     and is raised by the next :meth:`submit` or at the end of the ``with`` block; leaving
     the block waits for the writes in flight, so every chunk it reports is on disk."""
 

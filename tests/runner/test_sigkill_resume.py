@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.reliability import pef_worker
+from tests.runner import pef_worker
 from workbench.store import MANIFEST, PefStore, StoreError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +26,7 @@ def _chunks(out: Path) -> list[Path]:
 
 def _start(out: Path, **env) -> subprocess.Popen:
     environment = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", **env)
-    return subprocess.Popen([sys.executable, "-m", "tests.reliability.pef_worker", str(out)], cwd=ROOT, env=environment,
+    return subprocess.Popen([sys.executable, "-m", "tests.runner.pef_worker", str(out)], cwd=ROOT, env=environment,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

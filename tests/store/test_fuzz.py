@@ -5,7 +5,7 @@ either return data or raise StoreError; fitting either returns finite, non-negat
 coefficients or raises one of the documented errors with its message.
 
 Examples per test: 30 in the normal suite; ``NPEFF_FUZZ_EXAMPLES=2000`` for a longer run.
-``pytest tests/reliability/test_fuzz.py --hypothesis-show-statistics`` prints how many were tried.
+``pytest tests/store/test_fuzz.py --hypothesis-show-statistics`` prints how many were tried.
 """
 
 import json

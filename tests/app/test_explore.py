@@ -7,7 +7,7 @@ from workbench import analysis
 from workbench.app.explore import ComponentFilter, RunExplorer
 from workbench.analysis.perturb import baseline_examples, perturbation_check
 
-from .synthetic import synthetic_run
+from tests.widgets.synthetic import synthetic_run
 
 
 @pytest.fixture(scope="module")

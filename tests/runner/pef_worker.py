@@ -1,4 +1,4 @@
-"""A PEF run in its own process, for the SIGKILL test: ``python -m tests.reliability.pef_worker OUT``.
+"""A PEF run in its own process, for the SIGKILL test: ``python -m tests.runner.pef_worker OUT``.
 
 With ``PEF_WORKER_HANG_IN_WRITE=K`` the writer of chunk K stops after its temporary file
 is on disk and before the rename, so the test can kill it exactly mid-write.
