@@ -149,6 +149,26 @@ def test_no_module_imports_another_modules_private_names():
     assert not wrong, "\n".join(wrong)
 
 
+def test_no_module_reaches_into_another_modules_private_names():
+    """Nor through a module it imported: ``store._write_chunk`` is as private as ``from store import _write_chunk``."""
+    wrong = []
+    for module, path in modules().items():
+        tree = ast.parse(path.read_text())
+        bound = {}  # local name -> the module of the packages it names
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                bound.update({(a.asname or a.name.split(".")[0]): (a.name if a.asname else a.name.split(".")[0])
+                              for a in node.names if a.name.split(".")[0] in PACKAGES})
+            elif isinstance(node, ast.ImportFrom):
+                target = _absolute(module, node, ROOT)
+                bound.update({(a.asname or a.name): f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in modules()})
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound
+                    and node.attr.startswith("_") and not node.attr.startswith("__") and bound[node.value.id] != module):
+                wrong.append(f"{module}:{node.lineno} uses {bound[node.value.id]}.{node.attr}")
+    assert not wrong, "\n".join(wrong)
+
+
 def test_the_library_imports_lazily_exported_names_from_their_modules():
     """A package's lazy exports are for users; inside the packages a name comes from the module
     that defines it, so the graph read here is the graph that runs."""
