@@ -7,6 +7,7 @@
 - :mod:`.kinds`: the registry of the two kinds of PEF;
 - :mod:`.device`: choosing the device;
 - :mod:`.compiled`: whether the numba kernels run, and their threads;
+- :mod:`.lazy`: package exports imported on first use (PEP 562);
 - :mod:`.provenance`: how a model is named in records and messages.
 
 Nothing here runs a model, reads a file or imports another layer of the package.
