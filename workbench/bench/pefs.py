@@ -76,12 +76,15 @@ def pef_figures(report: Report, label: str, model, inputs: dict, *, n_values: in
     report.add(Figure(f"PEFs {label}: memory floor (k·m written + read)", memory, "ex/s", note=f"at {bandwidth / 1e9:.3g} GB/s"))
 
 
+# What a user's process imports for write_pefs, and no more: importing workbench.bench would
+# also load the fits' modules (scikit-learn among them) and count them in the peak.
 _MEMORY_SCRIPT = """
 import re, resource, sys, tempfile, torch
-from workbench.bench.cases import embedded_case
+from workbench.models.embedded import ANALYSIS_SEED_OFFSET, default_model, load_default_model, make_examples, tokenize
 from workbench.runner import write_pefs
 torch.set_num_threads({threads})
-model, inputs = embedded_case(torch.device("cpu"), {n})
+model, tokenizer = load_default_model(default_model(progress=False))
+inputs = tokenize(tokenizer, list(make_examples({n}, seed=ANALYSIS_SEED_OFFSET)["text"]))
 with tempfile.TemporaryDirectory() as folder:
     write_pefs(folder + "/pefs", model, inputs, n_values=8192, batch_size=32, progress=False)
 # VmHWM is this process's own peak; ru_maxrss can carry the parent's over fork and exec
