@@ -207,8 +207,3 @@ def estimate_pef_run(probe: Probe, config: PefConfig, layout: ParameterLayout, n
         memory_kind="CUDA" if cuda else "RSS",
         path=None if out is None else str(out),
     )
-
-
-# ---------------------------------------------------------------------------------------
-# Checks on what the model produced, before it is written
-# ---------------------------------------------------------------------------------------

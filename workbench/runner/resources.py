@@ -138,8 +138,3 @@ class _RssSampler(threading.Thread):
         self._stop_event.set()
         self.join()
         return max(self.peak, current_rss())
-
-
-# ---------------------------------------------------------------------------------------
-# The probe: the run's first batch, measured
-# ---------------------------------------------------------------------------------------
