@@ -35,6 +35,7 @@ from torch.func import functional_call, jvp
 
 from ..core.device import resolve_device
 from ..fisher.gradients import output_gradients, slot_classes
+from ..fisher.checks import layer_batching
 from ..fisher.hooks import CaptureLayers
 from ..fisher.inputs import Inputs, class_logits, eval_mode, n_inputs, slice_inputs
 from .perturb import parameters_of
@@ -99,18 +100,22 @@ def token_scores(
     owners = _owning_modules(model, params)
     results: list[TokenScores] = []
     with eval_mode(model):
+        expand = set()
         for start in range(0, n_inputs(inputs), batch_size):
             batch = slice_inputs(inputs, start, min(start + batch_size, n_inputs(inputs)), device)
-            results.extend(_batch_scores(model, batch, owners, params, layout, direction, top_k_classes))
+            if start == 0:  # the PEF runs' check of which layers have an example axis (fisher.checks)
+                expand, unbatched = layer_batching(model, [m for m, _ in owners], batch)
+                if unbatched:
+                    logger.warning("%d layers have no batch axis and are left out of the token scores", len(unbatched))
+                owners = [(m, attrs) for m, attrs in owners if id(m) not in unbatched]
+            results.extend(_batch_scores(model, batch, owners, params, layout, direction, top_k_classes, expand))
     return results
 
 
-def _batch_scores(model, batch, owners, params, layout, direction, top_k_classes) -> list[TokenScores]:
+def _batch_scores(model, batch, owners, params, layout, direction, top_k_classes, expand) -> list[TokenScores]:
     b, length = batch["input_ids"].shape[:2]
-    with CaptureLayers([m for m, _ in owners], b) as capture:
+    with CaptureLayers([m for m, _ in owners], b, expand) as capture:
         logits = class_logits(model, batch)
-    if capture.unbatched:
-        logger.warning("%d layers have no batch axis and are left out of the token scores", len(capture.unbatched))
     log_probs = torch.log_softmax(logits.float(), dim=-1)
     classes = slot_classes(log_probs.detach(), top_k_classes)
     sqrt_p = torch.exp(0.5 * log_probs.detach().gather(1, classes))  # (b, k)

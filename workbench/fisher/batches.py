@@ -8,6 +8,7 @@ now, the selection and the chunk on a worker thread beside the next batch's pass
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,11 +18,14 @@ from torch import nn
 
 from ..core import compiled, kinds
 from ..core.chunks import PefChunk
+from .checks import check_plan
 from .config import PefConfig, Plan
 from .gradients import BatchGradients
 from .inputs import Inputs, check_batch_labels, n_inputs, slice_inputs
 from . import sparsify
 from .sparsify import ExamplePef, blockwise_pefs, dense_pefs, loop_pefs, select_groups, writes_out_whole, written_groups
+
+logger = logging.getLogger(__name__)
 
 
 def batch_in_two_stages(model, plan, batch, labels, config, start) -> Callable[[], PefChunk]:
@@ -31,9 +35,14 @@ def batch_in_two_stages(model, plan, batch, labels, config, start) -> Callable[[
     selected_later = plan.named[0][1].device.type == "cpu" and _compiled_selection(plan, config)
     # A two-class model's slots stay multiples of one gradient where the compiled selection reads them as rows
     rows_are_slots = kinds.kind(config.kind).one_row_per_slot
-    grads = BatchGradients(model, plan, batch, config.top_k_classes, factor_two_classes=selected_later and rows_are_slots)
+    try:
+        grads = BatchGradients(model, plan, batch, config.top_k_classes, factor_two_classes=selected_later and rows_are_slots)
+    except Exception as error:  # noqa: BLE001 - the loop computes the batch, or raises its own error
+        if config.method == "loop":
+            raise
+        grads = _by_the_loop(model, plan, batch, config, start, error)
     check_batch_labels(labels, grads.logits.shape[1], start)
-    if config.method == "loop":
+    if config.method == "loop" or grads.plan is not plan:
         pefs = loop_pefs(grads, config.kind, config.n_values)
     elif writes_out_whole(grads.n_slots * plan.layout.n_parameters, grads.logits.device):
         if selected_later:  # written out now, selected later
@@ -43,6 +52,15 @@ def batch_in_two_stages(model, plan, batch, labels, config, start) -> Callable[[
     else:
         pefs = blockwise_pefs(grads, config.kind, config.n_values)
     return lambda: _chunk(grads, pefs, labels, config)
+
+
+def _by_the_loop(model, plan: Plan, batch, config: PefConfig, start: int, error: Exception) -> BatchGradients:
+    """A batch the fast path failed on (a layer called in a way the first batches' check did
+    not see), computed by the plain loop; an error of the loop too is the model's own."""
+    grads = BatchGradients(model, Plan.make(model, plan.named, use_rules=False), batch, config.top_k_classes)
+    logger.warning("the fast path failed on the batch from example %d (%s: %s); that batch was computed "
+                   "one example at a time (exact, slower)", start, type(error).__name__, error)
+    return grads
 
 
 def _compiled_selection(plan: Plan, config: PefConfig) -> bool:
@@ -99,6 +117,8 @@ def iter_pef_chunks(
                 continue
             try:
                 batch = slice_inputs(inputs, start, stop, device)
+                if not plan.checked:  # the fast path's layers checked against the loop, once
+                    check_plan(model, plan, batch, config.top_k_classes)
                 finish = run_later(batch_in_two_stages(model, plan, batch, labels[start:stop], config, start))
             except BaseException:  # an interrupt or an error: the batch before it is still delivered
                 if pending:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from torch import nn
@@ -12,7 +12,8 @@ from .. import __version__
 from ..core import kinds
 from ..core.params import NameFilter, ParameterLayout, layout_of, select_parameters
 from ..core.provenance import model_name
-from .rules import PER_EXAMPLE_RULES
+from .matching import rule_for
+from .rules import PerExampleRule
 
 logger = logging.getLogger(__name__)
 
@@ -63,31 +64,55 @@ class PefConfig:
 
 @dataclass
 class Plan:
-    """Which selected parameters the hooks path covers, and where each sits on the flat axis."""
+    """Which selected parameters the hooks path covers, and where each sits on the flat axis.
+
+    ``rule_modules`` are the layers whose rule serves their selected parameters; before a
+    run's first batch, :func:`workbench.fisher.checks.check_plan` moves to ``fallback`` those
+    whose calls have no per-example batch axis or whose rule disagrees with the loop, and
+    names in ``expand`` the layers whose output, shared by the batch, is expanded to it."""
 
     named: list[tuple[str, nn.Parameter]]
     layout: ParameterLayout
     rule_modules: list[nn.Module]  # modules with a rule that own selected parameters
     owned: dict[int, list[tuple[str, int]]]  # id(module) -> [(attribute name, parameter index)]
     fallback: list[int]  # parameter indices no rule covers
+    rules: dict[int, PerExampleRule] = field(default_factory=dict)  # id(module) -> its rule
+    expand: set[int] = field(default_factory=set)  # ids of layers whose batch-shared output is expanded
+    checked: bool = False  # whether check_plan has run
 
     @classmethod
     def make(cls, model: nn.Module, named: list[tuple[str, nn.Parameter]], use_rules: bool) -> "Plan":
         index_of = {id(p): k for k, (_, p) in enumerate(named)}
         owned: dict[int, list[tuple[str, int]]] = {}
+        rules: dict[int, PerExampleRule] = {}
         rule_modules = []
         covered = set()
         if use_rules:
             for module in model.modules():
-                if type(module) not in PER_EXAMPLE_RULES:
-                    continue
                 mine = [(a, index_of[id(p)]) for a, p in module.named_parameters(recurse=False) if id(p) in index_of]
-                if mine:
-                    owned[id(module)] = mine
+                rule = rule_for(module) if mine else None
+                if rule is not None:
+                    owned[id(module)], rules[id(module)] = mine, rule
                     rule_modules.append(module)
                     covered.update(k for _, k in mine)
         fallback = [k for k in range(len(named)) if k not in covered]
-        return cls(named, layout_of(named), rule_modules, owned, fallback)
+        return cls(named, layout_of(named), rule_modules, owned, fallback, rules, checked=not use_rules)
+
+    def without(self, modules: list[nn.Module]) -> None:
+        """Moves ``modules``' parameters from their rules to the loop."""
+        gone = {id(m) for m in modules}
+        for m in gone & set(self.owned):
+            self.fallback.extend(k for _, k in self.owned.pop(m))
+            self.rules.pop(m, None)
+        self.rule_modules = [m for m in self.rule_modules if id(m) not in gone]
+        self.expand -= gone
+        self.fallback.sort()
+
+    @property
+    def fast_share(self) -> float:
+        """The share of the selected parameters' entries that rules serve."""
+        fallback = sum(self.named[k][1].numel() for k in self.fallback)
+        return 1.0 - fallback / max(self.layout.n_parameters, 1)
 
 
 def make_plan(model: nn.Module, config: PefConfig) -> Plan:

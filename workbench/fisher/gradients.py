@@ -14,7 +14,7 @@ from torch import nn
 from .config import Plan
 from .hooks import Capture, CaptureLayers
 from .inputs import Inputs, class_logits, example_slice, n_inputs
-from .rules import PER_EXAMPLE_RULES, BlockGradient, DenseGradient
+from .rules import BlockGradient, DenseGradient
 
 
 def slot_classes(log_probs: torch.Tensor, top_k: int | None) -> torch.Tensor:
@@ -107,14 +107,13 @@ class BatchGradients:
 
     def __init__(self, model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None, factor_two_classes: bool = False):
         self.model, self.plan, self.batch = model, plan, batch
-        with CaptureLayers(plan.rule_modules, n_inputs(batch)) as capture:
+        with CaptureLayers(plan.rule_modules, n_inputs(batch), plan.expand) as capture:
             logits = class_logits(model, batch)
         self.logits = logits.detach().float()
         log_probs = torch.log_softmax(logits.float(), dim=-1)
         self.classes = slot_classes(log_probs.detach(), top_k)  # (b, k)
         self.sqrt_p = torch.exp(0.5 * log_probs.detach().gather(1, self.classes))  # (b, k)
-        unbatched = [k for m in plan.rule_modules if id(m) in capture.unbatched for _, k in plan.owned[id(m)]]
-        self.fallback_indices = plan.fallback + unbatched
+        self.fallback_indices = plan.fallback
         outputs = [c.output for c in capture.captures]
         # With factor_two_classes, a two-class model's blocks hold one gradient per example,
         # and slot s of example i is slot_scales[i, s] times it: half the writing out.
@@ -144,7 +143,7 @@ class BatchGradients:
         for capture, g in zip(captures, grad_outputs):
             x = capture.layer_input
             x = x.to(g.dtype) if x.is_floating_point() else x
-            grads = PER_EXAMPLE_RULES[type(capture.module)](capture.module, x, g)
+            grads = self.plan.rules[id(capture.module)](capture.module, x, g)
             for attr, index in self.plan.owned[id(capture.module)]:
                 block = grads[attr]
                 block = block if isinstance(block, BlockGradient) else DenseGradient(block)

@@ -17,20 +17,35 @@ class Capture:
     output: torch.Tensor
 
 
+class LayerCallError(RuntimeError):
+    """A layer was called in a way its rule cannot serve (no per-example batch axis, no
+    tensor input); the batch is then computed by the loop (:mod:`.batches`)."""
+
+    def __init__(self, message: str, module: nn.Module | None = None):
+        super().__init__(message)
+        self.module = module
+
+
 @dataclass
 class CaptureLayers:
     """Context manager that records the inputs and outputs of the given layers.
 
-    A layer whose output is shared by the whole batch (BERT's position embeddings, computed
-    once with a batch dimension of 1 and broadcast) has no per-example output gradient;
-    its output is expanded to the batch here so that it gets one. Hooks live here, not on
-    the model, and are removed on exit, also after an exception.
+    A layer in ``expand`` has an output shared by the whole batch (BERT's position
+    embeddings, computed once with a batch dimension of 1 and broadcast), so no
+    per-example output gradient; its output is expanded to the batch here so that it gets
+    one. Which layers may be expanded is decided by a check that runs the model
+    (:func:`workbench.fisher.checks.layer_batching`), never from one call's shapes: a
+    shared output whose first axis happens to equal the batch size (T5's relative
+    attention bias when the batch is as long as the sequence) is not an example axis.
+    Any other call whose input and output do not have the batch's examples on their
+    first axis raises :class:`LayerCallError`. Hooks live here, not on the model, and are
+    removed on exit, also after an exception.
     """
 
     modules: list[nn.Module]
     batch_size: int
+    expand: set[int] = field(default_factory=set)  # ids of layers whose batch-shared output is expanded
     captures: list[Capture] = field(default_factory=list)
-    unbatched: set[int] = field(default_factory=set)  # ids of layers with no batch dimension
     _handles: list = field(default_factory=list)
 
     def __enter__(self) -> "CaptureLayers":
@@ -39,16 +54,21 @@ class CaptureLayers:
         return self
 
     def _record(self, module, args, output):
-        if not (isinstance(output, torch.Tensor) and output.requires_grad and args):
-            return None
+        if isinstance(output, torch.Tensor) and not output.requires_grad:
+            return None  # no gradient flows through this call (e.g. under torch.no_grad)
+        if not (isinstance(output, torch.Tensor) and args and isinstance(args[0], torch.Tensor)):
+            raise LayerCallError(f"{type(module).__name__} was called without a tensor as its first argument, "
+                                 "or returned something other than one tensor", module)
         layer_input = args[0].detach()
-        if output.shape[0] == 1 and self.batch_size > 1 and layer_input.shape[0] == 1:
+        if id(module) in self.expand and output.shape[0] == 1 and layer_input.shape[0] == 1 and self.batch_size > 1:
             output = output.expand(self.batch_size, *output.shape[1:])
             layer_input = layer_input.expand(self.batch_size, *layer_input.shape[1:])
-        if output.shape[0] == self.batch_size and layer_input.shape[0] == self.batch_size:
-            self.captures.append(Capture(module, layer_input, output))
-        else:
-            self.unbatched.add(id(module))
+        if output.shape[0] != self.batch_size or layer_input.shape[0] != self.batch_size:
+            raise LayerCallError(
+                f"{type(module).__name__} was called with input {tuple(layer_input.shape)} and output {tuple(output.shape)}, "
+                f"whose first axis is not the batch's {self.batch_size} examples", module
+            )
+        self.captures.append(Capture(module, layer_input, output))
         return output
 
     def __exit__(self, *exc) -> None:

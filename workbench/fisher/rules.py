@@ -223,7 +223,8 @@ PER_EXAMPLE_RULES: dict[type, PerExampleRule] = {}
 
 
 def register_rule(*module_types: type) -> Callable[[PerExampleRule], PerExampleRule]:
-    """Register a rule for layer types (exact type match); see the module docs for the contract."""
+    """Register a rule for layer types (exact type match; subclasses get it after a numerical
+    check, :mod:`.matching`); see the module docs for the contract."""
 
     def decorate(rule: PerExampleRule) -> PerExampleRule:
         for t in module_types:
@@ -266,6 +267,29 @@ def _layer_norm_rule(module: nn.LayerNorm, x: torch.Tensor, g: torch.Tensor) -> 
     if module.bias is not None:
         grads["bias"] = g.reshape(shape).sum(dim=2)
     return grads
+
+
+@register_rule(nn.RMSNorm)
+def rms_norm_rule(module: nn.Module, x: torch.Tensor, g: torch.Tensor) -> dict:
+    """An RMS normalisation's weight: y = w ∘ x̂ (Llama, Mistral, Qwen2, T5, torch's
+    ``nn.RMSNorm``) or (1 + w) ∘ x̂ (Gemma) with x̂ = x / √(mean x² + ε); in both the
+    gradient is Σ_positions g ∘ x̂. The families name ε differently; the check in
+    :mod:`.matching` runs this rule against autograd before it is trusted."""
+    shape = tuple(getattr(module, "normalized_shape", module.weight.shape))
+    eps = getattr(module, "variance_epsilon", getattr(module, "eps", None))
+    x32 = x.float()
+    axes = tuple(range(-len(shape), 0))
+    mean_square = x32.square().mean(dim=axes, keepdim=True)
+    x_hat = x32 * torch.rsqrt(mean_square + (torch.finfo(x32.dtype).eps if eps is None else eps))
+    return {"weight": (g * x_hat.to(g.dtype)).reshape(g.shape[0], g.shape[1], -1, *shape).sum(dim=2)}
+
+
+def scaled_embedding_rule(module: nn.Embedding, ids: torch.Tensor, g: torch.Tensor) -> dict:
+    """An embedding whose rows are multiplied by ``embed_scale`` (BART's, Gemma's word
+    embeddings): the plain embedding's gradient of the scaled output gradient."""
+    scale = module.embed_scale
+    scale = float(scale) if not isinstance(scale, torch.Tensor) else scale.to(g.dtype)
+    return _embedding_rule(module, ids, g * scale)
 
 
 def _register_transformers_rules() -> None:

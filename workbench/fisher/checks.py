@@ -1,0 +1,205 @@
+"""The fast path checked against the plain loop on a run's first examples, before it is trusted.
+
+A rule assumes two things a model's code may break: that each call of the layer has the
+batch's examples on its first axis (or a batch-shared output that broadcasts, like BERT's
+position embeddings), and that the layer computes what the rule says. :func:`check_plan`
+runs once per run, on its first examples, and moves to the exact loop every layer that
+breaks either, with a warning naming it:
+
+1. :func:`layer_batching` runs the model on the first example repeated 2 and 3 times and
+   reads each layer's calls: a first axis of 2 then 3 is the example axis; 1 and 1 is a
+   batch-shared output, expanded to the batch only if the model's logits are unchanged by
+   the expansion (DeBERTa's relative embeddings are reshaped by code that a bigger axis
+   breaks); anything else (T5's relative attention bias, (queries, keys, heads), whatever
+   the batch size) is no example axis. Shapes of one batch could not tell these apart: a
+   T5 batch as long as its sequence would look batched.
+2. The per-example gradients of the rules are compared with ``torch.autograd`` one example
+   at a time on the first examples; a layer whose gradients differ goes to the loop.
+
+The decision is cached per model and selection, so later runs on the same model skip it.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from .config import Plan
+from .gradients import BatchGradients, loop_gradients
+from .hooks import CaptureLayers, LayerCallError
+from .inputs import Inputs, class_logits, n_inputs
+
+logger = logging.getLogger(__name__)
+
+# Rule gradients may differ from the loop's by float32 rounding: relative to the parameter's
+# largest entry, or to the example's largest entry over all parameters (for tiny ones).
+RTOL, ATOL_OF_LARGEST = 1e-3, 1e-4
+CHECK_EXAMPLES = 2
+# Above this many gradient entries (k · m · examples), only one layer of each type is checked.
+CHECK_MAX_ENTRIES = 1 << 26
+_decisions: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def repeated(batch: Inputs, e: int) -> Inputs:
+    """The batch's first example, e times."""
+    if isinstance(batch, torch.Tensor):
+        return batch[:1].repeat(e, *[1] * (batch.ndim - 1))
+    return {k: v[:1].repeat(e, *[1] * (v.ndim - 1)) for k, v in batch.items()}
+
+
+def layer_calls(model: nn.Module, modules: list[nn.Module], batch: Inputs) -> dict[int, list[tuple]]:
+    """For each layer, the first axes (input, output) of its calls in one forward pass."""
+    calls: dict[int, list[tuple]] = {}
+
+    def record(module, args, output):
+        ok = isinstance(output, torch.Tensor) and args and isinstance(args[0], torch.Tensor)
+        calls.setdefault(id(module), []).append((int(args[0].shape[0]), int(output.shape[0])) if ok else None)
+
+    handles = [m.register_forward_hook(record) for m in modules]
+    try:
+        with torch.no_grad():
+            class_logits(model, batch)
+    finally:
+        for h in handles:
+            h.remove()
+    return calls
+
+
+def layer_batching(model: nn.Module, modules: list[nn.Module], batch: Inputs) -> tuple[set[int], set[int]]:
+    """(expand, unbatched): ids of the layers whose batch-shared output may be expanded to
+    the batch, and of those whose calls have no example axis (step 1 of the module docs)."""
+    two, three = layer_calls(model, modules, repeated(batch, 2)), layer_calls(model, modules, repeated(batch, 3))
+    shared, unbatched = set(), set()
+    for m in modules:
+        a, b = two.get(id(m), []), three.get(id(m), [])
+        if len(a) == len(b) and all(c == (2, 2) for c in a) and all(c == (3, 3) for c in b):
+            continue
+        if a and len(a) == len(b) and all(c == (1, 1) for c in a + b):
+            shared.add(id(m))
+        else:
+            unbatched.add(id(m))
+    expand = _expandable(model, [m for m in modules if id(m) in shared], batch)
+    return expand, unbatched | (shared - expand)
+
+
+def _expandable(model: nn.Module, modules: list[nn.Module], batch: Inputs) -> set[int]:
+    """The layers whose expanded output leaves the logits unchanged: all together if they
+    can be, else each one that can be on its own."""
+    if not modules:
+        return set()
+    x = repeated(batch, 3)
+    with torch.no_grad():
+        reference = class_logits(model, x).float()
+
+    def unchanged(group: list[nn.Module]) -> bool:
+        try:
+            with torch.enable_grad(), CaptureLayers(group, 3, {id(m) for m in group}):
+                logits = class_logits(model, x).float()
+        except Exception:  # the model's code cannot take the expanded output
+            return False
+        return bool(torch.allclose(logits, reference, rtol=1e-4, atol=1e-5 * float(reference.abs().max())))
+
+    if unchanged(modules):
+        return {id(m) for m in modules}
+    alone = [m for m in modules if unchanged([m])]
+    return {id(m) for m in alone} if unchanged(alone) else set()
+
+
+def check_plan(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -> None:
+    """Steps 1 and 2 of the module docs on ``batch`` (the run's first examples, on the device,
+    the model in eval mode); the plan is changed in place and marked checked."""
+    if plan.checked:
+        return
+    names = {id(m): name for name, m in model.named_modules()}
+    key = (tuple(name for name, _ in plan.named), _structure(batch), top_k)
+    cached = _decisions.setdefault(model, {}).get(key)
+    if cached is not None:
+        expand, to_loop = cached
+        plan.expand = {id(m) for m in plan.rule_modules if names.get(id(m)) in expand}
+        plan.without([m for m in plan.rule_modules if names.get(id(m)) in to_loop])
+        plan.checked = True
+        return
+    batch = _first(batch, CHECK_EXAMPLES)
+    expand, unbatched = layer_batching(model, plan.rule_modules, batch)
+    plan.expand = expand
+    moved = [m for m in plan.rule_modules if id(m) in unbatched]
+    _warn(moved, names, "have calls without a per-example batch axis")
+    plan.without(moved)
+    wrong = _disagreeing(model, plan, batch, top_k)
+    _warn(wrong, names, "give per-example gradients that differ from the loop's")
+    plan.without(wrong)
+    plan.checked = True
+    to_loop = {names.get(id(m)) for m in moved + wrong}
+    _decisions[model][key] = ({names.get(i) for i in plan.expand}, to_loop)
+
+
+def _structure(batch: Inputs) -> tuple:
+    if isinstance(batch, torch.Tensor):
+        return (batch.ndim, str(batch.dtype))
+    return tuple(sorted((k, v.ndim, str(v.dtype)) for k, v in batch.items()))
+
+
+def _first(batch: Inputs, n: int) -> Inputs:
+    if isinstance(batch, Mapping):
+        return {k: v[:n] for k, v in batch.items()}
+    return batch[:n]
+
+
+def _warn(modules: list[nn.Module], names: dict[int, str], why: str) -> None:
+    if modules:
+        shown = ", ".join(f"{names.get(id(m), '?')} ({type(m).__name__})" for m in modules[:5])
+        logger.warning("%d layers %s, so their parameters are computed one example at a time (exact, slower): %s%s",
+                       len(modules), why, shown, ", ..." if len(modules) > 5 else "")
+
+
+def _disagreeing(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -> list[nn.Module]:
+    """The rule layers whose per-example gradients differ from the loop's on ``batch`` (step 2).
+    A layer whose call the fast path cannot take (:class:`LayerCallError`) counts as differing,
+    and any other error of the fast path sends every rule layer to the loop."""
+    wrong: list[nn.Module] = []
+    while plan.rule_modules:
+        try:
+            grads = BatchGradients(model, plan, batch, top_k)
+        except LayerCallError as error:
+            if error.module is None or error.module not in plan.rule_modules:
+                raise
+            wrong.append(error.module)
+            plan.without([error.module])
+            continue
+        except Exception as error:  # noqa: BLE001 - any failure inside the model's code
+            logger.warning("the fast path failed on this model (%s: %s)", type(error).__name__, error)
+            return wrong + list(plan.rule_modules)
+        break
+    else:
+        return wrong
+    module_of = {k: m for m in plan.rule_modules for _, k in plan.owned[id(m)]}
+    checked = _checked_parameters(plan, grads.n_slots * n_inputs(batch))
+    indices = [k for k, _ in grads.blocks if k in checked]
+    params = [plan.named[k][1] for k in indices]
+    bad: dict[int, nn.Module] = {}
+    for i in range(grads.n_examples):
+        truths = loop_gradients(model, batch, grads.classes, params, i)
+        blocks = dict(grads.blocks)
+        scale = grads.sqrt_p[i].reshape(-1, 1)
+        pairs = [(k, blocks[k].dense(slice(i, i + 1))[:, 0].float(), t.reshape(t.shape[0], -1) * scale)
+                 for k, t in zip(indices, truths)]
+        largest = max((float(t.abs().max()) for _, _, t in pairs), default=0.0)
+        for k, got, truth in pairs:
+            if float((got - truth).abs().max()) > RTOL * float(truth.abs().max()) + ATOL_OF_LARGEST * largest:
+                bad[id(module_of[k])] = module_of[k]
+    return wrong + list(bad.values())
+
+
+def _checked_parameters(plan: Plan, entries_per_parameter_entry: int) -> set[int]:
+    """All rule parameters, or for a large model those of one layer of each type."""
+    covered = [k for m in plan.rule_modules for _, k in plan.owned[id(m)]]
+    if entries_per_parameter_entry * sum(plan.named[k][1].numel() for k in covered) <= CHECK_MAX_ENTRIES:
+        return set(covered)
+    first: dict[type, nn.Module] = {}
+    for m in plan.rule_modules:
+        first.setdefault(type(m), m)
+    return {k for m in first.values() for _, k in plan.owned[id(m)]}
