@@ -104,7 +104,8 @@ def token_scores(
         for start in range(0, n_inputs(inputs), batch_size):
             batch = slice_inputs(inputs, start, min(start + batch_size, n_inputs(inputs)), device)
             if start == 0:  # the PEF runs' check of which layers have an example axis (fisher.checks)
-                expand, unbatched = layer_batching(model, [m for m, _ in owners], batch)
+                expand, unbatched, fold = layer_batching(model, [m for m, _ in owners], batch)
+                unbatched |= fold  # their outputs have no position axis of their own to score
                 if unbatched:
                     logger.warning("%d layers have no batch axis and are left out of the token scores", len(unbatched))
                 owners = [(m, attrs) for m, attrs in owners if id(m) not in unbatched]

@@ -7,7 +7,8 @@ runs once per run, on its first examples, and moves to the exact loop every laye
 breaks either, with a warning naming it:
 
 1. :func:`layer_batching` runs the model on the first example repeated 2 and 3 times and
-   reads each layer's calls: a first axis of 2 then 3 is the example axis; 1 and 1 is a
+   reads each layer's calls: a first axis of 2 then 3 is the example axis (2c then 3c:
+   examples and positions folded into one axis, which the hooks unfold); 1 and 1 is a
    batch-shared output, expanded to the batch only if the model's logits are unchanged by
    the expansion (DeBERTa's relative embeddings are reshaped by code that a bigger axis
    breaks); anything else (T5's relative attention bias, (queries, keys, heads), whatever
@@ -69,21 +70,31 @@ def layer_calls(model: nn.Module, modules: list[nn.Module], batch: Inputs) -> di
     return calls
 
 
-def layer_batching(model: nn.Module, modules: list[nn.Module], batch: Inputs) -> tuple[set[int], set[int]]:
-    """(expand, unbatched): ids of the layers whose batch-shared output may be expanded to
-    the batch, and of those whose calls have no example axis (step 1 of the module docs)."""
+def layer_batching(model: nn.Module, modules: list[nn.Module], batch: Inputs) -> tuple[set[int], set[int], set[int]]:
+    """(expand, unbatched, fold): ids of the layers whose batch-shared output may be expanded
+    to the batch, of those whose calls have no example axis, and of those whose calls fold
+    examples and positions into one axis (step 1 of the module docs)."""
     two, three = layer_calls(model, modules, repeated(batch, 2)), layer_calls(model, modules, repeated(batch, 3))
-    shared, unbatched = set(), set()
+    shared, unbatched, fold = set(), set(), set()
     for m in modules:
         a, b = two.get(id(m), []), three.get(id(m), [])
         if len(a) == len(b) and all(c == (2, 2) for c in a) and all(c == (3, 3) for c in b):
+            continue
+        if a and len(a) == len(b) and all(_folded(c2, c3) for c2, c3 in zip(a, b)):
+            fold.add(id(m))  # examples × positions folded into one axis (OPT's feed-forward): the hooks unfold it
             continue
         if a and len(a) == len(b) and all(c == (1, 1) for c in a + b):
             shared.add(id(m))
         else:
             unbatched.add(id(m))
     expand = _expandable(model, [m for m in modules if id(m) in shared], batch)
-    return expand, unbatched | (shared - expand)
+    return expand, unbatched | (shared - expand), fold
+
+
+def _folded(two: tuple | None, three: tuple | None) -> bool:
+    """Whether calls on 2 and 3 examples had first axes 2c and 3c (input and output alike)."""
+    return two is not None and three is not None and two[0] == two[1] and three[0] == three[1] \
+        and two[0] % 2 == 0 and two[0] // 2 == three[0] // 3 and three[0] % 3 == 0
 
 
 def _expandable(model: nn.Module, modules: list[nn.Module], batch: Inputs) -> set[int]:
@@ -97,7 +108,7 @@ def _expandable(model: nn.Module, modules: list[nn.Module], batch: Inputs) -> se
 
     def unchanged(group: list[nn.Module]) -> bool:
         try:
-            with torch.enable_grad(), CaptureLayers(group, 3, {id(m) for m in group}):
+            with torch.enable_grad(), CaptureLayers(group, 3, expand={id(m) for m in group}):
                 logits = class_logits(model, x).float()
         except Exception:  # the model's code cannot take the expanded output
             return False
@@ -118,14 +129,14 @@ def check_plan(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -
     key = (tuple(name for name, _ in plan.named), _structure(batch), top_k)
     cached = _decisions.setdefault(model, {}).get(key)
     if cached is not None:
-        expand, to_loop = cached
+        expand, fold, to_loop = cached
         plan.expand = {id(m) for m in plan.rule_modules if names.get(id(m)) in expand}
+        plan.fold = {id(m) for m in plan.rule_modules if names.get(id(m)) in fold}
         plan.without([m for m in plan.rule_modules if names.get(id(m)) in to_loop])
         plan.checked = True
         return
     batch = _first(batch, CHECK_EXAMPLES)
-    expand, unbatched = layer_batching(model, plan.rule_modules, batch)
-    plan.expand = expand
+    plan.expand, unbatched, plan.fold = layer_batching(model, plan.rule_modules, batch)
     moved = [m for m in plan.rule_modules if id(m) in unbatched]
     _warn(moved, names, "have calls without a per-example batch axis")
     plan.without(moved)
@@ -134,7 +145,7 @@ def check_plan(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -
     plan.without(wrong)
     plan.checked = True
     to_loop = {names.get(id(m)) for m in moved + wrong}
-    _decisions[model][key] = ({names.get(i) for i in plan.expand}, to_loop)
+    _decisions[model][key] = ({names.get(i) for i in plan.expand}, {names.get(i) for i in plan.fold}, to_loop)
 
 
 def _structure(batch: Inputs) -> tuple:

@@ -69,7 +69,8 @@ class Plan:
     ``rule_modules`` are the layers whose rule serves their selected parameters; before a
     run's first batch, :func:`workbench.fisher.checks.check_plan` moves to ``fallback`` those
     whose calls have no per-example batch axis or whose rule disagrees with the loop, and
-    names in ``expand`` the layers whose output, shared by the batch, is expanded to it."""
+    names in ``expand`` the layers whose output, shared by the batch, is expanded to it, and
+    in ``fold`` those called on examples and positions folded into one axis."""
 
     named: list[tuple[str, nn.Parameter]]
     layout: ParameterLayout
@@ -78,6 +79,7 @@ class Plan:
     fallback: list[int]  # parameter indices no rule covers
     rules: dict[int, PerExampleRule] = field(default_factory=dict)  # id(module) -> its rule
     expand: set[int] = field(default_factory=set)  # ids of layers whose batch-shared output is expanded
+    fold: set[int] = field(default_factory=set)  # ids of layers called on examples × positions folded into one axis
     checked: bool = False  # whether check_plan has run
 
     @classmethod
@@ -106,6 +108,7 @@ class Plan:
             self.rules.pop(m, None)
         self.rule_modules = [m for m in self.rule_modules if id(m) not in gone]
         self.expand -= gone
+        self.fold -= gone
         self.fallback.sort()
 
     @property

@@ -33,6 +33,14 @@ def loop_gradients(model, batch, classes, params, i) -> list[torch.Tensor]:
     return [torch.stack([slot[j] for slot in per_slot]).float() for j in range(len(params))]
 
 
+def per_row(values: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """(b,) per-example values shaped to multiply g's rows: (b, 1, ...), or repeated for
+    each position where g's first axis folds examples and positions (b·T rows, OPT)."""
+    if g.shape[0] != values.shape[0]:
+        values = values.repeat_interleave(g.shape[0] // values.shape[0])
+    return values.reshape(-1, *[1] * (g.ndim - 1))
+
+
 def output_gradients(log_probs: torch.Tensor, classes: torch.Tensor, outputs: list[torch.Tensor],
                      scale: torch.Tensor | None = None) -> list[torch.Tensor]:
     """For each layer output (b, ...), the gradients of log p(y_s|x_i) for every slot s: (k, b, ...).
@@ -60,7 +68,7 @@ def output_gradients(log_probs: torch.Tensor, classes: torch.Tensor, outputs: li
             elif scale is None:
                 stacked[j][s].copy_(g)
             else:
-                torch.mul(g, scale[:, s].reshape(-1, *[1] * (g.ndim - 1)), out=stacked[j][s])
+                torch.mul(g, per_row(scale[:, s], g), out=stacked[j][s])
     return stacked
 
 
@@ -91,7 +99,7 @@ def two_class_output_gradients(log_probs, classes, outputs, scale):
             if g is None:
                 out[s].zero_()
             else:
-                torch.mul(g, multiple[:, s].reshape(-1, *[1] * (g.ndim - 1)), out=out[s])
+                torch.mul(g, per_row(multiple[:, s], g), out=out[s])
         stacked.append(out)
     return stacked
 
@@ -107,7 +115,7 @@ class BatchGradients:
 
     def __init__(self, model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None, factor_two_classes: bool = False):
         self.model, self.plan, self.batch = model, plan, batch
-        with CaptureLayers(plan.rule_modules, n_inputs(batch), plan.expand) as capture:
+        with CaptureLayers(plan.rule_modules, n_inputs(batch), plan.expand, plan.fold) as capture:
             logits = class_logits(model, batch)
         self.logits = logits.detach().float()
         log_probs = torch.log_softmax(logits.float(), dim=-1)
@@ -142,6 +150,8 @@ class BatchGradients:
         per_parameter: dict[int, list[BlockGradient]] = {}
         for capture, g in zip(captures, grad_outputs):
             x = capture.layer_input
+            if g.shape[1] != x.shape[0]:  # a folded examples × positions axis (hooks.CaptureLayers)
+                g = g.reshape(g.shape[0], x.shape[0], -1, *g.shape[2:])
             x = x.to(g.dtype) if x.is_floating_point() else x
             grads = self.plan.rules[id(capture.module)](capture.module, x, g)
             for attr, index in self.plan.owned[id(capture.module)]:

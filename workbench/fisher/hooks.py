@@ -33,7 +33,8 @@ class CaptureLayers:
     A layer in ``expand`` has an output shared by the whole batch (BERT's position
     embeddings, computed once with a batch dimension of 1 and broadcast), so no
     per-example output gradient; its output is expanded to the batch here so that it gets
-    one. Which layers may be expanded is decided by a check that runs the model
+    one. A layer in ``fold`` is called on examples and positions folded into one axis (OPT's
+    feed-forward layers); its input is unfolded here. Which layers are which is decided by a check that runs the model
     (:func:`workbench.fisher.checks.layer_batching`), never from one call's shapes: a
     shared output whose first axis happens to equal the batch size (T5's relative
     attention bias when the batch is as long as the sequence) is not an example axis.
@@ -45,6 +46,7 @@ class CaptureLayers:
     modules: list[nn.Module]
     batch_size: int
     expand: set[int] = field(default_factory=set)  # ids of layers whose batch-shared output is expanded
+    fold: set[int] = field(default_factory=set)  # ids of layers called on (examples × positions, ...)
     captures: list[Capture] = field(default_factory=list)
     _handles: list = field(default_factory=list)
 
@@ -63,7 +65,11 @@ class CaptureLayers:
         if id(module) in self.expand and output.shape[0] == 1 and layer_input.shape[0] == 1 and self.batch_size > 1:
             output = output.expand(self.batch_size, *output.shape[1:])
             layer_input = layer_input.expand(self.batch_size, *layer_input.shape[1:])
-        if output.shape[0] != self.batch_size or layer_input.shape[0] != self.batch_size:
+        if id(module) in self.fold and output.shape[0] == layer_input.shape[0] and output.shape[0] % self.batch_size == 0:
+            # examples × positions folded into one axis (OPT): unfolded for the rule; the
+            # output's gradient is unfolded likewise (gradients.BatchGradients)
+            layer_input = layer_input.reshape(self.batch_size, -1, *layer_input.shape[1:])
+        elif output.shape[0] != self.batch_size or layer_input.shape[0] != self.batch_size:
             raise LayerCallError(
                 f"{type(module).__name__} was called with input {tuple(layer_input.shape)} and output {tuple(output.shape)}, "
                 f"whose first axis is not the batch's {self.batch_size} examples", module

@@ -14,10 +14,10 @@ This layer joins :mod:`workbench.fisher` (the batches' PEFs) and :mod:`workbench
 (the files), which know nothing of each other.
 """
 
-from .checks import NonFinitePefsError
+from .checks import HalfPrecisionError, NonFinitePefsError
 from .compute import compute_pefs
 from .estimate import InsufficientResourcesError, PefEstimate
 from .run import PefRun
 from .write import write_pefs
 
-__all__ = ["InsufficientResourcesError", "NonFinitePefsError", "PefEstimate", "PefRun", "compute_pefs", "write_pefs"]
+__all__ = ["HalfPrecisionError", "InsufficientResourcesError", "NonFinitePefsError", "PefEstimate", "PefRun", "compute_pefs", "write_pefs"]
