@@ -15,7 +15,9 @@ breaks either, with a warning naming it:
    the batch size) is no example axis. Shapes of one batch could not tell these apart: a
    T5 batch as long as its sequence would look batched.
 2. The per-example gradients of the rules are compared with ``torch.autograd`` one example
-   at a time on the first examples; a layer whose gradients differ goes to the loop.
+   at a time on the first examples; a layer whose gradients differ goes to the loop. So
+   does a layer never called whose parameters the model uses directly (DeBERTa's
+   ``rel_embeddings.weight``): no hook sees that use.
 
 The decision is cached per model and selection, so later runs on the same model skip it.
 """
@@ -38,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 # Rule gradients may differ from the loop's by float32 rounding: relative to the parameter's
 # largest entry, or to the example's largest entry over all parameters (for tiny ones).
-RTOL, ATOL_OF_LARGEST = 1e-3, 1e-4
+RTOL, ATOL_OF_LARGEST = 1e-3, 2e-6
 CHECK_EXAMPLES = 2
 # Above this many gradient entries (k · m · examples), only one layer of each type is checked.
 CHECK_MAX_ENTRIES = 1 << 26
@@ -188,19 +190,22 @@ def _disagreeing(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None)
     else:
         return wrong
     module_of = {k: m for m in plan.rule_modules for _, k in plan.owned[id(m)]}
-    checked = _checked_parameters(plan, grads.n_slots * n_inputs(batch))
-    indices = [k for k, _ in grads.blocks if k in checked]
+    blocks = dict(grads.blocks)
+    # A layer never called has no block: its parameters count as zero, which is right only
+    # if the model does not use them some other way (DeBERTa reads rel_embeddings.weight)
+    uncalled = {k for k in module_of if k not in blocks}
+    indices = sorted(_checked_parameters(plan, grads.n_slots * n_inputs(batch)) | uncalled)
     params = [plan.named[k][1] for k in indices]
     bad: dict[int, nn.Module] = {}
     for i in range(grads.n_examples):
         truths = loop_gradients(model, batch, grads.classes, params, i)
-        blocks = dict(grads.blocks)
         scale = grads.sqrt_p[i].reshape(-1, 1)
-        pairs = [(k, blocks[k].dense(slice(i, i + 1))[:, 0].float(), t.reshape(t.shape[0], -1) * scale)
-                 for k, t in zip(indices, truths)]
+        pairs = [(k, blocks[k].dense(slice(i, i + 1))[:, 0].float() if k in blocks else torch.zeros_like(t.reshape(t.shape[0], -1)),
+                  t.reshape(t.shape[0], -1) * scale) for k, t in zip(indices, truths)]
         largest = max((float(t.abs().max()) for _, _, t in pairs), default=0.0)
         for k, got, truth in pairs:
-            if float((got - truth).abs().max()) > RTOL * float(truth.abs().max()) + ATOL_OF_LARGEST * largest:
+            used_unseen = k in uncalled and bool(truth.any())
+            if used_unseen or float((got - truth).abs().max()) > RTOL * float(truth.abs().max()) + ATOL_OF_LARGEST * largest:
                 bad[id(module_of[k])] = module_of[k]
     return wrong + list(bad.values())
 
