@@ -2,6 +2,7 @@
 (tiny models built from configs), and the rules serve what they should."""
 
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -172,15 +173,20 @@ def test_lora_adapters_alone_are_exact():
     assert fast_share_of(model, inputs, include="lora_") == 1.0
 
 
-def fast_share_of(model, inputs, **selection):
+def checked_run(model, inputs, **selection):
+    """A PEF run whose first batch has run, so its plan has been checked."""
     from workbench.fisher import PefConfig, eval_mode, split_labels
     from workbench.runner import PefRun
 
     inputs, labels = split_labels(inputs, None)
-    run = PefRun.prepare(model, inputs, labels, PefConfig(n_values=None, batch_size=3, **selection), torch.device("cpu"))
+    run = PefRun.prepare(model, inputs, labels, PefConfig(n_values=1, batch_size=3, **selection), torch.device("cpu"))
     with eval_mode(model):
         next(run.chunks())
-    return run.plan.fast_share
+    return run
+
+
+def fast_share_of(model, inputs, **selection):
+    return checked_run(model, inputs, **selection).plan.fast_share
 
 
 @pytest.mark.minilm
@@ -196,3 +202,23 @@ def test_minilm_is_unchanged():
     fast = compute_pefs(model, inputs, **common).matrix
     loop = compute_pefs(model, inputs, method="loop", **common).matrix
     assert abs(fast - loop).max() <= 1e-6 * abs(loop).max()
+
+
+@pytest.mark.parametrize("name", ["DeBERTa-v2/v3", "T5 (Flan-T5 shape)", "OPT"])
+def test_token_scores_use_the_checked_batching(name):
+    """Highlights take the same check of which layers have an example axis: the Fisher mass
+    they split equals the PEFs' projection on the component."""
+    from workbench import LrmNpeff
+    from workbench.analysis.highlights import token_scores
+
+    model, inputs = build(name), example_inputs(name)
+    # the layers with no example axis are left out of the scores: left out of the PEFs here
+    plan = checked_run(model, inputs).plan
+    loop_served = [plan.named[k][0] for k in plan.fallback]
+    exclude = ["^" + re.escape(n) + "$" for n in loop_served] or None
+    pefs = compute_pefs(model, inputs, n_values=None, exclude=exclude, progress=False)
+    decomposition = LrmNpeff(n_components=2, n_iters_g_only=5, n_iters_joint=5, seed=0).fit(pefs)
+    g = decomposition.component(0).astype(np.float64)
+    expected = ((pefs.dense().astype(np.float64) @ g) ** 2).sum(axis=1)
+    scores = token_scores(model, decomposition, 0, inputs, batch_size=3)
+    np.testing.assert_allclose([s.projection for s in scores], expected, rtol=1e-4)

@@ -100,22 +100,21 @@ def token_scores(
     owners = _owning_modules(model, params)
     results: list[TokenScores] = []
     with eval_mode(model):
-        expand = set()
+        expand, fold = set(), set()
         for start in range(0, n_inputs(inputs), batch_size):
             batch = slice_inputs(inputs, start, min(start + batch_size, n_inputs(inputs)), device)
             if start == 0:  # the PEF runs' check of which layers have an example axis (fisher.checks)
                 expand, unbatched, fold = layer_batching(model, [m for m, _ in owners], batch)
-                unbatched |= fold  # their outputs have no position axis of their own to score
                 if unbatched:
                     logger.warning("%d layers have no batch axis and are left out of the token scores", len(unbatched))
                 owners = [(m, attrs) for m, attrs in owners if id(m) not in unbatched]
-            results.extend(_batch_scores(model, batch, owners, params, layout, direction, top_k_classes, expand))
+            results.extend(_batch_scores(model, batch, owners, params, layout, direction, top_k_classes, expand, fold))
     return results
 
 
-def _batch_scores(model, batch, owners, params, layout, direction, top_k_classes, expand) -> list[TokenScores]:
+def _batch_scores(model, batch, owners, params, layout, direction, top_k_classes, expand, fold) -> list[TokenScores]:
     b, length = batch["input_ids"].shape[:2]
-    with CaptureLayers([m for m, _ in owners], b, expand) as capture:
+    with CaptureLayers([m for m, _ in owners], b, expand, fold) as capture:
         logits = class_logits(model, batch)
     log_probs = torch.log_softmax(logits.float(), dim=-1)
     classes = slot_classes(log_probs.detach(), top_k_classes)
@@ -132,6 +131,8 @@ def _batch_scores(model, batch, owners, params, layout, direction, top_k_classes
             for a, i in attrs.items()
         }
         change = _output_change(cap.module, cap.layer_input, tangents)  # (b, ...)
+        if g.shape[1] != b:  # examples × positions folded into one axis (OPT): unfolded like the input
+            g = g.reshape(g.shape[0], b, -1, *g.shape[2:])
         flow = (g.double() * change.double().unsqueeze(0))  # (k, b, ...)
         if flow.ndim >= 4 and flow.shape[2] == length:  # (k, b, positions, features...)
             per_position += flow.reshape(k, b, length, -1).sum(dim=-1)

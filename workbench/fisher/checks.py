@@ -165,8 +165,8 @@ def _first(batch: Inputs, n: int) -> Inputs:
 def _warn(modules: list[nn.Module], names: dict[int, str], why: str) -> None:
     if modules:
         shown = ", ".join(f"{names.get(id(m), '?')} ({type(m).__name__})" for m in modules[:5])
-        logger.warning("%d layers %s, so their parameters are computed one example at a time (exact, slower): %s%s",
-                       len(modules), why, shown, ", ..." if len(modules) > 5 else "")
+        logger.warning("%d layers %s, so their parameters are computed one example at a time (exact, slower; "
+                       "exclude=... leaves them out): %s%s", len(modules), why, shown, ", ..." if len(modules) > 5 else "")
 
 
 def _disagreeing(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -> list[nn.Module]:
