@@ -28,8 +28,9 @@ def test_fast_path_equals_the_loop(name):
 
 # Families whose every parameter a rule serves (RMSNorm and scaled embeddings included);
 # the others keep some layers on the loop: relative positions not indexed by the batch's
-# ids (DeBERTa, MPNet, T5), learned positions looked up by a custom forward (BART, OPT).
-FULLY_FAST = {"BERT", "RoBERTa", "DistilBERT", "ALBERT", "ELECTRA", "GPT-2", "GPT-NeoX", "Llama", "Mistral", "Qwen2",
+# ids (DeBERTa, MPNet, T5); learned positions looked up by a forward of their own (BART, OPT)
+# are served, with the indices the call really used.
+FULLY_FAST = {"BERT", "RoBERTa", "DistilBERT", "ALBERT", "ELECTRA", "GPT-2", "GPT-NeoX", "Llama", "Mistral", "Qwen2", "OPT", "BART",
               "Gemma", "ModernBERT", "Llama as a zero-shot classifier"}
 
 
@@ -222,3 +223,15 @@ def test_token_scores_use_the_checked_batching(name):
     expected = ((pefs.dense().astype(np.float64) @ g) ** 2).sum(axis=1)
     scores = token_scores(model, decomposition, 0, inputs, batch_size=3)
     np.testing.assert_allclose([s.projection for s in scores], expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["ALBERT", "DeBERTa-v2/v3"])
+def test_blockwise_path_counts_each_call_once(name, monkeypatch):
+    """ALBERT calls its one layer three times; DeBERTa-v2 calls query_proj on the batch and
+    on its relative embeddings. The blockwise path (large models) sums a layer's calls and
+    never adds a layer the loop serves a second time."""
+    from workbench.fisher import sparsify
+
+    monkeypatch.setattr(sparsify, "DENSE_MAX_ENTRIES", 0)
+    model, inputs = build(name), example_inputs(name)
+    assert max_relative_error(model, inputs, batch_size=3) < 2e-6

@@ -54,13 +54,15 @@ def repeated(batch: Inputs, e: int) -> Inputs:
     return {k: v[:1].repeat(e, *[1] * (v.ndim - 1)) for k, v in batch.items()}
 
 
-def layer_calls(model: nn.Module, modules: list[nn.Module], batch: Inputs) -> dict[int, list[tuple]]:
-    """For each layer, the first axes (input, output) of its calls in one forward pass."""
+def layer_calls(model: nn.Module, modules: list[nn.Module], batch: Inputs, from_call: set[int] = frozenset()) -> dict[int, list[tuple]]:
+    """For each layer, the first axes (input, output) of its calls in one forward pass; the
+    layers in ``from_call`` take as input what their rule finds from the output's positions."""
     calls: dict[int, list[tuple]] = {}
 
     def record(module, args, output):
         ok = isinstance(output, torch.Tensor) and args and isinstance(args[0], torch.Tensor)
-        calls.setdefault(id(module), []).append((int(args[0].shape[0]), int(output.shape[0])) if ok else None)
+        first = (output if id(module) in from_call else args[0]).shape[0] if ok else None
+        calls.setdefault(id(module), []).append((int(first), int(output.shape[0])) if ok else None)
 
     handles = [m.register_forward_hook(record) for m in modules]
     try:
@@ -72,11 +74,13 @@ def layer_calls(model: nn.Module, modules: list[nn.Module], batch: Inputs) -> di
     return calls
 
 
-def layer_batching(model: nn.Module, modules: list[nn.Module], batch: Inputs) -> tuple[set[int], set[int], set[int]]:
+def layer_batching(model: nn.Module, modules: list[nn.Module], batch: Inputs,
+                   call_inputs: dict | None = None) -> tuple[set[int], set[int], set[int]]:
     """(expand, unbatched, fold): ids of the layers whose batch-shared output may be expanded
     to the batch, of those whose calls have no example axis, and of those whose calls fold
     examples and positions into one axis (step 1 of the module docs)."""
-    two, three = layer_calls(model, modules, repeated(batch, 2)), layer_calls(model, modules, repeated(batch, 3))
+    call_inputs = call_inputs or {}
+    two, three = (layer_calls(model, modules, repeated(batch, e), set(call_inputs)) for e in (2, 3))
     shared, unbatched, fold = set(), set(), set()
     for m in modules:
         a, b = two.get(id(m), []), three.get(id(m), [])
@@ -89,7 +93,7 @@ def layer_batching(model: nn.Module, modules: list[nn.Module], batch: Inputs) ->
             shared.add(id(m))
         else:
             unbatched.add(id(m))
-    expand = _expandable(model, [m for m in modules if id(m) in shared], batch)
+    expand = _expandable(model, [m for m in modules if id(m) in shared], batch, call_inputs)
     return expand, unbatched | (shared - expand), fold
 
 
@@ -99,7 +103,7 @@ def _folded(two: tuple | None, three: tuple | None) -> bool:
         and two[0] % 2 == 0 and two[0] // 2 == three[0] // 3 and three[0] % 3 == 0
 
 
-def _expandable(model: nn.Module, modules: list[nn.Module], batch: Inputs) -> set[int]:
+def _expandable(model: nn.Module, modules: list[nn.Module], batch: Inputs, call_inputs: dict) -> set[int]:
     """The layers whose expanded output leaves the logits unchanged: all together if they
     can be, else each one that can be on its own."""
     if not modules:
@@ -110,7 +114,7 @@ def _expandable(model: nn.Module, modules: list[nn.Module], batch: Inputs) -> se
 
     def unchanged(group: list[nn.Module]) -> bool:
         try:
-            with torch.enable_grad(), CaptureLayers(group, 3, expand={id(m) for m in group}):
+            with torch.enable_grad(), CaptureLayers(group, 3, expand={id(m) for m in group}, call_inputs=call_inputs):
                 logits = class_logits(model, x).float()
         except Exception:  # the model's code cannot take the expanded output
             return False
@@ -138,7 +142,7 @@ def check_plan(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -
         plan.checked = True
         return
     batch = _first(batch, CHECK_EXAMPLES)
-    plan.expand, unbatched, plan.fold = layer_batching(model, plan.rule_modules, batch)
+    plan.expand, unbatched, plan.fold = layer_batching(model, plan.rule_modules, batch, plan.call_inputs)
     moved = [m for m in plan.rule_modules if id(m) in unbatched]
     _warn(moved, names, "have calls without a per-example batch axis")
     plan.without(moved)

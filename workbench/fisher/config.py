@@ -112,6 +112,11 @@ class Plan:
         self.fallback.sort()
 
     @property
+    def call_inputs(self) -> dict:
+        """id(module) -> how its rule's input is found from its call, where not the first argument."""
+        return {m: rule.input_from_call for m, rule in self.rules.items() if hasattr(rule, "input_from_call")}
+
+    @property
     def fast_share(self) -> float:
         """The share of the selected parameters' entries that rules serve."""
         fallback = sum(self.named[k][1].numel() for k in self.fallback)

@@ -115,7 +115,7 @@ class BatchGradients:
 
     def __init__(self, model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None, factor_two_classes: bool = False):
         self.model, self.plan, self.batch = model, plan, batch
-        with CaptureLayers(plan.rule_modules, n_inputs(batch), plan.expand, plan.fold) as capture:
+        with CaptureLayers(plan.rule_modules, n_inputs(batch), plan.expand, plan.fold, plan.call_inputs) as capture:
             logits = class_logits(model, batch)
         self.logits = logits.detach().float()
         log_probs = torch.log_softmax(logits.float(), dim=-1)

@@ -47,21 +47,24 @@ class CaptureLayers:
     batch_size: int
     expand: set[int] = field(default_factory=set)  # ids of layers whose batch-shared output is expanded
     fold: set[int] = field(default_factory=set)  # ids of layers called on (examples × positions, ...)
+    # id -> f(module, args, kwargs): the layer input its rule takes, where that is not the first argument
+    call_inputs: dict = field(default_factory=dict)
     captures: list[Capture] = field(default_factory=list)
     _handles: list = field(default_factory=list)
 
     def __enter__(self) -> "CaptureLayers":
         for module in self.modules:
-            self._handles.append(module.register_forward_hook(self._record))
+            self._handles.append(module.register_forward_hook(self._record, with_kwargs=True))
         return self
 
-    def _record(self, module, args, output):
+    def _record(self, module, args, kwargs, output):
         if isinstance(output, torch.Tensor) and not output.requires_grad:
             return None  # no gradient flows through this call (e.g. under torch.no_grad)
         if not (isinstance(output, torch.Tensor) and args and isinstance(args[0], torch.Tensor)):
             raise LayerCallError(f"{type(module).__name__} was called without a tensor as its first argument, "
                                  "or returned something other than one tensor", module)
-        layer_input = args[0].detach()
+        from_call = self.call_inputs.get(id(module))
+        layer_input = args[0].detach() if from_call is None else from_call(module, args, kwargs)
         if id(module) in self.expand and output.shape[0] == 1 and layer_input.shape[0] == 1 and self.batch_size > 1:
             output = output.expand(self.batch_size, *output.shape[1:])
             layer_input = layer_input.expand(self.batch_size, *layer_input.shape[1:])

@@ -4,7 +4,8 @@ A layer of a type in ``PER_EXAMPLE_RULES`` gets that type's rule. Any other laye
 still compute what a rule assumes: a subclass of ``nn.Linear`` or ``nn.Embedding``, the
 RMS normalisations every transformers family defines for itself (``LlamaRMSNorm``,
 ``T5LayerNorm``, Gemma's 1 + w variant), BART's and Gemma's scaled word embeddings. For
-those a candidate rule is tried on a small random input and its per-example gradients
+those (and embeddings whose forward computes its own indices, BART's and OPT's learned
+positions) a candidate rule is tried on a small random input and its per-example gradients
 compared with autograd's; only a rule that reproduces them serves the layer. A layer
 whose forward does something else (a different signature, another formula) fails the
 check and keeps the exact loop, as a layer with no rule does.
@@ -17,7 +18,7 @@ import weakref
 import torch
 from torch import nn
 
-from .rules import PER_EXAMPLE_RULES, BlockGradient, PerExampleRule, rms_norm_rule, scaled_embedding_rule
+from .rules import PER_EXAMPLE_RULES, BlockGradient, PerExampleRule, lookup_embedding_rule, rms_norm_rule, scaled_embedding_rule
 
 # The check's tolerance, relative to the largest gradient entry (float32 rounding is ~1e-7).
 CHECK_RTOL = 1e-4
@@ -42,6 +43,8 @@ def candidates(module: nn.Module) -> list[PerExampleRule]:
     if isinstance(module, nn.Embedding) and hasattr(module, "embed_scale"):
         found.append(scaled_embedding_rule)
     found += [rule for base, rule in PER_EXAMPLE_RULES.items() if isinstance(module, base)]
+    if isinstance(module, nn.Embedding) and module.weight.ndim == 2 and module.weight.shape[1] >= 2:
+        found.append(lookup_embedding_rule)  # a forward that computes its own indices (learned positions)
     own = dict(module.named_parameters(recurse=False))
     if list(own) == ["weight"] and own["weight"].ndim == 1 and rms_norm_rule not in found:
         found.append(rms_norm_rule)  # a layer whose one parameter is a vector: maybe an RMS norm
@@ -53,8 +56,8 @@ def sample_input(module: nn.Module, scale: float, generator: torch.Generator) ->
     weight = getattr(module, "weight", None)
     if not isinstance(weight, torch.Tensor):
         return None
-    if isinstance(module, nn.Embedding):
-        return torch.randint(0, module.num_embeddings, (2, 3), generator=generator).to(weight.device)
+    if isinstance(module, nn.Embedding):  # 0s and 1s: ids, or a mask for a forward that counts positions (OPT)
+        return torch.randint(0, min(2, module.num_embeddings), (2, 3), generator=generator).to(weight.device)
     if isinstance(module, nn.Linear):
         width = (module.in_features,)
     elif weight.ndim == 1:
@@ -91,7 +94,8 @@ def _reproduces_on(module, rule, scale, generator) -> bool:
         if not isinstance(out, torch.Tensor) or out.shape[0] != x.shape[0]:
             return False
         g = torch.randn(out.shape, generator=generator, dtype=torch.float64).to(out)
-        grads = rule(module, x, g.unsqueeze(0))
+        from_call = getattr(rule, "input_from_call", None)
+        grads = rule(module, x if from_call is None else from_call(module, (x,), {}), g.unsqueeze(0))
         if set(grads) != set(own):
             return False
         for i in range(x.shape[0]):

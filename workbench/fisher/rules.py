@@ -292,6 +292,36 @@ def scaled_embedding_rule(module: nn.Embedding, ids: torch.Tensor, g: torch.Tens
     return _embedding_rule(module, ids, g * scale)
 
 
+def looked_up_rows(module: nn.Embedding, args: tuple, kwargs: dict) -> torch.Tensor:
+    """(..., 2): for each output position of a call of ``module``, the table row it read and
+    the factor it was multiplied by, found by running the call again with a table whose
+    row r is (r, 1, 0, ...). So an embedding whose forward computes its own indices
+    (BART's and OPT's learned positions, from the input's shape or the attention mask)
+    gets the indices it really used, whatever its signature."""
+    weight = module.weight
+    code = torch.zeros((weight.shape[0], 2), dtype=torch.float64 if weight.dtype == torch.float64 else torch.float32,
+                       device=weight.device)
+    code[:, 0] = torch.arange(weight.shape[0], device=weight.device)
+    code[:, 1] = 1
+    code = torch.cat([code, code.new_zeros((weight.shape[0], max(weight.shape[1] - 2, 0)))], dim=1)[:, : weight.shape[1]]
+    with torch.no_grad():
+        out = torch.func.functional_call(module, {"weight": code.to(weight.dtype)}, args, kwargs)
+    return out[..., :2].detach()
+
+
+def lookup_embedding_rule(module: nn.Embedding, rows: torch.Tensor, g: torch.Tensor) -> dict:
+    """An embedding subclass with a forward of its own: ``rows`` (e, ..., 2) from
+    :func:`looked_up_rows` (row read × factor, factor), so the gradient is the plain
+    embedding's of the rows read, with the output gradient times the factor."""
+    factor = rows[..., 1]
+    ids = torch.where(factor != 0, rows[..., 0] / torch.where(factor != 0, factor, 1), 0).round().long()
+    return _embedding_rule(module, ids, g * factor.unsqueeze(-1).to(g.dtype))
+
+
+# The rule's layer input is not the call's first argument but what this computes from the call
+lookup_embedding_rule.input_from_call = looked_up_rows
+
+
 def _register_transformers_rules() -> None:
     """GPT-2's Conv1D is a Linear with its weight stored as (in, out)."""
     try:
