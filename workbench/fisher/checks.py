@@ -34,7 +34,7 @@ from torch import nn
 from .config import Plan
 from .gradients import BatchGradients, loop_gradients
 from .hooks import CaptureLayers, LayerCallError
-from .inputs import Inputs, class_logits, n_inputs
+from .inputs import Inputs, NotClassLogitsError, class_logits, n_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,13 @@ def check_plan(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -
         plan.checked = True
         return
     batch = _first(batch, CHECK_EXAMPLES)
-    plan.expand, unbatched, plan.fold = layer_batching(model, plan.rule_modules, batch, plan.call_inputs)
+    try:
+        plan.expand, unbatched, plan.fold = layer_batching(model, plan.rule_modules, batch, plan.call_inputs)
+    except NotClassLogitsError:
+        raise
+    except Exception as error:  # noqa: BLE001 - the model's code cannot take copies of an example: the loop serves it
+        logger.warning("the fast path's check could not run this model (%s: %s)", type(error).__name__, error)
+        plan.expand, plan.fold, unbatched = set(), set(), {id(m) for m in plan.rule_modules}
     moved = [m for m in plan.rule_modules if id(m) in unbatched]
     _warn(moved, names, "have calls without a per-example batch axis")
     plan.without(moved)
@@ -187,6 +193,8 @@ def _disagreeing(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None)
             wrong.append(error.module)
             plan.without([error.module])
             continue
+        except NotClassLogitsError:
+            raise
         except Exception as error:  # noqa: BLE001 - any failure inside the model's code
             logger.warning("the fast path failed on this model (%s: %s)", type(error).__name__, error)
             return wrong + list(plan.rule_modules)
