@@ -34,7 +34,9 @@ class CaptureLayers:
     embeddings, computed once with a batch dimension of 1 and broadcast), so no
     per-example output gradient; its output is expanded to the batch here so that it gets
     one. A layer in ``fold`` is called on examples and positions folded into one axis (OPT's
-    feed-forward layers); its input is unfolded here. Which layers are which is decided by a check that runs the model
+    feed-forward layers); its input is unfolded here. A layer in ``call_inputs`` gives its
+    rule what that function finds from the call (the indices an embedding really read).
+    Which layers are which is decided by a check that runs the model
     (:func:`workbench.fisher.checks.layer_batching`), never from one call's shapes: a
     shared output whose first axis happens to equal the batch size (T5's relative
     attention bias when the batch is as long as the sequence) is not an example axis.
