@@ -7,7 +7,8 @@ the evidence from *both* models: it is expressed on the other model's PEFs too
 (``transform``), so each has a coefficient mass, a top set and a KL ratio (perturbation
 check, method notes section 7) on model A and on model B.
 
-- component status: ``kept`` (paired), ``lost`` (A's, no partner in B), ``gained`` (B's, no
+- component status: ``kept`` (paired, the same majority strategy on both), ``changed``
+  (paired, another strategy in B), ``lost`` (A's, no partner in B), ``gained`` (B's, no
   partner in A);
 - strategy status: a strategy (any attribute value of the examples) is *named* by a model
   when one of its components' top sets holds it with purity ≥ ``min_purity``; named by both
@@ -57,15 +58,15 @@ class ModelDiff:
 def _evidence(fit, other_W, model_own, model_other, inputs, labels, groups, n_top, n_baseline, epsilon, seed,
               device) -> pd.DataFrame:
     """Per component of ``fit``: mass, strategy and purity, KL ratio on its own model and on the other."""
-    from .perturb import perturbation_table
+    from .over_training import kl_ratios
 
     attributes = pd.DataFrame({"strategy": list(groups)})
     own = component_table(fit.W_, fit.components_, labels=labels, attributes=attributes, n_top=n_top, kind=fit.kind)
     other = component_table(other_W, fit.components_, labels=labels, attributes=attributes, n_top=n_top,
                             kind=fit.kind)
-    settings = dict(n_top=n_top, n_baseline=n_baseline, epsilon=epsilon, seed=seed, device=device, progress=False)
-    kl_own = perturbation_table(model_own, fit, inputs, labels, **settings)["kl_ratio"]
-    kl_other = perturbation_table(model_other, OnCoefficients(fit, other_W), inputs, labels, **settings)["kl_ratio"]
+    settings = dict(n_top=n_top, n_baseline=n_baseline, epsilon=epsilon, seed=seed, device=device)
+    kl_own = kl_ratios(model_own, fit, inputs, labels, **settings)
+    kl_other = kl_ratios(model_other, OnCoefficients(fit, other_W), inputs, labels, **settings)
     return pd.DataFrame({
         "mass_own": own["mass"], "mass_other": coefficient_mass(other_W, fit.components_, fit.kind, share=True),
         "strategy_own": own["strategy"], "purity_own": own["strategy_purity"],
@@ -145,7 +146,10 @@ def _side(evidence: pd.DataFrame, j: int, own: str, other: str) -> dict:
 def _row(match, ev_a: pd.DataFrame, ev_b: pd.DataFrame) -> dict:
     """One row of the component table: a pair (A's evidence on both models, B's strategy), or one side."""
     if match.matched:
-        row = {"status": "kept", "component_a": match.a, "component_b": match.b, "cos": match.cos}
+        # A pair whose top sets are of other strategies is the same direction put to another use.
+        same = ev_a.loc[match.a, "strategy_own"] == ev_b.loc[match.b, "strategy_own"]
+        row = {"status": "kept" if same else "changed", "component_a": match.a, "component_b": match.b,
+               "cos": match.cos}
         row.update(_side(ev_a, match.a, "a", "b"))
         row.update(strategy_b=ev_b.loc[match.b, "strategy_own"], purity_b=ev_b.loc[match.b, "purity_own"],
                    mass_b=ev_b.loc[match.b, "mass_own"], kl_ratio_b=ev_b.loc[match.b, "kl_ratio_own"])

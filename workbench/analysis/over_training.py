@@ -12,7 +12,9 @@ components, in one or both of two ways:
   reference component existed then.
 
 Per component and step: its coefficient mass (share of the reconstruction's Fisher mass),
-its KL ratio, and for ``"match"`` the |cos| of its partner. Per step and strategy (any
+its KL ratio, its purity (the share of its top set at that step holding the strategy that
+the reference component's top set is mostly of: the strategy is *carried* by the component
+once this is high), and for ``"match"`` the |cos| of its partner. Per step and strategy (any
 attribute of the examples): the checkpoint's accuracy on the analysed examples, and the
 held-out accuracy the training recorded in the checkpoint's ``checkpoint.json``, if any.
 """
@@ -29,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .tables import accuracy_by_group, coefficient_mass
+from .tables import accuracy_by_group, coefficient_mass, top_examples
 
 STRATEGIES = ("transform", "match")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -63,13 +65,13 @@ def recorded_accuracy(path: str | os.PathLike) -> dict:
 class OverTraining:
     """Components over training: long frames, one row per (step, component, strategy) and per (step, group)."""
 
-    components: pd.DataFrame  # step, component, strategy, mass, kl_ratio, cos, partner
+    components: pd.DataFrame  # step, component, strategy, mass, kl_ratio, purity, cos, partner
     accuracy: pd.DataFrame  # step, group, accuracy, source ("analysed" or "recorded")
     reference: pd.DataFrame  # the reference fit's component table (index: component)
     steps: list[int] = field(default_factory=list)
 
     def pivot(self, value: str = "mass", strategy: str = "transform") -> pd.DataFrame:
-        """(steps × components) of ``value`` ("mass", "kl_ratio" or "cos") for one strategy."""
+        """(steps × components) of ``value`` ("mass", "kl_ratio", "purity" or "cos") for one strategy."""
         rows = self.components[self.components["strategy"] == strategy]
         if rows.empty:
             raise ValueError(f"no {strategy!r} rows; this result has {sorted(self.components['strategy'].unique())}")
@@ -143,8 +145,6 @@ def over_training(
     from ..npeff import estimator_for
     from ..runner import compute_pefs
     from .matching import DEFAULT_MIN_COS, OnCoefficients, match_components
-    from .perturb import perturbation_table
-
     strategies = _strategies(strategy)
     series = checkpoint_series(checkpoints) if isinstance(checkpoints, (str, os.PathLike)) else list(checkpoints)
     if not series:
@@ -170,6 +170,13 @@ def over_training(
         step, path = series[-1]
         cache[step] = pefs_of(path)
         reference = new_fit().fit(cache[step][1])
+    table = _reference_table(reference, labels, groups, n_top)
+    majority = table["strategy"].tolist()
+
+    def purity_of(W, j, value):
+        """Share of component j's top set under W that holds the reference's majority value."""
+        top = top_examples(W, j, n_top)
+        return float(np.mean([value in _values(groups[i]) for i in top])) if len(top) else float("nan")
     component_rows, accuracy_rows = [], []
     for step, path in tqdm(series, desc="checkpoints", disable=not progress):
         model, pefs = cache.pop(step, None) or pefs_of(path)
@@ -182,11 +189,12 @@ def over_training(
             W = reference.transform(pefs)
             mass = coefficient_mass(W, reference.components_, reference.kind)
             shown = OnCoefficients(reference, W)
-            kl = perturbation_table(model, shown, inputs, labels, n_top=n_top, n_baseline=n_baseline,
-                                    epsilon=epsilon, seed=seed, device=device, progress=False)["kl_ratio"]
+            kl = kl_ratios(model, shown, inputs, labels, n_top=n_top, n_baseline=n_baseline, epsilon=epsilon,
+                           seed=seed, device=device)
             for j in range(W.shape[1]):
                 component_rows.append({"step": step, "component": j, "strategy": "transform", "mass": mass[j],
-                                       "kl_ratio": kl.get(j, np.nan), "cos": 1.0, "partner": j})
+                                       "kl_ratio": kl.get(j, np.nan), "purity": purity_of(W, j, majority[j]),
+                                       "cos": 1.0, "partner": j})
         if "match" in strategies:
             fit = new_fit().fit(pefs)
             matches = match_components(reference, fit, min_cos=DEFAULT_MIN_COS if min_cos is None else min_cos)
@@ -194,10 +202,28 @@ def over_training(
             for row in matches[matches["a"] >= 0].itertuples():
                 component_rows.append({"step": step, "component": row.a, "strategy": "match",
                                        "mass": mass[row.b] if row.matched else 0.0, "kl_ratio": np.nan,
-                                       "cos": row.cos, "partner": row.b})
-    table = _reference_table(reference, labels, groups, n_top)
+                                       "purity": purity_of(fit.W_, row.b, majority[row.a]) if row.matched
+                                       else float("nan"), "cos": row.cos, "partner": row.b})
     return OverTraining(pd.DataFrame(component_rows), pd.DataFrame(accuracy_rows), table,
                         [int(s) for s, _ in series])
+
+
+def kl_ratios(model, decomposition, inputs, labels, **settings) -> pd.Series:
+    """``perturb.perturbation_table``'s KL ratio of every component that has top examples
+    (NaN for the others: a component no example uses at a checkpoint has nothing to perturb on)."""
+    from .perturb import perturbation_table
+
+    W = np.asarray(decomposition.W_)
+    used = [j for j in range(W.shape[1]) if (W[:, j] > 0).any()]
+    ratios = pd.Series(np.nan, index=pd.RangeIndex(W.shape[1], name="component"), name="kl_ratio")
+    if used:
+        table = perturbation_table(model, decomposition, inputs, labels, components=used, progress=False, **settings)
+        ratios.loc[table.index] = table["kl_ratio"]
+    return ratios
+
+
+def _values(cell) -> tuple:
+    return tuple(cell) if isinstance(cell, (tuple, list, np.ndarray)) else (cell,)
 
 
 def _reference_table(reference, labels, groups, n_top: int) -> pd.DataFrame:
