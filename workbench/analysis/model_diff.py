@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .matching import DEFAULT_MIN_COS, OnCoefficients, match_components, match_quality
-from .tables import coefficient_mass, component_table
+from .tables import coefficient_mass, component_table, top_examples
 
 #: A component names a strategy when this share of its top set holds it.
 DEFAULT_MIN_PURITY = 0.8
@@ -49,8 +49,7 @@ class ModelDiff:
                 f"strategies {counts})")
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
-        from ..report import fragment
-        from ..report.strategies import model_diff_html
+        from ..report import fragment, model_diff_html
 
         return {"text/plain": repr(self), "text/html": fragment(model_diff_html(self))}
 
@@ -68,6 +67,7 @@ def _evidence(fit, other_W, model_own, model_other, inputs, labels, groups, n_to
     kl_own = kl_ratios(model_own, fit, inputs, labels, **settings)
     kl_other = kl_ratios(model_other, OnCoefficients(fit, other_W), inputs, labels, **settings)
     return pd.DataFrame({
+        "top_own": [top_examples(fit.W_, j, n_top) for j in range(fit.W_.shape[1])],
         "mass_own": own["mass"], "mass_other": coefficient_mass(other_W, fit.components_, fit.kind, share=True),
         "strategy_own": own["strategy"], "purity_own": own["strategy_purity"],
         "strategy_other": other["strategy"], "purity_other": other["strategy_purity"],
@@ -132,7 +132,7 @@ def model_diff(
     matches = match_components(fits[0], fits[1], min_cos=min_cos)
     rows = [_row(m, ev_a, ev_b) for m in matches.itertuples()]
     components = pd.DataFrame(rows)
-    return ModelDiff(components, _strategy_status(ev_a, ev_b, min_purity), match_quality(matches), names)
+    return ModelDiff(components, _strategy_status(ev_a, ev_b, groups, min_purity), match_quality(matches), names)
 
 
 def _side(evidence: pd.DataFrame, j: int, own: str, other: str) -> dict:
@@ -161,18 +161,29 @@ def _row(match, ev_a: pd.DataFrame, ev_b: pd.DataFrame) -> dict:
             **_side(ev_b, match.b, "b", "a")}
 
 
-def _strategy_status(ev_a: pd.DataFrame, ev_b: pd.DataFrame, min_purity: float) -> pd.DataFrame:
+def _best_share(evidence: pd.DataFrame, groups: list, value) -> float:
+    """The largest share of a component's top set that holds ``value``, over the components."""
+    shares = [np.mean([value in _values(groups[i]) for i in top]) for top in evidence["top_own"] if len(top)]
+    return float(max(shares)) if shares else float("nan")
+
+
+def _values(cell) -> tuple:
+    return tuple(cell) if isinstance(cell, (tuple, list)) else (cell,)
+
+
+def _strategy_status(ev_a: pd.DataFrame, ev_b: pd.DataFrame, groups: list, min_purity: float) -> pd.DataFrame:
     def named(evidence):
         pure = evidence[evidence["purity_own"] >= min_purity]
         return {value: sorted(int(j) for j in rows.index) for value, rows in pure.groupby("strategy_own")}
 
     in_a, in_b = named(ev_a), named(ev_b)
+    values = {v for cell in groups for v in _values(cell)}
     rows = []
-    for value in sorted(set(in_a) | set(in_b) | set(ev_a["strategy_own"]) | set(ev_b["strategy_own"]), key=str):
+    for value in sorted(values, key=str):
         a, b = value in in_a, value in in_b
         status = "kept" if a and b else "lost" if a else "gained" if b else "not named"
         rows.append({"strategy": value, "named_a": a, "named_b": b, "status": status,
                      "components_a": in_a.get(value, []), "components_b": in_b.get(value, []),
-                     "best_purity_a": float(ev_a.loc[ev_a["strategy_own"] == value, "purity_own"].max()),
-                     "best_purity_b": float(ev_b.loc[ev_b["strategy_own"] == value, "purity_own"].max())})
+                     "best_purity_a": _best_share(ev_a, groups, value),
+                     "best_purity_b": _best_share(ev_b, groups, value)})
     return pd.DataFrame(rows).set_index("strategy")
