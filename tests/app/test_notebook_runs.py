@@ -160,5 +160,5 @@ def test_checkpoints_notebook_charts_components_over_training(tmp_path):
     assert not [o for o in outputs if o.output_type == "error"]
     html = result.html.read_text()
     assert "Components over training" in html and "accuracy per strategy" in html
-    report = (tmp_path / "checkpoints" / "report" / "index.html").read_text()
+    report = (tmp_path / "checkpoints" / "report" / "index.html").read_text()  # report.export_sections
     assert "plotly.js v" in report and "Reference components" in report

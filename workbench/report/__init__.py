@@ -35,10 +35,12 @@ from .html import (
 from .pages import MAX_SINGLE_PAGE_COMPONENTS, PLOTLY_FILE, export_html, html_page, plotlyjs_script
 from .strategies import (
     accuracy_over_training_figure,
+    export_sections,
     model_diff_figure,
     model_diff_html,
     over_training_figure,
     over_training_html,
+    section_html,
     trace_heatmap_figure,
     trace_html,
     trace_profile_figure,
@@ -46,6 +48,8 @@ from .strategies import (
 
 __all__ = [
     "accuracy_over_training_figure",
+    "export_sections",
+    "section_html",
     "model_diff_figure",
     "model_diff_html",
     "over_training_figure",

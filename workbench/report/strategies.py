@@ -171,3 +171,33 @@ def trace_html(trace, *, include_plotlyjs: bool | str = False, n_heatmaps: int =
             f"mean over θ ± εĝ; {trace.sets.count('top')} top and {trace.sets.count('baseline')} baseline examples</div>"
             '<div class="charts">' + "".join(f"<div>{c}</div>" for c in charts) + "</div>"
             + table_html(trace.profile))
+
+
+def section_html(result, *, include_plotlyjs: bool | str = False) -> str:
+    """The section of any of the three results (over training, model diff, trace)."""
+    if hasattr(result, "heatmaps"):
+        return trace_html(result, include_plotlyjs=include_plotlyjs)
+    if hasattr(result, "strategies") and hasattr(result, "quality"):
+        return model_diff_html(result, include_plotlyjs=include_plotlyjs)
+    if hasattr(result, "steps") and hasattr(result, "pivot"):
+        return over_training_html(result, include_plotlyjs=include_plotlyjs)
+    raise TypeError(f"no report section for {type(result).__name__}; give an OverTraining, ModelDiff or "
+                    "PerturbationTrace result")
+
+
+def export_sections(results, out, *, title: str = "NPEFF strategies"):
+    """One page ``out`` (a file path) holding the sections of ``results``, plotly.js inline once,
+    readable offline from disk; written under a temporary name and renamed into place."""
+    import os
+    import uuid
+    from pathlib import Path
+
+    from .pages import html_page, plotlyjs_script
+
+    out = Path(out)
+    body = f"<h1>{escape(title)}</h1>" + "".join(section_html(r) for r in results)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    staging.write_text(html_page(title, body, head=plotlyjs_script()), encoding="utf-8")
+    os.replace(staging, out)
+    return out
