@@ -66,7 +66,10 @@ class TracePanel(StaticFallback, w.VBox):
         trace = self.result
         self.example.options = [(f"{s} · example {e}", k) for k, (s, e) in enumerate(zip(trace.sets, trace.examples))]
         show_figure(self.profile_chart, report.trace_profile_figure(trace))
-        self._show_heatmap()
+        if self.example.value == 0:
+            self._show_heatmap()
+        else:
+            self.example.value = 0  # the first top example; its observer draws the heatmap
         return trace
 
     def _show_heatmap(self) -> None:
