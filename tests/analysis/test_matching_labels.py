@@ -67,3 +67,31 @@ def test_labels_name_the_pure_attribute_the_top_token_and_the_label():
     assert labels[0] == "marker 0.95 · 'blick' 0.82 · label 0"
     assert labels[1] == "mixed · label 1"
     assert component_label(table.loc[1], ["strategy"], min_purity=0.3) == "lexical 0.40 · label 1"
+
+
+def test_over_training_on_a_folder_of_trainer_checkpoints_matches_the_last_to_itself(tmp_path):
+    """Two small models saved as checkpoint-0 and checkpoint-10 (a folder like the Trainer's, with an
+    optimizer-only folder to skip): fitting the last checkpoint again with the reference's seed gives
+    the reference's components, so each pairs with itself at |cos| 1 there."""
+    from tests.conftest import tiny_bert, tiny_bert_inputs
+    from workbench.analysis.over_training import checkpoint_series, over_training
+
+    with pytest.raises(ValueError, match="no checkpoint-<step>/ model folders"):
+        checkpoint_series(tmp_path)
+    for step, seed in ((0, 1), (10, 2)):
+        tiny_bert(2, seed=seed).save_pretrained(tmp_path / f"checkpoint-{step}")
+    (tmp_path / "checkpoint-5").mkdir()  # no config.json: an optimizer state only
+    assert [s for s, _ in checkpoint_series(tmp_path)] == [0, 10]
+    inputs = tiny_bert_inputs(n=12)
+    labels = np.arange(12) % 2
+    groups = [("a",) if i % 3 else ("b", "c") for i in range(12)]
+    result = over_training(tmp_path, inputs, labels, groups, strategy="both", n_components=3, n_iters_g_only=5,
+                           n_iters_joint=20, n_values=None, n_top=4, n_baseline=4, progress=False)
+    assert result.steps == [0, 10]
+    cos = result.pivot("cos", "match")
+    assert np.allclose(cos.loc[10], 1.0, atol=1e-5) and (result.pivot("partner", "match").loc[10] == [0, 1, 2]).all()
+    assert np.allclose(result.pivot("mass").sum(axis=1), 1.0)
+    analysed = result.accuracy_table()
+    assert set(analysed.columns) == {"a", "b", "c"} and analysed.notna().all().all()
+    with pytest.raises(ValueError, match="'transform', 'match' or 'both'"):
+        over_training(tmp_path, inputs, labels, groups, strategy="fit")
