@@ -145,6 +145,7 @@ def over_training(
     from ..npeff import estimator_for
     from ..runner import compute_pefs
     from .matching import DEFAULT_MIN_COS, OnCoefficients, match_components
+
     strategies = _strategies(strategy)
     series = checkpoint_series(checkpoints) if isinstance(checkpoints, (str, os.PathLike)) else list(checkpoints)
     if not series:
@@ -165,11 +166,11 @@ def over_training(
         return estimator_for("lrm").for_iterations(n_components, n_iters_g_only, n_iters_joint, seed=seed,
                                                    device=device, progress=False)
 
-    cache = {}
+    cache, own_fit = {}, {}
     if reference is None:
         step, path = series[-1]
         cache[step] = pefs_of(path)
-        reference = new_fit().fit(cache[step][1])
+        reference = own_fit[step] = new_fit().fit(cache[step][1])
     table = _reference_table(reference, labels, groups, n_top)
     majority = table["strategy"].tolist()
 
@@ -177,6 +178,7 @@ def over_training(
         """Share of component j's top set under W that holds the reference's majority value."""
         top = top_examples(W, j, n_top)
         return float(np.mean([value in _values(groups[i]) for i in top])) if len(top) else float("nan")
+
     component_rows, accuracy_rows = [], []
     for step, path in tqdm(series, desc="checkpoints", disable=not progress):
         model, pefs = cache.pop(step, None) or pefs_of(path)
@@ -196,7 +198,7 @@ def over_training(
                                        "kl_ratio": kl.get(j, np.nan), "purity": purity_of(W, j, majority[j]),
                                        "cos": 1.0, "partner": j})
         if "match" in strategies:
-            fit = new_fit().fit(pefs)
+            fit = own_fit.get(step) or new_fit().fit(pefs)  # the reference is the last checkpoint's fit
             matches = match_components(reference, fit, min_cos=DEFAULT_MIN_COS if min_cos is None else min_cos)
             mass = coefficient_mass(fit.W_, fit.components_, fit.kind)
             for row in matches[matches["a"] >= 0].itertuples():
