@@ -231,9 +231,13 @@ def _values(cell) -> tuple:
 def _reference_table(reference, labels, groups, n_top: int) -> pd.DataFrame:
     from .tables import component_table
 
+    from .labels import NAME_COLUMN, component_labels
+
     attributes = pd.DataFrame({"strategy": [tuple(g) if isinstance(g, (list, tuple)) else g for g in groups]})
-    return component_table(reference.W_, reference.components_, labels=labels, attributes=attributes, n_top=n_top,
-                           kind=reference.kind)
+    table = component_table(reference.W_, reference.components_, labels=labels, attributes=attributes, n_top=n_top,
+                            kind=reference.kind)
+    table.insert(0, NAME_COLUMN, component_labels(table))  # the lines of the charts are named by it
+    return table
 
 
 def _load_model(path):
