@@ -75,6 +75,7 @@ def test_over_training_on_a_folder_of_trainer_checkpoints_matches_the_last_to_it
     the reference's components, so each pairs with itself at |cos| 1 there."""
     from tests.conftest import tiny_bert, tiny_bert_inputs
     from workbench.analysis.over_training import checkpoint_series, over_training
+    from workbench.report import over_training_html
 
     with pytest.raises(ValueError, match="no checkpoint-<step>/ model folders"):
         checkpoint_series(tmp_path)
@@ -91,6 +92,9 @@ def test_over_training_on_a_folder_of_trainer_checkpoints_matches_the_last_to_it
     cos = result.pivot("cos", "match")
     assert np.allclose(cos.loc[10], 1.0, atol=1e-5) and (result.pivot("partner", "match").loc[10] == [0, 1, 2]).all()
     assert np.allclose(result.pivot("mass").sum(axis=1), 1.0)
+    quality = result.match_quality()
+    assert quality.loc[10, "n_matched"] == 3 and quality.loc[10, "min_cos"] == pytest.approx(1.0, abs=1e-5)
+    assert "Match quality" in over_training_html(result)
     analysed = result.accuracy_table()
     assert set(analysed.columns) == {"a", "b", "c"} and analysed.notna().all().all()
     with pytest.raises(ValueError, match="'transform', 'match' or 'both'"):

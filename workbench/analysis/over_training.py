@@ -82,6 +82,19 @@ class OverTraining:
         rows = self.accuracy[self.accuracy["source"] == source]
         return rows.pivot(index="step", columns="group", values="accuracy")
 
+    def match_quality(self) -> pd.DataFrame:
+        """Per step, how well the checkpoint's own fit matches the reference (``"match"`` rows):
+        components paired, their mean and lowest |cos|."""
+        rows = self.components[self.components["strategy"] == "match"]
+        if rows.empty:
+            raise ValueError("no 'match' rows: run over_training with strategy='match' or 'both'")
+        paired = rows[rows["partner"] >= 0]
+        return pd.DataFrame({
+            "n_matched": paired.groupby("step").size().reindex(self.steps, fill_value=0),
+            "mean_cos": paired.groupby("step")["cos"].mean().reindex(self.steps),
+            "min_cos": paired.groupby("step")["cos"].min().reindex(self.steps),
+        }).rename_axis("step")
+
     def first_step(self, component: int, value: str = "mass", threshold: float = 0.5,
                    strategy: str = "transform") -> int | None:
         """The first step where ``value`` of ``component`` reaches ``threshold`` × its final value."""

@@ -80,6 +80,8 @@ def over_training_html(result, *, include_plotlyjs: bool | str = False, strategy
     for v in values:
         parts += [f"<h4>{escape(VALUE_TITLES.get(v, v))} by step ({escape(strategy)})</h4>",
                   table_html(result.pivot(v, strategy))]
+    if "match" in strategies:
+        parts += ["<h4>Match quality of each checkpoint's own fit</h4>", table_html(result.match_quality())]
     parts += ["<h4>Accuracy per strategy by step</h4>", table_html(result.accuracy_table("analysed"))]
     if (result.accuracy["source"] == "recorded").any():
         parts += ["<h4>Held-out accuracy the training recorded</h4>", table_html(result.accuracy_table("recorded"))]
