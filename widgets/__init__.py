@@ -9,7 +9,11 @@ manager (nbconvert, GitHub, VS Code without ipywidgets) still show what was on s
 
 from .browser import ComponentBrowser
 from .examples import ExampleViewer
+from .model_diff import ModelDiffPanel
+from .over_training import OverTrainingPanel
 from .perturbation import PerturbationPanel
+from .trace import TracePanel
 from .workbench import Workbench
 
-__all__ = ["ComponentBrowser", "ExampleViewer", "PerturbationPanel", "Workbench"]
+__all__ = ["ComponentBrowser", "ExampleViewer", "ModelDiffPanel", "OverTrainingPanel", "PerturbationPanel",
+           "TracePanel", "Workbench"]

@@ -142,3 +142,23 @@ def test_analysis_notebook_opens_an_existing_run(quickstart_run, tmp_path):
     assert "component 2: examples 1-10" in html and "Perturbation of component 2" in html
     assert (tmp_path / "analysis" / "report" / "index.html").exists()
     assert "KL against" in html  # the sweep's chart
+
+
+CHECKPOINTS = QUICKSTART.with_name("checkpoints.ipynb")
+
+
+@pytest.mark.slow
+def test_checkpoints_notebook_charts_components_over_training(tmp_path):
+    declared = notebook_parameters(CHECKPOINTS)
+    assert {"checkpoint_every", "max_checkpoints", "strategy", "output_folder"} <= set(declared)
+    result = run_notebook(CHECKPOINTS, tmp_path / "checkpoints", {"max_checkpoints": 3, "n_examples": 200,
+                                                                  "n_components": 8}, progress=False)
+    record = json.loads((tmp_path / "checkpoints" / "run.json").read_text())
+    assert record["notebooks"]["checkpoints"]["status"] == "complete"
+    notebook = nbformat.read(result.notebook, as_version=4)
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    html = result.html.read_text()
+    assert "Components over training" in html and "accuracy per strategy" in html
+    report = (tmp_path / "checkpoints" / "report" / "index.html").read_text()  # report.export_sections
+    assert "plotly.js v" in report and "Reference components" in report

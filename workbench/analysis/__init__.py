@@ -5,7 +5,12 @@
 - :mod:`.perturb`: perturbation checks, moving the model's parameters along a component;
 - :mod:`.baselines`: k-means on gradients and dictionary learning on activations, scored
   with NPEFF by the same rules;
-- :mod:`.export`: tidy tables (Parquet, CSV) and components as safetensors.
+- :mod:`.export`: tidy tables (Parquet, CSV) and components as safetensors;
+- :mod:`.labels`: short offline labels per component (attribute purity, top token, label);
+- :mod:`.matching`: components of two fits paired by |cos| (Hungarian method);
+- :mod:`.over_training`: components over a series of training checkpoints;
+- :mod:`.model_diff`: strategies gained, lost and kept between two models;
+- :mod:`.trace`: per layer and token, how hidden states move along a component.
 
 The names below are imported when first used: the tables need no torch.
 """
@@ -13,10 +18,15 @@ The names below are imported when first used: the tables need no torch.
 from ..core.lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), {
-    **dict.fromkeys(["chance_purity", "component_norms", "component_table", "entropy", "purity", "scaled_coefficients",
-                     "top_examples", "top_examples_table"], ".tables"),
+    **dict.fromkeys(["accuracy_by_group", "chance_purity", "coefficient_mass", "component_norms", "component_table", "entropy", "purity", "scaled_coefficients",
+                     "top_examples", "top_examples_table", "value_shares"], ".tables"),
     **dict.fromkeys(["TokenScores", "token_scores"], ".highlights"),
     **dict.fromkeys(["PerturbationResult", "baseline_examples", "epsilon_sweep", "perturbation_check",
                      "perturbation_direction", "perturbation_table", "perturbed"], ".perturb"),
+    **dict.fromkeys(["NAME_COLUMN", "aggregate_tokens", "component_labels", "top_tokens"], ".labels"),
+    **dict.fromkeys(["cosine_matrix", "full_components", "match_components", "match_quality"], ".matching"),
+    **dict.fromkeys(["OverTraining", "checkpoint_series", "over_training"], ".over_training"),
+    **dict.fromkeys(["ModelDiff", "model_diff"], ".model_diff"),
+    **dict.fromkeys(["PerturbationTrace", "perturbation_trace"], ".trace"),
     **dict.fromkeys(["baseline_comparison", "baseline_coefficients", "score_components"], ".baselines"),
 })

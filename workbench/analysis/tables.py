@@ -102,8 +102,7 @@ def component_table(
     W = np.asarray(W, dtype=np.float64)
     _check_rows(W.shape[0], labels=labels, predictions=predictions, attributes=attributes)
     norms = component_norms(components)
-    mass = (W * (norms ** kind_named(kind).mass_power)[None, :]).sum(axis=0)
-    mass = mass / mass.sum() if mass.sum() > 0 else mass
+    mass = coefficient_mass(W, components, kind)
     rows = []
     for j in range(W.shape[1]):
         top = top_examples(W, j, n_top)
@@ -120,6 +119,36 @@ def component_table(
             row[f"{name}_entropy"] = entropy(cells)
         rows.append(row)
     return pd.DataFrame(rows).set_index("component")
+
+
+def coefficient_mass(W: np.ndarray, components: np.ndarray, kind: str = "lrm", *, share: bool = True) -> np.ndarray:
+    """(n_components,): Σ_i W_ij ‖g_j‖² (LRM; D: ‖h_j‖), each component's part of the
+    reconstruction's total Fisher mass; with ``share`` divided by the total (so it sums to 1)."""
+    W = np.asarray(W, dtype=np.float64)
+    mass = (W * (component_norms(components) ** kind_named(kind).mass_power)[None, :]).sum(axis=0)
+    return mass / mass.sum() if share and mass.sum() > 0 else mass
+
+
+def value_shares(cells: Sequence) -> pd.Series:
+    """Share of the cells holding each value, largest first; a multi-valued cell holds each of its values."""
+    counts = Counter(v for cell in cells for v in set(_values_of(cell)))
+    n = max(len(cells), 1)
+    return pd.Series({value: count / n for value, count in counts.most_common()}, dtype=np.float64)
+
+
+def accuracy_by_group(labels, predictions, groups: Sequence) -> pd.Series:
+    """Accuracy of ``predictions`` per value of ``groups`` (e.g. each example's strategies;
+    a multi-valued cell counts for each value), over the examples whose label is known."""
+    _check_rows(len(labels), predictions=predictions, groups=groups)
+    correct = np.asarray(labels) == np.asarray(predictions)
+    known = np.asarray(labels) != -1
+    hits: Counter = Counter()
+    counts: Counter = Counter()
+    for cell, ok, keep in zip(groups, correct, known):
+        for value in set(_values_of(cell)) if keep else ():
+            counts[value] += 1
+            hits[value] += bool(ok)
+    return pd.Series({value: hits[value] / counts[value] for value in sorted(counts, key=str)}, dtype=np.float64)
 
 
 def _accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:

@@ -36,6 +36,8 @@ from .run_folder import COMPONENTS, MODEL, Run
 
 #: Where :meth:`RunExplorer.export` writes by default, inside the run folder.
 EXPORTS = "exports"
+#: Component labels with their top tokens (:meth:`RunExplorer.label_components`), inside the run folder.
+LABELS = "labels.csv"
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +230,12 @@ class RunExplorer:
 
     @cached_property
     def table(self) -> pd.DataFrame:
-        """The component table: the run's ``components.csv`` if it has one, else computed now."""
+        """The component table: the run's ``components.csv`` if it has one, else computed now; with
+        each component's short label (``name``, :mod:`workbench.analysis.labels`) first."""
+        return with_names(self._bare_table, self.run.path / LABELS)
+
+    @cached_property
+    def _bare_table(self) -> pd.DataFrame:
         path = self.run.path / COMPONENTS
         if path.exists():
             table = self.run.components()
@@ -239,6 +246,38 @@ class RunExplorer:
             self.W, self.decomposition.components_, labels=self.labels, predictions=self.predictions,
             n_top=self.n_top, kind=self.run.params.get("kind", "lrm"),
         )
+
+    def label_components(self, *, n_examples: int = 10, progress: bool = False) -> pd.Series:
+        """Labels with each component's top token (``analysis.labels.top_tokens`` over its first
+        ``n_examples`` top examples, scored with the run's model), saved to the run's ``labels.csv``
+        so the table, panels, reports and exports show them from now on; returns them."""
+        from ..analysis.labels import component_labels, top_tokens
+
+        model, tokenizer = self.model_and_tokenizer()
+        sets = {int(j): row[row >= 0][:n_examples] for j, row in enumerate(self.top_sets)}
+        tokens = top_tokens(model, tokenizer, self.decomposition, list(self.examples["text"]), sets,
+                            device=self.device, progress=progress)
+        names = component_labels(self._bare_table, tokens)
+        names.to_frame().to_csv(self.run.path / LABELS)
+        self.__dict__.pop("table", None)
+        self.__dict__.pop("_search_text", None)
+        return names
+
+    def trace(self, component: int, *, epsilon: float = 0.1, n_top: int | None = None, n_baseline: int = 10,
+              seed: int = 0, max_sim: float | None = None):
+        """``workbench.analysis.trace.perturbation_trace`` of ``component`` on its top examples
+        (the first ``n_top``, default the explorer's) against ``n_baseline`` random others."""
+        from ..analysis.perturb import baseline_examples
+        from ..analysis.trace import perturbation_trace
+
+        top = self._top_set(component)[: n_top or self.n_top]
+        if len(top) == 0:
+            raise ValueError(f"component {component} has no examples with a positive coefficient to trace")
+        model, tokenizer = self.model_and_tokenizer()
+        baseline = baseline_examples(len(self.examples), top, n_baseline, seed)
+        return perturbation_trace(model, tokenizer, self.decomposition, int(component),
+                                  list(self.examples["text"]), top, baseline, epsilon=epsilon, max_sim=max_sim,
+                                  max_length=TOKEN_MAX_LENGTH)
 
     @cached_property
     def label_names(self) -> dict:
@@ -469,6 +508,23 @@ class RunExplorer:
                                                                    folder / f"perturbations.{format}")
         logger.info("exported %s to %s", ", ".join(written), folder)
         return written
+
+
+def with_names(table: pd.DataFrame, labels_file: Path) -> pd.DataFrame:
+    """``table`` with a ``name`` column first: the saved labels (``labels.csv``, written by
+    :meth:`RunExplorer.label_components`) where the run has them, else labels from the purities alone."""
+    from ..analysis.labels import NAME_COLUMN, component_labels
+
+    if NAME_COLUMN in table.columns:
+        return table
+    names = None
+    if labels_file.exists():
+        saved = pd.read_csv(labels_file, index_col="component")[NAME_COLUMN]
+        if saved.index.equals(table.index):
+            names = saved
+    if names is None:
+        names = component_labels(table)
+    return pd.concat([names.rename(NAME_COLUMN), table], axis=1)
 
 
 def _plain(value):

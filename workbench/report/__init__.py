@@ -7,7 +7,8 @@ and :func:`export_html`, a report folder readable offline from disk.
 
 - :mod:`.html`: fragments, with every text from the data escaped in one place (:func:`escape`);
 - :mod:`.charts`: the perturbation charts (plotly);
-- :mod:`.pages`: whole pages and the report folder.
+- :mod:`.pages`: whole pages and the report folder;
+- :mod:`.strategies`: strategies over training, between two models, through the layers.
 
 This package renders what it is given and computes nothing; it imports no other part of
 the workbench, and no torch.
@@ -32,8 +33,30 @@ from .html import (
     token_colour,
 )
 from .pages import MAX_SINGLE_PAGE_COMPONENTS, PLOTLY_FILE, export_html, html_page, plotlyjs_script
+from .strategies import (
+    accuracy_over_training_figure,
+    export_sections,
+    model_diff_figure,
+    model_diff_html,
+    over_training_figure,
+    over_training_html,
+    section_html,
+    trace_heatmap_figure,
+    trace_html,
+    trace_profile_figure,
+)
 
 __all__ = [
+    "accuracy_over_training_figure",
+    "export_sections",
+    "section_html",
+    "model_diff_figure",
+    "model_diff_html",
+    "over_training_figure",
+    "over_training_html",
+    "trace_heatmap_figure",
+    "trace_html",
+    "trace_profile_figure",
     "CSS",
     "MAX_SINGLE_PAGE_COMPONENTS",
     "PLOTLY_FILE",

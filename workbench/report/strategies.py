@@ -1,0 +1,205 @@
+"""Charts and HTML sections for strategies over training, between two models and through the layers.
+
+Renders the results of ``workbench.analysis.over_training``, ``.model_diff`` and ``.trace``
+(read by their attributes; nothing is imported from them): plotly figures that the panels
+in ``widgets/`` show live, and HTML sections for notebooks and reports, every text escaped
+(``html.escape``) and every chart beside a table of its numbers.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .charts import SET_COLOURS, figure_html
+from .html import escape, table_html
+
+#: Statuses of a strategy or component between two models, and their colours.
+STATUS_COLOURS = {"gained": "#2e7d32", "lost": "#c62828", "kept": "#607d8b", "changed": "#f9a825",
+                  "not named": "#bdbdbd"}
+VALUE_TITLES = {"mass": "coefficient mass (share)", "kl_ratio": "KL ratio top/baseline", "cos": "|cos| to the reference"}
+_LAYOUT = dict(height=340, margin=dict(l=60, r=10, t=50, b=40), legend=dict(orientation="h", y=-0.2))
+
+
+def component_name(table: pd.DataFrame | None, j) -> str:
+    """'component j' and, when the table has one, its label or majority strategy."""
+    if table is not None and j in table.index:
+        for column in ("name", "strategy"):
+            if column in table.columns and pd.notna(table.loc[j, column]):
+                return f"{j}: {table.loc[j, column]}"
+    return str(j)
+
+
+def over_training_figure(result=None, value: str = "mass", strategy: str = "transform", components=None):
+    """One line per component of ``value`` against the training step (empty without a result)."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure(layout=dict(**_LAYOUT, xaxis=dict(title="training step"),
+                                   yaxis=dict(title=VALUE_TITLES.get(value, value),
+                                              type="log" if value == "kl_ratio" else "linear"),
+                                   title=dict(text=f"{VALUE_TITLES.get(value, value)} over training ({strategy})",
+                                              font=dict(size=14))))
+    if result is None:
+        return figure
+    frame = result.pivot(value, strategy)
+    for j in frame.columns if components is None else components:
+        figure.add_scatter(x=list(frame.index), y=frame[j].tolist(), mode="lines+markers",
+                           name=component_name(result.reference, j),
+                           hovertemplate="step %{x}: %{y:.3g}<extra>%{fullData.name}</extra>")
+    return figure
+
+
+def accuracy_over_training_figure(result=None, source: str = "analysed"):
+    """Accuracy per strategy (group) against the training step."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure(layout=dict(**_LAYOUT, xaxis=dict(title="training step"),
+                                   yaxis=dict(title="accuracy", range=[0, 1.02]),
+                                   title=dict(text=f"accuracy per strategy ({source} examples)", font=dict(size=14))))
+    if result is None:
+        return figure
+    frame = result.accuracy_table(source)
+    for group in frame.columns:
+        figure.add_scatter(x=list(frame.index), y=frame[group].tolist(), mode="lines+markers", name=str(group),
+                           hovertemplate="step %{x}: %{y:.3f}<extra>%{fullData.name}</extra>")
+    return figure
+
+
+def over_training_html(result, *, include_plotlyjs: bool | str = False, strategy: str | None = None) -> str:
+    """The over-training section: mass, KL ratio and accuracy charts, and their tables."""
+    strategies = sorted(result.components["strategy"].unique())
+    strategy = strategy or ("transform" if "transform" in strategies else strategies[0])
+    values = ["mass", "kl_ratio"] if strategy == "transform" else ["mass", "cos"]
+    charts = [figure_html(over_training_figure(result, v, strategy), include_plotlyjs if k == 0 else False)
+              for k, v in enumerate(values)]
+    charts.append(figure_html(accuracy_over_training_figure(result), False))
+    parts = [f"<h3>Components over training</h3><div class=\"caption\">{len(result.steps)} checkpoints, steps "
+             f"{result.steps[0]}-{result.steps[-1]}; {len(result.reference)} components of the reference fit, "
+             f"followed by {escape(', '.join(strategies))}</div>",
+             '<div class="charts">' + "".join(f"<div>{c}</div>" for c in charts) + "</div>",
+             "<h4>Reference components</h4>", table_html(result.reference)]
+    for v in values:
+        parts += [f"<h4>{escape(VALUE_TITLES.get(v, v))} by step ({escape(strategy)})</h4>",
+                  table_html(result.pivot(v, strategy))]
+    if "match" in strategies:
+        parts += ["<h4>Match quality of each checkpoint's own fit</h4>", table_html(result.match_quality())]
+    parts += ["<h4>Accuracy per strategy by step</h4>", table_html(result.accuracy_table("analysed"))]
+    if (result.accuracy["source"] == "recorded").any():
+        parts += ["<h4>Held-out accuracy the training recorded</h4>", table_html(result.accuracy_table("recorded"))]
+    return "".join(parts)
+
+
+def model_diff_figure(diff=None):
+    """Per component (pair), its coefficient mass on model A and on model B, coloured by status."""
+    import plotly.graph_objects as go
+
+    a, b = diff.names if diff is not None else ("A", "B")
+    figure = go.Figure(layout=dict(**_LAYOUT, barmode="group", yaxis=dict(title="coefficient mass (share)"),
+                                   title=dict(text=f"components of {a} and {b}: mass on each model",
+                                              font=dict(size=14))))
+    if diff is None:
+        return figure
+    rows = diff.components
+    x = [_pair_name(r) for r in rows.itertuples()]
+    for model, key, pattern in ((a, "mass_a", ""), (b, "mass_b", "/")):
+        figure.add_bar(name=f"mass on {model}", x=x, y=rows[key].tolist(), marker_pattern_shape=pattern,
+                       marker_color=[STATUS_COLOURS.get(s, "#999") for s in rows["status"]],
+                       hovertemplate="%{x}: %{y:.3g}<extra>%{fullData.name}</extra>")
+    return figure
+
+
+def _pair_name(row) -> str:
+    a = f"A{row.component_a}" if row.component_a >= 0 else ""
+    b = f"B{row.component_b}" if row.component_b >= 0 else ""
+    strategy = row.strategy_b if row.status == "gained" else row.strategy_a
+    return f"{'/'.join(p for p in (a, b) if p)} {strategy} ({row.status})"
+
+
+def model_diff_html(diff, *, include_plotlyjs: bool | str = False) -> str:
+    """The model-diff section: strategies gained, lost and kept, the chart, and the component evidence."""
+    a, b = diff.names
+    strategies = diff.strategies.copy()
+    strategies["status"] = [f"{s}" for s in strategies["status"]]
+    quality = diff.quality
+    caption = (f"{quality['n_matched']} components paired (mean |cos| {quality['mean_cos']:.3g}), "
+               f"{quality['n_unmatched_a']} of {escape(a)} and {quality['n_unmatched_b']} of {escape(b)} without a partner")
+    badges = " ".join(f'<span style="color:{STATUS_COLOURS.get(s, "#333")};font-weight:bold">{escape(v)}: '
+                      f"{escape(s)}</span>" for v, s in zip(strategies.index, strategies["status"]))
+    return (f"<h3>What changed from {escape(a)} to {escape(b)}</h3><div class=\"caption\">{caption}</div>"
+            f"<div>{badges}</div><h4>Strategies</h4>{table_html(strategies)}"
+            f"{figure_html(model_diff_figure(diff), include_plotlyjs)}"
+            f"<h4>Components and their evidence on both models</h4>{table_html(diff.components)}")
+
+
+def trace_heatmap_figure(trace=None, k: int = 0):
+    """Example k's layer × token heatmap of the relative change of the hidden states."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure(layout=dict(height=300, margin=dict(l=90, r=10, t=50, b=60),
+                                   title=dict(text="hidden-state change per layer and token", font=dict(size=14))))
+    if trace is None:
+        return figure
+    heat = trace.heatmap(k)
+    figure.add_heatmap(z=heat.to_numpy(), x=list(heat.columns), y=list(heat.index), colorscale="Oranges",
+                       hovertemplate="%{y}, %{x}: %{z:.3g}<extra></extra>", colorbar=dict(title="‖Δh‖/‖h‖"))
+    figure.update_layout(title_text=f"component {trace.component}, example {trace.examples[k]} "
+                                    f"({trace.sets[k]}), ε = {trace.epsilon:g}",
+                         yaxis=dict(autorange="reversed"), xaxis=dict(tickangle=-45))
+    return figure
+
+
+def trace_profile_figure(trace=None):
+    """The layer profile: mean relative change per layer, top vs baseline examples."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure(layout=dict(**_LAYOUT, xaxis=dict(title="layer"), yaxis=dict(title="mean ‖Δh‖/‖h‖"),
+                                   title=dict(text="layer profile: top vs baseline", font=dict(size=14))))
+    if trace is None:
+        return figure
+    profile = trace.profile
+    for name in ("top", "baseline"):
+        figure.add_scatter(x=list(profile.index), y=profile[name].tolist(), mode="lines+markers",
+                           name=f"{name} examples ({trace.sets.count(name)})", line=dict(color=SET_COLOURS[name]),
+                           hovertemplate="%{x}: %{y:.3g}<extra>%{fullData.name}</extra>")
+    return figure
+
+
+def trace_html(trace, *, include_plotlyjs: bool | str = False, n_heatmaps: int = 3) -> str:
+    """The trace section: the layer profile, heatmaps of the first top examples, and the profile's numbers."""
+    tops = [k for k, s in enumerate(trace.sets) if s == "top"][:n_heatmaps]
+    charts = [figure_html(trace_profile_figure(trace), include_plotlyjs)]
+    charts += [figure_html(trace_heatmap_figure(trace, k), False) for k in tops]
+    return (f"<h3>Perturbation trace of component {int(trace.component)}</h3>"
+            f"<div class=\"caption\">ε = {trace.epsilon:g}; relative change of each layer's hidden state per token, "
+            f"mean over θ ± εĝ; {trace.sets.count('top')} top and {trace.sets.count('baseline')} baseline examples</div>"
+            '<div class="charts">' + "".join(f"<div>{c}</div>" for c in charts) + "</div>"
+            + table_html(trace.profile))
+
+
+def section_html(result, *, include_plotlyjs: bool | str = False) -> str:
+    """The section of any of the three results (over training, model diff, trace)."""
+    if hasattr(result, "heatmaps"):
+        return trace_html(result, include_plotlyjs=include_plotlyjs)
+    if hasattr(result, "strategies") and hasattr(result, "quality"):
+        return model_diff_html(result, include_plotlyjs=include_plotlyjs)
+    if hasattr(result, "steps") and hasattr(result, "pivot"):
+        return over_training_html(result, include_plotlyjs=include_plotlyjs)
+    raise TypeError(f"no report section for {type(result).__name__}; give an OverTraining, ModelDiff or "
+                    "PerturbationTrace result")
+
+
+def export_sections(results, out, *, title: str = "NPEFF strategies"):
+    """One page ``out`` (a file path) holding the sections of ``results``, plotly.js inline once,
+    readable offline from disk; written under a temporary name and renamed into place."""
+    import os
+    import uuid
+    from pathlib import Path
+
+    from .pages import html_page, plotlyjs_script
+
+    out = Path(out)
+    body = f"<h1>{escape(title)}</h1>" + "".join(section_html(r) for r in results)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    staging.write_text(html_page(title, body, head=plotlyjs_script()), encoding="utf-8")
+    os.replace(staging, out)
+    return out
