@@ -142,13 +142,8 @@ def check_plan(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -
         plan.checked = True
         return
     batch = _first(batch, CHECK_EXAMPLES)
-    try:
-        plan.expand, unbatched, plan.fold = layer_batching(model, plan.rule_modules, batch, plan.call_inputs)
-    except NotClassLogitsError:
-        raise
-    except Exception as error:  # noqa: BLE001 - the model's code cannot take copies of an example: the loop serves it
-        logger.warning("the fast path's check could not run this model (%s: %s)", type(error).__name__, error)
-        plan.expand, plan.fold, unbatched = set(), set(), {id(m) for m in plan.rule_modules}
+    # An error here is the model's own (its plain forward on copies of an example): raised
+    plan.expand, unbatched, plan.fold = layer_batching(model, plan.rule_modules, batch, plan.call_inputs)
     moved = [m for m in plan.rule_modules if id(m) in unbatched]
     _warn(moved, names, "have calls without a per-example batch axis")
     plan.without(moved)
@@ -196,6 +191,8 @@ def _disagreeing(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None)
         except NotClassLogitsError:
             raise
         except Exception as error:  # noqa: BLE001 - any failure inside the model's code
+            with torch.no_grad():
+                class_logits(model, batch)  # the model's own error, without hooks, is raised as it is
             logger.warning("the fast path failed on this model (%s: %s)", type(error).__name__, error)
             return wrong + list(plan.rule_modules)
         break
