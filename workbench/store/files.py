@@ -38,11 +38,29 @@ def atomic_path(path: str | os.PathLike):
     os.close(fd)
     try:
         yield Path(tmp)
+        # mkstemp (and safetensors' own temporary file) are 0600 whatever the umask: give the file the
+        # mode a plain open() would, so a store shared with the group stays readable to it
+        os.chmod(tmp, 0o666 & ~process_umask())
         _fsync(tmp)  # the data reaches the disk before the name does, so a power cut cannot leave an empty file
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def process_umask() -> int:
+    """This process's umask, read without changing it (os.umask sets it to read it, which
+    races with the threads that write chunks)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # no /proc (macOS): read it the only other way, and put it back
+    os.umask(mask)
+    return mask
 
 
 def _fsync(path: str | os.PathLike) -> None:
