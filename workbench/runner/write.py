@@ -68,7 +68,7 @@ def write_pefs(
         if batch_size is None:
             probe = run.probe(0)
             run = run.sized_by(probe)
-        writer = PefStoreWriter(out, run.manifest(provenance))
+        writer = PefStoreWriter(out, run.manifest(provenance), existing)
         done = writer.resume(existing) if existing is not None else set()
         missing = [b for b in range(run.n_chunks) if b not in done]
         estimate = None

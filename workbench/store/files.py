@@ -10,6 +10,7 @@ missing, truncated or not written by this package is a :class:`StoreError` that 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -91,6 +92,12 @@ def remove_temporaries(folder: str | os.PathLike) -> int:
             leftover.unlink()
             removed += 1
     return removed
+
+
+def file_checksum(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, hex."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

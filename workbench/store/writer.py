@@ -35,9 +35,9 @@ from safetensors.numpy import save
 
 from .. import __version__
 from ..core.chunks import PefChunk
-from .files import StoreError, is_temporary, read_json, remove_temporaries, write_arrays, write_json
+from .files import StoreError, file_checksum, is_temporary, read_json, remove_temporaries, write_arrays, write_json
 from .fingerprints import fingerprint_pefs
-from .formats import PEF_CHUNK
+from .formats import PEF_CHUNK, PEF_STORE
 from .pef_store import IDENTITY, CHUNKS, MANIFEST, PefStore, check_manifest, chunk_path, new_manifest, store_id
 
 logger = logging.getLogger(__name__)
@@ -48,9 +48,12 @@ def chunk_header(index: int, store: str) -> dict:
             "producer": {"package": "npeff-workbench", "package_version": __version__}}
 
 
-def write_chunk(root: Path, index: int, chunk: PefChunk, store: str) -> None:
-    """Chunk ``index`` of the store ``store`` (its :func:`~workbench.store.pef_store.store_id`) at ``root``."""
-    write_arrays(chunk_path(root, index), chunk.arrays(), chunk_header(index, store))
+def write_chunk(root: Path, index: int, chunk: PefChunk, store: str) -> str:
+    """Chunk ``index`` of the store ``store`` (its :func:`~workbench.store.pef_store.store_id`) at ``root``;
+    returns the sha256 of the file, read back (from the page cache) as it now is on disk."""
+    path = chunk_path(root, index)
+    write_arrays(path, chunk.arrays(), chunk_header(index, store))
+    return file_checksum(path)
 
 
 def chunk_file_size(chunk: PefChunk, index: int) -> int:
@@ -66,8 +69,9 @@ class ChunkWriter:
     and is raised by the next :meth:`submit` or at the end of the ``with`` block; leaving
     the block waits for the writes in flight, so every chunk it reports is on disk."""
 
-    def __init__(self, out: Path, identity: str, depth: int = 2):
+    def __init__(self, out: Path, identity: str, depth: int = 2, checksums: dict | None = None):
         self.out, self.identity, self.depth = out, identity, depth
+        self.checksums = {} if checksums is None else checksums  # chunk index → sha256 of what was written
         self._pending: deque = deque()
         self._failed = False
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="workbench-store")
@@ -84,7 +88,7 @@ class ChunkWriter:
         if self._failed:
             return
         try:
-            write_chunk(self.out, index, chunk, self.identity)
+            self.checksums[index] = write_chunk(self.out, index, chunk, self.identity)
         except BaseException:
             self._failed = True
             raise
@@ -131,10 +135,15 @@ class PefStoreWriter:
     """Writes one run's chunks into the store folder ``out``; ``manifest`` is the run's
     (:func:`~workbench.store.pef_store.new_manifest`), identifying it."""
 
-    def __init__(self, out: str | os.PathLike, manifest: dict):
+    def __init__(self, out: str | os.PathLike, manifest: dict, existing: dict | None = None):
         self.path = Path(out)
+        if existing is not None and existing.get("format_version") in PEF_STORE.reads:
+            # a store begun by an older version is resumed in its own format version, so its chunks
+            # (which name the store by a hash that includes the version) stay valid
+            manifest = dict(manifest, format_version=existing["format_version"])
         self.manifest = manifest
         self.store_id = store_id(manifest)
+        self.checksums: dict[int, str] = {}  # of the chunks this writer wrote
 
     @property
     def n_chunks(self) -> int:
@@ -147,13 +156,14 @@ class PefStoreWriter:
         chunks of another run are deleted (and the store marked incomplete)."""
         self._check_same_run(existing)
         store = PefStore.being_written(self.path, self.manifest)
+        checksums = existing.get("checksums")  # a complete store's: a chunk changed since is recomputed
         valid, invalid = set(), []
         for index in store.chunks_on_disk():
-            (valid.add(index) if store.chunk_is_valid(index) else invalid.append(index))
+            (valid.add(index) if store.chunk_is_valid(index, checksums) else invalid.append(index))
         if invalid:
             logger.warning("chunks %s of %s are damaged or from another run; they are recomputed", invalid, self.path)
-            if existing.get("complete"):
-                write_json(self.path / MANIFEST, dict(existing, complete=False))
+            if existing.get("complete"):  # its checksums were checked above; complete() records them again
+                write_json(self.path / MANIFEST, {k: v for k, v in existing.items() if k != "checksums"} | {"complete": False})
             for index in invalid:
                 chunk_path(self.path, index).unlink()
         return valid
@@ -191,18 +201,30 @@ class PefStoreWriter:
             write_json(out / MANIFEST, self.manifest)  # chunks are missing: no longer complete until they are back
 
     def write_chunk(self, index: int, chunk: PefChunk) -> None:
-        write_chunk(self.path, index, chunk, self.store_id)
+        self.checksums[index] = write_chunk(self.path, index, chunk, self.store_id)
 
     def in_background(self, depth: int = 2) -> ChunkWriter:
         """A context manager whose ``submit(index, chunk)`` writes on a background thread."""
-        return ChunkWriter(self.path, self.store_id, depth)
+        return ChunkWriter(self.path, self.store_id, depth, self.checksums)
 
     def chunks_on_disk(self) -> list[int]:
         return PefStore.being_written(self.path, self.manifest).chunks_on_disk()
 
     def complete(self) -> PefStore:
-        """Mark the store complete (every chunk must be on disk) and open it for reading."""
-        write_json(self.path / MANIFEST, dict(self.manifest, complete=True))
+        """Mark the store complete (every chunk must be on disk) and open it for reading.
+
+        The manifest records the sha256 of every chunk file: as written, for the chunks this
+        writer wrote; as on disk, for those of an earlier process or another rank (checked
+        against their headers when the run resumed)."""
+        manifest = dict(self.manifest, complete=True)
+        if manifest["format_version"] >= 2:
+            missing = [i for i in range(self.n_chunks) if i not in self.checksums and not chunk_path(self.path, i).exists()]
+            if missing:
+                raise StoreError(f"chunks {missing[:10]} of {self.path} are missing: the store cannot be marked complete; "
+                                 "call write_pefs again with the same arguments to compute them")
+            manifest["checksums"] = [self.checksums.get(i) or file_checksum(chunk_path(self.path, i))
+                                     for i in range(self.n_chunks)]
+        write_json(self.path / MANIFEST, manifest)
         return PefStore(self.path)
 
     def remove(self) -> None:
