@@ -179,9 +179,10 @@ def estimate_pef_run(probe: Probe, config: PefConfig, layout: ParameterLayout, n
     """The estimate of a run of ``n_examples`` of which ``n_done`` are on disk; ``probe`` is not yet written."""
     m = layout.n_parameters
     per_example = probe.chunk_file_bytes / probe.size
-    manifest_bytes = 200 + len(json.dumps(layout.to_dict()))
     left = n_examples - n_done
     b = config.batch_size
+    # the manifest: its layout, and a chunk's checksum per batch (64 hex digits, quoted, indented)
+    manifest_bytes = 200 + len(json.dumps(layout.to_dict())) + 70 * -(-n_examples // b)
     cuda = device is not None and device.type == "cuda"
     held = 2 * per_example * b  # the chunk being assembled and its contiguous copy for the file
     if in_memory:  # every chunk, then their concatenation and the sparse matrix built from it
