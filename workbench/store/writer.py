@@ -35,7 +35,8 @@ from safetensors.numpy import save
 
 from .. import __version__
 from ..core.chunks import PefChunk
-from .files import StoreError, file_checksum, is_temporary, read_json, remove_temporaries, write_arrays, write_json
+from .files import (StoreError, check_folder, file_checksum, is_temporary, read_json, remove_temporaries, write_arrays,
+                    write_json, writing)
 from .fingerprints import fingerprint_pefs
 from .formats import PEF_CHUNK, PEF_STORE
 from .pef_store import IDENTITY, CHUNKS, MANIFEST, PefStore, check_manifest, chunk_path, new_manifest, store_id
@@ -113,11 +114,9 @@ def existing_manifest(out: str | os.PathLike, overwrite: bool) -> dict | None:
     ``overwrite``. A folder holding anything else is never written to, not even with
     ``overwrite``: it might be the user's.
     """
-    out = Path(out)
+    out = check_folder(out, "the PEF store")
     if not out.exists():
         return None
-    if not out.is_dir():
-        raise StoreError(f"{out} is a file, not a folder; choose a new or empty folder for the PEF store")
     if (out / MANIFEST).exists():
         if overwrite:
             return None
@@ -136,7 +135,7 @@ class PefStoreWriter:
     (:func:`~workbench.store.pef_store.new_manifest`), identifying it."""
 
     def __init__(self, out: str | os.PathLike, manifest: dict, existing: dict | None = None):
-        self.path = Path(out)
+        self.path = check_folder(out, "the PEF store")
         if existing is not None and existing.get("format_version") in PEF_STORE.reads:
             # a store begun by an older version is resumed in its own format version, so its chunks
             # (which name the store by a hash that includes the version) stay valid
@@ -187,11 +186,13 @@ class PefStoreWriter:
         resumed one: stale temporaries removed, and no longer complete while chunks are missing."""
         out = self.path
         if existing is None:
-            if out.exists():
-                shutil.rmtree(out)
-            out.mkdir(parents=True)
+            with writing(out):
+                if out.exists():
+                    shutil.rmtree(out)
+                out.mkdir(parents=True)
             write_json(out / MANIFEST, self.manifest)
-            (out / CHUNKS).mkdir()
+            with writing(out / CHUNKS):
+                (out / CHUNKS).mkdir()
             return
         removed = remove_temporaries(out) + remove_temporaries(out / CHUNKS)
         if removed:
