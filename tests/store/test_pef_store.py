@@ -181,7 +181,7 @@ def test_a_full_disk_is_a_store_write_error_that_names_the_file_and_leaves_a_sto
         real(arrays, path, metadata=metadata)
 
     monkeypatch.setattr(files, "save_file", full_at_third)
-    with pytest.raises(StoreWriteError, match=r"could not write .*000001\.safetensors: .*No space left on device.*"
+    with pytest.raises(StoreWriteError, match=r"could not write .*000002\.safetensors: .*No space left on device.*"
                                               r"Free space on that disk.*resumes"):
         write_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=64, batch_size=2, progress=False)
     monkeypatch.undo()
