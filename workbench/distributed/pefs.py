@@ -42,6 +42,8 @@ def write_pefs_sharded(out: str | os.PathLike, model: torch.nn.Module, inputs, l
     existing = existing_manifest(out, overwrite)
     writer = PefStoreWriter(out, run.manifest(provenance), existing)
     check_same_on_all_ranks(writer.store_id, "model weights, data or PEF arguments")
+    if existing is not None:  # every rank refuses a store of another run, as write_pefs does, with the same error
+        writer.check_same_run(existing)
     if ranks.is_main:  # one rank alone checks, cleans and opens the folder
         done = writer.resume(existing) if existing is not None else set()
         writer.open(existing, done)

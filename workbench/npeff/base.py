@@ -113,19 +113,27 @@ class NpeffBase(BaseEstimator):
                 f"n_components={self.n_components} is larger than the number of examples ({pefs.n_examples}); "
                 "use at most as many components as examples"
             )
-        if fitted and self.pef_info_.get("model_fingerprint") and pefs.info.get("model_fingerprint") not in (
+        if fitted:
+            self.check_same_source(pefs.info, pefs.layout)
+
+    def check_same_source(self, info: dict, layout: ParameterLayout) -> None:
+        """Refuse PEFs (their ``info`` and ``layout``: a PEF set's or a store's) that come from
+        another model, or are over other parameters, than the PEFs this decomposition was
+        fitted to; :meth:`transform` and :func:`workbench.distributed.transform_distributed`
+        (the command line's ``transform``) refuse alike."""
+        if self.pef_info_.get("model_fingerprint") and info.get("model_fingerprint") not in (
             None, self.pef_info_["model_fingerprint"]
         ):
             raise StoreError(
-                f"these PEFs come from another model ({pefs.info.get('model')}, weights "
-                f"{pefs.info['model_fingerprint'][:12]}) than the decomposition's ({self.pef_info_.get('model')}, "
+                f"these PEFs come from another model ({info.get('model')}, weights "
+                f"{info['model_fingerprint'][:12]}) than the decomposition's ({self.pef_info_.get('model')}, "
                 f"{self.pef_info_['model_fingerprint'][:12]}); compute them with the decomposition's model. To compare "
                 "two models on purpose, drop the record first: pefs.info.pop('model_fingerprint')"
             )
-        if fitted and (pefs.layout != self.layout_):
+        if layout != self.layout_:
             raise ValueError(
-                f"these PEFs were computed over other parameters ({pefs.layout.n_parameters} parameters, "
-                f"first {pefs.layout.names[:2]}) than the decomposition ({self.layout_.n_parameters}, first "
+                f"these PEFs were computed over other parameters ({layout.n_parameters} parameters, "
+                f"first {layout.names[:2]}) than the decomposition ({self.layout_.n_parameters}, first "
                 f"{self.layout_.names[:2]}); compute them with the same model and parameter filter"
             )
 

@@ -153,7 +153,7 @@ class PefStoreWriter:
 
         StoreError, naming what differs, when the store is not this run; damaged chunks and
         chunks of another run are deleted (and the store marked incomplete)."""
-        self._check_same_run(existing)
+        self.check_same_run(existing)
         store = PefStore.being_written(self.path, self.manifest)
         checksums = existing.get("checksums")  # a complete store's: a chunk changed since is recomputed
         valid, invalid = set(), []
@@ -167,7 +167,7 @@ class PefStoreWriter:
                 chunk_path(self.path, index).unlink()
         return valid
 
-    def _check_same_run(self, existing: dict) -> None:
+    def check_same_run(self, existing: dict) -> None:
         """The store on disk must be the same run; anything else is an error that names what differs."""
         out, manifest = self.path, self.manifest
         differ = [k for k in IDENTITY if existing.get(k) != manifest.get(k)]
