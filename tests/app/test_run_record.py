@@ -82,3 +82,13 @@ def test_a_notebook_run_killed_while_its_html_is_written_leaves_a_record_that_sa
     record = json.loads((tmp_path / "out" / RUN_RECORD).read_text())
     assert record["notebooks"]["tiny"]["status"] == "complete" and record["status"] == "complete"
     assert done.html.read_text().rstrip().endswith("</html>")
+
+
+def test_a_run_folder_that_is_a_file_is_refused_before_anything_is_written(tmp_path):
+    from workbench.app.run_folder import RunRecorder
+    from workbench.store import StoreError
+
+    (tmp_path / "run").write_text("mine")
+    with pytest.raises(StoreError, match=r"run is a file, not a folder; choose a new or empty folder for the run"):
+        RunRecorder(tmp_path / "run", {})
+    assert (tmp_path / "run").read_text() == "mine"

@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import report
-from ..store.files import StoreError, read_json, write_json
+from ..store.files import StoreError, check_folder, read_json, write_json, writing
 from ..store.formats import RUN_RECORD as RUN_FORMAT
 from ..store.pef_store import load_pefs
 
@@ -80,8 +80,9 @@ class RunRecorder:
     """Writes a run's record as it goes: ``with recorder.stage("pefs"): ...``."""
 
     def __init__(self, path: str | os.PathLike, params: dict, *, device=None, seeds: dict | None = None):
-        self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path = check_folder(path, "the run")
+        with writing(self.path):
+            self.path.mkdir(parents=True, exist_ok=True)
         self.record = {
             **RUN_FORMAT.header(),
             "started": now(),

@@ -166,6 +166,8 @@ def read_json(path: str | os.PathLike) -> dict:
         raise StoreError(f"{path} does not exist")
     try:
         obj = json.loads(path.read_bytes())
+    except OSError as err:  # a folder of that name, no permission, a failing disk
+        raise StoreError(f"{path} cannot be read ({err.strerror or err}); check that it is a file this user may read") from err
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise StoreError(f"{path} is not valid JSON (truncated or not written by this package): {err}") from err
     if not isinstance(obj, dict):
