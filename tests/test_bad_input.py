@@ -165,7 +165,80 @@ def _pefs_of_another_model(tmp):
     decomposition.transform(compute_pefs(tiny_bert(3, seed=1), _inputs(), n_values=200, progress=False))
 
 
+def _string_labels(tmp):
+    write_pefs(tmp / "pefs", tiny_bert(3), _inputs(), labels=["pos", "neg"] * 4 + ["pos"], progress=False)
+
+
+def _fractional_labels(tmp):
+    write_pefs(tmp / "pefs", tiny_bert(3), _inputs(), labels=[1.6, 0.6, 1, 0, 2, 1, 0, 1, 2], progress=False)
+
+
+def _no_examples(tmp):
+    compute_pefs(tiny_bert(3), [], progress=False)
+
+
+def _empty_sequence(tmp):
+    inputs = _inputs()
+    inputs["attention_mask"][4] = 0
+    write_pefs(tmp / "pefs", tiny_bert(3), inputs, progress=False)
+
+
+def _too_long(tmp):
+    write_pefs(tmp / "pefs", tiny_bert(3), tiny_bert_inputs(9, length=30), progress=False)
+
+
+def _bad_regex(tmp):
+    write_pefs(tmp / "pefs", tiny_bert(3), _inputs(), include="encoder.(layer", progress=False)
+
+
+def _filter_of_wrong_type(tmp):
+    write_pefs(tmp / "pefs", tiny_bert(3), _inputs(), exclude=3, progress=False)
+
+
+def _meta_model(tmp):
+    with torch.device("meta"):
+        model = tiny_bert(3)
+    write_pefs(tmp / "pefs", model, _inputs(), progress=False)
+
+
+def _more_components_than_parameters(tmp):
+    import numpy as np
+
+    from workbench import DPefs
+    from workbench.npeff import DNpeff
+
+    pefs = DPefs.from_dense(np.random.default_rng(0).uniform(0.1, 1.0, (30, 2)))  # 30 examples over 2 parameters
+    DNpeff(4, progress=False).fit(pefs, checkpoint=tmp / "fit.safetensors")
+
+
+def _broken_link(tmp):
+    (tmp / "pefs").symlink_to(tmp / "nowhere")
+
+
+def _file_as_parent(tmp):
+    (tmp / "notes.txt").write_text("mine")
+
+
 CASES = [
+    Case("labels that are text", TypeError, r"labels must be integer class indices, got <U3 values \('pos'.*pandas\.factorize",
+         _string_labels),
+    Case("labels that are fractions", ValueError, r"label 1\.6 of example 0 is not a whole number.*never rounded", _fractional_labels),
+    Case("no examples", ValueError, r"data set is empty.*pass at least one example", _no_examples),
+    Case("an example of length 0", ValueError, r"1 examples have length 0 \(no tokens; first: \[4\]\).*Drop them", _empty_sequence),
+    Case("examples longer than the model's positions", ValueError,
+         r"9 examples are longer than the model's 24 positions .*truncation=True, max_length=24", _too_long),
+    Case("include that is not a regular expression", ValueError,
+         r"include='encoder\.\(layer' is not a valid regular expression.*re\.escape", _bad_regex),
+    Case("exclude of the wrong type", TypeError, r"exclude must be a regular expression .* got int", _filter_of_wrong_type),
+    Case("a model without weights (meta)", ValueError, r"parameters are on the meta device .*load the model with its weights",
+         _meta_model),
+    Case("more components than the parameters hold", ValueError,
+         r"n_components=4 is more than the data can tell apart: the PEFs keep 2 parameters.*use n_components <= 2",
+         _more_components_than_parameters),
+    Case("store folder that is a broken link", StoreError, r"pefs is a symbolic link to .*nowhere, which does not exist",
+         lambda tmp: write_pefs(tmp / "pefs", tiny_bert(3), _inputs(), progress=False), _broken_link),
+    Case("store folder inside a file", StoreError, r"notes\.txt is a file, so .* cannot be a folder",
+         lambda tmp: write_pefs(tmp / "notes.txt" / "pefs", tiny_bert(3), _inputs(), progress=False), _file_as_parent),
     Case("empty data set", ValueError, r"data set is empty.*pass at least one example", _empty),
     Case("labels out of range", ValueError, r"label 5 of example 3 is out of range for a model with 3 classes.*labels must be in 0\.\.2",
          _labels_out_of_range),

@@ -1,7 +1,10 @@
 """A PEF run in its own process, for the SIGKILL test: ``python -m tests.runner.pef_worker OUT``.
 
 With ``PEF_WORKER_HANG_IN_WRITE=K`` the writer of chunk K stops after its temporary file
-is on disk and before the rename, so the test can kill it exactly mid-write.
+is on disk and before the rename, so the test can kill it exactly mid-write. With
+``PEF_WORKER_KILL_AT=batch:K`` the process SIGKILLs itself as batch K is computed (before its
+chunk is handed to the writer); with ``PEF_WORKER_KILL_AT=complete`` after every chunk is on
+disk and before the manifest says "complete".
 """
 
 import os
@@ -52,7 +55,33 @@ def _hang_in_write(index: int) -> None:
     files.save_file = save_then_hang
 
 
+def _kill_at(when: str) -> None:
+    import signal
+
+    import workbench.runner.checks as checks
+    import workbench.runner.run as run_module
+    import workbench.store.writer as writer
+
+    def die(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if when == "complete":
+        writer.PefStoreWriter.complete = die
+        return
+    batch = int(when.removeprefix("batch:"))
+    real = checks.check_chunk_finite
+
+    def check_then_die(chunk, start):  # every computed batch but the probe passes here, in order
+        if start == batch * BATCH_SIZE:
+            die()
+        real(chunk, start)
+
+    run_module.check_chunk_finite = check_then_die
+
+
 if __name__ == "__main__":
+    if "PEF_WORKER_KILL_AT" in os.environ:
+        _kill_at(os.environ["PEF_WORKER_KILL_AT"])
     if "PEF_WORKER_HANG_IN_WRITE" in os.environ:
         _hang_in_write(int(os.environ["PEF_WORKER_HANG_IN_WRITE"]))
     run(sys.argv[1])

@@ -103,3 +103,22 @@ def test_sigkill_at_random_points_resumes_to_the_same_bytes(tmp_path, reference)
     assert (a.X != b.X).nnz == 0
     np.testing.assert_array_equal(a.frobenius_norms, b.frobenius_norms)
     np.testing.assert_array_equal(a.logits, b.logits)
+
+
+def test_sigkill_at_chosen_batches_and_before_complete_resumes_in_a_new_process_to_the_same_bytes(tmp_path, reference):
+    """Deterministic kill points, each in its own process (the env hook of pef_worker): in the
+    middle of the run, again later, and after every chunk is on disk but before "complete";
+    the last resume is a new process too."""
+    out = tmp_path / "pefs"
+    for when in ("batch:7", "batch:19", "complete"):
+        process = _start(out, PEF_WORKER_KILL_AT=when)
+        process.wait(timeout=300)
+        assert process.returncode == -signal.SIGKILL, (when, process.stderr.read().decode()[-2000:])
+        assert not PefStore(out).complete
+    assert len(_chunks(out)) == N_CHUNKS
+    process = _start(out)
+    assert process.wait(timeout=300) == 0, process.stderr.read().decode()[-2000:]
+    assert sorted(p.name for p in out.rglob("*")) == sorted(p.name for p in reference.rglob("*")), "no leftovers"
+    assert (out / MANIFEST).read_bytes() == (reference / MANIFEST).read_bytes()
+    for ours, theirs in zip(_chunks(out), _chunks(reference), strict=True):
+        assert ours.read_bytes() == theirs.read_bytes(), ours.name

@@ -40,6 +40,7 @@ DOCUMENTED_FIT_ERRORS = [
     (ValueError, r"\d+ examples have NaN or infinite PEFs .*Check the model"),
     (ValueError, r"\d+ examples have all-zero PEFs .*Drop them"),
     (ValueError, r"n_components=\d+ is larger than the number of examples .*use at most"),
+    (ValueError, r"n_components=\d+ is more than the data can tell apart: the PEFs keep \d+ parameters.*use n_components <="),
     (ValueError, r"no parameter is non-zero in at least min_nonzero_per_col.*lower min_nonzero_per_col"),
     (NpeffDivergenceError, r"(the G gradient is not finite|the loss is not finite|the D-NPEFF loss became|the fit diverged).*"
                            r"(check pefs|lower it)"),

@@ -21,6 +21,7 @@ import workbench.fisher.batches as batches
 from tests.conftest import tiny_bert
 from tests.store.golden.make_golden import D_SETTINGS, LRM_SETTINGS, PEF_ARGS, inputs, write
 from workbench import DNpeff, LrmNpeff, PefStore, write_pefs
+from workbench.store.files import file_checksum
 
 GOLDEN = Path(__file__).parent / "golden" / "f41fb30"
 FILES = sorted(str(p.relative_to(GOLDEN)) for p in GOLDEN.rglob("*") if p.is_file())
@@ -28,6 +29,10 @@ FILES = sorted(str(p.relative_to(GOLDEN)) for p in GOLDEN.rglob("*") if p.is_fil
 VERSIONS = ("producer",)
 #: LRM decompositions: format version 2 names the slots "n_slots" (version 1: "n_classes")
 RENAMED = {"lrm.safetensors": {"format_version": (1, 2), "n_classes": (3, None), "n_slots": (None, 3)}}
+# PEF stores: format version 2 records the chunks' checksums in the manifest, and its chunks name the
+# store by a hash that includes the manifest's version (checked against each store's own id below)
+for _kind in ("lrm", "d"):
+    RENAMED[f"{_kind}-store/manifest.json"] = {"format_version": (1, 2)}
 
 
 def _header(path: Path) -> dict:
@@ -77,6 +82,14 @@ def test_this_version_writes_the_same_files(tmp_path_factory, name):
     for key, (before, after) in RENAMED.get(name, {}).items():
         assert (old.get(key), new.get(key)) == (before, after)
         old.pop(key, None), new.pop(key, None)
+    if "-store/" in name:
+        store = name.split("/")[0]
+        if name.endswith("manifest.json"):
+            chunks = sorted((folder / store / "chunks").iterdir())
+            assert "checksums" not in old and new.pop("checksums") == [file_checksum(p) for p in chunks]
+        else:
+            assert old.pop("store") == PefStore(GOLDEN / store).store_id
+            assert new.pop("store") == PefStore(folder / store).store_id
     for header in (old, new):
         for key in VERSIONS:
             header.pop(key, None)

@@ -160,3 +160,32 @@ def test_a_disk_error_mid_run_leaves_a_store_that_resumes(tmp_path, bert3, bert_
     monkeypatch.undo()
     resumed = write_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=64, batch_size=2, progress=False)
     _assert_same_pefs(resumed.load(), compute_pefs(bert3, bert_inputs, n_values=64, batch_size=2, progress=False))
+
+
+def test_a_full_disk_is_a_store_write_error_that_names_the_file_and_leaves_a_store_that_resumes(
+        tmp_path, bert3, bert_inputs, monkeypatch):
+    """Issue 19: a full disk surfaced as safetensors' own error. Now it names the file and the fix,
+    leaves no temporary file and keeps the chunks written before it."""
+    from safetensors import SafetensorError
+
+    import workbench.store.files as files
+    from workbench.store import StoreWriteError
+
+    real, calls = files.save_file, []
+
+    def full_at_third(arrays, path, metadata=None):
+        calls.append(path)
+        if len(calls) == 3:
+            raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, "
+                                  "message: \"No space left on device\" })")
+        real(arrays, path, metadata=metadata)
+
+    monkeypatch.setattr(files, "save_file", full_at_third)
+    with pytest.raises(StoreWriteError, match=r"could not write .*000002\.safetensors: .*No space left on device.*"
+                                              r"Free space on that disk.*resumes"):
+        write_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=64, batch_size=2, progress=False)
+    monkeypatch.undo()
+    assert [p.name for p in (tmp_path / "pefs" / "chunks").iterdir() if p.name.startswith(".")] == []
+    assert not PefStore(tmp_path / "pefs").complete
+    resumed = write_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=64, batch_size=2, progress=False)
+    _assert_same_pefs(resumed.load(), compute_pefs(bert3, bert_inputs, n_values=64, batch_size=2, progress=False))

@@ -16,7 +16,7 @@ def test_manifest_and_chunks_record_their_producer(tmp_path, bert3, bert_inputs)
     store = write_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=100, include=r"encoder\.", batch_size=4,
                        progress=False, provenance={"model_path": "/models/tiny", "seed": 7})
     manifest = json.loads((tmp_path / "pefs" / MANIFEST).read_text())
-    assert manifest["format"] == "npeff-workbench/pefs" and manifest["format_version"] == 1
+    assert manifest["format"] == "npeff-workbench/pefs" and manifest["format_version"] == 2
     assert manifest["producer"]["package_version"] == __version__
     info = manifest["info"]
     assert info["model"] == "BertForSequenceClassification" and len(info["model_fingerprint"]) == 64
@@ -116,3 +116,49 @@ def test_decomposition_of_other_format_version_is_refused(tmp_path, decompositio
     with pytest.raises(StoreError, match="format version 3; this package .* reads version 1 or 2. Re-create it"):
         LrmNpeff.load(tmp_path / "v3.safetensors")
     np.testing.assert_array_equal(LrmNpeff.load(tmp_path / "d.safetensors").W_, decomposition_and_pefs[0].W_)
+
+
+def test_a_flipped_bit_in_a_chunk_is_named_and_recomputed_on_resume(tmp_path, bert3, bert_inputs):
+    """Issue 19: one flipped exponent bit in a chunk's values (0.02 → 1e36) loaded without a word."""
+    from safetensors import safe_open
+
+    from workbench.store.files import file_checksum
+
+    store = write_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=100, batch_size=4, progress=False)
+    reference = store.load()
+    manifest = json.loads((tmp_path / "pefs" / MANIFEST).read_text())
+    chunk = tmp_path / "pefs" / "chunks" / "000001.safetensors"
+    assert manifest["checksums"][1] == file_checksum(chunk)
+    before = chunk.read_bytes()
+    with safe_open(str(chunk), framework="np") as f:
+        values = f.get_tensor("values")
+    # the last value's most significant exponent bit: a finite value, far too large, still a valid file
+    position = before.rindex(values.tobytes()) + values.nbytes - 1
+    damaged = bytearray(before)
+    damaged[position] ^= 0x40
+    chunk.write_bytes(bytes(damaged))
+    with pytest.raises(StoreError, match=r"chunk 1 of the PEF store .* is corrupted: its sha256 is .* Delete .*000001"):
+        PefStore(tmp_path / "pefs").load()
+    # the same call again finds the changed chunk by its checksum and recomputes it, alone
+    again = write_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=100, batch_size=4, progress=False)
+    assert chunk.read_bytes() == before
+    assert (again.load().X != reference.X).nnz == 0
+
+
+def test_a_store_of_format_version_1_is_read_and_resumed_in_its_version(tmp_path, bert3, bert_inputs):
+    store = write_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=100, batch_size=4, progress=False)
+    reference = store.load()
+    # what version 1 wrote: no checksums, and chunks that name the store by its version-1 identity
+    from workbench.store.pef_store import store_id
+    from workbench.store.writer import PefStoreWriter
+
+    old = {k: v for k, v in store.manifest.items() if k != "checksums"} | {"format_version": 1, "complete": False}
+    writer = PefStoreWriter(tmp_path / "old", old)
+    writer.open(None, set())
+    for index in range(store.n_chunks - 1):  # one chunk missing: an unfinished store
+        writer.write_chunk(index, store.read_chunk(index))
+    assert writer.store_id == store_id(old)
+    resumed = write_pefs(tmp_path / "old", bert3, bert_inputs, n_values=100, batch_size=4, progress=False)
+    manifest = json.loads((tmp_path / "old" / MANIFEST).read_text())
+    assert manifest["format_version"] == 1 and manifest["complete"] and "checksums" not in manifest
+    assert (resumed.load().X != reference.X).nnz == 0

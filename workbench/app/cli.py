@@ -204,3 +204,6 @@ def main(argv: list[str] | None = None) -> int:
     except DistributedError as err:  # the other ranks' logs say which one failed first
         logging.getLogger("workbench").error("%s", err)
         return 1
+    except (ValueError, TypeError) as err:  # bad input (StoreError included): the message says what to do
+        logging.getLogger("workbench").error("%s: %s", type(err).__name__, err)
+        return 2

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import report
-from .run_folder import RUN_RECORD, RunRecorder, read_run_record, update_run_record
+from ..store.files import atomic_path
+from .run_folder import RUN_RECORD, RunRecorder, now, read_run_record, write_run_record
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +200,13 @@ def run_notebook(notebook: str | os.PathLike, out: str | os.PathLike, parameters
     executed = out / notebook.name
     html = executed.with_suffix(".html")
 
+    everything = {name: p.default for name, p in declared.items()} | values
+    entry = {"source": str(notebook), "parameters": everything, "injected": injected, "status": "running",
+             "executed": executed.name, "html": html.name, "papermill": papermill.__version__}
+    # the record says "running" until the executed notebook and its HTML are whole: a run killed
+    # in between leaves a record that says so, never one that vouches for a half-written page
+    write_run_record(out, _with_notebook(out, notebook.stem, entry, everything))
+
     started = time.perf_counter()
     failure = None
     papermill_log = logging.getLogger("papermill")
@@ -215,15 +223,12 @@ def run_notebook(notebook: str | os.PathLike, out: str | os.PathLike, parameters
     seconds = round(time.perf_counter() - started, 3)
     keep_static_views(executed)
 
-    everything = {name: p.default for name, p in declared.items()} | values
-    entry = {"source": str(notebook), "parameters": everything, "injected": injected,
-             "status": "failed" if failure else "complete", "executed": executed.name, "html": html.name,
-             "seconds": seconds, "papermill": papermill.__version__}
-    record = _record_notebook(out, notebook.stem, entry, everything, failed=failure is not None)
+    entry.update(status="failed" if failure else "complete", seconds=seconds)
+    record = _with_notebook(out, notebook.stem, entry, everything, finished=True, failed=failure is not None)
     started = time.perf_counter()
-    export_notebook_html(executed, html, record)
-    record["notebooks"][notebook.stem]["html_seconds"] = round(time.perf_counter() - started, 3)
-    update_run_record(out, notebooks=record["notebooks"])
+    export_notebook_html(executed, html, record)  # the page shows the record it is about to complete
+    entry["html_seconds"] = round(time.perf_counter() - started, 3)
+    write_run_record(out, record)
     if failure is not None:
         raise NotebookError(f"{notebook.name} failed in cell {failure.exec_count}: {failure.ename}: {failure.evalue}; "
                             f"{executed} and {html} show the cell and its error") from failure
@@ -237,18 +242,18 @@ def _known_parameters(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Passed unknown parameter")
 
 
-def _record_notebook(out: Path, name: str, entry: dict, parameters: dict, failed: bool) -> dict:
-    """Add the notebook run to the folder's run.json, creating one when the notebook wrote none
-    (a notebook that only reads another run, or one that failed before writing its run)."""
+def _with_notebook(out: Path, name: str, entry: dict, parameters: dict, *, finished: bool = False,
+                   failed: bool = False) -> dict:
+    """The folder's run record with the notebook run ``entry`` in it (not written). A folder
+    without a record gets one of its own (a notebook that only reads another run, or one that
+    fails before writing its run), whose status follows the notebook's once ``finished``."""
     if not (out / RUN_RECORD).exists():
-        recorder = RunRecorder(out, parameters)
-        recorder.finish()
-        if failed:
-            update_run_record(out, status="failed")
+        RunRecorder(out, parameters)  # status "running", no stages
     record = read_run_record(out)
-    notebooks = dict(record.get("notebooks", {}))
-    notebooks[name] = entry
-    return update_run_record(out, notebooks=notebooks)
+    record["notebooks"] = dict(record.get("notebooks", {}), **{name: entry})
+    if finished and not record.get("stages") and record.get("status") == "running":  # the notebook's own record
+        record.update(status="failed" if failed else "complete", finished=now())
+    return record
 
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -278,7 +283,8 @@ def keep_static_views(path: str | os.PathLike) -> None:
             kept.append(output)
         if cell.cell_type == "code":
             cell.outputs = kept
-    nbformat.write(notebook, path)
+    with atomic_path(path) as tmp:  # a kill while it is rewritten keeps papermill's whole notebook
+        nbformat.write(notebook, str(tmp))
 
 
 _EXTERNAL_SCRIPT = re.compile(r'<script[^>]*\ssrc="https?://[^"]*"[^>]*>\s*</script>')
@@ -306,5 +312,6 @@ def export_notebook_html(executed: str | os.PathLike, html_path: str | os.PathLi
         if top is not None:
             section = f'<div style="padding: 8px 24px">{report.run_section_html(record)}</div>'
             body = body[: top.end()] + section + body[top.end():]
-    Path(html_path).write_text(body, encoding="utf-8")
+    with atomic_path(html_path) as tmp:  # never a truncated page under the real name
+        tmp.write_text(body, encoding="utf-8")
     return Path(html_path)

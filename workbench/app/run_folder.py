@@ -10,7 +10,10 @@ A run folder holds::
     components.csv              the component table (workbench.analysis)
 
 :class:`RunRecorder` writes ``run.json`` as the run goes (atomically, after every stage),
-so a run that died says how far it got; :class:`Run` opens a finished folder for reading.
+so a run that died says how far it got: a stage is "done" only once the block that writes
+its files has returned, so the record never vouches for a file still being written.
+:meth:`Run.open` opens a finished folder for reading, and says what is missing from one
+whose run stopped (:class:`IncompleteRunError`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import report
-from ..store.files import StoreError, read_json, write_json
+from ..store.files import StoreError, check_folder, read_json, write_json, writing
 from ..store.formats import RUN_RECORD as RUN_FORMAT
 from ..store.pef_store import load_pefs
 
@@ -36,12 +39,19 @@ EXAMPLES = "examples.parquet"
 PEFS = "pefs"
 DECOMPOSITION = "decomposition.safetensors"
 COMPONENTS = "components.csv"
+#: what a finished run's reader needs, and the stage of the main job (workbench.app.pipeline) that writes it
+REQUIRED = {EXAMPLES: "pefs", DECOMPOSITION: "fit", COMPONENTS: "analysis"}
+
+
+class IncompleteRunError(StoreError):
+    """A run folder whose run stopped before it wrote what a reader needs."""
 
 _LIBRARIES = ("npeff-workbench", "torch", "transformers", "numpy", "scipy", "pandas", "h5py", "safetensors",
               "plotly", "ipywidgets", "papermill", "scikit-learn")
 
 
-def _now() -> str:
+def now() -> str:
+    """The time, as run records write it (UTC, seconds)."""
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -70,11 +80,12 @@ class RunRecorder:
     """Writes a run's record as it goes: ``with recorder.stage("pefs"): ...``."""
 
     def __init__(self, path: str | os.PathLike, params: dict, *, device=None, seeds: dict | None = None):
-        self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path = check_folder(path, "the run")
+        with writing(self.path):
+            self.path.mkdir(parents=True, exist_ok=True)
         self.record = {
             **RUN_FORMAT.header(),
-            "started": _now(),
+            "started": now(),
             "status": "running",
             "params": dict(params),
             "seeds": dict(seeds or {}),
@@ -90,7 +101,7 @@ class RunRecorder:
     @contextlib.contextmanager
     def stage(self, name: str):
         start = time.perf_counter()
-        self.record["stages"][name] = {"status": "running", "started": _now()}
+        self.record["stages"][name] = {"status": "running", "started": now()}
         self._save()
         try:
             yield
@@ -107,7 +118,7 @@ class RunRecorder:
         self._save()
 
     def finish(self) -> None:
-        self.record.update(status="complete", finished=_now())
+        self.record.update(status="complete", finished=now())
         self._save()
 
 
@@ -115,6 +126,11 @@ def update_run_record(path: str | os.PathLike, **entries) -> dict:
     """Set top-level entries of a run's record (atomically) and return the record."""
     record = read_run_record(path)
     record.update(entries)
+    return write_run_record(path, record)
+
+
+def write_run_record(path: str | os.PathLike, record: dict) -> dict:
+    """Replace a run's record (atomically) with ``record``, and return it."""
     write_json(Path(path) / RUN_RECORD, record)
     return record
 
@@ -162,7 +178,35 @@ class Run:
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "Run":
-        return cls(path)
+        """The run folder at ``path``, refused (:class:`IncompleteRunError`) when its run stopped
+        before writing what a reader needs: the error names what is missing and how to finish it."""
+        run = cls(path)
+        missing = run.missing()
+        if missing:
+            status = run.record.get("status")
+            unfinished = [f"{name} ({stage.get('status')})" for name, stage in run.record.get("stages", {}).items()
+                          if stage.get("status") != "done"]
+            raise IncompleteRunError(
+                f"the run folder {run.path} is incomplete: its record says {status!r}"
+                + (f", stages not done: {', '.join(unfinished)}" if unfinished else "")
+                + f"; missing: {', '.join(missing)}. "
+                + ("Its run was stopped (killed, or it is still running). " if status == "running" else "")
+                + "Finish it by running the same command again with the same parameters (python -m workbench demo "
+                f"--out {run.path} ..., or run_embedded({str(run.path)!r}, ...)): the PEF store resumes where it "
+                "stopped. Run(path) reads what is there."
+            )
+        return run
+
+    def missing(self) -> list[str]:
+        """The files a reader needs that this folder lacks, or holds from a stage its record
+        does not say is done (the stage may have been killed while writing them)."""
+        stages = self.record.get("stages", {})
+        gone = []
+        for name, stage in REQUIRED.items():
+            recorded = stages.get(stage, {}).get("status", "done" if not stages else None)
+            if not (self.path / name).is_file() or recorded != "done":
+                gone.append(name)
+        return gone
 
     @property
     def params(self) -> dict:

@@ -9,7 +9,6 @@ every PEF set and decomposition so a component can be put back into the model.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -75,16 +74,6 @@ class ParameterLayout:
         return cls(("theta",), ((int(n_parameters),),))
 
 
-def _as_predicate(spec: NameFilter, default: bool) -> Callable[[str], bool]:
-    if spec is None:
-        return lambda name: default
-    if callable(spec):
-        return spec
-    patterns = [spec] if isinstance(spec, str) else list(spec)
-    compiled = [re.compile(p) for p in patterns]
-    return lambda name: any(p.search(name) for p in compiled)
-
-
 def select_parameters(
     model: torch.nn.Module, include: NameFilter = None, exclude: NameFilter = None
 ) -> list[tuple[str, torch.nn.Parameter]]:
@@ -94,8 +83,10 @@ def select_parameters(
     (a string or a list of them), or a predicate on the name. ``None`` includes all
     trainable parameters and excludes none.
     """
-    keep = _as_predicate(include, True)
-    drop = _as_predicate(exclude, False)
+    from .validation import name_predicate  # on use: the records of this module are read without torch
+
+    keep = name_predicate(include, "include", True)
+    drop = name_predicate(exclude, "exclude", False)
     all_named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     selected = [(n, p) for n, p in all_named if keep(n) and not drop(n)]
     if not selected:

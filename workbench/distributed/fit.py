@@ -167,11 +167,7 @@ def transform_distributed(estimator: NpeffBase, store: str | os.PathLike | PefSt
     store = store if isinstance(store, PefStore) else PefStore(store)
     _check_kind(store, estimator)
     check_is_fitted(estimator)
-    if store.layout != estimator.layout_:
-        raise ValueError(
-            f"{store.path} holds PEFs over other parameters ({store.layout.n_parameters}) than the decomposition "
-            f"({estimator.layout_.n_parameters}); compute them with the same model and parameter filter"
-        )
+    estimator.check_same_source(store.info, store.layout)  # as estimator.transform refuses
     ranks = current_ranks(estimator.device)
     shard = load_column_shard(store, columns=estimator.kept_columns_, ranks=ranks)
     return estimator.transform_columns(shard.pefs, shard.split(), device=ranks.device)

@@ -37,10 +37,14 @@ def write_pefs_sharded(out: str | os.PathLike, model: torch.nn.Module, inputs, l
     config = PefConfig(kind, n_values, top_k_classes, include, exclude, batch_size, method)
     inputs, labels = split_labels(inputs, labels)
     run = PefRun.prepare(model, inputs, labels, config, ranks.device)
-    writer = PefStoreWriter(out, run.manifest(provenance))
+    # every rank reads what is there (nothing is written before the check below), so that all of
+    # them resume a store of an older format version in its version, and name it alike
+    existing = existing_manifest(out, overwrite)
+    writer = PefStoreWriter(out, run.manifest(provenance), existing)
     check_same_on_all_ranks(writer.store_id, "model weights, data or PEF arguments")
+    if existing is not None:  # every rank refuses a store of another run, as write_pefs does, with the same error
+        writer.check_same_run(existing)
     if ranks.is_main:  # one rank alone checks, cleans and opens the folder
-        existing = existing_manifest(out, overwrite)
         done = writer.resume(existing) if existing is not None else set()
         writer.open(existing, done)
     barrier("opening the PEF store")

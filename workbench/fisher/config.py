@@ -12,6 +12,7 @@ from .. import __version__
 from ..core import kinds
 from ..core.params import NameFilter, ParameterLayout, layout_of, select_parameters
 from ..core.provenance import model_name
+from ..core.validation import name_filter
 from .matching import rule_for
 from .rules import PerExampleRule
 
@@ -31,6 +32,8 @@ class PefConfig:
     method: str = "hooks"  # "hooks" or "loop"
 
     def __post_init__(self):
+        # compiled patterns become their text here, so the run records them (workbench.core.validation)
+        self.include, self.exclude = name_filter(self.include, "include"), name_filter(self.exclude, "exclude")
         for name in ("n_values", "top_k_classes", "batch_size"):
             value = getattr(self, name)
             if not (value is None and name != "batch_size") and (not isinstance(value, (int, np.integer)) or isinstance(value, bool)):

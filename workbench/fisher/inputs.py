@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 
-import numpy as np
 import torch
 from torch import nn
+
+from ..core.validation import as_labels, check_label_range, example_count
 
 Inputs = Mapping[str, torch.Tensor] | torch.Tensor
 
@@ -89,13 +90,7 @@ def example_slice(batch: Inputs, i: int) -> Inputs:
 
 
 def check_batch_labels(labels: torch.Tensor, n_classes: int, start: int) -> None:
-    bad = (labels < -1) | (labels >= n_classes)
-    if bad.any():
-        i = int(bad.nonzero()[0, 0])
-        raise ValueError(
-            f"label {int(labels[i])} of example {start + i} is out of range for a model with {n_classes} "
-            f"classes; labels must be in 0..{n_classes - 1} (or -1 for unknown)"
-        )
+    check_label_range(labels, n_classes, start)
 
 
 def split_labels(inputs: Inputs, labels) -> tuple[Inputs, torch.Tensor]:
@@ -105,12 +100,5 @@ def split_labels(inputs: Inputs, labels) -> tuple[Inputs, torch.Tensor]:
         inputs = dict(inputs)
         from_inputs = inputs.pop("labels")
         labels = from_inputs if labels is None else labels
-    n = n_inputs(inputs)
-    if n == 0:
-        raise ValueError("the data set is empty: pass at least one example")
-    if labels is None:
-        return inputs, torch.full((n,), -1, dtype=torch.long)
-    labels = torch.tensor(np.asarray(labels), dtype=torch.long)
-    if labels.shape != (n,):
-        raise ValueError(f"labels has shape {tuple(labels.shape)}; expected ({n},), one per example")
-    return inputs, labels
+    # the checks every entry point shares (workbench.core.validation)
+    return inputs, as_labels(labels, example_count(inputs))

@@ -28,8 +28,11 @@ import inspect
 import logging
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
+
+from .text import warn_truncated
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +148,7 @@ class ZeroShotClassifier(nn.Module):
             raise ValueError("no texts to encode")
         rows = self.tokenizer(self.prompts(texts), add_special_tokens=add_special_tokens)["input_ids"]
         if max_length is not None:
+            warn_truncated(np.flatnonzero([len(row) > max_length for row in rows]), len(rows), max_length, "start")
             rows = [row[-max_length:] for row in rows]
         if any(len(row) == 0 for row in rows):
             raise ValueError("a prompt tokenizes to nothing; check the template and the tokenizer")

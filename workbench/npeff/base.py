@@ -24,6 +24,7 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 from ..core.device import resolve_device
+from ..core.kinds import KINDS
 from ..core.params import ParameterLayout
 from ..store.checkpoint import FitCheckpoint
 from ..store.files import StoreError, producer, read_arrays, write_arrays
@@ -112,19 +113,27 @@ class NpeffBase(BaseEstimator):
                 f"n_components={self.n_components} is larger than the number of examples ({pefs.n_examples}); "
                 "use at most as many components as examples"
             )
-        if fitted and self.pef_info_.get("model_fingerprint") and pefs.info.get("model_fingerprint") not in (
+        if fitted:
+            self.check_same_source(pefs.info, pefs.layout)
+
+    def check_same_source(self, info: dict, layout: ParameterLayout) -> None:
+        """Refuse PEFs (their ``info`` and ``layout``: a PEF set's or a store's) that come from
+        another model, or are over other parameters, than the PEFs this decomposition was
+        fitted to; :meth:`transform` and :func:`workbench.distributed.transform_distributed`
+        (the command line's ``transform``) refuse alike."""
+        if self.pef_info_.get("model_fingerprint") and info.get("model_fingerprint") not in (
             None, self.pef_info_["model_fingerprint"]
         ):
             raise StoreError(
-                f"these PEFs come from another model ({pefs.info.get('model')}, weights "
-                f"{pefs.info['model_fingerprint'][:12]}) than the decomposition's ({self.pef_info_.get('model')}, "
+                f"these PEFs come from another model ({info.get('model')}, weights "
+                f"{info['model_fingerprint'][:12]}) than the decomposition's ({self.pef_info_.get('model')}, "
                 f"{self.pef_info_['model_fingerprint'][:12]}); compute them with the decomposition's model. To compare "
                 "two models on purpose, drop the record first: pefs.info.pop('model_fingerprint')"
             )
-        if fitted and (pefs.layout != self.layout_):
+        if layout != self.layout_:
             raise ValueError(
-                f"these PEFs were computed over other parameters ({pefs.layout.n_parameters} parameters, "
-                f"first {pefs.layout.names[:2]}) than the decomposition ({self.layout_.n_parameters}, first "
+                f"these PEFs were computed over other parameters ({layout.n_parameters} parameters, "
+                f"first {layout.names[:2]}) than the decomposition ({self.layout_.n_parameters}, first "
                 f"{self.layout_.names[:2]}); compute them with the same model and parameter filter"
             )
 
@@ -138,6 +147,20 @@ class NpeffBase(BaseEstimator):
                 "lower min_nonzero_per_col or keep more values per example (n_values)"
             )
         return kept
+
+    def _check_rank(self, n_kept: int) -> None:
+        """n_components no more than the kept parameters can hold apart: D's components are
+        vectors over n_kept parameters, LRM's stand for rank-one n_kept × n_kept symmetric
+        matrices g gᵀ, of which at most n_kept (n_kept + 1) / 2 are linearly independent. More
+        than that come out as duplicates or mixtures (issue 19: 4 components over 2 parameters)."""
+        most = n_kept * (n_kept + 1) // 2 if KINDS[self.kind].one_row_per_slot else n_kept
+        if self.n_components > most:
+            raise ValueError(
+                f"n_components={self.n_components} is more than the data can tell apart: the PEFs keep {n_kept} "
+                f"parameters (after min_nonzero_per_col={self.min_nonzero_per_col}), which hold at most {most} "
+                f"independent components; use n_components <= {most}, or select more parameters (include=/exclude=) "
+                "or keep more values per example (n_values)"
+            )
 
     def _row_scale(self, pefs) -> np.ndarray:
         if not self.normalize:
@@ -170,6 +193,7 @@ class NpeffBase(BaseEstimator):
         self._check_pefs(pefs, fitted=False)
         device = self._device()
         kept = self._kept_columns(pefs)
+        self._check_rank(kept.size)
         matrix, squared_norm = self._matrix(pefs, kept)
         saver = self._checkpoint(checkpoint, checkpoint_every, matrix, kept, squared_norm)
         data = prepare(matrix, squared_norm, pefs.n_examples, device)
@@ -186,6 +210,7 @@ class NpeffBase(BaseEstimator):
         ``device`` this process's (default: the estimator's). Every process ends with the whole fit."""
         self._validate_params()
         self._check_pefs(pefs, fitted=False)
+        self._check_rank(columns.n_kept)
         device = device or self._device()
         matrix, squared_norm = self._matrix(pefs, np.arange(pefs.n_parameters), columns.reduce)
         data = prepare(matrix, squared_norm, pefs.n_examples, device, reduce=columns.reduce, columns=columns.span)

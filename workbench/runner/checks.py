@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..core.chunks import PefChunk
+from ..core.validation import check_label_range
 
 logger = logging.getLogger(__name__)
 
@@ -34,18 +35,6 @@ def check_precision(named: list) -> None:
         )
 
 
-def check_labels(labels: torch.Tensor, n_classes: int) -> None:
-    """Every label is a class of the model (or -1, unknown)."""
-    bad = (labels < -1) | (labels >= n_classes)
-    if bool(bad.any()):
-        i = int(bad.nonzero()[0, 0])
-        raise ValueError(
-            f"label {int(labels[i])} of example {i} is out of range for a model with {n_classes} classes "
-            f"({int(bad.sum())} labels are); labels must be in 0..{n_classes - 1}, or -1 for unknown. "
-            "Check the label encoding, or that the model's classifier head has as many outputs as the task has classes."
-        )
-
-
 def check_chunk_finite(chunk: PefChunk, start: int) -> None:
     """NaN or infinite logits or PEFs stop the run, instead of being written."""
     bad = ~np.isfinite(chunk.logits).all(axis=1) | ~np.isfinite(chunk.frobenius_norms)
@@ -65,7 +54,7 @@ def check_chunk_finite(chunk: PefChunk, start: int) -> None:
 def check_probe(probe, labels: torch.Tensor) -> None:
     """What the first batch tells about the whole data set: labels in range, finite PEFs."""
     n_classes = int(probe.chunk.logits.shape[1])
-    check_labels(labels, n_classes)
+    check_label_range(labels, n_classes)
     check_chunk_finite(probe.chunk, probe.start)
     zero = int((probe.chunk.frobenius_norms == 0).sum())
     if zero == probe.size:

@@ -32,6 +32,7 @@ import torch
 
 from ..core.chunks import PefChunk
 from ..core.params import ParameterLayout
+from ..core.validation import example_lengths
 from ..fisher import PefConfig
 from .resources import available_memory, format_bytes, format_seconds, free_disk
 
@@ -72,18 +73,6 @@ class Probe:
     @property
     def n_slots(self) -> int:
         return max(1, int(self.chunk.classes.shape[1]))
-
-
-def example_lengths(inputs) -> np.ndarray | None:
-    """Unpadded length of every example, where the inputs say it (an attention mask)."""
-    if isinstance(inputs, dict) or hasattr(inputs, "keys"):
-        mask = inputs.get("attention_mask")
-        if mask is not None and mask.ndim == 2:
-            return mask.sum(dim=1).cpu().numpy()
-        ids = inputs.get("input_ids")
-        if ids is not None and ids.ndim >= 2:
-            return np.full(ids.shape[0], ids.shape[1])
-    return None
 
 
 def _fixed_work(probe: Probe, n_parameters: int) -> float:
@@ -179,9 +168,10 @@ def estimate_pef_run(probe: Probe, config: PefConfig, layout: ParameterLayout, n
     """The estimate of a run of ``n_examples`` of which ``n_done`` are on disk; ``probe`` is not yet written."""
     m = layout.n_parameters
     per_example = probe.chunk_file_bytes / probe.size
-    manifest_bytes = 200 + len(json.dumps(layout.to_dict()))
     left = n_examples - n_done
     b = config.batch_size
+    # the manifest: its layout, and a chunk's checksum per batch (64 hex digits, quoted, indented)
+    manifest_bytes = 200 + len(json.dumps(layout.to_dict())) + 70 * -(-n_examples // b)
     cuda = device is not None and device.type == "cuda"
     held = 2 * per_example * b  # the chunk being assembled and its contiguous copy for the file
     if in_memory:  # every chunk, then their concatenation and the sparse matrix built from it

@@ -23,13 +23,14 @@ from tqdm.auto import tqdm
 
 from ..core.chunks import PefChunk
 from ..core.params import select_parameters
+from ..core.validation import check_model, example_lengths
 from ..fisher import Inputs, PefConfig, Plan, iter_pef_chunks, make_plan, n_inputs, pef_info
 from ..store.files import json_default
 from ..store.fingerprints import fingerprint_model, fingerprint_tensors
 from ..store.pef_store import new_manifest
 from ..store.writer import chunk_file_size
 from .checks import check_chunk_finite, check_precision
-from .estimate import PefEstimate, Probe, choose_batch_size, estimate_pef_run, example_lengths
+from .estimate import PefEstimate, Probe, choose_batch_size, estimate_pef_run
 from .resources import PeakMemory
 
 
@@ -49,6 +50,7 @@ class PefRun:
                 device: torch.device) -> "PefRun":
         """The run with the model moved to ``device`` and its parameters selected (``labels`` split
         from the inputs already, by :func:`workbench.fisher.split_labels`)."""
+        check_model(model, inputs)
         model.to(device)
         check_precision(select_parameters(model, config.include, config.exclude))
         return cls(model, inputs, labels, config, make_plan(model, config), device)

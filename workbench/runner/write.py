@@ -11,6 +11,7 @@ import torch
 
 from ..core.device import resolve_device
 from ..fisher import PefConfig, eval_mode, split_labels
+from ..store.files import StoreWriteError
 from ..store.pef_store import PefStore
 from ..store.writer import PefStoreWriter, existing_manifest
 from .checks import check_probe
@@ -68,7 +69,7 @@ def write_pefs(
         if batch_size is None:
             probe = run.probe(0)
             run = run.sized_by(probe)
-        writer = PefStoreWriter(out, run.manifest(provenance))
+        writer = PefStoreWriter(out, run.manifest(provenance), existing)
         done = writer.resume(existing) if existing is not None else set()
         missing = [b for b in range(run.n_chunks) if b not in done]
         estimate = None
@@ -89,8 +90,10 @@ def write_pefs(
             with writer.in_background() as background:
                 run.stream(background.submit, skip=done.__contains__, probe=probe, estimate=estimate, progress=progress,
                            initial=sum(run.batch_len(b) for b in done))
-        except (ValueError, TypeError):
-            if existing is None:  # bad input found mid-run: leave nothing behind that looks like a usable store
+        except (ValueError, TypeError) as err:
+            # bad input found mid-run: leave nothing behind that looks like a usable store; a store
+            # that could not be written (a full disk) keeps its chunks, for the resume
+            if existing is None and not isinstance(err, StoreWriteError):
                 writer.remove()
             raise
     store = writer.complete()

@@ -16,7 +16,7 @@ from ..core.lazy import lazy_exports
 
 # Imported on first use: reading JSON files (run records) needs neither torch nor the PEF store.
 __getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), {
-    **dict.fromkeys(["StoreError", "atomic_path", "is_temporary", "producer", "read_arrays", "read_header", "read_json",
+    **dict.fromkeys(["StoreError", "StoreWriteError", "atomic_path", "is_temporary", "producer", "read_arrays", "read_header", "read_json",
                      "remove_temporaries", "write_arrays", "write_json"], ".files"),
     **dict.fromkeys(["CHUNKS", "MANIFEST", "PefStore", "load_pefs"], ".pef_store"),
     **dict.fromkeys(["PefStoreWriter", "save_pefs"], ".writer"),

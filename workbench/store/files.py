@@ -10,6 +10,7 @@ missing, truncated or not written by this package is a :class:`StoreError` that 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -18,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 
 from .. import __version__
@@ -29,20 +30,82 @@ class StoreError(ValueError):
     """A store is missing, incomplete, truncated, of another format, or mixed with an incompatible one."""
 
 
+class StoreWriteError(StoreError):
+    """A file could not be written (disk full, no permission, a file where a folder should be):
+    the files written before it are whole, and the same call again resumes from them."""
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike):
+    """Turns what the operating system (or safetensors) raises while ``path`` is written into a
+    :class:`StoreWriteError` that names the file and what to do."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except (OSError, SafetensorError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        raise StoreWriteError(
+            f"could not write {path}: {reason}. Free space on that disk, make the folder writable, or choose another "
+            "path, then call again: the files written before are whole and kept (a PEF run or a fit with a checkpoint "
+            "resumes from them), and no half-written file is left"
+        ) from err
+
+
+def check_folder(path: str | os.PathLike, what: str) -> Path:
+    """``path`` as a folder to write into: refused (StoreError) when it is a file or a broken
+    symbolic link; a link to a folder is followed, so that replacing the folder's content
+    replaces the target's and keeps the link."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise StoreError(f"{path} is a symbolic link to {os.readlink(path)}, which does not exist; create that folder, "
+                         f"or remove the link, to write {what} there")
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"{path} is a file, not a folder; choose a new or empty folder for {what}")
+    for parent in path.absolute().parents:
+        if parent.exists() and not parent.is_dir():
+            raise StoreError(f"{parent} is a file, so {path} cannot be a folder; choose another path for {what}")
+    return path.resolve() if path.is_symlink() else path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yields a temporary path beside ``path``; renames it into place only on success."""
+    """Yields a temporary path beside ``path``; renames it into place only on success. Errors of
+    the file system are :class:`StoreWriteError`, and leave no temporary file behind."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    if path.is_dir():
+        raise StoreError(f"{path} is a folder, not a file name; give the file's name, e.g. {path / 'name.safetensors'}")
+    with writing(path):
+        check_folder(path.parent, str(path.name))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
     try:
-        yield Path(tmp)
-        _fsync(tmp)  # the data reaches the disk before the name does, so a power cut cannot leave an empty file
-        os.replace(tmp, path)
+        with writing(path):
+            yield Path(tmp)
+            # mkstemp (and safetensors' own temporary file) are 0600 whatever the umask: give the file the
+            # mode a plain open() would, so a store shared with the group stays readable to it
+            os.chmod(tmp, 0o666 & ~process_umask())
+            _fsync(tmp)  # the data reaches the disk before the name does, so a power cut cannot leave an empty file
+            os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def process_umask() -> int:
+    """This process's umask, read without changing it (os.umask sets it to read it, which
+    races with the threads that write chunks)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # no /proc (macOS): read it the only other way, and put it back
+    os.umask(mask)
+    return mask
 
 
 def _fsync(path: str | os.PathLike) -> None:
@@ -75,6 +138,12 @@ def remove_temporaries(folder: str | os.PathLike) -> int:
     return removed
 
 
+def file_checksum(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, hex."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def write_json(path: str | os.PathLike, obj) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=json_default))
@@ -97,6 +166,8 @@ def read_json(path: str | os.PathLike) -> dict:
         raise StoreError(f"{path} does not exist")
     try:
         obj = json.loads(path.read_bytes())
+    except OSError as err:  # a folder of that name, no permission, a failing disk
+        raise StoreError(f"{path} cannot be read ({err.strerror or err}); check that it is a file this user may read") from err
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise StoreError(f"{path} is not valid JSON (truncated or not written by this package): {err}") from err
     if not isinstance(obj, dict):

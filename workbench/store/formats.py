@@ -27,7 +27,8 @@ class FileFormat:
         return {"format": self.name, "format_version": self.version}
 
 
-PEF_STORE = FileFormat("npeff-workbench/pefs", 1, what="a PEF store's manifest.json")
+# version 2 adds "checksums": the sha256 of every chunk file, recorded when the store is complete
+PEF_STORE = FileFormat("npeff-workbench/pefs", 2, reads=(1,), what="a PEF store's manifest.json")
 PEF_CHUNK = FileFormat("npeff-workbench/pefs/chunk", 1, what="one batch's PEFs, chunks/NNNNNN.safetensors")
 # version 2 records the rows per example of X as "n_slots" (version 1 called it "n_classes")
 LRM_DECOMPOSITION = FileFormat("npeff-workbench/lrm-npeff", 2, reads=(1,), what="a fitted LrmNpeff (save/load)")

@@ -3,19 +3,22 @@
 ::
 
     manifest.json                 format, version, kind, provenance, parameter layout,
-                                  fingerprints of the model and data, "complete"
+                                  fingerprints of the model and data, "complete", and once
+                                  complete the sha256 of every chunk file ("checksums")
     chunks/000000.safetensors     one batch's sparse PEFs (a workbench.core.chunks.PefChunk)
     chunks/000001.safetensors     ...
 
 ``manifest.json`` says ``"complete": true`` only once every batch is written; every chunk
 names its store (a hash of the run's identity), so chunks of different runs are never
-mixed. :class:`PefStore` reads a store and checks everything a reader relies on, so a
+mixed; a chunk whose bytes changed after it was written (a flipped bit on the disk or in a copy)
+no longer matches its checksum and is refused by name. :class:`PefStore` reads a store and checks everything a reader relies on, so a
 damaged file is a :class:`~workbench.store.files.StoreError` and never a crash later.
 Writing is :mod:`workbench.store.writer`'s.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,7 +29,7 @@ import numpy as np
 from ..core.chunks import PefChunk, chunks_to_pefs
 from ..core.kinds import KINDS, choices
 from ..core.params import ParameterLayout
-from .files import StoreError, check_format, json_default, producer, read_arrays, read_header, read_json
+from .files import StoreError, check_format, file_checksum, json_default, producer, read_arrays, read_header, read_json
 from .formats import PEF_CHUNK, PEF_STORE
 
 MANIFEST = "manifest.json"
@@ -70,6 +73,13 @@ def check_manifest(manifest: dict, path: Path) -> None:
         raise StoreError(f"{where} is damaged: its parameter layout cannot be read ({err!r})") from err
     if not layout.names or len(layout.names) != len(layout.shapes) or n_parameters < 1 or any(d < 0 for s in layout.shapes for d in s):
         raise StoreError(f"{where} is damaged: its parameter layout is inconsistent")
+    checksums = manifest.get("checksums")
+    if manifest["format_version"] >= 2 and manifest["complete"] and checksums is None:
+        raise StoreError(f"{where} is damaged: it says complete but records no chunk checksums; re-create the store")
+    if checksums is not None and (not isinstance(checksums, list) or len(checksums) != manifest["n_chunks"] or not all(
+            isinstance(c, str) and len(c) == 64 for c in checksums)):
+        raise StoreError(f"{where} is damaged: its chunk checksums are not {manifest['n_chunks']} sha256 digests; "
+                         "re-create the store")
 
 
 def check_chunk(arrays: dict, kind: str, n_parameters: int, where: str) -> None:
@@ -106,6 +116,16 @@ def check_chunk(arrays: dict, kind: str, n_parameters: int, where: str) -> None:
         raise bad("class slots outside the model's classes")
     if labels.size and (labels.min() < -1 or (logits.shape[1] and labels.max() >= logits.shape[1])):
         raise bad("labels outside the model's classes")
+
+
+@contextlib.contextmanager
+def _recompute_hint():
+    """A chunk that cannot be read: say how to get it back."""
+    try:
+        yield
+    except StoreError as err:
+        raise StoreError(f"{err}. Delete this chunk file and call write_pefs again with the same arguments: "
+                         "it recomputes the missing batch") from err
 
 
 class PefStore:
@@ -175,22 +195,40 @@ class PefStore:
                 "chunks of different runs cannot be mixed: delete it and call write_pefs again"
             )
 
-    def chunk_is_valid(self, index: int) -> bool:
-        """Whether chunk ``index`` is on disk, readable and of this store (reads its header only)."""
+    def check_checksum(self, index: int, checksums: list | None = None) -> None:
+        """StoreError, naming the chunk, when its file's bytes are not those recorded in
+        ``checksums`` (default: the manifest's; stores of format version 1 record none)."""
+        checksums = self.manifest.get("checksums") if checksums is None else checksums
+        if not checksums:
+            return
+        where = chunk_path(self.path, index)
+        found = file_checksum(where)
+        if found != checksums[index]:
+            raise StoreError(
+                f"chunk {index} of the PEF store {self.path} ({where.name}) is corrupted: its sha256 is {found[:16]}…, "
+                f"the manifest recorded {checksums[index][:16]}… when it was written (the disk or a copy changed it). "
+                f"Delete {where} and call write_pefs again with the same arguments: it recomputes that batch"
+            )
+
+    def chunk_is_valid(self, index: int, checksums: list | None = None) -> bool:
+        """Whether chunk ``index`` is on disk, readable, of this store and, where ``checksums``
+        records it, unchanged (otherwise reads its header only)."""
         try:
             self._check_header(read_header(chunk_path(self.path, index), PEF_CHUNK), index)
+            if checksums:
+                self.check_checksum(index, checksums)
         except StoreError:
             return False
         return True
 
     def read_chunk(self, index: int) -> PefChunk:
         where = chunk_path(self.path, index)
-        try:
+        with _recompute_hint():
+            header = read_header(where, PEF_CHUNK)
+        self._check_header(header, index)  # a chunk of another run is named as such, not as corrupted
+        self.check_checksum(index)  # before its arrays are parsed: a changed byte is named as such
+        with _recompute_hint():
             arrays, header = read_arrays(where, PEF_CHUNK)
-        except StoreError as err:
-            raise StoreError(f"{err}. Delete this chunk file and call write_pefs again with the same arguments: "
-                             "it recomputes the missing batch") from err
-        self._check_header(header, index)
         check_chunk(arrays, self.kind, self.layout.n_parameters, str(where))
         return PefChunk(**{k: arrays[k] for k in PefChunk.arrays_order})
 

@@ -35,9 +35,10 @@ from safetensors.numpy import save
 
 from .. import __version__
 from ..core.chunks import PefChunk
-from .files import StoreError, is_temporary, read_json, remove_temporaries, write_arrays, write_json
+from .files import (StoreError, check_folder, file_checksum, is_temporary, read_json, remove_temporaries, write_arrays,
+                    write_json, writing)
 from .fingerprints import fingerprint_pefs
-from .formats import PEF_CHUNK
+from .formats import PEF_CHUNK, PEF_STORE
 from .pef_store import IDENTITY, CHUNKS, MANIFEST, PefStore, check_manifest, chunk_path, new_manifest, store_id
 
 logger = logging.getLogger(__name__)
@@ -48,9 +49,12 @@ def chunk_header(index: int, store: str) -> dict:
             "producer": {"package": "npeff-workbench", "package_version": __version__}}
 
 
-def write_chunk(root: Path, index: int, chunk: PefChunk, store: str) -> None:
-    """Chunk ``index`` of the store ``store`` (its :func:`~workbench.store.pef_store.store_id`) at ``root``."""
-    write_arrays(chunk_path(root, index), chunk.arrays(), chunk_header(index, store))
+def write_chunk(root: Path, index: int, chunk: PefChunk, store: str) -> str:
+    """Chunk ``index`` of the store ``store`` (its :func:`~workbench.store.pef_store.store_id`) at ``root``;
+    returns the sha256 of the file, read back (from the page cache) as it now is on disk."""
+    path = chunk_path(root, index)
+    write_arrays(path, chunk.arrays(), chunk_header(index, store))
+    return file_checksum(path)
 
 
 def chunk_file_size(chunk: PefChunk, index: int) -> int:
@@ -66,8 +70,9 @@ class ChunkWriter:
     and is raised by the next :meth:`submit` or at the end of the ``with`` block; leaving
     the block waits for the writes in flight, so every chunk it reports is on disk."""
 
-    def __init__(self, out: Path, identity: str, depth: int = 2):
+    def __init__(self, out: Path, identity: str, depth: int = 2, checksums: dict | None = None):
         self.out, self.identity, self.depth = out, identity, depth
+        self.checksums = {} if checksums is None else checksums  # chunk index → sha256 of what was written
         self._pending: deque = deque()
         self._failed = False
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="workbench-store")
@@ -84,7 +89,7 @@ class ChunkWriter:
         if self._failed:
             return
         try:
-            write_chunk(self.out, index, chunk, self.identity)
+            self.checksums[index] = write_chunk(self.out, index, chunk, self.identity)
         except BaseException:
             self._failed = True
             raise
@@ -109,11 +114,9 @@ def existing_manifest(out: str | os.PathLike, overwrite: bool) -> dict | None:
     ``overwrite``. A folder holding anything else is never written to, not even with
     ``overwrite``: it might be the user's.
     """
-    out = Path(out)
+    out = check_folder(out, "the PEF store")
     if not out.exists():
         return None
-    if not out.is_dir():
-        raise StoreError(f"{out} is a file, not a folder; choose a new or empty folder for the PEF store")
     if (out / MANIFEST).exists():
         if overwrite:
             return None
@@ -131,10 +134,15 @@ class PefStoreWriter:
     """Writes one run's chunks into the store folder ``out``; ``manifest`` is the run's
     (:func:`~workbench.store.pef_store.new_manifest`), identifying it."""
 
-    def __init__(self, out: str | os.PathLike, manifest: dict):
-        self.path = Path(out)
+    def __init__(self, out: str | os.PathLike, manifest: dict, existing: dict | None = None):
+        self.path = check_folder(out, "the PEF store")
+        if existing is not None and existing.get("format_version") in PEF_STORE.reads:
+            # a store begun by an older version is resumed in its own format version, so its chunks
+            # (which name the store by a hash that includes the version) stay valid
+            manifest = dict(manifest, format_version=existing["format_version"])
         self.manifest = manifest
         self.store_id = store_id(manifest)
+        self.checksums: dict[int, str] = {}  # of the chunks this writer wrote
 
     @property
     def n_chunks(self) -> int:
@@ -145,20 +153,21 @@ class PefStoreWriter:
 
         StoreError, naming what differs, when the store is not this run; damaged chunks and
         chunks of another run are deleted (and the store marked incomplete)."""
-        self._check_same_run(existing)
+        self.check_same_run(existing)
         store = PefStore.being_written(self.path, self.manifest)
+        checksums = existing.get("checksums")  # a complete store's: a chunk changed since is recomputed
         valid, invalid = set(), []
         for index in store.chunks_on_disk():
-            (valid.add(index) if store.chunk_is_valid(index) else invalid.append(index))
+            (valid.add(index) if store.chunk_is_valid(index, checksums) else invalid.append(index))
         if invalid:
             logger.warning("chunks %s of %s are damaged or from another run; they are recomputed", invalid, self.path)
-            if existing.get("complete"):
-                write_json(self.path / MANIFEST, dict(existing, complete=False))
+            if existing.get("complete"):  # its checksums were checked above; complete() records them again
+                write_json(self.path / MANIFEST, {k: v for k, v in existing.items() if k != "checksums"} | {"complete": False})
             for index in invalid:
                 chunk_path(self.path, index).unlink()
         return valid
 
-    def _check_same_run(self, existing: dict) -> None:
+    def check_same_run(self, existing: dict) -> None:
         """The store on disk must be the same run; anything else is an error that names what differs."""
         out, manifest = self.path, self.manifest
         differ = [k for k in IDENTITY if existing.get(k) != manifest.get(k)]
@@ -177,11 +186,13 @@ class PefStoreWriter:
         resumed one: stale temporaries removed, and no longer complete while chunks are missing."""
         out = self.path
         if existing is None:
-            if out.exists():
-                shutil.rmtree(out)
-            out.mkdir(parents=True)
+            with writing(out):
+                if out.exists():
+                    shutil.rmtree(out)
+                out.mkdir(parents=True)
             write_json(out / MANIFEST, self.manifest)
-            (out / CHUNKS).mkdir()
+            with writing(out / CHUNKS):
+                (out / CHUNKS).mkdir()
             return
         removed = remove_temporaries(out) + remove_temporaries(out / CHUNKS)
         if removed:
@@ -191,18 +202,30 @@ class PefStoreWriter:
             write_json(out / MANIFEST, self.manifest)  # chunks are missing: no longer complete until they are back
 
     def write_chunk(self, index: int, chunk: PefChunk) -> None:
-        write_chunk(self.path, index, chunk, self.store_id)
+        self.checksums[index] = write_chunk(self.path, index, chunk, self.store_id)
 
     def in_background(self, depth: int = 2) -> ChunkWriter:
         """A context manager whose ``submit(index, chunk)`` writes on a background thread."""
-        return ChunkWriter(self.path, self.store_id, depth)
+        return ChunkWriter(self.path, self.store_id, depth, self.checksums)
 
     def chunks_on_disk(self) -> list[int]:
         return PefStore.being_written(self.path, self.manifest).chunks_on_disk()
 
     def complete(self) -> PefStore:
-        """Mark the store complete (every chunk must be on disk) and open it for reading."""
-        write_json(self.path / MANIFEST, dict(self.manifest, complete=True))
+        """Mark the store complete (every chunk must be on disk) and open it for reading.
+
+        The manifest records the sha256 of every chunk file: as written, for the chunks this
+        writer wrote; as on disk, for those of an earlier process or another rank (checked
+        against their headers when the run resumed)."""
+        manifest = dict(self.manifest, complete=True)
+        if manifest["format_version"] >= 2:
+            missing = [i for i in range(self.n_chunks) if i not in self.checksums and not chunk_path(self.path, i).exists()]
+            if missing:
+                raise StoreError(f"chunks {missing[:10]} of {self.path} are missing: the store cannot be marked complete; "
+                                 "call write_pefs again with the same arguments to compute them")
+            manifest["checksums"] = [self.checksums.get(i) or file_checksum(chunk_path(self.path, i))
+                                     for i in range(self.n_chunks)]
+        write_json(self.path / MANIFEST, manifest)
         return PefStore(self.path)
 
     def remove(self) -> None:

@@ -35,6 +35,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from ..text import truncated_rows, warn_truncated
 from .task import DEFAULT_MIX, TASK_VERSION, make_examples, vocabulary
 
 logger = logging.getLogger(__name__)
@@ -176,12 +177,15 @@ def _initial_model(base: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]
 
 
 def tokenize(
-    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int = 64
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int = 64, *, warn: bool = True
 ) -> dict[str, torch.Tensor]:
-    """Tensors for a batch, padded to its longest text, with attention masks."""
-    encoded = tokenizer(
-        list(texts), padding="longest", truncation=True, max_length=max_length, return_tensors="pt"
-    )
+    """Tensors for a batch, padded to its longest text, with attention masks. Texts longer
+    than ``max_length`` tokens are cut, with a :class:`~workbench.models.text.TruncationWarning`
+    that counts them (unless ``warn`` is False)."""
+    texts = list(texts)
+    encoded = tokenizer(texts, padding="longest", truncation=True, max_length=max_length, return_tensors="pt")
+    if warn:
+        warn_truncated(truncated_rows(tokenizer, texts, encoded, max_length), len(texts), max_length)
     return dict(encoded)
 
 
@@ -210,7 +214,7 @@ def predict(
     model.eval()
     texts = list(texts)
     predictions = [
-        model(**tokenize(tokenizer, texts[start : start + batch_size], max_length)).logits.argmax(-1)
+        model(**tokenize(tokenizer, texts[start : start + batch_size], max_length, warn=False)).logits.argmax(-1)
         for start in range(0, len(texts), batch_size)
     ]
     return torch.cat(predictions)
@@ -272,7 +276,7 @@ def _fit(
             model.train()
             losses = []
             for batch in _shuffled_batches(train, recipe.batch_size, generator):
-                logits = model(**tokenize(tokenizer, batch["text"], recipe.max_length)).logits
+                logits = model(**tokenize(tokenizer, batch["text"], recipe.max_length, warn=False)).logits
                 loss = loss_fn(logits, torch.tensor(batch["label"].to_numpy()))
                 optimizer.zero_grad()
                 loss.backward()

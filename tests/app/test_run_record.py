@@ -1,0 +1,94 @@
+"""A run's record vouches only for files that are whole (issue 19): a stage or notebook is "done"
+or "complete" only after its files are written, atomically; opening a run that stopped says what
+is missing and how to finish it."""
+
+import json
+import shutil
+
+import nbformat
+import pytest
+
+from tests.widgets.synthetic import synthetic_run
+from workbench.app import notebook as notebook_module
+from workbench.app.explore import RunExplorer
+from workbench.app.notebook import run_notebook
+from workbench.app.run_folder import COMPONENTS, DECOMPOSITION, RUN_RECORD, IncompleteRunError, Run
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    return synthetic_run(tmp_path_factory.mktemp("runs") / "done", n_components=4, n_examples=200)
+
+
+def _copy(finished, tmp_path, **record):
+    folder = shutil.copytree(finished, tmp_path / "run")
+    data = json.loads((folder / RUN_RECORD).read_text())
+    data.update(record)
+    (folder / RUN_RECORD).write_text(json.dumps(data))
+    return folder
+
+
+def test_a_finished_run_opens(finished):
+    assert RunExplorer.open(finished).n_components == 4
+
+
+def test_a_run_killed_in_a_stage_names_what_is_missing_and_how_to_finish(finished, tmp_path):
+    # killed while the component table was written: the stage says "running", the file may be partial
+    folder = _copy(finished, tmp_path, status="running",
+                   stages={"pefs": {"status": "done"}, "fit": {"status": "done"}, "analysis": {"status": "running"}})
+    (folder / COMPONENTS).write_text("component,mass\n0,")  # half-written
+    with pytest.raises(IncompleteRunError, match=r"is incomplete: its record says 'running', stages not done: "
+                                                 r"analysis \(running\); missing: components\.csv\. Its run was stopped.*"
+                                                 r"running the same command again"):
+        RunExplorer.open(folder)
+    assert Run(folder).missing() == [COMPONENTS]  # Run(path) still reads what is there
+
+
+def test_a_run_that_failed_before_its_fit_names_the_missing_files(finished, tmp_path):
+    folder = _copy(finished, tmp_path, status="failed", stages={"pefs": {"status": "done"}, "fit": {"status": "failed"}})
+    (folder / DECOMPOSITION).unlink()
+    (folder / COMPONENTS).unlink()
+    with pytest.raises(IncompleteRunError, match=r"'failed', stages not done: fit \(failed\); missing: "
+                                                 r"decomposition\.safetensors, components\.csv"):
+        Run.open(folder)
+
+
+NOTEBOOK = nbformat.v4.new_notebook(cells=[
+    nbformat.v4.new_code_cell("x: int = 1  # a number", metadata={"tags": ["parameters"]}),
+    nbformat.v4.new_code_cell("print(x * 2)"),
+], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+
+
+def test_a_notebook_run_killed_while_its_html_is_written_leaves_a_record_that_says_running(tmp_path, monkeypatch):
+    source = tmp_path / "tiny.ipynb"
+    nbformat.write(NOTEBOOK, source)
+    real_write_text = notebook_module.Path.write_text
+
+    def killed_half_way(self, text, *args, **kwargs):
+        if self.suffix == ".tmp" and "tiny.html" in self.name:
+            real_write_text(self, text[: len(text) // 2], *args, **kwargs)
+            raise KeyboardInterrupt
+        return real_write_text(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(notebook_module.Path, "write_text", killed_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        run_notebook(source, tmp_path / "out", {"x": 3}, progress=False)
+    record = json.loads((tmp_path / "out" / RUN_RECORD).read_text())
+    assert record["notebooks"]["tiny"]["status"] == "running" and record["status"] == "running"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [RUN_RECORD, "tiny.ipynb"], "no half-written page"
+
+    monkeypatch.undo()
+    done = run_notebook(source, tmp_path / "out", {"x": 3}, progress=False)
+    record = json.loads((tmp_path / "out" / RUN_RECORD).read_text())
+    assert record["notebooks"]["tiny"]["status"] == "complete" and record["status"] == "complete"
+    assert done.html.read_text().rstrip().endswith("</html>")
+
+
+def test_a_run_folder_that_is_a_file_is_refused_before_anything_is_written(tmp_path):
+    from workbench.app.run_folder import RunRecorder
+    from workbench.store import StoreError
+
+    (tmp_path / "run").write_text("mine")
+    with pytest.raises(StoreError, match=r"run is a file, not a folder; choose a new or empty folder for the run"):
+        RunRecorder(tmp_path / "run", {})
+    assert (tmp_path / "run").read_text() == "mine"

@@ -1,0 +1,36 @@
+"""Files written atomically get the mode the process umask gives a plain open() (0644 under the
+usual 022), not mkstemp's 0600: a store shared on a cluster file system stays readable to the group."""
+
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from workbench.app.run_folder import RunRecorder
+from workbench.npeff import DNpeff
+from workbench.npeff.planted import planted_d
+from workbench.store import save_pefs, write_arrays, write_json
+
+
+@pytest.fixture
+def umask(request):
+    before = os.umask(request.param)
+    yield request.param
+    os.umask(before)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o007, 0o077], indirect=True)
+def test_every_file_written_has_the_umask_mode(tmp_path, umask):
+    write_json(tmp_path / "a.json", {"a": 1})
+    write_arrays(tmp_path / "a.safetensors", {"x": np.zeros(3, np.float32)}, {"format": "test"})
+    pefs = planted_d(20, 15, 2, seed=0).pefs
+    save_pefs(pefs, tmp_path / "store", examples_per_chunk=8)
+    DNpeff(2, n_iters=4, progress=False).fit(pefs, checkpoint=tmp_path / "fit.ckpt", checkpoint_every=2) \
+        .save(tmp_path / "d.safetensors")
+    RunRecorder(tmp_path / "run", {"n": 1}).finish()
+
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(files) == 9  # the two above, manifest + 3 chunks, checkpoint, decomposition, run.json
+    modes = {p.relative_to(tmp_path).as_posix(): oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
+    assert set(modes.values()) == {oct(0o666 & ~umask)}, modes

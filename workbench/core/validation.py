@@ -1,0 +1,216 @@
+"""Checks of what a user passes in, one function per kind of input, used by every entry point.
+
+``compute_pefs``, ``write_pefs``, the sharded writer and the command line all reach these
+through :func:`workbench.fisher.split_labels`, :class:`workbench.fisher.PefConfig` and
+:meth:`workbench.runner.PefRun.prepare`, so the same input gets the same error wherever it
+enters. Every error names the argument, what is wrong with it and how to fix it; they are
+raised before anything is computed or written.
+
+- labels: integers (whole floats are accepted, fractions and text are not), one per
+  example, -1 or more (the upper end needs the model: :func:`check_label_range`);
+- examples: at least one, none of length 0, none longer than the model's positions;
+- parameter filters (``include``/``exclude``): strings, compiled patterns, lists of them or
+  a predicate, each a valid regular expression;
+- models: parameters that hold weights (not on the meta device).
+
+Devices are :func:`workbench.core.device.resolve_device`'s; paths are checked where files are
+written (:mod:`workbench.store.files`), since their errors are the store's.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+_SHOWN = 5  # offending examples named in a message
+
+
+def as_labels(labels, n_examples: int) -> torch.Tensor:
+    """``labels`` as (n_examples,) int64, -1 for unknown; None: all unknown."""
+    if labels is None:
+        return torch.full((n_examples,), -1, dtype=torch.long)
+    if isinstance(labels, torch.Tensor):
+        labels = labels.detach().cpu().numpy()
+    try:
+        array = np.asarray(labels)
+    except (ValueError, TypeError) as err:
+        raise TypeError(f"labels cannot be read as an array ({err}); pass one integer class index per example") from err
+    if array.ndim != 1 or array.shape[0] != n_examples:
+        hint = " (one-hot or probability rows? pass labels.argmax(1))" if array.ndim == 2 else ""
+        raise ValueError(f"labels has shape {array.shape}; expected ({n_examples},), one class index per example{hint}")
+    if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        shown = ", ".join(repr(v) for v in array[:3].tolist())
+        raise TypeError(
+            f"labels must be integer class indices, got {array.dtype} values ({shown}, ...); map them to 0..n_classes-1 "
+            "first, e.g. codes, names = pandas.factorize(labels), or [label_ids[name] for name in labels]"
+        )
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            bad = np.flatnonzero(~np.isfinite(array))
+            raise ValueError(f"labels of examples {bad[:_SHOWN].tolist()} are NaN or infinite; use -1 for an unknown label")
+        fractional = np.flatnonzero(array != np.round(array))
+        if fractional.size:
+            i = int(fractional[0])
+            raise ValueError(
+                f"labels must be integer class indices; label {array[i].item()!r} of example {i} is not a whole number "
+                f"({fractional.size} labels are not). Labels are never rounded: pass the class index of each example"
+            )
+    array = array.astype(np.int64)
+    below = np.flatnonzero(array < -1)
+    if below.size:
+        i = int(below[0])
+        raise ValueError(f"label {array[i]} of example {i} is negative ({below.size} labels are below -1); "
+                         "labels are class indices 0..n_classes-1, or -1 for unknown")
+    return torch.from_numpy(array)
+
+
+def check_label_range(labels: torch.Tensor, n_classes: int, start: int = 0) -> None:
+    """Every label is a class of a model with ``n_classes`` outputs (or -1, unknown);
+    ``start``: the index of ``labels[0]`` among all examples."""
+    bad = (labels < -1) | (labels >= n_classes)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(
+            f"label {int(labels[i])} of example {start + i} is out of range for a model with {n_classes} classes "
+            f"({int(bad.sum())} labels are); labels must be in 0..{n_classes - 1}, or -1 for unknown. "
+            "Check the label encoding, or that the model's classifier head has as many outputs as the task has classes."
+        )
+
+
+def example_count(inputs) -> int:
+    """The number of examples of ``inputs`` (a tensor, or a dict of tensors with one row per
+    example), refusing none, the wrong types and examples of length 0."""
+    if isinstance(inputs, Sequence) and not isinstance(inputs, (str, bytes)) and len(inputs) == 0:
+        raise ValueError("the data set is empty (no examples were given): pass at least one example")
+    if isinstance(inputs, (str, bytes)) or (isinstance(inputs, Sequence) and inputs and isinstance(inputs[0], str)):
+        raise TypeError("inputs are text: tokenize them first, e.g. tokenizer(texts, padding=True, truncation=True, "
+                        "return_tensors='pt'), and pass the result")
+    if isinstance(inputs, torch.Tensor):
+        tensors = {"inputs": inputs}
+    elif isinstance(inputs, Mapping) and inputs:
+        tensors = dict(inputs)
+    else:
+        raise TypeError(f"inputs must be a tensor or a non-empty dict of tensors with one row per example, "
+                        f"got {type(inputs).__name__}")
+    for name, value in tensors.items():
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"inputs[{name!r}] is a {type(value).__name__}, not a tensor; tokenize with "
+                            "return_tensors='pt', or pass torch.as_tensor(...)")
+        if value.ndim == 0:
+            raise ValueError(f"inputs[{name!r}] is a scalar; every input needs one row per example")
+    sizes = {k: int(v.shape[0]) for k, v in tensors.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"every input must have one row per example; got first dimensions {sizes}")
+    n = next(iter(sizes.values()))
+    if n == 0:
+        raise ValueError("the data set is empty (the inputs have no rows): pass at least one example")
+    lengths = example_lengths(tensors)
+    if lengths is not None and (lengths == 0).any():
+        empty = np.flatnonzero(lengths == 0)
+        raise ValueError(
+            f"{empty.size} examples have length 0 (no tokens; first: {empty[:_SHOWN].tolist()}): a model cannot "
+            "score an empty sequence. Drop them, or check the texts and the tokenizer call"
+        )
+    return n
+
+
+def example_lengths(inputs) -> np.ndarray | None:
+    """Each example's number of tokens, where the inputs say it: its attention mask, or the
+    width of its input ids; None for inputs that are not sequences."""
+    if not isinstance(inputs, Mapping):
+        return None
+    mask = inputs.get("attention_mask")
+    if isinstance(mask, torch.Tensor) and mask.ndim == 2:
+        return mask.sum(dim=1).cpu().numpy()
+    ids = inputs.get("input_ids")
+    if isinstance(ids, torch.Tensor) and ids.ndim >= 2:
+        return np.full(ids.shape[0], ids.shape[1])
+    return None
+
+
+def max_positions(model: torch.nn.Module) -> int | None:
+    """The longest sequence the model's position embeddings hold, where its config says it."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_model(model: torch.nn.Module, inputs) -> None:
+    """The model holds weights, and no example is longer than its positions."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    params = list(model.parameters())
+    if not params:
+        raise ValueError("the model has no parameters: there is no Fisher information to compute")
+    meta = [name for name, p in model.named_parameters() if p.is_meta]
+    if meta:
+        raise ValueError(
+            f"{len(meta)} of the model's parameters are on the meta device (no weights loaded; e.g. {meta[0]}): "
+            "load the model with its weights, e.g. from_pretrained(path) without device_map='meta' or init_empty_weights"
+        )
+    limit = max_positions(model)
+    ids = inputs.get("input_ids") if isinstance(inputs, Mapping) else None
+    if limit is None or not isinstance(ids, torch.Tensor) or ids.ndim != 2 or ids.shape[1] <= limit:
+        return
+    lengths = example_lengths(inputs)
+    long = np.flatnonzero(lengths > limit) if lengths is not None else np.arange(ids.shape[0])
+    if long.size:
+        raise ValueError(
+            f"{long.size} examples are longer than the model's {limit} positions (first: {long[:_SHOWN].tolist()}, "
+            f"{int(lengths[long[0]]) if lengths is not None else ids.shape[1]} tokens): tokenize with truncation=True, "
+            f"max_length={limit}"
+        )
+
+
+def name_filter(spec, argument: str):
+    """``include``/``exclude`` checked and made recordable: None, a predicate, or a regular
+    expression (a string, or a compiled pattern, turned into its text with its flags inline)
+    or a list of them. ``argument`` names it in the errors."""
+    if spec is None or (callable(spec) and not isinstance(spec, re.Pattern)):
+        return spec
+    if isinstance(spec, (str, re.Pattern)):
+        return _pattern_text(spec, argument)
+    if isinstance(spec, Sequence) and not isinstance(spec, bytes):
+        if not spec:
+            raise ValueError(f"{argument}=[] lists no pattern; pass None to {'keep' if argument == 'include' else 'drop'} "
+                             "no parameter by name")
+        return [_pattern_text(p, argument) for p in spec]
+    raise TypeError(f"{argument} must be a regular expression (a string or re.compile(...)), a list of them, "
+                    f"a function of the parameter name, or None; got {type(spec).__name__}")
+
+
+def _pattern_text(pattern, argument: str) -> str:
+    if isinstance(pattern, re.Pattern):
+        if not isinstance(pattern.pattern, str):
+            raise TypeError(f"{argument}: {pattern!r} is a bytes pattern; parameter names are text, use a str pattern")
+        # the flags a str pattern can carry inline; re.UNICODE is the default anyway
+        inline = "".join(c for flag, c in ((re.I, "i"), (re.M, "m"), (re.S, "s"), (re.X, "x")) if pattern.flags & flag)
+        text = f"(?{inline}){pattern.pattern}" if inline else pattern.pattern
+    elif isinstance(pattern, str):
+        text = pattern
+    else:
+        raise TypeError(f"{argument} holds {pattern!r} ({type(pattern).__name__}); each pattern must be a string "
+                        "or re.compile(...)")
+    try:
+        re.compile(text)
+    except re.error as err:
+        raise ValueError(f"{argument}={text!r} is not a valid regular expression ({err}); escape special characters "
+                         f"with re.escape(...), e.g. {argument}=re.escape('layer.0')") from err
+    return text
+
+
+def name_predicate(spec, argument: str, default: bool) -> Callable[[str], bool]:
+    """The parameter-name test of a checked filter (:func:`name_filter`)."""
+    spec = name_filter(spec, argument)
+    if spec is None:
+        return lambda name: default
+    if callable(spec):
+        return spec
+    compiled = [re.compile(p) for p in ([spec] if isinstance(spec, str) else spec)]
+    return lambda name: any(p.search(name) for p in compiled)
