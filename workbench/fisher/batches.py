@@ -19,10 +19,11 @@ from torch import nn
 from ..core import compiled, kinds
 from ..core.chunks import PefChunk
 from .checks import check_plan
-from .config import PefConfig, Plan
+from .config import PefConfig, Plan, stored_layout
 from .gradients import BatchGradients
 from .inputs import Inputs, check_batch_labels, n_inputs, slice_inputs
 from . import sparsify
+from .sketch import sketch_pefs
 from .sparsify import ExamplePef, blockwise_pefs, dense_pefs, loop_pefs, select_groups, writes_out_whole, written_groups
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,10 @@ def batch_in_two_stages(model, plan, batch, labels, config, start) -> Callable[[
             raise
         grads = _by_the_loop(model, plan, batch, config, start, error)
     check_batch_labels(labels, grads.logits.shape[1], start)
-    if config.method == "loop" or grads.plan is not plan:
+    sketch = config.count_sketch(plan.layout.n_parameters)
+    if sketch is not None:  # every parameter, sketched to d numbers per slot (workbench.fisher.sketch)
+        pefs = sketch_pefs(grads, sketch)
+    elif config.method == "loop" or grads.plan is not plan:
         pefs = loop_pefs(grads, config.kind, config.n_values)
     elif writes_out_whole(grads.n_slots * plan.layout.n_parameters, grads.logits.device):
         if selected_later:  # written out now, selected later
@@ -72,7 +76,7 @@ def _compiled_selection(plan: Plan, config: PefConfig) -> bool:
 def _chunk(grads: BatchGradients, pefs: list[ExamplePef], labels: torch.Tensor, config: PefConfig) -> PefChunk:
     plan = grads.plan
     n_rows = kinds.kind(config.kind).rows_per_example(grads.n_slots)
-    m = plan.layout.n_parameters
+    m = stored_layout(config, plan).n_parameters  # the positions' axis: parameters, or a sketch's d
     positions = torch.cat([p.positions for p in pefs]).cpu().numpy().astype(np.int64, copy=False)  # each example's ascending
     # Example i's positions moved to i·n_rows·m on: the chunk's (example, row) cells in order,
     # so their boundaries are found by bisection (faster than a division and a bincount).
