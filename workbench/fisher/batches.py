@@ -36,8 +36,10 @@ def batch_in_two_stages(model, plan, batch, labels, config, start) -> Callable[[
     selected_later = plan.named[0][1].device.type == "cpu" and _compiled_selection(plan, config)
     # A two-class model's slots stay multiples of one gradient where the compiled selection reads them as rows
     rows_are_slots = kinds.kind(config.kind).one_row_per_slot
+    # ... and where they are sketched (S is linear: the one gradient is sketched, then scaled)
+    factored = (selected_later or config.sketch is not None) and rows_are_slots
     try:
-        grads = BatchGradients(model, plan, batch, config.top_k_classes, factor_two_classes=selected_later and rows_are_slots)
+        grads = BatchGradients(model, plan, batch, config.top_k_classes, factor_two_classes=factored)
     except Exception as error:  # noqa: BLE001 - the loop computes the batch, or raises its own error
         if config.method == "loop":
             raise
