@@ -77,3 +77,13 @@ def test_mapping_back_refuses_what_does_not_belong():
     d_fit = DNpeff(2, n_iters=5, progress=False).fit(planted_d(20, 30, 2).pefs)
     with pytest.raises(TypeError, match="only LRM-NPEFF"):
         back_projection(d_fit, sketched)
+
+
+@pytest.mark.parametrize("solver", ["primal", "dual"])
+def test_the_way_back_is_exact_in_the_sketch_with_the_orthogonal_penalty_too(solver):
+    problem = planted_lrm(120, 800, 4, seed=3)
+    sketched = sketch_pefs(problem.pefs, 96, seed=4)
+    est = LrmNpeff(4, orthogonal_reg=0.05, solver=solver, n_iters_joint=600, progress=False).fit(sketched)
+    full = unsketch(est, sketched, problem.pefs)
+    back = CountSketch(96, 800, 4).apply(_components(full))
+    assert np.linalg.norm(back - _components(est)) <= 1e-3 * np.linalg.norm(_components(est))
