@@ -70,15 +70,15 @@ def sketch_pefs(grads: BatchGradients, sketch: CountSketch) -> list[ExamplePef]:
     return pefs
 
 
-def gradient_products(grads: BatchGradients, coefficients: torch.Tensor) -> torch.Tensor:
-    """Σ over the batch's (example, slot) rows of coefficients[i, s] ⊗ A_i[:, s]: (r, m),
-    float64, for ``coefficients`` (b, k, r) on the gradients' device."""
+def gradient_products(grads: BatchGradients, coefficients: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Adds to ``out`` (r, m) Σ over the batch's (example, slot) rows of coefficients[i, s] ⊗ A_i[:, s],
+    for ``coefficients`` (b, k, r) on the gradients' device. float32, as the gradients are:
+    a float64 (r, m) would take 1.5 GB at r = 8 on MiniLM's 22.7 M parameters."""
     m = grads.plan.layout.n_parameters
     r = coefficients.shape[2]
-    out = torch.zeros((r, m), dtype=torch.float64, device=coefficients.device)
     for rows, A_t in written_groups(grads, None):
         C = coefficients[rows].double()  # (e, k, r)
         if grads.slot_scales is not None:  # one written row per example; slot s is slot_scales[i, s] times it
             C = (C * grads.slot_scales[rows].double()[:, :, None]).sum(dim=1, keepdim=True)
-        out += C.reshape(-1, r).T @ A_t.reshape(-1, m).double()
+        out.addmm_(C.reshape(-1, r).T.float(), A_t.reshape(-1, m))
     return out

@@ -23,7 +23,7 @@ from ..store.fingerprints import check_same_model
 
 def parameter_products(model: nn.Module, inputs, coefficients: np.ndarray, info: dict, *, classes: np.ndarray | None = None,
                        batch_size: int = 16, device: str | torch.device | None = None, progress: bool = True) -> np.ndarray:
-    """Σ_i Σ_s coefficients[i, s] ⊗ A_i[:, s], (r, n_parameters) float64, over the exact
+    """Σ_i Σ_s coefficients[i, s] ⊗ A_i[:, s], (r, n_parameters) float32, over the exact
     gradients of ``inputs`` under ``model``, for ``coefficients`` (n_examples, n_slots, r).
 
     ``info`` is the sketched PEFs' (``pefs.info``): it says which parameters and class slots
@@ -44,7 +44,7 @@ def parameter_products(model: nn.Module, inputs, coefficients: np.ndarray, info:
     if plan.layout != parameters:
         raise ValueError("the model's selected parameters are not those the sketched PEFs were computed over; "
                          "use the model and parameter filter of that run")
-    out = torch.zeros((coefficients.shape[2], parameters.n_parameters), dtype=torch.float64, device=device)
+    out = torch.zeros((coefficients.shape[2], parameters.n_parameters), dtype=torch.float32, device=device)
     with eval_mode(model), tqdm(total=n, desc="components back on the parameters", unit="ex", disable=not progress) as bar:
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
@@ -53,6 +53,6 @@ def parameter_products(model: nn.Module, inputs, coefficients: np.ndarray, info:
             if classes is not None and not np.array_equal(grads.classes.cpu().numpy(), classes[start:stop]):
                 raise ValueError(f"the model's most probable classes of examples {start}..{stop - 1} are not the sketched "
                                  "PEFs' slots: these are not the inputs (or the model) the PEFs were computed from")
-            out += gradient_products(grads, torch.from_numpy(coefficients[start:stop]).to(device))
+            gradient_products(grads, torch.from_numpy(coefficients[start:stop]).to(device), out)
             bar.update(stop - start)
     return out.cpu().numpy()
