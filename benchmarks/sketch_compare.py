@@ -47,6 +47,7 @@ def _row(name, pefs, pef_seconds, model, inputs, examples, args, unsketch_source
         "stored_numbers_per_example": nnz,
         "stored_bytes_per_example": nnz * 12,  # float32 value + int64 index, as a store chunk holds them
         "fit_s": fit_seconds,
+        "solver": est.solver_,
         "map_back_s": back_seconds,
         "mean_strategy_purity": figures["mean_strategy_purity"],
         "chance_strategy_purity": figures["chance_strategy_purity"],
