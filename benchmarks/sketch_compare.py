@@ -72,6 +72,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from workbench import compute_pefs
+    from workbench.analysis import perturbation_table, unsketch  # noqa: F401  (imported now: the run reads no later edit)
+    from workbench.app.pipeline import strategy_table  # noqa: F401
     from workbench.npeff import LrmNpeff
     from workbench.models.embedded import ANALYSIS_SEED_OFFSET, default_model, load_default_model, make_examples, tokenize
 
