@@ -94,3 +94,17 @@ def test_bad_sketch_arguments_are_refused_before_anything_runs(bert3, bert_input
         compute_pefs(bert3, bert_inputs, sketch=0, progress=False)
     with pytest.raises(TypeError, match="integer"):
         compute_pefs(bert3, bert_inputs, sketch=16.5, progress=False)
+
+
+def test_compiled_and_torch_sketches_agree():
+    """The numba kernel (one pass: buckets, signs and Grams) and torch's index_add give the same sketched PEFs."""
+    from workbench.core import compiled
+
+    if not compiled.available():
+        pytest.skip("needs numba")
+    model, inputs = tiny_bert(3), tiny_bert_inputs()
+    by_kernel = compute_pefs(model, inputs, sketch=48, sketch_seed=2, batch_size=4, progress=False)
+    with compiled.disabled():
+        by_torch = compute_pefs(model, inputs, sketch=48, sketch_seed=2, batch_size=4, progress=False)
+    np.testing.assert_allclose(by_kernel.dense(), by_torch.dense(), atol=1e-6 * np.abs(by_torch.dense()).max())
+    np.testing.assert_allclose(by_kernel.frobenius_norms, by_torch.frobenius_norms, rtol=1e-6)

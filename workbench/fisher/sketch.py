@@ -17,8 +17,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import numpy as np
 import torch
 
+from ..core import compiled
 from ..core.sketch import CountSketch
 from .gradients import BatchGradients
 from .sparsify import ExamplePef, written_groups
@@ -29,9 +31,43 @@ _GRAM_COLUMNS = 1 << 12  # columns per float32 partial Gram, summed in float64 (
 @lru_cache(maxsize=4)
 def _hashes_on(sketch: CountSketch, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The sketch's buckets (int64) and signs (float32) of every parameter, on ``device``:
-    computed once per run (12 bytes per parameter), not once per batch."""
+    computed once per run (12 bytes per parameter), not once per batch; the torch path's (GPUs, or no numba)."""
     buckets, signs = sketch.hashes()
     return torch.from_numpy(buckets).to(device), torch.from_numpy(signs).to(device)
+
+
+@lru_cache(maxsize=2)
+def _codes(sketch: CountSketch) -> np.ndarray:
+    """The compiled kernel's (m,) uint32 bucket << 1 | (sign = −1): 4 bytes per parameter, once per run."""
+    if sketch.dim >= 2**31:
+        raise ValueError(f"sketch={sketch.dim} is too large (at most 2**31 - 1)")
+    buckets, signs = sketch.hashes()
+    return ((buckets.astype(np.uint32) << np.uint32(1)) | (signs < 0).astype(np.uint32)).astype(np.uint32)
+
+
+@lru_cache(maxsize=1)
+def _compiled():
+    from . import _sketch_compiled
+
+    return _sketch_compiled
+
+
+def sketch_with_grams(A_t: torch.Tensor, sketch: CountSketch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(S applied to every row of A_t (e, k, m): (e, k, d) float32, A_iᵀA_i of each example (e, k, k) float64).
+    On a CPU with numba one compiled pass (examples split between the torch threads); else torch."""
+    if A_t.device.type != "cpu" or not compiled.available():
+        return sketch_rows(A_t, sketch), _grams(A_t)
+    codes = _codes(sketch)
+    A = np.ascontiguousarray(A_t.numpy())
+    e, k, _ = A.shape
+    out = np.zeros((e, k, sketch.dim), dtype=np.float32)
+    grams = np.zeros((e, k, k), dtype=np.float64)
+    n_threads = min(compiled.n_threads(), e)
+    bounds = np.linspace(0, e, n_threads + 1).astype(int).tolist()
+    ranges = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    args = (A, codes, out, grams)
+    compiled.run(_compiled().sketch_and_grams, ranges, *[args] * len(ranges))
+    return torch.from_numpy(out), torch.from_numpy(grams)
 
 
 def _grams(A_t: torch.Tensor) -> torch.Tensor:
@@ -57,7 +93,7 @@ def sketch_pefs(grads: BatchGradients, sketch: CountSketch) -> list[ExamplePef]:
         raise ValueError(f"the sketch sketches {sketch.n_parameters} parameters, the run selects {grads.plan.layout.n_parameters}")
     pefs = []
     for rows, A_t in written_groups(grads, None):
-        sketched, grams = sketch_rows(A_t, sketch), _grams(A_t)
+        sketched, grams = sketch_with_grams(A_t, sketch)
         if grads.slot_scales is not None:  # a two-class model's slots are multiples of one gradient, and S is linear
             scales = grads.slot_scales[rows].float()  # (e, 2)
             sketched = sketched * scales[:, :, None]
