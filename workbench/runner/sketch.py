@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from ..core.device import resolve_device
 from ..core.sketch import CountSketch
 from ..fisher import PefConfig, eval_mode, make_plan, n_inputs, slice_inputs, split_labels
+from ..fisher.checks import check_plan
 from ..fisher.gradients import BatchGradients
 from ..fisher.sketch import gradient_products
 from ..store.fingerprints import check_same_model
@@ -48,8 +49,9 @@ def parameter_products(model: nn.Module, inputs, coefficients: np.ndarray, info:
     with eval_mode(model), tqdm(total=n, desc="components back on the parameters", unit="ex", disable=not progress) as bar:
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
-            grads = BatchGradients(model, plan, slice_inputs(inputs, start, stop, device), config.top_k_classes,
-                                   factor_two_classes=True)
+            batch = slice_inputs(inputs, start, stop, device)
+            check_plan(model, plan, batch, config.top_k_classes)  # as a PEF run does: the rules checked on its first batch
+            grads = BatchGradients(model, plan, batch, config.top_k_classes, factor_two_classes=True)
             if classes is not None and not np.array_equal(grads.classes.cpu().numpy(), classes[start:stop]):
                 raise ValueError(f"the model's most probable classes of examples {start}..{stop - 1} are not the sketched "
                                  "PEFs' slots: these are not the inputs (or the model) the PEFs were computed from")
