@@ -10,7 +10,8 @@
 - :mod:`.matching`: components of two fits paired by |cos| (Hungarian method);
 - :mod:`.over_training`: components over a series of training checkpoints;
 - :mod:`.model_diff`: strategies gained, lost and kept between two models;
-- :mod:`.trace`: per layer and token, how hidden states move along a component.
+- :mod:`.trace`: per layer and token, how hidden states move along a component;
+- :mod:`.unsketch`: a fit of sketched PEFs mapped back to the parameters.
 
 The names below are imported when first used: the tables need no torch.
 """
@@ -29,4 +30,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), {
     **dict.fromkeys(["ModelDiff", "model_diff"], ".model_diff"),
     **dict.fromkeys(["PerturbationTrace", "perturbation_trace"], ".trace"),
     **dict.fromkeys(["baseline_comparison", "baseline_coefficients", "score_components"], ".baselines"),
+    "unsketch": ".unsketch",
 })

@@ -5,6 +5,7 @@
 - :mod:`.pefs`: PEFs in memory (:class:`LrmPefs`, :class:`DPefs`);
 - :mod:`.chunks`: one batch's PEFs (:class:`PefChunk`) and their concatenation;
 - :mod:`.kinds`: the registry of the two kinds of PEF;
+- :mod:`.sketch`: the count sketch of the parameter axis (sketched PEFs);
 - :mod:`.device`: choosing the device;
 - :mod:`.compiled`: whether the numba kernels run, and their threads;
 - :mod:`.lazy`: package exports imported on first use (PEP 562);

@@ -18,6 +18,7 @@ from .group import barrier, check_same_on_all_ranks, current_ranks
 def write_pefs_sharded(out: str | os.PathLike, model: torch.nn.Module, inputs, labels=None, *,
                        kind: str = "lrm", n_values: int | None = 65536, top_k_classes: int | None = None,
                        include=None, exclude=None, batch_size: int = 16, method: str = "hooks",
+                       sketch: int | None = None, sketch_seed: int = 0,
                        device: str | torch.device | None = None, overwrite: bool = False, provenance=None,
                        progress: bool = True) -> PefStore:
     """:func:`workbench.write_pefs` with the batches shared out among the ranks.
@@ -34,7 +35,7 @@ def write_pefs_sharded(out: str | os.PathLike, model: torch.nn.Module, inputs, l
     """
     ranks = current_ranks(device)
     out = Path(out)
-    config = PefConfig(kind, n_values, top_k_classes, include, exclude, batch_size, method)
+    config = PefConfig(kind, n_values, top_k_classes, include, exclude, batch_size, method, sketch, sketch_seed)
     inputs, labels = split_labels(inputs, labels)
     run = PefRun.prepare(model, inputs, labels, config, ranks.device)
     # every rank reads what is there (nothing is written before the check below), so that all of

@@ -24,7 +24,7 @@ per batch; :mod:`workbench.runner` runs it into memory (``compute_pefs``) or a s
 """
 
 from .batches import iter_pef_chunks
-from .config import PefConfig, Plan, make_plan, pef_info
+from .config import PefConfig, Plan, make_plan, pef_info, stored_layout
 from .inputs import Inputs, NotClassLogitsError, class_logits, eval_mode, n_inputs, slice_inputs, split_labels
 from .rules import PER_EXAMPLE_RULES, BlockGradient, DenseGradient, PerExampleRule, register_rule
 
@@ -46,4 +46,5 @@ __all__ = [
     "register_rule",
     "slice_inputs",
     "split_labels",
+    "stored_layout",
 ]

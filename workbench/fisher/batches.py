@@ -19,10 +19,11 @@ from torch import nn
 from ..core import compiled, kinds
 from ..core.chunks import PefChunk
 from .checks import check_plan
-from .config import PefConfig, Plan
+from .config import PefConfig, Plan, stored_layout
 from .gradients import BatchGradients
 from .inputs import Inputs, check_batch_labels, n_inputs, slice_inputs
 from . import sparsify
+from .sketch import sketch_pefs
 from .sparsify import ExamplePef, blockwise_pefs, dense_pefs, loop_pefs, select_groups, writes_out_whole, written_groups
 
 logger = logging.getLogger(__name__)
@@ -35,14 +36,19 @@ def batch_in_two_stages(model, plan, batch, labels, config, start) -> Callable[[
     selected_later = plan.named[0][1].device.type == "cpu" and _compiled_selection(plan, config)
     # A two-class model's slots stay multiples of one gradient where the compiled selection reads them as rows
     rows_are_slots = kinds.kind(config.kind).one_row_per_slot
+    # ... and where they are sketched (S is linear: the one gradient is sketched, then scaled)
+    factored = (selected_later or config.sketch is not None) and rows_are_slots
     try:
-        grads = BatchGradients(model, plan, batch, config.top_k_classes, factor_two_classes=selected_later and rows_are_slots)
+        grads = BatchGradients(model, plan, batch, config.top_k_classes, factor_two_classes=factored)
     except Exception as error:  # noqa: BLE001 - the loop computes the batch, or raises its own error
         if config.method == "loop":
             raise
         grads = _by_the_loop(model, plan, batch, config, start, error)
     check_batch_labels(labels, grads.logits.shape[1], start)
-    if config.method == "loop" or grads.plan is not plan:
+    sketch = config.count_sketch(plan.layout.n_parameters)
+    if sketch is not None:  # every parameter, sketched to d numbers per slot (workbench.fisher.sketch)
+        pefs = sketch_pefs(grads, sketch)
+    elif config.method == "loop" or grads.plan is not plan:
         pefs = loop_pefs(grads, config.kind, config.n_values)
     elif writes_out_whole(grads.n_slots * plan.layout.n_parameters, grads.logits.device):
         if selected_later:  # written out now, selected later
@@ -72,7 +78,7 @@ def _compiled_selection(plan: Plan, config: PefConfig) -> bool:
 def _chunk(grads: BatchGradients, pefs: list[ExamplePef], labels: torch.Tensor, config: PefConfig) -> PefChunk:
     plan = grads.plan
     n_rows = kinds.kind(config.kind).rows_per_example(grads.n_slots)
-    m = plan.layout.n_parameters
+    m = stored_layout(config, plan).n_parameters  # the positions' axis: parameters, or a sketch's d
     positions = torch.cat([p.positions for p in pefs]).cpu().numpy().astype(np.int64, copy=False)  # each example's ascending
     # Example i's positions moved to i·n_rows·m on: the chunk's (example, row) cells in order,
     # so their boundaries are found by bisection (faster than a division and a bincount).

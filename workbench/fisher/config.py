@@ -12,6 +12,7 @@ from .. import __version__
 from ..core import kinds
 from ..core.params import NameFilter, ParameterLayout, layout_of, select_parameters
 from ..core.provenance import model_name
+from ..core.sketch import CountSketch
 from ..core.validation import name_filter
 from .matching import rule_for
 from .rules import PerExampleRule
@@ -30,6 +31,8 @@ class PefConfig:
     exclude: NameFilter = None
     batch_size: int = 16
     method: str = "hooks"  # "hooks" or "loop"
+    sketch: int | None = None  # LRM only: d, a count sketch of the parameter axis instead of the top n_values
+    sketch_seed: int = 0
 
     def __post_init__(self):
         # compiled patterns become their text here, so the run records them (workbench.core.validation)
@@ -47,6 +50,18 @@ class PefConfig:
             raise ValueError(f"top_k_classes must be a positive integer or None, got {self.top_k_classes}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}")
+        if self.sketch is not None:
+            if self.kind != "lrm":
+                raise ValueError(
+                    f"sketch= applies to kind='lrm' only, got kind={self.kind!r}: a D-PEF's sketch would have negative "
+                    "entries (the signs), which D-NPEFF cannot fit; use kind='lrm' with sketch, or kind='d' with n_values"
+                )
+            CountSketch(self.sketch, 1, self.sketch_seed)  # TypeError/ValueError naming a bad d or seed
+            self.n_values = None  # a sketched PEF keeps all its d·k numbers
+
+    def count_sketch(self, n_parameters: int) -> CountSketch | None:
+        """The count sketch of ``n_parameters`` this run applies; None for top-n PEFs."""
+        return None if self.sketch is None else CountSketch(self.sketch, n_parameters, self.sketch_seed)
 
     def to_dict(self) -> dict:
         def filt(f):
@@ -62,7 +77,7 @@ class PefConfig:
             "exclude": filt(self.exclude),
             "batch_size": self.batch_size,
             "method": self.method,
-        }
+        }  # a sketch is recorded by pef_info, and only when set: unsketched runs' records (and store identities) stay as they were
 
 
 @dataclass
@@ -141,11 +156,20 @@ def make_plan(model: nn.Module, config: PefConfig) -> Plan:
 
 
 def pef_info(model: nn.Module, config: PefConfig, plan: Plan, n_examples: int) -> dict:
-    """Provenance stored with the PEFs."""
+    """Provenance stored with the PEFs; a sketched run's ``"sketch"`` names its sketch and the
+    parameter axis it sketches (:meth:`workbench.core.sketch.CountSketch.to_info`)."""
+    sketch = config.count_sketch(plan.layout.n_parameters)
     return {
         "model": model_name(model),
         "n_examples": n_examples,
         "n_parameters": plan.layout.n_parameters,
         "package_version": __version__,
         **config.to_dict(),
+        **({"sketch": sketch.to_info(plan.layout)} if sketch is not None else {}),
     }
+
+
+def stored_layout(config: PefConfig, plan: Plan) -> ParameterLayout:
+    """The axis the run's PEFs live on: the parameters, or a sketched run's d coordinates."""
+    sketch = config.count_sketch(plan.layout.n_parameters)
+    return plan.layout if sketch is None else sketch.layout()

@@ -18,7 +18,7 @@ from typing import ClassVar
 import numpy as np
 import scipy.sparse as sp
 import torch
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
@@ -30,6 +30,7 @@ from ..store.checkpoint import FitCheckpoint
 from ..store.files import StoreError, producer, read_arrays, write_arrays
 from ..store.fingerprints import check_same_model, fingerprint_matrix, fingerprint_pefs
 from ..store.formats import FileFormat
+from .expand import continued_history, start_from
 from .data import Columns, FitData, check_finite_norms, examples_per_column, prepare, to_torch_csr
 
 EPS = 1e-9  # guards the multiplicative updates' denominators
@@ -180,8 +181,15 @@ class NpeffBase(BaseEstimator):
 
     # -- fitting -----------------------------------------------------------------------
 
-    def fit(self, pefs, *, checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 50):
+    def fit(self, pefs, *, init: "NpeffBase | None" = None, keep_init: bool = True,
+            checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 50):
         """Fit the coefficients ``W_`` and the components to the PEFs; returns self.
+
+        With ``init`` (a fitted estimator of this class with fewer components), its
+        components stay as they are and ``n_components - init.n_components`` new ones are
+        fitted beside them (:mod:`workbench.npeff.expand`; :meth:`expand` is the short form);
+        ``keep_init=False`` starts from ``init`` and lets every component move. The loss
+        history continues ``init``'s.
 
         With ``checkpoint`` (a file path), the fit's state is saved there every
         ``checkpoint_every`` steps and at the end; calling ``fit`` again with the same PEFs
@@ -194,14 +202,32 @@ class NpeffBase(BaseEstimator):
         device = self._device()
         kept = self._kept_columns(pefs)
         self._check_rank(kept.size)
+        start = None
+        if init is not None:
+            if checkpoint is not None:
+                raise ValueError("a fit from init= is not checkpointed; pass checkpoint=None (it is as long as a fit of "
+                                 "its new components)")
+            start = start_from(self, init, pefs, kept, keep_init)
         matrix, squared_norm = self._matrix(pefs, kept)
         saver = self._checkpoint(checkpoint, checkpoint_every, matrix, kept, squared_norm)
         data = prepare(matrix, squared_norm, pefs.n_examples, device)
         columns = Columns.all_kept(kept, pefs.layout)
-        self._fit_prepared(data, matrix, pefs, columns, device, saver)
+        self._fit_prepared(data, matrix, pefs, columns, device, saver, start)
+        if init is not None:
+            self.loss_history_ = continued_history(init.loss_history_, self.loss_history_)
         self._set_columns(columns)
         self.pef_info_ = dict(pefs.info, pefs_fingerprint=fingerprint_pefs(pefs))
         return self
+
+    def expand(self, pefs, n_new: int, **settings):
+        """A new estimator with ``n_new`` more components, fitted to ``pefs`` with this one's
+        components kept as they are: ``clone(self)`` with ``n_components + n_new`` (and any
+        other ``settings``), ``.fit(pefs, init=self)``. This estimator is left unchanged."""
+        check_is_fitted(self)
+        if not isinstance(n_new, (int, np.integer)) or isinstance(n_new, bool) or n_new < 1:
+            raise ValueError(f"n_new must be a positive integer (components to add), got {n_new!r}")
+        bigger = clone(self).set_params(n_components=self.n_components + int(n_new), **settings)
+        return bigger.fit(pefs, init=self)
 
     def fit_columns(self, pefs, columns: Columns, info: dict, *, device: torch.device | None = None):
         """Fit to this process's columns of the PEFs (``pefs`` holds just them), the others'
@@ -214,7 +240,7 @@ class NpeffBase(BaseEstimator):
         device = device or self._device()
         matrix, squared_norm = self._matrix(pefs, np.arange(pefs.n_parameters), columns.reduce)
         data = prepare(matrix, squared_norm, pefs.n_examples, device, reduce=columns.reduce, columns=columns.span)
-        self._fit_prepared(data, matrix, pefs, columns, device, None)
+        self._fit_prepared(data, matrix, pefs, columns, device, None, None)
         self._set_columns(columns)
         self.pef_info_ = dict(info)
         return self

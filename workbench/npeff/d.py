@@ -19,6 +19,7 @@ from ..store.checkpoint import FitCheckpoint
 from ..store.formats import D_DECOMPOSITION
 from .base import EPS, NpeffBase, NpeffConvergenceWarning, NpeffDivergenceError, multiplicative_w_steps, positive_int, progress_bar
 from .data import Columns, FitData, no_reduce, scaled_rows, to_torch_csr
+from .expand import Start
 
 
 class DNpeff(NpeffBase):
@@ -93,21 +94,28 @@ class DNpeff(NpeffBase):
         return float(data.squared_norm - 2 * (W * DHt).sum() + ((W.T @ W) * HHt).sum())
 
     def _fit_prepared(self, data: FitData, matrix: sp.csr_matrix, pefs: DPefs, columns: Columns, device,
-                      saver: FitCheckpoint | None) -> None:
-        W, H, history = self._fit_arrays(data, columns.n_kept, data.total(float(matrix.sum())), device, saver)
+                      saver: FitCheckpoint | None, initial: Start | None = None) -> None:
+        W, H, history = self._fit_arrays(data, columns.n_kept, data.total(float(matrix.sum())), device, saver, initial)
         self.W_ = W.cpu().numpy()
         self.H_ = columns.joined(H).cpu().numpy()
         self.n_classes_ = pefs.n_classes
         self.loss_history_ = {"joint": np.asarray(history, dtype=np.float64).reshape(-1, 2)}
 
-    def _fit_arrays(self, data: FitData, n_kept: int, value_sum: float, device, saver: FitCheckpoint | None = None):
+    def _fit_arrays(self, data: FitData, n_kept: int, value_sum: float, device, saver: FitCheckpoint | None = None,
+                    initial: Start | None = None):
         """W, H and the loss history; ``n_kept`` and ``value_sum`` (the sum of D's entries)
-        are over all columns, also where ``data`` holds only some of them."""
+        are over all columns, also where ``data`` holds only some of them. With ``initial``,
+        W and H start from it and its frozen components' rows of H never move."""
         r = self.n_components
         # scikit-learn's "random" init scale: entries of W H start near the mean of D.
         scale = math.sqrt(value_sum / (data.n_examples * n_kept) / r)
-        W = (scale * torch.rand((data.n_examples, r), generator=self._generator(0))).to(device)
-        H = data.own_columns(scale * torch.rand((r, n_kept), generator=self._generator(1))).to(device)
+        W = scale * torch.rand((data.n_examples, r), generator=self._generator(0))
+        H = scale * torch.rand((r, n_kept), generator=self._generator(1))
+        frozen = 0
+        if initial is not None:  # the previous fit's, then the new components' random starts
+            r_old = initial.components.shape[0]
+            W, H, frozen = initial.initial_coefficients(W[:, r_old:]), initial.initial_components(H[r_old:]), initial.n_frozen
+        W, H = W.to(device), data.own_columns(H).to(device)
         history = []
         saved = saver.load(device) if saver is not None else None
         if saved is not None:  # resume after saved.step iterations, exactly
@@ -116,7 +124,9 @@ class DNpeff(NpeffBase):
         with progress_bar(self.n_iters, "D-NPEFF", self.progress, initial=start) as bar:
             for it in range(start, self.n_iters):
                 WtD = data.t_times(W)  # (r, m)
-                H = H.mul_(WtD.div_(torch.mm(W.T @ W, H).add_(EPS)))  # in place: one (r, m) temporary, not four
+                ratio = WtD.div_(torch.mm(W.T @ W, H).add_(EPS))
+                ratio[:frozen] = 1  # frozen components stay exactly as they are
+                H = H.mul_(ratio)  # in place: one (r, m) temporary, not four
                 DHt = data.times_t(H)  # (n, r)
                 HHt = data.gram(H, H)
                 W = W * DHt / (W @ HHt + EPS)

@@ -29,6 +29,7 @@ from ..store.checkpoint import FitCheckpoint
 from ..store.formats import LRM_DECOMPOSITION
 from .base import EPS, NpeffBase, NpeffConvergenceWarning, NpeffDivergenceError, multiplicative_w_steps, positive_int, progress_bar
 from .data import Columns, FitData, lrm_squared_norm, no_reduce, scaled_rows, to_torch_csr
+from .expand import Start
 from .solvers import SOLVERS, choose_solver, make_space
 
 
@@ -186,12 +187,19 @@ class LrmNpeff(NpeffBase):
             device=device,
         )
 
-    def _fit_arrays(self, data: FitData, n_slots: int, n_kept: int, device, checkpoint: FitCheckpoint | None = None):
-        """The fitted state {W, G, ...} and loss history; G dense (r, this process's columns)."""
+    def _fit_arrays(self, data: FitData, n_slots: int, n_kept: int, device, checkpoint: FitCheckpoint | None = None,
+                    start: Start | None = None):
+        """The fitted state {W, G, ...} and loss history; G dense (r, this process's columns).
+        With ``start``, W and G start from it and its frozen components' rows never move."""
         r = self.n_components
-        W = torch.rand((data.n_examples, r), generator=self._generator(0)).to(device)
+        W = torch.rand((data.n_examples, r), generator=self._generator(0))
         sigma = 1.0 / math.sqrt(r * n_kept / 2)
-        G0 = data.own_columns(sigma * torch.randn((r, n_kept), generator=self._generator(1))).to(device)
+        G0 = sigma * torch.randn((r, n_kept), generator=self._generator(1))
+        frozen = 0
+        if start is not None:  # the previous fit's, then the new components' random starts
+            r_old = start.components.shape[0]
+            W, G0, frozen = start.initial_coefficients(W[:, r_old:]), start.initial_components(G0[r_old:]), start.n_frozen
+        W, G0 = W.to(device), data.own_columns(G0).to(device)
         space = make_space(self._solver(data, n_kept, device), data, G0, self.progress)
         self.solver_ = space.name
         if checkpoint is not None:
@@ -221,7 +229,7 @@ class LrmNpeff(NpeffBase):
                         continue
                     if phase == "joint":
                         self._w_step(data, state, n_slots)
-                    self._g_step(space, state, n_slots, phase, it)
+                    self._g_step(space, state, n_slots, phase, it, frozen)
                     if it % self.log_every == 0 or it == n_iters - 1:
                         # AG and GG are updated incrementally; recompute them so the logged loss is exact
                         state["G"] = space.refresh(state["G"])
@@ -264,10 +272,13 @@ class LrmNpeff(NpeffBase):
         state["W"] = W * numer / (W @ state["GG"].square() + EPS)
         state["loss"] = self._loss(data, state["W"], state["AG"], state["GG"], n_slots)
 
-    def _g_step(self, space, state: dict, n_slots: int, phase: str, it: int) -> None:
-        """One gradient step on G, of the size that minimises the loss along the gradient."""
+    def _g_step(self, space, state: dict, n_slots: int, phase: str, it: int, frozen: int = 0) -> None:
+        """One gradient step on G, of the size that minimises the loss along the gradient
+        (the first ``frozen`` components left as they are: their rows of the step are zero)."""
         W, G, AG, GG = state["W"], state["G"], state["AG"], state["GG"]
         grad = self._g_gradient(space, W, G, AG, GG, n_slots)  # (r, m)
+        if frozen:
+            grad = space.freeze(grad, frozen)
         # A unit direction keeps X Dᵀ and D Dᵀ within float32 range whatever the data's scale.
         grad_norm = math.sqrt(space.squared_norm(grad))
         if grad_norm == 0 or not math.isfinite(grad_norm):
@@ -323,8 +334,8 @@ class LrmNpeff(NpeffBase):
     # -- the estimator API -------------------------------------------------------------
 
     def _fit_prepared(self, data: FitData, matrix: sp.csr_matrix, pefs: LrmPefs, columns: Columns, device,
-                      saver: FitCheckpoint | None) -> None:
-        state, history = self._fit_arrays(data, pefs.n_slots, columns.n_kept, device, saver)
+                      saver: FitCheckpoint | None, start: Start | None = None) -> None:
+        state, history = self._fit_arrays(data, pefs.n_slots, columns.n_kept, device, saver, start)
         self.W_ = state["W"].cpu().numpy()
         self.G_ = columns.joined(state["G"]).cpu().numpy()
         self.n_slots_ = pefs.n_slots

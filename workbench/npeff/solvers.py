@@ -110,6 +110,11 @@ class ParameterSpace:
     def scale(self, g: torch.Tensor, s: float) -> torch.Tensor:
         return g.mul_(s)
 
+    def freeze(self, g: torch.Tensor, n: int) -> torch.Tensor:
+        """g with its first n rows zero (a step that leaves those components as they are), in place."""
+        g[:n] = 0
+        return g
+
     def step(self, G: torch.Tensor, D: torch.Tensor, t: float) -> torch.Tensor:
         """G − t·D, in place."""
         return G.add_(D, alpha=-t)
@@ -178,6 +183,12 @@ class ExampleSpace:
 
     def scale(self, g: Coords, s: float) -> Coords:
         return Coords(g.P * s, g.H * s, g.KH * s)
+
+    def freeze(self, g: Coords, n: int) -> Coords:
+        """g with its first n rows zero (a step that leaves those components as they are)."""
+        P, H, KH = g.P.clone(), g.H.clone(), g.KH.clone()
+        P[:n], H[:n], KH[:, :n] = 0, 0, 0
+        return Coords(P, H, KH)
 
     def step(self, G: Coords, D: Coords, t: float) -> Coords:
         return Coords(G.P - t * D.P, G.H - t * D.H, G.KH - t * D.KH)

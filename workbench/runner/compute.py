@@ -9,7 +9,7 @@ from ..core.chunks import chunks_to_pefs
 from ..core.device import resolve_device
 from ..core.params import NameFilter
 from ..core.pefs import DPefs, LrmPefs
-from ..fisher import Inputs, PefConfig, eval_mode, split_labels
+from ..fisher import Inputs, PefConfig, eval_mode, split_labels, stored_layout
 from .checks import check_probe
 from .estimate import PROBE_BATCH
 from .run import PefRun
@@ -27,6 +27,8 @@ def compute_pefs(
     exclude: NameFilter = None,
     batch_size: int | None = None,
     method: str = "hooks",
+    sketch: int | None = None,
+    sketch_seed: int = 0,
     device: str | torch.device | None = None,
     progress: bool = True,
     check_resources: bool = True,
@@ -43,12 +45,18 @@ def compute_pefs(
     include, exclude: regular expressions (or lists of them) on parameter names.
     batch_size: examples per batch; None chooses it from the memory available.
     method: "hooks" (exact, fast) or "loop" (the plain reference, one example at a time).
+    sketch: d, for LRM-PEFs sketched by a count sketch of the parameter axis (every
+        parameter counts, d numbers per slot; :mod:`workbench.core.sketch`) instead of each
+        example's top ``n_values`` entries; ``sketch_seed`` chooses the sketch. The PEFs'
+        axis is then the sketch's (``pefs.layout``), ``pefs.info["sketch"]`` records it, and
+        :func:`workbench.analysis.unsketch` maps a fit's components back to the parameters.
     device: None keeps the model where it is.
     check_resources: estimate the peak memory and time from the first batch (shown in the
         progress bar) and refuse up front when the memory will not hold the run
         (:mod:`workbench.runner.estimate`).
     """
-    config = PefConfig(kind, n_values, top_k_classes, include, exclude, PROBE_BATCH if batch_size is None else batch_size, method)
+    config = PefConfig(kind, n_values, top_k_classes, include, exclude, PROBE_BATCH if batch_size is None else batch_size, method,
+                       sketch, sketch_seed)
     device = resolve_device(device) if device is not None else next(model.parameters()).device
     inputs, labels = split_labels(inputs, labels)
     run = PefRun.prepare(model, inputs, labels, config, device)
@@ -64,4 +72,4 @@ def compute_pefs(
         if check_resources:
             estimate.check()
         run.stream(lambda index, chunk: chunks.append(chunk), probe=probe, estimate=estimate, progress=progress)
-    return chunks_to_pefs(chunks, kind, run.plan.layout, run.info())
+    return chunks_to_pefs(chunks, kind, stored_layout(run.config, run.plan), run.info())

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 from ..core.chunks import PefChunk
 from ..core.params import select_parameters
 from ..core.validation import check_model, example_lengths
-from ..fisher import Inputs, PefConfig, Plan, iter_pef_chunks, make_plan, n_inputs, pef_info
+from ..fisher import (Inputs, PefConfig, Plan, iter_pef_chunks, make_plan, n_inputs, pef_info,
+                      stored_layout)
 from ..store.files import json_default
 from ..store.fingerprints import fingerprint_model, fingerprint_tensors
 from ..store.pef_store import new_manifest
@@ -132,7 +133,8 @@ class PefRun:
         info = self.info(fingerprints["model"])
         if provenance:
             info["provenance"] = json.loads(json.dumps(dict(provenance), default=json_default))
-        return new_manifest(self.config.kind, info, self.plan.layout, self.n_examples, self.n_chunks, fingerprints)
+        return new_manifest(self.config.kind, info, stored_layout(self.config, self.plan), self.n_examples, self.n_chunks,
+                            fingerprints)
 
     # -- the run -----------------------------------------------------------------------
 

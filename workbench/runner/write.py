@@ -34,6 +34,8 @@ def write_pefs(
     exclude=None,
     batch_size: int | None = None,
     method: str = "hooks",
+    sketch: int | None = None,
+    sketch_seed: int = 0,
     device: str | torch.device | None = None,
     progress: bool = True,
     overwrite: bool = False,
@@ -49,6 +51,9 @@ def write_pefs(
 
     batch_size: examples per batch and per chunk file; None chooses it from the memory
         available (recorded in the manifest, so a resume reuses it).
+    sketch, sketch_seed: a count sketch of the parameter axis instead of the top ``n_values``
+        (as in :func:`workbench.compute_pefs`); the manifest records it, and a store of
+        another sketch (or none) is refused on resume.
     provenance: JSON-able facts recorded with the PEFs (e.g. ``{"model_path": ..., "seed": ...}``).
     check_resources: before anything is written, estimate the disk, peak memory and time
         of the run (from timing its first batch) and refuse, with the numbers, when the disk
@@ -61,7 +66,8 @@ def write_pefs(
     existing = existing_manifest(out, overwrite)
     if batch_size is None and existing is not None:
         batch_size = existing["info"].get("batch_size")  # a resume keeps the chunking it started with
-    config = PefConfig(kind, n_values, top_k_classes, include, exclude, PROBE_BATCH if batch_size is None else batch_size, method)
+    config = PefConfig(kind, n_values, top_k_classes, include, exclude, PROBE_BATCH if batch_size is None else batch_size, method,
+                       sketch, sketch_seed)
     run = PefRun.prepare(model, inputs, labels, config, device)
     with eval_mode(model):
         # Everything that bad input can make fail happens here, before anything is written.
