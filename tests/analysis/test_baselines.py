@@ -33,6 +33,17 @@ def test_score_components_on_an_exact_small_case():
     assert list(table.index) == ["soft", "hard"] and table.loc["hard", "multi_factor_both_found"] == 0.0
 
 
+def test_score_components_by_multi_factor_kind():
+    strategies = ["a", "a", "b", "b", "c", "c", ("a", "b"), ("a", "b"), ("a", "c")]
+    # Components name a, b, c; the (a, b) examples get a and b, the (a, c) example a alone.
+    coefficients = np.array([[2, 0, 0], [1, 0, 0], [0, 2, 0], [0, 1, 0], [0, 0, 2], [0, 0, 1],
+                             [1, 1, 0], [0.3, 0.2, 0], [1, 0, 0]], dtype=float)
+    score = score_components(coefficients, strategies, n_top=2)
+    assert score["a+b_one_found"] == 1.0 and score["a+b_both_found"] == 1.0
+    assert score["a+c_one_found"] == 1.0 and score["a+c_both_found"] == 0.0
+    assert score["multi_factor_both_found"] == 2 / 3
+
+
 def test_explaining_components_skip_zero_coefficients():
     coefficients = np.array([[0.0, 3, 1], [0, 0, 2], [0, 0, 0]])
     assert [list(e) for e in explaining_components(coefficients, 2)] == [[1, 2], [2], []]
@@ -110,7 +121,7 @@ def test_baselines_beside_npeff_on_the_embedded_run(embedded):
     assert table.loc["k-means on gradients", "mean_strategy_purity"] >= 0.85
     assert table.loc["dictionary learning on activations", "mean_strategy_purity"] >= 0.83
     assert (table["strategies_covered"] >= 4).all()
-    assert (table["n_multi_factor"] == (examples["strategy"] == "contrast+negation").sum()).all()
+    assert (table["n_multi_factor"] == examples["strategy"].str.contains("+", regex=False).sum()).all()
     assert table.loc["k-means on gradients", "multi_factor_both_found"] == 0.0
     assert table.loc["dictionary learning on activations", "multi_factor_both_found"] >= 0.03
     assert table.loc["NPEFF", "multi_factor_one_found"] >= 0.3

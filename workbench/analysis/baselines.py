@@ -189,7 +189,8 @@ def score_components(
     examples (those with two or more strategies): ``multi_factor_one_found`` /
     ``multi_factor_both_found``, the share of them whose explaining components (see
     :func:`explaining_components`) have majority strategies that include at least one / all
-    of the example's strategies. Each component names one strategy, its majority, so a
+    of the example's strategies, and the same two figures for each multi-factor kind
+    (``"contrast+negation_one_found"``, ...). Each component names one strategy, its majority, so a
     hard clustering can never find both.
     """
     coefficients = np.asarray(coefficients, dtype=np.float64)
@@ -208,6 +209,11 @@ def score_components(
     multi = [i for i, t in enumerate(tags) if len(t) > 1]
     explaining = explaining_components(coefficients, n_explaining)
     found = [set(tags[i]) & {named[j] for j in explaining[i]} for i in multi]
+    by_kind = {}  # "contrast+negation": (one found, both found) over that kind's examples
+    for kind in sorted({"+".join(tags[i]) for i in multi}):
+        mine = [(f, i) for f, i in zip(found, multi) if "+".join(tags[i]) == kind]
+        by_kind[kind] = (float(np.mean([len(f) >= 1 for f, _ in mine])),
+                         float(np.mean([len(f) == len(set(tags[i])) for f, i in mine])))
     return {
         "n_components": coefficients.shape[1],
         "mean_strategy_purity": float(table["strategy_purity"].mean()),
@@ -219,6 +225,8 @@ def score_components(
         "n_multi_factor": len(multi),
         "multi_factor_one_found": float(np.mean([len(f) >= 1 for f in found])) if multi else float("nan"),
         "multi_factor_both_found": float(np.mean([len(f) == len(set(tags[i])) for f, i in zip(found, multi)])) if multi else float("nan"),
+        **{f"{kind}_one_found": one for kind, (one, _) in by_kind.items()},
+        **{f"{kind}_both_found": both for kind, (_, both) in by_kind.items()},
     }
 
 
