@@ -126,3 +126,34 @@ def test_result_html_escapes_and_has_text(embedded):
     result = perturbation_check(model, decomposition, 0, inputs, examples["label"], [1, 2, 3], epsilon=0.1)
     assert "KL ratio" in result._repr_html_()
     assert "kl_ratio" in repr(result)
+
+
+def test_showcase_component_is_the_most_selective_pure_one():
+    import pandas as pd
+
+    from workbench.analysis.perturb import showcase_component
+
+    table = pd.DataFrame({"strategy_purity": [0.95, 0.5, 0.92, 1.0]})
+    kl = pd.Series([2.0, 50.0, 7.0, 1.0])
+    assert showcase_component(table, kl) == 2  # component 1 is more selective but mixed
+    assert showcase_component(table, kl, min_purity=0.99) == 3
+    assert showcase_component(table.assign(strategy_purity=0.3), kl) == 1  # none pure: the most selective
+    assert showcase_component(table, {0: 2.0, 1: 50.0, 2: 7.0, 3: float("nan")}) == 2
+    with pytest.raises(ValueError, match="no column 'label_purity'"):
+        showcase_component(table, kl, purity_column="label_purity")
+
+
+def test_result_explains_its_number_and_carries_a_note(embedded):
+    from dataclasses import replace
+
+    from workbench.analysis.perturb import SHOWCASE_CRITERION
+
+    _, model, _, examples, inputs, decomposition = embedded
+    result = perturbation_check(model, decomposition, 0, inputs, examples["label"], top_examples(decomposition.W_, 0, 20))
+    s = result.sign
+    text = result.explanation
+    assert f"{result.kl_ratio:.3g} times as much" in text
+    assert f"{result.kl_top[s]:.3g}" in text and f"{result.kl_baseline[s]:.3g}" in text
+    assert ("acts selectively" in text) == (result.kl_ratio >= 3)
+    html = replace(result, note=SHOWCASE_CRITERION + " <b>")._repr_html_()
+    assert "Shown because it has the highest KL ratio" in html and "&lt;b&gt;" in html
