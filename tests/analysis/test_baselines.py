@@ -1,6 +1,7 @@
 """Baselines: each method's coefficients on planted data, one scoring rule, and the embedded comparison."""
 
 import numpy as np
+import scipy.sparse as sp
 import pytest
 import torch
 
@@ -85,6 +86,16 @@ def test_kmeans_coefficients_are_hard_and_find_planted_clusters():
     assert np.argmax(coefficients[:, j]) == members[np.argmin(np.linalg.norm(units[members] - centroid, axis=1))]
 
 
+def test_kmeans_on_sparse_features_ignores_untouched_columns():
+    """Sparse gradients of a large model touch few columns: the same clusters as dense."""
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(3, 20)) * 5
+    dense = centres[np.repeat(np.arange(3), 20)] + rng.normal(size=(60, 20))
+    wide = np.zeros((60, 5000))
+    wide[:, rng.choice(5000, size=20, replace=False)] = dense
+    np.testing.assert_allclose(kmeans_coefficients(sp.csr_matrix(wide), 3, seed=0), kmeans_coefficients(dense, 3, seed=0))
+
+
 def test_dictionary_coefficients_recover_planted_atoms():
     rng = np.random.default_rng(0)
     atoms = np.linalg.qr(rng.normal(size=(32, 4)))[0].T  # 4 orthonormal atoms in 32 dimensions
@@ -98,19 +109,18 @@ def test_dictionary_coefficients_recover_planted_atoms():
 
 
 def test_baselines_beside_npeff_on_the_embedded_run(embedded):
-    """Measured on the default run (600 examples, 16 components, seed 0):
+    """Measured on the default run (600 held-out examples, 16 components, seed 0, scope
+    no-head; k-means on the gradients of the same parameters):
 
     method                               purity  covered  one found  both found
-    NPEFF                                 0.83     4/4      0.36       0
-    k-means on gradients                  0.91     4/4      0.80       0
-    dictionary learning on activations    0.90     4/4      0.99       0.078
-    (chance purity of 20 random examples: 0.42; 90 multi-factor examples)
+    NPEFF                                 0.98     4/4      1.00       0.29
+    k-means on gradients                  0.99     4/4      0.95       0
+    dictionary learning on activations    0.95     4/4      0.99       0.19
+    (150 multi-factor examples of two kinds; docs/evaluation.md has the other scopes,
+    seeds and fit settings: "both found" moves between 0.07 and 0.33 with them)
 
-    NPEFF finding both factors of an example is rare and depends on the fit's seed: over
-    seeds 0-3 "both found" was 0, 0.044, 0.011, 0.011 (the primal solver, whose float32
-    trajectory ends at a slightly higher loss on seed 0, gave 0.056 there; seeds 1-3 are
-    the same fits); "one found" 0.36 to 0.92, purity 0.82 to 0.89. So only the
-    structural facts are asserted: a hard clustering never finds both.
+    So only the structural facts and loose floors are asserted: a hard clustering never
+    finds both.
     """
     _, model, _, examples, inputs, decomposition = embedded
     table = baseline_comparison(model, inputs, decomposition, examples["strategies"].map(tuple).tolist(), progress=False)
@@ -124,4 +134,4 @@ def test_baselines_beside_npeff_on_the_embedded_run(embedded):
     assert (table["n_multi_factor"] == examples["strategy"].str.contains("+", regex=False).sum()).all()
     assert table.loc["k-means on gradients", "multi_factor_both_found"] == 0.0
     assert table.loc["dictionary learning on activations", "multi_factor_both_found"] >= 0.03
-    assert table.loc["NPEFF", "multi_factor_one_found"] >= 0.3
+    assert table.loc["NPEFF", "multi_factor_one_found"] >= 0.8

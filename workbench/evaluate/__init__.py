@@ -43,7 +43,8 @@ def plan(bases, seeds, quick: bool = False) -> dict[str, list[Setting]]:
     scopes, seeds_kl, multi, cross = [], [], [], []
     for base in bases:
         default = Setting(base=base, seed=seeds[0], scope=DEFAULT_SCOPE[base], **size)
-        scopes += [default.but(scope=scope, highlights=True) for scope in SCOPES]
+        # The default scope first: a run stopped early has the figures the defaults rest on.
+        scopes += [default.but(scope=scope, highlights=True) for scope in sorted(SCOPES, key=lambda s: s != default.scope)]
         seeds_kl += [default.but(seed=seed, label="seed") for seed in seeds[1:]]
         r = default.n_components
         variants = [
@@ -57,7 +58,7 @@ def plan(bases, seeds, quick: bool = False) -> dict[str, list[Setting]]:
             variants.append(default.but(n_values=4 * default.n_values, label=f"n_values {4 * default.n_values}"))
         multi += [v.but(perturb=False) for v in variants]
         cross.append(default)
-    return {"scope": scopes, "seeds": seeds_kl, "multi": multi, "cross": cross}
+    return {"scope": scopes, "seeds": seeds_kl, "cross": cross, "multi": multi}
 
 
 def evaluate(out: str | os.PathLike, *, bases=("tiny", "minilm"), seeds=(0, 1), n_examples: int = 600,
@@ -77,11 +78,19 @@ def evaluate(out: str | os.PathLike, *, bases=("tiny", "minilm"), seeds=(0, 1), 
                 else:
                     results[name] += measure(setting, workspace, baselines=name != "seeds")
                 bar.update()
-    overlaps = {(base, seed): workspace.overlap(base, seed) for base in bases for seed in seeds}
+                # Written after every setting (atomically): a run stopped early leaves its figures so far.
+                complete = bar.n == bar.total
+                path = _write(out, results, crosses, workspace, bases, seeds, started, load_before, n_examples, quick, complete)
+    return path
+
+
+def _write(out, results, crosses, workspace, bases, seeds, started, load_before, n_examples, quick, complete) -> Path:
+    overlaps = {(base, seed): workspace.overlap(base, seed) for base in bases for seed in seeds
+                if ("examples", base, seed) in workspace.cached}
     context = {
         "command": "python -m workbench.evaluate " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("evaluate") else "evaluate()",
         "seconds": time.perf_counter() - started, "load_before": load_before, "load_after": os.getloadavg(),
-        "n_examples": n_examples, "quick": quick,
+        "n_examples": n_examples, "quick": quick, "complete": complete,
     }
     return write_report(Path(out), {k: pd.DataFrame(v) for k, v in results.items()}, crosses, overlaps, context)
 

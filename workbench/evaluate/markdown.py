@@ -25,6 +25,8 @@ def _cell(value, digits: int = 2) -> str:
 
 
 def _table(frame: pd.DataFrame, columns: dict[str, str]) -> str:
+    if not len(frame):
+        return "(not measured yet)"
     lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
     for _, row in frame.iterrows():
         lines.append("| " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
@@ -37,6 +39,8 @@ def _multi_kinds(frame: pd.DataFrame) -> list[str]:
 
 def _scored(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
+    if not len(frame):
+        return frame
     frame["model"] = frame["base"].map(MODEL_NAMES)
     frame["method"] = frame["method"].map(METHOD_SHORT)
     frame["covered"] = frame["strategies_covered"].astype(int).astype(str) + "/" + frame["n_strategies"].astype(int).astype(str)
@@ -103,7 +107,11 @@ def write_report(path: Path, results: dict[str, pd.DataFrame], crosses: dict[str
     for frame in results.values():
         if len(frame):
             frame["default_scope"] = frame["base"].map(DEFAULT_SCOPE)
-    scope, seeds, multi = results["scope"], results["seeds"], results["multi"]
+    empty = pd.DataFrame(columns=["base", "seed", "scope", "method", "default_scope", "label", "n_components"])
+    scope, seeds, multi = (results[k] if len(results[k]) else empty for k in ("scope", "seeds", "multi"))
+    if len(scope):
+        order = {name: i for i, name in enumerate(SCOPE_NAMES)}
+        scope = scope.sort_values(["base", "scope"], key=lambda c: c.map(order) if c.name == "scope" else c, kind="stable")
     held_out = ", ".join(f"{MODEL_NAMES[b]} seed {s}: {n}" for (b, s), n in overlaps.items())
     load = lambda triple: "/".join(f"{x:.1f}" for x in triple)  # noqa: E731
     text = f"""# Evaluation on the embedded task
@@ -111,7 +119,7 @@ def write_report(path: Path, results: dict[str, pd.DataFrame], crosses: dict[str
 Written by `{context['command']}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
 in {context['seconds'] / 60:.1f} minutes (load average {load(context['load_before'])} before,
 {load(context['load_after'])} after, on the machine that ran it){' — QUICK settings, not for reading' if context['quick'] else ''}.
-{context['n_examples']} analysed examples per model and seed, held out from training and validation;
+{'' if context['complete'] else 'INCOMPLETE: written while the run was going; the tables hold the settings measured so far. '}{context['n_examples']} analysed examples per model and seed, held out from training and validation;
 ε = 0.1 for every perturbation; 20 top examples per component. What the figures mean and the
 defaults chosen from them: docs/readings.md.
 
@@ -143,7 +151,7 @@ The default scope of each model; baselines with as many components.
 
 ## Does the model use both strategies?
 
-The purest component of each strategy (default scope, seed {scope['seed'].min()}) perturbed by ±ε:
+The purest component of each strategy (default scope, first seed) perturbed by ±ε:
 mean KL on 30 examples of each kind divided by the mean over all of them (the sign with
 the larger ratio). A contrast component that moves contrast+negation and contrast+marker
 examples as much as contrast examples says the model runs its contrast processing there too.

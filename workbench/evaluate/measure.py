@@ -67,6 +67,10 @@ class Workspace:
         self.progress = progress
         self._cache: dict = {}
 
+    @property
+    def cached(self) -> set:
+        return set(self._cache)
+
     def _get(self, key, make):
         if key not in self._cache:
             self._cache[key] = make()
