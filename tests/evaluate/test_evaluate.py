@@ -32,6 +32,7 @@ def quick_report(tmp_path_factory):
 
 
 def test_quick_run_writes_every_table(quick_report):
+    assert "Written by `python -m workbench.evaluate --quick --out" in quick_report
     assert "Analysed texts also in the model's training or validation set: tiny BERT seed 0: 0." in quick_report
     scope = _rows(quick_report, "Parameter scope")
     assert len(scope) == 3 * len(SCOPES)  # NPEFF and two baselines per scope

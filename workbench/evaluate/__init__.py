@@ -62,8 +62,9 @@ def plan(bases, seeds, quick: bool = False) -> dict[str, list[Setting]]:
 
 
 def evaluate(out: str | os.PathLike, *, bases=("tiny", "minilm"), seeds=(0, 1), n_examples: int = 600,
-             quick: bool = False, progress: bool = True) -> Path:
-    """Runs :func:`plan` and writes the markdown report to ``out``; returns its path."""
+             quick: bool = False, progress: bool = True, command: str = "evaluate()") -> Path:
+    """Runs :func:`plan` and writes the markdown report to ``out``; returns its path.
+    ``command``: how the run was started, for the file's first line."""
     started, load_before = time.perf_counter(), os.getloadavg()
     workspace = Workspace(n_examples=n_examples)
     settings = plan(bases, seeds, quick)
@@ -80,15 +81,17 @@ def evaluate(out: str | os.PathLike, *, bases=("tiny", "minilm"), seeds=(0, 1), 
                 bar.update()
                 # Written after every setting (atomically): a run stopped early leaves its figures so far.
                 complete = bar.n == bar.total
-                path = _write(out, results, crosses, workspace, bases, seeds, started, load_before, n_examples, quick, complete)
+                path = _write(out, results, crosses, workspace, bases, seeds, started, load_before, n_examples, quick,
+                              complete, command)
     return path
 
 
-def _write(out, results, crosses, workspace, bases, seeds, started, load_before, n_examples, quick, complete) -> Path:
+def _write(out, results, crosses, workspace, bases, seeds, started, load_before, n_examples, quick, complete,
+           command) -> Path:
     overlaps = {(base, seed): workspace.overlap(base, seed) for base in bases for seed in seeds
                 if ("examples", base, seed) in workspace.cached}
     context = {
-        "command": "python -m workbench.evaluate " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("evaluate") else "evaluate()",
+        "command": command,
         "seconds": time.perf_counter() - started, "load_before": load_before, "load_after": os.getloadavg(),
         "n_examples": n_examples, "quick": quick, "complete": complete,
     }
@@ -106,6 +109,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     bases = ["tiny"] if args.quick else args.base
     n_examples = min(args.n_examples, 160) if args.quick else args.n_examples
-    path = evaluate(args.out, bases=bases, seeds=args.seeds, n_examples=n_examples, quick=args.quick)
+    command = "python -m workbench.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
+    path = evaluate(args.out, bases=bases, seeds=args.seeds, n_examples=n_examples, quick=args.quick, command=command.strip())
     print(f"wrote {path}")
     return 0
