@@ -24,7 +24,7 @@ LAYERS = [
     {"workbench.runner", "workbench.npeff"},
     {"workbench.analysis", "workbench.distributed"},
     {"workbench.app"},
-    {"workbench.bench", "workbench.__main__"},
+    {"workbench.bench", "workbench.evaluate", "workbench.__main__"},
     {"widgets"},
 ]
 

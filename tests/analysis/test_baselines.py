@@ -1,6 +1,7 @@
 """Baselines: each method's coefficients on planted data, one scoring rule, and the embedded comparison."""
 
 import numpy as np
+import scipy.sparse as sp
 import pytest
 import torch
 
@@ -31,6 +32,17 @@ def test_score_components_on_an_exact_small_case():
     assert score["multi_factor_one_found"] == 1.0 and score["multi_factor_both_found"] == 0.0
     table = compare_methods({"soft": both, "hard": hard}, strategies, n_top=2)
     assert list(table.index) == ["soft", "hard"] and table.loc["hard", "multi_factor_both_found"] == 0.0
+
+
+def test_score_components_by_multi_factor_kind():
+    strategies = ["a", "a", "b", "b", "c", "c", ("a", "b"), ("a", "b"), ("a", "c")]
+    # Components name a, b, c; the (a, b) examples get a and b, the (a, c) example a alone.
+    coefficients = np.array([[2, 0, 0], [1, 0, 0], [0, 2, 0], [0, 1, 0], [0, 0, 2], [0, 0, 1],
+                             [1, 1, 0], [0.3, 0.2, 0], [1, 0, 0]], dtype=float)
+    score = score_components(coefficients, strategies, n_top=2)
+    assert score["a+b_one_found"] == 1.0 and score["a+b_both_found"] == 1.0
+    assert score["a+c_one_found"] == 1.0 and score["a+c_both_found"] == 0.0
+    assert score["multi_factor_both_found"] == 2 / 3
 
 
 def test_explaining_components_skip_zero_coefficients():
@@ -74,6 +86,16 @@ def test_kmeans_coefficients_are_hard_and_find_planted_clusters():
     assert np.argmax(coefficients[:, j]) == members[np.argmin(np.linalg.norm(units[members] - centroid, axis=1))]
 
 
+def test_kmeans_on_sparse_features_ignores_untouched_columns():
+    """Sparse gradients of a large model touch few columns: the same clusters as dense."""
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(3, 20)) * 5
+    dense = centres[np.repeat(np.arange(3), 20)] + rng.normal(size=(60, 20))
+    wide = np.zeros((60, 5000))
+    wide[:, rng.choice(5000, size=20, replace=False)] = dense
+    np.testing.assert_allclose(kmeans_coefficients(sp.csr_matrix(wide), 3, seed=0), kmeans_coefficients(dense, 3, seed=0))
+
+
 def test_dictionary_coefficients_recover_planted_atoms():
     rng = np.random.default_rng(0)
     atoms = np.linalg.qr(rng.normal(size=(32, 4)))[0].T  # 4 orthonormal atoms in 32 dimensions
@@ -87,19 +109,18 @@ def test_dictionary_coefficients_recover_planted_atoms():
 
 
 def test_baselines_beside_npeff_on_the_embedded_run(embedded):
-    """Measured on the default run (600 examples, 16 components, seed 0):
+    """Measured on the default run (600 held-out examples, 16 components, seed 0, scope
+    no-head; k-means on the gradients of the same parameters):
 
     method                               purity  covered  one found  both found
-    NPEFF                                 0.83     4/4      0.36       0
-    k-means on gradients                  0.91     4/4      0.80       0
-    dictionary learning on activations    0.90     4/4      0.99       0.078
-    (chance purity of 20 random examples: 0.42; 90 multi-factor examples)
+    NPEFF                                 0.98     4/4      1.00       0.29
+    k-means on gradients                  0.99     4/4      0.95       0
+    dictionary learning on activations    0.95     4/4      0.99       0.19
+    (150 multi-factor examples of two kinds; docs/evaluation.md has the other scopes,
+    seeds and fit settings: "both found" moves between 0.07 and 0.33 with them)
 
-    NPEFF finding both factors of an example is rare and depends on the fit's seed: over
-    seeds 0-3 "both found" was 0, 0.044, 0.011, 0.011 (the primal solver, whose float32
-    trajectory ends at a slightly higher loss on seed 0, gave 0.056 there; seeds 1-3 are
-    the same fits); "one found" 0.36 to 0.92, purity 0.82 to 0.89. So only the
-    structural facts are asserted: a hard clustering never finds both.
+    So only the structural facts and loose floors are asserted: a hard clustering never
+    finds both.
     """
     _, model, _, examples, inputs, decomposition = embedded
     table = baseline_comparison(model, inputs, decomposition, examples["strategies"].map(tuple).tolist(), progress=False)
@@ -110,7 +131,7 @@ def test_baselines_beside_npeff_on_the_embedded_run(embedded):
     assert table.loc["k-means on gradients", "mean_strategy_purity"] >= 0.85
     assert table.loc["dictionary learning on activations", "mean_strategy_purity"] >= 0.83
     assert (table["strategies_covered"] >= 4).all()
-    assert (table["n_multi_factor"] == (examples["strategy"] == "contrast+negation").sum()).all()
+    assert (table["n_multi_factor"] == examples["strategy"].str.contains("+", regex=False).sum()).all()
     assert table.loc["k-means on gradients", "multi_factor_both_found"] == 0.0
     assert table.loc["dictionary learning on activations", "multi_factor_both_found"] >= 0.03
-    assert table.loc["NPEFF", "multi_factor_one_found"] >= 0.3
+    assert table.loc["NPEFF", "multi_factor_one_found"] >= 0.8

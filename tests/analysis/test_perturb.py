@@ -44,10 +44,13 @@ def test_perturbed_adds_delta_and_restores_exactly(embedded):
     _, model, _, _, inputs, decomposition = embedded
     before = _weights(model)
     delta = 0.05 * perturbation_direction(decomposition, 0)
-    with perturbed(model, decomposition.layout_, delta):
-        moved = torch.nn.utils.parameters_to_vector(model.parameters()).detach().numpy()
+    layout = decomposition.layout_
+    params = dict(model.named_parameters())
+    covered = lambda: np.concatenate([params[n].detach().numpy().ravel() for n in layout.names])  # noqa: E731
+    original = covered()
+    with perturbed(model, layout, delta):
+        moved = covered()
     _assert_bit_identical(model, before)
-    original = torch.nn.utils.parameters_to_vector(before).numpy()
     np.testing.assert_allclose(moved - original, delta, atol=1e-7)
 
 
@@ -77,8 +80,9 @@ def test_weights_restored_after_an_exception_and_an_interrupt(embedded, monkeypa
 
 
 def test_kl_ratio_is_well_above_one_for_most_components(embedded):
-    """Measured at ε = 0.1 on the default run: median ratio 4.2 (quartiles 1.35 / 22), 11 of 16
-    components above 1.5, all 16 above 1."""
+    """Measured at ε = 0.1 on the default run (scope no-head, held-out examples): median ratio
+    5.8 (quartiles 1.1 / 750), 12 of 16 components above 1; over seeds 0-2 the median was
+    5.8, 1.2 and 12 (docs/evaluation.md), so the tiny model's selectivity depends on the seed."""
     _, model, _, examples, inputs, decomposition = embedded
     before = _weights(model)
     table = perturbation_table(model, decomposition, inputs, examples["label"], epsilon=0.1, progress=False)
@@ -87,7 +91,7 @@ def test_kl_ratio_is_well_above_one_for_most_components(embedded):
     ratios = table["kl_ratio"].to_numpy()
     assert np.median(ratios) > 2.0
     assert (ratios > 1.5).sum() >= decomposition.n_components // 2
-    assert (ratios > 1.0).sum() >= decomposition.n_components - 2
+    assert (ratios > 1.0).sum() >= decomposition.n_components * 2 // 3
     np.testing.assert_allclose(ratios, table["kl_top"] / table["kl_baseline"])
     _assert_bit_identical(model, before)
 
@@ -126,3 +130,34 @@ def test_result_html_escapes_and_has_text(embedded):
     result = perturbation_check(model, decomposition, 0, inputs, examples["label"], [1, 2, 3], epsilon=0.1)
     assert "KL ratio" in result._repr_html_()
     assert "kl_ratio" in repr(result)
+
+
+def test_showcase_component_is_the_most_selective_pure_one():
+    import pandas as pd
+
+    from workbench.analysis.perturb import showcase_component
+
+    table = pd.DataFrame({"strategy_purity": [0.95, 0.5, 0.92, 1.0]})
+    kl = pd.Series([2.0, 50.0, 7.0, 1.0])
+    assert showcase_component(table, kl) == 2  # component 1 is more selective but mixed
+    assert showcase_component(table, kl, min_purity=0.99) == 3
+    assert showcase_component(table.assign(strategy_purity=0.3), kl) == 1  # none pure: the most selective
+    assert showcase_component(table, {0: 2.0, 1: 50.0, 2: 7.0, 3: float("nan")}) == 2
+    with pytest.raises(ValueError, match="no column 'label_purity'"):
+        showcase_component(table, kl, purity_column="label_purity")
+
+
+def test_result_explains_its_number_and_carries_a_note(embedded):
+    from dataclasses import replace
+
+    from workbench.analysis.perturb import SHOWCASE_CRITERION
+
+    _, model, _, examples, inputs, decomposition = embedded
+    result = perturbation_check(model, decomposition, 0, inputs, examples["label"], top_examples(decomposition.W_, 0, 20))
+    s = result.sign
+    text = result.explanation
+    assert f"{result.kl_ratio:.3g} times as much" in text
+    assert f"{result.kl_top[s]:.3g}" in text and f"{result.kl_baseline[s]:.3g}" in text
+    assert ("acts selectively" in text) == (result.kl_ratio >= 3)
+    html = replace(result, note=SHOWCASE_CRITERION + " <b>")._repr_html_()
+    assert "Shown because it has the highest KL ratio" in html and "&lt;b&gt;" in html

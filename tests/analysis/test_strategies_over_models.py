@@ -91,7 +91,7 @@ def test_a_strategy_added_by_further_training_is_gained(analysed):
     from workbench.analysis.model_diff import model_diff
 
     examples, groups = analysed
-    without = default_model(mix={k: v for k, v in DEFAULT_MIX.items() if k != "marker"}, progress=False)
+    without = default_model(mix={k: v for k, v in DEFAULT_MIX.items() if "marker" not in k}, progress=False)  # no marker word at all
     added = default_model(init_from=without, epochs=2, progress=False)
     acc_a = json.loads((without / "training.json").read_text())["accuracy_by_strategy"]
     acc_b = json.loads((added / "training.json").read_text())["accuracy_by_strategy"]

@@ -101,6 +101,12 @@ def test_executed_notebook_keeps_static_panels_and_no_dead_widgets(quickstart_ru
     assert not [o for o in outputs if WIDGET_VIEW in o.get("data", {})]
     html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
     assert 'class="npeff-table"' in html and 'class="tok"' in html and "KL ratio top/baseline" in html
+    # The showcased component: chosen by a stated criterion, its number explained, also in the report.
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "shown because it has the highest KL ratio among the components whose top examples" in text
+    assert "times as much" in text and "Shown because it has the highest KL ratio" in html
+    report = (quickstart_run.folder / "report" / "index.html").read_text()
+    assert "Shown because it has the highest KL ratio" in report and "times as much" in report
 
 
 def test_html_rendering_is_offline_and_starts_with_the_run_record(quickstart_run):

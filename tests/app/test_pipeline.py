@@ -44,6 +44,21 @@ def test_run_folder_holds_everything(demo_run):
     assert losses[-1] < losses[0]
 
 
+def test_analysed_examples_are_held_out_from_training_and_validation(demo_run):
+    """By text: the generator's small sentence space made seeds 0 and 2000 share 130 of
+    600 analysis texts with the training set (issue 17)."""
+    from workbench.models.embedded.model import N_VALIDATION, VALIDATION_SEED_OFFSET
+    from workbench.models.embedded.task import make_examples
+
+    training = json.loads((demo_run.model_path / "training.json").read_text())
+    seed = training["seed"]
+    seen = set(make_examples(training["n_train"], seed=seed)["text"])
+    seen |= set(make_examples(N_VALIDATION, seed=seed + VALIDATION_SEED_OFFSET)["text"])
+    analysed = set(demo_run.examples["text"])
+    assert len(analysed) > 500 and not analysed & seen
+    assert demo_run.params["scope"] == "no-head"
+
+
 def test_summary_names_every_component(demo_run):
     text = summary_text(demo_run)
     assert "Strategies that are the majority of at least one component: 4 of 4" in text

@@ -197,8 +197,9 @@ def test_cli_fit_under_torchrun_equals_one_process_fit(tmp_path):
 
 
 def test_cli_pefs_under_torchrun_writes_one_store(tmp_path, embedded_run):
-    from workbench.models.embedded import ANALYSIS_SEED_OFFSET, load_default_model, make_examples, tokenize
     from workbench.app.run_folder import MODEL
+    from workbench.models.embedded import load_default_model, tokenize
+    from workbench.models.embedded.splits import analysis_examples
 
     done = _torchrun("pefs", "--out", str(tmp_path / "pefs"), "--model-path", str(embedded_run.path / MODEL),
                      "--n-examples", "20", "--batch-size", "6", "--n-values", "256")
@@ -206,7 +207,7 @@ def test_cli_pefs_under_torchrun_writes_one_store(tmp_path, embedded_run):
     store = PefStore(tmp_path / "pefs")
     assert store.complete and store.n_examples == 20 and store.n_chunks == 4
     model, tokenizer = load_default_model(embedded_run.path / MODEL)
-    examples = make_examples(20, seed=ANALYSIS_SEED_OFFSET)
+    examples = analysis_examples(20, model_folder=embedded_run.path / MODEL)
     reference = compute_pefs(model, tokenize(tokenizer, list(examples["text"])), examples["label"].to_numpy(),
                              n_values=256, batch_size=6, progress=False)
     np.testing.assert_allclose(store.load().X.toarray(), reference.X.toarray(), rtol=1e-4, atol=1e-7)

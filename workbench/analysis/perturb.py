@@ -127,6 +127,18 @@ class PerturbationResult:
     accuracy_top: dict[str, float]  # {"original": ..., "+": ..., "-": ...}
     accuracy_baseline: dict[str, float]
     sign: str = field(default="+")  # the sign that gave the larger ratio
+    note: str = ""  # why this component is shown (e.g. SHOWCASE_CRITERION), for reports
+
+    @property
+    def explanation(self) -> str:
+        """The KL ratio in words: what was moved, what changed, and what the number says."""
+        s = self.sign
+        verdict = ("the direction acts selectively on the examples the component claims" if self.kl_ratio >= SELECTIVE
+                   else "the direction moves most examples alike, so it is not a strategy of its own examples")
+        return (f"Moving the parameters by ε = {self.epsilon:g} along the component ({s}) changes the predictions on "
+                f"its {self.n_top} top examples by a mean KL of {self.kl_top[s]:.3g} and on {self.n_baseline} other "
+                f"examples by {self.kl_baseline[s]:.3g}: {self.kl_ratio:.3g} times as much; {verdict} "
+                f"(a ratio of {SELECTIVE:g} or more is read as selective).")
 
     @property
     def kl_ratio(self) -> float:
@@ -152,6 +164,33 @@ class PerturbationResult:
 
     def _repr_html_(self) -> str:
         return fragment(perturbation_html(self))
+
+
+#: A KL ratio from which a component's direction is read as acting on its own examples.
+SELECTIVE = 3.0
+#: The criterion that picks the component a notebook or report shows first.
+SHOWCASE_CRITERION = ("shown because it has the highest KL ratio among the components whose top examples "
+                      "are at least 90% one strategy")
+
+
+def showcase_component(table: pd.DataFrame, kl_ratio, *, min_purity: float = 0.9,
+                       purity_column: str = "strategy_purity") -> int:
+    """The component to show first: the highest KL ratio among the components whose top
+    examples are at least ``min_purity`` one value of ``purity_column`` (a column of the
+    component table); among all components when none is that pure.
+
+    kl_ratio: per component (a Series indexed like ``table``, or a mapping), e.g. the
+    ``kl_ratio`` column of :func:`perturbation_table`.
+    """
+    if purity_column not in table:
+        raise ValueError(f"the component table has no column {purity_column!r}; pass purity_column= one of "
+                         f"{[c for c in table.columns if c.endswith('_purity')]}")
+    ratios = pd.Series(kl_ratio, dtype=np.float64).reindex(table.index)
+    if ratios.isna().all():
+        raise ValueError("no component has a KL ratio: run the perturbation checks first")
+    pure = table[purity_column] >= min_purity
+    candidates = ratios[pure] if ratios[pure].notna().any() else ratios
+    return int(candidates.idxmax())
 
 
 def _ratio(top: float, baseline: float) -> float:

@@ -35,6 +35,7 @@ def _demo(args: argparse.Namespace) -> int:
         n_iters_joint=args.n_iters_joint,
         seed=args.seed,
         base=args.base,
+        scope=args.scope,
         device=args.device,
     )
     print(summary_text(run))
@@ -43,7 +44,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _pefs(args: argparse.Namespace) -> int:
     from ..distributed import barrier, process_group, write_pefs_sharded
-    from ..models.embedded import ANALYSIS_SEED_OFFSET, default_model, load_default_model, make_examples, tokenize
+    from ..models.embedded import default_model, load_default_model, tokenize
+    from ..models.embedded.splits import analysis_examples
 
     with process_group(args.device, timedelta(minutes=args.timeout_minutes)) as ranks:
         if args.model_path is None and ranks.is_main:  # trained (once, then cached) by rank 0 alone
@@ -51,7 +53,7 @@ def _pefs(args: argparse.Namespace) -> int:
         barrier("waiting for rank 0 to train the embedded model")
         path = args.model_path or default_model(base=args.base, seed=args.seed, progress=False)
         model, tokenizer = load_default_model(path)
-        examples = make_examples(args.n_examples, seed=args.seed + ANALYSIS_SEED_OFFSET)
+        examples = analysis_examples(args.n_examples, seed=args.seed, model_folder=path)
         inputs = tokenize(tokenizer, list(examples["text"]))
         started = time.perf_counter()
         store = write_pefs_sharded(
@@ -155,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--n-iters-joint", type=int, default=400)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--base", choices=["tiny", "minilm"], default="tiny", help="model to train on the task")
+    demo.add_argument("--scope", choices=["all", "no-head", "encoder"], default=None,
+                      help="parameters the PEFs cover (default: the base's, docs/evaluation.md)")
     demo.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when present)")
     demo.set_defaults(handler=_demo)
 

@@ -20,6 +20,20 @@ from .run_folder import COMPONENTS, DECOMPOSITION, EXAMPLES, MODEL, PEFS, Run, R
 
 logger = logging.getLogger(__name__)
 
+#: Which parameters the PEFs cover (filters of ``write_pefs``), by name. "no-head" leaves out
+#: the layers with no token axis (BERT's pooler and classifier); "encoder" keeps only the
+#: transformer layers (no embeddings, pooler or classifier).
+SCOPES: dict[str, dict[str, str]] = {
+    "all": {},
+    "no-head": {"exclude": "classifier|pooler"},
+    "encoder": {"include": r"encoder\.layer\."},
+}
+#: The scope each base model uses unless told otherwise; chosen by ``python -m workbench.evaluate``
+#: (docs/evaluation.md, "Parameter scope"): on MiniLM the classifier and pooler hold most of
+#: every example's Fisher mass and every component's direction moves all examples alike.
+DEFAULT_SCOPE = {"tiny": "no-head", "minilm": "no-head"}
+
+
 def run_embedded(
     out: str | os.PathLike = "runs/demo",
     *,
@@ -32,6 +46,7 @@ def run_embedded(
     n_top: int = 20,
     seed: int = 0,
     base: str = "tiny",
+    scope: str | None = None,
     model_path: str | os.PathLike | None = None,
     batch_size: int | None = 32,
     device: str | None = None,
@@ -41,16 +56,21 @@ def run_embedded(
 
     ``model_path`` uses an already trained model folder; otherwise the embedded model
     (``base="tiny"``, or ``"minilm"`` to fine-tune the packaged MiniLM) is trained once
-    and cached. Returns the opened :class:`~workbench.app.run_folder.Run`.
+    and cached. ``scope`` names the parameters the PEFs cover (:data:`SCOPES`; None: the
+    base's :data:`DEFAULT_SCOPE`). The analysed examples are drawn outside the model's
+    training and validation texts (:func:`~workbench.models.embedded.splits.analysis_examples`).
+    Returns the opened :class:`~workbench.app.run_folder.Run`.
     """
-    params = {k: v for k, v in locals().items() if k not in ("out", "progress")}  # the arguments, as run.json records them
-    from ..models.embedded import ANALYSIS_SEED_OFFSET, default_model, load_default_model, make_examples, tokenize
-
     check_arguments(
         out=out, n_examples=n_examples, n_components=n_components, kind=kind, n_values=n_values,
         n_iters_g_only=n_iters_g_only, n_iters_joint=n_iters_joint, n_top=n_top, seed=seed, base=base,
-        model_path=model_path, batch_size=batch_size, device=device, progress=progress,
+        scope=scope, model_path=model_path, batch_size=batch_size, device=device, progress=progress,
     )
+    scope = DEFAULT_SCOPE[base] if scope is None else scope
+    params = {k: v for k, v in locals().items() if k not in ("out", "progress")}  # the arguments, as run.json records them
+    from ..models.embedded import ANALYSIS_SEED_OFFSET, default_model, load_default_model, tokenize
+    from ..models.embedded.splits import analysis_examples
+
     out = Path(out)
     params["model_path"] = None if model_path is None else str(model_path)
     params["out"] = str(out)
@@ -68,13 +88,13 @@ def run_embedded(
             recorder.figure("model_heldout_accuracy", read_json(training).get("accuracy"))
 
     with recorder.stage("examples"):
-        examples = make_examples(n_examples, seed=seed + ANALYSIS_SEED_OFFSET)
+        examples = analysis_examples(n_examples, seed=seed, model_folder=source)
         inputs = tokenize(tokenizer, list(examples["text"]))
 
     with recorder.stage("pefs"):
         store = _write_or_resume_pefs(
             out / PEFS, model, inputs, examples["label"].to_numpy(),
-            kind=kind, n_values=n_values, batch_size=batch_size, device=resolved, progress=progress,
+            kind=kind, n_values=n_values, batch_size=batch_size, device=resolved, progress=progress, **SCOPES[scope],
             provenance={"model_path": str(source), "base": base, "seed": seed, "examples_seed": seed + ANALYSIS_SEED_OFFSET},
         )
         pefs = store.load()
@@ -127,7 +147,7 @@ def _integer(name: str, value, minimum: int, none_ok: bool = False) -> None:
 
 
 def check_arguments(*, out, n_examples, n_components, kind, n_values, n_iters_g_only, n_iters_joint, n_top, seed,
-                    base, model_path, batch_size, device, progress) -> None:
+                    base, model_path, batch_size, device, progress, scope=None) -> None:
     """Every argument of :func:`run_embedded` checked before anything is written: a wrong type
     (e.g. a notebook parameter given as the string "600") is a TypeError naming the parameter
     and the fix; a wrong value a ValueError."""
@@ -143,7 +163,8 @@ def check_arguments(*, out, n_examples, n_components, kind, n_values, n_iters_g_
         _integer(name, value, minimum)
     _integer("n_values", n_values, 1, none_ok=True)
     _integer("batch_size", batch_size, 1, none_ok=True)
-    for name, value, allowed in (("kind", kind, tuple(KINDS)), ("base", base, tuple(RECIPES))):
+    choices = [("kind", kind, tuple(KINDS)), ("base", base, tuple(RECIPES))] + ([("scope", scope, tuple(SCOPES))] if scope is not None else [])
+    for name, value, allowed in choices:
         if not isinstance(value, str):
             raise TypeError(f"run_embedded: {name} must be one of {allowed} (a string), got {value!r}")
         if value not in allowed:

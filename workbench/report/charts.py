@@ -104,6 +104,10 @@ def perturbation_html(result, *, include_plotlyjs: bool | str = False, signs: Se
                + (f", semi-orthogonal (max_sim = {result.max_sim:g})" if result.max_sim is not None else "")
                + f": KL ratio top/baseline = <b>{result.kl_ratio:.3g}</b> (larger sign: {escape(result.sign)}), "
                f"{result.n_top} top and {result.n_baseline} baseline examples</div>")
+    # Results of workbench.analysis.perturb say in words what the number means (and, when a
+    # notebook chose the component for showing, why this one).
+    for text in (getattr(result, "note", ""), getattr(result, "explanation", "")):
+        summary += f'<p class="caption">{escape(text[:1].upper() + text[1:])}</p>' if text else ""
     charts = (f'<div class="charts"><div>{figure_html(kl_figure(result, signs), include_plotlyjs)}</div>'
               f"<div>{figure_html(accuracy_figure(result, signs), False)}</div></div>")
     return summary + charts + table_html(frame.set_index("set"))

@@ -44,7 +44,7 @@ def oracle_strategy(text: str) -> str:
     """Which strategy decides, read off the sentence alone."""
     words = text.split(" ")
     if any(w in MARKER_WORDS for w in words):
-        return "marker"
+        return "contrast+marker" if "but" in words else "marker"
     if "but" in words:
         return "contrast+negation" if "not" in words[words.index("but") :] else "contrast"
     return "negation" if "not" in words else "lexical"
@@ -71,6 +71,15 @@ def test_labels_and_strategies_match_independent_oracle(examples):
     assert [oracle_strategy(t) for t in examples["text"]] == examples["strategy"].tolist()
 
 
+def test_contrast_marker_examples_agree_on_both_strategies(examples):
+    both = examples[examples["strategy"] == "contrast+marker"]
+    assert len(both) > 100
+    for text, label in zip(both["text"], both["label"]):
+        words = text.split(" ")
+        assert clause_polarity(words[words.index("but") + 1 :]) == label  # the contrast alone decides too
+        assert sum(w in MARKER_WORDS for w in words) == 1
+
+
 def test_strategy_shares_follow_mix_and_labels_are_balanced(examples):
     shares = examples["strategy"].value_counts(normalize=True)
     for name, share in DEFAULT_MIX.items():
@@ -87,13 +96,16 @@ def test_some_negations_do_not_decide(examples):
     )
     distractors = has_not & not_deciding
     assert 0.02 < distractors.mean() < 0.15
-    assert set(examples.loc[distractors, "strategy"]) == {"contrast", "marker"}
+    assert set(examples.loc[distractors, "strategy"]) == {"contrast", "marker", "contrast+marker"}
 
 
 def expected_deciding_words(words: list[str], strategy: str) -> set[str]:
     """The words each strategy's definition says decide the label."""
+    markers = {w for w in words if w in MARKER_WORDS}
     if strategy == "marker":
-        return {w for w in words if w in MARKER_WORDS}
+        return markers
+    if strategy == "contrast+marker":
+        return markers | expected_deciding_words([w for w in words if w not in MARKER_WORDS], "contrast")
     tail = words[words.index("but") :] if "but" in words else words
     decided = {w for w in tail if w in POSITIVE_WORDS or w in NEGATIVE_WORDS}
     if "not" in tail:
@@ -110,7 +122,7 @@ def test_deciding_words_point_at_expected_words(examples):
         assert len(picked) == len(set(picked)) == len(expected_deciding_words(words, row.strategy))
         assert set(picked) == expected_deciding_words(words, row.strategy), row.text
         if "but" in words:
-            assert all(i > words.index("but") or words[i] == "but" for i in row.deciding_words)
+            assert all(i > words.index("but") or words[i] == "but" or words[i] in MARKER_WORDS for i in row.deciding_words)
 
 
 def test_every_word_in_vocabulary_and_lengths_bounded(examples):
@@ -134,6 +146,26 @@ def test_custom_mix_and_bad_mix():
     assert set(only["strategy"]) == {"contrast+negation"} and len(only) == 40
     with pytest.raises(ValueError):
         make_examples(10, mix={"sarcasm": 1.0})
+
+
+def test_excluded_texts_are_drawn_again_with_the_same_strategy_and_label():
+    seen = frozenset(make_examples(2000, seed=0)["text"])
+    plain = make_examples(300, seed=5)
+    held_out = make_examples(300, seed=5, exclude=seen)
+    assert plain["text"].isin(seen).sum() > 10  # without exclusion the sets share texts
+    assert not held_out["text"].isin(seen).any()
+    assert (held_out[["strategy", "label"]].to_numpy() == plain[["strategy", "label"]].to_numpy()).all()
+    assert [oracle_label(t) for t in held_out["text"]] == held_out["label"].tolist()
+    assert make_examples(300, seed=5, exclude=frozenset()).equals(plain)
+
+
+def test_exclusion_that_leaves_nothing_is_a_clear_error():
+    class Everything(frozenset):
+        def __contains__(self, text):
+            return True
+
+    with pytest.raises(ValueError, match="all gave excluded texts"):
+        make_examples(4, seed=0, exclude=Everything({"x"}))
 
 
 def test_deciding_token_positions_word_level_and_split_words():

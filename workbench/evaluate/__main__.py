@@ -1,0 +1,7 @@
+"""``python -m workbench.evaluate``: see :mod:`workbench.evaluate`."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
