@@ -41,8 +41,10 @@ class ComponentBrowser(StaticFallback, w.VBox):
         self.min_mass = w.BoundedFloatText(0.0, min=0.0, max=1.0, step=0.001, description="mass ≥",
                                            layout=w.Layout(width="160px"))
         labels = sorted({str(v) for v in explorer.table["label"].dropna()}) if "label" in explorer.table else []
-        self.label = w.Dropdown(options=[ANY, *labels], value=ANY, description="label",
-                                layout=w.Layout(width="160px"))
+        names = explorer.label_names
+        # Shown as the examples show them ("0 (negative)"); the filter's value stays the label itself.
+        options = [(ANY, ANY)] + [(f"{v} ({names[v]})" if v in names else v, v) for v in labels]
+        self.label = w.Dropdown(options=options, value=ANY, description="label", layout=w.Layout(width="200px"))
         for control in (self.search, self.purity_column, self.min_purity, self.min_mass, self.label):
             control.observe(self._filters_changed, names="value")
 
@@ -51,8 +53,13 @@ class ComponentBrowser(StaticFallback, w.VBox):
         self.previous.on_click(lambda _: self.show_page(self.page_number - 1))
         self.next.on_click(lambda _: self.show_page(self.page_number + 1))
         self.caption = w.HTML()
+        self.reset = w.Button(description="reset filters", icon="undo", tooltip="clear the search and every filter",
+                              layout=w.Layout(width="auto"))
+        self.reset.on_click(lambda _: self.reset_filters())
 
-        self.headers = [w.Button(description=c, tooltip=f"sort by {c}", layout=w.Layout(width="auto"))
+        definitions = explorer.definitions()["definition"].to_dict()
+        self.headers = [w.Button(description=c, tooltip=f"sort by {c}" + (f": {definitions[c]}" if c in definitions else ""),
+                                 layout=w.Layout(width="auto"))
                         for c in self.columns]
         for column, header in zip(self.columns, self.headers):
             header.on_click(lambda _, column=column: self.sort_by(column))
@@ -65,13 +72,13 @@ class ComponentBrowser(StaticFallback, w.VBox):
             grid_children += [button, *cells]
         self.grid = w.GridBox(grid_children, layout=w.Layout(
             grid_template_columns=" ".join(["max-content"] * len(self.columns)), grid_gap="1px 2px",
-            align_items="center"))
+            align_items="center", max_width="100%", overflow="auto"))  # scrolls sideways, never wider than the notebook
         self.grid.add_class("npeff-component-grid")
         self.message = w.HTML()
 
         filters = w.HBox([self.search, self.purity_column, self.min_purity, self.min_mass, self.label],
                          layout=w.Layout(flex_flow="row wrap"))
-        paging = w.HBox([self.previous, self.next, self.caption], layout=w.Layout(align_items="center"))
+        paging = w.HBox([self.previous, self.next, self.reset, self.caption], layout=w.Layout(align_items="center"))
         super().__init__([filters, paging, self.message, self.grid])
         self.add_class("npeff-component-browser")
         self.show_page(0)
@@ -90,6 +97,19 @@ class ComponentBrowser(StaticFallback, w.VBox):
         self.current = result
         self._fill(result)
         return result
+
+    def reset_filters(self) -> None:
+        """Clear the search and every filter in one action (the sort order stays)."""
+        controls = (self.search, self.purity_column, self.min_purity, self.min_mass, self.label)
+        for control in controls:
+            control.unobserve(self._filters_changed, names="value")
+        try:
+            self.search.value, self.min_purity.value, self.min_mass.value, self.label.value = "", 0.0, 0.0, ANY
+            self.purity_column.value = self.purity_column.options[0]
+        finally:
+            for control in controls:
+                control.observe(self._filters_changed, names="value")
+        self._filters_changed(None)
 
     def sort_by(self, column: str) -> None:
         """Sort by ``column``; sorting by the same column again reverses the order."""
@@ -134,6 +154,10 @@ class ComponentBrowser(StaticFallback, w.VBox):
             for cell, value in zip(cells, values):
                 cell.value = report.format_value(value)
         self.caption.value = report.escape(page.caption())
+        self.grid.layout.display = "grid" if page.n_matching else "none"
+        if not page.n_matching:
+            self.message.value = report.fragment(
+                '<div class="note">No component matches these filters: change them or press <b>reset filters</b>.</div>')
         self.previous.disabled = page.page == 0
         self.next.disabled = page.page >= page.n_pages - 1
         self._mark_selected()

@@ -38,15 +38,17 @@ class ExampleViewer(StaticFallback, w.VBox):
         super().__init__([self.title, controls, self.body])
         self.add_class("npeff-example-viewer")
 
-    def show(self, component: int | None, page: int = 0) -> TopExamplesPage | None:
-        """Show page ``page`` of ``component``'s examples (token scores are computed for the page only)."""
+    def show(self, component: int | None, page: int = 0, *, highlight: bool | None = None) -> TopExamplesPage | None:
+        """Show page ``page`` of ``component``'s examples (token scores are computed for the page only;
+        ``highlight`` overrides the checkbox for this call)."""
+        highlight = self.highlight.value if highlight is None else highlight
         self.component = component
         if component is None:
             return None
-        self.status.value = "<i>scoring tokens…</i>" if self.highlight.value else ""
+        self.status.value = "<i>scoring tokens…</i>" if highlight else ""
         try:
             result = self.explorer.top_examples(component, page=page, page_size=self.page_size,
-                                                highlight=self.highlight.value)
+                                                highlight=highlight)
         except Exception as error:  # shown in the panel: the user sees why, not an empty box
             self.status.value = ""
             self.body.value = report.fragment(report.error_html(f"{type(error).__name__}: {error}",

@@ -78,7 +78,9 @@ class PerturbationPanel(StaticFallback, w.VBox):
             w.HBox([self.semi_orthogonal, self.max_sim, self.sweep], layout=w.Layout(flex_flow="row wrap")),
             w.HBox([self.run_button, self.progress, self.status], layout=w.Layout(align_items="center")),
         ])
-        charts = w.HBox([self.kl_chart, self.accuracy_chart], layout=w.Layout(flex_flow="row wrap"))
+        # Hidden until a check has run: empty axes before it would read as a result of nothing.
+        charts = w.HBox([self.kl_chart, self.accuracy_chart], layout=w.Layout(flex_flow="row wrap", display="none"))
+        self.charts = charts
         super().__init__([self.title, controls, self.summary, charts, self.sweep_box])
         self.add_class("npeff-perturbation-panel")
 
@@ -139,7 +141,7 @@ class PerturbationPanel(StaticFallback, w.VBox):
         if result is None:
             return
         signs = DIRECTIONS[self.direction.value]
-        ratio = f"{result.kl_ratio:.3g}"
+        ratio = f"{result.ratio(signs):.3g}"  # of the signs shown, as the chart's title
         semi = f", semi-orthogonal (max_sim {result.max_sim:g})" if result.max_sim is not None else ""
         self.summary.value = (
             f'<div class="npeff-perturbation-summary">Component {result.component} at ε = {result.epsilon:.3g}{semi}: '
@@ -147,6 +149,7 @@ class PerturbationPanel(StaticFallback, w.VBox):
             + ", ".join(f"{s} {result.kl_top[s]:.3g}" for s in signs) + " · KL baseline "
             + ", ".join(f"{s} {result.kl_baseline[s]:.3g}" for s in signs) + "</div>"
         )
+        self.charts.layout.display = "flex"
         show_figure(self.kl_chart, report.kl_figure(result, signs))
         show_figure(self.accuracy_chart, report.accuracy_figure(result, signs))
         if self.sweep_frame is not None:

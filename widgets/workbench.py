@@ -3,37 +3,55 @@
 from __future__ import annotations
 
 import os
+import threading
+from pathlib import Path
 
 import ipywidgets as w
 
 from workbench import report
 from workbench.app.explore import RunExplorer
+from workbench.app.notebook import HEADLESS_ENV
 
 from .browser import ComponentBrowser
+from .dashboard import ComponentDashboard
 from .examples import ExampleViewer
+from .lookup import LookupPanel
 from .perturbation import PerturbationPanel
 from .static import StaticFallback, on_click_shown
 
 
 class Workbench(StaticFallback, w.VBox):
-    """Component browser, example viewer and perturbation panel for one run.
+    """Component browser, example viewer, dashboard, perturbation panel and reverse lookup for one run.
 
-    Selecting a component in the browser shows its details and top examples and points the
+    Selecting a component in the browser shows its details, top examples and dashboard and points the
     perturbation panel at it. ``wb.select(j)`` does the same from code;
     ``wb.explorer`` is the :class:`~workbench.app.explore.RunExplorer` the panels read from.
+
+    page_size: components per page of the browser; examples_per_page: examples per page of the viewer.
+    component: the component shown first (default: the largest by mass).
+    background: the first component's token shares and dashboard, which need the model (seconds on a
+        fresh kernel), are computed on a thread after the workbench is shown, its examples shown
+        plain meanwhile; ``wb.wait()`` waits for them. Default: yes, except in the headless runs of
+        ``python -m workbench run`` (``HEADLESS_ENV``), whose snapshots must show everything.
     """
 
-    def __init__(self, explorer: RunExplorer, *, page_size: int = 20, examples_per_page: int = 5):
+    def __init__(self, explorer: RunExplorer, *, page_size: int = 10, examples_per_page: int = 5,
+                 component: int | None = None, background: bool | None = None):
         self.explorer = explorer
         self.browser = ComponentBrowser(explorer, page_size=page_size)
         self.examples = ExampleViewer(explorer, page_size=examples_per_page)
+        self.dashboard = ComponentDashboard(explorer)
+        self.lookup = LookupPanel(explorer, on_select=self.select)
         self.perturbation = PerturbationPanel(explorer)
+        self._background = os.environ.get(HEADLESS_ENV) != "1" if background is None else background
+        self._filling: threading.Thread | None = None
         self.details = w.HTML()
         self.export_format = w.Dropdown(options=["parquet", "csv"], value="parquet", description="format",
                                         layout=w.Layout(width="180px"))
         self.export_button = w.Button(description="export tables", icon="download",
                                       tooltip="components, coefficients, perturbations and component vectors "
-                                              "into the run's exports/ folder")
+                                              "into the run's exports/ folder",
+                                      layout=w.Layout(width="auto", min_width="130px", flex="0 0 auto"))
         self.export_button.on_click(on_click_shown(self.export))
         self.export_status = w.HTML()
         self.browser.observe(self._selected, names="selected")
@@ -42,13 +60,18 @@ class Workbench(StaticFallback, w.VBox):
             header,
             w.HTML("<h3>Components</h3>"), self.browser,
             w.HTML("<h3>Selected component</h3>"), self.details, self.examples,
+            w.HTML("<h3>Dashboard</h3>"), self.dashboard,
             w.HTML("<h3>Perturbation</h3>"), self.perturbation,
+            w.HTML("<h3>Reverse lookup</h3>"), self.lookup,
             w.HTML("<h3>Export</h3>"),
-            w.HBox([self.export_format, self.export_button, self.export_status], layout=w.Layout(align_items="center")),
+            w.HBox([self.export_format, self.export_button, self.export_status],
+                   layout=w.Layout(align_items="center", flex_flow="row wrap")),
         ])
         self.add_class("npeff-workbench")
         first = self.browser.current.rows.index
-        if len(first):
+        if component is not None:
+            self.select(component)
+        elif len(first):
             self.select(int(first[0]))
 
     @classmethod
@@ -58,6 +81,12 @@ class Workbench(StaticFallback, w.VBox):
 
     def select(self, component: int) -> None:
         self.browser.select(component)
+
+    def wait(self, timeout: float | None = None) -> "Workbench":
+        """Wait until the first component's token shares and dashboard are shown (see ``background``)."""
+        if self._filling is not None:
+            self._filling.join(timeout)
+        return self
 
     def export(self, folder=None) -> dict:
         """``explorer.export`` of the run's tables and the perturbation panel's last results, in the
@@ -70,8 +99,11 @@ class Workbench(StaticFallback, w.VBox):
         except Exception as error:
             self.export_status.value = report.fragment(report.error_html(f"{type(error).__name__}: {error}"))
             raise
+        # Links, so the browser can download what was written: JupyterLab serves files below its root,
+        # relative to the notebook (the kernel's working folder), and ``download`` makes it a download.
         self.export_status.value = "wrote " + ", ".join(
-            f"{report.escape(what)} <code>{report.escape(path)}</code>" for what, path in written.items())
+            f'<a href="{report.escape(_link(path))}" download="{report.escape(Path(path).name)}" target="_blank">'
+            f"{report.escape(what)}</a>" for what, path in written.items()) + f" in <code>{report.escape(Path(next(iter(written.values()))).parent)}</code>"
         return written
 
     def _selected(self, change) -> None:
@@ -80,11 +112,30 @@ class Workbench(StaticFallback, w.VBox):
         if component is None:
             self.details.value = ""
             return
+        if self._filling is not None and self._filling.is_alive():
+            self._filling.join()  # the first component's fill ends before another is shown, never after
         row = self.explorer.table.loc[[component]]
-        self.details.value = report.fragment(report.table_html(row, bars=report.bar_columns(row)))
+        titles = self.explorer.definitions()["definition"].to_dict()
+        self.details.value = report.fragment(report.table_html(row, bars=report.bar_columns(row), titles=titles))
+        if self._background and self._filling is None and self.explorer.has_model:
+            # The first selection, while the workbench is being shown: plain examples now, the rest on a thread.
+            self._show_quietly(lambda j: self.examples.show(j, highlight=False), component)
+            self.examples.status.value = "<i>scoring tokens…</i>"
+            self._filling = threading.Thread(target=self._fill, args=(component,), daemon=True)
+            self._filling.start()
+            return
+        self._fill(component)
+
+    def _fill(self, component: int) -> None:
+        for show in (self.examples.show, self.dashboard.show):
+            if self.browser.selected == component:  # not once the user has moved on
+                self._show_quietly(show, component)
+
+    @staticmethod
+    def _show_quietly(show, component) -> None:
         try:
-            self.examples.show(component)
-        except Exception:  # noqa: BLE001 - shown in the example viewer
+            show(component)
+        except Exception:  # noqa: BLE001 - shown in its panel
             pass
 
     def _header_html(self) -> str:
@@ -104,9 +155,20 @@ class Workbench(StaticFallback, w.VBox):
             parts.append('<div class="caption">Only this page of the table is shown here; '
                          "workbench.report.export_html writes every component.</div>")
         parts += ["<h3>Selected component</h3>", self.details.value, self.examples.static_html(),
-                  "<h3>Perturbation</h3>", self.perturbation.static_html()]
+                  "<h3>Dashboard</h3>", self.dashboard.static_html(),
+                  "<h3>Perturbation</h3>", self.perturbation.static_html(),
+                  "<h3>Reverse lookup</h3>", self.lookup.static_html()]
         return report.fragment("".join(parts))
 
     def static_text(self) -> str:
         return "\n\n".join([f"NPEFF workbench of {self.explorer.run.path}", self.browser.static_text(),
-                            self.examples.static_text(), self.perturbation.static_text()])
+                            self.examples.static_text(), self.dashboard.static_text(), self.perturbation.static_text(),
+                            self.lookup.static_text()])
+
+
+def _link(path) -> str:
+    """``path`` relative to the working folder (the notebook's), as a URL path."""
+    try:
+        return Path(os.path.relpath(path)).as_posix()
+    except ValueError:  # another drive (Windows)
+        return Path(path).as_uri()

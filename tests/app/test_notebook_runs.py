@@ -148,6 +148,10 @@ def test_analysis_notebook_opens_an_existing_run(quickstart_run, tmp_path):
     assert "component 2: examples 1-10" in html and "Perturbation of component 2" in html
     assert (tmp_path / "analysis" / "report" / "index.html").exists()
     assert "KL against" in html  # the sweep's chart
+    # The workbench's snapshot shows the component analysed, with its check (issue 20, item 12).
+    snapshot = html.split("The workbench on this component")[1]
+    assert "component 2: examples 1-5" in snapshot and "Perturbation of component 2" in snapshot
+    assert "No perturbation check run yet" not in html and "Where the component lives" in snapshot
 
 
 CHECKPOINTS = QUICKSTART.with_name("checkpoints.ipynb")

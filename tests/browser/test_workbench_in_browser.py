@@ -50,9 +50,10 @@ def page(browser):
     page.close()
 
 
-def open_workbench(page, lab, run_path, name: str) -> float:
-    """Run ``Workbench.from_run(run_path)`` in a notebook in JupyterLab; seconds until the table shows."""
-    write_notebook(lab.root / name, f"from widgets import Workbench\nwb = Workbench.from_run({str(run_path)!r})\nwb")
+def open_workbench(page, lab, run_path, name: str, page_size: int = 20) -> float:
+    """Run ``Workbench.from_run(run_path, page_size=...)`` in a notebook in JupyterLab; seconds until the table shows."""
+    write_notebook(lab.root / name, f"from widgets import Workbench\n"
+                                    f"wb = Workbench.from_run({str(run_path)!r}, page_size={page_size})\nwb")
     started = run_notebook_in_lab(page, lab, name)
     try:
         page.wait_for_selector(".npeff-component-grid button:has-text('mass ▼')", timeout=240_000)

@@ -11,7 +11,12 @@
 - :mod:`.over_training`: components over a series of training checkpoints;
 - :mod:`.model_diff`: strategies gained, lost and kept between two models;
 - :mod:`.trace`: per layer and token, how hidden states move along a component;
-- :mod:`.unsketch`: a fit of sketched PEFs mapped back to the parameters.
+- :mod:`.unsketch`: a fit of sketched PEFs mapped back to the parameters;
+- :mod:`.token_shares`: token scores as read: normalised over the visible tokens, special and head shares apart;
+- :mod:`.location`: where a component lives: its mass by layer and module kind;
+- :mod:`.dashboard`: a component's coefficient histogram, logit change, top tokens, nearest components;
+- :mod:`.lookup`: the components an example, or a new text, loads on;
+- :mod:`.definitions`: what every column and number shown means.
 
 The names below are imported when first used: the tables need no torch.
 """
@@ -32,4 +37,10 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), {
     **dict.fromkeys(["PerturbationTrace", "perturbation_trace"], ".trace"),
     **dict.fromkeys(["baseline_comparison", "baseline_coefficients", "score_components"], ".baselines"),
     "unsketch": ".unsketch",
+    **dict.fromkeys(["TokenShares", "token_shares"], ".token_shares"),
+    **dict.fromkeys(["MODULE_KINDS", "layer_of", "location_frame", "location_summary", "mass_by_location",
+                     "mass_by_parameter", "module_kind"], ".location"),
+    **dict.fromkeys(["coefficient_histogram", "logit_change", "nearest_components", "token_table"], ".dashboard"),
+    **dict.fromkeys(["coefficients_of_texts", "loadings", "pefs_of_texts"], ".lookup"),
+    **dict.fromkeys(["DEFINITIONS", "definition", "definitions_frame"], ".definitions"),
 })

@@ -143,7 +143,15 @@ class PerturbationResult:
     @property
     def kl_ratio(self) -> float:
         """max over ± of KL(top) / KL(baseline)."""
-        return max(_ratio(self.kl_top[s], self.kl_baseline[s]) for s in ("+", "-"))
+        return self.ratio(("+", "-"))
+
+    def ratio(self, signs: Sequence[str] = ("+", "-")) -> float:
+        """max over ``signs`` of KL(top) / KL(baseline): the ratio of what a panel shows when it shows
+        only θ + εĝ (``("+",)``) or only θ − εĝ."""
+        unknown = set(signs) - {"+", "-"}
+        if unknown or not signs:
+            raise ValueError(f"signs must be some of '+' and '-', got {signs!r}")
+        return max(_ratio(self.kl_top[s], self.kl_baseline[s]) for s in signs)
 
     def to_frame(self) -> pd.DataFrame:
         """Long format: one row per (set, sign)."""

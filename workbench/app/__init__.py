@@ -2,6 +2,7 @@
 
 - :mod:`.run_folder`: a run folder and its record (:class:`Run`, :class:`RunRecorder`, :func:`compare_runs`);
 - :mod:`.explore`: :class:`RunExplorer`, the one object panels, notebooks and HTML reports read from;
+- :mod:`.results`: the result objects it returns (component pages, examples, dashboards, lookups);
 - :mod:`.pipeline`: :func:`run_embedded`, the main job on the embedded default;
 - :mod:`.notebook`: running a notebook headless, checking its parameters;
 - :mod:`.cli`: ``python -m workbench demo|pefs|fit|transform|run``.
@@ -13,7 +14,9 @@ from ..core.lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), {
     **dict.fromkeys(["Run", "RunRecorder", "compare_runs", "read_run_record"], ".run_folder"),
-    **dict.fromkeys(["ComponentFilter", "ComponentPage", "RunExplorer", "TopExamplesPage"], ".explore"),
+    **dict.fromkeys(["RunExplorer"], ".explore"),
+    **dict.fromkeys(["ComponentDashboard", "ComponentFilter", "ComponentPage", "HighlightedExample", "Lookup",
+                     "TopExamplesPage"], ".results"),
     **dict.fromkeys(["run_embedded", "summary_text"], ".pipeline"),
     **dict.fromkeys(["check_parameters", "run_notebook"], ".notebook"),
 })

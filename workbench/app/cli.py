@@ -139,6 +139,36 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Help for options declared without one (every option's default is shown by the formatter).
+OPTION_HELP = {
+    "n_examples": "examples of the embedded task to analyse",
+    "n_components": "NPEFF components to fit",
+    "n_iters_g_only": "fit iterations that update the components G only, before the joint ones",
+    "n_iters_joint": "fit iterations that update W and G together",
+    "seed": "seed of the model's training, the examples and the fit",
+    "min_nonzero_per_col": "parameters kept only where at least this many examples have a value",
+    "base": "model to train on the task (tiny: the embedded BERT; minilm: all-MiniLM-L6-v2, offline)",
+    "kind": "PEF kind: lrm (low-rank) or d (diagonal)",
+}
+
+
+class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, unless its help already says what the default is."""
+
+    def _get_help_string(self, action):
+        help = action.help or ""
+        return help if "default" in help else super()._get_help_string(action)
+
+
+def _describe(commands) -> None:
+    """Every subcommand's --help lists each option with a line of help and its default."""
+    for command in commands.choices.values():
+        command.formatter_class = _DefaultsShown
+        for action in command._actions:
+            if action.help is None and action.dest in OPTION_HELP:
+                action.help = OPTION_HELP[action.dest]
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..distributed import DistributedError
 
@@ -202,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=_run)
 
+    _describe(commands)
     args = parser.parse_args(argv)
     try:
         return args.handler(args)

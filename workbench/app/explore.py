@@ -22,17 +22,20 @@ import dataclasses
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .. import report
 from ..analysis.tables import component_table, top_examples
+from .results import ComponentDashboard, ComponentFilter, ComponentPage, HighlightedExample, Lookup, TopExamplesPage
 from .run_folder import COMPONENTS, MODEL, Run
+
+__all__ = ["ComponentDashboard", "ComponentFilter", "ComponentPage", "HighlightedExample", "Lookup", "RunExplorer",
+           "TopExamplesPage"]
 
 #: Where :meth:`RunExplorer.export` writes by default, inside the run folder.
 EXPORTS = "exports"
@@ -45,122 +48,6 @@ DEFAULT_PAGE_SIZE = 25
 DEFAULT_EXAMPLES_PAGE_SIZE = 10
 #: Tokens scored per example, as in ``workbench.models.embedded.tokenize``.
 TOKEN_MAX_LENGTH = 64
-
-
-# ---------------------------------------------------------------------------------------
-# Result objects
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class ComponentFilter:
-    """Which components to list, and in which order. The defaults list all, largest mass first."""
-
-    min_purity: float = 0.0  # keep components whose ``purity`` column is at least this
-    purity: str = "label_purity"  # the purity column the threshold applies to
-    min_mass: float = 0.0  # size: share of the reconstruction's total mass
-    label: object = None  # majority label of the top examples (None: any)
-    search: str = ""  # case-insensitive text that one of the top examples must contain
-    sort_by: str = "mass"
-    descending: bool = True
-
-
-@dataclass
-class ComponentPage:
-    """One page of the (filtered, sorted) component table."""
-
-    rows: pd.DataFrame  # index: component
-    page: int
-    page_size: int
-    n_matching: int
-    n_components: int
-    filter: ComponentFilter = field(default_factory=ComponentFilter)
-
-    @property
-    def n_pages(self) -> int:
-        return max(1, -(-self.n_matching // self.page_size))
-
-    def caption(self) -> str:
-        first = self.page * self.page_size + 1 if self.n_matching else 0
-        last = min((self.page + 1) * self.page_size, self.n_matching)
-        return (f"components {first}-{last} of {self.n_matching} matching ({self.n_components} in all), "
-                f"page {self.page + 1} of {self.n_pages}, sorted by {self.filter.sort_by}")
-
-    def __repr__(self) -> str:
-        with pd.option_context("display.width", 120, "display.precision", 3):
-            return f"{self.caption()}\n{self.rows.to_string()}"
-
-    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
-        return {"text/plain": repr(self), "text/html": report.component_page_html(self)}
-
-
-@dataclass
-class HighlightedExample:
-    """One top example of a component, with its tokens scored when the run has a model."""
-
-    example: int  # row of the run's examples
-    rank: int  # 0: the largest coefficient
-    text: str
-    label: object
-    prediction: object
-    coefficient: float  # W[example, component]
-    tokens: list[str] | None = None
-    scores: np.ndarray | None = None  # (n_tokens,) shares of the example's Fisher mass along the component
-    head_share: float | None = None  # share through layers without a token axis (pooler, classifier)
-    special: list[bool] | None = None  # tokens the tokenizer added ([CLS], [SEP], ...)
-    spans: list[tuple[int, int]] | None = None  # each token's character span in ``text``
-
-
-@dataclass
-class TopExamplesPage:
-    """One page of a component's examples, largest coefficient first."""
-
-    component: int
-    examples: list[HighlightedExample]
-    page: int
-    page_size: int
-    n_ranked: int  # examples with a positive coefficient for the component
-    label_names: dict = field(default_factory=dict)
-    note: str = ""  # why tokens are not highlighted, when they are not
-
-    @property
-    def n_pages(self) -> int:
-        return max(1, -(-self.n_ranked // self.page_size))
-
-    def caption(self) -> str:
-        first = self.page * self.page_size + 1 if self.examples else 0
-        last = self.page * self.page_size + len(self.examples)
-        return (f"component {self.component}: examples {first}-{last} of {self.n_ranked} with a positive "
-                f"coefficient (page {self.page + 1} of {self.n_pages})")
-
-    def label_name(self, value) -> str:
-        name = self.label_names.get(str(value))
-        return f"{value} ({name})" if name is not None else str(value)
-
-    def to_frame(self) -> pd.DataFrame:
-        """One row per example: rank, example, text, label, prediction, coefficient, head_share."""
-        return pd.DataFrame([
-            {"rank": e.rank, "example": e.example, "text": e.text, "label": e.label, "prediction": e.prediction,
-             "coefficient": e.coefficient, "head_share": e.head_share}
-            for e in self.examples
-        ])
-
-    def __repr__(self) -> str:
-        lines = [self.caption()]
-        for e in self.examples:
-            lines.append(f"  #{e.rank + 1} example {e.example} (label {self.label_name(e.label)}, prediction "
-                         f"{self.label_name(e.prediction)}, coefficient {e.coefficient:.4g}): {e.text}")
-            if e.scores is not None and not all(e.special):
-                scores = np.where(e.special, -np.inf, e.scores)
-                best = int(np.argmax(scores))
-                lines.append(f"      strongest token: {e.tokens[best]!r} ({e.scores[best]:.0%} of the mass, "
-                             f"{e.head_share:.0%} through the head)")
-        if self.note:
-            lines.append(self.note)
-        return "\n".join(lines)
-
-    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
-        return {"text/plain": repr(self), "text/html": report.examples_page_html(self)}
 
 
 # ---------------------------------------------------------------------------------------
@@ -185,6 +72,9 @@ class RunExplorer:
         self._model = model
         self._tokenizer = tokenizer
         self._ranking = lru_cache(maxsize=256)(self._compute_ranking)
+        # One computation with the model at a time: a perturbation moves its weights in place, and the
+        # token scores' forward-mode derivatives cannot interleave (panels may fill in on a thread).
+        self.model_lock = threading.RLock()
 
     @classmethod
     def open(cls, path: str | os.PathLike, **kwargs) -> "RunExplorer":
@@ -303,7 +193,9 @@ class RunExplorer:
                 )
             from ..models.embedded import load_default_model
 
-            self._model, self._tokenizer = load_default_model(self.run.path / MODEL)
+            with self.model_lock:  # loaded once, also when two panels ask at the same time
+                if self._model is None:
+                    self._model, self._tokenizer = load_default_model(self.run.path / MODEL)
         if self._tokenizer is None:
             raise ValueError("a model was given without its tokenizer; pass tokenizer= as well")
         return self._model, self._tokenizer
@@ -415,6 +307,7 @@ class RunExplorer:
 
     def _score_tokens(self, component: int, examples: list[HighlightedExample]) -> None:
         from ..analysis.highlights import token_scores  # on use, as the other imports of torch below
+        from ..analysis.token_shares import token_shares
 
         model, tokenizer = self.model_and_tokenizer()
         texts = [e.text for e in examples]
@@ -423,13 +316,16 @@ class RunExplorer:
         encoded = dict(tokenizer(texts, padding="longest", truncation=True, max_length=TOKEN_MAX_LENGTH,
                                  return_tensors="pt", return_offsets_mapping=fast))
         offsets = encoded.pop("offset_mapping", None)
-        scores = token_scores(model, self.decomposition, component, encoded, device=self.device)
+        with self.model_lock:
+            scores = token_scores(model, self.decomposition, component, encoded, device=self.device)
         specials = set(tokenizer.all_special_tokens)
         for k, (e, s) in enumerate(zip(examples, scores)):
             n = len(s.scores)
             e.tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][k, :n].tolist())
             e.scores, e.head_share = s.scores, s.head_share
             e.special = [t in specials for t in e.tokens]
+            shares = token_shares(e.scores, e.special, e.head_share)
+            e.visible, e.visible_share, e.special_share = shares.visible, shares.visible_share, shares.special_share
             e.spans = None if offsets is None else [tuple(map(int, o)) for o in offsets[k, :n].tolist()]
 
     # -- perturbations -----------------------------------------------------------------
@@ -444,7 +340,8 @@ class RunExplorer:
         from ..analysis.perturb import perturbation_check
 
         args = self._perturbation_inputs(component, n_baseline, seed)
-        return perturbation_check(*args, epsilon=epsilon, max_sim=max_sim, batch_size=batch_size, device=self.device)
+        with self.model_lock:
+            return perturbation_check(*args, epsilon=epsilon, max_sim=max_sim, batch_size=batch_size, device=self.device)
 
     def sweep(self, component: int, epsilons: Sequence[float] = (0.1, 0.3, 1.0, 3.0, 10.0), *,
               max_sim: float | None = None, n_baseline: int = 100, seed: int = 0,
@@ -479,6 +376,100 @@ class RunExplorer:
                 positions[: len(top)], positions[len(top):])
 
 
+    # -- at a glance: dashboards, reverse lookup, definitions --------------------------
+
+    def dashboard(self, component: int, *, epsilon: float = 0.1, sweep: Sequence[float] | None = (0.01, 0.1, 1.0),
+                  n_examples: int | None = None) -> ComponentDashboard:
+        """Everything about ``component`` at a glance (``workbench.analysis.dashboard``): the histogram of its
+        coefficients, its nearest components, where it lives (``analysis.location``) and, when the run has a
+        model, the class its direction pushes toward (at ``epsilon``), its top tokens over its top
+        ``n_examples`` (default: n_top) and the perturbation sweep over ``sweep`` (None: no sweep)."""
+        from ..analysis.dashboard import coefficient_histogram, nearest_components
+        from ..analysis.location import mass_by_location
+
+        row = self.component(component)
+        component = int(component)
+        histogram, n_zero = coefficient_histogram(self.W[:, component])
+        result = ComponentDashboard(
+            component, row, histogram, n_zero, self.W.shape[0],
+            nearest_components(self.decomposition.components_, component),
+            mass_by_location(self.decomposition, component), epsilon=float(epsilon),
+            definitions=self.definitions().to_dict()["definition"])
+        if not self.has_model:
+            result.notes.append("This run folder has no model/: no token shares, logit change or perturbation sweep.")
+            return result
+        page = self.top_examples(component, page_size=n_examples or self.n_top)
+        result.top_tokens = _top_tokens(page)
+        if page.examples:
+            result.logit_change = self._logit_change(component, [e.example for e in page.examples], epsilon)
+            if sweep:
+                result.sweep = self.sweep(component, sweep)
+        return result
+
+    def _logit_change(self, component: int, rows: Sequence[int], epsilon: float) -> pd.DataFrame:
+        from ..analysis.dashboard import logit_change
+        from ..models.embedded import tokenize
+
+        model, tokenizer = self.model_and_tokenizer()
+        inputs = tokenize(tokenizer, list(self.examples["text"].to_numpy()[np.asarray(rows)]))
+        with self.model_lock:
+            return logit_change(model, self.decomposition, component, inputs, epsilon=epsilon,
+                                class_names=self.label_names)
+
+    def lookup(self, example: int | str, *, n: int | None = 10) -> Lookup:
+        """The components ``example`` loads on: an example of the run (its row of W) or a new text (its PEF and
+        the decomposition's ``transform``, which needs the model; the cost is in ``Lookup.seconds``)."""
+        from ..analysis.lookup import coefficients_of_texts, loadings
+
+        kind = self.run.params.get("kind", "lrm")
+        if isinstance(example, (int, np.integer)) and not isinstance(example, bool):
+            if not 0 <= example < self.W.shape[0]:
+                raise IndexError(f"example must be from 0 to {self.W.shape[0] - 1}, got {example}")
+            i = int(example)
+            return Lookup(str(self.examples["text"].iloc[i]),
+                          loadings(self.W[i], self.decomposition.components_, kind=kind, n=n), example=i,
+                          label=None if self.labels is None else _plain(self.labels[i]),
+                          prediction=None if self.predictions is None else _plain(self.predictions[i]))
+        if not isinstance(example, str) or not example.strip():
+            raise TypeError(f"lookup takes an example number or a non-empty text, got {example!r}")
+        model, tokenizer = self.model_and_tokenizer()
+        with self.model_lock:
+            W, seconds = coefficients_of_texts(model, tokenizer, self.decomposition, [example], kind=kind,
+                                               n_values=self.run.params.get("n_values", 8192), device=self.device)
+        return Lookup(example, loadings(W[0], self.decomposition.components_, kind=kind, n=n), seconds=seconds)
+
+    def definitions(self) -> pd.DataFrame:
+        """What every column of the component table and every number of the panels means (one row each)."""
+        from ..analysis.definitions import DEFINITIONS, definition, definitions_frame
+
+        frame = definitions_frame(["component", *self.table.columns, *DEFINITIONS])
+        frame = frame[~frame.index.duplicated()]
+        attributes = [c[: -len("_purity")] for c in self.table.columns if c.endswith("_purity")]
+        extra = {a: f"The most common value of {a} among the top set." for a in attributes
+                 if a in self.table.columns and definition(a) is None}
+        return pd.concat([frame, pd.DataFrame({"definition": extra}, dtype=object)]) if extra else frame
+
+    def highlight_hit_rate(self, *, n_top: int = 10, components: Sequence[int] | None = None) -> pd.DataFrame:
+        """For each of the top ``n_top`` examples of each component: is its strongest visible token one of its
+        deciding words (the ``deciding_words`` column of the embedded task)? One row per example; the rate
+        is the mean of ``hit``, ``chance`` the rate of a visible token drawn at random."""
+        from ..models.embedded import deciding_token_positions
+
+        if "deciding_words" not in self.examples:
+            raise ValueError(f"{self.run.path}: the examples have no 'deciding_words' column (the embedded task's)")
+        _, tokenizer = self.model_and_tokenizer()
+        rows = []
+        for j in range(self.n_components) if components is None else components:
+            for e in self.top_examples(j, page_size=n_top).examples:
+                if e.strongest_token is None:
+                    continue
+                word_ids = tokenizer(e.text, truncation=True, max_length=TOKEN_MAX_LENGTH).word_ids()
+                deciding = deciding_token_positions(self.examples.iloc[e.example], word_ids)
+                n_visible = int(np.sum(~np.asarray(e.special)))
+                rows.append({"component": j, "example": e.example, "strongest_token": e.strongest_token,
+                             "hit": int(np.argmax(e.visible)) in deciding, "chance": len(deciding) / n_visible})
+        return pd.DataFrame(rows)
+
     # -- exports -----------------------------------------------------------------------
 
     def export(self, folder: str | os.PathLike | None = None, *, format: str = "parquet",
@@ -502,7 +493,7 @@ class RunExplorer:
             "component vectors": export.export_components_safetensors(self.decomposition,
                                                                       folder / "components.safetensors"),
         }
-        frames = [p if isinstance(p, pd.DataFrame) else export.perturbation_frame(p) for p in perturbations]
+        frames = [p if isinstance(p, pd.DataFrame) else export.perturbation_frame(p) for p in _results(perturbations)]
         if frames:
             written["perturbations"] = export.export_perturbations(pd.concat(frames, ignore_index=True),
                                                                    folder / f"perturbations.{format}")
@@ -525,6 +516,24 @@ def with_names(table: pd.DataFrame, labels_file: Path) -> pd.DataFrame:
     if names is None:
         names = component_labels(table)
     return pd.concat([names.rename(NAME_COLUMN), table], axis=1)
+
+
+def _results(perturbations) -> list:
+    """The perturbation results given to ``export``, checked, so a placeholder gives a clear error."""
+    if isinstance(perturbations, (pd.DataFrame, str)) or not hasattr(perturbations, "__iter__"):
+        perturbations = [perturbations]
+    items = list(perturbations)
+    for item in items:
+        if not isinstance(item, pd.DataFrame) and not hasattr(item, "to_frame"):
+            raise TypeError(f"perturbations must hold results of RunExplorer.perturb or frames of RunExplorer.sweep, "
+                            f"got {item!r}; e.g. ex.export(format='csv', perturbations=[ex.perturb(3)])")
+    return items
+
+
+def _top_tokens(page: TopExamplesPage) -> pd.DataFrame:
+    from ..analysis.dashboard import token_table
+
+    return token_table((e.tokens, e.visible) for e in page.examples if e.visible is not None)
 
 
 def _plain(value):

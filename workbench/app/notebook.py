@@ -38,6 +38,10 @@ logger = logging.getLogger(__name__)
 
 PARAMETERS_TAG = "parameters"
 OUTPUT_PARAMETER = "output_folder"
+#: Set in the environment of the kernels that :func:`run_notebook` starts: no reader is watching a
+#: headless run, so panels compute everything before they are displayed (their static snapshot, the
+#: only view that is kept, then shows it all) instead of filling in on a thread.
+HEADLESS_ENV = "NPEFF_WORKBENCH_HEADLESS"
 _TYPE_NAMES = {"int": int, "float": float, "str": str, "bool": bool, "None": type(None)}
 
 
@@ -211,6 +215,8 @@ def run_notebook(notebook: str | os.PathLike, out: str | os.PathLike, parameters
     failure = None
     papermill_log = logging.getLogger("papermill")
     papermill_log.addFilter(_known_parameters)
+    headless = os.environ.get(HEADLESS_ENV)
+    os.environ[HEADLESS_ENV] = "1"  # the kernel inherits it
     try:
         papermill.execute_notebook(
             str(notebook), str(executed), parameters=values, kernel_name=kernel_name, progress_bar=progress,
@@ -220,6 +226,10 @@ def run_notebook(notebook: str | os.PathLike, out: str | os.PathLike, parameters
         failure = error
     finally:
         papermill_log.removeFilter(_known_parameters)
+        if headless is None:
+            os.environ.pop(HEADLESS_ENV, None)
+        else:
+            os.environ[HEADLESS_ENV] = headless
     seconds = round(time.perf_counter() - started, 3)
     keep_static_views(executed)
 

@@ -14,9 +14,30 @@ This package renders what it is given and computes nothing; it imports no other 
 the workbench, and no torch.
 """
 
-from .charts import SET_COLOURS, SIGN_NAMES, accuracy_figure, figure_html, kl_figure, perturbation_html, sweep_figure
+from .charts import (
+    KIND_COLOURS,
+    SET_COLOURS,
+    SIGN_NAMES,
+    accuracy_figure,
+    figure_html,
+    histogram_figure,
+    kl_figure,
+    location_figure,
+    logit_figure,
+    perturbation_html,
+    sweep_figure,
+)
+from .dashboard import (
+    dashboard_figures,
+    dashboard_html,
+    dashboard_numbers_html,
+    dashboard_tables_html,
+    definitions_html,
+    lookup_html,
+)
 from .html import (
     CSS,
+    LEGEND,
     bar_columns,
     component_page_html,
     error_html,
@@ -28,11 +49,12 @@ from .html import (
     highlighted_text_html,
     run_section_html,
     run_section_text,
+    shares_html,
     style,
     table_html,
     token_colour,
 )
-from .pages import MAX_SINGLE_PAGE_COMPONENTS, PLOTLY_FILE, export_html, html_page, plotlyjs_script
+from .pages import MAX_SINGLE_PAGE_COMPONENTS, PLOTLY_FILE, SORT_SCRIPT, export_html, html_page, plotlyjs_script
 from .strategies import (
     accuracy_over_training_figure,
     export_sections,
@@ -58,13 +80,21 @@ __all__ = [
     "trace_html",
     "trace_profile_figure",
     "CSS",
+    "KIND_COLOURS",
+    "LEGEND",
     "MAX_SINGLE_PAGE_COMPONENTS",
     "PLOTLY_FILE",
     "SET_COLOURS",
     "SIGN_NAMES",
+    "SORT_SCRIPT",
     "accuracy_figure",
     "bar_columns",
     "component_page_html",
+    "dashboard_figures",
+    "dashboard_html",
+    "dashboard_numbers_html",
+    "dashboard_tables_html",
+    "definitions_html",
     "error_html",
     "escape",
     "example_html",
@@ -74,12 +104,17 @@ __all__ = [
     "format_value",
     "fragment",
     "highlighted_text_html",
+    "histogram_figure",
     "html_page",
     "kl_figure",
+    "location_figure",
+    "logit_figure",
+    "lookup_html",
     "perturbation_html",
     "plotlyjs_script",
     "run_section_html",
     "run_section_text",
+    "shares_html",
     "style",
     "sweep_figure",
     "table_html",

@@ -38,8 +38,9 @@ def kl_figure(result=None, signs: Sequence[str] = ("+", "-")):
         figure.add_bar(name=f"{name} examples{count}", x=x if result is not None else [], y=values,
                        marker_color=SET_COLOURS[name], hovertemplate="%{x}: %{y:.3g}<extra>%{fullData.name}</extra>")
     if result is not None:
+        ratio = result.ratio(signs) if hasattr(result, "ratio") else result.kl_ratio
         figure.update_layout(title_text=f"Component {result.component}, ε = {result.epsilon:g}: "
-                                        f"KL ratio top/baseline {result.kl_ratio:.3g}")
+                                        f"KL ratio top/baseline {ratio:.3g}")
     return figure
 
 
@@ -102,7 +103,7 @@ def perturbation_html(result, *, include_plotlyjs: bool | str = False, signs: Se
     summary = (f"<h3>Perturbation of component {int(result.component)}</h3>"
                f'<div class="caption">ε = {result.epsilon:g}'
                + (f", semi-orthogonal (max_sim = {result.max_sim:g})" if result.max_sim is not None else "")
-               + f": KL ratio top/baseline = <b>{result.kl_ratio:.3g}</b> (larger sign: {escape(result.sign)}), "
+               + f": KL ratio top/baseline = <b>{_shown_ratio(result, signs):.3g}</b> ({_sign_note(result, signs)}), "
                f"{result.n_top} top and {result.n_baseline} baseline examples</div>")
     # Results of workbench.analysis.perturb say in words what the number means (and, when a
     # notebook chose the component for showing, why this one).
@@ -111,3 +112,67 @@ def perturbation_html(result, *, include_plotlyjs: bool | str = False, signs: Se
     charts = (f'<div class="charts"><div>{figure_html(kl_figure(result, signs), include_plotlyjs)}</div>'
               f"<div>{figure_html(accuracy_figure(result, signs), False)}</div></div>")
     return summary + charts + table_html(frame.set_index("set"))
+
+
+def histogram_figure(histogram: pd.DataFrame, n_zero: int = 0, component=None):
+    """Bars of the coefficient histogram (left, right, count) over the positive coefficients."""
+    import plotly.graph_objects as go
+
+    title = "Coefficients over all examples" + (f" ({n_zero} at 0, not shown)" if n_zero else "")
+    figure = go.Figure(layout=dict(
+        height=260, margin=dict(l=50, r=10, t=40, b=40), bargap=0.05, title=dict(text=title, font=dict(size=13)),
+        xaxis=dict(title="coefficient W[:, j]"), yaxis=dict(title="examples"),
+    ))
+    centres = (histogram["left"] + histogram["right"]) / 2 if len(histogram) else []
+    widths = (histogram["right"] - histogram["left"]) if len(histogram) else []
+    figure.add_bar(x=list(centres), y=list(histogram["count"]) if len(histogram) else [], width=list(widths),
+                   marker_color="#7aa6d8", hovertemplate="%{x:.3g}: %{y} examples<extra></extra>")
+    return figure
+
+
+def logit_figure(frame: pd.DataFrame, epsilon: float = 0.1):
+    """Bars of the mean change of each class's log-probability on the top examples at θ ± εĝ."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure(layout=dict(
+        barmode="group", height=260, margin=dict(l=60, r=10, t=40, b=40),
+        title=dict(text=f"Log-probability change on the top set, ε = {epsilon:g}", font=dict(size=13)),
+        yaxis=dict(title="mean Δ log p"), legend=dict(orientation="h", y=-0.2),
+    ))
+    for sign, colour in (("+", "#e8710a"), ("-", "#4c78a8")):
+        if sign in frame:
+            figure.add_bar(name=SIGN_NAMES[sign], x=[str(c) for c in frame.index], y=list(frame[sign]),
+                           marker_color=colour, hovertemplate="class %{x}: %{y:+.3g}<extra>%{fullData.name}</extra>")
+    return figure
+
+
+#: One colour per module kind (``analysis.location.MODULE_KINDS``), fixed so that charts compare.
+KIND_COLOURS = {"embeddings": "#8c564b", "attention q": "#1f77b4", "attention k": "#aec7e8", "attention v": "#17becf",
+                "attention qkv": "#1f77b4", "attention o": "#9edae5", "MLP in": "#2ca02c", "MLP out": "#98df8a",
+                "LayerNorm": "#bcbd22", "pooler": "#9467bd", "classifier": "#d62728", "other": "#7f7f7f"}
+
+
+def location_figure(location: pd.DataFrame):
+    """Stacked bars of a component's mass by layer (x, network order) and module kind (colour)."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure(layout=dict(
+        barmode="stack", height=280, margin=dict(l=50, r=10, t=40, b=40),
+        title=dict(text="Where the component lives: share of ‖g‖² by layer and module kind", font=dict(size=13)),
+        yaxis=dict(title="share of ‖g‖²", tickformat=".0%"), legend=dict(font=dict(size=10)),
+    ))
+    for kind in location.columns:
+        figure.add_bar(name=str(kind), x=[str(i) for i in location.index], y=list(location[kind]),
+                       marker_color=KIND_COLOURS.get(str(kind), "#7f7f7f"),
+                       hovertemplate="%{x}, " + escape(kind) + ": %{y:.1%}<extra></extra>")
+    return figure
+
+
+def _shown_ratio(result, signs: Sequence[str]) -> float:
+    return result.ratio(signs) if hasattr(result, "ratio") else result.kl_ratio
+
+
+def _sign_note(result, signs: Sequence[str]) -> str:
+    if len(signs) == 1:
+        return f"{escape(SIGN_NAMES[signs[0]])} only"
+    return f"larger sign: {escape(result.sign)}"

@@ -35,6 +35,16 @@ CSS = """
 .npeff .charts { display: flex; flex-wrap: wrap; gap: 12px; }
 .npeff .charts > div { flex: 1 1 380px; min-width: 320px; }
 .npeff nav a { margin-right: 12px; }
+.npeff .table-wrap { max-width: 100%; overflow-x: auto; }
+.npeff table.npeff-table th[title] { cursor: help; text-decoration: underline dotted #999; }
+.npeff table.sortable th { cursor: pointer; user-select: none; }
+.npeff .legend { color: #444; font-size: 12px; margin: 4px 0 6px; }
+.npeff .legend .swatch { display: inline-block; width: 26px; height: 12px; border-radius: 3px; vertical-align: middle; margin: 0 3px; }
+.npeff .shares b { font-weight: 600; }
+.npeff .dashboard .numbers { margin: 4px 0; }
+.npeff .dashboard .tables { display: flex; flex-wrap: wrap; gap: 18px; }
+.npeff .toc { columns: 4 140px; margin: 4px 0 10px; } .npeff .toc a { display: block; }
+.npeff a.top { font-size: 12px; float: right; }
 """
 
 
@@ -63,28 +73,43 @@ def format_value(value) -> str:
     return escape(value)
 
 
-def table_html(frame: pd.DataFrame, *, index_links: dict | None = None, bars: Sequence[str] = ()) -> str:
-    """A DataFrame as an HTML table, every header and cell escaped.
+def table_html(frame: pd.DataFrame, *, index_links: dict | None = None, bars: Sequence[str] = (),
+               titles: dict | None = None, sortable: bool = False) -> str:
+    """A DataFrame as an HTML table, every header and cell escaped, in a box that scrolls sideways
+    when the table is wider than the page (nothing clipped).
 
     index_links: {index value: href} turns index cells into links.
     bars: columns in [0, 1] drawn with a small bar beside the number.
+    titles: {column: definition}, shown as the header's tooltip.
+    sortable: a click on a header sorts the rows (by the page's script, ``pages.SORT_SCRIPT``).
     """
     index_name = frame.index.name or ""
-    head = "".join(f"<th>{escape(c)}</th>" for c in [index_name, *frame.columns])
+    titles = titles or {}
+
+    def header(column) -> str:
+        title = titles.get(str(column))
+        return f'<th title="{escape(title)}">{escape(column)}</th>' if title else f"<th>{escape(column)}</th>"
+
+    head = "".join(header(c) for c in [index_name, *frame.columns])
     rows = []
     for key, row in zip(frame.index, frame.itertuples(index=False)):
         cell = format_value(key)
         if index_links and key in index_links:
             cell = f'<a href="{escape(index_links[key])}">{cell}</a>'
-        cells = [f"<td>{cell}</td>"]
+        index_number = isinstance(key, (int, float, np.number)) and not isinstance(key, (bool, np.bool_))
+        cells = [f'<td data-sort="{float(key)!r}">{cell}</td>' if index_number else f"<td>{cell}</td>"]
         for column, value in zip(frame.columns, row):
             text = format_value(value)
             if column in bars and isinstance(value, (float, np.floating)) and np.isfinite(value):
                 text += f'<span class="bar" style="width:{40 * min(max(float(value), 0.0), 1.0):.0f}px"></span>'
             kind = "text" if isinstance(value, str) else ""
-            cells.append(f'<td class="{kind}">{text}</td>')
+            number = isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
+            sort_key = f' data-sort="{float(value)!r}"' if number else ""
+            cells.append(f'<td class="{kind}"{sort_key}>{text}</td>')
         rows.append(f"<tr>{''.join(cells)}</tr>")
-    return f'<table class="npeff-table"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    classes = "npeff-table sortable" if sortable else "npeff-table"
+    return (f'<div class="table-wrap"><table class="{classes}"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>')
 
 
 def bar_columns(frame: pd.DataFrame) -> list[str]:
@@ -104,37 +129,69 @@ def token_colour(score: float, scale: float) -> str:
     return f"rgba({rgb},{alpha:.2f})"
 
 
-def highlighted_text_html(text: str, tokens: Sequence[str] | None, scores, spans=None, special=None) -> str:
+#: The colour legend and the meaning of the three shares, shown above highlighted examples.
+LEGEND = (
+    '<div class="legend">Token shading: <span class="swatch" style="background:rgba(255,140,0,0.8)"></span>'
+    "carries the component (each example's strongest word fully shaded) "
+    '<span class="swatch" style="background:rgba(40,120,255,0.8)"></span>cancels part of it; '
+    "a word's share is of the words' total |share| (hover a word for it and for its share of the whole mass). "
+    "<b>words</b> + <b>special</b> + <b>head</b> = 100% of the example's Fisher mass along the component: "
+    "<b>special</b> flows through [CLS]/[SEP]-like tokens, <b>head</b> through parameters with no token axis "
+    "(pooler, classifier), so no word can be credited with either.</div>"
+)
+
+
+def highlighted_text_html(text: str, tokens: Sequence[str] | None, scores, spans=None, special=None,
+                          raw=None) -> str:
     """The example with each token's span shaded by its score.
 
     With ``spans`` (character offsets of each token in ``text``, from a fast tokenizer) the
     original text is shown, so nothing is lost to unknown tokens; otherwise the tokens.
-    Scores are scaled per example by the largest |score|; the exact share is in each token's
-    tooltip.
+    The shading's scale is the largest |score| over the visible tokens (special tokens are never
+    shown, so they never set the scale); ``scores`` are shares of the visible tokens
+    (``analysis.token_shares``) and ``raw``, when given, the same tokens' shares of the whole
+    mass; both are in each token's tooltip.
     """
     if tokens is None or scores is None:
         return f'<div class="tokens">{escape(text)}</div>'
     scores = np.asarray(scores, dtype=np.float64)
-    special = special or [False] * len(tokens)
-    scale = float(np.max(np.abs(scores))) if len(scores) else 0.0
+    special = np.zeros(len(tokens), dtype=bool) if special is None else np.asarray(special, dtype=bool)
+    visible = np.abs(scores[~special])
+    scale = float(visible.max()) if len(visible) else 0.0
+    raw = [None] * len(tokens) if raw is None else list(raw)
 
-    def span(piece: str, score: float, token: str) -> str:
-        title = escape(f"{token}: {score:+.1%} of the example's mass along the component")
-        return f'<span class="tok" style="background:{token_colour(score, scale)}" title="{title}">{escape(piece)}</span>'
+    def span(piece: str, score: float, token: str, whole) -> str:
+        if whole is None:
+            what = f"{token}: {score:+.1%} of the example's mass along the component"
+        else:
+            what = f"{token}: {score:+.1%} of the words' share ({whole:+.2%} of the example's mass along the component)"
+        return (f'<span class="tok" style="background:{token_colour(score, scale)}" title="{escape(what)}">'
+                f"{escape(piece)}</span>")
 
     if spans is not None:
         pieces, cursor = [], 0
-        for (start, stop), score, token, is_special in zip(spans, scores, tokens, special):
+        for (start, stop), score, token, is_special, whole in zip(spans, scores, tokens, special, raw):
             if is_special or stop <= start:
                 continue
             if start > cursor:
                 pieces.append(escape(text[cursor:start]))
-            pieces.append(span(text[start:stop], score, token))
+            pieces.append(span(text[start:stop], score, token, whole))
             cursor = max(cursor, stop)
         pieces.append(escape(text[cursor:]))
         return f'<div class="tokens">{"".join(pieces)}</div>'
-    shown = [span(token, score, token) for token, score, is_special in zip(tokens, scores, special) if not is_special]
+    shown = [span(token, score, token, whole)
+             for token, score, is_special, whole in zip(tokens, scores, special, raw) if not is_special]
     return f'<div class="tokens">{" ".join(shown)}</div>'
+
+
+def shares_html(example) -> str:
+    """The three named shares of an example's mass along the component: words, special tokens, head."""
+    parts = [("words", getattr(example, "visible_share", None), "visible tokens: the words of the text"),
+             ("special", getattr(example, "special_share", None), "special tokens such as [CLS] and [SEP]"),
+             ("head", getattr(example, "head_share", None), "parameters with no token axis (pooler, classifier)")]
+    shown = [f'<span title="{escape(title)}"><b>{name}</b> {value:.0%}</span>'
+             for name, value, title in parts if value is not None]
+    return f'<span class="shares">{" ".join(shown)}</span>' if shown else ""
 
 
 def example_html(example, label_name=str) -> str:
@@ -145,16 +202,21 @@ def example_html(example, label_name=str) -> str:
         f'prediction <span class="wrong">{prediction}</span>' if wrong else f"prediction {prediction}",
         f"coefficient {example.coefficient:.4g}",
     ]
-    if example.head_share is not None:
-        meta.append(f"head share {example.head_share:.0%}")
-    body = highlighted_text_html(example.text, example.tokens, example.scores,
-                                 getattr(example, "spans", None), example.special)
+    shares = shares_html(example)
+    if shares:
+        meta.append(shares)
+    visible = getattr(example, "visible", None)
+    body = highlighted_text_html(example.text, example.tokens, example.scores if visible is None else visible,
+                                 getattr(example, "spans", None), example.special,
+                                 raw=None if visible is None else example.scores)
     return f'<div class="example"><div class="meta">{" · ".join(meta)}</div>{body}</div>'
 
 
 def examples_page_html(page) -> str:
     """A :class:`~workbench.app.explore.TopExamplesPage`: caption, then one card per example."""
     parts = [f'<div class="caption">{escape(page.caption())}</div>']
+    if any(e.scores is not None for e in page.examples):
+        parts.append(LEGEND)
     parts += [example_html(e, page.label_name) for e in page.examples]
     if page.note:
         parts.append(f'<div class="note">{escape(page.note)}</div>')

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .charts import perturbation_html
+from .dashboard import dashboard_html, definitions_html
 from .html import bar_columns, escape, examples_page_html, run_section_html, style, table_html
 
 logger = logging.getLogger(__name__)
@@ -22,6 +23,23 @@ logger = logging.getLogger(__name__)
 #: Above this many components a report is an index page plus one page per component.
 MAX_SINGLE_PAGE_COMPONENTS = 300
 PLOTLY_FILE = "plotly.min.js"
+
+#: Sorts a ``table.sortable`` by the clicked header (numbers by their ``data-sort``, text otherwise;
+#: again to reverse). Plain script, no library: the report works from disk.
+SORT_SCRIPT = """<script>document.addEventListener("click", function (event) {
+  var th = event.target.closest("table.sortable th"); if (!th) return;
+  var headers = Array.from(th.parentNode.children), i = headers.indexOf(th), body = th.closest("table").tBodies[0];
+  var ascending = th.dataset.dir !== "asc"; headers.forEach(function (h) { delete h.dataset.dir; });
+  th.dataset.dir = ascending ? "asc" : "desc";
+  var rows = Array.from(body.rows);
+  rows.sort(function (a, b) {
+    var x = a.cells[i], y = b.cells[i], c;
+    if (x.dataset.sort !== undefined && y.dataset.sort !== undefined) c = parseFloat(x.dataset.sort) - parseFloat(y.dataset.sort);
+    else c = x.textContent.localeCompare(y.textContent);
+    return ascending ? c : -c;
+  });
+  rows.forEach(function (r) { body.appendChild(r); });
+});</script>"""
 
 
 def plotlyjs_script() -> str:
@@ -35,16 +53,20 @@ def plotlyjs_script() -> str:
 def html_page(title: str, body: str, *, head: str = "") -> str:
     """A complete HTML document; ``head`` is trusted markup (scripts), ``title`` is escaped."""
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
-            f'{head}{style()}</head><body><div class="npeff">{body}</div></body></html>')
+            f'{head}{style()}</head><body id="top"><div class="npeff">{body}</div>{SORT_SCRIPT}</body></html>')
 
 
 def _component_file(component: int) -> str:
     return f"components/{int(component):05d}.html"
 
 
-def _component_section(explorer, component: int, results: list, n_examples: int, highlight: bool, plotlyjs) -> str:
-    row = explorer.table.loc[[component]]
-    parts = [table_html(row, bars=bar_columns(row))]
+def _component_section(explorer, component: int, results: list, n_examples: int, highlight: bool, plotlyjs,
+                       dashboards: bool, sweep) -> str:
+    if dashboards:
+        parts = [dashboard_html(explorer.dashboard(component, sweep=sweep, n_examples=n_examples))]
+    else:
+        row = explorer.table.loc[[component]]
+        parts = [table_html(row, bars=bar_columns(row))]
     page = explorer.top_examples(component, page_size=n_examples, highlight=highlight)
     parts.append(examples_page_html(page))
     parts += [perturbation_html(r, include_plotlyjs=plotlyjs) for r in results]
@@ -53,13 +75,16 @@ def _component_section(explorer, component: int, results: list, n_examples: int,
 
 def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (), n_examples: int = 10,
                 highlight: bool = True, max_single_page: int = MAX_SINGLE_PAGE_COMPONENTS,
-                progress: bool = True) -> Path:
+                progress: bool = True, dashboards: bool = True, sweep: Sequence[float] | None = None) -> Path:
     """Write a report of ``explorer``'s run to the folder ``out``; returns the index page.
 
     Up to ``max_single_page`` components the report is one page (``index.html``, plotly.js
     inline); above, ``index.html`` holds the run record and the component table, linked to one
     page per component under ``components/``. ``perturbations``: results of
-    :meth:`RunExplorer.perturb` to chart under their component. The folder is built under a
+    :meth:`RunExplorer.perturb` to chart under their component. ``dashboards``: each component's
+    dashboard (:meth:`RunExplorer.dashboard`; with its perturbation sweep over ``sweep`` when given).
+    The index has a table of contents, sortable tables (click a header) and links back to the top.
+    The folder is built under a
     temporary name and moved into place at the end, so an interrupted export leaves the
     previous report, not half of a new one.
     """
@@ -76,22 +101,29 @@ def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (
     staging.mkdir(parents=True)
     try:
         header = run_section_html(explorer.record)
-        caption = f'<div class="caption">{len(table)} components</div>'
+        definitions = explorer.definitions()["definition"].to_dict()
+        caption = (f'<div class="caption">{len(table)} components; click a header to sort, hover it for its '
+                   f"definition</div>{definitions_html(definitions, ['component', *table.columns])}")
+        charts = dashboards or bool(by_component)
         components = tqdm(table.index, desc="report", disable=not progress, leave=False)
         if not split:
             links = {j: f"#component-{j}" for j in table.index}
-            sections = [f'<section id="component-{j}"><h2>Component {j}</h2>'
-                        f"{_component_section(explorer, j, by_component.get(j, []), n_examples, highlight, False)}</section>"
-                        for j in components]
-            body = (f"<h1>{escape(title)}</h1>{header}<h2>Components</h2>{caption}"
-                    f"{table_html(table, index_links=links, bars=bar_columns(table))}{''.join(sections)}")
-            head = plotlyjs_script() if by_component else ""
+            top = '<a class="top" href="#top">back to top ↑</a>'
+            sections = [f'<section id="component-{j}">{top}<h2>Component {j}</h2>'
+                        f"{_component_section(explorer, j, by_component.get(j, []), n_examples, highlight, False, dashboards, sweep)}"
+                        "</section>" for j in components]
+            toc = ('<nav class="toc"><a href="#run">This run</a><a href="#components">Component table</a>'
+                   + "".join(f'<a href="#component-{j}">Component {j}</a>' for j in table.index) + "</nav>")
+            body = (f"<h1>{escape(title)}</h1>{toc}<div id=\"run\">{header}</div><h2 id=\"components\">Components</h2>"
+                    f"{caption}{table_html(table, index_links=links, bars=bar_columns(table), titles=definitions, sortable=True)}"
+                    f"{''.join(sections)}")
+            head = plotlyjs_script() if charts else ""
             (staging / "index.html").write_text(html_page(title, body, head=head), encoding="utf-8")
         else:
             (staging / "components").mkdir()
             links = {j: _component_file(j) for j in table.index}
             body = (f"<h1>{escape(title)}</h1>{header}<h2>Components</h2>{caption}"
-                    f"{table_html(table, index_links=links, bars=bar_columns(table))}")
+                    f"{table_html(table, index_links=links, bars=bar_columns(table), titles=definitions, sortable=True)}")
             (staging / "index.html").write_text(html_page(title, body), encoding="utf-8")
             order = list(table.index)
             for position, j in enumerate(components):
@@ -101,12 +133,12 @@ def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (
                 if position + 1 < len(order):
                     nav.append(f'<a href="../{_component_file(order[position + 1])}">next</a>')
                 results = by_component.get(j, [])
-                head = f'<script src="../{PLOTLY_FILE}"></script>' if results else ""
-                section = _component_section(explorer, j, results, n_examples, highlight, False)
+                head = f'<script src="../{PLOTLY_FILE}"></script>' if results or dashboards else ""
+                section = _component_section(explorer, j, results, n_examples, highlight, False, dashboards, sweep)
                 page = f"<nav>{''.join(nav)}</nav><h1>Component {j}</h1>{section}"
                 (staging / _component_file(j)).write_text(html_page(f"{title}: component {j}", page, head=head),
                                                           encoding="utf-8")
-            if by_component:
+            if charts:
                 from plotly.offline import get_plotlyjs
 
                 (staging / PLOTLY_FILE).write_text(get_plotlyjs(), encoding="utf-8")

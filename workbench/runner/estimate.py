@@ -144,10 +144,12 @@ class PefEstimate:
                 + ". Nothing was written."
             )
 
-    def postfix(self) -> str:
-        """Short form for the progress bar."""
+    def postfix(self, n_left: int | None = None) -> str:
+        """Short form for the progress bar; with ``n_left`` (examples still to run) the time left counts
+        down at the probe's rate, so the bar's estimate moves as the run does."""
         disk = f"disk≈{format_bytes(self.disk_bytes)}, " if self.path is not None else ""
-        return f"{disk}peak≈{format_bytes(self.peak_memory_bytes)}, est. {format_seconds(self.seconds_left)} left"
+        seconds = self.seconds_left if n_left is None else self.seconds_per_example * max(int(n_left), 0)
+        return f"{disk}peak≈{format_bytes(self.peak_memory_bytes)}, est. {format_seconds(seconds)} left"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

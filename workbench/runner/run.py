@@ -156,4 +156,6 @@ class PefRun:
                 if chunk is not None:
                     check_chunk_finite(chunk, index * self.config.batch_size)
                     deliver(index, chunk)
+                    if estimate is not None:  # the time left counts down with the run
+                        bar.set_postfix_str(estimate.postfix(bar.total - bar.n - size), refresh=False)
                     bar.update(size)

@@ -407,8 +407,19 @@ def train_default_model(
 
 
 def load_default_model(path: str | os.PathLike) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The saved model (in eval mode) and its tokenizer, never touching the network."""
-    model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
+    """The saved model (in eval mode) and its tokenizer, never touching the network.
+
+    Quietly: transformers' "Loading weights" bar would otherwise stand above every workbench
+    that opens a run (a saved model loads whole; there is nothing to report)."""
+    from transformers.utils import logging as transformers_logging
+
+    shown = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
+    finally:
+        if shown:
+            transformers_logging.enable_progress_bar()
     model.eval()
     return model, AutoTokenizer.from_pretrained(path, local_files_only=True)
 

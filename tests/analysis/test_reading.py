@@ -1,0 +1,138 @@
+"""Numbers for reading a component, on exact small cases: token shares, where a component lives,
+definitions, the dashboard's pieces and reverse-lookup loadings."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from workbench.analysis.dashboard import coefficient_histogram, nearest_components, token_table
+from workbench.analysis.definitions import definition, definitions_frame
+from workbench.analysis.location import (
+    MODULE_KINDS,
+    layer_of,
+    location_summary,
+    mass_by_location,
+    mass_by_parameter,
+    module_kind,
+)
+from workbench.analysis.lookup import loadings
+from workbench.analysis.token_shares import token_shares
+from workbench.core.params import ParameterLayout
+from workbench.npeff import LrmNpeff
+
+
+def test_token_shares_normalise_over_the_visible_tokens_only():
+    # [CLS] carries most of the mass, as on MiniLM; the words' shares are tiny but their order is kept.
+    scores = [0.60, 0.002, -0.001, 0.008, 0.05]
+    special = [True, False, False, False, True]
+    shares = token_shares(scores, special, head_share=0.341)
+    np.testing.assert_allclose(shares.visible, [0.0, 0.002 / 0.011, -0.001 / 0.011, 0.008 / 0.011, 0.0])
+    assert np.abs(shares.visible).sum() == pytest.approx(1.0)
+    assert shares.special_share == pytest.approx(0.65) and shares.visible_share == pytest.approx(0.009)
+    assert shares.visible_share + shares.special_share + shares.head_share == pytest.approx(1.0)
+    assert shares.strongest == 3  # the largest visible share, never [CLS]
+
+
+def test_token_shares_without_visible_mass_and_bad_flags():
+    shares = token_shares([0.5, 0.0, 0.5], [True, False, True], 0.0)
+    assert shares.strongest is None and not shares.visible.any()
+    with pytest.raises(ValueError, match="one flag per token"):
+        token_shares([0.1, 0.2], [True], 0.0)
+
+
+@pytest.mark.parametrize("name, kind, layer", [
+    ("bert.embeddings.word_embeddings.weight", "embeddings", "embeddings"),
+    ("bert.embeddings.LayerNorm.weight", "LayerNorm", "embeddings"),
+    ("bert.encoder.layer.3.attention.self.query.weight", "attention q", "layer 3"),
+    ("bert.encoder.layer.3.attention.self.key.bias", "attention k", "layer 3"),
+    ("bert.encoder.layer.3.attention.self.value.weight", "attention v", "layer 3"),
+    ("bert.encoder.layer.3.attention.output.dense.weight", "attention o", "layer 3"),
+    ("bert.encoder.layer.3.attention.output.LayerNorm.bias", "LayerNorm", "layer 3"),
+    ("bert.encoder.layer.11.intermediate.dense.weight", "MLP in", "layer 11"),
+    ("bert.encoder.layer.11.output.dense.weight", "MLP out", "layer 11"),
+    ("bert.pooler.dense.weight", "pooler", "head"),
+    ("classifier.weight", "classifier", "head"),
+    ("transformer.h.2.attn.c_attn.weight", "attention qkv", "layer 2"),
+    ("transformer.h.2.attn.c_proj.weight", "attention o", "layer 2"),
+    ("transformer.h.2.mlp.c_fc.weight", "MLP in", "layer 2"),
+    ("transformer.h.2.mlp.c_proj.weight", "MLP out", "layer 2"),
+    ("transformer.wte.weight", "embeddings", "embeddings"),
+    ("model.layers.1.self_attn.k_proj.weight", "attention k", "layer 1"),
+    ("model.layers.1.mlp.down_proj.weight", "MLP out", "layer 1"),
+    ("something.else", "other", "other"),
+])
+def test_parameter_names_map_to_module_kinds_and_layers(name, kind, layer):
+    assert module_kind(name) == kind and kind in MODULE_KINDS
+    assert layer_of(name) == layer
+
+
+def planted_decomposition():
+    """Two components over four parameters whose mass sits exactly where it was planted."""
+    layout = ParameterLayout(("bert.embeddings.word_embeddings.weight", "bert.encoder.layer.0.attention.self.query.weight",
+                              "bert.encoder.layer.1.output.dense.weight", "classifier.weight"), ((2,), (3,), (2,), (1,)))
+    kept = np.array([0, 1, 2, 4, 5, 7], dtype=np.int64)  # columns 3 and 6 pruned
+    G = np.zeros((2, len(kept)), dtype=np.float32)
+    G[0, [0, 1]] = [3.0, 4.0]  # ‖·‖² 25 in the embeddings
+    G[0, 2] = 5.0  # 25 in layer 0's query
+    G[0, 5] = 0.0
+    G[1, 5] = 2.0  # all in the classifier
+    d = LrmNpeff(2)
+    d.G_, d.W_, d.kept_columns_, d.layout_, d.n_parameters_ = G, np.ones((3, 2), np.float32), kept, layout, 8
+    return d
+
+
+def test_mass_by_location_is_the_exact_split_of_the_squared_norm():
+    d = planted_decomposition()
+    shares = mass_by_parameter(d)
+    np.testing.assert_allclose(shares.to_numpy(), [[0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    location = mass_by_location(d, 0)
+    assert list(location.index) == ["embeddings", "layer 0", "layer 1", "head"]  # network order
+    assert location.loc["embeddings", "embeddings"] == pytest.approx(0.5)
+    assert location.loc["layer 0", "attention q"] == pytest.approx(0.5)
+    assert location.to_numpy().sum() == pytest.approx(1.0)
+    summary = location_summary(d)
+    assert summary.loc[1, "main_kind"] == "classifier" and summary.loc[1, "main_layer_mass"] == pytest.approx(1.0)
+
+
+def test_every_column_of_a_component_table_has_a_definition():
+    columns = ["component", "n_top", "g_norm", "mass", "label", "label_purity", "prediction", "prediction_purity",
+               "accuracy", "strategy_purity", "strategy_entropy"]
+    frame = definitions_frame(columns)
+    assert list(frame.index) == columns
+    assert "strategy" in definition("strategy_entropy") and "multi-factor" in definition("strategy_entropy")
+    assert definition("no such column") is None
+
+
+def test_coefficient_histogram_counts_every_example_once():
+    values = np.array([0, 0, 0, 0.5, 1.0, 1.0, 2.0])
+    bins, n_zero = coefficient_histogram(values, n_bins=3)
+    assert n_zero == 3 and bins["count"].sum() == 4
+    assert bins["left"].iloc[0] == 0.5 and bins["right"].iloc[-1] == 2.0
+    empty, n_zero = coefficient_histogram(np.zeros(5))
+    assert n_zero == 5 and empty.empty
+
+
+def test_nearest_components_by_absolute_cosine():
+    G = np.array([[1.0, 0, 0], [-2.0, 0.1, 0], [0, 1, 0], [0, 0, 0], [1, 1, 0]])
+    near = nearest_components(G, 0, n=3)
+    assert list(near.index) == [1, 4, 2]  # the opposite direction is nearest; the zero row never
+    assert near["cos"].iloc[0] == pytest.approx(2 / np.hypot(2, 0.1))
+    assert near["cos"].iloc[1] == pytest.approx(1 / np.sqrt(2)) and near["cos"].iloc[2] == pytest.approx(0.0)
+
+
+def test_top_tokens_aggregate_over_examples():
+    examples = [(["[CLS]", "the", "plot", "was", "dull", "dull"], np.array([0, 0.1, 0.0, 0.1, 0.5, 0.3])),
+                (["[CLS]", "dull", "music"], np.array([0, 0.6, -0.4]))]
+    tokens = token_table(examples, n=3)
+    assert list(tokens.index) == ["dull", "the", "was"]  # "plot" (0) and specials never counted
+    assert tokens.loc["dull", "count"] == 2 and tokens.loc["dull", "mean share"] == pytest.approx(0.7)
+    assert tokens.loc["dull", "total"] == pytest.approx(1.4)
+
+
+def test_loadings_are_sorted_by_scaled_coefficient_with_shares():
+    G = np.array([[1.0, 0], [0, 3.0], [2.0, 0]])
+    table = loadings([0.5, 0.2, 0.0], G, kind="lrm")
+    assert list(table.index) == [1, 0]  # 0.2 × 9 = 1.8 beats 0.5 × 1; the zero coefficient is left out
+    np.testing.assert_allclose(table["scaled"], [1.8, 0.5])
+    np.testing.assert_allclose(table["share"], [1.8 / 2.3, 0.5 / 2.3])
+    assert isinstance(table, pd.DataFrame) and table.index.name == "component"

@@ -1,0 +1,77 @@
+"""Frictions a new user met (issue 20): the PEF bar's estimate (item 2), file modes (item 4), the model
+loading quietly (item 7) and the demo's --help (item 10)."""
+
+import os
+import stat
+
+import pytest
+
+from workbench.app.cli import main
+from workbench.runner.estimate import PefEstimate
+from workbench.store.files import write_json
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_files_are_written_with_the_mode_the_umask_allows(tmp_path, embedded_run):
+    """Item 4: run.json, the decomposition and exports were 0600 (temporary files renamed into place)."""
+    previous = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"a": 1})
+        assert _mode(tmp_path / "a.json") == 0o644
+        os.umask(0o027)
+        write_json(tmp_path / "b.json", {"b": 1})
+        assert _mode(tmp_path / "b.json") == 0o640
+        os.umask(0o022)
+        from workbench.app.explore import RunExplorer
+
+        written = RunExplorer.open(embedded_run.path).export(tmp_path / "exports", format="csv")
+        assert {_mode(p) for p in written.values()} == {0o644}
+    finally:
+        os.umask(previous)
+    for name in ("run.json", "decomposition.safetensors"):
+        assert _mode(embedded_run.path / name) == 0o666 & ~previous
+
+
+def test_the_time_left_counts_down_with_the_run():
+    """Item 2: the bar's estimate came from the probe and stayed; it now follows the examples left."""
+    estimate = PefEstimate.__new__(PefEstimate)
+    estimate.path, estimate.peak_memory_bytes, estimate.seconds_per_example = None, 2**30, 0.5
+    estimate.seconds_left = 240.0
+    assert estimate.postfix().endswith("est. 4 min left")
+    assert estimate.postfix(60).endswith("est. 30 s left")
+    assert estimate.postfix(0).endswith("est. 0 s left")
+
+
+def test_progress_bar_ends_at_zero_left(tmp_path, bert3, bert_inputs, capsys):
+    from workbench import write_pefs
+
+    write_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=300, batch_size=2, progress=True)
+    err = capsys.readouterr().err
+    assert err.rstrip().endswith("est. 0 s left]") or "est. 0 s left]" in err.splitlines()[-1]
+
+
+def test_loading_a_saved_model_prints_nothing(embedded_run, capfd):
+    """Item 7: transformers' 'Loading weights' bar stood above every workbench."""
+    from workbench.models.embedded import load_default_model
+
+    capfd.readouterr()
+    load_default_model(embedded_run.path / "model")
+    out, err = capfd.readouterr()
+    assert "Loading weights" not in err + out
+
+
+def test_demo_help_describes_every_option_with_its_default(capsys):
+    """Item 10."""
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    options = text.split("options:")[1]
+    for option in ("--out", "--n-examples", "--n-components", "--n-values", "--n-iters-g-only", "--n-iters-joint",
+                   "--seed", "--base", "--device"):
+        line = options.split(f" {option} ", 1)[1].split(" --")[0]  # its entry in the options list
+        words, default = line.split("(default: ")
+        assert len(words.split()) >= 3, option  # a line of help beside the metavar
+        assert default.strip(" )"), option

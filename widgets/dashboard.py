@@ -1,0 +1,87 @@
+"""The component dashboard: one component at a glance, as ``RunExplorer.dashboard`` computes it."""
+
+from __future__ import annotations
+
+import json
+import traceback
+
+import ipywidgets as w
+
+from workbench import report
+from workbench.app.explore import RunExplorer
+from workbench.app.results import ComponentDashboard as Dashboard
+
+from .static import StaticFallback, on_click_shown
+
+#: ε of the sweep the "sweep ε" button adds (a sweep costs a perturbation check per ε).
+SWEEP = (0.01, 0.1, 1.0)
+
+
+class ComponentDashboard(StaticFallback, w.VBox):
+    """Coefficient histogram, where the component lives, the class its direction pushes toward, its top
+    tokens and nearest components; *sweep ε* adds the perturbation sweep. The charts are plotly figures
+    shown through JupyterLab's plotly renderer (and as HTML where a notebook is read without it)."""
+
+    def __init__(self, explorer: RunExplorer):
+        self.explorer = explorer
+        self.component: int | None = None
+        self.current: Dashboard | None = None
+        self.figures: list = []  # the plotly figures shown
+        self.title = w.HTML("<b>Dashboard</b>: select a component first.")
+        self.sweep_button = w.Button(description="sweep ε", icon="line-chart", disabled=True,
+                                     tooltip=f"add the perturbation sweep at ε = {', '.join(map(str, SWEEP))}",
+                                     layout=w.Layout(width="auto"))
+        self.sweep_button.on_click(on_click_shown(lambda: self.show(self.component, sweep=SWEEP)))
+        self.status = w.HTML()
+        self.numbers = w.HTML()
+        self.charts = w.Output(layout=w.Layout(width="100%"))
+        self.tables = w.HTML()
+        super().__init__([w.HBox([self.title, self.sweep_button, self.status], layout=w.Layout(align_items="center")),
+                          self.numbers, self.charts, self.tables])
+        self.add_class("npeff-dashboard")
+
+    def show(self, component: int | None, *, sweep=None) -> Dashboard | None:
+        """Compute and show ``component``'s dashboard (``sweep``: the ε of a perturbation sweep, or None)."""
+        self.component = component
+        self.sweep_button.disabled = component is None
+        if component is None:
+            return None
+        self.status.value = "<i>computing…</i>"
+        try:
+            result = self.explorer.dashboard(component, sweep=sweep)
+        except Exception as error:  # shown in the panel
+            self.status.value = ""
+            self.numbers.value = report.fragment(report.error_html(f"{type(error).__name__}: {error}",
+                                                                   traceback.format_exc()))
+            raise
+        self.current = result
+        self.title.value = f"<b>Dashboard of component {int(component)}</b>"
+        self.numbers.value = report.fragment(report.dashboard_numbers_html(result))
+        self.tables.value = report.fragment(report.dashboard_tables_html(result))
+        self.figures = [f.update_layout(width=620) for f in report.dashboard_figures(result)]
+        # Display data for JupyterLab's plotly renderer (with the HTML fragment for front ends without it),
+        # set as the output's value: printing figures inside ``with self.charts`` captures nothing on the
+        # thread the workbench fills in on, and IPython's formatters give empty bundles there.
+        self.charts.outputs = tuple(_display_data(f) for f in self.figures)
+        self.status.value = ""
+        return result
+
+    def static_html(self) -> str:
+        if self.current is None:
+            return report.fragment("<i>No component selected.</i>")
+        return report.fragment(report.dashboard_html(self.current))
+
+    def static_text(self) -> str:
+        return "No component selected." if self.current is None else repr(self.current)
+
+
+#: JupyterLab's plotly renderer (the jupyterlab-plotly extension, shipped with plotly).
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+
+
+def _display_data(figure) -> dict:
+    """A figure as an output of an Output widget: plotly's mime bundle and an HTML fallback."""
+    spec = json.loads(figure.to_json())
+    spec["config"] = {"displaylogo": False, "responsive": True}
+    return {"output_type": "display_data", "metadata": {},
+            "data": {PLOTLY_MIME: spec, "text/html": report.figure_html(figure), "text/plain": "a plotly chart"}}

@@ -1,0 +1,75 @@
+"""Reverse lookup: which components an example of the run, or a sentence typed in, loads on."""
+
+from __future__ import annotations
+
+import traceback
+
+import ipywidgets as w
+
+from workbench import report
+from workbench.app.explore import RunExplorer
+from workbench.app.results import Lookup
+
+from .static import StaticFallback, on_click_shown
+
+
+class LookupPanel(StaticFallback, w.VBox):
+    """Type an example's number or a sentence; *look up* lists the components it loads on (a sentence's
+    PEF and coefficients are computed on the spot, with their cost shown). Clicking a component in the
+    list calls ``on_select(component)`` (the workbench selects it)."""
+
+    def __init__(self, explorer: RunExplorer, *, on_select=None, n: int = 10):
+        self.explorer = explorer
+        self.on_select = on_select
+        self.n = n
+        self.current: Lookup | None = None
+        self.query = w.Text(placeholder="an example's number, or a sentence", description="look up",
+                            continuous_update=False, layout=w.Layout(width="460px"))
+        self.button = w.Button(description="look up", icon="search", layout=w.Layout(width="auto"))
+        self.button.on_click(on_click_shown(self.run))
+        self.query.observe(on_click_shown(self.run), names="value")
+        self.status = w.HTML()
+        self.body = w.HTML()
+        self.select_buttons = w.HBox(layout=w.Layout(flex_flow="row wrap"))
+        super().__init__([w.HBox([self.query, self.button, self.status], layout=w.Layout(align_items="center")),
+                          self.body, self.select_buttons])
+        self.add_class("npeff-lookup")
+
+    def lookup(self, query: int | str) -> Lookup:
+        """Look up ``query`` (an example number, or a text) and show the result."""
+        self.query.value = str(query)  # runs it through the observer
+        if self.current is None:
+            raise ValueError(f"nothing found for {query!r}: see the panel's message")
+        return self.current
+
+    def run(self) -> Lookup | None:
+        text = self.query.value.strip()
+        if not text:
+            return None
+        query = int(text) if text.isdigit() else text
+        self.current = None
+        self.status.value = "<i>computing its PEF…</i>" if isinstance(query, str) else ""
+        try:
+            result = self.explorer.lookup(query, n=self.n)
+        except Exception as error:
+            self.status.value = ""
+            self.body.value = report.fragment(report.error_html(f"{type(error).__name__}: {error}",
+                                                                traceback.format_exc()))
+            self.select_buttons.children = []
+            raise
+        self.current = result
+        self.status.value = ""
+        self.body.value = report.fragment(report.lookup_html(result))
+        buttons = []
+        for j in result.loadings.index:
+            button = w.Button(description=f"component {j}", layout=w.Layout(width="auto"))
+            button.on_click(lambda _, j=int(j): self.on_select and self.on_select(j))
+            buttons.append(button)
+        self.select_buttons.children = buttons
+        return result
+
+    def static_html(self) -> str:
+        return report.fragment("<i>No lookup yet.</i>" if self.current is None else report.lookup_html(self.current))
+
+    def static_text(self) -> str:
+        return "No lookup yet." if self.current is None else repr(self.current)

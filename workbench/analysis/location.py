@@ -1,0 +1,117 @@
+"""Where a component lives in the network: its mass by layer and by module kind.
+
+A component's direction g_j spans the parameters the PEFs kept. Its squared norm splits
+exactly over them: ‖g_j‖² = Σ_parameters Σ_entries g², so each parameter holds a share of
+it (the shares sum to 1). Grouping the parameters by transformer layer and by the kind of
+module they belong to (embeddings, attention q/k/v/o, MLP in/out, LayerNorm, pooler,
+classifier) says where the component acts: a component whose mass sits in the classifier
+is about the head, not about the tokens (the question of issue 17 on MiniLM).
+
+The kind and layer come from the parameter's name (BERT, GPT-2, LLaMA-style and the
+embedded model's names are known); any other name is ``other`` / outside the layers.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+#: Module kinds in display order (a chart's legend, a frame's columns).
+MODULE_KINDS = ("embeddings", "attention q", "attention k", "attention v", "attention qkv", "attention o",
+                "MLP in", "MLP out", "LayerNorm", "pooler", "classifier", "other")
+
+# First match wins, so the specific names come before the general ones: a LayerNorm inside
+# the embeddings is a LayerNorm, and BERT's attention.output.dense is attention o, not MLP out.
+_KIND_RULES = (
+    ("LayerNorm", r"layernorm|layer_norm|(^|\.)ln_|(^|\.)norm|_norm\b"),
+    ("pooler", r"pooler"),
+    ("embeddings", r"embed|(^|\.)wte\b|(^|\.)wpe\b"),
+    ("attention q", r"query|q_proj|\.q\b|q_lin"),
+    ("attention k", r"(^|\.)key\b|k_proj|\.k\b|k_lin"),
+    ("attention v", r"value|v_proj|\.v\b|v_lin"),
+    ("attention qkv", r"c_attn|qkv|query_key_value"),
+    ("attention o", r"attention\.output\.dense|attn\.c_proj|o_proj|out_proj|out_lin|attn.*dense"),
+    ("MLP in", r"intermediate|c_fc|fc1|up_proj|gate_proj|dense_h_to_4h|lin1"),
+    ("MLP out", r"output\.dense|mlp\.c_proj|fc2|down_proj|dense_4h_to_h|lin2"),
+    ("classifier", r"classifier|(^|\.)score\b|lm_head|(^|\.)head\b|pre_classifier"),
+)
+_LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h|blocks?)\.(\d+)(?:\.|$)")
+
+
+def module_kind(name: str) -> str:
+    """The kind of module the parameter ``name`` belongs to (one of :data:`MODULE_KINDS`)."""
+    lowered = name.lower()
+    for kind, pattern in _KIND_RULES:
+        if re.search(pattern, lowered):
+            return kind
+    return "other"
+
+
+def layer_of(name: str) -> str:
+    """``"layer N"`` for a parameter inside transformer layer N; ``"embeddings"``, ``"head"`` (pooler,
+    classifier, final norm) or ``"other"`` outside the layers."""
+    match = _LAYER.search(name)
+    if match:
+        return f"layer {int(match.group(1))}"
+    kind = module_kind(name)
+    if kind == "embeddings" or "embed" in name.lower():
+        return "embeddings"
+    if kind in ("pooler", "classifier", "LayerNorm"):
+        return "head"
+    return "other"
+
+
+def _layer_order(layer: str) -> tuple:
+    if layer == "embeddings":
+        return (0, 0)
+    if layer.startswith("layer "):
+        return (1, int(layer.split()[1]))
+    return (2, 0) if layer == "head" else (3, 0)
+
+
+def mass_by_parameter(decomposition) -> pd.DataFrame:
+    """(n_components, n_parameters): each component's share of its squared norm in each parameter
+    of the decomposition's layout (rows sum to 1; a zero component's row is 0)."""
+    layout = decomposition.layout_
+    G = np.asarray(decomposition.components_, dtype=np.float64)
+    kept = np.asarray(decomposition.kept_columns_, dtype=np.int64)
+    # Which parameter each kept column belongs to: the last offset at or before it.
+    owner = np.searchsorted(layout.offsets, kept, side="right") - 1
+    squares = np.zeros((G.shape[0], len(layout.names)))
+    np.add.at(squares.T, owner, (G ** 2).T)
+    totals = squares.sum(axis=1, keepdims=True)
+    shares = np.divide(squares, totals, out=np.zeros_like(squares), where=totals > 0)
+    return pd.DataFrame(shares, columns=list(layout.names)).rename_axis(index="component", columns="parameter")
+
+
+def location_frame(decomposition, component: int) -> pd.DataFrame:
+    """One row per parameter of ``component``: parameter, layer, kind and mass (share of ‖g‖²), largest first."""
+    shares = mass_by_parameter(decomposition)
+    if not 0 <= int(component) < len(shares):
+        raise IndexError(f"component must be from 0 to {len(shares) - 1}, got {component}")
+    row = shares.iloc[int(component)]
+    frame = pd.DataFrame({"parameter": row.index, "layer": [layer_of(n) for n in row.index],
+                          "kind": [module_kind(n) for n in row.index], "mass": row.to_numpy()})
+    return frame.sort_values("mass", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def mass_by_location(decomposition, component: int) -> pd.DataFrame:
+    """``component``'s mass by layer (rows, network order: embeddings, layer 0, ..., head) and module
+    kind (columns, :data:`MODULE_KINDS` order, kinds the model lacks left out); the cells sum to 1."""
+    frame = location_frame(decomposition, component)
+    table = frame.pivot_table(index="layer", columns="kind", values="mass", aggfunc="sum", fill_value=0.0)
+    table = table.reindex(sorted(table.index, key=_layer_order))
+    return table[[k for k in MODULE_KINDS if k in table.columns]]
+
+
+def location_summary(decomposition) -> pd.DataFrame:
+    """Per component: the module kind and the layer holding most of its mass, and those shares."""
+    shares = mass_by_parameter(decomposition)
+    kinds = shares.T.groupby([module_kind(n) for n in shares.columns]).sum().T
+    layers = shares.T.groupby([layer_of(n) for n in shares.columns]).sum().T
+    return pd.DataFrame({
+        "main_kind": kinds.idxmax(axis=1), "main_kind_mass": kinds.max(axis=1),
+        "main_layer": layers.idxmax(axis=1), "main_layer_mass": layers.max(axis=1),
+    }).rename_axis("component")

@@ -1,0 +1,58 @@
+"""Reverse lookup: which components an example loads on, also for a text the model has not seen.
+
+For an example of the run, its row of W. For a new text: its PEF (the same kind, parameters
+and n_values as the run's) and the decomposition's ``transform`` with the components fixed,
+the same coefficients the fit would give it (NPEFF's W step for one example).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..core.kinds import kind as kind_named
+from .tables import component_norms
+
+
+def loadings(coefficients: np.ndarray, components: np.ndarray, *, kind: str = "lrm", n: int | None = 10) -> pd.DataFrame:
+    """The components one example loads on, largest scaled coefficient first (zeros left out).
+
+    Columns: ``coefficient`` (W_ij), ``scaled`` (W_ij ‖g_j‖², comparable across components) and
+    ``share`` (of the example's summed scaled coefficients).
+    """
+    w = np.asarray(coefficients, dtype=np.float64).ravel()
+    scaled = w * component_norms(components) ** kind_named(kind).mass_power
+    total = scaled[w > 0].sum()
+    order = np.argsort(-scaled, kind="stable")
+    order = order[w[order] > 0][:n]
+    return pd.DataFrame({"coefficient": w[order], "scaled": scaled[order],
+                         "share": scaled[order] / total if total > 0 else 0.0},
+                        index=pd.Index(order, name="component"))
+
+
+def pefs_of_texts(model, tokenizer, decomposition, texts: Sequence[str], *, kind: str = "lrm",
+                  n_values: int | None = 8192, max_length: int = 64, device=None):
+    """PEFs of ``texts`` over exactly the decomposition's parameters (however its run chose them), of
+    ``kind`` with ``n_values`` kept per example, as the run's. Labels are not needed: a PEF is over the
+    model's predicted distribution (its class slots), not the true label."""
+    from ..models.embedded import tokenize
+    from ..runner import compute_pefs
+
+    if isinstance(texts, str) or not all(isinstance(t, str) and t.strip() for t in texts):
+        raise ValueError("texts must be a list of non-empty strings, e.g. ['the plot was dull .']")
+    inputs = tokenize(tokenizer, list(texts), max_length=max_length)
+    include = ["^" + re.escape(name) + "$" for name in decomposition.layout_.names]
+    return compute_pefs(model, inputs, kind=kind, n_values=n_values, include=include, device=device,
+                        progress=False, check_resources=False)
+
+
+def coefficients_of_texts(model, tokenizer, decomposition, texts: Sequence[str], **kwargs) -> tuple[np.ndarray, float]:
+    """(W of ``texts``: (n_texts, n_components), seconds taken): :func:`pefs_of_texts` (keyword
+    arguments go there), then the decomposition's ``transform``."""
+    started = time.perf_counter()
+    W = decomposition.transform(pefs_of_texts(model, tokenizer, decomposition, texts, **kwargs))
+    return W, time.perf_counter() - started

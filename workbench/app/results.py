@@ -1,0 +1,226 @@
+"""The result objects :class:`~workbench.app.explore.RunExplorer` returns: each renders itself in a
+notebook (``text/plain`` and ``text/html``, with or without widgets) and holds plain numbers and frames.
+
+- :class:`ComponentFilter`, :class:`ComponentPage`: which components, and a page of the component table;
+- :class:`HighlightedExample`, :class:`TopExamplesPage`: a component's examples with their token shares;
+- :class:`ComponentDashboard`: one component at a glance;
+- :class:`Lookup`: the components one example (or a new text) loads on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .. import report
+
+
+@dataclass
+class ComponentFilter:
+    """Which components to list, and in which order. The defaults list all, largest mass first."""
+
+    min_purity: float = 0.0  # keep components whose ``purity`` column is at least this
+    purity: str = "label_purity"  # the purity column the threshold applies to
+    min_mass: float = 0.0  # size: share of the reconstruction's total mass
+    label: object = None  # majority label of the top examples (None: any)
+    search: str = ""  # case-insensitive text that one of the top examples must contain
+    sort_by: str = "mass"
+    descending: bool = True
+
+
+
+@dataclass
+class ComponentPage:
+    """One page of the (filtered, sorted) component table."""
+
+    rows: pd.DataFrame  # index: component
+    page: int
+    page_size: int
+    n_matching: int
+    n_components: int
+    filter: ComponentFilter = field(default_factory=ComponentFilter)
+
+    @property
+    def n_pages(self) -> int:
+        return max(1, -(-self.n_matching // self.page_size))
+
+    def caption(self) -> str:
+        if not self.n_matching:
+            return (f"no component matches the filters ({self.n_components} in all): change them, or reset them "
+                    "to list every component")
+        first = self.page * self.page_size + 1
+        last = min((self.page + 1) * self.page_size, self.n_matching)
+        return (f"components {first}-{last} of {self.n_matching} matching ({self.n_components} in all), "
+                f"page {self.page + 1} of {self.n_pages}, sorted by {self.filter.sort_by}")
+
+    def __repr__(self) -> str:
+        with pd.option_context("display.width", 120, "display.precision", 3):
+            return f"{self.caption()}\n{self.rows.to_string()}"
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        return {"text/plain": repr(self), "text/html": report.component_page_html(self)}
+
+
+@dataclass
+class HighlightedExample:
+    """One top example of a component, with its tokens scored when the run has a model."""
+
+    example: int  # row of the run's examples
+    rank: int  # 0: the largest coefficient
+    text: str
+    label: object
+    prediction: object
+    coefficient: float  # W[example, component]
+    tokens: list[str] | None = None
+    scores: np.ndarray | None = None  # (n_tokens,) shares of the example's Fisher mass along the component
+    head_share: float | None = None  # share through layers without a token axis (pooler, classifier)
+    special: list[bool] | None = None  # tokens the tokenizer added ([CLS], [SEP], ...)
+    spans: list[tuple[int, int]] | None = None  # each token's character span in ``text``
+    # The scores as read (``workbench.analysis.token_shares``): normalised over the visible tokens,
+    # and the shares that no word carries.
+    visible: np.ndarray | None = None  # (n_tokens,) Σ |visible| = 1 over the visible tokens
+    visible_share: float | None = None  # Σ score over the visible tokens (the words)
+    special_share: float | None = None  # Σ score over the special tokens ([CLS], [SEP])
+
+
+    @property
+    def strongest_token(self) -> str | None:
+        """The visible token with the largest share (None without scores or visible tokens)."""
+        if self.visible is None or not np.any(self.visible):
+            return None
+        return self.tokens[int(np.argmax(self.visible))]
+
+
+@dataclass
+class TopExamplesPage:
+    """One page of a component's examples, largest coefficient first."""
+
+    component: int
+    examples: list[HighlightedExample]
+    page: int
+    page_size: int
+    n_ranked: int  # examples with a positive coefficient for the component
+    label_names: dict = field(default_factory=dict)
+    note: str = ""  # why tokens are not highlighted, when they are not
+
+    @property
+    def n_pages(self) -> int:
+        return max(1, -(-self.n_ranked // self.page_size))
+
+    def caption(self) -> str:
+        first = self.page * self.page_size + 1 if self.examples else 0
+        last = self.page * self.page_size + len(self.examples)
+        return (f"component {self.component}: examples {first}-{last} of {self.n_ranked} with a positive "
+                f"coefficient (page {self.page + 1} of {self.n_pages})")
+
+    def label_name(self, value) -> str:
+        name = self.label_names.get(str(value))
+        return f"{value} ({name})" if name is not None else str(value)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per example: rank, example, text, label, prediction, coefficient, the shares of its
+        mass along the component in words (visible tokens), special tokens and the head, and its strongest word."""
+        return pd.DataFrame([
+            {"rank": e.rank, "example": e.example, "text": e.text, "label": e.label, "prediction": e.prediction,
+             "coefficient": e.coefficient, "visible_share": e.visible_share, "special_share": e.special_share,
+             "head_share": e.head_share, "strongest_token": e.strongest_token}
+            for e in self.examples
+        ])
+
+    def __repr__(self) -> str:
+        lines = [self.caption()]
+        for e in self.examples:
+            lines.append(f"  #{e.rank + 1} example {e.example} (label {self.label_name(e.label)}, prediction "
+                         f"{self.label_name(e.prediction)}, coefficient {e.coefficient:.4g}): {e.text}")
+            if e.strongest_token is not None:
+                best = e.tokens.index(e.strongest_token)
+                lines.append(f"      strongest word: {e.strongest_token!r} ({e.visible[best]:+.0%} of the words' share); "
+                             f"words {e.visible_share:.0%}, special tokens {e.special_share:.0%}, "
+                             f"head {e.head_share:.0%} of the mass")
+        if self.note:
+            lines.append(self.note)
+        return "\n".join(lines)
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        return {"text/plain": repr(self), "text/html": report.examples_page_html(self)}
+
+
+@dataclass
+class ComponentDashboard:
+    """One component at a glance (``RunExplorer.dashboard``): its table row, the distribution of its
+    coefficients, the class its direction pushes toward, its top tokens, its nearest components,
+    where it lives in the network and its perturbation sweep. Parts the run cannot give (no model)
+    are None, and ``notes`` says why."""
+
+    component: int
+    row: pd.Series  # its row of the component table
+    histogram: pd.DataFrame  # left, right, count over the positive coefficients
+    n_zero: int  # examples with coefficient 0
+    n_examples: int
+    nearest: pd.DataFrame  # index component, column cos
+    location: pd.DataFrame  # mass by layer (rows) and module kind (columns)
+    logit_change: pd.DataFrame | None = None  # index class, columns "+", "-"
+    top_tokens: pd.DataFrame | None = None  # index token: mean share, count, total
+    sweep: pd.DataFrame | None = None  # RunExplorer.sweep's frame
+    epsilon: float = 0.1
+    definitions: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def pushes_toward(self) -> str | None:
+        """The class whose log-probability rises most at θ + εĝ (None without the check)."""
+        if self.logit_change is None or self.logit_change.empty:
+            return None
+        return str(self.logit_change["+"].idxmax())
+
+    @property
+    def pulls_toward(self) -> str | None:
+        """The class whose log-probability rises most at θ − εĝ. NPEFF fits g_j g_jᵀ, so the sign of g_j is
+        arbitrary: the two directions together say which classes the component separates."""
+        if self.logit_change is None or self.logit_change.empty:
+            return None
+        return str(self.logit_change["-"].idxmax())
+
+    def __repr__(self) -> str:
+        lines = [f"Component {self.component}: {self.n_examples - self.n_zero} of {self.n_examples} examples "
+                 f"with a positive coefficient; mass {self.row.get('mass', float('nan')):.3g}"]
+        if self.pushes_toward is not None:
+            lines.append(f"  θ + εĝ pushes toward class {self.pushes_toward}, θ − εĝ toward {self.pulls_toward}")
+        if self.top_tokens is not None and len(self.top_tokens):
+            lines.append("  top tokens: " + ", ".join(f"{t} ({r['mean share']:.0%} × {r['count']})"
+                                                      for t, r in self.top_tokens.head(8).iterrows()))
+        lines.append("  nearest components: " + ", ".join(f"{j} (|cos| {c:.2f})" for j, c in self.nearest["cos"].items()))
+        kinds = self.location.sum(axis=0).sort_values(ascending=False)
+        lines.append("  lives in: " + ", ".join(f"{k} {v:.0%}" for k, v in kinds.head(4).items()))
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        return {"text/plain": repr(self), "text/html": report.fragment(report.dashboard_html(self))}
+
+
+@dataclass
+class Lookup:
+    """The components one example loads on (``RunExplorer.lookup``): ``loadings`` has one row per component
+    with a positive coefficient (coefficient, scaled, share), largest first."""
+
+    text: str
+    loadings: pd.DataFrame
+    example: int | None = None  # the run's example, or None for a new text
+    seconds: float | None = None  # the cost of a new text's PEF and transform
+    label: object = None
+    prediction: object = None
+
+    def caption(self) -> str:
+        source = f"example {self.example}" if self.example is not None else "a new text"
+        cost = f"; its PEF and coefficients took {self.seconds:.2f} s" if self.seconds is not None else ""
+        return f"Components that {source} loads on, largest scaled coefficient first{cost}"
+
+    def __repr__(self) -> str:
+        with pd.option_context("display.width", 120, "display.precision", 3):
+            return f"{self.caption()}\n  {self.text}\n{self.loadings.to_string()}"
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        return {"text/plain": repr(self), "text/html": report.fragment(report.lookup_html(self))}

@@ -1,0 +1,77 @@
+"""HTML of a component's dashboard, of a reverse lookup and of the definitions legend.
+
+Renders the objects ``workbench.app.results`` holds (read by attribute, as everything in this
+package): numbers and frames in, escaped HTML and plotly charts out.
+"""
+
+from __future__ import annotations
+
+from .charts import figure_html, histogram_figure, location_figure, logit_figure, sweep_figure
+from .html import bar_columns, escape, table_html
+
+
+def definitions_html(definitions: dict, columns=None) -> str:
+    """A legend: the definition of each of ``columns`` (all by default) that has one."""
+    keys = [c for c in (definitions if columns is None else columns) if c in definitions]
+    items = "".join(f"<dt><b>{escape(k)}</b></dt><dd>{escape(definitions[k])}</dd>" for k in keys)
+    return f'<details class="definitions"><summary>What the columns mean</summary><dl>{items}</dl></details>'
+
+
+def dashboard_numbers_html(dashboard) -> str:
+    """The dashboard's headline numbers and its row of the component table (column tooltips: definitions)."""
+    d = dashboard
+    row = d.row.to_frame().T.rename_axis("component")
+    numbers = [f"{d.n_examples - d.n_zero} of {d.n_examples} examples load on it"]
+    if d.pushes_toward is not None:
+        numbers.append(f"θ + εĝ pushes toward class <b>{escape(d.pushes_toward)}</b>, "
+                       f"θ − εĝ toward <b>{escape(d.pulls_toward)}</b> (the sign of g is arbitrary)")
+    kinds = d.location.sum(axis=0).sort_values(ascending=False)
+    numbers.append("lives in " + ", ".join(f"{escape(k)} {v:.0%}" for k, v in kinds.head(3).items()))
+    if d.sweep is not None and len(d.sweep):
+        ratios = d.sweep.drop_duplicates("epsilon").set_index("epsilon")["kl_ratio"]
+        numbers.append("KL ratio " + ", ".join(f"{r:.3g} at ε = {e:g}" for e, r in ratios.items()))
+    return (f'<div class="dashboard"><div class="numbers">{" · ".join(numbers)}</div>'
+            + table_html(row, bars=bar_columns(row), titles=d.definitions or {}) + "</div>")
+
+
+def dashboard_figures(dashboard) -> list:
+    """The dashboard's charts: coefficient histogram, location, logit change and sweep (when computed)."""
+    d = dashboard
+    figures = [histogram_figure(d.histogram, d.n_zero), location_figure(d.location)]
+    if d.logit_change is not None:
+        figures.append(logit_figure(d.logit_change, d.epsilon))
+    if d.sweep is not None and len(d.sweep):
+        figures.append(sweep_figure(d.sweep))
+    return figures
+
+
+def dashboard_tables_html(dashboard) -> str:
+    """The dashboard's top tokens and nearest components, and its notes."""
+    d = dashboard
+    titles = d.definitions or {}
+    tables = []
+    if d.top_tokens is not None:
+        tables.append("<div><b>Top tokens</b> over its top examples"
+                      + table_html(d.top_tokens, titles=titles, bars=["mean share"]) + "</div>")
+    tables.append("<div><b>Nearest components</b>" + table_html(d.nearest, titles=titles, bars=["cos"]) + "</div>")
+    notes = "".join(f'<div class="note">{escape(n)}</div>' for n in d.notes)
+    return f'<div class="dashboard"><div class="tables">{"".join(tables)}</div>{notes}</div>'
+
+
+def dashboard_html(dashboard, *, include_plotlyjs: bool | str = False) -> str:
+    """One component at a glance: its numbers and row, the charts, its top tokens and nearest components."""
+    drawn = "".join(f"<div>{figure_html(f, include_plotlyjs if k == 0 else False)}</div>"
+                    for k, f in enumerate(dashboard_figures(dashboard)))
+    return (dashboard_numbers_html(dashboard) + f'<div class="charts">{drawn}</div>'
+            + dashboard_tables_html(dashboard))
+
+
+def lookup_html(lookup) -> str:
+    """The components an example loads on, as a captioned table."""
+    facts = [f"label {escape(lookup.label)}" if lookup.label is not None else "",
+             f"prediction {escape(lookup.prediction)}" if lookup.prediction is not None else ""]
+    facts = " · ".join(f for f in facts if f)
+    body = (table_html(lookup.loadings, bars=["share"]) if len(lookup.loadings)
+            else '<div class="note">It loads on no component (every coefficient is 0).</div>')
+    return (f'<div class="lookup"><div class="caption">{escape(lookup.caption())}</div>'
+            f'<div class="tokens">{escape(lookup.text)}</div><div class="caption">{facts}</div>{body}</div>')
