@@ -26,6 +26,7 @@ from the same batched backward passes as the PEFs (``workbench.fisher``).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -50,6 +51,11 @@ class TokenScores:
     scores: np.ndarray  # (n_tokens,) the example's unpadded tokens
     head_share: float  # share flowing through layers without a token axis
     projection: float  # Σ_s (a_s · g)², the example's Fisher mass along g (unnormalised g)
+
+
+#: torch's forward-mode AD levels (``jvp``) are global to the process: two threads scoring tokens
+#: at once (a panel filling in on a thread beside a notebook cell) would delete each other's level.
+_FORWARD_AD = threading.RLock()
 
 
 def _owning_modules(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> list[tuple[torch.nn.Module, dict[str, int]]]:
@@ -99,7 +105,7 @@ def token_scores(
     direction = layout.split(decomposition.component(component))
     owners = _owning_modules(model, params)
     results: list[TokenScores] = []
-    with eval_mode(model):
+    with _FORWARD_AD, eval_mode(model):
         expand, fold = set(), set()
         for start in range(0, n_inputs(inputs), batch_size):
             batch = slice_inputs(inputs, start, min(start + batch_size, n_inputs(inputs)), device)
