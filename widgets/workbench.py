@@ -20,6 +20,10 @@ from .perturbation import PerturbationPanel
 from .static import StaticFallback, on_click_shown
 
 
+#: How long displaying the workbench waits for its first component's fill (see ``Workbench.static_html``).
+SNAPSHOT_WAIT_S = 2.0
+
+
 class Workbench(StaticFallback, w.VBox):
     """Component browser, example viewer, dashboard, perturbation panel and reverse lookup for one run.
 
@@ -150,6 +154,10 @@ class Workbench(StaticFallback, w.VBox):
     # -- static display ----------------------------------------------------------------
 
     def static_html(self) -> str:
+        # The snapshot kept beside the widget view (what nbconvert shows without widget state): it waits a
+        # little for the first fill, so that a warm model's highlights are in it, never long enough to
+        # delay the live view much (a cold first scoring, seconds, fills in after the display).
+        self.wait(SNAPSHOT_WAIT_S)
         parts = [f"<div>{self._header_html()}</div>", "<h3>Components</h3>", self.browser.static_html()]
         if self.browser.current.n_matching > len(self.browser.current.rows):
             parts.append('<div class="caption">Only this page of the table is shown here; '

@@ -399,7 +399,7 @@ class RunExplorer:
             result.notes.append("This run folder has no model/: no token shares, logit change or perturbation sweep.")
             return result
         page = self.top_examples(component, page_size=n_examples or self.n_top)
-        result.top_tokens = _top_tokens(page)
+        result.top_tokens, result.examples = _top_tokens(page), page
         if page.examples:
             result.logit_change = self._logit_change(component, [e.example for e in page.examples], epsilon)
             if sweep:

@@ -163,6 +163,7 @@ class ComponentDashboard:
     location: pd.DataFrame  # mass by layer (rows) and module kind (columns)
     logit_change: pd.DataFrame | None = None  # index class, columns "+", "-"
     top_tokens: pd.DataFrame | None = None  # index token: mean share, count, total
+    examples: TopExamplesPage | None = None  # the top examples the tokens and the logit change were read on
     sweep: pd.DataFrame | None = None  # RunExplorer.sweep's frame
     epsilon: float = 0.1
     definitions: dict = field(default_factory=dict)

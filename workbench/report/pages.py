@@ -62,12 +62,17 @@ def _component_file(component: int) -> str:
 
 def _component_section(explorer, component: int, results: list, n_examples: int, highlight: bool, plotlyjs,
                        dashboards: bool, sweep) -> str:
+    page = None
     if dashboards:
-        parts = [dashboard_html(explorer.dashboard(component, sweep=sweep, n_examples=n_examples))]
+        dashboard = explorer.dashboard(component, sweep=sweep, n_examples=n_examples)
+        parts = [dashboard_html(dashboard)]
+        if highlight:  # the examples the dashboard scored: not scored twice
+            page = dashboard.examples
     else:
         row = explorer.table.loc[[component]]
         parts = [table_html(row, bars=bar_columns(row))]
-    page = explorer.top_examples(component, page_size=n_examples, highlight=highlight)
+    if page is None:
+        page = explorer.top_examples(component, page_size=n_examples, highlight=highlight)
     parts.append(examples_page_html(page))
     parts += [perturbation_html(r, include_plotlyjs=plotlyjs) for r in results]
     return "".join(parts)
