@@ -105,3 +105,10 @@ def pefs_rank_1_other_labels(folder: Path, rank: int) -> None:
     if rank == 1:
         y = (y + 1) % 3
     write_pefs_sharded(folder / "pefs", Mlp(), x, y, progress=False, **PEF_ARGS)
+
+
+def threads(folder: Path, rank: int) -> None:
+    """Records the torch threads the rank was given, and the ranks it counted on this machine."""
+    from workbench.distributed.group import ranks_on_this_host
+
+    (folder / f"threads{rank}.txt").write_text(f"{torch.get_num_threads()} {ranks_on_this_host()}")

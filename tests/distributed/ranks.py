@@ -35,12 +35,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _entry(job_name: str, folder: str, rank: int, world_size: int, port: int) -> None:
+def _entry(job_name: str, folder: str, rank: int, world_size: int, port: int, as_nodes: bool = False) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_WORLD_SIZE=str(world_size),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    if as_nodes:  # each rank as its own torchrun "node" on this machine: torchrun sets no OMP_NUM_THREADS there
+        os.environ.update(LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
+        del os.environ["OMP_NUM_THREADS"]
     import torch
 
-    torch.set_num_threads(1)  # the ranks share this machine's cores
+    if not as_nodes:
+        torch.set_num_threads(1)  # the ranks share this machine's cores
     from workbench.distributed import process_group
 
     from . import jobs
@@ -53,11 +57,13 @@ def _entry(job_name: str, folder: str, rank: int, world_size: int, port: int) ->
         os._exit(1)
 
 
-def run_ranks(job_name: str, world_size: int, folder: Path, deadline_s: float = 120) -> Outcome:
+def run_ranks(job_name: str, world_size: int, folder: Path, deadline_s: float = 120, as_nodes: bool = False) -> Outcome:
+    """``as_nodes``: each rank started as a node of its own (LOCAL_WORLD_SIZE 1, no OMP_NUM_THREADS)."""
     folder.mkdir(parents=True, exist_ok=True)
     context = mp.get_context("spawn")
     port = _free_port()
-    processes = [context.Process(target=_entry, args=(job_name, str(folder), r, world_size, port)) for r in range(world_size)]
+    processes = [context.Process(target=_entry, args=(job_name, str(folder), r, world_size, port, as_nodes))
+                 for r in range(world_size)]
     for p in processes:
         p.start()
     end = time.monotonic() + deadline_s

@@ -226,3 +226,17 @@ def test_backend_is_nccl_for_cuda_and_gloo_for_the_cpu():
 
     assert backend_for(torch.device("cuda", 1)) == "nccl" and backend_for("cuda") == "nccl"
     assert backend_for("cpu") == "gloo"
+
+
+def test_ranks_on_one_machine_share_its_cores(tmp_path):
+    """Two torchrun "nodes" on one machine (each LOCAL_WORLD_SIZE 1, no OMP_NUM_THREADS) count
+    each other by host name and take half the cores each, not all of them each; torchrun's
+    own OMP_NUM_THREADS (1, for several processes per node) is kept."""
+    from workbench.distributed.group import threads_per_rank, usable_cores
+
+    assert [threads_per_rank(c, r) for c, r in ((16, 2), (2, 2), (2, 3), (8, 1), (3, 2))] == [8, 1, 1, 8, 1]
+    for as_nodes, expected in ((True, threads_per_rank(usable_cores(), 2)), (False, 1)):
+        folder = tmp_path / str(as_nodes)
+        _assert_ok(run_ranks("threads", 2, folder, as_nodes=as_nodes))
+        for rank in range(2):
+            assert (folder / f"threads{rank}.txt").read_text() == f"{expected} 2"

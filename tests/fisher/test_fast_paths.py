@@ -148,3 +148,39 @@ def test_selection_on_a_second_core_beside_the_next_batch_gives_the_same_pefs(be
     assert (serial.X != overlapped.X).nnz == 0
     np.testing.assert_array_equal(serial.frobenius_norms, overlapped.frobenius_norms)
     np.testing.assert_array_equal(serial.logits, overlapped.logits)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_two_class_blockwise_takes_each_block_once_for_both_slots(monkeypatch, threads):
+    """A two-class model taken block by block: the blocks hold one gradient per example and
+    both slots are its multiples (sparsify._scaled_entries), of unequal sizes here; the
+    kept entries and norms are the plain loop's. With two torch threads the examples are
+    split between worker threads, and torch's setting is restored after."""
+    import threading
+
+    monkeypatch.setattr(sparsify, "DENSE_MAX_ENTRIES", 0)
+    model = tiny_bert(2)
+    with torch.no_grad():  # one confident class: slot multiples of very different sizes
+        model.classifier.bias.copy_(torch.tensor([2.0, -2.0]))
+    inputs = tiny_bert_inputs(n=6)
+    full = compute_pefs(model, inputs, n_values=None, method="loop", progress=False)
+    where = []
+    real = sparsify._scaled_entries
+    monkeypatch.setattr(sparsify, "_scaled_entries", lambda *a: where.append(threading.current_thread().name) or real(*a))
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        for n_values in (None, 50, 3000):
+            where.clear()
+            fast = compute_pefs(model, inputs, n_values=n_values, batch_size=6, progress=False)
+            assert torch.get_num_threads() == threads
+            if n_values is None:  # every value (the loop's exact zeros may come out as 1e-15 here)
+                np.testing.assert_allclose(fast.dense(), full.dense(), atol=2e-6 * np.abs(full.dense()).max())
+                np.testing.assert_allclose(fast.frobenius_norms, full.frobenius_norms, rtol=1e-5)
+            else:
+                _assert_selects_top(fast, full, n_values)
+            assert where, "the two-class blocks were not taken once for both slots"
+            # on the kernels' worker threads (split into ranges) with two threads, else here
+            assert all(name.startswith("workbench-kernels") == (threads > 1) for name in where), set(where)
+    finally:
+        torch.set_num_threads(saved)

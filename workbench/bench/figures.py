@@ -105,17 +105,45 @@ def _sync(device: torch.device) -> None:
 
 def best_time(fn: Callable[[], object], repeats: int, device: torch.device, before: Callable[[], object] = lambda: None) -> float:
     """Seconds of the fastest of ``repeats`` calls (after one warm-up call), each after an untimed ``before()``."""
-    before()
-    fn()
-    best = math.inf
-    for _ in range(repeats):
+    return min(timings({"": fn}, repeats, device, before)[""])
+
+
+def timings(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device,
+            before: Callable[[], object] = lambda: None) -> dict[str, list[float]]:
+    """Seconds of each of ``repeats`` calls of every function, the functions taken in turn
+    (one warm-up call each first): interleaved, so a burst of other work on the machine
+    slows each about as much, and a ratio between them stays fair."""
+    for fn in fns.values():
         before()
-        _sync(device)
-        start = time.perf_counter()
         fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - start)
-    return best
+    seconds: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            before()
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+#: A floor whose repeats' median is more than this many times its best is flagged unreliable.
+SPREAD_LIMIT = 1.25
+
+
+def spread(seconds: list[float]) -> float:
+    """Median over best of repeated timings: 1 when every repeat took as long."""
+    return float(np.median(seconds)) / min(seconds)
+
+
+def reliability(seconds: list[float]) -> str:
+    """'' for steady timings, else a warning for the figure's note: other work on the machine
+    (or a clock that moved) made the repeats disagree, so the best of them may be off too."""
+    x = spread(seconds)
+    if x <= SPREAD_LIMIT:
+        return ""
+    return f"UNRELIABLE: repeats spread {x:.2g}x (median/best); rerun on an idle machine"
 
 
 def copy_bandwidth(device: torch.device, n_bytes: int, repeats: int) -> float:

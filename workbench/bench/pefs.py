@@ -15,7 +15,7 @@ import torch
 from ..fisher import class_logits, eval_mode, n_inputs, slice_inputs
 from ..runner import write_pefs
 from ..store.fingerprints import fingerprint_model
-from .figures import Figure, Report, best_time
+from .figures import Figure, Report, best_time, reliability, timings
 
 
 def _batches(inputs: dict, batch_size: int, device: torch.device):
@@ -26,6 +26,13 @@ def _batches(inputs: dict, batch_size: int, device: torch.device):
 def compute_floor(model, inputs: dict, batch_size: int, n_slots: int, device: torch.device, repeats: int) -> float:
     """Examples/s of one batched forward and n_slots batched backward passes to every
     parameter: the work any exact method does, with no per-example work at all."""
+    with eval_mode(model):
+        seconds = timings({n_slots: floor_passes(model, inputs, batch_size, n_slots, device)}, repeats, device)
+    return n_inputs(inputs) / min(seconds[n_slots])
+
+
+def floor_passes(model, inputs: dict, batch_size: int, n_slots: int, device: torch.device):
+    """A call doing :func:`compute_floor`'s work once (the model in eval mode)."""
     params = [p for p in model.parameters() if p.requires_grad]
     batches = _batches(inputs, batch_size, device)
 
@@ -35,44 +42,63 @@ def compute_floor(model, inputs: dict, batch_size: int, n_slots: int, device: to
             for s in range(n_slots):
                 torch.autograd.grad(log_probs[:, s].sum(), params, retain_graph=s < n_slots - 1)
 
-    with eval_mode(model):
-        return n_inputs(inputs) / best_time(run, repeats, device)
+    return run
+
+
+def _joined(*parts: str) -> str:
+    return "; ".join(p for p in parts if p)
 
 
 def pef_rate(model, inputs: dict, device: torch.device, repeats: int, **kwargs) -> float:
     """Examples/s of write_pefs (selection and writing to disk included)."""
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "pefs"
-
-        def run():  # into a new folder each time, as a run would: the previous one is removed untimed
-            write_pefs(out, model, inputs, device=device, progress=False, **kwargs)
-
+        run = _writing(out, model, inputs, device, **kwargs)
         return n_inputs(inputs) / best_time(run, repeats, device, before=lambda: shutil.rmtree(out, ignore_errors=True))
+
+
+def _writing(out: Path, model, inputs: dict, device: torch.device, **kwargs):
+    def run():  # into a new folder each time, as a run would: the previous one is removed untimed
+        write_pefs(out, model, inputs, device=device, progress=False, **kwargs)
+
+    return run
 
 
 def pef_figures(report: Report, label: str, model, inputs: dict, *, n_values: int, batch_size: int,
                 n_loop: int, bandwidth: float, device: torch.device, repeats: int) -> None:
     n_parameters = sum(p.numel() for p in model.parameters())
     n_slots = int(model.config.num_labels) if hasattr(model, "config") else 2
-    compute = compute_floor(model, inputs, batch_size, n_slots, device, repeats)
+    n = n_inputs(inputs)
+    # The floors are short: more repeats, the two floors in turn (under load one repeat's burst
+    # once printed a floor 150x below its twin's), and flagged where the repeats disagree.
+    # Ours in turn with them, so that a ratio compares repeats taken under the same load.
+    with tempfile.TemporaryDirectory() as folder, eval_mode(model):
+        out = Path(folder) / "pefs"
+        calls = {k: floor_passes(model, inputs, batch_size, k, device) for k in ((n_slots, 1) if n_slots == 2 else (n_slots,))}
+        calls["ours"] = _writing(out, model, inputs, device, n_values=n_values, batch_size=batch_size)
+        seconds = timings(calls, max(7, 2 * repeats + 1), device, before=lambda: shutil.rmtree(out, ignore_errors=True))
+    floors = {k: v for k, v in seconds.items() if k != "ours"}
+    compute = n / min(floors[n_slots])
     memory = bandwidth / (2 * n_slots * n_parameters * 4)  # write + read each example's k·m float32 values once
     combined = 1 / (1 / compute + 1 / memory)
-    ours = pef_rate(model, inputs, device, repeats, n_values=n_values, batch_size=batch_size)
+    ours = n / min(seconds["ours"])
     plain = None
     if n_loop:
         subset = {k: v[:n_loop] for k, v in inputs.items()}
         plain = pef_rate(model, subset, device, 1, n_values=n_values, batch_size=batch_size, method="loop")
-    n = n_inputs(inputs)
     # paid once per call (the store's provenance), so a short call shows it more than a run does
     fingerprint = best_time(lambda: fingerprint_model(model), 1, device)
     what = (f"{n} examples, {n_parameters / 1e6:.3g} M parameters, {n_slots} slots, top {n_values}; "
             f"of the call, the model's fingerprint {fingerprint:.2g} s")
-    report.add(Figure(f"PEFs {label}: examples/s vs combined floor", ours, "ex/s", combined, plain, note=what))
-    report.add(Figure(f"PEFs {label}: compute floor (fwd + {n_slots} bwd)", compute, "ex/s", note="batched, no per-example work"))
+    report.add(Figure(f"PEFs {label}: examples/s vs combined floor", ours, "ex/s", combined, plain,
+                      note=_joined(what, reliability(seconds["ours"]))))
+    report.add(Figure(f"PEFs {label}: compute floor (fwd + {n_slots} bwd)", compute, "ex/s",
+                      note=_joined("batched, no per-example work", reliability(floors[n_slots]))))
     if n_slots == 2:  # two classes: one backward pass serves both slots (workbench.fisher.gradients.two_class_gradient)
-        one = compute_floor(model, inputs, batch_size, 1, device, repeats)
+        one = n / min(floors[1])
+        odd = "UNRELIABLE: the 1-bwd floor came out below the 2-bwd one" if one < compute else ""
         report.add(Figure(f"PEFs {label}: examples/s vs combined floor with 1 bwd", ours, "ex/s", 1 / (1 / one + 1 / memory),
-                          note=f"compute fwd + 1 bwd {one:.4g} ex/s: what two classes need"))
+                          note=_joined(f"compute fwd + 1 bwd {one:.4g} ex/s: what two classes need", reliability(floors[1]), odd)))
     report.add(Figure(f"PEFs {label}: memory floor (k·m written + read)", memory, "ex/s", note=f"at {bandwidth / 1e9:.3g} GB/s"))
 
 

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -94,12 +95,54 @@ def process_group(device: str | torch.device | None = None, timeout: timedelta =
         torch.cuda.set_device(resolved)
     backend = backend_for(resolved)
     dist.init_process_group(backend, timeout=timeout, device_id=resolved if backend == "nccl" else None)
-    ranks = current_ranks(resolved)
-    logger.info("rank %d of %d on %s (%s)", ranks.rank, ranks.world_size, resolved, backend)
+    threads = torch.get_num_threads()
     try:
+        ranks = current_ranks(resolved)
+        share_cores()
+        logger.info("rank %d of %d on %s (%s), %d torch threads", ranks.rank, ranks.world_size, resolved, backend,
+                    torch.get_num_threads())
         yield ranks
     finally:
+        torch.set_num_threads(threads)
         dist.destroy_process_group()
+
+
+def threads_per_rank(cores: int, ranks_on_host: int) -> int:
+    """Torch threads for each of ``ranks_on_host`` ranks sharing ``cores``: an equal share, at least one."""
+    return max(1, cores // max(1, ranks_on_host))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, where the system says)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def ranks_on_this_host() -> int:
+    """How many ranks of the job run on this machine: torchrun's LOCAL_WORLD_SIZE, or more where
+    several torchrun "nodes" share one machine (each says 1); counted by the host's name."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if not _in_group():
+        return local
+    host = int.from_bytes(hashlib.sha256(socket.gethostname().encode()).digest()[:7], "little")
+    hosts = [torch.zeros(1, dtype=torch.int64, device=_comm_device()) for _ in range(dist.get_world_size())]
+    with _peers("counting the ranks on each machine"):
+        dist.all_gather(hosts, torch.tensor([host], dtype=torch.int64, device=_comm_device()))
+    return max(local, sum(int(h.item()) == host for h in hosts))
+
+
+def share_cores() -> None:
+    """Give this rank torch threads for its share of the machine's cores.
+
+    Each rank would otherwise take torch's default, one thread per core, and ranks on one
+    machine oversubscribe it: two ranks on two cores fitted the demo's store 100× slower
+    (137 s against 1.4 s with one thread each; benchmarks/README.md). An explicit
+    OMP_NUM_THREADS (torchrun sets 1 where it starts several processes per node) is kept."""
+    sharing = ranks_on_this_host()  # a collective: every rank takes part, whatever its environment
+    if not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(threads_per_rank(usable_cores(), sharing))
 
 
 def _in_group() -> bool:

@@ -33,6 +33,38 @@ def _collect(row, factor, offset, floor, found, found_values, c):  # pragma: no 
 
 
 @numba.njit(cache=True, nogil=True)
+def _collect_multiples(row, factors, m, floor, candidates, candidate_values, found, found_values):  # pragma: no cover - compiled
+    """Where every slot s is factors[s] · row (two classes): appends the entries of each slot
+    with |value| ≥ floor, slot by slot, positions s·m + j ascending, to found and found_values
+    from 0; returns their number. One pass over the row finds the j that the largest factor
+    may bring to the floor (a bound that allows for the product's rounding), then each slot
+    multiplies out only those: half the passes over the row of taking the slots one by one."""
+    largest = np.float32(0)
+    for s in range(factors.shape[0]):
+        largest = max(largest, abs(factors[s]))
+    if largest == 0:
+        return 0
+    # fl(f·w) ≤ |f|·|w|·(1 + 2⁻²⁴): a j below floor / (largest · (1 + 2⁻²⁰)) reaches the floor in no slot
+    low = np.float32(np.float64(floor) / (np.float64(largest) * (1.0 + 2.0**-20)))
+    low = np.nextafter(low, np.float32(0))
+    n = 0
+    for j in range(row.shape[0]):  # written every time, kept by moving on (as in _collect)
+        v = row[j]
+        candidates[n] = j
+        candidate_values[n] = v
+        n += abs(v) >= low
+    c = 0
+    for s in range(factors.shape[0]):
+        factor = factors[s]
+        for p in range(n):
+            v = factor * candidate_values[p]
+            found[c] = s * m + candidates[p]
+            found_values[c] = v
+            c += abs(v) >= floor
+    return c
+
+
+@numba.njit(cache=True, nogil=True)
 def _nth_largest(values, count, n, scratch):  # pragma: no cover - compiled
     """The n-th largest of values[:count] (non-negative float32, 1 ≤ n ≤ count), by radix
     selection on their bit patterns, which order non-negative floats as the floats: a
@@ -92,6 +124,8 @@ def top_entries_of_examples(A, slot_scales, n, sample_slot, sample_column, q, po
     magnitudes = np.empty(k * m + 1, np.float32)
     scratch = np.empty(k * m + 1, np.float32)
     sampled = np.empty(sample_slot.shape[0], np.float32)
+    candidates = np.empty(m + 1 if one_row else 0, np.int64)
+    candidate_values = np.empty(m + 1 if one_row else 0, np.float32)
     tiny = np.nextafter(np.float32(0), np.float32(1))  # "≥ tiny" is "non-zero"
     for i in range(start, stop):
         if one_row:
@@ -112,12 +146,18 @@ def top_entries_of_examples(A, slot_scales, n, sample_slot, sample_column, q, po
             threshold = _nth_largest(sampled, sample_slot.shape[0], q, scratch)
         floor = max(threshold, tiny)
         total = 0
-        for s in range(k):
-            total = _collect(A[i, 0 if one_row else s], factors[s], s * m, floor, found, found_values, total)
+        if one_row:
+            total = _collect_multiples(A[i, 0], factors, m, floor, candidates, candidate_values, found, found_values)
+        else:
+            for s in range(k):
+                total = _collect(A[i, s], factors[s], s * m, floor, found, found_values, total)
         if n >= 0 and total < n and threshold > 0:  # the sample misjudged: rank every non-zero
             total = 0
-            for s in range(k):
-                total = _collect(A[i, 0 if one_row else s], factors[s], s * m, tiny, found, found_values, total)
+            if one_row:
+                total = _collect_multiples(A[i, 0], factors, m, tiny, candidates, candidate_values, found, found_values)
+            else:
+                for s in range(k):
+                    total = _collect(A[i, s], factors[s], s * m, tiny, found, found_values, total)
         for p in range(total):
             magnitudes[p] = abs(found_values[p])
         cut = np.float32(-1)  # -1: every candidate is kept

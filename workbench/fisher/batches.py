@@ -33,11 +33,14 @@ def batch_in_two_stages(model, plan, batch, labels, config, start) -> Callable[[
     """Runs the batch's model passes (and, for small models on a CPU, writes its gradients
     out) now, and returns the rest: a call that selects and makes the chunk, which
     :func:`iter_pef_chunks` may run on another core while the next batch's passes run."""
-    selected_later = plan.named[0][1].device.type == "cpu" and _compiled_selection(plan, config)
-    # A two-class model's slots stay multiples of one gradient where the compiled selection reads them as rows
+    on_cpu = plan.named[0][1].device.type == "cpu"
+    selected_later = on_cpu and _compiled_selection(plan, config)
+    # A two-class model's LRM slots stay multiples of one gradient where the compiled selection
+    # reads them as rows, and where a large model is taken block by block on a CPU
+    blockwise = on_cpu and config.method == "hooks" and not writes_out_whole(2 * plan.layout.n_parameters, torch.device("cpu"))
     rows_are_slots = kinds.kind(config.kind).one_row_per_slot
     # ... and where they are sketched (S is linear: the one gradient is sketched, then scaled)
-    factored = (selected_later or config.sketch is not None) and rows_are_slots
+    factored = (selected_later or blockwise or config.sketch is not None) and rows_are_slots
     try:
         grads = BatchGradients(model, plan, batch, config.top_k_classes, factor_two_classes=factored)
     except Exception as error:  # noqa: BLE001 - the loop computes the batch, or raises its own error

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -155,6 +156,8 @@ class OuterProductGradient(BlockGradient):
         rows, cols = self.norms()
         rows, cols = rows[i], cols[i]
         g, x = self.g[:, i], self.x[i]
+        if rows.device.type == "cpu":  # the index work in numpy: on these small arrays torch's operations cost 3-5× more
+            return self._entries_on_cpu(g, x, rows.numpy(), cols.numpy(), floor, n)
         keep_rows = (rows * cols.max() >= floor).nonzero().squeeze(1)
         keep_cols = (cols * rows.max() >= floor).nonzero().squeeze(1)
         if keep_rows.numel() < rows.numel():
@@ -164,15 +167,31 @@ class OuterProductGradient(BlockGradient):
         sub = self._outer(g, x)  # (k, R, C), or (k, C, R) transposed
         flat = sub.reshape(-1)
         hit = candidates(flat.abs(), floor, n)
-        n_r, n_c = keep_rows.numel(), keep_cols.numel()
+        slots, positions = self._positions_of(hit, keep_rows, keep_cols, rows.numel(), cols.numel())
+        return slots, positions, flat[hit]
+
+    def _entries_on_cpu(self, g, x, rows: np.ndarray, cols: np.ndarray, floor: float, n: int | None):
+        keep_rows = np.flatnonzero(rows * cols.max() >= floor)
+        keep_cols = np.flatnonzero(cols * rows.max() >= floor)
+        if len(keep_rows) < len(rows):
+            g = g.index_select(2, torch.from_numpy(keep_rows))
+        if len(keep_cols) < len(cols):
+            x = x.index_select(1, torch.from_numpy(keep_cols))
+        flat = self._outer(g, x).reshape(-1).numpy()  # (k, R, C), or (k, C, R) transposed
+        hit = candidates(torch.from_numpy(np.abs(flat)), floor, n).numpy()
+        slots, positions = self._positions_of(hit, keep_rows, keep_cols, len(rows), len(cols))
+        return torch.from_numpy(slots), torch.from_numpy(positions), torch.from_numpy(flat[hit])
+
+    def _positions_of(self, hit, keep_rows, keep_cols, n_rows: int, n_cols: int):
+        """(slot, position in the parameter) of flat positions ``hit`` in the (k, R, C) product of
+        the kept rows and columns (numpy arrays or tensors alike)."""
+        n_r, n_c = len(keep_rows), len(keep_cols)
         slots, rest = hit // (n_r * n_c), hit % (n_r * n_c)
         if self.transposed:  # parameter (in, out): position b * out + a
             b, a = keep_cols[rest // n_r], keep_rows[rest % n_r]
-            positions = b * rows.numel() + a
-        else:  # parameter (out, in): position a * in + b
-            a, b = keep_rows[rest // n_c], keep_cols[rest % n_c]
-            positions = a * cols.numel() + b
-        return slots, positions, flat[hit]
+            return slots, b * n_rows + a
+        a, b = keep_rows[rest // n_c], keep_cols[rest % n_c]  # parameter (out, in): position a * in + b
+        return slots, a * n_cols + b
 
 
 class EmbeddingGradient(BlockGradient):

@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..core import compiled
 from . import kernels
 from .gradients import BatchGradients, loop_gradients
+from .rules import BlockGradient, DenseGradient
 from .selection import RunningTop, candidates, top_entries, top_entries_of_rows
 
 # Models whose k·m gradient entries per example are at most this many are written out
@@ -152,37 +154,109 @@ def _select(A_t: torch.Tensor, kind: str, n_values: int | None, grams: torch.Ten
 def blockwise_pefs(grads: BatchGradients, kind: str, n_values: int | None) -> list[ExamplePef]:
     """Large models: per example, parameter blocks in order of their bound on |entry|;
     once n_values entries are in, a block whose bound is below the n-th largest so far
-    is skipped, and only rows and columns of a Linear weight that can reach it are computed."""
-    offsets, m = grads.plan.layout.offsets, grads.plan.layout.n_parameters
+    is skipped, and only rows and columns of a Linear weight that can reach it are computed.
+
+    On a CPU with two or more torch threads the examples are split between threads (torch
+    on one thread each meanwhile): the per-example work is many small operations that
+    torch's own threads barely speed up, and they release the GIL."""
+    blocks = _visited_blocks(grads, kind)
     grams = grads.lrm_grams() if kind == "lrm" else None
-    bounds = torch.stack([block.bounds() for _, block in grads.blocks]).cpu().numpy() if grads.blocks else None
-    pefs = []
-    for i in range(grads.n_examples):
-        fallback = grads.fallback(i)
-        # (bound on |entry|, parameter index, block, row of the example in the block)
-        queue = [(float(bounds[j, i]), index, block, i) for j, (index, block) in enumerate(grads.blocks)]
-        queue += [(float(block.bounds()[0]), index, block, 0) for index, block in fallback]
-        top = RunningTop(n_values)
-        if kind == "lrm":
-            gram = grams[i] + sum((block.gram()[0].cpu() for _, block in fallback), torch.zeros_like(grams[i]))
-            for bound, index, block, row in sorted(queue, key=lambda c: -c[0]):
-                if bound < top.floor:
-                    break  # every later block is bounded lower still
-                slots, local, values = block.entries(row, top.floor, n_values)
-                top.add(slots * m + int(offsets[index]) + local, values)
-            positions, values = top.result()
-            pefs.append(ExamplePef(positions, values, float(torch.linalg.matrix_norm(gram))))
-        else:  # f = Σ_s A_s²: every entry counts towards the norm, so every block is written out
-            squared_norm = torch.zeros((), dtype=torch.float64)
-            for _, index, block, row in queue:
-                local, values = block.example(row)
-                f = values.square().sum(dim=0)
-                squared_norm += f.double().square().sum().cpu()
-                hit = candidates(f, top.floor, n_values)
-                top.add(int(offsets[index]) + (hit if local is None else local[hit]), f[hit])
-            positions, values = top.result()
-            pefs.append(ExamplePef(positions, values, float(squared_norm.sqrt())))
+    bounds = torch.stack([block.bounds() for _, block in blocks]).cpu().numpy() if blocks else None
+    pefs: list[ExamplePef | None] = [None] * grads.n_examples
+
+    def examples(start: int, stop: int) -> None:
+        for i in range(start, stop):
+            pefs[i] = _blockwise_example(grads, blocks, i, kind, n_values, grams, bounds)
+
+    n_threads = min(compiled.n_threads(), grads.n_examples)
+    # Fallback parameters run the model once per example: kept on this thread.
+    if n_threads < 2 or grads.logits.device.type != "cpu" or grads.fallback_indices:
+        examples(0, grads.n_examples)
+        return pefs
+    bounds_of_ranges = np.linspace(0, grads.n_examples, n_threads + 1).astype(int).tolist()
+    ranges = [(a, b) for a, b in zip(bounds_of_ranges[:-1], bounds_of_ranges[1:]) if b > a]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        compiled.run(examples, ranges, *[()] * len(ranges))
+    finally:
+        torch.set_num_threads(threads)
     return pefs
+
+
+def _visited_blocks(grads: BatchGradients, kind: str) -> list[tuple[int | torch.Tensor, BlockGradient]]:
+    """The blocks an example's visit goes through, each with where its entries go on the
+    flat axis: its offset, or, for the small written-out parameters (biases, norms: 64 of
+    MiniLM's 105 blocks) taken together as one block, each column's position. A visit
+    costs a few dozen small operations whatever the block's size."""
+    offsets = grads.plan.layout.offsets
+    dense = [(index, block) for index, block in grads.blocks if isinstance(block, DenseGradient)]
+    if kind != "lrm" or len(dense) < 2:
+        return [(int(offsets[index]), block) for index, block in grads.blocks]
+    together = DenseGradient(torch.cat([block.values for _, block in dense], dim=2))
+    columns = torch.cat([torch.arange(int(offsets[index]), int(offsets[index + 1])) for index, _ in dense])
+    rest = [(int(offsets[index]), block) for index, block in grads.blocks if not isinstance(block, DenseGradient)]
+    return [(columns.to(together.values.device), together)] + rest
+
+
+def _blockwise_example(grads: BatchGradients, blocks, i: int, kind: str, n_values: int | None, grams, bounds) -> ExamplePef:
+    """Example i's PEF by :func:`blockwise_pefs`."""
+    offsets, m = grads.plan.layout.offsets, grads.plan.layout.n_parameters
+    fallback = grads.fallback(i)
+    # With slot_scales (two classes) the blocks hold one gradient w per example, slot s being
+    # scales[s] · w: each block's work is done once for both slots (docs/design.md).
+    scales = None if grads.slot_scales is None else grads.slot_scales[i].numpy()
+    largest = 1.0 if scales is None else float(np.abs(scales).max()) * _SCALE_SLACK
+    # (bound on |entry|, where its entries go, block, row of the example in the block)
+    queue = [(float(bounds[j, i]) * largest, place, block, i) for j, (place, block) in enumerate(blocks)]
+    queue += [(float(block.bounds()[0]), int(offsets[index]), block, 0) for index, block in fallback]
+    top = RunningTop(n_values)
+    if kind == "lrm":
+        gram = grams[i] if scales is None else torch.from_numpy(np.outer(scales, scales).astype(np.float64)) * grams[i, 0, 0]
+        gram = gram + sum((block.gram()[0].cpu() for _, block in fallback), torch.zeros_like(gram))
+        for bound, place, block, row in sorted(queue, key=lambda c: -c[0]):
+            if bound < top.floor:
+                break  # every later block is bounded lower still
+            if scales is None:
+                slots, local, values = block.entries(row, top.floor, n_values)
+                top.add(slots * m + (place + local if isinstance(place, int) else place[local]), values)
+            else:
+                top.add(*_scaled_entries(block, row, top.floor, n_values, scales, largest, place, m))
+        positions, values = top.result()
+        return ExamplePef(positions, values, float(torch.linalg.matrix_norm(gram)))
+    # f = Σ_s A_s²: every entry counts towards the norm, so every block is written out
+    squared_norm = torch.zeros((), dtype=torch.float64)
+    for _, offset, block, row in queue:
+        local, values = block.example(row)
+        f = values.square().sum(dim=0)
+        squared_norm += f.double().square().sum().cpu()
+        hit = candidates(f, top.floor, n_values)
+        top.add(offset + (hit if local is None else local[hit]), f[hit])
+    positions, values = top.result()
+    return ExamplePef(positions, values, float(squared_norm.sqrt()))
+
+
+# Relative slack on a bound or floor scaled by a slot's multiple: the products are rounded.
+_SCALE_SLACK = 1.0 + 1e-6
+
+
+def _scaled_entries(block: BlockGradient, row: int, floor: float, n_values: int | None, scales: np.ndarray,
+                    largest: float, place, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat positions and values of a block's entries that may be among the top ones when
+    slot s is scales[s] · w and the block holds w (CPU): w's entries that any slot's multiple
+    brings to ``floor`` (``largest`` is the largest |scale|, rounded up), multiplied out and
+    cut to ``floor`` slot by slot as the products round. With floor 0, w's own n largest hold
+    each slot's n largest. In numpy: a visit's operations are small, and torch's cost more."""
+    _, local, w = block.entries(row, floor / largest, n_values)
+    local, w = local.numpy(), w.numpy()
+    columns = place + local if isinstance(place, int) else place.numpy()[local]
+    positions, values = [], []
+    for s, scale in enumerate(scales):
+        v = w * scale
+        hit = np.flatnonzero(np.abs(v) >= floor) if floor > 0 else np.flatnonzero(v)
+        positions.append(columns[hit] + s * m)
+        values.append(v[hit])
+    return np.concatenate(positions), np.concatenate(values)
 
 
 def _top_entries(matrix: torch.Tensor, n_values: int | None) -> tuple[torch.Tensor, torch.Tensor]:
