@@ -47,11 +47,13 @@ def test_the_first_strategy_learned_is_carried_by_its_component_when_it_is_learn
     examples, groups = analysed
     folder = default_model(checkpoint_every=100, progress=False)
     series = checkpoint_series(folder)
-    assert [s for s, _ in series] == list(range(0, series[-1][0] + 1, 100))
+    steps = [s for s, _ in series]  # every 100 steps, and the last step of training
+    assert steps[:-1] == list(range(0, steps[-1], 100)) and steps[-1] - steps[-2] <= 100
     assert json.loads((folder / "training.json").read_text())["checkpoints"][1]["step"] == 100
     recorded = {step: json.loads((path / "checkpoint.json").read_text())["accuracy_by_strategy"] for step, path in series}
-    first = min(_first_learned_steps(recorded).items(), key=lambda kv: kv[1])
-    strategy, step = first
+    # single strategies only: a multi-factor kind is no component's strategy; ties broken by name
+    single = {s: t for s, t in _first_learned_steps(recorded).items() if "+" not in s}
+    strategy, step = min(single.items(), key=lambda kv: (kv[1], kv[0]))
     # Only what is needed: before, at and after the first learning step.
     chosen = [(s, p) for s, p in series if s in (0, step, series[-1][0])]
     _, tokenizer = load_default_model(folder)
@@ -60,7 +62,7 @@ def test_the_first_strategy_learned_is_carried_by_its_component_when_it_is_learn
     assert result.steps == [0, step, series[-1][0]]
 
     analysed_first = _first_learned(result.accuracy_table("analysed"))
-    assert min(analysed_first, key=analysed_first.get) == strategy and analysed_first[strategy] == step
+    assert analysed_first[strategy] == step == min(analysed_first.values())
     assert _first_learned(result.accuracy_table("recorded"))[strategy] == step
     assert result.accuracy_table("analysed").loc[0].max() < LEARNED  # nothing is learned at step 0
 
@@ -92,7 +94,7 @@ def test_a_strategy_added_by_further_training_is_gained(analysed):
 
     examples, groups = analysed
     without = default_model(mix={k: v for k, v in DEFAULT_MIX.items() if "marker" not in k}, progress=False)  # no marker word at all
-    added = default_model(init_from=without, epochs=2, progress=False)
+    added = default_model(init_from=without, epochs=4, progress=False)
     acc_a = json.loads((without / "training.json").read_text())["accuracy_by_strategy"]
     acc_b = json.loads((added / "training.json").read_text())["accuracy_by_strategy"]
     truly_gained = {s for s in acc_a if acc_a[s] < 0.6 and acc_b[s] >= LEARNED}

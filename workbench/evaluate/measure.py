@@ -123,8 +123,10 @@ class Workspace:
 
 def fit(setting: Setting, workspace: Workspace):
     pefs = workspace.pefs(setting)
-    options = {"orthogonal_reg": setting.orthogonal_reg} if setting.kind == "lrm" else {}
-    estimator = estimator_for(setting.kind).for_iterations(
+    estimator_type = estimator_for(setting.kind)
+    # only some estimators have an orthogonal penalty: asked of the estimator, not of the kind's name
+    options = {"orthogonal_reg": setting.orthogonal_reg} if "orthogonal_reg" in estimator_type().get_params() else {}
+    estimator = estimator_type.for_iterations(
         setting.n_components, setting.n_iters_g_only, setting.n_iters_joint, seed=setting.seed,
         normalize=setting.normalize, progress=workspace.progress, **options)
     return estimator.fit(pefs)
