@@ -11,7 +11,7 @@ import pytest
 
 from workbench.app.explore import RunExplorer
 
-from .lab import CHROMIUM, SCREENSHOTS, launch_chromium, run_notebook_in_lab, start_lab, write_notebook
+from .lab import CHROMIUM, SCREENSHOTS, run_notebook_in_lab, write_notebook
 
 pytestmark = [
     pytest.mark.browser,
@@ -23,24 +23,6 @@ pytestmark = [
 #: for the MiniLM screenshot; the test is skipped without one.
 MINILM_RUN = os.environ.get("NPEFF_MINILM_RUN")
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "workbench.png"
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    server = start_lab(tmp_path_factory.mktemp("lab"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        yield chromium
-        chromium.close()
 
 
 def open_in_lab(page, lab, run_path, name: str, component=None):

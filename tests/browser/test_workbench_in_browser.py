@@ -13,7 +13,7 @@ from workbench import report
 from workbench.app.explore import RunExplorer
 
 from ..widgets.synthetic import synthetic_run
-from .lab import ARTIFACTS, CHROMIUM, SCREENSHOTS, launch_chromium, run_notebook_in_lab, start_lab, write_notebook
+from .lab import ARTIFACTS, CHROMIUM, SCREENSHOTS, run_notebook_in_lab, write_notebook
 
 pytestmark = [
     pytest.mark.browser,
@@ -23,24 +23,6 @@ pytestmark = [
 
 #: Set in the page by the hostile example texts if any of them ran.
 INJECTED = "window.__npeffInjected"
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    server = start_lab(tmp_path_factory.mktemp("lab"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -27,12 +27,10 @@ import logging
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from ..core.chunks import PefChunk
 from ..core.params import ParameterLayout
-from ..core.validation import example_lengths
 from ..fisher import PefConfig
 from .resources import available_memory, format_bytes, format_seconds, free_disk
 
