@@ -17,7 +17,7 @@ from pathlib import Path
 from .charts import perturbation_html
 from .dashboard import dashboard_html, definitions_html
 from .html import bar_columns, error_html, escape, examples_page_html, run_section_html, style, table_html
-from .strategies import trace_html
+from .traces import trace_html
 
 logger = logging.getLogger(__name__)
 
