@@ -11,6 +11,7 @@ from workbench import report
 from workbench.app.explore import RunExplorer
 from workbench.app.results import ComponentDashboard as Dashboard
 
+from .examples import component_title
 from .static import StaticFallback, on_click_shown
 
 #: ε of the sweep the "sweep ε" button adds (a sweep costs a perturbation check per ε).
@@ -55,7 +56,7 @@ class ComponentDashboard(StaticFallback, w.VBox):
                                                                    traceback.format_exc()))
             raise
         self.current = result
-        self.title.value = f"<b>Dashboard of component {int(component)}</b>"
+        self.title.value = component_title(self.explorer, component, "Dashboard of component")
         self.numbers.value = report.fragment(report.dashboard_numbers_html(result))
         self.tables.value = report.fragment(report.dashboard_tables_html(result))
         self.figures = [f.update_layout(width=620) for f in report.dashboard_figures(result)]
@@ -69,7 +70,7 @@ class ComponentDashboard(StaticFallback, w.VBox):
     def static_html(self) -> str:
         if self.current is None:
             return report.fragment("<i>No component selected.</i>")
-        return report.fragment(report.dashboard_html(self.current))
+        return report.fragment(f"<div>{self.title.value}</div>" + report.dashboard_html(self.current))
 
     def static_text(self) -> str:
         return "No component selected." if self.current is None else repr(self.current)

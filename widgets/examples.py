@@ -55,7 +55,7 @@ class ExampleViewer(StaticFallback, w.VBox):
                                                                 traceback.format_exc()))
             raise
         self.current = result
-        self.title.value = f"<b>Component {int(component)}</b>: top examples"
+        self.title.value = f"{component_title(self.explorer, component)}: top examples"
         self.body.value = report.examples_page_html(result)
         self.previous.disabled = result.page == 0
         self.next.disabled = result.page >= result.n_pages - 1
@@ -65,7 +65,13 @@ class ExampleViewer(StaticFallback, w.VBox):
     def static_html(self) -> str:
         if self.current is None:
             return report.fragment("<i>No component selected.</i>")
-        return report.examples_page_html(self.current)
+        return report.fragment(f"<div>{self.title.value}</div>" + report.examples_page_html(self.current))
 
     def static_text(self) -> str:
         return "No component selected." if self.current is None else repr(self.current)
+
+
+def component_title(explorer: RunExplorer, component: int, what: str = "Component") -> str:
+    """``<b>Component j</b> · its label`` (escaped), the label from the explorer's table when it has one."""
+    name = explorer.component_name(component)
+    return f"<b>{report.escape(what)} {int(component)}</b>" + (f" · {report.escape(name)}" if name else "")

@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 from workbench import report
 from workbench.app.explore import RunExplorer
 
+from .examples import component_title
 from .perturbation import CHART_WIDTH, show_figure
 from .static import StaticFallback, on_click_shown
 
@@ -21,7 +22,7 @@ class TracePanel(StaticFallback, w.VBox):
 
     def __init__(self, explorer: RunExplorer, component: int | None = None):
         self.explorer = explorer
-        self.component = component
+        self.component = None
         self.result = None
         self.error: str | None = None
         self.title = w.HTML("<b>Perturbation trace</b>: select a component first.")
@@ -41,10 +42,20 @@ class TracePanel(StaticFallback, w.VBox):
         self.set_component(component)
 
     def set_component(self, component: int | None) -> None:
+        """Point the panel at ``component``; another component's trace is cleared, not left on show."""
+        if component != self.component or component is None:
+            self._clear()
         self.component = component
         self.run_button.disabled = component is None
         if component is not None:
-            self.title.value = f"<b>Perturbation trace of component {int(component)}</b>"
+            self.title.value = component_title(self.explorer, component, "Perturbation trace of component")
+
+    def _clear(self) -> None:
+        self.result, self.error = None, None
+        self.status.value = ""
+        self.example.options = []
+        show_figure(self.profile_chart, report.trace_profile_figure())
+        show_figure(self.heatmap, report.trace_heatmap_figure())
 
     def run(self, *, epsilon: float | None = None):
         """Trace the selected component (``epsilon`` overrides the slider); errors are shown, then raised."""

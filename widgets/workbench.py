@@ -18,6 +18,7 @@ from .examples import ExampleViewer
 from .lookup import LookupPanel
 from .perturbation import PerturbationPanel
 from .static import StaticFallback, on_click_shown
+from .trace import TracePanel
 
 
 #: How long displaying the workbench waits for its first component's fill (see ``Workbench.static_html``).
@@ -25,15 +26,16 @@ SNAPSHOT_WAIT_S = 2.0
 
 
 class Workbench(StaticFallback, w.VBox):
-    """Component browser, example viewer, dashboard, perturbation panel and reverse lookup for one run.
+    """Component browser, example viewer, dashboard, perturbation and trace panels and reverse lookup for one run.
 
-    Selecting a component in the browser shows its details, top examples and dashboard and points the
-    perturbation panel at it. ``wb.select(j)`` does the same from code;
+    Selecting a component in the browser shows its details, top examples, dashboard and perturbation
+    trace (``RunExplorer.trace``, when the run has a model) and points the perturbation panel at it.
+    ``wb.select(j)`` does the same from code;
     ``wb.explorer`` is the :class:`~workbench.app.explore.RunExplorer` the panels read from.
 
     page_size: components per page of the browser; examples_per_page: examples per page of the viewer.
     component: the component shown first (default: the largest by mass).
-    background: the first component's token shares and dashboard, which need the model (seconds on a
+    background: the first component's token shares, dashboard and trace, which need the model (seconds on a
         fresh kernel), are computed on a thread after the workbench is shown, its examples shown
         plain meanwhile; ``wb.wait()`` waits for them. Default: yes, except in the headless runs of
         ``python -m workbench run`` (``HEADLESS_ENV``), whose snapshots must show everything.
@@ -47,6 +49,7 @@ class Workbench(StaticFallback, w.VBox):
         self.dashboard = ComponentDashboard(explorer)
         self.lookup = LookupPanel(explorer, on_select=self.select)
         self.perturbation = PerturbationPanel(explorer)
+        self.trace = TracePanel(explorer)
         self._background = os.environ.get(HEADLESS_ENV) != "1" if background is None else background
         self._filling: threading.Thread | None = None
         self.details = w.HTML()
@@ -66,6 +69,7 @@ class Workbench(StaticFallback, w.VBox):
             w.HTML("<h3>Selected component</h3>"), self.details, self.examples,
             w.HTML("<h3>Dashboard</h3>"), self.dashboard,
             w.HTML("<h3>Perturbation</h3>"), self.perturbation,
+            w.HTML("<h3>Trace through the layers</h3>"), self.trace,
             w.HTML("<h3>Reverse lookup</h3>"), self.lookup,
             w.HTML("<h3>Export</h3>"),
             w.HBox([self.export_format, self.export_button, self.export_status],
@@ -113,6 +117,7 @@ class Workbench(StaticFallback, w.VBox):
     def _selected(self, change) -> None:
         component = change["new"]
         self.perturbation.set_component(component)
+        self.trace.set_component(component)
         if component is None:
             self.details.value = ""
             return
@@ -131,7 +136,10 @@ class Workbench(StaticFallback, w.VBox):
         self._fill(component)
 
     def _fill(self, component: int) -> None:
-        for show in (self.examples.show, self.dashboard.show):
+        shows = [self.examples.show, self.dashboard.show]
+        if self.explorer.has_model:  # a trace is a few forward passes: cheaper than the dashboard's scores
+            shows.append(lambda _: self.trace.run())
+        for show in shows:
             if self.browser.selected == component:  # not once the user has moved on
                 self._show_quietly(show, component)
 
@@ -165,13 +173,14 @@ class Workbench(StaticFallback, w.VBox):
         parts += ["<h3>Selected component</h3>", self.details.value, self.examples.static_html(),
                   "<h3>Dashboard</h3>", self.dashboard.static_html(),
                   "<h3>Perturbation</h3>", self.perturbation.static_html(),
+                  "<h3>Trace through the layers</h3>", self.trace.static_html(),
                   "<h3>Reverse lookup</h3>", self.lookup.static_html()]
         return report.fragment("".join(parts))
 
     def static_text(self) -> str:
         return "\n\n".join([f"NPEFF workbench of {self.explorer.run.path}", self.browser.static_text(),
                             self.examples.static_text(), self.dashboard.static_text(), self.perturbation.static_text(),
-                            self.lookup.static_text()])
+                            self.trace.static_text(), self.lookup.static_text()])
 
 
 def _link(path) -> str:

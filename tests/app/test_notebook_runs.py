@@ -109,6 +109,25 @@ def test_executed_notebook_keeps_static_panels_and_no_dead_widgets(quickstart_ru
     assert "Shown because it has the highest KL ratio" in report and "times as much" in report
 
 
+def test_the_workbench_snapshot_shows_the_showcased_component(quickstart_run):
+    """The workbench is displayed after the showcase is selected, so its saved snapshot (the HTML beside
+    the widget view) is of that component, not the largest one it opened on."""
+    notebook = nbformat.read(quickstart_run.notebook, as_version=4)
+    cells = [c for c in notebook.cells if c.cell_type == "code"]
+    printed = "".join(o.get("text", "") for c in cells for o in c.outputs if o.output_type == "stream")
+    showcased = int(re.search(r"^component (\d+): ", printed, re.M).group(1))
+    snapshots = [o["data"]["text/html"] for c in cells for o in c.outputs
+                 if "NPEFF workbench" in o.get("data", {}).get("text/html", "")]
+    assert len(snapshots) == 1
+    snapshot = snapshots[0]
+    assert f"<b>Component {showcased}</b>" in snapshot  # the example viewer's title
+    assert f"<b>Dashboard of component {showcased}</b>" in snapshot
+    assert f"component {showcased}: examples 1-" in snapshot and 'class="tok"' in snapshot
+    assert f"Perturbation trace of component {showcased}" in snapshot  # traced with the dashboard
+    others = set(range(QUICKSTART_SMALL["n_components"])) - {showcased}
+    assert not any(f"<b>Component {j}</b>" in snapshot for j in others)
+
+
 def test_html_rendering_is_offline_and_starts_with_the_run_record(quickstart_run):
     html = quickstart_run.html.read_text()
     assert not re.search(r'<script[^>]*src="https?://', html)  # nothing to fetch

@@ -118,6 +118,11 @@ def test_report_contents_and_sorting_in_the_browser(browser, embedded_run, tmp_p
     page.locator("nav.toc a", has_text="Component 3").click()
     page.wait_for_function("window.scrollY > 500")
     page.screenshot(path=SCREENSHOTS / "report-component.png")
+    # Issue 21: each component's trace drawn from disk, its layer profile and its top example's heatmap.
+    assert page.locator("#component-3 .npeff-plot .hm").count() == 1
+    assert page.locator("#component-3 .npeff-plot", has_text="layer profile: top vs baseline").count() == 1
+    page.locator("#component-3 .npeff-plot .hm").first.scroll_into_view_if_needed()
+    page.screenshot(path=SCREENSHOTS / "report-trace.png")
     page.locator("#component-3 a.top").click()
     page.wait_for_function("window.scrollY < 50")
     page.close()

@@ -65,6 +65,14 @@ def test_workbench_in_jupyterlab(page, lab, hostile_quickstart_run):
     assert page.evaluate(INJECTED) is None
     viewer.screenshot(path=SCREENSHOTS / "example-viewer.png")
 
+    # The trace of the component clicked, drawn live: its layer profile (two lines) and a heatmap.
+    trace = page.locator(".npeff-trace-panel")
+    trace.get_by_text("Perturbation trace of component 3").wait_for(timeout=120_000)
+    page.wait_for_function("document.querySelectorAll('.npeff-trace-panel .js-plotly-plot .scatterlayer .trace')"
+                           ".length >= 2 && document.querySelector('.npeff-trace-panel .js-plotly-plot .hm') !== null",
+                           timeout=120_000)
+    trace.screenshot(path=SCREENSHOTS / "trace-panel.png")
+
     panel = page.locator(".npeff-perturbation-panel")
     panel.locator("button", has_text="run check").click()
     ratio = panel.locator(".npeff-kl-ratio")

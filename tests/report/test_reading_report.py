@@ -70,3 +70,31 @@ def test_dashboard_and_lookup_html_escape_the_data(explorer):
     d.top_tokens = pd.DataFrame({"mean share": [0.5], "count": [2], "total": [1.0]},
                                 index=pd.Index(["<script>x</script>"], name="token"))
     assert "<script>x</script>" not in report.dashboard_tables_html(d)
+
+
+def test_report_traces_each_component_through_the_layers(explorer, index_html):
+    """Issue 21 item 3 in the report: per component, the layer profile over its top examples against
+    as many baseline ones, and the heatmap of its top example, with the numbers of ``explorer.trace``."""
+    assert index_html.count("Perturbation trace of component") == explorer.n_components
+    for j in explorer.table.index[:3]:
+        section = index_html.split(f'<section id="component-{j}">')[1].split("</section>")[0]
+        trace = explorer.trace(j, n_top=3, n_baseline=3)
+        assert trace.examples[0] == explorer.top_examples(j, page_size=1, highlight=False).examples[0].example
+        assert f"component {j}, example {trace.examples[0]} (top)" in section  # the top example's heatmap
+        assert section.count("hidden-state change per layer and token") == 0  # titled by its example
+        assert "layer profile: top vs baseline" in section
+        top = trace.profile["top"]
+        assert f'data-sort="{float(top.iloc[-1])!r}"' in section  # its numbers, in the table beside the chart
+
+
+def test_report_of_a_run_without_a_model_has_no_trace(tmp_path):
+    from tests.widgets.synthetic import synthetic_run
+
+    explorer = RunExplorer.open(synthetic_run(tmp_path / "run", n_components=3, n_examples=300, density=0.1))
+    assert not explorer.has_model
+    html = report.export_html(explorer, tmp_path / "report", n_examples=2, progress=False).read_text()
+    assert "Perturbation trace" not in html
+    with pytest.raises(FileNotFoundError, match="has no model/ folder"):
+        explorer.trace(0)
+    html = report.export_html(explorer, tmp_path / "report", n_examples=2, progress=False, traces=True).read_text()
+    assert html.count("No perturbation trace: FileNotFoundError") == 3  # asked for: each section says why

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from widgets import ComponentBrowser, PerturbationPanel, Workbench
+from workbench import report
 from workbench.app.explore import RunExplorer
 
 from .synthetic import synthetic_run
@@ -131,3 +132,61 @@ def test_export_errors_are_shown_in_the_panel(workbench, tmp_path):
     with pytest.raises(FileExistsError):
         workbench.export(tmp_path / "taken")
     assert "FileExistsError" in workbench.export_status.value
+
+
+def test_workbench_traces_the_selected_component(workbench):
+    """Issue 21 item 3 in the workbench: selecting a component traces it (the run has a model) and the
+    panel draws that trace's layer profile and its top example's heatmap."""
+    workbench.wait()
+    panel = workbench.trace
+    first = workbench.browser.selected
+    assert panel.result is not None and panel.result.component == first  # the first fill traced it too
+    j = next(int(b.description) for b in workbench.browser.row_buttons if int(b.description) != first)
+    workbench.select(j)
+    trace = panel.result
+    assert panel.component == j and trace.component == j and trace.sets[0] == "top"
+    expected = workbench.explorer.trace(j)
+    assert trace.examples == expected.examples and np.allclose(trace.heatmaps[0], expected.heatmaps[0])
+    assert np.allclose(np.asarray(panel.heatmap.data[0].z), expected.heatmaps[0])
+    assert [t.name.split(" ")[0] for t in panel.profile_chart.data] == ["top", "baseline"]
+    assert np.allclose(np.asarray(panel.profile_chart.data[0].y), expected.profile["top"])
+    html = workbench._repr_mimebundle_()["text/html"]
+    assert f"Perturbation trace of component {j}" in html and "Trace through the layers" in html
+    assert f"Perturbation trace of component {first}" not in html
+
+
+def test_titles_show_the_component_label(workbench):
+    """Issue 21 item 4: the label (the table's ``name``) in the example viewer's, dashboard's and trace's titles."""
+    j = workbench.browser.selected
+    name = workbench.explorer.component_name(j)
+    assert name and name == workbench.explorer.table.loc[j, "name"]
+    for title in (workbench.examples.title, workbench.dashboard.title, workbench.trace.title):
+        assert f"{j}</b> · {report.escape(name)}" in title.value
+    html = workbench._repr_mimebundle_()["text/html"]
+    assert f"<b>Component {j}</b> · {report.escape(name)}: top examples" in html
+    assert f"<b>Dashboard of component {j}</b> · {report.escape(name)}" in html
+
+
+def test_titles_escape_the_label_and_a_new_component_clears_the_trace(tmp_path):
+    """A label is text (a labels.csv can hold anything); a trace shown is never another component's."""
+    from widgets import ExampleViewer, TracePanel
+
+    path = synthetic_run(tmp_path / "run", n_components=3, n_examples=300, density=0.1)
+    hostile = '<img src=x onerror="alert(1)"> & co'
+    pd.DataFrame({"component": [0, 1, 2], "name": [hostile, "plain", None]}).to_csv(path / "labels.csv", index=False)
+    explorer = RunExplorer.open(path)
+    viewer = ExampleViewer(explorer)
+    viewer.show(0, highlight=False)
+    assert "<img" not in viewer.title.value and report.escape(hostile) in viewer.title.value
+    assert "<img" not in viewer._repr_mimebundle_()["text/html"].split('class="caption"')[0]
+    viewer.show(2, highlight=False)
+    assert viewer.title.value == "<b>Component 2</b>: top examples"  # no label, no dangling separator
+    panel = TracePanel(explorer, component=0)
+    assert "<img" not in panel.title.value
+    panel.result = "stale"  # as if component 0 had been traced
+    panel.example.options = [("top · example 1", 0)]
+    panel.set_component(0)
+    assert panel.result == "stale"  # the same component: kept
+    panel.set_component(1)
+    assert panel.result is None and panel.example.options == () and not panel.heatmap.data
+    assert "plain" in panel.title.value and "No trace run yet" in panel._repr_mimebundle_()["text/html"]

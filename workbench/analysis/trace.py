@@ -73,7 +73,7 @@ class PerturbationTrace:
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
         from ..report import fragment
-        from ..report.strategies import trace_html
+        from ..report.traces import trace_html
 
         return {"text/plain": repr(self), "text/html": fragment(trace_html(self))}
 

@@ -137,6 +137,15 @@ class RunExplorer:
             n_top=self.n_top, kind=self.run.params.get("kind", "lrm"),
         )
 
+    def component_name(self, component: int) -> str | None:
+        """The component's short label (the table's ``name`` column), or None when it has none."""
+        from ..analysis.labels import NAME_COLUMN
+
+        if NAME_COLUMN not in self.table.columns or int(component) not in self.table.index:
+            return None
+        name = self.table.loc[int(component), NAME_COLUMN]
+        return None if pd.isna(name) else str(name)
+
     def label_components(self, *, n_examples: int = 10, progress: bool = False) -> pd.Series:
         """Labels with each component's top token (``analysis.labels.top_tokens`` over its first
         ``n_examples`` top examples, scored with the run's model), saved to the run's ``labels.csv``

@@ -9,6 +9,7 @@ and :func:`export_html`, a report folder readable offline from disk.
 - :mod:`.charts`: the perturbation charts (plotly);
 - :mod:`.pages`: whole pages and the report folder;
 - :mod:`.strategies`: strategies over training, between two models, through the layers.
+- :mod:`.traces`: a perturbation trace's charts and section (in the strategy pages and the run report).
 
 This package renders what it is given and computes nothing; it imports no other part of
 the workbench, and no torch.
@@ -63,10 +64,8 @@ from .strategies import (
     over_training_figure,
     over_training_html,
     section_html,
-    trace_heatmap_figure,
-    trace_html,
-    trace_profile_figure,
 )
+from .traces import trace_heatmap_figure, trace_html, trace_profile_figure
 
 __all__ = [
     "accuracy_over_training_figure",

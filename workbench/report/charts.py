@@ -18,6 +18,8 @@ from .html import escape, table_html
 
 SIGN_NAMES = {"+": "θ + εĝ", "-": "θ − εĝ"}
 SET_COLOURS = {"top": "#e8710a", "baseline": "#7f7f7f"}
+#: The layout of the strategy and trace charts (lines over steps or layers, legend below).
+LINES_LAYOUT = dict(height=340, margin=dict(l=60, r=10, t=50, b=40), legend=dict(orientation="h", y=-0.2))
 
 
 def kl_figure(result=None, signs: Sequence[str] = ("+", "-")):

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from .charts import perturbation_html
 from .dashboard import dashboard_html, definitions_html
-from .html import bar_columns, escape, examples_page_html, run_section_html, style, table_html
+from .html import bar_columns, error_html, escape, examples_page_html, run_section_html, style, table_html
+from .traces import trace_html
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +61,20 @@ def _component_file(component: int) -> str:
     return f"components/{int(component):05d}.html"
 
 
+def _trace_section(explorer, component: int, n_examples: int) -> str:
+    """The component's perturbation trace: the layer profile over its top examples against as many
+    baseline ones, and the heatmap of its top example; a failure (a model without hidden states) is
+    shown in the section rather than stopping the report."""
+    try:
+        trace = explorer.trace(component, n_top=n_examples, n_baseline=n_examples)
+    except Exception as error:  # noqa: BLE001 - shown where the trace would be
+        logger.warning("no trace of component %s in the report: %s", component, error)
+        return error_html(f"No perturbation trace: {type(error).__name__}: {error}")
+    return trace_html(trace, n_heatmaps=1)
+
+
 def _component_section(explorer, component: int, results: list, n_examples: int, highlight: bool, plotlyjs,
-                       dashboards: bool, sweep) -> str:
+                       dashboards: bool, sweep, traces: bool = False) -> str:
     page = None
     if dashboards:
         dashboard = explorer.dashboard(component, sweep=sweep, n_examples=n_examples)
@@ -75,12 +88,15 @@ def _component_section(explorer, component: int, results: list, n_examples: int,
         page = explorer.top_examples(component, page_size=n_examples, highlight=highlight)
     parts.append(examples_page_html(page))
     parts += [perturbation_html(r, include_plotlyjs=plotlyjs) for r in results]
+    if traces:
+        parts.append(_trace_section(explorer, component, n_examples))
     return "".join(parts)
 
 
 def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (), n_examples: int = 10,
                 highlight: bool = True, max_single_page: int = MAX_SINGLE_PAGE_COMPONENTS,
-                progress: bool = True, dashboards: bool = True, sweep: Sequence[float] | None = None) -> Path:
+                progress: bool = True, dashboards: bool = True, sweep: Sequence[float] | None = None,
+                traces: bool | None = None) -> Path:
     """Write a report of ``explorer``'s run to the folder ``out``; returns the index page.
 
     Up to ``max_single_page`` components the report is one page (``index.html``, plotly.js
@@ -88,6 +104,9 @@ def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (
     page per component under ``components/``. ``perturbations``: results of
     :meth:`RunExplorer.perturb` to chart under their component. ``dashboards``: each component's
     dashboard (:meth:`RunExplorer.dashboard`; with its perturbation sweep over ``sweep`` when given).
+    ``traces``: each component's perturbation trace (:meth:`RunExplorer.trace` on its first
+    ``n_examples`` top examples and as many baseline ones: the layer profile and its top example's
+    heatmap); default: when the explorer has a model.
     The index has a table of contents, sortable tables (click a header) and links back to the top.
     The folder is built under a
     temporary name and moved into place at the end, so an interrupted export leaves the
@@ -96,6 +115,7 @@ def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (
     from tqdm.auto import tqdm
 
     out = Path(out)
+    traces = explorer.has_model if traces is None else traces
     by_component: dict[int, list] = {}
     for result in perturbations:
         by_component.setdefault(int(result.component), []).append(result)
@@ -109,13 +129,13 @@ def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (
         definitions = explorer.definitions()["definition"].to_dict()
         caption = (f'<div class="caption">{len(table)} components; click a header to sort, hover it for its '
                    f"definition</div>{definitions_html(definitions, ['component', *table.columns])}")
-        charts = dashboards or bool(by_component)
+        charts = dashboards or traces or bool(by_component)
         components = tqdm(table.index, desc="report", disable=not progress, leave=False)
         if not split:
             links = {j: f"#component-{j}" for j in table.index}
             top = '<a class="top" href="#top">back to top ↑</a>'
             sections = [f'<section id="component-{j}">{top}<h2>Component {j}</h2>'
-                        f"{_component_section(explorer, j, by_component.get(j, []), n_examples, highlight, False, dashboards, sweep)}"
+                        f"{_component_section(explorer, j, by_component.get(j, []), n_examples, highlight, False, dashboards, sweep, traces)}"
                         "</section>" for j in components]
             toc = ('<nav class="toc"><a href="#run">This run</a><a href="#components">Component table</a>'
                    + "".join(f'<a href="#component-{j}">Component {j}</a>' for j in table.index) + "</nav>")
@@ -138,8 +158,9 @@ def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (
                 if position + 1 < len(order):
                     nav.append(f'<a href="../{_component_file(order[position + 1])}">next</a>')
                 results = by_component.get(j, [])
-                head = f'<script src="../{PLOTLY_FILE}"></script>' if results or dashboards else ""
-                section = _component_section(explorer, j, results, n_examples, highlight, False, dashboards, sweep)
+                head = f'<script src="../{PLOTLY_FILE}"></script>' if results or dashboards or traces else ""
+                section = _component_section(explorer, j, results, n_examples, highlight, False, dashboards, sweep,
+                                             traces)
                 page = f"<nav>{''.join(nav)}</nav><h1>Component {j}</h1>{section}"
                 (staging / _component_file(j)).write_text(html_page(f"{title}: component {j}", page, head=head),
                                                           encoding="utf-8")

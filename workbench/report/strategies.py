@@ -1,7 +1,8 @@
 """Charts and HTML sections for strategies over training, between two models and through the layers.
 
-Renders the results of ``workbench.analysis.over_training``, ``.model_diff`` and ``.trace``
-(read by their attributes; nothing is imported from them): plotly figures that the panels
+Renders the results of ``workbench.analysis.over_training`` and ``.model_diff`` (a ``.trace`` is
+rendered by :mod:`.traces`; :func:`section_html` takes any of the three), read by their
+attributes (nothing is imported from them): plotly figures that the panels
 in ``widgets/`` show live, and HTML sections for notebooks and reports, every text escaped
 (``html.escape``) and every chart beside a table of its numbers.
 """
@@ -10,14 +11,14 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .charts import SET_COLOURS, figure_html
+from .charts import LINES_LAYOUT, figure_html
 from .html import escape, table_html
+from .traces import trace_html
 
 #: Statuses of a strategy or component between two models, and their colours.
 STATUS_COLOURS = {"gained": "#2e7d32", "lost": "#c62828", "kept": "#607d8b", "changed": "#f9a825",
                   "not named": "#bdbdbd"}
 VALUE_TITLES = {"mass": "coefficient mass (share)", "kl_ratio": "KL ratio top/baseline", "cos": "|cos| to the reference"}
-_LAYOUT = dict(height=340, margin=dict(l=60, r=10, t=50, b=40), legend=dict(orientation="h", y=-0.2))
 
 
 def component_name(table: pd.DataFrame | None, j) -> str:
@@ -33,7 +34,7 @@ def over_training_figure(result=None, value: str = "mass", strategy: str = "tran
     """One line per component of ``value`` against the training step (empty without a result)."""
     import plotly.graph_objects as go
 
-    figure = go.Figure(layout=dict(**_LAYOUT, xaxis=dict(title="training step"),
+    figure = go.Figure(layout=dict(**LINES_LAYOUT, xaxis=dict(title="training step"),
                                    yaxis=dict(title=VALUE_TITLES.get(value, value),
                                               type="log" if value == "kl_ratio" else "linear"),
                                    title=dict(text=f"{VALUE_TITLES.get(value, value)} over training ({strategy})",
@@ -52,7 +53,7 @@ def accuracy_over_training_figure(result=None, source: str = "analysed"):
     """Accuracy per strategy (group) against the training step."""
     import plotly.graph_objects as go
 
-    figure = go.Figure(layout=dict(**_LAYOUT, xaxis=dict(title="training step"),
+    figure = go.Figure(layout=dict(**LINES_LAYOUT, xaxis=dict(title="training step"),
                                    yaxis=dict(title="accuracy", range=[0, 1.02]),
                                    title=dict(text=f"accuracy per strategy ({source} examples)", font=dict(size=14))))
     if result is None:
@@ -93,7 +94,7 @@ def model_diff_figure(diff=None):
     import plotly.graph_objects as go
 
     a, b = diff.names if diff is not None else ("A", "B")
-    figure = go.Figure(layout=dict(**_LAYOUT, barmode="group", yaxis=dict(title="coefficient mass (share)"),
+    figure = go.Figure(layout=dict(**LINES_LAYOUT, barmode="group", yaxis=dict(title="coefficient mass (share)"),
                                    title=dict(text=f"components of {a} and {b}: mass on each model",
                                               font=dict(size=14))))
     if diff is None:
@@ -128,51 +129,6 @@ def model_diff_html(diff, *, include_plotlyjs: bool | str = False) -> str:
             f"<div>{badges}</div><h4>Strategies</h4>{table_html(strategies)}"
             f"{figure_html(model_diff_figure(diff), include_plotlyjs)}"
             f"<h4>Components and their evidence on both models</h4>{table_html(diff.components)}")
-
-
-def trace_heatmap_figure(trace=None, k: int = 0):
-    """Example k's layer × token heatmap of the relative change of the hidden states."""
-    import plotly.graph_objects as go
-
-    figure = go.Figure(layout=dict(height=300, margin=dict(l=90, r=10, t=50, b=60),
-                                   title=dict(text="hidden-state change per layer and token", font=dict(size=14))))
-    if trace is None:
-        return figure
-    heat = trace.heatmap(k)
-    figure.add_heatmap(z=heat.to_numpy(), x=list(heat.columns), y=list(heat.index), colorscale="Oranges",
-                       hovertemplate="%{y}, %{x}: %{z:.3g}<extra></extra>", colorbar=dict(title="‖Δh‖/‖h‖"))
-    figure.update_layout(title_text=f"component {trace.component}, example {trace.examples[k]} "
-                                    f"({trace.sets[k]}), ε = {trace.epsilon:g}",
-                         yaxis=dict(autorange="reversed"), xaxis=dict(tickangle=-45))
-    return figure
-
-
-def trace_profile_figure(trace=None):
-    """The layer profile: mean relative change per layer, top vs baseline examples."""
-    import plotly.graph_objects as go
-
-    figure = go.Figure(layout=dict(**_LAYOUT, xaxis=dict(title="layer"), yaxis=dict(title="mean ‖Δh‖/‖h‖"),
-                                   title=dict(text="layer profile: top vs baseline", font=dict(size=14))))
-    if trace is None:
-        return figure
-    profile = trace.profile
-    for name in ("top", "baseline"):
-        figure.add_scatter(x=list(profile.index), y=profile[name].tolist(), mode="lines+markers",
-                           name=f"{name} examples ({trace.sets.count(name)})", line=dict(color=SET_COLOURS[name]),
-                           hovertemplate="%{x}: %{y:.3g}<extra>%{fullData.name}</extra>")
-    return figure
-
-
-def trace_html(trace, *, include_plotlyjs: bool | str = False, n_heatmaps: int = 3) -> str:
-    """The trace section: the layer profile, heatmaps of the first top examples, and the profile's numbers."""
-    tops = [k for k, s in enumerate(trace.sets) if s == "top"][:n_heatmaps]
-    charts = [figure_html(trace_profile_figure(trace), include_plotlyjs)]
-    charts += [figure_html(trace_heatmap_figure(trace, k), False) for k in tops]
-    return (f"<h3>Perturbation trace of component {int(trace.component)}</h3>"
-            f"<div class=\"caption\">ε = {trace.epsilon:g}; relative change of each layer's hidden state per token, "
-            f"mean over θ ± εĝ; {trace.sets.count('top')} top and {trace.sets.count('baseline')} baseline examples</div>"
-            '<div class="charts">' + "".join(f"<div>{c}</div>" for c in charts) + "</div>"
-            + table_html(trace.profile))
 
 
 def section_html(result, *, include_plotlyjs: bool | str = False) -> str:

@@ -1,0 +1,56 @@
+"""Charts and the HTML section of a perturbation trace (``workbench.analysis.trace``).
+
+Read by its attributes (nothing is imported from the analysis): the plotly figures the trace
+panel in ``widgets/`` shows live, and the section the strategy pages and the run report
+(:func:`.pages.export_html`) show, every text escaped and the chart beside its numbers.
+"""
+
+from __future__ import annotations
+
+from .charts import LINES_LAYOUT, SET_COLOURS, figure_html
+from .html import table_html
+
+
+def trace_heatmap_figure(trace=None, k: int = 0):
+    """Example k's layer × token heatmap of the relative change of the hidden states."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure(layout=dict(height=300, margin=dict(l=90, r=10, t=50, b=60),
+                                   title=dict(text="hidden-state change per layer and token", font=dict(size=14))))
+    if trace is None:
+        return figure
+    heat = trace.heatmap(k)
+    figure.add_heatmap(z=heat.to_numpy(), x=list(heat.columns), y=list(heat.index), colorscale="Oranges",
+                       hovertemplate="%{y}, %{x}: %{z:.3g}<extra></extra>", colorbar=dict(title="‖Δh‖/‖h‖"))
+    figure.update_layout(title_text=f"component {trace.component}, example {trace.examples[k]} "
+                                    f"({trace.sets[k]}), ε = {trace.epsilon:g}",
+                         yaxis=dict(autorange="reversed"), xaxis=dict(tickangle=-45))
+    return figure
+
+
+def trace_profile_figure(trace=None):
+    """The layer profile: mean relative change per layer, top vs baseline examples."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure(layout=dict(**LINES_LAYOUT, xaxis=dict(title="layer"), yaxis=dict(title="mean ‖Δh‖/‖h‖"),
+                                   title=dict(text="layer profile: top vs baseline", font=dict(size=14))))
+    if trace is None:
+        return figure
+    profile = trace.profile
+    for name in ("top", "baseline"):
+        figure.add_scatter(x=list(profile.index), y=profile[name].tolist(), mode="lines+markers",
+                           name=f"{name} examples ({trace.sets.count(name)})", line=dict(color=SET_COLOURS[name]),
+                           hovertemplate="%{x}: %{y:.3g}<extra>%{fullData.name}</extra>")
+    return figure
+
+
+def trace_html(trace, *, include_plotlyjs: bool | str = False, n_heatmaps: int = 3) -> str:
+    """The trace section: the layer profile, heatmaps of the first top examples, and the profile's numbers."""
+    tops = [k for k, s in enumerate(trace.sets) if s == "top"][:n_heatmaps]
+    charts = [figure_html(trace_profile_figure(trace), include_plotlyjs)]
+    charts += [figure_html(trace_heatmap_figure(trace, k), False) for k in tops]
+    return (f"<h3>Perturbation trace of component {int(trace.component)}</h3>"
+            f"<div class=\"caption\">ε = {trace.epsilon:g}; relative change of each layer's hidden state per token, "
+            f"mean over θ ± εĝ; {trace.sets.count('top')} top and {trace.sets.count('baseline')} baseline examples</div>"
+            '<div class="charts">' + "".join(f"<div>{c}</div>" for c in charts) + "</div>"
+            + table_html(trace.profile))
