@@ -125,3 +125,16 @@ def test_t5_classifier_keeps_the_loop_and_says_why(caplog):
         plan = checked_plan(build(name), example_inputs(name))
     assert "torch.func cannot compute" in caplog.text and "dynamic shape" in caplog.text
     assert all("relative_attention_bias" in plan.named[k][0] for k in plan.fallback) and plan.fallback
+
+
+def test_too_large_for_a_whole_batch_keeps_the_loop(monkeypatch, caplog):
+    from workbench.fisher import checks
+
+    monkeypatch.setattr(checks, "TRANSFORM_MAX_ENTRIES", 10)
+    model = ValueBranch(from_length=100).eval()
+    with caplog.at_level(logging.WARNING, logger="workbench"):
+        plan = checked_plan(model, padded_inputs([3, 4, 2, 8]))
+    assert "too large" in caplog.text and plan.transformed == [] and [plan.named[k][0] for k in plan.fallback] == ["scale"]
+    monkeypatch.setattr(checks, "TRANSFORM_MAX_ENTRIES", 3 * 6)  # k = 3 slots × 6 entries: just fits
+    plan = checked_plan(ValueBranch(from_length=100).eval(), padded_inputs([3, 4, 2, 8]))
+    assert [plan.named[k][0] for k in plan.transformed] == ["scale"] and plan.fallback == []

@@ -48,6 +48,9 @@ RTOL, ATOL_OF_LARGEST = 1e-3, 2e-6
 CHECK_EXAMPLES = 2
 # Above this many gradient entries (k · m · examples), only one layer of each type is checked.
 CHECK_MAX_ENTRIES = 1 << 26
+# torch.func writes the transformed parameters' gradients out for the whole batch (the loop,
+# for one example): above this many entries per example (k · their size) they keep the loop
+TRANSFORM_MAX_ENTRIES = 1 << 24
 _decisions: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
@@ -249,6 +252,11 @@ def _transformable(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | Non
     named = [plan.named[k] for k in indices]
     with torch.no_grad():
         classes = slot_classes(torch.log_softmax(class_logits(model, batch).float(), dim=-1), top_k)
+    if classes.shape[1] * sum(p.numel() for _, p in named) > TRANSFORM_MAX_ENTRIES:
+        logger.warning("%d parameters without a rule are too large to write out for a whole batch (more than %d "
+                       "entries per example), so they are computed one example at a time (exact, slower): %s",
+                       len(named), TRANSFORM_MAX_ENTRIES, ", ".join(n for n, _ in named[:5]))
+        return []
     try:
         grads = per_example_gradients(model, batch, named, classes)
     except Exception as error:  # noqa: BLE001 - vmap cannot run the model's code: the loop can
