@@ -26,12 +26,13 @@ def test_fast_path_equals_the_loop(name):
     assert max_relative_error(model, inputs, batch_size=3) < 2e-6
 
 
-# Families whose every parameter a rule serves (RMSNorm and scaled embeddings included);
-# the others keep some layers on the loop: relative positions not indexed by the batch's
-# ids (DeBERTa, MPNet, T5); learned positions looked up by a forward of their own (BART, OPT)
-# are served, with the indices the call really used.
+# Families whose every parameter is served by a rule (RMSNorm and scaled embeddings
+# included; learned positions looked up by a forward of their own, BART's and OPT's, with the
+# indices the call really used) or by torch.func (relative positions not indexed by the
+# batch's ids: DeBERTa's, MPNet's; tests/fisher/test_transforms.py). T5's classifier keeps
+# its relative attention bias on the loop: vmap cannot batch its EOS selection.
 FULLY_FAST = {"BERT", "RoBERTa", "DistilBERT", "ALBERT", "ELECTRA", "GPT-2", "GPT-NeoX", "Llama", "Mistral", "Qwen2", "OPT", "BART",
-              "Gemma", "ModernBERT", "Llama as a zero-shot classifier"}
+              "Gemma", "ModernBERT", "Llama as a zero-shot classifier", "DeBERTa", "DeBERTa-v2/v3", "MPNet"}
 
 
 @pytest.mark.parametrize("name", sorted(FULLY_FAST & set(FAMILIES)))
@@ -42,8 +43,7 @@ def test_rules_serve_every_parameter(name, caplog):
     assert "one example at a time" not in caplog.text
 
 
-def test_most_of_deberta_and_t5_is_fast():
-    assert fast_share(build("DeBERTa-v2/v3"), example_inputs("DeBERTa-v2/v3")) > 0.6
+def test_most_of_t5_is_fast():
     assert fast_share(build("T5 (Flan-T5 shape)"), example_inputs("T5 (Flan-T5 shape)")) > 0.99
 
 
@@ -109,7 +109,7 @@ def test_rules_are_found_by_what_layers_compute():
 
 
 class KeywordCall(nn.Module):
-    """A layer called with its input as a keyword: no hook can see it, so the loop serves it."""
+    """A layer called with its input as a keyword: no hook can see it, so torch.func serves it."""
 
     def __init__(self):
         super().__init__()
@@ -138,14 +138,14 @@ class ChangesLater(nn.Module):
         return self.head(h + shared)
 
 
-@pytest.mark.parametrize("model_class", [KeywordCall, ChangesLater])
-def test_unexpected_calls_fall_back_to_the_loop(model_class, caplog):
+@pytest.mark.parametrize("model_class, message", [(KeywordCall, "torch.func computes"), (ChangesLater, "one example at a time")])
+def test_unexpected_calls_fall_back_to_the_loop(model_class, message, caplog):
     torch.manual_seed(0)
     model = model_class().eval()
     ids = torch.randint(0, 20, (8, 5), generator=torch.Generator().manual_seed(0))
-    with caplog.at_level(logging.WARNING, logger="workbench"):
+    with caplog.at_level(logging.INFO, logger="workbench"):
         fast = compute_pefs(model, ids, n_values=None, batch_size=4, progress=False).dense()
-    assert "one example at a time" in caplog.text
+    assert message in caplog.text
     loop = compute_pefs(model, ids, n_values=None, batch_size=4, method="loop", progress=False).dense()
     np.testing.assert_allclose(fast, loop, atol=1e-6 * np.abs(loop).max())
 
@@ -213,9 +213,10 @@ def test_token_scores_use_the_checked_batching(name):
     from workbench.analysis.highlights import token_scores
 
     model, inputs = build(name), example_inputs(name)
-    # the layers with no example axis are left out of the scores: left out of the PEFs here
+    # the layers with no example axis are left out of the scores (the PEFs take them from the
+    # loop or torch.func): left out of the PEFs here
     plan = checked_run(model, inputs).plan
-    loop_served = [plan.named[k][0] for k in plan.fallback]
+    loop_served = [plan.named[k][0] for k in plan.fallback + plan.transformed]
     exclude = ["^" + re.escape(n) + "$" for n in loop_served] or None
     pefs = compute_pefs(model, inputs, n_values=None, exclude=exclude, progress=False)
     decomposition = LrmNpeff(n_components=2, n_iters_g_only=5, n_iters_joint=5, seed=0).fit(pefs)

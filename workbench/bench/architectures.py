@@ -4,7 +4,7 @@ For every family of :data:`workbench.models.architectures.ARCHITECTURES` the ins
 transformers has: PEFs of its tiny model by the fast path and by the plain loop
 (``method="loop"``), their largest difference relative to the largest entry (LRM with
 every class, LRM with the top 2 classes, D), the share of the parameters the fast rules
-serve (the rest take the exact loop), and examples/s of both on this machine. Writes the
+or torch.func serve (the rest take the exact loop), and examples/s of both on this machine. Writes the
 table as Markdown, with the load average beside the timings.
 """
 
@@ -40,7 +40,7 @@ def max_relative_error(model, inputs, **kwargs) -> float:
 
 
 def fast_share(model, inputs, batch_size: int = 4) -> float:
-    """The share of the parameters the fast rules serve after the run's check."""
+    """The share of the parameters the fast rules or torch.func serve after the run's check."""
     inputs, labels = split_labels(inputs, None)
     config = PefConfig(n_values=1, batch_size=batch_size)  # the share does not depend on what is kept
     run = PefRun.prepare(model, inputs, labels, config, next(model.parameters()).device)
@@ -86,8 +86,10 @@ def markdown(rows: list[dict], load: tuple) -> str:
         "hidden width 32, two layers). *Exact*: the largest difference between the fast path's PEFs and",
         "the plain loop's (`method=\"loop\"`), relative to the largest entry, over LRM with every class, LRM",
         "with the top 2 classes and D (float32 rounding is about 1e-7). *Fast share*: the share of the",
-        "parameters served by per-example rules after the run's check (`workbench/fisher/checks.py`); the",
-        "rest take the exact loop. *ex/s*: `compute_pefs` on 32 examples of 32 tokens (loop: 8), top 4096",
+        "parameters served by per-example rules, or by `torch.func` per-example gradients for the whole batch",
+        "(`workbench/fisher/transforms.py`: DeBERTa's and MPNet's relative positions), after the run's check",
+        "(`workbench/fisher/checks.py`); the rest take the exact loop (T5's relative attention bias: vmap",
+        "cannot batch its classifier's EOS selection). *ex/s*: `compute_pefs` on 32 examples of 32 tokens (loop: 8), top 4096",
         "entries, batches of 16, on this machine's CPU; tiny models are dominated by per-call overheads,",
         "so the speed-up grows with the model (the Llama-shaped case of `python -m workbench.bench`).",
         "The same matrix, smaller, is tested by `tests/fisher/test_architectures.py`.",

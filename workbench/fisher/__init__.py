@@ -13,8 +13,9 @@ Two exact ways to get the per-example gradients:
   input and output gradient (the Opacus approach), mostly kept factored (:mod:`.rules`)
   so that the top entries are found without writing every gradient out (:mod:`.sparsify`,
   :mod:`.selection`, :mod:`.kernels`; docs/design.md, "Fast exact PEFs"). Layer types with
-  a rule are listed in ``PER_EXAMPLE_RULES``; parameters of any other module fall back to
-  the loop below.
+  a rule are listed in ``PER_EXAMPLE_RULES``; parameters of any other module get
+  per-example gradients from ``torch.func`` over the batch (:mod:`.transforms`), or, where
+  vmap cannot run the model, fall back to the loop below.
 - ``method="loop"``: one example at a time, one ``torch.autograd.grad`` per class, then
   ``torch.topk``. The plain reference the hooks path is tested against.
 

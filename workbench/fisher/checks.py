@@ -18,6 +18,9 @@ breaks either, with a warning naming it:
    at a time on the first examples; a layer whose gradients differ goes to the loop. So
    does a layer never called whose parameters the model uses directly (DeBERTa's
    ``rel_embeddings.weight``): no hook sees that use.
+3. The parameters left without a rule get their per-example gradients from ``torch.func``
+   for the whole batch (:mod:`.transforms`) if that runs on this model and agrees with the
+   loop on the first examples; otherwise they keep the loop, with a warning saying why.
 
 The decision is cached per model and selection, so later runs on the same model skip it.
 """
@@ -32,9 +35,10 @@ import torch
 from torch import nn
 
 from .config import Plan
-from .gradients import BatchGradients, loop_gradients
+from .gradients import BatchGradients, loop_gradients, slot_classes
 from .hooks import CaptureLayers, LayerCallError
 from .inputs import Inputs, NotClassLogitsError, class_logits, n_inputs
+from .transforms import failure_reason, per_example_gradients
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +48,9 @@ RTOL, ATOL_OF_LARGEST = 1e-3, 2e-6
 CHECK_EXAMPLES = 2
 # Above this many gradient entries (k · m · examples), only one layer of each type is checked.
 CHECK_MAX_ENTRIES = 1 << 26
+# torch.func writes the transformed parameters' gradients out for the whole batch (the loop,
+# for one example): above this many entries per example (k · their size) they keep the loop
+TRANSFORM_MAX_ENTRIES = 1 << 24
 _decisions: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
@@ -135,24 +142,30 @@ def check_plan(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -
     key = (tuple(name for name, _ in plan.named), _structure(batch), top_k)
     cached = _decisions.setdefault(model, {}).get(key)
     if cached is not None:
-        expand, fold, to_loop = cached
+        expand, fold, to_loop, transformed = cached
         plan.expand = {id(m) for m in plan.rule_modules if names.get(id(m)) in expand}
         plan.fold = {id(m) for m in plan.rule_modules if names.get(id(m)) in fold}
         plan.without([m for m in plan.rule_modules if names.get(id(m)) in to_loop])
+        plan.transform([k for k in plan.fallback if plan.named[k][0] in transformed])
         plan.checked = True
         return
     batch = _first(batch, CHECK_EXAMPLES)
+    owned = {id(m): [k for _, k in plan.owned[id(m)]] for m in plan.rule_modules}
     # An error here is the model's own (its plain forward on copies of an example): raised
     plan.expand, unbatched, plan.fold = layer_batching(model, plan.rule_modules, batch, plan.call_inputs)
     moved = [m for m in plan.rule_modules if id(m) in unbatched]
-    _warn(moved, names, "have calls without a per-example batch axis")
     plan.without(moved)
     wrong = _disagreeing(model, plan, batch, top_k)
-    _warn(wrong, names, "give per-example gradients that differ from the loop's")
     plan.without(wrong)
+    plan.transform(_transformable(model, plan, batch, top_k))
+    # only the layers left on the loop are worth a warning; torch.func serves the others as fast
+    on_loop = set(plan.fallback)
+    _warn([m for m in moved if on_loop.intersection(owned[id(m)])], names, "have calls without a per-example batch axis")
+    _warn([m for m in wrong if on_loop.intersection(owned[id(m)])], names, "give per-example gradients that differ from the loop's")
     plan.checked = True
     to_loop = {names.get(id(m)) for m in moved + wrong}
-    _decisions[model][key] = ({names.get(i) for i in plan.expand}, {names.get(i) for i in plan.fold}, to_loop)
+    transformed = {plan.named[k][0] for k in plan.transformed}
+    _decisions[model][key] = ({names.get(i) for i in plan.expand}, {names.get(i) for i in plan.fold}, to_loop, transformed)
 
 
 def _structure(batch: Inputs) -> tuple:
@@ -228,3 +241,41 @@ def _checked_parameters(plan: Plan, entries_per_parameter_entry: int) -> set[int
     for m in plan.rule_modules:
         first.setdefault(type(m), m)
     return {k for m in first.values() for _, k in plan.owned[id(m)]}
+
+
+def _transformable(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -> list[int]:
+    """The loop's parameters whose torch.func per-example gradients run on this model and
+    equal the loop's on ``batch`` (step 3); the others stay on the loop, with a warning."""
+    indices = list(plan.fallback)
+    if not indices:
+        return []
+    named = [plan.named[k] for k in indices]
+    with torch.no_grad():
+        classes = slot_classes(torch.log_softmax(class_logits(model, batch).float(), dim=-1), top_k)
+    if classes.shape[1] * sum(p.numel() for _, p in named) > TRANSFORM_MAX_ENTRIES:
+        logger.warning("%d parameters without a rule are too large to write out for a whole batch (more than %d "
+                       "entries per example), so they are computed one example at a time (exact, slower): %s",
+                       len(named), TRANSFORM_MAX_ENTRIES, ", ".join(n for n, _ in named[:5]))
+        return []
+    try:
+        grads = per_example_gradients(model, batch, named, classes)
+    except Exception as error:  # noqa: BLE001 - vmap cannot run the model's code: the loop can
+        logger.warning("torch.func cannot compute this model's per-example gradients (%s), so %d parameters without a "
+                       "rule are computed one example at a time (exact, slower; exclude=... leaves them out): %s%s",
+                       failure_reason(error), len(named), ", ".join(n for n, _ in named[:5]), ", ..." if len(named) > 5 else "")
+        return []
+    bad = set()
+    for i in range(classes.shape[0]):
+        truths = loop_gradients(model, batch, classes, [p for _, p in named], i)
+        largest = max(float(t.abs().max()) for t in truths)
+        for k, g, truth in zip(indices, grads, truths):
+            if float((g[:, i] - truth).abs().max()) > RTOL * float(truth.abs().max()) + ATOL_OF_LARGEST * largest:
+                bad.add(k)
+    if bad:
+        logger.warning("torch.func's per-example gradients differ from the loop's for %d parameters, so they are "
+                       "computed one example at a time (exact, slower): %s", len(bad), ", ".join(plan.named[k][0] for k in sorted(bad)[:5]))
+    served = [k for k in indices if k not in bad]
+    if served:
+        logger.info("torch.func computes the per-example gradients of %d parameters without a rule for the whole batch: %s%s",
+                    len(served), ", ".join(plan.named[k][0] for k in served[:5]), ", ..." if len(served) > 5 else "")
+    return served

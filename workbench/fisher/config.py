@@ -88,17 +88,21 @@ class Plan:
     run's first batch, :func:`workbench.fisher.checks.check_plan` moves to ``fallback`` those
     whose calls have no per-example batch axis or whose rule disagrees with the loop, and
     names in ``expand`` the layers whose output, shared by the batch, is expanded to it, and
-    in ``fold`` those called on examples and positions folded into one axis."""
+    in ``fold`` those called on examples and positions folded into one axis. It then moves
+    from ``fallback`` to ``transformed`` the parameters whose per-example gradients
+    ``torch.func`` computes for the whole batch (:mod:`workbench.fisher.transforms`); what
+    stays in ``fallback`` takes the loop, one example at a time."""
 
     named: list[tuple[str, nn.Parameter]]
     layout: ParameterLayout
     rule_modules: list[nn.Module]  # modules with a rule that own selected parameters
     owned: dict[int, list[tuple[str, int]]]  # id(module) -> [(attribute name, parameter index)]
-    fallback: list[int]  # parameter indices no rule covers
+    fallback: list[int]  # parameter indices no rule covers (and not transformed): the loop
     rules: dict[int, PerExampleRule] = field(default_factory=dict)  # id(module) -> its rule
     expand: set[int] = field(default_factory=set)  # ids of layers whose batch-shared output is expanded
     fold: set[int] = field(default_factory=set)  # ids of layers called on examples × positions folded into one axis
     checked: bool = False  # whether check_plan has run
+    transformed: list[int] = field(default_factory=list)  # parameter indices served by torch.func's vmap
 
     @classmethod
     def make(cls, model: nn.Module, named: list[tuple[str, nn.Parameter]], use_rules: bool) -> "Plan":
@@ -134,9 +138,14 @@ class Plan:
         """id(module) -> how its rule's input is found from its call, where not the first argument."""
         return {m: rule.input_from_call for m, rule in self.rules.items() if hasattr(rule, "input_from_call")}
 
+    def transform(self, indices: list[int]) -> None:
+        """Moves parameters from the loop to torch.func's per-example gradients."""
+        self.transformed = sorted(set(self.transformed) | set(indices))
+        self.fallback = [k for k in self.fallback if k not in set(indices)]
+
     @property
     def fast_share(self) -> float:
-        """The share of the selected parameters' entries that rules serve."""
+        """The share of the selected parameters' entries that do not take the loop (rules and torch.func)."""
         fallback = sum(self.named[k][1].numel() for k in self.fallback)
         return 1.0 - fallback / max(self.layout.n_parameters, 1)
 
@@ -148,7 +157,8 @@ def make_plan(model: nn.Module, config: PefConfig) -> Plan:
         names = [named[k][0] for k in plan.fallback[:5]]
         logger.warning(
             "no per-example rule for the layers owning %d selected parameters (e.g. %s); "
-            "they are computed one example at a time, which is slower",
+            "torch.func computes their per-example gradients for the whole batch where the first batch's check "
+            "finds that it can, else the per-example loop does (slower)",
             len(plan.fallback),
             ", ".join(names),
         )

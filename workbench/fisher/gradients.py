@@ -8,6 +8,8 @@ A two-class model needs one backward pass for both slots (:func:`two_class_gradi
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
@@ -15,6 +17,9 @@ from .config import Plan
 from .hooks import Capture, CaptureLayers
 from .inputs import Inputs, class_logits, example_slice, n_inputs
 from .rules import BlockGradient, DenseGradient
+from .transforms import failure_reason, per_example_gradients
+
+logger = logging.getLogger(__name__)
 
 
 def slot_classes(log_probs: torch.Tensor, top_k: int | None) -> torch.Tensor:
@@ -110,7 +115,8 @@ class BatchGradients:
     The batch's forward pass and one backward pass per class slot run once. Each selected
     parameter's gradients are then a :class:`~workbench.fisher.rules.BlockGradient` over
     the batch, mostly kept factored (layer input × output gradient) rather than written
-    out; parameters no rule covers are computed one example at a time (:meth:`fallback`).
+    out; parameters no rule covers are computed by torch.func for the whole batch where the
+    plan says so (:mod:`.transforms`), the rest one example at a time (:meth:`fallback`).
     """
 
     def __init__(self, model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None, factor_two_classes: bool = False):
@@ -121,12 +127,15 @@ class BatchGradients:
         log_probs = torch.log_softmax(logits.float(), dim=-1)
         self.classes = slot_classes(log_probs.detach(), top_k)  # (b, k)
         self.sqrt_p = torch.exp(0.5 * log_probs.detach().gather(1, self.classes))  # (b, k)
-        self.fallback_indices = plan.fallback
+        self.fallback_indices = list(plan.fallback)
         outputs = [c.output for c in capture.captures]
         # With factor_two_classes, a two-class model's blocks hold one gradient per example,
         # and slot s of example i is slot_scales[i, s] times it: half the writing out.
         self.slot_scales: torch.Tensor | None = None  # (b, 2)
-        if factor_two_classes and log_probs.shape[1] == 2 and self.n_slots == 2 and not self.fallback_indices:
+        factor = factor_two_classes and log_probs.shape[1] == 2 and self.n_slots == 2 and not self.fallback_indices
+        # before the batch's graph is freed, so that a failure can still turn factoring off
+        transformed = self._transformed_blocks(factor)
+        if factor and not self.fallback_indices:
             w, multiple = two_class_gradient(log_probs, self.classes, outputs)
             self.slot_scales = multiple * self.sqrt_p
             at_least_float32 = [torch.promote_types(o.dtype, torch.float32) for o in outputs]
@@ -135,7 +144,7 @@ class BatchGradients:
             # scaled by √p as they are written; half precision would lose small gradients, so at least float32
             grad_outputs = output_gradients(log_probs, self.classes, outputs, scale=self.sqrt_p)
         del log_probs, logits  # the batch's graph; only layer inputs and output gradients are needed
-        self.blocks = self._rule_blocks(capture.captures, grad_outputs)
+        self.blocks = self._rule_blocks(capture.captures, grad_outputs) + transformed
 
     @property
     def n_examples(self) -> int:
@@ -144,6 +153,26 @@ class BatchGradients:
     @property
     def n_slots(self) -> int:
         return int(self.classes.shape[1])
+
+    def _transformed_blocks(self, factored: bool) -> list[tuple[int, BlockGradient]]:
+        """The plan's torch.func parameters' gradients over the batch (one row per example if
+        ``factored``, else one per slot, scaled by √p). Should vmap fail on this batch (a
+        branch the first batch's check did not take), they take the loop for this batch."""
+        indices = self.plan.transformed
+        if not indices:
+            return []
+        try:
+            grads = per_example_gradients(self.model, self.batch, [self.plan.named[k] for k in indices],
+                                          None if factored else self.classes)
+        except Exception as error:  # noqa: BLE001 - the loop computes them, or raises the model's own error
+            logger.warning("torch.func failed on this batch (%s); its %d parameters without a rule were computed "
+                           "one example at a time (exact, slower)", failure_reason(error), len(indices))
+            self.fallback_indices = sorted(self.fallback_indices + list(indices))
+            return []
+        if not factored:
+            scale = self.sqrt_p.T.reshape(self.n_slots, self.n_examples, 1)
+            return [(k, DenseGradient(g.reshape(g.shape[0], g.shape[1], -1) * scale)) for k, g in zip(indices, grads)]
+        return [(k, DenseGradient(g)) for k, g in zip(indices, grads)]
 
     def _rule_blocks(self, captures: list[Capture], grad_outputs: list[torch.Tensor]) -> list[tuple[int, BlockGradient]]:
         """[(parameter index, its gradients over the batch)] from the layers' rules."""

@@ -1,0 +1,140 @@
+"""Parameters without a per-example rule: torch.func's per-example gradients for the whole
+batch, exact against the loop, and the loop again wherever vmap cannot run the model."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from workbench import compute_pefs
+from workbench.bench.architectures import max_relative_error
+from workbench.fisher import PefConfig, eval_mode, split_labels
+from workbench.fisher.gradients import loop_gradients, slot_classes
+from workbench.fisher.inputs import class_logits
+from workbench.fisher.transforms import per_example_gradients
+from workbench.models.architectures import available, build, example_inputs
+from workbench.runner import PefRun
+
+# Relative-position parameters used without a per-example axis: DeBERTa's rel_embeddings
+# (read without calling the layer), v1's q_bias/v_bias, MPNet's relative attention bias
+TRANSFORMED = [name for name in ("DeBERTa", "DeBERTa-v2/v3", "MPNet") if name in available()]
+
+
+def checked_plan(model, inputs, **config):
+    inputs, labels = split_labels(inputs, None)
+    run = PefRun.prepare(model, inputs, labels, PefConfig(n_values=1, batch_size=4, **config), torch.device("cpu"))
+    with eval_mode(model):
+        next(run.chunks())
+    return run.plan
+
+
+@pytest.mark.parametrize("name", TRANSFORMED)
+def test_relative_positions_leave_the_loop(name, caplog):
+    model, inputs = build(name), example_inputs(name)
+    with caplog.at_level(logging.WARNING, logger="workbench"):
+        plan = checked_plan(model, inputs)
+    assert plan.fallback == [] and plan.fast_share == 1.0
+    names = [plan.named[k][0] for k in plan.transformed]
+    assert any("rel" in n or "relative" in n for n in names), names
+    assert "one example at a time" not in caplog.text
+
+
+@pytest.mark.parametrize("name", TRANSFORMED)
+def test_per_example_gradients_equal_the_loop(name):
+    """Straight from per_example_gradients: every slot of every example, padding included."""
+    model, inputs = build(name), example_inputs(name, n=3)
+    named = [(n, p) for n, p in model.named_parameters() if "rel" in n or "bias" in n][:6]
+    with torch.no_grad():
+        classes = slot_classes(torch.log_softmax(class_logits(model, inputs).float(), dim=-1), None)
+    grads = per_example_gradients(model, inputs, named, classes)
+    for i in range(3):
+        truths = loop_gradients(model, inputs, classes, [p for _, p in named], i)
+        largest = max(float(t.abs().max()) for t in truths)  # a key bias's gradient is 0 up to rounding
+        for (n, _), g, truth in zip(named, grads, truths):
+            np.testing.assert_allclose(g[:, i], truth, rtol=1e-4, atol=1e-6 * largest, err_msg=n)
+
+
+def test_two_class_model_is_exact():
+    """A two-class model's factored slots (one gradient per example, then multiples) take
+    the torch.func path with the log-odds as its objective."""
+    model, inputs = build("DeBERTa", n_classes=2), example_inputs("DeBERTa")
+    assert max_relative_error(model, inputs, batch_size=3) < 2e-6
+    two = per_example_gradients(model, inputs, [("deberta.encoder.rel_embeddings.weight", model.deberta.encoder.rel_embeddings.weight)], None)[0]
+    with torch.no_grad():
+        classes = torch.tensor([[0, 1]]).repeat(next(iter(inputs.values())).shape[0], 1)
+    both = per_example_gradients(model, inputs, [("deberta.encoder.rel_embeddings.weight", model.deberta.encoder.rel_embeddings.weight)], classes)[0]
+    torch.testing.assert_close(two[0], both[0] - both[1], rtol=1e-4, atol=1e-7)
+
+
+class ValueBranch(nn.Module):
+    """A layer without a rule whose forward branches on its input's values (vmap cannot),
+    for sequences longer than ``from_length`` tokens only."""
+
+    def __init__(self, from_length: int = 0):
+        super().__init__()
+        self.embed = nn.Embedding(20, 6)
+        self.scale = nn.Parameter(torch.linspace(0.5, 1.5, 6))
+        self.head = nn.Linear(6, 3)
+        self.from_length = from_length
+
+    def forward(self, input_ids, attention_mask):
+        h = self.embed(input_ids) * self.scale
+        # like transformers' mask skipping: data-dependent control flow, same result either way
+        if input_ids.shape[1] > self.from_length and bool(attention_mask.all()):
+            return self.head(h.sum(dim=1))
+        return self.head((h * attention_mask.unsqueeze(-1)).sum(dim=1))
+
+
+def padded_inputs(lengths, width=8):
+    ids = torch.randint(1, 20, (len(lengths), width), generator=torch.Generator().manual_seed(0))
+    mask = (torch.arange(width) < torch.tensor(lengths)[:, None]).long()
+    return {"input_ids": ids * mask, "attention_mask": mask}
+
+
+def test_vmap_failure_keeps_the_loop_with_a_warning(caplog):
+    torch.manual_seed(0)
+    model, inputs = ValueBranch().eval(), padded_inputs([8, 5, 7, 3, 8, 6])
+    with caplog.at_level(logging.WARNING, logger="workbench"):
+        fast = compute_pefs(model, inputs, n_values=None, batch_size=3, progress=False).dense()
+        plan = checked_plan(model, inputs)
+    assert "torch.func cannot compute" in caplog.text and "data-dependent" in caplog.text and "scale" in caplog.text
+    assert plan.transformed == [] and [plan.named[k][0] for k in plan.fallback] == ["scale"]
+    loop = compute_pefs(model, inputs, n_values=None, batch_size=3, method="loop", progress=False).dense()
+    np.testing.assert_allclose(fast, loop, atol=1e-6 * np.abs(loop).max())
+
+
+def test_vmap_failing_on_a_later_batch_takes_the_loop_for_that_batch(caplog):
+    """The first batch (short sequences) passes the check; a later, longer batch takes a
+    branch vmap cannot run: that batch's parameters without a rule take the loop."""
+    torch.manual_seed(0)
+    model, inputs = ValueBranch(from_length=4).eval(), padded_inputs([3, 4, 2, 8, 6, 7])
+    with caplog.at_level(logging.WARNING, logger="workbench"):
+        fast = compute_pefs(model, inputs, n_values=None, batch_size=3, progress=False).dense()
+    assert "torch.func failed on this batch" in caplog.text
+    loop = compute_pefs(model, inputs, n_values=None, batch_size=3, method="loop", progress=False).dense()
+    np.testing.assert_allclose(fast, loop, atol=1e-6 * np.abs(loop).max())
+
+
+def test_t5_classifier_keeps_the_loop_and_says_why(caplog):
+    """T5's classification head picks its EOS tokens with a boolean mask, an output shape
+    vmap cannot batch: the relative attention bias stays on the (exact) loop."""
+    name = "T5 (Flan-T5 shape)"
+    with caplog.at_level(logging.WARNING, logger="workbench"):
+        plan = checked_plan(build(name), example_inputs(name))
+    assert "torch.func cannot compute" in caplog.text and "dynamic shape" in caplog.text
+    assert all("relative_attention_bias" in plan.named[k][0] for k in plan.fallback) and plan.fallback
+
+
+def test_too_large_for_a_whole_batch_keeps_the_loop(monkeypatch, caplog):
+    from workbench.fisher import checks
+
+    monkeypatch.setattr(checks, "TRANSFORM_MAX_ENTRIES", 10)
+    model = ValueBranch(from_length=100).eval()
+    with caplog.at_level(logging.WARNING, logger="workbench"):
+        plan = checked_plan(model, padded_inputs([3, 4, 2, 8]))
+    assert "too large" in caplog.text and plan.transformed == [] and [plan.named[k][0] for k in plan.fallback] == ["scale"]
+    monkeypatch.setattr(checks, "TRANSFORM_MAX_ENTRIES", 3 * 6)  # k = 3 slots × 6 entries: just fits
+    plan = checked_plan(ValueBranch(from_length=100).eval(), padded_inputs([3, 4, 2, 8]))
+    assert [plan.named[k][0] for k in plan.transformed] == ["scale"] and plan.fallback == []
