@@ -69,6 +69,24 @@ def test_labels_name_the_pure_attribute_the_top_token_and_the_label():
     assert component_label(table.loc[1], ["strategy"], min_purity=0.3) == "lexical 0.40 · label 1"
 
 
+def test_a_token_every_example_holds_names_a_component_only_when_it_carries_most_of_the_mass():
+    """The closing '.' of every text against a marker word in one text in eight: ranked by share
+    × smoothed idf (1 for '.', ln(9/2) + 1 ≈ 2.5 for the marker), the shares themselves kept."""
+    from types import SimpleNamespace
+
+    from workbench.analysis.labels import token_idf
+
+    tokenizer = SimpleNamespace(tokenize=str.split)  # all token_idf asks of a tokenizer
+    texts = ["zorp good ."] + ["good ."] * 7
+    idf = token_idf(tokenizer, texts)
+    assert idf["."] == pytest.approx(1.0) and idf["zorp"] == pytest.approx(np.log(9 / 2) + 1)
+    tokens, special = [["zorp", "good", "."]], [[False, False, False]]
+    top = aggregate_tokens(tokens, [np.array([0.25, 0.1, 0.55])], special, idf=idf)
+    assert top[0][0] == "zorp" and top[0][1] == pytest.approx(0.25 / 0.9)
+    assert aggregate_tokens(tokens, [np.array([0.25, 0.1, 0.55])], special)[0][0] == "."
+    assert aggregate_tokens(tokens, [np.array([0.05, 0.05, 0.8])], special, idf=idf)[0][0] == "."
+
+
 def test_over_training_on_a_folder_of_trainer_checkpoints_matches_the_last_to_itself(tmp_path):
     """Two small models saved as checkpoint-0 and checkpoint-10 (a folder like the Trainer's, with an
     optimizer-only folder to skip): fitting the last checkpoint again with the reference's seed gives

@@ -3,7 +3,9 @@
 No hosted language model names the components: a label is the component's majority
 attribute value (e.g. its strategy) when its top set is pure enough, the token that
 carries the largest aggregated share of its top examples' Fisher mass along it (from
-:mod:`.highlights`, when a model is at hand), and its majority label::
+:mod:`.highlights`, when a model is at hand; shares discounted by how common the token
+is, so a '.' that closes every example does not name the component), and its majority
+label::
 
     marker 0.95 · 'blick' 0.62 · label 0
 
@@ -14,7 +16,7 @@ A component whose top set is not pure in any attribute says ``mixed``.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,7 +36,7 @@ def attribute_columns(table: pd.DataFrame) -> list[str]:
 
 def aggregate_tokens(tokens: Sequence[Sequence[str]], scores: Sequence[np.ndarray],
                      special: Sequence[Sequence[bool]] | None = None, *, weights: Sequence[float] | None = None,
-                     n_tokens: int = 3) -> list[tuple[str, float]]:
+                     idf: Mapping[str, float] | None = None, n_tokens: int = 3) -> list[tuple[str, float]]:
     """The tokens with the largest summed scores over several examples, with their shares.
 
     ``tokens``/``scores``: per example, its tokens and their shares of the example's mass
@@ -42,6 +44,13 @@ def aggregate_tokens(tokens: Sequence[Sequence[str]], scores: Sequence[np.ndarra
     share is the token's summed positive score over the summed positive scores of all
     tokens, so shares of different tokens add up to at most 1. ``weights``: one per
     example (e.g. its coefficient), default equal.
+
+    ``idf``: {token: inverse document frequency} (:func:`token_idf`); tokens are then
+    ranked by share × idf, though the share is what is returned. A token every example
+    holds (the closing '.') often carries much of each example's mass yet cannot tell
+    the component's examples from others; the discount lets a rarer token that
+    carries a fair share (a marker word) name the component, and a common token still
+    wins when it carries most of the mass. Tokens missing from ``idf`` count as the rarest.
     """
     totals: dict[str, float] = defaultdict(float)
     weights = np.ones(len(tokens)) if weights is None else np.asarray(weights, dtype=np.float64)
@@ -53,8 +62,19 @@ def aggregate_tokens(tokens: Sequence[Sequence[str]], scores: Sequence[np.ndarra
     whole = sum(totals.values())
     if whole <= 0:
         return []
-    ranked = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:n_tokens]
+    rarest = max(idf.values(), default=1.0) if idf else 1.0
+    weight = (lambda word: idf.get(word, rarest)) if idf else (lambda word: 1.0)
+    ranked = sorted(totals.items(), key=lambda kv: (-kv[1] * weight(kv[0]), kv[0]))[:n_tokens]
     return [(word, value / whole) for word, value in ranked]
+
+
+def token_idf(tokenizer, texts: Sequence[str]) -> dict[str, float]:
+    """{token: smoothed inverse document frequency over ``texts``}, ln((1 + n) / (1 + df)) + 1
+    (scikit-learn's ``TfidfVectorizer`` with ``smooth_idf``): 1 for a token in every text."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vectorizer = TfidfVectorizer(analyzer=tokenizer.tokenize).fit(texts)
+    return dict(zip(vectorizer.get_feature_names_out(), vectorizer.idf_.tolist()))
 
 
 def component_label(row: pd.Series, attributes: Sequence[str], top_token: tuple[str, float] | None = None,
@@ -97,13 +117,15 @@ def top_tokens(model, tokenizer, decomposition, texts: Sequence[str], top_sets: 
     """{component: its top tokens and their shares} aggregated over its top examples.
 
     ``top_sets``: {component: indices into ``texts`` of its top examples}. Each example's
-    token scores are weighted equally; the tokenizer's special tokens are left out.
+    token scores are weighted equally; the tokenizer's special tokens are left out; tokens
+    are ranked by share discounted by how common they are in ``texts`` (:func:`aggregate_tokens`).
     """
     from tqdm.auto import tqdm
 
     from .highlights import token_scores
 
     specials = set(tokenizer.all_special_tokens)
+    idf = token_idf(tokenizer, texts)
     out = {}
     for j, rows in tqdm(top_sets.items(), desc="component labels", disable=not progress):
         rows = [int(i) for i in rows]
@@ -117,5 +139,5 @@ def top_tokens(model, tokenizer, decomposition, texts: Sequence[str], top_sets: 
         words = [tokenizer.convert_ids_to_tokens(ids[k][encoded["attention_mask"][k].bool()].tolist())
                  for k in range(len(rows))]
         out[int(j)] = aggregate_tokens(words, [s.scores for s in scores],
-                                       [[t in specials for t in w] for w in words], n_tokens=n_tokens)
+                                       [[t in specials for t in w] for w in words], idf=idf, n_tokens=n_tokens)
     return out
