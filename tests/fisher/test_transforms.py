@@ -117,14 +117,75 @@ def test_vmap_failing_on_a_later_batch_takes_the_loop_for_that_batch(caplog):
     np.testing.assert_allclose(fast, loop, atol=1e-6 * np.abs(loop).max())
 
 
-def test_t5_classifier_keeps_the_loop_and_says_why(caplog):
+def test_t5_relative_attention_bias_is_computed_over_its_stacks(caplog):
     """T5's classification head picks its EOS tokens with a boolean mask, an output shape
-    vmap cannot batch: the relative attention bias stays on the (exact) loop."""
+    vmap cannot batch, and its relative attention bias is shared by the batch and passed from
+    block to block: the bias is computed over the smallest modules that hold it and have an
+    example axis (the encoder and the decoder stacks), exact against the loop."""
+    from transformers.models.t5.modeling_t5 import T5Stack
+
     name = "T5 (Flan-T5 shape)"
+    for n_classes in (3, 2):  # two classes: the factored slots
+        model, inputs = build(name, n_classes=n_classes), example_inputs(name)
+        with caplog.at_level(logging.WARNING, logger="workbench"):
+            plan = checked_plan(model, inputs)
+        assert plan.fallback == [] and plan.fast_share == 1.0 and "one example at a time" not in caplog.text
+        assert [type(r.module) for r in plan.regions] == [T5Stack, T5Stack]
+        assert sorted(plan.named[k][0] for r in plan.regions for _, k in r.parameters) == sorted(
+            n for n, _ in model.named_parameters() if "relative_attention_bias" in n)
+        assert max_relative_error(model, inputs, batch_size=3) < 2e-6
+
+
+class SharedBias(nn.Module):
+    """Token embeddings plus a position bias shared by the batch (an embedding of the
+    positions, T5-like), branching on the mask's values for sequences longer than
+    ``from_length`` (vmap cannot run that branch)."""
+
+    def __init__(self, from_length: int):
+        super().__init__()
+        self.embed, self.bias, self.from_length = nn.Embedding(20, 6), nn.Embedding(8, 6), from_length
+
+    def forward(self, input_ids, attention_mask):
+        h = self.embed(input_ids) + self.bias(torch.arange(input_ids.shape[1]))
+        if input_ids.shape[1] > self.from_length and bool(attention_mask.all()):
+            return h
+        return h * attention_mask.unsqueeze(-1)
+
+
+class MaskedMean(nn.Module):
+    """SharedBias, then a mean over each example's tokens picked by a boolean mask (a
+    data-dependent shape: vmap cannot run the whole model)."""
+
+    def __init__(self, from_length: int = 100):
+        super().__init__()
+        self.inner, self.head = SharedBias(from_length), nn.Linear(6, 3)
+
+    def forward(self, input_ids, attention_mask):
+        h = self.inner(input_ids, attention_mask)
+        return self.head(torch.stack([h[i][attention_mask[i].bool()].mean(0) for i in range(h.shape[0])]))
+
+
+def test_a_batch_shared_embedding_is_computed_over_the_module_that_holds_it(caplog):
+    torch.manual_seed(0)
+    model, inputs = MaskedMean().eval(), padded_inputs([8, 5, 7, 3, 8, 6])
+    plan = checked_plan(model, inputs)
+    assert plan.fallback == [] and [r.module for r in plan.regions] == [model.inner]
+    assert [plan.named[k][0] for r in plan.regions for _, k in r.parameters] == ["inner.bias.weight"]
+    fast = compute_pefs(model, inputs, n_values=None, batch_size=3, progress=False).dense()
+    loop = compute_pefs(model, inputs, n_values=None, batch_size=3, method="loop", progress=False).dense()
+    np.testing.assert_allclose(fast, loop, atol=1e-6 * np.abs(loop).max())
+
+
+def test_a_region_failing_on_a_later_batch_takes_the_loop_for_that_batch(caplog):
+    """The first batch (short sequences) passes the check; a later, longer batch takes a
+    branch vmap cannot run inside the region: that batch takes the loop, with a warning."""
+    torch.manual_seed(0)
+    model, inputs = MaskedMean(from_length=4).eval(), padded_inputs([3, 4, 2, 8, 8, 8])
     with caplog.at_level(logging.WARNING, logger="workbench"):
-        plan = checked_plan(build(name), example_inputs(name))
-    assert "torch.func cannot compute" in caplog.text and "dynamic shape" in caplog.text
-    assert all("relative_attention_bias" in plan.named[k][0] for k in plan.fallback) and plan.fallback
+        fast = compute_pefs(model, inputs, n_values=None, batch_size=3, progress=False).dense()
+    assert "the fast path failed on the batch from example 3" in caplog.text
+    loop = compute_pefs(model, inputs, n_values=None, batch_size=3, method="loop", progress=False).dense()
+    np.testing.assert_allclose(fast, loop, atol=1e-6 * np.abs(loop).max())
 
 
 def test_too_large_for_a_whole_batch_keeps_the_loop(monkeypatch, caplog):

@@ -20,7 +20,10 @@ breaks either, with a warning naming it:
    ``rel_embeddings.weight``): no hook sees that use.
 3. The parameters left without a rule get their per-example gradients from ``torch.func``
    for the whole batch (:mod:`.transforms`) if that runs on this model and agrees with the
-   loop on the first examples; otherwise they keep the loop, with a warning saying why.
+   loop on the first examples; where it does not run, from ``torch.func`` over the
+   smallest sub-module that holds them and has an example axis (:mod:`.regions`: T5's
+   encoder and decoder stacks), again if it agrees with the loop; otherwise they keep the
+   loop, with a warning saying why.
 
 The decision is cached per model and selection, so later runs on the same model skip it.
 """
@@ -35,9 +38,10 @@ import torch
 from torch import nn
 
 from .config import Plan
-from .gradients import BatchGradients, loop_gradients, slot_classes
+from .gradients import BatchGradients, loop_gradients, output_gradients, slot_classes
 from .hooks import CaptureLayers, LayerCallError
-from .inputs import Inputs, NotClassLogitsError, class_logits, n_inputs
+from .inputs import Inputs, NotClassLogitsError, class_logits, n_inputs, repeated
+from .regions import CaptureRegions, Region, call_outputs, candidate_modules, region_batching, region_blocks
 from .transforms import failure_reason, per_example_gradients
 
 logger = logging.getLogger(__name__)
@@ -52,13 +56,6 @@ CHECK_MAX_ENTRIES = 1 << 26
 # for one example): above this many entries per example (k · their size) they keep the loop
 TRANSFORM_MAX_ENTRIES = 1 << 24
 _decisions: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
-
-
-def repeated(batch: Inputs, e: int) -> Inputs:
-    """The batch's first example, e times."""
-    if isinstance(batch, torch.Tensor):
-        return batch[:1].repeat(e, *[1] * (batch.ndim - 1))
-    return {k: v[:1].repeat(e, *[1] * (v.ndim - 1)) for k, v in batch.items()}
 
 
 def layer_calls(model: nn.Module, modules: list[nn.Module], batch: Inputs, from_call: set[int] = frozenset()) -> dict[int, list[tuple]]:
@@ -142,11 +139,13 @@ def check_plan(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -
     key = (tuple(name for name, _ in plan.named), _structure(batch), top_k)
     cached = _decisions.setdefault(model, {}).get(key)
     if cached is not None:
-        expand, fold, to_loop, transformed = cached
+        expand, fold, to_loop, transformed, regions = cached
         plan.expand = {id(m) for m in plan.rule_modules if names.get(id(m)) in expand}
         plan.fold = {id(m) for m in plan.rule_modules if names.get(id(m)) in fold}
         plan.without([m for m in plan.rule_modules if names.get(id(m)) in to_loop])
         plan.transform([k for k in plan.fallback if plan.named[k][0] in transformed])
+        modules = dict(model.named_modules())
+        plan.add_regions([Region(modules[name], parameters, batched) for name, parameters, batched in regions])
         plan.checked = True
         return
     batch = _first(batch, CHECK_EXAMPLES)
@@ -157,15 +156,18 @@ def check_plan(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -
     plan.without(moved)
     wrong = _disagreeing(model, plan, batch, top_k)
     plan.without(wrong)
-    plan.transform(_transformable(model, plan, batch, top_k))
+    served, why_not = _transformable(model, plan, batch, top_k)
+    plan.transform(served)
+    plan.add_regions(_regions(model, plan, batch, top_k, why_not))
     # only the layers left on the loop are worth a warning; torch.func serves the others as fast
     on_loop = set(plan.fallback)
     _warn([m for m in moved if on_loop.intersection(owned[id(m)])], names, "have calls without a per-example batch axis")
     _warn([m for m in wrong if on_loop.intersection(owned[id(m)])], names, "give per-example gradients that differ from the loop's")
     plan.checked = True
     to_loop = {names.get(id(m)) for m in moved + wrong}
-    transformed = {plan.named[k][0] for k in plan.transformed}
-    _decisions[model][key] = ({names.get(i) for i in plan.expand}, {names.get(i) for i in plan.fold}, to_loop, transformed)
+    transformed = {plan.named[k][0] for k in plan.whole_model_transformed}
+    regions = [(names.get(id(r.module)), r.parameters, r.batched) for r in plan.regions]
+    _decisions[model][key] = ({names.get(i) for i in plan.expand}, {names.get(i) for i in plan.fold}, to_loop, transformed, regions)
 
 
 def _structure(batch: Inputs) -> tuple:
@@ -243,27 +245,21 @@ def _checked_parameters(plan: Plan, entries_per_parameter_entry: int) -> set[int
     return {k for m in first.values() for _, k in plan.owned[id(m)]}
 
 
-def _transformable(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -> list[int]:
-    """The loop's parameters whose torch.func per-example gradients run on this model and
-    equal the loop's on ``batch`` (step 3); the others stay on the loop, with a warning."""
+def _transformable(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -> tuple[list[int], str]:
+    """The loop's parameters whose torch.func per-example gradients over the whole model run
+    on this model and equal the loop's on ``batch`` (step 3), and why the others are not
+    served (they are left to :func:`_regions`)."""
     indices = list(plan.fallback)
     if not indices:
-        return []
+        return [], ""
     named = [plan.named[k] for k in indices]
-    with torch.no_grad():
-        classes = slot_classes(torch.log_softmax(class_logits(model, batch).float(), dim=-1), top_k)
-    if classes.shape[1] * sum(p.numel() for _, p in named) > TRANSFORM_MAX_ENTRIES:
-        logger.warning("%d parameters without a rule are too large to write out for a whole batch (more than %d "
-                       "entries per example), so they are computed one example at a time (exact, slower): %s",
-                       len(named), TRANSFORM_MAX_ENTRIES, ", ".join(n for n, _ in named[:5]))
-        return []
+    classes = _slot_classes(model, batch, top_k)
+    if _too_large(named, classes):
+        return [], ""
     try:
         grads = per_example_gradients(model, batch, named, classes)
-    except Exception as error:  # noqa: BLE001 - vmap cannot run the model's code: the loop can
-        logger.warning("torch.func cannot compute this model's per-example gradients (%s), so %d parameters without a "
-                       "rule are computed one example at a time (exact, slower; exclude=... leaves them out): %s%s",
-                       failure_reason(error), len(named), ", ".join(n for n, _ in named[:5]), ", ..." if len(named) > 5 else "")
-        return []
+    except Exception as error:  # noqa: BLE001 - vmap cannot run the model's code: a sub-module's, or the loop
+        return [], f"the whole model: {failure_reason(error)}"
     bad = set()
     for i in range(classes.shape[0]):
         truths = loop_gradients(model, batch, classes, [p for _, p in named], i)
@@ -271,11 +267,97 @@ def _transformable(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | Non
         for k, g, truth in zip(indices, grads, truths):
             if float((g[:, i] - truth).abs().max()) > RTOL * float(truth.abs().max()) + ATOL_OF_LARGEST * largest:
                 bad.add(k)
-    if bad:
-        logger.warning("torch.func's per-example gradients differ from the loop's for %d parameters, so they are "
-                       "computed one example at a time (exact, slower): %s", len(bad), ", ".join(plan.named[k][0] for k in sorted(bad)[:5]))
     served = [k for k in indices if k not in bad]
     if served:
         logger.info("torch.func computes the per-example gradients of %d parameters without a rule for the whole batch: %s%s",
                     len(served), ", ".join(plan.named[k][0] for k in served[:5]), ", ..." if len(served) > 5 else "")
-    return served
+    return served, "the whole model: gradients that differ from the loop's" if bad else ""
+
+
+def _slot_classes(model: nn.Module, batch: Inputs, top_k: int | None) -> torch.Tensor:
+    with torch.no_grad():
+        return slot_classes(torch.log_softmax(class_logits(model, batch).float(), dim=-1), top_k)
+
+
+def _too_large(named: list[tuple[str, nn.Parameter]], classes: torch.Tensor, warn: bool = True) -> bool:
+    """Whether torch.func's gradients of ``named`` are too large to write out for a whole
+    batch (they then keep the loop, with a warning)."""
+    if classes.shape[1] * sum(p.numel() for _, p in named) <= TRANSFORM_MAX_ENTRIES:
+        return False
+    if not warn:
+        return True
+    logger.warning("%d parameters without a rule are too large to write out for a whole batch (more than %d "
+                   "entries per example), so they are computed one example at a time (exact, slower): %s",
+                   len(named), TRANSFORM_MAX_ENTRIES, ", ".join(n for n, _ in named[:5]))
+    return True
+
+
+def _regions(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None, whole_model: str = "") -> list[Region]:
+    """Regions (:mod:`.regions`) for the parameters still on the loop: for each, the smallest
+    module holding it that has an example axis and whose torch.func gradients equal the
+    loop's on ``batch``, trying larger ones where a smaller one fails; what none serves
+    stays on the loop, with a warning saying why (``whole_model``: why the whole model's
+    torch.func did not serve them)."""
+    names = [plan.named[k][0] for k in plan.fallback]
+    if not names:
+        return []
+    classes = _slot_classes(model, batch, top_k)
+    if _too_large([plan.named[k] for k in plan.fallback], classes, warn=False):
+        return []  # _transformable said so
+    index_of = {plan.named[k][0]: k for k in plan.fallback}
+    candidates = {n: candidate_modules(model, n) for n in names}
+    batching = region_batching(model, list({id(m): m for c in candidates.values() for _, m in c}.values()), batch)
+    candidates = {n: [(p, m) for p, m in c if id(m) in batching] for n, c in candidates.items()}
+    candidates = {n: c for n, c in candidates.items() if c}
+    found: list[Region] = []
+    reasons: dict[str, str] = {"": whole_model} if whole_model else {}
+    while candidates:
+        groups: dict[str, list[str]] = {}
+        for n, c in candidates.items():
+            groups.setdefault(c[0][0], []).append(n)
+        modules = dict(c[0] for c in candidates.values())
+        tried = [Region(modules[p], [(n[len(p) + 1:], index_of[n]) for n in group], batching[id(modules[p])])
+                 for p, group in groups.items()]
+        for region, served in zip(tried, _agreeing_regions(model, batch, tried, classes, reasons)):
+            if served:
+                found.append(Region(region.module, served, region.batched))
+        served = {k for r in found for _, k in r.parameters}
+        candidates = {n: c[1:] for n, c in candidates.items() if index_of[n] not in served and len(c) > 1}
+    served = {k for r in found for _, k in r.parameters}
+    left = [n for n in names if index_of[n] not in served]
+    if left:
+        why = "; ".join(sorted(set(reasons.values())))[:400] or "no sub-module holding them has an example axis"
+        logger.warning("torch.func cannot compute the per-example gradients of %d parameters without a rule (%s), so they "
+                       "are computed one example at a time (exact, slower; exclude=... leaves them out): %s%s",
+                       len(left), why, ", ".join(left[:5]), ", ..." if len(left) > 5 else "")
+    if found:
+        logger.info("torch.func computes the per-example gradients of %d parameters without a rule over sub-modules: %s",
+                    len(served), ", ".join(plan.named[k][0] for k in sorted(served)[:5]))
+    return found
+
+
+def _agreeing_regions(model: nn.Module, batch: Inputs, regions: list[Region], classes: torch.Tensor,
+                      reasons: dict[str, str]) -> list[list[tuple[str, int]]]:
+    """For each region, its parameters whose gradients over it equal the loop's on ``batch``
+    (none if torch.func fails on it; the error is kept in ``reasons``)."""
+    with CaptureRegions([r.module for r in regions]) as capture:
+        log_probs = torch.log_softmax(class_logits(model, batch).float(), dim=-1)
+    out = []
+    for region in regions:
+        try:
+            outputs = call_outputs(capture.calls, [region])
+            grads = region_blocks([region], capture.calls, output_gradients(log_probs, classes, outputs), classes.shape[1])
+        except Exception as error:  # noqa: BLE001 - vmap cannot run this module's code: a larger one may do
+            reasons[type(region.module).__name__] = f"{type(region.module).__name__}: {failure_reason(error)}"
+            out.append([])
+            continue
+        params = [dict(region.module.named_parameters())[name] for name, _ in region.parameters]
+        bad = set()
+        for i in range(classes.shape[0]):
+            truths = loop_gradients(model, batch, classes, params, i)
+            largest = max(float(t.abs().max()) for t in truths)
+            for (_, k), truth in zip(region.parameters, truths):
+                if float((grads[k][:, i] - truth).abs().max()) > RTOL * float(truth.abs().max()) + ATOL_OF_LARGEST * largest:
+                    bad.add(k)
+        out.append([(name, k) for name, k in region.parameters if k not in bad])
+    return out

@@ -15,6 +15,7 @@ from ..core.provenance import model_name
 from ..core.sketch import CountSketch
 from ..core.validation import name_filter
 from .matching import rule_for
+from .regions import Region
 from .rules import PerExampleRule
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,9 @@ class Plan:
     in ``fold`` those called on examples and positions folded into one axis. It then moves
     from ``fallback`` to ``transformed`` the parameters whose per-example gradients
     ``torch.func`` computes for the whole batch (:mod:`workbench.fisher.transforms`); what
-    stays in ``fallback`` takes the loop, one example at a time."""
+    stays in ``fallback`` takes the loop, one example at a time. Of those transformed, the
+    ones in ``regions`` are computed over a sub-module rather than the whole model
+    (:mod:`workbench.fisher.regions`)."""
 
     named: list[tuple[str, nn.Parameter]]
     layout: ParameterLayout
@@ -103,6 +106,7 @@ class Plan:
     fold: set[int] = field(default_factory=set)  # ids of layers called on examples × positions folded into one axis
     checked: bool = False  # whether check_plan has run
     transformed: list[int] = field(default_factory=list)  # parameter indices served by torch.func's vmap
+    regions: list[Region] = field(default_factory=list)  # those of them computed over a sub-module
 
     @classmethod
     def make(cls, model: nn.Module, named: list[tuple[str, nn.Parameter]], use_rules: bool) -> "Plan":
@@ -142,6 +146,17 @@ class Plan:
         """Moves parameters from the loop to torch.func's per-example gradients."""
         self.transformed = sorted(set(self.transformed) | set(indices))
         self.fallback = [k for k in self.fallback if k not in set(indices)]
+
+    def add_regions(self, regions: list[Region]) -> None:
+        """Moves the regions' parameters from the loop to torch.func over their sub-modules."""
+        self.regions.extend(regions)
+        self.transform([k for region in regions for _, k in region.parameters])
+
+    @property
+    def whole_model_transformed(self) -> list[int]:
+        """The transformed parameters computed by ``vmap`` over the whole model."""
+        in_regions = {k for region in self.regions for _, k in region.parameters}
+        return [k for k in self.transformed if k not in in_regions]
 
     @property
     def fast_share(self) -> float:

@@ -16,6 +16,7 @@ from torch import nn
 from .config import Plan
 from .hooks import Capture, CaptureLayers
 from .inputs import Inputs, class_logits, example_slice, n_inputs
+from .regions import CaptureRegions, call_outputs, region_blocks
 from .rules import BlockGradient, DenseGradient
 from .transforms import failure_reason, per_example_gradients
 
@@ -116,12 +117,14 @@ class BatchGradients:
     parameter's gradients are then a :class:`~workbench.fisher.rules.BlockGradient` over
     the batch, mostly kept factored (layer input × output gradient) rather than written
     out; parameters no rule covers are computed by torch.func for the whole batch where the
-    plan says so (:mod:`.transforms`), the rest one example at a time (:meth:`fallback`).
+    plan says so (:mod:`.transforms`, or over a sub-module: :mod:`.regions`), the rest one
+    example at a time (:meth:`fallback`).
     """
 
     def __init__(self, model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None, factor_two_classes: bool = False):
         self.model, self.plan, self.batch = model, plan, batch
-        with CaptureLayers(plan.rule_modules, n_inputs(batch), plan.expand, plan.fold, plan.call_inputs) as capture:
+        with CaptureLayers(plan.rule_modules, n_inputs(batch), plan.expand, plan.fold, plan.call_inputs) as capture, \
+                CaptureRegions([region.module for region in plan.regions]) as regions:
             logits = class_logits(model, batch)
         self.logits = logits.detach().float()
         log_probs = torch.log_softmax(logits.float(), dim=-1)
@@ -129,6 +132,7 @@ class BatchGradients:
         self.sqrt_p = torch.exp(0.5 * log_probs.detach().gather(1, self.classes))  # (b, k)
         self.fallback_indices = list(plan.fallback)
         outputs = [c.output for c in capture.captures]
+        region_outputs = call_outputs(regions.calls, plan.regions)
         # With factor_two_classes, a two-class model's blocks hold one gradient per example,
         # and slot s of example i is slot_scales[i, s] times it: half the writing out.
         self.slot_scales: torch.Tensor | None = None  # (b, 2)
@@ -136,15 +140,18 @@ class BatchGradients:
         # before the batch's graph is freed, so that a failure can still turn factoring off
         transformed = self._transformed_blocks(factor)
         if factor and not self.fallback_indices:
-            w, multiple = two_class_gradient(log_probs, self.classes, outputs)
+            w, multiple = two_class_gradient(log_probs, self.classes, outputs + region_outputs)
             self.slot_scales = multiple * self.sqrt_p
-            at_least_float32 = [torch.promote_types(o.dtype, torch.float32) for o in outputs]
-            grad_outputs = [(torch.zeros_like(o) if g is None else g).to(t).unsqueeze(0) for g, o, t in zip(w, outputs, at_least_float32)]
+            at_least_float32 = [torch.promote_types(o.dtype, torch.float32) for o in outputs + region_outputs]
+            grad_outputs = [(torch.zeros_like(o) if g is None else g).to(t).unsqueeze(0)
+                            for g, o, t in zip(w, outputs + region_outputs, at_least_float32)]
         else:
             # scaled by √p as they are written; half precision would lose small gradients, so at least float32
-            grad_outputs = output_gradients(log_probs, self.classes, outputs, scale=self.sqrt_p)
+            grad_outputs = output_gradients(log_probs, self.classes, outputs + region_outputs, scale=self.sqrt_p)
         del log_probs, logits  # the batch's graph; only layer inputs and output gradients are needed
-        self.blocks = self._rule_blocks(capture.captures, grad_outputs) + transformed
+        n_rule = len(outputs)
+        self.blocks = (self._rule_blocks(capture.captures, grad_outputs[:n_rule]) + transformed
+                       + self._region_blocks(regions.calls, grad_outputs[n_rule:]))
 
     @property
     def n_examples(self) -> int:
@@ -158,7 +165,7 @@ class BatchGradients:
         """The plan's torch.func parameters' gradients over the batch (one row per example if
         ``factored``, else one per slot, scaled by √p). Should vmap fail on this batch (a
         branch the first batch's check did not take), they take the loop for this batch."""
-        indices = self.plan.transformed
+        indices = self.plan.whole_model_transformed
         if not indices:
             return []
         try:
@@ -173,6 +180,17 @@ class BatchGradients:
             scale = self.sqrt_p.T.reshape(self.n_slots, self.n_examples, 1)
             return [(k, DenseGradient(g.reshape(g.shape[0], g.shape[1], -1) * scale)) for k, g in zip(indices, grads)]
         return [(k, DenseGradient(g)) for k, g in zip(indices, grads)]
+
+    def _region_blocks(self, calls: dict, grad_outputs: list[torch.Tensor]) -> list[tuple[int, BlockGradient]]:
+        """The plan's regions' parameters' gradients over the batch, from their calls' output
+        gradients (scaled as the rule layers' are). Should a region fail on this batch (a call
+        the first batch's check did not see), the error takes the whole batch to the loop
+        (:func:`workbench.fisher.batches.batch_in_two_stages`)."""
+        if not self.plan.regions:
+            return []
+        n_slots = 1 if self.slot_scales is not None else self.n_slots  # one row per example when factored
+        grads = region_blocks(self.plan.regions, calls, grad_outputs, n_slots)
+        return [(k, DenseGradient(g.reshape(g.shape[0], g.shape[1], -1))) for k, g in grads.items()]
 
     def _rule_blocks(self, captures: list[Capture], grad_outputs: list[torch.Tensor]) -> list[tuple[int, BlockGradient]]:
         """[(parameter index, its gradients over the batch)] from the layers' rules."""

@@ -77,6 +77,13 @@ def eval_mode(model: nn.Module):
         model.train(was_training)
 
 
+def repeated(batch: Inputs, e: int) -> Inputs:
+    """The batch's first example, e times."""
+    if isinstance(batch, torch.Tensor):
+        return batch[:1].repeat(e, *[1] * (batch.ndim - 1))
+    return {k: v[:1].repeat(e, *[1] * (v.ndim - 1)) for k, v in batch.items()}
+
+
 def example_slice(batch: Inputs, i: int) -> Inputs:
     """Example i alone, without padding (the plain per-example computation)."""
     if isinstance(batch, torch.Tensor):

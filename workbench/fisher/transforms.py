@@ -12,7 +12,7 @@ exact; the first batch's check (:mod:`.checks`) still compares it with the loop.
 
 ``vmap`` cannot run code whose control flow depends on tensor values, nor operators whose
 output shape does (T5's classification head selects its EOS tokens with a boolean mask):
-such a model raises here and its parameters keep the loop, with a warning naming the error.
+such a model raises here, and its parameters are tried over a sub-module (:mod:`.regions`).
 The one such branch every transformers family takes, skipping the attention mask when no
 token is padded, is turned off while ``vmap`` runs (:func:`mask_skipping_off`): the mask is
 then always built, which gives the same attention.

@@ -1,0 +1,179 @@
+"""Per-example gradients over the smallest sub-module that has an example axis ("a region").
+
+Some parameters have no rule, and ``vmap`` cannot run the whole model either: T5's
+relative attention bias is an embedding whose output, (1, heads, queries, keys), is shared
+by the batch and passed from the first block to all the others, and the
+``T5ForSequenceClassification`` head picks its EOS tokens with a boolean mask (a
+data-dependent shape ``vmap`` refuses). The gradient of such a parameter stays inside a
+larger module whose inputs and outputs do carry the examples on their first axis (T5's
+encoder and decoder stacks). That module is the parameter's *region*: the batch's forward
+pass records the region's call, the backward passes give its outputs' per-example
+gradients (like any rule layer's output gradient), and ``torch.func`` then computes, for
+each example, the vector-Jacobian product of the region's call on that example alone with
+its output gradients, for the region's rule-less parameters only. The model's own code
+runs, so the result is exact; the first batch's check (:mod:`.checks`) compares it with
+the loop before it is trusted.
+
+Which leaves of a call's arguments belong to the example is read the way the rules' batch
+axes are (:func:`.checks.layer_batching`): by running the model on its first example
+repeated 2 and 3 times, never from one batch's shapes, where a T5 batch as long as its
+sequence would make a (positions,) tensor look batched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_flatten, tree_unflatten
+
+from .inputs import Inputs, class_logits, repeated
+from .transforms import mask_skipping_off
+
+
+@dataclass
+class RegionCall:
+    """One call of a region: its arguments' leaves (a pytree of ``args``, ``kwargs``) and the
+    float tensor leaves of its output, on the batch's graph."""
+
+    leaves: list
+    spec: object
+    outputs: list[torch.Tensor]
+
+
+@dataclass
+class Region:
+    """A module and the rule-less parameters whose per-example gradients it computes.
+
+    ``batched``: for each leaf of the module's call arguments, whether it has the examples
+    on its first axis (found by :func:`region_batching`)."""
+
+    module: nn.Module
+    parameters: list[tuple[str, int]]  # (name inside the module, index in the plan's parameters)
+    batched: tuple[bool, ...]
+
+
+def output_leaves(output) -> list[torch.Tensor]:
+    """The float tensor leaves of a module's output (a tensor, tuple or transformers ModelOutput)."""
+    return [x for x in tree_flatten(output)[0] if isinstance(x, torch.Tensor) and x.is_floating_point()]
+
+
+@dataclass
+class CaptureRegions:
+    """Context manager that records each call of the given modules (:class:`RegionCall`)."""
+
+    modules: list[nn.Module]
+    calls: dict[int, list[RegionCall]] = field(default_factory=dict)
+    _handles: list = field(default_factory=list)
+
+    def __enter__(self) -> "CaptureRegions":
+        for module in self.modules:
+            self._handles.append(module.register_forward_hook(self._record, with_kwargs=True))
+        return self
+
+    def _record(self, module, args, kwargs, output):
+        leaves, spec = tree_flatten((args, kwargs))
+        self.calls.setdefault(id(module), []).append(RegionCall(leaves, spec, output_leaves(output)))
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+
+def region_batching(model: nn.Module, modules: list[nn.Module], batch: Inputs) -> dict[int, tuple[bool, ...]]:
+    """{id(module): which leaves of its call have the examples on their first axis} for the
+    ``modules`` that can be regions, from the model run on the batch's first example 2 and
+    3 times. A module cannot be one when it is not called, is called a different number of
+    times or with other arguments, or has a float output leaf without the examples on its
+    first axis (T5's attention layers return the batch-shared position bias)."""
+    seen = []
+    for e in (2, 3):
+        with torch.no_grad(), CaptureRegions(modules) as capture:
+            class_logits(model, repeated(batch, e))
+        seen.append(capture.calls)
+    found = {}
+    for module in modules:
+        flags = _call_batching(seen[0].get(id(module), []), seen[1].get(id(module), []))
+        if flags is not None:
+            found[id(module)] = flags
+    return found
+
+
+def _call_batching(two: list[RegionCall], three: list[RegionCall]) -> tuple[bool, ...] | None:
+    if not two or len(two) != len(three):
+        return None
+    flags = None
+    for a, b in zip(two, three):
+        if a.spec != b.spec or len(a.leaves) != len(b.leaves) or len(a.outputs) != len(b.outputs):
+            return None
+        if not all(o2.ndim and o3.ndim and o2.shape[0] == 2 and o3.shape[0] == 3 for o2, o3 in zip(a.outputs, b.outputs)):
+            return None
+        call = tuple(isinstance(x, torch.Tensor) and x.ndim > 0 and x.shape[0] == 2
+                     and isinstance(y, torch.Tensor) and y.shape[0] == 3
+                     for x, y in zip(a.leaves, b.leaves))
+        if flags is not None and call != flags:
+            return None
+        flags = call
+    return flags if flags and any(flags) else None
+
+
+def candidate_modules(model: nn.Module, name: str) -> list[tuple[str, nn.Module]]:
+    """The modules holding parameter ``name``, from the smallest to the largest below the model."""
+    parts = name.split(".")[:-1]
+    modules = dict(model.named_modules())
+    return [(p, modules[p]) for p in (".".join(parts[:i]) for i in range(len(parts), 0, -1)) if p in modules]
+
+
+def region_gradients(region: Region, call: RegionCall, grad_outputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """For each parameter of ``region``, its per-example gradients (r, b, *shape) in float32
+    through one ``call``: example i's slot s is the vector-Jacobian product of the call on
+    example i alone with ``grad_outputs``' [s, i] (each (r, b, ...), one per output leaf).
+
+    Raises whatever ``vmap`` raises on the module's code, or ValueError if the call's
+    arguments are not structured as the check saw them (the caller takes the loop)."""
+    if len(call.leaves) != len(region.batched):
+        raise ValueError("the region was called with arguments other than those the first batch's check saw")
+    params = {name: dict(region.module.named_parameters())[name].detach() for name, _ in region.parameters}
+    fixed = [x.detach() if isinstance(x, torch.Tensor) else x for x in call.leaves]
+    per_example = [x for x, b in zip(fixed, region.batched) if b]
+
+    def one_example(own: dict, example: list[torch.Tensor], g: list[torch.Tensor]) -> dict:
+        values = iter(example)
+        leaves = [next(values).unsqueeze(0) if b else x for x, b in zip(fixed, region.batched)]
+        args, kwargs = tree_unflatten(leaves, call.spec)
+
+        def outputs(own: dict) -> tuple[torch.Tensor, ...]:
+            return tuple(o[0] for o in output_leaves(torch.func.functional_call(region.module, own, tuple(args), kwargs)))
+
+        _, pullback = torch.func.vjp(outputs, own)
+        return torch.func.vmap(pullback)(tuple(g))[0]  # over the slots
+
+    with torch.no_grad(), mask_skipping_off():
+        grads = torch.func.vmap(one_example, in_dims=(None, 0, 1))(params, per_example, list(grad_outputs))
+    return [grads[name].float().transpose(0, 1) for name, _ in region.parameters]  # (b, r, ...) -> (r, b, ...)
+
+
+def call_outputs(calls: Mapping[int, list[RegionCall]], regions: list[Region]) -> list[torch.Tensor]:
+    """The output leaves on the graph of every call of every region, in order (the tensors
+    the backward passes differentiate)."""
+    return [o for region in regions for call in calls.get(id(region.module), []) for o in call.outputs if o.requires_grad]
+
+
+def region_blocks(regions: list[Region], calls: Mapping[int, list[RegionCall]], grad_outputs: list[torch.Tensor],
+                  n_slots: int) -> dict[int, torch.Tensor]:
+    """{parameter index: (r, b, *shape) gradients} summed over each region's calls, from the
+    output gradients (r, b, ...) of :func:`call_outputs`' leaves, in the same order; an
+    output off the graph has none, and gets zeros."""
+    grads: dict[int, torch.Tensor] = {}
+    given = iter(grad_outputs)
+    for region in regions:
+        for call in calls.get(id(region.module), []):
+            g = [next(given) if o.requires_grad else o.new_zeros((n_slots, *o.shape), dtype=torch.float32)
+                 for o in call.outputs]
+            g = [x.to(o.dtype) for x, o in zip(g, call.outputs)]  # the pullback takes the output's dtype
+            for (_, index), value in zip(region.parameters, region_gradients(region, call, g)):
+                grads[index] = value if index not in grads else grads[index] + value
+    return grads
