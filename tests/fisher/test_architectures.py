@@ -31,7 +31,7 @@ def test_fast_path_equals_the_loop(name):
 # indices the call really used) or by torch.func (relative positions not indexed by the
 # batch's ids: DeBERTa's, MPNet's; T5's, over its encoder and decoder stacks, since vmap cannot
 # batch the classifier's EOS selection; tests/fisher/test_transforms.py).
-FULLY_FAST = {"T5 (Flan-T5 shape)", "BERT", "RoBERTa", "DistilBERT", "ALBERT", "ELECTRA", "GPT-2", "GPT-NeoX", "Llama", "Mistral", "Qwen2", "OPT", "BART",
+FULLY_FAST = {"T5 (Flan-T5 shape)", "MT5", "UMT5", "Funnel", "XLNet", "BigBird", "SqueezeBERT", "Phi", "Falcon", "BLOOM", "BERT", "RoBERTa", "DistilBERT", "ALBERT", "ELECTRA", "GPT-2", "GPT-NeoX", "Llama", "Mistral", "Qwen2", "OPT", "BART",
               "Gemma", "ModernBERT", "Llama as a zero-shot classifier", "DeBERTa", "DeBERTa-v2/v3", "MPNet"}
 
 
@@ -41,6 +41,20 @@ def test_rules_serve_every_parameter(name, caplog):
         share = fast_share(build(name), example_inputs(name))
     assert share == 1.0
     assert "one example at a time" not in caplog.text
+
+
+def test_longformer_keeps_its_time_major_projections_on_the_loop_and_says_so(caplog):
+    """Longformer calls its attention projections on (positions, examples, width) and its
+    attention picks tokens with nonzero (vmap cannot batch it, over the model or any module
+    holding them): those layers keep the exact loop, named in a warning; the rest is fast."""
+    name = "Longformer"
+    if name not in FAMILIES:
+        pytest.skip("the installed transformers has no Longformer")
+    with caplog.at_level(logging.WARNING, logger="workbench"):
+        share = fast_share(build(name), example_inputs(name))
+    assert 0.5 < share < 1.0
+    assert "without a per-example batch axis" in caplog.text and "attention.self.query" in caplog.text
+    assert "nonzero" in caplog.text
 
 
 def test_t5_with_as_many_examples_as_tokens():

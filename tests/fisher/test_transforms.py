@@ -199,3 +199,18 @@ def test_too_large_for_a_whole_batch_keeps_the_loop(monkeypatch, caplog):
     monkeypatch.setattr(checks, "TRANSFORM_MAX_ENTRIES", 3 * 6)  # k = 3 slots × 6 entries: just fits
     plan = checked_plan(ValueBranch(from_length=100).eval(), padded_inputs([3, 4, 2, 8]))
     assert [plan.named[k][0] for k in plan.transformed] == ["scale"] and plan.fallback == []
+
+
+@pytest.mark.parametrize("name", [n for n in ("T5 (Flan-T5 shape)", "UMT5") if n in available()])
+def test_regions_replay_padded_batches_after_an_unpadded_check(name, caplog):
+    """The check runs on copies of the first example, unpadded here, where transformers
+    skips the attention mask (None) and a decoder block holds the batch's key-value cache;
+    later batches are padded. Regions must be chosen so that every batch replays exactly:
+    no batch may fall back to the loop, and the PEFs equal the loop's."""
+    model, inputs = build(name), example_inputs(name, n=12, length=12, seed=1)
+    assert int(inputs["attention_mask"][0].sum()) == 12 and int(inputs["attention_mask"][1].sum()) < 12
+    with caplog.at_level(logging.WARNING, logger="workbench"):
+        fast = compute_pefs(model, inputs, n_values=None, batch_size=6, progress=False).dense()
+    assert "fast path failed" not in caplog.text and "one example at a time" not in caplog.text
+    loop = compute_pefs(model, inputs, n_values=None, batch_size=6, method="loop", progress=False).dense()
+    np.testing.assert_allclose(fast, loop, atol=2e-6 * np.abs(loop).max())

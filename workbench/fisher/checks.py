@@ -145,7 +145,7 @@ def check_plan(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -
         plan.without([m for m in plan.rule_modules if names.get(id(m)) in to_loop])
         plan.transform([k for k in plan.fallback if plan.named[k][0] in transformed])
         modules = dict(model.named_modules())
-        plan.add_regions([Region(modules[name], parameters, batched) for name, parameters, batched in regions])
+        plan.add_regions([Region(modules[name], parameters, axes) for name, parameters, axes in regions])
         plan.checked = True
         return
     batch = _first(batch, CHECK_EXAMPLES)
@@ -166,7 +166,7 @@ def check_plan(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -
     plan.checked = True
     to_loop = {names.get(id(m)) for m in moved + wrong}
     transformed = {plan.named[k][0] for k in plan.whole_model_transformed}
-    regions = [(names.get(id(r.module)), r.parameters, r.batched) for r in plan.regions]
+    regions = [(names.get(id(r.module)), r.parameters, r.axes) for r in plan.regions]
     _decisions[model][key] = ({names.get(i) for i in plan.expand}, {names.get(i) for i in plan.fold}, to_loop, transformed, regions)
 
 
@@ -320,7 +320,7 @@ def _regions(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None, who
                  for p, group in groups.items()]
         for region, served in zip(tried, _agreeing_regions(model, batch, tried, classes, reasons)):
             if served:
-                found.append(Region(region.module, served, region.batched))
+                found.append(Region(region.module, served, region.axes))
         served = {k for r in found for _, k in r.parameters}
         candidates = {n: c[1:] for n, c in candidates.items() if index_of[n] not in served and len(c) > 1}
     served = {k for r in found for _, k in r.parameters}

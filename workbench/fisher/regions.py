@@ -17,7 +17,10 @@ the loop before it is trusted.
 Which leaves of a call's arguments belong to the example is read the way the rules' batch
 axes are (:func:`.checks.layer_batching`): by running the model on its first example
 repeated 2 and 3 times, never from one batch's shapes, where a T5 batch as long as its
-sequence would make a (positions,) tensor look batched.
+sequence would make a (positions,) tensor look batched. A leaf whose first axis was 1 both
+times is shared by the batch there, and may not be elsewhere: a decoder's attention mask is
+(1, 1, queries, keys) while no example is padded, (examples, 1, queries, keys) once one is.
+Such a leaf is split between the examples in a batch where its first axis is the batch's.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from .inputs import Inputs, class_logits, repeated
 from .transforms import mask_skipping_off
+
+
+# what a call leaf's first axis is; ABSENT: the leaf was None (an argument not given)
+EXAMPLES, SHARED, FIXED, ABSENT = "examples", "shared", "fixed", "absent"
 
 
 @dataclass
@@ -47,12 +54,13 @@ class RegionCall:
 class Region:
     """A module and the rule-less parameters whose per-example gradients it computes.
 
-    ``batched``: for each leaf of the module's call arguments, whether it has the examples
-    on its first axis (found by :func:`region_batching`)."""
+    ``axes``: for each leaf of the module's call arguments, what its first axis is (found
+    by :func:`region_batching`): ``EXAMPLES``, ``SHARED`` (1, broadcast over the batch,
+    or the batch's examples where a batch's data asks for them) or ``FIXED``."""
 
     module: nn.Module
     parameters: list[tuple[str, int]]  # (name inside the module, index in the plan's parameters)
-    batched: tuple[bool, ...]
+    axes: tuple[str, ...]
 
 
 def output_leaves(output) -> list[torch.Tensor]:
@@ -83,15 +91,17 @@ class CaptureRegions:
         self._handles.clear()
 
 
-def region_batching(model: nn.Module, modules: list[nn.Module], batch: Inputs) -> dict[int, tuple[bool, ...]]:
-    """{id(module): which leaves of its call have the examples on their first axis} for the
+def region_batching(model: nn.Module, modules: list[nn.Module], batch: Inputs) -> dict[int, tuple[str, ...]]:
+    """{id(module): the first axis of each leaf of its call (:attr:`Region.axes`)} for the
     ``modules`` that can be regions, from the model run on the batch's first example 2 and
     3 times. A module cannot be one when it is not called, is called a different number of
-    times or with other arguments, or has a float output leaf without the examples on its
-    first axis (T5's attention layers return the batch-shared position bias)."""
+    times or with other arguments, takes an object that holds state (a key-value cache), or
+    has a float output leaf without the examples on its first axis (T5's attention layers
+    return the batch-shared position bias)."""
     seen = []
     for e in (2, 3):
-        with torch.no_grad(), CaptureRegions(modules) as capture:
+        # masks built even where no example is padded, as a padded batch builds them
+        with torch.no_grad(), mask_skipping_off(), CaptureRegions(modules) as capture:
             class_logits(model, repeated(batch, e))
         seen.append(capture.calls)
     found = {}
@@ -102,8 +112,10 @@ def region_batching(model: nn.Module, modules: list[nn.Module], batch: Inputs) -
     return found
 
 
-def _call_batching(two: list[RegionCall], three: list[RegionCall]) -> tuple[bool, ...] | None:
+def _call_batching(two: list[RegionCall], three: list[RegionCall]) -> tuple[str, ...] | None:
     if not two or len(two) != len(three):
+        return None
+    if not all(_stateless(x) for call in two + three for x in call.leaves):
         return None
     flags = None
     for a, b in zip(two, three):
@@ -111,13 +123,28 @@ def _call_batching(two: list[RegionCall], three: list[RegionCall]) -> tuple[bool
             return None
         if not all(o2.ndim and o3.ndim and o2.shape[0] == 2 and o3.shape[0] == 3 for o2, o3 in zip(a.outputs, b.outputs)):
             return None
-        call = tuple(isinstance(x, torch.Tensor) and x.ndim > 0 and x.shape[0] == 2
-                     and isinstance(y, torch.Tensor) and y.shape[0] == 3
-                     for x, y in zip(a.leaves, b.leaves))
+        call = tuple(_first_axis(x, y) for x, y in zip(a.leaves, b.leaves))
         if flags is not None and call != flags:
             return None
         flags = call
-    return flags if flags and any(flags) else None
+    return flags if flags and EXAMPLES in flags else None
+
+
+def _first_axis(two, three) -> str:
+    """A call leaf's first axis, from its calls on 2 and 3 copies of an example."""
+    if two is None and three is None:
+        return ABSENT
+    if not (isinstance(two, torch.Tensor) and isinstance(three, torch.Tensor) and two.ndim and three.ndim):
+        return FIXED
+    return {(2, 3): EXAMPLES, (1, 1): SHARED}.get((two.shape[0], three.shape[0]), FIXED)
+
+
+def _stateless(leaf) -> bool:
+    """Whether a call argument can be held fixed while the call is replayed per example: a
+    tensor or a plain value. An object such as a transformers ``Cache`` holds the whole
+    batch's keys and values, filled by the batch's own forward pass, and a replay would
+    read them (UMT5's attention takes one): a module called with one is no region."""
+    return leaf is None or isinstance(leaf, (torch.Tensor, bool, int, float, str, torch.dtype, torch.device))
 
 
 def candidate_modules(model: nn.Module, name: str) -> list[tuple[str, nn.Module]]:
@@ -134,15 +161,17 @@ def region_gradients(region: Region, call: RegionCall, grad_outputs: list[torch.
 
     Raises whatever ``vmap`` raises on the module's code, or ValueError if the call's
     arguments are not structured as the check saw them (the caller takes the loop)."""
-    if len(call.leaves) != len(region.batched):
+    if len(call.leaves) != len(region.axes) or any((x is None) != (axis == ABSENT) for x, axis in zip(call.leaves, region.axes)):
         raise ValueError("the region was called with arguments other than those the first batch's check saw")
     params = {name: dict(region.module.named_parameters())[name].detach() for name, _ in region.parameters}
     fixed = [x.detach() if isinstance(x, torch.Tensor) else x for x in call.leaves]
-    per_example = [x for x, b in zip(fixed, region.batched) if b]
+    b = int(grad_outputs[0].shape[1])
+    split = [axis == EXAMPLES or (axis == SHARED and b > 1 and x.shape[0] == b) for x, axis in zip(fixed, region.axes)]
+    per_example = [x for x, s in zip(fixed, split) if s]
 
     def one_example(own: dict, example: list[torch.Tensor], g: list[torch.Tensor]) -> dict:
         values = iter(example)
-        leaves = [next(values).unsqueeze(0) if b else x for x, b in zip(fixed, region.batched)]
+        leaves = [next(values).unsqueeze(0) if s else x for x, s in zip(fixed, split)]
         args, kwargs = tree_unflatten(leaves, call.spec)
 
         def outputs(own: dict) -> tuple[torch.Tensor, ...]:

@@ -47,6 +47,11 @@ _DECODER = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_atten
                 max_position_embeddings=64, pad_token_id=PAD)
 
 
+_T5 = dict(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
+           relative_attention_num_buckets=8, feed_forward_proj="gated-gelu", pad_token_id=PAD, decoder_start_token_id=PAD,
+           eos_token_id=1)
+
+
 def _zero_shot(lm: nn.Module) -> nn.Module:
     """A causal LM read as a 3-way classifier through the next-token logits of three token ids."""
     from .lm import ZeroShotClassifier
@@ -92,16 +97,31 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in [
     Architecture("Mistral", "MistralConfig", "MistralForSequenceClassification", dict(_DECODER, num_key_value_heads=2)),
     Architecture("Qwen2", "Qwen2Config", "Qwen2ForSequenceClassification", dict(_DECODER, num_key_value_heads=2)),
     Architecture("Gemma", "GemmaConfig", "GemmaForSequenceClassification", dict(_DECODER, num_key_value_heads=2, head_dim=8)),
-    Architecture("T5 (Flan-T5 shape)", "T5Config", "T5ForSequenceClassification",
-                 dict(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
-                      relative_attention_num_buckets=8, feed_forward_proj="gated-gelu", pad_token_id=PAD,
-                      decoder_start_token_id=PAD, eos_token_id=1)),
+    Architecture("T5 (Flan-T5 shape)", "T5Config", "T5ForSequenceClassification", _T5),
     Architecture("BART", "BartConfig", "BartForSequenceClassification",
                  dict(vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
                       decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64,
                       pad_token_id=1, eos_token_id=2, bos_token_id=0, decoder_start_token_id=2, scale_embedding=True)),
     Architecture("Llama as a zero-shot classifier", "LlamaConfig", "LlamaForCausalLM", dict(_DECODER, num_key_value_heads=2),
                  padding="left", wrap=_zero_shot),
+    # more families: relative positions (Funnel, XLNet), T5's relatives, sparse attention,
+    # time-major layers (XLNet, Longformer), 1-d convolutions (SqueezeBERT), ALiBi (BLOOM)
+    Architecture("MT5", "MT5Config", "MT5ForSequenceClassification", _T5),
+    Architecture("UMT5", "UMT5Config", "UMT5ForSequenceClassification", _T5),
+    Architecture("Funnel", "FunnelConfig", "FunnelForSequenceClassification",
+                 dict(vocab_size=VOCAB, d_model=32, n_head=4, d_head=8, d_inner=64, block_sizes=[1, 1],
+                      num_decoder_layers=1, pad_token_id=PAD)),
+    Architecture("XLNet", "XLNetConfig", "XLNetForSequenceClassification",
+                 dict(vocab_size=VOCAB, d_model=32, n_layer=2, n_head=4, d_inner=64, pad_token_id=PAD), padding="left"),
+    Architecture("BigBird", "BigBirdConfig", "BigBirdForSequenceClassification", dict(_ENCODER, attention_type="original_full")),
+    Architecture("Longformer", "LongformerConfig", "LongformerForSequenceClassification",
+                 dict(_ENCODER, attention_window=4, pad_token_id=1)),
+    Architecture("SqueezeBERT", "SqueezeBertConfig", "SqueezeBertForSequenceClassification", dict(_ENCODER, embedding_size=32)),
+    Architecture("Phi", "PhiConfig", "PhiForSequenceClassification", _DECODER, padding="left"),
+    Architecture("Falcon", "FalconConfig", "FalconForSequenceClassification",
+                 dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, pad_token_id=PAD), padding="left"),
+    Architecture("BLOOM", "BloomConfig", "BloomForSequenceClassification",
+                 dict(vocab_size=VOCAB, hidden_size=32, n_layer=2, n_head=4, pad_token_id=PAD), padding="left"),
 ]}
 
 
