@@ -205,10 +205,14 @@ def test_too_large_for_a_whole_batch_keeps_the_loop(monkeypatch, caplog):
 def test_regions_replay_padded_batches_after_an_unpadded_check(name, caplog):
     """The check runs on copies of the first example, unpadded here, where transformers
     skips the attention mask (None) and a decoder block holds the batch's key-value cache;
-    later batches are padded. Regions must be chosen so that every batch replays exactly:
-    no batch may fall back to the loop, and the PEFs equal the loop's."""
+    the next batches are padded, the last is not. Regions must be chosen so that every
+    batch replays exactly: no batch may fall back to the loop, and the PEFs equal the loop's."""
     model, inputs = build(name), example_inputs(name, n=12, length=12, seed=1)
     assert int(inputs["attention_mask"][0].sum()) == 12 and int(inputs["attention_mask"][1].sum()) < 12
+    unpadded = example_inputs(name, n=6, length=12, seed=2)["input_ids"][0].repeat(6, 1)
+    unpadded[:, 3:6] = torch.arange(6)[:, None] + 10  # six different examples of one length: an unpadded batch
+    inputs = {"input_ids": torch.cat([inputs["input_ids"], unpadded]),
+              "attention_mask": torch.cat([inputs["attention_mask"], torch.ones_like(unpadded)])}
     with caplog.at_level(logging.WARNING, logger="workbench"):
         fast = compute_pefs(model, inputs, n_values=None, batch_size=6, progress=False).dense()
     assert "fast path failed" not in caplog.text and "one example at a time" not in caplog.text

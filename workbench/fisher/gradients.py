@@ -8,6 +8,7 @@ A two-class model needs one backward pass for both slots (:func:`two_class_gradi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import torch
@@ -18,7 +19,7 @@ from .hooks import Capture, CaptureLayers
 from .inputs import Inputs, class_logits, example_slice, n_inputs
 from .regions import CaptureRegions, call_outputs, region_blocks
 from .rules import BlockGradient, DenseGradient
-from .transforms import failure_reason, per_example_gradients
+from .transforms import failure_reason, mask_skipping_off, per_example_gradients
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +124,10 @@ class BatchGradients:
 
     def __init__(self, model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None, factor_two_classes: bool = False):
         self.model, self.plan, self.batch = model, plan, batch
+        # with regions, masks are built as the check built them, also for a batch without padding
+        masks = mask_skipping_off() if plan.regions else contextlib.nullcontext()
         with CaptureLayers(plan.rule_modules, n_inputs(batch), plan.expand, plan.fold, plan.call_inputs) as capture, \
-                CaptureRegions([region.module for region in plan.regions]) as regions:
+                CaptureRegions([region.module for region in plan.regions]) as regions, masks:
             logits = class_logits(model, batch)
         self.logits = logits.detach().float()
         log_probs = torch.log_softmax(logits.float(), dim=-1)
