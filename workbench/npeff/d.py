@@ -19,7 +19,7 @@ from ..store.checkpoint import FitCheckpoint
 from ..store.formats import D_DECOMPOSITION
 from .base import EPS, NpeffBase, NpeffConvergenceWarning, NpeffDivergenceError, multiplicative_w_steps, positive_int, progress_bar
 from .data import Columns, FitData, no_reduce, scaled_rows, to_torch_csr
-from .expand import Start
+from .expand import Start, continue_from
 
 
 class DNpeff(NpeffBase):
@@ -111,10 +111,7 @@ class DNpeff(NpeffBase):
         scale = math.sqrt(value_sum / (data.n_examples * n_kept) / r)
         W = scale * torch.rand((data.n_examples, r), generator=self._generator(0))
         H = scale * torch.rand((r, n_kept), generator=self._generator(1))
-        frozen = 0
-        if initial is not None:  # the previous fit's, then the new components' random starts
-            r_old = initial.components.shape[0]
-            W, H, frozen = initial.initial_coefficients(W[:, r_old:]), initial.initial_components(H[r_old:]), initial.n_frozen
+        W, H, frozen = continue_from(initial, W, H)
         W, H = W.to(device), data.own_columns(H).to(device)
         history = []
         saved = saver.load(device) if saver is not None else None

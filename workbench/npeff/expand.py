@@ -34,15 +34,22 @@ class Start:
     components: np.ndarray  # (r_old, n_kept), zeros on columns the previous fit did not keep
     n_frozen: int
 
-    def initial_coefficients(self, new_columns: torch.Tensor) -> torch.Tensor:
-        """(n_examples, r): the previous coefficients, then ``new_columns`` (n_examples, r - r_old)."""
-        old = torch.from_numpy(np.ascontiguousarray(self.W, dtype=np.float32))
-        return torch.cat([old, new_columns.to(old.dtype)], dim=1)
+    def continued(self, W: torch.Tensor, components: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fit's random starts W (n_examples, r) and components (r, n_kept) with their
+        first r_old columns and rows replaced by the previous fit's."""
+        r_old = self.components.shape[0]
+        old_W = torch.from_numpy(np.ascontiguousarray(self.W, dtype=np.float32))
+        old_components = torch.from_numpy(np.ascontiguousarray(self.components, dtype=np.float32))
+        return (torch.cat([old_W, W[:, r_old:].to(old_W.dtype)], dim=1),
+                torch.cat([old_components, components[r_old:].to(old_components.dtype)], dim=0))
 
-    def initial_components(self, new_rows: torch.Tensor) -> torch.Tensor:
-        """(r, n_kept): the previous components, then ``new_rows`` (r - r_old, n_kept)."""
-        old = torch.from_numpy(np.ascontiguousarray(self.components, dtype=np.float32))
-        return torch.cat([old, new_rows.to(old.dtype)], dim=0)
+
+def continue_from(start: Start | None, W: torch.Tensor, components: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(W, components, number of frozen components) a fit starts from: its random starts as
+    they are without ``start``, else continued from it (:meth:`Start.continued`)."""
+    if start is None:
+        return W, components, 0
+    return (*start.continued(W, components), start.n_frozen)
 
 
 def start_from(estimator, init, pefs, kept: np.ndarray, keep_init: bool) -> Start:

@@ -29,7 +29,7 @@ from ..store.checkpoint import FitCheckpoint
 from ..store.formats import LRM_DECOMPOSITION
 from .base import EPS, NpeffBase, NpeffConvergenceWarning, NpeffDivergenceError, multiplicative_w_steps, positive_int, progress_bar
 from .data import Columns, FitData, lrm_squared_norm, no_reduce, scaled_rows, to_torch_csr
-from .expand import Start
+from .expand import Start, continue_from
 from .solvers import SOLVERS, choose_solver, make_space
 
 
@@ -195,10 +195,7 @@ class LrmNpeff(NpeffBase):
         W = torch.rand((data.n_examples, r), generator=self._generator(0))
         sigma = 1.0 / math.sqrt(r * n_kept / 2)
         G0 = sigma * torch.randn((r, n_kept), generator=self._generator(1))
-        frozen = 0
-        if start is not None:  # the previous fit's, then the new components' random starts
-            r_old = start.components.shape[0]
-            W, G0, frozen = start.initial_coefficients(W[:, r_old:]), start.initial_components(G0[r_old:]), start.n_frozen
+        W, G0, frozen = continue_from(start, W, G0)
         W, G0 = W.to(device), data.own_columns(G0).to(device)
         space = make_space(self._solver(data, n_kept, device), data, G0, self.progress)
         self.solver_ = space.name
