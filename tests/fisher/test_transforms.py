@@ -22,6 +22,12 @@ from workbench.runner import PefRun
 TRANSFORMED = [name for name in ("DeBERTa", "DeBERTa-v2/v3", "MPNet") if name in available()]
 
 
+def fast_and_loop(model, inputs, batch_size: int):
+    """Every entry of the PEFs by the fast path and by the plain loop (which logs no warning)."""
+    common = dict(n_values=None, batch_size=batch_size, progress=False)
+    return compute_pefs(model, inputs, **common).dense(), compute_pefs(model, inputs, method="loop", **common).dense()
+
+
 def checked_plan(model, inputs, **config):
     inputs, labels = split_labels(inputs, None)
     run = PefRun.prepare(model, inputs, labels, PefConfig(n_values=1, batch_size=4, **config), torch.device("cpu"))
@@ -97,11 +103,10 @@ def test_vmap_failure_keeps_the_loop_with_a_warning(caplog):
     torch.manual_seed(0)
     model, inputs = ValueBranch().eval(), padded_inputs([8, 5, 7, 3, 8, 6])
     with caplog.at_level(logging.WARNING, logger="workbench"):
-        fast = compute_pefs(model, inputs, n_values=None, batch_size=3, progress=False).dense()
+        fast, loop = fast_and_loop(model, inputs, batch_size=3)
         plan = checked_plan(model, inputs)
     assert "torch.func cannot compute" in caplog.text and "data-dependent" in caplog.text and "scale" in caplog.text
     assert plan.transformed == [] and [plan.named[k][0] for k in plan.fallback] == ["scale"]
-    loop = compute_pefs(model, inputs, n_values=None, batch_size=3, method="loop", progress=False).dense()
     np.testing.assert_allclose(fast, loop, atol=1e-6 * np.abs(loop).max())
 
 
@@ -111,9 +116,8 @@ def test_vmap_failing_on_a_later_batch_takes_the_loop_for_that_batch(caplog):
     torch.manual_seed(0)
     model, inputs = ValueBranch(from_length=4).eval(), padded_inputs([3, 4, 2, 8, 6, 7])
     with caplog.at_level(logging.WARNING, logger="workbench"):
-        fast = compute_pefs(model, inputs, n_values=None, batch_size=3, progress=False).dense()
+        fast, loop = fast_and_loop(model, inputs, batch_size=3)
     assert "torch.func failed on this batch" in caplog.text
-    loop = compute_pefs(model, inputs, n_values=None, batch_size=3, method="loop", progress=False).dense()
     np.testing.assert_allclose(fast, loop, atol=1e-6 * np.abs(loop).max())
 
 
@@ -171,8 +175,7 @@ def test_a_batch_shared_embedding_is_computed_over_the_module_that_holds_it(capl
     plan = checked_plan(model, inputs)
     assert plan.fallback == [] and [r.module for r in plan.regions] == [model.inner]
     assert [plan.named[k][0] for r in plan.regions for _, k in r.parameters] == ["inner.bias.weight"]
-    fast = compute_pefs(model, inputs, n_values=None, batch_size=3, progress=False).dense()
-    loop = compute_pefs(model, inputs, n_values=None, batch_size=3, method="loop", progress=False).dense()
+    fast, loop = fast_and_loop(model, inputs, batch_size=3)
     np.testing.assert_allclose(fast, loop, atol=1e-6 * np.abs(loop).max())
 
 
@@ -182,9 +185,8 @@ def test_a_region_failing_on_a_later_batch_takes_the_loop_for_that_batch(caplog)
     torch.manual_seed(0)
     model, inputs = MaskedMean(from_length=4).eval(), padded_inputs([3, 4, 2, 8, 8, 8])
     with caplog.at_level(logging.WARNING, logger="workbench"):
-        fast = compute_pefs(model, inputs, n_values=None, batch_size=3, progress=False).dense()
+        fast, loop = fast_and_loop(model, inputs, batch_size=3)
     assert "the fast path failed on the batch from example 3" in caplog.text
-    loop = compute_pefs(model, inputs, n_values=None, batch_size=3, method="loop", progress=False).dense()
     np.testing.assert_allclose(fast, loop, atol=1e-6 * np.abs(loop).max())
 
 
@@ -214,7 +216,6 @@ def test_regions_replay_padded_batches_after_an_unpadded_check(name, caplog):
     inputs = {"input_ids": torch.cat([inputs["input_ids"], unpadded]),
               "attention_mask": torch.cat([inputs["attention_mask"], torch.ones_like(unpadded)])}
     with caplog.at_level(logging.WARNING, logger="workbench"):
-        fast = compute_pefs(model, inputs, n_values=None, batch_size=6, progress=False).dense()
+        fast, loop = fast_and_loop(model, inputs, batch_size=6)
     assert "fast path failed" not in caplog.text and "one example at a time" not in caplog.text
-    loop = compute_pefs(model, inputs, n_values=None, batch_size=6, method="loop", progress=False).dense()
     np.testing.assert_allclose(fast, loop, atol=2e-6 * np.abs(loop).max())
