@@ -156,9 +156,12 @@ def check_plan(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -
     plan.without(moved)
     wrong = _disagreeing(model, plan, batch, top_k)
     plan.without(wrong)
-    served, why_not = _transformable(model, plan, batch, top_k)
-    plan.transform(served)
-    plan.add_regions(_regions(model, plan, batch, top_k, why_not))
+    if plan.fallback:
+        classes = _slot_classes(model, batch, top_k)
+        if not _too_large([plan.named[k] for k in plan.fallback], classes):
+            served, why_not = _transformable(model, plan, batch, classes)
+            plan.transform(served)
+            plan.add_regions(_regions(model, plan, batch, classes, why_not))
     # only the layers left on the loop are worth a warning; torch.func serves the others as fast
     on_loop = set(plan.fallback)
     _warn([m for m in moved if on_loop.intersection(owned[id(m)])], names, "have calls without a per-example batch axis")
@@ -245,28 +248,17 @@ def _checked_parameters(plan: Plan, entries_per_parameter_entry: int) -> set[int
     return {k for m in first.values() for _, k in plan.owned[id(m)]}
 
 
-def _transformable(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -> tuple[list[int], str]:
+def _transformable(model: nn.Module, plan: Plan, batch: Inputs, classes: torch.Tensor) -> tuple[list[int], str]:
     """The loop's parameters whose torch.func per-example gradients over the whole model run
     on this model and equal the loop's on ``batch`` (step 3), and why the others are not
     served (they are left to :func:`_regions`)."""
     indices = list(plan.fallback)
-    if not indices:
-        return [], ""
     named = [plan.named[k] for k in indices]
-    classes = _slot_classes(model, batch, top_k)
-    if _too_large(named, classes):
-        return [], ""
     try:
         grads = per_example_gradients(model, batch, named, classes)
     except Exception as error:  # noqa: BLE001 - vmap cannot run the model's code: a sub-module's, or the loop
         return [], f"the whole model: {failure_reason(error)}"
-    bad = set()
-    for i in range(classes.shape[0]):
-        truths = loop_gradients(model, batch, classes, [p for _, p in named], i)
-        largest = max(float(t.abs().max()) for t in truths)
-        for k, g, truth in zip(indices, grads, truths):
-            if float((g[:, i] - truth).abs().max()) > RTOL * float(truth.abs().max()) + ATOL_OF_LARGEST * largest:
-                bad.add(k)
+    bad = _differing_from_the_loop(model, batch, classes, [(k, plan.named[k][1], g) for k, g in zip(indices, grads)])
     served = [k for k in indices if k not in bad]
     if served:
         logger.info("torch.func computes the per-example gradients of %d parameters without a rule for the whole batch: %s%s",
@@ -279,20 +271,32 @@ def _slot_classes(model: nn.Module, batch: Inputs, top_k: int | None) -> torch.T
         return slot_classes(torch.log_softmax(class_logits(model, batch).float(), dim=-1), top_k)
 
 
-def _too_large(named: list[tuple[str, nn.Parameter]], classes: torch.Tensor, warn: bool = True) -> bool:
+def _differing_from_the_loop(model: nn.Module, batch: Inputs, classes: torch.Tensor,
+                             computed: list[tuple[int, nn.Parameter, torch.Tensor]]) -> set[int]:
+    """The indices k of ``computed`` [(k, parameter, its per-example gradients (r, b, *shape))]
+    whose gradients differ from the loop's on some example of ``batch``."""
+    bad = set()
+    for i in range(classes.shape[0]):
+        truths = loop_gradients(model, batch, classes, [p for _, p, _ in computed], i)
+        largest = max(float(t.abs().max()) for t in truths)
+        for (k, _, g), truth in zip(computed, truths):
+            if float((g[:, i] - truth).abs().max()) > RTOL * float(truth.abs().max()) + ATOL_OF_LARGEST * largest:
+                bad.add(k)
+    return bad
+
+
+def _too_large(named: list[tuple[str, nn.Parameter]], classes: torch.Tensor) -> bool:
     """Whether torch.func's gradients of ``named`` are too large to write out for a whole
     batch (they then keep the loop, with a warning)."""
     if classes.shape[1] * sum(p.numel() for _, p in named) <= TRANSFORM_MAX_ENTRIES:
         return False
-    if not warn:
-        return True
     logger.warning("%d parameters without a rule are too large to write out for a whole batch (more than %d "
                    "entries per example), so they are computed one example at a time (exact, slower): %s",
                    len(named), TRANSFORM_MAX_ENTRIES, ", ".join(n for n, _ in named[:5]))
     return True
 
 
-def _regions(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None, whole_model: str = "") -> list[Region]:
+def _regions(model: nn.Module, plan: Plan, batch: Inputs, classes: torch.Tensor, whole_model: str = "") -> list[Region]:
     """Regions (:mod:`.regions`) for the parameters still on the loop: for each, the smallest
     module holding it that has an example axis and whose torch.func gradients equal the
     loop's on ``batch``, trying larger ones where a smaller one fails; what none serves
@@ -301,15 +305,13 @@ def _regions(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None, who
     names = [plan.named[k][0] for k in plan.fallback]
     if not names:
         return []
-    classes = _slot_classes(model, batch, top_k)
-    if _too_large([plan.named[k] for k in plan.fallback], classes, warn=False):
-        return []  # _transformable said so
     index_of = {plan.named[k][0]: k for k in plan.fallback}
     candidates = {n: candidate_modules(model, n) for n in names}
     batching = region_batching(model, list({id(m): m for c in candidates.values() for _, m in c}.values()), batch)
     candidates = {n: [(p, m) for p, m in c if id(m) in batching] for n, c in candidates.items()}
     candidates = {n: c for n, c in candidates.items() if c}
     found: list[Region] = []
+    served: set[int] = set()
     reasons: dict[str, str] = {"": whole_model} if whole_model else {}
     while candidates:
         groups: dict[str, list[str]] = {}
@@ -318,12 +320,11 @@ def _regions(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None, who
         modules = dict(c[0] for c in candidates.values())
         tried = [Region(modules[p], [(n[len(p) + 1:], index_of[n]) for n in group], batching[id(modules[p])])
                  for p, group in groups.items()]
-        for region, served in zip(tried, _agreeing_regions(model, batch, tried, classes, reasons)):
-            if served:
-                found.append(Region(region.module, served, region.axes))
-        served = {k for r in found for _, k in r.parameters}
+        for region, agreeing in zip(tried, _agreeing_regions(model, batch, tried, classes, reasons)):
+            if agreeing:
+                found.append(Region(region.module, agreeing, region.axes))
+                served.update(k for _, k in agreeing)
         candidates = {n: c[1:] for n, c in candidates.items() if index_of[n] not in served and len(c) > 1}
-    served = {k for r in found for _, k in r.parameters}
     left = [n for n in names if index_of[n] not in served]
     if left:
         why = "; ".join(sorted(set(reasons.values())))[:400] or "no sub-module holding them has an example axis"
@@ -351,13 +352,7 @@ def _agreeing_regions(model: nn.Module, batch: Inputs, regions: list[Region], cl
             reasons[type(region.module).__name__] = f"{type(region.module).__name__}: {failure_reason(error)}"
             out.append([])
             continue
-        params = [dict(region.module.named_parameters())[name] for name, _ in region.parameters]
-        bad = set()
-        for i in range(classes.shape[0]):
-            truths = loop_gradients(model, batch, classes, params, i)
-            largest = max(float(t.abs().max()) for t in truths)
-            for (_, k), truth in zip(region.parameters, truths):
-                if float((grads[k][:, i] - truth).abs().max()) > RTOL * float(truth.abs().max()) + ATOL_OF_LARGEST * largest:
-                    bad.add(k)
+        params = dict(region.module.named_parameters())
+        bad = _differing_from_the_loop(model, batch, classes, [(k, params[name], grads[k]) for name, k in region.parameters])
         out.append([(name, k) for name, k in region.parameters if k not in bad])
     return out
