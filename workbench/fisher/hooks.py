@@ -26,8 +26,29 @@ class LayerCallError(RuntimeError):
         self.module = module
 
 
+class ForwardHooks:
+    """A context manager that calls ``self._record(module, args, kwargs, output)`` after each
+    call of ``self.modules``; the hooks live only inside the ``with``, also after an exception."""
+
+    modules: list[nn.Module]
+    _handles: list
+
+    def __enter__(self):
+        for module in self.modules:
+            self._handles.append(module.register_forward_hook(self._record, with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def _record(self, module, args, kwargs, output):
+        raise NotImplementedError
+
+
 @dataclass
-class CaptureLayers:
+class CaptureLayers(ForwardHooks):
     """Context manager that records the inputs and outputs of the given layers.
 
     A layer in ``expand`` has an output shared by the whole batch (BERT's position
@@ -54,10 +75,6 @@ class CaptureLayers:
     captures: list[Capture] = field(default_factory=list)
     _handles: list = field(default_factory=list)
 
-    def __enter__(self) -> "CaptureLayers":
-        for module in self.modules:
-            self._handles.append(module.register_forward_hook(self._record, with_kwargs=True))
-        return self
 
     def _record(self, module, args, kwargs, output):
         if isinstance(output, torch.Tensor) and not output.requires_grad:
@@ -81,8 +98,3 @@ class CaptureLayers:
             )
         self.captures.append(Capture(module, layer_input, output))
         return output
-
-    def __exit__(self, *exc) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from .hooks import ForwardHooks
 from .inputs import Inputs, class_logits, repeated
 from .transforms import mask_skipping_off
 
@@ -69,26 +70,16 @@ def output_leaves(output) -> list[torch.Tensor]:
 
 
 @dataclass
-class CaptureRegions:
+class CaptureRegions(ForwardHooks):
     """Context manager that records each call of the given modules (:class:`RegionCall`)."""
 
     modules: list[nn.Module]
     calls: dict[int, list[RegionCall]] = field(default_factory=dict)
     _handles: list = field(default_factory=list)
 
-    def __enter__(self) -> "CaptureRegions":
-        for module in self.modules:
-            self._handles.append(module.register_forward_hook(self._record, with_kwargs=True))
-        return self
-
     def _record(self, module, args, kwargs, output):
         leaves, spec = tree_flatten((args, kwargs))
         self.calls.setdefault(id(module), []).append(RegionCall(leaves, spec, output_leaves(output)))
-
-    def __exit__(self, *exc) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
 
 
 def region_batching(model: nn.Module, modules: list[nn.Module], batch: Inputs) -> dict[int, tuple[str, ...]]:
