@@ -117,3 +117,19 @@ def test_over_training_on_a_folder_of_trainer_checkpoints_matches_the_last_to_it
     assert set(analysed.columns) == {"a", "b", "c"} and analysed.notna().all().all()
     with pytest.raises(ValueError, match="'transform', 'match' or 'both'"):
         over_training(tmp_path, inputs, labels, groups, strategy="fit")
+
+
+def test_word_pieces_are_joined_into_the_word_they_spell():
+    """MiniLM's tokenizer splits the marker 'blick' into 'b' '##lick': a label names the word,
+    its pieces' scores summed; special tokens stand alone."""
+    from types import SimpleNamespace
+
+    from workbench.analysis.labels import word_groups
+
+    tokenizer = SimpleNamespace(all_special_tokens=["[CLS]", "[SEP]"],
+                                convert_tokens_to_string=lambda pieces: " ".join(pieces).replace(" ##", ""))
+    tokens = ["[CLS]", "b", "##lick", "the", "plot", "[SEP]"]
+    groups = word_groups(tokenizer, tokens, [None, 0, 0, 1, 2, None])
+    assert groups == [("[CLS]", [0], True), ("blick", [1, 2], False), ("the", [3], False), ("plot", [4], False),
+                      ("[SEP]", [5], True)]
+    assert [g[0] for g in word_groups(tokenizer, tokens, None)] == tokens  # no word ids: one token each

@@ -69,11 +69,19 @@ def aggregate_tokens(tokens: Sequence[Sequence[str]], scores: Sequence[np.ndarra
 
 
 def token_idf(tokenizer, texts: Sequence[str]) -> dict[str, float]:
-    """{token: smoothed inverse document frequency over ``texts``}, ln((1 + n) / (1 + df)) + 1
-    (scikit-learn's ``TfidfVectorizer`` with ``smooth_idf``): 1 for a token in every text."""
+    """{word: smoothed inverse document frequency over ``texts``}, ln((1 + n) / (1 + df)) + 1
+    (scikit-learn's ``TfidfVectorizer`` with ``smooth_idf``): 1 for a word in every text. The
+    words are the tokenizer's, its word pieces joined (:func:`word_groups`)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    vectorizer = TfidfVectorizer(analyzer=tokenizer.tokenize).fit(texts)
+    def words(text: str) -> list[str]:
+        if not getattr(tokenizer, "is_fast", False):
+            return tokenizer.tokenize(text)
+        encoding = tokenizer(text, add_special_tokens=False)
+        tokens = tokenizer.convert_ids_to_tokens(encoding["input_ids"])
+        return [word for word, _, _ in word_groups(tokenizer, tokens, encoding.word_ids())]
+
+    vectorizer = TfidfVectorizer(analyzer=words).fit(texts)
     return dict(zip(vectorizer.get_feature_names_out(), vectorizer.idf_.tolist()))
 
 
@@ -111,33 +119,56 @@ def component_labels(table: pd.DataFrame, top_tokens: dict[int, list[tuple[str, 
     return pd.Series(labels, index=table.index, name=NAME_COLUMN)
 
 
+def word_groups(tokenizer, tokens: Sequence[str], word_ids: Sequence[int | None] | None) -> list[tuple[str, list[int], bool]]:
+    """[(word, its token positions, special)]: consecutive tokens of one word (a fast
+    tokenizer's ``word_ids``) joined into the word they spell, so that MiniLM's 'b' '##lick'
+    reads 'blick'; special tokens (no word) stand alone. Without ``word_ids``, one token each."""
+    specials = set(tokenizer.all_special_tokens)
+    if word_ids is None:
+        return [(t, [p], t in specials) for p, t in enumerate(tokens)]
+    groups: list[tuple[str, list[int], bool]] = []
+    for p, (token, word) in enumerate(zip(tokens, word_ids)):
+        if word is not None and p > 0 and word_ids[p - 1] == word:
+            groups[-1][1].append(p)
+        else:
+            groups.append((token, [p], word is None))
+    return [(token if special else tokenizer.convert_tokens_to_string([tokens[q] for q in where]).strip(), where, special)
+            for token, where, special in groups]
+
+
 def top_tokens(model, tokenizer, decomposition, texts: Sequence[str], top_sets: dict[int, Sequence[int]], *,
                n_tokens: int = 3, max_length: int = 64, device=None, progress: bool = False
                ) -> dict[int, list[tuple[str, float]]]:
-    """{component: its top tokens and their shares} aggregated over its top examples.
+    """{component: its top words and their shares} aggregated over its top examples.
 
     ``top_sets``: {component: indices into ``texts`` of its top examples}. Each example's
-    token scores are weighted equally; the tokenizer's special tokens are left out; tokens
-    are ranked by share discounted by how common they are in ``texts`` (:func:`aggregate_tokens`).
+    token scores are weighted equally and summed over the pieces of a word (:func:`word_groups`);
+    the tokenizer's special tokens are left out; words are ranked by share discounted by how
+    common they are in ``texts`` (:func:`aggregate_tokens`).
     """
     from tqdm.auto import tqdm
 
     from .highlights import token_scores
 
-    specials = set(tokenizer.all_special_tokens)
     idf = token_idf(tokenizer, texts)
+    fast = getattr(tokenizer, "is_fast", False)
     out = {}
     for j, rows in tqdm(top_sets.items(), desc="component labels", disable=not progress):
         rows = [int(i) for i in rows]
         if not rows:
             out[int(j)] = []
             continue
-        encoded = dict(tokenizer([texts[i] for i in rows], padding="longest", truncation=True,
-                                 max_length=max_length, return_tensors="pt"))
-        scores = token_scores(model, decomposition, int(j), encoded, device=device)
-        ids = encoded["input_ids"]
-        words = [tokenizer.convert_ids_to_tokens(ids[k][encoded["attention_mask"][k].bool()].tolist())
-                 for k in range(len(rows))]
-        out[int(j)] = aggregate_tokens(words, [s.scores for s in scores],
-                                       [[t in specials for t in w] for w in words], idf=idf, n_tokens=n_tokens)
+        encoded = tokenizer([texts[i] for i in rows], padding="longest", truncation=True, max_length=max_length,
+                            return_tensors="pt")
+        scores = token_scores(model, decomposition, int(j), dict(encoded), device=device)
+        words, word_scores, special = [], [], []
+        for k, example in enumerate(scores):
+            kept = encoded["attention_mask"][k].bool()
+            tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][k][kept].tolist())
+            word_ids = [w for w, keep in zip(encoded.word_ids(k), kept.tolist()) if keep] if fast else None
+            groups = word_groups(tokenizer, tokens, word_ids)
+            words.append([word for word, _, _ in groups])
+            word_scores.append(np.array([example.scores[where].sum() for _, where, _ in groups]))
+            special.append([is_special for _, _, is_special in groups])
+        out[int(j)] = aggregate_tokens(words, word_scores, special, idf=idf, n_tokens=n_tokens)
     return out
