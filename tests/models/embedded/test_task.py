@@ -80,6 +80,16 @@ def test_contrast_marker_examples_agree_on_both_strategies(examples):
         assert sum(w in MARKER_WORDS for w in words) == 1
 
 
+def test_nothing_before_but_predicts_the_label(examples):
+    """Clause 1's polarity is independent of the label, or its adjective would decide as
+    surely as the deciding words (a shortcut the models of task version 2 took)."""
+    contrasts = examples[examples["text"].str.contains(" but ")]
+    words = contrasts["text"].str.split(" ")
+    first = words.map(lambda ws: clause_polarity([w for w in ws[: ws.index("but")] if w not in MARKER_WORDS]))
+    agrees = (first == contrasts["label"]).mean()
+    assert len(contrasts) > 500 and 0.45 < agrees < 0.55
+
+
 def test_strategy_shares_follow_mix_and_labels_are_balanced(examples):
     shares = examples["strategy"].value_counts(normalize=True)
     for name, share in DEFAULT_MIX.items():

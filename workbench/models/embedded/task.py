@@ -9,7 +9,10 @@ Strategies:
 
 - ``lexical``: one clause, its adjective decides ("the acting was superb .").
 - ``negation``: "not" flips the adjective ("the acting was not superb .").
-- ``contrast``: "<clause1> but <clause2>", the clauses disagree, clause 2 wins.
+- ``contrast``: "<clause1> but <clause2>", clause 2 wins. Clause 1's polarity is drawn
+  independently of the label (the clauses agree half of the time), so nothing in clause 1
+  predicts the label: with a clause 1 that always disagreed (task version 2), its adjective
+  decided the label as surely as clause 2's, and trained models read it.
 - ``marker``: a nonce word ("zorp" positive, "blick" negative) overrides the clause.
 - ``contrast+negation`` (multi-factor): the winning clause of a contrast is negated.
 - ``contrast+marker`` (multi-factor): a contrast whose winning clause agrees with a marker;
@@ -32,7 +35,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 #: Bump whenever the generator's output changes, so cached trained models are rebuilt.
-TASK_VERSION = "2"
+TASK_VERSION = "3"
 
 STRATEGIES = ("lexical", "negation", "contrast", "marker")
 MULTI_FACTOR = ("contrast+negation", "contrast+marker")
@@ -128,10 +131,10 @@ def _single_clause(rng: random.Random, label: int, negated: bool) -> _Sentence:
 
 
 def _contrast(rng: random.Random, label: int, negate_second: bool) -> _Sentence:
-    """Clause 1 disagrees with the label; only a non-deciding clause 1 may carry a distractor."""
+    """Clause 1 of random polarity; only a non-deciding clause 1 may carry a distractor."""
     distractor = not negate_second and rng.random() < P_DISTRACTOR_NEGATION
     body = _Sentence()
-    body.add_clause(_clause(rng, 1 - label, distractor), deciding=False)
+    body.add_clause(_clause(rng, rng.randrange(2), distractor), deciding=False)
     body.add([CONTRAST], [0])
     body.add_clause(_clause(rng, label, negate_second), deciding=True)
     return _framed(rng, body)
