@@ -109,18 +109,20 @@ def test_dictionary_coefficients_recover_planted_atoms():
 
 
 def test_baselines_beside_npeff_on_the_embedded_run(embedded):
-    """Measured on the default run (600 held-out examples, 16 components, seed 0, scope
-    no-head; k-means on the gradients of the same parameters):
+    """Measured by ``python -m workbench.evaluate`` on the same settings (600 held-out
+    examples, 16 components, seed 0, scope no-head; k-means on the gradients of the same
+    parameters; task version 3):
 
     method                               purity  covered  one found  both found
-    NPEFF                                 0.98     4/4      1.00       0.29
-    k-means on gradients                  0.99     4/4      0.95       0
-    dictionary learning on activations    0.95     4/4      0.99       0.19
+    NPEFF                                 0.91     4/4      0.99       0.21
+    k-means on gradients                  0.85     4/4      0.99       0
+    dictionary learning on activations    0.88     4/4      1.00       0.02
     (150 multi-factor examples of two kinds; docs/evaluation.md has the other scopes,
-    seeds and fit settings: "both found" moves between 0.07 and 0.33 with them)
+    seeds and fit settings: NPEFF's "both found" moves between 0.11 and 0.39 with them)
 
-    So only the structural facts and loose floors are asserted: a hard clustering never
-    finds both.
+    So the structural facts, loose floors and the ordering the docs claim are asserted: a
+    hard clustering never finds both, and NPEFF finds both at least as often as a dictionary
+    of the same size.
     """
     _, model, _, examples, inputs, decomposition = embedded
     table = baseline_comparison(model, inputs, decomposition, examples["strategies"].map(tuple).tolist(), progress=False)
@@ -133,5 +135,6 @@ def test_baselines_beside_npeff_on_the_embedded_run(embedded):
     assert (table["strategies_covered"] >= 4).all()
     assert (table["n_multi_factor"] == examples["strategy"].str.contains("+", regex=False).sum()).all()
     assert table.loc["k-means on gradients", "multi_factor_both_found"] == 0.0
-    assert table.loc["dictionary learning on activations", "multi_factor_both_found"] >= 0.03
+    assert table.loc["NPEFF", "multi_factor_both_found"] >= max(0.1, table.loc["dictionary learning on activations",
+                                                                             "multi_factor_both_found"])
     assert table.loc["NPEFF", "multi_factor_one_found"] >= 0.8
