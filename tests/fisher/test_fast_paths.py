@@ -131,8 +131,8 @@ def test_selection_on_a_second_core_beside_the_next_batch_gives_the_same_pefs(be
     if not compiled.available():
         pytest.skip("the selection is deferred only where the compiled kernel runs it")
     where = []
-    real = batches.select_groups
-    monkeypatch.setattr(batches, "select_groups", lambda *a: where.append(threading.current_thread().name) or real(*a))
+    real = batches.select_written
+    monkeypatch.setattr(batches, "select_written", lambda *a: where.append(threading.current_thread().name) or real(*a))
     saved = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

@@ -167,3 +167,30 @@ def test_compiled_selection_of_slots_given_as_multiples_of_one_gradient(n):
     for (position, values), (want_position, want_values) in zip(kept, expected):
         assert torch.equal(position, want_position) and torch.equal(values, want_values)
     torch.testing.assert_close(grams, expected_grams, rtol=1e-6, atol=0)
+
+
+@needs_numba
+@pytest.mark.parametrize("n", [100, 8192, None])
+def test_compiled_selection_reads_blocks_as_the_rows_they_hold(n):
+    """Gradients written block by block (each parameter's (k, e, numel) in a place of its own,
+    a parameter no layer reached not written at all) select as the example-major rows do."""
+    cases = list(_cases().values())
+    k, m = 2, max(v.numel() for v in cases) // 2 + 1
+    A = torch.zeros((len(cases), k, m))
+    for i, v in enumerate(cases):
+        A[i].view(-1)[: v.numel()] = v
+    cuts = [0, 5, m // 3, m // 3 + 7, m // 2, m]  # block 3 (m//3+7 .. m//2) left unwritten: zeros
+    A[:, :, cuts[3] : cuts[4]] = 0
+    parts, table, at = [], [], 0
+    for b, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:])):
+        if b == 3:
+            continue
+        parts.append(A[:, :, lo:hi].transpose(0, 1).reshape(-1))  # (k, e, size)
+        table.append([at, hi - lo, lo, hi - lo, len(cases) * (hi - lo)])
+        at += k * len(cases) * (hi - lo)
+    written = kernels.Written(torch.cat(parts).numpy(), np.array(table, dtype=np.int64), len(cases), k, m)
+    kept, grams = kernels.top_entries_of_written(written, n)
+    expected, expected_grams = kernels.top_entries_of_examples(A, n)
+    for (position, values), (want_position, want_values) in zip(kept, expected):
+        assert torch.equal(position, want_position) and torch.equal(values, want_values)
+    torch.testing.assert_close(grams, expected_grams, rtol=1e-12, atol=0)

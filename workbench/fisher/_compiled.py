@@ -18,13 +18,52 @@ def _gram_entry(a, b):  # pragma: no cover - compiled
     return acc
 
 
+# Entries tested at a time before any is collected: a gradient's large entries come in runs
+# (a weight's rows of a large output gradient), and on the embedded model three quarters of
+# its runs of 32 hold none, which one vectorised count then skips.
+_RUN = 32
+
+# A written-out example's gradients lie in blocks (one per parameter): block b holds
+# ``blocks[b, SIZE]`` entries at flat positions ``blocks[b, OFFSET]`` on, slot s of example i
+# from buffer[blocks[b, START] + s · blocks[b, SLOT_STEP] + i · blocks[b, EXAMPLE_STEP]] on.
+START, SIZE, OFFSET, EXAMPLE_STEP, SLOT_STEP = 0, 1, 2, 3, 4
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
-def _collect(row, factor, offset, floor, found, found_values, c):  # pragma: no cover - compiled
+def _segment(buffer, blocks, b, i, s):  # pragma: no cover - compiled
+    at = blocks[b, START] + s * blocks[b, SLOT_STEP] + i * blocks[b, EXAMPLE_STEP]
+    return buffer[at : at + blocks[b, SIZE]]
+
+
+@numba.njit(cache=True, nogil=True)
+def _slot_product(buffer, blocks, i, s, t):  # pragma: no cover - compiled
+    """Σ_j A_i[s, j] · A_i[t, j] over every block, in float64."""
+    acc = 0.0
+    for b in range(blocks.shape[0]):
+        acc += _gram_entry(_segment(buffer, blocks, b, i, s), _segment(buffer, blocks, b, i, t))
+    return acc
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _collect_segment(row, factor, offset, floor, found, found_values, c):  # pragma: no cover - compiled
     """Appends the entries of factor · row with |value| ≥ floor, their positions offset + j
     and values, to found and found_values from c on (room for one more than the row);
-    returns the new end. Every entry is written and the end moves on only past a hit: a
-    branch per entry was 2-3× slower (hits come at random, mispredicted)."""
-    for j in range(row.shape[0]):
+    returns the new end. Every entry of a run that holds a hit is written and the end moves
+    on only past a hit: a branch per entry was 2-3× slower (hits come at random within a
+    run, mispredicted)."""
+    size = row.shape[0]
+    whole = size - size % _RUN
+    for j0 in range(0, whole, _RUN):
+        hits = 0
+        for j in range(j0, j0 + _RUN):  # the same rounded test as below, so a run with a hit is never skipped
+            hits += abs(factor * row[j]) >= floor
+        if hits > 0:
+            for j in range(j0, j0 + _RUN):
+                v = factor * row[j]
+                found[c] = offset + j
+                found_values[c] = v
+                c += abs(v) >= floor
+    for j in range(whole, size):
         v = factor * row[j]
         found[c] = offset + j
         found_values[c] = v
@@ -33,7 +72,15 @@ def _collect(row, factor, offset, floor, found, found_values, c):  # pragma: no 
 
 
 @numba.njit(cache=True, nogil=True)
-def _collect_multiples(row, factors, m, floor, candidates, candidate_values, found, found_values):  # pragma: no cover - compiled
+def _collect(buffer, blocks, i, s, factor, base, floor, found, found_values, c):  # pragma: no cover - compiled
+    """:func:`_collect_segment` over slot s of example i, block by block, positions base + the block's on."""
+    for b in range(blocks.shape[0]):
+        c = _collect_segment(_segment(buffer, blocks, b, i, s), factor, base + blocks[b, OFFSET], floor, found, found_values, c)
+    return c
+
+
+@numba.njit(cache=True, nogil=True)
+def _collect_multiples(buffer, blocks, i, factors, m, floor, candidates, candidate_values, found, found_values):  # pragma: no cover - compiled
     """Where every slot s is factors[s] · row (two classes): appends the entries of each slot
     with |value| ≥ floor, slot by slot, positions s·m + j ascending, to found and found_values
     from 0; returns their number. One pass over the row finds the j that the largest factor
@@ -47,12 +94,7 @@ def _collect_multiples(row, factors, m, floor, candidates, candidate_values, fou
     # fl(f·w) ≤ |f|·|w|·(1 + 2⁻²⁴): a j below floor / (largest · (1 + 2⁻²⁰)) reaches the floor in no slot
     low = np.float32(np.float64(floor) / (np.float64(largest) * (1.0 + 2.0**-20)))
     low = np.nextafter(low, np.float32(0))
-    n = 0
-    for j in range(row.shape[0]):  # written every time, kept by moving on (as in _collect)
-        v = row[j]
-        candidates[n] = j
-        candidate_values[n] = v
-        n += abs(v) >= low
+    n = _collect(buffer, blocks, i, 0, np.float32(1), 0, low, candidates, candidate_values, 0)
     c = 0
     for s in range(factors.shape[0]):
         factor = factors[s]
@@ -100,22 +142,23 @@ def _nth_largest(values, count, n, scratch):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def top_entries_of_examples(A, slot_scales, n, sample_slot, sample_column, q, positions, values, counts, grams,
-                            start, stop):  # pragma: no cover - compiled
+def top_entries_of_examples(buffer, blocks, rows, m, slot_scales, n, sample_at, sample_step, sample_slot, q,
+                            positions, values, counts, grams, start, stop):  # pragma: no cover - compiled
     """For each example i in start..stop, with k slots over m parameters: its n largest
     |entries| (n < 0: every non-zero), exact zeros never kept and ties at the cut kept by
     first position, as flat positions s·m + j (ascending) and values in
     positions[i, :counts[i]] and values[i, :counts[i]] (rows with room for one more); and
     grams[i], its (k, k) Gram matrix over slots, summed in float64.
 
-    Slot s of example i is A[i, s] (A of shape (e, k, m) float32, ``slot_scales`` of shape
-    (e, 0)), or, where the slots are multiples of one gradient (two classes),
-    slot_scales[i, s] · A[i, 0] (A of shape (e, 1, m), slot_scales (e, k)).
+    The ``rows`` written-out rows of example i lie in ``buffer`` as ``blocks`` says (above);
+    positions no block covers are zeros. Slot s is row s (``slot_scales`` of shape (e, 0)),
+    or, where the slots are multiples of one gradient (two classes), slot_scales[i, s] times
+    row 0 (``rows`` 1, slot_scales (e, k)).
 
-    The threshold is the q-th largest |entry| at the sample's (slot, column) positions
-    (none: 0), as in :mod:`workbench.fisher.selection`; the entries that reach it are
-    collected in one pass, and the n-th largest of those is the cut."""
-    e, rows, m = A.shape
+    The threshold is the q-th largest |entry| of the sample: entry p of example i is
+    buffer[sample_at[p] + i · sample_step[p]] of slot sample_slot[p] (a zero where
+    sample_step[p] < 0), as in :mod:`workbench.fisher.selection` (none: 0); the entries that
+    reach it are collected in one pass, and the n-th largest of those is the cut."""
     one_row = slot_scales.shape[1] > 0
     k = slot_scales.shape[1] if one_row else rows
     factors = np.ones(k, np.float32)
@@ -123,41 +166,41 @@ def top_entries_of_examples(A, slot_scales, n, sample_slot, sample_column, q, po
     found_values = np.empty(k * m + 1, np.float32)
     magnitudes = np.empty(k * m + 1, np.float32)
     scratch = np.empty(k * m + 1, np.float32)
-    sampled = np.empty(sample_slot.shape[0], np.float32)
+    sampled = np.empty(sample_at.shape[0], np.float32)
     candidates = np.empty(m + 1 if one_row else 0, np.int64)
     candidate_values = np.empty(m + 1 if one_row else 0, np.float32)
     tiny = np.nextafter(np.float32(0), np.float32(1))  # "≥ tiny" is "non-zero"
     for i in range(start, stop):
         if one_row:
             factors[:] = slot_scales[i]
-            squared = _gram_entry(A[i, 0], A[i, 0])
+            squared = _slot_product(buffer, blocks, i, 0, 0)
             for s in range(k):
                 for t in range(k):
                     grams[i, s, t] = np.float64(factors[s]) * np.float64(factors[t]) * squared
         else:
             for s in range(k):
                 for t in range(s, k):
-                    grams[i, s, t] = grams[i, t, s] = _gram_entry(A[i, s], A[i, t])
+                    grams[i, s, t] = grams[i, t, s] = _slot_product(buffer, blocks, i, s, t)
         threshold = np.float32(0)
-        if sample_slot.shape[0] > 0:
-            for p in range(sample_slot.shape[0]):
-                s = sample_slot[p]
-                sampled[p] = abs(factors[s] * A[i, 0 if one_row else s, sample_column[p]])
-            threshold = _nth_largest(sampled, sample_slot.shape[0], q, scratch)
+        if sample_at.shape[0] > 0:
+            for p in range(sample_at.shape[0]):
+                step = sample_step[p]
+                sampled[p] = abs(factors[sample_slot[p]] * buffer[sample_at[p] + i * step]) if step >= 0 else np.float32(0)
+            threshold = _nth_largest(sampled, sample_at.shape[0], q, scratch)
         floor = max(threshold, tiny)
         total = 0
         if one_row:
-            total = _collect_multiples(A[i, 0], factors, m, floor, candidates, candidate_values, found, found_values)
+            total = _collect_multiples(buffer, blocks, i, factors, m, floor, candidates, candidate_values, found, found_values)
         else:
             for s in range(k):
-                total = _collect(A[i, s], factors[s], s * m, floor, found, found_values, total)
+                total = _collect(buffer, blocks, i, s, factors[s], s * m, floor, found, found_values, total)
         if n >= 0 and total < n and threshold > 0:  # the sample misjudged: rank every non-zero
             total = 0
             if one_row:
-                total = _collect_multiples(A[i, 0], factors, m, tiny, candidates, candidate_values, found, found_values)
+                total = _collect_multiples(buffer, blocks, i, factors, m, tiny, candidates, candidate_values, found, found_values)
             else:
                 for s in range(k):
-                    total = _collect(A[i, s], factors[s], s * m, tiny, found, found_values, total)
+                    total = _collect(buffer, blocks, i, s, factors[s], s * m, tiny, found, found_values, total)
         for p in range(total):
             magnitudes[p] = abs(found_values[p])
         cut = np.float32(-1)  # -1: every candidate is kept
@@ -169,7 +212,7 @@ def top_entries_of_examples(A, slot_scales, n, sample_slot, sample_column, q, po
                 above += magnitudes[p] > cut
             allowed_ties = n - above
         c = 0
-        for p in range(total):  # written every time, kept by moving on: as in _collect
+        for p in range(total):  # written every time, kept by moving on: as in _collect_segment
             a = magnitudes[p]
             tie = a == cut
             keep = (a > cut) | (tie & (allowed_ties > 0))

@@ -24,7 +24,7 @@ from .gradients import BatchGradients
 from .inputs import Inputs, check_batch_labels, n_inputs, slice_inputs
 from . import sparsify
 from .sketch import sketch_pefs
-from .sparsify import ExamplePef, blockwise_pefs, dense_pefs, loop_pefs, select_groups, writes_out_whole, written_groups
+from .sparsify import ExamplePef, blockwise_pefs, dense_pefs, loop_pefs, select_written, writes_out_whole, written_in_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +54,13 @@ def batch_in_two_stages(model, plan, batch, labels, config, start) -> Callable[[
     elif config.method == "loop" or grads.plan is not plan:
         pefs = loop_pefs(grads, config.kind, config.n_values)
     elif writes_out_whole(grads.n_slots * plan.layout.n_parameters, grads.logits.device):
-        if selected_later:  # written out now, selected later
-            groups = list(written_groups(grads, None, fresh=True))
-            return lambda: _chunk(grads, select_groups(grads, config.kind, config.n_values, groups, None), labels, config)
-        pefs = dense_pefs(grads, config.kind, config.n_values)
+        if on_cpu and config.method == "hooks" and compiled.available():  # the compiled kernel selects
+            groups = list(written_in_blocks(grads))
+            if selected_later:  # written out now, selected later
+                return lambda: _chunk(grads, select_written(grads, config.kind, config.n_values, groups), labels, config)
+            pefs = select_written(grads, config.kind, config.n_values, groups)
+        else:
+            pefs = dense_pefs(grads, config.kind, config.n_values)
     else:
         pefs = blockwise_pefs(grads, config.kind, config.n_values)
     return lambda: _chunk(grads, pefs, labels, config)

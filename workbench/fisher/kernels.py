@@ -11,6 +11,7 @@ numba, numpy selects one example at a time (:mod:`workbench.fisher.selection`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -27,22 +28,72 @@ def _compiled():
     return _compiled
 
 
+@dataclass
+class Written:
+    """Examples' gradients written out for the kernel: ``rows`` rows per example over m
+    positions, in blocks (one per parameter). Block b, a table row (start, size, offset,
+    example step, slot step), holds positions offset..offset + size; row s of example i
+    starts at buffer[start + s · slot step + i · example step]. Positions no block covers
+    are zeros (parameters the forward pass never reached)."""
+
+    buffer: np.ndarray  # flat float32
+    blocks: np.ndarray  # (n_blocks, 5) int64, ascending offsets
+    n_examples: int
+    rows: int
+    m: int
+
+    @classmethod
+    def of_examples(cls, A: torch.Tensor) -> "Written":
+        """A (e, rows, m) as one block."""
+        e, rows, m = A.shape
+        return cls(np.ascontiguousarray(A.numpy()).reshape(-1), np.array([[0, m, 0, rows * m, m]], dtype=np.int64), e, rows, m)
+
+    def squares_summed(self) -> "Written":
+        """One row per example, Σ_s row_s²: D-NPEFF's f_i, block by block."""
+        buffer = torch.from_numpy(self.buffer)
+        parts, blocks, at = [], self.blocks.copy(), 0
+        for b, (start, size, _, example_step, slot_step) in enumerate(self.blocks.tolist()):
+            rows = buffer.as_strided((self.n_examples, self.rows, size), (example_step, slot_step, 1), start)
+            parts.append(rows.square().sum(dim=1).reshape(-1))  # summed as the example-major rows were
+            blocks[b] = (at, size, blocks[b, 2], size, 0)
+            at += self.n_examples * size
+        return Written(torch.cat(parts).numpy(), blocks, self.n_examples, 1, self.m)
+
+    def sample(self, at: np.ndarray, one_row: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where the kernel reads flat positions ``at`` (s·m + j) of example 0, the step to
+        example i's, and their slots; step -1 where no block covers j (a zero)."""
+        slots, columns = at // self.m, at % self.m
+        starts, sizes, offsets, example_steps, slot_steps = self.blocks.T
+        b = np.maximum(np.searchsorted(offsets, columns, side="right") - 1, 0)
+        covered = (columns >= offsets[b]) & (columns < offsets[b] + sizes[b])
+        rows = np.zeros_like(slots) if one_row else slots
+        where = starts[b] + rows * slot_steps[b] + columns - offsets[b]
+        return np.where(covered, where, 0), np.where(covered, example_steps[b], -1), slots
+
+
 def top_entries_of_examples(A: torch.Tensor, n: int | None, slot_scales: torch.Tensor | None = None
                             ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+    """:func:`top_entries_of_written` of A (e, k, m), float32 on the CPU, or, with
+    ``slot_scales`` (e, k), A (e, 1, m)."""
+    return top_entries_of_written(Written.of_examples(A), n, slot_scales)
+
+
+def top_entries_of_written(written: Written, n: int | None, slot_scales: torch.Tensor | None = None
+                           ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
     """Each example's n largest |entries| (None: every non-zero) as (flat positions s·m + j
     ascending, values), exactly what :func:`workbench.fisher.selection.top_entries` keeps
     of its (k, m) slots flattened; and the examples' Gram matrices over slots (e, k, k),
     summed in float64. Examples are split between the torch threads.
 
-    A (e, k, m), float32 on the CPU, holds the slots; or, with ``slot_scales`` (e, k), A
-    (e, 1, m) holds one gradient per example whose multiples slot_scales[i, s] · A[i, 0]
-    are the slots (two classes: :func:`workbench.fisher.gradients.two_class_gradient`), never written out."""
-    A_np = np.ascontiguousarray(A.numpy())
-    e, rows, m = A_np.shape
+    Slot s is the written row s; or, with ``slot_scales`` (e, k), the examples have one row
+    whose multiples slot_scales[i, s] · row are the slots (two classes:
+    :func:`workbench.fisher.gradients.two_class_gradient`), never written out."""
+    e, m = written.n_examples, written.m
     scales = np.zeros((e, 0), dtype=np.float32) if slot_scales is None else np.ascontiguousarray(slot_scales.numpy(), dtype=np.float32)
-    k = scales.shape[1] or rows
+    k = scales.shape[1] or written.rows
     sample = threshold_sample(k * m, n)
     at, q = sample if sample is not None else (np.zeros(0, dtype=np.int64), 0)
+    sample_at, sample_step, sample_slot = written.sample(at, one_row=scales.shape[1] > 0)
     width = k * m if n is None else min(n, k * m)
     positions = np.empty((e, width + 1), dtype=np.int64)  # + 1: the kernel writes one past what it keeps
     values = np.empty((e, width + 1), dtype=np.float32)
@@ -51,7 +102,8 @@ def top_entries_of_examples(A: torch.Tensor, n: int | None, slot_scales: torch.T
     n_threads = min(compiled.n_threads(), e)
     bounds = np.linspace(0, e, n_threads + 1).astype(int).tolist()
     ranges = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-    args = (A_np, scales, -1 if n is None else n, at // m, at % m, q, positions, values, counts, grams)
+    args = (written.buffer, written.blocks, written.rows, m, scales, -1 if n is None else n,
+            sample_at, sample_step, sample_slot, q, positions, values, counts, grams)
     compiled.run(_compiled().top_entries_of_examples, ranges, *[args] * len(ranges))
     kept = [(torch.from_numpy(positions[i, : counts[i]]), torch.from_numpy(values[i, : counts[i]])) for i in range(e)]
     return kept, torch.from_numpy(grams)

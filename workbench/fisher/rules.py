@@ -40,6 +40,10 @@ class BlockGradient:
         """(k, e_rows, numel): every entry of the examples in ``rows``."""
         raise NotImplementedError
 
+    def write(self, rows: slice, out: torch.Tensor) -> None:
+        """:meth:`dense` of ``rows`` into ``out`` (k, e_rows, numel), contiguous."""
+        out.copy_(self.dense(rows))
+
     def gram(self) -> torch.Tensor:
         """(e, k, k) float64: Σ_j G[s, i, j] G[t, i, j] for each example i."""
         raise NotImplementedError
@@ -123,6 +127,18 @@ class OuterProductGradient(BlockGradient):
     def dense(self, rows: slice = slice(None)) -> torch.Tensor:
         out = self._outer(self.g[:, rows], self.x[rows])
         return out.reshape(out.shape[0], out.shape[1], -1)
+
+    def write(self, rows: slice, out: torch.Tensor) -> None:
+        """Each slot's products straight into ``out``: no product written and then copied."""
+        g, x = self.g[:, rows], self.x[rows]
+        if g.ndim != 4 or g.dtype != out.dtype or x.dtype != out.dtype:
+            return super().write(rows, out)
+        shape = (x.shape[0], x.shape[2], g.shape[3]) if self.transposed else (x.shape[0], g.shape[3], x.shape[2])
+        for s in range(g.shape[0]):
+            if self.transposed:
+                torch.matmul(x.transpose(-1, -2), g[s], out=out[s].view(shape))
+            else:
+                torch.matmul(g[s].transpose(-1, -2), x, out=out[s].view(shape))
 
     def gram(self) -> torch.Tensor:
         T, n_out, n_in = self.x.shape[1], self.g.shape[3], self.x.shape[2]
@@ -214,6 +230,15 @@ class EmbeddingGradient(BlockGradient):
         index = ids + self.n_rows * torch.arange(e, device=ids.device).unsqueeze(1)
         out.index_add_(1, index.reshape(-1), g.reshape(k, e * T, d))
         return out.reshape(k, e, -1)
+
+    def write(self, rows: slice, out: torch.Tensor) -> None:
+        ids, g = self.ids[rows], self.g[:, rows]
+        if g.dtype != out.dtype:
+            return super().write(rows, out)
+        k, e, T, d = g.shape
+        out.zero_()
+        index = ids + self.n_rows * torch.arange(e, device=ids.device).unsqueeze(1)
+        out.view(k, e * self.n_rows, d).index_add_(1, index.reshape(-1), g.reshape(k, e * T, d))
 
     def gram(self) -> torch.Tensor:
         same = self.ids.unsqueeze(2) == self.ids.unsqueeze(1)  # (e, T, T): tokens sharing a row

@@ -84,11 +84,10 @@ def dense_pefs(grads: BatchGradients, kind: str, n_values: int | None) -> list[E
     return select_groups(grads, kind, n_values, written_groups(grads, grams), grams)
 
 
-def written_groups(grads: BatchGradients, grams: torch.Tensor | None, fresh: bool = False) -> Iterator[tuple[slice, torch.Tensor]]:
+def written_groups(grads: BatchGradients, grams: torch.Tensor | None) -> Iterator[tuple[slice, torch.Tensor]]:
     """The batch's examples in groups with their gradients written out: (rows, A_t (e, k, m)).
 
-    One buffer is reused from group to group, unless ``fresh`` (a group's selection may
-    come after the next group is written). Fallback parameters' grams are added to
+    One buffer is reused from group to group. Fallback parameters' grams are added to
     ``grams`` where it is given (the GPU's factored grams)."""
     offsets, m = grads.plan.layout.offsets, grads.plan.layout.n_parameters
     k = grads.n_slots if grads.slot_scales is None else 1  # rows written out per example
@@ -100,7 +99,7 @@ def written_groups(grads: BatchGradients, grams: torch.Tensor | None, fresh: boo
     for start in range(0, grads.n_examples, group):
         rows = slice(start, min(start + group, grads.n_examples))
         e = rows.stop - rows.start
-        if buffer is None or fresh:
+        if buffer is None:
             buffer = torch.empty((min(group, grads.n_examples), k, m), dtype=torch.float32, device=device)
         A_t = buffer[:e]  # (e, k, m)
         if not covers_all:
@@ -116,31 +115,65 @@ def written_groups(grads: BatchGradients, grams: torch.Tensor | None, fresh: boo
         yield rows, A_t
 
 
+def written_in_blocks(grads: BatchGradients) -> Iterator[tuple[slice, kernels.Written]]:
+    """The batch's examples in groups with their gradients written out for the CPU kernel:
+    each parameter's (k, e, numel) block in a place of its own in one buffer, where its
+    rule's products go directly (example by example rows would take each block's
+    products and then a copy: a third of the writing's time on the embedded model).
+    Parameters that no layer reached are not written (the kernel reads them as zeros)."""
+    offsets, m = grads.plan.layout.offsets, grads.plan.layout.n_parameters
+    k = grads.n_slots if grads.slot_scales is None else 1  # rows written out per example
+    group = max(1, _DENSE_GROUP_ENTRIES // (k * m))
+    blocks = dict(grads.blocks)
+    written = sorted(list(blocks) + list(grads.fallback_indices), key=lambda index: offsets[index])
+    sizes = np.array([int(offsets[index + 1] - offsets[index]) for index in written], dtype=np.int64)
+    for start in range(0, grads.n_examples, group):
+        rows = slice(start, min(start + group, grads.n_examples))
+        e = rows.stop - rows.start
+        starts = np.concatenate([[0], np.cumsum(k * e * sizes)]).astype(np.int64)
+        buffer = torch.empty(int(starts[-1]), dtype=torch.float32)
+        places = {index: buffer[starts[b] : starts[b + 1]].view(k, e, -1) for b, index in enumerate(written)}
+        for index, block in blocks.items():
+            block.write(rows, places[index])
+        for j, i in enumerate(range(rows.start, rows.stop)):
+            for index, block in grads.fallback(i):
+                places[index][:, j] = block.dense()[:, 0]
+        table = np.stack([starts[:-1], sizes, [int(offsets[index]) for index in written], sizes, e * sizes], axis=1)
+        yield rows, kernels.Written(buffer.numpy(), table.astype(np.int64).reshape(-1, 5), e, k, m)
+
+
+def select_written(grads: BatchGradients, kind: str, n_values: int | None, groups) -> list[ExamplePef]:
+    """Each example's top entries and PEF norm by the CPU kernel, from :func:`written_in_blocks`.
+
+    The PEF is A_i for LRM (norm ‖A_iᵀ A_i‖_F) and f_i = Σ_s A_i[s]² for D (norm ‖f_i‖,
+    its 1 × 1 "Gram" being ‖f_i‖²). With ``grads.slot_scales`` (two classes, LRM) each
+    example has one row and slot s is slot_scales[i, s] times it."""
+    pefs = []
+    for rows, written in groups:
+        scales = None if grads.slot_scales is None else grads.slot_scales[rows]
+        selected, grams = kernels.top_entries_of_written(written if kind == "lrm" else written.squares_summed(), n_values, scales)
+        norms = torch.linalg.matrix_norm(grams) if kind == "lrm" else grams[:, 0, 0].sqrt()
+        pefs += [ExamplePef(positions, values, norm) for (positions, values), norm in zip(selected, norms.tolist())]
+    return pefs
+
+
 def select_groups(grads: BatchGradients, kind: str, n_values: int | None, groups, grams: torch.Tensor | None) -> list[ExamplePef]:
     pefs = []
     for rows, A_t in groups:
-        scales = None if grads.slot_scales is None else grads.slot_scales[rows]
-        selected, norms = _select(A_t, kind, n_values, None if grams is None else grams[rows], scales)
+        selected, norms = _select(A_t, kind, n_values, None if grams is None else grams[rows])
         pefs += [ExamplePef(positions, values, norm) for (positions, values), norm in zip(selected, norms)]
     return pefs
 
 
-def _select(A_t: torch.Tensor, kind: str, n_values: int | None, grams: torch.Tensor | None,
-            slot_scales: torch.Tensor | None = None):
-    """Each example's top entries and PEF norm from its written-out gradients A_t (e, k, m).
+def _select(A_t: torch.Tensor, kind: str, n_values: int | None, grams: torch.Tensor | None):
+    """Each example's top entries and PEF norm from its written-out gradients A_t (e, k, m),
+    where the CPU kernel does not run (a GPU, or no numba).
 
     The PEF is A_i for LRM (norm ‖A_iᵀ A_i‖_F, from ``grams`` where the GPU had them
-    factored) and f_i = Σ_s A_i[s]² for D (norm ‖f_i‖). On a CPU the compiled kernel takes
-    each example's top entries and Grams in one pass (without numba: numpy, one example at
-    a time); elsewhere the selection takes all examples at once. With ``slot_scales``
-    (e, k) (two classes, LRM, CPU kernel), A_t (e, 1, m) holds one gradient per example
-    and slot s is slot_scales[i, s] times it."""
+    factored) and f_i = Σ_s A_i[s]² for D (norm ‖f_i‖). On a CPU numpy selects one example
+    at a time; elsewhere the selection takes all examples at once."""
     e = A_t.shape[0]
     pef = A_t if kind == "lrm" else A_t.square().sum(dim=1, keepdim=True)  # (e, k, m) or (e, 1, m)
-    if A_t.device.type == "cpu" and compiled.available():
-        selected, own_grams = kernels.top_entries_of_examples(pef, n_values, slot_scales)  # D: its 1 × 1 "Gram" is ‖f_i‖²
-        norms = torch.linalg.matrix_norm(own_grams) if kind == "lrm" else own_grams[:, 0, 0].sqrt()
-        return selected, norms.tolist()
     if kind == "lrm":
         norms = torch.linalg.matrix_norm(_slot_grams(A_t) if grams is None else grams)
     else:
