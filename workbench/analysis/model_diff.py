@@ -173,8 +173,16 @@ def _values(cell) -> tuple:
 
 def _strategy_status(ev_a: pd.DataFrame, ev_b: pd.DataFrame, groups: list, min_purity: float) -> pd.DataFrame:
     def named(evidence):
-        pure = evidence[evidence["purity_own"] >= min_purity]
-        return {value: sorted(int(j) for j in rows.index) for value, rows in pure.groupby("strategy_own")}
+        # By the share of the top set holding the value, as best_purity: an example of two
+        # strategies holds each (a top set of contrast and contrast+negation examples names
+        # contrast, though its majority label is neither).
+        components: dict = {}
+        for j, top in evidence["top_own"].items():
+            if len(top):
+                for value in {v for i in top for v in _values(groups[i])}:
+                    if np.mean([value in _values(groups[i]) for i in top]) >= min_purity:
+                        components.setdefault(value, []).append(int(j))
+        return {value: sorted(js) for value, js in components.items()}
 
     in_a, in_b = named(ev_a), named(ev_b)
     values = {v for cell in groups for v in _values(cell)}
