@@ -118,9 +118,8 @@ def written_groups(grads: BatchGradients, grams: torch.Tensor | None) -> Iterato
 def written_in_blocks(grads: BatchGradients) -> Iterator[tuple[slice, kernels.Written]]:
     """The batch's examples in groups with their gradients written out for the CPU kernel:
     each parameter's (k, e, numel) block in a place of its own in one buffer, where its
-    rule's products go directly (example by example rows would take each block's
-    products and then a copy: a third of the writing's time on the embedded model).
-    Parameters that no layer reached are not written (the kernel reads them as zeros)."""
+    rule's products go directly (example-major rows take each block's products and then
+    a copy of them). Parameters that no layer reached are not written (the kernel reads them as zeros)."""
     offsets, m = grads.plan.layout.offsets, grads.plan.layout.n_parameters
     k = grads.n_slots if grads.slot_scales is None else 1  # rows written out per example
     group = max(1, _DENSE_GROUP_ENTRIES // (k * m))
