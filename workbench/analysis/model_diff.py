@@ -163,8 +163,13 @@ def _row(match, ev_a: pd.DataFrame, ev_b: pd.DataFrame) -> dict:
 
 def _best_share(evidence: pd.DataFrame, groups: list, value) -> float:
     """The largest share of a component's top set that holds ``value``, over the components."""
-    shares = [np.mean([value in _values(groups[i]) for i in top]) for top in evidence["top_own"] if len(top)]
+    shares = [_share_holding(top, groups, value) for top in evidence["top_own"] if len(top)]
     return float(max(shares)) if shares else float("nan")
+
+
+def _share_holding(top, groups: list, value) -> float:
+    """The share of the examples ``top`` whose attribute values include ``value``."""
+    return float(np.mean([value in _values(groups[i]) for i in top]))
 
 
 def _values(cell) -> tuple:
@@ -180,7 +185,7 @@ def _strategy_status(ev_a: pd.DataFrame, ev_b: pd.DataFrame, groups: list, min_p
         for j, top in evidence["top_own"].items():
             if len(top):
                 for value in {v for i in top for v in _values(groups[i])}:
-                    if np.mean([value in _values(groups[i]) for i in top]) >= min_purity:
+                    if _share_holding(top, groups, value) >= min_purity:
                         components.setdefault(value, []).append(int(j))
         return {value: sorted(js) for value, js in components.items()}
 

@@ -1,7 +1,7 @@
 """The CPU kernel for the PEFs of small models, compiled with numba.
 
 Small models' gradients are written out whole, a group of examples at a time
-(:mod:`workbench.fisher.batches`); :func:`top_entries_of_examples` then takes each example's
+(:mod:`workbench.fisher.batches`); :func:`top_entries_of_written` then takes each example's
 top entries and its Gram matrix over class slots in one pass: the sampled threshold, one
 pass collecting the entries that reach it, the cut by radix selection on the candidates'
 bit patterns (docs/design.md, "Fast exact PEFs"). Examples are split between the torch
@@ -69,13 +69,6 @@ class Written:
         rows = np.zeros_like(slots) if one_row else slots
         where = starts[b] + rows * slot_steps[b] + columns - offsets[b]
         return np.where(covered, where, 0), np.where(covered, example_steps[b], -1), slots
-
-
-def top_entries_of_examples(A: torch.Tensor, n: int | None, slot_scales: torch.Tensor | None = None
-                            ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
-    """:func:`top_entries_of_written` of A (e, k, m), float32 on the CPU, or, with
-    ``slot_scales`` (e, k), A (e, 1, m)."""
-    return top_entries_of_written(Written.of_examples(A), n, slot_scales)
 
 
 def top_entries_of_written(written: Written, n: int | None, slot_scales: torch.Tensor | None = None

@@ -118,11 +118,11 @@ class OuterProductGradient(BlockGradient):
         self.numel = g.shape[3] * x.shape[2]
         self._norms = None
 
-    def _outer(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def _outer(self, g: torch.Tensor, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """g (k, ..., T, R), x (..., T, C) -> (k, ..., R, C), or (k, ..., C, R) transposed."""
         if self.transposed:
-            return torch.matmul(x.transpose(-1, -2), g)
-        return torch.matmul(g.transpose(-1, -2), x)
+            return torch.matmul(x.transpose(-1, -2), g, out=out)
+        return torch.matmul(g.transpose(-1, -2), x, out=out)
 
     def dense(self, rows: slice = slice(None)) -> torch.Tensor:
         out = self._outer(self.g[:, rows], self.x[rows])
@@ -135,10 +135,7 @@ class OuterProductGradient(BlockGradient):
             return super().write(rows, out)
         shape = (x.shape[0], x.shape[2], g.shape[3]) if self.transposed else (x.shape[0], g.shape[3], x.shape[2])
         for s in range(g.shape[0]):
-            if self.transposed:
-                torch.matmul(x.transpose(-1, -2), g[s], out=out[s].view(shape))
-            else:
-                torch.matmul(g[s].transpose(-1, -2), x, out=out[s].view(shape))
+            self._outer(g[s], x, out=out[s].view(shape))
 
     def gram(self) -> torch.Tensor:
         T, n_out, n_in = self.x.shape[1], self.g.shape[3], self.x.shape[2]
@@ -224,12 +221,10 @@ class EmbeddingGradient(BlockGradient):
         self.numel = n_rows * g.shape[3]
 
     def dense(self, rows: slice = slice(None)) -> torch.Tensor:
-        ids, g = self.ids[rows], self.g[:, rows]
-        k, e, T, d = g.shape
-        out = torch.zeros((k, e * self.n_rows, d), dtype=g.dtype, device=g.device)
-        index = ids + self.n_rows * torch.arange(e, device=ids.device).unsqueeze(1)
-        out.index_add_(1, index.reshape(-1), g.reshape(k, e * T, d))
-        return out.reshape(k, e, -1)
+        g = self.g[:, rows]
+        out = torch.empty((g.shape[0], g.shape[1], self.numel), dtype=g.dtype, device=g.device)
+        self.write(rows, out)
+        return out
 
     def write(self, rows: slice, out: torch.Tensor) -> None:
         ids, g = self.ids[rows], self.g[:, rows]
