@@ -208,3 +208,17 @@ def _float64_lrm_pefs(model, inputs) -> np.ndarray:
             slots.append((log_p[y].detach() / 2).exp() * flat)
         rows.append(torch.stack(slots))
     return torch.stack(rows).detach().numpy()
+
+
+@pytest.mark.parametrize("kind", ["lrm", "d"])
+def test_a_batch_written_in_several_groups_gives_what_one_group_gives(bert3, bert_inputs, kind, monkeypatch):
+    """A batch larger than the entries written at a time is selected group by group and
+    joined into one chunk: the same entries, values and norms as one group."""
+    import workbench.fisher.sparsify as sparsify
+
+    whole = compute_pefs(bert3, bert_inputs, kind=kind, n_values=300, batch_size=4, progress=False)
+    m = whole.n_parameters
+    monkeypatch.setattr(sparsify, "_DENSE_GROUP_ENTRIES", 3 * m)  # groups of at most 3 examples (or 1, with 2 rows each)
+    grouped = compute_pefs(bert3, bert_inputs, kind=kind, n_values=300, batch_size=4, progress=False)
+    assert (whole.matrix != grouped.matrix).nnz == 0
+    np.testing.assert_array_equal(whole.frobenius_norms, grouped.frobenius_norms)

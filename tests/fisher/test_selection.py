@@ -120,6 +120,12 @@ def test_top_entries_of_rows_rank_every_non_zero_when_the_sample_misjudges():
 needs_numba = pytest.mark.skipif(not compiled.available(), reason="needs numba")
 
 
+def _selected(written: kernels.Written, n, scales=None):
+    """The kernel's picks as each example's (flat positions, values), and the Grams."""
+    selected = kernels.top_entries_of_written(written, n, scales)
+    return [selected.example(i, written.m) for i in range(written.n_examples)], selected.grams
+
+
 @needs_numba
 @pytest.mark.parametrize("k", [1, 2, 3])
 @pytest.mark.parametrize("n", [1, 100, 8192, 65_536, None])
@@ -131,7 +137,7 @@ def test_compiled_selection_keeps_what_top_entries_keeps(k, n):
     A = torch.zeros((len(cases), k, m))
     for i, v in enumerate(cases):
         A[i].view(-1)[: v.numel()] = v
-    kept, grams = kernels.top_entries_of_written(kernels.Written.of_examples(A), n)
+    kept, grams = _selected(kernels.Written.of_examples(A), n)
     for i in range(len(cases)):
         position, values = top_entries(A[i].reshape(-1), n)
         assert torch.equal(kept[i][0], position), i
@@ -144,7 +150,7 @@ def test_compiled_selection_keeps_what_top_entries_keeps(k, n):
 def test_compiled_selection_ranks_every_non_zero_when_the_sample_misjudges():
     N, n = 100_000, 8_000
     row = _row_whose_sample_sees_only_large_entries(N)
-    kept, _ = kernels.top_entries_of_written(kernels.Written.of_examples(row.reshape(1, 2, N // 2)), n)
+    kept, _ = _selected(kernels.Written.of_examples(row.reshape(1, 2, N // 2)), n)
     position, values = top_entries(row, n)
     assert position.numel() == n
     assert torch.equal(kept[0][0], position) and torch.equal(kept[0][1], values)
@@ -162,8 +168,8 @@ def test_compiled_selection_of_slots_given_as_multiples_of_one_gradient(n):
         v[i, 0, : case.numel()] = case
     scales = torch.tensor([[0.5, -2.0], [1.0, -1.0], [3e-4, -0.9], [2.0, 2.0], [-1.0, 0.25]])[: len(cases)]
     written_out = scales[:, :, None] * v  # (e, 2, m)
-    kept, grams = kernels.top_entries_of_written(kernels.Written.of_examples(v), n, scales)
-    expected, expected_grams = kernels.top_entries_of_written(kernels.Written.of_examples(written_out), n)
+    kept, grams = _selected(kernels.Written.of_examples(v), n, scales)
+    expected, expected_grams = _selected(kernels.Written.of_examples(written_out), n)
     for (position, values), (want_position, want_values) in zip(kept, expected):
         assert torch.equal(position, want_position) and torch.equal(values, want_values)
     torch.testing.assert_close(grams, expected_grams, rtol=1e-6, atol=0)
@@ -189,8 +195,8 @@ def test_compiled_selection_reads_blocks_as_the_rows_they_hold(n):
         table.append([at, hi - lo, lo, hi - lo, len(cases) * (hi - lo)])
         at += k * len(cases) * (hi - lo)
     written = kernels.Written(torch.cat(parts).numpy(), np.array(table, dtype=np.int64), len(cases), k, m)
-    kept, grams = kernels.top_entries_of_written(written, n)
-    expected, expected_grams = kernels.top_entries_of_written(kernels.Written.of_examples(A), n)
+    kept, grams = _selected(written, n)
+    expected, expected_grams = _selected(kernels.Written.of_examples(A), n)
     for (position, values), (want_position, want_values) in zip(kept, expected):
         assert torch.equal(position, want_position) and torch.equal(values, want_values)
     torch.testing.assert_close(grams, expected_grams, rtol=1e-12, atol=0)

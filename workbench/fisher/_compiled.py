@@ -8,10 +8,13 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+# Sums may be reordered, so the compiler vectorises them (in order, each addition waits for the last: 3× slower).
+_SUMS = {"reassoc", "contract"}
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_SUMS)
 def _gram_entry(a, b):  # pragma: no cover - compiled
-    """Σ_j a[j]·b[j] of two float32 rows, in float64; the sum may be reordered, so the
-    compiler vectorises it (in order, each addition waits for the last: 3× slower)."""
+    """Σ_j a[j]·b[j] of two float32 rows, in float64."""
     acc = 0.0
     for j in range(a.shape[0]):
         acc += np.float64(a[j]) * np.float64(b[j])
@@ -44,66 +47,91 @@ def _slot_product(buffer, blocks, i, s, t):  # pragma: no cover - compiled
     return acc
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _collect_segment(row, factor, offset, floor, found, found_values, c):  # pragma: no cover - compiled
-    """Appends the entries of factor · row with |value| ≥ floor, their positions offset + j
-    and values, to found and found_values from c on (room for one more than the row);
-    returns the new end. Every entry of a run that holds a hit is written and the end moves
-    on only past a hit: a branch per entry was 2-3× slower (hits come at random within a
-    run, mispredicted)."""
-    size = row.shape[0]
-    whole = size - size % _RUN
-    for j0 in range(0, whole, _RUN):
-        hits = 0
-        for j in range(j0, j0 + _RUN):  # the same rounded test as below, so a run with a hit is never skipped
-            hits += abs(factor * row[j]) >= floor
-        if hits > 0:
-            for j in range(j0, j0 + _RUN):
-                v = factor * row[j]
-                found[c] = offset + j
-                found_values[c] = v
-                c += abs(v) >= floor
-    for j in range(whole, size):
-        v = factor * row[j]
-        found[c] = offset + j
-        found_values[c] = v
-        c += abs(v) >= floor
-    return c
-
-
-@numba.njit(cache=True, nogil=True)
-def _collect(buffer, blocks, i, s, factor, base, floor, found, found_values, c):  # pragma: no cover - compiled
-    """:func:`_collect_segment` over slot s of example i, block by block, positions base + the block's on."""
+@numba.njit(cache=True, nogil=True, fastmath=_SUMS)
+def _collect(buffer, blocks, i, s, factor, floor, found, found_values, c):  # pragma: no cover - compiled
+    """Appends the entries of factor · (slot s of example i) with |value| ≥ floor, their
+    columns j and values, to found and found_values from c on (room for one more than the
+    row), block by block; returns the new end and Σ_j A_i[s, j]² (float64), which the same
+    pass reads. Every entry of a run that holds a hit is written and the end moves on only
+    past a hit: a branch per entry was 2-3× slower (hits come at random within a run,
+    mispredicted)."""
+    squares = 0.0
     for b in range(blocks.shape[0]):
-        c = _collect_segment(_segment(buffer, blocks, b, i, s), factor, base + blocks[b, OFFSET], floor, found, found_values, c)
-    return c
+        row = _segment(buffer, blocks, b, i, s)
+        offset = blocks[b, OFFSET]
+        size = row.shape[0]
+        whole = size - size % _RUN
+        for j0 in range(0, whole, _RUN):
+            hits = 0
+            for j in range(j0, j0 + _RUN):  # the same rounded test as below, so a run with a hit is never skipped
+                x = row[j]
+                squares += np.float64(x) * np.float64(x)
+                hits += abs(factor * x) >= floor
+            if hits > 0:
+                for j in range(j0, j0 + _RUN):
+                    v = factor * row[j]
+                    found[c] = offset + j
+                    found_values[c] = v
+                    c += abs(v) >= floor
+        for j in range(whole, size):
+            x = row[j]
+            squares += np.float64(x) * np.float64(x)
+            v = factor * x
+            found[c] = offset + j
+            found_values[c] = v
+            c += abs(v) >= floor
+    return c, squares
 
 
 @numba.njit(cache=True, nogil=True)
-def _collect_multiples(buffer, blocks, i, factors, m, floor, candidates, candidate_values, found, found_values):  # pragma: no cover - compiled
-    """Where every slot s is factors[s] · row (two classes): appends the entries of each slot
-    with |value| ≥ floor, slot by slot, positions s·m + j ascending, to found and found_values
-    from 0; returns their number. One pass over the row finds the j that the largest factor
-    may bring to the floor (a bound that allows for the product's rounding), then each slot
-    multiplies out only those: half the passes over the row of taking the slots one by one."""
-    largest = np.float32(0)
-    for s in range(factors.shape[0]):
-        largest = max(largest, abs(factors[s]))
-    if largest == 0:
-        return 0
-    # fl(f·w) ≤ |f|·|w|·(1 + 2⁻²⁴): a j below floor / (largest · (1 + 2⁻²⁰)) reaches the floor in no slot
-    low = np.float32(np.float64(floor) / (np.float64(largest) * (1.0 + 2.0**-20)))
-    low = np.nextafter(low, np.float32(0))
-    n = _collect(buffer, blocks, i, 0, np.float32(1), 0, low, candidates, candidate_values, 0)
+def _multiply_out(factors, floor, candidates, candidate_values, n, found, found_values, magnitudes, slot_ends):  # pragma: no cover - compiled
+    """Where every slot s is factors[s] · row (two classes): appends, slot by slot, the
+    entries of factors[s] · candidates with |value| ≥ floor (columns, values and magnitudes)
+    from 0, and where each slot's end; returns their number."""
     c = 0
     for s in range(factors.shape[0]):
         factor = factors[s]
         for p in range(n):
             v = factor * candidate_values[p]
-            found[c] = s * m + candidates[p]
+            found[c] = candidates[p]
             found_values[c] = v
+            magnitudes[c] = abs(v)
             c += abs(v) >= floor
+        slot_ends[s] = c
     return c
+
+
+@numba.njit(cache=True, nogil=True)
+def _collect_slots(buffer, blocks, i, one_row, factors, floor, candidates, candidate_values, found, found_values,
+                   magnitudes, slot_ends):  # pragma: no cover - compiled
+    """Every slot's entries of example i with |value| ≥ floor, slot by slot, columns ascending
+    within each, into found, found_values and magnitudes from 0, slot s ending at
+    slot_ends[s]; returns their number and each written-out row's Σ_j A_i[s, j]².
+
+    Where the slots are multiples of one row (``one_row``), one pass over the row collects
+    the j that the largest factor may bring to the floor (a bound that allows for the
+    product's rounding), and each slot multiplies out only those: half the passes over the
+    row of taking the slots one by one."""
+    k = factors.shape[0]
+    squares = np.zeros(k)
+    if one_row:
+        largest = np.float32(0)
+        for s in range(k):
+            largest = max(largest, abs(factors[s]))
+        # fl(f·w) ≤ |f|·|w|·(1 + 2⁻²⁴): a j below floor / (largest · (1 + 2⁻²⁰)) reaches the floor in no slot
+        low = np.float32(np.float64(floor) / (np.float64(max(largest, np.float32(1e-38))) * (1.0 + 2.0**-20)))
+        low = np.nextafter(low, np.float32(0))
+        n, squares[0] = _collect(buffer, blocks, i, 0, np.float32(1), low, candidates, candidate_values, 0)
+        if largest == 0:
+            n = 0
+        return _multiply_out(factors, floor, candidates, candidate_values, n, found, found_values, magnitudes, slot_ends), squares
+    c = 0
+    for s in range(k):
+        c, squares[s] = _collect(buffer, blocks, i, s, factors[s], floor, found, found_values, c)
+        slot_ends[s] = c
+    for p in range(c):
+        magnitudes[p] = abs(found_values[p])
+    return c, squares
 
 
 @numba.njit(cache=True, nogil=True)
@@ -142,13 +170,44 @@ def _nth_largest(values, count, n, scratch):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
+def _keep_largest(found, found_values, magnitudes, slot_ends, n, columns, values, row_counts):  # pragma: no cover - compiled
+    """Keeps the n largest of the ``slot_ends[-1]`` entries found (n < 0: all), ties at the cut
+    by first position, writing their columns and values to ``columns`` and ``values`` in
+    order and each slot's number to ``row_counts``; returns how many."""
+    total = slot_ends[slot_ends.shape[0] - 1]
+    cut = np.float32(-1)  # -1: every candidate is kept
+    allowed_ties = 0
+    if n >= 0 and total > n:
+        cut = _nth_largest(magnitudes, total, n, magnitudes[total:])
+        above = 0
+        for p in range(total):
+            above += magnitudes[p] > cut
+        allowed_ties = n - above
+    c, begin, ties = 0, 0, 0
+    for s in range(slot_ends.shape[0]):
+        before = c
+        for p in range(begin, slot_ends[s]):  # written every time, kept by moving on: as in _collect
+            a = magnitudes[p]
+            tie = a == cut
+            keep = (a > cut) | (tie & (ties < allowed_ties))
+            ties += tie
+            columns[c] = found[p]
+            values[c] = found_values[p]
+            c += keep
+        begin = slot_ends[s]
+        row_counts[s] = c - before
+    return c
+
+
+@numba.njit(cache=True, nogil=True)
 def top_entries_of_examples(buffer, blocks, rows, m, slot_scales, n, sample_at, sample_step, sample_slot, q,
-                            positions, values, counts, grams, start, stop):  # pragma: no cover - compiled
+                            columns, values, row_counts, grams, start, stop):  # pragma: no cover - compiled
     """For each example i in start..stop, with k slots over m parameters: its n largest
-    |entries| (n < 0: every non-zero), exact zeros never kept and ties at the cut kept by
-    first position, as flat positions s·m + j (ascending) and values in
-    positions[i, :counts[i]] and values[i, :counts[i]] (rows with room for one more); and
-    grams[i], its (k, k) Gram matrix over slots, summed in float64.
+    |entries| over all slots (n < 0: every non-zero), exact zeros never kept and ties at
+    the cut kept by first position (slot, then column), slot by slot: slot s's columns
+    (ascending) and values, row_counts[i, s] of them, follow slot s - 1's in columns[i] and
+    values[i] (rows with room for one more); and grams[i], its (k, k) Gram matrix over
+    slots, summed in float64.
 
     The ``rows`` written-out rows of example i lie in ``buffer`` as ``blocks`` says (above);
     positions no block covers are zeros. Slot s is row s (``slot_scales`` of shape (e, 0)),
@@ -158,66 +217,40 @@ def top_entries_of_examples(buffer, blocks, rows, m, slot_scales, n, sample_at, 
     The threshold is the q-th largest |entry| of the sample: entry p of example i is
     buffer[sample_at[p] + i · sample_step[p]] of slot sample_slot[p] (a zero where
     sample_step[p] < 0), as in :mod:`workbench.fisher.selection` (none: 0); the entries that
-    reach it are collected in one pass, and the n-th largest of those is the cut."""
+    reach it are collected in one pass, which also sums the squares for the Gram's diagonal,
+    and the n-th largest of those is the cut."""
     one_row = slot_scales.shape[1] > 0
     k = slot_scales.shape[1] if one_row else rows
     factors = np.ones(k, np.float32)
-    found = np.empty(k * m + 1, np.int64)
+    found = np.empty(k * m + 1, np.int32)  # m ≤ 2³¹: only small models are written out whole
     found_values = np.empty(k * m + 1, np.float32)
-    magnitudes = np.empty(k * m + 1, np.float32)
-    scratch = np.empty(k * m + 1, np.float32)
+    magnitudes = np.empty(2 * (k * m + 1), np.float32)  # the second half: the radix selection's scratch
+    slot_ends = np.empty(k, np.int64)
     sampled = np.empty(sample_at.shape[0], np.float32)
-    candidates = np.empty(m + 1 if one_row else 0, np.int64)
+    candidates = np.empty(m + 1 if one_row else 0, np.int32)
     candidate_values = np.empty(m + 1 if one_row else 0, np.float32)
     tiny = np.nextafter(np.float32(0), np.float32(1))  # "≥ tiny" is "non-zero"
     for i in range(start, stop):
         if one_row:
             factors[:] = slot_scales[i]
-            squared = _slot_product(buffer, blocks, i, 0, 0)
-            for s in range(k):
-                for t in range(k):
-                    grams[i, s, t] = np.float64(factors[s]) * np.float64(factors[t]) * squared
-        else:
-            for s in range(k):
-                for t in range(s, k):
-                    grams[i, s, t] = grams[i, t, s] = _slot_product(buffer, blocks, i, s, t)
         threshold = np.float32(0)
         if sample_at.shape[0] > 0:
             for p in range(sample_at.shape[0]):
                 step = sample_step[p]
                 sampled[p] = abs(factors[sample_slot[p]] * buffer[sample_at[p] + i * step]) if step >= 0 else np.float32(0)
-            threshold = _nth_largest(sampled, sample_at.shape[0], q, scratch)
-        floor = max(threshold, tiny)
-        total = 0
-        if one_row:
-            total = _collect_multiples(buffer, blocks, i, factors, m, floor, candidates, candidate_values, found, found_values)
-        else:
-            for s in range(k):
-                total = _collect(buffer, blocks, i, s, factors[s], s * m, floor, found, found_values, total)
+            threshold = _nth_largest(sampled, sample_at.shape[0], q, magnitudes)
+        total, squares = _collect_slots(buffer, blocks, i, one_row, factors, max(threshold, tiny), candidates,
+                                        candidate_values, found, found_values, magnitudes, slot_ends)
         if n >= 0 and total < n and threshold > 0:  # the sample misjudged: rank every non-zero
-            total = 0
-            if one_row:
-                total = _collect_multiples(buffer, blocks, i, factors, m, tiny, candidates, candidate_values, found, found_values)
-            else:
-                for s in range(k):
-                    total = _collect(buffer, blocks, i, s, factors[s], s * m, tiny, found, found_values, total)
-        for p in range(total):
-            magnitudes[p] = abs(found_values[p])
-        cut = np.float32(-1)  # -1: every candidate is kept
-        allowed_ties = 0
-        if n >= 0 and total > n:
-            cut = _nth_largest(magnitudes, total, n, scratch)
-            above = 0
-            for p in range(total):
-                above += magnitudes[p] > cut
-            allowed_ties = n - above
-        c = 0
-        for p in range(total):  # written every time, kept by moving on: as in _collect_segment
-            a = magnitudes[p]
-            tie = a == cut
-            keep = (a > cut) | (tie & (allowed_ties > 0))
-            allowed_ties -= tie & keep
-            positions[i, c] = found[p]
-            values[i, c] = found_values[p]
-            c += keep
-        counts[i] = c
+            total, squares = _collect_slots(buffer, blocks, i, one_row, factors, tiny, candidates, candidate_values,
+                                            found, found_values, magnitudes, slot_ends)
+        for s in range(k):
+            for t in range(s, k):
+                if one_row:
+                    grams[i, s, t] = np.float64(factors[s]) * np.float64(factors[t]) * squares[0]
+                elif s == t:
+                    grams[i, s, t] = squares[s]
+                else:
+                    grams[i, s, t] = _slot_product(buffer, blocks, i, s, t)
+                grams[i, t, s] = grams[i, s, t]
+        _keep_largest(found, found_values, magnitudes, slot_ends, n, columns[i], values[i], row_counts[i])

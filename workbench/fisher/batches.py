@@ -24,7 +24,7 @@ from .gradients import BatchGradients
 from .inputs import Inputs, check_batch_labels, n_inputs, slice_inputs
 from . import sparsify
 from .sketch import sketch_pefs
-from .sparsify import ExamplePef, blockwise_pefs, dense_pefs, loop_pefs, select_written, writes_out_whole, written_in_blocks
+from .sparsify import BatchPefs, blockwise_pefs, dense_pefs, loop_pefs, select_written, writes_out_whole, written_in_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -56,14 +56,21 @@ def batch_in_two_stages(model, plan, batch, labels, config, start) -> Callable[[
     elif writes_out_whole(grads.n_slots * plan.layout.n_parameters, grads.logits.device):
         if on_cpu and config.method == "hooks" and compiled.available():  # the compiled kernel selects
             groups = list(written_in_blocks(grads))
+
+            def selected_chunk() -> PefChunk:
+                return _chunk(grads, select_written(grads, config.kind, config.n_values, groups), labels)
+
             if selected_later:  # written out now, selected later
-                return lambda: _chunk(grads, select_written(grads, config.kind, config.n_values, groups), labels, config)
-            pefs = select_written(grads, config.kind, config.n_values, groups)
+                return selected_chunk
+            chunk = selected_chunk()
+            return lambda: chunk
         else:
             pefs = dense_pefs(grads, config.kind, config.n_values)
     else:
         pefs = blockwise_pefs(grads, config.kind, config.n_values)
-    return lambda: _chunk(grads, pefs, labels, config)
+    n_rows = kinds.kind(config.kind).rows_per_example(grads.n_slots)
+    rows = BatchPefs.of_examples(pefs, n_rows, stored_layout(config, plan).n_parameters)  # m: parameters, or a sketch's d
+    return lambda: _chunk(grads, rows, labels)
 
 
 def _by_the_loop(model, plan: Plan, batch, config: PefConfig, start: int, error: Exception) -> BatchGradients:
@@ -81,21 +88,13 @@ def _compiled_selection(plan: Plan, config: PefConfig) -> bool:
     return config.method == "hooks" and compiled.available() and 2 * plan.layout.n_parameters <= sparsify.DENSE_MAX_ENTRIES
 
 
-def _chunk(grads: BatchGradients, pefs: list[ExamplePef], labels: torch.Tensor, config: PefConfig) -> PefChunk:
-    plan = grads.plan
-    n_rows = kinds.kind(config.kind).rows_per_example(grads.n_slots)
-    m = stored_layout(config, plan).n_parameters  # the positions' axis: parameters, or a sketch's d
-    positions = torch.cat([p.positions for p in pefs]).cpu().numpy().astype(np.int64, copy=False)  # each example's ascending
-    # Example i's positions moved to i·n_rows·m on: the chunk's (example, row) cells in order,
-    # so their boundaries are found by bisection (faster than a division and a bincount).
-    cell_of_chunk = positions + np.repeat(np.arange(len(pefs)) * (n_rows * m), [len(p.positions) for p in pefs])
-    row_offsets = np.searchsorted(cell_of_chunk, np.arange(len(pefs) * n_rows + 1) * m).astype(np.int64)
+def _chunk(grads: BatchGradients, pefs: BatchPefs, labels: torch.Tensor) -> PefChunk:
     return PefChunk(
-        values=torch.cat([p.values for p in pefs]).cpu().numpy().astype(np.float32, copy=False),
-        indices=cell_of_chunk - np.repeat(np.arange(len(pefs) * n_rows) * m, np.diff(row_offsets)),
-        row_offsets=row_offsets,
+        values=pefs.values,
+        indices=pefs.indices,
+        row_offsets=pefs.row_offsets,
         classes=grads.classes.cpu().numpy().astype(np.int64),
-        frobenius_norms=np.array([p.norm for p in pefs], dtype=np.float32),
+        frobenius_norms=pefs.norms,
         labels=labels.cpu().numpy().astype(np.int64),
         logits=grads.logits.cpu().numpy(),
     )

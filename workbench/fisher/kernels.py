@@ -71,12 +71,37 @@ class Written:
         return np.where(covered, where, 0), np.where(covered, example_steps[b], -1), slots
 
 
-def top_entries_of_written(written: Written, n: int | None, slot_scales: torch.Tensor | None = None
-                           ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
-    """Each example's n largest |entries| (None: every non-zero) as (flat positions s·m + j
-    ascending, values), exactly what :func:`workbench.fisher.selection.top_entries` keeps
-    of its (k, m) slots flattened; and the examples' Gram matrices over slots (e, k, k),
-    summed in float64. Examples are split between the torch threads.
+@dataclass
+class Selected:
+    """Each example's kept entries, slot by slot: slot s of example i holds row_counts[i, s]
+    columns (ascending) and values, after slot s - 1's, in columns[i] and values[i]; and the
+    examples' Gram matrices over slots."""
+
+    columns: np.ndarray  # (e, width + 1) int64
+    values: np.ndarray  # (e, width + 1) float32
+    row_counts: np.ndarray  # (e, k) int64
+    grams: torch.Tensor  # (e, k, k) float64
+
+    def example(self, i: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Example i's flat positions s·m + j (ascending) and values."""
+        counts = self.row_counts[i]
+        slots = np.repeat(np.arange(len(counts)), counts)
+        kept = int(counts.sum())
+        return torch.from_numpy(slots * m + self.columns[i, :kept]), torch.from_numpy(self.values[i, :kept])
+
+    def csr(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(values, indices, row_offsets) with row i·k + s the slot s of example i: a chunk's arrays."""
+        kept = self.row_counts.sum(axis=1).tolist()
+        values = np.concatenate([self.values[i, :c] for i, c in enumerate(kept)])
+        columns = np.concatenate([self.columns[i, :c] for i, c in enumerate(kept)])
+        return values, columns, np.concatenate([[0], np.cumsum(self.row_counts.reshape(-1))]).astype(np.int64)
+
+
+def top_entries_of_written(written: Written, n: int | None, slot_scales: torch.Tensor | None = None) -> Selected:
+    """Each example's n largest |entries| over its slots (None: every non-zero), exactly
+    what :func:`workbench.fisher.selection.top_entries` keeps of its (k, m) slots flattened,
+    and the examples' Gram matrices over slots, summed in float64. Examples are split
+    between the torch threads.
 
     Slot s is the written row s; or, with ``slot_scales`` (e, k), the examples have one row
     whose multiples slot_scales[i, s] · row are the slots (two classes:
@@ -88,15 +113,14 @@ def top_entries_of_written(written: Written, n: int | None, slot_scales: torch.T
     at, q = sample if sample is not None else (np.zeros(0, dtype=np.int64), 0)
     sample_at, sample_step, sample_slot = written.sample(at, one_row=scales.shape[1] > 0)
     width = k * m if n is None else min(n, k * m)
-    positions = np.empty((e, width + 1), dtype=np.int64)  # + 1: the kernel writes one past what it keeps
+    columns = np.empty((e, width + 1), dtype=np.int64)  # + 1: the kernel writes one past what it keeps
     values = np.empty((e, width + 1), dtype=np.float32)
-    counts = np.empty(e, dtype=np.int64)
+    row_counts = np.empty((e, k), dtype=np.int64)
     grams = np.empty((e, k, k), dtype=np.float64)
     n_threads = min(compiled.n_threads(), e)
     bounds = np.linspace(0, e, n_threads + 1).astype(int).tolist()
     ranges = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
     args = (written.buffer, written.blocks, written.rows, m, scales, -1 if n is None else n,
-            sample_at, sample_step, sample_slot, q, positions, values, counts, grams)
+            sample_at, sample_step, sample_slot, q, columns, values, row_counts, grams)
     compiled.run(_compiled().top_entries_of_examples, ranges, *[args] * len(ranges))
-    kept = [(torch.from_numpy(positions[i, : counts[i]]), torch.from_numpy(values[i, : counts[i]])) for i in range(e)]
-    return kept, torch.from_numpy(grams)
+    return Selected(columns, values, row_counts, torch.from_numpy(grams))

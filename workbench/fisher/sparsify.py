@@ -59,6 +59,39 @@ class ExamplePef:
     norm: float
 
 
+@dataclass
+class BatchPefs:
+    """A batch's sparse PEFs as a chunk stores them: row r = i · n_rows + s (example i, slot s)
+    holds ``values[row_offsets[r]:row_offsets[r + 1]]`` at parameters ``indices[...]``."""
+
+    values: np.ndarray  # (nnz,) float32
+    indices: np.ndarray  # (nnz,) int64, ascending within a row
+    row_offsets: np.ndarray  # (e · n_rows + 1,) int64
+    norms: np.ndarray  # (e,) float32, each PEF's Frobenius norm
+
+    @classmethod
+    def of_examples(cls, pefs: list[ExamplePef], n_rows: int, m: int) -> "BatchPefs":
+        """From each example's flat positions on its (n_rows, m) grid."""
+        positions = torch.cat([p.positions for p in pefs]).cpu().numpy().astype(np.int64, copy=False)  # each example's ascending
+        # Example i's positions moved to i·n_rows·m on: the batch's (example, row) cells in order,
+        # so their boundaries are found by bisection (faster than a division and a bincount).
+        cell = positions + np.repeat(np.arange(len(pefs)) * (n_rows * m), [len(p.positions) for p in pefs])
+        row_offsets = np.searchsorted(cell, np.arange(len(pefs) * n_rows + 1) * m).astype(np.int64)
+        return cls(values=torch.cat([p.values for p in pefs]).cpu().numpy().astype(np.float32, copy=False),
+                   indices=cell - np.repeat(np.arange(len(pefs) * n_rows) * m, np.diff(row_offsets)),
+                   row_offsets=row_offsets, norms=np.array([p.norm for p in pefs], dtype=np.float32))
+
+    @classmethod
+    def joined(cls, parts: list["BatchPefs"]) -> "BatchPefs":
+        """Consecutive groups of examples as one batch."""
+        if len(parts) == 1:
+            return parts[0]
+        starts = np.cumsum([0] + [len(p.values) for p in parts[:-1]])
+        return cls(values=np.concatenate([p.values for p in parts]), indices=np.concatenate([p.indices for p in parts]),
+                   row_offsets=np.concatenate([parts[0].row_offsets[:1]] + [p.row_offsets[1:] + at for p, at in zip(parts, starts)]),
+                   norms=np.concatenate([p.norms for p in parts]))
+
+
 _GRAM_COLUMNS = 1 << 12  # columns per float32 partial Gram: ~2e-7 relative error, summed in float64
 
 
@@ -141,19 +174,20 @@ def written_in_blocks(grads: BatchGradients) -> Iterator[tuple[slice, kernels.Wr
         yield rows, kernels.Written(buffer.numpy(), table.astype(np.int64).reshape(-1, 5), e, k, m)
 
 
-def select_written(grads: BatchGradients, kind: str, n_values: int | None, groups) -> list[ExamplePef]:
-    """Each example's top entries and PEF norm by the CPU kernel, from :func:`written_in_blocks`.
+def select_written(grads: BatchGradients, kind: str, n_values: int | None, groups) -> BatchPefs:
+    """Each example's top entries and PEF norm by the CPU kernel, from :func:`written_in_blocks`,
+    as the chunk stores them (the kernel writes each slot's columns and values in order).
 
     The PEF is A_i for LRM (norm ‖A_iᵀ A_i‖_F) and f_i = Σ_s A_i[s]² for D (norm ‖f_i‖,
     its 1 × 1 "Gram" being ‖f_i‖²). With ``grads.slot_scales`` (two classes, LRM) each
     example has one row and slot s is slot_scales[i, s] times it."""
-    pefs = []
+    parts = []
     for rows, written in groups:
         scales = None if grads.slot_scales is None else grads.slot_scales[rows]
-        selected, grams = kernels.top_entries_of_written(written if kind == "lrm" else written.squares_summed(), n_values, scales)
-        norms = torch.linalg.matrix_norm(grams) if kind == "lrm" else grams[:, 0, 0].sqrt()
-        pefs += [ExamplePef(positions, values, norm) for (positions, values), norm in zip(selected, norms.tolist())]
-    return pefs
+        selected = kernels.top_entries_of_written(written if kind == "lrm" else written.squares_summed(), n_values, scales)
+        norms = torch.linalg.matrix_norm(selected.grams) if kind == "lrm" else selected.grams[:, 0, 0].sqrt()
+        parts.append(BatchPefs(*selected.csr(), norms=norms.numpy().astype(np.float32)))
+    return BatchPefs.joined(parts)
 
 
 def select_groups(grads: BatchGradients, kind: str, n_values: int | None, groups, grams: torch.Tensor | None) -> list[ExamplePef]:
