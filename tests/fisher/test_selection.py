@@ -200,3 +200,22 @@ def test_compiled_selection_reads_blocks_as_the_rows_they_hold(n):
     for (position, values), (want_position, want_values) in zip(kept, expected):
         assert torch.equal(position, want_position) and torch.equal(values, want_values)
     torch.testing.assert_close(grams, expected_grams, rtol=1e-12, atol=0)
+
+
+@needs_numba
+@pytest.mark.parametrize("n", [1, 100, None])
+def test_compiled_selection_split_between_threads_keeps_what_one_thread_keeps(n, monkeypatch):
+    """Examples split between threads: each thread's range is written without gaps, and the
+    one entry the kernel writes past a range's end does not reach the next range's first."""
+    cases = list(_cases().values())
+    m = max(v.numel() for v in cases) // 2 + 1
+    A = torch.zeros((len(cases), 2, m))
+    for i, v in enumerate(cases):
+        A[i].view(-1)[: v.numel()] = v
+    one = kernels.top_entries_of_written(kernels.Written.of_examples(A), n)
+    monkeypatch.setattr(compiled, "n_threads", lambda: 2)
+    two = kernels.top_entries_of_written(kernels.Written.of_examples(A), n)
+    assert two.starts[-1] > one.starts[-1]  # the second range starts further on
+    for got, want in zip(two.csr(), one.csr()):
+        np.testing.assert_array_equal(got, want)
+    torch.testing.assert_close(two.grams, one.grams, rtol=0, atol=0)

@@ -73,27 +73,31 @@ class Written:
 
 @dataclass
 class Selected:
-    """Each example's kept entries, slot by slot: slot s of example i holds row_counts[i, s]
-    columns (ascending) and values, after slot s - 1's, in columns[i] and values[i]; and the
-    examples' Gram matrices over slots."""
+    """Each example's kept entries, slot by slot: example i's start at starts[i] in
+    ``columns`` and ``values``, row_counts[i, s] of slot s after slot s - 1's, columns
+    ascending within a slot; and the examples' Gram matrices over slots."""
 
-    columns: np.ndarray  # (e, width + 1) int64
-    values: np.ndarray  # (e, width + 1) float32
+    columns: np.ndarray  # (e · (width + 1),) int64
+    values: np.ndarray  # (e · (width + 1),) float32
+    starts: np.ndarray  # (e,) int64
     row_counts: np.ndarray  # (e, k) int64
     grams: torch.Tensor  # (e, k, k) float64
 
     def example(self, i: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Example i's flat positions s·m + j (ascending) and values."""
         counts = self.row_counts[i]
+        kept = slice(self.starts[i], self.starts[i] + counts.sum())
         slots = np.repeat(np.arange(len(counts)), counts)
-        kept = int(counts.sum())
-        return torch.from_numpy(slots * m + self.columns[i, :kept]), torch.from_numpy(self.values[i, :kept])
+        return torch.from_numpy(slots * m + self.columns[kept]), torch.from_numpy(self.values[kept])
 
     def csr(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(values, indices, row_offsets) with row i·k + s the slot s of example i: a chunk's arrays."""
-        kept = self.row_counts.sum(axis=1).tolist()
-        values = np.concatenate([self.values[i, :c] for i, c in enumerate(kept)])
-        columns = np.concatenate([self.columns[i, :c] for i, c in enumerate(kept)])
+        """(values, indices, row_offsets) with row i·k + s the slot s of example i: a chunk's arrays.
+        Views where the examples lie without gaps (one thread's range); else joined."""
+        ends = self.starts + self.row_counts.sum(axis=1)
+        gaps = (np.flatnonzero(self.starts[1:] != ends[:-1]) + 1).tolist()
+        spans = [(self.starts[a], ends[b - 1]) for a, b in zip([0] + gaps, gaps + [len(ends)])]
+        values, columns = ([np.concatenate([x[a:b] for a, b in spans]) if len(spans) > 1 else x[spans[0][0] : spans[0][1]]
+                            for x in (self.values, self.columns)])
         return values, columns, np.concatenate([[0], np.cumsum(self.row_counts.reshape(-1))]).astype(np.int64)
 
 
@@ -113,14 +117,15 @@ def top_entries_of_written(written: Written, n: int | None, slot_scales: torch.T
     at, q = sample if sample is not None else (np.zeros(0, dtype=np.int64), 0)
     sample_at, sample_step, sample_slot = written.sample(at, one_row=scales.shape[1] > 0)
     width = k * m if n is None else min(n, k * m)
-    columns = np.empty((e, width + 1), dtype=np.int64)  # + 1: the kernel writes one past what it keeps
-    values = np.empty((e, width + 1), dtype=np.float32)
+    columns = np.empty(e * (width + 1), dtype=np.int64)  # + 1: the kernel writes one past what it keeps
+    values = np.empty(e * (width + 1), dtype=np.float32)
+    starts = np.empty(e, dtype=np.int64)
     row_counts = np.empty((e, k), dtype=np.int64)
     grams = np.empty((e, k, k), dtype=np.float64)
     n_threads = min(compiled.n_threads(), e)
     bounds = np.linspace(0, e, n_threads + 1).astype(int).tolist()
     ranges = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
     args = (written.buffer, written.blocks, written.rows, m, scales, -1 if n is None else n,
-            sample_at, sample_step, sample_slot, q, columns, values, row_counts, grams)
+            sample_at, sample_step, sample_slot, q, columns, values, starts, row_counts, grams, width)
     compiled.run(_compiled().top_entries_of_examples, ranges, *[args] * len(ranges))
-    return Selected(columns, values, row_counts, torch.from_numpy(grams))
+    return Selected(columns, values, starts, row_counts, torch.from_numpy(grams))
