@@ -212,6 +212,7 @@ def test_compiled_selection_split_between_threads_keeps_what_one_thread_keeps(n,
     A = torch.zeros((len(cases), 2, m))
     for i, v in enumerate(cases):
         A[i].view(-1)[: v.numel()] = v
+    monkeypatch.setattr(compiled, "n_threads", lambda: 1)
     one = kernels.top_entries_of_written(kernels.Written.of_examples(A), n)
     monkeypatch.setattr(compiled, "n_threads", lambda: 2)
     two = kernels.top_entries_of_written(kernels.Written.of_examples(A), n)
