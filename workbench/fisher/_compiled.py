@@ -86,7 +86,7 @@ def _collect(buffer, blocks, i, s, floor, found, found_values, c):  # pragma: no
 def _multiply_out(factors, floor, candidates, candidate_values, n, found, found_values, magnitudes, slot_ends):  # pragma: no cover - compiled
     """Where every slot s is factors[s] · row (two classes): appends, slot by slot, the
     entries of factors[s] · candidates with |value| ≥ floor (columns, values and magnitudes)
-    from 0, and where each slot's end; returns their number."""
+    from 0, slot s ending at slot_ends[s]; returns their number."""
     c = 0
     for s in range(factors.shape[0]):
         factor = factors[s]
@@ -117,7 +117,8 @@ def _collect_slots(buffer, blocks, i, one_row, factors, floor, candidates, candi
         largest = np.float32(0)
         for s in range(k):
             largest = max(largest, abs(factors[s]))
-        # fl(f·w) ≤ |f|·|w|·(1 + 2⁻²⁴): a j below floor / (largest · (1 + 2⁻²⁰)) reaches the floor in no slot
+        # fl(f·w) ≤ |f|·|w|·(1 + 2⁻²⁴): a j below floor / (largest · (1 + 2⁻²⁰)) reaches the floor in
+        # no slot. With every factor 0 nothing is kept, but the pass still sums the row's squares.
         low = np.float32(np.float64(floor) / (np.float64(max(largest, np.float32(1e-38))) * (1.0 + 2.0**-20)))
         low = np.nextafter(low, np.float32(0))
         n, squares[0] = _collect(buffer, blocks, i, 0, low, candidates, candidate_values, 0)
@@ -223,8 +224,8 @@ def top_entries_of_examples(buffer, blocks, rows, m, slot_scales, n, sample_at, 
     slot s's columns (ascending) and values, row_counts[i, s] of them, follow slot s - 1's
     in columns and values from starts[i] on, where example i - 1's end (example ``start``
     at start · (width + 1): each range of examples written without gaps, with room for the
-    one entry written past its end);
-    and grams[i], its (k, k) Gram matrix over slots, summed in float64.
+    one entry written past its end); and grams[i], its (k, k) Gram matrix over slots,
+    summed in float64.
 
     The ``rows`` written-out rows of example i lie in ``buffer`` as ``blocks`` says (above);
     positions no block covers are zeros. Slot s is row s (``slot_scales`` of shape (e, 0)),
