@@ -121,9 +121,16 @@ needs_numba = pytest.mark.skipif(not compiled.available(), reason="needs numba")
 
 
 def _selected(written: kernels.Written, n, scales=None):
-    """The kernel's picks as each example's (flat positions, values), and the Grams."""
+    """The kernel's picks, read from the chunk's arrays it gives, as each example's (flat
+    positions s·m + j, values), and the Grams."""
     selected = kernels.top_entries_of_written(written, n, scales)
-    return [selected.example(i, written.m) for i in range(written.n_examples)], selected.grams
+    values, columns, row_offsets = selected.csr()
+    k = selected.row_counts.shape[1]
+    kept = []
+    for i in range(written.n_examples):
+        slots = [s * written.m + columns[row_offsets[i * k + s] : row_offsets[i * k + s + 1]] for s in range(k)]
+        kept.append((torch.from_numpy(np.concatenate(slots)), torch.from_numpy(values[row_offsets[i * k] : row_offsets[i * k + k]])))
+    return kept, selected.grams
 
 
 @needs_numba

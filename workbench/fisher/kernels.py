@@ -83,13 +83,6 @@ class Selected:
     row_counts: np.ndarray  # (e, k) int64
     grams: torch.Tensor  # (e, k, k) float64
 
-    def example(self, i: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Example i's flat positions s·m + j (ascending) and values."""
-        counts = self.row_counts[i]
-        kept = slice(self.starts[i], self.starts[i] + counts.sum())
-        slots = np.repeat(np.arange(len(counts)), counts)
-        return torch.from_numpy(slots * m + self.columns[kept]), torch.from_numpy(self.values[kept])
-
     def csr(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(values, indices, row_offsets) with row i·k + s the slot s of example i: a chunk's arrays.
         Views where the examples lie without gaps (one thread's range); else joined."""
