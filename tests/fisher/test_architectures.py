@@ -32,7 +32,9 @@ def test_fast_path_equals_the_loop(name):
 # batch's ids: DeBERTa's, MPNet's; T5's, over its encoder and decoder stacks, since vmap cannot
 # batch the classifier's EOS selection; tests/fisher/test_transforms.py).
 FULLY_FAST = {"T5 (Flan-T5 shape)", "MT5", "UMT5", "Funnel", "XLNet", "BigBird", "SqueezeBERT", "Phi", "Falcon", "BLOOM", "BERT", "RoBERTa", "DistilBERT", "ALBERT", "ELECTRA", "GPT-2", "GPT-NeoX", "Llama", "Mistral", "Qwen2", "OPT", "BART",
-              "Gemma", "ModernBERT", "Llama as a zero-shot classifier", "DeBERTa", "DeBERTa-v2/v3", "MPNet"}
+              "Gemma", "ModernBERT", "Llama as a zero-shot classifier", "DeBERTa", "DeBERTa-v2/v3", "MPNet",
+              "GPTBigCode", "Phi3", "Gemma2", "Qwen3", "Starcoder2", "OLMo2", "StableLM", "Mixtral", "Qwen2-MoE",
+              "Cohere as a zero-shot classifier", "MobileBERT", "ESM", "MBart"}
 
 
 @pytest.mark.parametrize("name", sorted(FULLY_FAST & set(FAMILIES)))
@@ -133,8 +135,9 @@ class KeywordCall(nn.Module):
 
 
 class ChangesLater(nn.Module):
-    """From 4 examples on, one layer runs on the first example only and is broadcast: the
-    first examples' check cannot see it; the batch must fall back to the loop, not crash."""
+    """In a batch holding token 19 first (none of the first batch does), one layer runs on the
+    first example only and is broadcast: the first batch's check cannot see it; that batch
+    must fall back to the loop, not crash."""
 
     def __init__(self):
         super().__init__()
@@ -144,7 +147,7 @@ class ChangesLater(nn.Module):
 
     def forward(self, input_ids):
         h = self.embed(input_ids).mean(dim=1)
-        shared = self.extra(h[:1]) if h.shape[0] >= 4 else self.extra(h)
+        shared = self.extra(h[:1]) if bool((input_ids[:, 0] == 19).any()) else self.extra(h)
         return self.head(h + shared)
 
 
@@ -152,7 +155,8 @@ class ChangesLater(nn.Module):
 def test_unexpected_calls_fall_back_to_the_loop(model_class, message, caplog):
     torch.manual_seed(0)
     model = model_class().eval()
-    ids = torch.randint(0, 20, (8, 5), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(0, 19, (8, 5), generator=torch.Generator().manual_seed(0))
+    ids[6, 0] = 19
     with caplog.at_level(logging.INFO, logger="workbench"):
         fast = compute_pefs(model, ids, n_values=None, batch_size=4, progress=False).dense()
     assert message in caplog.text
@@ -245,4 +249,91 @@ def test_blockwise_path_counts_each_call_once(name, monkeypatch):
 
     monkeypatch.setattr(sparsify, "DENSE_MAX_ENTRIES", 0)
     model, inputs = build(name), example_inputs(name)
+    assert max_relative_error(model, inputs, batch_size=3) < 2e-6
+
+
+class PaddingLeaks(nn.Module):
+    """A convolution over the padded positions (as ConvBERT's and CANINE's are): a padded
+    example's logits differ from its logits alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(20, 8)
+        self.conv = nn.Conv1d(8, 8, 3, padding=1)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, input_ids, attention_mask):
+        h = self.conv(self.embed(input_ids).transpose(1, 2)).transpose(1, 2)
+        kept = attention_mask.unsqueeze(-1).float()
+        return self.head((h * kept).sum(1) / kept.sum(1))
+
+
+def test_a_model_whose_outputs_change_with_padding_gets_the_pefs_of_each_example_alone(caplog):
+    torch.manual_seed(0)
+    model = PaddingLeaks().eval()
+    lengths = [7, 7, 2, 3, 5, 2, 7, 4]
+    ids = torch.randint(1, 20, (8, 7), generator=torch.Generator().manual_seed(0))
+    mask = (torch.arange(7) < torch.tensor(lengths)[:, None]).long()
+    inputs = {"input_ids": ids * mask, "attention_mask": mask}
+    common = dict(n_values=None, progress=False, check_resources=False)
+    with caplog.at_level(logging.WARNING, logger="workbench"):
+        fast = compute_pefs(model, inputs, batch_size=4, **common).dense()
+    assert "change with padding" in caplog.text
+    alone = compute_pefs(model, inputs, method="loop", batch_size=1, **common).dense()
+    assert np.abs(fast - alone).max() < 2e-6 * np.abs(alone).max()
+    # the loop takes each example's probabilities alone too, whatever its batches
+    loop = compute_pefs(model, inputs, method="loop", batch_size=4, **common).dense()
+    assert np.abs(loop - alone).max() < 2e-6 * np.abs(alone).max()
+
+
+class TokenRoutedExperts(nn.Module):
+    """A mixture of experts written the classic way: each expert a Linear called on the tokens
+    routed to it. On copies of one example an expert sent one token of each copy looks batched;
+    in a batch it may get as many rows as the batch has examples, by chance."""
+
+    def __init__(self, n_experts=4):
+        super().__init__()
+        self.embed = nn.Embedding(50, 16)
+        self.router = nn.Linear(16, n_experts)
+        self.experts = nn.ModuleList(nn.Linear(16, 16) for _ in range(n_experts))
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, input_ids):
+        h = self.embed(input_ids)
+        flat = h.reshape(-1, h.shape[-1])
+        weight, route = self.router(flat).softmax(-1).max(-1)
+        out = torch.zeros_like(flat)
+        for e, expert in enumerate(self.experts):
+            rows = (route == e).nonzero().squeeze(1)
+            if rows.numel():
+                out = out.index_add(0, rows, expert(flat[rows]) * weight[rows, None])
+        return self.head((flat + out).reshape(h.shape).mean(1))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_token_routed_experts_are_exact(seed):
+    torch.manual_seed(seed)
+    model = TokenRoutedExperts().eval()
+    ids = torch.randint(0, 50, (12, 4), generator=torch.Generator().manual_seed(seed))
+    assert max_relative_error(model, ids, batch_size=4) < 2e-6
+
+
+def test_one_token_inputs_are_checked_on_a_batch_not_on_the_warm_up_example():
+    """The probe's one-example warm-up shares the run's plan: the check must not decide on it
+    (XLNet's time-major layers look batch-shared on a single one-token example)."""
+    ids = torch.randint(3, 90, (6, 1), generator=torch.Generator().manual_seed(0))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    assert max_relative_error(build("XLNet"), inputs, batch_size=3) < 2e-6
+
+
+def test_a_zero_shot_classifier_s_layers_without_a_rule_get_torch_func():
+    """ZeroShotClassifier names its parameters as its language model does (no ``lm.``):
+    torch.func and the regions find them by their path through the modules all the same."""
+    from tests.conftest import ScaleLayer
+
+    name = "Llama as a zero-shot classifier"
+    model = build(name)
+    model.lm.model.norm = ScaleLayer(model.lm.config.hidden_size)  # a layer with no rule
+    inputs = example_inputs(name)
+    assert fast_share(model, inputs) == 1.0
     assert max_relative_error(model, inputs, batch_size=3) < 2e-6

@@ -1,5 +1,7 @@
 """PEF values against the plain per-example loop and finite differences."""
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -130,7 +132,8 @@ def test_layers_without_a_rule_fall_back_to_the_loop(caplog):
     model = nn.Sequential(nn.Linear(4, 5), ScaleLayer(5), nn.Tanh(), nn.LayerNorm(5), nn.Linear(5, 3))
     assert type(model[1]) not in PER_EXAMPLE_RULES
     x = torch.randn(7, 4)
-    hooks = compute_pefs(model, x, n_values=None, batch_size=3, progress=False)
+    with caplog.at_level(logging.INFO, logger="workbench"):
+        hooks = compute_pefs(model, x, n_values=None, batch_size=3, progress=False)
     loop = compute_pefs(model, x, n_values=None, method="loop", progress=False)
     np.testing.assert_allclose(hooks.dense(), loop.dense(), atol=1e-6)
     assert "no per-example rule" in caplog.text

@@ -110,7 +110,7 @@ def token_scores(
         for start in range(0, n_inputs(inputs), batch_size):
             batch = slice_inputs(inputs, start, min(start + batch_size, n_inputs(inputs)), device)
             if start == 0:  # the PEF runs' check of which layers have an example axis (fisher.checks)
-                expand, unbatched, fold = layer_batching(model, [m for m, _ in owners], batch)
+                expand, unbatched, fold = layer_batching(model, [m for m, _ in owners], batch, different=batch)
                 if unbatched:
                     logger.warning("%d layers have no batch axis and are left out of the token scores", len(unbatched))
                 owners = [(m, attrs) for m, attrs in owners if id(m) not in unbatched]
@@ -120,7 +120,7 @@ def token_scores(
 
 def _batch_scores(model, batch, owners, params, layout, direction, top_k_classes, expand, fold) -> list[TokenScores]:
     b, length = batch["input_ids"].shape[:2]
-    with CaptureLayers([m for m, _ in owners], b, expand, fold) as capture:
+    with CaptureLayers([m for m, _ in owners], b, expand, fold, positions=length) as capture:
         logits = class_logits(model, batch)
     log_probs = torch.log_softmax(logits.float(), dim=-1)
     classes = slot_classes(log_probs.detach(), top_k_classes)

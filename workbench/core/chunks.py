@@ -43,6 +43,25 @@ class PefChunk:
         return {name: getattr(self, name) for name in self.arrays_order}
 
 
+def join_chunks(parts: list[PefChunk], examples: np.ndarray) -> PefChunk:
+    """One batch's chunk from chunks of parts of it: ``examples[j]`` is the batch row of the
+    parts' j-th example, counted over the parts in order."""
+    order = np.argsort(np.asarray(examples), kind="stable")  # batch row -> its place in the parts
+    values = np.concatenate([c.values for c in parts])
+    indices = np.concatenate([c.indices for c in parts])
+    counts = np.concatenate([np.diff(c.row_offsets) for c in parts])
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    per_example = len(counts) // len(order)  # LRM: one row per slot; D: one
+    rows = (order[:, None] * per_example + np.arange(per_example)).ravel()
+    lengths = counts[rows]
+    # the entries of each row in turn: its start, then consecutive positions
+    take = np.repeat(offsets[rows] - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(lengths.sum())
+    joined = {name: np.concatenate([getattr(c, name) for c in parts])[order]
+              for name in ("classes", "frobenius_norms", "labels", "logits")}
+    return PefChunk(values=values[take], indices=indices[take],
+                    row_offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), **joined)
+
+
 def chunks_to_pefs(chunks: list[PefChunk], kind: str, layout: ParameterLayout, info: dict | None = None):
     """Concatenate chunks into one in-memory PEF set (:class:`LrmPefs` or :class:`DPefs`)."""
     if not chunks:

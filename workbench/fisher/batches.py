@@ -17,11 +17,11 @@ import torch
 from torch import nn
 
 from ..core import compiled, kinds
-from ..core.chunks import PefChunk
+from ..core.chunks import PefChunk, join_chunks
 from .checks import check_plan
 from .config import PefConfig, Plan, stored_layout
 from .gradients import BatchGradients
-from .inputs import Inputs, check_batch_labels, n_inputs, slice_inputs
+from .inputs import Inputs, check_batch_labels, length_groups, n_inputs, select_rows, slice_inputs
 from . import sparsify
 from .sketch import sketch_pefs
 from .sparsify import BatchPefs, blockwise_pefs, dense_pefs, loop_pefs, select_written, writes_out_whole, written_in_blocks
@@ -71,6 +71,15 @@ def batch_in_two_stages(model, plan, batch, labels, config, start) -> Callable[[
     n_rows = kinds.kind(config.kind).rows_per_example(grads.n_slots)
     rows = BatchPefs.of_examples(pefs, n_rows, stored_layout(config, plan).n_parameters)  # m: parameters, or a sketch's d
     return lambda: _chunk(grads, rows, labels)
+
+
+def _in_length_groups(model, plan: Plan, batch, groups: list[torch.Tensor], labels: torch.Tensor, config: PefConfig,
+                      start: int) -> Callable[[], PefChunk]:
+    """The batch of a model whose outputs change with padding (``plan.unpadded``): each group of
+    examples of one length computed without padding, the chunks joined in the batch's order."""
+    parts = [batch_in_two_stages(model, plan, select_rows(batch, rows), labels[rows], config, start)() for rows in groups]
+    chunk = join_chunks(parts, torch.cat(groups).numpy())
+    return lambda: chunk
 
 
 def _by_the_loop(model, plan: Plan, batch, config: PefConfig, start: int, error: Exception) -> BatchGradients:
@@ -130,7 +139,11 @@ def iter_pef_chunks(
                 batch = slice_inputs(inputs, start, stop, device)
                 if not plan.checked:  # the fast path's layers checked against the loop, once
                     check_plan(model, plan, batch, config.top_k_classes)
-                finish = run_later(batch_in_two_stages(model, plan, batch, labels[start:stop], config, start))
+                groups = length_groups(batch) if plan.unpadded else None
+                if groups is None:
+                    finish = run_later(batch_in_two_stages(model, plan, batch, labels[start:stop], config, start))
+                else:
+                    finish = _in_length_groups(model, plan, batch, groups, labels[start:stop], config, start)
             except BaseException:  # an interrupt or an error: the batch before it is still delivered
                 if pending:
                     yield delivered()

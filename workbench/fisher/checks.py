@@ -6,9 +6,15 @@ position embeddings), and that the layer computes what the rule says. :func:`che
 runs once per run, on its first examples, and moves to the exact loop every layer that
 breaks either, with a warning naming it:
 
+0. Padding: where a padded example's logits differ from its logits alone (a convolution
+   over the padded positions), the plan is marked ``unpadded`` and every batch is computed
+   in groups of examples of one length (:func:`_padding_changes_outputs`); the checks below
+   then run on such a group.
 1. :func:`layer_batching` runs the model on the first example repeated 2 and 3 times and
-   reads each layer's calls: a first axis of 2 then 3 is the example axis (2c then 3c:
-   examples and positions folded into one axis, which the hooks unfold); 1 and 1 is a
+   reads each layer's calls: a first axis of 2 then 3 is the example axis (2T then 3T, T
+   the positions: examples and positions folded into one axis, which the hooks unfold),
+   if the first batch's different examples give it one too (an expert of a mixture sent
+   one token of each copy looks batched on copies alone); 1 and 1 is a
    batch-shared output, expanded to the batch only if the model's logits are unchanged by
    the expansion (DeBERTa's relative embeddings are reshaped by code that a bigger axis
    breaks); anything else (T5's relative attention bias, (queries, keys, heads), whatever
@@ -26,6 +32,8 @@ breaks either, with a warning naming it:
    loop, with a warning saying why.
 
 The decision is cached per model and selection, so later runs on the same model skip it.
+It is made on a batch like the run's, never on one example alone when the batches hold
+several: one example shows no padding and no examples mixed up with each other.
 """
 
 from __future__ import annotations
@@ -40,15 +48,19 @@ from torch import nn
 from .config import Plan
 from .gradients import BatchGradients, loop_gradients, output_gradients, slot_classes
 from .hooks import CaptureLayers, LayerCallError
-from .inputs import Inputs, NotClassLogitsError, class_logits, n_inputs, repeated
+from .inputs import (Inputs, NotClassLogitsError, class_logits, example_slice, length_groups, n_inputs, n_positions,
+                     repeated, select_rows)
 from .regions import CaptureRegions, Region, call_outputs, candidate_modules, region_batching, region_blocks
-from .transforms import failure_reason, per_example_gradients
+from .transforms import failure_reason, module_paths, per_example_gradients
 
 logger = logging.getLogger(__name__)
 
 # Rule gradients may differ from the loop's by float32 rounding: relative to the parameter's
 # largest entry, or to the example's largest entry over all parameters (for tiny ones).
-RTOL, ATOL_OF_LARGEST = 1e-3, 2e-6
+RTOL, ATOL_OF_LARGEST = 1e-4, 2e-6
+# A padded example's logits may differ from its logits alone by float32 rounding (relative to the largest)
+PADDING_RTOL = 1e-4
+PADDING_LENGTHS_TRIED = 8
 CHECK_EXAMPLES = 2
 # Above this many gradient entries (k · m · examples), only one layer of each type is checked.
 CHECK_MAX_ENTRIES = 1 << 26
@@ -79,19 +91,32 @@ def layer_calls(model: nn.Module, modules: list[nn.Module], batch: Inputs, from_
 
 
 def layer_batching(model: nn.Module, modules: list[nn.Module], batch: Inputs,
-                   call_inputs: dict | None = None) -> tuple[set[int], set[int], set[int]]:
+                   call_inputs: dict | None = None, different: Inputs | None = None) -> tuple[set[int], set[int], set[int]]:
     """(expand, unbatched, fold): ids of the layers whose batch-shared output may be expanded
     to the batch, of those whose calls have no example axis, and of those whose calls fold
-    examples and positions into one axis (step 1 of the module docs)."""
+    examples and positions into one axis (step 1 of the module docs). ``different``: a batch
+    of different examples (the run's first), on which a layer with an example axis must have
+    one too: an expert of a mixture sent one token of each copy of an example looks batched
+    on copies, not on examples that route their tokens differently."""
     call_inputs = call_inputs or {}
     two, three = (layer_calls(model, modules, repeated(batch, e), set(call_inputs)) for e in (2, 3))
+    if different is not None:
+        n, positions = n_inputs(different), n_positions(different) or 0
+        on_different = layer_calls(model, modules, different, set(call_inputs))
     shared, unbatched, fold = set(), set(), set()
     for m in modules:
         a, b = two.get(id(m), []), three.get(id(m), [])
+        seen = [] if different is None else on_different.get(id(m), [])
         if len(a) == len(b) and all(c == (2, 2) for c in a) and all(c == (3, 3) for c in b):
+            if all(c == (n, n) for c in seen):
+                continue
+            unbatched.add(id(m))
             continue
-        if a and len(a) == len(b) and all(_folded(c2, c3) for c2, c3 in zip(a, b)):
-            fold.add(id(m))  # examples × positions folded into one axis (OPT's feed-forward): the hooks unfold it
+        if a and len(a) == len(b) and all(_folded(c2, c3, n_positions(batch)) for c2, c3 in zip(a, b)):
+            if all(c == (n * positions, n * positions) for c in seen):
+                fold.add(id(m))  # examples × positions folded into one axis (OPT's feed-forward): the hooks unfold it
+            else:
+                unbatched.add(id(m))
             continue
         if a and len(a) == len(b) and all(c == (1, 1) for c in a + b):
             shared.add(id(m))
@@ -101,10 +126,13 @@ def layer_batching(model: nn.Module, modules: list[nn.Module], batch: Inputs,
     return expand, unbatched | (shared - expand), fold
 
 
-def _folded(two: tuple | None, three: tuple | None) -> bool:
-    """Whether calls on 2 and 3 examples had first axes 2c and 3c (input and output alike)."""
-    return two is not None and three is not None and two[0] == two[1] and three[0] == three[1] \
-        and two[0] % 2 == 0 and two[0] // 2 == three[0] // 3 and three[0] % 3 == 0
+def _folded(two: tuple | None, three: tuple | None, positions: int | None) -> bool:
+    """Whether calls on 2 and 3 examples had first axes 2T and 3T, T the sequence's positions
+    (input and output alike). Not any 2c and 3c: the tokens a mixture of experts routes to one
+    expert double and triple with copies of an example too, but a batch of different examples
+    sends each expert its own number of them, in no per-example order."""
+    return two is not None and three is not None and positions is not None \
+        and two == (2 * positions, 2 * positions) and three == (3 * positions, 3 * positions)
 
 
 def _expandable(model: nn.Module, modules: list[nn.Module], batch: Inputs, call_inputs: dict) -> set[int]:
@@ -136,10 +164,11 @@ def check_plan(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -
     if plan.checked:
         return
     names = {id(m): name for name, m in model.named_modules()}
-    key = (tuple(name for name, _ in plan.named), _structure(batch), top_k)
+    # a decision made on one example (a one-example run) is not one for batches of several
+    key = (tuple(name for name, _ in plan.named), _structure(batch), top_k, min(n_inputs(batch), CHECK_EXAMPLES))
     cached = _decisions.setdefault(model, {}).get(key)
     if cached is not None:
-        expand, fold, to_loop, transformed, regions = cached
+        expand, fold, to_loop, transformed, regions, plan.unpadded = cached
         plan.expand = {id(m) for m in plan.rule_modules if names.get(id(m)) in expand}
         plan.fold = {id(m) for m in plan.rule_modules if names.get(id(m)) in fold}
         plan.without([m for m in plan.rule_modules if names.get(id(m)) in to_loop])
@@ -148,29 +177,57 @@ def check_plan(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -
         plan.add_regions([Region(modules[name], parameters, axes) for name, parameters, axes in regions])
         plan.checked = True
         return
-    batch = _first(batch, CHECK_EXAMPLES)
+    plan.unpadded = _padding_changes_outputs(model, batch)
+    if plan.unpadded:  # checked as the batches will be computed: examples of one length, no padding
+        batch = select_rows(batch, length_groups(batch)[0])
+    first_batch, batch = batch, _first(batch, CHECK_EXAMPLES)
     owned = {id(m): [k for _, k in plan.owned[id(m)]] for m in plan.rule_modules}
     # An error here is the model's own (its plain forward on copies of an example): raised
-    plan.expand, unbatched, plan.fold = layer_batching(model, plan.rule_modules, batch, plan.call_inputs)
+    plan.expand, unbatched, plan.fold = layer_batching(model, plan.rule_modules, batch, plan.call_inputs, first_batch)
     moved = [m for m in plan.rule_modules if id(m) in unbatched]
     plan.without(moved)
-    wrong = _disagreeing(model, plan, batch, top_k)
-    plan.without(wrong)
+    wrong, unseen = _disagreeing(model, plan, batch, top_k)
+    plan.without(wrong + unseen)
     if plan.fallback:
         classes = _slot_classes(model, batch, top_k)
         if not _too_large([plan.named[k] for k in plan.fallback], classes):
             served, why_not = _transformable(model, plan, batch, classes)
             plan.transform(served)
-            plan.add_regions(_regions(model, plan, batch, classes, why_not))
+            plan.add_regions(_regions(model, plan, batch, classes, why_not, first_batch))
     # only the layers left on the loop are worth a warning; torch.func serves the others as fast
     on_loop = set(plan.fallback)
     _warn([m for m in moved if on_loop.intersection(owned[id(m)])], names, "have calls without a per-example batch axis")
     _warn([m for m in wrong if on_loop.intersection(owned[id(m)])], names, "give per-example gradients that differ from the loop's")
+    _warn([m for m in unseen if on_loop.intersection(owned[id(m)])], names,
+          "have parameters the model uses without calling the layer (no hook sees that use)")
     plan.checked = True
-    to_loop = {names.get(id(m)) for m in moved + wrong}
+    to_loop = {names.get(id(m)) for m in moved + wrong + unseen}
     transformed = {plan.named[k][0] for k in plan.whole_model_transformed}
     regions = [(names.get(id(r.module)), r.parameters, r.axes) for r in plan.regions]
-    _decisions[model][key] = ({names.get(i) for i in plan.expand}, {names.get(i) for i in plan.fold}, to_loop, transformed, regions)
+    _decisions[model][key] = ({names.get(i) for i in plan.expand}, {names.get(i) for i in plan.fold}, to_loop, transformed, regions,
+                              plan.unpadded)
+
+
+def _padding_changes_outputs(model: nn.Module, batch: Inputs) -> bool:
+    """Whether a padded example of the batch has other logits than it has alone (a convolution
+    over the padded positions, attention that ignores the mask): its PEFs would then be those
+    of the padding too, not the example's. One example of each length is tried (CANINE's
+    padding shows only at lengths that are not multiples of its downsampling rate). Says so
+    in a warning."""
+    groups = length_groups(batch)
+    if groups is None:
+        return False
+    tried = [int(rows[0]) for rows in groups[:PADDING_LENGTHS_TRIED]]
+    with torch.no_grad():
+        together = class_logits(model, batch).float()
+        alone = torch.cat([class_logits(model, example_slice(batch, i)).float() for i in tried])
+    difference = float((together[tried] - alone).abs().max())
+    if difference <= PADDING_RTOL * float(alone.abs().max()) + 1e-7:
+        return False
+    logger.warning("the model's outputs change with padding (a padded example's logits differ from its logits alone "
+                   "by %.2g): each batch is computed in groups of examples of one length, without padding (exact; "
+                   "slower where lengths vary: sorting the examples by length gives fewer groups)", difference)
+    return True
 
 
 def _structure(batch: Inputs) -> tuple:
@@ -192,10 +249,11 @@ def _warn(modules: list[nn.Module], names: dict[int, str], why: str) -> None:
                        "exclude=... leaves them out): %s%s", len(modules), why, shown, ", ..." if len(modules) > 5 else "")
 
 
-def _disagreeing(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -> list[nn.Module]:
-    """The rule layers whose per-example gradients differ from the loop's on ``batch`` (step 2).
-    A layer whose call the fast path cannot take (:class:`LayerCallError`) counts as differing,
-    and any other error of the fast path sends every rule layer to the loop."""
+def _disagreeing(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -> tuple[list[nn.Module], list[nn.Module]]:
+    """The rule layers whose per-example gradients differ from the loop's on ``batch`` (step 2),
+    and those never called whose parameters the model uses all the same. A layer whose call
+    the fast path cannot take (:class:`LayerCallError`) counts as differing, and any other
+    error of the fast path sends every rule layer to the loop."""
     wrong: list[nn.Module] = []
     while plan.rule_modules:
         try:
@@ -212,10 +270,10 @@ def _disagreeing(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None)
             with torch.no_grad():
                 class_logits(model, batch)  # the model's own error, without hooks, is raised as it is
             logger.warning("the fast path failed on this model (%s: %s)", type(error).__name__, error)
-            return wrong + list(plan.rule_modules)
+            return wrong + list(plan.rule_modules), []
         break
     else:
-        return wrong
+        return wrong, []
     module_of = {k: m for m in plan.rule_modules for _, k in plan.owned[id(m)]}
     blocks = dict(grads.blocks)
     # A layer never called has no block: its parameters count as zero, which is right only
@@ -224,6 +282,7 @@ def _disagreeing(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None)
     indices = sorted(_checked_parameters(plan, grads.n_slots * n_inputs(batch)) | uncalled)
     params = [plan.named[k][1] for k in indices]
     bad: dict[int, nn.Module] = {}
+    unseen: dict[int, nn.Module] = {}
     for i in range(grads.n_examples):
         truths = loop_gradients(model, batch, grads.classes, params, i)
         scale = grads.sqrt_p[i].reshape(-1, 1)
@@ -231,10 +290,11 @@ def _disagreeing(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None)
                   t.reshape(t.shape[0], -1) * scale) for k, t in zip(indices, truths)]
         largest = max((float(t.abs().max()) for _, _, t in pairs), default=0.0)
         for k, got, truth in pairs:
-            used_unseen = k in uncalled and bool(truth.any())
-            if used_unseen or float((got - truth).abs().max()) > RTOL * float(truth.abs().max()) + ATOL_OF_LARGEST * largest:
+            if k in uncalled and bool(truth.any()):
+                unseen[id(module_of[k])] = module_of[k]
+            elif float((got - truth).abs().max()) > RTOL * float(truth.abs().max()) + ATOL_OF_LARGEST * largest:
                 bad[id(module_of[k])] = module_of[k]
-    return wrong + list(bad.values())
+    return wrong + list(bad.values()), [m for i, m in unseen.items() if i not in bad]
 
 
 def _checked_parameters(plan: Plan, entries_per_parameter_entry: int) -> set[int]:
@@ -296,23 +356,30 @@ def _too_large(named: list[tuple[str, nn.Parameter]], classes: torch.Tensor) -> 
     return True
 
 
-def _regions(model: nn.Module, plan: Plan, batch: Inputs, classes: torch.Tensor, whole_model: str = "") -> list[Region]:
+def _regions(model: nn.Module, plan: Plan, batch: Inputs, classes: torch.Tensor, whole_model: str = "",
+             first_batch: Inputs | None = None) -> list[Region]:
     """Regions (:mod:`.regions`) for the parameters still on the loop: for each, the smallest
     module holding it that has an example axis and whose torch.func gradients equal the
     loop's on ``batch``, trying larger ones where a smaller one fails; what none serves
     stays on the loop, with a warning saying why (``whole_model``: why the whole model's
     torch.func did not serve them)."""
-    names = [plan.named[k][0] for k in plan.fallback]
+    path = module_paths(model)
+    names = [path[id(plan.named[k][1])] for k in plan.fallback]
     if not names:
         return []
-    index_of = {plan.named[k][0]: k for k in plan.fallback}
+    index_of = {path[id(plan.named[k][1])]: k for k in plan.fallback}
     candidates = {n: candidate_modules(model, n) for n in names}
-    batching = region_batching(model, list({id(m): m for c in candidates.values() for _, m in c}.values()), batch)
+    reasons: dict[str, str] = {"": whole_model} if whole_model else {}
+    try:
+        batching = region_batching(model, list({id(m): m for c in candidates.values() for _, m in c}.values()), batch,
+                                   first_batch)
+    except Exception as error:  # noqa: BLE001 - the model's code fails with its masks built (Nystromformer's landmarks)
+        reasons["masks"] = f"the model with its attention masks built: {failure_reason(error)}"
+        batching = {}
     candidates = {n: [(p, m) for p, m in c if id(m) in batching] for n, c in candidates.items()}
     candidates = {n: c for n, c in candidates.items() if c}
     found: list[Region] = []
     served: set[int] = set()
-    reasons: dict[str, str] = {"": whole_model} if whole_model else {}
     while candidates:
         groups: dict[str, list[str]] = {}
         for n, c in candidates.items():
@@ -347,12 +414,13 @@ def _agreeing_regions(model: nn.Module, batch: Inputs, regions: list[Region], cl
     for region in regions:
         try:
             outputs = call_outputs(capture.calls, [region])
-            grads = region_blocks([region], capture.calls, output_gradients(log_probs, classes, outputs), classes.shape[1])
+            grads = region_blocks([region], capture.calls, output_gradients(log_probs, classes, outputs), classes.shape[1],
+                                  classes.shape[0])
+            params = dict(region.module.named_parameters())
+            bad = _differing_from_the_loop(model, batch, classes, [(k, params[name], grads[k]) for name, k in region.parameters])
         except Exception as error:  # noqa: BLE001 - vmap cannot run this module's code: a larger one may do
             reasons[type(region.module).__name__] = f"{type(region.module).__name__}: {failure_reason(error)}"
             out.append([])
             continue
-        params = dict(region.module.named_parameters())
-        bad = _differing_from_the_loop(model, batch, classes, [(k, params[name], grads[k]) for name, k in region.parameters])
         out.append([(name, k) for name, k in region.parameters if k not in bad])
     return out

@@ -89,7 +89,8 @@ class Plan:
     run's first batch, :func:`workbench.fisher.checks.check_plan` moves to ``fallback`` those
     whose calls have no per-example batch axis or whose rule disagrees with the loop, and
     names in ``expand`` the layers whose output, shared by the batch, is expanded to it, and
-    in ``fold`` those called on examples and positions folded into one axis. It then moves
+    in ``fold`` those called on examples and positions folded into one axis, and sets
+    ``unpadded`` where padding changes the model's outputs. It then moves
     from ``fallback`` to ``transformed`` the parameters whose per-example gradients
     ``torch.func`` computes for the whole batch (:mod:`workbench.fisher.transforms`); what
     stays in ``fallback`` takes the loop, one example at a time. Of those transformed, the
@@ -107,6 +108,8 @@ class Plan:
     checked: bool = False  # whether check_plan has run
     transformed: list[int] = field(default_factory=list)  # parameter indices served by torch.func's vmap
     regions: list[Region] = field(default_factory=list)  # those of them computed over a sub-module
+    # the model's outputs change with padding: a padded batch is computed in groups of one length
+    unpadded: bool = False
 
     @classmethod
     def make(cls, model: nn.Module, named: list[tuple[str, nn.Parameter]], use_rules: bool) -> "Plan":
@@ -124,7 +127,9 @@ class Plan:
                     rule_modules.append(module)
                     covered.update(k for _, k in mine)
         fallback = [k for k in range(len(named)) if k not in covered]
-        return cls(named, layout_of(named), rule_modules, owned, fallback, rules, checked=not use_rules)
+        # the plain loop takes each example alone, its probabilities too (not those of a padded batch)
+        return cls(named, layout_of(named), rule_modules, owned, fallback, rules, checked=not use_rules,
+                   unpadded=not use_rules)
 
     def without(self, modules: list[nn.Module]) -> None:
         """Moves ``modules``' parameters from their rules to the loop."""
@@ -170,7 +175,8 @@ def make_plan(model: nn.Module, config: PefConfig) -> Plan:
     plan = Plan.make(model, named, use_rules=config.method == "hooks")
     if config.method == "hooks" and plan.fallback:
         names = [named[k][0] for k in plan.fallback[:5]]
-        logger.warning(
+        # not a warning yet: the first batch's check warns of what it leaves on the loop, and why
+        logger.info(
             "no per-example rule for the layers owning %d selected parameters (e.g. %s); "
             "torch.func computes their per-example gradients for the whole batch where the first batch's check "
             "finds that it can, else the per-example loop does (slower)",

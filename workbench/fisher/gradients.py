@@ -16,7 +16,7 @@ from torch import nn
 
 from .config import Plan
 from .hooks import Capture, CaptureLayers
-from .inputs import Inputs, class_logits, example_slice, n_inputs
+from .inputs import Inputs, class_logits, example_slice, n_inputs, n_positions
 from .regions import CaptureRegions, call_outputs, region_blocks
 from .rules import BlockGradient, DenseGradient
 from .transforms import failure_reason, mask_skipping_off, per_example_gradients
@@ -126,7 +126,8 @@ class BatchGradients:
         self.model, self.plan, self.batch = model, plan, batch
         # with regions, masks are built as the check built them, also for a batch without padding
         masks = mask_skipping_off() if plan.regions else contextlib.nullcontext()
-        with CaptureLayers(plan.rule_modules, n_inputs(batch), plan.expand, plan.fold, plan.call_inputs) as capture, \
+        with CaptureLayers(plan.rule_modules, n_inputs(batch), plan.expand, plan.fold, plan.call_inputs,
+                           positions=n_positions(batch)) as capture, \
                 CaptureRegions([region.module for region in plan.regions]) as regions, masks:
             logits = class_logits(model, batch)
         self.logits = logits.detach().float()
@@ -192,7 +193,7 @@ class BatchGradients:
         if not self.plan.regions:
             return []
         n_slots = 1 if self.slot_scales is not None else self.n_slots  # one row per example when factored
-        grads = region_blocks(self.plan.regions, calls, grad_outputs, n_slots)
+        grads = region_blocks(self.plan.regions, calls, grad_outputs, n_slots, self.n_examples)
         return [(k, DenseGradient(g.reshape(g.shape[0], g.shape[1], -1))) for k, g in grads.items()]
 
     def _rule_blocks(self, captures: list[Capture], grad_outputs: list[torch.Tensor]) -> list[tuple[int, BlockGradient]]:

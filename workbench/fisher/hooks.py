@@ -55,7 +55,9 @@ class CaptureLayers(ForwardHooks):
     embeddings, computed once with a batch dimension of 1 and broadcast), so no
     per-example output gradient; its output is expanded to the batch here so that it gets
     one. A layer in ``fold`` is called on examples and positions folded into one axis (OPT's
-    feed-forward layers); its input is unfolded here. A layer in ``call_inputs`` gives its
+    feed-forward layers): ``batch_size × positions`` rows, whose input is unfolded here (any
+    other number of rows, such as the tokens a mixture of experts routed to one expert, is no
+    such axis). A layer in ``call_inputs`` gives its
     rule what that function finds from the call (the indices an embedding really read).
     Which layers are which is decided by a check that runs the model
     (:func:`workbench.fisher.checks.layer_batching`), never from one call's shapes: a
@@ -72,6 +74,7 @@ class CaptureLayers(ForwardHooks):
     fold: set[int] = field(default_factory=set)  # ids of layers called on (examples × positions, ...)
     # id -> f(module, args, kwargs): the layer input its rule takes, where that is not the first argument
     call_inputs: dict = field(default_factory=dict)
+    positions: int | None = None  # the batch's sequence length: a folded call has batch_size × positions rows
     captures: list[Capture] = field(default_factory=list)
     _handles: list = field(default_factory=list)
 
@@ -87,7 +90,7 @@ class CaptureLayers(ForwardHooks):
         if id(module) in self.expand and output.shape[0] == 1 and layer_input.shape[0] == 1 and self.batch_size > 1:
             output = output.expand(self.batch_size, *output.shape[1:])
             layer_input = layer_input.expand(self.batch_size, *layer_input.shape[1:])
-        if id(module) in self.fold and output.shape[0] == layer_input.shape[0] and output.shape[0] % self.batch_size == 0:
+        if id(module) in self.fold and output.shape[0] == layer_input.shape[0] == self.batch_size * (self.positions or -1):
             # examples × positions folded into one axis (OPT): unfolded for the rule; the
             # output's gradient is unfolded likewise (gradients.BatchGradients)
             layer_input = layer_input.reshape(self.batch_size, -1, *layer_input.shape[1:])

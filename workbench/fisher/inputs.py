@@ -34,19 +34,53 @@ def n_inputs(inputs: Inputs) -> int:
     return next(iter(sizes.values()))
 
 
+def n_positions(batch: Inputs) -> int | None:
+    """The batch's sequence length: the second axis of its mask or token ids (None without one)."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[1]) if batch.ndim >= 2 else None
+    for key in ("attention_mask", "input_ids", *batch):
+        value = batch.get(key)
+        if isinstance(value, torch.Tensor) and value.ndim >= 2:
+            return int(value.shape[1])
+    return None
+
+
 def slice_inputs(inputs: Inputs, start: int, stop: int, device: torch.device) -> Inputs:
     """Rows start:stop, moved to device; padding columns no row of the slice uses are cut."""
     if isinstance(inputs, torch.Tensor):
         return inputs[start:stop].to(device)
-    batch = {k: v[start:stop] for k, v in inputs.items()}
+    return {k: v.to(device) for k, v in _without_unused_columns({k: v[start:stop] for k, v in inputs.items()}).items()}
+
+
+def select_rows(batch: Inputs, rows: torch.Tensor) -> Inputs:
+    """The batch's ``rows``, with the padding columns none of them uses cut."""
+    if isinstance(batch, torch.Tensor):
+        return batch[rows]
+    return _without_unused_columns({k: v[rows] for k, v in batch.items()})
+
+
+def _without_unused_columns(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     mask = batch.get("attention_mask")
-    if mask is not None and mask.ndim == 2:
-        full = mask.shape[1]
-        used = int(mask.sum(dim=1).max()) if mask.shape[0] else full
-        if mask[:, used:].any():  # left padding: keep everything
-            used = full
-        batch = {k: v[:, :used] if v.ndim >= 2 and v.shape[1] == full else v for k, v in batch.items()}
-    return {k: v.to(device) for k, v in batch.items()}
+    if mask is None or mask.ndim != 2:
+        return dict(batch)
+    full = mask.shape[1]
+    used = int(mask.sum(dim=1).max()) if mask.shape[0] else full
+    if mask[:, used:].any():  # left padding: keep everything
+        used = full
+    return {k: v[:, :used] if v.ndim >= 2 and v.shape[1] == full else v for k, v in batch.items()}
+
+
+def length_groups(batch: Inputs) -> list[torch.Tensor] | None:
+    """The batch's rows grouped by length (each group's rows in order, the groups in order of
+    their first row), or None when no row is padded."""
+    mask = batch.get("attention_mask") if isinstance(batch, Mapping) else None
+    if mask is None or mask.ndim != 2 or bool(mask.all()):
+        return None
+    lengths = mask.sum(dim=1).cpu()
+    firsts = {}
+    for row, length in enumerate(lengths.tolist()):
+        firsts.setdefault(length, []).append(row)
+    return [torch.tensor(rows) for rows in firsts.values()]
 
 
 def class_logits(model: nn.Module, batch: Inputs) -> torch.Tensor:

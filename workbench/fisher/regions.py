@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from .hooks import ForwardHooks
-from .inputs import Inputs, class_logits, repeated
+from .inputs import Inputs, class_logits, n_inputs, repeated
 from .transforms import mask_skipping_off
 
 
@@ -82,22 +82,29 @@ class CaptureRegions(ForwardHooks):
         self.calls.setdefault(id(module), []).append(RegionCall(leaves, spec, output_leaves(output)))
 
 
-def region_batching(model: nn.Module, modules: list[nn.Module], batch: Inputs) -> dict[int, tuple[str, ...]]:
+def region_batching(model: nn.Module, modules: list[nn.Module], batch: Inputs,
+                    different: Inputs | None = None) -> dict[int, tuple[str, ...]]:
     """{id(module): the first axis of each leaf of its call (:attr:`Region.axes`)} for the
     ``modules`` that can be regions, from the model run on the batch's first example 2 and
     3 times. A module cannot be one when it is not called, is called a different number of
     times or with other arguments, takes an object that holds state (a key-value cache), or
     has a float output leaf without the examples on its first axis (T5's attention layers
-    return the batch-shared position bias)."""
+    return the batch-shared position bias), also on ``different`` examples (an expert of a
+    mixture sent one token of each copy of an example looks batched on copies alone)."""
+    runs = [repeated(batch, 2), repeated(batch, 3)] + ([] if different is None else [different])
     seen = []
-    for e in (2, 3):
+    for inputs in runs:
         # masks built even where no example is padded, as a padded batch builds them
         with torch.no_grad(), mask_skipping_off(), CaptureRegions(modules) as capture:
-            class_logits(model, repeated(batch, e))
+            class_logits(model, inputs)
         seen.append(capture.calls)
     found = {}
     for module in modules:
         flags = _call_batching(seen[0].get(id(module), []), seen[1].get(id(module), []))
+        if flags is not None and different is not None:
+            n = n_inputs(different)
+            if not all(o.ndim and o.shape[0] == n for call in seen[2].get(id(module), []) for o in call.outputs):
+                flags = None
         if flags is not None:
             found[id(module)] = flags
     return found
@@ -145,15 +152,20 @@ def candidate_modules(model: nn.Module, name: str) -> list[tuple[str, nn.Module]
     return [(p, modules[p]) for p in (".".join(parts[:i]) for i in range(len(parts), 0, -1)) if p in modules]
 
 
-def region_gradients(region: Region, call: RegionCall, grad_outputs: list[torch.Tensor]) -> list[torch.Tensor]:
+def region_gradients(region: Region, call: RegionCall, grad_outputs: list[torch.Tensor], n_examples: int) -> list[torch.Tensor]:
     """For each parameter of ``region``, its per-example gradients (r, b, *shape) in float32
     through one ``call``: example i's slot s is the vector-Jacobian product of the call on
     example i alone with ``grad_outputs``' [s, i] (each (r, b, ...), one per output leaf).
 
     Raises whatever ``vmap`` raises on the module's code, or ValueError if the call's
-    arguments are not structured as the check saw them (the caller takes the loop)."""
+    arguments are not structured as the check saw them, or its outputs do not have the batch's
+    ``n_examples`` on their first axis (an expert of a mixture, sent the tokens routed to it):
+    the caller takes the loop."""
     if len(call.leaves) != len(region.axes) or any((x is None) != (axis == ABSENT) for x, axis in zip(call.leaves, region.axes)):
         raise ValueError("the region was called with arguments other than those the first batch's check saw")
+    if any(int(g.shape[1]) != n_examples for g in grad_outputs):
+        raise ValueError(f"the region was called on {int(grad_outputs[0].shape[1])} rows, not on the batch's "
+                         f"{n_examples} examples")
     params = {name: dict(region.module.named_parameters())[name].detach() for name, _ in region.parameters}
     fixed = [x.detach() if isinstance(x, torch.Tensor) else x for x in call.leaves]
     b = int(grad_outputs[0].shape[1])
@@ -183,7 +195,7 @@ def call_outputs(calls: Mapping[int, list[RegionCall]], regions: list[Region]) -
 
 
 def region_blocks(regions: list[Region], calls: Mapping[int, list[RegionCall]], grad_outputs: list[torch.Tensor],
-                  n_slots: int) -> dict[int, torch.Tensor]:
+                  n_slots: int, n_examples: int) -> dict[int, torch.Tensor]:
     """{parameter index: (r, b, *shape) gradients} summed over each region's calls, from the
     output gradients (r, b, ...) of :func:`call_outputs`' leaves, in the same order; an
     output off the graph has none, and gets zeros."""
@@ -194,6 +206,6 @@ def region_blocks(regions: list[Region], calls: Mapping[int, list[RegionCall]], 
             g = [next(given) if o.requires_grad else o.new_zeros((n_slots, *o.shape), dtype=torch.float32)
                  for o in call.outputs]
             g = [x.to(o.dtype) for x, o in zip(g, call.outputs)]  # the pullback takes the output's dtype
-            for (_, index), value in zip(region.parameters, region_gradients(region, call, g)):
+            for (_, index), value in zip(region.parameters, region_gradients(region, call, g, n_examples)):
                 grads[index] = value if index not in grads else grads[index] + value
     return grads

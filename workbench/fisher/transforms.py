@@ -44,6 +44,13 @@ class _Logits(nn.Module):
         return class_logits(self.model, batch)
 
 
+def module_paths(model: nn.Module) -> dict[int, str]:
+    """id(parameter) -> its path through the model's modules, which ``functional_call`` and
+    ``named_modules`` know it by: a wrapper may name its parameters otherwise
+    (``ZeroShotClassifier`` gives its language model's names, without ``lm.``)."""
+    return {id(p): name for name, p in nn.Module.named_parameters(model, remove_duplicate=False)}
+
+
 @contextlib.contextmanager
 def mask_skipping_off():
     """While inside, transformers builds every attention mask rather than checking whether
@@ -73,7 +80,8 @@ def per_example_gradients(model: nn.Module, batch: Inputs, named: list[tuple[str
 
     Raises whatever ``vmap`` raises on the model's code (the caller falls back to the loop)."""
     wrapper = _Logits(model)
-    params = {name: p.detach() for name, p in named}
+    path = module_paths(model)
+    params = {path[id(p)]: p.detach() for _, p in named}
     b = _n_examples(batch)
     rows = torch.zeros((b, 1), dtype=torch.long, device=params[named[0][0]].device) if classes is None else classes
 
@@ -90,7 +98,7 @@ def per_example_gradients(model: nn.Module, batch: Inputs, named: list[tuple[str
     # torch.func.jacrev differentiates all the same
     with torch.no_grad(), mask_skipping_off():
         grads = torch.func.vmap(torch.func.jacrev(objectives), in_dims=(None, 0, 0))(params, example_batch, rows)
-    return [grads[name].float().transpose(0, 1) for name, _ in named]  # (b, r, *shape) -> (r, b, *shape)
+    return [grads[path[id(p)]].float().transpose(0, 1) for _, p in named]  # (b, r, *shape) -> (r, b, *shape)
 
 
 def _n_examples(batch: Inputs) -> int:

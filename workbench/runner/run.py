@@ -24,9 +24,9 @@ from tqdm.auto import tqdm
 
 from ..core.chunks import PefChunk
 from ..core.params import select_parameters
-from ..core.validation import check_model, example_lengths
-from ..fisher import (Inputs, PefConfig, Plan, iter_pef_chunks, make_plan, n_inputs, pef_info,
-                      stored_layout)
+from ..core.validation import check_label_range, check_model, example_lengths
+from ..fisher import (Inputs, PefConfig, Plan, check_plan, class_logits, eval_mode, iter_pef_chunks, make_plan,
+                      n_inputs, pef_info, slice_inputs, stored_layout)
 from ..store.files import json_default
 from ..store.fingerprints import fingerprint_model, fingerprint_tensors
 from ..store.pef_store import new_manifest
@@ -59,6 +59,8 @@ class PefRun:
         check_model(model, inputs)
         model.to(device)
         check_precision(select_parameters(model, config.include, config.exclude))
+        with torch.no_grad(), eval_mode(model):  # every label checked against the model's classes before any batch runs
+            check_label_range(labels, class_logits(model, slice_inputs(inputs, 0, 1, device)).shape[1])
         return cls(model, inputs, labels, config, make_plan(model, config), device)
 
     @property
@@ -97,6 +99,11 @@ class PefRun:
         # allocator growth) that would make the first batch look several times slower than the rest.
         # Once per model and process: a later call would pay them for nothing (a 600-example run 5%).
         if warm_up and self.device not in _warmed_up.get(self.model, ()):
+            # the plan is checked on the batch, as the run's first batch would check it: the
+            # one-example warm-up shares the plan, and one example shows no padding and no
+            # examples mixed up with each other
+            check_plan(self.model, self.plan, slice_inputs(self.inputs, start, stop, self.device),
+                       self.config.top_k_classes)
             next(self.part(start, start + 1).chunks())
             _warmed_up.setdefault(self.model, set()).add(self.device)
         with PeakMemory(self.device) as memory:
