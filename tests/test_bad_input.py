@@ -219,7 +219,80 @@ def _file_as_parent(tmp):
     (tmp / "notes.txt").write_text("mine")
 
 
+def _ids_outside_vocabulary(tmp):
+    inputs = _inputs()
+    inputs["input_ids"][7, 2] = 10_000
+    write_pefs(tmp / "pefs", tiny_bert(3), inputs, batch_size=3, progress=False)
+
+
+def _float_ids(tmp):
+    inputs = _inputs()
+    write_pefs(tmp / "pefs", tiny_bert(3), dict(inputs, input_ids=inputs["input_ids"].float()), progress=False)
+
+
+def _mask_of_other_length(tmp):
+    inputs = _inputs()
+    write_pefs(tmp / "pefs", tiny_bert(3), dict(inputs, attention_mask=inputs["attention_mask"][:, :5]), progress=False)
+
+
+def _label_out_of_range_in_a_later_batch(tmp):
+    write_pefs(tmp / "pefs", tiny_bert(3), _inputs(), labels=[0, 1, 2, 0, 1, 2, 0, 1, 7], batch_size=3, progress=False)
+
+
+def _users_folder(tmp):
+    (tmp / "pefs").mkdir()
+    (tmp / "pefs" / "thesis.tex").write_text("months of work")
+
+
+def _save_over_a_store(tmp):
+    save_pefs(planted_lrm(20, 30, 2).pefs, tmp / "pefs", examples_per_chunk=10)
+
+
+def _nan_pefs(tmp):
+    import numpy as np
+
+    from workbench import LrmPefs
+
+    dense = np.ones((4, 2, 6), dtype=np.float32)
+    dense[1, 0, 3] = np.nan
+    save_pefs(LrmPefs.from_dense(dense), tmp / "pefs")
+
+
+def _dense_labels_out_of_range(tmp):
+    import numpy as np
+
+    from workbench import LrmPefs
+
+    LrmPefs.from_dense(np.ones((2, 3, 4)), labels=[0, 5], logits=np.zeros((2, 3)))
+
+
+def _no_such_component(tmp):
+    LrmNpeff.load(tmp / "decomposition.safetensors").component(5)
+
+
 CASES = [
+    Case("token ids outside the vocabulary", ValueError,
+         r"1 examples hold token ids outside the model's vocabulary of 40 \(first: example 7, id 10000\).*own tokenizer",
+         _ids_outside_vocabulary),
+    Case("token ids that are floats", TypeError, r"input_ids are torch\.float32: token ids must be integers", _float_ids),
+    Case("a mask of another length than the ids", ValueError, r"per-token inputs have different lengths.*in one call",
+         _mask_of_other_length),
+    Case("a label out of range in a later batch", ValueError, r"label 7 of example 8 is out of range for a model with 3 classes",
+         _label_out_of_range_in_a_later_batch),
+    Case("save_pefs into a folder of the user's", StoreError, r"pefs exists and is not a PEF store; choose an empty or new folder",
+         lambda tmp: save_pefs(planted_lrm(20, 30, 2).pefs, tmp / "pefs"), _users_folder),
+    Case("save_pefs over a store", StoreError, r"already holds a PEF store; pass overwrite=True to replace it",
+         lambda tmp: save_pefs(planted_lrm(10, 30, 2).pefs, tmp / "pefs"), _save_over_a_store),
+    Case("PEFs from a dense array with NaN", ValueError, r"A holds NaN or infinite values.*compute them again", _nan_pefs),
+    Case("PEFs from a dense array with labels out of range", ValueError, r"label 5 of example 1 is out of range: labels must be in 0\.\.2",
+         _dense_labels_out_of_range),
+    Case("save_pefs with chunks of no examples", ValueError, r"examples_per_chunk must be a positive integer, got 0",
+         lambda tmp: save_pefs(planted_lrm(10, 30, 2).pefs, tmp / "pefs", examples_per_chunk=0)),
+    Case("a run into a folder that is not a run's", ValueError, r"mine holds files and is not a run folder.*new or empty folder",
+         lambda tmp: run_embedded(tmp / "mine", n_examples=40, progress=False),
+         lambda tmp: ((tmp / "mine").mkdir(), (tmp / "mine" / "model").mkdir(), (tmp / "mine" / "model" / "w.bin").write_text("x"))),
+    Case("a component that does not exist", IndexError, r"no component 5: this decomposition has 2 components, 0\.\.1",
+         _no_such_component, _make_decomposition),
     Case("labels that are text", TypeError, r"labels must be integer class indices, got <U3 values \('pos'.*pandas\.factorize",
          _string_labels),
     Case("labels that are fractions", ValueError, r"label 1\.6 of example 0 is not a whole number.*never rounded", _fractional_labels),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import urllib.parse
 from pathlib import Path
 
 import ipywidgets as w
@@ -186,6 +187,6 @@ class Workbench(StaticFallback, w.VBox):
 def _link(path) -> str:
     """``path`` relative to the working folder (the notebook's), as a URL path."""
     try:
-        return Path(os.path.relpath(path)).as_posix()
+        return urllib.parse.quote(Path(os.path.relpath(path)).as_posix())
     except ValueError:  # another drive (Windows)
         return Path(path).as_uri()

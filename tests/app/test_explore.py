@@ -64,6 +64,15 @@ def test_bad_requests_name_the_problem(explorer):
         explorer.components(min_purity=0.5, purity="size_purity")
     with pytest.raises(IndexError, match="from 0 to 15"):
         explorer.top_examples(16)
+    for epsilon in (float("nan"), float("inf"), 0.0, -0.1):
+        with pytest.raises(ValueError, match="epsilon must be a positive, finite step"):
+            explorer.perturb(0, epsilon=epsilon)
+    with pytest.raises(ValueError, match=r"max_sim is a \|cos\| between components, in \(0, 1\]"):
+        explorer.perturb(0, max_sim=5)
+    with pytest.raises(ValueError, match="epsilons is empty"):
+        explorer.sweep(0, [])
+    with pytest.raises(ValueError, match="n_top must be a positive number"):
+        explorer.trace(0, n_top=0)
 
 
 def test_top_examples_pages_follow_the_coefficients_with_exact_token_shares(explorer):

@@ -75,3 +75,26 @@ def test_demo_help_describes_every_option_with_its_default(capsys):
         words, default = line.split("(default: ")
         assert len(words.split()) >= 3, option  # a line of help beside the metavar
         assert default.strip(" )"), option
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["pefs", "--out", "x", "--n-examples", "-5"], "--n-examples: must be at least 1, got -5"),
+    (["fit", "s", "--out", "o", "--n-iters-joint", "-1"], "--n-iters-joint: must be at least 0, got -1"),
+])
+def test_counts_are_checked_by_the_command_line(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_fit_and_transform_refuse_to_write_over_their_inputs(embedded_run, tmp_path, caplog):
+    """Checked before any work: a fit written into its own store would make the store unusable."""
+    store = embedded_run.path / "pefs"
+    before = sorted(p.name for p in store.iterdir())
+    assert main(["fit", str(store), "--out", str(store / "manifest.json"), "--device", "cpu"]) == 2
+    assert "would overwrite the input" in caplog.text
+    decomposition = embedded_run.path / "decomposition.safetensors"
+    assert main(["transform", str(decomposition), str(store), "--out", str(decomposition), "--device", "cpu"]) == 2
+    assert sorted(p.name for p in store.iterdir()) == before
+    assert main(["fit", str(store), "--out", str(tmp_path), "--device", "cpu"]) == 2
+    assert "is a folder" in caplog.text

@@ -191,3 +191,29 @@ def test_checkpoints_notebook_charts_components_over_training(tmp_path):
     assert "Components over training" in html and "accuracy per strategy" in html
     report = (tmp_path / "checkpoints" / "report" / "index.html").read_text()  # report.export_sections
     assert "plotly.js v" in report and "Reference components" in report
+
+
+def small_notebook(path, source: str = "print(seed)"):
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell("seed: int = 0", metadata={"tags": ["parameters"]}),
+                      nbformat.v4.new_code_cell(source)]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, path)
+    return path
+
+
+def test_an_out_folder_with_braces_is_used_as_written(tmp_path):
+    """Papermill fills ``{name}`` in paths from the parameters: the folder asked for is the one written."""
+    notebook = small_notebook(tmp_path / "small.ipynb")
+    result = run_notebook(notebook, tmp_path / "x{seed}", {"seed": 3}, progress=False)
+    assert result.notebook == tmp_path / "x{seed}" / "small.ipynb" and result.notebook.exists()
+    assert not (tmp_path / "x3").exists()
+
+
+def test_a_notebook_papermill_cannot_start_leaves_a_failed_record(tmp_path):
+    notebook = small_notebook(tmp_path / "small.ipynb")
+    with pytest.raises(Exception, match="no-such-kernel"):
+        run_notebook(notebook, tmp_path / "out", {"seed": 1}, kernel_name="no-such-kernel", progress=False)
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    entry = record["notebooks"]["small"]
+    assert entry["status"] == "failed" and "no-such-kernel" in entry["error"] and record["status"] == "failed"

@@ -92,3 +92,23 @@ def test_a_run_folder_that_is_a_file_is_refused_before_anything_is_written(tmp_p
     with pytest.raises(StoreError, match=r"run is a file, not a folder; choose a new or empty folder for the run"):
         RunRecorder(tmp_path / "run", {})
     assert (tmp_path / "run").read_text() == "mine"
+
+
+def test_a_pipeline_run_by_a_notebook_keeps_the_notebook_s_entry_until_the_notebook_ends(tmp_path):
+    """The notebook writes its entry ("running") first; the pipeline it runs writes the record
+    again and must keep it, and its own end leaves the record running until the notebook ends:
+    a notebook killed after its pipeline never leaves a record that says complete."""
+    from workbench.app.run_folder import RunRecorder
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    entry = {"status": "running", "source": "quickstart.ipynb"}
+    (folder / RUN_RECORD).write_text(json.dumps({"format": "npeff-run", "status": "running", "notebooks": {"quickstart": entry}}))
+    recorder = RunRecorder(folder, {"seed": 0})
+    with recorder.stage("pefs"):
+        pass
+    recorder.finish()
+    record = json.loads((folder / RUN_RECORD).read_text())
+    assert record["notebooks"] == {"quickstart": entry} and record["status"] == "running"
+    finished = notebook_module._with_notebook(folder, "quickstart", dict(entry, status="complete"), {}, finished=True)
+    assert finished["status"] == "complete"

@@ -94,3 +94,25 @@ def test_file_of_another_layout_is_refused(tmp_path):
         f.create_group("data")["something"] = np.zeros(3)
     with pytest.raises(StoreError, match="not in the original NPEFF layout"):
         read_lrm_pefs_h5(tmp_path / "x.h5")
+
+
+def test_damaged_or_wrong_files_name_the_file(tmp_path):
+    pefs = planted_d(10, 20, seed=0).pefs
+    path = tmp_path / "d.h5"
+    write_d_pefs_h5(pefs, path)
+    truncated = tmp_path / "truncated.h5"
+    truncated.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(StoreError, match=r"truncated\.h5 cannot be read as a file of the original NPEFF layout"):
+        read_d_pefs_h5(truncated)
+    with pytest.raises(StoreError, match="is a folder"):
+        read_d_pefs_h5(tmp_path)
+    with h5py.File(path, "r+") as f:
+        del f["data/fisher"].attrs["dense_fisher_size"]
+    with pytest.raises(StoreError, match=r"d\.h5 cannot be read"):
+        read_d_pefs_h5(path)
+    write_d_pefs_h5(pefs, path)
+    with h5py.File(path, "r+") as f:
+        values = f["data/fisher/values"]
+        values[0, 0] = -abs(values[0, 0]) - 1.0
+    with pytest.raises(StoreError, match="negative or non-finite D-PEF values"):
+        read_d_pefs_h5(path)

@@ -80,15 +80,15 @@ def test_single_page_report_has_everything_offline(hostile, perturbation, tmp_pa
 
 def test_report_splits_into_linked_pages_above_the_limit(hostile, perturbation, tmp_path):
     out = tmp_path / "report"
-    out.mkdir()
-    (out / "stale.html").write_text("from an older report")
+    (out / "components").mkdir(parents=True)
+    (out / "components" / "99999.html").write_text("from an older report")
     index = report.export_html(hostile, out, perturbations=[perturbation], n_examples=2, max_single_page=10,
                                highlight=False, progress=False)
     pages = sorted((out / "components").iterdir())
     assert len(pages) == hostile.n_components
     html = index.read_text()
     assert all(f'href="components/{j:05d}.html"' in html for j in range(hostile.n_components))
-    assert not (out / "stale.html").exists() and (out / report.PLOTLY_FILE).exists()
+    assert not (out / "components" / "99999.html").exists() and (out / report.PLOTLY_FILE).exists()
     page = (out / "components" / "00001.html").read_text()
     assert '<script src="../plotly.min.js">' in page and "Perturbation of component 1" in page
     assert 'href="../index.html"' in page
@@ -101,3 +101,56 @@ def test_token_colours_scale_with_the_score():
     assert report.token_colour(-0.25, 0.5) == "rgba(40,120,255,0.40)"
     assert report.token_colour(0.0, 0.0).endswith("0.00)")
     assert report.format_value(np.float32(0.123456)) == "0.123" and report.format_value(float("nan")) == ""
+
+
+def test_bidirectional_controls_are_shown_not_applied():
+    """A right-to-left override in the data would reverse the rest of its line on the page (the
+    text after it, the next columns): it is shown as a mark instead, in HTML and in chart labels."""
+    spoof = "terrible \u202e. this time"
+    assert report.escape(spoof) == "terrible ⟨U+202E⟩. this time"
+    assert report.plotly_text("\u2067<b>x</b>") == "⟨U+2067⟩&lt;b&gt;x&lt;/b&gt;"
+    page = report.html_page(spoof, report.table_html(pd.DataFrame({"text": [spoof]})))
+    assert "\u202e" not in page and page.count("⟨U+202E⟩") == 2
+    assert report.escape("\u05e9\u05dc\u05d5\u05dd") == "\u05e9\u05dc\u05d5\u05dd"  # right-to-left text itself is kept
+
+
+def test_chart_labels_from_the_data_are_not_read_as_plotly_markup():
+    """Plotly draws <b>, <br> and <a href> in its labels: class names, component names and tokens
+    from the data are shown as written."""
+    classes = pd.DataFrame({"+": [0.1, -0.2], "-": [0.0, 0.3]},
+                           index=['<a href="https://example.com">pos</a>', "<b>neg</b>"])
+    figure = report.logit_figure(classes, 0.1)
+    labels = [label for trace in figure.data for label in trace.x]
+    assert labels and all("<" not in label for label in labels)
+    assert '&lt;a href="https://example.com"&gt;pos&lt;/a&gt;' in labels
+
+
+def test_pages_fit_small_screens_and_dark_themes():
+    page = report.html_page("t", "<p>x</p>")
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
+    # the page's own colours on a background of its own: readable inside a dark JupyterLab theme
+    assert "background: #fff; color-scheme: light" in report.CSS
+    assert "mathjax_ignore" in report.fragment("$a^2$")  # JupyterLab does not typeset the data's dollars
+
+
+def test_each_card_names_and_underlines_its_strongest_word(hostile):
+    page = hostile.top_examples(1, page_size=3)
+    for e in page.examples:
+        card = report.example_html(e, page.label_name)
+        assert e.strongest_index is not None
+        assert card.count('class="tok strongest"') == 1
+        assert f"{e.visible[e.strongest_index]:+.0%} of the words' share" in card
+        assert f"strongest word: {e.strongest_token!r} ({e.visible[e.strongest_index]:+.0%}" in repr(page)
+
+
+def test_a_report_never_replaces_a_folder_that_is_not_a_report(hostile, tmp_path):
+    """A report replaces its folder whole: a run folder, or any folder of the user's, is refused."""
+    with pytest.raises(FileExistsError, match="not a report's"):
+        report.export_html(hostile, hostile.run.path, n_examples=1, highlight=False, dashboards=False, progress=False)
+    assert (hostile.run.path / "run.json").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("months of work")
+    with pytest.raises(FileExistsError, match="thesis.tex"):
+        report.export_html(hostile, mine, n_examples=1, highlight=False, dashboards=False, progress=False)
+    assert (mine / "thesis.tex").read_text() == "months of work"

@@ -315,13 +315,26 @@ def _drop_zero_examples(pefs, drop: bool):
     return pefs[keep] if drop and keep.any() and not keep.all() else pefs
 
 
+def _from_dense_or_refused(kind, dense, n_values, drop_zero):
+    """The PEF set of ``dense``, or None where it holds NaN or infinite values, which ``from_dense``
+    refuses with the documented error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        try:
+            return _drop_zero_examples(kind.from_dense(dense, n_values=n_values), drop_zero)
+        except ValueError as err:
+            assert not np.isfinite(np.asarray(dense, dtype=np.float32)).all() and "NaN or infinite" in str(err)
+            event("refused: NaN or infinite values")
+            return None
+
+
 @FUZZ
 @given(A=dense_lrm(), r=st.integers(1, 4), n_values=st.none() | st.integers(1, 12), min_nonzero=st.integers(1, 3),
        drop_zero=st.booleans())
 def test_fuzz_lrm_fit_inputs(A, r, n_values, min_nonzero, drop_zero):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        pefs = _drop_zero_examples(LrmPefs.from_dense(A, n_values=n_values), drop_zero)
+    pefs = _from_dense_or_refused(LrmPefs, A, n_values, drop_zero)
+    if pefs is None:
+        return
     est = _check_fit(lambda: LrmNpeff(r, n_iters_g_only=3, n_iters_joint=4, min_nonzero_per_col=min_nonzero,
                                       progress=False, n_iters_transform=5), pefs)
     if est is not None:
@@ -337,7 +350,9 @@ def test_fuzz_d_fit_inputs(A, r, n_values, drop_zero):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         f = np.abs(A.astype(np.float64)).sum(axis=1)  # (n, m), non-negative like a D-PEF
-        pefs = _drop_zero_examples(DPefs.from_dense(f, n_values=n_values), drop_zero)
+    pefs = _from_dense_or_refused(DPefs, f, n_values, drop_zero)
+    if pefs is None:
+        return
     est = _check_fit(lambda: DNpeff(r, n_iters=6, progress=False, n_iters_transform=5), pefs)
     if est is not None:
         assert np.isfinite(est.transform(pefs)).all()

@@ -189,3 +189,28 @@ def test_a_full_disk_is_a_store_write_error_that_names_the_file_and_leaves_a_sto
     assert not PefStore(tmp_path / "pefs").complete
     resumed = write_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=64, batch_size=2, progress=False)
     _assert_same_pefs(resumed.load(), compute_pefs(bert3, bert_inputs, n_values=64, batch_size=2, progress=False))
+
+
+def test_a_store_killed_between_its_manifest_and_its_chunks_folder_resumes(tmp_path, bert3, bert_inputs):
+    """A store left with its manifest and no chunks folder (a writer killed in between)."""
+    out = tmp_path / "pefs"
+    whole = write_pefs(out, bert3, bert_inputs, n_values=50, batch_size=3, progress=False)
+    expected = whole.load()
+    manifest = json.loads((out / MANIFEST).read_text())
+    for chunk in (out / "chunks").iterdir():
+        chunk.unlink()
+    (out / "chunks").rmdir()
+    (out / MANIFEST).write_text(json.dumps({k: v for k, v in manifest.items() if k != "checksums"} | {"complete": False}))
+    resumed = write_pefs(out, bert3, bert_inputs, n_values=50, batch_size=3, progress=False)
+    _assert_same_pefs(resumed.load(), expected)
+
+
+def test_replacing_a_store_keeps_the_other_files_of_its_folder(tmp_path, bert3, bert_inputs):
+    out = tmp_path / "pefs"
+    write_pefs(out, bert3, bert_inputs, n_values=50, batch_size=3, progress=False)
+    (out / "NOTES.md").write_text("what these PEFs are for")
+    write_pefs(out, bert3, bert_inputs, n_values=20, batch_size=3, overwrite=True, progress=False)
+    assert (out / "NOTES.md").read_text() == "what these PEFs are for"
+    assert load_pefs(out).info["n_values"] == 20
+    save_pefs(planted_lrm(10, 20, 2).pefs, out, overwrite=True)
+    assert (out / "NOTES.md").exists() and load_pefs(out).n_examples == 10

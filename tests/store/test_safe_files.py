@@ -3,6 +3,7 @@
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,3 +57,15 @@ def test_no_unsafe_file_handling_anywhere():
 ])
 def test_scanner_catches_what_it_should(snippet, unsafe):
     assert any(re.search(p, snippet, flags=re.MULTILINE) for p, _ in UNSAFE) == unsafe
+
+
+def test_a_write_removes_what_killed_writes_of_the_same_file_left(tmp_path):
+    from workbench.store.files import write_arrays
+
+    target = tmp_path / "fit.safetensors"
+    leftover = tmp_path / ".fit.safetensors.k1ll3d.tmp"  # a fit killed while saving, a day before
+    leftover.write_bytes(b"\0" * 1000)
+    other = tmp_path / ".other.safetensors.k1ll3d.tmp"  # another file's: not this write's business
+    other.write_bytes(b"\0")
+    write_arrays(target, {"W": np.zeros((2, 2), dtype=np.float32)}, {"format": "test"})
+    assert target.exists() and not leftover.exists() and other.exists()

@@ -10,6 +10,7 @@ from workbench.analysis.trace import PerturbationTrace
 from workbench.app.explore import RunExplorer
 
 HOSTILE = "<script>window.__npeffInjected = 1</script>"
+SHOWN = "&lt;script&gt;window.__npeffInjected = 1&lt;/script&gt;"  # as plotly shows it, not drawn as its markup
 
 
 def _history() -> OverTraining:
@@ -25,14 +26,14 @@ def _history() -> OverTraining:
 
 def test_over_training_panel_draws_the_chosen_value_per_component():
     panel = OverTrainingPanel(_history())
-    assert [t.name for t in panel.chart.data] == ["0: marker", f"1: {HOSTILE}"]
+    assert [t.name for t in panel.chart.data] == ["0: marker", f"1: {SHOWN}"]
     assert list(panel.chart.data[1].y) == [0.5, 0.8, 0.9]
     panel.value.value = "kl_ratio"
     assert list(panel.chart.data[0].y) == [1.0, 2.0, 3.0] and panel.chart.layout.yaxis.type == "log"
     panel.components.value = (1,)
     assert len(panel.chart.data) == 1
     accuracy = {t.name: list(t.y) for t in panel.accuracy_chart.data}
-    assert accuracy == {"marker": [0.5, 1.0, 1.0], HOSTILE: [0.5, 0.5, 0.5]}
+    assert accuracy == {"marker": [0.5, 1.0, 1.0], SHOWN: [0.5, 0.5, 0.5]}
     bundle = panel._repr_mimebundle_()
     assert "Components over training" in bundle["text/html"] and HOSTILE not in bundle["text/html"]
     assert "&lt;script&gt;" in bundle["text/html"]

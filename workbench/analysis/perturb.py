@@ -31,6 +31,15 @@ from ..report import fragment, perturbation_html
 from .tables import top_examples
 
 
+def check_step(epsilon, max_sim) -> None:
+    """ε a positive finite step, ``max_sim`` a |cos| threshold in (0, 1] (or None)."""
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float, np.number)) or not np.isfinite(epsilon) \
+            or epsilon <= 0:
+        raise ValueError(f"epsilon must be a positive, finite step along the component (e.g. 0.1), got {epsilon!r}")
+    if max_sim is not None and not (isinstance(max_sim, (int, float, np.number)) and 0 < max_sim <= 1):
+        raise ValueError(f"max_sim is a |cos| between components, in (0, 1] (e.g. 0.5), or None; got {max_sim!r}")
+
+
 def perturbation_direction(decomposition, component: int, max_sim: float | None = None) -> np.ndarray:
     """Unit-norm direction of ``component`` in the full parameter space (n_parameters,).
 
@@ -233,6 +242,7 @@ def perturbation_check(
     inputs, labels: the model inputs and labels of all examples (rows indexed by ``top``
         and ``baseline``); ``baseline`` defaults to 100 random other examples.
     """
+    check_step(epsilon, max_sim)
     device = resolve_device(device) if device is not None else next(model.parameters()).device
     model.to(device)
     labels = np.asarray(labels)

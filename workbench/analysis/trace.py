@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from ..fisher.inputs import eval_mode
-from .perturb import perturbation_direction, perturbed
+from .perturb import check_step, perturbation_direction, perturbed
 
 
 @dataclass
@@ -94,6 +94,7 @@ def hidden_state_change(model, decomposition, component: int, inputs: dict, *, e
     ``inputs``: a tokenizer's output for the examples (a dict with ``input_ids`` and
     ``attention_mask``); padded positions are 0.
     """
+    check_step(epsilon, max_sim)
     direction = perturbation_direction(decomposition, component, max_sim)
     device = next(model.parameters()).device
     batch = {k: v.to(device) for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")}

@@ -19,6 +19,7 @@ import logging
 import os
 import time
 from datetime import timedelta
+from pathlib import Path
 
 from ..core.kinds import KINDS
 
@@ -67,11 +68,26 @@ def _pefs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_out(out: str, *inputs: str) -> None:
+    """``--out`` checked before the work: a file to write, not a folder, nor one of the command's
+    inputs or a file inside one (a store), in a folder that exists."""
+    target = Path(out).resolve()
+    for given in inputs:
+        source = Path(given).resolve()
+        if target == source or source in target.parents:
+            raise ValueError(f"--out {out} would overwrite the input {given}; choose another file")
+    if target.is_dir():
+        raise ValueError(f"--out {out} is a folder; give the file to write, e.g. {Path(out) / 'result.safetensors'}")
+    if not target.parent.is_dir():
+        raise ValueError(f"--out {out}: the folder {target.parent} does not exist; create it first")
+
+
 def _fit(args: argparse.Namespace) -> int:
     from ..distributed import fit_distributed, process_group
     from ..npeff import estimator_for
     from ..store.pef_store import PefStore
 
+    _check_out(args.out, args.store)
     with process_group(args.device, timedelta(minutes=args.timeout_minutes)) as ranks:
         store = PefStore(args.store)
         common = dict(seed=args.seed, min_nonzero_per_col=args.min_nonzero_per_col, device=ranks.device,
@@ -85,7 +101,7 @@ def _fit(args: argparse.Namespace) -> int:
             estimator.save(args.out)
             print(f"{type(estimator).__name__} of {store.path} ({store.n_examples} examples, "
                   f"{estimator.kept_columns_.size} kept parameters) on {ranks.world_size} rank(s), {ranks.device}: "
-                  f"fit in {seconds:.2f} s, final loss {estimator.loss_history_['joint'][-1, 1]:.6g}; saved {args.out}")
+                  f"fit in {seconds:.2f} s, final loss {estimator.final_loss_}; saved {args.out}")
     return 0
 
 
@@ -96,6 +112,7 @@ def _transform(args: argparse.Namespace) -> int:
     from ..store.formats import COEFFICIENTS
     from ..store.pef_store import PefStore
 
+    _check_out(args.out, args.store, args.decomposition)
     with process_group(args.device, timedelta(minutes=args.timeout_minutes)) as ranks:
         store = PefStore(args.store)
         estimator = estimator_for(store.kind).load(args.decomposition)
@@ -152,6 +169,22 @@ OPTION_HELP = {
 }
 
 
+def _at_least(minimum: int):
+    """An argparse type: an integer of at least ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
+
+
+POSITIVE, COUNT = _at_least(1), _at_least(0)
+
+
 class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each option's default, unless its help already says what the default is."""
 
@@ -171,6 +204,7 @@ def _describe(commands) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from ..distributed import DistributedError
+    from .notebook import NotebookError
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the embedded default never needs the Hub
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -180,12 +214,12 @@ def main(argv: list[str] | None = None) -> int:
 
     demo = commands.add_parser("demo", help="NPEFF end to end on the embedded default task")
     demo.add_argument("--out", default="runs/demo", help="run folder to write")
-    demo.add_argument("--n-examples", type=int, default=600)
-    demo.add_argument("--n-components", type=int, default=16)
-    demo.add_argument("--n-values", type=int, default=8192, help="PEF entries kept per example")
-    demo.add_argument("--n-iters-g-only", type=int, default=100)
-    demo.add_argument("--n-iters-joint", type=int, default=400)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--n-examples", type=POSITIVE, default=600)
+    demo.add_argument("--n-components", type=POSITIVE, default=16)
+    demo.add_argument("--n-values", type=POSITIVE, default=8192, help="PEF entries kept per example")
+    demo.add_argument("--n-iters-g-only", type=COUNT, default=100)
+    demo.add_argument("--n-iters-joint", type=COUNT, default=400)
+    demo.add_argument("--seed", type=COUNT, default=0)
     demo.add_argument("--base", choices=["tiny", "minilm"], default="tiny", help="model to train on the task")
     demo.add_argument("--scope", choices=["all", "no-head", "encoder"], default=None,
                       help="parameters the PEFs cover (default: the base's, docs/evaluation.md)")
@@ -196,11 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     pefs.add_argument("--out", required=True, help="PEF store folder (one folder all ranks share)")
     pefs.add_argument("--model-path", default=None, help="a trained model folder (default: the embedded model)")
     pefs.add_argument("--base", choices=["tiny", "minilm"], default="tiny")
-    pefs.add_argument("--n-examples", type=int, default=600)
-    pefs.add_argument("--seed", type=int, default=0, help="of the model and the examples, as in demo")
+    pefs.add_argument("--n-examples", type=POSITIVE, default=600)
+    pefs.add_argument("--seed", type=COUNT, default=0, help="of the model and the examples, as in demo")
     pefs.add_argument("--kind", choices=list(KINDS), default="lrm")
-    pefs.add_argument("--n-values", type=int, default=8192, help="PEF entries kept per example")
-    pefs.add_argument("--batch-size", type=int, default=32, help="examples per batch (and per chunk file)")
+    pefs.add_argument("--n-values", type=POSITIVE, default=8192, help="PEF entries kept per example")
+    pefs.add_argument("--batch-size", type=POSITIVE, default=32, help="examples per batch (and per chunk file)")
     pefs.add_argument("--overwrite", action="store_true", help="replace a store made with other arguments")
     _distributed_options(pefs)
     pefs.set_defaults(handler=_pefs)
@@ -208,11 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     fit = commands.add_parser("fit", help="LRM- or D-NPEFF of a PEF store (parameters split among ranks)")
     fit.add_argument("store", help="PEF store folder")
     fit.add_argument("--out", required=True, help="decomposition file to write (.safetensors), by rank 0")
-    fit.add_argument("--n-components", type=int, default=16)
-    fit.add_argument("--n-iters-g-only", type=int, default=100, help="D-NPEFF runs g-only + joint iterations")
-    fit.add_argument("--n-iters-joint", type=int, default=400)
-    fit.add_argument("--min-nonzero-per-col", type=int, default=1)
-    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--n-components", type=POSITIVE, default=16)
+    fit.add_argument("--n-iters-g-only", type=COUNT, default=100, help="D-NPEFF runs g-only + joint iterations")
+    fit.add_argument("--n-iters-joint", type=COUNT, default=400)
+    fit.add_argument("--min-nonzero-per-col", type=POSITIVE, default=1)
+    fit.add_argument("--seed", type=COUNT, default=0)
     _distributed_options(fit)
     fit.set_defaults(handler=_fit)
 
@@ -239,6 +273,13 @@ def main(argv: list[str] | None = None) -> int:
     except DistributedError as err:  # the other ranks' logs say which one failed first
         logging.getLogger("workbench").error("%s", err)
         return 1
-    except (ValueError, TypeError) as err:  # bad input (StoreError included): the message says what to do
+    except (ValueError, TypeError, OSError) as err:  # bad input (StoreError included): the message says what to do
         logging.getLogger("workbench").error("%s: %s", type(err).__name__, err)
         return 2
+    except NotebookError as err:  # the executed notebook and its HTML show the failing cell
+        logging.getLogger("workbench").error("%s", err)
+        return 1
+    except KeyboardInterrupt:
+        logging.getLogger("workbench").error("interrupted: what was written is whole; the same command resumes a "
+                                             "PEF store where it stopped")
+        return 130

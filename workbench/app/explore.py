@@ -169,7 +169,10 @@ class RunExplorer:
         from ..analysis.perturb import baseline_examples
         from ..analysis.trace import perturbation_trace
 
-        top = self._top_set(component)[: n_top or self.n_top]
+        n_top = self.n_top if n_top is None else n_top
+        if isinstance(n_top, bool) or not isinstance(n_top, (int, np.integer)) or n_top < 1:
+            raise ValueError(f"n_top must be a positive number of top examples, got {n_top!r}")
+        top = self._top_set(component)[:n_top]
         if len(top) == 0:
             raise ValueError(f"component {component} has no examples with a positive coefficient to trace")
         model, tokenizer = self.model_and_tokenizer()
@@ -357,6 +360,8 @@ class RunExplorer:
               on_result: Callable | None = None) -> pd.DataFrame:
         """The frame of ``workbench.analysis.perturb.epsilon_sweep`` (one row per ε, set and sign), computed
         one ε at a time so that ``on_result(result, done, total)`` can follow progress."""
+        if len(epsilons) == 0:
+            raise ValueError("epsilons is empty: give the step sizes to sweep, e.g. (0.1, 0.3, 1.0)")
         frames = []
         for done, epsilon in enumerate(epsilons, start=1):
             result = self.perturb(component, epsilon=epsilon, max_sim=max_sim, n_baseline=n_baseline, seed=seed)

@@ -219,11 +219,18 @@ def run_notebook(notebook: str | os.PathLike, out: str | os.PathLike, parameters
     os.environ[HEADLESS_ENV] = "1"  # the kernel inherits it
     try:
         papermill.execute_notebook(
-            str(notebook), str(executed), parameters=values, kernel_name=kernel_name, progress_bar=progress,
-            cwd=os.getcwd(), execution_timeout=timeout,
+            _literal_path(notebook), _literal_path(executed), parameters=values, kernel_name=kernel_name,
+            progress_bar=progress, cwd=os.getcwd(), execution_timeout=timeout,
         )
     except PapermillExecutionError as error:
         failure = error
+    except BaseException as error:
+        # papermill could not run it at all (no kernel, a path it cannot write, Ctrl-C): the record says
+        # so, rather than "running" for ever
+        entry.update(status="interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
+                     error=f"{type(error).__name__}: {error}")
+        write_run_record(out, _with_notebook(out, notebook.stem, entry, everything, finished=True, failed=True))
+        raise
     finally:
         papermill_log.removeFilter(_known_parameters)
         if headless is None:
@@ -246,6 +253,11 @@ def run_notebook(notebook: str | os.PathLike, out: str | os.PathLike, parameters
     return NotebookRun(out, executed, html, everything)
 
 
+def _literal_path(path: Path) -> str:
+    """A path papermill keeps as written: it fills ``{name}`` in paths from the parameters."""
+    return str(path).replace("{", "{{").replace("}", "}}")
+
+
 def _known_parameters(record: logging.LogRecord) -> bool:
     """Papermill's own parser skips annotations such as ``str | None`` and then calls those
     parameters unknown; they were checked against the declarations above, so the warning is wrong."""
@@ -256,12 +268,14 @@ def _with_notebook(out: Path, name: str, entry: dict, parameters: dict, *, finis
                    failed: bool = False) -> dict:
     """The folder's run record with the notebook run ``entry`` in it (not written). A folder
     without a record gets one of its own (a notebook that only reads another run, or one that
-    fails before writing its run), whose status follows the notebook's once ``finished``."""
+    fails before writing its run). Once ``finished``, a record still running (the notebook's
+    own, or that of the pipeline it ran, whose stages are done) follows the notebook's status."""
     if not (out / RUN_RECORD).exists():
         RunRecorder(out, parameters)  # status "running", no stages
     record = read_run_record(out)
     record["notebooks"] = dict(record.get("notebooks", {}), **{name: entry})
-    if finished and not record.get("stages") and record.get("status") == "running":  # the notebook's own record
+    stages_done = all(stage.get("status") == "done" for stage in record.get("stages", {}).values())
+    if finished and record.get("status") == "running" and (failed or stages_done):
         record.update(status="failed" if failed else "complete", finished=now())
     return record
 

@@ -16,7 +16,7 @@ from ..core.kinds import KINDS
 from ..npeff import estimator_for
 from ..runner import write_pefs
 from ..store.files import StoreError, read_json
-from .run_folder import COMPONENTS, DECOMPOSITION, EXAMPLES, MODEL, PEFS, Run, RunRecorder
+from .run_folder import COMPONENTS, DECOMPOSITION, EXAMPLES, MODEL, PEFS, RUN_RECORD, Run, RunRecorder
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,10 @@ def run_embedded(
     params["model_path"] = None if model_path is None else str(model_path)
     params["out"] = str(out)
     resolved = resolve_device(device)
+    if out.is_dir() and not (out / RUN_RECORD).exists() and any(out.iterdir()):
+        raise ValueError(f"{out} holds files and is not a run folder (it has no {RUN_RECORD}): a run writes its "
+                         f"model, PEFs and results into its folder, replacing what is there; choose a new or empty "
+                         f"folder, such as {out / 'run'}")
     recorder = RunRecorder(out, params, device=resolved, seeds={"model": seed, "examples": seed + ANALYSIS_SEED_OFFSET, "fit": seed})
 
     with recorder.stage("model"):
@@ -108,7 +112,7 @@ def run_embedded(
                                                         device=resolved, progress=progress)
         estimator.fit(pefs)
         estimator.save(out / DECOMPOSITION)
-        recorder.figure("final_loss", float(estimator.loss_history_["joint"][-1, 1]))
+        recorder.figure("final_loss", estimator.final_loss_)
 
     with recorder.stage("analysis"):
         table = strategy_table(estimator, pefs, examples, n_top)

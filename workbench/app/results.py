@@ -86,11 +86,16 @@ class HighlightedExample:
 
 
     @property
-    def strongest_token(self) -> str | None:
-        """The visible token with the largest share (None without scores or visible tokens)."""
+    def strongest_index(self) -> int | None:
+        """Where the visible token with the largest share is (None without scores or visible tokens)."""
         if self.visible is None or not np.any(self.visible):
             return None
-        return self.tokens[int(np.argmax(self.visible))]
+        return int(np.argmax(self.visible))
+
+    @property
+    def strongest_token(self) -> str | None:
+        best = self.strongest_index
+        return None if best is None else self.tokens[best]
 
 
 @dataclass
@@ -135,7 +140,7 @@ class TopExamplesPage:
             lines.append(f"  #{e.rank + 1} example {e.example} (label {self.label_name(e.label)}, prediction "
                          f"{self.label_name(e.prediction)}, coefficient {e.coefficient:.4g}): {e.text}")
             if e.strongest_token is not None:
-                best = e.tokens.index(e.strongest_token)
+                best = e.strongest_index
                 lines.append(f"      strongest word: {e.strongest_token!r} ({e.visible[best]:+.0%} of the words' share); "
                              f"words {e.visible_share:.0%}, special tokens {e.special_share:.0%}, "
                              f"head {e.head_share:.0%} of the mass")

@@ -92,8 +92,18 @@ class RunRecorder:
             "environment": environment(device),
             "stages": {},
             "figures": {},
+            **self._notebooks(),
         }
         self._save()
+
+    def _notebooks(self) -> dict:
+        """The notebook runs an earlier record of the folder holds: the notebook running this
+        pipeline wrote its entry first, and completes the record when it ends."""
+        with contextlib.suppress(Exception):  # no record, or one no longer readable: nothing to keep
+            notebooks = read_json(self.path / RUN_RECORD).get("notebooks")
+            if isinstance(notebooks, dict) and notebooks:
+                return {"notebooks": notebooks}
+        return {}
 
     def _save(self) -> None:
         write_json(self.path / RUN_RECORD, self.record)
@@ -118,7 +128,9 @@ class RunRecorder:
         self._save()
 
     def finish(self) -> None:
-        self.record.update(status="complete", finished=now())
+        # a notebook still running (the one that runs this pipeline) has the last word, when it ends
+        running = any(n.get("status") == "running" for n in self.record.get("notebooks", {}).values())
+        self.record.update(status="running" if running else "complete", finished=now())
         self._save()
 
 

@@ -35,13 +35,30 @@ def _top_entries_per_row_block(dense: np.ndarray, n_values: int | None) -> np.nd
     return keep.reshape(dense.shape)
 
 
-def _as_labels(labels, n: int) -> np.ndarray:
+def _as_labels(labels, n: int, n_classes: int = 0) -> np.ndarray:
+    """(n,) int64 class indices, -1 for unknown; below ``n_classes`` where the logits say it."""
     if labels is None:
         return np.full(n, -1, dtype=np.int64)
-    labels = np.asarray(labels, dtype=np.int64)
-    if labels.shape != (n,):
-        raise ValueError(f"labels has shape {labels.shape}, expected ({n},)")
-    return labels
+    array = np.asarray(labels)
+    if array.shape != (n,):
+        raise ValueError(f"labels has shape {array.shape}, expected ({n},): one class index per example")
+    if array.dtype.kind == "f" and not (np.isfinite(array).all() and (array == np.round(array)).all()):
+        raise ValueError("labels must be whole class indices (-1 for unknown); some are fractional, NaN or infinite")
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"labels must be integer class indices, got {array.dtype}; map them to 0..n_classes-1 first")
+    array = array.astype(np.int64)
+    bad = (array < -1) | ((array >= n_classes) if n_classes else False)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        top = f"0..{n_classes - 1}" if n_classes else "0 or more"
+        raise ValueError(f"label {int(array[i])} of example {i} is out of range: labels must be in {top}, or -1 for unknown")
+    return array
+
+
+def _check_finite(values: np.ndarray, name: str) -> None:
+    if not np.isfinite(values).all():
+        raise ValueError(f"{name} holds NaN or infinite values; PEFs must be finite: find where they came from "
+                         "(a model in half precision, a diverged training) and compute them again")
 
 
 def _as_logits(logits, n: int) -> np.ndarray:
@@ -166,15 +183,17 @@ class LrmPefs(_PefsBase):
         n, c, m = A.shape
         if 0 in A.shape:
             raise ValueError(f"A has shape {A.shape}: it needs at least one example, one class slot and one parameter")
+        _check_finite(A, "A")
         gram = np.einsum("icm,idm->icd", A.astype(np.float64), A.astype(np.float64))
         norms = np.sqrt((gram**2).sum(axis=(1, 2))).astype(np.float32)
         kept = np.stack([np.where(_top_entries_per_row_block(A[i], n_values), A[i], 0) for i in range(n)])
+        logits = _as_logits(logits, n)
         return cls(
             X=sp.csr_matrix(kept.reshape(n * c, m)),
             classes=np.tile(np.arange(c), (n, 1)),
             frobenius_norms=norms,
-            labels=_as_labels(labels, n),
-            logits=_as_logits(logits, n),
+            labels=_as_labels(labels, n, logits.shape[1]),
+            logits=logits,
             layout=layout or ParameterLayout.anonymous(m),
             info=dict(info or {}, source="dense", n_values=n_values),
         )
@@ -241,6 +260,7 @@ class DPefs(_PefsBase):
         f = np.asarray(f, dtype=np.float32)
         if f.ndim != 2:
             raise ValueError(f"f must have shape (n_examples, n_parameters), got {f.shape}")
+        _check_finite(f, "f")
         if (f < 0).any():
             raise ValueError("D-PEFs are non-negative (sums of squared gradients); f has negative entries")
         n, m = f.shape
@@ -248,11 +268,12 @@ class DPefs(_PefsBase):
             raise ValueError(f"f has shape {f.shape}: it needs at least one example and one parameter")
         norms = np.linalg.norm(f.astype(np.float64), axis=1).astype(np.float32)
         kept = np.stack([np.where(_top_entries_per_row_block(f[i], n_values), f[i], 0) for i in range(n)])
+        logits = _as_logits(logits, n)
         return cls(
             F=sp.csr_matrix(kept),
             frobenius_norms=norms,
-            labels=_as_labels(labels, n),
-            logits=_as_logits(logits, n),
+            labels=_as_labels(labels, n, logits.shape[1]),
+            logits=logits,
             layout=layout or ParameterLayout.anonymous(m),
             info=dict(info or {}, source="dense", n_values=n_values),
         )

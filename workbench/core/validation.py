@@ -107,6 +107,10 @@ def example_count(inputs) -> int:
     n = next(iter(sizes.values()))
     if n == 0:
         raise ValueError("the data set is empty (the inputs have no rows): pass at least one example")
+    widths = {k: int(v.shape[1]) for k, v in tensors.items() if k in _PER_TOKEN and v.ndim >= 2}
+    if len(set(widths.values())) > 1:
+        raise ValueError(f"the per-token inputs have different lengths ({widths}): tokenize them in one call "
+                         "(tokenizer(texts, padding=True, return_tensors='pt')) so that each has one column per token")
     lengths = example_lengths(tensors)
     if lengths is not None and (lengths == 0).any():
         empty = np.flatnonzero(lengths == 0)
@@ -115,6 +119,32 @@ def example_count(inputs) -> int:
             "score an empty sequence. Drop them, or check the texts and the tokenizer call"
         )
     return n
+
+
+#: Inputs with one column per token, which must agree in length.
+_PER_TOKEN = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+
+
+def check_token_ids(model: torch.nn.Module, inputs) -> None:
+    """``input_ids`` are integers the model's embedding table holds: a wrong tokenizer's ids would
+    otherwise fail deep inside the model, in whichever batch first holds one."""
+    ids = inputs.get("input_ids") if isinstance(inputs, Mapping) else None
+    if not isinstance(ids, torch.Tensor):
+        return
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise TypeError(f"input_ids are {ids.dtype}: token ids must be integers; tokenize with return_tensors='pt', "
+                        "or pass input_ids.long()")
+    try:
+        vocabulary = int(model.get_input_embeddings().num_embeddings)
+    except (AttributeError, NotImplementedError, TypeError):  # not a transformers model, or no embedding table
+        return
+    outside = (ids < 0) | (ids >= vocabulary)
+    if bool(outside.any()):
+        rows = torch.nonzero(outside.any(dim=-1) if ids.ndim > 1 else outside).flatten()
+        raise ValueError(
+            f"{rows.numel()} examples hold token ids outside the model's vocabulary of {vocabulary} (first: example "
+            f"{int(rows[0])}, id {int(ids[rows[0]][outside[rows[0]]].flatten()[0])}): tokenize with this model's own "
+            "tokenizer")
 
 
 def example_lengths(inputs) -> np.ndarray | None:
@@ -142,7 +172,8 @@ def max_positions(model: torch.nn.Module) -> int | None:
 
 
 def check_model(model: torch.nn.Module, inputs) -> None:
-    """The model holds weights, and no example is longer than its positions."""
+    """The model holds weights, its token ids are in its vocabulary, and no example is longer
+    than its positions."""
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     params = list(model.parameters())
@@ -154,6 +185,7 @@ def check_model(model: torch.nn.Module, inputs) -> None:
             f"{len(meta)} of the model's parameters are on the meta device (no weights loaded; e.g. {meta[0]}): "
             "load the model with its weights, e.g. from_pretrained(path) without device_map='meta' or init_empty_weights"
         )
+    check_token_ids(model, inputs)
     limit = max_positions(model)
     ids = inputs.get("input_ids") if isinstance(inputs, Mapping) else None
     if limit is None or not isinstance(ids, torch.Tensor) or ids.ndim != 2 or ids.shape[1] <= limit:

@@ -283,9 +283,21 @@ class NpeffBase(BaseEstimator):
         """(n_components, n_kept_columns): G_ or H_."""
         return getattr(self, self.components_name + "_")
 
+    @property
+    def final_loss_(self) -> float | None:
+        """The last loss the fit recorded: of its joint phase, else of its first; None if none."""
+        for phase in ("joint", *self.loss_history_):
+            history = self.loss_history_.get(phase)
+            if history is not None and len(history):
+                return float(history[-1, 1])
+        return None
+
     def component(self, j: int) -> np.ndarray:
         """Component j as a full parameter-space vector of n_parameters (zeros where pruned)."""
         check_is_fitted(self)
+        n = len(self.components_)
+        if not isinstance(j, (int, np.integer)) or not 0 <= j < n:
+            raise IndexError(f"there is no component {j!r}: this decomposition has {n} components, 0..{n - 1}")
         full = np.zeros(self.n_parameters_, dtype=np.float32)
         full[self.kept_columns_] = self.components_[j]
         return full

@@ -8,7 +8,9 @@ after their last class's offset, and reading drops those.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -63,6 +65,22 @@ def _slot_classes(logits: np.ndarray, n_slots: int) -> np.ndarray:
     return np.tile(np.arange(n_slots), (logits.shape[0], 1))
 
 
+@contextlib.contextmanager
+def _reading(path: str | os.PathLike):
+    """The HDF5 file open for reading; what h5py raises on a missing, truncated or other file, or
+    on a missing attribute, is a StoreError that names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"{path} is {'a folder' if path.is_dir() else 'not there'}; give the .h5 file of the original "
+                         "NPEFF layout")
+    try:
+        with h5py.File(path, "r") as f:
+            yield f
+    except (OSError, KeyError) as err:
+        raise StoreError(f"{path} cannot be read as a file of the original NPEFF layout (truncated, or another "
+                         f"layout): {err}") from err
+
+
 def _require(group, names, path):
     missing = [n for n in names if n not in group]
     if missing:
@@ -84,7 +102,7 @@ def write_lrm_pefs_h5(pefs: LrmPefs, path: str | os.PathLike) -> None:
 
 
 def read_lrm_pefs_h5(path: str | os.PathLike, layout: ParameterLayout | None = None) -> LrmPefs:
-    with h5py.File(path, "r") as f:
+    with _reading(path) as f:
         _require(f, ["data"], path)
         data = f["data"]
         _require(data, ["values", "row_indices", "col_offsets", "labels", "logits", "pef_frobenius_norms"], path)
@@ -117,7 +135,7 @@ def write_d_pefs_h5(pefs: DPefs, path: str | os.PathLike) -> None:
 
 
 def read_d_pefs_h5(path: str | os.PathLike, layout: ParameterLayout | None = None) -> DPefs:
-    with h5py.File(path, "r") as f:
+    with _reading(path) as f:
         _require(f, ["data"], path)
         data = f["data"]
         _require(data, ["fisher", "dense_fisher_norms", "labels", "predicted_logits"], path)
@@ -127,6 +145,9 @@ def read_d_pefs_h5(path: str | os.PathLike, layout: ParameterLayout | None = Non
         # Zero padding is dropped below, so every stored entry counts as this example's.
         offsets = np.stack([np.zeros(values.shape[0]), np.full(values.shape[0], values.shape[1])], axis=1)
         F = _rows_from_padded(values, data["fisher/indices"][()], offsets.astype(np.int64), n_parameters)
+        if (F.data < 0).any() or not np.isfinite(F.data).all():
+            raise StoreError(f"{path} holds negative or non-finite D-PEF values: a diagonal Fisher is a sum of squares; "
+                             "the file is damaged, or holds something other than D-PEFs")
         return DPefs(
             F=F,
             frobenius_norms=data["dense_fisher_norms"][()].astype(np.float32),
@@ -154,7 +175,7 @@ def write_lrm_decomposition_h5(model: LrmNpeff, path: str | os.PathLike) -> None
 
 def read_lrm_decomposition_h5(path: str | os.PathLike, layout: ParameterLayout | None = None) -> LrmNpeff:
     """A fitted :class:`LrmNpeff` from the original layout (its fit settings are not stored there)."""
-    with h5py.File(path, "r") as f:
+    with _reading(path) as f:
         _require(f, ["data"], path)
         data = f["data"]
         _require(data, ["W", "G", "new_to_old_col_indices"], path)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from .html import escape, table_html
+from .html import escape, plotly_text, table_html
 
 
 SIGN_NAMES = {"+": "θ + εĝ", "-": "θ − εĝ"}
@@ -143,7 +143,7 @@ def logit_figure(frame: pd.DataFrame, epsilon: float = 0.1):
     ))
     for sign, colour in (("+", "#e8710a"), ("-", "#4c78a8")):
         if sign in frame:
-            figure.add_bar(name=SIGN_NAMES[sign], x=[str(c) for c in frame.index], y=list(frame[sign]),
+            figure.add_bar(name=SIGN_NAMES[sign], x=[plotly_text(c) for c in frame.index], y=list(frame[sign]),
                            marker_color=colour, hovertemplate="class %{x}: %{y:+.3g}<extra>%{fullData.name}</extra>")
     return figure
 
@@ -164,9 +164,9 @@ def location_figure(location: pd.DataFrame):
         yaxis=dict(title="share of ‖g‖²", tickformat=".0%"), legend=dict(font=dict(size=10)),
     ))
     for kind in location.columns:
-        figure.add_bar(name=str(kind), x=[str(i) for i in location.index], y=list(location[kind]),
+        figure.add_bar(name=plotly_text(kind), x=[plotly_text(i) for i in location.index], y=list(location[kind]),
                        marker_color=KIND_COLOURS.get(str(kind), "#7f7f7f"),
-                       hovertemplate="%{x}, " + escape(kind) + ": %{y:.1%}<extra></extra>")
+                       hovertemplate="%{x}, " + plotly_text(kind) + ": %{y:.1%}<extra></extra>")
     return figure
 
 

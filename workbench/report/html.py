@@ -1,8 +1,11 @@
 """HTML fragments: tables, highlighted examples, errors, run records; every text from the data escaped here.
 
 Every piece of text from the data (example texts, labels, column names, parameters) goes
-through :func:`html.escape` in this module, in one place, so an example reading
-``<script>...`` is shown as text and runs nothing.
+through :func:`escape` in this module, in one place, so an example reading ``<script>...`` is
+shown as text and runs nothing; chart labels go through :func:`plotly_text`, since plotly draws
+the tags it finds in its strings. Both show bidirectional control characters as visible marks:
+a right-to-left override in one example would otherwise reverse everything after it on the line
+(its other columns, the page's title), and the reader would see text the data does not hold.
 """
 
 from __future__ import annotations
@@ -15,19 +18,21 @@ import numpy as np
 import pandas as pd
 
 CSS = """
-.npeff { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; font-size: 13px; color: #222; }
+.npeff { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; font-size: 13px; color: #222;
+         background: #fff; color-scheme: light; overflow-wrap: break-word; }
 .npeff h2 { font-size: 18px; margin: 14px 0 6px; } .npeff h3 { font-size: 15px; margin: 12px 0 4px; }
 .npeff .caption { color: #555; margin: 4px 0; }
 .npeff table.npeff-table { border-collapse: collapse; margin: 4px 0 10px; }
 .npeff table.npeff-table th { text-align: left; border-bottom: 2px solid #999; padding: 2px 8px; background: #f4f4f4; }
 .npeff table.npeff-table td { border-bottom: 1px solid #e2e2e2; padding: 2px 8px; text-align: right; white-space: nowrap; }
-.npeff table.npeff-table td.text { text-align: left; }
+.npeff table.npeff-table td.text { text-align: left; white-space: normal; overflow-wrap: anywhere; min-width: 8em; max-width: 40em; }
 .npeff .bar { display: inline-block; height: 8px; background: #7aa6d8; margin-left: 4px; vertical-align: middle; }
 .npeff .example { border: 1px solid #ddd; border-radius: 4px; padding: 6px 8px; margin: 6px 0; max-width: 900px; }
 .npeff .example .meta { color: #555; font-size: 12px; margin-bottom: 4px; }
 .npeff .example .meta .wrong { color: #b00020; font-weight: bold; }
 .npeff .tokens { font-family: Menlo, Consolas, monospace; font-size: 13px; line-height: 1.9; white-space: pre-wrap; }
 .npeff .tok { border-radius: 3px; padding: 1px 1px; }
+.npeff .tok.strongest { text-decoration: underline 2px; text-underline-offset: 3px; }
 .npeff .note { color: #8a5a00; background: #fff7e0; padding: 4px 8px; border-radius: 4px; }
 .npeff .error { color: #b00020; background: #fdecee; padding: 6px 8px; border-radius: 4px; white-space: pre-wrap; }
 .npeff .this-run { background: #f7f9fc; border: 1px solid #dde3ec; border-radius: 4px; padding: 4px 10px; }
@@ -48,9 +53,24 @@ CSS = """
 """
 
 
+#: Bidirectional embeddings, overrides and isolates, each shown as a visible mark (as code review
+#: tools show them) rather than applied to the text around it.
+BIDI_CONTROLS = {code: f"⟨U+{code:04X}⟩" for code in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]}
+
+
 def escape(value) -> str:
     """Text for HTML, quotes included, so it is safe in element content and in attributes."""
-    return html.escape("" if value is None else str(value), quote=True)
+    return html.escape("" if value is None else str(value), quote=True).translate(BIDI_CONTROLS)
+
+
+def plotly_text(value) -> str:
+    """A label, name or title for a plotly chart: shown as written, not read as plotly's markup
+    (``<b>``, ``<br>``, ``<a href>``); plotly turns the entities back into the characters."""
+    return html.escape(str(value), quote=False).translate(BIDI_CONTROLS)
+
+
+#: JupyterLab typesets ``$...$`` in HTML outputs: these classes keep MathJax off the data's text.
+CONTAINER_CLASSES = "npeff tex2jax_ignore mathjax_ignore"
 
 
 def style() -> str:
@@ -59,7 +79,7 @@ def style() -> str:
 
 def fragment(body: str) -> str:
     """A self-styled block for a notebook output."""
-    return f'{style()}<div class="npeff">{body}</div>'
+    return f'{style()}<div class="{CONTAINER_CLASSES}">{body}</div>'
 
 
 def format_value(value) -> str:
@@ -97,7 +117,7 @@ def table_html(frame: pd.DataFrame, *, index_links: dict | None = None, bars: Se
         if index_links and key in index_links:
             cell = f'<a href="{escape(index_links[key])}">{cell}</a>'
         index_number = isinstance(key, (int, float, np.number)) and not isinstance(key, (bool, np.bool_))
-        cells = [f'<td data-sort="{float(key)!r}">{cell}</td>' if index_number else f"<td>{cell}</td>"]
+        cells = [f'<td data-sort="{float(key)!r}">{cell}</td>' if index_number else f'<td class="text">{cell}</td>']
         for column, value in zip(frame.columns, row):
             text = format_value(value)
             if column in bars and isinstance(value, (float, np.floating)) and np.isfinite(value):
@@ -132,7 +152,7 @@ def token_colour(score: float, scale: float) -> str:
 #: The colour legend and the meaning of the three shares, shown above highlighted examples.
 LEGEND = (
     '<div class="legend">Token shading: <span class="swatch" style="background:rgba(255,140,0,0.8)"></span>'
-    "carries the component (each example's strongest word fully shaded) "
+    "carries the component (each example's strongest word fully shaded and underlined) "
     '<span class="swatch" style="background:rgba(40,120,255,0.8)"></span>cancels part of it; '
     "a word's share is of the words' total |share| (hover a word for it and for its share of the whole mass). "
     "<b>words</b> + <b>special</b> + <b>head</b> = 100% of the example's Fisher mass along the component: "
@@ -141,9 +161,19 @@ LEGEND = (
 )
 
 
+def token_piece(text: str, tokens: Sequence[str], spans, i: int) -> str:
+    """Token i as the text shows it (its span of the text with a fast tokenizer, else the token)."""
+    if spans is not None:
+        start, stop = spans[i]
+        if stop > start:
+            return text[start:stop]
+    return tokens[i]
+
+
 def highlighted_text_html(text: str, tokens: Sequence[str] | None, scores, spans=None, special=None,
-                          raw=None) -> str:
-    """The example with each token's span shaded by its score.
+                          raw=None, strongest: int | None = None) -> str:
+    """The example with each token's span shaded by its score, token ``strongest`` also underlined
+    (so it is found without telling colours apart).
 
     With ``spans`` (character offsets of each token in ``text``, from a fast tokenizer) the
     original text is shown, so nothing is lost to unknown tokens; otherwise the tokens.
@@ -160,27 +190,28 @@ def highlighted_text_html(text: str, tokens: Sequence[str] | None, scores, spans
     scale = float(visible.max()) if len(visible) else 0.0
     raw = [None] * len(tokens) if raw is None else list(raw)
 
-    def span(piece: str, score: float, token: str, whole) -> str:
+    def span(i: int, piece: str) -> str:
+        score, token, whole = scores[i], tokens[i], raw[i]
         if whole is None:
             what = f"{token}: {score:+.1%} of the example's mass along the component"
         else:
             what = f"{token}: {score:+.1%} of the words' share ({whole:+.2%} of the example's mass along the component)"
-        return (f'<span class="tok" style="background:{token_colour(score, scale)}" title="{escape(what)}">'
+        classes = "tok strongest" if i == strongest else "tok"
+        return (f'<span class="{classes}" style="background:{token_colour(score, scale)}" title="{escape(what)}">'
                 f"{escape(piece)}</span>")
 
     if spans is not None:
         pieces, cursor = [], 0
-        for (start, stop), score, token, is_special, whole in zip(spans, scores, tokens, special, raw):
-            if is_special or stop <= start:
+        for i, (start, stop) in enumerate(spans[:min(len(tokens), len(scores))]):
+            if special[i] or stop <= start:
                 continue
             if start > cursor:
                 pieces.append(escape(text[cursor:start]))
-            pieces.append(span(text[start:stop], score, token, whole))
+            pieces.append(span(i, text[start:stop]))
             cursor = max(cursor, stop)
         pieces.append(escape(text[cursor:]))
         return f'<div class="tokens">{"".join(pieces)}</div>'
-    shown = [span(token, score, token, whole)
-             for token, score, is_special, whole in zip(tokens, scores, special, raw) if not is_special]
+    shown = [span(i, token) for i, token in enumerate(tokens) if not special[i]]
     return f'<div class="tokens">{" ".join(shown)}</div>'
 
 
@@ -206,9 +237,14 @@ def example_html(example, label_name=str) -> str:
     if shares:
         meta.append(shares)
     visible = getattr(example, "visible", None)
-    body = highlighted_text_html(example.text, example.tokens, example.scores if visible is None else visible,
-                                 getattr(example, "spans", None), example.special,
-                                 raw=None if visible is None else example.scores)
+    scores = example.scores if visible is None else visible
+    spans = getattr(example, "spans", None)
+    strongest = getattr(example, "strongest_index", None)
+    if strongest is not None:
+        piece = token_piece(example.text, example.tokens, spans, strongest)
+        meta.append(f"strongest word <b>{escape(piece)}</b> ({visible[strongest]:+.0%} of the words' share)")
+    body = highlighted_text_html(example.text, example.tokens, scores, spans, example.special,
+                                 raw=None if visible is None else example.scores, strongest=strongest)
     return f'<div class="example"><div class="meta">{" · ".join(meta)}</div>{body}</div>'
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from .charts import perturbation_html
 from .dashboard import dashboard_html, definitions_html
-from .html import bar_columns, error_html, escape, examples_page_html, run_section_html, style, table_html
+from .html import (CONTAINER_CLASSES, bar_columns, error_html, escape, examples_page_html, run_section_html, style,
+                   table_html)
 from .traces import trace_html
 
 logger = logging.getLogger(__name__)
@@ -53,8 +54,8 @@ def plotlyjs_script() -> str:
 
 def html_page(title: str, body: str, *, head: str = "") -> str:
     """A complete HTML document; ``head`` is trusted markup (scripts), ``title`` is escaped."""
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
-            f'{head}{style()}</head><body id="top"><div class="npeff">{body}</div>{SORT_SCRIPT}</body></html>')
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>{escape(title)}</title>'
+            f'{head}{style()}</head><body id="top"><div class="{CONTAINER_CLASSES}">{body}</div>{SORT_SCRIPT}</body></html>')
 
 
 def _component_file(component: int) -> str:
@@ -110,11 +111,13 @@ def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (
     The index has a table of contents, sortable tables (click a header) and links back to the top.
     The folder is built under a
     temporary name and moved into place at the end, so an interrupted export leaves the
-    previous report, not half of a new one.
+    previous report, not half of a new one. ``out`` must be new, empty or a report written
+    before: any other folder (a run folder, one of the user's) is refused, never replaced.
     """
     from tqdm.auto import tqdm
 
     out = Path(out)
+    _check_report_folder(out)
     traces = explorer.has_model if traces is None else traces
     by_component: dict[int, list] = {}
     for result in perturbations:
@@ -173,6 +176,22 @@ def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("wrote the report to %s (%s)", out, "split into pages" if split else "one page")
     return out / "index.html"
+
+
+#: What a report folder holds: anything else in ``out`` is not ours to replace.
+REPORT_FILES = {"index.html", "components", PLOTLY_FILE}
+
+
+def _check_report_folder(out: Path) -> None:
+    if out.is_file() or out.is_symlink():
+        raise FileExistsError(f"{out} is a file; a report is a folder: choose a new or empty folder")
+    if out.is_dir():
+        other = sorted(p.name for p in out.iterdir() if p.name not in REPORT_FILES)
+        if other:
+            raise FileExistsError(
+                f"{out} holds files that are not a report's ({', '.join(other[:5])}); a report replaces its folder "
+                "whole, so it writes only to a new or empty folder or over a report written before: choose another "
+                f"folder, such as {out / 'report'}")
 
 
 def _replace_folder(staging: Path, out: Path) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .charts import LINES_LAYOUT, figure_html
-from .html import escape, table_html
+from .html import escape, plotly_text, table_html
 from .traces import trace_html
 
 #: Statuses of a strategy or component between two models, and their colours.
@@ -37,14 +37,15 @@ def over_training_figure(result=None, value: str = "mass", strategy: str = "tran
     figure = go.Figure(layout=dict(**LINES_LAYOUT, xaxis=dict(title="training step"),
                                    yaxis=dict(title=VALUE_TITLES.get(value, value),
                                               type="log" if value == "kl_ratio" else "linear"),
-                                   title=dict(text=f"{VALUE_TITLES.get(value, value)} over training ({strategy})",
+                                   title=dict(text=plotly_text(f"{VALUE_TITLES.get(value, value)} over training "
+                                                              f"({strategy})"),
                                               font=dict(size=14))))
     if result is None:
         return figure
     frame = result.pivot(value, strategy)
     for j in frame.columns if components is None else components:
         figure.add_scatter(x=list(frame.index), y=frame[j].tolist(), mode="lines+markers",
-                           name=component_name(result.reference, j),
+                           name=plotly_text(component_name(result.reference, j)),
                            hovertemplate="step %{x}: %{y:.3g}<extra>%{fullData.name}</extra>")
     return figure
 
@@ -55,12 +56,13 @@ def accuracy_over_training_figure(result=None, source: str = "analysed"):
 
     figure = go.Figure(layout=dict(**LINES_LAYOUT, xaxis=dict(title="training step"),
                                    yaxis=dict(title="accuracy", range=[0, 1.02]),
-                                   title=dict(text=f"accuracy per strategy ({source} examples)", font=dict(size=14))))
+                                   title=dict(text=plotly_text(f"accuracy per strategy ({source} examples)"),
+                                              font=dict(size=14))))
     if result is None:
         return figure
     frame = result.accuracy_table(source)
     for group in frame.columns:
-        figure.add_scatter(x=list(frame.index), y=frame[group].tolist(), mode="lines+markers", name=str(group),
+        figure.add_scatter(x=list(frame.index), y=frame[group].tolist(), mode="lines+markers", name=plotly_text(group),
                            hovertemplate="step %{x}: %{y:.3f}<extra>%{fullData.name}</extra>")
     return figure
 
@@ -95,14 +97,14 @@ def model_diff_figure(diff=None):
 
     a, b = diff.names if diff is not None else ("A", "B")
     figure = go.Figure(layout=dict(**LINES_LAYOUT, barmode="group", yaxis=dict(title="coefficient mass (share)"),
-                                   title=dict(text=f"components of {a} and {b}: mass on each model",
+                                   title=dict(text=plotly_text(f"components of {a} and {b}: mass on each model"),
                                               font=dict(size=14))))
     if diff is None:
         return figure
     rows = diff.components
-    x = [_pair_name(r) for r in rows.itertuples()]
+    x = [plotly_text(_pair_name(r)) for r in rows.itertuples()]
     for model, key, pattern in ((a, "mass_a", ""), (b, "mass_b", "/")):
-        figure.add_bar(name=f"mass on {model}", x=x, y=rows[key].tolist(), marker_pattern_shape=pattern,
+        figure.add_bar(name=plotly_text(f"mass on {model}"), x=x, y=rows[key].tolist(), marker_pattern_shape=pattern,
                        marker_color=[STATUS_COLOURS.get(s, "#999") for s in rows["status"]],
                        hovertemplate="%{x}: %{y:.3g}<extra>%{fullData.name}</extra>")
     return figure

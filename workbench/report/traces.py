@@ -8,7 +8,7 @@ panel in ``widgets/`` shows live, and the section the strategy pages and the run
 from __future__ import annotations
 
 from .charts import LINES_LAYOUT, SET_COLOURS, figure_html
-from .html import table_html
+from .html import plotly_text, table_html
 
 
 def trace_heatmap_figure(trace=None, k: int = 0):
@@ -20,10 +20,11 @@ def trace_heatmap_figure(trace=None, k: int = 0):
     if trace is None:
         return figure
     heat = trace.heatmap(k)
-    figure.add_heatmap(z=heat.to_numpy(), x=list(heat.columns), y=list(heat.index), colorscale="Oranges",
+    figure.add_heatmap(z=heat.to_numpy(), x=[plotly_text(c) for c in heat.columns],
+                       y=[plotly_text(i) for i in heat.index], colorscale="Oranges",
                        hovertemplate="%{y}, %{x}: %{z:.3g}<extra></extra>", colorbar=dict(title="‖Δh‖/‖h‖"))
-    figure.update_layout(title_text=f"component {trace.component}, example {trace.examples[k]} "
-                                    f"({trace.sets[k]}), ε = {trace.epsilon:g}",
+    figure.update_layout(title_text=plotly_text(f"component {trace.component}, example {trace.examples[k]} "
+                                                f"({trace.sets[k]}), ε = {trace.epsilon:g}"),
                          yaxis=dict(autorange="reversed"), xaxis=dict(tickangle=-45))
     return figure
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..core.device import resolve_device
+from ..core.validation import check_model
 from ..fisher import PefConfig, eval_mode, split_labels
 from ..store.files import StoreWriteError
 from ..store.pef_store import PefStore
@@ -61,6 +62,7 @@ def write_pefs(
         The estimate is shown in the progress bar and kept as ``store.estimate``.
     """
     out = Path(out)
+    check_model(model, inputs)  # before anything reads the model: None or a model without weights named as such
     device = resolve_device(device) if device is not None else next(model.parameters()).device
     inputs, labels = split_labels(inputs, labels)
     existing = existing_manifest(out, overwrite)
@@ -86,8 +88,12 @@ def write_pefs(
             estimate = run.estimate(probe, n_done=sum(run.batch_len(b) for b in done), out=out)
             if check_resources:
                 estimate.check()
+        elif existing.get("complete"):  # nothing to compute and nothing to write: a read-only store will do
+            store = PefStore(out)
+            store.estimate = None
+            return store
         else:
-            probe = None  # the store is complete on disk: nothing to compute
+            probe = None  # every chunk is on disk: only the manifest is left to complete
 
         writer.open(existing, done)
         try:
@@ -96,7 +102,7 @@ def write_pefs(
             with writer.in_background() as background:
                 run.stream(background.submit, skip=done.__contains__, probe=probe, estimate=estimate, progress=progress,
                            initial=sum(run.batch_len(b) for b in done))
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError, IndexError) as err:
             # bad input found mid-run: leave nothing behind that looks like a usable store; a store
             # that could not be written (a full disk) keeps its chunks, for the resume
             if existing is None and not isinstance(err, StoreWriteError):

@@ -10,6 +10,7 @@ missing, truncated or not written by this package is a :class:`StoreError` that 
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -88,6 +89,9 @@ def atomic_path(path: str | os.PathLike):
             os.chmod(tmp, 0o666 & ~process_umask())
             _fsync(tmp)  # the data reaches the disk before the name does, so a power cut cannot leave an empty file
             os.replace(tmp, path)
+        for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # of earlier writes that were killed
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -205,6 +209,8 @@ def _reading_safetensors(path: str | os.PathLike):
     path = Path(path)
     if not path.exists():
         raise StoreError(f"{path} does not exist")
+    if path.is_dir():
+        raise StoreError(f"{path} is a folder; give the .safetensors file inside it that you mean")
     try:
         yield path
     except Exception as err:  # safetensors raises several types for damaged files; all mean the same here

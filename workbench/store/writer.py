@@ -16,12 +16,13 @@
 5. :meth:`PefStoreWriter.complete` marks the store complete, once every chunk is on disk.
 
 A killed writer can leave a temporary file (never renamed, so never read as a chunk;
-deleted on resume), a new store folder with a manifest and no chunks (the manifest is
-written before the chunks folder, so a resume finds it), or nothing.
+deleted on resume), a new store folder with an empty chunks folder and no manifest (taken
+for a new folder), one with a manifest and no chunks (a resume finds it), or nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -182,22 +183,21 @@ class PefStoreWriter:
             )
 
     def open(self, existing: dict | None, done: set[int]) -> None:
-        """A new store (``existing`` None): folder, then manifest (incomplete), then chunks. A
-        resumed one: stale temporaries removed, and no longer complete while chunks are missing."""
+        """A new store (``existing`` None): folder and chunks folder, then manifest (incomplete),
+        then chunks; an older store there is replaced, its files only (a file of the user's in
+        the folder stays). A resumed one: stale temporaries removed, and no longer complete
+        while chunks are missing."""
         out = self.path
         if existing is None:
             with writing(out):
-                if out.exists():
-                    shutil.rmtree(out)
-                out.mkdir(parents=True)
+                self._remove_store_files()
+                (out / CHUNKS).mkdir(parents=True)
             write_json(out / MANIFEST, self.manifest)
-            with writing(out / CHUNKS):
-                (out / CHUNKS).mkdir()
             return
+        (out / CHUNKS).mkdir(exist_ok=True)  # a run killed between its manifest and its chunks folder
         removed = remove_temporaries(out) + remove_temporaries(out / CHUNKS)
         if removed:
             logger.info("removed %d temporary files a killed run left in %s", removed, out)
-        (out / CHUNKS).mkdir(exist_ok=True)
         if existing.get("complete") and len(done) < self.n_chunks:
             write_json(out / MANIFEST, self.manifest)  # chunks are missing: no longer complete until they are back
 
@@ -229,16 +229,36 @@ class PefStoreWriter:
         return PefStore(self.path)
 
     def remove(self) -> None:
-        """Delete the store this writer created (bad input found mid-run: nothing that looks usable is left)."""
-        shutil.rmtree(self.path, ignore_errors=True)
+        """Delete the store this writer created (bad input found mid-run: nothing that looks usable
+        is left), and its folder if nothing else is in it."""
+        self._remove_store_files()
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
+
+    def _remove_store_files(self) -> None:
+        """The manifest, the chunks folder and temporaries: the files a writer writes, no others."""
+        if not self.path.exists():
+            return
+        (self.path / MANIFEST).unlink(missing_ok=True)
+        shutil.rmtree(self.path / CHUNKS, ignore_errors=True)
+        remove_temporaries(self.path)
 
 
-def save_pefs(pefs, path: str | os.PathLike, examples_per_chunk: int = 1024) -> PefStore:
-    """Write in-memory PEFs (e.g. from ``LrmPefs.from_dense``) as a store, replacing ``path``."""
+def save_pefs(pefs, path: str | os.PathLike, examples_per_chunk: int = 1024, *, overwrite: bool = False) -> PefStore:
+    """Write in-memory PEFs (e.g. from ``LrmPefs.from_dense``) as a store in the folder ``path``:
+    a new or empty folder, or with ``overwrite`` one holding a PEF store (replaced). A folder
+    holding anything else is refused: it might be the user's."""
     path = Path(path)
     n = pefs.n_examples
     if n == 0:
         raise ValueError("the PEF set is empty: there is nothing to save")
+    if not isinstance(examples_per_chunk, (int, np.integer)) or examples_per_chunk < 1:
+        raise ValueError(f"examples_per_chunk must be a positive integer, got {examples_per_chunk!r}")
+    if not (np.isfinite(pefs.matrix.data).all() and np.isfinite(pefs.frobenius_norms).all()):
+        raise ValueError("the PEFs hold NaN or infinite values; a store keeps finite PEFs only: find where they "
+                         "came from (a model in half precision, a diverged training) and compute them again")
+    if existing_manifest(path, overwrite) is not None:
+        raise StoreError(f"{path} already holds a PEF store; pass overwrite=True to replace it, or choose another folder")
     starts = list(range(0, n, examples_per_chunk))
     writer = PefStoreWriter(path, new_manifest(pefs.kind, pefs.info, pefs.layout, n, len(starts), {"pefs": fingerprint_pefs(pefs)}))
     writer.open(None, set())

@@ -210,6 +210,8 @@ def make_examples(
     holds most of the commonest ones), so a held-out set drawn this way leans toward the
     longer sentences: the price of being disjoint.
     """
+    if isinstance(n, bool) or not hasattr(n, "__index__") or n < 1:
+        raise ValueError(f"make_examples: n must be a positive number of examples, got {n!r}")
     mix = DEFAULT_MIX if mix is None else mix
     _check_mix(mix)
     exclude = exclude if isinstance(exclude, (set, frozenset)) else frozenset(exclude)
