@@ -266,6 +266,11 @@ def _dense_labels_out_of_range(tmp):
     LrmPefs.from_dense(np.ones((2, 3, 4)), labels=[0, 5], logits=np.zeros((2, 3)))
 
 
+def _folder_of_the_user_s(tmp):
+    (tmp / "mine" / "model").mkdir(parents=True)  # a run would replace model/
+    (tmp / "mine" / "model" / "weights.bin").write_text("months of training")
+
+
 def _no_such_component(tmp):
     LrmNpeff.load(tmp / "decomposition.safetensors").component(5)
 
@@ -289,8 +294,7 @@ CASES = [
     Case("save_pefs with chunks of no examples", ValueError, r"examples_per_chunk must be a positive integer, got 0",
          lambda tmp: save_pefs(planted_lrm(10, 30, 2).pefs, tmp / "pefs", examples_per_chunk=0)),
     Case("a run into a folder that is not a run's", ValueError, r"mine holds files and is not a run folder.*new or empty folder",
-         lambda tmp: run_embedded(tmp / "mine", n_examples=40, progress=False),
-         lambda tmp: ((tmp / "mine").mkdir(), (tmp / "mine" / "model").mkdir(), (tmp / "mine" / "model" / "w.bin").write_text("x"))),
+         lambda tmp: run_embedded(tmp / "mine", n_examples=40, progress=False), _folder_of_the_user_s),
     Case("a component that does not exist", IndexError, r"no component 5: this decomposition has 2 components, 0\.\.1",
          _no_such_component, _make_decomposition),
     Case("labels that are text", TypeError, r"labels must be integer class indices, got <U3 values \('pos'.*pandas\.factorize",
