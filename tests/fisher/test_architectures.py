@@ -337,3 +337,10 @@ def test_a_zero_shot_classifier_s_layers_without_a_rule_get_torch_func():
     inputs = example_inputs(name)
     assert fast_share(model, inputs) == 1.0
     assert max_relative_error(model, inputs, batch_size=3) < 2e-6
+
+
+def test_a_multi_label_classifier_is_named_as_such():
+    model = build("BERT")
+    model.config.problem_type = "multi_label_classification"
+    with pytest.warns(UserWarning, match="multi-label classifier.*one softmax distribution"):
+        compute_pefs(model, example_inputs("BERT"), n_values=10, progress=False)

@@ -5,6 +5,18 @@ from __future__ import annotations
 import torch
 
 
+def run_device(model, device: str | torch.device | None = None) -> torch.device:
+    """Where a run on ``model`` computes: ``device`` if given, else where the model's weights are."""
+    if device is not None:
+        return resolve_device(device)
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    first = next(model.parameters(), None)
+    if first is None:
+        raise ValueError("the model has no parameters: there is no Fisher information to compute")
+    return first.device
+
+
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``None`` picks CUDA when available, else the CPU; a named device must exist."""
     if device is None:

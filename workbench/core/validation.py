@@ -20,6 +20,7 @@ written (:mod:`workbench.store.files`), since their errors are the store's.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -185,6 +186,11 @@ def check_model(model: torch.nn.Module, inputs) -> None:
             f"{len(meta)} of the model's parameters are on the meta device (no weights loaded; e.g. {meta[0]}): "
             "load the model with its weights, e.g. from_pretrained(path) without device_map='meta' or init_empty_weights"
         )
+    if getattr(getattr(model, "config", None), "problem_type", None) == "multi_label_classification":
+        warnings.warn("the model is a multi-label classifier (config.problem_type='multi_label_classification'): its "
+                      "outputs are independent sigmoids, but PEFs read the logits as one softmax distribution over the "
+                      "classes (the method's Fisher of a categorical prediction), so they are not this model's Fisher",
+                      stacklevel=3)
     check_token_ids(model, inputs)
     limit = max_positions(model)
     ids = inputs.get("input_ids") if isinstance(inputs, Mapping) else None

@@ -6,10 +6,9 @@ import torch
 from torch import nn
 
 from ..core.chunks import chunks_to_pefs
-from ..core.device import resolve_device
+from ..core.device import run_device
 from ..core.params import NameFilter
 from ..core.pefs import DPefs, LrmPefs
-from ..core.validation import check_model
 from ..fisher import Inputs, PefConfig, eval_mode, split_labels, stored_layout
 from .checks import check_probe
 from .estimate import PROBE_BATCH
@@ -58,8 +57,7 @@ def compute_pefs(
     """
     config = PefConfig(kind, n_values, top_k_classes, include, exclude, PROBE_BATCH if batch_size is None else batch_size, method,
                        sketch, sketch_seed)
-    check_model(model, inputs)  # before anything reads the model: None or a model without weights named as such
-    device = resolve_device(device) if device is not None else next(model.parameters()).device
+    device = run_device(model, device)
     inputs, labels = split_labels(inputs, labels)
     run = PefRun.prepare(model, inputs, labels, config, device)
     chunks = []

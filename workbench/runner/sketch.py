@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..core.device import resolve_device
+from ..core.device import run_device
 from ..core.sketch import CountSketch
 from ..fisher import PefConfig, check_plan, eval_mode, make_plan, n_inputs, slice_inputs, split_labels
 from ..fisher.inputs import length_groups, select_rows
@@ -39,7 +39,7 @@ def parameter_products(model: nn.Module, inputs, coefficients: np.ndarray, info:
                          "per example of inputs; pass the inputs the sketched PEFs were computed from")
     config = PefConfig("lrm", None, info.get("top_k_classes"), info.get("include"), info.get("exclude"), batch_size,
                        info.get("method", "hooks"))
-    device = resolve_device(device) if device is not None else next(model.parameters()).device
+    device = run_device(model, device)
     model.to(device)
     plan = make_plan(model, config)
     if plan.layout != parameters:

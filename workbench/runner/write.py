@@ -9,8 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.device import resolve_device
-from ..core.validation import check_model
+from ..core.device import run_device
 from ..fisher import PefConfig, eval_mode, split_labels
 from ..store.files import StoreWriteError
 from ..store.pef_store import PefStore
@@ -62,8 +61,7 @@ def write_pefs(
         The estimate is shown in the progress bar and kept as ``store.estimate``.
     """
     out = Path(out)
-    check_model(model, inputs)  # before anything reads the model: None or a model without weights named as such
-    device = resolve_device(device) if device is not None else next(model.parameters()).device
+    device = run_device(model, device)
     inputs, labels = split_labels(inputs, labels)
     existing = existing_manifest(out, overwrite)
     if batch_size is None and existing is not None:
