@@ -31,10 +31,11 @@ from ..report import fragment, perturbation_html
 from .tables import top_examples
 
 
-def check_step(epsilon, max_sim) -> None:
-    """ε a positive finite step, ``max_sim`` a |cos| threshold in (0, 1] (or None)."""
+def check_step(epsilon, max_sim, *, zero_ok: bool = False) -> None:
+    """ε a positive finite step (or 0 where ``zero_ok``: no move at all), ``max_sim`` a |cos|
+    threshold in (0, 1] (or None)."""
     if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float, np.number)) or not np.isfinite(epsilon) \
-            or epsilon <= 0:
+            or epsilon < 0 or (epsilon == 0 and not zero_ok):
         raise ValueError(f"epsilon must be a positive, finite step along the component (e.g. 0.1), got {epsilon!r}")
     if max_sim is not None and not (isinstance(max_sim, (int, float, np.number)) and 0 < max_sim <= 1):
         raise ValueError(f"max_sim is a |cos| between components, in (0, 1] (e.g. 0.5), or None; got {max_sim!r}")

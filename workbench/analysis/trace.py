@@ -94,7 +94,7 @@ def hidden_state_change(model, decomposition, component: int, inputs: dict, *, e
     ``inputs``: a tokenizer's output for the examples (a dict with ``input_ids`` and
     ``attention_mask``); padded positions are 0.
     """
-    check_step(epsilon, max_sim)
+    check_step(epsilon, max_sim, zero_ok=True)  # ε = 0 changes nothing: a check of the trace itself
     direction = perturbation_direction(decomposition, component, max_sim)
     device = next(model.parameters()).device
     batch = {k: v.to(device) for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
