@@ -116,3 +116,26 @@ def test_write_table_multi_valued_cells(tmp_path):
     frame = pd.DataFrame({"strategy": [("negation", "lexical"), ("marker",)], "n": [1, 2]})
     assert list(pd.read_parquet(write_table(frame, tmp_path / "t.parquet"))["strategy"].map(list)) == [["negation", "lexical"], ["marker"]]
     assert list(pd.read_csv(write_table(frame, tmp_path / "t.csv"))["strategy"]) == ["negation|lexical", "marker"]
+
+
+def test_top_example_tokens_are_the_scored_ones_also_with_left_padding():
+    """Prompts for language models are padded on the left: each score goes with its own token."""
+    import torch
+
+    from workbench import compute_pefs
+    from workbench.analysis.export import top_examples_frame
+    from workbench.models.architectures import build
+    from workbench.npeff import LrmNpeff
+
+    model = build("GPT-2")
+    ids = torch.randint(3, 90, (8, 6), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    for i in range(8):
+        mask[i, : i % 3], ids[i, : i % 3] = 0, 0  # pad id 0 is no real token here
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    decomposition = LrmNpeff(2, n_iters_g_only=2, n_iters_joint=2, progress=False).fit(
+        compute_pefs(model, inputs, n_values=500, progress=False))
+    frame = top_examples_frame(model, decomposition, inputs, n_top=8)
+    assert len(frame) and "0" not in set(frame["token"].astype(str))
+    for (_, example), rows in frame.groupby(["component", "example"]):
+        assert rows["token"].astype(int).tolist() == ids[example, mask[example].bool()].tolist()

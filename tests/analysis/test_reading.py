@@ -136,3 +136,9 @@ def test_loadings_are_sorted_by_scaled_coefficient_with_shares():
     np.testing.assert_allclose(table["scaled"], [1.8, 0.5])
     np.testing.assert_allclose(table["share"], [1.8 / 2.3, 0.5 / 2.3])
     assert isinstance(table, pd.DataFrame) and table.index.name == "component"
+
+
+def test_the_strongest_word_is_never_a_special_token():
+    """Every word's share negative: the special tokens' 0 must not win."""
+    shares = token_shares([0.5, -0.01, -0.002, -0.02, 0.3], [True, False, False, False, True], 0.2)
+    assert shares.strongest == 2

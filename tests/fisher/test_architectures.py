@@ -344,3 +344,23 @@ def test_a_multi_label_classifier_is_named_as_such():
     model.config.problem_type = "multi_label_classification"
     with pytest.warns(UserWarning, match="multi-label classifier.*one softmax distribution"):
         compute_pefs(model, example_inputs("BERT"), n_values=10, progress=False)
+
+
+def test_left_padding_under_absolute_positions_gives_each_example_s_pefs_alone(caplog):
+    """GPT-2 numbers positions from the first column: a left-padded example's tokens sit at other
+    positions than alone. Its PEFs are those of the example alone, as the loop's are."""
+    ids = torch.randint(3, 90, (6, 7), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    for i, pads in enumerate([0, 1, 2, 0, 3, 1]):
+        mask[i, :pads], ids[i, :pads] = 0, 0
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    model = build("GPT-2")
+    with caplog.at_level(logging.WARNING, logger="workbench"):
+        fast = compute_pefs(model, inputs, n_values=None, batch_size=3, progress=False).dense()
+    assert "change with padding" in caplog.text
+    for i in range(6):
+        alone = ids[i, mask[i].bool()][None]
+        truth = compute_pefs(model, {"input_ids": alone, "attention_mask": torch.ones_like(alone)}, n_values=None,
+                             method="loop", progress=False).dense()[0]
+        assert np.abs(fast[i] - truth).max() < 2e-6 * np.abs(truth).max()
+    assert max_relative_error(model, inputs, batch_size=3) < 2e-6

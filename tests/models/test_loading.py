@@ -62,3 +62,23 @@ def test_path_that_does_not_exist(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no config.json"):
         load_classifier(tmp_path / "empty")
+
+
+def test_a_decoder_shipped_without_a_padding_token_pads_with_its_end_of_text(tmp_path):
+    """GPT-2 ships no padding token: as loaded, its tokenizer could not pad a batch and its
+    classifier would refuse batches of more than one example."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2ForSequenceClassification, PreTrainedTokenizerFast
+
+    from workbench import compute_pefs
+
+    words = Tokenizer(models.WordLevel({"[UNK]": 0, "<eos>": 1, "good": 2, "bad": 3, "film": 4}, unk_token="[UNK]"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=words, unk_token="[UNK]", eos_token="<eos>").save_pretrained(tmp_path / "m")
+    config = GPT2Config(vocab_size=5, n_embd=16, n_layer=1, n_head=2, n_positions=16, eos_token_id=1, num_labels=2)
+    assert config.pad_token_id is None
+    GPT2ForSequenceClassification(config).save_pretrained(tmp_path / "m")
+    model, tokenizer = load_classifier(tmp_path / "m")
+    assert tokenizer.pad_token == "<eos>" and model.config.pad_token_id == 1
+    inputs = tokenizer(["good film", "bad"], padding=True, return_tensors="pt")
+    assert compute_pefs(model, inputs, n_values=10, progress=False).n_examples == 2

@@ -154,3 +154,12 @@ def test_a_report_never_replaces_a_folder_that_is_not_a_report(hostile, tmp_path
     with pytest.raises(FileExistsError, match="thesis.tex"):
         report.export_html(hostile, mine, n_examples=1, highlight=False, dashboards=False, progress=False)
     assert (mine / "thesis.tex").read_text() == "months of work"
+
+
+def test_pieces_of_one_character_show_it_once():
+    """Byte-level BPE splits 'é' into two tokens with the same span: the text shows it once."""
+    import html as html_module
+
+    page = report.highlighted_text_html("café!", ["ca", "f", "Ã", "©", "!"], [0.1, 0.2, 0.3, 0.4, 0.0],
+                                        spans=[(0, 2), (2, 3), (3, 4), (3, 4), (4, 5)])
+    assert html_module.unescape(re.sub(r"<[^>]+>", "", page)) == "café!"

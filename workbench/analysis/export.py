@@ -30,7 +30,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..store.files import atomic_path, producer
 from ..store.formats import COMPONENTS
-from .highlights import token_scores
+from .highlights import real_positions, token_scores
 from .tables import top_examples
 _SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 
@@ -134,7 +134,7 @@ def top_examples_frame(
             continue
         selected = {k: v[top] for k, v in inputs.items()}
         for rank, (i, scores) in enumerate(zip(top, token_scores(model, decomposition, j, selected, **token_score_kwargs))):
-            ids = inputs["input_ids"][i][: len(scores.scores)].tolist()
+            ids = inputs["input_ids"][i, real_positions(inputs, i)].tolist()
             tokens = tokenizer.convert_ids_to_tokens(ids) if tokenizer is not None else [str(t) for t in ids]
             for position, (token, score) in enumerate(zip(tokens, scores.scores)):
                 rows.append((int(j), rank, int(i), float(decomposition.W_[i, j]), position, token, float(score),

@@ -58,6 +58,15 @@ class TokenScores:
 _FORWARD_AD = threading.RLock()
 
 
+def real_positions(inputs: Mapping, i: int) -> torch.Tensor:
+    """Example i's positions that :func:`token_scores` scores, in order: those its attention mask
+    keeps (padding on the right or on the left), or all of them without a mask."""
+    mask = inputs.get("attention_mask")
+    if mask is None:
+        return torch.ones(inputs["input_ids"].shape[1], dtype=torch.bool)
+    return torch.as_tensor(mask[i]).bool().cpu()
+
+
 def _owning_modules(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> list[tuple[torch.nn.Module, dict[str, int]]]:
     """Modules that directly own selected parameters: (module, {attribute: parameter index})."""
     index_of = {id(p): k for k, p in enumerate(params)}

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from ..core.device import resolve_device
 from ..core.params import ParameterLayout
+from ..core.validation import check_model
 from ..fisher.inputs import Inputs, class_logits, eval_mode, n_inputs, slice_inputs
 from ..report import fragment, perturbation_html
 from .tables import top_examples
@@ -244,6 +245,7 @@ def perturbation_check(
         and ``baseline``); ``baseline`` defaults to 100 random other examples.
     """
     check_step(epsilon, max_sim)
+    check_model(model, inputs)  # token ids the model holds, lengths within its positions
     device = resolve_device(device) if device is not None else next(model.parameters()).device
     model.to(device)
     labels = np.asarray(labels)

@@ -32,13 +32,21 @@ class TokenShares:
     visible_share: float  # Σ of the raw scores over the visible tokens
     special_share: float  # Σ of the raw scores over the special tokens
     head_share: float  # through parameters without a token axis
+    special: np.ndarray  # (n_tokens,) bool: the tokenizer's own tokens ([CLS], [SEP], <s>)
 
     @property
     def strongest(self) -> int | None:
         """Position of the visible token with the largest (signed) share; None when no token is visible."""
-        if not np.any(self.visible):
-            return None
-        return int(np.argmax(self.visible))
+        return strongest_visible(self.visible, self.special)
+
+
+def strongest_visible(visible: np.ndarray, special: np.ndarray) -> int | None:
+    """The position of the largest share among the words, never a special token (whose share is
+    0 there, above words whose shares are all negative); None when no word carries any."""
+    visible, special = np.asarray(visible), np.asarray(special, dtype=bool)
+    if special.all() or not np.any(visible):
+        return None
+    return int(np.argmax(np.where(special, -np.inf, visible)))
 
 
 def token_shares(scores: Sequence[float], special: Sequence[bool] | None, head_share: float) -> TokenShares:
@@ -54,4 +62,5 @@ def token_shares(scores: Sequence[float], special: Sequence[bool] | None, head_s
         visible_share=float(visible.sum()),
         special_share=float(scores[special].sum()),
         head_share=float(head_share),
+        special=special,
     )

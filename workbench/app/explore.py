@@ -318,7 +318,7 @@ class RunExplorer:
         return TopExamplesPage(int(component), examples, page, page_size, len(ranking), self.label_names, note)
 
     def _score_tokens(self, component: int, examples: list[HighlightedExample]) -> None:
-        from ..analysis.highlights import token_scores  # on use, as the other imports of torch below
+        from ..analysis.highlights import real_positions, token_scores  # on use, as the other imports of torch below
         from ..analysis.token_shares import token_shares
 
         model, tokenizer = self.model_and_tokenizer()
@@ -332,13 +332,13 @@ class RunExplorer:
             scores = token_scores(model, self.decomposition, component, encoded, device=self.device)
         specials = set(tokenizer.all_special_tokens)
         for k, (e, s) in enumerate(zip(examples, scores)):
-            n = len(s.scores)
-            e.tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][k, :n].tolist())
+            real = real_positions(encoded, k)  # the scores are of these, whichever side the padding is on
+            e.tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][k, real].tolist())
             e.scores, e.head_share = s.scores, s.head_share
             e.special = [t in specials for t in e.tokens]
             shares = token_shares(e.scores, e.special, e.head_share)
             e.visible, e.visible_share, e.special_share = shares.visible, shares.visible_share, shares.special_share
-            e.spans = None if offsets is None else [tuple(map(int, o)) for o in offsets[k, :n].tolist()]
+            e.spans = None if offsets is None else [tuple(map(int, o)) for o in offsets[k, real].tolist()]
 
     # -- perturbations -----------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .. import report
+from ..analysis.token_shares import strongest_visible
 
 
 @dataclass
@@ -87,10 +88,11 @@ class HighlightedExample:
 
     @property
     def strongest_index(self) -> int | None:
-        """Where the visible token with the largest share is (None without scores or visible tokens)."""
-        if self.visible is None or not np.any(self.visible):
+        """Where the visible token with the largest share is (None without scores or visible tokens);
+        never a special token, also when every word's share is negative."""
+        if self.visible is None:
             return None
-        return int(np.argmax(self.visible))
+        return strongest_visible(self.visible, np.zeros(len(self.visible), bool) if self.special is None else self.special)
 
     @property
     def strongest_token(self) -> str | None:

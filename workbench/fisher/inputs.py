@@ -60,14 +60,18 @@ def select_rows(batch: Inputs, rows: torch.Tensor) -> Inputs:
 
 
 def _without_unused_columns(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The columns from the first any row uses to the last (padding on the right or the left):
+    a left-padded example alone must not keep its pads, since a model with absolute positions
+    (GPT-2) reads them as shifting its tokens."""
     mask = batch.get("attention_mask")
-    if mask is None or mask.ndim != 2:
+    if mask is None or mask.ndim != 2 or not mask.shape[0] or not bool(mask.any()):
         return dict(batch)
     full = mask.shape[1]
-    used = int(mask.sum(dim=1).max()) if mask.shape[0] else full
-    if mask[:, used:].any():  # left padding: keep everything
-        used = full
-    return {k: v[:, :used] if v.ndim >= 2 and v.shape[1] == full else v for k, v in batch.items()}
+    used = torch.nonzero(mask.any(dim=0)).flatten()
+    start, stop = int(used[0]), int(used[-1]) + 1
+    if (start, stop) == (0, full):
+        return dict(batch)
+    return {k: v[:, start:stop] if v.ndim >= 2 and v.shape[1] == full else v for k, v in batch.items()}
 
 
 def length_groups(batch: Inputs) -> list[torch.Tensor] | None:
@@ -119,15 +123,10 @@ def repeated(batch: Inputs, e: int) -> Inputs:
 
 
 def example_slice(batch: Inputs, i: int) -> Inputs:
-    """Example i alone, without padding (the plain per-example computation)."""
+    """Example i alone, without padding on either side (the plain per-example computation)."""
     if isinstance(batch, torch.Tensor):
         return batch[i : i + 1]
-    one = {k: v[i : i + 1] for k, v in batch.items()}
-    mask = one.get("attention_mask")
-    if mask is not None and mask.ndim == 2 and not mask[0, int(mask.sum()) :].any():
-        used, full = int(mask.sum()), mask.shape[1]
-        one = {k: v[:, :used] if v.ndim >= 2 and v.shape[1] == full else v for k, v in one.items()}
-    return one
+    return _without_unused_columns({k: v[i : i + 1] for k, v in batch.items()})
 
 
 def check_batch_labels(labels: torch.Tensor, n_classes: int, start: int) -> None:

@@ -49,7 +49,9 @@ def label_token_ids(tokenizer, label_words: Sequence[str], prefix: str = " ") ->
         if not tokens:
             raise ValueError(f"the label word {word!r} tokenizes to nothing; choose another word")
         if len(tokens) > 1:
-            logger.info("label word %r has %d tokens; its first token stands for it", word, len(tokens))
+            logger.warning("label word %r is %d tokens; its first token stands for it, so any word starting with that "
+                           "token counts as %r: choose a label word of one token if the tokenizer has one", word,
+                           len(tokens), word)
         ids.append(int(tokens[0]))
     if len(set(ids)) != len(ids):
         clashes = [w for w, i in zip(label_words, ids) if ids.count(i) > 1]

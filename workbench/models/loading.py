@@ -109,5 +109,20 @@ def load_classifier(
             "Hub instead, unset HF_HUB_OFFLINE and pass local_files_only=False."
         ) from err
     model.eval()
+    _pad_with_end_of_text(model, tokenizer)
     logger.info("loaded %s from %s", type(model).__name__, source)
     return (model, tokenizer) if with_tokenizer else model
+
+
+def _pad_with_end_of_text(model, tokenizer) -> None:
+    """Decoders shipped without a padding token (GPT-2) pad with their end-of-text token, as is
+    usual: without one, their tokenizer cannot pad a batch and their classifier refuses batches
+    of more than one example."""
+    if tokenizer is not None and tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+        logger.info("the tokenizer has no padding token: it pads with its end-of-text token %r", tokenizer.eos_token)
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "pad_token_id", None) is None:
+        pad = tokenizer.pad_token_id if tokenizer is not None else getattr(config, "eos_token_id", None)
+        if isinstance(pad, int):
+            config.pad_token_id = pad

@@ -203,12 +203,13 @@ def highlighted_text_html(text: str, tokens: Sequence[str] | None, scores, spans
     if spans is not None:
         pieces, cursor = [], 0
         for i, (start, stop) in enumerate(spans[:min(len(tokens), len(scores))]):
+            start = max(start, cursor)  # byte-level pieces of one character share its span: shown once
             if special[i] or stop <= start:
                 continue
             if start > cursor:
                 pieces.append(escape(text[cursor:start]))
             pieces.append(span(i, text[start:stop]))
-            cursor = max(cursor, stop)
+            cursor = stop
         pieces.append(escape(text[cursor:]))
         return f'<div class="tokens">{"".join(pieces)}</div>'
     shown = [span(i, token) for i, token in enumerate(tokens) if not special[i]]
