@@ -34,6 +34,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), {
     "Run": ".app",
     "RunExplorer": ".app",
     "run_embedded": ".app",
+    "run_model": ".app",
     "compare_runs": ".app",
 })
 __all__ = ["__version__", *__all__]

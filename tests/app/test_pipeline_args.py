@@ -24,8 +24,8 @@ def test_run_embedded_checks_arguments_first(tmp_path, kwargs, error, match):
 
 
 def test_pipeline_store_resumes_or_replaces(tmp_path, bert3, bert_inputs):
-    first = pipeline._write_or_resume_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=100, progress=False)
-    again = pipeline._write_or_resume_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=100, progress=False)
+    first = pipeline.write_or_resume_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=100, progress=False)
+    again = pipeline.write_or_resume_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=100, progress=False)
     assert again.store_id == first.store_id
-    other = pipeline._write_or_resume_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=150, progress=False)
+    other = pipeline.write_or_resume_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=150, progress=False)
     assert PefStore(tmp_path / "pefs").info["n_values"] == 150 and other.complete

@@ -83,6 +83,11 @@ class RunExplorer:
     def __repr__(self) -> str:
         return f"RunExplorer({str(self.run.path)!r})"
 
+    @property
+    def max_length(self) -> int:
+        """Where texts are cut, as the run's PEFs cut them (the embedded task's 64 by default)."""
+        return int(self.run.params.get("max_length") or TOKEN_MAX_LENGTH)
+
     # -- what the run holds, loaded on first use ------------------------------------------
 
     @property
@@ -179,7 +184,7 @@ class RunExplorer:
         baseline = baseline_examples(len(self.examples), top, n_baseline, seed)
         return perturbation_trace(model, tokenizer, self.decomposition, int(component),
                                   list(self.examples["text"]), top, baseline, epsilon=epsilon, max_sim=max_sim,
-                                  max_length=TOKEN_MAX_LENGTH)
+                                  max_length=self.max_length)
 
     @cached_property
     def label_names(self) -> dict:
@@ -325,7 +330,7 @@ class RunExplorer:
         texts = [e.text for e in examples]
         # Character offsets (fast tokenizers only) let the page show the original text, shaded.
         fast = getattr(tokenizer, "is_fast", False)
-        encoded = dict(tokenizer(texts, padding="longest", truncation=True, max_length=TOKEN_MAX_LENGTH,
+        encoded = dict(tokenizer(texts, padding="longest", truncation=True, max_length=self.max_length,
                                  return_tensors="pt", return_offsets_mapping=fast))
         offsets = encoded.pop("offset_mapping", None)
         with self.model_lock:
@@ -384,7 +389,7 @@ class RunExplorer:
         model, tokenizer = self.model_and_tokenizer()
         baseline = baseline_examples(len(self.examples), top, n_baseline, seed)
         rows = np.concatenate([top, baseline])
-        inputs = tokenize(tokenizer, list(self.examples["text"].to_numpy()[rows]))
+        inputs = tokenize(tokenizer, list(self.examples["text"].to_numpy()[rows]), max_length=self.max_length)
         positions = np.arange(len(rows))
         return (model, self.decomposition, int(component), inputs, self.labels[rows],
                 positions[: len(top)], positions[len(top):])
@@ -425,7 +430,7 @@ class RunExplorer:
         from ..models.embedded import tokenize
 
         model, tokenizer = self.model_and_tokenizer()
-        inputs = tokenize(tokenizer, list(self.examples["text"].to_numpy()[np.asarray(rows)]))
+        inputs = tokenize(tokenizer, list(self.examples["text"].to_numpy()[np.asarray(rows)]), max_length=self.max_length)
         with self.model_lock:
             return logit_change(model, self.decomposition, component, inputs, epsilon=epsilon,
                                 class_names=self.label_names)
@@ -449,7 +454,8 @@ class RunExplorer:
         model, tokenizer = self.model_and_tokenizer()
         with self.model_lock:
             W, seconds = coefficients_of_texts(model, tokenizer, self.decomposition, [example], kind=kind,
-                                               n_values=self.run.params.get("n_values", 8192), device=self.device)
+                                               n_values=self.run.params.get("n_values", 8192), device=self.device,
+                                               max_length=self.max_length)
         return Lookup(example, loadings(W[0], self.decomposition.components_, kind=kind, n=n), seconds=seconds)
 
     def definitions(self) -> pd.DataFrame:
@@ -477,7 +483,7 @@ class RunExplorer:
             for e in self.top_examples(j, page_size=n_top).examples:
                 if e.strongest_token is None:
                     continue
-                word_ids = tokenizer(e.text, truncation=True, max_length=TOKEN_MAX_LENGTH).word_ids()
+                word_ids = tokenizer(e.text, truncation=True, max_length=self.max_length).word_ids()
                 deciding = deciding_token_positions(self.examples.iloc[e.example], word_ids)
                 n_visible = int(np.sum(~np.asarray(e.special)))
                 rows.append({"component": j, "example": e.example, "strongest_token": e.strongest_token,

@@ -75,10 +75,7 @@ def run_embedded(
     params["model_path"] = None if model_path is None else str(model_path)
     params["out"] = str(out)
     resolved = resolve_device(device)
-    if out.is_dir() and not (out / RUN_RECORD).exists() and any(out.iterdir()):
-        raise ValueError(f"{out} holds files and is not a run folder (it has no {RUN_RECORD}): a run writes its "
-                         f"model, PEFs and results into its folder, replacing what is there; choose a new or empty "
-                         f"folder, such as {out / 'run'}")
+    check_new_run_folder(out)
     recorder = RunRecorder(out, params, device=resolved, seeds={"model": seed, "examples": seed + ANALYSIS_SEED_OFFSET, "fit": seed})
 
     with recorder.stage("model"):
@@ -96,7 +93,7 @@ def run_embedded(
         inputs = tokenize(tokenizer, list(examples["text"]))
 
     with recorder.stage("pefs"):
-        store = _write_or_resume_pefs(
+        store = write_or_resume_pefs(
             out / PEFS, model, inputs, examples["label"].to_numpy(),
             kind=kind, n_values=n_values, batch_size=batch_size, device=resolved, progress=progress, **SCOPES[scope],
             provenance={"model_path": str(source), "base": base, "seed": seed, "examples_seed": seed + ANALYSIS_SEED_OFFSET},
@@ -124,7 +121,16 @@ def run_embedded(
     return Run(out)
 
 
-def _write_or_resume_pefs(path: Path, *args, **kwargs):
+def check_new_run_folder(out: Path) -> None:
+    """A run writes its model, PEFs and results into ``out``, replacing what is there: a folder
+    with files and no run record might be the user's, and is refused."""
+    if out.is_dir() and not (out / RUN_RECORD).exists() and any(out.iterdir()):
+        raise ValueError(f"{out} holds files and is not a run folder (it has no {RUN_RECORD}): a run writes its "
+                         f"model, PEFs and results into its folder, replacing what is there; choose a new or empty "
+                         f"folder, such as {out / 'run'}")
+
+
+def write_or_resume_pefs(path: Path, *args, **kwargs):
     """The same run again resumes its PEF store (a killed run loses nothing); a store made
     with other arguments is replaced, since the run folder belongs to this run."""
     try:

@@ -109,12 +109,12 @@ def load_classifier(
             "Hub instead, unset HF_HUB_OFFLINE and pass local_files_only=False."
         ) from err
     model.eval()
-    _pad_with_end_of_text(model, tokenizer)
+    pad_with_end_of_text(model, tokenizer)
     logger.info("loaded %s from %s", type(model).__name__, source)
     return (model, tokenizer) if with_tokenizer else model
 
 
-def _pad_with_end_of_text(model, tokenizer) -> None:
+def pad_with_end_of_text(model, tokenizer) -> None:
     """Decoders shipped without a padding token (GPT-2) pad with their end-of-text token, as is
     usual: without one, their tokenizer cannot pad a batch and their classifier refuses batches
     of more than one example."""

@@ -35,6 +35,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from ..loading import pad_with_end_of_text
 from ..text import truncated_rows, warn_truncated
 from .task import DEFAULT_MIX, TASK_VERSION, make_examples, vocabulary
 
@@ -421,7 +422,9 @@ def load_default_model(path: str | os.PathLike) -> tuple[PreTrainedModel, PreTra
         if shown:
             transformers_logging.enable_progress_bar()
     model.eval()
-    return model, AutoTokenizer.from_pretrained(path, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    pad_with_end_of_text(model, tokenizer)  # a decoder of one's own, shipped without a padding token
+    return model, tokenizer
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:

@@ -1,0 +1,122 @@
+"""Your own classifier and examples → PEFs → NPEFF → component table, in a run folder.
+
+:func:`run_model` is :func:`~workbench.app.pipeline.run_embedded` for a model and texts of
+one's own: the folder it writes is the one the workbench, the notebooks and the reports open
+(``Workbench.from_run``, ``RunExplorer.open``, ``export_html``), with the model copied in,
+so the panels can score tokens and perturb it. Columns of ``attributes`` (a property of
+each example one suspects the model uses: a keyword, a source, a length bucket) get a
+purity per component, as the embedded task's strategies do.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..analysis.tables import component_table
+from ..core.device import resolve_device
+from ..npeff import estimator_for
+from .pipeline import check_new_run_folder, write_or_resume_pefs
+from .run_folder import COMPONENTS, DECOMPOSITION, EXAMPLES, MODEL, PEFS, Run, RunRecorder
+
+
+def run_model(
+    out: str | os.PathLike,
+    model_path: str | os.PathLike,
+    texts: Sequence[str],
+    labels: Sequence[int] | None = None,
+    *,
+    attributes: pd.DataFrame | None = None,
+    n_components: int = 16,
+    kind: str = "lrm",
+    n_values: int = 8192,
+    n_iters_g_only: int = 100,
+    n_iters_joint: int = 400,
+    n_top: int = 20,
+    seed: int = 0,
+    include=None,
+    exclude=None,
+    max_length: int = 128,
+    batch_size: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> Run:
+    """NPEFF of a saved sequence classifier (``model_path``: a folder written by
+    ``save_pretrained``, with its tokenizer) on ``texts`` (and their ``labels``, or None),
+    written to the run folder ``out`` and returned opened.
+
+    ``include``/``exclude`` select the parameters the PEFs cover, as in ``write_pefs``;
+    ``max_length`` is where texts are cut (recorded: the explorer tokenizes as the PEFs did).
+    Running it again with the same arguments resumes the PEF store.
+    """
+    from ..models.embedded import load_default_model, tokenize
+
+    out, source = Path(out), Path(model_path)
+    texts = _checked_texts(texts)
+    if not (source / "config.json").is_file():
+        raise ValueError(f"{source} is not a saved model folder (no config.json): save it with model.save_pretrained("
+                         "folder) and tokenizer.save_pretrained(folder)")
+    if attributes is not None and len(attributes) != len(texts):
+        raise ValueError(f"attributes has {len(attributes)} rows for {len(texts)} texts: one row per text")
+    check_new_run_folder(out)
+    resolved = resolve_device(device)
+    params = {"model_path": str(source), "n_examples": len(texts), "n_components": n_components, "kind": kind,
+              "n_values": n_values, "n_iters_g_only": n_iters_g_only, "n_iters_joint": n_iters_joint, "n_top": n_top,
+              "seed": seed, "include": include, "exclude": exclude, "max_length": max_length, "batch_size": batch_size,
+              "device": device}
+    recorder = RunRecorder(out, params, device=resolved, seeds={"fit": seed})
+
+    with recorder.stage("model"):
+        if (out / MODEL).resolve() != source.resolve():
+            shutil.rmtree(out / MODEL, ignore_errors=True)
+            shutil.copytree(source, out / MODEL)
+        model, tokenizer = load_default_model(out / MODEL)
+
+    with recorder.stage("examples"):
+        examples = pd.DataFrame({"text": texts, "label": -1 if labels is None else np.asarray(labels)})
+        if attributes is not None:
+            examples = pd.concat([examples, attributes.reset_index(drop=True)], axis=1)
+        inputs = tokenize(tokenizer, texts, max_length=max_length)
+
+    with recorder.stage("pefs"):
+        store = write_or_resume_pefs(out / PEFS, model, inputs, examples["label"].to_numpy(), kind=kind,
+                                     n_values=n_values, batch_size=batch_size, device=resolved, progress=progress,
+                                     include=include, exclude=exclude, provenance={"model_path": str(source)})
+        pefs = store.load()
+        examples["prediction"] = pefs.predictions
+        examples.to_parquet(out / EXAMPLES)
+        if labels is not None:
+            recorder.figure("analysis_accuracy", float(np.mean(pefs.predictions == pefs.labels)))
+
+    with recorder.stage("fit"):
+        estimator = estimator_for(kind).for_iterations(n_components, n_iters_g_only, n_iters_joint, seed=seed,
+                                                        device=resolved, progress=progress)
+        estimator.fit(pefs)
+        estimator.save(out / DECOMPOSITION)
+        recorder.figure("final_loss", estimator.final_loss_)
+
+    with recorder.stage("analysis"):
+        table = component_table(estimator.W_, estimator.components_, labels=pefs.labels, predictions=pefs.predictions,
+                                attributes=attributes.reset_index(drop=True) if attributes is not None else None,
+                                n_top=n_top, kind=estimator.kind)
+        table.to_csv(out / COMPONENTS)
+
+    recorder.finish()
+    return Run(out)
+
+
+def _checked_texts(texts) -> list[str]:
+    if isinstance(texts, str) or not isinstance(texts, Sequence | pd.Series | np.ndarray):
+        raise TypeError(f"texts must be a list of strings, one per example, got {type(texts).__name__}")
+    texts = list(texts)
+    if not texts:
+        raise ValueError("texts is empty: pass at least one example")
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise TypeError(f"texts must be strings; example {bad[0]} is a {type(texts[bad[0]]).__name__}")
+    return texts
