@@ -389,7 +389,9 @@ class RunExplorer:
         model, tokenizer = self.model_and_tokenizer()
         baseline = baseline_examples(len(self.examples), top, n_baseline, seed)
         rows = np.concatenate([top, baseline])
-        inputs = tokenize(tokenizer, list(self.examples["text"].to_numpy()[rows]), max_length=self.max_length)
+        # the PEF run warned of the texts it cut, by their numbers; a subset would number them anew
+        inputs = tokenize(tokenizer, list(self.examples["text"].to_numpy()[rows]), max_length=self.max_length,
+                          warn=False)
         positions = np.arange(len(rows))
         return (model, self.decomposition, int(component), inputs, self.labels[rows],
                 positions[: len(top)], positions[len(top):])
@@ -430,7 +432,8 @@ class RunExplorer:
         from ..models.embedded import tokenize
 
         model, tokenizer = self.model_and_tokenizer()
-        inputs = tokenize(tokenizer, list(self.examples["text"].to_numpy()[np.asarray(rows)]), max_length=self.max_length)
+        inputs = tokenize(tokenizer, list(self.examples["text"].to_numpy()[np.asarray(rows)]), max_length=self.max_length,
+                          warn=False)
         with self.model_lock:
             return logit_change(model, self.decomposition, component, inputs, epsilon=epsilon,
                                 class_names=self.label_names)
