@@ -142,3 +142,12 @@ def test_the_strongest_word_is_never_a_special_token():
     """Every word's share negative: the special tokens' 0 must not win."""
     shares = token_shares([0.5, -0.01, -0.002, -0.02, 0.3], [True, False, False, False, True], 0.2)
     assert shares.strongest == 2
+
+
+def test_tokens_are_shown_as_the_text_spells_them():
+    """Byte-level BPE marks a leading space with 'Ġ': the dashboard's top tokens show the words."""
+    from workbench.app.results import HighlightedExample
+
+    example = HighlightedExample(0, 0, "good film", 1, 1, 0.5, tokens=["<s>", "good", "Ġfilm"],
+                                 spans=[(0, 0), (0, 4), (4, 9)])
+    assert example.shown_tokens == ["<s>", "good", "film"]

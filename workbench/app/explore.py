@@ -556,7 +556,7 @@ def _results(perturbations) -> list:
 def _top_tokens(page: TopExamplesPage) -> pd.DataFrame:
     from ..analysis.dashboard import token_table
 
-    return token_table((e.tokens, e.visible) for e in page.examples if e.visible is not None)
+    return token_table((e.shown_tokens, e.visible) for e in page.examples if e.visible is not None)
 
 
 def _plain(value):

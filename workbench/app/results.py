@@ -95,6 +95,14 @@ class HighlightedExample:
         return strongest_visible(self.visible, np.zeros(len(self.visible), bool) if self.special is None else self.special)
 
     @property
+    def shown_tokens(self) -> list[str] | None:
+        """Each token as the text spells it (its span: no 'Ġ', '▁' or '##' of the tokenizer's), else as the
+        tokenizer does (a slow tokenizer gives no spans)."""
+        if self.tokens is None or self.spans is None:
+            return self.tokens
+        return [(self.text[a:b].strip() or t) if b > a else t for t, (a, b) in zip(self.tokens, self.spans)]
+
+    @property
     def strongest_token(self) -> str | None:
         best = self.strongest_index
         return None if best is None else self.tokens[best]
