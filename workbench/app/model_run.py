@@ -20,9 +20,8 @@ import pandas as pd
 
 from ..analysis.tables import component_table
 from ..core.device import resolve_device
-from ..npeff import estimator_for
-from .pipeline import check_new_run_folder, write_or_resume_pefs
-from .run_folder import COMPONENTS, DECOMPOSITION, EXAMPLES, MODEL, PEFS, Run, RunRecorder
+from .pipeline import check_new_run_folder, fit_stage, write_or_resume_pefs
+from .run_folder import COMPONENTS, EXAMPLES, MODEL, PEFS, Run, RunRecorder
 
 
 def run_model(
@@ -93,12 +92,8 @@ def run_model(
         if labels is not None:
             recorder.figure("analysis_accuracy", float(np.mean(pefs.predictions == pefs.labels)))
 
-    with recorder.stage("fit"):
-        estimator = estimator_for(kind).for_iterations(n_components, n_iters_g_only, n_iters_joint, seed=seed,
-                                                        device=resolved, progress=progress)
-        estimator.fit(pefs)
-        estimator.save(out / DECOMPOSITION)
-        recorder.figure("final_loss", estimator.final_loss_)
+    estimator = fit_stage(recorder, out, pefs, kind, n_components, n_iters_g_only, n_iters_joint, seed=seed,
+                          device=resolved, progress=progress)
 
     with recorder.stage("analysis"):
         table = component_table(estimator.W_, estimator.components_, labels=pefs.labels, predictions=pefs.predictions,

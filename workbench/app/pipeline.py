@@ -104,12 +104,8 @@ def run_embedded(
         accuracy = float(np.mean(pefs.predictions == pefs.labels))
         recorder.figure("analysis_accuracy", accuracy)
 
-    with recorder.stage("fit"):
-        estimator = estimator_for(kind).for_iterations(n_components, n_iters_g_only, n_iters_joint, seed=seed,
-                                                        device=resolved, progress=progress)
-        estimator.fit(pefs)
-        estimator.save(out / DECOMPOSITION)
-        recorder.figure("final_loss", estimator.final_loss_)
+    estimator = fit_stage(recorder, out, pefs, kind, n_components, n_iters_g_only, n_iters_joint, seed=seed,
+                          device=resolved, progress=progress)
 
     with recorder.stage("analysis"):
         table = strategy_table(estimator, pefs, examples, n_top)
@@ -119,6 +115,18 @@ def run_embedded(
 
     recorder.finish()
     return Run(out)
+
+
+def fit_stage(recorder: RunRecorder, out: Path, pefs, kind: str, n_components: int, n_iters_g_only: int,
+              n_iters_joint: int, *, seed: int, device, progress: bool):
+    """A run's fit stage: the decomposition of ``pefs``, saved in the run folder, its final loss recorded."""
+    with recorder.stage("fit"):
+        estimator = estimator_for(kind).for_iterations(n_components, n_iters_g_only, n_iters_joint, seed=seed,
+                                                        device=device, progress=progress)
+        estimator.fit(pefs)
+        estimator.save(out / DECOMPOSITION)
+        recorder.figure("final_loss", estimator.final_loss_)
+    return estimator
 
 
 def check_new_run_folder(out: Path) -> None:
