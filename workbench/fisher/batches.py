@@ -21,7 +21,7 @@ from ..core.chunks import PefChunk, join_chunks
 from .checks import check_plan
 from .config import PefConfig, Plan, stored_layout
 from .gradients import BatchGradients
-from .inputs import Inputs, check_batch_labels, length_groups, n_inputs, select_rows, slice_inputs
+from .inputs import Inputs, check_batch_labels, n_inputs, slice_inputs, unpadded_parts
 from . import sparsify
 from .sketch import sketch_pefs
 from .sparsify import BatchPefs, blockwise_pefs, dense_pefs, loop_pefs, select_written, writes_out_whole, written_in_blocks
@@ -73,12 +73,12 @@ def batch_in_two_stages(model, plan, batch, labels, config, start) -> Callable[[
     return lambda: _chunk(grads, rows, labels)
 
 
-def _in_length_groups(model, plan: Plan, batch, groups: list[torch.Tensor], labels: torch.Tensor, config: PefConfig,
-                      start: int) -> Callable[[], PefChunk]:
-    """The batch of a model whose outputs change with padding (``plan.unpadded``): each group of
-    examples of one length computed without padding, the chunks joined in the batch's order."""
-    parts = [batch_in_two_stages(model, plan, select_rows(batch, rows), labels[rows], config, start)() for rows in groups]
-    chunk = join_chunks(parts, torch.cat(groups).numpy())
+def _in_length_groups(model, plan: Plan, parts: list[tuple[torch.Tensor, Inputs]], labels: torch.Tensor,
+                      config: PefConfig, start: int) -> Callable[[], PefChunk]:
+    """The batch of a model whose outputs change with padding (``plan.unpadded``), as its
+    :func:`~.inputs.unpadded_parts`: each computed alone, the chunks joined in the batch's order."""
+    chunks = [batch_in_two_stages(model, plan, part, labels[rows], config, start)() for rows, part in parts]
+    chunk = join_chunks(chunks, torch.cat([rows for rows, _ in parts]).numpy())
     return lambda: chunk
 
 
@@ -139,11 +139,11 @@ def iter_pef_chunks(
                 batch = slice_inputs(inputs, start, stop, device)
                 if not plan.checked:  # the fast path's layers checked against the loop, once
                     check_plan(model, plan, batch, config.top_k_classes)
-                groups = length_groups(batch) if plan.unpadded else None
-                if groups is None:
+                parts = unpadded_parts(batch) if plan.unpadded else None
+                if parts is None:
                     finish = run_later(batch_in_two_stages(model, plan, batch, labels[start:stop], config, start))
                 else:
-                    finish = _in_length_groups(model, plan, batch, groups, labels[start:stop], config, start)
+                    finish = _in_length_groups(model, plan, parts, labels[start:stop], config, start)
             except BaseException:  # an interrupt or an error: the batch before it is still delivered
                 if pending:
                     yield delivered()

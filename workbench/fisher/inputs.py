@@ -87,6 +87,13 @@ def length_groups(batch: Inputs) -> list[torch.Tensor] | None:
     return [torch.tensor(rows) for rows in firsts.values()]
 
 
+def unpadded_parts(batch: Inputs) -> list[tuple[torch.Tensor, Inputs]] | None:
+    """(rows, those rows without padding) for each group of the batch's examples of one length,
+    as a model whose outputs change with padding is computed; None when no row is padded."""
+    groups = length_groups(batch)
+    return None if groups is None else [(rows, select_rows(batch, rows)) for rows in groups]
+
+
 def class_logits(model: nn.Module, batch: Inputs) -> torch.Tensor:
     """Run the model and return (batch, n_classes) logits, or say clearly why not."""
     out = model(**batch) if isinstance(batch, Mapping) else model(batch)

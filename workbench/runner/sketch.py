@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from ..core.device import run_device
 from ..core.sketch import CountSketch
 from ..fisher import PefConfig, check_plan, eval_mode, make_plan, n_inputs, slice_inputs, split_labels
-from ..fisher.inputs import length_groups, select_rows
+from ..fisher.inputs import unpadded_parts
 from ..fisher.gradients import BatchGradients
 from ..fisher.sketch import gradient_products
 from ..store.fingerprints import check_same_model
@@ -52,9 +52,9 @@ def parameter_products(model: nn.Module, inputs, coefficients: np.ndarray, info:
             batch = slice_inputs(inputs, start, stop, device)
             check_plan(model, plan, batch, config.top_k_classes)  # as a PEF run does: the rules checked on its first batch
             # as a PEF run does, a model whose outputs change with padding takes examples of one length at a time
-            groups = (length_groups(batch) if plan.unpadded else None) or [torch.arange(stop - start)]
-            for rows in groups:
-                grads = BatchGradients(model, plan, select_rows(batch, rows), config.top_k_classes, factor_two_classes=True)
+            parts = (unpadded_parts(batch) if plan.unpadded else None) or [(torch.arange(stop - start), batch)]
+            for rows, part in parts:
+                grads = BatchGradients(model, plan, part, config.top_k_classes, factor_two_classes=True)
                 examples = start + rows.numpy()
                 if classes is not None and not np.array_equal(grads.classes.cpu().numpy(), classes[examples]):
                     raise ValueError(f"the model's most probable classes of examples {start}..{stop - 1} are not the "
