@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import traceback
 
 import ipywidgets as w
@@ -11,6 +10,7 @@ from workbench import report
 from workbench.app.explore import RunExplorer
 from workbench.app.results import ComponentDashboard as Dashboard
 
+from .chart import display_data
 from .examples import component_title
 from .static import StaticFallback, on_click_shown
 
@@ -60,10 +60,7 @@ class ComponentDashboard(StaticFallback, w.VBox):
         self.numbers.value = report.fragment(report.dashboard_numbers_html(result))
         self.tables.value = report.fragment(report.dashboard_tables_html(result))
         self.figures = [f.update_layout(width=620) for f in report.dashboard_figures(result)]
-        # Display data for JupyterLab's plotly renderer (with the HTML fragment for front ends without it),
-        # set as the output's value: printing figures inside ``with self.charts`` captures nothing on the
-        # thread the workbench fills in on, and IPython's formatters give empty bundles there.
-        self.charts.outputs = tuple(_display_data(f) for f in self.figures)
+        self.charts.outputs = tuple(display_data(f) for f in self.figures)
         self.status.value = ""
         return result
 
@@ -74,15 +71,3 @@ class ComponentDashboard(StaticFallback, w.VBox):
 
     def static_text(self) -> str:
         return "No component selected." if self.current is None else repr(self.current)
-
-
-#: JupyterLab's plotly renderer (the jupyterlab-plotly extension, shipped with plotly).
-PLOTLY_MIME = "application/vnd.plotly.v1+json"
-
-
-def _display_data(figure) -> dict:
-    """A figure as an output of an Output widget: plotly's mime bundle and an HTML fallback."""
-    spec = json.loads(figure.to_json())
-    spec["config"] = {"displaylogo": False, "responsive": True}
-    return {"output_type": "display_data", "metadata": {},
-            "data": {PLOTLY_MIME: spec, "text/html": report.figure_html(figure), "text/plain": "a plotly chart"}}

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import ipywidgets as w
-import plotly.graph_objects as go
 
 from workbench import report
 
-from .perturbation import show_figure
+from .chart import Chart
 from .static import StaticFallback
 
 STATUSES = ("all", "gained", "lost", "changed", "kept")
@@ -21,7 +20,7 @@ class ModelDiffPanel(StaticFallback, w.VBox):
         self.diff = diff
         self.status = w.ToggleButtons(options=STATUSES, value="all", description="components")
         self.strategies = w.HTML(report.fragment(report.table_html(diff.strategies)))
-        self.chart = go.FigureWidget(report.model_diff_figure().update_layout(width=900))
+        self.chart = Chart(report.model_diff_figure(), width=900)
         self.evidence = w.HTML()
         self.status.observe(lambda _: self.refresh(), names="value")
         a, b = diff.names
@@ -35,7 +34,7 @@ class ModelDiffPanel(StaticFallback, w.VBox):
         return rows if self.status.value == "all" else rows[rows["status"] == self.status.value]
 
     def refresh(self) -> None:
-        show_figure(self.chart, report.model_diff_figure(self.diff), width=900)
+        self.chart.show(report.model_diff_figure(self.diff))
         self.evidence.value = report.fragment(report.table_html(self.rows()))
 
     def static_html(self) -> str:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import ipywidgets as w
-import plotly.graph_objects as go
 
 from workbench import report
 from workbench.report.strategies import component_name
 
-from .perturbation import CHART_WIDTH, show_figure
+from .chart import Chart
+from .perturbation import CHART_WIDTH
 from .static import StaticFallback
 
 
@@ -25,9 +25,8 @@ class OverTrainingPanel(StaticFallback, w.VBox):
         self.value = w.Dropdown(options=self._values(self.strategy.value), description="value")
         names = [(component_name(result.reference, j), j) for j in result.reference.index]
         self.components = w.SelectMultiple(options=names, value=[j for _, j in names], description="show", rows=6)
-        self.chart = go.FigureWidget(report.over_training_figure().update_layout(width=CHART_WIDTH))
-        self.accuracy_chart = go.FigureWidget(report.accuracy_over_training_figure(result)
-                                              .update_layout(width=CHART_WIDTH))
+        self.chart = Chart(report.over_training_figure(), width=CHART_WIDTH)
+        self.accuracy_chart = Chart(report.accuracy_over_training_figure(result), width=CHART_WIDTH)
         for control in (self.strategy, self.value, self.components):
             control.observe(lambda _: self.refresh(), names="value")
         header = w.HTML(f"<b>Components over training</b>: {len(result.steps)} checkpoints, steps "
@@ -48,7 +47,7 @@ class OverTrainingPanel(StaticFallback, w.VBox):
             return
         figure = report.over_training_figure(self.result, self.value.value, self.strategy.value,
                                              components=list(self.components.value))
-        show_figure(self.chart, figure)
+        self.chart.show(figure)
 
     def static_html(self) -> str:
         return report.fragment(report.over_training_html(self.result, strategy=self.strategy.value))

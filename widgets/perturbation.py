@@ -7,11 +7,11 @@ import traceback
 
 import ipywidgets as w
 import numpy as np
-import plotly.graph_objects as go
 
 from workbench import report
 from workbench.app.explore import RunExplorer
 
+from .chart import Chart
 from .static import StaticFallback, on_click_shown
 
 #: A sweep runs the check at these multiples of the slider's ε.
@@ -21,20 +21,6 @@ DIRECTIONS = {"both": ("+", "-"), "+": ("+",), "-": ("-",)}
 
 #: Chart width in the panel, so the KL and accuracy charts sit side by side.
 CHART_WIDTH = 520
-
-
-def show_figure(widget: go.FigureWidget, figure: go.Figure, width: int = CHART_WIDTH) -> None:
-    """Put ``figure``'s traces and layout into ``widget`` in one update (traces refilled in place
-    when their number matches, so the front end redraws once)."""
-    with widget.batch_update():
-        if len(widget.data) == len(figure.data):
-            for trace, new in zip(widget.data, figure.data):
-                trace.update(new.to_plotly_json(), overwrite=True)
-        else:
-            widget.data = []
-            widget.add_traces(list(figure.data))
-        widget.layout = figure.layout
-        widget.layout.width = width
 
 
 class PerturbationPanel(StaticFallback, w.VBox):
@@ -67,9 +53,9 @@ class PerturbationPanel(StaticFallback, w.VBox):
         self.progress = w.IntProgress(0, min=0, max=1, description="", layout=w.Layout(width="200px"))
         self.status = w.HTML()
         self.summary = w.HTML()
-        self.kl_chart = go.FigureWidget(report.kl_figure().update_layout(width=CHART_WIDTH))
-        self.accuracy_chart = go.FigureWidget(report.accuracy_figure().update_layout(width=CHART_WIDTH))
-        self.sweep_chart = go.FigureWidget(report.sweep_figure(_empty_sweep()).update_layout(width=CHART_WIDTH))
+        self.kl_chart = Chart(report.kl_figure(), width=CHART_WIDTH)
+        self.accuracy_chart = Chart(report.accuracy_figure(), width=CHART_WIDTH)
+        self.sweep_chart = Chart(report.sweep_figure(_empty_sweep()), width=CHART_WIDTH)
         self.sweep_box = w.Box([self.sweep_chart], layout=w.Layout(display="none"))
         self.direction.observe(lambda _: self._show_result(), names="value")
 
@@ -150,11 +136,11 @@ class PerturbationPanel(StaticFallback, w.VBox):
             + ", ".join(f"{s} {result.kl_baseline[s]:.3g}" for s in signs) + "</div>"
         )
         self.charts.layout.display = "flex"
-        show_figure(self.kl_chart, report.kl_figure(result, signs))
-        show_figure(self.accuracy_chart, report.accuracy_figure(result, signs))
+        self.kl_chart.show(report.kl_figure(result, signs))
+        self.accuracy_chart.show(report.accuracy_figure(result, signs))
         if self.sweep_frame is not None:
             frame = self.sweep_frame[self.sweep_frame["sign"].isin(signs)]
-            show_figure(self.sweep_chart, report.sweep_figure(frame))
+            self.sweep_chart.show(report.sweep_figure(frame))
             self.sweep_box.layout.display = "flex"
         else:
             self.sweep_box.layout.display = "none"

@@ -6,13 +6,13 @@ import time
 import traceback
 
 import ipywidgets as w
-import plotly.graph_objects as go
 
 from workbench import report
 from workbench.app.explore import RunExplorer
 
 from .examples import component_title
-from .perturbation import CHART_WIDTH, show_figure
+from .chart import Chart
+from .perturbation import CHART_WIDTH
 from .static import StaticFallback, on_click_shown
 
 
@@ -33,8 +33,8 @@ class TracePanel(StaticFallback, w.VBox):
         self.run_button.on_click(on_click_shown(self.run))
         self.example = w.Dropdown(options=[], description="example")
         self.status = w.HTML()
-        self.profile_chart = go.FigureWidget(report.trace_profile_figure().update_layout(width=CHART_WIDTH))
-        self.heatmap = go.FigureWidget(report.trace_heatmap_figure().update_layout(width=CHART_WIDTH))
+        self.profile_chart = Chart(report.trace_profile_figure(), width=CHART_WIDTH)
+        self.heatmap = Chart(report.trace_heatmap_figure(), width=CHART_WIDTH)
         self.example.observe(lambda _: self._show_heatmap(), names="value")
         super().__init__([self.title, w.HBox([self.epsilon, self.run_button, self.status]), self.example,
                           w.HBox([self.profile_chart, self.heatmap], layout=w.Layout(flex_flow="row wrap"))])
@@ -54,8 +54,8 @@ class TracePanel(StaticFallback, w.VBox):
         self.result, self.error = None, None
         self.status.value = ""
         self.example.options = []
-        show_figure(self.profile_chart, report.trace_profile_figure())
-        show_figure(self.heatmap, report.trace_heatmap_figure())
+        self.profile_chart.show(report.trace_profile_figure())
+        self.heatmap.show(report.trace_heatmap_figure())
 
     def run(self, *, epsilon: float | None = None):
         """Trace the selected component (``epsilon`` overrides the slider); errors are shown, then raised."""
@@ -76,7 +76,7 @@ class TracePanel(StaticFallback, w.VBox):
         self.status.value = f"done in {time.perf_counter() - started:.1f} s"
         trace = self.result
         self.example.options = [(f"{s} · example {e}", k) for k, (s, e) in enumerate(zip(trace.sets, trace.examples))]
-        show_figure(self.profile_chart, report.trace_profile_figure(trace))
+        self.profile_chart.show(report.trace_profile_figure(trace))
         if self.example.value == 0:
             self._show_heatmap()
         else:
@@ -85,7 +85,7 @@ class TracePanel(StaticFallback, w.VBox):
 
     def _show_heatmap(self) -> None:
         if self.result is not None and self.example.value is not None:
-            show_figure(self.heatmap, report.trace_heatmap_figure(self.result, self.example.value))
+            self.heatmap.show(report.trace_heatmap_figure(self.result, self.example.value))
 
     def static_html(self) -> str:
         if self.error:

@@ -21,3 +21,11 @@ def browser():
         chromium = launch_chromium(playwright)
         yield chromium
         chromium.close()
+
+
+@pytest.fixture(autouse=True)
+def fresh_kernels(request):
+    """Each test's notebooks run beside no kernel left from an earlier test."""
+    yield
+    if "lab" in request.fixturenames:
+        request.getfixturevalue("lab").shut_down_kernels()

@@ -46,6 +46,17 @@ class Lab:
     def url(self, notebook: str) -> str:
         return f"http://127.0.0.1:{self.port}/lab/tree/{notebook}?token={self.token}&reset"
 
+    def shut_down_kernels(self) -> None:
+        """Stop every kernel the notebooks started, so that one test's kernel (its model, its
+        threads) does not compete with the next test's."""
+        def call(method: str, path: str):
+            request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}?token={self.token}", method=method)
+            with urllib.request.urlopen(request, timeout=30) as reply:
+                return json.loads(reply.read() or b"null")
+
+        for kernel in call("GET", "/api/kernels"):
+            call("DELETE", f"/api/kernels/{kernel['id']}")
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -124,3 +135,30 @@ def run_notebook_in_lab(page, lab: Lab, notebook: str, *, timeout_ms: float = 18
         except Exception:  # noqa: BLE001 - not taken yet: the kernel was not connected
             page.wait_for_timeout(1_000)
     raise RuntimeError(f"JupyterLab did not run the first cell of {notebook}")
+
+
+#: What a notebook shows when its cell failed: a traceback, or a widget view that could not be made.
+FAILED_CELL_JS = """() => [...document.querySelectorAll('.jp-OutputArea-output')]
+    .some(e => /Traceback \\(most recent call last\\)|Error displaying widget|Error creating widget/.test(e.textContent))"""
+
+
+def wait_in_notebook(page, lab: Lab, selector: str, *, timeout_ms: float, screenshot: Path) -> None:
+    """Wait for ``selector`` (a Playwright selector) in the running notebook. If the cell raises, or
+    its widget cannot be shown, fail at once with what the notebook shows; if time runs out, fail
+    with that, the kernel's status and the end of JupyterLab's log (a bare timeout says nothing)."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        if page.locator(selector).count():
+            return
+        if page.evaluate(FAILED_CELL_JS):
+            problem = "the cell failed"
+            break
+        if time.monotonic() > deadline:
+            problem = f"no {selector!r} after {timeout_ms / 1000:.0f} s"
+            break
+        page.wait_for_timeout(250)
+    page.screenshot(path=screenshot)
+    outputs = "\n".join(e.inner_text() for e in page.query_selector_all(".jp-OutputArea-output"))[-4000:]
+    status = " | ".join(e.inner_text() for e in page.query_selector_all(".jp-StatusBar-TextItem"))
+    raise AssertionError(f"{problem}.\nkernel status: {status}\ncell outputs:\n{outputs}\n"
+                         f"JupyterLab log:\n{lab.log.read_text()[-3000:]}\nscreenshot: {screenshot}")

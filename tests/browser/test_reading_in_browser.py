@@ -11,7 +11,7 @@ import pytest
 
 from workbench.app.explore import RunExplorer
 
-from .lab import CHROMIUM, SCREENSHOTS, run_notebook_in_lab, write_notebook
+from .lab import CHROMIUM, SCREENSHOTS, run_notebook_in_lab, wait_in_notebook, write_notebook
 
 pytestmark = [
     pytest.mark.browser,
@@ -30,13 +30,11 @@ def open_in_lab(page, lab, run_path, name: str, component=None):
               + (f", component={component}" if component is not None else "") + ")\nwb")
     write_notebook(lab.root / name, source)
     run_notebook_in_lab(page, lab, name)
-    try:
-        page.wait_for_selector(".npeff-component-grid button:has-text('mass ▼')", timeout=240_000)
-        page.wait_for_selector(".npeff-example-viewer .example .tok", timeout=240_000)  # filled in
-        page.wait_for_selector(".npeff-dashboard .js-plotly-plot", timeout=240_000)
-    except Exception:
-        page.screenshot(path=SCREENSHOTS / f"failed-{name}.png")
-        raise
+    failed = SCREENSHOTS / f"failed-{name}.png"
+    for selector in (".npeff-component-grid button:has-text('mass ▼')",
+                     ".npeff-example-viewer .example .tok",  # filled in
+                     ".npeff-dashboard .js-plotly-plot"):
+        wait_in_notebook(page, lab, selector, timeout_ms=240_000, screenshot=failed)
     page.keyboard.press("Control+b")  # hide the file browser
 
 

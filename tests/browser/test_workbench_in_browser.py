@@ -13,7 +13,7 @@ from workbench import report
 from workbench.app.explore import RunExplorer
 
 from ..widgets.synthetic import synthetic_run
-from .lab import ARTIFACTS, CHROMIUM, SCREENSHOTS, run_notebook_in_lab, write_notebook
+from .lab import ARTIFACTS, CHROMIUM, SCREENSHOTS, run_notebook_in_lab, wait_in_notebook, write_notebook
 
 pytestmark = [
     pytest.mark.browser,
@@ -37,13 +37,10 @@ def open_workbench(page, lab, run_path, name: str, page_size: int = 20) -> float
     write_notebook(lab.root / name, f"from widgets import Workbench\n"
                                     f"wb = Workbench.from_run({str(run_path)!r}, page_size={page_size})\nwb")
     started = run_notebook_in_lab(page, lab, name)
-    try:
-        page.wait_for_selector(".npeff-component-grid button:has-text('mass ▼')", timeout=240_000)
-        opened = time.monotonic() - started
-        page.wait_for_selector(".npeff-example-viewer .example", timeout=120_000)
-    except Exception:
-        page.screenshot(path=SCREENSHOTS / f"failed-{name}.png")
-        raise
+    failed = SCREENSHOTS / f"failed-{name}.png"
+    wait_in_notebook(page, lab, ".npeff-component-grid button:has-text('mass ▼')", timeout_ms=240_000, screenshot=failed)
+    opened = time.monotonic() - started
+    wait_in_notebook(page, lab, ".npeff-example-viewer .example", timeout_ms=120_000, screenshot=failed)
     return opened
 
 
@@ -85,6 +82,16 @@ def test_workbench_in_jupyterlab(page, lab, hostile_quickstart_run):
     panel.screenshot(path=SCREENSHOTS / "perturbation-panel.png")
     page.locator(".npeff-workbench").screenshot(path=SCREENSHOTS / "workbench.png")
     assert page.evaluate(INJECTED) is None
+
+
+def test_a_failing_cell_is_reported_with_its_traceback(page, lab):
+    """The wait for a panel ends as soon as the cell fails, and says why (a bare timeout would not)."""
+    write_notebook(lab.root / "fails.ipynb", "from widgets import Workbench\nWorkbench.from_run('no such run')")
+    run_notebook_in_lab(page, lab, "fails.ipynb")
+    started = time.monotonic()
+    with pytest.raises(AssertionError, match="(?s)the cell failed.*Traceback.*no such run"):
+        wait_in_notebook(page, lab, ".npeff-component-grid", timeout_ms=120_000, screenshot=SCREENSHOTS / "failed-cell.png")
+    assert time.monotonic() - started < 60
 
 
 def test_two_thousand_components_stay_responsive(page, lab, tmp_path_factory):

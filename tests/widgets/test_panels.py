@@ -1,5 +1,8 @@
 """The panels, driven from Python as a front end would drive them (clicks, values), and their static bundles."""
 
+import json
+
+import ipywidgets
 import numpy as np
 import pandas as pd
 import pytest
@@ -30,6 +33,27 @@ def test_workbench_opens_on_the_largest_component(workbench):
     assert workbench.browser.selected == largest
     assert workbench.examples.current.component == largest
     assert workbench.perturbation.component == largest and not workbench.perturbation.run_button.disabled
+
+
+def test_workbench_sends_the_browser_kilobytes_not_plotly_js(workbench):
+    """Everything a display of the workbench sends to the front end (all its widgets' states, as a
+    notebook saved with widget state keeps them): plotly's FigureWidget put its 5 MB plotly.js bundle
+    into each chart's state, 25 MB in all; charts are now the figure's JSON alone."""
+    states = {}
+
+    def walk(widget):
+        if widget.model_id not in states:
+            states[widget.model_id] = widget.get_state()
+            for name in widget.keys:
+                value = getattr(widget, name)
+                for child in value if isinstance(value, (list, tuple)) else [value]:
+                    if isinstance(child, ipywidgets.Widget):
+                        walk(child)
+
+    walk(workbench)
+    assert not any("_esm" in state for state in states.values())
+    assert len(json.dumps(states, default=str)) < 2_000_000
+    assert len(states) > 100  # the walk reached the panels' widgets
 
 
 def test_clicking_a_component_shows_its_examples(workbench):
@@ -70,13 +94,13 @@ def test_perturbation_panel_runs_and_charts_the_result(workbench):
     result = panel.run(epsilon=0.1)
     assert result.component == 4 and result.epsilon == pytest.approx(0.1)
     assert f"{result.kl_ratio:.3g}" in panel.summary.value
-    assert list(panel.kl_chart.data[0].y) == [result.kl_top["+"], result.kl_top["-"]]
+    assert list(panel.kl_chart.figure.data[0].y) == [result.kl_top["+"], result.kl_top["-"]]
     assert panel.progress.bar_style == "success" and panel.progress.value == panel.progress.max
     panel.direction.value = "-"
-    assert list(panel.kl_chart.data[1].y) == [result.kl_baseline["-"]]
+    assert list(panel.kl_chart.figure.data[1].y) == [result.kl_baseline["-"]]
     panel.sweep.value = True
     panel.run()
-    assert len(panel.sweep_frame) == 20 and len(panel.sweep_chart.data) == 2  # (top, baseline) for "-"
+    assert len(panel.sweep_frame) == 20 and len(panel.sweep_chart.figure.data) == 2  # (top, baseline) for "-"
     assert panel.sweep_box.layout.display == "flex"
     panel.sweep.value, panel.direction.value = False, "both"
 
@@ -147,9 +171,9 @@ def test_workbench_traces_the_selected_component(workbench):
     assert panel.component == j and trace.component == j and trace.sets[0] == "top"
     expected = workbench.explorer.trace(j)
     assert trace.examples == expected.examples and np.allclose(trace.heatmaps[0], expected.heatmaps[0])
-    assert np.allclose(np.asarray(panel.heatmap.data[0].z), expected.heatmaps[0])
-    assert [t.name.split(" ")[0] for t in panel.profile_chart.data] == ["top", "baseline"]
-    assert np.allclose(np.asarray(panel.profile_chart.data[0].y), expected.profile["top"])
+    assert np.allclose(np.asarray(panel.heatmap.figure.data[0].z), expected.heatmaps[0])
+    assert [t.name.split(" ")[0] for t in panel.profile_chart.figure.data] == ["top", "baseline"]
+    assert np.allclose(np.asarray(panel.profile_chart.figure.data[0].y), expected.profile["top"])
     html = workbench._repr_mimebundle_()["text/html"]
     assert f"Perturbation trace of component {j}" in html and "Trace through the layers" in html
     assert f"Perturbation trace of component {first}" not in html
@@ -188,5 +212,5 @@ def test_titles_escape_the_label_and_a_new_component_clears_the_trace(tmp_path):
     panel.set_component(0)
     assert panel.result == "stale"  # the same component: kept
     panel.set_component(1)
-    assert panel.result is None and panel.example.options == () and not panel.heatmap.data
+    assert panel.result is None and panel.example.options == () and not panel.heatmap.figure.data
     assert "plain" in panel.title.value and "No trace run yet" in panel._repr_mimebundle_()["text/html"]

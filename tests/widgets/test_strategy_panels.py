@@ -26,13 +26,13 @@ def _history() -> OverTraining:
 
 def test_over_training_panel_draws_the_chosen_value_per_component():
     panel = OverTrainingPanel(_history())
-    assert [t.name for t in panel.chart.data] == ["0: marker", f"1: {SHOWN}"]
-    assert list(panel.chart.data[1].y) == [0.5, 0.8, 0.9]
+    assert [t.name for t in panel.chart.figure.data] == ["0: marker", f"1: {SHOWN}"]
+    assert list(panel.chart.figure.data[1].y) == [0.5, 0.8, 0.9]
     panel.value.value = "kl_ratio"
-    assert list(panel.chart.data[0].y) == [1.0, 2.0, 3.0] and panel.chart.layout.yaxis.type == "log"
+    assert list(panel.chart.figure.data[0].y) == [1.0, 2.0, 3.0] and panel.chart.figure.layout.yaxis.type == "log"
     panel.components.value = (1,)
-    assert len(panel.chart.data) == 1
-    accuracy = {t.name: list(t.y) for t in panel.accuracy_chart.data}
+    assert len(panel.chart.figure.data) == 1
+    accuracy = {t.name: list(t.y) for t in panel.accuracy_chart.figure.data}
     assert accuracy == {"marker": [0.5, 1.0, 1.0], SHOWN: [0.5, 0.5, 0.5]}
     bundle = panel._repr_mimebundle_()
     assert "Components over training" in bundle["text/html"] and HOSTILE not in bundle["text/html"]
@@ -53,7 +53,7 @@ def test_model_diff_panel_filters_the_evidence_by_status():
     diff = ModelDiff(components, strategies, {"n_matched": 1, "n_unmatched_a": 0, "n_unmatched_b": 1,
                                               "mean_cos": 0.9, "min_cos": 0.9}, ("before", HOSTILE))
     panel = ModelDiffPanel(diff)
-    assert len(panel.chart.data) == 2 and list(panel.chart.data[1].y) == [0.4, 0.3]
+    assert len(panel.chart.figure.data) == 2 and list(panel.chart.figure.data[1].y) == [0.4, 0.3]
     panel.status.value = "gained"
     assert len(panel.rows()) == 1 and "marker" in panel.evidence.value and "lexical" not in panel.evidence.value
     html = panel._repr_mimebundle_()["text/html"]
@@ -66,9 +66,9 @@ def test_trace_panel_runs_the_explorer_and_shows_heatmaps(embedded_run):
     trace = panel.run(epsilon=0.5)
     assert isinstance(trace, PerturbationTrace)
     assert len(panel.example.options) == len(trace.examples)
-    assert [t.name.split(" ")[0] for t in panel.profile_chart.data] == ["top", "baseline"]
-    heat = panel.heatmap.data[0]
+    assert [t.name.split(" ")[0] for t in panel.profile_chart.figure.data] == ["top", "baseline"]
+    heat = panel.heatmap.figure.data[0]
     assert np.allclose(np.asarray(heat.z), trace.heatmaps[0]) and list(heat.y) == trace.layers
     panel.example.value = len(trace.examples) - 1
-    assert np.allclose(np.asarray(panel.heatmap.data[0].z), trace.heatmaps[-1])
+    assert np.allclose(np.asarray(panel.heatmap.figure.data[0].z), trace.heatmaps[-1])
     assert "Perturbation trace of component 0" in panel._repr_mimebundle_()["text/html"]

@@ -1,0 +1,49 @@
+"""A plotly chart inside a panel, drawn by the front end's plotly renderer.
+
+Why not plotly's ``FigureWidget``: since plotly 6 each FigureWidget is an anywidget whose state
+carries the whole plotly.js bundle (about 5 MB). A workbench with five charts sent 25 MB to the
+browser at each display, and into every notebook saved with its widget state. An ``Output``
+holding the figure as ``application/vnd.plotly.v1+json`` sends the figure alone (kilobytes); the
+front end's plotly renderer (the jupyterlab-plotly extension the plotly package installs, and
+VS Code's own) loads plotly.js once. Our charts are always replaced whole, so FigureWidget's
+in-place updates were never used.
+"""
+
+from __future__ import annotations
+
+import json
+
+import ipywidgets as w
+import plotly.graph_objects as go
+import plotly.io as pio
+
+from workbench import report
+
+#: JupyterLab's plotly renderer (the jupyterlab-plotly extension, shipped with plotly).
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+
+
+class Chart(w.Output):
+    """One plotly figure, ``width`` pixels wide; ``chart.figure`` is the figure shown."""
+
+    def __init__(self, figure: go.Figure, *, width: int):
+        super().__init__()
+        self.width = width
+        self.figure: go.Figure = go.Figure()
+        self.show(figure)
+
+    def show(self, figure: go.Figure) -> None:
+        """Replace the chart by ``figure`` in one update of the front end."""
+        self.figure = go.Figure(figure).update_layout(width=self.width)
+        self.outputs = (display_data(self.figure),)
+
+
+def display_data(figure: go.Figure) -> dict:
+    """``figure`` as an output of an ``Output`` widget: plotly's mime bundle (JSON-clean: numpy arrays
+    as lists) and an HTML fallback for front ends without a plotly renderer. Set as the output's
+    value, never printed inside ``with output``: that captures nothing on the thread the workbench
+    fills in on, and IPython's formatters give empty bundles there."""
+    spec = json.loads(pio.to_json(figure, validate=False))
+    spec["config"] = {"displaylogo": False, "responsive": True}
+    return {"output_type": "display_data", "metadata": {},
+            "data": {PLOTLY_MIME: spec, "text/html": report.figure_html(figure), "text/plain": "a plotly chart"}}
