@@ -123,19 +123,16 @@ def test_a_strategy_added_by_further_training_is_gained(analysed):
     assert "markers added" in html and "gained" in html
 
 
-def test_the_trace_moves_only_the_layers_at_and_after_the_perturbed_parameters():
-    """Planted: a direction on the second encoder layer's weights only; the embeddings and the first
-    layer's outputs cannot change, the second's and after must."""
-    model = tiny_bert(2)
-    inputs = tiny_bert_inputs(n=4)
+def planted_direction(model, prefix: str, n_examples: int):
+    """A one-component decomposition whose direction is random on the parameters named ``prefix...``
+    and zero elsewhere."""
     names, shapes = zip(*[(n, tuple(p.shape)) for n, p in model.named_parameters()])
     layout = ParameterLayout(names, shapes)
-    direction = np.zeros(layout.n_parameters)
-    target = [n for n in names if n.startswith("bert.encoder.layer.1.")]
+    pieces = layout.split(np.zeros(layout.n_parameters))
     rng = np.random.default_rng(0)
-    pieces = layout.split(direction)
-    for n in target:
-        pieces[n][...] = rng.standard_normal(pieces[n].shape)
+    for n in names:
+        if n.startswith(prefix):
+            pieces[n][...] = rng.standard_normal(pieces[n].shape)
     full = np.concatenate([pieces[n].ravel() for n in names])
 
     class Fit:
@@ -145,7 +142,15 @@ def test_the_trace_moves_only_the_layers_at_and_after_the_perturbed_parameters()
         layout_ = layout
         kind = "lrm"
 
-    decomposition = OnCoefficients(Fit, np.ones((4, 1)))
+    return OnCoefficients(Fit, np.ones((n_examples, 1)))
+
+
+def test_the_trace_moves_only_the_layers_at_and_after_the_perturbed_parameters():
+    """Planted: a direction on the second encoder layer's weights only; the embeddings and the first
+    layer's outputs cannot change, the second's and after must."""
+    model = tiny_bert(2)
+    inputs = tiny_bert_inputs(n=4)
+    decomposition = planted_direction(model, "bert.encoder.layer.1.", 4)
     before = [p.detach().clone() for p in model.parameters()]
     change = hidden_state_change(model, decomposition, 0, inputs, epsilon=0.5)
     assert change.shape == (4, 3, inputs["input_ids"].shape[1])  # embeddings + 2 layers
@@ -154,6 +159,33 @@ def test_the_trace_moves_only_the_layers_at_and_after_the_perturbed_parameters()
     assert np.all(change[:, 2][real] > 0) and np.all(change[:, 2][~real] == 0)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # weights restored
     assert np.all(hidden_state_change(model, decomposition, 0, inputs, epsilon=0.0) == 0)
+
+
+def test_the_trace_shows_tokens_as_the_text_spells_them():
+    """A WordPiece tokenizer writes 'unbelievable' as un ##believ ##able: the heatmap's columns read
+    un, believ, able (the tokenizer's tokens are kept beside them)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    from workbench.analysis.trace import perturbation_trace
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "un", "##believ", "##able", "film", "good"]
+    backend = Tokenizer(models.WordPiece({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
+                                                           special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]",
+                                        cls_token="[CLS]", sep_token="[SEP]")
+    model = tiny_bert(2)
+    texts = ["unbelievable film", "good film"]
+    trace = perturbation_trace(model, tokenizer, planted_direction(model, "bert.encoder.layer.0.", 2), 0, texts,
+                               top=[0], baseline=[1], epsilon=0.5)
+    assert trace.tokens[0] == ["[CLS]", "un", "##believ", "##able", "film", "[SEP]"]
+    assert trace.spelled[0] == ["[CLS]", "un", "believ", "able", "film", "[SEP]"]
+    assert list(trace.heatmap(0).columns) == ["0:[CLS]", "1:un", "2:believ", "3:able", "4:film", "5:[SEP]"]
+    assert trace.heatmaps[1].shape[1] == 4  # the shorter example's own tokens, not its padding
+    frame = trace.to_frame()
+    assert frame.loc[frame["token"] == "##able", "spelled"].eq("able").all()
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from ..fisher.inputs import eval_mode
+from ..models.text import spelled_tokens
 from .perturb import check_step, perturbation_direction, perturbed
 
 
@@ -36,6 +37,7 @@ class PerturbationTrace:
     sets: list[str]  # "top" or "baseline", per example
     tokens: list[list[str]]  # per example, its real tokens
     heatmaps: list[np.ndarray]  # per example, (n_layers, n_tokens) relative change
+    spelled: list[list[str]] | None = None  # per example, its tokens as the text spells them (no 'Ġ', '##')
 
     @property
     def profile(self) -> pd.DataFrame:
@@ -49,18 +51,21 @@ class PerturbationTrace:
         return frame
 
     def heatmap(self, k: int) -> pd.DataFrame:
-        """Example k's heatmap: index layers, columns its tokens (numbered, as tokens repeat)."""
-        columns = [f"{i}:{t}" for i, t in enumerate(self.tokens[k])]
+        """Example k's heatmap: index layers, columns its tokens as the text spells them (numbered, as
+        tokens repeat)."""
+        tokens = self.tokens[k] if self.spelled is None else self.spelled[k]
+        columns = [f"{i}:{t}" for i, t in enumerate(tokens)]
         return pd.DataFrame(self.heatmaps[k], index=pd.Index(self.layers, name="layer"), columns=columns)
 
     def to_frame(self) -> pd.DataFrame:
         """Long format: one row per (example, layer, token)."""
         rows = []
-        for example, subset, tokens, heat in zip(self.examples, self.sets, self.tokens, self.heatmaps):
+        spelled = self.tokens if self.spelled is None else self.spelled
+        for example, subset, tokens, words, heat in zip(self.examples, self.sets, self.tokens, spelled, self.heatmaps):
             for l, layer in enumerate(self.layers):
-                for t, token in enumerate(tokens):
+                for t, (token, word) in enumerate(zip(tokens, words)):
                     rows.append({"component": self.component, "epsilon": self.epsilon, "example": example,
-                                 "set": subset, "layer": layer, "position": t, "token": token,
+                                 "set": subset, "layer": layer, "position": t, "token": token, "spelled": word,
                                  "change": float(heat[l, t])})
         return pd.DataFrame(rows)
 
@@ -121,15 +126,19 @@ def perturbation_trace(model, tokenizer, decomposition, component: int, texts: S
     if not top:
         raise ValueError(f"component {component} has no top examples to trace")
     rows = top + baseline
+    fast = getattr(tokenizer, "is_fast", False)  # character offsets: the tokens spelled as in the text
     encoded = dict(tokenizer([texts[i] for i in rows], padding="longest", truncation=True, max_length=max_length,
-                             return_tensors="pt"))
+                             return_tensors="pt", return_offsets_mapping=fast))
+    offsets = encoded.pop("offset_mapping", None)
     change = hidden_state_change(model, decomposition, component, encoded, epsilon=epsilon, max_sim=max_sim)
     mask = encoded["attention_mask"].bool()
-    tokens, heatmaps = [], []
-    for k in range(len(rows)):
+    tokens, spelled, heatmaps = [], [], []
+    for k, row in enumerate(rows):
         real = mask[k].numpy()
         tokens.append(tokenizer.convert_ids_to_tokens(encoded["input_ids"][k][mask[k]].tolist()))
+        spans = None if offsets is None else [tuple(map(int, o)) for o in offsets[k][mask[k]].tolist()]
+        spelled.append(spelled_tokens(texts[row], tokens[-1], spans))
         heatmaps.append(change[k][:, real])
     layers = ["embeddings"] + [f"layer {i}" for i in range(1, change.shape[1])]
     return PerturbationTrace(int(component), float(epsilon), layers, rows, ["top"] * len(top) + ["baseline"] * len(baseline),
-                             tokens, heatmaps)
+                             tokens, heatmaps, spelled)

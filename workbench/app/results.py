@@ -16,6 +16,7 @@ import pandas as pd
 
 from .. import report
 from ..analysis.token_shares import strongest_visible
+from ..models.text import spelled_tokens
 
 
 @dataclass
@@ -98,9 +99,7 @@ class HighlightedExample:
     def shown_tokens(self) -> list[str] | None:
         """Each token as the text spells it (its span: no 'Ġ', '▁' or '##' of the tokenizer's), else as the
         tokenizer does (a slow tokenizer gives no spans)."""
-        if self.tokens is None or self.spans is None:
-            return self.tokens
-        return [(self.text[a:b].strip() or t) if b > a else t for t, (a, b) in zip(self.tokens, self.spans)]
+        return None if self.tokens is None else spelled_tokens(self.text, self.tokens, self.spans)
 
     @property
     def strongest_token(self) -> str | None:

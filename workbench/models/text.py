@@ -1,9 +1,10 @@
-"""Texts cut by the tokenizer: counted, and reported with a warning, never silently.
+"""Texts and their tokens: texts cut by the tokenizer, and tokens spelled as the text spells them.
 
 A text longer than the tokenizer's ``max_length`` loses its end (or, for prompts of
 :class:`workbench.models.lm.ZeroShotClassifier`, its start), and its PEF is then the PEF of
 the shorter text. :func:`warn_truncated` says how many were cut, so a run on long texts is
-not mistaken for a run on the whole texts.
+not mistaken for a run on the whole texts. :func:`spelled_tokens` shows tokens without the
+tokenizer's marks ('Ġ', '▁', '##'), as the words a reader sees.
 """
 
 from __future__ import annotations
@@ -40,3 +41,11 @@ def warn_truncated(cut: np.ndarray, n_texts: int, max_length: int, where: str = 
         TruncationWarning,
         stacklevel=stacklevel,
     )
+
+
+def spelled_tokens(text: str, tokens: Sequence[str], spans: Sequence[tuple[int, int]] | None) -> list[str]:
+    """Each token as ``text`` spells it (its character span, stripped), else as the tokenizer writes
+    it: special tokens (empty spans), and every token when there are no spans (slow tokenizers)."""
+    if spans is None:
+        return list(tokens)
+    return [(text[a:b].strip() or t) if b > a else t for t, (a, b) in zip(tokens, spans)]
