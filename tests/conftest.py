@@ -10,6 +10,7 @@ os.environ.setdefault("NPEFF_WORKBENCH_CACHE", str(Path(__file__).resolve().pare
 
 import pytest
 import torch
+from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
 
@@ -130,3 +131,19 @@ def hostile_quickstart_run(quickstart_run, tmp_path_factory):
     from workbench.app.run_folder import Run
 
     return hostile_copy(Run(quickstart_run.folder), tmp_path_factory.mktemp("runs") / "hostile-quickstart")
+
+
+class PaddingLeaks(nn.Module):
+    """A convolution over the padded positions (as ConvBERT's and CANINE's are): a padded
+    example's logits differ from its logits alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(20, 8)
+        self.conv = nn.Conv1d(8, 8, 3, padding=1)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, input_ids, attention_mask):
+        h = self.conv(self.embed(input_ids).transpose(1, 2)).transpose(1, 2)
+        kept = attention_mask.unsqueeze(-1).float()
+        return self.head((h * kept).sum(1) / kept.sum(1))

@@ -2,12 +2,16 @@
 
 import numpy as np
 import pytest
+import torch
 
+from tests.conftest import PaddingLeaks
 from workbench import compute_pefs
 from workbench.analysis import top_examples
 from workbench.models.embedded import deciding_token_positions
 from workbench.analysis.highlights import token_scores
 from workbench.app.pipeline import DEFAULT_SCOPE, SCOPES
+from workbench.core.params import ParameterLayout
+from workbench.models.architectures import build, example_inputs
 
 
 def test_projection_and_shares_are_exact(embedded):
@@ -47,3 +51,85 @@ def test_needs_tokenized_inputs(embedded):
     _, model, _, _, inputs, decomposition = embedded
     with pytest.raises(TypeError, match="input_ids"):
         token_scores(model, decomposition, 0, inputs["input_ids"])
+
+
+class RandomDirection:
+    """A decomposition of one component: a random direction over all of ``model``'s parameters."""
+
+    def __init__(self, model, seed: int = 0):
+        names, shapes = zip(*[(n, tuple(p.shape)) for n, p in model.named_parameters()])
+        self.layout_ = ParameterLayout(names, shapes)
+        self.n_parameters_ = self.layout_.n_parameters
+        self.kept_columns_ = np.arange(self.n_parameters_)
+        self.components_ = np.random.default_rng(seed).standard_normal((1, self.n_parameters_)).astype(np.float32)
+
+    def component(self, j: int) -> np.ndarray:
+        return self.components_[j]
+
+
+@pytest.mark.parametrize("name, padding_side", [("a convolution over padding", "right"), ("GPT-2", "left")])
+def test_each_example_is_scored_as_alone_where_padding_changes_the_outputs(name, padding_side):
+    """A convolution over the padded positions (as ConvBERT's and CANINE's), and GPT-2, which numbers
+    positions from the first column so that left padding moves its tokens: an example's scores in a
+    padded batch are its scores alone, as its PEF is (fisher.checks)."""
+    if name == "GPT-2":
+        model, ids = build(name), example_inputs(name, n=5, length=7)["input_ids"]
+    else:
+        torch.manual_seed(0)
+        model, ids = PaddingLeaks().eval(), torch.randint(1, 20, (5, 7), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    for i, pads in enumerate([0, 2, 3, 0, 1]):
+        cut = slice(0, pads) if padding_side == "left" else slice(7 - pads, 7)
+        mask[i, cut], ids[i, cut] = 0, 0
+    decomposition = RandomDirection(model)
+    batched = token_scores(model, decomposition, 0, {"input_ids": ids, "attention_mask": mask})
+    for i, scored in enumerate(batched):
+        real = mask[i].bool()
+        alone = token_scores(model, decomposition, 0, {"input_ids": ids[i, real][None],
+                                                       "attention_mask": torch.ones((1, int(real.sum())), dtype=torch.long)})[0]
+        scale = np.abs(alone.scores).max()
+        assert scored.scores.shape == alone.scores.shape
+        assert np.abs(scored.scores - alone.scores).max() < 1e-4 * scale
+        assert scored.projection == pytest.approx(alone.projection, rel=1e-4)
+
+
+def padded_gpt2():
+    """GPT-2 (absolute positions) on left-padded inputs: padding changes its outputs."""
+    model, ids = build("GPT-2"), example_inputs("GPT-2", n=6, length=7)["input_ids"]
+    mask = torch.ones_like(ids)
+    for i, pads in enumerate([0, 2, 3, 0, 1, 4]):
+        mask[i, :pads], ids[i, :pads] = 0, 0
+    return model, {"input_ids": ids, "attention_mask": mask}
+
+
+def test_perturbation_checks_and_logit_changes_see_each_example_as_alone():
+    """Batches of one example are each example alone: batched results must equal them."""
+    from workbench.analysis.dashboard import logit_change
+    from workbench.analysis.perturb import perturbation_check
+
+    model, inputs = padded_gpt2()
+    decomposition = RandomDirection(model)
+    labels = np.zeros(6, dtype=int)
+    check = {size: perturbation_check(model, decomposition, 0, inputs, labels, top=[0, 1, 2], baseline=[3, 4, 5],
+                                      epsilon=0.05, batch_size=size) for size in (6, 1)}
+    for sign in "+-":
+        assert check[6].kl_top[sign] == pytest.approx(check[1].kl_top[sign], rel=1e-4)
+        assert check[6].kl_baseline[sign] == pytest.approx(check[1].kl_baseline[sign], rel=1e-4)
+    change = {size: logit_change(model, decomposition, 0, inputs, epsilon=0.05, batch_size=size) for size in (6, 1)}
+    alone = change[1].to_numpy()
+    assert np.abs(change[6].to_numpy() - alone).max() < 1e-4 * np.abs(alone).max()  # float32 rounding
+
+
+def test_the_trace_sees_each_example_as_alone():
+    from workbench.analysis.trace import hidden_state_change
+
+    model, inputs = padded_gpt2()
+    decomposition = RandomDirection(model)
+    batched = hidden_state_change(model, decomposition, 0, inputs, epsilon=0.05)
+    for i in range(6):
+        real = inputs["attention_mask"][i].bool()
+        alone = hidden_state_change(model, decomposition, 0, {"input_ids": inputs["input_ids"][i, real][None],
+                                                              "attention_mask": torch.ones((1, int(real.sum())), dtype=torch.long)},
+                                    epsilon=0.05)[0]
+        assert np.allclose(batched[i][:, real.numpy()], alone, rtol=1e-5, atol=1e-9)
+        assert np.all(batched[i][:, ~real.numpy()] == 0)

@@ -62,7 +62,7 @@ def test_weights_restored_after_an_exception_and_an_interrupt(embedded, monkeypa
             raise RuntimeError("boom")
     _assert_bit_identical(model, before)
 
-    real = perturb._log_probs
+    real = perturb.log_probabilities
     calls = []
 
     def interrupt_while_perturbed(*args, **kwargs):
@@ -71,7 +71,7 @@ def test_weights_restored_after_an_exception_and_an_interrupt(embedded, monkeypa
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(perturb, "_log_probs", interrupt_while_perturbed)
+    monkeypatch.setattr(perturb, "log_probabilities", interrupt_while_perturbed)
     top = top_examples(decomposition.W_, 1, 20)
     with pytest.raises(KeyboardInterrupt):
         perturbation_check(model, decomposition, 1, inputs, examples["label"], top, epsilon=0.5)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.conftest import PaddingLeaks
 from workbench import compute_pefs
 from workbench.bench.architectures import fast_share, max_relative_error
 from workbench.fisher.matching import rule_for
@@ -250,22 +251,6 @@ def test_blockwise_path_counts_each_call_once(name, monkeypatch):
     monkeypatch.setattr(sparsify, "DENSE_MAX_ENTRIES", 0)
     model, inputs = build(name), example_inputs(name)
     assert max_relative_error(model, inputs, batch_size=3) < 2e-6
-
-
-class PaddingLeaks(nn.Module):
-    """A convolution over the padded positions (as ConvBERT's and CANINE's are): a padded
-    example's logits differ from its logits alone."""
-
-    def __init__(self):
-        super().__init__()
-        self.embed = nn.Embedding(20, 8)
-        self.conv = nn.Conv1d(8, 8, 3, padding=1)
-        self.head = nn.Linear(8, 3)
-
-    def forward(self, input_ids, attention_mask):
-        h = self.conv(self.embed(input_ids).transpose(1, 2)).transpose(1, 2)
-        kept = attention_mask.unsqueeze(-1).float()
-        return self.head((h * kept).sum(1) / kept.sum(1))
 
 
 def test_a_model_whose_outputs_change_with_padding_gets_the_pefs_of_each_example_alone(caplog):

@@ -27,7 +27,8 @@ def assert_inert(html: str) -> None:
 
     html = html.replace(get_plotlyjs(), "")
     assert "<script>window.__npeffInjected" not in html
-    assert "<img src=x" not in html and "onerror=" not in html.replace("onerror=&quot;", "")
+    assert "<img src=x" not in html
+    assert not re.search(r"""onerror=\\?["']""", html)  # an attribute needs a raw quote; entities are text
 
 
 def test_example_text_is_shown_as_text(hostile):
@@ -122,7 +123,7 @@ def test_chart_labels_from_the_data_are_not_read_as_plotly_markup():
     figure = report.logit_figure(classes, 0.1)
     labels = [label for trace in figure.data for label in trace.x]
     assert labels and all("<" not in label for label in labels)
-    assert '&lt;a href="https://example.com"&gt;pos&lt;/a&gt;' in labels
+    assert '&lt;a href=&#34;https://example.com&#34;&gt;pos&lt;/a&gt;' in labels  # plotly.js shows the characters
 
 
 def test_pages_fit_small_screens_and_dark_themes():

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..fisher.inputs import Inputs, class_logits, eval_mode, n_inputs, slice_inputs
-from .perturb import perturbation_direction, perturbed
+from ..fisher.inputs import Inputs, eval_mode, n_inputs
+from .perturb import log_probabilities, padding_matters, perturbation_direction, perturbed
 
 
 def coefficient_histogram(coefficients: np.ndarray, n_bins: int = 30) -> tuple[pd.DataFrame, int]:
@@ -51,15 +51,6 @@ def nearest_components(components: np.ndarray, component: int, n: int = 5) -> pd
     return pd.DataFrame({"component": order, "cos": cos[order]}).set_index("component")
 
 
-def _log_probs(model, inputs: Inputs, batch_size: int, device) -> torch.Tensor:
-    out = []
-    with torch.no_grad():
-        for start in range(0, n_inputs(inputs), batch_size):
-            batch = slice_inputs(inputs, start, min(start + batch_size, n_inputs(inputs)), device)
-            out.append(torch.log_softmax(class_logits(model, batch).double(), dim=-1).cpu())
-    return torch.cat(out)
-
-
 def logit_change(model: torch.nn.Module, decomposition, component: int, inputs: Inputs, *, epsilon: float = 0.1,
                  class_names: dict | None = None, batch_size: int = 64) -> pd.DataFrame:
     """Mean change of each class's log-probability over ``inputs`` (the top examples) at θ ± ε ĝ.
@@ -70,12 +61,15 @@ def logit_change(model: torch.nn.Module, decomposition, component: int, inputs: 
     """
     device = next(model.parameters()).device
     direction = perturbation_direction(decomposition, component)
+    rows = np.arange(n_inputs(inputs))
     with eval_mode(model):
-        original = _log_probs(model, inputs, batch_size, device)
+        unpadded = padding_matters(model, inputs, rows, device, batch_size)
+        original = log_probabilities(model, inputs, rows, batch_size=batch_size, device=device, unpadded=unpadded)
         change = {}
         for sign, factor in (("+", 1.0), ("-", -1.0)):
             with perturbed(model, decomposition.layout_, factor * epsilon * direction):
-                change[sign] = (_log_probs(model, inputs, batch_size, device) - original).mean(dim=0).numpy()
+                moved = log_probabilities(model, inputs, rows, batch_size=batch_size, device=device, unpadded=unpadded)
+                change[sign] = (moved - original).mean(dim=0).numpy()
     names = class_names or {}
     index = [f"{k} ({names[str(k)]})" if str(k) in names else str(k) for k in range(len(change["+"]))]
     return pd.DataFrame(change, index=pd.Index(index, name="class"))

@@ -36,9 +36,9 @@ from torch.func import functional_call, jvp
 
 from ..core.device import resolve_device
 from ..fisher.gradients import output_gradients, slot_classes
-from ..fisher.checks import layer_batching
+from ..fisher.checks import layer_batching, padding_changes_outputs
 from ..fisher.hooks import CaptureLayers
-from ..fisher.inputs import Inputs, class_logits, eval_mode, n_inputs, slice_inputs
+from ..fisher.inputs import Inputs, class_logits, eval_mode, groups_as_computed, n_inputs, slice_inputs
 from .perturb import parameters_of
 
 logger = logging.getLogger(__name__)
@@ -115,15 +115,23 @@ def token_scores(
     owners = _owning_modules(model, params)
     results: list[TokenScores] = []
     with _FORWARD_AD, eval_mode(model):
-        expand, fold = set(), set()
+        expand, fold, unpadded = set(), set(), False
         for start in range(0, n_inputs(inputs), batch_size):
             batch = slice_inputs(inputs, start, min(start + batch_size, n_inputs(inputs)), device)
-            if start == 0:  # the PEF runs' check of which layers have an example axis (fisher.checks)
+            if start == 0:  # the PEF runs' checks: which layers have an example axis, whether padding leaks
                 expand, unbatched, fold = layer_batching(model, [m for m, _ in owners], batch, different=batch)
                 if unbatched:
                     logger.warning("%d layers have no batch axis and are left out of the token scores", len(unbatched))
                 owners = [(m, attrs) for m, attrs in owners if id(m) not in unbatched]
-            results.extend(_batch_scores(model, batch, owners, params, layout, direction, top_k_classes, expand, fold))
+                unpadded = padding_changes_outputs(model, batch, warn=False)
+            # Where padding changes the outputs (a convolution over it, absolute positions under left
+            # padding), each example is scored as alone, as its PEF was computed (fisher.checks).
+            scored: list[TokenScores | None] = [None] * n_inputs(batch)
+            for rows, part in groups_as_computed(batch, unpadded):
+                for row, score in zip(rows.tolist(), _batch_scores(model, part, owners, params, layout, direction,
+                                                                    top_k_classes, expand, fold)):
+                    scored[row] = score
+            results.extend(scored)
     return results
 
 

@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 from ..core.device import resolve_device
 from ..core.params import ParameterLayout
 from ..core.validation import check_model
-from ..fisher.inputs import Inputs, class_logits, eval_mode, n_inputs, slice_inputs
+from ..fisher.checks import padding_changes_outputs
+from ..fisher.inputs import Inputs, class_logits, eval_mode, groups_as_computed, n_inputs, slice_inputs
 from ..report import fragment, perturbation_html
 from .tables import top_examples
 
@@ -104,14 +105,31 @@ def perturbed(model: torch.nn.Module, layout: ParameterLayout, delta: np.ndarray
                 p.copy_(original)
 
 
-def _log_probs(model, inputs: Inputs, indices: np.ndarray, batch_size: int, device) -> torch.Tensor:
+def _rows(inputs: Inputs, rows: np.ndarray, device) -> Inputs:
+    batch = {k: v[rows] for k, v in inputs.items()} if isinstance(inputs, Mapping) else inputs[rows]
+    return slice_inputs(batch, 0, len(rows), device)
+
+
+def padding_matters(model, inputs: Inputs, rows: np.ndarray, device, batch_size: int = 64) -> bool:
+    """Whether the model's outputs change with padding, tried on the first batch of ``rows``
+    (``fisher.checks.padding_changes_outputs``): its PEFs were then computed with each example as
+    alone, and so are the predictions compared with them."""
+    with torch.no_grad():
+        return padding_changes_outputs(model, _rows(inputs, np.asarray(rows)[:batch_size], device), warn=False)
+
+
+def log_probabilities(model, inputs: Inputs, rows: np.ndarray, *, batch_size: int, device, unpadded: bool) -> torch.Tensor:
+    """(len(rows), n_classes) float64 log-probabilities of the examples ``rows``; each example
+    computed as alone where padding changes the outputs (``unpadded``: see :func:`padding_matters`)."""
     out = []
     with torch.no_grad():
-        for start in range(0, len(indices), batch_size):
-            rows = indices[start : start + batch_size]
-            batch = {k: v[rows] for k, v in inputs.items()} if isinstance(inputs, Mapping) else inputs[rows]
-            batch = slice_inputs(batch, 0, len(rows), device)
-            out.append(torch.log_softmax(class_logits(model, batch).double(), dim=-1).cpu())
+        for start in range(0, len(rows), batch_size):
+            batch = _rows(inputs, rows[start : start + batch_size], device)
+            groups = [(r, class_logits(model, part).double().cpu()) for r, part in groups_as_computed(batch, unpadded)]
+            logits = torch.empty((n_inputs(batch), groups[0][1].shape[1]), dtype=torch.float64)
+            for r, part_logits in groups:
+                logits[r] = part_logits
+            out.append(torch.log_softmax(logits, dim=-1))
     return torch.cat(out)
 
 
@@ -255,13 +273,15 @@ def perturbation_check(
     baseline = baseline_examples(n_inputs(inputs), top) if baseline is None else np.asarray(baseline, dtype=np.int64)
     direction = perturbation_direction(decomposition, component, max_sim)
     with eval_mode(model):
-        original = {name: _log_probs(model, inputs, idx, batch_size, device) for name, idx in (("top", top), ("baseline", baseline))}
+        unpadded = padding_matters(model, inputs, np.concatenate([top, baseline]), device, batch_size)
+        original = {name: log_probabilities(model, inputs, idx, batch_size=batch_size, device=device, unpadded=unpadded)
+                    for name, idx in (("top", top), ("baseline", baseline))}
         kl = {"top": {}, "baseline": {}}
         accuracy = {name: {"original": _accuracy(original[name], labels[idx])} for name, idx in (("top", top), ("baseline", baseline))}
         for sign, factor in (("+", 1.0), ("-", -1.0)):
             with perturbed(model, decomposition.layout_, factor * epsilon * direction):
                 for name, idx in (("top", top), ("baseline", baseline)):
-                    log_p = _log_probs(model, inputs, idx, batch_size, device)
+                    log_p = log_probabilities(model, inputs, idx, batch_size=batch_size, device=device, unpadded=unpadded)
                     kl[name][sign] = _mean_kl(original[name], log_p)
                     accuracy[name][sign] = _accuracy(log_p, labels[idx])
     ratios = {s: _ratio(kl["top"][s], kl["baseline"][s]) for s in ("+", "-")}

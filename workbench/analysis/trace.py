@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..fisher.inputs import eval_mode
+from ..fisher.checks import padding_changes_outputs
+from ..fisher.inputs import eval_mode, groups_as_computed
 from ..models.text import spelled_tokens
 from .perturb import check_step, perturbation_direction, perturbed
 
@@ -103,19 +104,35 @@ def hidden_state_change(model, decomposition, component: int, inputs: dict, *, e
     direction = perturbation_direction(decomposition, component, max_sim)
     device = next(model.parameters()).device
     batch = {k: v.to(device) for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-    with eval_mode(model), torch.no_grad():
-        original = _hidden_states(model, batch)
-        changes = []
-        for sign in (1.0, -1.0):
-            with perturbed(model, decomposition.layout_, sign * epsilon * direction):
-                moved = _hidden_states(model, batch)
-            changes.append(torch.stack([(m - o).norm(dim=-1) / o.norm(dim=-1).clamp_min(1e-12)
-                                        for m, o in zip(moved, original)], dim=1))  # (b, layers, tokens)
-    change = (changes[0] + changes[1]) / 2
     mask = batch.get("attention_mask")
+    with eval_mode(model), torch.no_grad():
+        # As the PEFs were computed: each example as alone where padding changes the outputs (fisher.checks).
+        groups = groups_as_computed(batch, padding_changes_outputs(model, batch, warn=False))
+        if len(groups) == 1:
+            change = _relative_change(model, decomposition.layout_, epsilon * direction, batch)
+        else:
+            change = None
+            for rows, part in groups:
+                part_change = _relative_change(model, decomposition.layout_, epsilon * direction, part)
+                if change is None:
+                    change = part_change.new_zeros((len(mask), part_change.shape[1], mask.shape[1]))
+                for k, row in enumerate(rows.tolist()):
+                    change[row][:, mask[row].bool()] = part_change[k]
     if mask is not None:
         change = change * mask[:, None, :].to(change.dtype)
     return change.cpu().numpy()
+
+
+def _relative_change(model, layout, delta: np.ndarray, batch: dict) -> torch.Tensor:
+    """(b, layers, tokens): ‖h(θ ± δ) − h(θ)‖ / ‖h(θ)‖ at every hidden state, mean over the signs."""
+    original = _hidden_states(model, batch)
+    changes = []
+    for sign in (1.0, -1.0):
+        with perturbed(model, layout, sign * delta):
+            moved = _hidden_states(model, batch)
+        changes.append(torch.stack([(m - o).norm(dim=-1) / o.norm(dim=-1).clamp_min(1e-12)
+                                    for m, o in zip(moved, original)], dim=1))
+    return (changes[0] + changes[1]) / 2
 
 
 def perturbation_trace(model, tokenizer, decomposition, component: int, texts: Sequence[str],

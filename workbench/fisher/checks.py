@@ -8,7 +8,7 @@ breaks either, with a warning naming it:
 
 0. Padding: where a padded example's logits differ from its logits alone (a convolution
    over the padded positions), the plan is marked ``unpadded`` and every batch is computed
-   in groups of examples of one length (:func:`_padding_changes_outputs`); the checks below
+   in groups of examples of one length (:func:`padding_changes_outputs`); the checks below
    then run on such a group.
 1. :func:`layer_batching` runs the model on the first example repeated 2 and 3 times and
    reads each layer's calls: a first axis of 2 then 3 is the example axis (2T then 3T, T
@@ -177,7 +177,7 @@ def check_plan(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -
         plan.add_regions([Region(modules[name], parameters, axes) for name, parameters, axes in regions])
         plan.checked = True
         return
-    plan.unpadded = _padding_changes_outputs(model, batch)
+    plan.unpadded = padding_changes_outputs(model, batch)
     if plan.unpadded:  # checked as the batches will be computed: examples of one length, no padding
         batch = select_rows(batch, length_groups(batch)[0])
     first_batch, batch = batch, _first(batch, CHECK_EXAMPLES)
@@ -208,12 +208,12 @@ def check_plan(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -
                               plan.unpadded)
 
 
-def _padding_changes_outputs(model: nn.Module, batch: Inputs) -> bool:
+def padding_changes_outputs(model: nn.Module, batch: Inputs, *, warn: bool = True) -> bool:
     """Whether a padded example of the batch has other logits than it has alone (a convolution
     over the padded positions, attention that ignores the mask): its PEFs would then be those
     of the padding too, not the example's. One example of each length is tried (CANINE's
     padding shows only at lengths that are not multiples of its downsampling rate). Says so
-    in a warning."""
+    in a warning (``warn``), else in the log's INFO."""
     groups = length_groups(batch)
     if groups is None:
         return False
@@ -224,7 +224,7 @@ def _padding_changes_outputs(model: nn.Module, batch: Inputs) -> bool:
     difference = float((together[tried] - alone).abs().max())
     if difference <= PADDING_RTOL * float(alone.abs().max()) + 1e-7:
         return False
-    logger.warning("the model's outputs change with padding (a padded example's logits differ from its logits alone "
+    logger.log(logging.WARNING if warn else logging.INFO, "the model's outputs change with padding (a padded example's logits differ from its logits alone "
                    "by %.2g): each batch is computed in groups of examples of one length, without padding (exact; "
                    "slower where lengths vary: sorting the examples by length gives fewer groups)", difference)
     return True

@@ -94,6 +94,13 @@ def unpadded_parts(batch: Inputs) -> list[tuple[torch.Tensor, Inputs]] | None:
     return None if groups is None else [(rows, select_rows(batch, rows)) for rows in groups]
 
 
+def groups_as_computed(batch: Inputs, unpadded: bool) -> list[tuple[torch.Tensor, Inputs]]:
+    """(rows, inputs) to run the model on: the whole batch, or, for a model whose outputs change
+    with padding (``unpadded``: see ``fisher.checks.padding_changes_outputs``), its groups of one
+    length without padding, so that each example is computed as alone."""
+    return (unpadded_parts(batch) if unpadded else None) or [(torch.arange(n_inputs(batch)), batch)]
+
+
 def class_logits(model: nn.Module, batch: Inputs) -> torch.Tensor:
     """Run the model and return (batch, n_classes) logits, or say clearly why not."""
     out = model(**batch) if isinstance(batch, Mapping) else model(batch)

@@ -65,8 +65,10 @@ def escape(value) -> str:
 
 def plotly_text(value) -> str:
     """A label, name or title for a plotly chart: shown as written, not read as plotly's markup
-    (``<b>``, ``<br>``, ``<a href>``); plotly turns the entities back into the characters."""
-    return html.escape(str(value), quote=False).translate(BIDI_CONTROLS)
+    (``<b>``, ``<br>``, ``<a href>``); plotly turns the entities back into the characters. Quotes
+    too, as numeric entities (plotly.js decodes ``&#34;``, not ``&quot;``), so that no text of the
+    data reaches the page's chart JSON as ``onerror="...``."""
+    return html.escape(str(value), quote=True).replace("&quot;", "&#34;").translate(BIDI_CONTROLS)
 
 
 #: JupyterLab typesets ``$...$`` in HTML outputs: these classes keep MathJax off the data's text.
