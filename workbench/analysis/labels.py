@@ -148,24 +148,24 @@ def top_tokens(model, tokenizer, decomposition, texts: Sequence[str], top_sets: 
     """
     from tqdm.auto import tqdm
 
+    from ..models.text import encode_texts
     from .highlights import token_scores
 
     idf = token_idf(tokenizer, texts)
-    fast = getattr(tokenizer, "is_fast", False)
     out = {}
     for j, rows in tqdm(top_sets.items(), desc="component labels", disable=not progress):
         rows = [int(i) for i in rows]
         if not rows:
             out[int(j)] = []
             continue
-        encoded = tokenizer([texts[i] for i in rows], padding="longest", truncation=True, max_length=max_length,
-                            return_tensors="pt")
-        scores = token_scores(model, decomposition, int(j), dict(encoded), device=device)
+        encoded = encode_texts(model, tokenizer, [texts[i] for i in rows], max_length, warn=False, spans=True)
+        scores = token_scores(model, decomposition, int(j), encoded.inputs, device=device)
         words, word_scores, special = [], [], []
         for k, example in enumerate(scores):
-            kept = encoded["attention_mask"][k].bool()
-            tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][k][kept].tolist())
-            word_ids = [w for w, keep in zip(encoded.word_ids(k), kept.tolist()) if keep] if fast else None
+            kept = encoded.inputs["attention_mask"][k].bool()
+            tokens = tokenizer.convert_ids_to_tokens(encoded.inputs["input_ids"][k][kept].tolist())
+            word_ids = None if encoded.word_ids is None else [  # a prompt's template is no word of the text
+                None if template else w for w, template in zip(encoded.word_ids[k], encoded.template[k])]
             groups = word_groups(tokenizer, tokens, word_ids)
             words.append([word for word, _, _ in groups])
             word_scores.append(np.array([example.scores[where].sum() for _, where, _ in groups]))

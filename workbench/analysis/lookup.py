@@ -39,12 +39,12 @@ def pefs_of_texts(model, tokenizer, decomposition, texts: Sequence[str], *, kind
     """PEFs of ``texts`` over exactly the decomposition's parameters (however its run chose them), of
     ``kind`` with ``n_values`` kept per example, as the run's. Labels are not needed: a PEF is over the
     model's predicted distribution (its class slots), not the true label."""
-    from ..models.embedded import tokenize
+    from ..models.text import encode_texts
     from ..runner import compute_pefs
 
     if isinstance(texts, str) or not all(isinstance(t, str) and t.strip() for t in texts):
         raise ValueError("texts must be a list of non-empty strings, e.g. ['the plot was dull .']")
-    inputs = tokenize(tokenizer, list(texts), max_length=max_length)
+    inputs = encode_texts(model, tokenizer, texts, max_length).inputs
     include = ["^" + re.escape(name) + "$" for name in decomposition.layout_.names]
     return compute_pefs(model, inputs, kind=kind, n_values=n_values, include=include, device=device,
                         progress=False, check_resources=False)

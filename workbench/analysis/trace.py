@@ -23,7 +23,7 @@ import torch
 
 from ..fisher.checks import padding_changes_outputs
 from ..fisher.inputs import eval_mode, groups_as_computed
-from ..models.text import spelled_tokens
+from ..models.text import encode_texts, spelled_tokens
 from .perturb import check_step, perturbation_direction, perturbed
 
 
@@ -85,7 +85,8 @@ class PerturbationTrace:
 
 
 def _hidden_states(model, batch) -> list[torch.Tensor]:
-    out = model(**batch, output_hidden_states=True)
+    # a language model read as a classifier returns class logits alone: its hidden states are the LM's
+    out = model.hidden_states(**batch) if hasattr(model, "hidden_states") else model(**batch, output_hidden_states=True)
     states = getattr(out, "hidden_states", None)
     if states is None:
         raise TypeError(f"{type(model).__name__} returns no hidden_states: the trace needs a model that accepts "
@@ -143,18 +144,15 @@ def perturbation_trace(model, tokenizer, decomposition, component: int, texts: S
     if not top:
         raise ValueError(f"component {component} has no top examples to trace")
     rows = top + baseline
-    fast = getattr(tokenizer, "is_fast", False)  # character offsets: the tokens spelled as in the text
-    encoded = dict(tokenizer([texts[i] for i in rows], padding="longest", truncation=True, max_length=max_length,
-                             return_tensors="pt", return_offsets_mapping=fast))
-    offsets = encoded.pop("offset_mapping", None)
-    change = hidden_state_change(model, decomposition, component, encoded, epsilon=epsilon, max_sim=max_sim)
-    mask = encoded["attention_mask"].bool()
+    # character offsets: the tokens spelled as the text (or a prompt's template) spells them
+    encoded = encode_texts(model, tokenizer, [texts[i] for i in rows], max_length, warn=False, spans=True)
+    change = hidden_state_change(model, decomposition, component, encoded.inputs, epsilon=epsilon, max_sim=max_sim)
+    mask = encoded.inputs["attention_mask"].bool()
     tokens, spelled, heatmaps = [], [], []
-    for k, row in enumerate(rows):
+    for k in range(len(rows)):
         real = mask[k].numpy()
-        tokens.append(tokenizer.convert_ids_to_tokens(encoded["input_ids"][k][mask[k]].tolist()))
-        spans = None if offsets is None else [tuple(map(int, o)) for o in offsets[k][mask[k]].tolist()]
-        spelled.append(spelled_tokens(texts[row], tokens[-1], spans))
+        tokens.append(tokenizer.convert_ids_to_tokens(encoded.inputs["input_ids"][k][mask[k]].tolist()))
+        spelled.append(spelled_tokens(encoded.strings[k], tokens[-1], None if encoded.spans is None else encoded.spans[k]))
         heatmaps.append(change[k][:, real])
     layers = ["embeddings"] + [f"layer {i}" for i in range(1, change.shape[1])]
     return PerturbationTrace(int(component), float(epsilon), layers, rows, ["top"] * len(top) + ["baseline"] * len(baseline),

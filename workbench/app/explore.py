@@ -188,7 +188,15 @@ class RunExplorer:
 
     @cached_property
     def label_names(self) -> dict:
-        """{str(label id): name} from the model's config, when the run has one."""
+        """{str(label id): name}: a language model's label words, else the names in the model's config,
+        when the run has one."""
+        from ..models.prompt import prompt_of
+
+        words = getattr(self._model, "label_words", None)
+        prompt = prompt_of(self.run.path / MODEL) if self._model is None else None
+        words = prompt["label_words"] if prompt is not None else words
+        if words is not None:
+            return {str(k): str(w) for k, w in enumerate(words)}
         config = self.run.path / MODEL / "config.json"
         if self._model is not None:
             return {str(k): v for k, v in getattr(self._model.config, "id2label", {}).items()}
@@ -325,25 +333,23 @@ class RunExplorer:
     def _score_tokens(self, component: int, examples: list[HighlightedExample]) -> None:
         from ..analysis.highlights import real_positions, token_scores  # on use, as the other imports of torch below
         from ..analysis.token_shares import token_shares
+        from ..models.text import encode_texts
 
         model, tokenizer = self.model_and_tokenizer()
-        texts = [e.text for e in examples]
         # Character offsets (fast tokenizers only) let the page show the original text, shaded.
-        fast = getattr(tokenizer, "is_fast", False)
-        encoded = dict(tokenizer(texts, padding="longest", truncation=True, max_length=self.max_length,
-                                 return_tensors="pt", return_offsets_mapping=fast))
-        offsets = encoded.pop("offset_mapping", None)
+        encoded = encode_texts(model, tokenizer, [e.text for e in examples], self.max_length, warn=False, spans=True)
         with self.model_lock:
-            scores = token_scores(model, self.decomposition, component, encoded, device=self.device)
+            scores = token_scores(model, self.decomposition, component, encoded.inputs, device=self.device)
         specials = set(tokenizer.all_special_tokens)
         for k, (e, s) in enumerate(zip(examples, scores)):
-            real = real_positions(encoded, k)  # the scores are of these, whichever side the padding is on
-            e.tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][k, real].tolist())
+            real = real_positions(encoded.inputs, k)  # the scores are of these, whichever side the padding is on
+            e.tokens = tokenizer.convert_ids_to_tokens(encoded.inputs["input_ids"][k, real].tolist())
             e.scores, e.head_share = s.scores, s.head_share
-            e.special = [t in specials for t in e.tokens]
+            # a prompt's template is not the example's text: it counts with the special tokens
+            e.special = [t in specials or bool(template) for t, template in zip(e.tokens, encoded.template[k])]
             shares = token_shares(e.scores, e.special, e.head_share)
             e.visible, e.visible_share, e.special_share = shares.visible, shares.visible_share, shares.special_share
-            e.spans = None if offsets is None else [tuple(map(int, o)) for o in offsets[k, real].tolist()]
+            e.spans = encoded.text_spans(k)
 
     # -- perturbations -----------------------------------------------------------------
 
@@ -379,7 +385,7 @@ class RunExplorer:
         """(model, decomposition, component, inputs, labels, top, baseline) over only the examples
         the check reads, so a run with 50,000 examples tokenizes a few hundred."""
         from ..analysis.perturb import baseline_examples
-        from ..models.embedded import tokenize
+        from ..models.text import encode_texts
 
         if self.labels is None:
             raise ValueError(f"{self.run.path}: the examples have no 'label' column, which the check needs")
@@ -390,8 +396,7 @@ class RunExplorer:
         baseline = baseline_examples(len(self.examples), top, n_baseline, seed)
         rows = np.concatenate([top, baseline])
         # the PEF run warned of the texts it cut, by their numbers; a subset would number them anew
-        inputs = tokenize(tokenizer, list(self.examples["text"].to_numpy()[rows]), max_length=self.max_length,
-                          warn=False)
+        inputs = encode_texts(model, tokenizer, self.examples["text"].to_numpy()[rows], self.max_length, warn=False).inputs
         positions = np.arange(len(rows))
         return (model, self.decomposition, int(component), inputs, self.labels[rows],
                 positions[: len(top)], positions[len(top):])
@@ -429,11 +434,11 @@ class RunExplorer:
 
     def _logit_change(self, component: int, rows: Sequence[int], epsilon: float) -> pd.DataFrame:
         from ..analysis.dashboard import logit_change
-        from ..models.embedded import tokenize
+        from ..models.text import encode_texts
 
         model, tokenizer = self.model_and_tokenizer()
-        inputs = tokenize(tokenizer, list(self.examples["text"].to_numpy()[np.asarray(rows)]), max_length=self.max_length,
-                          warn=False)
+        inputs = encode_texts(model, tokenizer, self.examples["text"].to_numpy()[np.asarray(rows)], self.max_length,
+                              warn=False).inputs
         with self.model_lock:
             return logit_change(model, self.decomposition, component, inputs, epsilon=epsilon,
                                 class_names=self.label_names)

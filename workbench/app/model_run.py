@@ -44,16 +44,25 @@ def run_model(
     batch_size: int | None = None,
     device: str | None = None,
     progress: bool = True,
+    template: str | None = None,
+    label_words: Sequence[str] | None = None,
+    label_prefix: str = " ",
 ) -> Run:
-    """NPEFF of a saved sequence classifier (``model_path``: a folder written by
-    ``save_pretrained``, with its tokenizer) on ``texts`` (and their ``labels``, or None),
-    written to the run folder ``out`` and returned opened.
+    """NPEFF of a saved classifier (``model_path``: a folder written by ``save_pretrained``, with its
+    tokenizer) on ``texts`` (and their ``labels``, or None), written to the run folder ``out`` and
+    returned opened.
 
+    The classifier is a sequence classifier, or, with ``template`` and ``label_words``, a causal
+    language model read as one (:class:`~workbench.models.lm.ZeroShotClassifier`: the class logits
+    are the next-token logits of the label words after ``template.format(text=...)``); the prompt
+    is saved beside the model copied into the run, so the workbench reads it the same way.
     ``include``/``exclude`` select the parameters the PEFs cover, as in ``write_pefs``;
     ``max_length`` is where texts are cut (recorded: the explorer tokenizes as the PEFs did).
     Running it again with the same arguments resumes the PEF store.
     """
-    from ..models.embedded import load_default_model, tokenize
+    from ..models.embedded import load_default_model
+    from ..models.prompt import save_prompt
+    from ..models.text import encode_texts
 
     out, source = Path(out), Path(model_path)
     texts = _checked_texts(texts)
@@ -62,25 +71,30 @@ def run_model(
                          "folder) and tokenizer.save_pretrained(folder)")
     if attributes is not None and len(attributes) != len(texts):
         raise ValueError(f"attributes has {len(attributes)} rows for {len(texts)} texts: one row per text")
+    _check_prompt(template, label_words)
     check_new_run_folder(out)
     resolved = resolve_device(device)
     params = {"model_path": str(source), "n_examples": len(texts), "n_components": n_components, "kind": kind,
               "n_values": n_values, "n_iters_g_only": n_iters_g_only, "n_iters_joint": n_iters_joint, "n_top": n_top,
               "seed": seed, "include": include, "exclude": exclude, "max_length": max_length, "batch_size": batch_size,
               "device": device}
+    if template is not None:
+        params.update(template=template, label_words=list(label_words), label_prefix=label_prefix)
     recorder = RunRecorder(out, params, device=resolved, seeds={"fit": seed})
 
     with recorder.stage("model"):
         if (out / MODEL).resolve() != source.resolve():
             shutil.rmtree(out / MODEL, ignore_errors=True)
             shutil.copytree(source, out / MODEL)
+        if template is not None:  # else a prompt the folder holds (a run's model/) reads it as before
+            save_prompt(out / MODEL, template, label_words, label_prefix)
         model, tokenizer = load_default_model(out / MODEL)
 
     with recorder.stage("examples"):
         examples = pd.DataFrame({"text": texts, "label": -1 if labels is None else np.asarray(labels)})
         if attributes is not None:
             examples = pd.concat([examples, attributes.reset_index(drop=True)], axis=1)
-        inputs = tokenize(tokenizer, texts, max_length=max_length)
+        inputs = encode_texts(model, tokenizer, texts, max_length).inputs
 
     with recorder.stage("pefs"):
         store = write_or_resume_pefs(out / PEFS, model, inputs, examples["label"].to_numpy(), kind=kind,
@@ -103,6 +117,19 @@ def run_model(
 
     recorder.finish()
     return Run(out)
+
+
+def _check_prompt(template, label_words) -> None:
+    if template is None and label_words is None:
+        return
+    if template is None or label_words is None:
+        raise ValueError("a language model is read as a classifier with both template= (the prompt, with {text}) and "
+                         "label_words= (one word per class, in class order); pass both, or neither for a sequence "
+                         "classifier")
+    if not isinstance(template, str) or "{text}" not in template:
+        raise ValueError(f"the template {template!r} has no '{{text}}' slot for the example's text")
+    if isinstance(label_words, str) or len(label_words) < 2:
+        raise ValueError(f"label_words must be a list of at least two words, one per class, got {label_words!r}")
 
 
 def _checked_texts(texts) -> list[str]:

@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from .prompt import PROMPT_FILE, prompt_of
 from .text import warn_truncated
 
 logger = logging.getLogger(__name__)
@@ -99,6 +101,7 @@ class ZeroShotClassifier(nn.Module):
         self.tokenizer = tokenizer
         self.template = template
         self.label_words = None if label_words is None else tuple(label_words)
+        self.label_prefix = label_prefix
         ids = None if label_words is None else label_token_ids(tokenizer, label_words, label_prefix)
         if ids is not None and len(ids) < 2:
             raise ValueError("a classifier needs at least two label words")
@@ -137,7 +140,7 @@ class ZeroShotClassifier(nn.Module):
         return [self.template.format(text=text) for text in texts]
 
     def encode(
-        self, texts: Sequence[str], max_length: int | None = None, *, add_special_tokens: bool = True
+        self, texts: Sequence[str], max_length: int | None = None, *, add_special_tokens: bool = True, warn: bool = True
     ) -> dict[str, torch.Tensor]:
         """Prompts of ``texts`` as left-padded ``input_ids`` and ``attention_mask``.
 
@@ -150,7 +153,8 @@ class ZeroShotClassifier(nn.Module):
             raise ValueError("no texts to encode")
         rows = self.tokenizer(self.prompts(texts), add_special_tokens=add_special_tokens)["input_ids"]
         if max_length is not None:
-            warn_truncated(np.flatnonzero([len(row) > max_length for row in rows]), len(rows), max_length, "start")
+            if warn:
+                warn_truncated(np.flatnonzero([len(row) > max_length for row in rows]), len(rows), max_length, "start")
             rows = [row[-max_length:] for row in rows]
         if any(len(row) == 0 for row in rows):
             raise ValueError("a prompt tokenizes to nothing; check the template and the tokenizer")
@@ -164,6 +168,15 @@ class ZeroShotClassifier(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(batch, n_classes) logits of the next token after each prompt."""
+        logits = self.lm(**self._lm_inputs(input_ids, attention_mask), **self._keep_last).logits[:, -1]  # (batch, vocabulary)
+        return logits if self.label_ids is None else logits[:, self.label_ids]
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        """The language model's output with its ``hidden_states`` (embeddings, then each layer), on the
+        prompts as ``forward`` reads them (for ``workbench.analysis.trace``)."""
+        return self.lm(**self._lm_inputs(input_ids, attention_mask), output_hidden_states=True)
+
+    def _lm_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> dict:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         elif not bool(attention_mask[:, -1].all()):
@@ -175,9 +188,26 @@ class ZeroShotClassifier(nn.Module):
         if self._extra["position_ids"]:
             # Left padding must not shift the positions of the real tokens.
             kwargs["position_ids"] = (attention_mask.long().cumsum(dim=-1) - 1).clamp_min(0)
-        if self._extra["logits_to_keep"]:
-            kwargs["logits_to_keep"] = 1
         if self._extra["use_cache"]:
             kwargs["use_cache"] = False
-        logits = self.lm(**kwargs).logits[:, -1]  # (batch, vocabulary)
-        return logits if self.label_ids is None else logits[:, self.label_ids]
+        return kwargs
+
+    @property
+    def _keep_last(self) -> dict:
+        """Only the last position through the vocabulary-sized output layer, where the LM allows it."""
+        return {"logits_to_keep": 1} if self._extra["logits_to_keep"] else {}
+
+
+def load_zero_shot(folder: str | os.PathLike) -> tuple[ZeroShotClassifier, object]:
+    """The saved causal language model in ``folder`` read through its recorded prompt (in eval
+    mode), and its tokenizer; never touches the network."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    prompt = prompt_of(folder)
+    if prompt is None:
+        raise FileNotFoundError(f"{folder} has no {PROMPT_FILE}: save the prompt with save_prompt(folder, template, "
+                                "label_words), or load a sequence classifier with load_classifier")
+    lm = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    return ZeroShotClassifier(lm, tokenizer, prompt["template"], prompt["label_words"],
+                              label_prefix=prompt.get("label_prefix", " ")).eval(), tokenizer

@@ -1,4 +1,10 @@
-"""Texts and their tokens: texts cut by the tokenizer, and tokens spelled as the text spells them.
+"""Texts and their tokens: texts made into model inputs, texts cut by the tokenizer, and tokens
+spelled as the text spells them.
+
+:func:`encode_texts` is the one way the workbench turns texts into a model's inputs: the
+tokenizer's for a classifier, the prompts of a language model read as a classifier
+(:class:`workbench.models.lm.ZeroShotClassifier`, which has ``encode``), with each token's
+characters in the text and, for prompts, which tokens are the template's.
 
 A text longer than the tokenizer's ``max_length`` loses its end (or, for prompts of
 :class:`workbench.models.lm.ZeroShotClassifier`, its start), and its PEF is then the PEF of
@@ -11,6 +17,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -49,3 +56,59 @@ def spelled_tokens(text: str, tokens: Sequence[str], spans: Sequence[tuple[int, 
     if spans is None:
         return list(tokens)
     return [(text[a:b].strip() or t) if b > a else t for t, (a, b) in zip(tokens, spans)]
+
+
+@dataclass
+class EncodedTexts:
+    """Texts as model inputs, and what each row's real tokens (those its mask keeps, in order) are."""
+
+    inputs: dict  # input_ids, attention_mask (and token_type_ids): tensors, padded to the longest row
+    strings: list[str]  # what was tokenized: the texts, or the prompts made of them
+    text_starts: list[int]  # where each text starts in its string (0 without a template)
+    template: list[np.ndarray]  # per row, per real token: True where it is the prompt's, not the text's
+    spans: list[list[tuple[int, int]]] | None = None  # per row, per real token: its characters in the string
+    word_ids: list[list[int | None]] | None = None  # per row, per real token: its word (None: special)
+
+    def text_spans(self, row: int) -> list[tuple[int, int]] | None:
+        """The row's token spans in its text; the template's tokens (and special ones) get (0, 0)."""
+        if self.spans is None:
+            return None
+        start = self.text_starts[row]
+        return [(0, 0) if t else (a - start, b - start) for (a, b), t in zip(self.spans[row], self.template[row])]
+
+
+def encode_texts(model, tokenizer, texts: Sequence[str], max_length: int, *, warn: bool = True,
+                 spans: bool = False) -> EncodedTexts:
+    """``texts`` as the inputs of ``model``: the prompts of its ``encode`` when it has one (a language
+    model read as a classifier: left padded, cut at the start), else the tokenizer's (padded to the
+    longest text, cut at the end). ``warn``: a :class:`TruncationWarning` for texts that were cut;
+    ``spans``: each token's characters and word (fast tokenizers only)."""
+    texts = list(texts)
+    fast = spans and getattr(tokenizer, "is_fast", False)
+    prompts = getattr(model, "prompts", None)
+    if prompts is None:
+        encoded = tokenizer(texts, padding="longest", truncation=True, max_length=max_length, return_tensors="pt",
+                            return_offsets_mapping=fast)
+        if warn:
+            warn_truncated(truncated_rows(tokenizer, texts, encoded, max_length), len(texts), max_length, stacklevel=4)
+        inputs = dict(encoded)
+        offsets = inputs.pop("offset_mapping", None)
+        strings, starts = texts, [0] * len(texts)
+        kept = [m.bool().tolist() for m in inputs["attention_mask"]]
+        rows = None if offsets is None else [[o for o, k in zip(row.tolist(), keep) if k] for row, keep in zip(offsets, kept)]
+        words = None if offsets is None else [[w for w, k in zip(encoded.word_ids(i), keep) if k] for i, keep in enumerate(kept)]
+    else:
+        inputs = model.encode(texts, max_length, warn=warn)
+        strings = prompts(texts)
+        starts = [len(model.template.format(text="\x00").split("\x00")[0])] * len(texts)
+        rows = words = None
+        if fast:  # the prompts tokenized as ``encode`` does them, cut alike
+            encoded = tokenizer(strings, return_offsets_mapping=True)
+            rows = [list(o)[-max_length:] for o in encoded["offset_mapping"]]
+            words = [encoded.word_ids(i)[-max_length:] for i in range(len(strings))]
+    rows = None if rows is None else [[tuple(map(int, span)) for span in row] for row in rows]
+    template = [np.zeros(int(m.sum()), dtype=bool) for m in inputs["attention_mask"]]
+    if prompts is not None and rows is not None:
+        template = [np.array([b <= a or not (start <= a and b <= start + len(text)) for a, b in row])
+                    for row, start, text in zip(rows, starts, texts)]
+    return EncodedTexts(inputs, strings, starts, template, rows, words)

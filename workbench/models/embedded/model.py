@@ -36,7 +36,7 @@ from transformers import (
 )
 
 from ..loading import pad_with_end_of_text
-from ..text import truncated_rows, warn_truncated
+from ..text import encode_texts
 from .task import DEFAULT_MIX, TASK_VERSION, make_examples, vocabulary
 
 logger = logging.getLogger(__name__)
@@ -185,11 +185,7 @@ def tokenize(
     """Tensors for a batch, padded to its longest text, with attention masks. Texts longer
     than ``max_length`` tokens are cut, with a :class:`~workbench.models.text.TruncationWarning`
     that counts them (unless ``warn`` is False)."""
-    texts = list(texts)
-    encoded = tokenizer(texts, padding="longest", truncation=True, max_length=max_length, return_tensors="pt")
-    if warn:
-        warn_truncated(truncated_rows(tokenizer, texts, encoded, max_length), len(texts), max_length)
-    return dict(encoded)
+    return encode_texts(None, tokenizer, texts, max_length, warn=warn).inputs
 
 
 # ---------------------------------------------------------------------------------------
@@ -408,15 +404,22 @@ def train_default_model(
 
 
 def load_default_model(path: str | os.PathLike) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The saved model (in eval mode) and its tokenizer, never touching the network.
+    """The saved model (in eval mode) and its tokenizer, never touching the network: a sequence
+    classifier, or a causal language model read through the prompt recorded beside it
+    (:func:`workbench.models.lm.load_zero_shot`).
 
     Quietly: transformers' "Loading weights" bar would otherwise stand above every workbench
     that opens a run (a saved model loads whole; there is nothing to report)."""
     from transformers.utils import logging as transformers_logging
 
+    from ..lm import load_zero_shot
+    from ..prompt import prompt_of
+
     shown = transformers_logging.is_progress_bar_enabled()
     transformers_logging.disable_progress_bar()
     try:
+        if prompt_of(path) is not None:  # a language model read as a classifier (run_model's template=)
+            return load_zero_shot(path)
         model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
     finally:
         if shown:
