@@ -133,3 +133,13 @@ def test_word_pieces_are_joined_into_the_word_they_spell():
     assert groups == [("[CLS]", [0], True), ("blick", [1, 2], False), ("the", [3], False), ("plot", [4], False),
                       ("[SEP]", [5], True)]
     assert [g[0] for g in word_groups(tokenizer, tokens, None)] == tokens  # no word ids: one token each
+
+
+def test_an_unknown_word_is_a_word_not_a_special_token():
+    from types import SimpleNamespace
+
+    from workbench.analysis.labels import word_groups
+
+    tokenizer = SimpleNamespace(all_special_tokens=["[CLS]", "[SEP]", "[UNK]"], unk_token="[UNK]")
+    groups = word_groups(tokenizer, ["[CLS]", "the", "[UNK]", "[SEP]"], None)
+    assert [special for _, _, special in groups] == [True, False, False, True]

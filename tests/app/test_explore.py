@@ -119,3 +119,16 @@ def test_a_run_without_model_shows_examples_and_explains_the_rest(small_syntheti
     assert "no model/" in page.note
     with pytest.raises(FileNotFoundError, match="has no model/ folder"):
         small_synthetic.perturb(0)
+
+
+def test_an_unknown_word_is_a_word_of_the_text_not_a_special_token(hostile_run):
+    """The tokenizer's [UNK] stands for a word of the text (here the markup of the hostile texts):
+    it is shaded and counted with the words, never with [CLS] and [SEP]."""
+    explorer = RunExplorer.open(hostile_run.path)
+    j = 0
+    top = int(explorer.W[:, j].argmax())
+    e = next(e for e in explorer.top_examples(j, page_size=3).examples if e.example == top)
+    unknown = [k for k, t in enumerate(e.tokens) if t == "[UNK]"]
+    assert unknown and not any(e.special[k] for k in unknown)
+    assert [t for t, special in zip(e.tokens, e.special) if special] == ["[CLS]", "[SEP]"]
+    assert e.text[slice(*e.spans[unknown[0]])].startswith("<")  # the markup, shaded as the word it is

@@ -119,13 +119,18 @@ def component_labels(table: pd.DataFrame, top_tokens: dict[int, list[tuple[str, 
     return pd.Series(labels, index=table.index, name=NAME_COLUMN)
 
 
-def word_groups(tokenizer, tokens: Sequence[str], word_ids: Sequence[int | None] | None) -> list[tuple[str, list[int], bool]]:
+def word_groups(tokenizer, tokens: Sequence[str], word_ids: Sequence[int | None] | None,
+                special: Sequence[bool] | None = None) -> list[tuple[str, list[int], bool]]:
     """[(word, its token positions, special)]: consecutive tokens of one word (a fast
     tokenizer's ``word_ids``) joined into the word they spell, so that MiniLM's 'b' '##lick'
-    reads 'blick'; special tokens (no word) stand alone. Without ``word_ids``, one token each."""
-    specials = set(tokenizer.all_special_tokens)
+    reads 'blick'; special tokens (no word) stand alone. Without ``word_ids``, one token each,
+    special where ``special`` says (the tokenizer's mask: an unknown word's [UNK] is a word),
+    else where the token is one of the tokenizer's special tokens."""
     if word_ids is None:
-        return [(t, [p], t in specials) for p, t in enumerate(tokens)]
+        if special is None:
+            specials = set(tokenizer.all_special_tokens) - {getattr(tokenizer, "unk_token", None)}
+            special = [t in specials for t in tokens]
+        return [(t, [p], bool(s)) for p, (t, s) in enumerate(zip(tokens, special))]
     groups: list[tuple[str, list[int], bool]] = []
     for p, (token, word) in enumerate(zip(tokens, word_ids)):
         if word is not None and p > 0 and word_ids[p - 1] == word:
@@ -166,7 +171,7 @@ def top_tokens(model, tokenizer, decomposition, texts: Sequence[str], top_sets: 
             tokens = tokenizer.convert_ids_to_tokens(encoded.inputs["input_ids"][k][kept].tolist())
             word_ids = None if encoded.word_ids is None else [  # a prompt's template is no word of the text
                 None if template else w for w, template in zip(encoded.word_ids[k], encoded.template[k])]
-            groups = word_groups(tokenizer, tokens, word_ids)
+            groups = word_groups(tokenizer, tokens, word_ids, encoded.special[k])
             words.append([word for word, _, _ in groups])
             word_scores.append(np.array([example.scores[where].sum() for _, where, _ in groups]))
             special.append([is_special for _, _, is_special in groups])

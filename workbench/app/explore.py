@@ -340,13 +340,12 @@ class RunExplorer:
         encoded = encode_texts(model, tokenizer, [e.text for e in examples], self.max_length, warn=False, spans=True)
         with self.model_lock:
             scores = token_scores(model, self.decomposition, component, encoded.inputs, device=self.device)
-        specials = set(tokenizer.all_special_tokens)
         for k, (e, s) in enumerate(zip(examples, scores)):
             real = real_positions(encoded.inputs, k)  # the scores are of these, whichever side the padding is on
             e.tokens = tokenizer.convert_ids_to_tokens(encoded.inputs["input_ids"][k, real].tolist())
             e.scores, e.head_share = s.scores, s.head_share
-            # a prompt's template is not the example's text: it counts with the special tokens
-            e.special = [t in specials or bool(template) for t, template in zip(e.tokens, encoded.template[k])]
+            # the tokenizer's special tokens, and a prompt's template: no word of the example's text
+            e.special = encoded.special[k].tolist()
             shares = token_shares(e.scores, e.special, e.head_share)
             e.visible, e.visible_share, e.special_share = shares.visible, shares.visible_share, shares.special_share
             e.spans = encoded.text_spans(k)

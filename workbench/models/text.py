@@ -66,6 +66,7 @@ class EncodedTexts:
     strings: list[str]  # what was tokenized: the texts, or the prompts made of them
     text_starts: list[int]  # where each text starts in its string (0 without a template)
     template: list[np.ndarray]  # per row, per real token: True where it is the prompt's, not the text's
+    special: list[np.ndarray]  # per row, per real token: the tokenizer's special tokens ([CLS], <s>) and the template's
     spans: list[list[tuple[int, int]]] | None = None  # per row, per real token: its characters in the string
     word_ids: list[list[int | None]] | None = None  # per row, per real token: its word (None: special)
 
@@ -86,29 +87,33 @@ def encode_texts(model, tokenizer, texts: Sequence[str], max_length: int, *, war
     texts = list(texts)
     fast = spans and getattr(tokenizer, "is_fast", False)
     prompts = getattr(model, "prompts", None)
+    # Special tokens as the tokenizer marks them: an unknown word's [UNK] is a word of the text.
     if prompts is None:
         encoded = tokenizer(texts, padding="longest", truncation=True, max_length=max_length, return_tensors="pt",
-                            return_offsets_mapping=fast)
+                            return_offsets_mapping=fast, return_special_tokens_mask=True)
         if warn:
             warn_truncated(truncated_rows(tokenizer, texts, encoded, max_length), len(texts), max_length, stacklevel=4)
         inputs = dict(encoded)
         offsets = inputs.pop("offset_mapping", None)
+        marked = inputs.pop("special_tokens_mask")
         strings, starts = texts, [0] * len(texts)
         kept = [m.bool().tolist() for m in inputs["attention_mask"]]
+        special = [np.array([bool(s) for s, k in zip(row.tolist(), keep) if k], dtype=bool) for row, keep in zip(marked, kept)]
         rows = None if offsets is None else [[o for o, k in zip(row.tolist(), keep) if k] for row, keep in zip(offsets, kept)]
         words = None if offsets is None else [[w for w, k in zip(encoded.word_ids(i), keep) if k] for i, keep in enumerate(kept)]
     else:
         inputs = model.encode(texts, max_length, warn=warn)
         strings = prompts(texts)
         starts = [len(model.template.format(text="\x00").split("\x00")[0])] * len(texts)
-        rows = words = None
-        if fast:  # the prompts tokenized as ``encode`` does them, cut alike
-            encoded = tokenizer(strings, return_offsets_mapping=True)
-            rows = [list(o)[-max_length:] for o in encoded["offset_mapping"]]
-            words = [encoded.word_ids(i)[-max_length:] for i in range(len(strings))]
+        # the prompts tokenized as ``encode`` does them, cut alike
+        encoded = tokenizer(strings, return_offsets_mapping=fast, return_special_tokens_mask=True)
+        special = [np.array(m[-max_length:], dtype=bool) for m in encoded["special_tokens_mask"]]
+        rows = [list(o)[-max_length:] for o in encoded["offset_mapping"]] if fast else None
+        words = [encoded.word_ids(i)[-max_length:] for i in range(len(strings))] if fast else None
     rows = None if rows is None else [[tuple(map(int, span)) for span in row] for row in rows]
     template = [np.zeros(int(m.sum()), dtype=bool) for m in inputs["attention_mask"]]
     if prompts is not None and rows is not None:
         template = [np.array([b <= a or not (start <= a and b <= start + len(text)) for a, b in row])
                     for row, start, text in zip(rows, starts, texts)]
-    return EncodedTexts(inputs, strings, starts, template, rows, words)
+    special = [s | t for s, t in zip(special, template)]
+    return EncodedTexts(inputs, strings, starts, template, special, rows, words)
