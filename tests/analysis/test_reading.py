@@ -151,3 +151,6 @@ def test_tokens_are_shown_as_the_text_spells_them():
     example = HighlightedExample(0, 0, "good film", 1, 1, 0.5, tokens=["<s>", "good", "Ġfilm"],
                                  spans=[(0, 0), (0, 4), (4, 9)])
     assert example.shown_tokens == ["<s>", "good", "film"]
+    # SentencePiece's lone '▁' before punctuation is whitespace alone: shown as such, not as the mark
+    spaced = HighlightedExample(0, 0, "good .", 1, 1, 0.5, tokens=["▁good", "▁", "."], spans=[(0, 4), (4, 5), (5, 6)])
+    assert spaced.shown_tokens == ["good", "␣", "."]

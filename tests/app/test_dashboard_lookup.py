@@ -82,8 +82,10 @@ def test_lookup_of_a_new_text_is_the_transform_of_its_pef(explorer, embedded_run
 def test_lookup_refuses_what_it_cannot_read(explorer):
     with pytest.raises(IndexError, match="example must be from 0"):
         explorer.lookup(10**6)
-    with pytest.raises(TypeError, match="example number or a non-empty text"):
+    with pytest.raises(ValueError, match="example number or a non-empty text"):
         explorer.lookup("  ")
+    with pytest.raises(TypeError, match="example number or a non-empty text"):
+        explorer.lookup(2.5)
 
 
 def test_definitions_cover_every_column_of_the_table(explorer):

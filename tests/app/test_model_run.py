@@ -34,3 +34,50 @@ def test_bad_arguments_are_named(tmp_path):
     with pytest.raises(ValueError, match="attributes has 1 rows for 2 texts"):
         run_model(tmp_path / "a", default_model(), ["a", "b"], attributes=pd.DataFrame({"x": [1]}))
     assert not (tmp_path / "a").exists()
+
+
+def test_labels_read_the_texts_as_the_pefs_did(own_run, monkeypatch):
+    """Component labels score the tokens the run's PEFs saw: texts cut at the run's max_length."""
+    from workbench.analysis import labels
+
+    seen = {}
+    real = labels.top_tokens
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(labels, "top_tokens", spy)
+    RunExplorer.open(own_run.path).label_components()
+    assert seen["max_length"] == 48
+
+
+def test_texts_that_give_no_tokens_are_refused_before_anything_is_written(tmp_path):
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from tests.models.lm.conftest import prompt_tokenizer
+
+    folder = tmp_path / "gpt2"
+    GPT2ForSequenceClassification(GPT2Config(vocab_size=60, n_positions=16, n_embd=8, n_layer=1, n_head=2,
+                                             pad_token_id=0)).save_pretrained(folder)
+    prompt_tokenizer().save_pretrained(folder)  # adds no special tokens, as GPT-2's
+    with pytest.raises(ValueError, match=r"1 texts give no tokens at all \(first: \[1\]"):
+        run_model(tmp_path / "run", folder, ["good film", "", "bad film"])
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_classifier_saved_in_half_precision_runs_in_float32(tmp_path):
+    """A bf16 fine-tune, as users often save them: run_model loads the folder itself, so it casts."""
+    import torch
+
+    from workbench.models.embedded import load_default_model
+
+    model, tokenizer = load_default_model(default_model())
+    model.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    tokenizer.save_pretrained(tmp_path / "bf16")
+    loaded, _ = load_default_model(tmp_path / "bf16")
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    examples = make_examples(12, seed=3)
+    run = run_model(tmp_path / "run", tmp_path / "bf16", list(examples["text"]), examples["label"].to_numpy(),
+                    n_components=2, n_iters_g_only=2, n_iters_joint=2, n_top=4, progress=False)
+    assert run.record["status"] == "complete"

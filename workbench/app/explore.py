@@ -160,7 +160,7 @@ class RunExplorer:
         model, tokenizer = self.model_and_tokenizer()
         sets = {int(j): row[row >= 0][:n_examples] for j, row in enumerate(self.top_sets)}
         tokens = top_tokens(model, tokenizer, self.decomposition, list(self.examples["text"]), sets,
-                            device=self.device, progress=progress)
+                            max_length=self.max_length, device=self.device, progress=progress)
         names = component_labels(self._bare_table, tokens)
         names.to_frame().to_csv(self.run.path / LABELS)
         self.__dict__.pop("table", None)
@@ -456,8 +456,10 @@ class RunExplorer:
                           loadings(self.W[i], self.decomposition.components_, kind=kind, n=n), example=i,
                           label=None if self.labels is None else _plain(self.labels[i]),
                           prediction=None if self.predictions is None else _plain(self.predictions[i]))
-        if not isinstance(example, str) or not example.strip():
+        if not isinstance(example, str):
             raise TypeError(f"lookup takes an example number or a non-empty text, got {example!r}")
+        if not example.strip():
+            raise ValueError(f"lookup takes an example number or a non-empty text, got {example!r}")
         model, tokenizer = self.model_and_tokenizer()
         with self.model_lock:
             W, seconds = coefficients_of_texts(model, tokenizer, self.decomposition, [example], kind=kind,

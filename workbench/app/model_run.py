@@ -72,6 +72,7 @@ def run_model(
     if attributes is not None and len(attributes) != len(texts):
         raise ValueError(f"attributes has {len(attributes)} rows for {len(texts)} texts: one row per text")
     _check_prompt(template, label_words)
+    _check_tokenizable(source, texts if template is None else [template.format(text=t) for t in texts])
     check_new_run_folder(out)
     resolved = resolve_device(device)
     params = {"model_path": str(source), "n_examples": len(texts), "n_components": n_components, "kind": kind,
@@ -130,6 +131,18 @@ def _check_prompt(template, label_words) -> None:
         raise ValueError(f"the template {template!r} has no '{{text}}' slot for the example's text")
     if isinstance(label_words, str) or len(label_words) < 2:
         raise ValueError(f"label_words must be a list of at least two words, one per class, got {label_words!r}")
+
+
+def _check_tokenizable(folder: Path, texts: list[str]) -> None:
+    """Before anything is written: every text must give the model at least one token (an empty
+    text does not, with a tokenizer that adds no special tokens, as GPT-2's)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    empty = [i for i, ids in enumerate(tokenizer(texts)["input_ids"]) if len(ids) == 0]
+    if empty:
+        raise ValueError(f"{len(empty)} texts give no tokens at all (first: {empty[:5]}, e.g. {texts[empty[0]]!r}): this "
+                         "tokenizer adds no special tokens, so an empty text is no input; remove those texts")
 
 
 def _checked_texts(texts) -> list[str]:

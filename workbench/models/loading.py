@@ -114,6 +114,18 @@ def load_classifier(
     return (model, tokenizer) if with_tokenizer else model
 
 
+def in_float32(model):
+    """The model with its floating-point weights in float32: a model saved in half precision (a
+    bf16 fine-tune) is computed in float32, as the PEFs need (``runner.checks``). Returns it."""
+    import torch
+
+    if any(p.is_floating_point() and p.dtype != torch.float32 for p in model.parameters()):
+        logger.info("the saved model is in %s: loaded in float32, as PEFs are computed",
+                    next(p.dtype for p in model.parameters() if p.is_floating_point()))
+        model.float()
+    return model
+
+
 def pad_with_end_of_text(model, tokenizer) -> None:
     """Decoders shipped without a padding token (GPT-2) pad with their end-of-text token, as is
     usual: without one, their tokenizer cannot pad a batch and their classifier refuses batches

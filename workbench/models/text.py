@@ -52,10 +52,11 @@ def warn_truncated(cut: np.ndarray, n_texts: int, max_length: int, where: str = 
 
 def spelled_tokens(text: str, tokens: Sequence[str], spans: Sequence[tuple[int, int]] | None) -> list[str]:
     """Each token as ``text`` spells it (its character span, stripped), else as the tokenizer writes
-    it: special tokens (empty spans), and every token when there are no spans (slow tokenizers)."""
+    it: special tokens (empty spans), and every token when there are no spans (slow tokenizers).
+    A token of whitespace alone (SentencePiece's lone '▁') is shown as '␣', not as the mark."""
     if spans is None:
         return list(tokens)
-    return [(text[a:b].strip() or t) if b > a else t for t, (a, b) in zip(tokens, spans)]
+    return [(text[a:b].strip() or "␣") if b > a else t for t, (a, b) in zip(tokens, spans)]
 
 
 @dataclass

@@ -35,7 +35,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from ..loading import pad_with_end_of_text
+from ..loading import in_float32, pad_with_end_of_text
 from ..text import encode_texts
 from .task import DEFAULT_MIX, TASK_VERSION, make_examples, vocabulary
 
@@ -419,12 +419,13 @@ def load_default_model(path: str | os.PathLike) -> tuple[PreTrainedModel, PreTra
     transformers_logging.disable_progress_bar()
     try:
         if prompt_of(path) is not None:  # a language model read as a classifier (run_model's template=)
-            return load_zero_shot(path)
+            model, tokenizer = load_zero_shot(path)
+            return in_float32(model), tokenizer
         model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
     finally:
         if shown:
             transformers_logging.enable_progress_bar()
-    model.eval()
+    in_float32(model).eval()
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     pad_with_end_of_text(model, tokenizer)  # a decoder of one's own, shipped without a padding token
     return model, tokenizer
