@@ -17,6 +17,7 @@ from workbench.analysis.matching import OnCoefficients
 from workbench.analysis.over_training import checkpoint_series, over_training
 from workbench.analysis.trace import hidden_state_change
 from workbench.core.params import ParameterLayout
+from workbench.models.architectures import available, build, example_inputs
 from workbench.models.embedded import (
     DEFAULT_MIX,
     ANALYSIS_SEED_OFFSET,
@@ -159,6 +160,22 @@ def test_the_trace_moves_only_the_layers_at_and_after_the_perturbed_parameters()
     assert np.all(change[:, 2][real] > 0) and np.all(change[:, 2][~real] == 0)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # weights restored
     assert np.all(hidden_state_change(model, decomposition, 0, inputs, epsilon=0.0) == 0)
+
+
+@pytest.mark.parametrize("name", available())
+def test_every_family_of_the_matrix_can_be_traced(name):
+    """Encoder-decoders name their encoder's and decoder's layers; Funnel's pooled layers (fewer
+    positions than tokens) are left out; every layer kept has one value per token."""
+    from workbench.analysis.trace import _layer_changes
+
+    model, inputs = build(name), example_inputs(name)
+    layers, change = _layer_changes(model, planted_direction(model, "", len(inputs["input_ids"])), 0, inputs, 0.5, None)
+    assert change.shape == (len(inputs["input_ids"]), len(layers), inputs["input_ids"].shape[1])
+    assert np.isfinite(change).all() and change[:, -1].max() > 0
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        assert layers[0] == "encoder embeddings" and any(n.startswith("decoder layer") for n in layers)
+    else:
+        assert layers[0] == "embeddings" and layers[1] == "layer 1"
 
 
 def test_the_trace_shows_tokens_as_the_text_spells_them():

@@ -84,14 +84,24 @@ class PerturbationTrace:
         return {"text/plain": repr(self), "text/html": fragment(trace_html(self))}
 
 
-def _hidden_states(model, batch) -> list[torch.Tensor]:
+def _hidden_states(model, batch) -> dict[str, torch.Tensor]:
+    """{layer name: (b, tokens, features)} of every hidden state with the input's token axis, in order:
+    "embeddings", "layer 1", ...; an encoder-decoder's as "encoder ..." then "decoder ..." (its decoder
+    reads the input shifted right: position t holds token t − 1). States with another number of
+    positions (Funnel's pooled layers) are left out."""
     # a language model read as a classifier returns class logits alone: its hidden states are the LM's
     out = model.hidden_states(**batch) if hasattr(model, "hidden_states") else model(**batch, output_hidden_states=True)
-    states = getattr(out, "hidden_states", None)
-    if states is None:
+    if getattr(out, "hidden_states", None) is not None:
+        stacks = {"": out.hidden_states}
+    elif getattr(out, "encoder_hidden_states", None) is not None:
+        stacks = {"encoder ": out.encoder_hidden_states, "decoder ": getattr(out, "decoder_hidden_states", None) or ()}
+    else:
         raise TypeError(f"{type(model).__name__} returns no hidden_states: the trace needs a model that accepts "
                         "output_hidden_states=True (Hugging Face models do)")
-    return [s.detach().double() for s in states]
+    length = batch["input_ids"].shape[1]
+    return {f"{prefix}{'embeddings' if i == 0 else f'layer {i}'}": state.detach().double()
+            for prefix, states in stacks.items() for i, state in enumerate(states)
+            if state.ndim == 3 and state.shape[1] == length}
 
 
 def hidden_state_change(model, decomposition, component: int, inputs: dict, *, epsilon: float = 0.1,
@@ -101,6 +111,12 @@ def hidden_state_change(model, decomposition, component: int, inputs: dict, *, e
     ``inputs``: a tokenizer's output for the examples (a dict with ``input_ids`` and
     ``attention_mask``); padded positions are 0.
     """
+    return _layer_changes(model, decomposition, component, inputs, epsilon, max_sim)[1]
+
+
+def _layer_changes(model, decomposition, component: int, inputs: dict, epsilon: float,
+                   max_sim: float | None) -> tuple[list[str], np.ndarray]:
+    """(layer names, :func:`hidden_state_change`)."""
     check_step(epsilon, max_sim, zero_ok=True)  # ε = 0 changes nothing: a check of the trace itself
     direction = perturbation_direction(decomposition, component, max_sim)
     device = next(model.parameters()).device
@@ -110,30 +126,32 @@ def hidden_state_change(model, decomposition, component: int, inputs: dict, *, e
         # As the PEFs were computed: each example as alone where padding changes the outputs (fisher.checks).
         groups = groups_as_computed(batch, padding_changes_outputs(model, batch, warn=False))
         if len(groups) == 1:
-            change = _relative_change(model, decomposition.layout_, epsilon * direction, batch)
+            names, change = _relative_change(model, decomposition.layout_, epsilon * direction, batch)
         else:
-            change = None
+            names, change = None, None
             for rows, part in groups:
-                part_change = _relative_change(model, decomposition.layout_, epsilon * direction, part)
+                part_names, part_change = _relative_change(model, decomposition.layout_, epsilon * direction, part)
                 if change is None:
-                    change = part_change.new_zeros((len(mask), part_change.shape[1], mask.shape[1]))
+                    names = part_names
+                    change = part_change.new_zeros((len(mask), len(names), mask.shape[1]))
+                layer = [part_names.index(n) for n in names]  # a short group may keep a layer others leave out
                 for k, row in enumerate(rows.tolist()):
-                    change[row][:, mask[row].bool()] = part_change[k]
+                    change[row][:, mask[row].bool()] = part_change[k][layer]
     if mask is not None:
         change = change * mask[:, None, :].to(change.dtype)
-    return change.cpu().numpy()
+    return names, change.cpu().numpy()
 
 
-def _relative_change(model, layout, delta: np.ndarray, batch: dict) -> torch.Tensor:
-    """(b, layers, tokens): ‖h(θ ± δ) − h(θ)‖ / ‖h(θ)‖ at every hidden state, mean over the signs."""
+def _relative_change(model, layout, delta: np.ndarray, batch: dict) -> tuple[list[str], torch.Tensor]:
+    """(layer names, (b, layers, tokens)): ‖h(θ ± δ) − h(θ)‖ / ‖h(θ)‖ at every hidden state, mean over the signs."""
     original = _hidden_states(model, batch)
     changes = []
     for sign in (1.0, -1.0):
         with perturbed(model, layout, sign * delta):
             moved = _hidden_states(model, batch)
-        changes.append(torch.stack([(m - o).norm(dim=-1) / o.norm(dim=-1).clamp_min(1e-12)
-                                    for m, o in zip(moved, original)], dim=1))
-    return (changes[0] + changes[1]) / 2
+        changes.append(torch.stack([(moved[n] - o).norm(dim=-1) / o.norm(dim=-1).clamp_min(1e-12)
+                                    for n, o in original.items()], dim=1))
+    return list(original), (changes[0] + changes[1]) / 2
 
 
 def perturbation_trace(model, tokenizer, decomposition, component: int, texts: Sequence[str],
@@ -146,7 +164,7 @@ def perturbation_trace(model, tokenizer, decomposition, component: int, texts: S
     rows = top + baseline
     # character offsets: the tokens spelled as the text (or a prompt's template) spells them
     encoded = encode_texts(model, tokenizer, [texts[i] for i in rows], max_length, warn=False, spans=True)
-    change = hidden_state_change(model, decomposition, component, encoded.inputs, epsilon=epsilon, max_sim=max_sim)
+    layers, change = _layer_changes(model, decomposition, component, encoded.inputs, epsilon, max_sim)
     mask = encoded.inputs["attention_mask"].bool()
     tokens, spelled, heatmaps = [], [], []
     for k in range(len(rows)):
@@ -154,6 +172,5 @@ def perturbation_trace(model, tokenizer, decomposition, component: int, texts: S
         tokens.append(tokenizer.convert_ids_to_tokens(encoded.inputs["input_ids"][k][mask[k]].tolist()))
         spelled.append(spelled_tokens(encoded.strings[k], tokens[-1], None if encoded.spans is None else encoded.spans[k]))
         heatmaps.append(change[k][:, real])
-    layers = ["embeddings"] + [f"layer {i}" for i in range(1, change.shape[1])]
     return PerturbationTrace(int(component), float(epsilon), layers, rows, ["top"] * len(top) + ["baseline"] * len(baseline),
                              tokens, heatmaps, spelled)
