@@ -123,7 +123,7 @@ def token_scores(
                 if unbatched:
                     logger.warning("%d layers have no batch axis and are left out of the token scores", len(unbatched))
                 owners = [(m, attrs) for m, attrs in owners if id(m) not in unbatched]
-                unpadded = padding_changes_outputs(model, batch, warn=False)
+                unpadded = padding_changes_outputs(model, batch, warn=False, remember=True)
             # Where padding changes the outputs (a convolution over it, absolute positions under left
             # padding), each example is scored as alone, as its PEF was computed (fisher.checks).
             scored: list[TokenScores | None] = [None] * n_inputs(batch)

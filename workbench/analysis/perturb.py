@@ -115,7 +115,8 @@ def padding_matters(model, inputs: Inputs, rows: np.ndarray, device, batch_size:
     (``fisher.checks.padding_changes_outputs``): its PEFs were then computed with each example as
     alone, and so are the predictions compared with them."""
     with torch.no_grad():
-        return padding_changes_outputs(model, _rows(inputs, np.asarray(rows)[:batch_size], device), warn=False)
+        return padding_changes_outputs(model, _rows(inputs, np.asarray(rows)[:batch_size], device), warn=False,
+                                       remember=True)
 
 
 def log_probabilities(model, inputs: Inputs, rows: np.ndarray, *, batch_size: int, device, unpadded: bool) -> torch.Tensor:

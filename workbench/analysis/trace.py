@@ -124,7 +124,7 @@ def _layer_changes(model, decomposition, component: int, inputs: dict, epsilon: 
     mask = batch.get("attention_mask")
     with eval_mode(model), torch.no_grad():
         # As the PEFs were computed: each example as alone where padding changes the outputs (fisher.checks).
-        groups = groups_as_computed(batch, padding_changes_outputs(model, batch, warn=False))
+        groups = groups_as_computed(batch, padding_changes_outputs(model, batch, warn=False, remember=True))
         if len(groups) == 1:
             names, change = _relative_change(model, decomposition.layout_, epsilon * direction, batch)
         else:

@@ -208,26 +208,41 @@ def check_plan(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -
                               plan.unpadded)
 
 
-def padding_changes_outputs(model: nn.Module, batch: Inputs, *, warn: bool = True) -> bool:
+#: {model: {padding side: whether its outputs change with padding}}, for ``remember=True``.
+_PADDING_VERDICTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def padding_changes_outputs(model: nn.Module, batch: Inputs, *, warn: bool = True, remember: bool = False) -> bool:
     """Whether a padded example of the batch has other logits than it has alone (a convolution
     over the padded positions, attention that ignores the mask): its PEFs would then be those
     of the padding too, not the example's. One example of each length is tried (CANINE's
     padding shows only at lengths that are not multiples of its downsampling rate). Says so
-    in a warning (``warn``), else in the log's INFO."""
+    in a warning (``warn``), else in the log's INFO.
+
+    ``remember``: the verdict is kept for the model and the side its batch is padded on (it is
+    the architecture's, not the weights'), so that the readings of a panel, a page of examples
+    at a time, do not pay for the check again.
+    """
     groups = length_groups(batch)
     if groups is None:
         return False
+    side = "left" if bool((batch["attention_mask"][:, 0] == 0).any()) else "right"
+    if remember and side in _PADDING_VERDICTS.get(model, {}):
+        return _PADDING_VERDICTS[model][side]
     tried = [int(rows[0]) for rows in groups[:PADDING_LENGTHS_TRIED]]
     with torch.no_grad():
         together = class_logits(model, batch).float()
         alone = torch.cat([class_logits(model, example_slice(batch, i)).float() for i in tried])
     difference = float((together[tried] - alone).abs().max())
-    if difference <= PADDING_RTOL * float(alone.abs().max()) + 1e-7:
-        return False
-    logger.log(logging.WARNING if warn else logging.INFO, "the model's outputs change with padding (a padded example's logits differ from its logits alone "
-                   "by %.2g): each batch is computed in groups of examples of one length, without padding (exact; "
-                   "slower where lengths vary: sorting the examples by length gives fewer groups)", difference)
-    return True
+    verdict = difference > PADDING_RTOL * float(alone.abs().max()) + 1e-7
+    if remember:
+        _PADDING_VERDICTS.setdefault(model, {})[side] = verdict
+    if verdict:
+        logger.log(logging.WARNING if warn else logging.INFO, "the model's outputs change with padding (a padded "
+                   "example's logits differ from its logits alone by %.2g): each batch is computed in groups of "
+                   "examples of one length, without padding (exact; slower where lengths vary: sorting the examples "
+                   "by length gives fewer groups)", difference)
+    return verdict
 
 
 def _structure(batch: Inputs) -> tuple:
