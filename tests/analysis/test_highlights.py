@@ -133,3 +133,34 @@ def test_the_trace_sees_each_example_as_alone():
                                     epsilon=0.05)[0]
         assert np.allclose(batched[i][:, real.numpy()], alone, rtol=1e-5, atol=1e-9)
         assert np.all(batched[i][:, ~real.numpy()] == 0)
+
+
+class OneEmbeddingRow:
+    """A decomposition whose one component moves one row of the word embeddings: one word's vector."""
+
+    def __init__(self, model, token: int):
+        names, shapes = zip(*[(n, tuple(p.shape)) for n, p in model.named_parameters()])
+        self.layout_ = ParameterLayout(names, shapes)
+        self.n_parameters_ = self.layout_.n_parameters
+        self.kept_columns_ = np.arange(self.n_parameters_)
+        embedding = model.get_input_embeddings().weight
+        name = next(n for n, p in model.named_parameters() if p is embedding)
+        pieces = self.layout_.split(np.zeros(self.n_parameters_, dtype=np.float32))
+        pieces[name][token] = np.random.default_rng(0).standard_normal(embedding.shape[1])
+        self.components_ = np.concatenate([pieces[n].ravel() for n in names])[None].astype(np.float32)
+
+    def component(self, j: int) -> np.ndarray:
+        return self.components_[j]
+
+
+@pytest.mark.parametrize("name", ["BERT", "BART", "T5 (Flan-T5 shape)"])
+def test_moving_one_word_s_embedding_scores_that_word(name):
+    """Only that word's embedding moves, so only computations reading the word change: its
+    score is all the mass. An encoder-decoder's decoder reads the input shifted right (its
+    position t holds token t − 1): its share belongs to the word too, not to the next token."""
+    model, inputs = build(name), example_inputs(name, n=1, length=7)
+    ids = inputs["input_ids"][0].tolist()
+    word = next(k for k in range(1, len(ids) - 1) if ids.count(ids[k]) == 1)
+    scores = token_scores(model, OneEmbeddingRow(model, ids[word]), 0, inputs)[0]
+    assert scores.scores[word] == pytest.approx(1.0, abs=1e-6)
+    assert np.abs(np.delete(scores.scores, word)).max() < 1e-6 and abs(scores.head_share) < 1e-6

@@ -113,6 +113,7 @@ def token_scores(
     params = parameters_of(model, layout)
     direction = layout.split(decomposition.component(component))
     owners = _owning_modules(model, params)
+    decoder_call = _decoder_calls(model)
     results: list[TokenScores] = []
     with _FORWARD_AD, eval_mode(model):
         expand, fold, unpadded = set(), set(), False
@@ -129,13 +130,34 @@ def token_scores(
             scored: list[TokenScores | None] = [None] * n_inputs(batch)
             for rows, part in groups_as_computed(batch, unpadded):
                 for row, score in zip(rows.tolist(), _batch_scores(model, part, owners, params, layout, direction,
-                                                                    top_k_classes, expand, fold)):
+                                                                    top_k_classes, expand, fold, decoder_call)):
                     scored[row] = score
             results.extend(scored)
     return results
 
 
-def _batch_scores(model, batch, owners, params, layout, direction, top_k_classes, expand, fold) -> list[TokenScores]:
+def _decoder_calls(model):
+    """For an encoder-decoder (T5's or BART's sequence classifier, whose decoder reads the input
+    shifted right), a test of whether a layer call was the decoder's; None for other models."""
+    if not getattr(getattr(model, "config", None), "is_encoder_decoder", False) or not hasattr(model, "get_decoder"):
+        return None
+    decoder = {id(m) for m in model.get_decoder().modules()}
+    encoder = {id(m) for m in model.get_encoder().modules()} if hasattr(model, "get_encoder") else set()
+
+    def is_decoder_call(capture, input_ids: torch.Tensor) -> bool:
+        if id(capture.module) not in decoder:
+            return False
+        if id(capture.module) not in encoder:
+            return True
+        # a layer both stacks call (T5's shared embedding): the decoder's call reads the shifted ids
+        read = capture.layer_input
+        return not (read.shape == input_ids.shape and torch.equal(read, input_ids))
+
+    return is_decoder_call
+
+
+def _batch_scores(model, batch, owners, params, layout, direction, top_k_classes, expand, fold,
+                  decoder_call=None) -> list[TokenScores]:
     b, length = batch["input_ids"].shape[:2]
     with CaptureLayers([m for m, _ in owners], b, expand, fold, positions=length) as capture:
         logits = class_logits(model, batch)
@@ -158,7 +180,13 @@ def _batch_scores(model, batch, owners, params, layout, direction, top_k_classes
             g = g.reshape(g.shape[0], b, -1, *g.shape[2:])
         flow = (g.double() * change.double().unsqueeze(0))  # (k, b, ...)
         if flow.ndim >= 4 and flow.shape[2] == length:  # (k, b, positions, features...)
-            per_position += flow.reshape(k, b, length, -1).sum(dim=-1)
+            flow = flow.reshape(k, b, length, -1).sum(dim=-1)
+            if decoder_call is not None and decoder_call(cap, batch["input_ids"]):
+                # the decoder's position t reads token t − 1; its position 0 reads the start token, no
+                # token of the text, and counts with the head
+                head += flow[:, :, 0]
+                flow = torch.nn.functional.pad(flow[:, :, 1:], (0, 1))
+            per_position += flow
         else:
             head += flow.reshape(k, b, -1).sum(dim=-1)
     per_position *= sqrt_p.T.double()[:, :, None]
