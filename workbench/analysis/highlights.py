@@ -114,6 +114,7 @@ def token_scores(
     direction = layout.split(decomposition.component(component))
     owners = _owning_modules(model, params)
     decoder_call = _decoder_calls(model)
+    left_out: set[str] = set()
     results: list[TokenScores] = []
     with _FORWARD_AD, eval_mode(model):
         expand, fold, unpadded = set(), set(), False
@@ -130,9 +131,12 @@ def token_scores(
             scored: list[TokenScores | None] = [None] * n_inputs(batch)
             for rows, part in groups_as_computed(batch, unpadded):
                 for row, score in zip(rows.tolist(), _batch_scores(model, part, owners, params, layout, direction,
-                                                                    top_k_classes, expand, fold, decoder_call)):
+                                                                    top_k_classes, expand, fold, decoder_call, left_out)):
                     scored[row] = score
             results.extend(scored)
+    if left_out:
+        logger.warning("layers called with more than their input (%s) are left out of the token scores: the shares "
+                       "are of the rest of the component's mass", ", ".join(sorted(left_out)))
     return results
 
 
@@ -157,7 +161,8 @@ def _decoder_calls(model):
 
 
 def _batch_scores(model, batch, owners, params, layout, direction, top_k_classes, expand, fold,
-                  decoder_call=None) -> list[TokenScores]:
+                  decoder_call=None, left_out: set | None = None) -> list[TokenScores]:
+    left_out = set() if left_out is None else left_out
     b, length = batch["input_ids"].shape[:2]
     with CaptureLayers([m for m, _ in owners], b, expand, fold, positions=length) as capture:
         logits = class_logits(model, batch)
@@ -175,10 +180,16 @@ def _batch_scores(model, batch, owners, params, layout, direction, top_k_classes
             a: torch.as_tensor(direction[layout.names[i]], dtype=params[i].dtype, device=params[i].device)
             for a, i in attrs.items()
         }
-        change = _output_change(cap.module, cap.layer_input, tangents)  # (b, ...)
+        try:
+            change = _output_change(cap.module, cap.layer_input, tangents)  # (b, ...)
+        except TypeError:  # a layer called with more than its input (a mixture's experts, with their routing)
+            left_out.add(type(cap.module).__name__)
+            continue
         if g.shape[1] != b:  # examples × positions folded into one axis (OPT): unfolded like the input
             g = g.reshape(g.shape[0], b, -1, *g.shape[2:])
         flow = (g.double() * change.double().unsqueeze(0))  # (k, b, ...)
+        if flow.ndim >= 4 and flow.shape[2] > length and not bool(flow[:, :, length:].any()):
+            flow = flow[:, :, :length]  # positions the model padded on itself (Longformer, to its window): no flow
         if flow.ndim >= 4 and flow.shape[2] == length:  # (k, b, positions, features...)
             flow = flow.reshape(k, b, length, -1).sum(dim=-1)
             if decoder_call is not None and decoder_call(cap, batch["input_ids"]):

@@ -325,12 +325,13 @@ class RunExplorer:
         note = ""
         if highlight and examples:
             if self.has_model:
-                self._score_tokens(component, examples)
+                note = self._score_tokens(component, examples)
             else:
                 note = "Tokens are not highlighted: this run folder has no model/ to score them with."
         return TopExamplesPage(int(component), examples, page, page_size, len(ranking), self.label_names, note)
 
-    def _score_tokens(self, component: int, examples: list[HighlightedExample]) -> None:
+    def _score_tokens(self, component: int, examples: list[HighlightedExample]) -> str:
+        """Scores the examples' tokens in place; returns why they are not highlighted, or ""."""
         from ..analysis.highlights import real_positions, token_scores  # on use, as the other imports of torch below
         from ..analysis.token_shares import token_shares
         from ..models.text import encode_texts
@@ -340,6 +341,9 @@ class RunExplorer:
         encoded = encode_texts(model, tokenizer, [e.text for e in examples], self.max_length, warn=False, spans=True)
         with self.model_lock:
             scores = token_scores(model, self.decomposition, component, encoded.inputs, device=self.device)
+        if not any(s.projection > 0 for s in scores):
+            return ("Tokens are not highlighted: none of the component's layers could be read per token, so every "
+                    "score is zero (layers called time-major, as XLNet's, are left out: see the log).")
         for k, (e, s) in enumerate(zip(examples, scores)):
             real = real_positions(encoded.inputs, k)  # the scores are of these, whichever side the padding is on
             e.tokens = tokenizer.convert_ids_to_tokens(encoded.inputs["input_ids"][k, real].tolist())
@@ -349,6 +353,7 @@ class RunExplorer:
             shares = token_shares(e.scores, e.special, e.head_share)
             e.visible, e.visible_share, e.special_share = shares.visible, shares.visible_share, shares.special_share
             e.spans = encoded.text_spans(k)
+        return ""
 
     # -- perturbations -----------------------------------------------------------------
 
