@@ -84,37 +84,50 @@ def encode_texts(model, tokenizer, texts: Sequence[str], max_length: int, *, war
     """``texts`` as the inputs of ``model``: the prompts of its ``encode`` when it has one (a language
     model read as a classifier: left padded, cut at the start), else the tokenizer's (padded to the
     longest text, cut at the end). ``warn``: a :class:`TruncationWarning` for texts that were cut;
-    ``spans``: each token's characters and word (fast tokenizers only)."""
+    ``spans``: each token's characters and word (fast tokenizers only). Special tokens are those
+    the tokenizer marks: an unknown word's [UNK] is a word of the text."""
     texts = list(texts)
     fast = spans and getattr(tokenizer, "is_fast", False)
-    prompts = getattr(model, "prompts", None)
-    # Special tokens as the tokenizer marks them: an unknown word's [UNK] is a word of the text.
-    if prompts is None:
-        encoded = tokenizer(texts, padding="longest", truncation=True, max_length=max_length, return_tensors="pt",
-                            return_offsets_mapping=fast, return_special_tokens_mask=True)
-        if warn:
-            warn_truncated(truncated_rows(tokenizer, texts, encoded, max_length), len(texts), max_length, stacklevel=4)
-        inputs = dict(encoded)
-        offsets = inputs.pop("offset_mapping", None)
-        marked = inputs.pop("special_tokens_mask")
-        strings, starts = texts, [0] * len(texts)
-        kept = [m.bool().tolist() for m in inputs["attention_mask"]]
-        special = [np.array([bool(s) for s, k in zip(row.tolist(), keep) if k], dtype=bool) for row, keep in zip(marked, kept)]
-        rows = None if offsets is None else [[o for o, k in zip(row.tolist(), keep) if k] for row, keep in zip(offsets, kept)]
-        words = None if offsets is None else [[w for w, k in zip(encoded.word_ids(i), keep) if k] for i, keep in enumerate(kept)]
-    else:
-        inputs = model.encode(texts, max_length, warn=warn)
-        strings = prompts(texts)
-        starts = [len(model.template.format(text="\x00").split("\x00")[0])] * len(texts)
-        # the prompts tokenized as ``encode`` does them, cut alike
-        encoded = tokenizer(strings, return_offsets_mapping=fast, return_special_tokens_mask=True)
-        special = [np.array(m[-max_length:], dtype=bool) for m in encoded["special_tokens_mask"]]
-        rows = [list(o)[-max_length:] for o in encoded["offset_mapping"]] if fast else None
-        words = [encoded.word_ids(i)[-max_length:] for i in range(len(strings))] if fast else None
-    rows = None if rows is None else [[tuple(map(int, span)) for span in row] for row in rows]
-    template = [np.zeros(int(m.sum()), dtype=bool) for m in inputs["attention_mask"]]
-    if prompts is not None and rows is not None:
+    if getattr(model, "prompts", None) is None:
+        return _classifier_inputs(tokenizer, texts, max_length, warn, fast)
+    return _prompt_inputs(model, tokenizer, texts, max_length, warn, fast)
+
+
+def _classifier_inputs(tokenizer, texts: list[str], max_length: int, warn: bool, fast: bool) -> EncodedTexts:
+    encoded = tokenizer(texts, padding="longest", truncation=True, max_length=max_length, return_tensors="pt",
+                        return_offsets_mapping=fast, return_special_tokens_mask=True)
+    if warn:
+        warn_truncated(truncated_rows(tokenizer, texts, encoded, max_length), len(texts), max_length, stacklevel=5)
+    inputs = dict(encoded)
+    offsets, marked = inputs.pop("offset_mapping", None), inputs.pop("special_tokens_mask")
+    kept = [m.bool().tolist() for m in inputs["attention_mask"]]
+
+    def real(rows) -> list[list]:  # each row's entries at the tokens its mask keeps
+        return [[value for value, keep in zip(row, keep_row) if keep] for row, keep_row in zip(rows, kept)]
+
+    special = [np.array(row, dtype=bool) for row in real(marked.tolist())]
+    rows = None if offsets is None else real(offsets.tolist())
+    words = None if offsets is None else real([encoded.word_ids(i) for i in range(len(texts))])
+    no_template = [np.zeros(len(s), dtype=bool) for s in special]
+    return EncodedTexts(inputs, texts, [0] * len(texts), no_template, special, _as_spans(rows), words)
+
+
+def _prompt_inputs(model, tokenizer, texts: list[str], max_length: int, warn: bool, fast: bool) -> EncodedTexts:
+    inputs = model.encode(texts, max_length, warn=warn)
+    strings = model.prompts(texts)
+    start = len(model.template.format(text="\x00").split("\x00")[0])  # where the text begins in its prompt
+    # the prompts tokenized as ``encode`` does them, cut alike (at the start)
+    encoded = tokenizer(strings, return_offsets_mapping=fast, return_special_tokens_mask=True)
+    special = [np.array(m[-max_length:], dtype=bool) for m in encoded["special_tokens_mask"]]
+    rows = _as_spans([list(o)[-max_length:] for o in encoded["offset_mapping"]] if fast else None)
+    words = [encoded.word_ids(i)[-max_length:] for i in range(len(strings))] if fast else None
+    template = [np.zeros(len(s), dtype=bool) for s in special]  # unknown without spans (slow tokenizers)
+    if rows is not None:
         template = [np.array([b <= a or not (start <= a and b <= start + len(text)) for a, b in row])
-                    for row, start, text in zip(rows, starts, texts)]
+                    for row, text in zip(rows, texts)]
     special = [s | t for s, t in zip(special, template)]
-    return EncodedTexts(inputs, strings, starts, template, special, rows, words)
+    return EncodedTexts(inputs, strings, [start] * len(texts), template, special, rows, words)
+
+
+def _as_spans(rows) -> list[list[tuple[int, int]]] | None:
+    return None if rows is None else [[tuple(map(int, span)) for span in row] for row in rows]
