@@ -160,9 +160,8 @@ def _decoder_calls(model):
     return is_decoder_call
 
 
-def _batch_scores(model, batch, owners, params, layout, direction, top_k_classes, expand, fold,
-                  decoder_call=None, left_out: set | None = None) -> list[TokenScores]:
-    left_out = set() if left_out is None else left_out
+def _batch_scores(model, batch, owners, params, layout, direction, top_k_classes, expand, fold, decoder_call,
+                  left_out: set[str]) -> list[TokenScores]:
     b, length = batch["input_ids"].shape[:2]
     with CaptureLayers([m for m, _ in owners], b, expand, fold, positions=length) as capture:
         logits = class_logits(model, batch)

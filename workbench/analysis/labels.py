@@ -169,8 +169,7 @@ def top_tokens(model, tokenizer, decomposition, texts: Sequence[str], top_sets: 
         for k, example in enumerate(scores):
             kept = encoded.inputs["attention_mask"][k].bool()
             tokens = tokenizer.convert_ids_to_tokens(encoded.inputs["input_ids"][k][kept].tolist())
-            word_ids = None if encoded.word_ids is None else [  # a prompt's template is no word of the text
-                None if template else w for w, template in zip(encoded.word_ids[k], encoded.template[k])]
+            word_ids = None if encoded.word_ids is None else encoded.word_ids[k]
             groups = word_groups(tokenizer, tokens, word_ids, encoded.special[k])
             words.append([word for word, _, _ in groups])
             word_scores.append(np.array([example.scores[where].sum() for _, where, _ in groups]))

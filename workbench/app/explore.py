@@ -192,9 +192,10 @@ class RunExplorer:
         when the run has one."""
         from ..models.prompt import prompt_of
 
-        words = getattr(self._model, "label_words", None)
-        prompt = prompt_of(self.run.path / MODEL) if self._model is None else None
-        words = prompt["label_words"] if prompt is not None else words
+        if self._model is not None:
+            words = getattr(self._model, "label_words", None)
+        else:
+            words = (prompt_of(self.run.path / MODEL) or {}).get("label_words")
         if words is not None:
             return {str(k): str(w) for k, w in enumerate(words)}
         config = self.run.path / MODEL / "config.json"

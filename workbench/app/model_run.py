@@ -121,14 +121,15 @@ def run_model(
 
 
 def _check_prompt(template, label_words) -> None:
+    from ..models.prompt import check_template
+
     if template is None and label_words is None:
         return
     if template is None or label_words is None:
         raise ValueError("a language model is read as a classifier with both template= (the prompt, with {text}) and "
                          "label_words= (one word per class, in class order); pass both, or neither for a sequence "
                          "classifier")
-    if not isinstance(template, str) or "{text}" not in template:
-        raise ValueError(f"the template {template!r} has no '{{text}}' slot for the example's text")
+    check_template(template)
     if isinstance(label_words, str) or len(label_words) < 2:
         raise ValueError(f"label_words must be a list of at least two words, one per class, got {label_words!r}")
 

@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .prompt import PROMPT_FILE, prompt_of
+from .loading import in_float32
+from .prompt import PROMPT_FILE, check_template, prompt_of
 from .text import warn_truncated
 
 logger = logging.getLogger(__name__)
@@ -95,8 +96,7 @@ class ZeroShotClassifier(nn.Module):
         label_prefix: str = " ",
     ):
         super().__init__()
-        if "{text}" not in template:
-            raise ValueError(f"the template {template!r} has no '{{text}}' slot for the example's text")
+        check_template(template)
         self.lm = lm
         self.tokenizer = tokenizer
         self.template = template
@@ -207,7 +207,7 @@ def load_zero_shot(folder: str | os.PathLike) -> tuple[ZeroShotClassifier, objec
     if prompt is None:
         raise FileNotFoundError(f"{folder} has no {PROMPT_FILE}: save the prompt with save_prompt(folder, template, "
                                 "label_words), or load a sequence classifier with load_classifier")
-    lm = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval()
+    lm = in_float32(AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     return ZeroShotClassifier(lm, tokenizer, prompt["template"], prompt["label_words"],
                               label_prefix=prompt.get("label_prefix", " ")).eval(), tokenizer

@@ -17,6 +17,12 @@ from pathlib import Path
 PROMPT_FILE = "prompt.json"
 
 
+def check_template(template) -> None:
+    """A prompt template must have the ``{text}`` slot where each example's text goes."""
+    if not isinstance(template, str) or "{text}" not in template:
+        raise ValueError(f"the template {template!r} has no '{{text}}' slot for the example's text")
+
+
 def save_prompt(folder: str | os.PathLike, template: str, label_words: Sequence[str], label_prefix: str = " ") -> None:
     """Record in a saved language model's ``folder`` the prompt that reads it as a classifier, so that
     :func:`workbench.models.lm.load_zero_shot` (and the workbench, for a run's ``model/``) rebuild the same classifier."""

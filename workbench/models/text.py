@@ -69,7 +69,7 @@ class EncodedTexts:
     template: list[np.ndarray]  # per row, per real token: True where it is the prompt's, not the text's
     special: list[np.ndarray]  # per row, per real token: the tokenizer's special tokens ([CLS], <s>) and the template's
     spans: list[list[tuple[int, int]]] | None = None  # per row, per real token: its characters in the string
-    word_ids: list[list[int | None]] | None = None  # per row, per real token: its word (None: special)
+    word_ids: list[list[int | None]] | None = None  # per row, per real token: its word (None: special or template)
 
     def text_spans(self, row: int) -> list[tuple[int, int]] | None:
         """The row's token spans in its text; the template's tokens (and special ones) get (0, 0)."""
@@ -126,6 +126,8 @@ def _prompt_inputs(model, tokenizer, texts: list[str], max_length: int, warn: bo
         template = [np.array([b <= a or not (start <= a and b <= start + len(text)) for a, b in row])
                     for row, text in zip(rows, texts)]
     special = [s | t for s, t in zip(special, template)]
+    if words is not None:  # the template is no word of the text
+        words = [[None if t else w for w, t in zip(row, flags)] for row, flags in zip(words, template)]
     return EncodedTexts(inputs, strings, [start] * len(texts), template, special, rows, words)
 
 

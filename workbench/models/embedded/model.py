@@ -419,8 +419,7 @@ def load_default_model(path: str | os.PathLike) -> tuple[PreTrainedModel, PreTra
     transformers_logging.disable_progress_bar()
     try:
         if prompt_of(path) is not None:  # a language model read as a classifier (run_model's template=)
-            model, tokenizer = load_zero_shot(path)
-            return in_float32(model), tokenizer
+            return load_zero_shot(path)
         model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
     finally:
         if shown:
