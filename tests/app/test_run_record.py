@@ -4,6 +4,8 @@ is missing and how to finish it."""
 
 import json
 import shutil
+import subprocess
+import sys
 
 import nbformat
 import pytest
@@ -12,7 +14,10 @@ from tests.widgets.synthetic import synthetic_run
 from workbench.app import notebook as notebook_module
 from workbench.app.explore import RunExplorer
 from workbench.app.notebook import run_notebook
+from workbench.app.pipeline import check_new_run_folder, run_embedded
 from workbench.app.run_folder import COMPONENTS, DECOMPOSITION, RUN_RECORD, IncompleteRunError, Run
+from workbench.store.files import StoreError
+from workbench.store.lock import LOCK, FolderBusyError, exclusive
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +117,62 @@ def test_a_pipeline_run_by_a_notebook_keeps_the_notebook_s_entry_until_the_noteb
     assert record["notebooks"] == {"quickstart": entry} and record["status"] == "running"
     finished = notebook_module._with_notebook(folder, "quickstart", dict(entry, status="complete"), {}, finished=True)
     assert finished["status"] == "complete"
+
+
+def test_a_run_killed_just_after_its_first_record_is_not_taken_for_finished(finished, tmp_path):
+    # a rerun with new parameters writes its record (no stages yet) over a finished folder's files, and is killed
+    folder = _copy(finished, tmp_path, status="running", stages={}, params={"n_components": 9})
+    with pytest.raises(IncompleteRunError, match=r"missing: examples\.parquet, decomposition\.safetensors, components\.csv"):
+        Run.open(folder)
+
+
+def test_a_folder_holding_files_of_two_runs_is_refused(finished, tmp_path):
+    other = synthetic_run(tmp_path / "other", n_components=4, n_examples=120)
+    folder = _copy(finished, tmp_path)
+    shutil.copy(other / DECOMPOSITION, folder / DECOMPOSITION)
+    with pytest.raises(StoreError, match=r"mixes files of different runs: examples\.parquet has 200 examples, "
+                                         r"decomposition\.safetensors has 120"):
+        Run.open(folder)
+    folder = _copy(finished, tmp_path / "b")
+    table = Run(folder).components()
+    table.iloc[:2].to_csv(folder / COMPONENTS)
+    with pytest.raises(StoreError, match=r"components\.csv has 2 components and decomposition\.safetensors 4"):
+        Run.open(folder)
+
+
+def test_damaged_tables_and_records_of_a_later_version_are_named(finished, tmp_path):
+    folder = _copy(finished, tmp_path)
+    (folder / "examples.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(StoreError, match=r"examples\.parquet cannot be read \(damaged"):
+        Run.open(folder)
+    folder = _copy(finished, tmp_path / "b", format_version=99)
+    with pytest.raises(StoreError, match=r"format version 99; this package .* reads version 1"):
+        Run.open(folder)
+
+
+def test_a_folder_another_process_writes_is_refused_and_a_killed_writer_frees_it(tmp_path):
+    folder = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from workbench.store.lock import exclusive\n"
+                               f"with exclusive({str(folder)!r}, 'a run'):\n print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(FolderBusyError, match=rf"another process \(pid {holder.pid}\) is writing a run into"):
+            run_embedded(folder, n_examples=8, n_components=2, progress=False)
+        assert sorted(p.name for p in folder.iterdir()) == [LOCK]  # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+    with exclusive(folder, "a run"):  # the lock died with its process
+        pass
+    check_new_run_folder(folder)  # a folder holding only a lock is still a new run's
+
+
+def test_an_unfinished_run_names_the_command_that_made_it(finished, tmp_path):
+    folder = _copy(finished, tmp_path, made_by="run_model", status="running", stages={"pefs": {"status": "running"}})
+    with pytest.raises(IncompleteRunError, match=r"run_model\('.*run', \.\.\.\)"):
+        Run.open(folder)
+    folder = _copy(finished, tmp_path / "b", status="running", stages={"pefs": {"status": "running"}},
+                   notebooks={"quickstart": {"source": "notebooks/quickstart.ipynb", "status": "running"}})
+    with pytest.raises(IncompleteRunError, match=r"python -m workbench run notebooks/quickstart\.ipynb --out "):
+        Run.open(folder)

@@ -1,5 +1,6 @@
 """Static HTML: escaping, charts that carry the result's numbers, the run section, report folders."""
 
+import os
 import re
 from html import unescape
 
@@ -9,6 +10,7 @@ import pytest
 
 from tests.conftest import HOSTILE_TEXTS
 from workbench import report
+from workbench.report import pages
 from workbench.app.explore import RunExplorer
 
 
@@ -99,6 +101,39 @@ def test_report_splits_into_linked_pages_above_the_limit(hostile, perturbation, 
     assert not list(tmp_path.glob(".report.*"))  # no staging folder left behind
 
 
+def test_what_killed_exports_left_is_cleared_and_a_report_moved_aside_comes_back(hostile, tmp_path):
+    import subprocess
+    import sys
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    out = tmp_path / "report"
+    report.export_html(hostile, out, n_examples=1, highlight=False, dashboards=False, traces=False, progress=False)
+    # an export killed between its two renames: the previous report aside, none in place; another killed while writing
+    aside = tmp_path / f".report.old-{dead}-0123abcd"
+    out.rename(aside)
+    (tmp_path / f".report.tmp-{dead}-4567ef01").mkdir()
+    live = tmp_path / f".report.tmp-{os.getpid()}-89ab0123"  # an export still at work keeps its folder
+    live.mkdir()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pages, "_component_section", killed)
+        with pytest.raises(KeyboardInterrupt):
+            report.export_html(hostile, out, n_examples=1, highlight=False, dashboards=False, traces=False,
+                               progress=False)
+    assert (out / "index.html").is_file()  # the previous report, back in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "report"])
+
+
+def test_a_run_folder_s_path_is_not_an_explorer(hostile_run, tmp_path):
+    with pytest.raises(TypeError, match=r"export_html takes a RunExplorer, got the path .*RunExplorer\.open\(path\)"):
+        report.export_html(str(hostile_run.path), tmp_path / "report")
+    assert not (tmp_path / "report").exists()
+
+
 def test_token_colours_scale_with_the_score():
     assert report.token_colour(0.5, 0.5) == "rgba(255,140,0,0.80)"
     assert report.token_colour(-0.25, 0.5) == "rgba(40,120,255,0.40)"
@@ -131,8 +166,12 @@ def test_chart_labels_from_the_data_are_not_read_as_plotly_markup():
 def test_pages_fit_small_screens_and_dark_themes():
     page = report.html_page("t", "<p>x</p>")
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
-    # the page's own colours on a background of its own: readable inside a dark JupyterLab theme
-    assert "background: #fff; color-scheme: light" in report.CSS
+    # the page's own colours on a background of its own: readable inside a dark JupyterLab theme;
+    # light unless the system asks for dark (the colours are variables, set again for dark)
+    assert "--bg: #fff;" in report.CSS and "background: var(--bg)" in report.CSS
+    dark = report.CSS.split("@media (prefers-color-scheme: dark)")[1].split("\n}")[0]
+    assert "color-scheme: dark" in dark and "--bg: #1b1d21" in dark and "--fg: #e4e4e4" in dark
+    assert '<meta name="color-scheme" content="light dark">' in page
     assert "mathjax_ignore" in report.fragment("$a^2$")  # JupyterLab does not typeset the data's dollars
 
 
@@ -166,3 +205,85 @@ def test_pieces_of_one_character_show_it_once():
     page = report.highlighted_text_html("café!", ["ca", "f", "Ã", "©", "!"], [0.1, 0.2, 0.3, 0.4, 0.0],
                                         spans=[(0, 2), (2, 3), (3, 4), (3, 4), (4, 5)])
     assert html_module.unescape(re.sub(r"<[^>]+>", "", page)) == "café!"
+
+
+def test_charts_take_the_width_of_their_box():
+    """A chart has no width of its own: plotly sizes it to its box, and again whenever the box
+    changes (a chart drawn while the page loads is later squeezed beside its neighbours)."""
+    figure = report.kl_figure().update_layout(width=900)
+    for include in (False, True):
+        html = report.figure_html(figure, include_plotlyjs="cdn" if include else False)
+        assert '"autosize":true' in html and '"width":900' not in html
+        assert "new ResizeObserver" in html and "Plotly.Plots.resize(div)" in html
+        assert '"responsive": true' in html or '"responsive":true' in html
+    assert figure.layout.width == 900  # the caller's figure is not changed
+
+
+#: The record of a run that the quickstart notebook made, as it is while the notebook writes its
+#: report: the pipeline's stages done, the notebook's own entry (and so the run) still running.
+QUICKSTART_RECORD = {
+    "status": "running", "started": "2026-01-01T10:00:00+00:00", "finished": "2026-01-01T10:00:40+00:00",
+    "stages": {"model": {"status": "done", "seconds": 15.4}, "fit": {"status": "done", "seconds": 4.8}},
+    "notebooks": {"quickstart": {"source": "notebooks/quickstart.ipynb", "status": "running", "papermill": "2.7.0",
+                                 "parameters": {"seed": 0}, "injected": []}},
+}
+
+
+def test_a_report_written_by_its_notebook_does_not_say_running_for_ever():
+    section = report.run_section_html(QUICKSTART_RECORD)
+    assert "<b>running</b>" not in section and "running in ? s" not in section
+    assert "<b>pipeline complete</b> (all 2 stages done; notebook quickstart was still running when this was written)" \
+        in section
+    assert "still running when this was written, papermill 2.7.0" in section and "in 40 s" in section
+    assert "status pipeline complete" in report.run_section_text(QUICKSTART_RECORD)
+    # a stage still running (or stopped there) keeps the run "running", and says which
+    stopped = dict(QUICKSTART_RECORD, stages={"model": {"status": "done", "seconds": 15.4},
+                                              "fit": {"status": "running"}})
+    section = report.run_section_html(stopped)
+    assert "<b>running</b>" in section and "<b>fit</b> running" in section and "running s" not in section
+    failed = dict(QUICKSTART_RECORD, status="failed", stages={"fit": {"status": "failed", "seconds": 2.5}})
+    section = report.run_section_html(failed)
+    assert "<b>failed</b>" in section and "<b>fit</b> failed after 2.5 s" in section
+    done = dict(QUICKSTART_RECORD, status="complete",
+                notebooks={"quickstart": dict(QUICKSTART_RECORD["notebooks"]["quickstart"], status="complete",
+                                              seconds=61.2)})
+    section = report.run_section_html(done)
+    assert "<b>complete</b>," in section and "complete in 61.2 s" in section and "still running" not in section
+    # the names in the note come from the record: escaped
+    hostile = dict(QUICKSTART_RECORD, notebooks={"<img src=x>": QUICKSTART_RECORD["notebooks"]["quickstart"]})
+    assert "<img src=x" not in report.run_section_html(hostile)
+
+
+@pytest.mark.slow
+def test_the_quickstart_report_shows_its_pipeline_complete(quickstart_run):
+    html = (quickstart_run.folder / "report" / "index.html").read_text()
+    run = html.split('<section class="this-run">')[1].split("</section>")[0]
+    assert "<b>pipeline complete</b>" in run and "still running when this was written" in run
+    assert "<b>running</b>" not in run
+
+
+def test_mass_bars_are_scaled_to_the_largest_mass():
+    """Masses are shares of the whole (1/n on average): bars 40 px × mass were 1 to 4 px wide."""
+    table = pd.DataFrame({"mass": [0.1, 0.05, 0.0125], "strategy_purity": [0.5, 1.0, 0.25]},
+                         index=pd.Index([0, 1, 2], name="component"))
+    assert report.bar_columns(table) == {"mass": 0.1, "strategy_purity": 1.0}
+    html = report.table_html(table, bars=report.bar_columns(table))
+    widths = [int(w) for w in re.findall(r'class="bar" style="width:(\d+)px"', html)]
+    assert widths == [40, 20, 20, 40, 5, 10]  # mass relative to the largest, purity to 1
+    assert ">0.0125<" in html and ">0.05<" in html  # the numbers are still shown
+    # one row has nothing to compare its mass with, unless the whole table's scale is given
+    row = table.iloc[[1]]
+    assert 'width:' not in report.table_html(row, bars=report.bar_columns(row)).split("<td")[2]
+    assert "width:20px" in report.table_html(row, bars=report.bar_columns(table))
+    assert report.table_html(table, bars=["strategy_purity"]).count('class="bar"') == 3  # a list: full at 1
+
+
+def test_sortable_headers_are_reached_and_used_from_the_keyboard():
+    frame = pd.DataFrame({"<b>x</b>": [2.0, 1.0]}, index=pd.Index([0, 1], name="component"))
+    html = report.table_html(frame, sortable=True, titles={"<b>x</b>": 'a "definition"'})
+    assert html.count('tabindex="0"') == 2 and "<b>x</b>" not in html
+    assert '<th title="a &quot;definition&quot;" tabindex="0">&lt;b&gt;x&lt;/b&gt;</th>' in html
+    assert "tabindex" not in report.table_html(frame)  # a table that does not sort has no focus stops
+    script = report.SORT_SCRIPT
+    assert '"keydown"' in script and 'event.key !== "Enter"' in script and 'event.key !== " "' in script
+    assert 'setAttribute("aria-sort", ascending ? "ascending" : "descending")' in script

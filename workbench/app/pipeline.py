@@ -15,7 +15,8 @@ from ..core.device import resolve_device
 from ..core.kinds import KINDS
 from ..npeff import estimator_for
 from ..runner import write_pefs
-from ..store.files import StoreError, read_json
+from ..store.files import StoreError, atomic_path, read_json
+from ..store.lock import LOCK, exclusive
 from .run_folder import COMPONENTS, DECOMPOSITION, EXAMPLES, MODEL, PEFS, RUN_RECORD, Run, RunRecorder
 
 logger = logging.getLogger(__name__)
@@ -76,45 +77,48 @@ def run_embedded(
     params["out"] = str(out)
     resolved = resolve_device(device)
     check_new_run_folder(out)
-    recorder = RunRecorder(out, params, device=resolved, seeds={"model": seed, "examples": seed + ANALYSIS_SEED_OFFSET, "fit": seed})
+    with exclusive(out, "a run"):  # two runs in one folder would leave it mixed, yet marked complete
+        recorder = RunRecorder(out, params, device=resolved, seeds={"model": seed, "examples": seed + ANALYSIS_SEED_OFFSET, "fit": seed})
 
-    with recorder.stage("model"):
-        source = Path(model_path) if model_path is not None else default_model(base=base, seed=seed, progress=progress)
-        if (out / MODEL).exists():
-            shutil.rmtree(out / MODEL)
-        shutil.copytree(source, out / MODEL)
-        model, tokenizer = load_default_model(out / MODEL)
-        training = source / "training.json"
-        if training.exists():
-            recorder.figure("model_heldout_accuracy", read_json(training).get("accuracy"))
+        with recorder.stage("model"):
+            source = Path(model_path) if model_path is not None else default_model(base=base, seed=seed, progress=progress)
+            if (out / MODEL).exists():
+                shutil.rmtree(out / MODEL)
+            shutil.copytree(source, out / MODEL)
+            model, tokenizer = load_default_model(out / MODEL)
+            training = source / "training.json"
+            if training.exists():
+                recorder.figure("model_heldout_accuracy", read_json(training).get("accuracy"))
 
-    with recorder.stage("examples"):
-        examples = analysis_examples(n_examples, seed=seed, model_folder=source)
-        inputs = tokenize(tokenizer, list(examples["text"]))
+        with recorder.stage("examples"):
+            examples = analysis_examples(n_examples, seed=seed, model_folder=source)
+            inputs = tokenize(tokenizer, list(examples["text"]))
 
-    with recorder.stage("pefs"):
-        store = write_or_resume_pefs(
-            out / PEFS, model, inputs, examples["label"].to_numpy(),
-            kind=kind, n_values=n_values, batch_size=batch_size, device=resolved, progress=progress, **SCOPES[scope],
-            provenance={"model_path": str(source), "base": base, "seed": seed, "examples_seed": seed + ANALYSIS_SEED_OFFSET},
-        )
-        pefs = store.load()
-        examples["prediction"] = pefs.predictions
-        examples.to_parquet(out / EXAMPLES)
-        accuracy = float(np.mean(pefs.predictions == pefs.labels))
-        recorder.figure("analysis_accuracy", accuracy)
+        with recorder.stage("pefs"):
+            store = write_or_resume_pefs(
+                out / PEFS, model, inputs, examples["label"].to_numpy(),
+                kind=kind, n_values=n_values, batch_size=batch_size, device=resolved, progress=progress, **SCOPES[scope],
+                provenance={"model_path": str(source), "base": base, "seed": seed, "examples_seed": seed + ANALYSIS_SEED_OFFSET},
+            )
+            pefs = store.load()
+            examples["prediction"] = pefs.predictions
+            with atomic_path(out / EXAMPLES) as tmp:
+                examples.to_parquet(tmp)
+            accuracy = float(np.mean(pefs.predictions == pefs.labels))
+            recorder.figure("analysis_accuracy", accuracy)
 
-    estimator = fit_stage(recorder, out, pefs, kind, n_components, n_iters_g_only, n_iters_joint, seed=seed,
-                          device=resolved, progress=progress)
+        estimator = fit_stage(recorder, out, pefs, kind, n_components, n_iters_g_only, n_iters_joint, seed=seed,
+                              device=resolved, progress=progress)
 
-    with recorder.stage("analysis"):
-        table = strategy_table(estimator, pefs, examples, n_top)
-        table.to_csv(out / COMPONENTS)
-        for name, value in strategy_figures(table, examples, n_top).items():
-            recorder.figure(name, value)
+        with recorder.stage("analysis"):
+            table = strategy_table(estimator, pefs, examples, n_top)
+            with atomic_path(out / COMPONENTS) as tmp:
+                table.to_csv(tmp)
+            for name, value in strategy_figures(table, examples, n_top).items():
+                recorder.figure(name, value)
 
-    recorder.finish()
-    return Run(out)
+        recorder.finish()
+        return Run(out)
 
 
 def fit_stage(recorder: RunRecorder, out: Path, pefs, kind: str, n_components: int, n_iters_g_only: int,
@@ -132,7 +136,8 @@ def fit_stage(recorder: RunRecorder, out: Path, pefs, kind: str, n_components: i
 def check_new_run_folder(out: Path) -> None:
     """A run writes its model, PEFs and results into ``out``, replacing what is there: a folder
     with files and no run record might be the user's, and is refused."""
-    if out.is_dir() and not (out / RUN_RECORD).exists() and any(out.iterdir()):
+    # the lock is all a run killed before its first record leaves
+    if out.is_dir() and not (out / RUN_RECORD).exists() and any(p.name != LOCK for p in out.iterdir()):
         raise ValueError(f"{out} holds files and is not a run folder (it has no {RUN_RECORD}): a run writes its "
                          f"model, PEFs and results into its folder, replacing what is there; choose a new or empty "
                          f"folder, such as {out / 'run'}")

@@ -27,11 +27,12 @@ from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
+from safetensors import safe_open
 
 from .. import report
-from ..store.files import StoreError, check_folder, read_json, write_json, writing
+from ..store.files import StoreError, check_folder, check_format, read_json, write_json, writing
 from ..store.formats import RUN_RECORD as RUN_FORMAT
-from ..store.pef_store import load_pefs
+from ..store.pef_store import PefStore, load_pefs
 
 RUN_RECORD = "run.json"
 MODEL = "model"
@@ -79,7 +80,8 @@ def environment(device=None) -> dict:
 class RunRecorder:
     """Writes a run's record as it goes: ``with recorder.stage("pefs"): ...``."""
 
-    def __init__(self, path: str | os.PathLike, params: dict, *, device=None, seeds: dict | None = None):
+    def __init__(self, path: str | os.PathLike, params: dict, *, device=None, seeds: dict | None = None,
+                 made_by: str | None = None):
         self.path = check_folder(path, "the run")
         with writing(self.path):
             self.path.mkdir(parents=True, exist_ok=True)
@@ -87,6 +89,7 @@ class RunRecorder:
             **RUN_FORMAT.header(),
             "started": now(),
             "status": "running",
+            **({"made_by": made_by} if made_by else {}),
             "params": dict(params),
             "seeds": dict(seeds or {}),
             "environment": environment(device),
@@ -151,6 +154,7 @@ def read_run_record(path: str | os.PathLike) -> dict:
     record = read_json(Path(path) / RUN_RECORD)
     if record.get("format") != RUN_FORMAT.name:
         raise StoreError(f"{path} is not a run folder of this package (no {RUN_RECORD} of format {RUN_FORMAT.name})")
+    check_format(record, RUN_FORMAT, Path(path) / RUN_RECORD)
     return record
 
 
@@ -203,22 +207,65 @@ class Run:
                 + (f", stages not done: {', '.join(unfinished)}" if unfinished else "")
                 + f"; missing: {', '.join(missing)}. "
                 + ("Its run was stopped (killed, or it is still running). " if status == "running" else "")
-                + "Finish it by running the same command again with the same parameters (python -m workbench demo "
-                f"--out {run.path} ..., or run_embedded({str(run.path)!r}, ...)): the PEF store resumes where it "
-                "stopped. Run(path) reads what is there."
+                + f"Finish it by running the same command again with the same parameters ({run.command()}): the PEF "
+                "store resumes where it stopped. Run(path) reads what is there."
             )
+        run.check_consistent()
         return run
+
+    def command(self) -> str:
+        """The command that made this folder, as one would type it again (its arguments elided)."""
+        notebooks = self.record.get("notebooks") or {}
+        if notebooks:
+            source = next(iter(notebooks.values())).get("source", "NOTEBOOK.ipynb")
+            return f"python -m workbench run {source} --out {self.path} -p ..."
+        if self.record.get("made_by") == "run_model":
+            return f"run_model({str(self.path)!r}, ...)"
+        return f"python -m workbench demo --out {self.path} ..., or run_embedded({str(self.path)!r}, ...)"
 
     def missing(self) -> list[str]:
         """The files a reader needs that this folder lacks, or holds from a stage its record
         does not say is done (the stage may have been killed while writing them)."""
         stages = self.record.get("stages", {})
-        gone = []
-        for name, stage in REQUIRED.items():
-            recorded = stages.get(stage, {}).get("status", "done" if not stages else None)
-            if not (self.path / name).is_file() or recorded != "done":
-                gone.append(name)
-        return gone
+        # A record without stages vouches for its files only once complete (a folder put together
+        # by hand, then recorded); a run killed just after writing its first record has none either.
+        vouched = "done" if not stages and self.record.get("status") == "complete" else None
+        return [name for name, stage in REQUIRED.items()
+                if not (self.path / name).is_file() or stages.get(stage, {}).get("status", vouched) != "done"]
+
+    def check_consistent(self) -> None:
+        """Refuse (StoreError) a folder whose files are of different runs: two runs written into
+        one folder at once, or files copied in from another run. Reads only headers and counts."""
+        import pyarrow.parquet as pq
+
+        counts = {}
+        with self._reading(EXAMPLES):
+            counts[EXAMPLES] = pq.read_metadata(self.path / EXAMPLES).num_rows
+        with self._reading(DECOMPOSITION), safe_open(str(self.path / DECOMPOSITION), framework="np") as f:
+            counts[DECOMPOSITION], n_components = f.get_slice("W").get_shape()
+        with contextlib.suppress(StoreError):  # readers need no PEF store: one deleted or damaged is no mix-up
+            counts[PEFS] = PefStore(self.path / PEFS).n_examples
+        if len(set(counts.values())) > 1:
+            raise StoreError(
+                f"the run folder {self.path} mixes files of different runs: "
+                + ", ".join(f"{name} has {n} examples" for name, n in counts.items())
+                + ". Two runs wrote into it at once, or files were copied in from another run; run it again into a "
+                "new folder")
+        table = self.components()
+        if len(table) != n_components:
+            raise StoreError(f"the run folder {self.path} mixes files of different runs: {COMPONENTS} has {len(table)} "
+                             f"components and {DECOMPOSITION} {n_components}; run it again into a new folder")
+
+    @contextlib.contextmanager
+    def _reading(self, name: str):
+        """What pandas, pyarrow or safetensors raise on a damaged file, as a StoreError naming it."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except Exception as err:
+            raise StoreError(f"{self.path / name} cannot be read (damaged, or not written by this package: {err}); "
+                             "run the run again into a new folder") from err
 
     @property
     def params(self) -> dict:
@@ -226,7 +273,8 @@ class Run:
 
     @property
     def examples(self) -> pd.DataFrame:
-        return pd.read_parquet(self.path / EXAMPLES)
+        with self._reading(EXAMPLES):
+            return pd.read_parquet(self.path / EXAMPLES)
 
     def pefs(self):
         return load_pefs(self.path / PEFS)
@@ -237,7 +285,8 @@ class Run:
         return estimator_for(self.record["params"].get("kind", "lrm")).load(self.path / DECOMPOSITION)
 
     def components(self) -> pd.DataFrame:
-        return pd.read_csv(self.path / COMPONENTS, index_col="component")
+        with self._reading(COMPONENTS):
+            return pd.read_csv(self.path / COMPONENTS, index_col="component")
 
     @property
     def model_path(self) -> Path:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..core.arguments import positive_int
+from ..core.staging import dead_staging, remove_dead_staging, staging_path
 from .charts import perturbation_html
 from .dashboard import dashboard_html, definitions_html
 from .html import (CONTAINER_CLASSES, bar_columns, error_html, escape, examples_page_html, run_section_html, style,
@@ -27,21 +28,33 @@ MAX_SINGLE_PAGE_COMPONENTS = 300
 PLOTLY_FILE = "plotly.min.js"
 
 #: Sorts a ``table.sortable`` by the clicked header (numbers by their ``data-sort``, text otherwise;
-#: again to reverse). Plain script, no library: the report works from disk.
-SORT_SCRIPT = """<script>document.addEventListener("click", function (event) {
-  var th = event.target.closest("table.sortable th"); if (!th) return;
-  var headers = Array.from(th.parentNode.children), i = headers.indexOf(th), body = th.closest("table").tBodies[0];
-  var ascending = th.dataset.dir !== "asc"; headers.forEach(function (h) { delete h.dataset.dir; });
-  th.dataset.dir = ascending ? "asc" : "desc";
-  var rows = Array.from(body.rows);
-  rows.sort(function (a, b) {
-    var x = a.cells[i], y = b.cells[i], c;
-    if (x.dataset.sort !== undefined && y.dataset.sort !== undefined) c = parseFloat(x.dataset.sort) - parseFloat(y.dataset.sort);
-    else c = x.textContent.localeCompare(y.textContent);
-    return ascending ? c : -c;
+#: again to reverse). Enter or Space on a focused header sorts too (the headers have tabindex="0"),
+#: and ``aria-sort`` tells a screen reader which column the rows are sorted by, and which way.
+#: Plain script, no library: the report works from disk.
+SORT_SCRIPT = """<script>(function () {
+  function sort(th) {
+    var headers = Array.from(th.parentNode.children), i = headers.indexOf(th), body = th.closest("table").tBodies[0];
+    var ascending = th.getAttribute("aria-sort") !== "ascending";
+    headers.forEach(function (h) { h.removeAttribute("aria-sort"); });
+    th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+    var rows = Array.from(body.rows);
+    rows.sort(function (a, b) {
+      var x = a.cells[i], y = b.cells[i], c;
+      if (x.dataset.sort !== undefined && y.dataset.sort !== undefined) c = parseFloat(x.dataset.sort) - parseFloat(y.dataset.sort);
+      else c = x.textContent.localeCompare(y.textContent);
+      return ascending ? c : -c;
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+  }
+  function header(event) { return event.target.closest && event.target.closest("table.sortable th"); }
+  document.addEventListener("click", function (event) { var th = header(event); if (th) sort(th); });
+  document.addEventListener("keydown", function (event) {
+    var th = header(event);
+    if (!th || (event.key !== "Enter" && event.key !== " ")) return;
+    event.preventDefault();  // Space would scroll the page
+    sort(th);
   });
-  rows.forEach(function (r) { body.appendChild(r); });
-});</script>"""
+})();</script>"""
 
 
 def plotlyjs_script() -> str:
@@ -52,9 +65,14 @@ def plotlyjs_script() -> str:
             f'<script charset="utf-8" type="text/javascript">{get_plotlyjs()}</script>')
 
 
+#: The page's metadata: its width on phones, and light and dark schemes (its CSS has both).
+META = ('<meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta name="color-scheme" content="light dark">')
+
+
 def html_page(title: str, body: str, *, head: str = "") -> str:
     """A complete HTML document; ``head`` is trusted markup (scripts), ``title`` is escaped."""
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>{escape(title)}</title>'
+    return (f'<!DOCTYPE html><html lang="en"><head>{META}<title>{escape(title)}</title>'
             f'{head}{style()}</head><body id="top"><div class="{CONTAINER_CLASSES}">{body}</div>{SORT_SCRIPT}</body></html>')
 
 
@@ -84,7 +102,7 @@ def _component_section(explorer, component: int, results: list, n_examples: int,
             page = dashboard.examples
     else:
         row = explorer.table.loc[[component]]
-        parts = [table_html(row, bars=bar_columns(row))]
+        parts = [table_html(row, bars=bar_columns(explorer.table))]  # its mass bar against the largest
     if page is None:
         page = explorer.top_examples(component, page_size=n_examples, highlight=highlight)
     parts.append(examples_page_html(page))
@@ -116,6 +134,11 @@ def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (
     """
     from tqdm.auto import tqdm
 
+    if isinstance(explorer, (str, os.PathLike)):
+        raise TypeError(f"export_html takes a RunExplorer, got the path {str(explorer)!r}; to report that run folder, "
+                        "use export_html(RunExplorer.open(path), out)")
+    n_examples = positive_int(n_examples, "n_examples")
+    max_single_page = positive_int(max_single_page, "max_single_page")
     out = Path(out)
     _check_report_folder(out)
     traces = explorer.has_model if traces is None else traces
@@ -125,13 +148,15 @@ def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (
     table = explorer.table
     split = len(table) > max_single_page
     title = f"NPEFF run {explorer.run.path.name}"
-    staging = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    _recover_report(out)
+    staging = staging_path(out)
     staging.mkdir(parents=True)
     try:
         header = run_section_html(explorer.record)
         definitions = explorer.definitions()["definition"].to_dict()
         caption = (f'<div class="caption">{len(table)} components; click a header to sort, hover it for its '
-                   f"definition</div>{definitions_html(definitions, ['component', *table.columns])}")
+                   "definition; each mass bar is relative to the largest mass</div>"
+                   f"{definitions_html(definitions, ['component', *table.columns])}")
         charts = dashboards or traces or bool(by_component)
         components = tqdm(table.index, desc="report", disable=not progress, leave=False)
         if not split:
@@ -198,8 +223,19 @@ def _replace_folder(staging: Path, out: Path) -> None:
     """Move ``staging`` to ``out``, replacing a previous report only once the new one is complete."""
     old = None
     if out.exists():
-        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+        old = staging_path(out, "old")
         os.replace(out, old)
-    os.replace(staging, out)
+    os.replace(staging, out)  # a kill just before this leaves no report, and the old one aside: see _recover_report
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover_report(out: Path) -> None:
+    """What killed exports left beside ``out``: their unfinished reports go, and a previous report
+    moved aside by one killed between its two renames comes back (the newest, if several)."""
+    remove_dead_staging(out)
+    aside = dead_staging(out, "old")
+    if aside and not out.exists():
+        os.replace(aside.pop(), out)
+    for path in aside:
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,6 +1,7 @@
 """The embedded default model: tokenizer round-trip, training targets, saving and caching."""
 
 import json
+import os
 import time
 
 import pytest
@@ -147,6 +148,47 @@ def test_killed_training_leaves_no_model_behind(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         default_model(cache_dir=tmp_path, seed=7, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_training_killed_by_a_signal_leaves_a_staging_folder_the_next_one_removes(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    name = f"tiny-seed7-task{model_module.TASK_VERSION}-recipe{model_module.RECIPE_VERSION}"
+    killed = tmp_path / f".{name}.tmp-{int(dead.stdout)}-0123abcd"  # SIGKILL runs no finally: the folder stays
+    running = tmp_path / f".{name}.tmp-{os.getpid()}-4567ef01"  # a training still going keeps its own
+    for folder in (killed, running):
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+
+    def trained(out_dir, **kwargs):
+        out_dir.mkdir()
+        (out_dir / "training.json").write_text("{}")
+
+    monkeypatch.setattr(model_module, "train_default_model", trained)
+    final = default_model(cache_dir=tmp_path, seed=7, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([final.name, running.name])
+
+
+def test_training_runs_on_the_same_threads_on_every_machine(tmp_path, monkeypatch):
+    """The weights a seed gives depend on the threads that summed them (a model trained with
+    OMP_NUM_THREADS=1 differed); training pins them, and gives the caller's back."""
+    seen = []
+
+    def fit(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return 1
+
+    monkeypatch.setattr(model_module, "_fit", fit)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model_module.train_default_model(tmp_path / "m", n_train=8, progress=False)
+        assert seen == [model_module.TRAINING_THREADS] and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert json.loads((tmp_path / "m" / "training.json").read_text())["threads"] == model_module.TRAINING_THREADS
 
 
 def test_cache_root_precedence(tmp_path, monkeypatch):
