@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,7 +16,7 @@ from workbench.fisher import NotClassLogitsError
 from workbench.models.loading import ModelNotAvailableOfflineError, load_classifier
 from workbench.npeff import LrmNpeff
 from workbench.npeff.planted import planted_lrm
-from workbench.runner import InsufficientResourcesError, NonFinitePefsError, estimate
+from workbench.runner import InsufficientResourcesError, estimate
 from workbench.store import StoreError, load_pefs, save_pefs
 
 
@@ -275,7 +276,24 @@ def _no_such_component(tmp):
     LrmNpeff.load(tmp / "decomposition.safetensors").component(5)
 
 
+def _all_frozen(tmp):
+    write_pefs(tmp / "pefs", tiny_bert(3).requires_grad_(False), _inputs(), progress=False)
+
+
+def _h5_of_the_other_kind(tmp):
+    from workbench import DPefs
+    from workbench.npeff.interop import write_lrm_pefs_h5
+
+    write_lrm_pefs_h5(DPefs.from_dense(np.ones((3, 5), dtype=np.float32)), tmp / "pefs.h5")
+
+
 CASES = [
+    Case("save_pefs of a plain array", TypeError, r"save_pefs writes LrmPefs or DPefs, got ndarray.*LrmPefs\.from_dense",
+         lambda tmp: save_pefs(np.ones((3, 4)), tmp / "pefs")),
+    Case("PEFs of the other kind to an h5 writer", TypeError, r"write_lrm_pefs_h5 writes LrmPefs, got DPefs; write those "
+         r"with write_d_pefs_h5", _h5_of_the_other_kind),
+    Case("a model with every parameter frozen", ValueError,
+         r"none of the model's parameters is trainable.*model\.requires_grad_\(True\)", _all_frozen),
     Case("token ids outside the vocabulary", ValueError,
          r"1 examples hold token ids outside the model's vocabulary of 40 \(first: example 7, id 10000\).*own tokenizer",
          _ids_outside_vocabulary),
@@ -295,7 +313,7 @@ CASES = [
          lambda tmp: save_pefs(planted_lrm(10, 30, 2).pefs, tmp / "pefs", examples_per_chunk=0)),
     Case("a run into a folder that is not a run's", ValueError, r"mine holds files and is not a run folder.*new or empty folder",
          lambda tmp: run_embedded(tmp / "mine", n_examples=40, progress=False), _folder_of_the_user_s),
-    Case("a component that does not exist", IndexError, r"no component 5: this decomposition has 2 components, 0\.\.1",
+    Case("a component that does not exist", IndexError, r"component must be from 0 to 1, got 5: there are 2 components",
          _no_such_component, _make_decomposition),
     Case("labels that are text", TypeError, r"labels must be integer class indices, got <U3 values \('pos'.*pandas\.factorize",
          _string_labels),
@@ -327,7 +345,8 @@ CASES = [
          _too_many_components),
     Case("all-zero PEFs", ValueError, r"9 examples have all-zero PEFs.*parameter filter selects nothing.*Drop them",
          _all_zero_pefs),
-    Case("NaN PEFs (NaN weights)", NonFinitePefsError, r"NaN or infinite for 9 examples.*Check the model's weights", _nan_weights),
+    Case("NaN weights", ValueError, r"1 of the model's parameters hold NaN or infinite values \(e\.g\. "
+         r"bert\.encoder\.layer\.0\.attention\.self\.query\.weight\): the model diverged.*checkpoint", _nan_weights),
     Case("missing store", StoreError, r"no PEF store at .*does not exist.*compute the PEFs with write_pefs", _missing_store),
     Case("truncated chunk file", StoreError, r"000001\.safetensors cannot be read.*truncated.*Delete this chunk file and call write_pefs again",
          lambda tmp: load_pefs(tmp / "pefs"), _truncate_chunk),

@@ -80,11 +80,24 @@ def test_demo_help_describes_every_option_with_its_default(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["pefs", "--out", "x", "--n-examples", "-5"], "--n-examples: must be at least 1, got -5"),
     (["fit", "s", "--out", "o", "--n-iters-joint", "-1"], "--n-iters-joint: must be at least 0, got -1"),
+    (["fit", "s", "--out", "o", "--timeout-minutes", "-1"], "--timeout-minutes: must be more than 0, got -1"),
 ])
 def test_counts_are_checked_by_the_command_line(argv, message, capsys):
     with pytest.raises(SystemExit):
         main(argv)
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["pefs", "--out", "{tmp}/s", "--model-path", "{tmp}/no/such/dir"], "--model-path {tmp}/no/such/dir is not a saved "
+                                                                         "model folder (no config.json there)"),
+    (["pefs", "--out", "{tmp}/s", "--model-path", "{tmp}", "--base", "minilm"], "pass one of them"),
+    (["run", "{tmp}/missing.ipynb", "--out", "{tmp}/o"], "missing.ipynb is not a notebook file (.ipynb)"),
+])
+def test_bad_paths_are_named_before_any_work(argv, message, tmp_path, caplog):
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    assert message.format(tmp=tmp_path) in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_fit_and_transform_refuse_to_write_over_their_inputs(embedded_run, tmp_path, caplog):

@@ -62,7 +62,7 @@ def test_texts_that_give_no_tokens_are_refused_before_anything_is_written(tmp_pa
                                              pad_token_id=0)).save_pretrained(folder)
     prompt_tokenizer().save_pretrained(folder)  # adds no special tokens, as GPT-2's
     with pytest.raises(ValueError, match=r"1 texts give no tokens at all \(first: \[1\]"):
-        run_model(tmp_path / "run", folder, ["good film", "", "bad film"])
+        run_model(tmp_path / "run", folder, ["good film", "", "bad film"], n_components=2)
     assert not (tmp_path / "run").exists()
 
 
@@ -81,3 +81,80 @@ def test_a_classifier_saved_in_half_precision_runs_in_float32(tmp_path):
     run = run_model(tmp_path / "run", tmp_path / "bf16", list(examples["text"]), examples["label"].to_numpy(),
                     n_components=2, n_iters_g_only=2, n_iters_joint=2, n_top=4, progress=False)
     assert run.record["status"] == "complete"
+
+
+@pytest.fixture(scope="module")
+def small_gpt2(tmp_path_factory):
+    """An untrained tiny causal LM and a sequence classifier of the same shape, each with the prompt tokenizer."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
+
+    from tests.models.lm.conftest import prompt_tokenizer
+
+    root = tmp_path_factory.mktemp("models")
+    config = GPT2Config(vocab_size=len(prompt_tokenizer()), n_positions=32, n_embd=8, n_layer=1, n_head=2, pad_token_id=0)
+    for name, cls in (("lm", GPT2LMHeadModel), ("classifier", GPT2ForSequenceClassification)):
+        cls(config).save_pretrained(root / name)
+        prompt_tokenizer().save_pretrained(root / name)
+    return root
+
+
+TEXTS = ["good film", "bad film", "good plot", "bad plot"]
+
+
+@pytest.mark.parametrize("call, error, message", [
+    # a model whose saved weights do not cover what it is loaded as: the rest would be random
+    (dict(model="lm"), ValueError, r"holds GPT2LMHeadModel, whose saved weights lack 1 tensors of a "
+                                   r"GPT2ForSequenceClassification \(e\.g\. score\.weight\).*template= and label_words="),
+    (dict(model="classifier", template="{text} sentiment :", label_words=["bad", "good"]), ValueError,
+     r"holds GPT2ForSequenceClassification, whose classification head a GPT2LMHeadModel would drop; it is a sequence "
+     r"classifier: leave out template="),
+    (dict(model="lm", template="{text} sentiment :", label_words=["bad", "zzz"]), ValueError,
+     r"label word 'zzz' is not in the tokenizer's vocabulary"),
+    (dict(model="lm", template="{text} {x} :", label_words=["bad", "good"]), ValueError, r"slots other than '\{text\}'"),
+    (dict(model="lm", template="{text} {", label_words=["bad", "good"]), ValueError, r"is not a format string"),
+    (dict(labels=[0, 1]), ValueError, r"labels has shape \(2,\) for 4 texts"),
+    (dict(labels=[0, 1, 5, 1]), ValueError, r"labels must be from -1 \(unknown\) to 1, the model's classes; label 2 is 5"),
+    (dict(labels=["good", "bad", "good", "bad"]), TypeError, r"labels must be class indices"),
+    (dict(kind="lmr"), ValueError, r"kind must be one of"),
+    (dict(include="no_such_layer"), ValueError, r"matches none of the model's"),
+    (dict(attributes=["a", "b", "a", "b"]), TypeError, r"attributes must be a pandas DataFrame"),
+    (dict(n_components=0), ValueError, r"n_components must be an integer of at least 1"),
+    (dict(n_components=5), ValueError, r"n_components=5 is more than the 4 texts"),
+    (dict(n_top=0), ValueError, r"n_top must be an integer of at least 1"),
+    (dict(max_length=0), ValueError, r"max_length must be an integer of at least 2"),
+    (dict(max_length=100), ValueError, r"max_length=100 is more than the model's 32 positions"),
+])
+def test_every_bad_argument_and_model_is_refused_before_the_run_folder_is_touched(small_gpt2, tmp_path, call, error,
+                                                                                   message):
+    call = dict(call)
+    folder = small_gpt2 / call.pop("model", "classifier")
+    with pytest.raises(error, match=message):
+        run_model(tmp_path / "run", folder, TEXTS, call.pop("labels", [0, 1, 0, 1]), **{"n_components": 2, **call})
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_model_folder_without_its_tokenizer_is_refused(small_gpt2, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(small_gpt2 / "classifier", tmp_path / "no-tokenizer",
+                             ignore=lambda _, names: [n for n in names if "token" in n])
+    with pytest.raises(FileNotFoundError, match=r"holds no tokenizer .*tokenizer\.save_pretrained\(folder\)"):
+        run_model(tmp_path / "run", folder, TEXTS, n_components=2)
+    assert not (tmp_path / "run").exists()
+
+
+def test_texts_are_cut_at_the_model_s_positions_unless_told(small_gpt2, tmp_path):
+    run = run_model(tmp_path / "run", small_gpt2 / "classifier", TEXTS, [0, 1, 0, 1], n_components=2, n_iters_g_only=2,
+                    n_iters_joint=2, progress=False)
+    assert run.params["max_length"] == 32
+
+
+def test_a_damaged_model_file_is_named(small_gpt2, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(small_gpt2 / "classifier", tmp_path / "damaged")
+    (folder / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(OSError, match=r"the model saved in .*damaged cannot be loaded \(SafetensorError.*save the model "
+                                      r"again"):
+        run_model(tmp_path / "run", folder, TEXTS, n_components=2)
+    assert not (tmp_path / "run").exists()

@@ -48,6 +48,14 @@ def _pefs(args: argparse.Namespace) -> int:
     from ..models.embedded import default_model, load_default_model, tokenize
     from ..models.embedded.splits import analysis_examples
 
+    if args.model_path is not None:
+        if args.base is not None:
+            raise ValueError("--base names the model to train on the task, and --model-path a model already trained: "
+                             "pass one of them")
+        if not (Path(args.model_path) / "config.json").is_file():
+            raise ValueError(f"--model-path {args.model_path} is not a saved model folder (no config.json there); pass a "
+                             "folder written by model.save_pretrained(...), or leave it out to use the embedded model")
+    args.base = args.base or "tiny"
     with process_group(args.device, timedelta(minutes=args.timeout_minutes)) as ranks:
         if args.model_path is None and ranks.is_main:  # trained (once, then cached) by rank 0 alone
             default_model(base=args.base, seed=args.seed, progress=False)
@@ -129,7 +137,7 @@ def _transform(args: argparse.Namespace) -> int:
 def _distributed_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present); "
                          "under torchrun, rank r uses cuda:LOCAL_RANK with NCCL, the CPU with gloo")
-    command.add_argument("--timeout-minutes", type=float, default=30.0,
+    command.add_argument("--timeout-minutes", type=_positive_number, default=30.0,
                          help="how long a rank waits for the others before the job fails")
 
 
@@ -137,7 +145,11 @@ def _run(args: argparse.Namespace) -> int:
     from .notebook import notebook_parameters, parse_value, run_notebook
     from .run_folder import COMPONENTS
 
-    declared = notebook_parameters(args.notebook)
+    notebook = Path(args.notebook)
+    if not notebook.is_file() or notebook.suffix != ".ipynb":
+        raise FileNotFoundError(f"{notebook} is not a notebook file (.ipynb): give the path of one, e.g. "
+                                "notebooks/quickstart.ipynb")
+    declared = notebook_parameters(notebook)
     parameters = {}
     for name, text in args.parameters:
         if name not in declared:
@@ -185,6 +197,16 @@ def _at_least(minimum: int):
 POSITIVE, COUNT = _at_least(1), _at_least(0)
 
 
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
 class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each option's default, unless its help already says what the default is."""
 
@@ -229,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     pefs = commands.add_parser("pefs", help="PEFs of the embedded task into a store (batches shared out among ranks)")
     pefs.add_argument("--out", required=True, help="PEF store folder (one folder all ranks share)")
     pefs.add_argument("--model-path", default=None, help="a trained model folder (default: the embedded model)")
-    pefs.add_argument("--base", choices=["tiny", "minilm"], default="tiny")
+    pefs.add_argument("--base", choices=["tiny", "minilm"], default=None,
+                      help="model to train on the task, without --model-path (default: tiny)")
     pefs.add_argument("--n-examples", type=POSITIVE, default=600)
     pefs.add_argument("--seed", type=COUNT, default=0, help="of the model and the examples, as in demo")
     pefs.add_argument("--kind", choices=list(KINDS), default="lrm")

@@ -19,9 +19,17 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.tables import component_table
+from ..core.arguments import positive_int
 from ..core.device import resolve_device
+from ..core.kinds import KINDS
+from ..core.params import select_parameters
+from ..core.validation import max_positions, name_filter
+from ..store.files import atomic_path
+from ..store.lock import exclusive
 from .pipeline import check_new_run_folder, fit_stage, write_or_resume_pefs
 from .run_folder import COMPONENTS, EXAMPLES, MODEL, PEFS, Run, RunRecorder
+
+DEFAULT_MAX_LENGTH = 128
 
 
 def run_model(
@@ -40,7 +48,7 @@ def run_model(
     seed: int = 0,
     include=None,
     exclude=None,
-    max_length: int = 128,
+    max_length: int | None = None,
     batch_size: int | None = None,
     device: str | None = None,
     progress: bool = True,
@@ -57,10 +65,11 @@ def run_model(
     are the next-token logits of the label words after ``template.format(text=...)``); the prompt
     is saved beside the model copied into the run, so the workbench reads it the same way.
     ``include``/``exclude`` select the parameters the PEFs cover, as in ``write_pefs``;
-    ``max_length`` is where texts are cut (recorded: the explorer tokenizes as the PEFs did).
+    ``max_length`` is where texts are cut (None: 128 tokens, or the model's positions if fewer;
+    recorded: the explorer tokenizes as the PEFs did). Every argument, and the model itself, is
+    checked before the run folder is touched.
     Running it again with the same arguments resumes the PEF store.
     """
-    from ..models.embedded import load_default_model
     from ..models.prompt import save_prompt
     from ..models.text import encode_texts
 
@@ -69,10 +78,18 @@ def run_model(
     if not (source / "config.json").is_file():
         raise ValueError(f"{source} is not a saved model folder (no config.json): save it with model.save_pretrained("
                          "folder) and tokenizer.save_pretrained(folder)")
-    if attributes is not None and len(attributes) != len(texts):
-        raise ValueError(f"attributes has {len(attributes)} rows for {len(texts)} texts: one row per text")
+    attributes = _checked_attributes(attributes, len(texts))
     _check_prompt(template, label_words)
-    _check_tokenizable(source, texts if template is None else [template.format(text=t) for t in texts])
+    _check_counts(n_components=n_components, n_values=n_values, n_iters_g_only=n_iters_g_only,
+                  n_iters_joint=n_iters_joint, n_top=n_top, seed=seed, batch_size=batch_size, n_texts=len(texts))
+    _check_choice("kind", kind, tuple(KINDS))
+    # Everything a model can refuse is found now, before the run folder is touched: weights that
+    # would load at random, no tokenizer, label words it does not know, a filter that keeps nothing.
+    model, tokenizer = _load(source, template, label_words, label_prefix)
+    labels = _checked_labels(labels, len(texts), n_classes(model))
+    max_length = _checked_max_length(max_length, model)
+    select_parameters(model, name_filter(include, "include"), name_filter(exclude, "exclude"))
+    _check_tokenizable(tokenizer, texts if template is None else [template.format(text=t) for t in texts])
     check_new_run_folder(out)
     resolved = resolve_device(device)
     params = {"model_path": str(source), "n_examples": len(texts), "n_components": n_components, "kind": kind,
@@ -81,43 +98,45 @@ def run_model(
               "device": device}
     if template is not None:
         params.update(template=template, label_words=list(label_words), label_prefix=label_prefix)
-    recorder = RunRecorder(out, params, device=resolved, seeds={"fit": seed})
+    with exclusive(out, "a run"):  # two runs in one folder would leave it mixed, yet marked complete
+        recorder = RunRecorder(out, params, device=resolved, seeds={"fit": seed}, made_by="run_model")
 
-    with recorder.stage("model"):
-        if (out / MODEL).resolve() != source.resolve():
-            shutil.rmtree(out / MODEL, ignore_errors=True)
-            shutil.copytree(source, out / MODEL)
-        if template is not None:  # else a prompt the folder holds (a run's model/) reads it as before
-            save_prompt(out / MODEL, template, label_words, label_prefix)
-        model, tokenizer = load_default_model(out / MODEL)
+        with recorder.stage("model"):
+            if (out / MODEL).resolve() != source.resolve():
+                shutil.rmtree(out / MODEL, ignore_errors=True)
+                shutil.copytree(source, out / MODEL)
+            if template is not None:  # else a prompt the folder holds (a run's model/) reads it as before
+                save_prompt(out / MODEL, template, label_words, label_prefix)
 
-    with recorder.stage("examples"):
-        examples = pd.DataFrame({"text": texts, "label": -1 if labels is None else np.asarray(labels)})
-        if attributes is not None:
-            examples = pd.concat([examples, attributes.reset_index(drop=True)], axis=1)
-        inputs = encode_texts(model, tokenizer, texts, max_length).inputs
+        with recorder.stage("examples"):
+            examples = pd.DataFrame({"text": texts, "label": labels})
+            if attributes is not None:
+                examples = pd.concat([examples, attributes], axis=1)
+            inputs = encode_texts(model, tokenizer, texts, max_length).inputs
 
-    with recorder.stage("pefs"):
-        store = write_or_resume_pefs(out / PEFS, model, inputs, examples["label"].to_numpy(), kind=kind,
-                                     n_values=n_values, batch_size=batch_size, device=resolved, progress=progress,
-                                     include=include, exclude=exclude, provenance={"model_path": str(source)})
-        pefs = store.load()
-        examples["prediction"] = pefs.predictions
-        examples.to_parquet(out / EXAMPLES)
-        if labels is not None:
-            recorder.figure("analysis_accuracy", float(np.mean(pefs.predictions == pefs.labels)))
+        with recorder.stage("pefs"):
+            store = write_or_resume_pefs(out / PEFS, model, inputs, examples["label"].to_numpy(), kind=kind,
+                                         n_values=n_values, batch_size=batch_size, device=resolved, progress=progress,
+                                         include=include, exclude=exclude, provenance={"model_path": str(source)})
+            pefs = store.load()
+            examples["prediction"] = pefs.predictions
+            with atomic_path(out / EXAMPLES) as tmp:
+                examples.to_parquet(tmp)
+            if (labels >= 0).any():
+                recorder.figure("analysis_accuracy", float(np.mean(pefs.predictions == pefs.labels)))
 
-    estimator = fit_stage(recorder, out, pefs, kind, n_components, n_iters_g_only, n_iters_joint, seed=seed,
-                          device=resolved, progress=progress)
+        estimator = fit_stage(recorder, out, pefs, kind, n_components, n_iters_g_only, n_iters_joint, seed=seed,
+                              device=resolved, progress=progress)
 
-    with recorder.stage("analysis"):
-        table = component_table(estimator.W_, estimator.components_, labels=pefs.labels, predictions=pefs.predictions,
-                                attributes=attributes.reset_index(drop=True) if attributes is not None else None,
-                                n_top=n_top, kind=estimator.kind)
-        table.to_csv(out / COMPONENTS)
+        with recorder.stage("analysis"):
+            table = component_table(estimator.W_, estimator.components_, labels=pefs.labels, predictions=pefs.predictions,
+                                    attributes=attributes,
+                                    n_top=n_top, kind=estimator.kind)
+            with atomic_path(out / COMPONENTS) as tmp:
+                table.to_csv(tmp)
 
-    recorder.finish()
-    return Run(out)
+        recorder.finish()
+        return Run(out)
 
 
 def _check_prompt(template, label_words) -> None:
@@ -134,16 +153,90 @@ def _check_prompt(template, label_words) -> None:
         raise ValueError(f"label_words must be a list of at least two words, one per class, got {label_words!r}")
 
 
-def _check_tokenizable(folder: Path, texts: list[str]) -> None:
-    """Before anything is written: every text must give the model at least one token (an empty
-    text does not, with a tokenizer that adds no special tokens, as GPT-2's)."""
-    from transformers import AutoTokenizer
+def _load(source: Path, template, label_words, label_prefix):
+    """The model and tokenizer the run will read, from the saved folder: a sequence classifier,
+    or with a template a causal language model read through it."""
+    from ..models.embedded import load_default_model
+    from ..models.lm import ZeroShotClassifier
+    from ..models.loading import in_float32, load_saved, load_saved_tokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    if template is None:
+        return load_default_model(source)
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_saved_tokenizer(source)
+    lm = in_float32(load_saved(AutoModelForCausalLM, source)).eval()
+    return ZeroShotClassifier(lm, tokenizer, template, label_words, label_prefix=label_prefix).eval(), tokenizer
+
+
+def _check_tokenizable(tokenizer, texts: list[str]) -> None:
+    """Every text must give the model at least one token (an empty text does not, with a
+    tokenizer that adds no special tokens, as GPT-2's)."""
     empty = [i for i, ids in enumerate(tokenizer(texts)["input_ids"]) if len(ids) == 0]
     if empty:
         raise ValueError(f"{len(empty)} texts give no tokens at all (first: {empty[:5]}, e.g. {texts[empty[0]]!r}): this "
                          "tokenizer adds no special tokens, so an empty text is no input; remove those texts")
+
+
+def _check_counts(*, n_texts: int, **counts) -> None:
+    minimum = {"n_iters_g_only": 0, "n_iters_joint": 0, "seed": 0}
+    for name, value in counts.items():
+        if value is not None or name not in ("n_values", "batch_size"):
+            positive_int(value, name, minimum.get(name, 1))
+    if counts["n_components"] > n_texts:
+        raise ValueError(f"n_components={counts['n_components']} is more than the {n_texts} texts; use at most as "
+                         "many components as examples")
+
+
+def _check_choice(name: str, value, allowed: tuple) -> None:
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+def _checked_attributes(attributes, n_texts: int) -> pd.DataFrame | None:
+    if attributes is None:
+        return None
+    if not isinstance(attributes, pd.DataFrame):
+        raise TypeError(f"attributes must be a pandas DataFrame with one row per text and a column per attribute, "
+                        f"got {type(attributes).__name__}; e.g. pd.DataFrame({{'source': sources}})")
+    if len(attributes) != n_texts:
+        raise ValueError(f"attributes has {len(attributes)} rows for {n_texts} texts: one row per text")
+    return attributes.reset_index(drop=True)
+
+
+def _checked_labels(labels, n_texts: int, n_classes: int | None) -> np.ndarray:
+    """One class index per text (-1: unknown), as an array; None is all unknown."""
+    if labels is None:
+        return np.full(n_texts, -1)
+    values = np.asarray(list(labels) if not isinstance(labels, (np.ndarray, pd.Series)) else labels)
+    if values.shape != (n_texts,):
+        raise ValueError(f"labels has shape {values.shape} for {n_texts} texts: give one class index per text")
+    if values.dtype == bool or not np.issubdtype(values.dtype, np.integer):
+        raise TypeError(f"labels must be class indices (integers, -1 for unknown), got {values.dtype} values such as "
+                        f"{values[0]!r}; map class names to indices first")
+    top = n_classes - 1 if n_classes else None
+    bad = np.flatnonzero((values < -1) | (values > top if top is not None else False))
+    if bad.size:
+        raise ValueError(f"labels must be from -1 (unknown) to {top}, the model's classes; label {bad[0]} is "
+                         f"{values[bad[0]]}")
+    return values.astype(np.int64)
+
+
+def n_classes(model) -> int | None:
+    words = getattr(model, "label_words", None)
+    return len(words) if words else getattr(getattr(model, "config", None), "num_labels", None)
+
+
+def _checked_max_length(max_length, model) -> int:
+    """Where texts are cut: ``max_length``, or with None 128 tokens or the model's positions if fewer."""
+    limit = max_positions(model)
+    if max_length is None:
+        return min(DEFAULT_MAX_LENGTH, limit or DEFAULT_MAX_LENGTH)
+    positive_int(max_length, "max_length", 2)
+    if limit is not None and max_length > limit:
+        raise ValueError(f"max_length={max_length} is more than the model's {limit} positions; pass max_length={limit} "
+                         "or less (or None for the longest the model takes, up to 128)")
+    return max_length
 
 
 def _checked_texts(texts) -> list[str]:

@@ -88,6 +88,9 @@ def select_parameters(
     keep = name_predicate(include, "include", True)
     drop = name_predicate(exclude, "exclude", False)
     all_named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not all_named:
+        raise ValueError("none of the model's parameters is trainable (requires_grad=False everywhere), so there is "
+                         "no gradient to compute; unfreeze the ones the PEFs should cover, e.g. model.requires_grad_(True)")
     selected = [(n, p) for n, p in all_named if keep(n) and not drop(n)]
     if not selected:
         examples = ", ".join(n for n, _ in all_named[:6])

@@ -11,7 +11,9 @@ raised before anything is computed or written.
 - examples: at least one, none of length 0, none longer than the model's positions;
 - parameter filters (``include``/``exclude``): strings, compiled patterns, lists of them or
   a predicate, each a valid regular expression;
-- models: parameters that hold weights (not on the meta device).
+- models: parameters that hold weights (not on the meta device);
+- indices and counts (a component, an example, ``n_top``, ``page_size``, ``batch_size``...):
+  :mod:`workbench.core.arguments`, which the panels use too (it imports no torch).
 
 Devices are :func:`workbench.core.device.resolve_device`'s; paths are checked where files are
 written (:mod:`workbench.store.files`), since their errors are the store's.
@@ -186,6 +188,10 @@ def check_model(model: torch.nn.Module, inputs) -> None:
             f"{len(meta)} of the model's parameters are on the meta device (no weights loaded; e.g. {meta[0]}): "
             "load the model with its weights, e.g. from_pretrained(path) without device_map='meta' or init_empty_weights"
         )
+    broken = [name for name, p in model.named_parameters() if p.is_floating_point() and not torch.isfinite(p).all()]
+    if broken:
+        raise ValueError(f"{len(broken)} of the model's parameters hold NaN or infinite values (e.g. {broken[0]}): the "
+                         "model diverged in training or its file is damaged; load a checkpoint from before that")
     if getattr(getattr(model, "config", None), "problem_type", None) == "multi_label_classification":
         warnings.warn("the model is a multi-label classifier (config.problem_type='multi_label_classification'): its "
                       "outputs are independent sigmoids, but PEFs read the logits as one softmax distribution over the "

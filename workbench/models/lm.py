@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .loading import in_float32
+from .loading import in_float32, load_saved, load_saved_tokenizer
 from .prompt import PROMPT_FILE, check_template, prompt_of
 from .text import warn_truncated
 
@@ -51,6 +51,10 @@ def label_token_ids(tokenizer, label_words: Sequence[str], prefix: str = " ") ->
         tokens = tokenizer(prefix + word, add_special_tokens=False)["input_ids"]
         if not tokens:
             raise ValueError(f"the label word {word!r} tokenizes to nothing; choose another word")
+        unknown = getattr(tokenizer, "unk_token_id", None)
+        if unknown is not None and tokens[0] == unknown:
+            raise ValueError(f"the label word {word!r} is not in the tokenizer's vocabulary (it reads as "
+                             f"{tokenizer.unk_token!r}); choose a word the tokenizer knows")
         if len(tokens) > 1:
             logger.warning("label word %r is %d tokens; its first token stands for it, so any word starting with that "
                            "token counts as %r: choose a label word of one token if the tokenizer has one", word,
@@ -201,13 +205,13 @@ class ZeroShotClassifier(nn.Module):
 def load_zero_shot(folder: str | os.PathLike) -> tuple[ZeroShotClassifier, object]:
     """The saved causal language model in ``folder`` read through its recorded prompt (in eval
     mode), and its tokenizer; never touches the network."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     prompt = prompt_of(folder)
     if prompt is None:
         raise FileNotFoundError(f"{folder} has no {PROMPT_FILE}: save the prompt with save_prompt(folder, template, "
                                 "label_words), or load a sequence classifier with load_classifier")
-    lm = in_float32(AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    tokenizer = load_saved_tokenizer(folder)
+    lm = in_float32(load_saved(AutoModelForCausalLM, folder)).eval()
     return ZeroShotClassifier(lm, tokenizer, prompt["template"], prompt["label_words"],
                               label_prefix=prompt.get("label_prefix", " ")).eval(), tokenizer

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import logging
 import os
@@ -138,3 +139,55 @@ def pad_with_end_of_text(model, tokenizer) -> None:
         pad = tokenizer.pad_token_id if tokenizer is not None else getattr(config, "eos_token_id", None)
         if isinstance(pad, int):
             config.pad_token_id = pad
+
+
+#: the files one of which every tokenizer's save_pretrained writes
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
+                   "tokenizer.model", "sentencepiece.bpe.model")
+
+
+def load_saved(auto_class, folder: str | os.PathLike):
+    """``auto_class.from_pretrained(folder)``, offline, refused (ValueError) when the folder's
+    weights do not cover the model: ``from_pretrained`` would start the rest at random and every
+    reading of the model would be of noise (a causal LM loaded as a sequence classifier gets a
+    random ``score`` head, a classifier loaded as an LM a random LM head)."""
+    with _loading(folder, "model"):
+        model, info = auto_class.from_pretrained(folder, local_files_only=True, output_loading_info=True)
+    saved = getattr(model.config, "architectures", None) or []
+    named = dict(model.named_parameters())  # a tied weight is named once, under the name the checkpoint holds
+    new = [key for key in info.get("missing_keys", ()) if key in named]
+    as_lm = auto_class.__name__.endswith("CausalLM")
+    # a classifier read as a language model loses no weight (its LM head is the tied embedding), only its own head
+    drops_head = as_lm and saved and all(a.endswith("SequenceClassification") for a in saved)
+    if new or drops_head:
+        hint = "save the trained model with model.save_pretrained(folder)"
+        if not as_lm and any(a.endswith(("CausalLM", "LMHeadModel")) for a in saved):
+            hint = "it is a language model: read it as a classifier with template= and label_words= (run_model)"
+        elif drops_head:
+            hint = "it is a sequence classifier: leave out template= and label_words="
+        lacking = (f"whose saved weights lack {len(new)} tensors of a {type(model).__name__} (e.g. {', '.join(new[:3])}): "
+                   "they would be random" if new else f"whose classification head a {type(model).__name__} would drop")
+        raise ValueError(f"{folder} holds {', '.join(saved) or 'a model'}, {lacking}; {hint}")
+    return model
+
+
+def load_saved_tokenizer(folder: str | os.PathLike):
+    """The tokenizer saved in ``folder``, offline; FileNotFoundError when there is none (transformers
+    would otherwise build an empty vocabulary that reads every word as unknown)."""
+    from transformers import AutoTokenizer
+
+    if not any(Path(folder, name).is_file() for name in TOKENIZER_FILES):
+        raise FileNotFoundError(f"{folder} holds no tokenizer (none of {', '.join(TOKENIZER_FILES)}): save it beside the "
+                                "model with tokenizer.save_pretrained(folder)")
+    with _loading(folder, "tokenizer"):
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+
+
+@contextlib.contextmanager
+def _loading(folder, what: str):
+    """Whatever transformers, tokenizers or safetensors raise on a damaged folder, as one error naming it."""
+    try:
+        yield
+    except Exception as err:
+        raise OSError(f"the {what} saved in {folder} cannot be loaded ({type(err).__name__}: {err}): a file there is "
+                      f"damaged or was not written by save_pretrained; save the {what} again") from err

@@ -87,7 +87,15 @@ def _require(group, names, path):
         raise StoreError(f"{path} lacks {missing}: it is not in the original NPEFF layout")
 
 
+def _expect_pefs(pefs, cls, writer: str) -> None:
+    if not isinstance(pefs, cls):
+        other = {LrmPefs: "write_lrm_pefs_h5", DPefs: "write_d_pefs_h5"}.get(type(pefs))
+        raise TypeError(f"{writer} writes {cls.__name__}, got {type(pefs).__name__}"
+                        + (f"; write those with {other}" if other else "; compute PEFs with compute_pefs or load a store with load_pefs"))
+
+
 def write_lrm_pefs_h5(pefs: LrmPefs, path: str | os.PathLike) -> None:
+    _expect_pefs(pefs, LrmPefs, "write_lrm_pefs_h5")
     values, indices, offsets = _padded_rows(pefs.X, pefs.n_examples, pefs.n_slots)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         data = f.create_group("data")
@@ -122,6 +130,7 @@ def read_lrm_pefs_h5(path: str | os.PathLike, layout: ParameterLayout | None = N
 
 
 def write_d_pefs_h5(pefs: DPefs, path: str | os.PathLike) -> None:
+    _expect_pefs(pefs, DPefs, "write_d_pefs_h5")
     values, indices, _ = _padded_rows(pefs.F, pefs.n_examples, 1)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         data = f.create_group("data")
