@@ -6,7 +6,8 @@ import ipywidgets as w
 import traitlets
 
 from workbench import report
-from workbench.app.explore import ComponentFilter, ComponentPage, RunExplorer
+from workbench.app.explore import ComponentFilter, ComponentPage, RunExplorer, check_explorer
+from workbench.core.arguments import positive_int
 
 from .static import StaticFallback
 
@@ -25,8 +26,8 @@ class ComponentBrowser(StaticFallback, w.VBox):
     selected = traitlets.Int(None, allow_none=True)
 
     def __init__(self, explorer: RunExplorer, *, page_size: int = 20):
-        self.explorer = explorer
-        self.page_size = page_size
+        self.explorer = check_explorer(explorer, "ComponentBrowser(RunExplorer.open(path))")
+        self.page_size = positive_int(page_size, "page_size")
         self.filter = ComponentFilter()
         self.page_number = 0
         self.columns = ["component", *explorer.table.columns]

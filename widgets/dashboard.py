@@ -7,7 +7,7 @@ import traceback
 import ipywidgets as w
 
 from workbench import report
-from workbench.app.explore import RunExplorer
+from workbench.app.explore import RunExplorer, check_explorer
 from workbench.app.results import ComponentDashboard as Dashboard
 
 from .chart import display_data
@@ -24,7 +24,7 @@ class ComponentDashboard(StaticFallback, w.VBox):
     shown through JupyterLab's plotly renderer (and as HTML where a notebook is read without it)."""
 
     def __init__(self, explorer: RunExplorer):
-        self.explorer = explorer
+        self.explorer = check_explorer(explorer, "ComponentDashboard(RunExplorer.open(path))")
         self.component: int | None = None
         self.current: Dashboard | None = None
         self.figures: list = []  # the plotly figures shown

@@ -7,7 +7,8 @@ import traceback
 import ipywidgets as w
 
 from workbench import report
-from workbench.app.explore import RunExplorer, TopExamplesPage
+from workbench.app.explore import RunExplorer, TopExamplesPage, check_explorer
+from workbench.core.arguments import positive_int
 
 from .static import StaticFallback, on_click_shown
 
@@ -20,8 +21,8 @@ class ExampleViewer(StaticFallback, w.VBox):
     """
 
     def __init__(self, explorer: RunExplorer, *, page_size: int = 5):
-        self.explorer = explorer
-        self.page_size = page_size
+        self.explorer = check_explorer(explorer, "ExampleViewer(RunExplorer.open(path))")
+        self.page_size = positive_int(page_size, "page_size")
         self.component: int | None = None
         self.current: TopExamplesPage | None = None
         self.title = w.HTML("<b>Select a component to see its examples.</b>")

@@ -7,8 +7,9 @@ import traceback
 import ipywidgets as w
 
 from workbench import report
-from workbench.app.explore import RunExplorer
+from workbench.app.explore import RunExplorer, check_explorer
 from workbench.app.results import Lookup
+from workbench.core.arguments import positive_int
 
 from .static import StaticFallback, on_click_shown
 
@@ -19,9 +20,9 @@ class LookupPanel(StaticFallback, w.VBox):
     list calls ``on_select(component)`` (the workbench selects it)."""
 
     def __init__(self, explorer: RunExplorer, *, on_select=None, n: int = 10):
-        self.explorer = explorer
+        self.explorer = check_explorer(explorer, "LookupPanel(RunExplorer.open(path))")
         self.on_select = on_select
-        self.n = n
+        self.n = positive_int(n, "n")
         self.current: Lookup | None = None
         self.query = w.Text(placeholder="an example's number, or a sentence", description="look up",
                             continuous_update=False, layout=w.Layout(width="460px"))

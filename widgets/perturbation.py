@@ -9,7 +9,7 @@ import ipywidgets as w
 import numpy as np
 
 from workbench import report
-from workbench.app.explore import RunExplorer
+from workbench.app.explore import RunExplorer, check_explorer
 
 from .chart import Chart
 from .static import StaticFallback, on_click_shown
@@ -29,7 +29,7 @@ class PerturbationPanel(StaticFallback, w.VBox):
     and of the accuracies. Errors are shown in the panel."""
 
     def __init__(self, explorer: RunExplorer):
-        self.explorer = explorer
+        self.explorer = check_explorer(explorer, "PerturbationPanel(RunExplorer.open(path))")
         self.component: int | None = None
         self.result = None  # the last PerturbationResult
         self.sweep_frame = None  # the last sweep, a long DataFrame
@@ -71,6 +71,8 @@ class PerturbationPanel(StaticFallback, w.VBox):
         self.add_class("npeff-perturbation-panel")
 
     def set_component(self, component: int | None) -> None:
+        if component is not None:
+            self.explorer.component(component)  # a clear error now, not when the check is run
         self.component = component
         self.run_button.disabled = component is None
         if component is not None:

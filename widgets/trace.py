@@ -8,7 +8,7 @@ import traceback
 import ipywidgets as w
 
 from workbench import report
-from workbench.app.explore import RunExplorer
+from workbench.app.explore import RunExplorer, check_explorer
 
 from .examples import component_title
 from .chart import Chart
@@ -21,7 +21,7 @@ class TracePanel(StaticFallback, w.VBox):
     profile (top vs baseline) and the layer × token heatmap of the example chosen in the list."""
 
     def __init__(self, explorer: RunExplorer, component: int | None = None):
-        self.explorer = explorer
+        self.explorer = check_explorer(explorer, "TracePanel(RunExplorer.open(path))")
         self.component = None
         self.result = None
         self.error: str | None = None
@@ -43,6 +43,8 @@ class TracePanel(StaticFallback, w.VBox):
 
     def set_component(self, component: int | None) -> None:
         """Point the panel at ``component``; another component's trace is cleared, not left on show."""
+        if component is not None:
+            self.explorer.component(component)  # a clear error now, not when the trace is run
         if component != self.component or component is None:
             self._clear()
         self.component = component

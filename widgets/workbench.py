@@ -10,8 +10,9 @@ from pathlib import Path
 import ipywidgets as w
 
 from workbench import report
-from workbench.app.explore import RunExplorer
+from workbench.app.explore import RunExplorer, check_explorer
 from workbench.app.notebook import HEADLESS_ENV
+from workbench.core.arguments import positive_int
 
 from .browser import ComponentBrowser
 from .dashboard import ComponentDashboard
@@ -44,7 +45,10 @@ class Workbench(StaticFallback, w.VBox):
 
     def __init__(self, explorer: RunExplorer, *, page_size: int = 10, examples_per_page: int = 5,
                  component: int | None = None, background: bool | None = None):
-        self.explorer = explorer
+        self.explorer = check_explorer(explorer, "Workbench.from_run(path)")
+        # checked here, so the message names the workbench's own arguments, not the panels'
+        page_size = positive_int(page_size, "page_size")
+        examples_per_page = positive_int(examples_per_page, "examples_per_page")
         self.browser = ComponentBrowser(explorer, page_size=page_size)
         self.examples = ExampleViewer(explorer, page_size=examples_per_page)
         self.dashboard = ComponentDashboard(explorer)
@@ -126,7 +130,8 @@ class Workbench(StaticFallback, w.VBox):
             self._filling.join()  # the first component's fill ends before another is shown, never after
         row = self.explorer.table.loc[[component]]
         titles = self.explorer.definitions()["definition"].to_dict()
-        self.details.value = report.fragment(report.table_html(row, bars=report.bar_columns(row), titles=titles))
+        bars = report.bar_columns(self.explorer.table)  # a mass bar is relative to the largest mass of all components
+        self.details.value = report.fragment(report.table_html(row, bars=bars, titles=titles))
         if self._background and self._filling is None and self.explorer.has_model:
             # The first selection, while the workbench is being shown: plain examples now, the rest on a thread.
             self._show_quietly(lambda j: self.examples.show(j, highlight=False), component)

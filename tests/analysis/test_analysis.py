@@ -122,3 +122,25 @@ def test_top_examples_table_lists_text_label_prediction_coefficient(embedded):
     assert list(table["text"]) == list(examples["text"].iloc[top])
     assert list(table.columns) == ["example", "text", "strategy", "label", "prediction", "coefficient"]
     assert table["coefficient"].is_monotonic_decreasing and (table["coefficient"] > 0).all()
+
+
+def test_top_examples_refuse_indices_and_counts_that_would_be_misread():
+    """-1 used to read the last component, n_top=-1 all examples but one; bools and floats indexed numpy."""
+    from workbench.analysis.lookup import loadings
+
+    W = np.array([[1.0, 0.0], [2.0, 3.0]])
+    with pytest.raises(ValueError, match=r"component must be from 0 to 1, got -1"):
+        top_examples(W, -1)
+    with pytest.raises(IndexError, match=r"component must be from 0 to 1, got 2"):
+        top_examples_table(W, 2, pd.DataFrame({"text": ["a", "b"]}))
+    for bad in (True, 1.0, "1"):
+        with pytest.raises(TypeError, match=r"component must be an integer.*from 0 to 1"):
+            top_examples(W, bad)
+    for n_top in (0, -1):
+        with pytest.raises(ValueError, match=r"n_top must be an integer of at least 1"):
+            top_examples(W, 0, n_top=n_top)
+    with pytest.raises(ValueError, match=r"n must be an integer of at least 1"):
+        loadings(W[1], np.ones((2, 3)), n=0)
+    with pytest.raises(TypeError, match=r"n must be an integer"):
+        loadings(W[1], np.ones((2, 3)), n=2.5)
+    assert list(loadings(W[1], np.ones((2, 3)), n=1).index) == [1]

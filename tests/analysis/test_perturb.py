@@ -161,3 +161,39 @@ def test_result_explains_its_number_and_carries_a_note(embedded):
     assert ("acts selectively" in text) == (result.kl_ratio >= 3)
     html = replace(result, note=SHOWCASE_CRITERION + " <b>")._repr_html_()
     assert "Shown because it has the highest KL ratio" in html and "&lt;b&gt;" in html
+
+
+def _fake_decomposition(r=3, m=4):
+    from types import SimpleNamespace
+
+    G = np.eye(r, m)
+    return SimpleNamespace(components_=G, W_=np.ones((5, r)), n_parameters_=m, kept_columns_=np.arange(m))
+
+
+def test_component_indices_and_counts_are_checked_before_the_model_runs(bert3, bert_inputs):
+    """-1 used to perturb the last component; n_baseline 0 or -1 and batch_size 0 failed deep in numpy
+    or torch (or gave a ratio over no baseline)."""
+    from workbench.analysis.perturb import baseline_examples
+    from workbench.analysis.trace import hidden_state_change, perturbation_trace
+
+    decomposition = _fake_decomposition()
+    with pytest.raises(ValueError, match=r"component must be from 0 to 2, got -1"):
+        perturbation_direction(decomposition, -1)
+    with pytest.raises(TypeError, match=r"component must be an integer, got True"):
+        perturbation_direction(decomposition, True)
+    for n_baseline in (0, -1):
+        with pytest.raises(ValueError, match=r"n_baseline must be an integer of at least 1"):
+            baseline_examples(10, [0, 1], n_baseline)
+    labels = np.zeros(len(bert_inputs["input_ids"]), dtype=int)
+    with pytest.raises(ValueError, match=r"batch_size must be an integer of at least 1"):
+        perturbation_check(bert3, decomposition, 0, bert_inputs, labels, [0, 1], [2, 3], batch_size=0)
+    with pytest.raises(IndexError, match=r"component must be from 0 to 2, got 3"):
+        perturbation_check(bert3, decomposition, 3, bert_inputs, labels, [0, 1], [2, 3])
+    with pytest.raises(ValueError, match=r"n_baseline must be an integer of at least 1"):
+        perturbation_table(bert3, decomposition, bert_inputs, labels, n_baseline=0, progress=False)
+    with pytest.raises(ValueError, match=r"components must be from 0 to 2, got 7"):
+        perturbation_table(bert3, decomposition, bert_inputs, labels, components=[0, 7], progress=False)
+    with pytest.raises(ValueError, match=r"component must be from 0 to 2, got 99"):
+        perturbation_trace(bert3, None, decomposition, 99, ["a text"], [0], [])
+    with pytest.raises(TypeError, match=r"component must be an integer, got 0\.5"):
+        hidden_state_change(bert3, decomposition, 0.5, bert_inputs)

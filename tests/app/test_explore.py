@@ -71,7 +71,7 @@ def test_bad_requests_name_the_problem(explorer):
         explorer.perturb(0, max_sim=5)
     with pytest.raises(ValueError, match="epsilons is empty"):
         explorer.sweep(0, [])
-    with pytest.raises(ValueError, match="n_top must be a positive number"):
+    with pytest.raises(ValueError, match="n_top must be an integer of at least 1"):
         explorer.trace(0, n_top=0)
 
 
@@ -132,3 +132,68 @@ def test_an_unknown_word_is_a_word_of_the_text_not_a_special_token(hostile_run):
     assert unknown and not any(e.special[k] for k in unknown)
     assert [t for t, special in zip(e.tokens, e.special) if special] == ["[CLS]", "[SEP]"]
     assert e.text[slice(*e.spans[unknown[0]])].startswith("<")  # the markup, shaded as the word it is
+
+
+def test_component_indices_and_counts_are_refused_by_name_before_any_work(small_synthetic):
+    """-1 and 99 used to give None or the last component, True a numpy broadcast error, page_size=0 a
+    ZeroDivisionError; counts are checked before the model loads (this run has none)."""
+    ex = small_synthetic
+    for method in (ex.component_name, ex.component, ex.ranking, ex.top_examples, ex.dashboard):
+        with pytest.raises(ValueError, match=r"component must be from 0 to 59, got 99"):
+            method(99)
+        with pytest.raises(IndexError, match=r"component must be from 0 to 59, got -1"):
+            method(-1)
+        for bad in (True, np.bool_(True), 1.5, "1"):
+            with pytest.raises(TypeError, match=r"component must be an integer.*pass an int from 0 to 59"):
+                method(bad)
+    assert ex.component_name(np.int64(0)) == ex.component_name(0)
+    with pytest.raises(ValueError, match=r"page_size must be an integer of at least 1"):
+        ex.top_examples(0, page_size=0)
+    with pytest.raises(TypeError, match=r"page_size must be an integer"):
+        ex.components(page_size="5")
+    with pytest.raises(TypeError, match=r"min_purity must be a number from 0 to 1"):
+        ex.components(min_purity="a")
+    with pytest.raises(ValueError, match=r"min_purity must be a number from 0 to 1"):
+        ex.filter_components(min_purity=1.5)
+    with pytest.raises(ValueError, match=r"min_mass must be a number from 0 to 1"):
+        ex.components(min_mass=-1)
+    for n_baseline in (0, -1):
+        with pytest.raises(ValueError, match=r"n_baseline must be an integer of at least 1"):
+            ex.perturb(0, n_baseline=n_baseline)
+        with pytest.raises(ValueError, match=r"n_baseline must be an integer of at least 1"):
+            ex.trace(0, n_baseline=n_baseline)
+    with pytest.raises(ValueError, match=r"batch_size must be an integer of at least 1"):
+        ex.perturb(0, batch_size=0)
+    with pytest.raises(TypeError, match=r"n_top must be an integer"):
+        ex.trace(0, n_top=2.5)
+    with pytest.raises(ValueError, match=r"n must be an integer of at least 1"):
+        ex.lookup(0, n=0)
+    with pytest.raises(ValueError, match=r"n must be an integer of at least 1"):
+        ex.lookup("a new text", n=-1)  # refused before its PEF is computed
+    with pytest.raises(ValueError, match=r"example must be from 0 to 2999, got -1"):
+        ex.lookup(-1)
+    with pytest.raises(ValueError, match=r"n_top must be an integer of at least 1"):
+        RunExplorer(ex.run, n_top=0)
+
+
+def test_a_path_where_an_explorer_belongs_names_run_explorer_open():
+    from workbench.app.explore import check_explorer
+
+    with pytest.raises(TypeError, match=r"explorer must be a RunExplorer, got str; .*'runs/x', use RunExplorer\.open"):
+        check_explorer("runs/x")
+
+
+def test_export_checks_everything_before_it_writes(small_synthetic, tmp_path):
+    """A bad perturbation used to be found after three files were written; a file where the folder
+    belongs gave a bare FileExistsError."""
+    with pytest.raises(TypeError, match=r"perturbations must hold results of RunExplorer\.perturb"):
+        small_synthetic.export(tmp_path / "out", perturbations=["x"])
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "taken").write_text("a file")
+    for folder in (tmp_path / "taken", tmp_path / "taken" / "inside"):
+        with pytest.raises(FileExistsError, match=r"taken is a file, not a folder; choose another folder"):
+            small_synthetic.export(folder)
+    (tmp_path / "clash" / "components.csv").mkdir(parents=True)
+    with pytest.raises(IsADirectoryError, match=r"components\.csv is a folder where the export writes a file"):
+        small_synthetic.export(tmp_path / "clash", format="csv")
+    assert [p.name for p in (tmp_path / "clash").iterdir()] == ["components.csv"]

@@ -8,6 +8,7 @@ import torch
 
 from tests.conftest import tiny_bert, tiny_bert_inputs
 from workbench import compute_pefs
+from workbench.core.arguments import OutOfRangeError, component_index, fraction, positive_int
 from workbench.core.validation import as_labels, name_filter, name_predicate
 
 
@@ -44,3 +45,40 @@ def test_labels_that_are_not_one_per_example_are_refused():
         as_labels([0, -2, 1], 3)
     with pytest.raises(TypeError, match="integer class indices, got bool"):
         as_labels([True, False, True], 3)
+
+
+# -- indices and counts: one checker for every component index and count a user passes ----------
+
+@pytest.mark.parametrize("value", [True, np.bool_(False), 1.0, 1.5, "1", None])
+def test_a_component_index_that_is_not_an_integer_is_a_type_error_naming_the_range(value):
+    with pytest.raises(TypeError, match=r"component must be an integer, got .*; pass an int from 0 to 3"):
+        component_index(value, 4)
+
+
+@pytest.mark.parametrize("value", [-1, 4, np.int64(-4)])
+def test_a_component_index_out_of_range_is_refused_and_negatives_do_not_count_from_the_end(value):
+    with pytest.raises(ValueError, match=r"j must be from 0 to 3, got .*4 components.*does not count from the end"):
+        component_index(value, 4, "j")
+    with pytest.raises(IndexError):  # also what Python's own indexing raises
+        component_index(value, 4, "j")
+    assert issubclass(OutOfRangeError, IndexError) and issubclass(OutOfRangeError, ValueError)
+
+
+def test_component_indices_and_counts_come_back_as_ints():
+    assert component_index(np.int64(3), 4) == 3 and type(component_index(np.int64(3), 4)) is int
+    assert positive_int(np.int32(5), "n_top") == 5 and positive_int(0, "n_iters", minimum=0) == 0
+    assert fraction(1, "min_purity") == 1.0
+
+
+@pytest.mark.parametrize("value, error", [(0, ValueError), (-1, ValueError), (True, TypeError), (2.5, TypeError),
+                                          ("3", TypeError)])
+def test_counts_below_the_minimum_or_not_integers_are_refused_by_name(value, error):
+    with pytest.raises(error, match=r"batch_size must be an integer.*batch_size=10"):
+        positive_int(value, "batch_size")
+
+
+@pytest.mark.parametrize("value, error", [("a", TypeError), (True, TypeError), (-0.1, ValueError),
+                                          (1.5, ValueError), (float("nan"), ValueError)])
+def test_fractions_are_numbers_from_0_to_1(value, error):
+    with pytest.raises(error, match=r"min_purity must be a number from 0 to 1.*min_purity=0\.5"):
+        fraction(value, "min_purity")

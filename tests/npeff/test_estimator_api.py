@@ -84,3 +84,23 @@ def test_estimators_are_found_by_kind():
     assert estimator_for("lrm") is LrmNpeff and estimator_for("d") is DNpeff
     with pytest.raises(ValueError, match="kind must be 'lrm' or 'd', got 'diagonal'"):
         estimator_for("diagonal")
+
+
+@pytest.mark.parametrize("cls", [LrmNpeff, DNpeff])
+def test_a_bool_count_is_refused_at_fit_not_taken_for_one(cls):
+    """scikit-learn counts True as the integer 1; torch then failed deep inside on n_components=True."""
+    pefs = PROBLEMS[cls]()
+    for name in ("n_components", "log_every"):
+        estimator = cls(progress=False, **SHORT[cls]).set_params(**{name: True})
+        with pytest.raises(TypeError, match=f"'{name}' parameter of {cls.__name__} must be an int .*not a bool"):
+            estimator.fit(pefs)
+    with pytest.raises(ValueError, match="not a bool. Got np.True_"):
+        cls(n_components=np.bool_(True), progress=False).fit(pefs)
+
+
+def test_a_fit_without_iterations_is_refused_not_returned_as_its_random_start():
+    with pytest.raises(ValueError, match=r"'n_iters' parameter of DNpeff must be an int in the range \[1, inf\)"):
+        DNpeff(3, n_iters=0, progress=False).fit(PROBLEMS[DNpeff]())
+    with pytest.raises(ValueError, match=r"n_iters_g_only and n_iters_joint are both 0; raise n_iters_joint"):
+        LrmNpeff(3, n_iters_g_only=0, n_iters_joint=0, progress=False).fit(PROBLEMS[LrmNpeff]())
+    LrmNpeff(3, n_iters_g_only=5, n_iters_joint=0, progress=False).fit(PROBLEMS[LrmNpeff]())  # G steps alone: a fit

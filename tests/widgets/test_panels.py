@@ -214,3 +214,26 @@ def test_titles_escape_the_label_and_a_new_component_clears_the_trace(tmp_path):
     panel.set_component(1)
     assert panel.result is None and panel.example.options == () and not panel.heatmap.figure.data
     assert "plain" in panel.title.value and "No trace run yet" in panel._repr_mimebundle_()["text/html"]
+
+
+def test_panels_refuse_a_path_a_bad_count_and_a_component_that_is_not_there(many):
+    """A path used to fail with an AttributeError, examples_per_page=0 on the first page, TracePanel(ex, 99)
+    when traced."""
+    from widgets import ExampleViewer, LookupPanel, TracePanel
+
+    with pytest.raises(TypeError, match=r"got str; to open the run folder 'runs/x', use Workbench\.from_run\(path\)"):
+        Workbench("runs/x")
+    with pytest.raises(TypeError, match=r"use TracePanel\(RunExplorer\.open\(path\)\)"):
+        TracePanel("runs/x")
+    with pytest.raises(ValueError, match=r"examples_per_page must be an integer of at least 1"):
+        Workbench(many, examples_per_page=0)
+    with pytest.raises(ValueError, match=r"page_size must be an integer of at least 1"):
+        ExampleViewer(many, page_size=0)
+    with pytest.raises(TypeError, match=r"n must be an integer"):
+        LookupPanel(many, n=None)
+    with pytest.raises(ValueError, match=r"component must be from 0 to 249, got 999"):
+        TracePanel(many, 999)
+    panel = PerturbationPanel(many)
+    with pytest.raises(TypeError, match=r"component must be an integer"):
+        panel.set_component(True)
+    assert panel.component is None

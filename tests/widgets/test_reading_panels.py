@@ -46,7 +46,7 @@ def test_lookup_panel_for_an_example_and_a_sentence(explorer):
     typed = panel.lookup("the plot was not dull .")
     assert typed.example is None and "took" in panel.body.value and typed.seconds > 0
     panel.query.value = "999999"  # not an example: shown in the panel, not raised into the kernel
-    assert "IndexError" in panel.body.value
+    assert "OutOfRangeError" in panel.body.value and "example must be from 0 to 599" in panel.body.value
 
 
 def test_kl_ratio_follows_the_direction_shown(workbench):

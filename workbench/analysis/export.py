@@ -214,3 +214,28 @@ def export_components_safetensors(decomposition, path: str | os.PathLike, compon
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return path
+
+
+def perturbation_results(perturbations) -> list:
+    """The perturbation results given to ``export``, checked, so a placeholder gives a clear error."""
+    if isinstance(perturbations, (pd.DataFrame, str)) or not hasattr(perturbations, "__iter__"):
+        perturbations = [perturbations]
+    items = list(perturbations)
+    for item in items:
+        if not isinstance(item, pd.DataFrame) and not hasattr(item, "to_frame"):
+            raise TypeError(f"perturbations must hold results of RunExplorer.perturb or frames of RunExplorer.sweep, "
+                            f"got {item!r}; e.g. ex.export(format='csv', perturbations=[ex.perturb(3)])")
+    return items
+
+
+def check_export_folder(folder: Path, names: list[str]) -> None:
+    """``folder`` can hold the export's files: no file stands where it or one of its parents would be,
+    and no folder where one of the files would be."""
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise FileExistsError(f"cannot export into {folder}: {existing} is a file, not a folder; choose another "
+                              "folder (the export writes several files into one), or move the file away")
+    for name in names:
+        if (folder / name).is_dir():
+            raise IsADirectoryError(f"cannot export into {folder}: {folder / name} is a folder where the export writes "
+                                    "a file; choose another folder, or move that folder away")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from ..core.arguments import positive_int
 from ..core.kinds import kind as kind_named
 from .tables import component_norms
 
@@ -22,8 +23,10 @@ def loadings(coefficients: np.ndarray, components: np.ndarray, *, kind: str = "l
     """The components one example loads on, largest scaled coefficient first (zeros left out).
 
     Columns: ``coefficient`` (W_ij), ``scaled`` (W_ij ‖g_j‖², comparable across components) and
-    ``share`` (of the example's summed scaled coefficients).
+    ``share`` (of the example's summed scaled coefficients). ``n``: how many to list (None: all).
     """
+    if n is not None:
+        n = positive_int(n, "n")  # [:0] would list none, [:-1] all but one
     w = np.asarray(coefficients, dtype=np.float64).ravel()
     scaled = w * component_norms(components) ** kind_named(kind).mass_power
     total = scaled[w > 0].sum()

@@ -24,6 +24,7 @@ import torch
 
 from tqdm.auto import tqdm
 
+from ..core.arguments import component_index, positive_int
 from ..core.device import resolve_device
 from ..core.params import ParameterLayout
 from ..core.validation import check_model
@@ -52,6 +53,7 @@ def perturbation_direction(decomposition, component: int, max_sim: float | None 
     ``max_sim`` are kept, since removing them would remove most of g_j itself.
     """
     G = np.asarray(decomposition.components_, dtype=np.float64)  # (r, kept)
+    component = component_index(component, len(G))
     g = G[component]
     norm = np.linalg.norm(g)
     if norm == 0:
@@ -239,6 +241,7 @@ def _ratio(top: float, baseline: float) -> float:
 
 def baseline_examples(n_examples: int, top: Sequence[int], n_baseline: int = 100, seed: int = 0) -> np.ndarray:
     """A random set of examples outside the top set."""
+    n_baseline = positive_int(n_baseline, "n_baseline")  # no baseline: no ratio to read
     others = np.setdiff1d(np.arange(n_examples), np.asarray(top, dtype=np.int64))
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(others, size=min(n_baseline, len(others)), replace=False))
@@ -264,6 +267,8 @@ def perturbation_check(
         and ``baseline``); ``baseline`` defaults to 100 random other examples.
     """
     check_step(epsilon, max_sim)
+    component = component_index(component, len(decomposition.components_))
+    batch_size = positive_int(batch_size, "batch_size")
     check_model(model, inputs)  # token ids the model holds, lengths within its positions
     device = resolve_device(device) if device is not None else next(model.parameters()).device
     model.to(device)
@@ -325,7 +330,11 @@ def perturbation_table(
     Columns: ``n_top``, ``kl_top`` / ``kl_baseline`` (of the sign with the larger ratio),
     ``kl_ratio``, ``sign``, ``accuracy_top`` / ``accuracy_baseline`` (original, unperturbed).
     """
-    components = range(decomposition.W_.shape[1]) if components is None else components
+    n_top, n_baseline = positive_int(n_top, "n_top"), positive_int(n_baseline, "n_baseline")
+    batch_size = positive_int(batch_size, "batch_size")
+    n_components = decomposition.W_.shape[1]
+    components = range(n_components) if components is None else [component_index(j, n_components, "components")
+                                                                  for j in components]
     rows = []
     for j in tqdm(components, desc="perturbation checks", disable=not progress):
         top = top_examples(decomposition.W_, j, n_top)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from ..core.arguments import component_index, positive_int
 from ..core.kinds import kind as kind_named
 
 
@@ -32,6 +33,8 @@ def scaled_coefficients(W: np.ndarray, components: np.ndarray, kind: str = "lrm"
 def top_examples(W: np.ndarray, component: int, n_top: int = 20) -> np.ndarray:
     """Indices of the examples with the largest coefficients for ``component``, largest
     first; examples with a zero coefficient are never among them."""
+    component = component_index(component, np.shape(W)[1])
+    n_top = positive_int(n_top, "n_top")
     column = W[:, component]
     order = np.argsort(-column, kind="stable")[:n_top]
     return order[column[order] > 0]

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..core.arguments import component_index
 from ..fisher.checks import padding_changes_outputs
 from ..fisher.inputs import eval_mode, groups_as_computed
 from ..models.text import encode_texts, spelled_tokens
@@ -158,6 +159,7 @@ def perturbation_trace(model, tokenizer, decomposition, component: int, texts: S
                        top: Sequence[int], baseline: Sequence[int], *, epsilon: float = 0.1,
                        max_sim: float | None = None, max_length: int = 64) -> PerturbationTrace:
     """The trace of ``component`` on its top examples and baseline examples (indices into ``texts``)."""
+    component = component_index(component, len(decomposition.components_))  # before the texts are encoded
     top, baseline = [int(i) for i in top], [int(i) for i in baseline]
     if not top:
         raise ValueError(f"component {component} has no top examples to trace")

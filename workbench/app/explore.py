@@ -31,11 +31,13 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.tables import component_table, top_examples
+from ..core.arguments import component_index, fraction, item_index, positive_int
+from ..store.files import atomic_path
 from .results import ComponentDashboard, ComponentFilter, ComponentPage, HighlightedExample, Lookup, TopExamplesPage
 from .run_folder import COMPONENTS, MODEL, Run
 
 __all__ = ["ComponentDashboard", "ComponentFilter", "ComponentPage", "HighlightedExample", "Lookup", "RunExplorer",
-           "TopExamplesPage"]
+           "TopExamplesPage", "check_explorer"]
 
 #: Where :meth:`RunExplorer.export` writes by default, inside the run folder.
 EXPORTS = "exports"
@@ -68,7 +70,7 @@ class RunExplorer:
     def __init__(self, run: Run, *, model=None, tokenizer=None, n_top: int | None = None, device=None):
         self.run = run
         self.device = device
-        self.n_top = int(n_top if n_top is not None else run.params.get("n_top", 20))
+        self.n_top = positive_int(n_top if n_top is not None else run.params.get("n_top", 20), "n_top")
         self._model = model
         self._tokenizer = tokenizer
         self._ranking = lru_cache(maxsize=256)(self._compute_ranking)
@@ -146,9 +148,10 @@ class RunExplorer:
         """The component's short label (the table's ``name`` column), or None when it has none."""
         from ..analysis.labels import NAME_COLUMN
 
-        if NAME_COLUMN not in self.table.columns or int(component) not in self.table.index:
+        component = self._check_component(component)
+        if NAME_COLUMN not in self.table.columns or component not in self.table.index:
             return None
-        name = self.table.loc[int(component), NAME_COLUMN]
+        name = self.table.loc[component, NAME_COLUMN]
         return None if pd.isna(name) else str(name)
 
     def label_components(self, *, n_examples: int = 10, progress: bool = False) -> pd.Series:
@@ -157,12 +160,14 @@ class RunExplorer:
         so the table, panels, reports and exports show them from now on; returns them."""
         from ..analysis.labels import component_labels, top_tokens
 
+        n_examples = positive_int(n_examples, "n_examples")
         model, tokenizer = self.model_and_tokenizer()
         sets = {int(j): row[row >= 0][:n_examples] for j, row in enumerate(self.top_sets)}
         tokens = top_tokens(model, tokenizer, self.decomposition, list(self.examples["text"]), sets,
                             max_length=self.max_length, device=self.device, progress=progress)
         names = component_labels(self._bare_table, tokens)
-        names.to_frame().to_csv(self.run.path / LABELS)
+        with atomic_path(self.run.path / LABELS) as tmp:  # the table reads it whole or not at all
+            names.to_frame().to_csv(tmp)
         self.__dict__.pop("table", None)
         self.__dict__.pop("_search_text", None)
         return names
@@ -174,9 +179,8 @@ class RunExplorer:
         from ..analysis.perturb import baseline_examples
         from ..analysis.trace import perturbation_trace
 
-        n_top = self.n_top if n_top is None else n_top
-        if isinstance(n_top, bool) or not isinstance(n_top, (int, np.integer)) or n_top < 1:
-            raise ValueError(f"n_top must be a positive number of top examples, got {n_top!r}")
+        n_top = self.n_top if n_top is None else positive_int(n_top, "n_top")
+        n_baseline = positive_int(n_baseline, "n_baseline")  # before the model loads
         top = self._top_set(component)[:n_top]
         if len(top) == 0:
             raise ValueError(f"component {component} has no examples with a positive coefficient to trace")
@@ -231,6 +235,8 @@ class RunExplorer:
     def filter_components(self, filter: ComponentFilter | None = None, **changes) -> pd.DataFrame:
         """The rows of the component table that pass ``filter``, sorted (all of them, not a page)."""
         filter = dataclasses.replace(filter or ComponentFilter(), **changes)
+        fraction(filter.min_purity, "min_purity")
+        fraction(filter.min_mass, "min_mass")  # a share of the total mass
         table = self.table
         keep = np.ones(len(table), dtype=bool)
         if filter.min_purity > 0:
@@ -255,8 +261,7 @@ class RunExplorer:
                    page_size: int = DEFAULT_PAGE_SIZE, **changes) -> ComponentPage:
         """A page of the component table; ``changes`` set :class:`ComponentFilter` fields."""
         filter = dataclasses.replace(filter or ComponentFilter(), **changes)
-        if page_size < 1:
-            raise ValueError(f"page_size must be at least 1, got {page_size}")
+        page_size = positive_int(page_size, "page_size")
         matching = self.filter_components(filter)
         n_pages = max(1, -(-len(matching) // page_size))
         page = min(max(int(page), 0), n_pages - 1)
@@ -268,12 +273,10 @@ class RunExplorer:
 
     def component(self, component: int) -> pd.Series:
         """The table row of one component."""
-        self._check_component(component)
-        return self.table.loc[component]
+        return self.table.loc[self._check_component(component)]
 
-    def _check_component(self, component) -> None:
-        if not isinstance(component, (int, np.integer)) or not 0 <= component < self.n_components:
-            raise IndexError(f"component must be an integer from 0 to {self.n_components - 1}, got {component!r}")
+    def _check_component(self, component, argument: str = "component") -> int:
+        return component_index(component, self.n_components, argument)
 
     @cached_property
     def top_sets(self) -> np.ndarray:
@@ -303,12 +306,13 @@ class RunExplorer:
 
     def ranking(self, component: int) -> np.ndarray:
         """All examples with a positive coefficient for ``component``, largest first."""
-        self._check_component(component)
-        return self._ranking(int(component))
+        return self._ranking(self._check_component(component))
 
     def top_examples(self, component: int, *, page: int = 0, page_size: int = DEFAULT_EXAMPLES_PAGE_SIZE,
                      highlight: bool = True) -> TopExamplesPage:
         """A page of ``component``'s examples with their token scores (when ``highlight`` and the run has a model)."""
+        component = self._check_component(component)
+        page_size = positive_int(page_size, "page_size")
         ranking = self.ranking(component)
         n_pages = max(1, -(-len(ranking) // page_size))
         page = min(max(int(page), 0), n_pages - 1)
@@ -359,7 +363,6 @@ class RunExplorer:
     # -- perturbations -----------------------------------------------------------------
 
     def _top_set(self, component: int) -> np.ndarray:
-        self._check_component(component)
         return self.ranking(component)[: self.n_top]
 
     def perturb(self, component: int, *, epsilon: float = 0.1, max_sim: float | None = None,
@@ -367,6 +370,7 @@ class RunExplorer:
         """``workbench.analysis.perturb.perturbation_check`` of ``component`` on its top set vs a random baseline."""
         from ..analysis.perturb import perturbation_check
 
+        batch_size = positive_int(batch_size, "batch_size")
         args = self._perturbation_inputs(component, n_baseline, seed)
         with self.model_lock:
             return perturbation_check(*args, epsilon=epsilon, max_sim=max_sim, batch_size=batch_size, device=self.device)
@@ -392,6 +396,7 @@ class RunExplorer:
         from ..analysis.perturb import baseline_examples
         from ..models.text import encode_texts
 
+        n_baseline = positive_int(n_baseline, "n_baseline")  # before the model loads
         if self.labels is None:
             raise ValueError(f"{self.run.path}: the examples have no 'label' column, which the check needs")
         top = self._top_set(component)
@@ -420,6 +425,7 @@ class RunExplorer:
 
         row = self.component(component)
         component = int(component)
+        n_examples = self.n_top if n_examples is None else positive_int(n_examples, "n_examples")
         histogram, n_zero = coefficient_histogram(self.W[:, component])
         result = ComponentDashboard(
             component, row, histogram, n_zero, self.W.shape[0],
@@ -429,7 +435,7 @@ class RunExplorer:
         if not self.has_model:
             result.notes.append("This run folder has no model/: no token shares, logit change or perturbation sweep.")
             return result
-        page = self.top_examples(component, page_size=n_examples or self.n_top)
+        page = self.top_examples(component, page_size=n_examples)
         result.top_tokens, result.examples = _top_tokens(page), page
         if page.examples:
             result.logit_change = self._logit_change(component, [e.example for e in page.examples], epsilon)
@@ -454,10 +460,10 @@ class RunExplorer:
         from ..analysis.lookup import coefficients_of_texts, loadings
 
         kind = self.run.params.get("kind", "lrm")
+        if n is not None:
+            n = positive_int(n, "n")  # before a new text's PEF is computed
         if isinstance(example, (int, np.integer)) and not isinstance(example, bool):
-            if not 0 <= example < self.W.shape[0]:
-                raise IndexError(f"example must be from 0 to {self.W.shape[0] - 1}, got {example}")
-            i = int(example)
+            i = item_index(example, self.W.shape[0], "example", "examples")
             return Lookup(str(self.examples["text"].iloc[i]),
                           loadings(self.W[i], self.decomposition.components_, kind=kind, n=n), example=i,
                           label=None if self.labels is None else _plain(self.labels[i]),
@@ -492,9 +498,12 @@ class RunExplorer:
 
         if "deciding_words" not in self.examples:
             raise ValueError(f"{self.run.path}: the examples have no 'deciding_words' column (the embedded task's)")
+        n_top = positive_int(n_top, "n_top")
+        components = (range(self.n_components) if components is None
+                      else [self._check_component(j, "components") for j in components])
         _, tokenizer = self.model_and_tokenizer()
         rows = []
-        for j in range(self.n_components) if components is None else components:
+        for j in components:
             for e in self.top_examples(j, page_size=n_top).examples:
                 if e.strongest_token is None:
                     continue
@@ -514,13 +523,19 @@ class RunExplorer:
         Into ``folder`` (default: the run's ``exports/``): the component table, the per-example
         coefficients (long format, zeros left out), the perturbation results given (results of
         :meth:`perturb` or frames of :meth:`sweep`), all as ``format`` ("parquet" or "csv"), and
-        the components as safetensors keyed by parameter name.
+        the components as safetensors keyed by parameter name. The files of an earlier export there
+        are replaced.
         """
         from ..analysis import export
 
+        # Every argument is checked before the first file is written: a bad one leaves no half export.
         if format not in ("parquet", "csv"):
             raise ValueError(f"format must be 'parquet' or 'csv', got {format!r}")
+        frames = [p if isinstance(p, pd.DataFrame) else export.perturbation_frame(p)
+                  for p in export.perturbation_results(perturbations)]
         folder = Path(folder) if folder is not None else self.run.path / EXPORTS
+        export.check_export_folder(folder, [f"components.{format}", f"coefficients.{format}", "components.safetensors",
+                                      f"perturbations.{format}"])
         folder.mkdir(parents=True, exist_ok=True)
         written = {
             "components": export.export_components(self.table, folder / f"components.{format}"),
@@ -528,7 +543,6 @@ class RunExplorer:
             "component vectors": export.export_components_safetensors(self.decomposition,
                                                                       folder / "components.safetensors"),
         }
-        frames = [p if isinstance(p, pd.DataFrame) else export.perturbation_frame(p) for p in _results(perturbations)]
         if frames:
             written["perturbations"] = export.export_perturbations(pd.concat(frames, ignore_index=True),
                                                                    folder / f"perturbations.{format}")
@@ -553,16 +567,12 @@ def with_names(table: pd.DataFrame, labels_file: Path) -> pd.DataFrame:
     return pd.concat([names.rename(NAME_COLUMN), table], axis=1)
 
 
-def _results(perturbations) -> list:
-    """The perturbation results given to ``export``, checked, so a placeholder gives a clear error."""
-    if isinstance(perturbations, (pd.DataFrame, str)) or not hasattr(perturbations, "__iter__"):
-        perturbations = [perturbations]
-    items = list(perturbations)
-    for item in items:
-        if not isinstance(item, pd.DataFrame) and not hasattr(item, "to_frame"):
-            raise TypeError(f"perturbations must hold results of RunExplorer.perturb or frames of RunExplorer.sweep, "
-                            f"got {item!r}; e.g. ex.export(format='csv', perturbations=[ex.perturb(3)])")
-    return items
+def check_explorer(explorer, fix: str = "RunExplorer.open(path)") -> "RunExplorer":
+    """``explorer`` is a :class:`RunExplorer`; a run folder's path is refused with ``fix``, which opens it."""
+    if not isinstance(explorer, RunExplorer):
+        hint = f"; to open the run folder {str(explorer)!r}, use {fix}" if isinstance(explorer, (str, os.PathLike)) else ""
+        raise TypeError(f"explorer must be a RunExplorer, got {type(explorer).__name__}{hint}")
+    return explorer
 
 
 def _top_tokens(page: TopExamplesPage) -> pd.DataFrame:

@@ -4,9 +4,10 @@ Both are scikit-learn estimators (:class:`~sklearn.base.BaseEstimator`): setting
 ``__init__`` and nothing else there, so ``get_params``, ``set_params`` and
 :func:`sklearn.base.clone` work; every setting is checked at ``fit`` against one table,
 ``_parameter_constraints``, in scikit-learn's own constraint language (numpy integers
-are integers); ``fit`` returns self; learned state ends in ``_``; ``transform`` before
-``fit`` raises :class:`sklearn.exceptions.NotFittedError`. ``save``/``load`` write and read
-one safetensors file (no pickle).
+are integers, bools are not: scikit-learn would take ``n_components=True`` for 1); ``fit``
+returns self; learned state ends in ``_``; ``transform`` before ``fit`` raises
+:class:`sklearn.exceptions.NotFittedError`. ``save``/``load`` write and read one safetensors
+file (no pickle).
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, InvalidParameterError, make_constraint
 from sklearn.utils.validation import check_is_fitted
 
+from ..core.arguments import component_index
 from ..core.device import resolve_device
 from ..core.kinds import KINDS
 from ..core.params import ParameterLayout
@@ -30,8 +32,8 @@ from ..store.checkpoint import FitCheckpoint
 from ..store.files import StoreError, producer, read_arrays, write_arrays
 from ..store.fingerprints import check_same_model, fingerprint_matrix, fingerprint_pefs
 from ..store.formats import FileFormat
-from .expand import continued_history, start_from
 from .data import Columns, FitData, check_finite_norms, examples_per_column, prepare, to_torch_csr
+from .expand import continued_history, start_from
 
 EPS = 1e-9  # guards the multiplicative updates' denominators
 
@@ -92,6 +94,16 @@ class NpeffBase(BaseEstimator):
         """Raise ``InvalidParameterError`` (a ValueError) naming a setting outside ``_parameter_constraints``.
         ``fit`` checks first; this is for code that needs the settings before it fits."""
         self._validate_params()
+
+    def _validate_params(self) -> None:
+        # scikit-learn counts a bool as an int (True == 1): a flag in a count's place is a slip, refused by name
+        for name, constraints in self._parameter_constraints.items():
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)) and "boolean" not in constraints:
+                allowed = " or ".join(str(make_constraint(c)) for c in constraints)
+                raise InvalidParameterError(f"The {name!r} parameter of {type(self).__name__} must be {allowed}, "
+                                            f"not a bool. Got {value!r} instead.")
+        super()._validate_params()
 
     def recorded_params(self) -> dict:
         """``get_params()`` as files record them: in the table's order, devices as text."""
@@ -295,9 +307,7 @@ class NpeffBase(BaseEstimator):
     def component(self, j: int) -> np.ndarray:
         """Component j as a full parameter-space vector of n_parameters (zeros where pruned)."""
         check_is_fitted(self)
-        n = len(self.components_)
-        if not isinstance(j, (int, np.integer)) or not 0 <= j < n:
-            raise IndexError(f"there is no component {j!r}: this decomposition has {n} components, 0..{n - 1}")
+        j = component_index(j, len(self.components_))
         full = np.zeros(self.n_parameters_, dtype=np.float32)
         full[self.kept_columns_] = self.components_[j]
         return full

@@ -43,7 +43,7 @@ class DNpeff(NpeffBase):
     count_keys = ("n_classes",)
     _parameter_constraints = {
         **NpeffBase._parameter_constraints,
-        "n_iters": positive_int(0),
+        "n_iters": positive_int(),  # 0 would return the random start as the fit
         "n_iters_transform": positive_int(),
         "device": [None, str, torch.device],
     }

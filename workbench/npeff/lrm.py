@@ -21,7 +21,7 @@ from numbers import Real
 import numpy as np
 import scipy.sparse as sp
 import torch
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ..core.pefs import LrmPefs
@@ -144,6 +144,13 @@ class LrmNpeff(NpeffBase):
         """The estimator for a budget given as both phases' iterations (as the command line and
         the main job give it, whatever the kind)."""
         return cls(n_components, n_iters_g_only=n_iters_g_only, n_iters_joint=n_iters_joint, **settings)
+
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        if self.n_iters_g_only + self.n_iters_joint == 0:  # the fit would return its random start
+            raise InvalidParameterError(
+                f"{type(self).__name__} needs at least one iteration: n_iters_g_only and n_iters_joint are both 0; "
+                "raise n_iters_joint (e.g. n_iters_joint=400)")
 
     # -- the data ----------------------------------------------------------------------
 

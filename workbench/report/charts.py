@@ -78,22 +78,37 @@ def sweep_figure(frame: pd.DataFrame):
     return figure
 
 
+#: Keeps a drawn chart as wide as its box. plotly's ``responsive`` follows only the window's size, and a
+#: chart drawn while the page loads is sized to a box that shrinks once its neighbours arrive in the same
+#: flex row: at a 1280 px window it stayed 1264 px wide in a 413 px column. A hidden box (width 0) is
+#: left alone, as plotly refuses to resize a plot that is not displayed.
+FIT_SCRIPT = ("if (window.ResizeObserver) new ResizeObserver(function () {"
+              " if (div.offsetWidth) Plotly.Plots.resize(div); }).observe(div);")
+
+
 def figure_html(figure, include_plotlyjs: bool | str = False) -> str:
-    """A plotly figure as an HTML fragment (class ``npeff-plot``).
+    """A plotly figure as an HTML fragment (class ``npeff-plot``) that fits the width of its box.
 
     With ``include_plotlyjs`` this is plotly's own ``to_html``. Without, the figure is drawn
     by whatever plotly.js the page has loaded, and where there is none (a notebook opened
     elsewhere) the placeholder says so instead of failing with a script error.
     """
+    import plotly.io as pio
+
     config = {"displaylogo": False, "responsive": True}
+    figure = figure.to_dict()  # a copy: the caller's figure keeps its layout
+    figure["layout"].pop("width", None)  # the box sets the width
+    figure["layout"]["autosize"] = True
     if include_plotlyjs:
-        inner = figure.to_html(full_html=False, include_plotlyjs=include_plotlyjs, default_width="100%", config=config)
+        fit = "var div = document.getElementById('{plot_id}'); " + FIT_SCRIPT
+        inner = pio.to_html(figure, full_html=False, include_plotlyjs=include_plotlyjs, default_width="100%",
+                            config=config, post_script=fit, validate=False)
         return f'<div class="npeff-plot">{inner}</div>'
     div = f"npeff-plot-{uuid.uuid4().hex}"
-    spec = figure.to_json().replace("</", "<\\/")  # no "</script>" can end the script early
+    spec = pio.to_json(figure, validate=False).replace("</", "<\\/")  # no "</script>" can end the script early
     return (f'<div id="{div}" class="npeff-plot"></div><script type="text/javascript">(function () {{'
             f' var spec = {spec}; var div = document.getElementById("{div}"); if (!div) return;'
-            f" if (window.Plotly) {{ Plotly.newPlot(div, spec.data, spec.layout, {json.dumps(config)}); }}"
+            f" if (window.Plotly) {{ Plotly.newPlot(div, spec.data, spec.layout, {json.dumps(config)}); {FIT_SCRIPT} }}"
             f' else {{ div.textContent = "(chart not drawn: this page has no plotly.js; the numbers are in the table)"; }}'
             f" }})();</script>")
 

@@ -12,38 +12,49 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+#: The colours are variables: light by default (a background of its own, so readable inside a dark
+#: JupyterLab theme too), dark where the reader's system asks for it.
 CSS = """
-.npeff { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; font-size: 13px; color: #222;
-         background: #fff; color-scheme: light; overflow-wrap: break-word; }
+.npeff { --fg: #222; --bg: #fff; --muted: #555; --soft: #333; --line: #e2e2e2; --rule: #999; --head: #f4f4f4;
+         --box: #ddd; --link: #0645ad; --bar: #7aa6d8; --wrong: #b00020; --note-fg: #8a5a00; --note-bg: #fff7e0;
+         --error-bg: #fdecee; --run-bg: #f7f9fc; --run-line: #dde3ec; color-scheme: light; }
+@media (prefers-color-scheme: dark) {
+  .npeff { --fg: #e4e4e4; --bg: #1b1d21; --muted: #a8adb5; --soft: #c8ccd2; --line: #363a40; --rule: #6b7078;
+           --head: #272a30; --box: #3a3e45; --link: #8ab4f8; --bar: #5b8fd0; --wrong: #ff7a8a; --note-fg: #f0c36b;
+           --note-bg: #3a3020; --error-bg: #3d1f24; --run-bg: #20242b; --run-line: #353b45; color-scheme: dark; }
+}
+.npeff { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; font-size: 13px; color: var(--fg);
+         background: var(--bg); overflow-wrap: break-word; }
+.npeff a { color: var(--link); }
 .npeff h2 { font-size: 18px; margin: 14px 0 6px; } .npeff h3 { font-size: 15px; margin: 12px 0 4px; }
-.npeff .caption { color: #555; margin: 4px 0; }
+.npeff .caption { color: var(--muted); margin: 4px 0; }
 .npeff table.npeff-table { border-collapse: collapse; margin: 4px 0 10px; }
-.npeff table.npeff-table th { text-align: left; border-bottom: 2px solid #999; padding: 2px 8px; background: #f4f4f4; }
-.npeff table.npeff-table td { border-bottom: 1px solid #e2e2e2; padding: 2px 8px; text-align: right; white-space: nowrap; }
+.npeff table.npeff-table th { text-align: left; border-bottom: 2px solid var(--rule); padding: 2px 8px; background: var(--head); }
+.npeff table.npeff-table td { border-bottom: 1px solid var(--line); padding: 2px 8px; text-align: right; white-space: nowrap; }
 .npeff table.npeff-table td.text { text-align: left; white-space: normal; overflow-wrap: anywhere; min-width: 8em; max-width: 40em; }
-.npeff .bar { display: inline-block; height: 8px; background: #7aa6d8; margin-left: 4px; vertical-align: middle; }
-.npeff .example { border: 1px solid #ddd; border-radius: 4px; padding: 6px 8px; margin: 6px 0; max-width: 900px; }
-.npeff .example .meta { color: #555; font-size: 12px; margin-bottom: 4px; }
-.npeff .example .meta .wrong { color: #b00020; font-weight: bold; }
+.npeff .bar { display: inline-block; height: 8px; background: var(--bar); margin-left: 4px; vertical-align: middle; }
+.npeff .example { border: 1px solid var(--box); border-radius: 4px; padding: 6px 8px; margin: 6px 0; max-width: 900px; }
+.npeff .example .meta { color: var(--muted); font-size: 12px; margin-bottom: 4px; }
+.npeff .example .meta .wrong { color: var(--wrong); font-weight: bold; }
 .npeff .tokens { font-family: Menlo, Consolas, monospace; font-size: 13px; line-height: 1.9; white-space: pre-wrap; }
 .npeff .tok { border-radius: 3px; padding: 1px 1px; }
 .npeff .tok.strongest { text-decoration: underline 2px; text-underline-offset: 3px; }
-.npeff .note { color: #8a5a00; background: #fff7e0; padding: 4px 8px; border-radius: 4px; }
-.npeff .error { color: #b00020; background: #fdecee; padding: 6px 8px; border-radius: 4px; white-space: pre-wrap; }
-.npeff .this-run { background: #f7f9fc; border: 1px solid #dde3ec; border-radius: 4px; padding: 4px 10px; }
-.npeff .this-run .run-line { margin: 3px 0; } .npeff .this-run details { margin: 3px 0; color: #333; }
+.npeff .note { color: var(--note-fg); background: var(--note-bg); padding: 4px 8px; border-radius: 4px; }
+.npeff .error { color: var(--wrong); background: var(--error-bg); padding: 6px 8px; border-radius: 4px; white-space: pre-wrap; }
+.npeff .this-run { background: var(--run-bg); border: 1px solid var(--run-line); border-radius: 4px; padding: 4px 10px; }
+.npeff .this-run .run-line { margin: 3px 0; } .npeff .this-run details { margin: 3px 0; color: var(--soft); }
 .npeff .charts { display: flex; flex-wrap: wrap; gap: 12px; }
 .npeff .charts > div { flex: 1 1 380px; min-width: 320px; }
 .npeff nav a { margin-right: 12px; }
 .npeff .table-wrap { max-width: 100%; overflow-x: auto; }
-.npeff table.npeff-table th[title] { cursor: help; text-decoration: underline dotted #999; }
+.npeff table.npeff-table th[title] { cursor: help; text-decoration: underline dotted var(--rule); }
 .npeff table.sortable th { cursor: pointer; user-select: none; }
-.npeff .legend { color: #444; font-size: 12px; margin: 4px 0 6px; }
+.npeff .legend { color: var(--muted); font-size: 12px; margin: 4px 0 6px; }
 .npeff .legend .swatch { display: inline-block; width: 26px; height: 12px; border-radius: 3px; vertical-align: middle; margin: 0 3px; }
 .npeff .shares b { font-weight: 600; }
 .npeff .dashboard .numbers { margin: 4px 0; }
@@ -95,22 +106,27 @@ def format_value(value) -> str:
     return escape(value)
 
 
-def table_html(frame: pd.DataFrame, *, index_links: dict | None = None, bars: Sequence[str] = (),
+def table_html(frame: pd.DataFrame, *, index_links: dict | None = None, bars: Sequence[str] | Mapping[str, float] = (),
                titles: dict | None = None, sortable: bool = False) -> str:
     """A DataFrame as an HTML table, every header and cell escaped, in a box that scrolls sideways
     when the table is wider than the page (nothing clipped).
 
     index_links: {index value: href} turns index cells into links.
-    bars: columns in [0, 1] drawn with a small bar beside the number.
+    bars: columns drawn with a small bar beside the number: {column: value of a full bar}, or a
+    list of columns in [0, 1] (full at 1), as :func:`bar_columns` chooses them.
     titles: {column: definition}, shown as the header's tooltip.
-    sortable: a click on a header sorts the rows (by the page's script, ``pages.SORT_SCRIPT``).
+    sortable: a click on a header, or Enter or Space on it, sorts the rows (by the page's script,
+    ``pages.SORT_SCRIPT``); the headers are in the keyboard's tab order.
     """
     index_name = frame.index.name or ""
     titles = titles or {}
+    bars = bars if isinstance(bars, Mapping) else dict.fromkeys(bars, 1.0)
+    focusable = ' tabindex="0"' if sortable else ""
 
     def header(column) -> str:
         title = titles.get(str(column))
-        return f'<th title="{escape(title)}">{escape(column)}</th>' if title else f"<th>{escape(column)}</th>"
+        tooltip = f' title="{escape(title)}"' if title else ""
+        return f"<th{tooltip}{focusable}>{escape(column)}</th>"
 
     head = "".join(header(c) for c in [index_name, *frame.columns])
     rows = []
@@ -122,8 +138,9 @@ def table_html(frame: pd.DataFrame, *, index_links: dict | None = None, bars: Se
         cells = [f'<td data-sort="{float(key)!r}">{cell}</td>' if index_number else f'<td class="text">{cell}</td>']
         for column, value in zip(frame.columns, row):
             text = format_value(value)
-            if column in bars and isinstance(value, (float, np.floating)) and np.isfinite(value):
-                text += f'<span class="bar" style="width:{40 * min(max(float(value), 0.0), 1.0):.0f}px"></span>'
+            full = bars.get(column)
+            if full and full > 0 and isinstance(value, (float, np.floating)) and np.isfinite(value):
+                text += f'<span class="bar" style="width:{40 * min(max(float(value) / full, 0.0), 1.0):.0f}px"></span>'
             kind = "text" if isinstance(value, str) else ""
             number = isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
             sort_key = f' data-sort="{float(value)!r}"' if number else ""
@@ -134,8 +151,18 @@ def table_html(frame: pd.DataFrame, *, index_links: dict | None = None, bars: Se
             f'<tbody>{"".join(rows)}</tbody></table></div>')
 
 
-def bar_columns(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns if c.endswith("_purity") or c in ("accuracy", "mass")]
+def bar_columns(frame: pd.DataFrame) -> dict[str, float]:
+    """The columns of a component table drawn with bars, and the value of a full bar. Purities and
+    accuracy are shares of examples: full at 1. ``mass`` is each component's share of the total
+    (1/n on average: 0.06 with 16 components, 0.003 with 300), bars 40 px × mass would be 0 to 4 px
+    wide: full at the column's largest value, so that the bars compare the rows. A table of one row
+    has no rows to compare: its mass has no bar."""
+    bars = {c: 1.0 for c in frame.columns if str(c).endswith("_purity") or c == "accuracy"}
+    if "mass" in frame.columns and len(frame) > 1:
+        largest = pd.to_numeric(frame["mass"], errors="coerce").max()
+        if np.isfinite(largest) and largest > 0:
+            bars["mass"] = float(largest)
+    return bars
 
 
 def component_page_html(page, *, links: dict | None = None) -> str:
@@ -290,6 +317,32 @@ def _duration(record: dict) -> str:
     return f" in {(end - start).total_seconds():.0f} s"
 
 
+def _stage_time(stage: dict) -> str:
+    """``4.79 s`` for a stage done; otherwise its status (running when this was written, or failed)."""
+    seconds = f"{stage['seconds']} s" if "seconds" in stage else ""
+    if stage.get("status") == "done":
+        return seconds or "done"
+    return f"{stage.get('status')} after {seconds}" if seconds else str(stage.get("status"))
+
+
+def _run_status(record: dict) -> tuple[str, str]:
+    """The run's status as shown, and a note on it.
+
+    A notebook that runs the pipeline and then writes the report (the quickstart) completes the
+    record only when it ends, after the page is written: the record still says "running" then,
+    and a report saying so would say it for ever. When every stage of the pipeline is done and
+    only notebooks are still running, the pipeline is shown complete and the notebooks as
+    running when this was written (what the notebook did after that is in its own record).
+    """
+    status = str(record.get("status", "?"))
+    stages = record.get("stages", {})
+    notebooks = [name for name, n in record.get("notebooks", {}).items() if n.get("status") == "running"]
+    if status == "running" and notebooks and stages and all(v.get("status") == "done" for v in stages.values()):
+        return "pipeline complete", (f"all {len(stages)} stages done; notebook {', '.join(notebooks)} "
+                                     "was still running when this was written")
+    return status, ""
+
+
 def run_section_html(record: dict, *, title: str = "This run") -> str:
     """A short "this run" section from a run record (run.json): status, device, versions, seeds,
     the notebooks that ran (their parameters, papermill's injected ones starred), stage timings,
@@ -298,21 +351,24 @@ def run_section_html(record: dict, *, title: str = "This run") -> str:
     versions = env.get("versions", {})
     shown_versions = ", ".join(f"{k} {v}" for k, v in versions.items()
                                if k in ("npeff-workbench", "torch", "transformers", "papermill"))
+    status, note = _run_status(record)
     lines = [
-        f"<b>{escape(record.get('status', '?'))}</b>, started {escape(record.get('started', '?'))}"
+        f"<b>{escape(status)}</b>{escape(f' ({note})' if note else '')}, started {escape(record.get('started', '?'))}"
         f"{escape(_duration(record))} · device {escape(env.get('device') or 'cpu')} · {escape(shown_versions)} · "
         f"python {escape(env.get('python', '?'))} · seeds "
         + escape(", ".join(f"{k} {v}" for k, v in record.get("seeds", {}).items()) or "none"),
     ]
     for name, notebook in record.get("notebooks", {}).items():
         injected = set(notebook.get("injected", []))
+        ran = (f"{notebook.get('status')} in {notebook.get('seconds', '?')} s" if notebook.get("status") != "running"
+               else "still running when this was written")
         lines.append(
-            f"notebook <b>{escape(name)}</b> ({escape(notebook.get('source'))}, {escape(notebook.get('status'))} in "
-            f"{escape(notebook.get('seconds', '?'))} s, papermill {escape(notebook.get('papermill', '?'))}): "
+            f"notebook <b>{escape(name)}</b> ({escape(notebook.get('source'))}, {escape(ran)}, "
+            f"papermill {escape(notebook.get('papermill', '?'))}): "
             + _items(notebook.get("parameters", {}).items(), injected) + (" (* injected)" if injected else ""))
     stages = record.get("stages", {})
     if stages:
-        lines.append("stages: " + " · ".join(f"<b>{escape(k)}</b> {escape(v.get('seconds', v.get('status')))} s"
+        lines.append("stages: " + " · ".join(f"<b>{escape(k)}</b> {escape(_stage_time(v))}"
                                              for k, v in stages.items()))
     figures = record.get("figures", {})
     if figures:
@@ -325,7 +381,8 @@ def run_section_html(record: dict, *, title: str = "This run") -> str:
 
 
 def run_section_text(record: dict) -> str:
-    lines = [f"status {record.get('status')}, started {record.get('started')}",
+    status, note = _run_status(record)
+    lines = [f"status {status}{f' ({note})' if note else ''}, started {record.get('started')}",
              "parameters: " + ", ".join(f"{k}={v!r}" for k, v in record.get("params", {}).items())]
     lines += [f"figure {k}: {v}" for k, v in record.get("figures", {}).items()]
     return "\n".join(lines)

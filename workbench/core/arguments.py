@@ -1,0 +1,55 @@
+"""Indices and counts a user passes in: a component, an example, ``n_top``, ``page_size``,
+``batch_size``... Python's ``True`` is the integer 1 and ``-1`` indexes the last row, so
+without these checks a slip reads the wrong component or fails deep inside numpy or torch.
+Light (numpy only): the panels check their arguments with them without loading torch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class OutOfRangeError(IndexError, ValueError):
+    """An index outside its range: an IndexError, as Python's own, and a ValueError, as the
+    other checks' refusals, so code that catches either keeps working."""
+
+
+def _integer(value, argument: str, fix: str) -> int:
+    # bool is a subclass of int (True == 1): a flag passed where a number belongs is a slip, not a 1
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{argument} must be an integer, got {value!r} ({type(value).__name__}); {fix}")
+    return int(value)
+
+
+def item_index(value, size: int, argument: str, what: str) -> int:
+    """``value`` as an index of one of ``size`` things (``what``: their plural, for the message)."""
+    fix = f"pass an int from 0 to {size - 1}" if size else f"there are no {what}"
+    i = _integer(value, argument, fix)
+    if not 0 <= i < size:
+        raise OutOfRangeError(f"{argument} must be from 0 to {size - 1}, got {value!r}: there are {size} {what} "
+                              "(a negative index does not count from the end); use an index in that range")
+    return i
+
+
+def component_index(value, n_components: int, argument: str = "component") -> int:
+    """``value`` as the index of one of ``n_components`` components."""
+    return item_index(value, n_components, argument, "components")
+
+
+def positive_int(value, argument: str, minimum: int = 1) -> int:
+    """``value`` as a count of at least ``minimum`` (a number of examples, a page or batch size)."""
+    n = _integer(value, argument, f"pass a whole number of at least {minimum}, e.g. {argument}={max(minimum, 10)}")
+    if n < minimum:
+        raise ValueError(f"{argument} must be an integer of at least {minimum}, got {value!r}; "
+                         f"pass e.g. {argument}={max(minimum, 10)}")
+    return n
+
+
+def fraction(value, argument: str) -> float:
+    """``value`` as a number from 0 to 1 (a share or purity threshold)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{argument} must be a number from 0 to 1, got {value!r} ({type(value).__name__}); "
+                        f"e.g. {argument}=0.5")
+    if not 0 <= value <= 1:  # NaN fails this too
+        raise ValueError(f"{argument} must be a number from 0 to 1, got {value!r}; e.g. {argument}=0.5")
+    return float(value)
