@@ -82,3 +82,23 @@ def test_counts_below_the_minimum_or_not_integers_are_refused_by_name(value, err
 def test_fractions_are_numbers_from_0_to_1(value, error):
     with pytest.raises(error, match=r"min_purity must be a number from 0 to 1.*min_purity=0\.5"):
         fraction(value, "min_purity")
+
+
+def test_an_input_the_model_would_ignore_is_named():
+    """Hugging Face forwards take **kwargs: a misspelt mask would run unread, padding and all."""
+    inputs = dict(tiny_bert_inputs(4))
+    inputs["attention_masks"] = inputs.pop("attention_mask")
+    with pytest.warns(UserWarning, match=r"inputs \['attention_masks'\] are not arguments of "
+                                         r"BertForSequenceClassification\.forward, which would ignore them"):
+        compute_pefs(tiny_bert(3), inputs, progress=False)
+
+
+def test_a_wrapper_that_passes_everything_on_is_not_warned_about(recwarn):
+    from workbench.core.validation import warn_ignored_inputs
+
+    class Wrapper(torch.nn.Module):  # as peft's PeftModel: forward(*args, **kwargs)
+        def forward(self, *args, **kwargs):
+            return kwargs
+
+    warn_ignored_inputs(Wrapper(), {"input_ids": torch.zeros(1, 2), "attention_mask": torch.ones(1, 2)})
+    assert not [w for w in recwarn if "not arguments" in str(w.message)]

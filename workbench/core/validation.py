@@ -21,6 +21,7 @@ written (:mod:`workbench.store.files`), since their errors are the store's.
 
 from __future__ import annotations
 
+import inspect
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -197,6 +198,7 @@ def check_model(model: torch.nn.Module, inputs) -> None:
                       "outputs are independent sigmoids, but PEFs read the logits as one softmax distribution over the "
                       "classes (the method's Fisher of a categorical prediction), so they are not this model's Fisher",
                       stacklevel=3)
+    warn_ignored_inputs(model, inputs)
     check_token_ids(model, inputs)
     limit = max_positions(model)
     ids = inputs.get("input_ids") if isinstance(inputs, Mapping) else None
@@ -210,6 +212,27 @@ def check_model(model: torch.nn.Module, inputs) -> None:
             f"{int(lengths[long[0]]) if lengths is not None else ids.shape[1]} tokens): tokenize with truncation=True, "
             f"max_length={limit}"
         )
+
+
+def warn_ignored_inputs(model: torch.nn.Module, inputs) -> None:
+    """Warn about inputs the model's forward would swallow unread: Hugging Face forwards take
+    ``**kwargs``, so a misspelt ``attention_masks`` runs without a mask (padded batches then read
+    their padding) and raises nothing."""
+    if not isinstance(inputs, Mapping):
+        return
+    try:
+        parameters = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):  # a forward without a signature to read
+        return
+    kinds = {p.kind for p in parameters.values()}
+    if inspect.Parameter.VAR_KEYWORD not in kinds or inspect.Parameter.VAR_POSITIONAL in kinds:
+        return  # an unknown name is the model's own TypeError; a wrapper's (*args, **kwargs) passes all on
+    unread = sorted(set(inputs) - set(parameters))
+    if unread:
+        named = [n for n, p in parameters.items() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        warnings.warn(f"inputs {unread} are not arguments of {type(model).__name__}.forward, which would ignore them "
+                      f"(its arguments: {', '.join(named[:8])}, ...): check their names, or leave them out",
+                      stacklevel=3)
 
 
 def name_filter(spec, argument: str):
