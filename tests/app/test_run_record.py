@@ -176,3 +176,11 @@ def test_an_unfinished_run_names_the_command_that_made_it(finished, tmp_path):
                    notebooks={"quickstart": {"source": "notebooks/quickstart.ipynb", "status": "running"}})
     with pytest.raises(IncompleteRunError, match=r"python -m workbench run notebooks/quickstart\.ipynb --out "):
         Run.open(folder)
+
+
+def test_a_path_that_is_no_run_folder_says_what_it_is(tmp_path):
+    (tmp_path / "file").write_text("x")
+    for path, what in ((tmp_path / "missing", "it does not exist"), (tmp_path / "file", "it is a file"),
+                       (tmp_path, "it has no run.json")):
+        with pytest.raises(StoreError, match=rf"is not a run folder.*{what}.*run_embedded, run_model"):
+            RunExplorer.open(path)

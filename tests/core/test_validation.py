@@ -102,3 +102,7 @@ def test_a_wrapper_that_passes_everything_on_is_not_warned_about(recwarn):
 
     warn_ignored_inputs(Wrapper(), {"input_ids": torch.zeros(1, 2), "attention_mask": torch.ones(1, 2)})
     assert not [w for w in recwarn if "not arguments" in str(w.message)]
+
+
+def test_labels_from_a_generator_are_read_as_their_values():
+    assert as_labels((i % 3 for i in range(4)), 4).tolist() == [0, 1, 2, 0]

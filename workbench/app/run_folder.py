@@ -151,7 +151,16 @@ def write_run_record(path: str | os.PathLike, record: dict) -> dict:
 
 
 def read_run_record(path: str | os.PathLike) -> dict:
-    record = read_json(Path(path) / RUN_RECORD)
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"a run folder is a path (str or pathlib.Path), got {type(path).__name__}")
+    where = Path(path)
+    if not where.is_dir():
+        raise StoreError(f"{where} is not a run folder: {'it is a file' if where.exists() else 'it does not exist'}; "
+                         "give the folder that run_embedded, run_model or python -m workbench demo/run wrote")
+    if not (where / RUN_RECORD).exists():
+        raise StoreError(f"{where} is not a run folder (it has no {RUN_RECORD}); give the folder that run_embedded, "
+                         "run_model or python -m workbench demo/run wrote")
+    record = read_json(where / RUN_RECORD)
     if record.get("format") != RUN_FORMAT.name:
         raise StoreError(f"{path} is not a run folder of this package (no {RUN_RECORD} of format {RUN_FORMAT.name})")
     check_format(record, RUN_FORMAT, Path(path) / RUN_RECORD)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import inspect
 import re
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +38,8 @@ def as_labels(labels, n_examples: int) -> torch.Tensor:
         return torch.full((n_examples,), -1, dtype=torch.long)
     if isinstance(labels, torch.Tensor):
         labels = labels.detach().cpu().numpy()
+    if isinstance(labels, Iterator):  # a generator: numpy would make it one object, "shape ()"
+        labels = list(labels)
     try:
         array = np.asarray(labels)
     except (ValueError, TypeError) as err:
