@@ -13,6 +13,7 @@ from workbench.distributed import fit_distributed, transform_distributed, write_
 from workbench.npeff import DNpeff, LrmNpeff
 from workbench.npeff.data import FitData
 from workbench.store import write_arrays
+from workbench.store.checkpoint import FitCheckpoint
 
 PEF_ARGS = dict(n_values=40, batch_size=3)
 N_PEF_EXAMPLES = 20  # 7 batches: uneven shares for 2 and 3 ranks
@@ -93,6 +94,42 @@ def fit_rank_1_dies(folder: Path, rank: int) -> None:
     fitted = fit_distributed(LrmNpeff(**LRM_SETTINGS), folder / "lrm_store")
     if rank == 0:
         fitted.save(folder / "lrm.safetensors")
+
+
+CHECKPOINTED = ("lrm_dual", "d")  # a fit of each kind, saved every 10 steps
+
+
+def checkpointed_fits(folder: Path, rank: int) -> None:
+    """The fits with checkpoints; each rank writes down the step it resumed from."""
+    real = FitCheckpoint.load
+
+    def load_and_tell(self, device):
+        saved = real(self, device)
+        (folder / f"resumed_{self.estimator}_rank{rank}.txt").write_text(str(saved.step if saved else None))
+        return saved
+
+    FitCheckpoint.load = load_and_tell
+    for name in CHECKPOINTED:
+        fitted = fit_distributed(estimator(name), folder / f"{FITS[name][2]}_store",
+                                 checkpoint=folder / f"{name}.ckpt", checkpoint_every=10)
+        if rank == 0:
+            fitted.save(folder / f"{name}.safetensors")
+
+
+def checkpointed_fits_rank_1_dies(folder: Path, rank: int) -> None:
+    """Rank 1 is killed as it starts its third save: it holds steps 10 and 20, rank 0 may hold 30 too."""
+    if rank == 1:
+        real, saves = FitCheckpoint.save, []
+
+        def save_then_die(self, step, *args, **kwargs):
+            saves.append(step)
+            if len(saves) == 3:
+                os._exit(3)
+            return real(self, step, *args, **kwargs)
+
+        FitCheckpoint.save = save_then_die
+    fit_distributed(estimator(CHECKPOINTED[0]), folder / f"{FITS[CHECKPOINTED[0]][2]}_store",
+                    checkpoint=folder / f"{CHECKPOINTED[0]}.ckpt", checkpoint_every=10)
 
 
 def pefs_lrm(folder: Path, rank: int) -> None:

@@ -5,6 +5,7 @@ tests; a rank that dies is started separately. See tests/distributed/ranks.py.
 """
 
 import contextlib
+import logging
 import os
 import subprocess
 import sys
@@ -175,6 +176,45 @@ def test_rank_dying_mid_fit_fails_the_job_and_saves_nothing(tmp_path):
     assert "DistributedError: rank 0 of 2: summing over ranks failed" in outcome.errors[0]
     assert not (tmp_path / "lrm.safetensors").exists()
     assert DistributedError.__name__ in outcome.errors[0]
+
+
+def test_a_fit_killed_on_one_rank_resumes_at_the_last_step_every_rank_saved(tmp_path, single_fits):
+    _planted_stores(tmp_path)
+    killed = run_ranks("checkpointed_fits_rank_1_dies", 2, tmp_path)
+    assert killed.exit_codes[1] == 3
+    _assert_ok(run_ranks("checkpointed_fits", 2, tmp_path))
+    told = {p.name: p.read_text() for p in tmp_path.glob("resumed_*.txt")}
+    # the killed LRM fit resumes where both ranks have a save; the D fit had no checkpoint, and starts
+    assert told == {"resumed_LrmNpeff_rank0.txt": "20", "resumed_LrmNpeff_rank1.txt": "20",
+                    "resumed_DNpeff_rank0.txt": "None", "resumed_DNpeff_rank1.txt": "None"}
+    for name in jobs.CHECKPOINTED:
+        single, _ = single_fits[name]
+        resumed = type(single).load(tmp_path / f"{name}.safetensors")
+        np.testing.assert_allclose(resumed.W_, single.W_, rtol=0, atol=1e-4 * np.abs(single.W_).max())
+        np.testing.assert_allclose(resumed.components_, single.components_, rtol=0,
+                                   atol=1e-4 * np.abs(single.components_).max())
+    assert sorted(p.name for p in tmp_path.glob("lrm_dual.rank*")) == [
+        "lrm_dual.rank0-of-2.ckpt", "lrm_dual.rank0-of-2.ckpt.previous", "lrm_dual.rank1-of-2.ckpt",
+        "lrm_dual.rank1-of-2.ckpt.previous"]
+    with pytest.raises(StoreError, match=r"made by a fit on 2 rank\(s\), not 1"):
+        fit_distributed(jobs.estimator("lrm_dual"), tmp_path / "lrm_store", checkpoint=tmp_path / "lrm_dual.ckpt")
+
+
+def test_cli_fit_with_a_checkpoint_resumes_from_it(tmp_path, caplog):
+    from workbench.app.cli import main
+
+    _planted_stores(tmp_path)
+    args = ["fit", str(tmp_path / "lrm_store"), "--n-components", "4", "--n-iters-g-only", "15", "--n-iters-joint", "35",
+            "--seed", "3", "--device", "cpu", "--checkpoint", str(tmp_path / "fit.ckpt"), "--checkpoint-every", "10"]
+    with _one_thread(), caplog.at_level(logging.INFO, logger="workbench"):
+        assert main([*args, "--out", str(tmp_path / "a.safetensors")]) == 0
+        caplog.clear()
+        assert main([*args, "--out", str(tmp_path / "b.safetensors")]) == 0
+    assert "resuming LrmNpeff from" in caplog.text and "after step 50" in caplog.text  # the finished fit, at once
+    a, b = (LrmNpeff.load(tmp_path / f"{x}.safetensors") for x in "ab")
+    np.testing.assert_array_equal(a.W_, b.W_)
+    np.testing.assert_array_equal(a.components_, b.components_)
+    assert main([*args[:-4], "--checkpoint", str(tmp_path / "a.safetensors"), "--out", str(tmp_path / "a.safetensors")]) == 2
 
 
 def _torchrun(*args: str, n: int = 2) -> subprocess.CompletedProcess:

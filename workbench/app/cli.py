@@ -96,6 +96,9 @@ def _fit(args: argparse.Namespace) -> int:
     from ..store.pef_store import PefStore
 
     _check_out(args.out, args.store)
+    if args.checkpoint is not None and Path(args.checkpoint).resolve() in (Path(args.out).resolve(),
+                                                                           Path(args.store).resolve()):
+        raise ValueError(f"--checkpoint {args.checkpoint} is the --out file or the store; give it a file of its own")
     with process_group(args.device, timedelta(minutes=args.timeout_minutes)) as ranks:
         store = PefStore(args.store)
         common = dict(seed=args.seed, min_nonzero_per_col=args.min_nonzero_per_col, device=ranks.device,
@@ -103,7 +106,7 @@ def _fit(args: argparse.Namespace) -> int:
         estimator = estimator_for(store.kind).for_iterations(args.n_components, args.n_iters_g_only, args.n_iters_joint,
                                                              **common)
         started = time.perf_counter()
-        fit_distributed(estimator, store)
+        fit_distributed(estimator, store, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every)
         seconds = time.perf_counter() - started
         if ranks.is_main:
             estimator.save(args.out)
@@ -270,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     fit.add_argument("--n-iters-joint", type=COUNT, default=400)
     fit.add_argument("--min-nonzero-per-col", type=POSITIVE, default=1)
     fit.add_argument("--seed", type=COUNT, default=0)
+    fit.add_argument("--checkpoint", default=None,
+                     help="save the fit's state to this file (one per rank under torchrun) every --checkpoint-every "
+                          "steps; the same command again resumes from it (default: none)")
+    fit.add_argument("--checkpoint-every", type=POSITIVE, default=50, help="steps between checkpoint saves")
     _distributed_options(fit)
     fit.set_defaults(handler=_fit)
 

@@ -10,10 +10,13 @@ their columns and the collectives that join them.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -25,9 +28,10 @@ from ..core.params import ParameterLayout
 from ..core.pefs import DPefs, LrmPefs
 from ..npeff import NpeffBase, estimator_for
 from ..npeff.data import Columns, examples_per_column
+from ..store.files import StoreError, json_default
 from ..store.pef_store import PefStore
-from ..store.files import json_default
-from .group import Ranks, all_gather_columns, all_reduce_sum, check_same_on_all_ranks, current_ranks
+from .group import (Ranks, all_gather_columns, all_gather_steps, all_reduce_sum, check_same_on_all_ranks,
+                    current_ranks)
 
 
 @dataclass
@@ -56,7 +60,7 @@ class ColumnShard:
     def split(self) -> Columns:
         """How the fit's columns are split: these, and the collectives that join every rank's."""
         return Columns(self.columns, self.n_kept, self.layout, self.span, reduce=all_reduce_sum,
-                       gather=partial(all_gather_columns, bounds=self.bounds))
+                       gather=partial(all_gather_columns, bounds=self.bounds), gather_steps=all_gather_steps)
 
 
 def _chunk_matrix(chunk, n_parameters: int) -> sp.csr_matrix:
@@ -142,12 +146,18 @@ def _check_kind(store: PefStore, estimator: NpeffBase) -> None:
         raise TypeError(f"{store.path} holds {store.kind!r} PEFs, which {expected.__name__} fits, not {type(estimator).__name__}")
 
 
-def fit_distributed(estimator: NpeffBase, store: str | os.PathLike | PefStore) -> NpeffBase:
+def fit_distributed(estimator: NpeffBase, store: str | os.PathLike | PefStore, *,
+                    checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 50) -> NpeffBase:
     """Fit ``estimator`` to a PEF store with its parameter columns split across the ranks.
 
     Every rank calls it with the same estimator settings (seed included) and store; every
     rank returns the whole fitted estimator (W_ is replicated, G_/H_ gathered), equal to
     ``estimator.fit(load_pefs(store))`` up to float rounding. Only rank 0 need save it.
+
+    ``checkpoint`` (a file path): every ``checkpoint_every`` steps each rank saves its part of
+    the fit, to ``checkpoint`` itself on one rank, else to ``NAME.rankR-of-N.EXT`` beside it; the
+    same call again resumes where the fit stopped (:meth:`NpeffBase.fit_columns`). A checkpoint
+    of another number of ranks is refused: its columns were split otherwise.
     """
     store = store if isinstance(store, PefStore) else PefStore(store)
     _check_kind(store, estimator)
@@ -157,7 +167,26 @@ def fit_distributed(estimator: NpeffBase, store: str | os.PathLike | PefStore) -
     check_same_on_all_ranks(json.dumps({"settings": settings, "store": store.manifest.get("fingerprints")}, sort_keys=True,
                                        default=json_default), "estimator settings or store")
     shard = load_column_shard(store, min_nonzero_per_col=estimator.min_nonzero_per_col, ranks=ranks)
-    return estimator.fit_columns(shard.pefs, shard.split(), dict(shard.info, pef_store_id=shard.store_id), device=ranks.device)
+    mine = None if checkpoint is None else rank_checkpoint(checkpoint, ranks)
+    return estimator.fit_columns(shard.pefs, shard.split(), dict(shard.info, pef_store_id=shard.store_id), device=ranks.device,
+                                 checkpoint=mine, checkpoint_every=checkpoint_every)
+
+
+def rank_checkpoint(path: str | os.PathLike, ranks: Ranks) -> Path:
+    """This rank's checkpoint file; StoreError where the checkpoint was made on another number of ranks."""
+    path = Path(path)
+    sizes = {int(m.group(1)) for p in path.parent.glob(f"{glob.escape(path.stem)}.rank*-of-*{glob.escape(path.suffix)}")
+             if (m := re.fullmatch(rf"{re.escape(path.stem)}\.rank\d+-of-(\d+){re.escape(path.suffix)}", p.name))}
+    if path.exists():
+        sizes.add(1)
+    others = sorted(sizes - {ranks.world_size})
+    if others:
+        raise StoreError(f"the checkpoint {path} was made by a fit on {others[0]} rank(s), not {ranks.world_size}: each "
+                         "rank saved its own columns. Resume with that many ranks, or delete its files (or pass "
+                         "another checkpoint path) to start over")
+    if ranks.world_size == 1:
+        return path
+    return path.with_name(f"{path.stem}.rank{ranks.rank}-of-{ranks.world_size}{path.suffix}")
 
 
 def transform_distributed(estimator: NpeffBase, store: str | os.PathLike | PefStore) -> np.ndarray:

@@ -205,6 +205,19 @@ def all_gather_columns(local: torch.Tensor, bounds: list[tuple[int, int]]) -> to
     return torch.cat([p[:, : stop - start] for p, (start, stop) in zip(parts, bounds)], dim=1).to(local.device)
 
 
+def all_gather_steps(steps: list[int]) -> list[list[int]]:
+    """Every rank's fit-checkpoint steps (each holds at most two: its last save and the one before)."""
+    if not _in_group():
+        return [list(steps)]
+    if len(steps) > 2:
+        raise ValueError(f"at most two saved steps per rank, got {steps}")
+    local = torch.tensor(list(steps) + [-1] * (2 - len(steps)), dtype=torch.int64, device=_comm_device())
+    parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+    with _peers("comparing the fit checkpoints of the ranks"):
+        dist.all_gather(parts, local)
+    return [[int(x) for x in part.tolist() if x >= 0] for part in parts]
+
+
 def check_same_on_all_ranks(text: str, what: str) -> None:
     """Refuse to go on where the ranks hold different ``text`` (e.g. other model weights)."""
     if not _in_group():

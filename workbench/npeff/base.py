@@ -186,10 +186,11 @@ class NpeffBase(BaseEstimator):
     def _generator(self, offset: int = 0) -> torch.Generator:
         return torch.Generator().manual_seed(int(self.seed) + offset)
 
-    def _checkpoint(self, path, every: int, matrix: sp.csr_matrix, kept: np.ndarray, squared_norm: float):
+    def _checkpoint(self, path, every: int, matrix: sp.csr_matrix, kept: np.ndarray, squared_norm: float,
+                    gather_steps=None):
         if path is None:
             return None
-        return FitCheckpoint(path, every, self, fingerprint_matrix(matrix, kept, squared_norm))
+        return FitCheckpoint(path, every, self, fingerprint_matrix(matrix, kept, squared_norm), gather_steps=gather_steps)
 
     # -- fitting -----------------------------------------------------------------------
 
@@ -241,18 +242,23 @@ class NpeffBase(BaseEstimator):
         bigger = clone(self).set_params(n_components=self.n_components + int(n_new), **settings)
         return bigger.fit(pefs, init=self)
 
-    def fit_columns(self, pefs, columns: Columns, info: dict, *, device: torch.device | None = None):
+    def fit_columns(self, pefs, columns: Columns, info: dict, *, device: torch.device | None = None,
+                    checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 50):
         """Fit to this process's columns of the PEFs (``pefs`` holds just them), the others'
         held by other processes that call this too (:func:`workbench.distributed.fit_distributed`);
         ``columns`` says how they are split, ``info`` what the fit records of the PEFs,
-        ``device`` this process's (default: the estimator's). Every process ends with the whole fit."""
+        ``device`` this process's (default: the estimator's). Every process ends with the whole fit.
+        ``checkpoint``: this process's checkpoint file, as in :meth:`fit`; the processes resume
+        at the latest step all of them saved."""
         self._validate_params()
         self._check_pefs(pefs, fitted=False)
         self._check_rank(columns.n_kept)
         device = device or self._device()
-        matrix, squared_norm = self._matrix(pefs, np.arange(pefs.n_parameters), columns.reduce)
+        own = np.arange(pefs.n_parameters)
+        matrix, squared_norm = self._matrix(pefs, own, columns.reduce)
+        saver = self._checkpoint(checkpoint, checkpoint_every, matrix, own, squared_norm, columns.gather_steps)
         data = prepare(matrix, squared_norm, pefs.n_examples, device, reduce=columns.reduce, columns=columns.span)
-        self._fit_prepared(data, matrix, pefs, columns, device, None, None)
+        self._fit_prepared(data, matrix, pefs, columns, device, saver, None)
         self._set_columns(columns)
         self.pef_info_ = dict(info)
         return self

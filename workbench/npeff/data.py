@@ -153,7 +153,8 @@ class Columns:
     One process: all kept columns (``own``), sums and results as they are. A fit with the
     columns split across processes (:mod:`workbench.distributed`): this process's columns,
     ``span`` of all kept ones; ``reduce`` sums a quantity over every process's columns and
-    ``gather`` joins results of shape (r, own columns) into (r, all kept columns).
+    ``gather`` joins results of shape (r, own columns) into (r, all kept columns);
+    ``gather_steps`` tells each process's saved checkpoint steps to all of them.
     """
 
     own: np.ndarray  # this process's kept columns: indices on the full parameter axis, ascending
@@ -162,6 +163,8 @@ class Columns:
     span: slice | None = None  # this process's part of all kept columns; None: all of them
     reduce: Callable[[torch.Tensor], torch.Tensor] = no_reduce
     gather: Callable[[torch.Tensor], torch.Tensor] | None = None
+    #: every process's saved checkpoint steps (a checkpointed fit resumes at a step all of them hold)
+    gather_steps: Callable[[list[int]], list[list[int]]] | None = None
 
     @classmethod
     def all_kept(cls, kept: np.ndarray, layout: ParameterLayout) -> "Columns":

@@ -12,19 +12,25 @@ bit where the products are deterministic (measured on the CPU here), and within 
 rounding where they are not (CUDA's sparse products, or a BLAS whose rounding depends on
 memory alignment), exactly as much as two uninterrupted fits differ there. The device may
 differ between the run and its resume.
+
+A fit split across processes (``fit_distributed``) has one checkpoint per process. They save
+together, each keeping its previous save, and resume at the latest step all of them hold:
+a process killed between two saves leaves the others one save ahead, not more.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .files import StoreError, producer, read_arrays, write_arrays
+from .files import StoreError, producer, read_arrays, read_header, write_arrays
 from .formats import FIT_CHECKPOINT
 
 logger = logging.getLogger(__name__)
@@ -47,10 +53,15 @@ class Saved:
 class FitCheckpoint:
     """Where and how often one fit saves itself, and what it must match to resume."""
 
-    def __init__(self, path: str | os.PathLike, every: int, estimator, data_fingerprint: str):
+    def __init__(self, path: str | os.PathLike, every: int, estimator, data_fingerprint: str, *,
+                 gather_steps: Callable[[list[int]], list[list[int]]] | None = None):
         if not isinstance(every, int) or isinstance(every, bool) or every < 1:
             raise ValueError(f"checkpoint_every must be a positive integer (steps between saves), got {every!r}")
         self.path = Path(path)
+        # One of several processes' checkpoints (a fit split across ranks, each saving its columns):
+        # they save at the same steps, but a kill can stop one between two saves, so each keeps its
+        # previous save too and they resume at the latest step all of them hold.
+        self.gather_steps = gather_steps
         self.every = every
         self.estimator = type(estimator).__name__
         self.settings = {k: v for k, v in estimator.recorded_params().items() if k not in _FREE_SETTINGS}
@@ -64,24 +75,25 @@ class FitCheckpoint:
 
     def load(self, device: torch.device) -> Saved | None:
         """The saved state, or None when there is no checkpoint yet; StoreError when it belongs to another fit."""
-        if not self.path.exists():
+        path = self.path if self.gather_steps is None else self._agreed()
+        if path is None or not path.exists():
             return None
-        arrays, header = read_arrays(self.path, FIT_CHECKPOINT)
+        arrays, header = read_arrays(path, FIT_CHECKPOINT)
         if header.get("estimator") != self.estimator:
-            raise StoreError(f"the checkpoint {self.path} is of a {header.get('estimator')} fit, not {self.estimator}; "
+            raise StoreError(f"the checkpoint {path} is of a {header.get('estimator')} fit, not {self.estimator}; "
                              "use another checkpoint path, or delete it")
         saved_settings = header.get("settings")
         if not isinstance(saved_settings, dict):
-            raise StoreError(f"the checkpoint {self.path} has a damaged header (no settings); delete it to start over")
+            raise StoreError(f"the checkpoint {path} has a damaged header (no settings); delete it to start over")
         if "solver" in self.settings:  # checkpoints from before the dual solver were made by the primal
             saved_settings = {"solver": "primal", **saved_settings}
         differ = sorted(k for k in set(saved_settings) | set(self.settings) if saved_settings.get(k) != self.settings.get(k))
         if differ:
             changes = ", ".join(f"{k}: {saved_settings.get(k)!r} → {self.settings.get(k)!r}" for k in differ)
-            raise StoreError(f"the checkpoint {self.path} was made by a fit with other settings ({changes}); "
+            raise StoreError(f"the checkpoint {path} was made by a fit with other settings ({changes}); "
                              "fit with its settings to resume it, or delete it / pass another checkpoint path to start over")
         if header.get("data") != self.data_fingerprint:
-            raise StoreError(f"the checkpoint {self.path} was made by a fit of other data (other PEFs, or the same PEFs "
+            raise StoreError(f"the checkpoint {path} was made by a fit of other data (other PEFs, or the same PEFs "
                              "pruned or normalised differently); resume with the PEFs it was made from, or delete it / "
                              "pass another checkpoint path to start over")
         try:
@@ -94,9 +106,36 @@ class FitCheckpoint:
             if not set(names) <= set(arrays) or not g_saved or not 0 <= step or not all(np.isfinite(a).all() for a in arrays.values()):
                 raise ValueError("its arrays or step do not fit the fit")
         except (KeyError, TypeError, ValueError, AttributeError) as err:
-            raise StoreError(f"the checkpoint {self.path} has a damaged header ({err!r}); delete it to start over") from err
-        logger.info("resuming %s from %s after step %d", self.estimator, self.path, step)
+            raise StoreError(f"the checkpoint {path} has a damaged header ({err!r}); delete it to start over") from err
+        logger.info("resuming %s from %s after step %d", self.estimator, path, step)
         return Saved(step, done, {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}, scalars, history)
+
+    @property
+    def previous(self) -> Path:
+        return self.path.with_name(self.path.name + ".previous")
+
+    def _agreed(self) -> Path | None:
+        """This process's save of the latest step every process holds, or None: start over."""
+        mine = {}
+        for path in (self.path, self.previous):
+            with contextlib.suppress(StoreError):  # a file that cannot be read holds no step to resume
+                step = read_header(path, FIT_CHECKPOINT).get("step") if path.exists() else None
+                if isinstance(step, int):
+                    mine.setdefault(step, path)
+        everyone = self.gather_steps(sorted(mine))
+        common = set(mine).intersection(*map(set, everyone))
+        if not common:
+            if any(everyone):
+                logger.warning("the processes' checkpoints %s hold no step in common: the fit starts over", everyone)
+            return None
+        step = max(common)
+        # the saves ahead of it go, so that the next save keeps this one as the previous: a second kill
+        # then still finds a step in common
+        for ahead in (s for s in mine if s > step):
+            mine[ahead].unlink()
+        if mine[step] != self.path:
+            os.replace(mine[step], self.path)
+        return self.path
 
     def due(self, step: int) -> bool:
         return step % self.every == 0
@@ -114,4 +153,10 @@ class FitCheckpoint:
             "scalars": {k: float(v) for k, v in scalars.items()},
             "history": {k: [(int(i), float(x)) for i, x in v] for k, v in history.items()},
         }
+        if self.gather_steps is not None:
+            # the processes save together (a fit whose steps need no collective would otherwise run
+            # ahead of a killed peer, and keep no save in common with it): a kill leaves them one save apart
+            self.gather_steps([step])
+            if self.path.exists():
+                os.replace(self.path, self.previous)
         write_arrays(self.path, {k: v.detach().cpu().numpy() for k, v in arrays.items()}, header)
