@@ -24,18 +24,31 @@ PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
 
 class Chart(w.Output):
-    """One plotly figure, ``width`` pixels wide; ``chart.figure`` is the figure shown."""
+    """One plotly figure, ``width`` pixels wide where the panel has the room, narrower where it
+    has not (a notebook column beside JupyterLab's side bars); ``chart.figure`` is the figure shown."""
 
     def __init__(self, figure: go.Figure, *, width: int):
-        super().__init__()
-        self.width = width
+        super().__init__(layout=fluid_layout(width))
         self.figure: go.Figure = go.Figure()
         self.show(figure)
 
     def show(self, figure: go.Figure) -> None:
         """Replace the chart by ``figure`` in one update of the front end."""
-        self.figure = go.Figure(figure).update_layout(width=self.width)
+        self.figure = fluid(figure)
         self.outputs = (display_data(self.figure),)
+
+
+def fluid_layout(width: int) -> w.Layout:
+    """A box ``width`` pixels wide at most, that shrinks with its container (down to 280 px): a
+    figure of fixed width overflowed the column, and plotly does not shrink one."""
+    return w.Layout(flex=f"0 1 {width}px", width=f"{width}px", max_width="100%", min_width="280px")
+
+
+def fluid(figure: go.Figure) -> go.Figure:
+    """``figure`` (a copy) drawn at its box's width: the renderer sizes it, and redraws it when the window changes."""
+    figure = go.Figure(figure)
+    figure.layout.width = None
+    return figure.update_layout(autosize=True)
 
 
 def display_data(figure: go.Figure) -> dict:

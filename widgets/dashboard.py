@@ -10,12 +10,13 @@ from workbench import report
 from workbench.app.explore import RunExplorer, check_explorer
 from workbench.app.results import ComponentDashboard as Dashboard
 
-from .chart import display_data
+from .chart import display_data, fluid, fluid_layout
 from .examples import component_title
 from .static import StaticFallback, on_click_shown
 
 #: ε of the sweep the "sweep ε" button adds (a sweep costs a perturbation check per ε).
 SWEEP = (0.01, 0.1, 1.0)
+DASHBOARD_CHART_WIDTH = 620  # the charts stack, each this wide at most
 
 
 class ComponentDashboard(StaticFallback, w.VBox):
@@ -35,7 +36,7 @@ class ComponentDashboard(StaticFallback, w.VBox):
         self.sweep_button.on_click(on_click_shown(lambda: self.show(self.component, sweep=SWEEP)))
         self.status = w.HTML()
         self.numbers = w.HTML()
-        self.charts = w.Output(layout=w.Layout(width="100%"))
+        self.charts = w.Output(layout=fluid_layout(DASHBOARD_CHART_WIDTH))
         self.tables = w.HTML()
         super().__init__([w.HBox([self.title, self.sweep_button, self.status], layout=w.Layout(align_items="center")),
                           self.numbers, self.charts, self.tables])
@@ -59,7 +60,7 @@ class ComponentDashboard(StaticFallback, w.VBox):
         self.title.value = component_title(self.explorer, component, "Dashboard of component")
         self.numbers.value = report.fragment(report.dashboard_numbers_html(result))
         self.tables.value = report.fragment(report.dashboard_tables_html(result))
-        self.figures = [f.update_layout(width=620) for f in report.dashboard_figures(result)]
+        self.figures = [fluid(f) for f in report.dashboard_figures(result)]
         self.charts.outputs = tuple(display_data(f) for f in self.figures)
         self.status.value = ""
         return result

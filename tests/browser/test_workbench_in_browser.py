@@ -83,6 +83,22 @@ def test_workbench_in_jupyterlab(page, lab, hostile_quickstart_run):
     page.locator(".npeff-workbench").screenshot(path=SCREENSHOTS / "workbench.png")
     assert page.evaluate(INJECTED) is None
 
+    # A narrow window (a laptop, JupyterLab's side bar open): every chart stays inside the notebook's column
+    page.set_viewport_size({"width": 720, "height": 2600})
+    page.wait_for_timeout(2000)  # plotly redraws on the window's resize event
+    charts = page.evaluate(CHART_BOXES)
+    assert charts and all(width <= column + 1 for width, column in charts), charts
+    page.locator(".npeff-workbench").screenshot(path=SCREENSHOTS / "workbench-narrow.png")
+
+
+#: [chart width, width of the output area it is in] for every chart drawn in the workbench.
+CHART_BOXES = """() => [...document.querySelectorAll('.npeff-workbench .js-plotly-plot')].flatMap(plot => {
+  const svg = plot.querySelector('svg.main-svg');
+  const column = plot.closest('.jp-OutputArea');
+  return svg && column && svg.getBoundingClientRect().width > 0
+    ? [[svg.getBoundingClientRect().width, column.getBoundingClientRect().width]] : [];
+})"""
+
 
 def test_a_failing_cell_is_reported_with_its_traceback(page, lab):
     """The wait for a panel ends as soon as the cell fails, and says why (a bare timeout would not)."""
