@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tests.conftest import tiny_bert
+from workbench.models.architectures import available, build
 from workbench.models.loading import ModelNotAvailableOfflineError, downloads_off, load_classifier
 
 
@@ -82,3 +83,19 @@ def test_a_decoder_shipped_without_a_padding_token_pads_with_its_end_of_text(tmp
     assert tokenizer.pad_token == "<eos>" and model.config.pad_token_id == 1
     inputs = tokenizer(["good film", "bad"], padding=True, return_tensors="pt")
     assert compute_pefs(model, inputs, n_values=10, progress=False).n_examples == 2
+
+
+@pytest.mark.parametrize("name", available())
+def test_every_family_saved_whole_loads_without_a_refusal(name, tmp_path):
+    """The check against weights that would load at random (a head the folder lacks) refuses none of
+    the matrix's families saved whole: tied weights and buffers are no missing weights."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PreTrainedModel
+
+    from workbench.models.loading import load_saved
+
+    model = build(name)
+    saved, auto = (model, AutoModelForSequenceClassification) if isinstance(model, PreTrainedModel) else (
+        model.lm, AutoModelForCausalLM)  # a language model read through a prompt
+    saved.save_pretrained(tmp_path)
+    loaded = load_saved(auto, tmp_path)
+    assert type(loaded) is type(saved)
