@@ -144,9 +144,11 @@ def test_a_model_folder_without_its_tokenizer_is_refused(small_gpt2, tmp_path):
 
 
 def test_texts_are_cut_at_the_model_s_positions_unless_told(small_gpt2, tmp_path):
-    run = run_model(tmp_path / "run", small_gpt2 / "classifier", TEXTS, [0, 1, 0, 1], n_components=2, n_iters_g_only=2,
-                    n_iters_joint=2, progress=False)
+    run = run_model(tmp_path / "run", small_gpt2 / "classifier", TEXTS, [0, 1, -1, -1], n_components=2,
+                    n_iters_g_only=2, n_iters_joint=2, progress=False)
     assert run.params["max_length"] == 32
+    examples = run.examples.iloc[:2]  # the accuracy is of the labelled examples: unknown labels are no mistakes
+    assert run.record["figures"]["analysis_accuracy"] == (examples["prediction"] == examples["label"]).mean()
 
 
 def test_a_damaged_model_file_is_named(small_gpt2, tmp_path):

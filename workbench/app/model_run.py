@@ -122,16 +122,16 @@ def run_model(
             examples["prediction"] = pefs.predictions
             with atomic_path(out / EXAMPLES) as tmp:
                 examples.to_parquet(tmp)
-            if (labels >= 0).any():
-                recorder.figure("analysis_accuracy", float(np.mean(pefs.predictions == pefs.labels)))
+            known = pefs.labels >= 0  # unknown labels (-1) are no mistakes
+            if known.any():
+                recorder.figure("analysis_accuracy", float(np.mean(pefs.predictions[known] == pefs.labels[known])))
 
         estimator = fit_stage(recorder, out, pefs, kind, n_components, n_iters_g_only, n_iters_joint, seed=seed,
                               device=resolved, progress=progress)
 
         with recorder.stage("analysis"):
             table = component_table(estimator.W_, estimator.components_, labels=pefs.labels, predictions=pefs.predictions,
-                                    attributes=attributes,
-                                    n_top=n_top, kind=estimator.kind)
+                                    attributes=attributes, n_top=n_top, kind=estimator.kind)
             with atomic_path(out / COMPONENTS) as tmp:
                 table.to_csv(tmp)
 
