@@ -184,3 +184,5 @@ def test_a_path_that_is_no_run_folder_says_what_it_is(tmp_path):
                        (tmp_path, "it has no run.json")):
         with pytest.raises(StoreError, match=rf"is not a run folder.*{what}.*run_embedded, run_model"):
             RunExplorer.open(path)
+    with pytest.raises(TypeError, match=r"a run folder is a path \(str or pathlib\.Path\), got int"):
+        RunExplorer.open(42)

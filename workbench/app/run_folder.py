@@ -198,8 +198,8 @@ class Run:
     """A finished run folder, opened for reading. Loads lazily: nothing big is read until asked for."""
 
     def __init__(self, path: str | os.PathLike):
+        self.record = read_run_record(path)
         self.path = Path(path)
-        self.record = read_run_record(self.path)
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "Run":
