@@ -112,9 +112,10 @@ TEXTS = ["good film", "bad film", "good plot", "bad plot"]
      r"label word 'zzz' is not in the tokenizer's vocabulary"),
     (dict(model="lm", template="{text} {x} :", label_words=["bad", "good"]), ValueError, r"slots other than '\{text\}'"),
     (dict(model="lm", template="{text} {", label_words=["bad", "good"]), ValueError, r"is not a format string"),
-    (dict(labels=[0, 1]), ValueError, r"labels has shape \(2,\) for 4 texts"),
-    (dict(labels=[0, 1, 5, 1]), ValueError, r"labels must be from -1 \(unknown\) to 1, the model's classes; label 2 is 5"),
-    (dict(labels=["good", "bad", "good", "bad"]), TypeError, r"labels must be class indices"),
+    # the messages of core.validation, as write_pefs gives them, only earlier
+    (dict(labels=[0, 1]), ValueError, r"labels has shape \(2,\); expected \(4,\), one class index per example"),
+    (dict(labels=[0, 1, 5, 1]), ValueError, r"label 5 of example 2 is out of range for a model with 2 classes"),
+    (dict(labels=["good", "bad", "good", "bad"]), TypeError, r"labels must be integer class indices"),
     (dict(kind="lmr"), ValueError, r"kind must be one of"),
     (dict(include="no_such_layer"), ValueError, r"matches none of the model's"),
     (dict(attributes=["a", "b", "a", "b"]), TypeError, r"attributes must be a pandas DataFrame"),

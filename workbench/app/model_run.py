@@ -23,7 +23,7 @@ from ..core.arguments import positive_int
 from ..core.device import resolve_device
 from ..core.kinds import KINDS
 from ..core.params import select_parameters
-from ..core.validation import max_positions, name_filter
+from ..core.validation import as_labels, check_label_range, max_positions, name_filter
 from ..store.files import atomic_path
 from ..store.lock import exclusive
 from .pipeline import check_new_run_folder, fit_stage, write_or_resume_pefs
@@ -86,7 +86,9 @@ def run_model(
     # Everything a model can refuse is found now, before the run folder is touched: weights that
     # would load at random, no tokenizer, label words it does not know, a filter that keeps nothing.
     model, tokenizer = _load(source, template, label_words, label_prefix)
-    labels = _checked_labels(labels, len(texts), n_classes(model))
+    labels = as_labels(labels, len(texts))  # the checks write_pefs makes, made before the folder is touched
+    check_label_range(labels, _n_classes(model))
+    labels = labels.numpy()
     max_length = _checked_max_length(max_length, model)
     select_parameters(model, name_filter(include, "include"), name_filter(exclude, "exclude"))
     _check_tokenizable(tokenizer, texts if template is None else [template.format(text=t) for t in texts])
@@ -157,16 +159,11 @@ def _load(source: Path, template, label_words, label_prefix):
     """The model and tokenizer the run will read, from the saved folder: a sequence classifier,
     or with a template a causal language model read through it."""
     from ..models.embedded import load_default_model
-    from ..models.lm import ZeroShotClassifier
-    from ..models.loading import in_float32, load_saved, load_saved_tokenizer
+    from ..models.lm import load_zero_shot
 
     if template is None:
         return load_default_model(source)
-    from transformers import AutoModelForCausalLM
-
-    tokenizer = load_saved_tokenizer(source)
-    lm = in_float32(load_saved(AutoModelForCausalLM, source)).eval()
-    return ZeroShotClassifier(lm, tokenizer, template, label_words, label_prefix=label_prefix).eval(), tokenizer
+    return load_zero_shot(source, {"template": template, "label_words": label_words, "label_prefix": label_prefix})
 
 
 def _check_tokenizable(tokenizer, texts: list[str]) -> None:
@@ -204,27 +201,9 @@ def _checked_attributes(attributes, n_texts: int) -> pd.DataFrame | None:
     return attributes.reset_index(drop=True)
 
 
-def _checked_labels(labels, n_texts: int, n_classes: int | None) -> np.ndarray:
-    """One class index per text (-1: unknown), as an array; None is all unknown."""
-    if labels is None:
-        return np.full(n_texts, -1)
-    values = np.asarray(list(labels) if not isinstance(labels, (np.ndarray, pd.Series)) else labels)
-    if values.shape != (n_texts,):
-        raise ValueError(f"labels has shape {values.shape} for {n_texts} texts: give one class index per text")
-    if values.dtype == bool or not np.issubdtype(values.dtype, np.integer):
-        raise TypeError(f"labels must be class indices (integers, -1 for unknown), got {values.dtype} values such as "
-                        f"{values[0]!r}; map class names to indices first")
-    top = n_classes - 1 if n_classes else None
-    bad = np.flatnonzero((values < -1) | (values > top if top is not None else False))
-    if bad.size:
-        raise ValueError(f"labels must be from -1 (unknown) to {top}, the model's classes; label {bad[0]} is "
-                         f"{values[bad[0]]}")
-    return values.astype(np.int64)
-
-
-def n_classes(model) -> int | None:
-    words = getattr(model, "label_words", None)
-    return len(words) if words else getattr(getattr(model, "config", None), "num_labels", None)
+def _n_classes(model) -> int:
+    """The classes a classifier (or a language model read through its label words) tells apart."""
+    return getattr(model, "n_classes", None) or model.config.num_labels
 
 
 def _checked_max_length(max_length, model) -> int:

@@ -162,8 +162,8 @@ def read_run_record(path: str | os.PathLike) -> dict:
                          "run_model or python -m workbench demo/run wrote")
     record = read_json(where / RUN_RECORD)
     if record.get("format") != RUN_FORMAT.name:
-        raise StoreError(f"{path} is not a run folder of this package (no {RUN_RECORD} of format {RUN_FORMAT.name})")
-    check_format(record, RUN_FORMAT, Path(path) / RUN_RECORD)
+        raise StoreError(f"{where} is not a run folder of this package (no {RUN_RECORD} of format {RUN_FORMAT.name})")
+    check_format(record, RUN_FORMAT, where / RUN_RECORD)
     return record
 
 

@@ -202,12 +202,13 @@ class ZeroShotClassifier(nn.Module):
         return {"logits_to_keep": 1} if self._extra["logits_to_keep"] else {}
 
 
-def load_zero_shot(folder: str | os.PathLike) -> tuple[ZeroShotClassifier, object]:
-    """The saved causal language model in ``folder`` read through its recorded prompt (in eval
-    mode), and its tokenizer; never touches the network."""
+def load_zero_shot(folder: str | os.PathLike, prompt: dict | None = None) -> tuple[ZeroShotClassifier, object]:
+    """The saved causal language model in ``folder`` read through ``prompt`` (default: the one
+    recorded there; keys as :func:`~workbench.models.prompt.save_prompt` writes them), in eval
+    mode, and its tokenizer; never touches the network."""
     from transformers import AutoModelForCausalLM
 
-    prompt = prompt_of(folder)
+    prompt = prompt_of(folder) if prompt is None else prompt
     if prompt is None:
         raise FileNotFoundError(f"{folder} has no {PROMPT_FILE}: save the prompt with save_prompt(folder, template, "
                                 "label_words), or load a sequence classifier with load_classifier")

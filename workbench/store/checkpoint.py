@@ -75,25 +75,26 @@ class FitCheckpoint:
 
     def load(self, device: torch.device) -> Saved | None:
         """The saved state, or None when there is no checkpoint yet; StoreError when it belongs to another fit."""
-        path = self.path if self.gather_steps is None else self._agreed()
-        if path is None or not path.exists():
+        if self.gather_steps is not None and not self._agree():
             return None
-        arrays, header = read_arrays(path, FIT_CHECKPOINT)
+        if not self.path.exists():
+            return None
+        arrays, header = read_arrays(self.path, FIT_CHECKPOINT)
         if header.get("estimator") != self.estimator:
-            raise StoreError(f"the checkpoint {path} is of a {header.get('estimator')} fit, not {self.estimator}; "
+            raise StoreError(f"the checkpoint {self.path} is of a {header.get('estimator')} fit, not {self.estimator}; "
                              "use another checkpoint path, or delete it")
         saved_settings = header.get("settings")
         if not isinstance(saved_settings, dict):
-            raise StoreError(f"the checkpoint {path} has a damaged header (no settings); delete it to start over")
+            raise StoreError(f"the checkpoint {self.path} has a damaged header (no settings); delete it to start over")
         if "solver" in self.settings:  # checkpoints from before the dual solver were made by the primal
             saved_settings = {"solver": "primal", **saved_settings}
         differ = sorted(k for k in set(saved_settings) | set(self.settings) if saved_settings.get(k) != self.settings.get(k))
         if differ:
             changes = ", ".join(f"{k}: {saved_settings.get(k)!r} → {self.settings.get(k)!r}" for k in differ)
-            raise StoreError(f"the checkpoint {path} was made by a fit with other settings ({changes}); "
+            raise StoreError(f"the checkpoint {self.path} was made by a fit with other settings ({changes}); "
                              "fit with its settings to resume it, or delete it / pass another checkpoint path to start over")
         if header.get("data") != self.data_fingerprint:
-            raise StoreError(f"the checkpoint {path} was made by a fit of other data (other PEFs, or the same PEFs "
+            raise StoreError(f"the checkpoint {self.path} was made by a fit of other data (other PEFs, or the same PEFs "
                              "pruned or normalised differently); resume with the PEFs it was made from, or delete it / "
                              "pass another checkpoint path to start over")
         try:
@@ -106,16 +107,17 @@ class FitCheckpoint:
             if not set(names) <= set(arrays) or not g_saved or not 0 <= step or not all(np.isfinite(a).all() for a in arrays.values()):
                 raise ValueError("its arrays or step do not fit the fit")
         except (KeyError, TypeError, ValueError, AttributeError) as err:
-            raise StoreError(f"the checkpoint {path} has a damaged header ({err!r}); delete it to start over") from err
-        logger.info("resuming %s from %s after step %d", self.estimator, path, step)
+            raise StoreError(f"the checkpoint {self.path} has a damaged header ({err!r}); delete it to start over") from err
+        logger.info("resuming %s from %s after step %d", self.estimator, self.path, step)
         return Saved(step, done, {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}, scalars, history)
 
     @property
     def previous(self) -> Path:
         return self.path.with_name(self.path.name + ".previous")
 
-    def _agreed(self) -> Path | None:
-        """This process's save of the latest step every process holds, or None: start over."""
+    def _agree(self) -> bool:
+        """Put this process's save of the latest step every process holds at ``path``; False when
+        there is none (the fit starts over)."""
         mine = {}
         for path in (self.path, self.previous):
             with contextlib.suppress(StoreError):  # a file that cannot be read holds no step to resume
@@ -127,7 +129,7 @@ class FitCheckpoint:
         if not common:
             if any(everyone):
                 logger.warning("the processes' checkpoints %s hold no step in common: the fit starts over", everyone)
-            return None
+            return False
         step = max(common)
         # the saves ahead of it go, so that the next save keeps this one as the previous: a second kill
         # then still finds a step in common
@@ -135,7 +137,7 @@ class FitCheckpoint:
             mine[ahead].unlink()
         if mine[step] != self.path:
             os.replace(mine[step], self.path)
-        return self.path
+        return True
 
     def due(self, step: int) -> bool:
         return step % self.every == 0

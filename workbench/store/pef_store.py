@@ -124,8 +124,8 @@ def _recompute_hint():
     try:
         yield
     except StoreError as err:
-        raise StoreError(f"{str(err).rstrip('.')}. Delete this chunk file and call write_pefs again with the same arguments: "
-                         "it recomputes the missing batch") from err
+        raise StoreError(f"{str(err).rstrip('.')}. Delete this chunk file and call write_pefs again with the same "
+                         "arguments: it recomputes the missing batch") from err
 
 
 class PefStore:
@@ -143,7 +143,8 @@ class PefStore:
             self.manifest = read_json(self.path / MANIFEST)
             check_manifest(self.manifest, self.path)
         except StoreError as err:
-            raise StoreError(f"{str(err).rstrip('.')}. The store cannot be used: compute it again with write_pefs(..., overwrite=True)") from err
+            raise StoreError(f"{str(err).rstrip('.')}. The store cannot be used: compute it again with "
+                             "write_pefs(..., overwrite=True)") from err
         self.estimate = None  # set by write_pefs: the cost estimate made before the run
 
     @classmethod

@@ -36,6 +36,7 @@ from safetensors.numpy import save
 
 from .. import __version__
 from ..core.chunks import PefChunk
+from ..core.pefs import DPefs, LrmPefs
 from .files import (StoreError, check_folder, file_checksum, is_temporary, read_json, remove_temporaries, write_arrays,
                     write_json, writing)
 from .fingerprints import fingerprint_pefs
@@ -248,8 +249,6 @@ def save_pefs(pefs, path: str | os.PathLike, examples_per_chunk: int = 1024, *, 
     """Write in-memory PEFs (e.g. from ``LrmPefs.from_dense``) as a store in the folder ``path``:
     a new or empty folder, or with ``overwrite`` one holding a PEF store (replaced). A folder
     holding anything else is refused: it might be the user's."""
-    from ..core.pefs import DPefs, LrmPefs
-
     if not isinstance(pefs, (LrmPefs, DPefs)):
         raise TypeError(f"save_pefs writes LrmPefs or DPefs, got {type(pefs).__name__}; from a dense array, make them "
                         "with LrmPefs.from_dense(array) or DPefs.from_dense(array)")
