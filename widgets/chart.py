@@ -45,7 +45,8 @@ def fluid_layout(width: int) -> w.Layout:
 
 
 def fluid(figure: go.Figure) -> go.Figure:
-    """``figure`` (a copy) drawn at its box's width: the renderer sizes it, and redraws it when the window changes."""
+    """``figure`` (a copy) drawn at its box's width: the renderer sizes it, and again when JupyterLab
+    resizes the panel."""
     figure = go.Figure(figure)
     figure.layout.width = None
     return figure.update_layout(autosize=True)
@@ -57,6 +58,9 @@ def display_data(figure: go.Figure) -> dict:
     value, never printed inside ``with output``: that captures nothing on the thread the workbench
     fills in on, and IPython's formatters give empty bundles there."""
     spec = json.loads(pio.to_json(figure, validate=False))
-    spec["config"] = {"displaylogo": False, "responsive": True}
+    # Not plotly's "responsive": JupyterLab's renderer resizes its charts through relayout(autosize), which
+    # clears the layout's height, and a responsive chart then takes 100% of the renderer's box, whose
+    # height is its content's: 0. The dashboard's charts were drawn 0 px tall until the window changed.
+    spec["config"] = {"displaylogo": False}
     return {"output_type": "display_data", "metadata": {},
             "data": {PLOTLY_MIME: spec, "text/html": report.figure_html(figure), "text/plain": "a plotly chart"}}

@@ -100,7 +100,7 @@ def test_executed_notebook_keeps_static_panels_and_no_dead_widgets(quickstart_ru
     assert not [o for o in outputs if o.output_type == "error"]
     assert not [o for o in outputs if WIDGET_VIEW in o.get("data", {})]
     html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
-    assert 'class="npeff-table"' in html and 'class="tok"' in html and "KL ratio top/baseline" in html
+    assert 'class="npeff-table"' in html and 'class="tok ' in html and "KL ratio top/baseline" in html
     # The showcased component: chosen by a stated criterion, its number explained, also in the report.
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "shown because it has the highest KL ratio among the components whose top examples" in text
@@ -122,7 +122,7 @@ def test_the_workbench_snapshot_shows_the_showcased_component(quickstart_run):
     snapshot = snapshots[0]
     assert f"<b>Component {showcased}</b>" in snapshot  # the example viewer's title
     assert f"<b>Dashboard of component {showcased}</b>" in snapshot
-    assert f"component {showcased}: examples 1-" in snapshot and 'class="tok"' in snapshot
+    assert f"component {showcased}: examples 1-" in snapshot and 'class="tok ' in snapshot
     assert f"Perturbation trace of component {showcased}" in snapshot  # traced with the dashboard
     others = set(range(QUICKSTART_SMALL["n_components"])) - {showcased}
     assert not any(f"<b>Component {j}</b>" in snapshot for j in others)
@@ -134,7 +134,7 @@ def test_html_rendering_is_offline_and_starts_with_the_run_record(quickstart_run
     assert "plotly.js v" in html  # the charts' library, inline
     assert html.index("This run") < html.index("NPEFF quickstart")
     assert "n_components*</b> 6" in html  # injected by papermill, and marked so
-    assert 'class="npeff-table"' in html and 'class="tok"' in html
+    assert 'class="npeff-table"' in html and 'class="tok ' in html
 
 
 def test_nbconvert_without_widget_state_shows_the_panels(quickstart_run, embedded_run):
@@ -143,7 +143,7 @@ def test_nbconvert_without_widget_state_shows_the_panels(quickstart_run, embedde
     from nbconvert import HTMLExporter
 
     html, _ = HTMLExporter().from_filename(str(quickstart_run.notebook))
-    assert 'class="npeff-table"' in html and 'class="tok"' in html
+    assert 'class="npeff-table"' in html and 'class="tok ' in html
 
     from widgets import Workbench
 
@@ -151,7 +151,7 @@ def test_nbconvert_without_widget_state_shows_the_panels(quickstart_run, embedde
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell("wb", outputs=[nbformat.v4.new_output("display_data", data=bundle)])]
     html, _ = HTMLExporter().from_notebook_node(notebook)
-    assert 'class="npeff-table"' in html and 'class="tok"' in html
+    assert 'class="npeff-table"' in html and 'class="tok ' in html
     notebook.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {
         "state": {bundle[WIDGET_VIEW]["model_id"]: {}}, "version_major": 2, "version_minor": 0}}
     html, _ = HTMLExporter().from_notebook_node(notebook)

@@ -82,22 +82,34 @@ def test_workbench_in_jupyterlab(page, lab, hostile_quickstart_run):
     panel.screenshot(path=SCREENSHOTS / "perturbation-panel.png")
     page.locator(".npeff-workbench").screenshot(path=SCREENSHOTS / "workbench.png")
     assert page.evaluate(INJECTED) is None
+    assert_charts_shown(page)
 
     # A narrow window (a laptop, JupyterLab's side bar open): every chart stays inside the notebook's column
     page.set_viewport_size({"width": 720, "height": 2600})
     page.wait_for_timeout(2000)  # plotly redraws on the window's resize event
-    charts = page.evaluate(CHART_BOXES)
-    assert charts and all(width <= column + 1 for width, column in charts), charts
+    charts = assert_charts_shown(page)
+    assert all(width <= column + 1 for width, column, _, _ in charts), charts
     page.locator(".npeff-workbench").screenshot(path=SCREENSHOTS / "workbench-narrow.png")
 
 
-#: [chart width, width of the output area it is in] for every chart drawn in the workbench.
+#: [chart width, width of the output area it is in, height shown, height drawn] for every chart drawn
+#: in the workbench.
 CHART_BOXES = """() => [...document.querySelectorAll('.npeff-workbench .js-plotly-plot')].flatMap(plot => {
   const svg = plot.querySelector('svg.main-svg');
   const column = plot.closest('.jp-OutputArea');
   return svg && column && svg.getBoundingClientRect().width > 0
-    ? [[svg.getBoundingClientRect().width, column.getBoundingClientRect().width]] : [];
+    ? [[svg.getBoundingClientRect().width, column.getBoundingClientRect().width,
+        plot.getBoundingClientRect().height, svg.getBoundingClientRect().height]] : [];
 })"""
+
+
+def assert_charts_shown(page) -> list:
+    """Every chart of the workbench (the dashboard's included) shown as tall as it is drawn: a chart
+    whose box collapses to 0 px is drawn, and invisible."""
+    charts = page.evaluate(CHART_BOXES)
+    assert len(charts) >= 5, charts
+    assert all(shown >= 0.9 * drawn > 100 for _, _, shown, drawn in charts), charts
+    return charts
 
 
 def test_a_failing_cell_is_reported_with_its_traceback(page, lab):

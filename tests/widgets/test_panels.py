@@ -118,7 +118,7 @@ def test_perturbation_errors_are_shown_in_the_panel(many):
 def test_panels_display_static_snapshots_beside_the_widget(workbench):
     bundle = workbench._repr_mimebundle_()
     assert set(bundle) == {WIDGET_VIEW, "text/html", "text/plain"}
-    assert 'class="npeff-table"' in bundle["text/html"] and 'class="tok"' in bundle["text/html"]
+    assert 'class="npeff-table"' in bundle["text/html"] and 'class="tok ' in bundle["text/html"]
     assert "components 1-10 of 16" in bundle["text/plain"]
     for panel in (workbench.browser, workbench.examples, workbench.perturbation):
         parts = panel._repr_mimebundle_()

@@ -150,9 +150,10 @@ class TopExamplesPage:
                          f"{self.label_name(e.prediction)}, coefficient {e.coefficient:.4g}): {e.text}")
             if e.strongest_token is not None:
                 best = e.strongest_index
-                lines.append(f"      strongest word: {e.strongest_token!r} ({e.visible[best]:+.0%} of the words' share); "
-                             f"words {e.visible_share:.0%}, special tokens {e.special_share:.0%}, "
-                             f"head {e.head_share:.0%} of the mass")
+                share = report.percent(e.visible[best], "+")
+                lines.append(f"      strongest word: {e.strongest_token!r} ({share} of the words' share); "
+                             f"words {report.percent(e.visible_share)}, special tokens {report.percent(e.special_share)}, "
+                             f"head {report.percent(e.head_share)} of the mass")
         if self.note:
             lines.append(self.note)
         return "\n".join(lines)

@@ -7,6 +7,7 @@ placeholder says so, and the numbers are in the table beside it.
 
 from __future__ import annotations
 
+import html
 import json
 import uuid
 from collections.abc import Sequence
@@ -82,8 +83,27 @@ def sweep_figure(frame: pd.DataFrame):
 #: chart drawn while the page loads is sized to a box that shrinks once its neighbours arrive in the same
 #: flex row: at a 1280 px window it stayed 1264 px wide in a 413 px column. A hidden box (width 0) is
 #: left alone, as plotly refuses to resize a plot that is not displayed.
+#: Printing lays the page out at the paper's width with no script running, so a chart is narrowed to
+#: what an A4 or Letter page holds before, and fitted to its box again after.
+#: The modebar's ten buttons per chart leave the keyboard's tab order: a report of 80 charts had 800
+#: stops among its 65 controls (the mouse still reaches them).
 FIT_SCRIPT = ("if (window.ResizeObserver) new ResizeObserver(function () {"
-              " if (div.offsetWidth) Plotly.Plots.resize(div); }).observe(div);")
+              " if (div.offsetWidth) Plotly.Plots.resize(div); }).observe(div);"
+              " window.addEventListener('beforeprint', function () {"
+              " if (div.offsetWidth > PRINT_WIDTH) Plotly.relayout(div, {width: PRINT_WIDTH}); });"
+              " window.addEventListener('afterprint', function () {"
+              " if (div.layout.width) Plotly.relayout(div, {width: null}).then(function () { Plotly.Plots.resize(div); }); });"
+              " function untab() { div.querySelectorAll('.modebar-btn').forEach(function (b) { b.tabIndex = -1; }); }"
+              " untab(); div.on('plotly_afterplot', untab);").replace("PRINT_WIDTH", "680")
+
+NO_SCRIPT = '<noscript><div class="caption">(chart not drawn: JavaScript is off in this browser)</div></noscript>'
+
+
+def chart_label(figure: dict) -> str:
+    """What a screen reader says for the chart: its title (the chart is an image to it)."""
+    title = figure.get("layout", {}).get("title") or {}
+    text = title.get("text") if isinstance(title, dict) else title
+    return escape(html.unescape(str(text))) if text else "chart"
 
 
 def figure_html(figure, include_plotlyjs: bool | str = False) -> str:
@@ -99,14 +119,15 @@ def figure_html(figure, include_plotlyjs: bool | str = False) -> str:
     figure = figure.to_dict()  # a copy: the caller's figure keeps its layout
     figure["layout"].pop("width", None)  # the box sets the width
     figure["layout"]["autosize"] = True
+    label = f'role="img" aria-label="{chart_label(figure)}"'
     if include_plotlyjs:
         fit = "var div = document.getElementById('{plot_id}'); " + FIT_SCRIPT
         inner = pio.to_html(figure, full_html=False, include_plotlyjs=include_plotlyjs, default_width="100%",
                             config=config, post_script=fit, validate=False)
-        return f'<div class="npeff-plot">{inner}</div>'
+        return f'<div class="npeff-plot" {label}>{inner}{NO_SCRIPT}</div>'
     div = f"npeff-plot-{uuid.uuid4().hex}"
     spec = pio.to_json(figure, validate=False).replace("</", "<\\/")  # no "</script>" can end the script early
-    return (f'<div id="{div}" class="npeff-plot"></div><script type="text/javascript">(function () {{'
+    return (f'<div id="{div}" class="npeff-plot" {label}>{NO_SCRIPT}</div><script type="text/javascript">(function () {{'
             f' var spec = {spec}; var div = document.getElementById("{div}"); if (!div) return;'
             f" if (window.Plotly) {{ Plotly.newPlot(div, spec.data, spec.layout, {json.dumps(config)}); {FIT_SCRIPT} }}"
             f' else {{ div.textContent = "(chart not drawn: this page has no plotly.js; the numbers are in the table)"; }}'

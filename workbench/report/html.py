@@ -22,11 +22,13 @@ import pandas as pd
 CSS = """
 .npeff { --fg: #222; --bg: #fff; --muted: #555; --soft: #333; --line: #e2e2e2; --rule: #999; --head: #f4f4f4;
          --box: #ddd; --link: #0645ad; --bar: #7aa6d8; --wrong: #b00020; --note-fg: #8a5a00; --note-bg: #fff7e0;
-         --error-bg: #fdecee; --run-bg: #f7f9fc; --run-line: #dde3ec; color-scheme: light; }
+         --error-bg: #fdecee; --run-bg: #f7f9fc; --run-line: #dde3ec; --carries: 255,140,0; --cancels: 40,120,255;
+         color-scheme: light; }
 @media (prefers-color-scheme: dark) {
   .npeff { --fg: #e4e4e4; --bg: #1b1d21; --muted: #a8adb5; --soft: #c8ccd2; --line: #363a40; --rule: #6b7078;
            --head: #272a30; --box: #3a3e45; --link: #8ab4f8; --bar: #5b8fd0; --wrong: #ff7a8a; --note-fg: #f0c36b;
-           --note-bg: #3a3020; --error-bg: #3d1f24; --run-bg: #20242b; --run-line: #353b45; color-scheme: dark; }
+           --note-bg: #3a3020; --error-bg: #3d1f24; --run-bg: #20242b; --run-line: #353b45; --carries: 190,80,0;
+           color-scheme: dark; }
 }
 .npeff { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; font-size: 13px; color: var(--fg);
          background: var(--bg); overflow-wrap: break-word; }
@@ -34,8 +36,14 @@ CSS = """
 .npeff h2 { font-size: 18px; margin: 14px 0 6px; } .npeff h3 { font-size: 15px; margin: 12px 0 4px; }
 .npeff .caption { color: var(--muted); margin: 4px 0; }
 .npeff table.npeff-table { border-collapse: collapse; margin: 4px 0 10px; }
-.npeff table.npeff-table th { text-align: left; border-bottom: 2px solid var(--rule); padding: 2px 8px; background: var(--head); }
-.npeff table.npeff-table td { border-bottom: 1px solid var(--line); padding: 2px 8px; text-align: right; white-space: nowrap; }
+.npeff table.npeff-table th { text-align: left; border-bottom: 2px solid var(--rule); padding: 2px 8px; background: var(--head);
+                            color: var(--fg); }
+.npeff table.npeff-table td { border-bottom: 1px solid var(--line); padding: 2px 8px; text-align: right; white-space: nowrap;
+                            color: var(--fg); }
+/* The page's own row striping and hover (nbconvert's, JupyterLab's) are light: a dark table kept them. */
+.npeff table.npeff-table tbody tr, .npeff table.npeff-table tbody tr:nth-child(odd),
+.npeff table.npeff-table tbody tr:nth-child(even) { background: var(--bg); }
+.npeff table.npeff-table tbody tr:hover { background: var(--head); }
 .npeff table.npeff-table td.text { text-align: left; white-space: normal; overflow-wrap: anywhere; min-width: 8em; max-width: 40em; }
 .npeff .bar { display: inline-block; height: 8px; background: var(--bar); margin-left: 4px; vertical-align: middle; }
 .npeff .example { border: 1px solid var(--box); border-radius: 4px; padding: 6px 8px; margin: 6px 0; max-width: 900px; }
@@ -43,24 +51,40 @@ CSS = """
 .npeff .example .meta .wrong { color: var(--wrong); font-weight: bold; }
 .npeff .tokens { font-family: Menlo, Consolas, monospace; font-size: 13px; line-height: 1.9; white-space: pre-wrap; }
 .npeff .tok { border-radius: 3px; padding: 1px 1px; }
+@media (prefers-color-scheme: dark) { .npeff .tok.deep { color: #fff; } }
 .npeff .tok.strongest { text-decoration: underline 2px; text-underline-offset: 3px; }
 .npeff .note { color: var(--note-fg); background: var(--note-bg); padding: 4px 8px; border-radius: 4px; }
 .npeff .error { color: var(--wrong); background: var(--error-bg); padding: 6px 8px; border-radius: 4px; white-space: pre-wrap; }
 .npeff .this-run { background: var(--run-bg); border: 1px solid var(--run-line); border-radius: 4px; padding: 4px 10px; }
 .npeff .this-run .run-line { margin: 3px 0; } .npeff .this-run details { margin: 3px 0; color: var(--soft); }
 .npeff .charts { display: flex; flex-wrap: wrap; gap: 12px; }
-.npeff .charts > div { flex: 1 1 380px; min-width: 320px; }
+.npeff .charts > div { flex: 1 1 380px; min-width: min(320px, 100%); }
 .npeff nav a { margin-right: 12px; }
 .npeff .table-wrap { max-width: 100%; overflow-x: auto; }
-.npeff table.npeff-table th[title] { cursor: help; text-decoration: underline dotted var(--rule); }
+.npeff table.npeff-table th[title] { cursor: help; text-decoration: underline dotted var(--rule);
+                                   text-underline-offset: 4px; }  /* clear of the underscores of names */
 .npeff table.sortable th { cursor: pointer; user-select: none; }
 .npeff .legend { color: var(--muted); font-size: 12px; margin: 4px 0 6px; }
 .npeff .legend .swatch { display: inline-block; width: 26px; height: 12px; border-radius: 3px; vertical-align: middle; margin: 0 3px; }
 .npeff .shares b { font-weight: 600; }
 .npeff .dashboard .numbers { margin: 4px 0; }
 .npeff .dashboard .tables { display: flex; flex-wrap: wrap; gap: 18px; }
+.npeff .dashboard .tables > div { min-width: 0; max-width: 100%; }  /* so a wide table scrolls in its box */
 .npeff .toc { columns: 4 140px; margin: 4px 0 10px; } .npeff .toc a { display: block; }
 .npeff a.top { font-size: 12px; float: right; }
+/* High-contrast modes replace every colour by the system's: the shading, the bars and the legend are
+   the reading, so they keep theirs. */
+@media (forced-colors: active) {
+  .npeff .tok, .npeff .bar, .npeff .legend .swatch { forced-color-adjust: none; }
+  .npeff .tok { color: CanvasText; }
+}
+/* On paper nothing scrolls: tables wrap instead of hiding columns, cards and charts stay whole. */
+@media print {
+  .npeff .table-wrap { overflow: visible; }
+  .npeff table.npeff-table td, .npeff table.npeff-table th { white-space: normal; overflow-wrap: anywhere; }
+  .npeff .example, .npeff .npeff-plot, .npeff table.npeff-table tr { break-inside: avoid; }
+  .npeff a.top, .npeff .modebar-container { display: none; }
+}
 """
 
 
@@ -135,7 +159,7 @@ def table_html(frame: pd.DataFrame, *, index_links: dict | None = None, bars: Se
         if index_links and key in index_links:
             cell = f'<a href="{escape(index_links[key])}">{cell}</a>'
         index_number = isinstance(key, (int, float, np.number)) and not isinstance(key, (bool, np.bool_))
-        cells = [f'<td data-sort="{float(key)!r}">{cell}</td>' if index_number else f'<td class="text">{cell}</td>']
+        cells = [f'<td data-sort="{sort_key(key)}">{cell}</td>' if index_number else f'<td class="text">{cell}</td>']
         for column, value in zip(frame.columns, row):
             text = format_value(value)
             full = bars.get(column)
@@ -143,12 +167,21 @@ def table_html(frame: pd.DataFrame, *, index_links: dict | None = None, bars: Se
                 text += f'<span class="bar" style="width:{40 * min(max(float(value) / full, 0.0), 1.0):.0f}px"></span>'
             kind = "text" if isinstance(value, str) else ""
             number = isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
-            sort_key = f' data-sort="{float(value)!r}"' if number else ""
-            cells.append(f'<td class="{kind}"{sort_key}>{text}</td>')
+            key = f' data-sort="{sort_key(value)}"' if number else ""
+            cells.append(f'<td class="{kind}"{key}>{text}</td>')
         rows.append(f"<tr>{''.join(cells)}</tr>")
     classes = "npeff-table sortable" if sortable else "npeff-table"
     return (f'<div class="table-wrap"><table class="{classes}"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></div>')
+
+
+def sort_key(value) -> str:
+    """A number as the sort script reads it (JavaScript's ``parseFloat``): a missing value empty, which
+    the script puts last, and infinities spelled as JavaScript spells them."""
+    value = float(value)
+    if np.isnan(value):
+        return ""
+    return repr(value) if np.isfinite(value) else ("Infinity" if value > 0 else "-Infinity")
 
 
 def bar_columns(frame: pd.DataFrame) -> dict[str, float]:
@@ -171,18 +204,37 @@ def component_page_html(page, *, links: dict | None = None) -> str:
                     + table_html(page.rows, index_links=links, bars=bar_columns(page.rows)))
 
 
+#: The shading's colours, as CSS variables (with the light scheme's as their fallback): on a dark page
+#: the light orange under white text read at 2.6:1, so the dark scheme has a deeper one.
+SHADES = {"carries": "255,140,0", "cancels": "40,120,255"}
+
+
 def token_colour(score: float, scale: float) -> str:
     """Orange for tokens that carry the component's Fisher mass, blue for ones that cancel it."""
     alpha = 0.0 if scale <= 0 else min(abs(score) / scale, 1.0) * 0.8
-    rgb = "255,140,0" if score >= 0 else "40,120,255"
-    return f"rgba({rgb},{alpha:.2f})"
+    side = "carries" if score >= 0 else "cancels"
+    return f"rgba(var(--{side}, {SHADES[side]}),{alpha:.2f})"
+
+
+def token_classes(score: float, scale: float) -> str:
+    """``tok``, the side the token is on (``carries``, ``cancels``), and ``deep`` where its shade is
+    strong enough to need the text colour of its own that the dark scheme gives it."""
+    side = "carries" if score >= 0 else "cancels"
+    deep = scale > 0 and abs(score) / scale >= 0.5
+    return f"tok {side}" + (" deep" if deep else "")
+
+
+def percent(value: float, sign: str = "") -> str:
+    """``value`` as a whole percentage; a value that rounds to 0 reads 0%, never -0%."""
+    text = f"{value:{sign}.0%}"
+    return "0%" if text in ("-0%", "+0%") else text
 
 
 #: The colour legend and the meaning of the three shares, shown above highlighted examples.
 LEGEND = (
-    '<div class="legend">Token shading: <span class="swatch" style="background:rgba(255,140,0,0.8)"></span>'
+    '<div class="legend">Token shading: <span class="swatch" style="background:rgba(var(--carries, 255,140,0),0.8)"></span>'
     "carries the component (each example's strongest word fully shaded and underlined) "
-    '<span class="swatch" style="background:rgba(40,120,255,0.8)"></span>cancels part of it; '
+    '<span class="swatch" style="background:rgba(var(--cancels, 40,120,255),0.8)"></span>cancels part of it; '
     "a word's share is of the words' total |share| (hover a word for it and for its share of the whole mass). "
     "<b>words</b> + <b>special</b> + <b>head</b> = 100% of the example's Fisher mass along the component: "
     "<b>special</b> flows through [CLS]/[SEP]-like tokens, <b>head</b> through parameters with no token axis "
@@ -225,7 +277,7 @@ def highlighted_text_html(text: str, tokens: Sequence[str] | None, scores, spans
             what = f"{token}: {score:+.1%} of the example's mass along the component"
         else:
             what = f"{token}: {score:+.1%} of the words' share ({whole:+.2%} of the example's mass along the component)"
-        classes = "tok strongest" if i == strongest else "tok"
+        classes = token_classes(score, scale) + (" strongest" if i == strongest else "")
         return (f'<span class="{classes}" style="background:{token_colour(score, scale)}" title="{escape(what)}">'
                 f"{escape(piece)}</span>")
 
@@ -250,7 +302,7 @@ def shares_html(example) -> str:
     parts = [("words", getattr(example, "visible_share", None), "visible tokens: the words of the text"),
              ("special", getattr(example, "special_share", None), "special tokens such as [CLS] and [SEP]"),
              ("head", getattr(example, "head_share", None), "parameters with no token axis (pooler, classifier)")]
-    shown = [f'<span title="{escape(title)}"><b>{name}</b> {value:.0%}</span>'
+    shown = [f'<span title="{escape(title)}"><b>{name}</b> {percent(value)}</span>'
              for name, value, title in parts if value is not None]
     return f'<span class="shares">{" ".join(shown)}</span>' if shown else ""
 
@@ -272,7 +324,7 @@ def example_html(example, label_name=str) -> str:
     strongest = getattr(example, "strongest_index", None)
     if strongest is not None:
         piece = token_piece(example.text, example.tokens, spans, strongest)
-        meta.append(f"strongest word <b>{escape(piece)}</b> ({visible[strongest]:+.0%} of the words' share)")
+        meta.append(f"strongest word <b>{escape(piece)}</b> ({percent(visible[strongest], '+')} of the words' share)")
     body = highlighted_text_html(example.text, example.tokens, scores, spans, example.special,
                                  raw=None if visible is None else example.scores, strongest=strongest)
     return f'<div class="example"><div class="meta">{" · ".join(meta)}</div>{body}</div>'

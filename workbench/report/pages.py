@@ -40,8 +40,11 @@ SORT_SCRIPT = """<script>(function () {
     var rows = Array.from(body.rows);
     rows.sort(function (a, b) {
       var x = a.cells[i], y = b.cells[i], c;
-      if (x.dataset.sort !== undefined && y.dataset.sort !== undefined) c = parseFloat(x.dataset.sort) - parseFloat(y.dataset.sort);
-      else c = x.textContent.localeCompare(y.textContent);
+      if (x.dataset.sort !== undefined && y.dataset.sort !== undefined) {
+        var p = parseFloat(x.dataset.sort), q = parseFloat(y.dataset.sort);
+        if (isNaN(p) || isNaN(q)) return isNaN(p) - isNaN(q);  // missing values last, either way
+        c = p === q ? 0 : p - q;  // (Infinity - Infinity is NaN)
+      } else c = x.textContent.localeCompare(y.textContent);
       return ascending ? c : -c;
     });
     rows.forEach(function (r) { body.appendChild(r); });

@@ -1,0 +1,180 @@
+"""The report as other readers' browsers show it: a dark system scheme (also inside a notebook's HTML,
+whose own table styles are light), Windows' high-contrast mode, a phone, the keyboard, paper, and a
+browser with JavaScript off. Each view once hid part of the reading: dark headers at 1.3:1, the
+strongest words at 2.6:1, shading gone in high contrast, a page wider than a phone, 800 modebar
+buttons in the tab order, charts and columns cut off on paper, empty chart boxes without a word."""
+
+import re
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+from nbconvert import HTMLExporter
+
+from workbench import report
+from workbench.app.explore import RunExplorer
+
+from .lab import CHROMIUM
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                       reason=f"no {CHROMIUM}: `make test` installs it (apt-get install chromium)"),
+]
+
+
+@pytest.fixture(scope="module")
+def explorer(embedded_run):
+    return RunExplorer.open(embedded_run.path)
+
+
+@pytest.fixture(scope="module")
+def report_index(explorer, tmp_path_factory):
+    return report.export_html(explorer, tmp_path_factory.mktemp("views") / "report", n_examples=3, progress=False)
+
+
+@pytest.fixture(scope="module")
+def notebook_page(explorer, tmp_path_factory):
+    """A notebook's HTML (nbconvert's lab template, as `python -m workbench run` writes it) holding a
+    component table and highlighted examples."""
+    outputs = [nbformat.v4.new_output("display_data", data=bundle) for bundle in (
+        explorer.components()._repr_mimebundle_(), explorer.top_examples(0, page_size=3)._repr_mimebundle_())]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("explorer", outputs=outputs)])
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(notebook)
+    path = tmp_path_factory.mktemp("notebook") / "notebook.html"
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def open_page(browser, path, width=1280, **options):
+    page = browser.new_page(viewport={"width": width, "height": 900}, **options)
+    page.goto(path.as_uri())
+    return page
+
+
+def rgba(css: str) -> tuple[float, float, float, float]:
+    values = [float(v) for v in re.findall(r"[\d.]+", css)]
+    return (*values[:3], values[3] if len(values) > 3 else 1.0)
+
+
+def over(top: str, below: tuple) -> tuple:
+    """The colour ``top`` (CSS, maybe translucent) painted over the opaque colour ``below``."""
+    *rgb, alpha = rgba(top)
+    return tuple(alpha * c + (1 - alpha) * b for c, b in zip(rgb, below[:3]))
+
+
+def contrast(a: tuple, b: tuple) -> float:
+    """WCAG's contrast ratio of two opaque colours."""
+    def luminance(colour):
+        linear = [(c / 255) / 12.92 if c / 255 <= 0.03928 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in colour[:3]]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    light, dark = sorted((luminance(a), luminance(b)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+#: For each header, cell and shaded token: [text colour, its background, the background of .npeff].
+COLOURS = """() => {
+  const base = getComputedStyle(document.querySelector('.npeff')).backgroundColor;
+  const pick = (selector) => Array.from(document.querySelectorAll(selector)).slice(0, 40).map(e => {
+    let background = getComputedStyle(e).backgroundColor;
+    for (let p = e; p && background === 'rgba(0, 0, 0, 0)'; p = p.parentElement) background = getComputedStyle(p).backgroundColor;
+    return [getComputedStyle(e).color, background, base];
+  });
+  return {headers: pick('.npeff table.npeff-table th'), cells: pick('.npeff table.npeff-table td'),
+          tokens: pick('.npeff .tok.deep')};
+}"""
+
+
+@pytest.mark.parametrize("scheme", ["dark", "light"])
+def test_tables_and_the_strongest_words_read_in_either_scheme(browser, report_index, notebook_page, scheme):
+    for path in (report_index, notebook_page):
+        page = open_page(browser, path, color_scheme=scheme)
+        colours = page.evaluate(COLOURS)
+        page.close()
+        assert colours["headers"] and colours["cells"] and colours["tokens"], (path.name, colours)
+        for kind, found in colours.items():
+            ratios = [contrast(over(text, over(background, rgba(base))), over(background, rgba(base)))
+                      for text, background, base in found]
+            assert min(ratios) >= 4.5, (path.name, scheme, kind, min(ratios), found[int(np.argmin(ratios))])
+
+
+def test_high_contrast_mode_keeps_the_shading_and_the_legend(browser, report_index):
+    page = open_page(browser, report_index, forced_colors="active")
+    swatches = page.locator(".npeff .legend .swatch").evaluate_all(
+        "els => els.map(e => getComputedStyle(e).backgroundColor)")
+    shades = page.locator(".npeff .tok").evaluate_all("els => els.map(e => getComputedStyle(e).backgroundColor)")
+    bars = page.locator(".npeff td .bar").evaluate_all("els => els.map(e => getComputedStyle(e).backgroundColor)")
+    page.close()
+    assert len(set(swatches)) == 2, swatches  # carries and cancels told apart
+    assert len(set(shades)) > 5, shades[:10]  # the words shaded by their share, not all one system colour
+    assert bars and all(rgba(b)[3] > 0 and b != "rgb(0, 0, 0)" for b in bars), bars[:5]
+
+
+def test_a_phone_reads_the_report_without_scrolling_sideways(browser, report_index):
+    page = open_page(browser, report_index, width=320)
+    page.wait_for_function("document.querySelectorAll('.npeff-plot .main-svg').length >= 30")
+    page.wait_for_timeout(500)
+    width, client = page.evaluate("[document.scrollingElement.scrollWidth, document.scrollingElement.clientWidth]")
+    page.close()
+    assert width <= client, (width, client)
+
+
+def test_charts_are_named_and_their_buttons_stay_out_of_the_tab_order(browser, report_index):
+    page = open_page(browser, report_index)
+    page.wait_for_function("document.querySelectorAll('.npeff-plot .modebar-btn').length >= 30")
+    tabbable = page.evaluate("document.querySelectorAll('.npeff-plot .modebar-btn:not([tabindex=\"-1\"])').length")
+    labels = page.locator(".npeff-plot").evaluate_all("els => els.map(e => [e.getAttribute('role'), e.getAttribute('aria-label')])")
+    page.close()
+    assert tabbable == 0
+    assert all(role == "img" and label for role, label in labels), labels[:5]
+    assert len({label for _, label in labels}) > 3, labels  # each named by its own title
+
+
+def test_printing_keeps_every_chart_and_column_on_the_paper(browser, report_index, tmp_path):
+    page = open_page(browser, report_index, width=1920)  # charts wider than a page
+    page.wait_for_function("document.querySelectorAll('.npeff-plot .main-svg').length >= 30")
+    page.evaluate("window.dispatchEvent(new Event('beforeprint'))")
+    page.wait_for_timeout(500)
+    widths = page.evaluate("Array.from(document.querySelectorAll('.npeff-plot svg.main-svg')).map(s => s.getBoundingClientRect().width)")
+    assert widths and max(widths) <= 681, max(widths)  # an A4 page holds 718 px
+    page.emulate_media(media="print")
+    overflow = page.evaluate("getComputedStyle(document.querySelector('.npeff .table-wrap')).overflowX")
+    pdf = tmp_path / "report.pdf"
+    page.pdf(path=str(pdf), format="A4")
+    page.emulate_media(media="screen")
+    page.evaluate("window.dispatchEvent(new Event('afterprint'))")
+    page.wait_for_timeout(500)
+    after = page.evaluate("Array.from(document.querySelectorAll('.npeff-plot svg.main-svg')).map(s => s.getBoundingClientRect().width)")
+    page.close()
+    assert overflow == "visible"  # on paper a wide table wraps: nothing scrolls
+    assert pdf.stat().st_size > 10_000
+    assert max(after) > 681  # fitted to the screen's boxes again
+
+
+def test_without_javascript_the_charts_say_why_they_are_empty(browser, report_index):
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.goto(report_index.as_uri())
+    notes = page.locator(".npeff-plot").evaluate_all("els => els.map(e => e.innerText)")
+    shaded = page.locator(".npeff .tok").count()
+    context.close()
+    assert notes and all("JavaScript is off" in note for note in notes), notes[:3]
+    assert shaded > 10  # the reading itself needs no script
+
+
+def test_missing_values_sort_last_either_way(browser, tmp_path):
+    frame = pd.DataFrame({"score": [3.0, np.nan, 1.0, 4.0, np.inf, np.nan, 2.0]})
+    path = tmp_path / "table.html"
+    path.write_text(report.html_page("table", report.table_html(frame, sortable=True)), encoding="utf-8")
+    page = open_page(browser, path)
+    header = page.locator("th", has_text="score")
+    cells = "Array.from(document.querySelectorAll('tbody tr td:nth-child(2)')).map(c => c.textContent)"
+    header.click()
+    ascending = page.evaluate(cells)
+    header.click()
+    descending = page.evaluate(cells)
+    page.close()
+    assert ascending == ["1", "2", "3", "4", "inf", "", ""]
+    assert descending == ["inf", "4", "3", "2", "1", "", ""]
