@@ -90,6 +90,25 @@ def test_top_examples_pages_follow_the_coefficients_with_exact_token_shares(expl
     assert "component 3: examples 1-4" in repr(first)
 
 
+def test_a_page_says_how_much_of_the_component_its_highlights_leave_out(explorer, monkeypatch):
+    """Where layers that cannot be read per token hold part of the component (XLNet's time-major
+    attention), the page says so: its 'head' share would otherwise read as the component's head."""
+    from workbench.analysis import highlights
+
+    assert explorer.top_examples(3, page_size=2).note == ""
+    scored = highlights.token_scores
+
+    def some_left_out(*args, **kwargs):
+        scores = scored(*args, **kwargs)
+        for s in scores:
+            s.left_out_share = 0.42
+        return scores
+
+    monkeypatch.setattr(highlights, "token_scores", some_left_out)
+    note = explorer.top_examples(3, page_size=2).note
+    assert "42% of the component's ‖g‖² lies in layers that cannot be read per token" in note
+
+
 def test_perturb_equals_the_library_check_on_all_inputs(explorer, embedded):
     _, model, _, examples, inputs, decomposition = embedded
     j = 5

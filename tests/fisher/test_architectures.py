@@ -220,7 +220,7 @@ def test_minilm_is_unchanged():
     assert abs(fast - loop).max() <= 1e-6 * abs(loop).max()
 
 
-@pytest.mark.parametrize("name", ["DeBERTa-v2/v3", "T5 (Flan-T5 shape)", "OPT"])
+@pytest.mark.parametrize("name", ["DeBERTa-v2/v3", "T5 (Flan-T5 shape)", "OPT", "Mamba as a zero-shot classifier"])
 def test_token_scores_use_the_checked_batching(name):
     """Highlights take the same check of which layers have an example axis: the Fisher mass
     they split equals the PEFs' projection on the component."""
@@ -239,6 +239,24 @@ def test_token_scores_use_the_checked_batching(name):
     expected = ((pefs.dense().astype(np.float64) @ g) ** 2).sum(axis=1)
     scores = token_scores(model, decomposition, 0, inputs, batch_size=3)
     np.testing.assert_allclose([s.projection for s in scores], expected, rtol=1e-4)
+
+
+def test_token_scores_say_how_much_of_the_component_they_leave_out():
+    """XLNet's attention is called time-major: its layers are left out of the scores. The scores say
+    which share of ‖g‖² that is, so that a page can say its 'head' share is no reading of the head."""
+    from workbench import LrmNpeff
+    from workbench.analysis.highlights import token_scores
+
+    shares = {}
+    for name in ("XLNet", "BERT"):
+        model, inputs = build(name), example_inputs(name)
+        pefs = compute_pefs(model, inputs, n_values=None, progress=False)
+        decomposition = LrmNpeff(n_components=2, n_iters_g_only=5, n_iters_joint=5, seed=0).fit(pefs)
+        scores = token_scores(model, decomposition, 0, inputs, batch_size=3)
+        shares[name] = {s.left_out_share for s in scores}
+    assert shares["BERT"] == {0.0}
+    (xlnet,) = shares["XLNet"]
+    assert 0.01 < xlnet < 1.0
 
 
 @pytest.mark.parametrize("name", ["ALBERT", "DeBERTa-v2/v3"])
@@ -321,6 +339,16 @@ def test_a_zero_shot_classifier_s_layers_without_a_rule_get_torch_func():
     model.lm.model.norm = ScaleLayer(model.lm.config.hidden_size)  # a layer with no rule
     inputs = example_inputs(name)
     assert fast_share(model, inputs) == 1.0
+    assert max_relative_error(model, inputs, batch_size=3) < 2e-6
+
+
+def test_a_padded_batch_whose_logits_are_nan_is_computed_unpadded():
+    """A float64 Llama under left padding gives NaN logits for its padded rows (each example alone is
+    finite): the check of padding must see it, not let the NaN reach the PEFs and blame the weights."""
+    model = build("Llama").double()
+    inputs = example_inputs("Llama as a zero-shot classifier")  # left padded, with Llama's pad token
+    with torch.no_grad():
+        assert not torch.isfinite(model(**inputs).logits).all()  # the case itself
     assert max_relative_error(model, inputs, batch_size=3) < 2e-6
 
 

@@ -51,6 +51,9 @@ class TokenScores:
     scores: np.ndarray  # (n_tokens,) the example's unpadded tokens
     head_share: float  # share flowing through layers without a token axis
     projection: float  # Σ_s (a_s · g)², the example's Fisher mass along g (unnormalised g)
+    #: share of ‖g‖² in layers that could not be read per token (no example axis, called with more than
+    #: their input): left out of the scores, which are shares of the rest
+    left_out_share: float = 0.0
 
 
 #: torch's forward-mode AD levels (``jvp``) are global to the process: two threads scoring tokens
@@ -86,7 +89,10 @@ def _output_change(module: torch.nn.Module, layer_input: torch.Tensor, tangents:
     def call(*values):
         return functional_call(module, dict(zip(names, values)), (layer_input,))
 
-    _, change = jvp(call, primals, tuple(tangents[n] for n in names))
+    # Forward-mode only: the module's other parameters (Mamba's mixer owns A_log and D, and calls its
+    # in_proj) would otherwise record a backward graph into the change.
+    with torch.no_grad():
+        _, change = jvp(call, primals, tuple(tangents[n] for n in names))
     return change
 
 
@@ -114,7 +120,8 @@ def token_scores(
     direction = layout.split(decomposition.component(component))
     owners = _owning_modules(model, params)
     decoder_call = _decoder_calls(model)
-    left_out: set[str] = set()
+    left_out: set[str] = set()  # the types of the layers called with more than their input
+    left_out_params: set[int] = set()
     results: list[TokenScores] = []
     with _FORWARD_AD, eval_mode(model):
         expand, fold, unpadded = set(), set(), False
@@ -124,6 +131,7 @@ def token_scores(
                 expand, unbatched, fold = layer_batching(model, [m for m, _ in owners], batch, different=batch)
                 if unbatched:
                     logger.warning("%d layers have no batch axis and are left out of the token scores", len(unbatched))
+                left_out_params.update(i for m, attrs in owners if id(m) in unbatched for i in attrs.values())
                 owners = [(m, attrs) for m, attrs in owners if id(m) not in unbatched]
                 unpadded = padding_changes_outputs(model, batch, warn=False, remember=True)
             # Where padding changes the outputs (a convolution over it, absolute positions under left
@@ -137,7 +145,19 @@ def token_scores(
     if left_out:
         logger.warning("layers called with more than their input (%s) are left out of the token scores: the shares "
                        "are of the rest of the component's mass", ", ".join(sorted(left_out)))
+    left_out_params.update(i for m, attrs in owners if type(m).__name__ in left_out for i in attrs.values())
+    if left_out_params:
+        share = _share_of(direction, [layout.names[i] for i in left_out_params])
+        for score in results:
+            score.left_out_share = share
     return results
+
+
+def _share_of(direction: Mapping, names: list[str]) -> float:
+    """The share of the direction's squared norm in the parameters ``names``."""
+    squares = {name: float((np.asarray(value, dtype=np.float64) ** 2).sum()) for name, value in direction.items()}
+    total = sum(squares.values())
+    return sum(squares[n] for n in names) / total if total > 0 else 0.0
 
 
 def _decoder_calls(model):

@@ -234,7 +234,9 @@ def padding_changes_outputs(model: nn.Module, batch: Inputs, *, warn: bool = Tru
         together = class_logits(model, batch).float()
         alone = torch.cat([class_logits(model, example_slice(batch, i)).float() for i in tried])
     difference = float((together[tried] - alone).abs().max())
-    verdict = difference > PADDING_RTOL * float(alone.abs().max()) + 1e-7
+    # Not "difference > tolerance": a padded batch whose logits are NaN (float64 Llama under left padding,
+    # its fully masked rows) compares False, and its NaN PEFs were blamed on the weights.
+    verdict = not difference <= PADDING_RTOL * float(alone.abs().max()) + 1e-7 or not bool(torch.isfinite(together).all())
     if remember:
         _PADDING_VERDICTS.setdefault(model, {})[side] = verdict
     if verdict:

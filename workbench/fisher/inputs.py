@@ -110,6 +110,12 @@ def class_logits(model: nn.Module, batch: Inputs) -> torch.Tensor:
     n = n_inputs(batch)
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != n or logits.shape[1] < 2:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        if isinstance(logits, torch.Tensor) and logits.ndim == 2 and logits.shape[1] == 1:
+            raise NotClassLogitsError(
+                f"the model has one output per example, shape {shape}: a regression head (or a one-logit binary "
+                "one). A PEF is the Fisher of the model's predicted class distribution, which a regression head "
+                "does not give: use a classifier, or for a one-logit binary head wrap the model so its forward "
+                "returns the two logits torch.cat([-z / 2, z / 2], dim=-1) (softmax of them is the sigmoid of z)")
         raise NotClassLogitsError(
             f"the model's output should be class logits of shape (batch={n}, n_classes>=2), got {shape}. "
             "Wrap the model so its forward returns one logit per class (for a language model, see "

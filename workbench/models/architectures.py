@@ -146,6 +146,9 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in [
                       shared_expert_intermediate_size=32, decoder_sparse_step=1), padding="left"),
     Architecture("Cohere as a zero-shot classifier", "CohereConfig", "CohereForCausalLM",
                  dict(_DECODER, num_key_value_heads=2), padding="left", wrap=_zero_shot),
+    Architecture("Mamba as a zero-shot classifier", "MambaConfig", "MambaForCausalLM",
+                 dict(vocab_size=VOCAB, hidden_size=32, state_size=4, num_hidden_layers=2, expand=2, conv_kernel=4,
+                      pad_token_id=PAD), padding="left", wrap=_zero_shot),  # a state-space model: no attention
     Architecture("MobileBERT", "MobileBertConfig", "MobileBertForSequenceClassification",
                  dict(_ENCODER, embedding_size=16, intra_bottleneck_size=16, true_hidden_size=16, num_feedforward_networks=2,
                       normalization_type="no_norm")),
