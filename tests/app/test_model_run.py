@@ -95,6 +95,9 @@ def small_gpt2(tmp_path_factory):
     for name, cls in (("lm", GPT2LMHeadModel), ("classifier", GPT2ForSequenceClassification)):
         cls(config).save_pretrained(root / name)
         prompt_tokenizer().save_pretrained(root / name)
+    GPT2ForSequenceClassification(GPT2Config(**config.to_diff_dict(), num_labels=1, problem_type="regression")
+                                  ).save_pretrained(root / "regression")
+    prompt_tokenizer().save_pretrained(root / "regression")
     return root
 
 
@@ -119,6 +122,13 @@ TEXTS = ["good film", "bad film", "good plot", "bad plot"]
     (dict(kind="lmr"), ValueError, r"kind must be one of"),
     (dict(include="no_such_layer"), ValueError, r"matches none of the model's"),
     (dict(attributes=["a", "b", "a", "b"]), TypeError, r"attributes must be a pandas DataFrame"),
+    # attributes the run could not keep: a column it writes itself, cells no table holds
+    (dict(attributes=pd.DataFrame({"mass": [1, 2, 3, 4]})), ValueError, r"column 'mass' would stand for a column the run"),
+    (dict(attributes=pd.DataFrame({"text": list("abab")})), ValueError, r"column 'text' would stand for"),
+    (dict(attributes=pd.DataFrame({"topic": [{"a": 1}, 2, 3, 4]})), TypeError, r"column 'topic' holds a dict"),
+    (dict(attributes=pd.DataFrame({"topic": [1, "x", 2, 3]})), TypeError, r"column 'topic' mixes kinds of values"),
+    (dict(progress="no"), TypeError, r"progress must be True or False"),
+    (dict(model="regression", labels=None), ValueError, r"with 1 output \(problem_type 'regression'\).*regression head"),
     (dict(n_components=0), ValueError, r"n_components must be an integer of at least 1"),
     (dict(n_components=5), ValueError, r"n_components=5 is more than the 4 texts"),
     (dict(n_top=0), ValueError, r"n_top must be an integer of at least 1"),
@@ -132,6 +142,16 @@ def test_every_bad_argument_and_model_is_refused_before_the_run_folder_is_touche
     with pytest.raises(error, match=message):
         run_model(tmp_path / "run", folder, TEXTS, call.pop("labels", [0, 1, 0, 1]), **{"n_components": 2, **call})
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_folder_inside_the_model_folder_is_refused(small_gpt2, tmp_path):
+    """The run copies the model folder into itself: inside it, the copy would copy itself without end."""
+    import shutil
+
+    folder = shutil.copytree(small_gpt2 / "classifier", tmp_path / "model")
+    with pytest.raises(ValueError, match="is inside the model folder"):
+        run_model(folder / "run", folder, TEXTS, [0, 1, 0, 1], n_components=2)
+    assert not (folder / "run").exists()
 
 
 def test_a_model_folder_without_its_tokenizer_is_refused(small_gpt2, tmp_path):

@@ -73,11 +73,16 @@ def run_model(
     from ..models.prompt import save_prompt
     from ..models.text import encode_texts
 
-    out, source = Path(out), Path(model_path)
+    out, source = Path(out).expanduser(), Path(model_path).expanduser()
     texts = _checked_texts(texts)
     if not (source / "config.json").is_file():
         raise ValueError(f"{source} is not a saved model folder (no config.json): save it with model.save_pretrained("
                          "folder) and tokenizer.save_pretrained(folder)")
+    if out.resolve().is_relative_to(source.resolve()) and out.resolve() != source.resolve():
+        raise ValueError(f"the run folder {out} is inside the model folder {source}, which the run copies into it: "
+                         "choose a run folder outside the model's")
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be True or False, got {progress!r}")
     attributes = _checked_attributes(attributes, len(texts))
     _check_prompt(template, label_words)
     _check_counts(n_components=n_components, n_values=n_values, n_iters_g_only=n_iters_g_only,
@@ -86,6 +91,10 @@ def run_model(
     # Everything a model can refuse is found now, before the run folder is touched: weights that
     # would load at random, no tokenizer, label words it does not know, a filter that keeps nothing.
     model, tokenizer = _load(source, template, label_words, label_prefix)
+    if _n_classes(model) < 2:
+        raise ValueError(f"{source} holds a model with {_n_classes(model)} output (problem_type "
+                         f"{getattr(model.config, 'problem_type', None)!r}): NPEFF reads a classifier's distribution over "
+                         "its classes, and a regression head has none; pass a sequence classifier of two classes or more")
     labels = as_labels(labels, len(texts))  # the checks write_pefs makes, made before the folder is touched
     check_label_range(labels, _n_classes(model))
     labels = labels.numpy()
@@ -198,7 +207,39 @@ def _checked_attributes(attributes, n_texts: int) -> pd.DataFrame | None:
                         f"got {type(attributes).__name__}; e.g. pd.DataFrame({{'source': sources}})")
     if len(attributes) != n_texts:
         raise ValueError(f"attributes has {len(attributes)} rows for {n_texts} texts: one row per text")
-    return attributes.reset_index(drop=True)
+    attributes = attributes.reset_index(drop=True)
+    names = [str(c) for c in attributes.columns]
+    taken = [n for n in names if n in RESERVED_COLUMNS or n.endswith(("_purity", "_entropy")) or names.count(n) > 1]
+    if taken:
+        raise ValueError(f"attributes column {taken[0]!r} would stand for a column the run writes itself or for "
+                         f"another attribute (the run's columns: {', '.join(sorted(RESERVED_COLUMNS))}, and "
+                         "NAME_purity and NAME_entropy for each attribute): rename it")
+    for name in attributes.columns:
+        _check_attribute_cells(attributes[name])
+    return attributes
+
+
+#: Columns of examples.parquet and components.csv that the run writes: an attribute of that name
+#: would replace one, or stand beside it with the same name.
+RESERVED_COLUMNS = frozenset({"text", "label", "prediction", "component", "n_top", "g_norm", "mass", "accuracy"})
+
+
+def _check_attribute_cells(column: pd.Series) -> None:
+    """An attribute's cells are values (a tuple or list for several), of one type, as examples.parquet keeps them."""
+    import pyarrow as pa
+
+    for cell in column:
+        for value in (cell if isinstance(cell, (tuple, list, np.ndarray)) else (cell,)):
+            try:
+                hash(value)
+            except TypeError:
+                raise TypeError(f"attributes column {column.name!r} holds a {type(value).__name__} ({value!r}): a cell "
+                                "is a value, or a list of values for an example with several") from None
+    try:
+        pa.array(column, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:
+        raise TypeError(f"attributes column {column.name!r} mixes kinds of values ({error}): make it one kind, e.g. "
+                        "attributes[name].astype(str)") from None
 
 
 def _n_classes(model) -> int:
