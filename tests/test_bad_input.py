@@ -58,6 +58,21 @@ def _not_logits(tmp):
     write_pefs(tmp / "pefs", _Regressor(), _inputs(), progress=False)
 
 
+class _Grid(torch.nn.Module):
+    """A model whose output is no (batch, classes) table: a 2×3 grid per example."""
+
+    def __init__(self):
+        super().__init__()
+        self.embedding = torch.nn.Embedding(100, 6)
+
+    def forward(self, input_ids, attention_mask=None, **kwargs):
+        return self.embedding(input_ids).mean(dim=1).reshape(-1, 2, 3)
+
+
+def _not_two_dimensional(tmp):
+    write_pefs(tmp / "pefs", _Grid(), _inputs(), progress=False)
+
+
 def _filter_matches_nothing(tmp):
     write_pefs(tmp / "pefs", tiny_bert(3), _inputs(), include=r"decoder\.", progress=False)
 
@@ -337,8 +352,10 @@ CASES = [
     Case("empty data set", ValueError, r"data set is empty.*pass at least one example", _empty),
     Case("labels out of range", ValueError, r"label 5 of example 3 is out of range for a model with 3 classes.*labels must be in 0\.\.2",
          _labels_out_of_range),
-    Case("output is not class logits", NotClassLogitsError, r"should be class logits of shape \(batch=\d+, n_classes>=2\), got \(\d+, 1\).*Wrap the model",
-         _not_logits),
+    Case("output is one value per example", NotClassLogitsError, r"one output per example, shape \(\d+, 1\): a regression head.*"
+         r"use a classifier, or for a one-logit binary head wrap the model", _not_logits),
+    Case("output is not class logits", NotClassLogitsError, r"should be class logits of shape \(batch=\d+, n_classes>=2\), "
+         r"got \(\d+, 2, 3\).*Wrap the model", _not_two_dimensional),
     Case("parameter filter matches nothing", ValueError, r"matches none of the model's .* parameters.*pass a regular expression",
          _filter_matches_nothing),
     Case("n_components > number of examples", ValueError, r"n_components=20 is larger than the number of examples \(9\).*at most",
@@ -388,3 +405,33 @@ def test_bad_input_names_problem_and_fix_and_leaves_nothing(case, tmp_path, monk
     with pytest.raises(case.error, match=case.match):
         case.run(tmp_path)
     assert _files(tmp_path) == before, "the failed call left files behind or changed them"
+
+
+def test_a_quoted_home_folder_is_the_home_folder(tmp_path, monkeypatch):
+    """"~/runs" reaches Python as written when quoted (or from a notebook): the files go to the home
+    folder, as a shell would put them, not into a folder named "~" in the working directory."""
+    from workbench.app.explore import RunExplorer
+    from workbench.store import PefStore
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir(), work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    pefs = planted_lrm(n_examples=12, n_parameters=40, n_components=2, seed=0).pefs
+    save_pefs(pefs, "~/store")
+    assert PefStore("~/store").n_examples == 12 and load_pefs("~/store").n_examples == 12
+    fit = LrmNpeff(n_components=2, n_iters_g_only=2, n_iters_joint=2).fit(pefs)
+    fit.save("~/fit.safetensors")
+    assert LrmNpeff.load("~/fit.safetensors").n_components == 2
+    with pytest.raises(StoreError, match=str(home / "no-run")):
+        RunExplorer.open("~/no-run")
+    assert not (work / "~").exists() and {p.name for p in home.iterdir()} == {"store", "fit.safetensors"}
+
+
+@pytest.mark.parametrize("value", ["no", "yes", 1, None])
+def test_a_flag_that_is_no_bool_is_refused(value, tmp_path):
+    """Python reads any non-empty string as true: overwrite="no" replaced the store."""
+    pefs = planted_lrm(n_examples=12, n_parameters=40, n_components=2, seed=0).pefs
+    save_pefs(pefs, tmp_path / "store")
+    with pytest.raises(TypeError, match="overwrite must be True or False"):
+        save_pefs(pefs, tmp_path / "store", overwrite=value)

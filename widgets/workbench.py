@@ -12,7 +12,7 @@ import ipywidgets as w
 from workbench import report
 from workbench.app.explore import RunExplorer, check_explorer
 from workbench.app.notebook import HEADLESS_ENV
-from workbench.core.arguments import positive_int
+from workbench.core.arguments import flag, positive_int
 
 from .browser import ComponentBrowser
 from .dashboard import ComponentDashboard
@@ -55,7 +55,7 @@ class Workbench(StaticFallback, w.VBox):
         self.lookup = LookupPanel(explorer, on_select=self.select)
         self.perturbation = PerturbationPanel(explorer)
         self.trace = TracePanel(explorer)
-        self._background = os.environ.get(HEADLESS_ENV) != "1" if background is None else background
+        self._background = os.environ.get(HEADLESS_ENV) != "1" if background is None else flag(background, "background")
         self._filling: threading.Thread | None = None
         self.details = w.HTML()
         self.export_format = w.Dropdown(options=["parquet", "csv"], value="parquet", description="format",

@@ -69,8 +69,25 @@ def test_bad_requests_name_the_problem(explorer):
             explorer.perturb(0, epsilon=epsilon)
     with pytest.raises(ValueError, match=r"max_sim is a \|cos\| between components, in \(0, 1\]"):
         explorer.perturb(0, max_sim=5)
-    with pytest.raises(ValueError, match="epsilons is empty"):
+    with pytest.raises(ValueError, match="epsilons must be a non-empty list of step sizes"):
         explorer.sweep(0, [])
+    with pytest.raises(ValueError, match="epsilons must be a non-empty list"):
+        explorer.sweep(0, 0.1)
+    with pytest.raises(ValueError, match="epsilon must be a positive, finite step"):
+        explorer.sweep(0, [0.1, -1.0])  # refused before the first step runs
+    with pytest.raises(TypeError, match="on_result must be a function"):
+        explorer.sweep(0, [0.1], on_result=3)
+    with pytest.raises(ValueError, match="epsilon must be a positive, finite step"):
+        explorer.dashboard(0, epsilon=-1)
+    with pytest.raises(ValueError, match="seed must be an integer of at least 0"):
+        explorer.perturb(0, seed=-1)
+    for changes, error, message in [({"page": "a"}, TypeError, "page must be an integer"),
+                                    ({"page": -1}, ValueError, "page must be an integer of at least 0"),
+                                    ({"search": None}, TypeError, "search must be a text"),
+                                    ({"descending": "no"}, TypeError, "descending must be True or False"),
+                                    ({"filter": {"min_purity": 0.5}}, TypeError, "filter must be a ComponentFilter")]:
+        with pytest.raises(error, match=message):
+            explorer.components(**changes)
     with pytest.raises(ValueError, match="n_top must be an integer of at least 1"):
         explorer.trace(0, n_top=0)
 

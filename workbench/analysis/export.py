@@ -28,6 +28,7 @@ import pandas as pd
 from safetensors.numpy import save_file
 from sklearn.utils.validation import check_is_fitted
 
+from ..core.arguments import user_path
 from ..store.files import atomic_path, producer
 from ..store.formats import COMPONENTS
 from .highlights import real_positions, token_scores
@@ -57,7 +58,7 @@ def _plain_cells(frame: pd.DataFrame, as_text: bool) -> pd.DataFrame:
 
 def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write a DataFrame as Parquet or CSV (by the suffix); a named index becomes a column."""
-    path = Path(path)
+    path = user_path(path)
     kind = _SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise ValueError(f"{path.name}: choose a .parquet or .csv file name (the suffix picks the format)")
@@ -210,7 +211,7 @@ def export_components_safetensors(decomposition, path: str | os.PathLike, compon
         "parameter_order": json.dumps(list(decomposition.layout_.names)),
         "producer": json.dumps(producer()),
     }
-    path = Path(path)
+    path = user_path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return path

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..core.arguments import user_path
 from .tables import accuracy_by_group, coefficient_mass, top_examples
 
 STRATEGIES = ("transform", "match")
@@ -42,7 +43,7 @@ CHECKPOINT_RECORD = "checkpoint.json"
 def checkpoint_series(folder: str | os.PathLike) -> list[tuple[int, Path]]:
     """The ``checkpoint-<step>`` model folders under ``folder`` (Hugging Face Trainer's layout),
     as (step, path) by step. Folders without a ``config.json`` (an optimizer state only) are skipped."""
-    folder = Path(folder)
+    folder = user_path(folder, "folder")
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder of checkpoints")
     series = sorted((int(m.group(1)), p) for p in folder.iterdir()

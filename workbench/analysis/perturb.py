@@ -44,6 +44,16 @@ def check_step(epsilon, max_sim, *, zero_ok: bool = False) -> None:
         raise ValueError(f"max_sim is a |cos| between components, in (0, 1] (e.g. 0.5), or None; got {max_sim!r}")
 
 
+def check_sweep(epsilons, max_sim, on_result=None) -> None:
+    """Every step of a sweep, and its progress callback, checked before the first perturbation runs."""
+    if isinstance(epsilons, (str, bytes)) or not np.iterable(epsilons) or len(epsilons) == 0:
+        raise ValueError(f"epsilons must be a non-empty list of step sizes, e.g. (0.1, 0.3, 1.0); got {epsilons!r}")
+    for epsilon in epsilons:
+        check_step(epsilon, max_sim)
+    if on_result is not None and not callable(on_result):
+        raise TypeError(f"on_result must be a function (result, done, total), got {on_result!r}")
+
+
 def perturbation_direction(decomposition, component: int, max_sim: float | None = None) -> np.ndarray:
     """Unit-norm direction of ``component`` in the full parameter space (n_parameters,).
 
@@ -301,6 +311,7 @@ def perturbation_check(
 def epsilon_sweep(model, decomposition, component: int, inputs, labels, top, baseline=None, *,
                   epsilons: Sequence[float] = (0.1, 0.3, 1.0, 3.0, 10.0), **kwargs) -> pd.DataFrame:
     """``perturbation_check`` at several ε: one row per (ε, set, sign), long format."""
+    check_sweep(epsilons, kwargs.get("max_sim"))
     frames = []
     for epsilon in epsilons:
         result = perturbation_check(model, decomposition, component, inputs, labels, top, baseline, epsilon=epsilon, **kwargs)

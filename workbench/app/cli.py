@@ -21,6 +21,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from ..core.arguments import user_path
 from ..core.kinds import KINDS
 
 
@@ -79,9 +80,9 @@ def _pefs(args: argparse.Namespace) -> int:
 def _check_out(out: str, *inputs: str) -> None:
     """``--out`` checked before the work: a file to write, not a folder, nor one of the command's
     inputs or a file inside one (a store), in a folder that exists."""
-    target = Path(out).resolve()
+    target = user_path(out).resolve()
     for given in inputs:
-        source = Path(given).resolve()
+        source = user_path(given).resolve()
         if target == source or source in target.parents:
             raise ValueError(f"--out {out} would overwrite the input {given}; choose another file")
     if target.is_dir():
@@ -148,7 +149,7 @@ def _run(args: argparse.Namespace) -> int:
     from .notebook import notebook_parameters, parse_value, run_notebook
     from .run_folder import COMPONENTS
 
-    notebook = Path(args.notebook)
+    notebook = user_path(args.notebook)
     if not notebook.is_file() or notebook.suffix != ".ipynb":
         raise FileNotFoundError(f"{notebook} is not a notebook file (.ipynb): give the path of one, e.g. "
                                 "notebooks/quickstart.ipynb")

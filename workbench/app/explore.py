@@ -18,7 +18,6 @@ or deeper in the library.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -31,9 +30,10 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.tables import component_table, top_examples
-from ..core.arguments import component_index, fraction, item_index, positive_int
+from ..core.arguments import component_index, fraction, item_index, positive_int, user_path
 from ..store.files import atomic_path
-from .results import ComponentDashboard, ComponentFilter, ComponentPage, HighlightedExample, Lookup, TopExamplesPage
+from .results import (ComponentDashboard, ComponentFilter, ComponentPage, HighlightedExample, Lookup, TopExamplesPage,
+                      checked_filter)
 from .run_folder import COMPONENTS, MODEL, Run
 
 __all__ = ["ComponentDashboard", "ComponentFilter", "ComponentPage", "HighlightedExample", "Lookup", "RunExplorer",
@@ -183,6 +183,7 @@ class RunExplorer:
 
         n_top = self.n_top if n_top is None else positive_int(n_top, "n_top")
         n_baseline = positive_int(n_baseline, "n_baseline")  # before the model loads
+        positive_int(seed, "seed", 0)
         top = self._top_set(component)[:n_top]
         if len(top) == 0:
             raise ValueError(f"component {component} has no examples with a positive coefficient to trace")
@@ -236,7 +237,7 @@ class RunExplorer:
 
     def filter_components(self, filter: ComponentFilter | None = None, **changes) -> pd.DataFrame:
         """The rows of the component table that pass ``filter``, sorted (all of them, not a page)."""
-        filter = dataclasses.replace(filter or ComponentFilter(), **changes)
+        filter = checked_filter(filter, changes)
         fraction(filter.min_purity, "min_purity")
         fraction(filter.min_mass, "min_mass")  # a share of the total mass
         table = self.table
@@ -262,11 +263,11 @@ class RunExplorer:
     def components(self, filter: ComponentFilter | None = None, *, page: int = 0,
                    page_size: int = DEFAULT_PAGE_SIZE, **changes) -> ComponentPage:
         """A page of the component table; ``changes`` set :class:`ComponentFilter` fields."""
-        filter = dataclasses.replace(filter or ComponentFilter(), **changes)
+        filter = checked_filter(filter, changes)
         page_size = positive_int(page_size, "page_size")
         matching = self.filter_components(filter)
         n_pages = max(1, -(-len(matching) // page_size))
-        page = min(max(int(page), 0), n_pages - 1)
+        page = min(positive_int(page, "page", 0), n_pages - 1)  # past the end: the last page, as a pager shows
         rows = matching.iloc[page * page_size:(page + 1) * page_size]
         return ComponentPage(rows, page, page_size, len(matching), self.n_components, filter)
 
@@ -388,8 +389,9 @@ class RunExplorer:
               on_result: Callable | None = None) -> pd.DataFrame:
         """The frame of ``workbench.analysis.perturb.epsilon_sweep`` (one row per ε, set and sign), computed
         one ε at a time so that ``on_result(result, done, total)`` can follow progress."""
-        if len(epsilons) == 0:
-            raise ValueError("epsilons is empty: give the step sizes to sweep, e.g. (0.1, 0.3, 1.0)")
+        from ..analysis.perturb import check_sweep
+
+        check_sweep(epsilons, max_sim, on_result)  # before the first perturbation runs
         frames = []
         for done, epsilon in enumerate(epsilons, start=1):
             result = self.perturb(component, epsilon=epsilon, max_sim=max_sim, n_baseline=n_baseline, seed=seed)
@@ -405,6 +407,7 @@ class RunExplorer:
         from ..models.text import encode_texts
 
         n_baseline = positive_int(n_baseline, "n_baseline")  # before the model loads
+        positive_int(seed, "seed", 0)
         if self.labels is None:
             raise ValueError(f"{self.run.path}: the examples have no 'label' column, which the check needs")
         top = self._top_set(component)
@@ -431,9 +434,12 @@ class RunExplorer:
         from ..analysis.dashboard import coefficient_histogram, nearest_components
         from ..analysis.location import mass_by_location
 
+        from ..analysis.perturb import check_step
+
         row = self.component(component)
         component = int(component)
         n_examples = self.n_top if n_examples is None else positive_int(n_examples, "n_examples")
+        check_step(epsilon, None)  # as perturb checks it
         histogram, n_zero = coefficient_histogram(self.W[:, component])
         result = ComponentDashboard(
             component, row, histogram, n_zero, self.W.shape[0],
@@ -541,7 +547,7 @@ class RunExplorer:
             raise ValueError(f"format must be 'parquet' or 'csv', got {format!r}")
         frames = [p if isinstance(p, pd.DataFrame) else export.perturbation_frame(p)
                   for p in export.perturbation_results(perturbations)]
-        folder = Path(folder) if folder is not None else self.run.path / EXPORTS
+        folder = user_path(folder, "folder") if folder is not None else self.run.path / EXPORTS
         export.check_export_folder(folder, [f"components.{format}", f"coefficients.{format}", "components.safetensors",
                                       f"perturbations.{format}"])
         folder.mkdir(parents=True, exist_ok=True)

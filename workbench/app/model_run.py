@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.tables import component_table
-from ..core.arguments import positive_int
+from ..core.arguments import positive_int, user_path
 from ..core.device import resolve_device
 from ..core.kinds import KINDS
 from ..core.params import select_parameters
@@ -73,7 +73,7 @@ def run_model(
     from ..models.prompt import save_prompt
     from ..models.text import encode_texts
 
-    out, source = Path(out).expanduser(), Path(model_path).expanduser()
+    out, source = user_path(out, "out"), user_path(model_path, "model_path")
     texts = _checked_texts(texts)
     if not (source / "config.json").is_file():
         raise ValueError(f"{source} is not a saved model folder (no config.json): save it with model.save_pretrained("

@@ -30,6 +30,7 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.arguments import user_path
 from .. import report
 from ..store.files import atomic_path
 from .run_folder import RUN_RECORD, RunRecorder, now, read_run_record, write_run_record
@@ -193,7 +194,7 @@ def run_notebook(notebook: str | os.PathLike, out: str | os.PathLike, parameters
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    notebook, out = Path(notebook), Path(out)
+    notebook, out = user_path(notebook, "notebook"), user_path(out, "out")
     if not notebook.is_file() or notebook.suffix != ".ipynb":
         raise FileNotFoundError(f"{notebook} is not a notebook file (.ipynb)")
     values, declared = resolve_parameters(notebook, dict(parameters or {}))

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..core.arguments import user_path
 from ..analysis.tables import chance_purity, component_table
 from ..core.device import resolve_device
 from ..core.kinds import KINDS
@@ -72,7 +73,7 @@ def run_embedded(
     from ..models.embedded import ANALYSIS_SEED_OFFSET, default_model, load_default_model, tokenize
     from ..models.embedded.splits import analysis_examples
 
-    out = Path(out)
+    out = user_path(out, "out")
     params["model_path"] = None if model_path is None else str(model_path)
     params["out"] = str(out)
     resolved = resolve_device(device)
@@ -81,7 +82,7 @@ def run_embedded(
         recorder = RunRecorder(out, params, device=resolved, seeds={"model": seed, "examples": seed + ANALYSIS_SEED_OFFSET, "fit": seed})
 
         with recorder.stage("model"):
-            source = Path(model_path) if model_path is not None else default_model(base=base, seed=seed, progress=progress)
+            source = user_path(model_path, "model_path") if model_path is not None else default_model(base=base, seed=seed, progress=progress)
             if (out / MODEL).exists():
                 shutil.rmtree(out / MODEL)
             shutil.copytree(source, out / MODEL)

@@ -9,12 +9,14 @@ notebook (``text/plain`` and ``text/html``, with or without widgets) and holds p
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from .. import report
+from ..core.arguments import flag
 from ..analysis.token_shares import strongest_visible
 from ..models.text import spelled_tokens
 
@@ -31,6 +33,18 @@ class ComponentFilter:
     sort_by: str = "mass"
     descending: bool = True
 
+
+
+def checked_filter(filter, changes: dict) -> ComponentFilter:
+    """``filter`` (None: the defaults) with ``changes`` made, checked: a slip fails here by name, not in pandas."""
+    if filter is not None and not isinstance(filter, ComponentFilter):
+        raise TypeError(f"filter must be a ComponentFilter, got {type(filter).__name__}; or pass its fields as keywords, "
+                        "e.g. components(min_purity=0.8, sort_by='label_purity')")
+    filter = dataclasses.replace(filter or ComponentFilter(), **changes)
+    if not isinstance(filter.search, str):
+        raise TypeError(f"search must be a text, got {filter.search!r}")
+    flag(filter.descending, "descending")
+    return filter
 
 
 @dataclass

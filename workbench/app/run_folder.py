@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 from safetensors import safe_open
 
+from ..core.arguments import user_path
 from .. import report
 from ..store.files import StoreError, check_folder, check_format, read_json, write_json, writing
 from ..store.formats import RUN_RECORD as RUN_FORMAT
@@ -153,7 +154,7 @@ def write_run_record(path: str | os.PathLike, record: dict) -> dict:
 def read_run_record(path: str | os.PathLike) -> dict:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"a run folder is a path (str or pathlib.Path), got {type(path).__name__}")
-    where = Path(path)
+    where = user_path(path)
     if not where.is_dir():
         raise StoreError(f"{where} is not a run folder: {'it is a file' if where.exists() else 'it does not exist'}; "
                          "give the folder that run_embedded, run_model or python -m workbench demo/run wrote")
@@ -199,7 +200,7 @@ class Run:
 
     def __init__(self, path: str | os.PathLike):
         self.record = read_run_record(path)
-        self.path = Path(path)
+        self.path = user_path(path)
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "Run":

@@ -53,3 +53,23 @@ def fraction(value, argument: str) -> float:
     if not 0 <= value <= 1:  # NaN fails this too
         raise ValueError(f"{argument} must be a number from 0 to 1, got {value!r}; e.g. {argument}=0.5")
     return float(value)
+
+
+def flag(value, argument: str) -> bool:
+    """``value`` as a yes or no: Python reads any non-empty string as true, so ``overwrite="no"``
+    would overwrite."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{argument} must be True or False, got {value!r} ({type(value).__name__})")
+    return bool(value)
+
+
+def user_path(value, argument: str = "path"):
+    """A path a user gave, ``~`` expanded as a shell would (a quoted "~/runs" reaches Python as is,
+    and became a folder named ``~`` in the working directory)."""
+    import os
+    from pathlib import Path
+
+    try:
+        return Path(os.fspath(value)).expanduser()
+    except TypeError:
+        raise TypeError(f"{argument} must be a path (a str or pathlib.Path), got {type(value).__name__}") from None

@@ -23,6 +23,7 @@ import scipy.sparse as sp
 import torch
 from sklearn.utils.validation import check_is_fitted
 
+from ..core.arguments import user_path
 from ..core.kinds import kind
 from ..core.params import ParameterLayout
 from ..core.pefs import DPefs, LrmPefs
@@ -174,7 +175,7 @@ def fit_distributed(estimator: NpeffBase, store: str | os.PathLike | PefStore, *
 
 def rank_checkpoint(path: str | os.PathLike, ranks: Ranks) -> Path:
     """This rank's checkpoint file; StoreError where the checkpoint was made on another number of ranks."""
-    path = Path(path)
+    path = user_path(path)
     sizes = {int(m.group(1)) for p in path.parent.glob(f"{glob.escape(path.stem)}.rank*-of-*{glob.escape(path.suffix)}")
              if (m := re.fullmatch(rf"{re.escape(path.stem)}\.rank\d+-of-(\d+){re.escape(path.suffix)}", p.name))}
     if path.exists():

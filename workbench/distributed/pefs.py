@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 
+from ..core.arguments import user_path
 from ..fisher import PefConfig, eval_mode, split_labels
 from ..runner import PefRun
 from ..store.files import StoreError
@@ -34,7 +34,7 @@ def write_pefs_sharded(out: str | os.PathLike, model: torch.nn.Module, inputs, l
     resource estimate of a one-process run is not made.
     """
     ranks = current_ranks(device)
-    out = Path(out)
+    out = user_path(out, "out")
     config = PefConfig(kind, n_values, top_k_classes, include, exclude, batch_size, method, sketch, sketch_seed)
     inputs, labels = split_labels(inputs, labels)
     run = PefRun.prepare(model, inputs, labels, config, ranks.device)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 
 import h5py
 import numpy as np
 import scipy.sparse as sp
 from sklearn.utils.validation import check_is_fitted
 
+from ..core.arguments import user_path
 from ..core.params import ParameterLayout
 from ..core.pefs import DPefs, LrmPefs
 from ..store.files import StoreError, atomic_path
@@ -69,7 +69,7 @@ def _slot_classes(logits: np.ndarray, n_slots: int) -> np.ndarray:
 def _reading(path: str | os.PathLike):
     """The HDF5 file open for reading; what h5py raises on a missing, truncated or other file, or
     on a missing attribute, is a StoreError that names the file."""
-    path = Path(path)
+    path = user_path(path)
     if not path.is_file():
         raise StoreError(f"{path} is {'a folder' if path.is_dir() else 'not there'}; give the .h5 file of the original "
                          "NPEFF layout")

@@ -13,7 +13,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..core.arguments import positive_int
+from ..core.arguments import positive_int, user_path
 from ..core.staging import dead_staging, remove_dead_staging, staging_path
 from .charts import perturbation_html
 from .dashboard import dashboard_html, definitions_html
@@ -142,7 +142,7 @@ def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (
                         "use export_html(RunExplorer.open(path), out)")
     n_examples = positive_int(n_examples, "n_examples")
     max_single_page = positive_int(max_single_page, "max_single_page")
-    out = Path(out)
+    out = user_path(out, "out")
     _check_report_folder(out)
     traces = explorer.has_model if traces is None else traces
     by_component: dict[int, list] = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..core.arguments import user_path
 from .charts import LINES_LAYOUT, figure_html
 from .html import escape, plotly_text, table_html
 from .traces import trace_html
@@ -150,11 +151,10 @@ def export_sections(results, out, *, title: str = "NPEFF strategies"):
     readable offline from disk; written under a temporary name and renamed into place."""
     import os
     import uuid
-    from pathlib import Path
 
     from .pages import html_page, plotlyjs_script
 
-    out = Path(out)
+    out = user_path(out, "out")
     body = f"<h1>{escape(title)}</h1>" + "".join(section_html(r) for r in results)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")

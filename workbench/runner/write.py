@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 
+from ..core.arguments import user_path
 from ..core.device import run_device
 from ..fisher import PefConfig, eval_mode, split_labels
 from ..store.files import StoreWriteError
@@ -60,7 +60,7 @@ def write_pefs(
         or memory will not hold it (:class:`workbench.runner.estimate.InsufficientResourcesError`).
         The estimate is shown in the progress bar and kept as ``store.estimate``.
     """
-    out = Path(out)
+    out = user_path(out, "out")
     device = run_device(model, device)
     inputs, labels = split_labels(inputs, labels)
     existing = existing_manifest(out, overwrite)

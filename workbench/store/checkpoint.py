@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.arguments import user_path
 from .files import StoreError, producer, read_arrays, read_header, write_arrays
 from .formats import FIT_CHECKPOINT
 
@@ -57,7 +58,7 @@ class FitCheckpoint:
                  gather_steps: Callable[[list[int]], list[list[int]]] | None = None):
         if not isinstance(every, int) or isinstance(every, bool) or every < 1:
             raise ValueError(f"checkpoint_every must be a positive integer (steps between saves), got {every!r}")
-        self.path = Path(path)
+        self.path = user_path(path)
         # One of several processes' checkpoints (a fit split across ranks, each saving its columns):
         # they save at the same steps, but a kill can stop one between two saves, so each keeps its
         # previous save too and they resume at the latest step all of them hold.

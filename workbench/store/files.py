@@ -23,6 +23,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 
+from ..core.arguments import user_path
 from .. import __version__
 from .formats import FileFormat
 
@@ -57,7 +58,7 @@ def check_folder(path: str | os.PathLike, what: str) -> Path:
     """``path`` as a folder to write into: refused (StoreError) when it is a file or a broken
     symbolic link; a link to a folder is followed, so that replacing the folder's content
     replaces the target's and keeps the link."""
-    path = Path(path)
+    path = user_path(path)
     if path.is_symlink() and not path.exists():
         raise StoreError(f"{path} is a symbolic link to {os.readlink(path)}, which does not exist; create that folder, "
                          f"or remove the link, to write {what} there")
@@ -73,7 +74,7 @@ def check_folder(path: str | os.PathLike, what: str) -> Path:
 def atomic_path(path: str | os.PathLike):
     """Yields a temporary path beside ``path``; renames it into place only on success. Errors of
     the file system are :class:`StoreWriteError`, and leave no temporary file behind."""
-    path = Path(path)
+    path = user_path(path)
     if path.is_dir():
         raise StoreError(f"{path} is a folder, not a file name; give the file's name, e.g. {path / 'name.safetensors'}")
     with writing(path):
@@ -165,7 +166,7 @@ def json_default(obj):
 
 def read_json(path: str | os.PathLike) -> dict:
     """A JSON object written by :func:`write_json`; StoreError if missing, damaged or not an object."""
-    path = Path(path)
+    path = user_path(path)
     if not path.exists():
         raise StoreError(f"{path} does not exist")
     try:
@@ -206,7 +207,7 @@ def read_header(path: str | os.PathLike, expected_format: FileFormat | None = No
 @contextlib.contextmanager
 def _reading_safetensors(path: str | os.PathLike):
     """Turns whatever safetensors raises on a missing or damaged file into a StoreError that names it."""
-    path = Path(path)
+    path = user_path(path)
     if not path.exists():
         raise StoreError(f"{path} does not exist")
     if path.is_dir():

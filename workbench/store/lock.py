@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 
+from ..core.arguments import user_path
 from .files import StoreError
 
 try:
@@ -29,7 +29,7 @@ class FolderBusyError(StoreError):
 @contextlib.contextmanager
 def exclusive(folder: str | os.PathLike, what: str):
     """Hold ``folder``'s lock while the block runs; FolderBusyError when another process holds it."""
-    folder = Path(folder)
+    folder = user_path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if fcntl is None:
         yield

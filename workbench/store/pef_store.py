@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.arguments import user_path
 from ..core.chunks import PefChunk, chunks_to_pefs
 from ..core.kinds import KINDS, choices
 from ..core.params import ParameterLayout
@@ -132,7 +133,7 @@ class PefStore:
     """A PEF store folder on disk. ``load()`` reads it into memory."""
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
+        self.path = user_path(path)
         if not self.path.is_dir():
             raise StoreError(f"there is no PEF store at {self.path} (it does not exist or is not a folder): check the "
                              "path, or compute the PEFs with write_pefs(...)")

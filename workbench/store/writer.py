@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save
 
+from ..core.arguments import flag, user_path
 from .. import __version__
 from ..core.chunks import PefChunk
 from ..core.pefs import DPefs, LrmPefs
@@ -117,6 +118,7 @@ def existing_manifest(out: str | os.PathLike, overwrite: bool) -> dict | None:
     ``overwrite``: it might be the user's.
     """
     out = check_folder(out, "the PEF store")
+    overwrite = flag(overwrite, "overwrite")
     if not out.exists():
         return None
     if (out / MANIFEST).exists():
@@ -252,7 +254,7 @@ def save_pefs(pefs, path: str | os.PathLike, examples_per_chunk: int = 1024, *, 
     if not isinstance(pefs, (LrmPefs, DPefs)):
         raise TypeError(f"save_pefs writes LrmPefs or DPefs, got {type(pefs).__name__}; from a dense array, make them "
                         "with LrmPefs.from_dense(array) or DPefs.from_dense(array)")
-    path = Path(path)
+    path = user_path(path)
     n = pefs.n_examples
     if n == 0:
         raise ValueError("the PEF set is empty: there is nothing to save")
