@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -186,3 +187,23 @@ def test_a_path_that_is_no_run_folder_says_what_it_is(tmp_path):
             RunExplorer.open(path)
     with pytest.raises(TypeError, match=r"a run folder is a path \(str or pathlib\.Path\), got int"):
         RunExplorer.open(42)
+
+
+def test_a_run_with_other_parameters_removes_the_readings_of_the_earlier_one(tmp_path):
+    """Labels, exports and a report are made from one decomposition: after a rerun with other settings
+    the labels named the new components with the old ones' names, without a word."""
+    from workbench.app.run_folder import EXPORTS, LABELS, REPORT, RunRecorder
+
+    def readings():
+        (tmp_path / LABELS).write_text("component,name\n0,old\n")
+        for folder in (EXPORTS, REPORT):
+            (tmp_path / folder).mkdir(exist_ok=True)
+            (tmp_path / folder / "index.html").write_text("old")
+
+    RunRecorder(tmp_path, {"n_components": 4, "out": Path("x")}).finish()
+    readings()
+    RunRecorder(tmp_path, {"n_components": 4, "out": Path("x")})  # the same run again: its readings still hold
+    assert (tmp_path / LABELS).exists() and (tmp_path / EXPORTS).is_dir() and (tmp_path / REPORT).is_dir()
+    RunRecorder(tmp_path, {"n_components": 8, "out": Path("x")})
+    assert not any((tmp_path / name).exists() for name in (LABELS, EXPORTS, REPORT))
+    assert (tmp_path / "run.json").exists()

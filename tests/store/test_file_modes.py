@@ -31,6 +31,6 @@ def test_every_file_written_has_the_umask_mode(tmp_path, umask):
     RunRecorder(tmp_path / "run", {"n": 1}).finish()
 
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert len(files) == 9  # the two above, manifest + 3 chunks, checkpoint, decomposition, run.json
+    assert len(files) == 10  # the two above, manifest + 3 chunks + lock, checkpoint, decomposition, run.json
     modes = {p.relative_to(tmp_path).as_posix(): oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
     assert set(modes.values()) == {oct(0o666 & ~umask)}, modes

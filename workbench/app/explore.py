@@ -34,15 +34,11 @@ from ..core.arguments import component_index, fraction, item_index, positive_int
 from ..store.files import atomic_path
 from .results import (ComponentDashboard, ComponentFilter, ComponentPage, HighlightedExample, Lookup, TopExamplesPage,
                       checked_filter)
-from .run_folder import COMPONENTS, MODEL, Run
+from .run_folder import COMPONENTS, EXPORTS, LABELS, MODEL, Run
 
 __all__ = ["ComponentDashboard", "ComponentFilter", "ComponentPage", "HighlightedExample", "Lookup", "RunExplorer",
            "TopExamplesPage", "check_explorer"]
 
-#: Where :meth:`RunExplorer.export` writes by default, inside the run folder.
-EXPORTS = "exports"
-#: Component labels with their top tokens (:meth:`RunExplorer.label_components`), inside the run folder.
-LABELS = "labels.csv"
 
 logger = logging.getLogger(__name__)
 

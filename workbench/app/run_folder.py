@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import platform
+import shutil
 import time
 from importlib import metadata
 from pathlib import Path
@@ -31,7 +33,7 @@ from safetensors import safe_open
 
 from ..core.arguments import user_path
 from .. import report
-from ..store.files import StoreError, check_folder, check_format, read_json, write_json, writing
+from ..store.files import StoreError, check_folder, check_format, json_default, read_json, write_json, writing
 from ..store.formats import RUN_RECORD as RUN_FORMAT
 from ..store.pef_store import PefStore, load_pefs
 
@@ -43,6 +45,9 @@ DECOMPOSITION = "decomposition.safetensors"
 COMPONENTS = "components.csv"
 #: what a finished run's reader needs, and the stage of the main job (workbench.app.pipeline) that writes it
 REQUIRED = {EXAMPLES: "pefs", DECOMPOSITION: "fit", COMPONENTS: "analysis"}
+#: What readings write into the run folder, made from its decomposition: component labels
+#: (RunExplorer.label_components), exports (RunExplorer.export) and the HTML report of a notebook.
+LABELS, EXPORTS, REPORT = "labels.csv", "exports", "report"
 
 
 class IncompleteRunError(StoreError):
@@ -96,18 +101,30 @@ class RunRecorder:
             "environment": environment(device),
             "stages": {},
             "figures": {},
-            **self._notebooks(),
         }
+        earlier = self._earlier_record()
+        notebooks = earlier.get("notebooks")
+        if isinstance(notebooks, dict) and notebooks:
+            # the notebook running this pipeline wrote its entry first, and completes the record when it ends
+            self.record["notebooks"] = notebooks
+        if earlier and earlier.get("params") != json.loads(json.dumps(self.record["params"], default=json_default)):
+            self._remove_readings()
         self._save()
 
-    def _notebooks(self) -> dict:
-        """The notebook runs an earlier record of the folder holds: the notebook running this
-        pipeline wrote its entry first, and completes the record when it ends."""
+    def _earlier_record(self) -> dict:
         with contextlib.suppress(Exception):  # no record, or one no longer readable: nothing to keep
-            notebooks = read_json(self.path / RUN_RECORD).get("notebooks")
-            if isinstance(notebooks, dict) and notebooks:
-                return {"notebooks": notebooks}
+            return read_json(self.path / RUN_RECORD)
         return {}
+
+    def _remove_readings(self) -> None:
+        """A run with other parameters makes another decomposition: the labels, exports and report of
+        the earlier one would name its components wrongly, and are removed before anything else."""
+        for name in (LABELS, EXPORTS, REPORT):
+            path = self.path / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
 
     def _save(self) -> None:
         write_json(self.path / RUN_RECORD, self.record)

@@ -13,7 +13,7 @@ from ..core.device import run_device
 from ..fisher import PefConfig, eval_mode, split_labels
 from ..store.files import StoreWriteError
 from ..store.pef_store import PefStore
-from ..store.writer import PefStoreWriter, existing_manifest
+from ..store.writer import PefStoreWriter, existing_manifest, manifest_bytes
 from .checks import check_probe
 from .estimate import PROBE_BATCH
 from .run import PefRun
@@ -63,6 +63,7 @@ def write_pefs(
     out = user_path(out, "out")
     device = run_device(model, device)
     inputs, labels = split_labels(inputs, labels)
+    seen = manifest_bytes(out)  # a store another process writes from now on is found under the writer's lock
     existing = existing_manifest(out, overwrite)
     if batch_size is None and existing is not None:
         batch_size = existing["info"].get("batch_size")  # a resume keeps the chunking it started with
@@ -76,7 +77,10 @@ def write_pefs(
             probe = run.probe(0)
             run = run.sized_by(probe)
         writer = PefStoreWriter(out, run.manifest(provenance), existing)
-        done = writer.resume(existing) if existing is not None else set()
+        done = set()
+        if existing is not None:
+            done = writer.resume(existing)
+            seen = manifest_bytes(out)  # as the resume left it
         missing = [b for b in range(run.n_chunks) if b not in done]
         estimate = None
         if missing:
@@ -93,19 +97,20 @@ def write_pefs(
         else:
             probe = None  # every chunk is on disk: only the manifest is left to complete
 
-        writer.open(existing, done)
-        try:
-            if estimate is not None:
-                logger.info("PEF run %s: %s", out, estimate)
-            with writer.in_background() as background:
-                run.stream(background.submit, skip=done.__contains__, probe=probe, estimate=estimate, progress=progress,
-                           initial=sum(run.batch_len(b) for b in done))
-        except (ValueError, TypeError, IndexError) as err:
-            # bad input found mid-run: leave nothing behind that looks like a usable store; a store
-            # that could not be written (a full disk) keeps its chunks, for the resume
-            if existing is None and not isinstance(err, StoreWriteError):
-                writer.remove()
-            raise
-    store = writer.complete()
+        with writer.lock(seen):
+            writer.open(existing, done)
+            try:
+                if estimate is not None:
+                    logger.info("PEF run %s: %s", out, estimate)
+                with writer.in_background() as background:
+                    run.stream(background.submit, skip=done.__contains__, probe=probe, estimate=estimate,
+                               progress=progress, initial=sum(run.batch_len(b) for b in done))
+            except (ValueError, TypeError, IndexError) as err:
+                # bad input found mid-run: leave nothing behind that looks like a usable store; a store
+                # that could not be written (a full disk) keeps its chunks, for the resume
+                if existing is None and not isinstance(err, StoreWriteError):
+                    writer.remove()
+                raise
+            store = writer.complete()
     store.estimate = estimate
     return store

@@ -15,6 +15,10 @@
    chunks, each atomically;
 5. :meth:`PefStoreWriter.complete` marks the store complete, once every chunk is on disk.
 
+Steps 3 to 5 run under :meth:`PefStoreWriter.lock`: one writer per store. Two processes writing
+one store at once deleted each other's chunks, and one of them returned a store marked complete
+that could not be read.
+
 A killed writer can leave a temporary file (never renamed, so never read as a chunk;
 deleted on resume), a new store folder with an empty chunks folder and no manifest (taken
 for a new folder), one with a manifest and no chunks (a resume finds it), or nothing.
@@ -41,6 +45,7 @@ from ..core.pefs import DPefs, LrmPefs
 from .files import (StoreError, check_folder, file_checksum, is_temporary, read_json, remove_temporaries, write_arrays,
                     write_json, writing)
 from .fingerprints import fingerprint_pefs
+from .lock import LOCK, FolderBusyError, exclusive
 from .formats import PEF_CHUNK, PEF_STORE
 from .pef_store import IDENTITY, CHUNKS, MANIFEST, PefStore, check_manifest, chunk_path, new_manifest, store_id
 
@@ -127,7 +132,7 @@ def existing_manifest(out: str | os.PathLike, overwrite: bool) -> dict | None:
         manifest = read_json(out / MANIFEST)
         check_manifest(manifest, out)
         return manifest
-    leftovers = all((p.name == CHUNKS and p.is_dir()) or is_temporary(p.name)
+    leftovers = all((p.name == CHUNKS and p.is_dir()) or is_temporary(p.name) or p.name == LOCK
                     for p in out.iterdir())
     if not leftovers:
         raise StoreError(f"{out} exists and is not a PEF store; choose an empty or new folder")
@@ -151,6 +156,16 @@ class PefStoreWriter:
     @property
     def n_chunks(self) -> int:
         return int(self.manifest["n_chunks"])
+
+    @contextlib.contextmanager
+    def lock(self, seen: bytes | None):
+        """Hold the store's lock while writing; :class:`FolderBusyError` when another process holds it,
+        or wrote the store since this one read its manifest (``seen``: the manifest's bytes then, or None)."""
+        with exclusive(self.path, "a PEF store"):
+            if manifest_bytes(self.path) != seen:
+                raise FolderBusyError(f"another process wrote a PEF store into {self.path} while this one was preparing "
+                                      "its run: call again to resume (or check) what it wrote, or choose another folder")
+            yield
 
     def resume(self, existing: dict) -> set[int]:
         """The batches of a store on disk (``existing``, its manifest) that need no recomputing.
@@ -235,6 +250,7 @@ class PefStoreWriter:
         """Delete the store this writer created (bad input found mid-run: nothing that looks usable
         is left), and its folder if nothing else is in it."""
         self._remove_store_files()
+        (self.path / LOCK).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self.path.rmdir()
 
@@ -245,6 +261,14 @@ class PefStoreWriter:
         (self.path / MANIFEST).unlink(missing_ok=True)
         shutil.rmtree(self.path / CHUNKS, ignore_errors=True)
         remove_temporaries(self.path)
+
+
+def manifest_bytes(out: Path) -> bytes | None:
+    """The store's manifest as it is on disk (None: none), to tell whether another process wrote it since."""
+    try:
+        return (Path(out) / MANIFEST).read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
 
 
 def save_pefs(pefs, path: str | os.PathLike, examples_per_chunk: int = 1024, *, overwrite: bool = False) -> PefStore:
@@ -263,22 +287,28 @@ def save_pefs(pefs, path: str | os.PathLike, examples_per_chunk: int = 1024, *, 
     if not (np.isfinite(pefs.matrix.data).all() and np.isfinite(pefs.frobenius_norms).all()):
         raise ValueError("the PEFs hold NaN or infinite values; a store keeps finite PEFs only: find where they "
                          "came from (a model in half precision, a diverged training) and compute them again")
+    seen = manifest_bytes(path)
     if existing_manifest(path, overwrite) is not None:
         raise StoreError(f"{path} already holds a PEF store; pass overwrite=True to replace it, or choose another folder")
     starts = list(range(0, n, examples_per_chunk))
     writer = PefStoreWriter(path, new_manifest(pefs.kind, pefs.info, pefs.layout, n, len(starts), {"pefs": fingerprint_pefs(pefs)}))
-    writer.open(None, set())
-    for index, start in enumerate(starts):
-        part = pefs[start : start + examples_per_chunk]
-        matrix = part.matrix
-        chunk = PefChunk(
-            values=matrix.data.astype(np.float32),
-            indices=matrix.indices.astype(np.int64),
-            row_offsets=matrix.indptr.astype(np.int64),
-            classes=part.slot_classes,
-            frobenius_norms=part.frobenius_norms,
-            labels=part.labels,
-            logits=part.logits,
-        )
-        writer.write_chunk(index, chunk)
-    return writer.complete()
+    with writer.lock(seen):
+        writer.open(None, set())
+        for index, start in enumerate(starts):
+            _save_chunk(writer, pefs, index, start, examples_per_chunk)
+        return writer.complete()
+
+
+def _save_chunk(writer: PefStoreWriter, pefs, index: int, start: int, examples_per_chunk: int) -> None:
+    part = pefs[start : start + examples_per_chunk]
+    matrix = part.matrix
+    chunk = PefChunk(
+        values=matrix.data.astype(np.float32),
+        indices=matrix.indices.astype(np.int64),
+        row_offsets=matrix.indptr.astype(np.int64),
+        classes=part.slot_classes,
+        frobenius_norms=part.frobenius_norms,
+        labels=part.labels,
+        logits=part.logits,
+    )
+    writer.write_chunk(index, chunk)
