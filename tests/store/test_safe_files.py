@@ -69,3 +69,36 @@ def test_a_write_removes_what_killed_writes_of_the_same_file_left(tmp_path):
     other.write_bytes(b"\0")
     write_arrays(target, {"W": np.zeros((2, 2), dtype=np.float32)}, {"format": "test"})
     assert target.exists() and not leftover.exists() and other.exists()
+
+
+KILLED_WRITE = """
+import os, sys
+import numpy as np
+from safetensors.numpy import save_file
+from workbench.store.files import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    save_file({"W": np.zeros((64, 64), dtype=np.float32)}, str(tmp))  # as write_arrays does
+    os.kill(os.getpid(), 9)  # killed before the rename
+"""
+
+
+def test_a_killed_write_leaves_one_folder_that_the_next_write_removes(tmp_path):
+    """safetensors writes a temporary file of its own (".tmpXXXXXX") beside the path it is given: a fit
+    killed while saving left one the size of the file, which nothing removed. Every temporary of a
+    write is now in a folder named with the writer's process id, removed by the next write."""
+    import subprocess
+    import sys
+
+    from workbench.store.files import remove_temporaries, write_arrays
+
+    target = tmp_path / "fit.safetensors"
+    done = subprocess.run([sys.executable, "-c", KILLED_WRITE, str(target)], cwd=Path(__file__).parents[2])
+    assert done.returncode == -9
+    (left,) = tmp_path.iterdir()
+    assert left.is_dir() and left.name.startswith(".fit.safetensors.tmp-")  # everything it wrote is in there
+    write_arrays(target, {"W": np.zeros((2, 2), dtype=np.float32)}, {"format": "test"})
+    assert [p.name for p in tmp_path.iterdir()] == ["fit.safetensors"]
+    # a PEF store's resume removes such folders too, once their writer has ended
+    subprocess.run([sys.executable, "-c", KILLED_WRITE, str(tmp_path / "chunk.safetensors")],
+                   cwd=Path(__file__).parents[2])
+    assert remove_temporaries(tmp_path) == 1 and [p.name for p in tmp_path.iterdir()] == ["fit.safetensors"]

@@ -20,12 +20,14 @@ def staging_path(final: Path, tag: str = "tmp") -> Path:
 
 def dead_staging(final: Path, tag: str = "tmp") -> list[Path]:
     """The siblings :func:`staging_path` made for ``final`` whose process has ended, oldest first."""
-    dead = []
-    for path in final.parent.glob(f".{glob.escape(final.name)}.{tag}-*-*"):
-        pid = path.name.rsplit(f".{tag}-", 1)[1].split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            dead.append(path)
+    dead = [path for path in final.parent.glob(f".{glob.escape(final.name)}.{tag}-*-*") if writer_ended(path, tag)]
     return sorted(dead, key=lambda p: p.stat().st_mtime)
+
+
+def writer_ended(path: Path, tag: str = "tmp") -> bool:
+    """Whether ``path``, a name :func:`staging_path` made, belongs to a process that has ended."""
+    pid = path.name.rsplit(f".{tag}-", 1)[-1].split("-")[0]
+    return pid.isdigit() and not _alive(int(pid))
 
 
 def remove_dead_staging(final: Path, tag: str = "tmp") -> int:

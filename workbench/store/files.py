@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import re
-import tempfile
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 
 from ..core.arguments import user_path
+from ..core.staging import remove_dead_staging, staging_path, writer_ended
 from .. import __version__
 from .formats import FileFormat
 
@@ -80,22 +81,26 @@ def atomic_path(path: str | os.PathLike):
     with writing(path):
         check_folder(path.parent, str(path.name))
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        remove_dead_staging(path)  # of earlier writes that were killed
+        # The temporary file is in a folder of its own, named with this process's id: a writer that makes
+        # temporaries of its own (safetensors writes ".tmpXXXXXX" beside the path it is given) leaves them
+        # there, and a killed write leaves one folder the next write of the name removes.
+        folder = staging_path(path)
+        folder.mkdir()
+    tmp = folder / path.name
     try:
         with writing(path):
-            yield Path(tmp)
-            # mkstemp (and safetensors' own temporary file) are 0600 whatever the umask: give the file the
-            # mode a plain open() would, so a store shared with the group stays readable to it
+            yield tmp
+            # safetensors' temporary file is 0600 whatever the umask: give the file the mode a plain open()
+            # would, so a store shared with the group stays readable to it
             os.chmod(tmp, 0o666 & ~process_umask())
             _fsync(tmp)  # the data reaches the disk before the name does, so a power cut cannot leave an empty file
             os.replace(tmp, path)
-        for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # of earlier writes that were killed
+        for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # of versions that wrote files there
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def process_umask() -> int:
@@ -121,9 +126,10 @@ def _fsync(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-# Names of temporary files: ours from atomic_path (".NAME.XXXX.tmp"), and safetensors' own, which
-# writes through Rust's tempfile crate (".tmp" + 6 random characters) before it renames.
-_TEMPORARY_NAME = re.compile(r"\..+\.tmp|\.tmp[A-Za-z0-9]{6}")
+# Names of temporaries: atomic_path's folders (".NAME.tmp-PID-RANDOM", core.staging), the files of
+# earlier versions (".NAME.XXXX.tmp"), and safetensors' own, which writes through Rust's tempfile crate
+# (".tmp" + 6 random characters) before it renames.
+_TEMPORARY_NAME = re.compile(r"\..+\.tmp|\.tmp[A-Za-z0-9]{6}|\..+\.tmp-\d+-[0-9a-f]{8}")
 
 
 def is_temporary(name: str) -> bool:
@@ -135,7 +141,12 @@ def remove_temporaries(folder: str | os.PathLike) -> int:
     """Delete the temporary files a killed writer left in ``folder`` (not recursive); returns how many."""
     removed = 0
     for leftover in Path(folder).iterdir():
-        if not (leftover.is_file() and is_temporary(leftover.name)):
+        if not is_temporary(leftover.name):
+            continue
+        if leftover.is_dir():  # atomic_path's folder: its writer may still be at work
+            if writer_ended(leftover):
+                shutil.rmtree(leftover, ignore_errors=True)
+                removed += 1
             continue
         with contextlib.suppress(FileNotFoundError):
             leftover.unlink()
