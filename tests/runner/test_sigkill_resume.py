@@ -80,7 +80,7 @@ def test_sigkill_at_random_points_resumes_to_the_same_bytes(tmp_path, reference)
     # 5. killed in the middle of writing a chunk: its temporary file is on disk, not yet renamed
     hang = len(_chunks(out)) + 1
     process = _start(out, PEF_WORKER_HANG_IN_WRITE=str(hang))
-    half_written = f".{hang:06d}.safetensors.*.tmp"
+    half_written = f".{hang:06d}.safetensors.tmp-*/{hang:06d}.safetensors"  # in the writer's staging folder
     _kill_when(process, lambda: any((out / "chunks").glob(half_written)))
     assert list((out / "chunks").glob(half_written)), "the kill left a half-written temporary file"
     assert not (out / "chunks" / f"{hang:06d}.safetensors").exists()
