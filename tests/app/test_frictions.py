@@ -80,7 +80,8 @@ def test_demo_help_describes_every_option_with_its_default(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["pefs", "--out", "x", "--n-examples", "-5"], "--n-examples: must be at least 1, got -5"),
     (["fit", "s", "--out", "o", "--n-iters-joint", "-1"], "--n-iters-joint: must be at least 0, got -1"),
-    (["fit", "s", "--out", "o", "--timeout-minutes", "-1"], "--timeout-minutes: must be more than 0, got -1"),
+    (["fit", "s", "--out", "o", "--timeout-minutes", "-1"], "--timeout-minutes: must be a finite number more than 0, got -1"),
+    (["fit", "s", "--out", "o", "--timeout-minutes", "inf"], "--timeout-minutes: must be a finite number more than 0, got inf"),
 ])
 def test_counts_are_checked_by_the_command_line(argv, message, capsys):
     with pytest.raises(SystemExit):
@@ -97,6 +98,28 @@ def test_counts_are_checked_by_the_command_line(argv, message, capsys):
 def test_bad_paths_are_named_before_any_work(argv, message, tmp_path, caplog):
     assert main([a.format(tmp=tmp_path) for a in argv]) == 2
     assert message.format(tmp=tmp_path) in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("module, argv, message", [
+    ("bench", ["--repeats", "0"], "--repeats: must be at least 1, got 0"),
+    ("bench", ["--threads", "-2"], "--threads: must be at least 1, got -2"),
+    ("bench", ["--device", "tpu"], "--device tpu: 'tpu' is not a device name"),
+    ("bench", ["--only", ","], "--only names no section"),
+    ("bench", ["--json", "{tmp}/no/such/x.json"], "--json {tmp}/no/such/x.json: the folder {tmp}/no/such does not exist"),
+    ("bench.architectures", ["--out", "{tmp}/no/such/a.md"], "the folder {tmp}/no/such does not exist"),
+    ("evaluate", ["--out", "{tmp}"], "--out {tmp} is a folder; give the file to write, e.g. {tmp}/evaluation.md"),
+    ("evaluate", ["--n-examples", "0"], "--n-examples: must be at least 20, got 0"),
+    ("evaluate", ["--seeds", "-1"], "--seeds: must be at least 0, got -1"),
+])
+def test_benchmarks_and_evaluations_check_their_options_before_measuring(module, argv, message, tmp_path, capsys):
+    """A typo in an output path was found after the whole benchmark (minutes), as a raw traceback."""
+    import importlib
+
+    main_of = importlib.import_module(f"workbench.{module}").main
+    with pytest.raises(SystemExit) as exit:
+        main_of([a.format(tmp=tmp_path) for a in argv])
+    assert exit.value.code == 2 and message.format(tmp=tmp_path) in " ".join(capsys.readouterr().err.split())
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 

@@ -210,10 +210,26 @@ def test_an_out_folder_with_braces_is_used_as_written(tmp_path):
     assert not (tmp_path / "x3").exists()
 
 
-def test_a_notebook_papermill_cannot_start_leaves_a_failed_record(tmp_path):
+def test_a_notebook_papermill_cannot_start_leaves_a_failed_record(tmp_path, monkeypatch):
+    import papermill
+
+    def kernel_died(*args, **kwargs):
+        raise RuntimeError("Kernel died before replying to kernel_info")
+
     notebook = small_notebook(tmp_path / "small.ipynb")
-    with pytest.raises(Exception, match="no-such-kernel"):
-        run_notebook(notebook, tmp_path / "out", {"seed": 1}, kernel_name="no-such-kernel", progress=False)
+    monkeypatch.setattr(papermill, "execute_notebook", kernel_died)
+    with pytest.raises(RuntimeError, match="Kernel died"):
+        run_notebook(notebook, tmp_path / "out", {"seed": 1}, progress=False)
     record = json.loads((tmp_path / "out" / "run.json").read_text())
     entry = record["notebooks"]["small"]
-    assert entry["status"] == "failed" and "no-such-kernel" in entry["error"] and record["status"] == "failed"
+    assert entry["status"] == "failed" and "Kernel died" in entry["error"] and record["status"] == "failed"
+
+
+def test_an_unknown_kernel_or_an_out_that_is_a_file_is_refused_before_anything_is_written(tmp_path):
+    notebook = small_notebook(tmp_path / "small.ipynb")
+    with pytest.raises(ValueError, match=r"no Jupyter kernel is named 'no-such-kernel'; the kernels installed are \[.*'python3'"):
+        run_notebook(notebook, tmp_path / "out", {"seed": 1}, kernel_name="no-such-kernel", progress=False)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(Exception, match="notes.txt is a file, not a folder"):
+        run_notebook(notebook, tmp_path / "notes.txt", {"seed": 1}, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "small.ipynb"]

@@ -21,7 +21,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from ..core.arguments import user_path
+from ..core.arguments import at_least, check_output_file, positive_number, user_path
 from ..core.kinds import KINDS
 
 
@@ -85,10 +85,7 @@ def _check_out(out: str, *inputs: str) -> None:
         source = user_path(given).resolve()
         if target == source or source in target.parents:
             raise ValueError(f"--out {out} would overwrite the input {given}; choose another file")
-    if target.is_dir():
-        raise ValueError(f"--out {out} is a folder; give the file to write, e.g. {Path(out) / 'result.safetensors'}")
-    if not target.parent.is_dir():
-        raise ValueError(f"--out {out}: the folder {target.parent} does not exist; create it first")
+    check_output_file(out, "--out", "result.safetensors")
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -97,9 +94,11 @@ def _fit(args: argparse.Namespace) -> int:
     from ..store.pef_store import PefStore
 
     _check_out(args.out, args.store)
-    if args.checkpoint is not None and Path(args.checkpoint).resolve() in (Path(args.out).resolve(),
-                                                                           Path(args.store).resolve()):
-        raise ValueError(f"--checkpoint {args.checkpoint} is the --out file or the store; give it a file of its own")
+    if args.checkpoint is not None:
+        checkpoint = check_output_file(args.checkpoint, "--checkpoint", "fit.ckpt").resolve()
+        if checkpoint == user_path(args.out).resolve() or user_path(args.store).resolve() in (checkpoint, *checkpoint.parents):
+            raise ValueError(f"--checkpoint {args.checkpoint} is the --out file or inside the store; give it a file of "
+                             "its own")
     with process_group(args.device, timedelta(minutes=args.timeout_minutes)) as ranks:
         store = PefStore(args.store)
         common = dict(seed=args.seed, min_nonzero_per_col=args.min_nonzero_per_col, device=ranks.device,
@@ -141,7 +140,7 @@ def _transform(args: argparse.Namespace) -> int:
 def _distributed_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present); "
                          "under torchrun, rank r uses cuda:LOCAL_RANK with NCCL, the CPU with gloo")
-    command.add_argument("--timeout-minutes", type=_positive_number, default=30.0,
+    command.add_argument("--timeout-minutes", type=positive_number, default=30.0,
                          help="how long a rank waits for the others before the job fails")
 
 
@@ -185,30 +184,7 @@ OPTION_HELP = {
 }
 
 
-def _at_least(minimum: int):
-    """An argparse type: an integer of at least ``minimum``."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-    return parse
-
-
-POSITIVE, COUNT = _at_least(1), _at_least(0)
-
-
-def _positive_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:  # NaN too
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
+POSITIVE, COUNT = at_least(1), at_least(0)
 
 
 class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):

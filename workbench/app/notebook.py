@@ -32,7 +32,7 @@ from pathlib import Path
 
 from ..core.arguments import user_path
 from .. import report
-from ..store.files import atomic_path
+from ..store.files import atomic_path, check_folder
 from .run_folder import RUN_RECORD, RunRecorder, now, read_run_record, write_run_record
 
 logger = logging.getLogger(__name__)
@@ -183,6 +183,18 @@ def resolve_parameters(path: str | os.PathLike, given: dict) -> tuple[dict, dict
 # ---------------------------------------------------------------------------------------
 
 
+def _check_kernel(name: str) -> None:
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    specs = KernelSpecManager()
+    try:
+        specs.get_kernel_spec(name)
+    except NoSuchKernel:
+        raise ValueError(f"no Jupyter kernel is named {name!r}; the kernels installed are "
+                         f"{sorted(specs.find_kernel_specs())} (python -m ipykernel install --user --name NAME adds "
+                         "one)") from None
+
+
 def run_notebook(notebook: str | os.PathLike, out: str | os.PathLike, parameters: dict | None = None, *,
                  kernel_name: str | None = None, progress: bool = True, timeout: int | None = None) -> NotebookRun:
     """Execute ``notebook`` with ``parameters`` into the folder ``out`` and render it to HTML.
@@ -198,6 +210,9 @@ def run_notebook(notebook: str | os.PathLike, out: str | os.PathLike, parameters
     if not notebook.is_file() or notebook.suffix != ".ipynb":
         raise FileNotFoundError(f"{notebook} is not a notebook file (.ipynb)")
     values, declared = resolve_parameters(notebook, dict(parameters or {}))
+    check_folder(out, "the notebook's outputs")
+    if kernel_name is not None:
+        _check_kernel(kernel_name)
     if OUTPUT_PARAMETER in declared:
         values.setdefault(OUTPUT_PARAMETER, str(out))
     injected = sorted(values)

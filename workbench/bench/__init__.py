@@ -30,6 +30,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from ..core.arguments import at_least, check_output_file  # noqa: E402
 from ..core.device import resolve_device  # noqa: E402
 from .cases import bert_base_case, embedded_case, llama_case, minilm_case, random_sparse, stratified_sparse  # noqa: E402
 from .figures import HEADER, Figure, Report, copy_bandwidth, environment  # noqa: E402
@@ -96,15 +97,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workbench.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, about a minute (no MiniLM)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    parser.add_argument("--repeats", type=int, default=None, help="timings are the best of this many runs")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--repeats", type=at_least(1), default=None, help="timings are the best of this many runs")
+    parser.add_argument("--threads", type=at_least(1), default=None, help="torch threads (default: torch's)")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     sections = tuple(s.strip() for s in args.only.split(",") if s.strip())
     unknown = set(sections) - set(SECTIONS)
-    if unknown:
-        parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
+    if unknown or not sections:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}" if unknown else
+                     f"--only names no section; choose from {SECTIONS}")
+    # before the minutes of measuring: a device or a file the figures cannot go to
+    try:
+        resolve_device(args.device)
+    except (RuntimeError, ValueError) as error:
+        parser.error(f"--device {args.device}: {error}")
+    if args.json:
+        try:
+            check_output_file(args.json, "--json", "bench.json")
+        except ValueError as error:
+            parser.error(str(error))
     report = run(args.quick, args.device, args.repeats, sections, args.threads)
     if args.json:
         args.json.write_text(json.dumps(report.to_dict(), indent=2, default=str))

@@ -21,6 +21,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from ..core.arguments import check_output_file  # noqa: E402
 from ..models.architectures import ARCHITECTURES, available, build, example_inputs  # noqa: E402
 from ..runner import PefRun, compute_pefs  # noqa: E402
 from ..fisher import PefConfig, eval_mode, split_labels  # noqa: E402
@@ -112,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("docs/architectures.md"))
     parser.add_argument("--only", default=None, help="comma-separated family names (default: all available)")
     args = parser.parse_args(argv)
+    try:  # before the table is built
+        check_output_file(args.out, "--out", "architectures.md")
+    except ValueError as error:
+        parser.error(str(error))
     logging.getLogger("workbench").setLevel(logging.ERROR)  # the loop fall-backs are in the table
     before = os.getloadavg()
     rows = matrix(args.only.split(",") if args.only else None)

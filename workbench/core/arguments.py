@@ -73,3 +73,47 @@ def user_path(value, argument: str = "path"):
         return Path(os.fspath(value)).expanduser()
     except TypeError:
         raise TypeError(f"{argument} must be a path (a str or pathlib.Path), got {type(value).__name__}") from None
+
+
+def at_least(minimum: int):
+    """An argparse type: an integer of at least ``minimum``."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
+
+
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number above 0 (a time, a step)."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1e9:  # NaN and infinity too: no clock counts to them
+        raise argparse.ArgumentTypeError(f"must be a finite number more than 0, got {text}")
+    return value
+
+
+def check_output_file(out, option: str = "--out", example: str = "result.json"):
+    """An output file checked before the work that fills it (a benchmark, an evaluation): a file in a
+    folder that exists and this user may write, not a folder. Found after an hour's work, a typo
+    was an hour lost."""
+    import os
+
+    path = user_path(out, option)
+    if path.is_dir():
+        raise ValueError(f"{option} {out} is a folder; give the file to write, e.g. {path / example}")
+    if not path.parent.is_dir():
+        raise ValueError(f"{option} {out}: the folder {path.parent} does not exist; create it first")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"{option} {out}: this user may not write there; choose another path")
+    return path

@@ -31,6 +31,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..app.pipeline import DEFAULT_SCOPE, SCOPES
+from ..core.arguments import at_least, check_output_file
 from .markdown import write_report
 from .measure import Setting, Workspace, cross_perturbation, measure
 
@@ -102,11 +103,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workbench.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", nargs="+", choices=["tiny", "minilm"], default=["tiny", "minilm"],
                         help="models to evaluate (default: both)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="the first gives every table; the others the KL rows")
-    parser.add_argument("--n-examples", type=int, default=600)
+    parser.add_argument("--seeds", nargs="+", type=at_least(0), default=[0, 1],
+                        help="the first gives every table; the others the KL rows")
+    parser.add_argument("--n-examples", type=at_least(20), default=600)
     parser.add_argument("--out", default="docs/evaluation.md", help="markdown file to write")
     parser.add_argument("--quick", action="store_true", help="a small run on the tiny model (about a minute)")
     args = parser.parse_args(argv)
+    try:  # before the minutes of measuring
+        check_output_file(args.out, "--out", "evaluation.md")
+    except ValueError as error:
+        parser.error(str(error))
     bases = ["tiny"] if args.quick else args.base
     n_examples = min(args.n_examples, 160) if args.quick else args.n_examples
     command = "python -m workbench.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
