@@ -233,3 +233,25 @@ def test_export_checks_everything_before_it_writes(small_synthetic, tmp_path):
     with pytest.raises(IsADirectoryError, match=r"components\.csv is a folder where the export writes a file"):
         small_synthetic.export(tmp_path / "clash", format="csv")
     assert [p.name for p in (tmp_path / "clash").iterdir()] == ["components.csv"]
+
+
+def test_an_export_replaces_every_file_of_the_earlier_one(small_synthetic, tmp_path, monkeypatch):
+    """A re-export without perturbations kept the earlier perturbations file beside the new tables, and
+    an export killed half-way left new files beside old ones: the earlier files now go first."""
+    from workbench.analysis import export
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "perturbations.parquet").write_text("an earlier export's")
+    (folder / "coefficients.parquet").write_text("an earlier export's")
+    small_synthetic.export(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["coefficients.parquet", "components.parquet",
+                                                       "components.safetensors"]
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "export_coefficients", killed)
+    with pytest.raises(KeyboardInterrupt):
+        small_synthetic.export(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["components.parquet"]  # the new one, nothing of the old

@@ -544,9 +544,11 @@ class RunExplorer:
         frames = [p if isinstance(p, pd.DataFrame) else export.perturbation_frame(p)
                   for p in export.perturbation_results(perturbations)]
         folder = user_path(folder, "folder") if folder is not None else self.run.path / EXPORTS
-        export.check_export_folder(folder, [f"components.{format}", f"coefficients.{format}", "components.safetensors",
-                                      f"perturbations.{format}"])
+        names = [f"components.{format}", f"coefficients.{format}", "components.safetensors", f"perturbations.{format}"]
+        export.check_export_folder(folder, names)
         folder.mkdir(parents=True, exist_ok=True)
+        for name in names:  # an earlier export's files go first: a killed export never leaves a mix of two
+            (folder / name).unlink(missing_ok=True)
         written = {
             "components": export.export_components(self.table, folder / f"components.{format}"),
             "coefficients": export.export_coefficients(self.W, folder / f"coefficients.{format}", drop_zeros=True),
