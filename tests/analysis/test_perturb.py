@@ -189,6 +189,24 @@ def test_component_indices_and_counts_are_checked_before_the_model_runs(bert3, b
         perturbation_check(bert3, decomposition, 0, bert_inputs, labels, [0, 1], [2, 3], batch_size=0)
     with pytest.raises(IndexError, match=r"component must be from 0 to 2, got 3"):
         perturbation_check(bert3, decomposition, 3, bert_inputs, labels, [0, 1], [2, 3])
+    # the examples and their labels: a mask, a negative or float index, labels of text or of another length
+    n = len(labels)
+    for top, error, message in [(np.arange(n) < 2, TypeError, "for a mask pass numpy.flatnonzero"),
+                                ([0, -1], IndexError, r"top holds example -1, outside 0\.\.\d+"),
+                                ([0, n], IndexError, rf"top holds example {n}, outside"),
+                                ([0.0, 1.5], TypeError, "top must be a list of example indices")]:
+        with pytest.raises(error, match=message):
+            perturbation_check(bert3, decomposition, 0, bert_inputs, labels, top, [2, 3])
+    with pytest.raises(IndexError, match=rf"baseline holds example {n + 5}"):
+        perturbation_check(bert3, decomposition, 0, bert_inputs, labels, [0, 1], [2, n + 5])
+    with pytest.raises(TypeError, match="labels must be integer class indices"):
+        perturbation_check(bert3, decomposition, 0, bert_inputs, ["good"] * n, [0, 1], [2, 3])
+    with pytest.raises(ValueError, match=rf"labels has shape \(2,\); expected \({n},\)"):
+        perturbation_check(bert3, decomposition, 0, bert_inputs, [0, 1], [0, 1], [2, 3])
+    with pytest.raises(ValueError, match="label 7 of example 0 is out of range for a model with 3 classes"):
+        perturbation_check(bert3, decomposition, 0, bert_inputs, np.full(n, 7), [0, 1], [2, 3])
+    with pytest.raises(TypeError, match="decomposition must be a fitted LrmNpeff or DNpeff"):
+        perturbation_check(bert3, np.zeros((3, 4)), 0, bert_inputs, labels, [0, 1], [2, 3])
     with pytest.raises(ValueError, match=r"n_baseline must be an integer of at least 1"):
         perturbation_table(bert3, decomposition, bert_inputs, labels, n_baseline=0, progress=False)
     with pytest.raises(ValueError, match=r"components must be from 0 to 2, got 7"):

@@ -104,3 +104,13 @@ def test_a_fit_without_iterations_is_refused_not_returned_as_its_random_start():
     with pytest.raises(ValueError, match=r"n_iters_g_only and n_iters_joint are both 0; raise n_iters_joint"):
         LrmNpeff(3, n_iters_g_only=0, n_iters_joint=0, progress=False).fit(PROBLEMS[LrmNpeff]())
     LrmNpeff(3, n_iters_g_only=5, n_iters_joint=0, progress=False).fit(PROBLEMS[LrmNpeff]())  # G steps alone: a fit
+
+
+@pytest.mark.parametrize("cls", [LrmNpeff, DNpeff])
+def test_a_store_given_for_its_pefs_names_load(cls, tmp_path):
+    """A PefStore has the kind of its PEFs: the fit took it, and failed on a missing attribute."""
+    from workbench.store import save_pefs
+
+    store = save_pefs(PROBLEMS[cls](), tmp_path / "store")
+    with pytest.raises(TypeError, match=r"got a PefStore: pass store\.load\(\)"):
+        cls(n_components=2, progress=False).fit(store)

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ..core.arguments import component_index, positive_int
 from ..core.device import resolve_device
 from ..core.params import ParameterLayout
-from ..core.validation import check_model
+from ..core.validation import as_labels, check_label_range, check_model
 from ..fisher.checks import padding_changes_outputs
 from ..fisher.inputs import Inputs, class_logits, eval_mode, groups_as_computed, n_inputs, slice_inputs
 from ..report import fragment, perturbation_html
@@ -257,6 +257,21 @@ def baseline_examples(n_examples: int, top: Sequence[int], n_baseline: int = 100
     return np.sort(rng.choice(others, size=min(n_baseline, len(others)), replace=False))
 
 
+def example_indices(values, n_examples: int, argument: str) -> np.ndarray:
+    """``values`` as indices of examples (rows of the inputs): whole numbers from 0 to n - 1. A boolean
+    mask read as indices 0 and 1, a negative index counted from the end, a float was cut: all read
+    other examples than meant."""
+    array = np.asarray(values)
+    if array.ndim != 1 or array.dtype == bool or not (np.issubdtype(array.dtype, np.integer) or array.size == 0):
+        raise TypeError(f"{argument} must be a list of example indices (integers), got {array.dtype} values of shape "
+                        f"{array.shape}" + ("; for a mask pass numpy.flatnonzero(mask)" if array.dtype == bool else ""))
+    outside = array[(array < 0) | (array >= n_examples)]
+    if outside.size:
+        raise IndexError(f"{argument} holds example {int(outside[0])}, outside 0..{n_examples - 1} (the inputs have "
+                         f"{n_examples} rows; a negative index does not count from the end)")
+    return array.astype(np.int64)
+
+
 def perturbation_check(
     model: torch.nn.Module,
     decomposition,
@@ -277,21 +292,26 @@ def perturbation_check(
         and ``baseline``); ``baseline`` defaults to 100 random other examples.
     """
     check_step(epsilon, max_sim)
+    if not hasattr(decomposition, "components_"):
+        raise TypeError(f"decomposition must be a fitted LrmNpeff or DNpeff, got {type(decomposition).__name__}; fit "
+                        "one first, or load it with LrmNpeff.load(path)")
     component = component_index(component, len(decomposition.components_))
     batch_size = positive_int(batch_size, "batch_size")
     check_model(model, inputs)  # token ids the model holds, lengths within its positions
-    device = resolve_device(device) if device is not None else next(model.parameters()).device
-    model.to(device)
-    labels = np.asarray(labels)
-    top = np.asarray(top, dtype=np.int64)
+    n = n_inputs(inputs)
+    labels = as_labels(labels, n).numpy()  # the checks of write_pefs: one class index per example, -1 unknown
+    top = example_indices(top, n, "top")
     if len(top) == 0:
         raise ValueError(f"component {component} has no top examples to perturb on")
-    baseline = baseline_examples(n_inputs(inputs), top) if baseline is None else np.asarray(baseline, dtype=np.int64)
+    baseline = baseline_examples(n, top) if baseline is None else example_indices(baseline, n, "baseline")
+    device = resolve_device(device) if device is not None else next(model.parameters()).device
+    model.to(device)
     direction = perturbation_direction(decomposition, component, max_sim)
     with eval_mode(model):
         unpadded = padding_matters(model, inputs, np.concatenate([top, baseline]), device, batch_size)
         original = {name: log_probabilities(model, inputs, idx, batch_size=batch_size, device=device, unpadded=unpadded)
                     for name, idx in (("top", top), ("baseline", baseline))}
+        check_label_range(torch.as_tensor(labels), original["top"].shape[1])  # a label 7 of 3 classes read as a mistake
         kl = {"top": {}, "baseline": {}}
         accuracy = {name: {"original": _accuracy(original[name], labels[idx])} for name, idx in (("top", top), ("baseline", baseline))}
         for sign, factor in (("+", 1.0), ("-", -1.0)):

@@ -116,6 +116,9 @@ class NpeffBase(BaseEstimator):
     # -- the data ----------------------------------------------------------------------
 
     def _check_pefs(self, pefs, fitted: bool) -> None:
+        if hasattr(pefs, "load") and not hasattr(pefs, "frobenius_norms"):  # a store on disk, not its PEFs
+            raise TypeError(f"{type(self).__name__} fits PEFs in memory, got a {type(pefs).__name__}: pass store.load() "
+                            "(or, for a store larger than memory, python -m workbench fit STORE --out FILE)")
         if getattr(pefs, "kind", None) != self.kind:
             raise TypeError(f"{type(self).__name__} fits {self.kind!r} PEFs, got {type(pefs).__name__}")
         if pefs.n_examples == 0:
