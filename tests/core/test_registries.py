@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse
 
 from workbench.core.kinds import KINDS, kind
 from workbench.core.pefs import DPefs, LrmPefs
@@ -61,3 +62,17 @@ def test_format_names_are_written_in_one_place():
         if name != "workbench/store/formats.py" and re.search(r'"npeff-workbench/', path.read_text()):
             found.append(name)
     assert not found, f"format names outside workbench/store/formats.py: {found}"
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: LrmPefs.from_dense(np.ones((2, 3, 4)), n_values=0), ValueError, "n_values must be an integer of at least 1"),
+    (lambda: LrmPefs.from_dense(np.ones((2, 3, 4)), n_values=2.5), TypeError, "n_values must be an integer"),
+    (lambda: LrmPefs.from_dense(np.full((2, 3, 4), "x")), TypeError, "A must hold real numbers"),
+    (lambda: LrmPefs.from_dense(np.ones((2, 3, 4)) * 1j), TypeError, "A must hold real numbers"),
+    (lambda: DPefs.from_dense(scipy.sparse.csr_matrix(np.ones((2, 4)))), TypeError, r"pass f\.toarray\(\)"),
+    (lambda: DPefs.from_dense(np.ones((2, 4)), layout="x"), TypeError, "layout must be a ParameterLayout"),
+    (lambda: DPefs.from_dense(np.ones((2, 4)), info=["x"]), TypeError, "info must be a dict"),
+])
+def test_from_dense_names_the_argument_it_cannot_take(call, error, message):
+    with pytest.raises(error, match=message):
+        call()

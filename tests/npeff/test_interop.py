@@ -116,3 +116,15 @@ def test_damaged_or_wrong_files_name_the_file(tmp_path):
         values[0, 0] = -abs(values[0, 0]) - 1.0
     with pytest.raises(StoreError, match="negative or non-finite D-PEF values"):
         read_d_pefs_h5(path)
+
+
+def test_an_lrm_file_with_nan_values_is_refused_as_the_d_reader_refuses_one(tmp_path):
+    """The LRM reader took NaN values, and the fit failed later on 'PEFs contain NaN', naming no file."""
+    pefs = planted_lrm(10, 20, 2, seed=0).pefs
+    write_lrm_pefs_h5(pefs, tmp_path / "p.h5")
+    with h5py.File(tmp_path / "p.h5", "r+") as f:
+        values = f["data/values"][()]
+        values[0, 0] = np.nan
+        f["data/values"][...] = values
+    with pytest.raises(StoreError, match=r"p\.h5 holds NaN or infinite PEF values"):
+        read_lrm_pefs_h5(tmp_path / "p.h5")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from .arguments import positive_int
 from .params import ParameterLayout
 
 
@@ -177,7 +178,7 @@ class LrmPefs(_PefsBase):
         example keeps its n_values largest-magnitude entries (the norms stay those of the
         full PEFs).
         """
-        A = np.asarray(A, dtype=np.float32)
+        A = _dense_input(A, "A", n_values, layout, info)
         if A.ndim != 3:
             raise ValueError(f"A must have shape (n_examples, n_slots, n_parameters), got {A.shape}")
         n, c, m = A.shape
@@ -257,7 +258,7 @@ class DPefs(_PefsBase):
         info: dict | None = None,
     ) -> "DPefs":
         """D-PEFs from f of shape (n_examples, n_parameters), non-negative."""
-        f = np.asarray(f, dtype=np.float32)
+        f = _dense_input(f, "f", n_values, layout, info)
         if f.ndim != 2:
             raise ValueError(f"f must have shape (n_examples, n_parameters), got {f.shape}")
         _check_finite(f, "f")
@@ -277,3 +278,21 @@ class DPefs(_PefsBase):
             layout=layout or ParameterLayout.anonymous(m),
             info=dict(info or {}, source="dense", n_values=n_values),
         )
+
+
+def _dense_input(values, name: str, n_values, layout, info) -> np.ndarray:
+    """The arguments of ``from_dense`` checked, its array as float32: numpy's own errors (a string
+    that is no number, a sparse matrix read as one object) named no argument, and a complex array
+    lost its imaginary part with a warning only."""
+    if sp.issparse(values):
+        raise TypeError(f"{name} is a scipy sparse matrix; from_dense takes a dense array: pass {name}.toarray()")
+    array = np.asarray(values)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers (gradients), got {array.dtype} values")
+    if n_values is not None:
+        positive_int(n_values, "n_values")
+    if layout is not None and not isinstance(layout, ParameterLayout):
+        raise TypeError(f"layout must be a ParameterLayout (or None), got {type(layout).__name__}")
+    if info is not None and not isinstance(info, dict):
+        raise TypeError(f"info must be a dict of facts about the PEFs (or None), got {type(info).__name__}")
+    return array.astype(np.float32)

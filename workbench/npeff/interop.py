@@ -118,10 +118,14 @@ def read_lrm_pefs_h5(path: str | os.PathLike, layout: ParameterLayout | None = N
         offsets = data["col_offsets"][()].astype(np.int64)
         X = _rows_from_padded(data["values"][()], data["row_indices"][()], offsets, n_parameters)
         logits = data["logits"][()].astype(np.float32)
+        norms = data["pef_frobenius_norms"][()].astype(np.float32)
+        if not (np.isfinite(X.data).all() and np.isfinite(norms).all() and np.isfinite(logits).all()):
+            raise StoreError(f"{path} holds NaN or infinite PEF values, norms or logits: the file is damaged, or the "
+                             "PEFs it holds came from a diverged or half-precision model; compute them again")
         return LrmPefs(
             X=X,
             classes=_slot_classes(logits, offsets.shape[1] - 1),
-            frobenius_norms=data["pef_frobenius_norms"][()].astype(np.float32),
+            frobenius_norms=norms,
             labels=data["labels"][()].astype(np.int64),
             logits=logits,
             layout=_checked_layout(layout, n_parameters),
