@@ -17,6 +17,9 @@ class ModelDiffPanel(StaticFallback, w.VBox):
     components on both models (coloured by status), and the component evidence filtered by status."""
 
     def __init__(self, diff):
+        if not all(hasattr(diff, name) for name in ("strategies", "components", "names")):
+            raise TypeError(f"ModelDiffPanel shows a ModelDiff, got {type(diff).__name__}; make one with "
+                            "workbench.analysis.model_diff.model_diff(...)")
         self.diff = diff
         self.status = w.ToggleButtons(options=STATUSES, value="all", description="components")
         self.strategies = w.HTML(report.fragment(report.table_html(diff.strategies)))

@@ -18,6 +18,9 @@ class OverTrainingPanel(StaticFallback, w.VBox):
     accuracy per strategy at each checkpoint. The result is computed by the library."""
 
     def __init__(self, result):
+        if not all(hasattr(result, name) for name in ("components", "reference", "steps")):
+            raise TypeError(f"OverTrainingPanel shows an OverTraining result, got {type(result).__name__}; make one "
+                            "with workbench.analysis.over_training.over_training(...)")
         self.result = result
         strategies = sorted(result.components["strategy"].unique())
         self.strategy = w.Dropdown(options=strategies, value="transform" if "transform" in strategies else strategies[0],

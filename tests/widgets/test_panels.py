@@ -237,3 +237,11 @@ def test_panels_refuse_a_path_a_bad_count_and_a_component_that_is_not_there(many
     with pytest.raises(TypeError, match=r"component must be an integer"):
         panel.set_component(True)
     assert panel.component is None
+    from widgets import ModelDiffPanel, OverTrainingPanel
+
+    with pytest.raises(TypeError, match=r"ModelDiffPanel shows a ModelDiff, got RunExplorer; make one with"):
+        ModelDiffPanel(many)
+    with pytest.raises(TypeError, match=r"OverTrainingPanel shows an OverTraining result, got NoneType"):
+        OverTrainingPanel(None)
+    with pytest.raises(TypeError, match="background must be True or False"):
+        Workbench(many, background="no")
