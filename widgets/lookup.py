@@ -21,14 +21,17 @@ class LookupPanel(StaticFallback, w.VBox):
 
     def __init__(self, explorer: RunExplorer, *, on_select=None, n: int = 10):
         self.explorer = check_explorer(explorer, "LookupPanel(RunExplorer.open(path))")
+        if on_select is not None and not callable(on_select):
+            raise TypeError(f"on_select must be a function of a component index, got {on_select!r}")
         self.on_select = on_select
         self.n = positive_int(n, "n")
+        self._typing = True  # False while lookup() writes the query into the text field
         self.current: Lookup | None = None
         self.query = w.Text(placeholder="an example's number, or a sentence", description="look up",
                             continuous_update=False, layout=w.Layout(width="460px"))
         self.button = w.Button(description="look up", icon="search", layout=w.Layout(width="auto"))
         self.button.on_click(on_click_shown(self.run))
-        self.query.observe(on_click_shown(self.run), names="value")
+        self.query.observe(on_click_shown(lambda: self._typing and self.run()), names="value")
         self.status = w.HTML()
         self.body = w.HTML()
         self.select_buttons = w.HBox(layout=w.Layout(flex_flow="row wrap"))
@@ -37,17 +40,24 @@ class LookupPanel(StaticFallback, w.VBox):
         self.add_class("npeff-lookup")
 
     def lookup(self, query: int | str) -> Lookup:
-        """Look up ``query`` (an example number, or a text) and show the result."""
-        self.query.value = str(query)  # runs it through the observer
-        if self.current is None:
-            raise ValueError(f"nothing found for {query!r}: see the panel's message")
-        return self.current
+        """Look up ``query`` (an example number, or a text) and show the result; the explorer's error
+        when it cannot be (an example number out of range, an empty text)."""
+        if isinstance(query, str) and not query.strip():
+            raise ValueError("the query is empty: give an example's number, or a text")
+        self._typing = False
+        try:
+            self.query.value = str(query)
+        finally:
+            self._typing = True
+        return self._show(query)  # a number stays a number: -1 is refused as an index, not read as the text "-1"
 
     def run(self) -> Lookup | None:
         text = self.query.value.strip()
         if not text:
             return None
-        query = int(text) if text.isdigit() else text
+        return self._show(int(text) if text.isdigit() else text)
+
+    def _show(self, query: int | str) -> Lookup:
         self.current = None
         self.status.value = "<i>computing its PEF…</i>" if isinstance(query, str) else ""
         try:

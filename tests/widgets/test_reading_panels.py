@@ -47,6 +47,16 @@ def test_lookup_panel_for_an_example_and_a_sentence(explorer):
     assert typed.example is None and "took" in panel.body.value and typed.seconds > 0
     panel.query.value = "999999"  # not an example: shown in the panel, not raised into the kernel
     assert "OutOfRangeError" in panel.body.value and "example must be from 0 to 599" in panel.body.value
+    # from code, the explorer's own error; the same query twice, or an empty one, is no stale answer
+    with pytest.raises(IndexError, match="example must be from 0 to 599, got -1"):
+        panel.lookup(-1)  # an index, not the text "-1"
+    with pytest.raises(IndexError, match="got 999999"):
+        panel.lookup(999999)
+    with pytest.raises(ValueError, match="the query is empty"):
+        panel.lookup("  ")
+    assert panel.lookup(5).example == 5 and panel.lookup(5).example == 5
+    with pytest.raises(TypeError, match="on_select must be a function"):
+        LookupPanel(explorer, on_select=3)
 
 
 def test_kl_ratio_follows_the_direction_shown(workbench):
