@@ -66,6 +66,19 @@ def test_texts_that_give_no_tokens_are_refused_before_anything_is_written(tmp_pa
     assert not (tmp_path / "run").exists()
 
 
+def test_texts_with_words_and_no_tokens_blame_the_tokenizer_not_the_texts():
+    """transformers loaded a Qwen2 folder's tokenizer as another class, which gave no tokens for
+    'bright dull short good': the message said the texts were empty."""
+    from workbench.app.model_run import _check_tokenizable
+
+    def reads_nothing(texts):
+        return {"input_ids": [[] for _ in texts]}
+
+    with pytest.raises(ValueError, match=r"e\.g\. 'bright dull', which is not empty: the tokenizer loaded from the "
+                                         r"model folder \(function\) does not read them"):
+        _check_tokenizable(reads_nothing, ["bright dull", "good"])
+
+
 def test_a_classifier_saved_in_half_precision_runs_in_float32(tmp_path):
     """A bf16 fine-tune, as users often save them: run_model loads the folder itself, so it casts."""
     import torch

@@ -179,9 +179,16 @@ def _check_tokenizable(tokenizer, texts: list[str]) -> None:
     """Every text must give the model at least one token (an empty text does not, with a
     tokenizer that adds no special tokens, as GPT-2's)."""
     empty = [i for i, ids in enumerate(tokenizer(texts)["input_ids"]) if len(ids) == 0]
-    if empty:
-        raise ValueError(f"{len(empty)} texts give no tokens at all (first: {empty[:5]}, e.g. {texts[empty[0]]!r}): this "
-                         "tokenizer adds no special tokens, so an empty text is no input; remove those texts")
+    if not empty:
+        return
+    first = texts[empty[0]]
+    if first.strip():  # a text with words and no token: the tokenizer read is not the one meant
+        raise ValueError(f"{len(empty)} texts give no tokens at all, e.g. {first!r}, which is not empty: the tokenizer "
+                         f"loaded from the model folder ({type(tokenizer).__name__}) does not read them. If the folder "
+                         "was saved with another tokenizer, its tokenizer_config.json may name a class that is not it: "
+                         "check that AutoTokenizer.from_pretrained(folder) tokenizes your texts")
+    raise ValueError(f"{len(empty)} texts give no tokens at all (first: {empty[:5]}, e.g. {first!r}): this "
+                     "tokenizer adds no special tokens, so an empty text is no input; remove those texts")
 
 
 def _check_counts(*, n_texts: int, **counts) -> None:
