@@ -435,3 +435,13 @@ def test_a_flag_that_is_no_bool_is_refused(value, tmp_path):
     save_pefs(pefs, tmp_path / "store")
     with pytest.raises(TypeError, match="overwrite must be True or False"):
         save_pefs(pefs, tmp_path / "store", overwrite=value)
+
+
+def test_a_default_model_seed_below_zero_and_provenance_that_is_no_json_are_refused(tmp_path):
+    from workbench.models.embedded import default_model
+
+    with pytest.raises(ValueError, match="seed must be an integer of at least 0"):
+        default_model(tmp_path / "cache", seed=-1)
+    with pytest.raises(TypeError, match="provenance must be a dict of JSON-able facts"):
+        write_pefs(tmp_path / "pefs", tiny_bert(3), _inputs(), provenance={"x": object()}, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -131,6 +131,10 @@ def test_what_killed_exports_left_is_cleared_and_a_report_moved_aside_comes_back
 def test_a_run_folder_s_path_is_not_an_explorer(hostile_run, tmp_path):
     with pytest.raises(TypeError, match=r"export_html takes a RunExplorer, got the path .*RunExplorer\.open\(path\)"):
         report.export_html(str(hostile_run.path), tmp_path / "report")
+    with pytest.raises(TypeError, match=r"export_html takes a RunExplorer, got NoneType"):
+        report.export_html(None, tmp_path / "report")
+    with pytest.raises(TypeError, match=r"perturbations must hold results of RunExplorer\.perturb"):
+        report.export_html(RunExplorer.open(hostile_run.path), tmp_path / "report", perturbations=[1])
     assert not (tmp_path / "report").exists()
 
 

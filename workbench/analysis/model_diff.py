@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..core.arguments import fraction, positive_int
+from .perturb import check_step
 from .matching import DEFAULT_MIN_COS, OnCoefficients, match_components, match_quality
 from .tables import coefficient_mass, component_table, top_examples
 
@@ -111,6 +113,12 @@ def model_diff(
     from ..npeff import estimator_for
     from ..runner import compute_pefs
 
+    # the settings the evidence reads, checked before the two models' PEFs and fits (minutes)
+    check_step(epsilon, None)
+    fraction(min_cos, "min_cos")
+    fraction(min_purity, "min_purity")
+    positive_int(n_top, "n_top")
+    positive_int(n_baseline, "n_baseline")
     labels = np.asarray(labels)
     groups = [tuple(g) if isinstance(g, (list, tuple, np.ndarray)) else g for g in groups]
     if len(groups) != len(labels):

@@ -140,6 +140,12 @@ def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (
     if isinstance(explorer, (str, os.PathLike)):
         raise TypeError(f"export_html takes a RunExplorer, got the path {str(explorer)!r}; to report that run folder, "
                         "use export_html(RunExplorer.open(path), out)")
+    if not all(hasattr(explorer, name) for name in ("table", "top_examples", "run")):
+        raise TypeError(f"export_html takes a RunExplorer, got {type(explorer).__name__}; e.g. "
+                        "export_html(RunExplorer.open(path), out)")
+    perturbations = list(perturbations)
+    if not all(hasattr(result, "component") and hasattr(result, "kl_ratio") for result in perturbations):
+        raise TypeError("perturbations must hold results of RunExplorer.perturb (or perturbation_check)")
     n_examples = positive_int(n_examples, "n_examples")
     max_single_page = positive_int(max_single_page, "max_single_page")
     out = user_path(out, "out")

@@ -146,7 +146,10 @@ class PefRun:
         }
         info = self.info(fingerprints["model"])
         if provenance:
-            info["provenance"] = json.loads(json.dumps(dict(provenance), default=json_default))
+            try:
+                info["provenance"] = json.loads(json.dumps(dict(provenance), default=json_default))
+            except (TypeError, ValueError) as error:
+                raise TypeError(f"provenance must be a dict of JSON-able facts (text, numbers, lists): {error}") from None
         return new_manifest(self.config.kind, info, stored_layout(self.config, self.plan), self.n_examples, self.n_chunks,
                             fingerprints)
 
