@@ -157,6 +157,16 @@ def test_every_bad_argument_and_model_is_refused_before_the_run_folder_is_touche
     assert not (tmp_path / "run").exists()
 
 
+def test_pandas_texts_and_labels_of_different_indexes_are_refused(small_gpt2, tmp_path):
+    """Read by position, a filtered Series of texts beside unfiltered labels paired each text with
+    another example's label."""
+    frame = pd.DataFrame({"text": TEXTS * 2, "label": [0, 1] * 4})
+    kept = frame[frame.index % 2 == 0]
+    with pytest.raises(ValueError, match=r"texts and labels are pandas objects with different indexes.*labels\.loc"):
+        run_model(tmp_path / "run", small_gpt2 / "classifier", kept["text"], frame["label"].iloc[:4], n_components=2)
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_run_folder_inside_the_model_folder_is_refused(small_gpt2, tmp_path):
     """The run copies the model folder into itself: inside it, the copy would copy itself without end."""
     import shutil

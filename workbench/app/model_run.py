@@ -74,6 +74,7 @@ def run_model(
     from ..models.text import encode_texts
 
     out, source = user_path(out, "out"), user_path(model_path, "model_path")
+    _check_aligned(texts, labels=labels, attributes=attributes)
     texts = _checked_texts(texts)
     if not (source / "config.json").is_file():
         raise ValueError(f"{source} is not a saved model folder (no config.json): save it with model.save_pretrained("
@@ -264,6 +265,18 @@ def _checked_max_length(max_length, model) -> int:
         raise ValueError(f"max_length={max_length} is more than the model's {limit} positions; pass max_length={limit} "
                          "or less (or None for the longest the model takes, up to 128)")
     return max_length
+
+
+def _check_aligned(texts, **others) -> None:
+    """Texts, labels and attributes are read by position: pandas objects of one frame whose indexes
+    differ (one filtered, the other not) would pair each text with another example's label."""
+    if not isinstance(texts, pd.Series):
+        return
+    for name, other in others.items():
+        if isinstance(other, (pd.Series, pd.DataFrame)) and not other.index.equals(texts.index):
+            raise ValueError(f"texts and {name} are pandas objects with different indexes, and are read by position: "
+                             f"each text would get another example's {name}. Align them (e.g. {name}.loc[texts.index]) "
+                             "or pass plain lists")
 
 
 def _checked_texts(texts) -> list[str]:
