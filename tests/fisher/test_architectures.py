@@ -342,6 +342,20 @@ def test_a_zero_shot_classifier_s_layers_without_a_rule_get_torch_func():
     assert max_relative_error(model, inputs, batch_size=3) < 2e-6
 
 
+def test_warnings_name_a_zero_shot_classifier_s_layers_as_exclude_reads_them():
+    """The module path has "lm." that the parameter names have not: a warning's "exclude=... leaves them
+    out" named layers that exclude= did not match."""
+    from workbench.core.params import select_parameters
+    from workbench.fisher.checks import _as_parameters_name_them
+
+    model = build("Llama as a zero-shot classifier")
+    attention = model.lm.model.layers[0].self_attn.q_proj
+    shown = _as_parameters_name_them(model)[id(attention)]
+    assert shown == "model.layers.0.self_attn.q_proj"
+    kept = select_parameters(model, None, re.escape(shown))
+    assert len(kept) == len(list(model.named_parameters())) - 1  # the layer's weight, left out by that name
+
+
 def test_a_padded_batch_whose_logits_are_nan_is_computed_unpadded():
     """A float64 Llama under left padding gives NaN logits for its padded rows (each example alone is
     finite): the check of padding must see it, not let the NaN reach the PEFs and blame the weights."""

@@ -196,9 +196,10 @@ def check_plan(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -
             plan.add_regions(_regions(model, plan, batch, classes, why_not, first_batch))
     # only the layers left on the loop are worth a warning; torch.func serves the others as fast
     on_loop = set(plan.fallback)
-    _warn([m for m in moved if on_loop.intersection(owned[id(m)])], names, "have calls without a per-example batch axis")
-    _warn([m for m in wrong if on_loop.intersection(owned[id(m)])], names, "give per-example gradients that differ from the loop's")
-    _warn([m for m in unseen if on_loop.intersection(owned[id(m)])], names,
+    shown = names | _as_parameters_name_them(model)
+    _warn([m for m in moved if on_loop.intersection(owned[id(m)])], shown, "have calls without a per-example batch axis")
+    _warn([m for m in wrong if on_loop.intersection(owned[id(m)])], shown, "give per-example gradients that differ from the loop's")
+    _warn([m for m in unseen if on_loop.intersection(owned[id(m)])], shown,
           "have parameters the model uses without calling the layer (no hook sees that use)")
     plan.checked = True
     to_loop = {names.get(id(m)) for m in moved + wrong + unseen}
@@ -257,6 +258,21 @@ def _first(batch: Inputs, n: int) -> Inputs:
     if isinstance(batch, Mapping):
         return {k: v[:n] for k, v in batch.items()}
     return batch[:n]
+
+
+def _as_parameters_name_them(model: nn.Module) -> dict[int, str]:
+    """Layer names as the model's parameter names spell them, so that a warning's names work in
+    ``exclude=``: a ZeroShotClassifier names its parameters as its language model does, without the
+    ``lm.`` that its module path has."""
+    parameter_names = {id(p): name for name, p in model.named_parameters()}
+    shown = {}
+    for _, module in model.named_modules():
+        for attribute, parameter in module.named_parameters(recurse=False):
+            name = parameter_names.get(id(parameter), "")
+            if name.endswith("." + attribute):
+                shown[id(module)] = name[: -len(attribute) - 1]
+                break
+    return shown
 
 
 def _warn(modules: list[nn.Module], names: dict[int, str], why: str) -> None:
