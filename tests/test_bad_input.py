@@ -241,6 +241,14 @@ def _ids_outside_vocabulary(tmp):
     write_pefs(tmp / "pefs", tiny_bert(3), inputs, batch_size=3, progress=False)
 
 
+def _bare_float_tensor(tmp):
+    write_pefs(tmp / "pefs", tiny_bert(3), _inputs()["input_ids"].float(), progress=False)
+
+
+def _one_example_without_its_batch_axis(tmp):
+    write_pefs(tmp / "pefs", tiny_bert(3), {"input_ids": _inputs()["input_ids"][0]}, progress=False)
+
+
 def _float_ids(tmp):
     inputs = _inputs()
     write_pefs(tmp / "pefs", tiny_bert(3), dict(inputs, input_ids=inputs["input_ids"].float()), progress=False)
@@ -313,6 +321,10 @@ CASES = [
          r"1 examples hold token ids outside the model's vocabulary of 40 \(first: example 7, id 10000\).*own tokenizer",
          _ids_outside_vocabulary),
     Case("token ids that are floats", TypeError, r"input_ids are torch\.float32: token ids must be integers", _float_ids),
+    Case("a bare tensor of floats", TypeError, r"input_ids are torch\.float32: token ids must be integers",
+         _bare_float_tensor),
+    Case("one example without its batch axis", ValueError, r"input_ids have shape \(\d+,\); a batch of token ids is "
+         r"\(n_examples, n_tokens\): for one example add the batch axis", _one_example_without_its_batch_axis),
     Case("a mask of another length than the ids", ValueError, r"per-token inputs have different lengths.*in one call",
          _mask_of_other_length),
     Case("a label out of range in a later batch", ValueError, r"label 7 of example 8 is out of range for a model with 3 classes",

@@ -134,16 +134,22 @@ _PER_TOKEN = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 def check_token_ids(model: torch.nn.Module, inputs) -> None:
     """``input_ids`` are integers the model's embedding table holds: a wrong tokenizer's ids would
     otherwise fail deep inside the model, in whichever batch first holds one."""
-    ids = inputs.get("input_ids") if isinstance(inputs, Mapping) else None
+    try:
+        vocabulary = int(model.get_input_embeddings().num_embeddings)
+    except (AttributeError, NotImplementedError, TypeError):  # not a transformers model, or no embedding table
+        vocabulary = None
+    # a bare tensor is a transformers model's input_ids (its first argument); another model's own input
+    ids = inputs.get("input_ids") if isinstance(inputs, Mapping) else inputs if vocabulary is not None else None
     if not isinstance(ids, torch.Tensor):
         return
     if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
         raise TypeError(f"input_ids are {ids.dtype}: token ids must be integers; tokenize with return_tensors='pt', "
                         "or pass input_ids.long()")
-    try:
-        vocabulary = int(model.get_input_embeddings().num_embeddings)
-    except (AttributeError, NotImplementedError, TypeError):  # not a transformers model, or no embedding table
+    if vocabulary is None:  # a model of one's own may read its ids otherwise (an EmbeddingBag's flat ids)
         return
+    if ids.ndim != 2:
+        raise ValueError(f"input_ids have shape {tuple(ids.shape)}; a batch of token ids is (n_examples, n_tokens): "
+                         "for one example add the batch axis, ids.unsqueeze(0)")
     outside = (ids < 0) | (ids >= vocabulary)
     if bool(outside.any()):
         rows = torch.nonzero(outside.any(dim=-1) if ids.ndim > 1 else outside).flatten()
