@@ -249,6 +249,10 @@ def _one_example_without_its_batch_axis(tmp):
     write_pefs(tmp / "pefs", tiny_bert(3), {"input_ids": _inputs()["input_ids"][0]}, progress=False)
 
 
+def _sketch_wider_than_the_model(tmp):
+    write_pefs(tmp / "pefs", tiny_bert(3), _inputs(), sketch=10**9, progress=False)
+
+
 def _float_ids(tmp):
     inputs = _inputs()
     write_pefs(tmp / "pefs", tiny_bert(3), dict(inputs, input_ids=inputs["input_ids"].float()), progress=False)
@@ -321,6 +325,8 @@ CASES = [
          r"1 examples hold token ids outside the model's vocabulary of 40 \(first: example 7, id 10000\).*own tokenizer",
          _ids_outside_vocabulary),
     Case("token ids that are floats", TypeError, r"input_ids are torch\.float32: token ids must be integers", _float_ids),
+    Case("a sketch wider than the parameters", ValueError, r"sketch=1000000000 is not smaller than the \d+ parameters.*"
+         r"pass n_values=None \(exact\)", _sketch_wider_than_the_model),
     Case("a bare tensor of floats", TypeError, r"input_ids are torch\.float32: token ids must be integers",
          _bare_float_tensor),
     Case("one example without its batch axis", ValueError, r"input_ids have shape \(\d+,\); a batch of token ids is "

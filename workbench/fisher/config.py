@@ -62,6 +62,12 @@ class PefConfig:
 
     def count_sketch(self, n_parameters: int) -> CountSketch | None:
         """The count sketch of ``n_parameters`` this run applies; None for top-n PEFs."""
+        if self.sketch is not None and self.sketch >= n_parameters:
+            # A sketch as wide as the parameters keeps more numbers than the exact PEFs (and a typo of 10**9
+            # asked for 89 GiB per batch before any estimate)
+            raise ValueError(f"sketch={self.sketch} is not smaller than the {n_parameters} parameters the PEFs cover: "
+                             "a sketch that wide keeps more numbers than the exact PEFs; pass n_values=None (exact) "
+                             "instead, or a sketch of a few thousand")
         return None if self.sketch is None else CountSketch(self.sketch, n_parameters, self.sketch_seed)
 
     def to_dict(self) -> dict:
