@@ -255,3 +255,29 @@ def test_an_export_replaces_every_file_of_the_earlier_one(small_synthetic, tmp_p
     with pytest.raises(KeyboardInterrupt):
         small_synthetic.export(folder)
     assert sorted(p.name for p in folder.iterdir()) == ["components.parquet"]  # the new one, nothing of the old
+
+
+def test_a_model_given_with_other_weights_is_refused_before_it_reads_anything(embedded_run, embedded):
+    """Given a model, the explorer scored tokens, perturbed and traced with it whatever its weights:
+    numbers of a model the PEFs never saw. Only lookup refused it."""
+    import copy
+
+    import torch
+
+    from workbench.store import StoreError
+
+    _, model, tokenizer, *_ = embedded
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        next(other.parameters()).add_(0.01)
+    explorer = RunExplorer.open(embedded_run.path, model=other, tokenizer=tokenizer)
+    for read in (lambda: explorer.top_examples(0), lambda: explorer.perturb(0), lambda: explorer.trace(0)):
+        with pytest.raises(StoreError, match="computed from another model"):
+            read()
+    assert RunExplorer.open(embedded_run.path, model=model, tokenizer=tokenizer).top_examples(0, page_size=2).examples
+
+
+def test_a_trace_reads_as_many_top_examples_as_asked(explorer):
+    """n_top above the explorer's (20) was cut to it without a word."""
+    trace = explorer.trace(0, n_top=explorer.n_top + 5, n_baseline=2)
+    assert trace.sets.count("top") == explorer.n_top + 5

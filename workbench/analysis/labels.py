@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -176,3 +177,18 @@ def top_tokens(model, tokenizer, decomposition, texts: Sequence[str], top_sets: 
             special.append([is_special for _, _, is_special in groups])
         out[int(j)] = aggregate_tokens(words, word_scores, special, idf=idf, n_tokens=n_tokens)
     return out
+
+
+def with_names(table: pd.DataFrame, labels_file: Path) -> pd.DataFrame:
+    """``table`` with a ``name`` column first: the saved labels (``labels.csv``, written by
+    :meth:`RunExplorer.label_components`) where the run has them, else labels from the purities alone."""
+    if NAME_COLUMN in table.columns:
+        return table
+    names = None
+    if labels_file.exists():
+        saved = pd.read_csv(labels_file, index_col="component")[NAME_COLUMN]
+        if saved.index.equals(table.index):
+            names = saved
+    if names is None:
+        names = component_labels(table)
+    return pd.concat([names.rename(NAME_COLUMN), table], axis=1)

@@ -24,7 +24,6 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from functools import cached_property, lru_cache
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -71,6 +70,7 @@ class RunExplorer:
         self.n_top = positive_int(n_top if n_top is not None else run.params.get("n_top", 20), "n_top")
         self._model = model
         self._tokenizer = tokenizer
+        self._model_unchecked = model is not None  # a model given here is checked against the run's on first use
         self._ranking = lru_cache(maxsize=256)(self._compute_ranking)
         # One computation with the model at a time: a perturbation moves its weights in place, and the
         # token scores' forward-mode derivatives cannot interleave (panels may fill in on a thread).
@@ -127,6 +127,8 @@ class RunExplorer:
     def table(self) -> pd.DataFrame:
         """The component table: the run's ``components.csv`` if it has one, else computed now; with
         each component's short label (``name``, :mod:`workbench.analysis.labels`) first."""
+        from ..analysis.labels import with_names
+
         return with_names(self._bare_table, self.run.path / LABELS)
 
     @cached_property
@@ -160,7 +162,8 @@ class RunExplorer:
 
         n_examples = positive_int(n_examples, "n_examples")
         model, tokenizer = self.model_and_tokenizer()
-        sets = {int(j): row[row >= 0][:n_examples] for j, row in enumerate(self.top_sets)}
+        sets = {int(j): (row[row >= 0] if n_examples <= self.n_top else self.ranking(j))[:n_examples]
+                for j, row in enumerate(self.top_sets)}  # the top sets stop at the explorer's n_top
         tokens = top_tokens(model, tokenizer, self.decomposition, list(self.examples["text"]), sets,
                             max_length=self.max_length, device=self.device, progress=progress)
         names = component_labels(self._bare_table, tokens)
@@ -180,7 +183,7 @@ class RunExplorer:
         n_top = self.n_top if n_top is None else positive_int(n_top, "n_top")
         n_baseline = positive_int(n_baseline, "n_baseline")  # before the model loads
         positive_int(seed, "seed", 0)
-        top = self._top_set(component)[:n_top]
+        top = self.ranking(component)[:n_top]  # not the top set, which stops at the explorer's n_top
         if len(top) == 0:
             raise ValueError(f"component {component} has no examples with a positive coefficient to trace")
         model, tokenizer = self.model_and_tokenizer()
@@ -227,6 +230,9 @@ class RunExplorer:
                     self._model, self._tokenizer = load_default_model(self.run.path / MODEL)
         if self._tokenizer is None:
             raise ValueError("a model was given without its tokenizer; pass tokenizer= as well")
+        if self._model_unchecked:  # other weights would score tokens and perturb a model the PEFs never saw
+            self.decomposition.check_model(self._model, f"the run {self.run.path}")
+            self._model_unchecked = False
         return self._model, self._tokenizer
 
     # -- components --------------------------------------------------------------------
@@ -314,7 +320,7 @@ class RunExplorer:
         page_size = positive_int(page_size, "page_size")
         ranking = self.ranking(component)
         n_pages = max(1, -(-len(ranking) // page_size))
-        page = min(max(int(page), 0), n_pages - 1)
+        page = min(positive_int(page, "page", 0), n_pages - 1)  # past the end: the last page
         rows = ranking[page * page_size:(page + 1) * page_size]
         texts = self.examples["text"].to_numpy()
         examples = [
@@ -560,23 +566,6 @@ class RunExplorer:
                                                                    folder / f"perturbations.{format}")
         logger.info("exported %s to %s", ", ".join(written), folder)
         return written
-
-
-def with_names(table: pd.DataFrame, labels_file: Path) -> pd.DataFrame:
-    """``table`` with a ``name`` column first: the saved labels (``labels.csv``, written by
-    :meth:`RunExplorer.label_components`) where the run has them, else labels from the purities alone."""
-    from ..analysis.labels import NAME_COLUMN, component_labels
-
-    if NAME_COLUMN in table.columns:
-        return table
-    names = None
-    if labels_file.exists():
-        saved = pd.read_csv(labels_file, index_col="component")[NAME_COLUMN]
-        if saved.index.equals(table.index):
-            names = saved
-    if names is None:
-        names = component_labels(table)
-    return pd.concat([names.rename(NAME_COLUMN), table], axis=1)
 
 
 def check_explorer(explorer, fix: str = "RunExplorer.open(path)") -> "RunExplorer":
