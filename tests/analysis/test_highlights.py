@@ -167,3 +167,27 @@ def test_moving_one_word_s_embedding_scores_that_word(name):
     scores = token_scores(model, OneEmbeddingRow(model, ids[word]), 0, inputs)[0]
     assert scores.scores[word] == pytest.approx(1.0, abs=1e-6)
     assert np.abs(np.delete(scores.scores, word)).max() < 1e-6 and abs(scores.head_share) < 1e-6
+
+
+def test_scores_and_baselines_of_another_model_are_refused():
+    """token_scores and baseline_coefficients ran on any model with the decomposition's parameter names:
+    another fine-tune's scores read as this one's, its k-means compared with this NPEFF."""
+    import copy
+
+    from tests.conftest import tiny_bert, tiny_bert_inputs
+    from workbench import LrmNpeff, compute_pefs
+    from workbench.analysis.baselines import baseline_coefficients
+    from workbench.analysis.highlights import token_scores
+    from workbench.store import StoreError
+
+    model, inputs = tiny_bert(3), tiny_bert_inputs(8)
+    fit = LrmNpeff(n_components=2, n_iters_g_only=3, n_iters_joint=3, progress=False).fit(
+        compute_pefs(model, inputs, n_values=256, progress=False))
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        next(other.parameters()).add_(0.01)
+    with pytest.raises(StoreError, match="computed from another model"):
+        token_scores(other, fit, 0, inputs)
+    with pytest.raises(StoreError, match="computed from another model"):
+        baseline_coefficients(other, inputs, fit)
+    assert len(token_scores(model, fit, 0, inputs)) == 8

@@ -88,3 +88,12 @@ def test_expansion_refuses_what_it_cannot_continue():
         first.expand(problem.pefs, 0)
     with pytest.raises(ValueError, match="not checkpointed"):
         LrmNpeff(4, progress=False).fit(problem.pefs, init=first, checkpoint="x.safetensors")
+
+
+def test_keep_init_must_be_a_bool():
+    """keep_init="no" is true to Python: it kept every component of init."""
+    problem = planted_lrm(60, 80, 3, seed=2)
+    first = LrmNpeff(n_components=2, n_iters_g_only=3, n_iters_joint=3, progress=False).fit(problem.pefs)
+    with pytest.raises(TypeError, match="keep_init must be True or False"):
+        LrmNpeff(n_components=3, n_iters_g_only=3, n_iters_joint=3, progress=False).fit(problem.pefs, init=first,
+                                                                                         keep_init="no")

@@ -262,6 +262,9 @@ def baseline_coefficients(
         decomposition's PEFs' own, so k-means sees the same parameters and as many entries
         per example as NPEFF did.
     """
+    if not hasattr(decomposition, "check_model"):
+        raise TypeError(f"decomposition must be a fitted LrmNpeff or DNpeff, got {type(decomposition).__name__}")
+    decomposition.check_model(model, "the decomposition")  # baselines of another model would compare nothing
     n_examples, r = decomposition.W_.shape
     if n_inputs(inputs) != n_examples:
         raise ValueError(

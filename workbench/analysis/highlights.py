@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, jvp
 
+from ..core.arguments import positive_int
 from ..core.device import resolve_device
 from ..fisher.gradients import output_gradients, slot_classes
 from ..fisher.checks import layer_batching, padding_changes_outputs
@@ -113,6 +114,9 @@ def token_scores(
     """
     if not isinstance(inputs, Mapping) or "input_ids" not in inputs:
         raise TypeError("token_scores needs tokenized inputs: a dict with input_ids (and attention_mask)")
+    if hasattr(decomposition, "check_model"):  # a fitted estimator: another model's scores would read as this one's
+        decomposition.check_model(model, "the decomposition")
+    batch_size = positive_int(batch_size, "batch_size")
     device = resolve_device(device) if device is not None else next(model.parameters()).device
     model.to(device)
     layout = decomposition.layout_

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..core.arguments import flag
 from ..store.fingerprints import fingerprint_pefs
 
 
@@ -57,6 +58,7 @@ def start_from(estimator, init, pefs, kept: np.ndarray, keep_init: bool) -> Star
     ``init``; ValueError naming the fix when ``init`` cannot be continued this way."""
     from sklearn.utils.validation import check_is_fitted
 
+    flag(keep_init, "keep_init")  # "no" would keep every component of init
     if type(init) is not type(estimator):
         raise TypeError(f"init must be a fitted {type(estimator).__name__}, got {type(init).__name__}")
     check_is_fitted(init)
