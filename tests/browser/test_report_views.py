@@ -141,6 +141,8 @@ def test_printing_keeps_every_chart_and_column_on_the_paper(browser, report_inde
     assert widths and max(widths) <= 681, max(widths)  # an A4 page holds 718 px
     page.emulate_media(media="print")
     overflow = page.evaluate("getComputedStyle(document.querySelector('.npeff .table-wrap')).overflowX")
+    numbers = page.evaluate("Array.from(document.querySelectorAll('.npeff td[data-sort]')).map(c => getComputedStyle(c).whiteSpace)")
+    charts = page.evaluate("getComputedStyle(document.querySelector('.npeff .charts')).display")
     pdf = tmp_path / "report.pdf"
     page.pdf(path=str(pdf), format="A4")
     page.emulate_media(media="screen")
@@ -149,6 +151,8 @@ def test_printing_keeps_every_chart_and_column_on_the_paper(browser, report_inde
     after = page.evaluate("Array.from(document.querySelectorAll('.npeff-plot svg.main-svg')).map(s => s.getBoundingClientRect().width)")
     page.close()
     assert overflow == "visible"  # on paper a wide table wraps: nothing scrolls
+    assert set(numbers) == {"nowrap"}  # its texts and names wrap, never a number ("0.272" printed as "0. 2 7 2")
+    assert charts == "block"  # one chart per row: side by side, the paper's column cut them
     assert pdf.stat().st_size > 10_000
     assert max(after) > 681  # fitted to the screen's boxes again
 

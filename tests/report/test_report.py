@@ -96,7 +96,7 @@ def test_report_splits_into_linked_pages_above_the_limit(hostile, perturbation, 
     assert not (out / "components" / "99999.html").exists() and (out / report.PLOTLY_FILE).exists()
     page = (out / "components" / "00001.html").read_text()
     assert '<script src="../plotly.min.js">' in page and "Perturbation of component 1" in page
-    assert 'href="../index.html"' in page
+    assert 'href="../index.html#component-1"' in page and '<tr id="component-1">' in html  # back to its row
     assert_inert(page)
     assert not list(tmp_path.glob(".report.*"))  # no staging folder left behind
 

@@ -341,7 +341,9 @@ def export_notebook_html(executed: str | os.PathLike, html_path: str | os.PathLi
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(template_name="lab")
-    body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
+    # the page's title is the notebook's name (nbconvert's default is "Notebook")
+    body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4),
+                                          resources={"metadata": {"name": Path(executed).stem}})
     # Nothing in the page needs RequireJS or MathJax, and a <script src> to a CDN that cannot
     # be reached blocks the page on machines without network.
     body = _EXTERNAL_SCRIPT.sub("", body)

@@ -81,7 +81,10 @@ CSS = """
 /* On paper nothing scrolls: tables wrap instead of hiding columns, cards and charts stay whole. */
 @media print {
   .npeff .table-wrap { overflow: visible; }
-  .npeff table.npeff-table td, .npeff table.npeff-table th { white-space: normal; overflow-wrap: anywhere; }
+  .npeff table.npeff-table { font-size: 10px; }
+  /* names and texts wrap; a number never does (0.272 printed as "0. 2 7 2") */
+  .npeff table.npeff-table td.text, .npeff table.npeff-table th { white-space: normal; overflow-wrap: anywhere; }
+  .npeff .charts { display: block; }  /* one chart per row: side by side, the paper's column cut them */
   .npeff .example, .npeff .npeff-plot, .npeff table.npeff-table tr { break-inside: avoid; }
   .npeff a.top, .npeff .modebar-container { display: none; }
 }
@@ -131,7 +134,7 @@ def format_value(value) -> str:
 
 
 def table_html(frame: pd.DataFrame, *, index_links: dict | None = None, bars: Sequence[str] | Mapping[str, float] = (),
-               titles: dict | None = None, sortable: bool = False) -> str:
+               titles: dict | None = None, sortable: bool = False, row_ids: str | None = None) -> str:
     """A DataFrame as an HTML table, every header and cell escaped, in a box that scrolls sideways
     when the table is wider than the page (nothing clipped).
 
@@ -141,6 +144,7 @@ def table_html(frame: pd.DataFrame, *, index_links: dict | None = None, bars: Se
     titles: {column: definition}, shown as the header's tooltip.
     sortable: a click on a header, or Enter or Space on it, sorts the rows (by the page's script,
     ``pages.SORT_SCRIPT``); the headers are in the keyboard's tab order.
+    row_ids: each row's id is this prefix and its index value, so that a link can lead back to it.
     """
     index_name = frame.index.name or ""
     titles = titles or {}
@@ -167,9 +171,10 @@ def table_html(frame: pd.DataFrame, *, index_links: dict | None = None, bars: Se
                 text += f'<span class="bar" style="width:{40 * min(max(float(value) / full, 0.0), 1.0):.0f}px"></span>'
             kind = "text" if isinstance(value, str) else ""
             number = isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
-            key = f' data-sort="{sort_key(value)}"' if number else ""
-            cells.append(f'<td class="{kind}"{key}>{text}</td>')
-        rows.append(f"<tr>{''.join(cells)}</tr>")
+            order = f' data-sort="{sort_key(value)}"' if number else ""
+            cells.append(f'<td class="{kind}"{order}>{text}</td>')
+        row_id = f' id="{escape(row_ids)}{escape(key)}"' if row_ids is not None else ""
+        rows.append(f"<tr{row_id}>{''.join(cells)}</tr>")
     classes = "npeff-table sortable" if sortable else "npeff-table"
     return (f'<div class="table-wrap"><table class="{classes}"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></div>')

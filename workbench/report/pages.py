@@ -185,11 +185,11 @@ def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (
             (staging / "components").mkdir()
             links = {j: _component_file(j) for j in table.index}
             body = (f"<h1>{escape(title)}</h1>{header}<h2>Components</h2>{caption}"
-                    f"{table_html(table, index_links=links, bars=bar_columns(table), titles=definitions, sortable=True)}")
+                    f"{table_html(table, index_links=links, bars=bar_columns(table), titles=definitions, sortable=True, row_ids='component-')}")
             (staging / "index.html").write_text(html_page(title, body), encoding="utf-8")
             order = list(table.index)
             for position, j in enumerate(components):
-                nav = ['<a href="../index.html">index</a>']
+                nav = [f'<a href="../index.html#component-{j}">index</a>']  # back to this component's row
                 if position > 0:
                     nav.append(f'<a href="../{_component_file(order[position - 1])}">previous</a>')
                 if position + 1 < len(order):
