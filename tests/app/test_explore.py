@@ -79,6 +79,8 @@ def test_bad_requests_name_the_problem(explorer):
         explorer.sweep(0, [0.1], on_result=3)
     with pytest.raises(ValueError, match="epsilon must be a positive, finite step"):
         explorer.dashboard(0, epsilon=-1)
+    with pytest.raises(ValueError, match="epsilon must be a positive, finite step"):
+        explorer.dashboard(0, sweep=[-1.0])  # before the token scores and the logit change run
     with pytest.raises(ValueError, match="seed must be an integer of at least 0"):
         explorer.perturb(0, seed=-1)
     for changes, error, message in [({"page": "a"}, TypeError, "page must be an integer"),

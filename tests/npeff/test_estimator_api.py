@@ -114,3 +114,10 @@ def test_a_store_given_for_its_pefs_names_load(cls, tmp_path):
     store = save_pefs(PROBLEMS[cls](), tmp_path / "store")
     with pytest.raises(TypeError, match=r"got a PefStore: pass store\.load\(\)"):
         cls(n_components=2, progress=False).fit(store)
+
+
+def test_load_with_a_model_that_is_no_torch_model_says_to_load_it(tmp_path):
+    fit = LrmNpeff(n_components=2, progress=False, **SHORT[LrmNpeff]).fit(PROBLEMS[LrmNpeff]())
+    fit.save(tmp_path / "fit.safetensors")
+    with pytest.raises(TypeError, match="model must be the torch model the PEFs were computed from, got str"):
+        LrmNpeff.load(tmp_path / "fit.safetensors", model="bert")

@@ -128,3 +128,16 @@ def test_an_lrm_file_with_nan_values_is_refused_as_the_d_reader_refuses_one(tmp_
         f["data/values"][...] = values
     with pytest.raises(StoreError, match=r"p\.h5 holds NaN or infinite PEF values"):
         read_lrm_pefs_h5(tmp_path / "p.h5")
+
+
+@pytest.mark.parametrize("labels, message", [([0.5, 1, 0, 1, 0, 1, 0, 1, 0, 1], "not a whole number"),
+                                             ([7, 1, 0, 1, 0, 1, 0, 1, 0, 1], "label 7 of example 0 is out of range")])
+def test_an_lrm_file_s_labels_are_checked_as_a_user_s_are(tmp_path, labels, message):
+    """A label 0.5 was cut to 0 and a label 7 of 2 classes taken."""
+    pefs = planted_lrm(10, 20, 2, seed=0).pefs
+    write_lrm_pefs_h5(pefs, tmp_path / "p.h5")
+    with h5py.File(tmp_path / "p.h5", "r+") as f:
+        del f["data/labels"]
+        f["data/labels"] = np.asarray(labels, dtype=np.float64)
+    with pytest.raises(StoreError, match=rf"p\.h5 holds labels that are no class indices.*{message}"):
+        read_lrm_pefs_h5(tmp_path / "p.h5")

@@ -436,12 +436,14 @@ class RunExplorer:
         from ..analysis.dashboard import coefficient_histogram, nearest_components
         from ..analysis.location import mass_by_location
 
-        from ..analysis.perturb import check_step
+        from ..analysis.perturb import check_step, check_sweep
 
         row = self.component(component)
         component = int(component)
         n_examples = self.n_top if n_examples is None else positive_int(n_examples, "n_examples")
-        check_step(epsilon, None)  # as perturb checks it
+        check_step(epsilon, None)  # as perturb checks it, and the sweep's steps before any work
+        if sweep is not None:
+            check_sweep(sweep, None)
         histogram, n_zero = coefficient_histogram(self.W[:, component])
         result = ComponentDashboard(
             component, row, histogram, n_zero, self.W.shape[0],

@@ -391,6 +391,9 @@ class NpeffBase(BaseEstimator):
         """Refuse (StoreError) a model other than the one whose PEFs were decomposed: other
         weights (when the PEFs recorded them), or no parameters of the decomposition's names and shapes."""
         check_is_fitted(self)
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be the torch model the PEFs were computed from, got {type(model).__name__}; "
+                            "load it first (e.g. AutoModelForSequenceClassification.from_pretrained(folder))")
         params = dict(model.named_parameters())
         wrong = [n for n, shape in zip(self.layout_.names, self.layout_.shapes)
                  if n not in params or tuple(params[n].shape) != tuple(shape)]

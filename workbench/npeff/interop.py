@@ -17,6 +17,7 @@ import scipy.sparse as sp
 from sklearn.utils.validation import check_is_fitted
 
 from ..core.arguments import user_path
+from ..core.validation import as_labels, check_label_range
 from ..core.params import ParameterLayout
 from ..core.pefs import DPefs, LrmPefs
 from ..store.files import StoreError, atomic_path
@@ -122,15 +123,30 @@ def read_lrm_pefs_h5(path: str | os.PathLike, layout: ParameterLayout | None = N
         if not (np.isfinite(X.data).all() and np.isfinite(norms).all() and np.isfinite(logits).all()):
             raise StoreError(f"{path} holds NaN or infinite PEF values, norms or logits: the file is damaged, or the "
                              "PEFs it holds came from a diverged or half-precision model; compute them again")
+        if (norms <= 0).any() or logits.ndim != 2:
+            raise StoreError(f"{path} holds PEF norms that are not positive, or logits that are no (examples, classes) "
+                             "table: the file is damaged, or holds something other than LRM-PEFs")
+        labels = _file_labels(data["labels"][()], logits.shape[1], path)
         return LrmPefs(
             X=X,
             classes=_slot_classes(logits, offsets.shape[1] - 1),
             frobenius_norms=norms,
-            labels=data["labels"][()].astype(np.int64),
+            labels=labels,
             logits=logits,
             layout=_checked_layout(layout, n_parameters),
             info={"source": str(path)},
         )
+
+
+def _file_labels(values: np.ndarray, n_classes: int, path) -> np.ndarray:
+    """A file's labels checked as write_pefs checks a user's: whole class indices in range, -1 unknown
+    (a label 0.5 was cut to 0, a label 7 of 2 classes taken)."""
+    try:
+        labels = as_labels(values, len(values))
+        check_label_range(labels, n_classes)
+    except (TypeError, ValueError) as error:
+        raise StoreError(f"{path} holds labels that are no class indices of its {n_classes} classes: {error}") from None
+    return labels.numpy()
 
 
 def write_d_pefs_h5(pefs: DPefs, path: str | os.PathLike) -> None:
@@ -161,11 +177,16 @@ def read_d_pefs_h5(path: str | os.PathLike, layout: ParameterLayout | None = Non
         if (F.data < 0).any() or not np.isfinite(F.data).all():
             raise StoreError(f"{path} holds negative or non-finite D-PEF values: a diagonal Fisher is a sum of squares; "
                              "the file is damaged, or holds something other than D-PEFs")
+        logits = data["predicted_logits"][()].astype(np.float32)
+        norms = data["dense_fisher_norms"][()].astype(np.float32)
+        if norms.shape != (values.shape[0],) or logits.ndim != 2:
+            raise StoreError(f"{path} holds norms of shape {norms.shape} or logits of shape {logits.shape} for "
+                             f"{values.shape[0]} examples: the file is damaged, or holds something other than D-PEFs")
         return DPefs(
             F=F,
-            frobenius_norms=data["dense_fisher_norms"][()].astype(np.float32),
-            labels=data["labels"][()].astype(np.int64),
-            logits=data["predicted_logits"][()].astype(np.float32),
+            frobenius_norms=norms,
+            labels=_file_labels(data["labels"][()], logits.shape[1], path),
+            logits=logits,
             layout=_checked_layout(layout, n_parameters),
             info={"source": str(path)},
         )
