@@ -144,3 +144,27 @@ def test_top_examples_refuse_indices_and_counts_that_would_be_misread():
     with pytest.raises(TypeError, match=r"n must be an integer"):
         loadings(W[1], np.ones((2, 3)), n=2.5)
     assert list(loadings(W[1], np.ones((2, 3)), n=1).index) == [1]
+
+
+def test_tables_and_matching_name_what_they_cannot_read():
+    """component_table gave negative or NaN masses, top_examples failed inside numpy on a 1-D W, and
+    match_components with min_cos above 1 matched nothing without a word, or compared G with H."""
+    from workbench.analysis.matching import match_components
+    from workbench.npeff import DNpeff, LrmNpeff
+    from workbench.npeff.planted import planted_d, planted_lrm
+
+    W, G = np.abs(np.random.default_rng(0).normal(size=(12, 3))), np.ones((3, 5))
+    for bad in (-W, np.where(W > 1, np.nan, W)):
+        with pytest.raises(ValueError, match="finite and non-negative"):
+            component_table(bad, G)
+    with pytest.raises(ValueError, match="one row per column of W"):
+        component_table(W, np.ones((4, 5)))
+    with pytest.raises(ValueError, match=r"W must be the \(n_examples, n_components\) coefficients"):
+        top_examples(W[:, 0], 0)
+    assert list(top_examples(pd.DataFrame(W), 0, 3)) == list(np.argsort(-W[:, 0])[:3])
+    with pytest.raises(ValueError, match="min_cos must be"):
+        match_components(G, G, min_cos=5)
+    lrm = LrmNpeff(n_components=2, n_iters_g_only=2, n_iters_joint=2, progress=False).fit(planted_lrm(20, 30, 2).pefs)
+    d = DNpeff(n_components=2, n_iters=3, progress=False).fit(planted_d(20, 30, 2).pefs)
+    with pytest.raises(ValueError, match="a is a lrm decomposition and b a d one"):
+        match_components(lrm, d)

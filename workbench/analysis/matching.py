@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
+from ..core.arguments import fraction
+
 #: Pairs whose |cos| is below this are no match: for random directions in thousands of
 #: dimensions |cos| is of order 1/√m, far below it.
 DEFAULT_MIN_COS = 0.3
@@ -53,6 +55,10 @@ def match_components(a, b, *, min_cos: float = DEFAULT_MIN_COS) -> pd.DataFrame:
     (|cos| ≥ ``min_cos``) and ``runner_up`` (the next best |cos| of ``a``'s component, so
     an ambiguous match shows).
     """
+    fraction(min_cos, "min_cos")  # a |cos|: above 1 nothing would ever match
+    if getattr(a, "kind", None) is not None and getattr(b, "kind", None) is not None and a.kind != b.kind:
+        raise ValueError(f"a is a {a.kind} decomposition and b a {b.kind} one: their components live in other spaces "
+                         "(gradient directions, diagonal Fishers); match fits of one kind")
     if hasattr(a, "components_") and hasattr(b, "components_"):
         if getattr(a, "layout_", None) is not None and getattr(b, "layout_", None) is not None and a.layout_ != b.layout_:
             raise ValueError(

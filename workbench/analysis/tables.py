@@ -33,7 +33,10 @@ def scaled_coefficients(W: np.ndarray, components: np.ndarray, kind: str = "lrm"
 def top_examples(W: np.ndarray, component: int, n_top: int = 20) -> np.ndarray:
     """Indices of the examples with the largest coefficients for ``component``, largest
     first; examples with a zero coefficient are never among them."""
-    component = component_index(component, np.shape(W)[1])
+    W = np.asarray(W)
+    if W.ndim != 2:
+        raise ValueError(f"W must be the (n_examples, n_components) coefficients of a fit (its W_), got shape {W.shape}")
+    component = component_index(component, W.shape[1])
     n_top = positive_int(n_top, "n_top")
     column = W[:, component]
     order = np.argsort(-column, kind="stable")[:n_top]
@@ -103,6 +106,13 @@ def component_table(
     (one row per example; cells may be tuples for multi-valued attributes).
     """
     W = np.asarray(W, dtype=np.float64)
+    if W.ndim != 2 or not np.isfinite(W).all() or (W < 0).any():
+        raise ValueError(f"W must be a fit's (n_examples, n_components) coefficients, finite and non-negative; got "
+                         f"shape {W.shape}" + ("" if W.ndim != 2 else ", with negative or non-finite entries"))
+    if np.ndim(components) != 2 or np.shape(components)[0] != W.shape[1]:
+        raise ValueError(f"components must have one row per column of W ({W.shape[1]}), got shape {np.shape(components)}")
+    if attributes is not None and not isinstance(attributes, pd.DataFrame):
+        raise TypeError(f"attributes must be a DataFrame with one column per attribute, got {type(attributes).__name__}")
     _check_rows(W.shape[0], labels=labels, predictions=predictions, attributes=attributes)
     norms = component_norms(components)
     mass = coefficient_mass(W, components, kind)
