@@ -143,3 +143,21 @@ def test_an_unknown_word_is_a_word_not_a_special_token():
     tokenizer = SimpleNamespace(all_special_tokens=["[CLS]", "[SEP]", "[UNK]"], unk_token="[UNK]")
     groups = word_groups(tokenizer, ["[CLS]", "the", "[UNK]", "[SEP]"], None)
     assert [special for _, _, special in groups] == [True, False, False, True]
+
+
+@pytest.mark.parametrize("settings, error, message", [
+    (dict(n_top=0), ValueError, "n_top must be an integer of at least 1"),
+    (dict(epsilon=-1.0), ValueError, "epsilon must be a positive"),
+    (dict(min_cos=5), ValueError, "min_cos must be"),
+    (dict(groups=["a"]), ValueError, "groups has 1 rows for 2 labels"),
+    (dict(checkpoints=["a/checkpoint-1"]), TypeError, r"\(step, path\) pairs with integer steps"),
+])
+def test_over_training_checks_its_settings_before_the_checkpoints_pefs(settings, error, message):
+    from workbench.analysis.over_training import over_training
+
+    def no_model(path):
+        raise AssertionError("a model was loaded before the settings were checked")
+
+    call = dict(checkpoints=[(1, "a")], inputs={}, labels=[0, 1], load_model=no_model) | settings
+    with pytest.raises(error, match=message):
+        over_training(call.pop("checkpoints"), call.pop("inputs"), call.pop("labels"), **call)

@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.arguments import user_path
+from ..core.arguments import fraction, positive_int, user_path
+from .perturb import check_step
 from .tables import accuracy_by_group, coefficient_mass, top_examples
 
 STRATEGIES = ("transform", "match")
@@ -164,9 +165,24 @@ def over_training(
     series = checkpoint_series(checkpoints) if isinstance(checkpoints, (str, os.PathLike)) else list(checkpoints)
     if not series:
         raise ValueError("no checkpoints given")
+    if not all(isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], (int, np.integer))
+               for item in series):
+        raise TypeError("checkpoints must be a folder of checkpoint-<step>/ folders, or (step, path) pairs with "
+                        f"integer steps; got {series[:2]!r}...")
+    # the settings, checked before the checkpoints' PEFs and fits (minutes)
+    for name, value, minimum in (("n_components", n_components, 1), ("n_top", n_top, 1),
+                                 ("n_baseline", n_baseline, 1), ("seed", seed, 0)):
+        positive_int(value, name, minimum)
+    check_step(epsilon, None)
+    if min_cos is not None:
+        fraction(min_cos, "min_cos")
+    if reference is not None and not hasattr(reference, "W_"):
+        raise TypeError(f"reference must be a fitted decomposition, got {type(reference).__name__}")
     load_model = load_model or _load_model
     labels = np.asarray(labels)
     groups = list(groups) if groups is not None else ["all"] * len(labels)
+    if len(groups) != len(labels):
+        raise ValueError(f"groups has {len(groups)} rows for {len(labels)} labels: give one per example")
 
     def pefs_of(path):
         model = load_model(path)
