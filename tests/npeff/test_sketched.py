@@ -74,6 +74,11 @@ def test_mapping_back_refuses_what_does_not_belong():
         unsketch(est, sketched, model, tiny_bert_inputs(12, seed=5), progress=False)
     with pytest.raises(TypeError, match="inputs are needed"):
         unsketch(est, sketched, model)
+    with pytest.raises(TypeError, match="source must be the model the sketched PEFs came from"):
+        unsketch(est, sketched, "model", inputs)
+    other = compute_pefs(tiny_bert(3, seed=1), inputs, n_values=None, progress=False)  # same shapes, other weights
+    with pytest.raises(ValueError, match="source PEFs come from another model"):
+        unsketch(est, sketched, other)
     d_fit = DNpeff(2, n_iters=5, progress=False).fit(planted_d(20, 30, 2).pefs)
     with pytest.raises(TypeError, match="only LRM-NPEFF"):
         back_projection(d_fit, sketched)

@@ -28,6 +28,13 @@ def unsketch(estimator: LrmNpeff, pefs: LrmPefs, source, inputs=None, *, batch_s
         in the same order); or :class:`LrmPefs` of the same examples on the parameter axis.
     """
     _, parameters = CountSketch.from_info(pefs.info)
+    if not isinstance(source, (LrmPefs, torch.nn.Module)):
+        raise TypeError(f"source must be the model the sketched PEFs came from (with its inputs), or LrmPefs of the "
+                        f"same examples on the parameter axis; got {type(source).__name__}")
+    ours, theirs = pefs.info.get("model_fingerprint"), getattr(source, "info", {}).get("model_fingerprint")
+    if ours and theirs and ours != theirs:  # same names and shapes, other weights: another model's gradients
+        raise ValueError("source PEFs come from another model than the sketched PEFs (their weights' fingerprints "
+                         "differ); pass the PEFs of the model the sketch was taken of")
     M = back_projection(estimator, pefs)  # (r, n_examples · n_slots)
     if isinstance(source, LrmPefs):
         if source.layout != parameters or source.n_examples != pefs.n_examples or source.n_slots != pefs.n_slots:
