@@ -391,3 +391,18 @@ def test_left_padding_under_absolute_positions_gives_each_example_s_pefs_alone(c
                              method="loop", progress=False).dense()[0]
         assert np.abs(fast[i] - truth).max() < 2e-6 * np.abs(truth).max()
     assert max_relative_error(model, inputs, batch_size=3) < 2e-6
+
+
+@pytest.mark.parametrize("name", ["GPT-2", "Llama as a zero-shot classifier"])
+def test_a_decoder_s_classification_head_counts_with_the_head_not_with_the_last_token(name):
+    """GPT-2's score layer is applied at every position and read at the last: its share went to the last
+    token, which read as 98% of the words. A component of the head's parameters alone is all head."""
+    from workbench import LrmNpeff
+    from workbench.analysis.highlights import token_scores
+
+    model, inputs = build(name), example_inputs(name)
+    head = "score" if name == "GPT-2" else "lm_head"
+    pefs = compute_pefs(model, inputs, n_values=None, include=head, progress=False)
+    decomposition = LrmNpeff(n_components=2, n_iters_g_only=5, n_iters_joint=5, seed=0).fit(pefs)
+    scores = token_scores(model, decomposition, 0, inputs, batch_size=3)
+    assert all(s.head_share == pytest.approx(1.0) and np.abs(s.scores).max() < 1e-9 for s in scores)

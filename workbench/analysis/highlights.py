@@ -10,7 +10,9 @@ derivative is a sum over the places where the perturbed parameters are *used*: a
 with parameters W applied at token position t contributes ∂ log p / ∂ out_t · J_W out_t[g_W],
 its output gradient at t times the change of its output at t. So a_s · g = Σ_t c_st + c_s,head,
 with c_st the part flowing through position t and c_s,head the part through layers with
-no token axis (BERT's pooler and classifier).
+no token axis (BERT's pooler and classifier) and through the classification head wherever it is
+applied (GPT-2's score layer runs at every position and is read at the last: crediting that token
+with the head would read as the last word doing the work).
 
 A component's coefficient for the example is driven by Σ_s (a_s · g)², the example's
 Fisher mass along g, which splits exactly into per-position shares:
@@ -123,7 +125,7 @@ def token_scores(
     params = parameters_of(model, layout)
     direction = layout.split(decomposition.component(component))
     owners = _owning_modules(model, params)
-    decoder_call = _decoder_calls(model)
+    placement = _placements(model)
     left_out: set[str] = set()  # the types of the layers called with more than their input
     left_out_params: set[int] = set()
     results: list[TokenScores] = []
@@ -143,7 +145,7 @@ def token_scores(
             scored: list[TokenScores | None] = [None] * n_inputs(batch)
             for rows, part in groups_as_computed(batch, unpadded):
                 for row, score in zip(rows.tolist(), _batch_scores(model, part, owners, params, layout, direction,
-                                                                    top_k_classes, expand, fold, decoder_call, left_out)):
+                                                                    top_k_classes, expand, fold, placement, left_out)):
                     scored[row] = score
             results.extend(scored)
     if left_out:
@@ -162,6 +164,34 @@ def _share_of(direction: Mapping, names: list[str]) -> float:
     squares = {name: float((np.asarray(value, dtype=np.float64) ** 2).sum()) for name, value in direction.items()}
     total = sum(squares.values())
     return sum(squares[n] for n in names) / total if total > 0 else 0.0
+
+
+def _placements(model):
+    """Where a layer call's flow is credited: ``"head"`` for the classification head, the modules outside
+    transformers' base model (GPT-2's score is applied at every position and read at the last: its
+    share went to the last token, which then read as 98% of the words; a language model's lm_head
+    likewise), ``"decoder"`` for an encoder-decoder's decoder (its position t reads token t − 1), else
+    ``"tokens"``."""
+    decoder_call = _decoder_calls(model)
+    head = _head_modules(model)
+
+    def placement(capture, input_ids) -> str:
+        if id(capture.module) in head:
+            return "head"
+        return "decoder" if decoder_call is not None and decoder_call(capture, input_ids) else "tokens"
+
+    return placement
+
+
+def _head_modules(model) -> set[int]:
+    """The modules of ``model`` outside its body (transformers' ``base_model``; a zero-shot classifier's
+    language model's); none for a model without one."""
+    inner = getattr(model, "lm", model)
+    body = getattr(inner, "base_model", None) if isinstance(inner, torch.nn.Module) else None
+    if not isinstance(body, torch.nn.Module) or body is inner:
+        return set()
+    in_body = {id(m) for m in body.modules()}
+    return {id(m) for m in model.modules() if id(m) not in in_body}
 
 
 def _decoder_calls(model):
@@ -184,7 +214,7 @@ def _decoder_calls(model):
     return is_decoder_call
 
 
-def _batch_scores(model, batch, owners, params, layout, direction, top_k_classes, expand, fold, decoder_call,
+def _batch_scores(model, batch, owners, params, layout, direction, top_k_classes, expand, fold, placement,
                   left_out: set[str]) -> list[TokenScores]:
     b, length = batch["input_ids"].shape[:2]
     with CaptureLayers([m for m, _ in owners], b, expand, fold, positions=length) as capture:
@@ -213,9 +243,10 @@ def _batch_scores(model, batch, owners, params, layout, direction, top_k_classes
         flow = (g.double() * change.double().unsqueeze(0))  # (k, b, ...)
         if flow.ndim >= 4 and flow.shape[2] > length and not bool(flow[:, :, length:].any()):
             flow = flow[:, :, :length]  # positions the model padded on itself (Longformer, to its window): no flow
-        if flow.ndim >= 4 and flow.shape[2] == length:  # (k, b, positions, features...)
+        where = placement(cap, batch["input_ids"])
+        if where != "head" and flow.ndim >= 4 and flow.shape[2] == length:  # (k, b, positions, features...)
             flow = flow.reshape(k, b, length, -1).sum(dim=-1)
-            if decoder_call is not None and decoder_call(cap, batch["input_ids"]):
+            if where == "decoder":
                 # the decoder's position t reads token t − 1; its position 0 reads the start token, no
                 # token of the text, and counts with the head
                 head += flow[:, :, 0]

@@ -242,8 +242,9 @@ LEGEND = (
     '<span class="swatch" style="background:rgba(var(--cancels, 40,120,255),0.8)"></span>cancels part of it; '
     "a word's share is of the words' total |share| (hover a word for it and for its share of the whole mass). "
     "<b>words</b> + <b>special</b> + <b>head</b> = 100% of the example's Fisher mass along the component: "
-    "<b>special</b> flows through [CLS]/[SEP]-like tokens, <b>head</b> through parameters with no token axis "
-    "(pooler, classifier), so no word can be credited with either.</div>"
+    "<b>special</b> flows through [CLS]/[SEP]-like tokens, <b>head</b> through the classification head (pooler, "
+    "classifier, a decoder's score layer) and parameters with no token axis, so no word can be credited with "
+    "either.</div>"
 )
 
 
@@ -306,7 +307,7 @@ def shares_html(example) -> str:
     """The three named shares of an example's mass along the component: words, special tokens, head."""
     parts = [("words", getattr(example, "visible_share", None), "visible tokens: the words of the text"),
              ("special", getattr(example, "special_share", None), "special tokens such as [CLS] and [SEP]"),
-             ("head", getattr(example, "head_share", None), "parameters with no token axis (pooler, classifier)")]
+             ("head", getattr(example, "head_share", None), "the classification head and parameters with no token axis")]
     shown = [f'<span title="{escape(title)}"><b>{name}</b> {percent(value)}</span>'
              for name, value, title in parts if value is not None]
     return f'<span class="shares">{" ".join(shown)}</span>' if shown else ""
