@@ -141,3 +141,21 @@ def test_an_lrm_file_s_labels_are_checked_as_a_user_s_are(tmp_path, labels, mess
         f["data/labels"] = np.asarray(labels, dtype=np.float64)
     with pytest.raises(StoreError, match=rf"p\.h5 holds labels that are no class indices.*{message}"):
         read_lrm_pefs_h5(tmp_path / "p.h5")
+
+
+@pytest.mark.parametrize("dataset, value, message", [
+    ("new_to_old_col_indices", lambda kept: np.full_like(kept, 10**6), "kept columns"),
+    ("new_to_old_col_indices", lambda kept: kept[:-1], "kept columns"),
+    ("G", lambda G: np.where(G == G.max(), np.nan, G), "NaN, infinite or negative"),
+])
+def test_a_damaged_decomposition_file_is_refused_as_it_is_read(tmp_path, dataset, value, message):
+    """Kept columns out of range or of the wrong length, NaN in G: read without a word, they failed later
+    inside component()."""
+    fit = LrmNpeff(n_components=2, n_iters_g_only=3, n_iters_joint=3, progress=False).fit(planted_lrm(20, 30, 2).pefs)
+    write_lrm_decomposition_h5(fit, tmp_path / "d.h5")
+    with h5py.File(tmp_path / "d.h5", "r+") as f:
+        changed = value(f[f"data/{dataset}"][()])
+        del f[f"data/{dataset}"]
+        f[f"data/{dataset}"] = changed
+    with pytest.raises(StoreError, match=message):
+        read_lrm_decomposition_h5(tmp_path / "d.h5")

@@ -214,14 +214,24 @@ def read_lrm_decomposition_h5(path: str | os.PathLike, layout: ParameterLayout |
         data = f["data"]
         _require(data, ["W", "G", "new_to_old_col_indices"], path)
         W, G = data["W"][()].astype(np.float32), data["G"][()].astype(np.float32)
-        if W.shape[1] != G.shape[0]:
-            raise StoreError(f"{path}: W has {W.shape[1]} components but G has {G.shape[0]}")
+        kept = data["new_to_old_col_indices"][()]
+        n_parameters, n_slots = int(data.attrs["n_parameters"]), int(data.attrs["n_classes"])
+        if W.ndim != 2 or G.ndim != 2 or W.shape[1] != G.shape[0]:
+            raise StoreError(f"{path}: W of shape {W.shape} and G of shape {G.shape} are no decomposition (W is "
+                             "(examples, components), G (components, kept parameters))")
+        if kept.shape != (G.shape[1],) or kept.size and (kept.min() < 0 or kept.max() >= n_parameters) \
+                or len(np.unique(kept)) != kept.size:
+            raise StoreError(f"{path}: its kept columns (new_to_old_col_indices, shape {kept.shape}) are not "
+                             f"{G.shape[1]} distinct parameters of its {n_parameters}: the file is damaged")
+        if not (np.isfinite(W).all() and np.isfinite(G).all()) or (W < 0).any() or n_slots < 1:
+            raise StoreError(f"{path} holds NaN, infinite or negative coefficients, or {n_slots} classes: the file is "
+                             "damaged, or the fit that wrote it diverged")
         frequency = int(f["losses"].attrs.get("log_loss_frequency", 1)) if "losses" in f else 1
         model = LrmNpeff(n_components=int(G.shape[0]), log_every=max(frequency, 1), progress=False)
         model.W_, model.G_ = W, G
-        model.kept_columns_ = data["new_to_old_col_indices"][()].astype(np.int64)
-        model.n_parameters_ = int(data.attrs["n_parameters"])
-        model.n_slots_ = int(data.attrs["n_classes"])
+        model.kept_columns_ = kept.astype(np.int64)
+        model.n_parameters_ = n_parameters
+        model.n_slots_ = n_slots
         model.layout_ = _checked_layout(layout, model.n_parameters_)
         model.pef_info_ = {"source": str(path)}
         model.loss_history_ = {}
