@@ -97,3 +97,10 @@ def test_keep_init_must_be_a_bool():
     with pytest.raises(TypeError, match="keep_init must be True or False"):
         LrmNpeff(n_components=3, n_iters_g_only=3, n_iters_joint=3, progress=False).fit(problem.pefs, init=first,
                                                                                          keep_init="no")
+
+
+def test_expand_names_n_components_as_its_own():
+    problem = planted_lrm(60, 80, 3, seed=2)
+    first = LrmNpeff(n_components=2, n_iters_g_only=3, n_iters_joint=3, progress=False).fit(problem.pefs)
+    with pytest.raises(TypeError, match=r"expand sets n_components itself \(2 \+ n_new\); .*expand\(pefs, 3\)"):
+        first.expand(problem.pefs, 1, n_components=5)
