@@ -243,8 +243,9 @@ class NpeffBase(BaseEstimator):
         if not isinstance(n_new, (int, np.integer)) or isinstance(n_new, bool) or n_new < 1:
             raise ValueError(f"n_new must be a positive integer (components to add), got {n_new!r}")
         if "n_components" in settings:
+            more = max(1, settings["n_components"] - self.n_components)
             raise TypeError(f"expand sets n_components itself ({self.n_components} + n_new); pass the number of "
-                            f"components to add as n_new, e.g. expand(pefs, {max(1, settings['n_components'] - self.n_components)})")
+                            f"components to add as n_new, e.g. expand(pefs, {more})")
         bigger = clone(self).set_params(n_components=self.n_components + int(n_new), **settings)
         return bigger.fit(pefs, init=self)
 
