@@ -159,3 +159,14 @@ def test_a_damaged_decomposition_file_is_refused_as_it_is_read(tmp_path, dataset
         f[f"data/{dataset}"] = changed
     with pytest.raises(StoreError, match=message):
         read_lrm_decomposition_h5(tmp_path / "d.h5")
+
+
+def test_a_file_whose_arrays_have_too_few_dimensions_is_named(tmp_path):
+    pefs = planted_lrm(10, 20, 2, seed=0).pefs
+    write_lrm_pefs_h5(pefs, tmp_path / "p.h5")
+    with h5py.File(tmp_path / "p.h5", "r+") as f:
+        offsets = f["data/col_offsets"][()]
+        del f["data/col_offsets"]
+        f["data/col_offsets"] = offsets[:, 0]
+    with pytest.raises(StoreError, match=r"p\.h5 holds arrays of other shapes than the original NPEFF layout's"):
+        read_lrm_pefs_h5(tmp_path / "p.h5")

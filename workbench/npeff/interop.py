@@ -80,6 +80,9 @@ def _reading(path: str | os.PathLike):
     except (OSError, KeyError) as err:
         raise StoreError(f"{path} cannot be read as a file of the original NPEFF layout (truncated, or another "
                          f"layout): {err}") from err
+    except IndexError as err:  # an array of fewer dimensions than the layout's (a 1-D W, values or offsets)
+        raise StoreError(f"{path} holds arrays of other shapes than the original NPEFF layout's ({err}): the file "
+                         "is damaged, or was written by something else") from err
 
 
 def _require(group, names, path):
