@@ -190,4 +190,10 @@ def test_scores_and_baselines_of_another_model_are_refused():
         token_scores(other, fit, 0, inputs)
     with pytest.raises(StoreError, match="computed from another model"):
         baseline_coefficients(other, inputs, fit)
+    # the baselines' settings, named before their PEFs are computed (scikit-learn named KMeans.random_state)
+    for settings, message in [(dict(seed=-1), "seed must be an integer of at least 0"),
+                              (dict(alpha=-1), "alpha .* must be a positive number"),
+                              (dict(gradients=np.ones(5)), r"gradients must be a finite \(n_examples, n_parameters\)")]:
+        with pytest.raises(ValueError, match=message):
+            baseline_coefficients(model, inputs, fit, **settings)
     assert len(token_scores(model, fit, 0, inputs)) == 8
