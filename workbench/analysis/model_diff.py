@@ -27,7 +27,7 @@ import pandas as pd
 from ..core.arguments import fraction, positive_int
 from .perturb import check_step
 from .matching import DEFAULT_MIN_COS, OnCoefficients, match_components, match_quality
-from .tables import coefficient_mass, component_table, top_examples
+from .tables import coefficient_mass, component_table, top_examples, values_of
 
 #: A component names a strategy when this share of its top set holds it.
 DEFAULT_MIN_PURITY = 0.8
@@ -177,11 +177,7 @@ def _best_share(evidence: pd.DataFrame, groups: list, value) -> float:
 
 def _share_holding(top, groups: list, value) -> float:
     """The share of the examples ``top`` whose attribute values include ``value``."""
-    return float(np.mean([value in _values(groups[i]) for i in top]))
-
-
-def _values(cell) -> tuple:
-    return tuple(cell) if isinstance(cell, (tuple, list)) else (cell,)
+    return float(np.mean([value in values_of(groups[i]) for i in top]))
 
 
 def _strategy_status(ev_a: pd.DataFrame, ev_b: pd.DataFrame, groups: list, min_purity: float) -> pd.DataFrame:
@@ -192,13 +188,13 @@ def _strategy_status(ev_a: pd.DataFrame, ev_b: pd.DataFrame, groups: list, min_p
         components: dict = {}
         for j, top in evidence["top_own"].items():
             if len(top):
-                for value in {v for i in top for v in _values(groups[i])}:
+                for value in {v for i in top for v in values_of(groups[i])}:
                     if _share_holding(top, groups, value) >= min_purity:
                         components.setdefault(value, []).append(int(j))
         return {value: sorted(js) for value, js in components.items()}
 
     in_a, in_b = named(ev_a), named(ev_b)
-    values = {v for cell in groups for v in _values(cell)}
+    values = {v for cell in groups for v in values_of(cell)}
     rows = []
     for value in sorted(values, key=str):
         a, b = value in in_a, value in in_b

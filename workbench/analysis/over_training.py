@@ -33,7 +33,7 @@ import pandas as pd
 
 from ..core.arguments import fraction, positive_int, user_path
 from .perturb import check_step
-from .tables import accuracy_by_group, coefficient_mass, top_examples
+from .tables import accuracy_by_group, coefficient_mass, top_examples, values_of
 
 STRATEGIES = ("transform", "match")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -207,7 +207,7 @@ def over_training(
     def purity_of(W, j, value):
         """Share of component j's top set under W that holds the reference's majority value."""
         top = top_examples(W, j, n_top)
-        return float(np.mean([value in _values(groups[i]) for i in top])) if len(top) else float("nan")
+        return float(np.mean([value in values_of(groups[i]) for i in top])) if len(top) else float("nan")
 
     component_rows, accuracy_rows = [], []
     for step, path in tqdm(series, desc="checkpoints", disable=not progress):
@@ -252,10 +252,6 @@ def kl_ratios(model, decomposition, inputs, labels, **settings) -> pd.Series:
         table = perturbation_table(model, decomposition, inputs, labels, components=used, progress=False, **settings)
         ratios.loc[table.index] = table["kl_ratio"]
     return ratios
-
-
-def _values(cell) -> tuple:
-    return tuple(cell) if isinstance(cell, (tuple, list, np.ndarray)) else (cell,)
 
 
 def _reference_table(reference, labels, groups, n_top: int) -> pd.DataFrame:

@@ -252,6 +252,7 @@ def _ratio(top: float, baseline: float) -> float:
 def baseline_examples(n_examples: int, top: Sequence[int], n_baseline: int = 100, seed: int = 0) -> np.ndarray:
     """A random set of examples outside the top set."""
     n_baseline = positive_int(n_baseline, "n_baseline")  # no baseline: no ratio to read
+    positive_int(seed, "seed", 0)  # numpy's own error named no argument
     others = np.setdiff1d(np.arange(n_examples), np.asarray(top, dtype=np.int64))
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(others, size=min(n_baseline, len(others)), replace=False))

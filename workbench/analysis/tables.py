@@ -43,7 +43,7 @@ def top_examples(W: np.ndarray, component: int, n_top: int = 20) -> np.ndarray:
     return order[column[order] > 0]
 
 
-def _values_of(cell) -> tuple:
+def values_of(cell) -> tuple:
     """An attribute cell as a tuple of values: multi-valued cells (tuples, lists, arrays)
     count for each of their values, so a multi-factor example counts for both strategies."""
     if isinstance(cell, (tuple, list, np.ndarray)):
@@ -55,7 +55,7 @@ def purity(cells: Sequence) -> tuple[object, float]:
     """(majority value, share of cells that hold it). Multi-valued cells hold each of their values."""
     if len(cells) == 0:
         return None, float("nan")
-    counts = Counter(v for cell in cells for v in set(_values_of(cell)))
+    counts = Counter(v for cell in cells for v in set(values_of(cell)))
     value, count = max(counts.items(), key=lambda kv: (kv[1], str(kv[0])))
     return value, count / len(cells)
 
@@ -68,7 +68,7 @@ def entropy(cells: Sequence) -> float:
     """
     weights: Counter = Counter()
     for cell in cells:
-        values = set(_values_of(cell))
+        values = set(values_of(cell))
         for v in values:
             weights[v] += 1.0 / len(values)
     total = sum(weights.values())
@@ -144,7 +144,7 @@ def coefficient_mass(W: np.ndarray, components: np.ndarray, kind: str = "lrm", *
 
 def value_shares(cells: Sequence) -> pd.Series:
     """Share of the cells holding each value, largest first; a multi-valued cell holds each of its values."""
-    counts = Counter(v for cell in cells for v in set(_values_of(cell)))
+    counts = Counter(v for cell in cells for v in set(values_of(cell)))
     n = max(len(cells), 1)
     return pd.Series({value: count / n for value, count in counts.most_common()}, dtype=np.float64)
 
@@ -158,7 +158,7 @@ def accuracy_by_group(labels, predictions, groups: Sequence) -> pd.Series:
     hits: Counter = Counter()
     counts: Counter = Counter()
     for cell, ok, keep in zip(groups, correct, known):
-        for value in set(_values_of(cell)) if keep else ():
+        for value in set(values_of(cell)) if keep else ():
             counts[value] += 1
             hits[value] += bool(ok)
     return pd.Series({value: hits[value] / counts[value] for value in sorted(counts, key=str)}, dtype=np.float64)

@@ -181,13 +181,11 @@ class RunExplorer:
         from ..analysis.trace import perturbation_trace
 
         n_top = self.n_top if n_top is None else positive_int(n_top, "n_top")
-        n_baseline = positive_int(n_baseline, "n_baseline")  # before the model loads
-        positive_int(seed, "seed", 0)
         top = self.ranking(component)[:n_top]  # not the top set, which stops at the explorer's n_top
         if len(top) == 0:
             raise ValueError(f"component {component} has no examples with a positive coefficient to trace")
+        baseline = baseline_examples(len(self.examples), top, n_baseline, seed)  # its checks before the model loads
         model, tokenizer = self.model_and_tokenizer()
-        baseline = baseline_examples(len(self.examples), top, n_baseline, seed)
         return perturbation_trace(model, tokenizer, self.decomposition, int(component),
                                   list(self.examples["text"]), top, baseline, epsilon=epsilon, max_sim=max_sim,
                                   max_length=self.max_length)
@@ -408,15 +406,13 @@ class RunExplorer:
         from ..analysis.perturb import baseline_examples
         from ..models.text import encode_texts
 
-        n_baseline = positive_int(n_baseline, "n_baseline")  # before the model loads
-        positive_int(seed, "seed", 0)
         if self.labels is None:
             raise ValueError(f"{self.run.path}: the examples have no 'label' column, which the check needs")
         top = self._top_set(component)
         if len(top) == 0:
             raise ValueError(f"component {component} has no examples with a positive coefficient to perturb on")
+        baseline = baseline_examples(len(self.examples), top, n_baseline, seed)  # its checks before the model loads
         model, tokenizer = self.model_and_tokenizer()
-        baseline = baseline_examples(len(self.examples), top, n_baseline, seed)
         rows = np.concatenate([top, baseline])
         # the PEF run warned of the texts it cut, by their numbers; a subset would number them anew
         inputs = encode_texts(model, tokenizer, self.examples["text"].to_numpy()[rows], self.max_length, warn=False).inputs

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..analysis.tables import component_table
-from ..core.arguments import positive_int, user_path
+from ..analysis.tables import component_table, values_of
+from ..core.arguments import flag, positive_int, user_path
 from ..core.device import resolve_device
 from ..core.kinds import KINDS
 from ..core.params import select_parameters
@@ -82,8 +82,7 @@ def run_model(
     if out.resolve().is_relative_to(source.resolve()) and out.resolve() != source.resolve():
         raise ValueError(f"the run folder {out} is inside the model folder {source}, which the run copies into it: "
                          "choose a run folder outside the model's")
-    if not isinstance(progress, bool):
-        raise TypeError(f"progress must be True or False, got {progress!r}")
+    flag(progress, "progress")
     attributes = _checked_attributes(attributes, len(texts))
     _check_prompt(template, label_words)
     _check_counts(n_components=n_components, n_values=n_values, n_iters_g_only=n_iters_g_only,
@@ -92,12 +91,13 @@ def run_model(
     # Everything a model can refuse is found now, before the run folder is touched: weights that
     # would load at random, no tokenizer, label words it does not know, a filter that keeps nothing.
     model, tokenizer = _load(source, template, label_words, label_prefix)
-    if _n_classes(model) < 2:
-        raise ValueError(f"{source} holds a model with {_n_classes(model)} output (problem_type "
+    n_classes = _n_classes(model)
+    if n_classes < 2:
+        raise ValueError(f"{source} holds a model with {n_classes} output (problem_type "
                          f"{getattr(model.config, 'problem_type', None)!r}): NPEFF reads a classifier's distribution over "
                          "its classes, and a regression head has none; pass a sequence classifier of two classes or more")
     labels = as_labels(labels, len(texts))  # the checks write_pefs makes, made before the folder is touched
-    check_label_range(labels, _n_classes(model))
+    check_label_range(labels, n_classes)
     labels = labels.numpy()
     max_length = _checked_max_length(max_length, model)
     select_parameters(model, name_filter(include, "include"), name_filter(exclude, "exclude"))
@@ -237,7 +237,7 @@ def _check_attribute_cells(column: pd.Series) -> None:
     import pyarrow as pa
 
     for cell in column:
-        for value in (cell if isinstance(cell, (tuple, list, np.ndarray)) else (cell,)):
+        for value in values_of(cell):  # as the component table counts them
             try:
                 hash(value)
             except TypeError:

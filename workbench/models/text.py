@@ -90,24 +90,26 @@ def encode_texts(model, tokenizer, texts: Sequence[str], max_length: int, *, war
     fast = spans and getattr(tokenizer, "is_fast", False)
     if getattr(model, "prompts", None) is None:
         encoded = _classifier_inputs(tokenizer, texts, max_length, warn, fast)
-        encoded.inputs = {k: v for k, v in encoded.inputs.items() if _reads(model, k)}
+        reads = _reads(model)
+        encoded.inputs = {k: v for k, v in encoded.inputs.items() if reads(k)}
         return encoded
     return _prompt_inputs(model, tokenizer, texts, max_length, warn, fast)
 
 
-def _reads(model, name: str) -> bool:
-    """Whether the model's forward names the input ``name``: a tokenizer of another family (BERT's,
-    saved with a DistilBERT) adds token_type_ids, which the forward would swallow unread, with a
-    warning at every call; our own tokenization leaves them out. A forward that names no input_ids
-    (a wrapper's ``forward(**inputs)`` that passes them on) or cannot be read takes them all."""
+def _reads(model):
+    """Whether the model's forward names an input (a test of its name): a tokenizer of another family
+    (BERT's, saved with a DistilBERT) adds token_type_ids, which the forward would swallow unread,
+    with a warning at every call; our own tokenization leaves them out. A forward that names no
+    input_ids (a wrapper's ``forward(**inputs)`` that passes them on) or cannot be read takes them all."""
     import inspect
 
     try:
         parameters = inspect.signature(model.forward).parameters
     except (TypeError, ValueError, AttributeError):
-        return True
-    passes_on = "input_ids" not in parameters or any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters.values())
-    return passes_on or name in parameters
+        return lambda name: True
+    if "input_ids" not in parameters or any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters.values()):
+        return lambda name: True
+    return parameters.__contains__
 
 
 def _classifier_inputs(tokenizer, texts: list[str], max_length: int, warn: bool, fast: bool) -> EncodedTexts:

@@ -237,9 +237,9 @@ def percent(value: float, sign: str = "") -> str:
 
 #: The colour legend and the meaning of the three shares, shown above highlighted examples.
 LEGEND = (
-    '<div class="legend">Token shading: <span class="swatch" style="background:rgba(var(--carries, 255,140,0),0.8)"></span>'
+    f'<div class="legend">Token shading: <span class="swatch" style="background:{token_colour(1.0, 1.0)}"></span>'
     "carries the component (each example's strongest word fully shaded and underlined) "
-    '<span class="swatch" style="background:rgba(var(--cancels, 40,120,255),0.8)"></span>cancels part of it; '
+    f'<span class="swatch" style="background:{token_colour(-1.0, 1.0)}"></span>cancels part of it; '
     "a word's share is of the words' total |share| (hover a word for it and for its share of the whole mass). "
     "<b>words</b> + <b>special</b> + <b>head</b> = 100% of the example's Fisher mass along the component: "
     "<b>special</b> flows through [CLS]/[SEP]-like tokens, <b>head</b> through the classification head (pooler, "
