@@ -112,13 +112,24 @@ def test_high_contrast_mode_keeps_the_shading_and_the_legend(browser, report_ind
     assert bars and all(rgba(b)[3] > 0 and b != "rgb(0, 0, 0)" for b in bars), bars[:5]
 
 
+#: The charts whose title runs past the chart's edges: [title, its left and right, the chart's left and right].
+TITLES_OUTSIDE = """() => Array.from(document.querySelectorAll('.npeff-plot')).map(function (plot) {
+  var svg = plot.querySelector('svg.main-svg'), title = plot.querySelector('.gtitle');
+  if (!svg || !title) return null;
+  var s = svg.getBoundingClientRect(), t = title.getBoundingClientRect();
+  return [title.textContent, t.left, t.right, s.left, s.right];
+}).filter(function (r) { return r && (r[1] < r[3] - 1 || r[2] > r[4] + 1); })"""
+
+
 def test_a_phone_reads_the_report_without_scrolling_sideways(browser, report_index):
     page = open_page(browser, report_index, width=320)
     page.wait_for_function("document.querySelectorAll('.npeff-plot .main-svg').length >= 30")
     page.wait_for_timeout(500)
     width, client = page.evaluate("[document.scrollingElement.scrollWidth, document.scrollingElement.clientWidth]")
+    titles = page.evaluate(TITLES_OUTSIDE)
     page.close()
     assert width <= client, (width, client)
+    assert not titles, titles  # every chart's title whole (they ran past the chart's right edge at 360 px)
 
 
 def test_charts_are_named_and_their_buttons_stay_out_of_the_tab_order(browser, report_index):

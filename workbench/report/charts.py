@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import textwrap
 import uuid
 from collections.abc import Sequence
 
@@ -20,7 +21,20 @@ from .html import escape, plotly_text, table_html
 SIGN_NAMES = {"+": "θ + εĝ", "-": "θ − εĝ"}
 SET_COLOURS = {"top": "#e8710a", "baseline": "#7f7f7f"}
 #: The layout of the strategy and trace charts (lines over steps or layers, legend below).
-LINES_LAYOUT = dict(height=340, margin=dict(l=60, r=10, t=50, b=40), legend=dict(orientation="h", y=-0.2))
+LINES_LAYOUT = dict(height=340, margin=dict(l=60, r=10, b=40), legend=dict(orientation="h", y=-0.2))
+#: The characters of a title line that the narrowest chart box (280 px) shows whole at 13 px: plotly
+#: never wraps a title, and longer ones ran past the chart's right edge on a phone.
+TITLE_LINE = 44
+
+
+def with_title(figure, text: str):
+    """``figure`` titled ``text`` (escaped for plotly): its own lines (``\\n``: a headline, then the
+    detail), each wrapped into lines a narrow chart shows whole, never inside ``a = b``; with the top
+    margin those lines need."""
+    parts = str(text).replace(" = ", "\u00a0=\u00a0").split("\n")
+    lines = [line for part in parts for line in textwrap.wrap(part, TITLE_LINE)] or [""]
+    return figure.update_layout(title=dict(text="<br>".join(plotly_text(line) for line in lines), font=dict(size=13)),
+                                margin_t=22 + 18 * len(lines))
 
 
 def kl_figure(result=None, signs: Sequence[str] = ("+", "-")):
@@ -32,9 +46,10 @@ def kl_figure(result=None, signs: Sequence[str] = ("+", "-")):
 
     x = [SIGN_NAMES[s] for s in signs]
     figure = go.Figure(layout=dict(
-        barmode="group", height=320, margin=dict(l=60, r=10, t=50, b=40), yaxis=dict(type="log", title="mean KL"),
-        title=dict(text="KL on top vs baseline examples", font=dict(size=14)), legend=dict(orientation="h", y=-0.15),
+        barmode="group", height=320, margin=dict(l=60, r=10, b=40), yaxis=dict(type="log", title="mean KL"),
+        legend=dict(orientation="h", y=-0.15),
     ))
+    with_title(figure, "KL on top vs baseline examples")
     for name in ("top", "baseline"):
         values = [] if result is None else [getattr(result, f"kl_{name}")[s] for s in signs]
         count = "" if result is None else f" ({getattr(result, f'n_{name}')})"
@@ -42,8 +57,7 @@ def kl_figure(result=None, signs: Sequence[str] = ("+", "-")):
                        marker_color=SET_COLOURS[name], hovertemplate="%{x}: %{y:.3g}<extra>%{fullData.name}</extra>")
     if result is not None:
         ratio = result.ratio(signs) if hasattr(result, "ratio") else result.kl_ratio
-        figure.update_layout(title_text=f"Component {result.component}, ε = {result.epsilon:g}: "
-                                        f"KL ratio top/baseline {ratio:.3g}")
+        with_title(figure, f"Component {result.component}, ε = {result.epsilon:g}\nKL ratio top/baseline {ratio:.3g}")
     return figure
 
 
@@ -54,9 +68,10 @@ def accuracy_figure(result=None, signs: Sequence[str] = ("+", "-")):
     keys = ["original", *signs]
     x = ["original"] + [SIGN_NAMES[s] for s in signs]
     figure = go.Figure(layout=dict(
-        barmode="group", height=320, margin=dict(l=60, r=10, t=50, b=40), yaxis=dict(range=[0, 1.02], title="accuracy"),
-        title=dict(text="Accuracy", font=dict(size=14)), legend=dict(orientation="h", y=-0.15),
+        barmode="group", height=320, margin=dict(l=60, r=10, b=40), yaxis=dict(range=[0, 1.02], title="accuracy"),
+        legend=dict(orientation="h", y=-0.15),
     ))
+    with_title(figure, "Accuracy")
     for name in ("top", "baseline"):
         values = [] if result is None else [getattr(result, f"accuracy_{name}")[k] for k in keys]
         figure.add_bar(name=f"{name} examples", x=x if result is not None else [], y=values,
@@ -69,10 +84,10 @@ def sweep_figure(frame: pd.DataFrame):
     import plotly.graph_objects as go
 
     figure = go.Figure(layout=dict(
-        height=320, margin=dict(l=60, r=10, t=50, b=40), xaxis=dict(type="log", title="ε"),
-        yaxis=dict(type="log", title="mean KL"), title=dict(text="KL against ε", font=dict(size=14)),
-        legend=dict(orientation="h", y=-0.2),
+        height=320, margin=dict(l=60, r=10, b=40), xaxis=dict(type="log", title="ε"),
+        yaxis=dict(type="log", title="mean KL"), legend=dict(orientation="h", y=-0.2),
     ))
+    with_title(figure, "KL against ε")
     for (subset, sign), rows in frame.groupby(["set", "sign"], sort=False):
         figure.add_scatter(x=rows["epsilon"], y=rows["kl"], mode="lines+markers", name=f"{subset}, {SIGN_NAMES[sign]}",
                            line=dict(color=SET_COLOURS[subset], dash="solid" if sign == "+" else "dot"))
@@ -103,7 +118,7 @@ def chart_label(figure: dict) -> str:
     """What a screen reader says for the chart: its title (the chart is an image to it)."""
     title = figure.get("layout", {}).get("title") or {}
     text = title.get("text") if isinstance(title, dict) else title
-    return escape(html.unescape(str(text))) if text else "chart"
+    return escape(html.unescape(str(text).replace("<br>", " "))) if text else "chart"
 
 
 def figure_html(figure, include_plotlyjs: bool | str = False) -> str:
@@ -156,11 +171,12 @@ def histogram_figure(histogram: pd.DataFrame, n_zero: int = 0, component=None):
     """Bars of the coefficient histogram (left, right, count) over the positive coefficients."""
     import plotly.graph_objects as go
 
-    title = "Coefficients over all examples" + (f" ({n_zero} at 0, not shown)" if n_zero else "")
+    title = "Coefficients over all examples" + (f"\n({n_zero} at 0, not shown)" if n_zero else "")
     figure = go.Figure(layout=dict(
-        height=260, margin=dict(l=50, r=10, t=40, b=40), bargap=0.05, title=dict(text=title, font=dict(size=13)),
+        height=260, margin=dict(l=50, r=10, b=40), bargap=0.05,
         xaxis=dict(title="coefficient W[:, j]"), yaxis=dict(title="examples"),
     ))
+    with_title(figure, title)
     centres = (histogram["left"] + histogram["right"]) / 2 if len(histogram) else []
     widths = (histogram["right"] - histogram["left"]) if len(histogram) else []
     figure.add_bar(x=list(centres), y=list(histogram["count"]) if len(histogram) else [], width=list(widths),
@@ -173,10 +189,10 @@ def logit_figure(frame: pd.DataFrame, epsilon: float = 0.1):
     import plotly.graph_objects as go
 
     figure = go.Figure(layout=dict(
-        barmode="group", height=260, margin=dict(l=60, r=10, t=40, b=40),
-        title=dict(text=f"Log-probability change on the top set, ε = {epsilon:g}", font=dict(size=13)),
+        barmode="group", height=260, margin=dict(l=60, r=10, b=40),
         yaxis=dict(title="mean Δ log p"), legend=dict(orientation="h", y=-0.2),
     ))
+    with_title(figure, f"Log-probability change on the top set\nε = {epsilon:g}")
     for sign, colour in (("+", "#e8710a"), ("-", "#4c78a8")):
         if sign in frame:
             figure.add_bar(name=SIGN_NAMES[sign], x=[plotly_text(c) for c in frame.index], y=list(frame[sign]),
@@ -195,10 +211,10 @@ def location_figure(location: pd.DataFrame):
     import plotly.graph_objects as go
 
     figure = go.Figure(layout=dict(
-        barmode="stack", height=280, margin=dict(l=50, r=10, t=40, b=40),
-        title=dict(text="Where the component lives: share of ‖g‖² by layer and module kind", font=dict(size=13)),
+        barmode="stack", height=280, margin=dict(l=50, r=10, b=40),
         yaxis=dict(title="share of ‖g‖²", tickformat=".0%"), legend=dict(font=dict(size=10)),
     ))
+    with_title(figure, "Where the component lives\nshare of ‖g‖² by layer and module kind")
     for kind in location.columns:
         figure.add_bar(name=plotly_text(kind), x=[plotly_text(i) for i in location.index], y=list(location[kind]),
                        marker_color=KIND_COLOURS.get(str(kind), "#7f7f7f"),

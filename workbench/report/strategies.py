@@ -12,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..core.arguments import user_path
-from .charts import LINES_LAYOUT, figure_html
+from .charts import LINES_LAYOUT, figure_html, with_title
 from .html import escape, plotly_text, table_html
 from .traces import trace_html
 
@@ -37,10 +37,8 @@ def over_training_figure(result=None, value: str = "mass", strategy: str = "tran
 
     figure = go.Figure(layout=dict(**LINES_LAYOUT, xaxis=dict(title="training step"),
                                    yaxis=dict(title=VALUE_TITLES.get(value, value),
-                                              type="log" if value == "kl_ratio" else "linear"),
-                                   title=dict(text=plotly_text(f"{VALUE_TITLES.get(value, value)} over training "
-                                                              f"({strategy})"),
-                                              font=dict(size=14))))
+                                              type="log" if value == "kl_ratio" else "linear")))
+    with_title(figure, f"{VALUE_TITLES.get(value, value)} over training ({strategy})")
     if result is None:
         return figure
     frame = result.pivot(value, strategy)
@@ -56,9 +54,8 @@ def accuracy_over_training_figure(result=None, source: str = "analysed"):
     import plotly.graph_objects as go
 
     figure = go.Figure(layout=dict(**LINES_LAYOUT, xaxis=dict(title="training step"),
-                                   yaxis=dict(title="accuracy", range=[0, 1.02]),
-                                   title=dict(text=plotly_text(f"accuracy per strategy ({source} examples)"),
-                                              font=dict(size=14))))
+                                   yaxis=dict(title="accuracy", range=[0, 1.02])))
+    with_title(figure, f"accuracy per strategy ({source} examples)")
     if result is None:
         return figure
     frame = result.accuracy_table(source)
@@ -97,9 +94,8 @@ def model_diff_figure(diff=None):
     import plotly.graph_objects as go
 
     a, b = diff.names if diff is not None else ("A", "B")
-    figure = go.Figure(layout=dict(**LINES_LAYOUT, barmode="group", yaxis=dict(title="coefficient mass (share)"),
-                                   title=dict(text=plotly_text(f"components of {a} and {b}: mass on each model"),
-                                              font=dict(size=14))))
+    figure = go.Figure(layout=dict(**LINES_LAYOUT, barmode="group", yaxis=dict(title="coefficient mass (share)")))
+    with_title(figure, f"components of {a} and {b}\nmass on each model")
     if diff is None:
         return figure
     rows = diff.components

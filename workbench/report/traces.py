@@ -7,7 +7,7 @@ panel in ``widgets/`` shows live, and the section the strategy pages and the run
 
 from __future__ import annotations
 
-from .charts import LINES_LAYOUT, SET_COLOURS, figure_html
+from .charts import LINES_LAYOUT, SET_COLOURS, figure_html, with_title
 from .html import plotly_text, table_html
 
 
@@ -15,17 +15,16 @@ def trace_heatmap_figure(trace=None, k: int = 0):
     """Example k's layer × token heatmap of the relative change of the hidden states."""
     import plotly.graph_objects as go
 
-    figure = go.Figure(layout=dict(height=300, margin=dict(l=90, r=10, t=50, b=60),
-                                   title=dict(text="hidden-state change per layer and token", font=dict(size=14))))
+    figure = with_title(go.Figure(layout=dict(height=300, margin=dict(l=90, r=10, b=60))),
+                        "hidden-state change per layer and token")
     if trace is None:
         return figure
     heat = trace.heatmap(k)
     figure.add_heatmap(z=heat.to_numpy(), x=[plotly_text(c) for c in heat.columns],
                        y=[plotly_text(i) for i in heat.index], colorscale="Oranges",
                        hovertemplate="%{y}, %{x}: %{z:.3g}<extra></extra>", colorbar=dict(title="‖Δh‖/‖h‖"))
-    figure.update_layout(title_text=plotly_text(f"component {trace.component}, example {trace.examples[k]} "
-                                                f"({trace.sets[k]}), ε = {trace.epsilon:g}"),
-                         yaxis=dict(autorange="reversed"), xaxis=dict(tickangle=-45))
+    with_title(figure, f"component {trace.component}, example {trace.examples[k]} ({trace.sets[k]}), ε = {trace.epsilon:g}")
+    figure.update_layout(yaxis=dict(autorange="reversed"), xaxis=dict(tickangle=-45))
     return figure
 
 
@@ -33,8 +32,8 @@ def trace_profile_figure(trace=None):
     """The layer profile: mean relative change per layer, top vs baseline examples."""
     import plotly.graph_objects as go
 
-    figure = go.Figure(layout=dict(**LINES_LAYOUT, xaxis=dict(title="layer"), yaxis=dict(title="mean ‖Δh‖/‖h‖"),
-                                   title=dict(text="layer profile: top vs baseline", font=dict(size=14))))
+    figure = go.Figure(layout=dict(**LINES_LAYOUT, xaxis=dict(title="layer"), yaxis=dict(title="mean ‖Δh‖/‖h‖")))
+    with_title(figure, "layer profile: top vs baseline")
     if trace is None:
         return figure
     profile = trace.profile
