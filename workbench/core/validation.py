@@ -222,22 +222,31 @@ def check_model(model: torch.nn.Module, inputs) -> None:
         )
 
 
+def forward_inputs(model: torch.nn.Module) -> tuple[list[str], bool] | None:
+    """The inputs ``model.forward`` names, and whether it swallows others unread (``**kwargs``, as
+    Hugging Face forwards do); None where it passes every input on (a wrapper's ``forward(**inputs)``
+    or ``(*args, **kwargs)``, which names no ``input_ids``) or has no signature to read."""
+    try:
+        parameters = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError, AttributeError):
+        return None
+    kinds = {p.kind for p in parameters.values()}
+    if inspect.Parameter.VAR_POSITIONAL in kinds or not {"input_ids", "inputs_embeds"} & set(parameters):
+        return None
+    named = [n for n, p in parameters.items() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    return named, inspect.Parameter.VAR_KEYWORD in kinds
+
+
 def warn_ignored_inputs(model: torch.nn.Module, inputs) -> None:
     """Warn about inputs the model's forward would swallow unread: Hugging Face forwards take
     ``**kwargs``, so a misspelt ``attention_masks`` runs without a mask (padded batches then read
     their padding) and raises nothing."""
-    if not isinstance(inputs, Mapping):
-        return
-    try:
-        parameters = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):  # a forward without a signature to read
-        return
-    kinds = {p.kind for p in parameters.values()}
-    if inspect.Parameter.VAR_KEYWORD not in kinds or inspect.Parameter.VAR_POSITIONAL in kinds:
-        return  # an unknown name is the model's own TypeError; a wrapper's (*args, **kwargs) passes all on
-    unread = sorted(set(inputs) - set(parameters))
+    reads = forward_inputs(model) if isinstance(inputs, Mapping) else None
+    if reads is None or not reads[1]:
+        return  # an unknown name is then the model's own TypeError, or the wrapper passes it on
+    named, _ = reads
+    unread = sorted(set(inputs) - set(named))
     if unread:
-        named = [n for n, p in parameters.items() if p.kind is not inspect.Parameter.VAR_KEYWORD]
         warnings.warn(f"inputs {unread} are not arguments of {type(model).__name__}.forward, which would ignore them "
                       f"(its arguments: {', '.join(named[:8])}, ...): check their names, or leave them out",
                       stacklevel=3)

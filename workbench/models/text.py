@@ -97,19 +97,14 @@ def encode_texts(model, tokenizer, texts: Sequence[str], max_length: int, *, war
 
 
 def _reads(model):
-    """Whether the model's forward names an input (a test of its name): a tokenizer of another family
+    """Whether the model's forward reads an input (a test of its name): a tokenizer of another family
     (BERT's, saved with a DistilBERT) adds token_type_ids, which the forward would swallow unread,
-    with a warning at every call; our own tokenization leaves them out. A forward that names no
-    input_ids (a wrapper's ``forward(**inputs)`` that passes them on) or cannot be read takes them all."""
-    import inspect
+    with a warning at every call; our own tokenization leaves them out. A wrapper that passes its
+    inputs on takes them all."""
+    from ..core.validation import forward_inputs  # imports torch, which `import widgets` does without
 
-    try:
-        parameters = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError, AttributeError):
-        return lambda name: True
-    if "input_ids" not in parameters or any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters.values()):
-        return lambda name: True
-    return parameters.__contains__
+    reads = forward_inputs(model)
+    return (lambda name: True) if reads is None else set(reads[0]).__contains__
 
 
 def _classifier_inputs(tokenizer, texts: list[str], max_length: int, warn: bool, fast: bool) -> EncodedTexts:
