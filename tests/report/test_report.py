@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import HOSTILE_TEXTS
 from workbench import report
 from workbench.report import pages
+from workbench.report.charts import TITLE_LINE, with_title
 from workbench.app.explore import RunExplorer
 
 
@@ -165,6 +166,19 @@ def test_chart_labels_from_the_data_are_not_read_as_plotly_markup():
     labels = [label for trace in figure.data for label in trace.x]
     assert labels and all("<" not in label for label in labels)
     assert '&lt;a href=&#34;https://example.com&#34;&gt;pos&lt;/a&gt;' in labels  # plotly.js shows the characters
+
+
+def test_chart_titles_are_escaped_and_wrapped_and_log_axes_read_in_powers_of_ten(perturbation):
+    """plotly never wraps a title (long ones ran past a phone's chart), and its SI prefixes wrote a
+    KL of 1e-10 as "100p"."""
+    figure = with_title(report.kl_figure(), 'a <b>"label"</b> of the data, long enough to need two lines, ε = 0.1')
+    lines = figure.layout.title.text.split("<br>")
+    assert len(lines) == 2 and all(len(unescape(line)) <= TITLE_LINE for line in lines), lines
+    assert "<b>" not in figure.layout.title.text and "ε\u00a0=\u00a00.1" in lines[-1]  # escaped, "a = b" kept whole
+    assert figure.layout.margin.t >= 22 + 18 * 2
+    for log_figure in (report.kl_figure(perturbation), report.sweep_figure(pd.DataFrame(
+            {"set": ["top"], "sign": ["+"], "epsilon": [0.1], "kl": [1e-10]}))):
+        assert log_figure.layout.yaxis.type == "log" and log_figure.layout.yaxis.exponentformat == "power"
 
 
 def test_pages_fit_small_screens_and_dark_themes():

@@ -25,6 +25,8 @@ LINES_LAYOUT = dict(height=340, margin=dict(l=60, r=10, b=40), legend=dict(orien
 #: The characters of a title line that the narrowest chart box (280 px) shows whole at 13 px: plotly
 #: never wraps a title, and longer ones ran past the chart's right edge on a phone.
 TITLE_LINE = 44
+#: A log axis labelled in powers of ten: plotly's default SI prefixes wrote a KL of 1e-10 as "100p".
+LOG_AXIS = dict(type="log", exponentformat="power")
 
 
 def with_title(figure, text: str):
@@ -46,7 +48,7 @@ def kl_figure(result=None, signs: Sequence[str] = ("+", "-")):
 
     x = [SIGN_NAMES[s] for s in signs]
     figure = go.Figure(layout=dict(
-        barmode="group", height=320, margin=dict(l=60, r=10, b=40), yaxis=dict(type="log", title="mean KL"),
+        barmode="group", height=320, margin=dict(l=60, r=10, b=40), yaxis=dict(LOG_AXIS, title="mean KL"),
         legend=dict(orientation="h", y=-0.15),
     ))
     with_title(figure, "KL on top vs baseline examples")
@@ -84,8 +86,8 @@ def sweep_figure(frame: pd.DataFrame):
     import plotly.graph_objects as go
 
     figure = go.Figure(layout=dict(
-        height=320, margin=dict(l=60, r=10, b=40), xaxis=dict(type="log", title="ε"),
-        yaxis=dict(type="log", title="mean KL"), legend=dict(orientation="h", y=-0.2),
+        height=320, margin=dict(l=60, r=10, b=40), xaxis=dict(LOG_AXIS, title="ε"),
+        yaxis=dict(LOG_AXIS, title="mean KL"), legend=dict(orientation="h", y=-0.2),
     ))
     with_title(figure, "KL against ε")
     for (subset, sign), rows in frame.groupby(["set", "sign"], sort=False):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..core.arguments import user_path
-from .charts import LINES_LAYOUT, figure_html, with_title
+from .charts import LINES_LAYOUT, LOG_AXIS, figure_html, with_title
 from .html import escape, plotly_text, table_html
 from .traces import trace_html
 
@@ -36,8 +36,8 @@ def over_training_figure(result=None, value: str = "mass", strategy: str = "tran
     import plotly.graph_objects as go
 
     figure = go.Figure(layout=dict(**LINES_LAYOUT, xaxis=dict(title="training step"),
-                                   yaxis=dict(title=VALUE_TITLES.get(value, value),
-                                              type="log" if value == "kl_ratio" else "linear")))
+                                   yaxis=dict(LOG_AXIS if value == "kl_ratio" else {},
+                                              title=VALUE_TITLES.get(value, value))))
     with_title(figure, f"{VALUE_TITLES.get(value, value)} over training ({strategy})")
     if result is None:
         return figure
