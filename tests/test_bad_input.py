@@ -307,6 +307,35 @@ def _all_frozen(tmp):
     write_pefs(tmp / "pefs", tiny_bert(3).requires_grad_(False), _inputs(), progress=False)
 
 
+def _compiled_model(tmp):
+    write_pefs(tmp / "pefs", torch.compile(tiny_bert(3)), _inputs(), progress=False)
+
+
+def _offloaded_model(tmp):
+    model = tiny_bert(3)
+    model.classifier.to("meta")
+    model.classifier._hf_hook = object()  # as accelerate's dispatch_model leaves an offloaded layer
+    write_pefs(tmp / "pefs", model, _inputs(), progress=False)
+
+
+def _embeddings_too_long(tmp):
+    embeds = torch.randn(3, 30, 16)  # 30 positions, the model has 24
+    write_pefs(tmp / "pefs", tiny_bert(3), {"inputs_embeds": embeds, "attention_mask": torch.ones(3, 30, dtype=torch.long)},
+               progress=False)
+
+
+def _include_of_frozen_parameters(tmp):
+    model = tiny_bert(3)
+    model.bert.embeddings.requires_grad_(False)
+    write_pefs(tmp / "pefs", model, _inputs(), include="embeddings", progress=False)
+
+
+def _half_precision_head(tmp):
+    model = tiny_bert(3)
+    model.classifier.to(torch.bfloat16)
+    write_pefs(tmp / "pefs", model, _inputs(), progress=False)
+
+
 def _h5_of_the_other_kind(tmp):
     from workbench import DPefs
     from workbench.npeff.interop import write_lrm_pefs_h5
@@ -321,6 +350,16 @@ CASES = [
          r"with write_d_pefs_h5", _h5_of_the_other_kind),
     Case("a model with every parameter frozen", ValueError,
          r"none of the model's parameters is trainable.*model\.requires_grad_\(True\)", _all_frozen),
+    Case("a compiled model", TypeError, r"the model is compiled \(torch\.compile\).*pass the model before compiling: "
+         r"model\._orig_mod", _compiled_model),
+    Case("a model offloaded by accelerate", ValueError, r"parameters are offloaded \(accelerate's hooks.*load the model on "
+         r"one device.*remove_hook_from_module", _offloaded_model),
+    Case("input embeddings longer than the model's positions", ValueError,
+         r"3 examples are longer than the model's 24 positions .*max_length=24", _embeddings_too_long),
+    Case("include of frozen parameters alone", ValueError, r"matches 5 of the model's parameters, all frozen "
+         r"\(requires_grad=False; e\.g\. bert\.embeddings\..*unfreeze them", _include_of_frozen_parameters),
+    Case("a half-precision head", TypeError, r"2 selected parameters are in half precision \(e\.g\. classifier\.weight "
+         r"\(bfloat16\).*model\.float\(\)(?!.*exclude)", _half_precision_head),
     Case("token ids outside the vocabulary", ValueError,
          r"1 examples hold token ids outside the model's vocabulary of 40 \(first: example 7, id 10000\).*own tokenizer",
          _ids_outside_vocabulary),

@@ -92,6 +92,13 @@ def select_parameters(
         raise ValueError("none of the model's parameters is trainable (requires_grad=False everywhere), so there is "
                          "no gradient to compute; unfreeze the ones the PEFs should cover, e.g. model.requires_grad_(True)")
     selected = [(n, p) for n, p in all_named if keep(n) and not drop(n)]
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad and keep(n) and not drop(n)]
+    if not selected and frozen:
+        raise ValueError(
+            f"the parameter filter (include={include!r}, exclude={exclude!r}) matches {len(frozen)} of the model's "
+            f"parameters, all frozen (requires_grad=False; e.g. {', '.join(frozen[:3])}), so there is no gradient to "
+            "compute: unfreeze them first, e.g. p.requires_grad_(True) for each"
+        )
     if not selected:
         examples = ", ".join(n for n, _ in all_named[:6])
         raise ValueError(

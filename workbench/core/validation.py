@@ -159,18 +159,26 @@ def check_token_ids(model: torch.nn.Module, inputs) -> None:
             "tokenizer")
 
 
-def example_lengths(inputs) -> np.ndarray | None:
-    """Each example's number of tokens, where the inputs say it: its attention mask, or the
-    width of its input ids; None for inputs that are not sequences."""
+def token_sequence(inputs) -> torch.Tensor | None:
+    """The batch's tokens: its input ids (n, T) or its input embeddings (n, T, d); None for
+    inputs that are not sequences."""
     if not isinstance(inputs, Mapping):
         return None
-    mask = inputs.get("attention_mask")
+    for name, ndim in (("input_ids", 2), ("inputs_embeds", 3)):
+        value = inputs.get(name)
+        if isinstance(value, torch.Tensor) and value.ndim == ndim:
+            return value
+    return None
+
+
+def example_lengths(inputs) -> np.ndarray | None:
+    """Each example's number of tokens, where the inputs say it: its attention mask, or the
+    width of its input ids or embeddings; None for inputs that are not sequences."""
+    mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
     if isinstance(mask, torch.Tensor) and mask.ndim == 2:
         return mask.sum(dim=1).cpu().numpy()
-    ids = inputs.get("input_ids")
-    if isinstance(ids, torch.Tensor) and ids.ndim >= 2:
-        return np.full(ids.shape[0], ids.shape[1])
-    return None
+    tokens = token_sequence(inputs)
+    return None if tokens is None else np.full(tokens.shape[0], tokens.shape[1])
 
 
 def max_positions(model: torch.nn.Module) -> int | None:
@@ -188,10 +196,21 @@ def check_model(model: torch.nn.Module, inputs) -> None:
     than its positions."""
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":
+        # its backward frees the graph that one backward per class slot reuses: a raw RuntimeError after compiling
+        raise TypeError("the model is compiled (torch.compile), and PEFs need torch.autograd's own backward of its "
+                        "forward, one per class; pass the model before compiling: model._orig_mod")
     params = list(model.parameters())
     if not params:
         raise ValueError("the model has no parameters: there is no Fisher information to compute")
     meta = [name for name, p in model.named_parameters() if p.is_meta]
+    if meta and any(hasattr(m, "_hf_hook") for m in model.modules()):
+        raise ValueError(
+            f"{len(meta)} of the model's parameters are offloaded (accelerate's hooks bring them in for each "
+            f"forward; e.g. {meta[0]}), and PEFs need them whole: load the model on one device, from_pretrained(path) "
+            "without device_map, or call accelerate.hooks.remove_hook_from_module(model, recurse=True) once its "
+            "weights are loaded"
+        )
     if meta:
         raise ValueError(
             f"{len(meta)} of the model's parameters are on the meta device (no weights loaded; e.g. {meta[0]}): "
@@ -209,16 +228,15 @@ def check_model(model: torch.nn.Module, inputs) -> None:
     warn_ignored_inputs(model, inputs)
     check_token_ids(model, inputs)
     limit = max_positions(model)
-    ids = inputs.get("input_ids") if isinstance(inputs, Mapping) else None
-    if limit is None or not isinstance(ids, torch.Tensor) or ids.ndim != 2 or ids.shape[1] <= limit:
+    tokens = token_sequence(inputs)
+    if limit is None or tokens is None or tokens.shape[1] <= limit:
         return
     lengths = example_lengths(inputs)
-    long = np.flatnonzero(lengths > limit) if lengths is not None else np.arange(ids.shape[0])
+    long = np.flatnonzero(lengths > limit)
     if long.size:
         raise ValueError(
             f"{long.size} examples are longer than the model's {limit} positions (first: {long[:_SHOWN].tolist()}, "
-            f"{int(lengths[long[0]]) if lengths is not None else ids.shape[1]} tokens): tokenize with truncation=True, "
-            f"max_length={limit}"
+            f"{int(lengths[long[0]])} tokens): tokenize with truncation=True, max_length={limit}"
         )
 
 

@@ -22,16 +22,17 @@ class HalfPrecisionError(TypeError):
 
 
 def check_precision(named: list) -> None:
-    """Refuses half precision: a bf16 gradient keeps 8 bits of mantissa, so PEFs (and the
-    top entries chosen from them) would be silently off by up to 0.4%, and float16 gradients
-    of confident examples underflow to zero. Casting is the user's choice (memory)."""
+    """Refuses half precision: a bf16 gradient keeps 8 bits of mantissa, so PEFs (and the top
+    entries chosen from them) would be silently off by up to 0.4%, and float16 gradients of
+    confident examples underflow to zero. Casting is the user's choice (memory). Not "leave them
+    out with exclude=": a float32 model with a bf16 head, told so, failed in torch's Linear on
+    the dtypes."""
     half = [(name, p.dtype) for name, p in named if p.dtype in (torch.float16, torch.bfloat16)]
     if half:
         names = ", ".join(f"{name} ({str(dtype).replace('torch.', '')})" for name, dtype in half[:3])
         raise HalfPrecisionError(
             f"{len(half)} selected parameters are in half precision (e.g. {names}); PEFs are computed in float32. "
-            "Cast the model first: model.float() (or load it with torch_dtype=torch.float32), "
-            "or leave those parameters out with exclude=..."
+            "Cast the model first: model.float() (or load it with torch_dtype=torch.float32)"
         )
 
 
