@@ -393,6 +393,27 @@ def test_left_padding_under_absolute_positions_gives_each_example_s_pefs_alone(c
     assert max_relative_error(model, inputs, batch_size=3) < 2e-6
 
 
+@pytest.mark.parametrize("before", ["a first batch without padding", "a run on right padding"])
+def test_the_padding_verdict_is_made_on_a_batch_padded_as_the_batch_computed(before):
+    """Whether padding changes the outputs was decided on the first batch alone, and kept for the model:
+    a first batch of one length (no padding to see), or an earlier run padded on the right, let every
+    later left-padded GPT-2 batch be computed with its padding: PEFs 114% off, without a word."""
+    lengths = [7, 7, 5, 6, 3, 7]
+    ids = torch.randint(3, 90, (6, 7), generator=torch.Generator().manual_seed(1))
+    left, right = torch.ones_like(ids), torch.ones_like(ids)
+    for i, n in enumerate(lengths):
+        left[i, :7 - n], right[i, n:] = 0, 0
+    model = build("GPT-2")
+    if before == "a run on right padding":
+        right_ids = torch.stack([torch.cat([ids[i, 7 - n:], torch.zeros(7 - n, dtype=ids.dtype)]) for i, n in enumerate(lengths)])
+        compute_pefs(model, {"input_ids": right_ids, "attention_mask": right}, n_values=10, batch_size=3, progress=False)
+    inputs = {"input_ids": ids * left, "attention_mask": left}
+    fast = compute_pefs(model, inputs, n_values=None, batch_size=2, progress=False)
+    loop = compute_pefs(model, inputs, n_values=None, batch_size=2, method="loop", progress=False)
+    assert np.abs(fast.dense() - loop.dense()).max() < 2e-6 * np.abs(loop.dense()).max()
+    np.testing.assert_allclose(fast.logits, loop.logits, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["GPT-2", "Llama as a zero-shot classifier"])
 def test_a_decoder_s_classification_head_counts_with_the_head_not_with_the_last_token(name):
     """GPT-2's score layer is applied at every position and read at the last: its share went to the last

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..core import compiled, kinds
 from ..core.chunks import PefChunk, join_chunks
-from .checks import check_plan
+from .checks import check_plan, computed_alone
 from .config import PefConfig, Plan, stored_layout
 from .gradients import BatchGradients
 from .inputs import Inputs, check_batch_labels, n_inputs, slice_inputs, unpadded_parts
@@ -75,7 +75,7 @@ def batch_in_two_stages(model, plan, batch, labels, config, start) -> Callable[[
 
 def _in_length_groups(model, plan: Plan, parts: list[tuple[torch.Tensor, Inputs]], labels: torch.Tensor,
                       config: PefConfig, start: int) -> Callable[[], PefChunk]:
-    """The batch of a model whose outputs change with padding (``plan.unpadded``), as its
+    """The batch of a model whose outputs change with padding (``checks.computed_alone``), as its
     :func:`~.inputs.unpadded_parts`: each computed alone, the chunks joined in the batch's order."""
     chunks = [batch_in_two_stages(model, plan, part, labels[rows], config, start)() for rows, part in parts]
     chunk = join_chunks(chunks, torch.cat([rows for rows, _ in parts]).numpy())
@@ -139,7 +139,7 @@ def iter_pef_chunks(
                 batch = slice_inputs(inputs, start, stop, device)
                 if not plan.checked:  # the fast path's layers checked against the loop, once
                     check_plan(model, plan, batch, config.top_k_classes)
-                parts = unpadded_parts(batch) if plan.unpadded else None
+                parts = unpadded_parts(batch) if computed_alone(model, plan, batch) else None
                 if parts is None:
                     finish = run_later(batch_in_two_stages(model, plan, batch, labels[start:stop], config, start))
                 else:

@@ -7,9 +7,10 @@ runs once per run, on its first examples, and moves to the exact loop every laye
 breaks either, with a warning naming it:
 
 0. Padding: where a padded example's logits differ from its logits alone (a convolution
-   over the padded positions), the plan is marked ``unpadded`` and every batch is computed
-   in groups of examples of one length (:func:`padding_changes_outputs`); the checks below
-   then run on such a group.
+   over the padded positions, absolute positions under left padding), every batch padded on
+   that side is computed in groups of examples of one length (:func:`computed_alone`); the
+   checks below then run on such a group. The verdict is made on the first batch padded on
+   that side, whichever batch of the run that is: a batch without padding shows nothing.
 1. :func:`layer_batching` runs the model on the first example repeated 2 and 3 times and
    reads each layer's calls: a first axis of 2 then 3 is the example axis (2T then 3T, T
    the positions: examples and positions folded into one axis, which the hooks unfold),
@@ -168,7 +169,7 @@ def check_plan(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -
     key = (tuple(name for name, _ in plan.named), _structure(batch), top_k, min(n_inputs(batch), CHECK_EXAMPLES))
     cached = _decisions.setdefault(model, {}).get(key)
     if cached is not None:
-        expand, fold, to_loop, transformed, regions, plan.unpadded = cached
+        expand, fold, to_loop, transformed, regions = cached
         plan.expand = {id(m) for m in plan.rule_modules if names.get(id(m)) in expand}
         plan.fold = {id(m) for m in plan.rule_modules if names.get(id(m)) in fold}
         plan.without([m for m in plan.rule_modules if names.get(id(m)) in to_loop])
@@ -177,8 +178,7 @@ def check_plan(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -
         plan.add_regions([Region(modules[name], parameters, axes) for name, parameters, axes in regions])
         plan.checked = True
         return
-    plan.unpadded = padding_changes_outputs(model, batch)
-    if plan.unpadded:  # checked as the batches will be computed: examples of one length, no padding
+    if computed_alone(model, plan, batch):  # checked as the batches will be computed: examples of one length
         batch = select_rows(batch, length_groups(batch)[0])
     first_batch, batch = batch, _first(batch, CHECK_EXAMPLES)
     owned = {id(m): [k for _, k in plan.owned[id(m)]] for m in plan.rule_modules}
@@ -205,12 +205,21 @@ def check_plan(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -
     to_loop = {names.get(id(m)) for m in moved + wrong + unseen}
     transformed = {plan.named[k][0] for k in plan.whole_model_transformed}
     regions = [(names.get(id(r.module)), r.parameters, r.axes) for r in plan.regions]
-    _decisions[model][key] = ({names.get(i) for i in plan.expand}, {names.get(i) for i in plan.fold}, to_loop, transformed, regions,
-                              plan.unpadded)
+    _decisions[model][key] = ({names.get(i) for i in plan.expand}, {names.get(i) for i in plan.fold}, to_loop, transformed,
+                              regions)
 
 
 #: {model: {padding side: whether its outputs change with padding}}, for ``remember=True``.
 _PADDING_VERDICTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def computed_alone(model: nn.Module, plan: Plan, batch: Inputs) -> bool:
+    """Whether ``batch`` is computed in groups of examples of one length, without padding: always
+    by the plain loop's plan, and where the model's outputs change with padding on the side this
+    batch is padded on (:func:`padding_changes_outputs`, decided on the first batch padded on that
+    side and kept for the model). Asked of every batch: a run's first batch may hold no padding,
+    and the same model may have run before on the other side's."""
+    return plan.unpadded or padding_changes_outputs(model, batch, remember=True)
 
 
 def padding_changes_outputs(model: nn.Module, batch: Inputs, *, warn: bool = True, remember: bool = False) -> bool:

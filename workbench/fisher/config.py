@@ -95,8 +95,7 @@ class Plan:
     run's first batch, :func:`workbench.fisher.checks.check_plan` moves to ``fallback`` those
     whose calls have no per-example batch axis or whose rule disagrees with the loop, and
     names in ``expand`` the layers whose output, shared by the batch, is expanded to it, and
-    in ``fold`` those called on examples and positions folded into one axis, and sets
-    ``unpadded`` where padding changes the model's outputs. It then moves
+    in ``fold`` those called on examples and positions folded into one axis. It then moves
     from ``fallback`` to ``transformed`` the parameters whose per-example gradients
     ``torch.func`` computes for the whole batch (:mod:`workbench.fisher.transforms`); what
     stays in ``fallback`` takes the loop, one example at a time. Of those transformed, the
@@ -114,7 +113,8 @@ class Plan:
     checked: bool = False  # whether check_plan has run
     transformed: list[int] = field(default_factory=list)  # parameter indices served by torch.func's vmap
     regions: list[Region] = field(default_factory=list)  # those of them computed over a sub-module
-    # the model's outputs change with padding: a padded batch is computed in groups of one length
+    # every batch computed in groups of one length, without padding (the plain loop's plan; for the
+    # fast path, where padding changes the outputs: fisher.checks.computed_alone)
     unpadded: bool = False
 
     @classmethod

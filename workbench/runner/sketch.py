@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from ..core.device import run_device
 from ..core.sketch import CountSketch
 from ..fisher import PefConfig, check_plan, eval_mode, make_plan, n_inputs, slice_inputs, split_labels
+from ..fisher.checks import computed_alone
 from ..fisher.inputs import groups_as_computed
 from ..fisher.gradients import BatchGradients
 from ..fisher.sketch import gradient_products
@@ -52,7 +53,7 @@ def parameter_products(model: nn.Module, inputs, coefficients: np.ndarray, info:
             batch = slice_inputs(inputs, start, stop, device)
             check_plan(model, plan, batch, config.top_k_classes)  # as a PEF run does: the rules checked on its first batch
             # as a PEF run does, a model whose outputs change with padding takes examples of one length at a time
-            for rows, part in groups_as_computed(batch, plan.unpadded):
+            for rows, part in groups_as_computed(batch, computed_alone(model, plan, batch)):
                 grads = BatchGradients(model, plan, part, config.top_k_classes, factor_two_classes=True)
                 examples = start + rows.numpy()
                 if classes is not None and not np.array_equal(grads.classes.cpu().numpy(), classes[examples]):
