@@ -33,6 +33,12 @@ def test_token_shares_normalise_over_the_visible_tokens_only():
     assert shares.strongest == 3  # the largest visible share, never [CLS]
 
 
+def test_the_strongest_word_is_the_one_shaded_strongest_also_when_it_cancels():
+    """By the signed share, "ending" (0%) was underlined while "not" (-60%), the fully shaded word, cancelled."""
+    shares = token_shares([0.3, 0.0, -0.006, 0.001, 0.003, 0.2], [True, False, False, False, False, True], 0.0)
+    assert shares.strongest == 2 and shares.visible[2] == pytest.approx(-0.6)
+
+
 def test_token_shares_without_visible_mass_and_bad_flags():
     shares = token_shares([0.5, 0.0, 0.5], [True, False, True], 0.0)
     assert shares.strongest is None and not shares.visible.any()
@@ -124,7 +130,10 @@ def test_top_tokens_aggregate_over_examples():
     examples = [(["[CLS]", "the", "plot", "was", "dull", "dull"], np.array([0, 0.1, 0.0, 0.1, 0.5, 0.3])),
                 (["[CLS]", "dull", "music"], np.array([0, 0.6, -0.4]))]
     tokens = token_table(examples, n=3)
-    assert list(tokens.index) == ["dull", "the", "was"]  # "plot" (0) and specials never counted
+    # by |total|: "music" cancels the component (-0.4) and comes before "the" and "was" (0.1 each) that carry
+    # a little of it; "plot" (0) and specials never counted
+    assert list(tokens.index) == ["dull", "music", "the"]
+    assert tokens.loc["music", "total"] == pytest.approx(-0.4)
     assert tokens.loc["dull", "count"] == 2 and tokens.loc["dull", "mean share"] == pytest.approx(0.7)
     assert tokens.loc["dull", "total"] == pytest.approx(1.4)
 
@@ -139,9 +148,9 @@ def test_loadings_are_sorted_by_scaled_coefficient_with_shares():
 
 
 def test_the_strongest_word_is_never_a_special_token():
-    """Every word's share negative: the special tokens' 0 must not win."""
+    """Every word's share negative: the special tokens' 0 must not win, the word of the largest |share| does."""
     shares = token_shares([0.5, -0.01, -0.002, -0.02, 0.3], [True, False, False, False, True], 0.2)
-    assert shares.strongest == 2
+    assert shares.strongest == 3
 
 
 def test_tokens_are_shown_as_the_text_spells_them():

@@ -7,8 +7,8 @@ For one component j:
   NPEFF's coefficients are sparse and the zeros would flatten every other bar);
 - :func:`logit_change`: which class the direction pushes toward: the mean change of each
   class's log-probability on the top examples when θ moves to θ ± ε ĝ;
-- :func:`token_table`: the tokens that carry the component, aggregated over its top
-  examples (token → mean visible-token share, count);
+- :func:`token_table`: the tokens that carry (or cancel) the component, aggregated over its
+  top examples (token → mean visible-token share, count);
 - :func:`nearest_components`: the components whose directions are closest, |cos| of g.
 
 The perturbation sweep at a glance is ``perturb.epsilon_sweep``'s frame.
@@ -78,7 +78,8 @@ def logit_change(model: torch.nn.Module, decomposition, component: int, inputs: 
 def token_table(examples: Iterable[tuple[Sequence[str], np.ndarray]], n: int = 15) -> pd.DataFrame:
     """Tokens aggregated over examples given as (tokens, visible shares): per token its mean share over the
     examples that contain it (a token twice in one example counts with the sum of its shares), the count
-    of those examples, and ``total`` = mean × count, the order (a token strong in many examples first)."""
+    of those examples, and ``total`` = mean × count; ordered by |total| (a token strong in many examples
+    first, whether it carries the component or cancels it)."""
     sums: dict[str, list[float]] = defaultdict(list)
     for tokens, shares in examples:
         per_example: dict[str, float] = defaultdict(float)
@@ -90,4 +91,6 @@ def token_table(examples: Iterable[tuple[Sequence[str], np.ndarray]], n: int = 1
     rows = [{"token": t, "mean share": float(np.mean(v)), "count": len(v), "total": float(np.sum(v))}
             for t, v in sums.items()]
     frame = pd.DataFrame(rows, columns=["token", "mean share", "count", "total"])
-    return frame.sort_values(["total", "token"], ascending=[False, True], kind="stable").head(n).set_index("token")
+    # by |total|: a word that cancels the component in many examples matters as much as one that carries it
+    order = frame.assign(size=frame["total"].abs()).sort_values(["size", "token"], ascending=[False, True], kind="stable")
+    return order.drop(columns="size").head(n).set_index("token")

@@ -36,17 +36,19 @@ class TokenShares:
 
     @property
     def strongest(self) -> int | None:
-        """Position of the visible token with the largest (signed) share; None when no token is visible."""
+        """Position of the visible token with the largest |share|; None when no token is visible."""
         return strongest_visible(self.visible, self.special)
 
 
 def strongest_visible(visible: np.ndarray, special: np.ndarray) -> int | None:
-    """The position of the largest share among the words, never a special token (whose share is
-    0 there, above words whose shares are all negative); None when no word carries any."""
+    """The position of the largest |share| among the words, never a special token: the word the
+    shading draws strongest, whether it carries the component or cancels it (by the signed share,
+    a word of 0% was underlined beside the fully shaded "not" that cancels it). None when no word
+    carries any."""
     visible, special = np.asarray(visible), np.asarray(special, dtype=bool)
     if special.all() or not np.any(visible):
         return None
-    return int(np.argmax(np.where(special, -np.inf, visible)))
+    return int(np.argmax(np.where(special, -np.inf, np.abs(visible))))
 
 
 def token_shares(scores: Sequence[float], special: Sequence[bool] | None, head_share: float) -> TokenShares:

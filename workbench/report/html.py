@@ -46,6 +46,7 @@ CSS = """
 .npeff table.npeff-table tbody tr:hover { background: var(--head); }
 .npeff table.npeff-table td.text { text-align: left; white-space: normal; overflow-wrap: anywhere; min-width: 8em; max-width: 40em; }
 .npeff .bar { display: inline-block; height: 8px; background: var(--bar); margin-left: 4px; vertical-align: middle; }
+.npeff .bar.cancels { background: rgb(var(--cancels)); }
 .npeff .example { border: 1px solid var(--box); border-radius: 4px; padding: 6px 8px; margin: 6px 0; max-width: 900px; }
 .npeff .example .meta { color: var(--muted); font-size: 12px; margin-bottom: 4px; }
 .npeff .example .meta .wrong { color: var(--wrong); font-weight: bold; }
@@ -168,7 +169,9 @@ def table_html(frame: pd.DataFrame, *, index_links: dict | None = None, bars: Se
             text = format_value(value)
             full = bars.get(column)
             if full and full > 0 and isinstance(value, (float, np.floating)) and np.isfinite(value):
-                text += f'<span class="bar" style="width:{40 * min(max(float(value) / full, 0.0), 1.0):.0f}px"></span>'
+                # a negative value (a token that cancels the component) has a bar of its size, in the cancelling colour
+                kind = "bar cancels" if value < 0 else "bar"
+                text += f'<span class="{kind}" style="width:{40 * min(abs(float(value)) / full, 1.0):.0f}px"></span>'
             kind = "text" if isinstance(value, str) else ""
             number = isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
             order = f' data-sort="{sort_key(value)}"' if number else ""
@@ -238,7 +241,7 @@ def percent(value: float, sign: str = "") -> str:
 #: The colour legend and the meaning of the three shares, shown above highlighted examples.
 LEGEND = (
     f'<div class="legend">Token shading: <span class="swatch" style="background:{token_colour(1.0, 1.0)}"></span>'
-    "carries the component (each example's strongest word fully shaded and underlined) "
+    "carries the component (each example's strongest word, of the largest |share|, fully shaded and underlined) "
     f'<span class="swatch" style="background:{token_colour(-1.0, 1.0)}"></span>cancels part of it; '
     "a word's share is of the words' total |share| (hover a word for it and for its share of the whole mass). "
     "<b>words</b> + <b>special</b> + <b>head</b> = 100% of the example's Fisher mass along the component: "
