@@ -65,7 +65,7 @@ class Workbench(StaticFallback, w.VBox):
                                               "into the run's exports/ folder",
                                       layout=w.Layout(width="auto", min_width="130px", flex="0 0 auto"))
         self.export_button.on_click(on_click_shown(self.export))
-        self.export_status = w.HTML()
+        self.export_status = RenderedHtml()
         self.browser.observe(self._selected, names="selected")
         header = w.HTML(self._header_html())
         super().__init__([
@@ -112,8 +112,8 @@ class Workbench(StaticFallback, w.VBox):
         except Exception as error:
             self.export_status.value = report.fragment(report.error_html(f"{type(error).__name__}: {error}"))
             raise
-        # Links, so the browser can download what was written: JupyterLab serves files below its root,
-        # relative to the notebook (the kernel's working folder), and ``download`` makes it a download.
+        # Links, so the browser can download what was written: paths relative to the notebook (the kernel's
+        # working folder), which JupyterLab's HTML renderer serves from its file route; ``download`` makes it a download.
         self.export_status.value = "wrote " + ", ".join(
             f'<a href="{report.escape(_link(path))}" download="{report.escape(Path(path).name)}" target="_blank">'
             f"{report.escape(what)}</a>" for what, path in written.items()) + f" in <code>{report.escape(Path(next(iter(written.values()))).parent)}</code>"
@@ -187,6 +187,25 @@ class Workbench(StaticFallback, w.VBox):
         return "\n\n".join([f"NPEFF workbench of {self.explorer.run.path}", self.browser.static_text(),
                             self.examples.static_text(), self.dashboard.static_text(), self.perturbation.static_text(),
                             self.trace.static_text(), self.lookup.static_text()])
+
+
+class RenderedHtml(w.Output):
+    """HTML drawn by the front end's own HTML renderer, not as an HTML widget's content: JupyterLab
+    then resolves a relative link against the notebook's folder and serves it from its file route
+    (``/files/…``). In an HTML widget the export's links resolved against the page (``/lab/tree/…``),
+    and a click downloaded JupyterLab's own page under the name components.csv."""
+
+    def __init__(self, value: str = ""):
+        super().__init__()
+        self.value = value
+
+    @property
+    def value(self) -> str:
+        return self.outputs[0]["data"]["text/html"] if self.outputs else ""
+
+    @value.setter
+    def value(self, html: str) -> None:
+        self.outputs = ({"output_type": "display_data", "metadata": {}, "data": {"text/html": html}},) if html else ()
 
 
 def _link(path) -> str:

@@ -5,6 +5,7 @@ Screenshots go to test-artifacts/screenshots/."""
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,9 @@ def open_in_lab(page, lab, run_path, name: str, component=None):
 
 def test_dashboard_lookup_and_frictions_in_jupyterlab(browser, lab, embedded_run):
     page = browser.new_page(viewport={"width": 1400, "height": 3000})
-    open_in_lab(page, lab, embedded_run.path, "reading.ipynb")
+    run = lab.root / "run"  # below JupyterLab's root, as a user's run is: its exports can be served
+    shutil.copytree(embedded_run.path, run)
+    open_in_lab(page, lab, run, "reading.ipynb")
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
 
@@ -85,6 +88,12 @@ def test_dashboard_lookup_and_frictions_in_jupyterlab(browser, lab, embedded_run
     links = page.locator(".npeff-workbench a[download]")
     links.first.wait_for(timeout=60_000)
     assert links.count() >= 3
+    # each link downloads the file written (in an HTML widget it resolved to /lab/tree/... and downloaded
+    # JupyterLab's own page under the file's name)
+    for k in range(links.count()):
+        href, name = links.nth(k).evaluate("a => [a.href, a.getAttribute('download')]")
+        response = page.request.get(href)
+        assert response.ok and response.body() == (run / "exports" / name).read_bytes(), (href, response.status)
     button = page.locator(".npeff-workbench button", has_text="export tables").bounding_box()
     assert button["width"] >= 110
     page.locator(".npeff-workbench").screenshot(path=SCREENSHOTS / "workbench-reading.png")
