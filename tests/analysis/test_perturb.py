@@ -199,6 +199,12 @@ def test_component_indices_and_counts_are_checked_before_the_model_runs(bert3, b
             perturbation_check(bert3, decomposition, 0, bert_inputs, labels, top, [2, 3])
     with pytest.raises(IndexError, match=rf"baseline holds example {n + 5}"):
         perturbation_check(bert3, decomposition, 0, bert_inputs, labels, [0, 1], [2, n + 5])
+    # a top set that holds every example (a small run, n_top at its default 20) leaves no baseline: torch.cat's
+    # "expected a non-empty list of Tensors" reached the perturbation panel
+    with pytest.raises(ValueError, match=r"no example is left outside the top set \(3 of the 3 examples\).*n_top="):
+        baseline_examples(3, [0, 1, 2, 1])
+    with pytest.raises(ValueError, match=r"baseline holds no example.*baseline=None"):
+        perturbation_check(bert3, decomposition, 0, bert_inputs, labels, [0, 1], [])
     with pytest.raises(TypeError, match="labels must be integer class indices"):
         perturbation_check(bert3, decomposition, 0, bert_inputs, ["good"] * n, [0, 1], [2, 3])
     with pytest.raises(ValueError, match=rf"labels has shape \(2,\); expected \({n},\)"):

@@ -254,6 +254,9 @@ def baseline_examples(n_examples: int, top: Sequence[int], n_baseline: int = 100
     n_baseline = positive_int(n_baseline, "n_baseline")  # no baseline: no ratio to read
     positive_int(seed, "seed", 0)  # numpy's own error named no argument
     others = np.setdiff1d(np.arange(n_examples), np.asarray(top, dtype=np.int64))
+    if others.size == 0:  # torch.cat of no batches said only "expected a non-empty list of Tensors"
+        raise ValueError(f"no example is left outside the top set ({len(np.unique(top))} of the {n_examples} examples) "
+                         "to draw the baseline from: take a smaller top set (n_top=...), or more examples")
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(others, size=min(n_baseline, len(others)), replace=False))
 
@@ -305,6 +308,9 @@ def perturbation_check(
     if len(top) == 0:
         raise ValueError(f"component {component} has no top examples to perturb on")
     baseline = baseline_examples(n, top) if baseline is None else example_indices(baseline, n, "baseline")
+    if len(baseline) == 0:
+        raise ValueError("baseline holds no example: the KL ratio compares the top set with a baseline; pass some, "
+                         "or baseline=None for 100 random examples outside the top set")
     device = resolve_device(device) if device is not None else next(model.parameters()).device
     model.to(device)
     direction = perturbation_direction(decomposition, component, max_sim)
