@@ -67,6 +67,20 @@ def test_transform_with_planted_components_is_exact():
     np.testing.assert_allclose(est.transform(problem.pefs), truth, atol=2e-3)
 
 
+def test_transform_refuses_pefs_kept_with_other_settings():
+    """A fit of PEFs kept at n_values=256 gave other coefficients to the same examples' PEFs kept at 16,
+    without a word: [0.32, 1.12, 0.29] against [0, 0.04, 0]."""
+    problem = planted_lrm(60, 50, 3, seed=8)
+    problem.pefs.info.update(n_values=256, top_k_classes=None)
+    est = LrmNpeff(3, n_iters_g_only=2, n_iters_joint=2, progress=False).fit(problem.pefs)
+    other = problem.pefs[:10]
+    other.info = dict(problem.pefs.info, n_values=16)
+    with pytest.raises(ValueError, match=r"other settings .*: n_values=16 \(the fit's 256\).*not be comparable"):
+        est.transform(other)
+    other.info = dict(problem.pefs.info, sketch={"method": "count", "dim": 64, "seed": 0, "parameters": {}})
+    est.transform(other)  # a setting the fit did not record is not compared
+
+
 def test_component_is_a_full_parameter_vector():
     problem = planted_lrm(40, 50, 3, seed=7, density=0.05)
     est = _fit(problem, 3, n_iters_g_only=5, n_iters_joint=5, min_nonzero_per_col=2)

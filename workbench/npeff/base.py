@@ -70,6 +70,15 @@ def positive_int(minimum: int = 1) -> list:
     return [Interval(Integral, minimum, None, closed="left")]
 
 
+#: The PEF settings new PEFs must share with the fit's for :meth:`NpeffBase.transform` to compare them.
+SAME_SETTINGS = ("n_values", "top_k_classes", "sketch")
+
+
+def _setting(value):
+    """A recorded PEF setting as an error shows it: a sketch by its method, width and seed."""
+    return {k: v for k, v in value.items() if k != "parameters"} if isinstance(value, dict) else value
+
+
 class NpeffBase(BaseEstimator):
     """What LRM- and D-NPEFF share. Subclasses fit (``_fit_prepared``) and find coefficients
     (``_coefficients_of``) in their own way."""
@@ -151,6 +160,16 @@ class NpeffBase(BaseEstimator):
                 f"these PEFs were computed over other parameters ({layout.n_parameters} parameters, "
                 f"first {layout.names[:2]}) than the decomposition ({self.layout_.n_parameters}, first "
                 f"{self.layout_.names[:2]}); compute them with the same model and parameter filter"
+            )
+        # kept at another count, over other classes or in another sketch, their coefficients are of other
+        # numbers (a fit at n_values=256 gave W[0] = [0.32, 1.12, 0.29]; the same examples at 16, [0, 0.04, 0])
+        differing = [f"{key}={_setting(info[key])!r} (the fit's {_setting(self.pef_info_[key])!r})" for key in SAME_SETTINGS
+                     if key in info and key in self.pef_info_ and info[key] != self.pef_info_[key]]
+        if differing:
+            raise ValueError(
+                f"these PEFs were computed with other settings than the PEFs the decomposition was fitted to: "
+                f"{', '.join(differing)}; their coefficients would not be comparable. Compute them with the fit's "
+                "settings (compute_pefs(..., n_values=..., top_k_classes=...) as recorded in decomposition.pef_info_)"
             )
 
     def _kept_columns(self, pefs) -> np.ndarray:
