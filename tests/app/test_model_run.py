@@ -1,7 +1,10 @@
 """run_model: a model and texts of one's own into a run folder the workbench opens."""
 
+import re
+
 import pandas as pd
 import pytest
+import torch
 
 from workbench import RunExplorer, run_model
 from workbench.models.embedded import default_model, make_examples
@@ -143,6 +146,9 @@ TEXTS = ["good film", "bad film", "good plot", "bad plot"]
     (dict(progress="no"), TypeError, r"progress must be True or False"),
     (dict(model="regression", labels=None), ValueError, r"with 1 output \(problem_type 'regression'\).*regression head"),
     (dict(n_components=0), ValueError, r"n_components must be an integer of at least 1"),
+    # settings the fit would refuse, after the PEFs: refused now
+    (dict(n_iters_g_only=0, n_iters_joint=0), ValueError, r"needs at least one iteration"),
+    (dict(include=lambda name: "h" in name), ValueError, r"cannot record a function as its parameter filter"),
     (dict(n_components=5), ValueError, r"n_components=5 is more than the 4 texts"),
     (dict(n_top=0), ValueError, r"n_top must be an integer of at least 1"),
     (dict(max_length=0), ValueError, r"max_length must be an integer of at least 2"),
@@ -155,6 +161,14 @@ def test_every_bad_argument_and_model_is_refused_before_the_run_folder_is_touche
     with pytest.raises(error, match=message):
         run_model(tmp_path / "run", folder, TEXTS, call.pop("labels", [0, 1, 0, 1]), **{"n_components": 2, **call})
     assert not (tmp_path / "run").exists()
+
+
+def test_a_compiled_pattern_and_a_torch_device_are_recorded_as_text(small_gpt2, tmp_path):
+    """Accepted by write_pefs, they failed as 'cannot write Pattern as JSON' once the run folder existed."""
+    run = run_model(tmp_path / "run", small_gpt2 / "classifier", TEXTS, [0, 1, 0, 1], n_components=2, n_values=50,
+                    n_iters_g_only=2, n_iters_joint=2, include=re.compile(r"H\.0\.", re.I), device=torch.device("cpu"),
+                    progress=False)
+    assert run.record["params"]["include"] == r"(?i)H\.0\." and run.record["params"]["device"] == "cpu"
 
 
 def test_pandas_texts_and_labels_of_different_indexes_are_refused(small_gpt2, tmp_path):

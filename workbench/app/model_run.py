@@ -26,7 +26,7 @@ from ..core.params import select_parameters
 from ..core.validation import as_labels, check_label_range, max_positions, name_filter
 from ..store.files import atomic_path
 from ..store.lock import exclusive
-from .pipeline import check_new_run_folder, fit_stage, write_or_resume_pefs
+from .pipeline import check_new_run_folder, fit_estimator, fit_stage, write_or_resume_pefs
 from .run_folder import COMPONENTS, EXAMPLES, MODEL, PEFS, Run, RunRecorder
 
 DEFAULT_MAX_LENGTH = 128
@@ -88,6 +88,7 @@ def run_model(
     _check_counts(n_components=n_components, n_values=n_values, n_iters_g_only=n_iters_g_only,
                   n_iters_joint=n_iters_joint, n_top=n_top, seed=seed, batch_size=batch_size, n_texts=len(texts))
     _check_choice("kind", kind, tuple(KINDS))
+    fit_estimator(kind, n_components, n_iters_g_only, n_iters_joint, seed=seed)
     # Everything a model can refuse is found now, before the run folder is touched: weights that
     # would load at random, no tokenizer, label words it does not know, a filter that keeps nothing.
     model, tokenizer = _load(source, template, label_words, label_prefix)
@@ -100,14 +101,18 @@ def run_model(
     check_label_range(labels, n_classes)
     labels = labels.numpy()
     max_length = _checked_max_length(max_length, model)
-    select_parameters(model, name_filter(include, "include"), name_filter(exclude, "exclude"))
+    include, exclude = name_filter(include, "include"), name_filter(exclude, "exclude")  # patterns as their text
+    if callable(include) or callable(exclude):  # the run records its arguments, and the explorer reads them back
+        raise ValueError("a run cannot record a function as its parameter filter (include/exclude); pass regular "
+                         "expressions")
+    select_parameters(model, include, exclude)
     _check_tokenizable(tokenizer, texts if template is None else [template.format(text=t) for t in texts])
     check_new_run_folder(out)
     resolved = resolve_device(device)
     params = {"model_path": str(source), "n_examples": len(texts), "n_components": n_components, "kind": kind,
               "n_values": n_values, "n_iters_g_only": n_iters_g_only, "n_iters_joint": n_iters_joint, "n_top": n_top,
               "seed": seed, "include": include, "exclude": exclude, "max_length": max_length, "batch_size": batch_size,
-              "device": device}
+              "device": None if device is None else str(device)}
     if template is not None:
         params.update(template=template, label_words=list(label_words), label_prefix=label_prefix)
     with exclusive(out, "a run"):  # two runs in one folder would leave it mixed, yet marked complete

@@ -122,12 +122,23 @@ def run_embedded(
         return Run(out)
 
 
+def fit_estimator(kind: str, n_components: int, n_iters_g_only: int, n_iters_joint: int, *, seed: int, device=None,
+                  progress: bool = False):
+    """The estimator of a run's fit stage, its settings checked (``check_params``): a run checks them
+    before its folder is touched, not at the fit, after its PEFs (both iteration counts 0 passed every
+    argument check and failed there)."""
+    estimator = estimator_for(kind).for_iterations(n_components, n_iters_g_only, n_iters_joint, seed=seed,
+                                                    device=device, progress=progress)
+    estimator.check_params()
+    return estimator
+
+
 def fit_stage(recorder: RunRecorder, out: Path, pefs, kind: str, n_components: int, n_iters_g_only: int,
               n_iters_joint: int, *, seed: int, device, progress: bool):
     """A run's fit stage: the decomposition of ``pefs``, saved in the run folder, its final loss recorded."""
     with recorder.stage("fit"):
-        estimator = estimator_for(kind).for_iterations(n_components, n_iters_g_only, n_iters_joint, seed=seed,
-                                                        device=device, progress=progress)
+        estimator = fit_estimator(kind, n_components, n_iters_g_only, n_iters_joint, seed=seed, device=device,
+                                  progress=progress)
         estimator.fit(pefs)
         estimator.save(out / DECOMPOSITION)
         recorder.figure("final_loss", estimator.final_loss_)
@@ -200,6 +211,7 @@ def check_arguments(*, out, n_examples, n_components, kind, n_values, n_iters_g_
             f"run_embedded: n_components={n_components} is larger than n_examples={n_examples}; "
             "use at most as many components as examples"
         )
+    fit_estimator(kind, n_components, n_iters_g_only, n_iters_joint, seed=seed)
     if model_path is not None:
         if not isinstance(model_path, (str, os.PathLike)):
             raise TypeError(f"run_embedded: model_path must be a folder path or None, got {model_path!r}")
