@@ -13,6 +13,7 @@ from workbench.app.explore import RunExplorer, check_explorer
 
 from .chart import Chart
 from .static import StaticFallback, on_click_shown
+from .steps import epsilon_slider, set_epsilon
 
 #: A sweep runs the check at these multiples of the slider's ε.
 SWEEP_FACTORS = (0.1, 0.3, 1.0, 3.0, 10.0)
@@ -36,8 +37,7 @@ class PerturbationPanel(StaticFallback, w.VBox):
         self.error: str | None = None
 
         self.title = w.HTML("<b>Perturbation check</b>: select a component first.")
-        self.epsilon = w.FloatLogSlider(0.1, base=10, min=-3, max=2, step=0.1, description="ε",
-                                        readout_format=".3g", continuous_update=False)
+        self.epsilon = epsilon_slider()
         self.direction = w.ToggleButtons(options=[("±", "both"), ("+", "+"), ("−", "-")], value="both",
                                          description="direction", style={"button_width": "40px"})
         self.semi_orthogonal = w.Checkbox(False, description="semi-orthogonal", indent=False,
@@ -82,7 +82,7 @@ class PerturbationPanel(StaticFallback, w.VBox):
         """Run the check with the panel's settings (``epsilon`` overrides the slider); returns the
         PerturbationResult (the one at the slider's ε for a sweep). Errors are shown, then raised."""
         if epsilon is not None:
-            self.epsilon.value = epsilon
+            set_epsilon(self.epsilon, epsilon)
         if self.component is None:
             self._show_error("Select a component first.")
             raise ValueError("no component selected: call set_component(j) or select one in the browser")

@@ -14,6 +14,7 @@ from .examples import component_title
 from .chart import Chart
 from .perturbation import CHART_WIDTH
 from .static import StaticFallback, on_click_shown
+from .steps import epsilon_slider, set_epsilon
 
 
 class TracePanel(StaticFallback, w.VBox):
@@ -26,8 +27,7 @@ class TracePanel(StaticFallback, w.VBox):
         self.result = None
         self.error: str | None = None
         self.title = w.HTML("<b>Perturbation trace</b>: select a component first.")
-        self.epsilon = w.FloatLogSlider(0.1, base=10, min=-3, max=2, step=0.1, description="ε",
-                                        readout_format=".3g", continuous_update=False)
+        self.epsilon = epsilon_slider()
         self.run_button = w.Button(description="trace", button_style="primary", icon="play",
                                    disabled=component is None)
         self.run_button.on_click(on_click_shown(self.run))
@@ -62,7 +62,7 @@ class TracePanel(StaticFallback, w.VBox):
     def run(self, *, epsilon: float | None = None):
         """Trace the selected component (``epsilon`` overrides the slider); errors are shown, then raised."""
         if epsilon is not None:
-            self.epsilon.value = epsilon
+            set_epsilon(self.epsilon, epsilon)
         if self.component is None:
             self.error = "Select a component first."
             raise ValueError("no component selected: call set_component(j)")

@@ -125,6 +125,20 @@ def test_panels_display_static_snapshots_beside_the_widget(workbench):
         assert parts["text/html"] and parts["text/plain"] and WIDGET_VIEW in parts
 
 
+@pytest.mark.parametrize("epsilon, message", [(1000, r"epsilon=1000 is outside the panel's slider \(0\.001 to 100\)"),
+                                             (-1, r"epsilon must be a positive, finite step"),
+                                             ("0.5", r"epsilon must be a positive, finite step"),
+                                             (True, r"epsilon must be a positive, finite step")])
+def test_a_step_the_slider_cannot_hold_is_refused_not_clamped(workbench, epsilon, message):
+    """run(epsilon=1000) ran at 100 and run(epsilon=-1) at 0.001: the slider clamps what it is given."""
+    workbench.select(0)
+    for panel in (workbench.perturbation, workbench.trace):
+        before = panel.epsilon.value
+        with pytest.raises(ValueError, match=message):
+            panel.run(epsilon=epsilon)
+        assert panel.epsilon.value == before
+
+
 def test_export_writes_tidy_files_of_what_the_panels_show(workbench, tmp_path):
     from safetensors.numpy import load_file
 
