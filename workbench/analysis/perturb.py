@@ -101,7 +101,10 @@ def parameters_of(model: torch.nn.Module, layout: ParameterLayout) -> list[torch
 def perturbed(model: torch.nn.Module, layout: ParameterLayout, delta: np.ndarray):
     """Within the block the model's parameters are θ + delta (delta on the layout's flat axis).
 
-    On exit, normal or not, every parameter is restored bit for bit from a saved copy.
+    On exit, normal or not, every parameter is restored bit for bit from a saved copy, also when
+    an interrupt (Ctrl-C, a notebook's "Interrupt kernel") arrives during the restore: the restore
+    finishes, then the interrupt is raised. A loop of copies stopped part-way left 26 tensors at
+    θ + εĝ, and every later reading of the session silently used them.
     """
     params = parameters_of(model, layout)
     pieces = layout.split(np.asarray(delta))
@@ -112,9 +115,22 @@ def perturbed(model: torch.nn.Module, layout: ParameterLayout, delta: np.ndarray
                 p.add_(torch.as_tensor(pieces[name], dtype=p.dtype, device=p.device))
         yield model
     finally:
-        with torch.no_grad():
-            for p, original in zip(params, saved):
-                p.copy_(original)
+        _restore(params, saved)
+
+
+def _restore(params: list[torch.Tensor], saved: list[torch.Tensor]) -> None:
+    """Copy ``saved`` back into ``params``, all of them, before an interrupt that arrives meanwhile."""
+    interrupted = None
+    with torch.no_grad():
+        for p, original in zip(params, saved):
+            while True:
+                try:
+                    p.copy_(original)
+                    break
+                except KeyboardInterrupt as error:  # copy it again, then the others, then raise
+                    interrupted = error
+    if interrupted is not None:
+        raise interrupted
 
 
 def _rows(inputs: Inputs, rows: np.ndarray, device) -> Inputs:
