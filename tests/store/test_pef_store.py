@@ -86,6 +86,24 @@ def test_store_refuses_other_arguments(tmp_path, bert3, bert_inputs):
     assert store.info["n_values"] == 200
 
 
+def test_the_same_weights_loaded_through_another_path_resume_the_store(tmp_path, bert3, bert_inputs, monkeypatch):
+    """The model's name is the path it was loaded from: relative then absolute, another working folder or a
+    moved run folder made a killed run's store 'other arguments' (info.model), recomputed from 0."""
+    bert3.config._name_or_path = "models/mine"
+    write_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=100, batch_size=2, progress=False)
+    (tmp_path / "pefs" / "chunks" / "000001.safetensors").unlink()  # as a killed run leaves it
+    bert3.config._name_or_path = "/home/me/models/mine"
+    real = batches.batch_in_two_stages
+    calls = []
+    monkeypatch.setattr(batches, "batch_in_two_stages", lambda *a: calls.append(a[4].batch_size) or real(*a))
+    resumed = write_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=100, batch_size=2, progress=False)
+    assert [size for size in calls if size != 1] == [2], "only the missing batch is computed"
+    assert resumed.info["model"] == "models/mine"  # as first recorded
+    other = type(bert3)(bert3.config)  # other weights under the same name are another run
+    with pytest.raises(StoreError, match="differs: fingerprints"):
+        write_pefs(tmp_path / "pefs", other, bert_inputs, n_values=100, batch_size=2, progress=False)
+
+
 def test_folder_that_is_not_a_store_is_refused(tmp_path, bert3, bert_inputs):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(StoreError, match="not a PEF store"):

@@ -191,6 +191,11 @@ class PefStoreWriter:
         out, manifest = self.path, self.manifest
         differ = [k for k in IDENTITY if existing.get(k) != manifest.get(k)]
         old_info = existing.get("info", {})
+        new_info = manifest["info"]
+        if new_info.get("model_fingerprint") and old_info.get("model_fingerprint") == new_info["model_fingerprint"]:
+            # the same weights, loaded through another spelling of their folder (relative or absolute, another
+            # working folder, a run folder moved): the same run, which resumed from 0 when the name differed
+            new_info["model"] = old_info.get("model", new_info.get("model"))
         differ += [f"info.{k}" for k in sorted(set(manifest["info"]) | set(old_info))
                    if k != "package_version" and old_info.get(k) != manifest["info"].get(k)]
         if differ:
