@@ -226,6 +226,25 @@ def test_a_notebook_papermill_cannot_start_leaves_a_failed_record(tmp_path, monk
     assert entry["status"] == "failed" and "Kernel died" in entry["error"] and record["status"] == "failed"
 
 
+def test_a_run_killed_before_its_page_leaves_no_page_of_the_run_before(tmp_path, monkeypatch):
+    """A rerun with other parameters, killed while the notebook ran, left the earlier run's HTML, whose header
+    read "This run complete, n_components 4" beside a folder of the 5-component run."""
+    import papermill
+
+    notebook = small_notebook(tmp_path / "small.ipynb")
+    first = run_notebook(notebook, tmp_path / "out", {"seed": 1}, progress=False)
+    assert first.html.exists()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(papermill, "execute_notebook", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_notebook(notebook, tmp_path / "out", {"seed": 2}, progress=False)
+    assert not first.html.exists()
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["notebooks"]["small"]["status"] == "interrupted"
+
+
 def test_an_unknown_kernel_or_an_out_that_is_a_file_is_refused_before_anything_is_written(tmp_path):
     notebook = small_notebook(tmp_path / "small.ipynb")
     with pytest.raises(ValueError, match=r"no Jupyter kernel is named 'no-such-kernel'; the kernels installed are \[.*'python3'"):

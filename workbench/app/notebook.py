@@ -226,6 +226,9 @@ def run_notebook(notebook: str | os.PathLike, out: str | os.PathLike, parameters
     # the record says "running" until the executed notebook and its HTML are whole: a run killed
     # in between leaves a record that says so, never one that vouches for a half-written page
     write_run_record(out, _with_notebook(out, notebook.stem, entry, everything))
+    # the page of an earlier run of the notebook would read "complete" beside this run's files, with its
+    # parameters, until this run writes its own; a run killed before that leaves none
+    html.unlink(missing_ok=True)
 
     started = time.perf_counter()
     failure = None
