@@ -149,6 +149,10 @@ def test_damaged_tables_and_records_of_a_later_version_are_named(finished, tmp_p
     folder = _copy(finished, tmp_path / "b", format_version=99)
     with pytest.raises(StoreError, match=r"format version 99; this package .* reads version 1"):
         Run.open(folder)
+    for key in ("stages", "params"):  # edited by hand into lists: raw AttributeErrors from Run.open and the explorer
+        folder = _copy(finished, tmp_path / key, **{key: [1, 2]})
+        with pytest.raises(StoreError, match=rf"run\.json is damaged: '{key}' should be an object"):
+            Run.open(folder)
 
 
 def test_a_folder_another_process_writes_is_refused_and_a_killed_writer_frees_it(tmp_path):

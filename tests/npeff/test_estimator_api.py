@@ -41,10 +41,11 @@ def test_settings_are_checked_at_fit_against_one_table(cls):
 
 
 @pytest.mark.parametrize("cls", [LrmNpeff, DNpeff])
-def test_numpy_integers_are_integers(cls, tmp_path):
+def test_numpy_integers_and_bools_are_integers_and_bools(cls, tmp_path):
     pefs = PROBLEMS[cls]()
     settings = {k: np.int64(v) for k, v in SHORT[cls].items()}
-    fitted = cls(n_components=np.int64(3), seed=np.int64(1), progress=False, **settings).fit(pefs)
+    # a numpy bool, which scikit-learn's checks take, failed at save as "cannot write bool as JSON"
+    fitted = cls(n_components=np.int64(3), seed=np.int64(1), progress=np.bool_(False), **settings).fit(pefs)
     reference = cls(n_components=3, seed=1, progress=False, **SHORT[cls]).fit(pefs)
     np.testing.assert_array_equal(fitted.W_, reference.W_)
     np.testing.assert_array_equal(cls(n_components=3, seed=1, progress=False, **SHORT[cls]).fit_transform(pefs), reference.W_)

@@ -182,6 +182,10 @@ def read_run_record(path: str | os.PathLike) -> dict:
     if record.get("format") != RUN_FORMAT.name:
         raise StoreError(f"{where} is not a run folder of this package (no {RUN_RECORD} of format {RUN_FORMAT.name})")
     check_format(record, RUN_FORMAT, where / RUN_RECORD)
+    for key in ("params", "stages", "notebooks", "figures", "seeds"):  # a hand-edited list raised AttributeError
+        if not isinstance(record.get(key, {}), dict):
+            raise StoreError(f"{where / RUN_RECORD} is damaged: {key!r} should be an object ({{...}}), found "
+                             f"{type(record[key]).__name__}; run the command that made the folder again")
     return record
 
 

@@ -166,13 +166,13 @@ def write_json(path: str | os.PathLike, obj) -> None:
 
 
 def json_default(obj):
-    if isinstance(obj, (np.integer, np.floating)):
+    if isinstance(obj, (np.integer, np.floating, np.bool_)):  # a numpy bool read "cannot write bool as JSON"
         return obj.item()
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
-    raise TypeError(f"cannot write {type(obj).__name__} as JSON")
+    raise TypeError(f"cannot write {type(obj).__module__}.{type(obj).__name__} as JSON")
 
 
 def read_json(path: str | os.PathLike) -> dict:
