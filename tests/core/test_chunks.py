@@ -22,3 +22,16 @@ def test_parts_in_any_order_join_back_to_the_batch(pefs):
     whole = _chunk(pefs)
     for name in PefChunk.arrays_order:
         np.testing.assert_array_equal(getattr(joined, name), getattr(whole, name), err_msg=name)
+
+
+@pytest.mark.parametrize("problem", [planted_lrm(6, 8, 2, seed=1), planted_d(6, 8, 2, seed=1)], ids=["lrm", "d"])
+def test_pef_sets_are_indexed_by_examples_one_included(problem):
+    """pefs[0] raised numpy's 'invalid index to scalar variable'; a string, its own words about NumPy."""
+    pefs = problem.pefs
+    one = pefs[0]
+    assert one.n_examples == 1 and np.array_equal(one.dense(), pefs[[0]].dense())
+    assert pefs[np.arange(6) % 2 == 0].n_examples == 3 and pefs[1:3].n_examples == 2
+    with pytest.raises(IndexError, match=r"PEFs are indexed by examples .* got 'a'"):
+        pefs["a"]
+    with pytest.raises(IndexError, match=r"PEFs are indexed by examples .* got 9"):
+        pefs[9]

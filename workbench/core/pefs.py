@@ -71,6 +71,16 @@ def _as_logits(logits, n: int) -> np.ndarray:
     return logits
 
 
+def example_rows(n_examples: int, index) -> np.ndarray:
+    """The examples ``index`` picks out of ``n_examples``, as PEF sets are indexed: an integer (one
+    example, a set of one), a slice, a list of indices or a boolean mask."""
+    try:
+        return np.atleast_1d(np.arange(n_examples)[index])
+    except (IndexError, TypeError, ValueError) as error:  # numpy's own words name no PEFs
+        raise IndexError(f"PEFs are indexed by examples (an integer, a slice, a list of indices or a boolean mask "
+                         f"of {n_examples}); got {index!r}: {error}") from None
+
+
 @dataclass(kw_only=True)
 class _PefsBase:
     frobenius_norms: np.ndarray  # (n_examples,): norm of the full, unsparsified PEF
@@ -150,7 +160,7 @@ class LrmPefs(_PefsBase):
         return self.X.toarray().reshape(self.n_examples, self.n_slots, self.n_parameters)
 
     def __getitem__(self, index) -> "LrmPefs":
-        idx = np.arange(self.n_examples)[index]
+        idx = example_rows(self.n_examples, index)
         rows = (idx[:, None] * self.n_slots + np.arange(self.n_slots)).ravel()
         return dataclasses.replace(
             self,
@@ -237,7 +247,7 @@ class DPefs(_PefsBase):
         return self.F.toarray()
 
     def __getitem__(self, index) -> "DPefs":
-        idx = np.arange(self.n_examples)[index]
+        idx = example_rows(self.n_examples, index)
         return dataclasses.replace(
             self,
             F=self.F[idx],

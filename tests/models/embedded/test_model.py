@@ -3,6 +3,7 @@
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -197,6 +198,16 @@ def test_cache_root_precedence(tmp_path, monkeypatch):
     assert cache_root() == tmp_path / "env"
     monkeypatch.delenv("NPEFF_WORKBENCH_CACHE")
     assert cache_root().parts[-2:] == (".cache", "npeff-workbench")
+    # "~" expanded (it was a folder named "~" in the working folder); a relative path or a file refused
+    monkeypatch.setenv("NPEFF_WORKBENCH_CACHE", " ~/models-cache ")
+    assert cache_root() == Path.home() / "models-cache"
+    monkeypatch.setenv("NPEFF_WORKBENCH_CACHE", "relcache")
+    with pytest.raises(ValueError, match=r"NPEFF_WORKBENCH_CACHE='relcache' is a relative path.*from the root"):
+        cache_root()
+    (tmp_path / "notes.txt").write_text("mine")
+    monkeypatch.setenv("NPEFF_WORKBENCH_CACHE", str(tmp_path / "notes.txt"))
+    with pytest.raises(ValueError, match=r"is a file; give a folder"):
+        cache_root()
 
 
 def test_unknown_base_and_missing_minilm_package(tmp_path, monkeypatch):

@@ -34,7 +34,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from ...core.arguments import positive_int
+from ...core.arguments import positive_int, user_path
 from ...core.staging import remove_dead_staging, staging_path
 from ..loading import in_float32, load_saved, load_saved_tokenizer, pad_with_end_of_text
 from ..text import encode_texts
@@ -442,12 +442,26 @@ def load_default_model(path: str | os.PathLike) -> tuple[PreTrainedModel, PreTra
     return model, tokenizer
 
 
+#: Where the embedded models are cached, when set (else ~/.cache/npeff-workbench).
+CACHE_ENV = "NPEFF_WORKBENCH_CACHE"
+
+
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The argument, else ``$NPEFF_WORKBENCH_CACHE``, else ``~/.cache/npeff-workbench``."""
+    """The argument, else ``$NPEFF_WORKBENCH_CACHE``, else ``~/.cache/npeff-workbench``. The variable
+    must name a folder from the root (``~`` expanded): as given, "~/cache" was a folder named "~" in
+    the working folder, and a relative one another cache, and another training, in each notebook's."""
     if cache_dir is not None:
-        return Path(cache_dir)
-    env = os.environ.get("NPEFF_WORKBENCH_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "npeff-workbench"
+        return user_path(cache_dir, "cache_dir")
+    env = os.environ.get(CACHE_ENV, "").strip()
+    if not env:
+        return Path.home() / ".cache" / "npeff-workbench"
+    root = Path(env).expanduser()
+    if not root.is_absolute():
+        raise ValueError(f"{CACHE_ENV}={env!r} is a relative path, which names another cache in each working folder; "
+                         f"give a folder from the root, e.g. {CACHE_ENV}=~/.cache/npeff-workbench")
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"{CACHE_ENV}={env!r} is a file; give a folder for the cache")
+    return root
 
 
 def default_model(
