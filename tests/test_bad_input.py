@@ -360,6 +360,10 @@ CASES = [
          r"\(requires_grad=False; e\.g\. bert\.embeddings\..*unfreeze them", _include_of_frozen_parameters),
     Case("a half-precision head", TypeError, r"2 selected parameters are in half precision \(e\.g\. classifier\.weight "
          r"\(bfloat16\).*model\.float\(\)(?!.*exclude)", _half_precision_head),
+    Case("a seed beyond torch's range", ValueError, r"seed must be an integer from 0 to 2\*\*63 - 1, got 18446744073709551616",
+         lambda tmp: run_embedded(tmp / "run", n_examples=40, seed=2**64, progress=False)),
+    Case("a fit's seed beyond torch's range", ValueError, r"'seed' parameter of LrmNpeff must be an int in the range "
+         r"\[0, 9223372036854775807\]", lambda tmp: LrmNpeff(2, seed=2**64 - 1).fit(planted_lrm(10, 30, 2).pefs)),
     Case("token ids outside the vocabulary", ValueError,
          r"1 examples hold token ids outside the model's vocabulary of 40 \(first: example 7, id 10000\).*own tokenizer",
          _ids_outside_vocabulary),

@@ -32,7 +32,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from ..core.arguments import positive_int
+from ..core.arguments import positive_int, seed_value
 from ..core.device import resolve_device
 from ..core.pefs import LrmPefs
 from ..fisher.inputs import Inputs, eval_mode, n_inputs, slice_inputs
@@ -267,7 +267,7 @@ def baseline_coefficients(
         raise TypeError(f"decomposition must be a fitted LrmNpeff or DNpeff, got {type(decomposition).__name__}")
     decomposition.check_model(model, "the decomposition")  # baselines of another model would compare nothing
     # the baselines' settings, before the PEFs they are fitted to (scikit-learn would name its own estimators)
-    positive_int(seed, "seed", 0)
+    seed_value(seed)
     positive_int(batch_size, "batch_size")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.number)) or not 0 < alpha < np.inf:
         raise ValueError(f"alpha (dictionary learning's sparsity penalty) must be a positive number, got {alpha!r}")

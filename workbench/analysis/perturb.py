@@ -24,7 +24,7 @@ import torch
 
 from tqdm.auto import tqdm
 
-from ..core.arguments import component_index, positive_int
+from ..core.arguments import component_index, positive_int, seed_value
 from ..core.device import resolve_device
 from ..core.params import ParameterLayout
 from ..core.validation import as_labels, check_label_range, check_model
@@ -268,7 +268,7 @@ def _ratio(top: float, baseline: float) -> float:
 def baseline_examples(n_examples: int, top: Sequence[int], n_baseline: int = 100, seed: int = 0) -> np.ndarray:
     """A random set of examples outside the top set."""
     n_baseline = positive_int(n_baseline, "n_baseline")  # no baseline: no ratio to read
-    positive_int(seed, "seed", 0)  # numpy's own error named no argument
+    seed_value(seed)  # numpy's own error named no argument
     others = np.setdiff1d(np.arange(n_examples), np.asarray(top, dtype=np.int64))
     if others.size == 0:  # torch.cat of no batches said only "expected a non-empty list of Tensors"
         raise ValueError(f"no example is left outside the top set ({len(np.unique(top))} of the {n_examples} examples) "

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.tables import component_table, values_of
-from ..core.arguments import flag, positive_int, user_path
+from ..core.arguments import flag, positive_int, seed_value, user_path
 from ..core.device import resolve_device
 from ..core.kinds import KINDS
 from ..core.params import select_parameters
@@ -202,6 +202,7 @@ def _check_counts(*, n_texts: int, **counts) -> None:
     for name, value in counts.items():
         if value is not None or name not in ("n_values", "batch_size"):
             positive_int(value, name, minimum.get(name, 1))
+    seed_value(counts["seed"])
     if counts["n_components"] > n_texts:
         raise ValueError(f"n_components={counts['n_components']} is more than the {n_texts} texts; use at most as "
                          "many components as examples")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.arguments import user_path
+from ..core.arguments import seed_value, user_path
 from ..analysis.tables import chance_purity, component_table
 from ..core.device import resolve_device
 from ..core.kinds import KINDS
@@ -197,6 +197,7 @@ def check_arguments(*, out, n_examples, n_components, kind, n_values, n_iters_g_
                                  ("n_top", n_top, 1), ("seed", seed, 0)):
         _integer(name, value, minimum)
     _integer("n_values", n_values, 1, none_ok=True)
+    seed_value(seed)
     _integer("batch_size", batch_size, 1, none_ok=True)
     choices = [("kind", kind, tuple(KINDS)), ("base", base, tuple(RECIPES))] + ([("scope", scope, tuple(SCOPES))] if scope is not None else [])
     for name, value, allowed in choices:

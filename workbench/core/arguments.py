@@ -45,6 +45,19 @@ def positive_int(value, argument: str, minimum: int = 1) -> int:
     return n
 
 
+#: The largest seed: torch's generators take no larger (2**64 - 1 overflowed in torch.manual_seed with its
+#: own "Overflow when unpacking long long").
+MAX_SEED = 2**63 - 1
+
+
+def seed_value(value, argument: str = "seed") -> int:
+    """``value`` as a random seed: a whole number from 0 to :data:`MAX_SEED`."""
+    n = positive_int(value, argument, 0)
+    if n > MAX_SEED:
+        raise ValueError(f"{argument} must be an integer from 0 to 2**63 - 1, got {value!r}")
+    return n
+
+
 def fraction(value, argument: str) -> float:
     """``value`` as a number from 0 to 1 (a share or purity threshold)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .arguments import MAX_SEED
 from .params import ParameterLayout
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -56,8 +57,8 @@ class CountSketch:
                 raise TypeError(f"the sketch's {name} must be an integer, got {value!r}")
         if self.dim < 1:
             raise ValueError(f"sketch must be a positive integer (the projection's dimension d), got {self.dim}")
-        if self.seed < 0:
-            raise ValueError(f"sketch_seed must be a non-negative integer, got {self.seed}")
+        if not 0 <= self.seed <= MAX_SEED:  # a larger one overflowed numpy's uint64 with its own words
+            raise ValueError(f"sketch_seed must be an integer from 0 to 2**63 - 1, got {self.seed}")
 
     def hashes(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(buckets int64, signs float32 ±1) of parameters start..stop."""

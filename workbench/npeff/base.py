@@ -24,7 +24,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, InvalidParameterError, make_constraint
 from sklearn.utils.validation import check_is_fitted
 
-from ..core.arguments import component_index
+from ..core.arguments import MAX_SEED, component_index
 from ..core.device import resolve_device
 from ..core.kinds import KINDS
 from ..core.params import ParameterLayout
@@ -94,7 +94,7 @@ class NpeffBase(BaseEstimator):
         "min_nonzero_per_col": positive_int(),
         "normalize": ["boolean"],
         "log_every": positive_int(),
-        "seed": [Interval(Integral, None, None, closed="neither")],
+        "seed": [Interval(Integral, 0, MAX_SEED, closed="both")],  # torch.manual_seed's range
         "tol": [Interval(Real, 0, None, closed="left")],
         "progress": ["boolean"],
     }

@@ -34,7 +34,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from ...core.arguments import positive_int, user_path
+from ...core.arguments import seed_value, user_path
 from ...core.staging import remove_dead_staging, staging_path
 from ..loading import in_float32, load_saved, load_saved_tokenizer, pad_with_end_of_text
 from ..text import encode_texts
@@ -484,7 +484,7 @@ def default_model(
     into place when complete: a killed run leaves no half-written folder that would pass
     for a model.
     """
-    positive_int(seed, "seed", 0)  # as the command line and run_model check it: -1 trained a model of its own
+    seed_value(seed)  # as the command line and run_model check it: -1 trained a model of its own
     name = f"{base}-seed{seed}-task{TASK_VERSION}-recipe{RECIPE_VERSION}"
     options = {"checkpoint_every": checkpoint_every, "mix": None if mix is None else dict(sorted(mix.items())),
                "init_from": None if init_from is None else str(Path(init_from).resolve()), "epochs": epochs}
