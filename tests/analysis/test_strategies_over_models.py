@@ -175,7 +175,7 @@ def test_every_family_of_the_matrix_can_be_traced(name):
     if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
         assert layers[0] == "encoder embeddings" and any(n.startswith("decoder layer") for n in layers)
     else:
-        assert layers[0] == "embeddings" and layers[1] == "layer 1"
+        assert layers[0] == "embeddings" and layers[1] == "layer 0"  # numbered as the parameters' layers
 
 
 def test_the_trace_shows_tokens_as_the_text_spells_them():

@@ -34,7 +34,7 @@ class PerturbationTrace:
 
     component: int
     epsilon: float
-    layers: list[str]  # "embeddings", "layer 1", ...
+    layers: list[str]  # "embeddings", "layer 0", ...: each layer's output, numbered as its parameters are
     examples: list[int]  # rows of the run's examples
     sets: list[str]  # "top" or "baseline", per example
     tokens: list[list[str]]  # per example, its real tokens
@@ -87,7 +87,9 @@ class PerturbationTrace:
 
 def _hidden_states(model, batch) -> dict[str, torch.Tensor]:
     """{layer name: (b, tokens, features)} of every hidden state with the input's token axis, in order:
-    "embeddings", "layer 1", ...; an encoder-decoder's as "encoder ..." then "decoder ..." (its decoder
+    "embeddings", "layer 0", ... (the output of each layer, numbered as its parameters are, so that the
+    trace and "where the component lives" name one layer alike: they were one apart); an encoder-decoder's
+    as "encoder ..." then "decoder ..." (its decoder
     reads the input shifted right: position t holds token t − 1). States with another number of
     positions (Funnel's pooled layers) are left out."""
     # a language model read as a classifier returns class logits alone: its hidden states are the LM's
@@ -100,7 +102,7 @@ def _hidden_states(model, batch) -> dict[str, torch.Tensor]:
         raise TypeError(f"{type(model).__name__} returns no hidden_states: the trace needs a model that accepts "
                         "output_hidden_states=True (Hugging Face models do)")
     length = batch["input_ids"].shape[1]
-    return {f"{prefix}{'embeddings' if i == 0 else f'layer {i}'}": state.detach().double()
+    return {f"{prefix}{'embeddings' if i == 0 else f'layer {i - 1}'}": state.detach().double()
             for prefix, states in stacks.items() for i, state in enumerate(states)
             if state.ndim == 3 and state.shape[1] == length}
 
