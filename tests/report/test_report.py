@@ -102,6 +102,19 @@ def test_report_splits_into_linked_pages_above_the_limit(hostile, perturbation, 
     assert not list(tmp_path.glob(".report.*"))  # no staging folder left behind
 
 
+def test_a_report_of_many_charts_splits_into_pages_by_default(hostile, perturbation, tmp_path, monkeypatch):
+    """A browser draws every chart of a page as it opens: 320 charts took 48 s. The default split counts them."""
+    common = dict(perturbations=[perturbation], n_examples=2, highlight=False, progress=False, dashboards=False)
+    index = report.export_html(hostile, tmp_path / "one", **common)
+    n_charts = index.read_text().count('class="npeff-plot"')
+    assert n_charts > 0 and not (tmp_path / "one" / "components").exists()
+    monkeypatch.setattr(pages, "MAX_SINGLE_PAGE_CHARTS", n_charts - 1)
+    report.export_html(hostile, tmp_path / "split", **common)
+    assert len(list((tmp_path / "split" / "components").iterdir())) == hostile.n_components
+    report.export_html(hostile, tmp_path / "asked", max_single_page=hostile.n_components, **common)
+    assert not (tmp_path / "asked" / "components").exists()  # a limit given is the components' alone
+
+
 def test_what_killed_exports_left_is_cleared_and_a_report_moved_aside_comes_back(hostile, tmp_path):
     import subprocess
     import sys

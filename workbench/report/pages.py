@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 #: Above this many components a report is an index page plus one page per component.
 MAX_SINGLE_PAGE_COMPONENTS = 300
+#: ... and above this many charts: a browser draws them all as the page loads, and a page of 64 components
+#: with a model (320 charts) took 48 s to open, one of 300 without (600 charts) 107 s (load 7, 2 cores).
+MAX_SINGLE_PAGE_CHARTS = 120
 PLOTLY_FILE = "plotly.min.js"
 
 #: Sorts a ``table.sortable`` by the clicked header (numbers by their ``data-sort``, text otherwise;
@@ -116,14 +119,15 @@ def _component_section(explorer, component: int, results: list, n_examples: int,
 
 
 def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (), n_examples: int = 10,
-                highlight: bool = True, max_single_page: int = MAX_SINGLE_PAGE_COMPONENTS,
+                highlight: bool = True, max_single_page: int | None = None,
                 progress: bool = True, dashboards: bool = True, sweep: Sequence[float] | None = None,
                 traces: bool | None = None) -> Path:
     """Write a report of ``explorer``'s run to the folder ``out``; returns the index page.
 
     Up to ``max_single_page`` components the report is one page (``index.html``, plotly.js
     inline); above, ``index.html`` holds the run record and the component table, linked to one
-    page per component under ``components/``. ``perturbations``: results of
+    page per component under ``components/``. By default (None) a report is one page up to
+    :data:`MAX_SINGLE_PAGE_COMPONENTS` components and :data:`MAX_SINGLE_PAGE_CHARTS` charts. ``perturbations``: results of
     :meth:`RunExplorer.perturb` to chart under their component. ``dashboards``: each component's
     dashboard (:meth:`RunExplorer.dashboard`; with its perturbation sweep over ``sweep`` when given).
     ``traces``: each component's perturbation trace (:meth:`RunExplorer.trace` on its first
@@ -147,7 +151,8 @@ def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (
     if not all(hasattr(result, "component") and hasattr(result, "kl_ratio") for result in perturbations):
         raise TypeError("perturbations must hold results of RunExplorer.perturb (or perturbation_check)")
     n_examples = positive_int(n_examples, "n_examples")
-    max_single_page = positive_int(max_single_page, "max_single_page")
+    if max_single_page is not None:
+        max_single_page = positive_int(max_single_page, "max_single_page")
     out = user_path(out, "out")
     _check_report_folder(out)
     traces = explorer.has_model if traces is None else traces
@@ -155,7 +160,6 @@ def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (
     for result in perturbations:
         by_component.setdefault(int(result.component), []).append(result)
     table = explorer.table
-    split = len(table) > max_single_page
     title = f"NPEFF run {explorer.run.path.name}"
     _recover_report(out)
     staging = staging_path(out)
@@ -167,13 +171,19 @@ def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (
                    "definition; each mass bar is relative to the largest mass</div>"
                    f"{definitions_html(definitions, ['component', *table.columns])}")
         charts = dashboards or traces or bool(by_component)
-        components = tqdm(table.index, desc="report", disable=not progress, leave=False)
+        sections = {j: _component_section(explorer, j, by_component.get(j, []), n_examples, highlight, False,
+                                          dashboards, sweep, traces)
+                    for j in tqdm(table.index, desc="report", disable=not progress, leave=False)}
+        if max_single_page is None:
+            n_charts = sum(section.count('class="npeff-plot"') for section in sections.values())
+            split = len(table) > MAX_SINGLE_PAGE_COMPONENTS or n_charts > MAX_SINGLE_PAGE_CHARTS
+        else:
+            split = len(table) > max_single_page
         if not split:
             links = {j: f"#component-{j}" for j in table.index}
             top = '<a class="top" href="#top">back to top ↑</a>'
-            sections = [f'<section id="component-{j}">{top}<h2>Component {j}</h2>'
-                        f"{_component_section(explorer, j, by_component.get(j, []), n_examples, highlight, False, dashboards, sweep, traces)}"
-                        "</section>" for j in components]
+            sections = [f'<section id="component-{j}">{top}<h2>Component {j}</h2>{sections[j]}</section>'
+                        for j in table.index]
             toc = ('<nav class="toc"><a href="#run">This run</a><a href="#components">Component table</a>'
                    + "".join(f'<a href="#component-{j}">Component {j}</a>' for j in table.index) + "</nav>")
             body = (f"<h1>{escape(title)}</h1>{toc}<div id=\"run\">{header}</div><h2 id=\"components\">Components</h2>"
@@ -188,7 +198,7 @@ def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (
                     f"{table_html(table, index_links=links, bars=bar_columns(table), titles=definitions, sortable=True, row_ids='component-')}")
             (staging / "index.html").write_text(html_page(title, body), encoding="utf-8")
             order = list(table.index)
-            for position, j in enumerate(components):
+            for position, j in enumerate(order):
                 nav = [f'<a href="../index.html#component-{j}">index</a>']  # back to this component's row
                 if position > 0:
                     nav.append(f'<a href="../{_component_file(order[position - 1])}">previous</a>')
@@ -196,9 +206,7 @@ def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (
                     nav.append(f'<a href="../{_component_file(order[position + 1])}">next</a>')
                 results = by_component.get(j, [])
                 head = f'<script src="../{PLOTLY_FILE}"></script>' if results or dashboards or traces else ""
-                section = _component_section(explorer, j, results, n_examples, highlight, False, dashboards, sweep,
-                                             traces)
-                page = f"<nav>{''.join(nav)}</nav><h1>Component {j}</h1>{section}"
+                page = f"<nav>{''.join(nav)}</nav><h1>Component {j}</h1>{sections[j]}"
                 (staging / _component_file(j)).write_text(html_page(f"{title}: component {j}", page, head=head),
                                                           encoding="utf-8")
             if charts:
