@@ -102,13 +102,14 @@ def test_a_classifier_saved_in_half_precision_runs_in_float32(tmp_path):
 @pytest.fixture(scope="module")
 def small_gpt2(tmp_path_factory):
     """An untrained tiny causal LM and a sequence classifier of the same shape, each with the prompt tokenizer."""
-    from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
+    from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2ForTokenClassification, GPT2LMHeadModel
 
     from tests.models.lm.conftest import prompt_tokenizer
 
     root = tmp_path_factory.mktemp("models")
     config = GPT2Config(vocab_size=len(prompt_tokenizer()), n_positions=32, n_embd=8, n_layer=1, n_head=2, pad_token_id=0)
-    for name, cls in (("lm", GPT2LMHeadModel), ("classifier", GPT2ForSequenceClassification)):
+    for name, cls in (("lm", GPT2LMHeadModel), ("classifier", GPT2ForSequenceClassification),
+                      ("token", GPT2ForTokenClassification)):
         cls(config).save_pretrained(root / name)
         prompt_tokenizer().save_pretrained(root / name)
     GPT2ForSequenceClassification(GPT2Config(**config.to_diff_dict(), num_labels=1, problem_type="regression")
@@ -127,6 +128,9 @@ TEXTS = ["good film", "bad film", "good plot", "bad plot"]
     (dict(model="classifier", template="{text} sentiment :", label_words=["bad", "good"]), ValueError,
      r"holds GPT2ForSequenceClassification, whose classification head a GPT2LMHeadModel would drop; it is a sequence "
      r"classifier: leave out template="),
+    # a token classifier's head loads as a sequence classifier's, without a missing weight
+    (dict(model="token"), ValueError, r"holds GPT2ForTokenClassification, a token classifier.*Save a "
+                                      r"\.\.\.ForSequenceClassification"),
     (dict(model="lm", template="{text} sentiment :", label_words=["bad", "zzz"]), ValueError,
      r"label word 'zzz' is not in the tokenizer's vocabulary"),
     (dict(model="lm", template="{text} {x} :", label_words=["bad", "good"]), ValueError, r"slots other than '\{text\}'"),

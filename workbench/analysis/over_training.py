@@ -269,5 +269,8 @@ def _reference_table(reference, labels, groups, n_top: int) -> pd.DataFrame:
 def _load_model(path):
     from transformers import AutoModelForSequenceClassification
 
+    from ..models.loading import check_saved_head
+
+    check_saved_head(path)  # a token classifier's checkpoints load as a sequence classifier's, without a word
     return AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True).eval()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.resources
+import json
 import logging
 import os
 from pathlib import Path
@@ -97,6 +98,8 @@ def load_classifier(
     else:
         reason = downloads_off(local_files_only)
         offline = reason is not None
+    if isinstance(source, Path):
+        check_saved_head(source)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(source, local_files_only=offline, **model_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline) if with_tokenizer else None
@@ -151,6 +154,8 @@ def load_saved(auto_class, folder: str | os.PathLike):
     weights do not cover the model: ``from_pretrained`` would start the rest at random and every
     reading of the model would be of noise (a causal LM loaded as a sequence classifier gets a
     random ``score`` head, a classifier loaded as an LM a random LM head)."""
+    if auto_class.__name__.endswith("SequenceClassification"):
+        check_saved_head(folder)
     with _loading(folder, "model"):
         model, info = auto_class.from_pretrained(folder, local_files_only=True, output_loading_info=True)
     saved = getattr(model.config, "architectures", None) or []
@@ -169,6 +174,33 @@ def load_saved(auto_class, folder: str | os.PathLike):
                    "they would be random" if new else f"whose classification head a {type(model).__name__} would drop")
         raise ValueError(f"{folder} holds {', '.join(saved) or 'a model'}, {lacking}; {hint}")
     return model
+
+
+#: Saved heads whose predictions are not one distribution over the classes per example.
+OTHER_HEADS = {
+    "ForTokenClassification": "a token classifier (one prediction per token)",
+    "ForQuestionAnswering": "a question-answering model (a start and an end score per token)",
+    "ForMultipleChoice": "a multiple-choice model (one score per choice, its inputs (examples, choices, tokens))",
+}
+
+
+def check_saved_head(folder) -> None:
+    """Refuse a folder whose saved architecture has another head than a sequence classifier's. A
+    LlamaForTokenClassification's head has the name and shape of a sequence classifier's, so it loaded
+    as one without a missing weight, and was read at the last token as the whole text's prediction."""
+    try:
+        saved = json.loads(Path(folder, "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return  # loading names a damaged folder
+    for architecture in saved:
+        for suffix, what in OTHER_HEADS.items():
+            if isinstance(architecture, str) and architecture.endswith(suffix):
+                raise ValueError(
+                    f"{folder} holds {architecture}, {what}: NPEFF reads one distribution over the classes per "
+                    "example, as a sequence classifier gives it, and a sequence classifier loaded from this folder "
+                    "would read its head at one token as the whole text's. Save a ...ForSequenceClassification, or "
+                    "wrap the model so that its forward returns (examples, classes) logits and pass it to compute_pefs"
+                )
 
 
 def load_saved_tokenizer(folder: str | os.PathLike):
