@@ -147,6 +147,7 @@ def test_an_lrm_file_s_labels_are_checked_as_a_user_s_are(tmp_path, labels, mess
     ("new_to_old_col_indices", lambda kept: np.full_like(kept, 10**6), "kept columns"),
     ("new_to_old_col_indices", lambda kept: kept[:-1], "kept columns"),
     ("G", lambda G: np.where(G == G.max(), np.nan, G), "NaN, infinite or negative"),
+    ("new_to_old_col_indices", lambda kept: kept + 0.5, r"kept columns .* are float64, not the integer indices"),
 ])
 def test_a_damaged_decomposition_file_is_refused_as_it_is_read(tmp_path, dataset, value, message):
     """Kept columns out of range or of the wrong length, NaN in G: read without a word, they failed later
@@ -169,4 +170,23 @@ def test_a_file_whose_arrays_have_too_few_dimensions_is_named(tmp_path):
         del f["data/col_offsets"]
         f["data/col_offsets"] = offsets[:, 0]
     with pytest.raises(StoreError, match=r"p\.h5 holds arrays of other shapes than the original NPEFF layout's"):
+        read_lrm_pefs_h5(tmp_path / "p.h5")
+
+
+@pytest.mark.parametrize("dataset, change, message", [
+    ("col_offsets", lambda offsets: np.concatenate([np.ones_like(offsets[:, :1]), offsets[:, 1:]], axis=1),
+     "offsets in this file do not fit its values"),
+    ("labels", lambda labels: labels[:-1], r"p\.h5 is damaged: its col_offsets hold 10 examples of 2 classes, but"),
+    ("pef_frobenius_norms", lambda norms: norms[:-1], r"p\.h5 is damaged: .*'pef_frobenius_norms': 9"),
+])
+def test_an_lrm_file_whose_arrays_disagree_is_named(tmp_path, dataset, change, message):
+    """Offsets not from 0 shifted every entry to another slot, without a word; a table one entry short was
+    numpy's own error, naming no file."""
+    pefs = planted_lrm(10, 20, 2, seed=0).pefs
+    write_lrm_pefs_h5(pefs, tmp_path / "p.h5")
+    with h5py.File(tmp_path / "p.h5", "r+") as f:
+        changed = change(f[f"data/{dataset}"][()])
+        del f[f"data/{dataset}"]
+        f[f"data/{dataset}"] = changed
+    with pytest.raises(StoreError, match=message):
         read_lrm_pefs_h5(tmp_path / "p.h5")

@@ -46,7 +46,8 @@ def _padded_rows(matrix: sp.csr_matrix, n_examples: int, n_slots: int):
 def _rows_from_padded(values, indices, offsets, n_parameters: int) -> sp.csr_matrix:
     n, n_slots = offsets.shape[0], offsets.shape[1] - 1
     counts = np.diff(offsets, axis=1).ravel()
-    if (counts < 0).any() or (offsets[:, -1] > values.shape[1]).any():
+    # offsets run from 0 in each example's row: a first offset of 1 shifted every entry to another slot
+    if (counts < 0).any() or (offsets[:, -1] > values.shape[1]).any() or (offsets[:, 0] != 0).any():
         raise StoreError("the offsets in this file do not fit its values (damaged or not an NPEFF PEF file)")
     keep = np.arange(values.shape[1])[None, :] < offsets[:, -1:]
     data, cols = values[keep], indices[keep].astype(np.int64)
@@ -123,6 +124,12 @@ def read_lrm_pefs_h5(path: str | os.PathLike, layout: ParameterLayout | None = N
         X = _rows_from_padded(data["values"][()], data["row_indices"][()], offsets, n_parameters)
         logits = data["logits"][()].astype(np.float32)
         norms = data["pef_frobenius_norms"][()].astype(np.float32)
+        n_examples, n_slots = offsets.shape[0], offsets.shape[1] - 1
+        lengths = {"labels": len(data["labels"]), "logits": len(logits), "pef_frobenius_norms": len(norms)}
+        if any(length != n_examples for length in lengths.values()) \
+                or int(data.attrs.get("n_classes", n_slots)) != n_slots:
+            raise StoreError(f"{path} is damaged: its col_offsets hold {n_examples} examples of {n_slots} classes, but "
+                             f"{lengths} entries and n_classes={data.attrs.get('n_classes')}; compute the PEFs again")
         if not (np.isfinite(X.data).all() and np.isfinite(norms).all() and np.isfinite(logits).all()):
             raise StoreError(f"{path} holds NaN or infinite PEF values, norms or logits: the file is damaged, or the "
                              "PEFs it holds came from a diverged or half-precision model; compute them again")
@@ -218,6 +225,9 @@ def read_lrm_decomposition_h5(path: str | os.PathLike, layout: ParameterLayout |
         _require(data, ["W", "G", "new_to_old_col_indices"], path)
         W, G = data["W"][()].astype(np.float32), data["G"][()].astype(np.float32)
         kept = data["new_to_old_col_indices"][()]
+        if not np.issubdtype(kept.dtype, np.integer):  # 0.5, 1.5 ... were cut to other columns
+            raise StoreError(f"{path}: its kept columns (new_to_old_col_indices) are {kept.dtype}, not the integer "
+                             "indices of parameters: the file is damaged")
         n_parameters, n_slots = int(data.attrs["n_parameters"]), int(data.attrs["n_classes"])
         if W.ndim != 2 or G.ndim != 2 or W.shape[1] != G.shape[0]:
             raise StoreError(f"{path}: W of shape {W.shape} and G of shape {G.shape} are no decomposition (W is "
