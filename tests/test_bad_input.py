@@ -364,6 +364,10 @@ CASES = [
          lambda tmp: run_embedded(tmp / "run", n_examples=40, seed=2**64, progress=False)),
     Case("a fit's seed beyond torch's range", ValueError, r"'seed' parameter of LrmNpeff must be an int in the range "
          r"\[0, 9223372036854775807\]", lambda tmp: LrmNpeff(2, seed=2**64 - 1).fit(planted_lrm(10, 30, 2).pefs)),
+    Case("save over a file of the user's", StoreError, r"notes\.txt exists and is not a decomposition or other "
+         r"safetensors file written by this package; choose a new file, or delete it first",
+         lambda tmp: LrmNpeff(2, n_iters_g_only=1, n_iters_joint=1, progress=False).fit(planted_lrm(10, 30, 2).pefs)
+         .save(tmp / "notes.txt"), lambda tmp: (tmp / "notes.txt").write_text("mine")),
     Case("token ids outside the vocabulary", ValueError,
          r"1 examples hold token ids outside the model's vocabulary of 40 \(first: example 7, id 10000\).*own tokenizer",
          _ids_outside_vocabulary),

@@ -139,6 +139,18 @@ def test_a_folder_holding_files_of_two_runs_is_refused(finished, tmp_path):
     table.iloc[:2].to_csv(folder / COMPONENTS)
     with pytest.raises(StoreError, match=r"components\.csv has 2 components and decomposition\.safetensors 4"):
         Run.open(folder)
+    # another fit of the same examples and components (counts alike): its decomposition, then an edited table
+    folder = _copy(finished, tmp_path / "c")
+    other = synthetic_run(tmp_path / "same counts", n_components=4, n_examples=200, seed=1)
+    shutil.copy(other / DECOMPOSITION, folder / DECOMPOSITION)
+    with pytest.raises(StoreError, match=r"mixes files of different runs: decomposition\.safetensors is not the file this "
+                                         r"run wrote"):
+        Run.open(folder)
+    folder = _copy(finished, tmp_path / "d")
+    table = Run(folder).components()
+    table.assign(mass=table["mass"][::-1].to_numpy()).to_csv(folder / COMPONENTS)
+    with pytest.raises(StoreError, match=r"components\.csv is not the file this run wrote"):
+        Run.open(folder)
 
 
 def test_damaged_tables_and_records_of_a_later_version_are_named(finished, tmp_path):

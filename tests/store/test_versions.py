@@ -162,3 +162,28 @@ def test_a_store_of_format_version_1_is_read_and_resumed_in_its_version(tmp_path
     manifest = json.loads((tmp_path / "old" / MANIFEST).read_text())
     assert manifest["format_version"] == 1 and manifest["complete"] and "checksums" not in manifest
     assert (resumed.load().X != reference.X).nnz == 0
+
+
+def test_a_changed_byte_of_a_decomposition_or_a_fit_checkpoint_is_named(tmp_path):
+    """A flipped bit of a decomposition's W (0.027 read 0.107) was read as is by every reader, and one of a fit
+    checkpoint gave a 'resumed' fit that was not the interrupted one's."""
+    from safetensors import safe_open
+
+    from workbench.npeff.planted import planted_lrm
+
+    pefs = planted_lrm(30, 40, 2, seed=3).pefs
+    fit = LrmNpeff(2, n_iters_g_only=3, n_iters_joint=3, progress=False).fit(pefs)
+    path = tmp_path / "fit.safetensors"
+    fit.save(path)
+    checkpoint = tmp_path / "fit.ckpt.safetensors"
+    LrmNpeff(2, n_iters_g_only=3, n_iters_joint=3, progress=False).fit(pefs, checkpoint=checkpoint)
+    for file in (path, checkpoint):
+        with safe_open(str(file), framework="np") as f:
+            W = f.get_tensor("W")
+        data = bytearray(file.read_bytes())
+        data[data.rindex(W.tobytes()) + 2] ^= 0x01  # a low bit of W's first entry: a finite, plausible value
+        file.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match=r"fit\.safetensors is damaged: its arrays differ from those written"):
+        LrmNpeff.load(path)
+    with pytest.raises(StoreError, match=r"fit\.ckpt\.safetensors is damaged: its arrays differ.*delete a fit checkpoint"):
+        LrmNpeff(2, n_iters_g_only=3, n_iters_joint=3, progress=False).fit(pefs, checkpoint=checkpoint)

@@ -43,5 +43,6 @@ def synthetic_run(path, *, n_components: int = 2000, n_examples: int = 50_000, n
     table = analysis.component_table(W, decomposition.G_, labels=examples["label"].to_numpy(),
                                      predictions=examples["prediction"].to_numpy(), attributes=attributes, n_top=n_top)
     table.to_csv(path / COMPONENTS)
+    recorder.wrote(DECOMPOSITION, COMPONENTS)  # as a run records them
     recorder.finish()
     return path

@@ -79,13 +79,16 @@ def _pefs(args: argparse.Namespace) -> int:
 
 def _check_out(out: str, *inputs: str) -> None:
     """``--out`` checked before the work: a file to write, not a folder, nor one of the command's
-    inputs or a file inside one (a store), in a folder that exists."""
+    inputs or a file inside one (a store), in a folder that exists, nor a file of the user's."""
+    from ..store.files import check_replaceable
+
     target = user_path(out).resolve()
     for given in inputs:
         source = user_path(given).resolve()
         if target == source or source in target.parents:
             raise ValueError(f"--out {out} would overwrite the input {given}; choose another file")
     check_output_file(out, "--out", "result.safetensors")
+    check_replaceable(out, "decomposition or other safetensors file")
 
 
 def _fit(args: argparse.Namespace) -> int:

@@ -115,6 +115,7 @@ def run_embedded(
             table = strategy_table(estimator, pefs, examples, n_top)
             with atomic_path(out / COMPONENTS) as tmp:
                 table.to_csv(tmp)
+            recorder.wrote(COMPONENTS)
             for name, value in strategy_figures(table, examples, n_top).items():
                 recorder.figure(name, value)
 
@@ -141,6 +142,7 @@ def fit_stage(recorder: RunRecorder, out: Path, pefs, kind: str, n_components: i
                                   progress=progress)
         estimator.fit(pefs)
         estimator.save(out / DECOMPOSITION)
+        recorder.wrote(DECOMPOSITION)
         recorder.figure("final_loss", estimator.final_loss_)
     return estimator
 

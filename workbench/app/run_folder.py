@@ -33,7 +33,8 @@ from safetensors import safe_open
 
 from ..core.arguments import user_path
 from .. import report
-from ..store.files import StoreError, check_folder, check_format, json_default, read_json, write_json, writing
+from ..store.files import (CHECKSUM, StoreError, check_folder, check_format, file_checksum, json_default, read_header,
+                           read_json, write_json, writing)
 from ..store.formats import RUN_RECORD as RUN_FORMAT
 from ..store.pef_store import PefStore, load_pefs
 
@@ -148,11 +149,28 @@ class RunRecorder:
         self.record["figures"][name] = value
         self._save()
 
+    def wrote(self, *names: str) -> None:
+        """Record what the files ``names`` of the run folder hold (:func:`file_identity`): a reader
+        then knows them from another run's copied in, whose counts match."""
+        self.record.setdefault("files", {}).update({name: file_identity(self.path / name) for name in names})
+        self._save()
+
     def finish(self) -> None:
         # a notebook still running (the one that runs this pipeline) has the last word, when it ends
         running = any(n.get("status") == "running" for n in self.record.get("notebooks", {}).values())
         self.record.update(status="running" if running else "complete", finished=now())
         self._save()
+
+
+def file_identity(path: Path) -> str:
+    """The checksum of a file's contents: for a safetensors file of ours, the one written in it
+    with its arrays (read without the arrays); else the file's SHA-256."""
+    if path.suffix == ".safetensors":
+        with contextlib.suppress(StoreError):
+            written = read_header(path, checksum=True).get(CHECKSUM)
+            if written:
+                return written
+    return file_checksum(path)
 
 
 def update_run_record(path: str | os.PathLike, **entries) -> dict:
@@ -182,7 +200,7 @@ def read_run_record(path: str | os.PathLike) -> dict:
     if record.get("format") != RUN_FORMAT.name:
         raise StoreError(f"{where} is not a run folder of this package (no {RUN_RECORD} of format {RUN_FORMAT.name})")
     check_format(record, RUN_FORMAT, where / RUN_RECORD)
-    for key in ("params", "stages", "notebooks", "figures", "seeds"):  # a hand-edited list raised AttributeError
+    for key in ("params", "stages", "notebooks", "figures", "seeds", "files"):  # a hand-edited list raised AttributeError
         if not isinstance(record.get(key, {}), dict):
             raise StoreError(f"{where / RUN_RECORD} is damaged: {key!r} should be an object ({{...}}), found "
                              f"{type(record[key]).__name__}; run the command that made the folder again")
@@ -286,6 +304,10 @@ class Run:
         if len(table) != n_components:
             raise StoreError(f"the run folder {self.path} mixes files of different runs: {COMPONENTS} has {len(table)} "
                              f"components and {DECOMPOSITION} {n_components}; run it again into a new folder")
+        for name, written in self.record.get("files", {}).items():  # counts match; contents may not
+            if (self.path / name).is_file() and file_identity(self.path / name) != written:
+                raise StoreError(f"the run folder {self.path} mixes files of different runs: {name} is not the file this "
+                                 "run wrote (copied in from another run, or edited); run it again into a new folder")
 
     @contextlib.contextmanager
     def _reading(self, name: str):

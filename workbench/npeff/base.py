@@ -29,7 +29,7 @@ from ..core.device import resolve_device
 from ..core.kinds import KINDS
 from ..core.params import ParameterLayout
 from ..store.checkpoint import FitCheckpoint
-from ..store.files import StoreError, producer, read_arrays, write_arrays
+from ..store.files import StoreError, check_replaceable, producer, read_arrays, write_arrays
 from ..store.fingerprints import check_same_model, fingerprint_matrix, fingerprint_pefs
 from ..store.formats import FileFormat
 from .data import Columns, FitData, check_finite_norms, examples_per_column, prepare, to_torch_csr
@@ -351,8 +351,10 @@ class NpeffBase(BaseEstimator):
     # -- saving ----------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the fitted decomposition as one safetensors file (no pickle)."""
+        """Write the fitted decomposition as one safetensors file (no pickle); an existing file is
+        replaced only if it is one of this package's."""
         check_is_fitted(self)
+        check_replaceable(path, "decomposition or other safetensors file")
         count = self.count_keys[0]
         header = {
             **self.file_format.header(),

@@ -170,8 +170,8 @@ def estimate_pef_run(probe: Probe, config: PefConfig, layout: ParameterLayout, n
     per_example = probe.chunk_file_bytes / probe.size
     left = n_examples - n_done
     b = config.batch_size
-    # the manifest: its layout, and a chunk's checksum per batch (64 hex digits, quoted, indented)
-    manifest_bytes = 200 + len(json.dumps(layout.to_dict())) + 70 * -(-n_examples // b)
+    # the manifest: its layout (indented, as write_json writes it), its records, and a chunk's checksum per batch
+    manifest_bytes = 600 + len(json.dumps(layout.to_dict(), indent=1)) + 70 * -(-n_examples // b)
     cuda = device is not None and device.type == "cuda"
     held = 2 * per_example * b  # the chunk being assembled and its contiguous copy for the file
     if in_memory:  # every chunk, then their concatenation and the sparse matrix built from it

@@ -191,27 +191,67 @@ def read_json(path: str | os.PathLike) -> dict:
     return obj
 
 
+#: The header entry of a file of :func:`write_arrays` that holds its arrays' checksum.
+CHECKSUM = "arrays_sha256"
+
+
 def write_arrays(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], header: dict) -> None:
-    """One safetensors file of numpy arrays, with ``header`` (JSON) as its metadata."""
+    """One safetensors file of numpy arrays, with ``header`` (JSON) and the arrays' checksum as its metadata."""
     arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    # in our own header, not a metadata key of its own: safetensors writes its metadata in a hash map's
+    # order, which changes from process to process, and a resumed store would not be the same bytes
+    header = {**header, CHECKSUM: arrays_checksum(arrays)}
     with atomic_path(path) as tmp:
         save_file(arrays, str(tmp), metadata={"header": json.dumps(header, default=json_default)})
 
 
+def check_replaceable(path: str | os.PathLike, what: str = "file") -> None:
+    """Refuse to write over a file that is not one of :func:`write_arrays` (a decomposition, coefficients,
+    a checkpoint): save("notes.txt") replaced the user's text without a word."""
+    path = user_path(path)
+    if not path.exists() or path.is_dir():
+        return  # nothing to lose here; a folder is the writer's own error
+    try:
+        read_header(path)
+    except StoreError:
+        raise StoreError(f"{path} exists and is not a {what} written by this package; choose a new file, or delete "
+                         "it first") from None
+
+
 def read_arrays(path: str | os.PathLike, expected_format: FileFormat | None = None) -> tuple[dict[str, np.ndarray], dict]:
-    """The arrays and header written by :func:`write_arrays`, checked for format and version."""
+    """The arrays and header written by :func:`write_arrays`, checked for format and version, and
+    against the checksum written with them: a changed byte of a decomposition (a W of 0.027 read
+    0.107) or of a fit checkpoint (a resumed fit that was not the interrupted one's) was read as is."""
     with _reading_safetensors(path) as path:
         arrays = load_file(str(path))
-    return arrays, read_header(path, expected_format)
+    header = read_header(path, expected_format, checksum=True)
+    written = header.pop(CHECKSUM, None)
+    if written is not None and written != arrays_checksum(arrays):  # files from before the checksum: none to check
+        raise StoreError(f"{path} is damaged: its arrays differ from those written (their checksum does not match); "
+                         "make it again (fit again, or delete a fit checkpoint to start the fit afresh)")
+    return arrays, header
 
 
-def read_header(path: str | os.PathLike, expected_format: FileFormat | None = None) -> dict:
-    """Only the JSON header of a file written by :func:`write_arrays` (cheap: no array is read)."""
+def arrays_checksum(arrays: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 of the arrays' names, dtypes, shapes and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+        digest.update(array.reshape(-1).view(np.uint8).data)
+    return digest.hexdigest()
+
+
+def read_header(path: str | os.PathLike, expected_format: FileFormat | None = None, *, checksum: bool = False) -> dict:
+    """Only the JSON header of a file written by :func:`write_arrays` (cheap: no array is read);
+    with ``checksum``, the arrays' checksum written in it too (under :data:`CHECKSUM`)."""
     with _reading_safetensors(path) as path, safe_open(str(path), framework="np") as f:
         metadata = f.metadata() or {}
     header = _parse_header(metadata.get("header", "{}"), path)
     if expected_format is not None:
         check_format(header, expected_format, path)
+    if not checksum:
+        header.pop(CHECKSUM, None)
     return header
 
 

@@ -42,7 +42,7 @@ from ..core.arguments import flag, user_path
 from .. import __version__
 from ..core.chunks import PefChunk
 from ..core.pefs import DPefs, LrmPefs
-from .files import (StoreError, check_folder, file_checksum, is_temporary, read_json, remove_temporaries, write_arrays,
+from .files import (CHECKSUM, StoreError, check_folder, file_checksum, is_temporary, read_json, remove_temporaries, write_arrays,
                     write_json, writing)
 from .fingerprints import fingerprint_pefs
 from .lock import LOCK, FolderBusyError, exclusive
@@ -67,7 +67,7 @@ def write_chunk(root: Path, index: int, chunk: PefChunk, store: str) -> str:
 
 def chunk_file_size(chunk: PefChunk, index: int) -> int:
     """Bytes the chunk's file takes on disk (serialised in memory, with a header of its real length)."""
-    header = chunk_header(index, "0" * 16)
+    header = {**chunk_header(index, "0" * 16), CHECKSUM: "0" * 64}  # as write_arrays writes it
     return len(save({k: np.ascontiguousarray(v) for k, v in chunk.arrays().items()}, metadata={"header": json.dumps(header)}))
 
 
