@@ -28,3 +28,24 @@ def test_the_settings_of_a_model_diff_are_checked_before_its_pefs_and_fits():
                               (dict(epsilon=0), "epsilon must be a positive"), (dict(n_top=0), "n_top must be")]:
         with pytest.raises(ValueError, match=message):
             model_diff(None, None, {}, [0, 1], ["a", "b"], **settings)
+
+
+def test_other_layouts_missing_labels_and_fit_settings_are_refused_before_any_pefs(monkeypatch):
+    """A 3-class model against a 2-class one was refused after both models' PEFs and fits; labels=None was
+    a raw TypeError; zero iterations failed after model A's PEFs."""
+    import pytest
+
+    import workbench.runner as runner
+    from tests.conftest import tiny_bert, tiny_bert_inputs
+    from workbench.analysis.model_diff import model_diff
+
+    monkeypatch.setattr(runner, "compute_pefs", lambda *args, **kwargs: pytest.fail("PEFs computed before the checks"))
+    inputs, labels, groups = tiny_bert_inputs(6), [0, 1] * 3, ["a", "b"] * 3
+    with pytest.raises(ValueError, match=r"different parameter layouts \(\d+ and \d+ parameters selected\)"):
+        model_diff(tiny_bert(2), tiny_bert(3), inputs, labels, groups, n_components=2)
+    with pytest.raises(ValueError, match="needs the examples' labels"):
+        model_diff(tiny_bert(2), tiny_bert(2), inputs, None, groups, n_components=2)
+    with pytest.raises(ValueError, match="needs at least one iteration"):
+        model_diff(tiny_bert(2), tiny_bert(2), inputs, labels, groups, n_components=2, n_iters_g_only=0, n_iters_joint=0)
+    with pytest.raises(ValueError, match="n_components=9 is more than the 6 examples"):
+        model_diff(tiny_bert(2), tiny_bert(2), inputs, labels, groups, n_components=9)

@@ -143,7 +143,7 @@ TEXTS = ["good film", "bad film", "good plot", "bad plot"]
     (dict(include="no_such_layer"), ValueError, r"matches none of the model's"),
     (dict(attributes=["a", "b", "a", "b"]), TypeError, r"attributes must be a pandas DataFrame"),
     # attributes the run could not keep: a column it writes itself, cells no table holds
-    (dict(attributes=pd.DataFrame({"mass": [1, 2, 3, 4]})), ValueError, r"column 'mass' would stand for a column the run"),
+    (dict(attributes=pd.DataFrame({"mass": [1, 2, 3, 4]})), ValueError, r"column 'mass' would stand for a column written from the run itself"),
     (dict(attributes=pd.DataFrame({"text": list("abab")})), ValueError, r"column 'text' would stand for"),
     (dict(attributes=pd.DataFrame({"topic": [{"a": 1}, 2, 3, 4]})), TypeError, r"column 'topic' holds a dict"),
     (dict(attributes=pd.DataFrame({"topic": [1, "x", 2, 3]})), TypeError, r"column 'topic' mixes kinds of values"),

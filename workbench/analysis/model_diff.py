@@ -25,6 +25,9 @@ import numpy as np
 import pandas as pd
 
 from ..core.arguments import fraction, positive_int
+from ..core.params import layout_of, select_parameters
+from ..core.validation import as_labels
+from ..fisher.inputs import n_inputs
 from .perturb import check_step
 from .matching import DEFAULT_MIN_COS, OnCoefficients, match_components, match_quality
 from .tables import coefficient_mass, component_table, top_examples, values_of
@@ -119,10 +122,21 @@ def model_diff(
     fraction(min_purity, "min_purity")
     positive_int(n_top, "n_top")
     positive_int(n_baseline, "n_baseline")
-    labels = np.asarray(labels)
+    n_examples = n_inputs(inputs)
+    if labels is None:  # the evidence reads each example's accuracy
+        raise ValueError("model_diff needs the examples' labels (one class index per example); got labels=None")
+    labels = as_labels(labels, n_examples).numpy()
     groups = [tuple(g) if isinstance(g, (list, tuple, np.ndarray)) else g for g in groups]
     if len(groups) != len(labels):
         raise ValueError(f"groups has {len(groups)} rows for {len(labels)} labels; give one per example")
+    estimator_for("lrm").for_iterations(n_components, n_iters_g_only, n_iters_joint, seed=seed).check_params()
+    if n_components > n_examples:
+        raise ValueError(f"n_components={n_components} is more than the {n_examples} examples; use at most as many")
+    # two layouts, or two class counts, found after both models' PEFs and fits (minutes): found now
+    layouts = [layout_of(select_parameters(m, include, exclude)) for m in (model_a, model_b)]
+    if layouts[0] != layouts[1]:
+        raise ValueError(f"the two models have different parameter layouts ({layouts[0].n_parameters} and "
+                         f"{layouts[1].n_parameters} parameters selected); compare models of the same architecture")
     pefs, fits = [], []
     for model in (model_a, model_b):
         p = compute_pefs(model, inputs, labels, n_values=n_values, include=include, exclude=exclude, device=device,
@@ -131,8 +145,6 @@ def model_diff(
         pefs.append(p)
         fits.append(estimator_for("lrm").for_iterations(n_components, n_iters_g_only, n_iters_joint, seed=seed,
                                                          device=device, progress=False).fit(p))
-    if fits[0].layout_ != fits[1].layout_:
-        raise ValueError("the two models have different parameter layouts; compare models of the same architecture")
     settings = dict(inputs=inputs, labels=labels, groups=groups, n_top=n_top, n_baseline=n_baseline, epsilon=epsilon,
                     seed=seed, device=device)
     ev_a = _evidence(fits[0], fits[0].transform(pefs[1]), model_a, model_b, **settings)

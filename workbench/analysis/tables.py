@@ -86,6 +86,22 @@ def chance_purity(cells: Sequence, n_top: int, n_draws: int = 2000, seed: int = 
     return float(np.mean([purity([cells[i] for i in rng.choice(len(cells), n_top, replace=False)])[1] for _ in range(n_draws)]))
 
 
+#: The columns component_table writes itself, beside NAME, NAME_purity and NAME_entropy of each attribute.
+TABLE_COLUMNS = frozenset({"component", "n_top", "g_norm", "mass", "label", "label_purity", "prediction",
+                           "prediction_purity", "accuracy"})
+
+
+def check_attribute_names(names, reserved=TABLE_COLUMNS) -> None:
+    """Refuse attribute names that would replace a column of the table (an attribute "mass" replaced the
+    components' mass shares by its values, without a word) or stand for another attribute's."""
+    names = [str(n) for n in names]
+    taken = [n for n in names if n in reserved or n.endswith(("_purity", "_entropy")) or names.count(n) > 1]
+    if taken:
+        raise ValueError(f"attributes column {taken[0]!r} would stand for a column written from the run itself or for "
+                         f"another attribute (those columns: {', '.join(sorted(reserved))}, and NAME_purity and "
+                         "NAME_entropy for each attribute): rename it")
+
+
 def component_table(
     W: np.ndarray,
     components: np.ndarray,
@@ -113,6 +129,8 @@ def component_table(
         raise ValueError(f"components must have one row per column of W ({W.shape[1]}), got shape {np.shape(components)}")
     if attributes is not None and not isinstance(attributes, pd.DataFrame):
         raise TypeError(f"attributes must be a DataFrame with one column per attribute, got {type(attributes).__name__}")
+    if attributes is not None:
+        check_attribute_names(attributes.columns)
     _check_rows(W.shape[0], labels=labels, predictions=predictions, attributes=attributes)
     norms = component_norms(components)
     mass = coefficient_mass(W, components, kind)

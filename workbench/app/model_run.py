@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..analysis.tables import component_table, values_of
+from ..analysis.tables import TABLE_COLUMNS, check_attribute_names, component_table, values_of
 from ..core.arguments import flag, positive_int, seed_value, user_path
 from ..core.device import resolve_device
 from ..core.kinds import KINDS
@@ -151,6 +151,7 @@ def run_model(
                                     attributes=attributes, n_top=n_top, kind=estimator.kind)
             with atomic_path(out / COMPONENTS) as tmp:
                 table.to_csv(tmp)
+            recorder.wrote(COMPONENTS)
 
         recorder.finish()
         return Run(out)
@@ -222,12 +223,7 @@ def _checked_attributes(attributes, n_texts: int) -> pd.DataFrame | None:
     if len(attributes) != n_texts:
         raise ValueError(f"attributes has {len(attributes)} rows for {n_texts} texts: one row per text")
     attributes = attributes.reset_index(drop=True)
-    names = [str(c) for c in attributes.columns]
-    taken = [n for n in names if n in RESERVED_COLUMNS or n.endswith(("_purity", "_entropy")) or names.count(n) > 1]
-    if taken:
-        raise ValueError(f"attributes column {taken[0]!r} would stand for a column the run writes itself or for "
-                         f"another attribute (the run's columns: {', '.join(sorted(RESERVED_COLUMNS))}, and "
-                         "NAME_purity and NAME_entropy for each attribute): rename it")
+    check_attribute_names(attributes.columns, RESERVED_COLUMNS)
     for name in attributes.columns:
         _check_attribute_cells(attributes[name])
     return attributes
@@ -235,7 +231,7 @@ def _checked_attributes(attributes, n_texts: int) -> pd.DataFrame | None:
 
 #: Columns of examples.parquet and components.csv that the run writes: an attribute of that name
 #: would replace one, or stand beside it with the same name.
-RESERVED_COLUMNS = frozenset({"text", "label", "prediction", "component", "n_top", "g_norm", "mass", "accuracy"})
+RESERVED_COLUMNS = TABLE_COLUMNS | {"text"}
 
 
 def _check_attribute_cells(column: pd.Series) -> None:
