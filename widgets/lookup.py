@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import traceback
 
 import ipywidgets as w
@@ -52,10 +53,15 @@ class LookupPanel(StaticFallback, w.VBox):
         return self._show(query)  # a number stays a number: -1 is refused as an index, not read as the text "-1"
 
     def run(self) -> Lookup | None:
+        """Look up what the box holds: a whole number (ASCII digits, signed: "-1" is refused as an index,
+        as lookup(-1) is, not read as the sentence "-1"; "²" is no number) or a sentence."""
         text = self.query.value.strip()
         if not text:
+            self.current = None
+            self.body.value = report.fragment('<div class="note">Type an example\'s number, or a sentence.</div>')
+            self.select_buttons.children = []
             return None
-        return self._show(int(text) if text.isdigit() else text)
+        return self._show(int(text) if re.fullmatch(r"[+-]?[0-9]+", text) else text)
 
     def _show(self, query: int | str) -> Lookup:
         self.current = None

@@ -47,6 +47,14 @@ def test_lookup_panel_for_an_example_and_a_sentence(explorer):
     assert typed.example is None and "took" in panel.body.value and typed.seconds > 0
     panel.query.value = "999999"  # not an example: shown in the panel, not raised into the kernel
     assert "OutOfRangeError" in panel.body.value and "example must be from 0 to 599" in panel.body.value
+    # typed: "-1" is an index (refused as lookup(-1) is), not the sentence "-1"; "²" is no number; an empty box
+    # says what to type instead of leaving the last answer on screen
+    panel.query.value = "-1"
+    assert "a negative index does not count from the end" in panel.body.value or "got -1" in panel.body.value
+    panel.query.value = "²"
+    assert "ValueError" not in panel.body.value and panel.current is not None and panel.current.example is None
+    panel.query.value = " "
+    assert panel.current is None and "Type an example" in panel.body.value
     # from code, the explorer's own error; the same query twice, or an empty one, is no stale answer
     with pytest.raises(IndexError, match="example must be from 0 to 599, got -1"):
         panel.lookup(-1)  # an index, not the text "-1"
