@@ -163,3 +163,19 @@ def test_tokens_are_shown_as_the_text_spells_them():
     # SentencePiece's lone '▁' before punctuation is whitespace alone: shown as such, not as the mark
     spaced = HighlightedExample(0, 0, "good .", 1, 1, 0.5, tokens=["▁good", "▁", "."], spans=[(0, 4), (4, 5), (5, 6)])
     assert spaced.shown_tokens == ["good", "␣", "."]
+
+
+def test_a_component_without_examples_and_a_run_of_one_component_say_so():
+    """A component no example loads on read "examples 0-0 of 0" and was named "mixed"; a run of one component
+    showed an empty table of its nearest components."""
+    from workbench import report
+    from workbench.analysis.labels import component_label
+    from workbench.app.results import TopExamplesPage
+
+    row = pd.Series({"n_top": 0, "label": np.nan, "label_purity": np.nan})
+    assert component_label(row, ["label"]) == "no examples"
+    page = TopExamplesPage(component=3, examples=[], page=0, page_size=10, n_ranked=0)
+    assert page.caption() == "component 3: no example has a positive coefficient on it"
+    dashboard = type("Dashboard", (), {"top_tokens": None, "nearest": pd.DataFrame(columns=["cos"]), "definitions": {},
+                                       "notes": []})()
+    assert "No other component" in report.dashboard_tables_html(dashboard)

@@ -194,6 +194,17 @@ def test_chart_titles_are_escaped_and_wrapped_and_log_axes_read_in_powers_of_ten
         assert log_figure.layout.yaxis.type == "log" and log_figure.layout.yaxis.exponentformat == "power"
 
 
+def test_long_tick_labels_are_cut_and_kept_whole_in_the_hover():
+    """Ten class names of 120 characters pushed the bars out of their chart; the hover keeps the whole name."""
+    from workbench.report.charts import TICK_LABEL
+
+    long_name = "x" * 120
+    figure = report.logit_figure(pd.DataFrame({"+": [0.1, -0.2], "-": [0.0, 0.3]}, index=[long_name, "<b>neg</b>"]), 0.1)
+    assert list(figure.data[0].x) == [long_name, "&lt;b&gt;neg&lt;/b&gt;"]
+    assert figure.layout.xaxis.ticktext == ("x" * (TICK_LABEL - 1) + "…", "&lt;b&gt;neg&lt;/b&gt;")
+    assert list(figure.layout.xaxis.tickvals) == list(figure.data[0].x)
+
+
 def test_pages_fit_small_screens_and_dark_themes():
     page = report.html_page("t", "<p>x</p>")
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page

@@ -89,6 +89,8 @@ def token_idf(tokenizer, texts: Sequence[str]) -> dict[str, float]:
 def component_label(row: pd.Series, attributes: Sequence[str], top_token: tuple[str, float] | None = None,
                     *, min_purity: float = MIN_PURITY) -> str:
     """The label of one component table row (see the module's docstring)."""
+    if row.get("n_top") == 0:  # no example loads on it: nothing is mixed, there is nothing
+        return "no examples"
     parts = []
     best = None
     for name in attributes:

@@ -138,6 +138,8 @@ class TopExamplesPage:
         return max(1, -(-self.n_ranked // self.page_size))
 
     def caption(self) -> str:
+        if self.n_ranked == 0:  # not "examples 0-0 of 0"
+            return f"component {self.component}: no example has a positive coefficient on it"
         first = self.page * self.page_size + 1 if self.examples else 0
         last = self.page * self.page_size + len(self.examples)
         return (f"component {self.component}: examples {first}-{last} of {self.n_ranked} with a positive "

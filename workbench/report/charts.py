@@ -39,6 +39,22 @@ def with_title(figure, text: str):
                                 margin_t=22 + 18 * len(lines))
 
 
+#: The characters of a tick label: a 200-character token squeezed a heatmap into a strip at the chart's edge,
+#: and ten long class names pushed the bars out of their chart. The whole label is in the hover.
+TICK_LABEL = 20
+
+
+def short_ticks(figure, labels: Sequence[str], axis: str = "x"):
+    """``figure`` with its ``axis`` ticks at ``labels`` (escaped already) shown cut to :data:`TICK_LABEL`
+    characters; the labels themselves, which hovers show, stay whole."""
+    def cut(label: str) -> str:
+        text = html.unescape(label)
+        return label if len(text) <= TICK_LABEL else plotly_text(text[: TICK_LABEL - 1] + "…")
+
+    return figure.update_layout({f"{axis}axis": dict(tickmode="array", tickvals=list(labels),
+                                                     ticktext=[cut(label) for label in labels])})
+
+
 def kl_figure(result=None, signs: Sequence[str] = ("+", "-")):
     """Bars of the mean KL(p_θ ‖ p_θ') on the top and the baseline examples, per sign (log scale).
 
@@ -195,11 +211,12 @@ def logit_figure(frame: pd.DataFrame, epsilon: float = 0.1):
         yaxis=dict(title="mean Δ log p"), legend=dict(orientation="h", y=-0.2),
     ))
     with_title(figure, f"Log-probability change on the top set\nε = {epsilon:g}")
+    classes = [plotly_text(c) for c in frame.index]
     for sign, colour in (("+", "#e8710a"), ("-", "#4c78a8")):
         if sign in frame:
-            figure.add_bar(name=SIGN_NAMES[sign], x=[plotly_text(c) for c in frame.index], y=list(frame[sign]),
+            figure.add_bar(name=SIGN_NAMES[sign], x=classes, y=list(frame[sign]),
                            marker_color=colour, hovertemplate="class %{x}: %{y:+.3g}<extra>%{fullData.name}</extra>")
-    return figure
+    return short_ticks(figure, classes)
 
 
 #: One colour per module kind (``analysis.location.MODULE_KINDS``), fixed so that charts compare.

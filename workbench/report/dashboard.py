@@ -53,7 +53,9 @@ def dashboard_tables_html(dashboard) -> str:
     if d.top_tokens is not None:
         tables.append("<div><b>Top tokens</b> over its top examples"
                       + table_html(d.top_tokens, titles=titles, bars=["mean share"]) + "</div>")
-    tables.append("<div><b>Nearest components</b>" + table_html(d.nearest, titles=titles, bars=["cos"]) + "</div>")
+    nearest = (table_html(d.nearest, titles=titles, bars=["cos"]) if len(d.nearest)
+               else '<div class="note">No other component: the run has one.</div>')  # not an empty table
+    tables.append(f"<div><b>Nearest components</b>{nearest}</div>")
     notes = "".join(f'<div class="note">{escape(n)}</div>' for n in d.notes)
     return f'<div class="dashboard"><div class="tables">{"".join(tables)}</div>{notes}</div>'
 

@@ -7,7 +7,7 @@ panel in ``widgets/`` shows live, and the section the strategy pages and the run
 
 from __future__ import annotations
 
-from .charts import LINES_LAYOUT, SET_COLOURS, figure_html, with_title
+from .charts import LINES_LAYOUT, SET_COLOURS, figure_html, short_ticks, with_title
 from .html import plotly_text, table_html
 
 
@@ -20,9 +20,10 @@ def trace_heatmap_figure(trace=None, k: int = 0):
     if trace is None:
         return figure
     heat = trace.heatmap(k)
-    figure.add_heatmap(z=heat.to_numpy(), x=[plotly_text(c) for c in heat.columns],
-                       y=[plotly_text(i) for i in heat.index], colorscale="Oranges",
+    tokens = [plotly_text(c) for c in heat.columns]
+    figure.add_heatmap(z=heat.to_numpy(), x=tokens, y=[plotly_text(i) for i in heat.index], colorscale="Oranges",
                        hovertemplate="%{y}, %{x}: %{z:.3g}<extra></extra>", colorbar=dict(title="‖Δh‖/‖h‖"))
+    short_ticks(figure, tokens)
     with_title(figure, f"component {trace.component}, example {trace.examples[k]} ({trace.sets[k]}), ε = {trace.epsilon:g}")
     figure.update_layout(yaxis=dict(autorange="reversed"), xaxis=dict(tickangle=-45))
     return figure
