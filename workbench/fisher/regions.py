@@ -34,7 +34,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from .hooks import ForwardHooks
 from .inputs import Inputs, class_logits, n_inputs, repeated
-from .transforms import mask_skipping_off
+from .transforms import mask_skipping_off, no_vmap_fallback_warnings
 
 
 # what a call leaf's first axis is; ABSENT: the leaf was None (an argument not given)
@@ -183,7 +183,7 @@ def region_gradients(region: Region, call: RegionCall, grad_outputs: list[torch.
         _, pullback = torch.func.vjp(outputs, own)
         return torch.func.vmap(pullback)(tuple(g))[0]  # over the slots
 
-    with torch.no_grad(), mask_skipping_off():
+    with torch.no_grad(), mask_skipping_off(), no_vmap_fallback_warnings():
         grads = torch.func.vmap(one_example, in_dims=(None, 0, 1))(params, per_example, list(grad_outputs))
     return [grads[name].float().transpose(0, 1) for name, _ in region.parameters]  # (b, r, ...) -> (r, b, ...)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from collections.abc import Mapping
 
 import torch
@@ -49,6 +50,17 @@ def module_paths(model: nn.Module) -> dict[int, str]:
     ``named_modules`` know it by: a wrapper may name its parameters otherwise
     (``ZeroShotClassifier`` gives its language model's names, without ``lm.``)."""
     return {id(p): name for name, p in nn.Module.named_parameters(model, remove_duplicate=False)}
+
+
+@contextlib.contextmanager
+def no_vmap_fallback_warnings():
+    """torch warns, asking to file an issue with PyTorch, when vmap runs an operator without a batching
+    rule (T5's attention on the CPU, twice per run): the gradients are exact, only slower, and the
+    warning is nothing a user of the workbench can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented "
+                                                  "the batching rule")
+        yield
 
 
 @contextlib.contextmanager
@@ -96,7 +108,7 @@ def per_example_gradients(model: nn.Module, batch: Inputs, named: list[tuple[str
     example_batch = dict(batch) if isinstance(batch, Mapping) else batch
     # no_grad: nothing outside the transforms is recorded (the other parameters' graph);
     # torch.func.jacrev differentiates all the same
-    with torch.no_grad(), mask_skipping_off():
+    with torch.no_grad(), mask_skipping_off(), no_vmap_fallback_warnings():
         grads = torch.func.vmap(torch.func.jacrev(objectives), in_dims=(None, 0, 0))(params, example_batch, rows)
     return [grads[path[id(p)]].float().transpose(0, 1) for _, p in named]  # (b, r, *shape) -> (r, b, *shape)
 
