@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from sklearn.exceptions import NotFittedError
 
 from tests.conftest import tiny_bert, tiny_bert_inputs
 from workbench import compute_pefs, write_pefs
@@ -336,6 +338,39 @@ def _half_precision_head(tmp):
     write_pefs(tmp / "pefs", model, _inputs(), progress=False)
 
 
+def _inputs_on_meta(tmp):
+    write_pefs(tmp / "pefs", tiny_bert(3), {k: v.to("meta") for k, v in _inputs().items()}, progress=False)
+
+
+def _one_example_without_its_batch_axis_and_its_label(tmp):
+    write_pefs(tmp / "pefs", tiny_bert(3), _inputs()["input_ids"][0], [1], progress=False)
+
+
+def _set_cells(tmp):
+    from workbench.analysis import component_table
+
+    component_table(np.ones((4, 2)), np.ones((2, 3)), attributes=pd.DataFrame({"s": [{"a", "b"}] * 4}))
+
+
+def _explorer_of_a_path(tmp):
+    from workbench.app.explore import RunExplorer
+
+    RunExplorer(str(tmp / "run"))
+
+
+def _lookup_of_a_matrix(tmp):
+    from workbench.analysis.lookup import loadings
+
+    loadings(np.ones((2, 3)), np.ones((3, 4)))
+
+
+def _match_with_an_unfitted_fit(tmp):
+    from workbench.analysis import match_components
+
+    match_components(LrmNpeff(2, n_iters_g_only=1, n_iters_joint=1, progress=False).fit(planted_lrm(10, 30, 2).pefs),
+                     LrmNpeff(2))
+
+
 def _h5_of_the_other_kind(tmp):
     from workbench import DPefs
     from workbench.npeff.interop import write_lrm_pefs_h5
@@ -368,6 +403,18 @@ CASES = [
          r"safetensors file written by this package; choose a new file, or delete it first",
          lambda tmp: LrmNpeff(2, n_iters_g_only=1, n_iters_joint=1, progress=False).fit(planted_lrm(10, 30, 2).pefs)
          .save(tmp / "notes.txt"), lambda tmp: (tmp / "notes.txt").write_text("mine")),
+    Case("inputs on the meta device", ValueError, r"inputs\['input_ids'\] is on the meta device: it has a shape but no "
+         r"values", _inputs_on_meta),
+    Case("one example's ids without the batch axis, with its label", ValueError, r"labels has shape \(1,\); expected "
+         r"\(10,\).*one axis of 10 values, read as 10 examples.*ids\.unsqueeze\(0\)",
+         _one_example_without_its_batch_axis_and_its_label),
+    Case("attribute cells that are sets", TypeError, r"attributes column 's' holds a set .* a list of values", _set_cells),
+    Case("an explorer of a path", TypeError, r"RunExplorer takes an opened Run, got str; .*RunExplorer\.open\(",
+         _explorer_of_a_path),
+    Case("loadings of several examples", ValueError, r"coefficients are one example's row of W \(n_components,\), got "
+         r"shape \(2, 3\)", _lookup_of_a_matrix),
+    Case("matching an unfitted decomposition", NotFittedError, r"b is an unfitted LrmNpeff; fit it first",
+         _match_with_an_unfitted_fit),
     Case("token ids outside the vocabulary", ValueError,
          r"1 examples hold token ids outside the model's vocabulary of 40 \(first: example 7, id 10000\).*own tokenizer",
          _ids_outside_vocabulary),

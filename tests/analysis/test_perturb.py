@@ -244,6 +244,10 @@ def test_component_indices_and_counts_are_checked_before_the_model_runs(bert3, b
         perturbation_table(bert3, decomposition, bert_inputs, labels, n_baseline=0, progress=False)
     with pytest.raises(ValueError, match=r"components must be from 0 to 2, got 7"):
         perturbation_table(bert3, decomposition, bert_inputs, labels, components=[0, 7], progress=False)
+    with pytest.raises(ValueError, match=r"components=\[\] lists no component"):  # was pandas' KeyError
+        perturbation_table(bert3, decomposition, bert_inputs, labels, components=[], progress=False)
+    with pytest.raises(ValueError, match=r"a generator is read once: pass list"):  # was "generator has no len()"
+        epsilon_sweep(bert3, decomposition, 0, bert_inputs, labels, [0, 1], epsilons=(e for e in (0.1, 1.0)))
     with pytest.raises(ValueError, match=r"component must be from 0 to 2, got 99"):
         perturbation_trace(bert3, None, decomposition, 99, ["a text"], [0], [])
     with pytest.raises(TypeError, match=r"component must be an integer, got 0\.5"):

@@ -35,3 +35,13 @@ def test_pef_sets_are_indexed_by_examples_one_included(problem):
         pefs["a"]
     with pytest.raises(IndexError, match=r"PEFs are indexed by examples .* got 9"):
         pefs[9]
+
+
+def test_dense_pefs_from_a_tensor_in_a_graph_are_its_values():
+    """from_dense(A) of a tensor that requires grad was torch's "Can't call numpy() on Tensor that requires grad"."""
+    import torch
+
+    from workbench import LrmPefs
+
+    A = torch.ones(2, 2, 3, requires_grad=True)
+    assert np.array_equal(LrmPefs.from_dense(A).dense(), np.ones((2, 2, 3), dtype=np.float32))

@@ -27,7 +27,10 @@ def loadings(coefficients: np.ndarray, components: np.ndarray, *, kind: str = "l
     """
     if n is not None:
         n = positive_int(n, "n")  # [:0] would list none, [:-1] all but one
-    w = np.asarray(coefficients, dtype=np.float64).ravel()
+    w = np.asarray(coefficients, dtype=np.float64)
+    if w.ndim != 1:  # W[:2] broadcast into numpy's own error
+        raise ValueError(f"coefficients are one example's row of W (n_components,), got shape {w.shape}; for example "
+                         "i pass W[i]")
     scaled = w * component_norms(components) ** kind_named(kind).mass_power
     total = scaled[w > 0].sum()
     order = np.argsort(-scaled, kind="stable")
@@ -45,7 +48,7 @@ def pefs_of_texts(model, tokenizer, decomposition, texts: Sequence[str], *, kind
     from ..models.text import encode_texts
     from ..runner import compute_pefs
 
-    if isinstance(texts, str) or not all(isinstance(t, str) and t.strip() for t in texts):
+    if isinstance(texts, str) or len(texts) == 0 or not all(isinstance(t, str) and t.strip() for t in texts):
         raise ValueError("texts must be a list of non-empty strings, e.g. ['the plot was dull .']")
     inputs = encode_texts(model, tokenizer, texts, max_length).inputs
     include = ["^" + re.escape(name) + "$" for name in decomposition.layout_.names]

@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 
 from ..core.arguments import fraction
 
@@ -56,6 +58,9 @@ def match_components(a, b, *, min_cos: float = DEFAULT_MIN_COS) -> pd.DataFrame:
     an ambiguous match shows).
     """
     fraction(min_cos, "min_cos")  # a |cos|: above 1 nothing would ever match
+    for name, fit in (("a", a), ("b", b)):
+        if isinstance(fit, BaseEstimator):  # an unfitted one was read as a matrix: float() of an estimator
+            check_is_fitted(fit, msg=f"{name} is an unfitted {type(fit).__name__}; fit it first, or load a fitted one")
     if getattr(a, "kind", None) is not None and getattr(b, "kind", None) is not None and a.kind != b.kind:
         raise ValueError(f"a is a {a.kind} decomposition and b a {b.kind} one: their components live in other spaces "
                          "(gradient directions, diagonal Fishers); match fits of one kind")

@@ -46,8 +46,9 @@ def check_step(epsilon, max_sim, *, zero_ok: bool = False) -> None:
 
 def check_sweep(epsilons, max_sim, on_result=None) -> None:
     """Every step of a sweep, and its progress callback, checked before the first perturbation runs."""
-    if isinstance(epsilons, (str, bytes)) or not np.iterable(epsilons) or len(epsilons) == 0:
-        raise ValueError(f"epsilons must be a non-empty list of step sizes, e.g. (0.1, 0.3, 1.0); got {epsilons!r}")
+    if isinstance(epsilons, (str, bytes)) or not hasattr(epsilons, "__len__") or len(epsilons) == 0:
+        raise ValueError(f"epsilons must be a non-empty list of step sizes, e.g. (0.1, 0.3, 1.0); got {epsilons!r} "
+                         "(a generator is read once: pass list(...))")
     for epsilon in epsilons:
         check_step(epsilon, max_sim)
     if on_result is not None and not callable(on_result):
@@ -389,6 +390,8 @@ def perturbation_table(
     n_components = decomposition.W_.shape[1]
     components = range(n_components) if components is None else [component_index(j, n_components, "components")
                                                                   for j in components]
+    if len(components) == 0:  # an empty table named no column pandas could find
+        raise ValueError("components=[] lists no component; pass some, or None for every component")
     rows = []
     for j in tqdm(components, desc="perturbation checks", disable=not progress):
         top = top_examples(decomposition.W_, j, n_top)

@@ -102,6 +102,18 @@ def check_attribute_names(names, reserved=TABLE_COLUMNS) -> None:
                          "NAME_entropy for each attribute): rename it")
 
 
+def check_attribute_cells(column: pd.Series) -> None:
+    """An attribute's cells are values, or a tuple or list of values for an example with several: a set
+    or a dict in a cell was Python's own "unhashable type" from the purity count."""
+    for cell in column:
+        for value in values_of(cell):
+            try:
+                hash(value)
+            except TypeError:
+                raise TypeError(f"attributes column {column.name!r} holds a {type(value).__name__} ({value!r}): a cell "
+                                "is a value, or a list of values for an example with several") from None
+
+
 def component_table(
     W: np.ndarray,
     components: np.ndarray,
@@ -131,6 +143,8 @@ def component_table(
         raise TypeError(f"attributes must be a DataFrame with one column per attribute, got {type(attributes).__name__}")
     if attributes is not None:
         check_attribute_names(attributes.columns)
+        for name in attributes.columns:
+            check_attribute_cells(attributes[name])
     _check_rows(W.shape[0], labels=labels, predictions=predictions, attributes=attributes)
     norms = component_norms(components)
     mass = coefficient_mass(W, components, kind)

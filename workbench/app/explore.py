@@ -65,6 +65,10 @@ class RunExplorer:
     """
 
     def __init__(self, run: Run, *, model=None, tokenizer=None, n_top: int | None = None, device=None):
+        if not isinstance(run, Run):  # a path read as a Run failed on 'str' object has no attribute 'params'
+            raise TypeError(f"RunExplorer takes an opened Run, got {type(run).__name__}; for a run folder's path use "
+                            f"RunExplorer.open({str(run)!r})" if isinstance(run, (str, os.PathLike)) else
+                            f"RunExplorer takes an opened Run, got {type(run).__name__}; e.g. RunExplorer.open(path)")
         self.run = run
         self.device = device
         self.n_top = positive_int(n_top if n_top is not None else run.params.get("n_top", 20), "n_top")

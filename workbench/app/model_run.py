@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..analysis.tables import TABLE_COLUMNS, check_attribute_names, component_table, values_of
+from ..analysis.tables import TABLE_COLUMNS, check_attribute_cells, check_attribute_names, component_table
 from ..core.arguments import flag, positive_int, seed_value, user_path
 from ..core.device import resolve_device
 from ..core.kinds import KINDS
@@ -238,13 +238,7 @@ def _check_attribute_cells(column: pd.Series) -> None:
     """An attribute's cells are values (a tuple or list for several), of one type, as examples.parquet keeps them."""
     import pyarrow as pa
 
-    for cell in column:
-        for value in values_of(cell):  # as the component table counts them
-            try:
-                hash(value)
-            except TypeError:
-                raise TypeError(f"attributes column {column.name!r} holds a {type(value).__name__} ({value!r}): a cell "
-                                "is a value, or a list of values for an example with several") from None
+    check_attribute_cells(column)  # as the component table counts them
     try:
         pa.array(column, from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:

@@ -296,6 +296,8 @@ def _dense_input(values, name: str, n_values, layout, info) -> np.ndarray:
     lost its imaginary part with a warning only."""
     if sp.issparse(values):
         raise TypeError(f"{name} is a scipy sparse matrix; from_dense takes a dense array: pass {name}.toarray()")
+    if hasattr(values, "detach"):  # a torch tensor, maybe still in a graph or on a GPU: its values
+        values = values.detach().cpu()
     array = np.asarray(values)
     if array.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers (gradients), got {array.dtype} values")

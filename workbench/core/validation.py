@@ -107,6 +107,9 @@ def example_count(inputs) -> int:
                             "return_tensors='pt', or pass torch.as_tensor(...)")
         if value.ndim == 0:
             raise ValueError(f"inputs[{name!r}] is a scalar; every input needs one row per example")
+        if value.is_meta:  # torch's "Cannot copy out of meta tensor" when the batch moved to the model's device
+            raise ValueError(f"inputs[{name!r}] is on the meta device: it has a shape but no values; tokenize the texts "
+                             "again (tensors on the CPU)")
     sizes = {k: int(v.shape[0]) for k, v in tensors.items()}
     if len(set(sizes.values())) != 1:
         raise ValueError(f"every input must have one row per example; got first dimensions {sizes}")
@@ -176,7 +179,7 @@ def example_lengths(inputs) -> np.ndarray | None:
     width of its input ids or embeddings; None for inputs that are not sequences."""
     mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
     if isinstance(mask, torch.Tensor) and mask.ndim == 2:
-        return mask.sum(dim=1).cpu().numpy()
+        return mask.detach().sum(dim=1).cpu().numpy()
     tokens = token_sequence(inputs)
     return None if tokens is None else np.full(tokens.shape[0], tokens.shape[1])
 

@@ -161,4 +161,11 @@ def split_labels(inputs: Inputs, labels) -> tuple[Inputs, torch.Tensor]:
         from_inputs = inputs.pop("labels")
         labels = from_inputs if labels is None else labels
     # the checks every entry point shares (workbench.core.validation)
-    return inputs, as_labels(labels, example_count(inputs))
+    ids = inputs.get("input_ids") if isinstance(inputs, Mapping) else inputs
+    try:
+        return inputs, as_labels(labels, example_count(inputs))
+    except ValueError as error:
+        if isinstance(ids, torch.Tensor) and ids.ndim == 1:  # the labels were not the mistake
+            raise ValueError(f"{error}; the inputs are one axis of {len(ids)} values, read as {len(ids)} examples: for "
+                             "one example's token ids add the batch axis, ids.unsqueeze(0)") from None
+        raise
