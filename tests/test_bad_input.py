@@ -415,6 +415,9 @@ CASES = [
          r"shape \(2, 3\)", _lookup_of_a_matrix),
     Case("matching an unfitted decomposition", NotFittedError, r"b is an unfitted LrmNpeff; fit it first",
          _match_with_an_unfitted_fit),
+    Case("labels given twice, differently", ValueError, r"labels are given twice, as labels= and as inputs\['labels'\], "
+         r"and they differ", lambda tmp: write_pefs(tmp / "pefs", tiny_bert(3), {**_inputs(), "labels": torch.zeros(9,
+         dtype=torch.long)}, np.ones(9, dtype=int), progress=False)),
     Case("token ids outside the vocabulary", ValueError,
          r"1 examples hold token ids outside the model's vocabulary of 40 \(first: example 7, id 10000\).*own tokenizer",
          _ids_outside_vocabulary),

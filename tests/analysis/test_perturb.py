@@ -232,6 +232,11 @@ def test_component_indices_and_counts_are_checked_before_the_model_runs(bert3, b
         baseline_examples(3, [0, 1, 2, 1])
     with pytest.raises(ValueError, match=r"baseline holds no example.*baseline=None"):
         perturbation_check(bert3, decomposition, 0, bert_inputs, labels, [0, 1], [])
+    # top=baseline read a KL ratio of 1, top=[0, 0, 0, 0] a top set of four
+    with pytest.raises(ValueError, match=r"none in both \(both hold \[0, 1\]\)"):
+        perturbation_check(bert3, decomposition, 0, bert_inputs, labels, [0, 1], [0, 1])
+    with pytest.raises(ValueError, match=r"one lists an example twice"):
+        perturbation_check(bert3, decomposition, 0, bert_inputs, labels, [0, 0, 0], [2, 3])
     with pytest.raises(TypeError, match="labels must be integer class indices"):
         perturbation_check(bert3, decomposition, 0, bert_inputs, ["good"] * n, [0, 1], [2, 3])
     with pytest.raises(ValueError, match=rf"labels has shape \(2,\); expected \({n},\)"):

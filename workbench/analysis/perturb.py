@@ -328,6 +328,12 @@ def perturbation_check(
     if len(baseline) == 0:
         raise ValueError("baseline holds no example: the KL ratio compares the top set with a baseline; pass some, "
                          "or baseline=None for 100 random examples outside the top set")
+    shared = np.intersect1d(top, baseline)
+    if shared.size or len(np.unique(top)) < len(top) or len(np.unique(baseline)) < len(baseline):
+        # top=baseline read a ratio of 1, and top=[0, 0, 0, 0] a top set of four
+        raise ValueError("top and baseline must be two sets of distinct examples"
+                         + (f" with none in both (both hold {shared[:5].tolist()})" if shared.size else
+                            " (one lists an example twice)") + "; pass each example once")
     device = resolve_device(device) if device is not None else next(model.parameters()).device
     model.to(device)
     direction = perturbation_direction(decomposition, component, max_sim)

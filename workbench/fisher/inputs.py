@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -153,12 +154,23 @@ def check_batch_labels(labels: torch.Tensor, n_classes: int, start: int) -> None
     check_label_range(labels, n_classes, start)
 
 
+def _same_values(a, b) -> bool:
+    try:
+        return bool(np.array_equal(np.asarray(a.cpu() if hasattr(a, "cpu") else a),
+                                   np.asarray(b.cpu() if hasattr(b, "cpu") else b)))
+    except (TypeError, ValueError):
+        return False
+
+
 def split_labels(inputs: Inputs, labels) -> tuple[Inputs, torch.Tensor]:
     """Labels given apart, or as inputs["labels"], or unknown (-1); never passed to the model,
     so a Hugging Face model returns logits rather than a loss."""
     if isinstance(inputs, Mapping) and "labels" in inputs:
         inputs = dict(inputs)
         from_inputs = inputs.pop("labels")
+        if labels is not None and not _same_values(labels, from_inputs):  # which one was meant?
+            raise ValueError("labels are given twice, as labels= and as inputs['labels'], and they differ; pass them "
+                             "once")
         labels = from_inputs if labels is None else labels
     # the checks every entry point shares (workbench.core.validation)
     ids = inputs.get("input_ids") if isinstance(inputs, Mapping) else inputs
