@@ -480,7 +480,8 @@ CASES = [
     Case("NaN weights", ValueError, r"1 of the model's parameters hold NaN or infinite values \(e\.g\. "
          r"bert\.encoder\.layer\.0\.attention\.self\.query\.weight\): the model diverged.*checkpoint", _nan_weights),
     Case("missing store", StoreError, r"no PEF store at .*does not exist.*compute the PEFs with write_pefs", _missing_store),
-    Case("truncated chunk file", StoreError, r"000001\.safetensors cannot be read.*truncated.*Delete this chunk file and call write_pefs again",
+    Case("truncated chunk file", StoreError, r"000001\.safetensors cannot be read.*truncated.*Delete this chunk file and run the command that wrote the store "
+         r"again",
          lambda tmp: load_pefs(tmp / "pefs"), _truncate_chunk),
     Case("truncated manifest", StoreError, r"manifest\.json is not valid JSON \(truncated.*overwrite=True",
          lambda tmp: load_pefs(tmp / "pefs"), _truncate_manifest),

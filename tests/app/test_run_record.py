@@ -193,6 +193,9 @@ def test_an_unfinished_run_names_the_command_that_made_it(finished, tmp_path):
                    notebooks={"quickstart": {"source": "notebooks/quickstart.ipynb", "status": "running"}})
     with pytest.raises(IncompleteRunError, match=r"python -m workbench run notebooks/quickstart\.ipynb --out "):
         Run.open(folder)
+    # a folder with spaces is quoted, so that the command can be pasted
+    folder = _copy(finished, tmp_path / "my runs", status="running", stages={"pefs": {"status": "running"}})
+    assert Run(folder).command().startswith(f"python -m workbench demo --out '{folder}' ")
 
 
 def test_a_path_that_is_no_run_folder_says_what_it_is(tmp_path):

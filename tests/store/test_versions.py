@@ -31,7 +31,8 @@ def test_chunk_of_another_run_is_refused_then_recomputed(tmp_path, bert3, bert_i
     b = write_pefs(tmp_path / "b", bert3, bert_inputs, n_values=120, batch_size=4, progress=False)
     reference = b.load()
     shutil.copy(tmp_path / "a" / "chunks" / "000001.safetensors", tmp_path / "b" / "chunks" / "000001.safetensors")
-    with pytest.raises(StoreError, match="belongs to another PEF run"):
+    with pytest.raises(StoreError, match="belongs to another PEF run .*manifest.json was changed since, or the chunk "
+                                         "copied in from another store"):
         PefStore(tmp_path / "b").load()
     repaired = write_pefs(tmp_path / "b", bert3, bert_inputs, n_values=120, batch_size=4, progress=False).load()
     assert (repaired.X != reference.X).nnz == 0
@@ -187,3 +188,12 @@ def test_a_changed_byte_of_a_decomposition_or_a_fit_checkpoint_is_named(tmp_path
         LrmNpeff.load(path)
     with pytest.raises(StoreError, match=r"fit\.ckpt\.safetensors is damaged: its arrays differ.*delete a fit checkpoint"):
         LrmNpeff(2, n_iters_g_only=3, n_iters_joint=3, progress=False).fit(pefs, checkpoint=checkpoint)
+
+
+def test_a_deleted_chunk_is_not_asked_to_be_deleted(tmp_path, bert3, bert_inputs):
+    """'... does not exist. Delete this chunk file' asked for what was done, and named write_pefs to a run's user."""
+    write_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=100, batch_size=4, progress=False)
+    (tmp_path / "pefs" / "chunks" / "000001.safetensors").unlink()
+    with pytest.raises(StoreError) as error:
+        PefStore(tmp_path / "pefs").load()
+    assert "Delete this chunk" not in str(error.value) and "run the command that wrote the store again" in str(error.value)

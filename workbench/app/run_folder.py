@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shlex
 import shutil
 import time
 from importlib import metadata
@@ -265,12 +266,13 @@ class Run:
     def command(self) -> str:
         """The command that made this folder, as one would type it again (its arguments elided)."""
         notebooks = self.record.get("notebooks") or {}
+        out = shlex.quote(str(self.path))  # a folder with spaces, pasted unquoted, was two arguments
         if notebooks:
             source = next(iter(notebooks.values())).get("source", "NOTEBOOK.ipynb")
-            return f"python -m workbench run {source} --out {self.path} -p ..."
+            return f"python -m workbench run {shlex.quote(str(source))} --out {out} -p ..."
         if self.record.get("made_by") == "run_model":
             return f"run_model({str(self.path)!r}, ...)"
-        return f"python -m workbench demo --out {self.path} ..., or run_embedded({str(self.path)!r}, ...)"
+        return f"python -m workbench demo --out {out} ..., or run_embedded({str(self.path)!r}, ...)"
 
     def missing(self) -> list[str]:
         """The files a reader needs that this folder lacks, or holds from a stage its record

@@ -125,8 +125,10 @@ def _recompute_hint():
     try:
         yield
     except StoreError as err:
-        raise StoreError(f"{str(err).rstrip('.')}. Delete this chunk file and call write_pefs again with the same "
-                         "arguments: it recomputes the missing batch") from err
+        gone = "does not exist" in str(err)  # "delete this file" of a file already gone was no advice
+        raise StoreError(f"{str(err).rstrip('.')}. {'' if gone else 'Delete this chunk file and '}run the command that "
+                         "wrote the store again with the same arguments (write_pefs, or the run's own command): it "
+                         "recomputes the missing batch") from err
 
 
 class PefStore:
@@ -193,8 +195,9 @@ class PefStore:
             raise StoreError(f"{where} says it is chunk {header.get('chunk')!r}, not {index}; re-create the store")
         if header.get("store") != self.store_id:
             raise StoreError(
-                f"{where} belongs to another PEF run (store {header.get('store')!r}, this store is {self.store_id!r}); "
-                "chunks of different runs cannot be mixed: delete it and call write_pefs again"
+                f"{where} belongs to another PEF run (store {header.get('store')!r}, this store is {self.store_id!r}): "
+                "its manifest.json was changed since, or the chunk copied in from another store. Chunks of different "
+                "runs cannot be mixed: restore the manifest, or re-create the store (write_pefs(..., overwrite=True))"
             )
 
     def check_checksum(self, index: int, checksums: list | None = None) -> None:
