@@ -418,6 +418,9 @@ CASES = [
     Case("labels given twice, differently", ValueError, r"labels are given twice, as labels= and as inputs\['labels'\], "
          r"and they differ", lambda tmp: write_pefs(tmp / "pefs", tiny_bert(3), {**_inputs(), "labels": torch.zeros(9,
          dtype=torch.long)}, np.ones(9, dtype=int), progress=False)),
+    Case("a multiple-choice batch", ValueError, r"input_ids have shape \(3, 2, 10\), three axes, as a multiple-choice "
+         r"model takes them.*wrap the model", lambda tmp: write_pefs(tmp / "pefs", tiny_bert(3), {k: v[:6].reshape(3, 2, 10)
+         for k, v in _inputs().items()}, progress=False)),
     Case("token ids outside the vocabulary", ValueError,
          r"1 examples hold token ids outside the model's vocabulary of 40 \(first: example 7, id 10000\).*own tokenizer",
          _ids_outside_vocabulary),

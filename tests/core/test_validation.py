@@ -111,3 +111,19 @@ def test_a_wrapper_that_passes_everything_on_is_not_warned_about(recwarn):
 
 def test_labels_from_a_generator_are_read_as_their_values():
     assert as_labels((i % 3 for i in range(4)), 4).tolist() == [0, 1, 2, 0]
+
+
+def test_a_forward_that_returns_a_dict_of_logits_is_read():
+    """{"logits": ...} from a forward of one's own was refused as 'got dict'."""
+    class AsDict(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = tiny_bert(3)
+
+        def forward(self, **inputs):
+            return {"logits": self.inner(**inputs).logits}
+
+    model, inputs = AsDict(), tiny_bert_inputs(4)
+    wrapped = compute_pefs(model, inputs, n_values=None, progress=False).dense()
+    plain = compute_pefs(model.inner, inputs, n_values=None, progress=False).dense()
+    np.testing.assert_allclose(wrapped, plain, atol=1e-6 * np.abs(plain).max())

@@ -150,6 +150,10 @@ def check_token_ids(model: torch.nn.Module, inputs) -> None:
                         "or pass input_ids.long()")
     if vocabulary is None:  # a model of one's own may read its ids otherwise (an EmbeddingBag's flat ids)
         return
+    if ids.ndim == 3:  # "add the batch axis" was no advice for these
+        raise ValueError(f"input_ids have shape {tuple(ids.shape)}, three axes, as a multiple-choice model takes them "
+                         "(examples, choices, tokens); PEFs read one sequence per example, (n_examples, n_tokens): wrap "
+                         "the model so that its forward takes those and returns (examples, classes) logits")
     if ids.ndim != 2:
         raise ValueError(f"input_ids have shape {tuple(ids.shape)}; a batch of token ids is (n_examples, n_tokens): "
                          "for one example add the batch axis, ids.unsqueeze(0)")

@@ -106,6 +106,8 @@ def class_logits(model: nn.Module, batch: Inputs) -> torch.Tensor:
     """Run the model and return (batch, n_classes) logits, or say clearly why not."""
     out = model(**batch) if isinstance(batch, Mapping) else model(batch)
     logits = getattr(out, "logits", out)
+    if isinstance(logits, Mapping) and "logits" in logits:  # a forward of one's own returning {"logits": ...}
+        logits = logits["logits"]
     if isinstance(logits, (tuple, list)) and logits:
         logits = logits[0]
     n = n_inputs(batch)
