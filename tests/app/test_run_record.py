@@ -127,29 +127,29 @@ def test_a_run_killed_just_after_its_first_record_is_not_taken_for_finished(fini
         Run.open(folder)
 
 
-def test_a_folder_holding_files_of_two_runs_is_refused(finished, tmp_path):
-    other = synthetic_run(tmp_path / "other", n_components=4, n_examples=120)
+def _decomposition_of(folder, tmp_path, **run) -> None:
+    shutil.copy(synthetic_run(tmp_path / "other", **run) / DECOMPOSITION, folder / DECOMPOSITION)
+
+
+def _rewritten_table(folder, change) -> None:
+    change(Run(folder).components()).to_csv(folder / COMPONENTS)
+
+
+@pytest.mark.parametrize("mix, message", [
+    (lambda folder, tmp: _decomposition_of(folder, tmp, n_components=4, n_examples=120),
+     r"mixes files of different runs: examples\.parquet has 200 examples, decomposition\.safetensors has 120"),
+    (lambda folder, tmp: _rewritten_table(folder, lambda table: table.iloc[:2]),
+     r"components\.csv has 2 components and decomposition\.safetensors 4"),
+    # another fit of the same examples and components (the counts agree), an edited table
+    (lambda folder, tmp: _decomposition_of(folder, tmp, n_components=4, n_examples=200, seed=1),
+     r"mixes files of different runs: decomposition\.safetensors is not the file this run wrote"),
+    (lambda folder, tmp: _rewritten_table(folder, lambda table: table.assign(mass=table["mass"][::-1].to_numpy())),
+     r"components\.csv is not the file this run wrote"),
+], ids=["other examples", "other components", "another fit", "an edited table"])
+def test_a_folder_holding_files_of_two_runs_is_refused(finished, tmp_path, mix, message):
     folder = _copy(finished, tmp_path)
-    shutil.copy(other / DECOMPOSITION, folder / DECOMPOSITION)
-    with pytest.raises(StoreError, match=r"mixes files of different runs: examples\.parquet has 200 examples, "
-                                         r"decomposition\.safetensors has 120"):
-        Run.open(folder)
-    folder = _copy(finished, tmp_path / "b")
-    table = Run(folder).components()
-    table.iloc[:2].to_csv(folder / COMPONENTS)
-    with pytest.raises(StoreError, match=r"components\.csv has 2 components and decomposition\.safetensors 4"):
-        Run.open(folder)
-    # another fit of the same examples and components (counts alike): its decomposition, then an edited table
-    folder = _copy(finished, tmp_path / "c")
-    other = synthetic_run(tmp_path / "same counts", n_components=4, n_examples=200, seed=1)
-    shutil.copy(other / DECOMPOSITION, folder / DECOMPOSITION)
-    with pytest.raises(StoreError, match=r"mixes files of different runs: decomposition\.safetensors is not the file this "
-                                         r"run wrote"):
-        Run.open(folder)
-    folder = _copy(finished, tmp_path / "d")
-    table = Run(folder).components()
-    table.assign(mass=table["mass"][::-1].to_numpy()).to_csv(folder / COMPONENTS)
-    with pytest.raises(StoreError, match=r"components\.csv is not the file this run wrote"):
+    mix(folder, tmp_path)
+    with pytest.raises(StoreError, match=message):
         Run.open(folder)
 
 

@@ -154,10 +154,7 @@ def test_a_damaged_decomposition_file_is_refused_as_it_is_read(tmp_path, dataset
     inside component()."""
     fit = LrmNpeff(n_components=2, n_iters_g_only=3, n_iters_joint=3, progress=False).fit(planted_lrm(20, 30, 2).pefs)
     write_lrm_decomposition_h5(fit, tmp_path / "d.h5")
-    with h5py.File(tmp_path / "d.h5", "r+") as f:
-        changed = value(f[f"data/{dataset}"][()])
-        del f[f"data/{dataset}"]
-        f[f"data/{dataset}"] = changed
+    _change_dataset(tmp_path / "d.h5", dataset, value)
     with pytest.raises(StoreError, match=message):
         read_lrm_decomposition_h5(tmp_path / "d.h5")
 
@@ -184,9 +181,14 @@ def test_an_lrm_file_whose_arrays_disagree_is_named(tmp_path, dataset, change, m
     numpy's own error, naming no file."""
     pefs = planted_lrm(10, 20, 2, seed=0).pefs
     write_lrm_pefs_h5(pefs, tmp_path / "p.h5")
-    with h5py.File(tmp_path / "p.h5", "r+") as f:
+    _change_dataset(tmp_path / "p.h5", dataset, change)
+    with pytest.raises(StoreError, match=message):
+        read_lrm_pefs_h5(tmp_path / "p.h5")
+
+
+def _change_dataset(path, dataset: str, change) -> None:
+    """Replace the file's dataset data/<dataset> by ``change`` of its values, as a damaged or edited file holds it."""
+    with h5py.File(path, "r+") as f:
         changed = change(f[f"data/{dataset}"][()])
         del f[f"data/{dataset}"]
         f[f"data/{dataset}"] = changed
-    with pytest.raises(StoreError, match=message):
-        read_lrm_pefs_h5(tmp_path / "p.h5")
