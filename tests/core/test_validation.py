@@ -127,3 +127,10 @@ def test_a_forward_that_returns_a_dict_of_logits_is_read():
     wrapped = compute_pefs(model, inputs, n_values=None, progress=False).dense()
     plain = compute_pefs(model.inner, inputs, n_values=None, progress=False).dense()
     np.testing.assert_allclose(wrapped, plain, atol=1e-6 * np.abs(plain).max())
+
+
+def test_more_top_classes_than_the_model_has_is_said():
+    """top_k_classes=4 of a 3-class model was clamped to 3 without a word."""
+    with pytest.warns(UserWarning, match=r"top_k_classes=4 is more than the model's 3 classes: every class is kept"):
+        pefs = compute_pefs(tiny_bert(3), tiny_bert_inputs(4), n_values=50, top_k_classes=4, progress=False)
+    assert pefs.n_slots == 3

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -60,7 +61,11 @@ class PefRun:
         model.to(device)
         check_precision(select_parameters(model, config.include, config.exclude))
         with torch.no_grad(), eval_mode(model):  # every label checked against the model's classes before any batch runs
-            check_label_range(labels, class_logits(model, slice_inputs(inputs, 0, 1, device)).shape[1])
+            n_classes = class_logits(model, slice_inputs(inputs, 0, 1, device)).shape[1]
+        check_label_range(labels, n_classes)
+        if config.top_k_classes is not None and config.top_k_classes > n_classes:
+            warnings.warn(f"top_k_classes={config.top_k_classes} is more than the model's {n_classes} classes: every "
+                          "class is kept, as with top_k_classes=None", stacklevel=4)
         return cls(model, inputs, labels, config, make_plan(model, config), device)
 
     @property
