@@ -238,8 +238,9 @@ def test_export_checks_everything_before_it_writes(small_synthetic, tmp_path):
 
 
 def test_an_export_replaces_every_file_of_the_earlier_one(small_synthetic, tmp_path, monkeypatch):
-    """A re-export without perturbations kept the earlier perturbations file beside the new tables, and
-    an export killed half-way left new files beside old ones: the earlier files now go first."""
+    """A re-export without perturbations kept the earlier perturbations file beside the new tables; an
+    export killed half-way left new files beside old ones, then part of a new one beside nothing that said
+    so: it is written aside and moved in whole, so a killed one leaves the earlier export as it was."""
     from workbench.analysis import export
 
     folder = tmp_path / "out"
@@ -253,10 +254,11 @@ def test_an_export_replaces_every_file_of_the_earlier_one(small_synthetic, tmp_p
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
+    earlier = {p.name: p.read_bytes() for p in folder.iterdir()}
     monkeypatch.setattr(export, "export_coefficients", killed)
     with pytest.raises(KeyboardInterrupt):
         small_synthetic.export(folder)
-    assert sorted(p.name for p in folder.iterdir()) == ["components.parquet"]  # the new one, nothing of the old
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == earlier  # and no staging folder left
 
 
 def test_a_model_given_with_other_weights_is_refused_before_it_reads_anything(embedded_run, embedded):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import threading
 from collections.abc import Callable, Sequence
 from functools import cached_property, lru_cache
@@ -30,6 +31,7 @@ import pandas as pd
 
 from ..analysis.tables import component_table, top_examples
 from ..core.arguments import component_index, fraction, item_index, positive_int, user_path
+from ..core.staging import remove_dead_staging, staging_path
 from ..store.files import atomic_path
 from .results import (ComponentDashboard, ComponentFilter, ComponentPage, HighlightedExample, Lookup, TopExamplesPage,
                       checked_filter)
@@ -66,9 +68,8 @@ class RunExplorer:
 
     def __init__(self, run: Run, *, model=None, tokenizer=None, n_top: int | None = None, device=None):
         if not isinstance(run, Run):  # a path read as a Run failed on 'str' object has no attribute 'params'
-            raise TypeError(f"RunExplorer takes an opened Run, got {type(run).__name__}; for a run folder's path use "
-                            f"RunExplorer.open({str(run)!r})" if isinstance(run, (str, os.PathLike)) else
-                            f"RunExplorer takes an opened Run, got {type(run).__name__}; e.g. RunExplorer.open(path)")
+            path = repr(str(run)) if isinstance(run, (str, os.PathLike)) else "path"
+            raise TypeError(f"RunExplorer takes an opened Run, got {type(run).__name__}; use RunExplorer.open({path})")
         self.run = run
         self.device = device
         self.n_top = positive_int(n_top if n_top is not None else run.params.get("n_top", 20), "n_top")
@@ -555,19 +556,29 @@ class RunExplorer:
         names = [f"components.{format}", f"coefficients.{format}", "components.safetensors", f"perturbations.{format}"]
         export.check_export_folder(folder, names)
         folder.mkdir(parents=True, exist_ok=True)
-        for name in names:  # an earlier export's files go first: a killed export never leaves a mix of two
-            (folder / name).unlink(missing_ok=True)
-        written = {
-            "components": export.export_components(self.table, folder / f"components.{format}"),
-            "coefficients": export.export_coefficients(self.W, folder / f"coefficients.{format}", drop_zeros=True),
-            "component vectors": export.export_components_safetensors(self.decomposition,
-                                                                      folder / "components.safetensors"),
-        }
-        if frames:
-            written["perturbations"] = export.export_perturbations(pd.concat(frames, ignore_index=True),
-                                                                   folder / f"perturbations.{format}")
+        # Written aside, then moved in: a killed export leaves the earlier one whole (and a staging folder the
+        # next export removes), never part of a new one beside nothing that says so.
+        remove_dead_staging(folder / "export")
+        staging = staging_path(folder / "export")
+        staging.mkdir()
+        try:
+            written = {
+                "components": export.export_components(self.table, staging / f"components.{format}"),
+                "coefficients": export.export_coefficients(self.W, staging / f"coefficients.{format}", drop_zeros=True),
+                "component vectors": export.export_components_safetensors(self.decomposition,
+                                                                          staging / "components.safetensors"),
+            }
+            if frames:
+                written["perturbations"] = export.export_perturbations(pd.concat(frames, ignore_index=True),
+                                                                       staging / f"perturbations.{format}")
+            for name in names:  # an earlier export's files go: never a mix of two exports
+                (folder / name).unlink(missing_ok=True)
+            for path in written.values():
+                os.replace(path, folder / path.name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         logger.info("exported %s to %s", ", ".join(written), folder)
-        return written
+        return {what: folder / path.name for what, path in written.items()}
 
 
 def check_explorer(explorer, fix: str = "RunExplorer.open(path)") -> "RunExplorer":
