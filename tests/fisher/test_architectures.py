@@ -427,3 +427,14 @@ def test_a_decoder_s_classification_head_counts_with_the_head_not_with_the_last_
     decomposition = LrmNpeff(n_components=2, n_iters_g_only=5, n_iters_joint=5, seed=0).fit(pefs)
     scores = token_scores(model, decomposition, 0, inputs, batch_size=3)
     assert all(s.head_share == pytest.approx(1.0) and np.abs(s.scores).max() < 1e-9 for s in scores)
+
+
+@pytest.mark.skipif("XLNet" not in available(), reason="this transformers has no XLNet")
+def test_a_two_class_model_served_by_torch_func_alone_keeps_the_fast_path(caplog):
+    """XLNet without its head (as the README's run_model example leaves heads out): every parameter is torch.func's,
+    no layer's output is captured, and the two-class backward of no outputs failed on every batch, which then took
+    the loop ("inputs argument to grad() cannot be empty")."""
+    model, inputs = build("XLNet", n_classes=2), example_inputs("XLNet", n=6)
+    with caplog.at_level(logging.WARNING, logger="workbench"):
+        error = max_relative_error(model, inputs, exclude="sequence_summary|logits_proj")
+    assert "fast path failed" not in caplog.text and error < 2e-6

@@ -88,9 +88,12 @@ def two_class_gradient(log_probs, classes, outputs) -> tuple[list[torch.Tensor |
     output (None where unused) and the multiples (b, 2), which take the other class's
     probability from its log-probability: 1 − p computed in float32 would round to 0
     for a confident example, as the softmax's own backward does."""
-    w = torch.autograd.grad((log_probs[:, 0] - log_probs[:, 1]).sum(), outputs, retain_graph=True, allow_unused=True)
     p_other = log_probs.detach().flip(1).gather(1, classes).exp()  # (b, 2): p of the class not in the slot
-    return list(w), torch.where(classes == 0, p_other, -p_other)
+    multiple = torch.where(classes == 0, p_other, -p_other)
+    if not outputs:  # every parameter served by torch.func (XLNet without its head): autograd takes no empty list
+        return [], multiple
+    w = torch.autograd.grad((log_probs[:, 0] - log_probs[:, 1]).sum(), outputs, retain_graph=True, allow_unused=True)
+    return list(w), multiple
 
 
 def two_class_output_gradients(log_probs, classes, outputs, scale):
