@@ -61,3 +61,17 @@ def test_our_tokenization_leaves_out_inputs_the_model_does_not_read():
                                                     num_attention_heads=2, intermediate_size=32))
     assert "token_type_ids" in encode_texts(bert, tokenizer, ["a good film"], 16).inputs
     assert "token_type_ids" in encode_texts(PassesOn(bert), tokenizer, ["a good film"], 16).inputs
+
+
+def test_a_prompt_s_token_that_spans_the_space_before_the_text_is_the_text_s():
+    """SentencePiece's '▁the' spans ' the': read as the template's, the text's first word was left out of every
+    highlight of a language model read through a prompt, and counted as special."""
+    from workbench.models.text import _in_text
+
+    prompt = "Review: the movie was great . Sentiment:"
+    start, end = 8, 8 + len("the movie was great .")
+    assert _in_text(prompt, 7, 11, start, end)  # '▁the': a space of the template, then the text's word
+    assert not _in_text(prompt, 0, 7, start, end)  # '▁Review:'
+    assert not _in_text(prompt, 29, 40, start, end)  # '▁Sentiment:'
+    assert not _in_text(prompt, 27, 40, start, end)  # a token of the text's '.' and the template's word
+    assert not _in_text(prompt, 11, 11, start, end)  # an empty span

@@ -137,12 +137,20 @@ def _prompt_inputs(model, tokenizer, texts: list[str], max_length: int, warn: bo
     words = [encoded.word_ids(i)[-max_length:] for i in range(len(strings))] if fast else None
     template = [np.zeros(len(s), dtype=bool) for s in special]  # unknown without spans (slow tokenizers)
     if rows is not None:
-        template = [np.array([b <= a or not (start <= a and b <= start + len(text)) for a, b in row])
-                    for row, text in zip(rows, texts)]
+        template = [np.array([not _in_text(prompt, a, b, start, start + len(text)) for a, b in row])
+                    for row, text, prompt in zip(rows, texts, strings)]
     special = [s | t for s, t in zip(special, template)]
     if words is not None:  # the template is no word of the text
         words = [[None if t else w for w, t in zip(row, flags)] for row, flags in zip(words, template)]
     return EncodedTexts(inputs, strings, [start] * len(texts), template, special, rows, words)
+
+
+def _in_text(prompt: str, a: int, b: int, start: int, end: int) -> bool:
+    """Whether the token spanning prompt[a:b] is of the text, prompt[start:end]: it covers some of the text
+    and nothing of the template but whitespace. SentencePiece's "▁the" spans the space before the text's
+    first word, which was read as the template's, and left that word out of every highlight."""
+    low, high = max(a, start), min(b, end)
+    return low < high and not prompt[a:low].strip() and not prompt[high:b].strip()
 
 
 def _as_spans(rows) -> list[list[tuple[int, int]]] | None:
