@@ -66,6 +66,9 @@ def test_token_shares_without_visible_mass_and_bad_flags():
     ("model.layers.1.self_attn.k_proj.weight", "attention k", "layer 1"),
     ("model.layers.1.mlp.down_proj.weight", "MLP out", "layer 1"),
     ("something.else", "other", "other"),
+    ("backbone.layers.0.mixer.out_proj.weight", "state space", "layer 0"),  # Mamba's: no attention o
+    ("shared.weight", "embeddings", "embeddings"),  # T5's token table
+    ("classification_head.dense.weight", "classifier", "head"),
 ])
 def test_parameter_names_map_to_module_kinds_and_layers(name, kind, layer):
     assert module_kind(name) == kind and kind in MODULE_KINDS
@@ -179,3 +182,18 @@ def test_a_component_without_examples_and_a_run_of_one_component_say_so():
     dashboard = type("Dashboard", (), {"top_tokens": None, "nearest": pd.DataFrame(columns=["cos"]), "definitions": {},
                                        "notes": []})()
     assert "No other component" in report.dashboard_tables_html(dashboard)
+
+
+def test_an_encoder_decoder_s_stacks_are_told_apart_as_the_trace_names_them():
+    """BART's and T5's layers 0 of the encoder and of the decoder were one row of 'where the component lives',
+    and T5's encoder final norm was 'head'; the trace names 'encoder layer 0' and 'decoder layer 0'."""
+    from workbench.analysis.location import _layer_order, layer_names
+
+    names = ["shared.weight", "encoder.block.0.layer.0.SelfAttention.q.weight", "encoder.final_layer_norm.weight",
+             "decoder.block.0.layer.1.EncDecAttention.k.weight", "decoder.final_layer_norm.weight",
+             "classification_head.out_proj.weight"]
+    layers = layer_names(names)
+    assert layers == ["embeddings", "encoder layer 0", "encoder final norm", "decoder layer 0", "decoder final norm",
+                      "head"]
+    assert sorted(layers, key=_layer_order) == layers
+    assert layer_names(["bert.encoder.layer.0.output.dense.weight"]) == ["layer 0"]  # one stack: no prefix

@@ -20,14 +20,18 @@ import pandas as pd
 
 #: Module kinds in display order (a chart's legend, a frame's columns).
 MODULE_KINDS = ("embeddings", "attention q", "attention k", "attention v", "attention qkv", "attention o",
-                "MLP in", "MLP out", "LayerNorm", "pooler", "classifier", "other")
+                "MLP in", "MLP out", "state space", "LayerNorm", "pooler", "classifier", "other")
 
 # First match wins, so the specific names come before the general ones: a LayerNorm inside
 # the embeddings is a LayerNorm, and BERT's attention.output.dense is attention o, not MLP out.
 _KIND_RULES = (
     ("LayerNorm", r"layernorm|layer_norm|(^|\.)ln_|(^|\.)norm|_norm\b"),
     ("pooler", r"pooler"),
-    ("embeddings", r"embed|(^|\.)wte\b|(^|\.)wpe\b"),
+    ("classifier", r"classification_head"),  # BART's and T5's head: its out_proj is no attention's
+    ("embeddings", r"embed|(^|\.)wte\b|(^|\.)wpe\b|(^|\.)shared\.weight$"),  # T5's and BART's token table: shared
+    # Mamba's mixer (in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj): no attention, though its out_proj
+    # is named as attention's are
+    ("state space", r"(^|\.)mixer\."),
     ("attention q", r"query|q_proj|\.q\b|q_lin"),
     ("attention k", r"(^|\.)key\b|k_proj|\.k\b|k_lin"),
     ("attention v", r"value|v_proj|\.v\b|v_lin"),
@@ -38,6 +42,7 @@ _KIND_RULES = (
     ("classifier", r"classifier|(^|\.)score\b|lm_head|(^|\.)head\b|pre_classifier"),
 )
 _LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h|blocks?)\.(\d+)(?:\.|$)")
+_STACK = re.compile(r"(?:^|\.)(encoder|decoder)\.")
 
 
 def module_kind(name: str) -> str:
@@ -49,26 +54,42 @@ def module_kind(name: str) -> str:
     return "other"
 
 
-def layer_of(name: str) -> str:
+def layer_of(name: str, stacks: bool = False) -> str:
     """``"layer N"`` for a parameter inside transformer layer N; ``"embeddings"``, ``"head"`` (pooler,
-    classifier, final norm) or ``"other"`` outside the layers."""
+    classifier, final norm) or ``"other"`` outside the layers. With ``stacks`` (a model of an encoder
+    and a decoder), ``"encoder layer N"`` and ``"decoder layer N"``, and each stack's final norm, as the
+    trace names them: the layers 0 of both stacks were one row, and T5's encoder norm was "head"."""
+    stack = _STACK.search(name) if stacks else None
     match = _LAYER.search(name)
     if match:
-        return f"layer {int(match.group(1))}"
+        return f"{stack.group(1) + ' ' if stack else ''}layer {int(match.group(1))}"
     kind = module_kind(name)
     if kind == "embeddings" or "embed" in name.lower():
         return "embeddings"
+    if stack and kind == "LayerNorm":
+        return f"{stack.group(1)} final norm"
     if kind in ("pooler", "classifier", "LayerNorm"):
         return "head"
     return "other"
 
 
+def layer_names(names) -> list[str]:
+    """:func:`layer_of` of each parameter name, the stacks told apart where the model has a decoder stack."""
+    names = list(names)
+    stacks = any(_STACK.search(n) and _STACK.search(n).group(1) == "decoder" and _LAYER.search(n) for n in names)
+    return [layer_of(n, stacks) for n in names]
+
+
 def _layer_order(layer: str) -> tuple:
-    if layer == "embeddings":
+    stack, _, rest = layer.partition(" ") if layer.startswith(("encoder ", "decoder ")) else ("", "", layer)
+    group = {"": 1, "encoder": 1, "decoder": 2}[stack]
+    if rest == "embeddings":
         return (0, 0)
-    if layer.startswith("layer "):
-        return (1, int(layer.split()[1]))
-    return (2, 0) if layer == "head" else (3, 0)
+    if rest.startswith("layer "):
+        return (group, int(rest.split()[1]))
+    if rest == "final norm":
+        return (group, float("inf"))
+    return (3, 0) if rest == "head" else (4, 0)
 
 
 def mass_by_parameter(decomposition) -> pd.DataFrame:
@@ -92,7 +113,7 @@ def location_frame(decomposition, component: int) -> pd.DataFrame:
     if not 0 <= int(component) < len(shares):
         raise IndexError(f"component must be from 0 to {len(shares) - 1}, got {component}")
     row = shares.iloc[int(component)]
-    frame = pd.DataFrame({"parameter": row.index, "layer": [layer_of(n) for n in row.index],
+    frame = pd.DataFrame({"parameter": row.index, "layer": layer_names(row.index),
                           "kind": [module_kind(n) for n in row.index], "mass": row.to_numpy()})
     return frame.sort_values("mass", ascending=False, kind="stable").reset_index(drop=True)
 
@@ -110,7 +131,7 @@ def location_summary(decomposition) -> pd.DataFrame:
     """Per component: the module kind and the layer holding most of its mass, and those shares."""
     shares = mass_by_parameter(decomposition)
     kinds = shares.T.groupby([module_kind(n) for n in shares.columns]).sum().T
-    layers = shares.T.groupby([layer_of(n) for n in shares.columns]).sum().T
+    layers = shares.T.groupby(layer_names(shares.columns)).sum().T
     return pd.DataFrame({
         "main_kind": kinds.idxmax(axis=1), "main_kind_mass": kinds.max(axis=1),
         "main_layer": layers.idxmax(axis=1), "main_layer_mass": layers.max(axis=1),
