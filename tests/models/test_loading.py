@@ -99,3 +99,18 @@ def test_every_family_saved_whole_loads_without_a_refusal(name, tmp_path):
     saved.save_pretrained(tmp_path)
     loaded = load_saved(auto, tmp_path)
     assert type(loaded) is type(saved)
+
+
+def test_weights_that_do_not_fit_their_config_are_not_called_damaged(tmp_path):
+    """A two-label BART saved by transformers 5 reloads with three labels and refuses its own head: the files were
+    called damaged, and saving again did not help."""
+    from transformers import AutoModelForSequenceClassification
+
+    from workbench.models.loading import load_saved
+
+    tiny_bert(3).save_pretrained(tmp_path)
+    config = (tmp_path / "config.json").read_text().replace('"LABEL_2": 2', '"LABEL_2": 2, "LABEL_3": 3').replace(
+        '"2": "LABEL_2"', '"2": "LABEL_2", "3": "LABEL_3"')
+    (tmp_path / "config.json").write_text(config)  # the config says 4 labels, the weights hold 3
+    with pytest.raises(OSError, match=r"do not fit the model its config\.json describes .*number of labels.*id2label"):
+        load_saved(AutoModelForSequenceClassification, tmp_path)

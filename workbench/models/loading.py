@@ -221,5 +221,10 @@ def _loading(folder, what: str):
     try:
         yield
     except Exception as err:
+        if "mismatched_sizes" in str(err) or "size mismatch" in str(err):  # the files are whole: they disagree
+            raise OSError(f"the weights saved in {folder} do not fit the model its config.json describes ({err}): the "
+                          "config's number of labels (or another size) is not the weights'. Some families save no "
+                          "label count for two labels: set model.config.id2label = {0: ..., 1: ...} before "
+                          "save_pretrained, or num_labels in config.json") from err
         raise OSError(f"the {what} saved in {folder} cannot be loaded ({type(err).__name__}: {err}): a file there is "
                       f"damaged or was not written by save_pretrained; save the {what} again") from err
