@@ -166,6 +166,13 @@ def test_tokens_are_shown_as_the_text_spells_them():
     # SentencePiece's lone '▁' before punctuation is whitespace alone: shown as such, not as the mark
     spaced = HighlightedExample(0, 0, "good .", 1, 1, 0.5, tokens=["▁good", "▁", "."], spans=[(0, 4), (4, 5), (5, 6)])
     assert spaced.shown_tokens == ["good", "␣", "."]
+    # ALBERT's and T5's tokenizers give the lone '▁' the next character's span: it read 'w', 'w', 'as', and was the
+    # strongest "word" of every component of a run; it is whitespace, and never the strongest word
+    albert = HighlightedExample(0, 0, "the music was", 1, 1, 0.5, tokens=["▁the", "▁music", "▁", "w", "as"],
+                                spans=[(0, 3), (4, 9), (10, 11), (10, 11), (11, 13)],
+                                visible=np.array([0.1, 0.2, -0.5, 0.1, 0.1]), special=np.zeros(5, bool))
+    assert albert.shown_tokens == ["the", "music", "␣", "w", "as"]
+    assert albert.strongest_index == 1
 
 
 def test_a_component_without_examples_and_a_run_of_one_component_say_so():

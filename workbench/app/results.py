@@ -18,7 +18,7 @@ import pandas as pd
 from .. import report
 from ..core.arguments import flag
 from ..analysis.token_shares import strongest_visible
-from ..models.text import spelled_tokens
+from ..models.text import BLANK, spelled_tokens
 
 
 @dataclass
@@ -103,11 +103,15 @@ class HighlightedExample:
 
     @property
     def strongest_index(self) -> int | None:
-        """Where the visible token with the largest share is (None without scores or visible tokens);
-        never a special token, also when every word's share is negative."""
+        """Where the visible token with the largest |share| is (None without scores or visible tokens);
+        never a special token, also when every word's share is negative, nor a token of whitespace alone
+        (SentencePiece's lone '▁': ALBERT's strongest "word" of every component was one)."""
         if self.visible is None:
             return None
-        return strongest_visible(self.visible, np.zeros(len(self.visible), bool) if self.special is None else self.special)
+        skip = np.zeros(len(self.visible), bool) if self.special is None else np.asarray(self.special, bool)
+        if self.tokens is not None:
+            skip = skip | (np.asarray(self.shown_tokens, dtype=object) == BLANK)
+        return strongest_visible(self.visible, skip)
 
     @property
     def shown_tokens(self) -> list[str] | None:

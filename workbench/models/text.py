@@ -50,13 +50,23 @@ def warn_truncated(cut: np.ndarray, n_texts: int, max_length: int, where: str = 
     )
 
 
+#: How a token of whitespace alone is shown.
+BLANK = "␣"
+
+
 def spelled_tokens(text: str, tokens: Sequence[str], spans: Sequence[tuple[int, int]] | None) -> list[str]:
     """Each token as ``text`` spells it (its character span, stripped), else as the tokenizer writes
     it: special tokens (empty spans), and every token when there are no spans (slow tokenizers).
-    A token of whitespace alone (SentencePiece's lone '▁') is shown as '␣', not as the mark."""
+    A token of whitespace alone (SentencePiece's lone '▁', 'Ġ') is shown as '␣', not as the mark, nor
+    as the next character, which ALBERT's and T5's tokenizers give as its span ('w', 'w', 'as')."""
     if spans is None:
         return list(tokens)
-    return [(text[a:b].strip() or "␣") if b > a else t for t, (a, b) in zip(tokens, spans)]
+    return [BLANK if _whitespace_mark(t) and b > a else (text[a:b].strip() or BLANK) if b > a else t
+            for t, (a, b) in zip(tokens, spans)]
+
+
+def _whitespace_mark(token: str) -> bool:
+    return bool(token) and not token.replace("▁", "").replace("Ġ", "").strip()
 
 
 @dataclass
