@@ -119,6 +119,13 @@ TITLES_OUTSIDE = """() => Array.from(document.querySelectorAll('.npeff-plot')).m
   var s = svg.getBoundingClientRect(), t = title.getBoundingClientRect();
   return [title.textContent, t.left, t.right, s.left, s.right];
 }).filter(function (r) { return r && (r[1] < r[3] - 1 || r[2] > r[4] + 1); })"""
+#: The charts whose title runs under the modebar (its buttons, shown on hover, covered a narrow chart's title).
+TITLES_UNDER_MODEBAR = """() => Array.from(document.querySelectorAll('.npeff-plot')).map(function (plot) {
+  var bar = plot.querySelector('.modebar'), title = plot.querySelector('.gtitle');
+  if (!bar || !title) return null;
+  var b = bar.getBoundingClientRect(), t = title.getBoundingClientRect();
+  return [title.textContent, t.top, b.bottom];
+}).filter(function (r) { return r && r[1] < r[2] - 1; })"""
 
 
 def test_a_phone_reads_the_report_without_scrolling_sideways(browser, report_index):
@@ -126,10 +133,11 @@ def test_a_phone_reads_the_report_without_scrolling_sideways(browser, report_ind
     page.wait_for_function("document.querySelectorAll('.npeff-plot .main-svg').length >= 30")
     page.wait_for_timeout(500)
     width, client = page.evaluate("[document.scrollingElement.scrollWidth, document.scrollingElement.clientWidth]")
-    titles = page.evaluate(TITLES_OUTSIDE)
+    titles, covered = page.evaluate(TITLES_OUTSIDE), page.evaluate(TITLES_UNDER_MODEBAR)
     page.close()
     assert width <= client, (width, client)
     assert not titles, titles  # every chart's title whole (they ran past the chart's right edge at 360 px)
+    assert not covered, covered  # and below the modebar
 
 
 def test_charts_are_named_and_their_buttons_stay_out_of_the_tab_order(browser, report_index):

@@ -25,18 +25,22 @@ LINES_LAYOUT = dict(height=340, margin=dict(l=60, r=10, b=40), legend=dict(orien
 #: The characters of a title line that the narrowest chart box (280 px) shows whole at 13 px: plotly
 #: never wraps a title, and longer ones ran past the chart's right edge on a phone.
 TITLE_LINE = 44
+#: Pixels at the top of a chart that plotly's modebar (its buttons, shown on hover) takes.
+MODEBAR = 38
 #: A log axis labelled in powers of ten: plotly's default SI prefixes wrote a KL of 1e-10 as "100p".
 LOG_AXIS = dict(type="log", exponentformat="power")
 
 
 def with_title(figure, text: str):
     """``figure`` titled ``text`` (escaped for plotly): its own lines (``\\n``: a headline, then the
-    detail), each wrapped into lines a narrow chart shows whole, never inside ``a = b``; with the top
-    margin those lines need."""
+    detail), each wrapped into lines a narrow chart shows whole, never inside ``a = b``; below the
+    modebar (which covered a narrow chart's first title line on hover), with the top margin they need."""
     parts = str(text).replace(" = ", "\u00a0=\u00a0").split("\n")
     lines = [line for part in parts for line in textwrap.wrap(part, TITLE_LINE)] or [""]
-    return figure.update_layout(title=dict(text="<br>".join(plotly_text(line) for line in lines), font=dict(size=13)),
-                                margin_t=22 + 18 * len(lines))
+    height = figure.layout.height or 450  # plotly's default
+    return figure.update_layout(title=dict(text="<br>".join(plotly_text(line) for line in lines), font=dict(size=13),
+                                           yref="container", y=1 - MODEBAR / height, yanchor="top"),
+                                margin_t=MODEBAR + 18 * len(lines) + 10)
 
 
 #: The characters of a tick label: a 200-character token squeezed a heatmap into a strip at the chart's edge,
@@ -74,6 +78,9 @@ def kl_figure(result=None, signs: Sequence[str] = ("+", "-")):
         figure.add_bar(name=f"{name} examples{count}", x=x if result is not None else [], y=values,
                        marker_color=SET_COLOURS[name], hovertemplate="%{x}: %{y:.3g}<extra>%{fullData.name}</extra>")
     if result is not None:
+        shown = [v for bar in figure.data for v in bar.y if v > 0]
+        if shown and max(shown) / min(shown) < 100:  # within two decades: 1, 2 and 5 of each, not every digit
+            figure.update_yaxes(dtick="D2")
         ratio = result.ratio(signs) if hasattr(result, "ratio") else result.kl_ratio
         with_title(figure, f"Component {result.component}, ε = {result.epsilon:g}\nKL ratio top/baseline {ratio:.3g}")
     return figure
