@@ -79,30 +79,28 @@ def test_weights_restored_after_an_exception_and_an_interrupt(embedded, monkeypa
     _assert_bit_identical(model, before)
 
 
-def test_an_interrupt_during_the_restore_still_restores_every_weight(embedded):
+def test_an_interrupt_as_the_restore_begins_is_made_good_before_the_next_reading(embedded, monkeypatch):
     """Ctrl-C landing in the restore's loop of copies left the rest of the parameters at θ + εĝ (26 tensors
-    in one of 82 random interrupts), and every later reading of the session used them."""
+    in one of 82 random interrupts), and every later reading of the session used them. The restore is one
+    call now; an interrupt that lands as it begins leaves the copy recorded, and the next perturbation or
+    reading of the explorer (model_and_tokenizer) puts the weights back first."""
     _, model, _, _, _, decomposition = embedded
     before = _weights(model)
+    real, calls = perturb._restore, []
 
-    class Interrupting(torch.Tensor):  # a parameter whose restore is interrupted once, as a signal would
-        fired = False
+    def interrupted_as_it_begins(params, saved):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # nothing copied back yet
+        return real(params, saved)
 
-        def copy_(self, source):
-            if not Interrupting.fired:
-                Interrupting.fired = True
-                raise KeyboardInterrupt
-            return super().copy_(source)
-
-    params = perturb.parameters_of(model, decomposition.layout_)
-    saved = [p.detach().clone() for p in params]
-    with torch.no_grad():
-        for p in params:
-            p.add_(1.0)
-    interrupting = [params[0].as_subclass(Interrupting)] + params[1:]  # the first copy is interrupted
+    monkeypatch.setattr(perturb, "_restore", interrupted_as_it_begins)
     with pytest.raises(KeyboardInterrupt):
-        perturb._restore(interrupting, saved)
-    assert Interrupting.fired
+        with perturbed(model, decomposition.layout_, perturbation_direction(decomposition, 1)):
+            pass
+    moved = not all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+    perturb.restore_pending(model)  # what the next perturbation and every explorer reading do first
+    assert moved
     _assert_bit_identical(model, before)
 
 

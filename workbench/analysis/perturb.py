@@ -15,6 +15,8 @@ copied back in a ``finally`` block rather than by subtracting ε ĝ again.
 from __future__ import annotations
 
 import contextlib
+import logging
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -32,6 +34,8 @@ from ..fisher.checks import padding_changes_outputs
 from ..fisher.inputs import Inputs, class_logits, eval_mode, groups_as_computed, n_inputs, slice_inputs
 from ..report import fragment, perturbation_html
 from .tables import top_examples
+
+logger = logging.getLogger(__name__)
 
 
 def check_step(epsilon, max_sim, *, zero_ok: bool = False) -> None:
@@ -105,11 +109,15 @@ def perturbed(model: torch.nn.Module, layout: ParameterLayout, delta: np.ndarray
     On exit, normal or not, every parameter is restored bit for bit from a saved copy, also when
     an interrupt (Ctrl-C, a notebook's "Interrupt kernel") arrives during the restore: the restore
     finishes, then the interrupt is raised. A loop of copies stopped part-way left 26 tensors at
-    θ + εĝ, and every later reading of the session silently used them.
+    θ + εĝ, and every later reading of the session silently used them. Should an interrupt land
+    where no restore can follow it (as the restore begins), the copy stays recorded for the model,
+    and :func:`restore_pending` (the next perturbation, the explorer's next reading) puts it back.
     """
+    restore_pending(model)
     params = parameters_of(model, layout)
     pieces = layout.split(np.asarray(delta))
     saved = [p.detach().clone() for p in params]
+    _PENDING[model] = (params, saved)
     try:
         with torch.no_grad():
             for p, name in zip(params, layout.names):
@@ -117,21 +125,33 @@ def perturbed(model: torch.nn.Module, layout: ParameterLayout, delta: np.ndarray
         yield model
     finally:
         _restore(params, saved)
+        _PENDING.pop(model, None)
+
+
+#: {model: (its perturbed parameters, their saved values)} while a perturbation is in force.
+_PENDING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def restore_pending(model: torch.nn.Module) -> None:
+    """Put back the weights of a perturbation an interrupt left in force (see :func:`perturbed`)."""
+    pending = _PENDING.pop(model, None)
+    if pending is not None:
+        _restore(*pending)
+        logger.warning("restored the weights a perturbation left moved when it was interrupted")
 
 
 def _restore(params: list[torch.Tensor], saved: list[torch.Tensor]) -> None:
-    """Copy ``saved`` back into ``params``, all of them, before an interrupt that arrives meanwhile."""
-    interrupted = None
-    with torch.no_grad():
-        for p, original in zip(params, saved):
-            while True:
-                try:
-                    p.copy_(original)
-                    break
-                except KeyboardInterrupt as error:  # copy it again, then the others, then raise
-                    interrupted = error
-    if interrupted is not None:
-        raise interrupted
+    """Copy ``saved`` back into ``params``, all of them, before an exception that arrives meanwhile (an
+    interrupt, or whatever a signal handler raises). One call copies them all: Python runs signal
+    handlers between its own steps, so none lands between two copies, and one that lands before the
+    call has them copied again before it is raised."""
+    try:
+        with torch.no_grad():
+            torch._foreach_copy_(params, saved)  # one C call (torch's optimizers use it), not a Python loop
+    except BaseException:
+        with torch.no_grad():
+            torch._foreach_copy_(params, saved)
+        raise
 
 
 def _rows(inputs: Inputs, rows: np.ndarray, device) -> Inputs:

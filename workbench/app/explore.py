@@ -12,8 +12,7 @@ result object that renders itself in a notebook, with or without widgets:
 - does its direction matter to the model: :meth:`RunExplorer.perturb` →
   ``workbench.analysis.perturb.PerturbationResult``.
 
-The widgets in ``widgets/`` only render these objects; everything they show is computed here
-or deeper in the library.
+The widgets in ``widgets/`` only render these objects, computed here or deeper in the library.
 """
 
 from __future__ import annotations
@@ -236,6 +235,9 @@ class RunExplorer:
         if self._model_unchecked:  # other weights would score tokens and perturb a model the PEFs never saw
             self.decomposition.check_model(self._model, f"the run {self.run.path}")
             self._model_unchecked = False
+        from ..analysis.perturb import restore_pending  # torch, which `import widgets` does without
+
+        restore_pending(self._model)  # weights an interrupted perturbation left moved: every reading comes here
         return self._model, self._tokenizer
 
     # -- components --------------------------------------------------------------------
@@ -556,11 +558,9 @@ class RunExplorer:
         names = [f"components.{format}", f"coefficients.{format}", "components.safetensors", f"perturbations.{format}"]
         export.check_export_folder(folder, names)
         folder.mkdir(parents=True, exist_ok=True)
-        # Written aside, then moved in: a killed export leaves the earlier one whole (and a staging folder the
-        # next export removes), never part of a new one beside nothing that says so.
+        # Written aside, then moved in: a killed export leaves the earlier one whole, never part of a new one
         remove_dead_staging(folder / "export")
-        staging = staging_path(folder / "export")
-        staging.mkdir()
+        (staging := staging_path(folder / "export")).mkdir()
         try:
             written = {
                 "components": export.export_components(self.table, staging / f"components.{format}"),
