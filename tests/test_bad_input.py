@@ -390,7 +390,8 @@ CASES = [
     Case("a model offloaded by accelerate", ValueError, r"parameters are offloaded \(accelerate's hooks.*load the model on "
          r"one device.*remove_hook_from_module", _offloaded_model),
     Case("input embeddings longer than the model's positions", ValueError,
-         r"3 examples are longer than the model's 24 positions .*max_length=24", _embeddings_too_long),
+         r"3 examples are longer than the model's 24 positions .*cut the input embeddings \(and the mask\) to 24 "
+         r"positions", _embeddings_too_long),
     Case("include of frozen parameters alone", ValueError, r"matches 5 of the model's parameters, all frozen "
          r"\(requires_grad=False; e\.g\. bert\.embeddings\..*unfreeze them", _include_of_frozen_parameters),
     Case("a half-precision head", TypeError, r"2 selected parameters are in half precision \(e\.g\. classifier\.weight "

@@ -80,6 +80,7 @@ def test_demo_help_describes_every_option_with_its_default(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["pefs", "--out", "x", "--n-examples", "-5"], "--n-examples: must be at least 1, got -5"),
     (["fit", "s", "--out", "o", "--n-iters-joint", "-1"], "--n-iters-joint: must be at least 0, got -1"),
+    (["fit", "s", "--out", "o", "--seed", str(2**70)], f"--seed: must be at least 0 and at most {2**63 - 1}, got {2**70}"),
     (["fit", "s", "--out", "o", "--timeout-minutes", "-1"], "--timeout-minutes: must be a finite number more than 0, got -1"),
     (["fit", "s", "--out", "o", "--timeout-minutes", "inf"], "--timeout-minutes: must be a finite number more than 0, got inf"),
 ])

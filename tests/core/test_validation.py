@@ -133,4 +133,4 @@ def test_more_top_classes_than_the_model_has_is_said():
     """top_k_classes=4 of a 3-class model was clamped to 3 without a word."""
     with pytest.warns(UserWarning, match=r"top_k_classes=4 is more than the model's 3 classes: every class is kept"):
         pefs = compute_pefs(tiny_bert(3), tiny_bert_inputs(4), n_values=50, top_k_classes=4, progress=False)
-    assert pefs.n_slots == 3
+    assert pefs.n_slots == 3 and pefs.info["top_k_classes"] is None  # recorded as what it is: every class

@@ -172,7 +172,7 @@ def test_a_file_whose_arrays_have_too_few_dimensions_is_named(tmp_path):
 
 @pytest.mark.parametrize("dataset, change, message", [
     ("col_offsets", lambda offsets: np.concatenate([np.ones_like(offsets[:, :1]), offsets[:, 1:]], axis=1),
-     "offsets in this file do not fit its values"),
+     r"p\.h5: its offsets do not fit its values"),
     ("labels", lambda labels: labels[:-1], r"p\.h5 is damaged: its col_offsets hold 10 examples of 2 classes, but"),
     ("pef_frobenius_norms", lambda norms: norms[:-1], r"p\.h5 is damaged: .*'pef_frobenius_norms': 9"),
 ])

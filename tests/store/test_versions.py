@@ -186,7 +186,7 @@ def test_a_changed_byte_of_a_decomposition_or_a_fit_checkpoint_is_named(tmp_path
         file.write_bytes(bytes(data))
     with pytest.raises(StoreError, match=r"fit\.safetensors is damaged: its arrays differ from those written"):
         LrmNpeff.load(path)
-    with pytest.raises(StoreError, match=r"fit\.ckpt\.safetensors is damaged: its arrays differ.*delete a fit checkpoint"):
+    with pytest.raises(StoreError, match=r"fit\.ckpt\.safetensors is damaged: its arrays differ.*a fit checkpoint: delete it"):
         LrmNpeff(2, n_iters_g_only=3, n_iters_joint=3, progress=False).fit(pefs, checkpoint=checkpoint)
 
 
@@ -196,4 +196,4 @@ def test_a_deleted_chunk_is_not_asked_to_be_deleted(tmp_path, bert3, bert_inputs
     (tmp_path / "pefs" / "chunks" / "000001.safetensors").unlink()
     with pytest.raises(StoreError) as error:
         PefStore(tmp_path / "pefs").load()
-    assert "Delete this chunk" not in str(error.value) and "run the command that wrote the store again" in str(error.value)
+    assert "Delete this chunk" not in str(error.value) and "Run the command that wrote the store again" in str(error.value)

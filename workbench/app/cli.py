@@ -21,7 +21,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from ..core.arguments import at_least, check_output_file, positive_number, user_path
+from ..core.arguments import MAX_SEED, at_least, check_output_file, positive_number, user_path
 from ..core.kinds import KINDS
 
 
@@ -188,6 +188,7 @@ OPTION_HELP = {
 
 
 POSITIVE, COUNT = at_least(1), at_least(0)
+SEED = at_least(0, MAX_SEED)  # torch's range: a larger one was scikit-learn's words about 'seed', not --seed
 
 
 class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--n-values", type=POSITIVE, default=8192, help="PEF entries kept per example")
     demo.add_argument("--n-iters-g-only", type=COUNT, default=100)
     demo.add_argument("--n-iters-joint", type=COUNT, default=400)
-    demo.add_argument("--seed", type=COUNT, default=0)
+    demo.add_argument("--seed", type=SEED, default=0)
     demo.add_argument("--base", choices=["tiny", "minilm"], default="tiny", help="model to train on the task")
     demo.add_argument("--scope", choices=["all", "no-head", "encoder"], default=None,
                       help="parameters the PEFs cover (default: the base's, docs/evaluation.md)")
@@ -237,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     pefs.add_argument("--base", choices=["tiny", "minilm"], default=None,
                       help="model to train on the task, without --model-path (default: tiny)")
     pefs.add_argument("--n-examples", type=POSITIVE, default=600)
-    pefs.add_argument("--seed", type=COUNT, default=0, help="of the model and the examples, as in demo")
+    pefs.add_argument("--seed", type=SEED, default=0, help="of the model and the examples, as in demo")
     pefs.add_argument("--kind", choices=list(KINDS), default="lrm")
     pefs.add_argument("--n-values", type=POSITIVE, default=8192, help="PEF entries kept per example")
     pefs.add_argument("--batch-size", type=POSITIVE, default=32, help="examples per batch (and per chunk file)")
@@ -252,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     fit.add_argument("--n-iters-g-only", type=COUNT, default=100, help="D-NPEFF runs g-only + joint iterations")
     fit.add_argument("--n-iters-joint", type=COUNT, default=400)
     fit.add_argument("--min-nonzero-per-col", type=POSITIVE, default=1)
-    fit.add_argument("--seed", type=COUNT, default=0)
+    fit.add_argument("--seed", type=SEED, default=0)
     fit.add_argument("--checkpoint", default=None,
                      help="save the fit's state to this file (one per rank under torchrun) every --checkpoint-every "
                           "steps; the same command again resumes from it (default: none)")

@@ -88,8 +88,8 @@ def user_path(value, argument: str = "path"):
         raise TypeError(f"{argument} must be a path (a str or pathlib.Path), got {type(value).__name__}") from None
 
 
-def at_least(minimum: int):
-    """An argparse type: an integer of at least ``minimum``."""
+def at_least(minimum: int, maximum: int | None = None):
+    """An argparse type: an integer of at least ``minimum`` (and at most ``maximum``)."""
     import argparse
 
     def parse(text: str) -> int:
@@ -97,8 +97,9 @@ def at_least(minimum: int):
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}" + (f" and at most {maximum}" if maximum
+                                             is not None else "") + f", got {value}")
         return value
     return parse
 

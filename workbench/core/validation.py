@@ -243,7 +243,9 @@ def check_model(model: torch.nn.Module, inputs) -> None:
     if long.size:
         raise ValueError(
             f"{long.size} examples are longer than the model's {limit} positions (first: {long[:_SHOWN].tolist()}, "
-            f"{int(lengths[long[0]])} tokens): tokenize with truncation=True, max_length={limit}"
+            f"{int(lengths[long[0]])} tokens): "
+            + (f"tokenize with truncation=True, max_length={limit}" if tokens.ndim == 2 else
+               f"cut the input embeddings (and the mask) to {limit} positions, e.g. inputs_embeds[:, :{limit}]")
         )
 
 

@@ -196,10 +196,10 @@ def check_saved_head(folder) -> None:
         for suffix, what in OTHER_HEADS.items():
             if isinstance(architecture, str) and architecture.endswith(suffix):
                 raise ValueError(
-                    f"{folder} holds {architecture}, {what}: NPEFF reads one distribution over the classes per "
-                    "example, as a sequence classifier gives it, and a sequence classifier loaded from this folder "
-                    "would read its head at one token as the whole text's. Save a ...ForSequenceClassification, or "
-                    "wrap the model so that its forward returns (examples, classes) logits and pass it to compute_pefs"
+                    f"{folder} holds {architecture}, {what}: NPEFF reads a sequence classifier's one distribution over "
+                    "the classes per example, which this head does not give (loaded as a sequence classifier, its "
+                    "head would be read otherwise than it was trained). Save a ...ForSequenceClassification, or wrap "
+                    "the model so that its forward returns (examples, classes) logits and pass it to compute_pefs"
                 )
 
 

@@ -43,16 +43,16 @@ def _padded_rows(matrix: sp.csr_matrix, n_examples: int, n_slots: int):
     return values, indices, offsets
 
 
-def _rows_from_padded(values, indices, offsets, n_parameters: int) -> sp.csr_matrix:
+def _rows_from_padded(values, indices, offsets, n_parameters: int, path) -> sp.csr_matrix:
     n, n_slots = offsets.shape[0], offsets.shape[1] - 1
     counts = np.diff(offsets, axis=1).ravel()
     # offsets run from 0 in each example's row: a first offset of 1 shifted every entry to another slot
     if (counts < 0).any() or (offsets[:, -1] > values.shape[1]).any() or (offsets[:, 0] != 0).any():
-        raise StoreError("the offsets in this file do not fit its values (damaged or not an NPEFF PEF file)")
+        raise StoreError(f"{path}: its offsets do not fit its values (damaged, or not an NPEFF PEF file)")
     keep = np.arange(values.shape[1])[None, :] < offsets[:, -1:]
     data, cols = values[keep], indices[keep].astype(np.int64)
     if cols.size and (cols.min() < 0 or cols.max() >= n_parameters):
-        raise StoreError(f"parameter indices fall outside 0..{n_parameters - 1}")
+        raise StoreError(f"{path}: its parameter indices fall outside 0..{n_parameters - 1} (damaged)")
     indptr = np.concatenate([[0], np.cumsum(counts)])
     matrix = sp.csr_matrix((data.astype(np.float32), cols, indptr), shape=(n * n_slots, n_parameters))
     matrix.sum_duplicates()
@@ -121,7 +121,7 @@ def read_lrm_pefs_h5(path: str | os.PathLike, layout: ParameterLayout | None = N
         _require(data, ["values", "row_indices", "col_offsets", "labels", "logits", "pef_frobenius_norms"], path)
         n_parameters = int(data.attrs["n_parameters"])
         offsets = data["col_offsets"][()].astype(np.int64)
-        X = _rows_from_padded(data["values"][()], data["row_indices"][()], offsets, n_parameters)
+        X = _rows_from_padded(data["values"][()], data["row_indices"][()], offsets, n_parameters, path)
         logits = data["logits"][()].astype(np.float32)
         norms = data["pef_frobenius_norms"][()].astype(np.float32)
         n_examples, n_slots = offsets.shape[0], offsets.shape[1] - 1
@@ -183,7 +183,7 @@ def read_d_pefs_h5(path: str | os.PathLike, layout: ParameterLayout | None = Non
         values = data["fisher/values"][()]
         # Zero padding is dropped below, so every stored entry counts as this example's.
         offsets = np.stack([np.zeros(values.shape[0]), np.full(values.shape[0], values.shape[1])], axis=1)
-        F = _rows_from_padded(values, data["fisher/indices"][()], offsets.astype(np.int64), n_parameters)
+        F = _rows_from_padded(values, data["fisher/indices"][()], offsets.astype(np.int64), n_parameters, path)
         if (F.data < 0).any() or not np.isfinite(F.data).all():
             raise StoreError(f"{path} holds negative or non-finite D-PEF values: a diagonal Fisher is a sum of squares; "
                              "the file is damaged, or holds something other than D-PEFs")

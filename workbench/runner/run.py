@@ -66,6 +66,7 @@ class PefRun:
         if config.top_k_classes is not None and config.top_k_classes > n_classes:
             warnings.warn(f"top_k_classes={config.top_k_classes} is more than the model's {n_classes} classes: every "
                           "class is kept, as with top_k_classes=None", stacklevel=4)
+            config = dataclasses.replace(config, top_k_classes=None)  # recorded as what it is: every class
         return cls(model, inputs, labels, config, make_plan(model, config), device)
 
     @property

@@ -228,7 +228,8 @@ def read_arrays(path: str | os.PathLike, expected_format: FileFormat | None = No
     written = header.pop(CHECKSUM, None)
     if written is not None and written != arrays_checksum(arrays):  # files from before the checksum: none to check
         raise StoreError(f"{path} is damaged: its arrays differ from those written (their checksum does not match); "
-                         "make it again (fit again, or delete a fit checkpoint to start the fit afresh)")
+                         "make it again with the command that wrote it (in a run folder, the run's own command; a fit "
+                         "checkpoint: delete it, and the fit starts afresh)")
     return arrays, header
 
 

@@ -126,7 +126,7 @@ def _recompute_hint():
         yield
     except StoreError as err:
         gone = "does not exist" in str(err)  # "delete this file" of a file already gone was no advice
-        raise StoreError(f"{str(err).rstrip('.')}. {'' if gone else 'Delete this chunk file and '}run the command that "
+        raise StoreError(f"{str(err).rstrip('.')}. {'Run' if gone else 'Delete this chunk file and run'} the command that "
                          "wrote the store again with the same arguments (write_pefs, or the run's own command): it "
                          "recomputes the missing batch") from err
 
