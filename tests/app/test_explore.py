@@ -285,3 +285,14 @@ def test_a_trace_reads_as_many_top_examples_as_asked(explorer):
     """n_top above the explorer's (20) was cut to it without a word."""
     trace = explorer.trace(0, n_top=explorer.n_top + 5, n_baseline=2)
     assert trace.sets.count("top") == explorer.n_top + 5
+
+
+def test_highlight_that_is_no_bool_is_refused(small_synthetic, tmp_path):
+    """highlight='no' highlighted the tokens: a non-empty string is true."""
+    from workbench import report
+
+    with pytest.raises(TypeError, match="highlight must be True or False, got 'no'"):
+        small_synthetic.top_examples(0, highlight="no")
+    with pytest.raises(TypeError, match="highlight must be True or False, got 'no'"):
+        report.export_html(small_synthetic, tmp_path / "report", highlight="no", progress=False)
+    assert not (tmp_path / "report").exists()

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.tables import component_table, top_examples
-from ..core.arguments import component_index, fraction, item_index, positive_int, user_path
+from ..core.arguments import component_index, flag, fraction, item_index, positive_int, user_path
 from ..core.staging import remove_dead_staging, staging_path
 from ..store.files import atomic_path
 from .results import (ComponentDashboard, ComponentFilter, ComponentPage, HighlightedExample, Lookup, TopExamplesPage,
@@ -321,8 +321,8 @@ class RunExplorer:
     def top_examples(self, component: int, *, page: int = 0, page_size: int = DEFAULT_EXAMPLES_PAGE_SIZE,
                      highlight: bool = True) -> TopExamplesPage:
         """A page of ``component``'s examples with their token scores (when ``highlight`` and the run has a model)."""
-        component = self._check_component(component)
-        page_size = positive_int(page_size, "page_size")
+        component, page_size = self._check_component(component), positive_int(page_size, "page_size")
+        flag(highlight, "highlight")  # highlight='no' highlighted: a non-empty string is true
         ranking = self.ranking(component)
         n_pages = max(1, -(-len(ranking) // page_size))
         page = min(positive_int(page, "page", 0), n_pages - 1)  # past the end: the last page

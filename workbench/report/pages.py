@@ -13,7 +13,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..core.arguments import positive_int, user_path
+from ..core.arguments import flag, positive_int, user_path
 from ..core.staging import dead_staging, remove_dead_staging, staging_path
 from .charts import perturbation_html
 from .dashboard import dashboard_html, definitions_html
@@ -151,6 +151,10 @@ def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (
     if not all(hasattr(result, "component") and hasattr(result, "kl_ratio") for result in perturbations):
         raise TypeError("perturbations must hold results of RunExplorer.perturb (or perturbation_check)")
     n_examples = positive_int(n_examples, "n_examples")
+    for name, value in (("highlight", highlight), ("dashboards", dashboards), ("progress", progress)):
+        flag(value, name)  # highlight='no' highlighted: a non-empty string is true
+    if traces is not None:
+        flag(traces, "traces")
     if max_single_page is not None:
         max_single_page = positive_int(max_single_page, "max_single_page")
     out = user_path(out, "out")
