@@ -76,7 +76,7 @@ def layer_of(name: str, stacks: bool = False) -> str:
 def layer_names(names) -> list[str]:
     """:func:`layer_of` of each parameter name, the stacks told apart where the model has a decoder stack."""
     names = list(names)
-    stacks = any(_STACK.search(n) and _STACK.search(n).group(1) == "decoder" and _LAYER.search(n) for n in names)
+    stacks = any(_LAYER.search(n) and re.search(r"(?:^|\.)decoder\.", n) for n in names)
     return [layer_of(n, stacks) for n in names]
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 
 from ..core.arguments import fraction, positive_int
 from ..core.params import layout_of, select_parameters
@@ -129,7 +130,9 @@ def model_diff(
     groups = [tuple(g) if isinstance(g, (list, tuple, np.ndarray)) else g for g in groups]
     if len(groups) != len(labels):
         raise ValueError(f"groups has {len(groups)} rows for {len(labels)} labels; give one per example")
-    estimator_for("lrm").for_iterations(n_components, n_iters_g_only, n_iters_joint, seed=seed).check_params()
+    estimator = estimator_for("lrm").for_iterations(n_components, n_iters_g_only, n_iters_joint, seed=seed,
+                                                     device=device, progress=False)
+    estimator.check_params()  # the fit of each model is a clone of it
     if n_components > n_examples:
         raise ValueError(f"n_components={n_components} is more than the {n_examples} examples; use at most as many")
     # two layouts, or two class counts, found after both models' PEFs and fits (minutes): found now
@@ -143,8 +146,7 @@ def model_diff(
                          progress=False)
         p.info.pop("model_fingerprint", None)  # each fit is also applied to the other model's PEFs
         pefs.append(p)
-        fits.append(estimator_for("lrm").for_iterations(n_components, n_iters_g_only, n_iters_joint, seed=seed,
-                                                         device=device, progress=False).fit(p))
+        fits.append(clone(estimator).fit(p))
     settings = dict(inputs=inputs, labels=labels, groups=groups, n_top=n_top, n_baseline=n_baseline, epsilon=epsilon,
                     seed=seed, device=device)
     ev_a = _evidence(fits[0], fits[0].transform(pefs[1]), model_a, model_b, **settings)

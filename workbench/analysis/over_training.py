@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.arguments import fraction, positive_int, user_path
+from ..core.arguments import fraction, positive_int, seed_value, user_path
 from .perturb import check_step
 from .tables import accuracy_by_group, coefficient_mass, top_examples, values_of
 
@@ -170,9 +170,9 @@ def over_training(
         raise TypeError("checkpoints must be a folder of checkpoint-<step>/ folders, or (step, path) pairs with "
                         f"integer steps; got {series[:2]!r}...")
     # the settings, checked before the checkpoints' PEFs and fits (minutes)
-    for name, value, minimum in (("n_components", n_components, 1), ("n_top", n_top, 1),
-                                 ("n_baseline", n_baseline, 1), ("seed", seed, 0)):
-        positive_int(value, name, minimum)
+    for name, value in (("n_components", n_components), ("n_top", n_top), ("n_baseline", n_baseline)):
+        positive_int(value, name)
+    seed_value(seed)  # torch's range, as every other entry point checks it
     check_step(epsilon, None)
     if min_cos is not None:
         fraction(min_cos, "min_cos")

@@ -199,11 +199,12 @@ def _check_tokenizable(tokenizer, texts: list[str]) -> None:
 
 
 def _check_counts(*, n_texts: int, **counts) -> None:
-    minimum = {"n_iters_g_only": 0, "n_iters_joint": 0, "seed": 0}
+    minimum = {"n_iters_g_only": 0, "n_iters_joint": 0}
     for name, value in counts.items():
-        if value is not None or name not in ("n_values", "batch_size"):
+        if name == "seed":
+            seed_value(value)
+        elif value is not None or name not in ("n_values", "batch_size"):
             positive_int(value, name, minimum.get(name, 1))
-    seed_value(counts["seed"])
     if counts["n_components"] > n_texts:
         raise ValueError(f"n_components={counts['n_components']} is more than the {n_texts} texts; use at most as "
                          "many components as examples")
