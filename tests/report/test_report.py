@@ -170,6 +170,19 @@ def test_bidirectional_controls_are_shown_not_applied():
     assert report.escape("\u05e9\u05dc\u05d5\u05dd") == "\u05e9\u05dc\u05d5\u05dd"  # right-to-left text itself is kept
 
 
+def test_right_to_left_texts_keep_the_numbers_around_them_in_place(hostile):
+    """Without isolation, a Hebrew or Arabic text or label name took the neutral characters beside
+    it into its direction: "label שלום · prediction 1" read with its parts swapped, and a table
+    row's text cell pulled the next number to its left."""
+    hebrew = "\u05e9\u05dc\u05d5\u05dd"
+    table = report.table_html(pd.DataFrame({"label": [hebrew], "share": [0.5]}, index=pd.Index(["a"], name="word")))
+    assert table.count('dir="auto"') == 2 and '<td class="text" dir="auto">' + hebrew in table
+    page = hostile.top_examples(1, page_size=1)
+    card = report.example_html(page.examples[0], lambda label: hebrew)
+    assert f"label <bdi>{hebrew}</bdi>" in card and f"<bdi>{hebrew}</bdi>" in card.split("prediction", 1)[1]
+    assert "strongest word <b><bdi>" in card and '<div class="tokens" dir="auto">' in card
+
+
 def test_chart_labels_from_the_data_are_not_read_as_plotly_markup():
     """Plotly draws <b>, <br> and <a href> in its labels: class names, component names and tokens
     from the data are shown as written."""

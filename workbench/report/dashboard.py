@@ -76,4 +76,4 @@ def lookup_html(lookup) -> str:
     body = (table_html(lookup.loadings, bars=["share"]) if len(lookup.loadings)
             else '<div class="note">It loads on no component (every coefficient is 0).</div>')
     return (f'<div class="lookup"><div class="caption">{escape(lookup.caption())}</div>'
-            f'<div class="tokens">{escape(lookup.text)}</div><div class="caption">{facts}</div>{body}</div>')
+            f'<div class="tokens" dir="auto">{escape(lookup.text)}</div><div class="caption">{facts}</div>{body}</div>')

@@ -164,7 +164,7 @@ def table_html(frame: pd.DataFrame, *, index_links: dict | None = None, bars: Se
         if index_links and key in index_links:
             cell = f'<a href="{escape(index_links[key])}">{cell}</a>'
         index_number = isinstance(key, (int, float, np.number)) and not isinstance(key, (bool, np.bool_))
-        cells = [f'<td data-sort="{sort_key(key)}">{cell}</td>' if index_number else f'<td class="text">{cell}</td>']
+        cells = [f'<td data-sort="{sort_key(key)}">{cell}</td>' if index_number else f'<td class="text" dir="auto">{cell}</td>']
         for column, value in zip(frame.columns, row):
             text = format_value(value)
             full = bars.get(column)
@@ -172,10 +172,11 @@ def table_html(frame: pd.DataFrame, *, index_links: dict | None = None, bars: Se
                 # a negative value (a token that cancels the component) has a bar of its size, in the cancelling colour
                 kind = "bar cancels" if value < 0 else "bar"
                 text += f'<span class="{kind}" style="width:{40 * min(abs(float(value)) / full, 1.0):.0f}px"></span>'
-            kind = "text" if isinstance(value, str) else ""
+            # a right-to-left text sets its own direction, without reordering the numbers around it
+            kind = ' class="text" dir="auto"' if isinstance(value, str) else ' class=""'
             number = isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
             order = f' data-sort="{sort_key(value)}"' if number else ""
-            cells.append(f'<td class="{kind}"{order}>{text}</td>')
+            cells.append(f'<td{kind}{order}>{text}</td>')
         row_id = f' id="{escape(row_ids)}{escape(key)}"' if row_ids is not None else ""
         rows.append(f"<tr{row_id}>{''.join(cells)}</tr>")
     classes = "npeff-table sortable" if sortable else "npeff-table"
@@ -273,7 +274,7 @@ def highlighted_text_html(text: str, tokens: Sequence[str] | None, scores, spans
     mass; both are in each token's tooltip.
     """
     if tokens is None or scores is None:
-        return f'<div class="tokens">{escape(text)}</div>'
+        return f'<div class="tokens" dir="auto">{escape(text)}</div>'
     scores = np.asarray(scores, dtype=np.float64)
     special = np.zeros(len(tokens), dtype=bool) if special is None else np.asarray(special, dtype=bool)
     visible = np.abs(scores[~special])
@@ -301,9 +302,9 @@ def highlighted_text_html(text: str, tokens: Sequence[str] | None, scores, spans
             pieces.append(span(i, text[start:stop]))
             cursor = stop
         pieces.append(escape(text[cursor:]))
-        return f'<div class="tokens">{"".join(pieces)}</div>'
+        return f'<div class="tokens" dir="auto">{"".join(pieces)}</div>'
     shown = [span(i, token) for i, token in enumerate(tokens) if not special[i]]
-    return f'<div class="tokens">{" ".join(shown)}</div>'
+    return f'<div class="tokens" dir="auto">{" ".join(shown)}</div>'
 
 
 def shares_html(example) -> str:
@@ -318,9 +319,9 @@ def shares_html(example) -> str:
 
 def example_html(example, label_name=str) -> str:
     wrong = example.label is not None and example.prediction is not None and example.label != example.prediction
-    prediction = escape(label_name(example.prediction))
+    prediction = f"<bdi>{escape(label_name(example.prediction))}</bdi>"  # a right-to-left name keeps the meta line's order
     meta = [
-        f"#{example.rank + 1}", f"example {example.example}", f"label {escape(label_name(example.label))}",
+        f"#{example.rank + 1}", f"example {example.example}", f"label <bdi>{escape(label_name(example.label))}</bdi>",
         f'prediction <span class="wrong">{prediction}</span>' if wrong else f"prediction {prediction}",
         f"coefficient {example.coefficient:.4g}",
     ]
@@ -333,7 +334,7 @@ def example_html(example, label_name=str) -> str:
     strongest = getattr(example, "strongest_index", None)
     if strongest is not None:
         piece = token_piece(example.text, example.tokens, spans, strongest)
-        meta.append(f"strongest word <b>{escape(piece)}</b> ({percent(visible[strongest], '+')} of the words' share)")
+        meta.append(f"strongest word <b><bdi>{escape(piece)}</bdi></b> ({percent(visible[strongest], '+')} of the words' share)")
     body = highlighted_text_html(example.text, example.tokens, scores, spans, example.special,
                                  raw=None if visible is None else example.scores, strongest=strongest)
     return f'<div class="example"><div class="meta">{" · ".join(meta)}</div>{body}</div>'
