@@ -242,7 +242,12 @@ def test_a_run_killed_before_its_page_leaves_no_page_of_the_run_before(tmp_path,
     with pytest.raises(KeyboardInterrupt):
         run_notebook(notebook, tmp_path / "out", {"seed": 2}, progress=False)
     assert not first.html.exists()
-    assert json.loads((tmp_path / "out" / "run.json").read_text())["notebooks"]["small"]["status"] == "interrupted"
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert record["notebooks"]["small"]["status"] == "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        run_notebook(notebook, tmp_path / "fresh", {"seed": 2}, progress=False)
+    # the folder's own record, which the notebook started, said "failed" beside an interrupted notebook
+    assert json.loads((tmp_path / "fresh" / "run.json").read_text())["status"] == "interrupted"
 
 
 def test_an_unknown_kernel_or_an_out_that_is_a_file_is_refused_before_anything_is_written(tmp_path):

@@ -16,7 +16,7 @@ from workbench.app import notebook as notebook_module
 from workbench.app.explore import RunExplorer
 from workbench.app.notebook import run_notebook
 from workbench.app.pipeline import check_new_run_folder, run_embedded
-from workbench.app.run_folder import COMPONENTS, DECOMPOSITION, RUN_RECORD, IncompleteRunError, Run
+from workbench.app.run_folder import COMPONENTS, DECOMPOSITION, RUN_RECORD, IncompleteRunError, Run, RunRecorder
 from workbench.store.files import StoreError
 from workbench.store.lock import LOCK, FolderBusyError, exclusive
 
@@ -57,6 +57,20 @@ def test_a_run_that_failed_before_its_fit_names_the_missing_files(finished, tmp_
     with pytest.raises(IncompleteRunError, match=r"'failed', stages not done: fit \(failed\); missing: "
                                                  r"decomposition\.safetensors, components\.csv"):
         Run.open(folder)
+
+
+
+def test_a_stage_stopped_by_ctrl_c_says_interrupted_not_failed(tmp_path):
+    recorder = RunRecorder(tmp_path / "run", {"n_examples": 2})
+    with pytest.raises(KeyboardInterrupt), recorder.stage("pefs"):
+        raise KeyboardInterrupt
+    record = json.loads((tmp_path / "run" / RUN_RECORD).read_text())
+    assert record["status"] == "interrupted" and record["stages"]["pefs"]["status"] == "interrupted"
+    with pytest.raises(ValueError), recorder.stage("fit"):
+        raise ValueError("a fault")
+    assert json.loads((tmp_path / "run" / RUN_RECORD).read_text())["stages"]["fit"]["status"] == "failed"
+    with pytest.raises(IncompleteRunError, match="'failed'"):
+        Run.open(tmp_path / "run")
 
 
 NOTEBOOK = nbformat.v4.new_notebook(cells=[

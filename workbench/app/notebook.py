@@ -248,7 +248,7 @@ def run_notebook(notebook: str | os.PathLike, out: str | os.PathLike, parameters
         # so, rather than "running" for ever
         entry.update(status="interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
                      error=f"{type(error).__name__}: {error}")
-        write_run_record(out, _with_notebook(out, notebook.stem, entry, everything, finished=True, failed=True))
+        write_run_record(out, _with_notebook(out, notebook.stem, entry, everything, finished=True))
         raise
     finally:
         papermill_log.removeFilter(_known_parameters)
@@ -260,7 +260,7 @@ def run_notebook(notebook: str | os.PathLike, out: str | os.PathLike, parameters
     keep_static_views(executed)
 
     entry.update(status="failed" if failure else "complete", seconds=seconds)
-    record = _with_notebook(out, notebook.stem, entry, everything, finished=True, failed=failure is not None)
+    record = _with_notebook(out, notebook.stem, entry, everything, finished=True)
     started = time.perf_counter()
     export_notebook_html(executed, html, record)  # the page shows the record it is about to complete
     entry["html_seconds"] = round(time.perf_counter() - started, 3)
@@ -283,19 +283,19 @@ def _known_parameters(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Passed unknown parameter")
 
 
-def _with_notebook(out: Path, name: str, entry: dict, parameters: dict, *, finished: bool = False,
-                   failed: bool = False) -> dict:
+def _with_notebook(out: Path, name: str, entry: dict, parameters: dict, *, finished: bool = False) -> dict:
     """The folder's run record with the notebook run ``entry`` in it (not written). A folder
     without a record gets one of its own (a notebook that only reads another run, or one that
     fails before writing its run). Once ``finished``, a record still running (the notebook's
-    own, or that of the pipeline it ran, whose stages are done) follows the notebook's status."""
+    own, or that of the pipeline it ran, whose stages are done) takes the notebook's status: "complete",
+    "failed" or "interrupted"."""
     if not (out / RUN_RECORD).exists():
         RunRecorder(out, parameters)  # status "running", no stages
     record = read_run_record(out)
     record["notebooks"] = dict(record.get("notebooks", {}), **{name: entry})
     stages_done = all(stage.get("status") == "done" for stage in record.get("stages", {}).values())
-    if finished and record.get("status") == "running" and (failed or stages_done):
-        record.update(status="failed" if failed else "complete", finished=now())
+    if finished and record.get("status") == "running" and (entry["status"] != "complete" or stages_done):
+        record.update(status=entry["status"], finished=now())
     return record
 
 

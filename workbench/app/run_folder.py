@@ -138,9 +138,10 @@ class RunRecorder:
         self._save()
         try:
             yield
-        except BaseException:
-            self.record["stages"][name].update(status="failed", seconds=round(time.perf_counter() - start, 3))
-            self.record["status"] = "failed"
+        except BaseException as error:
+            status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"  # a Ctrl-C is not a fault
+            self.record["stages"][name].update(status=status, seconds=round(time.perf_counter() - start, 3))
+            self.record["status"] = status
             self._save()
             raise
         self.record["stages"][name].update(status="done", seconds=round(time.perf_counter() - start, 3))
@@ -256,7 +257,7 @@ class Run:
                 f"the run folder {run.path} is incomplete: its record says {status!r}"
                 + (f", stages not done: {', '.join(unfinished)}" if unfinished else "")
                 + f"; missing: {', '.join(missing)}. "
-                + ("Its run was stopped (killed, or it is still running). " if status == "running" else "")
+                + ("Its run was stopped (killed, or it is still running). " if status in ("running", "interrupted") else "")
                 + f"Finish it by running the same command again with the same parameters ({run.command()}): the PEF "
                 "store resumes where it stopped. Run(path) reads what is there."
             )
