@@ -428,6 +428,11 @@ CASES = [
     Case("token ids that are floats", TypeError, r"input_ids are torch\.float32: token ids must be integers", _float_ids),
     Case("a sketch wider than the parameters", ValueError, r"sketch=1000000000 is not smaller than the \d+ parameters.*"
          r"pass n_values=None \(exact\)", _sketch_wider_than_the_model),
+    Case("a sketch seed without a sketch", ValueError, r"sketch_seed=3 chooses a count sketch, but sketch is None: pass "
+         r"sketch=d", lambda tmp: write_pefs(tmp / "pefs", tiny_bert(3), _inputs(), sketch_seed=3, progress=False)),
+    Case("n_values beside a sketch", ValueError, r"n_values=100 selects each example's top entries, which a sketched PEF "
+         r"does not do.*leave n_values out with sketch=d", lambda tmp: write_pefs(tmp / "pefs", tiny_bert(3), _inputs(),
+         sketch=32, n_values=100, progress=False)),
     Case("a bare tensor of floats", TypeError, r"input_ids are torch\.float32: token ids must be integers",
          _bare_float_tensor),
     Case("one example without its batch axis", ValueError, r"input_ids have shape \(\d+,\); a batch of token ids is "

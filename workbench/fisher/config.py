@@ -21,12 +21,15 @@ from .rules import PerExampleRule
 logger = logging.getLogger(__name__)
 
 
+DEFAULT_N_VALUES = 65536  # compute_pefs' and write_pefs' default
+
+
 @dataclass
 class PefConfig:
     """What to compute. Stored beside the PEFs, so a resumed run can check it matches."""
 
     kind: str = "lrm"  # a name in workbench.core.kinds.KINDS
-    n_values: int | None = 65536  # entries kept per example; None keeps all non-zeros
+    n_values: int | None = DEFAULT_N_VALUES  # entries kept per example; None keeps all non-zeros
     top_k_classes: int | None = None  # None: all classes
     include: NameFilter = None  # regular expression(s) on parameter names
     exclude: NameFilter = None
@@ -51,7 +54,14 @@ class PefConfig:
             raise ValueError(f"top_k_classes must be a positive integer or None, got {self.top_k_classes}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}")
+        if self.sketch is None and self.sketch_seed != 0:
+            raise ValueError(f"sketch_seed={self.sketch_seed!r} chooses a count sketch, but sketch is None: pass "
+                             "sketch=d (a few thousand numbers per class slot) with it, or leave sketch_seed out")
         if self.sketch is not None:
+            if self.n_values not in (None, DEFAULT_N_VALUES):
+                raise ValueError(f"n_values={self.n_values} selects each example's top entries, which a sketched PEF "
+                                 "does not do (it keeps all its d numbers): leave n_values out with sketch=d, or pass "
+                                 "sketch=None to keep the top n_values")
             if self.kind != "lrm":
                 raise ValueError(
                     f"sketch= applies to kind='lrm' only, got kind={self.kind!r}: a D-PEF's sketch would have negative "
