@@ -103,6 +103,21 @@ def test_highlight_hit_rate_of_the_default_run(explorer):
     assert hits["hit"].mean() >= 0.75 and hits["hit"].mean() >= 3 * hits["chance"].mean()
 
 
+def test_a_hit_is_judged_on_the_strongest_word_the_row_names(explorer):
+    """A hit was judged on the largest signed share, over special tokens too: rows named a deciding word
+    as the strongest (a share of -81%) and said it missed, having judged a +3% word or [CLS]."""
+    from workbench.models.embedded import deciding_token_positions
+
+    hits = explorer.highlight_hit_rate(n_top=60)
+    _, tokenizer = explorer.model_and_tokenizer()
+    for j in range(explorer.n_components):
+        for e in explorer.top_examples(j, page_size=60).examples:
+            row = hits[(hits["component"] == j) & (hits["example"] == e.example)].iloc[0]
+            word_ids = tokenizer(e.text, truncation=True, max_length=explorer.max_length).word_ids()
+            deciding = deciding_token_positions(explorer.examples.iloc[e.example], word_ids)
+            assert row["strongest_token"] == e.strongest_token and bool(row["hit"]) == (e.strongest_index in deciding)
+
+
 def test_a_run_without_a_model_gets_the_model_free_dashboard(tmp_path):
     explorer = RunExplorer.open(synthetic_run(tmp_path / "run", n_components=12, n_examples=400, density=0.1))
     d = explorer.dashboard(3)

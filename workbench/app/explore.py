@@ -532,7 +532,7 @@ class RunExplorer:
                 deciding = deciding_token_positions(self.examples.iloc[e.example], word_ids)
                 n_visible = int(np.sum(~np.asarray(e.special)))
                 rows.append({"component": j, "example": e.example, "strongest_token": e.strongest_token,
-                             "hit": int(np.argmax(e.visible)) in deciding, "chance": len(deciding) / n_visible})
+                             "hit": e.strongest_index in deciding, "chance": len(deciding) / n_visible})
         return pd.DataFrame(rows)
 
     # -- exports -----------------------------------------------------------------------
