@@ -71,7 +71,8 @@ class LrmNpeff(NpeffBase):
     log_every : record the loss every this many steps.
     tol : stop the joint phase once the loss changes by less than tol (relative) over
         ``log_every`` steps; 0 runs every iteration.
-    n_iters_transform : multiplicative steps when fitting coefficients of new examples.
+    n_iters_transform : the most multiplicative steps when fitting coefficients of new examples; they stop
+        earlier once no coefficient moves by more than 1e-7 of the largest in 10 steps.
     device : None (CUDA when available, else CPU), "cpu", "cuda", ...
     solver : where G lives during the fit (:mod:`workbench.npeff.solvers`): "primal" keeps
         G (r × parameters) and reads the sparse PEFs twice a step; "dual" keeps G as a
@@ -354,7 +355,7 @@ class LrmNpeff(NpeffBase):
         numer = AG.reshape(data.n_examples, n_slots, -1).square().sum(dim=1)
         Q = data.gram(G, G).square()
         W = torch.rand((data.n_examples, self.n_components), generator=self._generator(2)).to(G.device)
-        return multiplicative_w_steps(W, numer, Q, self.n_iters_transform, tol=1e-7)
+        return multiplicative_w_steps(W, numer, Q, self.n_iters_transform)
 
     def loss(self, pefs: LrmPefs, W: np.ndarray | None = None) -> float:
         """The (normalised) reconstruction loss Σ_i ‖F_i − Σ_j W_ij g_j g_jᵀ‖²_F on these PEFs."""
