@@ -125,6 +125,18 @@ def test_a_run_without_a_model_gets_the_model_free_dashboard(tmp_path):
     assert "no model/" in d.notes[0] and isinstance(d.location, pd.DataFrame)
 
 
+def test_an_export_after_the_run_folder_moved_does_not_make_the_old_folder_anew(tmp_path):
+    """The export re-created the moved folder's old path, holding only exports/."""
+    explorer = RunExplorer.open(synthetic_run(tmp_path / "run", n_components=3, n_examples=50, density=0.2))
+    explorer.table, explorer.W, explorer.decomposition  # read, as an open panel has them
+    (tmp_path / "run").rename(tmp_path / "moved")
+    with pytest.raises(FileNotFoundError, match=r"was moved or deleted since it was opened; open it again"):
+        explorer.export(format="csv")
+    assert not (tmp_path / "run").exists()
+    assert set(explorer.export(tmp_path / "elsewhere", format="csv")) == {"components", "coefficients",
+                                                                          "component vectors"}
+
+
 def test_export_explains_a_placeholder_in_perturbations(explorer, tmp_path):
     with pytest.raises(TypeError, match=r"perturbations=\[ex.perturb\(3\)\]"):
         explorer.export(tmp_path / "x", format="csv", perturbations=[...])

@@ -13,13 +13,16 @@ One call per result, the file format taken from the suffix (``.parquet`` or ``.c
   parameter-space tensors keyed by parameter name, ``name -> (n_components, *shape)``,
   readable with plain ``safetensors`` (no need for this package).
 
-Every file is written atomically (temporary name, then rename).
+Every file is written atomically (temporary name, then rename); :func:`export_run` writes them all
+into one folder, as a whole or not at all.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -29,10 +32,13 @@ from safetensors.numpy import save_file
 from sklearn.utils.validation import check_is_fitted
 
 from ..core.arguments import user_path
+from ..core.staging import remove_dead_staging, staging_path
 from ..store.files import atomic_path, producer
 from ..store.formats import COMPONENTS
 from .highlights import real_positions, token_scores
 from .tables import top_examples
+
+logger = logging.getLogger(__name__)
 _SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 
 
@@ -240,3 +246,37 @@ def check_export_folder(folder: Path, names: list[str]) -> None:
         if (folder / name).is_dir():
             raise IsADirectoryError(f"cannot export into {folder}: {folder / name} is a folder where the export writes "
                                     "a file; choose another folder, or move that folder away")
+
+
+def export_run(folder: Path, table: pd.DataFrame, W, decomposition, *, format: str = "parquet",
+               perturbations: Sequence = ()) -> dict[str, Path]:
+    """A run's results as tidy files in ``folder``: the component table, the coefficients (zeros left
+    out), the perturbation results given, all as ``format``, and the component vectors as safetensors;
+    returns {what: path}. The files of an earlier export there are replaced."""
+    # Every argument is checked before the first file is written: a bad one leaves no half export.
+    if format not in ("parquet", "csv"):
+        raise ValueError(f"format must be 'parquet' or 'csv', got {format!r}")
+    frames = [p if isinstance(p, pd.DataFrame) else perturbation_frame(p) for p in perturbation_results(perturbations)]
+    names = [f"components.{format}", f"coefficients.{format}", "components.safetensors", f"perturbations.{format}"]
+    check_export_folder(folder, names)
+    folder.mkdir(parents=True, exist_ok=True)
+    # Written aside, then moved in: a killed export leaves the earlier one whole, never part of a new one
+    remove_dead_staging(folder / "export")
+    (staging := staging_path(folder / "export")).mkdir()
+    try:
+        written = {
+            "components": export_components(table, staging / f"components.{format}"),
+            "coefficients": export_coefficients(W, staging / f"coefficients.{format}", drop_zeros=True),
+            "component vectors": export_components_safetensors(decomposition, staging / "components.safetensors"),
+        }
+        if frames:
+            written["perturbations"] = export_perturbations(pd.concat(frames, ignore_index=True),
+                                                            staging / f"perturbations.{format}")
+        for name in names:  # an earlier export's files go: never a mix of two exports
+            (folder / name).unlink(missing_ok=True)
+        for path in written.values():
+            os.replace(path, folder / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("exported %s to %s", ", ".join(written), folder)
+    return {what: folder / path.name for what, path in written.items()}

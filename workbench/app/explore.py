@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import threading
 from collections.abc import Callable, Sequence
 from functools import cached_property, lru_cache
@@ -30,7 +29,6 @@ import pandas as pd
 
 from ..analysis.tables import component_table, top_examples
 from ..core.arguments import component_index, flag, fraction, item_index, positive_int, user_path
-from ..core.staging import remove_dead_staging, staging_path
 from ..store.files import atomic_path
 from .results import (ComponentDashboard, ComponentFilter, ComponentPage, HighlightedExample, Lookup, TopExamplesPage,
                       checked_filter)
@@ -168,8 +166,9 @@ class RunExplorer:
         model, tokenizer = self.model_and_tokenizer()
         sets = {int(j): (row[row >= 0] if n_examples <= self.n_top else self.ranking(j))[:n_examples]
                 for j, row in enumerate(self.top_sets)}  # the top sets stop at the explorer's n_top
-        tokens = top_tokens(model, tokenizer, self.decomposition, list(self.examples["text"]), sets,
-                            max_length=self.max_length, device=self.device, progress=progress)
+        with self.model_lock:
+            tokens = top_tokens(model, tokenizer, self.decomposition, list(self.examples["text"]), sets,
+                                max_length=self.max_length, device=self.device, progress=progress)
         names = component_labels(self._bare_table, tokens)
         with atomic_path(self.run.path / LABELS) as tmp:  # the table reads it whole or not at all
             names.to_frame().to_csv(tmp)
@@ -190,9 +189,10 @@ class RunExplorer:
             raise ValueError(f"component {component} has no examples with a positive coefficient to trace")
         baseline = baseline_examples(len(self.examples), top, n_baseline, seed)  # its checks before the model loads
         model, tokenizer = self.model_and_tokenizer()
-        return perturbation_trace(model, tokenizer, self.decomposition, int(component),
-                                  list(self.examples["text"]), top, baseline, epsilon=epsilon, max_sim=max_sim,
-                                  max_length=self.max_length)
+        with self.model_lock:  # it moves the weights, as a perturbation check does
+            return perturbation_trace(model, tokenizer, self.decomposition, int(component),
+                                      list(self.examples["text"]), top, baseline, epsilon=epsilon, max_sim=max_sim,
+                                      max_length=self.max_length)
 
     @cached_property
     def label_names(self) -> dict:
@@ -237,7 +237,8 @@ class RunExplorer:
             self._model_unchecked = False
         from ..analysis.perturb import restore_pending  # torch, which `import widgets` does without
 
-        restore_pending(self._model)  # weights an interrupted perturbation left moved: every reading comes here
+        with self.model_lock:  # while another panel's perturbation holds it, its saved weights are not left over
+            restore_pending(self._model)  # weights an interrupted perturbation left moved: every reading comes here
         return self._model, self._tokenizer
 
     # -- components --------------------------------------------------------------------
@@ -547,38 +548,13 @@ class RunExplorer:
         the components as safetensors keyed by parameter name. The files of an earlier export there
         are replaced.
         """
-        from ..analysis import export
+        from ..analysis.export import export_run
 
-        # Every argument is checked before the first file is written: a bad one leaves no half export.
-        if format not in ("parquet", "csv"):
-            raise ValueError(f"format must be 'parquet' or 'csv', got {format!r}")
-        frames = [p if isinstance(p, pd.DataFrame) else export.perturbation_frame(p)
-                  for p in export.perturbation_results(perturbations)]
+        if folder is None and not self.run.path.is_dir():  # an export alone would make the old folder anew
+            raise FileNotFoundError(f"the run folder {self.run.path} was moved or deleted since it was opened; open it "
+                                    "again where it is now (RunExplorer.open(path)), or pass folder= to export elsewhere")
         folder = user_path(folder, "folder") if folder is not None else self.run.path / EXPORTS
-        names = [f"components.{format}", f"coefficients.{format}", "components.safetensors", f"perturbations.{format}"]
-        export.check_export_folder(folder, names)
-        folder.mkdir(parents=True, exist_ok=True)
-        # Written aside, then moved in: a killed export leaves the earlier one whole, never part of a new one
-        remove_dead_staging(folder / "export")
-        (staging := staging_path(folder / "export")).mkdir()
-        try:
-            written = {
-                "components": export.export_components(self.table, staging / f"components.{format}"),
-                "coefficients": export.export_coefficients(self.W, staging / f"coefficients.{format}", drop_zeros=True),
-                "component vectors": export.export_components_safetensors(self.decomposition,
-                                                                          staging / "components.safetensors"),
-            }
-            if frames:
-                written["perturbations"] = export.export_perturbations(pd.concat(frames, ignore_index=True),
-                                                                       staging / f"perturbations.{format}")
-            for name in names:  # an earlier export's files go: never a mix of two exports
-                (folder / name).unlink(missing_ok=True)
-            for path in written.values():
-                os.replace(path, folder / path.name)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        logger.info("exported %s to %s", ", ".join(written), folder)
-        return {what: folder / path.name for what, path in written.items()}
+        return export_run(folder, self.table, self.W, self.decomposition, format=format, perturbations=perturbations)
 
 
 def check_explorer(explorer, fix: str = "RunExplorer.open(path)") -> "RunExplorer":
