@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import traceback
 
 import ipywidgets as w
@@ -25,6 +26,8 @@ class ExampleViewer(StaticFallback, w.VBox):
         self.page_size = positive_int(page_size, "page_size")
         self.component: int | None = None
         self.current: TopExamplesPage | None = None
+        self.requests = 0  # shows asked for so far: a show that a later one overtook is not displayed
+        self._requests_lock = threading.Lock()
         self.title = w.HTML("<b>Select a component to see its examples.</b>")
         self.previous = w.Button(description="◀ previous", disabled=True, layout=w.Layout(width="110px"))
         self.next = w.Button(description="next ▶", disabled=True, layout=w.Layout(width="110px"))
@@ -39,9 +42,17 @@ class ExampleViewer(StaticFallback, w.VBox):
         super().__init__([self.title, controls, self.body])
         self.add_class("npeff-example-viewer")
 
-    def show(self, component: int | None, page: int = 0, *, highlight: bool | None = None) -> TopExamplesPage | None:
+    def show(self, component: int | None, page: int = 0, *, highlight: bool | None = None,
+             unless_shown_since: int | None = None) -> TopExamplesPage | None:
         """Show page ``page`` of ``component``'s examples (token scores are computed for the page only;
-        ``highlight`` overrides the checkbox for this call)."""
+        ``highlight`` overrides the checkbox for this call). With ``unless_shown_since`` (a count of
+        ``requests``), nothing is done once another show was asked for since: a background fill never
+        replaces the page the user turned to."""
+        with self._requests_lock:
+            if unless_shown_since is not None and self.requests != unless_shown_since:
+                return None
+            self.requests += 1
+            request = self.requests
         highlight = self.highlight.value if highlight is None else highlight
         self.component = component
         if component is None:
@@ -55,6 +66,8 @@ class ExampleViewer(StaticFallback, w.VBox):
             self.body.value = report.fragment(report.error_html(f"{type(error).__name__}: {error}",
                                                                 traceback.format_exc()))
             raise
+        if request != self.requests:  # a later show (another page, component or highlight) is on its way
+            return result
         self.current = result
         self.title.value = f"{component_title(self.explorer, component)}: top examples"
         self.body.value = report.examples_page_html(result)

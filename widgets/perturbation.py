@@ -73,6 +73,11 @@ class PerturbationPanel(StaticFallback, w.VBox):
     def set_component(self, component: int | None) -> None:
         if component is not None:
             self.explorer.component(component)  # a clear error now, not when the check is run
+        if component != self.component:  # another component's check is not left on show under this title
+            self.result, self.sweep_frame, self.error = None, None, None
+            self.summary.value = self.status.value = ""
+            self.progress.value, self.progress.bar_style = 0, ""
+            self.charts.layout.display = self.sweep_box.layout.display = "none"
         self.component = component
         self.run_button.disabled = component is None
         if component is not None:
@@ -82,7 +87,11 @@ class PerturbationPanel(StaticFallback, w.VBox):
         """Run the check with the panel's settings (``epsilon`` overrides the slider); returns the
         PerturbationResult (the one at the slider's ε for a sweep). Errors are shown, then raised."""
         if epsilon is not None:
-            set_epsilon(self.epsilon, epsilon)
+            try:
+                set_epsilon(self.epsilon, epsilon)
+            except (TypeError, ValueError) as error:
+                self._show_error(f"{type(error).__name__}: {error}")
+                raise
         if self.component is None:
             self._show_error("Select a component first.")
             raise ValueError("no component selected: call set_component(j) or select one in the browser")
@@ -103,16 +112,18 @@ class PerturbationPanel(StaticFallback, w.VBox):
                     self.progress.value = done + 1
                     self.status.value = f"<i>ε {done} of {total} done…</i>"
 
-                self.sweep_frame = self.explorer.sweep(component, epsilons, max_sim=max_sim, on_result=step)
-                self.result = results[epsilons[SWEEP_FACTORS.index(1.0)]]
+                sweep_frame = self.explorer.sweep(component, epsilons, max_sim=max_sim, on_result=step)
+                result = results[epsilons[SWEEP_FACTORS.index(1.0)]]
             else:
-                self.sweep_frame = None
-                self.result = self.explorer.perturb(component, epsilon=epsilon, max_sim=max_sim)
+                sweep_frame, result = None, self.explorer.perturb(component, epsilon=epsilon, max_sim=max_sim)
         except Exception as error:
             self._show_error(f"{type(error).__name__}: {error}", traceback.format_exc())
             raise
         finally:
             self.run_button.disabled = self.component is None
+        if component != self.component:  # another component was selected meanwhile: its panel stays clear
+            return result
+        self.result, self.sweep_frame = result, sweep_frame
         self.progress.value, self.progress.bar_style = self.progress.max, "success"
         self.status.value = f"done in {time.perf_counter() - started:.1f} s"
         self._show_result()

@@ -61,20 +61,21 @@ class TracePanel(StaticFallback, w.VBox):
 
     def run(self, *, epsilon: float | None = None):
         """Trace the selected component (``epsilon`` overrides the slider); errors are shown, then raised."""
-        if epsilon is not None:
-            set_epsilon(self.epsilon, epsilon)
-        if self.component is None:
-            self.error = "Select a component first."
-            raise ValueError("no component selected: call set_component(j)")
-        started = time.perf_counter()
-        self.status.value = "<i>tracing…</i>"
         try:
-            self.result = self.explorer.trace(self.component, epsilon=float(self.epsilon.value))
+            if epsilon is not None:
+                set_epsilon(self.epsilon, epsilon)
+            if self.component is None:
+                raise ValueError("no component selected: call set_component(j) or select one in the browser")
+            component, started = self.component, time.perf_counter()
+            self.status.value = "<i>tracing…</i>"
+            result = self.explorer.trace(component, epsilon=float(self.epsilon.value))
         except Exception as error:
             self.error = f"{type(error).__name__}: {error}"
             self.status.value = report.fragment(report.error_html(self.error, traceback.format_exc()))
             raise
-        self.error = None
+        if component != self.component:  # another component was selected meanwhile: its panel stays clear
+            return result
+        self.result, self.error = result, None
         self.status.value = f"done in {time.perf_counter() - started:.1f} s"
         trace = self.result
         self.example.options = [(f"{s} · example {e}", k) for k, (s, e) in enumerate(zip(trace.sets, trace.examples))]

@@ -136,13 +136,15 @@ class Workbench(StaticFallback, w.VBox):
             # The first selection, while the workbench is being shown: plain examples now, the rest on a thread.
             self._show_quietly(lambda j: self.examples.show(j, highlight=False), component)
             self.examples.status.value = "<i>scoring tokens…</i>"
-            self._filling = threading.Thread(target=self._fill, args=(component,), daemon=True)
+            self._filling = threading.Thread(target=self._fill, args=(component, self.examples.requests), daemon=True)
             self._filling.start()
             return
         self._fill(component)
 
-    def _fill(self, component: int) -> None:
-        shows = [self.examples.show, self.dashboard.show]
+    def _fill(self, component: int, examples_shown: int | None = None) -> None:
+        """Fill the panels for ``component``; on the background thread, the example viewer only while the
+        user has not paged or toggled it since its plain examples (``examples_shown`` shows)."""
+        shows = [lambda j: self.examples.show(j, unless_shown_since=examples_shown), self.dashboard.show]
         if self.explorer.has_model:  # a trace is a few forward passes: cheaper than the dashboard's scores
             shows.append(lambda _: self.trace.run())
         for show in shows:

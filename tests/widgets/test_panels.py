@@ -6,6 +6,7 @@ import ipywidgets
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from widgets import ComponentBrowser, PerturbationPanel, Workbench
 from workbench import report
@@ -103,6 +104,61 @@ def test_perturbation_panel_runs_and_charts_the_result(workbench):
     assert len(panel.sweep_frame) == 20 and len(panel.sweep_chart.figure.data) == 2  # (top, baseline) for "-"
     assert panel.sweep_box.layout.display == "flex"
     panel.sweep.value, panel.direction.value = False, "both"
+
+
+def test_another_component_s_check_is_never_shown_under_this_one_s_title(workbench):
+    """Selecting component 12 after a check of component 0 left the check's summary, charts and export
+    under the title of component 12."""
+    panel = workbench.perturbation
+    workbench.select(1)
+    panel.run(epsilon=0.1)
+    assert panel.result.component == 1 and panel.charts.layout.display == "flex"
+    workbench.select(2)
+    assert panel.result is None and panel.summary.value == "" and panel.charts.layout.display == "none"
+    assert "No perturbation check run yet" in panel.static_html()
+    with pytest.raises(ValueError, match="epsilon"):
+        panel.run(epsilon=-1.0)  # shown in the panel too, as a click's errors are
+    assert "epsilon" in panel.summary.value and panel.progress.bar_style == "danger"
+    with pytest.raises(ValueError, match="epsilon"):
+        workbench.trace.run(epsilon=float("nan"))
+    assert "epsilon" in workbench.trace.status.value
+
+
+def test_a_background_fill_never_replaces_the_page_the_user_turned_to(workbench):
+    """The first component's fill, on its thread, showed page 1 again (highlighted, the checkbox off)
+    seconds after the user had turned to page 2."""
+    viewer = workbench.examples
+    component = workbench.browser.selected
+    seen = viewer.requests
+    viewer.next.click()  # the user turns the page while the fill scores tokens
+    assert viewer.current.page == 1
+    assert viewer.show(component, unless_shown_since=seen) is None and viewer.current.page == 1
+    assert viewer.show(component, unless_shown_since=viewer.requests).page == 0  # nothing since: it shows
+
+
+def test_readings_wait_for_a_perturbation_that_moves_the_weights(workbench):
+    """The trace and the label scores ran outside the model lock, and every reading undid the
+    weights of a perturbation in flight on another thread: a check clicked during the first
+    component's trace showed KLs of half-moved weights, and left the weights moved for the session."""
+    import threading
+
+    explorer = workbench.explorer
+    model, _ = explorer.model_and_tokenizer()
+    before = [p.detach().clone() for p in model.parameters()]
+    done = []
+    readings = [lambda: explorer.trace(0, n_top=2, n_baseline=2), lambda: explorer.model_and_tokenizer(),
+                lambda: explorer.label_components(n_examples=1)]
+    with explorer.model_lock:  # as a perturbation holds it while the weights are moved
+        threads = [threading.Thread(target=lambda r=r: done.append(r()), daemon=True) for r in readings]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(1.0)
+        assert done == []  # every reading waits
+    for t in threads:
+        t.join(60)
+    assert len(done) == 3
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
 def test_perturbation_errors_are_shown_in_the_panel(many):
