@@ -41,7 +41,8 @@ def compute_pefs(
     labels: (n_examples,) ints, or None when unknown.
     kind: "lrm" (low-rank, :class:`LrmPefs`) or "d" (diagonal, :class:`DPefs`).
     n_values: entries kept per example (its largest); None keeps every non-zero.
-    top_k_classes: the class slots of each example, its most probable classes; None: all.
+    top_k_classes: the class slots of each example, its most probable classes; None: all. A
+        diagonal PEF (kind "d") sums the slots kept, so only None gives the method's sum over every class.
     include, exclude: regular expressions (or lists of them) on parameter names.
     batch_size: examples per batch; None chooses it from the memory available.
     method: "hooks" (exact, fast) or "loop" (the plain reference, one example at a time).
