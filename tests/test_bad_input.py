@@ -251,6 +251,15 @@ def _one_example_without_its_batch_axis(tmp):
     write_pefs(tmp / "pefs", tiny_bert(3), {"input_ids": _inputs()["input_ids"][0]}, progress=False)
 
 
+def _decoder_without_a_padding_token(tmp):
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    torch.manual_seed(0)
+    model = GPT2ForSequenceClassification(GPT2Config(vocab_size=40, n_positions=16, n_embd=8, n_layer=1, n_head=2,
+                                                     num_labels=3, pad_token_id=None))  # as GPT-2 ships
+    write_pefs(tmp / "pefs", model, {"input_ids": _inputs()["input_ids"]}, batch_size=1, progress=False)
+
+
 def _sketch_wider_than_the_model(tmp):
     write_pefs(tmp / "pefs", tiny_bert(3), _inputs(), sketch=10**9, progress=False)
 
@@ -433,6 +442,8 @@ CASES = [
     Case("n_values beside a sketch", ValueError, r"n_values=100 selects each example's top entries, which a sketched PEF "
          r"does not do.*leave n_values out with sketch=d", lambda tmp: write_pefs(tmp / "pefs", tiny_bert(3), _inputs(),
          sketch=32, n_values=100, progress=False)),
+    Case("a decoder classifier without a padding token", ValueError, r"the model's config has no pad_token_id.*set "
+         r"model\.config\.pad_token_id = tokenizer\.pad_token_id", _decoder_without_a_padding_token),
     Case("a bare tensor of floats", TypeError, r"input_ids are torch\.float32: token ids must be integers",
          _bare_float_tensor),
     Case("one example without its batch axis", ValueError, r"input_ids have shape \(\d+,\); a batch of token ids is "

@@ -104,7 +104,16 @@ def groups_as_computed(batch: Inputs, unpadded: bool) -> list[tuple[torch.Tensor
 
 def class_logits(model: nn.Module, batch: Inputs) -> torch.Tensor:
     """Run the model and return (batch, n_classes) logits, or say clearly why not."""
-    out = model(**batch) if isinstance(batch, Mapping) else model(batch)
+    try:
+        out = model(**batch) if isinstance(batch, Mapping) else model(batch)
+    except ValueError as error:  # transformers' decoder classifiers, e.g. GPT-2 as shipped
+        if "no padding token is defined" not in str(error):
+            raise
+        raise ValueError(
+            "the model's config has no pad_token_id, and its classifier, which reads each example's last token, "
+            "refuses batches of more than one example without one (PEFs run batches, also to check the model): set "
+            "model.config.pad_token_id = tokenizer.pad_token_id, after tokenizer.pad_token = tokenizer.eos_token when "
+            "the tokenizer has none (run_model does this when it loads a folder)") from error
     logits = getattr(out, "logits", out)
     if isinstance(logits, Mapping) and "logits" in logits:  # a forward of one's own returning {"logits": ...}
         logits = logits["logits"]
