@@ -69,6 +69,33 @@ def test_token_shares_without_visible_mass_and_bad_flags():
     ("backbone.layers.0.mixer.out_proj.weight", "state space", "layer 0"),  # Mamba's: no attention o
     ("shared.weight", "embeddings", "embeddings"),  # T5's token table
     ("classification_head.dense.weight", "classifier", "head"),
+    # families whose layers were all "other" (the audit of 77 families built from configs)
+    ("classifier.out_proj.weight", "classifier", "head"),  # RoBERTa's head: was attention o, outside the layers
+    ("transformer.attentions.1.q_lin.weight", "attention q", "layer 1"),  # XLM, Flaubert
+    ("transformer.ffns.0.lin2.weight", "MLP out", "layer 0"),
+    ("transformer.layer_norm2.1.weight", "LayerNorm", "layer 1"),
+    ("transformer.layer_norm_emb.weight", "LayerNorm", "embeddings"),
+    ("sequence_summary.summary.weight", "classifier", "head"),
+    ("transformer.h.3.mlp.fc_in.weight", "MLP in", "layer 3"),  # GPT-J
+    ("transformer.h.3.mlp.fc_out.weight", "MLP out", "layer 3"),
+    ("transformer.h.0.multi_head_attention.Wq.weight", "attention q", "layer 0"),  # CTRL
+    ("transformer.h.0.ffn.0.weight", "MLP in", "layer 0"),
+    ("transformer.h.0.ffn.2.bias", "MLP out", "layer 0"),
+    ("transformer.w.weight", "embeddings", "embeddings"),
+    ("mobilebert.encoder.layer.2.ffn.0.output.dense.weight", "MLP out", "layer 2"),  # not CTRL's ffn.0
+    ("model.layers.4.self_attn.q_a_proj.weight", "attention q", "layer 4"),  # DeepSeek's latent attention
+    ("model.layers.4.self_attn.kv_a_proj_with_mqa.weight", "attention qkv", "layer 4"),
+    ("model.layers.2.attn.Wo.weight", "attention o", "layer 2"),  # ModernBERT
+    ("model.layers.2.mlp.Wi.weight", "MLP in", "layer 2"),
+    ("model.layers.2.mlp.Wo.weight", "MLP out", "layer 2"),
+    ("model.layers.1.mlp.gate.weight", "router", "layer 1"),  # Mixtral, Qwen-MoE
+    ("model.layers.1.mlp.experts.down_proj", "MLP out", "layer 1"),
+    ("encoder.block.0.layer.1.DenseReluDense.wi_0.weight", "MLP in", "layer 0"),  # T5
+    ("encoder.block.0.layer.1.DenseReluDense.wo.weight", "MLP out", "layer 0"),
+    ("encoder.block.0.layer.0.SelfAttention.o.weight", "attention o", "layer 0"),
+    ("gpt_neox.layers.5.attention.dense.weight", "attention o", "layer 5"),
+    ("model.layers.0.linear_attn.in_proj_qkvz.weight", "state space", "layer 0"),  # Qwen3-Next's gated delta-net
+    ("albert.encoder.albert_layer_groups.0.albert_layers.0.ffn_output.weight", "MLP out", "layer 0"),
 ])
 def test_parameter_names_map_to_module_kinds_and_layers(name, kind, layer):
     assert module_kind(name) == kind and kind in MODULE_KINDS

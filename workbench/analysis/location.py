@@ -7,8 +7,10 @@ module they belong to (embeddings, attention q/k/v/o, MLP in/out, LayerNorm, poo
 classifier) says where the component acts: a component whose mass sits in the classifier
 is about the head, not about the tokens (the question of issue 17 on MiniLM).
 
-The kind and layer come from the parameter's name (BERT, GPT-2, LLaMA-style and the
-embedded model's names are known); any other name is ``other`` / outside the layers.
+The kind and layer come from the parameter's name, checked against every text classifier family
+of transformers 5.25 that builds from a small config (about 100: BERT, GPT-2, LLaMA, T5, XLM,
+GPT-J, CTRL, ModernBERT, DeepSeek's latent attention, mixtures of experts' routers, ...); what
+no rule names (convolutions, relative position tables, attention sinks) is ``other``.
 """
 
 from __future__ import annotations
@@ -20,28 +22,38 @@ import pandas as pd
 
 #: Module kinds in display order (a chart's legend, a frame's columns).
 MODULE_KINDS = ("embeddings", "attention q", "attention k", "attention v", "attention qkv", "attention o",
-                "MLP in", "MLP out", "state space", "LayerNorm", "pooler", "classifier", "other")
+                "MLP in", "MLP out", "router", "state space", "LayerNorm", "pooler", "classifier", "other")
 
 # First match wins, so the specific names come before the general ones: a LayerNorm inside
 # the embeddings is a LayerNorm, and BERT's attention.output.dense is attention o, not MLP out.
+# Names are matched lowered (CTRL's Wq is wq, T5's SelfAttention.o is selfattention.o).
 _KIND_RULES = (
-    ("LayerNorm", r"layernorm|layer_norm|(^|\.)ln_|(^|\.)norm|_norm\b"),
+    ("LayerNorm", r"layernorm|layer_norm|(^|\.)ln(_|\.|$)|(^|\.)norm|_norm\b"),
     ("pooler", r"pooler"),
-    ("classifier", r"classification_head"),  # BART's and T5's head: its out_proj is no attention's
-    ("embeddings", r"embed|(^|\.)wte\b|(^|\.)wpe\b|(^|\.)shared\.weight$"),  # T5's and BART's token table: shared
-    # Mamba's mixer (in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj): no attention, though its out_proj
-    # is named as attention's are
-    ("state space", r"(^|\.)mixer\."),
-    ("attention q", r"query|q_proj|\.q\b|q_lin"),
-    ("attention k", r"(^|\.)key\b|k_proj|\.k\b|k_lin"),
-    ("attention v", r"value|v_proj|\.v\b|v_lin"),
-    ("attention qkv", r"c_attn|qkv|query_key_value"),
-    ("attention o", r"attention\.output\.dense|attn\.c_proj|o_proj|out_proj|out_lin|attn.*dense"),
-    ("MLP in", r"intermediate|c_fc|fc1|up_proj|gate_proj|dense_h_to_4h|lin1"),
-    ("MLP out", r"output\.dense|mlp\.c_proj|fc2|down_proj|dense_4h_to_h|lin2"),
-    ("classifier", r"classifier|(^|\.)score\b|lm_head|(^|\.)head\b|pre_classifier"),
+    # BART's and T5's head (its out_proj is no attention's), RoBERTa's classifier.dense/out_proj, XLM's
+    # sequence_summary, a head's dense at the top of the model (EuroBERT's)
+    ("classifier", r"classification_head|(^|\.)classifier\.|sequence_summary|^dense\."),
+    ("embeddings", r"embed|(^|\.)wte\b|(^|\.)wpe\b|(^|\.)shared\.weight$|^transformer\.w\.weight$"),
+    # Mamba's mixer (in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj) and gated delta-nets' linear
+    # attention: no softmax attention, though their out_proj is named as attention's are
+    ("state space", r"(^|\.)mixer\.|linear_attn\."),
+    # a mixture of experts' router: which experts see each token
+    ("router", r"router|(^|\.)gate\.(weight|bias|wg)|shared_expert_gate"),
+    ("attention q", r"query|q_proj|q_bias|q_a_proj|q_b_proj|\.q\b|q_lin|(^|\.)wq\b|attention\.experts\.input_linear"),
+    ("attention k", r"(^|[._])key\b|key_proj|key_global|k_proj|\.k\b|k_lin|(^|\.)wk\b"),
+    ("attention v", r"value|v_proj|v_bias|\.v\b|v_lin|(^|\.)wv\b"),
+    ("attention qkv", r"c_attn|qkv|query_key_value|kv_a_proj|kv_b_proj|attention\.self\.in_proj"),
+    ("attention o", r"attention\.output\.dense|attn\.c_proj|o_proj|out_proj|out_lin|attn.*dense|attention\.dense"
+                    r"|attention\.o\b|attn\.o\b|attn\.wo\b|attn\.output\b|attention\.experts\.output_linear"),
+    ("MLP in", r"intermediate|c_fc|fc1|fc_in|up_proj|gate_proj|dense_h_to_4h|lin1|(^|\.)wi(_\d)?\b|(^|\.)ffn\.0\.(weight|bias)$"
+               r"|(^|\.)ffn\.(weight|bias)$|mlp\.input_linear"),
+    ("MLP out", r"output\.dense|mlp\.c_proj|fc2|fc_out|down_proj|dense_4h_to_h|lin2|(^|\.)wo\b|(^|\.)ffn\.2\.(weight|bias)$"
+                r"|ffn_output|mlp\.output_linear|(^|\.)mlp\.bias$"),
+    ("classifier", r"(^|\.)score\b|lm_head|(^|\.)head\b|pre_classifier|classifier"),
 )
-_LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h|blocks?)\.(\d+)(?:\.|$)")
+# the index in a stack of layers: BERT's layer.N, LLaMA's layers.N, GPT-2's h.N, T5's block.N, XLM's
+# attentions.N / ffns.N / layer_norm1.N (one module list per kind), ALBERT's albert_layers.N (shared weights)
+_LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h|blocks?|attentions|ffns|layer_norm[12]|albert_layers)\.(\d+)(?:\.|$)")
 _STACK = re.compile(r"(?:^|\.)(encoder|decoder)\.")
 
 
@@ -64,7 +76,7 @@ def layer_of(name: str, stacks: bool = False) -> str:
     if match:
         return f"{stack.group(1) + ' ' if stack else ''}layer {int(match.group(1))}"
     kind = module_kind(name)
-    if kind == "embeddings" or "embed" in name.lower():
+    if kind == "embeddings" or re.search(r"embed|_emb\b", name.lower()):  # XLM's layer_norm_emb too
         return "embeddings"
     if stack and kind == "LayerNorm":
         return f"{stack.group(1)} final norm"

@@ -229,7 +229,7 @@ def logit_figure(frame: pd.DataFrame, epsilon: float = 0.1):
 #: One colour per module kind (``analysis.location.MODULE_KINDS``), fixed so that charts compare.
 KIND_COLOURS = {"embeddings": "#8c564b", "attention q": "#1f77b4", "attention k": "#aec7e8", "attention v": "#17becf",
                 "attention qkv": "#1f77b4", "attention o": "#9edae5", "MLP in": "#2ca02c", "MLP out": "#98df8a",
-                "state space": "#e377c2", "LayerNorm": "#bcbd22", "pooler": "#9467bd", "classifier": "#d62728",
+                "router": "#c5b0d5", "state space": "#e377c2", "LayerNorm": "#bcbd22", "pooler": "#9467bd", "classifier": "#d62728",
                 "other": "#7f7f7f"}
 
 
