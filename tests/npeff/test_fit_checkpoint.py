@@ -108,6 +108,29 @@ def test_fit_checkpoint_of_other_data_or_settings_is_refused(tmp_path):
     _lrm(n_iters_transform=7).fit(pefs, checkpoint=path)
 
 
+def test_a_file_that_is_no_fit_checkpoint_is_refused_not_moved_aside(tmp_path):
+    """The command line's fit (through fit_distributed) took a user's notes.txt given as --checkpoint for "no
+    step to resume", moved it to notes.txt.previous at the first save and overwrote that at the next;
+    a decomposition given there went the same way."""
+    from workbench import write_pefs
+    from workbench.distributed import fit_distributed
+    from tests.conftest import tiny_bert, tiny_bert_inputs
+
+    store = write_pefs(tmp_path / "pefs", tiny_bert(3), tiny_bert_inputs(12), n_values=64, progress=False)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my precious notes")
+    decomposition = tmp_path / "d.safetensors"
+    _lrm().fit(store.load()).save(decomposition)
+    kept = decomposition.read_bytes()
+    for path in (notes, decomposition):
+        with pytest.raises(StoreError, match=r"exists and is not a fit checkpoint.*pass another checkpoint path"):
+            fit_distributed(_lrm(), store, checkpoint=path, checkpoint_every=5)
+        with pytest.raises(StoreError, match=r"exists and is not a fit checkpoint"):
+            _lrm().fit(store.load(), checkpoint=path, checkpoint_every=5)
+    assert notes.read_text() == "my precious notes" and decomposition.read_bytes() == kept
+    assert not list(tmp_path.glob("*.previous"))
+
+
 def test_fit_checkpoint_every_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="checkpoint_every must be a positive integer"):
         _lrm().fit(planted_lrm(20, 10, 2).pefs, checkpoint=tmp_path / "c", checkpoint_every=0)

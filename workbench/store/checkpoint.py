@@ -20,7 +20,6 @@ a process killed between two saves leaves the others one save ahead, not more.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -67,6 +66,15 @@ class FitCheckpoint:
         self.estimator = type(estimator).__name__
         self.settings = {k: v for k, v in estimator.recorded_params().items() if k not in _FREE_SETTINGS}
         self.data_fingerprint = data_fingerprint
+        for path in (self.path, self.previous):
+            # saves are written whole (write_arrays): a file there that cannot be read as one is the user's, which
+            # a save would move aside and the next save overwrite
+            if path.exists():
+                try:
+                    read_header(path, FIT_CHECKPOINT)
+                except StoreError as error:
+                    raise StoreError(f"{path} exists and is not a fit checkpoint ({error}); pass another checkpoint "
+                                     "path, or delete it first") from None
 
     def record_solver(self, solver: str) -> None:
         """Record the solver the fit runs ("primal" or "dual") instead of the setting that chose
@@ -121,10 +129,9 @@ class FitCheckpoint:
         there is none (the fit starts over)."""
         mine = {}
         for path in (self.path, self.previous):
-            with contextlib.suppress(StoreError):  # a file that cannot be read holds no step to resume
-                step = read_header(path, FIT_CHECKPOINT).get("step") if path.exists() else None
-                if isinstance(step, int):
-                    mine.setdefault(step, path)
+            step = read_header(path, FIT_CHECKPOINT).get("step") if path.exists() else None  # each one ours: __init__
+            if isinstance(step, int):
+                mine.setdefault(step, path)
         everyone = self.gather_steps(sorted(mine))
         common = set(mine).intersection(*map(set, everyone))
         if not common:
