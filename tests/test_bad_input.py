@@ -454,7 +454,7 @@ CASES = [
          _label_out_of_range_in_a_later_batch),
     Case("save_pefs into a folder of the user's", StoreError, r"pefs exists and is not a PEF store; choose an empty or new folder",
          lambda tmp: save_pefs(planted_lrm(20, 30, 2).pefs, tmp / "pefs"), _users_folder),
-    Case("save_pefs over a store", StoreError, r"already holds a PEF store; pass overwrite=True to replace it",
+    Case("save_pefs over a store", StoreError, r"already holds a PEF store; pass overwrite=True \(--overwrite on the command line\) to replace it",
          lambda tmp: save_pefs(planted_lrm(10, 30, 2).pefs, tmp / "pefs"), _save_over_a_store),
     Case("PEFs from a dense array with NaN", ValueError, r"A holds NaN or infinite values.*compute them again", _nan_pefs),
     Case("PEFs from a dense array with labels out of range", ValueError, r"label 5 of example 1 is out of range: labels must be in 0\.\.2",

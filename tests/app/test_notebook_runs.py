@@ -258,3 +258,18 @@ def test_an_unknown_kernel_or_an_out_that_is_a_file_is_refused_before_anything_i
     with pytest.raises(Exception, match="notes.txt is a file, not a folder"):
         run_notebook(notebook, tmp_path / "notes.txt", {"seed": 1}, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "small.ipynb"]
+
+
+def test_a_folder_of_the_user_s_files_or_a_second_output_folder_is_refused(tmp_path):
+    """run --out thesis/ wrote a whole run beside thesis.tex (demo --out refused that folder), and
+    -p output_folder elsewhere sent the run there while the record and the page stayed in --out."""
+    notebook = QUICKSTART
+    (tmp_path / "thesis").mkdir()
+    (tmp_path / "thesis" / "thesis.tex").write_text("mine")
+    with pytest.raises(ValueError, match=r"holds files and is not a run folder"):
+        run_notebook(notebook, tmp_path / "thesis", QUICKSTART_SMALL, progress=False)
+    assert [p.name for p in (tmp_path / "thesis").iterdir()] == ["thesis.tex"]
+    with pytest.raises(ValueError, match=r"the notebook's output_folder is its out folder .*--out .*elsewhere"):
+        run_notebook(notebook, tmp_path / "out", dict(QUICKSTART_SMALL, output_folder=str(tmp_path / "elsewhere")),
+                     progress=False)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "elsewhere").exists()

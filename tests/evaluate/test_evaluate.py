@@ -47,3 +47,20 @@ def test_quick_run_writes_every_table(quick_report):
     cross = _rows(quick_report, "Does the model use both strategies?")
     assert cross and all(float(v) >= 0 for row in cross for v in row[1:])
     assert re.search(r"tiny BERT \(scope no-head, seed 0\): component \d+, KL ratio [\d.]+", quick_report)
+
+
+def test_quick_never_replaces_the_cited_figures_and_refuses_what_it_would_drop(monkeypatch, tmp_path, capsys):
+    """--quick wrote over docs/evaluation.md, which the docs cite, and dropped --base minilm without a word."""
+    import workbench.evaluate as evaluate
+
+    written = []
+    monkeypatch.setattr(evaluate, "evaluate", lambda out, **kwargs: written.append((out, kwargs)) or out)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "docs").mkdir()
+    assert main(["--quick"]) == 0 and written[-1][0] == "evaluation-quick.md"
+    assert written[-1][1]["n_examples"] == evaluate.QUICK_EXAMPLES and written[-1][1]["bases"] == ["tiny"]
+    assert main([]) == 0 and written[-1][0] == "docs/evaluation.md" and written[-1][1]["bases"] == ["tiny", "minilm"]
+    for wrong in (["--quick", "--base", "minilm"], ["--quick", "--n-examples", "600"]):
+        with pytest.raises(SystemExit):
+            main(wrong)
+        assert "--quick runs the tiny model" in capsys.readouterr().err

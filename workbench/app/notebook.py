@@ -33,7 +33,7 @@ from pathlib import Path
 from ..core.arguments import user_path
 from .. import report
 from ..store.files import atomic_path, check_folder
-from .run_folder import RUN_RECORD, RunRecorder, now, read_run_record, write_run_record
+from .run_folder import RUN_RECORD, RunRecorder, check_new_run_folder, now, read_run_record, write_run_record
 
 logger = logging.getLogger(__name__)
 
@@ -211,10 +211,14 @@ def run_notebook(notebook: str | os.PathLike, out: str | os.PathLike, parameters
         raise FileNotFoundError(f"{notebook} is not a notebook file (.ipynb)")
     values, declared = resolve_parameters(notebook, dict(parameters or {}))
     check_folder(out, "the notebook's outputs")
+    check_new_run_folder(out)  # its run.json, written next, would vouch for a folder of the user's files
     if kernel_name is not None:
         _check_kernel(kernel_name)
     if OUTPUT_PARAMETER in declared:
-        values.setdefault(OUTPUT_PARAMETER, str(out))
+        given = values.setdefault(OUTPUT_PARAMETER, str(out))
+        if user_path(given).resolve() != out.resolve():  # the run would go there, the record and the page here
+            raise ValueError(f"the notebook's {OUTPUT_PARAMETER} is its out folder ({out}), got {given!r} as well: pass "
+                             f"that folder as out (--out {given} on the command line) and leave {OUTPUT_PARAMETER} out")
     injected = sorted(values)
     out.mkdir(parents=True, exist_ok=True)
     executed = out / notebook.name

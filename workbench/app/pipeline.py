@@ -17,8 +17,9 @@ from ..core.kinds import KINDS
 from ..npeff import estimator_for
 from ..runner import write_pefs
 from ..store.files import StoreError, atomic_path, read_json
-from ..store.lock import LOCK, exclusive
-from .run_folder import COMPONENTS, DECOMPOSITION, EXAMPLES, MODEL, PEFS, RUN_RECORD, Run, RunRecorder
+from ..store.lock import exclusive
+from .run_folder import (COMPONENTS, DECOMPOSITION, EXAMPLES, MODEL, PEFS, Run, RunRecorder,
+                         check_new_run_folder)
 
 logger = logging.getLogger(__name__)
 
@@ -145,16 +146,6 @@ def fit_stage(recorder: RunRecorder, out: Path, pefs, kind: str, n_components: i
         recorder.wrote(DECOMPOSITION)
         recorder.figure("final_loss", estimator.final_loss_)
     return estimator
-
-
-def check_new_run_folder(out: Path) -> None:
-    """A run writes its model, PEFs and results into ``out``, replacing what is there: a folder
-    with files and no run record might be the user's, and is refused."""
-    # the lock is all a run killed before its first record leaves
-    if out.is_dir() and not (out / RUN_RECORD).exists() and any(p.name != LOCK for p in out.iterdir()):
-        raise ValueError(f"{out} holds files and is not a run folder (it has no {RUN_RECORD}): a run writes its "
-                         f"model, PEFs and results into its folder, replacing what is there; choose a new or empty "
-                         f"folder, such as {out / 'run'}")
 
 
 def write_or_resume_pefs(path: Path, *args, **kwargs):

@@ -37,6 +37,7 @@ from .. import report
 from ..store.files import (CHECKSUM, StoreError, check_folder, check_format, file_checksum, json_default, read_header,
                            read_json, write_json, writing)
 from ..store.formats import RUN_RECORD as RUN_FORMAT
+from ..store.lock import LOCK
 from ..store.pef_store import PefStore, load_pefs
 
 RUN_RECORD = "run.json"
@@ -83,6 +84,16 @@ def environment(device=None) -> dict:
     if device is not None and torch.device(device).type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return env
+
+
+def check_new_run_folder(out: Path) -> None:
+    """A run writes its model, PEFs and results into ``out``, replacing what is there: a folder
+    with files and no run record might be the user's, and is refused."""
+    # the lock is all a run killed before its first record leaves
+    if out.is_dir() and not (out / RUN_RECORD).exists() and any(p.name != LOCK for p in out.iterdir()):
+        raise ValueError(f"{out} holds files and is not a run folder (it has no {RUN_RECORD}): a run writes its "
+                         f"model, PEFs and results into its folder, replacing what is there; choose a new or empty "
+                         f"folder, such as {out / 'run'}")
 
 
 class RunRecorder:

@@ -29,7 +29,8 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         if not torch.cuda.is_available():
             raise ValueError(
                 f"device {str(device)!r} was asked for but this machine has no usable CUDA GPU "
-                "(torch.cuda.is_available() is False); use device='cpu', or device=None to pick automatically"
+                "(torch.cuda.is_available() is False); use device='cpu', or leave device out (None: a PEF run "
+                "computes where the model is, a fit on CUDA when there is one; on the command line, leave out --device)"
             )
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
             raise ValueError(

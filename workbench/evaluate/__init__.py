@@ -38,6 +38,9 @@ from .measure import Setting, Workspace, cross_perturbation, measure
 __all__ = ["Setting", "Workspace", "main", "plan", "evaluate"]
 
 
+QUICK_EXAMPLES = 160  # the examples of a --quick run, at most
+
+
 def plan(bases, seeds, quick: bool = False) -> dict[str, list[Setting]]:
     """The settings of each table; ``quick`` shrinks every fit (tiny model only)."""
     size = dict(n_components=4, n_values=1024, n_iters_g_only=10, n_iters_joint=40) if quick else {}
@@ -101,20 +104,27 @@ def _write(out, results, crosses, workspace, bases, seeds, started, load_before,
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workbench.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--base", nargs="+", choices=["tiny", "minilm"], default=["tiny", "minilm"],
-                        help="models to evaluate (default: both)")
+    parser.add_argument("--base", nargs="+", choices=["tiny", "minilm"], default=None,
+                        help="models to evaluate (default: both; --quick: tiny only)")
     parser.add_argument("--seeds", nargs="+", type=at_least(0), default=[0, 1],
-                        help="the first gives every table; the others the KL rows")
-    parser.add_argument("--n-examples", type=at_least(20), default=600)
-    parser.add_argument("--out", default="docs/evaluation.md", help="markdown file to write")
+                        help="the first gives every table; the others the KL rows (default: 0 1)")
+    parser.add_argument("--n-examples", type=at_least(20), default=None,
+                        help=f"examples analysed per run (default: 600; --quick: at most {QUICK_EXAMPLES})")
+    parser.add_argument("--out", default=None,
+                        help="markdown file to write (default: docs/evaluation.md; --quick: evaluation-quick.md, so that "
+                             "a quick run never replaces the figures the docs cite)")
     parser.add_argument("--quick", action="store_true", help="a small run on the tiny model (about a minute)")
     args = parser.parse_args(argv)
+    if args.quick and (args.base not in (None, ["tiny"]) or (args.n_examples or 0) > QUICK_EXAMPLES):
+        parser.error(f"--quick runs the tiny model on at most {QUICK_EXAMPLES} examples: leave out --base minilm and "
+                     "larger --n-examples, or leave out --quick")
+    args.out = args.out or ("evaluation-quick.md" if args.quick else "docs/evaluation.md")
     try:  # before the minutes of measuring
         check_output_file(args.out, "--out", "evaluation.md")
     except ValueError as error:
         parser.error(str(error))
-    bases = ["tiny"] if args.quick else args.base
-    n_examples = min(args.n_examples, 160) if args.quick else args.n_examples
+    bases = ["tiny"] if args.quick else args.base or ["tiny", "minilm"]
+    n_examples = args.n_examples or (QUICK_EXAMPLES if args.quick else 600)
     command = "python -m workbench.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
     path = evaluate(args.out, bases=bases, seeds=args.seeds, n_examples=n_examples, quick=args.quick, command=command.strip())
     print(f"wrote {path}")

@@ -202,7 +202,7 @@ class PefStoreWriter:
             state = "a complete" if existing.get("complete") else "an unfinished"
             raise StoreError(
                 f"{out} already holds {state} PEF store made with other arguments (differs: {', '.join(differ)}); "
-                "pass overwrite=True to replace it, or choose another folder"
+                "pass overwrite=True (--overwrite on the command line) to replace it, or choose another folder"
             )
 
     def open(self, existing: dict | None, done: set[int]) -> None:
@@ -294,7 +294,7 @@ def save_pefs(pefs, path: str | os.PathLike, examples_per_chunk: int = 1024, *, 
                          "came from (a model in half precision, a diverged training) and compute them again")
     seen = manifest_bytes(path)
     if existing_manifest(path, overwrite) is not None:
-        raise StoreError(f"{path} already holds a PEF store; pass overwrite=True to replace it, or choose another folder")
+        raise StoreError(f"{path} already holds a PEF store; pass overwrite=True (--overwrite on the command line) to replace it, or choose another folder")
     starts = list(range(0, n, examples_per_chunk))
     writer = PefStoreWriter(path, new_manifest(pefs.kind, pefs.info, pefs.layout, n, len(starts), {"pefs": fingerprint_pefs(pefs)}))
     with writer.lock(seen):
