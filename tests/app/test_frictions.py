@@ -102,6 +102,13 @@ def test_bad_paths_are_named_before_any_work(argv, message, tmp_path, caplog):
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def test_a_store_inside_the_model_folder_is_refused(tmp_path, caplog):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    assert main(["pefs", "--out", str(tmp_path / "model" / "pefs"), "--model-path", str(tmp_path / "model")]) == 2
+    assert "is inside the --model-path folder" in caplog.text and not (tmp_path / "model" / "pefs").exists()
+
+
 @pytest.mark.parametrize("module, argv, message", [
     ("bench", ["--repeats", "0"], "--repeats: must be at least 1, got 0"),
     ("bench", ["--threads", "-2"], "--threads: must be at least 1, got -2"),

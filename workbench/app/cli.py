@@ -57,6 +57,10 @@ def _pefs(args: argparse.Namespace) -> int:
         if not (Path(args.model_path) / "config.json").is_file():
             raise ValueError(f"--model-path {args.model_path} is not a saved model folder (no config.json there); pass a "
                              "folder written by model.save_pretrained(...), or leave it out to use the embedded model")
+        model_folder = user_path(args.model_path).resolve()
+        if model_folder in (out := user_path(args.out).resolve(), *out.parents):
+            raise ValueError(f"--out {args.out} is inside the --model-path folder {args.model_path}: the store would be "
+                             "written among the model's files; choose a folder outside it")
     args.base = args.base or "tiny"
     with process_group(args.device, timedelta(minutes=args.timeout_minutes)) as ranks:
         if args.model_path is None and ranks.is_main:  # trained (once, then cached) by rank 0 alone
@@ -199,7 +203,7 @@ class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action):
         help = action.help or ""
-        return help if "default" in help else super()._get_help_string(action)
+        return help if "default" in help or action.required else super()._get_help_string(action)
 
 
 def _describe(commands) -> None:
@@ -241,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     pefs.add_argument("--base", choices=["tiny", "minilm"], default=None,
                       help="model to train on the task, without --model-path (default: tiny)")
     pefs.add_argument("--n-examples", type=POSITIVE, default=600)
-    pefs.add_argument("--seed", type=SEED, default=0, help="of the model and the examples, as in demo")
+    pefs.add_argument("--seed", type=SEED, default=0, help="seed of the examples (and of the embedded model's training, without --model-path)")
     pefs.add_argument("--kind", choices=list(KINDS), default="lrm")
     pefs.add_argument("--n-values", type=POSITIVE, default=8192, help="PEF entries kept per example")
     pefs.add_argument("--batch-size", type=POSITIVE, default=32, help="examples per batch (and per chunk file)")
@@ -253,10 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     fit.add_argument("store", help="PEF store folder")
     fit.add_argument("--out", required=True, help="decomposition file to write (.safetensors), by rank 0")
     fit.add_argument("--n-components", type=POSITIVE, default=16)
-    fit.add_argument("--n-iters-g-only", type=COUNT, default=100, help="D-NPEFF runs g-only + joint iterations")
+    fit.add_argument("--n-iters-g-only", type=COUNT, default=100,
+                     help="iterations that update the components G only, before the joint ones (D-NPEFF has one phase "
+                          "of g-only + joint iterations)")
     fit.add_argument("--n-iters-joint", type=COUNT, default=400)
     fit.add_argument("--min-nonzero-per-col", type=POSITIVE, default=1)
-    fit.add_argument("--seed", type=SEED, default=0)
+    fit.add_argument("--seed", type=SEED, default=0, help="seed of the fit's random start")
     fit.add_argument("--checkpoint", default=None,
                      help="save the fit's state to this file (one per rank under torchrun) every --checkpoint-every "
                           "steps; the same command again resumes from it (default: none)")

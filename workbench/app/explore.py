@@ -80,6 +80,8 @@ class RunExplorer:
 
     @classmethod
     def open(cls, path: str | os.PathLike, **kwargs) -> "RunExplorer":
+        """The run folder at ``path`` (refused, naming what is missing, when its run stopped early);
+        ``kwargs`` as :class:`RunExplorer` takes them (``n_top``, ``model``, ``tokenizer``, ``device``)."""
         return cls(Run.open(path), **kwargs)
 
     def __repr__(self) -> str:

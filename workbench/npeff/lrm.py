@@ -79,7 +79,8 @@ class LrmNpeff(NpeffBase):
         combination of its start and the PEFs' rows, with the examples' Gram matrix
         (n_rows², float64) computed once, and a step then costs n_rows² · r, whatever the
         number of parameters. The same fit either way (up to rounding); "auto" takes the
-        dual on CPU when its Gram matrix is the smaller work and fits in 1 GiB.
+        dual when its Gram matrix is the smaller work and fits in 1 GiB (on a GPU, also only
+        when the problem is large enough that the steps are not bound by kernel launches).
 
     Attributes
     ----------
