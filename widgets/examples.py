@@ -17,8 +17,8 @@ from .static import StaticFallback, on_click_shown
 class ExampleViewer(StaticFallback, w.VBox):
     """Pages through one component's examples, largest coefficient first.
 
-    Orange tokens carry the component's Fisher mass, blue ones cancel part of it (hover for
-    the share); label, prediction (red when wrong) and the coefficient head each example.
+    Orange tokens hold a positive share of the component's Fisher mass, blue ones a negative share
+    (hover for the share); label, prediction (red when wrong) and the coefficient head each example.
     """
 
     def __init__(self, explorer: RunExplorer, *, page_size: int = 5):

@@ -163,7 +163,7 @@ def test_column_headers_carry_their_definitions(workbench):
 def test_examples_show_named_shares_and_a_legend(workbench):
     html = workbench.examples.body.value
     assert "<b>words</b>" in html and "<b>special</b>" in html and "<b>head</b>" in html
-    assert 'class="legend"' in html and "cancels part of it" in html
+    assert 'class="legend"' in html and "a negative share" in html and "not what deleting a word would do" in html
     page = workbench.examples.current
     strongest = max(page.examples[0].visible)
     # The example's strongest word is shaded at full strength whatever [CLS] holds.

@@ -33,7 +33,8 @@ DEFINITIONS: dict[str, str] = {
     "share": "The component's share of the example's summed scaled coefficients.",
     "cos": "|cos| between two components' directions g: 1 the same direction (up to sign), 0 orthogonal.",
     "token share": "A visible token's share of the example's Fisher mass along the component, normalised over the "
-                   "visible tokens (Σ |share| = 1 over them); orange carries the mass, blue cancels part of it.",
+                   "visible tokens (Σ |share| = 1 over them); orange a positive share, blue a negative one (its term "
+                   "points against the rest). Where the mass flows, not what deleting the word would do.",
     "special share": "Share of the example's Fisher mass along the component that flows through special tokens "
                      "([CLS], [SEP], padding markers); not shaded, as no word of the text carries it.",
     "head share": "Share of the example's Fisher mass along the component that flows through parameters with no "

@@ -242,8 +242,9 @@ def percent(value: float, sign: str = "") -> str:
 #: The colour legend and the meaning of the three shares, shown above highlighted examples.
 LEGEND = (
     f'<div class="legend">Token shading: <span class="swatch" style="background:{token_colour(1.0, 1.0)}"></span>'
-    f'carries the component, <span class="swatch" style="background:{token_colour(-1.0, 1.0)}"></span>cancels part '
-    "of it; each example's strongest word (of the largest |share|, in either colour) is fully shaded and underlined; "
+    f'a positive share, <span class="swatch" style="background:{token_colour(-1.0, 1.0)}"></span>a negative share '
+    "(its term points against the rest); shares say where the Fisher mass flows, not what deleting a word would do. "
+    "Each example's strongest word (of the largest |share|, in either colour) is fully shaded and underlined; "
     "a word's share is of the words' total |share| (hover a word for it and for its share of the whole mass). "
     "<b>words</b> + <b>special</b> + <b>head</b> = 100% of the example's Fisher mass along the component: "
     "<b>special</b> flows through [CLS]/[SEP]-like tokens, <b>head</b> through the classification head (pooler, "
