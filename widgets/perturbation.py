@@ -141,10 +141,12 @@ class PerturbationPanel(StaticFallback, w.VBox):
             return
         signs = DIRECTIONS[self.direction.value]
         ratio = f"{result.ratio(signs):.3g}"  # of the signs shown, as the chart's title
+        low, high = result.ratio_interval(signs)
+        interval = "" if np.isnan(low) else f" (95% interval over the examples drawn: {low:.3g} to {high:.3g})"
         semi = f", semi-orthogonal (max_sim {result.max_sim:g})" if result.max_sim is not None else ""
         self.summary.value = (
             f'<div class="npeff-perturbation-summary">Component {result.component} at ε = {result.epsilon:.3g}{semi}: '
-            f'KL ratio top/baseline = <b class="npeff-kl-ratio">{ratio}</b> · KL top '
+            f'KL ratio top/baseline = <b class="npeff-kl-ratio">{ratio}</b>{interval} · KL top '
             + ", ".join(f"{s} {result.kl_top[s]:.3g}" for s in signs) + " · KL baseline "
             + ", ".join(f"{s} {result.kl_baseline[s]:.3g}" for s in signs) + "</div>"
         )

@@ -136,9 +136,31 @@ def test_kl_matches_a_direct_computation(embedded):
         p = torch.log_softmax(model(**rows).logits.double(), -1)
         with perturbed(model, decomposition.layout_, -0.2 * perturbation_direction(decomposition, 3)):
             q = torch.log_softmax(model(**rows).logits.double(), -1)
-    expected = float((p.exp() * (p - q)).sum(1).mean())
-    assert result.kl_top["-"] == pytest.approx(expected, rel=1e-6)
+    each = (p.exp() * (p - q)).sum(1).numpy()
+    assert result.kl_top["-"] == pytest.approx(float(each.mean()), rel=1e-6)
+    np.testing.assert_allclose(result.kl_examples["top"]["-"], each, rtol=1e-5, atol=1e-12)
     assert result.n_top == 10 and result.n_baseline == 30
+    assert [len(v) for kl in result.kl_examples.values() for v in kl.values()] == [10, 10, 30, 30]
+
+
+def test_the_ratio_s_interval_is_a_bootstrap_over_the_examples_drawn():
+    """One component's ratio ranged 0.84-23 over ten draws of its 100 baseline examples, and the panel
+    showed one number: the interval says how much the ratio owes to which examples were drawn."""
+    rng = np.random.default_rng(0)
+    kl = {"top": {"+": rng.gamma(2.0, 3.0, 20), "-": rng.gamma(2.0, 1.0, 20)},
+          "baseline": {"+": rng.gamma(0.5, 2.0, 100), "-": rng.gamma(2.0, 1.0, 100)}}
+    result = perturb.PerturbationResult(0, 0.1, None, 20, 100, {s: kl["top"][s].mean() for s in "+-"},
+                                        {s: kl["baseline"][s].mean() for s in "+-"}, {}, {}, kl_examples=kl)
+    low, high = result.ratio_interval(("+",))
+    # the same percentile bootstrap, by hand: top and baseline resampled apart
+    draws = [rng.choice(kl["top"]["+"], (20000, 20)).mean(1) / rng.choice(kl["baseline"]["+"], (20000, 100)).mean(1)]
+    expected = np.percentile(draws[0], [2.5, 97.5])
+    assert low < result.ratio(("+",)) < high
+    assert low == pytest.approx(expected[0], rel=0.05) and high == pytest.approx(expected[1], rel=0.05)
+    assert "95% interval over the examples drawn" in result.explanation
+    assert result.to_dict()["kl_ratio_interval"] == result.ratio_interval()
+    bare = perturb.PerturbationResult(0, 0.1, None, 20, 100, result.kl_top, result.kl_baseline, {}, {})
+    assert np.isnan(bare.ratio_interval()[0]) and "interval" not in bare.explanation
 
 
 def test_sweep_grows_with_epsilon(embedded):

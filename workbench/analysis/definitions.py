@@ -45,7 +45,8 @@ DEFINITIONS: dict[str, str] = {
                     "(ĝ the unit direction): the class the direction pushes toward. NPEFF fits g gᵀ, so the sign of g "
                     "is arbitrary: read + and − together, as the classes the component separates.",
     "kl_ratio": "Mean KL(p_θ ‖ p_θ±εĝ) on the top set over the same on random other examples, for the sign(s) shown; "
-                "well above 1: the direction changes the model selectively on its own examples.",
+                "well above 1: the direction changes the model selectively on its own examples. Beside it, a 95% "
+                "bootstrap interval over the top and baseline examples drawn.",
     "kl_top": "Mean KL divergence between the model's original and perturbed predictions on the top set.",
     "kl_baseline": "The same on random examples outside the top set.",
     "layer": "Transformer layer a parameter belongs to (embeddings and head outside any layer).",
