@@ -89,6 +89,19 @@ def test_decomposition_round_trip(tmp_path):
     np.testing.assert_allclose(back.transform(problem.pefs), est.transform(problem.pefs), rtol=1e-6)
 
 
+def test_the_loss_history_keeps_its_iteration_numbers(tmp_path):
+    """The fit also logs each phase's last step: [0, 10, 20, 24] read back as [0, 10, 20, 30]."""
+    est = LrmNpeff(3, n_iters_g_only=10, n_iters_joint=25, log_every=10, progress=False).fit(planted_lrm(30, 20, 3).pefs)
+    assert est.loss_history_["joint"][-1, 0] == 24
+    write_lrm_decomposition_h5(est, tmp_path / "dec.h5")
+    back = read_lrm_decomposition_h5(tmp_path / "dec.h5")
+    for phase in ("g_only", "joint"):
+        np.testing.assert_array_equal(back.loss_history_[phase][:, 0], est.loss_history_[phase][:, 0])
+    with h5py.File(tmp_path / "dec.h5", "r+") as f:  # a file of the original implementation: index × frequency
+        del f["losses/joint_iterations"]
+    assert read_lrm_decomposition_h5(tmp_path / "dec.h5").loss_history_["joint"][:, 0].tolist() == [0, 10, 20, 30]
+
+
 def test_file_of_another_layout_is_refused(tmp_path):
     with h5py.File(tmp_path / "x.h5", "w") as f:
         f.create_group("data")["something"] = np.zeros(3)

@@ -213,7 +213,11 @@ def write_lrm_decomposition_h5(model: LrmNpeff, path: str | os.PathLike) -> None
         data.attrs["n_classes"] = model.n_slots_  # the original layout's name for the slots
         losses = f.create_group("losses")
         for phase, name in (("g_only", "G_only"), ("joint", "joint")):
-            losses[name] = model.loss_history_.get(phase, np.zeros((0, 2)))[:, 1].astype(np.float32)
+            history = model.loss_history_.get(phase, np.zeros((0, 2)))
+            losses[name] = history[:, 1].astype(np.float32)
+            # the fit also logs each phase's last step, off the frequency: its iteration numbers, beside the
+            # original layout's losses (whose reader rebuilt them as index × frequency)
+            losses[f"{name}_iterations"] = history[:, 0].astype(np.int64)
         losses.attrs["log_loss_frequency"] = model.log_every
 
 
@@ -250,7 +254,9 @@ def read_lrm_decomposition_h5(path: str | os.PathLike, layout: ParameterLayout |
         model.loss_history_ = {}
         for phase, name in (("g_only", "G_only"), ("joint", "joint")):
             losses = f["losses"][name][()] if "losses" in f and name in f["losses"] else np.zeros(0)
-            model.loss_history_[phase] = np.stack([np.arange(losses.size) * frequency, losses], axis=1).astype(np.float64)
+            logged = f"losses/{name}_iterations"
+            iterations = f[logged][()] if logged in f and f[logged].shape == losses.shape else np.arange(losses.size) * frequency
+            model.loss_history_[phase] = np.stack([iterations, losses], axis=1).astype(np.float64)
         return model
 
 
