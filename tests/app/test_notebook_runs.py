@@ -25,7 +25,8 @@ def test_parameters_are_declared_with_types_in_the_parameters_cell():
     declared = notebook_parameters(QUICKSTART)
     assert list(declared) == ["model_path", "n_examples", "n_components", "n_iters_g_only", "n_iters_joint", "seed",
                               "device", "output_folder", "epsilon"]
-    assert declared["n_components"] == NotebookParameter("n_components", (int,), 16, "NPEFF components")
+    assert declared["n_components"] == NotebookParameter("n_components", (int,), 16, "NPEFF components (at least 1)")
+    assert declared["n_components"].bound == ("at least", 1) and declared["epsilon"].bound == ("more than", 0)
     assert declared["model_path"].types == (str, type(None)) and declared["model_path"].default is None
     assert set(notebook_parameters(ANALYSIS)) >= {"run_folder", "component", "epsilon", "device", "output_folder"}
 
@@ -258,6 +259,22 @@ def test_an_unknown_kernel_or_an_out_that_is_a_file_is_refused_before_anything_i
     with pytest.raises(Exception, match="notes.txt is a file, not a folder"):
         run_notebook(notebook, tmp_path / "notes.txt", {"seed": 1}, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "small.ipynb"]
+
+
+@pytest.mark.parametrize("notebook, parameters, message", [
+    (QUICKSTART, {"epsilon": -1.0}, r"'epsilon' must be more than 0, got -1\.0; it is: perturbation size"),
+    (QUICKSTART, {"n_components": 0}, r"'n_components' must be at least 1, got 0"),
+    (ANALYSIS, {"n_examples": 0}, r"'n_examples' must be at least 1, got 0; it is: top examples to show"),
+    (QUICKSTART.with_name("checkpoints.ipynb"), {"strategy": "matching"},
+     r"'strategy' must be one of \['transform', 'match', 'both'\], got 'matching'"),
+])
+def test_values_out_of_the_declared_bounds_are_refused_before_anything_is_written(notebook, parameters, message,
+                                                                                  tmp_path):
+    """-p epsilon -1 was refused in the notebook's last cells, after the whole PEF run and fit had written a run
+    folder; -p n_examples 0 of the analysis notebook named page_size, an argument the user never set."""
+    with pytest.raises(ValueError, match=message):
+        run_notebook(notebook, tmp_path / "out", parameters, progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_folder_of_the_user_s_files_or_a_second_output_folder_is_refused(tmp_path):

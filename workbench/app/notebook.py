@@ -62,6 +62,18 @@ class NotebookParameter:
     def describe(self) -> str:
         return " or ".join("None" if t is type(None) else t.__name__ for t in self.types)
 
+    @property
+    def bound(self) -> tuple[str, float] | None:
+        """("at least" or "more than", N), where the help says "(at least N)" or "(more than N)"."""
+        match = re.search(r"\((at least|more than) (-?\d+(?:\.\d+)?)\)", self.help)
+        return (match.group(1), float(match.group(2))) if match else None
+
+    @property
+    def choices(self) -> list[str] | None:
+        """The values allowed, where the help starts with them: ``"transform", "match" or "both"``."""
+        match = re.match(r'^((?:"[^"]+", )*"[^"]+" or "[^"]+")', self.help)
+        return re.findall(r'"([^"]+)"', match.group(1)) if match else None
+
 
 @dataclass(frozen=True)
 class NotebookRun:
@@ -126,12 +138,22 @@ def notebook_parameters(path: str | os.PathLike) -> dict[str, NotebookParameter]
 
 
 def check_value(parameter: NotebookParameter, value) -> None:
-    """Raise TypeError when ``value`` is not of the parameter's declared type (ints pass as floats)."""
+    """Raise TypeError when ``value`` is not of the parameter's declared type (ints pass as floats), and
+    ValueError when it is not "(at least N)" or "(more than N)", or not one of the choices its help states."""
     allowed = parameter.types + ((int,) if float in parameter.types else ())
     if isinstance(value, bool) and bool not in parameter.types or not isinstance(value, allowed):
         raise TypeError(f"notebook parameter {parameter.name!r} must be {parameter.describe()}, "
                         f"got {value!r} ({type(value).__name__})"
                         + (f"; it is: {parameter.help}" if parameter.help else ""))
+    # the bounds its help states, checked before the notebook runs: a bad value was found in the notebook's own
+    # cells, after its files were written (an epsilon of -1 after the whole PEF run and fit)
+    bound, choices = parameter.bound, parameter.choices
+    if value is not None and bound is not None and not isinstance(value, str) and not (
+            value >= bound[1] if bound[0] == "at least" else value > bound[1]):
+        raise ValueError(f"notebook parameter {parameter.name!r} must be {bound[0]} {bound[1]:g}, got {value!r}; "
+                         f"it is: {parameter.help}")
+    if value is not None and choices is not None and value not in choices:
+        raise ValueError(f"notebook parameter {parameter.name!r} must be one of {choices}, got {value!r}")
 
 
 def check_parameters(namespace: dict) -> None:
