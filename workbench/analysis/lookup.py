@@ -62,3 +62,26 @@ def coefficients_of_texts(model, tokenizer, decomposition, texts: Sequence[str],
     started = time.perf_counter()
     W = decomposition.transform(pefs_of_texts(model, tokenizer, decomposition, texts, **kwargs))
     return W, time.perf_counter() - started
+
+
+def deletion_effects(model, tokenizer, decomposition, text: str, component: int, **kwargs) -> pd.DataFrame:
+    """What ``text``'s coefficient on ``component`` depends on, by intervention: each word deleted in
+    turn and the coefficient fitted again (:func:`coefficients_of_texts`; keyword arguments go
+    there). The token shading says where the Fisher mass along the component flows; this says
+    which words the coefficient needs. One row per word, largest drop first: ``word``, its
+    ``start`` and ``stop`` in the text, the ``coefficient`` without it and the ``drop``, 1 − that
+    over the text's own coefficient (fitted the same way; 1: the word carries all of it, below 0:
+    the coefficient rises without it)."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"text must be a non-empty string, got {text!r}")
+    words = [(m.group(), m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+    if len(words) < 2:
+        raise ValueError(f"{text!r} is one word: without it no text is left to fit; pass a text of two words or more")
+    edited = [(text[:start].rstrip() + " " + text[stop:].lstrip()).strip() for _, start, stop in words]
+    W, _ = coefficients_of_texts(model, tokenizer, decomposition, [text, *edited], **kwargs)
+    own, without = float(W[0, component]), W[1:, component].astype(np.float64)
+    frame = pd.DataFrame({"word": [w for w, _, _ in words], "start": [a for _, a, _ in words],
+                          "stop": [b for _, _, b in words], "coefficient": without,
+                          "drop": 1 - without / own if own > 0 else np.nan})
+    frame.attrs["coefficient"] = own  # the text's own, fitted as the deletions are
+    return frame.sort_values("drop", ascending=False, kind="stable").reset_index(drop=True)

@@ -503,6 +503,20 @@ class RunExplorer:
                                                max_length=self.max_length)
         return Lookup(example, loadings(W[0], self.decomposition.components_, kind=kind, n=n), seconds=seconds)
 
+    def deletion_effects(self, component: int, example: int | str) -> pd.DataFrame:
+        """``analysis.lookup.deletion_effects`` of ``component`` on an example of the run (its number) or a text:
+        each word deleted in turn, the coefficient fitted again, the words it depends on first."""
+        from ..analysis.lookup import deletion_effects
+
+        component = self._check_component(component)
+        if isinstance(example, (int, np.integer)) and not isinstance(example, bool):
+            example = str(self.examples["text"].iloc[item_index(example, self.W.shape[0], "example", "examples")])
+        model, tokenizer = self.model_and_tokenizer()
+        with self.model_lock:
+            return deletion_effects(model, tokenizer, self.decomposition, example, component,
+                                    kind=self.run.params.get("kind", "lrm"), n_values=self.run.params.get("n_values", 8192),
+                                    device=self.device, max_length=self.max_length)
+
     def definitions(self) -> pd.DataFrame:
         """What every column of the component table and every number of the panels means (one row each)."""
         from ..analysis.definitions import DEFINITIONS, definition, definitions_frame
