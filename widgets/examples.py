@@ -32,13 +32,18 @@ class ExampleViewer(StaticFallback, w.VBox):
         self.previous = w.Button(description="◀ previous", disabled=True, layout=w.Layout(width="110px"))
         self.next = w.Button(description="next ▶", disabled=True, layout=w.Layout(width="110px"))
         self.highlight = w.Checkbox(True, description="highlight tokens", indent=False, layout=w.Layout(width="150px"))
+        self.deletion_button = w.Button(description="check by deletion", disabled=True, layout=w.Layout(width="150px"),
+                                        tooltip="delete each word of the page's examples in turn and fit the coefficient "
+                                                "again: the words it needs, beside the shaded one")
+        self.deletion_button.on_click(on_click_shown(self.check_deletions))
+        self.deletions: list | None = None  # the page's deletion check: (example, strongest word, effects)
         self.status = w.HTML()
         self.body = w.HTML()
         self.previous.on_click(on_click_shown(lambda: self.show(self.component, self.current.page - 1)))
         self.next.on_click(on_click_shown(lambda: self.show(self.component, self.current.page + 1)))
         self.highlight.observe(on_click_shown(lambda: self.show(self.component, self.current.page if self.current else 0)), names="value")
-        controls = w.HBox([self.previous, self.next, self.highlight, self.status],
-                          layout=w.Layout(align_items="center"))
+        controls = w.HBox([self.previous, self.next, self.highlight, self.deletion_button, self.status],
+                          layout=w.Layout(align_items="center", flex_flow="row wrap"))
         super().__init__([self.title, controls, self.body])
         self.add_class("npeff-example-viewer")
 
@@ -68,7 +73,8 @@ class ExampleViewer(StaticFallback, w.VBox):
             raise
         if request != self.requests:  # a later show (another page, component or highlight) is on its way
             return result
-        self.current = result
+        self.current, self.deletions = result, None
+        self.deletion_button.disabled = not self.explorer.has_model
         self.title.value = f"{component_title(self.explorer, component)}: top examples"
         self.body.value = report.examples_page_html(result)
         self.previous.disabled = result.page == 0
@@ -76,10 +82,30 @@ class ExampleViewer(StaticFallback, w.VBox):
         self.status.value = ""
         return result
 
+    def check_deletions(self) -> list:
+        """The deletion check of the page shown (``RunExplorer.deletion_effects`` of each example), shown below it;
+        returns [(example, strongest word, effects)]."""
+        if self.current is None:
+            raise ValueError("no page shown: select a component first")
+        page, request = self.current, self.requests
+        self.status.value = "<i>deleting words…</i>"
+        try:
+            checks = [(e.example, e.strongest_token, self.explorer.deletion_effects(page.component, e.example))
+                      for e in page.examples]
+        except Exception as error:
+            self.status.value = report.fragment(report.error_html(f"{type(error).__name__}: {error}", traceback.format_exc()))
+            raise
+        self.status.value = ""
+        if request == self.requests:  # still the page shown
+            self.deletions = checks
+            self.body.value = report.examples_page_html(page) + report.fragment(report.deletions_html(checks))
+        return checks
+
     def static_html(self) -> str:
         if self.current is None:
             return report.fragment("<i>No component selected.</i>")
-        return report.fragment(f"<div>{self.title.value}</div>" + report.examples_page_html(self.current))
+        deletions = report.fragment(report.deletions_html(self.deletions)) if self.deletions else ""
+        return report.fragment(f"<div>{self.title.value}</div>" + report.examples_page_html(self.current)) + deletions
 
     def static_text(self) -> str:
         return "No component selected." if self.current is None else repr(self.current)

@@ -136,6 +136,26 @@ def test_a_background_fill_never_replaces_the_page_the_user_turned_to(workbench)
     assert viewer.show(component, unless_shown_since=viewer.requests).page == 0  # nothing since: it shows
 
 
+def test_the_deletion_check_shows_what_each_example_s_coefficient_needs(workbench, many):
+    from widgets import ExampleViewer
+
+    viewer = workbench.examples
+    workbench.select(0)
+    viewer.show(0)
+    assert not viewer.deletion_button.disabled
+    viewer.deletion_button.click()
+    assert len(viewer.deletions) == len(viewer.current.examples)
+    example, strongest, effects = viewer.deletions[0]
+    assert effects.equals(workbench.explorer.deletion_effects(0, example))
+    assert "Deletion check" in viewer.body.value and f"{effects['drop'].iloc[0]:.0%}" in viewer.body.value
+    assert "Deletion check" in viewer.static_html()
+    viewer.next.click()  # another page: its check is not the one shown
+    assert viewer.deletions is None and "Deletion check" not in viewer.body.value
+    bare = ExampleViewer(many)
+    bare.show(0)
+    assert bare.deletion_button.disabled  # no model/: nothing to fit again
+
+
 def test_readings_wait_for_a_perturbation_that_moves_the_weights(workbench):
     """The trace and the label scores ran outside the model lock, and every reading undid the
     weights of a perturbation in flight on another thread: a check clicked during the first

@@ -352,6 +352,26 @@ def examples_page_html(page) -> str:
     return fragment("".join(parts))
 
 
+def deletions_html(checks) -> str:
+    """The deletion check of a page of examples: ``checks`` of (example number, the shading's strongest
+    word or None, ``analysis.lookup.deletion_effects`` frame). Per example, the words whose deletion
+    costs the coefficient most, beside what deleting the shaded word costs."""
+    rows = []
+    for example, strongest, effects in checks:
+        needed = ", ".join(f"<bdi>{escape(w)}</bdi> {d:.0%}" for w, d in zip(effects["word"][:3], effects["drop"][:3]))
+        shaded = ""
+        if strongest:
+            named = effects[effects["word"].str.contains(strongest.strip(), regex=False, case=False)]
+            if len(named):
+                shaded = f"<bdi>{escape(strongest.strip())}</bdi> {named['drop'].max():.0%}"
+        rows.append(f"<tr><td>{int(example)}</td><td>{shaded}</td><td>{needed}</td></tr>")
+    return ('<div class="deletions"><div class="caption">Deletion check: each word deleted in turn and the coefficient '
+            "fitted again; the drop is the share of the coefficient lost without the word. The shading says where the "
+            'Fisher mass flows, this what the coefficient needs.</div><div class="table-wrap"><table class="npeff-table">'
+            "<thead><tr><th>example</th><th>shaded strongest word</th><th>words it needs most</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table></div></div>")
+
+
 def error_html(message: str, details: str = "") -> str:
     more = f"<details><summary>details</summary>{escape(details)}</details>" if details else ""
     return f'<div class="error">{escape(message)}{more}</div>'
