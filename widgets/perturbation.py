@@ -109,6 +109,8 @@ class PerturbationPanel(StaticFallback, w.VBox):
 
                 def step(result, done, total):
                     results[result.epsilon] = result
+                    if component != self.component:  # another component's panel now: its progress is not this one
+                        return
                     self.progress.value = done + 1
                     self.status.value = f"<i>ε {done} of {total} done…</i>"
 
@@ -141,8 +143,7 @@ class PerturbationPanel(StaticFallback, w.VBox):
             return
         signs = DIRECTIONS[self.direction.value]
         ratio = f"{result.ratio(signs):.3g}"  # of the signs shown, as the chart's title
-        low, high = result.ratio_interval(signs)
-        interval = "" if np.isnan(low) else f" (95% interval over the examples drawn: {low:.3g} to {high:.3g})"
+        interval = result.interval_text(signs) if hasattr(result, "interval_text") else ""
         semi = f", semi-orthogonal (max_sim {result.max_sim:g})" if result.max_sim is not None else ""
         self.summary.value = (
             f'<div class="npeff-perturbation-summary">Component {result.component} at ε = {result.epsilon:.3g}{semi}: '

@@ -150,7 +150,8 @@ def test_the_ratio_s_interval_is_a_bootstrap_over_the_examples_drawn():
     kl = {"top": {"+": rng.gamma(2.0, 3.0, 20), "-": rng.gamma(2.0, 1.0, 20)},
           "baseline": {"+": rng.gamma(0.5, 2.0, 100), "-": rng.gamma(2.0, 1.0, 100)}}
     result = perturb.PerturbationResult(0, 0.1, None, 20, 100, {s: kl["top"][s].mean() for s in "+-"},
-                                        {s: kl["baseline"][s].mean() for s in "+-"}, {}, {}, kl_examples=kl)
+                                        {s: kl["baseline"][s].mean() for s in "+-"}, dict.fromkeys(["original", "+", "-"], 1.0),
+                                        dict.fromkeys(["original", "+", "-"], 0.9), kl_examples=kl)
     low, high = result.ratio_interval(("+",))
     # the same percentile bootstrap, by hand: top and baseline resampled apart
     draws = [rng.choice(kl["top"]["+"], (20000, 20)).mean(1) / rng.choice(kl["baseline"]["+"], (20000, 100)).mean(1)]
@@ -158,6 +159,12 @@ def test_the_ratio_s_interval_is_a_bootstrap_over_the_examples_drawn():
     assert low < result.ratio(("+",)) < high
     assert low == pytest.approx(expected[0], rel=0.05) and high == pytest.approx(expected[1], rel=0.05)
     assert "95% interval over the examples drawn" in result.explanation
+    text = result.interval_text(("+",))
+    assert text == f" (95% interval over the examples drawn: {low:#.3g} to {high:#.3g})"  # 4.00 beside 1.68, not 4
+    from workbench import report
+
+    assert text in report.perturbation_html(result, signs=("+",))  # the caption, beside the ratio
+    assert report.kl_figure(result, ("+",)).layout.title.text.endswith(f"<br>95% interval: {low:#.3g} to {high:#.3g}")
     assert result.to_dict()["kl_ratio_interval"] == result.ratio_interval()
     bare = perturb.PerturbationResult(0, 0.1, None, 20, 100, result.kl_top, result.kl_baseline, {}, {})
     assert np.isnan(bare.ratio_interval()[0]) and "interval" not in bare.explanation

@@ -180,6 +180,8 @@ def test_right_to_left_texts_keep_the_numbers_around_them_in_place(hostile):
     page = hostile.top_examples(1, page_size=1)
     card = report.example_html(page.examples[0], lambda label: hebrew)
     assert f"label <bdi>{hebrew}</bdi>" in card and f"<bdi>{hebrew}</bdi>" in card.split("prediction", 1)[1]
+    card = report.example_html(page.examples[0], lambda label: f"{label} ({hebrew})")  # the number stays before the name
+    assert f"label {page.examples[0].label} (<bdi>{hebrew}</bdi>)" in card
     assert "strongest word <b><bdi>" in card and '<div class="tokens" dir="auto">' in card
 
 
@@ -205,6 +207,17 @@ def test_chart_titles_are_escaped_and_wrapped_and_log_axes_read_in_powers_of_ten
     for log_figure in (report.kl_figure(perturbation), report.sweep_figure(pd.DataFrame(
             {"set": ["top"], "sign": ["+"], "epsilon": [0.1], "kl": [1e-10]}))):
         assert log_figure.layout.yaxis.type == "log" and log_figure.layout.yaxis.exponentformat == "power"
+
+
+def test_kl_ticks_within_two_decades_read_as_their_whole_values():
+    """plotly's dtick "D2" labelled a KL of 0.5 as "5", drawn below the "1" of 1 (KLs of 0.48 to 0.99)."""
+    from workbench.analysis.perturb import PerturbationResult
+    from workbench.report.charts import log_ticks
+
+    result = PerturbationResult(3, 0.1, None, 20, 100, {"+": 0.99, "-": 0.7}, {"+": 0.48, "-": 0.6}, {}, {})
+    axis = report.kl_figure(result).layout.yaxis
+    assert list(axis.ticktext) == ["0.2", "0.5", "1", "2"] and list(axis.tickvals) == [0.2, 0.5, 1.0, 2.0]
+    assert log_ticks(2e-6, 5e-5)["ticktext"][:3] == ["10⁻⁶", "2×10⁻⁶", "5×10⁻⁶"]
 
 
 def test_long_tick_labels_are_cut_and_kept_whole_in_the_hover():

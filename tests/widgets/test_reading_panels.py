@@ -76,7 +76,7 @@ def test_kl_ratio_follows_the_direction_shown(workbench):
         panel.direction.value = direction
         expected = f"{result.ratio(signs):.3g}"
         assert f'class="npeff-kl-ratio">{expected}<' in panel.summary.value
-        assert panel.kl_chart.figure.layout.title.text.endswith(f"KL ratio top/baseline {expected}")
+        assert f"KL ratio top/baseline {expected}<br>95% interval: " in panel.kl_chart.figure.layout.title.text
         assert f"<b>{expected}</b>" in panel.static_html()
     assert result.ratio(("+",)) == pytest.approx(result.kl_top["+"] / result.kl_baseline["+"])
     assert result.kl_ratio == max(result.ratio(("+",)), result.ratio(("-",)))

@@ -219,13 +219,14 @@ class PerturbationResult:
                    else "the direction moves most examples alike, so it is not a strategy of its own examples")
         return (f"Moving the parameters by ε = {self.epsilon:g} along the component ({s}) changes the predictions on "
                 f"its {self.n_top} top examples by a mean KL of {self.kl_top[s]:.3g} and on {self.n_baseline} other "
-                f"examples by {self.kl_baseline[s]:.3g}: {self.kl_ratio:.3g} times as much{self._interval_text()}; "
+                f"examples by {self.kl_baseline[s]:.3g}: {self.kl_ratio:.3g} times as much{self.interval_text()}; "
                 f"{verdict} "
                 f"(a ratio of {SELECTIVE:g} or more is read as selective).")
 
-    def _interval_text(self) -> str:
-        low, high = self.ratio_interval()
-        return "" if np.isnan(low) else f" (95% interval over the examples drawn: {low:.3g} to {high:.3g})"
+    def interval_text(self, signs: Sequence[str] = ("+", "-"), words: str = "95% interval over the examples drawn") -> str:
+        """`` (95% interval ...: low to high)`` of :meth:`ratio_interval` for display; "" without per-example KLs."""
+        low, high = self.ratio_interval(signs)
+        return "" if np.isnan(low) else f" ({words}: {low:#.3g} to {high:#.3g})"  # 4.00 beside 1.68, not 4
 
     @property
     def kl_ratio(self) -> float:

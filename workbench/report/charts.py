@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import textwrap
 import uuid
 from collections.abc import Sequence
@@ -29,6 +30,22 @@ TITLE_LINE = 44
 MODEBAR = 38
 #: A log axis labelled in powers of ten: plotly's default SI prefixes wrote a KL of 1e-10 as "100p".
 LOG_AXIS = dict(type="log", exponentformat="power")
+
+
+def log_ticks(low: float, high: float) -> dict:
+    """Ticks at 1, 2 and 5 of each power of ten around [low, high], each labelled with its whole value:
+    plotly's own (dtick "D2") labelled 0.5 as "5", drawn below the "1" of 1, on a chart of KLs of 0.48-0.99."""
+    ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1)
+             for m in (1, 2, 5) if low / 2.5 <= m * 10.0 ** e <= high * 2.5]
+    return dict(tickvals=ticks, ticktext=[_tick_text(t) for t in ticks])
+
+
+def _tick_text(value: float) -> str:
+    if 1e-3 <= value < 1e4:
+        return f"{value:g}"
+    mantissa, exponent = f"{value:.0e}".split("e")
+    power = "10" + str(int(exponent)).translate(str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹"))
+    return power if mantissa == "1" else f"{mantissa}×{power}"
 
 
 def with_title(figure, text: str):
@@ -80,9 +97,11 @@ def kl_figure(result=None, signs: Sequence[str] = ("+", "-")):
     if result is not None:
         shown = [v for bar in figure.data for v in bar.y if v > 0]
         if shown and max(shown) / min(shown) < 100:  # within two decades: 1, 2 and 5 of each, not every digit
-            figure.update_yaxes(dtick="D2")
+            figure.update_yaxes(**log_ticks(min(shown), max(shown)))
         ratio = result.ratio(signs) if hasattr(result, "ratio") else result.kl_ratio
-        with_title(figure, f"Component {result.component}, ε = {result.epsilon:g}\nKL ratio top/baseline {ratio:.3g}")
+        interval = result.interval_text(signs, "95% interval") if hasattr(result, "interval_text") else ""
+        interval = f"\n{interval.strip(' ()')}" if interval else ""  # a line of its own: never cut inside
+        with_title(figure, f"Component {result.component}, ε = {result.epsilon:g}\nKL ratio top/baseline {ratio:.3g}{interval}")
     return figure
 
 
@@ -181,7 +200,9 @@ def perturbation_html(result, *, include_plotlyjs: bool | str = False, signs: Se
     summary = (f"<h3>Perturbation of component {int(result.component)}</h3>"
                f'<div class="caption">ε = {result.epsilon:g}'
                + (f", semi-orthogonal (max_sim = {result.max_sim:g})" if result.max_sim is not None else "")
-               + f": KL ratio top/baseline = <b>{_shown_ratio(result, signs):.3g}</b> ({_sign_note(result, signs)}), "
+               + f": KL ratio top/baseline = <b>{_shown_ratio(result, signs):.3g}</b>"
+               + (escape(result.interval_text(signs)) if hasattr(result, "interval_text") else "")
+               + f" ({_sign_note(result, signs)}), "
                f"{result.n_top} top and {result.n_baseline} baseline examples</div>")
     # Results of workbench.analysis.perturb say in words what the number means (and, when a
     # notebook chose the component for showing, why this one).
@@ -229,7 +250,7 @@ def logit_figure(frame: pd.DataFrame, epsilon: float = 0.1):
 #: One colour per module kind (``analysis.location.MODULE_KINDS``), fixed so that charts compare.
 KIND_COLOURS = {"embeddings": "#8c564b", "attention q": "#1f77b4", "attention k": "#aec7e8", "attention v": "#17becf",
                 "attention qkv": "#1f77b4", "attention o": "#9edae5", "MLP in": "#2ca02c", "MLP out": "#98df8a",
-                "router": "#c5b0d5", "state space": "#e377c2", "LayerNorm": "#bcbd22", "pooler": "#9467bd", "classifier": "#d62728",
+                "router": "#ff7f0e", "state space": "#e377c2", "LayerNorm": "#bcbd22", "pooler": "#9467bd", "classifier": "#d62728",
                 "other": "#7f7f7f"}
 
 
@@ -238,7 +259,8 @@ def location_figure(location: pd.DataFrame):
     import plotly.graph_objects as go
 
     figure = go.Figure(layout=dict(
-        barmode="stack", height=280, margin=dict(l=50, r=10, b=40),
+        # the legend beside it needs a line per kind: a mixture of experts' ten scrolled in 280 px
+        barmode="stack", height=max(280, 110 + 20 * len(location.columns)), margin=dict(l=50, r=10, b=40),
         yaxis=dict(title="share of ‖g‖²", tickformat=".0%"), legend=dict(font=dict(size=10)),
     ))
     with_title(figure, "Where the component lives\nshare of ‖g‖² by layer and module kind")

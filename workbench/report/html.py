@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import re
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -318,11 +319,20 @@ def shares_html(example) -> str:
     return f'<span class="shares">{" ".join(shown)}</span>' if shown else ""
 
 
+def _isolated_label(text: str) -> str:
+    """A label as ``0 (name)``, escaped, the name in <bdi>: a right-to-left name keeps its number and the meta
+    line's order in place (isolating the whole moved the number to the name's other side)."""
+    match = re.fullmatch(r"(\S+) \((.*)\)", text, flags=re.S)
+    if match:
+        return f"{escape(match.group(1))} (<bdi>{escape(match.group(2))}</bdi>)"
+    return f"<bdi>{escape(text)}</bdi>"
+
+
 def example_html(example, label_name=str) -> str:
     wrong = example.label is not None and example.prediction is not None and example.label != example.prediction
-    prediction = f"<bdi>{escape(label_name(example.prediction))}</bdi>"  # a right-to-left name keeps the meta line's order
+    prediction = _isolated_label(label_name(example.prediction))
     meta = [
-        f"#{example.rank + 1}", f"example {example.example}", f"label <bdi>{escape(label_name(example.label))}</bdi>",
+        f"#{example.rank + 1}", f"example {example.example}", f"label {_isolated_label(label_name(example.label))}",
         f'prediction <span class="wrong">{prediction}</span>' if wrong else f"prediction {prediction}",
         f"coefficient {example.coefficient:.4g}",
     ]
