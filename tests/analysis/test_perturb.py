@@ -166,6 +166,13 @@ def test_the_ratio_s_interval_is_a_bootstrap_over_the_examples_drawn():
     assert text in report.perturbation_html(result, signs=("+",))  # the caption, beside the ratio
     assert report.kl_figure(result, ("+",)).layout.title.text.endswith(f"<br>95% interval: {low:#.3g} to {high:#.3g}")
     assert result.to_dict()["kl_ratio_interval"] == result.ratio_interval()
+    for wrong in (dict(confidence=1.5), dict(confidence=float("nan")), dict(confidence=-0.1), dict(n_resamples=1),
+                  dict(n_resamples=True)):
+        with pytest.raises(ValueError, match="confidence must be|n_resamples must be"):
+            result.ratio_interval(**wrong)
+    one = perturb.PerturbationResult(0, 0.1, None, 1, 100, result.kl_top, result.kl_baseline, {}, {},
+                                     kl_examples={"top": {s: v[:1] for s, v in kl["top"].items()}, "baseline": kl["baseline"]})
+    assert np.isnan(one.ratio_interval()[0]) and "interval" not in one.explanation  # one top example: no spread
     bare = perturb.PerturbationResult(0, 0.1, None, 20, 100, result.kl_top, result.kl_baseline, {}, {})
     assert np.isnan(bare.ratio_interval()[0]) and "interval" not in bare.explanation
 

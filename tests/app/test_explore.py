@@ -1,5 +1,7 @@
 """RunExplorer: the component table's filters and pages, example pages with token scores, perturbations."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -259,6 +261,25 @@ def test_an_export_replaces_every_file_of_the_earlier_one(small_synthetic, tmp_p
     with pytest.raises(KeyboardInterrupt):
         small_synthetic.export(folder)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == earlier  # and no staging folder left
+    monkeypatch.undo()
+    # killed while the new files are moved in: each file is the earlier export's or the new one's, none gone
+    # (the earlier files were deleted first, which left an empty folder)
+    moves = []
+
+    real_replace = os.replace
+
+    def replace(source, target):
+        if os.path.dirname(target) == str(folder):  # a move into the export folder, not a staged write
+            if moves:
+                raise KeyboardInterrupt
+            moves.append(target)
+        real_replace(source, target)
+
+    monkeypatch.setattr(export.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        small_synthetic.export(folder)
+    monkeypatch.undo()
+    assert sorted(p.name for p in folder.iterdir()) == sorted(earlier)
 
 
 def test_a_model_given_with_other_weights_is_refused_before_it_reads_anything(embedded_run, embedded):

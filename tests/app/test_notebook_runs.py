@@ -265,6 +265,7 @@ def test_an_unknown_kernel_or_an_out_that_is_a_file_is_refused_before_anything_i
     (QUICKSTART, {"epsilon": -1.0}, r"'epsilon' must be more than 0, got -1\.0; it is: perturbation size"),
     (QUICKSTART, {"n_components": 0}, r"'n_components' must be at least 1, got 0"),
     (ANALYSIS, {"n_examples": 0}, r"'n_examples' must be at least 1, got 0; it is: top examples to show"),
+    (ANALYSIS, {"epsilon": float("inf")}, r"'epsilon' must be a finite number, got inf"),
     (QUICKSTART.with_name("checkpoints.ipynb"), {"strategy": "matching"},
      r"'strategy' must be one of \['transform', 'match', 'both'\], got 'matching'"),
 ])

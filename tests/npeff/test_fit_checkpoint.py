@@ -131,6 +131,30 @@ def test_a_file_that_is_no_fit_checkpoint_is_refused_not_moved_aside(tmp_path):
     assert not list(tmp_path.glob("*.previous"))
 
 
+def test_another_fit_s_save_beside_the_checkpoint_is_never_taken_for_this_one_s(tmp_path, monkeypatch):
+    """An earlier fit's x.ckpt.previous (a later step) was moved over this fit's x.ckpt on resume, and the fit
+    then refused, naming the user's file: the fit's own progress was lost."""
+    import shutil
+
+    from workbench import write_pefs
+    from workbench.distributed import fit_distributed
+    from tests.conftest import tiny_bert, tiny_bert_inputs
+
+    store = write_pefs(tmp_path / "pefs", tiny_bert(3), tiny_bert_inputs(12), n_values=64, progress=False)
+    _lrm(seed=1).fit(store.load(), checkpoint=tmp_path / "a.ckpt", checkpoint_every=5)  # another fit, to its end
+    whole = fit_distributed(_lrm(seed=2), store)
+    saved = _interrupt_before_saving(monkeypatch, at_step=15)
+    with pytest.raises(KeyboardInterrupt):
+        fit_distributed(_lrm(seed=2), store, checkpoint=tmp_path / "x.ckpt", checkpoint_every=5)
+    monkeypatch.undo()
+    assert saved == [5, 10]
+    shutil.copy(tmp_path / "a.ckpt", tmp_path / "x.ckpt.previous")  # the earlier fit's, of a later step
+    mine = (tmp_path / "x.ckpt").read_bytes()
+    resumed = fit_distributed(_lrm(seed=2), store, checkpoint=tmp_path / "x.ckpt", checkpoint_every=5)
+    _assert_same_fit(resumed, whole, "G_")
+    assert (tmp_path / "x.ckpt").read_bytes() != mine  # saved on from its own step 10, not replaced by the other fit's
+
+
 def test_fit_checkpoint_every_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="checkpoint_every must be a positive integer"):
         _lrm().fit(planted_lrm(20, 10, 2).pefs, checkpoint=tmp_path / "c", checkpoint_every=0)

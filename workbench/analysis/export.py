@@ -14,7 +14,7 @@ One call per result, the file format taken from the suffix (``.parquet`` or ``.c
   readable with plain ``safetensors`` (no need for this package).
 
 Every file is written atomically (temporary name, then rename); :func:`export_run` writes them all
-into one folder, as a whole or not at all.
+into one folder, each file over the earlier export's.
 """
 
 from __future__ import annotations
@@ -260,7 +260,8 @@ def export_run(folder: Path, table: pd.DataFrame, W, decomposition, *, format: s
     names = [f"components.{format}", f"coefficients.{format}", "components.safetensors", f"perturbations.{format}"]
     check_export_folder(folder, names)
     folder.mkdir(parents=True, exist_ok=True)
-    # Written aside, then moved in: a killed export leaves the earlier one whole, never part of a new one
+    # Written aside, then each file moved over the earlier export's (one rename each): a killed export leaves every
+    # file whole, the earlier one's or the new one's. Deleting the earlier files first left an empty folder.
     remove_dead_staging(folder / "export")
     (staging := staging_path(folder / "export")).mkdir()
     try:
@@ -272,10 +273,10 @@ def export_run(folder: Path, table: pd.DataFrame, W, decomposition, *, format: s
         if frames:
             written["perturbations"] = export_perturbations(pd.concat(frames, ignore_index=True),
                                                             staging / f"perturbations.{format}")
-        for name in names:  # an earlier export's files go: never a mix of two exports
-            (folder / name).unlink(missing_ok=True)
         for path in written.values():
             os.replace(path, folder / path.name)
+        for name in set(names) - {path.name for path in written.values()}:  # an earlier export's perturbations
+            (folder / name).unlink(missing_ok=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("exported %s to %s", ", ".join(written), folder)

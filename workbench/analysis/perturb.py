@@ -248,9 +248,12 @@ class PerturbationResult:
         0.84-23 over ten baseline draws of 100). (nan, nan) without per-example KLs."""
         from scipy.stats import bootstrap
 
-        if not self.kl_examples:
-            return float("nan"), float("nan")
-        self.ratio(signs)  # the signs checked
+        if not (isinstance(confidence, float) and 0 < confidence < 1):
+            raise ValueError(f"confidence must be a float between 0 and 1 (e.g. 0.95), got {confidence!r}")
+        if not isinstance(n_resamples, int) or isinstance(n_resamples, bool) or n_resamples < 100:
+            raise ValueError(f"n_resamples must be an integer of at least 100 (e.g. 2000), got {n_resamples!r}")
+        if not np.isfinite(self.ratio(signs)) or not self.kl_examples or min(self.n_top, self.n_baseline) < 2:
+            return float("nan"), float("nan")  # no spread to resample: no examples kept, one example, or no ratio
         key = (tuple(signs), confidence, n_resamples, seed)
         if key in self._intervals:  # a panel or report asks again for each view
             return self._intervals[key]

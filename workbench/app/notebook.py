@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import logging
+import math
 import os
 import re
 import time
@@ -148,6 +149,9 @@ def check_value(parameter: NotebookParameter, value) -> None:
     # the bounds its help states, checked before the notebook runs: a bad value was found in the notebook's own
     # cells, after its files were written (an epsilon of -1 after the whole PEF run and fit)
     bound, choices = parameter.bound, parameter.choices
+    if isinstance(value, float) and not math.isfinite(value):  # inf passed "(more than 0)", and failed in a late cell
+        raise ValueError(f"notebook parameter {parameter.name!r} must be a finite number, got {value!r}"
+                         + (f"; it is: {parameter.help}" if parameter.help else ""))
     if value is not None and bound is not None and not isinstance(value, str) and not (
             value >= bound[1] if bound[0] == "at least" else value > bound[1]):
         raise ValueError(f"notebook parameter {parameter.name!r} must be {bound[0]} {bound[1]:g}, got {value!r}; "

@@ -127,12 +127,17 @@ class FitCheckpoint:
     def _agree(self) -> bool:
         """Put this process's save of the latest step every process holds at ``path``; False when
         there is none (the fit starts over)."""
+        # another fit's checkpoint at the path is refused by load(), naming what differs: nothing is moved over it,
+        # and another fit's save beside it (a .previous left by an earlier fit) is never taken for this one's
+        foreign = self.path.exists() and not self._same_fit(read_header(self.path, FIT_CHECKPOINT))
         mine = {}
-        for path in (self.path, self.previous):
-            step = read_header(path, FIT_CHECKPOINT).get("step") if path.exists() else None  # each one ours: __init__
-            if isinstance(step, int):
-                mine.setdefault(step, path)
-        everyone = self.gather_steps(sorted(mine))
+        for path in () if foreign else (self.path, self.previous):
+            header = read_header(path, FIT_CHECKPOINT) if path.exists() else {}  # each one a checkpoint: __init__
+            if isinstance(header.get("step"), int) and self._same_fit(header):
+                mine.setdefault(header["step"], path)
+        everyone = self.gather_steps(sorted(mine))  # every process takes part, whatever it holds
+        if foreign:
+            return True
         common = set(mine).intersection(*map(set, everyone))
         if not common:
             if any(everyone):
@@ -146,6 +151,15 @@ class FitCheckpoint:
         if mine[step] != self.path:
             os.replace(mine[step], self.path)
         return True
+
+    def _same_fit(self, header: dict) -> bool:
+        """Whether a checkpoint's header is of this fit: the same estimator, settings and data."""
+        saved = header.get("settings")
+        if header.get("estimator") != self.estimator or header.get("data") != self.data_fingerprint or not isinstance(saved, dict):
+            return False
+        if "solver" in self.settings:  # checkpoints from before the dual solver were made by the primal
+            saved = {"solver": "primal", **saved}
+        return all(saved.get(k) == self.settings.get(k) for k in set(saved) | set(self.settings))
 
     def due(self, step: int) -> bool:
         return step % self.every == 0
