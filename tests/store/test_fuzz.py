@@ -367,7 +367,8 @@ def test_fuzz_d_pefs_from_dense_shapes(f):
         try:
             pefs = DPefs.from_dense(f)
         except ValueError as err:
-            assert re.search(r"f must have shape \(n_examples, n_parameters\)|D-PEFs are non-negative|needs at least one example", str(err))
+            assert re.search(r"f must have shape \(n_examples, n_parameters\)|D-PEFs are non-negative|needs at least one example"
+                             r"|holds NaN or infinite values; PEFs must be finite", str(err))
             return
     assert pefs.F.shape == f.shape
     _check_fit(lambda: DNpeff(1, n_iters=3, progress=False), pefs)
