@@ -159,6 +159,7 @@ def test_the_ratio_s_interval_is_a_bootstrap_over_the_examples_drawn():
     assert low < result.ratio(("+",)) < high
     assert low == pytest.approx(expected[0], rel=0.05) and high == pytest.approx(expected[1], rel=0.05)
     assert "95% interval over the examples drawn" in result.explanation
+    assert perturb._bound(2623.4) == "2623" and perturb._bound(4.0) == "4.00"  # not 2.62e+03, not 4
     text = result.interval_text(("+",))
     assert text == f" (95% interval over the examples drawn: {low:#.3g} to {high:#.3g})"  # 4.00 beside 1.68, not 4
     from workbench import report

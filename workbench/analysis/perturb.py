@@ -226,7 +226,7 @@ class PerturbationResult:
     def interval_text(self, signs: Sequence[str] = ("+", "-"), words: str = "95% interval over the examples drawn") -> str:
         """`` (95% interval ...: low to high)`` of :meth:`ratio_interval` for display; "" without per-example KLs."""
         low, high = self.ratio_interval(signs)
-        return "" if np.isnan(low) else f" ({words}: {low:#.3g} to {high:#.3g})"  # 4.00 beside 1.68, not 4
+        return "" if np.isnan(low) else f" ({words}: {_bound(low)} to {_bound(high)})"
 
     @property
     def kl_ratio(self) -> float:
@@ -318,6 +318,11 @@ def showcase_component(table: pd.DataFrame, kl_ratio, *, min_purity: float = 0.9
     pure = table[purity_column] >= min_purity
     candidates = ratios[pure] if ratios[pure].notna().any() else ratios
     return int(candidates.idxmax())
+
+
+def _bound(value: float) -> str:
+    """An interval's bound at the precision of its partner: 4.00 beside 1.68 (not 4), 2620 (not 2.62e+03)."""
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:#.3g}"
 
 
 def _ratio(top: float, baseline: float) -> float:
