@@ -57,8 +57,7 @@ def _pefs(args: argparse.Namespace) -> int:
         if not (Path(args.model_path) / "config.json").is_file():
             raise ValueError(f"--model-path {args.model_path} is not a saved model folder (no config.json there); pass a "
                              "folder written by model.save_pretrained(...), or leave it out to use the embedded model")
-        model_folder = user_path(args.model_path).resolve()
-        if model_folder in (out := user_path(args.out).resolve(), *out.parents):
+        if _within(args.out, args.model_path):
             raise ValueError(f"--out {args.out} is inside the --model-path folder {args.model_path}: the store would be "
                              "written among the model's files; choose a folder outside it")
     args.base = args.base or "tiny"
@@ -84,15 +83,20 @@ def _pefs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _within(path, folder) -> bool:
+    """Whether ``path`` is ``folder`` or inside it (both as the user wrote them, resolved)."""
+    folder = user_path(folder).resolve()
+    path = user_path(path).resolve()
+    return folder == path or folder in path.parents
+
+
 def _check_out(out: str, *inputs: str) -> None:
     """``--out`` checked before the work: a file to write, not a folder, nor one of the command's
     inputs or a file inside one (a store), in a folder that exists, nor a file of the user's."""
     from ..store.files import check_replaceable
 
-    target = user_path(out).resolve()
     for given in inputs:
-        source = user_path(given).resolve()
-        if target == source or source in target.parents:
+        if _within(out, given):
             raise ValueError(f"--out {out} would overwrite the input {given}; choose another file")
     check_output_file(out, "--out", "result.safetensors")
     check_replaceable(out, "decomposition or other safetensors file")
@@ -106,7 +110,7 @@ def _fit(args: argparse.Namespace) -> int:
     _check_out(args.out, args.store)
     if args.checkpoint is not None:
         checkpoint = check_output_file(args.checkpoint, "--checkpoint", "fit.ckpt").resolve()
-        if checkpoint == user_path(args.out).resolve() or user_path(args.store).resolve() in (checkpoint, *checkpoint.parents):
+        if checkpoint == user_path(args.out).resolve() or _within(checkpoint, args.store):
             raise ValueError(f"--checkpoint {args.checkpoint} is the --out file or inside the store; give it a file of "
                              "its own")
     with process_group(args.device, timedelta(minutes=args.timeout_minutes)) as ranks:

@@ -498,10 +498,14 @@ class RunExplorer:
             raise ValueError(f"lookup takes an example number or a non-empty text, got {example!r}")
         model, tokenizer = self.model_and_tokenizer()
         with self.model_lock:
-            W, seconds = coefficients_of_texts(model, tokenizer, self.decomposition, [example], kind=kind,
-                                               n_values=self.run.params.get("n_values", 8192), device=self.device,
-                                               max_length=self.max_length)
+            W, seconds = coefficients_of_texts(model, tokenizer, self.decomposition, [example], **self._text_pefs)
         return Lookup(example, loadings(W[0], self.decomposition.components_, kind=kind, n=n), seconds=seconds)
+
+    @property
+    def _text_pefs(self) -> dict:
+        """How a new text's PEF is taken, as the run took its examples': kind, n_values, device, where texts are cut."""
+        return dict(kind=self.run.params.get("kind", "lrm"), n_values=self.run.params.get("n_values", 8192),
+                    device=self.device, max_length=self.max_length)
 
     def deletion_effects(self, component: int, example: int | str) -> pd.DataFrame:
         """``analysis.lookup.deletion_effects`` of ``component`` on an example of the run (its number) or a text:
@@ -513,9 +517,7 @@ class RunExplorer:
             example = str(self.examples["text"].iloc[item_index(example, self.W.shape[0], "example", "examples")])
         model, tokenizer = self.model_and_tokenizer()
         with self.model_lock:
-            return deletion_effects(model, tokenizer, self.decomposition, example, component,
-                                    kind=self.run.params.get("kind", "lrm"), n_values=self.run.params.get("n_values", 8192),
-                                    device=self.device, max_length=self.max_length)
+            return deletion_effects(model, tokenizer, self.decomposition, example, component, **self._text_pefs)
 
     def definitions(self) -> pd.DataFrame:
         """What every column of the component table and every number of the panels means (one row each)."""

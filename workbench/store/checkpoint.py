@@ -92,12 +92,9 @@ class FitCheckpoint:
         if header.get("estimator") != self.estimator:
             raise StoreError(f"the checkpoint {self.path} is of a {header.get('estimator')} fit, not {self.estimator}; "
                              "use another checkpoint path, or delete it")
-        saved_settings = header.get("settings")
-        if not isinstance(saved_settings, dict):
+        if not isinstance(header.get("settings"), dict):
             raise StoreError(f"the checkpoint {self.path} has a damaged header (no settings); delete it to start over")
-        if "solver" in self.settings:  # checkpoints from before the dual solver were made by the primal
-            saved_settings = {"solver": "primal", **saved_settings}
-        differ = sorted(k for k in set(saved_settings) | set(self.settings) if saved_settings.get(k) != self.settings.get(k))
+        saved_settings, differ = self._settings_of(header)
         if differ:
             changes = ", ".join(f"{k}: {saved_settings.get(k)!r} → {self.settings.get(k)!r}" for k in differ)
             raise StoreError(f"the checkpoint {self.path} was made by a fit with other settings ({changes}); "
@@ -152,14 +149,17 @@ class FitCheckpoint:
             os.replace(mine[step], self.path)
         return True
 
-    def _same_fit(self, header: dict) -> bool:
-        """Whether a checkpoint's header is of this fit: the same estimator, settings and data."""
-        saved = header.get("settings")
-        if header.get("estimator") != self.estimator or header.get("data") != self.data_fingerprint or not isinstance(saved, dict):
-            return False
+    def _settings_of(self, header: dict) -> tuple[dict, list[str]]:
+        """A checkpoint's settings (a dict in its header), and the names of those that differ from this fit's."""
+        saved = header["settings"]
         if "solver" in self.settings:  # checkpoints from before the dual solver were made by the primal
             saved = {"solver": "primal", **saved}
-        return all(saved.get(k) == self.settings.get(k) for k in set(saved) | set(self.settings))
+        return saved, sorted(k for k in set(saved) | set(self.settings) if saved.get(k) != self.settings.get(k))
+
+    def _same_fit(self, header: dict) -> bool:
+        """Whether a checkpoint's header is of this fit: the same estimator, settings and data."""
+        return (header.get("estimator") == self.estimator and header.get("data") == self.data_fingerprint
+                and isinstance(header.get("settings"), dict) and not self._settings_of(header)[1])
 
     def due(self, step: int) -> bool:
         return step % self.every == 0
