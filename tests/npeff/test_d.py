@@ -18,6 +18,22 @@ def test_recovers_planted_components(n_examples, n_parameters, n_components, see
     assert np.all(np.diff(losses) <= 1e-6 * losses[0])
 
 
+@pytest.mark.parametrize("scale", [1e-12, 1e-6, 1.0, 1e6])
+def test_unnormalised_pefs_at_any_scale_fit_alike(scale):
+    """The same problem in other units gives the same fit, coefficients scaled: at 1e-12 (D-PEFs of a real
+    model are near 1e-7) every coefficient was 0, at 1e-6 the error was 65 times that at 1, since the
+    multiplicative updates' fixed floor of 1e-9 swamped their denominators."""
+    problem = planted_d(120, 200, 4, seed=1)
+    reference = DNpeff(4, normalize=False, progress=False).fit(problem.pefs)
+    pefs = type(problem.pefs).from_dense(problem.pefs.dense() * scale)
+    est = DNpeff(4, normalize=False, progress=False).fit(pefs)
+    np.testing.assert_allclose(est.H_ / np.linalg.norm(est.H_, axis=1, keepdims=True),
+                               reference.H_ / np.linalg.norm(reference.H_, axis=1, keepdims=True), atol=1e-3)
+    D = pefs.dense()[:, est.kept_columns_]
+    assert np.linalg.norm(D - est.W_ @ est.H_) < 1e-3 * np.linalg.norm(D)
+    assert np.linalg.norm(D - est.transform(pefs) @ est.H_) < 1e-3 * np.linalg.norm(D)
+
+
 def test_loss_matches_dense_frobenius():
     problem = planted_d(40, 30, 3, seed=2)
     est = DNpeff(3, n_iters=50, progress=False).fit(problem.pefs)

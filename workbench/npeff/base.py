@@ -35,7 +35,7 @@ from ..store.formats import FileFormat
 from .data import Columns, FitData, check_finite_norms, examples_per_column, prepare, to_torch_csr
 from .expand import continued_history, start_from
 
-EPS = 1e-9  # guards the multiplicative updates' denominators
+EPS = 1e-9  # guards the multiplicative updates' denominators, relative to their numerators (division_floor)
 
 
 class NpeffDivergenceError(RuntimeError):
@@ -57,15 +57,22 @@ def progress_bar(total: int, desc: str, enabled: bool, initial: int = 0):
 TRANSFORM_TOL = 1e-7
 
 
+def division_floor(numerator: torch.Tensor, dim: int) -> torch.Tensor:
+    """What a multiplicative update adds to its denominator: EPS times the numerator's largest entry along
+    ``dim``, a floor that scales with the data. A fixed 1e-9 swamped the denominators of PEFs near 1e-6
+    (normalize=False: real PEFs' entries are about 1e-4), and every coefficient went to zero without a word."""
+    return numerator.amax(dim=dim, keepdim=True).mul_(EPS).add_(torch.finfo(numerator.dtype).tiny)
+
+
 def multiplicative_w_steps(W, numer, Q, n_iters: int, tol: float = TRANSFORM_TOL) -> torch.Tensor:
     """Minimise Σ_i (w_i Q w_iᵀ − 2 numer_i · w_i) over W ≥ 0 by multiplicative updates
     (a non-negative least-squares problem); used to fit coefficients with components fixed.
 
     The stop watches the coefficients, not the objective: near its optimum the objective summed over
     the examples changed by less than 1e-7 while coefficients were still 0.1% from the solution."""
-    before = W
+    before, floor = W, division_floor(numer, dim=1)
     for it in range(n_iters):
-        W = W * numer / (W @ Q + EPS)
+        W = W * numer / (W @ Q + floor)
         if tol and it % 10 == 9:
             if float((W - before).abs().max()) <= tol * float(W.abs().max()):
                 break

@@ -17,7 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..core.pefs import DPefs
 from ..store.checkpoint import FitCheckpoint
 from ..store.formats import D_DECOMPOSITION
-from .base import EPS, NpeffBase, NpeffConvergenceWarning, NpeffDivergenceError, multiplicative_w_steps, positive_int, progress_bar
+from .base import NpeffBase, NpeffConvergenceWarning, NpeffDivergenceError, division_floor, multiplicative_w_steps, positive_int, progress_bar
 from .data import Columns, FitData, no_reduce, scaled_rows, to_torch_csr
 from .expand import Start, continue_from
 
@@ -121,12 +121,12 @@ class DNpeff(NpeffBase):
         with progress_bar(self.n_iters, "D-NPEFF", self.progress, initial=start) as bar:
             for it in range(start, self.n_iters):
                 WtD = data.t_times(W)  # (r, m)
-                ratio = WtD.div_(torch.mm(W.T @ W, H).add_(EPS))
+                ratio = WtD.div_(torch.mm(W.T @ W, H).add_(division_floor(WtD, dim=0)))  # per column: as split
                 ratio[:frozen] = 1  # frozen components stay exactly as they are
                 H = H.mul_(ratio)  # in place: one (r, m) temporary, not four
                 DHt = data.times_t(H)  # (n, r)
                 HHt = data.gram(H, H)
-                W = W * DHt / (W @ HHt + EPS)
+                W = W * DHt / (W @ HHt + division_floor(DHt, dim=1))
                 if it % self.log_every == 0 or it == self.n_iters - 1:
                     loss = self._loss(data, W, HHt, data.times_t(H))
                     if not math.isfinite(loss):

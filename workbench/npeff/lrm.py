@@ -27,7 +27,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..core.pefs import LrmPefs
 from ..store.checkpoint import FitCheckpoint
 from ..store.formats import LRM_DECOMPOSITION
-from .base import EPS, NpeffBase, NpeffConvergenceWarning, NpeffDivergenceError, multiplicative_w_steps, positive_int, progress_bar
+from .base import NpeffBase, NpeffConvergenceWarning, NpeffDivergenceError, division_floor, multiplicative_w_steps, positive_int, progress_bar
 from .data import Columns, FitData, lrm_squared_norm, no_reduce, scaled_rows, to_torch_csr
 from .expand import Start, continue_from
 from .solvers import SOLVERS, choose_solver, make_space
@@ -275,7 +275,7 @@ class LrmNpeff(NpeffBase):
     def _w_step(self, data: FitData, state: dict, n_slots: int) -> None:
         numer = state["AG"].reshape(data.n_examples, n_slots, -1).square().sum(dim=1)
         W = state["W"]
-        state["W"] = W * numer / (W @ state["GG"].square() + EPS)
+        state["W"] = W * numer / (W @ state["GG"].square() + division_floor(numer, dim=1))
         state["loss"] = self._loss(data, state["W"], state["AG"], state["GG"], n_slots)
 
     def _g_step(self, space, state: dict, n_slots: int, phase: str, it: int, frozen: int = 0) -> None:
