@@ -45,19 +45,22 @@ def top_examples(W: np.ndarray, component: int, n_top: int = 20) -> np.ndarray:
 
 def values_of(cell) -> tuple:
     """An attribute cell as a tuple of values: multi-valued cells (tuples, lists, arrays)
-    count for each of their values, so a multi-factor example counts for both strategies."""
-    if isinstance(cell, (tuple, list, np.ndarray)):
-        return tuple(cell)
-    return (cell,)
+    count for each of their values, so a multi-factor example counts for both strategies.
+    A missing value (None, NaN) is none: it read as the majority of a component whose top
+    examples were three fifths unlabelled, and each NaN of a float column as a value of its own."""
+    values = tuple(cell) if isinstance(cell, (tuple, list, np.ndarray)) else (cell,)
+    return tuple(v for v in values if not (v is None or v is pd.NA or isinstance(v, (float, np.floating)) and np.isnan(v)))
 
 
 def purity(cells: Sequence) -> tuple[object, float]:
-    """(majority value, share of cells that hold it). Multi-valued cells hold each of their values."""
-    if len(cells) == 0:
-        return None, float("nan")
+    """(majority value, share of the cells with a known value that hold it). Multi-valued cells hold
+    each of their values; cells with none (missing) are left out."""
     counts = Counter(v for cell in cells for v in set(values_of(cell)))
+    known = sum(1 for cell in cells if values_of(cell))
+    if known == 0:
+        return None, float("nan")
     value, count = max(counts.items(), key=lambda kv: (kv[1], str(kv[0])))
-    return value, count / len(cells)
+    return value, count / known
 
 
 def entropy(cells: Sequence) -> float:
@@ -175,9 +178,10 @@ def coefficient_mass(W: np.ndarray, components: np.ndarray, kind: str = "lrm", *
 
 
 def value_shares(cells: Sequence) -> pd.Series:
-    """Share of the cells holding each value, largest first; a multi-valued cell holds each of its values."""
+    """Share of the cells holding each value, largest first, among the cells with a known value; a
+    multi-valued cell holds each of its values."""
     counts = Counter(v for cell in cells for v in set(values_of(cell)))
-    n = max(len(cells), 1)
+    n = max(sum(1 for cell in cells if values_of(cell)), 1)
     return pd.Series({value: count / n for value, count in counts.most_common()}, dtype=np.float64)
 
 
@@ -223,12 +227,17 @@ def top_examples_table(
     """The top examples of one component: their rows of ``examples`` plus label,
     prediction and coefficient, largest coefficient first."""
     _check_rows(np.shape(W)[0], examples=examples, labels=labels, predictions=predictions)
+    added = {"label": labels, "prediction": predictions}
+    taken = [c for c in ("example", "coefficient") if c in examples] + [c for c, v in added.items()
+                                                                      if v is not None and c in examples]
+    if taken:  # "example" raised pandas' "cannot insert example, already exists"; a label column was overwritten
+        raise ValueError(f"examples has column(s) {taken}, which the table adds: rename them in examples, or leave "
+                         "out labels=/predictions= where examples already holds them")
     top = top_examples(W, component, n_top)
     table = examples.iloc[top].copy()
     table.insert(0, "example", top)
-    if labels is not None:
-        table["label"] = np.asarray(labels)[top]
-    if predictions is not None:
-        table["prediction"] = np.asarray(predictions)[top]
+    for column, values in added.items():
+        if values is not None:
+            table[column] = np.asarray(values)[top]
     table["coefficient"] = W[top, component]
     return table.reset_index(drop=True)
