@@ -122,3 +122,29 @@ def test_load_with_a_model_that_is_no_torch_model_says_to_load_it(tmp_path):
     fit.save(tmp_path / "fit.safetensors")
     with pytest.raises(TypeError, match="model must be the torch model the PEFs were computed from, got str"):
         LrmNpeff.load(tmp_path / "fit.safetensors", model="bert")
+
+
+@pytest.mark.parametrize("cls", [LrmNpeff, DNpeff])
+def test_a_pipeline_fits_it_and_its_loss_checks_what_it_is_given(cls):
+    """scikit-learn's meta-estimators pass y: fit(pefs, None) was a TypeError. loss() skipped transform's checks:
+    a W of another shape raised torch's own error, a negative W was scored as it was, and PEFs over other
+    parameters were scored silently."""
+    from sklearn.pipeline import Pipeline
+
+    from workbench.core.params import ParameterLayout
+
+    pefs = PROBLEMS[cls]()
+    pipeline = Pipeline([("npeff", cls(3, progress=False, **SHORT[cls]))]).fit(pefs)
+    estimator = pipeline.named_steps["npeff"]
+    np.testing.assert_array_equal(pipeline.transform(pefs), estimator.transform(pefs))
+    assert cls(3, progress=False, **SHORT[cls]).fit_transform(pefs, None).shape == (40, 3)
+    for W in (estimator.W_[:5], -estimator.W_, np.full_like(estimator.W_, np.nan)):
+        with pytest.raises(ValueError, match=r"W must be finite non-negative coefficients of shape \(40, 3\)"):
+            estimator.loss(pefs, W)
+    other = type(pefs).from_dense(pefs.dense(), layout=ParameterLayout(("other.weight",), ((60,),)))
+    with pytest.raises(ValueError, match="computed over other parameters"):
+        estimator.loss(other, estimator.W_)
+    wrong_kind = PROBLEMS[LrmNpeff if cls is DNpeff else DNpeff]()
+    with pytest.raises(TypeError, match=r"fits '(d|lrm)' PEFs, got"):
+        estimator.loss(wrong_kind)
+    assert estimator.loss(pefs, estimator.W_) == pytest.approx(estimator.loss(pefs, estimator.W_.astype(np.float64)))

@@ -230,9 +230,10 @@ class NpeffBase(BaseEstimator):
 
     # -- fitting -----------------------------------------------------------------------
 
-    def fit(self, pefs, *, init: "NpeffBase | None" = None, keep_init: bool = True,
+    def fit(self, pefs, y=None, *, init: "NpeffBase | None" = None, keep_init: bool = True,
             checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 50):
-        """Fit the coefficients ``W_`` and the components to the PEFs; returns self.
+        """Fit the coefficients ``W_`` and the components to the PEFs; returns self. ``y`` is not
+        used (scikit-learn's Pipeline passes it): the PEFs carry their labels.
 
         With ``init`` (a fitted estimator of this class with fewer components), its
         components stay as they are and ``n_components - init.n_components`` new ones are
@@ -308,7 +309,7 @@ class NpeffBase(BaseEstimator):
         self.n_parameters_ = columns.layout.n_parameters
         self.layout_ = columns.layout
 
-    def fit_transform(self, pefs) -> np.ndarray:
+    def fit_transform(self, pefs, y=None) -> np.ndarray:
         return self.fit(pefs).W_
 
     # -- coefficients of (new) examples --------------------------------------------------
@@ -333,6 +334,20 @@ class NpeffBase(BaseEstimator):
                        columns=columns.span)
         components = torch.from_numpy(self.components_[:, columns.span]).contiguous().to(device)
         return self._coefficients_of(data, components, pefs).cpu().numpy()
+
+    def _loss_coefficients(self, pefs, W, device) -> torch.Tensor:
+        """``W`` for :meth:`loss` on ``pefs``, checked as :meth:`transform` checks the PEFs (None: their
+        transform): a W of another shape raised torch's own error, a negative one was scored as it was."""
+        check_is_fitted(self)
+        self._check_pefs(pefs, fitted=True)
+        if W is None:
+            return torch.from_numpy(self.transform(pefs)).to(device)
+        W = np.asarray(W)
+        expected = (pefs.n_examples, self.n_components)
+        if W.shape != expected or not np.issubdtype(W.dtype, np.number) or not np.isfinite(W).all() or (W < 0).any():
+            raise ValueError(f"W must be finite non-negative coefficients of shape {expected} (examples, components), "
+                             f"got {W.dtype} values of shape {W.shape}; e.g. W=estimator.transform(pefs)")
+        return torch.from_numpy(W.astype(np.float32)).to(device)
 
     # -- components --------------------------------------------------------------------
 

@@ -167,10 +167,9 @@ class DNpeff(NpeffBase):
 
     def loss(self, pefs: DPefs, W: np.ndarray | None = None) -> float:
         """The (normalised) reconstruction loss ‖D − W H‖²_F on these D-PEFs."""
-        check_is_fitted(self)
-        D, squared_norm = self._matrix(pefs, self.kept_columns_)
         device = self._device()
+        W = self._loss_coefficients(pefs, W, device)
+        D, squared_norm = self._matrix(pefs, self.kept_columns_)
         data = FitData(to_torch_csr(D, device), None, squared_norm, pefs.n_examples)
-        W = torch.from_numpy(self.transform(pefs) if W is None else W).to(device)
         H = torch.from_numpy(self.H_).to(device)
         return self._loss(data, W, data.gram(H, H), data.times_t(H))

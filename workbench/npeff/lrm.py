@@ -360,10 +360,9 @@ class LrmNpeff(NpeffBase):
 
     def loss(self, pefs: LrmPefs, W: np.ndarray | None = None) -> float:
         """The (normalised) reconstruction loss Σ_i ‖F_i − Σ_j W_ij g_j g_jᵀ‖²_F on these PEFs."""
-        check_is_fitted(self)
-        X, squared_norm = self._matrix(pefs, self.kept_columns_)
         device = self._device()
+        W = self._loss_coefficients(pefs, W, device)
+        X, squared_norm = self._matrix(pefs, self.kept_columns_)
         data = FitData(to_torch_csr(X, device), None, squared_norm, pefs.n_examples)
-        W = torch.from_numpy(self.transform(pefs) if W is None else W).to(device)
         G = torch.from_numpy(self.G_).to(device)
         return self._loss(data, W, data.times_t(G), data.gram(G, G), pefs.n_slots, regularised=False)
