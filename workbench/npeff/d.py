@@ -12,7 +12,6 @@ import warnings
 import numpy as np
 import scipy.sparse as sp
 import torch
-from sklearn.utils.validation import check_is_fitted
 
 from ..core.pefs import DPefs
 from ..store.checkpoint import FitCheckpoint

@@ -22,7 +22,6 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
-from sklearn.utils.validation import check_is_fitted
 
 from ..core.pefs import LrmPefs
 from ..store.checkpoint import FitCheckpoint
