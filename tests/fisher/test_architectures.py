@@ -438,3 +438,39 @@ def test_a_two_class_model_served_by_torch_func_alone_keeps_the_fast_path(caplog
     with caplog.at_level(logging.WARNING, logger="workbench"):
         error = max_relative_error(model, inputs, exclude="sequence_summary|logits_proj")
     assert "fast path failed" not in caplog.text and error < 2e-6
+
+
+def test_the_caller_s_grad_and_autocast_settings_do_not_reach_the_pefs():
+    """Evaluation code runs under torch.no_grad() or inference_mode(): autograd's "does not require grad" came
+    out of the PEF run. Under torch.autocast(bfloat16) every entry was 0.5% off (a real MiniLM raised
+    "unsupported ScalarType BFloat16"), since the half-precision check reads the weights, which autocast leaves."""
+    model = build("BERT")
+    inputs = example_inputs("BERT")
+    plain = compute_pefs(model, inputs, n_values=None, progress=False).dense()
+    for context in (torch.no_grad, torch.inference_mode, lambda: torch.autocast("cpu", dtype=torch.bfloat16)):
+        with context():
+            np.testing.assert_array_equal(compute_pefs(model, inputs, n_values=None, progress=False).dense(), plain)
+    assert torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
+
+
+def test_a_compiled_model_or_submodule_is_refused_with_the_fix():
+    """Only torch.compile(model) itself was refused: model.compile() in place raised torch's "donated buffers"
+    error, and a compiled submodule renamed the parameters (…_orig_mod…), so include= patterns written for the
+    model's own names silently matched only the head."""
+    inputs = example_inputs("BERT")
+    in_place = build("BERT")
+    in_place.compile()
+    with pytest.raises(TypeError, match=r"the model is compiled \(torch\.compile\).*before calling \.compile\(\)"):
+        compute_pefs(in_place, inputs, progress=False)
+    part = build("BERT")
+    part.bert.encoder = torch.compile(part.bert.encoder)
+    with pytest.raises(TypeError, match=r"the model's submodule 'bert\.encoder' is compiled.*its \._orig_mod"):
+        compute_pefs(part, inputs, progress=False)
+
+
+def test_frozen_parameters_an_include_pattern_names_are_reported():
+    model = build("BERT")
+    model.bert.encoder.layer[0].attention.requires_grad_(False)
+    with pytest.warns(UserWarning, match=r"matches 16 of the model's parameters, of which 10 are frozen.*requires_grad_"):
+        pefs = compute_pefs(model, example_inputs("BERT"), include=r"encoder\.layer\.0\.", progress=False)
+    assert len(pefs.layout.names) == 6

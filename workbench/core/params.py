@@ -9,6 +9,7 @@ every PEF set and decomposition so a component can be put back into the model.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -99,6 +100,12 @@ def select_parameters(
             f"parameters, all frozen (requires_grad=False; e.g. {', '.join(frozen[:3])}), so there is no gradient to "
             "compute: unfreeze them first, e.g. p.requires_grad_(True) for each"
         )
+    if frozen and selected and include is not None:  # a partly frozen fine-tune: the PEFs covered 6 of 16 asked for
+        warnings.warn(
+            f"the parameter filter (include={include!r}, exclude={exclude!r}) matches {len(selected) + len(frozen)} of "
+            f"the model's parameters, of which {len(frozen)} are frozen (requires_grad=False; e.g. "
+            f"{', '.join(frozen[:3])}) and left out of the PEFs: unfreeze them first (p.requires_grad_(True)) to cover "
+            "them")  # reported at this line, so once however many steps of the run select the parameters
     if not selected:
         examples = ", ".join(n for n, _ in all_named[:6])
         raise ValueError(

@@ -198,15 +198,31 @@ def max_positions(model: torch.nn.Module) -> int | None:
     return None
 
 
+def _compiled_module(model: torch.nn.Module) -> tuple[str, str] | None:
+    """(which module is compiled, how to pass it uncompiled), or None: torch.compile(model) wraps a module
+    (OptimizedModule, the original in ._orig_mod); model.compile() compiles its forward in place."""
+    for name, module in model.named_modules():
+        where = "the model" if not name else f"the model's submodule {name!r}"
+        if type(module).__name__ == "OptimizedModule" and hasattr(module, "_orig_mod"):
+            return where, ("pass the model before compiling: model._orig_mod" if not name else
+                           "put the uncompiled module (its ._orig_mod) back in its place first")
+        if getattr(module, "_compiled_call_impl", None) is not None:
+            return where, "load it again, or pass it before calling .compile() on it"
+    return None
+
+
 def check_model(model: torch.nn.Module, inputs) -> None:
     """The model holds weights, its token ids are in its vocabulary, and no example is longer
     than its positions."""
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":
+    compiled = _compiled_module(model)
+    if compiled is not None:
         # its backward frees the graph that one backward per class slot reuses: a raw RuntimeError after compiling
-        raise TypeError("the model is compiled (torch.compile), and PEFs need torch.autograd's own backward of its "
-                        "forward, one per class; pass the model before compiling: model._orig_mod")
+        # ("donated buffers"); a compiled submodule also renamed the parameters include= patterns were written for
+        where, fix = compiled
+        raise TypeError(f"{where} is compiled (torch.compile), and PEFs need torch.autograd's own backward of its "
+                        f"forward, one per class; {fix}")
     params = list(model.parameters())
     if not params:
         raise ValueError("the model has no parameters: there is no Fisher information to compute")

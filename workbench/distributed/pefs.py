@@ -7,7 +7,7 @@ import os
 import torch
 
 from ..core.arguments import user_path
-from ..fisher import PefConfig, eval_mode, split_labels
+from ..fisher import PefConfig, pef_mode, split_labels
 from ..runner import PefRun
 from ..store.files import StoreError
 from ..store.pef_store import PefStore
@@ -55,7 +55,7 @@ def write_pefs_sharded(out: str | os.PathLike, model: torch.nn.Module, inputs, l
         return index in done or index % ranks.world_size != ranks.rank
 
     mine = [b for b in range(run.n_chunks) if not not_mine(b)]
-    with eval_mode(model):
+    with pef_mode(model):
         run.stream(writer.write_chunk, skip=not_mine, progress=progress, desc=f"PEFs (rank {ranks.rank})",
                    total=sum(run.batch_len(b) for b in mine))
     barrier("waiting for every rank's PEFs")

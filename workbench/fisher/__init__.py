@@ -27,7 +27,7 @@ per batch; :mod:`workbench.runner` runs it into memory (``compute_pefs``) or a s
 from .batches import iter_pef_chunks
 from .checks import check_plan
 from .config import PefConfig, Plan, make_plan, pef_info, stored_layout
-from .inputs import Inputs, NotClassLogitsError, class_logits, eval_mode, n_inputs, slice_inputs, split_labels
+from .inputs import Inputs, NotClassLogitsError, class_logits, eval_mode, n_inputs, pef_mode, slice_inputs, split_labels
 from .rules import PER_EXAMPLE_RULES, BlockGradient, DenseGradient, PerExampleRule, register_rule
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "iter_pef_chunks",
     "make_plan",
     "n_inputs",
+    "pef_mode",
     "pef_info",
     "register_rule",
     "slice_inputs",

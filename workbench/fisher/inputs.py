@@ -147,6 +147,19 @@ def eval_mode(model: nn.Module):
         model.train(was_training)
 
 
+@contextlib.contextmanager
+def pef_mode(model: nn.Module):
+    """What exact PEFs need, whatever the caller's context: dropout off (:func:`eval_mode`), gradients on
+    (inside a caller's torch.no_grad() or inference_mode() autograd raised "does not require grad"), and
+    autocast off (under torch.autocast(bfloat16) every entry was 0.5% off, or a rule failed on bfloat16)."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.inference_mode(False))
+        stack.enter_context(torch.enable_grad())
+        for device_type in ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",):
+            stack.enter_context(torch.autocast(device_type, enabled=False))
+        yield stack.enter_context(eval_mode(model))
+
+
 def repeated(batch: Inputs, e: int) -> Inputs:
     """The batch's first example, e times."""
     if isinstance(batch, torch.Tensor):

@@ -9,7 +9,7 @@ from ..core.chunks import chunks_to_pefs
 from ..core.device import run_device
 from ..core.params import NameFilter
 from ..core.pefs import DPefs, LrmPefs
-from ..fisher import Inputs, PefConfig, eval_mode, split_labels, stored_layout
+from ..fisher import Inputs, PefConfig, pef_mode, split_labels, stored_layout
 from .checks import check_probe
 from .estimate import PROBE_BATCH
 from .run import PefRun
@@ -62,7 +62,7 @@ def compute_pefs(
     inputs, labels = split_labels(inputs, labels)
     run = PefRun.prepare(model, inputs, labels, config, device)
     chunks = []
-    with eval_mode(model):
+    with pef_mode(model):
         probe = run.probe(0)
         if batch_size is None:
             run = run.sized_by(probe)

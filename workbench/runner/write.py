@@ -10,7 +10,7 @@ import torch
 
 from ..core.arguments import user_path
 from ..core.device import run_device
-from ..fisher import PefConfig, eval_mode, split_labels
+from ..fisher import PefConfig, pef_mode, split_labels
 from ..store.files import StoreWriteError
 from ..store.pef_store import PefStore
 from ..store.writer import PefStoreWriter, existing_manifest, manifest_bytes
@@ -70,7 +70,7 @@ def write_pefs(
     config = PefConfig(kind, n_values, top_k_classes, include, exclude, PROBE_BATCH if batch_size is None else batch_size, method,
                        sketch, sketch_seed)
     run = PefRun.prepare(model, inputs, labels, config, device)
-    with eval_mode(model):
+    with pef_mode(model):
         # Everything that bad input can make fail happens here, before anything is written.
         probe = None
         if batch_size is None:
