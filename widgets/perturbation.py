@@ -46,6 +46,11 @@ class PerturbationPanel(StaticFallback, w.VBox):
                                      continuous_update=False)
         self.semi_orthogonal.observe(lambda change: setattr(self.max_sim, "disabled", not change["new"]),
                                      names="value")
+        self.baseline = w.Dropdown(options=[("random other examples", "random"),
+                                            ("other examples of the top set's classes", "same classes")],
+                                   value="random", description="baseline", layout=w.Layout(width="380px"),
+                                   tooltip="compare with examples drawn at random, or drawn with the top set's mix of "
+                                           "predicted classes: the ratio then shows selectivity beyond the class")
         self.sweep = w.Checkbox(False, description=f"sweep ε × {', '.join(f'{f:g}' for f in SWEEP_FACTORS)}",
                                 indent=False, layout=w.Layout(width="260px"))
         self.run_button = w.Button(description="run check", button_style="primary", icon="play", disabled=True)
@@ -62,6 +67,7 @@ class PerturbationPanel(StaticFallback, w.VBox):
         controls = w.VBox([
             w.HBox([self.epsilon, self.direction], layout=w.Layout(flex_flow="row wrap")),
             w.HBox([self.semi_orthogonal, self.max_sim, self.sweep], layout=w.Layout(flex_flow="row wrap")),
+            self.baseline,
             w.HBox([self.run_button, self.progress, self.status], layout=w.Layout(align_items="center")),
         ])
         # Hidden until a check has run: empty axes before it would read as a result of nothing.
@@ -95,7 +101,7 @@ class PerturbationPanel(StaticFallback, w.VBox):
         if self.component is None:
             self._show_error("Select a component first.")
             raise ValueError("no component selected: call set_component(j) or select one in the browser")
-        component, epsilon = self.component, float(self.epsilon.value)
+        component, epsilon, baseline = self.component, float(self.epsilon.value), self.baseline.value
         max_sim = float(self.max_sim.value) if self.semi_orthogonal.value else None
         epsilons = [epsilon * f for f in SWEEP_FACTORS] if self.sweep.value else [epsilon]
         self.error = None
@@ -114,10 +120,11 @@ class PerturbationPanel(StaticFallback, w.VBox):
                     self.progress.value = done + 1
                     self.status.value = f"<i>ε {done} of {total} done…</i>"
 
-                sweep_frame = self.explorer.sweep(component, epsilons, max_sim=max_sim, on_result=step)
+                sweep_frame = self.explorer.sweep(component, epsilons, max_sim=max_sim, baseline=baseline, on_result=step)
                 result = results[epsilons[SWEEP_FACTORS.index(1.0)]]
             else:
-                sweep_frame, result = None, self.explorer.perturb(component, epsilon=epsilon, max_sim=max_sim)
+                sweep_frame, result = None, self.explorer.perturb(component, epsilon=epsilon, max_sim=max_sim,
+                                                                  baseline=baseline)
         except Exception as error:
             self._show_error(f"{type(error).__name__}: {error}", traceback.format_exc())
             raise
@@ -147,7 +154,7 @@ class PerturbationPanel(StaticFallback, w.VBox):
         semi = f", semi-orthogonal (max_sim {result.max_sim:g})" if result.max_sim is not None else ""
         self.summary.value = (
             f'<div class="npeff-perturbation-summary">Component {result.component} at ε = {result.epsilon:.3g}{semi}: '
-            f'KL ratio top/baseline = <b class="npeff-kl-ratio">{ratio}</b>{interval} · KL top '
+            f'KL ratio top/baseline = <b class="npeff-kl-ratio">{ratio}</b>{interval} · baseline{getattr(result, "baseline_words", "")} · KL top '
             + ", ".join(f"{s} {result.kl_top[s]:.3g}" for s in signs) + " · KL baseline "
             + ", ".join(f"{s} {result.kl_baseline[s]:.3g}" for s in signs) + "</div>"
         )

@@ -292,3 +292,80 @@ def test_component_indices_and_counts_are_checked_before_the_model_runs(bert3, b
         perturbation_trace(bert3, None, decomposition, 99, ["a text"], [0], [])
     with pytest.raises(TypeError, match=r"component must be an integer, got 0\.5"):
         hidden_state_change(bert3, decomposition, 0.5, bert_inputs)
+
+
+def test_a_baseline_of_the_same_classes_has_the_top_set_s_mix_as_large_as_the_classes_allow():
+    from workbench.analysis.perturb import baseline_examples
+
+    classes = np.repeat(np.array(["a", "b", "c"]), [300, 100, 40])  # 440 examples
+    top = np.r_[0:30, 300:40 + 300]  # 30 of class a, 40 of class b: a 3:4 mix
+    baseline = baseline_examples(len(classes), top, 70, seed=1, classes=classes)
+    assert not np.intersect1d(baseline, top).size and len(np.unique(baseline)) == len(baseline) == 70
+    assert dict(zip(*np.unique(classes[baseline], return_counts=True))) == {"a": 30, "b": 40}
+    np.testing.assert_array_equal(baseline, baseline_examples(len(classes), top, 70, seed=1, classes=classes))
+    # class b has 60 examples left: the largest baseline with the 3:4 mix holds 45 of a and 60 of b
+    large = baseline_examples(len(classes), top, 1000, classes=classes)
+    assert dict(zip(*np.unique(classes[large], return_counts=True))) == {"a": 45, "b": 60}
+    # shares that do not come out whole: the examples left over go where the share was cut most
+    odd = baseline_examples(len(classes), [0, 300, 301], 10, classes=classes)  # 1:2
+    assert dict(zip(*np.unique(classes[odd], return_counts=True))) == {"a": 3, "b": 7}
+    with pytest.raises(ValueError, match=r"no example outside the top set is of class 'c', which 40 of the 40 top"):
+        baseline_examples(len(classes), np.arange(400, 440), classes=classes)
+    with pytest.raises(ValueError, match=r"classes must hold one class per example \(440\), got shape \(3,\)"):
+        baseline_examples(len(classes), top, classes=["a", "b", "c"])
+
+
+class _FeatureClassifier(torch.nn.Module):
+    """logits = x Wᵀ: feature c is the evidence for class c."""
+
+    def __init__(self, n_classes):
+        super().__init__()
+        self.weight = torch.nn.Parameter(3.0 * torch.eye(n_classes))
+
+    def forward(self, x):
+        return x @ self.weight.T
+
+
+def test_a_direction_that_moves_one_whole_class_is_selective_against_random_examples_only():
+    """Planted: the direction reads feature 0, which every example of class 0 has and no other. Against a random
+    baseline (one example in ten of class 0) the ratio is about ten; against the top set's class it is about one."""
+    from types import SimpleNamespace
+
+    from workbench.analysis.perturb import baseline_examples
+    from workbench.core.params import layout_of
+
+    n_classes, per_class = 10, 30
+    classes = np.repeat(np.arange(n_classes), per_class)
+    rng = np.random.default_rng(0)
+    x = torch.as_tensor(np.eye(n_classes)[classes] * rng.uniform(0.8, 1.2, (len(classes), 1)), dtype=torch.float32)
+    model = _FeatureClassifier(n_classes)
+    G = np.zeros((1, n_classes * n_classes))
+    G[0, 0] = 1.0  # weight[0, 0]: the logit of class 0 from feature 0
+    decomposition = SimpleNamespace(components_=G, G_=G, W_=np.ones((len(classes), 1)), n_parameters_=G.shape[1],
+                                    kept_columns_=np.arange(G.shape[1]), layout_=layout_of(model.named_parameters()))
+    top = np.arange(10)  # ten examples of class 0
+    ratios = {}
+    for draw, by in (("random", None), ("same classes", classes)):
+        baseline = baseline_examples(len(classes), top, 100, seed=3, classes=by)
+        result = perturbation_check(model, decomposition, 0, x, classes, top, baseline, epsilon=0.5, baseline_draw=draw)
+        ratios[draw] = result.kl_ratio
+        assert result.baseline_draw == draw
+    assert 6 < ratios["random"] < 16
+    assert 0.7 < ratios["same classes"] < 1.4
+    assert "drawn with the top set's mix of predicted classes" in result.explanation
+    with pytest.raises(ValueError, match=r"baseline_draw must be one of \('random', 'same classes'\) or None"):
+        perturbation_check(model, decomposition, 0, x, classes, top, baseline, baseline_draw="same class")
+
+
+def test_the_table_draws_each_component_s_baseline_from_the_model_s_predicted_classes(embedded):
+    _, model, _, examples, inputs, decomposition = embedded
+    table = perturbation_table(model, decomposition, inputs, examples["label"], components=[1, 4], n_baseline=30,
+                               progress=False, baseline="same classes")
+    predictions = examples["prediction"].to_numpy()
+    for j in (1, 4):
+        top = top_examples(decomposition.W_, j, 20)
+        baseline = perturb.baseline_examples(len(examples), top, 30, classes=predictions)
+        direct = perturbation_check(model, decomposition, j, inputs, examples["label"], top, baseline)
+        assert table.loc[j, "kl_ratio"] == pytest.approx(direct.kl_ratio, rel=1e-6)
+    with pytest.raises(ValueError, match=r"baseline must be one of \('random', 'same classes'\), got 'classes'"):
+        perturbation_table(model, decomposition, inputs, examples["label"], progress=False, baseline="classes")

@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from workbench import analysis
@@ -317,3 +318,23 @@ def test_highlight_that_is_no_bool_is_refused(small_synthetic, tmp_path):
     with pytest.raises(TypeError, match="highlight must be True or False, got 'no'"):
         report.export_html(small_synthetic, tmp_path / "report", highlight="no", progress=False)
     assert not (tmp_path / "report").exists()
+
+
+def test_perturb_against_examples_of_the_top_set_s_predicted_classes(explorer):
+    """The class of the top set explains part of a ratio against random examples: the baseline of the same
+    classes is drawn with the top set's mix of predictions, and the result says so."""
+    j = 5
+    top = explorer._top_set(j)
+    predictions = explorer.predictions
+    result = explorer.perturb(j, epsilon=0.1, n_baseline=40, seed=3, baseline="same classes")
+    drawn = baseline_examples(len(explorer.examples), top, 40, seed=3, classes=predictions)
+    top_mix = pd.Series(predictions[top]).value_counts(normalize=True)
+    baseline_mix = pd.Series(predictions[drawn]).value_counts(normalize=True)
+    assert (baseline_mix.reindex(top_mix.index) - top_mix).abs().max() <= 1 / len(drawn) + 1e-9
+    assert result.n_baseline == len(drawn) and result.baseline_draw == "same classes"
+    assert "mix of predicted classes" in result.explanation
+    assert set(result.to_frame()["baseline_draw"]) == {"same classes"}
+    swept = explorer.sweep(j, [0.1], n_baseline=40, seed=3, baseline="same classes")
+    assert swept.loc[swept["set"] == "baseline", "kl"].tolist() == [result.kl_baseline["+"], result.kl_baseline["-"]]
+    with pytest.raises(ValueError, match=r"baseline must be one of \('random', 'same classes'\), got 'same class'"):
+        explorer.perturb(j, baseline="same class")

@@ -291,3 +291,11 @@ def test_a_folder_of_the_user_s_files_or_a_second_output_folder_is_refused(tmp_p
         run_notebook(notebook, tmp_path / "out", dict(QUICKSTART_SMALL, output_folder=str(tmp_path / "elsewhere")),
                      progress=False)
     assert not (tmp_path / "out").exists() and not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.parametrize("notebook", sorted(QUICKSTART.parent.glob("*.ipynb")), ids=lambda p: p.name)
+def test_every_number_a_shipped_notebook_takes_states_its_bound(notebook):
+    """A bound the help text states is checked before the notebook runs; a count without one (the checkpoint
+    notebook's iterations) let -1 through to a late cell."""
+    numbers = [p for p in notebook_parameters(notebook).values() if {int, float} & set(p.types)]
+    assert numbers and [p.name for p in numbers if p.bound is None] == []

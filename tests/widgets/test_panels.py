@@ -335,3 +335,15 @@ def test_panels_refuse_a_path_a_bad_count_and_a_component_that_is_not_there(many
         OverTrainingPanel(None)
     with pytest.raises(TypeError, match="background must be True or False"):
         Workbench(many, background="no")
+
+
+def test_the_perturbation_panel_checks_against_the_baseline_it_is_set_to(workbench):
+    workbench.select(2)
+    panel = workbench.perturbation
+    panel.baseline.value = "same classes"
+    try:
+        result = panel.run(epsilon=0.1)
+    finally:
+        panel.baseline.value = "random"
+    assert result.baseline_draw == "same classes"
+    assert "mix of predicted classes" in panel.summary.value and "mix of predicted classes" in panel.static_html()

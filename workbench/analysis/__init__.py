@@ -27,7 +27,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), {
     **dict.fromkeys(["accuracy_by_group", "chance_purity", "coefficient_mass", "component_norms", "component_table", "entropy", "purity", "scaled_coefficients",
                      "top_examples", "top_examples_table", "value_shares"], ".tables"),
     **dict.fromkeys(["TokenScores", "token_scores"], ".highlights"),
-    **dict.fromkeys(["PerturbationResult", "baseline_examples", "epsilon_sweep", "perturbation_check",
+    **dict.fromkeys(["BASELINE_DRAWS", "PerturbationResult", "baseline_examples", "epsilon_sweep", "perturbation_check",
                      "perturbation_direction", "perturbation_table", "perturbed", "showcase_component",
                      "SHOWCASE_CRITERION", "SELECTIVE"], ".perturb"),
     **dict.fromkeys(["NAME_COLUMN", "aggregate_tokens", "component_labels", "top_tokens"], ".labels"),

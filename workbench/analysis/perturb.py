@@ -206,6 +206,7 @@ class PerturbationResult:
     accuracy_top: dict[str, float]  # {"original": ..., "+": ..., "-": ...}
     accuracy_baseline: dict[str, float]
     sign: str = field(default="+")  # the sign that gave the larger ratio
+    baseline_draw: str = "random"  # one of BASELINE_DRAWS, or "given" (indices the caller chose)
     note: str = ""  # why this component is shown (e.g. SHOWCASE_CRITERION), for reports
     # {"top": {"+": (n_top,), "-": ...}, "baseline": {...}}: each example's KL, whose means are kl_top and kl_baseline
     kl_examples: dict = field(default_factory=dict, repr=False)
@@ -219,9 +220,16 @@ class PerturbationResult:
                    else "the direction moves most examples alike, so it is not a strategy of its own examples")
         return (f"Moving the parameters by ε = {self.epsilon:g} along the component ({s}) changes the predictions on "
                 f"its {self.n_top} top examples by a mean KL of {self.kl_top[s]:.3g} and on {self.n_baseline} other "
-                f"examples by {self.kl_baseline[s]:.3g}: {self.kl_ratio:.3g} times as much{self.interval_text()}; "
+                f"examples{self.baseline_words} by {self.kl_baseline[s]:.3g}: {self.kl_ratio:.3g} times as much"
+                f"{self.interval_text()}; "
                 f"{verdict} "
                 f"(a ratio of {SELECTIVE:g} or more is read as selective).")
+
+    @property
+    def baseline_words(self) -> str:
+        """How the baseline examples were drawn, as words to follow "examples"."""
+        return {"random": " drawn at random", "same classes": " drawn with the top set's mix of predicted classes",
+                "given": " (a set given)"}.get(self.baseline_draw, "")
 
     def interval_text(self, signs: Sequence[str] = ("+", "-"), words: str = "95% interval over the examples drawn") -> str:
         """`` (95% interval ...: low to high)`` of :meth:`ratio_interval` for display; "" without per-example KLs."""
@@ -275,7 +283,7 @@ class PerturbationResult:
         for subset, kl, acc in (("top", self.kl_top, self.accuracy_top), ("baseline", self.kl_baseline, self.accuracy_baseline)):
             for sign in ("+", "-"):
                 rows.append({"component": self.component, "epsilon": self.epsilon, "max_sim": self.max_sim,
-                             "set": subset, "sign": sign, "kl": kl[sign], "accuracy": acc[sign],
+                             "baseline_draw": self.baseline_draw, "set": subset, "sign": sign, "kl": kl[sign], "accuracy": acc[sign],
                              "accuracy_original": acc["original"]})
         return pd.DataFrame(rows)
 
@@ -331,16 +339,66 @@ def _ratio(top: float, baseline: float) -> float:
     return top / baseline
 
 
-def baseline_examples(n_examples: int, top: Sequence[int], n_baseline: int = 100, seed: int = 0) -> np.ndarray:
-    """A random set of examples outside the top set."""
+#: How a baseline set is drawn: at random from the other examples, or with the top set's mix of classes.
+BASELINE_DRAWS = ("random", "same classes")
+
+
+def baseline_examples(n_examples: int, top: Sequence[int], n_baseline: int = 100, seed: int = 0, *,
+                      classes=None) -> np.ndarray:
+    """A random set of examples outside the top set.
+
+    classes: each example's class (e.g. the model's prediction). Given, the baseline is drawn with the top
+    set's mix of classes, as large as the examples of the scarcest class allow. A direction that moves
+    every example of a class then reads a ratio near 1: against a random baseline a component whose top
+    examples are all one class reads as selective for that alone (on MiniLM about half of a typical ratio).
+    """
     n_baseline = positive_int(n_baseline, "n_baseline")  # no baseline: no ratio to read
     seed_value(seed)  # numpy's own error named no argument
-    others = np.setdiff1d(np.arange(n_examples), np.asarray(top, dtype=np.int64))
+    top = np.asarray(top, dtype=np.int64)
+    others = np.setdiff1d(np.arange(n_examples), top)
     if others.size == 0:  # torch.cat of no batches said only "expected a non-empty list of Tensors"
         raise ValueError(f"no example is left outside the top set ({len(np.unique(top))} of the {n_examples} examples) "
                          "to draw the baseline from: take a smaller top set (n_top=...), or more examples")
     rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(others, size=min(n_baseline, len(others)), replace=False))
+    if classes is None:
+        return np.sort(rng.choice(others, size=min(n_baseline, len(others)), replace=False))
+    counts = _class_counts(np.asarray(classes), n_examples, top, others, n_baseline)
+    return np.sort(np.concatenate([rng.choice(pool, size=count, replace=False) for pool, count in counts]))
+
+
+def baseline_classes(draw: str, predictions) -> np.ndarray | None:
+    """The ``classes`` that :func:`baseline_examples` draws a baseline of kind ``draw`` by: None for "random",
+    each example's predicted class for "same classes"."""
+    if draw not in BASELINE_DRAWS:
+        raise ValueError(f"baseline must be one of {BASELINE_DRAWS}, got {draw!r}")
+    if draw == "same classes" and predictions is None:
+        raise ValueError("the examples have no predictions (a 'prediction' column), which a baseline of the same "
+                         "classes is drawn by; use baseline='random'")
+    return None if draw == "random" else np.asarray(predictions)
+
+
+def _class_counts(classes: np.ndarray, n_examples: int, top: np.ndarray, others: np.ndarray,
+                  n_baseline: int) -> list[tuple[np.ndarray, int]]:
+    """(the other examples of a class, how many to draw of them) for each class of the top set: its share of
+    the top set, of the largest baseline of at most ``n_baseline`` that the other examples hold."""
+    if classes.shape != (n_examples,):
+        raise ValueError(f"classes must hold one class per example ({n_examples}), got shape {classes.shape}")
+    names, counts = np.unique(classes[top], return_counts=True)
+    share = counts / counts.sum()
+    pools = [others[classes[others] == name] for name in names]
+    scarcest = int(np.argmin([len(pool) / s for pool, s in zip(pools, share)]))
+    if len(pools[scarcest]) == 0:
+        raise ValueError(f"no example outside the top set is of class {names[scarcest].item()!r}, which {counts[scarcest]} of "
+                         f"the {len(top)} top examples are: a baseline of the same classes cannot be drawn; use a "
+                         "random one, or analyse more examples")
+    size = min(n_baseline, int(np.floor(min(len(pool) / s for pool, s in zip(pools, share)) + 1e-9)))
+    wanted = share * size
+    drawn = np.floor(wanted + 1e-9).astype(int)
+    # the examples left over go to the classes whose share was cut most (largest remainder): never past a pool,
+    # since a class at its pool's size has no remainder
+    for i in np.argsort(-(wanted - drawn), kind="stable")[: size - drawn.sum()]:
+        drawn[i] += 1
+    return [(pool, int(count)) for pool, count in zip(pools, drawn) if count > 0]
 
 
 def example_indices(values, n_examples: int, argument: str) -> np.ndarray:
@@ -371,13 +429,21 @@ def perturbation_check(
     max_sim: float | None = None,
     batch_size: int = 64,
     device: str | torch.device | None = None,
+    baseline_draw: str | None = None,
 ) -> PerturbationResult:
     """Perturb the model along ``component`` by ±ε and compare top vs baseline examples.
 
     inputs, labels: the model inputs and labels of all examples (rows indexed by ``top``
         and ``baseline``); ``baseline`` defaults to 100 random other examples.
+    baseline_draw: how ``baseline`` was drawn, for the result to say: one of BASELINE_DRAWS (e.g. "same
+        classes" for :func:`baseline_examples` with ``classes=``); None: "random" when the check draws it,
+        "given" otherwise.
     """
     check_step(epsilon, max_sim)
+    if baseline_draw is None:
+        baseline_draw = "random" if baseline is None else "given"
+    elif baseline_draw not in BASELINE_DRAWS:
+        raise ValueError(f"baseline_draw must be one of {BASELINE_DRAWS} or None, got {baseline_draw!r}")
     if not hasattr(decomposition, "components_"):
         raise TypeError(f"decomposition must be a fitted LrmNpeff or DNpeff, got {type(decomposition).__name__}; fit "
                         "one first, or load it with LrmNpeff.load(path)")
@@ -421,7 +487,7 @@ def perturbation_check(
         component=int(component), epsilon=float(epsilon), max_sim=max_sim, n_top=len(top), n_baseline=len(baseline),
         kl_top=mean["top"], kl_baseline=mean["baseline"], accuracy_top=accuracy["top"],
         accuracy_baseline=accuracy["baseline"], sign=max(ratios, key=lambda s: np.nan_to_num(ratios[s], nan=-1.0)),
-        kl_examples=kl,
+        baseline_draw=baseline_draw, kl_examples=kl,
     )
 
 
@@ -451,9 +517,11 @@ def perturbation_table(
     batch_size: int = 64,
     device: str | torch.device | None = None,
     progress: bool = True,
+    baseline: str = "random",
 ) -> pd.DataFrame:
     """``perturbation_check`` of every component (or of ``components``) on its top ``n_top``
-    examples against ``n_baseline`` random others: one row per component, wide format.
+    examples against ``n_baseline`` others (``baseline``: drawn at random, or with the top set's mix of
+    the model's predicted classes, "same classes"): one row per component, wide format.
 
     Columns: ``n_top``, ``kl_top`` / ``kl_baseline`` (of the sign with the larger ratio),
     ``kl_ratio``, ``sign``, ``accuracy_top`` / ``accuracy_baseline`` (original, unperturbed).
@@ -465,15 +533,26 @@ def perturbation_table(
                                                                   for j in components]
     if len(components) == 0:  # an empty table named no column pandas could find
         raise ValueError("components=[] lists no component; pass some, or None for every component")
+    classes = baseline_classes(baseline, _predictions(model, inputs, batch_size, device) if baseline == "same classes" else None)
     rows = []
     for j in tqdm(components, desc="perturbation checks", disable=not progress):
         top = top_examples(decomposition.W_, j, n_top)
-        baseline = baseline_examples(n_inputs(inputs), top, n_baseline, seed=seed)
-        result = perturbation_check(model, decomposition, j, inputs, labels, top, baseline, epsilon=epsilon,
-                                    max_sim=max_sim, batch_size=batch_size, device=device)
+        drawn = baseline_examples(n_inputs(inputs), top, n_baseline, seed=seed, classes=classes)
+        result = perturbation_check(model, decomposition, j, inputs, labels, top, drawn, epsilon=epsilon,
+                                    max_sim=max_sim, batch_size=batch_size, device=device, baseline_draw=baseline)
         rows.append({
             "component": int(j), "n_top": result.n_top, "kl_top": result.kl_top[result.sign],
             "kl_baseline": result.kl_baseline[result.sign], "kl_ratio": result.kl_ratio, "sign": result.sign,
             "accuracy_top": result.accuracy_top["original"], "accuracy_baseline": result.accuracy_baseline["original"],
         })
     return pd.DataFrame(rows).set_index("component")
+
+
+def _predictions(model, inputs: Inputs, batch_size: int, device) -> np.ndarray:
+    """The model's predicted class of every example, as the checks compute them."""
+    rows = np.arange(n_inputs(inputs))
+    device = resolve_device(device) if device is not None else next(model.parameters()).device
+    model.to(device)
+    with eval_mode(model):
+        unpadded = padding_matters(model, inputs, rows, device, batch_size)
+        return log_probabilities(model, inputs, rows, batch_size=batch_size, device=device, unpadded=unpadded).argmax(1).numpy()

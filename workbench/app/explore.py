@@ -385,17 +385,20 @@ class RunExplorer:
         return self.ranking(component)[: self.n_top]
 
     def perturb(self, component: int, *, epsilon: float = 0.1, max_sim: float | None = None,
-                n_baseline: int = 100, seed: int = 0, batch_size: int = 64):
-        """``workbench.analysis.perturb.perturbation_check`` of ``component`` on its top set vs a random baseline."""
+                n_baseline: int = 100, seed: int = 0, batch_size: int = 64, baseline: str = "random"):
+        """``workbench.analysis.perturb.perturbation_check`` of ``component`` on its top set vs a baseline of
+        other examples: drawn at random (``baseline="random"``), or with the top set's mix of predicted classes
+        (``"same classes"``), which asks whether the direction acts on the component's examples beyond their class."""
         from ..analysis.perturb import perturbation_check
 
         batch_size = positive_int(batch_size, "batch_size")
-        args = self._perturbation_inputs(component, n_baseline, seed)
+        args = self._perturbation_inputs(component, n_baseline, seed, baseline)
         with self.model_lock:
-            return perturbation_check(*args, epsilon=epsilon, max_sim=max_sim, batch_size=batch_size, device=self.device)
+            return perturbation_check(*args, epsilon=epsilon, max_sim=max_sim, batch_size=batch_size, device=self.device,
+                                      baseline_draw=baseline)
 
     def sweep(self, component: int, epsilons: Sequence[float] = (0.1, 0.3, 1.0, 3.0, 10.0), *,
-              max_sim: float | None = None, n_baseline: int = 100, seed: int = 0,
+              max_sim: float | None = None, n_baseline: int = 100, seed: int = 0, baseline: str = "random",
               on_result: Callable | None = None) -> pd.DataFrame:
         """The frame of ``workbench.analysis.perturb.epsilon_sweep`` (one row per ε, set and sign), computed
         one ε at a time so that ``on_result(result, done, total)`` can follow progress."""
@@ -404,24 +407,26 @@ class RunExplorer:
         check_sweep(epsilons, max_sim, on_result)  # before the first perturbation runs
         frames = []
         for done, epsilon in enumerate(epsilons, start=1):
-            result = self.perturb(component, epsilon=epsilon, max_sim=max_sim, n_baseline=n_baseline, seed=seed)
+            result = self.perturb(component, epsilon=epsilon, max_sim=max_sim, n_baseline=n_baseline, seed=seed,
+                                  baseline=baseline)
             frames.append(result.to_frame().assign(kl_ratio=result.kl_ratio))
             if on_result is not None:
                 on_result(result, done, len(epsilons))
         return pd.concat(frames, ignore_index=True)
 
-    def _perturbation_inputs(self, component: int, n_baseline: int, seed: int) -> tuple:
+    def _perturbation_inputs(self, component: int, n_baseline: int, seed: int, draw: str) -> tuple:
         """(model, decomposition, component, inputs, labels, top, baseline) over only the examples
         the check reads, so a run with 50,000 examples tokenizes a few hundred."""
-        from ..analysis.perturb import baseline_examples
+        from ..analysis.perturb import baseline_classes, baseline_examples
         from ..models.text import encode_texts
 
         if self.labels is None:
             raise ValueError(f"{self.run.path}: the examples have no 'label' column, which the check needs")
+        classes = baseline_classes(draw, self.predictions)
         top = self._top_set(component)
         if len(top) == 0:
             raise ValueError(f"component {component} has no examples with a positive coefficient to perturb on")
-        baseline = baseline_examples(len(self.examples), top, n_baseline, seed)  # its checks before the model loads
+        baseline = baseline_examples(len(self.examples), top, n_baseline, seed, classes=classes)  # before the model loads
         model, tokenizer = self.model_and_tokenizer()
         rows = np.concatenate([top, baseline])
         # the PEF run warned of the texts it cut, by their numbers; a subset would number them anew

@@ -92,7 +92,8 @@ def kl_figure(result=None, signs: Sequence[str] = ("+", "-")):
     for name in ("top", "baseline"):
         values = [] if result is None else [getattr(result, f"kl_{name}")[s] for s in signs]
         count = "" if result is None else f" ({getattr(result, f'n_{name}')})"
-        figure.add_bar(name=f"{name} examples{count}", x=x if result is not None else [], y=values,
+        same = name == "baseline" and getattr(result, "baseline_draw", "") == "same classes"
+        figure.add_bar(name=f"{name} examples{', same classes' if same else ''}{count}", x=x if result is not None else [], y=values,
                        marker_color=SET_COLOURS[name], hovertemplate="%{x}: %{y:.3g}<extra>%{fullData.name}</extra>")
     if result is not None:
         shown = [v for bar in figure.data for v in bar.y if v > 0]
@@ -203,7 +204,7 @@ def perturbation_html(result, *, include_plotlyjs: bool | str = False, signs: Se
                + f": KL ratio top/baseline = <b>{_shown_ratio(result, signs):.3g}</b>"
                + (escape(result.interval_text(signs)) if hasattr(result, "interval_text") else "")
                + f" ({_sign_note(result, signs)}), "
-               f"{result.n_top} top and {result.n_baseline} baseline examples</div>")
+               f"{result.n_top} top and {result.n_baseline} baseline examples{escape(getattr(result, 'baseline_words', ''))}</div>")
     # Results of workbench.analysis.perturb say in words what the number means (and, when a
     # notebook chose the component for showing, why this one).
     for text in (getattr(result, "note", ""), getattr(result, "explanation", "")):
