@@ -303,6 +303,27 @@ def test_a_model_given_with_other_weights_is_refused_before_it_reads_anything(em
     assert RunExplorer.open(embedded_run.path, model=model, tokenizer=tokenizer).top_examples(0, page_size=2).examples
 
 
+def test_a_run_folder_whose_model_was_swapped_is_refused(embedded_run, tmp_path):
+    """The run's own model/ was never checked: another model's weights there read a KL ratio of 9.7 for 7542."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from workbench.store import StoreError
+
+    copy = shutil.copytree(embedded_run.path, tmp_path / "run")
+    weights = next((copy / "model").glob("*.safetensors"))
+    tensors = load_file(weights)
+    name = next(n for n, t in tensors.items() if t.is_floating_point())
+    tensors[name] = tensors[name] + 0.01
+    save_file(tensors, weights, metadata={"format": "pt"})
+    explorer = RunExplorer.open(copy)
+    with pytest.raises(StoreError, match=r"\(its decomposition\) was computed from another model"):
+        explorer.perturb(0)
+    assert torch.is_tensor(next(iter(tensors.values())))
+
+
 def test_a_trace_reads_as_many_top_examples_as_asked(explorer):
     """n_top above the explorer's (20) was cut to it without a word."""
     trace = explorer.trace(0, n_top=explorer.n_top + 5, n_baseline=2)

@@ -230,12 +230,13 @@ class RunExplorer:
             from ..models.embedded import load_default_model
 
             with self.model_lock:  # loaded once, also when two panels ask at the same time
-                if self._model is None:
-                    self._model, self._tokenizer = load_default_model(self.run.path / MODEL)
+                if self._model is None:  # checked as a given one is: a folder's weights swapped after the run
+                    self._model, self._tokenizer = load_default_model(self.run.path / MODEL)  # read KL 9.7 for 7542
+                    self._model_unchecked = True
         if self._tokenizer is None:
             raise ValueError("a model was given without its tokenizer; pass tokenizer= as well")
         if self._model_unchecked:  # other weights would score tokens and perturb a model the PEFs never saw
-            self.decomposition.check_model(self._model, f"the run {self.run.path}")
+            self.decomposition.check_model(self._model, f"the run {self.run.path} (its decomposition)")
             self._model_unchecked = False
         from ..analysis.perturb import restore_pending  # torch, which `import widgets` does without
 
