@@ -66,6 +66,8 @@ class ComponentDashboard(StaticFallback, w.VBox):
         return result
 
     def static_html(self) -> str:
+        if self.current is None and self.component is not None:  # read as "none selected" under a selected one
+            return report.fragment(f"<i>Still filling in for component {int(self.component)} when this view was kept.</i>")
         if self.current is None:
             return report.fragment("<i>No component selected.</i>")
         return report.fragment(f"<div>{self.title.value}</div>" + report.dashboard_html(self.current))

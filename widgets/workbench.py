@@ -175,11 +175,18 @@ class Workbench(StaticFallback, w.VBox):
         # delay the live view much (a cold first scoring, seconds, fills in after the display).
         self.wait(SNAPSHOT_WAIT_S)
         parts = [f"<div>{self._header_html()}</div>", "<h3>Components</h3>", self.browser.static_html()]
+        filling = self._filling is not None and self._filling.is_alive()
+        dashboard = self.dashboard.static_html()
+        if filling:  # read as "No component selected." under the selected one
+            parts.insert(1, '<div class="caption">The selected component\'s highlights and dashboard were still filling in '
+                            "when this view was kept: display the workbench after <code>wb.wait()</code> to keep them.</div>")
+            if self.dashboard.current is None:
+                dashboard = report.fragment(f"<i>Still filling in for component {self.browser.selected} when this view was kept.</i>")
         if self.browser.current.n_matching > len(self.browser.current.rows):
             parts.append('<div class="caption">Only this page of the table is shown here; '
                          "workbench.report.export_html writes every component.</div>")
         parts += ["<h3>Selected component</h3>", self.details.value, self.examples.static_html(),
-                  "<h3>Dashboard</h3>", self.dashboard.static_html(),
+                  "<h3>Dashboard</h3>", dashboard,
                   "<h3>Perturbation</h3>", self.perturbation.static_html(),
                   "<h3>Trace through the layers</h3>", self.trace.static_html(),
                   "<h3>Reverse lookup</h3>", self.lookup.static_html()]

@@ -162,6 +162,9 @@ def test_printing_keeps_every_chart_and_column_on_the_paper(browser, report_inde
     overflow = page.evaluate("getComputedStyle(document.querySelector('.npeff .table-wrap')).overflowX")
     numbers = page.evaluate("Array.from(document.querySelectorAll('.npeff td[data-sort]')).map(c => getComputedStyle(c).whiteSpace)")
     charts = page.evaluate("getComputedStyle(document.querySelector('.npeff .charts')).display")
+    # printers drop backgrounds by default: every word's shading and every bar was lost on paper
+    kept = page.evaluate("['.npeff .tok', '.npeff .bar', '.npeff .legend .swatch'].map(s => "
+                         "getComputedStyle(document.querySelector(s)).printColorAdjust)")
     pdf = tmp_path / "report.pdf"
     page.pdf(path=str(pdf), format="A4")
     page.emulate_media(media="screen")
@@ -172,6 +175,7 @@ def test_printing_keeps_every_chart_and_column_on_the_paper(browser, report_inde
     assert overflow == "visible"  # on paper a wide table wraps: nothing scrolls
     assert set(numbers) == {"nowrap"}  # its texts and names wrap, never a number ("0.272" printed as "0. 2 7 2")
     assert charts == "block"  # one chart per row: side by side, the paper's column cut them
+    assert kept == ["exact"] * 3
     assert pdf.stat().st_size > 10_000
     assert max(after) > 681  # fitted to the screen's boxes again
 

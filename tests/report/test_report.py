@@ -275,6 +275,20 @@ def test_pieces_of_one_character_show_it_once():
     assert html_module.unescape(re.sub(r"<[^>]+>", "", page)) == "café!"
 
 
+def test_the_part_of_a_text_the_model_did_not_read_is_marked_and_cut_short():
+    """A text cut at max_length showed its unread tail as if read: a card of 10,235 characters, 309 of them scored."""
+    import html as html_module
+
+    text = "good film . " + "and more words " * 100
+    page = report.highlighted_text_html(text, ["good", "film", "."], [0.5, 0.3, 0.2], spans=[(0, 4), (5, 9), (10, 11)])
+    unread = page.split('class="unread"', 1)[1]
+    assert "the model read no further" in unread and f"{len(text) - 11 - report.html.UNREAD_SHOWN:,} more characters" in unread
+    assert len(html_module.unescape(re.sub(r"<[^>]+>", "", page))) < 12 + report.html.UNREAD_SHOWN + 100
+    read_whole = report.highlighted_text_html("good film . \u200b\r\n", ["good", "film", "."], [0.5, 0.3, 0.2],
+                                              spans=[(0, 4), (5, 9), (10, 11)])
+    assert "unread" not in read_whole and read_whole.endswith(".</span> \u200b\r\n</div>")
+
+
 def test_charts_take_the_width_of_their_box():
     """A chart has no width of its own: plotly sizes it to its box, and again whenever the box
     changes (a chart drawn while the page loads is later squeezed beside its neighbours)."""

@@ -347,3 +347,25 @@ def test_the_perturbation_panel_checks_against_the_baseline_it_is_set_to(workben
         panel.baseline.value = "random"
     assert result.baseline_draw == "same classes"
     assert "mix of predicted classes" in panel.summary.value and "mix of predicted classes" in panel.static_html()
+
+
+def test_a_snapshot_kept_while_the_first_fill_runs_says_so(embedded_run, monkeypatch):
+    """The snapshot of `wb` displayed at once read "Selected component 15" over "Dashboard: No component
+    selected." and unshaded examples: the fill had not ended within the snapshot's wait."""
+    import threading
+
+    import widgets.workbench as workbench_module
+
+    release = threading.Event()
+    fill = Workbench._fill
+    monkeypatch.setattr(Workbench, "_fill", lambda self, *args: (release.wait(30), fill(self, *args)))
+    monkeypatch.setattr(workbench_module, "SNAPSHOT_WAIT_S", 0.05)
+    wb = Workbench.from_run(embedded_run.path, page_size=5, background=True)
+    try:
+        page = wb.static_html()
+    finally:
+        release.set()
+        wb.wait()
+    assert "still filling in when this view was kept" in page and "wb.wait()" in page
+    assert f"Still filling in for component {wb.browser.selected}" in page and "No component selected" not in page
+    assert "still filling in" not in wb.static_html()

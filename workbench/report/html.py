@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -55,6 +56,7 @@ CSS = """
 .npeff .tok { border-radius: 3px; padding: 1px 1px; }
 @media (prefers-color-scheme: dark) { .npeff .tok.deep { color: #fff; } }
 .npeff .tok.strongest { text-decoration: underline 2px; text-underline-offset: 3px; }
+.npeff .unread { opacity: 0.6; } .npeff .unread .cut { font-size: 11px; font-weight: normal; padding: 0 4px; border: 1px dashed currentColor; border-radius: 3px; }
 .npeff .note { color: var(--note-fg); background: var(--note-bg); padding: 4px 8px; border-radius: 4px; }
 .npeff .error { color: var(--wrong); background: var(--error-bg); padding: 6px 8px; border-radius: 4px; white-space: pre-wrap; }
 .npeff .this-run { background: var(--run-bg); border: 1px solid var(--run-line); border-radius: 4px; padding: 4px 10px; }
@@ -89,6 +91,8 @@ CSS = """
   .npeff .charts { display: block; }  /* one chart per row: side by side, the paper's column cut them */
   .npeff .example, .npeff .npeff-plot, .npeff table.npeff-table tr { break-inside: avoid; }
   .npeff a.top, .npeff .modebar-container { display: none; }
+  /* the shading, the bars and the swatches are the reading: printers drop backgrounds by default */
+  .npeff .tok, .npeff .bar, .npeff .legend .swatch { print-color-adjust: exact; -webkit-print-color-adjust: exact; }
 }
 """
 
@@ -303,10 +307,26 @@ def highlighted_text_html(text: str, tokens: Sequence[str] | None, scores, spans
                 pieces.append(escape(text[cursor:start]))
             pieces.append(span(i, text[start:stop]))
             cursor = stop
-        pieces.append(escape(text[cursor:]))
+        pieces.append(unread_html(text[cursor:]))
         return f'<div class="tokens" dir="auto">{"".join(pieces)}</div>'
     shown = [span(i, token) for i, token in enumerate(tokens) if not special[i]]
     return f'<div class="tokens" dir="auto">{" ".join(shown)}</div>'
+
+
+#: Characters of a text the model did not read (cut at its max_length) shown before "… N more".
+UNREAD_SHOWN = 200
+
+
+def unread_html(rest: str) -> str:
+    """The text after the last token: spaces as they are, or, where words follow, the part the model never read
+    (a text cut at max_length), marked and cut short. It was shown as if read: 10,235 characters of a card,
+    309 of them scored, and nothing to say where the model's input ended."""
+    if all(unicodedata.category(c)[0] in "ZC" for c in rest):  # spaces, zero-width and control characters
+        return escape(rest)
+    more = len(rest) - UNREAD_SHOWN
+    tail = escape(rest[:UNREAD_SHOWN]) + (f"<i> … {more:,} more characters</i>" if more > 0 else "")
+    return (f'<span class="unread" title="the model did not read this: the text was cut at its maximum length">'
+            f'<b class="cut">✂ the model read no further</b> {tail}</span>')
 
 
 def shares_html(example) -> str:
