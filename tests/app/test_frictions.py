@@ -142,3 +142,21 @@ def test_fit_and_transform_refuse_to_write_over_their_inputs(embedded_run, tmp_p
     assert sorted(p.name for p in store.iterdir()) == before
     assert main(["fit", str(store), "--out", str(tmp_path), "--device", "cpu"]) == 2
     assert "is a folder" in caplog.text
+
+
+def test_a_run_the_disk_or_memory_cannot_hold_ends_with_its_message_not_a_traceback(monkeypatch, tmp_path, caplog):
+    """InsufficientResourcesError (and a fit's NpeffDivergenceError) are RuntimeErrors, which the command line let
+    through as a traceback that buried "…; nothing was written" and the numbers."""
+    import workbench.app.pipeline as pipeline
+    from workbench.npeff.base import NpeffDivergenceError
+    from workbench.runner.estimate import InsufficientResourcesError
+
+    for error in (InsufficientResourcesError("the store needs 9.1 MB and the disk has 5.8 MB free"),
+                  NpeffDivergenceError("the loss became nan at iteration 3")):
+        def refuse(*args, error=error, **kwargs):
+            raise error
+
+        monkeypatch.setattr(pipeline, "run_embedded", refuse)
+        caplog.clear()
+        assert main(["demo", "--out", str(tmp_path / "demo")]) == 1
+        assert f"{type(error).__name__}: {error}" in caplog.text

@@ -221,6 +221,8 @@ def _describe(commands) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from ..distributed import DistributedError
+    from ..npeff.base import NpeffDivergenceError
+    from ..runner.estimate import InsufficientResourcesError
     from .notebook import NotebookError
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the embedded default never needs the Hub
@@ -300,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, OSError) as err:  # bad input (StoreError included): the message says what to do
         logging.getLogger("workbench").error("%s: %s", type(err).__name__, err)
         return 2
+    except (InsufficientResourcesError, NpeffDivergenceError) as err:  # the message has the numbers and the fix
+        logging.getLogger("workbench").error("%s: %s", type(err).__name__, err)  # a traceback buried it
+        return 1
     except NotebookError as err:  # the executed notebook and its HTML show the failing cell
         logging.getLogger("workbench").error("%s", err)
         return 1
