@@ -139,6 +139,7 @@ def run_model(
             examples["prediction"] = pefs.predictions
             with atomic_path(out / EXAMPLES) as tmp:
                 examples.to_parquet(tmp)
+            recorder.wrote(EXAMPLES)  # another run's examples, of the same count, passed for these
             known = pefs.labels >= 0  # unknown labels (-1) are no mistakes
             if known.any():
                 recorder.figure("analysis_accuracy", float(np.mean(pefs.predictions[known] == pefs.labels[known])))
