@@ -253,3 +253,25 @@ def test_another_run_s_examples_of_the_same_count_are_refused(embedded_run, tmp_
     examples.iloc[::-1].reset_index(drop=True).to_parquet(folder / "examples.parquet")
     with pytest.raises(StoreError, match=r"examples\.parquet is not the file this run wrote"):
         Run.open(folder)
+
+
+def test_a_run_with_other_parameters_drops_the_pages_of_finished_notebooks(tmp_path):
+    """A demo with another seed into a quickstart's folder kept the quickstart's page of seed 0 and its "complete"
+    entry beside the new decomposition. The entry of the notebook running this pipeline (still running) stays."""
+    folder = tmp_path / "run"
+    first = RunRecorder(folder, {"seed": 0})
+    first.record["notebooks"] = {
+        "quickstart": {"status": "complete", "executed": "quickstart.ipynb", "html": "quickstart.html"},
+        "running": {"status": "running", "executed": "running.ipynb", "html": "running.html"},
+        "odd": {"status": "complete", "executed": "../outside.ipynb", "html": 3},
+    }
+    first._save()
+    for name in ("quickstart.ipynb", "quickstart.html", "running.ipynb"):
+        (folder / name).write_text("page")
+    (tmp_path / "outside.ipynb").write_text("not the run's")
+    RunRecorder(folder, {"seed": 0})  # the same parameters: the same decomposition, its pages hold
+    assert (folder / "quickstart.html").exists()
+    second = RunRecorder(folder, {"seed": 1})
+    assert list(second.record["notebooks"]) == ["running"]
+    assert sorted(p.name for p in folder.iterdir() if p.suffix in (".ipynb", ".html")) == ["running.ipynb"]
+    assert (tmp_path / "outside.ipynb").exists()

@@ -117,11 +117,12 @@ class RunRecorder:
         }
         earlier = self._earlier_record()
         notebooks = earlier.get("notebooks")
-        if isinstance(notebooks, dict) and notebooks:
-            # the notebook running this pipeline wrote its entry first, and completes the record when it ends
-            self.record["notebooks"] = notebooks
+        notebooks = notebooks if isinstance(notebooks, dict) else {}
         if earlier and earlier.get("params") != json.loads(json.dumps(self.record["params"], default=json_default)):
             self._remove_readings()
+            notebooks = self._without_finished_pages(notebooks)
+        if notebooks:  # the notebook running this pipeline wrote its entry first, and completes the record when it ends
+            self.record["notebooks"] = notebooks
         self._save()
 
     def _earlier_record(self) -> dict:
@@ -138,6 +139,20 @@ class RunRecorder:
                 shutil.rmtree(path)
             elif path.exists() or path.is_symlink():
                 path.unlink()
+
+    def _without_finished_pages(self, notebooks: dict) -> dict:
+        """The entries of notebooks still running (the one running this pipeline); the pages of finished ones
+        are of the earlier decomposition: a demo with another seed kept the quickstart's page of seed 0 and its
+        "complete" entry beside the new files."""
+        running = {}
+        for name, entry in notebooks.items():
+            if isinstance(entry, dict) and entry.get("status") == "running":
+                running[name] = entry
+                continue
+            for page in (entry.get("executed"), entry.get("html")) if isinstance(entry, dict) else ():
+                if isinstance(page, str) and Path(page).name == page and page.endswith((".ipynb", ".html")):
+                    (self.path / page).unlink(missing_ok=True)  # a name in this folder, never a path elsewhere
+        return running
 
     def _save(self) -> None:
         write_json(self.path / RUN_RECORD, self.record)
