@@ -95,7 +95,7 @@ def test_a_notebook_run_killed_while_its_html_is_written_leaves_a_record_that_sa
         run_notebook(source, tmp_path / "out", {"x": 3}, progress=False)
     record = json.loads((tmp_path / "out" / RUN_RECORD).read_text())
     assert record["notebooks"]["tiny"]["status"] == "running" and record["status"] == "running"
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [RUN_RECORD, "tiny.ipynb"], "no half-written page"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".lock", RUN_RECORD, "tiny.ipynb"], "no half-written page"
 
     monkeypatch.undo()
     done = run_notebook(source, tmp_path / "out", {"x": 3}, progress=False)

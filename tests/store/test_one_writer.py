@@ -43,3 +43,27 @@ def test_a_store_written_by_another_process_meanwhile_is_not_replaced(tmp_path, 
     with pytest.raises(FolderBusyError, match="another process wrote a PEF store into .* while this one was preparing"):
         write_pefs(tmp_path / "store", model, inputs, n_values=64, progress=False)
     assert np.array_equal(load_pefs(tmp_path / "store").matrix.toarray(), pefs.matrix.toarray())
+
+
+def test_a_notebook_run_s_lock_is_its_kernel_s_and_no_one_else_s(tmp_path, monkeypatch):
+    """A notebook run held no lock: a demo started into its folder mid-run was not refused, and the two left a
+    run.json that contradicted the files ("pefs running" over a finished folder, or "running" for ever)."""
+    import subprocess
+    import sys
+
+    from workbench.store.lock import HELD_FOR_CHILDREN_ENV, exclusive_with_children
+
+    child = ("from workbench.store.lock import FolderBusyError, exclusive\n"
+             "try:\n    with exclusive(r'{0}', 'a run'): print('wrote')\n"
+             "except FolderBusyError as error: print('refused:', error)")
+    folder = tmp_path / "run"
+    with exclusive_with_children(folder, "a notebook run"):
+        kernel = subprocess.run([sys.executable, "-c", child.format(folder)], capture_output=True, text=True, check=True)
+        stranger_env = {k: v for k, v in __import__("os").environ.items() if k != HELD_FOR_CHILDREN_ENV}
+        stranger = subprocess.run([sys.executable, "-c", child.format(folder)], capture_output=True, text=True,
+                                  check=True, env=stranger_env)
+    assert kernel.stdout.strip() == "wrote", kernel.stderr
+    assert stranger.stdout.startswith("refused: another process"), stranger.stderr
+    assert HELD_FOR_CHILDREN_ENV not in __import__("os").environ
+    with exclusive(folder, "a run"):  # released with the block
+        pass

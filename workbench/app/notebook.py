@@ -34,6 +34,7 @@ from pathlib import Path
 from ..core.arguments import user_path
 from .. import report
 from ..store.files import atomic_path, check_folder
+from ..store.lock import exclusive_with_children
 from .run_folder import RUN_RECORD, RunRecorder, check_new_run_folder, now, read_run_record, write_run_record
 
 logger = logging.getLogger(__name__)
@@ -229,9 +230,6 @@ def run_notebook(notebook: str | os.PathLike, out: str | os.PathLike, parameters
     :class:`NotebookError` (after writing the executed notebook and its HTML, which show the
     failing cell) when the notebook fails.
     """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
     notebook, out = user_path(notebook, "notebook"), user_path(out, "out")
     if not notebook.is_file() or notebook.suffix != ".ipynb":
         raise FileNotFoundError(f"{notebook} is not a notebook file (.ipynb)")
@@ -245,8 +243,16 @@ def run_notebook(notebook: str | os.PathLike, out: str | os.PathLike, parameters
         if user_path(given).resolve() != out.resolve():  # the run would go there, the record and the page here
             raise ValueError(f"the notebook's {OUTPUT_PARAMETER} is its out folder ({out}), got {given!r} as well: pass "
                              f"that folder as out (--out {given} on the command line) and leave {OUTPUT_PARAMETER} out")
+    with exclusive_with_children(out, "a notebook run"):  # its kernel's pipeline writes here under this lock
+        return _execute(notebook, out, values, declared, kernel_name, progress, timeout)
+
+
+def _execute(notebook: Path, out: Path, values: dict, declared: dict, kernel_name, progress, timeout) -> NotebookRun:
+    """The rest of :func:`run_notebook`, once its arguments are checked and its folder is locked."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
     injected = sorted(values)
-    out.mkdir(parents=True, exist_ok=True)
     executed = out / notebook.name
     html = executed.with_suffix(".html")
 

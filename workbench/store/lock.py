@@ -20,6 +20,8 @@ except ImportError:  # Windows
     fcntl = None
 
 LOCK = ".lock"
+#: "pid:folder" of a lock a process holds for the processes it starts (a notebook run, for its kernel's pipeline)
+HELD_FOR_CHILDREN_ENV = "NPEFF_WORKBENCH_LOCK_HELD_BY"
 
 
 class FolderBusyError(StoreError):
@@ -38,13 +40,31 @@ def exclusive(folder: str | os.PathLike, what: str):
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
         except BlockingIOError:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-            raise FolderBusyError(
-                f"another process (pid {holder}) is writing {what} into {folder}: two runs in one folder would mix "
-                "their files. Wait for it to end, or choose another folder") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+            if os.environ.get(HELD_FOR_CHILDREN_ENV) != f"{holder}:{folder.resolve()}":  # not held for this process
+                raise FolderBusyError(
+                    f"another process (pid {holder}) is writing {what} into {folder}: two runs in one folder would "
+                    "mix their files. Wait for it to end, or choose another folder") from None
         yield
     finally:
-        os.close(fd)  # releases the lock
+        os.close(fd)  # releases the lock, where this process took it
+
+
+@contextlib.contextmanager
+def exclusive_with_children(folder: str | os.PathLike, what: str):
+    """:func:`exclusive`, shared with the processes this one starts while the block runs (a notebook run's
+    kernel, whose pipeline writes into the folder): a notebook run held no lock of its own, so a demo started
+    into its folder mid-run was not refused, and both left a record that contradicted the files."""
+    with exclusive(folder, what):
+        before = os.environ.get(HELD_FOR_CHILDREN_ENV)
+        os.environ[HELD_FOR_CHILDREN_ENV] = f"{os.getpid()}:{user_path(folder).resolve()}"  # a kernel inherits it
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop(HELD_FOR_CHILDREN_ENV, None)
+            else:
+                os.environ[HELD_FOR_CHILDREN_ENV] = before
