@@ -205,3 +205,22 @@ def test_missing_values_sort_last_either_way(browser, tmp_path):
     page.close()
     assert ascending == ["1", "2", "3", "4", "inf", "", ""]
     assert descending == ["inf", "4", "3", "2", "1", "", ""]
+
+
+def test_the_location_legend_shows_every_kind_beside_turned_layer_names(browser, tmp_path):
+    """MiniLM's six layers turned their names below the bars, which took height the chart's size did not count:
+    the legend scrolled, hiding "embeddings" at 1280 px and three kinds at 360 px."""
+    kinds = ["embeddings", "attention q", "attention k", "attention v", "attention o", "MLP in", "MLP out", "LayerNorm"]
+    layers = ["embeddings", *(f"layer {i}" for i in range(6)), "head"]
+    location = pd.DataFrame(np.full((len(layers), len(kinds)), 1 / (len(layers) * len(kinds))), index=layers, columns=kinds)
+    path = tmp_path / "location.html"
+    path.write_text(report.html_page("location", report.figure_html(report.location_figure(location), True)),
+                    encoding="utf-8")
+    for width in (360, 1280):
+        page = open_page(browser, path, width=width)
+        page.wait_for_selector("g.legend g.traces")
+        hidden = page.evaluate("""() => { const legend = document.querySelector('g.legend rect.bg').getBoundingClientRect();
+            return Array.from(document.querySelectorAll('g.legend g.traces')).filter(item => {
+              const r = item.getBoundingClientRect(); return r.bottom > legend.bottom + 1 || r.top < legend.top - 1; }).length; }""")
+        page.close()
+        assert hidden == 0, width

@@ -259,10 +259,13 @@ def location_figure(location: pd.DataFrame):
     """Stacked bars of a component's mass by layer (x, network order) and module kind (colour)."""
     import plotly.graph_objects as go
 
+    # The legend beside it needs a line per kind (a mixture of experts' ten scrolled in 280 px), and the layer
+    # names below, turned when they crowd, take height of their own (MiniLM's hid "embeddings" at 1280 px).
+    longest = max((len(str(i)) for i in location.index), default=0)
     figure = go.Figure(layout=dict(
-        # the legend beside it needs a line per kind: a mixture of experts' ten scrolled in 280 px
-        barmode="stack", height=max(280, 110 + 20 * len(location.columns)), margin=dict(l=50, r=10, b=40),
-        yaxis=dict(title="share of ‖g‖²", tickformat=".0%"), legend=dict(font=dict(size=10)),
+        barmode="stack", height=max(280, 110 + 20 * len(location.columns) + 5 * longest), margin=dict(l=50, r=10, b=40),
+        yaxis=dict(title="share of ‖g‖²", tickformat=".0%"), xaxis=dict(tickangle=-45 if len(location.index) > 4 else 0),
+        legend=dict(font=dict(size=10)),
     ))
     with_title(figure, "Where the component lives\nshare of ‖g‖² by layer and module kind")
     for kind in location.columns:
