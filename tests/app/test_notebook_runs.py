@@ -136,7 +136,9 @@ def test_html_rendering_is_offline_and_starts_with_the_run_record(quickstart_run
     assert html.index("This run") < html.index("NPEFF quickstart")
     assert "n_components*</b> 6" in html  # injected by papermill, and marked so
     assert 'class="npeff-table"' in html and 'class="tok ' in html
-    assert "<title>quickstart</title>" in html  # nbconvert's default was "Notebook" for every page
+    assert "<title>quickstart · NPEFF workbench</title>" in html  # nbconvert's default was "Notebook" for every page
+    # the page's first heading is the notebook's h1: the run's facts above it were an h2, out of order
+    assert re.findall(r"<h(\d)", html)[0] == "1" and "This run" in html
 
 
 def test_nbconvert_without_widget_state_shows_the_panels(quickstart_run, embedded_run):

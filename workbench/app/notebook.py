@@ -380,9 +380,9 @@ def export_notebook_html(executed: str | os.PathLike, html_path: str | os.PathLi
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(template_name="lab")
-    # the page's title is the notebook's name (nbconvert's default is "Notebook")
+    # the page's title names the notebook and the tool (nbconvert's default is "Notebook" for every page)
     body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4),
-                                          resources={"metadata": {"name": Path(executed).stem}})
+                                          resources={"metadata": {"name": f"{Path(executed).stem} · NPEFF workbench"}})
     # Nothing in the page needs RequireJS or MathJax, and a <script src> to a CDN that cannot
     # be reached blocks the page on machines without network.
     body = _EXTERNAL_SCRIPT.sub("", body)
@@ -391,7 +391,7 @@ def export_notebook_html(executed: str | os.PathLike, html_path: str | os.PathLi
     if record is not None:
         top = _BODY_OPEN.search(body)
         if top is not None:
-            section = f'<div style="padding: 8px 24px">{report.run_section_html(record)}</div>'
+            section = f'<div style="padding: 8px 24px">{report.run_section_html(record, heading=False)}</div>'
             body = body[: top.end()] + section + body[top.end():]
     with atomic_path(html_path) as tmp:  # never a truncated page under the real name
         tmp.write_text(body, encoding="utf-8")

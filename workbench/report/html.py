@@ -456,10 +456,11 @@ def _run_status(record: dict) -> tuple[str, str]:
     return status, ""
 
 
-def run_section_html(record: dict, *, title: str = "This run") -> str:
+def run_section_html(record: dict, *, title: str = "This run", heading: bool = True) -> str:
     """A short "this run" section from a run record (run.json): status, device, versions, seeds,
     the notebooks that ran (their parameters, papermill's injected ones starred), stage timings,
-    figures, and every parameter in a collapsed list."""
+    figures, and every parameter in a collapsed list. ``heading=False`` titles it in bold text, for a
+    page whose first heading is its own (a notebook's h1, which an h2 above it put out of order)."""
     env = record.get("environment", {})
     versions = env.get("versions", {})
     shown_versions = ", ".join(f"{k} {v}" for k, v in versions.items()
@@ -490,7 +491,8 @@ def run_section_html(record: dict, *, title: str = "This run") -> str:
     details = (f"<details><summary>all {len(params)} parameters</summary>{_items(params.items())}</details>"
                if params else "")
     body = "".join(f'<div class="run-line">{line}</div>' for line in lines)
-    return fragment(f'<section class="this-run"><h2>{escape(title)}</h2>{body}{details}</section>')
+    top = f"<h2>{escape(title)}</h2>" if heading else f'<div class="run-line"><b>{escape(title)}</b></div>'
+    return fragment(f'<section class="this-run" aria-label="{escape(title)}">{top}{body}{details}</section>')
 
 
 def run_section_text(record: dict) -> str:
