@@ -86,12 +86,13 @@ def _component_file(component: int) -> str:
     return f"components/{int(component):05d}.html"
 
 
-def _trace_section(explorer, component: int, n_examples: int) -> str:
-    """The component's perturbation trace: the layer profile over its top examples against as many
-    baseline ones, and the heatmap of its top example; a failure (a model without hidden states) is
-    shown in the section rather than stopping the report."""
+def _trace_section(explorer, component: int) -> str:
+    """The component's perturbation trace as the workbench's trace panel takes it (its top set against
+    ten baseline examples: the report's own counts read other numbers beside the panel's in a notebook),
+    and the heatmap of its top example; a failure (a model without hidden states) is shown in the
+    section rather than stopping the report."""
     try:
-        trace = explorer.trace(component, n_top=n_examples, n_baseline=n_examples)
+        trace = explorer.trace(component)
     except Exception as error:  # noqa: BLE001 - shown where the trace would be
         logger.warning("no trace of component %s in the report: %s", component, error)
         return error_html(f"No perturbation trace: {type(error).__name__}: {error}")
@@ -114,7 +115,7 @@ def _component_section(explorer, component: int, results: list, n_examples: int,
     parts.append(examples_page_html(page))
     parts += [perturbation_html(r, include_plotlyjs=plotlyjs) for r in results]
     if traces:
-        parts.append(_trace_section(explorer, component, n_examples))
+        parts.append(_trace_section(explorer, component))
     return "".join(parts)
 
 
@@ -130,9 +131,8 @@ def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (
     :data:`MAX_SINGLE_PAGE_COMPONENTS` components and :data:`MAX_SINGLE_PAGE_CHARTS` charts. ``perturbations``: results of
     :meth:`RunExplorer.perturb` to chart under their component. ``dashboards``: each component's
     dashboard (:meth:`RunExplorer.dashboard`; with its perturbation sweep over ``sweep`` when given).
-    ``traces``: each component's perturbation trace (:meth:`RunExplorer.trace` on its first
-    ``n_examples`` top examples and as many baseline ones: the layer profile and its top example's
-    heatmap); default: when the explorer has a model.
+    ``traces``: each component's perturbation trace (:meth:`RunExplorer.trace`, as the trace panel
+    takes it: the layer profile and its top example's heatmap); default: when the explorer has a model.
     The index has a table of contents, sortable tables (click a header) and links back to the top.
     The folder is built under a
     temporary name and moved into place at the end, so an interrupted export leaves the
