@@ -108,6 +108,9 @@ def test_executed_notebook_keeps_static_panels_and_no_dead_widgets(quickstart_ru
     assert "times as much" in text and "Shown because it has the highest KL ratio" in html
     report = (quickstart_run.folder / "report" / "index.html").read_text()
     assert "Shown because it has the highest KL ratio" in report and "times as much" in report
+    # and checked against examples of its top set's classes, beside the random baseline
+    assert "drawn with the top set&#x27;s mix of predicted classes" in text.replace("'", "&#x27;")
+    assert "against examples of the top set's classes</h3>" in report
 
 
 def test_the_workbench_snapshot_shows_the_showcased_component(quickstart_run):

@@ -198,7 +198,8 @@ def perturbation_html(result, *, include_plotlyjs: bool | str = False, signs: Se
     """A perturbation result: the verdict, the KL and accuracy charts, and the numbers."""
     frame = result.to_frame()
     frame = frame[frame["sign"].isin(signs)]
-    summary = (f"<h3>Perturbation of component {int(result.component)}</h3>"
+    against = " against examples of the top set's classes" if getattr(result, "baseline_draw", "") == "same classes" else ""
+    summary = (f"<h3>Perturbation of component {int(result.component)}{against}</h3>"
                f'<div class="caption">ε = {result.epsilon:g}'
                + (f", semi-orthogonal (max_sim = {result.max_sim:g})" if result.max_sim is not None else "")
                + f": KL ratio top/baseline = <b>{_shown_ratio(result, signs):.3g}</b>"
