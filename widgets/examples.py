@@ -112,6 +112,7 @@ class ExampleViewer(StaticFallback, w.VBox):
 
 
 def component_title(explorer: RunExplorer, component: int, what: str = "Component") -> str:
-    """``<b>Component j</b> · its label`` (escaped), the label from the explorer's table when it has one."""
+    """``<b>Component j</b> · its label`` (escaped, isolated: a right-to-left label moved the title's number
+    and dot to its other side), the label from the explorer's table when it has one."""
     name = explorer.component_name(component)
-    return f"<b>{report.escape(what)} {int(component)}</b>" + (f" · {report.escape(name)}" if name else "")
+    return f"<b>{report.escape(what)} {int(component)}</b>" + (f" · <bdi>{report.escape(name)}</bdi>" if name else "")

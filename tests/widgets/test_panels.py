@@ -270,15 +270,16 @@ def test_workbench_traces_the_selected_component(workbench):
 
 
 def test_titles_show_the_component_label(workbench):
-    """Issue 21 item 4: the label (the table's ``name``) in the example viewer's, dashboard's and trace's titles."""
+    """Issue 21 item 4: the label (the table's ``name``) in the example viewer's, dashboard's and trace's titles,
+    isolated (<bdi>): a right-to-left label moved the title's number to its other side."""
     j = workbench.browser.selected
     name = workbench.explorer.component_name(j)
     assert name and name == workbench.explorer.table.loc[j, "name"]
     for title in (workbench.examples.title, workbench.dashboard.title, workbench.trace.title):
-        assert f"{j}</b> · {report.escape(name)}" in title.value
+        assert f"{j}</b> · <bdi>{report.escape(name)}</bdi>" in title.value
     html = workbench._repr_mimebundle_()["text/html"]
-    assert f"<b>Component {j}</b> · {report.escape(name)}: top examples" in html
-    assert f"<b>Dashboard of component {j}</b> · {report.escape(name)}" in html
+    assert f"<b>Component {j}</b> · <bdi>{report.escape(name)}</bdi>: top examples" in html
+    assert f"<b>Dashboard of component {j}</b> · <bdi>{report.escape(name)}</bdi>" in html
 
 
 def test_titles_escape_the_label_and_a_new_component_clears_the_trace(tmp_path):
