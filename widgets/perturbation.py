@@ -46,9 +46,8 @@ class PerturbationPanel(StaticFallback, w.VBox):
                                      continuous_update=False)
         self.semi_orthogonal.observe(lambda change: setattr(self.max_sim, "disabled", not change["new"]),
                                      names="value")
-        self.baseline = w.Dropdown(options=[("random other examples", "random"),
-                                            ("other examples of the top set's classes", "same classes")],
-                                   value="random", description="baseline", layout=w.Layout(width="380px"),
+        self.baseline = w.Dropdown(options=[("random", "random"), ("same classes as the top", "same classes")],
+                                   value="random", description="baseline", layout=w.Layout(width="300px", max_width="100%"),
                                    tooltip="compare with examples drawn at random, or drawn with the top set's mix of "
                                            "predicted classes: the ratio then shows selectivity beyond the class")
         self.sweep = w.Checkbox(False, description=f"sweep ε × {', '.join(f'{f:g}' for f in SWEEP_FACTORS)}",

@@ -174,28 +174,40 @@ class Workbench(StaticFallback, w.VBox):
         # little for the first fill, so that a warm model's highlights are in it, never long enough to
         # delay the live view much (a cold first scoring, seconds, fills in after the display).
         self.wait(SNAPSHOT_WAIT_S)
+        filled = self._filled_views(lambda panel: panel.static_html(), lambda text: report.fragment(f"<i>{text}</i>"))
         parts = [f"<div>{self._header_html()}</div>", "<h3>Components</h3>", self.browser.static_html()]
-        filling = self._filling is not None and self._filling.is_alive()
-        dashboard = self.dashboard.static_html()
-        if filling:  # read as "No component selected." under the selected one
-            parts.insert(1, '<div class="caption">The selected component\'s highlights and dashboard were still filling in '
-                            "when this view was kept: display the workbench after <code>wb.wait()</code> to keep them.</div>")
-            if self.dashboard.current is None:
-                dashboard = report.fragment(f"<i>Still filling in for component {self.browser.selected} when this view was kept.</i>")
+        if self._still_filling():
+            parts.insert(1, '<div class="caption">The selected component\'s highlights, dashboard and trace were still '
+                            "filling in when this view was kept: display the workbench after <code>wb.wait()</code> to "
+                            "keep them.</div>")
         if self.browser.current.n_matching > len(self.browser.current.rows):
             parts.append('<div class="caption">Only this page of the table is shown here; '
                          "workbench.report.export_html writes every component.</div>")
         parts += ["<h3>Selected component</h3>", self.details.value, self.examples.static_html(),
-                  "<h3>Dashboard</h3>", dashboard,
+                  "<h3>Dashboard</h3>", filled["dashboard"],
                   "<h3>Perturbation</h3>", self.perturbation.static_html(),
-                  "<h3>Trace through the layers</h3>", self.trace.static_html(),
+                  "<h3>Trace through the layers</h3>", filled["trace"],
                   "<h3>Reverse lookup</h3>", self.lookup.static_html()]
         return report.fragment("".join(parts))
 
     def static_text(self) -> str:
+        filled = self._filled_views(lambda panel: panel.static_text(), str)
         return "\n\n".join([f"NPEFF workbench of {self.explorer.run.path}", self.browser.static_text(),
-                            self.examples.static_text(), self.dashboard.static_text(), self.perturbation.static_text(),
-                            self.trace.static_text(), self.lookup.static_text()])
+                            self.examples.static_text(), filled["dashboard"], self.perturbation.static_text(),
+                            filled["trace"], self.lookup.static_text()])
+
+    def _still_filling(self) -> bool:
+        return self._filling is not None and self._filling.is_alive()
+
+    def _filled_views(self, view, note) -> dict:
+        """The dashboard's and the trace's views, or, while the first fill has yet to show them, a note that says
+        so: "No component selected." read under the selected component's examples."""
+        views = {}
+        for name, panel, shown in (("dashboard", self.dashboard, self.dashboard.current), ("trace", self.trace, self.trace.result)):
+            pending = self._still_filling() and shown is None
+            views[name] = (note(f"Still filling in for component {self.browser.selected} when this view was kept.")
+                           if pending else view(panel))
+        return views
 
 
 class RenderedHtml(w.Output):

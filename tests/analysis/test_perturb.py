@@ -160,6 +160,7 @@ def test_the_ratio_s_interval_is_a_bootstrap_over_the_examples_drawn():
     assert low == pytest.approx(expected[0], rel=0.05) and high == pytest.approx(expected[1], rel=0.05)
     assert "95% interval over the examples drawn" in result.explanation
     assert perturb._bound(2623.4) == "2623" and perturb._bound(4.0) == "4.00"  # not 2.62e+03, not 4
+    assert perturb._bound(640.2) == "640" and perturb._bound(99.94) == "99.9"  # not "640."
     text = result.interval_text(("+",))
     assert text == f" (95% interval over the examples drawn: {low:#.3g} to {high:#.3g})"  # 4.00 beside 1.68, not 4
     from workbench import report
@@ -313,6 +314,9 @@ def test_a_baseline_of_the_same_classes_has_the_top_set_s_mix_as_large_as_the_cl
         baseline_examples(len(classes), np.arange(400, 440), classes=classes)
     with pytest.raises(ValueError, match=r"classes must hold one class per example \(440\), got shape \(3,\)"):
         baseline_examples(len(classes), top, classes=["a", "b", "c"])
+    for missing in (None, np.nan):
+        with pytest.raises(ValueError, match=r"classes holds 1 missing values \(None or NaN\)"):
+            baseline_examples(len(classes), top, classes=np.r_[classes[:-1].astype(object), missing])
 
 
 class _FeatureClassifier(torch.nn.Module):
@@ -353,6 +357,12 @@ def test_a_direction_that_moves_one_whole_class_is_selective_against_random_exam
     assert 6 < ratios["random"] < 16
     assert 0.7 < ratios["same classes"] < 1.4
     assert "drawn with the top set's mix of predicted classes" in result.explanation
+    from workbench import report
+
+    for figure in (report.kl_figure(result), report.accuracy_figure(result)):  # every chart says how it was drawn
+        assert [bar.name.split(" (")[0] for bar in figure.data] == ["top examples", "baseline examples, same classes"]
+    sweep = report.sweep_figure(result.to_frame())
+    assert sum("baseline (same classes)" in line.name for line in sweep.data) == 2  # one line per sign
     with pytest.raises(ValueError, match=r"baseline_draw must be one of \('random', 'same classes'\) or None"):
         perturbation_check(model, decomposition, 0, x, classes, top, baseline, baseline_draw="same class")
 

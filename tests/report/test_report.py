@@ -287,6 +287,15 @@ def test_the_part_of_a_text_the_model_did_not_read_is_marked_and_cut_short():
     read_whole = report.highlighted_text_html("good film . \u200b\r\n", ["good", "film", "."], [0.5, 0.3, 0.2],
                                               spans=[(0, 4), (5, 9), (10, 11)])
     assert "unread" not in read_whole and read_whole.endswith(".</span> \u200b\r\n</div>")
+    # what a tokenizer drops from every token is no cut: an accent typed apart, an emoji's variation selector
+    for text in ("the cafe\u0301", "loved it \u2764\ufe0f", "great movie \ufffd"):
+        stop = len(text.rstrip("\u0301\ufe0f\ufffd ").rstrip("\u2764 "))
+        assert "unread" not in report.highlighted_text_html(text, ["x"], [1.0], spans=[(0, stop)])
+    # a model read through a prompt cuts a long text at its start: the words before its first token
+    cut_at_start = report.highlighted_text_html("never read . " * 30 + "good film", ["good", "film"], [0.6, 0.4],
+                                                spans=[(390, 394), (395, 399)])
+    head = cut_at_start.split('class="unread"', 1)[1].split("</span>", 1)[0]
+    assert "190 characters before" in head and head.endswith("✂ the model read from here</b> ")
 
 
 def test_charts_take_the_width_of_their_box():
@@ -339,7 +348,7 @@ def test_a_report_written_by_its_notebook_does_not_say_running_for_ever():
 @pytest.mark.slow
 def test_the_quickstart_report_shows_its_pipeline_complete(quickstart_run):
     html = (quickstart_run.folder / "report" / "index.html").read_text()
-    run = html.split('<section class="this-run">')[1].split("</section>")[0]
+    run = html.split('<section class="this-run"')[1].split("</section>")[0]
     assert "<b>pipeline complete</b>" in run and "still running when this was written" in run
     assert "<b>running</b>" not in run
 
@@ -369,3 +378,12 @@ def test_sortable_headers_are_reached_and_used_from_the_keyboard():
     script = report.SORT_SCRIPT
     assert '"keydown"' in script and 'event.key !== "Enter"' in script and 'event.key !== " "' in script
     assert 'setAttribute("aria-sort", ascending ? "ascending" : "descending")' in script
+
+
+def test_the_text_view_says_what_the_model_did_not_read():
+    """print(page) showed the whole 1,694 characters of a text the model read 16 tokens of."""
+    text = "never read " * 10 + "good film" + " and more" * 20
+    spans = [(0, 0), (110, 114), (115, 119), (0, 0)]
+    shown = report.read_text(text, spans, [True, False, False, True])
+    assert shown == "[110 characters not read] good film [the model read no further: 180 more characters]"
+    assert report.read_text("good film ❤️", [(0, 4), (5, 9)]) == "good film ❤️"

@@ -363,10 +363,12 @@ def test_a_snapshot_kept_while_the_first_fill_runs_says_so(embedded_run, monkeyp
     monkeypatch.setattr(workbench_module, "SNAPSHOT_WAIT_S", 0.05)
     wb = Workbench.from_run(embedded_run.path, page_size=5, background=True)
     try:
-        page = wb.static_html()
+        page, text = wb.static_html(), wb.static_text()
     finally:
         release.set()
         wb.wait()
     assert "still filling in when this view was kept" in page and "wb.wait()" in page
-    assert f"Still filling in for component {wb.browser.selected}" in page and "No component selected" not in page
-    assert "still filling in" not in wb.static_html()
+    assert page.count(f"Still filling in for component {wb.browser.selected}") == 2  # the dashboard and the trace
+    assert "No component selected" not in page and "No trace run yet" not in page
+    assert f"Still filling in for component {wb.browser.selected}" in text and "No component selected" not in text
+    assert "still filling in" not in wb.static_html().lower()

@@ -330,7 +330,7 @@ def showcase_component(table: pd.DataFrame, kl_ratio, *, min_purity: float = 0.9
 
 def _bound(value: float) -> str:
     """An interval's bound at the precision of its partner: 4.00 beside 1.68 (not 4), 2620 (not 2.62e+03)."""
-    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:#.3g}"
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:#.3g}"  # 640, not "640." nor 2.62e+03
 
 
 def _ratio(top: float, baseline: float) -> float:
@@ -383,6 +383,9 @@ def _class_counts(classes: np.ndarray, n_examples: int, top: np.ndarray, others:
     the top set, of the largest baseline of at most ``n_baseline`` that the other examples hold."""
     if classes.shape != (n_examples,):
         raise ValueError(f"classes must hold one class per example ({n_examples}), got shape {classes.shape}")
+    if pd.isna(classes).any():  # NaN is no class of its own (NaN != NaN), and None failed inside numpy's sort
+        raise ValueError(f"classes holds {int(pd.isna(classes).sum())} missing values (None or NaN): give every "
+                         "example a class, e.g. the model's prediction")
     names, counts = np.unique(classes[top], return_counts=True)
     share = counts / counts.sum()
     pools = [others[classes[others] == name] for name in names]

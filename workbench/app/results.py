@@ -167,7 +167,8 @@ class TopExamplesPage:
         lines = [self.caption()]
         for e in self.examples:
             lines.append(f"  #{e.rank + 1} example {e.example} (label {self.label_name(e.label)}, prediction "
-                         f"{self.label_name(e.prediction)}, coefficient {e.coefficient:.4g}): {e.text}")
+                         f"{self.label_name(e.prediction)}, coefficient {e.coefficient:.4g}): "
+                         + report.read_text(e.text, e.spans, e.special))  # the whole text of one read 16 tokens of
             if e.strongest_token is not None:
                 best = e.strongest_index
                 share = report.percent(e.visible[best], "+")

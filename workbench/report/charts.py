@@ -92,8 +92,7 @@ def kl_figure(result=None, signs: Sequence[str] = ("+", "-")):
     for name in ("top", "baseline"):
         values = [] if result is None else [getattr(result, f"kl_{name}")[s] for s in signs]
         count = "" if result is None else f" ({getattr(result, f'n_{name}')})"
-        same = name == "baseline" and getattr(result, "baseline_draw", "") == "same classes"
-        figure.add_bar(name=f"{name} examples{', same classes' if same else ''}{count}", x=x if result is not None else [], y=values,
+        figure.add_bar(name=f"{name} examples{_same_classes(result, name)}{count}", x=x if result is not None else [], y=values,
                        marker_color=SET_COLOURS[name], hovertemplate="%{x}: %{y:.3g}<extra>%{fullData.name}</extra>")
     if result is not None:
         shown = [v for bar in figure.data for v in bar.y if v > 0]
@@ -119,9 +118,14 @@ def accuracy_figure(result=None, signs: Sequence[str] = ("+", "-")):
     with_title(figure, "Accuracy")
     for name in ("top", "baseline"):
         values = [] if result is None else [getattr(result, f"accuracy_{name}")[k] for k in keys]
-        figure.add_bar(name=f"{name} examples", x=x if result is not None else [], y=values,
+        figure.add_bar(name=f"{name} examples{_same_classes(result, name)}", x=x if result is not None else [], y=values,
                        marker_color=SET_COLOURS[name], hovertemplate="%{x}: %{y:.3f}<extra>%{fullData.name}</extra>")
     return figure
+
+
+def _same_classes(result, name: str) -> str:
+    """", same classes" after the baseline's name in a legend, where the check drew it so."""
+    return ", same classes" if name == "baseline" and getattr(result, "baseline_draw", "") == "same classes" else ""
 
 
 def sweep_figure(frame: pd.DataFrame):
@@ -133,8 +137,10 @@ def sweep_figure(frame: pd.DataFrame):
         yaxis=dict(LOG_AXIS, title="mean KL"), legend=dict(orientation="h", y=-0.2),
     ))
     with_title(figure, "KL against ε")
+    same = "baseline_draw" in frame and (frame["baseline_draw"] == "same classes").any()
     for (subset, sign), rows in frame.groupby(["set", "sign"], sort=False):
-        figure.add_scatter(x=rows["epsilon"], y=rows["kl"], mode="lines+markers", name=f"{subset}, {SIGN_NAMES[sign]}",
+        of = " (same classes)" if same and subset == "baseline" else ""
+        figure.add_scatter(x=rows["epsilon"], y=rows["kl"], mode="lines+markers", name=f"{subset}{of}, {SIGN_NAMES[sign]}",
                            line=dict(color=SET_COLOURS[subset], dash="solid" if sign == "+" else "dot"))
     return figure
 

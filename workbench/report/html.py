@@ -303,8 +303,8 @@ def highlighted_text_html(text: str, tokens: Sequence[str] | None, scores, spans
             start = max(start, cursor)  # byte-level pieces of one character share its span: shown once
             if special[i] or stop <= start:
                 continue
-            if start > cursor:
-                pieces.append(escape(text[cursor:start]))
+            if start > cursor:  # a prompt's model cuts a long text at its start: the words before its first token
+                pieces.append(unread_html(text[cursor:start], at_start=True) if not pieces else escape(text[cursor:start]))
             pieces.append(span(i, text[start:stop]))
             cursor = stop
         pieces.append(unread_html(text[cursor:]))
@@ -317,16 +317,38 @@ def highlighted_text_html(text: str, tokens: Sequence[str] | None, scores, spans
 UNREAD_SHOWN = 200
 
 
-def unread_html(rest: str) -> str:
-    """The text after the last token: spaces as they are, or, where words follow, the part the model never read
-    (a text cut at max_length), marked and cut short. It was shown as if read: 10,235 characters of a card,
-    309 of them scored, and nothing to say where the model's input ended."""
-    if all(unicodedata.category(c)[0] in "ZC" for c in rest):  # spaces, zero-width and control characters
+def has_words(text: str) -> bool:
+    """Whether ``text`` holds a letter or a digit: what a tokenizer drops (spaces, an accent typed apart, an
+    emoji's variation selector, U+FFFD) is not a part of the text the model left unread."""
+    return any(unicodedata.category(c)[0] in "LN" for c in text)
+
+
+def read_text(text: str, spans, special=None) -> str:
+    """``text`` as plain text with what the model did not read (before its first token, after its last)
+    replaced by a note of how long it is: for the text views of a page, as :func:`unread_html` marks it."""
+    kept = [span for i, span in enumerate(spans or []) if not (special is not None and special[i]) and span[1] > span[0]]
+    if not kept:
+        return text
+    start, stop = min(s for s, _ in kept), max(e for _, e in kept)
+    head, body, tail = text[:start], text[start:stop], text[stop:]
+    return ((f"[{len(head):,} characters not read] " if has_words(head) else head) + body
+            + (f" [the model read no further: {len(tail):,} more characters]" if has_words(tail) else tail))
+
+
+def unread_html(rest: str, *, at_start: bool = False) -> str:
+    """Text outside the model's tokens: as it is where no word is in it (spaces, or what a tokenizer drops: a
+    combining accent, an emoji's variation selector, U+FFFD), else the part the model never read (a text cut
+    at max_length; at its start for a model read through a prompt), marked and cut short. It was shown as if
+    read: 10,235 characters of a card, 309 of them scored, and nothing to say where the model's input ended."""
+    if not has_words(rest):
         return escape(rest)
+    title = "the model did not read this: the text was cut at its maximum length"
     more = len(rest) - UNREAD_SHOWN
+    if at_start:
+        head = (f"<i>{more:,} characters before … </i>" if more > 0 else "") + escape(rest[-UNREAD_SHOWN:])
+        return (f'<span class="unread" title="{title}">{head} <b class="cut">✂ the model read from here</b> </span>')
     tail = escape(rest[:UNREAD_SHOWN]) + (f"<i> … {more:,} more characters</i>" if more > 0 else "")
-    return (f'<span class="unread" title="the model did not read this: the text was cut at its maximum length">'
-            f'<b class="cut">✂ the model read no further</b> {tail}</span>')
+    return f'<span class="unread" title="{title}"><b class="cut">✂ the model read no further</b> {tail}</span>'
 
 
 def shares_html(example) -> str:
