@@ -181,15 +181,17 @@ def test_an_attribute_named_as_a_column_of_the_table_is_refused(name):
 
 def test_a_missing_attribute_value_is_no_value():
     """Three unlabelled top examples of five made None the majority "value" at purity 0.6; as a float column each
-    NaN counted as a value of its own (purity 0.4, entropy 1.92)."""
+    NaN counted as a value of its own (entropy 1.92). A missing value is never the majority and holds no share:
+    the purity stays the share of the whole top set (2 of 5), and the entropy is that of the known values."""
     W = np.array([[1.0], [0.9], [0.8], [0.7], [0.6]])
-    for attribute in (["sports", None, None, None, "sports"], [1.0, np.nan, np.nan, np.float32("nan"), 1.0]):
+    for attribute in (["sports", None, None, None, "sports"], [1.0, np.nan, np.nan, np.float32("nan"), 1.0],
+                      pd.to_datetime(["2026-01-01", None, None, None, "2026-01-01"])):
         table = component_table(W, np.ones((1, 3)), attributes=pd.DataFrame({"topic": attribute}), n_top=5)
-        assert (table.loc[0, "topic"], table.loc[0, "topic_purity"], table.loc[0, "topic_entropy"]) == (attribute[0], 1.0, 0.0)
-    assert purity([("a", None), (None,), "b", "a"]) == ("a", 2 / 3)
-    value, share = purity([None, np.nan])
-    assert value is None and np.isnan(share)
-    assert value_shares(["a", None, "b", "a"]).to_dict() == {"a": 2 / 3, "b": 1 / 3}
+        assert (table.loc[0, "topic"], table.loc[0, "topic_purity"], table.loc[0, "topic_entropy"]) == (attribute[0], 0.4, 0.0)
+    assert purity([("a", None), (None,), "b", "a"]) == ("a", 0.5)
+    assert purity([None, np.nan]) == (None, 0.0)
+    assert chance_purity(["a", None, None, None], 3) > 0  # a draw of missing values alone read NaN for all
+    assert value_shares(["a", None, "b", "a", pd.NA]).to_dict() == {"a": 0.4, "b": 0.2}
 
 
 def test_the_top_examples_table_does_not_take_over_the_user_s_columns():

@@ -49,18 +49,20 @@ def values_of(cell) -> tuple:
     A missing value (None, NaN) is none: it read as the majority of a component whose top
     examples were three fifths unlabelled, and each NaN of a float column as a value of its own."""
     values = tuple(cell) if isinstance(cell, (tuple, list, np.ndarray)) else (cell,)
-    return tuple(v for v in values if not (v is None or v is pd.NA or isinstance(v, (float, np.floating)) and np.isnan(v)))
+    return tuple(v for v in values if not (np.ndim(v) == 0 and pd.isna(v)))
 
 
 def purity(cells: Sequence) -> tuple[object, float]:
-    """(majority value, share of the cells with a known value that hold it). Multi-valued cells hold
-    each of their values; cells with none (missing) are left out."""
-    counts = Counter(v for cell in cells for v in set(values_of(cell)))
-    known = sum(1 for cell in cells if values_of(cell))
-    if known == 0:
+    """(majority value, share of the cells that hold it). Multi-valued cells hold each of their values; a
+    missing value is never the majority, and a cell without a known value holds none (so a top set of 20
+    with one known value reads 0.05, not 1.0)."""
+    if len(cells) == 0:
         return None, float("nan")
+    counts = Counter(v for cell in cells for v in set(values_of(cell)))
+    if not counts:
+        return None, 0.0
     value, count = max(counts.items(), key=lambda kv: (kv[1], str(kv[0])))
-    return value, count / known
+    return value, count / len(cells)
 
 
 def entropy(cells: Sequence) -> float:
@@ -178,10 +180,10 @@ def coefficient_mass(W: np.ndarray, components: np.ndarray, kind: str = "lrm", *
 
 
 def value_shares(cells: Sequence) -> pd.Series:
-    """Share of the cells holding each value, largest first, among the cells with a known value; a
-    multi-valued cell holds each of its values."""
+    """Share of the cells holding each value, largest first; a multi-valued cell holds each of its values,
+    a missing one none."""
     counts = Counter(v for cell in cells for v in set(values_of(cell)))
-    n = max(sum(1 for cell in cells if values_of(cell)), 1)
+    n = max(len(cells), 1)
     return pd.Series({value: count / n for value, count in counts.most_common()}, dtype=np.float64)
 
 
