@@ -108,7 +108,8 @@ def hostile_copy(run, path: Path):
     import numpy as np
     import pandas as pd
 
-    from workbench.app.run_folder import EXAMPLES, Run
+    from workbench.app.run_folder import EXAMPLES, RUN_RECORD, Run, file_identity
+    from workbench.store.files import read_json, write_json
 
     shutil.copytree(run.path, path, ignore=shutil.ignore_patterns("pefs"))
     examples = pd.read_parquet(path / EXAMPLES)
@@ -116,6 +117,9 @@ def hostile_copy(run, path: Path):
     for k, i in enumerate(np.unique(run.decomposition().W_.argmax(axis=0))):
         examples.iloc[i, column] = HOSTILE_TEXTS[k % 2]
     examples.to_parquet(path / EXAMPLES)
+    record = read_json(path / RUN_RECORD)  # the texts were changed on purpose: recorded as the run's own
+    record["files"][EXAMPLES] = file_identity(path / EXAMPLES)
+    write_json(path / RUN_RECORD, record)
     return Run(path)
 
 

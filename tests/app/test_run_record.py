@@ -255,9 +255,13 @@ def test_another_run_s_examples_of_the_same_count_are_refused(embedded_run, tmp_
         Run.open(folder)
 
 
-def test_a_run_with_other_parameters_drops_the_pages_of_finished_notebooks(tmp_path):
+@pytest.mark.parametrize("held", [True, False], ids=["run by a notebook", "a killed notebook's entry"])
+def test_a_run_drops_the_pages_of_notebooks_it_no_longer_speaks_for(tmp_path, monkeypatch, held):
     """A demo with another seed into a quickstart's folder kept the quickstart's page of seed 0 and its "complete"
-    entry beside the new decomposition. The entry of the notebook running this pipeline (still running) stays."""
+    entry beside the new decomposition; a killed notebook's "running" entry kept the folder "running" for ever.
+    The entry of the notebook running this pipeline (which holds the folder for it) stays."""
+    from workbench.store.lock import HELD_FOR_CHILDREN_ENV
+
     folder = tmp_path / "run"
     first = RunRecorder(folder, {"seed": 0})
     first.record["notebooks"] = {
@@ -269,9 +273,22 @@ def test_a_run_with_other_parameters_drops_the_pages_of_finished_notebooks(tmp_p
     for name in ("quickstart.ipynb", "quickstart.html", "running.ipynb"):
         (folder / name).write_text("page")
     (tmp_path / "outside.ipynb").write_text("not the run's")
-    RunRecorder(folder, {"seed": 0})  # the same parameters: the same decomposition, its pages hold
-    assert (folder / "quickstart.html").exists()
+    if held:
+        monkeypatch.setenv(HELD_FOR_CHILDREN_ENV, f"1:{folder.resolve()}")
+    same = RunRecorder(folder, {"seed": 0})  # the same parameters: the same decomposition, its pages hold
+    assert (folder / "quickstart.html").exists() and ("running" in same.record["notebooks"]) == held
     second = RunRecorder(folder, {"seed": 1})
-    assert list(second.record["notebooks"]) == ["running"]
-    assert sorted(p.name for p in folder.iterdir() if p.suffix in (".ipynb", ".html")) == ["running.ipynb"]
+    assert list(second.record.get("notebooks", {})) == (["running"] if held else [])
+    pages = sorted(p.name for p in folder.iterdir() if p.suffix in (".ipynb", ".html"))
+    assert pages == (["running.ipynb"] if held else [])
     assert (tmp_path / "outside.ipynb").exists()
+
+
+def test_a_column_of_the_user_s_own_leaves_the_examples_the_run_s(embedded_run, tmp_path):
+    """The identity of examples.parquet is of its texts and labels: an attribute column added for purity passes."""
+    import pandas as pd
+
+    folder = shutil.copytree(embedded_run.path, tmp_path / "run")
+    examples = pd.read_parquet(folder / "examples.parquet")
+    examples.assign(topic="films").to_parquet(folder / "examples.parquet")
+    assert Run.open(folder).examples["topic"].eq("films").all()

@@ -37,7 +37,7 @@ from .. import report
 from ..store.files import (CHECKSUM, StoreError, check_folder, check_format, file_checksum, json_default, read_header,
                            read_json, write_json, writing)
 from ..store.formats import RUN_RECORD as RUN_FORMAT
-from ..store.lock import LOCK
+from ..store.lock import LOCK, held_by_a_notebook_run
 from ..store.pef_store import PefStore, load_pefs
 
 RUN_RECORD = "run.json"
@@ -117,10 +117,10 @@ class RunRecorder:
         }
         earlier = self._earlier_record()
         notebooks = earlier.get("notebooks")
-        notebooks = notebooks if isinstance(notebooks, dict) else {}
-        if earlier and earlier.get("params") != json.loads(json.dumps(self.record["params"], default=json_default)):
+        changed = earlier and earlier.get("params") != json.loads(json.dumps(self.record["params"], default=json_default))
+        if changed:
             self._remove_readings()
-            notebooks = self._without_finished_pages(notebooks)
+        notebooks = self._live_notebooks(notebooks if isinstance(notebooks, dict) else {}, keep_finished=not changed)
         if notebooks:  # the notebook running this pipeline wrote its entry first, and completes the record when it ends
             self.record["notebooks"] = notebooks
         self._save()
@@ -140,19 +140,22 @@ class RunRecorder:
             elif path.exists() or path.is_symlink():
                 path.unlink()
 
-    def _without_finished_pages(self, notebooks: dict) -> dict:
-        """The entries of notebooks still running (the one running this pipeline); the pages of finished ones
-        are of the earlier decomposition: a demo with another seed kept the quickstart's page of seed 0 and its
-        "complete" entry beside the new files."""
-        running = {}
+    def _live_notebooks(self, notebooks: dict, *, keep_finished: bool) -> dict:
+        """The entries of the notebooks this record still speaks for, the pages of the others removed: a notebook
+        run that holds the folder for this process (the one running this pipeline), and finished ones while the
+        parameters are the same. A demo with another seed kept the quickstart's page of seed 0 and its "complete"
+        entry beside the new decomposition; a killed notebook's "running" entry kept the folder running for ever."""
+        held = held_by_a_notebook_run(self.path)
+        live = {}
         for name, entry in notebooks.items():
-            if isinstance(entry, dict) and entry.get("status") == "running":
-                running[name] = entry
+            running = isinstance(entry, dict) and entry.get("status") == "running"
+            if (running and held) or (not running and keep_finished and isinstance(entry, dict)):
+                live[name] = entry
                 continue
             for page in (entry.get("executed"), entry.get("html")) if isinstance(entry, dict) else ():
                 if isinstance(page, str) and Path(page).name == page and page.endswith((".ipynb", ".html")):
                     (self.path / page).unlink(missing_ok=True)  # a name in this folder, never a path elsewhere
-        return running
+        return live
 
     def _save(self) -> None:
         write_json(self.path / RUN_RECORD, self.record)
@@ -190,9 +193,22 @@ class RunRecorder:
         self._save()
 
 
+#: The columns of examples.parquet its identity is of: a column the user adds (an attribute of their own)
+#: leaves it the run's file, another run's texts or labels do not.
+EXAMPLE_IDENTITY_COLUMNS = ("text", "label")
+
+
 def file_identity(path: Path) -> str:
     """The checksum of a file's contents: for a safetensors file of ours, the one written in it
-    with its arrays (read without the arrays); else the file's SHA-256."""
+    with its arrays (read without the arrays); for the examples, of their texts and labels; else
+    the file's SHA-256."""
+    if path.name == EXAMPLES:
+        import hashlib
+
+        with contextlib.suppress(Exception):  # not a table of texts and labels: its bytes, as any file's
+            examples = pd.read_parquet(path, columns=list(EXAMPLE_IDENTITY_COLUMNS))
+            rows = pd.util.hash_pandas_object(examples, index=False).to_numpy()
+            return "texts and labels:" + hashlib.sha256(rows.tobytes()).hexdigest()
     if path.suffix == ".safetensors":
         with contextlib.suppress(StoreError):
             written = read_header(path, checksum=True).get(CHECKSUM)

@@ -53,6 +53,12 @@ def exclusive(folder: str | os.PathLike, what: str):
         os.close(fd)  # releases the lock, where this process took it
 
 
+def held_by_a_notebook_run(folder: str | os.PathLike) -> bool:
+    """Whether a notebook run holds ``folder``'s lock for this process (its kernel, or itself)."""
+    held = os.environ.get(HELD_FOR_CHILDREN_ENV, "")
+    return held.partition(":")[2] == str(user_path(folder).resolve())
+
+
 @contextlib.contextmanager
 def exclusive_with_children(folder: str | os.PathLike, what: str):
     """:func:`exclusive`, shared with the processes this one starts while the block runs (a notebook run's
