@@ -451,6 +451,13 @@ def test_the_caller_s_grad_and_autocast_settings_do_not_reach_the_pefs():
         with context():
             np.testing.assert_array_equal(compute_pefs(model, inputs, n_values=None, progress=False).dense(), plain)
     assert torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
+    with torch.inference_mode():  # inputs tokenized inside the block are inference tensors, which autograd refused
+        made_inside = {k: v.clone() for k, v in inputs.items()}
+    np.testing.assert_array_equal(compute_pefs(model, made_inside, n_values=None, progress=False).dense(), plain)
+    with torch.inference_mode():
+        loaded_inside = build("BERT")
+    with pytest.raises(ValueError, match=r"made under torch\.inference_mode\(\).*outside the inference_mode\(\) block"):
+        compute_pefs(loaded_inside, inputs, progress=False)
 
 
 def test_a_compiled_model_or_submodule_is_refused_with_the_fix():

@@ -239,6 +239,11 @@ def check_model(model: torch.nn.Module, inputs) -> None:
             f"{len(meta)} of the model's parameters are on the meta device (no weights loaded; e.g. {meta[0]}): "
             "load the model with its weights, e.g. from_pretrained(path) without device_map='meta' or init_empty_weights"
         )
+    made_in_inference = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_inference()]
+    if made_in_inference:  # autograd cannot save them for a backward: "Inference tensors cannot be saved"
+        raise ValueError(f"{len(made_in_inference)} of the model's tensors were made under torch.inference_mode() "
+                         f"(e.g. {made_in_inference[0]}), which the backward of a PEF cannot use: load or build the model "
+                         "outside the inference_mode() block (torch.no_grad() is fine)")
     broken = [name for name, p in model.named_parameters() if p.is_floating_point() and not torch.isfinite(p).all()]
     if broken:
         raise ValueError(f"{len(broken)} of the model's parameters hold NaN or infinite values (e.g. {broken[0]}): the "

@@ -186,6 +186,18 @@ def _same_values(a, b) -> bool:
         return False
 
 
+def _outside_inference_mode(inputs: Inputs) -> Inputs:
+    """Inputs made under torch.inference_mode() (tokenized inside the block, as evaluation code does) as plain
+    tensors: autograd cannot save an inference tensor for the backward of a PEF, and said only so."""
+    def plain(value):
+        if not (isinstance(value, torch.Tensor) and value.is_inference()):
+            return value
+        with torch.inference_mode(False):
+            return value.clone()
+
+    return {k: plain(v) for k, v in inputs.items()} if isinstance(inputs, Mapping) else plain(inputs)
+
+
 def split_labels(inputs: Inputs, labels) -> tuple[Inputs, torch.Tensor]:
     """Labels given apart, or as inputs["labels"], or unknown (-1); never passed to the model,
     so a Hugging Face model returns logits rather than a loss."""
@@ -196,6 +208,7 @@ def split_labels(inputs: Inputs, labels) -> tuple[Inputs, torch.Tensor]:
             raise ValueError("labels are given twice, as labels= and as inputs['labels'], and they differ; pass them "
                              "once")
         labels = from_inputs if labels is None else labels
+    inputs = _outside_inference_mode(inputs)
     # the checks every entry point shares (workbench.core.validation)
     ids = inputs.get("input_ids") if isinstance(inputs, Mapping) else inputs
     try:
