@@ -114,14 +114,16 @@ def test_a_run_folder_that_is_a_file_is_refused_before_anything_is_written(tmp_p
     assert (tmp_path / "run").read_text() == "mine"
 
 
-def test_a_pipeline_run_by_a_notebook_keeps_the_notebook_s_entry_until_the_notebook_ends(tmp_path):
+def test_a_pipeline_run_by_a_notebook_keeps_the_notebook_s_entry_until_the_notebook_ends(tmp_path, monkeypatch):
     """The notebook writes its entry ("running") first; the pipeline it runs writes the record
     again and must keep it, and its own end leaves the record running until the notebook ends:
     a notebook killed after its pipeline never leaves a record that says complete."""
     from workbench.app.run_folder import RunRecorder
+    from workbench.store.lock import HELD_FOR_CHILDREN_ENV
 
     folder = tmp_path / "run"
     folder.mkdir()
+    monkeypatch.setenv(HELD_FOR_CHILDREN_ENV, f"1:{folder.resolve()}")  # as the notebook run sets it for its kernel
     entry = {"status": "running", "source": "quickstart.ipynb"}
     (folder / RUN_RECORD).write_text(json.dumps({"format": "npeff-run", "status": "running", "notebooks": {"quickstart": entry}}))
     recorder = RunRecorder(folder, {"seed": 0})
