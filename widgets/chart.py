@@ -39,9 +39,10 @@ class Chart(w.Output):
 
 
 def fluid_layout(width: int) -> w.Layout:
-    """A box ``width`` pixels wide at most, that shrinks with its container (down to 280 px): a
-    figure of fixed width overflowed the column, and plotly does not shrink one."""
-    return w.Layout(flex=f"0 1 {width}px", width=f"{width}px", max_width="100%", min_width="280px")
+    """A box ``width`` pixels wide at most, that shrinks with its container (down to 200 px): a
+    figure of fixed width overflowed the column, and plotly does not shrink one (at 280 px the
+    perturbation panel's charts ran 40 px past a phone-width notebook's column of 244)."""
+    return w.Layout(flex=f"0 1 {width}px", width=f"{width}px", max_width="100%", min_width="200px")
 
 
 def fluid(figure: go.Figure) -> go.Figure:

@@ -90,6 +90,16 @@ def test_workbench_in_jupyterlab(page, lab, hostile_quickstart_run):
     charts = assert_charts_shown(page)
     assert all(width <= column + 1 for width, column, _, _ in charts), charts
     page.locator(".npeff-workbench").screenshot(path=SCREENSHOTS / "workbench-narrow.png")
+    page.set_viewport_size({"width": 360, "height": 2600})  # a phone: the workbench is 244 px wide
+    page.wait_for_timeout(2000)
+    assert_charts_shown(page)
+    # a chart of 280 px at least ran 38 px past the workbench's edge, where the output area clipped it (plotly
+    # draws its own 2 px beyond its box)
+    past = page.evaluate("""() => { const edge = document.querySelector('.npeff-workbench').getBoundingClientRect().right;
+        return [...document.querySelectorAll('.npeff-workbench .js-plotly-plot svg.main-svg')]
+          .map(svg => svg.getBoundingClientRect()).filter(r => r.width > 0 && r.right > edge + 4)
+          .map(r => Math.round(r.right - edge)); }""")
+    assert past == [], past
 
 
 #: [chart width, width of the output area it is in, height shown, height drawn] for every chart drawn
