@@ -366,6 +366,26 @@ def test_a_direction_that_moves_one_whole_class_is_selective_against_random_exam
     with pytest.raises(ValueError, match=r"baseline_draw must be one of \('random', 'same classes'\) or None"):
         perturbation_check(model, decomposition, 0, x, classes, top, baseline, baseline_draw="same class")
 
+    def check(j, draw):
+        drawn = baseline_examples(len(classes), top, 100, seed=3, classes=classes if draw == "same classes" else None)
+        return perturbation_check(model, decomposition, j, x, classes, top, drawn, epsilon=0.5, baseline_draw=draw)
+
+    table = perturb.selectivity_table(check, [0])
+    assert table.loc[0, "reading"] == "its class"  # the planted direction moves its class, nothing more
+    assert table.loc[0, "kl_ratio_low"] <= ratios["random"] <= table.loc[0, "kl_ratio_high"]
+    assert table.loc[0, "kl_ratio_same_classes"] == pytest.approx(ratios["same classes"])
+
+
+@pytest.mark.parametrize("random, same, reading", [
+    ((20, 10, 40), (5, 3.5, 8), "beyond its class"), ((20, 10, 40), (1, 0.8, 1.3), "its class"),
+    ((1.5, 1, 2), (1, 0.7, 1.4), "not selective"), ((20, 10, 40), (3, 2, 5), "undecided"),
+    ((4, 2.5, 7), (1, 0.8, 1.2), "undecided"),
+])
+def test_a_component_s_selectivity_is_read_on_the_intervals_of_both_ratios(random, same, reading):
+    row = dict(zip(["kl_ratio", "kl_ratio_low", "kl_ratio_high"], random))
+    row.update(zip(["kl_ratio_same_classes", "kl_ratio_same_classes_low", "kl_ratio_same_classes_high"], same))
+    assert perturb._selectivity_reading(row) == reading
+
 
 def test_the_table_draws_each_component_s_baseline_from_the_model_s_predicted_classes(embedded):
     _, model, _, examples, inputs, decomposition = embedded

@@ -359,3 +359,9 @@ def test_perturb_against_examples_of_the_top_set_s_predicted_classes(explorer):
     assert swept.loc[swept["set"] == "baseline", "kl"].tolist() == [result.kl_baseline["+"], result.kl_baseline["-"]]
     with pytest.raises(ValueError, match=r"baseline must be one of \('random', 'same classes'\), got 'same class'"):
         explorer.perturb(j, baseline="same class")
+    table = explorer.selectivity([j, 2])
+    assert list(table.index) == [j, 2] and table.loc[j, "kl_ratio_same_classes"] == pytest.approx(
+        explorer.perturb(j, baseline="same classes").kl_ratio)
+    assert set(table["reading"]) <= {"beyond its class", "its class", "not selective", "undecided"}
+    with pytest.raises(ValueError, match=r"components must be from 0 to"):
+        explorer.selectivity([99])

@@ -28,7 +28,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), {
                      "top_examples", "top_examples_table", "value_shares"], ".tables"),
     **dict.fromkeys(["TokenScores", "token_scores"], ".highlights"),
     **dict.fromkeys(["BASELINE_DRAWS", "PerturbationResult", "baseline_examples", "epsilon_sweep", "perturbation_check",
-                     "perturbation_direction", "perturbation_table", "perturbed", "showcase_component",
+                     "perturbation_direction", "perturbation_table", "perturbed", "selectivity_table", "showcase_component",
                      "SHOWCASE_CRITERION", "SELECTIVE"], ".perturb"),
     **dict.fromkeys(["NAME_COLUMN", "aggregate_tokens", "component_labels", "top_tokens"], ".labels"),
     **dict.fromkeys(["cosine_matrix", "full_components", "match_components", "match_quality"], ".matching"),

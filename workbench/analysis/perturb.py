@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -306,6 +306,45 @@ SELECTIVE = 3.0
 #: The criterion that picks the component a notebook or report shows first.
 SHOWCASE_CRITERION = ("shown because it has the highest KL ratio among the components whose top examples "
                       "are at least 90% one strategy")
+
+
+def selectivity_table(check: Callable, components: Sequence[int], *, progress: bool = False) -> pd.DataFrame:
+    """Which components act on their own examples beyond their class: one row per component with its KL ratio
+    against random examples and against examples of its top set's predicted classes, each with its 95%
+    interval, and their ``reading``, judged on the intervals against :data:`SELECTIVE`:
+
+    - "beyond its class": selective even against examples of its own classes;
+    - "its class": selective against random examples only, the direction moves its class (on the tiny
+      model a ratio of 15.2 against random examples was 0.81 against the same class);
+    - "not selective": not even against random examples;
+    - "undecided": an interval crosses the threshold; more examples would tell.
+
+    check: ``check(component, baseline)`` → PerturbationResult, e.g. ``RunExplorer.perturb`` with
+    ``baseline="random"`` or ``"same classes"``.
+    """
+    rows = []
+    for j in tqdm(components, desc="selectivity", disable=not progress):
+        row = {"component": int(j)}
+        for baseline, suffix in (("random", ""), ("same classes", "_same_classes")):
+            result = check(j, baseline)
+            low, high = result.ratio_interval()
+            if np.isnan(low):  # no spread to resample (one example): the ratio itself
+                low = high = result.kl_ratio
+            row.update({f"kl_ratio{suffix}": result.kl_ratio, f"kl_ratio{suffix}_low": low,
+                        f"kl_ratio{suffix}_high": high})
+        row["reading"] = _selectivity_reading(row)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("component")
+
+
+def _selectivity_reading(row: dict) -> str:
+    if row["kl_ratio_same_classes_low"] >= SELECTIVE:
+        return "beyond its class"
+    if row["kl_ratio_high"] < SELECTIVE:
+        return "not selective"
+    if row["kl_ratio_low"] >= SELECTIVE and row["kl_ratio_same_classes_high"] < SELECTIVE:
+        return "its class"
+    return "undecided"
 
 
 def showcase_component(table: pd.DataFrame, kl_ratio, *, min_purity: float = 0.9,

@@ -415,6 +415,15 @@ class RunExplorer:
                 on_result(result, done, len(epsilons))
         return pd.concat(frames, ignore_index=True)
 
+    def selectivity(self, components: Sequence[int] | None = None, *, epsilon: float = 0.1, seed: int = 0,
+                    progress: bool = False) -> pd.DataFrame:
+        """Which components act beyond their class: ``analysis.perturb.selectivity_table`` of :meth:`perturb`
+        against random examples and against examples of the top set's classes (default: every component)."""
+        from ..analysis.perturb import selectivity_table
+
+        return selectivity_table(lambda j, baseline: self.perturb(j, epsilon=epsilon, seed=seed, baseline=baseline),
+                                 self._components(components), progress=progress)
+
     def _perturbation_inputs(self, component: int, n_baseline: int, seed: int, draw: str) -> tuple:
         """(model, decomposition, component, inputs, labels, top, baseline) over only the examples
         the check reads, so a run with 50,000 examples tokenizes a few hundred."""
@@ -540,25 +549,16 @@ class RunExplorer:
         """For each of the top ``n_top`` examples of each component: is its strongest visible token one of its
         deciding words (the ``deciding_words`` column of the embedded task)? One row per example; the rate
         is the mean of ``hit``, ``chance`` the rate of a visible token drawn at random."""
-        from ..models.embedded import deciding_token_positions
+        from ..models.embedded.task import strongest_word_hits
 
         if "deciding_words" not in self.examples:
             raise ValueError(f"{self.run.path}: the examples have no 'deciding_words' column (the embedded task's)")
-        n_top = positive_int(n_top, "n_top")
-        components = (range(self.n_components) if components is None
-                      else [self._check_component(j, "components") for j in components])
-        _, tokenizer = self.model_and_tokenizer()
-        rows = []
-        for j in components:
-            for e in self.top_examples(j, page_size=n_top).examples:
-                if e.strongest_token is None:
-                    continue
-                word_ids = tokenizer(e.text, truncation=True, max_length=self.max_length).word_ids()
-                deciding = deciding_token_positions(self.examples.iloc[e.example], word_ids)
-                n_visible = int(np.sum(~np.asarray(e.special)))
-                rows.append({"component": j, "example": e.example, "strongest_token": e.strongest_token,
-                             "hit": e.strongest_index in deciding, "chance": len(deciding) / n_visible})
-        return pd.DataFrame(rows)
+        n_top, components = positive_int(n_top, "n_top"), self._components(components)
+        pages = [(j, self.top_examples(j, page_size=n_top)) for j in components]
+        return pd.DataFrame(strongest_word_hits(pages, self.examples, self.model_and_tokenizer()[1], self.max_length))
+
+    def _components(self, components: Sequence[int] | None) -> Sequence[int]:  # None: every component
+        return range(self.n_components) if components is None else [self._check_component(j, "components") for j in components]
 
     # -- exports -----------------------------------------------------------------------
 

@@ -271,3 +271,20 @@ def deciding_token_positions(row_or_words, word_ids: Sequence[int | None]) -> li
     else:
         deciding = set(getattr(row_or_words, "deciding_words", row_or_words))
     return [position for position, word in enumerate(word_ids) if word is not None and word in deciding]
+
+
+def strongest_word_hits(pages, examples, tokenizer, max_length: int) -> list[dict]:
+    """For each example of each ``(component, page of top examples)``: is its strongest visible token one of
+    its deciding words? Rows of component, example, strongest_token, ``hit``, and ``chance`` (the rate of a
+    visible token drawn at random); ``examples`` are the run's, with their ``deciding_words``."""
+    rows = []
+    for component, page in pages:
+        for e in page.examples:
+            if e.strongest_token is None:
+                continue
+            word_ids = tokenizer(e.text, truncation=True, max_length=max_length).word_ids()
+            deciding = deciding_token_positions(examples.iloc[e.example], word_ids)
+            n_visible = sum(1 for special in e.special if not special)
+            rows.append({"component": component, "example": e.example, "strongest_token": e.strongest_token,
+                         "hit": e.strongest_index in deciding, "chance": len(deciding) / n_visible})
+    return rows
