@@ -273,11 +273,17 @@ def test_an_unknown_kernel_or_an_out_that_is_a_file_is_refused_before_anything_i
     (ANALYSIS, {"epsilon": float("inf")}, r"'epsilon' must be a finite number, got inf"),
     (QUICKSTART.with_name("checkpoints.ipynb"), {"strategy": "matching"},
      r"'strategy' must be one of \['transform', 'match', 'both'\], got 'matching'"),
+    # a folder that is not there was found in the notebook's cells, after its record was written
+    (ANALYSIS, {"run_folder": "no/such/run"}, r"'run_folder' must be an existing folder, got 'no/such/run', which does "
+                                              r"not exist \(relative to .*\); it is: the run to open"),
+    (ANALYSIS, {}, r"'run_folder' must be an existing folder, got 'runs/demo'.*; pass -p run_folder FOLDER"),
+    (QUICKSTART, {"model_path": "no/model"}, r"'model_path' must be an existing folder"),
 ])
 def test_values_out_of_the_declared_bounds_are_refused_before_anything_is_written(notebook, parameters, message,
-                                                                                  tmp_path):
+                                                                                  tmp_path, monkeypatch):
     """-p epsilon -1 was refused in the notebook's last cells, after the whole PEF run and fit had written a run
     folder; -p n_examples 0 of the analysis notebook named page_size, an argument the user never set."""
+    monkeypatch.chdir(tmp_path)  # relative folders (the analysis notebook's default runs/demo) are read from here
     with pytest.raises(ValueError, match=message):
         run_notebook(notebook, tmp_path / "out", parameters, progress=False)
     assert not (tmp_path / "out").exists()

@@ -52,6 +52,10 @@ class NotebookError(RuntimeError):
     """A notebook run that failed; the message says where and which files show it."""
 
 
+#: What a parameter's help says of a folder that must exist when the notebook starts.
+EXISTING_FOLDER = "(an existing folder)"
+
+
 @dataclass(frozen=True)
 class NotebookParameter:
     """One parameter declared in a notebook's ``parameters`` cell."""
@@ -161,6 +165,7 @@ def check_value(parameter: NotebookParameter, value) -> None:
         raise ValueError(f"notebook parameter {parameter.name!r} must be one of {choices}, got {value!r}")
 
 
+
 def check_parameters(namespace: dict) -> None:
     """In a notebook, right after the parameters cell: ``check_parameters(globals())``.
 
@@ -202,6 +207,13 @@ def resolve_parameters(path: str | os.PathLike, given: dict) -> tuple[dict, dict
         raise ValueError(f"{Path(path).name} has no parameter(s) {unknown}; its parameters are {list(declared)}")
     for name, value in given.items():
         check_value(declared[name], value)
+    for name, parameter in declared.items():  # given or not: a default folder may be missing too
+        value = given.get(name, parameter.default)
+        if isinstance(value, str) and EXISTING_FOLDER in parameter.help and not Path(value).is_dir():
+            # found in the notebook's own cells, after its run folder and record were written
+            raise ValueError(f"notebook parameter {parameter.name!r} must be an existing folder, got {value!r}, which "
+                             f"{'is a file' if Path(value).exists() else 'does not exist'} (relative to {os.getcwd()}); "
+                             f"it is: {parameter.help}" + ("" if name in given else f"; pass -p {name} FOLDER"))
     return dict(given), declared
 
 
