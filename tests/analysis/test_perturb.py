@@ -221,7 +221,9 @@ def test_result_explains_its_number_and_carries_a_note(embedded):
     text = result.explanation
     assert f"{result.kl_ratio:.3g} times as much" in text
     assert f"{result.kl_top[s]:.3g}" in text and f"{result.kl_baseline[s]:.3g}" in text
-    assert ("acts selectively" in text) == (result.kl_ratio >= 3)
+    low, high = result.ratio_interval()
+    assert ("acts selectively" in text) == (low >= 3) and ("moves most examples alike" in text) == (high < 3)
+    assert ("the interval crosses 3" in text) == (low < 3 <= high)  # a verdict the interval does not back is none
     html = replace(result, note=SHOWCASE_CRITERION + " <b>")._repr_html_()
     assert "Shown because it has the highest KL ratio" in html and "&lt;b&gt;" in html
 
@@ -373,13 +375,14 @@ def test_a_direction_that_moves_one_whole_class_is_selective_against_random_exam
     table = perturb.selectivity_table(check, [0])
     assert table.loc[0, "reading"] == "its class"  # the planted direction moves its class, nothing more
     assert table.loc[0, "kl_ratio_low"] <= ratios["random"] <= table.loc[0, "kl_ratio_high"]
-    assert table.loc[0, "kl_ratio_same_classes"] == pytest.approx(ratios["same classes"])
+    assert table.loc[0, "kl_ratio_same_classes"] == pytest.approx(check(0, "same classes").ratio((table.loc[0, "sign"],)))
 
 
 @pytest.mark.parametrize("random, same, reading", [
     ((20, 10, 40), (5, 3.5, 8), "beyond its class"), ((20, 10, 40), (1, 0.8, 1.3), "its class"),
     ((1.5, 1, 2), (1, 0.7, 1.4), "not selective"), ((20, 10, 40), (3, 2, 5), "undecided"),
-    ((4, 2.5, 7), (1, 0.8, 1.2), "undecided"),
+    # the class question answered (no) though the random baseline's interval crosses 3: "undecided" read as open
+    ((4, 2.5, 7), (1, 0.8, 1.2), "not beyond its class"),
 ])
 def test_a_component_s_selectivity_is_read_on_the_intervals_of_both_ratios(random, same, reading):
     row = dict(zip(["kl_ratio", "kl_ratio_low", "kl_ratio_high"], random))

@@ -1,5 +1,7 @@
 """RunExplorer's dashboard, reverse lookup, definitions and highlight hit rate on the main job's run."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -159,3 +161,19 @@ def test_an_export_after_the_run_folder_moved_does_not_make_the_old_folder_anew(
 def test_export_explains_a_placeholder_in_perturbations(explorer, tmp_path):
     with pytest.raises(TypeError, match=r"perturbations=\[ex.perturb\(3\)\]"):
         explorer.export(tmp_path / "x", format="csv", perturbations=[...])
+
+
+def test_the_dashboard_says_what_its_counts_and_shares_are_of(explorer):
+    """"566 of 600 examples load on it" counted coefficients down to 1e-43; "θ + εĝ pushes toward class 1, θ − εĝ
+    toward 1" read beside "the classes the component separates"; the top tokens' shares are of the words' part of
+    the mass, which special tokens dwarfed (78-96% on MiniLM) without a word; counts read "× 20.0"."""
+    from workbench import report
+
+    d = explorer.dashboard(0, sweep=None)
+    numbers = report.dashboard_numbers_html(d)
+    assert f"{d.n_examples - d.n_zero} of {d.n_examples} examples have a positive coefficient" in numbers
+    same = d.logit_change.assign(**{"-": d.logit_change["+"]})  # both signs toward one class
+    both = dataclasses.replace(d, logit_change=same).direction_text
+    assert both.endswith("and so does θ − εĝ (moving either way favours it)")
+    assert f"{d.words_share:.0%} of it on average" in report.dashboard_tables_html(d)
+    assert "× 20.0" not in repr(d) and f"words' part of the mass, {d.words_share:.0%}" in repr(d)

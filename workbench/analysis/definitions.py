@@ -43,12 +43,27 @@ DEFINITIONS: dict[str, str] = {
     "count": "How many of the component's top examples contain the token.",
     "logit change": "Mean change of each class's log-probability on the top set when the parameters move by ±ε ĝ "
                     "(ĝ the unit direction): the class the direction pushes toward. NPEFF fits g gᵀ, so the sign of g "
-                    "is arbitrary: read + and − together, as the classes the component separates.",
-    "kl_ratio": "Mean KL(p_θ ‖ p_θ±εĝ) on the top set over the same on random other examples, for the sign(s) shown; "
-                "well above 1: the direction changes the model selectively on its own examples. Beside it, a 95% "
-                "bootstrap interval over the top and baseline examples drawn.",
+                    "is arbitrary: read + and − together. Where they push toward different classes, the component "
+                    "separates them; where both push toward one, moving either way favours that class.",
+    "kl_ratio": "Mean KL(p_θ ‖ p_θ±εĝ) on the top set over the same on other examples (the baseline: random ones, "
+                "or with the top set's mix of predicted classes), for the sign(s) shown; well above 1: the direction "
+                "changes the model selectively on its own examples. Beside it, a 95% bootstrap interval over the "
+                "top and baseline examples drawn; a verdict is given only where the interval is on one side of 3.",
     "kl_top": "Mean KL divergence between the model's original and perturbed predictions on the top set.",
-    "kl_baseline": "The same on random examples outside the top set.",
+    "kl_baseline": "The same on the baseline: examples outside the top set, drawn at random or with the top set's "
+                   "mix of predicted classes (baseline_draw says which).",
+    "baseline_draw": "How a perturbation check's baseline was drawn: 'random' other examples, or 'same classes' "
+                     "(the top set's mix of predicted classes, so that a direction moving a whole class reads about 1).",
+    "kl_ratio_same_classes": "The KL ratio against examples drawn with the top set's mix of predicted classes, of "
+                             "the sign the random check reads: is the component selective beyond its class?",
+    "reading": "What a component's two KL ratios say, on their 95% intervals against 3: 'beyond its class', "
+               "'its class' (selective against random examples only), 'not selective', 'not beyond its class' "
+               "(the random baseline's interval crosses 3), or 'undecided' (the same-classes interval crosses 3).",
+    "sign": "The direction, θ + εĝ or θ − εĝ, whose KL ratio is read (the larger of the two).",
+    "drop": "How much of the example's coefficient goes when the word is deleted and the coefficient fitted anew "
+            "(1: all of it); what the coefficient needs, unlike a token share.",
+    "hit": "Whether the example's strongest word is one of its deciding words (the embedded task's truth).",
+    "chance": "The hit rate of a visible token drawn at random from the example.",
     "layer": "Transformer layer a parameter belongs to (embeddings and head outside any layer).",
     "module kind": "Kind of module a parameter belongs to: embeddings, attention q/k/v/o, MLP in/out, LayerNorm, pooler, classifier.",
     "location mass": "Share of the component's squared norm ‖g_j‖² that lies in the parameters of this layer or module kind.",

@@ -220,14 +220,33 @@ class ComponentDashboard:
             return None
         return str(self.logit_change["-"].idxmax())
 
+    @property
+    def direction_text(self) -> str | None:
+        """The two directions' classes in words: "θ + εĝ pushes toward class 1, θ − εĝ toward 0" read as
+        separating them; where both push toward one class it says so ("toward 1, θ − εĝ toward 1" read as a
+        contradiction of "the classes the component separates")."""
+        if self.pushes_toward is None:
+            return None
+        if self.pushes_toward == self.pulls_toward:
+            return f"θ + εĝ pushes toward class {self.pushes_toward}, and so does θ − εĝ (moving either way favours it)"
+        return f"θ + εĝ pushes toward class {self.pushes_toward}, θ − εĝ toward {self.pulls_toward}"
+
+    @property
+    def words_share(self) -> float | None:
+        """The mean share of the top examples' mass that their words carry: the part top tokens' shares are of."""
+        shares = [e.visible_share for e in (self.examples.examples if self.examples is not None else [])
+                  if e.visible_share is not None]
+        return float(np.mean(shares)) if shares else None
+
     def __repr__(self) -> str:
         lines = [f"Component {self.component}: {self.n_examples - self.n_zero} of {self.n_examples} examples "
                  f"with a positive coefficient; mass {self.row.get('mass', float('nan')):.3g}"]
-        if self.pushes_toward is not None:
-            lines.append(f"  θ + εĝ pushes toward class {self.pushes_toward}, θ − εĝ toward {self.pulls_toward}")
+        if self.direction_text is not None:
+            lines.append(f"  {self.direction_text}")
         if self.top_tokens is not None and len(self.top_tokens):
-            lines.append("  top tokens: " + ", ".join(f"{t} ({r['mean share']:.0%} × {r['count']})"
-                                                      for t, r in self.top_tokens.head(8).iterrows()))
+            of = f" (shares of the words' part of the mass, {self.words_share:.0%})" if self.words_share is not None else ""
+            lines.append(f"  top tokens{of}: " + ", ".join(f"{t} ({r['mean share']:.0%} × {int(r['count'])})"
+                                                             for t, r in self.top_tokens.head(8).iterrows()))
         lines.append("  nearest components: " + ", ".join(f"{j} (|cos| {c:.2f})" for j, c in self.nearest["cos"].items()))
         kinds = self.location.sum(axis=0).sort_values(ascending=False)
         lines.append("  lives in: " + ", ".join(f"{k} {v:.0%}" for k, v in kinds.head(4).items()))
