@@ -71,8 +71,10 @@ def test_export_perturbations(tmp_path, embedded, suffix):
     result = perturbation_check(model, decomposition, 1, inputs, examples["label"].to_numpy(), top, epsilon=0.3)
     path = export_perturbations([result], tmp_path / f"p{suffix}")
     back = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
-    expected = result.to_frame().assign(kl_ratio=result.kl_ratio)
+    low, high = result.ratio_interval()  # the spread the panel shows beside the number, exported with it
+    expected = result.to_frame().assign(kl_ratio=result.kl_ratio, kl_ratio_low=low, kl_ratio_high=high)
     assert list(back.columns) == list(expected.columns)
+    np.testing.assert_allclose(back[["kl_ratio_low", "kl_ratio_high"]].iloc[0], [low, high], rtol=1e-12)
     np.testing.assert_allclose(back["kl"], expected["kl"], rtol=1e-12)
     assert list(back["set"]) == list(expected["set"]) and list(back["sign"]) == list(expected["sign"])
 
