@@ -149,3 +149,20 @@ def threads(folder: Path, rank: int) -> None:
     from workbench.distributed.group import ranks_on_this_host
 
     (folder / f"threads{rank}.txt").write_text(f"{torch.get_num_threads()} {ranks_on_this_host()}")
+
+
+def transform_rank_1_other_decomposition(folder: Path, rank: int) -> None:
+    """Rank 1 transforms with another fit (another seed) of the same store."""
+    fitted = LrmNpeff.load(folder / ("lrm.safetensors" if rank == 0 else "lrm_seed1.safetensors"))
+    transform_distributed(fitted, folder / "lrm_new")
+
+
+def fit_rank_1_other_checkpoint_every(folder: Path, rank: int) -> None:
+    fit_distributed(estimator("lrm"), folder / "lrm_store", checkpoint=folder / "fit.ckpt",
+                    checkpoint_every=5 if rank == 0 else 7)
+
+
+def pefs_rank_1_own_folder(folder: Path, rank: int) -> None:
+    """Each rank's store folder is its own (a local folder per node)."""
+    x, y = mlp_data()
+    write_pefs_sharded(folder / f"node{rank}" / "pefs", Mlp(), x, y, progress=False, **PEF_ARGS)

@@ -280,3 +280,25 @@ def test_ranks_on_one_machine_share_its_cores(tmp_path):
         _assert_ok(run_ranks("threads", 2, folder, as_nodes=as_nodes))
         for rank in range(2):
             assert (folder / f"threads{rank}.txt").read_text() == f"{expected} 2"
+
+
+def test_ranks_that_disagree_on_a_transform_or_a_checkpoint_are_refused(tmp_path, single_fits):
+    """Another decomposition on one rank gave coefficients of neither, with exit 0; another checkpoint_every
+    hung both ranks for the whole timeout, then blamed 'another rank of the job stopped'."""
+    _planted_stores(tmp_path)
+    fitted, _ = single_fits["lrm"]
+    fitted.save(tmp_path / "lrm.safetensors")
+    jobs.estimator("lrm").set_params(seed=1).fit(load_pefs(tmp_path / "lrm_store")).save(tmp_path / "lrm_seed1.safetensors")
+    outcome = run_ranks("transform_rank_1_other_decomposition", 2, tmp_path)
+    assert outcome.exit_codes == [1, 1]
+    assert all("ranks [1] hold other decomposition or store than rank 0" in e for e in outcome.errors.values())
+    outcome = run_ranks("fit_rank_1_other_checkpoint_every", 2, tmp_path)
+    assert outcome.exit_codes == [1, 1]
+    assert all("other estimator settings, store or checkpoint arguments than rank 0" in e for e in outcome.errors.values())
+
+
+def test_a_store_folder_a_rank_does_not_share_is_named_as_such(tmp_path):
+    """Rank 1 said only 'there is no PEF store at …' of a folder rank 0 had opened on its own node."""
+    outcome = run_ranks("pefs_rank_1_own_folder", 2, tmp_path)
+    assert outcome.exit_codes[1] != 0
+    assert "rank 1 finds no PEF store at" in outcome.errors[1] and "one folder all ranks share" in outcome.errors[1]

@@ -67,3 +67,32 @@ def test_a_notebook_run_s_lock_is_its_kernel_s_and_no_one_else_s(tmp_path, monke
     assert HELD_FOR_CHILDREN_ENV not in __import__("os").environ
     with exclusive(folder, "a run"):  # released with the block
         pass
+
+
+def test_the_command_line_s_sharded_writer_takes_the_store_s_lock(tmp_path):
+    """python -m workbench pefs (write_pefs_sharded, one process or torchrun) never took the lock: its --overwrite
+    deleted the chunks of a store write_pefs was writing, and write_pefs then marked the store complete."""
+    from workbench.distributed import write_pefs_sharded
+
+    model, inputs = tiny_bert(3), tiny_bert_inputs(6)
+    with exclusive(tmp_path / "store", "a PEF store"):
+        with pytest.raises(FolderBusyError, match="another process"):
+            write_pefs_sharded(tmp_path / "store", model, inputs, n_values=64, batch_size=2, overwrite=True, progress=False)
+    assert [p.name for p in (tmp_path / "store").iterdir()] == [".lock"]
+    assert write_pefs_sharded(tmp_path / "store", model, inputs, n_values=64, batch_size=2, progress=False).n_examples == 6
+
+
+def test_a_store_whose_chunks_went_missing_is_not_marked_complete(tmp_path, monkeypatch):
+    """complete() checked only the chunks of other writers: chunks of its own deleted meanwhile read as present."""
+    from workbench.store import StoreError
+    from workbench.store.writer import PefStoreWriter, chunk_path
+
+    complete = PefStoreWriter.complete
+
+    def chunk_deleted_first(self):
+        chunk_path(self.path, 1).unlink()
+        return complete(self)
+
+    monkeypatch.setattr(PefStoreWriter, "complete", chunk_deleted_first)
+    with pytest.raises(StoreError, match=r"chunks \[1\] of .* are missing: the store cannot be marked complete"):
+        write_pefs(tmp_path / "store", tiny_bert(3), tiny_bert_inputs(6), n_values=64, batch_size=2, progress=False)

@@ -11,6 +11,7 @@ their columns and the collectives that join them.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import re
@@ -165,8 +166,11 @@ def fit_distributed(estimator: NpeffBase, store: str | os.PathLike | PefStore, *
     estimator.check_params()
     ranks = current_ranks(estimator.device)
     settings = {k: v for k, v in estimator.get_params().items() if k not in ("device", "progress")}  # may differ
-    check_same_on_all_ranks(json.dumps({"settings": settings, "store": store.manifest.get("fingerprints")}, sort_keys=True,
-                                       default=json_default), "estimator settings or store")
+    # the checkpoint too: saves on one rank's steps and not the other's hung both for the whole timeout
+    check_same_on_all_ranks(json.dumps({"settings": settings, "store": store.manifest.get("fingerprints"),
+                                        "checkpoint": None if checkpoint is None else str(checkpoint),
+                                        "checkpoint_every": checkpoint_every}, sort_keys=True, default=json_default),
+                            "estimator settings, store or checkpoint arguments")
     shard = load_column_shard(store, min_nonzero_per_col=estimator.min_nonzero_per_col, ranks=ranks)
     mine = None if checkpoint is None else rank_checkpoint(checkpoint, ranks)
     return estimator.fit_columns(shard.pefs, shard.split(), dict(shard.info, pef_store_id=shard.store_id), device=ranks.device,
@@ -199,5 +203,12 @@ def transform_distributed(estimator: NpeffBase, store: str | os.PathLike | PefSt
     check_is_fitted(estimator)
     estimator.check_same_source(store.info, store.layout)  # as estimator.transform refuses
     ranks = current_ranks(estimator.device)
+    # another decomposition or store on one rank gave coefficients of neither, and exit 0
+    components = hashlib.sha256(np.ascontiguousarray(estimator.components_).tobytes()
+                                + np.asarray(estimator.kept_columns_, dtype=np.int64).tobytes()).hexdigest()
+    settings = {k: v for k, v in estimator.get_params().items() if k not in ("device", "progress")}
+    check_same_on_all_ranks(json.dumps({"components": components, "settings": settings,
+                                        "store": store.manifest.get("fingerprints")}, sort_keys=True, default=json_default),
+                            "decomposition or store")
     shard = load_column_shard(store, columns=estimator.kept_columns_, ranks=ranks)
     return estimator.transform_columns(shard.pefs, shard.split(), device=ranks.device)

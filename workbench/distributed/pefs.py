@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -10,8 +11,8 @@ from ..core.arguments import user_path
 from ..fisher import PefConfig, pef_mode, split_labels
 from ..runner import PefRun
 from ..store.files import StoreError
-from ..store.pef_store import PefStore
-from ..store.writer import PefStoreWriter, existing_manifest
+from ..store.pef_store import MANIFEST, PefStore
+from ..store.writer import PefStoreWriter, existing_manifest, manifest_bytes
 from .group import barrier, check_same_on_all_ranks, current_ranks
 
 
@@ -40,15 +41,28 @@ def write_pefs_sharded(out: str | os.PathLike, model: torch.nn.Module, inputs, l
     run = PefRun.prepare(model, inputs, labels, config, ranks.device)
     # every rank reads what is there (nothing is written before the check below), so that all of
     # them resume a store of an older format version in its version, and name it alike
+    seen = manifest_bytes(out)  # a store another process writes from now on is found under the writer's lock
     existing = existing_manifest(out, overwrite)
     writer = PefStoreWriter(out, run.manifest(provenance), existing)
     check_same_on_all_ranks(writer.store_id, "model weights, data or PEF arguments")
     if existing is not None:  # every rank refuses a store of another run, as write_pefs does, with the same error
         writer.check_same_run(existing)
+    # Rank 0 holds the store's lock from opening it to marking it complete, as write_pefs does: without it a
+    # `pefs --overwrite` deleted the chunks of a store write_pefs was writing, which then read as complete.
+    with writer.lock(seen) if ranks.is_main else contextlib.nullcontext():
+        _write_shared(writer, run, ranks, out, existing, model, progress)
+    return PefStore(out)
+
+
+def _write_shared(writer: PefStoreWriter, run: PefRun, ranks, out, existing, model, progress: bool) -> None:
+    """Rank 0 opens the store, every rank writes its batches, rank 0 marks it complete."""
     if ranks.is_main:  # one rank alone checks, cleans and opens the folder
         done = writer.resume(existing) if existing is not None else set()
         writer.open(existing, done)
     barrier("opening the PEF store")
+    if not (out / MANIFEST).is_file():  # rank 0 opened it in a folder this rank does not see
+        raise StoreError(f"rank {ranks.rank} finds no PEF store at {out}, which rank 0 opened: the store folder must be "
+                         "one folder all ranks share (the same path on a shared file system), not a local folder per node")
     done = set(PefStore(out).chunks_on_disk())
 
     def not_mine(index: int) -> bool:
@@ -68,4 +82,3 @@ def write_pefs_sharded(out: str | os.PathLike, model: torch.nn.Module, inputs, l
             )
         writer.complete()
     barrier("marking the PEF store complete")
-    return PefStore(out)
