@@ -5,8 +5,10 @@ import pytest
 import torch
 
 import workbench.analysis.perturb as perturb
+import workbench.analysis.selectivity as selectivity
 from workbench.analysis import top_examples
 from workbench.analysis.perturb import epsilon_sweep, perturbation_check, perturbation_direction, perturbation_table, perturbed
+from workbench.analysis.selectivity import selectivity_table
 
 
 def _weights(model):
@@ -372,7 +374,7 @@ def test_a_direction_that_moves_one_whole_class_is_selective_against_random_exam
         drawn = baseline_examples(len(classes), top, 100, seed=3, classes=classes if draw == "same classes" else None)
         return perturbation_check(model, decomposition, j, x, classes, top, drawn, epsilon=0.5, baseline_draw=draw)
 
-    table = perturb.selectivity_table(check, [0])
+    table = selectivity_table(check, [0])
     assert table.loc[0, "reading"] == "its class"  # the planted direction moves its class, nothing more
     assert table.loc[0, "kl_ratio_low"] <= ratios["random"] <= table.loc[0, "kl_ratio_high"]
     assert table.loc[0, "kl_ratio_same_classes"] == pytest.approx(check(0, "same classes").ratio((table.loc[0, "sign"],)))
@@ -387,7 +389,7 @@ def test_a_direction_that_moves_one_whole_class_is_selective_against_random_exam
 def test_a_component_s_selectivity_is_read_on_the_intervals_of_both_ratios(random, same, reading):
     row = dict(zip(["kl_ratio", "kl_ratio_low", "kl_ratio_high"], random))
     row.update(zip(["kl_ratio_same_classes", "kl_ratio_same_classes_low", "kl_ratio_same_classes_high"], same))
-    assert perturb._selectivity_reading(row) == reading
+    assert selectivity._selectivity_reading(row) == reading
 
 
 def test_the_table_draws_each_component_s_baseline_from_the_model_s_predicted_classes(embedded):

@@ -417,9 +417,9 @@ class RunExplorer:
 
     def selectivity(self, components: Sequence[int] | None = None, *, epsilon: float = 0.1, seed: int = 0,
                     progress: bool = False) -> pd.DataFrame:
-        """Which components act beyond their class: ``analysis.perturb.selectivity_table`` of :meth:`perturb`
+        """Which components act beyond their class: ``analysis.selectivity.selectivity_table`` of :meth:`perturb`
         against random examples and against examples of the top set's classes (default: every component)."""
-        from ..analysis.perturb import selectivity_table
+        from ..analysis.selectivity import selectivity_table
 
         return selectivity_table(lambda j, baseline: self.perturb(j, epsilon=epsilon, seed=seed, baseline=baseline),
                                  self._components(components), progress=progress)
