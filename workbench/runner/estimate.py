@@ -129,7 +129,7 @@ class PefEstimate:
                 f"the PEF store needs about {format_bytes(self.disk_bytes_left)} more on the disk of {self.path} "
                 f"({self.n_examples - self.n_done} examples × {format_bytes(self.bytes_per_example)}), but only "
                 f"{format_bytes(self.free_disk_bytes)} is free. Lower n_values (entries kept per example), compute "
-                "fewer examples, or write the store to a larger disk. Nothing was written."
+                "fewer examples, or write the store to a larger disk. The store was left as it was."
             )
         more = self.peak_memory_bytes - self.memory_in_use_bytes
         if self.available_memory_bytes is not None and more > self.available_memory_bytes:
@@ -139,7 +139,7 @@ class PefEstimate:
                 f"available. Lower batch_size (now {self.batch_size}; or leave it None to choose one that fits), "
                 "select fewer parameters (include=/exclude=), lower n_values"
                 + (", or stream to disk with write_pefs instead of compute_pefs" if self.path is None else "")
-                + ". Nothing was written."
+                + (". Nothing was written." if self.path is None else ". The store was left as it was.")
             )
 
     def postfix(self, n_left: int | None = None) -> str:
