@@ -33,7 +33,7 @@ import scipy.sparse as sp
 import torch
 
 from ..core.arguments import positive_int, seed_value
-from ..core.device import resolve_device
+from ..core.device import run_device
 from ..core.pefs import LrmPefs
 from ..fisher.inputs import Inputs, eval_mode, n_inputs, slice_inputs
 from ..runner.compute import compute_pefs
@@ -110,7 +110,7 @@ def hidden_states(
     """(n_examples, hidden_size): the hidden state of ``layer`` at token ``position`` (0 is
     BERT's [CLS], which its pooler and classifier read; -1 the last token of left-padded
     prompts), from ``output_hidden_states``."""
-    device = resolve_device(device) if device is not None else next(model.parameters()).device
+    device = run_device(model, device)
     model.to(device)
     rows = []
     with eval_mode(model):

@@ -37,7 +37,7 @@ import torch
 from torch.func import functional_call, jvp
 
 from ..core.arguments import positive_int
-from ..core.device import resolve_device
+from ..core.device import run_device
 from ..fisher.gradients import output_gradients, slot_classes
 from ..fisher.checks import layer_batching, padding_changes_outputs
 from ..fisher.hooks import CaptureLayers
@@ -119,7 +119,7 @@ def token_scores(
     if hasattr(decomposition, "check_model"):  # a fitted estimator: another model's scores would read as this one's
         decomposition.check_model(model, "the decomposition")
     batch_size = positive_int(batch_size, "batch_size")
-    device = resolve_device(device) if device is not None else next(model.parameters()).device
+    device = run_device(model, device)
     model.to(device)
     layout = decomposition.layout_
     params = parameters_of(model, layout)

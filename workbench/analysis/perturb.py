@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.arguments import component_index, positive_int, seed_value
-from ..core.device import resolve_device
+from ..core.device import run_device
 from ..core.params import ParameterLayout
 from ..core.validation import as_labels, check_label_range, check_model
 from ..fisher.checks import padding_changes_outputs
@@ -216,8 +216,7 @@ class PerturbationResult:
     def explanation(self) -> str:
         """The KL ratio in words: what was moved, what changed, and what the number says."""
         s = self.sign
-        low, high = self.ratio_interval()
-        low, high = (self.kl_ratio, self.kl_ratio) if np.isnan(low) else (low, high)
+        low, high = self.ratio_bounds()
         beyond = ", beyond their class" if self.baseline_draw == "same classes" else ""
         if low >= SELECTIVE:
             verdict = f"the direction acts selectively on the examples the component claims{beyond}"
@@ -284,6 +283,12 @@ class PerturbationResult:
                              rng=np.random.default_rng(seed)).confidence_interval
         self._intervals[key] = float(interval.low), float(interval.high)
         return self._intervals[key]
+
+    def ratio_bounds(self, signs: Sequence[str] = ("+", "-")) -> tuple[float, float]:
+        """:meth:`ratio_interval`, or the ratio itself twice where there is no spread to resample (one
+        example): the bounds a verdict is read on."""
+        low, high = self.ratio_interval(signs)
+        return (self.ratio(signs),) * 2 if np.isnan(low) else (low, high)
 
     def to_frame(self) -> pd.DataFrame:
         """Long format: one row per (set, sign)."""
@@ -476,7 +481,7 @@ def perturbation_check(
         raise ValueError("top and baseline must be two sets of distinct examples"
                          + (f" with none in both (both hold {shared[:5].tolist()})" if shared.size else
                             " (one lists an example twice)") + "; pass each example once")
-    device = resolve_device(device) if device is not None else next(model.parameters()).device
+    device = run_device(model, device)
     model.to(device)
     direction = perturbation_direction(decomposition, component, max_sim)
     with eval_mode(model):
@@ -562,7 +567,7 @@ def perturbation_table(
 def _predictions(model, inputs: Inputs, batch_size: int, device) -> np.ndarray:
     """The model's predicted class of every example, as the checks compute them."""
     rows = np.arange(n_inputs(inputs))
-    device = resolve_device(device) if device is not None else next(model.parameters()).device
+    device = run_device(model, device)
     model.to(device)
     with eval_mode(model):
         unpadded = padding_matters(model, inputs, rows, device, batch_size)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -40,9 +39,7 @@ def selectivity_table(check: Callable, components: Sequence[int], *, progress: b
         # compared θ + εĝ with θ − εĝ on 5 of 16 MiniLM components)
         row = {"component": int(j), "sign": random.sign}
         for result, suffix in ((random, ""), (check(j, "same classes"), "_same_classes")):
-            ratio, (low, high) = result.ratio((random.sign,)), result.ratio_interval((random.sign,))
-            if np.isnan(low):  # no spread to resample (one example): the ratio itself
-                low = high = ratio
+            ratio, (low, high) = result.ratio((random.sign,)), result.ratio_bounds((random.sign,))
             row.update({f"kl_ratio{suffix}": ratio, f"kl_ratio{suffix}_low": low, f"kl_ratio{suffix}_high": high})
         row["reading"] = _selectivity_reading(row)
         rows.append(row)

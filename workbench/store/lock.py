@@ -44,13 +44,18 @@ def exclusive(folder: str | os.PathLike, what: str):
             os.write(fd, str(os.getpid()).encode())
         except BlockingIOError:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-            if os.environ.get(HELD_FOR_CHILDREN_ENV) != f"{holder}:{folder.resolve()}":  # not held for this process
+            if os.environ.get(HELD_FOR_CHILDREN_ENV) != _hand_over(holder, folder):  # not held for this process
                 raise FolderBusyError(
                     f"another process (pid {holder}) is writing {what} into {folder}: two runs in one folder would "
                     "mix their files. Wait for it to end, or choose another folder") from None
         yield
     finally:
         os.close(fd)  # releases the lock, where this process took it
+
+
+def _hand_over(holder, folder: str | os.PathLike) -> str:
+    """The value of HELD_FOR_CHILDREN_ENV for a lock that process ``holder`` holds on ``folder``."""
+    return f"{holder}:{user_path(folder).resolve()}"
 
 
 def held_by_a_notebook_run(folder: str | os.PathLike) -> bool:
@@ -66,7 +71,7 @@ def exclusive_with_children(folder: str | os.PathLike, what: str):
     into its folder mid-run was not refused, and both left a record that contradicted the files."""
     with exclusive(folder, what):
         before = os.environ.get(HELD_FOR_CHILDREN_ENV)
-        os.environ[HELD_FOR_CHILDREN_ENV] = f"{os.getpid()}:{user_path(folder).resolve()}"  # a kernel inherits it
+        os.environ[HELD_FOR_CHILDREN_ENV] = _hand_over(os.getpid(), folder)  # a kernel inherits it
         try:
             yield
         finally:
