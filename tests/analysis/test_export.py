@@ -120,6 +120,19 @@ def test_write_table_multi_valued_cells(tmp_path):
     assert list(pd.read_csv(write_table(frame, tmp_path / "t.csv"))["strategy"]) == ["negation|lexical", "marker"]
 
 
+def test_csv_text_cells_do_not_run_as_spreadsheet_formulas(tmp_path):
+    """Texts and tokens come from data sets: "=HYPERLINK(...)" in a CSV runs when Excel opens it."""
+    texts = ["=HYPERLINK(\"http://x\")", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tx", "plain", "-", "-0.5", None]
+    frame = pd.DataFrame({"text": texts, "tokens": [("=1+1", "ok")] + [("a",)] * 8, "score": np.arange(9.0)})
+    back = pd.read_csv(write_table(frame, tmp_path / "t.csv"), keep_default_na=False)
+    assert list(back["text"]) == ["'=HYPERLINK(\"http://x\")", "'+cmd|' /C calc'!A0", "'-2+3", "'@SUM(A1)", "'\tx",
+                                  "plain", "-", "-0.5", ""]
+    assert back["tokens"][0] == "'=1+1|ok"
+    assert list(back["score"]) == list(np.arange(9.0))
+    parquet = pd.read_parquet(write_table(frame, tmp_path / "t.parquet"))
+    assert list(parquet["text"][:8]) == texts[:8]  # Parquet is read by programs, not spreadsheets: kept as it is
+
+
 def test_top_example_tokens_are_the_scored_ones_also_with_left_padding():
     """Prompts for language models are padded on the left: each score goes with its own token."""
     import torch

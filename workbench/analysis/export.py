@@ -13,7 +13,8 @@ One call per result, the file format taken from the suffix (``.parquet`` or ``.c
   parameter-space tensors keyed by parameter name, ``name -> (n_components, *shape)``,
   readable with plain ``safetensors`` (no need for this package).
 
-Every file is written atomically (temporary name, then rename); :func:`export_run` writes them all
+In CSV files, text that a spreadsheet would run as a formula gets a leading apostrophe (see
+:func:`spreadsheet_safe`); Parquet files keep every text as it is. Every file is written atomically (temporary name, then rename); :func:`export_run` writes them all
 into one folder, each file over the earlier export's.
 """
 
@@ -48,9 +49,10 @@ _SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 
 
 def _plain_cells(frame: pd.DataFrame, as_text: bool) -> pd.DataFrame:
-    """Multi-valued cells (tuples, lists, arrays) as lists (Parquet) or "a|b" text (CSV)."""
+    """Multi-valued cells (tuples, lists, arrays) as lists (Parquet) or "a|b" text (CSV); CSV
+    text cells a spreadsheet would run as a formula get a leading apostrophe."""
     frame = frame.copy()
-    for column in frame.columns[frame.dtypes == object]:
+    for column in frame.columns[[dtype == object or pd.api.types.is_string_dtype(dtype) for dtype in frame.dtypes]]:
         values = frame[column]
         if values.map(lambda v: isinstance(v, (tuple, list, np.ndarray))).any():
             if as_text:
@@ -59,7 +61,28 @@ def _plain_cells(frame: pd.DataFrame, as_text: bool) -> pd.DataFrame:
                 frame[column] = values.map(lambda v: list(v) if isinstance(v, (tuple, list, np.ndarray)) else [v])
         elif not as_text and values.map(type).nunique() > 1:  # mixed scalars (e.g. str and None): Parquet needs one type
             frame[column] = values.map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+        if as_text:
+            frame[column] = frame[column].map(spreadsheet_safe)
     return frame
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value):
+    """``value`` with a leading apostrophe where it is text a spreadsheet would run as a formula.
+
+    The texts and tokens come from data sets and models, so a cell like ``=HYPERLINK(...)``
+    would run when a CSV export is opened in Excel or LibreOffice (OWASP's "CSV injection").
+    Single characters ("-", "+") and numbers ("-0.5") stay as they are: no formula there.
+    """
+    if not isinstance(value, str) or len(value) < 2 or not value.startswith(_FORMULA_STARTS):
+        return value
+    try:
+        float(value)
+    except ValueError:
+        return "'" + value
+    return value
 
 
 def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
