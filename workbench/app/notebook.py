@@ -31,6 +31,7 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.environment import environment_variable
 from ..core.arguments import user_path
 from .. import report
 from ..store.files import atomic_path, check_folder
@@ -282,13 +283,12 @@ def _execute(notebook: Path, out: Path, values: dict, declared: dict, kernel_nam
     failure = None
     papermill_log = logging.getLogger("papermill")
     papermill_log.addFilter(_known_parameters)
-    headless = os.environ.get(HEADLESS_ENV)
-    os.environ[HEADLESS_ENV] = "1"  # the kernel inherits it
     try:
-        papermill.execute_notebook(
-            _literal_path(notebook), _literal_path(executed), parameters=values, kernel_name=kernel_name,
-            progress_bar=progress, cwd=os.getcwd(), execution_timeout=timeout,
-        )
+        with environment_variable(HEADLESS_ENV, "1"):  # the kernel inherits it
+            papermill.execute_notebook(
+                _literal_path(notebook), _literal_path(executed), parameters=values, kernel_name=kernel_name,
+                progress_bar=progress, cwd=os.getcwd(), execution_timeout=timeout,
+            )
     except PapermillExecutionError as error:
         failure = error
     except BaseException as error:
@@ -300,10 +300,6 @@ def _execute(notebook: Path, out: Path, values: dict, declared: dict, kernel_nam
         raise
     finally:
         papermill_log.removeFilter(_known_parameters)
-        if headless is None:
-            os.environ.pop(HEADLESS_ENV, None)
-        else:
-            os.environ[HEADLESS_ENV] = headless
     seconds = round(time.perf_counter() - started, 3)
     keep_static_views(executed)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 
+from ..core.environment import environment_variable
 from ..core.arguments import user_path
 from .files import StoreError
 
@@ -69,13 +70,5 @@ def exclusive_with_children(folder: str | os.PathLike, what: str):
     """:func:`exclusive`, shared with the processes this one starts while the block runs (a notebook run's
     kernel, whose pipeline writes into the folder): a notebook run held no lock of its own, so a demo started
     into its folder mid-run was not refused, and both left a record that contradicted the files."""
-    with exclusive(folder, what):
-        before = os.environ.get(HELD_FOR_CHILDREN_ENV)
-        os.environ[HELD_FOR_CHILDREN_ENV] = _hand_over(os.getpid(), folder)  # a kernel inherits it
-        try:
-            yield
-        finally:
-            if before is None:
-                os.environ.pop(HELD_FOR_CHILDREN_ENV, None)
-            else:
-                os.environ[HELD_FOR_CHILDREN_ENV] = before
+    with exclusive(folder, what), environment_variable(HELD_FOR_CHILDREN_ENV, _hand_over(os.getpid(), folder)):
+        yield
