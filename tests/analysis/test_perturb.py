@@ -1,6 +1,7 @@
 """Perturbation checks: the protocol's numbers, and weights restored bit for bit."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -9,6 +10,7 @@ import workbench.analysis.selectivity as selectivity
 from workbench.analysis import top_examples
 from workbench.analysis.perturb import epsilon_sweep, perturbation_check, perturbation_direction, perturbation_table, perturbed
 from workbench.analysis.selectivity import selectivity_table
+from workbench.report.html import bound_text
 
 
 def _weights(model):
@@ -161,8 +163,8 @@ def test_the_ratio_s_interval_is_a_bootstrap_over_the_examples_drawn():
     assert low < result.ratio(("+",)) < high
     assert low == pytest.approx(expected[0], rel=0.05) and high == pytest.approx(expected[1], rel=0.05)
     assert "95% interval over the examples drawn" in result.explanation
-    assert perturb._bound(2623.4) == "2623" and perturb._bound(4.0) == "4.00"  # not 2.62e+03, not 4
-    assert perturb._bound(640.2) == "640" and perturb._bound(99.94) == "99.9"  # not "640."
+    assert bound_text(2623.4) == "2623" and bound_text(4.0) == "4.00"  # not 2.62e+03, not 4
+    assert bound_text(640.2) == "640" and bound_text(99.94) == "99.9"  # not "640."
     text = result.interval_text(("+",))
     assert text == f" (95% interval over the examples drawn: {low:#.3g} to {high:#.3g})"  # 4.00 beside 1.68, not 4
     from workbench import report
@@ -332,6 +334,45 @@ class _FeatureClassifier(torch.nn.Module):
 
     def forward(self, x):
         return x @ self.weight.T
+
+
+def test_a_sweep_shows_each_mean_kl_and_ratio_with_its_interval():
+    """The sweep's lines and the dashboard's ratios had no spread beside them: each mean KL now has a 95%
+    bootstrap interval that matches the normal approximation of the mean, drawn as error bars."""
+    from types import SimpleNamespace
+
+    from workbench import report
+    from workbench.analysis.perturb import baseline_examples
+    from workbench.core.params import layout_of
+    from workbench.report.dashboard import dashboard_numbers_html
+
+    classes = np.repeat(np.arange(10), 30)
+    rng = np.random.default_rng(0)
+    x = torch.as_tensor(np.eye(10)[classes] * rng.uniform(0.5, 1.5, (len(classes), 1)), dtype=torch.float32)
+    model = _FeatureClassifier(10)
+    G = np.zeros((1, 100))
+    G[0, 0] = 1.0
+    decomposition = SimpleNamespace(components_=G, G_=G, W_=np.ones((len(classes), 1)), n_parameters_=100,
+                                    kept_columns_=np.arange(100), layout_=layout_of(model.named_parameters()))
+    top = np.arange(15)  # the other 15 of class 0 are the baseline's share of it
+    baseline = baseline_examples(len(classes), top, 100, seed=1)
+    sweep = epsilon_sweep(model, decomposition, 0, x, classes, top, baseline, epsilons=(0.3, 1.0))
+    assert {"kl_low", "kl_high", "kl_ratio_low", "kl_ratio_high"} <= set(sweep.columns)
+    result = perturbation_check(model, decomposition, 0, x, classes, top, baseline, epsilon=1.0)
+    for (subset, sign), row in result.to_frame().set_index(["set", "sign"]).iterrows():
+        values = result.kl_examples[subset][sign]
+        half = 1.96 * np.std(values, ddof=1) / np.sqrt(len(values))
+        assert row["kl_low"] < row["kl"] < row["kl_high"]
+        assert row["kl_high"] - row["kl_low"] == pytest.approx(2 * half, rel=0.25)
+    assert (result.to_frame()[["kl_ratio_low", "kl_ratio_high"]].to_numpy() == result.ratio_interval()).all()
+    ones = sweep[sweep["epsilon"] == 1.0].reset_index(drop=True)
+    line = report.sweep_figure(sweep).data[0]  # top, θ+εĝ
+    assert line.name == "top, θ + εĝ" and line.error_y.array[1] == pytest.approx(ones["kl_high"][0] - ones["kl"][0])
+    assert line.error_y.arrayminus[1] == pytest.approx(ones["kl"][0] - ones["kl_low"][0])
+    low, high = result.ratio_interval()
+    dashboard = SimpleNamespace(row=pd.Series({"mass": 1.0}), n_examples=300, n_zero=0, direction_text=None,
+                                location=pd.DataFrame({"weight": [1.0]}), sweep=sweep, definitions={})
+    assert f"{result.kl_ratio:.3g} ({bound_text(low)} to {bound_text(high)}) at ε = 1" in dashboard_numbers_html(dashboard)
 
 
 def test_a_direction_that_moves_one_whole_class_is_selective_against_random_examples_only():

@@ -179,15 +179,14 @@ def export_top_examples(path: str | os.PathLike, model, decomposition, inputs: M
 
 
 def perturbation_frame(results) -> pd.DataFrame:
-    """Perturbation checks in long format, with ``kl_ratio`` and its 95% interval (``kl_ratio_low``,
-    ``kl_ratio_high``: the export had the number without the spread the panel shows beside it): a
-    PerturbationResult, a list of them, or a frame from ``epsilon_sweep`` (returned as it is)."""
+    """Perturbation checks in long format (:meth:`PerturbationResult.to_frame`: each mean KL and ``kl_ratio`` with
+    their 95% intervals, the spread the panel shows beside them): a PerturbationResult, a list of them, or a frame
+    from ``epsilon_sweep`` (returned as it is)."""
     if isinstance(results, pd.DataFrame):
         return results.reset_index(drop=True)
     if hasattr(results, "to_frame"):
         results = [results]
-    frames = [r.to_frame().assign(kl_ratio=r.kl_ratio, **dict(zip(("kl_ratio_low", "kl_ratio_high"), r.ratio_interval())))
-              for r in results]
+    frames = [r.to_frame() for r in results]
     if not frames:
         raise ValueError("no perturbation results to export")
     return pd.concat(frames, ignore_index=True)

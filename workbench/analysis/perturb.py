@@ -33,6 +33,7 @@ from ..core.validation import as_labels, check_label_range, check_model
 from ..fisher.checks import padding_changes_outputs
 from ..fisher.inputs import Inputs, class_logits, eval_mode, groups_as_computed, n_inputs, slice_inputs
 from ..report import fragment, perturbation_html
+from ..report.html import bound_text
 from .tables import top_examples
 
 logger = logging.getLogger(__name__)
@@ -241,7 +242,7 @@ class PerturbationResult:
     def interval_text(self, signs: Sequence[str] = ("+", "-"), words: str = "95% interval over the examples drawn") -> str:
         """`` (95% interval ...: low to high)`` of :meth:`ratio_interval` for display; "" without per-example KLs."""
         low, high = self.ratio_interval(signs)
-        return "" if np.isnan(low) else f" ({words}: {_bound(low)} to {_bound(high)})"
+        return "" if np.isnan(low) else f" ({words}: {bound_text(low)} to {bound_text(high)})"
 
     @property
     def kl_ratio(self) -> float:
@@ -279,9 +280,26 @@ class PerturbationResult:
             with np.errstate(divide="ignore", invalid="ignore"):
                 return np.max([t / b for t, b in zip(tops, baselines)], axis=0)
 
-        interval = bootstrap(samples, ratio, n_resamples=n_resamples, confidence_level=confidence, method="percentile",
-                             rng=np.random.default_rng(seed)).confidence_interval
+        with np.errstate(invalid="ignore"):  # its standard error of resamples with no baseline KL (inf) is nan
+            interval = bootstrap(samples, ratio, n_resamples=n_resamples, confidence_level=confidence,
+                                 method="percentile", rng=np.random.default_rng(seed)).confidence_interval
         self._intervals[key] = float(interval.low), float(interval.high)
+        return self._intervals[key]
+
+    def mean_interval(self, subset: str, sign: str, confidence: float = 0.95, n_resamples: int = 2000,
+                      seed: int = 0) -> tuple[float, float]:
+        """A bootstrap interval of one set's mean KL at one sign (``subset``: "top" or "baseline"); (nan, nan)
+        without per-example KLs or with one example. A sweep's lines had no spread beside them."""
+        from scipy.stats import bootstrap
+
+        values = np.asarray(self.kl_examples.get(subset, {}).get(sign, ()), dtype=np.float64)
+        if len(values) < 2 or not np.isfinite(values).all():
+            return float("nan"), float("nan")
+        key = (subset, sign, confidence, n_resamples, seed)
+        if key not in self._intervals:
+            interval = bootstrap([values], np.mean, n_resamples=n_resamples, confidence_level=confidence,
+                                 method="percentile", rng=np.random.default_rng(seed)).confidence_interval
+            self._intervals[key] = float(interval.low), float(interval.high)
         return self._intervals[key]
 
     def ratio_bounds(self, signs: Sequence[str] = ("+", "-")) -> tuple[float, float]:
@@ -291,13 +309,17 @@ class PerturbationResult:
         return (self.ratio(signs),) * 2 if np.isnan(low) else (low, high)
 
     def to_frame(self) -> pd.DataFrame:
-        """Long format: one row per (set, sign)."""
+        """Long format: one row per (set, sign), each mean KL with its 95% interval (``kl_low``, ``kl_high``),
+        and the check's ``kl_ratio`` with its interval (``kl_ratio_low``, ``kl_ratio_high``) on every row."""
         rows = []
+        ratio_low, ratio_high = self.ratio_interval()
         for subset, kl, acc in (("top", self.kl_top, self.accuracy_top), ("baseline", self.kl_baseline, self.accuracy_baseline)):
             for sign in ("+", "-"):
+                low, high = self.mean_interval(subset, sign)
                 rows.append({"component": self.component, "epsilon": self.epsilon, "max_sim": self.max_sim,
-                             "baseline_draw": self.baseline_draw, "set": subset, "sign": sign, "kl": kl[sign], "accuracy": acc[sign],
-                             "accuracy_original": acc["original"]})
+                             "baseline_draw": self.baseline_draw, "set": subset, "sign": sign, "kl": kl[sign],
+                             "kl_low": low, "kl_high": high, "accuracy": acc[sign], "accuracy_original": acc["original"],
+                             "kl_ratio": self.kl_ratio, "kl_ratio_low": ratio_low, "kl_ratio_high": ratio_high})
         return pd.DataFrame(rows)
 
     def to_dict(self) -> dict:
@@ -339,11 +361,6 @@ def showcase_component(table: pd.DataFrame, kl_ratio, *, min_purity: float = 0.9
     pure = table[purity_column] >= min_purity
     candidates = ratios[pure] if ratios[pure].notna().any() else ratios
     return int(candidates.idxmax())
-
-
-def _bound(value: float) -> str:
-    """An interval's bound at the precision of its partner: 4.00 beside 1.68 (not 4), 2620 (not 2.62e+03)."""
-    return f"{value:.0f}" if abs(value) >= 100 else f"{value:#.3g}"  # 640, not "640." nor 2.62e+03
 
 
 def _ratio(top: float, baseline: float) -> float:
@@ -514,7 +531,7 @@ def epsilon_sweep(model, decomposition, component: int, inputs, labels, top, bas
     frames = []
     for epsilon in epsilons:
         result = perturbation_check(model, decomposition, component, inputs, labels, top, baseline, epsilon=epsilon, **kwargs)
-        frames.append(result.to_frame().assign(kl_ratio=result.kl_ratio))
+        frames.append(result.to_frame())
     return pd.concat(frames, ignore_index=True)
 
 

@@ -410,7 +410,7 @@ class RunExplorer:
         for done, epsilon in enumerate(epsilons, start=1):
             result = self.perturb(component, epsilon=epsilon, max_sim=max_sim, n_baseline=n_baseline, seed=seed,
                                   baseline=baseline)
-            frames.append(result.to_frame().assign(kl_ratio=result.kl_ratio))
+            frames.append(result.to_frame())
             if on_result is not None:
                 on_result(result, done, len(epsilons))
         return pd.concat(frames, ignore_index=True)

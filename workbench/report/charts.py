@@ -129,7 +129,8 @@ def _same_classes(result, name: str) -> str:
 
 
 def sweep_figure(frame: pd.DataFrame):
-    """Mean KL against ε (log-log) from ``epsilon_sweep``'s long frame: one line per (set, sign)."""
+    """Mean KL against ε (log-log) from ``epsilon_sweep``'s long frame: one line per (set, sign), with the
+    mean's 95% interval as error bars."""
     import plotly.graph_objects as go
 
     figure = go.Figure(layout=dict(
@@ -141,8 +142,17 @@ def sweep_figure(frame: pd.DataFrame):
     for (subset, sign), rows in frame.groupby(["set", "sign"], sort=False):
         of = " (same classes)" if same and subset == "baseline" else ""
         figure.add_scatter(x=rows["epsilon"], y=rows["kl"], mode="lines+markers", name=f"{subset}{of}, {SIGN_NAMES[sign]}",
-                           line=dict(color=SET_COLOURS[subset], dash="solid" if sign == "+" else "dot"))
+                           line=dict(color=SET_COLOURS[subset], dash="solid" if sign == "+" else "dot"),
+                           error_y=_spread(rows))
     return figure
+
+
+def _spread(rows: pd.DataFrame) -> dict | None:
+    """Error bars of the mean KL's 95% interval (``kl_low``, ``kl_high``), where the frame has them."""
+    if not {"kl_low", "kl_high"} <= set(rows) or rows["kl_low"].isna().all():
+        return None
+    return dict(type="data", symmetric=False, array=(rows["kl_high"] - rows["kl"]).clip(lower=0).fillna(0).tolist(),
+                arrayminus=(rows["kl"] - rows["kl_low"]).clip(lower=0).fillna(0).tolist(), thickness=1, width=3)
 
 
 #: Keeps a drawn chart as wide as its box. plotly's ``responsive`` follows only the window's size, and a

@@ -6,8 +6,11 @@ package): numbers and frames in, escaped HTML and plotly charts out.
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
+
 from .charts import figure_html, histogram_figure, location_figure, logit_figure, sweep_figure
-from .html import bar_columns, escape, table_html
+from .html import bar_columns, bound_text, escape, table_html
 
 
 def definitions_html(definitions: dict, columns=None) -> str:
@@ -28,10 +31,16 @@ def dashboard_numbers_html(dashboard) -> str:
     kinds = d.location.sum(axis=0).sort_values(ascending=False)
     numbers.append("lives in " + ", ".join(f"{escape(k)} {v:.0%}" for k, v in kinds.head(3).items()))
     if d.sweep is not None and len(d.sweep):
-        ratios = d.sweep.drop_duplicates("epsilon").set_index("epsilon")["kl_ratio"]
-        numbers.append("KL ratio " + ", ".join(f"{r:.3g} at ε = {e:g}" for e, r in ratios.items()))
+        numbers.append("KL ratio " + ", ".join(_ratio_at(row) for _, row in d.sweep.drop_duplicates("epsilon").iterrows()))
     return (f'<div class="dashboard"><div class="numbers">{" · ".join(numbers)}</div>'
             + table_html(row, bars=bar_columns(row), titles=d.definitions or {}) + "</div>")
+
+
+def _ratio_at(row: pd.Series) -> str:
+    """"4.2 (2.9 to 6.1) at ε = 0.1": a sweep's ratio with its 95% interval, where the frame has one."""
+    low, high = row.get("kl_ratio_low", np.nan), row.get("kl_ratio_high", np.nan)
+    spread = "" if pd.isna(low) else f" ({bound_text(low)} to {bound_text(high)})"
+    return f"{row['kl_ratio']:.3g}{spread} at ε = {row['epsilon']:g}"
 
 
 def dashboard_figures(dashboard) -> list:

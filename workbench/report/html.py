@@ -139,6 +139,11 @@ def format_value(value) -> str:
     return escape(value)
 
 
+def bound_text(value: float) -> str:
+    """An interval's bound at the precision of its partner: 4.00 beside 1.68 (not 4), 2620 (not 2.62e+03)."""
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:#.3g}"  # 640, not "640." nor 2.62e+03
+
+
 def table_html(frame: pd.DataFrame, *, index_links: dict | None = None, bars: Sequence[str] | Mapping[str, float] = (),
                titles: dict | None = None, sortable: bool = False, row_ids: str | None = None) -> str:
     """A DataFrame as an HTML table, every header and cell escaped, in a box that scrolls sideways
