@@ -13,6 +13,7 @@ from workbench.npeff.interop import (
     write_lrm_pefs_h5,
 )
 from workbench.npeff import LrmNpeff
+from workbench.core.params import ParameterLayout
 from workbench.core.pefs import DPefs, LrmPefs
 from workbench.npeff.planted import planted_d, planted_lrm
 from workbench.store import StoreError
@@ -40,7 +41,7 @@ def test_reads_the_reference_lrm_layout(tmp_path):
     expected[0, 0, 1], expected[0, 0, 4], expected[0, 1, 2] = 0.5, -1.0, 2.0
     expected[1, 0, 0], expected[1, 1, 0], expected[1, 1, 3] = 3.0, 0.25, -0.75
     np.testing.assert_array_equal(A, expected)
-    np.testing.assert_array_equal(pefs.classes, [[1, 0], [0, 1]])  # by descending logit
+    np.testing.assert_array_equal(pefs.classes, [[0, 1], [0, 1]])  # a slot per class: class order, as the original writes
     np.testing.assert_array_equal(pefs.labels, [1, 0])
     np.testing.assert_array_equal(pefs.frobenius_norms, [5.0, 9.5])
     write_lrm_pefs_h5(pefs, tmp_path / "again.h5")
@@ -205,3 +206,113 @@ def _change_dataset(path, dataset: str, change) -> None:
         changed = change(f[f"data/{dataset}"][()])
         del f[f"data/{dataset}"]
         f[f"data/{dataset}"] = changed
+
+
+def _pefs_with_slots(A, classes, logits):
+    """LrmPefs whose slot s of example i is class classes[i, s] (as compute_pefs orders them: by probability)."""
+    n, k = classes.shape
+    rows = np.stack([A[i, classes[i]] for i in range(n)]).reshape(n * k, -1)
+    import scipy.sparse as sp
+
+    return LrmPefs(X=sp.csr_matrix(rows), classes=classes, frobenius_norms=np.ones(n, dtype=np.float32),
+                   labels=np.zeros(n, dtype=np.int64), logits=logits, layout=ParameterLayout.anonymous(A.shape[2]))
+
+
+def test_a_slot_per_class_is_written_and_read_in_class_order_as_the_original_writes_it(tmp_path):
+    """The original's compute_pefs.py sorts the logits only for a top-k: in a file with a slot per class, slot s is
+    class s. The reader took the slots by descending logit, so every example not predicting class 0 had its classes
+    swapped (its predicted-class gradient 1.6-1.8 off), and PEFs kept by probability were written so."""
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(6, 3, 8)).astype(np.float32)  # A[i, c]: class c's row
+    logits = rng.normal(size=(6, 3)).astype(np.float32)
+    by_probability = np.argsort(-logits, axis=1)
+    write_lrm_pefs_h5(_pefs_with_slots(A, by_probability, logits), tmp_path / "p.h5")
+    with h5py.File(tmp_path / "p.h5") as f:  # read as the original reads it: slot s of the file is class s
+        values, indices, offsets = (f["data"][name][()] for name in ("values", "row_indices", "col_offsets"))
+    for i in range(6):
+        for c in range(3):
+            row = np.zeros(8, dtype=np.float32)
+            np.add.at(row, indices[i, offsets[i, c]:offsets[i, c + 1]], values[i, offsets[i, c]:offsets[i, c + 1]])
+            np.testing.assert_array_equal(row, A[i, c])
+    back = read_lrm_pefs_h5(tmp_path / "p.h5")
+    np.testing.assert_array_equal(back.classes, np.tile(np.arange(3), (6, 1)))
+    np.testing.assert_array_equal(back.dense(), A)
+
+
+def test_a_top_k_of_classes_is_kept_by_descending_logit(tmp_path):
+    rng = np.random.default_rng(1)
+    A = rng.normal(size=(5, 4, 6)).astype(np.float32)
+    logits = rng.normal(size=(5, 4)).astype(np.float32)
+    top2 = np.argsort(-logits, axis=1)[:, :2]
+    write_lrm_pefs_h5(_pefs_with_slots(A, top2, logits), tmp_path / "p.h5")
+    back = read_lrm_pefs_h5(tmp_path / "p.h5")
+    np.testing.assert_array_equal(back.classes, top2)
+    np.testing.assert_array_equal(back.dense(), np.stack([A[i, top2[i]] for i in range(5)]))
+    with pytest.raises(ValueError, match=r"2 slots of 4 classes that are not the top 2 by logit in descending order"):
+        write_lrm_pefs_h5(_pefs_with_slots(A, top2[:, ::-1].copy(), logits), tmp_path / "q.h5")
+    assert not (tmp_path / "q.h5").exists()
+
+
+def test_more_parameters_than_int32_indices_hold_are_refused_before_writing(tmp_path):
+    """Indices past 2**31 - 1 were written wrapped to negative numbers, and reading blamed the file."""
+    import scipy.sparse as sp
+
+    X = sp.csr_matrix((np.ones(2, dtype=np.float32), np.array([5, 2_500_000_000]), np.array([0, 1, 2])),
+                      shape=(2, 3_000_000_000))
+    pefs = LrmPefs(X=X, classes=np.zeros((2, 1), dtype=np.int64), frobenius_norms=np.ones(2, dtype=np.float32),
+                   labels=np.zeros(2, dtype=np.int64), logits=np.zeros((2, 1), dtype=np.float32),
+                   layout=ParameterLayout.anonymous(3_000_000_000))
+    with pytest.raises(ValueError, match=r"3,000,000,000 parameters, but the original layout stores parameter indices as int32"):
+        write_lrm_pefs_h5(pefs, tmp_path / "p.h5")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_decomposition_keeps_its_fit_settings_in_the_original_layout(tmp_path):
+    """Fitted with normalize=False, it was read back normalising, and transform() of the same PEFs moved by 92%."""
+    pefs = planted_lrm(40, 30, 3, density=0.5, seed=2).pefs
+    fit = LrmNpeff(3, n_iters_g_only=20, n_iters_joint=20, normalize=False, min_nonzero_per_col=2,
+                   n_iters_transform=50, progress=False).fit(pefs)
+    write_lrm_decomposition_h5(fit, tmp_path / "d.h5")
+    back = read_lrm_decomposition_h5(tmp_path / "d.h5")
+    assert (back.normalize, back.min_nonzero_per_col, back.n_iters_transform) == (False, 2, 50)
+    np.testing.assert_allclose(back.transform(pefs), fit.transform(pefs), rtol=1e-5, atol=1e-6)
+    with h5py.File(tmp_path / "d.h5", "a") as f:  # the original's files have no such attribute: its defaults
+        del f["data"].attrs["workbench_settings"]
+    assert read_lrm_decomposition_h5(tmp_path / "d.h5").normalize is True
+
+
+def test_a_d_file_with_nan_or_non_positive_norms_or_nan_logits_is_refused(tmp_path):
+    pefs = planted_d(6, 10, 2, density=0.5).pefs
+    for dataset, value in (("dense_fisher_norms", np.nan), ("dense_fisher_norms", -1.0), ("predicted_logits", np.nan)):
+        write_d_pefs_h5(pefs, tmp_path / "d.h5")
+        with h5py.File(tmp_path / "d.h5", "a") as f:
+            array = f["data"][dataset][()] if dataset == "dense_fisher_norms" else np.zeros((6, 2), dtype=np.float32)
+            array[0] = value
+            del f["data"][dataset]
+            f["data"][dataset] = array
+        with pytest.raises(StoreError, match=r"d\.h5 holds NaN, infinite or non-positive norms"):
+            read_d_pefs_h5(tmp_path / "d.h5")
+
+
+def test_fractional_indices_or_offsets_are_refused_not_cut(tmp_path):
+    for dataset in ("row_indices", "col_offsets"):
+        _reference_lrm_file(tmp_path / "ref.h5")
+        with h5py.File(tmp_path / "ref.h5", "a") as f:
+            array = f["data"][dataset][()].astype(np.float64) + (0.5 if dataset == "row_indices" else 0.0)
+            del f["data"][dataset]
+            f["data"][dataset] = array
+        with pytest.raises(StoreError, match=r"ref\.h5: its (parameter indices|col_offsets) are float64, not integer"):
+            read_lrm_pefs_h5(tmp_path / "ref.h5")
+
+
+def test_original_files_of_coefficients_only_or_of_d_npeff_are_named(tmp_path):
+    with h5py.File(tmp_path / "w.h5", "w") as f:
+        f["data/W"] = np.ones((3, 2), dtype=np.float32)
+        f["data/new_to_old_col_indices"] = np.arange(4, dtype=np.int32)
+    with pytest.raises(StoreError, match=r"holds coefficients only \(data/W, written with --write_G_to_output=false\)"):
+        read_lrm_decomposition_h5(tmp_path / "w.h5")
+    with h5py.File(tmp_path / "h.h5", "w") as f:
+        f["data/W"] = np.ones((3, 2), dtype=np.float32)
+        f["data/H"] = np.ones((2, 4), dtype=np.float32)
+    with pytest.raises(StoreError, match=r"holds a D-NPEFF decomposition \(data/H\) of the original code"):
+        read_lrm_decomposition_h5(tmp_path / "h.h5")

@@ -4,11 +4,17 @@ These files carry no parameter names; pass ``layout=`` when reading to restore t
 otherwise the parameters get one anonymous flat name. The original layout stores the same
 number of entries for every example; examples with fewer non-zeros are padded with zeros
 after their last class's offset, and reading drops those.
+
+An LRM-PEF file with a slot for every class holds them in class order (slot s is class s); one
+with fewer slots than classes holds the top classes by descending logit. That is what the
+original ``compute_pefs.py`` writes (it sorts the logits only for a top-k), and what the
+writer here writes whatever order the PEFs keep their slots in.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 
 import h5py
@@ -22,6 +28,23 @@ from ..core.params import ParameterLayout
 from ..core.pefs import DPefs, LrmPefs
 from ..store.files import StoreError, atomic_path
 from .lrm import LrmNpeff
+
+
+#: The original layout stores parameter indices as int32.
+MAX_PARAMETERS = int(np.iinfo(np.int32).max) + 1
+
+
+def _check_int32_indices(n_parameters: int, what: str) -> None:
+    if n_parameters > MAX_PARAMETERS:  # they were written wrapped to negative numbers
+        raise ValueError(f"{what} spans {n_parameters:,} parameters, but the original layout stores parameter indices "
+                         f"as int32 (at most {MAX_PARAMETERS:,} parameters): select fewer parameters (include=), or "
+                         "keep the workbench's own store, which has no such limit")
+
+
+def _check_integer(array: np.ndarray, name: str, path) -> None:
+    if not np.issubdtype(array.dtype, np.integer):  # 2.7 was cut to 2: another parameter, or another slot
+        raise StoreError(f"{path}: its {name} are {array.dtype}, not integer indices: the file is damaged, or was "
+                         "written by something else")
 
 
 def _padded_rows(matrix: sp.csr_matrix, n_examples: int, n_slots: int):
@@ -44,6 +67,7 @@ def _padded_rows(matrix: sp.csr_matrix, n_examples: int, n_slots: int):
 
 
 def _rows_from_padded(values, indices, offsets, n_parameters: int, path) -> sp.csr_matrix:
+    _check_integer(indices, "parameter indices", path)
     n, n_slots = offsets.shape[0], offsets.shape[1] - 1
     counts = np.diff(offsets, axis=1).ravel()
     # offsets run from 0 in each example's row: a first offset of 1 shifted every entry to another slot
@@ -61,10 +85,29 @@ def _rows_from_padded(values, indices, offsets, n_parameters: int, path) -> sp.c
 
 
 def _slot_classes(logits: np.ndarray, n_slots: int) -> np.ndarray:
-    """The original files order each example's columns by descending probability."""
-    if logits.shape[1] >= n_slots:
+    """Class order when every class has a slot, else the top classes by descending logit (the module's docstring)."""
+    if logits.shape[1] > n_slots:
         return np.argsort(-logits, axis=1, kind="stable")[:, :n_slots]
     return np.tile(np.arange(n_slots), (logits.shape[0], 1))
+
+
+def _rows_in_file_order(pefs: LrmPefs) -> np.ndarray:
+    """The rows of ``pefs.X`` in the order the file holds its slots (:func:`_slot_classes`)."""
+    n, k = pefs.n_examples, pefs.n_slots
+    n_classes = pefs.logits.shape[1] or k  # PEFs without logits (from_dense) have one slot per class
+    if k == n_classes:
+        order = np.argsort(pefs.classes, axis=1, kind="stable")
+        if not (np.take_along_axis(pefs.classes, order, axis=1) == np.arange(k)).all():
+            raise ValueError(f"these PEFs have {k} slots for {k} classes, but not one slot per class: they cannot be "
+                             "written in the original layout, which holds them in class order")
+    else:
+        kept = np.take_along_axis(pefs.logits, pefs.classes, axis=1)
+        top = -np.sort(-pefs.logits, axis=1)[:, :k]
+        if k > n_classes or not np.array_equal(kept, top):
+            raise ValueError(f"these PEFs keep {k} slots of {n_classes} classes that are not the top {k} by logit in "
+                             "descending order, the only slots a top-k file of the original layout can hold")
+        order = np.tile(np.arange(k), (n, 1))
+    return (np.arange(n)[:, None] * k + order).ravel()
 
 
 @contextlib.contextmanager
@@ -101,7 +144,9 @@ def _expect_pefs(pefs, cls, writer: str) -> None:
 
 def write_lrm_pefs_h5(pefs: LrmPefs, path: str | os.PathLike) -> None:
     _expect_pefs(pefs, LrmPefs, "write_lrm_pefs_h5")
-    values, indices, offsets = _padded_rows(pefs.X, pefs.n_examples, pefs.n_slots)
+    _check_int32_indices(pefs.n_parameters, "these PEFs")
+    rows = _rows_in_file_order(pefs)
+    values, indices, offsets = _padded_rows(pefs.X[rows], pefs.n_examples, pefs.n_slots)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         data = f.create_group("data")
         data["values"] = values
@@ -120,7 +165,9 @@ def read_lrm_pefs_h5(path: str | os.PathLike, layout: ParameterLayout | None = N
         data = f["data"]
         _require(data, ["values", "row_indices", "col_offsets", "labels", "logits", "pef_frobenius_norms"], path)
         n_parameters = int(data.attrs["n_parameters"])
-        offsets = data["col_offsets"][()].astype(np.int64)
+        offsets = data["col_offsets"][()]
+        _check_integer(offsets, "col_offsets", path)
+        offsets = offsets.astype(np.int64)
         X = _rows_from_padded(data["values"][()], data["row_indices"][()], offsets, n_parameters, path)
         logits = data["logits"][()].astype(np.float32)
         norms = data["pef_frobenius_norms"][()].astype(np.float32)
@@ -136,7 +183,7 @@ def read_lrm_pefs_h5(path: str | os.PathLike, layout: ParameterLayout | None = N
         if (norms <= 0).any() or logits.ndim != 2:
             raise StoreError(f"{path} holds PEF norms that are not positive, or logits that are no (examples, classes) "
                              "table: the file is damaged, or holds something other than LRM-PEFs")
-        labels = _file_labels(data["labels"][()], logits.shape[1], path)
+        labels = _file_labels(data["labels"][()], logits.shape[1] or n_slots, path)  # no logits: a slot per class
         return LrmPefs(
             X=X,
             classes=_slot_classes(logits, offsets.shape[1] - 1),
@@ -161,6 +208,7 @@ def _file_labels(values: np.ndarray, n_classes: int, path) -> np.ndarray:
 
 def write_d_pefs_h5(pefs: DPefs, path: str | os.PathLike) -> None:
     _expect_pefs(pefs, DPefs, "write_d_pefs_h5")
+    _check_int32_indices(pefs.n_parameters, "these PEFs")
     values, indices, _ = _padded_rows(pefs.F, pefs.n_examples, 1)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         data = f.create_group("data")
@@ -189,9 +237,13 @@ def read_d_pefs_h5(path: str | os.PathLike, layout: ParameterLayout | None = Non
                              "the file is damaged, or holds something other than D-PEFs")
         logits = data["predicted_logits"][()].astype(np.float32)
         norms = data["dense_fisher_norms"][()].astype(np.float32)
-        if norms.shape != (values.shape[0],) or logits.ndim != 2:
+        if norms.shape != (values.shape[0],) or logits.ndim != 2 or len(logits) != values.shape[0]:
             raise StoreError(f"{path} holds norms of shape {norms.shape} or logits of shape {logits.shape} for "
                              f"{values.shape[0]} examples: the file is damaged, or holds something other than D-PEFs")
+        if not (np.isfinite(norms).all() and np.isfinite(logits).all()) or (norms <= 0).any():
+            raise StoreError(f"{path} holds NaN, infinite or non-positive norms (dense_fisher_norms), or NaN or "
+                             "infinite logits (predicted_logits): the file is damaged, or the PEFs came from a diverged "
+                             "or half-precision model; compute them again")
         return DPefs(
             F=F,
             frobenius_norms=norms,
@@ -202,8 +254,17 @@ def read_d_pefs_h5(path: str | os.PathLike, layout: ParameterLayout | None = Non
         )
 
 
+#: The fit settings that change what a fitted decomposition computes (``transform``, ``component``), kept in an
+#: attribute the original's reader does not look at: a G fitted with normalize=False came back read as normalised,
+#: and transform() of the same PEFs moved by 92%.
+SETTINGS = ("normalize", "min_nonzero_per_col", "n_iters_transform", "n_iters_g_only", "n_iters_joint",
+            "learning_rate", "orthogonal_reg", "tol", "seed", "solver")
+SETTINGS_ATTRIBUTE = "workbench_settings"
+
+
 def write_lrm_decomposition_h5(model: LrmNpeff, path: str | os.PathLike) -> None:
     check_is_fitted(model)
+    _check_int32_indices(model.n_parameters_, "this decomposition")
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         data = f.create_group("data")
         data["W"] = model.W_.astype(np.float32)
@@ -211,6 +272,7 @@ def write_lrm_decomposition_h5(model: LrmNpeff, path: str | os.PathLike) -> None
         data["new_to_old_col_indices"] = model.kept_columns_.astype(np.int32)
         data.attrs["n_parameters"] = model.n_parameters_
         data.attrs["n_classes"] = model.n_slots_  # the original layout's name for the slots
+        data.attrs[SETTINGS_ATTRIBUTE] = json.dumps({name: getattr(model, name) for name in SETTINGS})
         losses = f.create_group("losses")
         for phase, name in (("g_only", "G_only"), ("joint", "joint")):
             history = model.loss_history_.get(phase, np.zeros((0, 2)))
@@ -226,6 +288,12 @@ def read_lrm_decomposition_h5(path: str | os.PathLike, layout: ParameterLayout |
     with _reading(path) as f:
         _require(f, ["data"], path)
         data = f["data"]
+        if "H" in data:
+            raise StoreError(f"{path} holds a D-NPEFF decomposition (data/H) of the original code, which the workbench "
+                             "does not read; fit D-NPEFF here (DNpeff) from the D-PEFs (read_d_pefs_h5)")
+        if "W" in data and "G" not in data:
+            raise StoreError(f"{path} holds coefficients only (data/W, written with --write_G_to_output=false): read W "
+                             "with h5py, or give the file of the decomposition they were fitted with, which holds G")
         _require(data, ["W", "G", "new_to_old_col_indices"], path)
         W, G = data["W"][()].astype(np.float32), data["G"][()].astype(np.float32)
         kept = data["new_to_old_col_indices"][()]
@@ -244,7 +312,8 @@ def read_lrm_decomposition_h5(path: str | os.PathLike, layout: ParameterLayout |
             raise StoreError(f"{path} holds NaN, infinite or negative coefficients, or {n_slots} classes: the file is "
                              "damaged, or the fit that wrote it diverged")
         frequency = int(f["losses"].attrs.get("log_loss_frequency", 1)) if "losses" in f else 1
-        model = LrmNpeff(n_components=int(G.shape[0]), log_every=max(frequency, 1), progress=False)
+        model = LrmNpeff(n_components=int(G.shape[0]), log_every=max(frequency, 1), progress=False,
+                         **_settings(data.attrs.get(SETTINGS_ATTRIBUTE), path))
         model.W_, model.G_ = W, G
         model.kept_columns_ = kept.astype(np.int64)
         model.n_parameters_ = n_parameters
@@ -258,6 +327,21 @@ def read_lrm_decomposition_h5(path: str | os.PathLike, layout: ParameterLayout |
             iterations = f[logged][()] if logged in f and f[logged].shape == losses.shape else np.arange(losses.size) * frequency
             model.loss_history_[phase] = np.stack([iterations, losses], axis=1).astype(np.float64)
         return model
+
+
+def _settings(text, path) -> dict:
+    """The fit settings a file of the workbench kept (:data:`SETTINGS`); {} for the original's files, whose
+    settings are the defaults (the original normalises every PEF)."""
+    if text is None:
+        return {}
+    try:
+        settings = json.loads(text)
+    except (TypeError, ValueError):
+        settings = None
+    if not isinstance(settings, dict) or set(settings) - set(SETTINGS):
+        raise StoreError(f"{path}: its {SETTINGS_ATTRIBUTE} attribute is not the fit settings the workbench writes "
+                         f"({', '.join(SETTINGS)}): the file is damaged")
+    return settings
 
 
 def _checked_layout(layout: ParameterLayout | None, n_parameters: int) -> ParameterLayout:
