@@ -62,6 +62,15 @@ def test_lookup_of_an_example_is_its_row_of_W(explorer):
     assert lookup.text == explorer.examples["text"].iloc[7] and lookup.seconds is None
 
 
+def test_lookup_of_a_run_example_by_its_text_is_its_row_of_W(explorer):
+    """transform's coefficients are not the fit's (the fit's W comes out of the joint steps): a run example typed in
+    had another top component than the panels showed for it."""
+    text = str(explorer.examples["text"].iloc[7])
+    by_text, by_number = explorer.lookup(text, n=None), explorer.lookup(7, n=None)
+    assert by_text.example == 7 and by_text.seconds is None
+    pd.testing.assert_frame_equal(by_text.loadings, by_number.loadings)
+
+
 def test_lookup_of_a_new_text_is_the_transform_of_its_pef(explorer, embedded_run):
     """A text typed in gets the PEF the run stored for the same text (same parameters, kind and n_values,
     no label needed), and the coefficients the decomposition's transform gives that PEF."""
@@ -75,7 +84,7 @@ def test_lookup_of_a_new_text_is_the_transform_of_its_pef(explorer, embedded_run
     rows = stored.matrix.toarray()
     np.testing.assert_allclose(new.matrix.toarray(), rows, rtol=1e-4, atol=1e-6 * np.abs(rows).max())
     np.testing.assert_allclose(new.frobenius_norms, stored.frobenius_norms, rtol=1e-4)
-    lookup = explorer.lookup(text, n=None)
+    lookup = explorer.lookup(text + " ", n=None)  # not the run's text, though the tokenizer reads it so
     expected = explorer.decomposition.transform(new)[0]
     np.testing.assert_allclose(lookup.loadings.sort_index()["coefficient"], expected[expected > 0], rtol=1e-5)
     assert lookup.seconds > 0 and "new text" in repr(lookup) and f"{lookup.seconds:.2f} s" in repr(lookup)

@@ -94,3 +94,14 @@ def definitions_frame(columns: Iterable[str] | None = None) -> pd.DataFrame:
     columns = list(DEFINITIONS) if columns is None else list(columns)
     rows = [(c, definition(c)) for c in columns]
     return pd.DataFrame([r for r in rows if r[1] is not None], columns=["column", "definition"]).set_index("column")
+
+
+def table_definitions(table: pd.DataFrame) -> pd.DataFrame:
+    """What every column of a component table and every number of the panels means (one row each): an
+    attribute's majority column (``strategy`` beside ``strategy_purity``) gets one too, whatever its name."""
+    frame = definitions_frame(["component", *table.columns, *DEFINITIONS])
+    frame = frame[~frame.index.duplicated()]
+    attributes = [c[: -len("_purity")] for c in table.columns if c.endswith("_purity")]
+    extra = {a: f"The most common value of {a} among the top set." for a in attributes
+             if a in table.columns and definition(a) is None}
+    return pd.concat([frame, pd.DataFrame({"definition": extra}, dtype=object)]) if extra else frame

@@ -494,13 +494,18 @@ class RunExplorer:
                                 class_names=self.label_names)
 
     def lookup(self, example: int | str, *, n: int | None = 10) -> Lookup:
-        """The components ``example`` loads on: an example of the run (its row of W) or a new text (its PEF and
-        the decomposition's ``transform``, which needs the model; the cost is in ``Lookup.seconds``)."""
+        """The components ``example`` loads on: an example of the run (its row of W, also when given by its text) or
+        a new text (its PEF and the decomposition's ``transform``, which needs the model; the cost is in
+        ``Lookup.seconds``). An example's text read as new gave transform's coefficients, not the fit's: its top
+        component differed for one example of the tiny run, and every other panel shows the fit's."""
         from ..analysis.lookup import coefficients_of_texts, loadings
 
         kind = self.run.params.get("kind", "lrm")
         if n is not None:
             n = positive_int(n, "n")  # before a new text's PEF is computed
+        if isinstance(example, str):
+            same = np.flatnonzero(self.examples["text"].to_numpy() == example)
+            example = int(same[0]) if len(same) else example
         if isinstance(example, (int, np.integer)) and not isinstance(example, bool):
             i = item_index(example, self.W.shape[0], "example", "examples")
             return Lookup(str(self.examples["text"].iloc[i]),
@@ -536,14 +541,9 @@ class RunExplorer:
 
     def definitions(self) -> pd.DataFrame:
         """What every column of the component table and every number of the panels means (one row each)."""
-        from ..analysis.definitions import DEFINITIONS, definition, definitions_frame
+        from ..analysis.definitions import table_definitions
 
-        frame = definitions_frame(["component", *self.table.columns, *DEFINITIONS])
-        frame = frame[~frame.index.duplicated()]
-        attributes = [c[: -len("_purity")] for c in self.table.columns if c.endswith("_purity")]
-        extra = {a: f"The most common value of {a} among the top set." for a in attributes
-                 if a in self.table.columns and definition(a) is None}
-        return pd.concat([frame, pd.DataFrame({"definition": extra}, dtype=object)]) if extra else frame
+        return table_definitions(self.table)
 
     def highlight_hit_rate(self, *, n_top: int = 10, components: Sequence[int] | None = None) -> pd.DataFrame:
         """For each of the top ``n_top`` examples of each component: is its strongest visible token one of its
