@@ -190,7 +190,7 @@ def test_a_run_folder_inside_the_model_folder_is_refused(small_gpt2, tmp_path):
     import shutil
 
     folder = shutil.copytree(small_gpt2 / "classifier", tmp_path / "model")
-    with pytest.raises(ValueError, match="is inside the model folder"):
+    with pytest.raises(ValueError, match="is inside the model_path folder"):
         run_model(folder / "run", folder, TEXTS, [0, 1, 0, 1], n_components=2)
     assert not (folder / "run").exists()
 

@@ -23,6 +23,25 @@ def test_run_embedded_checks_arguments_first(tmp_path, kwargs, error, match):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("inside", ["model/run", "model/deeper/run"])
+def test_every_entry_point_refuses_a_run_folder_inside_its_model_folder(tmp_path, inside):
+    """run_embedded copied the model folder into a run folder inside it, into itself until the path was too long:
+    a RecursionError, and 82 MB of model/run/model/... left among the user's model files."""
+    from workbench.app.cli import main
+    from workbench.app.model_run import run_model
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    out = tmp_path / inside
+    with pytest.raises(ValueError, match=r"is inside the run_embedded: model_path folder .*: choose a folder outside it"):
+        pipeline.run_embedded(out, model_path=model, progress=False)
+    with pytest.raises(ValueError, match=r"the run folder .* is inside the model_path folder"):
+        run_model(out, model, ["a text"], labels=[0], progress=False)
+    assert main(["pefs", "--out", str(out), "--model-path", str(model)]) == 2
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["model", "model/config.json"]
+
+
 def test_pipeline_store_resumes_or_replaces(tmp_path, bert3, bert_inputs):
     first = pipeline.write_or_resume_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=100, progress=False)
     again = pipeline.write_or_resume_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=100, progress=False)

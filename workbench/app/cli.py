@@ -19,9 +19,8 @@ import logging
 import os
 import time
 from datetime import timedelta
-from pathlib import Path
 
-from ..core.arguments import MAX_SEED, at_least, check_output_file, positive_number, user_path
+from ..core.arguments import MAX_SEED, at_least, check_model_folder, check_output_file, is_within, positive_number, user_path
 from ..core.kinds import KINDS
 
 
@@ -54,12 +53,7 @@ def _pefs(args: argparse.Namespace) -> int:
         if args.base is not None:
             raise ValueError("--base names the model to train on the task, and --model-path a model already trained: "
                              "pass one of them")
-        if not (Path(args.model_path) / "config.json").is_file():
-            raise ValueError(f"--model-path {args.model_path} is not a saved model folder (no config.json there); pass a "
-                             "folder written by model.save_pretrained(...), or leave it out to use the embedded model")
-        if _within(args.out, args.model_path):
-            raise ValueError(f"--out {args.out} is inside the --model-path folder {args.model_path}: the store would be "
-                             "written among the model's files; choose a folder outside it")
+        check_model_folder(args.model_path, "--model-path", out=args.out, out_argument="--out")
     args.base = args.base or "tiny"
     with process_group(args.device, timedelta(minutes=args.timeout_minutes)) as ranks:
         if args.model_path is None and ranks.is_main:  # trained (once, then cached) by rank 0 alone
@@ -83,20 +77,13 @@ def _pefs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _within(path, folder) -> bool:
-    """Whether ``path`` is ``folder`` or inside it (both as the user wrote them, resolved)."""
-    folder = user_path(folder).resolve()
-    path = user_path(path).resolve()
-    return folder == path or folder in path.parents
-
-
 def _check_out(out: str, *inputs: str) -> None:
     """``--out`` checked before the work: a file to write, not a folder, nor one of the command's
     inputs or a file inside one (a store), in a folder that exists, nor a file of the user's."""
     from ..store.files import check_replaceable
 
     for given in inputs:
-        if _within(out, given):
+        if is_within(out, given):
             raise ValueError(f"--out {out} would overwrite the input {given}; choose another file")
     check_output_file(out, "--out", "result.safetensors")
     check_replaceable(out, "decomposition or other safetensors file")
@@ -110,7 +97,7 @@ def _fit(args: argparse.Namespace) -> int:
     _check_out(args.out, args.store)
     if args.checkpoint is not None:
         checkpoint = check_output_file(args.checkpoint, "--checkpoint", "fit.ckpt").resolve()
-        if checkpoint == user_path(args.out).resolve() or _within(checkpoint, args.store):
+        if checkpoint == user_path(args.out).resolve() or is_within(checkpoint, args.store):
             raise ValueError(f"--checkpoint {args.checkpoint} is the --out file or inside the store; give it a file of "
                              "its own")
     with process_group(args.device, timedelta(minutes=args.timeout_minutes)) as ranks:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.tables import TABLE_COLUMNS, check_attribute_cells, check_attribute_names, component_table
-from ..core.arguments import flag, positive_int, seed_value, user_path
+from ..core.arguments import check_model_folder, flag, positive_int, seed_value, user_path
 from ..core.device import resolve_device
 from ..core.kinds import KINDS
 from ..core.params import select_parameters
@@ -76,12 +76,7 @@ def run_model(
     out, source = user_path(out, "out"), user_path(model_path, "model_path")
     _check_aligned(texts, labels=labels, attributes=attributes)
     texts = _checked_texts(texts)
-    if not (source / "config.json").is_file():
-        raise ValueError(f"{source} is not a saved model folder (no config.json): save it with model.save_pretrained("
-                         "folder) and tokenizer.save_pretrained(folder)")
-    if out.resolve().is_relative_to(source.resolve()) and out.resolve() != source.resolve():
-        raise ValueError(f"the run folder {out} is inside the model folder {source}, which the run copies into it: "
-                         "choose a run folder outside the model's")
+    check_model_folder(source, "model_path", out=out)
     flag(progress, "progress")
     attributes = _checked_attributes(attributes, len(texts))
     _check_prompt(template, label_words)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.arguments import seed_value, user_path
+from ..core.arguments import check_model_folder, seed_value, user_path
 from ..analysis.tables import chance_purity, component_table
 from ..core.device import resolve_device
 from ..core.kinds import KINDS
@@ -210,11 +210,7 @@ def check_arguments(*, out, n_examples, n_components, kind, n_values, n_iters_g_
     if model_path is not None:
         if not isinstance(model_path, (str, os.PathLike)):
             raise TypeError(f"run_embedded: model_path must be a folder path or None, got {model_path!r}")
-        if not (Path(model_path) / "config.json").is_file():
-            raise ValueError(
-                f"run_embedded: model_path={str(model_path)!r} is not a saved model folder (no config.json there); "
-                "pass a folder written by model.save_pretrained(...), or model_path=None to train the embedded model"
-            )
+        check_model_folder(model_path, "run_embedded: model_path", out=out)
     if device is not None and not isinstance(device, str):
         raise TypeError(f"run_embedded: device must be a string such as 'cpu' or 'cuda', or None; got {device!r}")
     resolve_device(device)

@@ -88,6 +88,29 @@ def user_path(value, argument: str = "path"):
         raise TypeError(f"{argument} must be a path (a str or pathlib.Path), got {type(value).__name__}") from None
 
 
+def is_within(path, folder) -> bool:
+    """Whether ``path`` is ``folder`` or inside it (both as the user wrote them, resolved)."""
+    folder, path = user_path(folder).resolve(), user_path(path).resolve()
+    return folder == path or folder in path.parents
+
+
+def check_model_folder(folder, argument: str, *, out=None, out_argument: str = "the run folder"):
+    """``folder`` (a Path) checked as a saved model folder (its config.json), and ``out`` as a folder outside it.
+
+    A run copies its model into its own folder: one inside the model's folder copied the model into itself
+    until the path was too long, and left 82 MB of model/run/model/... among the user's model files."""
+    from pathlib import Path
+
+    folder = user_path(folder, argument)
+    if not (Path(folder) / "config.json").is_file():
+        raise ValueError(f"{argument} {folder} is not a saved model folder (no config.json there): pass a folder "
+                         "written by model.save_pretrained(folder) and tokenizer.save_pretrained(folder)")
+    if out is not None and is_within(out, folder):
+        raise ValueError(f"{out_argument} {out} is inside the {argument} folder {folder}, where the run would write "
+                         "among the model's files (and copy the model into itself): choose a folder outside it")
+    return folder
+
+
 def at_least(minimum: int, maximum: int | None = None):
     """An argparse type: an integer of at least ``minimum`` (and at most ``maximum``)."""
     import argparse

@@ -34,7 +34,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from ...core.arguments import seed_value, user_path
+from ...core.arguments import check_model_folder, seed_value, user_path
 from ...core.staging import remove_dead_staging, staging_path
 from ..loading import in_float32, load_saved, load_saved_tokenizer, pad_with_end_of_text
 from ..text import encode_texts
@@ -341,8 +341,7 @@ def train_default_model(
     started = time.perf_counter()
     torch.manual_seed(seed)
     if init_from is not None:
-        if not (Path(init_from) / "config.json").is_file():
-            raise ValueError(f"init_from={str(init_from)!r} is not a saved model folder (no config.json there)")
+        check_model_folder(init_from, "init_from")
         model, tokenizer = load_default_model(init_from)
     else:
         model, tokenizer = _initial_model(base)
