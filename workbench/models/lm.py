@@ -149,13 +149,17 @@ class ZeroShotClassifier(nn.Module):
         """Prompts of ``texts`` as left-padded ``input_ids`` and ``attention_mask``.
 
         The tokenizer adds its special tokens as in training (a BOS token for Llama-style
-        models; nothing for GPT-2). Too long prompts lose their *first* tokens, so the end of
-        the template, where the answer is read, is always kept.
+        models; nothing for GPT-2), except those it appends (an EOS): the answer is read after
+        the template's last word, and a tokenizer saved with ``add_eos_token=True`` had every
+        prediction read after its ``</s>``. Too long prompts lose their *first* tokens, so the
+        end of the template, where the answer is read, is always kept.
         """
         texts = list(texts)
         if not texts:
             raise ValueError("no texts to encode")
         rows = self.tokenizer(self.prompts(texts), add_special_tokens=add_special_tokens)["input_ids"]
+        appended = self._appended_tokens if add_special_tokens else 0
+        rows = [row[: len(row) - appended] for row in rows]
         if max_length is not None:
             if warn:
                 warn_truncated(np.flatnonzero([len(row) > max_length for row in rows]), len(rows), max_length, "start")
@@ -169,6 +173,15 @@ class ZeroShotClassifier(nn.Module):
         input_ids = torch.tensor([[pad] * (length - len(row)) + list(row) for row in rows], dtype=torch.long)
         attention_mask = torch.tensor([[0] * (length - len(row)) + [1] * len(row) for row in rows], dtype=torch.long)
         return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+    @property
+    def _appended_tokens(self) -> int:
+        """How many special tokens the tokenizer appends to a text (an EOS, a SEP): 0 for most causal LMs."""
+        probe = "a"
+        bare = self.tokenizer(probe, add_special_tokens=False)["input_ids"]
+        full = self.tokenizer(probe)["input_ids"]
+        starts = [k for k in range(len(full) - len(bare) + 1) if full[k: k + len(bare)] == bare]
+        return len(full) - starts[-1] - len(bare) if bare and starts else 0  # the last: a BOS may be the probe's token
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(batch, n_classes) logits of the next token after each prompt."""

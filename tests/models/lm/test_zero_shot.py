@@ -147,3 +147,25 @@ def test_wrapper_mode_is_the_language_models(prompt_classifier, prompt_examples)
     assert prompt_classifier.training and prompt_classifier.lm.training
     prompt_classifier.eval()
     assert not prompt_classifier.lm.training
+
+
+def test_an_appended_eos_is_left_off_so_the_answer_is_read_after_the_template(prompt_classifier, prompt_examples):
+    """A tokenizer saved with add_eos_token=True (a "$A </s>" post-processor) had every prediction read after its
+    </s>, not after the template's last word; a BOS it puts first stays, as in training."""
+    from tokenizers import processors
+
+    tokenizer = prompt_tokenizer()
+    pad, unk = tokenizer.convert_tokens_to_ids("[PAD]"), tokenizer.convert_tokens_to_ids("[UNK]")
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="[UNK] $A [PAD]", special_tokens=[("[UNK]", unk), ("[PAD]", pad)])  # a BOS first and an EOS last
+    with_eos = ZeroShotClassifier(prompt_classifier.lm, tokenizer, TEMPLATE, LABEL_WORDS)
+    texts = list(prompt_examples["text"][:4])
+    encoded = with_eos.encode(texts)
+    for text, ids, mask in zip(texts, encoded["input_ids"], encoded["attention_mask"]):
+        bare = _unpadded_prompt_ids(prompt_classifier, text)[0].tolist()
+        assert ids[mask.bool()].tolist() == [unk, *bare]
+    with torch.no_grad():
+        logits = with_eos(**encoded)
+        for text, row in zip(texts, logits):
+            read_here = prompt_classifier.lm(input_ids=torch.tensor([[unk, *_unpadded_prompt_ids(prompt_classifier, text)[0]]]))
+            torch.testing.assert_close(row, read_here.logits[0, -1][prompt_classifier.label_ids], rtol=1e-5, atol=1e-5)
