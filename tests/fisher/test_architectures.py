@@ -481,3 +481,27 @@ def test_frozen_parameters_an_include_pattern_names_are_reported():
     with pytest.warns(UserWarning, match=r"matches 16 of the model's parameters, of which 10 are frozen.*requires_grad_"):
         pefs = compute_pefs(model, example_inputs("BERT"), include=r"encoder\.layer\.0\.", progress=False)
     assert len(pefs.layout.names) == 6
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_the_head_pattern_leaves_out_every_family_s_head_and_nothing_of_its_body_but_the_pooler(name):
+    """exclude="classifier|pooler" (the README's) missed a decoder's score and BART's or T5's classification_head,
+    which then held 0.8-1.0 of every top example's mass."""
+    from workbench.core.params import HEAD_PATTERN
+
+    model = build(name)
+    body = model.lm.base_model if hasattr(model, "lm") else model.base_model
+    inside = {id(p) for p in body.parameters()}
+    matched = {n for n, _ in model.named_parameters() if re.search(HEAD_PATTERN, n)}
+    head = {n for n, p in model.named_parameters() if id(p) not in inside}
+    assert head <= matched
+    assert all("pooler" in n for n in matched - head), sorted(matched - head)
+
+
+def test_an_exclude_pattern_that_matches_nothing_is_warned_about_with_the_model_s_head():
+    from workbench.core.params import select_parameters
+
+    model = build("GPT-2")
+    with pytest.warns(UserWarning, match=r"exclude='classifier\|pooler' matches none of the model's .* nothing is left "
+                                         r"out \(its head is score\.weight\)"):
+        select_parameters(model, exclude="classifier|pooler")

@@ -13,6 +13,7 @@ import pandas as pd
 from ..core.arguments import check_model_folder, seed_value, user_path
 from ..analysis.tables import chance_purity, component_table
 from ..core.device import resolve_device
+from ..core.params import HEAD_PATTERN
 from ..core.kinds import KINDS
 from ..npeff import estimator_for
 from ..runner import write_pefs
@@ -24,11 +25,11 @@ from .run_folder import (COMPONENTS, DECOMPOSITION, EXAMPLES, MODEL, PEFS, Run, 
 logger = logging.getLogger(__name__)
 
 #: Which parameters the PEFs cover (filters of ``write_pefs``), by name. "no-head" leaves out
-#: the layers with no token axis (BERT's pooler and classifier); "encoder" keeps only the
-#: transformer layers (no embeddings, pooler or classifier).
+#: the layers with no token axis (BERT's pooler and classifier, a decoder's score: HEAD_PATTERN);
+#: "encoder" keeps only the transformer layers (no embeddings, pooler or classifier).
 SCOPES: dict[str, dict[str, str]] = {
     "all": {},
-    "no-head": {"exclude": "classifier|pooler"},
+    "no-head": {"exclude": HEAD_PATTERN},
     "encoder": {"include": r"encoder\.layer\."},
 }
 #: The scope each base model uses unless told otherwise; chosen by ``python -m workbench.evaluate``
