@@ -115,6 +115,10 @@ def small_gpt2(tmp_path_factory):
     GPT2ForSequenceClassification(GPT2Config(**config.to_diff_dict(), num_labels=1, problem_type="regression")
                                   ).save_pretrained(root / "regression")
     prompt_tokenizer().save_pretrained(root / "regression")
+    GPT2ForSequenceClassification(config).save_pretrained(root / "nopad")
+    unpadded = prompt_tokenizer()
+    unpadded.pad_token = None  # and no end-of-text token to pad with
+    unpadded.save_pretrained(root / "nopad")
     return root
 
 
@@ -148,6 +152,8 @@ TEXTS = ["good film", "bad film", "good plot", "bad plot"]
     (dict(attributes=pd.DataFrame({"topic": [{"a": 1}, 2, 3, 4]})), TypeError, r"column 'topic' holds a dict"),
     (dict(attributes=pd.DataFrame({"topic": [1, "x", 2, 3]})), TypeError, r"column 'topic' mixes kinds of values"),
     (dict(progress="no"), TypeError, r"progress must be True or False"),
+    # it failed in the run's examples stage, with transformers' advice to pad with an end-of-text token it lacks
+    (dict(model="nopad"), ValueError, r"has no padding token and no end-of-text token to pad with.*add_special_tokens"),
     (dict(model="regression", labels=None), ValueError, r"with 1 output \(problem_type 'regression'\).*regression head"),
     (dict(n_components=0), ValueError, r"n_components must be an integer of at least 1"),
     # settings the fit would refuse, after the PEFs: refused now

@@ -102,6 +102,11 @@ def run_model(
                          "expressions")
     select_parameters(model, include, exclude)
     _check_tokenizable(tokenizer, texts if template is None else [template.format(text=t) for t in texts])
+    if template is None and tokenizer.pad_token is None and len(texts) > 1:  # a zero-shot prompt pads itself
+        raise ValueError(f"the tokenizer in {source} has no padding token and no end-of-text token to pad with, so "
+                         "it cannot batch texts of several lengths: give it one and save it again, e.g. "
+                         "tokenizer.add_special_tokens({'pad_token': '[PAD]'}); tokenizer.save_pretrained(folder) "
+                         "(and model.resize_token_embeddings(len(tokenizer)) if the token is new)")
     check_new_run_folder(out)
     resolved = resolve_device(device)
     params = {"model_path": str(source), "n_examples": len(texts), "n_components": n_components, "kind": kind,
