@@ -241,22 +241,30 @@ def test_token_scores_use_the_checked_batching(name):
     np.testing.assert_allclose([s.projection for s in scores], expected, rtol=1e-4)
 
 
-def test_token_scores_say_how_much_of_the_component_they_leave_out():
+def test_token_scores_say_how_much_of_the_component_they_leave_out(caplog):
     """XLNet's attention is called time-major: its layers are left out of the scores. The scores say
     which share of ‖g‖² that is, so that a page can say its 'head' share is no reading of the head."""
     from workbench import LrmNpeff
     from workbench.analysis.highlights import token_scores
 
-    shares = {}
-    for name in ("XLNet", "BERT"):
+    shares, logged = {}, {}
+    for name in ("XLNet", "BERT", "T5 (Flan-T5 shape)"):
         model, inputs = build(name), example_inputs(name)
         pefs = compute_pefs(model, inputs, n_values=None, progress=False)
         decomposition = LrmNpeff(n_components=2, n_iters_g_only=5, n_iters_joint=5, seed=0).fit(pefs)
-        scores = token_scores(model, decomposition, 0, inputs, batch_size=3)
+        with caplog.at_level(logging.WARNING, logger="workbench.analysis.highlights"):
+            caplog.clear()
+            for _ in range(3):  # a page, a dashboard, a report section: it was logged on each
+                scores = token_scores(model, decomposition, 0, inputs, batch_size=3)
+            logged[name] = [r.getMessage() for r in caplog.records if "left out of the token scores" in r.getMessage()]
         shares[name] = {s.left_out_share for s in scores}
-    assert shares["BERT"] == {0.0}
+    assert shares["BERT"] == {0.0} and logged["BERT"] == []
     (xlnet,) = shares["XLNet"]
     assert 0.01 < xlnet < 1.0
+    (message,) = logged["XLNet"]  # once, naming the parameters and their share
+    assert re.search(r"\d+ parameters cannot be read per token .* \(e\.g\. transformer\.layer\.0\..*; \d+% of this "
+                     r"component's ‖g‖²\)", message), message
+    assert max(shares["T5 (Flan-T5 shape)"]) < 0.01 and logged["T5 (Flan-T5 shape)"] == []  # a share of 0: no word
 
 
 @pytest.mark.parametrize("name", ["ALBERT", "DeBERTa-v2/v3"])

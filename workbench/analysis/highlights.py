@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -43,8 +44,13 @@ from ..fisher.checks import layer_batching, padding_changes_outputs
 from ..fisher.hooks import CaptureLayers
 from ..fisher.inputs import Inputs, class_logits, eval_mode, groups_as_computed, n_inputs, slice_inputs
 from .perturb import parameters_of
+from .token_shares import LEFT_OUT_NOTED
 
 logger = logging.getLogger(__name__)
+
+#: The layers the log warned of as left out of the token scores, once per model (it was logged on every page,
+#: dashboard and report section, at a share of 0).
+_WARNED_LEFT_OUT: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> the layer sets warned of
 
 
 @dataclass
@@ -135,8 +141,6 @@ def token_scores(
             batch = slice_inputs(inputs, start, min(start + batch_size, n_inputs(inputs)), device)
             if start == 0:  # the PEF runs' checks: which layers have an example axis, whether padding leaks
                 expand, unbatched, fold = layer_batching(model, [m for m, _ in owners], batch, different=batch)
-                if unbatched:
-                    logger.warning("%d layers have no batch axis and are left out of the token scores", len(unbatched))
                 left_out_params.update(i for m, attrs in owners if id(m) in unbatched for i in attrs.values())
                 owners = [(m, attrs) for m, attrs in owners if id(m) not in unbatched]
                 unpadded = padding_changes_outputs(model, batch, warn=False, remember=True)
@@ -148,15 +152,26 @@ def token_scores(
                                                                     top_k_classes, expand, fold, placement, left_out)):
                     scored[row] = score
             results.extend(scored)
-    if left_out:
-        logger.warning("layers called with more than their input (%s) are left out of the token scores: the shares "
-                       "are of the rest of the component's mass", ", ".join(sorted(left_out)))
     left_out_params.update(i for m, attrs in owners if type(m).__name__ in left_out for i in attrs.values())
     if left_out_params:
-        share = _share_of(direction, [layout.names[i] for i in left_out_params])
+        names = sorted(layout.names[i] for i in left_out_params)
+        share = _share_of(direction, names)
         for score in results:
             score.left_out_share = share
+        _warn_left_out(model, names, share)
     return results
+
+
+def _warn_left_out(model, names: list[str], share: float) -> None:
+    """Says, once per model and set of layers, which parameters the token scores leave out (no batch axis,
+    called time-major, or with more than their input, as a mixture's experts)."""
+    warned = _WARNED_LEFT_OUT.setdefault(model, set())
+    if share < LEFT_OUT_NOTED or tuple(names) in warned:
+        return
+    warned.add(tuple(names))
+    logger.warning("%d parameters cannot be read per token and are left out of the token scores (e.g. %s; %.0f%% of "
+                   "this component's ‖g‖²): the shares are of the rest of its mass", len(names), ", ".join(names[:3]),
+                   100 * share)
 
 
 def _share_of(direction: Mapping, names: list[str]) -> float:

@@ -23,6 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: The share of a component's ‖g‖² in layers left out of the token scores from which a page notes it and the
+#: log warns.
+LEFT_OUT_NOTED = 0.01
+
 
 @dataclass(frozen=True)
 class TokenShares:

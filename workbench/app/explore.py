@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.tables import component_table, top_examples
+from ..analysis.token_shares import LEFT_OUT_NOTED
 from ..core.arguments import component_index, flag, fraction, item_index, positive_int, user_path
 from ..store.files import atomic_path
 from .results import (ComponentDashboard, ComponentFilter, ComponentPage, HighlightedExample, Lookup, TopExamplesPage,
@@ -44,8 +45,6 @@ DEFAULT_PAGE_SIZE = 25
 DEFAULT_EXAMPLES_PAGE_SIZE = 10
 #: Tokens scored per example, as in ``workbench.models.embedded.tokenize``.
 TOKEN_MAX_LENGTH = 64
-#: A share of a component's ‖g‖² that highlights leave out (unreadable layers) above which the page says so.
-LEFT_OUT_NOTED = 0.01
 
 
 # ---------------------------------------------------------------------------------------
