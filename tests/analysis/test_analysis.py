@@ -204,3 +204,21 @@ def test_the_top_examples_table_does_not_take_over_the_user_s_columns():
     with pytest.raises(ValueError, match=r"\['label'\].*leave out labels=/predictions="):
         top_examples_table(W, 0, names, labels=np.array([0, 1, 0]))
     assert top_examples_table(W, 0, names)["label"].tolist() == ["negative", "positive", "negative"]
+
+
+def test_top_sets_take_tied_coefficients_by_example_index_as_top_examples_does():
+    """The explorer's search and labels read top sets from a partial sort that kept an arbitrary few of the tied
+    coefficients (examples 53, 54, 55, 60, 61, 62 where the pages showed 50, 53, 54, 55, 57, 58)."""
+    from workbench.analysis.tables import top_sets
+
+    rng = np.random.default_rng(0)
+    W = rng.choice([0.0, 0.5, 1.0, 2.0], size=(400, 6), p=[0.5, 0.3, 0.15, 0.05])
+    W[:, 5] = 0.0
+    W[7, 5] = 1.0  # one example of positive coefficient
+    for n_top in (1, 10, 60, 400, 500):
+        sets = top_sets(W, n_top)
+        assert sets.shape == (6, n_top)
+        for j in range(6):
+            truth = [i for i in sorted(range(400), key=lambda i: (-W[i, j], i)) if W[i, j] > 0][:n_top]
+            assert sets[j][sets[j] >= 0].tolist() == truth == top_examples(W, j, n_top).tolist()
+            assert (sets[j][len(truth):] == -1).all()

@@ -37,9 +37,32 @@ def top_examples(W: np.ndarray, component: int, n_top: int = 20) -> np.ndarray:
     if W.ndim != 2:
         raise ValueError(f"W must be the (n_examples, n_components) coefficients of a fit (its W_), got shape {W.shape}")
     component = component_index(component, W.shape[1])
+    return _top_of(W[:, component], positive_int(n_top, "n_top"))
+
+
+def top_sets(W: np.ndarray, n_top: int = 20) -> np.ndarray:
+    """(n_components, n_top): :func:`top_examples` of every component, -1 after a component's last example
+    of positive coefficient."""
+    W = np.asarray(W)
     n_top = positive_int(n_top, "n_top")
-    column = W[:, component]
-    order = np.argsort(-column, kind="stable")[:n_top]
+    sets = np.full((W.shape[1], n_top), -1, dtype=np.int64)
+    for j in range(W.shape[1]):
+        top = _top_of(W[:, j], n_top)
+        sets[j, : len(top)] = top
+    return sets
+
+
+def _top_of(column: np.ndarray, n_top: int) -> np.ndarray:
+    """The largest positive entries' indices, largest first, ties by index: a partial sort (the explorer asks it
+    of every component at once), then a stable sort of all entries as large as the n_top-th (argpartition alone
+    picked an arbitrary few of the tied, and the explorer's search read other examples than its pages)."""
+    k = min(n_top, len(column))
+    if k < len(column):
+        kth = np.partition(-column, k - 1)[k - 1]
+        candidates = np.flatnonzero(-column <= kth)
+    else:
+        candidates = np.arange(len(column))
+    order = candidates[np.argsort(-column[candidates], kind="stable")][:k]
     return order[column[order] > 0]
 
 

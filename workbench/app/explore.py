@@ -27,7 +27,7 @@ from functools import cached_property, lru_cache
 import numpy as np
 import pandas as pd
 
-from ..analysis.tables import component_table, top_examples
+from ..analysis.tables import component_table, top_examples, top_sets
 from ..analysis.token_shares import LEFT_OUT_NOTED
 from ..core.arguments import component_index, flag, fraction, item_index, positive_int, user_path
 from ..store.files import atomic_path
@@ -294,16 +294,8 @@ class RunExplorer:
     @cached_property
     def top_sets(self) -> np.ndarray:
         """(n_components, n_top) indices of each component's top examples, largest first; -1 pads
-        components with fewer examples of positive coefficient. Vectorised
-        ``analysis.top_examples`` over all components (one partial sort of W)."""
-        W = self.W
-        k = min(self.n_top, W.shape[0])
-        part = np.argpartition(-W, k - 1, axis=0)[:k]  # (k, r), unordered
-        values = np.take_along_axis(W, part, axis=0)
-        order = np.lexsort((part, -values), axis=0)  # by coefficient, ties by example index
-        top = np.take_along_axis(part, order, axis=0)
-        top[np.take_along_axis(values, order, axis=0) <= 0] = -1
-        return top.T
+        components with fewer examples of positive coefficient (``analysis.tables.top_sets``)."""
+        return top_sets(self.W, self.n_top)
 
     @cached_property
     def _search_text(self) -> pd.Series:
