@@ -171,9 +171,10 @@ def test_tables_and_matching_name_what_they_cannot_read():
         match_components(lrm, d)
 
 
-@pytest.mark.parametrize("name", ["mass", "label", "topic_purity"])
+@pytest.mark.parametrize("name", ["mass", "label", "topic_purity", "name"])
 def test_an_attribute_named_as_a_column_of_the_table_is_refused(name):
-    """An attribute "mass" replaced the components' mass shares by its own values, without a word."""
+    """An attribute "mass" replaced the components' mass shares by its own values, without a word; one called
+    "name" stood in the labels' column, and the labels never showed."""
     W, G = np.abs(np.random.default_rng(0).normal(size=(6, 2))), np.ones((2, 3))
     with pytest.raises(ValueError, match=rf"attributes column '{name}' would stand for a column"):
         component_table(W, G, labels=np.zeros(6, dtype=int), attributes=pd.DataFrame({name: list("aabbcc")}), n_top=3)

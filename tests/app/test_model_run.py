@@ -149,6 +149,7 @@ TEXTS = ["good film", "bad film", "good plot", "bad plot"]
     # attributes the run could not keep: a column it writes itself, cells no table holds
     (dict(attributes=pd.DataFrame({"mass": [1, 2, 3, 4]})), ValueError, r"column 'mass' would stand for a column written from the run itself"),
     (dict(attributes=pd.DataFrame({"text": list("abab")})), ValueError, r"column 'text' would stand for"),
+    (dict(attributes=pd.DataFrame({"name": list("abab")})), ValueError, r"column 'name' would stand for"),
     (dict(attributes=pd.DataFrame({"topic": [{"a": 1}, 2, 3, 4]})), TypeError, r"column 'topic' holds a dict"),
     (dict(attributes=pd.DataFrame({"topic": [1, "x", 2, 3]})), TypeError, r"column 'topic' mixes kinds of values"),
     (dict(progress="no"), TypeError, r"progress must be True or False"),

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .tables import NAME_COLUMN
+
 #: An attribute value names the component only when at least this share of its top set holds it.
 MIN_PURITY = 0.6
-#: The column the labels are written to in the component table (``label`` is the majority class).
-NAME_COLUMN = "name"
 
 
 def attribute_columns(table: pd.DataFrame) -> list[str]:

@@ -18,8 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.arguments import positive_int
-from ..core.kinds import kind as kind_named
-from .tables import component_norms
+from .tables import scaled_coefficients
 
 
 def loadings(coefficients: np.ndarray, components: np.ndarray, *, kind: str = "lrm", n: int | None = 10) -> pd.DataFrame:
@@ -34,7 +33,7 @@ def loadings(coefficients: np.ndarray, components: np.ndarray, *, kind: str = "l
     if w.ndim != 1:  # W[:2] broadcast into numpy's own error
         raise ValueError(f"coefficients are one example's row of W (n_components,), got shape {w.shape}; for example "
                          "i pass W[i]")
-    scaled = w * component_norms(components) ** kind_named(kind).mass_power
+    scaled = scaled_coefficients(w[None, :], components, kind)[0]
     total = scaled[w > 0].sum()
     order = np.argsort(-scaled, kind="stable")
     order = order[w[order] > 0][:n]

@@ -119,7 +119,13 @@ TABLE_COLUMNS = frozenset({"component", "n_top", "g_norm", "mass", "label", "lab
                            "prediction_purity", "accuracy"})
 
 
-def check_attribute_names(names, reserved=TABLE_COLUMNS) -> None:
+#: The column the component labels go to (:mod:`.labels`); an attribute of that name hid them.
+NAME_COLUMN = "name"
+#: The names no attribute may take: the table's own columns, and the labels'.
+RESERVED_COLUMNS = TABLE_COLUMNS | {NAME_COLUMN}
+
+
+def check_attribute_names(names, reserved=RESERVED_COLUMNS) -> None:
     """Refuse attribute names that would replace a column of the table (an attribute "mass" replaced the
     components' mass shares by its values, without a word) or stand for another attribute's."""
     names = [str(n) for n in names]
@@ -197,8 +203,7 @@ def component_table(
 def coefficient_mass(W: np.ndarray, components: np.ndarray, kind: str = "lrm", *, share: bool = True) -> np.ndarray:
     """(n_components,): Σ_i W_ij ‖g_j‖² (LRM; D: ‖h_j‖), each component's part of the
     reconstruction's total Fisher mass; with ``share`` divided by the total (so it sums to 1)."""
-    W = np.asarray(W, dtype=np.float64)
-    mass = (W * (component_norms(components) ** kind_named(kind).mass_power)[None, :]).sum(axis=0)
+    mass = scaled_coefficients(np.asarray(W, dtype=np.float64), components, kind).sum(axis=0)
     return mass / mass.sum() if share and mass.sum() > 0 else mass
 
 

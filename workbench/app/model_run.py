@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..analysis.tables import TABLE_COLUMNS, check_attribute_cells, check_attribute_names, component_table
+from ..analysis.tables import RESERVED_COLUMNS, check_attribute_cells, check_attribute_names, component_table
 from ..core.arguments import check_model_folder, flag, positive_int, seed_value, user_path
 from ..core.device import resolve_device
 from ..core.kinds import KINDS
@@ -225,7 +225,7 @@ def _checked_attributes(attributes, n_texts: int) -> pd.DataFrame | None:
     if len(attributes) != n_texts:
         raise ValueError(f"attributes has {len(attributes)} rows for {n_texts} texts: one row per text")
     attributes = attributes.reset_index(drop=True)
-    check_attribute_names(attributes.columns, RESERVED_COLUMNS)
+    check_attribute_names(attributes.columns, RUN_COLUMNS)
     for name in attributes.columns:
         _check_attribute_cells(attributes[name])
     return attributes
@@ -233,7 +233,7 @@ def _checked_attributes(attributes, n_texts: int) -> pd.DataFrame | None:
 
 #: Columns of examples.parquet and components.csv that the run writes: an attribute of that name
 #: would replace one, or stand beside it with the same name.
-RESERVED_COLUMNS = TABLE_COLUMNS | {"text"}
+RUN_COLUMNS = RESERVED_COLUMNS | {"text"}
 
 
 def _check_attribute_cells(column: pd.Series) -> None:
