@@ -25,7 +25,7 @@ class OverTrainingPanel(StaticFallback, w.VBox):
         strategies = sorted(result.components["strategy"].unique())
         self.strategy = w.Dropdown(options=strategies, value="transform" if "transform" in strategies else strategies[0],
                                    description="components")
-        self.value = w.Dropdown(options=self._values(self.strategy.value), description="value")
+        self.value = w.Dropdown(options=result.values_of(self.strategy.value), description="value")
         names = [(component_name(result.reference, j), j) for j in result.reference.index]
         self.components = w.SelectMultiple(options=names, value=[j for _, j in names], description="show", rows=6)
         self.chart = Chart(report.over_training_figure(), width=CHART_WIDTH)
@@ -39,12 +39,8 @@ class OverTrainingPanel(StaticFallback, w.VBox):
         self.add_class("npeff-over-training-panel")
         self.refresh()
 
-    @staticmethod
-    def _values(strategy: str) -> list[str]:
-        return ["mass", "kl_ratio"] if strategy == "transform" else ["mass", "cos"]
-
     def refresh(self) -> None:
-        values = self._values(self.strategy.value)
+        values = self.result.values_of(self.strategy.value)
         if list(self.value.options) != values:
             self.value.options = values  # resets the value, which calls refresh again
             return

@@ -9,6 +9,7 @@ import ipywidgets as w
 import numpy as np
 
 from workbench import report
+from workbench.analysis.draws import BASELINE_DRAWS, DRAW_MENU
 from workbench.app.explore import RunExplorer, check_explorer
 
 from .chart import Chart
@@ -46,7 +47,7 @@ class PerturbationPanel(StaticFallback, w.VBox):
                                      continuous_update=False)
         self.semi_orthogonal.observe(lambda change: setattr(self.max_sim, "disabled", not change["new"]),
                                      names="value")
-        self.baseline = w.Dropdown(options=[("random", "random"), ("same classes as the top", "same classes")],
+        self.baseline = w.Dropdown(options=[(DRAW_MENU.get(draw, draw), draw) for draw in BASELINE_DRAWS],
                                    value="random", description="baseline", layout=w.Layout(width="300px", max_width="100%"),
                                    tooltip="compare with examples drawn at random, or drawn with the top set's mix of "
                                            "predicted classes: the ratio then shows selectivity beyond the class")

@@ -79,6 +79,12 @@ class OverTraining:
             raise ValueError(f"no {strategy!r} rows; this result has {sorted(self.components['strategy'].unique())}")
         return rows.pivot(index="step", columns="component", values=value)
 
+    @staticmethod
+    def values_of(strategy: str) -> list[str]:
+        """The values ``pivot`` has for a strategy: the KL ratio where the reference's components are kept
+        (``"transform"``), their |cos| to the reference where each checkpoint is fitted anew (``"match"``)."""
+        return ["mass", "kl_ratio"] if strategy == "transform" else ["mass", "cos"]
+
     def accuracy_table(self, source: str = "analysed") -> pd.DataFrame:
         """(steps × groups) of the accuracy from one source."""
         rows = self.accuracy[self.accuracy["source"] == source]

@@ -34,6 +34,7 @@ from ..fisher.checks import padding_changes_outputs
 from ..fisher.inputs import Inputs, class_logits, eval_mode, groups_as_computed, n_inputs, slice_inputs
 from ..report import fragment, perturbation_html
 from ..report.html import bound_text
+from .draws import BASELINE_DRAWS, DRAW_WORDS
 from .tables import top_examples
 
 logger = logging.getLogger(__name__)
@@ -236,8 +237,7 @@ class PerturbationResult:
     @property
     def baseline_words(self) -> str:
         """How the baseline examples were drawn, as words to follow "examples"."""
-        return {"random": " drawn at random", "same classes": " drawn with the top set's mix of predicted classes",
-                "given": " (a set given)"}.get(self.baseline_draw, "")
+        return DRAW_WORDS.get(self.baseline_draw, "")
 
     def interval_text(self, signs: Sequence[str] = ("+", "-"), words: str = "95% interval over the examples drawn") -> str:
         """`` (95% interval ...: low to high)`` of :meth:`ratio_interval` for display; "" without per-example KLs."""
@@ -367,10 +367,6 @@ def _ratio(top: float, baseline: float) -> float:
     if baseline <= 0:
         return float("inf") if top > 0 else float("nan")
     return top / baseline
-
-
-#: How a baseline set is drawn: at random from the other examples, or with the top set's mix of classes.
-BASELINE_DRAWS = ("random", "same classes")
 
 
 def baseline_examples(n_examples: int, top: Sequence[int], n_baseline: int = 100, seed: int = 0, *,

@@ -69,7 +69,7 @@ def over_training_html(result, *, include_plotlyjs: bool | str = False, strategy
     """The over-training section: mass, KL ratio and accuracy charts, and their tables."""
     strategies = sorted(result.components["strategy"].unique())
     strategy = strategy or ("transform" if "transform" in strategies else strategies[0])
-    values = ["mass", "kl_ratio"] if strategy == "transform" else ["mass", "cos"]
+    values = result.values_of(strategy)
     charts = [figure_html(over_training_figure(result, v, strategy), include_plotlyjs if k == 0 else False)
               for k, v in enumerate(values)]
     charts.append(figure_html(accuracy_over_training_figure(result), False))
