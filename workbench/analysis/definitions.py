@@ -36,7 +36,8 @@ DEFINITIONS: dict[str, str] = {
                    "visible tokens (Σ |share| = 1 over them); orange a positive share, blue a negative one (its term "
                    "points against the rest). Where the mass flows, not what deleting the word would do.",
     "special share": "Share of the example's Fisher mass along the component that flows through special tokens "
-                     "([CLS], [SEP], padding markers); not shaded, as no word of the text carries it.",
+                     "([CLS], [SEP], padding markers) and, for a language model read through a prompt, the "
+                     "template's tokens; not shaded, as no word of the text carries it.",
     "head share": "Share of the example's Fisher mass along the component that flows through parameters with no "
                   "token axis (the pooler and classifier of BERT models): no token can be credited with it.",
     "mean share": "A token's mean visible-token share over the component's top examples that contain it.",

@@ -217,13 +217,6 @@ def file_identity(path: Path) -> str:
     return file_checksum(path)
 
 
-def update_run_record(path: str | os.PathLike, **entries) -> dict:
-    """Set top-level entries of a run's record (atomically) and return the record."""
-    record = read_run_record(path)
-    record.update(entries)
-    return write_run_record(path, record)
-
-
 def write_run_record(path: str | os.PathLike, record: dict) -> dict:
     """Replace a run's record (atomically) with ``record``, and return it."""
     write_json(Path(path) / RUN_RECORD, record)

@@ -114,9 +114,3 @@ class CountSketch:
             raise ValueError(f"sketch method {record.get('method')!r} is not known; this version knows {cls.method!r}")
         parameters = ParameterLayout.from_dict(record["parameters"])
         return cls(int(record["dim"]), parameters.n_parameters, int(record["seed"])), parameters
-
-
-def sketch_of(pefs) -> CountSketch | None:
-    """The sketch a PEF set (or a fitted decomposition's ``pef_info_``) was made with; None if none."""
-    info = pefs if isinstance(pefs, dict) else getattr(pefs, "info", {})
-    return CountSketch.from_info(info)[0] if info.get("sketch") else None

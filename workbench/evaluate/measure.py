@@ -8,7 +8,6 @@ a :class:`Workspace`, so the settings of a study share it.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -218,8 +217,3 @@ def cross_perturbation(setting: Setting, workspace: Workspace, *, per_group: int
                     best = ratios
             rows[f"{strategy} (component {j})"] = best
     return pd.DataFrame(rows).T[sorted(groups, key=lambda s: (s.count("+"), s))]
-
-
-def median_over(rows: Sequence[dict], column: str) -> float:
-    values = [r[column] for r in rows if column in r]
-    return float(np.median(values)) if values else float("nan")
