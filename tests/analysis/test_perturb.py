@@ -445,3 +445,24 @@ def test_the_table_draws_each_component_s_baseline_from_the_model_s_predicted_cl
         assert table.loc[j, "kl_ratio"] == pytest.approx(direct.kl_ratio, rel=1e-6)
     with pytest.raises(ValueError, match=r"baseline must be one of \('random', 'same classes'\), got 'classes'"):
         perturbation_table(model, decomposition, inputs, examples["label"], progress=False, baseline="classes")
+
+
+def test_a_check_s_accuracy_counts_only_the_examples_of_known_label():
+    """-1 marks an unknown label (run_model without labels): the check counted each as a mistake."""
+    from types import SimpleNamespace
+
+    from workbench.core.params import layout_of
+
+    classes = np.repeat(np.arange(4), 10)
+    x = torch.as_tensor(np.eye(4)[classes], dtype=torch.float32)
+    model = _FeatureClassifier(4)  # predicts every example's class
+    G = np.zeros((1, 16))
+    G[0, 0] = 1.0
+    decomposition = SimpleNamespace(components_=G, G_=G, W_=np.ones((40, 1)), n_parameters_=16,
+                                    kept_columns_=np.arange(16), layout_=layout_of(model.named_parameters()))
+    labels = classes.copy()
+    labels[::2] = -1
+    result = perturbation_check(model, decomposition, 0, x, labels, np.arange(10), np.arange(10, 40), epsilon=0.01)
+    assert result.accuracy_top["original"] == 1.0 and result.accuracy_baseline["original"] == 1.0
+    unknown = perturbation_check(model, decomposition, 0, x, np.full(40, -1), np.arange(10), np.arange(10, 40))
+    assert np.isnan(unknown.accuracy_top["original"])

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from ..core.defaults import N_VALUES
 from ..core.arguments import positive_int
 from .tables import scaled_coefficients
 
@@ -43,7 +44,7 @@ def loadings(coefficients: np.ndarray, components: np.ndarray, *, kind: str = "l
 
 
 def pefs_of_texts(model, tokenizer, decomposition, texts: Sequence[str], *, kind: str = "lrm",
-                  n_values: int | None = 8192, max_length: int = 64, device=None):
+                  n_values: int | None = N_VALUES, max_length: int = 64, device=None):
     """PEFs of ``texts`` over exactly the decomposition's parameters (however its run chose them), of
     ``kind`` with ``n_values`` kept per example, as the run's. Labels are not needed: a PEF is over the
     model's predicted distribution (its class slots), not the true label."""

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
+from ..core.defaults import N_ITERS_G_ONLY, N_ITERS_JOINT, N_VALUES
 from ..core.arguments import fraction, positive_int
 from ..core.params import layout_of, select_parameters
 from ..core.validation import as_labels
@@ -90,9 +91,9 @@ def model_diff(
     *,
     names: tuple[str, str] = ("A", "B"),
     n_components: int = 16,
-    n_iters_g_only: int = 100,
-    n_iters_joint: int = 400,
-    n_values: int | None = 8192,
+    n_iters_g_only: int = N_ITERS_G_ONLY,
+    n_iters_joint: int = N_ITERS_JOINT,
+    n_values: int | None = N_VALUES,
     include=None,
     exclude=None,
     n_top: int = 20,

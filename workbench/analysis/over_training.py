@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..core.defaults import N_ITERS_G_ONLY, N_ITERS_JOINT, N_VALUES
 from ..core.arguments import fraction, positive_int, seed_value, user_path
 from .perturb import check_step
 from .tables import accuracy_by_group, coefficient_mass, top_examples, values_of
@@ -137,9 +138,9 @@ def over_training(
     reference=None,
     strategy: str = "transform",
     n_components: int = 16,
-    n_iters_g_only: int = 100,
-    n_iters_joint: int = 400,
-    n_values: int | None = 8192,
+    n_iters_g_only: int = N_ITERS_G_ONLY,
+    n_iters_joint: int = N_ITERS_JOINT,
+    n_values: int | None = N_VALUES,
     include=None,
     exclude=None,
     n_top: int = 20,

@@ -35,7 +35,7 @@ from ..fisher.inputs import Inputs, class_logits, eval_mode, groups_as_computed,
 from ..report import fragment, perturbation_html
 from ..report.html import bound_text
 from .draws import BASELINE_DRAWS, DRAW_WORDS
-from .tables import top_examples
+from .tables import accuracy_of, top_examples
 
 logger = logging.getLogger(__name__)
 
@@ -188,10 +188,6 @@ def log_probabilities(model, inputs: Inputs, rows: np.ndarray, *, batch_size: in
 def _kl(reference: torch.Tensor, other: torch.Tensor) -> np.ndarray:
     """KL(p_ref ‖ p_other) of each example, from log-probabilities."""
     return (reference.exp() * (reference - other)).sum(dim=1).double().numpy()
-
-
-def _accuracy(log_probs: torch.Tensor, labels: np.ndarray) -> float:
-    return float((log_probs.argmax(dim=1).numpy() == labels).mean())
 
 
 @dataclass
@@ -503,13 +499,13 @@ def perturbation_check(
                     for name, idx in (("top", top), ("baseline", baseline))}
         check_label_range(torch.as_tensor(labels), original["top"].shape[1])  # a label 7 of 3 classes read as a mistake
         kl = {"top": {}, "baseline": {}}  # each example's
-        accuracy = {name: {"original": _accuracy(original[name], labels[idx])} for name, idx in (("top", top), ("baseline", baseline))}
+        accuracy = {name: {"original": accuracy_of(labels[idx], original[name].argmax(dim=1).numpy())} for name, idx in (("top", top), ("baseline", baseline))}
         for sign, factor in (("+", 1.0), ("-", -1.0)):
             with perturbed(model, decomposition.layout_, factor * epsilon * direction):
                 for name, idx in (("top", top), ("baseline", baseline)):
                     log_p = log_probabilities(model, inputs, idx, batch_size=batch_size, device=device, unpadded=unpadded)
                     kl[name][sign] = _kl(original[name], log_p)
-                    accuracy[name][sign] = _accuracy(log_p, labels[idx])
+                    accuracy[name][sign] = accuracy_of(labels[idx], log_p.argmax(dim=1).numpy())
     mean = {name: {s: float(values.mean()) for s, values in kl[name].items()} for name in kl}
     ratios = {s: _ratio(mean["top"][s], mean["baseline"][s]) for s in ("+", "-")}
     return PerturbationResult(

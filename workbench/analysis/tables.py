@@ -191,7 +191,7 @@ def component_table(
         if predictions is not None:
             row["prediction"], row["prediction_purity"] = purity(np.asarray(predictions)[top])
         if labels is not None and predictions is not None:
-            row["accuracy"] = _accuracy(np.asarray(labels)[top], np.asarray(predictions)[top])
+            row["accuracy"] = accuracy_of(np.asarray(labels)[top], np.asarray(predictions)[top])
         for name in [] if attributes is None else attributes.columns:
             cells = attributes[name].to_numpy()[top]
             row[name], row[f"{name}_purity"] = purity(cells)
@@ -230,8 +230,12 @@ def accuracy_by_group(labels, predictions, groups: Sequence) -> pd.Series:
     return pd.Series({value: hits[value] / counts[value] for value in sorted(counts, key=str)}, dtype=np.float64)
 
 
-def _accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
-    known = labels != -1  # -1 marks an unknown label (workbench.fisher.inputs.split_labels)
+def accuracy_of(labels, predictions) -> float:
+    """The share of the examples of known label that are predicted right (nan if none is known): -1 marks an
+    unknown label (workbench.fisher.inputs.split_labels), which the run's accuracy and a perturbation check's
+    counted as a mistake."""
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    known = labels != -1
     return float(np.mean(labels[known] == predictions[known])) if known.any() else float("nan")
 
 

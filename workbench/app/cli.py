@@ -20,6 +20,7 @@ import os
 import time
 from datetime import timedelta
 
+from ..core.defaults import N_ITERS_G_ONLY, N_ITERS_JOINT, N_VALUES
 from ..core.arguments import MAX_SEED, at_least, check_model_folder, check_output_file, is_within, positive_number, user_path
 from ..core.kinds import KINDS
 
@@ -222,9 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--out", default="runs/demo", help="run folder to write")
     demo.add_argument("--n-examples", type=POSITIVE, default=600)
     demo.add_argument("--n-components", type=POSITIVE, default=16)
-    demo.add_argument("--n-values", type=POSITIVE, default=8192, help="PEF entries kept per example")
-    demo.add_argument("--n-iters-g-only", type=COUNT, default=100)
-    demo.add_argument("--n-iters-joint", type=COUNT, default=400)
+    demo.add_argument("--n-values", type=POSITIVE, default=N_VALUES, help="PEF entries kept per example")
+    demo.add_argument("--n-iters-g-only", type=COUNT, default=N_ITERS_G_ONLY)
+    demo.add_argument("--n-iters-joint", type=COUNT, default=N_ITERS_JOINT)
     demo.add_argument("--seed", type=SEED, default=0)
     demo.add_argument("--base", choices=["tiny", "minilm"], default="tiny", help="model to train on the task")
     demo.add_argument("--scope", choices=["all", "no-head", "encoder"], default=None,
@@ -240,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     pefs.add_argument("--n-examples", type=POSITIVE, default=600)
     pefs.add_argument("--seed", type=SEED, default=0, help="seed of the examples (and of the embedded model's training, without --model-path)")
     pefs.add_argument("--kind", choices=list(KINDS), default="lrm")
-    pefs.add_argument("--n-values", type=POSITIVE, default=8192, help="PEF entries kept per example")
+    pefs.add_argument("--n-values", type=POSITIVE, default=N_VALUES, help="PEF entries kept per example")
     pefs.add_argument("--batch-size", type=POSITIVE, default=32, help="examples per batch (and per chunk file)")
     pefs.add_argument("--overwrite", action="store_true", help="replace a store made with other arguments")
     _distributed_options(pefs)
@@ -250,10 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     fit.add_argument("store", help="PEF store folder")
     fit.add_argument("--out", required=True, help="decomposition file to write (.safetensors), by rank 0")
     fit.add_argument("--n-components", type=POSITIVE, default=16)
-    fit.add_argument("--n-iters-g-only", type=COUNT, default=100,
+    fit.add_argument("--n-iters-g-only", type=COUNT, default=N_ITERS_G_ONLY,
                      help="iterations that update the components G only, before the joint ones (D-NPEFF has one phase "
                           "of g-only + joint iterations)")
-    fit.add_argument("--n-iters-joint", type=COUNT, default=400)
+    fit.add_argument("--n-iters-joint", type=COUNT, default=N_ITERS_JOINT)
     fit.add_argument("--min-nonzero-per-col", type=POSITIVE, default=1)
     fit.add_argument("--seed", type=SEED, default=0, help="seed of the fit's random start")
     fit.add_argument("--checkpoint", default=None,

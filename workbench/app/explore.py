@@ -27,6 +27,7 @@ from functools import cached_property, lru_cache
 import numpy as np
 import pandas as pd
 
+from ..core.defaults import N_VALUES
 from ..analysis.tables import component_table, top_examples, top_sets
 from ..analysis.token_shares import LEFT_OUT_NOTED
 from ..core.arguments import component_index, flag, fraction, item_index, positive_int, user_path
@@ -515,7 +516,7 @@ class RunExplorer:
     @property
     def _text_pefs(self) -> dict:
         """How a new text's PEF is taken, as the run took its examples': kind, n_values, device, where texts are cut."""
-        return dict(kind=self.run.params.get("kind", "lrm"), n_values=self.run.params.get("n_values", 8192),
+        return dict(kind=self.run.params.get("kind", "lrm"), n_values=self.run.params.get("n_values", N_VALUES),
                     device=self.device, max_length=self.max_length)
 
     def deletion_effects(self, component: int, example: int | str) -> pd.DataFrame:

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..analysis.tables import RESERVED_COLUMNS, check_attribute_cells, check_attribute_names, component_table
+from ..core.defaults import N_ITERS_G_ONLY, N_ITERS_JOINT, N_VALUES
+from ..analysis.tables import RESERVED_COLUMNS, accuracy_of, check_attribute_cells, check_attribute_names, component_table
 from ..core.arguments import check_model_folder, flag, positive_int, seed_value, user_path
 from ..core.device import resolve_device
 from ..core.kinds import KINDS
@@ -41,9 +42,9 @@ def run_model(
     attributes: pd.DataFrame | None = None,
     n_components: int = 16,
     kind: str = "lrm",
-    n_values: int = 8192,
-    n_iters_g_only: int = 100,
-    n_iters_joint: int = 400,
+    n_values: int = N_VALUES,
+    n_iters_g_only: int = N_ITERS_G_ONLY,
+    n_iters_joint: int = N_ITERS_JOINT,
     n_top: int = 20,
     seed: int = 0,
     include=None,
@@ -140,9 +141,8 @@ def run_model(
             with atomic_path(out / EXAMPLES) as tmp:
                 examples.to_parquet(tmp)
             recorder.wrote(EXAMPLES)  # another run's examples, of the same count, passed for these
-            known = pefs.labels >= 0  # unknown labels (-1) are no mistakes
-            if known.any():
-                recorder.figure("analysis_accuracy", float(np.mean(pefs.predictions[known] == pefs.labels[known])))
+            if (pefs.labels >= 0).any():
+                recorder.figure("analysis_accuracy", accuracy_of(pefs.labels, pefs.predictions))
 
         estimator = fit_stage(recorder, out, pefs, kind, n_components, n_iters_g_only, n_iters_joint, seed=seed,
                               device=resolved, progress=progress)

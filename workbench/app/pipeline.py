@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..core.defaults import N_ITERS_G_ONLY, N_ITERS_JOINT, N_VALUES
 from ..core.arguments import check_model_folder, seed_value, user_path
-from ..analysis.tables import chance_purity, component_table
+from ..analysis.tables import accuracy_of, chance_purity, component_table
 from ..core.device import resolve_device
 from ..core.params import HEAD_PATTERN
 from ..core.kinds import KINDS
@@ -44,9 +45,9 @@ def run_embedded(
     n_examples: int = 600,
     n_components: int = 16,
     kind: str = "lrm",
-    n_values: int = 8192,
-    n_iters_g_only: int = 100,
-    n_iters_joint: int = 400,
+    n_values: int = N_VALUES,
+    n_iters_g_only: int = N_ITERS_G_ONLY,
+    n_iters_joint: int = N_ITERS_JOINT,
     n_top: int = 20,
     seed: int = 0,
     base: str = "tiny",
@@ -108,8 +109,7 @@ def run_embedded(
             with atomic_path(out / EXAMPLES) as tmp:
                 examples.to_parquet(tmp)
             recorder.wrote(EXAMPLES)  # another run's examples, of the same count, passed for these
-            accuracy = float(np.mean(pefs.predictions == pefs.labels))
-            recorder.figure("analysis_accuracy", accuracy)
+            recorder.figure("analysis_accuracy", accuracy_of(pefs.labels, pefs.predictions))
 
         estimator = fit_stage(recorder, out, pefs, kind, n_components, n_iters_g_only, n_iters_joint, seed=seed,
                               device=resolved, progress=progress)

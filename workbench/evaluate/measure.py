@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..core.defaults import N_ITERS_G_ONLY, N_ITERS_JOINT, N_VALUES
 from ..analysis.baselines import (
     dictionary_coefficients,
     hidden_states,
@@ -45,10 +46,10 @@ class Setting:
     scope: str = "all"
     kind: str = "lrm"
     n_components: int = 16
-    n_values: int = 8192
+    n_values: int = N_VALUES
     orthogonal_reg: float = 0.0
-    n_iters_g_only: int = 100
-    n_iters_joint: int = 400
+    n_iters_g_only: int = N_ITERS_G_ONLY
+    n_iters_joint: int = N_ITERS_JOINT
     normalize: bool = True
     perturb: bool = True
     highlights: bool = False

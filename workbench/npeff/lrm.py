@@ -23,6 +23,7 @@ import scipy.sparse as sp
 import torch
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 
+from ..core.defaults import N_ITERS_G_ONLY, N_ITERS_JOINT
 from ..core.pefs import LrmPefs
 from ..store.checkpoint import FitCheckpoint
 from ..store.formats import LRM_DECOMPOSITION
@@ -116,8 +117,8 @@ class LrmNpeff(NpeffBase):
         self,
         n_components: int = 32,
         *,
-        n_iters_g_only: int = 100,
-        n_iters_joint: int = 400,
+        n_iters_g_only: int = N_ITERS_G_ONLY,
+        n_iters_joint: int = N_ITERS_JOINT,
         learning_rate: float | str = "auto",
         orthogonal_reg: float = 0.0,
         min_nonzero_per_col: int = 1,
