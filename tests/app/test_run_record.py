@@ -294,3 +294,25 @@ def test_a_column_of_the_user_s_own_leaves_the_examples_the_run_s(embedded_run, 
     examples = pd.read_parquet(folder / "examples.parquet")
     examples.assign(topic="films").to_parquet(folder / "examples.parquet")
     assert Run.open(folder).examples["topic"].eq("films").all()
+
+
+def test_the_component_table_reads_back_attribute_values_as_their_text(finished, tmp_path):
+    """Read with pandas' defaults, "NA" (North America) came back missing, naming a component "nan 1.00", and
+    "007" came back 7."""
+    import pandas as pd
+
+    from workbench.app.run_folder import file_identity
+
+    folder = _copy(finished, tmp_path)
+    table = pd.read_csv(folder / COMPONENTS, index_col="component")
+    table["region"], table["region_purity"] = ["NA", "EU", "NA", None], [1.0, 0.9, 0.8, 0.1]
+    table["code"], table["code_purity"] = ["007", "042", "null", "None"], 1.0
+    table.to_csv(folder / COMPONENTS)
+    data = json.loads((folder / RUN_RECORD).read_text())
+    data["files"][COMPONENTS] = file_identity(folder / COMPONENTS)
+    (folder / RUN_RECORD).write_text(json.dumps(data))
+    back = Run(folder).components()
+    assert back["region"].tolist()[:3] == ["NA", "EU", "NA"] and pd.isna(back["region"].iloc[3])
+    assert back["code"].tolist() == ["007", "042", "null", "None"]
+    assert back["region_purity"].dtype == float and back["mass"].dtype == float
+    assert not any("nan" in name for name in RunExplorer.open(folder).table["name"])

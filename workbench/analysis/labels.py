@@ -188,7 +188,7 @@ def with_names(table: pd.DataFrame, labels_file: Path) -> pd.DataFrame:
         return table
     names = None
     if labels_file.exists():
-        saved = pd.read_csv(labels_file, index_col="component")[NAME_COLUMN]
+        saved = pd.read_csv(labels_file, index_col="component", keep_default_na=False, dtype={NAME_COLUMN: str})[NAME_COLUMN]
         if saved.index.equals(table.index):
             names = saved
     if names is None:

@@ -376,8 +376,13 @@ class Run:
         return estimator_for(self.record["params"].get("kind", "lrm")).load(self.path / DECOMPOSITION)
 
     def components(self) -> pd.DataFrame:
+        """The component table as the run wrote it: attribute values as their text ("NA" read as missing, and
+        the name "nan 1.00"; "007" as 7), only empty cells as missing."""
         with self._reading(COMPONENTS):
-            return pd.read_csv(self.path / COMPONENTS, index_col="component")
+            columns = pd.read_csv(self.path / COMPONENTS, nrows=0).columns
+            values = [c for c in columns if f"{c}_purity" in columns and c not in ("label", "prediction")]
+            return pd.read_csv(self.path / COMPONENTS, index_col="component", keep_default_na=False,
+                               na_values={c: [""] for c in columns}, dtype=dict.fromkeys(values, str))
 
     @property
     def model_path(self) -> Path:
