@@ -69,6 +69,24 @@ def test_predicted_class_gradients_equal_autograd(bert3, bert_inputs):
         np.testing.assert_allclose(gradients[i], expected, atol=1e-5 * np.abs(expected).max())
 
 
+@pytest.mark.parametrize("order", ["by probability", "by class"])
+def test_predicted_class_gradients_take_the_slot_of_the_predicted_class_in_either_order(bert3, bert_inputs, order):
+    """A slot per class in class order (the original's files, from_dense) gave every example not predicting class 0
+    the gradient of class 0, rescaled by its own probability."""
+    from workbench.core.pefs import LrmPefs
+
+    pefs = compute_pefs(bert3, bert_inputs, n_values=None, progress=False)  # every class, by probability
+    A = pefs.dense()  # (n, slots, parameters)
+    if order == "by class":
+        by_class = np.argsort(pefs.classes, axis=1)
+        A = np.take_along_axis(A, by_class[:, :, None], axis=1)
+        pefs = LrmPefs.from_dense(A, logits=pefs.logits, labels=pefs.labels, layout=pefs.layout)
+    truth = compute_pefs(bert3, bert_inputs, top_k_classes=1, n_values=None, progress=False)
+    assert (pefs.predictions != 0).any()
+    np.testing.assert_allclose(predicted_class_gradients(pefs).toarray(), predicted_class_gradients(truth).toarray(),
+                               rtol=1e-4, atol=1e-5 * np.abs(truth.dense()).max())
+
+
 def test_kmeans_coefficients_are_hard_and_find_planted_clusters():
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(3, 40)) * 5

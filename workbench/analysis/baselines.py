@@ -61,11 +61,21 @@ def predicted_class_gradients(pefs: LrmPefs) -> sp.csr_matrix:
     """
     if not isinstance(pefs, LrmPefs):
         raise TypeError(f"gradients come from low-rank PEFs (LrmPefs), got {type(pefs).__name__}")
-    first_slot = pefs.X[np.arange(pefs.n_examples) * pefs.n_slots]  # slot 0 = the most probable class
+    if pefs.logits.shape[1] == 0:
+        raise ValueError("these PEFs have no logits, so which slot is the predicted class is not known; compute them "
+                         "with compute_pefs, or pass logits= to LrmPefs.from_dense")
+    predicted = pefs.predictions
+    # the predicted class's slot: first where compute_pefs orders slots by probability, but a slot per class in
+    # class order (the original's files, from_dense) gave every example not predicting class 0 class 0's gradient
+    holds = pefs.classes == predicted[:, None]
+    if not holds.any(axis=1).all():
+        raise ValueError("some examples' PEFs have no slot of their predicted class; compute them with top_k_classes=1")
+    slot = holds.argmax(axis=1)
+    rows = pefs.X[np.arange(pefs.n_examples) * pefs.n_slots + slot]
     logits = pefs.logits.astype(np.float64)
     log_p = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
-    log_p_top = np.take_along_axis(log_p, pefs.classes[:, :1], axis=1)[:, 0]
-    return sp.diags(np.exp(-0.5 * log_p_top)) @ first_slot.astype(np.float64)
+    log_p_top = log_p[np.arange(pefs.n_examples), predicted]
+    return sp.diags(np.exp(-0.5 * log_p_top)) @ rows.astype(np.float64)
 
 
 def _unit_rows(matrix):
