@@ -229,3 +229,31 @@ def test_a_damaged_model_file_is_named(small_gpt2, tmp_path):
                                       r"again"):
         run_model(tmp_path / "run", folder, TEXTS, n_components=2)
     assert not (tmp_path / "run").exists()
+
+
+def test_every_entry_point_refuses_a_tokenizer_that_cannot_pad_before_writing(small_gpt2, tmp_path, caplog):
+    """The check was run_model's alone: run_embedded and the CLI failed mid-run with transformers' advice to pad
+    with an end-of-text token the tokenizer lacks, and run_embedded left a failed run folder."""
+    from workbench.app.cli import main
+    from workbench.app.pipeline import run_embedded
+
+    with pytest.raises(ValueError, match="has no padding token and no end-of-text token to pad with"):
+        run_embedded(tmp_path / "run", model_path=small_gpt2 / "nopad", n_examples=20, n_components=2, progress=False)
+    assert main(["pefs", "--out", str(tmp_path / "pefs"), "--model-path", str(small_gpt2 / "nopad"),
+                 "--n-examples", "4"]) == 2
+    assert "has no padding token and no end-of-text token to pad with" in caplog.text
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_made_again_in_place_with_its_own_model_keeps_it(tmp_path):
+    """Removing the run's model/ before copying the model in deleted the model when it was that folder."""
+    import shutil
+
+    from workbench.app.run_folder import MODEL, copy_model
+
+    shutil.copytree(default_model(), tmp_path / "run" / MODEL)
+    before = sorted(p.name for p in (tmp_path / "run" / MODEL).iterdir())
+    copy_model(tmp_path / "run" / MODEL, tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run" / MODEL).iterdir()) == before
+    copy_model(default_model(), tmp_path / "other")
+    assert sorted(p.name for p in (tmp_path / "other" / MODEL).iterdir()) == before

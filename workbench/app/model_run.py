@@ -11,7 +11,6 @@ purity per component, as the embedded task's strategies do.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from ..core.validation import as_labels, check_label_range, max_positions, name_
 from ..store.files import atomic_path
 from ..store.lock import exclusive
 from .pipeline import check_new_run_folder, fit_estimator, fit_stage, write_or_resume_pefs
-from .run_folder import COMPONENTS, EXAMPLES, MODEL, PEFS, Run, RunRecorder
+from .run_folder import COMPONENTS, EXAMPLES, MODEL, PEFS, Run, RunRecorder, copy_model
 
 DEFAULT_MAX_LENGTH = 128
 
@@ -103,11 +102,6 @@ def run_model(
                          "expressions")
     select_parameters(model, include, exclude)
     _check_tokenizable(tokenizer, texts if template is None else [template.format(text=t) for t in texts])
-    if template is None and tokenizer.pad_token is None and len(texts) > 1:  # a zero-shot prompt pads itself
-        raise ValueError(f"the tokenizer in {source} has no padding token and no end-of-text token to pad with, so "
-                         "it cannot batch texts of several lengths: give it one and save it again, e.g. "
-                         "tokenizer.add_special_tokens({'pad_token': '[PAD]'}); tokenizer.save_pretrained(folder) "
-                         "(and model.resize_token_embeddings(len(tokenizer)) if the token is new)")
     check_new_run_folder(out)
     resolved = resolve_device(device)
     params = {"model_path": str(source), "n_examples": len(texts), "n_components": n_components, "kind": kind,
@@ -120,9 +114,7 @@ def run_model(
         recorder = RunRecorder(out, params, device=resolved, seeds={"fit": seed}, made_by="run_model")
 
         with recorder.stage("model"):
-            if (out / MODEL).resolve() != source.resolve():
-                shutil.rmtree(out / MODEL, ignore_errors=True)
-                shutil.copytree(source, out / MODEL)
+            copy_model(source, out)
             if template is not None:  # else a prompt the folder holds (a run's model/) reads it as before
                 save_prompt(out / MODEL, template, label_words, label_prefix)
 

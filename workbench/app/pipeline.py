@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +18,11 @@ from ..core.kinds import KINDS
 from ..npeff import estimator_for
 from ..runner import write_pefs
 from ..store.files import StoreError, atomic_path, read_json
+from ..models.loading import check_can_pad, load_saved_tokenizer
+from ..models.prompt import prompt_of
 from ..store.lock import exclusive
 from .run_folder import (COMPONENTS, DECOMPOSITION, EXAMPLES, MODEL, PEFS, Run, RunRecorder,
-                         check_new_run_folder)
+                         check_new_run_folder, copy_model)
 
 logger = logging.getLogger(__name__)
 
@@ -86,9 +87,7 @@ def run_embedded(
 
         with recorder.stage("model"):
             source = user_path(model_path, "model_path") if model_path is not None else default_model(base=base, seed=seed, progress=progress)
-            if (out / MODEL).exists():
-                shutil.rmtree(out / MODEL)
-            shutil.copytree(source, out / MODEL)
+            copy_model(source, out)
             model, tokenizer = load_default_model(out / MODEL)
             training = source / "training.json"
             if training.exists():
@@ -212,6 +211,8 @@ def check_arguments(*, out, n_examples, n_components, kind, n_values, n_iters_g_
         if not isinstance(model_path, (str, os.PathLike)):
             raise TypeError(f"run_embedded: model_path must be a folder path or None, got {model_path!r}")
         check_model_folder(model_path, "run_embedded: model_path", out=out)
+        if prompt_of(model_path) is None:  # a sequence classifier: its batches are padded
+            check_can_pad(load_saved_tokenizer(model_path), model_path)
     if device is not None and not isinstance(device, str):
         raise TypeError(f"run_embedded: device must be a string such as 'cpu' or 'cuda', or None; got {device!r}")
     resolve_device(device)

@@ -86,6 +86,15 @@ def environment(device=None) -> dict:
     return env
 
 
+def copy_model(source: Path, out: Path) -> None:
+    """The model folder copied into the run's ``model/``, over an earlier run's; nothing to copy when ``source``
+    is that folder (a run made again in place with its own model: removing the copy first deleted the model)."""
+    if (out / MODEL).resolve() == Path(source).resolve():
+        return
+    shutil.rmtree(out / MODEL, ignore_errors=True)
+    shutil.copytree(source, out / MODEL)
+
+
 def check_new_run_folder(out: Path) -> None:
     """A run writes its model, PEFs and results into ``out``, replacing what is there: a folder
     with files and no run record might be the user's, and is refused."""

@@ -146,6 +146,17 @@ def pad_with_end_of_text(model, tokenizer) -> None:
             config.pad_token_id = pad
 
 
+def check_can_pad(tokenizer, folder) -> None:
+    """A sequence classifier's tokenizer must pad the batches the workbench runs: with no padding token and no
+    end-of-text token to pad with, every entry point failed mid-run with transformers' advice to pad with the
+    end-of-text token it lacks (and left a failed run folder)."""
+    if tokenizer.pad_token is None and tokenizer.eos_token is None:
+        raise ValueError(f"the tokenizer in {folder} has no padding token and no end-of-text token to pad with, so "
+                         "it cannot batch texts of several lengths: give it one and save it again, e.g. "
+                         "tokenizer.add_special_tokens({'pad_token': '[PAD]'}); tokenizer.save_pretrained(folder) "
+                         "(and model.resize_token_embeddings(len(tokenizer)) if the token is new)")
+
+
 #: the files one of which every tokenizer's save_pretrained writes
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
                    "tokenizer.model", "sentencepiece.bpe.model")
