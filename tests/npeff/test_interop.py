@@ -270,8 +270,8 @@ def test_more_parameters_than_int32_indices_hold_are_refused_before_writing(tmp_
 def test_a_decomposition_keeps_its_fit_settings_in_the_original_layout(tmp_path):
     """Fitted with normalize=False, it was read back normalising, and transform() of the same PEFs moved by 92%."""
     pefs = planted_lrm(40, 30, 3, density=0.5, seed=2).pefs
-    fit = LrmNpeff(3, n_iters_g_only=20, n_iters_joint=20, normalize=False, min_nonzero_per_col=2,
-                   n_iters_transform=50, progress=False).fit(pefs)
+    fit = LrmNpeff(3, n_iters_g_only=20, n_iters_joint=20, normalize=False, min_nonzero_per_col=np.int64(2),
+                   n_iters_transform=50, seed=np.int64(3), progress=False).fit(pefs)  # numpy scalars are settings too
     write_lrm_decomposition_h5(fit, tmp_path / "d.h5")
     back = read_lrm_decomposition_h5(tmp_path / "d.h5")
     assert (back.normalize, back.min_nonzero_per_col, back.n_iters_transform) == (False, 2, 50)

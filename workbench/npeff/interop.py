@@ -26,7 +26,7 @@ from ..core.arguments import user_path
 from ..core.validation import as_labels, check_label_range
 from ..core.params import ParameterLayout
 from ..core.pefs import DPefs, LrmPefs
-from ..store.files import StoreError, atomic_path
+from ..store.files import StoreError, atomic_path, json_default
 from .lrm import LrmNpeff
 
 
@@ -265,6 +265,7 @@ SETTINGS_ATTRIBUTE = "workbench_settings"
 def write_lrm_decomposition_h5(model: LrmNpeff, path: str | os.PathLike) -> None:
     check_is_fitted(model)
     _check_int32_indices(model.n_parameters_, "this decomposition")
+    settings = json.dumps({name: getattr(model, name) for name in SETTINGS}, default=json_default)  # seed=np.int64(3)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         data = f.create_group("data")
         data["W"] = model.W_.astype(np.float32)
@@ -272,7 +273,7 @@ def write_lrm_decomposition_h5(model: LrmNpeff, path: str | os.PathLike) -> None
         data["new_to_old_col_indices"] = model.kept_columns_.astype(np.int32)
         data.attrs["n_parameters"] = model.n_parameters_
         data.attrs["n_classes"] = model.n_slots_  # the original layout's name for the slots
-        data.attrs[SETTINGS_ATTRIBUTE] = json.dumps({name: getattr(model, name) for name in SETTINGS})
+        data.attrs[SETTINGS_ATTRIBUTE] = settings
         losses = f.create_group("losses")
         for phase, name in (("g_only", "G_only"), ("joint", "joint")):
             history = model.loss_history_.get(phase, np.zeros((0, 2)))
