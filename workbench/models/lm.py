@@ -158,7 +158,7 @@ class ZeroShotClassifier(nn.Module):
         if not texts:
             raise ValueError("no texts to encode")
         rows = self.tokenizer(self.prompts(texts), add_special_tokens=add_special_tokens)["input_ids"]
-        appended = self._appended_tokens if add_special_tokens else 0
+        appended = self.appended_tokens if add_special_tokens else 0
         rows = [row[: len(row) - appended] for row in rows]
         if max_length is not None:
             if warn:
@@ -175,7 +175,7 @@ class ZeroShotClassifier(nn.Module):
         return {"input_ids": input_ids, "attention_mask": attention_mask}
 
     @property
-    def _appended_tokens(self) -> int:
+    def appended_tokens(self) -> int:
         """How many special tokens the tokenizer appends to a text (an EOS, a SEP): 0 for most causal LMs."""
         probe = "a"
         bare = self.tokenizer(probe, add_special_tokens=False)["input_ids"]

@@ -140,11 +140,18 @@ def _prompt_inputs(model, tokenizer, texts: list[str], max_length: int, warn: bo
     inputs = model.encode(texts, max_length, warn=warn)
     strings = model.prompts(texts)
     start = len(model.template.format(text="\x00").split("\x00")[0])  # where the text begins in its prompt
-    # the prompts tokenized as ``encode`` does them, cut alike (at the start)
+    # the prompts tokenized as ``encode`` does them: without the special tokens the tokenizer appends (an EOS),
+    # cut alike (at the start); with the EOS each row had a flag and a span more than it has tokens
     encoded = tokenizer(strings, return_offsets_mapping=fast, return_special_tokens_mask=True)
-    special = [np.array(m[-max_length:], dtype=bool) for m in encoded["special_tokens_mask"]]
-    rows = _as_spans([list(o)[-max_length:] for o in encoded["offset_mapping"]] if fast else None)
-    words = [encoded.word_ids(i)[-max_length:] for i in range(len(strings))] if fast else None
+    appended = model.appended_tokens
+
+    def cut(row) -> list:
+        row = list(row)
+        return row[: len(row) - appended][-max_length:]
+
+    special = [np.array(cut(m), dtype=bool) for m in encoded["special_tokens_mask"]]
+    rows = _as_spans([cut(o) for o in encoded["offset_mapping"]] if fast else None)
+    words = [cut(encoded.word_ids(i)) for i in range(len(strings))] if fast else None
     template = [np.zeros(len(s), dtype=bool) for s in special]  # unknown without spans (slow tokenizers)
     if rows is not None:
         template = [np.array([not _in_text(prompt, a, b, start, start + len(text)) for a, b in row])

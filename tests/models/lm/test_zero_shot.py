@@ -169,3 +169,27 @@ def test_an_appended_eos_is_left_off_so_the_answer_is_read_after_the_template(pr
         for text, row in zip(texts, logits):
             read_here = prompt_classifier.lm(input_ids=torch.tensor([[unk, *_unpadded_prompt_ids(prompt_classifier, text)[0]]]))
             torch.testing.assert_close(row, read_here.logits[0, -1][prompt_classifier.label_ids], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("max_length", [64, 4])
+def test_an_appended_eos_is_left_off_the_token_flags_and_spans_too(prompt_classifier, prompt_examples, max_length):
+    """The inputs lost the EOS but the flags, spans and words kept it: one more per row than its tokens, and every
+    top-examples page of such a run failed ('6 special flags for 5 token scores'); cut, they were one token off."""
+    from tokenizers import processors
+
+    from workbench.models.text import encode_texts
+
+    tokenizer = prompt_tokenizer()
+    pad = tokenizer.convert_tokens_to_ids("[PAD]")
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A [PAD]", special_tokens=[("[PAD]", pad)])
+    with_eos = ZeroShotClassifier(prompt_classifier.lm, tokenizer, TEMPLATE, LABEL_WORDS)
+    texts = list(prompt_examples["text"][:3])
+    encoded = encode_texts(with_eos, tokenizer, texts, max_length, spans=True, warn=False)
+    for k, text in enumerate(texts):
+        mask = encoded.inputs["attention_mask"][k].bool()
+        tokens = tokenizer.convert_ids_to_tokens(encoded.inputs["input_ids"][k][mask].tolist())
+        assert len(encoded.special[k]) == len(encoded.spans[k]) == len(tokens)
+        prompt = encoded.strings[k]
+        assert [prompt[a:b] for a, b in encoded.spans[k]] == tokens  # each span spells its own token
+        assert tokens[-2:] == ["sentiment", ":"] and encoded.special[k][-2:].all()  # the template, not the text
