@@ -129,6 +129,9 @@ def test_csv_text_cells_do_not_run_as_spreadsheet_formulas(tmp_path):
                                   "plain", "-", "-0.5", ""]
     assert back["tokens"][0] == "'=1+1|ok"
     assert list(back["score"]) == list(np.arange(9.0))
+    categorical = pd.DataFrame({"=cmd|' /C calc'!A0": pd.Categorical(["=1+1", "web"])})
+    back = pd.read_csv(write_table(categorical, tmp_path / "c.csv"))
+    assert list(back.columns) == ["'=cmd|' /C calc'!A0"] and list(back.iloc[:, 0]) == ["'=1+1", "web"]
     parquet = pd.read_parquet(write_table(frame, tmp_path / "t.parquet"))
     assert list(parquet["text"][:8]) == texts[:8]  # Parquet is read by programs, not spreadsheets: kept as it is
 

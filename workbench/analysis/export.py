@@ -52,6 +52,10 @@ def _plain_cells(frame: pd.DataFrame, as_text: bool) -> pd.DataFrame:
     """Multi-valued cells (tuples, lists, arrays) as lists (Parquet) or "a|b" text (CSV); CSV
     text cells a spreadsheet would run as a formula get a leading apostrophe."""
     frame = frame.copy()
+    for column in frame.columns[[isinstance(dtype, pd.CategoricalDtype) for dtype in frame.dtypes]]:
+        frame[column] = frame[column].astype(object)  # its categories are text a spreadsheet reads like any other
+    if as_text:
+        frame.columns = [spreadsheet_safe(str(name)) for name in frame.columns]
     for column in frame.columns[[dtype == object or pd.api.types.is_string_dtype(dtype) for dtype in frame.dtypes]]:
         values = frame[column]
         if values.map(lambda v: isinstance(v, (tuple, list, np.ndarray))).any():
