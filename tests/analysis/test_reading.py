@@ -96,6 +96,8 @@ def test_token_shares_without_visible_mass_and_bad_flags():
     ("gpt_neox.layers.5.attention.dense.weight", "attention o", "layer 5"),
     ("model.layers.0.linear_attn.in_proj_qkvz.weight", "state space", "layer 0"),  # Qwen3-Next's gated delta-net
     ("albert.encoder.albert_layer_groups.0.albert_layers.0.ffn_output.weight", "MLP out", "layer 0"),
+    ("score.out_proj.weight", "classifier", "head"),  # T5Gemma's head: was attention o, outside the layers
+    ("dense.weight", "classifier", "head"),  # EuroBERT's head dense
 ])
 def test_parameter_names_map_to_module_kinds_and_layers(name, kind, layer):
     assert module_kind(name) == kind and kind in MODULE_KINDS

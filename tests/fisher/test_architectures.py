@@ -35,7 +35,7 @@ def test_fast_path_equals_the_loop(name):
 FULLY_FAST = {"T5 (Flan-T5 shape)", "MT5", "UMT5", "Funnel", "XLNet", "BigBird", "SqueezeBERT", "Phi", "Falcon", "BLOOM", "BERT", "RoBERTa", "DistilBERT", "ALBERT", "ELECTRA", "GPT-2", "GPT-NeoX", "Llama", "Mistral", "Qwen2", "OPT", "BART",
               "Gemma", "ModernBERT", "Llama as a zero-shot classifier", "DeBERTa", "DeBERTa-v2/v3", "MPNet",
               "GPTBigCode", "Phi3", "Gemma2", "Qwen3", "Starcoder2", "OLMo2", "StableLM", "Mixtral", "Qwen2-MoE",
-              "Cohere as a zero-shot classifier", "MobileBERT", "ESM", "MBart"}
+              "Cohere as a zero-shot classifier", "MobileBERT", "ESM", "MBart", "EuroBERT", "T5Gemma"}
 
 
 @pytest.mark.parametrize("name", sorted(FULLY_FAST & set(FAMILIES)))

@@ -31,8 +31,9 @@ _KIND_RULES = (
     ("LayerNorm", r"layernorm|layer_norm|(^|\.)ln(_|\.|$)|(^|\.)norm|_norm\b"),
     ("pooler", r"pooler"),
     # BART's and T5's head (its out_proj is no attention's), RoBERTa's classifier.dense/out_proj, XLM's
-    # sequence_summary, a head's dense at the top of the model (EuroBERT's)
-    ("classifier", r"classification_head|(^|\.)classifier\.|sequence_summary|^dense\."),
+    # sequence_summary, a head's dense at the top of the model (EuroBERT's), a decoder's score head with its
+    # own out_proj (T5Gemma's score.out_proj)
+    ("classifier", r"classification_head|(^|\.)classifier\.|sequence_summary|^dense\.|(^|\.)score\."),
     ("embeddings", r"embed|(^|\.)wte\b|(^|\.)wpe\b|(^|\.)shared\.weight$|^transformer\.w\.weight$"),
     # Mamba's mixer (in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj) and gated delta-nets' linear
     # attention: no softmax attention, though their out_proj is named as attention's are

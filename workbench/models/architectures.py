@@ -52,6 +52,9 @@ _T5 = dict(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_deco
            eos_token_id=1)
 
 
+_GEMMA2_STACK = dict(_DECODER, num_key_value_heads=2, head_dim=8, sliding_window=4, query_pre_attn_scalar=8)
+
+
 def _zero_shot(lm: nn.Module) -> nn.Module:
     """A causal LM read as a 3-way classifier through the next-token logits of three token ids."""
     from .lm import ZeroShotClassifier
@@ -160,6 +163,13 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in [
                  dict(vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
                       decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64,
                       pad_token_id=1, eos_token_id=2, bos_token_id=0, decoder_start_token_id=2, scale_embedding=True)),
+    # a Llama-like encoder whose head has a dense at the model's top level; an encoder-decoder of Gemma 2 stacks
+    # whose score head has its own out_proj (both were read wrong by the head pattern and the location rules)
+    Architecture("EuroBERT", "EuroBertConfig", "EuroBertForSequenceClassification",
+                 dict(_DECODER, num_key_value_heads=2, head_dim=8, bos_token_id=2, eos_token_id=3, mask_token_id=4)),
+    Architecture("T5Gemma", "T5GemmaConfig", "T5GemmaForSequenceClassification",
+                 dict(encoder=_GEMMA2_STACK, decoder=_GEMMA2_STACK, vocab_size=VOCAB, pad_token_id=PAD, eos_token_id=1,
+                      bos_token_id=2)),
 ]}
 
 
