@@ -184,3 +184,37 @@ def test_two_class_blockwise_takes_each_block_once_for_both_slots(monkeypatch, t
             assert all(name.startswith("workbench-kernels") == (threads > 1) for name in where), set(where)
     finally:
         torch.set_num_threads(saved)
+
+
+def test_two_class_pefs_selected_by_torch_keep_one_gradient_per_example(monkeypatch):
+    """The GPU's path on a two-class model (written out whole, then selected by torch over all of a
+    group's rows at once, taken here on the CPU): the blocks hold one gradient per example, written
+    out once for both slots, and the kept entries and norms are the plain loop's. It wrote both
+    slots out, twice the outer products and the buffer of what the one gradient needs."""
+    from workbench.fisher.selection import top_entries_of_rows
+
+    model = tiny_bert(2)
+    with torch.no_grad():  # one confident class: slot multiples of very different sizes
+        model.classifier.bias.copy_(torch.tensor([2.0, -2.0]))
+    inputs = tiny_bert_inputs(n=6)
+    full = compute_pefs(model, inputs, n_values=None, method="loop", progress=False)
+    written_rows = []
+    real_groups = sparsify.written_groups
+
+    def spied_groups(grads, grams):
+        for rows, A_t in real_groups(grads, grams):
+            written_rows.append(A_t.shape[1])
+            yield rows, A_t
+
+    monkeypatch.setattr(sparsify, "written_groups", spied_groups)
+    monkeypatch.setattr(sparsify, "top_entries", lambda row, n: top_entries_of_rows(row[None], n)[0])
+    with compiled.disabled():  # torch selects, as on a GPU
+        for n_values in (None, 50, 3000):
+            written_rows.clear()
+            fast = compute_pefs(model, inputs, n_values=n_values, batch_size=6, progress=False)
+            assert written_rows and set(written_rows) == {1}, "both slots were written out"
+            if n_values is None:
+                np.testing.assert_allclose(fast.dense(), full.dense(), atol=2e-6 * np.abs(full.dense()).max())
+            else:
+                _assert_selects_top(fast, full, n_values)
+            np.testing.assert_allclose(fast.frobenius_norms, full.frobenius_norms, rtol=1e-5)

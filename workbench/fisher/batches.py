@@ -33,14 +33,17 @@ def batch_in_two_stages(model, plan, batch, labels, config, start) -> Callable[[
     """Runs the batch's model passes (and, for small models on a CPU, writes its gradients
     out) now, and returns the rest: a call that selects and makes the chunk, which
     :func:`iter_pef_chunks` may run on another core while the next batch's passes run."""
-    on_cpu = plan.named[0][1].device.type == "cpu"
+    device = plan.named[0][1].device
+    on_cpu = device.type == "cpu"
     selected_later = on_cpu and _compiled_selection(plan, config)
-    # A two-class model's LRM slots stay multiples of one gradient where the compiled selection
-    # reads them as rows, and where a large model is taken block by block on a CPU
-    blockwise = on_cpu and config.method == "hooks" and not writes_out_whole(2 * plan.layout.n_parameters, torch.device("cpu"))
-    rows_are_slots = kinds.kind(config.kind).one_row_per_slot
-    # ... and where they are sketched (S is linear: the one gradient is sketched, then scaled)
-    factored = (selected_later or blockwise or config.sketch is not None) and rows_are_slots
+    # A two-class model's LRM slots stay multiples of one gradient (half the outer products and
+    # half the writing out) wherever the slots are made from it: written out whole (the compiled
+    # selection reads it as one row; torch's, on a GPU, scales it group by group), taken block by
+    # block on a CPU, or sketched (S is linear: the one gradient is sketched, then scaled)
+    hooks = config.method == "hooks"
+    written_whole = hooks and writes_out_whole(2 * plan.layout.n_parameters, device)
+    blockwise = on_cpu and hooks and not written_whole
+    factored = (written_whole or blockwise or config.sketch is not None) and kinds.kind(config.kind).one_row_per_slot
     try:
         grads = BatchGradients(model, plan, batch, config.top_k_classes, factor_two_classes=factored)
     except Exception as error:  # noqa: BLE001 - the loop computes the batch, or raises its own error

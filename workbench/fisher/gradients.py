@@ -239,4 +239,7 @@ class BatchGradients:
         for _, block in self.blocks:
             if not isinstance(block, DenseGradient):
                 gram += block.gram()
+        if self.slot_scales is not None:  # the blocks' one gradient w: every entry ‖w‖², and slot s is scales[s] · w
+            scales = self.slot_scales.double()
+            gram *= scales[:, :, None] * scales[:, None, :]
         return gram.cpu()

@@ -125,7 +125,8 @@ def written_groups(grads: BatchGradients, grams: torch.Tensor | None) -> Iterato
     offsets, m = grads.plan.layout.offsets, grads.plan.layout.n_parameters
     k = grads.n_slots if grads.slot_scales is None else 1  # rows written out per example
     device = grads.logits.device
-    group = max(1, (gpu_group_entries(device) if device.type == "cuda" else _DENSE_GROUP_ENTRIES) // (k * m))
+    # sized by the slots, which the selection holds at once (select_groups scales the one row to them)
+    group = max(1, (gpu_group_entries(device) if device.type == "cuda" else _DENSE_GROUP_ENTRIES) // (grads.n_slots * m))
     written = [index for index, _ in grads.blocks] + list(grads.fallback_indices)
     covers_all = sum(int(offsets[i + 1] - offsets[i]) for i in written) == m
     buffer = None
@@ -201,6 +202,8 @@ def select_written(grads: BatchGradients, kind: str, n_values: int | None, group
 def select_groups(grads: BatchGradients, kind: str, n_values: int | None, groups, grams: torch.Tensor | None) -> list[ExamplePef]:
     pefs = []
     for rows, A_t in groups:
+        if grads.slot_scales is not None:  # one row per example, slot s being slot_scales[i, s] times it
+            A_t = A_t * grads.slot_scales[rows, :, None].to(A_t.dtype)  # (e, 2, m)
         selected, norms = _select(A_t, kind, n_values, None if grams is None else grams[rows])
         pefs += [ExamplePef(positions, values, norm) for (positions, values), norm in zip(selected, norms)]
     return pefs
@@ -286,8 +289,7 @@ def _blockwise_example(grads: BatchGradients, blocks, i: int, kind: str, n_value
     queue += [(float(block.bounds()[0]), int(offsets[index]), block, 0) for index, block in fallback]
     top = RunningTop(n_values)
     if kind == "lrm":
-        gram = grams[i] if scales is None else torch.from_numpy(np.outer(scales, scales).astype(np.float64)) * grams[i, 0, 0]
-        gram = gram + sum((block.gram()[0].cpu() for _, block in fallback), torch.zeros_like(gram))
+        gram = grams[i] + sum((block.gram()[0].cpu() for _, block in fallback), torch.zeros_like(grams[i]))
         for bound, place, block, row in sorted(queue, key=lambda c: -c[0]):
             if bound < top.floor:
                 break  # every later block is bounded lower still
