@@ -150,6 +150,16 @@ def test_selection_on_a_second_core_beside_the_next_batch_gives_the_same_pefs(be
     np.testing.assert_array_equal(serial.logits, overlapped.logits)
 
 
+def _confident_two_class_case():
+    """A two-class model with one confident class (slot multiples of very different sizes), six
+    examples and the plain loop's PEFs of them, every value."""
+    model = tiny_bert(2)
+    with torch.no_grad():
+        model.classifier.bias.copy_(torch.tensor([2.0, -2.0]))
+    inputs = tiny_bert_inputs(n=6)
+    return model, inputs, compute_pefs(model, inputs, n_values=None, method="loop", progress=False)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_two_class_blockwise_takes_each_block_once_for_both_slots(monkeypatch, threads):
     """A two-class model taken block by block: the blocks hold one gradient per example and
@@ -159,11 +169,7 @@ def test_two_class_blockwise_takes_each_block_once_for_both_slots(monkeypatch, t
     import threading
 
     monkeypatch.setattr(sparsify, "DENSE_MAX_ENTRIES", 0)
-    model = tiny_bert(2)
-    with torch.no_grad():  # one confident class: slot multiples of very different sizes
-        model.classifier.bias.copy_(torch.tensor([2.0, -2.0]))
-    inputs = tiny_bert_inputs(n=6)
-    full = compute_pefs(model, inputs, n_values=None, method="loop", progress=False)
+    model, inputs, full = _confident_two_class_case()
     where = []
     real = sparsify._scaled_entries
     monkeypatch.setattr(sparsify, "_scaled_entries", lambda *a: where.append(threading.current_thread().name) or real(*a))
@@ -193,11 +199,7 @@ def test_two_class_pefs_selected_by_torch_keep_one_gradient_per_example(monkeypa
     slots out, twice the outer products and the buffer of what the one gradient needs."""
     from workbench.fisher.selection import top_entries_of_rows
 
-    model = tiny_bert(2)
-    with torch.no_grad():  # one confident class: slot multiples of very different sizes
-        model.classifier.bias.copy_(torch.tensor([2.0, -2.0]))
-    inputs = tiny_bert_inputs(n=6)
-    full = compute_pefs(model, inputs, n_values=None, method="loop", progress=False)
+    model, inputs, full = _confident_two_class_case()
     written_rows = []
     real_groups = sparsify.written_groups
 
