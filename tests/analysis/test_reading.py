@@ -1,6 +1,8 @@
 """Numbers for reading a component, on exact small cases: token shares, where a component lives,
 definitions, the dashboard's pieces and reverse-lookup loadings."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,6 +11,7 @@ from workbench.analysis.dashboard import coefficient_histogram, nearest_componen
 from workbench.analysis.definitions import definition, definitions_frame
 from workbench.analysis.location import (
     MODULE_KINDS,
+    layer_names,
     layer_of,
     location_summary,
     mass_by_location,
@@ -17,7 +20,8 @@ from workbench.analysis.location import (
 )
 from workbench.analysis.lookup import loadings
 from workbench.analysis.token_shares import token_shares
-from workbench.core.params import ParameterLayout
+from workbench.core.params import HEAD_PATTERN, ParameterLayout
+from workbench.models.architectures import available, build
 from workbench.npeff import LrmNpeff
 
 
@@ -98,10 +102,50 @@ def test_token_shares_without_visible_mass_and_bad_flags():
     ("albert.encoder.albert_layer_groups.0.albert_layers.0.ffn_output.weight", "MLP out", "layer 0"),
     ("score.out_proj.weight", "classifier", "head"),  # T5Gemma's head: was attention o, outside the layers
     ("dense.weight", "classifier", "head"),  # EuroBERT's head dense
+    # fused projections were read as their first or last part ("query", "v_proj")
+    ("model.layers.0.self_attn.qkv_proj.weight", "attention qkv", "layer 0"),  # Phi3
+    ("gpt_neox.layers.1.attention.query_key_value.weight", "attention qkv", "layer 1"),  # GPT-NeoX, BLOOM, Falcon
+    ("logits_proj.weight", "classifier", "head"),  # XLNet
+    ("transformer.layer.1.ff.layer_1.weight", "MLP in", "layer 1"),
+    ("transformer.layer.1.ff.layer_2.bias", "MLP out", "layer 1"),
+    ("funnel.encoder.blocks.0.0.attention.q_head.weight", "attention q", "layer 0"),  # Funnel
+    ("funnel.encoder.blocks.0.0.attention.post_proj.weight", "attention o", "layer 0"),
+    ("funnel.encoder.blocks.0.0.ffn.linear_2.weight", "MLP out", "layer 0"),
+    ("transformer.encoder.layers.1.post_attention.conv1d.weight", "attention o", "layer 1"),  # SqueezeBERT
+    ("transformer.encoder.layers.1.output.conv1d.weight", "MLP out", "layer 1"),
+    ("deberta.encoder.layer.0.attention.self.pos_proj.weight", "attention k", "layer 0"),  # DeBERTa's c2p keys
 ])
 def test_parameter_names_map_to_module_kinds_and_layers(name, kind, layer):
     assert module_kind(name) == kind and kind in MODULE_KINDS
     assert layer_of(name) == layer
+
+
+# Inside the layers, what no module kind names: relative position tables and biases, ConvBERT's
+# convolutions, MobileBERT's bottlenecks; outside them, ESM's unused contact head
+_NAMED_BY_NO_KIND = r"relative_attention_bias|rel_attn\.r(_[rsw]_bias)?$|r_kernel|r_[rsw]_bias|conv|bottleneck|contact_head"
+
+
+@pytest.mark.parametrize("family", available())
+def test_every_family_s_parameters_are_named_by_a_kind_and_a_layer(family):
+    """Over the architecture matrix: a fused projection is "attention qkv" (GPT-NeoX's, BLOOM's and
+    Falcon's query_key_value were "attention q", Phi3's qkv_proj "attention v"), the head that
+    HEAD_PATTERN leaves out is the head, and nothing else is "other" (XLNet's and Funnel's
+    feed-forward layers, Funnel's attention and XLNet's logits_proj were)."""
+    names = [n for n, _ in build(family).named_parameters()]
+    for name, layer in zip(names, layer_names(names)):
+        kind = module_kind(name)
+        if re.search(r"qkv|query_key_value|c_attn", name, re.IGNORECASE):
+            assert kind == "attention qkv", name
+        if re.search(HEAD_PATTERN, name) and "pooler" not in name:
+            assert layer == "head" and kind in ("classifier", "LayerNorm"), name  # ModernBERT's head.norm
+        if "other" in (kind, layer):
+            assert re.search(_NAMED_BY_NO_KIND, name), (name, kind, layer)
+
+
+def test_deberta_v2_s_encoder_norm_is_read_with_its_relative_position_embeddings():
+    names = ["deberta.encoder.rel_embeddings.weight", "deberta.encoder.LayerNorm.weight",
+             "deberta.encoder.layer.1.output.LayerNorm.weight", "bert.encoder.LayerNorm.weight"]
+    assert layer_names(names) == ["embeddings", "embeddings", "layer 1", "head"]
 
 
 def planted_decomposition():

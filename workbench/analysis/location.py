@@ -33,23 +33,29 @@ _KIND_RULES = (
     # BART's and T5's head (its out_proj is no attention's), RoBERTa's classifier.dense/out_proj, XLM's
     # sequence_summary, a head's dense at the top of the model (EuroBERT's), a decoder's score head with its
     # own out_proj (T5Gemma's score.out_proj)
-    ("classifier", r"classification_head|(^|\.)classifier\.|sequence_summary|^dense\.|(^|\.)score\."),
-    ("embeddings", r"embed|(^|\.)wte\b|(^|\.)wpe\b|(^|\.)shared\.weight$|^transformer\.w\.weight$"),
+    ("classifier", r"classification_head|(^|\.)classifier\.|sequence_summary|logits_proj|^dense\.|(^|\.)score\."),
+    # XLNet's mask_emb
+    ("embeddings", r"embed|_emb\b|(^|\.)wte\b|(^|\.)wpe\b|(^|\.)shared\.weight$|^transformer\.w\.weight$"),
     # Mamba's mixer (in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj) and gated delta-nets' linear
     # attention: no softmax attention, though their out_proj is named as attention's are
     ("state space", r"(^|\.)mixer\.|linear_attn\."),
     # a mixture of experts' router: which experts see each token
     ("router", r"router|(^|\.)gate\.(weight|bias|wg)|shared_expert_gate"),
-    ("attention q", r"query|q_proj|q_bias|q_a_proj|q_b_proj|\.q\b|q_lin|(^|\.)wq\b|attention\.experts\.input_linear"),
-    ("attention k", r"(^|[._])key\b|key_proj|key_global|k_proj|\.k\b|k_lin|(^|\.)wk\b"),
-    ("attention v", r"value|v_proj|v_bias|\.v\b|v_lin|(^|\.)wv\b"),
+    # fused projections first: query_key_value holds "query" and "value", qkv_proj holds "v_proj"
     ("attention qkv", r"c_attn|qkv|query_key_value|kv_a_proj|kv_b_proj|attention\.self\.in_proj"),
+    ("attention q", r"query|q_proj|q_bias|q_a_proj|q_b_proj|\.q\b|q_lin|(^|\.)wq\b|attention\.experts\.input_linear|q_head"),
+    # DeBERTa's pos_proj: the relative positions' key projection
+    ("attention k", r"(^|[._])key\b|key_proj|key_global|k_proj|\.k\b|k_lin|(^|\.)wk\b|k_head|(^|\.)pos_proj"),
+    ("attention v", r"value|v_proj|v_bias|\.v\b|v_lin|(^|\.)wv\b|v_head"),
+    # Funnel's post_proj, SqueezeBERT's post_attention.conv1d
     ("attention o", r"attention\.output\.dense|attn\.c_proj|o_proj|out_proj|out_lin|attn.*dense|attention\.dense"
-                    r"|attention\.o\b|attn\.o\b|attn\.wo\b|attn\.output\b|attention\.experts\.output_linear"),
+                    r"|attention\.o\b|attn\.o\b|attn\.wo\b|attn\.output\b|attention\.experts\.output_linear"
+                    r"|attention\.post_proj|post_attention\.conv1d"),
+    # XLNet's ff.layer_1 / layer_2, Funnel's ffn.linear_1 / linear_2, SqueezeBERT's output.conv1d
     ("MLP in", r"intermediate|c_fc|fc1|fc_in|up_proj|gate_proj|dense_h_to_4h|lin1|(^|\.)wi(_\d)?\b|(^|\.)ffn\.0\.(weight|bias)$"
-               r"|(^|\.)ffn\.(weight|bias)$|mlp\.input_linear"),
+               r"|(^|\.)ffn\.(weight|bias)$|mlp\.input_linear|(^|\.)ff\.layer_1|ffn\.linear_1"),
     ("MLP out", r"output\.dense|mlp\.c_proj|fc2|fc_out|down_proj|dense_4h_to_h|lin2|(^|\.)wo\b|(^|\.)ffn\.2\.(weight|bias)$"
-                r"|ffn_output|mlp\.output_linear|(^|\.)mlp\.bias$"),
+                r"|ffn_output|mlp\.output_linear|(^|\.)mlp\.bias$|(^|\.)ff\.layer_2|ffn\.linear_2|(^|\.)output\.conv1d"),
     ("classifier", r"(^|\.)score\b|lm_head|(^|\.)head\b|pre_classifier|classifier"),
 )
 # the index in a stack of layers: BERT's layer.N, LLaMA's layers.N, GPT-2's h.N, T5's block.N, XLM's
@@ -90,7 +96,9 @@ def layer_names(names) -> list[str]:
     """:func:`layer_of` of each parameter name, the stacks told apart where the model has a decoder stack."""
     names = list(names)
     stacks = any(_LAYER.search(n) and re.search(r"(?:^|\.)decoder\.", n) for n in names)
-    return [layer_of(n, stacks) for n in names]
+    # DeBERTa-v2's encoder.LayerNorm normalises its relative position embeddings, not the top layer's output
+    relative_tables = {n.rsplit(".rel_embeddings.", 1)[0] for n in names if ".rel_embeddings." in n}
+    return ["embeddings" if n.rsplit(".LayerNorm.", 1)[0] in relative_tables else layer_of(n, stacks) for n in names]
 
 
 def _layer_order(layer: str) -> tuple:
