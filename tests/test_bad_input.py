@@ -484,6 +484,11 @@ CASES = [
          lambda tmp: write_pefs(tmp / "pefs", tiny_bert(3), _inputs(), progress=False), _broken_link),
     Case("store folder inside a file", StoreError, r"notes\.txt is a file, so .* cannot be a folder",
          lambda tmp: write_pefs(tmp / "notes.txt" / "pefs", tiny_bert(3), _inputs(), progress=False), _file_as_parent),
+    # a run's folder was made (the lock's) before it was checked: the file system's errno, after the model was loaded
+    Case("run folder inside a file", StoreError, r"notes\.txt is a file, so .* cannot be a folder; choose another path for the run",
+         lambda tmp: run_embedded(tmp / "notes.txt" / "run", n_examples=40, progress=False), _file_as_parent),
+    Case("run folder that is a broken link", StoreError, r"pefs is a symbolic link to .*nowhere, which does not exist; create",
+         lambda tmp: run_embedded(tmp / "pefs", n_examples=40, progress=False), _broken_link),
     Case("empty data set", ValueError, r"data set is empty.*pass at least one example", _empty),
     Case("labels out of range", ValueError, r"label 5 of example 3 is out of range for a model with 3 classes.*labels must be in 0\.\.2",
          _labels_out_of_range),

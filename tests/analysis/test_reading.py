@@ -248,6 +248,27 @@ def test_tokens_are_shown_as_the_text_spells_them():
     assert albert.strongest_index == 1
 
 
+def test_the_strongest_word_and_its_tooltip_are_spelled_as_the_text_spells_them():
+    """The row's strongest word (text, to_frame, the checks' table) and every word's tooltip in the report were the
+    tokenizer's pieces: 'Ġfilm', '▁film', '##m'; and the shading took in the space before each such word."""
+    import html as html_module
+    import re
+
+    from workbench import report
+    from workbench.app.results import HighlightedExample
+
+    example = HighlightedExample(0, 0, "good film", 1, 1, 0.5, tokens=["<s>", "good", "Ġfilm"],
+                                 spans=[(0, 0), (0, 4), (4, 9)], visible=np.array([0.0, 0.2, 0.8]),
+                                 special=np.array([True, False, False]))
+    assert example.strongest_token == "film"
+    page = report.highlighted_text_html(example.text, example.tokens, example.visible, spans=example.spans,
+                                        special=example.special, strongest=2)
+    titles = [html_module.unescape(t) for t in re.findall(r'title="([^"]*)"', page)]
+    assert [t.split(":")[0] for t in titles] == ["good", "film"]
+    assert re.search(r'good</span> <span class="[^"]*strongest[^"]*"[^>]*>film</span>', page), page
+    assert html_module.unescape(re.sub(r"<[^>]+>", "", page)) == "good film"
+
+
 def test_a_component_without_examples_and_a_run_of_one_component_say_so():
     """A component no example loads on read "examples 0-0 of 0" and was named "mixed"; a run of one component
     showed an empty table of its nearest components."""

@@ -94,7 +94,12 @@ def _hidden_states(model, batch) -> dict[str, torch.Tensor]:
     positions (Funnel's pooled layers) are left out."""
     # a language model read as a classifier returns class logits alone: its hidden states are the LM's
     out = model.hidden_states(**batch) if hasattr(model, "hidden_states") else model(**batch, output_hidden_states=True)
-    if getattr(out, "hidden_states", None) is not None:
+    if getattr(out, "hidden_states", None) is not None and _returns_decoder_states_alone(model):
+        # T5Gemma's classifier returns its decoder's states as hidden_states: the encoder's from a pass of its own
+        encoder = model.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                                      output_hidden_states=True)
+        stacks = {"encoder ": encoder.hidden_states, "decoder ": out.hidden_states}
+    elif getattr(out, "hidden_states", None) is not None:
         stacks = {"": out.hidden_states}
     elif getattr(out, "encoder_hidden_states", None) is not None:
         stacks = {"encoder ": out.encoder_hidden_states, "decoder ": getattr(out, "decoder_hidden_states", None) or ()}
@@ -105,6 +110,10 @@ def _hidden_states(model, batch) -> dict[str, torch.Tensor]:
     return {f"{prefix}{'embeddings' if i == 0 else f'layer {i - 1}'}": state.detach().double()
             for prefix, states in stacks.items() for i, state in enumerate(states)
             if state.ndim == 3 and state.shape[1] == length}
+
+
+def _returns_decoder_states_alone(model) -> bool:
+    return bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False)) and hasattr(model, "get_encoder")
 
 
 def hidden_state_change(model, decomposition, component: int, inputs: dict, *, epsilon: float = 0.1,

@@ -121,8 +121,9 @@ class HighlightedExample:
 
     @property
     def strongest_token(self) -> str | None:
+        """The strongest word as the text spells it (not the tokenizer's 'Ġbad' or '▁bad')."""
         best = self.strongest_index
-        return None if best is None else self.tokens[best]
+        return None if best is None else self.shown_tokens[best]
 
 
 @dataclass

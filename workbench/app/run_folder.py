@@ -97,7 +97,9 @@ def copy_model(source: Path, out: Path) -> None:
 
 def check_new_run_folder(out: Path) -> None:
     """A run writes its model, PEFs and results into ``out``, replacing what is there: a folder
-    with files and no run record might be the user's, and is refused."""
+    with files and no run record might be the user's, and is refused; so is a path that is a file,
+    lies under one or is a broken link, before the model is loaded."""
+    check_folder(out, "the run")
     # the lock is all a run killed before its first record leaves
     if out.is_dir() and not (out / RUN_RECORD).exists() and any(p.name != LOCK for p in out.iterdir()):
         raise ValueError(f"{out} holds files and is not a run folder (it has no {RUN_RECORD}): a run writes its "

@@ -82,11 +82,14 @@ class EncodedTexts:
     word_ids: list[list[int | None]] | None = None  # per row, per real token: its word (None: special or template)
 
     def text_spans(self, row: int) -> list[tuple[int, int]] | None:
-        """The row's token spans in its text; the template's tokens (and special ones) get (0, 0)."""
+        """The row's token spans in its text; the template's tokens (and special ones) get (0, 0).
+        A token that takes the template's space before the text with the text's first word (GPT-2's
+        'Ġthe', Llama's '▁the') is cut to the text's characters: its span began at -1, so the word was
+        shown as '␣', never its example's strongest word and counted as '␣' in a component's tokens."""
         if self.spans is None:
             return None
         start = self.text_starts[row]
-        return [(0, 0) if t else (a - start, b - start) for (a, b), t in zip(self.spans[row], self.template[row])]
+        return [(0, 0) if t else (max(a, start) - start, b - start) for (a, b), t in zip(self.spans[row], self.template[row])]
 
 
 def encode_texts(model, tokenizer, texts: Sequence[str], max_length: int, *, warn: bool = True,

@@ -293,7 +293,8 @@ def highlighted_text_html(text: str, tokens: Sequence[str] | None, scores, spans
     raw = [None] * len(tokens) if raw is None else list(raw)
 
     def span(i: int, piece: str) -> str:
-        score, token, whole = scores[i], tokens[i], raw[i]
+        # the word as the text spells it, not the tokenizer's piece ('Ġbad', '▁bad', '##bad')
+        score, token, whole = scores[i], piece.strip() or tokens[i], raw[i]
         if whole is None:
             what = f"{token}: {score:+.1%} of the example's mass along the component"
         else:
@@ -310,7 +311,11 @@ def highlighted_text_html(text: str, tokens: Sequence[str] | None, scores, spans
                 continue
             if start > cursor:  # a prompt's model cuts a long text at its start: the words before its first token
                 pieces.append(unread_html(text[cursor:start], at_start=True) if not pieces else escape(text[cursor:start]))
-            pieces.append(span(i, text[start:stop]))
+            piece = text[start:stop]
+            lead = len(piece) - len(piece.lstrip())  # byte-level and SentencePiece pieces hold the space before the word
+            if 0 < lead < len(piece):
+                pieces.append(escape(piece[:lead]))
+            pieces.append(span(i, piece[lead:] if lead < len(piece) else piece))
             cursor = stop
         pieces.append(unread_html(text[cursor:]))
         return f'<div class="tokens" dir="auto">{"".join(pieces)}</div>'

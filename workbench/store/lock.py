@@ -13,7 +13,7 @@ import os
 
 from ..core.environment import environment_variable
 from ..core.arguments import user_path
-from .files import StoreError
+from .files import StoreError, check_folder
 
 try:
     import fcntl
@@ -31,8 +31,9 @@ class FolderBusyError(StoreError):
 
 @contextlib.contextmanager
 def exclusive(folder: str | os.PathLike, what: str):
-    """Hold ``folder``'s lock while the block runs; FolderBusyError when another process holds it."""
-    folder = user_path(folder)
+    """Hold ``folder``'s lock while the block runs; FolderBusyError when another process holds it, and
+    StoreError when ``folder`` is a file, lies under one or is a broken link (not the file system's errno)."""
+    folder = check_folder(folder, what)
     folder.mkdir(parents=True, exist_ok=True)
     if fcntl is None:
         yield

@@ -193,3 +193,29 @@ def test_an_appended_eos_is_left_off_the_token_flags_and_spans_too(prompt_classi
         prompt = encoded.strings[k]
         assert [prompt[a:b] for a, b in encoded.spans[k]] == tokens  # each span spells its own token
         assert tokens[-2:] == ["sentiment", ":"] and encoded.special[k][-2:].all()  # the template, not the text
+
+
+def test_the_text_s_first_word_is_spelled_whole_where_its_token_takes_the_template_s_space(prompt_classifier):
+    """GPT-2's 'Ġthe' and Llama's '▁the' after "Review: " hold the template's space and the text's first word:
+    its span began one character before the text, so the word was shown as '␣', could never be its example's
+    strongest word and was counted as '␣' among a component's top tokens."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from workbench.models.text import encode_texts, spelled_tokens
+
+    words = ["[PAD]", "[UNK]", *("▁" + w for w in ("review", ":", "sentiment", "bad", "good", "the", "film", "was"))]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]",
+                                        padding_side="left")
+    classifier = ZeroShotClassifier(prompt_classifier.lm, tokenizer, "review : {text} sentiment :", LABEL_WORDS)
+    texts = ["the film was bad", "good"]
+    encoded = encode_texts(classifier, tokenizer, texts, 64, spans=True, warn=False)
+    for row, text in enumerate(texts):
+        spans = encoded.text_spans(row)
+        in_text = [span for span, template in zip(spans, encoded.template[row]) if not template]
+        assert in_text[0] == (0, len(text.split()[0]))
+        tokens = tokenizer.convert_ids_to_tokens(encoded.inputs["input_ids"][row][encoded.inputs["attention_mask"][row].bool()].tolist())
+        shown = [w for w, template in zip(spelled_tokens(text, tokens, spans), encoded.template[row]) if not template]
+        assert shown == text.split()
