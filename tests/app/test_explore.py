@@ -247,12 +247,11 @@ def test_an_export_replaces_every_file_of_the_earlier_one(small_synthetic, tmp_p
     from workbench.analysis import export
 
     folder = tmp_path / "out"
-    folder.mkdir()
-    (folder / "perturbations.parquet").write_text("an earlier export's")
-    (folder / "coefficients.parquet").write_text("an earlier export's")
+    small_synthetic.export(folder, perturbations=[pd.DataFrame({"component": [0], "kl_ratio": [4.0]})])
+    assert (folder / "perturbations.parquet").exists()
     small_synthetic.export(folder)
-    assert sorted(p.name for p in folder.iterdir()) == ["coefficients.parquet", "components.parquet",
-                                                       "components.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == [export.EXPORT_RECORD, "coefficients.parquet",
+                                                       "components.parquet", "components.safetensors"]
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
@@ -281,6 +280,25 @@ def test_an_export_replaces_every_file_of_the_earlier_one(small_synthetic, tmp_p
         small_synthetic.export(folder)
     monkeypatch.undo()
     assert sorted(p.name for p in folder.iterdir()) == sorted(earlier)
+
+
+def test_an_export_never_replaces_or_deletes_a_file_it_did_not_write(small_synthetic, tmp_path):
+    """An export into a folder of the user's deleted their perturbations.parquet and replaced their
+    components.parquet, silently; a file an export wrote and the user then changed is theirs too."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for name in ("perturbations.parquet", "components.parquet"):
+        (folder / name).write_text("my own results")
+        before = {p.name: p.read_bytes() for p in folder.iterdir()}
+        with pytest.raises(FileExistsError, match=rf"{name} is not a file an earlier export wrote there.*choose another "
+                                                  r"folder, such as .*mine/export, or move the file away"):
+            small_synthetic.export(folder)
+        assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+        (folder / name).unlink()
+    small_synthetic.export(folder)
+    (folder / "coefficients.parquet").write_bytes(b"edited by hand")
+    with pytest.raises(FileExistsError, match=r"coefficients\.parquet is not a file an earlier export wrote"):
+        small_synthetic.export(folder)
 
 
 def test_a_model_given_with_other_weights_is_refused_before_it_reads_anything(embedded_run, embedded):

@@ -34,7 +34,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..core.arguments import user_path
 from ..core.staging import remove_dead_staging, staging_path
-from ..store.files import atomic_path, producer
+from ..store.files import atomic_path, file_checksum, producer, write_json
 from ..store.formats import COMPONENTS
 from .highlights import real_positions, token_scores
 from .tables import top_examples
@@ -263,24 +263,45 @@ def perturbation_results(perturbations) -> list:
     return items
 
 
+#: The names and checksums of the files an export wrote into its folder: only those are its to replace.
+EXPORT_RECORD = ".npeff-export.json"
+
+
+def _exported_files(folder: Path) -> dict[str, list[str]]:
+    """{file name: [sha256, ...]} of what exports into ``folder`` wrote (empty where none did)."""
+    try:
+        return {name: list(sums) for name, sums in json.loads((folder / EXPORT_RECORD).read_text())["files"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
 def check_export_folder(folder: Path, names: list[str]) -> None:
     """``folder`` can hold the export's files: no file stands where it or one of its parents would be,
-    and no folder where one of the files would be."""
+    no folder where one of the files would be, and no file of the export's names that an earlier
+    export did not write as it is now (a user's own perturbations.parquet was deleted, their
+    components.parquet replaced)."""
     existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
     if not existing.is_dir():
         raise FileExistsError(f"cannot export into {folder}: {existing} is a file, not a folder; choose another "
                               "folder (the export writes several files into one), or move the file away")
+    exported = _exported_files(folder) if folder.is_dir() else {}
     for name in names:
-        if (folder / name).is_dir():
-            raise IsADirectoryError(f"cannot export into {folder}: {folder / name} is a folder where the export writes "
+        path = folder / name
+        if path.is_dir():
+            raise IsADirectoryError(f"cannot export into {folder}: {path} is a folder where the export writes "
                                     "a file; choose another folder, or move that folder away")
+        if path.exists() and file_checksum(path) not in exported.get(name, ()):
+            raise FileExistsError(f"cannot export into {folder}: {path} is not a file an earlier export wrote there "
+                                  "(or it was changed since), and the export would replace it; choose another folder, "
+                                  f"such as {folder / 'export'}, or move the file away")
 
 
 def export_run(folder: Path, table: pd.DataFrame, W, decomposition, *, format: str = "parquet",
                perturbations: Sequence = ()) -> dict[str, Path]:
     """A run's results as tidy files in ``folder``: the component table, the coefficients (zeros left
     out), the perturbation results given, all as ``format``, and the component vectors as safetensors;
-    returns {what: path}. The files of an earlier export there are replaced."""
+    returns {what: path}. The files of an earlier export there are replaced; a file of the same name that
+    no export wrote (:data:`EXPORT_RECORD` keeps their checksums) is refused, never replaced."""
     # Every argument is checked before the first file is written: a bad one leaves no half export.
     if format not in ("parquet", "csv"):
         raise ValueError(f"format must be 'parquet' or 'csv', got {format!r}")
@@ -301,10 +322,15 @@ def export_run(folder: Path, table: pd.DataFrame, W, decomposition, *, format: s
         if frames:
             written["perturbations"] = export_perturbations(pd.concat(frames, ignore_index=True),
                                                             staging / f"perturbations.{format}")
+        checksums = {path.name: [file_checksum(path)] for path in written.values()}
+        # the earlier export's files stay listed until all are replaced: a kill in between leaves the folder exportable
+        earlier = _exported_files(folder)
+        write_json(folder / EXPORT_RECORD, {"files": {n: earlier.get(n, []) + checksums.get(n, []) for n in names}})
         for path in written.values():
             os.replace(path, folder / path.name)
-        for name in set(names) - {path.name for path in written.values()}:  # an earlier export's perturbations
+        for name in set(names) - set(checksums):  # an earlier export's perturbations (checked to be its)
             (folder / name).unlink(missing_ok=True)
+        write_json(folder / EXPORT_RECORD, {"files": checksums})
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("exported %s to %s", ", ".join(written), folder)
