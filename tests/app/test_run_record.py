@@ -244,6 +244,46 @@ def test_a_run_with_other_parameters_removes_the_readings_of_the_earlier_one(tmp
     assert (tmp_path / "run.json").exists()
 
 
+def test_a_run_that_writes_another_decomposition_removes_the_readings_of_the_earlier_one(tmp_path):
+    """With the same parameters a run can still make another decomposition (a model saved again in place, other texts
+    of the same count to run_model): the earlier labels named the new components, components 0 and 2 each other's."""
+    from workbench.app.run_folder import EXPORTS, LABELS, REPORT, RunRecorder
+
+    def run(decomposition: bytes) -> RunRecorder:
+        recorder = RunRecorder(tmp_path, {"n_components": 4, "out": Path("x")})
+        (tmp_path / DECOMPOSITION).write_bytes(decomposition)
+        recorder.wrote(DECOMPOSITION)
+        recorder.finish()
+        return recorder
+
+    def readings():
+        (tmp_path / LABELS).write_text("component,name\n0,old\n")
+        (tmp_path / EXPORTS).mkdir(exist_ok=True)
+        (tmp_path / REPORT).mkdir(exist_ok=True)
+
+    run(b"the first fit")
+    readings()
+    run(b"the first fit")  # the same decomposition again: its readings still hold
+    assert all((tmp_path / name).exists() for name in (LABELS, EXPORTS, REPORT))
+    run(b"another fit")
+    assert not any((tmp_path / name).exists() for name in (LABELS, EXPORTS, REPORT))
+
+
+def test_an_explorer_opened_before_a_rerun_writes_no_readings_into_the_new_run(tmp_path):
+    """A Workbench left open on a folder that was then run again wrote the earlier decomposition's labels,
+    exports and report into it, shown from then on as the new run's own."""
+    from workbench.report import export_html
+
+    folder = synthetic_run(tmp_path / "run", n_components=4, n_examples=200)
+    stale = RunExplorer.open(folder)
+    stale.export()  # the folder as it was opened: fine
+    synthetic_run(folder, n_components=4, n_examples=200, seed=1)  # run again, another decomposition
+    for write in (stale.export, lambda: export_html(stale, folder / "report", highlight=False, progress=False)):
+        with pytest.raises(StoreError, match=r"was run again since it was opened.*open it again \(RunExplorer\.open"):
+            write()
+    RunExplorer.open(folder).export()  # a fresh explorer may
+
+
 def test_another_run_s_examples_of_the_same_count_are_refused(embedded_run, tmp_path):
     """examples.parquet was not among the files a run records: another run's, of as many rows, passed Run.open and
     the explorer, every text another (26 of 64 labels disagreed with the PEF store)."""

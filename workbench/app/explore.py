@@ -30,7 +30,7 @@ import pandas as pd
 from ..core.defaults import N_VALUES
 from ..analysis.tables import component_table, top_examples, top_sets
 from ..analysis.token_shares import LEFT_OUT_NOTED
-from ..core.arguments import component_index, flag, fraction, item_index, positive_int, user_path
+from ..core.arguments import component_index, flag, fraction, is_within, item_index, positive_int, user_path
 from ..store.files import atomic_path
 from .results import (ComponentDashboard, ComponentFilter, ComponentPage, HighlightedExample, Lookup, TopExamplesPage,
                       checked_filter)
@@ -172,6 +172,7 @@ class RunExplorer:
             tokens = top_tokens(model, tokenizer, self.decomposition, list(self.examples["text"]), sets,
                                 max_length=self.max_length, device=self.device, progress=progress)
         names = component_labels(self._bare_table, tokens)
+        self.run.check_unchanged()
         with atomic_path(self.run.path / LABELS) as tmp:  # the table reads it whole or not at all
             names.to_frame().to_csv(tmp)
         self.__dict__.pop("table", None)
@@ -570,6 +571,8 @@ class RunExplorer:
             raise FileNotFoundError(f"the run folder {self.run.path} was moved or deleted since it was opened; open it "
                                     "again where it is now (RunExplorer.open(path)), or pass folder= to export elsewhere")
         folder = user_path(folder, "folder") if folder is not None else self.run.path / EXPORTS
+        if is_within(folder, self.run.path):
+            self.run.check_unchanged()
         return export_run(folder, self.table, self.W, self.decomposition, format=format, perturbations=perturbations)
 
 

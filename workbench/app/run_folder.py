@@ -126,6 +126,10 @@ class RunRecorder:
             "stages": {},
             "figures": {},
         }
+        # the decomposition there now: the labels, exports and report there are of it, or of none
+        self._decomposition_before = None
+        with contextlib.suppress(Exception):
+            self._decomposition_before = file_identity(self.path / DECOMPOSITION)
         earlier = self._earlier_record()
         notebooks = earlier.get("notebooks")
         changed = earlier and earlier.get("params") != json.loads(json.dumps(self.record["params"], default=json_default))
@@ -142,8 +146,10 @@ class RunRecorder:
         return {}
 
     def _remove_readings(self) -> None:
-        """A run with other parameters makes another decomposition: the labels, exports and report of
-        the earlier one would name its components wrongly, and are removed before anything else."""
+        """The labels, exports and report of an earlier decomposition would name this one's components
+        wrongly: removed before anything else where the parameters changed, and where the run writes a
+        decomposition other than the one that was there (the same parameters over a model saved again,
+        or other texts of the same count)."""
         for name in (LABELS, EXPORTS, REPORT):
             path = self.path / name
             if path.is_dir() and not path.is_symlink():
@@ -194,7 +200,11 @@ class RunRecorder:
     def wrote(self, *names: str) -> None:
         """Record what the files ``names`` of the run folder hold (:func:`file_identity`): a reader
         then knows them from another run's copied in, whose counts match."""
-        self.record.setdefault("files", {}).update({name: file_identity(self.path / name) for name in names})
+        identities = {name: file_identity(self.path / name) for name in names}
+        if identities.get(DECOMPOSITION, self._decomposition_before) != self._decomposition_before:
+            self._remove_readings()
+            self._decomposition_before = identities[DECOMPOSITION]
+        self.record.setdefault("files", {}).update(identities)
         self._save()
 
     def finish(self) -> None:
@@ -357,6 +367,19 @@ class Run:
             if (self.path / name).is_file() and file_identity(self.path / name) != written:
                 raise StoreError(f"the run folder {self.path} mixes files of different runs: {name} is not the file this "
                                  "run wrote (copied in from another run, or edited); run it again into a new folder")
+
+    def check_unchanged(self) -> None:
+        """Refuse (StoreError) to write readings (labels, exports, a report) into this folder when it was
+        run again since it was opened: they would describe the earlier decomposition beside the new one."""
+        def decomposition(record: dict):
+            return record.get("files", {}).get(DECOMPOSITION) or record.get("started")
+
+        with contextlib.suppress(Exception):
+            if decomposition(read_run_record(self.path)) == decomposition(self.record):
+                return
+        raise StoreError(f"the run folder {self.path} was run again since it was opened (or is running now): what "
+                         "would be written from here describes its earlier decomposition; open it again "
+                         "(RunExplorer.open(path), or Workbench.from_run(path)) once the run is complete")
 
     @contextlib.contextmanager
     def _reading(self, name: str):

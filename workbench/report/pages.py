@@ -13,7 +13,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..core.arguments import flag, positive_int, user_path
+from ..core.arguments import flag, is_within, positive_int, user_path
 from ..core.staging import dead_staging, remove_dead_staging, staging_path
 from .charts import perturbation_html
 from .dashboard import dashboard_html, definitions_html
@@ -159,6 +159,8 @@ def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (
         max_single_page = positive_int(max_single_page, "max_single_page")
     out = user_path(out, "out")
     _check_report_folder(out)
+    if is_within(out, explorer.run.path):  # a report of its earlier decomposition into a folder run again since
+        explorer.run.check_unchanged()
     traces = explorer.has_model if traces is None else traces
     by_component: dict[int, list] = {}
     for result in perturbations:
