@@ -1,6 +1,7 @@
 """Headless notebook runs: parameters checked up front, run folders that record themselves, HTML that shows everywhere."""
 
 import json
+import os
 import re
 
 import nbformat
@@ -254,6 +255,29 @@ def test_a_run_killed_before_its_page_leaves_no_page_of_the_run_before(tmp_path,
         run_notebook(notebook, tmp_path / "fresh", {"seed": 2}, progress=False)
     # the folder's own record, which the notebook started, said "failed" beside an interrupted notebook
     assert json.loads((tmp_path / "fresh" / "run.json").read_text())["status"] == "interrupted"
+
+
+def test_a_run_killed_while_its_notebook_is_saved_leaves_the_last_whole_save(tmp_path, monkeypatch):
+    """papermill saves the executed notebook at every cell by emptying the file, then writing it: a run killed in
+    between (here, the third save) left it empty, which JupyterLab cannot open, also over an earlier run's."""
+    import builtins
+
+    notebook = small_notebook(tmp_path / "small.ipynb")
+    executed = tmp_path / "out" / "small.ipynb"
+    real_open, saves = builtins.open, []
+
+    def killed_mid_save(file, mode="r", *args, **kwargs):
+        if str(file) == str(executed) and "w" in mode:
+            saves.append(file)
+            if len(saves) >= 3:  # emptied, as papermill's open(path, "w") does, and then the process is gone
+                real_open(file, mode, *args, **kwargs).close()
+                return real_open(os.devnull, mode, *args, **kwargs)
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", killed_mid_save)
+    run_notebook(notebook, tmp_path / "out", {"seed": 1}, progress=False)
+    monkeypatch.undo()
+    nbformat.read(executed, as_version=4)  # whole JSON: the last save, or the finished notebook
 
 
 def test_an_unknown_kernel_or_an_out_that_is_a_file_is_refused_before_anything_is_written(tmp_path):

@@ -21,6 +21,7 @@ values injected by papermill directly.
 from __future__ import annotations
 
 import ast
+import contextlib
 import logging
 import math
 import os
@@ -260,6 +261,27 @@ def run_notebook(notebook: str | os.PathLike, out: str | os.PathLike, parameters
         return _execute(notebook, out, values, declared, kernel_name, progress, timeout)
 
 
+@contextlib.contextmanager
+def _atomic_notebook_saves():
+    """papermill saves the executed notebook at every cell by emptying the file, then writing it: a run
+    killed in between left it empty (unreadable JSON), also over an earlier run's whole notebook. Its
+    local writer writes aside and renames here (``atomic_path``), so each save is the last whole one."""
+    from papermill.iorw import papermill_io
+
+    local = papermill_io.get_handler("notebook.ipynb")  # the handler of local paths (an instance)
+
+    def write(buf, path):
+        folder = local._cwd if local._cwd is not None and not os.path.isabs(path) else ""
+        with atomic_path(os.path.join(folder, path)) as tmp:
+            Path(tmp).write_text(buf, encoding="utf-8")
+
+    local.write = write
+    try:
+        yield
+    finally:
+        del local.write
+
+
 def _execute(notebook: Path, out: Path, values: dict, declared: dict, kernel_name, progress, timeout) -> NotebookRun:
     """The rest of :func:`run_notebook`, once its arguments are checked and its folder is locked."""
     import papermill
@@ -284,7 +306,7 @@ def _execute(notebook: Path, out: Path, values: dict, declared: dict, kernel_nam
     papermill_log = logging.getLogger("papermill")
     papermill_log.addFilter(_known_parameters)
     try:
-        with environment_variable(HEADLESS_ENV, "1"):  # the kernel inherits it
+        with environment_variable(HEADLESS_ENV, "1"), _atomic_notebook_saves():  # the kernel inherits the variable
             papermill.execute_notebook(
                 _literal_path(notebook), _literal_path(executed), parameters=values, kernel_name=kernel_name,
                 progress_bar=progress, cwd=os.getcwd(), execution_timeout=timeout,
