@@ -210,6 +210,20 @@ def test_sweep_grows_with_epsilon(embedded):
     assert np.all(np.diff(kl_top) > 0)
 
 
+def test_a_step_that_overflows_the_model_is_named_not_read_as_undecided(embedded):
+    """At ε = 1e20 the perturbed outputs were NaN: the KL ratio read "nan times as much; more top or baseline
+    examples would tell", and the trace showed NaN rows, without a word about ε."""
+    from workbench.analysis.trace import hidden_state_change
+
+    _, model, _, examples, inputs, decomposition = embedded
+    with pytest.raises(ValueError, match=r"at epsilon=1e\+20 \(\+\) the perturbed model's class probabilities are NaN or "
+                                         r"infinite for \d+ of 3 examples.*use a smaller epsilon"):
+        perturbation_check(model, decomposition, 0, inputs, examples["label"], [1, 2, 3], epsilon=1e20)
+    few = {k: v[:2] for k, v in inputs.items()}
+    with pytest.raises(ValueError, match=r"at epsilon=1e\+30 .*hidden states are NaN or infinite"):
+        hidden_state_change(model, decomposition, 0, few, epsilon=1e30)
+
+
 def test_result_html_escapes_and_has_text(embedded):
     _, model, _, examples, inputs, decomposition = embedded
     result = perturbation_check(model, decomposition, 0, inputs, examples["label"], [1, 2, 3], epsilon=0.1)

@@ -50,6 +50,16 @@ def check_step(epsilon, max_sim, *, zero_ok: bool = False) -> None:
         raise ValueError(f"max_sim is a |cos| between components, in (0, 1] (e.g. 0.5), or None; got {max_sim!r}")
 
 
+def check_finite_outputs(values: torch.Tensor, epsilon: float, sign: str, what: str) -> None:
+    """The perturbed model's ``what`` (rows of examples) are finite: a step that overflows the model made NaN
+    KLs, read as "undecided: more examples would tell", and NaN rows in a trace, without a word."""
+    finite = torch.isfinite(values.reshape(len(values), -1)).all(dim=1)
+    if not bool(finite.all()):
+        raise ValueError(f"at epsilon={epsilon:g} ({sign}) the perturbed model's {what} are NaN or infinite for "
+                         f"{int((~finite).sum())} of {len(finite)} examples: the step overflows the model; use a smaller "
+                         "epsilon (e.g. 0.1, or a sweep from 0.1 to find where the outputs move)")
+
+
 def check_sweep(epsilons, max_sim, on_result=None) -> None:
     """Every step of a sweep, and its progress callback, checked before the first perturbation runs."""
     if isinstance(epsilons, (str, bytes)) or not hasattr(epsilons, "__len__") or len(epsilons) == 0:
@@ -507,6 +517,7 @@ def perturbation_check(
             with perturbed(model, decomposition.layout_, factor * epsilon * direction):
                 for name, idx in (("top", top), ("baseline", baseline)):
                     log_p = log_probabilities(model, inputs, idx, batch_size=batch_size, device=device, unpadded=unpadded)
+                    check_finite_outputs(log_p, epsilon, sign, "class probabilities")
                     kl[name][sign] = _kl(original[name], log_p)
                     accuracy[name][sign] = accuracy_of(labels[idx], log_p.argmax(dim=1).numpy())
     mean = {name: {s: float(values.mean()) for s, values in kl[name].items()} for name in kl}

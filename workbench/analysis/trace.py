@@ -25,7 +25,7 @@ from ..core.arguments import component_index
 from ..fisher.checks import padding_changes_outputs
 from ..fisher.inputs import eval_mode, groups_as_computed
 from ..models.text import encode_texts, spelled_tokens
-from .perturb import check_step, perturbation_direction, perturbed
+from .perturb import check_finite_outputs, check_step, perturbation_direction, perturbed
 
 
 @dataclass
@@ -138,11 +138,11 @@ def _layer_changes(model, decomposition, component: int, inputs: dict, epsilon: 
         # As the PEFs were computed: each example as alone where padding changes the outputs (fisher.checks).
         groups = groups_as_computed(batch, padding_changes_outputs(model, batch, warn=False, remember=True))
         if len(groups) == 1:
-            names, change = _relative_change(model, decomposition.layout_, epsilon * direction, batch)
+            names, change = _relative_change(model, decomposition.layout_, direction, epsilon, batch)
         else:
             names, change = None, None
             for rows, part in groups:
-                part_names, part_change = _relative_change(model, decomposition.layout_, epsilon * direction, part)
+                part_names, part_change = _relative_change(model, decomposition.layout_, direction, epsilon, part)
                 if change is None:
                     names = part_names
                     change = part_change.new_zeros((len(mask), len(names), mask.shape[1]))
@@ -154,13 +154,15 @@ def _layer_changes(model, decomposition, component: int, inputs: dict, epsilon: 
     return names, change.cpu().numpy()
 
 
-def _relative_change(model, layout, delta: np.ndarray, batch: dict) -> tuple[list[str], torch.Tensor]:
-    """(layer names, (b, layers, tokens)): ‖h(θ ± δ) − h(θ)‖ / ‖h(θ)‖ at every hidden state, mean over the signs."""
+def _relative_change(model, layout, direction: np.ndarray, epsilon: float, batch: dict) -> tuple[list[str], torch.Tensor]:
+    """(layer names, (b, layers, tokens)): ‖h(θ ± εĝ) − h(θ)‖ / ‖h(θ)‖ at every hidden state, mean over the signs."""
     original = _hidden_states(model, batch)
     changes = []
     for sign in (1.0, -1.0):
-        with perturbed(model, layout, sign * delta):
+        with perturbed(model, layout, sign * epsilon * direction):
             moved = _hidden_states(model, batch)
+        for state in moved.values():
+            check_finite_outputs(state, epsilon, "+" if sign > 0 else "-", "hidden states")
         changes.append(torch.stack([(moved[n] - o).norm(dim=-1) / o.norm(dim=-1).clamp_min(1e-12)
                                     for n, o in original.items()], dim=1))
     return list(original), (changes[0] + changes[1]) / 2
