@@ -257,3 +257,28 @@ def test_a_run_made_again_in_place_with_its_own_model_keeps_it(tmp_path):
     assert sorted(p.name for p in (tmp_path / "run" / MODEL).iterdir()) == before
     copy_model(default_model(), tmp_path / "other")
     assert sorted(p.name for p in (tmp_path / "other" / MODEL).iterdir()) == before
+
+
+def test_run_embedded_encodes_a_model_folder_s_texts_with_its_model(embedded_run, tmp_path):
+    """run_embedded tokenized without the model: with a DistilBERT of the user's beside a BERT tokenizer it warned
+    that the token_type_ids it had made itself are no argument of the model, in the run and in its notebook's page."""
+    import warnings
+
+    from transformers import AutoTokenizer, BertTokenizerFast, DistilBertConfig, DistilBertForSequenceClassification
+
+    from workbench.app.pipeline import run_embedded
+
+    words = AutoTokenizer.from_pretrained(embedded_run.model_path)
+    tokenizer = BertTokenizerFast(tokenizer_object=words.backend_tokenizer, pad_token=words.pad_token,  # BERT's kind
+                                  unk_token=words.unk_token, cls_token=words.cls_token, sep_token=words.sep_token)
+    assert "token_type_ids" in tokenizer("a text")
+    config = DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=1, n_heads=2, hidden_dim=64, num_labels=2,
+                              pad_token_id=tokenizer.pad_token_id)
+    folder = tmp_path / "distilbert"
+    DistilBertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_embedded(tmp_path / "run", model_path=folder, n_examples=30, n_components=2, n_iters_g_only=2,
+                     n_iters_joint=4, progress=False)
+    assert not [w for w in caught if "token_type_ids" in str(w.message)], [str(w.message) for w in caught]

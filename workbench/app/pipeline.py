@@ -74,7 +74,8 @@ def run_embedded(
     )
     scope = DEFAULT_SCOPE[base] if scope is None else scope
     params = {k: v for k, v in locals().items() if k not in ("out", "progress")}  # the arguments, as run.json records them
-    from ..models.embedded import ANALYSIS_SEED_OFFSET, default_model, load_default_model, tokenize
+    from ..models.embedded import ANALYSIS_SEED_OFFSET, default_model, load_default_model
+    from ..models.text import encode_texts
     from ..models.embedded.splits import analysis_examples
 
     out = user_path(out, "out")
@@ -95,7 +96,9 @@ def run_embedded(
 
         with recorder.stage("examples"):
             examples = analysis_examples(n_examples, seed=seed, model_folder=source)
-            inputs = tokenize(tokenizer, list(examples["text"]))
+            # with the model: a zero-shot model's prompt, and only the inputs its forward takes (a BERT tokenizer's
+            # token_type_ids warned of with a DistilBERT of the user's), as run_model and the explorer encode them
+            inputs = encode_texts(model, tokenizer, list(examples["text"]), 64).inputs
 
         with recorder.stage("pefs"):
             store = write_or_resume_pefs(
