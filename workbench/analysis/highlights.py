@@ -43,6 +43,7 @@ from ..fisher.gradients import output_gradients, slot_classes
 from ..fisher.checks import layer_batching, padding_changes_outputs
 from ..fisher.hooks import CaptureLayers
 from ..fisher.inputs import Inputs, class_logits, eval_mode, groups_as_computed, n_inputs, slice_inputs
+from ..fisher.matching import rule_for
 from .perturb import parameters_of
 from .token_shares import LEFT_OUT_NOTED
 
@@ -63,6 +64,7 @@ class TokenScores:
     #: share of ‖g‖² in layers that could not be read per token (no example axis, called with more than
     #: their input): left out of the scores, which are shares of the rest
     left_out_share: float = 0.0
+    left_out: tuple[str, ...] = ()  # the names of those parameters
 
 
 #: torch's forward-mode AD levels (``jvp``) are global to the process: two threads scoring tokens
@@ -105,6 +107,22 @@ def _output_change(module: torch.nn.Module, layer_input: torch.Tensor, tangents:
     return change
 
 
+def _looked_up_change(rows: torch.Tensor, tangent: torch.Tensor) -> torch.Tensor:
+    """The output change of an embedding whose forward computes its own rows (BART's learned positions),
+    from the rows it read × their factor (``fisher.rules.looked_up_rows``): the tangent's rows, scaled."""
+    factor = rows[..., 1]
+    ids = torch.where(factor != 0, rows[..., 0] / torch.where(factor != 0, factor, 1), 0).round().long()
+    return torch.nn.functional.embedding(ids, tangent) * factor.unsqueeze(-1).to(tangent.dtype)
+
+
+def _call_inputs(modules) -> dict:
+    """id(module) -> how its rule's input is found from its call, as the PEF plan has them: an embedding
+    that computes its own indices (BART's decoder positions, shared by the batch's examples) is read
+    through the rows it really looked up, and so per example; it was left out (18% of a BART component)."""
+    rules = {id(m): rule_for(m) for m in modules}
+    return {key: rule.input_from_call for key, rule in rules.items() if hasattr(rule, "input_from_call")}
+
+
 def token_scores(
     model: torch.nn.Module,
     decomposition,
@@ -137,10 +155,11 @@ def token_scores(
     results: list[TokenScores] = []
     with _FORWARD_AD, eval_mode(model):
         expand, fold, unpadded = set(), set(), False
+        call_inputs = _call_inputs([m for m, _ in owners])
         for start in range(0, n_inputs(inputs), batch_size):
             batch = slice_inputs(inputs, start, min(start + batch_size, n_inputs(inputs)), device)
             if start == 0:  # the PEF runs' checks: which layers have an example axis, whether padding leaks
-                expand, unbatched, fold = layer_batching(model, [m for m, _ in owners], batch, different=batch)
+                expand, unbatched, fold = layer_batching(model, [m for m, _ in owners], batch, call_inputs, different=batch)
                 left_out_params.update(i for m, attrs in owners if id(m) in unbatched for i in attrs.values())
                 owners = [(m, attrs) for m, attrs in owners if id(m) not in unbatched]
                 unpadded = padding_changes_outputs(model, batch, warn=False, remember=True)
@@ -149,7 +168,8 @@ def token_scores(
             scored: list[TokenScores | None] = [None] * n_inputs(batch)
             for rows, part in groups_as_computed(batch, unpadded):
                 for row, score in zip(rows.tolist(), _batch_scores(model, part, owners, params, layout, direction,
-                                                                    top_k_classes, expand, fold, placement, left_out)):
+                                                                    top_k_classes, (expand, fold, call_inputs),
+                                                                    placement, left_out)):
                     scored[row] = score
             results.extend(scored)
     left_out_params.update(i for m, attrs in owners if type(m).__name__ in left_out for i in attrs.values())
@@ -157,7 +177,7 @@ def token_scores(
         names = sorted(layout.names[i] for i in left_out_params)
         share = _share_of(direction, names)
         for score in results:
-            score.left_out_share = share
+            score.left_out_share, score.left_out = share, tuple(names)
         _warn_left_out(model, names, share)
     return results
 
@@ -229,10 +249,12 @@ def _decoder_calls(model):
     return is_decoder_call
 
 
-def _batch_scores(model, batch, owners, params, layout, direction, top_k_classes, expand, fold, placement,
+def _batch_scores(model, batch, owners, params, layout, direction, top_k_classes, calls, placement,
                   left_out: set[str]) -> list[TokenScores]:
+    """The batch's token scores; ``calls``: the layers' (expand, fold, call_inputs) of ``CaptureLayers``."""
+    expand, fold, call_inputs = calls
     b, length = batch["input_ids"].shape[:2]
-    with CaptureLayers([m for m, _ in owners], b, expand, fold, positions=length) as capture:
+    with CaptureLayers([m for m, _ in owners], b, expand, fold, call_inputs, positions=length) as capture:
         logits = class_logits(model, batch)
     log_probs = torch.log_softmax(logits.float(), dim=-1)
     classes = slot_classes(log_probs.detach(), top_k_classes)
@@ -249,7 +271,10 @@ def _batch_scores(model, batch, owners, params, layout, direction, top_k_classes
             for a, i in attrs.items()
         }
         try:
-            change = _output_change(cap.module, cap.layer_input, tangents)  # (b, ...)
+            if id(cap.module) in call_inputs:
+                change = _looked_up_change(cap.layer_input, tangents["weight"])  # (b, ...)
+            else:
+                change = _output_change(cap.module, cap.layer_input, tangents)
         except TypeError:  # a layer called with more than its input (a mixture's experts, with their routing)
             left_out.add(type(cap.module).__name__)
             continue

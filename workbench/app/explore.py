@@ -356,7 +356,7 @@ class RunExplorer:
         if not any(s.projection > 0 for s in scores):
             return ("Tokens are not highlighted: none of the component's layers could be read per token, so every "
                     "score is zero (layers called time-major, as XLNet's, are left out: see the log).")
-        left_out = max(s.left_out_share for s in scores)
+        left_out, names = max((s.left_out_share, s.left_out) for s in scores)
         for k, (e, s) in enumerate(zip(examples, scores)):
             real = real_positions(encoded.inputs, k)  # the scores are of these, whichever side the padding is on
             e.tokens = tokenizer.convert_ids_to_tokens(encoded.inputs["input_ids"][k, real].tolist())
@@ -367,10 +367,11 @@ class RunExplorer:
             e.visible, e.visible_share, e.special_share = shares.visible, shares.visible_share, shares.special_share
             e.spans = encoded.text_spans(k)
         if left_out >= LEFT_OUT_NOTED:
-            return (f"{left_out:.0%} of the component's ‖g‖² lies in layers that cannot be read per token (layers "
-                    "called time-major, as XLNet's, or with more than their input, as a mixture's experts: see the "
-                    "log). They are left out of the highlights: the words', special tokens' and head's shares are of "
-                    "the rest of each example's mass, and 'head' is no sign that the component acts in the head.")
+            named = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            return (f"{left_out:.0%} of the component's ‖g‖² lies in parameters that cannot be read per token ({named}: "
+                    "called without an example axis, time-major or with more than their input). They are left out of "
+                    "the highlights: the words', special tokens' and head's shares are of the rest of each example's "
+                    "mass, and 'head' is no sign that the component acts in the head.")
         return ""
 
     # -- perturbations -----------------------------------------------------------------
