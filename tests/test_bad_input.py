@@ -1,6 +1,7 @@
 """The bad-input table (README, Troubleshooting): every case raises an error that names the
 problem and the fix, and leaves no file behind."""
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -130,6 +131,22 @@ def _decomposition_of_another_model(tmp):
 
 def _decomposition_of_other_architecture(tmp):
     LrmNpeff.load(tmp / "decomposition.safetensors", model=tiny_bert(2, seed=0))
+
+
+def _decomposition_loaded_as_the_other_kind(tmp):
+    from workbench.npeff import DNpeff
+
+    DNpeff.load(tmp / "decomposition.safetensors")
+
+
+def _transform_of_the_other_kind(tmp):
+    model = tiny_bert(3, seed=0)
+    fit = LrmNpeff.load(tmp / "decomposition.safetensors", model=model)
+    fit.transform(compute_pefs(model, _inputs(), kind="d", n_values=200, progress=False))
+
+
+def _fit_of_a_dense_array(tmp):
+    LrmNpeff(2, progress=False).fit(np.ones((9, 2, 40), dtype=np.float32))
 
 
 def _notebook_parameter_type(tmp):
@@ -510,6 +527,14 @@ CASES = [
          lambda tmp: load_pefs(tmp / "pefs"), _truncate_chunk),
     Case("truncated manifest", StoreError, r"manifest\.json is not valid JSON \(truncated.*overwrite=True",
          lambda tmp: load_pefs(tmp / "pefs"), _truncate_manifest),
+    # the other kind named from the wrong side, without a fix
+    Case("decomposition loaded as the other kind", StoreError, r"decomposition\.safetensors holds npeff-workbench/lrm-npeff, "
+         r"not npeff-workbench/d-npeff: it is a fitted LrmNpeff \(save/load\), read with LrmNpeff\.load\(path\)",
+         _decomposition_loaded_as_the_other_kind, _make_decomposition),
+    Case("transform of PEFs of the other kind", TypeError, r"LrmNpeff takes 'lrm' PEFs \(LrmPefs\), got DPefs: compute "
+         r"'lrm' PEFs \(kind='lrm'\), or use DNpeff", _transform_of_the_other_kind, _make_decomposition),
+    Case("fit of a dense array", TypeError, r"LrmNpeff takes 'lrm' PEFs \(LrmPefs\), got ndarray: wrap a dense array with "
+         r"LrmPefs\.from_dense", _fit_of_a_dense_array),
     Case("decomposition of another model", StoreError, r"computed from another model .* use the model it was made from",
          _decomposition_of_another_model, _make_decomposition),
     Case("decomposition of another architecture", StoreError, r"over parameters this model does not have.*load that model",
@@ -588,3 +613,17 @@ def test_a_default_model_seed_below_zero_and_provenance_that_is_no_json_are_refu
     with pytest.raises(TypeError, match="provenance must be a dict of JSON-able facts"):
         write_pefs(tmp_path / "pefs", tiny_bert(3), _inputs(), provenance={"x": object()}, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_the_command_line_transform_names_the_store_of_the_other_kind(tmp_path, caplog):
+    """It took the estimator from the store's kind and blamed the valid decomposition: "holds
+    npeff-workbench/lrm-npeff, not npeff-workbench/d-npeff"."""
+    from workbench.app.cli import main
+
+    _make_decomposition(tmp_path)
+    write_pefs(tmp_path / "d-store", tiny_bert(3, seed=0), _inputs(), kind="d", n_values=200, progress=False)
+    assert main(["transform", str(tmp_path / "decomposition.safetensors"), str(tmp_path / "d-store"), "--out",
+                 str(tmp_path / "w.safetensors")]) == 2
+    assert re.search(r"d-store holds 'd' PEFs, but .*decomposition\.safetensors is an LRM-NPEFF decomposition, fitted to "
+                     r"'lrm' PEFs: transform needs PEFs of its kind \(compute them with --kind lrm\)", caplog.text)
+    assert not (tmp_path / "w.safetensors").exists()

@@ -145,6 +145,6 @@ def test_a_pipeline_fits_it_and_its_loss_checks_what_it_is_given(cls):
     with pytest.raises(ValueError, match="computed over other parameters"):
         estimator.loss(other, estimator.W_)
     wrong_kind = PROBLEMS[LrmNpeff if cls is DNpeff else DNpeff]()
-    with pytest.raises(TypeError, match=r"fits '(d|lrm)' PEFs, got"):
+    with pytest.raises(TypeError, match=r"takes '(d|lrm)' PEFs \((D|Lrm)Pefs\), got"):
         estimator.loss(wrong_kind)
     assert estimator.loss(pefs, estimator.W_) == pytest.approx(estimator.loss(pefs, estimator.W_.astype(np.float64)))

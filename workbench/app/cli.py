@@ -118,6 +118,21 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_same_kind(decomposition, store) -> None:
+    """The decomposition was fitted to PEFs of the store's kind: the estimator is the store's, so a D-NPEFF
+    decomposition beside an LRM store was blamed as "not npeff-workbench/d-npeff", a valid file."""
+    from ..store.files import StoreError, read_header
+    from ..store.formats import D_DECOMPOSITION, LRM_DECOMPOSITION
+
+    kinds = {LRM_DECOMPOSITION.name: "lrm", D_DECOMPOSITION.name: "d"}
+    kind = kinds.get(read_header(decomposition).get("format"))
+    if kind is not None and kind != store.kind:
+        named = "an LRM-NPEFF" if kind == "lrm" else "a D-NPEFF"
+        raise StoreError(f"{store.path} holds {store.kind!r} PEFs, but {decomposition} is {named} "
+                         f"decomposition, fitted to {kind!r} PEFs: transform needs PEFs of its kind (compute them "
+                         f"with --kind {kind}), or a decomposition fitted to this store's")
+
+
 def _transform(args: argparse.Namespace) -> int:
     from ..distributed import process_group, transform_distributed
     from ..npeff import estimator_for
@@ -128,6 +143,7 @@ def _transform(args: argparse.Namespace) -> int:
     _check_out(args.out, args.store, args.decomposition)
     with process_group(args.device, timedelta(minutes=args.timeout_minutes)) as ranks:
         store = PefStore(args.store)
+        _check_same_kind(args.decomposition, store)
         estimator = estimator_for(store.kind).load(args.decomposition)
         estimator.device, estimator.progress = ranks.device, False
         W = transform_distributed(estimator, store)

@@ -138,12 +138,19 @@ class NpeffBase(BaseEstimator):
 
     # -- the data ----------------------------------------------------------------------
 
+    def _pef_class_name(self) -> str:
+        return "LrmPefs" if self.kind == "lrm" else "DPefs"
+
     def _check_pefs(self, pefs, fitted: bool) -> None:
         if hasattr(pefs, "load") and not hasattr(pefs, "frobenius_norms"):  # a store on disk, not its PEFs
             raise TypeError(f"{type(self).__name__} fits PEFs in memory, got a {type(pefs).__name__}: pass store.load() "
                             "(or, for a store larger than memory, python -m workbench fit STORE --out FILE)")
         if getattr(pefs, "kind", None) != self.kind:
-            raise TypeError(f"{type(self).__name__} fits {self.kind!r} PEFs, got {type(pefs).__name__}")
+            fix = (f"wrap a dense array with {self._pef_class_name()}.from_dense(...)" if not hasattr(pefs, "kind") else
+                   f"compute {self.kind!r} PEFs (kind={self.kind!r}), or use "
+                   f"{ {'lrm': 'LrmNpeff', 'd': 'DNpeff'}.get(pefs.kind, 'the estimator of their kind')}")
+            raise TypeError(f"{type(self).__name__} takes {self.kind!r} PEFs ({self._pef_class_name()}), got "
+                            f"{type(pefs).__name__}: {fix}")
         if pefs.n_examples == 0:
             raise ValueError("the PEF set is empty: there are no examples to fit")
         check_finite_norms(pefs.frobenius_norms)

@@ -26,7 +26,7 @@ from safetensors.numpy import load_file, save_file
 from ..core.arguments import user_path
 from ..core.staging import remove_dead_staging, staging_path, writer_ended
 from .. import __version__
-from .formats import FileFormat
+from .formats import FORMATS, FileFormat
 
 
 class StoreError(ValueError):
@@ -290,7 +290,9 @@ def check_format(header: dict, expected: FileFormat, path) -> None:
     """Refuse (StoreError) a header of another format, or of a version this package does not read."""
     found = header.get("format") if isinstance(header, dict) else None
     if found != expected.name:
-        raise StoreError(f"{path} holds {found or 'an unknown format'!s}, not {expected.name}")
+        known = FORMATS.get(found) if isinstance(found, str) else None
+        raise StoreError(f"{path} holds {found or 'an unknown format'!s}, not {expected.name}"
+                         + (f": it is {known.what}, read with {known.read_with}" if known and known.read_with else ""))
     version = header.get("format_version")
     if version not in expected.readable:
         versions = " or ".join(str(v) for v in expected.readable)
