@@ -260,6 +260,29 @@ def _ids_outside_vocabulary(tmp):
     write_pefs(tmp / "pefs", tiny_bert(3), inputs, batch_size=3, progress=False)
 
 
+def _token_types_outside_the_model_s(tmp):
+    inputs = _inputs()
+    write_pefs(tmp / "pefs", tiny_bert(3), dict(inputs, token_type_ids=torch.full_like(inputs["input_ids"], 5)),
+               progress=False)
+
+
+class _IdsOnly(torch.nn.Module):
+    """A model of one's own whose forward takes the ids alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.bert = tiny_bert(3)
+
+    def forward(self, input_ids):
+        return self.bert(input_ids=input_ids).logits
+
+
+class _UnderNoGrad(_IdsOnly):
+    def forward(self, input_ids, attention_mask=None):
+        with torch.no_grad():
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
 def _bare_float_tensor(tmp):
     write_pefs(tmp / "pefs", tiny_bert(3), _inputs()["input_ids"].float(), progress=False)
 
@@ -506,6 +529,14 @@ CASES = [
          lambda tmp: run_embedded(tmp / "notes.txt" / "run", n_examples=40, progress=False), _file_as_parent),
     Case("run folder that is a broken link", StoreError, r"pefs is a symbolic link to .*nowhere, which does not exist; create",
          lambda tmp: run_embedded(tmp / "pefs", n_examples=40, progress=False), _broken_link),
+    # these reached torch's own errors, which name no fix
+    Case("token types outside the model's", ValueError, r"token_type_ids hold 5, but the model has 2 token types \(0 to 1\): "
+         r"tokenize with this model's own tokenizer, or leave token_type_ids out", _token_types_outside_the_model_s),
+    Case("an input the model's forward does not take", TypeError, r"inputs \['attention_mask'\] are not arguments of "
+         r"_IdsOnly\.forward\(self, input_ids\)|inputs \['attention_mask'\] are not arguments of _IdsOnly\.forward\(input_ids\): "
+         r"pass only the inputs it takes", lambda tmp: write_pefs(tmp / "pefs", _IdsOnly(), _inputs(), progress=False)),
+    Case("a forward under torch.no_grad", NotClassLogitsError, r"logits do not depend on its parameters through autograd.*"
+         r"torch\.no_grad\(\)", lambda tmp: write_pefs(tmp / "pefs", _UnderNoGrad(), _inputs(), progress=False)),
     Case("empty data set", ValueError, r"data set is empty.*pass at least one example", _empty),
     Case("labels out of range", ValueError, r"label 5 of example 3 is out of range for a model with 3 classes.*labels must be in 0\.\.2",
          _labels_out_of_range),
@@ -627,3 +658,18 @@ def test_the_command_line_transform_names_the_store_of_the_other_kind(tmp_path, 
     assert re.search(r"d-store holds 'd' PEFs, but .*decomposition\.safetensors is an LRM-NPEFF decomposition, fitted to "
                      r"'lrm' PEFs: transform needs PEFs of its kind \(compute them with --kind lrm\)", caplog.text)
     assert not (tmp_path / "w.safetensors").exists()
+
+
+def test_a_model_that_returns_probabilities_is_warned_about():
+    """Probabilities passed for logits gave PEFs of softmax(p), not of the model's distribution, without a word."""
+
+    class Probabilities(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bert = tiny_bert(3)
+
+        def forward(self, input_ids, attention_mask=None):
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask).logits.softmax(dim=-1)
+
+    with pytest.warns(UserWarning, match=r"outputs look like class probabilities .* return the logits"):
+        compute_pefs(Probabilities(), _inputs(), n_values=50, progress=False)

@@ -157,6 +157,7 @@ def check_token_ids(model: torch.nn.Module, inputs) -> None:
     if ids.ndim != 2:
         raise ValueError(f"input_ids have shape {tuple(ids.shape)}; a batch of token ids is (n_examples, n_tokens): "
                          "for one example add the batch axis, ids.unsqueeze(0)")
+    _check_token_types(model, inputs)
     outside = (ids < 0) | (ids >= vocabulary)
     if bool(outside.any()):
         rows = torch.nonzero(outside.any(dim=-1) if ids.ndim > 1 else outside).flatten()
@@ -164,6 +165,19 @@ def check_token_ids(model: torch.nn.Module, inputs) -> None:
             f"{rows.numel()} examples hold token ids outside the model's vocabulary of {vocabulary} (first: example "
             f"{int(rows[0])}, id {int(ids[rows[0]][outside[rows[0]]].flatten()[0])}): tokenize with this model's own "
             "tokenizer")
+
+
+def _check_token_types(model: torch.nn.Module, inputs) -> None:
+    """``token_type_ids`` within the model's token types: another tokenizer's (or a pair's) failed deep in the
+    embedding with torch's "index out of range in self"."""
+    types = getattr(getattr(model, "config", None), "type_vocab_size", None)
+    ids = inputs.get("token_type_ids") if isinstance(inputs, Mapping) else None
+    if not isinstance(types, int) or not isinstance(ids, torch.Tensor) or ids.is_floating_point() or ids.numel() == 0:
+        return
+    if int(ids.min()) < 0 or int(ids.max()) >= types:
+        raise ValueError(f"token_type_ids hold {int(ids.max()) if int(ids.max()) >= types else int(ids.min())}, but the "
+                         f"model has {types} token types (0 to {types - 1}): tokenize with this model's own tokenizer, "
+                         "or leave token_type_ids out")
 
 
 def token_sequence(inputs) -> torch.Tensor | None:
@@ -288,12 +302,16 @@ def forward_inputs(model: torch.nn.Module) -> tuple[list[str], bool] | None:
 def warn_ignored_inputs(model: torch.nn.Module, inputs) -> None:
     """Warn about inputs the model's forward would swallow unread: Hugging Face forwards take
     ``**kwargs``, so a misspelt ``attention_masks`` runs without a mask (padded batches then read
-    their padding) and raises nothing."""
+    their padding) and raises nothing. A forward without ``**kwargs`` refuses them (TypeError) with the fix."""
     reads = forward_inputs(model) if isinstance(inputs, Mapping) else None
-    if reads is None or not reads[1]:
-        return  # an unknown name is then the model's own TypeError, or the wrapper passes it on
-    named, _ = reads
+    if reads is None:
+        return  # the wrapper passes every input on
+    named, swallows = reads
     unread = sorted(set(inputs) - set(named))
+    if unread and not swallows:  # the model's own TypeError named no fix
+        raise TypeError(f"inputs {unread} are not arguments of {type(model).__name__}.forward({', '.join(named[:8])}): "
+                        f"pass only the inputs it takes ({{k: inputs[k] for k in {sorted(set(inputs) & set(named))}}}), "
+                        "or add them to its forward")
     if unread:
         warnings.warn(f"inputs {unread} are not arguments of {type(model).__name__}.forward, which would ignore them "
                       f"(its arguments: {', '.join(named[:8])}, ...): check their names, or leave them out",

@@ -136,6 +136,18 @@ def class_logits(model: nn.Module, batch: Inputs) -> torch.Tensor:
     return logits
 
 
+def check_logits_have_gradients(model: nn.Module, batch: Inputs) -> None:
+    """The logits depend on the parameters through autograd: a forward under torch.no_grad() failed at the
+    first batch with torch's "element 0 of tensors does not require grad"."""
+    with torch.enable_grad():
+        logits = class_logits(model, batch)
+    if not logits.requires_grad and any(p.requires_grad for p in model.parameters()):
+        raise NotClassLogitsError(
+            "the model's logits do not depend on its parameters through autograd (requires_grad is False): its forward "
+            "runs under torch.no_grad() or torch.inference_mode(), or detaches its output; PEFs are gradients of the "
+            "logits, so remove that from the forward")
+
+
 @contextlib.contextmanager
 def eval_mode(model: nn.Module):
     """Dropout off while PEFs are taken; the model's mode is restored afterwards."""

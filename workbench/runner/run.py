@@ -28,6 +28,7 @@ from ..core.params import select_parameters
 from ..core.validation import check_label_range, check_model, example_lengths
 from ..fisher import (Inputs, PefConfig, Plan, check_plan, class_logits, eval_mode, iter_pef_chunks, make_plan,
                       n_inputs, pef_info, slice_inputs, stored_layout)
+from ..fisher.inputs import check_logits_have_gradients
 from ..store.files import json_default
 from ..store.fingerprints import fingerprint_model, fingerprint_tensors
 from ..store.pef_store import new_manifest
@@ -61,7 +62,14 @@ class PefRun:
         model.to(device)
         check_precision(select_parameters(model, config.include, config.exclude))
         with torch.no_grad(), eval_mode(model):  # every label checked against the model's classes before any batch runs
-            n_classes = class_logits(model, slice_inputs(inputs, 0, 1, device)).shape[1]
+            first = class_logits(model, slice_inputs(inputs, 0, min(n_inputs(inputs), 8), device)).float()
+        n_classes = first.shape[1]
+        with eval_mode(model):
+            check_logits_have_gradients(model, slice_inputs(inputs, 0, 1, device))
+        if bool(((first >= 0) & (first <= 1)).all()) and torch.allclose(first.sum(dim=1), torch.ones(len(first)), atol=1e-4):
+            warnings.warn("the model's outputs look like class probabilities (each row in [0, 1], summing to 1), not "
+                          "logits: the PEFs would be of softmax(probabilities), not of the model's distribution; return "
+                          "the logits (or torch.log of the probabilities)", stacklevel=4)
         check_label_range(labels, n_classes)
         if config.top_k_classes is not None and config.top_k_classes > n_classes:
             warnings.warn(f"top_k_classes={config.top_k_classes} is more than the model's {n_classes} classes: every "
