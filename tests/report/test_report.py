@@ -142,6 +142,32 @@ def test_what_killed_exports_left_is_cleared_and_a_report_moved_aside_comes_back
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "report"])
 
 
+def test_a_page_of_sections_killed_while_written_leaves_nothing_that_blocks_a_report(hostile, tmp_path):
+    """export_sections wrote its 5 MB page under a random name: a killed write left it for ever, and the folder was
+    then "not a report's" to export_html."""
+    import subprocess
+    import sys
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    out = tmp_path / "report"
+    report.export_sections([], out / "index.html")
+    (out / f".index.html.tmp-{dead}-0123abcd").write_text("half a page")
+    report.export_html(hostile, out, n_examples=1, highlight=False, dashboards=False, traces=False, progress=False)
+    (out / f".index.html.tmp-{dead}-4567ef01").write_text("half a page")
+    report.export_sections([], out / "index.html")
+    assert not list(out.glob(".index.html.tmp-*"))
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as patch:  # interrupted once the page is written, before it is moved in
+        patch.setattr(os, "replace", killed)
+        with pytest.raises(KeyboardInterrupt):
+            report.export_sections([], out / "index.html")
+    assert not list(out.glob(".index.html.tmp-*"))
+
+
 def test_a_run_folder_s_path_is_not_an_explorer(hostile_run, tmp_path):
     with pytest.raises(TypeError, match=r"export_html takes a RunExplorer, got the path .*RunExplorer\.open\(path\)"):
         report.export_html(str(hostile_run.path), tmp_path / "report")

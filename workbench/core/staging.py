@@ -31,10 +31,13 @@ def writer_ended(path: Path, tag: str = "tmp") -> bool:
 
 
 def remove_dead_staging(final: Path, tag: str = "tmp") -> int:
-    """Delete the staging folders of ``final`` that killed writers left; returns how many."""
+    """Delete the staging folders (or files) of ``final`` that killed writers left; returns how many."""
     dead = dead_staging(final, tag)
     for path in dead:
-        shutil.rmtree(path, ignore_errors=True)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
     return len(dead)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..core.arguments import flag, is_within, positive_int, user_path
-from ..core.staging import dead_staging, remove_dead_staging, staging_path
+from ..core.staging import dead_staging, remove_dead_staging, staging_path, writer_ended
 from .charts import perturbation_html
 from .dashboard import dashboard_html, definitions_html
 from .html import (CONTAINER_CLASSES, bar_columns, error_html, escape, examples_page_html, run_section_html, style,
@@ -234,7 +234,8 @@ def _check_report_folder(out: Path) -> None:
     if out.is_file() or out.is_symlink():
         raise FileExistsError(f"{out} is a file; a report is a folder: choose a new or empty folder")
     if out.is_dir():
-        other = sorted(p.name for p in out.iterdir() if p.name not in REPORT_FILES)
+        # what a killed writer left (a page's staging file, named with its dead process's id) is no file of the user's
+        other = sorted(p.name for p in out.iterdir() if p.name not in REPORT_FILES and not writer_ended(p))
         if other:
             raise FileExistsError(
                 f"{out} holds files that are not a report's ({', '.join(other[:5])}); a report replaces its folder "

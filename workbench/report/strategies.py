@@ -12,6 +12,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..core.arguments import user_path
+from ..core.staging import remove_dead_staging, staging_path
 from .charts import LINES_LAYOUT, LOG_AXIS, figure_html, with_title
 from .html import escape, plotly_text, table_html
 from .traces import trace_html
@@ -146,14 +147,20 @@ def export_sections(results, out, *, title: str = "NPEFF strategies"):
     """One page ``out`` (a file path) holding the sections of ``results``, plotly.js inline once,
     readable offline from disk; written under a temporary name and renamed into place."""
     import os
-    import uuid
 
     from .pages import html_page, plotlyjs_script
 
     out = user_path(out, "out")
     body = f"<h1>{escape(title)}</h1>" + "".join(section_html(r) for r in results)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
-    staging.write_text(html_page(title, body, head=plotlyjs_script()), encoding="utf-8")
-    os.replace(staging, out)
+    # named with this process's id: what a killed write leaves (a 5 MB page is mostly its write) is removed by
+    # the next one, and export_html's check of the folder passes it over (a random name stayed for ever and
+    # made the folder "not a report's")
+    remove_dead_staging(out)
+    staging = staging_path(out)
+    try:
+        staging.write_text(html_page(title, body, head=plotlyjs_script()), encoding="utf-8")
+        os.replace(staging, out)
+    finally:
+        staging.unlink(missing_ok=True)
     return out
