@@ -126,3 +126,17 @@ def test_weights_that_do_not_fit_their_config_are_not_called_damaged(tmp_path):
     (tmp_path / "config.json").write_text(config)  # the config says 4 labels, the weights hold 3
     with pytest.raises(OSError, match=r"do not fit the model its config\.json describes .*number of labels.*id2label"):
         load_saved(AutoModelForSequenceClassification, tmp_path)
+
+
+def test_a_sequence_to_sequence_lm_read_through_a_prompt_is_named_not_called_damaged(tmp_path):
+    """A saved T5 LM read as a zero-shot classifier was "a file there is damaged ...: save the model again",
+    a loop for a whole folder."""
+    from transformers import AutoModelForCausalLM, T5Config, T5ForConditionalGeneration
+
+    from workbench.models.loading import load_saved
+
+    T5ForConditionalGeneration(T5Config(vocab_size=50, d_model=16, d_kv=4, d_ff=16, num_layers=1, num_heads=2)) \
+        .save_pretrained(tmp_path / "t5")
+    with pytest.raises(ValueError, match=r"holds a t5 model, which transformers cannot load as a \.\.\.ForCausalLM: NPEFF "
+                                         r"reads sequence classifiers, and causal language models through a prompt"):
+        load_saved(AutoModelForCausalLM, tmp_path / "t5")

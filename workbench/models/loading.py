@@ -228,6 +228,14 @@ def load_saved_tokenizer(folder: str | os.PathLike):
         return AutoTokenizer.from_pretrained(folder, local_files_only=True)
 
 
+def _model_type(folder) -> str:
+    """config.json's model_type, e.g. "t5" (or "saved")."""
+    try:
+        return str(json.loads(Path(folder, "config.json").read_text()).get("model_type") or "saved")
+    except (OSError, ValueError, AttributeError):
+        return "saved"
+
+
 @contextlib.contextmanager
 def _loading(folder, what: str):
     """Whatever transformers, tokenizers or safetensors raise on a damaged folder, as one error naming it."""
@@ -239,5 +247,12 @@ def _loading(folder, what: str):
                           "config's number of labels (or another size) is not the weights'. Some families save no "
                           "label count for two labels: set model.config.id2label = {0: ..., 1: ...} before "
                           "save_pretrained, or num_labels in config.json") from err
+        if "Unrecognized configuration class" in str(err):  # the folder is whole: its kind of model is not this one
+            kind = str(err).split("AutoModelFor", 1)[-1].split(".", 1)[0].rstrip(":")
+            raise ValueError(
+                f"{folder} holds a {_model_type(folder)} model, which transformers cannot load as a "
+                f"...For{kind}: NPEFF reads sequence classifiers, and causal language models through a prompt "
+                "(template= and label_words=); a sequence-to-sequence LM (T5, BART as saved for generation) is "
+                "neither: fine-tune it as a ...ForSequenceClassification") from None
         raise OSError(f"the {what} saved in {folder} cannot be loaded ({type(err).__name__}: {err}): a file there is "
                       f"damaged or was not written by save_pretrained; save the {what} again") from err
