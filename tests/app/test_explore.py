@@ -386,3 +386,20 @@ def test_perturb_against_examples_of_the_top_set_s_predicted_classes(explorer):
     assert table.loc[j, "kl_ratio_same_classes"] == pytest.approx(same.ratio((table.loc[j, "sign"],)))
     with pytest.raises(ValueError, match=r"components must be from 0 to"):
         explorer.selectivity([99])
+
+
+def test_transformers_placeholder_class_names_are_no_names(embedded_run, tmp_path):
+    """A config without id2label gets LABEL_0, LABEL_1 from transformers once loaded: pages read "label 1 (LABEL_1)"
+    or "label 1" by which panel had loaded the model first."""
+    import json
+    import shutil
+
+    folder = shutil.copytree(embedded_run.path, tmp_path / "run")
+    config = folder / "model" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "id2label": {"0": "LABEL_0", "1": "LABEL_1"}}))
+    assert RunExplorer.open(folder).label_names == {}
+    loaded = RunExplorer.open(folder)
+    loaded.model_and_tokenizer()
+    assert loaded.label_names == {}
+    config.write_text(json.dumps({**json.loads(config.read_text()), "id2label": {"0": "negative", "1": "LABEL_1"}}))
+    assert RunExplorer.open(folder).label_names == {"0": "negative"}

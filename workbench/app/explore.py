@@ -211,10 +211,11 @@ class RunExplorer:
             return {str(k): str(w) for k, w in enumerate(words)}
         config = self.run.path / MODEL / "config.json"
         if self._model is not None:
-            return {str(k): v for k, v in getattr(self._model.config, "id2label", {}).items()}
-        if config.exists():
-            return {str(k): v for k, v in json.loads(config.read_text()).get("id2label", {}).items()}
-        return {}
+            names = getattr(getattr(self._model, "config", None), "id2label", None) or {}
+        else:
+            names = json.loads(config.read_text()).get("id2label", {}) if config.exists() else {}
+        # transformers names classes LABEL_0, LABEL_1, ... where the config has none (and only once loaded): no names
+        return {str(k): str(v) for k, v in names.items() if str(v) != f"LABEL_{k}"}
 
     @property
     def has_model(self) -> bool:
