@@ -260,6 +260,18 @@ def _ids_outside_vocabulary(tmp):
     write_pefs(tmp / "pefs", tiny_bert(3), inputs, batch_size=3, progress=False)
 
 
+def _export_of_a_component_the_fit_lacks(tmp):
+    from workbench.analysis.export import export_components_safetensors
+
+    export_components_safetensors(LrmNpeff.load(tmp / "decomposition.safetensors"), tmp / "c.safetensors", components=[9])
+
+
+def _export_of_perturbations_that_are_none(tmp):
+    from workbench.analysis.export import export_perturbations
+
+    export_perturbations(["x"], tmp / "p.csv")
+
+
 def _token_types_outside_the_model_s(tmp):
     inputs = _inputs()
     write_pefs(tmp / "pefs", tiny_bert(3), dict(inputs, token_type_ids=torch.full_like(inputs["input_ids"], 5)),
@@ -529,6 +541,10 @@ CASES = [
          lambda tmp: run_embedded(tmp / "notes.txt" / "run", n_examples=40, progress=False), _file_as_parent),
     Case("run folder that is a broken link", StoreError, r"pefs is a symbolic link to .*nowhere, which does not exist; create",
          lambda tmp: run_embedded(tmp / "pefs", n_examples=40, progress=False), _broken_link),
+    Case("export of a component the fit lacks", IndexError, r"component must be from 0 to 1, got 9",
+         _export_of_a_component_the_fit_lacks, _make_decomposition),
+    Case("export of perturbations that are none", TypeError, r"perturbations must hold results of RunExplorer\.perturb",
+         _export_of_perturbations_that_are_none),
     # these reached torch's own errors, which name no fix
     Case("token types outside the model's", ValueError, r"token_type_ids hold 5, but the model has 2 token types \(0 to 1\): "
          r"tokenize with this model's own tokenizer, or leave token_type_ids out", _token_types_outside_the_model_s),

@@ -32,7 +32,7 @@ import pandas as pd
 from safetensors.numpy import save_file
 from sklearn.utils.validation import check_is_fitted
 
-from ..core.arguments import user_path
+from ..core.arguments import component_index, user_path
 from ..core.staging import remove_dead_staging, staging_path
 from ..store.files import atomic_path, file_checksum, producer, write_json
 from ..store.formats import COMPONENTS
@@ -188,9 +188,7 @@ def perturbation_frame(results) -> pd.DataFrame:
     from ``epsilon_sweep`` (returned as it is)."""
     if isinstance(results, pd.DataFrame):
         return results.reset_index(drop=True)
-    if hasattr(results, "to_frame"):
-        results = [results]
-    frames = [r.to_frame() for r in results]
+    frames = [r if isinstance(r, pd.DataFrame) else r.to_frame() for r in perturbation_results(results)]
     if not frames:
         raise ValueError("no perturbation results to export")
     return pd.concat(frames, ignore_index=True)
@@ -208,7 +206,8 @@ def export_perturbations(results, path: str | os.PathLike) -> Path:
 
 def components_by_parameter(decomposition, components: Sequence[int] | None = None) -> dict[str, np.ndarray]:
     """{parameter name: (n_components, *parameter shape)} float32, zeros where pruned."""
-    selected = np.arange(decomposition.n_components) if components is None else np.asarray(components, dtype=np.int64)
+    selected = np.arange(decomposition.n_components) if components is None else \
+        np.array([component_index(j, decomposition.n_components) for j in components], dtype=np.int64)
     vectors = np.asarray(decomposition.components_, dtype=np.float32)[selected]  # (r, n_kept)
     kept = np.asarray(decomposition.kept_columns_, dtype=np.int64)
     if np.any(np.diff(kept) < 0):  # decompositions read from other layouts may list columns unsorted
