@@ -689,3 +689,12 @@ def test_a_model_that_returns_probabilities_is_warned_about():
 
     with pytest.warns(UserWarning, match=r"outputs look like class probabilities .* return the logits"):
         compute_pefs(Probabilities(), _inputs(), n_values=50, progress=False)
+
+
+def test_an_exclude_that_matches_nothing_is_warned_of_once():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compute_pefs(tiny_bert(3), _inputs(), n_values=50, exclude="zzz", progress=False)
+    assert sum("matches none of the model's" in str(w.message) for w in caught) == 1

@@ -11,6 +11,7 @@ purity per component, as the embedded task's strategies do.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -100,7 +101,9 @@ def run_model(
     if callable(include) or callable(exclude):  # the run records its arguments, and the explorer reads them back
         raise ValueError("a run cannot record a function as its parameter filter (include/exclude); pass regular "
                          "expressions")
-    select_parameters(model, include, exclude)
+    with warnings.catch_warnings():  # the PEF run warns of a filter that matches nothing, once
+        warnings.simplefilter("ignore")
+        select_parameters(model, include, exclude)
     _check_tokenizable(tokenizer, texts if template is None else [template.format(text=t) for t in texts])
     check_new_run_folder(out)
     resolved = resolve_device(device)

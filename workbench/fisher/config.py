@@ -186,8 +186,9 @@ class Plan:
         return 1.0 - fallback / max(self.layout.n_parameters, 1)
 
 
-def make_plan(model: nn.Module, config: PefConfig) -> Plan:
-    named = select_parameters(model, config.include, config.exclude)
+def make_plan(model: nn.Module, config: PefConfig, named: list | None = None) -> Plan:
+    """The run's plan over ``named`` (the parameters ``config`` selects, selected here where not given)."""
+    named = select_parameters(model, config.include, config.exclude) if named is None else named
     plan = Plan.make(model, named, use_rules=config.method == "hooks")
     if config.method == "hooks" and plan.fallback:
         names = [named[k][0] for k in plan.fallback[:5]]

@@ -60,7 +60,8 @@ class PefRun:
         from the inputs already, by :func:`workbench.fisher.split_labels`)."""
         check_model(model, inputs)
         model.to(device)
-        check_precision(select_parameters(model, config.include, config.exclude))
+        named = select_parameters(model, config.include, config.exclude)  # warned of once (an exclude that matches nothing)
+        check_precision(named)
         with torch.no_grad(), eval_mode(model):  # every label checked against the model's classes before any batch runs
             first = class_logits(model, slice_inputs(inputs, 0, min(n_inputs(inputs), 8), device)).float()
         n_classes = first.shape[1]
@@ -75,7 +76,7 @@ class PefRun:
             warnings.warn(f"top_k_classes={config.top_k_classes} is more than the model's {n_classes} classes: every "
                           "class is kept, as with top_k_classes=None", stacklevel=4)
             config = dataclasses.replace(config, top_k_classes=None)  # recorded as what it is: every class
-        return cls(model, inputs, labels, config, make_plan(model, config), device)
+        return cls(model, inputs, labels, config, make_plan(model, config, named), device)
 
     @property
     def n_examples(self) -> int:
