@@ -671,7 +671,7 @@ def test_the_command_line_transform_names_the_store_of_the_other_kind(tmp_path, 
     write_pefs(tmp_path / "d-store", tiny_bert(3, seed=0), _inputs(), kind="d", n_values=200, progress=False)
     assert main(["transform", str(tmp_path / "decomposition.safetensors"), str(tmp_path / "d-store"), "--out",
                  str(tmp_path / "w.safetensors")]) == 2
-    assert re.search(r"d-store holds 'd' PEFs, but .*decomposition\.safetensors is an LRM-NPEFF decomposition, fitted to "
+    assert re.search(r"d-store holds 'd' PEFs, but .*decomposition\.safetensors is a fitted LrmNpeff, fitted to "
                      r"'lrm' PEFs: transform needs PEFs of its kind \(compute them with --kind lrm\)", caplog.text)
     assert not (tmp_path / "w.safetensors").exists()
 
@@ -698,3 +698,18 @@ def test_an_exclude_that_matches_nothing_is_warned_of_once():
         warnings.simplefilter("always")
         compute_pefs(tiny_bert(3), _inputs(), n_values=50, exclude="zzz", progress=False)
     assert sum("matches none of the model's" in str(w.message) for w in caught) == 1
+
+
+def test_labels_given_as_a_column_name_or_as_objects_and_nan_logits():
+    """A column's name read "labels has shape ()"; a pandas object column of ints was refused as if it held text;
+    NaN logits given with dense PEFs read as predictions of class 0 in every table."""
+    from workbench import LrmPefs
+
+    with pytest.raises(TypeError, match=r"labels must be one class index per example, got str 'label' \(a column's "
+                                        r"name\? pass the column itself"):
+        compute_pefs(tiny_bert(3), _inputs(), "label", n_values=50, progress=False)
+    as_objects = np.array([0, 1, 2] * 3, dtype=object)
+    pefs = compute_pefs(tiny_bert(3), _inputs(), as_objects, n_values=50, progress=False)
+    np.testing.assert_array_equal(pefs.labels, [0, 1, 2] * 3)
+    with pytest.raises(ValueError, match=r"logits of examples \[0, 1\] are NaN or infinite \(2 rows\)"):
+        LrmPefs.from_dense(np.ones((2, 2, 5), dtype=np.float32), logits=np.full((2, 3), np.nan))

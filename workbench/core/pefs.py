@@ -68,6 +68,10 @@ def _as_logits(logits, n: int) -> np.ndarray:
     logits = np.asarray(logits, dtype=np.float32)
     if logits.ndim != 2 or logits.shape[0] != n:
         raise ValueError(f"logits has shape {logits.shape}, expected ({n}, n_classes)")
+    if not np.isfinite(logits).all():  # NaN logits read as predictions of class 0 in every table
+        rows = np.flatnonzero(~np.isfinite(logits).all(axis=1))
+        raise ValueError(f"logits of examples {rows[:5].tolist()} are NaN or infinite ({rows.size} rows): pass the "
+                         "model's finite logits, or logits=None")
     return logits
 
 

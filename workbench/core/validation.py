@@ -40,6 +40,10 @@ def as_labels(labels, n_examples: int) -> torch.Tensor:
         labels = labels.detach().cpu().numpy()
     if isinstance(labels, Iterator):  # a generator: numpy would make it one object, "shape ()"
         labels = list(labels)
+    if isinstance(labels, (str, bytes, Mapping)):  # "labels has shape ()" named no fix
+        raise TypeError(f"labels must be one class index per example, got {type(labels).__name__} {str(labels)[:40]!r}"
+                        + (" (a column's name? pass the column itself, e.g. examples['label'])"
+                           if isinstance(labels, str) else ""))
     try:
         array = np.asarray(labels)
     except (ValueError, TypeError) as err:
@@ -47,6 +51,8 @@ def as_labels(labels, n_examples: int) -> torch.Tensor:
     if array.ndim != 1 or array.shape[0] != n_examples:
         hint = " (one-hot or probability rows? pass labels.argmax(1))" if array.ndim == 2 else ""
         raise ValueError(f"labels has shape {array.shape}; expected ({n_examples},), one class index per example{hint}")
+    if array.dtype == object and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in array):
+        array = np.array([int(v) for v in array])  # a pandas object column of ints: they are class indices
     if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
         shown = ", ".join(repr(v) for v in array[:3].tolist())
         raise TypeError(

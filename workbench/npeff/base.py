@@ -139,7 +139,7 @@ class NpeffBase(BaseEstimator):
     # -- the data ----------------------------------------------------------------------
 
     def _pef_class_name(self) -> str:
-        return "LrmPefs" if self.kind == "lrm" else "DPefs"
+        return KINDS[self.kind].pefs_type.__name__
 
     def _check_pefs(self, pefs, fitted: bool) -> None:
         if hasattr(pefs, "load") and not hasattr(pefs, "frobenius_norms"):  # a store on disk, not its PEFs
@@ -147,8 +147,7 @@ class NpeffBase(BaseEstimator):
                             "(or, for a store larger than memory, python -m workbench fit STORE --out FILE)")
         if getattr(pefs, "kind", None) != self.kind:
             fix = (f"wrap a dense array with {self._pef_class_name()}.from_dense(...)" if not hasattr(pefs, "kind") else
-                   f"compute {self.kind!r} PEFs (kind={self.kind!r}), or use "
-                   f"{ {'lrm': 'LrmNpeff', 'd': 'DNpeff'}.get(pefs.kind, 'the estimator of their kind')}")
+                   f"compute {self.kind!r} PEFs (kind={self.kind!r}), or use {_estimator_name(pefs.kind)}")
             raise TypeError(f"{type(self).__name__} takes {self.kind!r} PEFs ({self._pef_class_name()}), got "
                             f"{type(pefs).__name__}: {fix}")
         if pefs.n_examples == 0:
@@ -465,3 +464,9 @@ class NpeffBase(BaseEstimator):
                 "recompute the PEFs and decomposition with this one"
             )
         check_same_model(self.pef_info_, model, what)
+
+
+def _estimator_name(kind_name) -> str:
+    """The name of the estimator of PEFs of kind ``kind_name`` (one of ``NpeffBase``'s subclasses)."""
+    return next((c.__name__ for c in NpeffBase.__subclasses__() if getattr(c, "kind", None) == kind_name),
+                "the estimator of their kind")
