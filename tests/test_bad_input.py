@@ -475,6 +475,9 @@ CASES = [
          _explorer_of_a_path),
     Case("loadings of several examples", ValueError, r"coefficients are one example's row of W \(n_components,\), got "
          r"shape \(2, 3\)", _lookup_of_a_matrix),
+    Case("growing from an unfitted decomposition", NotFittedError, r"init is an unfitted LrmNpeff: fit it first",
+         lambda tmp: LrmNpeff(3, progress=False).fit(planted_lrm(n_examples=30, n_parameters=40, n_components=2).pefs,
+                                                     init=LrmNpeff(2))),
     Case("matching an unfitted decomposition", NotFittedError, r"b is an unfitted LrmNpeff; fit it first",
          _match_with_an_unfitted_fit),
     Case("labels given twice, differently", ValueError, r"labels are given twice, as labels= and as inputs\['labels'\], "

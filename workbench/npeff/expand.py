@@ -56,12 +56,17 @@ def continue_from(start: Start | None, W: torch.Tensor, components: torch.Tensor
 def start_from(estimator, init, pefs, kept: np.ndarray, keep_init: bool) -> Start:
     """The start of ``estimator``'s fit of ``pefs`` (kept columns ``kept``) from the fitted
     ``init``; ValueError naming the fix when ``init`` cannot be continued this way."""
+    from sklearn.exceptions import NotFittedError
     from sklearn.utils.validation import check_is_fitted
 
     flag(keep_init, "keep_init")  # "no" would keep every component of init
     if type(init) is not type(estimator):
         raise TypeError(f"init must be a fitted {type(estimator).__name__}, got {type(init).__name__}")
-    check_is_fitted(init)
+    try:
+        check_is_fitted(init)
+    except NotFittedError:  # sklearn's words read as if the estimator being fitted were not fitted
+        raise NotFittedError(f"init is an unfitted {type(init).__name__}: fit it first (init.fit(pefs)), or leave init "
+                             "out to start from scratch") from None
     r_old, r = init.n_components, estimator.n_components
     if r < r_old or (keep_init and r == r_old):
         raise ValueError(
