@@ -197,6 +197,11 @@ def test_the_ratio_s_interval_is_a_bootstrap_over_the_examples_drawn():
     one = perturb.PerturbationResult(0, 0.1, None, 1, 100, result.kl_top, result.kl_baseline, {}, {},
                                      kl_examples={"top": {s: v[:1] for s, v in kl["top"].items()}, "baseline": kl["baseline"]})
     assert np.isnan(one.ratio_interval()[0]) and "interval" not in one.explanation  # one top example: no spread
+    # two baseline examples (an explorer opened with n_top near the run's size) read "selective (70.9 to 112)"
+    few = perturb.PerturbationResult(0, 0.1, None, 20, 2, result.kl_top, {s: 1e-3 for s in "+-"}, {}, {},
+                                     kl_examples={"top": kl["top"], "baseline": {s: np.full(2, 1e-3) for s in "+-"}})
+    assert few.kl_ratio > 1000 and np.isnan(few.ratio_interval()[0]) and few.ratio_bounds() == (0.0, float("inf"))
+    assert "2 examples in a set are too few to tell whether the direction is selective" in few.explanation
     bare = perturb.PerturbationResult(0, 0.1, None, 20, 100, result.kl_top, result.kl_baseline, {}, {})
     assert np.isnan(bare.ratio_interval()[0]) and "interval" not in bare.explanation
 

@@ -50,6 +50,11 @@ def check_step(epsilon, max_sim, *, zero_ok: bool = False) -> None:
         raise ValueError(f"max_sim is a |cos| between components, in (0, 1] (e.g. 0.5), or None; got {max_sim!r}")
 
 
+#: Examples a set needs for a bootstrap interval: of fewer, the resamples are a handful of sets, and the
+#: percentile interval reads far surer than the draw is
+MIN_RESAMPLED = 5
+
+
 def check_finite_outputs(values: torch.Tensor, epsilon: float, sign: str, what: str) -> None:
     """The perturbed model's ``what`` (rows of examples) are finite: a step that overflows the model made NaN
     KLs, read as "undecided: more examples would tell", and NaN rows in a trace, without a word."""
@@ -226,7 +231,10 @@ class PerturbationResult:
         s = self.sign
         low, high = self.ratio_bounds()
         beyond = ", beyond their class" if self.baseline_draw == "same classes" else ""
-        if low >= SELECTIVE:
+        if self.too_few_to_tell:
+            verdict = (f"{min(self.n_top, self.n_baseline)} examples in a set are too few to tell whether the direction "
+                       f"is selective (a verdict needs {MIN_RESAMPLED} top and {MIN_RESAMPLED} baseline examples at least)")
+        elif low >= SELECTIVE:
             verdict = f"the direction acts selectively on the examples the component claims{beyond}"
         elif high < SELECTIVE:
             verdict = "the direction moves most examples alike, so it is not a strategy of its own examples"
@@ -239,6 +247,11 @@ class PerturbationResult:
                 f"{self.interval_text()}; "
                 f"{verdict} "
                 f"(a ratio of {SELECTIVE:g} or more is read as selective).")
+
+    @property
+    def too_few_to_tell(self) -> bool:
+        """Whether a set holds fewer examples than an interval needs (:data:`MIN_RESAMPLED`)."""
+        return bool(self.kl_examples) and min(self.n_top, self.n_baseline) < MIN_RESAMPLED
 
     @property
     def baseline_words(self) -> str:
@@ -274,8 +287,9 @@ class PerturbationResult:
             raise ValueError(f"confidence must be a float between 0 and 1 (e.g. 0.95), got {confidence!r}")
         if not isinstance(n_resamples, int) or isinstance(n_resamples, bool) or n_resamples < 100:
             raise ValueError(f"n_resamples must be an integer of at least 100 (e.g. 2000), got {n_resamples!r}")
-        if not np.isfinite(self.ratio(signs)) or not self.kl_examples or min(self.n_top, self.n_baseline) < 2:
-            return float("nan"), float("nan")  # no spread to resample: no examples kept, one example, or no ratio
+        if not np.isfinite(self.ratio(signs)) or not self.kl_examples or min(self.n_top, self.n_baseline) < MIN_RESAMPLED:
+            # no examples kept, no ratio, or too few to resample: 2 baseline examples read "selective (70.9 to 112)"
+            return float("nan"), float("nan")
         key = (tuple(signs), confidence, n_resamples, seed)
         if key in self._intervals:  # a panel or report asks again for each view
             return self._intervals[key]
@@ -312,10 +326,15 @@ class PerturbationResult:
         return self._intervals[key]
 
     def ratio_bounds(self, signs: Sequence[str] = ("+", "-")) -> tuple[float, float]:
-        """:meth:`ratio_interval`, or the ratio itself twice where there is no spread to resample (one
-        example): the bounds a verdict is read on."""
+        """:meth:`ratio_interval`, the bounds a verdict is read on: (0, inf) where a set is too small to
+        resample (it read "selective" from 2 baseline examples), the ratio itself twice for a result
+        without per-example KLs."""
         low, high = self.ratio_interval(signs)
-        return (self.ratio(signs),) * 2 if np.isnan(low) else (low, high)
+        if not np.isnan(low):
+            return low, high
+        if self.too_few_to_tell and np.isfinite(self.ratio(signs)):
+            return 0.0, float("inf")  # nothing is told either way
+        return (self.ratio(signs),) * 2
 
     def to_frame(self) -> pd.DataFrame:
         """Long format: one row per (set, sign), each mean KL with its 95% interval (``kl_low``, ``kl_high``),
