@@ -403,3 +403,9 @@ def test_transformers_placeholder_class_names_are_no_names(embedded_run, tmp_pat
     assert loaded.label_names == {}
     config.write_text(json.dumps({**json.loads(config.read_text()), "id2label": {"0": "negative", "1": "LABEL_1"}}))
     assert RunExplorer.open(folder).label_names == {"0": "negative"}
+
+
+def test_a_model_that_is_no_model_is_refused_when_the_explorer_opens(embedded_run):
+    """model=3 was taken, and the error came later as "a model was given without its tokenizer"."""
+    with pytest.raises(TypeError, match=r"model must be the run's model \(a torch\.nn\.Module\), got int"):
+        RunExplorer.open(embedded_run.path, model=3)

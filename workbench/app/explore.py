@@ -67,6 +67,8 @@ class RunExplorer:
         if not isinstance(run, Run):  # a path read as a Run failed on 'str' object has no attribute 'params'
             path = repr(str(run)) if isinstance(run, (str, os.PathLike)) else "path"
             raise TypeError(f"RunExplorer takes an opened Run, got {type(run).__name__}; use RunExplorer.open({path})")
+        if model is not None and not callable(getattr(model, "named_parameters", None)):
+            raise TypeError(f"model must be the run's model (a torch.nn.Module), got {type(model).__name__}")
         self.run = run
         self.device = device
         self.n_top = positive_int(n_top if n_top is not None else run.params.get("n_top", 20), "n_top")
