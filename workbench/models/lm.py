@@ -144,7 +144,8 @@ class ZeroShotClassifier(nn.Module):
         return [self.template.format(text=text) for text in texts]
 
     def encode(
-        self, texts: Sequence[str], max_length: int | None = None, *, add_special_tokens: bool = True, warn: bool = True
+        self, texts: Sequence[str], max_length: int | None = None, *, add_special_tokens: bool = True, warn: bool = True,
+        stacklevel: int = 3,
     ) -> dict[str, torch.Tensor]:
         """Prompts of ``texts`` as left-padded ``input_ids`` and ``attention_mask``.
 
@@ -162,7 +163,8 @@ class ZeroShotClassifier(nn.Module):
         rows = [row[: len(row) - appended] for row in rows]
         if max_length is not None:
             if warn:
-                warn_truncated(np.flatnonzero([len(row) > max_length for row in rows]), len(rows), max_length, "start")
+                warn_truncated(np.flatnonzero([len(row) > max_length for row in rows]), len(rows), max_length, "start",
+                               stacklevel=stacklevel)
             rows = [row[-max_length:] for row in rows]
         if any(len(row) == 0 for row in rows):
             raise ValueError("a prompt tokenizes to nothing; check the template and the tokenizer")

@@ -140,7 +140,7 @@ def _classifier_inputs(tokenizer, texts: list[str], max_length: int, warn: bool,
 
 
 def _prompt_inputs(model, tokenizer, texts: list[str], max_length: int, warn: bool, fast: bool) -> EncodedTexts:
-    inputs = model.encode(texts, max_length, warn=warn)
+    inputs = model.encode(texts, max_length, warn=warn, stacklevel=6)  # the warning names the caller's line, as a classifier's
     strings = model.prompts(texts)
     start = len(model.template.format(text="\x00").split("\x00")[0])  # where the text begins in its prompt
     # the prompts tokenized as ``encode`` does them: without the special tokens the tokenizer appends (an EOS),

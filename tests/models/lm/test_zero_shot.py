@@ -219,3 +219,22 @@ def test_the_text_s_first_word_is_spelled_whole_where_its_token_takes_the_templa
         tokens = tokenizer.convert_ids_to_tokens(encoded.inputs["input_ids"][row][encoded.inputs["attention_mask"][row].bool()].tolist())
         shown = [w for w, template in zip(spelled_tokens(text, tokens, spans), encoded.template[row]) if not template]
         assert shown == text.split()
+
+
+def test_a_cut_prompt_is_warned_of_at_the_caller_s_line_as_a_cut_text_is(prompt_classifier):
+    """A zero-shot run's warning named workbench/models/text.py, not the user's line: a filter on the user's module
+    did not catch it."""
+    import inspect
+    import warnings
+
+    from workbench.models.text import TruncationWarning, encode_texts
+
+    def entry_point():  # as run_model calls encode_texts for its caller
+        return encode_texts(prompt_classifier, prompt_classifier.tokenizer, ["good " * 60], 8)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = inspect.currentframe().f_lineno + 1
+        entry_point()
+    cut = [w for w in caught if issubclass(w.category, TruncationWarning)]
+    assert cut and (cut[0].filename, cut[0].lineno) == (__file__, line)
