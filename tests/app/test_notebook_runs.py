@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import QUICKSTART, QUICKSTART_SMALL
 from workbench.app.cli import main
 from workbench.app.notebook import (
+    NotebookError,
     NotebookParameter,
     check_parameters,
     notebook_parameters,
@@ -231,6 +232,22 @@ def test_a_notebook_papermill_cannot_start_leaves_a_failed_record(tmp_path, monk
     record = json.loads((tmp_path / "out" / "run.json").read_text())
     entry = record["notebooks"]["small"]
     assert entry["status"] == "failed" and "Kernel died" in entry["error"] and record["status"] == "failed"
+
+
+def test_a_kernel_the_system_killed_is_named_with_what_to_do(tmp_path, monkeypatch):
+    """nbclient's DeadKernelError reached the user raw."""
+    import papermill
+    from nbclient.exceptions import DeadKernelError
+
+    def died(*args, **kwargs):
+        raise DeadKernelError("Kernel died")
+
+    notebook = small_notebook(tmp_path / "small.ipynb")
+    monkeypatch.setattr(papermill, "execute_notebook", died)
+    with pytest.raises(NotebookError, match=r"the kernel running small\.ipynb died \(Kernel died\): the system killed "
+                                            r"it, often for lack of memory.*Run the same command again"):
+        run_notebook(notebook, tmp_path / "out", {"seed": 1}, progress=False)
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["notebooks"]["small"]["status"] == "failed"
 
 
 def test_a_run_killed_before_its_page_leaves_no_page_of_the_run_before(tmp_path, monkeypatch):

@@ -319,6 +319,10 @@ def _execute(notebook: Path, out: Path, values: dict, declared: dict, kernel_nam
         entry.update(status="interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
                      error=f"{type(error).__name__}: {error}")
         write_run_record(out, _with_notebook(out, notebook.stem, entry, everything, finished=True))
+        if type(error).__name__ == "DeadKernelError":  # nbclient's, raw: killed by the system, often out of memory
+            raise NotebookError(f"the kernel running {notebook.name} died ({error}): the system killed it, often for "
+                                f"lack of memory; {executed} shows the cells it ran. Run the same command again (its PEF "
+                                "store resumes where it stopped), with smaller settings or more memory") from error
         raise
     finally:
         papermill_log.removeFilter(_known_parameters)
