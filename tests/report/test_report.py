@@ -100,6 +100,11 @@ def test_report_splits_into_linked_pages_above_the_limit(hostile, perturbation, 
     assert 'href="../index.html#component-1"' in page and '<tr id="component-1">' in html  # back to its row
     assert_inert(page)
     assert not list(tmp_path.glob(".report.*"))  # no staging folder left behind
+    # no heading level skipped (a component page went from its h1 to its sections' h3), also on a page of sections
+    sections = report.export_sections([hostile.trace(1, n_top=3, n_baseline=3)], tmp_path / "sections.html")
+    for text in (page, sections.read_text()):
+        levels = [int(n) for n in re.findall(r"<h([1-6])[ >]", text)]
+        assert levels[0] == 1 and all(b <= a + 1 for a, b in zip(levels, levels[1:])), levels
 
 
 def test_a_report_of_many_charts_splits_into_pages_by_default(hostile, perturbation, tmp_path, monkeypatch):
@@ -413,3 +418,14 @@ def test_the_text_view_says_what_the_model_did_not_read():
     shown = report.read_text(text, spans, [True, False, False, True])
     assert shown == "[110 characters not read] good film [the model read no further: 180 more characters]"
     assert report.read_text("good film ❤️", [(0, 4), (5, 9)]) == "good film ❤️"
+
+
+def test_the_style_sheet_holds_no_rule_an_engine_would_drop_whole():
+    """Older Safari takes no thickness inside the text-decoration shorthand and dropped the strongest word's underline,
+    its one mark that is no colour; the sorted column was told to screen readers alone (aria-sort)."""
+    from workbench.report.html import CSS
+
+    assert not re.search(r"text-decoration:\s*underline\s+\d", CSS)
+    assert re.search(r"\.tok\.strongest \{ text-decoration-line: underline; text-decoration-thickness: 2px", CSS)
+    assert 'th[aria-sort="ascending"]::after' in CSS and 'th[aria-sort="descending"]::after' in CSS
+    assert "-webkit-user-select: none; user-select: none" in CSS

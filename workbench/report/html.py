@@ -46,7 +46,8 @@ CSS = """
 .npeff table.npeff-table tbody tr, .npeff table.npeff-table tbody tr:nth-child(odd),
 .npeff table.npeff-table tbody tr:nth-child(even) { background: var(--bg); }
 .npeff table.npeff-table tbody tr:hover { background: var(--head); }
-.npeff table.npeff-table td.text { text-align: left; white-space: normal; overflow-wrap: anywhere; min-width: 8em; max-width: 40em; }
+.npeff table.npeff-table td.text { text-align: left; white-space: normal; word-break: break-word; overflow-wrap: anywhere;
+                                 min-width: 8em; max-width: 40em; }
 .npeff .bar { display: inline-block; height: 8px; background: var(--bar); margin-left: 4px; vertical-align: middle; }
 .npeff .bar.cancels { background: rgb(var(--cancels)); }
 .npeff .example { border: 1px solid var(--box); border-radius: 4px; padding: 6px 8px; margin: 6px 0; max-width: 900px; }
@@ -55,7 +56,9 @@ CSS = """
 .npeff .tokens { font-family: Menlo, Consolas, monospace; font-size: 13px; line-height: 1.9; white-space: pre-wrap; }
 .npeff .tok { border-radius: 3px; padding: 1px 1px; }
 @media (prefers-color-scheme: dark) { .npeff .tok.deep { color: #fff; } }
-.npeff .tok.strongest { text-decoration: underline 2px; text-underline-offset: 3px; }
+/* longhands: an engine that takes no thickness in the shorthand (older Safari) dropped the whole rule, and the
+   underline is the strongest word's one mark that is no colour */
+.npeff .tok.strongest { text-decoration-line: underline; text-decoration-thickness: 2px; text-underline-offset: 3px; }
 .npeff .unread { opacity: 0.6; } .npeff .unread .cut { font-size: 11px; font-weight: normal; padding: 0 4px; border: 1px dashed currentColor; border-radius: 3px; }
 .npeff .note { color: var(--note-fg); background: var(--note-bg); padding: 4px 8px; border-radius: 4px; }
 .npeff .error { color: var(--wrong); background: var(--error-bg); padding: 6px 8px; border-radius: 4px; white-space: pre-wrap; }
@@ -67,7 +70,10 @@ CSS = """
 .npeff .table-wrap { max-width: 100%; overflow-x: auto; }
 .npeff table.npeff-table th[title] { cursor: help; text-decoration: underline dotted var(--rule);
                                    text-underline-offset: 4px; }  /* clear of the underscores of names */
-.npeff table.sortable th { cursor: pointer; user-select: none; }
+.npeff table.sortable th { cursor: pointer; -webkit-user-select: none; user-select: none; }
+/* which column the rows are sorted by, and which way: aria-sort told a screen reader alone */
+.npeff table.sortable th[aria-sort="ascending"]::after { content: " \\25B2"; }
+.npeff table.sortable th[aria-sort="descending"]::after { content: " \\25BC"; }
 .npeff .legend { color: var(--muted); font-size: 12px; margin: 4px 0 6px; }
 .npeff .legend .swatch { display: inline-block; width: 26px; height: 12px; border-radius: 3px; vertical-align: middle; margin: 0 3px; }
 .npeff .shares b { font-weight: 600; }
@@ -90,6 +96,7 @@ CSS = """
   .npeff table.npeff-table td.text, .npeff table.npeff-table th { white-space: normal; overflow-wrap: anywhere; }
   .npeff .charts { display: block; }  /* one chart per row: side by side, the paper's column cut them */
   .npeff .example, .npeff .npeff-plot, .npeff table.npeff-table tr { break-inside: avoid; }
+  .npeff h1, .npeff h2, .npeff h3, .npeff h4 { break-after: avoid; }  /* a heading stays with what it heads */
   .npeff a.top, .npeff .modebar-container { display: none; }
   /* the shading, the bars and the swatches are the reading: printers drop backgrounds by default */
   .npeff .tok, .npeff .bar, .npeff .legend .swatch { print-color-adjust: exact; -webkit-print-color-adjust: exact; }

@@ -212,7 +212,8 @@ def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (
                     nav.append(f'<a href="../{_component_file(order[position + 1])}">next</a>')
                 results = by_component.get(j, [])
                 head = f'<script src="../{PLOTLY_FILE}"></script>' if results or dashboards or traces else ""
-                page = f"<nav>{''.join(nav)}</nav><h1>Component {j}</h1>{sections[j]}"
+                # h1, h2, h3 as on the single page: "Component j" as h1 above its h3 sections skipped a level
+                page = f"<nav>{''.join(nav)}</nav><h1>{escape(title)}</h1><h2>Component {j}</h2>{sections[j]}"
                 (staging / _component_file(j)).write_text(html_page(f"{title}: component {j}", page, head=head),
                                                           encoding="utf-8")
             if charts:

@@ -151,7 +151,11 @@ def export_sections(results, out, *, title: str = "NPEFF strategies"):
     from .pages import html_page, plotlyjs_script
 
     out = user_path(out, "out")
-    body = f"<h1>{escape(title)}</h1>" + "".join(section_html(r) for r in results)
+    # the sections' h3 and h4, one level up under the page's h1: a heading level was skipped
+    sections = "".join(section_html(r) for r in results)
+    for level in (3, 4):
+        sections = sections.replace(f"<h{level}>", f"<h{level - 1}>").replace(f"</h{level}>", f"</h{level - 1}>")
+    body = f"<h1>{escape(title)}</h1>" + sections
     out.parent.mkdir(parents=True, exist_ok=True)
     # named with this process's id: what a killed write leaves (a 5 MB page is mostly its write) is removed by
     # the next one, and export_html's check of the folder passes it over (a random name stayed for ever and
