@@ -72,6 +72,19 @@ def test_dashboard_and_lookup_html_escape_the_data(explorer):
     assert "<script>x</script>" not in report.dashboard_tables_html(d)
 
 
+def test_the_dashboard_s_charts_have_their_numbers_in_text(explorer):
+    """Without JavaScript, or to a screen reader, the histogram, the location breakdown and the logit change were
+    their titles alone."""
+    d = explorer.dashboard(0, sweep=None)
+    html = report.dashboard_html(d)
+    numbers = html.split('<details class="chart-numbers">', 1)[1].split("</details>", 1)[0]
+    assert "Coefficient histogram" in numbers and "Mass by layer and module kind" in numbers
+    assert all(f">{int(c)}<" in numbers for c in d.histogram["count"])
+    assert all(layer in numbers for layer in d.location.index)
+    if d.logit_change is not None:
+        assert "log-probability" in numbers
+
+
 def test_report_traces_each_component_through_the_layers(explorer, index_html):
     """Issue 21 item 3 in the report: per component, the layer profile over its top examples against
     baseline ones, and the heatmap of its top example, with the numbers of ``explorer.trace`` as the trace

@@ -75,8 +75,20 @@ def dashboard_html(dashboard, *, include_plotlyjs: bool | str = False) -> str:
     """One component at a glance: its numbers and row, the charts, its top tokens and nearest components."""
     drawn = "".join(f"<div>{figure_html(f, include_plotlyjs if k == 0 else False)}</div>"
                     for k, f in enumerate(dashboard_figures(dashboard)))
-    return (dashboard_numbers_html(dashboard) + f'<div class="charts">{drawn}</div>'
+    return (dashboard_numbers_html(dashboard) + f'<div class="charts">{drawn}</div>' + chart_numbers_html(dashboard)
             + dashboard_tables_html(dashboard))
+
+
+def chart_numbers_html(dashboard) -> str:
+    """The numbers of the charts that have no table of their own, folded: without JavaScript, or to a screen
+    reader, the histogram, the location breakdown and the logit change were titles alone."""
+    d = dashboard
+    frames = [("Coefficient histogram", d.histogram), ("Mass by layer and module kind", d.location.round(4))]
+    if d.logit_change is not None:
+        frames.append(("Change of each class's log-probability", d.logit_change))
+    tables = "".join(f"<div><b>{escape(title)}</b>{table_html(frame)}</div>" for title, frame in frames)
+    return (f'<details class="chart-numbers"><summary>The charts\' numbers</summary>'
+            f'<div class="dashboard"><div class="tables">{tables}</div></div></details>')
 
 
 def lookup_html(lookup) -> str:
