@@ -5,10 +5,12 @@ import pandas as pd
 import pytest
 import torch
 
+import workbench.analysis.moves as moves
 import workbench.analysis.perturb as perturb
 import workbench.analysis.selectivity as selectivity
 from workbench.analysis import top_examples
-from workbench.analysis.perturb import epsilon_sweep, perturbation_check, perturbation_direction, perturbation_table, perturbed
+from workbench.analysis.moves import perturbation_direction, perturbed
+from workbench.analysis.perturb import epsilon_sweep, perturbation_check, perturbation_table
 from workbench.analysis.selectivity import selectivity_table
 from workbench.report.html import bound_text
 
@@ -90,7 +92,7 @@ def test_an_interrupt_as_the_restore_begins_is_made_good_before_the_next_reading
     reading of the explorer (model_and_tokenizer) puts the weights back first."""
     _, model, _, _, _, decomposition = embedded
     before = _weights(model)
-    real, calls = perturb._restore, []
+    real, calls = moves._restore, []
 
     def interrupted_as_it_begins(params, saved):
         calls.append(1)
@@ -98,12 +100,12 @@ def test_an_interrupt_as_the_restore_begins_is_made_good_before_the_next_reading
             raise KeyboardInterrupt  # nothing copied back yet
         return real(params, saved)
 
-    monkeypatch.setattr(perturb, "_restore", interrupted_as_it_begins)
+    monkeypatch.setattr(moves, "_restore", interrupted_as_it_begins)
     with pytest.raises(KeyboardInterrupt):
         with perturbed(model, decomposition.layout_, perturbation_direction(decomposition, 1)):
             pass
     moved = not all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
-    perturb.restore_pending(model)  # what the next perturbation and every explorer reading do first
+    moves.restore_pending(model)  # what the next perturbation and every explorer reading do first
     assert moved
     _assert_bit_identical(model, before)
 

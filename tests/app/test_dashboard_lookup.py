@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.analysis.perturb import perturbation_direction, perturbed
+from workbench.analysis.moves import perturbation_direction, perturbed
 from workbench.app.explore import RunExplorer
 from workbench.models.embedded import tokenize
 

@@ -24,7 +24,8 @@ import pandas as pd
 import torch
 
 from ..fisher.inputs import Inputs, eval_mode, n_inputs
-from .perturb import log_probabilities, padding_matters, perturbation_direction, perturbed
+from .moves import perturbation_direction, perturbed
+from .perturb import log_probabilities, padding_matters
 
 
 def coefficient_histogram(coefficients: np.ndarray, n_bins: int = 30) -> tuple[pd.DataFrame, int]:

@@ -44,7 +44,7 @@ from ..fisher.checks import layer_batching, padding_changes_outputs
 from ..fisher.hooks import CaptureLayers
 from ..fisher.inputs import Inputs, class_logits, eval_mode, groups_as_computed, n_inputs, slice_inputs
 from ..fisher.matching import rule_for
-from .perturb import parameters_of
+from .moves import parameters_of
 from .token_shares import LEFT_OUT_NOTED
 
 logger = logging.getLogger(__name__)

@@ -7,16 +7,11 @@ component's top examples and on a baseline set of other examples. A ratio top/ba
 well above 1 (max over ±) says the direction selectively changes the model's behaviour
 on the examples the component claims (method notes, section 7).
 
-The weights are restored bit for bit afterwards, also when the check is interrupted
-(an exception or KeyboardInterrupt), because the original tensors are copied aside and
-copied back in a ``finally`` block rather than by subtracting ε ĝ again.
+The weights are moved and restored bit for bit by :mod:`.moves`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -28,16 +23,15 @@ from tqdm.auto import tqdm
 
 from ..core.arguments import component_index, positive_int, seed_value
 from ..core.device import run_device
-from ..core.params import ParameterLayout
 from ..core.validation import as_labels, check_label_range, check_model
 from ..fisher.checks import padding_changes_outputs
 from ..fisher.inputs import Inputs, class_logits, eval_mode, groups_as_computed, n_inputs, slice_inputs
 from ..report import fragment, perturbation_html
 from ..report.html import bound_text
 from .draws import BASELINE_DRAWS, DRAW_WORDS
+from .moves import perturbation_direction, perturbed
 from .tables import accuracy_of, top_examples
 
-logger = logging.getLogger(__name__)
 
 
 def check_step(epsilon, max_sim, *, zero_ok: bool = False) -> None:
@@ -74,101 +68,6 @@ def check_sweep(epsilons, max_sim, on_result=None) -> None:
         check_step(epsilon, max_sim)
     if on_result is not None and not callable(on_result):
         raise TypeError(f"on_result must be a function (result, done, total), got {on_result!r}")
-
-
-def perturbation_direction(decomposition, component: int, max_sim: float | None = None) -> np.ndarray:
-    """Unit-norm direction of ``component`` in the full parameter space (n_parameters,).
-
-    With ``max_sim``, the other components whose |cos| with g_j is below ``max_sim`` are
-    projected out first (semi-orthogonalisation), so the direction does not also move the
-    model along components that merely overlap with this one; components more similar than
-    ``max_sim`` are kept, since removing them would remove most of g_j itself.
-    """
-    G = np.asarray(decomposition.components_, dtype=np.float64)  # (r, kept)
-    component = component_index(component, len(G))
-    g = G[component]
-    norm = np.linalg.norm(g)
-    if norm == 0:
-        raise ValueError(f"component {component} is all zeros: it has no direction to perturb along")
-    if max_sim is not None:
-        units = G / np.maximum(np.linalg.norm(G, axis=1, keepdims=True), 1e-30)
-        cos = np.abs(units @ units[component])
-        others = [k for k in range(len(G)) if k != component and cos[k] < max_sim and np.any(G[k])]
-        if others:
-            basis, _ = np.linalg.qr(G[others].T)  # orthonormal basis of their span, (kept, q)
-            g = g - basis @ (basis.T @ g)
-            norm = np.linalg.norm(g)
-            if norm == 0:
-                raise ValueError(f"component {component} lies in the span of the others; raise max_sim")
-    full = np.zeros(decomposition.n_parameters_, dtype=np.float64)
-    full[decomposition.kept_columns_] = g / norm
-    return full
-
-
-def parameters_of(model: torch.nn.Module, layout: ParameterLayout) -> list[torch.nn.Parameter]:
-    params = dict(model.named_parameters())
-    missing = [n for n in layout.names if n not in params]
-    if missing:
-        raise ValueError(
-            f"the model has no parameters named {missing[:3]}: the decomposition was made for another model "
-            "or parameter filter"
-        )
-    wrong = [n for n, s in zip(layout.names, layout.shapes) if tuple(params[n].shape) != tuple(s)]
-    if wrong:
-        raise ValueError(f"parameters {wrong[:3]} have other shapes than when the PEFs were computed")
-    return [params[n] for n in layout.names]
-
-
-@contextlib.contextmanager
-def perturbed(model: torch.nn.Module, layout: ParameterLayout, delta: np.ndarray):
-    """Within the block the model's parameters are θ + delta (delta on the layout's flat axis).
-
-    On exit, normal or not, every parameter is restored bit for bit from a saved copy, also when
-    an interrupt (Ctrl-C, a notebook's "Interrupt kernel") arrives during the restore: the restore
-    finishes, then the interrupt is raised. A loop of copies stopped part-way left 26 tensors at
-    θ + εĝ, and every later reading of the session silently used them. Should an interrupt land
-    where no restore can follow it (as the restore begins), the copy stays recorded for the model,
-    and :func:`restore_pending` (the next perturbation, the explorer's next reading) puts it back.
-    """
-    restore_pending(model)
-    params = parameters_of(model, layout)
-    pieces = layout.split(np.asarray(delta))
-    saved = [p.detach().clone() for p in params]
-    _PENDING[model] = (params, saved)
-    try:
-        with torch.no_grad():
-            for p, name in zip(params, layout.names):
-                p.add_(torch.as_tensor(pieces[name], dtype=p.dtype, device=p.device))
-        yield model
-    finally:
-        _restore(params, saved)
-        _PENDING.pop(model, None)
-
-
-#: {model: (its perturbed parameters, their saved values)} while a perturbation is in force.
-_PENDING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def restore_pending(model: torch.nn.Module) -> None:
-    """Put back the weights of a perturbation an interrupt left in force (see :func:`perturbed`)."""
-    pending = _PENDING.pop(model, None)
-    if pending is not None:
-        _restore(*pending)
-        logger.warning("restored the weights a perturbation left moved when it was interrupted")
-
-
-def _restore(params: list[torch.Tensor], saved: list[torch.Tensor]) -> None:
-    """Copy ``saved`` back into ``params``, all of them, before an exception that arrives meanwhile (an
-    interrupt, or whatever a signal handler raises). One call copies them all: Python runs signal
-    handlers between its own steps, so none lands between two copies, and one that lands before the
-    call has them copied again before it is raised."""
-    try:
-        with torch.no_grad():
-            torch._foreach_copy_(params, saved)  # one C call (torch's optimizers use it), not a Python loop
-    except BaseException:
-        with torch.no_grad():
-            torch._foreach_copy_(params, saved)
-        raise
 
 
 def _rows(inputs: Inputs, rows: np.ndarray, device) -> Inputs:

@@ -25,7 +25,8 @@ from ..core.arguments import component_index
 from ..fisher.checks import padding_changes_outputs
 from ..fisher.inputs import eval_mode, groups_as_computed
 from ..models.text import encode_texts, spelled_tokens
-from .perturb import check_finite_outputs, check_step, perturbation_direction, perturbed
+from .moves import perturbation_direction, perturbed
+from .perturb import check_finite_outputs, check_step
 
 
 @dataclass

@@ -242,7 +242,7 @@ class RunExplorer:
         if self._model_unchecked:  # other weights would score tokens and perturb a model the PEFs never saw
             self.decomposition.check_model(self._model, f"the run {self.run.path} (its decomposition)")
             self._model_unchecked = False
-        from ..analysis.perturb import restore_pending  # torch, which `import widgets` does without
+        from ..analysis.moves import restore_pending  # torch, which `import widgets` does without
 
         with self.model_lock:  # while another panel's perturbation holds it, its saved weights are not left over
             restore_pending(self._model)  # weights an interrupted perturbation left moved: every reading comes here

@@ -24,7 +24,8 @@ from ..analysis.baselines import (
     score_components,
 )
 from ..analysis.highlights import token_scores
-from ..analysis.perturb import perturbation_direction, perturbation_table, perturbed, showcase_component
+from ..analysis.moves import perturbation_direction, perturbed
+from ..analysis.perturb import perturbation_table, showcase_component
 from ..analysis.tables import component_table, top_examples
 from ..app.pipeline import SCOPES
 from ..fisher.inputs import class_logits, eval_mode

@@ -10,7 +10,8 @@ from workbench.analysis import component_table, top_examples
 from workbench.analysis.highlights import token_scores
 from workbench.models.lm import ZeroShotClassifier, label_token_ids
 from workbench.npeff import LrmNpeff
-from workbench.analysis.perturb import perturbation_check, perturbed
+from workbench.analysis.moves import perturbed
+from workbench.analysis.perturb import perturbation_check
 
 from .conftest import LABEL_WORDS, TEMPLATE, prompt_tokenizer
 
