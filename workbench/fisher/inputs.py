@@ -136,16 +136,17 @@ def class_logits(model: nn.Module, batch: Inputs) -> torch.Tensor:
     return logits
 
 
-def check_logits_have_gradients(model: nn.Module, batch: Inputs) -> None:
-    """The logits depend on the parameters through autograd: a forward under torch.no_grad() failed at the
-    first batch with torch's "element 0 of tensors does not require grad"."""
-    with torch.enable_grad():
+def logits_with_gradients(model: nn.Module, batch: Inputs) -> torch.Tensor:
+    """:func:`class_logits`, checked to depend on the parameters through autograd: a forward under
+    torch.no_grad() failed at the first batch with torch's "element 0 of tensors does not require grad"."""
+    with torch.inference_mode(False), torch.enable_grad():  # the run's own mode, whatever the caller's (pef_mode)
         logits = class_logits(model, batch)
     if not logits.requires_grad and any(p.requires_grad for p in model.parameters()):
         raise NotClassLogitsError(
             "the model's logits do not depend on its parameters through autograd (requires_grad is False): its forward "
             "runs under torch.no_grad() or torch.inference_mode(), or detaches its output; PEFs are gradients of the "
             "logits, so remove that from the forward")
+    return logits
 
 
 @contextlib.contextmanager

@@ -26,9 +26,9 @@ from tqdm.auto import tqdm
 from ..core.chunks import PefChunk
 from ..core.params import select_parameters
 from ..core.validation import check_label_range, check_model, example_lengths
-from ..fisher import (Inputs, PefConfig, Plan, check_plan, class_logits, eval_mode, iter_pef_chunks, make_plan,
+from ..fisher import (Inputs, PefConfig, Plan, check_plan, eval_mode, iter_pef_chunks, make_plan,
                       n_inputs, pef_info, slice_inputs, stored_layout)
-from ..fisher.inputs import check_logits_have_gradients
+from ..fisher.inputs import logits_with_gradients
 from ..store.files import json_default
 from ..store.fingerprints import fingerprint_model, fingerprint_tensors
 from ..store.pef_store import new_manifest
@@ -62,11 +62,9 @@ class PefRun:
         model.to(device)
         named = select_parameters(model, config.include, config.exclude)  # warned of once (an exclude that matches nothing)
         check_precision(named)
-        with torch.no_grad(), eval_mode(model):  # every label checked against the model's classes before any batch runs
-            first = class_logits(model, slice_inputs(inputs, 0, min(n_inputs(inputs), 8), device)).float()
+        with eval_mode(model):  # every label checked against the model's classes before any batch runs
+            first = logits_with_gradients(model, slice_inputs(inputs, 0, min(n_inputs(inputs), 8), device)).detach().float()
         n_classes = first.shape[1]
-        with eval_mode(model):
-            check_logits_have_gradients(model, slice_inputs(inputs, 0, 1, device))
         if bool(((first >= 0) & (first <= 1)).all()) and torch.allclose(first.sum(dim=1), torch.ones(len(first)), atol=1e-4):
             warnings.warn("the model's outputs look like class probabilities (each row in [0, 1], summing to 1), not "
                           "logits: the PEFs would be of softmax(probabilities), not of the model's distribution; return "
