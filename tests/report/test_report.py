@@ -429,3 +429,15 @@ def test_the_style_sheet_holds_no_rule_an_engine_would_drop_whole():
     assert re.search(r"\.tok\.strongest \{ text-decoration-line: underline; text-decoration-thickness: 2px", CSS)
     assert 'th[aria-sort="ascending"]::after' in CSS and 'th[aria-sort="descending"]::after' in CSS
     assert "-webkit-user-select: none; user-select: none" in CSS
+
+
+def test_a_shared_page_names_paths_in_the_home_folder_from_tilde(tmp_path, monkeypatch):
+    """The run record printed /home/<name>/... into the report and the notebook's page, which are made to be shared."""
+    from workbench.report.html import run_section_html
+
+    monkeypatch.setenv("HOME", str(tmp_path / "someone"))
+    record = {"params": {"out": str(tmp_path / "someone" / "runs" / "x"), "elsewhere": "/data/x"},
+              "notebooks": {"quickstart": {"source": str(tmp_path / "someone" / "nb" / "quickstart.ipynb"),
+                                           "status": "complete", "parameters": {}}}}
+    html = run_section_html(record)
+    assert "someone" not in html and "~/runs/x" in html and "~/nb/quickstart.ipynb" in html and "/data/x" in html

@@ -11,6 +11,7 @@ a right-to-left override in one example would otherwise reverse everything after
 from __future__ import annotations
 
 import datetime as dt
+import os
 import html
 import re
 import unicodedata
@@ -452,7 +453,15 @@ def _plain_value(value) -> str:
         return ", ".join(map(str, value))
     if isinstance(value, float):
         return f"{value:.3g}"
-    return str(value)
+    return _home_as_tilde(str(value))
+
+
+def _home_as_tilde(text: str) -> str:
+    """A path in the user's home folder as ~/...: pages are shared, and /home/<name>/... named the user."""
+    home = os.path.expanduser("~").rstrip(os.sep)
+    if home and home != os.sep and (text == home or text.startswith(home + os.sep)):
+        return "~" + text[len(home):]
+    return text
 
 
 def _items(pairs: Iterable[tuple[str, object]], marked: set = frozenset()) -> str:
@@ -516,7 +525,7 @@ def run_section_html(record: dict, *, title: str = "This run", heading: bool = T
         ran = (f"{notebook.get('status')} in {notebook.get('seconds', '?')} s" if notebook.get("status") != "running"
                else "still running when this was written")
         lines.append(
-            f"notebook <b>{escape(name)}</b> ({escape(notebook.get('source'))}, {escape(ran)}, "
+            f"notebook <b>{escape(name)}</b> ({escape(_home_as_tilde(str(notebook.get('source'))))}, {escape(ran)}, "
             f"papermill {escape(notebook.get('papermill', '?'))}): "
             + _items(notebook.get("parameters", {}).items(), injected) + (" (* injected)" if injected else ""))
     stages = record.get("stages", {})
