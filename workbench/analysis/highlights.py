@@ -44,6 +44,7 @@ from ..fisher.checks import layer_batching, padding_changes_outputs
 from ..fisher.hooks import CaptureLayers
 from ..fisher.inputs import Inputs, class_logits, eval_mode, groups_as_computed, n_inputs, slice_inputs
 from ..fisher.matching import rule_for
+from ..fisher.rules import looked_up_ids
 from .moves import parameters_of
 from .token_shares import LEFT_OUT_NOTED
 
@@ -110,8 +111,7 @@ def _output_change(module: torch.nn.Module, layer_input: torch.Tensor, tangents:
 def _looked_up_change(rows: torch.Tensor, tangent: torch.Tensor) -> torch.Tensor:
     """The output change of an embedding whose forward computes its own rows (BART's learned positions),
     from the rows it read × their factor (``fisher.rules.looked_up_rows``): the tangent's rows, scaled."""
-    factor = rows[..., 1]
-    ids = torch.where(factor != 0, rows[..., 0] / torch.where(factor != 0, factor, 1), 0).round().long()
+    ids, factor = looked_up_ids(rows)
     return torch.nn.functional.embedding(ids, tangent) * factor.unsqueeze(-1).to(tangent.dtype)
 
 

@@ -33,7 +33,6 @@ from .moves import perturbation_direction, perturbed
 from .tables import accuracy_of, top_examples
 
 
-
 def check_step(epsilon, max_sim, *, zero_ok: bool = False) -> None:
     """ε a positive finite step (or 0 where ``zero_ok``: no move at all), ``max_sim`` a |cos|
     threshold in (0, 1] (or None)."""
@@ -186,7 +185,7 @@ class PerturbationResult:
             raise ValueError(f"confidence must be a float between 0 and 1 (e.g. 0.95), got {confidence!r}")
         if not isinstance(n_resamples, int) or isinstance(n_resamples, bool) or n_resamples < 100:
             raise ValueError(f"n_resamples must be an integer of at least 100 (e.g. 2000), got {n_resamples!r}")
-        if not np.isfinite(self.ratio(signs)) or not self.kl_examples or min(self.n_top, self.n_baseline) < MIN_RESAMPLED:
+        if not np.isfinite(self.ratio(signs)) or not self.kl_examples or self.too_few_to_tell:
             # no examples kept, no ratio, or too few to resample: 2 baseline examples read "selective (70.9 to 112)"
             return float("nan"), float("nan")
         key = (tuple(signs), confidence, n_resamples, seed)

@@ -121,16 +121,15 @@ def _fit(args: argparse.Namespace) -> int:
 def _check_same_kind(decomposition, store) -> None:
     """The decomposition was fitted to PEFs of the store's kind: the estimator is the store's, so a D-NPEFF
     decomposition beside an LRM store was blamed as "not npeff-workbench/d-npeff", a valid file."""
-    from ..npeff import estimator_for
+    from ..npeff import ESTIMATORS
     from ..store.files import StoreError, read_header
-    from ..store.formats import D_DECOMPOSITION, LRM_DECOMPOSITION
 
-    kinds = {LRM_DECOMPOSITION.name: "lrm", D_DECOMPOSITION.name: "d"}
-    kind = kinds.get(read_header(decomposition).get("format"))
-    if kind is not None and kind != store.kind:
-        raise StoreError(f"{store.path} holds {store.kind!r} PEFs, but {decomposition} is a fitted "
-                         f"{estimator_for(kind).__name__}, fitted to {kind!r} PEFs: transform needs PEFs of its kind (compute them "
-                         f"with --kind {kind}), or a decomposition fitted to this store's")
+    found = read_header(decomposition).get("format")
+    fitted = next((e for e in ESTIMATORS.values() if e.file_format.name == found), None)
+    if fitted is not None and fitted.kind != store.kind:
+        raise StoreError(f"{store.path} holds {store.kind!r} PEFs, but {decomposition} is a fitted {fitted.__name__}, "
+                         f"fitted to {fitted.kind!r} PEFs: transform needs PEFs of its kind (compute them with --kind "
+                         f"{fitted.kind}), or a decomposition fitted to this store's")
 
 
 def _transform(args: argparse.Namespace) -> int:

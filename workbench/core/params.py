@@ -78,8 +78,8 @@ class ParameterLayout:
 #: The heads of transformers' sequence classifiers by name: BERT-likes' classifier and pooler (DistilBERT's
 #: pre_classifier), decoders' score (GPT-2, Llama, Mistral, Qwen2, Gemma, Phi, MoEs), BART's and T5's
 #: classification_head, XLNet's sequence_summary and logits_proj, ModernBERT's head, EuroBERT's dense at
-#: the top of the model, a zero-shot LM's lm_head. "classifier|pooler" alone left the head in the PEFs of every decoder, where it held 0.8-1.0
-#: of each top example's mass.
+#: the top of the model, a zero-shot LM's lm_head. "classifier|pooler" alone left the head in the PEFs of
+#: every decoder, where it held 0.8-1.0 of each top example's mass.
 HEAD_PATTERN = r"classifier|pooler|score|classification_head|sequence_summary|logits_proj|^head\.|^dense\.|lm_head"
 
 

@@ -348,12 +348,19 @@ def looked_up_rows(module: nn.Embedding, args: tuple, kwargs: dict) -> torch.Ten
     return out[..., :2].detach()
 
 
+def looked_up_ids(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, factor) of ``rows`` (..., 2) from :func:`looked_up_rows`: the table row each position read,
+    and the factor its row was multiplied by."""
+    factor = rows[..., 1]
+    ids = torch.where(factor != 0, rows[..., 0] / torch.where(factor != 0, factor, 1), 0).round().long()
+    return ids, factor
+
+
 def lookup_embedding_rule(module: nn.Embedding, rows: torch.Tensor, g: torch.Tensor) -> dict:
     """An embedding subclass with a forward of its own: ``rows`` (e, ..., 2) from
     :func:`looked_up_rows` (row read × factor, factor), so the gradient is the plain
     embedding's of the rows read, with the output gradient times the factor."""
-    factor = rows[..., 1]
-    ids = torch.where(factor != 0, rows[..., 0] / torch.where(factor != 0, factor, 1), 0).round().long()
+    ids, factor = looked_up_ids(rows)
     return _embedding_rule(module, ids, g * factor.unsqueeze(-1).to(g.dtype))
 
 

@@ -467,6 +467,8 @@ class NpeffBase(BaseEstimator):
 
 
 def _estimator_name(kind_name) -> str:
-    """The name of the estimator of PEFs of kind ``kind_name`` (one of ``NpeffBase``'s subclasses)."""
-    return next((c.__name__ for c in NpeffBase.__subclasses__() if getattr(c, "kind", None) == kind_name),
-                "the estimator of their kind")
+    """The name of the estimator of PEFs of kind ``kind_name``, from the package's registry."""
+    from . import ESTIMATORS  # the package's table, made once its estimators are defined
+
+    estimator = ESTIMATORS.get(kind_name)
+    return estimator.__name__ if estimator is not None else "the estimator of their kind"
