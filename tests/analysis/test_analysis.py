@@ -67,6 +67,19 @@ def test_table_accuracy_ignores_unknown_labels():
     assert table.loc[0, "prediction"] == 1 and table.loc[0, "prediction_purity"] == pytest.approx(2 / 3)
 
 
+def test_an_unknown_label_is_never_a_component_s_label():
+    """-1 marks an unknown label: a top set of two unlabelled examples and one labelled 1 read "label -1" at purity
+    2/3, and a run without labels named every component "label -1" at purity 1."""
+    from workbench.analysis.labels import component_labels
+
+    W = np.array([[3.0], [2], [1], [0]])
+    table = component_table(W, np.ones((1, 2)), labels=np.array([-1, -1, 1, 0]), predictions=np.array([1, 0, 1, 1]), n_top=3)
+    assert table.loc[0, "label"] == 1 and table.loc[0, "label_purity"] == pytest.approx(1 / 3)
+    unlabelled = component_table(W, np.ones((1, 2)), labels=np.full(4, -1), predictions=np.array([1, 0, 1, 1]), n_top=3)
+    assert pd.isna(unlabelled.loc[0, "label"]) and unlabelled.loc[0, "label_purity"] == 0
+    assert "label" not in component_labels(unlabelled)[0]
+
+
 def test_rows_that_do_not_match_w_are_refused():
     W = np.ones((4, 2))
     with pytest.raises(ValueError, match="labels has 3 rows but W has 4"):

@@ -336,6 +336,25 @@ def test_a_column_of_the_user_s_own_leaves_the_examples_the_run_s(embedded_run, 
     assert Run.open(folder).examples["topic"].eq("films").all()
 
 
+def test_the_component_table_reads_back_labels_as_class_indices(finished, tmp_path):
+    """A component whose top set has no known label has an empty label cell: the column came back float, its
+    labels "1.0", and filtering by label 1 found none of its components."""
+    import pandas as pd
+
+    from workbench.app.run_folder import file_identity
+
+    folder = _copy(finished, tmp_path)
+    table = pd.read_csv(folder / COMPONENTS, index_col="component")
+    table["label"] = [1, None, 0, 1]
+    table.to_csv(folder / COMPONENTS)
+    data = json.loads((folder / RUN_RECORD).read_text())
+    data["files"][COMPONENTS] = file_identity(folder / COMPONENTS)
+    (folder / RUN_RECORD).write_text(json.dumps(data))
+    back = Run(folder).components()
+    assert [str(v) for v in back["label"].dropna()] == ["1", "0", "1"] and back["label"].isna().tolist()[1]
+    assert list(RunExplorer.open(folder).components(label=1).rows.index) == [0, 3]
+
+
 def test_the_component_table_reads_back_attribute_values_as_their_text(finished, tmp_path):
     """Read with pandas' defaults, "NA" (North America) came back missing, naming a component "nan 1.00", and
     "007" came back 7."""

@@ -182,12 +182,13 @@ def component_table(
     _check_rows(W.shape[0], labels=labels, predictions=predictions, attributes=attributes)
     norms = component_norms(components)
     mass = coefficient_mass(W, components, kind)
+    label_cells = None if labels is None else known_labels(labels)
     rows = []
     for j in range(W.shape[1]):
         top = top_examples(W, j, n_top)
         row = {"component": j, "n_top": len(top), "g_norm": norms[j], "mass": mass[j]}
         if labels is not None:
-            row["label"], row["label_purity"] = purity(np.asarray(labels)[top])
+            row["label"], row["label_purity"] = purity(label_cells[top])
         if predictions is not None:
             row["prediction"], row["prediction_purity"] = purity(np.asarray(predictions)[top])
         if labels is not None and predictions is not None:
@@ -198,6 +199,18 @@ def component_table(
             row[f"{name}_entropy"] = entropy(cells)
         rows.append(row)
     return pd.DataFrame(rows).set_index("component")
+
+
+def known_labels(labels) -> np.ndarray:
+    """Labels as purity cells: -1 (unknown, as the PEFs and ``accuracy_of`` read it) is a missing value, never
+    a label. A top set of unlabelled examples read "label -1" at purity 1.0, and a run without labels named
+    every component after it."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iuf" or not (labels == -1).any():
+        return labels
+    cells = labels.astype(object)
+    cells[labels == -1] = None
+    return cells
 
 
 def coefficient_mass(W: np.ndarray, components: np.ndarray, kind: str = "lrm", *, share: bool = True) -> np.ndarray:

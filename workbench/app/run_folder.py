@@ -415,8 +415,11 @@ class Run:
         with self._reading(COMPONENTS):
             columns = pd.read_csv(self.path / COMPONENTS, nrows=0).columns
             values = [c for c in columns if f"{c}_purity" in columns and c not in ("label", "prediction")]
+            # labels and predictions are class indices: a component whose top set has no known label (an empty
+            # cell) made the column float, and its labels "1.0", which a filter by label 1 did not match
+            classes = dict.fromkeys([c for c in ("label", "prediction") if c in columns], "Int64")
             return pd.read_csv(self.path / COMPONENTS, index_col="component", keep_default_na=False,
-                               na_values={c: [""] for c in columns}, dtype=dict.fromkeys(values, str))
+                               na_values={c: [""] for c in columns}, dtype=dict.fromkeys(values, str) | classes)
 
     @property
     def model_path(self) -> Path:
