@@ -134,3 +134,32 @@ def test_more_top_classes_than_the_model_has_is_said():
     with pytest.warns(UserWarning, match=r"top_k_classes=4 is more than the model's 3 classes: every class is kept"):
         pefs = compute_pefs(tiny_bert(3), tiny_bert_inputs(4), n_values=50, top_k_classes=4, progress=False)
     assert pefs.n_slots == 3 and pefs.info["top_k_classes"] is None  # recorded as what it is: every class
+
+
+@pytest.mark.parametrize("entry", ["compute_pefs", "write_pefs"])
+def test_the_run_s_warnings_about_the_model_name_the_caller_s_line(entry, tmp_path):
+    """The model checks warned at stacklevels fixed for one call path: a multi-label model was named at
+    workbench/runner/compute.py, an input the model ignores at workbench/runner/run.py, outputs that look
+    like probabilities one line above the caller's, so a filter on the user's module missed them."""
+    from workbench import write_pefs
+
+    class Probabilities(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = tiny_bert(3)
+
+        def forward(self, input_ids, attention_mask=None, **kwargs):
+            return torch.softmax(self.inner(input_ids=input_ids, attention_mask=attention_mask).logits, dim=-1)
+
+    model = Probabilities()
+    model.inner.config.problem_type = "multi_label_classification"
+    model.config = model.inner.config
+    inputs = dict(tiny_bert_inputs(4), attention_masks=torch.ones(4, 10, dtype=torch.long))
+    run = {"compute_pefs": lambda: compute_pefs(model, inputs, n_values=50, top_k_classes=4, progress=False),
+           "write_pefs": lambda: write_pefs(tmp_path / "pefs", model, inputs, n_values=50, top_k_classes=4,
+                                            progress=False)}[entry]
+    with pytest.warns(UserWarning) as caught:
+        run()
+    shown = {re.split(r"[:(]", str(w.message))[0][:40]: w.filename for w in caught}
+    assert len(shown) >= 4, shown  # multi-label, an ignored input, probabilities, top_k_classes
+    assert set(shown.values()) == {__file__}, shown

@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from .callers import user_stacklevel
+
 _SHOWN = 5  # offending examples named in a message
 
 
@@ -272,7 +274,7 @@ def check_model(model: torch.nn.Module, inputs) -> None:
         warnings.warn("the model is a multi-label classifier (config.problem_type='multi_label_classification'): its "
                       "outputs are independent sigmoids, but PEFs read the logits as one softmax distribution over the "
                       "classes (the method's Fisher of a categorical prediction), so they are not this model's Fisher",
-                      stacklevel=3)
+                      stacklevel=user_stacklevel())
     warn_ignored_inputs(model, inputs)
     check_token_ids(model, inputs)
     limit = max_positions(model)
@@ -321,7 +323,7 @@ def warn_ignored_inputs(model: torch.nn.Module, inputs) -> None:
     if unread:
         warnings.warn(f"inputs {unread} are not arguments of {type(model).__name__}.forward, which would ignore them "
                       f"(its arguments: {', '.join(named[:8])}, ...): check their names, or leave them out",
-                      stacklevel=3)
+                      stacklevel=user_stacklevel())
 
 
 def name_filter(spec, argument: str):

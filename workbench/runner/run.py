@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..core.callers import user_stacklevel
 from ..core.chunks import PefChunk
 from ..core.params import select_parameters
 from ..core.validation import check_label_range, check_model, example_lengths
@@ -68,11 +69,11 @@ class PefRun:
         if bool(((first >= 0) & (first <= 1)).all()) and torch.allclose(first.sum(dim=1), torch.ones(len(first)), atol=1e-4):
             warnings.warn("the model's outputs look like class probabilities (each row in [0, 1], summing to 1), not "
                           "logits: the PEFs would be of softmax(probabilities), not of the model's distribution; return "
-                          "the logits (or torch.log of the probabilities)", stacklevel=4)
+                          "the logits (or torch.log of the probabilities)", stacklevel=user_stacklevel())
         check_label_range(labels, n_classes)
         if config.top_k_classes is not None and config.top_k_classes > n_classes:
             warnings.warn(f"top_k_classes={config.top_k_classes} is more than the model's {n_classes} classes: every "
-                          "class is kept, as with top_k_classes=None", stacklevel=4)
+                          "class is kept, as with top_k_classes=None", stacklevel=user_stacklevel())
             config = dataclasses.replace(config, top_k_classes=None)  # recorded as what it is: every class
         return cls(model, inputs, labels, config, make_plan(model, config, named), device)
 
