@@ -381,6 +381,14 @@ def test_a_multi_label_classifier_is_named_as_such():
         compute_pefs(model, example_inputs("BERT"), n_values=10, progress=False)
 
 
+def test_a_regression_model_of_several_outputs_is_named_as_such():
+    """problem_type='regression' with num_labels=3 (three numbers predicted) ran as a 3-class classifier without a word."""
+    model = build("BERT")
+    model.config.problem_type = "regression"
+    with pytest.warns(UserWarning, match="regression model.*numbers it predicts.*one softmax distribution"):
+        compute_pefs(model, example_inputs("BERT"), n_values=10, progress=False)
+
+
 def test_left_padding_under_absolute_positions_gives_each_example_s_pefs_alone(caplog):
     """GPT-2 numbers positions from the first column: a left-padded example's tokens sit at other
     positions than alone. Its PEFs are those of the example alone, as the loop's are."""

@@ -233,6 +233,14 @@ def _compiled_module(model: torch.nn.Module) -> tuple[str, str] | None:
     return None
 
 
+#: transformers' problem types whose outputs are no logits of one distribution over the classes
+_NOT_ONE_DISTRIBUTION = {
+    "multi_label_classification": "a multi-label classifier (config.problem_type='multi_label_classification'): its "
+                                  "outputs are independent sigmoids",
+    "regression": "a regression model (config.problem_type='regression'): its outputs are the numbers it predicts",
+}
+
+
 def check_model(model: torch.nn.Module, inputs) -> None:
     """The model holds weights, its token ids are in its vocabulary, and no example is longer
     than its positions."""
@@ -270,11 +278,11 @@ def check_model(model: torch.nn.Module, inputs) -> None:
     if broken:
         raise ValueError(f"{len(broken)} of the model's parameters hold NaN or infinite values (e.g. {broken[0]}): the "
                          "model diverged in training or its file is damaged; load a checkpoint from before that")
-    if getattr(getattr(model, "config", None), "problem_type", None) == "multi_label_classification":
-        warnings.warn("the model is a multi-label classifier (config.problem_type='multi_label_classification'): its "
-                      "outputs are independent sigmoids, but PEFs read the logits as one softmax distribution over the "
-                      "classes (the method's Fisher of a categorical prediction), so they are not this model's Fisher",
-                      stacklevel=user_stacklevel())
+    problem = getattr(getattr(model, "config", None), "problem_type", None)
+    if problem in _NOT_ONE_DISTRIBUTION:  # a regression of several outputs ran as a classifier without a word
+        warnings.warn(f"the model is {_NOT_ONE_DISTRIBUTION[problem]}, but PEFs read its outputs as the logits of one "
+                      "softmax distribution over the classes (the method's Fisher of a categorical prediction), so they "
+                      "are not this model's Fisher", stacklevel=user_stacklevel())
     warn_ignored_inputs(model, inputs)
     check_token_ids(model, inputs)
     limit = max_positions(model)
