@@ -163,3 +163,27 @@ def test_the_run_s_warnings_about_the_model_name_the_caller_s_line(entry, tmp_pa
     shown = {re.split(r"[:(]", str(w.message))[0][:40]: w.filename for w in caught}
     assert len(shown) >= 4, shown  # multi-label, an ignored input, probabilities, top_k_classes
     assert set(shown.values()) == {__file__}, shown
+
+
+class _AutocastInside(torch.nn.Module):
+    """A float32 classifier whose forward runs under its own bfloat16 autocast."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = tiny_bert(3)
+
+    def forward(self, **inputs):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.inner(**inputs).logits
+
+
+def test_a_forward_that_computes_in_half_precision_is_warned_about(recwarn):
+    """Float32 parameters under an autocast inside the forward gave PEFs 0.4% off the float32 model's
+    without a word (HalfPrecisionError sees the parameters only); a caller's autocast is no such case:
+    the run turns it off."""
+    with pytest.warns(UserWarning, match=r"logits are bfloat16 though its parameters are float32.*autocast inside it"):
+        compute_pefs(_AutocastInside(), tiny_bert_inputs(4), n_values=50, progress=False)
+    recwarn.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        compute_pefs(tiny_bert(3), tiny_bert_inputs(4), n_values=50, progress=False)
+    assert not [w for w in recwarn if "half precision" in str(w.message)]

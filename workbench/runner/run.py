@@ -27,8 +27,8 @@ from ..core.callers import user_stacklevel
 from ..core.chunks import PefChunk
 from ..core.params import select_parameters
 from ..core.validation import check_label_range, check_model, example_lengths
-from ..fisher import (Inputs, PefConfig, Plan, check_plan, eval_mode, iter_pef_chunks, make_plan,
-                      n_inputs, pef_info, slice_inputs, stored_layout)
+from ..fisher import (Inputs, PefConfig, Plan, check_plan, iter_pef_chunks, make_plan, n_inputs, pef_info, pef_mode,
+                      slice_inputs, stored_layout)
 from ..fisher.inputs import logits_with_gradients
 from ..store.files import json_default
 from ..store.fingerprints import fingerprint_model, fingerprint_tensors
@@ -63,8 +63,16 @@ class PefRun:
         model.to(device)
         named = select_parameters(model, config.include, config.exclude)  # warned of once (an exclude that matches nothing)
         check_precision(named)
-        with eval_mode(model):  # every label checked against the model's classes before any batch runs
-            first = logits_with_gradients(model, slice_inputs(inputs, 0, min(n_inputs(inputs), 8), device)).detach().float()
+        # every label checked against the model's classes before any batch runs, in the run's mode (no caller's autocast)
+        with pef_mode(model):
+            first = logits_with_gradients(model, slice_inputs(inputs, 0, min(n_inputs(inputs), 8), device)).detach()
+        if first.dtype in (torch.float16, torch.bfloat16):  # PEFs 0.4% off the float32 model's, without a word
+            warnings.warn(f"the model's logits are {str(first.dtype).replace('torch.', '')} though its parameters are "
+                          f"{str(named[0][1].dtype).replace('torch.', '')}: its forward computes in half precision (a torch.autocast inside it, or a cast of its "
+                          "output), so the PEFs carry that rounding (a bfloat16 number keeps 3 significant digits). "
+                          "Take the autocast or cast out of the forward (the PEF run turns off a caller's autocast, not "
+                          "one inside the model)", stacklevel=user_stacklevel())
+        first = first.float()
         n_classes = first.shape[1]
         if bool(((first >= 0) & (first <= 1)).all()) and torch.allclose(first.sum(dim=1), torch.ones(len(first)), atol=1e-4):
             warnings.warn("the model's outputs look like class probabilities (each row in [0, 1], summing to 1), not "
