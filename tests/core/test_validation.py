@@ -187,3 +187,15 @@ def test_a_forward_that_computes_in_half_precision_is_warned_about(recwarn):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         compute_pefs(tiny_bert(3), tiny_bert_inputs(4), n_values=50, progress=False)
     assert not [w for w in recwarn if "half precision" in str(w.message)]
+
+
+def test_a_datasets_label_column_is_read_as_the_labels(recwarn):
+    """A datasets batch names its labels "label": they ran as an input the model ignores (a warning), and
+    the examples were stored as unlabelled."""
+    inputs = tiny_bert_inputs(4)
+    pefs = compute_pefs(tiny_bert(3), dict(inputs, label=torch.tensor([2, 0, 1, 2])), n_values=50, progress=False)
+    assert pefs.labels.tolist() == [2, 0, 1, 2]
+    assert not [w for w in recwarn if "not arguments" in str(w.message)]
+    with pytest.raises(ValueError, match=r"labels are given twice, as labels= and as inputs\['label'\]"):
+        compute_pefs(tiny_bert(3), dict(inputs, label=torch.tensor([2, 0, 1, 2])), [0, 0, 0, 0], progress=False)
+

@@ -212,15 +212,19 @@ def _outside_inference_mode(inputs: Inputs) -> Inputs:
 
 
 def split_labels(inputs: Inputs, labels) -> tuple[Inputs, torch.Tensor]:
-    """Labels given apart, or as inputs["labels"], or unknown (-1); never passed to the model,
-    so a Hugging Face model returns logits rather than a loss."""
-    if isinstance(inputs, Mapping) and "labels" in inputs:
-        inputs = dict(inputs)
-        from_inputs = inputs.pop("labels")
-        if labels is not None and not _same_values(labels, from_inputs):  # which one was meant?
-            raise ValueError("labels are given twice, as labels= and as inputs['labels'], and they differ; pass them "
-                             "once")
-        labels = from_inputs if labels is None else labels
+    """Labels given apart, or as inputs["labels"] or inputs["label"], or unknown (-1); never passed
+    to the model, so a Hugging Face model returns logits rather than a loss."""
+    given = "labels="
+    # "label" is a datasets column, which transformers' collators pass on as the labels: it ran as an
+    # input the model ignores, and the examples were taken as unlabelled
+    for key in ("labels", "label") if isinstance(inputs, Mapping) else ():
+        if key in inputs:
+            inputs = dict(inputs)
+            from_inputs = inputs.pop(key)
+            if labels is not None and not _same_values(labels, from_inputs):  # which one was meant?
+                raise ValueError(f"labels are given twice, as {given} and as inputs[{key!r}], and they differ; pass "
+                                 "them once")
+            given, labels = (f"inputs[{key!r}]", from_inputs) if labels is None else (given, labels)
     inputs = _outside_inference_mode(inputs)
     # the checks every entry point shares (workbench.core.validation)
     ids = inputs.get("input_ids") if isinstance(inputs, Mapping) else inputs

@@ -37,7 +37,8 @@ def compute_pefs(
     them to disk instead (resumable, memory flat in the number of examples).
 
     inputs: a tensor, or a dict of tensors (e.g. a tokenizer's output), one row per example;
-        ``inputs["labels"]`` is used as labels when ``labels`` is None.
+        ``inputs["labels"]`` (or a datasets column ``inputs["label"]``) is used as labels when
+        ``labels`` is None.
     labels: (n_examples,) ints, or None when unknown.
     kind: "lrm" (low-rank, :class:`LrmPefs`) or "d" (diagonal, :class:`DPefs`).
     n_values: entries kept per example (its largest); None keeps every non-zero.
