@@ -199,3 +199,19 @@ def test_a_datasets_label_column_is_read_as_the_labels(recwarn):
     with pytest.raises(ValueError, match=r"labels are given twice, as labels= and as inputs\['label'\]"):
         compute_pefs(tiny_bert(3), dict(inputs, label=torch.tensor([2, 0, 1, 2])), [0, 0, 0, 0], progress=False)
 
+
+@pytest.mark.parametrize("shape, match", [
+    ("rows", r"a list of 4 examples' dicts: collate them .*tokenizer\.pad\(examples, return_tensors='pt'\)"),
+    ("ragged", r"inputs\['input_ids'\] is a list of rows of 7 to 10 values, not a tensor: pad them.*padding=True"),
+    ("text", r"inputs\['text'\] holds text, which no model takes: leave it out"),
+])
+def test_inputs_as_a_dataset_gives_them_are_refused_with_the_fix(shape, match):
+    """Rows as dicts, a tokenizer's output without padding and a datasets text column were refused as 'got
+    list' or with 'pass torch.as_tensor(...)', which fails on rows of several lengths."""
+    inputs = tiny_bert_inputs(4)
+    ids = [row[mask.bool()].tolist() for row, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
+    given = {"rows": [{"input_ids": row} for row in ids],
+             "ragged": {"input_ids": ids, "attention_mask": [[1] * len(row) for row in ids]},
+             "text": dict(text=["a", "b", "c", "d"], **inputs)}[shape]
+    with pytest.raises(TypeError, match=match):
+        compute_pefs(tiny_bert(3), given, progress=False)

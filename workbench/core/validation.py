@@ -102,6 +102,9 @@ def example_count(inputs) -> int:
     if isinstance(inputs, (str, bytes)) or (isinstance(inputs, Sequence) and inputs and isinstance(inputs[0], str)):
         raise TypeError("inputs are text: tokenize them first, e.g. tokenizer(texts, padding=True, truncation=True, "
                         "return_tensors='pt'), and pass the result")
+    if isinstance(inputs, Sequence) and inputs and isinstance(inputs[0], Mapping):  # a dataset's rows, uncollated
+        raise TypeError(f"inputs are a list of {len(inputs)} examples' dicts: collate them into one dict of padded "
+                        "tensors first, e.g. tokenizer.pad(examples, return_tensors='pt')")
     if isinstance(inputs, torch.Tensor):
         tensors = {"inputs": inputs}
     elif isinstance(inputs, Mapping) and inputs:
@@ -111,8 +114,7 @@ def example_count(inputs) -> int:
                         f"got {type(inputs).__name__}")
     for name, value in tensors.items():
         if not isinstance(value, torch.Tensor):
-            raise TypeError(f"inputs[{name!r}] is a {type(value).__name__}, not a tensor; tokenize with "
-                            "return_tensors='pt', or pass torch.as_tensor(...)")
+            raise TypeError(_not_a_tensor(name, value))
         if value.ndim == 0:
             raise ValueError(f"inputs[{name!r}] is a scalar; every input needs one row per example")
         if value.is_meta:  # torch's "Cannot copy out of meta tensor" when the batch moved to the model's device
@@ -136,6 +138,22 @@ def example_count(inputs) -> int:
             "score an empty sequence. Drop them, or check the texts and the tokenizer call"
         )
     return n
+
+
+def _not_a_tensor(name: str, value) -> str:
+    """Why ``inputs[name]`` is refused, and the fix: torch.as_tensor fails on rows of several lengths
+    (a tokenizer's output without padding), and a dataset's text column is no input at all."""
+    rows = value if isinstance(value, (list, tuple)) else ()
+    if rows and all(isinstance(row, str) for row in rows):
+        return (f"inputs[{name!r}] holds text, which no model takes: leave it out and pass the tokenizer's tensors "
+                "(with the labels as labels=, or as inputs['labels'])")
+    lengths = {len(row) for row in rows if isinstance(row, (list, tuple)) or getattr(row, "ndim", 0) >= 1}
+    if len(lengths) > 1:
+        return (f"inputs[{name!r}] is a list of rows of {min(lengths)} to {max(lengths)} values, not a tensor: pad "
+                "them, e.g. tokenizer(texts, padding=True, return_tensors='pt'), or tokenizer.pad(inputs, "
+                "return_tensors='pt') for a tokenizer's output")
+    return (f"inputs[{name!r}] is a {type(value).__name__}, not a tensor; tokenize with return_tensors='pt', or pass "
+            "torch.as_tensor(...)")
 
 
 #: Inputs with one column per token, which must agree in length.
