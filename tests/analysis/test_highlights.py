@@ -214,3 +214,30 @@ def test_every_parameter_of_a_family_read_per_token_is_in_the_scores(name):
     np.testing.assert_allclose([s.projection for s in scores], expected, rtol=1e-4)
     for s in scores:
         assert s.scores.sum() + s.head_share == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("context", ["no_grad", "inference_mode", "autocast"])
+def test_readings_of_the_model_do_not_depend_on_the_caller_s_mode(context):
+    """Token scores under a caller's torch.no_grad() were all 0 (the explorer then said no layer could be
+    read per token), and a perturbation check under torch.autocast(bfloat16) read another model than the
+    PEFs (its KL ratio 15% off): they run in the PEFs' own mode, as compute_pefs does."""
+    from tests.conftest import tiny_bert, tiny_bert_inputs
+    from workbench import LrmNpeff
+    from workbench.analysis import perturbation_check
+
+    model, inputs = tiny_bert(3), tiny_bert_inputs(12)
+    pefs = compute_pefs(model, inputs, n_values=None, progress=False)
+    fit = LrmNpeff(n_components=2, n_iters_g_only=20, n_iters_joint=20, progress=False).fit(pefs)
+    top = top_examples(fit.W_, 0, 4)
+
+    def read():
+        scores = np.concatenate([s.scores for s in token_scores(model, fit, 0, inputs)])
+        return scores, perturbation_check(model, fit, 0, inputs, pefs.labels, top=top).kl_ratio
+
+    scores, ratio = read()
+    with {"no_grad": torch.no_grad(), "inference_mode": torch.inference_mode(),
+          "autocast": torch.autocast("cpu", dtype=torch.bfloat16)}[context]:
+        scores_there, ratio_there = read()
+    assert np.abs(scores).max() > 0
+    np.testing.assert_allclose(scores_there, scores, rtol=1e-6, atol=1e-9)
+    assert ratio_there == pytest.approx(ratio, rel=1e-6)

@@ -35,7 +35,7 @@ import torch
 from ..core.arguments import positive_int, seed_value
 from ..core.device import run_device
 from ..core.pefs import LrmPefs
-from ..fisher.inputs import Inputs, eval_mode, n_inputs, slice_inputs
+from ..fisher.inputs import Inputs, n_inputs, pef_mode, slice_inputs
 from ..runner.compute import compute_pefs
 from .tables import chance_purity, purity, scaled_coefficients, top_examples
 
@@ -123,7 +123,7 @@ def hidden_states(
     device = run_device(model, device)
     model.to(device)
     rows = []
-    with eval_mode(model):
+    with pef_mode(model), torch.no_grad():
         for start in range(0, n_inputs(inputs), batch_size):
             batch = slice_inputs(inputs, start, min(start + batch_size, n_inputs(inputs)), device)
             out = model(**batch, output_hidden_states=True) if isinstance(batch, Mapping) else model(batch, output_hidden_states=True)

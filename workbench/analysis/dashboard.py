@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..fisher.inputs import Inputs, eval_mode, n_inputs
+from ..fisher.inputs import Inputs, n_inputs, pef_mode
 from .moves import perturbation_direction, perturbed
 from .perturb import log_probabilities, padding_matters
 
@@ -63,7 +63,7 @@ def logit_change(model: torch.nn.Module, decomposition, component: int, inputs: 
     device = next(model.parameters()).device
     direction = perturbation_direction(decomposition, component)
     rows = np.arange(n_inputs(inputs))
-    with eval_mode(model):
+    with pef_mode(model):
         unpadded = padding_matters(model, inputs, rows, device, batch_size)
         original = log_probabilities(model, inputs, rows, batch_size=batch_size, device=device, unpadded=unpadded)
         change = {}

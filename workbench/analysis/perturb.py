@@ -25,7 +25,7 @@ from ..core.arguments import component_index, positive_int, seed_value
 from ..core.device import run_device
 from ..core.validation import as_labels, check_label_range, check_model
 from ..fisher.checks import padding_changes_outputs
-from ..fisher.inputs import Inputs, class_logits, eval_mode, groups_as_computed, n_inputs, slice_inputs
+from ..fisher.inputs import Inputs, class_logits, groups_as_computed, n_inputs, pef_mode, slice_inputs
 from ..report import fragment, perturbation_html
 from ..report.html import bound_text
 from .draws import BASELINE_DRAWS, DRAW_WORDS
@@ -423,7 +423,7 @@ def perturbation_check(
     device = run_device(model, device)
     model.to(device)
     direction = perturbation_direction(decomposition, component, max_sim)
-    with eval_mode(model):
+    with pef_mode(model):  # the model as the PEFs read it: a caller's autocast moved the KL ratio 15%
         unpadded = padding_matters(model, inputs, np.concatenate([top, baseline]), device, batch_size)
         original = {name: log_probabilities(model, inputs, idx, batch_size=batch_size, device=device, unpadded=unpadded)
                     for name, idx in (("top", top), ("baseline", baseline))}
@@ -509,6 +509,6 @@ def _predictions(model, inputs: Inputs, batch_size: int, device) -> np.ndarray:
     rows = np.arange(n_inputs(inputs))
     device = run_device(model, device)
     model.to(device)
-    with eval_mode(model):
+    with pef_mode(model):
         unpadded = padding_matters(model, inputs, rows, device, batch_size)
         return log_probabilities(model, inputs, rows, batch_size=batch_size, device=device, unpadded=unpadded).argmax(1).numpy()

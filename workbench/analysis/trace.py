@@ -23,7 +23,7 @@ import torch
 
 from ..core.arguments import component_index
 from ..fisher.checks import padding_changes_outputs
-from ..fisher.inputs import eval_mode, groups_as_computed
+from ..fisher.inputs import groups_as_computed, pef_mode
 from ..models.text import encode_texts, spelled_tokens
 from .moves import perturbation_direction, perturbed
 from .perturb import check_finite_outputs, check_step
@@ -135,7 +135,7 @@ def _layer_changes(model, decomposition, component: int, inputs: dict, epsilon: 
     device = next(model.parameters()).device
     batch = {k: v.to(device) for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
     mask = batch.get("attention_mask")
-    with eval_mode(model), torch.no_grad():
+    with pef_mode(model), torch.no_grad():
         # As the PEFs were computed: each example as alone where padding changes the outputs (fisher.checks).
         groups = groups_as_computed(batch, padding_changes_outputs(model, batch, warn=False, remember=True))
         if len(groups) == 1:

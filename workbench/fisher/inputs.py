@@ -164,7 +164,8 @@ def eval_mode(model: nn.Module):
 def pef_mode(model: nn.Module):
     """What exact PEFs need, whatever the caller's context: dropout off (:func:`eval_mode`), gradients on
     (inside a caller's torch.no_grad() or inference_mode() autograd raised "does not require grad"), and
-    autocast off (under torch.autocast(bfloat16) every entry was 0.5% off, or a rule failed on bfloat16)."""
+    autocast off (under torch.autocast(bfloat16) every entry was 0.5% off, or a rule failed on bfloat16). The
+    readings of a model (token scores, perturbations, traces) run in it too, so they read the model the PEFs read."""
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.inference_mode(False))
         stack.enter_context(torch.enable_grad())
