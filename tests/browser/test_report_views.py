@@ -112,6 +112,32 @@ def test_high_contrast_mode_keeps_the_shading_and_the_legend(browser, report_ind
     assert bars and all(rgba(b)[3] > 0 and b != "rgb(0, 0, 0)" for b in bars), bars[:5]
 
 
+#: Each chart's paper colour (plotly paints it as its first svg's background).
+PAPERS = "Array.from(document.querySelectorAll('.npeff-plot .svg-container > svg.main-svg:first-child')).map(s => getComputedStyle(s).backgroundColor)"
+
+
+def test_charts_follow_the_dark_scheme_and_print_light(browser, report_index):
+    """plotly's template is white: every chart was a white box on the dark page, and the dark scheme's light
+    greys printed grey on white paper."""
+    page = open_page(browser, report_index, color_scheme="dark")
+    page.wait_for_function("document.querySelectorAll('.npeff-plot .main-svg').length >= 30")
+    page.wait_for_timeout(500)
+    dark = page.evaluate(PAPERS)
+    page.evaluate("window.dispatchEvent(new Event('beforeprint'))")
+    page.wait_for_timeout(300)
+    printed = page.evaluate(PAPERS)
+    page.emulate_media(media="print")
+    ink = page.evaluate("getComputedStyle(document.querySelector('.npeff')).color")
+    page.emulate_media(media="screen")
+    page.evaluate("window.dispatchEvent(new Event('afterprint'))")
+    page.wait_for_timeout(300)
+    again = page.evaluate(PAPERS)
+    page.close()
+    assert len(dark) >= 30 and set(dark) == {"rgb(27, 29, 33)"}, set(dark)  # the page's own --bg
+    assert set(printed) == {"rgb(255, 255, 255)"}, set(printed)
+    assert ink == "rgb(34, 34, 34)"  # the light scheme's --fg on paper
+    assert again == dark
+
 #: The charts whose title runs past the chart's edges: [title, its left and right, the chart's left and right].
 TITLES_OUTSIDE = """() => Array.from(document.querySelectorAll('.npeff-plot')).map(function (plot) {
   var svg = plot.querySelector('svg.main-svg'), title = plot.querySelector('.gtitle');

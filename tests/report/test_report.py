@@ -268,7 +268,7 @@ def test_pages_fit_small_screens_and_dark_themes():
     # the page's own colours on a background of its own: readable inside a dark JupyterLab theme;
     # light unless the system asks for dark (the colours are variables, set again for dark)
     assert "--bg: #fff;" in report.CSS and "background: var(--bg)" in report.CSS
-    dark = report.CSS.split("@media (prefers-color-scheme: dark)")[1].split("\n}")[0]
+    dark = report.CSS.split("@media screen and (prefers-color-scheme: dark)")[1].split("\n}")[0]
     assert "color-scheme: dark" in dark and "--bg: #1b1d21" in dark and "--fg: #e4e4e4" in dark
     assert '<meta name="color-scheme" content="light dark">' in page
     assert "mathjax_ignore" in report.fragment("$a^2$")  # JupyterLab does not typeset the data's dollars

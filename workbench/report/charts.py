@@ -163,12 +163,34 @@ def _spread(rows: pd.DataFrame) -> dict | None:
 #: what an A4 or Letter page holds before, and fitted to its box again after.
 #: The modebar's ten buttons per chart leave the keyboard's tab order: a report of 80 charts had 800
 #: stops among its 65 controls (the mouse still reaches them).
+#: Where the reader's system is dark the chart takes the page's dark colours (its box's CSS variables), and
+#: follows a change of scheme; plotly's template is white, and each chart was a white box on the dark page.
+#: On paper it is light again, as the page is.
 FIT_SCRIPT = ("if (window.ResizeObserver) new ResizeObserver(function () {"
               " if (div.offsetWidth) Plotly.Plots.resize(div); }).observe(div);"
+              " var dark = window.matchMedia ? window.matchMedia('screen and (prefers-color-scheme: dark)') : {matches: false};"
+              " var shown = false;"
+              " function paint(isDark, update) {"
+              "  update = update || {};"
+              "  if (isDark !== shown) {"
+              "   var css = getComputedStyle(div.closest('.npeff') || div);"
+              "   var v = function (name) { return isDark ? css.getPropertyValue(name).trim() || null : null; };"
+              "   update.paper_bgcolor = v('--bg'); update.plot_bgcolor = v('--head'); update['font.color'] = v('--fg');"
+              "   Object.keys(div._fullLayout || {}).filter(function (k) { return /^[xy]axis[0-9]*$/.test(k); })"
+              "    .forEach(function (k) { update[k + '.gridcolor'] = v('--box');"
+              "     update[k + '.zerolinecolor'] = update[k + '.linecolor'] = v('--rule'); });"
+              "   shown = isDark;"
+              "   var bars = div.data.map(function (t, i) { return t.type === 'bar' ? i : -1; }).filter(function (i) { return i >= 0; });"
+              "   if (bars.length) return Plotly.update(div, {'marker.line.color': v('--bg')}, update, bars);"  # the template's light outlines
+              "  }"
+              "  return Object.keys(update).length ? Plotly.relayout(div, update) : Promise.resolve();"
+              " }"
+              " paint(dark.matches);"
+              " if (dark.addEventListener) dark.addEventListener('change', function () { paint(dark.matches); });"
               " window.addEventListener('beforeprint', function () {"
-              " if (div.offsetWidth > PRINT_WIDTH) Plotly.relayout(div, {width: PRINT_WIDTH}); });"
-              " window.addEventListener('afterprint', function () {"
-              " if (div.layout.width) Plotly.relayout(div, {width: null}).then(function () { Plotly.Plots.resize(div); }); });"
+              " paint(false, div.offsetWidth > PRINT_WIDTH ? {width: PRINT_WIDTH} : {}); });"
+              " window.addEventListener('afterprint', function () { var wide = Boolean(div.layout.width);"
+              " paint(dark.matches, wide ? {width: null} : {}).then(function () { if (wide) Plotly.Plots.resize(div); }); });"
               " function untab() { div.querySelectorAll('.modebar-btn').forEach(function (b) { b.tabIndex = -1; }); }"
               " untab(); div.on('plotly_afterplot', untab);").replace("PRINT_WIDTH", "680")
 
@@ -205,7 +227,7 @@ def figure_html(figure, include_plotlyjs: bool | str = False) -> str:
     spec = pio.to_json(figure, validate=False).replace("</", "<\\/")  # no "</script>" can end the script early
     return (f'<div id="{div}" class="npeff-plot" {label}>{NO_SCRIPT}</div><script type="text/javascript">(function () {{'
             f' var spec = {spec}; var div = document.getElementById("{div}"); if (!div) return;'
-            f" if (window.Plotly) {{ Plotly.newPlot(div, spec.data, spec.layout, {json.dumps(config)}); {FIT_SCRIPT} }}"
+            f" if (window.Plotly) {{ Plotly.newPlot(div, spec.data, spec.layout, {json.dumps(config)}).then(function () {{ {FIT_SCRIPT} }}); }}"
             f' else {{ div.textContent = "(chart not drawn: this page has no plotly.js; the numbers are in the table)"; }}'
             f" }})();</script>")
 

@@ -21,13 +21,14 @@ import numpy as np
 import pandas as pd
 
 #: The colours are variables: light by default (a background of its own, so readable inside a dark
-#: JupyterLab theme too), dark where the reader's system asks for it.
+#: JupyterLab theme too), dark where the reader's system asks for it, on screens: on paper, which drops
+#: the dark background, the dark scheme's light greys printed grey on white.
 CSS = """
 .npeff { --fg: #222; --bg: #fff; --muted: #555; --soft: #333; --line: #e2e2e2; --rule: #999; --head: #f4f4f4;
          --box: #ddd; --link: #0645ad; --bar: #7aa6d8; --wrong: #b00020; --note-fg: #8a5a00; --note-bg: #fff7e0;
          --error-bg: #fdecee; --run-bg: #f7f9fc; --run-line: #dde3ec; --carries: 255,140,0; --cancels: 40,120,255;
          color-scheme: light; }
-@media (prefers-color-scheme: dark) {
+@media screen and (prefers-color-scheme: dark) {
   .npeff { --fg: #e4e4e4; --bg: #1b1d21; --muted: #a8adb5; --soft: #c8ccd2; --line: #363a40; --rule: #6b7078;
            --head: #272a30; --box: #3a3e45; --link: #8ab4f8; --bar: #5b8fd0; --wrong: #ff7a8a; --note-fg: #f0c36b;
            --note-bg: #3a3020; --error-bg: #3d1f24; --run-bg: #20242b; --run-line: #353b45; --carries: 190,80,0;
@@ -56,7 +57,7 @@ CSS = """
 .npeff .example .meta .wrong { color: var(--wrong); font-weight: bold; }
 .npeff .tokens { font-family: Menlo, Consolas, monospace; font-size: 13px; line-height: 1.9; white-space: pre-wrap; }
 .npeff .tok { border-radius: 3px; padding: 1px 1px; }
-@media (prefers-color-scheme: dark) { .npeff .tok.deep { color: #fff; } }
+@media screen and (prefers-color-scheme: dark) { .npeff .tok.deep { color: #fff; } }
 /* longhands: an engine that takes no thickness in the shorthand (older Safari) dropped the whole rule, and the
    underline is the strongest word's one mark that is no colour */
 .npeff .tok.strongest { text-decoration-line: underline; text-decoration-thickness: 2px; text-underline-offset: 3px; }
