@@ -106,7 +106,12 @@ def test_high_contrast_mode_keeps_the_shading_and_the_legend(browser, report_ind
         "els => els.map(e => getComputedStyle(e).backgroundColor)")
     shades = page.locator(".npeff .tok").evaluate_all("els => els.map(e => getComputedStyle(e).backgroundColor)")
     bars = page.locator(".npeff td .bar").evaluate_all("els => els.map(e => getComputedStyle(e).backgroundColor)")
+    # and told apart by no colour: the deep words framed, solid where they carry, dashed where they cancel
+    frames = page.locator(".npeff .tok.deep, .npeff div.legend .swatch").evaluate_all(
+        "els => els.map(e => [e.classList.contains('cancels'), getComputedStyle(e).outlineStyle])")
     page.close()
+    assert {cancels for cancels, _ in frames} == {True, False}, frames
+    assert all(style == ("dashed" if cancels else "solid") for cancels, style in frames), frames
     assert len(set(swatches)) == 2, swatches  # carries and cancels told apart
     assert len(set(shades)) > 5, shades[:10]  # the words shaded by their share, not all one system colour
     assert bars and all(rgba(b)[3] > 0 and b != "rgb(0, 0, 0)" for b in bars), bars[:5]

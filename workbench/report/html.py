@@ -89,6 +89,10 @@ CSS = """
 @media (forced-colors: active) {
   .npeff .tok, .npeff .bar, .npeff .legend .swatch { forced-color-adjust: none; }
   .npeff .tok { color: CanvasText; }
+  /* and a mark that is no colour: the deeply shaded words framed, solid where they carry the component and
+     dashed where they cancel it (a high-contrast reader told them apart by orange against blue alone) */
+  .npeff .tok.deep, .npeff .legend .swatch { outline: 2px solid CanvasText; outline-offset: 0; }
+  .npeff .tok.deep.cancels, .npeff .legend .swatch.cancels { outline-style: dashed; }
 }
 /* On paper nothing scrolls: tables wrap instead of hiding columns, cards and charts stay whole. */
 @media print {
@@ -260,8 +264,8 @@ def percent(value: float, sign: str = "") -> str:
 
 #: The colour legend and the meaning of the three shares, shown above highlighted examples.
 LEGEND = (
-    f'<div class="legend">Token shading: <span class="swatch" style="background:{token_colour(1.0, 1.0)}"></span>'
-    f'a positive share, <span class="swatch" style="background:{token_colour(-1.0, 1.0)}"></span>a negative share '
+    f'<div class="legend">Token shading: <span class="swatch carries" style="background:{token_colour(1.0, 1.0)}"></span>'
+    f'a positive share, <span class="swatch cancels" style="background:{token_colour(-1.0, 1.0)}"></span>a negative share '
     "(its term points against the rest); shares say where the Fisher mass flows, not what deleting a word would do. "
     "Each example's strongest word (of the largest |share|, in either colour) is fully shaded and underlined; "
     "a word's share is of the words' total |share| (hover a word for it and for its share of the whole mass). "
