@@ -99,6 +99,11 @@ def test_report_traces_each_component_through_the_layers(explorer, index_html):
         assert "layer profile: top vs baseline" in section
         top = trace.profile["top"]
         assert f'data-sort="{float(top.iloc[-1])!r}"' in section  # its numbers, in the table beside the chart
+        # and the heatmap's, folded, a token per row: without JavaScript, or to a screen reader, it was its title
+        numbers = section.split("The heatmaps' numbers")[1].split("</details>")[0]
+        heat = trace.heatmap(0).round(4)
+        assert all(f">{report.escape(token)}</td>" in numbers for token in heat.columns)
+        assert f'data-sort="{float(heat.iloc[-1, -1])!r}"' in numbers
 
 
 def test_report_of_a_run_without_a_model_has_no_trace(tmp_path):

@@ -8,7 +8,7 @@ panel in ``widgets/`` shows live, and the section the strategy pages and the run
 from __future__ import annotations
 
 from .charts import LINES_LAYOUT, SET_COLOURS, figure_html, short_ticks, with_title
-from .html import plotly_text, table_html
+from .html import escape, plotly_text, table_html
 
 
 def trace_heatmap_figure(trace=None, k: int = 0):
@@ -46,12 +46,18 @@ def trace_profile_figure(trace=None):
 
 
 def trace_html(trace, *, include_plotlyjs: bool | str = False, n_heatmaps: int = 3) -> str:
-    """The trace section: the layer profile, heatmaps of the first top examples, and the profile's numbers."""
+    """The trace section: the layer profile, heatmaps of the first top examples, the profile's numbers and,
+    folded, the heatmaps' (without JavaScript, or to a screen reader, a heatmap was its title alone)."""
     tops = [k for k, s in enumerate(trace.sets) if s == "top"][:n_heatmaps]
     charts = [figure_html(trace_profile_figure(trace), include_plotlyjs)]
     charts += [figure_html(trace_heatmap_figure(trace, k), False) for k in tops]
+    # a token per row: a long example's tokens as columns made a table hundreds of columns wide
+    heatmaps = "".join(f"<div><b>Example {escape(trace.examples[k])}</b>"
+                       f"{table_html(trace.heatmap(k).T.round(4).rename_axis('token'))}</div>" for k in tops)
+    numbers = (f'<details class="chart-numbers"><summary>The heatmaps\' numbers</summary>'
+               f'<div class="dashboard"><div class="tables">{heatmaps}</div></div></details>' if tops else "")
     return (f"<h3>Perturbation trace of component {int(trace.component)}</h3>"
             f"<div class=\"caption\">ε = {trace.epsilon:g}; relative change of each layer's hidden state per token, "
             f"mean over θ ± εĝ; {trace.sets.count('top')} top and {trace.sets.count('baseline')} baseline examples</div>"
             '<div class="charts">' + "".join(f"<div>{c}</div>" for c in charts) + "</div>"
-            + table_html(trace.profile))
+            + table_html(trace.profile) + numbers)
