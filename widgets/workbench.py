@@ -164,7 +164,8 @@ class Workbench(StaticFallback, w.VBox):
         facts = [f"{self.explorer.n_components} components", f"{len(self.explorer.examples)} examples",
                  f"status {run.record.get('status')}"]
         facts += [f"{k} {v:.3g}" for k, v in figures.items() if isinstance(v, (int, float))][:4]
-        return (f"<b>NPEFF workbench</b> · run <code>{report.escape(run.path)}</code> · "
+        # a path in the home folder from ~: the snapshot is kept in the notebook and its HTML, which are shared
+        return (f"<b>NPEFF workbench</b> · run <code>{report.escape(report.home_as_tilde(str(run.path)))}</code> · "
                 + " · ".join(report.escape(f) for f in facts))
 
     # -- static display ----------------------------------------------------------------
@@ -192,7 +193,7 @@ class Workbench(StaticFallback, w.VBox):
 
     def static_text(self) -> str:
         filled = self._filled_views(lambda panel: panel.static_text(), str)
-        return "\n\n".join([f"NPEFF workbench of {self.explorer.run.path}", self.browser.static_text(),
+        return "\n\n".join([f"NPEFF workbench of {report.home_as_tilde(str(self.explorer.run.path))}", self.browser.static_text(),
                             self.examples.static_text(), filled["dashboard"], self.perturbation.static_text(),
                             filled["trace"], self.lookup.static_text()])
 

@@ -372,3 +372,12 @@ def test_a_snapshot_kept_while_the_first_fill_runs_says_so(embedded_run, monkeyp
     assert "No component selected" not in page and "No trace run yet" not in page
     assert f"Still filling in for component {wb.browser.selected}" in text and "No component selected" not in text
     assert "still filling in" not in wb.static_html().lower()
+
+
+def test_the_workbench_snapshot_names_a_run_in_the_home_folder_from_tilde(tmp_path, monkeypatch):
+    """The snapshot is kept in the notebook and its HTML, which are shared: its header named /home/<name>/..."""
+    monkeypatch.setenv("HOME", str(tmp_path / "someone"))
+    path = synthetic_run(tmp_path / "someone" / "runs" / "x", n_components=3, n_examples=300, density=0.1)
+    bundle = Workbench(RunExplorer.open(path), background=False)._repr_mimebundle_()
+    assert "someone" not in bundle["text/html"] and "~/runs/x" in bundle["text/html"]
+    assert "someone" not in bundle["text/plain"]

@@ -458,10 +458,10 @@ def _plain_value(value) -> str:
         return ", ".join(map(str, value))
     if isinstance(value, float):
         return f"{value:.3g}"
-    return _home_as_tilde(str(value))
+    return home_as_tilde(str(value))
 
 
-def _home_as_tilde(text: str) -> str:
+def home_as_tilde(text: str) -> str:
     """A path in the user's home folder as ~/...: pages are shared, and /home/<name>/... named the user."""
     home = os.path.expanduser("~").rstrip(os.sep)
     if home and home != os.sep and (text == home or text.startswith(home + os.sep)):
@@ -530,7 +530,7 @@ def run_section_html(record: dict, *, title: str = "This run", heading: bool = T
         ran = (f"{notebook.get('status')} in {notebook.get('seconds', '?')} s" if notebook.get("status") != "running"
                else "still running when this was written")
         lines.append(
-            f"notebook <b>{escape(name)}</b> ({escape(_home_as_tilde(str(notebook.get('source'))))}, {escape(ran)}, "
+            f"notebook <b>{escape(name)}</b> ({escape(home_as_tilde(str(notebook.get('source'))))}, {escape(ran)}, "
             f"papermill {escape(notebook.get('papermill', '?'))}): "
             + _items(notebook.get("parameters", {}).items(), injected) + (" (* injected)" if injected else ""))
     stages = record.get("stages", {})
