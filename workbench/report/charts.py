@@ -162,7 +162,8 @@ def _spread(rows: pd.DataFrame) -> dict | None:
 #: Printing lays the page out at the paper's width with no script running, so a chart is narrowed to
 #: what an A4 or Letter page holds before, and fitted to its box again after.
 #: The modebar's ten buttons per chart leave the keyboard's tab order: a report of 80 charts had 800
-#: stops among its 65 controls (the mouse still reaches them).
+#: stops among its 65 controls (the mouse still reaches them). To a screen reader the chart is its label
+#: (role="img"): what plotly drew is hidden from it, which read each tick label and the ten buttons of each chart.
 #: Where the reader's system is dark the chart takes the page's dark colours (its box's CSS variables), and
 #: follows a change of scheme; plotly's template is white, and each chart was a white box on the dark page.
 #: On paper it is light again, as the page is.
@@ -191,7 +192,8 @@ FIT_SCRIPT = ("if (window.ResizeObserver) new ResizeObserver(function () {"
               " paint(false, div.offsetWidth > PRINT_WIDTH ? {width: PRINT_WIDTH} : {}); });"
               " window.addEventListener('afterprint', function () { var wide = Boolean(div.layout.width);"
               " paint(dark.matches, wide ? {width: null} : {}).then(function () { if (wide) Plotly.Plots.resize(div); }); });"
-              " function untab() { div.querySelectorAll('.modebar-btn').forEach(function (b) { b.tabIndex = -1; }); }"
+              " function untab() { div.querySelectorAll('.modebar-btn').forEach(function (b) { b.tabIndex = -1; });"
+              " var drawn = div.querySelector('.plot-container'); if (drawn) drawn.setAttribute('aria-hidden', 'true'); }"
               " untab(); div.on('plotly_afterplot', untab);").replace("PRINT_WIDTH", "680")
 
 NO_SCRIPT = '<noscript><div class="caption">(chart not drawn: JavaScript is off in this browser)</div></noscript>'
