@@ -440,6 +440,9 @@ def _h5_of_the_other_kind(tmp):
 
 
 CASES = [
+    Case("more examples than the memory holds", InsufficientResourcesError, r"n_examples=1000000000000 examples need at "
+         r"least .* of memory for their texts and tokens alone.*ask for fewer examples",
+         lambda tmp: run_embedded(tmp / "run", n_examples=10**12, progress=False)),
     Case("save_pefs of a plain array", TypeError, r"save_pefs writes LrmPefs or DPefs, got ndarray.*LrmPefs\.from_dense",
          lambda tmp: save_pefs(np.ones((3, 4)), tmp / "pefs")),
     Case("PEFs of the other kind to an h5 writer", TypeError, r"write_lrm_pefs_h5 writes LrmPefs, got DPefs; write those "

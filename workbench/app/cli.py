@@ -49,7 +49,9 @@ def _pefs(args: argparse.Namespace) -> int:
     from ..models.embedded import default_model, load_default_model
     from ..models.embedded.splits import analysis_examples
     from ..models.text import encode_texts
+    from .pipeline import check_examples_fit
 
+    check_examples_fit(args.n_examples, "--n-examples")  # before the model trains
     if args.model_path is not None:
         if args.base is not None:
             raise ValueError("--base names the model to train on the task, and --model-path a model already trained: "
