@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import ipywidgets as w
 import traitlets
 
@@ -64,10 +66,12 @@ class ComponentBrowser(StaticFallback, w.VBox):
                         for c in self.columns]
         for column, header in zip(self.columns, self.headers):
             header.on_click(lambda _, column=column: self.sort_by(column))
-        self.row_buttons = [w.Button(layout=w.Layout(width="auto")) for _ in range(page_size)]
+        # never more rows than components: page_size=10**7 made ten million buttons, and the kernel ran out of memory
+        n_rows = max(1, min(self.page_size, explorer.n_components))
+        self.row_buttons = [w.Button(layout=w.Layout(width="auto")) for _ in range(n_rows)]
         for button in self.row_buttons:
             button.on_click(self._row_clicked)
-        self.cells = [[w.HTML(layout=w.Layout(padding="0 6px")) for _ in self.columns[1:]] for _ in range(page_size)]
+        self.cells = [[w.HTML(layout=w.Layout(padding="0 6px")) for _ in self.columns[1:]] for _ in range(n_rows)]
         grid_children = list(self.headers)
         for button, cells in zip(self.row_buttons, self.cells):
             grid_children += [button, *cells]
@@ -86,13 +90,16 @@ class ComponentBrowser(StaticFallback, w.VBox):
 
     # -- actions -----------------------------------------------------------------------
 
-    def show_page(self, page: int) -> ComponentPage:
-        """Show page ``page`` (clamped to the pages there are) of the filtered, sorted table."""
+    def show_page(self, page: int, filter: ComponentFilter | None = None) -> ComponentPage:
+        """Show page ``page`` (clamped to the pages there are) of the filtered, sorted table; with ``filter``, of
+        that filter, which is kept only once it could be applied."""
         try:
-            result = self.explorer.components(self.filter, page=page, page_size=self.page_size)
-        except ValueError as error:  # a filter the table cannot apply
-            self.message.value = report.fragment(report.error_html(str(error)))
+            result = self.explorer.components(filter or self.filter, page=page, page_size=self.page_size)
+        except (TypeError, ValueError) as error:  # a filter the table cannot apply: the last one that could stays
+            self.message.value = report.fragment(report.error_html(f"{type(error).__name__}: {error}"))
             raise
+        # kept before it was checked, sort_by("no such column") failed every page, sort and filter after it
+        self.filter = filter or self.filter
         self.message.value = ""
         self.page_number = result.page
         self.current = result
@@ -115,8 +122,7 @@ class ComponentBrowser(StaticFallback, w.VBox):
     def sort_by(self, column: str) -> None:
         """Sort by ``column``; sorting by the same column again reverses the order."""
         descending = not self.filter.descending if column == self.filter.sort_by else column != "component"
-        self.filter.sort_by, self.filter.descending = column, descending
-        self.show_page(0)
+        self.show_page(0, dataclasses.replace(self.filter, sort_by=column, descending=descending))
 
     def select(self, component: int | None) -> None:
         if component is not None:
@@ -127,12 +133,9 @@ class ComponentBrowser(StaticFallback, w.VBox):
     # -- rendering ---------------------------------------------------------------------
 
     def _filters_changed(self, _change) -> None:
-        self.filter.search = self.search.value
-        self.filter.purity = self.purity_column.value
-        self.filter.min_purity = self.min_purity.value
-        self.filter.min_mass = self.min_mass.value
-        self.filter.label = None if self.label.value == ANY else self.label.value
-        self.show_page(0)
+        self.show_page(0, dataclasses.replace(
+            self.filter, search=self.search.value, purity=self.purity_column.value, min_purity=self.min_purity.value,
+            min_mass=self.min_mass.value, label=None if self.label.value == ANY else self.label.value))
 
     def _fill(self, page: ComponentPage) -> None:
         arrow = "▼" if self.filter.descending else "▲"

@@ -381,3 +381,16 @@ def test_the_workbench_snapshot_names_a_run_in_the_home_folder_from_tilde(tmp_pa
     bundle = Workbench(RunExplorer.open(path), background=False)._repr_mimebundle_()
     assert "someone" not in bundle["text/html"] and "~/runs/x" in bundle["text/html"]
     assert "someone" not in bundle["text/plain"]
+
+
+def test_a_browser_makes_no_more_rows_than_components_and_outlives_a_bad_sort(many):
+    """page_size=10**7 made ten million row buttons (the kernel ran out of memory); sort_by of a column the
+    table lacks was kept before it was checked, and every page, sort and filter after it failed."""
+    browser = ComponentBrowser(many, page_size=1000)
+    assert len(browser.row_buttons) == len(browser.cells) == many.n_components == 250
+    with pytest.raises(ValueError, match="cannot sort by 'bogus'"):
+        browser.sort_by("bogus")
+    assert "cannot sort by" in browser.message.value and browser.filter.sort_by == "mass"
+    browser.sort_by("label_purity")
+    assert browser.message.value == "" and browser.filter.sort_by == "label_purity"
+    assert [int(b.description) for b in browser.row_buttons[:3]] == list(many.filter_components(sort_by="label_purity").index[:3])
