@@ -231,8 +231,16 @@ def test_top_sets_take_tied_coefficients_by_example_index_as_top_examples_does()
     W[7, 5] = 1.0  # one example of positive coefficient
     for n_top in (1, 10, 60, 400, 500):
         sets = top_sets(W, n_top)
-        assert sets.shape == (6, n_top)
+        assert sets.shape == (6, min(n_top, 400))  # no column past the examples
         for j in range(6):
             truth = [i for i in sorted(range(400), key=lambda i: (-W[i, j], i)) if W[i, j] > 0][:n_top]
             assert sets[j][sets[j] >= 0].tolist() == truth == top_examples(W, j, n_top).tolist()
             assert (sets[j][len(truth):] == -1).all()
+
+
+def test_top_sets_hold_no_more_columns_than_examples():
+    """An explorer opened with n_top=10**12 allocated (n_components, 10**12): numpy's MemoryError of 21.8 TiB."""
+    from workbench.analysis.tables import top_sets
+
+    sets = top_sets(np.arange(1.0, 11.0).reshape(5, 2), 10**12)
+    assert sets.shape == (2, 5) and sorted(sets[0]) == [0, 1, 2, 3, 4]

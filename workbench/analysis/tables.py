@@ -42,9 +42,10 @@ def top_examples(W: np.ndarray, component: int, n_top: int = 20) -> np.ndarray:
 
 def top_sets(W: np.ndarray, n_top: int = 20) -> np.ndarray:
     """(n_components, n_top): :func:`top_examples` of every component, -1 after a component's last example
-    of positive coefficient."""
+    of positive coefficient; at most as many columns as examples (an explorer opened with n_top=10**12 asked
+    for 21.8 TiB)."""
     W = np.asarray(W)
-    n_top = positive_int(n_top, "n_top")
+    n_top = min(positive_int(n_top, "n_top"), W.shape[0])
     sets = np.full((W.shape[1], n_top), -1, dtype=np.int64)
     for j in range(W.shape[1]):
         top = _top_of(W[:, j], n_top)
