@@ -439,10 +439,24 @@ def _h5_of_the_other_kind(tmp):
     write_lrm_pefs_h5(DPefs.from_dense(np.ones((3, 5), dtype=np.float32)), tmp / "pefs.h5")
 
 
+def _small_synthetic_run(tmp):
+    from tests.widgets.synthetic import synthetic_run
+
+    synthetic_run(tmp / "run", n_components=3, n_examples=40, density=0.5)
+
+
+def _selectivity_of_one_component(tmp):
+    from workbench.app.explore import RunExplorer
+
+    RunExplorer.open(tmp / "run").selectivity(1)
+
+
 CASES = [
     Case("more examples than the memory holds", InsufficientResourcesError, r"n_examples=1000000000000 examples need at "
          r"least .* of memory for their texts and tokens alone.*ask for fewer examples",
          lambda tmp: run_embedded(tmp / "run", n_examples=10**12, progress=False)),
+    Case("one component where a list of them belongs", TypeError, r"components must be a list of component indices, got 1 "
+         r"\(int\); for one component pass \[1\]", _selectivity_of_one_component, _small_synthetic_run),
     Case("save_pefs of a plain array", TypeError, r"save_pefs writes LrmPefs or DPefs, got ndarray.*LrmPefs\.from_dense",
          lambda tmp: save_pefs(np.ones((3, 4)), tmp / "pefs")),
     Case("PEFs of the other kind to an h5 writer", TypeError, r"write_lrm_pefs_h5 writes LrmPefs, got DPefs; write those "

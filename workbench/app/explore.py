@@ -30,7 +30,7 @@ import pandas as pd
 from ..core.defaults import N_VALUES
 from ..analysis.tables import component_table, top_examples, top_sets
 from ..analysis.token_shares import LEFT_OUT_NOTED
-from ..core.arguments import component_index, flag, fraction, is_within, item_index, positive_int, user_path
+from ..core.arguments import component_index, component_indices, flag, fraction, is_within, item_index, positive_int, user_path
 from ..store.files import atomic_path
 from .results import (ComponentDashboard, ComponentFilter, ComponentPage, HighlightedExample, Lookup, TopExamplesPage,
                       checked_filter)
@@ -555,7 +555,7 @@ class RunExplorer:
         return pd.DataFrame(strongest_word_hits(pages, self.examples, self.model_and_tokenizer()[1], self.max_length))
 
     def _components(self, components: Sequence[int] | None) -> Sequence[int]:  # None: every component
-        return range(self.n_components) if components is None else [self._check_component(j, "components") for j in components]
+        return range(self.n_components) if components is None else component_indices(components, self.n_components)
 
     # -- exports -----------------------------------------------------------------------
 

@@ -36,6 +36,14 @@ def component_index(value, n_components: int, argument: str = "component") -> in
     return item_index(value, n_components, argument, "components")
 
 
+def component_indices(values, n_components: int, argument: str = "components") -> list[int]:
+    """``values`` as a list of component indices (one component alone is refused with the fix: ``[j]``)."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{argument} must be a list of component indices, got {values!r} ({type(values).__name__}); "
+                        f"for one component pass [{values!r}], for all of them None")
+    return [component_index(j, n_components, argument) for j in values]
+
+
 def positive_int(value, argument: str, minimum: int = 1) -> int:
     """``value`` as a count of at least ``minimum`` (a number of examples, a page or batch size)."""
     n = _integer(value, argument, f"pass a whole number of at least {minimum}, e.g. {argument}={max(minimum, 10)}")
