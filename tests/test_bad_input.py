@@ -452,6 +452,12 @@ def _selectivity_of_one_component(tmp):
 
 
 CASES = [
+    Case("run folder whose name is not UTF-8", ValueError, r"is not a valid UTF-8 path: the run's model could be written "
+         r"there but never read back.*choose a folder whose name is UTF-8",
+         lambda tmp: run_embedded(tmp / "caf\udce9", n_examples=40, progress=False)),
+    Case("run folder that cannot be made", StoreError, r"cannot make the folder /proc/npeff-run for a run \(No such file "
+         r"or directory\); choose a folder this user may write",
+         lambda tmp: run_embedded("/proc/npeff-run", n_examples=40, progress=False)),
     Case("more examples than the memory holds", InsufficientResourcesError, r"n_examples=1000000000000 examples need at "
          r"least .* of memory for their texts and tokens alone.*ask for fewer examples",
          lambda tmp: run_embedded(tmp / "run", n_examples=10**12, progress=False)),

@@ -100,6 +100,11 @@ def check_new_run_folder(out: Path) -> None:
     with files and no run record might be the user's, and is refused; so is a path that is a file,
     lies under one or is a broken link, before the model is loaded."""
     check_folder(out, "the run")
+    try:  # the model's files in it are read by safetensors, which takes UTF-8 paths alone
+        str(out).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{out!r} is not a valid UTF-8 path: the run's model could be written there but never read "
+                         "back (safetensors opens UTF-8 paths only); choose a folder whose name is UTF-8") from None
     # the lock is all a run killed before its first record leaves
     if out.is_dir() and not (out / RUN_RECORD).exists() and any(p.name != LOCK for p in out.iterdir()):
         raise ValueError(f"{out} holds files and is not a run folder (it has no {RUN_RECORD}): a run writes its "

@@ -34,7 +34,11 @@ def exclusive(folder: str | os.PathLike, what: str):
     """Hold ``folder``'s lock while the block runs; FolderBusyError when another process holds it, and
     StoreError when ``folder`` is a file, lies under one or is a broken link (not the file system's errno)."""
     folder = check_folder(folder, what)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # the file system's errno named neither the folder's purpose nor a fix
+        raise StoreError(f"cannot make the folder {folder} for {what} ({err.strerror}); choose a folder this user may "
+                         "write") from None
     if fcntl is None:
         yield
         return
