@@ -316,3 +316,44 @@ def test_original_files_of_coefficients_only_or_of_d_npeff_are_named(tmp_path):
         f["data/H"] = np.ones((2, 4), dtype=np.float32)
     with pytest.raises(StoreError, match=r"holds a D-NPEFF decomposition \(data/H\) of the original code"):
         read_lrm_decomposition_h5(tmp_path / "h.h5")
+
+
+FULL_DISK_WRITES = """
+import resource, signal, sys
+import numpy as np
+from workbench.core.pefs import DPefs, LrmPefs
+from workbench.npeff import LrmNpeff
+from workbench.npeff.interop import write_d_pefs_h5, write_lrm_decomposition_h5, write_lrm_pefs_h5
+from workbench.store import StoreError
+
+rng = np.random.default_rng(0)
+A = rng.random((40, 2, 1000)).astype(np.float32)
+A[rng.random(A.shape) > 0.13] = 0  # sparse as PEFs are: HDF5 buffers their small datasets and writes them later
+pefs = LrmPefs.from_dense(A)
+fit = LrmNpeff(2, n_iters_g_only=2, n_iters_joint=2, progress=False).fit(pefs)
+# a file may not grow past 10 kB: writes beyond fail (EFBIG), as they fail on a full disk (ENOSPC)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (10_000, 10_000))
+for write, what in ((write_lrm_pefs_h5, pefs), (write_d_pefs_h5, DPefs.from_dense(A.sum(axis=1))),
+                    (write_lrm_decomposition_h5, fit)):
+    try:
+        write(what, sys.argv[1])
+    except StoreError as error:
+        print(type(error).__name__, str(error).split(":")[0])
+"""
+
+
+def test_a_full_disk_while_an_hdf5_file_is_written_is_an_error_naming_it_not_a_crash(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    target = tmp_path / "out.h5"
+    done = subprocess.run([sys.executable, "-c", FULL_DISK_WRITES, str(target)], capture_output=True, text=True,
+                          cwd=Path(__file__).parents[2], timeout=120)
+    # HDF5's own writes met the full disk in a dataset's close: a flood of "Exception ignored" tracebacks, then a
+    # segmentation fault of the process (a notebook's kernel died)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == [f"StoreWriteError could not write {target}"] * 3, done.stdout
+    assert "Exception ignored" not in done.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing half-written, no staging folder

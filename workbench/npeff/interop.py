@@ -142,12 +142,21 @@ def _expect_pefs(pefs, cls, writer: str) -> None:
                         + (f"; write those with {other}" if other else "; compute PEFs with compute_pefs or load a store with load_pefs"))
 
 
+@contextlib.contextmanager
+def _writing_h5(path: str | os.PathLike):
+    """A new HDF5 file, written whole at ``path`` or not at all. HDF5 writes through a Python file object: a full
+    disk met by HDF5's own writes crashed the process (a segmentation fault in h5py's close, after a flood of
+    "Exception ignored" tracebacks), where Python's write raises the OSError that ``atomic_path`` names."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle, h5py.File(handle, "w") as f:
+        yield f
+
+
 def write_lrm_pefs_h5(pefs: LrmPefs, path: str | os.PathLike) -> None:
     _expect_pefs(pefs, LrmPefs, "write_lrm_pefs_h5")
     _check_int32_indices(pefs.n_parameters, "these PEFs")
     rows = _rows_in_file_order(pefs)
     values, indices, offsets = _padded_rows(pefs.X[rows], pefs.n_examples, pefs.n_slots)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with _writing_h5(path) as f:
         data = f.create_group("data")
         data["values"] = values
         data["row_indices"] = indices
@@ -210,7 +219,7 @@ def write_d_pefs_h5(pefs: DPefs, path: str | os.PathLike) -> None:
     _expect_pefs(pefs, DPefs, "write_d_pefs_h5")
     _check_int32_indices(pefs.n_parameters, "these PEFs")
     values, indices, _ = _padded_rows(pefs.F, pefs.n_examples, 1)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with _writing_h5(path) as f:
         data = f.create_group("data")
         fisher = data.create_group("fisher")
         fisher["values"] = values
@@ -266,7 +275,7 @@ def write_lrm_decomposition_h5(model: LrmNpeff, path: str | os.PathLike) -> None
     check_is_fitted(model)
     _check_int32_indices(model.n_parameters_, "this decomposition")
     settings = json.dumps({name: getattr(model, name) for name in SETTINGS}, default=json_default)  # seed=np.int64(3)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with _writing_h5(path) as f:
         data = f.create_group("data")
         data["W"] = model.W_.astype(np.float32)
         data["G"] = model.G_.astype(np.float32)
