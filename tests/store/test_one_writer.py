@@ -96,3 +96,22 @@ def test_a_store_whose_chunks_went_missing_is_not_marked_complete(tmp_path, monk
     monkeypatch.setattr(PefStoreWriter, "complete", chunk_deleted_first)
     with pytest.raises(StoreError, match=r"chunks \[1\] of .* are missing: the store cannot be marked complete"):
         write_pefs(tmp_path / "store", tiny_bert(3), tiny_bert_inputs(6), n_values=64, batch_size=2, progress=False)
+
+
+@pytest.mark.parametrize("call", ["open", "write"])
+def test_a_lock_the_disk_cannot_hold_names_its_file_and_the_fix(tmp_path, monkeypatch, call):
+    """A run into a folder of a full disk (or a read-only one) stopped at its lock with a bare
+    'OSError: [Errno 28] No space left on device', naming no file and no fix."""
+    import errno
+    import os
+
+    from workbench.store import lock
+    from workbench.store.files import StoreWriteError
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(lock.os, call, full)
+    with pytest.raises(StoreWriteError, match=r"could not write .*run[/\\]\.lock: No space left on device\. Free space"):
+        with exclusive(tmp_path / "run", "a run"):
+            pass

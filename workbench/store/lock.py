@@ -13,7 +13,7 @@ import os
 
 from ..core.environment import environment_variable
 from ..core.arguments import user_path
-from .files import StoreError, check_folder
+from .files import StoreError, check_folder, writing
 
 try:
     import fcntl
@@ -42,12 +42,14 @@ def exclusive(folder: str | os.PathLike, what: str):
     if fcntl is None:
         yield
         return
-    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    with writing(folder / LOCK):  # a full disk or a read-only folder: named, with the fix (a bare errno before)
+        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.ftruncate(fd, 0)
-            os.write(fd, str(os.getpid()).encode())
+            with writing(folder / LOCK):
+                os.ftruncate(fd, 0)
+                os.write(fd, str(os.getpid()).encode())
         except BlockingIOError:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
             if os.environ.get(HELD_FOR_CHILDREN_ENV) != _hand_over(holder, folder):  # not held for this process
