@@ -173,6 +173,32 @@ def test_a_page_of_sections_killed_while_written_leaves_nothing_that_blocks_a_re
     assert not list(out.glob(".index.html.tmp-*"))
 
 
+def test_a_full_disk_while_a_report_is_written_names_the_report_and_keeps_the_previous_one(hostile, tmp_path):
+    """export_html and export_sections on a full disk raised a bare 'OSError: [Errno 28] No space left on device',
+    which named neither the report nor what to do."""
+    import errno
+    from pathlib import Path
+
+    out = tmp_path / "report"
+    report.export_html(hostile, out, n_examples=1, highlight=False, dashboards=False, traces=False, progress=False)
+    before = (out / "index.html").read_bytes()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Path, "write_text", full)
+        with pytest.raises(OSError, match=f"could not write {re.escape(str(out))}: No space left on device. Free "
+                                          "space on that disk") as raised:
+            report.export_html(hostile, out, n_examples=1, highlight=False, dashboards=False, traces=False,
+                               progress=False)
+        assert raised.value.errno == errno.ENOSPC
+        with pytest.raises(OSError, match=f"could not write {re.escape(str(tmp_path / 'page.html'))}: No space"):
+            report.export_sections([], tmp_path / "page.html")
+    assert (out / "index.html").read_bytes() == before  # the previous report, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]  # nothing half-written beside it
+
+
 def test_a_run_folder_s_path_is_not_an_explorer(hostile_run, tmp_path):
     with pytest.raises(TypeError, match=r"export_html takes a RunExplorer, got the path .*RunExplorer\.open\(path\)"):
         report.export_html(str(hostile_run.path), tmp_path / "report")

@@ -7,6 +7,7 @@ split into one page per component (above :data:`MAX_SINGLE_PAGE_COMPONENTS`) sha
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -169,8 +170,8 @@ def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (
     title = f"NPEFF run {explorer.run.path.name}"
     _recover_report(out)
     staging = staging_path(out)
-    staging.mkdir(parents=True)
     try:
+        staging.mkdir(parents=True)
         header = run_section_html(explorer.record)
         definitions = explorer.definitions()["definition"].to_dict()
         caption = (f'<div class="caption">{len(table)} components; click a header to sort, hover it for its '
@@ -221,10 +222,27 @@ def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (
 
                 (staging / PLOTLY_FILE).write_text(get_plotlyjs(), encoding="utf-8")
         _replace_folder(staging, out)
+    except OSError as error:
+        name_disk_error(error, out)
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("wrote the report to %s (%s)", out, "split into pages" if split else "one page")
     return out / "index.html"
+
+
+#: What the file system says when a report cannot be written: a full disk or quota, a file too large, a folder that
+#: may not be written, a failing disk
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+
+
+def name_disk_error(error: OSError, out: Path) -> None:
+    """Raise ``error`` of a full disk or a folder that may not be written, met while the page or report ``out`` was
+    written, as an OSError that names it and what to do: a bare '[Errno 28] No space left on device' named neither."""
+    if error.errno in _DISK_ERRORS:
+        raise OSError(error.errno, f"could not write {out}: {error.strerror}. Free space on that disk, make the folder "
+                      "writable, or choose another path, then call again: a page or report written there before is "
+                      "kept, and nothing half-written is left") from error
 
 
 #: What a report folder holds: anything else in ``out`` is not ours to replace.

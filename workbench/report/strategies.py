@@ -148,7 +148,7 @@ def export_sections(results, out, *, title: str = "NPEFF strategies"):
     readable offline from disk; written under a temporary name and renamed into place."""
     import os
 
-    from .pages import html_page, plotlyjs_script
+    from .pages import html_page, name_disk_error, plotlyjs_script
 
     out = user_path(out, "out")
     # the sections' h3 and h4, one level up under the page's h1: a heading level was skipped
@@ -165,6 +165,9 @@ def export_sections(results, out, *, title: str = "NPEFF strategies"):
     try:
         staging.write_text(html_page(title, body, head=plotlyjs_script()), encoding="utf-8")
         os.replace(staging, out)
+    except OSError as error:
+        name_disk_error(error, out)
+        raise
     finally:
         staging.unlink(missing_ok=True)
     return out
