@@ -181,6 +181,11 @@ def test_damaged_tables_and_records_of_a_later_version_are_named(finished, tmp_p
         folder = _copy(finished, tmp_path / key, **{key: [1, 2]})
         with pytest.raises(StoreError, match=rf"run\.json is damaged: '{key}' should be an object"):
             Run.open(folder)
+    # one stage, or one notebook's entry, edited into a string: "AttributeError: 'str' object has no attribute 'get'"
+    for key in ("stages", "notebooks"):
+        folder = _copy(finished, tmp_path / f"{key}-entry", **{key: {"fit": "done"}})
+        with pytest.raises(StoreError, match=rf"run\.json is damaged: {key}\['fit'\] should be an object"):
+            Run.open(folder)
 
 
 def test_a_folder_another_process_writes_is_refused_and_a_killed_writer_frees_it(tmp_path):

@@ -267,6 +267,11 @@ def read_run_record(path: str | os.PathLike) -> dict:
         if not isinstance(record.get(key, {}), dict):
             raise StoreError(f"{where / RUN_RECORD} is damaged: {key!r} should be an object ({{...}}), found "
                              f"{type(record[key]).__name__}; run the command that made the folder again")
+    for key in ("stages", "notebooks"):  # an entry edited to a string raised AttributeError: 'str' object has no attribute 'get'
+        for name, entry in record.get(key, {}).items():
+            if not isinstance(entry, dict):
+                raise StoreError(f"{where / RUN_RECORD} is damaged: {key}[{name!r}] should be an object ({{...}}), "
+                                 f"found {type(entry).__name__}; run the command that made the folder again")
     return record
 
 
