@@ -177,6 +177,9 @@ def test_damaged_tables_and_records_of_a_later_version_are_named(finished, tmp_p
     folder = _copy(finished, tmp_path / "b", format_version=99)
     with pytest.raises(StoreError, match=r"format version 99; this package .* reads version 1"):
         Run.open(folder)
+    folder = _copy(finished, tmp_path / "c", format_version="1")  # read "has format version 1; ... reads version 1"
+    with pytest.raises(StoreError, match=r"run\.json is damaged: its format_version is '1', not a version number"):
+        Run.open(folder)
     for key in ("stages", "params"):  # edited by hand into lists: raw AttributeErrors from Run.open and the explorer
         folder = _copy(finished, tmp_path / key, **{key: [1, 2]})
         with pytest.raises(StoreError, match=rf"run\.json is damaged: '{key}' should be an object"):

@@ -295,6 +295,9 @@ def check_format(header: dict, expected: FileFormat, path) -> None:
                          + (f": it is {known.what}, read with {known.read_with}" if known and known.read_with else ""))
     version = header.get("format_version")
     if version not in expected.readable:
+        if not isinstance(version, (int, float)) or isinstance(version, bool):  # "1" read 'version 1 ... reads version 1'
+            raise StoreError(f"{path} is damaged: its format_version is {version!r}, not a version number (a file "
+                             "edited by hand?); re-create it with the command that wrote it")
         versions = " or ".join(str(v) for v in expected.readable)
         raise StoreError(
             f"{path} has format version {version}; this package (version {__version__}) reads version "
