@@ -160,3 +160,26 @@ def test_a_run_the_disk_or_memory_cannot_hold_ends_with_its_message_not_a_traceb
         caplog.clear()
         assert main(["demo", "--out", str(tmp_path / "demo")]) == 1
         assert f"{type(error).__name__}: {error}" in caplog.text
+
+
+def test_an_interrupted_fit_is_told_what_the_same_command_does(tmp_path, monkeypatch, caplog):
+    """Ctrl-C in the command line's fit read "the same command resumes a PEF store where it stopped": no store was
+    being written, and without --checkpoint the fit starts over."""
+    import workbench.distributed as distributed
+    from workbench.npeff.planted import planted_lrm
+    from workbench.store import save_pefs
+
+    store = tmp_path / "pefs"
+    save_pefs(planted_lrm(n_examples=12, n_parameters=40, n_components=2, seed=0).pefs, store)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distributed, "fit_distributed", interrupted)
+    fit = ["fit", str(store), "--out", str(tmp_path / "fit.safetensors"), "--n-components", "2", "--device", "cpu"]
+    assert main(fit) == 130
+    assert "the same command fits again from the start (with --checkpoint FILE" in caplog.text
+    caplog.clear()
+    assert main([*fit, "--checkpoint", str(tmp_path / "fit.ckpt")]) == 130
+    assert f"the same command resumes the fit from its checkpoint {tmp_path / 'fit.ckpt'}" in caplog.text
+    assert "PEF store" not in caplog.text

@@ -314,6 +314,18 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("workbench").error("%s", err)
         return 1
     except KeyboardInterrupt:
-        logging.getLogger("workbench").error("interrupted: what was written is whole; the same command resumes a "
-                                             "PEF store where it stopped")
+        logging.getLogger("workbench").error("interrupted: what was written is whole; %s", _resumes(args))
         return 130
+
+
+def _resumes(args: argparse.Namespace) -> str:
+    """What the same command does after an interrupt: an interrupted fit was told that "the same command resumes a
+    PEF store where it stopped", and started over without --checkpoint."""
+    if args.command == "fit":
+        if args.checkpoint is None:
+            return ("the same command fits again from the start (with --checkpoint FILE, a fit saves its state every "
+                    "--checkpoint-every steps and resumes from it)")
+        return f"the same command resumes the fit from its checkpoint {args.checkpoint}"
+    if args.command == "transform":
+        return "the same command computes the coefficients again"
+    return "the same command resumes a PEF store where it stopped"
