@@ -226,6 +226,37 @@ def test_without_javascript_the_charts_say_why_they_are_empty(browser, report_in
     assert shaded > 10  # the reading itself needs no script
 
 
+def test_a_screen_reader_hears_a_named_table_whose_headers_sort(browser, tmp_path):
+    """A screen reader heard an unnamed table of plain headers (the caption's "click a header to sort" aside) until
+    a sort put aria-sort on one: the table is named by its heading, each header holds a button, from the keyboard
+    too, with its focus ring, and the arrow drawn beside the sorted header is not read out."""
+    frame = pd.DataFrame({"mass": [0.3, 0.5, 0.1], "g_norm": [1.0, 2.0, 3.0]}, index=pd.Index([0, 1, 2], name="component"))
+    path = tmp_path / "table.html"
+    path.write_text(report.html_page("table", '<h2 id="components">Components</h2>'
+                                     + report.table_html(frame, sortable=True, labelled_by="components")), encoding="utf-8")
+    page = open_page(browser, path)
+    table = page.get_by_role("table", name="Components")
+    before = table.aria_snapshot()
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    focused = page.evaluate("[document.activeElement.textContent, getComputedStyle(document.activeElement).outlineStyle]")
+    page.keyboard.press(" ")
+    after = table.aria_snapshot()
+    cells = "Array.from(document.querySelectorAll('tbody tr td:nth-child(2)')).map(c => c.textContent)"
+    ascending, scroll = page.evaluate(cells), page.evaluate("window.scrollY")
+    page.keyboard.press("Enter")
+    descending = page.evaluate(cells)
+    sorts = page.evaluate("Array.from(document.querySelectorAll('th[aria-sort]')).map(h => [h.textContent, h.getAttribute('aria-sort')])")
+    page.close()
+    for name in ("component", "mass", "g_norm"):
+        assert f'- columnheader "{name}":\n        - button "{name}"' in before, before
+    headers = before.split("- rowgroup:")[1]  # the arrow is for the eye: aria-sort tells the reader
+    assert after.split("- rowgroup:")[1] == headers and "▲" not in after
+    assert focused == ["mass", "solid"]
+    assert ascending == ["0.1", "0.3", "0.5"] and descending == ["0.5", "0.3", "0.1"] and scroll == 0
+    assert sorts == [["mass", "descending"]]
+
+
 def test_missing_values_sort_last_either_way(browser, tmp_path):
     frame = pd.DataFrame({"score": [3.0, np.nan, 1.0, 4.0, np.inf, np.nan, 2.0]})
     path = tmp_path / "table.html"

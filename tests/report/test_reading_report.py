@@ -30,7 +30,8 @@ def test_report_has_a_table_of_contents_and_ways_back_to_the_top(explorer, index
 def test_report_tables_sort_and_define_their_columns(explorer, index_html):
     assert 'class="npeff-table sortable"' in index_html and report.SORT_SCRIPT in index_html
     definitions = explorer.definitions()["definition"]
-    assert f'<th title="{report.escape(definitions["mass"])}" tabindex="0">mass</th>' in index_html
+    assert f'<th title="{report.escape(definitions["mass"])}"><button type="button">mass</button></th>' in index_html
+    assert 'sortable" aria-labelledby="components">' in index_html and '<h2 id="components">' in index_html
     assert "What the columns mean" in index_html
     # Numbers sort by value, not by their 3-digit text.
     mass = explorer.table["mass"].iloc[0]

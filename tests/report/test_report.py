@@ -426,14 +426,21 @@ def test_mass_bars_are_scaled_to_the_largest_mass():
     assert report.table_html(table, bars=["strategy_purity"]).count('class="bar"') == 3  # a list: full at 1
 
 
-def test_sortable_headers_are_reached_and_used_from_the_keyboard():
+def test_sortable_headers_are_buttons_and_the_table_is_named():
+    """WAI-ARIA's sortable table: a screen reader heard plain headers (focusable ones) until a sort put aria-sort on
+    one, and the table had no name. Each header's name is a button, the sorted column alone has aria-sort (the
+    index's, from the start, where the rows are in its order), and a heading's id names the table."""
     frame = pd.DataFrame({"<b>x</b>": [2.0, 1.0]}, index=pd.Index([0, 1], name="component"))
-    html = report.table_html(frame, sortable=True, titles={"<b>x</b>": 'a "definition"'})
-    assert html.count('tabindex="0"') == 2 and "<b>x</b>" not in html
-    assert '<th title="a &quot;definition&quot;" tabindex="0">&lt;b&gt;x&lt;/b&gt;</th>' in html
-    assert "tabindex" not in report.table_html(frame)  # a table that does not sort has no focus stops
+    html = report.table_html(frame, sortable=True, titles={"<b>x</b>": 'a "definition"'}, labelled_by="components")
+    assert html.count('<button type="button">') == 2 and "<b>x</b>" not in html and "tabindex" not in html
+    assert '<th title="a &quot;definition&quot;"><button type="button">&lt;b&gt;x&lt;/b&gt;</button></th>' in html
+    assert html.count("aria-sort") == 1 and '<th aria-sort="ascending"><button type="button">component<' in html
+    assert '<table class="npeff-table sortable" aria-labelledby="components">' in html
+    assert "aria-sort" not in report.table_html(frame.iloc[::-1], sortable=True)  # rows not in the index's order
+    assert 'aria-label="index"' in report.table_html(frame.rename_axis(None), sortable=True)  # no button without a name
+    assert "<button" not in report.table_html(frame)  # a table that does not sort has no buttons
     script = report.SORT_SCRIPT
-    assert '"keydown"' in script and 'event.key !== "Enter"' in script and 'event.key !== " "' in script
+    assert '"click"' in script and '"keydown"' not in script  # a button's own Enter and Space click it
     assert 'setAttribute("aria-sort", ascending ? "ascending" : "descending")' in script
 
 
@@ -453,7 +460,7 @@ def test_the_style_sheet_holds_no_rule_an_engine_would_drop_whole():
 
     assert not re.search(r"text-decoration:\s*underline\s+\d", CSS)
     assert re.search(r"\.tok\.strongest \{ text-decoration-line: underline; text-decoration-thickness: 2px", CSS)
-    assert 'th[aria-sort="ascending"]::after' in CSS and 'th[aria-sort="descending"]::after' in CSS
+    assert 'th[aria-sort="ascending"]::after { content: " \\25B2"; content: " \\25B2" / ""; }' in CSS
     assert "-webkit-user-select: none; user-select: none" in CSS
 
 

@@ -73,9 +73,14 @@ CSS = """
 .npeff table.npeff-table th[title] { cursor: help; text-decoration: underline dotted var(--rule);
                                    text-underline-offset: 4px; }  /* clear of the underscores of names */
 .npeff table.sortable th { cursor: pointer; -webkit-user-select: none; user-select: none; }
-/* which column the rows are sorted by, and which way: aria-sort told a screen reader alone */
-.npeff table.sortable th[aria-sort="ascending"]::after { content: " \\25B2"; }
-.npeff table.sortable th[aria-sort="descending"]::after { content: " \\25BC"; }
+/* a header's button looks like its text; the keyboard's focus shows */
+.npeff table.sortable th button { all: unset; cursor: inherit; text-decoration: inherit; }
+.npeff table.sortable th button:focus-visible { outline: 2px solid var(--link); outline-offset: 2px; border-radius: 2px; }
+/* which column the rows are sorted by, and which way, for the eye: aria-sort tells a screen reader, which the
+   arrow's empty alternative text keeps from reading "black up-pointing triangle" (an engine without it keeps
+   the first) */
+.npeff table.sortable th[aria-sort="ascending"]::after { content: " \\25B2"; content: " \\25B2" / ""; }
+.npeff table.sortable th[aria-sort="descending"]::after { content: " \\25BC"; content: " \\25BC" / ""; }
 .npeff .legend { color: var(--muted); font-size: 12px; margin: 4px 0 6px; }
 .npeff .legend .swatch { display: inline-block; width: 26px; height: 12px; border-radius: 3px; vertical-align: middle; margin: 0 3px; }
 .npeff .shares b { font-weight: 600; }
@@ -158,7 +163,8 @@ def bound_text(value: float) -> str:
 
 
 def table_html(frame: pd.DataFrame, *, index_links: dict | None = None, bars: Sequence[str] | Mapping[str, float] = (),
-               titles: dict | None = None, sortable: bool = False, row_ids: str | None = None) -> str:
+               titles: dict | None = None, sortable: bool = False, row_ids: str | None = None,
+               labelled_by: str | None = None) -> str:
     """A DataFrame as an HTML table, every header and cell escaped, in a box that scrolls sideways
     when the table is wider than the page (nothing clipped).
 
@@ -167,20 +173,28 @@ def table_html(frame: pd.DataFrame, *, index_links: dict | None = None, bars: Se
     list of columns in [0, 1] (full at 1), as :func:`bar_columns` chooses them.
     titles: {column: definition}, shown as the header's tooltip.
     sortable: a click on a header, or Enter or Space on it, sorts the rows (by the page's script,
-    ``pages.SORT_SCRIPT``); the headers are in the keyboard's tab order.
+    ``pages.SORT_SCRIPT``). Each header's name is a button, as WAI-ARIA's sortable table has it: a screen
+    reader hears that the headers sort before one is used; ``aria-sort`` is on the sorted column alone
+    (the index's, from the start, where the rows are in its order).
     row_ids: each row's id is this prefix and its index value, so that a link can lead back to it.
+    labelled_by: the id of the heading that names the table, for a screen reader's list of tables.
     """
     index_name = frame.index.name or ""
     titles = titles or {}
     bars = bars if isinstance(bars, Mapping) else dict.fromkeys(bars, 1.0)
-    focusable = ' tabindex="0"' if sortable else ""
+    numbered = pd.api.types.is_numeric_dtype(frame.index) and not pd.api.types.is_bool_dtype(frame.index)
+    in_order = sortable and numbered and frame.index.is_monotonic_increasing
 
-    def header(column) -> str:
+    def header(column, first: bool) -> str:
         title = titles.get(str(column))
         tooltip = f' title="{escape(title)}"' if title else ""
-        return f"<th{tooltip}{focusable}>{escape(column)}</th>"
+        if not sortable:
+            return f"<th{tooltip}>{escape(column)}</th>"
+        order = ' aria-sort="ascending"' if first and in_order else ""
+        unnamed = "" if str(column) else ' aria-label="index"'  # a button needs a name: pandas calls it the index
+        return f'<th{tooltip}{order}><button type="button"{unnamed}>{escape(column)}</button></th>'
 
-    head = "".join(header(c) for c in [index_name, *frame.columns])
+    head = "".join(header(c, i == 0) for i, c in enumerate([index_name, *frame.columns]))
     rows = []
     for key, row in zip(frame.index, frame.itertuples(index=False)):
         cell = format_value(key)
@@ -203,7 +217,8 @@ def table_html(frame: pd.DataFrame, *, index_links: dict | None = None, bars: Se
         row_id = f' id="{escape(row_ids)}{escape(key)}"' if row_ids is not None else ""
         rows.append(f"<tr{row_id}>{''.join(cells)}</tr>")
     classes = "npeff-table sortable" if sortable else "npeff-table"
-    return (f'<div class="table-wrap"><table class="{classes}"><thead><tr>{head}</tr></thead>'
+    name = f' aria-labelledby="{escape(labelled_by)}"' if labelled_by else ""
+    return (f'<div class="table-wrap"><table class="{classes}"{name}><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></div>')
 
 

@@ -32,8 +32,8 @@ MAX_SINGLE_PAGE_CHARTS = 120
 PLOTLY_FILE = "plotly.min.js"
 
 #: Sorts a ``table.sortable`` by the clicked header (numbers by their ``data-sort``, text otherwise;
-#: again to reverse). Enter or Space on a focused header sorts too (the headers have tabindex="0"),
-#: and ``aria-sort`` tells a screen reader which column the rows are sorted by, and which way.
+#: again to reverse). Each header's name is a button, which Enter and Space click, and ``aria-sort``
+#: tells a screen reader which column the rows are sorted by, and which way.
 #: Plain script, no library: the report works from disk.
 SORT_SCRIPT = """<script>(function () {
   function sort(th) {
@@ -53,13 +53,9 @@ SORT_SCRIPT = """<script>(function () {
     });
     rows.forEach(function (r) { body.appendChild(r); });
   }
-  function header(event) { return event.target.closest && event.target.closest("table.sortable th"); }
-  document.addEventListener("click", function (event) { var th = header(event); if (th) sort(th); });
-  document.addEventListener("keydown", function (event) {
-    var th = header(event);
-    if (!th || (event.key !== "Enter" && event.key !== " ")) return;
-    event.preventDefault();  // Space would scroll the page
-    sort(th);
+  document.addEventListener("click", function (event) {  // on the button, or beside it in its header
+    var th = event.target.closest && event.target.closest("table.sortable th");
+    if (th) sort(th);
   });
 })();</script>"""
 
@@ -178,6 +174,11 @@ def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (
                    "definition; each mass bar is relative to the largest mass</div>"
                    f"{definitions_html(definitions, ['component', *table.columns])}")
         charts = dashboards or traces or bool(by_component)
+
+        def components_table(links: dict, **options) -> str:  # named by the "Components" heading above it
+            return table_html(table, index_links=links, bars=bar_columns(table), titles=definitions, sortable=True,
+                              labelled_by="components", **options)
+
         sections = {j: _component_section(explorer, j, by_component.get(j, []), n_examples, highlight, False,
                                           dashboards, sweep, traces)
                     for j in tqdm(table.index, desc="report", disable=not progress, leave=False)}
@@ -194,15 +195,15 @@ def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (
             toc = ('<nav class="toc"><a href="#run">This run</a><a href="#components">Component table</a>'
                    + "".join(f'<a href="#component-{j}">Component {j}</a>' for j in table.index) + "</nav>")
             body = (f"<h1>{escape(title)}</h1>{toc}<div id=\"run\">{header}</div><h2 id=\"components\">Components</h2>"
-                    f"{caption}{table_html(table, index_links=links, bars=bar_columns(table), titles=definitions, sortable=True)}"
+                    f"{caption}{components_table(links)}"
                     f"{''.join(sections)}")
             head = plotlyjs_script() if charts else ""
             (staging / "index.html").write_text(html_page(title, body, head=head), encoding="utf-8")
         else:
             (staging / "components").mkdir()
             links = {j: _component_file(j) for j in table.index}
-            body = (f"<h1>{escape(title)}</h1>{header}<h2>Components</h2>{caption}"
-                    f"{table_html(table, index_links=links, bars=bar_columns(table), titles=definitions, sortable=True, row_ids='component-')}")
+            body = (f'<h1>{escape(title)}</h1>{header}<h2 id="components">Components</h2>{caption}'
+                    f"{components_table(links, row_ids='component-')}")
             (staging / "index.html").write_text(html_page(title, body), encoding="utf-8")
             order = list(table.index)
             for position, j in enumerate(order):
