@@ -117,6 +117,47 @@ def test_high_contrast_mode_keeps_the_shading_and_the_legend(browser, report_ind
     assert bars and all(rgba(b)[3] > 0 and b != "rgb(0, 0, 0)" for b in bars), bars[:5]
 
 
+#: How many pixels of two PNG images (base64) differ, and by how much at most (0 to 255).
+PIXEL_DIFFERENCE = """async ([a, b]) => {
+  const pixels = async (png) => {
+    const image = new Image(); image.src = 'data:image/png;base64,' + png; await image.decode();
+    const canvas = Object.assign(document.createElement('canvas'), {width: image.width, height: image.height});
+    canvas.getContext('2d').drawImage(image, 0, 0);
+    return canvas.getContext('2d').getImageData(0, 0, image.width, image.height).data;
+  };
+  const [p, q] = [await pixels(a), await pixels(b)];
+  let count = 0, largest = 0;
+  for (let i = 0; i < p.length; i++) { const d = Math.abs(p[i] - q[i]); if (d) { count++; largest = Math.max(largest, d); } }
+  return p.length === q.length ? [count, largest] : [p.length, 255];
+}"""
+
+
+@pytest.mark.parametrize("view", [{"color_scheme": "light"}, {"color_scheme": "dark"}, {"forced_colors": "active"}])
+def test_a_screen_reader_hears_which_words_carry_the_component_and_the_eye_sees_no_change(browser, tmp_path, view):
+    """The shading was lost on a screen reader: the words that carry the component are marks, which it announces as
+    highlighted, a run of words at a time, and which look as the shading alone did (the browser's yellow reset), in
+    the light and dark schemes and in high contrast."""
+    import base64
+
+    words = "an unbelievably bad film , truly awful".split(" ")
+    spans = [(sum(len(w) + 1 for w in words[:i]), sum(len(w) + 1 for w in words[:i]) + len(word))
+             for i, word in enumerate(words)]
+    body = report.highlighted_text_html(" ".join(words), words, [0.02, 0.3, 0.35, 0.4, 0.01, 0.05, -0.4], spans=spans,
+                                        strongest=3)
+    path = tmp_path / "example.html"
+    path.write_text(report.html_page("example", body), encoding="utf-8")
+    page = open_page(browser, path, width=600, **view)
+    tokens = page.locator(".tokens")
+    heard = tokens.aria_snapshot()
+    marked = tokens.screenshot()
+    page.evaluate("document.querySelectorAll('mark').forEach(m => m.replaceWith(...m.childNodes))")
+    shaded = tokens.screenshot()
+    count, largest = page.evaluate(PIXEL_DIFFERENCE, [base64.b64encode(marked).decode(), base64.b64encode(shaded).decode()])
+    page.close()
+    assert heard == '- text: an\n- mark: unbelievably bad film\n- text: ", truly awful"', heard
+    assert count <= 4 and largest <= 16, (count, largest)  # the same but for a frame's antialiased corner
+
+
 #: Each chart's paper colour (plotly paints it as its first svg's background).
 PAPERS = "Array.from(document.querySelectorAll('.npeff-plot .svg-container > svg.main-svg:first-child')).map(s => getComputedStyle(s).backgroundColor)"
 

@@ -332,6 +332,24 @@ def test_pieces_of_one_character_show_it_once():
     assert html_module.unescape(re.sub(r"<[^>]+>", "", page)) == "café!"
 
 
+def test_the_words_that_carry_the_component_are_marked():
+    """A screen reader read a highlighted example as plain text: the shading told it nothing. The deeply shaded words
+    that carry the component are in <mark>, one per run of them; the faint ones and those that cancel it are not."""
+    text = "an unbelievably bad film , truly awful"
+    words = text.split(" ")
+    spans, start = [], 0
+    for word in words:
+        spans.append((start, start + len(word)))
+        start += len(word) + 1
+    page = report.highlighted_text_html(text, words, [0.02, 0.3, 0.35, 0.4, 0.01, 0.05, -0.4], spans=spans)
+    marked = [re.sub(r"<[^>]+>", "", m) for m in re.findall(r"<mark>(.*?)</mark>", page)]
+    assert marked == ["unbelievably bad film"]  # one run, not "highlighted" around each word
+    assert re.sub(r"</?mark>", "", page).count("<span") == len(words)  # each word keeps its shade and tooltip
+    tokens_only = report.highlighted_text_html(text, words, [0.02, 0.3, 0.35, 0.4, 0.01, 0.05, -0.4])
+    assert [re.sub(r"<[^>]+>", "", m) for m in re.findall(r"<mark>(.*?)</mark>", tokens_only)] == marked
+    assert "<mark>" not in report.highlighted_text_html("a b", ["a", "b"], [0.0, 0.0], spans=[(0, 1), (2, 3)])
+
+
 def test_the_part_of_a_text_the_model_did_not_read_is_marked_and_cut_short():
     """A text cut at max_length showed its unread tail as if read: a card of 10,235 characters, 309 of them scored."""
     import html as html_module

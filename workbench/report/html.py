@@ -57,6 +57,8 @@ CSS = """
 .npeff .example .meta .wrong { color: var(--wrong); font-weight: bold; }
 .npeff .tokens { font-family: Menlo, Consolas, monospace; font-size: 13px; line-height: 1.9; white-space: pre-wrap; }
 .npeff .tok { border-radius: 3px; padding: 1px 1px; }
+/* a mark tells a screen reader which words carry the component: the shading inside it is the look */
+.npeff mark { background: none; color: inherit; padding: 0; }
 @media screen and (prefers-color-scheme: dark) { .npeff .tok.deep { color: #fff; } }
 /* longhands: an engine that takes no thickness in the shorthand (older Safari) dropped the whole rule, and the
    underline is the strongest word's one mark that is no colour */
@@ -310,7 +312,9 @@ def highlighted_text_html(text: str, tokens: Sequence[str] | None, scores, spans
     The shading's scale is the largest |score| over the visible tokens (special tokens are never
     shown, so they never set the scale); ``scores`` are shares of the visible tokens
     (``analysis.token_shares``) and ``raw``, when given, the same tokens' shares of the whole
-    mass; both are in each token's tooltip.
+    mass; both are in each token's tooltip. The deeply shaded words that carry the component are in
+    ``<mark>``, one per run of them, which a screen reader announces as highlighted: the shading alone
+    told it nothing, and a number per word would bury the text.
     """
     if tokens is None or scores is None:
         return f'<div class="tokens" dir="auto">{escape(text)}</div>'
@@ -328,8 +332,9 @@ def highlighted_text_html(text: str, tokens: Sequence[str] | None, scores, spans
         else:
             what = f"{token}: {score:+.1%} of the words' share ({whole:+.2%} of the example's mass along the component)"
         classes = token_classes(score, scale) + (" strongest" if i == strongest else "")
-        return (f'<span class="{classes}" style="background:{token_colour(score, scale)}" title="{escape(what)}">'
-                f"{escape(piece)}</span>")
+        shaded = (f'<span class="{classes}" style="background:{token_colour(score, scale)}" title="{escape(what)}">'
+                  f"{escape(piece)}</span>")
+        return f"<mark>{shaded}</mark>" if classes.startswith("tok carries deep") else shaded
 
     if spans is not None:
         pieces, cursor = [], 0
@@ -346,9 +351,15 @@ def highlighted_text_html(text: str, tokens: Sequence[str] | None, scores, spans
             pieces.append(span(i, piece[lead:] if lead < len(piece) else piece))
             cursor = stop
         pieces.append(unread_html(text[cursor:]))
-        return f'<div class="tokens" dir="auto">{"".join(pieces)}</div>'
+        return f'<div class="tokens" dir="auto">{_join_marks("".join(pieces))}</div>'
     shown = [span(i, token) for i, token in enumerate(tokens) if not special[i]]
-    return f'<div class="tokens" dir="auto">{" ".join(shown)}</div>'
+    return f'<div class="tokens" dir="auto">{_join_marks(" ".join(shown))}</div>'
+
+
+def _join_marks(body: str) -> str:
+    """Neighbouring marks as one (the pieces of a word, words a space apart): "highlighted, out of highlighted"
+    said between each."""
+    return re.sub(r"</mark>(\s*)<mark>", r"\1", body)
 
 
 #: Characters of a text the model did not read (cut at its max_length) shown before "… N more".
