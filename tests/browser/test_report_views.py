@@ -4,6 +4,7 @@ browser with JavaScript off. Each view once hid part of the reading: dark header
 strongest words at 2.6:1, shading gone in high contrast, a page wider than a phone, 800 modebar
 buttons in the tab order, charts and columns cut off on paper, empty chart boxes without a word."""
 
+import json
 import re
 from pathlib import Path
 
@@ -296,6 +297,37 @@ def test_a_screen_reader_hears_a_named_table_whose_headers_sort(browser, tmp_pat
     assert focused == ["mass", "solid"]
     assert ascending == ["0.1", "0.3", "0.5"] and descending == ["0.5", "0.3", "0.1"] and scroll == 0
     assert sorts == [["mass", "descending"]]
+
+
+@pytest.mark.parametrize("scheme", ["dark", "light"])
+def test_a_panels_live_chart_follows_a_dark_system_scheme(browser, tmp_path, scheme):
+    """JupyterLab's plotly renderer drew the panels' charts with plotly's white template: white boxes beside the
+    panel's dark tables. Drawn here as that renderer draws them (plotly.js into a .jp-RenderedPlotly node, inside
+    the Output widget's classes), beside a panel's style sheet."""
+    from plotly.offline import get_plotlyjs
+
+    from widgets.chart import Chart, display_data
+
+    frame = pd.DataFrame(np.full((3, 2), 1 / 6), index=["embeddings", "layer 0", "head"], columns=["MLP in", "LayerNorm"])
+    chart = Chart(report.location_figure(frame), width=600)
+    spec = json.dumps(display_data(chart.figure)["data"]["application/vnd.plotly.v1+json"])
+    path = tmp_path / "panel.html"
+    path.write_text(f'<html><head><script>{get_plotlyjs()}</script></head><body>{report.fragment("a panel")}'
+                    f'<div class="{" ".join(chart._dom_classes)}"><div class="jp-RenderedPlotly" id="chart"></div></div>'
+                    f"<script>var s = {spec}; s.layout.height = 360;"
+                    " Plotly.react(document.getElementById('chart'), s.data, s.layout, s.config);</script></body></html>",
+                    encoding="utf-8")
+    page = open_page(browser, path, color_scheme=scheme)
+    page.wait_for_selector("#chart .main-svg")
+    paper = page.evaluate("getComputedStyle(document.querySelector('#chart .svg-container')).backgroundColor")
+    under = page.evaluate("getComputedStyle(document.querySelector('#chart').parentElement).backgroundColor")
+    shown = page.evaluate("getComputedStyle(document.querySelector('#chart .main-svg')).backgroundColor")
+    title = page.evaluate("getComputedStyle(document.querySelector('#chart .gtitle')).fill")
+    page.close()
+    paper = over(shown, over(paper, rgba(under)))
+    dark = sum(paper) < 3 * 80
+    assert dark == (scheme == "dark"), (scheme, paper)
+    assert contrast(rgba(title), paper) >= 4.5, (title, paper)
 
 
 def test_missing_values_sort_last_either_way(browser, tmp_path):

@@ -91,6 +91,18 @@ CSS = """
 .npeff .dashboard .tables > div { min-width: 0; max-width: 100%; }  /* so a wide table scrolls in its box */
 .npeff .toc { columns: 4 140px; margin: 4px 0 10px; } .npeff .toc a { display: block; }
 .npeff a.top { font-size: 12px; float: right; }
+/* A panel's live chart (a widget output of class npeff) is drawn by JupyterLab's plotly renderer with plotly's white
+   template, its plotly.js out of any script's reach: where the system is dark, as the panel's tables are, the dark
+   colours the report's charts take are laid over the template's (the text of the hover labels keeps its contrast). */
+@media screen and (prefers-color-scheme: dark) {
+  .npeff .jp-RenderedPlotly .main-svg { background: transparent !important; }
+  .npeff .jp-RenderedPlotly .bglayer .bg { fill: var(--head) !important; }
+  .npeff .jp-RenderedPlotly .legend .bg { fill: transparent !important; }
+  .npeff .jp-RenderedPlotly .main-svg > :not(.hoverlayer) text { fill: var(--fg) !important; }
+  .npeff .jp-RenderedPlotly .gridlayer path { stroke: var(--box) !important; }
+  .npeff .jp-RenderedPlotly .zerolinelayer path { stroke: var(--rule) !important; }
+  .npeff .jp-RenderedPlotly .bars .point path { stroke: var(--bg) !important; }
+}
 /* High-contrast modes replace every colour by the system's: the shading, the bars and the legend are
    the reading, so they keep theirs. */
 @media (forced-colors: active) {
