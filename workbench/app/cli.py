@@ -15,13 +15,15 @@ nodes"); every rank gets the same arguments:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import time
 from datetime import timedelta
 
 from ..core.defaults import N_ITERS_G_ONLY, N_ITERS_JOINT, N_VALUES
-from ..core.arguments import MAX_SEED, at_least, check_model_folder, check_output_file, is_within, positive_number, user_path
+from ..core.arguments import (MAX_SEED, at_least, check_model_folder, check_output_file, check_outside_run, enclosing_run,
+                              is_within, positive_number, user_path)
 from ..core.kinds import KINDS
 
 
@@ -52,6 +54,7 @@ def _pefs(args: argparse.Namespace) -> int:
     from .pipeline import check_examples_fit
 
     check_examples_fit(args.n_examples, "--n-examples")  # before the model trains
+    _outside_run(args.out, "--out", "PEFs", "pefs")
     if args.model_path is not None:
         if args.base is not None:
             raise ValueError("--base names the model to train on the task, and --model-path a model already trained: "
@@ -80,6 +83,17 @@ def _pefs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _outside_run(path: str, option: str, what: str, example: str) -> None:
+    """``path`` refused inside a run folder, naming the command that made the run (and makes its files again)."""
+    from .run_folder import Run
+
+    rerun = None
+    if enclosing_run(path) is not None:
+        with contextlib.suppress(Exception):  # a damaged record: the message names the run folder still
+            rerun = f"run it again: {Run(enclosing_run(path)).command()}"
+    check_outside_run(path, option, what, example=example, rerun=rerun)
+
+
 def _check_out(out: str, *inputs: str) -> None:
     """``--out`` checked before the work: a file to write, not a folder, nor one of the command's
     inputs or a file inside one (a store), in a folder that exists, nor a file of the user's."""
@@ -89,6 +103,7 @@ def _check_out(out: str, *inputs: str) -> None:
         if is_within(out, given):
             raise ValueError(f"--out {out} would overwrite the input {given}; choose another file")
     check_output_file(out, "--out", "result.safetensors")
+    _outside_run(out, "--out", "a result", "result.safetensors")
     check_replaceable(out, "decomposition or other safetensors file")
 
 
@@ -100,6 +115,7 @@ def _fit(args: argparse.Namespace) -> int:
     _check_out(args.out, args.store)
     if args.checkpoint is not None:
         checkpoint = check_output_file(args.checkpoint, "--checkpoint", "fit.ckpt").resolve()
+        _outside_run(args.checkpoint, "--checkpoint", "a checkpoint", "fit.ckpt")
         if checkpoint == user_path(args.out).resolve() or is_within(checkpoint, args.store):
             raise ValueError(f"--checkpoint {args.checkpoint} is the --out file or inside the store; give it a file of "
                              "its own")

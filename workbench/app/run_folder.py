@@ -32,7 +32,7 @@ from pathlib import Path
 import pandas as pd
 from safetensors import safe_open
 
-from ..core.arguments import user_path
+from ..core.arguments import RUN_RECORD, RUNS_RECORDED_HERE, user_path
 from .. import report
 from ..store.files import (CHECKSUM, StoreError, check_folder, check_format, file_checksum, json_default, read_header,
                            read_json, write_json, writing)
@@ -40,7 +40,6 @@ from ..store.formats import RUN_RECORD as RUN_FORMAT
 from ..store.lock import LOCK, held_by_a_notebook_run
 from ..store.pef_store import PefStore, load_pefs
 
-RUN_RECORD = "run.json"
 MODEL = "model"
 EXAMPLES = "examples.parquet"
 PEFS = "pefs"
@@ -120,6 +119,7 @@ class RunRecorder:
         self.path = check_folder(path, "the run")
         with writing(self.path):
             self.path.mkdir(parents=True, exist_ok=True)
+        RUNS_RECORDED_HERE.add(self.path.resolve())  # its stages write their files through the public writers
         self.record = {
             **RUN_FORMAT.header(),
             "started": now(),

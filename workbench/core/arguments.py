@@ -162,3 +162,30 @@ def check_output_file(out, option: str = "--out", example: str = "result.json"):
     if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise ValueError(f"{option} {out}: this user may not write there; choose another path")
     return path
+
+
+#: A run folder's record (workbench.app.run_folder): the folder that holds one is a run's.
+RUN_RECORD = "run.json"
+#: The run folders this process records (a RunRecorder made them): the one writer their files may have.
+RUNS_RECORDED_HERE: set = set()
+
+
+def enclosing_run(path):
+    """The run folder that ``path`` is or lies in (the nearest folder holding a run record), or None."""
+    path = user_path(path).resolve()
+    return next((folder for folder in (path, *path.parents) if (folder / RUN_RECORD).is_file()), None)
+
+
+def check_outside_run(path, argument: str, what: str, *, example: str = "out", rerun: str | None = None) -> None:
+    """Refuse ``path`` inside a run folder that another process made: a decomposition or a PEF store written there
+    replaced the run's own (or sat among them), and the run then opened as one that "mixes files of different runs".
+    ``rerun``: how to make that part of the run again (the run's command), where the caller knows it."""
+    run = enclosing_run(path)
+    if run is None or run in RUNS_RECORDED_HERE:
+        return
+    inside = user_path(path).resolve().relative_to(run).parts
+    outside = run.parent / "-".join((run.name, *(inside or (example,))))
+    again = rerun or "run it again as it was made (run_embedded, run_model or its notebook: see its run.json)"
+    raise ValueError(f"{argument} {path} is inside the run folder {run}: {what} written there would replace or mix with "
+                     f"the run's own files, and the run would no longer open ('mixes files of different runs'). Write "
+                     f"it outside the run, e.g. {outside}; to make the run's own again with other parameters, {again}")

@@ -24,7 +24,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, InvalidParameterError, make_constraint
 from sklearn.utils.validation import check_is_fitted
 
-from ..core.arguments import MAX_SEED, component_index
+from ..core.arguments import MAX_SEED, check_outside_run, component_index
 from ..core.device import resolve_device
 from ..core.kinds import KINDS
 from ..core.params import ParameterLayout
@@ -389,6 +389,7 @@ class NpeffBase(BaseEstimator):
         """Write the fitted decomposition as one safetensors file (no pickle); an existing file is
         replaced only if it is one of this package's."""
         check_is_fitted(self)
+        check_outside_run(path, "the decomposition file", "a decomposition")
         check_replaceable(path, "decomposition or other safetensors file")
         count = self.count_keys[0]
         header = {

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save
 
-from ..core.arguments import flag, user_path
+from ..core.arguments import check_outside_run, flag, user_path
 from .. import __version__
 from ..core.chunks import PefChunk
 from ..core.pefs import DPefs, LrmPefs
@@ -120,10 +120,11 @@ def existing_manifest(out: str | os.PathLike, overwrite: bool) -> dict | None:
     None for a new folder, for one holding only what a writer killed before its first
     manifest left (an empty chunks folder, temporaries), and for any store when
     ``overwrite``. A folder holding anything else is never written to, not even with
-    ``overwrite``: it might be the user's.
+    ``overwrite``: it might be the user's; nor is a folder inside a run folder that another process made.
     """
     out = check_folder(out, "the PEF store")
     overwrite = flag(overwrite, "overwrite")
+    check_outside_run(out, "the PEF store", "PEFs", example="pefs")
     if not out.exists():
         return None
     if (out / MANIFEST).exists():

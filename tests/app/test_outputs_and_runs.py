@@ -1,0 +1,62 @@
+"""Outputs of the stand-alone commands and of the Python API that would land in a run folder, and paths
+checked before the work that fills them."""
+
+import json
+
+import pytest
+
+from workbench.app.cli import main
+from workbench.npeff import LrmNpeff
+from workbench.npeff.planted import planted_lrm
+from workbench.store import save_pefs
+
+
+def _run_of_another_process(folder):
+    """A run folder this process did not make: its record is all it needs to be one."""
+    folder.mkdir()
+    (folder / "run.json").write_text(json.dumps({"format": "npeff-workbench/run", "format_version": 1,
+                                                 "status": "complete", "params": {}}))
+    return folder
+
+
+@pytest.fixture
+def planted_store(tmp_path):
+    store = tmp_path / "pefs"
+    save_pefs(planted_lrm(n_examples=12, n_parameters=40, n_components=2, seed=0).pefs, store)
+    return store
+
+
+def test_the_commands_write_nothing_into_a_run_folder(tmp_path, planted_store, caplog):
+    """fit --out RUN/decomposition.safetensors replaced the run's own decomposition, and RunExplorer.open(RUN) then
+    refused the folder as one that 'mixes files of different runs'; pefs --out RUN/pefs --overwrite its store."""
+    run = _run_of_another_process(tmp_path / "run")
+    fit = ["fit", str(planted_store), "--n-components", "2", "--device", "cpu"]
+    for argv in ([*fit, "--out", str(run / "decomposition.safetensors")],
+                 [*fit, "--out", str(tmp_path / "fit.safetensors"), "--checkpoint", str(run / "fit.ckpt")],
+                 ["pefs", "--out", str(run / "pefs"), "--overwrite", "--n-examples", "8"]):
+        caplog.clear()
+        assert main(argv) == 2, argv
+        assert f"is inside the run folder {run}" in caplog.text
+        assert f"e.g. {tmp_path / 'run-'}" in caplog.text and "run it again: python -m workbench demo --out" in caplog.text
+    assert sorted(p.name for p in run.iterdir()) == ["run.json"]
+    assert not (tmp_path / "fit.safetensors").exists()
+
+
+def test_the_python_api_writes_into_a_run_folder_only_for_its_run(tmp_path, planted_store):
+    """The writers a run uses (LrmNpeff.save, write_pefs, save_pefs) refuse a run folder another process made,
+    and serve the run this process records."""
+    from workbench.app.run_folder import RunRecorder
+
+    planted = planted_lrm(n_examples=12, n_parameters=40, n_components=2, seed=0)
+    estimator = LrmNpeff(2, n_iters_g_only=2, n_iters_joint=3, device="cpu", progress=False).fit(planted.pefs)
+    run = _run_of_another_process(tmp_path / "run")
+    with pytest.raises(ValueError, match="is inside the run folder .* e.g. .*run-decomposition.safetensors"):
+        estimator.save(run / "decomposition.safetensors")
+    with pytest.raises(ValueError, match="the PEF store .* is inside the run folder"):
+        save_pefs(planted.pefs, run / "pefs", overwrite=True)
+    assert sorted(p.name for p in run.iterdir()) == ["run.json"]
+
+    ours = tmp_path / "ours"
+    RunRecorder(ours, {})
+    estimator.save(ours / "decomposition.safetensors")
+    save_pefs(planted.pefs, ours / "pefs")
