@@ -2,6 +2,7 @@
 checked before the work that fills them."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +10,7 @@ from workbench.app.cli import main
 from workbench.npeff import LrmNpeff
 from workbench.npeff.planted import planted_lrm
 from workbench.store import save_pefs
+from workbench.store.files import StoreWriteError
 
 
 def _run_of_another_process(folder):
@@ -60,3 +62,23 @@ def test_the_python_api_writes_into_a_run_folder_only_for_its_run(tmp_path, plan
     RunRecorder(ours, {})
     estimator.save(ours / "decomposition.safetensors")
     save_pefs(planted.pefs, ours / "pefs")
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc, where os.access says yes to root")
+def test_an_output_nowhere_writable_is_refused_before_the_work(planted_store, monkeypatch, caplog):
+    """fit --out /proc/f.safetensors failed after the whole fit: os.access says yes to root, also in /proc."""
+    import workbench.distributed as distributed
+
+    def fit(*args, **kwargs):
+        raise AssertionError("the fit ran")
+
+    monkeypatch.setattr(distributed, "fit_distributed", fit)
+    fit_argv = ["fit", str(planted_store), "--n-components", "2", "--device", "cpu"]
+    for argv in ([*fit_argv, "--out", "/proc/npeff-f.safetensors"],
+                 [*fit_argv, "--out", str(planted_store.parent / "f.safetensors"), "--checkpoint", "/proc/f.ckpt"],
+                 ["pefs", "--out", "/proc/npeff-pefs", "--n-examples", "8", "--model-path", "/nowhere"]):
+        caplog.clear()
+        assert main(argv) == 2, argv
+        assert "may not write there" in caplog.text or "cannot write the PEF store" in caplog.text, caplog.text
+    with pytest.raises(StoreWriteError, match="cannot write the PEF store /proc/npeff-pefs"):
+        save_pefs(planted_lrm(n_examples=12, n_parameters=40, n_components=2, seed=0).pefs, "/proc/npeff-pefs")

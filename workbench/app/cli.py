@@ -51,10 +51,12 @@ def _pefs(args: argparse.Namespace) -> int:
     from ..models.embedded import default_model, load_default_model
     from ..models.embedded.splits import analysis_examples
     from ..models.text import encode_texts
+    from ..store.writer import existing_manifest
     from .pipeline import check_examples_fit
 
     check_examples_fit(args.n_examples, "--n-examples")  # before the model trains
     _outside_run(args.out, "--out", "PEFs", "pefs")
+    existing_manifest(args.out, args.overwrite)  # a folder that is no store, or cannot be written: named now
     if args.model_path is not None:
         if args.base is not None:
             raise ValueError("--base names the model to train on the task, and --model-path a model already trained: "

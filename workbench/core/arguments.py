@@ -159,9 +159,30 @@ def check_output_file(out, option: str = "--out", example: str = "result.json"):
         raise ValueError(f"{option} {out} is a folder; give the file to write, e.g. {path / example}")
     if not path.parent.is_dir():
         raise ValueError(f"{option} {out}: the folder {path.parent} does not exist; create it first")
-    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise ValueError(f"{option} {out}: this user may not write there; choose another path")
+    reason = cannot_write_in(path.parent)
+    if reason is None and path.exists() and not os.access(path, os.W_OK):
+        reason = "the file is read-only"
+    if reason:
+        raise ValueError(f"{option} {out}: this user may not write there ({reason}); choose another path")
     return path
+
+
+def cannot_write_in(folder) -> str | None:
+    """Why no file can be made in ``folder`` (or, where it does not exist yet, in the nearest folder above it that
+    does), or None: a throwaway file made and removed there. os.access says yes to root everywhere, /proc and
+    read-only disks included, and the output failed after the work that filled it."""
+    import os
+    import tempfile
+
+    folder = user_path(folder).absolute()
+    folder = next((f for f in (folder, *folder.parents) if f.exists()), folder)
+    try:
+        handle, name = tempfile.mkstemp(prefix=".npeff-write-check-", dir=folder)
+    except OSError as err:
+        return err.strerror or str(err)
+    os.close(handle)
+    os.unlink(name)
+    return None
 
 
 #: A run folder's record (workbench.app.run_folder): the folder that holds one is a run's.

@@ -38,12 +38,12 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save
 
-from ..core.arguments import check_outside_run, flag, user_path
+from ..core.arguments import cannot_write_in, check_outside_run, flag, user_path
 from .. import __version__
 from ..core.chunks import PefChunk
 from ..core.pefs import DPefs, LrmPefs
-from .files import (CHECKSUM, StoreError, check_folder, file_checksum, is_temporary, read_json, remove_temporaries, write_arrays,
-                    write_json, writing)
+from .files import (CHECKSUM, StoreError, StoreWriteError, check_folder, file_checksum, is_temporary, read_json,
+                    remove_temporaries, write_arrays, write_json, writing)
 from .fingerprints import fingerprint_pefs
 from .lock import LOCK, FolderBusyError, exclusive
 from .formats import PEF_CHUNK, PEF_STORE
@@ -125,6 +125,9 @@ def existing_manifest(out: str | os.PathLike, overwrite: bool) -> dict | None:
     out = check_folder(out, "the PEF store")
     overwrite = flag(overwrite, "overwrite")
     check_outside_run(out, "the PEF store", "PEFs", example="pefs")
+    reason = None if (out / MANIFEST).exists() else cannot_write_in(out)  # a complete store may be read-only
+    if reason:  # found before the PEFs are computed, not at the store's lock after its first batch
+        raise StoreWriteError(f"cannot write the PEF store {out} ({reason}); choose a folder this user may write")
     if not out.exists():
         return None
     if (out / MANIFEST).exists():
