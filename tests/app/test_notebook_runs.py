@@ -321,6 +321,9 @@ def test_an_unknown_kernel_or_an_out_that_is_a_file_is_refused_before_anything_i
                                               r"not exist \(relative to .*\); it is: the run to open"),
     (ANALYSIS, {}, r"'run_folder' must be an existing folder, got 'runs/demo'.*; pass -p run_folder FOLDER"),
     (QUICKSTART, {"model_path": "no/model"}, r"'model_path' must be an existing folder"),
+    # found in the fourth cell, 20 s in, after the run folder was written, naming no parameter
+    (QUICKSTART, {"device": "5"}, r"notebook parameter 'device': '5' is not a device name.*Pass -p device cpu"),
+    (QUICKSTART, {"device": "tpu"}, r"notebook parameter 'device': .*Pass -p device cpu"),
 ])
 def test_values_out_of_the_declared_bounds_are_refused_before_anything_is_written(notebook, parameters, message,
                                                                                   tmp_path, monkeypatch):

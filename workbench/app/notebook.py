@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 PARAMETERS_TAG = "parameters"
 OUTPUT_PARAMETER = "output_folder"
+#: A parameter of this name is where the notebook computes (checked as workbench.core.device checks devices).
+DEVICE_PARAMETER = "device"
 #: Set in the environment of the kernels that :func:`run_notebook` starts: no reader is watching a
 #: headless run, so panels compute everything before they are displayed (their static snapshot, the
 #: only view that is kept, then shows it all) instead of filling in on a thread.
@@ -216,7 +218,22 @@ def resolve_parameters(path: str | os.PathLike, given: dict) -> tuple[dict, dict
             raise ValueError(f"notebook parameter {parameter.name!r} must be an existing folder, got {value!r}, which "
                              f"{'is a file' if Path(value).exists() else 'does not exist'} (relative to {os.getcwd()}); "
                              f"it is: {parameter.help}" + ("" if name in given else f"; pass -p {name} FOLDER"))
+    _check_device(given.get(DEVICE_PARAMETER, declared[DEVICE_PARAMETER].default) if DEVICE_PARAMETER in declared else None)
     return dict(given), declared
+
+
+def _check_device(device) -> None:
+    """A notebook's ``device`` checked before it runs: '5' failed in its fourth cell, 20 s in, after its run folder
+    was written, as "'5' is not a device name", naming no parameter."""
+    if device is None:
+        return
+    from ..core.device import resolve_device  # torch, which checking the other parameters does without
+
+    try:
+        resolve_device(device)
+    except ValueError as err:
+        raise ValueError(f"notebook parameter {DEVICE_PARAMETER!r}: {err}. Pass -p {DEVICE_PARAMETER} cpu (or cuda, "
+                         f"cuda:N), or leave it out for CUDA when there is one") from None
 
 
 # ---------------------------------------------------------------------------------------
