@@ -82,3 +82,25 @@ def test_an_output_nowhere_writable_is_refused_before_the_work(planted_store, mo
         assert "may not write there" in caplog.text or "cannot write the PEF store" in caplog.text, caplog.text
     with pytest.raises(StoreWriteError, match="cannot write the PEF store /proc/npeff-pefs"):
         save_pefs(planted_lrm(n_examples=12, n_parameters=40, n_components=2, seed=0).pefs, "/proc/npeff-pefs")
+
+
+def test_the_command_line_names_its_flags_not_the_python_api_s_arguments(tmp_path, planted_store, monkeypatch, caplog):
+    """'n_components=100 is larger ...', 'raise n_iters_joint' and 'compute the PEFs with write_pefs(...)' named the
+    Python API to a user of python -m workbench."""
+    import warnings
+
+    import workbench.distributed as distributed
+
+    out = str(tmp_path / "f.safetensors")
+    assert main(["fit", str(planted_store), "--out", out, "--n-components", "100", "--device", "cpu"]) == 2
+    assert "--n-components 100 is larger than the number of examples (12)" in caplog.text
+    assert main(["fit", str(tmp_path / "none"), "--out", out]) == 2
+    assert "compute the PEFs with python -m workbench pefs" in caplog.text and "write_pefs" not in caplog.text
+
+    def unsettled(*args, **kwargs):
+        warnings.warn("the loss did not settle; raise n_iters_joint (e.g. n_iters_joint=400)", UserWarning)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distributed, "fit_distributed", unsettled)
+    with pytest.warns(UserWarning, match=r"raise --n-iters-joint \(e\.g\. --n-iters-joint 400\)"):
+        main(["fit", str(planted_store), "--out", out, "--n-components", "2", "--device", "cpu"])

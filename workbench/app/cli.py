@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import time
+import warnings
 from datetime import timedelta
 
 from ..core.defaults import N_ITERS_G_ONLY, N_ITERS_JOINT, N_VALUES
@@ -242,6 +243,35 @@ def _describe(commands) -> None:
                 action.help = OPTION_HELP[action.dest]
 
 
+#: The Python API's fixes as the command line's: the messages are the library's, shared with the API
+API_CALLS = {"write_pefs(..., overwrite=True)": "python -m workbench pefs --overwrite",
+             "write_pefs(...)": "python -m workbench pefs"}
+
+
+def as_flags(message: str, command: argparse.ArgumentParser) -> str:
+    """``message`` with the Python API's arguments named as ``command``'s flags: "raise n_iters_joint (e.g.
+    n_iters_joint=400)" told a command-line user of an argument they cannot pass."""
+    import re
+
+    flags = {a.dest: a for a in command._actions if a.option_strings and a.option_strings[-1].startswith("--")
+             and a.dest != "help"}
+    for call, command_line in API_CALLS.items():
+        message = message.replace(call, command_line)
+
+    def value(match):
+        action = flags[match.group(1)]
+        return action.option_strings[-1] + ("" if action.nargs == 0 else " " + match.group(2).strip("'\""))
+
+    message = re.sub(rf"\b({'|'.join(flags)})=('[^']*'|\"[^\"]*\"|[\w.+-]+)", value, message)  # device='cpu'
+    # a bare name is an argument's where it cannot be an English word: n_iters_joint, not seed or device
+    names = [dest for dest in flags if "_" in dest]
+    if names:
+        message = re.sub(rf"(?<![\w-])({'|'.join(names)})\b", lambda m: flags[m.group(1)].option_strings[-1], message)
+    # "pass --overwrite (--overwrite on the command line)": said once is enough
+    return re.sub(r" \((--[\w-]+) on the command line\)",
+                  lambda m: "" if m.group(1) in message[:m.start()] else m.group(0), message)
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..distributed import DistributedError
     from ..npeff.base import NpeffDivergenceError
@@ -317,17 +347,21 @@ def main(argv: list[str] | None = None) -> int:
 
     _describe(commands)
     args = parser.parse_args(argv)
+    command = commands.choices[args.command]
     try:
-        return args.handler(args)
+        with warnings.catch_warnings():  # a ConvergenceWarning's "raise n_iters_joint", as the flag
+            shown = warnings.showwarning
+            warnings.showwarning = lambda message, *rest, **kw: shown(as_flags(str(message), command), *rest, **kw)
+            return args.handler(args)
     except DistributedError as err:  # the other ranks' logs say which one failed first
-        logging.getLogger("workbench").error("%s", err)
+        logging.getLogger("workbench").error("%s", as_flags(str(err), command))
         return 1
     except (ValueError, TypeError, OSError) as err:  # bad input (StoreError included): the message says what to do
-        logging.getLogger("workbench").error("%s: %s", type(err).__name__, err)
+        logging.getLogger("workbench").error("%s: %s", type(err).__name__, as_flags(str(err), command))
         return 2
     except (InsufficientResourcesError, NpeffDivergenceError) as err:  # the message has the numbers and the fix
-        logging.getLogger("workbench").error("%s: %s", type(err).__name__, err)  # a traceback buried it
-        return 1
+        logging.getLogger("workbench").error("%s: %s", type(err).__name__, as_flags(str(err), command))  # a
+        return 1  # traceback buried it
     except NotebookError as err:  # the executed notebook and its HTML show the failing cell
         logging.getLogger("workbench").error("%s", err)
         return 1
