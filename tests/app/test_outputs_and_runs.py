@@ -104,3 +104,17 @@ def test_the_command_line_names_its_flags_not_the_python_api_s_arguments(tmp_pat
     monkeypatch.setattr(distributed, "fit_distributed", unsettled)
     with pytest.warns(UserWarning, match=r"raise --n-iters-joint \(e\.g\. --n-iters-joint 400\)"):
         main(["fit", str(planted_store), "--out", out, "--n-components", "2", "--device", "cpu"])
+
+
+def test_a_run_folder_given_for_its_store_or_its_model_names_the_part(tmp_path, caplog):
+    """fit RUN was told that RUN 'is not a PEF store: compute the PEFs with write_pefs(...)', and --model-path RUN
+    that it is no saved model folder."""
+    from workbench.store import load_pefs
+
+    run = _run_of_another_process(tmp_path / "run")
+    assert main(["fit", str(run), "--out", str(tmp_path / "f.safetensors")]) == 2
+    assert f"{run} is a run folder; pass its pefs, {run / 'pefs'}" in caplog.text
+    assert main(["pefs", "--out", str(tmp_path / "pefs"), "--model-path", str(run)]) == 2
+    assert f"{run} is a run folder; pass its model, {run / 'model'}" in caplog.text
+    with pytest.raises(ValueError, match="is a run folder; pass its pefs"):
+        load_pefs(run)

@@ -111,8 +111,9 @@ def check_model_folder(folder, argument: str, *, out=None, out_argument: str = "
 
     folder = user_path(folder, argument)
     if not (Path(folder) / "config.json").is_file():
-        raise ValueError(f"{argument} {folder} is not a saved model folder (no config.json there): pass a folder "
-                         "written by model.save_pretrained(folder) and tokenizer.save_pretrained(folder)")
+        raise ValueError(f"{argument} {folder} is not a saved model folder (no config.json there): "
+                         + (run_part(folder, "model") or "pass a folder written by model.save_pretrained(folder) and "
+                            "tokenizer.save_pretrained(folder)"))
     if out is not None and is_within(out, folder):
         raise ValueError(f"{out_argument} {out} is inside the {argument} folder {folder}, where the run would write "
                          "among the model's files (and copy the model into itself): choose a folder outside it")
@@ -210,3 +211,13 @@ def check_outside_run(path, argument: str, what: str, *, example: str = "out", r
     raise ValueError(f"{argument} {path} is inside the run folder {run}: {what} written there would replace or mix with "
                      f"the run's own files, and the run would no longer open ('mixes files of different runs'). Write "
                      f"it outside the run, e.g. {outside}; to make the run's own again with other parameters, {again}")
+
+
+def run_part(folder, part: str) -> str:
+    """Where ``folder`` is a run folder given in place of one of its parts (its ``pefs``, its ``model``), the fix
+    that names the part; else "". `fit RUN` was told that RUN is not a PEF store, and to compute one."""
+    folder = user_path(folder)
+    if not (folder / RUN_RECORD).is_file():
+        return ""
+    return f"{folder} is a run folder; pass its {part}, {folder / part}" + ("" if (folder / part).exists() else
+                                                                           " (which this run does not have)")

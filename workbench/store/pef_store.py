@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.arguments import user_path
+from ..core.arguments import run_part, user_path
 from ..core.chunks import PefChunk, chunks_to_pefs
 from ..core.kinds import KINDS, choices
 from ..core.params import ParameterLayout
@@ -140,8 +140,8 @@ class PefStore:
             raise StoreError(f"there is no PEF store at {self.path} (it does not exist or is not a folder): check the "
                              "path, or compute the PEFs with write_pefs(...)")
         if not (self.path / MANIFEST).exists():
-            raise StoreError(f"{self.path} is not a PEF store (it has no {MANIFEST}): check the path, or compute the "
-                             "PEFs with write_pefs(...)")
+            raise StoreError(f"{self.path} is not a PEF store (it has no {MANIFEST}): " + (
+                run_part(self.path, "pefs") or "check the path, or compute the PEFs with write_pefs(...)"))
         try:
             self.manifest = read_json(self.path / MANIFEST)
             check_manifest(self.manifest, self.path)
