@@ -409,3 +409,12 @@ def test_a_model_that_is_no_model_is_refused_when_the_explorer_opens(embedded_ru
     """model=3 was taken, and the error came later as "a model was given without its tokenizer"."""
     with pytest.raises(TypeError, match=r"model must be the run's model \(a torch\.nn\.Module\), got int"):
         RunExplorer.open(embedded_run.path, model=3)
+
+
+def test_a_tokenizer_without_its_model_is_refused_when_the_explorer_opens(tmp_path):
+    """RunExplorer.open(path, tokenizer=x) read the run's model/ folder with its own tokenizer, and dropped x unsaid."""
+    from workbench.app.run_folder import Run, RunRecorder
+
+    RunRecorder(tmp_path / "run", {})
+    with pytest.raises(ValueError, match="tokenizer= was given without model=: .*pass model= with it"):
+        RunExplorer(Run(tmp_path / "run"), tokenizer=object())

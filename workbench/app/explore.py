@@ -34,6 +34,7 @@ from ..core.arguments import component_index, component_indices, flag, fraction,
 from ..store.files import atomic_path
 from .results import (ComponentDashboard, ComponentFilter, ComponentPage, HighlightedExample, Lookup, TopExamplesPage,
                       checked_filter)
+from .explore_checks import check_model_and_tokenizer
 from .run_folder import COMPONENTS, EXPORTS, LABELS, MODEL, Run
 
 __all__ = ["ComponentDashboard", "ComponentFilter", "ComponentPage", "HighlightedExample", "Lookup", "RunExplorer",
@@ -67,8 +68,7 @@ class RunExplorer:
         if not isinstance(run, Run):  # a path read as a Run failed on 'str' object has no attribute 'params'
             path = repr(str(run)) if isinstance(run, (str, os.PathLike)) else "path"
             raise TypeError(f"RunExplorer takes an opened Run, got {type(run).__name__}; use RunExplorer.open({path})")
-        if model is not None and not callable(getattr(model, "named_parameters", None)):
-            raise TypeError(f"model must be the run's model (a torch.nn.Module), got {type(model).__name__}")
+        check_model_and_tokenizer(model, tokenizer)
         self.run = run
         self.device = device
         self.n_top = positive_int(n_top if n_top is not None else run.params.get("n_top", 20), "n_top")
