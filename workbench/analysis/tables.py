@@ -6,8 +6,10 @@ widgets and exports share one source of numbers (method notes, section 6).
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -95,16 +97,18 @@ def entropy(cells: Sequence) -> float:
     A multi-valued cell splits its unit weight equally over its values, so the weights
     still sum to the number of cells; empty cells are ignored.
     """
+    # Exact weights and an exactly rounded sum: a float sum in the order of a set of strings (PYTHONHASHSEED's)
+    # changed the last digit from one run to the next, and with it components.csv's checksum in run.json.
     weights: Counter = Counter()
     for cell in cells:
         values = set(values_of(cell))
         for v in values:
-            weights[v] += 1.0 / len(values)
+            weights[v] += Fraction(1, len(values))
     total = sum(weights.values())
     if total == 0:
         return float("nan")
-    shares = np.array([w / total for w in weights.values()])
-    return float(max(0.0, -(shares * np.log2(shares)).sum()))
+    shares = [float(w / total) for w in weights.values()]
+    return max(0.0, -math.fsum(s * math.log2(s) for s in shares))
 
 
 def chance_purity(cells: Sequence, n_top: int, n_draws: int = 2000, seed: int = 0) -> float:
@@ -226,7 +230,8 @@ def value_shares(cells: Sequence) -> pd.Series:
     a missing one none."""
     counts = Counter(v for cell in cells for v in set(values_of(cell)))
     n = max(len(cells), 1)
-    return pd.Series({value: count / n for value, count in counts.most_common()}, dtype=np.float64)
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))  # ties in a set's order were PYTHONHASHSEED's
+    return pd.Series({value: count / n for value, count in ranked}, dtype=np.float64)
 
 
 def accuracy_by_group(labels, predictions, groups: Sequence) -> pd.Series:
