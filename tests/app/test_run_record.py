@@ -158,7 +158,7 @@ def _rewritten_table(folder, change) -> None:
      r"components\.csv has 2 components and decomposition\.safetensors 4"),
     # another fit of the same examples and components (the counts agree), an edited table
     (lambda folder, tmp: _decomposition_of(folder, tmp, n_components=4, n_examples=200, seed=1),
-     r"mixes files of different runs: decomposition\.safetensors is not the file this run wrote"),
+     r"decomposition\.safetensors is not the file this run wrote: it is damaged or incomplete .*, or another run's"),
     (lambda folder, tmp: _rewritten_table(folder, lambda table: table.assign(mass=table["mass"][::-1].to_numpy())),
      r"components\.csv is not the file this run wrote"),
 ], ids=["other examples", "other components", "another fit", "an edited table"])
@@ -167,6 +167,21 @@ def test_a_folder_holding_files_of_two_runs_is_refused(finished, tmp_path, mix, 
     mix(folder, tmp_path)
     with pytest.raises(StoreError, match=message):
         Run.open(folder)
+
+
+@pytest.mark.parametrize("cut", ["within a row", "at a row's end"])
+def test_a_component_table_cut_short_is_named_damaged_not_another_run_s(finished, tmp_path, cut):
+    """A components.csv cut short (a full disk, an interrupted copy) was "mixes files of different runs": it
+    is damaged or incomplete, with what to do."""
+    folder = _copy(finished, tmp_path)
+    data = (folder / COMPONENTS).read_bytes()
+    end = len(data) - 3 if cut == "within a row" else data.rindex(b"\n", 0, len(data) - 1) + 1
+    (folder / COMPONENTS).write_bytes(data[:end])
+    for opener in (Run.open, RunExplorer.open):
+        with pytest.raises(StoreError, match=r"components\.csv is damaged or incomplete\b.*; copy the run folder again "
+                                             r"whole, or run the run again into a new folder") as error:
+            opener(folder)
+        assert "mixes" not in str(error.value)
 
 
 def test_damaged_tables_and_records_of_a_later_version_are_named(finished, tmp_path):

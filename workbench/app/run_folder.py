@@ -52,6 +52,13 @@ REQUIRED = {EXAMPLES: "pefs", DECOMPOSITION: "fit", COMPONENTS: "analysis"}
 LABELS, EXPORTS, REPORT = "labels.csv", "exports", "report"
 
 
+#: What to do about a file of the run folder that is not the one the run wrote.
+_WRITE_AGAIN = "copy the run folder again whole, or run the run again into a new folder"
+#: Why it may not be: a full disk or a copy cut it short (this was "mixes files of different runs"), or it is another's.
+_NOT_WRITTEN = ("is damaged or incomplete (cut short by a full disk or an interrupted copy, or edited), or another "
+                f"run's; {_WRITE_AGAIN}")
+
+
 class IncompleteRunError(StoreError):
     """A run folder whose run stopped before it wrote what a reader needs."""
 
@@ -370,13 +377,13 @@ class Run:
                 + ". Two runs wrote into it at once, or files were copied in from another run; run it again into a "
                 "new folder")
         table = self.components()
+        # a table cut short at a row's end reads as a smaller one: damage, or another run's (the others say damaged)
         if len(table) != n_components:
-            raise StoreError(f"the run folder {self.path} mixes files of different runs: {COMPONENTS} has {len(table)} "
-                             f"components and {DECOMPOSITION} {n_components}; run it again into a new folder")
+            raise StoreError(f"the run folder {self.path}: {COMPONENTS} has {len(table)} components and {DECOMPOSITION} "
+                             f"{n_components}: {COMPONENTS} {_NOT_WRITTEN}")
         for name, written in self.record.get("files", {}).items():  # counts match; contents may not
             if (self.path / name).is_file() and file_identity(self.path / name) != written:
-                raise StoreError(f"the run folder {self.path} mixes files of different runs: {name} is not the file this "
-                                 "run wrote (copied in from another run, or edited); run it again into a new folder")
+                raise StoreError(f"the run folder {self.path}: {name} is not the file this run wrote: it {_NOT_WRITTEN}")
 
     def check_unchanged(self) -> None:
         """Refuse (StoreError) to write readings (labels, exports, a report) into this folder when it was
@@ -423,6 +430,10 @@ class Run:
         """The component table as the run wrote it: attribute values as their text ("NA" read as missing, and
         the name "nan 1.00"; "007" as 7), only empty cells as missing."""
         with self._reading(COMPONENTS):
+            with open(self.path / COMPONENTS, "rb") as file:  # its last row, cut short, read as a whole one
+                if file.seek(0, os.SEEK_END) and (file.seek(-1, os.SEEK_END), file.read(1))[1] != b"\n":
+                    raise StoreError(f"{self.path / COMPONENTS} is damaged or incomplete: it ends within a row (cut "
+                                     f"short by a full disk or an interrupted copy); {_WRITE_AGAIN}")
             columns = pd.read_csv(self.path / COMPONENTS, nrows=0).columns
             values = [c for c in columns if f"{c}_purity" in columns and c not in ("label", "prediction")]
             # labels and predictions are class indices: a component whose top set has no known label (an empty
