@@ -3,6 +3,7 @@ or "complete" only after its files are written, atomically; opening a run that s
 is missing and how to finish it."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -204,6 +205,23 @@ def test_damaged_tables_and_records_of_a_later_version_are_named(finished, tmp_p
         folder = _copy(finished, tmp_path / f"{key}-entry", **{key: {"fit": "done"}})
         with pytest.raises(StoreError, match=rf"run\.json is damaged: {key}\['fit'\] should be an object"):
             Run.open(folder)
+
+
+@pytest.mark.parametrize("name, value, should", [
+    ("n_top", "20", "a whole number of at least 1"), ("max_length", "abc", "a whole number of at least 2, or null"),
+    ("kind", "bogus", "'lrm' or 'd'"), ("n_values", [8192], "a whole number of at least 1, or null"),
+])
+def test_a_parameter_of_the_record_edited_into_another_type_is_named_damaged(finished, tmp_path, name, value, should):
+    """"n_top": "20" in run.json was refused as 'pass n_top=10', as if the user had passed it; max_length "abc" was
+    int()'s 'invalid literal', kind "bogus" 'kind must be ...': the record's entry is named damaged, with what to do."""
+    folder = _copy(finished, tmp_path)
+    data = json.loads((folder / RUN_RECORD).read_text())
+    data["params"][name] = value
+    (folder / RUN_RECORD).write_text(json.dumps(data))
+    explorer = None if name == "n_top" else RunExplorer.open(folder)
+    with pytest.raises(StoreError, match=rf"run\.json is damaged: params\['{name}'\] should be {re.escape(should)}, "
+                                         rf"found {re.escape(repr(value))} .*; run the command that made the folder again"):
+        RunExplorer.open(folder) if explorer is None else (explorer.max_length, explorer._text_pefs, explorer.decomposition)
 
 
 def test_a_folder_another_process_writes_is_refused_and_a_killed_writer_frees_it(tmp_path):

@@ -71,7 +71,7 @@ class RunExplorer:
         check_model_and_tokenizer(model, tokenizer)
         self.run = run
         self.device = device
-        self.n_top = positive_int(n_top if n_top is not None else run.params.get("n_top", 20), "n_top")
+        self.n_top = positive_int(n_top if n_top is not None else run.param("n_top", 20), "n_top")
         self._model = model
         self._tokenizer = tokenizer
         self._model_unchecked = model is not None  # a model given here is checked against the run's on first use
@@ -92,7 +92,7 @@ class RunExplorer:
     @property
     def max_length(self) -> int:
         """Where texts are cut, as the run's PEFs cut them (the embedded task's 64 by default)."""
-        return int(self.run.params.get("max_length") or TOKEN_MAX_LENGTH)
+        return self.run.param("max_length") or TOKEN_MAX_LENGTH
 
     # -- what the run holds, loaded on first use ------------------------------------------
 
@@ -147,7 +147,7 @@ class RunExplorer:
             logger.warning("%s has %d rows for %d components; recomputing it", path, len(table), self.n_components)
         return component_table(
             self.W, self.decomposition.components_, labels=self.labels, predictions=self.predictions,
-            n_top=self.n_top, kind=self.run.params.get("kind", "lrm"),
+            n_top=self.n_top, kind=self.run.param("kind", "lrm"),
         )
 
     def component_name(self, component: int) -> str | None:
@@ -497,7 +497,7 @@ class RunExplorer:
         component differed for one example of the tiny run, and every other panel shows the fit's."""
         from ..analysis.lookup import coefficients_of_texts, loadings
 
-        kind = self.run.params.get("kind", "lrm")
+        kind = self.run.param("kind", "lrm")
         if n is not None:
             n = positive_int(n, "n")  # before a new text's PEF is computed
         if isinstance(example, str):
@@ -521,7 +521,7 @@ class RunExplorer:
     @property
     def _text_pefs(self) -> dict:
         """How a new text's PEF is taken, as the run took its examples': kind, n_values, device, where texts are cut."""
-        return dict(kind=self.run.params.get("kind", "lrm"), n_values=self.run.params.get("n_values", N_VALUES),
+        return dict(kind=self.run.param("kind", "lrm"), n_values=self.run.param("n_values", N_VALUES),
                     device=self.device, max_length=self.max_length)
 
     def deletion_effects(self, component: int, example: int | str) -> pd.DataFrame:

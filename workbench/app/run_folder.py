@@ -32,7 +32,8 @@ from pathlib import Path
 import pandas as pd
 from safetensors import safe_open
 
-from ..core.arguments import RUN_RECORD, RUNS_RECORDED_HERE, user_path
+from ..core.arguments import RUN_RECORD, RUNS_RECORDED_HERE, positive_int, user_path
+from ..core.kinds import choices as kind_choices, kind as kind_named
 from .. import report
 from ..store.files import (CHECKSUM, StoreError, check_folder, check_format, file_checksum, json_default, read_header,
                            read_json, write_json, writing)
@@ -57,6 +58,17 @@ _WRITE_AGAIN = "copy the run folder again whole, or run the run again into a new
 #: Why it may not be: a full disk or a copy cut it short (this was "mixes files of different runs"), or it is another's.
 _NOT_WRITTEN = ("is damaged or incomplete (cut short by a full disk or an interrupted copy, or edited), or another "
                 f"run's; {_WRITE_AGAIN}")
+
+
+#: The parameters readers take from a run's record: what each should be, and its check. One edited into another
+#: type ("n_top": "20") was refused as if the user had passed it ("pass n_top=10").
+_READ_PARAMS = {
+    "n_top": ("a whole number of at least 1", lambda v: positive_int(v, "n_top")),
+    "max_length": ("a whole number of at least 2, or null",
+                   lambda v: v if v is None else positive_int(v, "max_length", 2)),
+    "n_values": ("a whole number of at least 1, or null", lambda v: v if v is None else positive_int(v, "n_values")),
+    "kind": (kind_choices(), lambda v: kind_named(v).name),
+}
 
 
 class IncompleteRunError(StoreError):
@@ -413,6 +425,17 @@ class Run:
     def params(self) -> dict:
         return self.record["params"]
 
+    def param(self, name: str, default=None):
+        """The run's parameter ``name`` (``default`` where it has none), checked as its readers take it: a
+        StoreError naming the record's entry where it was edited into another type or value."""
+        value = self.params.get(name, default)
+        what, check = _READ_PARAMS[name]
+        try:
+            return check(value)
+        except (TypeError, ValueError):
+            raise StoreError(f"{self.path / RUN_RECORD} is damaged: params[{name!r}] should be {what}, found {value!r} "
+                             f"({type(value).__name__}); run the command that made the folder again") from None
+
     @property
     def examples(self) -> pd.DataFrame:
         with self._reading(EXAMPLES):
@@ -424,7 +447,7 @@ class Run:
     def decomposition(self):
         from ..npeff import estimator_for  # on use: reading a run's record and tables needs no torch
 
-        return estimator_for(self.record["params"].get("kind", "lrm")).load(self.path / DECOMPOSITION)
+        return estimator_for(self.param("kind", "lrm")).load(self.path / DECOMPOSITION)
 
     def components(self) -> pd.DataFrame:
         """The component table as the run wrote it: attribute values as their text ("NA" read as missing, and
