@@ -1,6 +1,7 @@
 """RunExplorer: the component table's filters and pages, example pages with token scores, perturbations."""
 
 import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -282,6 +283,32 @@ def test_an_export_replaces_every_file_of_the_earlier_one(small_synthetic, tmp_p
         small_synthetic.export(folder)
     monkeypatch.undo()
     assert sorted(p.name for p in folder.iterdir()) == sorted(earlier)
+
+
+def test_an_export_onto_a_full_disk_names_the_folder_asked_for(small_synthetic, tmp_path, monkeypatch):
+    """RunExplorer.export on a full disk named its hidden temporary file (out/.export.tmp-…/components.csv), and
+    spoke of PEF runs resuming: it names the folder asked for and what to do, and leaves the earlier export whole."""
+    import errno
+
+    from workbench.analysis import export
+    from workbench.store.files import StoreWriteError
+
+    folder = tmp_path / "out"
+    small_synthetic.export(folder, format="csv")
+    earlier = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    for module, name in ((pd.DataFrame, "to_csv"), (export, "save_file"), (export.os, "replace")):
+        with monkeypatch.context() as patch:
+            patch.setattr(module, name, full)
+            with pytest.raises(StoreWriteError, match=rf"could not export into {re.escape(str(folder))}: No space left "
+                                                      r"on device\. Free space on that disk, .* or choose another folder, "
+                                                      r"then call again") as raised:
+                small_synthetic.export(folder, format="csv")
+        assert ".tmp" not in str(raised.value) and "PEF" not in str(raised.value)
+        assert {p.name: p.read_bytes() for p in folder.iterdir()} == earlier  # and no staging folder left
 
 
 def test_an_export_never_replaces_or_deletes_a_file_it_did_not_write(small_synthetic, tmp_path):

@@ -20,6 +20,7 @@ into one folder, each file over the earlier export's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -34,7 +35,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..core.arguments import component_index, user_path
 from ..core.staging import remove_dead_staging, staging_path
-from ..store.files import atomic_path, file_checksum, producer, write_json
+from ..report.pages import DISK_ERRORS
+from ..store.files import StoreWriteError, atomic_path, file_checksum, producer, write_json
 from ..store.formats import COMPONENTS
 from .highlights import real_positions, token_scores
 from .tables import top_examples
@@ -295,6 +297,22 @@ def check_export_folder(folder: Path, names: list[str]) -> None:
                                   f"such as {folder / 'export'}, or move the file away")
 
 
+@contextlib.contextmanager
+def _writing_export(folder: Path):
+    """A full disk, or a folder that may not be written, named as the folder the export was asked to write: the
+    error named its hidden temporary file (exp/.export.tmp-…/components.csv), and spoke of PEF runs resuming."""
+    try:
+        yield
+    except (StoreWriteError, OSError) as error:
+        cause = error.__cause__ if isinstance(error, StoreWriteError) else error
+        if not isinstance(error, StoreWriteError) and error.errno not in DISK_ERRORS:
+            raise
+        reason = getattr(cause, "strerror", None) or str(cause)
+        raise StoreWriteError(f"could not export into {folder}: {reason}. Free space on that disk, make the folder "
+                              "writable, or choose another folder, then call again: the files there are whole (the "
+                              "earlier export's, or this one's), and nothing half-written is left") from error
+
+
 def export_run(folder: Path, table: pd.DataFrame, W, decomposition, *, format: str = "parquet",
                perturbations: Sequence = ()) -> dict[str, Path]:
     """A run's results as tidy files in ``folder``: the component table, the coefficients (zeros left
@@ -307,30 +325,31 @@ def export_run(folder: Path, table: pd.DataFrame, W, decomposition, *, format: s
     frames = [p if isinstance(p, pd.DataFrame) else perturbation_frame(p) for p in perturbation_results(perturbations)]
     names = [f"components.{format}", f"coefficients.{format}", "components.safetensors", f"perturbations.{format}"]
     check_export_folder(folder, names)
-    folder.mkdir(parents=True, exist_ok=True)
-    # Written aside, then each file moved over the earlier export's (one rename each): a killed export leaves every
-    # file whole, the earlier one's or the new one's. Deleting the earlier files first left an empty folder.
-    remove_dead_staging(folder / "export")
-    (staging := staging_path(folder / "export")).mkdir()
-    try:
-        written = {
-            "components": export_components(table, staging / f"components.{format}"),
-            "coefficients": export_coefficients(W, staging / f"coefficients.{format}", drop_zeros=True),
-            "component vectors": export_components_safetensors(decomposition, staging / "components.safetensors"),
-        }
-        if frames:
-            written["perturbations"] = export_perturbations(pd.concat(frames, ignore_index=True),
-                                                            staging / f"perturbations.{format}")
-        checksums = {path.name: [file_checksum(path)] for path in written.values()}
-        # the earlier export's files stay listed until all are replaced: a kill in between leaves the folder exportable
-        earlier = _exported_files(folder)
-        write_json(folder / EXPORT_RECORD, {"files": {n: earlier.get(n, []) + checksums.get(n, []) for n in names}})
-        for path in written.values():
-            os.replace(path, folder / path.name)
-        for name in set(names) - set(checksums):  # an earlier export's perturbations (checked to be its)
-            (folder / name).unlink(missing_ok=True)
-        write_json(folder / EXPORT_RECORD, {"files": checksums})
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with _writing_export(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        # Written aside, then each file moved over the earlier export's (one rename each): a killed export leaves
+        # every file whole, the earlier one's or the new one's. Deleting the earlier files first left an empty folder.
+        remove_dead_staging(folder / "export")
+        (staging := staging_path(folder / "export")).mkdir()
+        try:
+            written = {
+                "components": export_components(table, staging / f"components.{format}"),
+                "coefficients": export_coefficients(W, staging / f"coefficients.{format}", drop_zeros=True),
+                "component vectors": export_components_safetensors(decomposition, staging / "components.safetensors"),
+            }
+            if frames:
+                written["perturbations"] = export_perturbations(pd.concat(frames, ignore_index=True),
+                                                                staging / f"perturbations.{format}")
+            checksums = {path.name: [file_checksum(path)] for path in written.values()}
+            # the earlier export's files stay listed until all are replaced: a kill in between leaves it exportable
+            earlier = _exported_files(folder)
+            write_json(folder / EXPORT_RECORD, {"files": {n: earlier.get(n, []) + checksums.get(n, []) for n in names}})
+            for path in written.values():
+                os.replace(path, folder / path.name)
+            for name in set(names) - set(checksums):  # an earlier export's perturbations (checked to be its)
+                (folder / name).unlink(missing_ok=True)
+            write_json(folder / EXPORT_RECORD, {"files": checksums})
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     logger.info("exported %s to %s", ", ".join(written), folder)
     return {what: folder / path.name for what, path in written.items()}

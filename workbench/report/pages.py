@@ -234,13 +234,13 @@ def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (
 
 #: What the file system says when a report cannot be written: a full disk or quota, a file too large, a folder that
 #: may not be written, a failing disk
-_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 
 
 def name_disk_error(error: OSError, out: Path) -> None:
     """Raise ``error`` of a full disk or a folder that may not be written, met while the page or report ``out`` was
     written, as an OSError that names it and what to do: a bare '[Errno 28] No space left on device' named neither."""
-    if error.errno in _DISK_ERRORS:
+    if error.errno in DISK_ERRORS:
         raise OSError(error.errno, f"could not write {out}: {error.strerror}. Free space on that disk, make the folder "
                       "writable, or choose another path, then call again: a page or report written there before is "
                       "kept, and nothing half-written is left") from error
