@@ -600,6 +600,10 @@ CASES = [
          lambda tmp: load_pefs(tmp / "pefs"), _truncate_chunk),
     Case("truncated manifest", StoreError, r"manifest\.json is not valid JSON \(truncated.*overwrite=True",
          lambda tmp: load_pefs(tmp / "pefs"), _truncate_manifest),
+    # written into: "not valid JSON (truncated ...)" and nothing of what to do
+    Case("write into a truncated manifest", StoreError, r"manifest\.json is not valid JSON \(truncated.*\); compute the "
+         r"store again with overwrite=True \(--overwrite on the command line\), or choose another folder",
+         lambda tmp: write_pefs(tmp / "pefs", tiny_bert(3), _inputs(), progress=False), _truncate_manifest),
     # the other kind named from the wrong side, without a fix
     Case("decomposition loaded as the other kind", StoreError, r"decomposition\.safetensors holds npeff-workbench/lrm-npeff, "
          r"not npeff-workbench/d-npeff: it is a fitted LrmNpeff \(save/load\), read with LrmNpeff\.load\(path\)",

@@ -190,6 +190,11 @@ def test_damaged_tables_and_records_of_a_later_version_are_named(finished, tmp_p
     (folder / "examples.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(StoreError, match=r"examples\.parquet cannot be read \(damaged"):
         Run.open(folder)
+    folder = _copy(finished, tmp_path / "json")
+    (folder / RUN_RECORD).write_bytes((folder / RUN_RECORD).read_bytes()[:100])  # said "not valid JSON", no fix
+    with pytest.raises(StoreError, match=r"run\.json is not valid JSON \(truncated.*\); run the command that made the "
+                                         r"folder again$"):
+        Run.open(folder)
     folder = _copy(finished, tmp_path / "b", format_version=99)
     with pytest.raises(StoreError, match=r"format version 99; this package .* reads version 1"):
         Run.open(folder)

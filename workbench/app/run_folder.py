@@ -278,7 +278,7 @@ def read_run_record(path: str | os.PathLike) -> dict:
     if not (where / RUN_RECORD).exists():
         raise StoreError(f"{where} is not a run folder (it has no {RUN_RECORD}); give the folder that run_embedded, "
                          "run_model or python -m workbench demo/run wrote")
-    record = read_json(where / RUN_RECORD)
+    record = read_json(where / RUN_RECORD, fix="run the command that made the folder again")
     if record.get("format") != RUN_FORMAT.name:
         raise StoreError(f"{where} is not a run folder of this package (no {RUN_RECORD} of format {RUN_FORMAT.name})")
     check_format(record, RUN_FORMAT, where / RUN_RECORD)

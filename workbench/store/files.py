@@ -175,8 +175,9 @@ def json_default(obj):
     raise TypeError(f"cannot write {type(obj).__module__}.{type(obj).__name__} as JSON")
 
 
-def read_json(path: str | os.PathLike) -> dict:
-    """A JSON object written by :func:`write_json`; StoreError if missing, damaged or not an object."""
+def read_json(path: str | os.PathLike, fix: str | None = None) -> dict:
+    """A JSON object written by :func:`write_json`; StoreError if missing, damaged or not an object, saying ``fix``
+    where the caller does not (what writes it again: a truncated run.json said "not valid JSON" and nothing more)."""
     path = user_path(path)
     if not path.exists():
         raise StoreError(f"{path} does not exist")
@@ -185,9 +186,11 @@ def read_json(path: str | os.PathLike) -> dict:
     except OSError as err:  # a folder of that name, no permission, a failing disk
         raise StoreError(f"{path} cannot be read ({err.strerror or err}); check that it is a file this user may read") from err
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
-        raise StoreError(f"{path} is not valid JSON (truncated or not written by this package): {err}") from err
+        raise StoreError(f"{path} is not valid JSON (truncated or not written by this package: {err})"
+                         + (f"; {fix}" if fix else "")) from err
     if not isinstance(obj, dict):
-        raise StoreError(f"{path} holds a JSON {type(obj).__name__}, not the object this package writes; re-create it")
+        raise StoreError(f"{path} holds a JSON {type(obj).__name__}, not the object this package writes; "
+                         f"{fix or 're-create it'}")
     return obj
 
 

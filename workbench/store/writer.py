@@ -133,7 +133,8 @@ def existing_manifest(out: str | os.PathLike, overwrite: bool) -> dict | None:
     if (out / MANIFEST).exists():
         if overwrite:
             return None
-        manifest = read_json(out / MANIFEST)
+        manifest = read_json(out / MANIFEST, fix="compute the store again with overwrite=True (--overwrite on the "
+                             "command line), or choose another folder")
         check_manifest(manifest, out)
         return manifest
     leftovers = all((p.name == CHUNKS and p.is_dir()) or is_temporary(p.name) or p.name == LOCK
