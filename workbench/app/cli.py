@@ -90,10 +90,10 @@ def _outside_run(path: str, option: str, what: str, example: str) -> None:
     """``path`` refused inside a run folder, naming the command that made the run (and makes its files again)."""
     from .run_folder import Run
 
-    rerun = None
-    if enclosing_run(path) is not None:
+    rerun, run = None, enclosing_run(path)
+    if run is not None:
         with contextlib.suppress(Exception):  # a damaged record: the message names the run folder still
-            rerun = f"run it again: {Run(enclosing_run(path)).command()}"
+            rerun = f"run it again: {Run(run).command()}"
     check_outside_run(path, option, what, example=example, rerun=rerun)
 
 
