@@ -19,7 +19,7 @@ from workbench.analysis.location import (
     module_kind,
 )
 from workbench.analysis.lookup import loadings
-from workbench.analysis.token_shares import token_shares
+from workbench.analysis.token_shares import strongest_word, token_shares
 from workbench.core.params import HEAD_PATTERN, ParameterLayout
 from workbench.models.architectures import available, build
 from workbench.npeff import LrmNpeff
@@ -34,18 +34,18 @@ def test_token_shares_normalise_over_the_visible_tokens_only():
     assert np.abs(shares.visible).sum() == pytest.approx(1.0)
     assert shares.special_share == pytest.approx(0.65) and shares.visible_share == pytest.approx(0.009)
     assert shares.visible_share + shares.special_share + shares.head_share == pytest.approx(1.0)
-    assert shares.strongest == 3  # the largest visible share, never [CLS]
+    assert strongest_word(shares.visible, shares.special) == [3]  # the largest visible share, never [CLS]
 
 
 def test_the_strongest_word_is_the_one_shaded_strongest_also_when_it_cancels():
     """By the signed share, "ending" (0%) was underlined while "not" (-60%), the fully shaded word, cancelled."""
     shares = token_shares([0.3, 0.0, -0.006, 0.001, 0.003, 0.2], [True, False, False, False, False, True], 0.0)
-    assert shares.strongest == 2 and shares.visible[2] == pytest.approx(-0.6)
+    assert strongest_word(shares.visible, shares.special) == [2] and shares.visible[2] == pytest.approx(-0.6)
 
 
 def test_token_shares_without_visible_mass_and_bad_flags():
     shares = token_shares([0.5, 0.0, 0.5], [True, False, True], 0.0)
-    assert shares.strongest is None and not shares.visible.any()
+    assert strongest_word(shares.visible, shares.special) == [] and not shares.visible.any()
     with pytest.raises(ValueError, match="one flag per token"):
         token_shares([0.1, 0.2], [True], 0.0)
 
@@ -226,7 +226,7 @@ def test_loadings_are_sorted_by_scaled_coefficient_with_shares():
 def test_the_strongest_word_is_never_a_special_token():
     """Every word's share negative: the special tokens' 0 must not win, the word of the largest |share| does."""
     shares = token_shares([0.5, -0.01, -0.002, -0.02, 0.3], [True, False, False, False, True], 0.2)
-    assert shares.strongest == 3
+    assert strongest_word(shares.visible, shares.special) == [3]
 
 
 def test_tokens_are_shown_as_the_text_spells_them():
@@ -245,7 +245,7 @@ def test_tokens_are_shown_as_the_text_spells_them():
                                 spans=[(0, 3), (4, 9), (10, 11), (10, 11), (11, 13)],
                                 visible=np.array([0.1, 0.2, -0.5, 0.1, 0.1]), special=np.zeros(5, bool))
     assert albert.shown_tokens == ["the", "music", "␣", "w", "as"]
-    assert albert.strongest_index == 1
+    assert albert.strongest_positions == [1]
 
 
 def test_the_strongest_word_and_its_tooltip_are_spelled_as_the_text_spells_them():
@@ -262,11 +262,39 @@ def test_the_strongest_word_and_its_tooltip_are_spelled_as_the_text_spells_them(
                                  special=np.array([True, False, False]))
     assert example.strongest_token == "film"
     page = report.highlighted_text_html(example.text, example.tokens, example.visible, spans=example.spans,
-                                        special=example.special, strongest=2)
+                                        special=example.special, strongest=[2])
     titles = [html_module.unescape(t) for t in re.findall(r'title="([^"]*)"', page)]
     assert [t.split(":")[0] for t in titles] == ["good", "film"]
     assert re.search(r'good</span> (<mark>)?<span class="[^"]*strongest[^"]*"[^>]*>film</span>', page), page
     assert html_module.unescape(re.sub(r"<[^>]+>", "", page)) == "good film"
+
+
+def test_the_strongest_word_is_a_whole_word_named_underlined_and_marked_whole():
+    """MiniLM cuts "blick" into 'b' '##lick': the strongest word read 'lick' (its larger piece, beside "the"
+    piece), and only 'lick' was marked. A word's share is its pieces' sum."""
+    import re
+
+    from workbench import report
+    from workbench.app.results import HighlightedExample, TopExamplesPage
+
+    example = HighlightedExample(0, 0, "the blick", 1, 1, 0.5, tokens=["[CLS]", "the", "b", "##lick", "[SEP]"],
+                                 spans=[(0, 0), (0, 3), (4, 5), (5, 9), (0, 0)],
+                                 visible=np.array([0.0, 0.12, 0.1, 0.25, 0.0]), special=[True, False, False, False, True],
+                                 words=[None, 0, 1, 1, None])
+    assert example.strongest_positions == [2, 3] and example.strongest_token == "blick"
+    assert example.strongest_share == pytest.approx(0.35)  # 'lick' alone: 0.25
+    card = report.example_html(example)
+    assert "strongest word <b><bdi>blick</bdi></b> (+35% of the words' share)" in card
+    assert card.count(' strongest"') == 2  # both pieces underlined
+    # 'b' alone is shaded lightly (0.1 of 0.25), yet it is marked with '##lick': the word is one mark
+    marked = [re.sub(r"<[^>]+>", "", m) for m in re.findall(r"<mark>(.*?)</mark>", card)]
+    assert marked == ["blick"]
+    row = TopExamplesPage(0, [example], 0, 1, 1).to_frame().iloc[0]
+    assert row["strongest_token"] == "blick" and row["strongest_share"] == pytest.approx(0.35)
+    # without word ids (a slow tokenizer), pieces are read one by one, as before
+    pieces = HighlightedExample(0, 0, "the blick", 1, 1, 0.5, tokens=example.tokens, spans=example.spans,
+                                visible=example.visible, special=example.special)
+    assert pieces.strongest_positions == [3] and pieces.strongest_token == "lick"
 
 
 def test_a_component_without_examples_and_a_run_of_one_component_say_so():

@@ -445,3 +445,10 @@ def test_a_tokenizer_without_its_model_is_refused_when_the_explorer_opens(tmp_pa
     RunRecorder(tmp_path / "run", {})
     with pytest.raises(ValueError, match="tokenizer= was given without model=: .*pass model= with it"):
         RunExplorer(Run(tmp_path / "run"), tokenizer=object())
+
+
+def test_a_fast_tokenizer_s_word_ids_reach_each_highlighted_example(explorer):
+    """The pages read words whole only if the run's tokenizer gives its word ids to the examples."""
+    for e in explorer.top_examples(0, page_size=3).examples:
+        assert e.words is not None and len(e.words) == len(e.tokens)
+        assert all(w is None for w, s in zip(e.words, e.special) if s)

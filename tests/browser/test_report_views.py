@@ -144,7 +144,7 @@ def test_a_screen_reader_hears_which_words_carry_the_component_and_the_eye_sees_
     spans = [(sum(len(w) + 1 for w in words[:i]), sum(len(w) + 1 for w in words[:i]) + len(word))
              for i, word in enumerate(words)]
     body = report.highlighted_text_html(" ".join(words), words, [0.02, 0.3, 0.35, 0.4, 0.01, 0.05, -0.4], spans=spans,
-                                        strongest=3)
+                                        strongest=[3])
     path = tmp_path / "example.html"
     path.write_text(report.html_page("example", body), encoding="utf-8")
     page = open_page(browser, path, width=600, **view)

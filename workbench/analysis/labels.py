@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..core.words import word_positions
 from .tables import NAME_COLUMN
 
 #: An attribute value names the component only when at least this share of its top set holds it.
@@ -134,14 +135,10 @@ def word_groups(tokenizer, tokens: Sequence[str], word_ids: Sequence[int | None]
             specials = set(tokenizer.all_special_tokens) - {getattr(tokenizer, "unk_token", None)}
             special = [t in specials for t in tokens]
         return [(t, [p], bool(s)) for p, (t, s) in enumerate(zip(tokens, special))]
-    groups: list[tuple[str, list[int], bool]] = []
-    for p, (token, word) in enumerate(zip(tokens, word_ids)):
-        if word is not None and p > 0 and word_ids[p - 1] == word:
-            groups[-1][1].append(p)
-        else:
-            groups.append((token, [p], word is None))
-    return [(token if special else tokenizer.convert_tokens_to_string([tokens[q] for q in where]).strip(), where, special)
-            for token, where, special in groups]
+    groups = word_positions(word_ids, len(tokens))
+    return [(tokens[where[0]], where, True) if word_ids[where[0]] is None
+            else (tokenizer.convert_tokens_to_string([tokens[q] for q in where]).strip(), where, False)
+            for where in groups]
 
 
 def top_tokens(model, tokenizer, decomposition, texts: Sequence[str], top_sets: dict[int, Sequence[int]], *,

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.words import word_positions
+
 #: The share of a component's ‖g‖² in layers left out of the token scores from which a page notes it and the
 #: log warns.
 LEFT_OUT_NOTED = 0.01
@@ -38,21 +40,20 @@ class TokenShares:
     head_share: float  # through parameters without a token axis
     special: np.ndarray  # (n_tokens,) bool: the tokenizer's own tokens ([CLS], [SEP], <s>)
 
-    @property
-    def strongest(self) -> int | None:
-        """Position of the visible token with the largest |share|; None when no token is visible."""
-        return strongest_visible(self.visible, self.special)
 
-
-def strongest_visible(visible: np.ndarray, special: np.ndarray) -> int | None:
-    """The position of the largest |share| among the words, never a special token: the word the
-    shading draws strongest, whether it carries the component or cancels it (by the signed share,
-    a word of 0% was underlined beside the fully shaded "not" that cancels it). None when no word
-    carries any."""
-    visible, special = np.asarray(visible), np.asarray(special, dtype=bool)
-    if special.all() or not np.any(visible):
-        return None
-    return int(np.argmax(np.where(special, -np.inf, np.abs(visible))))
+def strongest_word(visible: np.ndarray, skip: np.ndarray, words: Sequence[int | None] | None = None) -> list[int]:
+    """The token positions of the word of the largest |share| (the sum of its pieces' shares), never a
+    special token nor one of ``skip``: the word the shading draws strongest, whether it carries the
+    component or cancels it (by the signed share, a word of 0% was underlined beside the fully shaded
+    "not" that cancels it), and all of it: its strongest piece alone read '##lick' for the word "blick".
+    Empty when no word carries any share."""
+    visible, skip = np.asarray(visible, dtype=np.float64), np.asarray(skip, dtype=bool)
+    if skip.all() or not np.any(visible[~skip]):
+        return []
+    groups = [[p for p in group if not skip[p]] for group in word_positions(words, len(visible))]
+    groups = [group for group in groups if group]
+    shares = [abs(visible[group].sum()) for group in groups]
+    return groups[int(np.argmax(shares))]
 
 
 def token_shares(scores: Sequence[float], special: Sequence[bool] | None, head_share: float) -> TokenShares:

@@ -368,7 +368,7 @@ class RunExplorer:
             e.special = encoded.special[k].tolist()
             shares = token_shares(e.scores, e.special, e.head_share)
             e.visible, e.visible_share, e.special_share = shares.visible, shares.visible_share, shares.special_share
-            e.spans = encoded.text_spans(k)
+            e.spans, e.words = encoded.text_spans(k), None if encoded.word_ids is None else encoded.word_ids[k]
         if left_out >= LEFT_OUT_NOTED:
             named = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
             return (f"{left_out:.0%} of the component's ‖g‖² lies in parameters that cannot be read per token ({named}: "

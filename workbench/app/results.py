@@ -17,7 +17,7 @@ import pandas as pd
 
 from .. import report
 from ..core.arguments import flag
-from ..analysis.token_shares import strongest_visible
+from ..analysis.token_shares import strongest_word
 from ..models.text import BLANK, spelled_tokens
 
 
@@ -99,19 +99,27 @@ class HighlightedExample:
     visible: np.ndarray | None = None  # (n_tokens,) Σ |visible| = 1 over the visible tokens
     visible_share: float | None = None  # Σ score over the visible tokens (the words)
     special_share: float | None = None  # Σ score over the special tokens ([CLS], [SEP])
+    words: list[int | None] | None = None  # (n_tokens,) each token's word (fast tokenizers): its pieces are one word
 
 
     @property
-    def strongest_index(self) -> int | None:
-        """Where the visible token with the largest |share| is (None without scores or visible tokens);
-        never a special token, also when every word's share is negative, nor a token of whitespace alone
-        (SentencePiece's lone '▁': ALBERT's strongest "word" of every component was one)."""
+    def strongest_positions(self) -> list[int]:
+        """The token positions of the word with the largest |share| (its pieces' shares summed: all of "blick",
+        not its piece '##lick'), or [] without scores or visible tokens; never a special token, also when every
+        word's share is negative, nor a token of whitespace alone (SentencePiece's lone '▁': ALBERT's strongest
+        "word" of every component was one)."""
         if self.visible is None:
-            return None
+            return []
         skip = np.zeros(len(self.visible), bool) if self.special is None else np.asarray(self.special, bool)
         if self.tokens is not None:
             skip = skip | (np.asarray(self.shown_tokens, dtype=object) == BLANK)
-        return strongest_visible(self.visible, skip)
+        return strongest_word(self.visible, skip, self.words)
+
+    @property
+    def strongest_share(self) -> float | None:
+        """The strongest word's share of the words' total |share| (the sum over its pieces)."""
+        where = self.strongest_positions
+        return float(np.sum(self.visible[where])) if where else None
 
     @property
     def shown_tokens(self) -> list[str] | None:
@@ -121,9 +129,14 @@ class HighlightedExample:
 
     @property
     def strongest_token(self) -> str | None:
-        """The strongest word as the text spells it (not the tokenizer's 'Ġbad' or '▁bad')."""
-        best = self.strongest_index
-        return None if best is None else self.shown_tokens[best]
+        """The strongest word as the text spells it: the whole word (not the tokenizer's '##lick' of "blick",
+        'Ġbad' or '▁bad')."""
+        where = self.strongest_positions
+        if not where:
+            return None
+        if self.spans is not None and self.spans[where[-1]][1] > self.spans[where[0]][0]:
+            return self.text[self.spans[where[0]][0]:self.spans[where[-1]][1]].strip()
+        return "".join(self.shown_tokens[p] for p in where)
 
 
 @dataclass
@@ -156,11 +169,12 @@ class TopExamplesPage:
 
     def to_frame(self) -> pd.DataFrame:
         """One row per example: rank, example, text, label, prediction, coefficient, the shares of its
-        mass along the component in words (visible tokens), special tokens and the head, and its strongest word."""
+        mass along the component in words (visible tokens), special tokens and the head, and its strongest word
+        (whole) with its share of the words'."""
         return pd.DataFrame([
             {"rank": e.rank, "example": e.example, "text": e.text, "label": e.label, "prediction": e.prediction,
              "coefficient": e.coefficient, "visible_share": e.visible_share, "special_share": e.special_share,
-             "head_share": e.head_share, "strongest_token": e.strongest_token}
+             "head_share": e.head_share, "strongest_token": e.strongest_token, "strongest_share": e.strongest_share}
             for e in self.examples
         ])
 
@@ -171,8 +185,7 @@ class TopExamplesPage:
                          f"{self.label_name(e.prediction)}, coefficient {e.coefficient:.4g}): "
                          + report.read_text(e.text, e.spans, e.special))  # the whole text of one read 16 tokens of
             if e.strongest_token is not None:
-                best = e.strongest_index
-                share = report.percent(e.visible[best], "+")
+                share = report.percent(e.strongest_share, "+")
                 lines.append(f"      strongest word: {e.strongest_token!r} ({share} of the words' share); "
                              f"words {report.percent(e.visible_share)}, special tokens {report.percent(e.special_share)}, "
                              f"head {report.percent(e.head_share)} of the mass")

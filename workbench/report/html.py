@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..core.words import word_positions
+
 #: The colours are variables: light by default (a background of its own, so readable inside a dark
 #: JupyterLab theme too), dark where the reader's system asks for it, on screens: on paper, which drops
 #: the dark background, the dark scheme's light greys printed grey on white.
@@ -305,19 +307,10 @@ LEGEND = (
 )
 
 
-def token_piece(text: str, tokens: Sequence[str], spans, i: int) -> str:
-    """Token i as the text shows it (its span of the text with a fast tokenizer, else the token)."""
-    if spans is not None:
-        start, stop = spans[i]
-        if stop > start:
-            return text[start:stop]
-    return tokens[i]
-
-
 def highlighted_text_html(text: str, tokens: Sequence[str] | None, scores, spans=None, special=None,
-                          raw=None, strongest: int | None = None) -> str:
-    """The example with each token's span shaded by its score, token ``strongest`` also underlined
-    (so it is found without telling colours apart).
+                          raw=None, strongest: Iterable[int] = (), words=None) -> str:
+    """The example with each token's span shaded by its score, the tokens ``strongest`` (the pieces of the
+    strongest word) also underlined (so it is found without telling colours apart).
 
     With ``spans`` (character offsets of each token in ``text``, from a fast tokenizer) the
     original text is shown, so nothing is lost to unknown tokens; otherwise the tokens.
@@ -326,7 +319,8 @@ def highlighted_text_html(text: str, tokens: Sequence[str] | None, scores, spans
     (``analysis.token_shares``) and ``raw``, when given, the same tokens' shares of the whole
     mass; both are in each token's tooltip. The deeply shaded words that carry the component are in
     ``<mark>``, one per run of them, which a screen reader announces as highlighted: the shading alone
-    told it nothing, and a number per word would bury the text.
+    told it nothing, and a number per word would bury the text. A word is marked whole (``words``: each
+    token's word id) when one of its pieces is deep: MiniLM's "blick" was marked as 'lick'.
     """
     if tokens is None or scores is None:
         return f'<div class="tokens" dir="auto">{escape(text)}</div>'
@@ -335,6 +329,7 @@ def highlighted_text_html(text: str, tokens: Sequence[str] | None, scores, spans
     visible = np.abs(scores[~special])
     scale = float(visible.max()) if len(visible) else 0.0
     raw = [None] * len(tokens) if raw is None else list(raw)
+    strongest, marked = set(strongest), _marked_tokens(scores, scale, special, words)
 
     def span(i: int, piece: str) -> str:
         # the word as the text spells it, not the tokenizer's piece ('Ġbad', '▁bad', '##bad')
@@ -343,10 +338,10 @@ def highlighted_text_html(text: str, tokens: Sequence[str] | None, scores, spans
             what = f"{token}: {score:+.1%} of the example's mass along the component"
         else:
             what = f"{token}: {score:+.1%} of the words' share ({whole:+.2%} of the example's mass along the component)"
-        classes = token_classes(score, scale) + (" strongest" if i == strongest else "")
+        classes = token_classes(score, scale) + (" strongest" if i in strongest else "")
         shaded = (f'<span class="{classes}" style="background:{token_colour(score, scale)}" title="{escape(what)}">'
                   f"{escape(piece)}</span>")
-        return f"<mark>{shaded}</mark>" if classes.startswith("tok carries deep") else shaded
+        return f"<mark>{shaded}</mark>" if i in marked else shaded
 
     if spans is not None:
         pieces, cursor = [], 0
@@ -366,6 +361,12 @@ def highlighted_text_html(text: str, tokens: Sequence[str] | None, scores, spans
         return f'<div class="tokens" dir="auto">{_join_marks("".join(pieces))}</div>'
     shown = [span(i, token) for i, token in enumerate(tokens) if not special[i]]
     return f'<div class="tokens" dir="auto">{_join_marks(" ".join(shown))}</div>'
+
+
+def _marked_tokens(scores: np.ndarray, scale: float, special: np.ndarray, words) -> set[int]:
+    """The tokens in ``<mark>``: every piece of each word one of whose pieces carries the component deeply."""
+    deep = {i for i, score in enumerate(scores) if score >= 0 and token_classes(score, scale).endswith("deep")}
+    return {i for word in word_positions(words, len(scores)) if deep.intersection(word) for i in word if not special[i]}
 
 
 def _join_marks(body: str) -> str:
@@ -445,12 +446,13 @@ def example_html(example, label_name=str) -> str:
     visible = getattr(example, "visible", None)
     scores = example.scores if visible is None else visible
     spans = getattr(example, "spans", None)
-    strongest = getattr(example, "strongest_index", None)
-    if strongest is not None:
-        piece = token_piece(example.text, example.tokens, spans, strongest)
-        meta.append(f"strongest word <b><bdi>{escape(piece)}</bdi></b> ({percent(visible[strongest], '+')} of the words' share)")
+    strongest = getattr(example, "strongest_positions", [])
+    if strongest:
+        word, share = example.strongest_token, percent(example.strongest_share, "+")
+        meta.append(f"strongest word <b><bdi>{escape(word)}</bdi></b> ({share} of the words' share)")
     body = highlighted_text_html(example.text, example.tokens, scores, spans, example.special,
-                                 raw=None if visible is None else example.scores, strongest=strongest)
+                                 raw=None if visible is None else example.scores, strongest=strongest,
+                                 words=getattr(example, "words", None))
     return f'<div class="example"><div class="meta">{" · ".join(meta)}</div>{body}</div>'
 
 

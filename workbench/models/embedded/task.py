@@ -274,7 +274,7 @@ def deciding_token_positions(row_or_words, word_ids: Sequence[int | None]) -> li
 
 
 def strongest_word_hits(pages, examples, tokenizer, max_length: int) -> list[dict]:
-    """For each example of each ``(component, page of top examples)``: is its strongest visible token one of
+    """For each example of each ``(component, page of top examples)``: is its strongest word one of
     its deciding words? Rows of component, example, strongest_token, ``hit``, and ``chance`` (the rate of a
     visible token drawn at random); ``examples`` are the run's, with their ``deciding_words``."""
     rows = []
@@ -286,5 +286,5 @@ def strongest_word_hits(pages, examples, tokenizer, max_length: int) -> list[dic
             deciding = deciding_token_positions(examples.iloc[e.example], word_ids)
             n_visible = sum(1 for special in e.special if not special)
             rows.append({"component": component, "example": e.example, "strongest_token": e.strongest_token,
-                         "hit": e.strongest_index in deciding, "chance": len(deciding) / n_visible})
+                         "hit": any(p in deciding for p in e.strongest_positions), "chance": len(deciding) / n_visible})
     return rows
