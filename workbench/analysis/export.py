@@ -20,7 +20,6 @@ into one folder, each file over the earlier export's.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -34,8 +33,8 @@ from safetensors.numpy import save_file
 from sklearn.utils.validation import check_is_fitted
 
 from ..core.arguments import component_index, user_path
+from ..core.disk import naming_disk_errors
 from ..core.staging import remove_dead_staging, staging_path
-from ..report.pages import DISK_ERRORS
 from ..store.files import StoreWriteError, atomic_path, file_checksum, producer, write_json
 from ..store.formats import COMPONENTS
 from .highlights import real_positions, token_scores
@@ -297,20 +296,8 @@ def check_export_folder(folder: Path, names: list[str]) -> None:
                                   f"such as {folder / 'export'}, or move the file away")
 
 
-@contextlib.contextmanager
-def _writing_export(folder: Path):
-    """A full disk, or a folder that may not be written, named as the folder the export was asked to write: the
-    error named its hidden temporary file (exp/.export.tmp-…/components.csv), and spoke of PEF runs resuming."""
-    try:
-        yield
-    except (StoreWriteError, OSError) as error:
-        cause = error.__cause__ if isinstance(error, StoreWriteError) else error
-        if not isinstance(error, StoreWriteError) and error.errno not in DISK_ERRORS:
-            raise
-        reason = getattr(cause, "strerror", None) or str(cause)
-        raise StoreWriteError(f"could not export into {folder}: {reason}. Free space on that disk, make the folder "
-                              "writable, or choose another folder, then call again: the files there are whole (the "
-                              "earlier export's, or this one's), and nothing half-written is left") from error
+#: What an export not made leaves in its folder
+EXPORT_KEPT = "the files there are whole (the earlier export's, or this one's), and nothing half-written is left"
 
 
 def export_run(folder: Path, table: pd.DataFrame, W, decomposition, *, format: str = "parquet",
@@ -325,7 +312,9 @@ def export_run(folder: Path, table: pd.DataFrame, W, decomposition, *, format: s
     frames = [p if isinstance(p, pd.DataFrame) else perturbation_frame(p) for p in perturbation_results(perturbations)]
     names = [f"components.{format}", f"coefficients.{format}", "components.safetensors", f"perturbations.{format}"]
     check_export_folder(folder, names)
-    with _writing_export(folder):
+    # a full disk named as the folder asked for: the store's error named the hidden temporary file written
+    # (exp/.export.tmp-…/components.csv), and spoke of PEF runs resuming
+    with naming_disk_errors(folder, EXPORT_KEPT, raising=StoreWriteError, doing="export into", choose="folder"):
         folder.mkdir(parents=True, exist_ok=True)
         # Written aside, then each file moved over the earlier export's (one rename each): a killed export leaves
         # every file whole, the earlier one's or the new one's. Deleting the earlier files first left an empty folder.

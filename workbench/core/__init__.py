@@ -9,7 +9,8 @@
 - :mod:`.device`: choosing the device;
 - :mod:`.compiled`: whether the numba kernels run, and their threads;
 - :mod:`.lazy`: package exports imported on first use (PEP 562);
-- :mod:`.provenance`: how a model is named in records and messages.
+- :mod:`.provenance`: how a model is named in records and messages;
+- :mod:`.disk`: a file the disk cannot hold (full, read-only) named with the fix, by every writer alike.
 
 Nothing here runs a model, reads a file or imports another layer of the package.
 """

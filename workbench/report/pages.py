@@ -7,7 +7,6 @@ split into one page per component (above :data:`MAX_SINGLE_PAGE_COMPONENTS`) sha
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import shutil
@@ -15,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..core.arguments import flag, is_within, positive_int, user_path
+from ..core.disk import naming_disk_errors
 from ..core.staging import dead_staging, remove_dead_staging, staging_path, writer_ended
 from .charts import perturbation_html
 from .dashboard import dashboard_html, definitions_html
@@ -167,83 +167,71 @@ def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (
     _recover_report(out)
     staging = staging_path(out)
     try:
-        staging.mkdir(parents=True)
-        header = run_section_html(explorer.record)
-        definitions = explorer.definitions()["definition"].to_dict()
-        caption = (f'<div class="caption">{len(table)} components; click a header to sort, hover it for its '
-                   "definition; each mass bar is relative to the largest mass</div>"
-                   f"{definitions_html(definitions, ['component', *table.columns])}")
-        charts = dashboards or traces or bool(by_component)
+        with naming_disk_errors(out, REPORT_KEPT):
+            staging.mkdir(parents=True)
+            header = run_section_html(explorer.record)
+            definitions = explorer.definitions()["definition"].to_dict()
+            caption = (f'<div class="caption">{len(table)} components; click a header to sort, hover it for its '
+                       "definition; each mass bar is relative to the largest mass</div>"
+                       f"{definitions_html(definitions, ['component', *table.columns])}")
+            charts = dashboards or traces or bool(by_component)
 
-        def components_table(links: dict, **options) -> str:  # named by the "Components" heading above it
-            return table_html(table, index_links=links, bars=bar_columns(table), titles=definitions, sortable=True,
-                              labelled_by="components", **options)
+            def components_table(links: dict, **options) -> str:  # named by the "Components" heading above it
+                return table_html(table, index_links=links, bars=bar_columns(table), titles=definitions, sortable=True,
+                                  labelled_by="components", **options)
 
-        sections = {j: _component_section(explorer, j, by_component.get(j, []), n_examples, highlight, False,
-                                          dashboards, sweep, traces)
-                    for j in tqdm(table.index, desc="report", disable=not progress, leave=False)}
-        if max_single_page is None:
-            n_charts = sum(section.count('class="npeff-plot"') for section in sections.values())
-            split = len(table) > MAX_SINGLE_PAGE_COMPONENTS or n_charts > MAX_SINGLE_PAGE_CHARTS
-        else:
-            split = len(table) > max_single_page
-        if not split:
-            links = {j: f"#component-{j}" for j in table.index}
-            top = '<a class="top" href="#top">back to top ↑</a>'
-            sections = [f'<section id="component-{j}">{top}<h2>Component {j}</h2>{sections[j]}</section>'
-                        for j in table.index]
-            toc = ('<nav class="toc"><a href="#run">This run</a><a href="#components">Component table</a>'
-                   + "".join(f'<a href="#component-{j}">Component {j}</a>' for j in table.index) + "</nav>")
-            body = (f"<h1>{escape(title)}</h1>{toc}<div id=\"run\">{header}</div><h2 id=\"components\">Components</h2>"
-                    f"{caption}{components_table(links)}"
-                    f"{''.join(sections)}")
-            head = plotlyjs_script() if charts else ""
-            (staging / "index.html").write_text(html_page(title, body, head=head), encoding="utf-8")
-        else:
-            (staging / "components").mkdir()
-            links = {j: _component_file(j) for j in table.index}
-            body = (f'<h1>{escape(title)}</h1>{header}<h2 id="components">Components</h2>{caption}'
-                    f"{components_table(links, row_ids='component-')}")
-            (staging / "index.html").write_text(html_page(title, body), encoding="utf-8")
-            order = list(table.index)
-            for position, j in enumerate(order):
-                nav = [f'<a href="../index.html#component-{j}">index</a>']  # back to this component's row
-                if position > 0:
-                    nav.append(f'<a href="../{_component_file(order[position - 1])}">previous</a>')
-                if position + 1 < len(order):
-                    nav.append(f'<a href="../{_component_file(order[position + 1])}">next</a>')
-                results = by_component.get(j, [])
-                head = f'<script src="../{PLOTLY_FILE}"></script>' if results or dashboards or traces else ""
-                # h1, h2, h3 as on the single page: "Component j" as h1 above its h3 sections skipped a level
-                page = f"<nav>{''.join(nav)}</nav><h1>{escape(title)}</h1><h2>Component {j}</h2>{sections[j]}"
-                (staging / _component_file(j)).write_text(html_page(f"{title}: component {j}", page, head=head),
-                                                          encoding="utf-8")
-            if charts:
-                from plotly.offline import get_plotlyjs
+            sections = {j: _component_section(explorer, j, by_component.get(j, []), n_examples, highlight, False,
+                                              dashboards, sweep, traces)
+                        for j in tqdm(table.index, desc="report", disable=not progress, leave=False)}
+            if max_single_page is None:
+                n_charts = sum(section.count('class="npeff-plot"') for section in sections.values())
+                split = len(table) > MAX_SINGLE_PAGE_COMPONENTS or n_charts > MAX_SINGLE_PAGE_CHARTS
+            else:
+                split = len(table) > max_single_page
+            if not split:
+                links = {j: f"#component-{j}" for j in table.index}
+                top = '<a class="top" href="#top">back to top ↑</a>'
+                sections = [f'<section id="component-{j}">{top}<h2>Component {j}</h2>{sections[j]}</section>'
+                            for j in table.index]
+                toc = ('<nav class="toc"><a href="#run">This run</a><a href="#components">Component table</a>'
+                       + "".join(f'<a href="#component-{j}">Component {j}</a>' for j in table.index) + "</nav>")
+                body = (f"<h1>{escape(title)}</h1>{toc}<div id=\"run\">{header}</div>"
+                        f"<h2 id=\"components\">Components</h2>{caption}{components_table(links)}"
+                        f"{''.join(sections)}")
+                head = plotlyjs_script() if charts else ""
+                (staging / "index.html").write_text(html_page(title, body, head=head), encoding="utf-8")
+            else:
+                (staging / "components").mkdir()
+                links = {j: _component_file(j) for j in table.index}
+                body = (f'<h1>{escape(title)}</h1>{header}<h2 id="components">Components</h2>{caption}'
+                        f"{components_table(links, row_ids='component-')}")
+                (staging / "index.html").write_text(html_page(title, body), encoding="utf-8")
+                order = list(table.index)
+                for position, j in enumerate(order):
+                    nav = [f'<a href="../index.html#component-{j}">index</a>']  # back to this component's row
+                    if position > 0:
+                        nav.append(f'<a href="../{_component_file(order[position - 1])}">previous</a>')
+                    if position + 1 < len(order):
+                        nav.append(f'<a href="../{_component_file(order[position + 1])}">next</a>')
+                    results = by_component.get(j, [])
+                    head = f'<script src="../{PLOTLY_FILE}"></script>' if results or dashboards or traces else ""
+                    # h1, h2, h3 as on the single page: "Component j" as h1 above its h3 sections skipped a level
+                    page = f"<nav>{''.join(nav)}</nav><h1>{escape(title)}</h1><h2>Component {j}</h2>{sections[j]}"
+                    (staging / _component_file(j)).write_text(html_page(f"{title}: component {j}", page, head=head),
+                                                              encoding="utf-8")
+                if charts:
+                    from plotly.offline import get_plotlyjs
 
-                (staging / PLOTLY_FILE).write_text(get_plotlyjs(), encoding="utf-8")
-        _replace_folder(staging, out)
-    except OSError as error:
-        name_disk_error(error, out)
-        raise
+                    (staging / PLOTLY_FILE).write_text(get_plotlyjs(), encoding="utf-8")
+            _replace_folder(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("wrote the report to %s (%s)", out, "split into pages" if split else "one page")
     return out / "index.html"
 
 
-#: What the file system says when a report cannot be written: a full disk or quota, a file too large, a folder that
-#: may not be written, a failing disk
-DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
-
-
-def name_disk_error(error: OSError, out: Path) -> None:
-    """Raise ``error`` of a full disk or a folder that may not be written, met while the page or report ``out`` was
-    written, as an OSError that names it and what to do: a bare '[Errno 28] No space left on device' named neither."""
-    if error.errno in DISK_ERRORS:
-        raise OSError(error.errno, f"could not write {out}: {error.strerror}. Free space on that disk, make the folder "
-                      "writable, or choose another path, then call again: a page or report written there before is "
-                      "kept, and nothing half-written is left") from error
+#: What a report not written leaves
+REPORT_KEPT = "a page or report written there before is kept, and nothing half-written is left"
 
 
 #: What a report folder holds: anything else in ``out`` is not ours to replace.

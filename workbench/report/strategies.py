@@ -12,6 +12,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..core.arguments import user_path
+from ..core.disk import naming_disk_errors
 from ..core.staging import remove_dead_staging, staging_path
 from .charts import LINES_LAYOUT, LOG_AXIS, figure_html, with_title
 from .html import escape, plotly_text, table_html
@@ -148,7 +149,7 @@ def export_sections(results, out, *, title: str = "NPEFF strategies"):
     readable offline from disk; written under a temporary name and renamed into place."""
     import os
 
-    from .pages import html_page, name_disk_error, plotlyjs_script
+    from .pages import REPORT_KEPT, html_page, plotlyjs_script
 
     out = user_path(out, "out")
     # the sections' h3 and h4, one level up under the page's h1: a heading level was skipped
@@ -163,11 +164,9 @@ def export_sections(results, out, *, title: str = "NPEFF strategies"):
     remove_dead_staging(out)
     staging = staging_path(out)
     try:
-        staging.write_text(html_page(title, body, head=plotlyjs_script()), encoding="utf-8")
-        os.replace(staging, out)
-    except OSError as error:
-        name_disk_error(error, out)
-        raise
+        with naming_disk_errors(out, REPORT_KEPT):
+            staging.write_text(html_page(title, body, head=plotlyjs_script()), encoding="utf-8")
+            os.replace(staging, out)
     finally:
         staging.unlink(missing_ok=True)
     return out

@@ -24,6 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 
 from ..core.arguments import user_path
+from ..core.disk import naming_disk_errors
 from ..core.staging import remove_dead_staging, staging_path, writer_ended
 from .. import __version__
 from .formats import FORMATS, FileFormat
@@ -38,21 +39,17 @@ class StoreWriteError(StoreError):
     the files written before it are whole, and the same call again resumes from them."""
 
 
-@contextlib.contextmanager
+#: What a file of the store not written leaves, and what the same call again does
+KEPT = ("the files written before are whole and kept (a PEF run or a fit with a checkpoint resumes from them), and no "
+        "half-written file is left")
+
+
 def writing(path: str | os.PathLike):
     """Turns what the operating system (or safetensors) raises while ``path`` is written into a
-    :class:`StoreWriteError` that names the file and what to do."""
-    try:
-        yield
-    except StoreError:
-        raise
-    except (OSError, SafetensorError) as err:
-        reason = getattr(err, "strerror", None) or str(err)
-        raise StoreWriteError(
-            f"could not write {path}: {reason}. Free space on that disk, make the folder writable, or choose another "
-            "path, then call again: the files written before are whole and kept (a PEF run or a fit with a checkpoint "
-            "resumes from them), and no half-written file is left"
-        ) from err
+    :class:`StoreWriteError` that names the file and what to do; one an inner ``writing`` raised
+    names its own file (the chunk a run resumes after), and passes as it is."""
+    return naming_disk_errors(path, KEPT, raising=StoreWriteError, errnos=None, also=(SafetensorError,),
+                              renames=False)
 
 
 def check_folder(path: str | os.PathLike, what: str) -> Path:
