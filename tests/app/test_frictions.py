@@ -83,6 +83,11 @@ def test_demo_help_describes_every_option_with_its_default(capsys):
     (["fit", "s", "--out", "o", "--seed", str(2**70)], f"--seed: must be at least 0 and at most {2**63 - 1}, got {2**70}"),
     (["fit", "s", "--out", "o", "--timeout-minutes", "-1"], "--timeout-minutes: must be a finite number more than 0, got -1"),
     (["fit", "s", "--out", "o", "--timeout-minutes", "inf"], "--timeout-minutes: must be a finite number more than 0, got inf"),
+    # a device that does not exist named the flag nowhere: "'5' is not a device name"
+    (["demo", "--out", "o", "--device", "5"], "--device 5: '5' is not a device name; use 'cpu', 'cuda' or 'cuda:N' "
+                                              "(cuda:5 for the GPU numbered 5)"),
+    (["pefs", "--out", "o", "--device", "tpu"], "--device tpu: 'tpu' is not a device name"),
+    (["transform", "d", "s", "--out", "o", "--device", "cuda:99"], "--device cuda:99: device 'cuda:99'"),
 ])
 def test_counts_are_checked_by_the_command_line(argv, message, capsys):
     with pytest.raises(SystemExit):

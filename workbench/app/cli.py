@@ -348,6 +348,13 @@ def main(argv: list[str] | None = None) -> int:
     _describe(commands)
     args = parser.parse_args(argv)
     command = commands.choices[args.command]
+    if getattr(args, "device", None) is not None:  # before any work, named as the flag (as python -m workbench.bench)
+        from ..core.device import resolve_device
+
+        try:
+            resolve_device(args.device)
+        except ValueError as error:
+            command.error(as_flags(f"--device {args.device}: {error}", command))
     try:
         with warnings.catch_warnings():  # a ConvergenceWarning's "raise n_iters_joint", as the flag
             shown = warnings.showwarning

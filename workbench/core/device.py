@@ -24,7 +24,8 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise ValueError(f"{device!r} is not a device name; use 'cpu', 'cuda' or 'cuda:N'") from err
+        number = f" (cuda:{device} for the GPU numbered {device})" if str(device).isdigit() else ""
+        raise ValueError(f"{device!r} is not a device name; use 'cpu', 'cuda' or 'cuda:N'{number}") from err
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(
@@ -35,7 +36,7 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
             raise ValueError(
                 f"device {str(device)!r} does not exist: this machine has {torch.cuda.device_count()} CUDA "
-                "device(s), numbered from 0"
+                f"device(s), numbered from 0; use 'cuda:N' with N below {torch.cuda.device_count()}, 'cuda' or 'cpu'"
             )
     elif resolved.type not in ("cpu", "mps"):
         raise ValueError(f"device {str(device)!r} is not supported; use 'cpu' or 'cuda'")
