@@ -118,3 +118,16 @@ def test_a_run_folder_given_for_its_store_or_its_model_names_the_part(tmp_path, 
     assert f"{run} is a run folder; pass its model, {run / 'model'}" in caplog.text
     with pytest.raises(ValueError, match="is a run folder; pass its pefs"):
         load_pefs(run)
+
+
+def test_a_run_folder_given_for_its_decomposition_names_the_file(planted_store, tmp_path, caplog):
+    """transform RUN STORE was told that RUN 'is a folder; give the .safetensors file inside it that you mean', where
+    fit RUN is pointed to RUN/pefs."""
+    from workbench.npeff import LrmNpeff
+
+    run = _run_of_another_process(tmp_path / "run")
+    assert main(["transform", str(run), str(planted_store), "--out", str(tmp_path / "W.safetensors")]) == 2
+    assert f"{run} is a run folder; pass its decomposition.safetensors, {run / 'decomposition.safetensors'}" in caplog.text
+    with pytest.raises(ValueError, match="is a run folder; pass its decomposition.safetensors"):
+        LrmNpeff.load(run)
+    assert not (tmp_path / "W.safetensors").exists()

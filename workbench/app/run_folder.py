@@ -32,7 +32,7 @@ from pathlib import Path
 import pandas as pd
 from safetensors import safe_open
 
-from ..core.arguments import RUN_RECORD, RUNS_RECORDED_HERE, positive_int, user_path
+from ..core.arguments import DECOMPOSITION, RUN_RECORD, RUNS_RECORDED_HERE, positive_int, user_path
 from ..core.kinds import choices as kind_choices, kind as kind_named
 from .. import report
 from ..store.files import (CHECKSUM, StoreError, check_folder, check_format, file_checksum, json_default, read_header,
@@ -44,7 +44,6 @@ from ..store.pef_store import PefStore, load_pefs
 MODEL = "model"
 EXAMPLES = "examples.parquet"
 PEFS = "pefs"
-DECOMPOSITION = "decomposition.safetensors"
 COMPONENTS = "components.csv"
 #: what a finished run's reader needs, and the stage of the main job (workbench.app.pipeline) that writes it
 REQUIRED = {EXAMPLES: "pefs", DECOMPOSITION: "fit", COMPONENTS: "analysis"}

@@ -188,6 +188,8 @@ def cannot_write_in(folder) -> str | None:
 
 #: A run folder's record (workbench.app.run_folder): the folder that holds one is a run's.
 RUN_RECORD = "run.json"
+#: A run folder's decomposition (workbench.app.run_folder), the file that transform and the explorer read.
+DECOMPOSITION = "decomposition.safetensors"
 #: The run folders this process records (a RunRecorder made them): the one writer their files may have.
 RUNS_RECORDED_HERE: set = set()
 

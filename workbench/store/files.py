@@ -23,7 +23,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 
-from ..core.arguments import user_path
+from ..core.arguments import DECOMPOSITION, run_part, user_path
 from ..core.disk import naming_disk_errors
 from ..core.staging import remove_dead_staging, staging_path, writer_ended
 from .. import __version__
@@ -263,7 +263,9 @@ def _reading_safetensors(path: str | os.PathLike):
     if not path.exists():
         raise StoreError(f"{path} does not exist")
     if path.is_dir():
-        raise StoreError(f"{path} is a folder; give the .safetensors file inside it that you mean")
+        # a run folder for its decomposition (transform RUN STORE), as fit RUN is pointed to RUN/pefs
+        raise StoreError(f"{path} is a folder, not a file: "
+                         + (run_part(path, DECOMPOSITION) or "give the .safetensors file inside it that you mean"))
     try:
         yield path
     except Exception as err:  # safetensors raises several types for damaged files; all mean the same here
