@@ -2,6 +2,7 @@
 batch, exact against the loop, and the loop again wherever vmap cannot run the model."""
 
 import logging
+import warnings
 
 import numpy as np
 import pytest
@@ -237,3 +238,41 @@ def test_torch_s_request_to_file_an_issue_does_not_reach_the_user(recwarn):
         ids[i, length - 1], ids[i, length:], mask[i, length:] = 1, 0, 0  # one end-of-text token each
     compute_pefs(model, {"input_ids": ids, "attention_mask": mask}, n_values=20, progress=False)
     assert not [w for w in recwarn if "performance drop" in str(w.message)]
+
+
+class WeightNormed(nn.Module):
+    """A layer of torch's deprecated weight_norm: an nn.Linear whose parameters are weight_g and weight_v (its
+    weight is computed from them before each call), which the Linear rule cannot serve."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(20, 6)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            self.mid = torch.nn.utils.weight_norm(nn.Linear(6, 6))
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, input_ids, attention_mask):
+        h = (self.embed(input_ids) * attention_mask.unsqueeze(-1)).sum(dim=1)
+        return self.head(torch.tanh(self.mid(h)))
+
+
+@pytest.mark.parametrize("transformable", [True, False])
+def test_a_failed_fast_path_says_what_computes_the_parameters_and_that_the_pefs_stay_exact(transformable, monkeypatch,
+                                                                                             caplog):
+    """The fast path's log said only 'failed on this model (KeyError: 'weight_g')', which read as a failed run, or as
+    PEFs not to be trusted; where torch.func could not serve them, the layers were said to 'differ from the loop's'."""
+    from workbench.fisher import checks
+
+    if not transformable:
+        monkeypatch.setattr(checks, "TRANSFORM_MAX_ENTRIES", 10)
+    torch.manual_seed(0)
+    model, inputs = WeightNormed().eval(), padded_inputs([8, 5, 7, 3, 8, 6])
+    with caplog.at_level(logging.WARNING, logger="workbench"):
+        fast, loop = fast_and_loop(model, inputs, batch_size=3)
+    text = " ".join(caplog.text.split())
+    assert "the fast path failed on this model (KeyError: 'weight_g'), so the parameters of its 3 layers with a " \
+           "per-example rule are computed as those without one" in text and "the PEFs stay exact" in text
+    assert ("3 layers lost their rule when the fast path failed, so their parameters are computed one example at a "
+            "time" in text) is not transformable and "differ from the loop's" not in text
+    np.testing.assert_allclose(fast, loop, atol=1e-6 * np.abs(loop).max())

@@ -186,8 +186,8 @@ def check_plan(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -
     plan.expand, unbatched, plan.fold = layer_batching(model, plan.rule_modules, batch, plan.call_inputs, first_batch)
     moved = [m for m in plan.rule_modules if id(m) in unbatched]
     plan.without(moved)
-    wrong, unseen = _disagreeing(model, plan, batch, top_k)
-    plan.without(wrong + unseen)
+    wrong, unseen, failed = _disagreeing(model, plan, batch, top_k)
+    plan.without(wrong + unseen + failed)
     if plan.fallback:
         classes = _slot_classes(model, batch, top_k)
         if not _too_large([plan.named[k] for k in plan.fallback], classes):
@@ -199,10 +199,11 @@ def check_plan(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -
     shown = names | _as_parameters_name_them(model)
     _warn([m for m in moved if on_loop.intersection(owned[id(m)])], shown, "have calls without a per-example batch axis")
     _warn([m for m in wrong if on_loop.intersection(owned[id(m)])], shown, "give per-example gradients that differ from the loop's")
+    _warn([m for m in failed if on_loop.intersection(owned[id(m)])], shown, "lost their rule when the fast path failed")
     _warn([m for m in unseen if on_loop.intersection(owned[id(m)])], shown,
           "have parameters the model uses without calling the layer (no hook sees that use)")
     plan.checked = True
-    to_loop = {names.get(id(m)) for m in moved + wrong + unseen}
+    to_loop = {names.get(id(m)) for m in moved + wrong + unseen + failed}
     transformed = {plan.named[k][0] for k in plan.whole_model_transformed}
     regions = [(names.get(id(r.module)), r.parameters, r.axes) for r in plan.regions]
     _decisions[model][key] = ({names.get(i) for i in plan.expand}, {names.get(i) for i in plan.fold}, to_loop, transformed,
@@ -291,11 +292,13 @@ def _warn(modules: list[nn.Module], names: dict[int, str], why: str) -> None:
                        "exclude=... leaves them out): %s%s", len(modules), why, shown, ", ..." if len(modules) > 5 else "")
 
 
-def _disagreeing(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None) -> tuple[list[nn.Module], list[nn.Module]]:
+def _disagreeing(model: nn.Module, plan: Plan, batch: Inputs,
+                 top_k: int | None) -> tuple[list[nn.Module], list[nn.Module], list[nn.Module]]:
     """The rule layers whose per-example gradients differ from the loop's on ``batch`` (step 2),
-    and those never called whose parameters the model uses all the same. A layer whose call
-    the fast path cannot take (:class:`LayerCallError`) counts as differing, and any other
-    error of the fast path sends every rule layer to the loop."""
+    those never called whose parameters the model uses all the same, and those left without
+    their rule by an error of the fast path. A layer whose call the fast path cannot take
+    (:class:`LayerCallError`) counts as differing, and any other error of the fast path takes
+    every rule layer off its rule."""
     wrong: list[nn.Module] = []
     while plan.rule_modules:
         try:
@@ -311,11 +314,16 @@ def _disagreeing(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None)
         except Exception as error:  # noqa: BLE001 - any failure inside the model's code
             with torch.no_grad():
                 class_logits(model, batch)  # the model's own error, without hooks, is raised as it is
-            logger.warning("the fast path failed on this model (%s: %s)", type(error).__name__, error)
-            return wrong + list(plan.rule_modules), []
+            # said with what follows: the bare error (KeyError: 'weight_g' of torch's old weight_norm) read as a
+            # failed run, or as PEFs that could not be trusted
+            logger.warning("the fast path failed on this model (%s: %s), so the parameters of its %d layers with a "
+                           "per-example rule are computed as those without one, by torch.func for the whole batch "
+                           "where it can and by the loop one example at a time where not: the PEFs stay exact, only "
+                           "slower", type(error).__name__, error, len(plan.rule_modules))
+            return wrong, [], list(plan.rule_modules)
         break
     else:
-        return wrong, []
+        return wrong, [], []
     module_of = {k: m for m in plan.rule_modules for _, k in plan.owned[id(m)]}
     blocks = dict(grads.blocks)
     # A layer never called has no block: its parameters count as zero, which is right only
@@ -336,7 +344,7 @@ def _disagreeing(model: nn.Module, plan: Plan, batch: Inputs, top_k: int | None)
                 unseen[id(module_of[k])] = module_of[k]
             elif float((got - truth).abs().max()) > RTOL * float(truth.abs().max()) + ATOL_OF_LARGEST * largest:
                 bad[id(module_of[k])] = module_of[k]
-    return wrong + list(bad.values()), [m for i, m in unseen.items() if i not in bad]
+    return wrong + list(bad.values()), [m for i, m in unseen.items() if i not in bad], []
 
 
 def _checked_parameters(plan: Plan, entries_per_parameter_entry: int) -> set[int]:
