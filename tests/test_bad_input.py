@@ -236,6 +236,40 @@ def _meta_model(tmp):
     write_pefs(tmp / "pefs", model, _inputs(), progress=False)
 
 
+def _a_float64_head(tmp):
+    model = tiny_bert(3)
+    model.classifier.double()  # a head cast apart from its float32 encoder
+    write_pefs(tmp / "pefs", model, _inputs(), progress=False)
+
+
+def _a_float16_encoder_under_its_head_alone(tmp):
+    model = tiny_bert(3)
+    model.bert.half()  # the float32 head is all the PEFs select, so HalfPrecisionError has no say
+    write_pefs(tmp / "pefs", model, _inputs(), include="classifier", progress=False)
+
+
+class _Float64Linear(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 3, dtype=torch.float64)
+
+    def forward(self, features):
+        return self.linear(features)
+
+
+def _a_float64_model_given_float32_features(tmp):
+    write_pefs(tmp / "pefs", _Float64Linear(), torch.randn(6, 4), progress=False)
+
+
+def _a_reading_of_a_float64_head(tmp):
+    from workbench.analysis import perturbation_check
+
+    model = tiny_bert(3, seed=0)
+    model.classifier.double()
+    decomposition = LrmNpeff.load(tmp / "decomposition.safetensors")
+    perturbation_check(model, decomposition, 0, _inputs(), [0, 1, 2] * 3, [0, 1], [2, 3])
+
+
 def _more_components_than_parameters(tmp):
     import numpy as np
 
@@ -555,6 +589,18 @@ CASES = [
     Case("exclude of the wrong type", TypeError, r"exclude must be a regular expression .* got int", _filter_of_wrong_type),
     Case("a model without weights (meta)", ValueError, r"parameters are on the meta device .*load the model with its weights",
          _meta_model),
+    # torch's "mat1 and mat2 must have the same dtype, but got Float and Double" from inside the model's forward
+    Case("a float64 head on a float32 model", TypeError, r"the model's forward failed on tensors of different dtypes "
+         r"\(torch: mat1 and mat2 must have the same dtype.*float32 \(39 tensors, e\.g\. bert\.embeddings.*float64 "
+         r"\(2 tensors, e\.g\. classifier\.weight\)\. Cast the whole model to one dtype first, model\.float\(\)",
+         _a_float64_head),
+    Case("a float16 encoder under a float32 head the PEFs select", TypeError, r"different dtypes.*float16 \(39 tensors.*"
+         r"float32 \(2 tensors.*model\.float\(\)", _a_float16_encoder_under_its_head_alone),
+    Case("a float64 model given float32 features", TypeError, r"different dtypes.*parameters are float64; "
+         r"inputs\['inputs'\] is float32\. Cast the whole model to one dtype first, model\.float\(\)",
+         _a_float64_model_given_float32_features),
+    Case("a reading of a model with a float64 head", TypeError, r"different dtypes.*model\.float\(\)",
+         _a_reading_of_a_float64_head, _make_decomposition),
     Case("more components than the parameters hold", ValueError,
          r"n_components=4 is more than the data can tell apart: the PEFs keep 2 parameters.*use n_components <= 2",
          _more_components_than_parameters),

@@ -215,3 +215,21 @@ def test_inputs_as_a_dataset_gives_them_are_refused_with_the_fix(shape, match):
              "text": dict(text=["a", "b", "c", "d"], **inputs)}[shape]
     with pytest.raises(TypeError, match=match):
         compute_pefs(tiny_bert(3), given, progress=False)
+
+
+class _CastsItsOwnHead(torch.nn.Module):
+    """A float32 encoder under a float64 head that casts between them itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = tiny_bert(3)
+        self.head = torch.nn.Linear(3, 3, dtype=torch.float64)
+
+    def forward(self, input_ids, attention_mask=None):
+        return self.head(self.inner(input_ids=input_ids, attention_mask=attention_mask).logits.double()).float()
+
+
+def test_a_model_of_mixed_dtypes_that_casts_them_itself_runs():
+    """Mixed dtypes are named only where torch refused them inside the forward, never for the dtypes alone."""
+    pefs = compute_pefs(_CastsItsOwnHead(), tiny_bert_inputs(4), [0, 1, 2, 0], n_values=50, progress=False)
+    assert pefs.n_examples == 4 and np.isfinite(pefs.frobenius_norms).all()

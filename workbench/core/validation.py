@@ -11,7 +11,8 @@ raised before anything is computed or written.
 - examples: at least one, none of length 0, none longer than the model's positions;
 - parameter filters (``include``/``exclude``): strings, compiled patterns, lists of them or
   a predicate, each a valid regular expression;
-- models: parameters that hold weights (not on the meta device);
+- models: parameters that hold weights (not on the meta device); a forward that fails on tensors of two
+  dtypes (a float16 encoder under a float32 head) is named so, with the fix (:func:`mixed_dtypes`);
 - indices and counts (a component, an example, ``n_top``, ``page_size``, ``batch_size``...):
   :mod:`workbench.core.arguments`, which the panels use too (it imports no torch).
 
@@ -350,6 +351,42 @@ def warn_ignored_inputs(model: torch.nn.Module, inputs) -> None:
         warnings.warn(f"inputs {unread} are not arguments of {type(model).__name__}.forward, which would ignore them "
                       f"(its arguments: {', '.join(named[:8])}, ...): check their names, or leave them out",
                       stacklevel=user_stacklevel())
+
+
+#: torch's dtype errors name a floating dtype ("mat1 and mat2 must have the same dtype, but got Half and Float",
+#: "expected scalar type Float but found Double", "Input type (torch.FloatTensor) and weight type (torch.DoubleTensor)")
+_FLOAT_DTYPE_WORD = re.compile(r"\b(Half|BFloat16|Float|Double|float16|bfloat16|float32|float64)\b")
+#: masks every transformers model casts to its own dtype: no cause of a mismatch
+_CAST_BY_THE_MODEL = ("attention_mask",)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def mixed_dtypes(model: torch.nn.Module, inputs, error: Exception) -> str | None:
+    """Why the model's forward raised ``error``, where it is torch's refusal of two floating dtypes in one operation
+    and the model's tensors (or its float inputs) hold several; else None. Asked only after the forward failed, so a
+    model that casts between its dtypes itself (a float32 norm in a float16 stack) is never refused."""
+    message = str(error)
+    if not ("dtype" in message or "type" in message) or not _FLOAT_DTYPE_WORD.search(message):
+        return None
+    found: dict[torch.dtype, list[str]] = {}
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point():
+            found.setdefault(tensor.dtype, []).append(name)
+    given = {"inputs": inputs} if isinstance(inputs, torch.Tensor) else dict(inputs) if isinstance(inputs, Mapping) else {}
+    floats = {name: t.dtype for name, t in given.items()
+              if isinstance(t, torch.Tensor) and t.is_floating_point() and name not in _CAST_BY_THE_MODEL}
+    if len(set(found) | set(floats.values())) < 2:
+        return None
+    parts = [f"{_dtype_name(dtype)} ({len(names)} tensors, e.g. {names[0]})" for dtype, names in found.items()]
+    held = f"the model's parameters and buffers are {' and '.join(parts)}" if len(found) > 1 else \
+        f"the model's parameters are {_dtype_name(next(iter(found)))}" if found else "the model holds no floating tensor"
+    fed = "".join(f"; inputs[{name!r}] is {_dtype_name(dtype)}" for name, dtype in floats.items())
+    fix = " and the float inputs with .float()" if any(d != torch.float32 for d in floats.values()) else ""
+    return (f"the model's forward failed on tensors of different dtypes (torch: {message.splitlines()[0][:160]}): "
+            f"{held}{fed}. Cast the whole model to one dtype first, model.float(){fix} (PEFs are computed in float32)")
 
 
 def name_filter(spec, argument: str):

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.validation import as_labels, check_label_range, example_count
+from ..core.validation import as_labels, check_label_range, example_count, mixed_dtypes
 
 Inputs = Mapping[str, torch.Tensor] | torch.Tensor
 
@@ -114,6 +114,11 @@ def class_logits(model: nn.Module, batch: Inputs) -> torch.Tensor:
             "refuses batches of more than one example without one (PEFs run batches, also to check the model): set "
             "model.config.pad_token_id = tokenizer.pad_token_id, after tokenizer.pad_token = tokenizer.eos_token when "
             "the tokenizer has none (run_model does this when it loads a folder)") from error
+    except RuntimeError as error:  # torch's "mat1 and mat2 must have the same dtype" named no fix
+        reason = mixed_dtypes(model, batch, error)
+        if reason is None:
+            raise
+        raise TypeError(reason) from error
     logits = getattr(out, "logits", out)
     if isinstance(logits, Mapping) and "logits" in logits:  # a forward of one's own returning {"logits": ...}
         logits = logits["logits"]
