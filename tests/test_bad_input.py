@@ -270,6 +270,23 @@ def _a_reading_of_a_float64_head(tmp):
     perturbation_check(model, decomposition, 0, _inputs(), [0, 1, 2] * 3, [0, 1], [2, 3])
 
 
+def _meta_model_read(reading):
+    def run(tmp):
+        from workbench.analysis import logit_change, token_scores
+
+        with torch.device("meta"):
+            model = tiny_bert(3)
+        decomposition = LrmNpeff.load(tmp / "decomposition.safetensors")
+        {"token_scores": token_scores, "logit_change": logit_change}[reading](model, decomposition, 0, _inputs())
+    return run
+
+
+def _token_scores_of_no_class(tmp):
+    from workbench.analysis import token_scores
+
+    token_scores(tiny_bert(3, seed=0), LrmNpeff.load(tmp / "decomposition.safetensors"), 0, _inputs(), top_k_classes=0)
+
+
 def _more_components_than_parameters(tmp):
     import numpy as np
 
@@ -601,6 +618,13 @@ CASES = [
          _a_float64_model_given_float32_features),
     Case("a reading of a model with a float64 head", TypeError, r"different dtypes.*model\.float\(\)",
          _a_reading_of_a_float64_head, _make_decomposition),
+    # torch's "Cannot copy out of meta tensor; no data!" (the model's fingerprint) and "Tensor.item() cannot be called
+    # on meta tensors"
+    *[Case(f"{reading} of a model without weights (meta)", ValueError, r"parameters are on the meta device .*load the "
+           r"model with its weights", _meta_model_read(reading), _make_decomposition)
+      for reading in ("token_scores", "logit_change")],
+    Case("token scores of no class slot", ValueError, r"top_k_classes must be an integer of at least 1, got 0",
+         _token_scores_of_no_class, _make_decomposition),  # was AttributeError: 'NoneType' object has no attribute 'shape'
     Case("more components than the parameters hold", ValueError,
          r"n_components=4 is more than the data can tell apart: the PEFs keep 2 parameters.*use n_components <= 2",
          _more_components_than_parameters),

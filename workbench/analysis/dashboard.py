@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..core.validation import check_model
 from ..fisher.inputs import Inputs, n_inputs, pef_mode
 from .moves import perturbation_direction, perturbed
 from .perturb import log_probabilities, padding_matters
@@ -60,6 +61,7 @@ def logit_change(model: torch.nn.Module, decomposition, component: int, inputs: 
     ``+`` and ``-``: the class whose log-probability rises at ``+`` is the class the direction
     pushes toward. The weights are restored afterwards (``perturb.perturbed``).
     """
+    check_model(model, inputs)  # a model without weights failed in torch ("Tensor.item() cannot be called on meta tensors")
     device = next(model.parameters()).device
     direction = perturbation_direction(decomposition, component)
     rows = np.arange(n_inputs(inputs))

@@ -39,6 +39,7 @@ from torch.func import functional_call, jvp
 
 from ..core.arguments import positive_int
 from ..core.device import run_device
+from ..core.validation import check_model
 from ..fisher.gradients import output_gradients, slot_classes
 from ..fisher.checks import layer_batching, padding_changes_outputs
 from ..fisher.hooks import CaptureLayers
@@ -140,6 +141,9 @@ def token_scores(
     """
     if not isinstance(inputs, Mapping) or "input_ids" not in inputs:
         raise TypeError("token_scores needs tokenized inputs: a dict with input_ids (and attention_mask)")
+    check_model(model, inputs)  # weights, token ids and lengths the model holds, as the PEFs checked them
+    if top_k_classes is not None:
+        top_k_classes = positive_int(top_k_classes, "top_k_classes")
     if hasattr(decomposition, "check_model"):  # a fitted estimator: another model's scores would read as this one's
         decomposition.check_model(model, "the decomposition")
     batch_size = positive_int(batch_size, "batch_size")

@@ -260,6 +260,24 @@ _NOT_ONE_DISTRIBUTION = {
 }
 
 
+def check_weights(model: torch.nn.Module) -> None:
+    """The model's parameters hold their weights: none on the meta device (no weights loaded, or offloaded by
+    accelerate), which every reading of the model (its fingerprint included) failed on deep inside torch."""
+    meta = [name for name, p in model.named_parameters() if p.is_meta]
+    if meta and any(hasattr(m, "_hf_hook") for m in model.modules()):
+        raise ValueError(
+            f"{len(meta)} of the model's parameters are offloaded (accelerate's hooks bring them in for each "
+            f"forward; e.g. {meta[0]}), and PEFs need them whole: load the model on one device, from_pretrained(path) "
+            "without device_map, or call accelerate.hooks.remove_hook_from_module(model, recurse=True) once its "
+            "weights are loaded"
+        )
+    if meta:
+        raise ValueError(
+            f"{len(meta)} of the model's parameters are on the meta device (no weights loaded; e.g. {meta[0]}): "
+            "load the model with its weights, e.g. from_pretrained(path) without device_map='meta' or init_empty_weights"
+        )
+
+
 def check_model(model: torch.nn.Module, inputs) -> None:
     """The model holds weights, its token ids are in its vocabulary, and no example is longer
     than its positions."""
@@ -275,19 +293,7 @@ def check_model(model: torch.nn.Module, inputs) -> None:
     params = list(model.parameters())
     if not params:
         raise ValueError("the model has no parameters: there is no Fisher information to compute")
-    meta = [name for name, p in model.named_parameters() if p.is_meta]
-    if meta and any(hasattr(m, "_hf_hook") for m in model.modules()):
-        raise ValueError(
-            f"{len(meta)} of the model's parameters are offloaded (accelerate's hooks bring them in for each "
-            f"forward; e.g. {meta[0]}), and PEFs need them whole: load the model on one device, from_pretrained(path) "
-            "without device_map, or call accelerate.hooks.remove_hook_from_module(model, recurse=True) once its "
-            "weights are loaded"
-        )
-    if meta:
-        raise ValueError(
-            f"{len(meta)} of the model's parameters are on the meta device (no weights loaded; e.g. {meta[0]}): "
-            "load the model with its weights, e.g. from_pretrained(path) without device_map='meta' or init_empty_weights"
-        )
+    check_weights(model)
     made_in_inference = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_inference()]
     if made_in_inference:  # autograd cannot save them for a backward: "Inference tensors cannot be saved"
         raise ValueError(f"{len(made_in_inference)} of the model's tensors were made under torch.inference_mode() "

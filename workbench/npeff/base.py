@@ -28,6 +28,7 @@ from ..core.arguments import MAX_SEED, check_outside_run, component_index
 from ..core.device import resolve_device
 from ..core.kinds import KINDS
 from ..core.params import ParameterLayout
+from ..core.validation import check_weights
 from ..store.checkpoint import FitCheckpoint
 from ..store.files import StoreError, check_replaceable, producer, read_arrays, write_arrays
 from ..store.fingerprints import check_same_model, fingerprint_matrix, fingerprint_pefs
@@ -455,6 +456,7 @@ class NpeffBase(BaseEstimator):
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be the torch model the PEFs were computed from, got {type(model).__name__}; "
                             "load it first (e.g. AutoModelForSequenceClassification.from_pretrained(folder))")
+        check_weights(model)  # its fingerprint read the weights: torch's "Cannot copy out of meta tensor"
         params = dict(model.named_parameters())
         wrong = [n for n, shape in zip(self.layout_.names, self.layout_.shapes)
                  if n not in params or tuple(params[n].shape) != tuple(shape)]
