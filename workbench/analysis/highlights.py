@@ -46,7 +46,7 @@ from ..fisher.hooks import CaptureLayers
 from ..fisher.inputs import Inputs, class_logits, groups_as_computed, n_inputs, pef_mode, slice_inputs
 from ..fisher.matching import rule_for
 from ..fisher.rules import looked_up_ids
-from .moves import parameters_of
+from .moves import differentiable, parameters_of
 from .token_shares import LEFT_OUT_NOTED
 
 logger = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ def token_scores(
     left_out: set[str] = set()  # the types of the layers called with more than their input
     left_out_params: set[int] = set()
     results: list[TokenScores] = []
-    with _FORWARD_AD, pef_mode(model):  # under a caller's no_grad every score was 0
+    with _FORWARD_AD, pef_mode(model), differentiable(params):  # under a caller's no_grad every score was 0
         expand, fold, unpadded = set(), set(), False
         call_inputs = _call_inputs([m for m, _ in owners])
         for start in range(0, n_inputs(inputs), batch_size):

@@ -67,6 +67,21 @@ def parameters_of(model: torch.nn.Module, layout: ParameterLayout) -> list[torch
 
 
 @contextlib.contextmanager
+def differentiable(params: list[torch.nn.Parameter]):
+    """Within the block every one of ``params`` requires a gradient, as when the PEFs covered it; frozen ones are
+    frozen again on exit. A layer whose weights were frozen after the fit (requires_grad=False) has an output
+    autograd does not track, so its share of a component was dropped from the token scores without a word."""
+    frozen = [p for p in params if not p.requires_grad]
+    try:
+        for p in frozen:
+            p.requires_grad_(True)
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
+
+
+@contextlib.contextmanager
 def perturbed(model: torch.nn.Module, layout: ParameterLayout, delta: np.ndarray):
     """Within the block the model's parameters are θ + delta (delta on the layout's flat axis).
 
