@@ -271,3 +271,32 @@ def test_top_sets_hold_no_more_columns_than_examples():
 
     sets = top_sets(np.arange(1.0, 11.0).reshape(5, 2), 10**12)
     assert sets.shape == (2, 5) and sorted(sets[0]) == [0, 1, 2, 3, 4]
+
+
+def test_component_lists_and_indices_of_the_readings_are_checked_by_name(tmp_path):
+    """nearest_components(G, -1) read the last component and n=-1 all but one, without a word; components=[] of a
+    selectivity table failed in pandas ("None of ['component'] are in the columns"), an export of a generator's
+    components recorded none of them, and coefficient_histogram's n_bins=0 numpy's "`bins` must be positive"."""
+    from workbench.analysis import coefficient_histogram, nearest_components
+    from workbench.analysis.export import export_components_safetensors
+    from workbench.npeff import LrmNpeff
+    from workbench.npeff.planted import planted_lrm
+
+    fit = LrmNpeff(n_components=3, n_iters_g_only=2, n_iters_joint=2, progress=False).fit(planted_lrm(20, 30, 3).pefs)
+    with pytest.raises(IndexError, match=r"component must be from 0 to 2, got -1"):
+        nearest_components(fit.G_, -1)
+    with pytest.raises(ValueError, match=r"n must be an integer of at least 1, got -1"):
+        nearest_components(fit.G_, 0, -1)
+    assert nearest_components(fit.G_, np.int64(0), np.int64(2)).equals(nearest_components(fit.G_, 0, 2))
+    with pytest.raises(ValueError, match=r"n_bins must be an integer of at least 1, got 0"):
+        coefficient_histogram(fit.W_[:, 0], 0)
+    with pytest.raises(TypeError, match=r"n_bins must be an integer, got 3\.0"):
+        coefficient_histogram(fit.W_[:, 0], 3.0)
+    with pytest.raises(ValueError, match=r"components=\[\] lists no component; pass some, or None for every component"):
+        export_components_safetensors(fit, tmp_path / "none.safetensors", components=[])
+    assert not (tmp_path / "none.safetensors").exists()
+    path = export_components_safetensors(fit, tmp_path / "two.safetensors", components=(j for j in (2, 0)))
+    from safetensors import safe_open
+
+    with safe_open(str(path), "np") as f:
+        assert f.metadata()["components"] == "[2, 0]"

@@ -208,6 +208,8 @@ def test_component_indices_and_counts_are_refused_by_name_before_any_work(small_
             ex.trace(0, n_baseline=n_baseline)
     with pytest.raises(ValueError, match=r"batch_size must be an integer of at least 1"):
         ex.perturb(0, batch_size=0)
+    with pytest.raises(ValueError, match=r"components=\[\] lists no component"):  # was pandas' KeyError
+        ex.selectivity([])
     with pytest.raises(TypeError, match=r"n_top must be an integer"):
         ex.trace(0, n_top=2.5)
     with pytest.raises(ValueError, match=r"n must be an integer of at least 1"):

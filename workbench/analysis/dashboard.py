@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..core.arguments import component_index, positive_int
 from ..core.validation import check_model
 from ..fisher.inputs import Inputs, n_inputs, pef_mode
 from .moves import perturbation_direction, perturbed
@@ -31,6 +32,7 @@ from .perturb import log_probabilities, padding_matters
 
 def coefficient_histogram(coefficients: np.ndarray, n_bins: int = 30) -> tuple[pd.DataFrame, int]:
     """(frame of bins: left, right, count, over the positive coefficients; the number of zero coefficients)."""
+    n_bins = positive_int(n_bins, "n_bins")  # numpy's "`bins` must be positive, when an integer" named no argument
     values = np.asarray(coefficients, dtype=np.float64)
     positive = values[values > 0]
     n_zero = int(np.sum(values <= 0))
@@ -43,6 +45,7 @@ def coefficient_histogram(coefficients: np.ndarray, n_bins: int = 30) -> tuple[p
 def nearest_components(components: np.ndarray, component: int, n: int = 5) -> pd.DataFrame:
     """The ``n`` other components of largest |cos| with ``component``'s direction, largest first."""
     G = np.asarray(components, dtype=np.float64)
+    component, n = component_index(component, len(G)), positive_int(n, "n")  # -1 read the last one, n=-1 all but one
     norms = np.linalg.norm(G, axis=1)
     units = G / np.maximum(norms, 1e-300)[:, None]
     cos = np.abs(units @ units[component])

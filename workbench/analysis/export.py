@@ -32,7 +32,7 @@ import pandas as pd
 from safetensors.numpy import save_file
 from sklearn.utils.validation import check_is_fitted
 
-from ..core.arguments import component_index, user_path
+from ..core.arguments import component_indices, user_path
 from ..core.disk import naming_disk_errors
 from ..core.staging import remove_dead_staging, staging_path
 from ..store.files import StoreWriteError, atomic_path, file_checksum, producer, write_json
@@ -208,7 +208,7 @@ def export_perturbations(results, path: str | os.PathLike) -> Path:
 def components_by_parameter(decomposition, components: Sequence[int] | None = None) -> dict[str, np.ndarray]:
     """{parameter name: (n_components, *parameter shape)} float32, zeros where pruned."""
     selected = np.arange(decomposition.n_components) if components is None else \
-        np.array([component_index(j, decomposition.n_components) for j in components], dtype=np.int64)
+        np.array(component_indices(components, decomposition.n_components), dtype=np.int64)
     vectors = np.asarray(decomposition.components_, dtype=np.float32)[selected]  # (r, n_kept)
     kept = np.asarray(decomposition.kept_columns_, dtype=np.int64)
     if np.any(np.diff(kept) < 0):  # decompositions read from other layouts may list columns unsorted
@@ -234,8 +234,9 @@ def export_components_safetensors(decomposition, path: str | os.PathLike, compon
     and the producer. Read it anywhere with ``safetensors.numpy.load_file(path)``.
     """
     check_is_fitted(decomposition)
-    tensors = components_by_parameter(decomposition, components)
-    selected = list(range(decomposition.n_components)) if components is None else [int(j) for j in components]
+    selected = list(range(decomposition.n_components)) if components is None else \
+        component_indices(components, decomposition.n_components)  # once: a generator is read once
+    tensors = components_by_parameter(decomposition, selected)
     metadata = {
         "format": COMPONENTS.name,
         "format_version": str(COMPONENTS.version),  # safetensors metadata holds text only

@@ -21,7 +21,7 @@ import torch
 
 from tqdm.auto import tqdm
 
-from ..core.arguments import component_index, positive_int, seed_value
+from ..core.arguments import component_index, component_indices, positive_int, seed_value
 from ..core.device import run_device
 from ..core.validation import as_labels, check_label_range, check_model
 from ..fisher.checks import padding_changes_outputs
@@ -485,10 +485,7 @@ def perturbation_table(
     n_top, n_baseline = positive_int(n_top, "n_top"), positive_int(n_baseline, "n_baseline")
     batch_size = positive_int(batch_size, "batch_size")
     n_components = decomposition.W_.shape[1]
-    components = range(n_components) if components is None else [component_index(j, n_components, "components")
-                                                                  for j in components]
-    if len(components) == 0:  # an empty table named no column pandas could find
-        raise ValueError("components=[] lists no component; pass some, or None for every component")
+    components = range(n_components) if components is None else component_indices(components, n_components)
     classes = baseline_classes(baseline, _predictions(model, inputs, batch_size, device) if baseline == "same classes" else None)
     rows = []
     for j in tqdm(components, desc="perturbation checks", disable=not progress):

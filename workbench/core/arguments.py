@@ -37,11 +37,16 @@ def component_index(value, n_components: int, argument: str = "component") -> in
 
 
 def component_indices(values, n_components: int, argument: str = "components") -> list[int]:
-    """``values`` as a list of component indices (one component alone is refused with the fix: ``[j]``)."""
+    """``values`` as a non-empty list of component indices (one component alone is refused with the fix: ``[j]``;
+    none at all too, whose empty table named no column pandas could find)."""
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
         raise TypeError(f"{argument} must be a list of component indices, got {values!r} ({type(values).__name__}); "
                         f"for one component pass [{values!r}], for all of them None")
-    return [component_index(j, n_components, argument) for j in values]
+    indices = [component_index(j, n_components, argument) for j in values]
+    if not indices:
+        raise ValueError(f"{argument}=[] lists no component; pass some, or None for every component"
+                         + (" (a generator is read once: pass list(...))" if iter(values) is values else ""))
+    return indices
 
 
 def positive_int(value, argument: str, minimum: int = 1) -> int:
