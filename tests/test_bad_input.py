@@ -637,7 +637,7 @@ CASES = [
          lambda tmp: run_embedded(tmp / "notes.txt" / "run", n_examples=40, progress=False), _file_as_parent),
     Case("run folder that is a broken link", StoreError, r"pefs is a symbolic link to .*nowhere, which does not exist; create",
          lambda tmp: run_embedded(tmp / "pefs", n_examples=40, progress=False), _broken_link),
-    Case("export of a component the fit lacks", IndexError, r"component must be from 0 to 1, got 9",
+    Case("export of a component the fit lacks", IndexError, r"components must be from 0 to 1, got 9",
          _export_of_a_component_the_fit_lacks, _make_decomposition),
     Case("export of perturbations that are none", TypeError, r"perturbations must hold results of RunExplorer\.perturb",
          _export_of_perturbations_that_are_none),
