@@ -258,12 +258,55 @@ class WeightNormed(nn.Module):
 
 
 @pytest.mark.parametrize("transformable", [True, False])
+def test_a_layer_whose_parameters_its_rule_does_not_know_alone_leaves_the_rules(transformable, monkeypatch, caplog):
+    """The Linear rule was given the weight-normed Linear (weight_g, weight_v) for its exact type, so the fast path
+    failed (KeyError: 'weight_g') and took the rules of every layer away: embed, mid and head all computed as
+    "6 parameters without a rule". Only that layer loses its rule now, and the PEFs stay exact."""
+    from workbench.fisher import checks
+
+    if not transformable:
+        monkeypatch.setattr(checks, "TRANSFORM_MAX_ENTRIES", 10)
+    torch.manual_seed(0)
+    model, inputs = WeightNormed().eval(), padded_inputs([8, 5, 7, 3, 8, 6])
+    with caplog.at_level(logging.INFO, logger="workbench"):
+        plan = checked_plan(model, inputs)
+        error = max_relative_error(model, inputs, batch_size=3)
+    assert plan.rule_modules == [model.embed, model.head]
+    without = {plan.named[k][0] for k in plan.fallback + plan.transformed}
+    assert without == {"mid.bias", "mid.weight_g", "mid.weight_v"}
+    text = " ".join(caplog.text.split())
+    assert "fast path failed" not in text and "6 parameters" not in text and "mid.weight_g" in text
+    assert ("computed one example at a time" in text) is not transformable
+    assert error < 1e-5
+
+
+@pytest.mark.parametrize("how", ["weight_norm", "spectral_norm", "orthogonal"])
+def test_a_parametrized_layer_leaves_its_rule_alone_and_its_pefs_stay_exact(how, caplog):
+    """torch's parametrizations (the weight computed from parametrizations.weight.original*) are served by
+    torch.func, the other layers by their rules."""
+    torch.manual_seed(0)
+    model, inputs = WeightNormed().eval(), padded_inputs([8, 5, 7, 3, 8, 6])
+    model.mid = getattr(torch.nn.utils.parametrizations, how)(nn.Linear(6, 6))
+    with caplog.at_level(logging.INFO, logger="workbench"):
+        plan = checked_plan(model, inputs)
+        error = max_relative_error(model, inputs, batch_size=3)
+    assert plan.rule_modules == [model.embed, model.head] and plan.fallback == []
+    assert {plan.named[k][0] for k in plan.transformed} == {n for n, _ in model.mid.named_parameters(prefix="mid")}
+    assert "no per-example rule for the layers owning" in caplog.text and "mid.parametrizations.weight.original" in \
+        caplog.text and "fast path failed" not in caplog.text
+    assert error < 1e-5
+
+
+@pytest.mark.parametrize("transformable", [True, False])
 def test_a_failed_fast_path_says_what_computes_the_parameters_and_that_the_pefs_stay_exact(transformable, monkeypatch,
                                                                                              caplog):
     """The fast path's log said only 'failed on this model (KeyError: 'weight_g')', which read as a failed run, or as
-    PEFs not to be trusted; where torch.func could not serve them, the layers were said to 'differ from the loop's'."""
-    from workbench.fisher import checks
+    PEFs not to be trusted; where torch.func could not serve them, the layers were said to 'differ from the loop's'.
+    The weight-normed Linear is given the Linear rule here as before, for a fast path that fails."""
+    from workbench.fisher import checks, config
+    from workbench.fisher.rules import PER_EXAMPLE_RULES
 
+    monkeypatch.setattr(config, "rule_for", lambda module: PER_EXAMPLE_RULES.get(type(module)))
     if not transformable:
         monkeypatch.setattr(checks, "TRANSFORM_MAX_ENTRIES", 10)
     torch.manual_seed(0)

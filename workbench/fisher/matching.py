@@ -8,7 +8,10 @@ those (and embeddings whose forward computes its own indices, BART's and OPT's l
 positions) a candidate rule is tried on a small random input and its per-example gradients
 compared with autograd's; only a rule that reproduces them serves the layer. A layer
 whose forward does something else (a different signature, another formula) fails the
-check and keeps the exact loop, as a layer with no rule does.
+check and keeps the exact loop, as a layer with no rule does. So does a layer of a rule's
+exact type whose own parameters are not those the rule computes (torch's old
+``weight_norm`` gives a Linear ``weight_g`` and ``weight_v`` for its weight): only that
+layer leaves its rule, not the model's other layers.
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ _verdicts: "weakref.WeakKeyDictionary[nn.Module, PerExampleRule | None]" = weakr
 
 def rule_for(module: nn.Module) -> PerExampleRule | None:
     """The rule for ``module``'s own parameters, or None (the loop serves them)."""
+    own = {name for name, _ in module.named_parameters(recurse=False)}
     rule = PER_EXAMPLE_RULES.get(type(module))
-    if rule is not None:
+    if rule is not None and own <= getattr(rule, "parameters", own):
         return rule
-    if not any(True for _ in module.parameters(recurse=False)):
+    if not own:
         return None
     if module not in _verdicts:
         _verdicts[module] = next((r for r in candidates(module) if reproduces(module, r)), None)

@@ -261,11 +261,16 @@ PerExampleRule = Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, Blo
 PER_EXAMPLE_RULES: dict[type, PerExampleRule] = {}
 
 
-def register_rule(*module_types: type) -> Callable[[PerExampleRule], PerExampleRule]:
+def register_rule(*module_types: type, parameters: tuple[str, ...] = ("weight", "bias")
+                  ) -> Callable[[PerExampleRule], PerExampleRule]:
     """Register a rule for layer types (exact type match; subclasses get it after a numerical
-    check, :mod:`.matching`); see the module docs for the contract."""
+    check, :mod:`.matching`); see the module docs for the contract. ``parameters`` names
+    the layer's own parameters the rule computes: a layer of the type holding any other
+    (torch's old ``weight_norm`` turns a Linear's weight into ``weight_g``, ``weight_v``)
+    gets the rule only after the numerical check."""
 
     def decorate(rule: PerExampleRule) -> PerExampleRule:
+        rule.parameters = frozenset(parameters)
         for t in module_types:
             PER_EXAMPLE_RULES[t] = rule
         return rule
@@ -289,7 +294,7 @@ def _linear_rule(module: nn.Linear, x: torch.Tensor, g: torch.Tensor) -> dict:
     return grads
 
 
-@register_rule(nn.Embedding)
+@register_rule(nn.Embedding, parameters=("weight",))
 def _embedding_rule(module: nn.Embedding, ids: torch.Tensor, g: torch.Tensor) -> dict:
     e = ids.shape[0]
     ids, g = ids.reshape(e, -1), g.reshape(g.shape[0], e, -1, g.shape[-1])
@@ -308,7 +313,7 @@ def _layer_norm_rule(module: nn.LayerNorm, x: torch.Tensor, g: torch.Tensor) -> 
     return grads
 
 
-@register_rule(nn.RMSNorm)
+@register_rule(nn.RMSNorm, parameters=("weight",))
 def rms_norm_rule(module: nn.Module, x: torch.Tensor, g: torch.Tensor) -> dict:
     """An RMS normalisation's weight: y = w ∘ x̂ (Llama, Mistral, Qwen2, T5, torch's
     ``nn.RMSNorm``) or (1 + w) ∘ x̂ (Gemma) with x̂ = x / √(mean x² + ε); in both the
