@@ -2,6 +2,7 @@
 checked before the work that fills them."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,20 @@ def test_a_run_folder_given_for_its_decomposition_names_the_file(planted_store, 
     with pytest.raises(ValueError, match="is a run folder; pass its decomposition.safetensors"):
         LrmNpeff.load(run)
     assert not (tmp_path / "W.safetensors").exists()
+
+
+def test_a_pef_store_given_for_a_decomposition_is_named_as_one(planted_store, tmp_path, caplog):
+    """transform STORE STORE (or LrmNpeff.load(STORE)) was told that STORE 'is a folder, not a file: give the
+    .safetensors file inside it that you mean', which is one of its chunks."""
+    out = tmp_path / "W.safetensors"
+    assert main(["transform", str(planted_store), str(planted_store), "--out", str(out)]) == 2
+    text = " ".join(caplog.text.split())
+    assert f"{planted_store} is a PEF store" in text and "not a decomposition file" in text
+    assert f"python -m workbench fit {planted_store} --out FILE.safetensors" in text and "inside it" not in text
+    assert not out.exists()
+    run = _run_of_another_process(tmp_path / "run")
+    shutil.copytree(planted_store, run / "pefs")  # as the run wrote it
+    (run / "decomposition.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match="is a PEF store .* pass the decomposition fitted to it, "
+                                         f"{run / 'decomposition.safetensors'}"):
+        LrmNpeff.load(run / "pefs")

@@ -23,11 +23,11 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 
-from ..core.arguments import DECOMPOSITION, run_part, user_path
+from ..core.arguments import DECOMPOSITION, enclosing_run, run_part, user_path
 from ..core.disk import naming_disk_errors
 from ..core.staging import remove_dead_staging, staging_path, writer_ended
 from .. import __version__
-from .formats import FORMATS, FileFormat
+from .formats import FORMATS, MANIFEST, FileFormat
 
 
 class StoreError(ValueError):
@@ -264,8 +264,7 @@ def _reading_safetensors(path: str | os.PathLike):
         raise StoreError(f"{path} does not exist")
     if path.is_dir():
         # a run folder for its decomposition (transform RUN STORE), as fit RUN is pointed to RUN/pefs
-        raise StoreError(f"{path} is a folder, not a file: "
-                         + (run_part(path, DECOMPOSITION) or "give the .safetensors file inside it that you mean"))
+        raise StoreError(_folder_given_for_a_file(path))
     try:
         yield path
     except Exception as err:  # safetensors raises several types for damaged files; all mean the same here
@@ -276,6 +275,21 @@ def _reading_safetensors(path: str | os.PathLike):
         if type(err).__name__ != "PanicException":
             raise
         raise StoreError(f"{path} is damaged: safetensors could not parse it ({err})") from err
+
+
+def _folder_given_for_a_file(path: Path) -> str:
+    """What to pass instead of the folder ``path`` given for a file (a decomposition, as transform and load read):
+    a PEF store was told to 'give the .safetensors file inside it', which is one of its chunks."""
+    if not (path / MANIFEST).is_file():
+        return f"{path} is a folder, not a file: " + (run_part(path, DECOMPOSITION)
+                                                      or "give the .safetensors file inside it that you mean")
+    run = enclosing_run(path)
+    fitted = run / DECOMPOSITION if run is not None else None
+    fix = (f"pass the decomposition fitted to it, {fitted}" if fitted is not None and fitted.is_file() else
+           f"fit one with python -m workbench fit {path} --out FILE.safetensors (LrmNpeff(...).fit(load_pefs(store))"
+           ".save(FILE) in Python) and pass that FILE")
+    return (f"{path} is a PEF store (the folder of PEFs that python -m workbench pefs and write_pefs write), not a "
+            f"decomposition file: {fix}; the store goes after it (transform DECOMPOSITION STORE --out W.safetensors)")
 
 
 def _parse_header(text: str, path) -> dict:

@@ -28,6 +28,9 @@ class FileFormat:
         return {"format": self.name, "format_version": self.version}
 
 
+# the file in a PEF store's folder that records it (a folder holding one is a store)
+MANIFEST = "manifest.json"
+
 # version 2 adds "checksums": the sha256 of every chunk file, recorded when the store is complete
 PEF_STORE = FileFormat("npeff-workbench/pefs", 2, reads=(1,), what="a PEF store's manifest.json",
                        read_with="load_pefs(its folder)")

@@ -31,9 +31,8 @@ from ..core.chunks import PefChunk, chunks_to_pefs
 from ..core.kinds import KINDS, choices
 from ..core.params import ParameterLayout
 from .files import StoreError, check_format, file_checksum, json_default, producer, read_arrays, read_header, read_json
-from .formats import PEF_CHUNK, PEF_STORE
+from .formats import MANIFEST, PEF_CHUNK, PEF_STORE
 
-MANIFEST = "manifest.json"
 CHUNKS = "chunks"
 
 #: manifest keys that say which run a store belongs to (a resumed run must match all of them)
