@@ -257,3 +257,25 @@ def test_token_scores_of_layers_frozen_after_the_fit_are_those_of_the_model_unfr
     for scores, want in zip(token_scores(model, fit, 0, inputs), expected):
         np.testing.assert_allclose(scores.scores, want, rtol=1e-6, atol=1e-9)
     assert not any(p.requires_grad for p in model.bert.embeddings.parameters())  # frozen again, as it was given
+
+
+def test_a_model_cast_after_the_fit_is_named_by_its_dtype():
+    """A float32 fit read with model.double() (or the model loaded in float16) was refused as 'computed from another
+    model', naming two fingerprints and nothing of the dtype, which the fingerprint covers."""
+    import copy
+
+    from tests.conftest import tiny_bert, tiny_bert_inputs
+    from workbench import LrmNpeff
+    from workbench.store import StoreError
+
+    model, inputs = tiny_bert(3), tiny_bert_inputs(4)
+    fit = LrmNpeff(n_components=2, n_iters_g_only=3, n_iters_joint=3, progress=False).fit(
+        compute_pefs(model, inputs, n_values=256, progress=False))
+    with pytest.raises(StoreError, match=r"computed from this model in float32, and its weights are float64 now .*"
+                                         r"model\.to\(torch\.float32\)"):
+        token_scores(copy.deepcopy(model).double(), fit, 0, inputs)
+    for dtype in (torch.float16, torch.bfloat16):
+        with pytest.raises(StoreError, match=f"holds {str(dtype)[6:]} weights: the fingerprint covers their dtype, "
+                                             r"so load the model .* in float32 \(e\.g\. from_pretrained"):
+            token_scores(copy.deepcopy(model).to(dtype), fit, 0, inputs)
+    assert len(token_scores(copy.deepcopy(model).double().float(), fit, 0, inputs)) == 4

@@ -350,6 +350,10 @@ def test_a_model_given_with_other_weights_is_refused_before_it_reads_anything(em
         with pytest.raises(StoreError, match="computed from another model"):
             read()
     assert RunExplorer.open(embedded_run.path, model=model, tokenizer=tokenizer).top_examples(0, page_size=2).examples
+    # the run's model cast after the fit: named by its dtype, not as another model
+    explorer = RunExplorer.open(embedded_run.path, model=copy.deepcopy(model).double(), tokenizer=tokenizer)
+    with pytest.raises(StoreError, match=r"in float32, and its weights are float64 now .*model\.to\(torch\.float32\)"):
+        explorer.top_examples(0)
 
 
 def test_a_run_folder_whose_model_was_swapped_is_refused(embedded_run, tmp_path):

@@ -20,11 +20,13 @@ from ..core.provenance import model_name
 from .files import StoreError
 
 
-def fingerprint_tensors(tensors: Mapping[str, torch.Tensor] | torch.Tensor) -> str:
+def fingerprint_tensors(tensors: Mapping[str, torch.Tensor] | torch.Tensor, cast: torch.dtype | None = None) -> str:
+    """``cast``: the fingerprint the tensors would have with their floating ones in that dtype (one at a time)."""
     h = hashlib.sha256()
     items = {"": tensors} if isinstance(tensors, torch.Tensor) else dict(sorted(tensors.items()))
     for name, t in items.items():
-        t = t.detach().cpu().contiguous()
+        t = t.detach().cpu()
+        t = (t.to(cast) if cast is not None and t.is_floating_point() else t).contiguous()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
         # hashed in place, no copy; flat first, as a 0-d tensor (BatchNorm's counter) has no byte view
         h.update(t.reshape(-1).view(torch.uint8).numpy().data if t.numel() else b"")
@@ -99,9 +101,36 @@ def check_same_model(recorded: Mapping, model: torch.nn.Module, what: str) -> No
     Records without a model fingerprint (PEFs made outside a model) are accepted.
     """
     expected = recorded.get("model_fingerprint")
-    if expected and fingerprint_model(model) != expected:
+    if not expected or fingerprint_model(model) == expected:
+        return
+    state = model.state_dict()
+    here = "/".join(sorted({_dtype_name(t.dtype) for t in state.values() if t.is_floating_point()}))
+    # the fingerprint covers the dtype (a resumed run must be the same run), so a cast after the fit, or the model
+    # loaded in float16, reads as another model: found by the cast that gives the recorded fingerprint back
+    was = next((d for d in PEF_DTYPES if any(t.is_floating_point() and t.dtype != d for t in state.values())
+                and fingerprint_tensors(dict(state), cast=d) == expected), None)
+    if was is not None:
         raise StoreError(
-            f"{what} was computed from another model ({recorded.get('model', 'unnamed')!s}, weights fingerprint "
-            f"{expected[:12]}) than the one given ({model_name(model)}, {fingerprint_model(model)[:12]}): "
-            "use the model it was made from, or recompute the PEFs and decomposition with this one"
-        )
+            f"{what} was computed from this model in {_dtype_name(was)}, and its weights are {here} now (cast after "
+            f"the fit, or loaded in {here}); the weights fingerprint covers their dtype: cast the model back with "
+            f"model.to(torch.{_dtype_name(was)}), or load it as it was, in {_dtype_name(was)}")
+    if {t.dtype for t in state.values() if t.is_floating_point()} - set(PEF_DTYPES):
+        raise StoreError(
+            f"{what} was computed from float32 or float64 weights (fingerprint {expected[:12]}; PEFs are not computed "
+            f"in half precision), and the model given ({model_name(model)}) holds {here} weights: the fingerprint "
+            "covers their dtype, so load the model as it was when its PEFs were computed, in float32 (e.g. "
+            f"from_pretrained(folder, torch_dtype=torch.float32); model.float() does not give back what {here} "
+            "rounded), or, if it is another model, recompute the PEFs and decomposition with it")
+    raise StoreError(
+        f"{what} was computed from another model ({recorded.get('model', 'unnamed')!s}, weights fingerprint "
+        f"{expected[:12]}) than the one given ({model_name(model)}, {fingerprint_model(model)[:12]}): "
+        "use the model it was made from, or recompute the PEFs and decomposition with this one"
+    )
+
+
+# The dtypes PEFs are computed in (half precision is refused: fisher.gradients), so the ones a recorded model had
+PEF_DTYPES = (torch.float32, torch.float64)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
