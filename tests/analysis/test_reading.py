@@ -194,6 +194,22 @@ def test_coefficient_histogram_counts_every_example_once():
     assert n_zero == 5 and empty.empty
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_coefficients_and_components_are_refused_as_w_is(bad):
+    """coefficient_histogram dropped a NaN from both the bins and the zeros without a word (an inf failed in
+    numpy), and component_table read a NaN or inf in G as g_norm inf and mass NaN, while W was checked."""
+    from workbench.analysis import component_table
+
+    with pytest.raises(ValueError, match="coefficients must be finite, as a fit's W is; 1 of 4 are NaN or infinite"):
+        coefficient_histogram(np.array([0, 0.5, bad, 1.0]))
+    W, G = np.ones((4, 3)), np.ones((3, 5))
+    G[1, 2] = bad
+    with pytest.raises(ValueError, match=r"components must be finite; 1 of 3 components \(e\.g\. \[1\]\) hold NaN or "
+                                         "infinite entries"):
+        component_table(W, G, n_top=2)
+    assert np.isfinite(component_table(W, np.ones((3, 5)), n_top=2)[["g_norm", "mass"]].to_numpy()).all()
+
+
 def test_nearest_components_by_absolute_cosine():
     G = np.array([[1.0, 0, 0], [-2.0, 0.1, 0], [0, 1, 0], [0, 0, 0], [1, 1, 0]])
     near = nearest_components(G, 0, n=3)

@@ -34,6 +34,10 @@ def coefficient_histogram(coefficients: np.ndarray, n_bins: int = 30) -> tuple[p
     """(frame of bins: left, right, count, over the positive coefficients; the number of zero coefficients)."""
     n_bins = positive_int(n_bins, "n_bins")  # numpy's "`bins` must be positive, when an integer" named no argument
     values = np.asarray(coefficients, dtype=np.float64)
+    bad = int(np.sum(~np.isfinite(values)))
+    if bad:  # a NaN fell out of both the bins and the zeros without a word, and an inf failed in numpy's histogram
+        raise ValueError(f"coefficients must be finite, as a fit's W is; {bad} of {values.size} are NaN or infinite: "
+                         "pass a column of the fit's own W (a fit whose loss went NaN or inf is to be fitted again)")
     positive = values[values > 0]
     n_zero = int(np.sum(values <= 0))
     if len(positive) == 0:

@@ -178,6 +178,12 @@ def component_table(
                          f"shape {W.shape}" + ("" if W.ndim != 2 else ", with negative or non-finite entries"))
     if np.ndim(components) != 2 or np.shape(components)[0] != W.shape[1]:
         raise ValueError(f"components must have one row per column of W ({W.shape[1]}), got shape {np.shape(components)}")
+    # checked as W is: a NaN or inf in G read as g_norm inf and mass NaN for every component, without a word
+    bad = np.flatnonzero(~np.isfinite(np.asarray(components, dtype=np.float64)).all(axis=1))
+    if bad.size:
+        raise ValueError(f"components must be finite; {bad.size} of {W.shape[1]} components (e.g. {bad[:5].tolist()}) "
+                         "hold NaN or infinite entries, which make their g_norm and every component's mass inf or "
+                         "NaN: pass the fit's own components (a fit whose loss went NaN or inf is to be fitted again)")
     if attributes is not None and not isinstance(attributes, pd.DataFrame):
         raise TypeError(f"attributes must be a DataFrame with one column per attribute, got {type(attributes).__name__}")
     if attributes is not None:
