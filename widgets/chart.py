@@ -29,7 +29,7 @@ class Chart(w.Output):
 
     def __init__(self, figure: go.Figure, *, width: int):
         super().__init__(layout=fluid_layout(width))
-        self.add_class("npeff")  # the page's colours: dark where the system is (report.CSS)
+        self.add_class("npeff")  # the page's colours: dark where JupyterLab's theme is (report.css)
         self.figure: go.Figure = go.Figure()
         self.show(figure)
 

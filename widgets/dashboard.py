@@ -37,7 +37,7 @@ class ComponentDashboard(StaticFallback, w.VBox):
         self.status = w.HTML()
         self.numbers = w.HTML()
         self.charts = w.Output(layout=fluid_layout(DASHBOARD_CHART_WIDTH))
-        self.charts.add_class("npeff")  # the page's colours: dark where the system is (report.CSS)
+        self.charts.add_class("npeff")  # the page's colours: dark where JupyterLab's theme is (report.css)
         self.tables = w.HTML()
         super().__init__([w.HBox([self.title, self.sweep_button, self.status], layout=w.Layout(align_items="center")),
                           self.numbers, self.charts, self.tables])

@@ -299,35 +299,78 @@ def test_a_screen_reader_hears_a_named_table_whose_headers_sort(browser, tmp_pat
     assert sorts == [["mass", "descending"]]
 
 
-@pytest.mark.parametrize("scheme", ["dark", "light"])
-def test_a_panels_live_chart_follows_a_dark_system_scheme(browser, tmp_path, scheme):
-    """JupyterLab's plotly renderer drew the panels' charts with plotly's white template: white boxes beside the
-    panel's dark tables. Drawn here as that renderer draws them (plotly.js into a .jp-RenderedPlotly node, inside
-    the Output widget's classes), beside a panel's style sheet."""
+#: The pages a panel is seen on: (the body's attributes, the system's scheme, whether the panel is dark).
+#: JupyterLab's theme sets data-jp-theme-light on its body; nbconvert's page sets it too, light, on a
+#: body.jp-Notebook, where the system's scheme decides as on any other page.
+PANEL_PAGES = {
+    "a page, system dark": ("", "dark", True),
+    "a page, system light": ("", "light", False),
+    "JupyterLab dark theme, system light": ('data-jp-theme-light="false"', "light", True),
+    "JupyterLab light theme, system dark": ('data-jp-theme-light="true"', "dark", False),
+    "nbconvert's page, system dark": ('class="jp-Notebook" data-jp-theme-light="true"', "dark", True),
+    "nbconvert's page, system light": ('class="jp-Notebook" data-jp-theme-light="true"', "light", False),
+}
+
+
+def panel_page(tmp_path, figure, body: str = "") -> Path:
+    """A panel's chart as JupyterLab's plotly renderer draws it (plotly.js, the version the renderer bundles, into a
+    .jp-RenderedPlotly node inside the Output widget's classes), below a table of the panel's, on a page whose body
+    has the attributes ``body``."""
     from plotly.offline import get_plotlyjs
 
     from widgets.chart import Chart, display_data
 
-    frame = pd.DataFrame(np.full((3, 2), 1 / 6), index=["embeddings", "layer 0", "head"], columns=["MLP in", "LayerNorm"])
-    chart = Chart(report.location_figure(frame), width=600)
+    chart = Chart(figure, width=600)
     spec = json.dumps(display_data(chart.figure)["data"]["application/vnd.plotly.v1+json"])
+    table = report.fragment(report.table_html(pd.DataFrame({"mass": [0.5]})))
     path = tmp_path / "panel.html"
-    path.write_text(f'<html><head><script>{get_plotlyjs()}</script></head><body>{report.fragment("a panel")}'
+    path.write_text(f'<html><head><script>{get_plotlyjs()}</script></head><body {body}>{table}'
                     f'<div class="{" ".join(chart._dom_classes)}"><div class="jp-RenderedPlotly" id="chart"></div></div>'
                     f"<script>var s = {spec}; s.layout.height = 360;"
                     " Plotly.react(document.getElementById('chart'), s.data, s.layout, s.config);</script></body></html>",
                     encoding="utf-8")
-    page = open_page(browser, path, color_scheme=scheme)
+    return path
+
+
+@pytest.mark.parametrize("where", PANEL_PAGES)
+def test_a_panels_live_chart_and_tables_follow_jupyterlabs_theme_or_elsewhere_the_systems_scheme(browser, tmp_path,
+                                                                                                 where):
+    """JupyterLab's plotly renderer drew the panels' charts with plotly's white template: white boxes beside the
+    panel's dark tables. Then chart and tables followed the system's scheme, not JupyterLab's theme: dark panels in
+    a light JupyterLab, light ones in a dark JupyterLab. Inside JupyterLab its theme decides; on nbconvert's page,
+    as on any other, the system's scheme."""
+    body, scheme, expected = PANEL_PAGES[where]
+    frame = pd.DataFrame(np.full((3, 2), 1 / 6), index=["embeddings", "layer 0", "head"], columns=["MLP in", "LayerNorm"])
+    page = open_page(browser, panel_page(tmp_path, report.location_figure(frame), body), color_scheme=scheme)
     page.wait_for_selector("#chart .main-svg")
     paper = page.evaluate("getComputedStyle(document.querySelector('#chart .svg-container')).backgroundColor")
     under = page.evaluate("getComputedStyle(document.querySelector('#chart').parentElement).backgroundColor")
     shown = page.evaluate("getComputedStyle(document.querySelector('#chart .main-svg')).backgroundColor")
     title = page.evaluate("getComputedStyle(document.querySelector('#chart .gtitle')).fill")
+    header = page.evaluate("getComputedStyle(document.querySelector('.npeff th')).backgroundColor")
     page.close()
     paper = over(shown, over(paper, rgba(under)))
-    dark = sum(paper) < 3 * 80
-    assert dark == (scheme == "dark"), (scheme, paper)
+    assert (sum(paper) < 3 * 80) == expected, (where, paper)
+    assert (sum(rgba(header)[:3]) < 3 * 80) == expected, (where, header)
     assert contrast(rgba(title), paper) >= 4.5, (title, paper)
+
+
+def test_the_live_charts_dark_colours_name_classes_plotly_still_draws(browser, tmp_path):
+    """The dark colours of a panel's live chart are laid over plotly's template by the classes of plotly's SVG, which
+    are no API of plotly's: a plotly that renames one would leave that part white in a dark JupyterLab, without
+    a word. Every class the rules name is looked for in what plotly.js draws: bars, a legend, a zero line."""
+    from workbench.report.css import LIVE_CHART
+
+    frame = pd.DataFrame([[0.3, -0.2], [-0.1, 0.4]], index=["0 (negative)", "1 (positive)"], columns=["+", "-"])
+    page = open_page(browser, panel_page(tmp_path, report.logit_figure(frame, 0.1), 'data-jp-theme-light="false"'))
+    page.wait_for_selector("#chart .main-svg")
+    classes = sorted({name for selector, _ in LIVE_CHART for name in re.findall(r"\.([\w-]+)", selector)} - {"npeff"})
+    missing = page.evaluate("names => names.filter(n => !document.getElementsByClassName(n).length)", classes)
+    painted = page.evaluate(f"{json.dumps([s for s, _ in LIVE_CHART])}.filter(s => !document.querySelector(s))")
+    page.close()
+    assert len(classes) >= 8, classes
+    assert not missing, f"plotly.js no longer draws the classes {missing} that report.css's LIVE_CHART rules name"
+    assert not painted, f"report.css's LIVE_CHART rules {painted} find nothing in plotly.js's chart"
 
 
 def test_missing_values_sort_last_either_way(browser, tmp_path):

@@ -164,17 +164,19 @@ def _spread(rows: pd.DataFrame) -> dict | None:
 #: The modebar's ten buttons per chart leave the keyboard's tab order: a report of 80 charts had 800
 #: stops among its 65 controls (the mouse still reaches them). To a screen reader the chart is its label
 #: (role="img"): what plotly drew is hidden from it, which read each tick label and the ten buttons of each chart.
-#: Where the reader's system is dark the chart takes the page's dark colours (its box's CSS variables), and
-#: follows a change of scheme; plotly's template is white, and each chart was a white box on the dark page.
-#: On paper it is light again, as the page is.
+#: Where the page is dark the chart takes its dark colours (its box's CSS variables), and follows a change of
+#: scheme; plotly's template is white, and each chart was a white box on the dark page. Which scheme is the
+#: style sheet's (``css.py``: JupyterLab's theme inside JupyterLab, elsewhere the system's), read from the
+#: box's color-scheme. On paper it is light again, as the page is.
 FIT_SCRIPT = ("if (window.ResizeObserver) new ResizeObserver(function () {"
               " if (div.offsetWidth) Plotly.Plots.resize(div); }).observe(div);"
               " var dark = window.matchMedia ? window.matchMedia('screen and (prefers-color-scheme: dark)') : {matches: false};"
-              " var shown = false;"
+              " var box = div.closest('.npeff') || div, shown = false;"
+              " function darkNow() { return getComputedStyle(box).colorScheme === 'dark'; }"
               " function paint(isDark, update) {"
               "  update = update || {};"
               "  if (isDark !== shown) {"
-              "   var css = getComputedStyle(div.closest('.npeff') || div);"
+              "   var css = getComputedStyle(box);"
               "   var v = function (name) { return isDark ? css.getPropertyValue(name).trim() || null : null; };"
               "   update.paper_bgcolor = v('--bg'); update.plot_bgcolor = v('--head'); update['font.color'] = v('--fg');"
               "   Object.keys(div._fullLayout || {}).filter(function (k) { return /^[xy]axis[0-9]*$/.test(k); })"
@@ -186,12 +188,12 @@ FIT_SCRIPT = ("if (window.ResizeObserver) new ResizeObserver(function () {"
               "  }"
               "  return Object.keys(update).length ? Plotly.relayout(div, update) : Promise.resolve();"
               " }"
-              " paint(dark.matches);"
-              " if (dark.addEventListener) dark.addEventListener('change', function () { paint(dark.matches); });"
+              " paint(darkNow());"
+              " if (dark.addEventListener) dark.addEventListener('change', function () { paint(darkNow()); });"
               " window.addEventListener('beforeprint', function () {"
               " paint(false, div.offsetWidth > PRINT_WIDTH ? {width: PRINT_WIDTH} : {}); });"
               " window.addEventListener('afterprint', function () { var wide = Boolean(div.layout.width);"
-              " paint(dark.matches, wide ? {width: null} : {}).then(function () { if (wide) Plotly.Plots.resize(div); }); });"
+              " paint(darkNow(), wide ? {width: null} : {}).then(function () { if (wide) Plotly.Plots.resize(div); }); });"
               " function untab() { div.querySelectorAll('.modebar-btn').forEach(function (b) { b.tabIndex = -1; });"
               " var drawn = div.querySelector('.plot-container'); if (drawn) drawn.setAttribute('aria-hidden', 'true'); }"
               " untab(); div.on('plotly_afterplot', untab);").replace("PRINT_WIDTH", "680")
