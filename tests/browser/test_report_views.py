@@ -406,3 +406,56 @@ def test_the_location_legend_shows_every_kind_beside_turned_layer_names(browser,
               const r = item.getBoundingClientRect(); return r.bottom > legend.bottom + 1 || r.top < legend.top - 1; }).length; }""")
         page.close()
         assert hidden == 0, width
+
+
+def small_strategy_results():
+    """An over-training result (both strategies, recorded accuracy too) and a model diff, of a few rows each."""
+    from workbench.analysis.model_diff import ModelDiff
+    from workbench.analysis.over_training import OverTraining
+
+    steps = [0, 100]
+    components = pd.DataFrame([dict(step=s, component=j, strategy=kind, mass=0.5, kl_ratio=2.0 + j, purity=0.9,
+                                    cos=0.8, partner=j) for s in steps for j in (0, 1) for kind in ("transform", "match")])
+    accuracy = pd.DataFrame([dict(step=s, group=g, accuracy=0.7, source=source) for s in steps
+                             for g in ("lexical", "marker") for source in ("analysed", "recorded")])
+    reference = pd.DataFrame({"strategy": ["lexical", "marker"], "mass": [0.6, 0.4]}, index=pd.Index([0, 1], name="component"))
+    diff = ModelDiff(
+        components=pd.DataFrame({"component_a": [0, -1], "component_b": [0, 1], "strategy_a": ["lexical", ""],
+                                 "strategy_b": ["lexical", "marker"], "status": ["kept", "gained"],
+                                 "mass_a": [0.5, 0.0], "mass_b": [0.4, 0.3]}),
+        strategies=pd.DataFrame({"named_a": [True, False], "named_b": [True, True], "status": ["kept", "gained"]},
+                                index=pd.Index(["lexical", "marker"], name="strategy")),
+        quality={"n_matched": 1, "mean_cos": 0.9, "n_unmatched_a": 0, "n_unmatched_b": 1}, names=("A", "B"))
+    return OverTraining(components, accuracy, reference, steps), diff
+
+
+#: The ids a page repeats, and how many tables it has (its folds opened).
+TABLE_NAMES = """() => {
+  document.querySelectorAll('details').forEach(d => { d.open = true; });  // folded tables are read once unfolded
+  const ids = Array.from(document.querySelectorAll('[id]'), e => e.id);
+  return {repeated: ids.filter((id, k) => ids.indexOf(id) !== k), tables: document.querySelectorAll('table').length};
+}"""
+
+
+def test_a_screen_reader_finds_every_table_of_a_report_by_its_name(browser, report_index, explorer, tmp_path):
+    """Only the report's component table had a name: a screen reader's list of tables read the dashboards', the
+    traces' and the strategy pages' tables as "table", dozens of them. Each is named by its heading, whose id is
+    unique on the page (the same headings repeat once per component)."""
+    over_training, diff = small_strategy_results()
+    sections = report.export_sections([over_training, diff, explorer.trace(0, n_top=3, n_baseline=3)],
+                                      tmp_path / "sections.html")
+    seen = set()
+    for path in (report_index, sections):
+        page = open_page(browser, path)
+        found = page.evaluate(TABLE_NAMES)
+        tree = page.context.new_cdp_session(page).send("Accessibility.getFullAXTree")["nodes"]
+        page.close()
+        names = [node.get("name", {}).get("value", "") for node in tree
+                 if node.get("role", {}).get("value") == "table" and not node.get("ignored")]
+        assert not found["repeated"], (path.name, found["repeated"][:5])
+        assert len(names) == found["tables"] > 5, (path.name, len(names), found["tables"])
+        assert all(names), (path.name, names.count(""), names[:20])
+        seen.update(names)
+    assert {"Components", "Top tokens", "Nearest components", "Coefficient histogram", "component 0 in the component table",
+            "Reference components", "Strategies"} <= seen, sorted(seen)
+    assert any(re.fullmatch(r"Perturbation trace of component \d+ Example \d+", n) for n in seen), sorted(seen)

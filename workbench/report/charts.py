@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from .html import escape, plotly_text, table_html
+from .html import escape, new_id, plotly_text, table_html
 
 
 SIGN_NAMES = {"+": "θ + εĝ", "-": "θ − εĝ"}
@@ -241,7 +241,8 @@ def perturbation_html(result, *, include_plotlyjs: bool | str = False, signs: Se
     frame = result.to_frame()
     frame = frame[frame["sign"].isin(signs)]
     against = " against examples of the top set's classes" if getattr(result, "baseline_draw", "") == "same classes" else ""
-    summary = (f"<h3>Perturbation of component {int(result.component)}{against}</h3>"
+    heading = new_id("perturbation")
+    summary = (f'<h3 id="{heading}">Perturbation of component {int(result.component)}{against}</h3>'
                f'<div class="caption">ε = {result.epsilon:g}'
                + (f", semi-orthogonal (max_sim = {result.max_sim:g})" if result.max_sim is not None else "")
                + f": KL ratio top/baseline = <b>{_shown_ratio(result, signs):.3g}</b>"
@@ -254,7 +255,7 @@ def perturbation_html(result, *, include_plotlyjs: bool | str = False, signs: Se
         summary += f'<p class="caption">{escape(text[:1].upper() + text[1:])}</p>' if text else ""
     charts = (f'<div class="charts"><div>{figure_html(kl_figure(result, signs), include_plotlyjs)}</div>'
               f"<div>{figure_html(accuracy_figure(result, signs), False)}</div></div>")
-    return summary + charts + table_html(frame.set_index("set"))
+    return summary + charts + table_html(frame.set_index("set"), labelled_by=heading)
 
 
 def histogram_figure(histogram: pd.DataFrame, n_zero: int = 0, component=None):

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .charts import figure_html, histogram_figure, location_figure, logit_figure, sweep_figure
-from .html import bar_columns, bound_text, escape, table_html
+from .html import bar_columns, bound_text, escape, new_id, table_html
 
 
 def definitions_html(definitions: dict, columns=None) -> str:
@@ -33,7 +33,8 @@ def dashboard_numbers_html(dashboard) -> str:
     if d.sweep is not None and len(d.sweep):
         numbers.append("KL ratio " + ", ".join(_ratio_at(row) for _, row in d.sweep.drop_duplicates("epsilon").iterrows()))
     return (f'<div class="dashboard"><div class="numbers">{" · ".join(numbers)}</div>'
-            + table_html(row, bars=bar_columns(row), titles=d.definitions or {}) + "</div>")
+            + table_html(row, bars=bar_columns(row), titles=d.definitions or {},
+                         label=f"component {int(d.component)} in the component table") + "</div>")
 
 
 def _ratio_at(row: pd.Series) -> str:
@@ -59,14 +60,15 @@ def dashboard_tables_html(dashboard) -> str:
     d = dashboard
     titles = d.definitions or {}
     tables = []
+    tokens, nearest = new_id("top-tokens"), new_id("nearest")
     if d.top_tokens is not None:
         of = (f" (shares of the words' part of the mass: {d.words_share:.0%} of it on average; special tokens and the "
               "head carry the rest)") if getattr(d, "words_share", None) is not None else ""
-        tables.append(f"<div><b>Top tokens</b> over its top examples{escape(of)}"
-                      + table_html(d.top_tokens, titles=titles, bars=["mean share"]) + "</div>")
-    nearest = (table_html(d.nearest, titles=titles, bars=["cos"]) if len(d.nearest)
-               else '<div class="note">No other component: the run has one.</div>')  # not an empty table
-    tables.append(f"<div><b>Nearest components</b>{nearest}</div>")
+        tables.append(f'<div><b id="{tokens}">Top tokens</b> over its top examples{escape(of)}'
+                      + table_html(d.top_tokens, titles=titles, bars=["mean share"], labelled_by=tokens) + "</div>")
+    table = (table_html(d.nearest, titles=titles, bars=["cos"], labelled_by=nearest) if len(d.nearest)
+             else '<div class="note">No other component: the run has one.</div>')  # not an empty table
+    tables.append(f'<div><b id="{nearest}">Nearest components</b>{table}</div>')
     notes = "".join(f'<div class="note">{escape(n)}</div>' for n in d.notes)
     return f'<div class="dashboard"><div class="tables">{"".join(tables)}</div>{notes}</div>'
 
@@ -86,7 +88,9 @@ def chart_numbers_html(dashboard) -> str:
     frames = [("Coefficient histogram", d.histogram), ("Mass by layer and module kind", d.location.round(4))]
     if d.logit_change is not None:
         frames.append(("Change of each class's log-probability", d.logit_change))
-    tables = "".join(f"<div><b>{escape(title)}</b>{table_html(frame)}</div>" for title, frame in frames)
+    ids = [new_id("chart-numbers") for _ in frames]
+    tables = "".join(f'<div><b id="{i}">{escape(title)}</b>{table_html(frame, labelled_by=i)}</div>'
+                     for i, (title, frame) in zip(ids, frames))
     return (f'<details class="chart-numbers"><summary>The charts\' numbers</summary>'
             f'<div class="dashboard"><div class="tables">{tables}</div></div></details>')
 

@@ -15,6 +15,7 @@ import os
 import html
 import re
 import unicodedata
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -73,7 +74,7 @@ def bound_text(value: float) -> str:
 
 def table_html(frame: pd.DataFrame, *, index_links: dict | None = None, bars: Sequence[str] | Mapping[str, float] = (),
                titles: dict | None = None, sortable: bool = False, row_ids: str | None = None,
-               labelled_by: str | None = None) -> str:
+               labelled_by: str | None = None, label: str | None = None) -> str:
     """A DataFrame as an HTML table, every header and cell escaped, in a box that scrolls sideways
     when the table is wider than the page (nothing clipped).
 
@@ -86,7 +87,9 @@ def table_html(frame: pd.DataFrame, *, index_links: dict | None = None, bars: Se
     reader hears that the headers sort before one is used; ``aria-sort`` is on the sorted column alone
     (the index's, from the start, where the rows are in its order).
     row_ids: each row's id is this prefix and its index value, so that a link can lead back to it.
-    labelled_by: the id of the heading that names the table, for a screen reader's list of tables.
+    labelled_by: the id of the heading that names the table (or ids, space-separated), for a screen reader's list
+    of tables (:func:`new_id` makes ids that stay unique where a page repeats its headings).
+    label: the table's name where no heading names it.
     """
     index_name = frame.index.name or ""
     titles = titles or {}
@@ -126,9 +129,16 @@ def table_html(frame: pd.DataFrame, *, index_links: dict | None = None, bars: Se
         row_id = f' id="{escape(row_ids)}{escape(key)}"' if row_ids is not None else ""
         rows.append(f"<tr{row_id}>{''.join(cells)}</tr>")
     classes = "npeff-table sortable" if sortable else "npeff-table"
-    name = f' aria-labelledby="{escape(labelled_by)}"' if labelled_by else ""
+    name = (f' aria-labelledby="{escape(labelled_by)}"' if labelled_by
+            else f' aria-label="{escape(label)}"' if label else "")
     return (f'<div class="table-wrap"><table class="{classes}"{name}><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></div>')
+
+
+def new_id(name: str) -> str:
+    """An id for a heading that names a table: ``name`` and a random part, since the same headings repeat on a
+    page (a dashboard's "Top tokens" once per component, a notebook showing one dashboard twice)."""
+    return f"{name}-{uuid.uuid4().hex[:12]}"
 
 
 def sort_key(value) -> str:

@@ -9,13 +9,15 @@ in ``widgets/`` show live, and HTML sections for notebooks and reports, every te
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
 from ..core.arguments import user_path
 from ..core.disk import naming_disk_errors
 from ..core.staging import remove_dead_staging, staging_path
 from .charts import LINES_LAYOUT, LOG_AXIS, figure_html, with_title
-from .html import escape, plotly_text, table_html
+from .html import escape, new_id, plotly_text, table_html
 from .traces import trace_html
 
 #: Statuses of a strategy or component between two models, and their colours.
@@ -79,15 +81,14 @@ def over_training_html(result, *, include_plotlyjs: bool | str = False, strategy
              f"{result.steps[0]}-{result.steps[-1]}; {len(result.reference)} components of the reference fit, "
              f"followed by {escape(', '.join(strategies))}</div>",
              '<div class="charts">' + "".join(f"<div>{c}</div>" for c in charts) + "</div>",
-             "<h4>Reference components</h4>", table_html(result.reference)]
+             named_table("Reference components", result.reference)]
     for v in values:
-        parts += [f"<h4>{escape(VALUE_TITLES.get(v, v))} by step ({escape(strategy)})</h4>",
-                  table_html(result.pivot(v, strategy))]
+        parts.append(named_table(f"{VALUE_TITLES.get(v, v)} by step ({strategy})", result.pivot(v, strategy)))
     if "match" in strategies:
-        parts += ["<h4>Match quality of each checkpoint's own fit</h4>", table_html(result.match_quality())]
-    parts += ["<h4>Accuracy per strategy by step</h4>", table_html(result.accuracy_table("analysed"))]
+        parts.append(named_table("Match quality of each checkpoint's own fit", result.match_quality()))
+    parts.append(named_table("Accuracy per strategy by step", result.accuracy_table("analysed")))
     if (result.accuracy["source"] == "recorded").any():
-        parts += ["<h4>Held-out accuracy the training recorded</h4>", table_html(result.accuracy_table("recorded"))]
+        parts.append(named_table("Held-out accuracy the training recorded", result.accuracy_table("recorded")))
     return "".join(parts)
 
 
@@ -127,9 +128,15 @@ def model_diff_html(diff, *, include_plotlyjs: bool | str = False) -> str:
     badges = " ".join(f'<span style="color:{STATUS_COLOURS.get(s, "#333")};font-weight:bold">{escape(v)}: '
                       f"{escape(s)}</span>" for v, s in zip(strategies.index, strategies["status"]))
     return (f"<h3>What changed from {escape(a)} to {escape(b)}</h3><div class=\"caption\">{caption}</div>"
-            f"<div>{badges}</div><h4>Strategies</h4>{table_html(strategies)}"
+            f"<div>{badges}</div>{named_table('Strategies', strategies)}"
             f"{figure_html(model_diff_figure(diff), include_plotlyjs)}"
-            f"<h4>Components and their evidence on both models</h4>{table_html(diff.components)}")
+            f"{named_table('Components and their evidence on both models', diff.components)}")
+
+
+def named_table(heading: str, frame: pd.DataFrame) -> str:
+    """``heading`` (h4) above ``frame``'s table, which it names for a screen reader."""
+    ident = new_id("table")
+    return f'<h4 id="{ident}">{escape(heading)}</h4>' + table_html(frame, labelled_by=ident)
 
 
 def section_html(result, *, include_plotlyjs: bool | str = False) -> str:
@@ -155,7 +162,7 @@ def export_sections(results, out, *, title: str = "NPEFF strategies"):
     # the sections' h3 and h4, one level up under the page's h1: a heading level was skipped
     sections = "".join(section_html(r) for r in results)
     for level in (3, 4):
-        sections = sections.replace(f"<h{level}>", f"<h{level - 1}>").replace(f"</h{level}>", f"</h{level - 1}>")
+        sections = re.sub(rf"<(/?)h{level}([ >])", rf"<\1h{level - 1}\2", sections)  # a heading's id kept
     body = f"<h1>{escape(title)}</h1>" + sections
     out.parent.mkdir(parents=True, exist_ok=True)
     # named with this process's id: what a killed write leaves (a 5 MB page is mostly its write) is removed by

@@ -8,7 +8,7 @@ panel in ``widgets/`` shows live, and the section the strategy pages and the run
 from __future__ import annotations
 
 from .charts import LINES_LAYOUT, SET_COLOURS, figure_html, short_ticks, with_title
-from .html import escape, plotly_text, table_html
+from .html import escape, new_id, plotly_text, table_html
 
 
 def trace_heatmap_figure(trace=None, k: int = 0):
@@ -52,12 +52,16 @@ def trace_html(trace, *, include_plotlyjs: bool | str = False, n_heatmaps: int =
     charts = [figure_html(trace_profile_figure(trace), include_plotlyjs)]
     charts += [figure_html(trace_heatmap_figure(trace, k), False) for k in tops]
     # a token per row: a long example's tokens as columns made a table hundreds of columns wide
-    heatmaps = "".join(f"<div><b>Example {escape(trace.examples[k])}</b>"
-                       f"{table_html(trace.heatmap(k).T.round(4).rename_axis('token'))}</div>" for k in tops)
+    # each table named by its heading and the section's: "Example 12" alone repeats on a page of traces
+    section, profile, ids = new_id("trace"), new_id("profile"), {k: new_id("heatmap") for k in tops}
+    heatmaps = "".join(f'<div><b id="{ids[k]}">Example {escape(trace.examples[k])}</b>'
+                       + table_html(trace.heatmap(k).T.round(4).rename_axis("token"), labelled_by=f"{section} {ids[k]}")
+                       + "</div>" for k in tops)
     numbers = (f'<details class="chart-numbers"><summary>The heatmaps\' numbers</summary>'
                f'<div class="dashboard"><div class="tables">{heatmaps}</div></div></details>' if tops else "")
-    return (f"<h3>Perturbation trace of component {int(trace.component)}</h3>"
+    return (f'<h3 id="{section}">Perturbation trace of component {int(trace.component)}</h3>'
             f"<div class=\"caption\">ε = {trace.epsilon:g}; relative change of each layer's hidden state per token, "
             f"mean over θ ± εĝ; {trace.sets.count('top')} top and {trace.sets.count('baseline')} baseline examples</div>"
             '<div class="charts">' + "".join(f"<div>{c}</div>" for c in charts) + "</div>"
-            + table_html(trace.profile) + numbers)
+            + f'<div class="caption" id="{profile}">Layer profile: mean change per layer</div>'
+            + table_html(trace.profile, labelled_by=f"{section} {profile}") + numbers)
