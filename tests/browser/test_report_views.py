@@ -459,3 +459,40 @@ def test_a_screen_reader_finds_every_table_of_a_report_by_its_name(browser, repo
     assert {"Components", "Top tokens", "Nearest components", "Coefficient histogram", "component 0 in the component table",
             "Reference components", "Strategies"} <= seen, sorted(seen)
     assert any(re.fullmatch(r"Perturbation trace of component \d+ Example \d+", n) for n in seen), sorted(seen)
+
+
+#: The words of ``selector``'s elements that a line break cuts (a name's parts between underscores count as words).
+WORDS_CUT = """(selector) => {
+  const cut = [];
+  for (const element of document.querySelectorAll(selector)) {
+    const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      for (const word of node.textContent.matchAll(/[^\\s_]+/g)) {
+        const lines = new Set();
+        for (let i = word.index; i < word.index + word[0].length; i++) {
+          const range = document.createRange(); range.setStart(node, i); range.setEnd(node, i + 1);
+          const box = range.getClientRects()[0]; if (box && box.width) lines.add(Math.round(box.top));
+        }
+        if (lines.size > 1) cut.push([element.tagName, element.textContent.slice(0, 40), word[0]]);
+      }
+    }
+  }
+  return cut;
+}"""
+HEADINGS = ".npeff th, .npeff h1, .npeff h2, .npeff h3, .npeff h4, .npeff b, .npeff summary"
+
+
+def test_printed_headers_wrap_between_words_and_the_tables_fit_the_paper(browser, report_index, notebook_page):
+    """On paper the tables' headers wrapped anywhere, to fit the page: "component" printed as "co / mpo / nent",
+    "strategy_entropy" as "strat / egy_en / tropy". A header wraps between words, a name after its underscores."""
+    for path in (report_index, notebook_page):
+        page = open_page(browser, path, width=718)  # an A4 page's width, at its default margins
+        page.evaluate("window.dispatchEvent(new Event('beforeprint'))")
+        page.emulate_media(media="print")
+        cut = page.evaluate(WORDS_CUT, HEADINGS)
+        widths = page.evaluate("[document.documentElement.clientWidth, "
+                               "Math.max(...Array.from(document.querySelectorAll('.npeff table'), t => t.getBoundingClientRect().right))]")
+        page.close()
+        assert not cut, (path.name, len(cut), cut[:10])
+        if path == report_index:  # and its widest table still fits the paper (the notebook's has its prompts beside)
+            assert widths[1] <= widths[0], widths

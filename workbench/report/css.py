@@ -120,8 +120,11 @@ BASE = """
 @media print {
   .npeff .table-wrap { overflow: visible; }
   .npeff table.npeff-table { font-size: 10px; }
-  /* names and texts wrap; a number never does (0.272 printed as "0. 2 7 2") */
-  .npeff table.npeff-table td.text, .npeff table.npeff-table th { white-space: normal; overflow-wrap: anywhere; }
+  /* texts wrap; a number never does (0.272 printed as "0. 2 7 2"), nor a header's word ("strategy_entropy" printed as
+     "strat / egy_en / tropy"): a name wraps after its underscores; narrower padding, so that the table still fits */
+  .npeff table.npeff-table td.text { white-space: normal; overflow-wrap: anywhere; min-width: 6em; }
+  .npeff table.npeff-table th { white-space: normal; overflow-wrap: normal; word-break: normal; }
+  .npeff table.npeff-table th, .npeff table.npeff-table td { padding: 2px 3px; }
   .npeff .charts { display: block; }  /* one chart per row: side by side, the paper's column cut them */
   .npeff .example, .npeff .npeff-plot, .npeff table.npeff-table tr { break-inside: avoid; }
   .npeff h1, .npeff h2, .npeff h3, .npeff h4 { break-after: avoid; }  /* a heading stays with what it heads */

@@ -99,12 +99,13 @@ def table_html(frame: pd.DataFrame, *, index_links: dict | None = None, bars: Se
 
     def header(column, first: bool) -> str:
         title = titles.get(str(column))
+        name = escape(column).replace("_", "_<wbr>")  # where a narrow column may wrap a name: never inside a word
         tooltip = f' title="{escape(title)}"' if title else ""
         if not sortable:
-            return f"<th{tooltip}>{escape(column)}</th>"
+            return f"<th{tooltip}>{name}</th>"
         order = ' aria-sort="ascending"' if first and in_order else ""
         unnamed = "" if str(column) else ' aria-label="index"'  # a button needs a name: pandas calls it the index
-        return f'<th{tooltip}{order}><button type="button"{unnamed}>{escape(column)}</button></th>'
+        return f'<th{tooltip}{order}><button type="button"{unnamed}>{name}</button></th>'
 
     head = "".join(header(c, i == 0) for i, c in enumerate([index_name, *frame.columns]))
     rows = []
