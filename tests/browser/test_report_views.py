@@ -496,3 +496,37 @@ def test_printed_headers_wrap_between_words_and_the_tables_fit_the_paper(browser
         assert not cut, (path.name, len(cut), cut[:10])
         if path == report_index:  # and its widest table still fits the paper (the notebook's has its prompts beside)
             assert widths[1] <= widths[0], widths
+
+
+#: How far the end of the code cell's longest line lies past its cell's right edge, once scrolled to it.
+CODE_PAST_EDGE = """() => {
+  const pre = document.querySelector('.jp-InputArea-editor pre');
+  for (let e = pre; e && e !== document.body; e = e.parentElement)  // as a reader scrolls: a box that clips is no scroller
+    if (['auto', 'scroll'].includes(getComputedStyle(e).overflowX)) e.scrollLeft = 1e6;
+  const text = [...pre.querySelectorAll('span')].pop();
+  const range = document.createRange(); range.selectNodeContents(text);
+  return range.getBoundingClientRect().right - document.querySelector('.jp-InputArea-editor').getBoundingClientRect().right;
+}"""
+
+
+@pytest.mark.parametrize("view", [{"width": 375}, {"width": 640, "device_scale_factor": 2}, {"media": "print"}],
+                         ids=["phone", "zoomed to 200%", "paper"])
+def test_a_notebooks_long_code_line_is_read_whole(browser, tmp_path, view):
+    """The notebook's HTML cut each code line at its cell's edge, with no way to scroll to the rest: on a phone, at
+    200% zoom, on paper and on any screen for a long line. It scrolls in its cell, and wraps on paper."""
+    from workbench.app.notebook import export_notebook_html
+
+    executed = tmp_path / "long.ipynb"
+    line = "checks = {j: explorer.perturb(j, epsilon=epsilon, baseline_draw='same classes') for j in range(16)}  # end"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(line)]), executed)
+    html = export_notebook_html(executed, tmp_path / "long.html")
+    media = view.pop("media", None)
+    page = browser.new_page(viewport={"width": view.pop("width", 718), "height": 800}, **view)
+    page.goto(html.as_uri())
+    if media:
+        page.emulate_media(media=media)
+    past = page.evaluate(CODE_PAST_EDGE)
+    width, client = page.evaluate("[document.scrollingElement.scrollWidth, document.scrollingElement.clientWidth]")
+    page.close()
+    assert past <= 1, past
+    assert width <= client, (width, client)  # in its cell: the page itself does not scroll sideways

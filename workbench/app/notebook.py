@@ -419,6 +419,12 @@ def keep_static_views(path: str | os.PathLike) -> None:
 
 _EXTERNAL_SCRIPT = re.compile(r'<script[^>]*\ssrc="https?://[^"]*"[^>]*>\s*</script>')
 _BODY_OPEN = re.compile(r"<body[^>]*>")
+#: nbconvert's code cells clip what is wider than their box: on a phone, or zoomed in, each line was cut at the
+#: column's edge, with no way to read the rest. A long line scrolls in its cell; on paper, where nothing
+#: scrolls, it wraps.
+_CODE_CSS = ("<style>.jp-InputArea-editor .highlight pre { overflow-x: auto; }"
+             " @media print { .jp-InputArea-editor .highlight pre { white-space: pre-wrap; overflow-wrap: anywhere; } }"
+             "</style>")
 
 
 def export_notebook_html(executed: str | os.PathLike, html_path: str | os.PathLike, record: dict | None = None) -> Path:
@@ -437,6 +443,7 @@ def export_notebook_html(executed: str | os.PathLike, html_path: str | os.PathLi
     # Nothing in the page needs RequireJS or MathJax, and a <script src> to a CDN that cannot
     # be reached blocks the page on machines without network.
     body = _EXTERNAL_SCRIPT.sub("", body)
+    body = body.replace("</head>", _CODE_CSS + "</head>", 1)
     if "npeff-plot" in body:
         body = body.replace("</head>", report.plotlyjs_script() + "</head>", 1)
     if record is not None:
