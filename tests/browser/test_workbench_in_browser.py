@@ -199,3 +199,34 @@ def test_nbconvert_rendering_without_widget_state(page, quickstart_run, tmp_path
     assert page.locator(".npeff-table").count() >= 2 and page.locator(".tok").count() > 10
     page.locator(".npeff-workbench, .jp-OutputArea-output:has(.npeff-table)").first.screenshot(
         path=SCREENSHOTS / "nbconvert-without-widget-state.png")
+
+
+PANEL_IN_LAB = """import numpy as np, pandas as pd, ipywidgets as w
+from widgets.chart import Chart
+from workbench import report
+frame = pd.DataFrame(np.full((2, 2), 0.25), index=["embeddings", "layer 0"], columns=["MLP in", "LayerNorm"])
+w.VBox([w.HTML(report.fragment(report.table_html(pd.DataFrame({"mass": [0.5]})))), Chart(report.location_figure(frame), width=500)])"""
+
+
+@pytest.mark.parametrize("theme, scheme", [("JupyterLab Dark", "light"), ("JupyterLab Light", "dark")])
+def test_a_panel_takes_jupyterlabs_theme_not_the_systems_scheme(browser, lab, theme, scheme):
+    """A panel's table and live chart followed the system's scheme: dark in a light JupyterLab, light in a dark one."""
+    settings = lab.root / ".lab" / "settings" / "@jupyterlab" / "apputils-extension" / "themes.jupyterlab-settings"
+    settings.write_text(json.dumps({"theme": theme}))
+    page = browser.new_page(viewport={"width": 1200, "height": 900}, color_scheme=scheme)
+    try:
+        name = f"theme-{scheme}.ipynb"
+        write_notebook(lab.root / name, PANEL_IN_LAB)
+        run_notebook_in_lab(page, lab, name)
+        wait_in_notebook(page, lab, ".npeff .jp-RenderedPlotly .main-svg", timeout_ms=120_000,
+                         screenshot=SCREENSHOTS / f"failed-{name}.png")
+        light = page.evaluate("document.body.dataset.jpThemeLight")
+        colours = page.evaluate("""() => [getComputedStyle(document.querySelector('.npeff th')).backgroundColor,
+            getComputedStyle(document.querySelector('.npeff .jp-RenderedPlotly .bglayer .bg')).fill,
+            getComputedStyle(document.querySelector('.npeff .jp-RenderedPlotly .gtitle')).fill]""")
+    finally:
+        page.close()
+        settings.unlink()
+    dark = [sum(float(v) for v in re.findall(r"[\d.]+", c)[:3]) < 3 * 80 for c in colours]
+    assert light == ("false" if theme == "JupyterLab Dark" else "true")
+    assert dark == ([True, True, False] if theme == "JupyterLab Dark" else [False, False, True]), (theme, colours)
