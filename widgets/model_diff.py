@@ -22,7 +22,7 @@ class ModelDiffPanel(StaticFallback, w.VBox):
                             "workbench.analysis.model_diff.model_diff(...)")
         self.diff = diff
         self.status = w.ToggleButtons(options=STATUSES, value="all", description="components")
-        self.strategies = w.HTML(report.fragment(report.table_html(diff.strategies)))
+        self.strategies = w.HTML(report.fragment(report.table_html(diff.strategies, label="strategies")))
         self.chart = Chart(report.model_diff_figure(), width=900)
         self.evidence = w.HTML()
         self.status.observe(lambda _: self.refresh(), names="value")
@@ -38,7 +38,7 @@ class ModelDiffPanel(StaticFallback, w.VBox):
 
     def refresh(self) -> None:
         self.chart.show(report.model_diff_figure(self.diff))
-        self.evidence.value = report.fragment(report.table_html(self.rows()))
+        self.evidence.value = report.fragment(report.table_html(self.rows(), label="components and their evidence"))
 
     def static_html(self) -> str:
         return report.fragment(report.model_diff_html(self.diff))

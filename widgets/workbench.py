@@ -131,7 +131,8 @@ class Workbench(StaticFallback, w.VBox):
         row = self.explorer.table.loc[[component]]
         titles = self.explorer.definitions()["definition"].to_dict()
         bars = report.bar_columns(self.explorer.table)  # a mass bar is relative to the largest mass of all components
-        self.details.value = report.fragment(report.table_html(row, bars=bars, titles=titles))
+        self.details.value = report.fragment(report.table_html(row, bars=bars, titles=titles,
+                                                               label=f"component {int(component)} in the component table"))
         if self._background and self._filling is None and self.explorer.has_model:
             # The first selection, while the workbench is being shown: plain examples now, the rest on a thread.
             self._show_quietly(lambda j: self.examples.show(j, highlight=False), component)

@@ -100,7 +100,8 @@ def lookup_html(lookup) -> str:
     facts = [f"label {escape(lookup.label)}" if lookup.label is not None else "",
              f"prediction {escape(lookup.prediction)}" if lookup.prediction is not None else ""]
     facts = " · ".join(f for f in facts if f)
-    body = (table_html(lookup.loadings, bars=["share"]) if len(lookup.loadings)
+    caption = new_id("lookup")
+    body = (table_html(lookup.loadings, bars=["share"], labelled_by=caption) if len(lookup.loadings)
             else '<div class="note">It loads on no component (every coefficient is 0).</div>')
-    return (f'<div class="lookup"><div class="caption">{escape(lookup.caption())}</div>'
+    return (f'<div class="lookup"><div class="caption" id="{caption}">{escape(lookup.caption())}</div>'
             f'<div class="tokens" dir="auto">{escape(lookup.text)}</div><div class="caption">{facts}</div>{body}</div>')

@@ -167,8 +167,9 @@ def bar_columns(frame: pd.DataFrame) -> dict[str, float]:
 
 def component_page_html(page, *, links: dict | None = None) -> str:
     """A :class:`~workbench.app.explore.ComponentPage` as a captioned table."""
-    return fragment(f'<div class="caption">{escape(page.caption())}</div>'
-                    + table_html(page.rows, index_links=links, bars=bar_columns(page.rows)))
+    caption = new_id("components")
+    return fragment(f'<div class="caption" id="{caption}">{escape(page.caption())}</div>'
+                    + table_html(page.rows, index_links=links, bars=bar_columns(page.rows), labelled_by=caption))
 
 
 #: The shading's colours, as CSS variables (with the light scheme's as their fallback): on a dark page
