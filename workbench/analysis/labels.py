@@ -70,13 +70,15 @@ def aggregate_tokens(tokens: Sequence[Sequence[str]], scores: Sequence[np.ndarra
     return [(word, value / whole) for word, value in ranked]
 
 
-def token_idf(tokenizer, texts: Sequence[str]) -> dict[str, float]:
-    """{word: smoothed inverse document frequency over ``texts``}, ln((1 + n) / (1 + df)) + 1
+def token_idf(tokenizer, texts: Sequence) -> dict[str, float]:
+    """{word: smoothed inverse document frequency over ``texts`` (strings, or pairs of them)}, ln((1 + n) / (1 + df)) + 1
     (scikit-learn's ``TfidfVectorizer`` with ``smooth_idf``): 1 for a word in every text. The
     words are the tokenizer's, its word pieces joined (:func:`word_groups`)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    def words(text: str) -> list[str]:
+    def words(text) -> list[str]:
+        if isinstance(text, tuple):  # a pair of texts: the words of both
+            return words(text[0]) + words(text[1])
         if not getattr(tokenizer, "is_fast", False):
             return tokenizer.tokenize(text)
         encoding = tokenizer(text, add_special_tokens=False)

@@ -34,7 +34,8 @@ from ..core.arguments import component_index, component_indices, flag, fraction,
 from ..store.files import atomic_path
 from .results import (ComponentDashboard, ComponentFilter, ComponentPage, HighlightedExample, Lookup, TopExamplesPage,
                       checked_filter)
-from .explore_checks import check_model_and_tokenizer
+from ..models.text import example_texts, shown_text
+from .explore_checks import check_model_and_tokenizer, lookup_example, single_text
 from .run_folder import COMPONENTS, EXPORTS, LABELS, MODEL, Run
 
 __all__ = ["ComponentDashboard", "ComponentFilter", "ComponentPage", "HighlightedExample", "Lookup", "RunExplorer",
@@ -109,6 +110,11 @@ class RunExplorer:
         return examples
 
     @cached_property
+    def texts(self) -> list:
+        """Each example's text, or its pair of texts as a (first, second) tuple."""
+        return example_texts(self.examples)
+
+    @cached_property
     def decomposition(self):
         return self.run.decomposition()
 
@@ -171,7 +177,7 @@ class RunExplorer:
         sets = {int(j): (row[row >= 0] if n_examples <= self.n_top else self.ranking(j))[:n_examples]
                 for j, row in enumerate(self.top_sets)}  # the top sets stop at the explorer's n_top
         with self.model_lock:
-            tokens = top_tokens(model, tokenizer, self.decomposition, list(self.examples["text"]), sets,
+            tokens = top_tokens(model, tokenizer, self.decomposition, self.texts, sets,
                                 max_length=self.max_length, device=self.device, progress=progress)
         names = component_labels(self._bare_table, tokens)
         self.run.check_unchanged()
@@ -196,7 +202,7 @@ class RunExplorer:
         model, tokenizer = self.model_and_tokenizer()
         with self.model_lock:  # it moves the weights, as a perturbation check does
             return perturbation_trace(model, tokenizer, self.decomposition, int(component),
-                                      list(self.examples["text"]), top, baseline, epsilon=epsilon, max_sim=max_sim,
+                                      self.texts, top, baseline, epsilon=epsilon, max_sim=max_sim,
                                       max_length=self.max_length)
 
     @cached_property
@@ -305,7 +311,7 @@ class RunExplorer:
     @cached_property
     def _search_text(self) -> pd.Series:
         """Per component, the lower-cased texts of its top examples, for the text search."""
-        texts = self.examples["text"].str.lower().to_numpy()
+        texts = np.array([shown_text(t).lower() for t in self.texts], dtype=object)
         joined = ["\n".join(texts[row[row >= 0]]) for row in self.top_sets]
         return pd.Series(joined, index=self.table.index)
 
@@ -327,10 +333,9 @@ class RunExplorer:
         n_pages = max(1, -(-len(ranking) // page_size))
         page = min(positive_int(page, "page", 0), n_pages - 1)  # past the end: the last page
         rows = ranking[page * page_size:(page + 1) * page_size]
-        texts = self.examples["text"].to_numpy()
         examples = [
             HighlightedExample(
-                example=int(i), rank=page * page_size + r, text=str(texts[i]),
+                example=int(i), rank=page * page_size + r, text=shown_text(self.texts[i]),
                 label=None if self.labels is None else _plain(self.labels[i]),
                 prediction=None if self.predictions is None else _plain(self.predictions[i]),
                 coefficient=float(self.W[i, component]),
@@ -353,7 +358,8 @@ class RunExplorer:
 
         model, tokenizer = self.model_and_tokenizer()
         # Character offsets (fast tokenizers only) let the page show the original text, shaded.
-        encoded = encode_texts(model, tokenizer, [e.text for e in examples], self.max_length, warn=False, spans=True)
+        encoded = encode_texts(model, tokenizer, [self.texts[e.example] for e in examples], self.max_length, warn=False,
+                               spans=True)
         with self.model_lock:
             scores = token_scores(model, self.decomposition, component, encoded.inputs, device=self.device)
         if not any(s.projection > 0 for s in scores):
@@ -437,7 +443,7 @@ class RunExplorer:
         model, tokenizer = self.model_and_tokenizer()
         rows = np.concatenate([top, baseline])
         # the PEF run warned of the texts it cut, by their numbers; a subset would number them anew
-        inputs = encode_texts(model, tokenizer, self.examples["text"].to_numpy()[rows], self.max_length, warn=False).inputs
+        inputs = encode_texts(model, tokenizer, [self.texts[i] for i in rows], self.max_length, warn=False).inputs
         positions = np.arange(len(rows))
         return (model, self.decomposition, int(component), inputs, self.labels[rows],
                 positions[: len(top)], positions[len(top):])
@@ -472,7 +478,7 @@ class RunExplorer:
             result.notes.append("This run folder has no model/: no token shares, logit change or perturbation sweep.")
             return result
         page = self.top_examples(component, page_size=n_examples)
-        result.top_tokens, result.examples = _top_tokens(page), page
+        result.top_tokens, result.examples = page.top_tokens(), page
         if page.examples:
             result.logit_change = self._logit_change(component, [e.example for e in page.examples], epsilon)
             if sweep:
@@ -484,8 +490,7 @@ class RunExplorer:
         from ..models.text import encode_texts
 
         model, tokenizer = self.model_and_tokenizer()
-        inputs = encode_texts(model, tokenizer, self.examples["text"].to_numpy()[np.asarray(rows)], self.max_length,
-                              warn=False).inputs
+        inputs = encode_texts(model, tokenizer, [self.texts[i] for i in rows], self.max_length, warn=False).inputs
         with self.model_lock:
             return logit_change(model, self.decomposition, component, inputs, epsilon=epsilon,
                                 class_names=self.label_names)
@@ -500,12 +505,10 @@ class RunExplorer:
         kind = self.run.param("kind", "lrm")
         if n is not None:
             n = positive_int(n, "n")  # before a new text's PEF is computed
-        if isinstance(example, str):
-            same = np.flatnonzero(self.examples["text"].to_numpy() == example)
-            example = int(same[0]) if len(same) else example
+        example = lookup_example(self.texts, example)
         if isinstance(example, (int, np.integer)) and not isinstance(example, bool):
             i = item_index(example, self.W.shape[0], "example", "examples")
-            return Lookup(str(self.examples["text"].iloc[i]),
+            return Lookup(shown_text(self.texts[i]),
                           loadings(self.W[i], self.decomposition.components_, kind=kind, n=n), example=i,
                           label=None if self.labels is None else _plain(self.labels[i]),
                           prediction=None if self.predictions is None else _plain(self.predictions[i]))
@@ -530,8 +533,7 @@ class RunExplorer:
         from ..analysis.lookup import deletion_effects
 
         component = self._check_component(component)
-        if isinstance(example, (int, np.integer)) and not isinstance(example, bool):
-            example = str(self.examples["text"].iloc[item_index(example, self.W.shape[0], "example", "examples")])
+        example = single_text(self.texts, example, "deletion_effects")
         model, tokenizer = self.model_and_tokenizer()
         with self.model_lock:
             return deletion_effects(model, tokenizer, self.decomposition, example, component, **self._text_pefs)
@@ -586,12 +588,6 @@ def check_explorer(explorer, fix: str = "RunExplorer.open(path)") -> "RunExplore
         hint = f"; to open the run folder {str(explorer)!r}, use {fix}" if isinstance(explorer, (str, os.PathLike)) else ""
         raise TypeError(f"explorer must be a RunExplorer, got {type(explorer).__name__}{hint}")
     return explorer
-
-
-def _top_tokens(page: TopExamplesPage) -> pd.DataFrame:
-    from ..analysis.dashboard import token_table
-
-    return token_table((e.shown_tokens, e.visible) for e in page.examples if e.visible is not None)
 
 
 def _plain(value):

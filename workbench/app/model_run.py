@@ -15,7 +15,6 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ..core.defaults import N_ITERS_G_ONLY, N_ITERS_JOINT, N_VALUES
@@ -24,6 +23,7 @@ from ..core.arguments import check_model_folder, flag, positive_int, seed_value,
 from ..core.device import resolve_device
 from ..core.kinds import KINDS
 from ..core.params import select_parameters
+from ..models.text import TEXT_PAIR_COLUMN, checked_texts, is_pair, tokenized
 from ..core.validation import as_labels, check_label_range, max_positions, name_filter
 from ..store.files import atomic_path
 from ..store.lock import exclusive
@@ -36,7 +36,7 @@ DEFAULT_MAX_LENGTH = 128
 def run_model(
     out: str | os.PathLike,
     model_path: str | os.PathLike,
-    texts: Sequence[str],
+    texts: Sequence[str] | Sequence[tuple[str, str]],
     labels: Sequence[int] | None = None,
     *,
     attributes: pd.DataFrame | None = None,
@@ -59,7 +59,10 @@ def run_model(
 ) -> Run:
     """NPEFF of a saved classifier (``model_path``: a folder written by ``save_pretrained``, with its
     tokenizer) on ``texts`` (and their ``labels``, or None), written to the run folder ``out`` and
-    returned opened.
+    returned opened. ``texts`` may be pairs, ``(first, second)`` (an NLI premise and hypothesis, two
+    questions: from a DataFrame, ``list(zip(frame.premise, frame.hypothesis))``): each is encoded as the
+    tokenizer encodes pairs (token type ids kept where the model reads them), cut longest first, and
+    stored as the ``text`` and ``text_pair`` columns of the examples.
 
     The classifier is a sequence classifier, or, with ``template`` and ``label_words``, a causal
     language model read as one (:class:`~workbench.models.lm.ZeroShotClassifier`: the class logits
@@ -76,7 +79,10 @@ def run_model(
 
     out, source = user_path(out, "out"), user_path(model_path, "model_path")
     _check_aligned(texts, labels=labels, attributes=attributes)
-    texts = _checked_texts(texts)
+    texts = checked_texts(texts)
+    if template is not None and is_pair(texts[0]):
+        raise ValueError("template= reads one text per example ({text}), and texts are pairs: join each pair into "
+                         "one text (e.g. f'{premise} {hypothesis}'), or use a sequence classifier without template=")
     check_model_folder(source, "model_path", out=out)
     flag(progress, "progress")
     attributes = _checked_attributes(attributes, len(texts))
@@ -122,7 +128,8 @@ def run_model(
                 save_prompt(out / MODEL, template, label_words, label_prefix)
 
         with recorder.stage("examples"):
-            examples = pd.DataFrame({"text": texts, "label": labels})
+            examples = pd.DataFrame({"text": texts, "label": labels}) if not is_pair(texts[0]) else pd.DataFrame(
+                {"text": [t[0] for t in texts], TEXT_PAIR_COLUMN: [t[1] for t in texts], "label": labels})
             if attributes is not None:
                 examples = pd.concat([examples, attributes], axis=1)
             inputs = encode_texts(model, tokenizer, texts, max_length).inputs
@@ -178,13 +185,14 @@ def _load(source: Path, template, label_words, label_prefix):
     return load_zero_shot(source, {"template": template, "label_words": label_words, "label_prefix": label_prefix})
 
 
-def _check_tokenizable(tokenizer, texts: list[str]) -> None:
+def _check_tokenizable(tokenizer, texts: list) -> None:
     """Every text must give the model at least one token (an empty text does not, with a
     tokenizer that adds no special tokens, as GPT-2's)."""
-    empty = [i for i, ids in enumerate(tokenizer(texts)["input_ids"]) if len(ids) == 0]
+    empty = [i for i, ids in enumerate(tokenized(tokenizer, texts)["input_ids"]) if len(ids) == 0]
     if not empty:
         return
     first = texts[empty[0]]
+    first = "".join(first) if is_pair(first) else first  # a pair of empty texts, with a tokenizer that adds nothing
     if first.strip():  # a text with words and no token: the tokenizer read is not the one meant
         raise ValueError(f"{len(empty)} texts give no tokens at all, e.g. {first!r}, which is not empty: the tokenizer "
                          f"loaded from the model folder ({type(tokenizer).__name__}) does not read them. If the folder "
@@ -228,7 +236,7 @@ def _checked_attributes(attributes, n_texts: int) -> pd.DataFrame | None:
 
 #: Columns of examples.parquet and components.csv that the run writes: an attribute of that name
 #: would replace one, or stand beside it with the same name.
-RUN_COLUMNS = RESERVED_COLUMNS | {"text"}
+RUN_COLUMNS = RESERVED_COLUMNS | {"text", TEXT_PAIR_COLUMN}
 
 
 def _check_attribute_cells(column: pd.Series) -> None:
@@ -270,15 +278,3 @@ def _check_aligned(texts, **others) -> None:
             raise ValueError(f"texts and {name} are pandas objects with different indexes, and are read by position: "
                              f"each text would get another example's {name}. Align them (e.g. {name}.loc[texts.index]) "
                              "or pass plain lists")
-
-
-def _checked_texts(texts) -> list[str]:
-    if isinstance(texts, str) or not isinstance(texts, Sequence | pd.Series | np.ndarray):
-        raise TypeError(f"texts must be a list of strings, one per example, got {type(texts).__name__}")
-    texts = list(texts)
-    if not texts:
-        raise ValueError("texts is empty: pass at least one example")
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-    if bad:
-        raise TypeError(f"texts must be strings; example {bad[0]} is a {type(texts[bad[0]]).__name__}")
-    return texts

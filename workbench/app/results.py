@@ -167,6 +167,12 @@ class TopExamplesPage:
         name = self.label_names.get(str(value))
         return f"{value} ({name})" if name is not None else str(value)
 
+    def top_tokens(self) -> pd.DataFrame:
+        """The words that carry the component over the page's highlighted examples (``analysis.dashboard.token_table``)."""
+        from ..analysis.dashboard import token_table
+
+        return token_table((e.shown_tokens, e.visible) for e in self.examples if e.visible is not None)
+
     def to_frame(self) -> pd.DataFrame:
         """One row per example: rank, example, text, label, prediction, coefficient, the shares of its
         mass along the component in words (visible tokens), special tokens and the head, and its strongest word

@@ -4,7 +4,7 @@ A run folder holds::
 
     run.json                    parameters, versions, device, seeds, stage timings, figures
     model/                      the model (save_pretrained), when the run trained or copied one
-    examples.parquet            one row per example: text, label and any attributes
+    examples.parquet            one row per example: text (a pair's second: text_pair), label and any attributes
     pefs/                       the PEF store (workbench.store)
     decomposition.safetensors   the fitted NPEFF decomposition
     components.csv              the component table (workbench.analysis)
@@ -34,6 +34,7 @@ from safetensors import safe_open
 
 from ..core.arguments import DECOMPOSITION, RUN_RECORD, RUNS_RECORDED_HERE, positive_int, user_path
 from ..core.kinds import choices as kind_choices, kind as kind_named
+from ..models.text import TEXT_PAIR_COLUMN
 from .. import report
 from ..store.files import (CHECKSUM, StoreError, check_folder, check_format, file_checksum, json_default, read_header,
                            read_json, write_json, writing)
@@ -239,7 +240,7 @@ class RunRecorder:
 
 #: The columns of examples.parquet its identity is of: a column the user adds (an attribute of their own)
 #: leaves it the run's file, another run's texts or labels do not.
-EXAMPLE_IDENTITY_COLUMNS = ("text", "label")
+EXAMPLE_IDENTITY_COLUMNS = ("text", TEXT_PAIR_COLUMN, "label")
 
 
 def file_identity(path: Path) -> str:
@@ -250,7 +251,12 @@ def file_identity(path: Path) -> str:
         import hashlib
 
         with contextlib.suppress(Exception):  # not a table of texts and labels: its bytes, as any file's
-            examples = pd.read_parquet(path, columns=list(EXAMPLE_IDENTITY_COLUMNS))
+            import pyarrow.parquet as pq
+
+            # a pair's second text is of its identity; a run of single texts is checked as it always was
+            names = pq.read_schema(path).names
+            columns = [c for c in EXAMPLE_IDENTITY_COLUMNS if c in names or c != TEXT_PAIR_COLUMN]
+            examples = pd.read_parquet(path, columns=columns)
             rows = pd.util.hash_pandas_object(examples, index=False).to_numpy()
             return "texts and labels:" + hashlib.sha256(rows.tobytes()).hexdigest()
     if path.suffix == ".safetensors":

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+#: Between the two texts of a pair where one string shows both (a card, a text view, a lookup): no
+#: token's span covers it, so it is never shaded nor read as a word of either text.
+PAIR_SEPARATOR = "  ‖  "
+
 
 def word_positions(words: Sequence[int | None] | None, n_tokens: int) -> list[list[int]]:
     """The positions of ``n_tokens`` tokens grouped into words: consecutive tokens of one word id. A token of

@@ -21,9 +21,78 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.words import PAIR_SEPARATOR
+
 
 class TruncationWarning(UserWarning):
     """Some texts were longer than the tokenizer's limit and were cut to it."""
+
+
+#: The column of examples.parquet holding the second text of each pair; ``text`` keeps the first, so a
+#: run of single texts (and every run written before pairs) reads as it did.
+TEXT_PAIR_COLUMN = "text_pair"
+
+
+def is_pair(text) -> bool:
+    """Whether ``text`` is a pair of texts (as :func:`checked_texts` returns them: a tuple)."""
+    return isinstance(text, tuple)
+
+
+def shown_text(text) -> str:
+    """An example as one string: its text, or a pair's two texts with :data:`PAIR_SEPARATOR` between."""
+    return f"{text[0]}{PAIR_SEPARATOR}{text[1]}" if is_pair(text) else text
+
+
+def checked_texts(texts, name: str = "texts") -> list:
+    """``texts`` as a list of strings, or of (first, second) tuples for sentence pairs (an NLI premise and
+    hypothesis, two questions); a mix, a member that is no string or a tuple of another length is refused."""
+    import pandas as pd
+
+    if isinstance(texts, pd.DataFrame):
+        raise TypeError(f"{name} is a DataFrame; pass its text column as a list, or the pairs of its two text columns "
+                        f"as tuples: list(zip(frame['premise'], frame['hypothesis']))")
+    if isinstance(texts, str) or not isinstance(texts, Sequence | pd.Series | np.ndarray):
+        raise TypeError(f"{name} must be a list of strings, or of (first, second) pairs of strings, one per example, "
+                        f"got {type(texts).__name__}")
+    texts = list(texts)
+    if not texts:
+        raise ValueError(f"{name} is empty: pass at least one example")
+    pairs = [isinstance(t, (tuple, list, np.ndarray)) for t in texts]  # np.ndarray: a row of a (n, 2) array
+    if any(pairs) and not all(pairs):
+        single, pair = pairs.index(False), pairs.index(True)
+        raise TypeError(f"{name} mixes pairs of texts and single texts (example {pair} is a pair, example {single} is "
+                        f"a {type(texts[single]).__name__}): give every example as a (first, second) pair, or every "
+                        "one as one string")
+    if not any(pairs):
+        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+        if bad:
+            raise TypeError(f"{name} must be strings; example {bad[0]} is a {type(texts[bad[0]]).__name__}")
+        return texts
+    for i, t in enumerate(texts):
+        if len(t) != 2:
+            raise ValueError(f"{name}[{i}] has {len(t)} texts; a pair is (first, second), e.g. (premise, hypothesis): "
+                             "join the texts of an example into two, or give one string per example")
+        if not all(isinstance(part, str) for part in t):
+            kinds = ", ".join(type(part).__name__ for part in t)
+            raise TypeError(f"{name}[{i}] must be a pair of strings, got ({kinds}); e.g. (str(first), str(second))")
+    return [(str(t[0]), str(t[1])) for t in texts]
+
+
+def example_texts(examples) -> list:
+    """The examples' texts as a run's examples table holds them: strings, or (text, text_pair) tuples."""
+    first = [str(t) for t in examples["text"]]
+    if TEXT_PAIR_COLUMN not in examples:
+        return first
+    return list(zip(first, (str(t) for t in examples[TEXT_PAIR_COLUMN])))
+
+
+def tokenized(tokenizer, texts: Sequence, **kwargs):
+    """``tokenizer`` on ``texts``: single texts, or pairs as the tokenizer reads pairs (its second
+    sequence, and token type ids, for the second texts)."""
+    texts = list(texts)
+    if texts and is_pair(texts[0]):
+        return tokenizer([t[0] for t in texts], [t[1] for t in texts], **kwargs)
+    return tokenizer(texts, **kwargs)
 
 
 def truncated_rows(tokenizer, texts: Sequence[str], encoded, max_length: int) -> np.ndarray:
@@ -33,16 +102,20 @@ def truncated_rows(tokenizer, texts: Sequence[str], encoded, max_length: int) ->
     encodings = getattr(encoded, "encodings", None)
     if encodings is not None and len(encodings) == len(texts):
         return np.flatnonzero([len(e.overflowing) > 0 for e in encodings])
-    lengths = [len(ids) for ids in tokenizer(list(texts), truncation=False)["input_ids"]]
+    lengths = [len(ids) for ids in tokenized(tokenizer, texts, truncation=False)["input_ids"]]
     return np.flatnonzero(np.asarray(lengths) > max_length)
 
 
-def warn_truncated(cut: np.ndarray, n_texts: int, max_length: int, where: str = "end", stacklevel: int = 3) -> None:
+def warn_truncated(cut: np.ndarray, n_texts: int, max_length: int, where: str = "end", stacklevel: int = 3,
+                   pairs: bool = False) -> None:
     """A :class:`TruncationWarning` with the count, when ``cut`` (indices) is not empty."""
     if len(cut) == 0:
         return
+    what = (f"pairs of texts are longer together than max_length={max_length} tokens and lost the end of their "
+            "longer text (both, when still too long)" if pairs
+            else f"texts are longer than max_length={max_length} tokens and lost their {where}")
     warnings.warn(
-        f"{len(cut)} of {n_texts} texts are longer than max_length={max_length} tokens and lost their {where} "
+        f"{len(cut)} of {n_texts} {what} "
         f"(first: {list(map(int, cut[:5]))}); their PEFs are those of the cut texts. Raise max_length (up to the "
         "model's positions) or shorten the texts to keep them whole",
         TruncationWarning,
@@ -98,9 +171,14 @@ def encode_texts(model, tokenizer, texts: Sequence[str], max_length: int, *, war
     model read as a classifier: left padded, cut at the start), else the tokenizer's (padded to the
     longest text, cut at the end). ``warn``: a :class:`TruncationWarning` for texts that were cut;
     ``spans``: each token's characters and word (fast tokenizers only). Special tokens are those
-    the tokenizer marks: an unknown word's [UNK] is a word of the text."""
+    the tokenizer marks: an unknown word's [UNK] is a word of the text. Pairs of texts (tuples) are
+    encoded as the tokenizer encodes pairs, cut longest first; their string is :func:`shown_text`, each
+    token's span in its own text there, and the second text's words numbered after the first's."""
     texts = list(texts)
     fast = spans and getattr(tokenizer, "is_fast", False)
+    if texts and is_pair(texts[0]) and getattr(model, "prompts", None) is not None:
+        raise ValueError("a language model read through a prompt takes one text per example, not pairs of texts; "
+                         "join each pair into one text, or use a sequence classifier")
     if getattr(model, "prompts", None) is None:
         encoded = _classifier_inputs(tokenizer, texts, max_length, warn, fast)
         reads = _reads(model)
@@ -120,11 +198,13 @@ def _reads(model):
     return (lambda name: True) if reads is None else set(reads[0]).__contains__
 
 
-def _classifier_inputs(tokenizer, texts: list[str], max_length: int, warn: bool, fast: bool) -> EncodedTexts:
-    encoded = tokenizer(texts, padding="longest", truncation=True, max_length=max_length, return_tensors="pt",
-                        return_offsets_mapping=fast, return_special_tokens_mask=True)
+def _classifier_inputs(tokenizer, texts: list, max_length: int, warn: bool, fast: bool) -> EncodedTexts:
+    pairs = bool(texts) and is_pair(texts[0])
+    encoded = tokenized(tokenizer, texts, padding="longest", truncation=True, max_length=max_length,
+                        return_tensors="pt", return_offsets_mapping=fast, return_special_tokens_mask=True)
     if warn:
-        warn_truncated(truncated_rows(tokenizer, texts, encoded, max_length), len(texts), max_length, stacklevel=5)
+        warn_truncated(truncated_rows(tokenizer, texts, encoded, max_length), len(texts), max_length, stacklevel=5,
+                       pairs=pairs)
     inputs = dict(encoded)
     offsets, marked = inputs.pop("offset_mapping", None), inputs.pop("special_tokens_mask")
     kept = [m.bool().tolist() for m in inputs["attention_mask"]]
@@ -135,8 +215,25 @@ def _classifier_inputs(tokenizer, texts: list[str], max_length: int, warn: bool,
     special = [np.array(row, dtype=bool) for row in real(marked.tolist())]
     rows = None if offsets is None else real(offsets.tolist())
     words = None if offsets is None else real([encoded.word_ids(i) for i in range(len(texts))])
+    if pairs and offsets is not None:
+        rows, words = _pair_spans(encoded, texts, rows, words, real)
     no_template = [np.zeros(len(s), dtype=bool) for s in special]
-    return EncodedTexts(inputs, texts, [0] * len(texts), no_template, special, _as_spans(rows), words)
+    strings = [shown_text(t) for t in texts]
+    return EncodedTexts(inputs, strings, [0] * len(texts), no_template, special, _as_spans(rows), words)
+
+
+def _pair_spans(encoded, texts: list, rows: list, words: list, real) -> tuple[list, list]:
+    """Spans and word ids of pairs, made of one string (:func:`shown_text`): a fast tokenizer's offsets and
+    word ids start again at 0 in the second text, so its tokens would shade the first text's characters, and
+    the first text's last word and the second's first be one word where their ids meet."""
+    sequences = real([encoded.sequence_ids(i) for i in range(len(texts))])
+    spans, numbered = [], []
+    for row, ids, seqs, (first, _) in zip(rows, words, sequences, texts):
+        shift, after = len(first) + len(PAIR_SEPARATOR), 1 + max((w for w, s in zip(ids, seqs) if s == 0 and w is not None),
+                                                                  default=-1)
+        spans.append([(a + shift, b + shift) if s == 1 and b > a else (a, b) for (a, b), s in zip(row, seqs)])
+        numbered.append([w + after if s == 1 and w is not None else w for w, s in zip(ids, seqs)])
+    return spans, numbered
 
 
 def _prompt_inputs(model, tokenizer, texts: list[str], max_length: int, warn: bool, fast: bool) -> EncodedTexts:

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..core.words import word_positions
+from ..core.words import PAIR_SEPARATOR, word_positions
 from .css import CSS
 
 
@@ -255,7 +255,8 @@ def highlighted_text_html(text: str, tokens: Sequence[str] | None, scores, spans
             if special[i] or stop <= start:
                 continue
             if start > cursor:  # a prompt's model cuts a long text at its start: the words before its first token
-                pieces.append(unread_html(text[cursor:start], at_start=True) if not pieces else escape(text[cursor:start]))
+                gap = text[cursor:start]
+                pieces.append(unread_html(gap, at_start=not pieces) if not pieces or PAIR_SEPARATOR in gap else escape(gap))
             piece = text[start:stop]
             lead = len(piece) - len(piece.lstrip())  # byte-level and SentencePiece pieces hold the space before the word
             if 0 < lead < len(piece):
@@ -307,6 +308,9 @@ def unread_html(rest: str, *, at_start: bool = False) -> str:
     combining accent, an emoji's variation selector, U+FFFD), else the part the model never read (a text cut
     at max_length; at its start for a model read through a prompt), marked and cut short. It was shown as if
     read: 10,235 characters of a card, 309 of them scored, and nothing to say where the model's input ended."""
+    before, separator, after = rest.partition(PAIR_SEPARATOR)
+    if separator and not at_start:  # a pair's texts, each cut short (longest first) or not: each marked on its own
+        return unread_html(before) + escape(separator) + unread_html(after)
     if not has_words(rest):
         return escape(rest)
     title = "the model did not read this: the text was cut at its maximum length"

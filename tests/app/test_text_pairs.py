@@ -1,0 +1,163 @@
+"""Sentence pairs (an NLI premise and hypothesis): run_model encodes them as the tokenizer encodes pairs, the
+run keeps both texts, and the cards shade each token on its own text's characters."""
+
+import pandas as pd
+import pytest
+import torch
+
+from workbench import RunExplorer, run_model
+from workbench.models.text import PAIR_SEPARATOR, TEXT_PAIR_COLUMN, encode_texts
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "the", "cat", "dog", "sat", "is", "on", "mat", "an",
+         "animal", "not", "sleeping", "bl", "##ick", "##s", "run", "fast", "slow", "."]
+
+PAIRS = [("the cat sat on the mat", "a cat is sleeping"), ("the dog is fast", "an animal is not slow"),
+         ("a cat blick", "blick dog"), ("the dog sat", "the cat is not on the mat"), ("cats run", "dogs run fast"),
+         ("the mat is blick", "a blick mat"), ("a dog is an animal", "the dog is not an animal"),
+         ("the cat is slow", "the cat is fast"), ("dogs sat on mats", "a dog sat"), ("an animal sat", "a cat sat"),
+         ("the blick is fast", "it is not slow"), ("a cat", "a cat")]
+
+
+@pytest.fixture(scope="module")
+def pair_model(tmp_path_factory):
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("pair_model")
+    (folder / "vocab.txt").write_text("\n".join(VOCAB))
+    tokenizer = BertTokenizerFast(str(folder / "vocab.txt"), model_max_length=64)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64, num_labels=3)
+    BertForSequenceClassification(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pair_run(pair_model, tmp_path_factory):
+    return run_model(tmp_path_factory.mktemp("runs") / "pairs", pair_model, PAIRS, [i % 3 for i in range(12)],
+                     n_components=2, n_iters_g_only=5, n_iters_joint=5, n_top=4, progress=False)
+
+
+def test_a_run_of_pairs_keeps_both_texts_and_its_cards_shade_each_on_its_own_characters(pair_run):
+    import html
+    import re
+
+    from workbench import report
+
+    examples = pair_run.examples
+    assert list(examples.columns[:3]) == ["text", TEXT_PAIR_COLUMN, "label"]
+    assert list(zip(examples["text"], examples[TEXT_PAIR_COLUMN])) == PAIRS
+    pair_run.check_consistent()
+    explorer = RunExplorer.open(pair_run.path)
+    assert explorer.texts == PAIRS
+    seen = set()
+    for component in range(explorer.n_components):
+        page = explorer.top_examples(component, page_size=12)
+        for e in page.examples:
+            seen.add(e.example)
+            first, second = PAIRS[e.example]
+            assert e.text == first + PAIR_SEPARATOR + second
+            boundary = len(first)
+            # every piece on its own characters: the second text's too, where its offsets started again at 0
+            shown = [e.text[a:b] for (a, b), special in zip(e.spans, e.special) if not special]
+            assert "".join(shown) == (first + second).replace(" ", "")
+            assert all(b <= boundary or a >= boundary + len(PAIR_SEPARATOR) for a, b in e.spans)
+            # the first text's last word and the second's first are two words, also where both are "blick"
+            pieces = [p for p, special in enumerate(e.special) if not special]
+            last_of_first = max(p for p in pieces if e.spans[p][1] <= boundary)
+            first_of_second = min(p for p in pieces if e.spans[p][0] > boundary)
+            assert e.words[last_of_first] != e.words[first_of_second]
+            assert e.strongest_token in (first + " " + second).split()
+            card = report.example_html(e)
+            shaded = [html.unescape(t) for t in re.findall(r'<span class="tok[^"]*"[^>]*>([^<]*)</span>', card)]
+            assert "".join(shaded).replace(" ", "") == (first + second).replace(" ", "")
+            assert html.escape(PAIR_SEPARATOR.strip()) in card
+        assert PAIR_SEPARATOR in repr(page)
+    assert 2 in seen  # "a cat blick" / "blick dog": the word at the seam on both sides
+
+
+def test_pairs_are_encoded_as_the_tokenizer_encodes_pairs_and_their_cut_is_named(pair_model):
+    from transformers import AutoTokenizer
+
+    from workbench.models.embedded import load_default_model
+    from workbench.models.text import TruncationWarning
+
+    model, tokenizer = load_default_model(pair_model)
+    encoded = encode_texts(model, tokenizer, PAIRS[:2], 64)
+    reference = AutoTokenizer.from_pretrained(pair_model)([p[0] for p in PAIRS[:2]], [p[1] for p in PAIRS[:2]],
+                                                         padding="longest", return_tensors="pt")
+    assert torch.equal(encoded.inputs["input_ids"], reference["input_ids"])
+    assert torch.equal(encoded.inputs["token_type_ids"], reference["token_type_ids"])  # BERT reads them
+    with pytest.warns(TruncationWarning, match=r"1 of 2 pairs of texts are longer together than max_length=8 .*\(first: \[0\]\)"):
+        encode_texts(model, tokenizer, [PAIRS[2], PAIRS[11]], 8)
+
+
+@pytest.mark.parametrize("texts, error, match", [
+    ([("a cat", "a dog"), "a cat"], TypeError, "mixes pairs of texts and single texts .*example 0 is a pair, example 1"),
+    ([("a", "b", "c")], ValueError, r"texts\[0\] has 3 texts; a pair is \(first, second\)"),
+    ([("a cat", 3)], TypeError, r"texts\[0\] must be a pair of strings, got \(str, int\)"),
+])
+def test_bad_pairs_are_refused_before_anything_is_written(pair_model, tmp_path, texts, error, match):
+    with pytest.raises(error, match=match):
+        run_model(tmp_path / "run", pair_model, texts, n_components=1, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_prompt_is_refused_for_pairs(pair_model, tmp_path):
+    with pytest.raises(ValueError, match="template= reads one text per example"):
+        run_model(tmp_path / "run", pair_model, PAIRS[:2], template="{text}", label_words=["a", "b"],
+                  n_components=1, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_single_texts_are_stored_as_before(pair_model, tmp_path):
+    run = run_model(tmp_path / "run", pair_model, [p[0] for p in PAIRS[:4]], n_components=1, n_iters_g_only=2,
+                    n_iters_joint=2, progress=False)
+    assert list(run.examples.columns) == ["text", "label", "prediction"]
+    assert RunExplorer.open(run.path).texts == [p[0] for p in PAIRS[:4]]
+    assert pd.read_parquet(run.path / "examples.parquet").shape == (4, 3)
+
+
+def test_an_example_of_pairs_is_looked_up_by_its_pair_and_one_text_readings_refuse_it(pair_run):
+    explorer = RunExplorer.open(pair_run.path)
+    assert explorer.lookup(2).text == PAIRS[2][0] + PAIR_SEPARATOR + PAIRS[2][1]
+    assert explorer.lookup(PAIRS[5]).example == 5 and explorer.lookup(list(PAIRS[5])).example == 5
+    with pytest.raises(ValueError, match="examples are pairs of texts, and lookup computes a new example's PEF"):
+        explorer.lookup("a cat sat")
+    with pytest.raises(ValueError, match="deletion_effects edits one text, and this run's examples are pairs"):
+        explorer.deletion_effects(0, 2)
+    assert all(PAIR_SEPARATOR in text for text in explorer._search_text if text)  # the search reads both texts
+
+
+def test_a_dataframe_of_pairs_is_pointed_to_its_tuples(pair_model, tmp_path):
+    frame = pd.DataFrame({"premise": ["a cat"], "hypothesis": ["a dog"]})
+    with pytest.raises(TypeError, match=r"list\(zip\(frame\['premise'\], frame\['hypothesis'\]\)\)"):
+        run_model(tmp_path / "run", pair_model, frame, n_components=1, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_labels_traces_perturbations_and_dashboards_read_the_pairs(pair_run):
+    explorer = RunExplorer.open(pair_run.path)
+    assert len(explorer.label_components()) == explorer.n_components
+    trace = explorer.trace(0, n_top=2, n_baseline=2)
+    for row, spelled in zip(trace.examples, trace.spelled):
+        words = [w for w in spelled if w not in ("[CLS]", "[SEP]")]
+        assert "".join(words) == "".join(PAIRS[row]).replace(" ", "")  # the second text's pieces spelled as it is
+    assert explorer.perturb(0, n_baseline=4).to_frame().shape[0] > 0
+    assert explorer.dashboard(0, sweep=None).logit_change is not None
+
+
+def test_a_card_marks_where_each_text_of_a_cut_pair_was_read_no_further(pair_model):
+    from workbench import report
+    from workbench.models.embedded import load_default_model
+
+    model, tokenizer = load_default_model(pair_model)
+    encoded = encode_texts(model, tokenizer, [("the cat sat on the mat the cat sat", "a cat is sleeping")], 12,
+                           warn=False, spans=True)
+    text, spans, special = encoded.strings[0], encoded.spans[0], encoded.special[0].tolist()
+    tokens = tokenizer.convert_ids_to_tokens(encoded.inputs["input_ids"][0].tolist())
+    card = report.highlighted_text_html(text, tokens, [0.1] * len(tokens), spans, special)
+    first, second = card.split(PAIR_SEPARATOR.strip())
+    assert "read no further" in first and "the cat sat" in first.split("read no further")[1]  # the first text's cut end
+    assert "read no further" not in second and "sleeping" in second  # the second, whole, shaded after it
