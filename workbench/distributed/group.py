@@ -94,7 +94,16 @@ def process_group(device: str | torch.device | None = None, timeout: timedelta =
     if resolved.type == "cuda":
         torch.cuda.set_device(resolved)
     backend = backend_for(resolved)
-    dist.init_process_group(backend, timeout=timeout, device_id=resolved if backend == "nccl" else None)
+    try:
+        dist.init_process_group(backend, timeout=timeout, device_id=resolved if backend == "nccl" else None)
+    except RuntimeError as err:  # torch's DistStoreError / DistNetworkError, raw, with its traceback
+        where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+        raise DistributedError(
+            f"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']}: joining the job at {where} failed within "
+            f"{timeout.total_seconds():g} s ({str(err).splitlines()[0][:300]}): another rank was not started, stopped "
+            "before it joined, or cannot reach that address. Start every rank with the same MASTER_ADDR, MASTER_PORT "
+            "and WORLD_SIZE (torchrun sets them); see the other ranks' logs, then rerun the same command."
+        ) from err
     threads = torch.get_num_threads()
     try:
         ranks = current_ranks(resolved)
