@@ -157,3 +157,68 @@ def test_top_example_tokens_are_the_scored_ones_also_with_left_padding():
     assert len(frame) and "0" not in set(frame["token"].astype(str))
     for (_, example), rows in frame.groupby(["component", "example"]):
         assert rows["token"].astype(int).tolist() == ids[example, mask[example].bool()].tolist()
+
+
+def test_a_single_export_replaces_its_own_file_and_refuses_the_user_s(tmp_path):
+    """export_components(table, "notes.csv") replaced the user's notes.csv, and export_components_safetensors their
+    model's components.safetensors, without a word: a file no export wrote is refused by name, as export_run
+    refuses it; an export's own file is replaced, also after export_run wrote into the folder."""
+    from workbench.analysis.export import export_run
+    from workbench.npeff import LrmNpeff
+    from workbench.npeff.planted import planted_lrm
+
+    table = pd.DataFrame({"purity": [0.5, 1.0]}, index=pd.Index([0, 1], name="component"))
+    notes = tmp_path / "notes.csv"
+    notes.write_text("my notes\n")
+    with pytest.raises(FileExistsError, match=r"notes\.csv is not a file an export wrote .*notes-export\.csv"):
+        export_components(table, notes)
+    assert notes.read_text() == "my notes\n"
+    weights = tmp_path / "components.safetensors"
+    weights.write_bytes(b"the user's own tensors")
+    decomposition = LrmNpeff(2, n_iters_g_only=2, n_iters_joint=2, progress=False).fit(planted_lrm(8, 20, 2).pefs)
+    with pytest.raises(FileExistsError, match="components.safetensors is not a file an export wrote"):
+        export_components_safetensors(decomposition, weights)
+    assert weights.read_bytes() == b"the user's own tensors"
+    weights.unlink()
+
+    path = export_components(table, tmp_path / "c.csv")
+    export_components(table.assign(purity=[0.25, 0.75]), path)  # its own file, replaced
+    assert list(pd.read_csv(path)["purity"]) == [0.25, 0.75]
+    export_components_safetensors(decomposition, weights)
+    export_run(tmp_path, table, decomposition.W_, decomposition, format="csv")  # over the single export's own
+    export_components(table, path)  # the single export's file stays its own after export_run's record
+    path.write_text("edited by hand\n")
+    with pytest.raises(FileExistsError, match="or it was changed since"):
+        export_coefficients(decomposition, path)
+
+
+@pytest.mark.parametrize("at", ["rename", "record"])
+def test_a_single_export_interrupted_at_any_point_leaves_its_file_replaceable(tmp_path, monkeypatch, at):
+    """Interrupted between its record and its rename (or between the rename and the record's last write), the
+    file in place is whole and listed as the export's, so the same export runs again."""
+    from workbench.analysis import export
+    from workbench.store import files
+
+    table = pd.DataFrame({"purity": [0.5, 1.0]}, index=pd.Index([0, 1], name="component"))
+    path = export_components(table, tmp_path / "c.csv")
+    replace, writes = files.os.replace, []
+
+    def interrupted_replace(source, target):
+        if at == "rename" and target == path:
+            raise KeyboardInterrupt
+        return replace(source, target)
+
+    def interrupted_record(target, obj):
+        writes.append(target)
+        if at == "record" and len(writes) == 2:
+            raise KeyboardInterrupt
+        return files.write_json(target, obj)
+
+    monkeypatch.setattr(files.os, "replace", interrupted_replace)
+    monkeypatch.setattr(export, "write_json", interrupted_record)
+    with pytest.raises(KeyboardInterrupt):
+        export_components(table.assign(purity=[0.25, 0.75]), path)
+    monkeypatch.undo()
+    assert list(pd.read_csv(path)["purity"]) == ([0.5, 1.0] if at == "rename" else [0.25, 0.75])
+    export_components(table.assign(purity=[0.125, 0.5]), path)
+    assert list(pd.read_csv(path)["purity"]) == [0.125, 0.5]

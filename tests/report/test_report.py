@@ -492,3 +492,16 @@ def test_a_shared_page_names_paths_in_the_home_folder_from_tilde(tmp_path, monke
                                            "status": "complete", "parameters": {}}}}
     html = run_section_html(record)
     assert "someone" not in html and "~/runs/x" in html and "~/nb/quickstart.ipynb" in html and "/data/x" in html
+
+
+def test_export_sections_refuses_a_file_it_did_not_write(tmp_path):
+    """export_sections([...], "thesis.html") replaced the user's page without a word: a file that is not a page the
+    workbench wrote is refused by name; its own page is replaced."""
+    thesis = tmp_path / "thesis.html"
+    thesis.write_text("<html><body>my thesis</body></html>")
+    with pytest.raises(FileExistsError, match=r"thesis\.html is not a page the workbench wrote.*thesis-sections\.html"):
+        report.export_sections([], thesis)
+    assert thesis.read_text() == "<html><body>my thesis</body></html>"
+    page = report.export_sections([], tmp_path / "page.html", title="first")
+    report.export_sections([], page, title="second")
+    assert "second" in page.read_text()

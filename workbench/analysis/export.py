@@ -13,6 +13,9 @@ One call per result, the file format taken from the suffix (``.parquet`` or ``.c
   parameter-space tensors keyed by parameter name, ``name -> (n_components, *shape)``,
   readable with plain ``safetensors`` (no need for this package).
 
+Each replaces only a file an export wrote (their checksums are kept in the folder's hidden
+:data:`EXPORT_RECORD`): a file of the same name that is the user's is refused, never replaced.
+
 In CSV files, text that a spreadsheet would run as a formula gets a leading apostrophe (see
 :func:`spreadsheet_safe`); Parquet files keep every text as it is. Every file is written atomically (temporary name, then rename); :func:`export_run` writes them all
 into one folder, each file over the earlier export's.
@@ -99,12 +102,31 @@ def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
     if any(name is not None for name in frame.index.names):
         frame = frame.reset_index()
     frame = _plain_cells(frame, as_text=kind == "csv")
-    with atomic_path(path) as tmp:
+    with _export_file(path) as tmp:
         if kind == "parquet":
             frame.to_parquet(tmp, index=False)
         else:
             frame.to_csv(tmp, index=False)
     return path
+
+
+@contextlib.contextmanager
+def _export_file(path: Path):
+    """A temporary path for one exported file, renamed to ``path`` on success and recorded in the folder's
+    :data:`EXPORT_RECORD`: a file there that no export wrote (the user's notes.csv, their model's
+    components.safetensors) is refused, never replaced, as :func:`export_run` refuses it."""
+    path = user_path(path)
+    if path.exists() and not path.is_dir() and file_checksum(path) not in _exported_files(path.parent).get(path.name, ()):
+        raise FileExistsError(f"{path} is not a file an export wrote (or it was changed since), and the export would "
+                              f"replace it; choose another file name, such as {path.with_stem(path.stem + '-export')}, "
+                              "or move the file away")
+    with atomic_path(path) as tmp:
+        yield tmp
+        # the new file is listed beside the earlier one before the rename: a kill in between leaves either exportable
+        earlier = _exported_files(path.parent)
+        written = file_checksum(tmp)
+        write_json(path.parent / EXPORT_RECORD, {"files": {**earlier, path.name: earlier.get(path.name, []) + [written]}})
+    write_json(path.parent / EXPORT_RECORD, {"files": {**_exported_files(path.parent), path.name: [written]}})
 
 
 def components_frame(table: pd.DataFrame) -> pd.DataFrame:
@@ -247,7 +269,7 @@ def export_components_safetensors(decomposition, path: str | os.PathLike, compon
         "producer": json.dumps(producer()),
     }
     path = user_path(path)
-    with atomic_path(path) as tmp:
+    with _export_file(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return path
 
@@ -333,12 +355,15 @@ def export_run(folder: Path, table: pd.DataFrame, W, decomposition, *, format: s
             checksums = {path.name: [file_checksum(path)] for path in written.values()}
             # the earlier export's files stay listed until all are replaced: a kill in between leaves it exportable
             earlier = _exported_files(folder)
-            write_json(folder / EXPORT_RECORD, {"files": {n: earlier.get(n, []) + checksums.get(n, []) for n in names}})
+            write_json(folder / EXPORT_RECORD,
+                       {"files": {**earlier, **{n: earlier.get(n, []) + checksums.get(n, []) for n in names}}})
             for path in written.values():
                 os.replace(path, folder / path.name)
             for name in set(names) - set(checksums):  # an earlier export's perturbations (checked to be its)
                 (folder / name).unlink(missing_ok=True)
-            write_json(folder / EXPORT_RECORD, {"files": checksums})
+            # the files that single exports wrote there stay theirs to replace
+            others = {n: sums for n, sums in earlier.items() if n not in names}
+            write_json(folder / EXPORT_RECORD, {"files": {**others, **checksums}})
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     logger.info("exported %s to %s", ", ".join(written), folder)

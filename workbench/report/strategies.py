@@ -17,7 +17,7 @@ from ..core.arguments import user_path
 from ..core.disk import naming_disk_errors
 from ..core.staging import remove_dead_staging, staging_path
 from .charts import LINES_LAYOUT, LOG_AXIS, figure_html, with_title
-from .html import escape, new_id, plotly_text, table_html
+from .html import CONTAINER_CLASSES, escape, new_id, plotly_text, table_html
 from .traces import trace_html
 
 #: Statuses of a strategy or component between two models, and their colours.
@@ -159,6 +159,9 @@ def export_sections(results, out, *, title: str = "NPEFF strategies"):
     from .pages import REPORT_KEPT, html_page, plotlyjs_script
 
     out = user_path(out, "out")
+    if out.is_file() and not _is_page(out):
+        raise FileExistsError(f"{out} is not a page the workbench wrote, and export_sections would replace it; choose "
+                              f"another file name, such as {out.with_stem(out.stem + '-sections')}, or move the file away")
     # the sections' h3 and h4, one level up under the page's h1: a heading level was skipped
     sections = "".join(section_html(r) for r in results)
     for level in (3, 4):
@@ -177,3 +180,11 @@ def export_sections(results, out, *, title: str = "NPEFF strategies"):
     finally:
         staging.unlink(missing_ok=True)
     return out
+
+
+def _is_page(path) -> bool:
+    """``path`` is a page of :func:`~workbench.report.pages.html_page` (its body opens as only those pages do)."""
+    try:
+        return f'<body id="top"><div class="{CONTAINER_CLASSES}">' in path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
