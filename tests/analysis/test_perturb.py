@@ -409,7 +409,7 @@ def test_a_sweep_shows_each_mean_kl_and_ratio_with_its_interval():
     assert line.name == "top, θ + εĝ" and line.error_y.array[1] == pytest.approx(ones["kl_high"][0] - ones["kl"][0])
     assert line.error_y.arrayminus[1] == pytest.approx(ones["kl"][0] - ones["kl_low"][0])
     low, high = result.ratio_interval()
-    dashboard = SimpleNamespace(row=pd.Series({"mass": 1.0}), n_examples=300, n_zero=0, direction_text=None,
+    dashboard = SimpleNamespace(component=0, row=pd.Series({"mass": 1.0}), n_examples=300, n_zero=0, direction_text=None,
                                 location=pd.DataFrame({"weight": [1.0]}), sweep=sweep, definitions={})
     assert f"{result.kl_ratio:.3g} ({bound_text(low)} to {bound_text(high)}) at ε = 1" in dashboard_numbers_html(dashboard)
 

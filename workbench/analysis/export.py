@@ -23,6 +23,7 @@ into one folder, each file over the earlier export's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
