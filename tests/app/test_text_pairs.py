@@ -161,3 +161,6 @@ def test_a_card_marks_where_each_text_of_a_cut_pair_was_read_no_further(pair_mod
     first, second = card.split(PAIR_SEPARATOR.strip())
     assert "read no further" in first and "the cat sat" in first.split("read no further")[1]  # the first text's cut end
     assert "read no further" not in second and "sleeping" in second  # the second, whole, shaded after it
+    # the text view too: the first text's unread end is named before the second text, read whole
+    view = report.read_text(text, spans, special)
+    assert view.split(PAIR_SEPARATOR)[0].endswith("more characters]") and view.endswith("a cat is sleeping")

@@ -293,7 +293,15 @@ def has_words(text: str) -> bool:
 
 def read_text(text: str, spans, special=None) -> str:
     """``text`` as plain text with what the model did not read (before its first token, after its last)
-    replaced by a note of how long it is: for the text views of a page, as :func:`unread_html` marks it."""
+    replaced by a note of how long it is: for the text views of a page, as :func:`unread_html` marks it. A pair's
+    texts are read each on its own: a premise cut at its end read whole up to the hypothesis."""
+    first, separator, second = text.partition(PAIR_SEPARATOR)
+    if separator and spans:
+        seam, flags = len(first) + len(separator), special if special is not None else [False] * len(spans)
+        ones = [(span, flag) for span, flag in zip(spans, flags) if span[1] <= len(first)]
+        twos = [((a - seam, b - seam), flag) for (a, b), flag in zip(spans, flags) if a >= seam]
+        return (read_text(first, [s for s, _ in ones], [f for _, f in ones]) + separator
+                + read_text(second, [s for s, _ in twos], [f for _, f in twos]))
     kept = [span for i, span in enumerate(spans or []) if not (special is not None and special[i]) and span[1] > span[0]]
     if not kept:
         return text
