@@ -184,12 +184,15 @@ def token_colour(score: float, scale: float) -> str:
     return f"rgba(var(--{side}, {SHADES[side]}),{alpha:.2f})"
 
 
+def is_deep(score: float, scale: float) -> bool:
+    """Whether a token's shade is strong enough to need the text colour of its own that the dark scheme gives it."""
+    return scale > 0 and abs(score) / scale >= 0.5
+
+
 def token_classes(score: float, scale: float) -> str:
-    """``tok``, the side the token is on (``carries``, ``cancels``), and ``deep`` where its shade is
-    strong enough to need the text colour of its own that the dark scheme gives it."""
+    """``tok``, the side the token is on (``carries``, ``cancels``), and ``deep`` where :func:`is_deep`."""
     side = "carries" if score >= 0 else "cancels"
-    deep = scale > 0 and abs(score) / scale >= 0.5
-    return f"tok {side}" + (" deep" if deep else "")
+    return f"tok {side}" + (" deep" if is_deep(score, scale) else "")
 
 
 def percent(value: float, sign: str = "") -> str:
@@ -271,7 +274,7 @@ def highlighted_text_html(text: str, tokens: Sequence[str] | None, scores, spans
 
 def _marked_tokens(scores: np.ndarray, scale: float, special: np.ndarray, words) -> set[int]:
     """The tokens in ``<mark>``: every piece of each word one of whose pieces carries the component deeply."""
-    deep = {i for i, score in enumerate(scores) if score >= 0 and token_classes(score, scale).endswith("deep")}
+    deep = {i for i, score in enumerate(scores) if score >= 0 and is_deep(score, scale)}
     return {i for word in word_positions(words, len(scores)) if deep.intersection(word) for i in word if not special[i]}
 
 
