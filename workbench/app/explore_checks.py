@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from ..core.arguments import item_index
+from ..models.text import are_pairs, is_pair, shown_text
+
 
 def check_model_and_tokenizer(model, tokenizer) -> None:
     """A model of the user's, with its tokenizer; or neither, for the run's own ``model/`` folder, which holds the
@@ -18,9 +23,7 @@ def lookup_example(texts: list, example):
     """What ``RunExplorer.lookup`` reads for ``example``: the number of the run's example it is (a text, a pair as a
     tuple, or a pair as its card shows it), else the new text itself. A new text of a run of pairs is refused: its
     PEF would be of one text, where the fit's are of pairs."""
-    from ..models.text import is_pair, shown_text
-
-    pairs = bool(texts) and is_pair(texts[0])
+    pairs = are_pairs(texts)
     if pairs and isinstance(example, (tuple, list)) and len(example) == 2 and all(isinstance(t, str) for t in example):
         example = shown_text(tuple(example))
     if not isinstance(example, str):
@@ -37,14 +40,9 @@ def lookup_example(texts: list, example):
 def single_text(texts: list, example, what: str):
     """The text ``example`` is (an example's number, or a text), for a reading that edits one text (``what``); a
     pair of texts, or a text for a run of pairs, is refused: its PEF would be of one text, where the fit's are of pairs."""
-    import numpy as np
-
-    from ..core.arguments import item_index
-    from ..models.text import is_pair
-
     if isinstance(example, (int, np.integer)) and not isinstance(example, bool):
         example = texts[item_index(example, len(texts), "example", "examples")]
-    if is_pair(example) or (texts and is_pair(texts[0])):
+    if is_pair(example) or are_pairs(texts):
         raise ValueError(f"{what} edits one text, and this run's examples are pairs of texts, which it does not read "
                          "yet; read pairs with top_examples and lookup")
     return example

@@ -23,7 +23,7 @@ from ..core.arguments import check_model_folder, flag, positive_int, seed_value,
 from ..core.device import resolve_device
 from ..core.kinds import KINDS
 from ..core.params import select_parameters
-from ..models.text import TEXT_PAIR_COLUMN, checked_texts, is_pair, tokenized
+from ..models.text import TEXT_PAIR_COLUMN, are_pairs, checked_texts, is_pair, tokenized
 from ..core.validation import as_labels, check_label_range, max_positions, name_filter
 from ..store.files import atomic_path
 from ..store.lock import exclusive
@@ -80,7 +80,7 @@ def run_model(
     out, source = user_path(out, "out"), user_path(model_path, "model_path")
     _check_aligned(texts, labels=labels, attributes=attributes)
     texts = checked_texts(texts)
-    if template is not None and is_pair(texts[0]):
+    if template is not None and are_pairs(texts):
         raise ValueError("template= reads one text per example ({text}), and texts are pairs: join each pair into "
                          "one text (e.g. f'{premise} {hypothesis}'), or use a sequence classifier without template=")
     check_model_folder(source, "model_path", out=out)
@@ -128,7 +128,7 @@ def run_model(
                 save_prompt(out / MODEL, template, label_words, label_prefix)
 
         with recorder.stage("examples"):
-            examples = pd.DataFrame({"text": texts, "label": labels}) if not is_pair(texts[0]) else pd.DataFrame(
+            examples = pd.DataFrame({"text": texts, "label": labels}) if not are_pairs(texts) else pd.DataFrame(
                 {"text": [t[0] for t in texts], TEXT_PAIR_COLUMN: [t[1] for t in texts], "label": labels})
             if attributes is not None:
                 examples = pd.concat([examples, attributes], axis=1)

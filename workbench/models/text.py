@@ -38,6 +38,11 @@ def is_pair(text) -> bool:
     return isinstance(text, tuple)
 
 
+def are_pairs(texts: Sequence) -> bool:
+    """Whether ``texts`` (as :func:`checked_texts` returns them: all pairs or none) are pairs of texts."""
+    return len(texts) > 0 and is_pair(texts[0])
+
+
 def shown_text(text) -> str:
     """An example as one string: its text, or a pair's two texts with :data:`PAIR_SEPARATOR` between."""
     return f"{text[0]}{PAIR_SEPARATOR}{text[1]}" if is_pair(text) else text
@@ -90,7 +95,7 @@ def tokenized(tokenizer, texts: Sequence, **kwargs):
     """``tokenizer`` on ``texts``: single texts, or pairs as the tokenizer reads pairs (its second
     sequence, and token type ids, for the second texts)."""
     texts = list(texts)
-    if texts and is_pair(texts[0]):
+    if are_pairs(texts):
         return tokenizer([t[0] for t in texts], [t[1] for t in texts], **kwargs)
     return tokenizer(texts, **kwargs)
 
@@ -176,7 +181,7 @@ def encode_texts(model, tokenizer, texts: Sequence[str], max_length: int, *, war
     token's span in its own text there, and the second text's words numbered after the first's."""
     texts = list(texts)
     fast = spans and getattr(tokenizer, "is_fast", False)
-    if texts and is_pair(texts[0]) and getattr(model, "prompts", None) is not None:
+    if are_pairs(texts) and getattr(model, "prompts", None) is not None:
         raise ValueError("a language model read through a prompt takes one text per example, not pairs of texts; "
                          "join each pair into one text, or use a sequence classifier")
     if getattr(model, "prompts", None) is None:
@@ -199,7 +204,7 @@ def _reads(model):
 
 
 def _classifier_inputs(tokenizer, texts: list, max_length: int, warn: bool, fast: bool) -> EncodedTexts:
-    pairs = bool(texts) and is_pair(texts[0])
+    pairs = are_pairs(texts)
     encoded = tokenized(tokenizer, texts, padding="longest", truncation=True, max_length=max_length,
                         return_tensors="pt", return_offsets_mapping=fast, return_special_tokens_mask=True)
     if warn:
