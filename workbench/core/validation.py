@@ -366,8 +366,9 @@ _FLOAT_DTYPE_WORD = re.compile(r"\b(Half|BFloat16|Float|Double|float16|bfloat16|
 _CAST_BY_THE_MODEL = ("attention_mask",)
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
+def dtype_name(dtype: torch.dtype) -> str:
+    """'float16', not 'torch.float16': as a user writes it after torch."""
+    return str(dtype).removeprefix("torch.")
 
 
 def mixed_dtypes(model: torch.nn.Module, inputs, error: Exception) -> str | None:
@@ -386,10 +387,10 @@ def mixed_dtypes(model: torch.nn.Module, inputs, error: Exception) -> str | None
               if isinstance(t, torch.Tensor) and t.is_floating_point() and name not in _CAST_BY_THE_MODEL}
     if len(set(found) | set(floats.values())) < 2:
         return None
-    parts = [f"{_dtype_name(dtype)} ({len(names)} tensors, e.g. {names[0]})" for dtype, names in found.items()]
+    parts = [f"{dtype_name(dtype)} ({len(names)} tensors, e.g. {names[0]})" for dtype, names in found.items()]
     held = f"the model's parameters and buffers are {' and '.join(parts)}" if len(found) > 1 else \
-        f"the model's parameters are {_dtype_name(next(iter(found)))}" if found else "the model holds no floating tensor"
-    fed = "".join(f"; inputs[{name!r}] is {_dtype_name(dtype)}" for name, dtype in floats.items())
+        f"the model's parameters are {dtype_name(next(iter(found)))}" if found else "the model holds no floating tensor"
+    fed = "".join(f"; inputs[{name!r}] is {dtype_name(dtype)}" for name, dtype in floats.items())
     fix = " and the float inputs with .float()" if any(d != torch.float32 for d in floats.values()) else ""
     return (f"the model's forward failed on tensors of different dtypes (torch: {message.splitlines()[0][:160]}): "
             f"{held}{fed}. Cast the whole model to one dtype first, model.float(){fix} (PEFs are computed in float32)")

@@ -17,6 +17,7 @@ import torch
 
 from ..core.kinds import kind
 from ..core.provenance import model_name
+from ..core.validation import dtype_name
 from .files import StoreError
 
 
@@ -104,16 +105,16 @@ def check_same_model(recorded: Mapping, model: torch.nn.Module, what: str) -> No
     if not expected or fingerprint_model(model) == expected:
         return
     state = model.state_dict()
-    here = "/".join(sorted({_dtype_name(t.dtype) for t in state.values() if t.is_floating_point()}))
+    here = "/".join(sorted({dtype_name(t.dtype) for t in state.values() if t.is_floating_point()}))
     # the fingerprint covers the dtype (a resumed run must be the same run), so a cast after the fit, or the model
     # loaded in float16, reads as another model: found by the cast that gives the recorded fingerprint back
     was = next((d for d in PEF_DTYPES if any(t.is_floating_point() and t.dtype != d for t in state.values())
                 and fingerprint_tensors(dict(state), cast=d) == expected), None)
     if was is not None:
         raise StoreError(
-            f"{what} was computed from this model in {_dtype_name(was)}, and its weights are {here} now (cast after "
+            f"{what} was computed from this model in {dtype_name(was)}, and its weights are {here} now (cast after "
             f"the fit, or loaded in {here}); the weights fingerprint covers their dtype: cast the model back with "
-            f"model.to(torch.{_dtype_name(was)}), or load it as it was, in {_dtype_name(was)}")
+            f"model.to(torch.{dtype_name(was)}), or load it as it was, in {dtype_name(was)}")
     if {t.dtype for t in state.values() if t.is_floating_point()} - set(PEF_DTYPES):
         raise StoreError(
             f"{what} was computed from float32 or float64 weights (fingerprint {expected[:12]}; PEFs are not computed "
@@ -131,6 +132,3 @@ def check_same_model(recorded: Mapping, model: torch.nn.Module, what: str) -> No
 # The dtypes PEFs are computed in (half precision is refused: fisher.gradients), so the ones a recorded model had
 PEF_DTYPES = (torch.float32, torch.float64)
 
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
