@@ -161,8 +161,7 @@ class DNpeff(NpeffBase):
 
     def _coefficients(self, data: FitData, H: torch.Tensor) -> torch.Tensor:
         """W (n_examples, r) with H fixed."""
-        W = torch.rand((data.n_examples, self.n_components), generator=self._generator(2)).to(H.device)
-        return multiplicative_w_steps(W, data.times_t(H), data.gram(H, H), self.n_iters_transform)
+        return multiplicative_w_steps(data.times_t(H), data.gram(H, H), self.n_iters_transform)
 
     def loss(self, pefs: DPefs, W: np.ndarray | None = None) -> float:
         """The (normalised) reconstruction loss ‖D − W H‖²_F on these D-PEFs."""

@@ -360,8 +360,7 @@ class LrmNpeff(NpeffBase):
         AG = data.times_t(G)
         numer = AG.reshape(data.n_examples, n_slots, -1).square().sum(dim=1)
         Q = data.gram(G, G).square()
-        W = torch.rand((data.n_examples, self.n_components), generator=self._generator(2)).to(G.device)
-        return multiplicative_w_steps(W, numer, Q, self.n_iters_transform)
+        return multiplicative_w_steps(numer, Q, self.n_iters_transform)
 
     def loss(self, pefs: LrmPefs, W: np.ndarray | None = None) -> float:
         """The (normalised) reconstruction loss Σ_i ‖F_i − Σ_j W_ij g_j g_jᵀ‖²_F on these PEFs."""
