@@ -160,3 +160,14 @@ def test_an_example_s_coefficients_do_not_depend_on_the_batch_it_comes_in(cls, m
     for rows in (np.arange(100, 200), np.arange(50, 53), np.array([7])):
         np.testing.assert_allclose(estimator.transform(pefs[rows]), together[rows], rtol=1e-5, atol=1e-7 * together.max())
     assert estimator.transform(pefs).tolist() == together.tolist(), "the same batch gets the same answer"
+
+
+@pytest.mark.parametrize("cls", [LrmNpeff, DNpeff])
+def test_no_examples_are_named_as_what_was_asked(cls):
+    """transform of no examples said there were 'no examples to fit', of an estimator already fitted."""
+    pefs = PROBLEMS[cls]()
+    estimator = cls(n_components=3, progress=False, **SHORT[cls])
+    with pytest.raises(ValueError, match="no examples to fit"):
+        estimator.fit(pefs[[]])
+    with pytest.raises(ValueError, match="no examples to find coefficients of; pass the PEFs of at least one example"):
+        estimator.fit(pefs).transform(pefs[[]])

@@ -167,7 +167,8 @@ class NpeffBase(BaseEstimator):
             raise TypeError(f"{type(self).__name__} takes {self.kind!r} PEFs ({self._pef_class_name()}), got "
                             f"{type(pefs).__name__}: {fix}")
         if pefs.n_examples == 0:
-            raise ValueError("the PEF set is empty: there are no examples to fit")
+            raise ValueError(f"the PEF set is empty: there are no examples to {'find coefficients of' if fitted else 'fit'}; "
+                             "pass the PEFs of at least one example")
         check_finite_norms(pefs.frobenius_norms)
         if not fitted and self.n_components > pefs.n_examples:
             raise ValueError(
