@@ -158,6 +158,8 @@ def test_rank_dying_mid_pefs_fails_the_job_and_leaves_the_store_incomplete(tmp_p
     assert outcome.exit_codes == [1, 3]
     assert "DistributedError: rank 0 of 2" in outcome.errors[0]
     assert "another rank of the job stopped" in outcome.errors[0]
+    # it said nothing was saved, when the chunks written before are kept and resumed below
+    assert "what was saved before it (the store's chunks" in outcome.errors[0]
     store = PefStore(tmp_path / "pefs")
     assert not store.complete
     with pytest.raises(StoreError, match="incomplete"):

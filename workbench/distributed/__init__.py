@@ -17,7 +17,8 @@ Three jobs, each run by every process ("rank") of the job with the same argument
 
 :mod:`.group` joins the job and runs the collectives: NCCL when the device is CUDA, gloo
 on the CPU, each with a timeout, a failed one raising :class:`DistributedError` on the ranks
-still alive; nothing is then marked complete or saved. Run with one process (no torchrun),
+still alive; nothing is then marked complete, and what was saved before (chunks, fit
+checkpoints) is kept for the rerun. Run with one process (no torchrun),
 every function works unchanged.
 
 Why not DistributedDataParallel: NPEFF is not a gradient-descent training loop over

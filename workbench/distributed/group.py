@@ -177,7 +177,8 @@ def _peers(what: str):
         raise DistributedError(
             f"rank {dist.get_rank()} of {dist.get_world_size()}: {what} failed because another rank of the job "
             f"stopped, timed out or could not be reached ({str(err).splitlines()[0][:300]}). Nothing was marked "
-            "complete or saved; see the other ranks' logs for the first error, then rerun the same command."
+            "complete; what was saved before it (the store's chunks, fit steps under --checkpoint) is kept, and "
+            "rerunning the same command resumes from it: see the other ranks' logs for the first error, then rerun."
         ) from err
 
 
