@@ -33,15 +33,19 @@ def test_parameters_are_declared_with_types_in_the_parameters_cell():
     assert set(notebook_parameters(ANALYSIS)) >= {"run_folder", "component", "epsilon", "device", "output_folder"}
 
 
-def test_wrong_or_unknown_parameters_are_refused_before_anything_is_written(tmp_path):
+def test_wrong_or_unknown_parameters_are_refused_before_anything_is_written(tmp_path, caplog):
     with pytest.raises(TypeError, match=r"'n_components' must be int, got '16' \(str\); it is: NPEFF components"):
         run_notebook(QUICKSTART, tmp_path / "x", {"n_components": "16"})
     with pytest.raises(TypeError, match="'epsilon' must be float, got True"):
         run_notebook(QUICKSTART, tmp_path / "x", {"epsilon": True})
     with pytest.raises(ValueError, match=r"has no parameter\(s\) \['n_comps'\]; its parameters are \['model_path'"):
         run_notebook(QUICKSTART, tmp_path / "x", {"n_comps": 4})
-    with pytest.raises(SystemExit, match="'seed' must be int, got 'zero'"):
-        main(["run", str(QUICKSTART), "--out", str(tmp_path / "x"), "-p", "seed", "zero"])
+    # a wrong type or name exited 1, a value out of range 2: both are bad input, and exit 2
+    assert main(["run", str(QUICKSTART), "--out", str(tmp_path / "x"), "-p", "seed", "zero"]) == 2
+    assert "TypeError: notebook parameter 'seed' must be int, got 'zero'" in caplog.text
+    assert main(["run", str(QUICKSTART), "--out", str(tmp_path / "x"), "-p", "n_comps", "4"]) == 2
+    assert "has no parameter 'n_comps'; its parameters are ['model_path'" in caplog.text
+    assert main(["run", str(QUICKSTART), "--out", str(tmp_path / "x"), "-p", "n_components", "0"]) == 2
     assert not (tmp_path / "x").exists()
 
 

@@ -192,13 +192,10 @@ def _run(args: argparse.Namespace) -> int:
                                 "notebooks/quickstart.ipynb")
     declared = notebook_parameters(notebook)
     parameters = {}
-    for name, text in args.parameters:
+    for name, text in args.parameters:  # bad values exit 2 with the other bad input, as out-of-range ones did
         if name not in declared:
-            raise SystemExit(f"error: {args.notebook} has no parameter {name!r}; its parameters are {list(declared)}")
-        try:
-            parameters[name] = parse_value(declared[name], text)
-        except TypeError as error:
-            raise SystemExit(f"error: {error}") from None
+            raise ValueError(f"{args.notebook} has no parameter {name!r}; its parameters are {list(declared)}")
+        parameters[name] = parse_value(declared[name], text)
     result = run_notebook(args.notebook, args.out, parameters, kernel_name=args.kernel, progress=not args.quiet)
     if (result.folder / COMPONENTS).exists():  # the notebook ran the main job: show what it found
         from .pipeline import summary_text
