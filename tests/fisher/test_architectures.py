@@ -521,3 +521,17 @@ def test_an_exclude_pattern_that_matches_nothing_is_warned_about_with_the_model_
     with pytest.warns(UserWarning, match=r"exclude='classifier\|pooler' matches none of the model's .* nothing is left "
                                          r"out \(its head is score\.weight\)"):
         select_parameters(model, exclude="classifier|pooler")
+
+
+def test_an_error_inside_the_model_s_own_forward_says_so_and_names_a_known_fix():
+    """A config with return_dict=False failed deep inside transformers with "'tuple' object has no attribute
+    'last_hidden_state'", which reads as if the workbench had passed a tuple."""
+    model, inputs = build("Llama"), example_inputs("Llama")
+    model.config.return_dict = False
+    with pytest.raises(AttributeError) as raised:
+        compute_pefs(model, inputs, progress=False, n_values=16)
+    notes = "\n".join(raised.value.__notes__)
+    assert "raised by the model's own forward, called as model(**inputs) with inputs of shapes {'input_ids': (6, 7)" in notes
+    assert "set model.config.return_dict = True" in notes
+    model.config.return_dict = True
+    assert compute_pefs(model, inputs, progress=False, n_values=16).n_examples == 6

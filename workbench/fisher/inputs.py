@@ -117,8 +117,12 @@ def class_logits(model: nn.Module, batch: Inputs) -> torch.Tensor:
     except RuntimeError as error:  # torch's "mat1 and mat2 must have the same dtype" named no fix
         reason = mixed_dtypes(model, batch, error)
         if reason is None:
+            _note_own_forward(error, model, batch)
             raise
         raise TypeError(reason) from error
+    except Exception as error:
+        _note_own_forward(error, model, batch)
+        raise
     logits = getattr(out, "logits", out)
     if isinstance(logits, Mapping) and "logits" in logits:  # a forward of one's own returning {"logits": ...}
         logits = logits["logits"]
@@ -139,6 +143,20 @@ def class_logits(model: nn.Module, batch: Inputs) -> torch.Tensor:
             "workbench.models.lm), or pass a model whose output has a .logits attribute of that shape."
         )
     return logits
+
+
+def _note_own_forward(error: Exception, model: nn.Module, batch: Inputs) -> None:
+    """Says that ``error`` came from the model's own forward, which a traceback deep in transformers leaves the
+    reader to guess (a config with return_dict=False failed with "'tuple' object has no attribute
+    'last_hidden_state'"), with the fix where one is known."""
+    shapes = ({k: tuple(v.shape) for k, v in batch.items()} if isinstance(batch, Mapping) else tuple(batch.shape))
+    call = "model(**inputs)" if isinstance(batch, Mapping) else "model(inputs)"
+    note = f"raised by the model's own forward, called as {call} with inputs of shapes {shapes}"
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "return_dict", True) is False:
+        note += ("; the model's config has return_dict=False (or torchscript=True), which its transformers layers "
+                 "no longer support: set model.config.return_dict = True (and torchscript = False)")
+    error.add_note(note)
 
 
 def logits_with_gradients(model: nn.Module, batch: Inputs) -> torch.Tensor:
