@@ -20,6 +20,23 @@ def test_load_classifier_local_folder(tmp_path):
     assert load_classifier(str(tmp_path / "m"), with_tokenizer=False).config.num_labels == 3
 
 
+@pytest.mark.parametrize("name", ["BART"])
+def test_a_two_class_head_of_a_family_whose_config_defaults_to_three_reloads(name, tmp_path):
+    """transformers 5 leaves id2label out of config.json for 2 default-named classes; BART's config defaults to 3,
+    and the saved 2-class model reloaded as 3 and was refused, with the advice to draw a new head."""
+    from workbench.models.architectures import example_inputs
+    from workbench.models.loading import load_saved
+    from transformers import AutoModelForSequenceClassification
+
+    model = build(name, n_classes=2)
+    model.save_pretrained(tmp_path / "m")
+    inputs = example_inputs(name)
+    for loaded in (load_classifier(tmp_path / "m", with_tokenizer=False),
+                   load_saved(AutoModelForSequenceClassification, tmp_path / "m")):
+        assert loaded.config.num_labels == 2
+        torch.testing.assert_close(loaded(**inputs).logits, model.eval()(**inputs).logits)
+
+
 def test_a_folder_saved_in_half_precision_loads_in_float32_unless_a_dtype_is_asked_for(tmp_path):
     """load_classifier left a bf16 fine-tune in bf16 (the PEF run then refused it), where run_model loads it in float32."""
     model = tiny_bert(3).to(torch.bfloat16)

@@ -100,6 +100,8 @@ def load_classifier(
         offline = reason is not None
     if isinstance(source, Path):
         check_saved_head(source)
+        if num_labels is None and (saved := unrecorded_num_labels(source)) is not None:
+            model_kwargs["num_labels"] = saved
     try:
         model = AutoModelForSequenceClassification.from_pretrained(source, local_files_only=offline, **model_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline) if with_tokenizer else None
@@ -167,10 +169,13 @@ def load_saved(auto_class, folder: str | os.PathLike):
     weights do not cover the model: ``from_pretrained`` would start the rest at random and every
     reading of the model would be of noise (a causal LM loaded as a sequence classifier gets a
     random ``score`` head, a classifier loaded as an LM a random LM head)."""
+    head = {}
     if auto_class.__name__.endswith("SequenceClassification"):
         check_saved_head(folder)
+        if (saved := unrecorded_num_labels(folder)) is not None:
+            head["num_labels"] = saved
     with _loading(folder, "model"):
-        model, info = auto_class.from_pretrained(folder, local_files_only=True, output_loading_info=True)
+        model, info = auto_class.from_pretrained(folder, local_files_only=True, output_loading_info=True, **head)
     saved = getattr(model.config, "architectures", None) or []
     named = dict(model.named_parameters())  # a tied weight is named once, under the name the checkpoint holds
     new = [key for key in info.get("missing_keys", ()) if key in named]
@@ -214,6 +219,31 @@ def check_saved_head(folder) -> None:
                     "head would be read otherwise than it was trained). Save a ...ForSequenceClassification, or wrap "
                     "the model so that its forward returns (examples, classes) logits and pass it to compute_pefs"
                 )
+
+
+def unrecorded_num_labels(folder) -> int | None:
+    """The number of classes of a saved head that config.json does not record, read from the weights' shapes.
+    transformers 5 leaves id2label out of config.json when it holds the default names of 2 classes, and a family
+    whose config defaults to 3 (BART, MBart) then reloaded as 3 and refused its own 2-class head, telling the
+    reader to set ignore_mismatched_sizes (which draws a new head). None when recorded or not found."""
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    try:
+        recorded = json.loads(Path(folder, "config.json").read_text())
+        weights = Path(folder, "model.safetensors")
+        if "id2label" in recorded or "num_labels" in recorded or not weights.is_file():
+            return None
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+        with torch.device("meta"):  # shapes alone, no memory
+            expected = {k: tuple(v.shape) for k, v in AutoModelForSequenceClassification.from_config(config).state_dict().items()}
+        with safe_open(weights, "pt") as saved:
+            sizes = {saved.get_slice(k).get_shape()[0] for k in saved.keys()
+                     if k in expected and expected[k][:1] == (config.num_labels,) and tuple(saved.get_slice(k).get_shape()) != expected[k]}
+    except Exception:  # noqa: BLE001 (a damaged folder, whatever the reader raises: loading names it next)
+        return None
+    return sizes.pop() if len(sizes) == 1 else None
 
 
 def load_saved_tokenizer(folder: str | os.PathLike):
