@@ -123,7 +123,7 @@ def run_model(
         recorder = RunRecorder(out, params, device=resolved, seeds={"fit": seed}, made_by="run_model")
 
         with recorder.stage("model"):
-            copy_model(source, out)
+            copy_model(source, out, model, tokenizer)
             if template is not None:  # else a prompt the folder holds (a run's model/) reads it as before
                 save_prompt(out / MODEL, template, label_words, label_prefix)
 
@@ -177,9 +177,15 @@ def _check_prompt(template, label_words) -> None:
 def _load(source: Path, template, label_words, label_prefix):
     """The model and tokenizer the run will read, from the saved folder: a sequence classifier,
     or with a template a causal language model read through it."""
+    from ..models.adapters import is_adapter_folder, load_adapter
     from ..models.embedded import load_default_model
     from ..models.lm import load_zero_shot
 
+    if is_adapter_folder(source):
+        if template is not None:
+            raise ValueError(f"{source} holds a PEFT adapter, which run_model reads as a sequence classifier; for a "
+                             "language model read through template=, merge it first (merge_and_unload) and save it")
+        return load_adapter(source)
     if template is None:
         return load_default_model(source)
     return load_zero_shot(source, {"template": template, "label_words": label_words, "label_prefix": label_prefix})

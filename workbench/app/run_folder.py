@@ -104,12 +104,20 @@ def environment(device=None) -> dict:
     return env
 
 
-def copy_model(source: Path, out: Path) -> None:
+def copy_model(source: Path, out: Path, model=None, tokenizer=None) -> None:
     """The model folder copied into the run's ``model/``, over an earlier run's; nothing to copy when ``source``
-    is that folder (a run made again in place with its own model: removing the copy first deleted the model)."""
+    is that folder (a run made again in place with its own model: removing the copy first deleted the model).
+    A PEFT adapter folder's ``model`` (its base with the adapters merged) is saved there instead, so that the
+    run opens without the adapter's base."""
+    from ..models.adapters import is_adapter_folder
+
     if (out / MODEL).resolve() == Path(source).resolve():
         return
     shutil.rmtree(out / MODEL, ignore_errors=True)
+    if is_adapter_folder(source) and model is not None:
+        model.save_pretrained(out / MODEL)  # as copytree, not atomic: the run redoes a stage it did not finish
+        tokenizer.save_pretrained(out / MODEL)
+        return
     shutil.copytree(source, out / MODEL)
 
 

@@ -108,14 +108,15 @@ def is_within(path, folder) -> bool:
 
 
 def check_model_folder(folder, argument: str, *, out=None, out_argument: str = "the run folder"):
-    """``folder`` (a Path) checked as a saved model folder (its config.json), and ``out`` as a folder outside it.
+    """``folder`` (a Path) checked as a saved model folder (its config.json, or a PEFT adapter's
+    adapter_config.json), and ``out`` as a folder outside it.
 
     A run copies its model into its own folder: one inside the model's folder copied the model into itself
     until the path was too long, and left 82 MB of model/run/model/... among the user's model files."""
     from pathlib import Path
 
     folder = user_path(folder, argument)
-    if not (Path(folder) / "config.json").is_file():
+    if not (Path(folder) / "config.json").is_file() and not (Path(folder) / "adapter_config.json").is_file():
         raise ValueError(f"{argument} {folder} is not a saved model folder (no config.json there): "
                          + (run_part(folder, "model") or "pass a folder written by model.save_pretrained(folder) and "
                             "tokenizer.save_pretrained(folder)"))

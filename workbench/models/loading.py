@@ -62,7 +62,7 @@ def resolve_source(name_or_path: str | os.PathLike) -> Path | str:
         folder = Path(name_or_path).expanduser()
         if not folder.is_dir():
             raise FileNotFoundError(f"{str(folder)!r} is not a folder; pass a folder written by save_pretrained(...)")
-        if not (folder / "config.json").is_file():
+        if not (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file():
             raise FileNotFoundError(f"{str(folder)!r} has no config.json: it is not a folder written by save_pretrained(...)")
         return folder
     name = str(name_or_path)
@@ -86,6 +86,7 @@ def load_classifier(
 
     num_labels: size of the classification head (a new, randomly initialised head when the
         checkpoint has none, e.g. MiniLM). Other keyword arguments go to ``from_pretrained``.
+    A PEFT adapter folder loads on its base, the adapters merged in (:mod:`workbench.models.adapters`).
     Returns ``(model, tokenizer)``, or the model alone with ``with_tokenizer=False``.
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -98,6 +99,13 @@ def load_classifier(
     else:
         reason = downloads_off(local_files_only)
         offline = reason is not None
+    if isinstance(source, Path) and Path(source, "adapter_config.json").is_file():
+        from .adapters import load_adapter
+
+        if model_kwargs or num_labels is not None:
+            raise ValueError(f"{source} holds a PEFT adapter, loaded on its base model as saved: leave out num_labels "
+                             f"and other from_pretrained arguments ({sorted(model_kwargs) or ['num_labels']})")
+        return load_adapter(source, with_tokenizer=with_tokenizer)
     if isinstance(source, Path):
         check_saved_head(source)
         if num_labels is None and (saved := unrecorded_num_labels(source)) is not None:
@@ -224,25 +232,33 @@ def check_saved_head(folder) -> None:
 def unrecorded_num_labels(folder) -> int | None:
     """The number of classes of a saved head that config.json does not record, read from the weights' shapes.
     transformers 5 leaves id2label out of config.json when it holds the default names of 2 classes, and a family
-    whose config defaults to 3 (BART, MBart) then reloaded as 3 and refused its own 2-class head, telling the
-    reader to set ignore_mismatched_sizes (which draws a new head). None when recorded or not found."""
-    import torch
-    from safetensors import safe_open
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
+    whose config defaults to 3 (BART) then reloaded as 3 and refused its own 2-class head, telling the reader to
+    set ignore_mismatched_sizes (which draws a new head). None when recorded or not found."""
     try:
         recorded = json.loads(Path(folder, "config.json").read_text())
         weights = Path(folder, "model.safetensors")
         if "id2label" in recorded or "num_labels" in recorded or not weights.is_file():
             return None
-        config = AutoConfig.from_pretrained(folder, local_files_only=True)
-        with torch.device("meta"):  # shapes alone, no memory
-            expected = {k: tuple(v.shape) for k, v in AutoModelForSequenceClassification.from_config(config).state_dict().items()}
-        with safe_open(weights, "pt") as saved:
-            sizes = {saved.get_slice(k).get_shape()[0] for k in saved.keys()
-                     if k in expected and expected[k][:1] == (config.num_labels,) and tuple(saved.get_slice(k).get_shape()) != expected[k]}
+        return saved_head_classes(folder, weights)
     except Exception:  # noqa: BLE001 (a damaged folder, whatever the reader raises: loading names it next)
         return None
+
+
+def saved_head_classes(model_source, weights: Path, prefix: str = "") -> int | None:
+    """The classes of the classifier head saved in the safetensors file ``weights`` (its tensors named as the
+    model's, after ``prefix``), where they differ from what ``model_source``'s config builds; None if they
+    do not. Shapes are compared on the meta device: nothing is loaded."""
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    config = AutoConfig.from_pretrained(model_source, local_files_only=True)
+    with torch.device("meta"):
+        built = AutoModelForSequenceClassification.from_config(config).state_dict()
+    expected = {k: tuple(v.shape) for k, v in built.items() if tuple(v.shape[:1]) == (config.num_labels,)}
+    with safe_open(weights, "pt") as saved:
+        shapes = {k.removeprefix(prefix): tuple(saved.get_slice(k).get_shape()) for k in saved.keys()}
+    sizes = {shape[0] for k, shape in shapes.items() if k in expected and shape != expected[k]}
     return sizes.pop() if len(sizes) == 1 else None
 
 

@@ -1,0 +1,119 @@
+"""PEFT (LoRA) adapter folders: loaded on their base with the adapters merged, exactly as peft computes them, and
+run by run_model into a run folder that opens without the adapter's base."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from workbench import RunExplorer, run_model
+from workbench.models.loading import load_classifier
+
+peft = pytest.importorskip("peft")
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "the", "cat", "dog", "sat", "is", "on", "mat", "good",
+         "bad", "not"]
+TEXTS = ["the cat sat", "a dog is good", "not bad", "the mat is bad", "a cat is not good", "the dog sat on a mat"] * 2
+
+
+def _save_base(folder, n_classes=2):
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    folder.mkdir(parents=True)
+    (folder / "vocab.txt").write_text("\n".join(VOCAB))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=32, num_labels=n_classes)
+    BertForSequenceClassification(config).eval().save_pretrained(folder)
+    BertTokenizerFast(str(folder / "vocab.txt"), model_max_length=32).save_pretrained(folder)
+    return folder
+
+
+def _save_adapter(base, folder, n_classes=2, **lora):
+    """A LoRA fine-tune of ``base`` with a head of ``n_classes``, its adapters moved off zero so they count."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=n_classes, ignore_mismatched_sizes=True)
+    model = peft.get_peft_model(model, peft.LoraConfig(task_type="SEQ_CLS", r=2, target_modules=["query", "value"],
+                                                       **lora))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name or "modules_to_save" in name:
+                p.normal_(0, 0.5)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(base).save_pretrained(folder)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lora")
+    base = _save_base(root / "base")
+    return root / "adapter", _save_adapter(base, root / "adapter")
+
+
+def _inputs(tokenizer):
+    return tokenizer(TEXTS[:4], return_tensors="pt", padding=True)
+
+
+def test_an_adapter_folder_loads_merged_as_peft_computes_it(adapter):
+    folder, reference = adapter
+    model, tokenizer = load_classifier(folder)
+    assert type(model).__name__ == "BertForSequenceClassification"
+    assert not any("lora" in name for name, _ in model.named_parameters())
+    assert all(p.requires_grad for p in model.parameters()), "peft froze them to load; the PEFs need them"
+    inputs = _inputs(tokenizer)
+    torch.testing.assert_close(model(**inputs).logits, reference(**inputs).logits, rtol=1e-5, atol=1e-6)
+
+
+def test_a_run_of_an_adapter_folder_saves_the_merged_model_and_opens_without_the_base(adapter, tmp_path):
+    """run_model refused an adapter folder as 'not a saved model folder (no config.json there)'."""
+    folder, reference = adapter
+    shutil.copytree(folder.parent, tmp_path / "lora")
+    run = run_model(tmp_path / "run", tmp_path / "lora" / "adapter", TEXTS, [i % 2 for i in range(len(TEXTS))],
+                    n_components=2, n_iters_g_only=5, n_iters_joint=5, n_top=3, progress=False)
+    assert (run.path / "model" / "config.json").is_file() and not (run.path / "model" / "adapter_config.json").exists()
+    shutil.rmtree(tmp_path / "lora")  # the run keeps what it read
+    explorer = RunExplorer.open(run.path)
+    model, tokenizer = explorer.model_and_tokenizer()
+    inputs = tokenizer(TEXTS, return_tensors="pt", padding=True)
+    assert explorer.predictions.tolist() == reference(**inputs).logits.argmax(-1).tolist()
+    assert len(explorer.lookup("a good dog").loadings) == 2
+
+
+def test_an_adapter_with_a_head_of_other_classes_than_its_base_loads_that_head(tmp_path):
+    base = _save_base(tmp_path / "base", n_classes=2)
+    reference = _save_adapter(base, tmp_path / "adapter", n_classes=3)
+    model, tokenizer = load_classifier(tmp_path / "adapter")
+    assert model.config.num_labels == 3
+    inputs = _inputs(tokenizer)
+    torch.testing.assert_close(model(**inputs).logits, reference(**inputs).logits, rtol=1e-5, atol=1e-6)
+
+
+def test_an_adapter_folder_names_a_relative_base_from_its_own_folder(adapter, tmp_path):
+    folder, reference = adapter
+    shutil.copytree(folder.parent, tmp_path / "lora")
+    config_path = tmp_path / "lora" / "adapter" / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps(dict(config, base_model_name_or_path="../base")))
+    model, tokenizer = load_classifier(tmp_path / "lora" / "adapter")
+    inputs = _inputs(tokenizer)
+    torch.testing.assert_close(model(**inputs).logits, reference(**inputs).logits, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"task_type": "CAUSAL_LM"}, "holds a CAUSAL_LM adapter: NPEFF reads a sequence classifier"),
+    ({"base_model_name_or_path": None}, "names no base_model_name_or_path: set it to the base model's folder"),
+])
+def test_adapters_that_are_not_a_classifier_s_are_refused_with_the_fix(adapter, tmp_path, change, match):
+    folder, _ = adapter
+    shutil.copytree(folder, tmp_path / "adapter")
+    config_path = tmp_path / "adapter" / "adapter_config.json"
+    config_path.write_text(json.dumps(dict(json.loads(config_path.read_text()), **change)))
+    with pytest.raises(ValueError, match=match):
+        load_classifier(tmp_path / "adapter")
+    with pytest.raises(ValueError, match=match):
+        run_model(tmp_path / "run", tmp_path / "adapter", TEXTS, n_components=2, progress=False)
+    assert not (tmp_path / "run").exists()
