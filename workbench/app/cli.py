@@ -384,4 +384,6 @@ def _resumes(args: argparse.Namespace) -> str:
         return f"the same command resumes the fit from its checkpoint {args.checkpoint}"
     if args.command == "transform":
         return "the same command computes the coefficients again"
+    if args.command in ("demo", "run"):  # a run folder's PEF store and fit (a notebook's run_embedded or run_model)
+        return "the same command resumes the run: its PEF store where it stopped, its fit from the fit's last checkpoint"
     return "the same command resumes a PEF store where it stopped"

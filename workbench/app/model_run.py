@@ -72,7 +72,7 @@ def run_model(
     ``max_length`` is where texts are cut (None: 128 tokens, or the model's positions if fewer;
     recorded: the explorer tokenizes as the PEFs did). Every argument, and the model itself, is
     checked before the run folder is touched.
-    Running it again with the same arguments resumes the PEF store.
+    Running it again with the same arguments resumes the PEF store, and the fit from its last checkpoint.
     """
     from ..models.prompt import save_prompt
     from ..models.text import encode_texts

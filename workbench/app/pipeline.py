@@ -21,8 +21,8 @@ from ..store.files import StoreError, atomic_path, read_json
 from ..models.loading import check_can_pad, load_saved_tokenizer
 from ..models.prompt import prompt_of
 from ..store.lock import exclusive
-from .run_folder import (COMPONENTS, DECOMPOSITION, EXAMPLES, MODEL, PEFS, Run, RunRecorder,
-                         check_new_run_folder, copy_model)
+from .run_folder import (COMPONENTS, DECOMPOSITION, EXAMPLES, FIT_CHECKPOINT, FIT_CHECKPOINT_EVERY, MODEL, PEFS, Run,
+                         RunRecorder, check_new_run_folder, copy_model)
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,8 @@ def run_embedded(
     and cached. ``scope`` names the parameters the PEFs cover (:data:`SCOPES`; None: the
     base's :data:`DEFAULT_SCOPE`). The analysed examples are drawn outside the model's
     training and validation texts (:func:`~workbench.models.embedded.splits.analysis_examples`).
+    Running it again with the same arguments resumes the PEF store, and the fit from its last
+    checkpoint (:func:`fit_stage`).
     Returns the opened :class:`~workbench.app.run_folder.Run`.
     """
     check_arguments(
@@ -141,15 +143,48 @@ def fit_estimator(kind: str, n_components: int, n_iters_g_only: int, n_iters_joi
 
 def fit_stage(recorder: RunRecorder, out: Path, pefs, kind: str, n_components: int, n_iters_g_only: int,
               n_iters_joint: int, *, seed: int, device, progress: bool):
-    """A run's fit stage: the decomposition of ``pefs``, saved in the run folder, its final loss recorded."""
+    """A run's fit stage: the decomposition of ``pefs``, saved in the run folder, its final loss recorded.
+
+    The fit saves its state to the run folder's checkpoint every :data:`FIT_CHECKPOINT_EVERY` steps, so the
+    same run again resumes it from the last save (the record's fit stage says after which step); a checkpoint
+    of an earlier run with other fit settings or other PEFs (or a damaged one) is replaced, as
+    :func:`write_or_resume_pefs` replaces such a PEF store."""
+    from ..store.checkpoint import UnusableCheckpointError
+
+    checkpoint = out / FIT_CHECKPOINT
+
+    def fit():
+        return fit_estimator(kind, n_components, n_iters_g_only, n_iters_joint, seed=seed, device=device,
+                             progress=progress).fit(pefs, checkpoint=checkpoint, checkpoint_every=FIT_CHECKPOINT_EVERY)
+
     with recorder.stage("fit"):
-        estimator = fit_estimator(kind, n_components, n_iters_g_only, n_iters_joint, seed=seed, device=device,
-                                  progress=progress)
-        estimator.fit(pefs)
+        saved_step = _saved_step(checkpoint)
+        try:
+            estimator = fit()
+        except UnusableCheckpointError as err:
+            logger.info("replacing the run folder's fit checkpoint, which this fit cannot resume (an earlier run's "
+                        "with other arguments, or damaged): %s", err)
+            checkpoint.unlink()
+            saved_step = None
+            estimator = fit()
+        if saved_step is not None:  # the checkpoint there was this fit's: the record says the fit was resumed
+            recorder.note("fit", resumed_after_step=saved_step)
         estimator.save(out / DECOMPOSITION)
         recorder.wrote(DECOMPOSITION)
         recorder.figure("final_loss", estimator.final_loss_)
     return estimator
+
+
+def _saved_step(checkpoint: Path) -> int | None:
+    """The step a checkpoint was saved after, None where there is none (or it is unreadable: the fit replaces it)."""
+    from ..store.files import read_header
+    from ..store.formats import FIT_CHECKPOINT as FORMAT
+
+    try:
+        step = read_header(checkpoint, FORMAT).get("step") if checkpoint.exists() else None
+    except StoreError:
+        return None
+    return step if isinstance(step, int) else None
 
 
 def write_or_resume_pefs(path: Path, *args, **kwargs):

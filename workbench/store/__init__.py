@@ -5,7 +5,7 @@
 - :mod:`.fingerprints`: hashes of models, data and PEFs, and the checks built on them;
 - :mod:`.pef_store`: reading a PEF store (:class:`PefStore`, :func:`load_pefs`);
 - :mod:`.writer`: writing one (:class:`PefStoreWriter`, :func:`save_pefs`);
-- :mod:`.checkpoint`: a fit's state every N steps (:class:`FitCheckpoint`).
+- :mod:`.checkpoint`: a fit's state every N steps (:class:`FitCheckpoint`, :class:`UnusableCheckpointError`).
 
 Data is safetensors (no pickle) with JSON beside it; every file records its format,
 version and what produced it, and a reader refuses a file of another format or version
@@ -20,5 +20,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), {
                      "remove_temporaries", "write_arrays", "write_json"], ".files"),
     **dict.fromkeys(["CHUNKS", "MANIFEST", "PefStore", "load_pefs"], ".pef_store"),
     **dict.fromkeys(["PefStoreWriter", "save_pefs"], ".writer"),
-    "FitCheckpoint": ".checkpoint",
+    **dict.fromkeys(["FitCheckpoint", "UnusableCheckpointError"], ".checkpoint"),
 })

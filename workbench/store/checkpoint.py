@@ -39,6 +39,11 @@ logger = logging.getLogger(__name__)
 _FREE_SETTINGS = ("progress", "device", "n_iters_transform")
 
 
+class UnusableCheckpointError(StoreError):
+    """A checkpoint this fit cannot resume from: another fit's (estimator, settings or data), or damaged. Its
+    owner may replace it (a run replaces the checkpoint in its folder); a failure to write one is not of this kind."""
+
+
 @dataclass
 class Saved:
     """A fit's state as it was after ``step`` steps."""
@@ -73,7 +78,7 @@ class FitCheckpoint:
                 try:
                     read_header(path, FIT_CHECKPOINT)
                 except StoreError as error:
-                    raise StoreError(f"{path} exists and is not a fit checkpoint ({error}); pass another checkpoint "
+                    raise UnusableCheckpointError(f"{path} exists and is not a fit checkpoint ({error}); pass another checkpoint "
                                      "path, or delete it first") from None
 
     def record_solver(self, solver: str) -> None:
@@ -83,24 +88,28 @@ class FitCheckpoint:
         self.settings["solver"] = solver
 
     def load(self, device: torch.device) -> Saved | None:
-        """The saved state, or None when there is no checkpoint yet; StoreError when it belongs to another fit."""
+        """The saved state, or None when there is no checkpoint yet; UnusableCheckpointError when it belongs
+        to another fit or is damaged."""
         if self.gather_steps is not None and not self._agree():
             return None
         if not self.path.exists():
             return None
-        arrays, header = read_arrays(self.path, FIT_CHECKPOINT)
+        try:
+            arrays, header = read_arrays(self.path, FIT_CHECKPOINT)
+        except StoreError as error:  # damaged (its checksum, a cut file): unusable as any fit's
+            raise UnusableCheckpointError(str(error)) from error
         if header.get("estimator") != self.estimator:
-            raise StoreError(f"the checkpoint {self.path} is of a {header.get('estimator')} fit, not {self.estimator}; "
+            raise UnusableCheckpointError(f"the checkpoint {self.path} is of a {header.get('estimator')} fit, not {self.estimator}; "
                              "use another checkpoint path, or delete it")
         if not isinstance(header.get("settings"), dict):
-            raise StoreError(f"the checkpoint {self.path} has a damaged header (no settings); delete it to start over")
+            raise UnusableCheckpointError(f"the checkpoint {self.path} has a damaged header (no settings); delete it to start over")
         saved_settings, differ = self._settings_of(header)
         if differ:
             changes = ", ".join(f"{k}: {saved_settings.get(k)!r} → {self.settings.get(k)!r}" for k in differ)
-            raise StoreError(f"the checkpoint {self.path} was made by a fit with other settings ({changes}); "
+            raise UnusableCheckpointError(f"the checkpoint {self.path} was made by a fit with other settings ({changes}); "
                              "fit with its settings to resume it, or delete it / pass another checkpoint path to start over")
         if header.get("data") != self.data_fingerprint:
-            raise StoreError(f"the checkpoint {self.path} was made by a fit of other data (other PEFs, or the same PEFs "
+            raise UnusableCheckpointError(f"the checkpoint {self.path} was made by a fit of other data (other PEFs, or the same PEFs "
                              "pruned or normalised differently); resume with the PEFs it was made from, or delete it / "
                              "pass another checkpoint path to start over")
         try:
@@ -113,7 +122,7 @@ class FitCheckpoint:
             if not set(names) <= set(arrays) or not g_saved or not 0 <= step or not all(np.isfinite(a).all() for a in arrays.values()):
                 raise ValueError("its arrays or step do not fit the fit")
         except (KeyError, TypeError, ValueError, AttributeError) as err:
-            raise StoreError(f"the checkpoint {self.path} has a damaged header ({err!r}); delete it to start over") from err
+            raise UnusableCheckpointError(f"the checkpoint {self.path} has a damaged header ({err!r}); delete it to start over") from err
         logger.info("resuming %s from %s after step %d", self.estimator, self.path, step)
         return Saved(step, done, {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}, scalars, history)
 
