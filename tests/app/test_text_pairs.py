@@ -1,6 +1,7 @@
 """Sentence pairs (an NLI premise and hypothesis): run_model encodes them as the tokenizer encodes pairs, the
 run keeps both texts, and the cards shade each token on its own text's characters."""
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -119,15 +120,146 @@ def test_single_texts_are_stored_as_before(pair_model, tmp_path):
     assert pd.read_parquet(run.path / "examples.parquet").shape == (4, 3)
 
 
-def test_an_example_of_pairs_is_looked_up_by_its_pair_and_one_text_readings_refuse_it(pair_run):
+def test_an_example_of_pairs_is_looked_up_by_its_pair_and_a_single_text_is_refused(pair_run):
     explorer = RunExplorer.open(pair_run.path)
     assert explorer.lookup(2).text == PAIRS[2][0] + PAIR_SEPARATOR + PAIRS[2][1]
     assert explorer.lookup(PAIRS[5]).example == 5 and explorer.lookup(list(PAIRS[5])).example == 5
-    with pytest.raises(ValueError, match="examples are pairs of texts, and lookup computes a new example's PEF"):
-        explorer.lookup("a cat sat")
-    with pytest.raises(ValueError, match="deletion_effects edits one text, and this run's examples are pairs"):
-        explorer.deletion_effects(0, 2)
+    for what in (explorer.lookup, lambda text: explorer.deletion_effects(0, text)):
+        with pytest.raises(ValueError, match=r"examples are pairs of texts, .* one text would compute a PEF the fit "
+                                             r"never saw .* pass the new example as a \(first, second\) pair"):
+            what("a cat sat")
+    with pytest.raises(ValueError, match="pair of texts not both blank"):
+        explorer.lookup(("", " "))
+    with pytest.raises(TypeError, match=r"example number or a \(first, second\) pair of texts"):
+        explorer.lookup(("a cat", 3))
     assert all(PAIR_SEPARATOR in text for text in explorer._search_text if text)  # the search reads both texts
+
+
+def test_a_new_pair_gets_the_pef_the_run_stored_for_it_and_transform_s_coefficients(pair_run):
+    """A pair read as new is encoded as the run encoded its pairs (token type ids, the same max_length): it gets the
+    PEF the run stored for the same pair, and the coefficients the decomposition's transform gives that PEF."""
+    from workbench.analysis.lookup import coefficients_of_texts, pefs_of_texts
+
+    explorer = RunExplorer.open(pair_run.path)
+    model, tokenizer = explorer.model_and_tokenizer()
+    stored = pair_run.pefs()
+    for i in (0, 2, 6):
+        new = pefs_of_texts(model, tokenizer, explorer.decomposition, [PAIRS[i]], **explorer._text_pefs)
+        rows = stored[i : i + 1].matrix.toarray()
+        np.testing.assert_allclose(new.matrix.toarray(), rows, rtol=1e-4, atol=1e-6 * np.abs(rows).max())
+        expected = explorer.decomposition.transform(stored[i : i + 1])[0]
+        W, _ = coefficients_of_texts(model, tokenizer, explorer.decomposition, [PAIRS[i]], **explorer._text_pefs)
+        np.testing.assert_allclose(W[0], expected, rtol=1e-5, atol=1e-7 * expected.max())
+        first, second = PAIRS[i]
+        for typed in [(first, second + " "), [first, second + " "]]:
+            lookup = explorer.lookup(typed, n=None)  # not the run's pair, though the tokenizer reads it so
+            assert lookup.example is None and lookup.seconds > 0
+            assert lookup.text == first + PAIR_SEPARATOR + second + " "
+            np.testing.assert_allclose(lookup.loadings.sort_index()["coefficient"], expected[expected > 0], rtol=1e-5)
+        assert explorer.lookup(f" {first} ‖ {second} ").example == i  # typed in a box, as a card shows it
+    typed = explorer.lookup("a dog sat‖a cat")  # a new pair typed: its two texts, not one text with a ‖ in it
+    assert typed.example is None and typed.text == "a dog sat" + PAIR_SEPARATOR + "a cat"
+
+
+def test_deleting_each_word_of_a_pair_is_the_lookup_of_the_pair_without_it(pair_run):
+    """The words of either text, as the tokenizer's word ids group them ("blicks" one word of three pieces, "sat."
+    two), each deleted in turn: its row is the lookup of the pair without it, and says which text it came from."""
+    explorer = RunExplorer.open(pair_run.path)
+    new = ("the cat sat.", "blicks run")
+    for component in range(explorer.n_components):
+        effects = explorer.deletion_effects(component, new)
+        assert list(effects.columns) == ["word", "text", "start", "stop", "coefficient", "drop"]
+        assert effects["drop"].is_monotonic_decreasing
+        assert sorted(zip(effects["text"], effects["start"], effects["word"])) == [
+            ("first", 0, "the"), ("first", 4, "cat"), ("first", 8, "sat"), ("first", 11, "."),
+            ("second", 0, "blicks"), ("second", 7, "run")]
+        own = explorer.lookup(new, n=None).loadings["coefficient"].get(component, 0.0)
+        assert effects.attrs["coefficient"] == pytest.approx(own, rel=1e-4, abs=1e-9)
+        for row in effects.itertuples():
+            side = ("first", "second").index(row.text)
+            text = new[side]
+            assert text[row.start:row.stop] == row.word
+            edited = list(new)
+            edited[side] = (text[:row.start].rstrip() + " " + text[row.stop:].lstrip()).strip()
+            lookup = explorer.lookup(tuple(edited), n=None)
+            assert lookup.example is None
+            assert row.coefficient == pytest.approx(lookup.loadings["coefficient"].get(component, 0.0), rel=1e-4,
+                                                    abs=1e-9 * max(own, 1))
+    # an example of the run by its number, as by its pair; a text's only word deleted leaves the other text alone
+    effects = explorer.deletion_effects(0, 11)
+    pd.testing.assert_frame_equal(effects, explorer.deletion_effects(0, PAIRS[11]))
+    alone = effects[effects["word"] == "cat"]
+    assert sorted(alone["text"]) == ["first", "second"] and len(effects) == 4
+    by_lookup = explorer.lookup(("a", "a cat"), n=None).loadings["coefficient"].get(0, 0.0)
+    assert alone[alone["text"] == "first"]["coefficient"].iloc[0] == pytest.approx(by_lookup, rel=1e-4, abs=1e-9)
+    with pytest.raises(ValueError, match="is one word"):
+        explorer.deletion_effects(0, ("cat", ""))
+
+
+class _ProjectionProbe:
+    """A decomposition whose 'coefficient' is a fixed random projection of each PEF: the tiny run's coefficients,
+    and the PEFs' norms, move by 1e-5 of themselves when a word goes, too little to tell one deleted word's pair
+    from another's; the projection reads the entries, of the deleted word's embedding row among them."""
+
+    def __init__(self, decomposition):
+        self.layout_ = decomposition.layout_
+
+    def transform(self, pefs):
+        rows = [pefs[i : i + 1].matrix.toarray().ravel() for i in range(len(pefs.frobenius_norms))]
+        direction = np.random.default_rng(0).standard_normal(rows[0].size)
+        return np.array([[abs(row @ direction)] for row in rows])  # non-negative, as coefficients are
+
+
+def test_each_deletion_row_is_the_pef_of_its_edited_pair_read_alone(pair_run):
+    from workbench.analysis.lookup import deletion_effects, pefs_of_texts
+
+    explorer = RunExplorer.open(pair_run.path)
+    model, tokenizer = explorer.model_and_tokenizer()
+    probe, new = _ProjectionProbe(explorer.decomposition), ("the cat sat.", "blicks run")
+
+    def alone(pair):  # its PEF read alone, as a lookup reads it
+        return probe.transform(pefs_of_texts(model, tokenizer, probe, [pair], **explorer._text_pefs))[0, 0]
+
+    effects = deletion_effects(model, tokenizer, probe, new, 0, **explorer._text_pefs)
+    edited = []
+    for row in effects.itertuples():
+        side = ("first", "second").index(row.text)
+        pair = list(new)
+        pair[side] = (new[side][:row.start].rstrip() + " " + new[side][row.stop:].lstrip()).strip()
+        edited.append(alone(tuple(pair)))
+    # each row is its own edited pair's, told apart from every other word's (rows 1e-4 apart, read alone 1e-6)
+    distance = np.abs(effects["coefficient"].to_numpy()[:, None] - np.array(edited)[None, :])
+    assert (distance.argmin(axis=1) == np.arange(len(effects))).all()
+    np.testing.assert_allclose(effects["coefficient"], edited, rtol=1e-6)
+    assert effects.attrs["coefficient"] == pytest.approx(alone(new), rel=1e-6)
+    np.testing.assert_allclose(effects["drop"], 1 - effects["coefficient"] / effects.attrs["coefficient"])
+
+
+def test_a_new_pair_is_cut_as_the_run_cut_its_pairs(pair_model, tmp_path):
+    with pytest.warns(UserWarning, match="pairs of texts are longer together than max_length=8"):
+        run = run_model(tmp_path / "run", pair_model, PAIRS[:6], n_components=1, n_iters_g_only=2, n_iters_joint=2,
+                        max_length=8, progress=False)
+    explorer = RunExplorer.open(run.path)
+    expected = explorer.decomposition.transform(run.pefs()[0:1])[0]
+    first, second = PAIRS[0]  # 6 and 4 words: the first text loses its end
+    with pytest.warns(UserWarning, match="1 of 1 pairs of texts are longer together than max_length=8"):
+        lookup = explorer.lookup((first, second + " "), n=None)
+    np.testing.assert_allclose(lookup.loadings.sort_index()["coefficient"], expected[expected > 0], rtol=1e-5)
+    with pytest.warns(UserWarning, match="pairs of texts are longer together than max_length=8"):
+        effects = explorer.deletion_effects(0, 0)
+    unread = effects[(effects["text"] == "first") & (effects["start"] >= len("the cat sat "))]
+    assert len(unread) == 3 and (unread["drop"].abs() < 1e-6).all()  # "on the mat": past the cut, read by none
+
+
+def test_a_pair_is_refused_by_a_run_of_single_texts_with_the_fix(pair_model, tmp_path):
+    run = run_model(tmp_path / "run", pair_model, [" ".join(p) for p in PAIRS[:4]], n_components=1, n_iters_g_only=2,
+                    n_iters_joint=2, progress=False)
+    explorer = RunExplorer.open(run.path)
+    for what in (explorer.lookup, lambda pair: explorer.deletion_effects(0, pair)):
+        for pair in [("a cat", "a dog"), ["a cat", "a dog"]]:
+            with pytest.raises(ValueError, match=r"examples are single texts, .* pass one text, e.g. the pair joined"):
+                what(pair)
+    assert explorer.lookup("a cat a dog").example is None
 
 
 def test_a_dataframe_of_pairs_is_pointed_to_its_tuples(pair_model, tmp_path):

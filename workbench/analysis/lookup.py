@@ -6,6 +6,10 @@ and n_values as the run's) and the decomposition's ``transform`` with the compon
 the fit's W comes out of the joint steps, while ``transform`` solves for W with the final
 components (on the tiny run a median 0.1% of an example's largest coefficient apart, at most
 9%), as scikit-learn's ``NMF.fit_transform`` and ``transform`` differ.
+
+A new example of a run of sentence pairs is a (first, second) pair, encoded as the run encoded its
+pairs (longest first cut at the same max_length, token type ids kept): one text's PEF, or a pair's for
+a run of single texts, would be of inputs the fit never saw.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import pandas as pd
 
 from ..core.defaults import N_VALUES
 from ..core.arguments import positive_int
+from ..models.text import are_pairs, is_pair
 from .tables import scaled_coefficients
 
 
@@ -43,23 +48,23 @@ def loadings(coefficients: np.ndarray, components: np.ndarray, *, kind: str = "l
                         index=pd.Index(order, name="component"))
 
 
-def pefs_of_texts(model, tokenizer, decomposition, texts: Sequence[str], *, kind: str = "lrm",
+def pefs_of_texts(model, tokenizer, decomposition, texts: Sequence, *, kind: str = "lrm",
                   n_values: int | None = N_VALUES, max_length: int = 64, device=None):
     """PEFs of ``texts`` over exactly the decomposition's parameters (however its run chose them), of
     ``kind`` with ``n_values`` kept per example, as the run's. Labels are not needed: a PEF is over the
-    model's predicted distribution (its class slots), not the true label."""
+    model's predicted distribution (its class slots), not the true label. ``texts``: strings, or (first,
+    second) pairs of strings, encoded as ``run_model`` encodes them (``models.text.encode_texts``)."""
     from ..models.text import encode_texts
     from ..runner import compute_pefs
 
-    if isinstance(texts, str) or len(texts) == 0 or not all(isinstance(t, str) and t.strip() for t in texts):
-        raise ValueError("texts must be a list of non-empty strings, e.g. ['the plot was dull .']")
+    _check_new_texts(texts)
     inputs = encode_texts(model, tokenizer, texts, max_length).inputs
     include = ["^" + re.escape(name) + "$" for name in decomposition.layout_.names]
     return compute_pefs(model, inputs, kind=kind, n_values=n_values, include=include, device=device,
                         progress=False, check_resources=False)
 
 
-def coefficients_of_texts(model, tokenizer, decomposition, texts: Sequence[str], **kwargs) -> tuple[np.ndarray, float]:
+def coefficients_of_texts(model, tokenizer, decomposition, texts: Sequence, **kwargs) -> tuple[np.ndarray, float]:
     """(W of ``texts``: (n_texts, n_components), seconds taken): :func:`pefs_of_texts` (keyword
     arguments go there), then the decomposition's ``transform``."""
     started = time.perf_counter()
@@ -67,24 +72,74 @@ def coefficients_of_texts(model, tokenizer, decomposition, texts: Sequence[str],
     return W, time.perf_counter() - started
 
 
-def deletion_effects(model, tokenizer, decomposition, text: str, component: int, **kwargs) -> pd.DataFrame:
+def deletion_effects(model, tokenizer, decomposition, text, component: int, **kwargs) -> pd.DataFrame:
     """What ``text``'s coefficient on ``component`` depends on, by intervention: each word deleted in
     turn and the coefficient fitted again (:func:`coefficients_of_texts`; keyword arguments go
     there). The token shading says where the Fisher mass along the component flows; this says
     which words the coefficient needs. One row per word, largest drop first: ``word``, its
     ``start`` and ``stop`` in the text, the ``coefficient`` without it and the ``drop``, 1 − that
     over the text's own coefficient (fitted the same way; 1: the word carries all of it, below 0:
-    the coefficient rises without it)."""
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"text must be a non-empty string, got {text!r}")
-    words = [(m.group(), m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+    the coefficient rises without it).
+
+    ``text`` may be a (first, second) pair of texts, encoded as the run encodes pairs: its words are
+    those the tokenizer's word ids group (as a card groups its tokens; "dog's" is three), in either
+    text, and a column ``text`` after ``word`` says which, "first" or "second"; ``start`` and ``stop``
+    are in that text. Deleting a text's only word leaves it empty, and the model reads the other alone."""
+    if is_pair(text):
+        _check_new_texts([text])
+        words = _pair_words(tokenizer, text)
+        edited = [tuple(_deleted(part, a, b) if i == side else part for i, part in enumerate(text))
+                  for side, _, a, b in words]
+        which = {"text": [PAIR_SIDES[side] for side, _, _, _ in words]}
+    else:
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"text must be a non-empty string, got {text!r}")
+        words = [(0, m.group(), m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+        edited, which = [_deleted(text, a, b) for _, _, a, b in words], {}
     if len(words) < 2:
         raise ValueError(f"{text!r} is one word: without it no text is left to fit; pass a text of two words or more")
-    edited = [(text[:start].rstrip() + " " + text[stop:].lstrip()).strip() for _, start, stop in words]
     W, _ = coefficients_of_texts(model, tokenizer, decomposition, [text, *edited], **kwargs)
     own, without = float(W[0, component]), W[1:, component].astype(np.float64)
-    frame = pd.DataFrame({"word": [w for w, _, _ in words], "start": [a for _, a, _ in words],
-                          "stop": [b for _, _, b in words], "coefficient": without,
+    frame = pd.DataFrame({"word": [w for _, w, _, _ in words], **which, "start": [a for _, _, a, _ in words],
+                          "stop": [b for _, _, _, b in words], "coefficient": without,
                           "drop": 1 - without / own if own > 0 else np.nan})
     frame.attrs["coefficient"] = own  # the text's own, fitted as the deletions are
     return frame.sort_values("drop", ascending=False, kind="stable").reset_index(drop=True)
+
+
+#: What a deletion frame's ``text`` column calls the texts of a pair.
+PAIR_SIDES = ("first", "second")
+
+
+def _deleted(text: str, start: int, stop: int) -> str:
+    """``text`` without its characters from ``start`` to ``stop``, its neighbours kept apart by one space."""
+    return (text[:start].rstrip() + " " + text[stop:].lstrip()).strip()
+
+
+def _pair_words(tokenizer, pair: tuple[str, str]) -> list[tuple[int, str, int, int]]:
+    """(0 for the first text or 1 for the second, word, start, stop in that text) of each word of ``pair``, in order:
+    the tokens one word id groups (a slow tokenizer gives none: then what whitespace separates). The pair is read
+    whole: a word past max_length is listed too, as deleting it may move the cut (longest first)."""
+    if not getattr(tokenizer, "is_fast", False):
+        return [(side, m.group(), m.start(), m.end()) for side in (0, 1) for m in re.finditer(r"\S+", pair[side])]
+    encoded = tokenizer(pair[0], pair[1], return_offsets_mapping=True, verbose=False)
+    spans: dict = {}  # (side, word id) -> (start, stop); the ids start again at 0 in the second text
+    for (a, b), word, side in zip(encoded["offset_mapping"], encoded.word_ids(), encoded.sequence_ids()):
+        if word is not None and side is not None and b > a:
+            start, stop = spans.get((side, word), (a, b))
+            spans[(side, word)] = (min(start, a), max(stop, b))
+    return [(side, pair[side][a:b], a, b) for (side, _), (a, b) in spans.items()]
+
+
+def _check_new_texts(texts) -> None:
+    """``texts`` as :func:`pefs_of_texts` reads them: non-empty strings, or (first, second) tuples of strings, not
+    both blank (one may be: a pair's deletion of a text's only word leaves it empty)."""
+    texts = [] if isinstance(texts, str) else list(texts)
+    if are_pairs(texts):
+        fine = all(is_pair(t) and len(t) == 2 and all(isinstance(x, str) for x in t) and any(x.strip() for x in t)
+                   for t in texts)
+    else:
+        fine = bool(texts) and all(isinstance(t, str) and t.strip() for t in texts)
+    if not fine:
+        raise ValueError("texts must be a list of non-empty strings, e.g. ['the plot was dull .'], or of (first, "
+                         "second) pairs of strings, e.g. [('a cat sat', 'an animal sat')]")

@@ -35,7 +35,7 @@ from ..store.files import atomic_path
 from .results import (ComponentDashboard, ComponentFilter, ComponentPage, HighlightedExample, Lookup, TopExamplesPage,
                       checked_filter)
 from ..models.text import example_texts, shown_text
-from .explore_checks import check_model_and_tokenizer, lookup_example, single_text
+from .explore_checks import check_model_and_tokenizer, example_to_read, lookup_example
 from .run_folder import COMPONENTS, EXPORTS, LABELS, MODEL, Run
 
 __all__ = ["ComponentDashboard", "ComponentFilter", "ComponentPage", "HighlightedExample", "Lookup", "RunExplorer",
@@ -495,11 +495,12 @@ class RunExplorer:
             return logit_change(model, self.decomposition, component, inputs, epsilon=epsilon,
                                 class_names=self.label_names)
 
-    def lookup(self, example: int | str, *, n: int | None = 10) -> Lookup:
+    def lookup(self, example: int | str | tuple, *, n: int | None = 10) -> Lookup:
         """The components ``example`` loads on: an example of the run (its row of W, also when given by its text) or
-        a new text (its PEF and the decomposition's ``transform``, which needs the model; the cost is in
-        ``Lookup.seconds``). An example's text read as new gave transform's coefficients, not the fit's: its top
-        component differed for one example of the tiny run, and every other panel shows the fit's."""
+        a new text, or a new (first, second) pair in a run of pairs (its PEF, taken as the run's, and the
+        decomposition's ``transform``, which needs the model; the cost is in ``Lookup.seconds``). An example's text
+        read as new gave transform's coefficients, not the fit's: its top component differed for one example of the
+        tiny run, and every other panel shows the fit's."""
         from ..analysis.lookup import coefficients_of_texts, loadings
 
         kind = self.run.param("kind", "lrm")
@@ -512,14 +513,11 @@ class RunExplorer:
                           loadings(self.W[i], self.decomposition.components_, kind=kind, n=n), example=i,
                           label=None if self.labels is None else _plain(self.labels[i]),
                           prediction=None if self.predictions is None else _plain(self.predictions[i]))
-        if not isinstance(example, str):
-            raise TypeError(f"lookup takes an example number or a non-empty text, got {example!r}")
-        if not example.strip():
-            raise ValueError(f"lookup takes an example number or a non-empty text, got {example!r}")
         model, tokenizer = self.model_and_tokenizer()
         with self.model_lock:
             W, seconds = coefficients_of_texts(model, tokenizer, self.decomposition, [example], **self._text_pefs)
-        return Lookup(example, loadings(W[0], self.decomposition.components_, kind=kind, n=n), seconds=seconds)
+        return Lookup(shown_text(example), loadings(W[0], self.decomposition.components_, kind=kind, n=n),
+                      seconds=seconds)
 
     @property
     def _text_pefs(self) -> dict:
@@ -527,13 +525,14 @@ class RunExplorer:
         return dict(kind=self.run.param("kind", "lrm"), n_values=self.run.param("n_values", N_VALUES),
                     device=self.device, max_length=self.max_length)
 
-    def deletion_effects(self, component: int, example: int | str) -> pd.DataFrame:
-        """``analysis.lookup.deletion_effects`` of ``component`` on an example of the run (its number) or a text:
-        each word deleted in turn, the coefficient fitted again, the words it depends on first."""
+    def deletion_effects(self, component: int, example: int | str | tuple) -> pd.DataFrame:
+        """``analysis.lookup.deletion_effects`` of ``component`` on an example of the run (its number) or a text (a
+        pair in a run of pairs, whose words of either text are deleted, a column ``text`` saying which): each word
+        deleted in turn, the coefficient fitted again, the words it depends on first."""
         from ..analysis.lookup import deletion_effects
 
         component = self._check_component(component)
-        example = single_text(self.texts, example, "deletion_effects")
+        example = example_to_read(self.texts, example, "deletion_effects")
         model, tokenizer = self.model_and_tokenizer()
         with self.model_lock:
             return deletion_effects(model, tokenizer, self.decomposition, example, component, **self._text_pefs)

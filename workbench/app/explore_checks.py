@@ -1,11 +1,15 @@
-"""The arguments :class:`workbench.app.explore.RunExplorer` is opened with, checked before it reads the run."""
+"""The arguments :class:`workbench.app.explore.RunExplorer` is opened with, checked before it reads the run, and the
+examples its readings of one example (lookup, deletion_effects) take."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ..core.arguments import item_index
+from ..core.words import PAIR_SEPARATOR
 from ..models.text import are_pairs, is_pair, shown_text
+
+SEPARATOR = PAIR_SEPARATOR.strip()  # ‖, however it is spaced when typed
 
 
 def check_model_and_tokenizer(model, tokenizer) -> None:
@@ -21,28 +25,57 @@ def check_model_and_tokenizer(model, tokenizer) -> None:
 
 def lookup_example(texts: list, example):
     """What ``RunExplorer.lookup`` reads for ``example``: the number of the run's example it is (a text, a pair as a
-    tuple, or a pair as its card shows it), else the new text itself. A new text of a run of pairs is refused: its
-    PEF would be of one text, where the fit's are of pairs."""
-    pairs = are_pairs(texts)
-    if pairs and isinstance(example, (tuple, list)) and len(example) == 2 and all(isinstance(t, str) for t in example):
-        example = shown_text(tuple(example))
-    if not isinstance(example, str):
-        return example
-    for i, text in enumerate(texts):
-        if shown_text(text) == example:
-            return i
-    if pairs and example.strip():
-        raise ValueError("this run's examples are pairs of texts, and lookup computes a new example's PEF from one "
-                         "text only; look up an example of the run by its number, or by its pair as a tuple")
-    return example
-
-
-def single_text(texts: list, example, what: str):
-    """The text ``example`` is (an example's number, or a text), for a reading that edits one text (``what``); a
-    pair of texts, or a text for a run of pairs, is refused: its PEF would be of one text, where the fit's are of pairs."""
+    tuple, or a pair as its card shows it), else the new example itself, checked by :func:`new_example`."""
     if isinstance(example, (int, np.integer)) and not isinstance(example, bool):
-        example = texts[item_index(example, len(texts), "example", "examples")]
-    if is_pair(example) or are_pairs(texts):
-        raise ValueError(f"{what} edits one text, and this run's examples are pairs of texts, which it does not read "
-                         "yet; read pairs with top_examples and lookup")
+        return example
+    if isinstance(example, str):
+        for i, text in enumerate(texts):
+            if shown_text(text) == example:
+                return i
+    example = new_example(texts, example, "lookup")
+    if is_pair(example):  # as a tuple, or typed with ‖ and spaces of its own
+        for i, text in enumerate(texts):
+            if text == example:
+                return i
     return example
+
+
+def example_to_read(texts: list, example, what: str):
+    """The text or pair ``example`` is, for a reading that computes its PEF (``what``): the run's example of that
+    number, or a new example (:func:`new_example`)."""
+    if isinstance(example, (int, np.integer)) and not isinstance(example, bool):
+        return texts[item_index(example, len(texts), "example", "examples")]
+    return new_example(texts, example, what)
+
+
+def new_example(texts: list, example, what: str):
+    """``example`` as a new example of the run's kind, for ``what``: a (first, second) tuple for a run of pairs
+    (given as a tuple, a list, or one string with ‖ between its texts, as a card shows a pair), a text for a run of
+    single texts. The other kind is refused: its PEF would be of inputs the fit never saw (one text where the fit's
+    are of pairs, or two sequences where they are of one), and not comparable with the run's."""
+    if are_pairs(texts):
+        if isinstance(example, str) and example.count(SEPARATOR) == 1:  # typed, as a card shows a pair
+            example = tuple(part.strip() for part in example.split(SEPARATOR))
+        if isinstance(example, str):
+            raise ValueError(f"this run's examples are pairs of texts, and {what} of one text would compute a PEF "
+                             "the fit never saw (one sequence, not two); pass the new example as a (first, second) "
+                             f"pair, e.g. ('a cat sat', 'an animal sat'), or typed with {SEPARATOR} between its texts "
+                             f"('a cat sat {SEPARATOR} an animal sat'), or an example of the run by its number")
+        if not _pair_like(example):
+            raise TypeError(f"{what} takes an example number or a (first, second) pair of texts, got {example!r}")
+        if not any(t.strip() for t in example):
+            raise ValueError(f"{what} takes an example number or a pair of texts not both blank, got {example!r}")
+        return tuple(example)
+    if _pair_like(example):
+        raise ValueError(f"this run's examples are single texts, and {what} of a pair would compute a PEF the fit "
+                         "never saw (two sequences, not one); pass one text, e.g. the pair joined: "
+                         "first + ' ' + second, or run run_model on pairs to read pairs")
+    if not isinstance(example, str):
+        raise TypeError(f"{what} takes an example number or a non-empty text, got {example!r}")
+    if not example.strip():
+        raise ValueError(f"{what} takes an example number or a non-empty text, got {example!r}")
+    return example
+
+
+def _pair_like(example) -> bool:
+    return isinstance(example, (tuple, list)) and len(example) == 2 and all(isinstance(t, str) for t in example)
