@@ -11,6 +11,7 @@ from workbench import report
 from workbench.app.explore import RunExplorer, check_explorer
 from workbench.app.results import Lookup
 from workbench.core.arguments import positive_int
+from workbench.models.text import are_pairs
 
 from .static import StaticFallback, on_click_shown
 
@@ -28,7 +29,9 @@ class LookupPanel(StaticFallback, w.VBox):
         self.n = positive_int(n, "n")
         self._typing = True  # False while lookup() writes the query into the text field
         self.current: Lookup | None = None
-        self.query = w.Text(placeholder="an example's number, or a sentence", description="look up",
+        pairs = are_pairs(self.explorer.texts)  # a pair is typed as its cards show it: first ‖ second
+        self.query = w.Text(placeholder=f"an example's number, or {'a pair: first ‖ second' if pairs else 'a sentence'}",
+                            description="look up",
                             continuous_update=False, layout=w.Layout(width="460px"))
         self.button = w.Button(description="look up", icon="search", layout=w.Layout(width="auto"))
         self.button.on_click(on_click_shown(self.run))

@@ -159,6 +159,10 @@ def test_a_new_pair_gets_the_pef_the_run_stored_for_it_and_transform_s_coefficie
         assert explorer.lookup(f" {first} ‖ {second} ").example == i  # typed in a box, as a card shows it
     typed = explorer.lookup("a dog sat‖a cat")  # a new pair typed: its two texts, not one text with a ‖ in it
     assert typed.example is None and typed.text == "a dog sat" + PAIR_SEPARATOR + "a cat"
+    assert typed.caption().startswith("Components that a new pair of texts loads on")  # it said "a new text"
+    from widgets.lookup import LookupPanel
+
+    assert LookupPanel(explorer).query.placeholder == "an example's number, or a pair: first ‖ second"
 
 
 def test_deleting_each_word_of_a_pair_is_the_lookup_of_the_pair_without_it(pair_run):
@@ -260,6 +264,10 @@ def test_a_pair_is_refused_by_a_run_of_single_texts_with_the_fix(pair_model, tmp
             with pytest.raises(ValueError, match=r"examples are single texts, .* pass one text, e.g. the pair joined"):
                 what(pair)
     assert explorer.lookup("a cat a dog").example is None
+    assert explorer.lookup("a cat a dog").caption().startswith("Components that a new text loads on")
+    from widgets.lookup import LookupPanel
+
+    assert LookupPanel(explorer).query.placeholder == "an example's number, or a sentence"
 
 
 def test_a_dataframe_of_pairs_is_pointed_to_its_tuples(pair_model, tmp_path):

@@ -34,7 +34,7 @@ from ..core.arguments import component_index, component_indices, flag, fraction,
 from ..store.files import atomic_path
 from .results import (ComponentDashboard, ComponentFilter, ComponentPage, HighlightedExample, Lookup, TopExamplesPage,
                       checked_filter)
-from ..models.text import example_texts, shown_text
+from ..models.text import example_texts, is_pair, shown_text
 from .explore_checks import check_model_and_tokenizer, example_to_read, lookup_example
 from .run_folder import COMPONENTS, EXPORTS, LABELS, MODEL, Run
 
@@ -517,7 +517,7 @@ class RunExplorer:
         with self.model_lock:
             W, seconds = coefficients_of_texts(model, tokenizer, self.decomposition, [example], **self._text_pefs)
         return Lookup(shown_text(example), loadings(W[0], self.decomposition.components_, kind=kind, n=n),
-                      seconds=seconds)
+                      seconds=seconds, is_pair=is_pair(example))
 
     @property
     def _text_pefs(self) -> dict:

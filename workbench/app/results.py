@@ -288,9 +288,10 @@ class Lookup:
     seconds: float | None = None  # the cost of a new text's PEF and transform
     label: object = None
     prediction: object = None
+    is_pair: bool = False  # a new example that is a (first, second) pair of texts, shown joined
 
     def caption(self) -> str:
-        source = f"example {self.example}" if self.example is not None else "a new text"
+        source = f"example {self.example}" if self.example is not None else "a new pair of texts" if self.is_pair else "a new text"
         cost = f"; its PEF and coefficients took {self.seconds:.2f} s" if self.seconds is not None else ""
         return f"Components that {source} loads on, largest scaled coefficient first{cost}"
 
