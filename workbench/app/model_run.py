@@ -177,7 +177,7 @@ def _check_prompt(template, label_words) -> None:
 def _load(source: Path, template, label_words, label_prefix):
     """The model and tokenizer the run will read, from the saved folder: a sequence classifier,
     or with a template a causal language model read through it."""
-    from ..models.adapters import is_adapter_folder, load_adapter
+    from ..models.loading import is_adapter_folder, load_adapter
     from ..models.embedded import load_default_model
     from ..models.lm import load_zero_shot
 

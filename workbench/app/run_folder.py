@@ -115,7 +115,7 @@ def copy_model(source: Path, out: Path, model=None, tokenizer=None) -> None:
     is that folder (a run made again in place with its own model: removing the copy first deleted the model).
     A PEFT adapter folder's ``model`` (its base with the adapters merged) is saved there instead, so that the
     run opens without the adapter's base."""
-    from ..models.adapters import is_adapter_folder
+    from ..models.loading import is_adapter_folder
 
     if (out / MODEL).resolve() == Path(source).resolve():
         return
