@@ -13,6 +13,9 @@ from collections.abc import Sequence
 #: token's span covers it, so it is never shaded nor read as a word of either text.
 PAIR_SEPARATOR = "  ‖  "
 
+#: How a token of whitespace alone is shown.
+BLANK = "␣"
+
 
 def word_positions(words: Sequence[int | None] | None, n_tokens: int) -> list[list[int]]:
     """The positions of ``n_tokens`` tokens grouped into words: consecutive tokens of one word id. A token of

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.words import PAIR_SEPARATOR
+from ..core.words import BLANK, PAIR_SEPARATOR
 
 
 class TruncationWarning(UserWarning):
@@ -126,10 +126,6 @@ def warn_truncated(cut: np.ndarray, n_texts: int, max_length: int, where: str = 
         TruncationWarning,
         stacklevel=stacklevel,
     )
-
-
-#: How a token of whitespace alone is shown.
-BLANK = "␣"
 
 
 def spelled_tokens(text: str, tokens: Sequence[str], spans: Sequence[tuple[int, int]] | None) -> list[str]:

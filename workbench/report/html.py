@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..core.words import PAIR_SEPARATOR, word_positions
+from ..core.words import BLANK, PAIR_SEPARATOR, word_positions
 from .css import CSS
 
 
@@ -241,7 +241,8 @@ def highlighted_text_html(text: str, tokens: Sequence[str] | None, scores, spans
 
     def span(i: int, piece: str) -> str:
         # the word as the text spells it, not the tokenizer's piece ('Ġbad', '▁bad', '##bad')
-        score, token, whole = scores[i], piece.strip() or tokens[i], raw[i]
+        # a lone space's tooltip named it by the tokenizer's mark ('Ġ', '▁'), which the text never shows
+        score, token, whole = scores[i], piece.strip() or BLANK, raw[i]
         if whole is None:
             what = f"{token}: {score:+.1%} of the example's mass along the component"
         else:
@@ -249,7 +250,7 @@ def highlighted_text_html(text: str, tokens: Sequence[str] | None, scores, spans
         classes = token_classes(score, scale) + (" strongest" if i in strongest else "")
         shaded = (f'<span class="{classes}" style="background:{token_colour(score, scale)}" title="{escape(what)}">'
                   f"{escape(piece)}</span>")
-        return f"<mark>{shaded}</mark>" if i in marked else shaded
+        return f"<mark>{shaded}</mark>" if i in marked and piece.strip() else shaded  # a mark around a space says nothing
 
     if spans is not None:
         pieces, cursor = [], 0
