@@ -1,7 +1,129 @@
-"""Texts read under the tokenizers of other families than MiniLM's WordPiece."""
+"""Texts read under the tokenizers of other families than MiniLM's WordPiece: GPT-2's byte-level BPE (no padding
+token), Llama 2's SentencePiece BPE (no pre-tokenizer: it splits no words) and a T5-like Unigram with an end
+token. Each is trained here on a few sentences, offline, and run end to end: the cards show the text as written
+and the words named and marked are whole words of it."""
 
 import html
 import re
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
+from workbench import RunExplorer, report, run_model
+
+TEXTS = ["The café was lovely, naïve but warm!", "I hated the soup… it was cold 😞", "Great film — truly great.",
+         "Don't go there; the service is awful.", "What a wonderful day 🌞 in Zürich", "The plot was dull and slow.",
+         "Brilliant acting, superb score!", "Never again: rude staff, bad food.", "It's fine, I guess?",
+         "Amazing!!! Loved every minute.", "The hotel's room was dirty & noisy.", "A delightful, charming story.",
+         "Terrible. Just terrible.", "Crème brûlée was perfect 👌", "The movie bored me to tears.",
+         "Good value, friendly people.", "Worst purchase ever (don't buy).", "Everything was just right  (two spaces)."]
+LABELS = [1, 0, 1, 0, 1, 0, 1, 0, 1, 1, 0, 1, 0, 1, 0, 1, 0, 1]
+MARKS = ("Ġ", "▁", "##")
+
+
+def byte_level_bpe() -> PreTrainedTokenizerFast:
+    """GPT-2's kind: 'Ġ' before a word, no special tokens added, and no padding token."""
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.train_from_iterator(TEXTS, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                                           initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    backend.post_processor = processors.ByteLevel(trim_offsets=False)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|endoftext|>", eos_token="<|endoftext|>")
+
+
+def llama2_bpe() -> PreTrainedTokenizerFast:
+    """Llama 2's (and Mistral's, Gemma's) kind: spaces made '▁' by the normalizer, no pre-tokenizer (so a text is one
+    word to word_ids), a BOS before each text."""
+    backend = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always")  # pieces within words, as SentencePiece's
+    backend.train_from_iterator(TEXTS, trainers.BpeTrainer(vocab_size=250, special_tokens=["<unk>", "<s>", "</s>"]))
+    backend.pre_tokenizer = None
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B:1",
+                                                           special_tokens=[("<s>", backend.token_to_id("<s>"))])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<unk>")
+
+
+def unigram_with_eos() -> PreTrainedTokenizerFast:
+    """T5's kind: a Unigram model, '▁' words split at spaces, an EOS after each text, padded on the left."""
+    backend = Tokenizer(models.Unigram())
+    backend.normalizer = normalizers.NFKC()
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always")
+    backend.decoder = decoders.Metaspace(prepend_scheme="always")
+    backend.train_from_iterator(TEXTS, trainers.UnigramTrainer(vocab_size=150, unk_token="<unk>",
+                                                               special_tokens=["<pad>", "<unk>", "</s>"]))
+    backend.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B:1 </s>:1",
+                                                           special_tokens=[("</s>", backend.token_to_id("</s>"))])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+                                   padding_side="left")
+
+
+def classifier(family: str, tokenizer):
+    import transformers
+
+    torch.manual_seed(0)
+    size = dict(vocab_size=len(tokenizer), num_labels=2, pad_token_id=tokenizer.pad_token_id)
+    if family == "gpt2":
+        return transformers.GPT2ForSequenceClassification(transformers.GPT2Config(
+            n_embd=32, n_layer=1, n_head=4, n_positions=64, bos_token_id=0, eos_token_id=0, **size))
+    return transformers.LlamaForSequenceClassification(transformers.LlamaConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
+        max_position_embeddings=64, **size))
+
+
+FAMILIES = {"byte-level BPE": ("gpt2", byte_level_bpe), "Llama 2 BPE": ("llama", llama2_bpe),
+            "Unigram with EOS": ("llama", unigram_with_eos)}
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def family_run(request, tmp_path_factory):
+    family, make = FAMILIES[request.param]
+    folder = tmp_path_factory.mktemp("model")
+    tokenizer = make()
+    classifier(family, tokenizer).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    run = run_model(tmp_path_factory.mktemp("runs") / "run", folder, TEXTS, LABELS, n_components=2, n_iters_g_only=5,
+                    n_iters_joint=5, n_top=8, progress=False)
+    return RunExplorer.open(run.path)
+
+
+def _whole(text: str, start: int, stop: int) -> bool:
+    """text[start:stop] is one or more whole words: no letter of a word on either side of it."""
+    return not (start > 0 and text[start - 1].isalnum() and text[start].isalnum()) and \
+        not (stop < len(text) and text[stop].isalnum() and text[stop - 1].isalnum())
+
+
+def test_cards_show_the_text_as_written_and_name_and_mark_whole_words(family_run):
+    seen = 0
+    for component in range(family_run.n_components):
+        for e in family_run.top_examples(component, page_size=len(TEXTS)).examples:
+            card = report.example_html(e)
+            body = re.search(r'<div class="tokens"[^>]*>(.*)</div></div>$', card, re.S).group(1)
+            assert html.unescape(re.sub(r"<[^>]+>", "", body)) == e.text
+            assert not any(mark in card for mark in MARKS), card  # also in a lone space token's tooltip
+            word, where = e.strongest_token, e.strongest_positions
+            start, stop = e.spans[where[0]][0], e.spans[where[-1]][1]
+            assert word and word == e.text[start:stop].strip() and _whole(e.text, start, stop), (word, e.text)
+            for marked in re.findall(r"<mark>(.*?)</mark>", body, re.S):
+                marked = html.unescape(re.sub(r"<[^>]+>", "", marked)).strip()
+                start = e.text.find(marked)
+                assert marked and start >= 0 and _whole(e.text, start, start + len(marked)), (marked, e.text)
+            seen += 1
+    assert seen
+
+
+def test_labels_lookups_and_deletions_read_words(family_run):
+    for label in family_run.label_components():
+        word = re.search(r"'(.*)' [0-9.]+", label).group(1)  # as the tokenizer spells it: T5's NFKC reads '…' '...'
+        assert word.strip() == word and word and " " not in word and not any(m in word for m in MARKS), label
+    assert len(family_run.lookup("A lovely café, great coffee 😀").loadings) > 0
+    effects = family_run.deletion_effects(0, "Crème brûlée was perfect 👌")
+    assert sorted(effects["word"]) == sorted("Crème brûlée was perfect 👌".split())
 
 
 def test_a_lone_space_token_is_named_as_a_space_and_never_marked_alone():

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.words import word_positions
+from ..core.words import word_positions, words_split_at_spaces
 from .tables import NAME_COLUMN
 
 #: An attribute value names the component only when at least this share of its top set holds it.
@@ -81,9 +81,11 @@ def token_idf(tokenizer, texts: Sequence) -> dict[str, float]:
             return words(text[0]) + words(text[1])
         if not getattr(tokenizer, "is_fast", False):
             return tokenizer.tokenize(text)
-        encoding = tokenizer(text, add_special_tokens=False)
+        encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         tokens = tokenizer.convert_ids_to_tokens(encoding["input_ids"])
-        return [word for word, _, _ in word_groups(tokenizer, tokens, encoding.word_ids())]
+        # the words encode_texts gives the scores: split at spaces, as Llama 2's tokenizer does not
+        word_ids = words_split_at_spaces(text, encoding["offset_mapping"], encoding.word_ids())
+        return [word for word, _, _ in word_groups(tokenizer, tokens, word_ids)]
 
     vectorizer = TfidfVectorizer(analyzer=words).fit(texts)
     return dict(zip(vectorizer.get_feature_names_out(), vectorizer.idf_.tolist()))
@@ -138,9 +140,11 @@ def word_groups(tokenizer, tokens: Sequence[str], word_ids: Sequence[int | None]
             special = [t in specials for t in tokens]
         return [(t, [p], bool(s)) for p, (t, s) in enumerate(zip(tokens, special))]
     groups = word_positions(word_ids, len(tokens))
-    return [(tokens[where[0]], where, True) if word_ids[where[0]] is None
-            else (tokenizer.convert_tokens_to_string([tokens[q] for q in where]).strip(), where, False)
-            for where in groups]
+    spelled = [None if word_ids[where[0]] is None else tokenizer.convert_tokens_to_string([tokens[q] for q in where]).strip()
+               for where in groups]
+    # a word that spells nothing (SentencePiece's lone '▁') is left out as special tokens are: it was a label's ''
+    return [(tokens[where[0]], where, True) if word is None else (word, where, not word)
+            for word, where in zip(spelled, groups)]
 
 
 def top_tokens(model, tokenizer, decomposition, texts: Sequence[str], top_sets: dict[int, Sequence[int]], *,

@@ -30,3 +30,27 @@ def word_positions(words: Sequence[int | None] | None, n_tokens: int) -> list[li
         else:
             groups.append([p])
     return groups
+
+
+def words_split_at_spaces(text: str, spans: Sequence[tuple[int, int]], words: Sequence[int | None]) -> list[int | None]:
+    """``words`` (a fast tokenizer's word ids, with the tokens' ``spans`` in ``text``) renumbered so that no word
+    holds whitespace: a token starts a word where whitespace comes before it or begins its span, and a token of
+    whitespace alone (byte-level BPE's lone 'Ġ', SentencePiece's '▁') is a word of its own, so a word's mark does
+    not reach over the space before it. Llama 2's, Mistral's and Gemma's tokenizers split no words before their
+    model (no pre-tokenizer, or a Metaspace that does not split): every token of a text was word 0, and the whole
+    text was its strongest word, one mark and a component's label. Words a tokenizer splits at spaces
+    (WordPiece, byte-level BPE, T5's) keep their ids' grouping."""
+    out: list[int | None] = []
+    previous, end, blank, number = None, None, False, -1
+    for (start, stop), word in zip(spans, words):
+        if word is None:
+            out.append(None)
+            previous, end = None, None
+            continue
+        piece = text[start:stop]
+        spaced = (end is not None and any(c.isspace() for c in text[end:start])) or piece[:1].isspace()
+        if word != previous or spaced or blank:
+            number += 1
+        out.append(number)
+        previous, end, blank = word, max(stop, end or 0), stop > start and not piece.strip()
+    return out

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.words import BLANK, PAIR_SEPARATOR
+from ..core.words import BLANK, PAIR_SEPARATOR, words_split_at_spaces
 
 
 class TruncationWarning(UserWarning):
@@ -128,6 +128,8 @@ def warn_truncated(cut: np.ndarray, n_texts: int, max_length: int, where: str = 
     )
 
 
+
+
 def spelled_tokens(text: str, tokens: Sequence[str], spans: Sequence[tuple[int, int]] | None) -> list[str]:
     """Each token as ``text`` spells it (its character span, stripped), else as the tokenizer writes
     it: special tokens (empty spans), and every token when there are no spans (slow tokenizers).
@@ -220,7 +222,12 @@ def _classifier_inputs(tokenizer, texts: list, max_length: int, warn: bool, fast
         rows, words = _pair_spans(encoded, texts, rows, words, real)
     no_template = [np.zeros(len(s), dtype=bool) for s in special]
     strings = [shown_text(t) for t in texts]
-    return EncodedTexts(inputs, strings, [0] * len(texts), no_template, special, _as_spans(rows), words)
+    rows = _as_spans(rows)
+    return EncodedTexts(inputs, strings, [0] * len(texts), no_template, special, rows, _split_words(strings, rows, words))
+
+
+def _split_words(strings: list[str], rows, words) -> list | None:
+    return None if words is None else [words_split_at_spaces(s, r, w) for s, r, w in zip(strings, rows, words)]
 
 
 def _pair_spans(encoded, texts: list, rows: list, words: list, real) -> tuple[list, list]:
@@ -260,7 +267,7 @@ def _prompt_inputs(model, tokenizer, texts: list[str], max_length: int, warn: bo
     special = [s | t for s, t in zip(special, template)]
     if words is not None:  # the template is no word of the text
         words = [[None if t else w for w, t in zip(row, flags)] for row, flags in zip(words, template)]
-    return EncodedTexts(inputs, strings, [start] * len(texts), template, special, rows, words)
+    return EncodedTexts(inputs, strings, [start] * len(texts), template, special, rows, _split_words(strings, rows, words))
 
 
 def _in_text(prompt: str, a: int, b: int, start: int, end: int) -> bool:
