@@ -135,3 +135,26 @@ def test_a_lone_space_token_is_named_as_a_space_and_never_marked_alone():
     assert "Ġ" not in card and 'title="␣: +90.0%' in card
     assert "<mark>" not in card  # the deep space alone: a mark around nothing a reader sees
     assert html.unescape(re.sub(r"<[^>]+>", "", card)) == text
+
+
+def test_a_slow_tokenizer_degrades_to_its_tokens_says_so_once_and_never_names_a_space(tmp_path):
+    """ByT5's tokenizer is Python (no offsets, no word_ids): cards show its tokens, a page says why once, and a space
+    token is neither the strongest word nor a label."""
+    from transformers import ByT5Tokenizer
+
+    tokenizer = ByT5Tokenizer()
+    assert not tokenizer.is_fast
+    classifier("llama", tokenizer).eval().save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    run = run_model(tmp_path / "run", tmp_path / "model", TEXTS[:12], LABELS[:12], n_components=2, n_iters_g_only=5,
+                    n_iters_joint=5, n_top=6, progress=False)
+    explorer = RunExplorer.open(run.path)
+    for component in range(explorer.n_components):
+        page = explorer.top_examples(component, page_size=6)
+        assert page.note.count("slow") == 1 and "ByT5Tokenizer" in page.note
+        assert all(e.strongest_token and e.strongest_token.strip() == e.strongest_token for e in page.examples)
+        report.examples_page_html(page)
+    for label in explorer.label_components():
+        assert "' '" not in label and "''" not in label, label
+    assert len(explorer.lookup("A lovely café").loadings) > 0
+    assert len(explorer.deletion_effects(0, 3)) == len(TEXTS[3].split())

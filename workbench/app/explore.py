@@ -35,7 +35,7 @@ from ..store.files import atomic_path
 from .results import (ComponentDashboard, ComponentFilter, ComponentPage, HighlightedExample, Lookup, TopExamplesPage,
                       checked_filter)
 from ..models.text import example_texts, is_pair, shown_text
-from .explore_checks import check_model_and_tokenizer, example_to_read, lookup_example
+from .explore_checks import check_model_and_tokenizer, example_to_read, lookup_example, offsets_note
 from .run_folder import COMPONENTS, EXPORTS, LABELS, MODEL, Run
 
 __all__ = ["ComponentDashboard", "ComponentFilter", "ComponentPage", "HighlightedExample", "Lookup", "RunExplorer",
@@ -381,7 +381,7 @@ class RunExplorer:
                     "called without an example axis, time-major or with more than their input). They are left out of "
                     "the highlights: the words', special tokens' and head's shares are of the rest of each example's "
                     "mass, and 'head' is no sign that the component acts in the head.")
-        return ""
+        return offsets_note(encoded, tokenizer)
 
     # -- perturbations -----------------------------------------------------------------
 

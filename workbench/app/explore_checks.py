@@ -79,3 +79,14 @@ def new_example(texts: list, example, what: str):
 
 def _pair_like(example) -> bool:
     return isinstance(example, (tuple, list)) and len(example) == 2 and all(isinstance(t, str) for t in example)
+
+
+def offsets_note(encoded, tokenizer) -> str:
+    """A page's note when the tokenizer gives its tokens no characters (a slow, Python one): the cards show its tokens
+    as it writes them, each a word of its own, which a reader would otherwise take for the workbench's misreading."""
+    if encoded.spans is not None:
+        return ""
+    return (f"Tokens are shown as the tokenizer writes them, each read as a word: {type(tokenizer).__name__} is a slow "
+            "(Python) tokenizer, which gives no token its characters in the text nor its word. With a fast tokenizer "
+            "of the model (AutoTokenizer.from_pretrained(folder, use_fast=True), or one of the tokenizers library), the "
+            "cards show the text as written and read words whole.")

@@ -135,8 +135,8 @@ def spelled_tokens(text: str, tokens: Sequence[str], spans: Sequence[tuple[int, 
     it: special tokens (empty spans), and every token when there are no spans (slow tokenizers).
     A token of whitespace alone (SentencePiece's lone '▁', 'Ġ') is shown as '␣', not as the mark, nor
     as the next character, which ALBERT's and T5's tokenizers give as its span ('w', 'w', 'as')."""
-    if spans is None:
-        return list(tokens)
+    if spans is None:  # a slow tokenizer's space token (ByT5's ' ') was the strongest word of every example
+        return [BLANK if _whitespace_mark(t) or (t and not t.strip()) else t for t in tokens]
     return [BLANK if _whitespace_mark(t) and b > a else (text[a:b].strip() or BLANK) if b > a else t
             for t, (a, b) in zip(tokens, spans)]
 
