@@ -158,3 +158,20 @@ def test_a_slow_tokenizer_degrades_to_its_tokens_says_so_once_and_never_names_a_
         assert "' '" not in label and "''" not in label, label
     assert len(explorer.lookup("A lovely café").loadings) > 0
     assert len(explorer.deletion_effects(0, 3)) == len(TEXTS[3].split())
+
+
+def test_a_tokenizer_given_without_a_padding_token_pads_as_the_run_did(family_run, tmp_path):
+    """GPT-2's tokenizer has none: run_model pads with its end-of-text token, and so does the explorer given it."""
+    from transformers import AutoModelForSequenceClassification
+
+    if family_run.model_and_tokenizer()[1].eos_token != "<|endoftext|>":
+        pytest.skip("GPT-2's kind only")
+    given = byte_level_bpe()
+    assert given.pad_token is None
+    model = AutoModelForSequenceClassification.from_pretrained(family_run.run.path / "model")
+    model.config.pad_token_id = None
+    explorer = RunExplorer.open(family_run.run.path, model=model, tokenizer=given)
+    assert explorer.top_examples(0, page_size=4).examples[0].strongest_token
+    bare = PreTrainedTokenizerFast(tokenizer_object=byte_level_bpe().backend_tokenizer)  # no end-of-text token either
+    with pytest.raises(ValueError, match="no padding token and no end-of-text token"):
+        RunExplorer.open(family_run.run.path, model=model, tokenizer=bare)

@@ -21,6 +21,18 @@ def check_model_and_tokenizer(model, tokenizer) -> None:
         raise ValueError("tokenizer= was given without model=: without a model the explorer reads the run's model/ "
                          "folder, with the tokenizer saved there (the one its PEFs were computed with); pass model= "
                          "with it (a run whose model lives elsewhere), or leave tokenizer out")
+    if tokenizer is None or not hasattr(tokenizer, "pad_token"):
+        return
+    # as the run's own folder is loaded: GPT-2's tokenizer, given without a padding token, failed at the first page
+    # with transformers' "Asking to pad but the tokenizer does not have a padding token"
+    if tokenizer.pad_token is None and getattr(tokenizer, "eos_token", None) is None:
+        raise ValueError("tokenizer= has no padding token and no end-of-text token to pad with, so it cannot batch "
+                         "texts of several lengths: give it the one the run's PEFs were computed with, e.g. "
+                         "tokenizer.add_special_tokens({'pad_token': '[PAD]'}) (and model.resize_token_embeddings("
+                         "len(tokenizer)) if the token is new)")
+    from ..models.loading import pad_with_end_of_text
+
+    pad_with_end_of_text(model, tokenizer)  # its end-of-text token, as run_model padded with
 
 
 def lookup_example(texts: list, example):
