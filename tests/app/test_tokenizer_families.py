@@ -175,3 +175,19 @@ def test_a_tokenizer_given_without_a_padding_token_pads_as_the_run_did(family_ru
     bare = PreTrainedTokenizerFast(tokenizer_object=byte_level_bpe().backend_tokenizer)  # no end-of-text token either
     with pytest.raises(ValueError, match="no padding token and no end-of-text token"):
         RunExplorer.open(family_run.run.path, model=model, tokenizer=bare)
+
+
+def test_a_text_that_loads_on_nothing_has_no_deletion_drops(monkeypatch):
+    """A tiny GPT-2's example fitted a coefficient of 1.5e-17 on a component, and its words' drops read -3e15."""
+    import numpy as np
+
+    from workbench.analysis import lookup
+    from workbench.report.html import deletions_html
+
+    W = np.array([[1.5e-17], [0.05], [0.09], [0.0]], dtype=np.float32)
+    monkeypatch.setattr(lookup, "coefficients_of_texts", lambda *args, **kwargs: (W, 0.0))
+    effects = lookup.deletion_effects(None, None, None, "was perfect here", 0)
+    assert effects["drop"].isna().all() and list(effects["coefficient"]) == pytest.approx([0.05, 0.09, 0.0])
+    assert "nan" not in deletions_html([(3, "perfect", effects)])
+    W[0, 0] = 0.1  # a text that loads: its drops as before
+    assert lookup.deletion_effects(None, None, None, "was perfect here", 0)["drop"].tolist() == pytest.approx([1, 0.5, 0.1])

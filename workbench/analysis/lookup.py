@@ -72,6 +72,10 @@ def coefficients_of_texts(model, tokenizer, decomposition, texts: Sequence, **kw
     return W, time.perf_counter() - started
 
 
+#: A text's coefficient at most this share of the largest of it and its deletions' is no coefficient: its drops are NaN.
+NO_COEFFICIENT = 1e-6
+
+
 def deletion_effects(model, tokenizer, decomposition, text, component: int, **kwargs) -> pd.DataFrame:
     """What ``text``'s coefficient on ``component`` depends on, by intervention: each word deleted in
     turn and the coefficient fitted again (:func:`coefficients_of_texts`; keyword arguments go
@@ -79,7 +83,8 @@ def deletion_effects(model, tokenizer, decomposition, text, component: int, **kw
     which words the coefficient needs. One row per word, largest drop first: ``word``, its
     ``start`` and ``stop`` in the text, the ``coefficient`` without it and the ``drop``, 1 − that
     over the text's own coefficient (fitted the same way; 1: the word carries all of it, below 0:
-    the coefficient rises without it).
+    the coefficient rises without it; NaN where the text loads on nothing, at most
+    :data:`NO_COEFFICIENT` of the largest coefficient).
 
     ``text`` may be a (first, second) pair of texts, encoded as the run encodes pairs: its words are
     those the tokenizer's word ids group (as a card groups its tokens; "dog's" is three), in either
@@ -100,9 +105,12 @@ def deletion_effects(model, tokenizer, decomposition, text, component: int, **kw
         raise ValueError(f"{text!r} is one word: without it no text is left to fit; pass a text of two words or more")
     W, _ = coefficients_of_texts(model, tokenizer, decomposition, [text, *edited], **kwargs)
     own, without = float(W[0, component]), W[1:, component].astype(np.float64)
+    # an own coefficient at float32's rounding beside those without a word (1e-17 beside 0.09, where the text loads
+    # on nothing) is none: over it, drops read -3e15
+    loads = own > NO_COEFFICIENT * max(own, float(without.max(initial=0.0)))
     frame = pd.DataFrame({"word": [w for _, w, _, _ in words], **which, "start": [a for _, _, a, _ in words],
                           "stop": [b for _, _, _, b in words], "coefficient": without,
-                          "drop": 1 - without / own if own > 0 else np.nan})
+                          "drop": 1 - without / own if loads else np.nan})
     frame.attrs["coefficient"] = own  # the text's own, fitted as the deletions are
     return frame.sort_values("drop", ascending=False, kind="stable").reset_index(drop=True)
 

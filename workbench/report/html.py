@@ -394,18 +394,23 @@ def deletions_html(checks) -> str:
     costs the coefficient most, beside what deleting the shaded word costs."""
     rows = []
     for example, strongest, effects in checks:
-        needed = ", ".join(f"<bdi>{escape(w)}</bdi> {d:.0%}" for w, d in zip(effects["word"][:3], effects["drop"][:3]))
+        needed = ", ".join(f"<bdi>{escape(w)}</bdi> {_drop(d)}" for w, d in zip(effects["word"][:3], effects["drop"][:3]))
         shaded = ""
         if strongest:
             named = effects[effects["word"].str.contains(strongest.strip(), regex=False, case=False)]
             if len(named):
-                shaded = f"<bdi>{escape(strongest.strip())}</bdi> {named['drop'].max():.0%}"
+                shaded = f"<bdi>{escape(strongest.strip())}</bdi> {_drop(named['drop'].max())}"
         rows.append(f"<tr><td>{int(example)}</td><td>{shaded}</td><td>{needed}</td></tr>")
     return ('<div class="deletions"><div class="caption">Deletion check: each word deleted in turn and the coefficient '
             "fitted again; the drop is the share of the coefficient lost without the word. The shading says where the "
             'Fisher mass flows, this what the coefficient needs.</div><div class="table-wrap"><table class="npeff-table">'
             "<thead><tr><th>example</th><th>shaded strongest word</th><th>words it needs most</th></tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table></div></div>")
+
+
+def _drop(value: float) -> str:
+    """A deletion's drop; none (NaN: the text loads on nothing) read 'nan%'."""
+    return "—" if pd.isna(value) else f"{value:.0%}"
 
 
 def error_html(message: str, details: str = "") -> str:
