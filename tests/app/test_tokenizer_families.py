@@ -63,6 +63,31 @@ def unigram_with_eos() -> PreTrainedTokenizerFast:
                                    padding_side="left")
 
 
+def roberta_bpe() -> PreTrainedTokenizerFast:
+    """RoBERTa's kind: byte-level BPE whose offsets leave out the space ('Ġ' trimmed), <s> and </s> around the text."""
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    backend.decoder = decoders.ByteLevel()
+    backend.train_from_iterator(TEXTS, trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+                                                           initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    backend.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=True, add_prefix_space=True)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>", cls_token="<s>", sep_token="</s>")
+
+
+def uncased_wordpiece() -> PreTrainedTokenizerFast:
+    """BERT uncased's kind: lower case, accents stripped ('Crème' is read 'creme'), '##' pieces."""
+    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece()
+    backend.train_from_iterator(TEXTS, trainers.WordPieceTrainer(vocab_size=150, special_tokens=["[PAD]", "[UNK]", "[CLS]",
+                                                                                                 "[SEP]"]))
+    backend.post_processor = processors.BertProcessing(("[SEP]", 3), ("[CLS]", 2))
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                                   sep_token="[SEP]")
+
+
 def classifier(family: str, tokenizer):
     import transformers
 
@@ -77,7 +102,8 @@ def classifier(family: str, tokenizer):
 
 
 FAMILIES = {"byte-level BPE": ("gpt2", byte_level_bpe), "Llama 2 BPE": ("llama", llama2_bpe),
-            "Unigram with EOS": ("llama", unigram_with_eos)}
+            "Unigram with EOS": ("llama", unigram_with_eos), "RoBERTa BPE": ("llama", roberta_bpe),
+            "uncased WordPiece": ("llama", uncased_wordpiece)}
 
 
 @pytest.fixture(scope="module", params=list(FAMILIES))
