@@ -217,3 +217,12 @@ def test_a_text_that_loads_on_nothing_has_no_deletion_drops(monkeypatch):
     assert "nan" not in deletions_html([(3, "perfect", effects)])
     W[0, 0] = 0.1  # a text that loads: its drops as before
     assert lookup.deletion_effects(None, None, None, "was perfect here", 0)["drop"].tolist() == pytest.approx([1, 0.5, 0.1])
+
+
+def test_a_page_s_table_of_words_holds_whole_words_and_no_space(family_run):
+    for component in range(family_run.n_components):
+        table = family_run.top_examples(component, page_size=8).top_tokens()
+        assert len(table) and all(w and w.strip() == w and w != "␣" for w in table.index), list(table.index)
+        texts = [e for t in TEXTS for e in t.split()]
+        assert all(any(w in t for t in texts) for w in table.index)
+        assert any(len(w) > 3 for w in table.index)  # words, not only their pieces

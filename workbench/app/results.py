@@ -18,6 +18,7 @@ import pandas as pd
 from .. import report
 from ..core.arguments import flag
 from ..analysis.token_shares import strongest_word
+from ..core.words import word_positions
 from ..models.text import BLANK, spelled_tokens
 
 
@@ -128,15 +129,34 @@ class HighlightedExample:
         return None if self.tokens is None else spelled_tokens(self.text, self.tokens, self.spans)
 
     @property
+    def word_shares(self) -> tuple[list[str], list[float]]:
+        """Each word of the text (its pieces' shares summed, spelled as the text spells it) and its share: no special
+        token, nor a token of whitespace alone, whose '␣' was a word of the page's table under byte-level BPE and
+        SentencePiece, beside the pieces of its words ('Z' 'ü' 'ri' 'ch' for "Zürich")."""
+        if self.visible is None or self.tokens is None:
+            return [], []
+        skip = np.zeros(len(self.visible), bool) if self.special is None else np.asarray(self.special, bool)
+        skip = skip | (np.asarray(self.shown_tokens, dtype=object) == BLANK)
+        words, shares = [], []
+        for group in word_positions(self.words, len(self.visible)):
+            group = [p for p in group if not skip[p]]
+            if group:
+                words.append(self._spelled(group))
+                shares.append(float(np.sum(np.asarray(self.visible)[group])))
+        return words, shares
+
+    def _spelled(self, where: list[int]) -> str:
+        """The tokens at ``where`` (one word's) as the text spells them."""
+        if self.spans is not None and self.spans[where[-1]][1] > self.spans[where[0]][0]:
+            return self.text[self.spans[where[0]][0]:self.spans[where[-1]][1]].strip()
+        return "".join(self.shown_tokens[p] for p in where)
+
+    @property
     def strongest_token(self) -> str | None:
         """The strongest word as the text spells it: the whole word (not the tokenizer's '##lick' of "blick",
         'Ġbad' or '▁bad')."""
         where = self.strongest_positions
-        if not where:
-            return None
-        if self.spans is not None and self.spans[where[-1]][1] > self.spans[where[0]][0]:
-            return self.text[self.spans[where[0]][0]:self.spans[where[-1]][1]].strip()
-        return "".join(self.shown_tokens[p] for p in where)
+        return self._spelled(where) if where else None
 
 
 @dataclass
@@ -171,7 +191,7 @@ class TopExamplesPage:
         """The words that carry the component over the page's highlighted examples (``analysis.dashboard.token_table``)."""
         from ..analysis.dashboard import token_table
 
-        return token_table((e.shown_tokens, e.visible) for e in self.examples if e.visible is not None)
+        return token_table(e.word_shares for e in self.examples if e.visible is not None)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per example: rank, example, text, label, prediction, coefficient, the shares of its
