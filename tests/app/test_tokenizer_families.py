@@ -237,3 +237,13 @@ def test_a_page_s_table_of_words_holds_whole_words_and_no_space(family_run):
         texts = [e for t in TEXTS for e in t.split()]
         assert all(any(w in t for t in texts) for w in table.index)
         assert any(len(w) > 3 for w in table.index)  # words, not only their pieces
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_a_pair_s_deletions_delete_the_words_a_card_shows(name):
+    """A pair's deletions grouped tokens by word id alone: under Llama 2's kind each text was one word, deleted whole."""
+    from workbench.analysis.lookup import _pair_words
+
+    pair = ("Crème brûlée was perfect", "it was  not 👌")
+    words = [(side, word) for side, word, _, _ in _pair_words(FAMILIES[name][1](), pair)]
+    assert words == [(side, word) for side in (0, 1) for word in pair[side].split()]
