@@ -18,17 +18,15 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.defaults import N_ITERS_G_ONLY, N_ITERS_JOINT, N_VALUES
-from ..analysis.tables import RESERVED_COLUMNS, accuracy_of, check_attribute_cells, check_attribute_names, component_table
+from ..analysis.tables import RESERVED_COLUMNS, check_attribute_cells, check_attribute_names, component_table
 from ..core.arguments import check_model_folder, flag, positive_int, seed_value, user_path
 from ..core.device import resolve_device
 from ..core.kinds import KINDS
 from ..core.params import select_parameters
 from ..models.text import TEXT_PAIR_COLUMN, are_pairs, checked_texts, is_pair, tokenized
 from ..core.validation import as_labels, check_label_range, max_positions, name_filter
-from ..store.files import atomic_path
-from ..store.lock import exclusive
-from .pipeline import check_new_run_folder, fit_estimator, fit_stage, write_or_resume_pefs
-from .run_folder import COMPONENTS, EXAMPLES, MODEL, PEFS, Run, RunRecorder, copy_model
+from .run_folder import MODEL, Run, RunRecorder, check_new_run_folder, copy_model
+from .stages import fit_estimator, run_stages
 
 DEFAULT_MAX_LENGTH = 128
 
@@ -119,45 +117,27 @@ def run_model(
               "device": None if device is None else str(device)}
     if template is not None:
         params.update(template=template, label_words=list(label_words), label_prefix=label_prefix)
-    with exclusive(out, "a run"):  # two runs in one folder would leave it mixed, yet marked complete
-        recorder = RunRecorder(out, params, device=resolved, seeds={"fit": seed}, made_by="run_model")
 
-        with recorder.stage("model"):
-            copy_model(source, out, model, tokenizer)
-            if template is not None:  # else a prompt the folder holds (a run's model/) reads it as before
-                save_prompt(out / MODEL, template, label_words, label_prefix)
+    def model_stage(recorder: RunRecorder):
+        copy_model(source, out, model, tokenizer)
+        if template is not None:  # else a prompt the folder holds (a run's model/) reads it as before
+            save_prompt(out / MODEL, template, label_words, label_prefix)
+        return model, tokenizer, source
 
-        with recorder.stage("examples"):
-            examples = pd.DataFrame({"text": texts, "label": labels}) if not are_pairs(texts) else pd.DataFrame(
-                {"text": [t[0] for t in texts], TEXT_PAIR_COLUMN: [t[1] for t in texts], "label": labels})
-            if attributes is not None:
-                examples = pd.concat([examples, attributes], axis=1)
-            inputs = encode_texts(model, tokenizer, texts, max_length).inputs
+    def examples_stage(model, tokenizer, source: Path):
+        examples = pd.DataFrame({"text": texts, "label": labels}) if not are_pairs(texts) else pd.DataFrame(
+            {"text": [t[0] for t in texts], TEXT_PAIR_COLUMN: [t[1] for t in texts], "label": labels})
+        if attributes is not None:
+            examples = pd.concat([examples, attributes], axis=1)
+        return examples, encode_texts(model, tokenizer, texts, max_length).inputs
 
-        with recorder.stage("pefs"):
-            store = write_or_resume_pefs(out / PEFS, model, inputs, examples["label"].to_numpy(), kind=kind,
-                                         n_values=n_values, batch_size=batch_size, device=resolved, progress=progress,
-                                         include=include, exclude=exclude, provenance={"model_path": str(source)})
-            pefs = store.load()
-            examples["prediction"] = pefs.predictions
-            with atomic_path(out / EXAMPLES) as tmp:
-                examples.to_parquet(tmp)
-            recorder.wrote(EXAMPLES)  # another run's examples, of the same count, passed for these
-            if (pefs.labels >= 0).any():
-                recorder.figure("analysis_accuracy", accuracy_of(pefs.labels, pefs.predictions))
+    def table_of(estimator, pefs, examples: pd.DataFrame, n_top: int) -> pd.DataFrame:
+        return component_table(estimator.W_, estimator.components_, labels=pefs.labels, predictions=pefs.predictions,
+                               attributes=attributes, n_top=n_top, kind=estimator.kind)
 
-        estimator = fit_stage(recorder, out, pefs, kind, n_components, n_iters_g_only, n_iters_joint, seed=seed,
-                              device=resolved, progress=progress)
-
-        with recorder.stage("analysis"):
-            table = component_table(estimator.W_, estimator.components_, labels=pefs.labels, predictions=pefs.predictions,
-                                    attributes=attributes, n_top=n_top, kind=estimator.kind)
-            with atomic_path(out / COMPONENTS) as tmp:
-                table.to_csv(tmp)
-            recorder.wrote(COMPONENTS)
-
-        recorder.finish()
-        return Run(out)
+    return run_stages(out, params, seeds={"fit": seed}, device=resolved, progress=progress, model_stage=model_stage,
+                      examples_stage=examples_stage, pef_filters={"include": include, "exclude": exclude},
+                      provenance={}, table_of=table_of, made_by="run_model")
 
 
 def _check_prompt(template, label_words) -> None:

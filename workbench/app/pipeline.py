@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -11,20 +10,16 @@ import pandas as pd
 
 from ..core.defaults import N_ITERS_G_ONLY, N_ITERS_JOINT, N_VALUES
 from ..core.arguments import check_model_folder, seed_value, user_path
-from ..analysis.tables import accuracy_of, chance_purity, component_table
+from ..analysis.tables import chance_purity, component_table
 from ..core.device import resolve_device
 from ..core.params import HEAD_PATTERN
 from ..core.kinds import KINDS
-from ..npeff import estimator_for
-from ..runner import write_pefs
-from ..store.files import StoreError, atomic_path, read_json
+from ..store.files import read_json
 from ..models.loading import check_can_pad, load_saved_tokenizer
 from ..models.prompt import prompt_of
-from ..store.lock import exclusive
-from .run_folder import (COMPONENTS, DECOMPOSITION, EXAMPLES, FIT_CHECKPOINT, FIT_CHECKPOINT_EVERY, MODEL, PEFS, Run,
-                         RunRecorder, check_new_run_folder, copy_model)
-
-logger = logging.getLogger(__name__)
+from .run_folder import MODEL, Run, RunRecorder, check_new_run_folder, copy_model
+# fit_estimator, fit_stage and write_or_resume_pefs stay importable from here, where they were first written
+from .stages import fit_estimator, fit_stage, run_stages, write_or_resume_pefs  # noqa: F401
 
 #: Which parameters the PEFs cover (filters of ``write_pefs``), by name. "no-head" leaves out
 #: the layers with no token axis (BERT's pooler and classifier, a decoder's score: HEAD_PATTERN);
@@ -85,118 +80,29 @@ def run_embedded(
     params["out"] = str(out)
     resolved = resolve_device(device)
     check_new_run_folder(out)
-    with exclusive(out, "a run"):  # two runs in one folder would leave it mixed, yet marked complete
-        recorder = RunRecorder(out, params, device=resolved, seeds={"model": seed, "examples": seed + ANALYSIS_SEED_OFFSET, "fit": seed})
 
-        with recorder.stage("model"):
-            source = user_path(model_path, "model_path") if model_path is not None else default_model(base=base, seed=seed, progress=progress)
-            copy_model(source, out)
-            model, tokenizer = load_default_model(out / MODEL)
-            training = source / "training.json"
-            if training.exists():
-                recorder.figure("model_heldout_accuracy", read_json(training).get("accuracy"))
+    def model_stage(recorder: RunRecorder):
+        source = (user_path(model_path, "model_path") if model_path is not None
+                  else default_model(base=base, seed=seed, progress=progress))
+        copy_model(source, out)
+        model, tokenizer = load_default_model(out / MODEL)
+        training = source / "training.json"
+        if training.exists():
+            recorder.figure("model_heldout_accuracy", read_json(training).get("accuracy"))
+        return model, tokenizer, source
 
-        with recorder.stage("examples"):
-            examples = analysis_examples(n_examples, seed=seed, model_folder=source)
-            # with the model: a zero-shot model's prompt, and only the inputs its forward takes (a BERT tokenizer's
-            # token_type_ids warned of with a DistilBERT of the user's), as run_model and the explorer encode them
-            inputs = encode_texts(model, tokenizer, list(examples["text"]), 64).inputs
+    def examples_stage(model, tokenizer, source: Path):
+        examples = analysis_examples(n_examples, seed=seed, model_folder=source)
+        # with the model: a zero-shot model's prompt, and only the inputs its forward takes (a BERT tokenizer's
+        # token_type_ids warned of with a DistilBERT of the user's), as run_model and the explorer encode them
+        return examples, encode_texts(model, tokenizer, list(examples["text"]), 64).inputs
 
-        with recorder.stage("pefs"):
-            store = write_or_resume_pefs(
-                out / PEFS, model, inputs, examples["label"].to_numpy(),
-                kind=kind, n_values=n_values, batch_size=batch_size, device=resolved, progress=progress, **SCOPES[scope],
-                provenance={"model_path": str(source), "base": base, "seed": seed, "examples_seed": seed + ANALYSIS_SEED_OFFSET},
-            )
-            pefs = store.load()
-            examples["prediction"] = pefs.predictions
-            with atomic_path(out / EXAMPLES) as tmp:
-                examples.to_parquet(tmp)
-            recorder.wrote(EXAMPLES)  # another run's examples, of the same count, passed for these
-            recorder.figure("analysis_accuracy", accuracy_of(pefs.labels, pefs.predictions))
-
-        estimator = fit_stage(recorder, out, pefs, kind, n_components, n_iters_g_only, n_iters_joint, seed=seed,
-                              device=resolved, progress=progress)
-
-        with recorder.stage("analysis"):
-            table = strategy_table(estimator, pefs, examples, n_top)
-            with atomic_path(out / COMPONENTS) as tmp:
-                table.to_csv(tmp)
-            recorder.wrote(COMPONENTS)
-            for name, value in strategy_figures(table, examples, n_top).items():
-                recorder.figure(name, value)
-
-        recorder.finish()
-        return Run(out)
-
-
-def fit_estimator(kind: str, n_components: int, n_iters_g_only: int, n_iters_joint: int, *, seed: int, device=None,
-                  progress: bool = False):
-    """The estimator of a run's fit stage, its settings checked (``check_params``): a run checks them
-    before its folder is touched, not at the fit, after its PEFs (both iteration counts 0 passed every
-    argument check and failed there)."""
-    estimator = estimator_for(kind).for_iterations(n_components, n_iters_g_only, n_iters_joint, seed=seed,
-                                                    device=device, progress=progress)
-    estimator.check_params()
-    return estimator
-
-
-def fit_stage(recorder: RunRecorder, out: Path, pefs, kind: str, n_components: int, n_iters_g_only: int,
-              n_iters_joint: int, *, seed: int, device, progress: bool):
-    """A run's fit stage: the decomposition of ``pefs``, saved in the run folder, its final loss recorded.
-
-    The fit saves its state to the run folder's checkpoint every :data:`FIT_CHECKPOINT_EVERY` steps, so the
-    same run again resumes it from the last save (the record's fit stage says after which step); a checkpoint
-    of an earlier run with other fit settings or other PEFs (or a damaged one) is replaced, as
-    :func:`write_or_resume_pefs` replaces such a PEF store."""
-    from ..store.checkpoint import UnusableCheckpointError
-
-    checkpoint = out / FIT_CHECKPOINT
-
-    def fit():
-        return fit_estimator(kind, n_components, n_iters_g_only, n_iters_joint, seed=seed, device=device,
-                             progress=progress).fit(pefs, checkpoint=checkpoint, checkpoint_every=FIT_CHECKPOINT_EVERY)
-
-    with recorder.stage("fit"):
-        saved_step = _saved_step(checkpoint)
-        try:
-            estimator = fit()
-        except UnusableCheckpointError as err:
-            logger.info("replacing the run folder's fit checkpoint, which this fit cannot resume (an earlier run's "
-                        "with other arguments, or damaged): %s", err)
-            checkpoint.unlink()
-            saved_step = None
-            estimator = fit()
-        if saved_step is not None:  # the checkpoint there was this fit's: the record says the fit was resumed
-            recorder.note("fit", resumed_after_step=saved_step)
-        estimator.save(out / DECOMPOSITION)
-        recorder.wrote(DECOMPOSITION)
-        recorder.figure("final_loss", estimator.final_loss_)
-    return estimator
-
-
-def _saved_step(checkpoint: Path) -> int | None:
-    """The step a checkpoint was saved after, None where there is none (or it is unreadable: the fit replaces it)."""
-    from ..store.files import read_header
-    from ..store.formats import FIT_CHECKPOINT as FORMAT
-
-    try:
-        step = read_header(checkpoint, FORMAT).get("step") if checkpoint.exists() else None
-    except StoreError:
-        return None
-    return step if isinstance(step, int) else None
-
-
-def write_or_resume_pefs(path: Path, *args, **kwargs):
-    """The same run again resumes its PEF store (a killed run loses nothing); a store made
-    with other arguments is replaced, since the run folder belongs to this run."""
-    try:
-        return write_pefs(path, *args, **kwargs)
-    except StoreError as err:
-        if "made with other arguments" not in str(err):
-            raise
-        logger.info("replacing the PEF store of an earlier run with other arguments: %s", err)
-        return write_pefs(path, *args, overwrite=True, **kwargs)
+    return run_stages(
+        out, params, seeds={"model": seed, "examples": seed + ANALYSIS_SEED_OFFSET, "fit": seed}, device=resolved,
+        progress=progress, model_stage=model_stage, examples_stage=examples_stage, pef_filters=SCOPES[scope],
+        provenance={"base": base, "seed": seed, "examples_seed": seed + ANALYSIS_SEED_OFFSET},
+        table_of=strategy_table, figures_of=strategy_figures,
+    )
 
 
 #: The memory one example takes before its PEFs, at the least: its row and its tokens (5.8 KB measured on

@@ -52,7 +52,7 @@ COMPONENTS = "components.csv"
 #: fit (600 examples, 16 components, 3 MB) took 3-7 ms and its 500 steps about 5 s on one CPU core, so its 11
 #: saves cost about 1% of the fit, and a kill loses at most 50 steps (0.5 s)
 FIT_CHECKPOINT, FIT_CHECKPOINT_EVERY = "fit.ckpt.safetensors", 50
-#: what a finished run's reader needs, and the stage of the main job (workbench.app.pipeline) that writes it
+#: what a finished run's reader needs, and the stage of a run (workbench.app.stages) that writes it
 REQUIRED = {EXAMPLES: "pefs", DECOMPOSITION: "fit", COMPONENTS: "analysis"}
 #: What readings write into the run folder, made from its decomposition: component labels
 #: (RunExplorer.label_components), exports (RunExplorer.export) and the HTML report of a notebook.
