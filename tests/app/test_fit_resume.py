@@ -101,7 +101,7 @@ def test_run_with_other_fit_settings_or_pefs_replaces_the_checkpoint(tmp_path, m
     _killed_after_first_save(monkeypatch, out, **SETTINGS)
 
     changed = dict(SETTINGS, **change)
-    with caplog.at_level(logging.INFO, logger="workbench.app.pipeline"):
+    with caplog.at_level(logging.INFO, logger="workbench.app.stages"):
         run = run_embedded(out, progress=False, **changed)
     assert "replacing the run folder's fit checkpoint, which this fit cannot resume" in caplog.text and why in caplog.text
     assert "resumed_after_step" not in run.record["stages"]["fit"]
@@ -148,7 +148,7 @@ def test_a_damaged_checkpoint_is_replaced(tmp_path, monkeypatch, caplog, damage)
     else:
         data[-5] ^= 0xFF  # in the arrays: their checksum no longer matches
     path.write_bytes(bytes(data))
-    with caplog.at_level(logging.INFO, logger="workbench.app.pipeline"):
+    with caplog.at_level(logging.INFO, logger="workbench.app.stages"):
         run = run_embedded(out, progress=False, **SETTINGS)
     assert "replacing the run folder's fit checkpoint" in caplog.text
     assert "resumed_after_step" not in run.record["stages"]["fit"] and run.record["status"] == "complete"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from workbench.app import pipeline
+from workbench.app import pipeline, stages
 from workbench.store import PefStore
 
 
@@ -43,8 +43,8 @@ def test_every_entry_point_refuses_a_run_folder_inside_its_model_folder(tmp_path
 
 
 def test_pipeline_store_resumes_or_replaces(tmp_path, bert3, bert_inputs):
-    first = pipeline.write_or_resume_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=100, progress=False)
-    again = pipeline.write_or_resume_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=100, progress=False)
+    first = stages.write_or_resume_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=100, progress=False)
+    again = stages.write_or_resume_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=100, progress=False)
     assert again.store_id == first.store_id
-    other = pipeline.write_or_resume_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=150, progress=False)
+    other = stages.write_or_resume_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=150, progress=False)
     assert PefStore(tmp_path / "pefs").info["n_values"] == 150 and other.complete

@@ -18,8 +18,7 @@ from ..store.files import read_json
 from ..models.loading import check_can_pad, load_saved_tokenizer
 from ..models.prompt import prompt_of
 from .run_folder import MODEL, Run, RunRecorder, check_new_run_folder, copy_model
-# fit_estimator, fit_stage and write_or_resume_pefs stay importable from here, where they were first written
-from .stages import fit_estimator, fit_stage, run_stages, write_or_resume_pefs  # noqa: F401
+from .stages import fit_estimator, run_stages
 
 #: Which parameters the PEFs cover (filters of ``write_pefs``), by name. "no-head" leaves out
 #: the layers with no token axis (BERT's pooler and classifier, a decoder's score: HEAD_PATTERN);
@@ -61,7 +60,7 @@ def run_embedded(
     base's :data:`DEFAULT_SCOPE`). The analysed examples are drawn outside the model's
     training and validation texts (:func:`~workbench.models.embedded.splits.analysis_examples`).
     Running it again with the same arguments resumes the PEF store, and the fit from its last
-    checkpoint (:func:`fit_stage`).
+    checkpoint (:func:`~workbench.app.stages.fit_stage`).
     Returns the opened :class:`~workbench.app.run_folder.Run`.
     """
     check_arguments(

@@ -22,8 +22,7 @@ from ..store.lock import exclusive
 from .run_folder import (COMPONENTS, DECOMPOSITION, EXAMPLES, FIT_CHECKPOINT, FIT_CHECKPOINT_EVERY, PEFS, Run,
                          RunRecorder)
 
-# the name these lines have always been logged under (the CLI prints it, a user's filter may name it)
-logger = logging.getLogger("workbench.app.pipeline")
+logger = logging.getLogger(__name__)
 
 
 def run_stages(
