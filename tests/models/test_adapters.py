@@ -117,3 +117,25 @@ def test_adapters_that_are_not_a_classifier_s_are_refused_with_the_fix(adapter, 
     with pytest.raises(ValueError, match=match):
         run_model(tmp_path / "run", tmp_path / "adapter", TEXTS, n_components=2, progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_the_embedded_task_s_run_and_load_default_model_read_an_adapter_folder_merged(adapter, tmp_path):
+    """run_embedded (the quickstart's model_path, `demo --model-path`) copied the adapter folder as the run's model and
+    loaded it unmerged with every weight frozen: its PEFs stopped at 'all frozen ... no gradient to compute'."""
+    from workbench.app.pipeline import run_embedded
+    from workbench.core.provenance import model_name
+    from workbench.models.embedded import load_default_model
+
+    folder, reference = adapter
+    model, tokenizer = load_default_model(folder)
+    assert not any("lora" in name for name, _ in model.named_parameters())
+    assert all(p.requires_grad for p in model.parameters())
+    assert model_name(model) == str(folder)  # the fine-tune the PEFs are of, where the store named its base
+    inputs = _inputs(tokenizer)
+    torch.testing.assert_close(model(**inputs).logits, reference(**inputs).logits, rtol=1e-5, atol=1e-6)
+    shutil.copytree(folder.parent, tmp_path / "lora")
+    run = run_embedded(tmp_path / "run", model_path=tmp_path / "lora" / "adapter", n_examples=21, n_components=2,
+                       n_iters_g_only=2, n_iters_joint=2, progress=False)
+    assert (run.path / "model" / "config.json").is_file() and not (run.path / "model" / "adapter_config.json").exists()
+    shutil.rmtree(tmp_path / "lora")
+    assert RunExplorer.open(run.path).model_and_tokenizer()[0].config.num_labels == 2

@@ -17,7 +17,7 @@ from ..core.kinds import KINDS
 from ..store.files import read_json
 from ..models.loading import check_can_pad, load_saved_tokenizer
 from ..models.prompt import prompt_of
-from .run_folder import MODEL, Run, RunRecorder, check_new_run_folder, copy_model
+from .run_folder import Run, RunRecorder, check_new_run_folder, copy_model
 from .stages import fit_estimator, run_stages
 
 #: Which parameters the PEFs cover (filters of ``write_pefs``), by name. "no-head" leaves out
@@ -83,8 +83,9 @@ def run_embedded(
     def model_stage(recorder: RunRecorder):
         source = (user_path(model_path, "model_path") if model_path is not None
                   else default_model(base=base, seed=seed, progress=progress))
-        copy_model(source, out)
-        model, tokenizer = load_default_model(out / MODEL)
+        # read from the source: an adapter folder's copy would need its base, the merged model saved does not
+        model, tokenizer = load_default_model(source)
+        copy_model(source, out, model, tokenizer)
         training = source / "training.json"
         if training.exists():
             recorder.figure("model_heldout_accuracy", read_json(training).get("accuracy"))

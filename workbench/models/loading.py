@@ -341,6 +341,7 @@ def load_adapter(folder: str | os.PathLike, *, with_tokenizer: bool = True):
     model, base_tokenizer = load_classifier(base, **head)
     model = PeftModel.from_pretrained(model, folder, is_trainable=False).merge_and_unload().eval()
     model.requires_grad_(True)  # peft froze every weight to load the adapters; the merged model's are its own
+    model.config._name_or_path = str(folder)  # the fine-tune, where the merged model named its base
     if not with_tokenizer:
         return model
     has_tokenizer = any((folder / name).is_file() for name in TOKENIZER_FILES)

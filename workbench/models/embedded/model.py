@@ -36,7 +36,8 @@ from transformers import (
 
 from ...core.arguments import check_model_folder, seed_value, user_path
 from ...core.staging import remove_dead_staging, staging_path
-from ..loading import check_can_pad, in_float32, load_saved, load_saved_tokenizer, pad_with_end_of_text
+from ..loading import (check_can_pad, in_float32, is_adapter_folder, load_adapter, load_saved, load_saved_tokenizer,
+                       pad_with_end_of_text)
 from ..text import encode_texts
 from .task import DEFAULT_MIX, TASK_VERSION, make_examples, vocabulary
 
@@ -431,12 +432,14 @@ def load_default_model(path: str | os.PathLike) -> tuple[PreTrainedModel, PreTra
     try:
         if prompt_of(path) is not None:  # a language model read as a classifier (run_model's template=)
             return load_zero_shot(path)
-        model = load_saved(AutoModelForSequenceClassification, path)
+        if is_adapter_folder(path):  # transformers would load it unmerged, every weight frozen: no PEFs
+            model, tokenizer = load_adapter(path)
+        else:
+            model, tokenizer = load_saved(AutoModelForSequenceClassification, path), load_saved_tokenizer(path)
     finally:
         if shown:
             transformers_logging.enable_progress_bar()
     in_float32(model).eval()
-    tokenizer = load_saved_tokenizer(path)
     check_can_pad(tokenizer, path)
     pad_with_end_of_text(model, tokenizer)  # a decoder of one's own, shipped without a padding token
     return model, tokenizer
