@@ -130,6 +130,10 @@ def test_an_example_of_pairs_is_looked_up_by_its_pair_and_a_single_text_is_refus
             what("a cat sat")
     with pytest.raises(ValueError, match="pair of texts not both blank"):
         explorer.lookup(("", " "))
+    # typed with ‖ twice: refused as 'one text', where the text held three
+    with pytest.raises(ValueError, match=r"holds ‖ 2 times, where a pair typed as its card shows it has one between its "
+                                         r"two texts; pass the pair as a \(first, second\) tuple"):
+        explorer.lookup("a cat ‖ a dog ‖ sat")
     with pytest.raises(TypeError, match=r"example number or a \(first, second\) pair of texts"):
         explorer.lookup(("a cat", 3))
     assert all(PAIR_SEPARATOR in text for text in explorer._search_text if text)  # the search reads both texts

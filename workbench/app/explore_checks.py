@@ -68,6 +68,10 @@ def new_example(texts: list, example, what: str):
     if are_pairs(texts):
         if isinstance(example, str) and example.count(SEPARATOR) == 1:  # typed, as a card shows a pair
             example = tuple(part.strip() for part in example.split(SEPARATOR))
+        if isinstance(example, str) and example.count(SEPARATOR) > 1:
+            raise ValueError(f"{what} of {example!r}: the text holds {SEPARATOR} {example.count(SEPARATOR)} times, "
+                             f"where a pair typed as its card shows it has one between its two texts; pass the pair as "
+                             f"a (first, second) tuple, which keeps a {SEPARATOR} inside a text")
         if isinstance(example, str):
             raise ValueError(f"this run's examples are pairs of texts, and {what} of one text would compute a PEF "
                              "the fit never saw (one sequence, not two); pass the new example as a (first, second) "
