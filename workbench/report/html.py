@@ -231,7 +231,7 @@ def highlighted_text_html(text: str, tokens: Sequence[str] | None, scores, spans
     token's word id) when one of its pieces is deep: MiniLM's "blick" was marked as 'lick'.
     """
     if tokens is None or scores is None:
-        return f'<div class="tokens" dir="auto">{escape(text)}</div>'
+        return text_box_html(text, escape(text))
     scores = np.asarray(scores, dtype=np.float64)
     special = np.zeros(len(tokens), dtype=bool) if special is None else np.asarray(special, dtype=bool)
     visible = np.abs(scores[~special])
@@ -268,9 +268,22 @@ def highlighted_text_html(text: str, tokens: Sequence[str] | None, scores, spans
             pieces.append(span(i, piece[lead:] if lead < len(piece) else piece))
             cursor = stop
         pieces.append(unread_html(text[cursor:]))
-        return f'<div class="tokens" dir="auto">{_join_marks("".join(pieces))}</div>'
+        return text_box_html(text, _join_marks("".join(pieces)))
     shown = [span(i, token) for i, token in enumerate(tokens) if not special[i]]
     return f'<div class="tokens" dir="auto">{_join_marks(" ".join(shown))}</div>'
+
+
+def text_box_html(text: str, body: str) -> str:
+    """``body`` (``text`` as HTML) in its box, in the direction of its first letter. A pair's texts are isolated
+    on either side of the seam, each in its own direction: joined in one paragraph, an Arabic premise turned an
+    English hypothesis's closing '?' to its start."""
+    first, separator, second = body.partition(escape(PAIR_SEPARATOR))
+    if not separator or PAIR_SEPARATOR not in text:
+        return f'<div class="tokens" dir="auto">{body}</div>'
+    # the box's own direction as dir="auto" would find it, which skips the text inside <bdi>
+    strong = next((unicodedata.bidirectional(c) for c in text if unicodedata.bidirectional(c) in ("L", "R", "AL")), "L")
+    return (f'<div class="tokens" dir="{"ltr" if strong == "L" else "rtl"}"><bdi>{first}</bdi>{separator}'
+            f"<bdi>{second}</bdi></div>")
 
 
 def _marked_tokens(scores: np.ndarray, scale: float, special: np.ndarray, words) -> set[int]:
