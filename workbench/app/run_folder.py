@@ -38,8 +38,8 @@ from ..core.arguments import DECOMPOSITION, RUN_RECORD, RUNS_RECORDED_HERE, posi
 from ..core.kinds import choices as kind_choices, kind as kind_named
 from ..models.text import TEXT_PAIR_COLUMN
 from .. import report
-from ..store.files import (CHECKSUM, StoreError, check_folder, check_format, file_checksum, json_default, read_header,
-                           read_json, write_json, writing)
+from ..store.files import (CHECKSUM, StoreError, check_folder, check_format, file_checksum, is_temporary, json_default,
+                           read_header, read_json, write_json, writing)
 from ..store.formats import RUN_RECORD as RUN_FORMAT
 from ..store.lock import LOCK, held_by_a_notebook_run
 from ..store.pef_store import PefStore, load_pefs
@@ -137,8 +137,8 @@ def check_new_run_folder(out: Path) -> None:
     except UnicodeEncodeError:
         raise ValueError(f"{out!r} is not a valid UTF-8 path: the run's model could be written there but never read "
                          "back (safetensors opens UTF-8 paths only); choose a folder whose name is UTF-8") from None
-    # the lock is all a run killed before its first record leaves
-    if out.is_dir() and not (out / RUN_RECORD).exists() and any(p.name != LOCK for p in out.iterdir()):
+    # a run killed before its first record leaves its lock, and that record's temporary where killed writing it
+    if out.is_dir() and not (out / RUN_RECORD).exists() and any(out.iterdir()) and not _killed_before_its_record(out):
         raise ValueError(f"{out} holds files and is not a run folder (it has no {RUN_RECORD}): a run writes its "
                          f"model, PEFs and results into its folder, replacing what is there; choose a new or empty "
                          f"folder, such as {out / 'run'}")
@@ -301,6 +301,11 @@ def read_run_record(path: str | os.PathLike) -> dict:
         raise StoreError(f"{where} is not a run folder: {'it is a file' if where.exists() else 'it does not exist'}; "
                          "give the folder that run_embedded, run_model or python -m workbench demo/run wrote")
     if not (where / RUN_RECORD).exists():
+        if _killed_before_its_record(where):
+            raise IncompleteRunError(
+                f"the run folder {where} is incomplete: a run started into it was stopped (killed) before it wrote its "
+                f"{RUN_RECORD}, so it holds nothing of the run yet. Finish it by running the same command again with the "
+                "same folder (python -m workbench demo/run --out, run_embedded or run_model)")
         raise StoreError(f"{where} is not a run folder (it has no {RUN_RECORD}); give the folder that run_embedded, "
                          "run_model or python -m workbench demo/run wrote")
     record = read_json(where / RUN_RECORD, fix="run the command that made the folder again")
@@ -317,6 +322,13 @@ def read_run_record(path: str | os.PathLike) -> dict:
                 raise StoreError(f"{where / RUN_RECORD} is damaged: {key}[{name!r}] should be an object ({{...}}), "
                                  f"found {type(entry).__name__}; run the command that made the folder again")
     return record
+
+
+def _killed_before_its_record(folder: Path) -> bool:
+    """Whether ``folder`` holds what a run killed before its first record leaves: its lock, and the temporary
+    of that record's write; a folder with no lock (one the user made, or emptied) is no run's."""
+    names = {p.name for p in folder.iterdir()}
+    return LOCK in names and all(name == LOCK or is_temporary(name) for name in names)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
