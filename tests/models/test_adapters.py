@@ -75,6 +75,8 @@ def test_a_run_of_an_adapter_folder_saves_the_merged_model_and_opens_without_the
     run = run_model(tmp_path / "run", tmp_path / "lora" / "adapter", TEXTS, [i % 2 for i in range(len(TEXTS))],
                     n_components=2, n_iters_g_only=5, n_iters_joint=5, n_top=3, progress=False)
     assert (run.path / "model" / "config.json").is_file() and not (run.path / "model" / "adapter_config.json").exists()
+    record = json.loads((run.path / "run.json").read_text())
+    assert record["stages"]["model"]["adapter_base"] == str(folder.parent / "base")  # what model/ was merged from
     shutil.rmtree(tmp_path / "lora")  # the run keeps what it read
     explorer = RunExplorer.open(run.path)
     model, tokenizer = explorer.model_and_tokenizer()
@@ -137,5 +139,7 @@ def test_the_embedded_task_s_run_and_load_default_model_read_an_adapter_folder_m
     run = run_embedded(tmp_path / "run", model_path=tmp_path / "lora" / "adapter", n_examples=21, n_components=2,
                        n_iters_g_only=2, n_iters_joint=2, progress=False)
     assert (run.path / "model" / "config.json").is_file() and not (run.path / "model" / "adapter_config.json").exists()
+    record = json.loads((run.path / "run.json").read_text())
+    assert record["stages"]["model"]["adapter_base"] == str(folder.parent / "base")  # what model/ was merged from
     shutil.rmtree(tmp_path / "lora")
     assert RunExplorer.open(run.path).model_and_tokenizer()[0].config.num_labels == 2

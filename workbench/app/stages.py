@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..analysis.tables import accuracy_of
+from ..models.loading import adapter_base, is_adapter_folder
 from ..npeff import estimator_for
 from ..runner import write_pefs
 from ..store.files import StoreError, atomic_path
@@ -63,6 +64,8 @@ def run_stages(
 
         with recorder.stage("model"):
             model, tokenizer, source = model_stage(recorder)
+            if is_adapter_folder(source):  # the record names what the adapters were merged onto, as model/ holds it
+                recorder.note("model", adapter_base=adapter_base(source))
 
         with recorder.stage("examples"):
             examples, inputs = examples_stage(model, tokenizer, source)

@@ -348,6 +348,11 @@ def load_adapter(folder: str | os.PathLike, *, with_tokenizer: bool = True):
     return model, load_saved_tokenizer(folder) if has_tokenizer else base_tokenizer
 
 
+def adapter_base(folder: str | os.PathLike) -> str:
+    """The base model the adapter folder ``folder`` was merged onto, as a run's record names it."""
+    return str(_base_of(Path(folder), json.loads(Path(folder, ADAPTER_CONFIG).read_text())))
+
+
 def _base_of(folder: Path, config: dict) -> str | Path:
     """The base model the adapter names: a folder (relative to the adapter's, if not found from here), or a
     name :func:`load_classifier` resolves (the bundled MiniLM, the Hugging Face cache)."""
