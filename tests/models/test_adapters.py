@@ -143,3 +143,106 @@ def test_the_embedded_task_s_run_and_load_default_model_read_an_adapter_folder_m
     assert record["stages"]["model"]["adapter_base"] == str(folder.parent / "base")  # what model/ was merged from
     shutil.rmtree(tmp_path / "lora")
     assert RunExplorer.open(run.path).model_and_tokenizer()[0].config.num_labels == 2
+
+
+def _other_base(root, kind):
+    from transformers import BertConfig, BertModel, GPT2Config, GPT2ForSequenceClassification
+
+    folder = root / kind
+    if kind == "gpt2":
+        GPT2ForSequenceClassification(GPT2Config(vocab_size=len(VOCAB), n_embd=32, n_layer=1, n_head=4, n_positions=32,
+                                                 bos_token_id=0, eos_token_id=0)).save_pretrained(folder)
+        return folder
+    config = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
+                  max_position_embeddings=32)
+    if kind == "small vocabulary":
+        from transformers import BertForSequenceClassification
+
+        BertForSequenceClassification(BertConfig(vocab_size=8, **config)).save_pretrained(folder)
+    else:  # a base without a head, as MiniLM
+        BertModel(BertConfig(vocab_size=len(VOCAB), **config)).save_pretrained(folder)
+    return folder
+
+
+def _rebase(folder, base):
+    path = folder / "adapter_config.json"
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), base_model_name_or_path=str(base))))
+
+
+def _damage(folder, root, damage):
+    weights = folder / "adapter_model.safetensors"
+    if damage == "no weights":
+        weights.unlink()
+    elif damage == "damaged weights":
+        weights.write_bytes(weights.read_bytes()[:100])
+    elif damage == "empty weights":
+        weights.write_bytes(b"")
+    elif damage == "config not JSON":
+        (folder / "adapter_config.json").write_text("{'r': 2")
+    elif damage == "config a list":
+        (folder / "adapter_config.json").write_text("[]")
+    elif damage == "missing base":
+        _rebase(folder, root / "gone")
+    elif damage == "Hub base not cached":
+        _rebase(folder, "someone/no-such-model")
+    elif damage in ("gpt2", "small vocabulary"):
+        _rebase(folder, _other_base(root, damage))
+    elif damage == "prompt tuning":
+        from transformers import AutoModelForSequenceClassification
+
+        shutil.rmtree(folder)
+        model = AutoModelForSequenceClassification.from_pretrained(root / "base")
+        peft.get_peft_model(model, peft.PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=2)).save_pretrained(
+            folder)
+    elif damage == "no head on a headless base":
+        from transformers import AutoTokenizer, BertForSequenceClassification
+
+        shutil.rmtree(folder)
+        base = _other_base(root, "headless")
+        AutoTokenizer.from_pretrained(root / "base").save_pretrained(base)
+        model = BertForSequenceClassification.from_pretrained(base)  # a new head, which the adapter does not save
+        peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["query"])).save_pretrained(folder)
+
+
+@pytest.mark.parametrize("damage, error, match", [
+    ("no weights", FileNotFoundError, "holds adapter_config.json but no adapter_model.safetensors, the adapter's "
+                                      "weights: save the adapter with model.save_pretrained"),
+    ("damaged weights", OSError, "adapter_model.safetensors cannot be read .*: the file is damaged or cut; save"),
+    ("empty weights", OSError, "adapter_model.safetensors cannot be read .*: the file is damaged or cut; save"),
+    ("config not JSON", ValueError, "adapter_config.json cannot be read as JSON .*: it is damaged; save the adapter"),
+    ("config a list", ValueError, "adapter_config.json holds a list, not a peft config"),
+    ("missing base", FileNotFoundError, "the base model of the adapter in .* \\(adapter_config.json's "
+                                        "base_model_name_or_path '.*gone'\\) cannot be loaded: there is no folder"),
+    ("Hub base not cached", OSError, "base_model_name_or_path 'someone/no-such-model'\\) cannot be loaded: .* "
+                                     "neither a local folder nor in the Hugging Face cache"),
+    ("gpt2", ValueError, "does not fit its base model .*gpt2 .*: set base_model_name_or_path in its "
+                         "adapter_config.json to the model the adapter was trained on"),
+    ("small vocabulary", ValueError, "has 16 tokens, and its base model .* embeds 8: the base is not the model the "
+                                     "adapter was trained on"),
+    ("prompt tuning", ValueError, "holds a PROMPT_TUNING adapter, which adds learned virtual tokens .* cannot be "
+                                  "merged .*LoraConfig"),
+    ("no head on a headless base", ValueError, "saved no classification head .* random at every load.*"
+                                               "task_type='SEQ_CLS'"),
+])
+def test_an_adapter_folder_that_cannot_make_its_classifier_is_refused_with_the_fix(adapter, tmp_path, monkeypatch,
+                                                                                    damage, error, match):
+    """Each failed deep in peft, safetensors or json (HFValidationError 'Repo id must be a string', 'header too
+    large', NoMatchingPeftModuleError, "no attribute 'merge_and_unload'"), or loaded a random head silently."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder, _ = adapter
+    shutil.copytree(folder.parent, tmp_path / "lora")
+    _damage(tmp_path / "lora" / "adapter", tmp_path / "lora", damage)
+    with pytest.raises(error, match=match):
+        load_classifier(tmp_path / "lora" / "adapter")
+    with pytest.raises(error, match=match):
+        run_model(tmp_path / "run", tmp_path / "lora" / "adapter", TEXTS, n_components=2, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_adapter_folder_without_peft_asks_for_it(adapter, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "peft", None)
+    with pytest.raises(ImportError, match="holds a PEFT adapter .*, which needs peft to load: pip install"):
+        run_model(tmp_path / "run", adapter[0], TEXTS, n_components=2, progress=False)
+    assert not (tmp_path / "run").exists()

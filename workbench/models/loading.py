@@ -322,30 +322,141 @@ def is_adapter_folder(folder: str | os.PathLike) -> bool:
 
 def load_adapter(folder: str | os.PathLike, *, with_tokenizer: bool = True):
     """(model, tokenizer) of the adapter folder ``folder``: its base classifier with the adapters merged in,
-    in eval mode; the tokenizer saved beside the adapters, else the base model's."""
+    in eval mode; the tokenizer saved beside the adapters, else the base model's. A folder that cannot make
+    that classifier (its files damaged, its base not found or another model, adapters that do not merge)
+    is refused naming what to change, before anything is loaded where it can be told."""
     try:
         from peft import PeftModel
     except ImportError as error:
         raise ImportError(f"{folder} holds a PEFT adapter ({ADAPTER_CONFIG}), which needs peft to load: "
                           "pip install 'workbench[lora]' (or pip install peft)") from error
     folder = Path(folder)
-    config = json.loads((folder / ADAPTER_CONFIG).read_text())
+    config = _adapter_config(folder)
     if config.get("task_type") not in (None, "SEQ_CLS"):
         raise ValueError(f"{folder} holds a {config['task_type']} adapter: NPEFF reads a sequence classifier's "
                          "distribution over classes; save an adapter of task_type='SEQ_CLS', or merge this one "
                          "(merge_and_unload) and read the language model through run_model's template=")
+    _check_merges(folder, config)
+    weights = _adapter_weights(folder)
     base = _base_of(folder, config)
     n_classes = _saved_head_classes(folder, base)
+    _check_head_saved(folder, base, weights)
     # the adapter's own head replaces the base's, whose size may differ (a base with no head gets a new one)
     head = {"num_labels": n_classes, "ignore_mismatched_sizes": True} if n_classes else {}
-    model, base_tokenizer = load_classifier(base, **head)
-    model = PeftModel.from_pretrained(model, folder, is_trainable=False).merge_and_unload().eval()
+    try:
+        model, base_tokenizer = load_classifier(base, **head)
+    except (OSError, ValueError) as err:  # said of the adapter's base, which the user did not name
+        raise _retold(err, f"the base model of the adapter in {folder} ({ADAPTER_CONFIG}'s base_model_name_or_path "
+                           f"{config['base_model_name_or_path']!r}) cannot be loaded: {err}") from err
+    strict = {"strict_adapter_check": "error"} if _accepts(PeftModel.from_pretrained, "strict_adapter_check") else {}
+    try:
+        model = PeftModel.from_pretrained(model, folder, is_trainable=False, **strict).merge_and_unload().eval()
+    except (RuntimeError, ValueError, KeyError) as err:  # modules not found, shapes or keys that differ
+        raise ValueError(f"the adapter in {folder} does not fit its base model {base} ({type(err).__name__}: "
+                         f"{str(err)[:500]}): set base_model_name_or_path in its {ADAPTER_CONFIG} to the model the "
+                         "adapter was trained on") from err
     model.requires_grad_(True)  # peft froze every weight to load the adapters; the merged model's are its own
     model.config._name_or_path = str(folder)  # the fine-tune, where the merged model named its base
-    if not with_tokenizer:
-        return model
     has_tokenizer = any((folder / name).is_file() for name in TOKENIZER_FILES)
-    return model, load_saved_tokenizer(folder) if has_tokenizer else base_tokenizer
+    tokenizer = load_saved_tokenizer(folder) if has_tokenizer else base_tokenizer
+    vocabulary = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > vocabulary:  # its ids past the embeddings fail mid-run, or read another model's words
+        raise ValueError(f"the tokenizer of the adapter in {folder} has {len(tokenizer)} tokens, and its base model "
+                         f"{base} embeds {vocabulary}: the base is not the model the adapter was trained on; set "
+                         f"base_model_name_or_path in its {ADAPTER_CONFIG} to that model")
+    return (model, tokenizer) if with_tokenizer else model
+
+
+def _retold(err: Exception, message: str) -> Exception:
+    """``err``'s kind of error (ModelNotAvailableOfflineError, FileNotFoundError...) with ``message``."""
+    try:
+        return type(err)(message)
+    except Exception:  # noqa: BLE001 (an error class whose constructor takes other arguments)
+        return (OSError if isinstance(err, OSError) else ValueError)(message)
+
+
+def _accepts(function, name: str) -> bool:
+    import inspect
+
+    return name in inspect.signature(function).parameters
+
+
+def _adapter_config(folder: Path) -> dict:
+    try:
+        config = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{folder / ADAPTER_CONFIG} cannot be read as JSON ({err}): it is damaged; save the adapter "
+                         "again with model.save_pretrained(folder)") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{folder / ADAPTER_CONFIG} holds a {type(config).__name__}, not a peft config (a JSON "
+                         "object): it is damaged; save the adapter again with model.save_pretrained(folder)")
+    return config
+
+
+def _check_merges(folder: Path, config: dict) -> None:
+    """Prompt and prefix tuning add virtual tokens to the inputs rather than change weights: nothing to merge,
+    and the model's own parameters would not compute as the fine-tune."""
+    from peft import PeftConfig
+
+    try:
+        peft_config = PeftConfig.from_pretrained(folder)
+    except Exception as err:  # noqa: BLE001 (an unknown peft_type, a field of another peft version)
+        raise ValueError(f"{folder / ADAPTER_CONFIG} is not a config this peft reads ({type(err).__name__}: {err}): "
+                         "save the adapter again with this peft, or upgrade peft to the one that saved it") from err
+    if peft_config.is_prompt_learning:
+        raise ValueError(f"{folder} holds a {config.get('peft_type')} adapter, which adds learned virtual tokens to "
+                         "the inputs instead of changing the model's weights: it cannot be merged into the model, "
+                         "whose parameters NPEFF reads. Fine-tune with an adapter that merges, e.g. "
+                         "peft.LoraConfig(task_type='SEQ_CLS', ...)")
+
+
+def _adapter_weights(folder: Path) -> Path:
+    """The adapter's weights file, checked whole (a file cut or not written by peft fails deep in loading)."""
+    from safetensors import safe_open
+
+    weights = folder / ADAPTER_WEIGHTS
+    if not weights.is_file():
+        pickled = " (its adapter_model.bin is a pickle, which the workbench does not read)" \
+            if (folder / "adapter_model.bin").is_file() else ""
+        raise FileNotFoundError(f"{folder} holds {ADAPTER_CONFIG} but no {ADAPTER_WEIGHTS}, the adapter's weights"
+                                f"{pickled}: save the adapter with model.save_pretrained(folder) (safetensors, its "
+                                "default)")
+    try:
+        with safe_open(weights, "pt") as saved:
+            list(saved.keys())
+    except Exception as err:  # noqa: BLE001 (safetensors raises its own error, or OSError)
+        raise OSError(f"the adapter's weights {weights} cannot be read ({type(err).__name__}: {err}): the file is "
+                      "damaged or cut; save the adapter again with model.save_pretrained(folder)") from err
+    return weights
+
+
+def _check_head_saved(folder: Path, base, weights: Path) -> None:
+    """A base without a classification head (MiniLM) gets a new, random one, which the adapter must replace by its
+    own (peft saves it with task_type='SEQ_CLS'): else every load reads another random head."""
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    try:
+        source = resolve_source(base)
+        saved = json.loads(Path(source, "config.json").read_text()).get("architectures") if isinstance(source, Path) \
+            else None
+        if not saved or any(str(a).endswith("ForSequenceClassification") for a in saved):
+            return
+        config = AutoConfig.from_pretrained(source, local_files_only=True)
+        with torch.device("meta"):
+            built = AutoModelForSequenceClassification.from_config(config)
+        prefix = built.base_model_prefix + "."
+        head = {k for k in built.state_dict() if not k.startswith(prefix)}
+        with safe_open(weights, "pt") as opened:
+            keys = {k.removeprefix("base_model.model.").replace(".modules_to_save.default", "") for k in opened.keys()}
+    except Exception:  # noqa: BLE001 (a base not found or damaged: loading it names it next)
+        return
+    if head and not head & keys:
+        raise ValueError(f"the adapter in {folder} saved no classification head ({', '.join(sorted(head))}), and its "
+                         f"base {base} has none ({', '.join(saved)}): the head would be new and random at every "
+                         "load. Train and save the adapter with its head: peft.LoraConfig(task_type='SEQ_CLS', ...), "
+                         "or modules_to_save=[the head's module]")
 
 
 def adapter_base(folder: str | os.PathLike) -> str:
