@@ -152,3 +152,36 @@ def test_a_damaged_checkpoint_is_replaced(tmp_path, monkeypatch, caplog, damage)
         run = run_embedded(out, progress=False, **SETTINGS)
     assert "replacing the run folder's fit checkpoint" in caplog.text
     assert "resumed_after_step" not in run.record["stages"]["fit"] and run.record["status"] == "complete"
+
+
+@pytest.fixture(scope="module")
+def complete_run(tmp_path_factory):
+    return run_embedded(tmp_path_factory.mktemp("complete") / "run", progress=False,
+                        **dict(SETTINGS, n_iters_g_only=2, n_iters_joint=3))
+
+
+@pytest.mark.parametrize("name", [FIT_CHECKPOINT, FIT_CHECKPOINT + ".previous"])
+def test_a_folder_where_the_run_saves_its_fit_checkpoint_is_refused_before_the_run(complete_run, tmp_path, name):
+    """The run computed its PEFs and failed in its fit with IsADirectoryError (or FileNotFoundError for the previous
+    save's path), its record saying the fit had failed."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(complete_run.path, out)
+    (out / name).mkdir()
+    record = (out / "run.json").read_bytes()
+    with pytest.raises(ValueError, match=f"{name} is a folder, where the run saves its fit's checkpoint .*: move or "
+                                         "remove that folder"):
+        run_embedded(out, progress=False, **dict(SETTINGS, n_iters_g_only=2, n_iters_joint=3))
+    assert (out / "run.json").read_bytes() == record
+
+
+def test_a_damaged_previous_save_beside_the_checkpoint_is_replaced(complete_run, tmp_path):
+    """Its UnusableCheckpointError removed the checkpoint, which was not there: FileNotFoundError."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(complete_run.path, out)
+    (out / (FIT_CHECKPOINT + ".previous")).write_bytes(b"")
+    run = run_embedded(out, progress=False, **dict(SETTINGS, n_iters_g_only=2, n_iters_joint=3))
+    assert run.record["status"] == "complete" and not (out / (FIT_CHECKPOINT + ".previous")).exists()

@@ -137,6 +137,10 @@ def check_new_run_folder(out: Path) -> None:
     except UnicodeEncodeError:
         raise ValueError(f"{out!r} is not a valid UTF-8 path: the run's model could be written there but never read "
                          "back (safetensors opens UTF-8 paths only); choose a folder whose name is UTF-8") from None
+    for name in (FIT_CHECKPOINT, FIT_CHECKPOINT + ".previous"):  # the fit would fail after the PEFs, unable to save
+        if (out / name).is_dir():
+            raise ValueError(f"{out / name} is a folder, where the run saves its fit's checkpoint (a file): move or "
+                             "remove that folder, or choose another run folder")
     # a run killed before its first record leaves its lock, and that record's temporary where killed writing it
     if out.is_dir() and not (out / RUN_RECORD).exists() and any(out.iterdir()) and not _killed_before_its_record(out):
         raise ValueError(f"{out} holds files and is not a run folder (it has no {RUN_RECORD}): a run writes its "

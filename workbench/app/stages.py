@@ -134,7 +134,8 @@ def fit_stage(recorder: RunRecorder, out: Path, pefs, kind: str, n_components: i
         except UnusableCheckpointError as err:
             logger.info("replacing the run folder's fit checkpoint, which this fit cannot resume (an earlier run's "
                         "with other arguments, or damaged): %s", err)
-            checkpoint.unlink()
+            checkpoint.unlink(missing_ok=True)  # the unusable save may be the previous one beside it
+            checkpoint.with_name(checkpoint.name + ".previous").unlink(missing_ok=True)
             saved_step = None
             estimator = fit()
         if saved_step is not None:  # the checkpoint there was this fit's: the record says the fit was resumed
