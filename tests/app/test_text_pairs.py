@@ -98,6 +98,12 @@ def test_pairs_are_encoded_as_the_tokenizer_encodes_pairs_and_their_cut_is_named
     ([("a cat", "a dog"), "a cat"], TypeError, "mixes pairs of texts and single texts .*example 0 is a pair, example 1"),
     ([("a", "b", "c")], ValueError, r"texts\[0\] has 3 texts; a pair is \(first, second\)"),
     ([("a cat", 3)], TypeError, r"texts\[0\] must be a pair of strings, got \(str, int\)"),
+    # told to pass (str(first), str(second)), which reads 'nan' as the hypothesis
+    (list(zip(["a cat", "a dog"], pd.Series(["a pet", None]))), ValueError,
+     r"the second text of texts\[1\] is missing \(nan: an empty cell .* Drop them with their labels, e.g. frame = "
+     r"frame.dropna"),
+    ([(None, "a dog"), ("a cat", "a pet")], ValueError, r"the first text of texts\[0\] is missing \(None"),
+    (["a cat", float("nan"), None], ValueError, r"texts\[1\] is missing \(nan.*2 examples lack a text \(first: \[1, 2\]\)"),
 ])
 def test_bad_pairs_are_refused_before_anything_is_written(pair_model, tmp_path, texts, error, match):
     with pytest.raises(error, match=match):

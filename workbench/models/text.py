@@ -68,6 +68,7 @@ def checked_texts(texts, name: str = "texts") -> list:
         raise TypeError(f"{name} mixes pairs of texts and single texts (example {pair} is a pair, example {single} is "
                         f"a {type(texts[single]).__name__}): give every example as a (first, second) pair, or every "
                         "one as one string")
+    _check_none_missing(texts, name, pairs=any(pairs))
     if not any(pairs):
         bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
         if bad:
@@ -81,6 +82,28 @@ def checked_texts(texts, name: str = "texts") -> list:
             kinds = ", ".join(type(part).__name__ for part in t)
             raise TypeError(f"{name}[{i}] must be a pair of strings, got ({kinds}); e.g. (str(first), str(second))")
     return [(str(t[0]), str(t[1])) for t in texts]
+
+
+def _is_missing(value) -> bool:
+    """None, NaN or pandas' NA: how a frame holds an empty cell."""
+    import pandas as pd
+
+    return not isinstance(value, str) and np.ndim(value) == 0 and bool(pd.isna(value))
+
+
+def _check_none_missing(texts: list, name: str, pairs: bool) -> None:
+    """A text left out (a frame's empty cell, NaN) was told to be made a string, which would read 'nan' as a text."""
+    missing = [(i, j) for i, t in enumerate(texts) for j, part in enumerate(t if pairs else [t])
+               if _is_missing(part) and (not pairs or len(t) == 2)]
+    if not missing:
+        return
+    i, j = missing[0]
+    which = f"the {('first', 'second')[j]} text of {name}[{i}]" if pairs else f"{name}[{i}]"
+    value = texts[i][j] if pairs else texts[i]
+    rows = sorted({i for i, _ in missing})
+    raise ValueError(f"{which} is missing ({value!r}: an empty cell of a DataFrame reads as NaN); {len(rows)} examples "
+                     f"lack a text (first: {rows[:5]}). Drop them with their labels, e.g. frame = "
+                     "frame.dropna(subset=[the text columns]), or fill them with the text they stand for")
 
 
 def example_texts(examples) -> list:
