@@ -145,6 +145,21 @@ def test_an_example_of_pairs_is_looked_up_by_its_pair_and_a_single_text_is_refus
     assert all(PAIR_SEPARATOR in text for text in explorer._search_text if text)  # the search reads both texts
 
 
+@pytest.mark.parametrize("example, match", [
+    (("a cat", "sat", "on a mat"), r"got \('a cat', 'sat', 'on a mat'\): 3 parts, where a pair has two texts"),
+    ((("a cat", "sat"), "a mat"), r"its first text is a tuple, where each of the two is a string"),
+    ((b"a cat", b"a dog"), r"its first text is bytes; decode it first, e.g. text.decode\('utf-8'\)"),
+    (b"a cat \xe2\x80\x96 a dog", r"bytes, not a text; decode them first"),
+    (("a cat", float("nan")), r"its second text is missing \(nan\); give both texts of the pair"),
+])
+def test_a_new_pair_that_is_no_pair_of_texts_is_refused_saying_why(pair_run, example, match):
+    """Each was refused as 'an example number or a (first, second) pair of texts', not saying what was wrong with it."""
+    explorer = RunExplorer.open(pair_run.path)
+    for what in (explorer.lookup, lambda text: explorer.deletion_effects(0, text)):
+        with pytest.raises(TypeError, match=match):
+            what(example)
+
+
 def test_a_new_pair_gets_the_pef_the_run_stored_for_it_and_transform_s_coefficients(pair_run):
     """A pair read as new is encoded as the run encoded its pairs (token type ids, the same max_length): it gets the
     PEF the run stored for the same pair, and the coefficients the decomposition's transform gives that PEF."""

@@ -78,7 +78,8 @@ def new_example(texts: list, example, what: str):
                              f"pair, e.g. ('a cat sat', 'an animal sat'), or typed with {SEPARATOR} between its texts "
                              f"('a cat sat {SEPARATOR} an animal sat'), or an example of the run by its number")
         if not _pair_like(example):
-            raise TypeError(f"{what} takes an example number or a (first, second) pair of texts, got {example!r}")
+            raise TypeError(f"{what} takes an example number or a (first, second) pair of texts, got {example!r}"
+                            f"{_what_is_wrong(example)}")
         if not any(t.strip() for t in example):
             raise ValueError(f"{what} takes an example number or a pair of texts not both blank, got {example!r}")
         return tuple(example)
@@ -87,10 +88,28 @@ def new_example(texts: list, example, what: str):
                          "never saw (two sequences, not one); pass one text, e.g. the pair joined: "
                          "first + ' ' + second, or run run_model on pairs to read pairs")
     if not isinstance(example, str):
-        raise TypeError(f"{what} takes an example number or a non-empty text, got {example!r}")
+        raise TypeError(f"{what} takes an example number or a non-empty text, got {example!r}{_what_is_wrong(example)}")
     if not example.strip():
         raise ValueError(f"{what} takes an example number or a non-empty text, got {example!r}")
     return example
+
+
+def _what_is_wrong(example) -> str:
+    """What makes ``example`` no text nor pair, and the fix, after a colon; "" when nothing more is to be said."""
+    if isinstance(example, (bytes, bytearray)):
+        return ": bytes, not a text; decode them first, e.g. example.decode('utf-8')"
+    if not isinstance(example, (tuple, list)):
+        return ""
+    if len(example) != 2:
+        return f": {len(example)} parts, where a pair has two texts, e.g. (premise, hypothesis)"
+    for part, which in zip(example, ("first", "second")):
+        if part is None or (isinstance(part, float) and part != part):
+            return f": its {which} text is missing ({part!r}); give both texts of the pair"
+        if isinstance(part, (bytes, bytearray)):
+            return f": its {which} text is bytes; decode it first, e.g. text.decode('utf-8')"
+        if not isinstance(part, str):
+            return f": its {which} text is a {type(part).__name__}, where each of the two is a string"
+    return ""
 
 
 def _pair_like(example) -> bool:
