@@ -185,6 +185,13 @@ def _damage(folder, root, damage):
         _rebase(folder, root / "gone")
     elif damage == "Hub base not cached":
         _rebase(folder, "someone/no-such-model")
+    elif damage == "base not a string":
+        _rebase(folder, "x")
+        path = folder / "adapter_config.json"
+        path.write_text(json.dumps(dict(json.loads(path.read_text()), base_model_name_or_path=["base"])))
+    elif damage == "base an adapter":
+        shutil.copytree(folder, root / "other adapter")
+        _rebase(folder, root / "other adapter")
     elif damage in ("gpt2", "small vocabulary"):
         _rebase(folder, _other_base(root, damage))
     elif damage == "prompt tuning":
@@ -204,7 +211,7 @@ def _damage(folder, root, damage):
         peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["query"])).save_pretrained(folder)
 
 
-@pytest.mark.parametrize("damage, error, match", [
+REFUSALS = [
     ("no weights", FileNotFoundError, "holds adapter_config.json but no adapter_model.safetensors, the adapter's "
                                       "weights: save the adapter with model.save_pretrained"),
     ("damaged weights", OSError, "adapter_model.safetensors cannot be read .*: the file is damaged or cut; save"),
@@ -215,6 +222,9 @@ def _damage(folder, root, damage):
                                         "base_model_name_or_path '.*gone'\\) cannot be loaded: there is no folder"),
     ("Hub base not cached", OSError, "base_model_name_or_path 'someone/no-such-model'\\) cannot be loaded: .* "
                                      "neither a local folder nor in the Hugging Face cache"),
+    ("base not a string", ValueError, "base_model_name_or_path is \\['base'\\]: set it to the base model's folder"),
+    ("base an adapter", ValueError, "other adapter is itself an adapter folder: set base_model_name_or_path to the "
+                                    "model its adapter was trained on"),
     ("gpt2", ValueError, "does not fit its base model .*gpt2 .*: set base_model_name_or_path in its "
                          "adapter_config.json to the model the adapter was trained on"),
     ("small vocabulary", ValueError, "has 16 tokens, and its base model .* embeds 8: the base is not the model the "
@@ -223,7 +233,10 @@ def _damage(folder, root, damage):
                                   "merged .*LoraConfig"),
     ("no head on a headless base", ValueError, "saved no classification head .* random at every load.*"
                                                "task_type='SEQ_CLS'"),
-])
+]
+
+
+@pytest.mark.parametrize("damage, error, match", REFUSALS)
 def test_an_adapter_folder_that_cannot_make_its_classifier_is_refused_with_the_fix(adapter, tmp_path, monkeypatch,
                                                                                     damage, error, match):
     """Each failed deep in peft, safetensors or json (HFValidationError 'Repo id must be a string', 'header too
@@ -246,3 +259,34 @@ def test_an_adapter_folder_without_peft_asks_for_it(adapter, tmp_path, monkeypat
     with pytest.raises(ImportError, match="holds a PEFT adapter .*, which needs peft to load: pip install"):
         run_model(tmp_path / "run", adapter[0], TEXTS, n_components=2, progress=False)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("damage, error, match", [r for r in REFUSALS if r[0] in (
+    "no weights", "config not JSON", "Hub base not cached", "base not a string", "prompt tuning",
+    "no head on a headless base")])
+def test_run_embedded_refuses_an_adapter_folder_that_cannot_make_its_classifier_before_its_record(
+        adapter, tmp_path, monkeypatch, damage, error, match):
+    """It loads its model in the run's model stage: each left a run folder with a failed record (run.json, .lock),
+    and an adapter that saved no tokenizer (its base's is read) was refused as a folder that holds none."""
+    from workbench.app.pipeline import run_embedded
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    shutil.copytree(adapter[0].parent, tmp_path / "lora")
+    _damage(tmp_path / "lora" / "adapter", tmp_path / "lora", damage)
+    with pytest.raises(error, match=match):
+        run_embedded(tmp_path / "run", model_path=tmp_path / "lora" / "adapter", n_examples=21, n_components=2,
+                     progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_embedded_reads_an_adapter_that_saved_no_tokenizer_with_its_base_s(adapter, tmp_path):
+    """It was refused as a folder that holds no tokenizer, where load_adapter reads the base's."""
+    from workbench.app.pipeline import run_embedded
+    from workbench.models.loading import TOKENIZER_FILES
+
+    shutil.copytree(adapter[0].parent, tmp_path / "lora")
+    for name in [*TOKENIZER_FILES, "special_tokens_map.json"]:
+        (tmp_path / "lora" / "adapter" / name).unlink(missing_ok=True)
+    run = run_embedded(tmp_path / "run", model_path=tmp_path / "lora" / "adapter", n_examples=21, n_components=2,
+                       n_iters_g_only=2, n_iters_joint=2, progress=False)
+    assert run.record["status"] == "complete" and any((run.path / "model" / name).is_file() for name in TOKENIZER_FILES)

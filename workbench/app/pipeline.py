@@ -15,7 +15,7 @@ from ..core.device import resolve_device
 from ..core.params import HEAD_PATTERN
 from ..core.kinds import KINDS
 from ..store.files import read_json
-from ..models.loading import check_can_pad, load_saved_tokenizer
+from ..models.loading import check_adapter_folder, check_can_pad, is_adapter_folder, load_saved_tokenizer
 from ..models.prompt import prompt_of
 from .run_folder import Run, RunRecorder, check_new_run_folder, copy_model
 from .stages import fit_estimator, run_stages
@@ -174,7 +174,9 @@ def check_arguments(*, out, n_examples, n_components, kind, n_values, n_iters_g_
         if not isinstance(model_path, (str, os.PathLike)):
             raise TypeError(f"run_embedded: model_path must be a folder path or None, got {model_path!r}")
         check_model_folder(model_path, "run_embedded: model_path", out=out)
-        if prompt_of(model_path) is None:  # a sequence classifier: its batches are padded
+        if is_adapter_folder(model_path):  # loaded in the run's model stage: what can be told is told before it
+            check_adapter_folder(model_path)  # its tokenizer may be its base's, checked as the base loads
+        elif prompt_of(model_path) is None:  # a sequence classifier: its batches are padded
             check_can_pad(load_saved_tokenizer(model_path), model_path)
     if device is not None and not isinstance(device, str):
         raise TypeError(f"run_embedded: device must be a string such as 'cpu' or 'cuda', or None; got {device!r}")

@@ -325,22 +325,11 @@ def load_adapter(folder: str | os.PathLike, *, with_tokenizer: bool = True):
     in eval mode; the tokenizer saved beside the adapters, else the base model's. A folder that cannot make
     that classifier (its files damaged, its base not found or another model, adapters that do not merge)
     is refused naming what to change, before anything is loaded where it can be told."""
-    try:
-        from peft import PeftModel
-    except ImportError as error:
-        raise ImportError(f"{folder} holds a PEFT adapter ({ADAPTER_CONFIG}), which needs peft to load: "
-                          "pip install 'workbench[lora]' (or pip install peft)") from error
     folder = Path(folder)
-    config = _adapter_config(folder)
-    if config.get("task_type") not in (None, "SEQ_CLS"):
-        raise ValueError(f"{folder} holds a {config['task_type']} adapter: NPEFF reads a sequence classifier's "
-                         "distribution over classes; save an adapter of task_type='SEQ_CLS', or merge this one "
-                         "(merge_and_unload) and read the language model through run_model's template=")
-    _check_merges(folder, config)
-    weights = _adapter_weights(folder)
-    base = _base_of(folder, config)
+    config, base = check_adapter_folder(folder)
+    from peft import PeftModel
+
     n_classes = _saved_head_classes(folder, base)
-    _check_head_saved(folder, base, weights)
     # the adapter's own head replaces the base's, whose size may differ (a base with no head gets a new one)
     head = {"num_labels": n_classes, "ignore_mismatched_sizes": True} if n_classes else {}
     try:
@@ -365,6 +354,46 @@ def load_adapter(folder: str | os.PathLike, *, with_tokenizer: bool = True):
                          f"{base} embeds {vocabulary}: the base is not the model the adapter was trained on; set "
                          f"base_model_name_or_path in its {ADAPTER_CONFIG} to that model")
     return (model, tokenizer) if with_tokenizer else model
+
+
+def check_adapter_folder(folder: str | os.PathLike) -> tuple[dict, str | Path]:
+    """An adapter folder's config and base, checked as far as they can be without loading the base's weights (peft
+    there, its files whole, adapters that merge, a base found offline and given a head): run_embedded checks its
+    model_path so before it starts the run's record. Raises naming what to change."""
+    try:
+        import peft  # noqa: F401
+    except ImportError as error:
+        raise ImportError(f"{folder} holds a PEFT adapter ({ADAPTER_CONFIG}), which needs peft to load: "
+                          "pip install 'workbench[lora]' (or pip install peft)") from error
+    folder = Path(folder)
+    config = _adapter_config(folder)
+    if config.get("task_type") not in (None, "SEQ_CLS"):
+        raise ValueError(f"{folder} holds a {config['task_type']} adapter: NPEFF reads a sequence classifier's "
+                         "distribution over classes; save an adapter of task_type='SEQ_CLS', or merge this one "
+                         "(merge_and_unload) and read the language model through run_model's template=")
+    _check_merges(folder, config)
+    weights = _adapter_weights(folder)
+    base = _base_of(folder, config)
+    source = None
+    try:
+        source = resolve_source(base)
+        if isinstance(source, Path) and is_adapter_folder(source):
+            raise ValueError(f"{source} is itself an adapter folder: set base_model_name_or_path to the model its "
+                             "adapter was trained on, merged and saved (merge_and_unload, save_pretrained)")
+        if not isinstance(source, Path):
+            from transformers import AutoConfig
+
+            AutoConfig.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError) as err:  # said of the adapter's base, which the user did not name
+        cause = err
+        if isinstance(source, str) and isinstance(err, OSError):  # transformers' message speaks of connecting
+            err = ModelNotAvailableOfflineError(
+                f"{base!r} is neither a local folder nor in the Hugging Face cache, and downloads are off: set "
+                "base_model_name_or_path to the base model's folder, or put the base in the cache first")
+        raise _retold(err, f"the base model of the adapter in {folder} ({ADAPTER_CONFIG}'s base_model_name_or_path "
+                           f"{config['base_model_name_or_path']!r}) cannot be loaded: {err}") from cause
+    _check_head_saved(folder, base, weights)
+    return config, base
 
 
 def _retold(err: Exception, message: str) -> Exception:
@@ -468,6 +497,9 @@ def _base_of(folder: Path, config: dict) -> str | Path:
     """The base model the adapter names: a folder (relative to the adapter's, if not found from here), or a
     name :func:`load_classifier` resolves (the bundled MiniLM, the Hugging Face cache)."""
     base = config.get("base_model_name_or_path")
+    if base and not isinstance(base, str):
+        raise ValueError(f"{folder / ADAPTER_CONFIG}'s base_model_name_or_path is {base!r}: set it to the base "
+                         "model's folder (or name), a string")
     if not base:
         raise ValueError(f"{folder / ADAPTER_CONFIG} names no base_model_name_or_path: set it to the base model's "
                          "folder (or name)")
