@@ -155,10 +155,13 @@ def _other_base(root, kind):
         return folder
     config = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
                   max_position_embeddings=32)
-    if kind == "small vocabulary":
-        from transformers import BertForSequenceClassification
+    if kind in ("small vocabulary", "other vocabulary"):
+        from transformers import BertForSequenceClassification, BertTokenizerFast
 
-        BertForSequenceClassification(BertConfig(vocab_size=8, **config)).save_pretrained(folder)
+        vocabulary = VOCAB[:8] if kind == "small vocabulary" else VOCAB + [f"w{i}" for i in range(24)]
+        BertForSequenceClassification(BertConfig(vocab_size=len(vocabulary), **config)).save_pretrained(folder)
+        (root / "vocab.txt").write_text("\n".join(vocabulary))
+        BertTokenizerFast(str(root / "vocab.txt")).save_pretrained(folder)
     else:  # a base without a head, as MiniLM
         BertModel(BertConfig(vocab_size=len(VOCAB), **config)).save_pretrained(folder)
     return folder
@@ -192,7 +195,7 @@ def _damage(folder, root, damage):
     elif damage == "base an adapter":
         shutil.copytree(folder, root / "other adapter")
         _rebase(folder, root / "other adapter")
-    elif damage in ("gpt2", "small vocabulary"):
+    elif damage in ("gpt2", "small vocabulary", "other vocabulary"):
         _rebase(folder, _other_base(root, damage))
     elif damage == "prompt tuning":
         from transformers import AutoModelForSequenceClassification
@@ -229,6 +232,9 @@ REFUSALS = [
                          "adapter_config.json to the model the adapter was trained on"),
     ("small vocabulary", ValueError, "has 16 tokens, and its base model .* embeds 8: the base is not the model the "
                                      "adapter was trained on"),
+    # another model whose vocabulary holds the adapter's ids: it ran, reading other words
+    ("other vocabulary", ValueError, "has 16 tokens, and its base model .* has a tokenizer of 40: the base is not the "
+                                     "model the adapter was trained on"),
     ("prompt tuning", ValueError, "holds a PROMPT_TUNING adapter, which adds learned virtual tokens .* cannot be "
                                   "merged .*LoraConfig"),
     ("no head on a headless base", ValueError, "saved no classification head .* random at every load.*"

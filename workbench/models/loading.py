@@ -348,10 +348,12 @@ def load_adapter(folder: str | os.PathLike, *, with_tokenizer: bool = True):
     model.config._name_or_path = str(folder)  # the fine-tune, where the merged model named its base
     has_tokenizer = any((folder / name).is_file() for name in TOKENIZER_FILES)
     tokenizer = load_saved_tokenizer(folder) if has_tokenizer else base_tokenizer
-    vocabulary = model.get_input_embeddings().num_embeddings
-    if len(tokenizer) > vocabulary:  # its ids past the embeddings fail mid-run, or read another model's words
+    vocabulary, theirs = model.get_input_embeddings().num_embeddings, len(base_tokenizer)
+    # ids past the embeddings fail mid-run; a fine-tune adds tokens to its base's tokenizer, never drops any
+    if len(tokenizer) > vocabulary or len(tokenizer) < theirs:
+        size = f"embeds {vocabulary}" if len(tokenizer) > vocabulary else f"has a tokenizer of {theirs}"
         raise ValueError(f"the tokenizer of the adapter in {folder} has {len(tokenizer)} tokens, and its base model "
-                         f"{base} embeds {vocabulary}: the base is not the model the adapter was trained on; set "
+                         f"{base} {size}: the base is not the model the adapter was trained on; set "
                          f"base_model_name_or_path in its {ADAPTER_CONFIG} to that model")
     return (model, tokenizer) if with_tokenizer else model
 
