@@ -363,7 +363,7 @@ def check_adapter_folder(folder: str | os.PathLike) -> tuple[dict, str | Path]:
     there, its files whole, adapters that merge, a base found offline and given a head): run_embedded checks its
     model_path so before it starts the run's record. Raises naming what to change."""
     try:
-        import peft  # noqa: F401
+        importlib.import_module("peft")  # there, before anything else is checked
     except ImportError as error:
         raise ImportError(f"{folder} holds a PEFT adapter ({ADAPTER_CONFIG}), which needs peft to load: "
                           "pip install 'workbench[lora]' (or pip install peft)") from error
