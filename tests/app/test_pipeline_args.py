@@ -48,3 +48,17 @@ def test_pipeline_store_resumes_or_replaces(tmp_path, bert3, bert_inputs):
     assert again.store_id == first.store_id
     other = stages.write_or_resume_pefs(tmp_path / "pefs", bert3, bert_inputs, n_values=150, progress=False)
     assert PefStore(tmp_path / "pefs").info["n_values"] == 150 and other.complete
+
+
+def test_a_model_of_one_s_own_that_cannot_load_is_refused_before_the_run_folder_is_made(tmp_path):
+    """run_embedded loaded model_path in its model stage: damaged weights left a run folder whose record said the
+    stage failed, where run_model refuses them before touching its folder."""
+    import shutil
+
+    from workbench.models.embedded import default_model
+
+    folder = shutil.copytree(default_model(), tmp_path / "damaged")
+    (folder / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(OSError, match=r"the model saved in .*damaged cannot be loaded"):
+        pipeline.run_embedded(tmp_path / "run", model_path=folder, n_examples=20, n_components=2, progress=False)
+    assert not (tmp_path / "run").exists()

@@ -79,12 +79,18 @@ def run_embedded(
     params["out"] = str(out)
     resolved = resolve_device(device)
     check_new_run_folder(out)
+    # a model of one's own is loaded before the folder is touched, as run_model's is: one that cannot load (damaged
+    # weights, an adapter whose base does not fit) left a run folder whose record said its model stage failed
+    given = None if model_path is None else (user_path(model_path, "model_path"),
+                                             *load_default_model(user_path(model_path, "model_path")))
 
     def model_stage(recorder: RunRecorder):
-        source = (user_path(model_path, "model_path") if model_path is not None
-                  else default_model(base=base, seed=seed, progress=progress))
+        if given is None:
+            source = default_model(base=base, seed=seed, progress=progress)
+            model, tokenizer = load_default_model(source)
+        else:
+            source, model, tokenizer = given
         # read from the source: an adapter folder's copy would need its base, the merged model saved does not
-        model, tokenizer = load_default_model(source)
         copy_model(source, out, model, tokenizer)
         training = source / "training.json"
         if training.exists():
