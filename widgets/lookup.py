@@ -73,8 +73,11 @@ class LookupPanel(StaticFallback, w.VBox):
             result = self.explorer.lookup(query, n=self.n)
         except Exception as error:
             self.status.value = ""
+            # the explorer's refusal of what was typed names the problem and the fix: a traceback under it
+            # read as the panel failing; anything else keeps it, for the bug report
+            refused = isinstance(error, (TypeError, ValueError))
             self.body.value = report.fragment(report.error_html(f"{type(error).__name__}: {error}",
-                                                                traceback.format_exc()))
+                                                                "" if refused else traceback.format_exc()))
             self.select_buttons.children = []
             raise
         self.current = result

@@ -187,7 +187,11 @@ def test_a_new_pair_gets_the_pef_the_run_stored_for_it_and_transform_s_coefficie
     assert typed.caption().startswith("Components that a new pair of texts loads on")  # it said "a new text"
     from widgets.lookup import LookupPanel
 
-    assert LookupPanel(explorer).query.placeholder == "an example's number, or a pair: first ‖ second"
+    panel = LookupPanel(explorer)
+    assert panel.query.placeholder == "an example's number, or a pair: first ‖ second"
+    panel.query.value = "a cat sat"  # one text typed where the run's examples are pairs: refused in words
+    assert "pass the new example as a (first, second) pair" in panel.body.value
+    assert "Traceback" not in panel.body.value and panel.current is None
 
 
 def test_deleting_each_word_of_a_pair_is_the_lookup_of_the_pair_without_it(pair_run):

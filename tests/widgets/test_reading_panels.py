@@ -47,6 +47,7 @@ def test_lookup_panel_for_an_example_and_a_sentence(explorer):
     assert typed.example is None and "took" in panel.body.value and typed.seconds > 0
     panel.query.value = "999999"  # not an example: shown in the panel, not raised into the kernel
     assert "OutOfRangeError" in panel.body.value and "example must be from 0 to 599" in panel.body.value
+    assert "Traceback" not in panel.body.value  # a mistake typed is refused in words, not with the code's traceback
     # typed: "-1" is an index (refused as lookup(-1) is), not the sentence "-1"; "²" is no number; an empty box
     # says what to type instead of leaving the last answer on screen
     panel.query.value = "-1"
@@ -65,6 +66,19 @@ def test_lookup_panel_for_an_example_and_a_sentence(explorer):
     assert panel.lookup(5).example == 5 and panel.lookup(5).example == 5
     with pytest.raises(TypeError, match="on_select must be a function"):
         LookupPanel(explorer, on_select=3)
+
+
+def test_a_lookup_that_fails_unexpectedly_keeps_its_traceback_under_details(explorer, monkeypatch):
+    """Only what was typed is refused without a traceback: a failure of the lookup itself keeps it, for a bug report."""
+    panel = LookupPanel(explorer)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the model ran out of memory")
+
+    monkeypatch.setattr(explorer, "lookup", broken)
+    panel.query.value = "a new sentence"
+    assert "RuntimeError: the model ran out of memory" in panel.body.value
+    assert "<details>" in panel.body.value and "Traceback" in panel.body.value
 
 
 def test_kl_ratio_follows_the_direction_shown(workbench):
