@@ -333,3 +333,24 @@ def test_a_card_marks_where_each_text_of_a_cut_pair_was_read_no_further(pair_mod
     # the text view too: the first text's unread end is named before the second text, read whole
     view = report.read_text(text, spans, special)
     assert view.split(PAIR_SEPARATOR)[0].endswith("more characters]") and view.endswith("a cat is sleeping")
+
+
+def test_the_viewer_s_deletion_check_reads_each_shaded_word_at_its_place_in_its_text(pair_run):
+    """The check matched the shaded word by its text: the largest drop of any word holding it, in either text of a pair
+    ('the' of both texts, 'a' of 'animal')."""
+    import re
+
+    from widgets import ExampleViewer
+    from workbench import report
+
+    explorer = RunExplorer.open(pair_run.path)
+    viewer = ExampleViewer(explorer, page_size=12)
+    viewer.show(0)
+    checks = viewer.check_deletions()
+    cells = re.findall(r"<tr><td>\d+</td><td>(.*?)</td>", viewer.body.value)
+    assert len(cells) == len(checks)
+    for (example, place, effects), cell in zip(checks, cells):
+        word, side, start, stop = place
+        assert PAIRS[example][("first", "second").index(side)][start:stop] == word
+        row = effects[(effects["text"] == side) & (effects["start"] == start)].iloc[0]
+        assert row["word"] == word and cell == f"<bdi>{word}</bdi> {report.percent(row['drop'])}"

@@ -505,3 +505,20 @@ def test_export_sections_refuses_a_file_it_did_not_write(tmp_path):
     page = report.export_sections([], tmp_path / "page.html", title="first")
     report.export_sections([], page, title="second")
     assert "second" in page.read_text()
+
+
+def test_the_deletion_check_reads_the_shaded_word_s_own_drop():
+    """The shaded 'a' of "the dog sat on a mat" read the drop of 'mat' (the largest drop of any word holding an 'a'),
+    and a pair's 'the' the drop of either text's."""
+    effects = pd.DataFrame({"word": ["mat", "the", "a", "the"], "text": ["first", "first", "first", "second"],
+                            "start": [17, 0, 15, 0], "stop": [20, 3, 16, 3], "coefficient": [0.5, 0.6, 0.7, 0.8],
+                            "drop": [0.31, 0.2, 0.12, -0.05]})
+    def shaded(strongest):
+        return re.findall(r"<tr><td>\d+</td><td>(.*?)</td>", report.deletions_html([(5, strongest, effects)]))[0]
+
+    assert shaded(("a", "first", 15, 16)) == "<bdi>a</bdi> 12%"
+    assert shaded("a") == "<bdi>a</bdi> 12%"  # its text alone: the word itself before a word holding it
+    assert shaded(("the", "second", 0, 3)) == "<bdi>the</bdi> -5%"
+    assert shaded(("the", "first", 0, 3)) == "<bdi>the</bdi> 20%"
+    # a part of a deleted word (a word between spaces) reads that word's drop
+    assert shaded(("ma", None, 17, 19)) == "<bdi>ma</bdi> 31%" and shaded(None) == ""

@@ -403,22 +403,42 @@ def examples_page_html(page) -> str:
 
 def deletions_html(checks) -> str:
     """The deletion check of a page of examples: ``checks`` of (example number, the shading's strongest
-    word or None, ``analysis.lookup.deletion_effects`` frame). Per example, the words whose deletion
-    costs the coefficient most, beside what deleting the shaded word costs."""
+    word, ``analysis.lookup.deletion_effects`` frame). Per example, the words whose deletion
+    costs the coefficient most, beside what deleting the shaded word costs. The strongest word is its place,
+    (word, side, start, stop) with side a pair's "first" or "second" (None for one text) and the span in that
+    text, or its text alone (a word met twice, or inside another, as "a" in "mat", is then the first that holds it),
+    or None."""
     rows = []
     for example, strongest, effects in checks:
         needed = ", ".join(f"<bdi>{escape(w)}</bdi> {_drop(d)}" for w, d in zip(effects["word"][:3], effects["drop"][:3]))
         shaded = ""
-        if strongest:
-            named = effects[effects["word"].str.contains(strongest.strip(), regex=False, case=False)]
-            if len(named):
-                shaded = f"<bdi>{escape(strongest.strip())}</bdi> {_drop(named['drop'].max())}"
+        row = _shaded_row(effects, strongest) if strongest else None
+        if row is not None:
+            word = strongest if isinstance(strongest, str) else strongest[0]
+            shaded = f"<bdi>{escape(word.strip())}</bdi> {_drop(row['drop'])}"
         rows.append(f"<tr><td>{int(example)}</td><td>{shaded}</td><td>{needed}</td></tr>")
     return ('<div class="deletions"><div class="caption">Deletion check: each word deleted in turn and the coefficient '
             "fitted again; the drop is the share of the coefficient lost without the word. The shading says where the "
             'Fisher mass flows, this what the coefficient needs.</div><div class="table-wrap"><table class="npeff-table">'
             "<thead><tr><th>example</th><th>shaded strongest word</th><th>words it needs most</th></tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table></div></div>")
+
+
+def _shaded_row(effects, strongest):
+    """The deletion of the shaded word: the row whose word covers its place (a deleted word is the text's between
+    spaces, the shaded one may be a part of it, as '&' of '<b>&amp;'), or, given its text alone, the row of that
+    word, else of the first word that holds it. It was the largest drop of any word holding it: the shaded 'a' read
+    the drop of 'mat'."""
+    if isinstance(strongest, str):
+        word = strongest.strip().casefold()
+        words = effects["word"].str.casefold()
+        named = effects[words == word]
+        named = named if len(named) else effects[words.str.contains(word, regex=False)]
+        return named.iloc[0] if len(named) else None
+    _, side, start, stop = strongest
+    rows = effects if side is None or "text" not in effects else effects[effects["text"] == side]
+    overlap = np.minimum(rows["stop"], stop) - np.maximum(rows["start"], start)
+    return rows.loc[overlap.idxmax()] if len(rows) and overlap.max() > 0 else None
 
 
 def _drop(value: float) -> str:
