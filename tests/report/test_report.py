@@ -522,3 +522,11 @@ def test_the_deletion_check_reads_the_shaded_word_s_own_drop():
     assert shaded(("the", "first", 0, 3)) == "<bdi>the</bdi> 20%"
     # a part of a deleted word (a word between spaces) reads that word's drop
     assert shaded(("ma", None, 17, 19)) == "<bdi>ma</bdi> 31%" and shaded(None) == ""
+
+
+def test_a_deletion_that_changes_nothing_reads_0_percent_not_minus_0():
+    """A tiny model's pair whose head carried 90% of the mass read 'sat -0%, the -0%, not -0%' for drops of -3e-5."""
+    effects = pd.DataFrame({"word": ["sat", "the"], "start": [8, 0], "stop": [11, 3], "coefficient": [0.76, 0.76],
+                            "drop": [-3e-5, -0.004]})
+    html = report.deletions_html([(3, ("sat", None, 8, 11), effects)])
+    assert "-0%" not in html and "<bdi>sat</bdi> 0%, <bdi>the</bdi> 0%" in html

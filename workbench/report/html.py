@@ -442,8 +442,8 @@ def _shaded_row(effects, strongest):
 
 
 def _drop(value: float) -> str:
-    """A deletion's drop; none (NaN: the text loads on nothing) read 'nan%'."""
-    return "—" if pd.isna(value) else f"{value:.0%}"
+    """A deletion's drop; none (NaN: the text loads on nothing) read 'nan%', and one of -0.00003 '-0%'."""
+    return "—" if pd.isna(value) else percent(value)
 
 
 def error_html(message: str, details: str = "") -> str:
