@@ -68,10 +68,16 @@ BASE = """
                                  min-width: 8em; max-width: 40em; }
 .npeff .bar { display: inline-block; height: 8px; background: var(--bar); margin-left: 4px; vertical-align: middle; }
 .npeff .bar.cancels { background: rgb(var(--cancels)); }
-.npeff .example { border: 1px solid var(--box); border-radius: 4px; padding: 6px 8px; margin: 6px 0; max-width: 900px; }
+.npeff .example { border: 1px solid var(--box); border-radius: 4px; padding: 6px 8px; margin: 6px 0; max-width: 900px;
+                  overflow-wrap: anywhere; }
 .npeff .example .meta { color: var(--muted); font-size: 12px; margin-bottom: 4px; }
 .npeff .example .meta .wrong { color: var(--wrong); font-weight: bold; }
-.npeff .tokens { font-family: Menlo, Consolas, monospace; font-size: 13px; line-height: 1.9; white-space: pre-wrap; }
+/* A word is broken anywhere, not only when it overflows (as .example's is, the strongest word named in its line): in
+   a widget's flex box a 240-letter word set the panel's width, its cards, deletion table and lookup drawn past the
+   panel's edge and cut (a right-to-left first text all). */
+.npeff .tokens { font-family: Menlo, Consolas, monospace; font-size: 13px; line-height: 1.9; white-space: pre-wrap;
+                 overflow-wrap: anywhere; }
+.npeff .deletions table.npeff-table td { white-space: normal; overflow-wrap: anywhere; }
 .npeff .tok { border-radius: 3px; padding: 1px 1px; }
 /* a mark tells a screen reader which words carry the component: the shading inside it is the look */
 .npeff mark { background: none; color: inherit; padding: 0; }
