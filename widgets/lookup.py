@@ -39,7 +39,7 @@ class LookupPanel(StaticFallback, w.VBox):
         self.status = w.HTML()
         self.body = w.HTML()
         self.select_buttons = w.HBox(layout=w.Layout(flex_flow="row wrap"))
-        super().__init__([w.HBox([self.query, self.button, self.status], layout=w.Layout(align_items="center")),
+        super().__init__([w.HBox([self.query, self.button, self.status], layout=w.Layout(align_items="center", flex_flow="row wrap")),
                           self.body, self.select_buttons])
         self.add_class("npeff-lookup")
 

@@ -68,7 +68,7 @@ class PerturbationPanel(StaticFallback, w.VBox):
             w.HBox([self.epsilon, self.direction], layout=w.Layout(flex_flow="row wrap")),
             w.HBox([self.semi_orthogonal, self.max_sim, self.sweep], layout=w.Layout(flex_flow="row wrap")),
             self.baseline,
-            w.HBox([self.run_button, self.progress, self.status], layout=w.Layout(align_items="center")),
+            w.HBox([self.run_button, self.progress, self.status], layout=w.Layout(align_items="center", flex_flow="row wrap")),
         ])
         # Hidden until a check has run: empty axes before it would read as a result of nothing.
         charts = w.HBox([self.kl_chart, self.accuracy_chart], layout=w.Layout(flex_flow="row wrap", display="none"))

@@ -36,7 +36,9 @@ class TracePanel(StaticFallback, w.VBox):
         self.profile_chart = Chart(report.trace_profile_figure(), width=CHART_WIDTH)
         self.heatmap = Chart(report.trace_heatmap_figure(), width=CHART_WIDTH)
         self.example.observe(lambda _: self._show_heatmap(), names="value")
-        super().__init__([self.title, w.HBox([self.epsilon, self.run_button, self.status]), self.example,
+        super().__init__([self.title, w.HBox([self.epsilon, self.run_button, self.status],
+                                                  layout=w.Layout(align_items="center", flex_flow="row wrap")),
+                          self.example,
                           w.HBox([self.profile_chart, self.heatmap], layout=w.Layout(flex_flow="row wrap"))])
         self.add_class("npeff-trace-panel")
         self.set_component(component)

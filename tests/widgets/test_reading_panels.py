@@ -81,6 +81,25 @@ def test_a_lookup_that_fails_unexpectedly_keeps_its_traceback_under_details(expl
     assert "<details>" in panel.body.value and "Traceback" in panel.body.value
 
 
+def test_a_message_beside_a_panel_s_controls_wraps_below_them(workbench):
+    """The trace's error ('no example is left outside the top set ...') shared a row that did not wrap with the ε slider,
+    and squeezed the slider to a dot: every row that shows a panel's status or error wraps."""
+    import ipywidgets
+
+    def rows(widget):
+        for child in getattr(widget, "children", ()):
+            if isinstance(child, ipywidgets.HBox):
+                yield child
+            yield from rows(child)
+
+    statuses = [workbench.examples.status, workbench.lookup.status, workbench.perturbation.status,
+                workbench.trace.status, workbench.export_status]
+    holding = {id(status): row for row in rows(workbench) for status in statuses if status in row.children}
+    assert len(holding) == len(statuses)
+    assert all("wrap" in (row.layout.flex_flow or "") for row in holding.values()), \
+        [[type(c).__name__ for c in row.children] for row in holding.values() if "wrap" not in (row.layout.flex_flow or "")]
+
+
 def test_kl_ratio_follows_the_direction_shown(workbench):
     """Item 1: with '+' the summary and the chart's title give the ratio of θ + εĝ, not the max over ±."""
     panel = workbench.perturbation
