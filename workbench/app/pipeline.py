@@ -15,7 +15,7 @@ from ..core.device import resolve_device
 from ..core.params import HEAD_PATTERN
 from ..core.kinds import KINDS
 from ..store.files import read_json
-from ..models.loading import check_adapter_folder, check_can_pad, is_adapter_folder, load_saved_tokenizer
+from ..models.loading import check_can_pad, is_adapter_folder, load_saved_tokenizer
 from ..models.prompt import prompt_of
 from .run_folder import Run, RunRecorder, check_new_run_folder, copy_model
 from .stages import fit_estimator, run_stages
@@ -81,8 +81,10 @@ def run_embedded(
     check_new_run_folder(out)
     # a model of one's own is loaded before the folder is touched, as run_model's is: one that cannot load (damaged
     # weights, an adapter whose base does not fit) left a run folder whose record said its model stage failed
-    given = None if model_path is None else (user_path(model_path, "model_path"),
-                                             *load_default_model(user_path(model_path, "model_path")))
+    given = None
+    if model_path is not None:
+        source = user_path(model_path, "model_path")
+        given = (source, *load_default_model(source))
 
     def model_stage(recorder: RunRecorder):
         if given is None:
@@ -180,9 +182,9 @@ def check_arguments(*, out, n_examples, n_components, kind, n_values, n_iters_g_
         if not isinstance(model_path, (str, os.PathLike)):
             raise TypeError(f"run_embedded: model_path must be a folder path or None, got {model_path!r}")
         check_model_folder(model_path, "run_embedded: model_path", out=out)
-        if is_adapter_folder(model_path):  # loaded in the run's model stage: what can be told is told before it
-            check_adapter_folder(model_path)  # its tokenizer may be its base's, checked as the base loads
-        elif prompt_of(model_path) is None:  # a sequence classifier: its batches are padded
+        # a sequence classifier: its batches are padded (an adapter folder's tokenizer may be its base's, and the
+        # adapter is checked as run_embedded loads it, before the run folder is made)
+        if not is_adapter_folder(model_path) and prompt_of(model_path) is None:
             check_can_pad(load_saved_tokenizer(model_path), model_path)
     if device is not None and not isinstance(device, str):
         raise TypeError(f"run_embedded: device must be a string such as 'cpu' or 'cuda', or None; got {device!r}")

@@ -360,8 +360,8 @@ def load_adapter(folder: str | os.PathLike, *, with_tokenizer: bool = True):
 
 def check_adapter_folder(folder: str | os.PathLike) -> tuple[dict, str | Path]:
     """An adapter folder's config and base, checked as far as they can be without loading the base's weights (peft
-    there, its files whole, adapters that merge, a base found offline and given a head): run_embedded checks its
-    model_path so before it starts the run's record. Raises naming what to change."""
+    there, its files whole, adapters that merge, a base found offline and given a head): load_adapter's first step,
+    so that nothing fails first deep in peft or safetensors. Raises naming what to change."""
     try:
         importlib.import_module("peft")  # there, before anything else is checked
     except ImportError as error:
@@ -512,10 +512,7 @@ def _base_of(folder: Path, config: dict) -> str | Path:
 
 def _saved_head_classes(folder: Path, base) -> int | None:
     """The classes of the head the adapter saved (``modules_to_save``), where they differ from the base's."""
-    weights = folder / ADAPTER_WEIGHTS
-    if not weights.is_file():
-        return None
-    try:
-        return saved_head_classes(resolve_source(base), weights, prefix="base_model.model.")
+    try:  # the weights were checked whole by check_adapter_folder
+        return saved_head_classes(resolve_source(base), folder / ADAPTER_WEIGHTS, prefix="base_model.model.")
     except OSError:  # a base not found: load_classifier names it, with the ways out
         return None
