@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..core.defaults import N_VALUES
 from ..core.arguments import positive_int
-from ..core.words import words_split_at_spaces
+from ..core.words import word_positions, words_split_at_spaces
 from ..models.text import are_pairs, is_pair
 from .tables import scaled_coefficients
 
@@ -128,8 +128,8 @@ def _deleted(text: str, start: int, stop: int) -> str:
 def _pair_words(tokenizer, pair: tuple[str, str]) -> list[tuple[int, str, int, int]]:
     """(0 for the first text or 1 for the second, word, start, stop in that text) of each word of ``pair``, in order:
     the tokens one word id groups, split at the text's spaces as a card splits them (a slow tokenizer gives no word
-    ids: then what whitespace separates). The pair is read
-    whole: a word past max_length is listed too, as deleting it may move the cut (longest first)."""
+    ids: then what whitespace separates). The pair is read whole: a word past max_length is listed too, as
+    deleting it may move the cut (longest first)."""
     if not getattr(tokenizer, "is_fast", False):
         return [(side, m.group(), m.start(), m.end()) for side in (0, 1) for m in re.finditer(r"\S+", pair[side])]
     encoded = tokenizer(pair[0], pair[1], return_offsets_mapping=True, verbose=False)
@@ -138,13 +138,12 @@ def _pair_words(tokenizer, pair: tuple[str, str]) -> list[tuple[int, str, int, i
     for side in (0, 1):  # word ids start again at 0 in the second text; a card splits each text's words at spaces
         spans = [span for span, _, s in tokens if s == side]
         words = words_split_at_spaces(pair[side], spans, [word for _, word, s in tokens if s == side])
-        grouped: dict = {}  # word -> (start, stop)
-        for (a, b), word in zip(spans, words):
-            if word is not None and b > a:
-                start, stop = grouped.get(word, (a, b))
-                grouped[word] = (min(start, a), max(stop, b))
-        for a, b in grouped.values():  # byte-level BPE's spans hold the space before the word
-            text = pair[side][a:b]
+        for positions in word_positions(words, len(spans)):
+            used = [spans[p] for p in positions if words[p] is not None and spans[p][1] > spans[p][0]]
+            if not used:
+                continue
+            a, b = min(start for start, _ in used), max(stop for _, stop in used)
+            text = pair[side][a:b]  # byte-level BPE's spans hold the space before the word
             if text.strip():
                 a += len(text) - len(text.lstrip())
                 found.append((side, text.strip(), a, a + len(text.strip())))

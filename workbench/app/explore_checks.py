@@ -7,7 +7,7 @@ import numpy as np
 
 from ..core.arguments import item_index
 from ..core.words import PAIR_SEPARATOR
-from ..models.text import are_pairs, is_pair, shown_text
+from ..models.text import are_pairs, is_missing, is_pair, shown_text
 
 SEPARATOR = PAIR_SEPARATOR.strip()  # ‖, however it is spaced when typed
 
@@ -103,7 +103,7 @@ def _what_is_wrong(example) -> str:
     if len(example) != 2:
         return f": {len(example)} parts, where a pair has two texts, e.g. (premise, hypothesis)"
     for part, which in zip(example, ("first", "second")):
-        if part is None or (isinstance(part, float) and part != part):
+        if is_missing(part):
             return f": its {which} text is missing ({part!r}); give both texts of the pair"
         if isinstance(part, (bytes, bytearray)):
             return f": its {which} text is bytes; decode it first, e.g. text.decode('utf-8')"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.words import BLANK, PAIR_SEPARATOR, words_split_at_spaces
+from ..core.words import BLANK, PAIR_SEPARATOR, is_blank_token, words_split_at_spaces
 
 
 class TruncationWarning(UserWarning):
@@ -84,7 +84,7 @@ def checked_texts(texts, name: str = "texts") -> list:
     return [(str(t[0]), str(t[1])) for t in texts]
 
 
-def _is_missing(value) -> bool:
+def is_missing(value) -> bool:
     """None, NaN or pandas' NA: how a frame holds an empty cell."""
     import pandas as pd
 
@@ -94,7 +94,7 @@ def _is_missing(value) -> bool:
 def _check_none_missing(texts: list, name: str, pairs: bool) -> None:
     """A text left out (a frame's empty cell, NaN) was told to be made a string, which would read 'nan' as a text."""
     missing = [(i, j) for i, t in enumerate(texts) for j, part in enumerate(t if pairs else [t])
-               if _is_missing(part) and (not pairs or len(t) == 2)]
+               if is_missing(part) and (not pairs or len(t) == 2)]
     if not missing:
         return
     i, j = missing[0]
@@ -159,13 +159,9 @@ def spelled_tokens(text: str, tokens: Sequence[str], spans: Sequence[tuple[int, 
     A token of whitespace alone (SentencePiece's lone '▁', 'Ġ') is shown as '␣', not as the mark, nor
     as the next character, which ALBERT's and T5's tokenizers give as its span ('w', 'w', 'as')."""
     if spans is None:  # a slow tokenizer's space token (ByT5's ' ') was the strongest word of every example
-        return [BLANK if _whitespace_mark(t) or (t and not t.strip()) else t for t in tokens]
-    return [BLANK if _whitespace_mark(t) and b > a else (text[a:b].strip() or BLANK) if b > a else t
+        return [BLANK if t and is_blank_token(t) else t for t in tokens]
+    return [BLANK if t and is_blank_token(t) and b > a else (text[a:b].strip() or BLANK) if b > a else t
             for t, (a, b) in zip(tokens, spans)]
-
-
-def _whitespace_mark(token: str) -> bool:
-    return bool(token) and not token.replace("▁", "").replace("Ġ", "").strip()
 
 
 @dataclass
