@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.words import word_positions, words_split_at_spaces
+from ..core.words import is_blank_token, word_positions, words_split_at_spaces
 from .tables import NAME_COLUMN
 
 #: An attribute value names the component only when at least this share of its top set holds it.
@@ -134,14 +134,12 @@ def word_groups(tokenizer, tokens: Sequence[str], word_ids: Sequence[int | None]
     reads 'blick'; special tokens (no word) stand alone. Without ``word_ids``, one token each,
     special where ``special`` says (the tokenizer's mask: an unknown word's [UNK] is a word),
     else where the token is one of the tokenizer's special tokens."""
-    def spells(token: str) -> bool:  # a space token (ByT5's ' ', a lone 'Ġ') is no word to name
-        return bool(token.replace("▁", "").replace("Ġ", "").strip())
-
     if word_ids is None:
         if special is None:
             specials = set(tokenizer.all_special_tokens) - {getattr(tokenizer, "unk_token", None)}
             special = [t in specials for t in tokens]
-        return [(t, [p], bool(s) or not spells(t)) for p, (t, s) in enumerate(zip(tokens, special))]
+        # a space token (ByT5's ' ', a lone 'Ġ') is no word to name
+        return [(t, [p], bool(s) or is_blank_token(t)) for p, (t, s) in enumerate(zip(tokens, special))]
     groups = word_positions(word_ids, len(tokens))
     spelled = [None if word_ids[where[0]] is None else tokenizer.convert_tokens_to_string([tokens[q] for q in where]).strip()
                for where in groups]

@@ -17,6 +17,12 @@ PAIR_SEPARATOR = "  ‖  "
 BLANK = "␣"
 
 
+def is_blank_token(token: str) -> bool:
+    """Whether ``token`` spells no character a reader sees: whitespace, or the tokenizers' marks of a space
+    (byte-level BPE's 'Ġ', SentencePiece's '▁') alone."""
+    return not token.replace("▁", "").replace("Ġ", "").strip()
+
+
 def word_positions(words: Sequence[int | None] | None, n_tokens: int) -> list[list[int]]:
     """The positions of ``n_tokens`` tokens grouped into words: consecutive tokens of one word id. A token of
     no word (special, a prompt's template) stands alone, as every token does without ``words`` (slow
