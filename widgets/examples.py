@@ -10,7 +10,6 @@ import ipywidgets as w
 from workbench import report
 from workbench.app.explore import RunExplorer, TopExamplesPage, check_explorer
 from workbench.core.arguments import positive_int
-from workbench.core.words import PAIR_SEPARATOR
 
 from .static import StaticFallback, on_click_shown
 
@@ -91,7 +90,7 @@ class ExampleViewer(StaticFallback, w.VBox):
         page, request = self.current, self.requests
         self.status.value = "<i>deleting words…</i>"
         try:
-            checks = [(e.example, strongest_place(self.explorer, e), self.explorer.deletion_effects(page.component, e.example))
+            checks = [(e.example, e.strongest_place(self.explorer.texts[e.example]), self.explorer.deletion_effects(page.component, e.example))
                       for e in page.examples]
         except Exception as error:
             self.status.value = report.fragment(report.error_html(f"{type(error).__name__}: {error}", traceback.format_exc()))
@@ -118,17 +117,3 @@ def component_title(explorer: RunExplorer, component: int, what: str = "Componen
     name = explorer.component_name(component)
     return f"<b>{report.escape(what)} {int(component)}</b>" + (f" · <bdi>{report.escape(name)}</bdi>" if name else "")
 
-
-def strongest_place(explorer: RunExplorer, example):
-    """The shaded strongest word of a card as ``report.deletions_html`` finds its deletion: (word, side, start, stop),
-    side a pair's "first" or "second" (None for one text) and the span in that text, where the card's spans are
-    on "first ‖ second"; its text alone where the tokenizer gives no spans; None where no word is shaded."""
-    where, spans = example.strongest_positions, example.spans
-    if not where or spans is None:
-        return example.strongest_token
-    start, stop = min(spans[p][0] for p in where), max(spans[p][1] for p in where)
-    text, side = explorer.texts[example.example], None
-    if isinstance(text, tuple):
-        seam = len(text[0]) + len(PAIR_SEPARATOR)
-        side, start, stop = ("first", start, stop) if stop <= len(text[0]) else ("second", start - seam, stop - seam)
-    return (example.strongest_token, side, start, stop)

@@ -18,7 +18,7 @@ import pandas as pd
 from .. import report
 from ..core.arguments import flag
 from ..analysis.token_shares import strongest_word
-from ..core.words import word_positions
+from ..core.words import PAIR_SEPARATOR, word_positions
 from ..models.text import BLANK, spelled_tokens
 
 
@@ -157,6 +157,22 @@ class HighlightedExample:
         'Ġbad' or '▁bad')."""
         where = self.strongest_positions
         return self._spelled(where) if where else None
+
+    def strongest_place(self, example_text: str | tuple[str, str]):
+        """The strongest word where ``report.deletions_html`` finds its deletion, given the run's ``example_text``
+        (a pair as its tuple): (word, side, start, stop), side a pair's "first" or "second" (None for one text) and
+        the span in that text, where the card's spans are on "first ‖ second"; the word alone where the tokenizer
+        gives no spans; None where no word is shaded."""
+        where, spans = self.strongest_positions, self.spans
+        if not where or spans is None:
+            return self.strongest_token
+        start, stop = min(spans[p][0] for p in where), max(spans[p][1] for p in where)
+        side = None
+        if isinstance(example_text, tuple):
+            seam = len(example_text[0]) + len(PAIR_SEPARATOR)
+            side, start, stop = (("first", start, stop) if stop <= len(example_text[0])
+                                 else ("second", start - seam, stop - seam))
+        return (self.strongest_token, side, start, stop)
 
 
 @dataclass
