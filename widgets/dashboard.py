@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import traceback
 
 import ipywidgets as w
 
@@ -12,7 +11,7 @@ from workbench.app.results import ComponentDashboard as Dashboard
 
 from .chart import display_data, fluid, fluid_layout
 from .examples import component_title
-from .static import StaticFallback, on_click_shown
+from .static import StaticFallback, error_fragment, on_click_shown
 
 #: ε of the sweep the "sweep ε" button adds (a sweep costs a perturbation check per ε).
 SWEEP = (0.01, 0.1, 1.0)
@@ -54,8 +53,7 @@ class ComponentDashboard(StaticFallback, w.VBox):
             result = self.explorer.dashboard(component, sweep=sweep)
         except Exception as error:  # shown in the panel
             self.status.value = ""
-            self.numbers.value = report.fragment(report.error_html(f"{type(error).__name__}: {error}",
-                                                                   traceback.format_exc()))
+            self.numbers.value = error_fragment(error)
             raise
         self.current = result
         self.title.value = component_title(self.explorer, component, "Dashboard of component")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import traceback
 
 import ipywidgets as w
 
@@ -11,7 +10,7 @@ from workbench import report
 from workbench.app.explore import RunExplorer, TopExamplesPage, check_explorer
 from workbench.core.arguments import positive_int
 
-from .static import StaticFallback, on_click_shown
+from .static import StaticFallback, error_fragment, on_click_shown
 
 
 class ExampleViewer(StaticFallback, w.VBox):
@@ -68,8 +67,7 @@ class ExampleViewer(StaticFallback, w.VBox):
                                                 highlight=highlight)
         except Exception as error:  # shown in the panel: the user sees why, not an empty box
             self.status.value = ""
-            self.body.value = report.fragment(report.error_html(f"{type(error).__name__}: {error}",
-                                                                traceback.format_exc()))
+            self.body.value = error_fragment(error)
             raise
         if request != self.requests:  # a later show (another page, component or highlight) is on its way
             return result
@@ -93,7 +91,7 @@ class ExampleViewer(StaticFallback, w.VBox):
             checks = [(e.example, e.strongest_place(self.explorer.texts[e.example]), self.explorer.deletion_effects(page.component, e.example))
                       for e in page.examples]
         except Exception as error:
-            self.status.value = report.fragment(report.error_html(f"{type(error).__name__}: {error}", traceback.format_exc()))
+            self.status.value = error_fragment(error)
             raise
         self.status.value = ""
         if request == self.requests:  # still the page shown

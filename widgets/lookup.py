@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import traceback
 
 import ipywidgets as w
 
@@ -13,7 +12,7 @@ from workbench.app.results import Lookup
 from workbench.core.arguments import positive_int
 from workbench.models.text import are_pairs
 
-from .static import StaticFallback, on_click_shown
+from .static import StaticFallback, error_fragment, on_click_shown
 
 
 class LookupPanel(StaticFallback, w.VBox):
@@ -73,11 +72,7 @@ class LookupPanel(StaticFallback, w.VBox):
             result = self.explorer.lookup(query, n=self.n)
         except Exception as error:
             self.status.value = ""
-            # the explorer's refusal of what was typed names the problem and the fix: a traceback under it
-            # read as the panel failing; anything else keeps it, for the bug report
-            refused = isinstance(error, (TypeError, ValueError))
-            self.body.value = report.fragment(report.error_html(f"{type(error).__name__}: {error}",
-                                                                "" if refused else traceback.format_exc()))
+            self.body.value = error_fragment(error)
             self.select_buttons.children = []
             raise
         self.current = result

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import traceback
 
 import ipywidgets as w
 import numpy as np
@@ -13,7 +12,7 @@ from workbench.analysis.draws import BASELINE_DRAWS, DRAW_MENU
 from workbench.app.explore import RunExplorer, check_explorer
 
 from .chart import Chart
-from .static import StaticFallback, on_click_shown
+from .static import StaticFallback, error_fragment, on_click_shown
 from .steps import epsilon_slider, set_epsilon
 
 #: A sweep runs the check at these multiples of the slider's ε.
@@ -126,7 +125,7 @@ class PerturbationPanel(StaticFallback, w.VBox):
                 sweep_frame, result = None, self.explorer.perturb(component, epsilon=epsilon, max_sim=max_sim,
                                                                   baseline=baseline)
         except Exception as error:
-            self._show_error(f"{type(error).__name__}: {error}", traceback.format_exc())
+            self._show_error(f"{type(error).__name__}: {error}", error)
             raise
         finally:
             self.run_button.disabled = self.component is None
@@ -138,11 +137,11 @@ class PerturbationPanel(StaticFallback, w.VBox):
         self._show_result()
         return self.result
 
-    def _show_error(self, message: str, details: str = "") -> None:
+    def _show_error(self, message: str, error: Exception | None = None) -> None:
         self.error = message
         self.progress.bar_style = "danger"
         self.status.value = ""
-        self.summary.value = report.fragment(report.error_html(message, details))
+        self.summary.value = error_fragment(error) if error else report.fragment(report.error_html(message))
 
     def _show_result(self) -> None:
         result = self.result

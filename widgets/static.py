@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import traceback
+
+from workbench import report
+
 
 class StaticFallback:
     """Mix into an ipywidgets container: its display bundle gains ``text/html`` and a useful
@@ -33,3 +37,12 @@ def on_click_shown(action):
             pass
 
     return handler
+
+
+def error_fragment(error: Exception) -> str:
+    """``error`` as a panel shows it. The library refuses bad input with a ValueError or TypeError
+    that names the problem and the fix: a traceback under one read as the panel failing. Any other
+    error is a fault, and keeps its traceback (folded) for the bug report."""
+    refused = isinstance(error, (TypeError, ValueError))
+    return report.fragment(report.error_html(f"{type(error).__name__}: {error}",
+                                             "" if refused else traceback.format_exc()))

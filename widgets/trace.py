@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import traceback
 
 import ipywidgets as w
 
@@ -13,7 +12,7 @@ from workbench.app.explore import RunExplorer, check_explorer
 from .examples import component_title
 from .chart import Chart
 from .perturbation import CHART_WIDTH
-from .static import StaticFallback, on_click_shown
+from .static import StaticFallback, error_fragment, on_click_shown
 from .steps import epsilon_slider, set_epsilon
 
 
@@ -31,15 +30,16 @@ class TracePanel(StaticFallback, w.VBox):
         self.run_button = w.Button(description="trace", button_style="primary", icon="play",
                                    disabled=component is None)
         self.run_button.on_click(on_click_shown(self.run))
-        self.example = w.Dropdown(options=[], description="example")
+        self.example = w.Dropdown(options=[], description="example", layout=w.Layout(display="none"))
         self.status = w.HTML()
         self.profile_chart = Chart(report.trace_profile_figure(), width=CHART_WIDTH)
         self.heatmap = Chart(report.trace_heatmap_figure(), width=CHART_WIDTH)
         self.example.observe(lambda _: self._show_heatmap(), names="value")
+        # Hidden until a trace has run: empty axes before it, or after a refusal, read as a result of nothing.
+        self.charts = w.HBox([self.profile_chart, self.heatmap], layout=w.Layout(flex_flow="row wrap", display="none"))
         super().__init__([self.title, w.HBox([self.epsilon, self.run_button, self.status],
                                                   layout=w.Layout(align_items="center", flex_flow="row wrap")),
-                          self.example,
-                          w.HBox([self.profile_chart, self.heatmap], layout=w.Layout(flex_flow="row wrap"))])
+                          self.example, self.charts])
         self.add_class("npeff-trace-panel")
         self.set_component(component)
 
@@ -58,6 +58,7 @@ class TracePanel(StaticFallback, w.VBox):
         self.result, self.error = None, None
         self.status.value = ""
         self.example.options = []
+        self.example.layout.display = self.charts.layout.display = "none"
         self.profile_chart.show(report.trace_profile_figure())
         self.heatmap.show(report.trace_heatmap_figure())
 
@@ -73,7 +74,8 @@ class TracePanel(StaticFallback, w.VBox):
             result = self.explorer.trace(component, epsilon=float(self.epsilon.value))
         except Exception as error:
             self.error = f"{type(error).__name__}: {error}"
-            self.status.value = report.fragment(report.error_html(self.error, traceback.format_exc()))
+            self.example.layout.display = self.charts.layout.display = "none"
+            self.status.value = error_fragment(error)
             raise
         if component != self.component:  # another component was selected meanwhile: its panel stays clear
             return result
@@ -81,6 +83,7 @@ class TracePanel(StaticFallback, w.VBox):
         self.status.value = f"done in {time.perf_counter() - started:.1f} s"
         trace = self.result
         self.example.options = [(f"{s} · example {e}", k) for k, (s, e) in enumerate(zip(trace.sets, trace.examples))]
+        self.example.layout.display, self.charts.layout.display = "", "flex"
         self.profile_chart.show(report.trace_profile_figure(trace))
         if self.example.value == 0:
             self._show_heatmap()

@@ -72,3 +72,32 @@ def test_trace_panel_runs_the_explorer_and_shows_heatmaps(embedded_run):
     panel.example.value = len(trace.examples) - 1
     assert np.allclose(np.asarray(panel.heatmap.figure.data[0].z), trace.heatmaps[-1])
     assert "Perturbation trace of component 0" in panel._repr_mimebundle_()["text/html"]
+
+
+def test_the_trace_panel_shows_no_axes_before_a_trace_and_no_traceback_under_a_refusal(embedded_run, monkeypatch):
+    """Empty axes before a trace (or after a refused one) read as a trace of nothing; a traceback
+    under a refusal that names the problem and the fix read as the panel failing. A fault keeps it."""
+    import pytest
+
+    explorer = RunExplorer.open(embedded_run.path)
+    panel = TracePanel(explorer, component=0)
+    assert panel.charts.layout.display == "none" and panel.example.layout.display == "none"
+    panel.run(epsilon=0.5)
+    assert panel.charts.layout.display == "flex" and panel.example.layout.display == ""
+
+    def refuse(*_, **__):
+        raise ValueError("epsilon too large: choose a smaller epsilon")
+
+    monkeypatch.setattr(explorer, "trace", refuse)
+    with pytest.raises(ValueError):
+        panel.run()
+    assert "epsilon too large" in panel.status.value and "<details>" not in panel.status.value
+    assert panel.charts.layout.display == "none"
+
+    def fault(*_, **__):
+        raise RuntimeError("CUDA error")
+
+    monkeypatch.setattr(explorer, "trace", fault)
+    with pytest.raises(RuntimeError):
+        panel.run()
+    assert "CUDA error" in panel.status.value and "<details>" in panel.status.value and "Traceback" in panel.status.value
