@@ -28,8 +28,10 @@ class LookupPanel(StaticFallback, w.VBox):
         self.n = positive_int(n, "n")
         self._typing = True  # False while lookup() writes the query into the text field
         self.current: Lookup | None = None
-        pairs = are_pairs(self.explorer.texts)  # a pair is typed as its cards show it: first ‖ second
-        self.query = w.Text(placeholder=f"an example's number, or {'a pair: first ‖ second' if pairs else 'a sentence'}",
+        # a pair is typed as its cards show it, first ‖ second, or with || (no keyboard has ‖)
+        self.what_to_type = "an example's number, or " + ("a pair: first || second" if are_pairs(self.explorer.texts)
+                                                          else "a sentence")
+        self.query = w.Text(placeholder=self.what_to_type,
                             description="look up",
                             continuous_update=False, layout=w.Layout(width="460px"))
         self.button = w.Button(description="look up", icon="search", layout=w.Layout(width="auto"))
@@ -60,7 +62,7 @@ class LookupPanel(StaticFallback, w.VBox):
         text = self.query.value.strip()
         if not text:
             self.current = None
-            self.body.value = report.fragment('<div class="note">Type an example\'s number, or a sentence.</div>')
+            self.body.value = report.fragment(f'<div class="note">Type {report.escape(self.what_to_type)}.</div>')
             self.select_buttons.children = []
             return None
         return self._show(int(text) if re.fullmatch(r"[+-]?[0-9]+", text) else text)

@@ -132,7 +132,7 @@ def test_an_example_of_pairs_is_looked_up_by_its_pair_and_a_single_text_is_refus
     assert explorer.lookup(PAIRS[5]).example == 5 and explorer.lookup(list(PAIRS[5])).example == 5
     for what in (explorer.lookup, lambda text: explorer.deletion_effects(0, text)):
         with pytest.raises(ValueError, match=r"examples are pairs of texts, .* one text would compute a PEF the fit "
-                                             r"never saw .* pass the new example as a \(first, second\) pair"):
+                                             r"never saw .* type the new example with \|\| \(or ‖\) between its texts"):
             what("a cat sat")
     with pytest.raises(ValueError, match="pair of texts not both blank"):
         explorer.lookup(("", " "))
@@ -142,6 +142,12 @@ def test_an_example_of_pairs_is_looked_up_by_its_pair_and_a_single_text_is_refus
         explorer.lookup("a cat ‖ a dog ‖ sat")
     with pytest.raises(TypeError, match=r"example number or a \(first, second\) pair of texts"):
         explorer.lookup(("a cat", 3))
+    # typed with || (no keyboard has ‖): the same pair, found among the run's examples, or a new one
+    assert explorer.lookup(f"{PAIRS[5][0]} || {PAIRS[5][1]}").example == 5
+    typed, given = explorer.lookup("a cat sat||an animal sat"), explorer.lookup(("a cat sat", "an animal sat"))
+    assert typed.text == given.text and typed.loadings.equals(given.loadings)
+    with pytest.raises(ValueError, match=r"holds \|\| 2 times"):
+        explorer.lookup("a || b || c")
     assert all(PAIR_SEPARATOR in text for text in explorer._search_text if text)  # the search reads both texts
 
 
@@ -188,9 +194,9 @@ def test_a_new_pair_gets_the_pef_the_run_stored_for_it_and_transform_s_coefficie
     from widgets.lookup import LookupPanel
 
     panel = LookupPanel(explorer)
-    assert panel.query.placeholder == "an example's number, or a pair: first ‖ second"
+    assert panel.query.placeholder == "an example's number, or a pair: first || second"
     panel.query.value = "a cat sat"  # one text typed where the run's examples are pairs: refused in words
-    assert "pass the new example as a (first, second) pair" in panel.body.value
+    assert "type the new example with || (or ‖) between its texts" in panel.body.value
     assert "Traceback" not in panel.body.value and panel.current is None
 
 

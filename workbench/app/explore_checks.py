@@ -10,6 +10,7 @@ from ..core.words import PAIR_SEPARATOR
 from ..models.text import are_pairs, is_missing, is_pair, shown_text
 
 SEPARATOR = PAIR_SEPARATOR.strip()  # ‖, however it is spaced when typed
+TYPED_SEPARATOR = "||"
 
 
 def check_model_and_tokenizer(model, tokenizer) -> None:
@@ -35,6 +36,14 @@ def check_model_and_tokenizer(model, tokenizer) -> None:
     pad_with_end_of_text(model, tokenizer)  # its end-of-text token, as run_model padded with
 
 
+def typed_separator(text: str) -> str | None:
+    """The mark between a pair's two texts in ``text`` as typed: the cards' ‖, or ``||`` where no ‖ is (no keyboard
+    has ‖); None in one text."""
+    if SEPARATOR in text:
+        return SEPARATOR
+    return TYPED_SEPARATOR if TYPED_SEPARATOR in text else None
+
+
 def lookup_example(texts: list, example):
     """What ``RunExplorer.lookup`` reads for ``example``: the number of the run's example it is (a text, a pair as a
     tuple, or a pair as its card shows it), else the new example itself, checked by :func:`new_example`."""
@@ -45,7 +54,7 @@ def lookup_example(texts: list, example):
             if shown_text(text) == example:
                 return i
     example = new_example(texts, example, "lookup")
-    if is_pair(example):  # as a tuple, or typed with ‖ and spaces of its own
+    if is_pair(example):  # as a tuple, or typed with ‖ (or ||) and spaces of its own
         for i, text in enumerate(texts):
             if text == example:
                 return i
@@ -62,21 +71,23 @@ def example_to_read(texts: list, example, what: str):
 
 def new_example(texts: list, example, what: str):
     """``example`` as a new example of the run's kind, for ``what``: a (first, second) tuple for a run of pairs
-    (given as a tuple, a list, or one string with ‖ between its texts, as a card shows a pair), a text for a run of
+    (given as a tuple, a list, or one string with ‖ between its texts, as a card shows a pair, or ``||``), a text for a run of
     single texts. The other kind is refused: its PEF would be of inputs the fit never saw (one text where the fit's
     are of pairs, or two sequences where they are of one), and not comparable with the run's."""
     if are_pairs(texts):
-        if isinstance(example, str) and example.count(SEPARATOR) == 1:  # typed, as a card shows a pair
-            example = tuple(part.strip() for part in example.split(SEPARATOR))
-        if isinstance(example, str) and example.count(SEPARATOR) > 1:
-            raise ValueError(f"{what} of {example!r}: the text holds {SEPARATOR} {example.count(SEPARATOR)} times, "
+        separator = typed_separator(example) if isinstance(example, str) else None
+        if separator and example.count(separator) == 1:  # typed, as a card shows a pair
+            example = tuple(part.strip() for part in example.split(separator))
+        if isinstance(example, str) and separator:
+            raise ValueError(f"{what} of {example!r}: the text holds {separator} {example.count(separator)} times, "
                              f"where a pair typed as its card shows it has one between its two texts; pass the pair as "
-                             f"a (first, second) tuple, which keeps a {SEPARATOR} inside a text")
+                             f"a (first, second) tuple, which keeps a {separator} inside a text")
         if isinstance(example, str):
             raise ValueError(f"this run's examples are pairs of texts, and {what} of one text would compute a PEF "
-                             "the fit never saw (one sequence, not two); pass the new example as a (first, second) "
-                             f"pair, e.g. ('a cat sat', 'an animal sat'), or typed with {SEPARATOR} between its texts "
-                             f"('a cat sat {SEPARATOR} an animal sat'), or an example of the run by its number")
+                             "the fit never saw (one sequence, not two); type the new example with || (or "
+                             f"{SEPARATOR}) between its texts ('a cat sat || an animal sat'), or pass it as a "
+                             "(first, second) pair, e.g. ('a cat sat', 'an animal sat'), or an example of the run "
+                             "by its number")
         if not _pair_like(example):
             raise TypeError(f"{what} takes an example number or a (first, second) pair of texts, got {example!r}"
                             f"{_what_is_wrong(example)}")
