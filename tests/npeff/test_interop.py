@@ -357,3 +357,52 @@ def test_a_full_disk_while_an_hdf5_file_is_written_is_an_error_naming_it_not_a_c
     assert done.stdout.splitlines() == [f"StoreWriteError could not write {target}"] * 3, done.stdout
     assert "Exception ignored" not in done.stderr
     assert list(tmp_path.iterdir()) == []  # nothing half-written, no staging folder
+
+
+def test_reads_the_reference_d_layout_and_writes_its_names_dtypes_and_shapes(tmp_path):
+    """A D-PEF file as the original's StreamingDPefSaver writes it: n_values entries per example from
+    tf.math.top_k (largest value first, not by index), zeros where an example has fewer non-zero entries."""
+    with h5py.File(tmp_path / "ref.h5", "w") as f:
+        data = f.create_group("data")
+        fisher = data.create_group("fisher")
+        fisher.attrs["dense_fisher_size"] = 6
+        fisher["values"] = np.array([[4.0, 2.5, 1.0], [3.0, 0.0, 0.0]], dtype=np.float32)
+        fisher["indices"] = np.array([[5, 0, 3], [2, 1, 4]], dtype=np.int32)
+        data["labels"] = np.array([1, 0], dtype=np.int32)
+        data["predicted_logits"] = logits = np.array([[0.2, 1.5, -1.0], [2.0, 0.0, 0.5]], dtype=np.float32)
+        data["dense_fisher_norms"] = np.array([5.0, 3.5], dtype=np.float32)
+    pefs = read_d_pefs_h5(tmp_path / "ref.h5")
+    expected = np.zeros((2, 6), dtype=np.float32)
+    expected[0, [5, 0, 3]] = [4.0, 2.5, 1.0]
+    expected[1, 2] = 3.0
+    np.testing.assert_array_equal(pefs.dense(), expected)
+    np.testing.assert_array_equal(pefs.labels, [1, 0])
+    np.testing.assert_array_equal(pefs.frobenius_norms, [5.0, 3.5])
+    np.testing.assert_array_equal(pefs.logits, logits)
+    write_d_pefs_h5(pefs, tmp_path / "again.h5")
+    with h5py.File(tmp_path / "ref.h5") as a, h5py.File(tmp_path / "again.h5") as b:
+        assert b["data/fisher"].attrs["dense_fisher_size"] == 6
+        for name in ("fisher/values", "fisher/indices", "labels", "predicted_logits", "dense_fisher_norms"):
+            ours, theirs = b["data"][name], a["data"][name]
+            assert (ours.dtype, ours.shape) == (theirs.dtype, theirs.shape), name
+    assert read_d_pefs_h5(tmp_path / "again.h5").dense().tolist() == expected.tolist()
+
+
+def test_a_decomposition_is_written_in_the_original_dtypes_and_shapes(tmp_path):
+    """What the original's LrmNpeffDecomposition.load reads: W f32 (n, r), G f32 (r, kept), new_to_old_col_indices
+    i32 (kept), n_parameters and n_classes on data, losses G_only and joint with log_loss_frequency."""
+    problem = planted_lrm(30, 25, 3, density=0.1, seed=2)
+    est = LrmNpeff(3, n_iters_g_only=4, n_iters_joint=6, log_every=2, min_nonzero_per_col=2, progress=False)
+    est.fit(problem.pefs)
+    write_lrm_decomposition_h5(est, tmp_path / "dec.h5")
+    n_kept = est.kept_columns_.size
+    with h5py.File(tmp_path / "dec.h5") as f:
+        assert (f["data/W"].dtype, f["data/W"].shape) == (np.float32, (30, 3))
+        assert (f["data/G"].dtype, f["data/G"].shape) == (np.float32, (3, n_kept))
+        kept = f["data/new_to_old_col_indices"]
+        assert (kept.dtype, kept.shape) == (np.int32, (n_kept,)) and n_kept < 25
+        np.testing.assert_array_equal(kept[()], est.kept_columns_)
+        assert (f["data"].attrs["n_parameters"], f["data"].attrs["n_classes"]) == (25, problem.pefs.n_slots)
+        assert f["losses"].attrs["log_loss_frequency"] == 2
+        assert f["losses/G_only"].shape == (len(est.loss_history_["g_only"]),)
+        assert f["losses/joint"].shape == (len(est.loss_history_["joint"]),)

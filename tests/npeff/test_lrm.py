@@ -251,3 +251,79 @@ def test_dual_solver_without_the_compiled_kernels():
         without = _fit(problem, 4, n_iters_g_only=10, n_iters_joint=10, solver="dual")
         assert _fit(problem, 4, n_iters_g_only=30, n_iters_joint=0).solver_ == "primal", "auto needs the kernels"
     np.testing.assert_allclose(without.G_, with_kernels.G_, rtol=0, atol=1e-4 * np.abs(with_kernels.G_).max())
+
+
+def _dense_lrm_loss(A, W, G, orthogonal_reg=0.0):
+    """The loss of the method notes (section 3) on dense float64 arrays, with the orthogonal penalty
+    λ·Σ_i‖F_i‖²·Σ_{j≠k}(g_j·g_k)² of LrmNpeff's docstring: A (n, c, m), W (n, r), G (r, m)."""
+    F = np.einsum("icm,icn->imn", A, A)
+    loss = ((F - np.einsum("ij,jm,jn->imn", W, G, G)) ** 2).sum()
+    GG = G @ G.T
+    return loss + orthogonal_reg * (F**2).sum() * ((GG**2).sum() - (np.diag(GG) ** 2).sum())
+
+
+@pytest.mark.parametrize("orthogonal_reg", [0.0, 0.3])
+def test_the_g_gradient_and_the_line_search_are_those_of_the_loss(orthogonal_reg):
+    """Truth from the dense loss in float64: the G step's gradient against central differences, and the
+    line search's quartic against the loss at G − tD. The fits only showed a falling loss, which a wrong
+    orthogonal term in the gradient (the line search then steps along the wrong direction) still gives."""
+    import scipy.sparse as sp
+
+    from workbench.npeff.data import lrm_squared_norm, prepare
+    from workbench.npeff.solvers import ParameterSpace
+
+    rng = np.random.default_rng(0)
+    n, c, m, r = 6, 2, 7, 3
+    A = rng.standard_normal((n, c, m))
+    X = sp.csr_matrix(A.reshape(n * c, m))
+    data = prepare(X, lrm_squared_norm(X, c), n, torch.device("cpu"))
+    assert data.squared_norm == pytest.approx(sum(np.linalg.norm(a.T @ a) ** 2 for a in A), rel=1e-12)
+    W = rng.uniform(0.1, 1.0, (n, r)).astype(np.float32).astype(np.float64)
+    G = rng.standard_normal((r, m)).astype(np.float32).astype(np.float64)
+    D = rng.standard_normal((r, m)).astype(np.float32).astype(np.float64)
+    est, space = LrmNpeff(r, orthogonal_reg=orthogonal_reg), ParameterSpace(data)
+    Wt, Gt, Dt = (torch.tensor(v, dtype=torch.float32) for v in (W, G, D))
+    AG, GG = space.times_t(Gt), space.gram(Gt, Gt)
+    truth = _dense_lrm_loss(A, W, G, orthogonal_reg)
+    assert est._loss(data, Wt, AG, GG, c) == pytest.approx(truth, rel=1e-6)
+    h, fd = 1e-6, np.zeros_like(G)
+    for j, k in np.ndindex(r, m):
+        step = np.zeros_like(G)
+        step[j, k] = h
+        fd[j, k] = (_dense_lrm_loss(A, W, G + step, orthogonal_reg) - _dense_lrm_loss(A, W, G - step, orthogonal_reg)) / (2 * h)
+    gradient = est._g_gradient(space, Wt, Gt, AG, GG, c).numpy()
+    np.testing.assert_allclose(gradient, fd, rtol=0, atol=1e-5 * np.abs(fd).max())
+    poly = est._loss_along(data, Wt, AG, space.times_t(Dt), GG, space.gram(Gt, Dt).double(), space.gram(Dt, Dt).double(), c)
+    for t in (0.0, 0.3, -1.2, 2.0):
+        assert np.polyval(poly[::-1], t) == pytest.approx(_dense_lrm_loss(A, W, G - t * D, orthogonal_reg), rel=1e-6)
+
+
+def test_the_line_search_takes_the_lowest_point_of_the_quartic():
+    from workbench.npeff.lrm import _quartic_argmin
+
+    t = np.linspace(0, 5, 500_001)
+    for poly in ([3.0, -4.0, -1.0, 0.5, 0.05], [1.0, 2.0, 1.0, 0.0, 1.0], [0.0, -1.0, 0.5, 0.0, 0.0], [2.0, -6.0, 11.0, -6.0, 1.0]):
+        grid = t[np.argmin(np.polyval(poly[::-1], t))]
+        assert _quartic_argmin(np.array(poly)) == pytest.approx(grid, abs=2e-5), poly
+
+
+def test_a_w_step_is_the_multiplicative_update_of_the_method_notes():
+    """W ← W ∘ numer / (W (GG ∘ GG) + ε), numer_ij = Σ_y AG[(i,y),j]², checked in numpy; it never raises the loss."""
+    import scipy.sparse as sp
+
+    from workbench.npeff.data import lrm_squared_norm, prepare
+
+    rng = np.random.default_rng(1)
+    n, c, m, r = 8, 3, 10, 4
+    A = rng.standard_normal((n, c, m))
+    X = sp.csr_matrix(A.reshape(n * c, m))
+    data = prepare(X, lrm_squared_norm(X, c), n, torch.device("cpu"))
+    W = rng.uniform(0.1, 1.0, (n, r)).astype(np.float32).astype(np.float64)
+    G = rng.standard_normal((r, m)).astype(np.float32).astype(np.float64)
+    Gt = torch.tensor(G, dtype=torch.float32)
+    state = {"W": torch.tensor(W, dtype=torch.float32), "AG": data.times_t(Gt), "GG": data.gram(Gt, Gt)}
+    LrmNpeff(r)._w_step(data, state, c)
+    numer = ((A.reshape(n * c, m) @ G.T).reshape(n, c, r) ** 2).sum(axis=1)
+    expected = W * numer / (W @ (G @ G.T) ** 2)
+    np.testing.assert_allclose(state["W"].numpy(), expected, rtol=1e-5)
+    assert _dense_lrm_loss(A, expected, G) <= _dense_lrm_loss(A, W, G)
