@@ -239,6 +239,11 @@ class NpeffBase(BaseEstimator):
             return np.ones(pefs.n_examples)
         return self._unit_scale(pefs.frobenius_norms)
 
+    def _whole_squared_norm(self, pefs) -> float:
+        """The loss's constant term Σ_i ‖F_i‖² over every parameter, not only the fit's kept ones: the entries of
+        new PEFs where the components are zero are error the reconstruction leaves (:meth:`loss`)."""
+        return self._matrix(pefs, np.arange(pefs.n_parameters))[1]
+
     def _device(self) -> torch.device:
         return resolve_device(self.device)
 

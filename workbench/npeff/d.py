@@ -164,10 +164,11 @@ class DNpeff(NpeffBase):
         return multiplicative_w_steps(data.times_t(H), data.gram(H, H), self.n_iters_transform)
 
     def loss(self, pefs: DPefs, W: np.ndarray | None = None) -> float:
-        """The (normalised) reconstruction loss ‖D − W H‖²_F on these D-PEFs."""
+        """The (normalised) reconstruction loss ‖D − W H‖²_F on these D-PEFs, every entry of D counted: H is
+        zero on the parameters the fit pruned (as :meth:`LrmNpeff.loss`)."""
         device = self._device()
         W = self._loss_coefficients(pefs, W, device)
-        D, squared_norm = self._matrix(pefs, self.kept_columns_)
-        data = FitData(to_torch_csr(D, device), None, squared_norm, pefs.n_examples)
+        D, _ = self._matrix(pefs, self.kept_columns_)
+        data = FitData(to_torch_csr(D, device), None, self._whole_squared_norm(pefs), pefs.n_examples)
         H = torch.from_numpy(self.H_).to(device)
         return self._loss(data, W, data.gram(H, H), data.times_t(H))

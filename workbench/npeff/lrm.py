@@ -363,10 +363,12 @@ class LrmNpeff(NpeffBase):
         return multiplicative_w_steps(numer, Q, self.n_iters_transform)
 
     def loss(self, pefs: LrmPefs, W: np.ndarray | None = None) -> float:
-        """The (normalised) reconstruction loss Σ_i ‖F_i − Σ_j W_ij g_j g_jᵀ‖²_F on these PEFs."""
+        """The (normalised) reconstruction loss Σ_i ‖F_i − Σ_j W_ij g_j g_jᵀ‖²_F on these PEFs, every entry
+        of F_i counted: the components are zero on the parameters the fit pruned (on the fitted PEFs with
+        ``min_nonzero_per_col`` > 1 it is then above the logged loss, which, as the original's, leaves them out)."""
         device = self._device()
         W = self._loss_coefficients(pefs, W, device)
-        X, squared_norm = self._matrix(pefs, self.kept_columns_)
-        data = FitData(to_torch_csr(X, device), None, squared_norm, pefs.n_examples)
+        X, _ = self._matrix(pefs, self.kept_columns_)
+        data = FitData(to_torch_csr(X, device), None, self._whole_squared_norm(pefs), pefs.n_examples)
         G = torch.from_numpy(self.G_).to(device)
         return self._loss(data, W, data.times_t(G), data.gram(G, G), pefs.n_slots, regularised=False)
