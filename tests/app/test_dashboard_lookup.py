@@ -90,6 +90,18 @@ def test_lookup_of_a_new_text_is_the_transform_of_its_pef(explorer, embedded_run
     assert lookup.seconds > 0 and "new text" in repr(lookup) and f"{lookup.seconds:.2f} s" in repr(lookup)
 
 
+def test_lookup_of_a_text_longer_than_the_run_reads_marks_what_was_cut(explorer):
+    """A new text of 150 words was shown whole over its loadings, though the model read its first 62 tokens: the
+    lookup marks where the model stopped reading, in its text view and its HTML, as the cards do."""
+    text = " ".join(["the plot was dull ."] * 30)
+    with pytest.warns(UserWarning, match="longer than max_length=64"):
+        lookup = explorer.lookup(text)
+    assert "[the model read no further:" in repr(lookup) and text not in repr(lookup)
+    assert "✂ the model read no further" in lookup._repr_mimebundle_()["text/html"]
+    short = explorer.lookup("the plot was dull .")
+    assert "not read" not in repr(short) and "✂" not in short._repr_mimebundle_()["text/html"]
+
+
 def test_lookup_refuses_what_it_cannot_read(explorer):
     with pytest.raises(IndexError, match="example must be from 0"):
         explorer.lookup(10**6)

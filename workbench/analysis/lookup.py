@@ -73,6 +73,17 @@ def coefficients_of_texts(model, tokenizer, decomposition, texts: Sequence, **kw
     return W, time.perf_counter() - started
 
 
+def read_spans(model, tokenizer, text, max_length: int) -> dict:
+    """``text``'s tokens as the run reads them, for a :class:`~workbench.app.results.Lookup` to mark where a cut
+    at ``max_length`` stopped the model: ``spans`` (their characters in the text as shown) and ``special``;
+    nothing where the tokenizer gives no spans (a slow one)."""
+    from ..models.text import encode_texts
+
+    encoded = encode_texts(model, tokenizer, [text], max_length, warn=False, spans=True)
+    spans = encoded.text_spans(0)
+    return {} if spans is None else {"spans": spans, "special": encoded.special[0].tolist()}
+
+
 #: A text's coefficient at most this share of the largest of it and its deletions' is no coefficient: its drops are NaN.
 NO_COEFFICIENT = 1e-6
 

@@ -501,7 +501,7 @@ class RunExplorer:
         decomposition's ``transform``, which needs the model; the cost is in ``Lookup.seconds``). An example's text
         read as new gave transform's coefficients, not the fit's: its top component differed for one example of the
         tiny run, and every other panel shows the fit's."""
-        from ..analysis.lookup import coefficients_of_texts, loadings
+        from ..analysis.lookup import coefficients_of_texts, loadings, read_spans
 
         kind = self.run.param("kind", "lrm")
         if n is not None:
@@ -517,7 +517,7 @@ class RunExplorer:
         with self.model_lock:
             W, seconds = coefficients_of_texts(model, tokenizer, self.decomposition, [example], **self._text_pefs)
         return Lookup(shown_text(example), loadings(W[0], self.decomposition.components_, kind=kind, n=n),
-                      seconds=seconds, is_pair=is_pair(example))
+                      seconds=seconds, is_pair=is_pair(example), **read_spans(model, tokenizer, example, self.max_length))
 
     @property
     def _text_pefs(self) -> dict:

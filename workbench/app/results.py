@@ -325,6 +325,8 @@ class Lookup:
     label: object = None
     prediction: object = None
     is_pair: bool = False  # a new example that is a (first, second) pair of texts, shown joined
+    spans: list | None = None  # a new text's tokens' characters in it, and which are special: where a cut stopped the model
+    special: list | None = None
 
     def caption(self) -> str:
         source = f"example {self.example}" if self.example is not None else "a new pair of texts" if self.is_pair else "a new text"
@@ -333,7 +335,7 @@ class Lookup:
 
     def __repr__(self) -> str:
         with pd.option_context("display.width", 120, "display.precision", 3):
-            return f"{self.caption()}\n  {self.text}\n{self.loadings.to_string()}"
+            return f"{self.caption()}\n  {report.read_text(self.text, self.spans, self.special)}\n{self.loadings.to_string()}"
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
         return {"text/plain": repr(self), "text/html": report.fragment(report.lookup_html(self))}

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .charts import figure_html, histogram_figure, location_figure, logit_figure, sweep_figure
-from .html import bar_columns, bound_text, escape, new_id, table_html, text_box_html
+from .html import bar_columns, bound_text, escape, new_id, read_html, table_html, text_box_html
 
 
 def definitions_html(definitions: dict, columns=None) -> str:
@@ -104,4 +104,5 @@ def lookup_html(lookup) -> str:
     body = (table_html(lookup.loadings, bars=["share"], labelled_by=caption) if len(lookup.loadings)
             else '<div class="note">It loads on no component (every coefficient is 0).</div>')
     return (f'<div class="lookup"><div class="caption" id="{caption}">{escape(lookup.caption())}</div>'
-            f'{text_box_html(lookup.text, escape(lookup.text))}<div class="caption">{facts}</div>{body}</div>')
+            f'{text_box_html(lookup.text, read_html(lookup.text, lookup.spans, lookup.special))}'
+            f'<div class="caption">{facts}</div>{body}</div>')

@@ -312,20 +312,49 @@ def read_text(text: str, spans, special=None) -> str:
     """``text`` as plain text with what the model did not read (before its first token, after its last)
     replaced by a note of how long it is: for the text views of a page, as :func:`unread_html` marks it. A pair's
     texts are read each on its own: a premise cut at its end read whole up to the hypothesis."""
-    first, separator, second = text.partition(PAIR_SEPARATOR)
-    if separator and spans:
-        seam, flags = len(first) + len(separator), special if special is not None else [False] * len(spans)
-        ones = [(span, flag) for span, flag in zip(spans, flags) if span[1] <= len(first)]
-        twos = [((a - seam, b - seam), flag) for (a, b), flag in zip(spans, flags) if a >= seam]
-        return (read_text(first, [s for s, _ in ones], [f for _, f in ones]) + separator
-                + read_text(second, [s for s, _ in twos], [f for _, f in twos]))
-    kept = [span for i, span in enumerate(spans or []) if not (special is not None and special[i]) and span[1] > span[0]]
-    if not kept:
+    pair = _pair_parts(text, spans, special)
+    if pair is not None:
+        (first, *one), separator, (second, *two) = pair
+        return read_text(first, *one) + separator + read_text(second, *two)
+    bounds = _read_bounds(spans, special)
+    if bounds is None:
         return text
-    start, stop = min(s for s, _ in kept), max(e for _, e in kept)
-    head, body, tail = text[:start], text[start:stop], text[stop:]
+    head, body, tail = text[:bounds[0]], text[bounds[0]:bounds[1]], text[bounds[1]:]
     return ((f"[{len(head):,} characters not read] " if has_words(head) else head) + body
             + (f" [the model read no further: {len(tail):,} more characters]" if has_words(tail) else tail))
+
+
+def read_html(text: str, spans, special=None) -> str:
+    """``text`` as HTML with what the model did not read marked (:func:`unread_html`), as :func:`read_text`
+    notes it: for a text shown without its tokens' shading (a lookup's), which showed a cut text whole."""
+    pair = _pair_parts(text, spans, special)
+    if pair is not None:
+        (first, *one), separator, (second, *two) = pair
+        return read_html(first, *one) + escape(separator) + read_html(second, *two)
+    bounds = _read_bounds(spans, special)
+    if bounds is None:
+        return escape(text)
+    return (unread_html(text[:bounds[0]], at_start=True) + escape(text[bounds[0]:bounds[1]])
+            + unread_html(text[bounds[1]:]))
+
+
+def _pair_parts(text: str, spans, special):
+    """A pair's (first, its spans, flags), separator, (second, its spans, flags), each text's spans in it; None
+    for a single text, or without spans."""
+    first, separator, second = text.partition(PAIR_SEPARATOR)
+    if not (separator and spans):
+        return None
+    seam, flags = len(first) + len(separator), special if special is not None else [False] * len(spans)
+    ones = [(span, flag) for span, flag in zip(spans, flags) if span[1] <= len(first)]
+    twos = [((a - seam, b - seam), flag) for (a, b), flag in zip(spans, flags) if a >= seam]
+    return ((first, [s for s, _ in ones], [f for _, f in ones]), separator,
+            (second, [s for s, _ in twos], [f for _, f in twos]))
+
+
+def _read_bounds(spans, special) -> tuple[int, int] | None:
+    """Where the model's first read character is, and where its last ends; None without a token of the text."""
+    kept = [span for i, span in enumerate(spans or []) if not (special is not None and special[i]) and span[1] > span[0]]
+    return None if not kept else (min(s for s, _ in kept), max(e for _, e in kept))
 
 
 def unread_html(rest: str, *, at_start: bool = False) -> str:
