@@ -102,6 +102,21 @@ def test_lookup_of_a_text_longer_than_the_run_reads_marks_what_was_cut(explorer)
     assert "not read" not in repr(short) and "✂" not in short._repr_mimebundle_()["text/html"]
 
 
+def test_the_deletion_check_of_a_cut_text_warns_of_the_text_not_of_its_deletions(explorer):
+    """The deletion check of a 70-word text cut at 64 tokens warned '71 of 71 texts are longer than max_length=64
+    (first: [0, 1, 2, 3, 4])', counting and numbering the texts it made by deleting each word: it warns of the
+    text given, once."""
+    import warnings
+
+    from workbench.models.text import TruncationWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        explorer.deletion_effects(0, " ".join(["the plot was dull ."] * 14))
+    cut = [str(w.message) for w in caught if issubclass(w.category, TruncationWarning)]
+    assert len(cut) == 1 and cut[0].startswith("1 of 1 texts are longer than max_length=64"), cut
+
+
 def test_lookup_refuses_what_it_cannot_read(explorer):
     with pytest.raises(IndexError, match="example must be from 0"):
         explorer.lookup(10**6)

@@ -50,16 +50,21 @@ def loadings(coefficients: np.ndarray, components: np.ndarray, *, kind: str = "l
 
 
 def pefs_of_texts(model, tokenizer, decomposition, texts: Sequence, *, kind: str = "lrm",
-                  n_values: int | None = N_VALUES, max_length: int = 64, device=None):
+                  n_values: int | None = N_VALUES, max_length: int = 64, device=None,
+                  warn_of: int | None = None):
     """PEFs of ``texts`` over exactly the decomposition's parameters (however its run chose them), of
     ``kind`` with ``n_values`` kept per example, as the run's. Labels are not needed: a PEF is over the
     model's predicted distribution (its class slots), not the true label. ``texts``: strings, or (first,
-    second) pairs of strings, encoded as ``run_model`` encodes them (``models.text.encode_texts``)."""
+    second) pairs of strings, encoded as ``run_model`` encodes them (``models.text.encode_texts``, with a
+    ``TruncationWarning`` for those cut at ``max_length``; ``warn_of``: of the first ``warn_of`` texts alone, where
+    the others are made from them)."""
     from ..models.text import encode_texts
     from ..runner import compute_pefs
 
     _check_new_texts(texts)
-    inputs = encode_texts(model, tokenizer, texts, max_length).inputs
+    inputs = encode_texts(model, tokenizer, texts, max_length, warn=warn_of is None).inputs
+    if warn_of:
+        encode_texts(model, tokenizer, list(texts)[:warn_of], max_length)
     include = ["^" + re.escape(name) + "$" for name in decomposition.layout_.names]
     return compute_pefs(model, inputs, kind=kind, n_values=n_values, include=include, device=device,
                         progress=False, check_resources=False)
@@ -115,7 +120,8 @@ def deletion_effects(model, tokenizer, decomposition, text, component: int, **kw
         edited, which = [_deleted(text, a, b) for _, _, a, b in words], {}
     if len(words) < 2:
         raise ValueError(f"{text!r} is one word: without it no text is left to fit; pass a text of two words or more")
-    W, _ = coefficients_of_texts(model, tokenizer, decomposition, [text, *edited], **kwargs)
+    # a cut text warned of as '71 of 71 texts' cut, its deletions counted with it
+    W, _ = coefficients_of_texts(model, tokenizer, decomposition, [text, *edited], warn_of=1, **kwargs)
     own, without = float(W[0, component]), W[1:, component].astype(np.float64)
     # an own coefficient at float32's rounding beside those without a word (1e-17 beside 0.09, where the text loads
     # on nothing) is none: over it, drops read -3e15
