@@ -282,3 +282,20 @@ def test_run_embedded_encodes_a_model_folder_s_texts_with_its_model(embedded_run
         run_embedded(tmp_path / "run", model_path=folder, n_examples=30, n_components=2, n_iters_g_only=2,
                      n_iters_joint=4, progress=False)
     assert not [w for w in caught if "token_type_ids" in str(w.message)], [str(w.message) for w in caught]
+
+
+def test_the_dashboard_of_a_run_whose_top_set_holds_every_example_says_why_it_has_no_sweep(tmp_path):
+    """Six examples, a top set of 20: RunExplorer.dashboard(j) failed whole ('no example is left outside the top
+    set'), its histogram, location and tokens with it, for the perturbation sweep it adds by default. The dashboard
+    comes without the sweep and a note says why and what gives one."""
+    examples = make_examples(6, seed=7)
+    run = run_model(tmp_path / "few", default_model(), list(examples["text"]), examples["label"].to_numpy(),
+                    n_components=1, n_iters_g_only=2, n_iters_joint=3, max_length=48, progress=False)
+    explorer = RunExplorer.open(run.path)
+    dashboard = explorer.dashboard(0)
+    assert dashboard.sweep is None and dashboard.top_tokens is not None and len(dashboard.histogram)
+    assert any("no example is left outside the top set" in note and "n_top" in note for note in dashboard.notes)
+    assert "no example is left outside the top set" in dashboard._repr_mimebundle_()["text/html"]
+    with pytest.raises(ValueError, match="no example is left outside the top set"):
+        explorer.sweep(0, [0.1])  # asked for on its own, the sweep is refused as before
+    assert RunExplorer.open(run.path, n_top=2).dashboard(0, sweep=(0.1,)).sweep is not None

@@ -461,6 +461,7 @@ class RunExplorer:
         from ..analysis.location import mass_by_location
 
         from ..analysis.perturb import check_step, check_sweep
+        from .explore_checks import dashboard_sweep
 
         row = self.component(component)
         component = int(component)
@@ -481,8 +482,7 @@ class RunExplorer:
         result.top_tokens, result.examples = page.top_tokens(), page
         if page.examples:
             result.logit_change = self._logit_change(component, [e.example for e in page.examples], epsilon)
-            if sweep:
-                result.sweep = self.sweep(component, sweep)
+            result.sweep = dashboard_sweep(self, component, sweep, result.notes)
         return result
 
     def _logit_change(self, component: int, rows: Sequence[int], epsilon: float) -> pd.DataFrame:

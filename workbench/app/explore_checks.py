@@ -1,5 +1,5 @@
-"""The arguments :class:`workbench.app.explore.RunExplorer` is opened with, checked before it reads the run, and the
-examples its readings of one example (lookup, deletion_effects) take."""
+"""The arguments :class:`workbench.app.explore.RunExplorer` is opened with, checked before it reads the run, the
+examples its readings of one example (lookup, deletion_effects) take, and what a dashboard's sweep can read."""
 
 from __future__ import annotations
 
@@ -136,3 +136,18 @@ def offsets_note(encoded, tokenizer) -> str:
             "(Python) tokenizer, which gives no token its characters in the text nor its word. With a fast tokenizer "
             "of the model (AutoTokenizer.from_pretrained(folder, use_fast=True), or one of the tokenizers library), the "
             "cards show the text as written and read words whole.")
+
+
+def dashboard_sweep(explorer, component: int, sweep, notes: list):
+    """The perturbation sweep a dashboard shows (None without ``sweep``), or None and a note in ``notes`` where the top
+    set holds every example, so no baseline is left: the sweep the dashboard adds by default failed the dashboard
+    whole on a small run, its histogram and tokens with it."""
+    if not sweep:
+        return None
+    top, n = explorer.ranking(component)[: explorer.n_top], len(explorer.examples)
+    if np.setdiff1d(np.arange(n), top).size:
+        return explorer.sweep(component, sweep)
+    smaller = f"open the run with a smaller top set (RunExplorer.open(path, n_top={n // 2})), or " if n > 1 else ""
+    notes.append(f"No perturbation sweep: no example is left outside the top set ({len(top)} of the {n} examples) "
+                 f"to compare with; {smaller}run it on more examples.")
+    return None
