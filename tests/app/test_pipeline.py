@@ -65,6 +65,15 @@ def test_summary_names_every_component(demo_run):
     assert text.count("\n") > 16
 
 
+def test_summary_of_a_run_of_fewer_examples_than_a_top_set_names_the_sets_it_has(tmp_path):
+    """Five examples: the summary read 'Mean strategy purity of the top 20 examples', where each top set held five."""
+    from workbench.app.pipeline import run_embedded
+
+    run = run_embedded(tmp_path / "few", n_examples=5, n_components=2, n_iters_g_only=2, n_iters_joint=3, progress=False)
+    text = summary_text(run)
+    assert "Mean strategy purity of the top 5 examples" in text and "top 20" not in text
+
+
 def test_command_line_demo(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "cli"), "--n-examples", "120", "--n-components", "4",
                  "--n-iters-g-only", "5", "--n-iters-joint", "10"]) == 0

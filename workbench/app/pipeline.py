@@ -216,6 +216,8 @@ def summary_text(run: Run) -> str:
     """The component summary printed at the end of the main job."""
     table = run.components()
     figures = run.record["figures"]
+    # a top set holds the examples of positive coefficient, up to n_top: all five of a run of five, not 20
+    top_size = min(run.params["n_top"], int(table["n_top"].max()))
     columns = [c for c in ("n_top", "mass", "strategy", "strategy_purity", "label", "label_purity", "accuracy") if c in table]
     with pd.option_context("display.width", 120, "display.precision", 3, "display.max_rows", 200):
         lines = [
@@ -226,7 +228,7 @@ def summary_text(run: Run) -> str:
             "",
             table[columns].to_string(),
             "",
-            f"Mean strategy purity of the top {run.params['n_top']} examples: {figures['mean_strategy_purity']:.3f} "
+            f"Mean strategy purity of the top {top_size} examples: {figures['mean_strategy_purity']:.3f} "
             f"(chance: {figures['chance_strategy_purity']:.3f})",
             f"Strategies that are the majority of at least one component: {len(figures['strategies_covered'])} of "
             f"{figures['n_strategies']} ({', '.join(figures['strategies_covered'])})",
