@@ -82,7 +82,7 @@ class DNpeff(NpeffBase):
         return 1.0 / norms  # f_i / ‖f_i‖
 
     def _matrix(self, pefs: DPefs, kept_columns: np.ndarray, reduce=no_reduce) -> tuple[sp.csr_matrix, float]:
-        D = scaled_rows(pefs.F, self._row_scale(pefs))[:, kept_columns]
+        D = scaled_rows(pefs.F[:, kept_columns], self._row_scale(pefs))
         squared_norm = float(D.astype(np.float64).power(2).sum())
         return D, float(reduce(torch.tensor(squared_norm, dtype=torch.float64)))
 

@@ -40,19 +40,45 @@ def check_finite_norms(norms: np.ndarray) -> None:
         )
 
 
+#: Non-zeros of the PEF matrix handled at once where a whole-matrix temporary would cost several times the matrix.
+BLOCK_VALUES = 1 << 20
+
+
+def row_blocks(matrix: sp.csr_matrix, example_of_row: np.ndarray | None = None):
+    """(first row, row after the last) of consecutive blocks of rows of about :data:`BLOCK_VALUES` non-zeros each;
+    with ``example_of_row``, no example's rows are split between two blocks."""
+    starts = np.searchsorted(matrix.indptr, np.arange(0, matrix.nnz, BLOCK_VALUES), side="right") - 1
+    if example_of_row is not None and len(example_of_row):
+        firsts = np.flatnonzero(np.r_[True, example_of_row[1:] != example_of_row[:-1]])  # an example's first row
+        starts = firsts[np.searchsorted(firsts, starts, side="right") - 1]
+    starts = np.unique(np.append(starts, 0))
+    return zip(starts, np.append(starts[1:], matrix.shape[0]))
+
+
 def examples_per_column(matrix: sp.csr_matrix, example_of_row: np.ndarray, n_examples: int) -> np.ndarray:
-    """How many examples have a non-zero in each column."""
-    rows = np.repeat(example_of_row, np.diff(matrix.indptr))
-    touched = sp.csr_matrix(
-        (np.ones(matrix.nnz, dtype=np.int32), (rows, matrix.indices)), shape=(n_examples, matrix.shape[1])
-    )
-    touched.sum_duplicates()
-    return np.diff(touched.tocsc().indptr)
+    """(n_columns,) int32: how many examples have a non-zero in each column (an example's class slots that
+    share a column count once). Counted a block of rows at a time (:func:`row_blocks`): a COO matrix of the whole
+    (an index pair and a one per non-zero, then sorted) took 230 MB over the 40 MB PEFs of 400 MiniLM examples."""
+    counts = np.zeros(matrix.shape[1], np.int32)
+    n_columns, rows_per_value = np.int64(matrix.shape[1]), np.diff(matrix.indptr)
+    for start, stop in row_blocks(matrix, example_of_row):
+        first, last = matrix.indptr[start], matrix.indptr[stop]
+        examples = np.repeat(example_of_row[start:stop].astype(np.int64), rows_per_value[start:stop])
+        pairs = np.unique(examples * n_columns + matrix.indices[first:last])  # (example, column), each once
+        columns, n = np.unique(pairs % n_columns, return_counts=True)
+        counts[columns] += n.astype(np.int32)
+    return counts
 
 
 def scaled_rows(matrix: sp.csr_matrix, row_scale: np.ndarray) -> sp.csr_matrix:
-    scaled = sp.diags(row_scale.astype(np.float64)) @ matrix.astype(np.float64)
-    return sp.csr_matrix(scaled, dtype=np.float32)
+    """``matrix`` (float32) with row i times ``row_scale[i]``, each product taken in float64; a block of rows at
+    a time (:func:`row_blocks`), so no float64 copy of the whole matrix is made."""
+    scaled = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+    rows_per_value, row_scale = np.diff(scaled.indptr), np.asarray(row_scale, dtype=np.float64)
+    for start, stop in row_blocks(scaled):
+        block = slice(scaled.indptr[start], scaled.indptr[stop])
+        scaled.data[block] = scaled.data[block] * np.repeat(row_scale[start:stop], rows_per_value[start:stop])
+    return scaled
 
 
 def no_reduce(t: torch.Tensor) -> torch.Tensor:

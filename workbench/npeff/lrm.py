@@ -166,7 +166,7 @@ class LrmNpeff(NpeffBase):
         return 1.0 / np.sqrt(norms)  # A_i / √‖F_i‖ gives ‖A_i A_iᵀ‖ = 1
 
     def _matrix(self, pefs: LrmPefs, kept_columns: np.ndarray, reduce=no_reduce) -> tuple[sp.csr_matrix, float]:
-        X = scaled_rows(pefs.X, np.repeat(self._row_scale(pefs), pefs.n_slots))[:, kept_columns]
+        X = scaled_rows(pefs.X[:, kept_columns], np.repeat(self._row_scale(pefs), pefs.n_slots))
         return X, lrm_squared_norm(X, pefs.n_slots, reduce)
 
     # -- the loss and its pieces ------------------------------------------------------

@@ -70,7 +70,7 @@ def back_projection(estimator: LrmNpeff, pefs: LrmPefs) -> np.ndarray:
     _check(estimator, pefs)
     row_scale = 1.0 / np.sqrt(pefs.frobenius_norms.astype(np.float64)) if estimator.normalize else np.ones(pefs.n_examples)
     rows_scale = np.repeat(row_scale, pefs.n_slots)
-    X = scaled_rows(pefs.X, rows_scale)[:, estimator.kept_columns_].astype(np.float64)
+    X = scaled_rows(pefs.X[:, estimator.kept_columns_], rows_scale).astype(np.float64)
     same = estimator.pef_info_.get("pefs_fingerprint") == fingerprint_pefs(pefs)
     W = (estimator.W_ if same else estimator.transform(pefs)).astype(np.float64)
     G = estimator.G_.astype(np.float64)
