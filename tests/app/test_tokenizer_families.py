@@ -247,3 +247,37 @@ def test_a_pair_s_deletions_delete_the_words_a_card_shows(name):
     pair = ("Crème brûlée was perfect", "it was  not 👌")
     words = [(side, word) for side, word, _, _ in _pair_words(FAMILIES[name][1](), pair)]
     assert words == [(side, word) for side in (0, 1) for word in pair[side].split()]
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_the_embedded_task_s_hit_rate_reads_the_words_of_the_text(name):
+    """highlight_hit_rate judged a hit by the tokenizer's word ids: Llama 2's give a whole text word 0, so a card whose
+    strongest word was the deciding "not" missed (a Llama fine-tuned on the task: hit rate 0.025, its cards' strongest
+    words 'not', 'poor', 'blick'); and its chance counted tokens, so a deciding word cut into pieces drew the chance up
+    (RoBERTa's BPE: 0.38 where the same texts' words give 0.21)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import pandas as pd
+
+    from workbench.app.results import HighlightedExample
+    from workbench.models.embedded.task import strongest_word_hits
+    from workbench.models.text import encode_texts
+
+    tokenizer = FAMILIES[name][1]()
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token  # as the workbench loads GPT-2's
+    text = "the plot was not good ."
+    examples = pd.DataFrame({"text": [text], "deciding_words": [(3, 4)]})
+    encoded = encode_texts(None, tokenizer, [text], 64, spans=True)
+    spans, special = encoded.text_spans(0), encoded.special[0].tolist()
+    start = text.index("not")
+    on_not = [p for p, (a, b) in enumerate(spans) if not special[p] and a < start + 3 and b > start and text[a:b].strip()]
+    visible = np.full(len(spans), 0.01)
+    visible[special] = 0.0
+    visible[on_not] = 1.0
+    card = HighlightedExample(example=0, rank=0, text=text, label=1, prediction=1, coefficient=1.0,
+                              tokens=tokenizer.convert_ids_to_tokens(encoded.inputs["input_ids"][0].tolist()),
+                              scores=visible, special=special, spans=spans, words=encoded.word_ids[0], visible=visible)
+    assert card.strongest_token == "not"
+    row, = strongest_word_hits([(0, SimpleNamespace(examples=[card]))], examples, tokenizer, 64)
+    assert row["hit"] and row["chance"] == pytest.approx(2 / 6)

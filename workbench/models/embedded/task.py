@@ -276,15 +276,37 @@ def deciding_token_positions(row_or_words, word_ids: Sequence[int | None]) -> li
 def strongest_word_hits(pages, examples, tokenizer, max_length: int) -> list[dict]:
     """For each example of each ``(component, page of top examples)``: is its strongest word one of
     its deciding words? Rows of component, example, strongest_token, ``hit``, and ``chance`` (the rate of a
-    visible token drawn at random); ``examples`` are the run's, with their ``deciding_words``."""
+    visible word drawn at random, as the strongest is a word); ``examples`` are the run's, with their
+    ``deciding_words``. Words are those of ``text.split(" ")``, read from the tokens' characters where the card
+    has them, not from the tokenizer's word ids: Llama 2's tokenizer gives a whole text one id (every hit was
+    judged against word 0), and counting tokens made the chance of a long word cut into pieces its pieces'."""
     rows = []
     for component, page in pages:
         for e in page.examples:
             if e.strongest_token is None:
                 continue
-            word_ids = tokenizer(e.text, truncation=True, max_length=max_length).word_ids()
+            if e.spans is not None:
+                word_ids = task_word_ids(e.text, e.spans, e.special)
+            else:  # a slow tokenizer gives no characters: its word ids, as its tokens are read one by one
+                word_ids = tokenizer(e.text, truncation=True, max_length=max_length).word_ids()
             deciding = deciding_token_positions(examples.iloc[e.example], word_ids)
-            n_visible = sum(1 for special in e.special if not special)
+            special = e.special or [False] * len(word_ids)
+            visible = {w for w, s in zip(word_ids, special) if w is not None and not s}
+            n_deciding = len(visible & set(examples.iloc[e.example]["deciding_words"]))
             rows.append({"component": component, "example": e.example, "strongest_token": e.strongest_token,
-                         "hit": any(p in deciding for p in e.strongest_positions), "chance": len(deciding) / n_visible})
+                         "hit": any(p in deciding for p in e.strongest_positions),
+                         "chance": n_deciding / max(1, len(visible))})
     return rows
+
+
+def task_word_ids(text: str, spans: Sequence[tuple[int, int]], special: Sequence[bool] | None) -> list[int | None]:
+    """Each token's word in ``text.split(" ")`` (the index ``deciding_words`` holds), from its characters: the
+    spaces before its first visible character. Special tokens and tokens of whitespace alone are no word."""
+    ids: list[int | None] = []
+    for p, (start, stop) in enumerate(spans):
+        piece = text[start:stop]
+        if (special is not None and special[p]) or not piece.strip():
+            ids.append(None)
+            continue
+        ids.append(text.count(" ", 0, start + len(piece) - len(piece.lstrip())))
+    return ids
