@@ -64,7 +64,7 @@ DEFINITIONS: dict[str, str] = {
     "drop": "How much of the example's coefficient goes when the word is deleted and the coefficient fitted anew "
             "(1: all of it); what the coefficient needs, unlike a token share.",
     "hit": "Whether the example's strongest word is one of its deciding words (the embedded task's truth).",
-    "chance": "The hit rate of a visible token drawn at random from the example.",
+    "chance": "The hit rate of a visible word drawn at random from the example (a word of the text, however many tokens it is cut into).",
     "layer": "Transformer layer a parameter belongs to (embeddings and head outside any layer).",
     "module kind": "Kind of module a parameter belongs to: embeddings, attention q/k/v/o, MLP in/out, LayerNorm, pooler, classifier.",
     "location mass": "Share of the component's squared norm ‖g_j‖² that lies in the parameters of this layer or module kind.",

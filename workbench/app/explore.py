@@ -546,7 +546,7 @@ class RunExplorer:
     def highlight_hit_rate(self, *, n_top: int = 10, components: Sequence[int] | None = None) -> pd.DataFrame:
         """For each of the top ``n_top`` examples of each component: is its strongest visible token one of its
         deciding words (the ``deciding_words`` column of the embedded task)? One row per example; the rate
-        is the mean of ``hit``, ``chance`` the rate of a visible token drawn at random."""
+        is the mean of ``hit``, ``chance`` the rate of a visible word drawn at random."""
         from ..models.embedded.task import strongest_word_hits
 
         if "deciding_words" not in self.examples:
