@@ -703,6 +703,13 @@ CASES = [
     Case("memory too small", InsufficientResourcesError, r"needs about .* only 1 KB is available\. Lower batch_size", _memory_short),
     Case("Hub name while offline", ModelNotAvailableOfflineError, r"neither a local folder nor in the Hugging Face cache.*load_classifier\('minilm'\)",
          _hub_name_offline),
+    Case("a model folder's path where the loaded model belongs", TypeError, r"model must be a loaded torch\.nn\.Module, "
+         r"got the path '.*mine'; load the model first, e\.g\. .*load_classifier\('.*mine'\)",
+         lambda tmp: compute_pefs(str(tmp / "mine"), _inputs(), progress=False)),
+    Case("a run folder's path where the loaded model belongs", TypeError, r"got the path '.*run'; it is a run folder: load "
+         r"its model with RunExplorer\.open\('.*run'\)\.model_and_tokenizer\(\)",
+         lambda tmp: write_pefs(tmp / "pefs", tmp / "run", _inputs(), progress=False),
+         lambda tmp: (tmp / "run").mkdir() or (tmp / "run" / "run.json").write_text("{}")),
 ]
 
 

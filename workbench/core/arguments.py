@@ -229,3 +229,20 @@ def run_part(folder, part: str) -> str:
         return ""
     return f"{folder} is a run folder; pass its {part}, {folder / part}" + ("" if (folder / part).exists() else
                                                                            " (which this run does not have)")
+
+
+def not_a_model(model) -> TypeError:
+    """The refusal of ``model`` where a loaded torch model belongs, with the way to load one: a folder's path was
+    refused as 'got str', which named neither the run folder's model nor how to load it."""
+    import os
+
+    if isinstance(model, (str, os.PathLike)):
+        path = user_path(model)
+        if (path / RUN_RECORD).is_file():
+            fix = f"it is a run folder: load its model with RunExplorer.open({str(path)!r}).model_and_tokenizer()"
+        else:
+            fix = (f"load the model first, e.g. model, tokenizer = workbench.models.loading.load_classifier({str(path)!r}) "
+                   "or AutoModelForSequenceClassification.from_pretrained(path)")
+        return TypeError(f"model must be a loaded torch.nn.Module, got the path {str(path)!r}; {fix}")
+    return TypeError(f"model must be a torch.nn.Module (the classifier whose PEFs are computed), got "
+                     f"{type(model).__name__}; pass the model itself")

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import torch
 
+from .arguments import not_a_model
+
 
 def run_device(model, device: str | torch.device | None = None) -> torch.device:
     """Where a run on ``model`` computes: ``device`` if given, else where the model's weights are."""
     if device is not None:
         return resolve_device(device)
     if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise not_a_model(model)
     first = next(model.parameters(), None)
     if first is None:
         raise ValueError("the model has no parameters: there is no Fisher information to compute")

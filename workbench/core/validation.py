@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from .arguments import not_a_model
 from .callers import user_stacklevel
 
 _SHOWN = 5  # offending examples named in a message
@@ -282,7 +283,7 @@ def check_model(model: torch.nn.Module, inputs) -> None:
     """The model holds weights, its token ids are in its vocabulary, and no example is longer
     than its positions."""
     if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise not_a_model(model)
     compiled = _compiled_module(model)
     if compiled is not None:
         # its backward frees the graph that one backward per class slot reuses: a raw RuntimeError after compiling
