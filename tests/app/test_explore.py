@@ -61,6 +61,15 @@ def test_top_sets_equal_analysis_top_examples(small_synthetic):
         np.testing.assert_array_equal(row[row >= 0], analysis.top_examples(W, j, small_synthetic.n_top))
 
 
+def test_a_filter_name_mistyped_is_named_with_the_filters_there_are():
+    from workbench.app.results import checked_filter
+
+    with pytest.raises(TypeError, match=r"'min_purty' is not a filter of the component table \(did you mean "
+                                        r"'min_purity'\?\); the filters are min_purity, purity, min_mass, label"):
+        checked_filter(None, {"min_purty": 0.5})
+    assert checked_filter(None, {"min_purity": 0.5}).min_purity == 0.5
+
+
 def test_bad_requests_name_the_problem(explorer):
     with pytest.raises(ValueError, match="cannot sort by 'nope'"):
         explorer.components(sort_by="nope")

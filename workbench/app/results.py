@@ -10,6 +10,7 @@ notebook (``text/plain`` and ``text/html``, with or without widgets) and holds p
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +42,12 @@ def checked_filter(filter, changes: dict) -> ComponentFilter:
     if filter is not None and not isinstance(filter, ComponentFilter):
         raise TypeError(f"filter must be a ComponentFilter, got {type(filter).__name__}; or pass its fields as keywords, "
                         "e.g. components(min_purity=0.8, sort_by='label_purity')")
+    fields = [f.name for f in dataclasses.fields(ComponentFilter)]
+    unknown = [name for name in changes if name not in fields]
+    if unknown:  # dataclasses.replace named ComponentFilter.__init__, not the call, nor what it takes
+        close = difflib.get_close_matches(unknown[0], fields, n=1)
+        raise TypeError(f"{unknown[0]!r} is not a filter of the component table"
+                        + (f" (did you mean {close[0]!r}?)" if close else "") + f"; the filters are {', '.join(fields)}")
     filter = dataclasses.replace(filter or ComponentFilter(), **changes)
     if not isinstance(filter.search, str):
         raise TypeError(f"search must be a text, got {filter.search!r}")
