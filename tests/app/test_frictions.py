@@ -97,7 +97,7 @@ def test_counts_are_checked_by_the_command_line(argv, message, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["pefs", "--out", "{tmp}/s", "--model-path", "{tmp}/no/such/dir"], "--model-path {tmp}/no/such/dir is not a saved "
-                                                                         "model folder (no config.json there)"),
+                                                                         "model folder (it does not exist)"),
     (["pefs", "--out", "{tmp}/s", "--model-path", "{tmp}", "--base", "minilm"], "pass one of them"),
     (["run", "{tmp}/missing.ipynb", "--out", "{tmp}/o"], "missing.ipynb is not a notebook file (.ipynb)"),
 ])

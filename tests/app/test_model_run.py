@@ -29,6 +29,18 @@ def test_the_run_opens_with_its_attributes_and_the_model_s_own_length(own_run):
     assert own_run.record["status"] == "complete" and own_run.params["exclude"] == "classifier|pooler"
 
 
+def test_a_run_folder_and_model_folder_given_the_wrong_way_round_are_said_to_be_swapped(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"model_path .*new-run is not a saved model folder \(it does not exist\): the "
+                                         r"run folder .*model is one: were the two swapped\? Give the model's folder"):
+        run_model(model, tmp_path / "new-run", ["a text"], labels=[0], progress=False)
+    with pytest.raises(ValueError, match=r"(?s)is not a saved model folder \(no config\.json there\)(?!.*swapped)"):
+        run_model(tmp_path / "new-run", tmp_path, ["a text"], labels=[0], progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
 def test_bad_arguments_are_named(tmp_path):
     with pytest.raises(ValueError, match="not a saved model folder"):
         run_model(tmp_path / "a", tmp_path, ["a text"])

@@ -14,7 +14,7 @@ from workbench.store import PefStore
     ({"n_components": 700}, ValueError, r"n_components=700 is larger than n_examples=600"),
     ({"n_iters_joint": -1}, ValueError, r"n_iters_joint must be at least 0"),
     ({"base": "gpt2"}, ValueError, r"base='gpt2' is not one of \('tiny', 'minilm'\)"),
-    ({"model_path": "no/such/folder"}, ValueError, r"is not a saved model folder \(no config\.json there\)"),
+    ({"model_path": "no/such/folder"}, ValueError, r"is not a saved model folder \(it does not exist\)"),
     ({"device": 0}, TypeError, r"device must be a string such as 'cpu'"),
 ])
 def test_run_embedded_checks_arguments_first(tmp_path, kwargs, error, match):

@@ -117,9 +117,14 @@ def check_model_folder(folder, argument: str, *, out=None, out_argument: str = "
 
     folder = user_path(folder, argument)
     if not (Path(folder) / "config.json").is_file() and not (Path(folder) / "adapter_config.json").is_file():
-        raise ValueError(f"{argument} {folder} is not a saved model folder (no config.json there): "
-                         + (run_part(folder, "model") or "pass a folder written by model.save_pretrained(folder) and "
-                            "tokenizer.save_pretrained(folder)"))
+        where = "it does not exist" if not Path(folder).exists() else "no config.json there"
+        # run_model(model_path, out) with the two swapped: the model folder sat where the run folder belongs
+        swapped = (out is not None and not Path(folder).exists() and (user_path(out) / "config.json").is_file()
+                   and not (user_path(out) / RUN_RECORD).is_file())
+        fix = (f"{out_argument} {out} is one: were the two swapped? Give the model's folder as {argument} and a new "
+               "folder for the run" if swapped else run_part(folder, "model")
+               or "pass a folder written by model.save_pretrained(folder) and tokenizer.save_pretrained(folder)")
+        raise ValueError(f"{argument} {folder} is not a saved model folder ({where}): {fix}")
     if out is not None and is_within(out, folder):
         raise ValueError(f"{out_argument} {out} is inside the {argument} folder {folder}, where the run would write "
                          "among the model's files (and copy the model into itself): choose a folder outside it")
