@@ -23,6 +23,9 @@ class ComponentBrowser(StaticFallback, w.VBox):
     components sends a few value updates, never new widgets. Click a column header to sort by
     it (again to reverse). ``selected`` (a traitlet) is the selected component or None:
     observe it with ``browser.observe(callback, names="selected")``.
+
+    ``ComponentBrowser(explorer, page_size=20)`` takes a :class:`~workbench.app.explore.RunExplorer` and lists
+    ``page_size`` components a page; ``select(j)`` selects component j as a click does.
     """
 
     selected = traitlets.Int(None, allow_none=True)

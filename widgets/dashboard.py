@@ -21,7 +21,10 @@ DASHBOARD_CHART_WIDTH = 620  # the charts stack, each this wide at most
 class ComponentDashboard(StaticFallback, w.VBox):
     """Coefficient histogram, where the component lives, the class its direction pushes toward, its top
     tokens and nearest components; *sweep ε* adds the perturbation sweep. The charts are plotly figures
-    shown through JupyterLab's plotly renderer (and as HTML where a notebook is read without it)."""
+    shown through JupyterLab's plotly renderer (and as HTML where a notebook is read without it).
+
+    ``ComponentDashboard(explorer)`` takes a :class:`~workbench.app.explore.RunExplorer` and starts empty;
+    ``show(j)`` fills it with component j and returns its :class:`~workbench.app.results.ComponentDashboard`."""
 
     def __init__(self, explorer: RunExplorer):
         self.explorer = check_explorer(explorer, "ComponentDashboard(RunExplorer.open(path))")

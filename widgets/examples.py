@@ -18,6 +18,9 @@ class ExampleViewer(StaticFallback, w.VBox):
 
     Orange tokens hold a positive share of the component's Fisher mass, blue ones a negative share
     (hover for the share); label, prediction (red when wrong) and the coefficient head each example.
+
+    ``ExampleViewer(explorer, page_size=5)`` takes a :class:`~workbench.app.explore.RunExplorer` and starts
+    empty; ``show(j)`` shows the first ``page_size`` examples of component j (``show(j, page)`` another page).
     """
 
     def __init__(self, explorer: RunExplorer, *, page_size: int = 5):

@@ -18,7 +18,10 @@ from .static import StaticFallback, error_fragment, on_click_shown
 class LookupPanel(StaticFallback, w.VBox):
     """Type an example's number or a sentence; *look up* lists the components it loads on (a sentence's
     PEF and coefficients are computed on the spot, with their cost shown). Clicking a component in the
-    list calls ``on_select(component)`` (the workbench selects it)."""
+    list calls ``on_select(component)`` (the workbench selects it).
+
+    ``LookupPanel(explorer, on_select=None, n=10)`` takes a :class:`~workbench.app.explore.RunExplorer` and
+    lists at most ``n`` of the components a query loads on; ``lookup(query)`` does what the button does."""
 
     def __init__(self, explorer: RunExplorer, *, on_select=None, n: int = 10):
         self.explorer = check_explorer(explorer, "LookupPanel(RunExplorer.open(path))")

@@ -14,7 +14,8 @@ STATUSES = ("all", "gained", "lost", "changed", "kept")
 
 class ModelDiffPanel(StaticFallback, w.VBox):
     """Renders a ``workbench.analysis.model_diff.ModelDiff``: the strategy table, the masses of the
-    components on both models (coloured by status), and the component evidence filtered by status."""
+    components on both models (coloured by status), and the component evidence filtered by status.
+    ``ModelDiffPanel(diff)`` takes the ``ModelDiff`` that ``model_diff(...)`` returns."""
 
     def __init__(self, diff):
         if not all(hasattr(diff, name) for name in ("strategies", "components", "names")):

@@ -15,7 +15,8 @@ from .static import StaticFallback
 class OverTrainingPanel(StaticFallback, w.VBox):
     """Renders a ``workbench.analysis.over_training.OverTraining`` result: lines of the chosen value
     (mass, KL ratio, or |cos| of the matched fit) per component, chosen components only, beside the
-    accuracy per strategy at each checkpoint. The result is computed by the library."""
+    accuracy per strategy at each checkpoint. The result is computed by the library:
+    ``OverTrainingPanel(result)`` takes the ``OverTraining`` that ``over_training(...)`` returns."""
 
     def __init__(self, result):
         if not all(hasattr(result, name) for name in ("components", "reference", "steps")):

@@ -27,7 +27,10 @@ CHART_WIDTH = 520
 class PerturbationPanel(StaticFallback, w.VBox):
     """ε (log slider), direction (±, + or −), semi-orthogonal option with its max_sim, a sweep
     option; *run* shows a progress bar, then charts of the KL on the top vs the baseline examples
-    and of the accuracies. Errors are shown in the panel."""
+    and of the accuracies. Errors are shown in the panel.
+
+    ``PerturbationPanel(explorer)`` takes a :class:`~workbench.app.explore.RunExplorer`; ``set_component(j)``
+    chooses the component its *run* checks, and ``run()`` runs the check as the button does."""
 
     def __init__(self, explorer: RunExplorer):
         self.explorer = check_explorer(explorer, "PerturbationPanel(RunExplorer.open(path))")

@@ -18,7 +18,10 @@ from .steps import epsilon_slider, set_epsilon
 
 class TracePanel(StaticFallback, w.VBox):
     """ε (log slider) and *trace*: ``RunExplorer.trace`` of the selected component, then its layer
-    profile (top vs baseline) and the layer × token heatmap of the example chosen in the list."""
+    profile (top vs baseline) and the layer × token heatmap of the example chosen in the list.
+
+    ``TracePanel(explorer, component=None)`` takes a :class:`~workbench.app.explore.RunExplorer` and the
+    component to trace (``set_component(j)`` changes it); *trace* computes it."""
 
     def __init__(self, explorer: RunExplorer, component: int | None = None):
         self.explorer = check_explorer(explorer, "TracePanel(RunExplorer.open(path))")

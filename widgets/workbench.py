@@ -32,7 +32,8 @@ class Workbench(StaticFallback, w.VBox):
 
     Selecting a component in the browser shows its details, top examples, dashboard and perturbation
     trace (``RunExplorer.trace``, when the run has a model) and points the perturbation panel at it.
-    ``wb.select(j)`` does the same from code;
+    ``Workbench.from_run(path, page_size=10)`` opens the run folder ``path``; ``Workbench(explorer, ...)`` takes
+    an opened :class:`~workbench.app.explore.RunExplorer`. ``wb.select(j)`` does the same as a click from code;
     ``wb.explorer`` is the :class:`~workbench.app.explore.RunExplorer` the panels read from.
 
     page_size: components per page of the browser; examples_per_page: examples per page of the viewer.

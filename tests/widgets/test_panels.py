@@ -1,6 +1,7 @@
 """The panels, driven from Python as a front end would drive them (clicks, values), and their static bundles."""
 
 import json
+import re
 
 import ipywidgets
 import numpy as np
@@ -15,6 +16,24 @@ from workbench.app.explore import RunExplorer
 from .synthetic import synthetic_run
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def test_every_panel_says_how_to_make_it_and_what_it_takes():
+    """The dashboard, viewer and perturbation panel made on their own said 'select a component first', and
+    their docstrings named neither what they take nor the call that selects one."""
+    import inspect
+
+    import widgets
+
+    for name in widgets.__all__:
+        panel = getattr(widgets, name)
+        doc = inspect.getdoc(panel)
+        assert f"``{name}(" in doc, f"{name}'s docstring shows no call that makes it"
+        taken = [p for p in inspect.signature(panel).parameters if p not in ("background",)]
+        assert all(p in doc for p in taken), f"{name}'s docstring leaves out {[p for p in taken if p not in doc]}"
+        not_methods = {name, "on_select", "model_diff", "over_training"}  # itself, a callback, the library's functions
+        for method in set(re.findall(r"``(\w+)\(", doc)) - not_methods:  # the calls it names exist
+            assert hasattr(panel, method), f"{name}'s docstring names {method}(), which it lacks"
 
 
 @pytest.fixture(scope="module")
