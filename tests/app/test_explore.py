@@ -70,6 +70,22 @@ def test_a_filter_name_mistyped_is_named_with_the_filters_there_are():
     assert checked_filter(None, {"min_purity": 0.5}).min_purity == 0.5
 
 
+def test_one_example_of_a_page_shows_itself_in_a_line_and_as_its_card():
+    """A card taken from page.examples printed every array of its scores, spans and words, and had no HTML."""
+    from workbench.app.results import HighlightedExample
+
+    card = HighlightedExample(example=7, rank=2, text="<b>blick</b> was fine", label=1, prediction=0, coefficient=0.51234,
+                              tokens=["[CLS]", "<b>blick</b>", "was", "fine", "[SEP]"],
+                              scores=np.array([0.1, 0.5, 0.1, 0.1, 0.0]), special=[True, False, False, False, True],
+                              spans=[(0, 0), (0, 12), (13, 16), (17, 21), (0, 0)],
+                              visible=np.array([0.0, 0.7, 0.15, 0.15, 0.0]), visible_share=0.7, special_share=0.1,
+                              head_share=0.2, words=[None, 0, 1, 2, None])
+    assert repr(card) == ("HighlightedExample(#3, example 7, label 1, prediction 0, coefficient 0.5123; strongest word "
+                          "'<b>blick</b>' (+70% of the words' share)): <b>blick</b> was fine")
+    html = card._repr_mimebundle_()["text/html"]
+    assert "&lt;b&gt;blick" in html and "<b>blick" not in html and "example 7" in html
+
+
 def test_bad_requests_name_the_problem(explorer):
     with pytest.raises(ValueError, match="cannot sort by 'nope'"):
         explorer.components(sort_by="nope")

@@ -109,6 +109,15 @@ class HighlightedExample:
     special_share: float | None = None  # Σ score over the special tokens ([CLS], [SEP])
     words: list[int | None] | None = None  # (n_tokens,) each token's word (fast tokenizers): its pieces are one word
 
+    def __repr__(self) -> str:  # the dataclass's own printed every array of scores, spans and words
+        strongest = (f"; strongest word {self.strongest_token!r} ({report.percent(self.strongest_share, '+')} of the "
+                     "words' share)" if self.strongest_token is not None else "")
+        return (f"HighlightedExample(#{self.rank + 1}, example {self.example}, label {self.label}, prediction "
+                f"{self.prediction}, coefficient {self.coefficient:.4g}{strongest}): "
+                + report.read_text(self.text, self.spans, self.special))
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        return {"text/plain": repr(self), "text/html": report.fragment(report.example_html(self))}
 
     @property
     def strongest_positions(self) -> list[int]:
