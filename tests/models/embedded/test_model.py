@@ -279,3 +279,12 @@ def test_default_model_caches_each_variant_apart(tmp_path, monkeypatch):
     assert len({plain, no_marker, checkpoints}) == 3 and plain.name == f"tiny-seed0-task{TASK_VERSION}-recipe{model_module.RECIPE_VERSION}"
     assert default_model(cache_dir=tmp_path, mix={"lexical": 1.0}, progress=False) == no_marker
     assert len(calls) == 3 and calls[1]["mix"] == {"lexical": 1.0} and calls[2]["checkpoint_every"] == 100
+
+
+def test_training_without_progress_draws_no_bar_of_transformers_as_it_saves(tmp_path, capfd):
+    """progress=False (run_embedded's, the CLI's) trained quietly, then transformers drew 'Writing model shards'."""
+    from transformers.utils import logging as transformers_logging
+
+    train_default_model(tmp_path / "m", n_train=16, epochs=1, progress=False, checkpoint_every=1000)
+    assert capfd.readouterr().err == ""
+    assert transformers_logging.is_progress_bar_enabled()  # as it was before

@@ -17,6 +17,7 @@ import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -358,8 +359,9 @@ def train_default_model(
             return
         folder = out / f"checkpoint-{step}"
         metrics = evaluate(model, tokenizer, heldout, recipe.max_length)
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
+        with transformers_bars(progress):
+            model.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
         entry = {"step": step, **metrics}
         (folder / CHECKPOINT_RECORD).write_text(json.dumps(entry, indent=2))
         checkpoints.append(entry)
@@ -382,8 +384,9 @@ def train_default_model(
     if checkpoint_every is not None and steps[0] % checkpoint_every:
         save_checkpoint(steps[0], final=True)  # the series ends with the model it trained, as the Trainer's does
     metrics = evaluate(model, tokenizer, heldout, recipe.max_length)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    with transformers_bars(progress):  # transformers 5 draws 'Writing model shards' as it saves
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
     record = {
         **metrics,
         "base": base,
@@ -413,6 +416,20 @@ def train_default_model(
 # ---------------------------------------------------------------------------------------
 # Loading and caching
 # ---------------------------------------------------------------------------------------
+
+
+@contextmanager
+def transformers_bars(shown: bool):
+    """transformers' own progress bars shown (or not) for a block, then as they were: progress=False
+    trained the model quietly and then drew transformers' 'Writing model shards' bar as it saved it."""
+    from transformers.utils import logging as transformers_logging
+
+    was_shown = transformers_logging.is_progress_bar_enabled()
+    (transformers_logging.enable_progress_bar if shown else transformers_logging.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (transformers_logging.enable_progress_bar if was_shown else transformers_logging.disable_progress_bar)()
 
 
 def load_default_model(path: str | os.PathLike) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
