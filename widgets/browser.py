@@ -128,6 +128,7 @@ class ComponentBrowser(StaticFallback, w.VBox):
         self.show_page(0, dataclasses.replace(self.filter, sort_by=column, descending=descending))
 
     def select(self, component: int | None) -> None:
+        """Select ``component`` as a click on its number does (None: no selection); sets ``selected``."""
         if component is not None:
             self.explorer.component(component)  # a clear error for a component that is not there
         self.selected = None if component is None else int(component)

@@ -34,10 +34,12 @@ class ModelDiffPanel(StaticFallback, w.VBox):
         self.refresh()
 
     def rows(self):
+        """The rows of ``diff.components`` the status filter keeps (a DataFrame)."""
         rows = self.diff.components
         return rows if self.status.value == "all" else rows[rows["status"] == self.status.value]
 
     def refresh(self) -> None:
+        """Redraw the chart, and the evidence with the status filter's current value."""
         self.chart.show(report.model_diff_figure(self.diff))
         self.evidence.value = report.fragment(report.table_html(self.rows(), label="components and their evidence"))
 

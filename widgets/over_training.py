@@ -41,6 +41,7 @@ class OverTrainingPanel(StaticFallback, w.VBox):
         self.refresh()
 
     def refresh(self) -> None:
+        """Redraw the lines with the chosen value and components."""
         values = self.result.values_of(self.strategy.value)
         if list(self.value.options) != values:
             self.value.options = values  # resets the value, which calls refresh again

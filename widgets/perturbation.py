@@ -79,6 +79,7 @@ class PerturbationPanel(StaticFallback, w.VBox):
         self.add_class("npeff-perturbation-panel")
 
     def set_component(self, component: int | None) -> None:
+        """The component the next *run* checks (None: none); a result of another component is cleared."""
         if component is not None:
             self.explorer.component(component)  # a clear error now, not when the check is run
         if component != self.component:  # another component's check is not left on show under this title

@@ -14,9 +14,11 @@ class StaticFallback:
     the panel showed when it was displayed."""
 
     def static_html(self) -> str:
+        """What the panel shows, as self-contained HTML (every text escaped)."""
         raise NotImplementedError
 
     def static_text(self) -> str:
+        """What the panel shows, as plain text."""
         raise NotImplementedError
 
     def _repr_mimebundle_(self, **kwargs) -> dict:

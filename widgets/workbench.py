@@ -94,6 +94,7 @@ class Workbench(StaticFallback, w.VBox):
         return cls(RunExplorer.open(path, device=device), **kwargs)
 
     def select(self, component: int) -> None:
+        """Select ``component`` in every panel, as a click in the browser does."""
         self.browser.select(component)
 
     def wait(self, timeout: float | None = None) -> "Workbench":

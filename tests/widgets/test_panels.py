@@ -36,6 +36,27 @@ def test_every_panel_says_how_to_make_it_and_what_it_takes():
             assert hasattr(panel, method), f"{name}'s docstring names {method}(), which it lacks"
 
 
+def test_every_public_method_of_the_panels_and_the_library_s_records_says_what_it_does():
+    """Run.pefs(), Run.decomposition(), PefStore.read_chunk(), the panels' select(j) and static_html() had no
+    docstring: help() in a notebook showed their names alone."""
+    import inspect
+
+    import widgets
+    import workbench
+    from workbench.app.results import ComponentPage, HighlightedExample, Lookup, TopExamplesPage
+    from workbench.analysis.perturb import PerturbationResult
+    from workbench.npeff.base import NpeffBase
+
+    classes = [getattr(widgets, name) for name in widgets.__all__] + [
+        getattr(workbench, name) for name in ("LrmPefs", "DPefs", "ParameterLayout", "PefConfig", "PefStore", "Run",
+                                              "LrmNpeff", "DNpeff")
+    ] + [NpeffBase, ComponentPage, HighlightedExample, Lookup, TopExamplesPage, PerturbationResult]
+    undocumented = [f"{cls.__name__}.{name}" for cls in classes for name, member in vars(cls).items()
+                    if not name.startswith("_") and (callable(member) or isinstance(member, (property, classmethod)))
+                    and not inspect.getdoc(getattr(cls, name) if not isinstance(member, property) else member)]
+    assert undocumented == []
+
+
 @pytest.fixture(scope="module")
 def workbench(embedded_run):
     return Workbench.from_run(embedded_run.path, page_size=10)

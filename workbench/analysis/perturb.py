@@ -249,6 +249,7 @@ class PerturbationResult:
         return pd.DataFrame(rows)
 
     def to_dict(self) -> dict:
+        """The result as plain JSON-ready values (lists, not arrays): what the exports write."""
         plain = asdict(self)
         del plain["_intervals"]
         plain["kl_examples"] = {name: {s: np.asarray(v).tolist() for s, v in kl.items()} for name, kl in self.kl_examples.items()}

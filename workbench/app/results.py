@@ -68,9 +68,11 @@ class ComponentPage:
 
     @property
     def n_pages(self) -> int:
+        """How many pages the matching rows take (at least 1)."""
         return max(1, -(-self.n_matching // self.page_size))
 
     def caption(self) -> str:
+        """The line above the rows: which of how many are shown, on which page."""
         if not self.n_matching:
             return (f"no component matches the filters ({self.n_components} in all): change them, or reset them "
                     "to list every component")
@@ -205,9 +207,11 @@ class TopExamplesPage:
 
     @property
     def n_pages(self) -> int:
+        """How many pages the matching rows take (at least 1)."""
         return max(1, -(-self.n_ranked // self.page_size))
 
     def caption(self) -> str:
+        """The line above the rows: which of how many are shown, on which page."""
         if self.n_ranked == 0:  # not "examples 0-0 of 0"
             return f"component {self.component}: no example has a positive coefficient on it"
         first = self.page * self.page_size + 1 if self.examples else 0
@@ -216,6 +220,7 @@ class TopExamplesPage:
                 f"coefficient (page {self.page + 1} of {self.n_pages})")
 
     def label_name(self, value) -> str:
+        """A label as shown: its number, and its class name where the run has one."""
         name = self.label_names.get(str(value))
         return f"{value} ({name})" if name is not None else str(value)
 
@@ -345,6 +350,7 @@ class Lookup:
     special: list | None = None
 
     def caption(self) -> str:
+        """The line above the rows: which example (or new text) they are of, and a new one's cost."""
         source = f"example {self.example}" if self.example is not None else "a new pair of texts" if self.is_pair else "a new text"
         cost = f"; its PEF and coefficients took {self.seconds:.2f} s" if self.seconds is not None else ""
         return f"Components that {source} loads on, largest scaled coefficient first{cost}"

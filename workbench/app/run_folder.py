@@ -464,6 +464,7 @@ class Run:
 
     @property
     def params(self) -> dict:
+        """The arguments the run was made with, as its run.json records them."""
         return self.record["params"]
 
     def param(self, name: str, default=None):
@@ -479,13 +480,16 @@ class Run:
 
     @property
     def examples(self) -> pd.DataFrame:
+        """The run's examples (examples.parquet), read on each access: text, label, prediction, attributes."""
         with self._reading(EXAMPLES):
             return pd.read_parquet(self.path / EXAMPLES)
 
     def pefs(self):
+        """The run's PEFs (its ``pefs/`` store) read into memory: LrmPefs or DPefs."""
         return load_pefs(self.path / PEFS)
 
     def decomposition(self):
+        """The run's fitted decomposition (LrmNpeff or DNpeff) read from decomposition.safetensors."""
         from ..npeff import estimator_for  # on use: reading a run's record and tables needs no torch
 
         return estimator_for(self.param("kind", "lrm")).load(self.path / DECOMPOSITION)
@@ -508,6 +512,7 @@ class Run:
 
     @property
     def model_path(self) -> Path:
+        """The run's ``model/`` folder; RunExplorer.open(run.path).model_and_tokenizer() loads it as the run read it."""
         return self.path / MODEL
 
     def __repr__(self) -> str:

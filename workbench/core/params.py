@@ -63,10 +63,12 @@ class ParameterLayout:
         }
 
     def to_dict(self) -> dict:
+        """The layout as JSON-ready names and shapes; :meth:`from_dict` reads it back."""
         return {"names": list(self.names), "shapes": [list(s) for s in self.shapes]}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ParameterLayout":
+        """The layout :meth:`to_dict` wrote (a store's manifest, a decomposition's header)."""
         return cls(tuple(d["names"]), tuple(tuple(int(x) for x in s) for s in d["shapes"]))
 
     @classmethod

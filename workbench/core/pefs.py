@@ -138,6 +138,7 @@ class LrmPefs(_PefsBase):
 
     @property
     def n_slots(self) -> int:
+        """Class slots kept per example: rows of ``X`` per example."""
         return int(self.classes.shape[1])
 
     @property
@@ -248,6 +249,7 @@ class DPefs(_PefsBase):
         return cls(F=matrix, **common)
 
     def dense(self) -> np.ndarray:
+        """f of shape (n_examples, n_parameters), for small problems and tests."""
         return self.F.toarray()
 
     def __getitem__(self, index) -> "DPefs":

@@ -81,6 +81,7 @@ class PefConfig:
         return None if self.sketch is None else CountSketch(self.sketch, n_parameters, self.sketch_seed)
 
     def to_dict(self) -> dict:
+        """The settings as a store's manifest records them; a function as a filter is refused (ValueError)."""
         def filt(f):
             if callable(f):
                 raise ValueError("a callable parameter filter cannot be recorded; pass regular expressions")

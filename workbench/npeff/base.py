@@ -338,6 +338,7 @@ class NpeffBase(BaseEstimator):
         self.layout_ = columns.layout
 
     def fit_transform(self, pefs, y=None) -> np.ndarray:
+        """``fit(pefs).W_``: the fitted examples' coefficients, of shape (n_examples, n_components)."""
         return self.fit(pefs).W_
 
     # -- coefficients of (new) examples --------------------------------------------------

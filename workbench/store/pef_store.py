@@ -159,33 +159,41 @@ class PefStore:
 
     @property
     def complete(self) -> bool:
+        """Whether every chunk was written and the store marked complete."""
         return bool(self.manifest.get("complete"))
 
     @property
     def kind(self) -> str:
+        """The kind of PEFs held: "lrm" or "d"."""
         return self.manifest["kind"]
 
     @property
     def n_examples(self) -> int:
+        """The number of examples the store holds PEFs of."""
         return int(self.manifest["n_examples"])
 
     @property
     def n_chunks(self) -> int:
+        """The number of chunk files (batches) the store is written in."""
         return int(self.manifest["n_chunks"])
 
     @property
     def layout(self) -> ParameterLayout:
+        """The parameters the PEFs are over (names and shapes)."""
         return ParameterLayout.from_dict(self.manifest["layout"])
 
     @property
     def info(self) -> dict:
+        """What the PEFs were computed with (model, its fingerprint, n_values, ...), a copy."""
         return dict(self.manifest["info"])
 
     @property
     def store_id(self) -> str:
+        """The short hash every chunk of this store carries (chunks of other runs are refused)."""
         return store_id(self.manifest)
 
     def chunks_on_disk(self) -> list[int]:
+        """The indices of the chunk files present (all of them once complete)."""
         return [i for i in range(self.n_chunks) if chunk_path(self.path, i).exists()]
 
     def _check_header(self, header: dict, index: int) -> None:
@@ -226,6 +234,7 @@ class PefStore:
         return True
 
     def read_chunk(self, index: int) -> PefChunk:
+        """Chunk ``index`` (a PefChunk), checked against the manifest and its checksum (StoreError if not)."""
         where = chunk_path(self.path, index)
         with _recompute_hint():
             header = read_header(where, PEF_CHUNK)
