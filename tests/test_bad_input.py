@@ -23,6 +23,27 @@ from workbench.runner import InsufficientResourcesError, estimate
 from workbench.store import StoreError, load_pefs, save_pefs
 
 
+def _fit_hand_made(kind, value):
+    """PEFs built as a record (not by from_dense, which checks its array) with ``value`` in example 3's values:
+    a negative D-PEF failed in the fit as 'math domain error'."""
+    import dataclasses
+
+    import scipy.sparse as sp
+
+    from workbench import DNpeff, DPefs, LrmPefs
+
+    rng = np.random.default_rng(0)
+    if kind == "d":
+        pefs = DPefs.from_dense(np.abs(rng.normal(size=(6, 10))))
+        F = pefs.F.toarray()
+        F[3, 2] = value
+        return DNpeff(n_components=2, n_iters=3, progress=False).fit(dataclasses.replace(pefs, F=sp.csr_matrix(F)))
+    pefs = LrmPefs.from_dense(rng.normal(size=(6, 2, 10)))
+    X = pefs.X.toarray()
+    X[7, 2] = value
+    LrmNpeff(n_components=2, progress=False).fit(dataclasses.replace(pefs, X=sp.csr_matrix(X)))
+
+
 @dataclass
 class Case:
     name: str
@@ -703,6 +724,11 @@ CASES = [
     Case("memory too small", InsufficientResourcesError, r"needs about .* only 1 KB is available\. Lower batch_size", _memory_short),
     Case("Hub name while offline", ModelNotAvailableOfflineError, r"neither a local folder nor in the Hugging Face cache.*load_classifier\('minilm'\)",
          _hub_name_offline),
+    Case("a hand-made D-PEF record with a negative value", ValueError, r"the PEFs hold 1 negative values \(first in "
+         r"examples \[3\]\); a diagonal Fisher is a sum of squares: .*DPefs\.from_dense\(f\), which checks them",
+         lambda tmp: _fit_hand_made("d", -1.0)),
+    Case("a hand-made LRM-PEF record with a NaN", ValueError, r"the PEFs hold 1 NaN or infinite values \(first in "
+         r"examples \[3\]\); check the model", lambda tmp: _fit_hand_made("lrm", np.nan)),
     Case("a model folder's path where the loaded model belongs", TypeError, r"model must be a loaded torch\.nn\.Module, "
          r"got the path '.*mine'; load the model first, e\.g\. .*load_classifier\('.*mine'\)",
          lambda tmp: compute_pefs(str(tmp / "mine"), _inputs(), progress=False)),

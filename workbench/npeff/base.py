@@ -170,6 +170,7 @@ class NpeffBase(BaseEstimator):
             raise ValueError(f"the PEF set is empty: there are no examples to {'find coefficients of' if fitted else 'fit'}; "
                              "pass the PEFs of at least one example")
         check_finite_norms(pefs.frobenius_norms)
+        self._check_values(pefs)
         if not fitted and self.n_components > pefs.n_examples:
             raise ValueError(
                 f"n_components={self.n_components} is larger than the number of examples ({pefs.n_examples}); "
@@ -177,6 +178,25 @@ class NpeffBase(BaseEstimator):
             )
         if fitted:
             self.check_same_source(pefs.info, pefs.layout)
+
+    def _check_values(self, pefs) -> None:
+        """The PEFs' stored values finite, and non-negative for a kind that is (a sum of squares): a PEF record
+        made by hand (DPefs(F=...)) with a negative entry failed in the fit as 'math domain error'."""
+        values = pefs.matrix.data
+        if not values.size:
+            return
+        low, high = values.min(), values.max()  # NaN carries through both: no array of the values' size
+        finite, negative = bool(np.isfinite(low) and np.isfinite(high)), KINDS[self.kind].non_negative and low < 0
+        if finite and not negative:
+            return
+        bad = ~np.isfinite(values) if not finite else values < 0
+        rows = np.repeat(np.arange(pefs.matrix.shape[0]), np.diff(pefs.matrix.indptr))[bad]
+        first = np.unique(pefs.example_of_row()[rows])[:5].tolist()
+        fix = ("check the model (torch.isfinite on its parameters and outputs) and compute them again" if not finite else
+               "a diagonal Fisher is a sum of squares: compute them with compute_pefs(..., kind='d'), or bring them "
+               "with DPefs.from_dense(f), which checks them")
+        raise ValueError(f"the PEFs hold {int(bad.sum())} {'NaN or infinite' if not finite else 'negative'} values "
+                         f"(first in examples {first}); {fix}")
 
     def check_same_source(self, info: dict, layout: ParameterLayout) -> None:
         """Refuse PEFs (their ``info`` and ``layout``: a PEF set's or a store's) that come from
