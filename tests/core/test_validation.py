@@ -233,3 +233,18 @@ def test_a_model_of_mixed_dtypes_that_casts_them_itself_runs():
     """Mixed dtypes are named only where torch refused them inside the forward, never for the dtypes alone."""
     pefs = compute_pefs(_CastsItsOwnHead(), tiny_bert_inputs(4), [0, 1, 2, 0], n_values=50, progress=False)
     assert pefs.n_examples == 4 and np.isfinite(pefs.frobenius_norms).all()
+
+
+def test_a_parameter_layout_made_by_hand_is_checked_and_compares_as_read_back():
+    """A layout of lists was unequal to itself read back from a file (a transform of such PEFs was refused as
+    'computed over other parameters'), and a name without its shape was kept, split() dropping what followed."""
+    from workbench import ParameterLayout
+
+    layout = ParameterLayout(["w", "b"], [[2, 3], [3]])
+    assert layout == ParameterLayout.from_dict(layout.to_dict()) and layout.n_parameters == 9
+    with pytest.raises(ValueError, match=r"one name per shape: got 1 names for 2 shapes"):
+        ParameterLayout(("w",), ((2, 3), (3,)))
+    with pytest.raises(ValueError, match=r"shapes are tuples of sizes \(integers of at least 0\), got \(\(2\.5,\),\)"):
+        ParameterLayout(("w",), ((2.5,),))
+    with pytest.raises(ValueError, match=r"names are the parameters' names \(str\), got \(1,\)"):
+        ParameterLayout((1,), ((2,),))

@@ -36,6 +36,20 @@ class ParameterLayout:
     names: tuple[str, ...]
     shapes: tuple[tuple[int, ...], ...]
 
+    def __post_init__(self):
+        # lists were kept as given, and a layout of lists was unequal to the same layout read back from a file;
+        # a name without its shape was kept too, and split() dropped the parameters after it
+        names, shapes = tuple(self.names), tuple(tuple(s) for s in self.shapes)
+        if len(names) != len(shapes):
+            raise ValueError(f"a ParameterLayout takes one name per shape: got {len(names)} names for {len(shapes)} "
+                             "shapes; pass names=('a', ...), shapes=((rows, columns), ...)")
+        if not all(isinstance(n, str) for n in names):
+            raise ValueError(f"a ParameterLayout's names are the parameters' names (str), got {names!r}")
+        if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0 for s in shapes for d in s):
+            raise ValueError(f"a ParameterLayout's shapes are tuples of sizes (integers of at least 0), got {shapes!r}")
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "shapes", tuple(tuple(int(d) for d in s) for s in shapes))
+
     # Computed once (a PEF batch asks for them per block), and read-only, since shared.
     @cached_property
     def sizes(self) -> np.ndarray:
