@@ -86,6 +86,14 @@ def test_one_example_of_a_page_shows_itself_in_a_line_and_as_its_card():
     assert "&lt;b&gt;blick" in html and "<b>blick" not in html and "example 7" in html
 
 
+def test_a_model_folder_s_path_as_model_says_what_model_is_for(tmp_path):
+    from workbench.app.explore_checks import check_model_and_tokenizer
+
+    with pytest.raises(TypeError, match=r"got str; leave model= out to use the run's own model/ folder, or pass the "
+                                        r"model loaded, with its tokenizer \(model, tokenizer = load_classifier\(path\)"):
+        check_model_and_tokenizer(str(tmp_path), None)
+
+
 def test_bad_requests_name_the_problem(explorer):
     with pytest.raises(ValueError, match="cannot sort by 'nope'"):
         explorer.components(sort_by="nope")

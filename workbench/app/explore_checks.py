@@ -3,6 +3,8 @@ examples its readings of one example (lookup, deletion_effects) take, and what a
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ..core.arguments import item_index
@@ -17,7 +19,10 @@ def check_model_and_tokenizer(model, tokenizer) -> None:
     """A model of the user's, with its tokenizer; or neither, for the run's own ``model/`` folder, which holds the
     tokenizer its PEFs were computed with. A tokenizer alone was dropped without a word for that folder's."""
     if model is not None and not callable(getattr(model, "named_parameters", None)):
-        raise TypeError(f"model must be the run's model (a torch.nn.Module), got {type(model).__name__}")
+        fix = ("; leave model= out to use the run's own model/ folder, or pass the model loaded, with its tokenizer "
+               "(model, tokenizer = load_classifier(path), workbench.models.loading)" if isinstance(model, (str, os.PathLike))
+               else "")  # a folder's path was refused as 'got str' with no word of what model= is for
+        raise TypeError(f"model must be the run's model (a torch.nn.Module), got {type(model).__name__}{fix}")
     if tokenizer is not None and model is None:
         raise ValueError("tokenizer= was given without model=: without a model the explorer reads the run's model/ "
                          "folder, with the tokenizer saved there (the one its PEFs were computed with); pass model= "
