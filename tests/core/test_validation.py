@@ -248,3 +248,12 @@ def test_a_parameter_layout_made_by_hand_is_checked_and_compares_as_read_back():
         ParameterLayout(("w",), ((2.5,),))
     with pytest.raises(ValueError, match=r"names are the parameters' names \(str\), got \(1,\)"):
         ParameterLayout((1,), ((2,),))
+
+
+def test_a_pef_set_prints_as_one_line_of_its_sizes():
+    """`pefs` in a notebook printed the dataclass: every norm, logit and class slot, 268 lines for 120 examples."""
+    from workbench import DPefs, LrmPefs
+
+    lrm = LrmPefs.from_dense(np.ones((50, 2, 7)), info={"model": "models/mine"})
+    assert repr(lrm) == "LrmPefs(50 examples, 2 class slots each, 7 parameters, 700 values kept, model 'models/mine')"
+    assert repr(DPefs.from_dense(np.ones((3, 4)))) == "DPefs(3 examples, 4 parameters, 12 values kept)"
