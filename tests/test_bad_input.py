@@ -729,6 +729,10 @@ CASES = [
          lambda tmp: _fit_hand_made("d", -1.0)),
     Case("a hand-made LRM-PEF record with a NaN", ValueError, r"the PEFs hold 1 NaN or infinite values \(first in "
          r"examples \[3\]\); check the model", lambda tmp: _fit_hand_made("lrm", np.nan)),
+    Case("write_pefs with the model and the store folder swapped", TypeError, r"write_pefs takes the store folder "
+         r"first and the model second, and the model \(a BertForSequenceClassification\) came first: "
+         r"write_pefs\('.*pefs', model, inputs, labels\)",
+         lambda tmp: write_pefs(tiny_bert(3), str(tmp / "pefs"), _inputs(), progress=False)),
     Case("a model folder's path where the loaded model belongs", TypeError, r"model must be a loaded torch\.nn\.Module, "
          r"got the path '.*mine'; load the model first, e\.g\. .*load_classifier\('.*mine'\)",
          lambda tmp: compute_pefs(str(tmp / "mine"), _inputs(), progress=False)),

@@ -60,6 +60,10 @@ def write_pefs(
         or memory will not hold it (:class:`workbench.runner.estimate.InsufficientResourcesError`).
         The estimate is shown in the progress bar and kept as ``store.estimate``.
     """
+    if isinstance(model, (str, os.PathLike)) and not isinstance(out, (str, os.PathLike)):
+        # write_pefs(model, "runs/x", ...) was told "out must be a path ..., got BertForSequenceClassification"
+        raise TypeError(f"write_pefs takes the store folder first and the model second, and the model (a "
+                        f"{type(out).__name__}) came first: write_pefs({str(model)!r}, model, inputs, labels)")
     out = user_path(out, "out")
     device = run_device(model, device)
     inputs, labels = split_labels(inputs, labels)
