@@ -257,3 +257,5 @@ def test_a_pef_set_prints_as_one_line_of_its_sizes():
     lrm = LrmPefs.from_dense(np.ones((50, 2, 7)), info={"model": "models/mine"})
     assert repr(lrm) == "LrmPefs(50 examples, 2 class slots each, 7 parameters, 700 values kept, model 'models/mine')"
     assert repr(DPefs.from_dense(np.ones((3, 4)))) == "DPefs(3 examples, 4 parameters, 12 values kept)"
+    sketched = LrmPefs.from_dense(np.ones((5, 2, 8)), info={"sketch": {"method": "count", "d": 8, "seed": 0}})
+    assert repr(sketched) == "LrmPefs(5 examples, 2 class slots each, 8 sketch coordinates, 80 values kept)"

@@ -114,7 +114,8 @@ class _PefsBase:
     def __repr__(self) -> str:  # the dataclass's printed every norm, logit and class slot: 268 lines for 120 examples
         slots = f", {self.n_slots} class slots each" if hasattr(self, "n_slots") else ""
         model = f", model {self.info['model']!r}" if self.info.get("model") else ""
-        return (f"{type(self).__name__}({self.n_examples} examples{slots}, {self.n_parameters} parameters, "
+        axis = "sketch coordinates" if self.info.get("sketch") else "parameters"  # a count sketch's d, not the model's
+        return (f"{type(self).__name__}({self.n_examples} examples{slots}, {self.n_parameters} {axis}, "
                 f"{self.matrix.nnz} values kept{model})")
 
     def _check_common(self) -> None:
