@@ -38,6 +38,11 @@ DEFINITIONS: dict[str, str] = {
     "special share": "Share of the example's Fisher mass along the component that flows through special tokens "
                      "([CLS], [SEP], padding markers) and, for a language model read through a prompt, the "
                      "template's tokens; not shaded, as no word of the text carries it.",
+    "read-out": "The word where the model reads its class, found by asking the model (the positions its logits' "
+                "gradient reaches in its last hidden states): a decoder classifier's (GPT-2, Llama) last token; an "
+                "encoder's [CLS] is a special token. That word's share holds the read-out of the whole text as well as "
+                "its own part, as [CLS]'s special share does in an encoder: a card whose strongest word is the read-out "
+                "says so.",
     "head share": "Share of the example's Fisher mass along the component that flows through parameters with no "
                   "token axis (the pooler and classifier of BERT models): no token can be credited with it.",
     "mean share": "A token's mean visible-token share over the component's top examples that contain it.",

@@ -353,6 +353,7 @@ class RunExplorer:
     def _score_tokens(self, component: int, examples: list[HighlightedExample]) -> str:
         """Scores the examples' tokens in place; returns why they are not highlighted, or ""."""
         from ..analysis.highlights import real_positions, token_scores  # on use, as the other imports of torch below
+        from ..analysis.read_out import page_read_out
         from ..analysis.token_shares import token_shares
         from ..models.text import encode_texts
 
@@ -362,6 +363,7 @@ class RunExplorer:
                                spans=True)
         with self.model_lock:
             scores = token_scores(model, self.decomposition, component, encoded.inputs, device=self.device)
+            read_out = page_read_out(model, encoded.inputs, self.device)
         if not any(s.projection > 0 for s in scores):
             return ("Tokens are not highlighted: none of the component's layers could be read per token, so every "
                     "score is zero (layers called time-major, as XLNet's, are left out: see the log).")
@@ -374,6 +376,7 @@ class RunExplorer:
             e.special = encoded.special[k].tolist()
             shares = token_shares(e.scores, e.special, e.head_share)
             e.visible, e.visible_share, e.special_share = shares.visible, shares.visible_share, shares.special_share
+            e.read_out = None if read_out is None else (read_out[k] & ~shares.special).tolist()
             e.spans, e.words = encoded.text_spans(k), None if encoded.word_ids is None else encoded.word_ids[k]
         if left_out >= LEFT_OUT_NOTED:
             named = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")

@@ -109,6 +109,7 @@ class HighlightedExample:
     visible: np.ndarray | None = None  # (n_tokens,) Σ |visible| = 1 over the visible tokens
     visible_share: float | None = None  # Σ score over the visible tokens (the words)
     special_share: float | None = None  # Σ score over the special tokens ([CLS], [SEP])
+    read_out: list[bool] | None = None  # (n_tokens,) the word where the model reads its class (a decoder's last)
     words: list[int | None] | None = None  # (n_tokens,) each token's word (fast tokenizers): its pieces are one word
 
     def __repr__(self) -> str:  # the dataclass's own printed every array of scores, spans and words
@@ -133,6 +134,12 @@ class HighlightedExample:
         if self.tokens is not None:
             skip = skip | (np.asarray(self.shown_tokens, dtype=object) == BLANK)
         return strongest_word(self.visible, skip, self.words)
+
+    @property
+    def strongest_is_read_out(self) -> bool:
+        """Whether the strongest word is where the model reads its class (``analysis.read_out``): its share then holds
+        that read-out of the whole text as well as its own part, as [CLS]'s does in an encoder."""
+        return self.read_out is not None and any(self.read_out[p] for p in self.strongest_positions)
 
     @property
     def strongest_share(self) -> float | None:
@@ -249,7 +256,8 @@ class TopExamplesPage:
                          + report.read_text(e.text, e.spans, e.special))  # the whole text of one read 16 tokens of
             if e.strongest_token is not None:
                 share = report.percent(e.strongest_share, "+")
-                lines.append(f"      strongest word: {e.strongest_token!r} ({share} of the words' share); "
+                read_out = ", where the model reads its class: the share holds that read-out too" if e.strongest_is_read_out else ""
+                lines.append(f"      strongest word: {e.strongest_token!r} ({share} of the words' share{read_out}); "
                              f"words {report.percent(e.visible_share)}, special tokens {report.percent(e.special_share)}, "
                              f"head {report.percent(e.head_share)} of the mass")
         if self.note:

@@ -412,7 +412,9 @@ def example_html(example, label_name=str) -> str:
     strongest = getattr(example, "strongest_positions", [])
     if strongest:
         word, share = example.strongest_token, percent(example.strongest_share, "+")
-        meta.append(f"strongest word <b><bdi>{escape(word)}</bdi></b> ({share} of the words' share)")
+        read_out = ("; the model reads its class here, so this share holds that read-out too"
+                    if getattr(example, "strongest_is_read_out", False) else "")
+        meta.append(f"strongest word <b><bdi>{escape(word)}</bdi></b> ({share} of the words' share{read_out})")
     body = highlighted_text_html(example.text, example.tokens, scores, spans, example.special,
                                  raw=None if visible is None else example.scores, strongest=strongest,
                                  words=getattr(example, "words", None))
