@@ -127,6 +127,10 @@ def small_gpt2(tmp_path_factory):
     GPT2ForSequenceClassification(GPT2Config(**config.to_diff_dict(), num_labels=1, problem_type="regression")
                                   ).save_pretrained(root / "regression")
     prompt_tokenizer().save_pretrained(root / "regression")
+    for name, heads in (("multi_label", dict(num_labels=3, problem_type="multi_label_classification")),
+                        ("regression3", dict(num_labels=3, problem_type="regression"))):
+        GPT2ForSequenceClassification(GPT2Config(**config.to_diff_dict(), **heads)).save_pretrained(root / name)
+        prompt_tokenizer().save_pretrained(root / name)
     GPT2ForSequenceClassification(config).save_pretrained(root / "nopad")
     unpadded = prompt_tokenizer()
     unpadded.pad_token = None  # and no end-of-text token to pad with
@@ -168,6 +172,9 @@ TEXTS = ["good film", "bad film", "good plot", "bad plot"]
     # it failed in the run's examples stage, with transformers' advice to pad with an end-of-text token it lacks
     (dict(model="nopad"), ValueError, r"has no padding token and no end-of-text token to pad with.*add_special_tokens"),
     (dict(model="regression", labels=None), ValueError, r"with 1 output \(problem_type 'regression'\).*regression head"),
+    # of several outputs they ran, warned of from inside the PEF stage, into a folder of readings of a softmax
+    (dict(model="multi_label", labels=None), ValueError, r"holds a multi-label classifier .*: pass a sequence classifier"),
+    (dict(model="regression3", labels=None), ValueError, r"holds a regression model .*: pass a sequence classifier"),
     (dict(n_components=0), ValueError, r"n_components must be an integer of at least 1"),
     # settings the fit would refuse, after the PEFs: refused now
     (dict(n_iters_g_only=0, n_iters_joint=0), ValueError, r"needs at least one iteration"),

@@ -62,3 +62,26 @@ def test_a_model_of_one_s_own_that_cannot_load_is_refused_before_the_run_folder_
     with pytest.raises(OSError, match=r"the model saved in .*damaged cannot be loaded"):
         pipeline.run_embedded(tmp_path / "run", model_path=folder, n_examples=20, n_components=2, progress=False)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("heads, match", [
+    (dict(num_labels=1, problem_type="regression"), r"with 1 output \(problem_type 'regression'\)"),
+    (dict(num_labels=2, problem_type="multi_label_classification"), r"holds a multi-label classifier"),
+    (dict(num_labels=2, problem_type="regression"), r"holds a regression model"),
+])
+def test_a_model_of_one_s_own_that_is_no_classifier_is_refused_before_the_run_folder_is_made(tmp_path, heads, match):
+    """A one-output regression wrote a run folder whose record said its PEF stage failed; a regression or multi-label
+    head of two outputs ran, warned of from inside the PEF stage, and its readings were of a softmax it never takes."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from workbench.models.embedded import default_model
+
+    tokenizer = AutoTokenizer.from_pretrained(default_model())
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64, **heads)
+    BertForSequenceClassification(config).save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    with pytest.raises(ValueError, match=match):
+        pipeline.run_embedded(tmp_path / "run", model_path=tmp_path / "model", n_examples=20, n_components=2,
+                              progress=False)
+    assert not (tmp_path / "run").exists()

@@ -24,7 +24,7 @@ from ..core.device import resolve_device
 from ..core.kinds import KINDS
 from ..core.params import select_parameters
 from ..models.text import TEXT_PAIR_COLUMN, are_pairs, checked_texts, is_pair, tokenized
-from ..core.validation import as_labels, check_label_range, max_positions, name_filter
+from ..core.validation import as_labels, check_label_range, check_run_head, max_positions, name_filter
 from .run_folder import MODEL, Run, RunRecorder, check_new_run_folder, copy_model
 from .stages import fit_estimator, run_stages
 
@@ -93,10 +93,7 @@ def run_model(
     # would load at random, no tokenizer, label words it does not know, a filter that keeps nothing.
     model, tokenizer = _load(source, template, label_words, label_prefix)
     n_classes = _n_classes(model)
-    if n_classes < 2:
-        raise ValueError(f"{source} holds a model with {n_classes} output (problem_type "
-                         f"{getattr(model.config, 'problem_type', None)!r}): NPEFF reads a classifier's distribution over "
-                         "its classes, and a regression head has none; pass a sequence classifier of two classes or more")
+    check_run_head(model, n_classes, source)
     labels = as_labels(labels, len(texts))  # the checks write_pefs makes, made before the folder is touched
     check_label_range(labels, n_classes)
     labels = labels.numpy()

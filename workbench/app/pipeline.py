@@ -85,6 +85,9 @@ def run_embedded(
     if model_path is not None:
         source = user_path(model_path, "model_path")
         given = (source, *load_default_model(source))
+        from ..core.validation import check_run_head
+
+        check_run_head(given[1], getattr(given[1], "n_classes", None) or given[1].config.num_labels, source)
 
     def model_stage(recorder: RunRecorder):
         if given is None:

@@ -261,6 +261,23 @@ _NOT_ONE_DISTRIBUTION = {
 }
 
 
+def check_run_head(model, n_classes: int, source) -> None:
+    """A run (run_model, run_embedded) reads one distribution over the model's classes per example, in its PEFs,
+    predictions and purities: a regression or multi-label head is refused before the run folder is made. Of
+    several outputs they ran with a warning from inside the PEF stage, and a folder of readings of a softmax the
+    model never computes; run_embedded wrote a failed run folder before refusing a single output."""
+    problem = getattr(getattr(model, "config", None), "problem_type", None)
+    if n_classes < 2:
+        raise ValueError(f"{source} holds a model with {n_classes} output (problem_type {problem!r}): NPEFF reads a "
+                         "classifier's distribution over its classes, and a regression head has none; pass a sequence "
+                         "classifier of two classes or more")
+    if problem in _NOT_ONE_DISTRIBUTION:
+        raise ValueError(f"{source} holds {_NOT_ONE_DISTRIBUTION[problem]}, and a run reads a classifier's one "
+                         "distribution over its classes (PEFs, predictions, label purities), which it does not give: "
+                         "pass a sequence classifier. To read its outputs as softmax logits anyway, knowing the PEFs "
+                         "are not its Fisher, use compute_pefs or write_pefs, which warn of it")
+
+
 def check_weights(model: torch.nn.Module) -> None:
     """The model's parameters hold their weights: none on the meta device (no weights loaded, or offloaded by
     accelerate), which every reading of the model (its fingerprint included) failed on deep inside torch."""
