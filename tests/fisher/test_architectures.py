@@ -389,6 +389,24 @@ def test_a_regression_model_of_several_outputs_is_named_as_such():
         compute_pefs(model, example_inputs("BERT"), n_values=10, progress=False)
 
 
+def test_a_regression_model_of_one_output_is_refused_without_a_warning_that_its_pefs_are_read_as_a_softmax(bert_inputs):
+    """Before the refusal (one output is no distribution), a warning said its PEFs were read as a softmax: PEFs
+    that were never computed."""
+    import warnings
+
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from workbench.fisher import NotClassLogitsError
+
+    model = BertForSequenceClassification(BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1,
+                                                     num_attention_heads=2, intermediate_size=32, num_labels=1,
+                                                     problem_type="regression")).eval()
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(NotClassLogitsError, match="regression head"):
+        warnings.simplefilter("always")
+        compute_pefs(model, bert_inputs, n_values=10, progress=False)
+    assert not [w for w in caught if "softmax" in str(w.message)], [str(w.message) for w in caught]
+
+
 def test_left_padding_under_absolute_positions_gives_each_example_s_pefs_alone(caplog):
     """GPT-2 numbers positions from the first column: a left-padded example's tokens sit at other
     positions than alone. Its PEFs are those of the example alone, as the loop's are."""

@@ -321,8 +321,10 @@ def check_model(model: torch.nn.Module, inputs) -> None:
     if broken:
         raise ValueError(f"{len(broken)} of the model's parameters hold NaN or infinite values (e.g. {broken[0]}): the "
                          "model diverged in training or its file is damaged; load a checkpoint from before that")
-    problem = getattr(getattr(model, "config", None), "problem_type", None)
-    if problem in _NOT_ONE_DISTRIBUTION:  # a regression of several outputs ran as a classifier without a word
+    config = getattr(model, "config", None)
+    problem = getattr(config, "problem_type", None)
+    # a regression of several outputs ran as a classifier without a word; one output is refused with its own message
+    if problem in _NOT_ONE_DISTRIBUTION and getattr(config, "num_labels", 2) != 1:
         warnings.warn(f"the model is {_NOT_ONE_DISTRIBUTION[problem]}, but PEFs read its outputs as the logits of one "
                       "softmax distribution over the classes (the method's Fisher of a categorical prediction), so they "
                       "are not this model's Fisher", stacklevel=user_stacklevel())
