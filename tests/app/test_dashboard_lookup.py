@@ -117,6 +117,28 @@ def test_the_deletion_check_of_a_cut_text_warns_of_the_text_not_of_its_deletions
     assert len(cut) == 1 and cut[0].startswith("1 of 1 texts are longer than max_length=64"), cut
 
 
+def test_a_new_text_s_lookup_covers_the_run_s_parameters_of_a_model_given_with_some_frozen(explorer, embedded_run):
+    """A model given to the explorer with layers frozen after the run (requires_grad=False) left them out of a new
+    text's PEF: lookup and deletion_effects failed, its PEFs 'computed over other parameters than the decomposition',
+    under a warning that listed every one of the run's parameters as a pattern."""
+    import warnings
+
+    from workbench.models.embedded import load_default_model
+
+    model, tokenizer = load_default_model(embedded_run.model_path)
+    *frozen, _ = model.parameters()
+    for p in frozen:
+        p.requires_grad_(False)
+    given = RunExplorer.open(embedded_run.path, model=model, tokenizer=tokenizer)
+    text = "a new text the run has not seen"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lookup = given.lookup(text, n=None)
+    pd.testing.assert_frame_equal(lookup.loadings, explorer.lookup(text, n=None).loadings)
+    pd.testing.assert_frame_equal(given.deletion_effects(0, text), explorer.deletion_effects(0, text))
+    assert not any(p.requires_grad for p in frozen)
+
+
 def test_lookup_refuses_what_it_cannot_read(explorer):
     with pytest.raises(IndexError, match="example must be from 0"):
         explorer.lookup(10**6)

@@ -60,14 +60,18 @@ def pefs_of_texts(model, tokenizer, decomposition, texts: Sequence, *, kind: str
     the others are made from them)."""
     from ..models.text import encode_texts
     from ..runner import compute_pefs
+    from .moves import differentiable, parameters_of
 
     _check_new_texts(texts)
     inputs = encode_texts(model, tokenizer, texts, max_length, warn=warn_of is None).inputs
     if warn_of:
         encode_texts(model, tokenizer, list(texts)[:warn_of], max_length)
     include = ["^" + re.escape(name) + "$" for name in decomposition.layout_.names]
-    return compute_pefs(model, inputs, kind=kind, n_values=n_values, include=include, device=device,
-                        progress=False, check_resources=False)
+    # a layer frozen after the run (a model given to the explorer) would be left out of the PEF, which then fits
+    # no component of the decomposition
+    with differentiable(parameters_of(model, decomposition.layout_)):
+        return compute_pefs(model, inputs, kind=kind, n_values=n_values, include=include, device=device,
+                            progress=False, check_resources=False)
 
 
 def coefficients_of_texts(model, tokenizer, decomposition, texts: Sequence, **kwargs) -> tuple[np.ndarray, float]:
