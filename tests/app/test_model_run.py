@@ -193,6 +193,23 @@ def test_every_bad_argument_and_model_is_refused_before_the_run_folder_is_touche
     assert not (tmp_path / "run").exists()
 
 
+def test_labels_given_as_the_model_s_class_names_are_refused_naming_its_label2id(small_gpt2, tmp_path):
+    """The refusal of text labels advised pandas.factorize, which numbers names in the order they first appear: with
+    the first text's label the model's class 1, every label was read as the other class."""
+    from transformers import AutoConfig, GPT2ForSequenceClassification
+
+    from tests.models.lm.conftest import prompt_tokenizer
+
+    config = AutoConfig.from_pretrained(small_gpt2 / "classifier", id2label={0: "neg", 1: "pos"},
+                                        label2id={"neg": 0, "pos": 1})
+    GPT2ForSequenceClassification(config).save_pretrained(tmp_path / "named")
+    prompt_tokenizer().save_pretrained(tmp_path / "named")
+    with pytest.raises(TypeError, match=r"got names such as 'pos'.*\{'neg': 0, 'pos': 1\}.*label2id\[name\].*not "
+                                        r"pandas.factorize.*\(1 names are not the model's, e.g. 'neutral'\)"):
+        run_model(tmp_path / "run", tmp_path / "named", TEXTS, ["pos", "neg", "neutral", "pos"], n_components=2)
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_compiled_pattern_and_a_torch_device_are_recorded_as_text(small_gpt2, tmp_path):
     """Accepted by write_pefs, they failed as 'cannot write Pattern as JSON' once the run folder existed."""
     run = run_model(tmp_path / "run", small_gpt2 / "classifier", TEXTS, [0, 1, 0, 1], n_components=2, n_values=50,

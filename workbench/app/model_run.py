@@ -94,6 +94,7 @@ def run_model(
     model, tokenizer = _load(source, template, label_words, label_prefix)
     n_classes = _n_classes(model)
     check_run_head(model, n_classes, source)
+    _check_label_names(labels, model, source)
     labels = as_labels(labels, len(texts))  # the checks write_pefs makes, made before the folder is touched
     check_label_range(labels, n_classes)
     labels = labels.numpy()
@@ -232,6 +233,25 @@ def _check_attribute_cells(column: pd.Series) -> None:
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:
         raise TypeError(f"attributes column {column.name!r} mixes kinds of values ({error}): make it one kind, e.g. "
                         "attributes[name].astype(str)") from None
+
+
+def _check_label_names(labels, model, source) -> None:
+    """Labels given as the names of a model that names its classes: as_labels' general advice, pandas.factorize,
+    numbers names in the order they first appear, which is not the model's order when the first text's label is
+    its class 1, and every label would be read as the other class."""
+    named = {str(k): v for k, v in (getattr(getattr(model, "config", None), "label2id", None) or {}).items()
+             if str(k) != f"LABEL_{v}"}
+    if not named or labels is None or isinstance(labels, str):
+        return
+    names = [label for label in list(labels)[:1000] if isinstance(label, str)]
+    if not names:
+        return
+    unknown = sorted(set(names) - set(named))
+    raise TypeError(f"labels must be class indices, got names such as {names[0]!r}; the model in {source} numbers "
+                    f"its classes {named} (its config's label2id): pass label2id = AutoConfig.from_pretrained(model_path)"
+                    ".label2id; labels = [label2id[name] for name in labels], not pandas.factorize, which numbers them "
+                    "in the order they first appear" + (f" ({len(unknown)} names are not the model's, e.g. "
+                                                        f"{unknown[0]!r})" if unknown else ""))
 
 
 def _n_classes(model) -> int:
