@@ -79,3 +79,23 @@ def test_a_card_whose_strongest_word_is_the_read_out_says_so():
     assert "the model reads its class here" in report.example_html(card)
     plain = _card(None)  # an encoder's card, or a model that tells nothing: no such note
     assert not plain.strongest_is_read_out and "reads its class" not in report.example_html(plain)
+
+
+def _family(name):
+    from workbench.models.architectures import build, example_inputs
+
+    inputs = example_inputs(name)
+    return _positions(build(name), inputs["input_ids"], inputs["attention_mask"])
+
+
+def test_a_linear_probe_on_a_frozen_body_reads_its_class_where_its_head_does():
+    """A head trained on a frozen body: its hidden states were untracked by autograd, and the read-out None."""
+    from workbench.models.architectures import build, example_inputs
+
+    for name, expected in (("BERT", [[0]] * 6), ("GPT-2", [[6], [5], [4]] * 2)):
+        model, inputs = build(name), example_inputs(name)
+        body = [p for n, p in model.named_parameters() if not n.startswith(("classifier", "score"))]
+        for p in body:
+            p.requires_grad_(False)
+        assert _positions(model, inputs["input_ids"], inputs["attention_mask"]) == expected
+        assert not any(p.requires_grad for p in body)  # frozen again

@@ -24,8 +24,12 @@ def read_out_positions(model: torch.nn.Module, inputs: Mapping, rows: list[torch
     """(n_tokens,) bool per example: the positions (of ``rows[k]``, example k's real positions) where the model
     reads its class; None where it does not tell (no ``hidden_states`` in its output, an encoder-decoder, hidden
     states of another length than the input), or reads every position (mean pooling: no one place to set aside)."""
+    from .moves import differentiable
+
     try:
-        with torch.enable_grad():
+        # every parameter differentiable: a body frozen under a trained head (a linear probe) has states autograd
+        # does not track, and read as telling nothing
+        with torch.enable_grad(), differentiable(list(model.parameters())):
             out = model(**inputs, output_hidden_states=True)
             hidden = getattr(out, "hidden_states", None)
             logits = getattr(out, "logits", None)
