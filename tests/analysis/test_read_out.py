@@ -99,3 +99,16 @@ def test_a_linear_probe_on_a_frozen_body_reads_its_class_where_its_head_does():
             p.requires_grad_(False)
         assert _positions(model, inputs["input_ids"], inputs["attention_mask"]) == expected
         assert not any(p.requires_grad for p in body)  # frozen again
+
+
+def test_an_encoder_decoder_reads_its_class_through_its_decoder_one_token_back():
+    """BART and T5 read their decoder's state at the last EOS; the decoder's position t holds token t − 1, so the
+    word read is the one before the EOS (the token scores place the decoder's mass alike). T5Gemma returns its
+    decoder's states as hidden_states, and was read at the position after."""
+    from workbench.models.architectures import available
+
+    for name in ("BART", "T5 (Flan-T5 shape)", "MBart", "T5Gemma"):
+        if name in available():
+            # example_inputs ends each text with its EOS; T5Gemma reads one past the last real token, clamped
+            expected = [[5], [5], [4]] * 2 if name == "T5Gemma" else [[5], [4], [3]] * 2
+            assert _family(name) == expected, name

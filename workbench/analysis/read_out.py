@@ -22,25 +22,29 @@ READ_OUT_SHARE = 1e-4
 
 def read_out_positions(model: torch.nn.Module, inputs: Mapping, rows: list[torch.Tensor]) -> list[np.ndarray] | None:
     """(n_tokens,) bool per example: the positions (of ``rows[k]``, example k's real positions) where the model
-    reads its class; None where it does not tell (no ``hidden_states`` in its output, an encoder-decoder, hidden
-    states of another length than the input), or reads every position (mean pooling: no one place to set aside)."""
+    reads its class; None where it does not tell (no hidden states, hidden states of another length than the input
+    (Funnel's pooled ones) or outside the logits' graph (XLNet's, copied from its time-major ones)), or reads every
+    position (mean pooling: no one place to set aside). An encoder-decoder reads its decoder's states, whose
+    position t holds token t − 1 (the input shifted right), as the token scores place them."""
     from .moves import differentiable
 
+    config = getattr(model, "config", None)
+    encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
     try:
         # every parameter differentiable: a body frozen under a trained head (a linear probe) has states autograd
         # does not track, and read as telling nothing
         with torch.enable_grad(), differentiable(list(model.parameters())):
-            out = model(**inputs, output_hidden_states=True)
-            hidden = getattr(out, "hidden_states", None)
-            logits = getattr(out, "logits", None)
-            if not hidden or logits is None or hidden[-1].shape[:2] != inputs["input_ids"].shape[:2]:
+            last, logits = _last_states_and_logits(model, inputs, encoder_decoder)
+            if last is None or logits is None or last.shape[:2] != inputs["input_ids"].shape[:2]:
                 return None
             # a fixed random mix of the classes: no class's gradient cancels another's
             mix = torch.randn(logits.shape[-1], generator=torch.Generator().manual_seed(0)).to(logits)
-            (gradient,) = torch.autograd.grad((logits.float() * mix).sum(), hidden[-1])
+            (gradient,) = torch.autograd.grad((logits.float() * mix).sum(), last)
     except (TypeError, ValueError, RuntimeError):  # a forward of one's own that takes no output_hidden_states
         return None
-    norms = gradient.float().norm(dim=-1).detach().cpu()  # (batch, tokens)
+    norms = gradient.float().norm(dim=-1).detach().cpu()  # (batch, positions)
+    if encoder_decoder:
+        norms = torch.nn.functional.pad(norms[:, 1:], (0, 1))  # position 0 reads the start token, no token of the text
     found = []
     for k, real in enumerate(rows):
         per_token = norms[k, real].numpy()
@@ -49,6 +53,18 @@ def read_out_positions(model: torch.nn.Module, inputs: Mapping, rows: list[torch
     if any(read.all() and read.size > 1 for read in found):
         return None
     return found
+
+
+def _last_states_and_logits(model, inputs: Mapping, encoder_decoder: bool):
+    """The model's last hidden states (its decoder's, for an encoder-decoder) and its class logits; None for either
+    it does not return."""
+    out = model(**inputs, output_hidden_states=True)
+    logits = getattr(out, "logits", None)
+    states = getattr(out, "hidden_states", None)
+    if encoder_decoder:  # T5Gemma's classifier returns its decoder's as hidden_states, BART's and T5's apart
+        states = getattr(out, "decoder_hidden_states", None) or states
+    last = states[-1] if isinstance(states, (tuple, list)) and states else None
+    return (last if isinstance(last, torch.Tensor) and last.ndim == 3 else None), logits
 
 
 def page_read_out(model: torch.nn.Module, inputs: Mapping, device=None) -> list[np.ndarray] | None:
