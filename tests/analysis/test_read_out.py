@@ -112,3 +112,12 @@ def test_an_encoder_decoder_reads_its_class_through_its_decoder_one_token_back()
             # example_inputs ends each text with its EOS; T5Gemma reads one past the last real token, clamped
             expected = [[5], [5], [4]] * 2 if name == "T5Gemma" else [[5], [4], [3]] * 2
             assert _family(name) == expected, name
+
+
+def test_longformer_reads_its_cls_though_its_states_are_cut_from_its_window():
+    """Longformer pads the input to its attention window and returns its states cut back, a view the logits'
+    graph never used: the read-out was None."""
+    from workbench.models.architectures import available
+
+    if "Longformer" in available():
+        assert _family("Longformer") == [[0]] * 6

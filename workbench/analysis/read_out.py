@@ -39,7 +39,7 @@ def read_out_positions(model: torch.nn.Module, inputs: Mapping, rows: list[torch
                 return None
             # a fixed random mix of the classes: no class's gradient cancels another's
             mix = torch.randn(logits.shape[-1], generator=torch.Generator().manual_seed(0)).to(logits)
-            (gradient,) = torch.autograd.grad((logits.float() * mix).sum(), last)
+            gradient = _gradient((logits.float() * mix).sum(), last)
     except (TypeError, ValueError, RuntimeError):  # a forward of one's own that takes no output_hidden_states
         return None
     norms = gradient.float().norm(dim=-1).detach().cpu()  # (batch, positions)
@@ -53,6 +53,20 @@ def read_out_positions(model: torch.nn.Module, inputs: Mapping, rows: list[torch
     if any(read.all() and read.size > 1 for read in found):
         return None
     return found
+
+
+def _gradient(output: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    try:
+        (gradient,) = torch.autograd.grad(output, last, retain_graph=True)
+        return gradient
+    except RuntimeError:
+        # states returned as a view of those the head read (Longformer's, cut from its window's padding): the
+        # gradient of the ones read, seen through the same view
+        base = last._base
+        if base is None or not base.is_contiguous():
+            raise
+        (gradient,) = torch.autograd.grad(output, base)
+        return gradient.contiguous().as_strided(last.size(), last.stride(), last.storage_offset() - base.storage_offset())
 
 
 def _last_states_and_logits(model, inputs: Mapping, encoder_decoder: bool):
