@@ -121,3 +121,9 @@ def test_longformer_reads_its_cls_though_its_states_are_cut_from_its_window():
 
     if "Longformer" in available():
         assert _family("Longformer") == [[0]] * 6
+
+
+def test_a_zero_shot_classifier_reads_its_class_at_its_prompt_s_last_token():
+    """Its forward returns class logits alone and takes no output_hidden_states: the read-out was None, though a
+    template ending with the text ("{text}") reads the class at the text's last word."""
+    assert _family("Llama as a zero-shot classifier") == [[6], [5], [4]] * 2  # padded on the left

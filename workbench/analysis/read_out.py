@@ -72,8 +72,14 @@ def _gradient(output: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
 def _last_states_and_logits(model, inputs: Mapping, encoder_decoder: bool):
     """The model's last hidden states (its decoder's, for an encoder-decoder) and its class logits; None for either
     it does not return."""
-    out = model(**inputs, output_hidden_states=True)
-    logits = getattr(out, "logits", None)
+    if hasattr(model, "hidden_states"):
+        # a language model read as a classifier returns class logits alone: the LM's states, its next token's logits
+        out = model.hidden_states(**inputs)
+        logits = getattr(out, "logits", None)
+        logits = None if logits is None else logits[:, -1]
+    else:
+        out = model(**inputs, output_hidden_states=True)
+        logits = getattr(out, "logits", None)
     states = getattr(out, "hidden_states", None)
     if encoder_decoder:  # T5Gemma's classifier returns its decoder's as hidden_states, BART's and T5's apart
         states = getattr(out, "decoder_hidden_states", None) or states

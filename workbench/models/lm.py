@@ -192,8 +192,9 @@ class ZeroShotClassifier(nn.Module):
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
         """The language model's output with its ``hidden_states`` (embeddings, then each layer), on the
-        prompts as ``forward`` reads them (for ``workbench.analysis.trace``)."""
-        return self.lm(**self._lm_inputs(input_ids, attention_mask), output_hidden_states=True)
+        prompts as ``forward`` reads them (for ``workbench.analysis.trace`` and ``read_out``), and the logits of
+        the last position alone where the model allows it, as ``forward``'s."""
+        return self.lm(**self._lm_inputs(input_ids, attention_mask), output_hidden_states=True, **self._keep_last)
 
     def _lm_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> dict:
         if attention_mask is None:
