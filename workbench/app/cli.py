@@ -114,6 +114,7 @@ def _fit(args: argparse.Namespace) -> int:
     from ..distributed import fit_distributed, process_group
     from ..npeff import estimator_for
     from ..store.pef_store import PefStore
+    from .fit_memory import check_fit_memory
 
     _check_out(args.out, args.store)
     if args.checkpoint is not None:
@@ -128,6 +129,10 @@ def _fit(args: argparse.Namespace) -> int:
                       progress=ranks.is_main)
         estimator = estimator_for(store.kind).for_iterations(args.n_components, args.n_iters_g_only, args.n_iters_joint,
                                                              **common)
+        check_fit_memory(store, args.n_components, solver=getattr(estimator, "solver", None),
+                         min_nonzero_per_col=args.min_nonzero_per_col, device=ranks.device, n_ranks=ranks.world_size,
+                         resume="the same command on a machine with more memory (or on more ranks, which split the "
+                                "parameters) fits it")
         started = time.perf_counter()
         fit_distributed(estimator, store, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every)
         seconds = time.perf_counter() - started

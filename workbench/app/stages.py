@@ -20,6 +20,7 @@ from ..npeff import estimator_for
 from ..runner import write_pefs
 from ..store.files import StoreError, atomic_path
 from ..store.lock import exclusive
+from .fit_memory import check_fit_memory
 from .run_folder import (COMPONENTS, DECOMPOSITION, EXAMPLES, FIT_CHECKPOINT, FIT_CHECKPOINT_EVERY, PEFS, Run,
                          RunRecorder)
 
@@ -76,6 +77,10 @@ def run_stages(
                 n_values=params["n_values"], batch_size=params["batch_size"], device=device, progress=progress,
                 **pef_filters, provenance={"model_path": str(source), **provenance},
             )
+            # the fit loads the whole store: a fit the memory cannot hold is refused before it, the store kept
+            check_fit_memory(store, params["n_components"], device=device, resume=(
+                "the same run again with the same arguments on a machine with more memory finds its PEFs complete "
+                "and goes on to the fit"))
             pefs = store.load()
             examples["prediction"] = pefs.predictions
             with atomic_path(out / EXAMPLES) as tmp:
