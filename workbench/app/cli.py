@@ -132,7 +132,7 @@ def _fit(args: argparse.Namespace) -> int:
         check_fit_memory(store, args.n_components, solver=getattr(estimator, "solver", None),
                          min_nonzero_per_col=args.min_nonzero_per_col, device=ranks.device, n_ranks=ranks.world_size,
                          resume="the same command on a machine with more memory (or on more ranks, which split the "
-                                "parameters) fits it")
+                                "parameters) fits it", refuse=ranks.world_size == 1)  # no rank refuses alone
         started = time.perf_counter()
         fit_distributed(estimator, store, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every)
         seconds = time.perf_counter() - started

@@ -112,10 +112,11 @@ def estimate_fit_memory(store: PefStore, n_components: int, *, solver: str | Non
 
 
 def check_fit_memory(store: PefStore, n_components: int, *, solver: str | None = None, min_nonzero_per_col: int = 1,
-                     device=None, n_ranks: int = 1, resume: str) -> FitMemoryEstimate | None:
+                     device=None, n_ranks: int = 1, resume: str, refuse: bool = True) -> FitMemoryEstimate | None:
     """Log the fit's estimate and refuse (InsufficientResourcesError, with both numbers and the fixes)
     a fit the memory available cannot hold, before the store is loaded; the store is left in place.
-    ``resume`` says how the same fit is run again on a bigger machine."""
+    ``resume`` says how the same fit is run again on a bigger machine. ``refuse=False`` logs the refusal as a
+    warning instead: one rank of several refusing alone left the others waiting in the fit's collectives."""
     estimate = estimate_fit_memory(store, n_components, solver=solver, min_nonzero_per_col=min_nonzero_per_col,
                                    device=device, n_ranks=n_ranks)
     if estimate is None:
@@ -127,7 +128,7 @@ def check_fit_memory(store: PefStore, n_components: int, *, solver: str | None =
     for needed, available, where in needs:
         if available is not None and needed > available:
             dual = " or solver='primal' (the dual's Gram of the examples is n_rows² × 8 bytes)" if solver == "dual" else ""
-            raise InsufficientResourcesError(
+            error = InsufficientResourcesError(
                 f"the fit of the PEF store {store.path} needs at least {format_bytes(needed)} of {where} "
                 f"({estimate.n_values} stored values, {estimate.n_rows} rows, ≥ {estimate.n_kept_at_least} kept "
                 f"parameters × {n_components} components), but only {format_bytes(available)} is available. Fit "
@@ -135,4 +136,7 @@ def check_fit_memory(store: PefStore, n_components: int, *, solver: str | None =
                 f"--scope), fewer components{dual}, or move to a machine with more memory. The PEF store was "
                 f"left in place: {resume}"
             )
+            if refuse:
+                raise error
+            logger.warning("%s", error)
     return estimate
