@@ -27,6 +27,11 @@ def test_the_run_opens_with_its_attributes_and_the_model_s_own_length(own_run):
     page = explorer.top_examples(int(table.index[0]), page_size=3)
     assert page.examples and all(e.tokens for e in page.examples)
     assert own_run.record["status"] == "complete" and own_run.params["exclude"] == "classifier|pooler"
+    # each attribute's mean purity is recorded beside chance's, as the embedded task's strategies are: alone it
+    # said nothing of whether the components beat random sets of texts
+    figures = own_run.record["figures"]
+    assert figures["mean_strategy_purity"] == pytest.approx(explorer.table["strategy_purity"].mean())
+    assert 0 < figures["chance_strategy_purity"] < 1
 
 
 def test_a_run_folder_and_model_folder_given_the_wrong_way_round_are_said_to_be_swapped(tmp_path):

@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.defaults import N_ITERS_G_ONLY, N_ITERS_JOINT, N_VALUES
-from ..analysis.tables import RESERVED_COLUMNS, check_attribute_cells, check_attribute_names, component_table
+from ..analysis.tables import (RESERVED_COLUMNS, attribute_figures, check_attribute_cells, check_attribute_names,
+                               component_table)
 from ..core.arguments import check_model_folder, flag, positive_int, seed_value, user_path
 from ..core.device import resolve_device
 from ..core.kinds import KINDS
@@ -135,7 +136,8 @@ def run_model(
 
     return run_stages(out, params, seeds={"fit": seed}, device=resolved, progress=progress, model_stage=model_stage,
                       examples_stage=examples_stage, pef_filters={"include": include, "exclude": exclude},
-                      provenance={}, table_of=table_of, made_by="run_model")
+                      provenance={}, table_of=table_of, made_by="run_model",
+                      figures_of=None if attributes is None else lambda table, _, n: attribute_figures(table, attributes, n))
 
 
 def _check_prompt(template, label_words) -> None:
