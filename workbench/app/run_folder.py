@@ -36,6 +36,7 @@ from safetensors import safe_open
 
 from ..core.arguments import DECOMPOSITION, RUN_RECORD, RUNS_RECORDED_HERE, positive_int, user_path
 from ..core.kinds import choices as kind_choices, kind as kind_named
+from ..core.staging import plain_modes
 from ..models.text import TEXT_PAIR_COLUMN
 from .. import report
 from ..store.files import (CHECKSUM, StoreError, check_folder, check_format, file_checksum, is_temporary, json_default,
@@ -123,8 +124,9 @@ def copy_model(source: Path, out: Path, model=None, tokenizer=None) -> None:
     if is_adapter_folder(source) and model is not None:
         model.save_pretrained(out / MODEL)  # as copytree, not atomic: the run redoes a stage it did not finish
         tokenizer.save_pretrained(out / MODEL)
-        return
-    shutil.copytree(source, out / MODEL)
+    else:
+        shutil.copytree(source, out / MODEL)
+    plain_modes(out / MODEL)  # a model saved before this version (the cached embedded one) came 0600
 
 
 def check_new_run_folder(out: Path) -> None:

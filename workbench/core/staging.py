@@ -49,3 +49,31 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # another user's process
         return True
     return True
+
+
+def process_umask() -> int:
+    """This process's umask, read without changing it (os.umask sets it to read it, which
+    races with the threads that write chunks)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # no /proc (macOS): read it the only other way, and put it back
+    os.umask(mask)
+    return mask
+
+
+def plain_modes(folder: str | os.PathLike) -> None:
+    """Give the weights that ``save_pretrained`` wrote into ``folder`` the mode a plain ``open()`` would.
+
+    safetensors writes a temporary file (0600 whatever the umask) and renames it: a model saved
+    so, and every run folder it was copied into, was unreadable to the group and to other users
+    (a run shared with them opened, and its model then failed as "No such file or directory").
+    Only .safetensors files at exactly 0600 are changed: that is safetensors' mark, not a choice."""
+    mode = 0o666 & ~process_umask()
+    for path in Path(folder).rglob("*.safetensors"):
+        if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o777 == 0o600 and mode != 0o600:
+            os.chmod(path, mode)

@@ -312,8 +312,22 @@ def _loading(folder, what: str):
                 f"...For{kind}: NPEFF reads sequence classifiers, and causal language models through a prompt "
                 "(template= and label_words=); a sequence-to-sequence LM (T5, BART as saved for generation) is "
                 "neither: fine-tune it as a ...ForSequenceClassification") from None
+        unreadable = _unreadable_files(folder)
+        if unreadable:  # safetensors says "No such file or directory" of a file it may not read
+            raise PermissionError(
+                f"the {what} saved in {folder} cannot be read by this user: {', '.join(unreadable[:3])} may be read "
+                "by its owner alone; ask the owner to make the folder readable (chmod -R a+rX on it), or to copy the "
+                "run where you can read it") from err
         raise OSError(f"the {what} saved in {folder} cannot be loaded ({type(err).__name__}: {err}): a file there is "
                       f"damaged or was not written by save_pretrained; save the {what} again") from err
+
+
+def _unreadable_files(folder) -> list[str]:
+    """The names of the files in ``folder`` that this process may not read."""
+    try:
+        return sorted(p.name for p in Path(folder).iterdir() if p.is_file() and not os.access(p, os.R_OK))
+    except OSError:
+        return []
 
 
 # -- PEFT (LoRA) adapter folders: a fine-tune saved as its adapters, read as the classifier it makes ------

@@ -25,7 +25,7 @@ from safetensors.numpy import load_file, save_file
 
 from ..core.arguments import DECOMPOSITION, enclosing_run, run_part, user_path
 from ..core.disk import naming_disk_errors
-from ..core.staging import remove_dead_staging, staging_path, writer_ended
+from ..core.staging import process_umask, remove_dead_staging, staging_path, writer_ended
 from .. import __version__
 from .formats import FORMATS, MANIFEST, FileFormat
 
@@ -98,21 +98,6 @@ def atomic_path(path: str | os.PathLike):
                 leftover.unlink()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def process_umask() -> int:
-    """This process's umask, read without changing it (os.umask sets it to read it, which
-    races with the threads that write chunks)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)  # no /proc (macOS): read it the only other way, and put it back
-    os.umask(mask)
-    return mask
 
 
 def _fsync(path: str | os.PathLike) -> None:

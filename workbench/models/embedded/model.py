@@ -36,7 +36,7 @@ from transformers import (
 )
 
 from ...core.arguments import check_model_folder, seed_value, user_path
-from ...core.staging import remove_dead_staging, staging_path
+from ...core.staging import plain_modes, remove_dead_staging, staging_path
 from ..loading import (check_can_pad, in_float32, is_adapter_folder, load_adapter, load_saved, load_saved_tokenizer,
                        pad_with_end_of_text)
 from ..text import encode_texts
@@ -362,6 +362,7 @@ def train_default_model(
         with transformers_bars(progress):
             model.save_pretrained(folder)
             tokenizer.save_pretrained(folder)
+        plain_modes(folder)
         entry = {"step": step, **metrics}
         (folder / CHECKPOINT_RECORD).write_text(json.dumps(entry, indent=2))
         checkpoints.append(entry)
@@ -387,6 +388,7 @@ def train_default_model(
     with transformers_bars(progress):  # transformers 5 draws 'Writing model shards' as it saves
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
+    plain_modes(out)
     record = {
         **metrics,
         "base": base,
