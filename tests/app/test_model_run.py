@@ -361,3 +361,29 @@ def test_the_dashboard_of_a_run_whose_top_set_holds_every_example_says_why_it_ha
     with pytest.raises(ValueError, match="no example is left outside the top set"):
         explorer.sweep(0, [0.1])  # asked for on its own, the sweep is refused as before
     assert RunExplorer.open(run.path, n_top=2).dashboard(0, sweep=(0.1,)).sweep is not None
+
+
+def test_labels_that_cannot_be_saved_are_refused_before_the_model_scores_anything(own_run, tmp_path, monkeypatch):
+    """A run folder this user may not write (or one moved since it was opened) was refused only after every
+    component's top examples were scored: as 'Free space on that disk', or as 'run again since it was opened'."""
+    import shutil
+
+    from workbench.analysis import labels
+    from workbench.app import run_folder
+
+    def scored(*args, **kwargs):
+        raise AssertionError("the model scored the top examples of labels that cannot be saved")
+
+    monkeypatch.setattr(labels, "top_tokens", scored)
+    shutil.copytree(own_run.path, tmp_path / "run")
+    explorer = RunExplorer.open(tmp_path / "run")
+    with monkeypatch.context() as patched:  # root writes everywhere: the check's answer for a read-only folder
+        patched.setattr(run_folder, "cannot_write_in", lambda folder: "Permission denied")
+        with pytest.raises(PermissionError, match=r"cannot save the labels \(labels\.csv\) into the run folder .*run: "
+                                                  r"this user may not write there \(Permission denied\); copy the run"):
+            explorer.label_components()
+    (tmp_path / "run").rename(tmp_path / "moved")
+    with pytest.raises(FileNotFoundError, match=r"the run folder .*run was moved or deleted since it was opened; open "
+                                                r"it again where it is now"):
+        explorer.label_components()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["moved"]

@@ -173,6 +173,7 @@ class RunExplorer:
         from ..analysis.labels import component_labels, top_tokens
 
         n_examples = positive_int(n_examples, "n_examples")
+        self.run.check_writable(f"the labels ({LABELS})")
         model, tokenizer = self.model_and_tokenizer()
         sets = {int(j): (row[row >= 0] if n_examples <= self.n_top else self.ranking(j))[:n_examples]
                 for j, row in enumerate(self.top_sets)}  # the top sets stop at the explorer's n_top

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import json
 import os
 import platform
@@ -34,7 +35,7 @@ from pathlib import Path
 import pandas as pd
 from safetensors import safe_open
 
-from ..core.arguments import DECOMPOSITION, RUN_RECORD, RUNS_RECORDED_HERE, positive_int, user_path
+from ..core.arguments import DECOMPOSITION, RUN_RECORD, RUNS_RECORDED_HERE, cannot_write_in, positive_int, user_path
 from ..core.kinds import choices as kind_choices, kind as kind_named
 from ..core.staging import plain_modes
 from ..models.text import TEXT_PAIR_COLUMN
@@ -452,6 +453,18 @@ class Run:
         raise StoreError(f"the run folder {self.path} was run again since it was opened (or is running now): what "
                          "would be written from here describes its earlier decomposition; open it again "
                          "(RunExplorer.open(path), or Workbench.from_run(path)) once the run is complete")
+
+    def check_writable(self, what: str) -> None:
+        """Refuse (PermissionError) before the work, not after it, to save ``what`` into a run folder this user
+        may not write (read-only, on a read-only disk, or another user's): it says to copy the run and open the copy."""
+        if not self.path.is_dir():  # a write would make the old folder anew, holding that file alone
+            raise FileNotFoundError(errno.ENOENT, f"cannot save {what}: the run folder {self.path} was moved or deleted "
+                                    "since it was opened; open it again where it is now (RunExplorer.open(path))")
+        reason = cannot_write_in(self.path)
+        if reason:
+            raise PermissionError(errno.EACCES, f"cannot save {what} into the run folder {self.path}: this user may not "
+                                  f"write there ({reason}); copy the run folder somewhere you may write (cp -r "
+                                  f"{self.path} COPY) and open the copy, RunExplorer.open(COPY)")
 
     @contextlib.contextmanager
     def _reading(self, name: str):
