@@ -421,3 +421,17 @@ def test_the_component_table_reads_back_attribute_values_as_their_text(finished,
     assert back["code"].tolist() == ["007", "042", "null", "None"]
     assert back["region_purity"].dtype == float and back["mass"].dtype == float
     assert not any("nan" in name for name in RunExplorer.open(folder).table["name"])
+
+
+def test_a_run_moved_and_run_again_with_the_same_arguments_keeps_its_readings(tmp_path):
+    """The run's folder is in its parameters (out): run again after mv runs/a runs/b, the same arguments were
+    other parameters, and the labels, exports and report of the same decomposition were deleted."""
+    from workbench.app.run_folder import EXPORTS, LABELS, REPORT, RunRecorder
+
+    RunRecorder(tmp_path / "a", {"n_components": 4, "out": str(tmp_path / "a")}).finish()
+    (tmp_path / "a" / LABELS).write_text("component,name\n0,old\n")
+    (tmp_path / "a" / EXPORTS).mkdir()
+    (tmp_path / "a" / REPORT).mkdir()
+    (tmp_path / "a").rename(tmp_path / "b")
+    RunRecorder(tmp_path / "b", {"n_components": 4, "out": str(tmp_path / "b")})
+    assert all((tmp_path / "b" / name).exists() for name in (LABELS, EXPORTS, REPORT))

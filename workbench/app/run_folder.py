@@ -151,6 +151,14 @@ def check_new_run_folder(out: Path) -> None:
                          f"folder, such as {out / 'run'}")
 
 
+def _settings(params) -> dict | None:
+    """A run's parameters as JSON holds them, less its own folder: a run moved or copied (mv runs/a runs/b) and run
+    again there with the same arguments had other parameters, and lost its labels, exports and report."""
+    if not isinstance(params, dict):
+        return params
+    return {k: v for k, v in json.loads(json.dumps(params, default=json_default)).items() if k != "out"}
+
+
 class RunRecorder:
     """Writes a run's record as it goes: ``with recorder.stage("pefs"): ...``."""
 
@@ -177,7 +185,7 @@ class RunRecorder:
             self._decomposition_before = file_identity(self.path / DECOMPOSITION)
         earlier = self._earlier_record()
         notebooks = earlier.get("notebooks")
-        changed = earlier and earlier.get("params") != json.loads(json.dumps(self.record["params"], default=json_default))
+        changed = earlier and _settings(earlier.get("params")) != _settings(self.record["params"])
         if changed:
             self._remove_readings()
         notebooks = self._live_notebooks(notebooks if isinstance(notebooks, dict) else {}, keep_finished=not changed)
