@@ -435,3 +435,24 @@ def test_a_run_moved_and_run_again_with_the_same_arguments_keeps_its_readings(tm
     (tmp_path / "a").rename(tmp_path / "b")
     RunRecorder(tmp_path / "b", {"n_components": 4, "out": str(tmp_path / "b")})
     assert all((tmp_path / "b" / name).exists() for name in (LABELS, EXPORTS, REPORT))
+
+
+def test_a_report_whose_run_was_run_again_while_it_was_made_is_not_put_in_place(tmp_path, monkeypatch):
+    """export_html checked the run only before making its pages: a rerun that wrote another decomposition meanwhile
+    got the earlier decomposition's report in its folder, shown from then on as its own."""
+    from workbench.report import export_html, pages
+
+    folder = synthetic_run(tmp_path / "run", n_components=4, n_examples=200)
+    explorer = RunExplorer.open(folder)
+    make_section = pages._component_section
+
+    def rerun_meanwhile(*args, **kwargs):
+        if not (folder / "rerun-done").exists():
+            synthetic_run(folder, n_components=4, n_examples=200, seed=1)
+            (folder / "rerun-done").write_text("")
+        return make_section(*args, **kwargs)
+
+    monkeypatch.setattr(pages, "_component_section", rerun_meanwhile)
+    with pytest.raises(StoreError, match=r"was run again since it was opened"):
+        export_html(explorer, folder / "report", highlight=False, progress=False)
+    assert not (folder / "report").exists() and not list(folder.glob(".report*"))

@@ -223,6 +223,8 @@ def export_html(explorer, out: str | os.PathLike, *, perturbations: Sequence = (
                     from plotly.offline import get_plotlyjs
 
                     (staging / PLOTLY_FILE).write_text(get_plotlyjs(), encoding="utf-8")
+            if is_within(out, explorer.run.path):  # run again while the pages were made (minutes, for many components)
+                explorer.run.check_unchanged()
             _replace_folder(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
