@@ -216,6 +216,22 @@ def test_an_export_after_the_run_folder_moved_does_not_make_the_old_folder_anew(
                                                                           "component vectors"}
 
 
+def test_an_export_into_a_run_folder_this_user_may_not_write_says_to_export_elsewhere(tmp_path, monkeypatch):
+    """A read-only run (or another user's) was refused as 'Free space on that disk, make the folder writable, or
+    choose another folder': the export button's folder is the run's, and no word said how to choose another."""
+    from workbench.app import run_folder
+
+    explorer = RunExplorer.open(synthetic_run(tmp_path / "run", n_components=3, n_examples=50, density=0.2))
+    monkeypatch.setattr(run_folder, "cannot_write_in", lambda folder: "Permission denied")  # root writes everywhere
+    with pytest.raises(PermissionError, match=r"cannot save an export \(exports/\) into the run folder .*run: this "
+                                              r"user may not write there \(Permission denied\); copy the run .*, or "
+                                              r"export elsewhere: export\(folder='my-exports'\)"):
+        explorer.export(format="csv")
+    assert not (tmp_path / "run" / "exports").exists()
+    assert set(explorer.export(tmp_path / "elsewhere", format="csv")) == {"components", "coefficients",
+                                                                          "component vectors"}
+
+
 def test_export_explains_a_placeholder_in_perturbations(explorer, tmp_path):
     with pytest.raises(TypeError, match=r"perturbations=\[ex.perturb\(3\)\]"):
         explorer.export(tmp_path / "x", format="csv", perturbations=[...])

@@ -576,9 +576,8 @@ class RunExplorer:
         """
         from ..analysis.export import export_run
 
-        if folder is None and not self.run.path.is_dir():  # an export alone would make the old folder anew
-            raise FileNotFoundError(f"the run folder {self.run.path} was moved or deleted since it was opened; open it "
-                                    "again where it is now (RunExplorer.open(path)), or pass folder= to export elsewhere")
+        if folder is None:
+            self.run.check_writable(f"an export ({EXPORTS}/)", ", or export elsewhere: export(folder='my-exports')")
         folder = user_path(folder, "folder") if folder is not None else self.run.path / EXPORTS
         if is_within(folder, self.run.path):
             self.run.check_unchanged()

@@ -462,17 +462,19 @@ class Run:
                          "would be written from here describes its earlier decomposition; open it again "
                          "(RunExplorer.open(path), or Workbench.from_run(path)) once the run is complete")
 
-    def check_writable(self, what: str) -> None:
-        """Refuse (PermissionError) before the work, not after it, to save ``what`` into a run folder this user
-        may not write (read-only, on a read-only disk, or another user's): it says to copy the run and open the copy."""
-        if not self.path.is_dir():  # a write would make the old folder anew, holding that file alone
+    def check_writable(self, what: str, elsewhere: str = "") -> None:
+        """Refuse before the work, not after it, to save ``what`` into this folder when it was moved or deleted since
+        it was opened (FileNotFoundError: a write would make the old folder anew, holding that file alone), or when
+        this user may not write there (PermissionError: read-only, on a read-only disk, or another user's). Each says
+        what to do; ``elsewhere``, where ``what`` may be written to another folder, says how."""
+        if not self.path.is_dir():
             raise FileNotFoundError(errno.ENOENT, f"cannot save {what}: the run folder {self.path} was moved or deleted "
-                                    "since it was opened; open it again where it is now (RunExplorer.open(path))")
+                                    f"since it was opened; open it again where it is now (RunExplorer.open(path)){elsewhere}")
         reason = cannot_write_in(self.path)
         if reason:
             raise PermissionError(errno.EACCES, f"cannot save {what} into the run folder {self.path}: this user may not "
                                   f"write there ({reason}); copy the run folder somewhere you may write (cp -r "
-                                  f"{self.path} COPY) and open the copy, RunExplorer.open(COPY)")
+                                  f"{self.path} COPY) and open the copy, RunExplorer.open(COPY){elsewhere}")
 
     @contextlib.contextmanager
     def _reading(self, name: str):
