@@ -456,3 +456,23 @@ def test_a_report_whose_run_was_run_again_while_it_was_made_is_not_put_in_place(
     with pytest.raises(StoreError, match=r"was run again since it was opened"):
         export_html(explorer, folder / "report", highlight=False, progress=False)
     assert not (folder / "report").exists() and not list(folder.glob(".report*"))
+
+
+def test_an_explorer_opened_before_a_rerun_reads_nothing_of_the_new_run_beside_the_old(tmp_path):
+    """An explorer reads its files as they are asked for: after a rerun its W was the first run's and its table and
+    examples the second's, warned of as 'components.csv has 6 rows for 4 components; recomputing it' and refused
+    as 'labels has 300 rows but W has 200: pass the examples the decomposition was fitted on'."""
+    folder = synthetic_run(tmp_path / "run", n_components=4, n_examples=200)
+    explorer = RunExplorer.open(folder)
+    assert explorer.W.shape == (200, 4)
+    synthetic_run(folder, n_components=6, n_examples=300, seed=1)
+    with pytest.raises(StoreError, match=r"was run again since it was opened \(or is running now\): its "
+                                         r"components\.csv, read now, is not of the run opened.*open it again"):
+        explorer.table
+    assert RunExplorer.open(folder).table.shape[0] == 6
+
+    moved = RunExplorer.open(folder)
+    folder.rename(tmp_path / "moved")
+    with pytest.raises(StoreError, match=r"cannot read examples\.parquet: the run folder .*run was moved or deleted "
+                                         r"since it was opened; open it again where it is now"):
+        moved.examples

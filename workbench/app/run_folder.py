@@ -449,18 +449,20 @@ class Run:
             if (self.path / name).is_file() and file_identity(self.path / name) != written:
                 raise StoreError(f"the run folder {self.path}: {name} is not the file this run wrote: it {_NOT_WRITTEN}")
 
-    def check_unchanged(self) -> None:
+    def check_unchanged(self, *, reading: str | None = None) -> None:
         """Refuse (StoreError) to write readings (labels, exports, a report) into this folder when it was
-        run again since it was opened: they would describe the earlier decomposition beside the new one."""
+        run again since it was opened: they would describe the earlier decomposition beside the new one.
+        ``reading``: the file just read, refused as read from the other run rather than written from this one."""
         def decomposition(record: dict):
             return record.get("files", {}).get(DECOMPOSITION) or record.get("started")
 
         with contextlib.suppress(Exception):
             if decomposition(read_run_record(self.path)) == decomposition(self.record):
                 return
-        raise StoreError(f"the run folder {self.path} was run again since it was opened (or is running now): what "
-                         "would be written from here describes its earlier decomposition; open it again "
-                         "(RunExplorer.open(path), or Workbench.from_run(path)) once the run is complete")
+        what = ("what would be written from here describes its earlier decomposition" if reading is None else
+                f"its {reading}, read now, is not of the run opened, whose files were read before")
+        raise StoreError(f"the run folder {self.path} was run again since it was opened (or is running now): {what}; "
+                         "open it again (RunExplorer.open(path), or Workbench.from_run(path)) once the run is complete")
 
     def check_writable(self, what: str, elsewhere: str = "") -> None:
         """Refuse before the work, not after it, to save ``what`` into this folder when it was moved or deleted since
@@ -478,14 +480,26 @@ class Run:
 
     @contextlib.contextmanager
     def _reading(self, name: str):
-        """What pandas, pyarrow or safetensors raise on a damaged file, as a StoreError naming it."""
+        """What pandas, pyarrow or safetensors raise on a damaged file, as a StoreError naming it; a file of a run
+        made again in the folder since this one was opened (an explorer's lazy reads: its W of the first run, its
+        examples of the second) is refused as such, not read beside the earlier run's files."""
         try:
             yield
         except StoreError:
             raise
         except Exception as err:
+            if not self.path.is_dir():
+                raise StoreError(f"cannot read {name}: the run folder {self.path} was moved or deleted since it was "
+                                 "opened; open it again where it is now (RunExplorer.open(path))") from err
+            self._check_read(name)
             raise StoreError(f"{self.path / name} cannot be read (damaged, or not written by this package: {err}); "
                              "run the run again into a new folder") from err
+        self._check_read(name)
+
+    def _check_read(self, name: str) -> None:
+        """After a read (a run made again starts by rewriting run.json): the file read was of this run."""
+        if DECOMPOSITION in self.record.get("files", {}):  # a run read as it goes (Run(path)) changes as it goes
+            self.check_unchanged(reading=name)
 
     @property
     def params(self) -> dict:
@@ -517,7 +531,9 @@ class Run:
         """The run's fitted decomposition (LrmNpeff or DNpeff) read from decomposition.safetensors."""
         from ..npeff import estimator_for  # on use: reading a run's record and tables needs no torch
 
-        return estimator_for(self.param("kind", "lrm")).load(self.path / DECOMPOSITION)
+        decomposition = estimator_for(self.param("kind", "lrm")).load(self.path / DECOMPOSITION)
+        self._check_read(DECOMPOSITION)
+        return decomposition
 
     def components(self) -> pd.DataFrame:
         """The component table as the run wrote it: attribute values as their text ("NA" read as missing, and
