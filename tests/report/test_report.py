@@ -3,6 +3,7 @@
 import os
 import re
 from html import unescape
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -530,3 +531,32 @@ def test_a_deletion_that_changes_nothing_reads_0_percent_not_minus_0():
                             "drop": [-3e-5, -0.004]})
     html = report.deletions_html([(3, ("sat", None, 8, 11), effects)])
     assert "-0%" not in html and "<bdi>sat</bdi> 0%, <bdi>the</bdi> 0%" in html
+
+
+@pytest.mark.parametrize("meanwhile", ["puts its report in place", "moves the report aside"])
+def test_two_exports_of_one_report_at_the_same_moment_both_succeed(hostile, tmp_path, monkeypatch, meanwhile):
+    """Two notebooks or panels exporting the same report: the second's renames met the first's, and failed with a
+    bare '[Errno 39] Directory not empty' (or 'No such file or directory'), its report lost."""
+    out = tmp_path / "report"
+    report.export_html(hostile, out, n_examples=1, highlight=False, dashboards=False, traces=False, progress=False)
+    replace, other, raced_once = os.replace, tmp_path / ".report.tmp-other", []
+
+    def raced(source, target):
+        # the other export renames between this one's two renames (its report in place where this one's old report
+        # was), or just before this one's first (the report moved aside, its own not yet in place)
+        ours = Path(source).name.startswith(".report.tmp-") if meanwhile == "puts its report in place" else True
+        if ours and not raced_once:
+            raced_once.append(True)
+            if out.exists():
+                replace(out, tmp_path / ".report.old-other")
+            if meanwhile == "puts its report in place":
+                other.mkdir()
+                (other / "index.html").write_text("the other export's report")
+                replace(other, out)
+        return replace(source, target)
+
+    monkeypatch.setattr(pages.os, "replace", raced)
+    index = report.export_html(hostile, out, n_examples=1, highlight=False, dashboards=False, traces=False,
+                               progress=False)
+    assert "the other export" not in index.read_text()  # the report moved in last stays
+    assert {p.name for p in tmp_path.iterdir()} - {".report.old-other"} == {"report"}  # that one the other's to remove

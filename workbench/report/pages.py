@@ -7,6 +7,7 @@ split into one page per component (above :data:`MAX_SINGLE_PAGE_COMPONENTS`) sha
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -253,15 +254,28 @@ def _check_report_folder(out: Path) -> None:
                 f"folder, such as {out / 'report'}")
 
 
+#: What the renames meet when another export of the same report moves it at the same moment
+_MOVED_MEANWHILE = {errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST}
+
+
 def _replace_folder(staging: Path, out: Path) -> None:
-    """Move ``staging`` to ``out``, replacing a previous report only once the new one is complete."""
-    old = None
-    if out.exists():
-        old = staging_path(out, "old")
-        os.replace(out, old)
-    os.replace(staging, out)  # a kill just before this leaves no report, and the old one aside: see _recover_report
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    """Move ``staging`` to ``out``, replacing a previous report only once the new one is complete. Another export
+    of the same report (a second notebook or panel) may move it between the two renames: they failed with a bare
+    'Directory not empty' or 'No such file', so they are tried again, and the report moved in last stays."""
+    for attempt in range(5):
+        old = None
+        try:
+            if out.exists():
+                old = staging_path(out, "old")
+                os.replace(out, old)
+            os.replace(staging, out)  # a kill just before this leaves no report, and the old one aside: see _recover_report
+            return
+        except OSError as err:
+            if err.errno not in _MOVED_MEANWHILE or attempt == 4:
+                raise
+        finally:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
 
 
 def _recover_report(out: Path) -> None:
