@@ -117,6 +117,31 @@ def test_the_deletion_check_of_a_cut_text_warns_of_the_text_not_of_its_deletions
     assert len(cut) == 1 and cut[0].startswith("1 of 1 texts are longer than max_length=64"), cut
 
 
+def test_the_deletion_check_says_which_words_the_model_never_read_and_refits_none_of_them(explorer, monkeypatch):
+    """A word past the cut at max_length was deleted, refitted (a PEF each) and shown at a drop of 0, read as 'the
+    coefficient does not need it', where the model never read it."""
+    import warnings
+
+    from workbench.analysis import lookup
+
+    fitted = []
+    real = lookup.coefficients_of_texts
+    monkeypatch.setattr(lookup, "coefficients_of_texts",
+                        lambda model, tokenizer, decomposition, texts, **kw: (fitted.append(len(texts)), real(
+                            model, tokenizer, decomposition, texts, **kw))[1])
+    text = " ".join(["the plot was dull ."] * 14)  # 70 words, 72 tokens with [CLS] and [SEP]: 8 past the cut
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        effects = explorer.deletion_effects(0, text)
+    assert list(effects.columns) == ["word", "start", "stop", "coefficient", "drop", "read"]
+    unread = effects[~effects["read"]]
+    assert len(unread) == 8 and unread["start"].min() > effects.loc[effects["read"], "start"].max()
+    assert unread["drop"].isna().all() and unread["coefficient"].isna().all()
+    assert effects.loc[effects["read"], "drop"].notna().all() and fitted == [1 + 62]  # the text, and the words read
+    short = explorer.deletion_effects(0, "the plot was dull .")
+    assert short["read"].all() and short["drop"].notna().all()
+
+
 def test_a_new_text_s_lookup_covers_the_run_s_parameters_of_a_model_given_with_some_frozen(explorer, embedded_run):
     """A model given to the explorer with layers frozen after the run (requires_grad=False) left them out of a new
     text's PEF: lookup and deletion_effects failed, its PEFs 'computed over other parameters than the decomposition',

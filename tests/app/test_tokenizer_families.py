@@ -223,6 +223,7 @@ def test_a_text_that_loads_on_nothing_has_no_deletion_drops(monkeypatch):
 
     W = np.array([[1.5e-17], [0.05], [0.09], [0.0]], dtype=np.float32)
     monkeypatch.setattr(lookup, "coefficients_of_texts", lambda *args, **kwargs: (W, 0.0))
+    monkeypatch.setattr(lookup, "read_spans", lambda *args: {})  # no tokenizer here: every word read
     effects = lookup.deletion_effects(None, None, None, "was perfect here", 0)
     assert effects["drop"].isna().all() and list(effects["coefficient"]) == pytest.approx([0.05, 0.09, 0.0])
     assert "nan" not in deletions_html([(3, "perfect", effects)])

@@ -105,7 +105,9 @@ def deletion_effects(model, tokenizer, decomposition, text, component: int, **kw
     ``start`` and ``stop`` in the text, the ``coefficient`` without it and the ``drop``, 1 − that
     over the text's own coefficient (fitted the same way; 1: the word carries all of it, below 0:
     the coefficient rises without it; NaN where the text loads on nothing, at most
-    :data:`NO_COEFFICIENT` of the largest coefficient).
+    :data:`NO_COEFFICIENT` of the largest coefficient), and ``read``: whether the model reads the word
+    at all (a word past the cut at ``max_length`` is not deleted and refitted; its coefficient and
+    drop are NaN).
 
     ``text`` may be a (first, second) pair of texts, encoded as the run encodes pairs: its words are
     those the tokenizer's word ids group (as a card groups its tokens; "dog's" is three), in either
@@ -121,20 +123,35 @@ def deletion_effects(model, tokenizer, decomposition, text, component: int, **kw
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"text must be a non-empty string, got {text!r}")
         words = [(0, m.group(), m.start(), m.end()) for m in re.finditer(r"\S+", text)]
-        edited, which = [_deleted(text, a, b) for _, _, a, b in words], {}
+        read = _read_words(model, tokenizer, text, words, kwargs.get("max_length", 64))
+        edited, which = [_deleted(text, a, b) for (_, _, a, b), r in zip(words, read) if r], {"read": read}
     if len(words) < 2:
         raise ValueError(f"{text!r} is one word: without it no text is left to fit; pass a text of two words or more")
     # a cut text warned of as '71 of 71 texts' cut, its deletions counted with it
     W, _ = coefficients_of_texts(model, tokenizer, decomposition, [text, *edited], warn_of=1, **kwargs)
-    own, without = float(W[0, component]), W[1:, component].astype(np.float64)
+    own, without = float(W[0, component]), np.full(len(words), np.nan)
+    without[which.get("read", np.ones(len(words), bool))] = W[1:, component]
     # an own coefficient at float32's rounding beside those without a word (1e-17 beside 0.09, where the text loads
     # on nothing) is none: over it, drops read -3e15
-    loads = own > NO_COEFFICIENT * max(own, float(without.max(initial=0.0)))
+    loads = own > NO_COEFFICIENT * max(own, float(np.nanmax(without, initial=0.0)))
+    read = which.pop("read", None)
     frame = pd.DataFrame({"word": [w for _, w, _, _ in words], **which, "start": [a for _, _, a, _ in words],
                           "stop": [b for _, _, _, b in words], "coefficient": without,
-                          "drop": 1 - without / own if loads else np.nan})
+                          "drop": 1 - without / own if loads else np.nan,
+                          **({} if read is None else {"read": read})})
     frame.attrs["coefficient"] = own  # the text's own, fitted as the deletions are
     return frame.sort_values("drop", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def _read_words(model, tokenizer, text: str, words, max_length: int) -> np.ndarray:
+    """(n_words,) bool: whether the model reads any of each word's characters. A word past the cut at ``max_length``
+    was deleted, refitted and shown at a drop of 0, read as 'the coefficient does not need it' where the model never
+    read it (994 of the 1000 words of a long text, each a PEF). A slow tokenizer gives no characters: every word read."""
+    where = read_spans(model, tokenizer, text, max_length)
+    if not where:
+        return np.ones(len(words), bool)
+    spans = [span for span, special in zip(where["spans"], where["special"]) if not special and span[1] > span[0]]
+    return np.array([any(s < b and a < e for s, e in spans) for _, _, a, b in words], dtype=bool)
 
 
 #: What a deletion frame's ``text`` column calls the texts of a pair.
