@@ -1,4 +1,4 @@
-"""The fit's pre-processing, a block of rows at a time, against the whole-matrix computation it replaced."""
+"""The fit's pre-processing against truth: the counts a block of rows at a time, the scaling exact."""
 
 import numpy as np
 import pytest
@@ -26,13 +26,22 @@ def test_examples_per_column_counts_an_example_once_however_its_rows_are_blocked
 
 
 @pytest.mark.parametrize("block_values", [1, 7, 1 << 20])
-def test_scaled_rows_are_the_float64_products_rounded_once(monkeypatch, block_values):
+def test_scaled_rows_are_the_sparse_product_array_for_array(monkeypatch, block_values):
+    """A fit's checkpoint names its data by these arrays: scaled in the store's order, every checkpoint saved
+    before was refused as of other data. Each product is taken in float64 and rounded once."""
     monkeypatch.setattr(data, "BLOCK_VALUES", block_values)
     matrix, scale = _pefs_matrix(9, 2, 8, seed=1), np.random.default_rng(2).random(18) * 1e3
-    expected = (np.diag(scale) @ matrix.toarray().astype(np.float64)).astype(np.float32)
-    scaled = data.scaled_rows(matrix, scale)
-    assert scaled.dtype == np.float32 and matrix.toarray().max() < 1  # the input is left as it was
-    np.testing.assert_array_equal(scaled.toarray(), expected)
+    unsorted = matrix.copy()
+    unsorted.indices[: unsorted.indptr[1]] = unsorted.indices[: unsorted.indptr[1]][::-1]  # the product's own order
+    unsorted.data[: unsorted.indptr[1]] = unsorted.data[: unsorted.indptr[1]][::-1]
+    unsorted.has_sorted_indices = False
+    for given in (matrix, unsorted):
+        product = sp.csr_matrix(sp.diags(scale) @ given.astype(np.float64), dtype=np.float32)
+        scaled = data.scaled_rows(given, scale)
+        for name in ("data", "indices", "indptr"):
+            np.testing.assert_array_equal(getattr(scaled, name), getattr(product, name))
+        assert scaled.dtype == np.float32
+    assert matrix.toarray().max() < 1  # the input is left as it was
 
 
 def test_an_empty_matrix_has_no_blocks_to_count():
