@@ -93,8 +93,7 @@ def run_model(
     # Everything a model can refuse is found now, before the run folder is touched: weights that
     # would load at random, no tokenizer, label words it does not know, a filter that keeps nothing.
     model, tokenizer = _load(source, template, label_words, label_prefix)
-    n_classes = _n_classes(model)
-    check_run_head(model, n_classes, source)
+    n_classes = check_run_head(model, source)
     _check_label_names(labels, model, source)
     labels = as_labels(labels, len(texts))  # the checks write_pefs makes, made before the folder is touched
     check_label_range(labels, n_classes)
@@ -254,11 +253,6 @@ def _check_label_names(labels, model, source) -> None:
                     ".label2id; labels = [label2id[name] for name in labels], not pandas.factorize, which numbers them "
                     "in the order they first appear" + (f" ({len(unknown)} names are not the model's, e.g. "
                                                         f"{unknown[0]!r})" if unknown else ""))
-
-
-def _n_classes(model) -> int:
-    """The classes a classifier (or a language model read through its label words) tells apart."""
-    return getattr(model, "n_classes", None) or model.config.num_labels
 
 
 def _checked_max_length(max_length, model) -> int:

@@ -87,7 +87,7 @@ def run_embedded(
         given = (source, *load_default_model(source))
         from ..core.validation import check_run_head
 
-        check_run_head(given[1], getattr(given[1], "n_classes", None) or given[1].config.num_labels, source)
+        check_run_head(given[1], source)
 
     def model_stage(recorder: RunRecorder):
         if given is None:

@@ -261,11 +261,13 @@ _NOT_ONE_DISTRIBUTION = {
 }
 
 
-def check_run_head(model, n_classes: int, source) -> None:
-    """A run (run_model, run_embedded) reads one distribution over the model's classes per example, in its PEFs,
-    predictions and purities: a regression or multi-label head is refused before the run folder is made. Of
-    several outputs they ran with a warning from inside the PEF stage, and a folder of readings of a softmax the
-    model never computes; run_embedded wrote a failed run folder before refusing a single output."""
+def check_run_head(model, source) -> int:
+    """The classes a run's model tells apart (a classifier's, or a language model's read through its label words).
+    A run (run_model, run_embedded) reads one distribution over them per example, in its PEFs, predictions and
+    purities: a regression or multi-label head is refused before the run folder is made. Of several outputs they
+    ran with a warning from inside the PEF stage, and a folder of readings of a softmax the model never computes;
+    run_embedded wrote a failed run folder before refusing a single output."""
+    n_classes = getattr(model, "n_classes", None) or model.config.num_labels
     problem = getattr(getattr(model, "config", None), "problem_type", None)
     if n_classes < 2:
         raise ValueError(f"{source} holds a model with {n_classes} output (problem_type {problem!r}): NPEFF reads a "
@@ -276,6 +278,7 @@ def check_run_head(model, n_classes: int, source) -> None:
                          "distribution over its classes (PEFs, predictions, label purities), which it does not give: "
                          "pass a sequence classifier. To read its outputs as softmax logits anyway, knowing the PEFs "
                          "are not its Fisher, use compute_pefs or write_pefs, which warn of it")
+    return n_classes
 
 
 def check_weights(model: torch.nn.Module) -> None:
