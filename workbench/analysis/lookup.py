@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..core.defaults import N_VALUES
 from ..core.arguments import positive_int
-from ..core.words import word_positions, words_split_at_spaces
+from ..core.words import read_bounds, word_positions, words_split_at_spaces
 from ..models.text import are_pairs, is_pair
 from .tables import scaled_coefficients
 
@@ -119,22 +119,22 @@ def deletion_effects(model, tokenizer, decomposition, text, component: int, **kw
         edited = [tuple(_deleted(part, a, b) if i == side else part for i, part in enumerate(text))
                   for side, _, a, b in words]
         which = {"text": [PAIR_SIDES[side] for side, _, _, _ in words]}
+        read = None  # a pair's words past the cut are refitted: deleting one may move the cut (longest first)
     else:
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"text must be a non-empty string, got {text!r}")
         words = [(0, m.group(), m.start(), m.end()) for m in re.finditer(r"\S+", text)]
         read = _read_words(model, tokenizer, text, words, kwargs.get("max_length", 64))
-        edited, which = [_deleted(text, a, b) for (_, _, a, b), r in zip(words, read) if r], {"read": read}
+        edited, which = [_deleted(text, a, b) for (_, _, a, b), r in zip(words, read) if r], {}
     if len(words) < 2:
         raise ValueError(f"{text!r} is one word: without it no text is left to fit; pass a text of two words or more")
     # a cut text warned of as '71 of 71 texts' cut, its deletions counted with it
     W, _ = coefficients_of_texts(model, tokenizer, decomposition, [text, *edited], warn_of=1, **kwargs)
     own, without = float(W[0, component]), np.full(len(words), np.nan)
-    without[which.get("read", np.ones(len(words), bool))] = W[1:, component]
+    without[slice(None) if read is None else read] = W[1:, component]
     # an own coefficient at float32's rounding beside those without a word (1e-17 beside 0.09, where the text loads
     # on nothing) is none: over it, drops read -3e15
     loads = own > NO_COEFFICIENT * max(own, float(np.nanmax(without, initial=0.0)))
-    read = which.pop("read", None)
     frame = pd.DataFrame({"word": [w for _, w, _, _ in words], **which, "start": [a for _, _, a, _ in words],
                           "stop": [b for _, _, _, b in words], "coefficient": without,
                           "drop": 1 - without / own if loads else np.nan,
@@ -148,10 +148,10 @@ def _read_words(model, tokenizer, text: str, words, max_length: int) -> np.ndarr
     was deleted, refitted and shown at a drop of 0, read as 'the coefficient does not need it' where the model never
     read it (994 of the 1000 words of a long text, each a PEF). A slow tokenizer gives no characters: every word read."""
     where = read_spans(model, tokenizer, text, max_length)
-    if not where:
+    bounds = read_bounds(where["spans"], where["special"]) if where else None
+    if bounds is None:
         return np.ones(len(words), bool)
-    spans = [span for span, special in zip(where["spans"], where["special"]) if not special and span[1] > span[0]]
-    return np.array([any(s < b and a < e for s, e in spans) for _, _, a, b in words], dtype=bool)
+    return np.array([a < bounds[1] and bounds[0] < b for _, _, a, b in words], dtype=bool)
 
 
 #: What a deletion frame's ``text`` column calls the texts of a pair.

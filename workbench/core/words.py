@@ -23,6 +23,13 @@ def is_blank_token(token: str) -> bool:
     return not token.replace("▁", "").replace("Ġ", "").strip()
 
 
+def read_bounds(spans, special=None) -> tuple[int, int] | None:
+    """Where the model's first read character of a text is, and where its last ends, from its tokens' ``spans``
+    (special tokens, and tokens of no character, left out); None without a token of the text."""
+    kept = [span for i, span in enumerate(spans or []) if not (special is not None and special[i]) and span[1] > span[0]]
+    return None if not kept else (min(s for s, _ in kept), max(e for _, e in kept))
+
+
 def word_positions(words: Sequence[int | None] | None, n_tokens: int) -> list[list[int]]:
     """The positions of ``n_tokens`` tokens grouped into words: consecutive tokens of one word id. A token of
     no word (special, a prompt's template) stands alone, as every token does without ``words`` (slow

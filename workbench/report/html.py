@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..core.words import BLANK, PAIR_SEPARATOR, word_positions
+from ..core.words import BLANK, PAIR_SEPARATOR, read_bounds, word_positions
 from .css import CSS
 
 
@@ -316,7 +316,7 @@ def read_text(text: str, spans, special=None) -> str:
     if pair is not None:
         (first, *one), separator, (second, *two) = pair
         return read_text(first, *one) + separator + read_text(second, *two)
-    bounds = _read_bounds(spans, special)
+    bounds = read_bounds(spans, special)
     if bounds is None:
         return text
     head, body, tail = text[:bounds[0]], text[bounds[0]:bounds[1]], text[bounds[1]:]
@@ -331,7 +331,7 @@ def read_html(text: str, spans, special=None) -> str:
     if pair is not None:
         (first, *one), separator, (second, *two) = pair
         return read_html(first, *one) + escape(separator) + read_html(second, *two)
-    bounds = _read_bounds(spans, special)
+    bounds = read_bounds(spans, special)
     if bounds is None:
         return escape(text)
     return (unread_html(text[:bounds[0]], at_start=True) + escape(text[bounds[0]:bounds[1]])
@@ -349,12 +349,6 @@ def _pair_parts(text: str, spans, special):
     twos = [((a - seam, b - seam), flag) for (a, b), flag in zip(spans, flags) if a >= seam]
     return ((first, [s for s, _ in ones], [f for _, f in ones]), separator,
             (second, [s for s, _ in twos], [f for _, f in twos]))
-
-
-def _read_bounds(spans, special) -> tuple[int, int] | None:
-    """Where the model's first read character is, and where its last ends; None without a token of the text."""
-    kept = [span for i, span in enumerate(spans or []) if not (special is not None and special[i]) and span[1] > span[0]]
-    return None if not kept else (min(s for s, _ in kept), max(e for _, e in kept))
 
 
 def unread_html(rest: str, *, at_start: bool = False) -> str:
